@@ -1,0 +1,166 @@
+namespace Sesame
+
+open System
+open System.Collections
+open System.Collections.Generic
+open System.Collections.Immutable
+
+/// <summary>
+/// An immutable JSON value: the form a session is held in. Changing a value returns a new
+/// value that shares every untouched part with the old one, so an update copies one spine.
+/// </summary>
+/// <remarks>
+/// Objects compare equal when they hold the same keys with equal values, in any order (they
+/// keep their insertion order for writing). Numbers compare by their exact text.
+/// </remarks>
+[<CustomEquality; NoComparison; RequireQualifiedAccess>]
+type Json =
+    /// JSON <c>null</c>.
+    | Null
+    /// <c>true</c> or <c>false</c>.
+    | Bool of bool
+    /// A number, kept as its exact text.
+    | Number of JsonNumber
+    /// A string.
+    | String of string
+    /// An array.
+    | Array of ImmutableArray<Json>
+    /// An object, with its keys in insertion order.
+    | Object of JsonObject
+
+    static member private Same(a: Json, b: Json) : bool =
+        obj.ReferenceEquals(a, b)
+        ||
+        match a, b with
+        | Null, Null -> true
+        | Bool x, Bool y -> x = y
+        | Number x, Number y -> x.Equals y
+        | String x, String y -> String.Equals(x, y, StringComparison.Ordinal)
+        | Array xs, Array ys ->
+            xs.Length = ys.Length
+            && (let mutable i = 0
+                while i < xs.Length && Json.Same(xs[i], ys[i]) do
+                    i <- i + 1
+                i = xs.Length)
+        | Object x, Object y -> x.SameAs y
+        | _ -> false
+
+    override this.Equals(other: obj) =
+        match other with
+        | :? Json as j -> Json.Same(this, j)
+        | _ -> false
+
+    override this.GetHashCode() =
+        match this with
+        | Null -> 0
+        | Bool b -> if b then 1 else 2
+        | Number n -> n.GetHashCode()
+        | String s -> StringComparer.Ordinal.GetHashCode s
+        | Array xs ->
+            let mutable h = 17
+            for x in xs do
+                h <- h * 31 + x.GetHashCode()
+            h
+        | Object o ->
+            // Order-insensitive, to agree with Equals.
+            let mutable h = 19
+            for KeyValue(k, v) in o do
+                h <- h + (StringComparer.Ordinal.GetHashCode k ^^^ v.GetHashCode())
+            h
+
+    interface IEquatable<Json> with
+        member this.Equals(other: Json) = Json.Same(this, other)
+
+/// <summary>The immutable, insertion-ordered properties of a JSON object.</summary>
+/// <remarks>Lookups are linear for small objects and go through an index built on first use for wide ones.</remarks>
+and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValuePair<string, Json>[]) =
+
+    /// Below this width a linear scan beats building a dictionary.
+    static let indexThreshold = 8
+    static let empty = JsonObject([||])
+
+    [<DefaultValue>]
+    val mutable private index: Dictionary<string, int>
+
+    member private this.IndexOf(key: string) : int =
+        if properties.Length <= indexThreshold then
+            let mutable i = 0
+            while i < properties.Length && not (String.Equals(properties[i].Key, key, StringComparison.Ordinal)) do
+                i <- i + 1
+            if i = properties.Length then -1 else i
+        else
+            let index =
+                match this.index with
+                | null ->
+                    let built = Dictionary<string, int>(properties.Length, StringComparer.Ordinal)
+                    for i in 0 .. properties.Length - 1 do
+                        built[properties[i].Key] <- i
+                    this.index <- built
+                    built
+                | built -> built
+            match index.TryGetValue key with
+            | true, i -> i
+            | _ -> -1
+
+    /// The empty object.
+    static member Empty = empty
+
+    /// <summary>Builds an object from key/value pairs; a repeated key keeps its first position and its last value.</summary>
+    static member OfSeq(pairs: seq<string * Json>) : JsonObject =
+        let order = ResizeArray<KeyValuePair<string, Json>>()
+        let positions = Dictionary<string, int>(StringComparer.Ordinal)
+        for key, value in pairs do
+            match positions.TryGetValue key with
+            | true, i -> order[i] <- KeyValuePair(key, value)
+            | _ ->
+                positions[key] <- order.Count
+                order.Add(KeyValuePair(key, value))
+        JsonObject(order.ToArray())
+
+    /// The number of properties.
+    member _.Count = properties.Length
+
+    /// <summary>The value at <paramref name="key"/>, or <c>ValueNone</c>.</summary>
+    member this.TryFind(key: string) : Json voption =
+        match this.IndexOf key with
+        | -1 -> ValueNone
+        | i -> ValueSome properties[i].Value
+
+    /// <summary>Whether the object has <paramref name="key"/>.</summary>
+    member this.ContainsKey(key: string) = this.IndexOf key >= 0
+
+    /// <summary>A copy with <paramref name="key"/> set to <paramref name="value"/> (in place if it exists, else appended).</summary>
+    member this.Add(key: string, value: Json) : JsonObject =
+        match this.IndexOf key with
+        | -1 ->
+            let copy = Array.zeroCreate (properties.Length + 1)
+            Array.blit properties 0 copy 0 properties.Length
+            copy[properties.Length] <- KeyValuePair(key, value)
+            JsonObject copy
+        | i when obj.ReferenceEquals(properties[i].Value, value) -> this
+        | i ->
+            let copy = Array.copy properties
+            copy[i] <- KeyValuePair(key, value)
+            JsonObject copy
+
+    /// <summary>A copy without <paramref name="key"/> (this object itself when the key is absent).</summary>
+    member this.Remove(key: string) : JsonObject =
+        match this.IndexOf key with
+        | -1 -> this
+        | i -> JsonObject(Array.removeAt i properties)
+
+    /// Whether both objects hold the same keys with equal values, in any order.
+    member internal this.SameAs(other: JsonObject) =
+        obj.ReferenceEquals(this, other)
+        || properties.Length = other.Count
+           && properties
+              |> Array.forall (fun (KeyValue(k, v)) ->
+                  match other.TryFind k with
+                  | ValueSome w -> v.Equals w
+                  | ValueNone -> false)
+
+    interface IEnumerable<KeyValuePair<string, Json>> with
+        member _.GetEnumerator() = (properties :> seq<_>).GetEnumerator()
+
+    interface IEnumerable with
+        member _.GetEnumerator() = properties.GetEnumerator()

@@ -1,0 +1,216 @@
+namespace Sesame
+
+open System
+open System.Buffers
+open System.Collections.Generic
+open System.Collections.Immutable
+open System.IO
+open System.Text
+open System.Text.Encodings.Web
+open System.Text.Json
+open System.Text.Json.Nodes
+open System.Text.Json.Serialization
+
+/// <summary>
+/// Building, reading and writing <see cref="T:Sesame.Json"/> values: UTF-8 text through
+/// System.Text.Json's reader and writer, conversion to and from <c>JsonNode</c> and
+/// <c>JsonElement</c>, and typed encode/decode of .NET and F# values.
+/// </summary>
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Json =
+
+    /// <summary>The deepest nesting Sesame reads or writes (1,024 levels). Deeper input is refused with a <c>JsonException</c>.</summary>
+    [<Literal>]
+    let MaxDepth = 1024
+
+    /// The empty object: the value of a new session.
+    let emptyObject = Json.Object Sesame.JsonObject.Empty
+
+    /// <summary>A string value.</summary>
+    let string (value: string) =
+        if isNull value then Json.Null else Json.String value
+
+    /// <summary>A number value from a 64-bit integer.</summary>
+    let int64 (value: int64) = Json.Number(JsonNumber.OfInt64 value)
+
+    /// <summary>A number value from a decimal, keeping its scale.</summary>
+    let decimal (value: decimal) = Json.Number(JsonNumber.OfDecimal value)
+
+    /// <summary>An object from key/value pairs.</summary>
+    let object (pairs: seq<string * Json>) = Json.Object(Sesame.JsonObject.OfSeq pairs)
+
+    /// <summary>An array from values.</summary>
+    let array (items: seq<Json>) = Json.Array(ImmutableArray.CreateRange items)
+
+    let private readerOptions =
+        JsonReaderOptions(MaxDepth = MaxDepth + 1, CommentHandling = JsonCommentHandling.Disallow, AllowTrailingCommas = false)
+
+    let private writerOptions =
+        // Relaxed escaping keeps non-ASCII text readable and compact; the output is stored, never put in HTML.
+        JsonWriterOptions(Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth + 1, SkipValidation = true)
+
+    let rec private read (reader: byref<Utf8JsonReader>) : Json =
+        match reader.TokenType with
+        | JsonTokenType.Null -> Json.Null
+        | JsonTokenType.True -> Json.Bool true
+        | JsonTokenType.False -> Json.Bool false
+        | JsonTokenType.Number -> Json.Number(JsonNumber.Trusted(Encoding.UTF8.GetString reader.ValueSpan))
+        | JsonTokenType.String -> Json.String(reader.GetString())
+        | JsonTokenType.StartArray ->
+            let items = ImmutableArray.CreateBuilder<Json>()
+            while reader.Read() && reader.TokenType <> JsonTokenType.EndArray do
+                items.Add(read &reader)
+            Json.Array(items.ToImmutable())
+        | JsonTokenType.StartObject ->
+            let properties = ResizeArray<KeyValuePair<string, Json>>()
+            let mutable positions: Dictionary<string, int> = null
+            while reader.Read() && reader.TokenType <> JsonTokenType.EndObject do
+                let key = reader.GetString()
+                reader.Read() |> ignore
+                let value = read &reader
+                // A repeated key keeps its first position and its last value; a scan is cheap while objects are small.
+                if properties.Count >= 8 && isNull positions then
+                    positions <- Dictionary(StringComparer.Ordinal)
+                    for i in 0 .. properties.Count - 1 do
+                        positions[properties[i].Key] <- i
+                let existing =
+                    if isNull positions then properties.FindIndex(fun p -> String.Equals(p.Key, key, StringComparison.Ordinal))
+                    else match positions.TryGetValue key with | true, i -> i | _ -> -1
+                if existing >= 0 then
+                    properties[existing] <- KeyValuePair(key, value)
+                else
+                    if not (isNull positions) then positions[key] <- properties.Count
+                    properties.Add(KeyValuePair(key, value))
+            Json.Object(Sesame.JsonObject(properties.ToArray()))
+        | token -> raise (JsonException $"Unexpected JSON token {token}.")
+
+    /// <summary>Parses UTF-8 JSON text (one value, nothing after it).</summary>
+    /// <exception cref="System.Text.Json.JsonException">The text is not valid JSON, or nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
+    let parseUtf8 (utf8: ReadOnlySpan<byte>) : Json =
+        let mutable reader = Utf8JsonReader(utf8, readerOptions)
+        if not (reader.Read()) then raise (JsonException "The JSON text is empty.")
+        let value = read &reader
+        // The reader itself rejects anything but white space after the root value.
+        if reader.Read() then raise (JsonException "Unexpected text after the JSON value.")
+        value
+
+    /// <summary>Parses JSON text.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The text is not valid JSON.</exception>
+    let parse (text: string) : Json =
+        if isNull text then nullArg "text"
+        parseUtf8 (ReadOnlySpan(Encoding.UTF8.GetBytes text))
+
+    /// <summary>Parses JSON text, giving the parser's message on failure.</summary>
+    let tryParse (text: string) : Result<Json, string> =
+        try
+            Ok(parse text)
+        with
+        | :? JsonException as e -> Error e.Message
+        | :? InvalidOperationException as e -> Error e.Message
+
+    let rec private write (writer: Utf8JsonWriter) (json: Json) =
+        match json with
+        | Json.Null -> writer.WriteNullValue()
+        | Json.Bool b -> writer.WriteBooleanValue b
+        | Json.Number n -> writer.WriteRawValue(n.Text, skipInputValidation = true)
+        | Json.String s -> writer.WriteStringValue s
+        | Json.Array items ->
+            writer.WriteStartArray()
+            for item in items do
+                write writer item
+            writer.WriteEndArray()
+        | Json.Object o ->
+            writer.WriteStartObject()
+            for KeyValue(k, v) in o do
+                writer.WritePropertyName k
+                write writer v
+            writer.WriteEndObject()
+
+    /// <summary>Writes a value to a <c>Utf8JsonWriter</c> (the writer is not flushed).</summary>
+    let writeTo (writer: Utf8JsonWriter) (json: Json) = write writer json
+
+    /// <summary>Writes compact UTF-8 JSON to a buffer writer.</summary>
+    let writeToBuffer (buffer: IBufferWriter<byte>) (json: Json) =
+        use writer = new Utf8JsonWriter(buffer, writerOptions)
+        write writer json
+        writer.Flush()
+
+    /// <summary>The compact UTF-8 JSON text of a value.</summary>
+    let toUtf8 (json: Json) : byte[] =
+        let buffer = ArrayBufferWriter<byte>(256)
+        writeToBuffer buffer json
+        buffer.WrittenSpan.ToArray()
+
+    /// <summary>The compact JSON text of a value.</summary>
+    let serialize (json: Json) : string =
+        let buffer = ArrayBufferWriter<byte>(256)
+        writeToBuffer buffer json
+        Encoding.UTF8.GetString buffer.WrittenSpan
+
+    /// <summary>Converts a <c>JsonNode</c> (<c>null</c> meaning JSON null).</summary>
+    let ofJsonNode (node: JsonNode) : Json =
+        match node with
+        | null -> Json.Null
+        | node ->
+            let buffer = ArrayBufferWriter<byte>(256)
+            using (new Utf8JsonWriter(buffer, writerOptions)) (fun writer ->
+                node.WriteTo writer
+                writer.Flush())
+            parseUtf8 buffer.WrittenSpan
+
+    /// <summary>Converts to a new, mutable <c>JsonNode</c> (<c>null</c> for JSON null).</summary>
+    let toJsonNode (json: Json) : JsonNode =
+        JsonNode.Parse(ReadOnlySpan(toUtf8 json), documentOptions = JsonDocumentOptions(MaxDepth = MaxDepth + 1))
+
+    /// <summary>Converts a <c>JsonElement</c>.</summary>
+    let ofJsonElement (element: JsonElement) : Json =
+        let buffer = ArrayBufferWriter<byte>(256)
+        using (new Utf8JsonWriter(buffer, writerOptions)) (fun writer ->
+            element.WriteTo writer
+            writer.Flush())
+        parseUtf8 buffer.WrittenSpan
+
+    /// <summary>Converts to a <c>JsonElement</c> that owns its memory.</summary>
+    let toJsonElement (json: Json) : JsonElement =
+        use document = JsonDocument.Parse(ReadOnlyMemory(toUtf8 json), JsonDocumentOptions(MaxDepth = MaxDepth + 1))
+        document.RootElement.Clone()
+
+    /// <summary>
+    /// Serializer options that handle F# records, unions, options, lists and maps
+    /// (FSharp.SystemTextJson), with the same depth limit as Sesame's parser.
+    /// A new instance each call, so callers may customise it.
+    /// </summary>
+    let createSerializerOptions () : JsonSerializerOptions =
+        let options = JsonSerializerOptions(JsonSerializerDefaults.Web)
+        options.MaxDepth <- MaxDepth
+        options.Encoder <- JavaScriptEncoder.UnsafeRelaxedJsonEscaping
+        options.Converters.Add(JsonFSharpConverter())
+        options
+
+    /// The options used when none are given.
+    let defaultSerializerOptions = createSerializerOptions ()
+
+    /// <summary>Encodes a .NET or F# value as JSON with the given serializer options.</summary>
+    /// <exception cref="System.NotSupportedException">The value's type cannot be serialized.</exception>
+    /// <exception cref="System.ArgumentException">A number has no JSON form (NaN, infinity).</exception>
+    /// <exception cref="System.Text.Json.JsonException">The object graph has a cycle or is too deep.</exception>
+    let encodeWith (options: JsonSerializerOptions) (value: 'value) : Json =
+        match box value with
+        | :? Json as json -> json
+        | :? JsonNode as node -> ofJsonNode node
+        | :? JsonElement as element -> ofJsonElement element
+        | _ -> parseUtf8 (ReadOnlySpan(JsonSerializer.SerializeToUtf8Bytes<'value>(value, options)))
+
+    /// <summary>Encodes a .NET or F# value as JSON with <see cref="P:Sesame.JsonModule.defaultSerializerOptions"/>.</summary>
+    let encode (value: 'value) : Json = encodeWith defaultSerializerOptions value
+
+    /// <summary>Decodes JSON into a .NET or F# value with the given serializer options.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The JSON does not fit the type.</exception>
+    let decodeWith<'value> (options: JsonSerializerOptions) (json: Json) : 'value =
+        if typeof<'value> = typeof<Json> then
+            unbox<'value> (box json)
+        else
+            JsonSerializer.Deserialize<'value>(ReadOnlySpan(toUtf8 json), options)
+
+    /// <summary>Decodes JSON into a .NET or F# value with <see cref="P:Sesame.JsonModule.defaultSerializerOptions"/>.</summary>
+    let decode<'value> (json: Json) : 'value = decodeWith<'value> defaultSerializerOptions json

@@ -1,0 +1,212 @@
+namespace Sesame
+
+open System
+open System.Buffers
+open System.Text.Json
+
+/// <summary>
+/// A request's updates folded into one normalized change: what a store commits in one write.
+/// Applying a patch gives the same tree as applying its updates one by one.
+/// </summary>
+type Patch =
+    private
+        { updates: Update list }
+
+    /// The normalized updates, in the order they apply.
+    member this.Updates = this.updates
+
+    /// Whether the patch changes nothing.
+    member this.IsEmpty = List.isEmpty this.updates
+
+    override this.ToString() = this.updates |> List.map string |> String.concat "; "
+
+/// <summary>Folding updates into a patch, applying it, and its JSON form.</summary>
+/// <remarks>
+/// <para>The fold: a later set or remove at a path supersedes earlier updates at or below it;
+/// a later update below an earlier set is folded into the set's value; increments of one path
+/// add up; a set then a remove of one path leaves a remove.</para>
+/// <para>The one case where two updates of related paths stay: when a remove supersedes updates
+/// that created the containers above it, it is kept as <c>set null</c> then <c>remove</c>, because
+/// those containers must still be created, exactly as applying the updates one by one would.</para>
+/// </remarks>
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Patch =
+
+    /// The patch that changes nothing.
+    let empty = { updates = [] }
+
+    /// What the fold keeps for one path.
+    [<NoEquality; NoComparison>]
+    type private Pending =
+        | Put of Json
+        | Drop of createsParents: bool
+        | Add of JsonNumber
+
+    let private isCreator pending =
+        match pending with
+        | Put _
+        | Add _
+        | Drop true -> true
+        | Drop false -> false
+
+    /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
+    let fold (updates: seq<Update>) : Patch =
+        let entries = ResizeArray<struct (Path * Pending)>()
+        let append path pending = entries.Add(struct (path, pending))
+
+        let supersede (path: Path) (isSet: Json option) =
+            let mutable first = -1
+            let mutable creates = false
+            for i in entries.Count - 1 .. -1 .. 0 do
+                let struct (p, pending) = entries[i]
+                if Path.isPrefixOf path p then
+                    first <- i
+                    creates <- creates || isCreator pending
+                    entries.RemoveAt i
+            let pending =
+                match isSet with
+                | Some value -> Put value
+                | None -> Drop creates
+            if first < 0 then append path pending else entries.Insert(first, struct (path, pending))
+
+        for update in updates do
+            let update =
+                match update with
+                | Update.Remove path when path.IsRoot -> Update.Set(path, Json.emptyObject)
+                | other -> other
+            let path = update.Path
+            let isIncrement =
+                match update with
+                | Update.Increment _ -> true
+                | _ -> false
+            // The latest entry at or above this path: in a normalized fold there is at most one.
+            let mutable above = -1
+            let mutable i = entries.Count - 1
+            while above < 0 && i >= 0 do
+                let struct (p, _) = entries[i]
+                if Path.isPrefixOf p path then above <- i
+                i <- i - 1
+            let mergeInto index (node: Json voption) (onNothing: unit -> unit) =
+                let struct (p, _) = entries[index]
+                match (try Ok(Update.applyBelow update (Path.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
+                | Ok(ValueSome value) -> entries[index] <- struct (p, Put value)
+                | Ok ValueNone -> onNothing ()
+                // Applying one by one would fail here too; keep the update so that applying the patch fails the same way.
+                | Error _ -> append path (match update with Update.Set(_, v) -> Put v | Update.Remove _ -> Drop false | Update.Increment(_, by) -> Add by)
+
+            let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (Path.root, Drop false)
+            let isBelow = above >= 0 && (abovePath <> path || isIncrement)
+            match update, abovePending with
+            | _, Put value when isBelow -> mergeInto above (ValueSome value) ignore
+            | _, Drop _ when isBelow -> mergeInto above ValueNone (fun () -> ())
+            | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
+                entries[above] <- struct (path, Add(JsonNumber.Add(total, by)))
+            | Update.Increment(_, by), _ -> append path (Add by)
+            | Update.Set(_, value), _ -> supersede path (Some value)
+            | Update.Remove _, _ -> supersede path None
+
+        let updates =
+            [ for struct (path, pending) in entries do
+                  match pending with
+                  | Put value -> Update.Set(path, value)
+                  | Add by -> Update.Increment(path, by)
+                  | Drop false -> Update.Remove path
+                  | Drop true ->
+                      Update.Set(path, Json.Null)
+                      Update.Remove path ]
+        { updates = updates }
+
+    /// <summary>A patch of updates that are already normalized (as read back from a store).</summary>
+    let internal ofNormalized (updates: Update list) = { updates = updates }
+
+    /// <summary>Applies a patch to a tree.</summary>
+    /// <exception cref="T:Sesame.PathConflictException">An update crosses a value of the wrong kind; the tree is left as it was.</exception>
+    let apply (patch: Patch) (json: Json) : Json =
+        List.fold (fun tree update -> Update.apply update tree) json patch.Updates
+
+    /// <summary>Applies a patch, or gives the conflict.</summary>
+    let tryApply (patch: Patch) (json: Json) : Result<Json, PathConflictException> =
+        try
+            Ok(apply patch json)
+        with :? PathConflictException as e ->
+            Error e
+
+    let private writePath (writer: Utf8JsonWriter) (path: Path) =
+        writer.WriteStartArray()
+        for segment in path.Segments do
+            match segment with
+            | Segment.Key key -> writer.WriteStringValue key
+            | Segment.Index i -> writer.WriteNumberValue i
+        writer.WriteEndArray()
+
+    /// <summary>
+    /// Writes the patch as compact JSON: an array of <c>["set", path, value]</c>,
+    /// <c>["remove", path]</c> and <c>["increment", path, number]</c>, each path an array of
+    /// keys (strings) and indexes (numbers).
+    /// </summary>
+    let writeTo (writer: Utf8JsonWriter) (patch: Patch) =
+        writer.WriteStartArray()
+        for update in patch.Updates do
+            writer.WriteStartArray()
+            match update with
+            | Update.Set(path, value) ->
+                writer.WriteStringValue "set"
+                writePath writer path
+                Json.writeTo writer value
+            | Update.Remove path ->
+                writer.WriteStringValue "remove"
+                writePath writer path
+            | Update.Increment(path, by) ->
+                writer.WriteStringValue "increment"
+                writePath writer path
+                writer.WriteRawValue(by.Text, skipInputValidation = true)
+            writer.WriteEndArray()
+        writer.WriteEndArray()
+
+    /// <summary>The compact UTF-8 JSON of a patch.</summary>
+    let toUtf8 (patch: Patch) : byte[] =
+        let buffer = ArrayBufferWriter<byte>(128)
+        using (new Utf8JsonWriter(buffer, JsonWriterOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = Json.MaxDepth + 4, SkipValidation = true))) (fun writer ->
+            writeTo writer patch
+            writer.Flush())
+        buffer.WrittenSpan.ToArray()
+
+    /// <summary>The compact JSON text of a patch.</summary>
+    let serialize (patch: Patch) = Text.Encoding.UTF8.GetString(toUtf8 patch)
+
+    /// <summary>Reads a patch from its JSON form.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The JSON is not a patch; the message says why.</exception>
+    let ofJson (json: Json) : Patch =
+        let bad (why: string) = raise (JsonException $"Not a Sesame patch: {why}.")
+        let path (json: Json) =
+            match json with
+            | Json.Array segments ->
+                segments
+                |> Seq.map (fun segment ->
+                    match segment with
+                    | Json.String key -> Segment.Key key
+                    | Json.Number n ->
+                        match n.TryGetInt64() with
+                        | ValueSome i when i >= 0L && i <= int64 Int32.MaxValue -> Segment.Index(int i)
+                        | _ -> bad $"{n} is not an array index"
+                    | _ -> bad "a path segment is neither a key nor an index")
+                |> fun segments -> try Path.ofSegments segments with :? ArgumentException as e -> bad e.Message
+            | _ -> bad "a path is not an array"
+        match json with
+        | Json.Array operations ->
+            let updates =
+                [ for operation in operations do
+                      match operation with
+                      | Json.Array op when op.Length = 3 && op[0] = Json.String "set" -> Update.Set(path op[1], op[2])
+                      | Json.Array op when op.Length = 2 && op[0] = Json.String "remove" -> Update.Remove(path op[1])
+                      | Json.Array op when op.Length = 3 && op[0] = Json.String "increment" ->
+                          match op[2] with
+                          | Json.Number by -> Update.Increment(path op[1], by)
+                          | _ -> bad "an increment is not a number"
+                      | other -> bad $"unknown operation {Json.serialize other}" ]
+            { updates = updates }
+        | _ -> bad "not an array"
+
+    /// <summary>Parses a patch from its JSON text.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The text is not a patch.</exception>
+    let parse (text: string) = ofJson (Json.parse text)

@@ -1,0 +1,283 @@
+namespace Sesame
+
+open System
+open System.Collections.Immutable
+open System.Text
+
+/// <summary>One step of a path: an object key or an array index.</summary>
+[<RequireQualifiedAccess>]
+type Segment =
+    /// A key of an object.
+    | Key of key: string
+    /// A zero-based index of an array.
+    | Index of index: int
+
+/// <summary>
+/// Where a value lives in a session tree: a list of segments from the root. Written as text
+/// like <c>cart.items[2].qty</c>; a key holding <c>.</c>, <c>[</c>, <c>]</c>, <c>"</c>, a control
+/// character or nothing at all is written in brackets as a JSON string: <c>user["first.name"]</c>.
+/// </summary>
+[<CustomEquality; CustomComparison>]
+type Path =
+    private
+        { segments: Segment list }
+
+    /// The segments, root first.
+    member this.Segments = this.segments
+
+    /// Whether this is the root (the whole session).
+    member this.IsRoot = List.isEmpty this.segments
+
+    /// The canonical text of the path (the empty string for the root).
+    override this.ToString() =
+        let text = StringBuilder()
+        let needsBrackets (key: string) =
+            key.Length = 0
+            || key |> Seq.exists (fun c -> c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
+        for segment in this.segments do
+            match segment with
+            | Segment.Key key when needsBrackets key ->
+                text.Append('[').Append(System.Text.Json.JsonSerializer.Serialize key).Append(']') |> ignore
+            | Segment.Key key ->
+                if text.Length > 0 then text.Append '.' |> ignore
+                text.Append key |> ignore
+            | Segment.Index i -> text.Append('[').Append(i).Append(']') |> ignore
+        text.ToString()
+
+    override this.Equals(other: obj) =
+        match other with
+        | :? Path as p -> this.segments = p.segments
+        | _ -> false
+
+    override this.GetHashCode() = hash this.segments
+
+    interface IComparable with
+        member this.CompareTo(other: obj) =
+            match other with
+            | :? Path as p -> compare this.segments p.segments
+            | _ -> invalidArg "other" "Not a path."
+
+/// <summary>
+/// A path that cannot be followed in a tree: it crosses a value that is not a container of
+/// the right kind, an index is past the end of an array, or a number was expected.
+/// </summary>
+type PathConflictException(path: Path, message: string) =
+    inherit InvalidOperationException(message)
+
+    /// The path the operation was given.
+    member _.Path = path
+
+/// <summary>Parsing paths and reading and changing a tree through them (a lens).</summary>
+/// <remarks>
+/// <para>Reading a path that does not exist gives nothing.</para>
+/// <para>Setting creates what is missing on the way: an object for a key, an array for index 0.
+/// Setting index <c>n</c> of an array of <c>n</c> items appends; a larger index is a
+/// <see cref="T:Sesame.PathConflictException"/>. So is a path that crosses a value that is not a
+/// container of the right kind (a key into an array, an index into an object, anything into a
+/// string): nothing is replaced silently.</para>
+/// <para>Removing something that is not there does nothing. Removing an array item shifts the items after it.</para>
+/// </remarks>
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Path =
+
+    /// <summary>The most segments a path may have (the same as <see cref="F:Sesame.JsonModule.MaxDepth"/>).</summary>
+    [<Literal>]
+    let MaxSegments = Json.MaxDepth
+
+    /// <summary>The longest path text accepted, in characters (16,384).</summary>
+    [<Literal>]
+    let MaxTextLength = 16384
+
+    /// The root: the whole session.
+    let root = { segments = [] }
+
+    /// <summary>A path from segments.</summary>
+    /// <exception cref="System.ArgumentException">An index is negative, a key is null, or there are more than <see cref="F:Sesame.PathModule.MaxSegments"/> segments.</exception>
+    let ofSegments (segments: seq<Segment>) =
+        let segments = List.ofSeq segments
+        if segments.Length > MaxSegments then
+            invalidArg "segments" $"A path may have at most {MaxSegments} segments; this one has {segments.Length}."
+        for segment in segments do
+            match segment with
+            | Segment.Index i when i < 0 -> invalidArg "segments" $"Array index {i} is negative."
+            | Segment.Key null -> invalidArg "segments" "A key cannot be null."
+            | _ -> ()
+        { segments = segments }
+
+    /// <summary>A path of object keys (so keys may hold any character).</summary>
+    let ofKeys (keys: seq<string>) = ofSegments (Seq.map Segment.Key keys)
+
+    /// The path one level below.
+    let child (segment: Segment) (path: Path) = ofSegments (path.Segments @ [ segment ])
+
+    let private isBareKeyChar (c: char) =
+        not (c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
+
+    /// <summary>Parses path text, or says what is wrong and where.</summary>
+    let tryParse (text: string) : Result<Path, string> =
+        if isNull text then Error "The path is null."
+        elif text.Length = 0 then Error "The path is empty; name a key, e.g. \"cart.items[2].qty\"."
+        elif text.Length > MaxTextLength then Error $"The path is {text.Length} characters long; at most {MaxTextLength} are accepted."
+        else
+            let segments = ResizeArray<Segment>()
+            let mutable i = 0
+            let mutable error = None
+            let fail message = if error.IsNone then error <- Some message
+            let bareKey () =
+                let start = i
+                while i < text.Length && isBareKeyChar text[i] do
+                    i <- i + 1
+                if i = start then fail $"Expected a key at position {start} of \"{text}\"." 
+                else segments.Add(Segment.Key(text.Substring(start, i - start)))
+            let bracket () =
+                // text[i] = '['
+                i <- i + 1
+                if i < text.Length && text[i] = '"' then
+                    // A JSON string: find its closing quote, honouring escapes.
+                    let start = i
+                    i <- i + 1
+                    while i < text.Length && text[i] <> '"' do
+                        i <- i + (if text[i] = '\\' then 2 else 1)
+                    if i >= text.Length then fail $"Unterminated quoted key starting at position {start} of \"{text}\"."
+                    else
+                        i <- i + 1
+                        try
+                            segments.Add(Segment.Key(System.Text.Json.JsonSerializer.Deserialize<string>(text.Substring(start, i - start))))
+                        with _ -> fail $"Invalid escape in the quoted key at position {start} of \"{text}\"."
+                else
+                    let start = i
+                    while i < text.Length && Char.IsAsciiDigit text[i] do
+                        i <- i + 1
+                    if i = start then fail $"Expected an index or a quoted key at position {start} of \"{text}\"."
+                    elif i - start > 1 && text[start] = '0' then fail $"Index at position {start} of \"{text}\" has a leading zero."
+                    else
+                        match Int32.TryParse(text.AsSpan(start, i - start)) with
+                        | true, index -> segments.Add(Segment.Index index)
+                        | _ -> fail $"Index at position {start} of \"{text}\" is too large."
+                if error.IsNone then
+                    if i < text.Length && text[i] = ']' then i <- i + 1
+                    else fail $"Expected ']' at position {i} of \"{text}\"."
+            if text[0] = '[' then bracket () else bareKey ()
+            while error.IsNone && i < text.Length do
+                match text[i] with
+                | '.' ->
+                    i <- i + 1
+                    bareKey ()
+                | '[' -> bracket ()
+                | c -> fail $"Unexpected '{c}' at position {i} of \"{text}\"; keys holding it must be quoted, e.g. [\"a.b\"]."
+                if segments.Count > MaxSegments then fail $"The path has more than {MaxSegments} segments."
+            match error with
+            | Some message -> Error message
+            | None -> Ok { segments = List.ofSeq segments }
+
+    /// <summary>Parses path text like <c>cart.items[2].qty</c> or <c>user["first.name"]</c>.</summary>
+    /// <exception cref="System.ArgumentException">The text is not a path; the message says where.</exception>
+    let parse (text: string) : Path =
+        match tryParse text with
+        | Ok path -> path
+        | Error message -> invalidArg "path" message
+
+    /// <summary>Whether <paramref name="prefix"/> is the same path as, or an ancestor of, <paramref name="path"/>.</summary>
+    let isPrefixOf (prefix: Path) (path: Path) =
+        let rec loop a b =
+            match a, b with
+            | [], _ -> true
+            | x :: xs, y :: ys when x = y -> loop xs ys
+            | _ -> false
+        loop prefix.Segments path.Segments
+
+    /// The segments of <paramref name="path"/> below <paramref name="prefix"/> (which must be a prefix).
+    let internal relativeTo (prefix: Path) (path: Path) = { segments = List.skip prefix.Segments.Length path.Segments }
+
+    let private conflict (path: Path) (depth: int) (what: string) =
+        let at = { segments = List.truncate depth path.Segments }
+        let where = if at.IsRoot then "the root" else $"'{at}'"
+        raise (PathConflictException(path, $"Cannot follow '{path}': {where} {what}."))
+
+    let private describe (json: Json) =
+        match json with
+        | Json.Null -> "is null"
+        | Json.Bool _ -> "is a boolean"
+        | Json.Number _ -> "is a number"
+        | Json.String _ -> "is a string"
+        | Json.Array items -> $"is an array of {items.Length} items"
+        | Json.Object _ -> "is an object"
+
+    /// <summary>
+    /// The general lens: replaces the value at <paramref name="path"/> with <c>change</c> of the
+    /// current one (<c>ValueNone</c> when missing; returning <c>ValueNone</c> removes it).
+    /// Missing containers are created only when <c>change</c> produces a value.
+    /// </summary>
+    /// <exception cref="T:Sesame.PathConflictException">The path crosses a value of the wrong kind, or an index is past the end.</exception>
+    let modify (path: Path) (change: Json voption -> Json voption) (node: Json voption) : Json voption =
+        let rec go depth segments (node: Json voption) =
+            match segments with
+            | [] -> change node
+            | Segment.Key key :: rest ->
+                match node with
+                | ValueNone ->
+                    match go (depth + 1) rest ValueNone with
+                    | ValueNone -> ValueNone
+                    | ValueSome child -> ValueSome(Json.Object(JsonObject.Empty.Add(key, child)))
+                | ValueSome(Json.Object o as current) ->
+                    let before = o.TryFind key
+                    match go (depth + 1) rest before, before with
+                    | ValueNone, ValueNone -> ValueSome current
+                    | ValueNone, ValueSome _ -> ValueSome(Json.Object(o.Remove key))
+                    | ValueSome after, ValueSome b when obj.ReferenceEquals(after, b) -> ValueSome current
+                    | ValueSome after, _ -> ValueSome(Json.Object(o.Add(key, after)))
+                | ValueSome other -> conflict path depth $"{describe other}, not an object with key \"{key}\""
+            | Segment.Index index :: rest ->
+                match node with
+                | ValueNone ->
+                    match go (depth + 1) rest ValueNone with
+                    | ValueNone -> ValueNone
+                    | ValueSome _ when index > 0 -> conflict path depth $"is missing, so index {index} is past the end"
+                    | ValueSome child -> ValueSome(Json.Array(ImmutableArray.Create child))
+                | ValueSome(Json.Array items as current) ->
+                    if index < items.Length then
+                        let before = items[index]
+                        match go (depth + 1) rest (ValueSome before) with
+                        | ValueNone -> ValueSome(Json.Array(items.RemoveAt index))
+                        | ValueSome after when obj.ReferenceEquals(after, before) -> ValueSome current
+                        | ValueSome after -> ValueSome(Json.Array(items.SetItem(index, after)))
+                    else
+                        match go (depth + 1) rest ValueNone with
+                        | ValueNone -> ValueSome current
+                        | ValueSome _ when index > items.Length -> conflict path depth $"{describe (Json.Array items)}, so index {index} is past the end"
+                        | ValueSome after -> ValueSome(Json.Array(items.Add after))
+                | ValueSome other -> conflict path depth $"{describe other}, not an array"
+        go 0 path.Segments node
+
+    /// <summary>The value at a path, or <c>None</c> if there is none (including when the path crosses a value of the wrong kind).</summary>
+    let tryGet (path: Path) (json: Json) : Json option =
+        let rec go segments (node: Json) =
+            match segments, node with
+            | [], _ -> Some node
+            | Segment.Key key :: rest, Json.Object o ->
+                match o.TryFind key with
+                | ValueSome child -> go rest child
+                | ValueNone -> None
+            | Segment.Index i :: rest, Json.Array items when i < items.Length -> go rest items[i]
+            | _ -> None
+        go path.Segments json
+
+    /// <summary>A copy of the tree with <paramref name="value"/> at <paramref name="path"/>, creating missing containers.</summary>
+    /// <exception cref="T:Sesame.PathConflictException">The path crosses a value of the wrong kind, or an index is past the end.</exception>
+    let set (path: Path) (value: Json) (json: Json) : Json =
+        match modify path (fun _ -> ValueSome value) (ValueSome json) with
+        | ValueSome result -> result
+        | ValueNone -> json
+
+    /// <summary>A copy of the tree without the value at <paramref name="path"/>; the tree itself when there is nothing there.
+    /// Removing the root gives the empty object.</summary>
+    let remove (path: Path) (json: Json) : Json =
+        if path.IsRoot then Json.emptyObject
+        else
+            try
+                match modify path (fun _ -> ValueNone) (ValueSome json) with
+                | ValueSome result -> result
+                | ValueNone -> json
+            with :? PathConflictException ->
+                // Nothing lives below a value of the wrong kind, so there is nothing to remove.
+                json

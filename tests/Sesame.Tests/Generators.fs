@@ -1,0 +1,3 @@
+module Sesame.Tests.Generators
+
+// Filled in by the core tests.

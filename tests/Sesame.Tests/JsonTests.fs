@@ -1,0 +1,3 @@
+module Sesame.Tests.JsonTests
+
+// Filled in by the core tests.

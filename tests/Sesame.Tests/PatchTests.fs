@@ -1,0 +1,3 @@
+module Sesame.Tests.PatchTests
+
+// Filled in by the core tests.

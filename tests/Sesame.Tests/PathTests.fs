@@ -1,0 +1,3 @@
+module Sesame.Tests.PathTests
+
+// Filled in by the core tests.
