@@ -48,6 +48,7 @@ type SessionStoreException(message: string, inner: exn) =
 /// whole-session overwrite), so concurrent commits to different paths all survive and increments
 /// add up exactly; idle sessions expire and an expired session is never served.
 /// </summary>
+[<AllowNullLiteral>]
 type ISessionStore =
     /// <summary>Loads a session and slides its idle expiry.</summary>
     /// <param name="id">The session id.</param>

@@ -1,0 +1,116 @@
+namespace Sesame
+
+open System
+open System.Collections.Concurrent
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+
+/// <summary>The result of an <see cref="T:Sesame.HttpFunc"/>: the context when handled, <c>None</c> to fall through. Identical to Giraffe's.</summary>
+type HttpFuncResult = Task<HttpContext option>
+
+/// <summary>A function that handles a request. Identical to Giraffe's, so the two mix freely.</summary>
+type HttpFunc = HttpContext -> HttpFuncResult
+
+/// <summary>A handler that takes the next function and returns a function. Identical to Giraffe's, so
+/// Sesame's handlers compose with Giraffe's <c>&gt;=&gt;</c>, <c>choose</c> and Saturn's <c>plug</c>.</summary>
+type HttpHandler = HttpFunc -> HttpFunc
+
+/// <summary>Reading and changing the request's session from F# handlers.</summary>
+/// <remarks>
+/// Get the session with <c>Session.loadAsync ctx</c> (or <c>Session.handler</c>), then read and change
+/// it with the functions below, the session last so they pipe:
+/// <c>session |> Session.increment "times" 1m</c>. Paths are text like <c>cart.items[2].qty</c>.
+/// </remarks>
+[<RequireQualifiedAccess>]
+module Session =
+
+    /// Paths in handlers are mostly literals: parse each once. Bounded, so client-chosen paths cannot grow it.
+    let private parsed = ConcurrentDictionary<string, Path>(StringComparer.Ordinal)
+
+    let private maxCachedPaths = 4096
+
+    let internal parsePath (text: string) =
+        match parsed.TryGetValue text with
+        | true, path -> path
+        | _ ->
+            let path = Path.parse text
+            if parsed.Count < maxCachedPaths then parsed.TryAdd(text, path) |> ignore
+            path
+
+    /// <summary>The request's session handle, not yet loaded.</summary>
+    /// <exception cref="System.InvalidOperationException">Sesame is not set up for this request (no <c>UseSesame</c> or <c>withSession</c>).</exception>
+    let ofContext (ctx: HttpContext) : SessionHandle =
+        match ctx.Features.Get<SessionHandle>() with
+        | null -> raise (InvalidOperationException "This request has no session: add app.UseSesame() to the pipeline, or wrap the handler in withSession.")
+        | handle -> handle
+
+    /// <summary>The request's session, loaded from the store on first use (one round trip at most per request).</summary>
+    let loadAsync (ctx: HttpContext) : Task<SessionHandle> =
+        let handle = ofContext ctx
+        let loading = handle.LoadAsync()
+        if loading.IsCompletedSuccessfully then
+            Task.FromResult handle
+        else
+            task {
+                do! loading
+                return handle
+            }
+
+    /// <summary>The whole session as it reads now.</summary>
+    let current (session: SessionHandle) = session.Current
+
+    /// <summary>The JSON value at a path, or <c>None</c>.</summary>
+    let tryFind (path: string) (session: SessionHandle) = session.TryFind(parsePath path)
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is none.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type.</exception>
+    let tryGet<'value> (path: string) (session: SessionHandle) : 'value option = session.TryGet<'value>(parsePath path)
+
+    /// <summary>Sets a value (encoded as JSON with the configured serializer options) at a path.</summary>
+    let set (path: string) (value: 'value) (session: SessionHandle) =
+        session.Set(parsePath path, Json.encodeWith session.Options.SerializerOptions value)
+
+    /// <summary>Removes the value at a path (an array item shifts the rest).</summary>
+    let remove (path: string) (session: SessionHandle) = session.Remove(parsePath path)
+
+    /// <summary>Adds to the number at a path exactly and gives the new value; concurrent increments add up.</summary>
+    let increment (path: string) (by: decimal) (session: SessionHandle) : JsonNumber = session.Increment(parsePath path, by)
+
+    /// <summary>Replaces the whole session with a value that encodes as a JSON object.</summary>
+    let replace (value: 'value) (session: SessionHandle) =
+        session.Replace(Json.encodeWith session.Options.SerializerOptions value)
+
+    /// <summary>Empties the session.</summary>
+    let clear (session: SessionHandle) = session.Clear()
+
+    /// <summary>A handler that loads the session and continues with the handler <paramref name="f"/> makes of it.</summary>
+    let handler (f: SessionHandle -> HttpHandler) : HttpHandler =
+        fun next ctx ->
+            task {
+                let! session = loadAsync ctx
+                return! f session next ctx
+            }
+
+/// <summary>The Giraffe-style entry point.</summary>
+[<AutoOpen>]
+module SessionHandlers =
+
+    /// <summary>
+    /// Gives the handlers after it a session: <c>withSession &gt;=&gt; handler</c>. Changes are folded and
+    /// committed in one write before the response starts. When <c>app.UseSesame()</c> already
+    /// gave the request a session, it passes straight through.
+    /// </summary>
+    let withSession: HttpHandler =
+        fun next ctx ->
+            if not (isNull (ctx.Features.Get<SessionHandle>())) then
+                next ctx
+            else
+                let scope = SessionScope.Begin(ctx, SesameRuntime.Of ctx)
+                task {
+                    try
+                        let! result = next ctx
+                        do! scope.FinishAsync()
+                        return result
+                    finally
+                        scope.End()
+                }

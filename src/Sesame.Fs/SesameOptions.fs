@@ -1,0 +1,66 @@
+namespace Sesame
+
+open System
+open System.Text.Json
+open Microsoft.AspNetCore.Http
+
+/// <summary>Sesame's settings, configured with <c>services.AddSesame(fun options -> ...)</c>.</summary>
+/// <remarks>
+/// Defaults: cookie <c>sesame</c> on path <c>/</c>, no domain, SameSite Lax, HttpOnly,
+/// Secure as the request; a browser-session cookie (no Max-Age); idle timeout 20 minutes;
+/// sessions up to 1 MiB; <c>Cache-Control: no-cache, no-store</c> on responses that set a
+/// session cookie; the in-memory store.
+/// </remarks>
+[<AllowNullLiteral>]
+type SesameOptions() =
+
+    /// <summary>The default cookie name: <c>sesame</c>.</summary>
+    static member DefaultCookieName = "sesame"
+
+    /// <summary>The default idle timeout: 20 minutes (as ASP.NET Core Session).</summary>
+    static member DefaultIdleTimeout = TimeSpan.FromMinutes 20.0
+
+    /// <summary>The default size limit of one session: 1 MiB of compact JSON.</summary>
+    static member DefaultMaxSessionBytes = 1024 * 1024
+
+    /// <summary>The cookie's name. Default <c>sesame</c>.</summary>
+    member val CookieName = SesameOptions.DefaultCookieName with get, set
+
+    /// <summary>The cookie's path. Default <c>/</c>.</summary>
+    member val CookiePath = "/" with get, set
+
+    /// <summary>The cookie's domain. Default none (the request's host).</summary>
+    member val CookieDomain: string = null with get, set
+
+    /// <summary>The cookie's SameSite mode. Default Lax.</summary>
+    member val SameSite = SameSiteMode.Lax with get, set
+
+    /// <summary>Whether the cookie is hidden from scripts. Default true.</summary>
+    member val HttpOnly = true with get, set
+
+    /// <summary>When the cookie is marked Secure. Default: when the request is HTTPS.</summary>
+    member val SecurePolicy = CookieSecurePolicy.SameAsRequest with get, set
+
+    /// <summary>The cookie's own lifetime; <c>null</c> (the default) makes a browser-session cookie.</summary>
+    member val CookieMaxAge = Nullable<TimeSpan>() with get, set
+
+    /// <summary>A session expires after this long without being read or changed. Default 20 minutes.</summary>
+    member val IdleTimeout = SesameOptions.DefaultIdleTimeout with get, set
+
+    /// <summary>The largest session, in bytes of compact JSON; a commit past it fails and stores nothing. Default 1 MiB.</summary>
+    member val MaxSessionBytes = SesameOptions.DefaultMaxSessionBytes with get, set
+
+    /// <summary>Whether responses that set a session cookie get <c>Cache-Control: no-cache, no-store</c>. Default true.</summary>
+    member val NoCacheHeaders = true with get, set
+
+    /// <summary>Where sessions live. Default <c>null</c>: an in-memory <see cref="T:Sesame.MemoryStore"/> (or an <see cref="T:Sesame.ISessionStore"/> registered in the services).</summary>
+    member val Store: ISessionStore = null with get, set
+
+    /// <summary>How typed values are encoded and decoded. Default: web defaults plus F# records, unions and options.</summary>
+    member val SerializerOptions: JsonSerializerOptions = Json.createSerializerOptions () with get, set
+
+    /// <summary>The commit rules derived from these options, for a session that exists (or not) in the store.</summary>
+    member this.CommitOptions(mustExist: bool) =
+        { IdleTimeout = this.IdleTimeout
+          MustExist = mustExist
+          MaxSizeBytes = this.MaxSessionBytes }

@@ -1,0 +1,206 @@
+namespace Sesame
+
+open System
+open System.Collections.Generic
+open System.Text.Json
+open System.Threading
+open System.Threading.Tasks
+open System.Runtime.ExceptionServices
+open Microsoft.Extensions.Logging
+
+/// <summary>
+/// One request's session: the snapshot loaded from the store plus the request's update log.
+/// Reads see the snapshot with the pending updates applied; every change appends an update,
+/// and the updates are folded into one patch and committed in one write.
+/// </summary>
+/// <remarks>
+/// A handle lives as long as its request. Using it after the request ended throws
+/// <see cref="T:System.ObjectDisposedException"/> rather than recording changes nobody will store.
+/// Changes are validated as they are made: a change that crosses a value of the wrong kind throws
+/// <see cref="T:Sesame.PathConflictException"/> at the call and records nothing.
+/// </remarks>
+[<Sealed; AllowNullLiteral>]
+type SessionHandle
+    internal
+    (
+        readCookieId: unit -> string voption,
+        store: ISessionStore,
+        options: SesameOptions,
+        logger: ILogger,
+        requestAborted: CancellationToken
+    ) =
+    let gate = obj ()
+    let pending = List<Update>()
+    let mutable loading: Task = null
+    let mutable loaded = false
+    let mutable id: string = null
+    /// Whether the store holds this session (found at load, or created by a commit).
+    let mutable stored = false
+    let mutable createdHere = false
+    let mutable current = Json.emptyObject
+    let mutable closed = false
+    let mutable touched = false
+
+    let ensureOpen () =
+        if closed then
+            raise (ObjectDisposedException("SessionHandle", "This session belongs to a request that has ended; changes to it would never be stored. Get the session of the current request instead."))
+
+    let ensureLoaded () =
+        ensureOpen ()
+        if not loaded then
+            raise (InvalidOperationException "The session has not been loaded yet: await its LoadAsync (Session.loadAsync ctx in F#) before reading or changing it.")
+
+    let load () : Task =
+        task {
+            match readCookieId () with
+            | ValueNone -> ()
+            | ValueSome cookieId ->
+                let! found =
+                    try
+                        store.LoadAsync(cookieId, options.IdleTimeout, requestAborted)
+                    with e ->
+                        Task.FromException<Json option> e
+                match found with
+                | Some tree ->
+                    current <- tree
+                    id <- cookieId
+                    stored <- true
+                | None -> Log.unknownSession logger
+            loaded <- true
+        }
+
+    /// The session id, or <c>null</c> while the session is new and not yet stored.
+    member _.Id = if stored then id else null
+
+    /// Whether the session was loaded from the store (false for a new visitor until the first commit).
+    member _.IsNew = not stored
+
+    /// Whether the session has been loaded.
+    member _.IsLoaded = loaded
+
+    /// Whether this request read or changed the session (it loaded it).
+    member _.WasTouched = touched
+
+    /// Whether there are changes not yet committed.
+    member _.HasPendingChanges = lock gate (fun () -> pending.Count > 0)
+
+    /// The updates recorded and not yet committed, in order.
+    member _.PendingUpdates: IReadOnlyList<Update> = lock gate (fun () -> pending.ToArray() :> IReadOnlyList<Update>)
+
+    /// Whether a commit during this request created the session in the store (so the client needs its cookie).
+    member internal _.CreatedHere = createdHere
+
+    /// The options in force.
+    member _.Options = options
+
+    /// <summary>Loads the session on first use; later calls complete at once. A request that never calls it does no store I/O.</summary>
+    /// <exception cref="T:Sesame.SessionStoreException">The store failed.</exception>
+    member _.LoadAsync() : Task =
+        ensureOpen ()
+        touched <- true
+        lock gate (fun () ->
+            if isNull loading then loading <- load ()
+            loading)
+
+    /// <summary>The whole session as it reads now: the snapshot with pending changes applied.</summary>
+    member _.Current: Json =
+        ensureLoaded ()
+        current
+
+    /// <summary>The value at a path, or <c>None</c>.</summary>
+    member _.TryFind(path: Path) : Json option =
+        ensureLoaded ()
+        Path.tryGet path current
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there.</summary>
+    /// <exception cref="System.Text.Json.JsonException">There is a value but it does not fit the type; the message names the path.</exception>
+    member this.TryGet<'value>(path: Path) : 'value option =
+        match this.TryFind path with
+        | None -> None
+        | Some json ->
+            try
+                Some(Json.decodeWith<'value> options.SerializerOptions json)
+            with :? JsonException as e ->
+                raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
+
+    /// <summary>Records an update, after checking it applies to the session as it reads now.</summary>
+    /// <exception cref="T:Sesame.PathConflictException">The update does not apply; nothing is recorded.</exception>
+    member _.Record(update: Update) : unit =
+        ensureLoaded ()
+        lock gate (fun () ->
+            current <- Update.apply update current
+            pending.Add update)
+
+    /// <summary>Sets the value at a path, creating missing objects on the way.</summary>
+    member this.Set(path: Path, value: Json) = this.Record(Update.Set(path, value))
+
+    /// <summary>Removes the value at a path; an array item is removed by rewriting its array. Nothing is recorded when there is nothing there.</summary>
+    member this.Remove(path: Path) =
+        ensureLoaded ()
+        if path.IsRoot then
+            this.Record(Update.Set(Path.root, Json.emptyObject))
+        else
+            match List.last path.Segments, Path.tryGet path current with
+            | _, None -> ()
+            | Segment.Index index, Some _ ->
+                let parent = Path.ofSegments (List.take (path.Segments.Length - 1) path.Segments)
+                match Path.tryGet parent current with
+                | Some(Json.Array items) -> this.Record(Update.Set(parent, Json.Array(items.RemoveAt index)))
+                | _ -> ()
+            | Segment.Key _, Some _ -> this.Record(Update.Remove path)
+
+    /// <summary>Adds to the number at a path exactly (a missing value counts as zero) and gives the new value.
+    /// Concurrent requests' increments of one path add up.</summary>
+    member this.Increment(path: Path, by: decimal) : JsonNumber =
+        this.Record(Update.increment path by)
+        match Path.tryGet path current with
+        | Some(Json.Number n) -> n
+        | _ -> JsonNumber.OfDecimal by
+
+    /// <summary>Replaces the whole session with an object.</summary>
+    /// <exception cref="System.ArgumentException">The value is not a JSON object.</exception>
+    member this.Replace(value: Json) =
+        match value with
+        | Json.Object _ -> this.Record(Update.Set(Path.root, value))
+        | _ -> invalidArg "value" "A session is a JSON object; replace it with an object."
+
+    /// <summary>Empties the session (it stays alive, with no values).</summary>
+    member this.Clear() = this.Record(Update.Set(Path.root, Json.emptyObject))
+
+    /// <summary>
+    /// Folds the pending updates into one patch and commits it in one write; does nothing when
+    /// nothing changed. A new session is created in the store by its first commit.
+    /// </summary>
+    /// <exception cref="T:Sesame.SessionStoreException">The store failed; the changes were not stored.</exception>
+    /// <exception cref="T:Sesame.SessionTooLargeException">The session would pass the size limit; nothing was stored.</exception>
+    member _.CommitAsync(cancellationToken: CancellationToken) : Task =
+        let updates =
+            lock gate (fun () ->
+                let updates = pending.ToArray()
+                pending.Clear()
+                updates)
+        if updates.Length = 0 then
+            Task.CompletedTask
+        else
+            task {
+                let isNew = not stored
+                // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
+                let target = if isNew then SessionId.create () else id
+                let patch = Patch.fold updates
+                try
+                    let! result = store.CommitAsync(target, patch, options.CommitOptions(not isNew), cancellationToken)
+                    match result with
+                    | CommitResult.Committed ->
+                        if isNew then
+                            id <- target
+                            stored <- true
+                            createdHere <- true
+                        Log.commitDone logger updates.Length isNew
+                    | _ -> Log.gone logger updates.Length
+                with e ->
+                    Log.commitError logger e
+                    ExceptionDispatchInfo.Throw e
+            }
+
+    /// Ends the handle's life: later use throws.
+    member internal _.Close() = closed <- true

@@ -1,0 +1,85 @@
+namespace Sesame
+
+open System
+open System.Threading.Tasks
+open Microsoft.AspNetCore.DataProtection
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging
+open Microsoft.Extensions.Options
+
+/// <summary>What every request needs from the app, resolved once: options, store, cookie protection, logger.</summary>
+[<Sealed; AllowNullLiteral>]
+type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cookie: SessionCookie, logger: ILogger) =
+    /// The options in force.
+    member _.Options = options
+    /// The store sessions live in.
+    member _.Store = store
+    member internal _.Cookie = cookie
+    member internal _.Logger = logger
+
+    /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
+    static member internal Create(services: IServiceProvider) =
+        let options = services.GetRequiredService<IOptions<SesameOptions>>().Value
+        let store = services.GetRequiredService<ISessionStore>()
+        let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
+        let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
+        SesameRuntime(options, store, SessionCookie(protector, options, logger), logger)
+
+    /// The runtime of the request's app, with a clear error when <c>AddSesame</c> was not called.
+    static member internal Of(context: HttpContext) =
+        match context.RequestServices.GetService<SesameRuntime>() with
+        | null -> raise (InvalidOperationException "Sesame's services are missing: call services.AddSesame() at startup.")
+        | runtime -> runtime
+
+/// <summary>
+/// One request's session lifecycle, shared by the middleware and <c>withSession</c>: it installs a
+/// lazy session handle, commits the changes <em>before the response starts</em> (so a client that
+/// has the response can rely on them), sets the cookie of a session created by that commit, and
+/// commits anything changed later when the handler finishes.
+/// </summary>
+[<Sealed>]
+type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
+    let handle =
+        SessionHandle((fun () -> runtime.Cookie.TryReadId context.Request), runtime.Store, runtime.Options, runtime.Logger, context.RequestAborted)
+    let mutable cookieWritten = false
+
+    member _.Handle = handle
+
+    /// Runs just before the response's headers go out (and at the end, if they never did).
+    member _.BeforeResponseAsync() : Task =
+        let issueCookie () =
+            if handle.CreatedHere && not cookieWritten then
+                cookieWritten <- true
+                runtime.Cookie.Write(context, handle.Id)
+        if handle.HasPendingChanges then
+            task {
+                do! handle.CommitAsync context.RequestAborted
+                issueCookie ()
+            }
+        else
+            issueCookie ()
+            Task.CompletedTask
+
+    /// Commits what is left when the handler has finished.
+    member this.FinishAsync() : Task =
+        if not context.Response.HasStarted then
+            this.BeforeResponseAsync()
+        elif handle.HasPendingChanges then
+            task {
+                do! handle.CommitAsync context.RequestAborted
+                if handle.CreatedHere && not cookieWritten then Log.cookieAfterStart runtime.Logger
+            }
+        else
+            Task.CompletedTask
+
+    /// Ends the request's session: the handle refuses further use.
+    member _.End() =
+        handle.Close()
+
+    /// Starts the session lifecycle of a request.
+    static member Begin(context: HttpContext, runtime: SesameRuntime) =
+        let scope = SessionScope(context, runtime)
+        context.Features.Set<SessionHandle>(scope.Handle)
+        context.Response.OnStarting(fun () -> scope.BeforeResponseAsync())
+        scope
