@@ -105,12 +105,4 @@ module SessionHandlers =
             if not (isNull (ctx.Features.Get<SessionHandle>())) then
                 next ctx
             else
-                let scope = SessionScope.Begin(ctx, SesameRuntime.Of ctx)
-                task {
-                    try
-                        let! result = next ctx
-                        do! scope.FinishAsync()
-                        return result
-                    finally
-                        scope.End()
-                }
+                SessionScope.Begin(ctx, SesameRuntime.Of ctx).RunAsync(fun () -> next ctx)

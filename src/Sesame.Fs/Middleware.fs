@@ -18,14 +18,7 @@ type SesameMiddleware(next: RequestDelegate, runtime: SesameRuntime) =
 
     /// <summary>Runs the rest of the pipeline with the request's session.</summary>
     member _.InvokeAsync(context: HttpContext) : Task =
-        let scope = SessionScope.Begin(context, runtime)
-        task {
-            try
-                do! next.Invoke context
-                do! scope.FinishAsync()
-            finally
-                scope.End()
-        }
+        SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context })
 
 /// <summary>Registering Sesame's services.</summary>
 [<Extension; AbstractClass; Sealed>]

@@ -2,6 +2,7 @@ namespace Sesame
 
 open System
 open System.Threading.Tasks
+open System.Runtime.ExceptionServices
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
@@ -43,6 +44,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     let handle =
         SessionHandle((fun () -> runtime.Cookie.TryReadId context.Request), runtime.Store, runtime.Options, runtime.Logger, context.RequestAborted)
     let mutable cookieWritten = false
+    let mutable abandoned = false
 
     member _.Handle = handle
 
@@ -52,7 +54,9 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
             if handle.CreatedHere && not cookieWritten then
                 cookieWritten <- true
                 runtime.Cookie.Write(context, handle.Id)
-        if handle.HasPendingChanges then
+        if abandoned then
+            Task.CompletedTask
+        elif handle.HasPendingChanges then
             task {
                 do! handle.CommitAsync context.RequestAborted
                 issueCookie ()
@@ -76,6 +80,25 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     /// Ends the request's session: the handle refuses further use.
     member _.End() =
         handle.Close()
+
+    /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed.
+    member _.Abandon() =
+        abandoned <- true
+        handle.Close()
+
+    /// <summary>Runs the rest of the request with this session: commits when it finishes, stores nothing if it throws.</summary>
+    member this.RunAsync<'result>(rest: unit -> Task<'result>) : Task<'result> =
+        task {
+            try
+                let! result = rest ()
+                do! this.FinishAsync()
+                this.End()
+                return result
+            with e ->
+                this.Abandon()
+                ExceptionDispatchInfo.Throw e
+                return Unchecked.defaultof<'result>
+        }
 
     /// Starts the session lifecycle of a request.
     static member Begin(context: HttpContext, runtime: SesameRuntime) =
