@@ -83,6 +83,30 @@ module Session =
     /// <summary>Empties the session.</summary>
     let clear (session: SessionHandle) = session.Clear()
 
+    /// <summary>Moves the session and its data to a new id and kills the old one (at login, against session fixation).</summary>
+    let rotateAsync (session: SessionHandle) : Task = session.RotateAsync()
+
+    /// <summary>Deletes the session and expires the client's cookie (at logout).</summary>
+    let destroyAsync (session: SessionHandle) : Task = session.DestroyAsync()
+
+    /// <summary>A handler that rotates the request's session id, keeping its data, then continues.</summary>
+    let rotate: HttpHandler =
+        fun next ctx ->
+            task {
+                let! session = loadAsync ctx
+                do! session.RotateAsync()
+                return! next ctx
+            }
+
+    /// <summary>A handler that destroys the request's session, then continues.</summary>
+    let destroy: HttpHandler =
+        fun next ctx ->
+            task {
+                let! session = loadAsync ctx
+                do! session.DestroyAsync()
+                return! next ctx
+            }
+
     /// <summary>A handler that loads the session and continues with the handler <paramref name="f"/> makes of it.</summary>
     let handler (f: SessionHandle -> HttpHandler) : HttpHandler =
         fun next ctx ->

@@ -28,6 +28,11 @@ module internal Log =
     let private loadFailed =
         LoggerMessage.Define(LogLevel.Error, EventId(7, "SessionLoadFailed"), "Loading the session from the store failed.")
 
+    let private unsharedKeys =
+        LoggerMessage.Define<string>(LogLevel.Warning, EventId(8, "DataProtectionKeysNotShared"), "Sesame's store ({Store}) is shared by app instances, but Data Protection keys are not persisted to a shared location: each instance will reject the cookies the others issue. Configure services.AddDataProtection().PersistKeysTo...() with a location all instances share.")
+
+    let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
+
     let cookieRejectedBecause (logger: ILogger) (reason: string) = cookieRejected.Invoke(logger, reason, null)
     let unknownSession (logger: ILogger) = sessionUnknown.Invoke(logger, null)
     let commitDone (logger: ILogger) (count: int) (isNew: bool) = committed.Invoke(logger, count, isNew, null)

@@ -38,6 +38,7 @@ type SesameServiceCollectionExtensions =
             | null -> new MemoryStore() :> ISessionStore
             | store -> store)
         services.TryAddSingleton<SesameRuntime>(fun provider -> SesameRuntime.Create provider)
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<Microsoft.Extensions.Hosting.IHostedService, SesameStartupCheck>())
         services
 
     /// <summary>Adds Sesame with default options: cookie <c>sesame</c>, 20-minute idle timeout, in-memory store.</summary>

@@ -7,9 +7,9 @@ open Microsoft.AspNetCore.Http
 /// <summary>Sesame's settings, configured with <c>services.AddSesame(fun options -> ...)</c>.</summary>
 /// <remarks>
 /// Defaults: cookie <c>sesame</c> on path <c>/</c>, no domain, SameSite Lax, HttpOnly,
-/// Secure as the request; a browser-session cookie (no Max-Age); idle timeout 20 minutes;
-/// sessions up to 1 MiB; <c>Cache-Control: no-cache, no-store</c> on responses that set a
-/// session cookie; the in-memory store.
+/// Secure as the request; a browser-session cookie (no Max-Age); idle timeout 20 minutes; no
+/// absolute timeout; sessions up to 1 MiB; <c>Cache-Control: no-cache, no-store</c> and
+/// <c>Vary: Cookie</c> on responses of requests that used the session; the in-memory store.
 /// </remarks>
 [<AllowNullLiteral>]
 type SesameOptions() =
@@ -47,10 +47,15 @@ type SesameOptions() =
     /// <summary>A session expires after this long without being read or changed. Default 20 minutes.</summary>
     member val IdleTimeout = SesameOptions.DefaultIdleTimeout with get, set
 
+    /// <summary>A session ends this long after it was created, however active; <c>null</c> (the default) for no absolute limit.
+    /// Carried in the protected cookie and applied to the store's expiry, so every store enforces it.</summary>
+    member val AbsoluteTimeout = Nullable<TimeSpan>() with get, set
+
     /// <summary>The largest session, in bytes of compact JSON; a commit past it fails and stores nothing. Default 1 MiB.</summary>
     member val MaxSessionBytes = SesameOptions.DefaultMaxSessionBytes with get, set
 
-    /// <summary>Whether responses that set a session cookie get <c>Cache-Control: no-cache, no-store</c>. Default true.</summary>
+    /// <summary>Whether responses of requests that read or changed a session get <c>Cache-Control: no-cache, no-store</c>
+    /// and <c>Vary: Cookie</c>, so no cache serves one visitor's session-dependent page to another. Default true.</summary>
     member val NoCacheHeaders = true with get, set
 
     /// <summary>Where sessions live. Default <c>null</c>: an in-memory <see cref="T:Sesame.MemoryStore"/> (or an <see cref="T:Sesame.ISessionStore"/> registered in the services).</summary>
@@ -59,8 +64,10 @@ type SesameOptions() =
     /// <summary>How typed values are encoded and decoded. Default: web defaults plus F# records, unions and options.</summary>
     member val SerializerOptions: JsonSerializerOptions = Json.createSerializerOptions () with get, set
 
-    /// <summary>The commit rules derived from these options, for a session that exists (or not) in the store.</summary>
-    member this.CommitOptions(mustExist: bool) =
-        { IdleTimeout = this.IdleTimeout
-          MustExist = mustExist
-          MaxSizeBytes = this.MaxSessionBytes }
+    /// <summary>The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.</summary>
+    member this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =
+        if this.AbsoluteTimeout.HasValue then
+            let left = created + this.AbsoluteTimeout.Value - now
+            if left < this.IdleTimeout then max left TimeSpan.Zero else this.IdleTimeout
+        else
+            this.IdleTimeout

@@ -8,6 +8,16 @@ open System.Threading.Tasks
 open System.Runtime.ExceptionServices
 open Microsoft.Extensions.Logging
 
+/// <summary>What the response must do with the session cookie.</summary>
+[<RequireQualifiedAccess; NoComparison>]
+type internal CookieAction =
+    /// Nothing: the client's cookie is right.
+    | Keep
+    /// Send a cookie for this ticket (a session created, or rotated to a new id).
+    | Issue of SessionTicket
+    /// Tell the client to drop its cookie (the session was destroyed).
+    | Expire
+
 /// <summary>
 /// One request's session: the snapshot loaded from the store plus the request's update log.
 /// Reads see the snapshot with the pending updates applied; every change appends an update,
@@ -23,9 +33,10 @@ open Microsoft.Extensions.Logging
 type SessionHandle
     internal
     (
-        readCookieId: unit -> string voption,
+        readTicket: unit -> SessionTicket voption,
         store: ISessionStore,
         options: SesameOptions,
+        time: TimeProvider,
         logger: ILogger,
         requestAborted: CancellationToken
     ) =
@@ -33,13 +44,14 @@ type SessionHandle
     let pending = List<Update>()
     let mutable loading: Task = null
     let mutable loaded = false
-    let mutable id: string = null
-    /// Whether the store holds this session (found at load, or created by a commit).
-    let mutable stored = false
-    let mutable createdHere = false
+    /// The session's ticket while the store holds it (found at load, or created by a commit); null id otherwise.
+    let mutable ticket = { Id = null; Created = DateTimeOffset.MinValue }
+    let mutable cookie = CookieAction.Keep
     let mutable current = Json.emptyObject
     let mutable closed = false
     let mutable touched = false
+
+    let stored () = not (isNull ticket.Id)
 
     let ensureOpen () =
         if closed then
@@ -50,30 +62,43 @@ type SessionHandle
         if not loaded then
             raise (InvalidOperationException "The session has not been loaded yet: await its LoadAsync (Session.loadAsync ctx in F#) before reading or changing it.")
 
+    let commitOptions (created: DateTimeOffset) (mustExist: bool) =
+        { IdleTimeout = options.IdleTimeoutAt(created, time.GetUtcNow())
+          MustExist = mustExist
+          MaxSizeBytes = options.MaxSessionBytes }
+
+    let isPastAbsoluteTimeout (created: DateTimeOffset) =
+        options.AbsoluteTimeout.HasValue && created + options.AbsoluteTimeout.Value <= time.GetUtcNow()
+
     let load () : Task =
         task {
-            match readCookieId () with
+            match readTicket () with
             | ValueNone -> ()
-            | ValueSome cookieId ->
-                let! found =
-                    try
-                        store.LoadAsync(cookieId, options.IdleTimeout, requestAborted)
-                    with e ->
-                        Task.FromException<Json option> e
+            | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
+                Log.unknownSession logger
+                // The absolute lifetime is over: the session is dead even if the store has not expired it yet.
+                do! store.DeleteAsync(fromCookie.Id, requestAborted)
+            | ValueSome fromCookie ->
+                let! found = store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted)
                 match found with
                 | Some tree ->
                     current <- tree
-                    id <- cookieId
-                    stored <- true
+                    ticket <- fromCookie
                 | None -> Log.unknownSession logger
             loaded <- true
         }
 
-    /// The session id, or <c>null</c> while the session is new and not yet stored.
-    member _.Id = if stored then id else null
+    let takePending () =
+        lock gate (fun () ->
+            let updates = pending.ToArray()
+            pending.Clear()
+            updates)
 
-    /// Whether the session was loaded from the store (false for a new visitor until the first commit).
-    member _.IsNew = not stored
+    /// The session id, or <c>null</c> while the session is new and not yet stored.
+    member _.Id = ticket.Id
+
+    /// Whether the session is new: not (yet) in the store.
+    member _.IsNew = not (stored ())
 
     /// Whether the session has been loaded.
     member _.IsLoaded = loaded
@@ -87,8 +112,8 @@ type SessionHandle
     /// The updates recorded and not yet committed, in order.
     member _.PendingUpdates: IReadOnlyList<Update> = lock gate (fun () -> pending.ToArray() :> IReadOnlyList<Update>)
 
-    /// Whether a commit during this request created the session in the store (so the client needs its cookie).
-    member internal _.CreatedHere = createdHere
+    /// What the response must do with the cookie.
+    member internal _.CookieAction = cookie
 
     /// The options in force.
     member _.Options = options
@@ -169,38 +194,74 @@ type SessionHandle
 
     /// <summary>
     /// Folds the pending updates into one patch and commits it in one write; does nothing when
-    /// nothing changed. A new session is created in the store by its first commit.
+    /// nothing changed. A new session is created in the store by its first commit, under a fresh id.
     /// </summary>
     /// <exception cref="T:Sesame.SessionStoreException">The store failed; the changes were not stored.</exception>
     /// <exception cref="T:Sesame.SessionTooLargeException">The session would pass the size limit; nothing was stored.</exception>
     member _.CommitAsync(cancellationToken: CancellationToken) : Task =
-        let updates =
-            lock gate (fun () ->
-                let updates = pending.ToArray()
-                pending.Clear()
-                updates)
+        let updates = takePending ()
         if updates.Length = 0 then
             Task.CompletedTask
         else
             task {
-                let isNew = not stored
+                let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
-                let target = if isNew then SessionId.create () else id
-                let patch = Patch.fold updates
+                let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
                 try
-                    let! result = store.CommitAsync(target, patch, options.CommitOptions(not isNew), cancellationToken)
+                    let! result = store.CommitAsync(target.Id, Patch.fold updates, commitOptions target.Created (not isNew), cancellationToken)
                     match result with
                     | CommitResult.Committed ->
                         if isNew then
-                            id <- target
-                            stored <- true
-                            createdHere <- true
+                            ticket <- target
+                            cookie <- CookieAction.Issue target
                         Log.commitDone logger updates.Length isNew
                     | _ -> Log.gone logger updates.Length
                 with e ->
                     Log.commitError logger e
                     ExceptionDispatchInfo.Throw e
             }
+
+    /// <summary>
+    /// Moves the session, with its data and this request's changes, to a new id and kills the old
+    /// one (call it at login, against session fixation). The new cookie goes out with this response;
+    /// a late commit under the old id finds it gone and cannot bring it back.
+    /// </summary>
+    /// <remarks>A change another request commits under the old id while the rotation runs is not carried over.</remarks>
+    member _.RotateAsync() : Task =
+        ensureLoaded ()
+        task {
+            let updates = takePending ()
+            if stored () then
+                let old = ticket
+                // Start from what the store holds now, so changes committed since this request loaded are kept.
+                let! latest = store.LoadAsync(old.Id, options.IdleTimeoutAt(old.Created, time.GetUtcNow()), requestAborted)
+                let value = Patch.apply (Patch.fold updates) (defaultArg latest current)
+                let moved = { old with Id = SessionId.create () }
+                let! _ = store.CommitAsync(moved.Id, Patch.fold [ Update.Set(Path.root, value) ], commitOptions moved.Created false, requestAborted)
+                do! store.DeleteAsync(old.Id, requestAborted)
+                current <- value
+                ticket <- moved
+                cookie <- CookieAction.Issue moved
+            else
+                // A new session has no id to fix yet: its first commit makes a fresh one.
+                lock gate (fun () -> pending.AddRange updates)
+        }
+
+    /// <summary>
+    /// Ends the session (call it at logout): deletes it from the store, drops this request's changes
+    /// and expires the client's cookie. An in-flight request of the same session cannot bring it back.
+    /// The handle then holds a new, empty session, which a later change in this request would create afresh.
+    /// </summary>
+    member _.DestroyAsync() : Task =
+        ensureLoaded ()
+        task {
+            takePending () |> ignore
+            if stored () then
+                do! store.DeleteAsync(ticket.Id, requestAborted)
+            ticket <- { Id = null; Created = DateTimeOffset.MinValue }
+            current <- Json.emptyObject
+            cookie <- CookieAction.Expire
+        }
 
     /// Ends the handle's life: later use throws.
     member internal _.Close() = closed <- true

@@ -20,8 +20,8 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, l
     /// The purpose string isolates Sesame's protected payloads from every other Data Protection user.
     static member Purpose = "Sesame.SessionCookie.v1"
 
-    /// <summary>The session id the request's cookie carries, or nothing (logged at debug level with the reason).</summary>
-    member _.TryReadId(request: HttpRequest) : string voption =
+    /// <summary>The session ticket the request's cookie carries, or nothing (logged at debug level with the reason).</summary>
+    member _.TryRead(request: HttpRequest) : SessionTicket voption =
         match request.Cookies[options.CookieName] with
         | null
         | "" -> ValueNone
@@ -30,11 +30,10 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, l
             ValueNone
         | value ->
             try
-                let id = protector.Unprotect value
-                if SessionId.isWellFormed id then
-                    ValueSome id
-                else
-                    Log.cookieRejectedBecause logger "its content is not a session id"
+                match SessionTicket.tryParse (protector.Unprotect value) with
+                | ValueSome ticket -> ValueSome ticket
+                | ValueNone ->
+                    Log.cookieRejectedBecause logger "its content is not a session ticket"
                     ValueNone
             with
             | :? CryptographicException ->
@@ -58,12 +57,9 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, l
             MaxAge = options.CookieMaxAge
         )
 
-    /// <summary>Adds the cookie for a session id to the response, with no-cache headers when configured.</summary>
-    member this.Write(context: HttpContext, id: string) =
-        context.Response.Cookies.Append(options.CookieName, protector.Protect id, this.CookieOptions context.Request)
-        if options.NoCacheHeaders then
-            context.Response.Headers.CacheControl <- "no-cache, no-store"
-            context.Response.Headers.Pragma <- "no-cache"
+    /// <summary>Adds the cookie for a session ticket to the response.</summary>
+    member this.Write(context: HttpContext, ticket: SessionTicket) =
+        context.Response.Cookies.Append(options.CookieName, protector.Protect(SessionTicket.format ticket), this.CookieOptions context.Request)
 
     /// <summary>Tells the client to drop its cookie.</summary>
     member this.Expire(context: HttpContext) =

@@ -25,3 +25,35 @@ module SessionId =
         not (isNull text)
         && text.Length = Length
         && text |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || c = '-' || c = '_')
+
+/// <summary>What the session cookie carries, protected: the session id and when the session was created
+/// (so an absolute lifetime holds whatever the store does).</summary>
+[<Struct; NoComparison>]
+type SessionTicket =
+    {
+        /// The session id.
+        Id: string
+        /// When the session was created.
+        Created: DateTimeOffset
+    }
+
+/// <summary>The ticket's text form, inside the protected cookie: <c>id.createdUnixMilliseconds</c>.</summary>
+[<RequireQualifiedAccess>]
+module SessionTicket =
+
+    /// <summary>The text of a ticket.</summary>
+    let format (ticket: SessionTicket) = $"{ticket.Id}.{ticket.Created.ToUnixTimeMilliseconds()}"
+
+    /// <summary>Reads a ticket's text, or nothing when it is not one.</summary>
+    let tryParse (text: string) : SessionTicket voption =
+        match text with
+        | null -> ValueNone
+        | text ->
+            let dot = text.IndexOf '.'
+            if dot <> SessionId.Length then ValueNone
+            else
+                let id = text.Substring(0, dot)
+                match Int64.TryParse(text.AsSpan(dot + 1), Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
+                | true, ms when SessionId.isWellFormed id && ms <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds() ->
+                    ValueSome { Id = id; Created = DateTimeOffset.FromUnixTimeMilliseconds ms }
+                | _ -> ValueNone

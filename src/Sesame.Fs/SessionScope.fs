@@ -11,12 +11,13 @@ open Microsoft.Extensions.Options
 
 /// <summary>What every request needs from the app, resolved once: options, store, cookie protection, logger.</summary>
 [<Sealed; AllowNullLiteral>]
-type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cookie: SessionCookie, logger: ILogger) =
+type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger) =
     /// The options in force.
     member _.Options = options
     /// The store sessions live in.
     member _.Store = store
     member internal _.Cookie = cookie
+    member internal _.Time = time
     member internal _.Logger = logger
 
     /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
@@ -25,7 +26,8 @@ type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cooki
         let store = services.GetRequiredService<ISessionStore>()
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
-        SesameRuntime(options, store, SessionCookie(protector, options, logger), logger)
+        let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+        SesameRuntime(options, store, SessionCookie(protector, options, logger), time, logger)
 
     /// The runtime of the request's app, with a clear error when <c>AddSesame</c> was not called.
     static member internal Of(context: HttpContext) =
@@ -42,40 +44,56 @@ type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cooki
 [<Sealed>]
 type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
     let handle =
-        SessionHandle((fun () -> runtime.Cookie.TryReadId context.Request), runtime.Store, runtime.Options, runtime.Logger, context.RequestAborted)
-    let mutable cookieWritten = false
+        SessionHandle((fun () -> runtime.Cookie.TryRead context.Request), runtime.Store, runtime.Options, runtime.Time, runtime.Logger, context.RequestAborted)
+    let mutable cookieDone = CookieAction.Keep
     let mutable abandoned = false
+
+    /// Sends what the cookie needs, once per change of mind; false when it changed after the headers went out.
+    let settleCookie () =
+        let wanted = handle.CookieAction
+        if not (obj.ReferenceEquals(wanted, cookieDone)) then
+            if context.Response.HasStarted then
+                Log.cookieAfterStart runtime.Logger
+            else
+                cookieDone <- wanted
+                match wanted with
+                | CookieAction.Issue ticket -> runtime.Cookie.Write(context, ticket)
+                | CookieAction.Expire -> runtime.Cookie.Expire context
+                | CookieAction.Keep -> ()
+
+    let preventCaching () =
+        if handle.WasTouched && runtime.Options.NoCacheHeaders && not context.Response.HasStarted then
+            let headers = context.Response.Headers
+            headers.CacheControl <- "no-cache, no-store"
+            headers.Pragma <- "no-cache"
+            headers.Append("Vary", "Cookie")
 
     member _.Handle = handle
 
     /// Runs just before the response's headers go out (and at the end, if they never did).
     member _.BeforeResponseAsync() : Task =
-        let issueCookie () =
-            if handle.CreatedHere && not cookieWritten then
-                cookieWritten <- true
-                runtime.Cookie.Write(context, handle.Id)
         if abandoned then
             Task.CompletedTask
         elif handle.HasPendingChanges then
             task {
                 do! handle.CommitAsync context.RequestAborted
-                issueCookie ()
+                settleCookie ()
+                preventCaching ()
             }
         else
-            issueCookie ()
+            settleCookie ()
+            preventCaching ()
             Task.CompletedTask
 
     /// Commits what is left when the handler has finished.
     member this.FinishAsync() : Task =
         if not context.Response.HasStarted then
             this.BeforeResponseAsync()
-        elif handle.HasPendingChanges then
+        else
             task {
                 do! handle.CommitAsync context.RequestAborted
-                if handle.CreatedHere && not cookieWritten then Log.cookieAfterStart runtime.Logger
+                settleCookie ()
             }
-        else
-            Task.CompletedTask
 
     /// Ends the request's session: the handle refuses further use.
     member _.End() =

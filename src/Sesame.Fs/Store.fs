@@ -73,3 +73,11 @@ type ISessionStore =
     /// <param name="id">The session id.</param>
     /// <param name="cancellationToken">Cancels the delete.</param>
     abstract DeleteAsync: id: string * cancellationToken: CancellationToken -> Task
+
+/// <summary>
+/// Marks a store that several app instances share (Redis, say). A cookie issued by one instance
+/// must be readable by the others, so their Data Protection keys must be shared too; Sesame warns
+/// at startup when they are not configured to be.
+/// </summary>
+type ISharedSessionStore =
+    inherit ISessionStore
