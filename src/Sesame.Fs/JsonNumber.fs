@@ -43,9 +43,12 @@ type JsonNumber private (text: string) =
                 fracOk
         expOk && i = n
 
-    /// The largest exponent gap an exact addition accepts: beyond it the sum would need
-    /// thousands of digits (e.g. 1e100000 + 1), which is refused rather than rounded.
-    static let maxAlignment = 4096
+    /// The largest exponent (either sign) an exact addition accepts in either operand: beyond it the
+    /// sum could need thousands of digits (e.g. 1e100000 + 1), which is refused rather than rounded.
+    /// The bound is on each operand, not on the gap between them, so that a sum's exponent is within it
+    /// whenever its operands' are: (a + b) + c and a + (b + c) then both succeed or both fail, and
+    /// increments folded into one give what applying them one by one gives.
+    static let maxExponent = 4096
 
     /// Splits the text into an exact mantissa and a power of ten: value = mantissa * 10^exponent.
     member internal _.Decompose() : struct (BigInteger * int) =
@@ -95,13 +98,15 @@ type JsonNumber private (text: string) =
     member _.ToDouble() = Double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture)
 
     /// <summary>Adds two numbers exactly, keeping the finer of the two scales (<c>1.10 + 1 = 2.10</c>).</summary>
-    /// <exception cref="System.OverflowException">The exponents are so far apart that the exact sum would need thousands of digits.</exception>
+    /// <remarks>Written as mantissa × 10^exponent with an integer mantissa (<c>1.10</c> is 110 × 10^-2, <c>1e400</c> is 1 × 10^400),
+    /// both exponents must be within ±4,096. Additions are associative: any grouping gives the same text, or every grouping is refused.</remarks>
+    /// <exception cref="System.OverflowException">An exponent is beyond ±4,096, so the exact sum could need thousands of digits.</exception>
     static member Add(a: JsonNumber, b: JsonNumber) : JsonNumber =
         let struct (ma, ea) = a.Decompose()
         let struct (mb, eb) = b.Decompose()
         let e = min ea eb
-        if max ea eb - e > maxAlignment then
-            raise (OverflowException $"{a.Text} + {b.Text} cannot be computed exactly: the exponents are more than {maxAlignment} apart.")
+        if abs ea > maxExponent || abs eb > maxExponent then
+            raise (OverflowException $"{a.Text} + {b.Text} cannot be computed exactly: an exponent is beyond ±{maxExponent}.")
         let sum = ma * BigInteger.Pow(10I, ea - e) + mb * BigInteger.Pow(10I, eb - e)
         JsonNumber.FromParts(sum, e)
 

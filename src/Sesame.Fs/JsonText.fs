@@ -42,12 +42,13 @@ module Json =
     /// <summary>An array from values.</summary>
     let array (items: seq<Json>) = Json.Array(ImmutableArray.CreateRange items)
 
-    let private readerOptions =
-        JsonReaderOptions(MaxDepth = MaxDepth + 1, CommentHandling = JsonCommentHandling.Disallow, AllowTrailingCommas = false)
+    /// The reader's MaxDepth is the number of nested arrays and objects it accepts.
+    let private readerOptionsFor (maxDepth: int) =
+        JsonReaderOptions(MaxDepth = maxDepth, CommentHandling = JsonCommentHandling.Disallow, AllowTrailingCommas = false)
 
     let private writerOptions =
         // Relaxed escaping keeps non-ASCII text readable and compact; the output is stored, never put in HTML.
-        JsonWriterOptions(Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth + 1, SkipValidation = true)
+        JsonWriterOptions(Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth, SkipValidation = true)
 
     let rec private read (reader: byref<Utf8JsonReader>) : Json =
         match reader.TokenType with
@@ -84,15 +85,19 @@ module Json =
             Json.Object(Sesame.JsonObject(properties.ToArray()))
         | token -> raise (JsonException $"Unexpected JSON token {token}.")
 
-    /// <summary>Parses UTF-8 JSON text (one value, nothing after it).</summary>
-    /// <exception cref="System.Text.Json.JsonException">The text is not valid JSON, or nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
-    let parseUtf8 (utf8: ReadOnlySpan<byte>) : Json =
-        let mutable reader = Utf8JsonReader(utf8, readerOptions)
+    /// Parses UTF-8 JSON that wraps values up to MaxDepth deep in <paramref name="wrappingLevels"/> levels of
+    /// its own (a patch wraps each value in two arrays), so that such a value reads back wherever it can be written.
+    let internal parseUtf8Wrapped (wrappingLevels: int) (utf8: ReadOnlySpan<byte>) : Json =
+        let mutable reader = Utf8JsonReader(utf8, readerOptionsFor (MaxDepth + wrappingLevels))
         if not (reader.Read()) then raise (JsonException "The JSON text is empty.")
         let value = read &reader
         // The reader itself rejects anything but white space after the root value.
         if reader.Read() then raise (JsonException "Unexpected text after the JSON value.")
         value
+
+    /// <summary>Parses UTF-8 JSON text (one value, nothing after it).</summary>
+    /// <exception cref="System.Text.Json.JsonException">The text is not valid JSON, or nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
+    let parseUtf8 (utf8: ReadOnlySpan<byte>) : Json = parseUtf8Wrapped 0 utf8
 
     /// <summary>Parses JSON text.</summary>
     /// <exception cref="System.Text.Json.JsonException">The text is not valid JSON.</exception>

@@ -55,19 +55,27 @@ module Patch =
         let append path pending = entries.Add(struct (path, pending))
 
         let supersede (path: Path) (isSet: Json option) =
-            let mutable first = -1
+            // The replacement takes the place of the earliest superseded update that created something:
+            // an update after it may rely on that (an array item it appended), and moving the creation
+            // before an update it relies on would fail. With no creator it happens now, so it goes last.
             let mutable creates = false
-            for i in entries.Count - 1 .. -1 .. 0 do
+            let mutable at = -1
+            let mutable i = 0
+            while i < entries.Count do
                 let struct (p, pending) = entries[i]
                 if Path.isPrefixOf path p then
-                    first <- i
-                    creates <- creates || isCreator pending
+                    if not creates && isCreator pending then
+                        creates <- true
+                        at <- i
                     entries.RemoveAt i
+                else
+                    i <- i + 1
             let pending =
                 match isSet with
                 | Some value -> Put value
-                | None -> Drop creates
-            if first < 0 then append path pending else entries.Insert(first, struct (path, pending))
+                // A top-level key's container is the root, which always exists: nothing to keep created.
+                | None -> Drop(creates && path.Segments.Length > 1)
+            if creates then entries.Insert(at, struct (path, pending)) else append path pending
 
         for update in updates do
             let update =
@@ -86,22 +94,40 @@ module Patch =
                 let struct (p, _) = entries[i]
                 if Path.isPrefixOf p path then above <- i
                 i <- i - 1
-            let mergeInto index (node: Json voption) (onNothing: unit -> unit) =
-                let struct (p, _) = entries[index]
+            // Applying one by one fails where this fails; keep the update so that applying the patch fails the same way.
+            let keepFailing () =
+                append path (match update with Update.Set(_, v) -> Put v | Update.Remove _ -> Drop false | Update.Increment(_, by) -> Add by)
+            let mergeInto index (node: Json voption) =
+                let struct (p, pending) = entries[index]
                 match (try Ok(Update.applyBelow update (Path.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
-                | Ok(ValueSome value) -> entries[index] <- struct (p, Put value)
-                | Ok ValueNone -> onNothing ()
-                // Applying one by one would fail here too; keep the update so that applying the patch fails the same way.
-                | Error _ -> append path (match update with Update.Set(_, v) -> Put v | Update.Remove _ -> Drop false | Update.Increment(_, by) -> Add by)
+                | Ok(ValueSome value) ->
+                    match pending with
+                    | Drop false ->
+                        // The remove created nothing where it stands, so what this creates is created now: it goes last.
+                        entries.RemoveAt index
+                        append p (Put value)
+                    | _ -> entries[index] <- struct (p, Put value)
+                | Ok ValueNone -> ()
+                | Error _ -> keepFailing ()
 
             let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (Path.root, Drop false)
             let isBelow = above >= 0 && (abovePath <> path || isIncrement)
             match update, abovePending with
-            | _, Put value when isBelow -> mergeInto above (ValueSome value) ignore
-            | _, Drop _ when isBelow -> mergeInto above ValueNone (fun () -> ())
+            | _, Put value when isBelow -> mergeInto above (ValueSome value)
+            | _, Drop _ when isBelow -> mergeInto above ValueNone
+            // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
+            | Update.Remove _, Add _ when isBelow -> ()
             | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
-                entries[above] <- struct (path, Add(JsonNumber.Add(total, by)))
-            | Update.Increment(_, by), _ -> append path (Add by)
+                match (try ValueSome(JsonNumber.Add(total, by)) with :? OverflowException -> ValueNone) with
+                | ValueSome sum -> entries[above] <- struct (path, Add sum)
+                | ValueNone -> keepFailing ()
+            | Update.Increment(_, by), _ ->
+                // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
+                entries.RemoveAll(fun entry ->
+                    let struct (p, pending) = entry
+                    p <> path && Path.isPrefixOf path p && (match pending with Drop false -> true | _ -> false))
+                |> ignore
+                append path (Add by)
             | Update.Set(_, value), _ -> supersede path (Some value)
             | Update.Remove _, _ -> supersede path None
 
@@ -163,10 +189,13 @@ module Patch =
             writer.WriteEndArray()
         writer.WriteEndArray()
 
+    /// The levels a patch's JSON puts around each value: the array of operations and the operation's array.
+    let private wrappingLevels = 2
+
     /// <summary>The compact UTF-8 JSON of a patch.</summary>
     let toUtf8 (patch: Patch) : byte[] =
         let buffer = ArrayBufferWriter<byte>(128)
-        using (new Utf8JsonWriter(buffer, JsonWriterOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = Json.MaxDepth + 4, SkipValidation = true))) (fun writer ->
+        using (new Utf8JsonWriter(buffer, JsonWriterOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = Json.MaxDepth + wrappingLevels, SkipValidation = true))) (fun writer ->
             writeTo writer patch
             writer.Flush())
         buffer.WrittenSpan.ToArray()
@@ -207,6 +236,13 @@ module Patch =
             { updates = updates }
         | _ -> bad "not an array"
 
+    /// <summary>Reads a patch from its UTF-8 JSON (as written by <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/>).</summary>
+    /// <remarks>Its values may nest as deep as <see cref="F:Sesame.JsonModule.MaxDepth"/>: the two levels of the patch's own arrays are allowed for.</remarks>
+    /// <exception cref="System.Text.Json.JsonException">The JSON is not a patch, or a value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
+    let parseUtf8 (utf8: ReadOnlySpan<byte>) : Patch = ofJson (Json.parseUtf8Wrapped wrappingLevels utf8)
+
     /// <summary>Parses a patch from its JSON text.</summary>
-    /// <exception cref="System.Text.Json.JsonException">The text is not a patch.</exception>
-    let parse (text: string) = ofJson (Json.parse text)
+    /// <exception cref="System.Text.Json.JsonException">The text is not a patch, or a value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
+    let parse (text: string) =
+        if isNull text then nullArg "text"
+        parseUtf8 (ReadOnlySpan(Text.Encoding.UTF8.GetBytes text))
