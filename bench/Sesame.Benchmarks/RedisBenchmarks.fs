@@ -1,0 +1,175 @@
+module Sesame.Benchmarks.RedisBenchmarks
+
+open System
+open System.Diagnostics
+open System.Net
+open System.Net.Sockets
+open System.Threading
+open System.Threading.Tasks
+open BenchmarkDotNet.Attributes
+open Sesame
+open Sesame.Redis
+open StackExchange.Redis
+
+/// A redis-server of the benchmark's own on a free loopback port (no persistence).
+[<Sealed>]
+type private LocalRedis() =
+    let port =
+        let listener = new TcpListener(IPAddress.Loopback, 0)
+        listener.Start()
+        let port = (listener.LocalEndpoint :?> IPEndPoint).Port
+        listener.Stop()
+        port
+    let proc =
+        let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true)
+        for argument in [ "--port"; string port; "--save"; ""; "--appendonly"; "no"; "--bind"; "127.0.0.1" ] do
+            info.ArgumentList.Add argument
+        let started = Process.Start info
+        started.OutputDataReceived.Add ignore
+        started.BeginOutputReadLine()
+        let deadline = DateTime.UtcNow.AddSeconds 20.0
+        let mutable ready = false
+        while not ready do
+            try
+                use client = new TcpClient()
+                client.Connect(IPAddress.Loopback, port)
+                ready <- true
+            with :? SocketException when DateTime.UtcNow < deadline ->
+                Thread.Sleep 20
+        started
+
+    member _.EndPoint = $"127.0.0.1:{port}"
+
+    interface IDisposable with
+        member _.Dispose() =
+            if not proc.HasExited then
+                proc.Kill()
+                proc.WaitForExit()
+
+let private idle = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20 }
+
+let private cartPatch (i: int) =
+    Patch.fold [
+        Update.set (Path.parse "cart.lastItem") (Json.object [ "sku", Json.int64 (int64 i); "price", Json.decimal 19.99m ])
+        Update.increment (Path.parse "visits") 1m
+    ]
+
+/// <summary>
+/// Commits per second against a real redis-server on loopback: one writer, 32 concurrent writers
+/// (each on its own session, and all on one session), a commit into a large session, and loads
+/// with and without the idle-expiry refresh. Round trips per commit and per load are counted
+/// from Redis's INFO commandstats once, in the global setup, and printed.
+/// </summary>
+[<MemoryDiagnoser>]
+type RedisBenchmarks() =
+    let mutable redis: LocalRedis option = None
+    let mutable connection: ConnectionMultiplexer = null
+    let mutable admin: ConnectionMultiplexer = null
+    let mutable store: ISessionStore = Unchecked.defaultof<_>
+    let mutable refreshingStore: ISessionStore = Unchecked.defaultof<_>
+    let mutable counter = 0
+
+    let connect (endPoint: string) (allowAdmin: bool) =
+        let settings = ConfigurationOptions.Parse endPoint
+        settings.AbortOnConnectFail <- false
+        settings.AllowAdmin <- allowAdmin
+        ConnectionMultiplexer.ConnectAsync(settings, null).GetAwaiter().GetResult()
+
+    let commandCalls () =
+        let server = admin.GetServer(redis.Value.EndPoint)
+        server.InfoAsync(RedisValue.op_Implicit "commandstats", CommandFlags.None).GetAwaiter().GetResult()
+        |> Seq.collect id
+        |> Seq.map (fun (KeyValue(name, value)) ->
+            let calls = value.Split(',') |> Array.find (fun p -> p.StartsWith "calls=")
+            name.Replace("cmdstat_", ""), int64 (calls.Substring 6))
+        |> Map.ofSeq
+
+    let countRoundTrips () =
+        let n = 1000
+        let delta (before: Map<string, int64>) (after: Map<string, int64>) =
+            after |> Map.map (fun name calls -> calls - (before |> Map.tryFind name |> Option.defaultValue 0L)) |> Map.filter (fun _ d -> d > 0L)
+        let describe (label: string) (d: Map<string, int64>) =
+            // INFO itself is the one command the measurement adds.
+            let client = [ "evalsha"; "eval"; "script|load"; "del" ] |> List.sumBy (fun c -> d |> Map.tryFind c |> Option.defaultValue 0L)
+            let inside = d |> Map.filter (fun c _ -> not (List.contains c [ "evalsha"; "eval"; "script|load"; "del"; "info" ]))
+            let insideText = inside |> Map.toList |> List.map (fun (c, k) -> $"{c} {float k / float n:F2}") |> String.concat ", "
+            let evalsha = d |> Map.tryFind "evalsha" |> Option.defaultValue 0L
+            Console.WriteLine($"// Redis round trips per {label}: {float client / float n:F2} (evalsha {float evalsha / float n:F2}); commands run inside the script per {label}: {insideText}")
+        let before = commandCalls ()
+        for i in 1..n do
+            store.CommitAsync("rt-session", cartPatch i, idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        let middle = commandCalls ()
+        for _ in 1..n do
+            refreshingStore.LoadAsync("rt-session", idle.IdleTimeout, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        let after = commandCalls ()
+        describe "commit" (delta before middle)
+        describe "load" (delta middle after)
+        // The default store refreshes the TTL at most once a second: a burst of loads is read-only.
+        for _ in 1..n do
+            store.LoadAsync("rt-session", idle.IdleTimeout, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        let throttled = delta after (commandCalls ())
+        describe "load with the default ExpiryRefreshInterval" throttled
+
+    [<GlobalSetup>]
+    member _.Setup() =
+        let server = new LocalRedis()
+        redis <- Some server
+        connection <- connect server.EndPoint false
+        admin <- connect server.EndPoint true
+        store <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:"), null)
+        refreshingStore <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", ExpiryRefreshInterval = TimeSpan.Zero), null)
+        for id in [ "one"; "shared"; "load"; "rt-session" ] do
+            store.CommitAsync(id, cartPatch 0, idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        // A large session: 2,000 leaves (about 60 KB of JSON).
+        let big = Json.object [ for i in 1..200 -> $"item{i}", Json.object [ for j in 1..10 -> $"field{j}", Json.string $"value {i}.{j}" ] ]
+        store.CommitAsync("large", Patch.fold [ Update.set (Path.parse "catalog") big ], idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        countRoundTrips ()
+
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        connection.Dispose()
+        admin.Dispose()
+        redis |> Option.iter (fun r -> (r :> IDisposable).Dispose())
+
+    [<Benchmark(Description = "commit, 1 writer")>]
+    member _.CommitOneWriter() : Task =
+        counter <- counter + 1
+        store.CommitAsync("one", cartPatch counter, idle, CancellationToken.None) :> Task
+
+    [<Benchmark(Description = "commit, 32 writers, 32 sessions", OperationsPerInvoke = 32 * 16)>]
+    member _.Commit32Writers() : Task =
+        Task.WhenAll(
+            [| for w in 1..32 ->
+                   task {
+                       for i in 1..16 do
+                           let! _ = store.CommitAsync($"writer-{w}", cartPatch i, idle, CancellationToken.None)
+                           ()
+                   }
+                   :> Task |]
+        )
+
+    [<Benchmark(Description = "commit, 32 writers, 1 session", OperationsPerInvoke = 32 * 16)>]
+    member _.Commit32WritersOneSession() : Task =
+        Task.WhenAll(
+            [| for w in 1..32 ->
+                   task {
+                       for i in 1..16 do
+                           let! _ = store.CommitAsync("shared", Patch.fold [ Update.set (Path.parse $"writers.w{w}") (Json.int64 (int64 i)); Update.increment (Path.parse "total") 1m ], idle, CancellationToken.None)
+                           ()
+                   }
+                   :> Task |]
+        )
+
+    [<Benchmark(Description = "commit, 1 writer, 2,000-leaf session")>]
+    member _.CommitLargeSession() : Task =
+        counter <- counter + 1
+        store.CommitAsync("large", Patch.fold [ Update.set (Path.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ], idle, CancellationToken.None) :> Task
+
+    [<Benchmark(Description = "load (TTL refreshed at most once a second)")>]
+    member _.Load() : Task = store.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
+
+    [<Benchmark(Description = "load (TTL refreshed every load)")>]
+    member _.LoadRefreshEveryTime() : Task = refreshingStore.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
+
+    [<Benchmark(Description = "HGETALL alone (no script, no TTL, no rebuild)")>]
+    member _.HashGetAll() : Task = connection.GetDatabase().HashGetAllAsync(RedisKey.op_Implicit "bench:load", CommandFlags.None) :> Task
