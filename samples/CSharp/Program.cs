@@ -1,0 +1,29 @@
+// node-sesame's examples and a shopping cart, as a C# minimal-API app:
+//   dotnet run --project samples/CSharp                       (http://localhost:5001, memory store)
+//   dotnet run --project samples/CSharp -- --store file:sessions.db --urls http://localhost:5002
+using Sesame;
+using Sesame.Samples.CSharp;
+
+var builder = WebApplication.CreateBuilder(args);
+
+// The F# sample takes port 5000; this one defaults to 5001 so both can run.
+if (string.IsNullOrEmpty(builder.Configuration["urls"]))
+{
+    builder.WebHost.UseUrls("http://localhost:5001");
+}
+
+if (!StoreChoice.TryParse(builder.Configuration["store"], out var store, out var error))
+{
+    Console.Error.WriteLine(error);
+    return 2;
+}
+
+builder.Services.AddSesame(options => store.Apply(options));
+
+var app = builder.Build();
+app.UseSesame();
+app.MapSesameSamples();
+app.Lifetime.ApplicationStarted.Register(() =>
+    Console.WriteLine($"Sesame C# sample listening on {string.Join(", ", app.Urls)}, store: {store.Description}"));
+app.Run();
+return 0;

@@ -1,0 +1,324 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http;
+
+namespace Sesame;
+
+/// <summary>
+/// The request's session for C#: typed members (<see cref="Get{T}"/>, <see cref="Set{T}"/>,
+/// <see cref="Increment"/>, ...) and a <see cref="Dynamic"/> view you just change
+/// (<c>s.foo.bar.baz *= 2</c>). Both record the same path updates on the session's immutable JSON
+/// tree, which Sesame folds into one patch and commits in one write before the response starts.
+/// </summary>
+/// <remarks>
+/// <para>Get it with <c>await context.GetSesameAsync()</c>, or as a minimal-API parameter
+/// (<c>app.MapGet("/", (SesameSession session) =&gt; ...)</c>). It belongs to one request: used after
+/// that request ended, every member throws <see cref="ObjectDisposedException"/>.</para>
+/// <para>Paths are text: <c>cart.items[2].qty</c>; a key holding dots, brackets or quotes is written
+/// quoted in brackets: <c>user["first.name"]</c>. Values are encoded and decoded with
+/// <see cref="SesameOptions.SerializerOptions"/> (web defaults: camelCase property names), so paths
+/// name the JSON names (<c>cart.items[0].qty</c> for a property <c>Qty</c>).</para>
+/// <para>Serializing it with System.Text.Json writes the whole session as it reads now.</para>
+/// <para>Reads see this request's changes at once. Several changes to one path add up to one
+/// update in the commit; a request that changes nothing writes nothing.</para>
+/// </remarks>
+[JsonConverter(typeof(SesameSessionJsonConverter))]
+public sealed class SesameSession
+{
+    private SessionProxy? root;
+    private Task<SesameSession>? completed;
+
+    /// <summary>Wraps a session handle of the F# API, e.g. one from <c>Session.loadAsync</c> in a mixed F#/C# app.</summary>
+    /// <param name="handle">The request's session handle; load it (<see cref="SessionHandle.LoadAsync"/>) before using this wrapper.</param>
+    /// <remarks>Prefer <c>context.GetSesameAsync()</c>, which loads the session and gives the request one wrapper.</remarks>
+    public SesameSession(SessionHandle handle)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        Handle = handle;
+    }
+
+    /// <summary>The F# session handle underneath: its update log, id and the F# API.</summary>
+    public SessionHandle Handle { get; }
+
+    /// <summary>
+    /// The session as a <c>dynamic</c> object: read and assign members and indexes at any depth, and each
+    /// assignment records one update at its full path. See <see cref="SessionProxy"/> for the rules.
+    /// </summary>
+    /// <example><code>
+    /// dynamic s = session.Dynamic;
+    /// s.times = (s.times ?? 0) + 1;
+    /// s.foo ??= new { bar = new { baz = 1 } };
+    /// s.foo.bar.baz *= 2;   // one update: set foo.bar.baz
+    /// </code></example>
+    public dynamic Dynamic => root ??= new SessionProxy(this, PathModule.root);
+
+    /// <summary>The session id, or <c>null</c> while the session is new and not yet stored.</summary>
+    public string? Id => Handle.Id;
+
+    /// <summary>Whether the session is new: not (yet) in the store.</summary>
+    public bool IsNew => Handle.IsNew;
+
+    /// <summary>Sesame's options in force, among them the <see cref="SesameOptions.SerializerOptions"/> values are encoded with.</summary>
+    public SesameOptions Options => Handle.Options;
+
+    /// <summary>The whole session as it reads now (the stored value with this request's changes applied), as an immutable tree.</summary>
+    public Json Current
+    {
+        get
+        {
+            try
+            {
+                return Handle.Current;
+            }
+            catch (ObjectDisposedException e)
+            {
+                throw Stale(PathModule.root, "read", e);
+            }
+        }
+    }
+
+    /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is none (or it is JSON null).</summary>
+    /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
+    /// <returns>The value, or <c>default(T)</c>.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T? Get<T>(string path) => TryGet<T>(path, out var value) ? value : default;
+
+    /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one.</summary>
+    /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
+    /// <param name="value">The value, when found.</param>
+    /// <returns><c>true</c> when there is a value other than JSON null at the path.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool TryGet<T>(string path, [MaybeNullWhen(false)] out T value)
+    {
+        var parsed = PathText.Parse(path);
+        var found = Find(parsed);
+        if (found is null || found.IsNull)
+        {
+            value = default;
+            return false;
+        }
+
+        value = JsonValues.Decode<T>(found, Options.SerializerOptions, parsed);
+        return true;
+    }
+
+    /// <summary>The value at <paramref name="path"/> as a new, mutable <see cref="JsonNode"/> (changing it does not change the session).</summary>
+    /// <param name="path">Where, e.g. <c>cart</c>.</param>
+    /// <returns>The node, or <c>null</c> when there is no value (or it is JSON null).</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public JsonNode? GetNode(string path)
+    {
+        var found = Find(PathText.Parse(path));
+        return found is null ? null : JsonModule.toJsonNode(found);
+    }
+
+    /// <summary>Sets <paramref name="value"/> at <paramref name="path"/>, creating missing objects on the way (an array for index 0).</summary>
+    /// <typeparam name="T">The value's type: anything System.Text.Json serializes (records, anonymous objects, dictionaries, lists), or a <see cref="JsonNode"/>, <see cref="JsonElement"/> or <see cref="Json"/>.</typeparam>
+    /// <param name="path">Where, e.g. <c>cart.items[2]</c>; index <c>n</c> of an <c>n</c>-item array appends.</param>
+    /// <param name="value">The value; <c>null</c> stores JSON null.</param>
+    /// <exception cref="ArgumentException">The path text is not a path, or a number has no JSON form (NaN, infinity).</exception>
+    /// <exception cref="PathConflictException">The path crosses a value of the wrong kind (a key into a string, an index past the end); nothing is recorded.</exception>
+    /// <exception cref="NotSupportedException">The value's type cannot be serialized.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void Set<T>(string path, T value)
+    {
+        var parsed = PathText.Parse(path);
+        SetAt(parsed, JsonValues.Encode(value, Options.SerializerOptions));
+    }
+
+    /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it.</summary>
+    /// <param name="path">Where, e.g. <c>cart.items[2]</c> or <c>user.name</c>.</param>
+    /// <returns><c>true</c> when there was a value to remove; nothing is recorded otherwise.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool Remove(string path) => RemoveAt(PathText.Parse(path));
+
+    /// <summary>
+    /// Adds <paramref name="by"/> to the number at <paramref name="path"/> exactly (a missing value counts as
+    /// zero). Unlike reading and setting, increments of one path by concurrent requests add up.
+    /// </summary>
+    /// <param name="path">Where, e.g. <c>visits</c>.</param>
+    /// <param name="by">How much to add (default 1; may be negative or fractional).</param>
+    /// <returns>The new value as this request sees it.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="PathConflictException">The value there is not a number, or the path crosses a value of the wrong kind; nothing is recorded.</exception>
+    /// <exception cref="OverflowException">The new value is beyond <see cref="decimal"/>'s range (the increment is recorded; read it exactly with <see cref="GetNode"/>).</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public decimal Increment(string path, decimal by = 1) => IncrementValue(PathText.Parse(path), by);
+
+    /// <summary>Empties the session; it stays alive, with no values.</summary>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void Clear()
+    {
+        try
+        {
+            Handle.Clear();
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(PathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>Replaces the whole session with <paramref name="value"/>, which must encode as a JSON object.</summary>
+    /// <param name="value">The new session, e.g. a record or an anonymous object.</param>
+    /// <exception cref="ArgumentException">The value does not encode as a JSON object.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void Replace<T>(T value)
+    {
+        var json = JsonValues.Encode(value, Options.SerializerOptions);
+        try
+        {
+            Handle.Replace(json);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(PathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>Moves the session and its data to a new id and kills the old one: call it at login, against session fixation.</summary>
+    /// <returns>A task that completes when the store holds the session under its new id.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public Task RotateAsync()
+    {
+        try
+        {
+            return Handle.RotateAsync();
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(PathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>Deletes the session from the store and expires the client's cookie: call it at logout.</summary>
+    /// <returns>A task that completes when the store has deleted the session.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public Task DestroyAsync()
+    {
+        try
+        {
+            return Handle.DestroyAsync();
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(PathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>The whole session as compact JSON text.</summary>
+    /// <returns>The JSON text, e.g. <c>{"times":2}</c>.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public string ToJsonString() => JsonModule.serialize(Current);
+
+    /// <summary>The whole session as compact JSON text (see <see cref="ToJsonString"/>).</summary>
+    /// <returns>The JSON text.</returns>
+    public override string ToString() => ToJsonString();
+
+    /// <summary>Lets a minimal-API handler take the session as a parameter: <c>(SesameSession session) =&gt; ...</c>.</summary>
+    /// <param name="context">The request.</param>
+    /// <returns>The request's session, loaded.</returns>
+    /// <exception cref="InvalidOperationException">Sesame is not set up for this request (no <c>app.UseSesame()</c>).</exception>
+    public static async ValueTask<SesameSession?> BindAsync(HttpContext context) => await context.GetSesameAsync().ConfigureAwait(false);
+
+    /// <summary>A task already holding this session, so a request that asks again allocates nothing.</summary>
+    internal Task<SesameSession> Completed => completed ??= Task.FromResult(this);
+
+    internal Json? Find(Path path)
+    {
+        try
+        {
+            return Handle.TryFind(path)?.Value;
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "read", e);
+        }
+    }
+
+    internal void SetAt(Path path, Json value)
+    {
+        try
+        {
+            Handle.Set(path, value);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "change", e);
+        }
+    }
+
+    internal bool RemoveAt(Path path)
+    {
+        if (Find(path) is null)
+        {
+            return false;
+        }
+
+        try
+        {
+            Handle.Remove(path);
+            return true;
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "change", e);
+        }
+    }
+
+    internal decimal IncrementValue(Path path, decimal by)
+    {
+        JsonNumber result;
+        try
+        {
+            result = Handle.Increment(path, by);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "change", e);
+        }
+
+        if (result.TryGetDecimal() is { IsSome: true } exact)
+        {
+            return exact.Value;
+        }
+
+        // More digits than a decimal holds: the nearest decimal, as System.Text.Json would read it.
+        if (decimal.TryParse(result.Text, NumberStyles.Float, CultureInfo.InvariantCulture, out var rounded))
+        {
+            return rounded;
+        }
+
+        throw new OverflowException($"The value at '{path}' is now {result.Text}, beyond the range of decimal; read it with GetNode(\"{path}\").");
+    }
+
+    // The handle refuses use after its request ended; say so in C# terms, naming what was attempted.
+    internal static ObjectDisposedException Stale(Path path, string verb, ObjectDisposedException inner)
+    {
+        var what = path.IsRoot ? "the session" : $"'{path}'";
+        return new ObjectDisposedException(
+            $"Cannot {verb} {what}: this Sesame session belongs to a request that has ended, so it can no longer be read or changed. "
+            + "Do not keep a session (or a dynamic view of it) beyond its request: get the current request's with "
+            + "'await HttpContext.GetSesameAsync()' or a SesameSession parameter.",
+            inner);
+    }
+}
+
+/// <summary>Writes a session as its current JSON, so <c>Results.Json(session)</c> shows the session.</summary>
+internal sealed class SesameSessionJsonConverter : JsonConverter<SesameSession>
+{
+    public override SesameSession Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        throw new NotSupportedException("A Sesame session cannot be deserialized; deserialize into your own type.");
+
+    public override void Write(Utf8JsonWriter writer, SesameSession value, JsonSerializerOptions options) =>
+        JsonModule.writeTo(writer, value.Current);
+}
