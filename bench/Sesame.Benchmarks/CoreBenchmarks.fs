@@ -1,3 +1,157 @@
+/// The core's cost per request: fold the request's updates, apply the patch, write the result; against the
+/// naive way (parse the whole session text into JsonNode, mutate it, write it all back). And what a store
+/// persists for one small change to a big session: the patch, not the session.
+/// Run: dotnet run -c Release --project bench/Sesame.Benchmarks -- --filter '*Core*' --job short
 module Sesame.Benchmarks.CoreBenchmarks
 
-// Filled in by the core benchmarks (issue 2).
+open System
+open System.Text.Json.Nodes
+open BenchmarkDotNet.Attributes
+open Sesame
+
+/// One change a request makes, in a form both sides can run.
+type Change =
+    | Bump of counter: string
+    | SetQty of item: int * qty: int
+    | SetPref of key: string * value: string
+    | DropPref of key: string
+
+/// Items in the cart of every generated session.
+[<Literal>]
+let CartItems = 5
+
+/// A session of at least <paramref name="kilobytes"/> KB of compact JSON: a user with preferences, a
+/// cart, counters, and a browsing history that makes up the size.
+let sessionOfSize (kilobytes: int) : Json =
+    let user =
+        Json.object
+            [ "id", Json.string "u-7f3a9c"
+              "name", Json.string "Ana Lima"
+              "email", Json.string "ana@example.com"
+              "prefs", Json.object [ "theme", Json.string "dark"; "lang", Json.string "pt-BR" ] ]
+    let cart =
+        Json.object
+            [ "items",
+              Json.array
+                  [ for i in 0 .. CartItems - 1 ->
+                        Json.object [ "sku", Json.string $"sku-{i:D4}"; "qty", Json.int64 1L; "price", Json.decimal (9.99m + decimal i) ] ]
+              "coupon", Json.Null ]
+    let counters = Json.object [ for i in 0..9 -> $"c{i}", Json.int64 0L ]
+    let visit i =
+        Json.object [ "page", Json.string $"/products/{i * 7919 % 100000}"; "at", Json.int64 (1_700_000_000_000L + int64 i * 1000L); "ms", Json.int64 (int64 (i % 900)) ]
+    let withHistory n =
+        Json.object [ "user", user; "visits", Json.int64 17L; "cart", cart; "counters", counters; "history", Json.array (Seq.init n visit) ]
+    let target = kilobytes * 1024
+    // Grow the history until the session reaches the size (each visit is about 60 bytes).
+    let rec grow n =
+        let session = withHistory n
+        if (Json.toUtf8 session).Length >= target then session else grow (n + max 1 ((target - (Json.toUtf8 session).Length) / 50))
+    grow 0
+
+/// A request's changes: increments, sets and removes spread over the session (a quarter of each kind, then bumps).
+let changes (count: int) : Change list =
+    [ for i in 0 .. count - 1 ->
+          match i % 4 with
+          | 0 -> Bump $"c{i / 4 % 10}"
+          | 1 -> SetQty(i % CartItems, i)
+          | 2 -> SetPref($"p{i}", $"value-{i}")
+          | _ -> DropPref $"p{i - 1}" ]
+
+/// The same changes as Sesame updates (paths parsed as a handler would).
+let toUpdates (changes: Change list) : Update list =
+    [ for change in changes ->
+          match change with
+          | Bump counter -> Update.increment (Path.parse $"counters.{counter}") 1m
+          | SetQty(item, qty) -> Update.set (Path.parse $"cart.items[{item}].qty") (Json.int64 (int64 qty))
+          | SetPref(key, value) -> Update.set (Path.parse $"user.prefs.{key}") (Json.string value)
+          | DropPref key -> Update.remove (Path.parse $"user.prefs.{key}") ]
+
+/// The naive way: the changes made on a mutable JsonNode tree.
+let applyNaive (root: JsonNode) (changes: Change list) =
+    for change in changes do
+        match change with
+        | Bump counter ->
+            let counters = root.["counters"]
+            let current = counters.[counter].GetValue<decimal>()
+            counters.[counter] <- JsonValue.Create(current + 1m)
+        | SetQty(item, qty) ->
+            let line = root.["cart"].["items"].[item]
+            line.["qty"] <- JsonValue.Create qty
+        | SetPref(key, value) ->
+            let prefs = root.["user"].["prefs"]
+            prefs.[key] <- JsonValue.Create value
+        | DropPref key ->
+            let prefs = root.["user"].["prefs"].AsObject()
+            prefs.Remove key |> ignore
+
+/// Fold + apply + write the whole session, for sessions of 1, 16 and 256 KB and 1, 10 and 100 updates.
+[<MemoryDiagnoser>]
+type FoldApplyWrite() =
+    let mutable session = Json.emptyObject
+    let mutable sessionText = ""
+    let mutable changeList: Change list = []
+    let mutable updates: Update list = []
+
+    /// The session's size in KB.
+    [<Params(1, 16, 256)>]
+    member val SessionKB = 1 with get, set
+
+    /// The number of updates the request makes.
+    [<Params(1, 10, 100)>]
+    member val Updates = 1 with get, set
+
+    [<GlobalSetup>]
+    member this.Setup() =
+        session <- sessionOfSize this.SessionKB
+        sessionText <- Json.serialize session
+        changeList <- changes this.Updates
+        updates <- toUpdates changeList
+        // Both sides must produce the same session, or the comparison means nothing.
+        let naive = JsonNode.Parse sessionText
+        applyNaive naive changeList
+        let sesame = Patch.apply (Patch.fold updates) session
+        if Json.ofJsonNode naive <> sesame then failwith "The naive and the Sesame sessions differ."
+
+    /// Parse the whole session text into JsonNode, change it, write it all back.
+    [<Benchmark(Baseline = true)>]
+    member _.Naive() : string =
+        let root = JsonNode.Parse sessionText
+        applyNaive root changeList
+        root.ToJsonString()
+
+    /// Sesame from the session a store holds (an immutable tree): fold, apply, write the result.
+    [<Benchmark>]
+    member _.Sesame() : byte[] =
+        let patch = Patch.fold updates
+        Json.toUtf8 (Patch.apply patch session)
+
+    /// Sesame from the session's text, as the naive way starts: parse, fold, apply, write.
+    [<Benchmark>]
+    member _.SesameFromText() : byte[] =
+        let tree = Json.parse sessionText
+        Json.toUtf8 (Patch.apply (Patch.fold updates) tree)
+
+/// One small update to a 256 KB session: what a store persists is the patch, not the session.
+[<MemoryDiagnoser>]
+type OneUpdateTo256KB() =
+    let session = sessionOfSize 256
+    let sessionText = Json.serialize session
+    let changeList = changes 1
+    let updates = toUpdates changeList
+
+    /// The session after the last Sesame run, kept so the apply is not optimised away.
+    member val Current = Json.emptyObject with get, set
+
+    /// Parse the whole session text into JsonNode, change it, write it all back (what a whole-session store writes).
+    [<Benchmark(Baseline = true)>]
+    member _.Naive() : string =
+        let root = JsonNode.Parse sessionText
+        applyNaive root changeList
+        root.ToJsonString()
+
+    /// Fold, apply to the session in memory, and write the patch (what a Sesame store persists).
+    [<Benchmark>]
+    member this.SesamePatch() : byte[] =
+        let patch = Patch.fold updates
+        this.Current <- Patch.apply patch session
+        Patch.toUtf8 patch

@@ -1,28 +1,39 @@
 module Sesame.Samples.Giraffe.Program
 
 open System
+open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging
 open Sesame
 open Sesame.Samples.Giraffe
 
-/// Runs the sample: `dotnet run --project samples/Giraffe -- --store memory --urls http://localhost:5000`.
+let private run (args: string[]) : Task<int> =
+    task {
+        let builder = WebApplication.CreateBuilder(args)
+        match StoreChoice.parse builder.Configuration["store"] with
+        | Error message ->
+            eprintfn "%s" message
+            return 2
+        | Ok choice ->
+            use loggers = LoggerFactory.Create(fun logging -> logging.AddConsole() |> ignore)
+            let! store, description = StoreChoice.openStore choice loggers
+            builder.Services.AddSesame(fun options -> options.Store <- store) |> ignore
+            match StoreChoice.keyDirectory choice with
+            | Some directory -> builder.Services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo directory) |> ignore
+            | None -> ()
+            let app = builder.Build()
+            let handle = App.webApp GiraffeShape.earlyReturn
+            app.Run(fun ctx -> handle ctx :> Task)
+            app.Lifetime.ApplicationStarted.Register(fun () ->
+                printfn "Sesame sample listening on %s, store: %s" (String.Join(", ", app.Urls)) description)
+            |> ignore
+            do! app.RunAsync()
+            return 0
+    }
+
+/// Runs the sample: `dotnet run --project samples/Giraffe -- --store memory|file:PATH|redis:HOST:PORT [--urls URL]`.
 [<EntryPoint>]
-let main args =
-    let builder = WebApplication.CreateBuilder(args)
-    match StoreChoice.parse builder.Configuration["store"] with
-    | Error message ->
-        eprintfn "%s" message
-        2
-    | Ok choice ->
-        let store, description = StoreChoice.openStore choice
-        builder.Services.AddSesame(fun options -> options.Store <- store) |> ignore
-        let app = builder.Build()
-        let handle = App.webApp GiraffeShape.earlyReturn
-        app.Run(fun ctx -> handle ctx :> Threading.Tasks.Task)
-        app.Lifetime.ApplicationStarted.Register(fun () ->
-            printfn "Sesame sample listening on %s, store: %s" (String.Join(", ", app.Urls)) description)
-        |> ignore
-        app.Run()
-        0
+let main args = (run args).GetAwaiter().GetResult()

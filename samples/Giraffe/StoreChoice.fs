@@ -2,19 +2,47 @@
 module Sesame.Samples.Giraffe.StoreChoice
 
 open System
+open System.Threading.Tasks
+open Microsoft.Extensions.Logging
 open Sesame
+open Sesame.Redis
 
 /// A store the sample can run on.
 type StoreChoice =
+    /// Sessions in memory: lost when the app stops.
     | Memory
+    /// Sessions in one durable file: they survive restarts and crashes.
+    | File of path: string
+    /// Sessions in Redis: shared by every app instance that uses the same server.
+    | Redis of configuration: string
 
-/// Reads --store: `memory` (the default).
+/// Reads --store: `memory` (the default), `file:PATH` or `redis:HOST:PORT`.
 let parse (text: string) : Result<StoreChoice, string> =
     match text with
-    | null | "" | "memory" -> Ok Memory
-    | other -> Error $"Unknown store '{other}'. Use: memory."
+    | null
+    | ""
+    | "memory" -> Ok Memory
+    | text when text.StartsWith("file:", StringComparison.Ordinal) && text.Length > 5 -> Ok(File(text.Substring 5))
+    | text when text.StartsWith("redis:", StringComparison.Ordinal) && text.Length > 6 -> Ok(Redis(text.Substring 6))
+    | other -> Error $"Unknown store '{other}'. Use: memory, file:PATH or redis:HOST:PORT."
+
+/// Where Data Protection keys go for a store: beside a session file, so cookies stay valid across restarts
+/// even on a machine with no user profile; elsewhere the ASP.NET Core default.
+let keyDirectory (choice: StoreChoice) : string option =
+    match choice with
+    | File path -> Some(IO.Path.GetFullPath path + ".keys")
+    | Memory
+    | Redis _ -> None
 
 /// Opens the chosen store and describes it for the start-up line.
-let openStore (choice: StoreChoice) : ISessionStore * string =
-    match choice with
-    | Memory -> new MemoryStore() :> ISessionStore, "memory (sessions are lost when the app stops)"
+let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<ISessionStore * string> =
+    task {
+        match choice with
+        | Memory -> return (new MemoryStore() :> ISessionStore), "memory (sessions are lost when the app stops)"
+        | File path ->
+            let store = FileStore.Open(path, FileStoreOptions(), loggers.CreateLogger "Sesame.FileStore")
+            return (store :> ISessionStore), $"file {IO.Path.GetFullPath path} (sessions survive restarts)"
+        | Redis configuration ->
+            let! store = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), loggers.CreateLogger "Sesame.Redis")
+            return (store :> ISessionStore), $"redis {configuration} (sessions shared by every instance)"
+    }

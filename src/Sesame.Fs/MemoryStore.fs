@@ -31,35 +31,103 @@ type MemoryStoreOptions() =
     /// <summary>Sessions the store starts with, by id (node-sesame's <c>sessions</c> option). They do not expire until first used.</summary>
     member val InitialSessions = Dictionary<string, Json>() with get
 
-/// One stored session. Reference equality, so a compare-and-swap compares identities, not trees.
-[<ReferenceEquality; NoComparison>]
-type private MemoryEntry =
-    { Data: Json
-      Size: int64
-      /// UTC ticks after which the session is dead; Int64.MaxValue for a seed not yet used.
-      ExpiresAt: int64 }
+/// One stored session: its compact UTF-8 JSON (a tree of the same session takes several times the
+/// memory: UTF-16 strings, an object per node). Compared by reference, so a compare-and-swap compares
+/// identities, not contents; a commit replaces the entry, a load only slides its expiry.
+[<Sealed; AllowNullLiteral>]
+type private MemoryEntry(utf8: byte[], expiresAt: int64) =
+    let mutable expires = expiresAt
+
+    /// The session's compact UTF-8 JSON.
+    member _.Utf8 = utf8
+
+    member _.Size = int64 utf8.Length
+
+    /// UTC ticks after which the session is dead; Int64.MaxValue for a seed not yet used.
+    member _.ExpiresAt
+        with get () = Volatile.Read &expires
+        and set (value: int64) = Volatile.Write(&expires, value)
+
+/// The parsed tree of one entry.
+[<Sealed; AllowNullLiteral>]
+type private ParsedEntry(entry: MemoryEntry, tree: Json) =
+    member _.Entry = entry
+    member _.Tree = tree
+
+/// <summary>
+/// The trees of recently used sessions, so that a session in use is not parsed on every load and
+/// commit. Bounded twice: one slot per id hash (a newcomer displaces whoever held its slot) and a
+/// budget of JSON bytes in all, so it holds a few MiB however many sessions the store keeps.
+/// </summary>
+[<Sealed>]
+type private ParsedCache() =
+    /// A power of two.
+    static let slots = 4096
+    /// About 8 times as much heap in trees (measured: ~1 KB sessions of strings and numbers).
+    static let budgetBytes = 2L * 1024L * 1024L
+    /// A larger session would crowd out too many others; it is parsed when used.
+    static let maxEntryBytes = 64L * 1024L
+
+    let cache: ParsedEntry[] = Array.zeroCreate slots
+    let mutable heldBytes = 0L
+
+    let slotOf (id: string) = id.GetHashCode() &&& (slots - 1)
+
+    let sizeOf (parsed: ParsedEntry) = if isNull parsed then 0L else parsed.Entry.Size
+
+    /// The tree of exactly this entry (not of an older or newer entry of the same id).
+    member _.TryGet(id: string, entry: MemoryEntry) : Json voption =
+        match Volatile.Read &cache[slotOf id] with
+        | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Entry, entry) -> ValueSome parsed.Tree
+        | _ -> ValueNone
+
+    /// Keeps the entry's tree in its id's slot, if the budget allows; otherwise empties the slot.
+    member _.Put(id: string, entry: MemoryEntry, tree: Json) =
+        let slot = slotOf id
+        let fits =
+            entry.Size <= maxEntryBytes
+            && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + entry.Size <= budgetBytes
+        let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedEntry(entry, tree) else null))
+        // The count follows what was really swapped, so racing puts may pass the budget by a few entries, never drift.
+        Interlocked.Add(&heldBytes, (if fits then entry.Size else 0L) - sizeOf replaced) |> ignore
+
+    /// Lets go of the entry's tree (the session was deleted, expired or evicted).
+    member _.Drop(id: string, entry: MemoryEntry) =
+        let slot = slotOf id
+        match Volatile.Read &cache[slot] with
+        | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Entry, entry) ->
+            if obj.ReferenceEquals(Interlocked.CompareExchange(&cache[slot], null, parsed), parsed) then
+                Interlocked.Add(&heldBytes, -entry.Size) |> ignore
+        | _ -> ()
+
+    /// The JSON bytes of the sessions whose trees are held.
+    member _.HeldBytes = Volatile.Read &heldBytes
 
 /// <summary>
 /// The embedded default store: sessions in this process's memory, lost on restart. Commits are
 /// atomic compare-and-swap loops, so concurrent commits never lose each other's changes.
 /// </summary>
 /// <remarks>
-/// Bounded: when the session count passes <c>MaxSessions</c> or the total JSON size passes
+/// <para>Bounded: when the session count passes <c>MaxSessions</c> or the total JSON size passes
 /// <c>MaxTotalBytes</c>, the idlest tenth of the sessions (those closest to expiring) is evicted.
-/// Expired sessions are never served and are swept out every <c>SweepInterval</c>.
+/// Expired sessions are never served and are swept out every <c>SweepInterval</c>.</para>
+/// <para>Sessions are held as compact UTF-8 JSON, so the store's memory follows <c>MaxTotalBytes</c>
+/// closely; the parsed trees of the sessions in use (up to 2 MiB of their JSON) are kept beside them,
+/// so a busy session is not parsed again on every request.</para>
 /// </remarks>
 [<Sealed>]
 type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
     let options = if isNull options then MemoryStoreOptions() else options
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)
+    let parsed = ParsedCache()
     let mutable totalBytes = 0L
     let evicting = new SemaphoreSlim(1, 1)
 
     do
         for KeyValue(id, data) in options.InitialSessions do
-            let size = JsonSize.utf8Length data
-            sessions[id] <- { Data = data; Size = size; ExpiresAt = Int64.MaxValue }
-            totalBytes <- totalBytes + size
+            let entry = MemoryEntry(JsonSize.toUtf8 data, Int64.MaxValue)
+            sessions[id] <- entry
+            totalBytes <- totalBytes + entry.Size
 
     let now () = time.GetUtcNow().UtcTicks
 
@@ -71,6 +139,16 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
         // Only this exact entry: a concurrent commit may have replaced it.
         if sessions.TryRemove(KeyValuePair(id, entry)) then
             Interlocked.Add(&totalBytes, -entry.Size) |> ignore
+            parsed.Drop(id, entry)
+
+    /// The entry's tree: kept from its commit or an earlier load, or parsed now (and kept).
+    let treeOf (id: string) (entry: MemoryEntry) =
+        match parsed.TryGet(id, entry) with
+        | ValueSome tree -> tree
+        | ValueNone ->
+            let tree = JsonSize.parseStored (ReadOnlySpan entry.Utf8)
+            parsed.Put(id, entry, tree)
+            tree
 
     let sweep () =
         let t = now ()
@@ -84,7 +162,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
             try
                 // Evict the idlest tenth at once, so the O(n log n) scan is paid rarely.
                 let excess = max (sessions.Count - options.MaxSessions) 0 + max 1 (options.MaxSessions / 10)
-                for KeyValue(id, entry) in sessions.ToArray() |> Array.sortBy (fun (KeyValue(_, e)) -> e.ExpiresAt) |> Array.truncate excess do
+                let byExpiry = sessions.ToArray() |> Array.map (fun (KeyValue(id, e)) -> struct (e.ExpiresAt, id, e))
+                Array.sortInPlaceBy (fun (struct (expires, _, _)) -> expires) byExpiry
+                for struct (_, id, entry) in Array.truncate excess byExpiry do
                     forget id entry
             finally
                 evicting.Release() |> ignore
@@ -106,43 +186,47 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
 
     interface ISessionStore with
         member _.LoadAsync(id, idleTimeout, _cancellationToken) =
-            let rec load () =
-                match sessions.TryGetValue id with
-                | false, _ -> None
-                | true, entry when entry.ExpiresAt <= now () ->
-                    forget id entry
-                    None
-                | true, entry ->
-                    let slid = { entry with ExpiresAt = expiresAt idleTimeout }
-                    if sessions.TryUpdate(id, slid, entry) then Some entry.Data else load ()
-            Task.FromResult(load ())
+            match sessions.TryGetValue id with
+            | false, _ -> Task.FromResult None
+            | true, entry when entry.ExpiresAt <= now () ->
+                forget id entry
+                Task.FromResult None
+            | true, entry ->
+                // Slid in place: the entry stays the one a concurrent commit compares against, and
+                // a commit that replaces it meanwhile sets an expiry of its own.
+                entry.ExpiresAt <- expiresAt idleTimeout
+                try
+                    Task.FromResult(Some(treeOf id entry))
+                with e ->
+                    Task.FromException<Json option>(SessionStoreException("The memory store holds a session it cannot read.", e))
 
         member _.CommitAsync(id, patch, commit, _cancellationToken) =
             let rec attempt () =
                 let current =
                     match sessions.TryGetValue id with
-                    | true, entry when entry.ExpiresAt > now () -> Some entry
+                    | true, entry when entry.ExpiresAt > now () -> entry
                     | true, entry ->
                         forget id entry
-                        None
-                    | _ -> None
-                match current with
-                | None when commit.MustExist -> CommitResult.SessionGone
-                | _ ->
-                    let before = match current with Some e -> e.Data | None -> Json.emptyObject
+                        null
+                    | _ -> null
+                if isNull current && commit.MustExist then
+                    CommitResult.SessionGone
+                else
+                    let before = if isNull current then Json.emptyObject else treeOf id current
                     let after = Patch.apply patch before
-                    let size = JsonSize.utf8Length after
-                    if size > int64 commit.MaxSizeBytes then
-                        raise (SessionTooLargeException(size, commit.MaxSizeBytes))
-                    let next = { Data = after; Size = size; ExpiresAt = expiresAt commit.IdleTimeout }
+                    let utf8 = JsonSize.toUtf8 after
+                    if utf8.Length > commit.MaxSizeBytes then
+                        raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
+                    let next = MemoryEntry(utf8, expiresAt commit.IdleTimeout)
                     let swapped =
-                        match current with
-                        | Some entry -> sessions.TryUpdate(id, next, entry)
-                        | None -> sessions.TryAdd(id, next)
+                        if isNull current then sessions.TryAdd(id, next)
+                        else sessions.TryUpdate(id, next, current)
                     if swapped then
-                        let previous = match current with Some e -> e.Size | None -> 0L
-                        Interlocked.Add(&totalBytes, size - previous) |> ignore
-                        if current.IsNone then evictIfOver ()
+                        let previous = if isNull current then 0L else current.Size
+                        Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
+                        // The request that committed is likely to come back soon: keep the tree it made.
+                        parsed.Put(id, next, after)
+                        if isNull current then evictIfOver ()
                         CommitResult.Committed
                     else
                         attempt ()
@@ -153,7 +237,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
 
         member _.DeleteAsync(id, _cancellationToken) =
             match sessions.TryRemove id with
-            | true, entry -> Interlocked.Add(&totalBytes, -entry.Size) |> ignore
+            | true, entry ->
+                Interlocked.Add(&totalBytes, -entry.Size) |> ignore
+                parsed.Drop(id, entry)
             | _ -> ()
             Task.CompletedTask
 

@@ -1,21 +1,82 @@
 namespace Sesame
 
 open System
+open System.Runtime.InteropServices
 open System.Security.Cryptography
+open System.Threading
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.Logging
+
+/// One cookie value that Data Protection has validated: the exact text, the ticket it carries, and
+/// the timestamp until which it may be trusted again without decrypting it.
+[<Sealed; AllowNullLiteral>]
+type private ValidatedCookie(value: string, ticket: SessionTicket, trustedUntil: int64) =
+    member _.Value = value
+    member _.Ticket = ticket
+    member _.TrustedUntil = trustedUntil
 
 /// <summary>
 /// The session cookie: the session id, protected (encrypted and signed) with ASP.NET Core Data
 /// Protection, so a client can neither read nor forge one. Whatever a client sends that is not a
 /// cookie Sesame made is treated as "no session yet".
 /// </summary>
+/// <remarks>
+/// Unprotecting costs several microseconds of cryptography, the largest single cost of a session
+/// request, and a visitor sends the same cookie with every request. So the values that unprotect
+/// successfully (and the values this app has just issued) are remembered for a short while: a
+/// request that sends exactly such a value gets the same ticket without decrypting it again.
+/// The cache cannot make a cookie valid that Data Protection would refuse, except one whose key is
+/// revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
+/// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries), and a
+/// value is compared in constant time, so how long a lookup takes says nothing about the cached cookies.
+/// </remarks>
 [<Sealed>]
-type internal SessionCookie(protector: IDataProtector, options: SesameOptions, logger: ILogger) =
+type internal SessionCookie(protector: IDataProtector, options: SesameOptions, time: TimeProvider, logger: ILogger) =
 
     /// A protected id is about 120 characters; anything far longer is not one of ours and is not worth decrypting.
     static let maxValueLength = 512
+
+    /// A power of two; each value has one slot, chosen by its (per-process randomized) string hash.
+    static let cacheSlots = 4096
+
+    /// How long a validated value is trusted without decrypting it again.
+    static let trustLifetime = TimeSpan.FromMinutes 1.0
+
+    let cache: ValidatedCookie[] = Array.zeroCreate cacheSlots
+    let trustTicks = int64 (trustLifetime.TotalSeconds * float time.TimestampFrequency)
+
+    let slotOf (value: string) = value.GetHashCode() &&& (cacheSlots - 1)
+
+    let remember (value: string) (ticket: SessionTicket) =
+        Volatile.Write(&cache[slotOf value], ValidatedCookie(value, ticket, time.GetTimestamp() + trustTicks))
+
+    let tryRecall (value: string) =
+        match Volatile.Read(&cache[slotOf value]) with
+        | null -> ValueNone
+        | known when
+            known.TrustedUntil > time.GetTimestamp()
+            && CryptographicOperations.FixedTimeEquals(MemoryMarshal.AsBytes(known.Value.AsSpan()), MemoryMarshal.AsBytes(value.AsSpan()))
+            ->
+            ValueSome known.Ticket
+        | _ -> ValueNone
+
+    let unprotect (value: string) =
+        try
+            match SessionTicket.tryParse (protector.Unprotect value) with
+            | ValueSome ticket ->
+                remember value ticket
+                ValueSome ticket
+            | ValueNone ->
+                Log.cookieRejectedBecause logger "its content is not a session ticket"
+                ValueNone
+        with
+        | :? CryptographicException ->
+            Log.cookieRejectedBecause logger "tampered, malformed, or protected with a key this app does not have"
+            ValueNone
+        | :? FormatException ->
+            Log.cookieRejectedBecause logger "not base64url"
+            ValueNone
 
     /// The purpose string isolates Sesame's protected payloads from every other Data Protection user.
     static member Purpose = "Sesame.SessionCookie.v1"
@@ -29,19 +90,9 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, l
             Log.cookieRejectedBecause logger $"{value.Length} characters, too long to be a session cookie"
             ValueNone
         | value ->
-            try
-                match SessionTicket.tryParse (protector.Unprotect value) with
-                | ValueSome ticket -> ValueSome ticket
-                | ValueNone ->
-                    Log.cookieRejectedBecause logger "its content is not a session ticket"
-                    ValueNone
-            with
-            | :? CryptographicException ->
-                Log.cookieRejectedBecause logger "tampered, malformed, or protected with a key this app does not have"
-                ValueNone
-            | :? FormatException ->
-                Log.cookieRejectedBecause logger "not base64url"
-                ValueNone
+            match tryRecall value with
+            | ValueSome ticket -> ValueSome ticket
+            | ValueNone -> unprotect value
 
     member private _.CookieOptions(request: HttpRequest) =
         CookieOptions(
@@ -59,7 +110,10 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, l
 
     /// <summary>Adds the cookie for a session ticket to the response.</summary>
     member this.Write(context: HttpContext, ticket: SessionTicket) =
-        context.Response.Cookies.Append(options.CookieName, protector.Protect(SessionTicket.format ticket), this.CookieOptions context.Request)
+        let value = protector.Protect(SessionTicket.format ticket)
+        // The client sends this value back with its next request: spare that request the decryption.
+        remember value ticket
+        context.Response.Cookies.Append(options.CookieName, value, this.CookieOptions context.Request)
 
     /// <summary>Tells the client to drop its cookie.</summary>
     member this.Expire(context: HttpContext) =

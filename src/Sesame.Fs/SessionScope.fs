@@ -27,7 +27,7 @@ type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cooki
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
         let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
-        SesameRuntime(options, store, SessionCookie(protector, options, logger), time, logger)
+        SesameRuntime(options, store, SessionCookie(protector, options, time, logger), time, logger)
 
     /// The runtime of the request's app, with a clear error when <c>AddSesame</c> was not called.
     static member internal Of(context: HttpContext) =

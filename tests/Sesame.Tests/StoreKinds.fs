@@ -1,7 +1,16 @@
 /// The stores that end-to-end behaviours are proven on, by name, each making a fresh empty store.
 module Sesame.Tests.StoreKinds
 
+open System
+open System.IO
 open Sesame
 
+/// One temporary folder for this test run's session files, removed when the run ends.
+let private files =
+    let directory = Directory.CreateTempSubdirectory "sesame-e2e-"
+    AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try directory.Delete true with _ -> ())
+    directory.FullName
+
 let all: (string * (unit -> ISessionStore)) list =
-    [ "memory", (fun () -> new MemoryStore() :> ISessionStore) ]
+    [ "memory", (fun () -> new MemoryStore() :> ISessionStore)
+      "file", (fun () -> FileStore.Open(Path.Combine(files, $"{Guid.NewGuid():N}.db")) :> ISessionStore) ]

@@ -1,0 +1,110 @@
+/// The per-request work, step by step: validating the cookie, loading the session from the memory
+/// store, folding the request's updates, serializing the commit, and a whole one-key-change request
+/// without HTTP. Sessions of 1 KB and 16 KB show which costs grow with the session and which do not.
+///
+///   dotnet fsi build.fsx bench -- --filter '*RequestBenchmarks*'
+module Sesame.Benchmarks.RequestBenchmarks
+
+open System
+open System.Threading
+open BenchmarkDotNet.Attributes
+open Microsoft.AspNetCore.DataProtection
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Logging.Abstractions
+open Sesame
+
+/// A session of about <paramref name="kilobytes"/> KB of compact JSON: a user, a cart that grows
+/// to the size wanted, preferences and a counter.
+let sessionOf (kilobytes: int) =
+    let item (k: int) = $"""{{"sku":"SKU-{k:D5}","name":"Widget number {k}","qty":{1 + k % 5},"price":{10 + k % 90}.99}}"""
+    let build (items: int) =
+        let cart = String.Join(",", Array.init items item)
+        Json.parse
+            $"""{{"user":{{"id":4711,"name":"Ada Lovelace","email":"ada@example.com","roles":["customer","newsletter"]}},"cart":{{"items":[{cart}],"currency":"EUR"}},"prefs":{{"theme":"dark","locale":"en-GB"}},"visits":1}}"""
+    let target = int64 kilobytes * 1024L
+    let rec grow items =
+        let json = build items
+        if JsonSize.utf8Length json >= target then json else grow (items + 1)
+    grow 1
+
+let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes }
+
+/// Cookie validation: Data Protection's unprotect, and Sesame's read of the request's cookie.
+[<MemoryDiagnoser>]
+type CookieBenchmarks() =
+    let options = SesameOptions()
+    let protector = (EphemeralDataProtectionProvider() :> IDataProtectionProvider).CreateProtector "Sesame.SessionCookie.v1"
+    let cookie = SessionCookie(protector, options, TimeProvider.System, NullLogger.Instance)
+    let ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
+    let protectedValue = protector.Protect(SessionTicket.format ticket)
+    let context = DefaultHttpContext()
+    do context.Request.Headers.Cookie <- $"{options.CookieName}={protectedValue}"
+
+    /// The cryptography alone: what validating a cookie costs without a cache.
+    [<Benchmark(Baseline = true)>]
+    member _.Unprotect() = protector.Unprotect protectedValue
+
+    /// What a request pays to read its session ticket from the cookie.
+    [<Benchmark>]
+    member _.ReadCookie() = cookie.TryRead context.Request
+
+/// The session's own steps, for 1 KB and 16 KB sessions in the memory store.
+[<MemoryDiagnoser>]
+type SessionBenchmarks() =
+    let mutable store: ISessionStore = null
+    let mutable ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
+    let mutable wholeSession = Patch.empty
+    let visits = Path.parse "visits"
+    let options = SesameOptions()
+    let oneKeyChange = Patch.fold [ Update.increment visits 1m ]
+    let oneKeyUpdates = [| Update.increment visits 1m |]
+
+    /// The session's size in KB of compact JSON.
+    [<Params(1, 16)>]
+    member val SessionKB = 1 with get, set
+
+    [<GlobalSetup>]
+    member this.Setup() =
+        let session = sessionOf this.SessionKB
+        store <- new MemoryStore()
+        wholeSession <- Patch.fold [ Update.Set(Path.root, session) ]
+        store.CommitAsync(ticket.Id, wholeSession, { commitOptions with MustExist = false }, CancellationToken.None).Wait()
+
+    /// Loading the session from the memory store (a hit).
+    [<Benchmark>]
+    member _.Load() = store.LoadAsync(ticket.Id, commitOptions.IdleTimeout, CancellationToken.None).Result
+
+    /// Folding a one-key change (an increment) into a patch.
+    [<Benchmark>]
+    member _.FoldOneKeyChange() = Patch.fold oneKeyUpdates
+
+    /// Serializing the patch of a one-key change, as a persistent store writes it: must not grow with the session.
+    [<Benchmark>]
+    member _.PatchToUtf8OneKeyChange() = Patch.toUtf8 oneKeyChange
+
+    /// Serializing the patch that creates the whole session (a new session's first commit).
+    [<Benchmark>]
+    member _.PatchToUtf8WholeSession() = Patch.toUtf8 wholeSession
+
+    /// The memory store's commit of a one-key change: the store write itself.
+    [<Benchmark>]
+    member _.MemoryStoreCommitOneKeyChange() = store.CommitAsync(ticket.Id, oneKeyChange, commitOptions, CancellationToken.None).Result
+
+    /// A whole request that changes one key, without HTTP: a session handle, load, increment, commit.
+    [<Benchmark>]
+    member _.RequestOneKeyChange() =
+        let handle = SessionHandle((fun () -> ValueSome ticket), store, options, TimeProvider.System, NullLogger.Instance, CancellationToken.None)
+        handle.LoadAsync().Wait()
+        handle.Increment(visits, 1m) |> ignore
+        handle.CommitAsync(CancellationToken.None).Wait()
+        handle.Close()
+
+    /// A whole request that only reads one value, without HTTP.
+    [<Benchmark>]
+    member _.RequestReadOnly() =
+        let handle = SessionHandle((fun () -> ValueSome ticket), store, options, TimeProvider.System, NullLogger.Instance, CancellationToken.None)
+        handle.LoadAsync().Wait()
+        let visits = handle.TryFind visits
+        handle.CommitAsync(CancellationToken.None).Wait()
+        handle.Close()
+        visits

@@ -1,0 +1,131 @@
+/// The app under load: one Kestrel server on loopback with a branch per contender, each written
+/// the way its users write it. Every branch answers the same routes:
+///   /counter      increment a counter, answer "N times!"
+///   /nested       node-sesame's example: make foo.bar.baz if missing, then double it
+///   /read         read the counter, change nothing
+///   /value        the counter's value (for the lost-update check)
+///   /key?k=NAME   set one key of its own (for the lost-update check)
+///   /keys         how many keys /key has set
+module Sesame.LoadTest.App
+
+open System
+open System.Net
+open System.Text.Json
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.Hosting
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging
+open Sesame
+open Sesame.Redis
+
+/// node-sesame's nested value, typed as an ASP.NET Core Session user would type it.
+type Bar = { Baz: int64 }
+type Foo = { Bar: Bar }
+
+/// Doubles baz, starting again at 1 before it overflows (so every request does the same work).
+let doubled (baz: int64) = if baz >= (1L <<< 40) then 1L else baz * 2L
+
+let private reply (ctx: HttpContext) (text: string) = ctx.Response.WriteAsync text
+
+/// The usual JSON helpers people write over ASP.NET Core's byte-oriented ISession.
+type ISession with
+    member session.GetJson<'value>(key: string) : 'value option =
+        match session.GetString key with
+        | null -> None
+        | text -> Some(JsonSerializer.Deserialize<'value> text)
+
+    member session.SetJson<'value>(key: string, value: 'value) = session.SetString(key, JsonSerializer.Serialize value)
+
+/// ASP.NET Core Session over AddDistributedMemoryCache, as people use it.
+let aspNetCoreSession (ctx: HttpContext) : Task =
+    let session = ctx.Session
+    match ctx.Request.Path.Value with
+    | "/counter" ->
+        let times = (session.GetInt32 "times" |> Option.ofNullable |> Option.defaultValue 0) + 1
+        session.SetInt32("times", times)
+        reply ctx $"{times} times!"
+    | "/nested" ->
+        let foo = session.GetJson<Foo> "foo" |> Option.defaultValue { Bar = { Baz = 1L } }
+        let baz = doubled foo.Bar.Baz
+        session.SetJson("foo", { foo with Bar = { Baz = baz } })
+        reply ctx $"baz = {baz}"
+    | "/read"
+    | "/value" ->
+        let times = session.GetInt32 "times" |> Option.ofNullable |> Option.defaultValue 0
+        reply ctx $"{times}"
+    | "/key" ->
+        session.SetInt32("key:" + string ctx.Request.Query["k"], 1)
+        reply ctx "ok"
+    | "/keys" ->
+        let count = session.Keys |> Seq.filter (fun k -> k.StartsWith "key:") |> Seq.length
+        reply ctx $"{count}"
+    | _ ->
+        ctx.Response.StatusCode <- 404
+        Task.CompletedTask
+
+/// Sesame, through its F# API (the same whatever the store).
+let sesame (ctx: HttpContext) : Task =
+    task {
+        let! session = Session.loadAsync ctx
+        match ctx.Request.Path.Value with
+        | "/counter" ->
+            let times = session |> Session.increment "times" 1m
+            do! reply ctx $"{times} times!"
+        | "/nested" ->
+            if (session |> Session.tryFind "foo").IsNone then
+                session |> Session.set "foo" {| bar = {| baz = 1 |} |}
+            let baz = session |> Session.tryGet<int64> "foo.bar.baz" |> Option.defaultValue 0L |> doubled
+            session |> Session.set "foo.bar.baz" baz
+            do! reply ctx $"baz = {baz}"
+        | "/read"
+        | "/value" ->
+            let times = session |> Session.tryGet<int64> "times" |> Option.defaultValue 0L
+            do! reply ctx $"{times}"
+        | "/key" ->
+            let key = string ctx.Request.Query["k"]
+            session |> Session.set $"keys.{key}" 1
+            do! reply ctx "ok"
+        | "/keys" ->
+            let count =
+                match session |> Session.tryFind "keys" with
+                | Some(Json.Object keys) -> keys.Count
+                | _ -> 0
+            do! reply ctx $"{count}"
+        | _ -> ctx.Response.StatusCode <- 404
+    }
+
+/// Sesame over a store of its own: a runtime built by AddSesame in a container of its own, given to
+/// the branch's middleware (one app, several stores, each configured exactly as an app would configure it).
+let private sesameOver (store: ISessionStore) (loggerFactory: ILoggerFactory) =
+    let services = ServiceCollection()
+    services.AddSingleton<ILoggerFactory>(loggerFactory).AddLogging() |> ignore
+    services.AddSesame(fun options -> options.Store <- store) |> ignore
+    services.BuildServiceProvider().GetRequiredService<SesameRuntime>()
+
+/// Runs the app on 127.0.0.1:port until killed; prints READY once it listens.
+let serve (port: int) (redisPort: int) (filePath: string) =
+    let builder = WebApplication.CreateBuilder()
+    builder.Logging.ClearProviders().AddSimpleConsole().SetMinimumLevel(LogLevel.Warning) |> ignore
+    builder.WebHost.UseKestrel(fun kestrel ->
+        kestrel.AddServerHeader <- false
+        kestrel.Listen(IPAddress.Loopback, port))
+    |> ignore
+    builder.Services.AddDistributedMemoryCache().AddSession() |> ignore
+    builder.Services.AddSesame() |> ignore // the memory store, Sesame's default
+    let app = builder.Build()
+    let loggerFactory = app.Services.GetRequiredService<ILoggerFactory>()
+    let file = FileStore.Open(filePath, FileStoreOptions(), loggerFactory.CreateLogger "FileStore")
+    let redis = (RedisStore.ConnectAsync($"127.0.0.1:{redisPort}", RedisStoreOptions(), loggerFactory.CreateLogger "RedisStore")).Result
+    let branch (prefix: string) (configure: IApplicationBuilder -> unit) =
+        app.Map(PathString prefix, Action<IApplicationBuilder> configure) |> ignore
+    branch "/plain" (fun b -> b.Run(fun ctx -> reply ctx "ok"))
+    branch "/aspnet" (fun b -> b.UseSession().Run(RequestDelegate aspNetCoreSession))
+    branch "/memory" (fun b -> b.UseSesame().Run(RequestDelegate sesame))
+    branch "/file" (fun b -> b.UseMiddleware<SesameMiddleware>(sesameOver file loggerFactory).Run(RequestDelegate sesame))
+    branch "/redis" (fun b -> b.UseMiddleware<SesameMiddleware>(sesameOver redis loggerFactory).Run(RequestDelegate sesame))
+    app.Lifetime.ApplicationStarted.Register(fun () -> Console.WriteLine "READY") |> ignore
+    app.Run()
+    (file :> IDisposable).Dispose()
+    (redis :> IDisposable).Dispose()

@@ -1,0 +1,131 @@
+/// Sesame's load test, in one run: no session, ASP.NET Core Session and Sesame on every store,
+/// driven by wrk; the lost-update check; the memory store's heap use. Writes docs/performance.md
+/// and docs/performance.svg and prints the table.
+///
+///   dotnet run -c Release --project bench/Sesame.LoadTest [-- --duration 10 --warmup 3 --rounds 2 --threads 2 --connections 32 --only NAME]
+module Sesame.LoadTest.Program
+
+open System
+open System.Globalization
+open System.IO
+open System.Threading
+
+/// The rows, in table order: the name, what the route does, the route, and where wrk's shared
+/// session cookie comes from (a first request to that route), or None for no cookie.
+let private scenarios =
+    let from (route: string) = Some route
+    [ "plain", "no session at all", "/plain/", None
+      "aspnet counter", "ASP.NET Core Session: GetInt32/SetInt32 counter, shared cookie", "/aspnet/counter", from "/aspnet/counter"
+      "aspnet nested", "ASP.NET Core Session: JSON GetString/SetString, double foo.bar.baz, shared cookie", "/aspnet/nested", from "/aspnet/nested"
+      "aspnet counter, new session", "ASP.NET Core Session: counter, no cookie (a new session per request)", "/aspnet/counter", None
+      "memory counter", "Sesame memory store: Session.increment, shared cookie", "/memory/counter", from "/memory/counter"
+      "memory nested", "Sesame memory store: node-sesame's nested doubling, shared cookie", "/memory/nested", from "/memory/nested"
+      "memory read", "Sesame memory store: read the counter, change nothing, shared cookie", "/memory/read", from "/memory/counter"
+      "memory counter, new session", "Sesame memory store: counter, no cookie (a new session per request)", "/memory/counter", None
+      "file counter", "Sesame file store: counter, shared cookie", "/file/counter", from "/file/counter"
+      "file counter, new session", "Sesame file store: counter, no cookie (a new session per request)", "/file/counter", None
+      "redis counter", "Sesame Redis store: counter, shared cookie", "/redis/counter", from "/redis/counter"
+      "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None ]
+
+let private option (args: string[]) (name: string) (fallback: int) =
+    match Array.tryFindIndex ((=) name) args with
+    | Some i when i + 1 < args.Length -> int args[i + 1]
+    | _ -> fallback
+
+let private runAll (args: string[]) =
+    // --only TEXT keeps the rows whose name contains TEXT (and plain, the reference): for quick checks.
+    let scenarios =
+        match Array.tryFindIndex ((=) "--only") args with
+        | Some i when i + 1 < args.Length ->
+            scenarios |> List.filter (fun (name, _, _, _) -> name = "plain" || name.Contains args[i + 1])
+        | _ -> scenarios
+    let load =
+        { Wrk.Threads = option args "--threads" 2
+          Wrk.Connections = option args "--connections" 32
+          Wrk.Duration = TimeSpan.FromSeconds(float (option args "--duration" 10))
+          Wrk.WarmUp = TimeSpan.FromSeconds(float (option args "--warmup" 3)) }
+    let rounds = option args "--rounds" 2
+    let root = Machine.repositoryRoot ()
+    Machine.ensureTool "wrk" "wrk"
+    Machine.ensureTool "redis-server" "redis-server"
+    let machine = Machine.describe ()
+    printfn "Machine: %d cores, %s, %s; %s" machine.Cores machine.Cpu machine.Memory machine.Runtime
+
+    let redisPort, redis = Machine.startRedis ()
+    use _redis = redis
+    let fileDir = Path.Combine(Path.GetTempPath(), $"sesame-loadtest-{Environment.ProcessId}")
+    Directory.CreateDirectory fileDir |> ignore
+    let port = Machine.freePort ()
+    let baseUrl = $"http://127.0.0.1:{port}"
+    let sessionFile = Path.Combine(fileDir, "sessions.db")
+    let rows, lostUpdates =
+        let exe, exeArgs = Machine.selfCommand $"serve {port} {redisPort} \"{sessionFile}\""
+        use app = new Machine.Child(exe, exeArgs, "app", [])
+        app.WaitReady(TimeSpan.FromSeconds 60.0)
+        printfn "App on %s, redis-server on port %d; %d rows, %d rounds of %ds each, after %ds warm-up" baseUrl redisPort scenarios.Length rounds (int load.Duration.TotalSeconds) (int load.WarmUp.TotalSeconds)
+        // The shared cookie comes from a first request, as a browser's would; one per row for the whole run.
+        let cookies =
+            [ for _, _, _, cookieFrom in scenarios ->
+                  cookieFrom |> Option.map (fun first -> (LostUpdates.startSession(baseUrl + first)).GetAwaiter().GetResult()) ]
+        // Rounds go over every row in turn, so a disturbance (another process on the machine) hits one
+        // round of a row, not all; each row keeps its best round. Only the first round warms up.
+        let rounds =
+            [ for round in 1 .. rounds ->
+                  printfn "Round %d of %d:" round rounds
+                  [ for (name, _, route, _), cookie in List.zip scenarios cookies do
+                        let load = if round = 1 then load else { load with WarmUp = TimeSpan.Zero }
+                        let measured = Wrk.measure load (baseUrl + route) cookie
+                        printfn "  %-30s %10.0f req/s  p99 %7.2f ms  errors %d" name measured.RequestsPerSecond measured.P99Ms measured.Errors
+                        measured ] ]
+        let rows =
+            [ for i, (name, description, _, _) in List.indexed scenarios ->
+                  let measured = rounds |> List.map (fun r -> r[i])
+                  let best = measured |> List.maxBy (fun m -> m.RequestsPerSecond)
+                  // Errors in any round count.
+                  { Report.Name = name; Report.Description = description; Report.Measured = { best with Errors = measured |> List.sumBy (fun m -> m.Errors) } } ]
+        printfn "Lost-update check (100 concurrent requests on one session):"
+        let lostUpdates =
+            [ for name, branch in [ "ASP.NET Core Session", "aspnet"; "Sesame, memory store", "memory"; "Sesame, file store", "file"; "Sesame, Redis store", "redis" ] do
+                  let survived = (LostUpdates.check $"{baseUrl}/{branch}" 100).GetAwaiter().GetResult()
+                  printfn "  %-22s increments kept %3d of %d, different keys kept %3d of %d" name survived.Increments survived.Of survived.Keys survived.Of
+                  name, survived ]
+        rows, lostUpdates
+    Directory.Delete(fileDir, true)
+    Wrk.cleanUp ()
+
+    printfn "Memory store heap use (a process of its own):"
+    let memory =
+        let exe, exeArgs = Machine.selfCommand "memory"
+        let code, output = Machine.capture exe exeArgs
+        match output.Split('\n') |> Array.tryFind (fun l -> l.StartsWith "MEMORY ") with
+        | Some line when code = 0 -> Some(MemoryUse.parse line)
+        | _ ->
+            printfn "  the measurement failed:\n%s" output
+            None
+    memory |> Option.iter (Report.memoryText >> printfn "%s")
+
+    let command = "dotnet run -c Release --project bench/Sesame.LoadTest"
+    let docs = Path.Combine(root, "docs")
+    Directory.CreateDirectory docs |> ignore
+    File.WriteAllText(Path.Combine(docs, "performance.md"), Report.markdown machine load rounds command rows lostUpdates memory)
+    let subtitle = $"{machine.Cores} cores, {machine.Cpu}; {machine.Runtime}; wrk -t{load.Threads} -c{load.Connections} -d{int load.Duration.TotalSeconds}s"
+    File.WriteAllText(Path.Combine(docs, "performance.svg"), Report.svg rows subtitle)
+    printfn ""
+    printfn "%s" (Report.table rows)
+    printfn "%s" (Report.lostUpdateTable lostUpdates)
+    printfn "Wrote %s and performance.svg" (Path.Combine(docs, "performance.md"))
+    let failedRows = rows |> List.filter (fun r -> r.Measured.Errors > 0L)
+    if failedRows.IsEmpty then 0 else 1
+
+[<EntryPoint>]
+let main args =
+    CultureInfo.DefaultThreadCurrentCulture <- CultureInfo.InvariantCulture
+    Thread.CurrentThread.CurrentCulture <- CultureInfo.InvariantCulture
+    match List.ofArray args with
+    | "serve" :: port :: redisPort :: filePath :: _ ->
+        App.serve (int port) (int redisPort) filePath
+        0
+    | "memory" :: _ ->
+        printfn "%s" (MemoryUse.format (MemoryUse.measure ()))
+        0
+    | _ -> runAll args

@@ -1,0 +1,150 @@
+/// The results as a console table, docs/performance.md and docs/performance.svg.
+module Sesame.LoadTest.Report
+
+open System
+open System.Globalization
+open System.IO
+open System.Text
+
+/// One measured row of the table.
+type Row =
+    { Name: string
+      Description: string
+      Measured: Wrk.Measured }
+
+let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
+
+let private ratio (plain: float) (row: Row) = row.Measured.RequestsPerSecond / plain
+
+/// The table as Markdown (also printed to the console as is).
+let table (rows: Row list) =
+    let plain = rows |> List.head |> fun r -> r.Measured.RequestsPerSecond
+    let text = StringBuilder()
+    text.AppendLine("| Route | What it does | Requests/s | p50 ms | p99 ms | × plain | Errors |") |> ignore
+    text.AppendLine("|---|---|---:|---:|---:|---:|---:|") |> ignore
+    for row in rows do
+        let m = row.Measured
+        text.AppendLine($"""| `{row.Name}` | {row.Description} | {inv "N0" m.RequestsPerSecond} | {inv "F2" m.P50Ms} | {inv "F2" m.P99Ms} | {inv "F2" (ratio plain row)} | {m.Errors} |""")
+        |> ignore
+    text.ToString()
+
+/// The lost-update results as Markdown.
+let lostUpdateTable (results: (string * LostUpdates.Survived) list) =
+    let text = StringBuilder()
+    text.AppendLine("| Session | Increments kept | Different keys kept |") |> ignore
+    text.AppendLine("|---|---:|---:|") |> ignore
+    for name, s in results do
+        text.AppendLine($"| {name} | {s.Increments} of {s.Of} | {s.Keys} of {s.Of} |") |> ignore
+    text.ToString()
+
+let memoryText (m: MemoryUse.Measured) =
+    let mib (b: int64) = inv "F1" (float b / 1024.0 / 1024.0)
+    let perSession = float m.JsonBytes / float m.Sessions
+    $"""| Measure | Value |
+|---|---:|
+| Sessions | {m.Sessions:N0} of ~{inv "F0" perSession} bytes of JSON each |
+| Their JSON | {mib m.JsonBytes} MiB |
+| Managed heap they hold (after a full GC) | {mib m.HeapBytes} MiB |
+| Heap ÷ JSON | **{inv "F2" (float m.HeapBytes / float m.JsonBytes)}×** |
+| After committing {m.Sessions / 2:N0} more sessions: sessions held (bound {m.Bound:N0}) | {m.CountAfterOverfill:N0} |
+| After committing {m.Sessions / 2:N0} more: heap, and the JSON it holds | {mib m.HeapAfterOverfill} MiB for {mib m.JsonBytesAfterOverfill} MiB |
+"""
+
+let private escape (s: string) = s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;")
+
+/// A horizontal bar chart of each row's throughput relative to plain, written as SVG text.
+let svg (rows: Row list) (subtitle: string) =
+    let plain = rows |> List.head |> fun r -> r.Measured.RequestsPerSecond
+    let labelWidth, barWidth, rowHeight, top = 300.0, 420.0, 26.0, 64.0
+    let maxRatio = max 1.1 (rows |> List.map (ratio plain) |> List.max |> fun m -> Math.Ceiling(m * 10.0) / 10.0)
+    let x (r: float) = labelWidth + r / maxRatio * barWidth
+    let width = labelWidth + barWidth + 70.0
+    let height = top + rowHeight * float rows.Length + 40.0
+    let s = StringBuilder()
+    let add (line: string) = s.AppendLine line |> ignore
+    add $"""<svg xmlns="http://www.w3.org/2000/svg" width="{inv "F0" width}" height="{inv "F0" height}" viewBox="0 0 {inv "F0" width} {inv "F0" height}" font-family="sans-serif" font-size="13">"""
+    add $"""<rect width="100%%" height="100%%" fill="white"/>"""
+    add $"""<text x="10" y="24" font-size="16" font-weight="bold">Throughput relative to no session (plain = 1.00)</text>"""
+    add $"""<text x="10" y="44" fill="#555">{escape subtitle}</text>"""
+    rows
+    |> List.iteri (fun i row ->
+        let y = top + float i * rowHeight
+        let r = ratio plain row
+        let colour =
+            if row.Name = "plain" then "#888888"
+            elif row.Name.StartsWith "aspnet" then "#d9822b"
+            else "#2b7bd9"
+        add $"""<text x="{inv "F0" (labelWidth - 8.0)}" y="{inv "F1" (y + 17.0)}" text-anchor="end">{escape row.Name}</text>"""
+        add $"""<rect x="{inv "F0" labelWidth}" y="{inv "F1" (y + 4.0)}" width="{inv "F1" (x r - labelWidth)}" height="{inv "F1" (rowHeight - 8.0)}" fill="{colour}"/>"""
+        add $"""<text x="{inv "F1" (x r + 6.0)}" y="{inv "F1" (y + 17.0)}">{inv "F2" r}</text>""")
+    let bottom = top + rowHeight * float rows.Length
+    for mark, label in [ 1.0, "1.0"; 0.85, "0.85" ] do
+        add $"""<line x1="{inv "F1" (x mark)}" y1="{inv "F0" (top - 4.0)}" x2="{inv "F1" (x mark)}" y2="{inv "F0" bottom}" stroke="#333" stroke-dasharray="4 3"/>"""
+        add $"""<text x="{inv "F1" (x mark)}" y="{inv "F0" (bottom + 16.0)}" text-anchor="middle" fill="#333">{label}</text>"""
+    add $"""<text x="10" y="{inv "F0" (bottom + 34.0)}" fill="#555">grey: no session · orange: ASP.NET Core Session · blue: Sesame</text>"""
+    add "</svg>"
+    s.ToString()
+
+/// The whole of docs/performance.md.
+let markdown (machine: Machine.Description) (load: Wrk.Load) (rounds: int) (command: string) (rows: Row list) lostUpdates (memory: MemoryUse.Measured option) =
+    let date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)
+    let memorySection =
+        match memory with
+        | Some m -> memoryText m
+        | None -> "Not measured in this run.\n"
+    $"""# Performance
+
+Generated by the load test on {date}. Reproduce with:
+
+```sh
+{command}
+```
+
+It builds and starts one Release app (Kestrel on 127.0.0.1, a child process) and a throwaway
+`redis-server`, then drives each route with `wrk -t{load.Threads} -c{load.Connections} -d{int load.Duration.TotalSeconds}s`
+after a {int load.WarmUp.TotalSeconds} s warm-up of the same route, in {rounds} rounds that go over every row in
+turn; each row shows its best round (another process on the machine can only slow a round down).
+wrk and the app share the machine's cores.
+"Shared cookie" rows send one session's cookie with every request (all connections change one
+session); "new session" rows send none, so every request creates a session.
+
+## Machine
+
+| | |
+|---|---|
+| Cores (`nproc`) | {machine.Cores} |
+| CPU | {machine.Cpu} |
+| Memory | {machine.Memory} |
+| OS | {machine.OperatingSystem} |
+| .NET | {machine.Runtime} (SDK {machine.Sdk}) |
+| wrk | {machine.Wrk} |
+| Redis | {machine.Redis} |
+
+## Throughput and latency
+
+{table rows}
+![Throughput relative to plain](performance.svg)
+
+## Lost updates
+
+100 concurrent requests on one session (HttpClient, all released together through the real HTTP
+pipeline), each incrementing one counter; then, on a fresh session, 100 concurrent requests each
+setting a key of its own. How many of the 100 changes the session kept:
+
+{lostUpdateTable lostUpdates}
+## Memory
+
+The memory store filled to its default bound with ~1 KB sessions (a user, a four-item cart,
+preferences, a history; each session's values its own), measured with `GC.GetTotalMemory(true)`
+before and after, in a process of its own; then overfilled by half to show that the bound evicts:
+
+{memorySection}
+## Micro-benchmarks
+
+The per-request work (cookie validation, load, fold, commit serialization) is measured with
+BenchmarkDotNet:
+
+```sh
+dotnet fsi build.fsx bench -- --filter '*RequestBenchmarks*'
+```
+"""
