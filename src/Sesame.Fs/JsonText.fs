@@ -135,18 +135,21 @@ module Json =
     let writeTo (writer: Utf8JsonWriter) (json: Json) = write writer json
 
     /// <summary>Writes compact UTF-8 JSON to a buffer writer.</summary>
+    /// <exception cref="System.InvalidOperationException">The value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so it could not be read back.</exception>
     let writeToBuffer (buffer: IBufferWriter<byte>) (json: Json) =
         use writer = new Utf8JsonWriter(buffer, writerOptions)
         write writer json
         writer.Flush()
 
     /// <summary>The compact UTF-8 JSON text of a value.</summary>
+    /// <exception cref="System.InvalidOperationException">The value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so it could not be read back.</exception>
     let toUtf8 (json: Json) : byte[] =
         let buffer = ArrayBufferWriter<byte>(256)
         writeToBuffer buffer json
         buffer.WrittenSpan.ToArray()
 
     /// <summary>The compact JSON text of a value.</summary>
+    /// <exception cref="System.InvalidOperationException">The value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so it could not be read back.</exception>
     let serialize (json: Json) : string =
         let buffer = ArrayBufferWriter<byte>(256)
         writeToBuffer buffer json

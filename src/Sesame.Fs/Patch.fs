@@ -193,6 +193,7 @@ module Patch =
     let private wrappingLevels = 2
 
     /// <summary>The compact UTF-8 JSON of a patch.</summary>
+    /// <exception cref="System.InvalidOperationException">A value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so the patch could not be read back.</exception>
     let toUtf8 (patch: Patch) : byte[] =
         let buffer = ArrayBufferWriter<byte>(128)
         using (new Utf8JsonWriter(buffer, JsonWriterOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = Json.MaxDepth + wrappingLevels, SkipValidation = true))) (fun writer ->
@@ -201,6 +202,7 @@ module Patch =
         buffer.WrittenSpan.ToArray()
 
     /// <summary>The compact JSON text of a patch.</summary>
+    /// <exception cref="System.InvalidOperationException">A value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so the patch could not be read back.</exception>
     let serialize (patch: Patch) = Text.Encoding.UTF8.GetString(toUtf8 patch)
 
     /// <summary>Reads a patch from its JSON form.</summary>
