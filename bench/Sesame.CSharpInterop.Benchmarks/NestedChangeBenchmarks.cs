@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.TestHost;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace Sesame.CSharpInterop.Benchmarks;
@@ -125,7 +126,7 @@ public class NestedChangeBenchmarks
     {
         for (var i = 0; i < Changes; i++)
         {
-            Session.set(Baz, Session.tryGet<long>(Baz, handle).Value * 2, handle);
+            SessionModule.set(Baz, SessionModule.tryGet<long>(Baz, handle).Value * 2, handle);
         }
 
         Reset();

@@ -7,6 +7,12 @@ public sealed record StoreChoice(string? FilePath)
     public string Description =>
         FilePath is null ? "memory (sessions are lost when the app stops)" : $"file {FilePath} (sessions survive restarts)";
 
+    /// <summary>
+    /// Where Data Protection keys go: beside a session file, so cookies stay valid across restarts even on a
+    /// machine with no user profile; <c>null</c> (the ASP.NET Core default) for the memory store.
+    /// </summary>
+    public string? KeyDirectory => FilePath is null ? null : System.IO.Path.GetFullPath(FilePath) + ".keys";
+
     /// <summary>Reads the <c>--store</c> option.</summary>
     public static bool TryParse(string? text, out StoreChoice choice, out string error)
     {

@@ -16,7 +16,7 @@ public static class SesameHttpContextExtensions
     public static Task<SesameSession> GetSesameAsync(this HttpContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
-        var handle = global::Sesame.Session.ofContext(context);
+        var handle = global::Sesame.SessionModule.ofContext(context);
         var session = context.Features.Get<SesameSession>();
         if (session is null || !ReferenceEquals(session.Handle, handle))
         {

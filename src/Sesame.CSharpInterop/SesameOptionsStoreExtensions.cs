@@ -1,3 +1,6 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
 namespace Sesame;
 
 /// <summary>
@@ -49,7 +52,7 @@ public static class SesameOptionsStoreExtensions
     /// <param name="path">The session file; its directory is created if missing. One app owns it at a time.</param>
     /// <returns>The options, for chaining.</returns>
     /// <exception cref="SessionStoreException">The file is in use by another process, cannot be opened, or is not a Sesame session file.</exception>
-    /// <remarks>The file is opened when Sesame's options are first read (at startup or at the first request). The store logs nothing; to see its log, open it yourself with <c>FileStore.Open(path, options, logger)</c> and pass it to <see cref="UseStore"/>.</remarks>
+    /// <remarks>The file is opened when the app starts, and the store logs through the app's logging (category <c>Sesame.FileStore</c>).</remarks>
     public static SesameOptions UseFileStore(this SesameOptions options, string path) => options.UseFileStore(path, static _ => { });
 
     /// <summary>Keeps sessions in a file that survives restarts and crashes, with the file store's options set by <paramref name="configure"/>.</summary>
@@ -65,7 +68,10 @@ public static class SesameOptionsStoreExtensions
         ArgumentNullException.ThrowIfNull(configure);
         var storeOptions = new FileStoreOptions();
         configure(storeOptions);
-        options.Store = FileStore.Open(path, storeOptions, null);
+        // A factory, so the store is opened once with the app's logger (a torn tail it cut is then reported).
+        options.Store = null;
+        options.StoreFactory = services =>
+            FileStore.Open(path, storeOptions, services.GetRequiredService<ILoggerFactory>().CreateLogger("Sesame.FileStore"));
         return options;
     }
 }

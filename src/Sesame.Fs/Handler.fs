@@ -21,7 +21,7 @@ type HttpHandler = HttpFunc -> HttpFunc
 /// it with the functions below, the session last so they pipe:
 /// <c>session |> Session.increment "times" 1m</c>. Paths are text like <c>cart.items[2].qty</c>.
 /// </remarks>
-[<RequireQualifiedAccess>]
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Session =
 
     /// Paths in handlers are mostly literals: parse each once. Bounded, so client-chosen paths cannot grow it.
@@ -49,7 +49,7 @@ module Session =
         let handle = ofContext ctx
         let loading = handle.LoadAsync()
         if loading.IsCompletedSuccessfully then
-            Task.FromResult handle
+            handle.AsCompletedTask
         else
             task {
                 do! loading

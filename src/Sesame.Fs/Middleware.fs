@@ -20,6 +20,15 @@ type SesameMiddleware(next: RequestDelegate, runtime: SesameRuntime) =
     member _.InvokeAsync(context: HttpContext) : Task =
         SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context })
 
+// Registration lives in the namespaces ASP.NET Core apps already open, as the framework's own does.
+namespace Microsoft.Extensions.DependencyInjection
+
+open System
+open System.Runtime.CompilerServices
+open Microsoft.Extensions.DependencyInjection.Extensions
+open Microsoft.Extensions.Options
+open Sesame
+
 /// <summary>Registering Sesame's services.</summary>
 [<Extension; AbstractClass; Sealed>]
 type SesameServiceCollectionExtensions =
@@ -34,9 +43,11 @@ type SesameServiceCollectionExtensions =
         services.AddDataProtection() |> ignore
         // The store from the options, else the in-memory default. The container owns and disposes it.
         services.TryAddSingleton<ISessionStore>(fun provider ->
-            match provider.GetRequiredService<IOptions<SesameOptions>>().Value.Store with
-            | null -> new MemoryStore() :> ISessionStore
-            | store -> store)
+            let options = provider.GetRequiredService<IOptions<SesameOptions>>().Value
+            match options.Store, options.StoreFactory with
+            | null, null -> new MemoryStore() :> ISessionStore
+            | null, factory -> factory.Invoke provider
+            | store, _ -> store)
         services.TryAddSingleton<SesameRuntime>(fun provider -> SesameRuntime.Create provider)
         services.TryAddEnumerable(ServiceDescriptor.Singleton<Microsoft.Extensions.Hosting.IHostedService, SesameStartupCheck>())
         services
@@ -45,6 +56,11 @@ type SesameServiceCollectionExtensions =
     [<Extension>]
     static member AddSesame(services: IServiceCollection) : IServiceCollection =
         SesameServiceCollectionExtensions.AddSesame(services, null)
+
+namespace Microsoft.AspNetCore.Builder
+
+open System.Runtime.CompilerServices
+open Sesame
 
 /// <summary>Adding Sesame to the request pipeline.</summary>
 [<Extension; AbstractClass; Sealed>]

@@ -58,8 +58,12 @@ type SesameOptions() =
     /// and <c>Vary: Cookie</c>, so no cache serves one visitor's session-dependent page to another. Default true.</summary>
     member val NoCacheHeaders = true with get, set
 
-    /// <summary>Where sessions live. Default <c>null</c>: an in-memory <see cref="T:Sesame.MemoryStore"/> (or an <see cref="T:Sesame.ISessionStore"/> registered in the services).</summary>
+    /// <summary>Where sessions live. Default <c>null</c>: the store <see cref="P:Sesame.SesameOptions.StoreFactory"/> makes, else an in-memory <see cref="T:Sesame.MemoryStore"/>.</summary>
     member val Store: ISessionStore = null with get, set
+
+    /// <summary>Makes the store from the app's services (for a store that wants a logger or other services);
+    /// used when <see cref="P:Sesame.SesameOptions.Store"/> is <c>null</c>. Default <c>null</c>.</summary>
+    member val StoreFactory: Func<IServiceProvider, ISessionStore> = null with get, set
 
     /// <summary>How typed values are encoded and decoded. Default: web defaults plus F# records, unions and options.</summary>
     member val SerializerOptions: JsonSerializerOptions = Json.createSerializerOptions () with get, set

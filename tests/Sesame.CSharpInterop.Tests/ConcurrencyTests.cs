@@ -26,7 +26,7 @@ public sealed class ConcurrencyTests
             app.MapPost("/hit", (SesameSession session) => $"{session.Increment("hits")}");
             app.MapGet("/session", (SesameSession session) => session.ToJsonString());
             app.MapGet("/keys", (SesameSession session) => session.Get<Dictionary<string, int>>("keys")?.Count ?? 0);
-        }, store, options => options.UseStore(store), kestrel: true);
+        }, store, kestrel: true);
 
     [Fact]
     public async Task A_hundred_concurrent_requests_setting_different_keys_through_the_dynamic_facade_keep_all_hundred()

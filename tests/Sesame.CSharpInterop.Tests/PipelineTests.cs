@@ -40,8 +40,8 @@ public sealed class PipelineTests
             app.MapGet("/cs/set", async (HttpContext context) =>
             {
                 // The F# API is at hand too: the handle under the facade.
-                var handle = await Session.loadAsync(context);
-                var times = Session.tryGet<long>("times", handle).Value;
+                var handle = await SessionModule.loadAsync(context);
+                var times = SessionModule.tryGet<long>("times", handle).Value;
                 var session = await context.GetSesameAsync();
                 session.Set("fromCSharp", new { greeting = "hello", seenTimes = times });
                 return "set";
