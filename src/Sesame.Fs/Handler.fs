@@ -89,23 +89,20 @@ module Session =
     /// <summary>Deletes the session and expires the client's cookie (at logout).</summary>
     let destroyAsync (session: SessionHandle) : Task = session.DestroyAsync()
 
-    /// <summary>A handler that rotates the request's session id, keeping its data, then continues.</summary>
-    let rotate: HttpHandler =
+    /// A handler that loads the session, does something to it, then continues.
+    let private doThen (act: SessionHandle -> Task) : HttpHandler =
         fun next ctx ->
             task {
                 let! session = loadAsync ctx
-                do! session.RotateAsync()
+                do! act session
                 return! next ctx
             }
 
+    /// <summary>A handler that rotates the request's session id, keeping its data, then continues.</summary>
+    let rotate: HttpHandler = doThen rotateAsync
+
     /// <summary>A handler that destroys the request's session, then continues.</summary>
-    let destroy: HttpHandler =
-        fun next ctx ->
-            task {
-                let! session = loadAsync ctx
-                do! session.DestroyAsync()
-                return! next ctx
-            }
+    let destroy: HttpHandler = doThen destroyAsync
 
     /// <summary>A handler that loads the session and continues with the handler <paramref name="f"/> makes of it.</summary>
     let handler (f: SessionHandle -> HttpHandler) : HttpHandler =

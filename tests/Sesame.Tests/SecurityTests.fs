@@ -59,6 +59,20 @@ let private startLifecycle (store: ISessionStore) (configure: SesameOptions -> u
 
 let private noOptions (_: SesameOptions) = ()
 
+/// A user with a session, and a request of that session that has loaded it and waits: the situation
+/// in which a rotation or a logout must not be undone by a late commit.
+let private userWithRequestInFlight (host: IHost) (inFlight: InFlight) =
+    task {
+        let user = Browser host
+        let! _ = user.GetTextAsync "/set"
+        let old = user.Cookie
+        let slowBrowser = Browser host
+        slowBrowser.Cookie <- old
+        let slow = slowBrowser.GetTextAsync "/slow"
+        do! inFlight.Loaded
+        return user, old, slow
+    }
+
 [<Theory; MemberData(nameof storeKinds)>]
 let ``rotating the id keeps the data, issues a new cookie and kills the old id`` (kind: string) =
     task {
@@ -85,13 +99,7 @@ let ``a late commit under the old id cannot bring a rotated session back`` (kind
         let store = makeStore kind
         let inFlight = InFlight()
         use! host = startLifecycle store noOptions inFlight
-        let user = Browser host
-        let! _ = user.GetTextAsync "/set"
-        let old = user.Cookie
-        let slowBrowser = Browser host
-        slowBrowser.Cookie <- old
-        let slow = slowBrowser.GetTextAsync "/slow"
-        do! inFlight.Loaded
+        let! user, old, slow = userWithRequestInFlight host inFlight
         let! _ = user.GetTextAsync "/rotate"
         inFlight.Go()
         let! _ = slow
@@ -109,13 +117,7 @@ let ``destroying deletes the session, expires the cookie, and a concurrent reque
         let store = makeStore kind
         let inFlight = InFlight()
         use! host = startLifecycle store noOptions inFlight
-        let user = Browser host
-        let! _ = user.GetTextAsync "/set"
-        let old = user.Cookie
-        let slowBrowser = Browser host
-        slowBrowser.Cookie <- old
-        let slow = slowBrowser.GetTextAsync "/slow"
-        do! inFlight.Loaded
+        let! user, old, slow = userWithRequestInFlight host inFlight
         let! response, _ = user.GetAsync "/logout"
         let expired = setCookies response |> List.exactlyOne
         Assert.Contains("expires=Thu, 01 Jan 1970", expired)
