@@ -78,6 +78,12 @@ module internal Reply =
 /// per <c>ExpiryRefreshInterval</c>); so is a commit. Every operation is bounded by
 /// <c>OperationTimeout</c>: an unreachable or slow Redis is a <see cref="T:Sesame.SessionStoreException"/>,
 /// never a hang, and the store works again as soon as StackExchange.Redis reconnects.</para>
+/// <para>It is an <see cref="T:Sesame.ISharedSessionStore"/>: every app instance on the same Redis
+/// serves every session, so the cookie one instance issues must open on the others. Their ASP.NET
+/// Core Data Protection keys must therefore be shared by all instances (for example
+/// <c>services.AddDataProtection().PersistKeysToFileSystem(sharedDirectory).SetApplicationName("my-app")</c>,
+/// or any other shared key repository); Sesame logs the warning <c>DataProtectionKeysNotShared</c>
+/// at startup when they are not persisted anywhere.</para>
 /// <para>Logs name a session by the first six characters of its id only: ids are secrets.</para>
 /// <para>Needs Redis 4.0 or later.</para>
 /// </remarks>
@@ -222,6 +228,9 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     /// The connection the store uses.
     member _.Connection = connection
+
+    // A marker: with it, Sesame checks at startup that the instances share their Data Protection keys.
+    interface ISharedSessionStore
 
     interface ISessionStore with
         member _.LoadAsync(id, idleTimeout, cancellationToken) =

@@ -10,13 +10,7 @@ open System.Text
 open System.Threading
 open System.Threading.Tasks
 open StackExchange.Redis
-
-let private freePort () =
-    let listener = new TcpListener(IPAddress.Loopback, 0)
-    listener.Start()
-    let port = (listener.LocalEndpoint :?> IPEndPoint).Port
-    listener.Stop()
-    port
+open Sesame.Tests
 
 let private accepts (port: int) =
     try
@@ -27,18 +21,26 @@ let private accepts (port: int) =
         false
 
 /// <summary>
-/// A redis-server process of its own (no persistence, loopback only), so tests never touch
-/// another Redis. Stop and Start restart it on the same port, as an outage would.
+/// A redis-server process of its own (loopback only), so tests never touch another Redis. Stop
+/// and Start restart it on the same port, as an outage would. By default nothing is persisted;
+/// given <c>appendOnlyDirectory</c>, every write is appended to an AOF in that folder and fsynced
+/// before Redis answers (<c>appendfsync always</c>), so what Redis acknowledged survives a Stop
+/// (a kill) and is there again after Start.
 /// </summary>
 [<Sealed>]
-type RedisServer() =
+type RedisServer(?appendOnlyDirectory: string) =
     let port = freePort ()
     let mutable proc: Process = null
     let log = StringBuilder()
 
+    let persistence =
+        match appendOnlyDirectory with
+        | None -> [ "--appendonly"; "no" ]
+        | Some directory -> [ "--appendonly"; "yes"; "--appendfsync"; "always"; "--dir"; directory ]
+
     let start () =
         let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
-        for argument in [ "--port"; string port; "--save"; ""; "--appendonly"; "no"; "--bind"; "127.0.0.1" ] do
+        for argument in [ "--port"; string port; "--save"; ""; "--bind"; "127.0.0.1" ] @ persistence do
             info.ArgumentList.Add argument
         let started =
             try
@@ -70,7 +72,7 @@ type RedisServer() =
             proc.Kill()
             proc.WaitForExit()
 
-    /// Starts it again on the same port (empty: nothing is persisted).
+    /// Starts it again on the same port: empty, or with what its append-only file holds.
     member _.Start() = start ()
 
     /// A connection as an app would make one: it reconnects by itself.

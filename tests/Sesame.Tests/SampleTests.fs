@@ -6,7 +6,6 @@ open System.Diagnostics
 open System.IO
 open System.Net
 open System.Net.Http
-open System.Net.Sockets
 open System.Threading.Tasks
 open Xunit
 open Sesame
@@ -48,14 +47,6 @@ let ``the sample reads its store choice, refusing an unknown one`` () =
     match StoreChoice.parse "floppy:/a" with
     | Error message -> Assert.Contains("floppy", message)
     | Ok choice -> failwith $"Unexpected {choice}"
-
-/// A free loopback port.
-let private freePort () =
-    let listener = new TcpListener(IPAddress.Loopback, 0)
-    listener.Start()
-    let port = (listener.LocalEndpoint :?> IPEndPoint).Port
-    listener.Stop()
-    port
 
 /// Runs the built sample as a real child process until it says it is listening.
 let private startSampleProcess (args: string) : Task<Process> =

@@ -135,12 +135,14 @@ let ``destroying deletes the session, expires the cookie, and a concurrent reque
 let ``an idle session expires and is never served after`` (kind: string) =
     task {
         let store = makeStore kind
-        use! host = startLifecycle store (fun o -> o.IdleTimeout <- TimeSpan.FromMilliseconds 400.0) (InFlight())
+        // Generous margins: on a busy machine the second request must still come well inside the timeout.
+        let idle = TimeSpan.FromSeconds 1.5
+        use! host = startLifecycle store (fun o -> o.IdleTimeout <- idle) (InFlight())
         let browser = Browser host
         let! _ = browser.GetTextAsync "/set"
         let! fresh = browser.GetTextAsync "/show"
         Assert.Equal("""{"cart":[1,2]}""", fresh)
-        do! Task.Delay 1500
+        do! Task.Delay(idle * 3.0)
         let! expired = browser.GetTextAsync "/show"
         Assert.Equal("{}", expired)
     }
@@ -248,7 +250,7 @@ type SharedMemoryStore() =
         member _.CommitAsync(id, patch, options, ct) = inner.CommitAsync(id, patch, options, ct)
         member _.DeleteAsync(id, ct) = inner.DeleteAsync(id, ct)
 
-let private startWithKeys (persistKeys: bool) (logs: LogCapture) =
+let private startWithKeys (persistKeys: DirectoryInfo option) (logs: LogCapture) =
     HostBuilder()
         .ConfigureLogging(fun logging -> logging.AddProvider logs |> ignore)
         .ConfigureWebHost(fun web ->
@@ -256,8 +258,9 @@ let private startWithKeys (persistKeys: bool) (logs: LogCapture) =
                 .UseTestServer()
                 .ConfigureServices(fun services ->
                     services.AddSesame(fun o -> o.Store <- SharedMemoryStore()) |> ignore
-                    if persistKeys then
-                        services.AddDataProtection().PersistKeysToFileSystem(DirectoryInfo(Path.Combine(Path.GetTempPath(), $"sesame-keys-{Guid.NewGuid():N}"))) |> ignore)
+                    match persistKeys with
+                    | Some directory -> services.AddDataProtection().PersistKeysToFileSystem directory |> ignore
+                    | None -> ())
                 .Configure(runHandler (withSession >=> show))
             |> ignore)
         .StartAsync()
@@ -266,11 +269,15 @@ let private startWithKeys (persistKeys: bool) (logs: LogCapture) =
 let ``a shared store without a shared key ring is warned about at startup`` () =
     task {
         let logs = new LogCapture()
-        use! _host = startWithKeys false logs
+        use! _host = startWithKeys None logs
         let warning = logs.Entries |> List.find (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
         Assert.Equal(LogLevel.Warning, warning.Level)
         Assert.Contains("PersistKeysTo", warning.Message)
         let quiet = new LogCapture()
-        use! _other = startWithKeys true quiet
-        Assert.DoesNotContain(quiet.Entries, fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
+        let keys = Directory.CreateTempSubdirectory "sesame-keys-"
+        try
+            use! _other = startWithKeys (Some keys) quiet
+            Assert.DoesNotContain(quiet.Entries, fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
+        finally
+            keys.Delete true
     }

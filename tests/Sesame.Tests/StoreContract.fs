@@ -182,12 +182,14 @@ type StoreContractTests() =
         task {
             let store = this.CreateStore()
             let id = this.NewId()
-            let brief = { creating with IdleTimeout = TimeSpan.FromMilliseconds 300.0 }
+            // Generous margins: a busy CI machine must not make the fresh load come after the expiry.
+            let idle = TimeSpan.FromSeconds 1.5
+            let brief = { creating with IdleTimeout = idle }
             let! _ = store.CommitAsync(id, patchOf [ setAt "a" "1" ], brief, testToken ())
-            let! fresh = store.LoadAsync(id, TimeSpan.FromMilliseconds 300.0, testToken ())
+            let! fresh = store.LoadAsync(id, idle, testToken ())
             Assert.True(fresh.IsSome, "A session within its idle timeout is served.")
-            do! Task.Delay 1200
-            let! expired = store.LoadAsync(id, TimeSpan.FromMilliseconds 300.0, testToken ())
+            do! Task.Delay(idle * 3.0)
+            let! expired = store.LoadAsync(id, idle, testToken ())
             Assert.Equal(None, expired)
             let! late = store.CommitAsync(id, patchOf [ setAt "b" "2" ], { brief with MustExist = true }, testToken ())
             Assert.Equal(CommitResult.SessionGone, late)
