@@ -102,13 +102,18 @@ type JsonNumber private (text: string) =
     /// both exponents must be within ±4,096. Additions are associative: any grouping gives the same text, or every grouping is refused.</remarks>
     /// <exception cref="System.OverflowException">An exponent is beyond ±4,096, so the exact sum could need thousands of digits.</exception>
     static member Add(a: JsonNumber, b: JsonNumber) : JsonNumber =
-        let struct (ma, ea) = a.Decompose()
-        let struct (mb, eb) = b.Decompose()
-        let e = min ea eb
-        if abs ea > maxExponent || abs eb > maxExponent then
-            raise (OverflowException $"{a.Text} + {b.Text} cannot be computed exactly: an exponent is beyond ±{maxExponent}.")
-        let sum = ma * BigInteger.Pow(10I, ea - e) + mb * BigInteger.Pow(10I, eb - e)
-        JsonNumber.FromParts(sum, e)
+        match a.TryGetInt64(), b.TryGetInt64() with
+        // Counters are small integers: add them without BigInteger when the sum cannot overflow.
+        // The text is the one the exact path gives for an integer sum (exponent 0).
+        | ValueSome x, ValueSome y when ((x ^^^ (x + y)) &&& (y ^^^ (x + y))) >= 0L -> JsonNumber.OfInt64(x + y)
+        | _ ->
+            let struct (ma, ea) = a.Decompose()
+            let struct (mb, eb) = b.Decompose()
+            let e = min ea eb
+            if abs ea > maxExponent || abs eb > maxExponent then
+                raise (OverflowException $"{a.Text} + {b.Text} cannot be computed exactly: an exponent is beyond ±{maxExponent}.")
+            let sum = ma * BigInteger.Pow(10I, ea - e) + mb * BigInteger.Pow(10I, eb - e)
+            JsonNumber.FromParts(sum, e)
 
     /// Formats mantissa * 10^exponent; the text decomposes back to the same pair, so sums are stable.
     static member internal FromParts(mantissa: BigInteger, exponent: int) : JsonNumber =
