@@ -63,6 +63,9 @@ match target with
     exit (if code <> 0 || failed > 0 || passed = 0 then 1 else 0)
 | "bench" ->
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.Benchmarks -- {rest}" false))
+| "loadtest" ->
+    // Sesame against ASP.NET Core Session and no session, with wrk; writes docs/performance.md (arguments after -- go to it).
+    exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
 | "pack" ->
     exitOn (fst (run "dotnet" "pack Sesame.sln -c Release -o artifacts" false))
 | "sample" ->

@@ -3,9 +3,12 @@
 ///   /counter      increment a counter, answer "N times!"
 ///   /nested       node-sesame's example: make foo.bar.baz if missing, then double it
 ///   /read         read the counter, change nothing
+///   /untouched    answer without using the session (what the middleware costs a request that ignores it)
 ///   /value        the counter's value (for the lost-update check)
 ///   /key?k=NAME   set one key of its own (for the lost-update check)
 ///   /keys         how many keys /key has set
+/// With ?work=MS a route waits that long after changing the session, before answering (a stand-in for
+/// a database call), so that concurrent requests of one session overlap.
 module Sesame.LoadTest.App
 
 open System
@@ -29,6 +32,15 @@ let doubled (baz: int64) = if baz >= (1L <<< 40) then 1L else baz * 2L
 
 let private reply (ctx: HttpContext) (text: string) = ctx.Response.WriteAsync text
 
+/// The ?work=MS pause (none without a query string, so the measured routes never parse one).
+let private work (ctx: HttpContext) : Task =
+    if ctx.Request.QueryString.HasValue then
+        match Int32.TryParse(string ctx.Request.Query["work"]) with
+        | true, ms when ms > 0 -> Task.Delay ms
+        | _ -> Task.CompletedTask
+    else
+        Task.CompletedTask
+
 /// The usual JSON helpers people write over ASP.NET Core's byte-oriented ISession.
 type ISession with
     member session.GetJson<'value>(key: string) : 'value option =
@@ -41,37 +53,41 @@ type ISession with
 /// ASP.NET Core Session over AddDistributedMemoryCache, as people use it.
 let aspNetCoreSession (ctx: HttpContext) : Task =
     let session = ctx.Session
-    match ctx.Request.Path.Value with
-    | "/counter" ->
-        let times = (session.GetInt32 "times" |> Option.ofNullable |> Option.defaultValue 0) + 1
-        session.SetInt32("times", times)
-        reply ctx $"{times} times!"
-    | "/nested" ->
-        let foo = session.GetJson<Foo> "foo" |> Option.defaultValue { Bar = { Baz = 1L } }
-        let baz = doubled foo.Bar.Baz
-        session.SetJson("foo", { foo with Bar = { Baz = baz } })
-        reply ctx $"baz = {baz}"
-    | "/read"
-    | "/value" ->
-        let times = session.GetInt32 "times" |> Option.ofNullable |> Option.defaultValue 0
-        reply ctx $"{times}"
-    | "/key" ->
-        session.SetInt32("key:" + string ctx.Request.Query["k"], 1)
-        reply ctx "ok"
-    | "/keys" ->
-        let count = session.Keys |> Seq.filter (fun k -> k.StartsWith "key:") |> Seq.length
-        reply ctx $"{count}"
-    | _ ->
-        ctx.Response.StatusCode <- 404
-        Task.CompletedTask
+    task {
+        match ctx.Request.Path.Value with
+        | "/counter" ->
+            let times = (session.GetInt32 "times" |> Option.ofNullable |> Option.defaultValue 0) + 1
+            session.SetInt32("times", times)
+            do! work ctx
+            do! reply ctx $"{times} times!"
+        | "/nested" ->
+            let foo = session.GetJson<Foo> "foo" |> Option.defaultValue { Bar = { Baz = 1L } }
+            let baz = doubled foo.Bar.Baz
+            session.SetJson("foo", { foo with Bar = { Baz = baz } })
+            do! reply ctx $"baz = {baz}"
+        | "/read"
+        | "/value" ->
+            let times = session.GetInt32 "times" |> Option.ofNullable |> Option.defaultValue 0
+            do! reply ctx $"{times}"
+        | "/key" ->
+            session.SetInt32("key:" + string ctx.Request.Query["k"], 1)
+            do! work ctx
+            do! reply ctx "ok"
+        | "/keys" ->
+            let count = session.Keys |> Seq.filter (fun k -> k.StartsWith "key:") |> Seq.length
+            do! reply ctx $"{count}"
+        | _ -> ctx.Response.StatusCode <- 404
+    }
 
 /// Sesame, through its F# API (the same whatever the store).
 let sesame (ctx: HttpContext) : Task =
+    if ctx.Request.Path.Value = "/untouched" then reply ctx "ok" else
     task {
         let! session = Session.loadAsync ctx
         match ctx.Request.Path.Value with
         | "/counter" ->
             let times = session |> Session.increment "times" 1m
+            do! work ctx
             do! reply ctx $"{times} times!"
         | "/nested" ->
             if (session |> Session.tryFind "foo").IsNone then
@@ -86,6 +102,7 @@ let sesame (ctx: HttpContext) : Task =
         | "/key" ->
             let key = string ctx.Request.Query["k"]
             session |> Session.set $"keys.{key}" 1
+            do! work ctx
             do! reply ctx "ok"
         | "/keys" ->
             let count =
@@ -108,6 +125,10 @@ let private sesameOver (store: ISessionStore) (loggerFactory: ILoggerFactory) =
 let serve (port: int) (redisPort: int) (filePath: string) =
     let builder = WebApplication.CreateBuilder()
     builder.Logging.ClearProviders().AddSimpleConsole().SetMinimumLevel(LogLevel.Warning) |> ignore
+    // At the end of every run wrk drops its connections with requests in flight; their commits are
+    // cancelled with them (the file and Redis stores honour the request's abort token) and logged as
+    // errors. That is noise here: a failure a client sees is counted by wrk as a non-2xx response.
+    builder.Logging.AddFilter("Sesame", LogLevel.Critical).AddFilter("Microsoft.AspNetCore.Server.Kestrel", LogLevel.Critical) |> ignore
     builder.WebHost.UseKestrel(fun kestrel ->
         kestrel.AddServerHeader <- false
         kestrel.Listen(IPAddress.Loopback, port))

@@ -57,17 +57,18 @@ let private concurrently (urls: string[]) (cookie: string) =
 /// What survived of n concurrent changes, for increments and for different keys.
 type Survived = { Increments: int; Keys: int; Of: int }
 
-/// Runs both checks against one branch of the app (base like http://127.0.0.1:5000/memory).
-let check (baseUrl: string) (n: int) =
+/// Runs both checks against one branch of the app (base like http://127.0.0.1:5000/memory); each
+/// request waits workMs after its change before answering (0: none).
+let check (baseUrl: string) (n: int) (workMs: int) =
     task {
         // Increments: a session at 1, then n concurrent increments; it should read 1 + n.
         let! cookie = startSession $"{baseUrl}/counter"
-        do! concurrently (Array.create n $"{baseUrl}/counter") cookie
+        do! concurrently (Array.create n $"{baseUrl}/counter?work={workMs}") cookie
         let! _, value = get $"{baseUrl}/value" (Some cookie)
         let increments = int value - 1
         // Different keys: a session with one other key, then n concurrent requests each setting a key of its own.
         let! cookie = startSession $"{baseUrl}/key?k=first"
-        do! concurrently (Array.init n (fun i -> $"{baseUrl}/key?k=k{i}")) cookie
+        do! concurrently (Array.init n (fun i -> $"{baseUrl}/key?k=k{i}&work={workMs}")) cookie
         let! _, count = get $"{baseUrl}/keys" (Some cookie)
         return { Increments = increments; Keys = int count - 1; Of = n }
     }

@@ -48,16 +48,14 @@ let ensureTool (tool: string) (package: string) =
         let code, output = capture "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package}\""
         if code <> 0 || not (onPath tool) then failwith $"Could not install {package}:\n{output}"
 
-/// A child process whose output is echoed with a prefix, and which is killed with its tree on disposal.
-type Child(file: string, args: string, name: string, environment: (string * string) list) =
+/// A child process whose output is echoed with a prefix (when asked), and which is killed with its tree on disposal.
+type Child(file: string, args: string, name: string, echoOutput: bool) =
     let ready = new ManualResetEventSlim(false)
-    let info = ProcessStartInfo(file, args, UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
-    do for key, value in environment do info.Environment[key] <- value
-    let p = Process.Start info
+    let p = Process.Start(ProcessStartInfo(file, args, UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true))
     let echo (line: string) =
         if not (isNull line) then
             if line.Contains "READY" then ready.Set()
-            if not (line.Contains "READY") then printfn "  [%s] %s" name line
+            elif echoOutput then printfn "  [%s] %s" name line
     do
         p.OutputDataReceived.Add(fun e -> echo e.Data)
         p.ErrorDataReceived.Add(fun e -> echo e.Data)
@@ -79,10 +77,20 @@ type Child(file: string, args: string, name: string, environment: (string * stri
             p.Dispose()
             ready.Dispose()
 
+/// The CPU time (user + system) a process has used so far, from /proc.
+let cpuTime (pid: int) =
+    // Fields after the command name (which may hold spaces, hence the last ')'): utime and stime are the 12th and 13th.
+    let stat = File.ReadAllText $"/proc/{pid}/stat"
+    let fields = stat.Substring(stat.LastIndexOf ')' + 2).Split(' ')
+    let ticks = Int64.Parse fields[11] + Int64.Parse fields[12]
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    TimeSpan.FromMilliseconds(float ticks * 10.0)
+
 /// A throwaway redis-server on a free loopback port, without persistence.
 let startRedis () =
     let port = freePort ()
-    let child = new Child("redis-server", $"--port {port} --bind 127.0.0.1 --save \"\" --appendonly no --loglevel warning", "redis", [])
+    // Quiet: its start-up banner and advice on kernel settings say nothing about this run.
+    let child = new Child("redis-server", $"--port {port} --bind 127.0.0.1 --save \"\" --appendonly no --loglevel warning", "redis", false)
     waitForPort port (TimeSpan.FromSeconds 10.0)
     port, child
 

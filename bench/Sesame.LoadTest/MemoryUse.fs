@@ -14,9 +14,9 @@ let sessionJson (i: int) =
     let item (k: int) =
         $"""{{"sku":"SKU-{i % 100000:D5}-{k}","name":"Widget {k} of session {i}","qty":{1 + (i + k) % 5},"price":{price k}}}"""
     $"""{{"user":{{"id":{i},"name":"Visitor {i}","email":"visitor{i}@example.com","roles":["customer","newsletter"],"locale":"en-GB"}},"""
-    + $""""cart":{{"items":[{item 1},{item 2},{item 3},{item 4}],"currency":"EUR","coupon":null}},"""
+    + $""""cart":{{"items":[{item 1},{item 2},{item 3},{item 4},{item 5},{item 6},{item 7}],"currency":"EUR","coupon":null}},"""
     + $""""visits":{i % 97},"lastPage":"/products/{i}?ref=home","csrf":"{Convert.ToBase64String(BitConverter.GetBytes(int64 i * 7919L))}{i:D8}","""
-    + $""""flags":{{"beta":{(i % 2 = 0).ToString().ToLowerInvariant()},"darkMode":false}},"history":["/","/products","/products/{i}","/cart","/checkout"]}}"""
+    + $""""flags":{{"beta":{(i % 2 = 0).ToString().ToLowerInvariant()},"darkMode":false}},"history":["/","/products","/products/{i}","/cart","/checkout"],"searches":["blue widget","red widget {i % 1000}","gift ideas"]}}"""
 
 /// What the measurement found.
 type Measured =
@@ -27,7 +27,9 @@ type Measured =
       CountAfterOverfill: int
       HeapAfterOverfill: int64
       JsonBytesAfterOverfill: int64
-      Bound: int }
+      Bound: int
+      /// The same sessions held as parsed trees in a dictionary (as the store held them before it kept JSON).
+      TreeHeapBytes: int64 }
 
 let private fill (store: ISessionStore) (first: int) (count: int) =
     let commit = { IdleTimeout = TimeSpan.FromHours 1.0; MustExist = false; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes }
@@ -47,6 +49,14 @@ let measure () =
     let json = store.TotalBytes
     fill store bound (bound / 2)
     let heapAfter = GC.GetTotalMemory true - before
+    GC.KeepAlive store
+    (store :> IDisposable).Dispose()
+    let before = GC.GetTotalMemory true
+    let trees = Collections.Concurrent.ConcurrentDictionary<string, Json>(StringComparer.Ordinal)
+    for i in 0 .. bound - 1 do
+        trees[SessionId.create ()] <- Json.parse (sessionJson i)
+    let treeHeap = GC.GetTotalMemory true - before
+    GC.KeepAlive trees
     let result =
         { Sessions = bound
           JsonBytes = json
@@ -54,13 +64,13 @@ let measure () =
           CountAfterOverfill = store.Count
           HeapAfterOverfill = heapAfter
           JsonBytesAfterOverfill = store.TotalBytes
-          Bound = bound }
-    GC.KeepAlive store
+          Bound = bound
+          TreeHeapBytes = treeHeap }
     result
 
 /// The child process's one line of output, and its parsing in the parent.
 let format (m: Measured) =
-    $"MEMORY {m.Sessions} {m.JsonBytes} {m.HeapBytes} {m.CountAfterOverfill} {m.HeapAfterOverfill} {m.JsonBytesAfterOverfill} {m.Bound}"
+    $"MEMORY {m.Sessions} {m.JsonBytes} {m.HeapBytes} {m.CountAfterOverfill} {m.HeapAfterOverfill} {m.JsonBytesAfterOverfill} {m.Bound} {m.TreeHeapBytes}"
 
 let parse (line: string) =
     let n = line.Split(' ') |> Array.skip 1 |> Array.map Int64.Parse
@@ -70,4 +80,5 @@ let parse (line: string) =
       CountAfterOverfill = int n[3]
       HeapAfterOverfill = n[4]
       JsonBytesAfterOverfill = n[5]
-      Bound = int n[6] }
+      Bound = int n[6]
+      TreeHeapBytes = n[7] }

@@ -19,7 +19,10 @@ type Measured =
       P99Ms: float
       Requests: int64
       /// Connect, read, write and timeout errors, and responses that were not 2xx/3xx.
-      Errors: int64 }
+      Errors: int64
+      /// CPU time the app used per request, in microseconds (user + system): less at the mercy of other
+      /// processes competing for the cores than throughput is.
+      AppCpuUs: float }
 
 /// wrk's `done` callback prints one machine-readable line: requests, duration (µs), p50 and p99 (µs), errors.
 let private script =
@@ -38,11 +41,13 @@ let private scriptPath =
          File.WriteAllText(path, script)
          path)
 
-let private run (load: Load) (duration: TimeSpan) (url: string) (cookie: string option) =
+let private run (load: Load) (appCpu: unit -> TimeSpan) (duration: TimeSpan) (url: string) (cookie: string option) =
     let header = match cookie with Some c -> $" -H \"Cookie: {c}\"" | None -> ""
     let seconds = max 1 (int (Math.Round duration.TotalSeconds))
     let args = $"-t{load.Threads} -c{load.Connections} -d{seconds}s --timeout 5s -s \"{scriptPath.Value}\"{header} {url}"
+    let cpuBefore = appCpu ()
     let code, output = Machine.capture "wrk" args
+    let cpu = appCpu () - cpuBefore
     if code <> 0 then failwith $"wrk {args} failed:\n{output}"
     match output.Split('\n') |> Array.tryFind (fun l -> l.StartsWith "RESULT ") with
     | None -> failwith $"wrk printed no RESULT line:\n{output}"
@@ -52,12 +57,13 @@ let private run (load: Load) (duration: TimeSpan) (url: string) (cookie: string 
           RequestsPerSecond = float n[0] / (float n[1] / 1e6)
           P50Ms = float n[2] / 1000.0
           P99Ms = float n[3] / 1000.0
-          Errors = n[4] }
+          Errors = n[4]
+          AppCpuUs = cpu.TotalMicroseconds / float (max 1L n[0]) }
 
 /// Warms the route up (JIT tiers, caches, connection pools), then measures it.
-let measure (load: Load) (url: string) (cookie: string option) =
-    if load.WarmUp > TimeSpan.Zero then run load load.WarmUp url cookie |> ignore
-    run load load.Duration url cookie
+let measure (load: Load) (appCpu: unit -> TimeSpan) (url: string) (cookie: string option) =
+    if load.WarmUp > TimeSpan.Zero then run load appCpu load.WarmUp url cookie |> ignore
+    run load appCpu load.Duration url cookie
 
 let cleanUp () =
     if scriptPath.IsValueCreated && File.Exists scriptPath.Value then File.Delete scriptPath.Value

@@ -63,7 +63,7 @@ type private ParsedEntry(entry: MemoryEntry, tree: Json) =
 type private ParsedCache() =
     /// A power of two.
     static let slots = 4096
-    /// About 8 times as much heap in trees (measured: ~1 KB sessions of strings and numbers).
+    /// Of JSON; the trees take about 8 times as much heap (measured on ~1 KB sessions of strings and numbers).
     static let budgetBytes = 2L * 1024L * 1024L
     /// A larger session would crowd out too many others; it is parsed when used.
     static let maxEntryBytes = 64L * 1024L
@@ -100,9 +100,6 @@ type private ParsedCache() =
                 Interlocked.Add(&heldBytes, -entry.Size) |> ignore
         | _ -> ()
 
-    /// The JSON bytes of the sessions whose trees are held.
-    member _.HeldBytes = Volatile.Read &heldBytes
-
 /// <summary>
 /// The embedded default store: sessions in this process's memory, lost on restart. Commits are
 /// atomic compare-and-swap loops, so concurrent commits never lose each other's changes.
@@ -131,8 +128,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
 
     let now () = time.GetUtcNow().UtcTicks
 
-    let expiresAt (idle: TimeSpan) =
-        let ticks = now ()
+    let expiresAt (ticks: int64) (idle: TimeSpan) =
         if idle.Ticks >= Int64.MaxValue - ticks then Int64.MaxValue else ticks + idle.Ticks
 
     let forget (id: string) (entry: MemoryEntry) =
@@ -169,6 +165,10 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
             finally
                 evicting.Release() |> ignore
 
+    /// The answers that are always the same, made once.
+    static member val private NotFound: Task<Json option> = Task.FromResult None
+    static member val private Committed: Task<CommitResult> = Task.FromResult CommitResult.Committed
+
     /// <summary>A memory store with default options and the system clock.</summary>
     new() = new MemoryStore(MemoryStoreOptions(), TimeProvider.System)
 
@@ -186,15 +186,16 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
 
     interface ISessionStore with
         member _.LoadAsync(id, idleTimeout, _cancellationToken) =
+            let t = now ()
             match sessions.TryGetValue id with
-            | false, _ -> Task.FromResult None
-            | true, entry when entry.ExpiresAt <= now () ->
+            | false, _ -> MemoryStore.NotFound
+            | true, entry when entry.ExpiresAt <= t ->
                 forget id entry
-                Task.FromResult None
+                MemoryStore.NotFound
             | true, entry ->
                 // Slid in place: the entry stays the one a concurrent commit compares against, and
                 // a commit that replaces it meanwhile sets an expiry of its own.
-                entry.ExpiresAt <- expiresAt idleTimeout
+                entry.ExpiresAt <- expiresAt t idleTimeout
                 try
                     Task.FromResult(Some(treeOf id entry))
                 with e ->
@@ -202,9 +203,10 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
 
         member _.CommitAsync(id, patch, commit, _cancellationToken) =
             let rec attempt () =
+                let t = now ()
                 let current =
                     match sessions.TryGetValue id with
-                    | true, entry when entry.ExpiresAt > now () -> entry
+                    | true, entry when entry.ExpiresAt > t -> entry
                     | true, entry ->
                         forget id entry
                         null
@@ -217,7 +219,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
                     let utf8 = JsonSize.toUtf8 after
                     if utf8.Length > commit.MaxSizeBytes then
                         raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
-                    let next = MemoryEntry(utf8, expiresAt commit.IdleTimeout)
+                    let next = MemoryEntry(utf8, expiresAt t commit.IdleTimeout)
                     let swapped =
                         if isNull current then sessions.TryAdd(id, next)
                         else sessions.TryUpdate(id, next, current)
@@ -231,7 +233,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
                     else
                         attempt ()
             try
-                Task.FromResult(attempt ())
+                match attempt () with
+                | CommitResult.Committed -> MemoryStore.Committed
+                | result -> Task.FromResult result
             with e ->
                 Task.FromException<CommitResult> e
 

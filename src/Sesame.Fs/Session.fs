@@ -6,6 +6,7 @@ open System.Text.Json
 open System.Threading
 open System.Threading.Tasks
 open System.Runtime.ExceptionServices
+open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.Logging
 
 /// <summary>What the response must do with the session cookie.</summary>
@@ -33,15 +34,17 @@ type internal CookieAction =
 type SessionHandle
     internal
     (
-        readTicket: unit -> SessionTicket voption,
+        context: HttpContext,
+        readTicket: HttpRequest -> SessionTicket voption,
         store: ISessionStore,
         options: SesameOptions,
         time: TimeProvider,
-        logger: ILogger,
-        requestAborted: CancellationToken
+        logger: ILogger
     ) =
-    let gate = obj ()
     let pending = List<Update>()
+    /// The update log doubles as the lock that guards it and the load.
+    let gate = pending
+    let mutable loadedSelf: Task<SessionHandle> = null
     let mutable loading: Task = null
     let mutable loaded = false
     /// The session's ticket while the store holds it (found at load, or created by a commit); null id otherwise.
@@ -70,16 +73,20 @@ type SessionHandle
     let isPastAbsoluteTimeout (created: DateTimeOffset) =
         options.AbsoluteTimeout.HasValue && created + options.AbsoluteTimeout.Value <= time.GetUtcNow()
 
+    /// Read when the store is called, not before: Kestrel creates the token on first use, and a request
+    /// that never touches its session should not pay for it.
+    let requestAborted () = context.RequestAborted
+
     let load () : Task =
         task {
-            match readTicket () with
+            match readTicket context.Request with
             | ValueNone -> ()
             | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
                 Log.unknownSession logger
                 // The absolute lifetime is over: the session is dead even if the store has not expired it yet.
-                do! store.DeleteAsync(fromCookie.Id, requestAborted)
+                do! store.DeleteAsync(fromCookie.Id, requestAborted ())
             | ValueSome fromCookie ->
-                let! found = store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted)
+                let! found = store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted ())
                 match found with
                 | Some tree ->
                     current <- tree
@@ -127,6 +134,11 @@ type SessionHandle
             if isNull loading then loading <- load ()
             loading)
 
+    /// This handle as a completed task, made once (<c>Session.loadAsync</c> hands it out on every call).
+    member internal this.AsCompletedTask =
+        if isNull loadedSelf then loadedSelf <- Task.FromResult this
+        loadedSelf
+
     /// <summary>The whole session as it reads now: the snapshot with pending changes applied.</summary>
     member _.Current: Json =
         ensureLoaded ()
@@ -144,7 +156,7 @@ type SessionHandle
         | None -> None
         | Some json ->
             try
-                Some(Json.decodeWith<'value> options.SerializerOptions json)
+                Some(JsonSize.decodeWith<'value> options.SerializerOptions json)
             with :? JsonException as e ->
                 raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
 
@@ -207,8 +219,14 @@ type SessionHandle
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
+                // One update is already a normalized patch (a removal of the root aside, which the fold turns into setting {}).
+                let patch =
+                    match updates with
+                    | [| Update.Remove path |] when path.IsRoot -> Patch.fold updates
+                    | [| single |] -> Patch.ofNormalized [ single ]
+                    | _ -> Patch.fold updates
                 try
-                    let! result = store.CommitAsync(target.Id, Patch.fold updates, commitOptions target.Created (not isNew), cancellationToken)
+                    let! result = store.CommitAsync(target.Id, patch, commitOptions target.Created (not isNew), cancellationToken)
                     match result with
                     | CommitResult.Committed ->
                         if isNew then
@@ -234,11 +252,11 @@ type SessionHandle
             if stored () then
                 let old = ticket
                 // Start from what the store holds now, so changes committed since this request loaded are kept.
-                let! latest = store.LoadAsync(old.Id, options.IdleTimeoutAt(old.Created, time.GetUtcNow()), requestAborted)
+                let! latest = store.LoadAsync(old.Id, options.IdleTimeoutAt(old.Created, time.GetUtcNow()), requestAborted ())
                 let value = Patch.apply (Patch.fold updates) (defaultArg latest current)
                 let moved = { old with Id = SessionId.create () }
-                let! _ = store.CommitAsync(moved.Id, Patch.fold [ Update.Set(Path.root, value) ], commitOptions moved.Created false, requestAborted)
-                do! store.DeleteAsync(old.Id, requestAborted)
+                let! _ = store.CommitAsync(moved.Id, Patch.fold [ Update.Set(Path.root, value) ], commitOptions moved.Created false, requestAborted ())
+                do! store.DeleteAsync(old.Id, requestAborted ())
                 current <- value
                 ticket <- moved
                 cookie <- CookieAction.Issue moved
@@ -257,7 +275,7 @@ type SessionHandle
         task {
             takePending () |> ignore
             if stored () then
-                do! store.DeleteAsync(ticket.Id, requestAborted)
+                do! store.DeleteAsync(ticket.Id, requestAborted ())
             ticket <- { Id = null; Created = DateTimeOffset.MinValue }
             current <- Json.emptyObject
             cookie <- CookieAction.Expire

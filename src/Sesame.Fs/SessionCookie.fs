@@ -1,18 +1,18 @@
 namespace Sesame
 
 open System
-open System.Runtime.InteropServices
 open System.Security.Cryptography
 open System.Threading
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.Logging
 
-/// One cookie value that Data Protection has validated: the exact text, the ticket it carries, and
-/// the timestamp until which it may be trusted again without decrypting it.
+/// One cookie value that Data Protection has validated: the exact text and its hash, the ticket it
+/// carries, and the timestamp until which it may be trusted again without decrypting it.
 [<Sealed; AllowNullLiteral>]
-type private ValidatedCookie(value: string, ticket: SessionTicket, trustedUntil: int64) =
+type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, trustedUntil: int64) =
     member _.Value = value
+    member _.Hash = hash
     member _.Ticket = ticket
     member _.TrustedUntil = trustedUntil
 
@@ -28,8 +28,11 @@ type private ValidatedCookie(value: string, ticket: SessionTicket, trustedUntil:
 /// request that sends exactly such a value gets the same ticket without decrypting it again.
 /// The cache cannot make a cookie valid that Data Protection would refuse, except one whose key is
 /// revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
-/// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries), and a
-/// value is compared in constant time, so how long a lookup takes says nothing about the cached cookies.
+/// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries). A value is
+/// compared with a cached one only when their 32-bit string hashes agree, and those hashes are keyed
+/// with a secret random seed per process: a client cannot make a guess reach the comparison, so how
+/// long a lookup takes says nothing about the cached cookies. (A constant-time comparison would do the
+/// same at several times the cost of the whole lookup.)
 /// </remarks>
 [<Sealed>]
 type internal SessionCookie(protector: IDataProtector, options: SesameOptions, time: TimeProvider, logger: ILogger) =
@@ -46,17 +49,21 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
     let cache: ValidatedCookie[] = Array.zeroCreate cacheSlots
     let trustTicks = int64 (trustLifetime.TotalSeconds * float time.TimestampFrequency)
 
-    let slotOf (value: string) = value.GetHashCode() &&& (cacheSlots - 1)
+    /// String hashes are randomized per process (Marvin with a secret seed).
+    let slotOf (hash: int) = hash &&& (cacheSlots - 1)
 
     let remember (value: string) (ticket: SessionTicket) =
-        Volatile.Write(&cache[slotOf value], ValidatedCookie(value, ticket, time.GetTimestamp() + trustTicks))
+        let hash = value.GetHashCode()
+        Volatile.Write(&cache[slotOf hash], ValidatedCookie(value, hash, ticket, time.GetTimestamp() + trustTicks))
 
     let tryRecall (value: string) =
-        match Volatile.Read(&cache[slotOf value]) with
-        | null -> ValueNone
+        let hash = value.GetHashCode()
+        match Volatile.Read(&cache[slotOf hash]) with
         | known when
-            known.TrustedUntil > time.GetTimestamp()
-            && CryptographicOperations.FixedTimeEquals(MemoryMarshal.AsBytes(known.Value.AsSpan()), MemoryMarshal.AsBytes(value.AsSpan()))
+            not (isNull known)
+            && known.Hash = hash
+            && known.TrustedUntil > time.GetTimestamp()
+            && String.Equals(known.Value, value, StringComparison.Ordinal)
             ->
             ValueSome known.Ticket
         | _ -> ValueNone

@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Threading
 open System.Threading.Tasks
 open System.Runtime.ExceptionServices
 open Microsoft.AspNetCore.DataProtection
@@ -12,11 +13,15 @@ open Microsoft.Extensions.Options
 /// <summary>What every request needs from the app, resolved once: options, store, cookie protection, logger.</summary>
 [<Sealed; AllowNullLiteral>]
 type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger) =
+    /// Made once, so a request's session handle needs no closure of its own.
+    let readTicket = fun (request: HttpRequest) -> cookie.TryRead request
+
     /// The options in force.
     member _.Options = options
     /// The store sessions live in.
     member _.Store = store
     member internal _.Cookie = cookie
+    member internal _.ReadTicket = readTicket
     member internal _.Time = time
     member internal _.Logger = logger
 
@@ -44,7 +49,7 @@ type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cooki
 [<Sealed>]
 type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
     let handle =
-        SessionHandle((fun () -> runtime.Cookie.TryRead context.Request), runtime.Store, runtime.Options, runtime.Time, runtime.Logger, context.RequestAborted)
+        SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger)
     let mutable cookieDone = CookieAction.Keep
     let mutable abandoned = false
 
@@ -76,7 +81,9 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
             Task.CompletedTask
         elif handle.HasPendingChanges then
             task {
-                do! handle.CommitAsync context.RequestAborted
+                // Not the request's abort token: the handler has decided these changes, and a client
+                // that hangs up must not undo them. The store's own timeout bounds the wait.
+                do! handle.CommitAsync CancellationToken.None
                 settleCookie ()
                 preventCaching ()
             }
@@ -89,11 +96,15 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     member this.FinishAsync() : Task =
         if not context.Response.HasStarted then
             this.BeforeResponseAsync()
-        else
+        elif handle.HasPendingChanges then
             task {
-                do! handle.CommitAsync context.RequestAborted
+                do! handle.CommitAsync CancellationToken.None
                 settleCookie ()
             }
+        else
+            // Nothing to commit: leave the abort token alone (Kestrel makes one on first use).
+            settleCookie ()
+            Task.CompletedTask
 
     /// Ends the request's session: the handle refuses further use.
     member _.End() =
@@ -118,9 +129,12 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
                 return Unchecked.defaultof<'result>
         }
 
+    /// One callback for every request, given its scope as state: no closure per request.
+    static member val private BeforeResponse = Func<obj, Task>(fun scope -> (scope :?> SessionScope).BeforeResponseAsync())
+
     /// Starts the session lifecycle of a request.
     static member Begin(context: HttpContext, runtime: SesameRuntime) =
         let scope = SessionScope(context, runtime)
         context.Features.Set<SessionHandle>(scope.Handle)
-        context.Response.OnStarting(fun () -> scope.BeforeResponseAsync())
+        context.Response.OnStarting(SessionScope.BeforeResponse, scope)
         scope
