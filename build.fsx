@@ -3,6 +3,7 @@
 //   test    build, then run every test project; ends with one line "N passed, N failed"
 //   bench   run the BenchmarkDotNet micro-benchmarks (pass BenchmarkDotNet arguments after --)
 //   pack    make the NuGet packages in ./artifacts
+//   loadtest  the load test against ASP.NET Core Session (writes docs/performance.md)
 //   sample  run samples/Giraffe (arguments after -- go to the sample)
 open System
 open System.Diagnostics
@@ -67,7 +68,9 @@ match target with
     // Sesame against ASP.NET Core Session and no session, with wrk; writes docs/performance.md (arguments after -- go to it).
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
 | "pack" ->
-    exitOn (fst (run "dotnet" "pack Sesame.sln -c Release -o artifacts" false))
+    // Only the libraries are packages; samples, tests and benchmarks are not.
+    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.CSharpInterop" ] do
+        exitOn (fst (run "dotnet" $"pack {project} -c Release -o artifacts" false))
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | other ->
