@@ -52,22 +52,12 @@ let private startInstance (server: Server) (redis: RedisServer) (keys: Directory
     task {
         // The host's container owns the store and disposes it (and its connection) with the host.
         let! store = RedisStore.ConnectAsync(redis.EndPoint)
-        return!
-            HostBuilder()
-                .ConfigureLogging(fun logging -> logging.AddProvider logs |> ignore)
-                .ConfigureWebHost(fun web ->
-                    match server with
-                    | InMemory -> web.UseTestServer() |> ignore
-                    | Kestrel -> web.UseKestrel().UseUrls("http://127.0.0.1:0") |> ignore
-                    web
-                        .ConfigureServices(fun services ->
-                            services.AddSesame(fun o -> o.Store <- store) |> ignore
-                            match keys with
-                            | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(directory).SetApplicationName("sesame-test") |> ignore
-                            | None -> ())
-                        .Configure(runHandler app)
-                    |> ignore)
-                .StartAsync()
+        let services (services: IServiceCollection) =
+            services.AddSesame(fun o -> o.Store <- store) |> ignore
+            match keys with
+            | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(directory).SetApplicationName("sesame-test") |> ignore
+            | None -> ()
+        return! startHostWith server services (runHandler app) logs
     }
 
 let private keysNotShared (logs: LogCapture) =

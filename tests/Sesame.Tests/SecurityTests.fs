@@ -251,19 +251,12 @@ type SharedMemoryStore() =
         member _.DeleteAsync(id, ct) = inner.DeleteAsync(id, ct)
 
 let private startWithKeys (persistKeys: DirectoryInfo option) (logs: LogCapture) =
-    HostBuilder()
-        .ConfigureLogging(fun logging -> logging.AddProvider logs |> ignore)
-        .ConfigureWebHost(fun web ->
-            web
-                .UseTestServer()
-                .ConfigureServices(fun services ->
-                    services.AddSesame(fun o -> o.Store <- SharedMemoryStore()) |> ignore
-                    match persistKeys with
-                    | Some directory -> services.AddDataProtection().PersistKeysToFileSystem directory |> ignore
-                    | None -> ())
-                .Configure(runHandler (withSession >=> show))
-            |> ignore)
-        .StartAsync()
+    let services (services: IServiceCollection) =
+        services.AddSesame(fun o -> o.Store <- SharedMemoryStore()) |> ignore
+        match persistKeys with
+        | Some directory -> services.AddDataProtection().PersistKeysToFileSystem directory |> ignore
+        | None -> ()
+    startHostWith InMemory services (runHandler (withSession >=> show)) logs
 
 [<Fact>]
 let ``a shared store without a shared key ring is warned about at startup`` () =

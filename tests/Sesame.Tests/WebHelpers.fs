@@ -86,8 +86,8 @@ type Server =
     | InMemory
     | Kestrel
 
-/// Starts a test app with Sesame on the given store, with options and pipeline set by the caller.
-let startHostOn (server: Server) (store: ISessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+/// Starts a test app whose services and pipeline the caller sets (Sesame's included).
+let startHostWith (server: Server) (configureServices: IServiceCollection -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
     HostBuilder()
         .ConfigureLogging(fun logging ->
             logging.SetMinimumLevel(LogLevel.Debug) |> ignore
@@ -96,16 +96,18 @@ let startHostOn (server: Server) (store: ISessionStore) (configure: SesameOption
             match server with
             | InMemory -> web.UseTestServer() |> ignore
             | Kestrel -> web.UseKestrel().UseUrls("http://127.0.0.1:0") |> ignore
-            web
-                .ConfigureServices(fun services ->
-                    services.AddRouting() |> ignore
-                    services.AddSesame(fun options ->
-                        options.Store <- store
-                        configure options)
-                    |> ignore)
-                .Configure(pipeline)
-            |> ignore)
+            web.ConfigureServices(configureServices).Configure(pipeline) |> ignore)
         .StartAsync()
+
+/// Starts a test app with Sesame on the given store, with options and pipeline set by the caller.
+let startHostOn (server: Server) (store: ISessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+    let services (services: IServiceCollection) =
+        services.AddRouting() |> ignore
+        services.AddSesame(fun options ->
+            options.Store <- store
+            configure options)
+        |> ignore
+    startHostWith server services pipeline logs
 
 /// Starts an in-memory test app (TestHost) with Sesame.
 let startHost store configure pipeline logs = startHostOn InMemory store configure pipeline logs
