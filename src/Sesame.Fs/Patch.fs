@@ -51,99 +51,102 @@ module Patch =
 
     /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
     let fold (updates: seq<Update>) : Patch =
-        let entries = ResizeArray<struct (Path * Pending)>()
-        let append path pending = entries.Add(struct (path, pending))
+        match updates with
+        // One update is already normalized (a removal of the root aside, which becomes setting {}):
+        // most requests change one thing, so they skip the fold's bookkeeping.
+        | :? (Update[]) as single when single.Length = 1 && not (match single[0] with Update.Remove p -> p.IsRoot | _ -> false) ->
+            { updates = [ single[0] ] }
+        | _ ->
+            let entries = ResizeArray<struct (Path * Pending)>()
+            let append path pending = entries.Add(struct (path, pending))
 
-        let supersede (path: Path) (isSet: Json option) =
-            // The replacement takes the place of the earliest superseded update that created something:
-            // an update after it may rely on that (an array item it appended), and moving the creation
-            // before an update it relies on would fail. With no creator it happens now, so it goes last.
-            let mutable creates = false
-            let mutable at = -1
-            let mutable i = 0
-            while i < entries.Count do
-                let struct (p, pending) = entries[i]
-                if Path.isPrefixOf path p then
-                    if not creates && isCreator pending then
-                        creates <- true
-                        at <- i
-                    entries.RemoveAt i
-                else
-                    i <- i + 1
-            let pending =
-                match isSet with
-                | Some value -> Put value
-                // A top-level key's container is the root, which always exists: nothing to keep created.
-                | None -> Drop(creates && path.Segments.Length > 1)
-            if creates then entries.Insert(at, struct (path, pending)) else append path pending
+            let supersede (path: Path) (isSet: Json option) =
+                // The replacement takes the place of the earliest superseded update that created something:
+                // an update after it may rely on that (an array item it appended), and moving the creation
+                // before an update it relies on would fail. With no creator it happens now, so it goes last.
+                let mutable creates = false
+                let mutable at = -1
+                let mutable i = 0
+                while i < entries.Count do
+                    let struct (p, pending) = entries[i]
+                    if Path.isPrefixOf path p then
+                        if not creates && isCreator pending then
+                            creates <- true
+                            at <- i
+                        entries.RemoveAt i
+                    else
+                        i <- i + 1
+                let pending =
+                    match isSet with
+                    | Some value -> Put value
+                    // A top-level key's container is the root, which always exists: nothing to keep created.
+                    | None -> Drop(creates && path.Segments.Length > 1)
+                if creates then entries.Insert(at, struct (path, pending)) else append path pending
 
-        for update in updates do
-            let update =
-                match update with
-                | Update.Remove path when path.IsRoot -> Update.Set(path, Json.emptyObject)
-                | other -> other
-            let path = update.Path
-            let isIncrement =
-                match update with
-                | Update.Increment _ -> true
-                | _ -> false
-            // The latest entry at or above this path: in a normalized fold there is at most one.
-            let mutable above = -1
-            let mutable i = entries.Count - 1
-            while above < 0 && i >= 0 do
-                let struct (p, _) = entries[i]
-                if Path.isPrefixOf p path then above <- i
-                i <- i - 1
-            // Applying one by one fails where this fails; keep the update so that applying the patch fails the same way.
-            let keepFailing () =
-                append path (match update with Update.Set(_, v) -> Put v | Update.Remove _ -> Drop false | Update.Increment(_, by) -> Add by)
-            let mergeInto index (node: Json voption) =
-                let struct (p, pending) = entries[index]
-                match (try Ok(Update.applyBelow update (Path.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
-                | Ok(ValueSome value) ->
-                    match pending with
-                    | Drop false ->
-                        // The remove created nothing where it stands, so what this creates is created now: it goes last.
-                        entries.RemoveAt index
-                        append p (Put value)
-                    | _ -> entries[index] <- struct (p, Put value)
-                | Ok ValueNone -> ()
-                | Error _ -> keepFailing ()
+            for update in updates do
+                let update =
+                    match update with
+                    | Update.Remove path when path.IsRoot -> Update.Set(path, Json.emptyObject)
+                    | other -> other
+                let path = update.Path
+                let isIncrement =
+                    match update with
+                    | Update.Increment _ -> true
+                    | _ -> false
+                // The latest entry at or above this path: in a normalized fold there is at most one.
+                let mutable above = -1
+                let mutable i = entries.Count - 1
+                while above < 0 && i >= 0 do
+                    let struct (p, _) = entries[i]
+                    if Path.isPrefixOf p path then above <- i
+                    i <- i - 1
+                // Applying one by one fails where this fails; keep the update so that applying the patch fails the same way.
+                let keepFailing () =
+                    append path (match update with Update.Set(_, v) -> Put v | Update.Remove _ -> Drop false | Update.Increment(_, by) -> Add by)
+                let mergeInto index (node: Json voption) =
+                    let struct (p, pending) = entries[index]
+                    match (try Ok(Update.applyBelow update (Path.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
+                    | Ok(ValueSome value) ->
+                        match pending with
+                        | Drop false ->
+                            // The remove created nothing where it stands, so what this creates is created now: it goes last.
+                            entries.RemoveAt index
+                            append p (Put value)
+                        | _ -> entries[index] <- struct (p, Put value)
+                    | Ok ValueNone -> ()
+                    | Error _ -> keepFailing ()
 
-            let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (Path.root, Drop false)
-            let isBelow = above >= 0 && (abovePath <> path || isIncrement)
-            match update, abovePending with
-            | _, Put value when isBelow -> mergeInto above (ValueSome value)
-            | _, Drop _ when isBelow -> mergeInto above ValueNone
-            // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
-            | Update.Remove _, Add _ when isBelow -> ()
-            | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
-                match (try ValueSome(JsonNumber.Add(total, by)) with :? OverflowException -> ValueNone) with
-                | ValueSome sum -> entries[above] <- struct (path, Add sum)
-                | ValueNone -> keepFailing ()
-            | Update.Increment(_, by), _ ->
-                // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
-                entries.RemoveAll(fun entry ->
-                    let struct (p, pending) = entry
-                    p <> path && Path.isPrefixOf path p && (match pending with Drop false -> true | _ -> false))
-                |> ignore
-                append path (Add by)
-            | Update.Set(_, value), _ -> supersede path (Some value)
-            | Update.Remove _, _ -> supersede path None
+                let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (Path.root, Drop false)
+                let isBelow = above >= 0 && (abovePath <> path || isIncrement)
+                match update, abovePending with
+                | _, Put value when isBelow -> mergeInto above (ValueSome value)
+                | _, Drop _ when isBelow -> mergeInto above ValueNone
+                // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
+                | Update.Remove _, Add _ when isBelow -> ()
+                | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
+                    match (try ValueSome(JsonNumber.Add(total, by)) with :? OverflowException -> ValueNone) with
+                    | ValueSome sum -> entries[above] <- struct (path, Add sum)
+                    | ValueNone -> keepFailing ()
+                | Update.Increment(_, by), _ ->
+                    // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
+                    entries.RemoveAll(fun entry ->
+                        let struct (p, pending) = entry
+                        p <> path && Path.isPrefixOf path p && (match pending with Drop false -> true | _ -> false))
+                    |> ignore
+                    append path (Add by)
+                | Update.Set(_, value), _ -> supersede path (Some value)
+                | Update.Remove _, _ -> supersede path None
 
-        let updates =
-            [ for struct (path, pending) in entries do
-                  match pending with
-                  | Put value -> Update.Set(path, value)
-                  | Add by -> Update.Increment(path, by)
-                  | Drop false -> Update.Remove path
-                  | Drop true ->
-                      Update.Set(path, Json.Null)
-                      Update.Remove path ]
-        { updates = updates }
-
-    /// <summary>A patch of updates that are already normalized (as read back from a store).</summary>
-    let internal ofNormalized (updates: Update list) = { updates = updates }
+            let updates =
+                [ for struct (path, pending) in entries do
+                      match pending with
+                      | Put value -> Update.Set(path, value)
+                      | Add by -> Update.Increment(path, by)
+                      | Drop false -> Update.Remove path
+                      | Drop true ->
+                          Update.Set(path, Json.Null)
+                          Update.Remove path ]
+            { updates = updates }
 
     /// <summary>Applies a patch to a tree.</summary>
     /// <exception cref="T:Sesame.PathConflictException">An update crosses a value of the wrong kind; the tree is left as it was.</exception>

@@ -219,12 +219,7 @@ type SessionHandle
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
-                // One update is already a normalized patch (a removal of the root aside, which the fold turns into setting {}).
-                let patch =
-                    match updates with
-                    | [| Update.Remove path |] when path.IsRoot -> Patch.fold updates
-                    | [| single |] -> Patch.ofNormalized [ single ]
-                    | _ -> Patch.fold updates
+                let patch = Patch.fold updates
                 try
                     let! result = store.CommitAsync(target.Id, patch, commitOptions target.Created (not isNew), cancellationToken)
                     match result with
