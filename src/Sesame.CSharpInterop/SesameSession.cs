@@ -8,8 +8,8 @@ using Microsoft.AspNetCore.Http;
 namespace Sesame;
 
 /// <summary>
-/// The request's session for C#: typed members (<see cref="Get{T}"/>, <see cref="Set{T}"/>,
-/// <see cref="Increment"/>, ...) and a <see cref="Dynamic"/> view you just change
+/// The request's session for C#: typed members (<see cref="Get{T}(string)"/>, <see cref="Set{T}(string, T)"/>,
+/// <see cref="Increment(string, decimal)"/>, ...) and a <see cref="Dynamic"/> view you just change
 /// (<c>s.foo.bar.baz *= 2</c>). Both record the same path updates on the session's immutable JSON
 /// tree, which Sesame folds into one patch and commits in one write before the response starts.
 /// </summary>
@@ -86,7 +86,14 @@ public sealed class SesameSession
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public T? Get<T>(string path) => TryGet<T>(path, out var value) ? value : default;
+    public T? Get<T>(string path) => TryGet<T>(PathText.Parse(path), out var value) ? value : default;
+
+    /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is none (or it is JSON null).</summary>
+    /// <param name="path">Where, built from data: <c>Path.Root.Key(name).Index(2)</c>; a key from user input is always one key.</param>
+    /// <returns>The value, or <c>default(T)</c>.</returns>
+    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T? Get<T>(Path path) => TryGet<T>(path, out var value) ? value : default;
 
     /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one.</summary>
     /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
@@ -95,9 +102,18 @@ public sealed class SesameSession
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public bool TryGet<T>(string path, [MaybeNullWhen(false)] out T value)
+    public bool TryGet<T>(string path, [MaybeNullWhen(false)] out T value) => TryGet(PathText.Parse(path), out value);
+
+    /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one.</summary>
+    /// <param name="path">Where, built from data: <c>Path.Root.Key(name).Index(2)</c>.</param>
+    /// <param name="value">The value, when found.</param>
+    /// <returns><c>true</c> when there is a value other than JSON null at the path.</returns>
+    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool TryGet<T>(Path path, [MaybeNullWhen(false)] out T value)
     {
-        var parsed = PathText.Parse(path);
+        ArgumentNullException.ThrowIfNull(path);
+        var parsed = path;
         var found = Find(parsed);
         if (found is null || found.IsNull)
         {
@@ -114,9 +130,16 @@ public sealed class SesameSession
     /// <returns>The node, or <c>null</c> when there is no value (or it is JSON null).</returns>
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public JsonNode? GetNode(string path)
+    public JsonNode? GetNode(string path) => GetNode(PathText.Parse(path));
+
+    /// <summary>The value at <paramref name="path"/> as a new, mutable <see cref="JsonNode"/> (changing it does not change the session).</summary>
+    /// <param name="path">Where, built from data: <c>Path.Root.Key(name)</c>.</param>
+    /// <returns>The node, or <c>null</c> when there is no value (or it is JSON null).</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public JsonNode? GetNode(Path path)
     {
-        var found = Find(PathText.Parse(path));
+        ArgumentNullException.ThrowIfNull(path);
+        var found = Find(path);
         return found is null ? null : JsonModule.toJsonNode(found);
     }
 
@@ -128,10 +151,46 @@ public sealed class SesameSession
     /// <exception cref="PathConflictException">The path crosses a value of the wrong kind (a key into a string, an index past the end); nothing is recorded.</exception>
     /// <exception cref="NotSupportedException">The value's type cannot be serialized.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public void Set<T>(string path, T value)
+    public void Set<T>(string path, T value) => Set(PathText.Parse(path), value);
+
+    /// <summary>Sets <paramref name="value"/> at <paramref name="path"/>, creating missing objects on the way (an array for index 0).</summary>
+    /// <typeparam name="T">The value's type (see <see cref="Set{T}(string, T)"/>).</typeparam>
+    /// <param name="path">Where, built from data: <c>Path.Root.Key("prefs").Key(name)</c>; a key from user input is always one key.</param>
+    /// <param name="value">The value; <c>null</c> stores JSON null.</param>
+    /// <exception cref="ArgumentException">A number has no JSON form (NaN, infinity), the session would nest too deep, or a string holds a lone surrogate.</exception>
+    /// <exception cref="PathConflictException">The path crosses a value of the wrong kind; nothing is recorded.</exception>
+    /// <exception cref="NotSupportedException">The value's type cannot be serialized.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void Set<T>(Path path, T value)
     {
-        var parsed = PathText.Parse(path);
-        SetAt(parsed, JsonValues.Encode(value, Options.SerializerOptions));
+        ArgumentNullException.ThrowIfNull(path);
+        SetAt(path, JsonValues.Encode(value, Options.SerializerOptions));
+    }
+
+    /// <summary>
+    /// Adds <paramref name="value"/> at the end of the array at <paramref name="path"/>, creating the array when it is
+    /// missing. Unlike setting index <c>n</c>, appends by concurrent requests all survive, each once.
+    /// </summary>
+    /// <typeparam name="T">The value's type (see <see cref="Set{T}(string, T)"/>).</typeparam>
+    /// <param name="path">The array, e.g. <c>cart.items</c>.</param>
+    /// <param name="value">The item.</param>
+    /// <returns>The array's length after the append, as this request sees it.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path, or the value cannot be stored (see <see cref="Set{T}(string, T)"/>).</exception>
+    /// <exception cref="PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public int Append<T>(string path, T value) => Append(PathText.Parse(path), value);
+
+    /// <summary>Adds <paramref name="value"/> at the end of the array at <paramref name="path"/> (see <see cref="Append{T}(string, T)"/>).</summary>
+    /// <typeparam name="T">The value's type.</typeparam>
+    /// <param name="path">The array, built from data.</param>
+    /// <param name="value">The item.</param>
+    /// <returns>The array's length after the append.</returns>
+    /// <exception cref="PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public int Append<T>(Path path, T value)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return AppendAt(path, JsonValues.Encode(value, Options.SerializerOptions));
     }
 
     /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it.</summary>
@@ -140,6 +199,16 @@ public sealed class SesameSession
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
     public bool Remove(string path) => RemoveAt(PathText.Parse(path));
+
+    /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it.</summary>
+    /// <param name="path">Where, built from data: <c>Path.Root.Key(name)</c>.</param>
+    /// <returns><c>true</c> when there was a value to remove; nothing is recorded otherwise.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool Remove(Path path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return RemoveAt(path);
+    }
 
     /// <summary>
     /// Adds <paramref name="by"/> to the number at <paramref name="path"/> exactly (a missing value counts as
@@ -150,9 +219,21 @@ public sealed class SesameSession
     /// <returns>The new value as this request sees it.</returns>
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="PathConflictException">The value there is not a number, or the path crosses a value of the wrong kind; nothing is recorded.</exception>
-    /// <exception cref="OverflowException">The new value is beyond <see cref="decimal"/>'s range (the increment is recorded; read it exactly with <see cref="GetNode"/>).</exception>
+    /// <exception cref="OverflowException">The new value is beyond <see cref="decimal"/>'s range (the increment is recorded; read it exactly with <see cref="GetNode(string)"/>).</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
     public decimal Increment(string path, decimal by = 1) => IncrementValue(PathText.Parse(path), by);
+
+    /// <summary>Adds <paramref name="by"/> to the number at <paramref name="path"/> exactly (see <see cref="Increment(string, decimal)"/>).</summary>
+    /// <param name="path">Where, built from data: <c>Path.Root.Key("votes").Key(option)</c>.</param>
+    /// <param name="by">How much to add (default 1).</param>
+    /// <returns>The new value as this request sees it.</returns>
+    /// <exception cref="PathConflictException">The value there is not a number, or the path crosses a value of the wrong kind; nothing is recorded.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public decimal Increment(Path path, decimal by = 1)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return IncrementValue(path, by);
+    }
 
     /// <summary>Empties the session; it stays alive, with no values.</summary>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
@@ -250,6 +331,18 @@ public sealed class SesameSession
         try
         {
             Handle.Set(path, value);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "change", e);
+        }
+    }
+
+    internal int AppendAt(Path path, Json value)
+    {
+        try
+        {
+            return Handle.Append(path, value);
         }
         catch (ObjectDisposedException e)
         {

@@ -139,12 +139,13 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
                 result = session.IncrementValue(PathModule.child(Segment.NewKey(key), path), by);
                 return true;
             case "Add" when args.Length == 1:
-                if (session.Find(path) is not Json.Array items)
+                if (session.Find(path) is not Json.Array)
                 {
                     throw new InvalidOperationException($"Add appends to an array, and '{Describe()}' is not one.");
                 }
 
-                session.SetAt(PathModule.child(Segment.NewIndex(items.Item.Length), path), Encode(args[0]));
+                // An append, not a set of index n: concurrent requests' Adds all survive.
+                session.AppendAt(path, Encode(args[0]));
                 result = null;
                 return true;
             case "ToJsonString" when args.Length == 0:

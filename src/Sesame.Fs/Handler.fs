@@ -76,6 +76,11 @@ module Session =
     /// <summary>Adds to the number at a path exactly and gives the new value; concurrent increments add up.</summary>
     let increment (path: string) (by: decimal) (session: SessionHandle) : JsonNumber = session.Increment(parsePath path, by)
 
+    /// <summary>Adds a value (encoded as JSON with the configured serializer options) at the end of the array at a path,
+    /// creating the array when it is missing, and gives the array's new length. Concurrent appends all survive.</summary>
+    let append (path: string) (value: 'value) (session: SessionHandle) : int =
+        session.Append(parsePath path, Json.encodeWith session.Options.SerializerOptions value)
+
     /// <summary>Replaces the whole session with a value that encodes as a JSON object.</summary>
     let replace (value: 'value) (session: SessionHandle) =
         session.Replace(Json.encodeWith session.Options.SerializerOptions value)
@@ -118,12 +123,27 @@ module SessionHandlers =
 
     /// <summary>
     /// Gives the handlers after it a session: <c>withSession &gt;=&gt; handler</c>. Changes are folded and
-    /// committed in one write before the response starts. When <c>app.UseSesame()</c> already
-    /// gave the request a session, it passes straight through.
+    /// committed in one write before the response starts. When <c>app.UseSesame()</c> or an enclosing
+    /// <c>withSession</c> already gave the request a session, it passes straight through.
     /// </summary>
+    /// <remarks>
+    /// Any number of <c>withSession</c> may sit in any branches, nested or side by side (<c>choose</c> branches,
+    /// Saturn routers that each <c>pipe_through</c> a pipeline plugging it): the request has one session. A branch
+    /// that falls through (<c>None</c>) commits what it changed and leaves the request as if it had no scope; the
+    /// next <c>withSession</c> continues the same session.
+    /// </remarks>
     let withSession: HttpHandler =
         fun next ctx ->
             if not (isNull (ctx.Features.Get<SessionHandle>())) then
                 next ctx
             else
-                SessionScope.Begin(ctx, SesameRuntime.Of ctx).RunAsync(fun () -> next ctx)
+                let scope = SessionScope.Begin(ctx, SesameRuntime.Of ctx)
+                let running = scope.RunAsync(fun () -> next ctx)
+                if running.IsCompletedSuccessfully && running.Result.IsSome then
+                    running
+                else
+                    task {
+                        let! result = running
+                        if result.IsNone then scope.Detach()
+                        return result
+                    }

@@ -39,18 +39,25 @@ module Patch =
     [<NoEquality; NoComparison>]
     type private Pending =
         | Put of Json
+        /// Removed; true when the containers above it must still be created (it superseded updates that created them).
         | Drop of createsParents: bool
         | Add of JsonNumber
+        /// Values appended, in order.
+        | Push of Json list
+        /// Removed, then set: the key leaves its place and is added at the end of its object, as applying one by one does.
+        | Replace of Json
 
     let private isCreator pending =
         match pending with
         | Put _
         | Add _
+        | Push _
+        | Replace _
         | Drop true -> true
         | Drop false -> false
 
-    /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
-    let fold (updates: seq<Update>) : Patch =
+    /// Folds updates that were checked with Update.validate when they were recorded.
+    let internal foldChecked (updates: seq<Update>) : Patch =
         match updates with
         // One update is already normalized (a removal of the root aside, which becomes setting {}):
         // most requests change one thing, so they skip the fold's bookkeeping.
@@ -66,6 +73,7 @@ module Patch =
                 // before an update it relies on would fail. With no creator it happens now, so it goes last.
                 let mutable creates = false
                 let mutable at = -1
+                let mutable exact = ValueNone
                 let mutable i = 0
                 while i < entries.Count do
                     let struct (p, pending) = entries[i]
@@ -73,15 +81,24 @@ module Patch =
                         if not creates && isCreator pending then
                             creates <- true
                             at <- i
+                        if p = path then exact <- ValueSome pending
                         entries.RemoveAt i
                     else
                         i <- i + 1
-                let pending =
-                    match isSet with
-                    | Some value -> Put value
-                    // A top-level key's container is the root, which always exists: nothing to keep created.
-                    | None -> Drop(creates && path.Segments.Length > 1)
-                if creates then entries.Insert(at, struct (path, pending)) else append path pending
+                let place pending = if creates then entries.Insert(at, struct (path, pending)) else append path pending
+                match isSet, exact with
+                // Removed after it created its containers: they are still created where they were (set null,
+                // remove), and the key comes back at the end of its object now, as applying one by one does.
+                | Some value, ValueSome(Drop true) ->
+                    place (Drop true)
+                    append path (Put value)
+                // Removed earlier in the request, having created nothing: removed and set again, now.
+                | Some value, ValueSome(Drop false) -> append path (Replace value)
+                // Removed and set again earlier: still so, where that happened.
+                | Some value, ValueSome(Replace _) -> place (Replace value)
+                | Some value, _ -> place (Put value)
+                // A top-level key's container is the root, which always exists: nothing to keep created.
+                | None, _ -> place (Drop(creates && path.Segments.Length > 1))
 
             for update in updates do
                 let update =
@@ -89,20 +106,28 @@ module Patch =
                     | Update.Remove path when path.IsRoot -> Update.Set(path, Json.emptyObject)
                     | other -> other
                 let path = update.Path
-                let isIncrement =
+                let mergesAtItsPath =
                     match update with
-                    | Update.Increment _ -> true
+                    | Update.Increment _
+                    | Update.Append _ -> true
                     | _ -> false
-                // The latest entry at or above this path: in a normalized fold there is at most one.
+                // The latest entry at or above this path. A normalized fold has at most one, except that appends
+                // stay apart when updates below their array come between them.
                 let mutable above = -1
                 let mutable i = entries.Count - 1
                 while above < 0 && i >= 0 do
                     let struct (p, _) = entries[i]
                     if Path.isPrefixOf p path then above <- i
                     i <- i - 1
-                // Applying one by one fails where this fails; keep the update so that applying the patch fails the same way.
-                let keepFailing () =
-                    append path (match update with Update.Set(_, v) -> Put v | Update.Remove _ -> Drop false | Update.Increment(_, by) -> Add by)
+                let asPending (update: Update) =
+                    match update with
+                    | Update.Set(_, v) -> Put v
+                    | Update.Remove _ -> Drop false
+                    | Update.Increment(_, by) -> Add by
+                    | Update.Append(_, v) -> Push [ v ]
+                // The update cannot be merged: keep it, in order. Where applying one by one fails, applying the patch
+                // then fails the same way.
+                let keepInOrder () = append path (asPending update)
                 let mergeInto index (node: Json voption) =
                     let struct (p, pending) = entries[index]
                     match (try Ok(Update.applyBelow update (Path.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
@@ -111,22 +136,40 @@ module Patch =
                         | Drop false ->
                             // The remove created nothing where it stands, so what this creates is created now: it goes last.
                             entries.RemoveAt index
-                            append p (Put value)
+                            append p (Replace value)
+                        // The remove keeps creating the containers above where it stands; the key comes back now, at the end.
+                        | Drop true -> append p (Put value)
+                        | Replace _ -> entries[index] <- struct (p, Replace value)
                         | _ -> entries[index] <- struct (p, Put value)
                     | Ok ValueNone -> ()
-                    | Error _ -> keepFailing ()
+                    | Error _ -> keepInOrder ()
 
                 let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (Path.root, Drop false)
-                let isBelow = above >= 0 && (abovePath <> path || isIncrement)
+                let isBelow = above >= 0 && (abovePath <> path || mergesAtItsPath)
                 match update, abovePending with
                 | _, Put value when isBelow -> mergeInto above (ValueSome value)
+                | _, Replace value when isBelow -> mergeInto above (ValueSome value)
                 | _, Drop _ when isBelow -> mergeInto above ValueNone
                 // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
                 | Update.Remove _, Add _ when isBelow -> ()
                 | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
                     match (try ValueSome(JsonNumber.Add(total, by)) with :? OverflowException -> ValueNone) with
                     | ValueSome sum -> entries[above] <- struct (path, Add sum)
-                    | ValueNone -> keepFailing ()
+                    | ValueNone -> keepInOrder ()
+                | Update.Append(_, value), Push values when abovePath = path ->
+                    // Appends add up only while nothing below the array came after them: setting index n of n items
+                    // also appends, so moving a later append before it would change which item lands where.
+                    let mutable laterBelow = false
+                    for j in above + 1 .. entries.Count - 1 do
+                        let struct (p, _) = entries[j]
+                        if Path.isPrefixOf path p then laterBelow <- true
+                    if laterBelow then keepInOrder () else entries[above] <- struct (path, Push(values @ [ value ]))
+                // Appending to or below a number fails, as applying one by one does; below an array being appended to,
+                // the index an update names depends on the stored length: both stay in order.
+                | Update.Append _, Add _ when isBelow -> keepInOrder ()
+                | _, Push _ when isBelow && abovePath <> path && not (match update with Update.Set _ | Update.Remove _ -> true | _ -> false) ->
+                    keepInOrder ()
+                | Update.Append _, _ -> keepInOrder ()
                 | Update.Increment(_, by), _ ->
                     // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
                     entries.RemoveAll(fun entry ->
@@ -142,11 +185,28 @@ module Patch =
                       match pending with
                       | Put value -> Update.Set(path, value)
                       | Add by -> Update.Increment(path, by)
+                      | Push values ->
+                          for value in values do
+                              Update.Append(path, value)
                       | Drop false -> Update.Remove path
                       | Drop true ->
                           Update.Set(path, Json.Null)
-                          Update.Remove path ]
+                          Update.Remove path
+                      | Replace value ->
+                          Update.Remove path
+                          Update.Set(path, value) ]
             { updates = updates }
+
+    /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
+    /// <remarks>Applying the patch gives the same tree as applying the updates one by one, to the same text
+    /// (key order included).</remarks>
+    /// <exception cref="System.ArgumentException">An update would make the session nest deeper than
+    /// <see cref="F:Sesame.JsonModule.MaxDepth"/>, or holds a lone UTF-16 surrogate (see <c>Update.validate</c>).</exception>
+    let fold (updates: seq<Update>) : Patch =
+        let updates = Seq.toArray updates
+        for update in updates do
+            Update.validate update
+        foldChecked updates
 
     /// <summary>Applies a patch to a tree.</summary>
     /// <exception cref="T:Sesame.PathConflictException">An update crosses a value of the wrong kind; the tree is left as it was.</exception>
@@ -170,7 +230,7 @@ module Patch =
 
     /// <summary>
     /// Writes the patch as compact JSON: an array of <c>["set", path, value]</c>,
-    /// <c>["remove", path]</c> and <c>["increment", path, number]</c>, each path an array of
+    /// <c>["remove", path]</c>, <c>["increment", path, number]</c> and <c>["append", path, value]</c>, each path an array of
     /// keys (strings) and indexes (numbers).
     /// </summary>
     let writeTo (writer: Utf8JsonWriter) (patch: Patch) =
@@ -189,6 +249,10 @@ module Patch =
                 writer.WriteStringValue "increment"
                 writePath writer path
                 writer.WriteRawValue(by.Text, skipInputValidation = true)
+            | Update.Append(path, value) ->
+                writer.WriteStringValue "append"
+                writePath writer path
+                Json.writeTo writer value
             writer.WriteEndArray()
         writer.WriteEndArray()
 
@@ -233,6 +297,7 @@ module Patch =
                       match operation with
                       | Json.Array op when op.Length = 3 && op[0] = Json.String "set" -> Update.Set(path op[1], op[2])
                       | Json.Array op when op.Length = 2 && op[0] = Json.String "remove" -> Update.Remove(path op[1])
+                      | Json.Array op when op.Length = 3 && op[0] = Json.String "append" -> Update.Append(path op[1], op[2])
                       | Json.Array op when op.Length = 3 && op[0] = Json.String "increment" ->
                           match op[2] with
                           | Json.Number by -> Update.Increment(path op[1], by)

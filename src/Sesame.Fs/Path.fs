@@ -28,6 +28,32 @@ type Path =
     /// Whether this is the root (the whole session).
     member this.IsRoot = List.isEmpty this.segments
 
+    /// <summary>The root: the whole session. Build paths from data with <see cref="M:Sesame.Path.Key(System.String)"/>
+    /// and <see cref="M:Sesame.Path.Index(System.Int32)"/>, so a key from user input is always one key, whatever it holds.</summary>
+    static member Root: Path = { segments = [] }
+
+    /// <summary>The path one object key below this one. The key is data: dots, brackets and quotes in it are part of the key.</summary>
+    /// <exception cref="System.ArgumentException">The key is null, or the path would have more than 1,024 segments.</exception>
+    member this.Key(key: string) : Path =
+        if isNull key then nullArg "key"
+        if this.segments.Length >= 1024 then invalidArg "key" "A path may have at most 1024 segments."
+        { segments = this.segments @ [ Segment.Key key ] }
+
+    /// <summary>The path one array index below this one.</summary>
+    /// <exception cref="System.ArgumentException">The index is negative, or the path would have more than 1,024 segments.</exception>
+    member this.Index(index: int) : Path =
+        if index < 0 then invalidArg "index" $"Array index {index} is negative."
+        if this.segments.Length >= 1024 then invalidArg "index" "A path may have at most 1024 segments."
+        { segments = this.segments @ [ Segment.Index index ] }
+
+    /// <summary>A path of object keys from the root, each key taken as data (it may hold any character).</summary>
+    /// <exception cref="System.ArgumentException">A key is null, or there are more than 1,024 keys.</exception>
+    static member OfKeys([<ParamArray>] keys: string[]) : Path =
+        if isNull keys then nullArg "keys"
+        if keys.Length > 1024 then invalidArg "keys" $"A path may have at most 1024 segments; this one has {keys.Length}."
+        if keys |> Array.exists isNull then invalidArg "keys" "A key cannot be null."
+        { segments = [ for key in keys -> Segment.Key key ] }
+
     /// The canonical text of the path (the empty string for the root).
     override this.ToString() =
         let text = StringBuilder()

@@ -20,6 +20,16 @@ type internal CookieAction =
     | Expire
 
 /// <summary>
+/// What a session scope that ended early leaves for a later scope of the same request (a <c>withSession</c> in a
+/// branch of <c>choose</c> that fell through, then another in the next branch): the session it ended with, so
+/// that the request keeps one session however many scopes it passes through.
+/// </summary>
+[<Sealed; AllowNullLiteral>]
+type internal SessionCarryOver(ticket: SessionTicket voption) =
+    /// The session's ticket, or none when the earlier scope found no session or destroyed it.
+    member _.Ticket = ticket
+
+/// <summary>
 /// One request's session: the snapshot loaded from the store plus the request's update log.
 /// Reads see the snapshot with the pending updates applied; every change appends an update,
 /// and the updates are folded into one patch and committed in one write.
@@ -79,7 +89,11 @@ type SessionHandle
 
     let load () : Task =
         task {
-            match readTicket context.Request with
+            let fromRequest =
+                match context.Features.Get<SessionCarryOver>() with
+                | null -> readTicket context.Request
+                | earlier -> earlier.Ticket
+            match fromRequest with
             | ValueNone -> ()
             | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
                 Log.unknownSession logger
@@ -122,6 +136,9 @@ type SessionHandle
     /// What the response must do with the cookie.
     member internal _.CookieAction = cookie
 
+    /// The ticket of the session while the store holds it.
+    member internal _.StoredTicket = if stored () then ValueSome ticket else ValueNone
+
     /// The options in force.
     member _.Options = options
 
@@ -162,8 +179,19 @@ type SessionHandle
 
     /// <summary>Records an update, after checking it applies to the session as it reads now.</summary>
     /// <exception cref="T:Sesame.PathConflictException">The update does not apply; nothing is recorded.</exception>
+    /// <exception cref="System.ArgumentException">The update would nest deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, or holds
+    /// a lone UTF-16 surrogate (<see cref="M:Sesame.UpdateModule.validate(Sesame.Update)"/>); nothing is recorded.</exception>
+    /// <exception cref="System.InvalidOperationException">The session is new and the response has started: no cookie could
+    /// reach the client any more, so the change could never be found again; nothing is recorded.</exception>
     member _.Record(update: Update) : unit =
         ensureLoaded ()
+        Update.validate update
+        if not (stored ()) && context.Response.HasStarted then
+            raise (
+                InvalidOperationException(
+                    $"Cannot change a new session after the response has started ({update}): its cookie can no longer be sent, so the change could never be found again. Change the session before writing the response."
+                )
+            )
         lock gate (fun () ->
             current <- Update.apply update current
             pending.Add update)
@@ -194,6 +222,15 @@ type SessionHandle
         | Some(Json.Number n) -> n
         | _ -> JsonNumber.OfDecimal by
 
+    /// <summary>Adds a value at the end of the array at a path (a missing array is created) and gives the array's new length.
+    /// Concurrent requests' appends to one array all survive.</summary>
+    /// <exception cref="T:Sesame.PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
+    member this.Append(path: Path, value: Json) : int =
+        this.Record(Update.Append(path, value))
+        match Path.tryGet path current with
+        | Some(Json.Array items) -> items.Length
+        | _ -> 1
+
     /// <summary>Replaces the whole session with an object.</summary>
     /// <exception cref="System.ArgumentException">The value is not a JSON object.</exception>
     member this.Replace(value: Json) =
@@ -219,7 +256,8 @@ type SessionHandle
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
-                let patch = Patch.fold updates
+                // Every update was validated when it was recorded.
+                let patch = Patch.foldChecked updates
                 try
                     let! result = store.CommitAsync(target.Id, patch, commitOptions target.Created (not isNew), cancellationToken)
                     match result with

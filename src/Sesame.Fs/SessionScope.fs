@@ -52,6 +52,8 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
         SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger)
     let mutable cookieDone = CookieAction.Keep
     let mutable abandoned = false
+    /// Ended before the response started, by a withSession whose branch fell through: a later scope takes over.
+    let mutable detached = false
 
     /// Sends what the cookie needs, once per change of mind; false when it changed after the headers went out.
     let settleCookie () =
@@ -66,18 +68,26 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
                 | CookieAction.Expire -> runtime.Cookie.Expire context
                 | CookieAction.Keep -> ()
 
+    /// Whether the response already varies by cookie: this runs before the headers go out and again at the end
+    /// when they never did, and a later scope of the same request may run it too.
+    let variesByCookie (headers: IHeaderDictionary) =
+        headers.Vary
+        |> Seq.exists (fun value ->
+            not (isNull value)
+            && value.Split(',') |> Array.exists (fun name -> name.Trim().Equals("Cookie", StringComparison.OrdinalIgnoreCase)))
+
     let preventCaching () =
         if handle.WasTouched && runtime.Options.NoCacheHeaders && not context.Response.HasStarted then
             let headers = context.Response.Headers
             headers.CacheControl <- "no-cache, no-store"
             headers.Pragma <- "no-cache"
-            headers.Append("Vary", "Cookie")
+            if not (variesByCookie headers) then headers.Append("Vary", "Cookie")
 
     member _.Handle = handle
 
     /// Runs just before the response's headers go out (and at the end, if they never did).
     member _.BeforeResponseAsync() : Task =
-        if abandoned then
+        if abandoned || detached then
             Task.CompletedTask
         elif handle.HasPendingChanges then
             task {
@@ -109,6 +119,18 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     /// Ends the request's session: the handle refuses further use.
     member _.End() =
         handle.Close()
+
+    /// <summary>
+    /// Leaves the request as if this scope had never been: called once it has finished and committed, when its
+    /// handler fell through (<c>None</c>) so that another branch goes on with the request. A later scope then
+    /// continues the same session, as this scope left it.
+    /// </summary>
+    member _.Detach() =
+        detached <- true
+        if obj.ReferenceEquals(context.Features.Get<SessionHandle>(), handle) then
+            context.Features.Set<SessionHandle>(null)
+        if handle.IsLoaded then
+            context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket))
 
     /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed.
     member _.Abandon() =

@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Collections.Immutable
 
 /// <summary>One recorded change to a session: what a mutation leaves in the request's update log.</summary>
 [<RequireQualifiedAccess>]
@@ -11,19 +12,24 @@ type Update =
     | Remove of path: Path
     /// Add to the number at a path exactly (a missing value counts as zero). Concurrent increments add up.
     | Increment of path: Path * by: JsonNumber
+    /// Add a value at the end of the array at a path (a missing array is created with the value as its
+    /// only item). Concurrent appends to one array all survive, each once.
+    | Append of path: Path * value: Json
 
     /// The path the update touches.
     member this.Path =
         match this with
         | Set(path, _)
         | Remove path
-        | Increment(path, _) -> path
+        | Increment(path, _)
+        | Append(path, _) -> path
 
     override this.ToString() =
         match this with
         | Set(path, value) -> $"set {path} = {Json.serialize value}"
         | Remove path -> $"remove {path}"
         | Increment(path, by) -> $"increment {path} by {by}"
+        | Append(path, value) -> $"append {Json.serialize value} to {path}"
 
 /// <summary>Building and applying single updates.</summary>
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
@@ -43,6 +49,19 @@ module Update =
     /// <summary>An update that adds <paramref name="by"/> to the number at <paramref name="path"/>.</summary>
     let increment (path: Path) (by: decimal) = Update.Increment(path, JsonNumber.OfDecimal by)
 
+    /// <summary>An update that appends <paramref name="value"/> to the array at <paramref name="path"/>.</summary>
+    let append (path: Path) (value: Json) = Update.Append(path, value)
+
+    /// How conflict messages name what a path holds.
+    let private kindOf (json: Json) =
+        match json with
+        | Json.String _ -> "a string"
+        | Json.Bool _ -> "a boolean"
+        | Json.Null -> "null"
+        | Json.Number _ -> "a number"
+        | Json.Array _ -> "an array"
+        | Json.Object _ -> "an object"
+
     let private addTo (path: Path) (by: JsonNumber) (current: Json voption) =
         match current with
         | ValueNone -> Json.Number by
@@ -51,15 +70,81 @@ module Update =
                 Json.Number(JsonNumber.Add(n, by))
             with :? OverflowException as e ->
                 raise (PathConflictException(path, $"Cannot increment '{path}': {e.Message}"))
-        | ValueSome other ->
-            let kind =
-                match other with
-                | Json.String _ -> "a string"
-                | Json.Bool _ -> "a boolean"
-                | Json.Null -> "null"
-                | Json.Array _ -> "an array"
-                | _ -> "an object"
-            raise (PathConflictException(path, $"Cannot increment '{path}': it holds {kind}, not a number."))
+        | ValueSome other -> raise (PathConflictException(path, $"Cannot increment '{path}': it holds {kindOf other}, not a number."))
+
+    let private pushTo (path: Path) (value: Json) (current: Json voption) =
+        match current with
+        | ValueNone -> Json.Array(ImmutableArray.Create value)
+        | ValueSome(Json.Array items) -> Json.Array(items.Add value)
+        | ValueSome other -> raise (PathConflictException(path, $"Cannot append to '{path}': it holds {kindOf other}, not an array."))
+
+    /// Whether a string holds a UTF-16 surrogate that is not half of a pair (JSON text cannot hold one).
+    let private hasLoneSurrogate (text: string) =
+        let span = text.AsSpan()
+        let first = span.IndexOfAnyInRange('\uD800', '\uDFFF')
+        if first < 0 then
+            false
+        else
+            let mutable i = first
+            let mutable lone = false
+            while not lone && i < span.Length do
+                let c = span[i]
+                if Char.IsHighSurrogate c && i + 1 < span.Length && Char.IsLowSurrogate span[i + 1] then i <- i + 2
+                elif Char.IsSurrogate c then lone <- true
+                else i <- i + 1
+            lone
+
+    let private loneSurrogate (path: Path) (where: string) =
+        raise (
+            ArgumentException(
+                $"The change at '{path}' has a lone UTF-16 surrogate in {where}: JSON text cannot hold one, so it is refused before anything is recorded (encode the text correctly, or drop the broken character).",
+                "update"
+            )
+        )
+
+    /// The levels of arrays and objects a value nests (0 for a scalar), checking its text on the way.
+    let rec private nesting (path: Path) (json: Json) : int =
+        match json with
+        | Json.String s -> if hasLoneSurrogate s then loneSurrogate path "a string of its value" else 0
+        | Json.Array items ->
+            let mutable deepest = 0
+            for item in items do
+                deepest <- max deepest (nesting path item)
+            deepest + 1
+        | Json.Object o ->
+            let mutable deepest = 0
+            for KeyValue(key, value) in o do
+                if hasLoneSurrogate key then loneSurrogate path $"the key \"{key}\" of its value"
+                deepest <- max deepest (nesting path value)
+            deepest + 1
+        | _ -> 0
+
+    /// <summary>
+    /// Checks that an update can be stored by every store, before it is recorded: the session it makes nests at most
+    /// <see cref="F:Sesame.JsonModule.MaxDepth"/> levels deep (the path's segments plus the value's own nesting), and no
+    /// key or string holds a lone UTF-16 surrogate.
+    /// </summary>
+    /// <exception cref="System.ArgumentException">The update would nest too deep, or holds a lone surrogate; the message names the path.</exception>
+    let validate (update: Update) : unit =
+        let path = update.Path
+        for segment in path.Segments do
+            match segment with
+            | Segment.Key key when hasLoneSurrogate key -> loneSurrogate path "a key of its path"
+            | _ -> ()
+        let depth =
+            match update with
+            | Update.Set(_, value) -> path.Segments.Length + nesting path value
+            // The value goes inside the array at the path: one level more.
+            | Update.Append(_, value) -> path.Segments.Length + 1 + nesting path value
+            | Update.Remove _
+            | Update.Increment _ -> path.Segments.Length
+        if depth > Json.MaxDepth then
+            raise (
+                ArgumentException(
+                    $"The change at '{path}' would make the session nest {depth} levels deep; at most {Json.MaxDepth} are allowed (the path's segments plus the value's own nesting).",
+                    "update"
+                )
+            )
 
     /// <summary>
     /// Applies one update below a node that may be missing (<c>ValueNone</c>); the path is relative to that node.
@@ -75,6 +160,7 @@ module Update =
                 | ValueNone -> ValueNone
                 | ValueSome json -> ValueSome(Path.remove relative json)
         | Update.Increment(path, by) -> Path.modify relative (fun current -> ValueSome(addTo path by current)) node
+        | Update.Append(path, value) -> Path.modify relative (fun current -> ValueSome(pushTo path value current)) node
 
     /// <summary>Applies one update to a tree.</summary>
     /// <remarks>Removing the root clears the session to the empty object.</remarks>

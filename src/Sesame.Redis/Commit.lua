@@ -15,8 +15,8 @@
 --
 -- ARGV: mustExist ('1'/'0'), idle timeout in ms (negative: never expire), size limit,
 -- number of updates, then each update as
---   op ('s' set, 'i' increment, 'r' remove), k (segments), k pairs (segment, cost), then
---   's': node count, the value's JSON size, node count pairs (relative field name, node value)
+--   op ('s' set, 'a' append, 'i' increment, 'r' remove), k (segments), k pairs (segment, cost), then
+--   's', 'a': node count, the value's JSON size, node count pairs (relative field name, node value)
 --   'i': the increment's number text
 --   'r': nothing.
 -- Replies: {'ok'} | {'gone'} | {'large', size} | {'conflict', update, code, depth, info}
@@ -268,6 +268,20 @@ local function set(u, k, first, count, size)
   end
 end
 
+-- Appends as setting index n of an array of n items does; a missing array is created.
+local function append(u, k, first, count, size)
+  local m, _, value = reach(u, k)
+  local n = 0
+  if m == k then
+    n = arrayLength(value)
+    if not n then stop('conflict', u, 'notarray', k, kindOf(value)) end
+  end
+  segField[k + 1] = '\2' .. n
+  segIndex[k + 1] = n
+  segCost[k + 1] = 0
+  set(u, k + 1, first, count, size)
+end
+
 local function increment(u, k, by)
   local m, field, value = reach(u, k)
   if m < k then
@@ -363,9 +377,13 @@ local function main()
       if segment:byte(1) == 2 then segIndex[i] = tonumber(segment:sub(2)) else segName[i] = segment:sub(2) end
       p = p + 2
     end
-    if op == 's' then
+    if op == 's' or op == 'a' then
       local count = tonumber(ARGV[p])
-      set(u, k, p + 2, count, tonumber(ARGV[p + 1]))
+      if op == 's' then
+        set(u, k, p + 2, count, tonumber(ARGV[p + 1]))
+      else
+        append(u, k, p + 2, count, tonumber(ARGV[p + 1]))
+      end
       p = p + 2 + 2 * count
     elseif op == 'i' then
       increment(u, k, ARGV[p])

@@ -155,8 +155,9 @@ module internal RedisLayout =
         arguments.Add(RedisValue.op_Implicit (ttlMilliseconds options.IdleTimeout))
         arguments.Add(RedisValue.op_Implicit (int64 options.MaxSizeBytes))
         arguments.Add(RedisValue.op_Implicit (int64 patch.Updates.Length))
-        let addSet (path: Path) (json: Json) =
-            arguments.Add(value "s")
+        // 's' sets the value at the path; 'a' appends it to the array there.
+        let addValue (op: string) (path: Path) (json: Json) =
+            arguments.Add(value op)
             addPath arguments path
             let countAt = arguments.Count
             arguments.Add(RedisValue.Null)
@@ -165,9 +166,10 @@ module internal RedisLayout =
             arguments[countAt] <- RedisValue.op_Implicit (int64 count)
         for update in patch.Updates do
             match update with
-            | Update.Set(path, json) -> addSet path json
+            | Update.Set(path, json) -> addValue "s" path json
+            | Update.Append(path, json) -> addValue "a" path json
             // As Update.apply does: removing the root clears the session.
-            | Update.Remove path when path.IsRoot -> addSet path Json.emptyObject
+            | Update.Remove path when path.IsRoot -> addValue "s" path Json.emptyObject
             // A remove of an array index is a conflict, which the script reports in its turn.
             | Update.Remove path ->
                 arguments.Add(value "r")
@@ -199,7 +201,10 @@ module internal RedisLayout =
         | "\"" -> "a string"
         | "{"
         | "O" -> "an object"
-        | _ -> "an array"
+        | "["
+        | "A" -> "an array"
+        | k when k.StartsWith 'A' -> "an array"
+        | _ -> "a number"
 
     /// <summary>The conflict the commit script reported, with the message Sesame's own apply gives.</summary>
     let conflict (patch: Patch) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =
@@ -221,6 +226,7 @@ module internal RedisLayout =
         | "missing" -> follow $"is missing, so index {index ()} is past the end"
         | "past" -> follow $"is an array of {info} items, so index {index ()} is past the end"
         | "notnumber" -> PathConflictException(path, $"Cannot increment '{path}': it holds {holds info}, not a number.")
+        | "notarray" -> PathConflictException(path, $"Cannot append to '{path}': it holds {holds info}, not an array.")
         | "overflow" ->
             let why =
                 match update with

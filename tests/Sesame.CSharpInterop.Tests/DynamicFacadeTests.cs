@@ -280,7 +280,7 @@ public sealed class DynamicFacadeTests
 
         Assert.Equal("Ada", firstName);
         Assert.Equal(
-            ["set [\"first.name\"] = \"Ada\"", "set [\"a[0]\"] = [10,20]", "set [\"a[0]\"][1] = 21", "set [\"a[0]\"][2] = 22", "set items = []", "set items[0] = {\"sku\":\"pear\"}"],
+            ["set [\"first.name\"] = \"Ada\"", "set [\"a[0]\"] = [10,20]", "set [\"a[0]\"][1] = 21", "set [\"a[0]\"][2] = 22", "set items = []", "append {\"sku\":\"pear\"} to items"],
             pending);
         Assert.Equal("""{"first.name":"Ada","a[0]":[10,21,22],"items":[{"sku":"pear"}]}""", await browser.GetTextAsync("/session"));
     }
