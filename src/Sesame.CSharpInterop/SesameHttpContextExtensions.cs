@@ -47,4 +47,40 @@ public static class SesameHttpContextExtensions
         var session = await context.GetSesameAsync().ConfigureAwait(false);
         return session.Dynamic;
     }
+
+    /// <summary>The live sessions of a user (one per device they signed in from), least recently used first, with their device facts.</summary>
+    /// <param name="context">The request (for the app's store).</param>
+    /// <param name="userId">The user.</param>
+    /// <returns>The sessions; show <see cref="SessionSummary.Handle"/>, never <see cref="SessionSummary.Id"/>, in a page.</returns>
+    /// <exception cref="SessionStoreException">The store failed.</exception>
+    public static async Task<IReadOnlyList<SessionSummary>> GetUserSessionsAsync(this HttpContext context, string userId)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var sessions = await global::Sesame.SessionsModule.ofUserAsync(userId, context).ConfigureAwait(false);
+        return sessions.ToArray();
+    }
+
+    /// <summary>Ends the session of <paramref name="userId"/> whose <see cref="SessionSummary.Handle"/> is <paramref name="handle"/>: at once, for every app instance.</summary>
+    /// <param name="context">The request.</param>
+    /// <param name="userId">The user whose session it must be.</param>
+    /// <param name="handle">The session's handle, as a "your devices" page sent it back.</param>
+    /// <returns>Whether the user had such a live session.</returns>
+    public static Task<bool> EndUserSessionAsync(this HttpContext context, string userId, string handle) =>
+        global::Sesame.SessionsModule.endByHandleAsync(userId, handle, context);
+
+    /// <summary>Ends every other session of the current session's user ("sign out other devices").</summary>
+    /// <param name="context">The request.</param>
+    /// <returns>How many sessions were ended (0 when the session is not signed in).</returns>
+    public static async Task<int> EndOtherSessionsAsync(this HttpContext context)
+    {
+        var session = await context.GetSesameAsync().ConfigureAwait(false);
+        return await global::Sesame.SessionsModule.endOthersAsync(session.Handle, context).ConfigureAwait(false);
+    }
+
+    /// <summary>Ends every session of a user (after a password change, say).</summary>
+    /// <param name="context">The request.</param>
+    /// <param name="userId">The user.</param>
+    /// <returns>How many sessions were ended.</returns>
+    public static Task<int> EndAllUserSessionsAsync(this HttpContext context, string userId) =>
+        global::Sesame.SessionsModule.endAllAsync(userId, context);
 }

@@ -266,10 +266,15 @@ public sealed class SesameSession
         }
     }
 
-    /// <summary>Moves the session and its data to a new id and kills the old one: call it at login, against session fixation.</summary>
-    /// <returns>A task that completes when the store holds the session under its new id.</returns>
+    /// <summary>
+    /// Moves the session and its data to a new id and kills the old one in one atomic store step: call it at login,
+    /// against session fixation. A change another request committed under the old id before the move is kept.
+    /// </summary>
+    /// <returns><c>true</c> when the session moved; <c>false</c> when it had been destroyed or had expired meanwhile (the
+    /// session is then a new, empty one: the old data never comes back).</returns>
+    /// <exception cref="InvalidOperationException">The response has started, so the new cookie could not be sent.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public Task RotateAsync()
+    public Task<bool> RotateAsync()
     {
         try
         {
@@ -278,6 +283,52 @@ public sealed class SesameSession
         catch (ObjectDisposedException e)
         {
             throw Stale(PathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>
+    /// Signs the session in as <paramref name="userId"/>: moves it to a new id (against fixation) bound to the user, with
+    /// the device facts <see cref="SesameOptions.DeviceFacts"/> names, in one atomic store step that also adds it to the
+    /// user's index (<see cref="SesameHttpContextExtensions.GetUserSessionsAsync"/> lists them). The session keeps its
+    /// data: a login that must start clean calls <see cref="Clear"/> first.
+    /// </summary>
+    /// <param name="userId">The user's id (a name identifier, never a display name).</param>
+    /// <returns><see cref="SignInResult.SignedIn"/>, or <see cref="SignInResult.LimitReached"/> when the user already has
+    /// <see cref="SesameOptions.MaxSessionsPerUser"/> sessions and the policy refuses more (nothing changed).</returns>
+    /// <exception cref="ArgumentException">The user id is null or empty.</exception>
+    /// <exception cref="InvalidOperationException">The response has started, so the new cookie could not be sent.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public Task<SignInResult> SignInAsync(string userId)
+    {
+        try
+        {
+            return Handle.SignInAsync(userId);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(PathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>Signs out: destroys the session, which leaves its user's index in the same step (see <see cref="DestroyAsync"/>).</summary>
+    /// <returns>A task that completes when the store has deleted the session.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public Task SignOutAsync() => DestroyAsync();
+
+    /// <summary>The user the session is bound to by a sign-in, or <c>null</c>.</summary>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public string? UserId
+    {
+        get
+        {
+            try
+            {
+                return Handle.UserId is { } user ? user.Value : null;
+            }
+            catch (ObjectDisposedException e)
+            {
+                throw Stale(PathModule.root, "read", e);
+            }
         }
     }
 

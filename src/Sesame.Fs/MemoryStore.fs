@@ -31,17 +31,29 @@ type MemoryStoreOptions() =
     /// <summary>Sessions the store starts with, by id (node-sesame's <c>sessions</c> option). They do not expire until first used.</summary>
     member val InitialSessions = Dictionary<string, Json>() with get
 
-/// One stored session: its compact UTF-8 JSON (a tree of the same session takes several times the
-/// memory: UTF-16 strings, an object per node). Compared by reference, so a compare-and-swap compares
-/// identities, not contents; a commit replaces the entry, a load only slides its expiry.
+/// One stored session: its tree's compact UTF-8 JSON (a tree of the same session takes several times the
+/// memory: UTF-16 strings, an object per node) and the facts beside it. Compared by reference, so a
+/// compare-and-swap compares identities, not contents; a commit replaces the entry, a load only slides its expiry.
 [<Sealed; AllowNullLiteral>]
-type private MemoryEntry(utf8: byte[], expiresAt: int64) =
+type private MemoryEntry(utf8: byte[], meta: Json, expiresAt: int64, lastSeen: int64) =
     let mutable expires = expiresAt
+    let mutable seen = lastSeen
 
     /// The session's compact UTF-8 JSON.
     member _.Utf8 = utf8
 
     member _.Size = int64 utf8.Length
+
+    /// The facts beside the tree (small: kept as they are).
+    member _.Meta = meta
+
+    /// The user the session is bound to, or null.
+    member val User = (match SessionMeta.userOf meta with Some user -> user | None -> null)
+
+    /// UTC ticks of the last load or commit.
+    member _.LastSeen
+        with get () = Volatile.Read &seen
+        and set (value: int64) = Volatile.Write(&seen, value)
 
     /// UTC ticks after which the session is dead; Int64.MaxValue for a seed not yet used.
     member _.ExpiresAt
@@ -107,22 +119,29 @@ type private ParsedCache() =
 /// <remarks>
 /// <para>Bounded: when the session count passes <c>MaxSessions</c> or the total JSON size passes
 /// <c>MaxTotalBytes</c>, the idlest tenth of the sessions (those closest to expiring) is evicted.
-/// Expired sessions are never served and are swept out every <c>SweepInterval</c>.</para>
+/// Expired sessions are never served and are swept out every <c>SweepInterval</c>; both are reported
+/// to the store's observer.</para>
 /// <para>Sessions are held as compact UTF-8 JSON, so the store's memory follows <c>MaxTotalBytes</c>
 /// closely; the parsed trees of the sessions in use (up to 2 MiB of their JSON) are kept beside them,
 /// so a busy session is not parsed again on every request.</para>
+/// <para>The index of sessions by user changes under one lock together with the sessions it names (moves,
+/// deletes, expiry, eviction); commits, which never change a binding, do not take it.</para>
 /// </remarks>
 [<Sealed>]
-type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
+type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
+    inherit SessionStore()
     let options = if isNull options then MemoryStoreOptions() else options
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)
     let parsed = ParsedCache()
     let mutable totalBytes = 0L
     let evicting = new SemaphoreSlim(1, 1)
+    /// Guards `users` and every change of a bound session's presence (a move, a delete, an expiry, an eviction).
+    let userLock = obj ()
+    let users = Dictionary<string, HashSet<string>>(StringComparer.Ordinal)
 
     do
         for KeyValue(id, data) in options.InitialSessions do
-            let entry = MemoryEntry(JsonSize.toUtf8 data, Int64.MaxValue)
+            let entry = MemoryEntry(JsonSize.toUtf8 data, Json.emptyObject, Int64.MaxValue, 0L)
             sessions[id] <- entry
             totalBytes <- totalBytes + entry.Size
 
@@ -131,11 +150,33 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
     let expiresAt (ticks: int64) (idle: TimeSpan) =
         if idle.Ticks >= Int64.MaxValue - ticks then Int64.MaxValue else ticks + idle.Ticks
 
-    let forget (id: string) (entry: MemoryEntry) =
-        // Only this exact entry: a concurrent commit may have replaced it.
-        if sessions.TryRemove(KeyValuePair(id, entry)) then
-            Interlocked.Add(&totalBytes, -entry.Size) |> ignore
-            parsed.Drop(id, entry)
+    let index (user: string) (id: string) =
+        match users.TryGetValue user with
+        | true, ids -> ids.Add id |> ignore
+        | _ -> users[user] <- HashSet<string>([ id ], StringComparer.Ordinal)
+
+    let unindex (user: string) (id: string) =
+        match users.TryGetValue user with
+        | true, ids ->
+            ids.Remove id |> ignore
+            if ids.Count = 0 then users.Remove user |> ignore
+        | _ -> ()
+
+    /// Removes exactly this entry (a concurrent commit may have replaced it); true when it did.
+    let removeEntry (id: string) (entry: MemoryEntry) =
+        let remove () =
+            if sessions.TryRemove(KeyValuePair(id, entry)) then
+                Interlocked.Add(&totalBytes, -entry.Size) |> ignore
+                parsed.Drop(id, entry)
+                if not (isNull entry.User) then unindex entry.User id
+                true
+            else
+                false
+        if isNull entry.User then remove () else lock userLock remove
+
+    /// Ends a session the store decided to end, and says so.
+    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) =
+        if removeEntry id entry then this.ReportEnded(id, entry.Meta, reason)
 
     /// The entry's tree: kept from its commit or an earlier load, or parsed now (and kept).
     let treeOf (id: string) (entry: MemoryEntry) =
@@ -146,10 +187,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
             parsed.Put(id, entry, tree)
             tree
 
+    let live (entry: MemoryEntry) (t: int64) = not (isNull entry) && entry.ExpiresAt > t
+
     let sweep () =
         let t = now ()
         for KeyValue(id, entry) in sessions do
-            if entry.ExpiresAt <= t then forget id entry
+            if entry.ExpiresAt <= t then forget id entry SessionEndReason.Expired
 
     let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
 
@@ -161,12 +204,62 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
                 let byExpiry = sessions.ToArray() |> Array.map (fun (KeyValue(id, e)) -> struct (e.ExpiresAt, id, e))
                 Array.sortInPlaceBy (fun (struct (expires, _, _)) -> expires) byExpiry
                 for struct (_, id, entry) in Array.truncate excess byExpiry do
-                    forget id entry
+                    forget id entry SessionEndReason.Evicted
             finally
                 evicting.Release() |> ignore
 
+    /// The session after a change: the entry to store, or a result that stores nothing.
+    let applyChange (id: string) (current: MemoryEntry) (change: SessionChange) (commit: CommitOptions) (t: int64) =
+        let before = if isNull current then null else StoredSession(treeOf id current, current.Meta)
+        match change.ApplyTo before with
+        | null -> Error CommitResult.ShapeChanged
+        | after ->
+            let utf8 = JsonSize.toUtf8 after.Data
+            if utf8.Length > commit.MaxSizeBytes then
+                raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
+            Ok(struct (MemoryEntry(utf8, after.Meta, expiresAt t commit.IdleTimeout, t), after.Data))
+
+    let summaryOf (id: string) (entry: MemoryEntry) =
+        let lastSeen = entry.LastSeen
+        SessionSummary(
+            id,
+            entry.Meta,
+            DateTimeOffset(lastSeen, TimeSpan.Zero),
+            (if entry.ExpiresAt = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(entry.ExpiresAt, TimeSpan.Zero)),
+            entry.Size
+        )
+
+    /// Makes room for one more session of a user, under the user lock; false when the policy refuses.
+    let admitUser (user: string) (movingFrom: string) (limit: UserLimit) (t: int64) =
+        if limit.MaxSessions <= 0 then
+            true
+        else
+            let others =
+                match users.TryGetValue user with
+                | true, ids ->
+                    [ for id in ids do
+                          if id <> movingFrom then
+                              match sessions.TryGetValue id with
+                              | true, entry when live entry t -> struct (id, entry)
+                              | _ -> () ]
+                | _ -> []
+            let excess = others.Length + 1 - limit.MaxSessions
+            if excess <= 0 then
+                true
+            elif limit.Policy = UserLimitPolicy.Refuse then
+                false
+            else
+                for struct (id, entry) in others |> List.sortBy (fun (struct (_, e)) -> e.LastSeen) |> List.truncate excess do
+                    // The user lock is held: remove directly, then report.
+                    if sessions.TryRemove(KeyValuePair(id, entry)) then
+                        Interlocked.Add(&totalBytes, -entry.Size) |> ignore
+                        parsed.Drop(id, entry)
+                        unindex user id
+                        this.ReportEnded(id, entry.Meta, SessionEndReason.UserLimit)
+                true
+
     /// The answers that are always the same, made once.
-    static member val private NotFound: Task<Json option> = Task.FromResult None
+    static member val private NotFound: Task<StoredSession> = Task.FromResult<StoredSession> null
     static member val private Committed: Task<CommitResult> = Task.FromResult CommitResult.Committed
 
     /// <summary>A memory store with default options and the system clock.</summary>
@@ -184,42 +277,44 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
     /// Removes the expired sessions now.
     member _.Sweep() = sweep ()
 
-    interface ISessionStore with
-        member _.LoadAsync(id, idleTimeout, _cancellationToken) =
-            let t = now ()
-            match sessions.TryGetValue id with
-            | false, _ -> MemoryStore.NotFound
-            | true, entry when entry.ExpiresAt <= t ->
-                forget id entry
-                MemoryStore.NotFound
-            | true, entry ->
-                // Slid in place: the entry stays the one a concurrent commit compares against, and
-                // a commit that replaces it meanwhile sets an expiry of its own.
-                entry.ExpiresAt <- expiresAt t idleTimeout
-                try
-                    Task.FromResult(Some(treeOf id entry))
-                with e ->
-                    Task.FromException<Json option>(SessionStoreException("The memory store holds a session it cannot read.", e))
+    /// <inheritdoc />
+    override _.ActiveSessionCount = Nullable(int64 sessions.Count)
 
-        member _.CommitAsync(id, patch, commit, _cancellationToken) =
-            let rec attempt () =
-                let t = now ()
-                let current =
-                    match sessions.TryGetValue id with
-                    | true, entry when entry.ExpiresAt > t -> entry
-                    | true, entry ->
-                        forget id entry
-                        null
-                    | _ -> null
-                if isNull current && commit.MustExist then
-                    CommitResult.SessionGone
-                else
-                    let before = if isNull current then Json.emptyObject else treeOf id current
-                    let after = Patch.apply patch before
-                    let utf8 = JsonSize.toUtf8 after
-                    if utf8.Length > commit.MaxSizeBytes then
-                        raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
-                    let next = MemoryEntry(utf8, expiresAt t commit.IdleTimeout)
+    /// <inheritdoc />
+    override _.LoadAsync(id, idleTimeout, _cancellationToken) =
+        let t = now ()
+        match sessions.TryGetValue id with
+        | false, _ -> MemoryStore.NotFound
+        | true, entry when entry.ExpiresAt <= t ->
+            forget id entry SessionEndReason.Expired
+            MemoryStore.NotFound
+        | true, entry ->
+            // Slid in place: the entry stays the one a concurrent commit compares against, and
+            // a commit that replaces it meanwhile sets an expiry of its own.
+            entry.ExpiresAt <- expiresAt t idleTimeout
+            entry.LastSeen <- t
+            try
+                Task.FromResult(StoredSession(treeOf id entry, entry.Meta))
+            with e ->
+                Task.FromException<StoredSession>(SessionStoreException("The memory store holds a session it cannot read.", e))
+
+    /// <inheritdoc />
+    override _.CommitAsync(id, change, commit, _cancellationToken) =
+        let rec attempt () =
+            let t = now ()
+            let current =
+                match sessions.TryGetValue id with
+                | true, entry when entry.ExpiresAt > t -> entry
+                | true, entry ->
+                    forget id entry SessionEndReason.Expired
+                    null
+                | _ -> null
+            if isNull current && commit.MustExist then
+                CommitResult.SessionGone
+            else
+                match applyChange id current change commit t with
+                | Error result -> result
+                | Ok(struct (next, tree)) ->
                     let swapped =
                         if isNull current then sessions.TryAdd(id, next)
                         else sessions.TryUpdate(id, next, current)
@@ -227,25 +322,115 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
                         let previous = if isNull current then 0L else current.Size
                         Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
                         // The request that committed is likely to come back soon: keep the tree it made.
-                        parsed.Put(id, next, after)
+                        parsed.Put(id, next, tree)
                         if isNull current then evictIfOver ()
                         CommitResult.Committed
                     else
                         attempt ()
-            try
-                match attempt () with
-                | CommitResult.Committed -> MemoryStore.Committed
-                | result -> Task.FromResult result
-            with e ->
-                Task.FromException<CommitResult> e
+        try
+            if isNull id then nullArg (nameof id)
+            if isNull change then nullArg (nameof change)
+            if change.BindsUser then
+                invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
+            match attempt () with
+            | CommitResult.Committed -> MemoryStore.Committed
+            | result -> Task.FromResult result
+        with e ->
+            Task.FromException<CommitResult> e
 
-        member _.DeleteAsync(id, _cancellationToken) =
-            match sessions.TryRemove id with
-            | true, entry ->
-                Interlocked.Add(&totalBytes, -entry.Size) |> ignore
-                parsed.Drop(id, entry)
-            | _ -> ()
-            Task.CompletedTask
+    /// <inheritdoc />
+    override _.MoveAsync(fromId, toId, change, commit, _cancellationToken) =
+        let rec attempt () =
+            let t = now ()
+            let current =
+                if isNull fromId then
+                    null
+                else
+                    match sessions.TryGetValue fromId with
+                    | true, entry when live entry t -> entry
+                    | _ -> null
+            if not (isNull fromId) && isNull current then
+                CommitResult.SessionGone
+            else
+                match applyChange (if isNull fromId then toId else fromId) current change commit t with
+                | Error result -> result
+                | Ok(struct (next, tree)) ->
+                    let moved =
+                        lock userLock (fun () ->
+                            if not (isNull next.User) && not (admitUser next.User fromId commit.UserLimit t) then
+                                ValueSome CommitResult.UserLimitReached
+                            elif not (isNull current) && not (sessions.TryRemove(KeyValuePair(fromId, current))) then
+                                // A commit replaced the session meanwhile: move what it left.
+                                ValueNone
+                            else
+                                if not (isNull current) then
+                                    parsed.Drop(fromId, current)
+                                    if not (isNull current.User) then unindex current.User fromId
+                                if not (sessions.TryAdd(toId, next)) then
+                                    invalidOp $"The move's new id is already a session; a new id must be fresh."
+                                if not (isNull next.User) then index next.User toId
+                                let previous = if isNull current then 0L else current.Size
+                                Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
+                                parsed.Put(toId, next, tree)
+                                ValueSome CommitResult.Committed)
+                    match moved with
+                    | ValueSome result -> result
+                    | ValueNone -> attempt ()
+        try
+            if isNull toId then nullArg (nameof toId)
+            if isNull change then nullArg (nameof change)
+            match attempt () with
+            | CommitResult.Committed ->
+                if isNull fromId then evictIfOver ()
+                MemoryStore.Committed
+            | result -> Task.FromResult result
+        with e ->
+            Task.FromException<CommitResult> e
+
+    /// <inheritdoc />
+    override _.DeleteAsync(id, _cancellationToken) =
+        let rec attempt () =
+            match sessions.TryGetValue id with
+            | true, entry -> if removeEntry id entry then entry.ExpiresAt > now () else attempt ()
+            | _ -> false
+        try
+            if isNull id then nullArg (nameof id)
+            Task.FromResult(attempt ())
+        with e ->
+            Task.FromException<bool> e
+
+    /// <inheritdoc />
+    override _.ListAsync(query, _cancellationToken) =
+        try
+            if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
+            let t = now ()
+            let after = query.After
+            let candidates =
+                if isNull query.UserId then
+                    sessions.Keys :> seq<string>
+                else
+                    lock userLock (fun () ->
+                        match users.TryGetValue query.UserId with
+                        | true, ids -> Array.ofSeq ids :> seq<string>
+                        | _ -> Seq.empty)
+            // Ordered by id, so a page continues where the last one stopped however the map changes in between.
+            let page =
+                candidates
+                |> Seq.filter (fun id -> isNull after || String.CompareOrdinal(id, after) > 0)
+                |> Seq.choose (fun id ->
+                    match sessions.TryGetValue id with
+                    | true, entry when live entry t -> Some(struct (id, entry))
+                    | _ -> None)
+                |> Seq.sortWith (fun (struct (a, _)) (struct (b, _)) -> String.CompareOrdinal(a, b))
+                |> Seq.truncate (query.Limit + 1)
+                |> Array.ofSeq
+            let more = page.Length > query.Limit
+            let shown = if more then Array.truncate query.Limit page else page
+            let summaries = shown |> Array.map (fun (struct (id, entry)) -> summaryOf id entry)
+            let next = if more then (let struct (id, _) = shown[shown.Length - 1] in id) else null
+            Task.FromResult(SessionPage(summaries, next))
+        with e ->
+            Task.FromException<SessionPage> e
 
     interface IDisposable with
         member _.Dispose() =

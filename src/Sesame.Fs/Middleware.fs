@@ -14,7 +14,7 @@ open Microsoft.Extensions.Options
 /// handler uses it) for endpoint routing, minimal APIs, MVC and Giraffe alike.
 /// </summary>
 [<Sealed>]
-type SesameMiddleware(next: RequestDelegate, runtime: SesameRuntime) =
+type internal SesameMiddleware(next: RequestDelegate, runtime: SesameRuntime) =
 
     /// <summary>Runs the rest of the pipeline with the request's session.</summary>
     member _.InvokeAsync(context: HttpContext) : Task =
@@ -29,32 +29,72 @@ open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Options
 open Sesame
 
+/// <summary>
+/// Sesame's registration, returned by <c>services.AddSesame(...)</c>: choose where sessions live with
+/// <c>.AddFileStore(path)</c>, <c>.AddMemoryStore(...)</c>, <c>.AddStore(...)</c>, or a store package's own
+/// (<c>.AddRedisStore(...)</c>). Without one, sessions live in this process's memory. The last store added wins.
+/// </summary>
+[<Sealed>]
+type SesameBuilder internal (services: IServiceCollection) =
+
+    /// <summary>The app's services.</summary>
+    member _.Services = services
+
+    /// <summary>Keeps sessions in the store <paramref name="factory"/> makes from the app's services (when the app
+    /// starts; the app's container owns it and disposes it when the app stops).</summary>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddStore(factory: Func<IServiceProvider, SessionStore>) : SesameBuilder =
+        if isNull factory then nullArg (nameof factory)
+        services.RemoveAll<SessionStore>() |> ignore
+        services.AddSingleton<SessionStore>(fun provider -> factory.Invoke provider) |> ignore
+        this
+
+    /// <summary>Keeps sessions in <paramref name="store"/> (the caller owns it and disposes it).</summary>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddStore(store: SessionStore) : SesameBuilder =
+        if isNull store then nullArg (nameof store)
+        services.RemoveAll<SessionStore>() |> ignore
+        services.AddSingleton<SessionStore>(store) |> ignore
+        this
+
+    /// <summary>Keeps sessions in this process's memory (the default), with the memory store's options set by
+    /// <paramref name="configure"/>: fast, and lost when the app stops.</summary>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddMemoryStore(configure: Action<MemoryStoreOptions>) : SesameBuilder =
+        let storeOptions = MemoryStoreOptions()
+        if not (isNull configure) then configure.Invoke storeOptions
+        this.AddStore(fun provider ->
+            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            new MemoryStore(storeOptions, time) :> SessionStore)
+
+    /// <summary>Keeps sessions in this process's memory (the default): at most 100,000 sessions and 256 MiB of JSON.</summary>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddMemoryStore() : SesameBuilder = this.AddMemoryStore(null)
+
 /// <summary>Registering Sesame's services.</summary>
 [<Extension; AbstractClass; Sealed>]
 type SesameServiceCollectionExtensions =
 
     /// <summary>Adds Sesame with its options configured by <paramref name="configure"/>; also adds Data Protection, which protects the cookie.</summary>
-    /// <returns>The services, for chaining.</returns>
+    /// <returns>A builder to choose the store with (the in-memory store unless another is added).</returns>
     [<Extension>]
-    static member AddSesame(services: IServiceCollection, configure: Action<SesameOptions>) : IServiceCollection =
+    static member AddSesame(services: IServiceCollection, configure: Action<SesameOptions>) : SesameBuilder =
         if isNull services then nullArg "services"
         services.AddOptions<SesameOptions>() |> ignore
         if not (isNull configure) then services.Configure<SesameOptions>(configure) |> ignore
         services.AddDataProtection() |> ignore
-        // The store from the options, else the in-memory default. The container owns and disposes it.
-        services.TryAddSingleton<ISessionStore>(fun provider ->
-            let options = provider.GetRequiredService<IOptions<SesameOptions>>().Value
-            match options.Store, options.StoreFactory with
-            | null, null -> new MemoryStore() :> ISessionStore
-            | null, factory -> factory.Invoke provider
-            | store, _ -> store)
+        // The in-memory default, unless the builder adds another store. The container owns and disposes it.
+        services.TryAddSingleton<SessionStore>(fun provider ->
+            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            new MemoryStore(MemoryStoreOptions(), time) :> SessionStore)
         services.TryAddSingleton<SesameRuntime>(fun provider -> SesameRuntime.Create provider)
         services.TryAddEnumerable(ServiceDescriptor.Singleton<Microsoft.Extensions.Hosting.IHostedService, SesameStartupCheck>())
-        services
+        SesameBuilder(services)
 
     /// <summary>Adds Sesame with default options: cookie <c>sesame</c>, 20-minute idle timeout, in-memory store.</summary>
+    /// <returns>A builder to choose the store with.</returns>
     [<Extension>]
-    static member AddSesame(services: IServiceCollection) : IServiceCollection =
+    static member AddSesame(services: IServiceCollection) : SesameBuilder =
         SesameServiceCollectionExtensions.AddSesame(services, null)
 
 namespace Microsoft.AspNetCore.Builder

@@ -4,12 +4,25 @@ open System
 open System.Text.Json
 open Microsoft.AspNetCore.Http
 
+/// <summary>Which facts about the device a session was signed in from are recorded beside it (none of them is user data).</summary>
+[<Flags>]
+type DeviceFacts =
+    /// Record nothing about the device.
+    | None = 0
+    /// The request's <c>User-Agent</c> header (at most 256 characters).
+    | UserAgent = 1
+    /// The client's IP address (<c>HttpContext.Connection.RemoteIpAddress</c>; behind a proxy, <c>UseForwardedHeaders</c> corrects it).
+    | IpAddress = 2
+    /// Both (the default).
+    | All = 3
+
 /// <summary>Sesame's settings, configured with <c>services.AddSesame(fun options -> ...)</c>.</summary>
 /// <remarks>
-/// Defaults: cookie <c>sesame</c> on path <c>/</c>, no domain, SameSite Lax, HttpOnly,
-/// Secure as the request; a browser-session cookie (no Max-Age); idle timeout 20 minutes; no
-/// absolute timeout; sessions up to 1 MiB; <c>Cache-Control: no-cache, no-store</c> and
-/// <c>Vary: Cookie</c> on responses of requests that used the session; the in-memory store.
+/// Defaults: cookie <c>sesame</c> on path <c>/</c>, no domain, SameSite Lax, HttpOnly, Secure as the request, a
+/// browser-session cookie (no Max-Age); idle timeout 20 minutes; no absolute timeout; sessions up to 1 MiB;
+/// <c>Cache-Control: no-cache, no-store</c> and <c>Vary: Cookie</c> on responses of requests that used the session;
+/// no limit on a user's sessions; user agent and IP address recorded at sign-in. The store is chosen on the builder
+/// <c>AddSesame</c> returns (<c>.AddFileStore(path)</c>, <c>.AddRedisStore(...)</c>); the in-memory store otherwise.
 /// </remarks>
 [<AllowNullLiteral>]
 type SesameOptions() =
@@ -23,26 +36,20 @@ type SesameOptions() =
     /// <summary>The default size limit of one session: 1 MiB of compact JSON.</summary>
     static member DefaultMaxSessionBytes = 1024 * 1024
 
-    /// <summary>The cookie's name. Default <c>sesame</c>.</summary>
-    member val CookieName = SesameOptions.DefaultCookieName with get, set
-
-    /// <summary>The cookie's path. Default <c>/</c>.</summary>
-    member val CookiePath = "/" with get, set
-
-    /// <summary>The cookie's domain. Default none (the request's host).</summary>
-    member val CookieDomain: string = null with get, set
-
-    /// <summary>The cookie's SameSite mode. Default Lax.</summary>
-    member val SameSite = SameSiteMode.Lax with get, set
-
-    /// <summary>Whether the cookie is hidden from scripts. Default true.</summary>
-    member val HttpOnly = true with get, set
-
-    /// <summary>When the cookie is marked Secure. Default: when the request is HTTPS.</summary>
-    member val SecurePolicy = CookieSecurePolicy.SameAsRequest with get, set
-
-    /// <summary>The cookie's own lifetime; <c>null</c> (the default) makes a browser-session cookie.</summary>
-    member val CookieMaxAge = Nullable<TimeSpan>() with get, set
+    /// <summary>
+    /// The session cookie, as ASP.NET Core's own session and authentication options describe theirs: <c>Name</c>
+    /// (default <c>sesame</c>), <c>Path</c> (<c>/</c>), <c>Domain</c> (none), <c>SameSite</c> (Lax), <c>HttpOnly</c> (true),
+    /// <c>SecurePolicy</c> (as the request), <c>MaxAge</c> (none: a browser-session cookie), <c>IsEssential</c> (false:
+    /// the cookie policy's consent applies, as to ASP.NET Core Session's cookie).
+    /// </summary>
+    member val Cookie =
+        CookieBuilder(
+            Name = SesameOptions.DefaultCookieName,
+            Path = "/",
+            SameSite = SameSiteMode.Lax,
+            HttpOnly = true,
+            SecurePolicy = CookieSecurePolicy.SameAsRequest
+        ) with get, set
 
     /// <summary>A session expires after this long without being read or changed. Default 20 minutes.</summary>
     member val IdleTimeout = SesameOptions.DefaultIdleTimeout with get, set
@@ -58,20 +65,28 @@ type SesameOptions() =
     /// and <c>Vary: Cookie</c>, so no cache serves one visitor's session-dependent page to another. Default true.</summary>
     member val NoCacheHeaders = true with get, set
 
-    /// <summary>Where sessions live. Default <c>null</c>: the store <see cref="P:Sesame.SesameOptions.StoreFactory"/> makes, else an in-memory <see cref="T:Sesame.MemoryStore"/>.</summary>
-    member val Store: ISessionStore = null with get, set
+    /// <summary>The most sessions one user may have at once (signed in on several devices); 0 (the default) for no limit.</summary>
+    member val MaxSessionsPerUser = 0 with get, set
 
-    /// <summary>Makes the store from the app's services (for a store that wants a logger or other services);
-    /// used when <see cref="P:Sesame.SesameOptions.Store"/> is <c>null</c>. Default <c>null</c>.</summary>
-    member val StoreFactory: Func<IServiceProvider, ISessionStore> = null with get, set
+    /// <summary>What a sign-in does when the user already has <see cref="P:Sesame.SesameOptions.MaxSessionsPerUser"/> sessions:
+    /// end the least recently used (the default), or refuse the sign-in.</summary>
+    member val UserLimitPolicy = UserLimitPolicy.EndLeastRecent with get, set
+
+    /// <summary>Which device facts a sign-in records beside the session. Default: user agent and IP address.</summary>
+    member val DeviceFacts = DeviceFacts.All with get, set
 
     /// <summary>How typed values are encoded and decoded. Default: web defaults plus F# records, unions and options.</summary>
     member val SerializerOptions: JsonSerializerOptions = Json.createSerializerOptions () with get, set
 
-    /// <summary>The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.</summary>
-    member this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =
+    /// The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.
+    member internal this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =
         if this.AbsoluteTimeout.HasValue then
             let left = created + this.AbsoluteTimeout.Value - now
             if left < this.IdleTimeout then max left TimeSpan.Zero else this.IdleTimeout
         else
             this.IdleTimeout
+
+    /// The limit a sign-in applies to its user.
+    member internal this.UserLimit =
+        { MaxSessions = max 0 this.MaxSessionsPerUser
+          Policy = this.UserLimitPolicy }

@@ -90,7 +90,7 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
 
     /// <summary>The session ticket the request's cookie carries, or nothing (logged at debug level with the reason).</summary>
     member _.TryRead(request: HttpRequest) : SessionTicket voption =
-        match request.Cookies[options.CookieName] with
+        match request.Cookies[options.Cookie.Name] with
         | null
         | "" -> ValueNone
         | value when value.Length > maxValueLength ->
@@ -101,27 +101,13 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
             | ValueSome ticket -> ValueSome ticket
             | ValueNone -> unprotect value
 
-    member private _.CookieOptions(request: HttpRequest) =
-        CookieOptions(
-            Path = options.CookiePath,
-            Domain = options.CookieDomain,
-            SameSite = options.SameSite,
-            HttpOnly = options.HttpOnly,
-            Secure =
-                (match options.SecurePolicy with
-                 | CookieSecurePolicy.Always -> true
-                 | CookieSecurePolicy.None -> false
-                 | _ -> request.IsHttps),
-            MaxAge = options.CookieMaxAge
-        )
-
     /// <summary>Adds the cookie for a session ticket to the response.</summary>
     member this.Write(context: HttpContext, ticket: SessionTicket) =
         let value = protector.Protect(SessionTicket.format ticket)
         // The client sends this value back with its next request: spare that request the decryption.
         remember value ticket
-        context.Response.Cookies.Append(options.CookieName, value, this.CookieOptions context.Request)
+        context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
 
     /// <summary>Tells the client to drop its cookie.</summary>
     member this.Expire(context: HttpContext) =
-        context.Response.Cookies.Delete(options.CookieName, this.CookieOptions context.Request)
+        context.Response.Cookies.Delete(options.Cookie.Name, options.Cookie.Build context)

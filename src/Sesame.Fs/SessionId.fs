@@ -3,9 +3,13 @@ namespace Sesame
 open System
 open System.Security.Cryptography
 
-/// <summary>Session ids: 192 random bits from the operating system's CSPRNG, as 32 base64url characters.</summary>
+/// <summary>
+/// Session ids: 192 random bits from the operating system's CSPRNG, as 32 base64url characters. A signed-in session's
+/// id has its first character chosen by its user (186 random bits remain), so that a store can keep a user's sessions
+/// together: on Redis Cluster, in the hash slot of the user's index.
+/// </summary>
 [<RequireQualifiedAccess>]
-module SessionId =
+module internal SessionId =
 
     /// <summary>The number of random bytes in an id (24 bytes: 192 bits).</summary>
     [<Literal>]
@@ -15,10 +19,21 @@ module SessionId =
     [<Literal>]
     let Length = 32
 
+    let private alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
     /// <summary>A new id from the CSPRNG.</summary>
     let create () : string =
         let bytes = RandomNumberGenerator.GetBytes RandomBytes
         Convert.ToBase64String(bytes).Replace('+', '-').Replace('/', '_')
+
+    /// <summary>The first character of every id of a user's sessions: 6 bits of the SHA-256 of the user id.</summary>
+    let shardOf (userId: string) : char =
+        alphabet[int (SHA256.HashData(Text.Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
+
+    /// <summary>A new id for a session of <paramref name="userId"/>: random, but for its first character, <see cref="M:Sesame.SessionId.shardOf(System.String)"/>.</summary>
+    let createFor (userId: string) : string =
+        let id = create ()
+        String(shardOf userId, 1) + id.Substring 1
 
     /// <summary>Whether the text has the shape of an id Sesame made (length and alphabet); says nothing of whether it exists.</summary>
     let isWellFormed (text: string) =
@@ -29,7 +44,7 @@ module SessionId =
 /// <summary>What the session cookie carries, protected: the session id and when the session was created
 /// (so an absolute lifetime holds whatever the store does).</summary>
 [<Struct; NoComparison>]
-type SessionTicket =
+type internal SessionTicket =
     {
         /// The session id.
         Id: string
@@ -39,7 +54,7 @@ type SessionTicket =
 
 /// <summary>The ticket's text form, inside the protected cookie: <c>id.createdUnixMilliseconds</c>.</summary>
 [<RequireQualifiedAccess>]
-module SessionTicket =
+module internal SessionTicket =
 
     /// <summary>The text of a ticket.</summary>
     let format (ticket: SessionTicket) = $"{ticket.Id}.{ticket.Created.ToUnixTimeMilliseconds()}"

@@ -10,9 +10,9 @@ open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open Microsoft.Extensions.Options
 
-/// <summary>What every request needs from the app, resolved once: options, store, cookie protection, logger.</summary>
+/// What every request needs from the app, resolved once: options, store, cookie protection, logger.
 [<Sealed; AllowNullLiteral>]
-type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger) =
+type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger) =
     /// Made once, so a request's session handle needs no closure of its own.
     let readTicket = fun (request: HttpRequest) -> cookie.TryRead request
 
@@ -28,7 +28,7 @@ type SesameRuntime internal (options: SesameOptions, store: ISessionStore, cooki
     /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
     static member internal Create(services: IServiceProvider) =
         let options = services.GetRequiredService<IOptions<SesameOptions>>().Value
-        let store = services.GetRequiredService<ISessionStore>()
+        let store = services.GetRequiredService<SessionStore>()
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
         let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time

@@ -13,11 +13,11 @@ open Microsoft.Extensions.Options
 /// others' cookies, so visitors would lose their sessions as the load balancer moves them).
 /// </summary>
 [<Sealed>]
-type internal SesameStartupCheck(store: ISessionStore, keys: IOptions<KeyManagementOptions>, loggerFactory: ILoggerFactory) =
+type internal SesameStartupCheck(store: SessionStore, keys: IOptions<KeyManagementOptions>, loggerFactory: ILoggerFactory) =
     interface IHostedService with
         member _.StartAsync(_cancellationToken: CancellationToken) =
             match store with
-            | :? ISharedSessionStore when isNull keys.Value.XmlRepository ->
+            | store when store.IsShared && isNull keys.Value.XmlRepository ->
                 Log.keysNotShared (loggerFactory.CreateLogger "Sesame") (store.GetType().Name)
             | _ -> ()
             Task.CompletedTask

@@ -1,0 +1,466 @@
+namespace Sesame
+
+open System
+open System.Collections.Generic
+open System.Text.Json
+open System.Threading
+open System.Threading.Tasks
+open System.Runtime.ExceptionServices
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.Logging
+
+/// <summary>What the response must do with the session cookie.</summary>
+[<RequireQualifiedAccess; NoComparison>]
+type internal CookieAction =
+    /// Nothing: the client's cookie is right.
+    | Keep
+    /// Send a cookie for this ticket (a session created, or moved to a new id).
+    | Issue of SessionTicket
+    /// Tell the client to drop its cookie (the session was destroyed, or found gone when it was to move).
+    | Expire
+
+/// <summary>
+/// What a session scope that ended early leaves for a later scope of the same request (a <c>withSession</c> in a
+/// branch of <c>choose</c> that fell through, then another in the next branch): the session it ended with, so
+/// that the request keeps one session however many scopes it passes through.
+/// </summary>
+[<Sealed; AllowNullLiteral>]
+type internal SessionCarryOver(ticket: SessionTicket voption) =
+    /// The session's ticket, or none when the earlier scope found no session or destroyed it.
+    member _.Ticket = ticket
+
+/// <summary>How a sign-in ended.</summary>
+type SignInResult =
+    /// The session moved to a new id bound to the user; the new cookie goes out with this response.
+    | SignedIn = 0
+    /// The user already has <c>MaxSessionsPerUser</c> sessions and the policy refuses more; nothing changed.
+    | LimitReached = 1
+
+/// <summary>
+/// One request's session: the snapshot loaded from the store plus the request's update log.
+/// Reads see the snapshot with the pending updates applied; every change appends an update,
+/// and the updates are folded into one patch and committed in one write.
+/// </summary>
+/// <remarks>
+/// A handle lives as long as its request. Using it after the request ended throws
+/// <see cref="T:System.ObjectDisposedException"/> rather than recording changes nobody will store.
+/// Changes are validated as they are made: a change that crosses a value of the wrong kind throws
+/// <see cref="T:Sesame.PathConflictException"/> at the call and records nothing.
+/// </remarks>
+[<Sealed; AllowNullLiteral>]
+type SessionHandle
+    internal
+    (
+        context: HttpContext,
+        readTicket: HttpRequest -> SessionTicket voption,
+        store: SessionStore,
+        options: SesameOptions,
+        time: TimeProvider,
+        logger: ILogger
+    ) =
+    let pending = List<Update>()
+    /// Changes to the facts beside the tree (flash values, the shape version), committed with the tree's.
+    let pendingMeta = List<Update>()
+    /// The update log doubles as the lock that guards it and the load.
+    let gate = pending
+    let mutable loadedSelf: Task<SessionHandle> = null
+    let mutable loading: Task = null
+    let mutable loaded = false
+    /// The session's ticket while the store holds it (found at load, or created by a commit); null id otherwise.
+    let mutable ticket = { Id = null; Created = DateTimeOffset.MinValue }
+    let mutable cookie = CookieAction.Keep
+    let mutable current = Json.emptyObject
+    let mutable meta = Json.emptyObject
+    let mutable closed = false
+    let mutable touched = false
+
+    let stored () = not (isNull ticket.Id)
+
+    let ensureOpen () =
+        if closed then
+            raise (ObjectDisposedException("SessionHandle", "This session belongs to a request that has ended; changes to it would never be stored. Get the session of the current request instead."))
+
+    let ensureLoaded () =
+        ensureOpen ()
+        if not loaded then
+            raise (InvalidOperationException "The session has not been loaded yet: await its LoadAsync (Session.loadAsync ctx in F#) before reading or changing it.")
+
+    let commitOptions (created: DateTimeOffset) (mustExist: bool) =
+        { IdleTimeout = options.IdleTimeoutAt(created, time.GetUtcNow())
+          MustExist = mustExist
+          MaxSizeBytes = options.MaxSessionBytes
+          UserLimit = options.UserLimit }
+
+    let isPastAbsoluteTimeout (created: DateTimeOffset) =
+        options.AbsoluteTimeout.HasValue && created + options.AbsoluteTimeout.Value <= time.GetUtcNow()
+
+    /// Read when the store is called, not before: Kestrel creates the token on first use, and a request
+    /// that never touches its session should not pay for it.
+    let requestAborted () = context.RequestAborted
+
+    let load () : Task =
+        task {
+            let fromRequest =
+                match context.Features.Get<SessionCarryOver>() with
+                | null -> readTicket context.Request
+                | earlier -> earlier.Ticket
+            match fromRequest with
+            | ValueNone -> ()
+            | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
+                Log.unknownSession logger
+                // The absolute lifetime is over: the session is dead even if the store has not expired it yet.
+                let! _ = store.DeleteAsync(fromCookie.Id, requestAborted ())
+                ()
+            | ValueSome fromCookie ->
+                let! found =
+                    try
+                        store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted ())
+                    with e ->
+                        Task.FromException<StoredSession> e
+                match found with
+                | null -> Log.unknownSession logger
+                | session ->
+                    current <- session.Data
+                    meta <- session.Meta
+                    ticket <- fromCookie
+            loaded <- true
+        }
+
+    let takePending () =
+        lock gate (fun () ->
+            let updates = pending.ToArray()
+            let metaUpdates = pendingMeta.ToArray()
+            pending.Clear()
+            pendingMeta.Clear()
+            struct (updates, metaUpdates))
+
+    let putBack (struct (updates: Update[], metaUpdates: Update[])) =
+        lock gate (fun () ->
+            pending.InsertRange(0, updates)
+            pendingMeta.InsertRange(0, metaUpdates))
+
+    /// Forgets the session: the handle now holds a new, empty one, which a later change creates afresh.
+    let becomeNew () =
+        ticket <- { Id = null; Created = DateTimeOffset.MinValue }
+        current <- Json.emptyObject
+        meta <- Json.emptyObject
+
+    let ms (at: DateTimeOffset) = Json.int64 (at.ToUnixTimeMilliseconds())
+
+    let metaKey (key: string) = Path.ofKeys [ key ]
+
+    /// The facts a new session starts with.
+    let creationFacts (created: DateTimeOffset) = [| Update.Set(metaKey SessionMeta.Created, ms created) |]
+
+    let deviceFacts () =
+        let facts = ResizeArray<string * Json>()
+        if options.DeviceFacts.HasFlag DeviceFacts.UserAgent then
+            match string context.Request.Headers.UserAgent with
+            | "" -> ()
+            | agent -> facts.Add("userAgent", Json.string (if agent.Length > 256 then agent.Substring(0, 256) else agent))
+        if options.DeviceFacts.HasFlag DeviceFacts.IpAddress then
+            match context.Connection.RemoteIpAddress with
+            | null -> ()
+            | address -> facts.Add("ip", Json.string (string address))
+        facts.Add("signedIn", ms (time.GetUtcNow()))
+        Json.object facts
+
+    let guardStarted (what: string) =
+        if context.Response.HasStarted then
+            raise (InvalidOperationException $"Cannot {what} after the response has started: the new cookie could no longer be sent. Do it before writing the response.")
+
+    /// The session id, or <c>null</c> while the session is new and not yet stored.
+    member _.Id = ticket.Id
+
+    /// Whether the session is new: not (yet) in the store.
+    member _.IsNew = not (stored ())
+
+    /// Whether the session has been loaded.
+    member _.IsLoaded = loaded
+
+    /// Whether this request read or changed the session (it loaded it).
+    member _.WasTouched = touched
+
+    /// Whether there are changes not yet committed.
+    member _.HasPendingChanges = lock gate (fun () -> pending.Count > 0 || pendingMeta.Count > 0)
+
+    /// The updates recorded and not yet committed, in order.
+    member _.PendingUpdates: IReadOnlyList<Update> = lock gate (fun () -> pending.ToArray() :> IReadOnlyList<Update>)
+
+    /// What the response must do with the cookie.
+    member internal _.CookieAction = cookie
+
+    /// The ticket of the session while the store holds it.
+    member internal _.StoredTicket = if stored () then ValueSome ticket else ValueNone
+
+    /// The options in force.
+    member _.Options = options
+
+    /// <summary>The user this session is bound to (by a sign-in), or <c>None</c>.</summary>
+    member _.UserId: string option =
+        ensureLoaded ()
+        SessionMeta.userOf meta
+
+    /// <summary>The facts Sesame keeps beside the session's tree (user, device facts, shape version, flash values), as they read now.</summary>
+    member _.Meta: Json =
+        ensureLoaded ()
+        meta
+
+    /// <summary>Loads the session on first use; later calls complete at once. A request that never calls it does no store I/O.</summary>
+    /// <exception cref="T:Sesame.SessionStoreException">The store failed.</exception>
+    member _.LoadAsync() : Task =
+        ensureOpen ()
+        touched <- true
+        lock gate (fun () ->
+            if isNull loading then loading <- load ()
+            loading)
+
+    /// This handle as a completed task, made once (<c>Session.loadAsync</c> hands it out on every call).
+    member internal this.AsCompletedTask =
+        if isNull loadedSelf then loadedSelf <- Task.FromResult this
+        loadedSelf
+
+    /// <summary>The whole session as it reads now: the snapshot with pending changes applied.</summary>
+    member _.Current: Json =
+        ensureLoaded ()
+        current
+
+    /// <summary>The value at a path, or <c>None</c>.</summary>
+    member _.TryFind(path: Path) : Json option =
+        ensureLoaded ()
+        Path.tryGet path current
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there.</summary>
+    /// <exception cref="System.Text.Json.JsonException">There is a value but it does not fit the type; the message names the path.</exception>
+    member this.TryGet<'value>(path: Path) : 'value option =
+        match this.TryFind path with
+        | None -> None
+        | Some json ->
+            try
+                Some(JsonSize.decodeWith<'value> options.SerializerOptions json)
+            with :? JsonException as e ->
+                raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
+
+    /// <summary>Records an update, after checking it applies to the session as it reads now.</summary>
+    /// <exception cref="T:Sesame.PathConflictException">The update does not apply; nothing is recorded.</exception>
+    /// <exception cref="System.ArgumentException">The update would nest deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, or holds
+    /// a lone UTF-16 surrogate (<see cref="M:Sesame.UpdateModule.validate(Sesame.Update)"/>); nothing is recorded.</exception>
+    /// <exception cref="System.InvalidOperationException">The session is new and the response has started: no cookie could
+    /// reach the client any more, so the change could never be found again; nothing is recorded.</exception>
+    member _.Record(update: Update) : unit =
+        ensureLoaded ()
+        Update.validate update
+        if not (stored ()) && context.Response.HasStarted then
+            raise (
+                InvalidOperationException(
+                    $"Cannot change a new session after the response has started ({update}): its cookie can no longer be sent, so the change could never be found again. Change the session before writing the response."
+                )
+            )
+        lock gate (fun () ->
+            current <- Update.apply update current
+            pending.Add update)
+
+    /// <summary>Records a change of the facts beside the tree (a top-level key of <see cref="P:Sesame.SessionHandle.Meta"/>).</summary>
+    member internal _.RecordMeta(update: Update) : unit =
+        ensureLoaded ()
+        Update.validate update
+        if not (stored ()) && context.Response.HasStarted then
+            raise (InvalidOperationException "Cannot change a new session after the response has started: its cookie can no longer be sent.")
+        lock gate (fun () ->
+            meta <- Update.apply update meta
+            pendingMeta.Add update)
+
+    /// <summary>Sets the value at a path, creating missing objects on the way.</summary>
+    member this.Set(path: Path, value: Json) = this.Record(Update.Set(path, value))
+
+    /// <summary>Removes the value at a path; an array item is removed by rewriting its array. Nothing is recorded when there is nothing there.</summary>
+    member this.Remove(path: Path) =
+        ensureLoaded ()
+        if path.IsRoot then
+            this.Record(Update.Set(Path.root, Json.emptyObject))
+        else
+            match List.last path.Segments, Path.tryGet path current with
+            | _, None -> ()
+            | Segment.Index index, Some _ ->
+                let parent = Path.ofSegments (List.take (path.Segments.Length - 1) path.Segments)
+                match Path.tryGet parent current with
+                | Some(Json.Array items) -> this.Record(Update.Set(parent, Json.Array(items.RemoveAt index)))
+                | _ -> ()
+            | Segment.Key _, Some _ -> this.Record(Update.Remove path)
+
+    /// <summary>Adds to the number at a path exactly (a missing value counts as zero) and gives the new value.
+    /// Concurrent requests' increments of one path add up.</summary>
+    member this.Increment(path: Path, by: decimal) : JsonNumber =
+        this.Record(Update.increment path by)
+        match Path.tryGet path current with
+        | Some(Json.Number n) -> n
+        | _ -> JsonNumber.OfDecimal by
+
+    /// <summary>Adds a value at the end of the array at a path (a missing array is created) and gives the array's new length.
+    /// Concurrent requests' appends to one array all survive.</summary>
+    /// <exception cref="T:Sesame.PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
+    member this.Append(path: Path, value: Json) : int =
+        this.Record(Update.Append(path, value))
+        match Path.tryGet path current with
+        | Some(Json.Array items) -> items.Length
+        | _ -> 1
+
+    /// <summary>Replaces the whole session with an object.</summary>
+    /// <exception cref="System.ArgumentException">The value is not a JSON object.</exception>
+    member this.Replace(value: Json) =
+        match value with
+        | Json.Object _ -> this.Record(Update.Set(Path.root, value))
+        | _ -> invalidArg "value" "A session is a JSON object; replace it with an object."
+
+    /// <summary>Empties the session (it stays alive, with no values).</summary>
+    member this.Clear() = this.Record(Update.Set(Path.root, Json.emptyObject))
+
+    /// <summary>
+    /// Folds the pending updates into one patch and commits it in one write; does nothing when
+    /// nothing changed. A new session is created in the store by its first commit, under a fresh id.
+    /// </summary>
+    /// <exception cref="T:Sesame.SessionStoreException">The store failed; the changes were not stored.</exception>
+    /// <exception cref="T:Sesame.SessionTooLargeException">The session would pass the size limit; nothing was stored.</exception>
+    member _.CommitAsync(cancellationToken: CancellationToken) : Task =
+        let struct (updates, metaUpdates) = takePending ()
+        if updates.Length = 0 && metaUpdates.Length = 0 then
+            Task.CompletedTask
+        else
+            task {
+                let isNew = not (stored ())
+                // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
+                let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
+                // Every update was validated when it was recorded.
+                let metaUpdates = if isNew then Array.append (creationFacts target.Created) metaUpdates else metaUpdates
+                let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates)
+                try
+                    let! result = store.CommitAsync(target.Id, change, commitOptions target.Created (not isNew), cancellationToken)
+                    match result with
+                    | CommitResult.Committed ->
+                        if isNew then
+                            ticket <- target
+                            cookie <- CookieAction.Issue target
+                        Log.commitDone logger (updates.Length + metaUpdates.Length) isNew
+                    | _ -> Log.gone logger (updates.Length + metaUpdates.Length)
+                with e ->
+                    Log.commitError logger e
+                    ExceptionDispatchInfo.Throw e
+            }
+
+    /// Moves the stored session to a new id with this request's changes, in one atomic store step.
+    member private _.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> =
+        task {
+            let old = ticket
+            let struct (updates, metaUpdates) as taken = takePending ()
+            let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta))
+            let! result = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+            match result with
+            | CommitResult.Committed ->
+                meta <- Patch.apply (Patch.foldChecked extraMeta) meta
+                ticket <- { old with Id = toId }
+                cookie <- CookieAction.Issue ticket
+            | CommitResult.SessionGone ->
+                // Destroyed or expired while this request ran: never bring it back. What this request
+                // changed was a change to that session, and goes with it.
+                Log.gone logger (updates.Length + metaUpdates.Length)
+                becomeNew ()
+                cookie <- CookieAction.Expire
+            | _ -> putBack taken
+            return result
+        }
+
+    /// <summary>
+    /// Moves the session, with its data and this request's changes, to a new id in one atomic store step and kills the
+    /// old id (call it at login, against session fixation). The new cookie goes out with this response; a late commit
+    /// under the old id finds it gone and cannot bring it back, and a change another request committed under the old id
+    /// before the move is carried over.
+    /// </summary>
+    /// <returns><c>true</c> when the session moved (or was new, so its first commit gives it a fresh id anyway);
+    /// <c>false</c> when it had been destroyed or had expired meanwhile: the handle then holds a new, empty session
+    /// (never the old data) and the client's cookie is expired.</returns>
+    /// <exception cref="System.InvalidOperationException">The response has started, so the new cookie could not be sent.</exception>
+    member this.RotateAsync() : Task<bool> =
+        ensureLoaded ()
+        guardStarted "rotate the session"
+        if not (stored ()) then
+            // A new session has no id to fix yet: its first commit makes a fresh one.
+            Task.FromResult true
+        else
+            task {
+                let toId =
+                    match SessionMeta.userOf meta with
+                    | Some user -> SessionId.createFor user
+                    | None -> SessionId.create ()
+                let! result = this.MoveAsync(toId, [||])
+                return result = CommitResult.Committed
+            }
+
+    /// <summary>
+    /// Signs the session in as <paramref name="userId"/>: moves it to a new id (against fixation) bound to the user,
+    /// with the device facts <see cref="P:Sesame.SesameOptions.DeviceFacts"/> names, in one atomic store step that also
+    /// adds it to the user's index. The session keeps its data: a login that must start clean calls
+    /// <see cref="M:Sesame.SessionHandle.ClearAsync"/> first, or <c>Clear()</c>s it.
+    /// </summary>
+    /// <returns><c>SignedIn</c>, or <c>LimitReached</c> when the user has <c>MaxSessionsPerUser</c> sessions and the
+    /// policy refuses more (nothing changed, the session is as it was).</returns>
+    /// <exception cref="System.ArgumentException">The user id is null or empty.</exception>
+    /// <exception cref="System.InvalidOperationException">The response has started, so the new cookie could not be sent.</exception>
+    member this.SignInAsync(userId: string) : Task<SignInResult> =
+        ensureLoaded ()
+        if String.IsNullOrEmpty userId then invalidArg (nameof userId) "A user id cannot be null or empty."
+        guardStarted "sign in"
+        task {
+            let binding =
+                [| Update.Set(metaKey SessionMeta.User, Json.string userId)
+                   Update.Set(metaKey SessionMeta.Device, deviceFacts ()) |]
+            let toId = SessionId.createFor userId
+            let signInNew () =
+                task {
+                    // Not stored yet (or gone): the session is created, bound, at its first id.
+                    let created = time.GetUtcNow()
+                    let struct (updates, metaUpdates) as taken = takePending ()
+                    let change =
+                        SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ creationFacts created; metaUpdates; binding ]))
+                    let! result = store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
+                    match result with
+                    | CommitResult.Committed ->
+                        meta <- Patch.apply (Patch.foldChecked (Array.append (creationFacts created) binding)) meta
+                        ticket <- { Id = toId; Created = created }
+                        cookie <- CookieAction.Issue ticket
+                    | _ -> putBack taken
+                    return result
+                }
+            let! result =
+                if stored () then
+                    task {
+                        match! this.MoveAsync(toId, binding) with
+                        // Ended while this request ran: sign in afresh, with none of the old session's data.
+                        | CommitResult.SessionGone -> return! signInNew ()
+                        | other -> return other
+                    }
+                else
+                    signInNew ()
+            match result with
+            | CommitResult.Committed -> return SignInResult.SignedIn
+            | CommitResult.UserLimitReached -> return SignInResult.LimitReached
+            | other -> return raise (SessionStoreException $"The store answered a sign-in with {other}.")
+        }
+
+    /// <summary>
+    /// Ends the session (call it at logout): deletes it from the store (and from its user's index), drops this request's
+    /// changes and expires the client's cookie. An in-flight request of the same session cannot bring it back.
+    /// The handle then holds a new, empty session, which a later change in this request would create afresh.
+    /// </summary>
+    member _.DestroyAsync() : Task =
+        ensureLoaded ()
+        task {
+            takePending () |> ignore
+            if stored () then
+                let! _ = store.DeleteAsync(ticket.Id, requestAborted ())
+                ()
+            becomeNew ()
+            cookie <- CookieAction.Expire
+        }
+
+    /// Ends the handle's life: later use throws.
+    member internal _.Close() = closed <- true

@@ -1,0 +1,79 @@
+namespace Sesame
+
+open System
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+
+/// <summary>
+/// A user's sessions across devices, and all live sessions for operators (node-sesame's <c>req.sessions</c>): list them
+/// with their device facts, end one, end all but the current ("sign out other devices"), end all ("password changed").
+/// </summary>
+/// <remarks>
+/// The store keeps its index of sessions by user in the same atomic step as the sessions themselves (a sign-in adds, a
+/// sign-out, an end, an expiry or an eviction removes), so a listing never shows a session that is gone for good and
+/// an ended session is gone at once for every app instance: an in-flight request of it cannot bring it back.
+/// </remarks>
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Sessions =
+
+    let private storeOf (ctx: HttpContext) = (SesameRuntime.Of ctx).Store
+
+    /// <summary>The live sessions of a user, least recently used first, with their device facts.</summary>
+    let ofUserAsync (userId: string) (ctx: HttpContext) : Task<SessionSummary list> =
+        if String.IsNullOrEmpty userId then invalidArg (nameof userId) "A user id cannot be null or empty."
+        task {
+            let! sessions = storeOf ctx |> SessionStore.listAllAsync (SessionQuery.OfUser userId) ctx.RequestAborted
+            return sessions |> List.sortBy _.LastSeen
+        }
+
+    /// <summary>Ends one session by its id.</summary>
+    /// <returns>Whether there was such a live session.</returns>
+    let endAsync (id: string) (ctx: HttpContext) : Task<bool> =
+        if String.IsNullOrEmpty id then invalidArg (nameof id) "A session id cannot be null or empty."
+        storeOf ctx |> fun store -> store.DeleteAsync(id, ctx.RequestAborted)
+
+    /// <summary>Ends the session of <paramref name="userId"/> whose handle is <paramref name="handle"/> (what a "your
+    /// devices" page sends back, so the page never holds an id).</summary>
+    /// <returns>Whether the user had such a live session.</returns>
+    let endByHandleAsync (userId: string) (handle: string) (ctx: HttpContext) : Task<bool> =
+        task {
+            let! sessions = ofUserAsync userId ctx
+            match sessions |> List.tryFind (fun s -> s.Handle = handle) with
+            | Some session -> return! endAsync session.Id ctx
+            | None -> return false
+        }
+
+    /// <summary>Ends every session of a user (after a password change, say).</summary>
+    /// <returns>How many sessions were ended.</returns>
+    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> =
+        task {
+            let! sessions = ofUserAsync userId ctx
+            let mutable ended = 0
+            for session in sessions do
+                let! deleted = endAsync session.Id ctx
+                if deleted then ended <- ended + 1
+            return ended
+        }
+
+    /// <summary>Ends every other session of the current session's user ("sign out other devices").</summary>
+    /// <returns>How many sessions were ended (0 when the session is not signed in).</returns>
+    let endOthersAsync (session: SessionHandle) (ctx: HttpContext) : Task<int> =
+        match session.UserId with
+        | None -> Task.FromResult 0
+        | Some userId ->
+            task {
+                let! sessions = ofUserAsync userId ctx
+                let mutable ended = 0
+                for other in sessions do
+                    if other.Id <> session.Id then
+                        let! deleted = endAsync other.Id ctx
+                        if deleted then ended <- ended + 1
+                return ended
+            }
+
+    /// <summary>One page of all live sessions (with size and last use, never their data), for admin pages and tools.</summary>
+    /// <param name="after">The previous page's <c>Next</c>, or <c>null</c> to start.</param>
+    /// <param name="limit">The most sessions in the page.</param>
+    /// <param name="ctx">The request (for the app's store).</param>
+    let pageAsync (after: string) (limit: int) (ctx: HttpContext) : Task<SessionPage> =
+        (storeOf ctx).ListAsync({ UserId = null; After = after; Limit = limit }, ctx.RequestAborted)
