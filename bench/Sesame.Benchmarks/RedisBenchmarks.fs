@@ -191,8 +191,12 @@ module RedisLoop =
             name.Replace("cmdstat_", ""), int64 (calls.Substring 6))
         |> Map.ofSeq
 
-    /// Runs `perWorker` operations in each of `workers` concurrent loops; gives operations per second.
-    let private timed (workers: int) (perWorker: int) (operation: int -> int -> Task) : float =
+    /// Runs `perWorker` operations in each of `workers` concurrent loops; gives operations per
+    /// second and this process's CPU time per operation in microseconds (the client's own cost,
+    /// which other processes on a busy machine disturb far less than the wall clock).
+    let private timed (workers: int) (perWorker: int) (operation: int -> int -> Task) : float * float =
+        let me = Process.GetCurrentProcess()
+        let cpu = me.TotalProcessorTime
         let clock = Stopwatch.StartNew()
         Task.WhenAll(
             [| for w in 1..workers ->
@@ -202,7 +206,9 @@ module RedisLoop =
                    }
                    :> Task |]
         ).GetAwaiter().GetResult()
-        float (workers * perWorker) / clock.Elapsed.TotalSeconds
+        let operations = float (workers * perWorker)
+        me.Refresh()
+        operations / clock.Elapsed.TotalSeconds, (me.TotalProcessorTime - cpu).TotalMicroseconds / operations
 
     /// Runs the loop; prints one line per round and scenario, then the round trips.
     let run (rounds: int) =
@@ -229,7 +235,8 @@ module RedisLoop =
             scenario () |> ignore
         for round in 1..rounds do
             for name, scenario in scenarios do
-                Console.WriteLine($"round {round}\t{name}\t{scenario ():F0}")
+                let perSecond, cpu = scenario ()
+                Console.WriteLine($"round {round}\t{name}\t{perSecond:F0}\tclient CPU µs/op\t{cpu:F1}")
         let delta (before: Map<string, int64>) (after: Map<string, int64>) =
             after |> Map.map (fun name calls -> calls - (before |> Map.tryFind name |> Option.defaultValue 0L)) |> Map.filter (fun name d -> d > 0L && name <> "info")
         let count = 1000

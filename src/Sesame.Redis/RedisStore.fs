@@ -85,13 +85,16 @@ module internal Reply =
 /// <para>A load is one round trip (a script that reads the hash and slides its TTL, at most once
 /// per <c>ExpiryRefreshInterval</c>); so is a commit. Every operation is bounded by
 /// <c>OperationTimeout</c>: an unreachable or slow Redis is a <see cref="T:Sesame.SessionStoreException"/>,
-/// never a hang, and the store works again as soon as StackExchange.Redis reconnects.</para>
+/// never a hang, and the store works again as soon as StackExchange.Redis reconnects. With no
+/// connection nothing is sent (the operation fails at once), so a commit reported as failed is
+/// not replayed from the client's backlog once Redis is back.</para>
 /// <para>It is an <see cref="T:Sesame.ISharedSessionStore"/>: every app instance on the same Redis
 /// serves every session, so the cookie one instance issues must open on the others. Their ASP.NET
-/// Core Data Protection keys must therefore be shared by all instances (for example
-/// <c>services.AddDataProtection().PersistKeysToFileSystem(sharedDirectory).SetApplicationName("my-app")</c>,
-/// or any other shared key repository); Sesame logs the warning <c>DataProtectionKeysNotShared</c>
-/// at startup when they are not persisted anywhere.</para>
+/// Core Data Protection keys must therefore be shared by all instances: <c>services.AddSesameRedis(...)</c>
+/// registers the store and keeps the key ring in the same Redis on the same connection; otherwise
+/// use any shared key repository (for example
+/// <c>services.AddDataProtection().PersistKeysToFileSystem(sharedDirectory).SetApplicationName("my-app")</c>).
+/// Sesame logs the warning <c>DataProtectionKeysNotShared</c> at startup when they are not persisted anywhere.</para>
 /// <para>Logs name a session by the first six characters of its id only: ids are secrets.</para>
 /// <para>Needs Redis 4.0 or later.</para>
 /// </remarks>
