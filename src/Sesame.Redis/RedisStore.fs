@@ -224,7 +224,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// Connects to Redis and makes a store that owns the connection (disposing the store closes it).
     /// Returns even while Redis is unreachable: the connection keeps retrying in the background
     /// (<c>AbortOnConnectFail</c> is set to false), and operations fail with
-    /// <see cref="T:Sesame.SessionStoreException"/> until it succeeds.
+    /// <see cref="T:Sesame.SessionStoreException"/> until it succeeds. Commands are never queued
+    /// while disconnected (<c>BacklogPolicy.FailFast</c>), so a failed commit is never sent later.
     /// </summary>
     /// <param name="configuration">A StackExchange.Redis configuration string, e.g. <c>"localhost:6379"</c> or <c>"host:6379,password=...,ssl=true"</c>.</param>
     /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
