@@ -47,7 +47,8 @@ type SesameRedisServiceCollectionExtensions =
     /// those keys: whoever can read the key ring can forge the app's cookies.</para>
     /// <para>The connection stays the caller's: disposing the app does not close it. Configure it with
     /// <c>abortConnect=false</c> so it reconnects after an outage. Call <c>AddSesame(options => ...)</c>
-    /// as well, before or after, to set the cookie and timeouts; leave its <c>Store</c> unset.</para>
+    /// as well, before or after, to set the cookie and timeouts; leave its <c>Store</c> unset. Data
+    /// Protection keeps the last key repository set: call this after any other <c>PersistKeysTo...</c>.</para>
     /// </remarks>
     /// <param name="services">The app's services.</param>
     /// <param name="connection">The Redis connection the store and the key ring share.</param>
