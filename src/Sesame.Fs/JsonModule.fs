@@ -200,9 +200,9 @@ module Json =
     let toJsonElement (json: Json) : JsonElement =
         use text = texts.Rent()
         write (text.Start()) json
-        let mutable reader = Utf8JsonReader(text.Finish(), JsonReaderOptions(MaxDepth = MaxDepth + 1))
-        // ParseValue copies the value into memory of its own, as Clone did.
-        JsonElement.ParseValue &reader
+        // Parsed in place; the clone copies what it needs, so the buffer can go back.
+        use document = JsonDocument.Parse(text.FinishMemory(), JsonDocumentOptions(MaxDepth = MaxDepth + 1))
+        document.RootElement.Clone()
 
     /// <summary>
     /// Serializer options that handle F# records, unions, options, lists and maps

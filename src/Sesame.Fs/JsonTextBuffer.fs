@@ -28,6 +28,11 @@ type internal JsonTextBuffer(owner: JsonTextBuffers, options: JsonWriterOptions)
         writer.Flush()
         text.WrittenSpan
 
+    /// <c>Finish</c>, as memory (for a parser that reads the text in place).
+    member _.FinishMemory() : ReadOnlyMemory<byte> =
+        writer.Flush()
+        text.WrittenMemory
+
     interface IDisposable with
         member this.Dispose() = owner.Return this
 
