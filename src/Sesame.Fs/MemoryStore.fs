@@ -122,7 +122,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
 
     do
         for KeyValue(id, data) in options.InitialSessions do
-            let entry = MemoryEntry(JsonSize.toUtf8 data, Int64.MaxValue)
+            let entry = MemoryEntry(Json.toStoredUtf8 data, Int64.MaxValue)
             sessions[id] <- entry
             totalBytes <- totalBytes + entry.Size
 
@@ -142,7 +142,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
         match parsed.TryGet(id, entry) with
         | ValueSome tree -> tree
         | ValueNone ->
-            let tree = JsonSize.parseStored (ReadOnlySpan entry.Utf8)
+            let tree = Json.parseStoredUtf8 (ReadOnlySpan entry.Utf8)
             parsed.Put(id, entry, tree)
             tree
 
@@ -216,7 +216,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) =
                 else
                     let before = if isNull current then Json.emptyObject else treeOf id current
                     let after = Patch.apply patch before
-                    let utf8 = JsonSize.toUtf8 after
+                    let utf8 = Json.toStoredUtf8 after
                     if utf8.Length > commit.MaxSizeBytes then
                         raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
                     let next = MemoryEntry(utf8, expiresAt t commit.IdleTimeout)
