@@ -5,8 +5,11 @@ open BenchmarkDotNet.Running
 /// Marks this assembly, where the benchmark classes live.
 type private Marker = class end
 
-/// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which.
+/// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
+/// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead.
 [<EntryPoint>]
 let main args =
-    BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore
+    match List.ofArray args with
+    | "redis-loop" :: rest -> RedisBenchmarks.RedisLoop.run (match rest with [ rounds ] -> int rounds | _ -> 5)
+    | _ -> BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore
     0

@@ -57,7 +57,7 @@ let private cartPatch (i: int) =
 /// <summary>
 /// Commits per second against a real redis-server on loopback: one writer, 32 concurrent writers
 /// (each on its own session, and all on one session), a commit into a large session, and loads
-/// with and without the idle-expiry refresh. Round trips per commit and per load are counted
+/// (of a small and a large session) with and without the idle-expiry refresh. Round trips per commit and per load are counted
 /// from Redis's INFO commandstats once, in the global setup, and printed.
 /// </summary>
 [<MemoryDiagnoser>]
@@ -168,8 +168,88 @@ type RedisBenchmarks() =
     [<Benchmark(Description = "load (TTL refreshed at most once a second)")>]
     member _.Load() : Task = store.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
 
+    [<Benchmark(Description = "load, 2,000-leaf session")>]
+    member _.LoadLargeSession() : Task = store.LoadAsync("large", idle.IdleTimeout, CancellationToken.None) :> Task
+
     [<Benchmark(Description = "load (TTL refreshed every load)")>]
     member _.LoadRefreshEveryTime() : Task = refreshingStore.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
 
     [<Benchmark(Description = "HGETALL alone (no script, no TTL, no rebuild)")>]
     member _.HashGetAll() : Task = connection.GetDatabase().HashGetAllAsync(RedisKey.op_Implicit "bench:load", CommandFlags.None) :> Task
+
+/// <summary>
+/// A plain throughput loop, for comparing builds (e.g. two StackExchange.Redis versions) run one
+/// after the other on a busy machine, where BenchmarkDotNet's short runs are too noisy: each
+/// round times a fixed number of commits and loads, 1 and 32 at a time, on a redis-server of its
+/// own, and prints operations per second; then Redis's INFO commandstats deltas per operation.
+/// Run: <c>dotnet Sesame.Benchmarks.dll redis-loop [rounds]</c>.
+/// </summary>
+module RedisLoop =
+
+    let private commandCalls (admin: IConnectionMultiplexer) (endPoint: string) =
+        admin.GetServer(endPoint).InfoAsync(RedisValue.op_Implicit "commandstats", CommandFlags.None).GetAwaiter().GetResult()
+        |> Seq.collect id
+        |> Seq.map (fun (KeyValue(name, value)) ->
+            let calls = value.Split(',') |> Array.find (fun p -> p.StartsWith "calls=")
+            name.Replace("cmdstat_", ""), int64 (calls.Substring 6))
+        |> Map.ofSeq
+
+    /// Runs `perWorker` operations in each of `workers` concurrent loops; gives operations per
+    /// second and this process's CPU time per operation in microseconds (the client's own cost,
+    /// which other processes on a busy machine disturb far less than the wall clock).
+    let private timed (workers: int) (perWorker: int) (operation: int -> int -> Task) : float * float =
+        let me = Process.GetCurrentProcess()
+        let cpu = me.TotalProcessorTime
+        let clock = Stopwatch.StartNew()
+        Task.WhenAll(
+            [| for w in 1..workers ->
+                   task {
+                       for i in 1..perWorker do
+                           do! operation w i
+                   }
+                   :> Task |]
+        ).GetAwaiter().GetResult()
+        let operations = float (workers * perWorker)
+        me.Refresh()
+        operations / clock.Elapsed.TotalSeconds, (me.TotalProcessorTime - cpu).TotalMicroseconds / operations
+
+    /// Runs the loop; prints one line per round and scenario, then the round trips.
+    let run (rounds: int) =
+        use redis = new LocalRedis()
+        let connect (allowAdmin: bool) =
+            let settings = ConfigurationOptions.Parse redis.EndPoint
+            settings.AbortOnConnectFail <- false
+            settings.AllowAdmin <- allowAdmin
+            ConnectionMultiplexer.ConnectAsync(settings, null).GetAwaiter().GetResult()
+        use connection = connect false
+        use admin = connect true
+        let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "loop:"), null) :> ISessionStore
+        let commit (session: string) (i: int) = store.CommitAsync(session, cartPatch i, idle, CancellationToken.None) :> Task
+        let load (session: string) = store.LoadAsync(session, idle.IdleTimeout, CancellationToken.None) :> Task
+        for w in 1..32 do
+            (commit $"s{w}" 0).GetAwaiter().GetResult()
+        let scenarios =
+            [ "commits/s, 1 writer", (fun () -> timed 1 4000 (fun _ i -> commit "s1" i))
+              "commits/s, 32 writers", (fun () -> timed 32 250 (fun w i -> commit $"s{w}" i))
+              "loads/s, 1 reader", (fun () -> timed 1 4000 (fun _ _ -> load "s1"))
+              "loads/s, 32 readers", (fun () -> timed 32 250 (fun w _ -> load $"s{w}")) ]
+        // Warm-up: JIT, connection, scripts loaded.
+        for _, scenario in scenarios do
+            scenario () |> ignore
+        for round in 1..rounds do
+            for name, scenario in scenarios do
+                let perSecond, cpu = scenario ()
+                Console.WriteLine($"round {round}\t{name}\t{perSecond:F0}\tclient CPU µs/op\t{cpu:F1}")
+        let delta (before: Map<string, int64>) (after: Map<string, int64>) =
+            after |> Map.map (fun name calls -> calls - (before |> Map.tryFind name |> Option.defaultValue 0L)) |> Map.filter (fun name d -> d > 0L && name <> "info")
+        let count = 1000
+        let before = commandCalls admin redis.EndPoint
+        timed 1 count (fun _ i -> commit "s1" i) |> ignore
+        let middle = commandCalls admin redis.EndPoint
+        timed 1 count (fun _ _ -> load "s1") |> ignore
+        let after = commandCalls admin redis.EndPoint
+        let describe (label: string) (d: Map<string, int64>) =
+            let perOperation = d |> Map.toList |> List.map (fun (c, k) -> $"{c} {float k / float count:F2}") |> String.concat ", "
+            Console.WriteLine($"commandstats per {label}: {perOperation}")
+        describe "commit" (delta before middle)
+        describe "load" (delta middle after)

@@ -1,7 +1,7 @@
 // node-sesame's examples and a shopping cart, as a C# minimal-API app:
 //   dotnet run --project samples/CSharp                       (http://localhost:5001, memory store)
 //   dotnet run --project samples/CSharp -- --store file:sessions.db --urls http://localhost:5002
-using Microsoft.AspNetCore.DataProtection;
+//   dotnet run --project samples/CSharp -- --store redis:localhost:6379   (any number of instances, one Redis)
 using Sesame;
 using Sesame.Samples.CSharp;
 
@@ -19,11 +19,7 @@ if (!StoreChoice.TryParse(builder.Configuration["store"], out var store, out var
     return 2;
 }
 
-builder.Services.AddSesame(options => store.Apply(options));
-if (store.KeyDirectory is { } keys)
-{
-    builder.Services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(keys));
-}
+await store.RegisterAsync(builder.Services);
 
 var app = builder.Build();
 app.UseSesame();

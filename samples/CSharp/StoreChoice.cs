@@ -1,15 +1,29 @@
+using Microsoft.AspNetCore.DataProtection;
+
 namespace Sesame.Samples.CSharp;
 
-/// <summary>Which store the sample runs on, from its <c>--store</c> option: <c>memory</c> (the default) or <c>file:PATH</c>.</summary>
-public sealed record StoreChoice(string? FilePath)
+/// <summary>
+/// Which store the sample runs on, from its <c>--store</c> option: <c>memory</c> (the default), <c>file:PATH</c>
+/// or <c>redis:CONFIGURATION</c> (a StackExchange.Redis configuration string such as <c>localhost:6379</c>).
+/// </summary>
+public sealed record StoreChoice(string? FilePath, string? RedisConfiguration = null)
 {
+    /// <summary>
+    /// The sample's Data Protection application name on Redis: every instance on one Redis uses it, so each
+    /// reads the cookies the others issue.
+    /// </summary>
+    public const string ApplicationName = "sesame-csharp-sample";
+
     /// <summary>What the start-up line says about the store.</summary>
     public string Description =>
-        FilePath is null ? "memory (sessions are lost when the app stops)" : $"file {FilePath} (sessions survive restarts)";
+        RedisConfiguration is not null ? $"redis {RedisConfiguration} (sessions and Data Protection keys shared by every instance)"
+        : FilePath is null ? "memory (sessions are lost when the app stops)"
+        : $"file {FilePath} (sessions survive restarts)";
 
     /// <summary>
     /// Where Data Protection keys go: beside a session file, so cookies stay valid across restarts even on a
-    /// machine with no user profile; <c>null</c> (the ASP.NET Core default) for the memory store.
+    /// machine with no user profile; <c>null</c> for the memory store (the ASP.NET Core default) and for Redis
+    /// (the keys live in Redis).
     /// </summary>
     public string? KeyDirectory => FilePath is null ? null : System.IO.Path.GetFullPath(FilePath) + ".keys";
 
@@ -25,14 +39,17 @@ public sealed record StoreChoice(string? FilePath)
             case not null when text.StartsWith("file:", StringComparison.Ordinal) && text.Length > "file:".Length:
                 choice = new StoreChoice(text["file:".Length..]);
                 return true;
+            case not null when text.StartsWith("redis:", StringComparison.Ordinal) && text.Length > "redis:".Length:
+                choice = new StoreChoice(null, text["redis:".Length..]);
+                return true;
             default:
                 choice = new StoreChoice((string?)null);
-                error = $"Unknown store '{text}'. Use: memory, file:PATH.";
+                error = $"Unknown store '{text}'. Use: memory, file:PATH or redis:HOST:PORT.";
                 return false;
         }
     }
 
-    /// <summary>Sets the chosen store in Sesame's options.</summary>
+    /// <summary>Sets the chosen store in Sesame's options (memory or file; Redis is registered by <see cref="RegisterAsync"/>).</summary>
     public void Apply(SesameOptions options)
     {
         if (FilePath is null)
@@ -42,6 +59,27 @@ public sealed record StoreChoice(string? FilePath)
         else
         {
             options.UseFileStore(FilePath);
+        }
+    }
+
+    /// <summary>
+    /// Registers Sesame on the chosen store. On Redis, one connection carries both the sessions and the Data
+    /// Protection key ring (<c>AddSesameRedis</c>), so instances on one Redis need no shared folder; a file
+    /// store keeps its keys beside the file.
+    /// </summary>
+    public async Task RegisterAsync(IServiceCollection services)
+    {
+        if (RedisConfiguration is not null)
+        {
+            // abortConnect=false: start even while Redis is down, and reconnect after an outage.
+            var connection = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(RedisConfiguration + ",abortConnect=false");
+            services.AddSesameRedis(connection, ApplicationName);
+            return;
+        }
+        services.AddSesame(Apply);
+        if (KeyDirectory is { } keys)
+        {
+            services.AddDataProtection().PersistKeysToFileSystem(new DirectoryInfo(keys));
         }
     }
 }

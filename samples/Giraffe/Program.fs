@@ -3,7 +3,6 @@ module Sesame.Samples.Giraffe.Program
 open System
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
-open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
@@ -20,10 +19,7 @@ let private run (args: string[]) : Task<int> =
         | Ok choice ->
             use loggers = LoggerFactory.Create(fun logging -> logging.AddConsole() |> ignore)
             let! store, description = StoreChoice.openStore choice loggers
-            builder.Services.AddSesame(fun options -> options.Store <- store) |> ignore
-            match StoreChoice.keyDirectory choice with
-            | Some directory -> builder.Services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo directory) |> ignore
-            | None -> ()
+            StoreChoice.register builder.Services choice store
             let app = builder.Build()
             let handle = App.webApp GiraffeShape.earlyReturn
             app.Run(fun ctx -> handle ctx :> Task)

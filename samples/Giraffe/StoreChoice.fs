@@ -3,6 +3,8 @@ module Sesame.Samples.Giraffe.StoreChoice
 
 open System
 open System.Threading.Tasks
+open Microsoft.AspNetCore.DataProtection
+open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open Sesame
 open Sesame.Redis
@@ -26,8 +28,14 @@ let parse (text: string) : Result<StoreChoice, string> =
     | text when text.StartsWith("redis:", StringComparison.Ordinal) && text.Length > 6 -> Ok(Redis(text.Substring 6))
     | other -> Error $"Unknown store '{other}'. Use: memory, file:PATH or redis:HOST:PORT."
 
-/// Where Data Protection keys go for a store: beside a session file, so cookies stay valid across restarts
-/// even on a machine with no user profile; elsewhere the ASP.NET Core default.
+/// The sample's Data Protection application name on Redis: every instance on one Redis uses it, so
+/// each reads the cookies the others issue.
+[<Literal>]
+let ApplicationName = "sesame-giraffe-sample"
+
+/// Where Data Protection keys go for a file store: beside the session file, so cookies stay valid
+/// across restarts even on a machine with no user profile. (Redis keeps them in Redis; memory uses
+/// the ASP.NET Core default.)
 let keyDirectory (choice: StoreChoice) : string option =
     match choice with
     | File path -> Some(IO.Path.GetFullPath path + ".keys")
@@ -46,3 +54,15 @@ let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<ISessionSto
             let! store = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), loggers.CreateLogger "Sesame.Redis")
             return (store :> ISessionStore), $"redis {configuration} (sessions shared by every instance)"
     }
+
+/// Registers Sesame on the opened store, with the Data Protection keys where that store needs them:
+/// for Redis, in the same Redis on the store's connection (AddSesameRedis), so every instance on that
+/// Redis reads the others' cookies with no shared folder; for a file, beside it.
+let register (services: IServiceCollection) (choice: StoreChoice) (store: ISessionStore) : unit =
+    match store with
+    | :? RedisStore as redis -> services.AddSesameRedis(redis, ApplicationName) |> ignore
+    | _ ->
+        services.AddSesame(fun options -> options.Store <- store) |> ignore
+        match keyDirectory choice with
+        | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo directory) |> ignore
+        | None -> ()

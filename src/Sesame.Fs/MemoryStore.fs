@@ -141,7 +141,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     do
         for KeyValue(id, data) in options.InitialSessions do
-            let entry = MemoryEntry(JsonSize.toUtf8 data, Json.emptyObject, Int64.MaxValue, 0L)
+            let entry = MemoryEntry(Json.toStoredUtf8 data, Json.emptyObject, Int64.MaxValue, 0L)
             sessions[id] <- entry
             totalBytes <- totalBytes + entry.Size
 
@@ -183,7 +183,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         match parsed.TryGet(id, entry) with
         | ValueSome tree -> tree
         | ValueNone ->
-            let tree = JsonSize.parseStored (ReadOnlySpan entry.Utf8)
+            let tree = Json.parseStoredUtf8 (ReadOnlySpan entry.Utf8)
             parsed.Put(id, entry, tree)
             tree
 
@@ -214,7 +214,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         match change.ApplyTo before with
         | null -> Error CommitResult.ShapeChanged
         | after ->
-            let utf8 = JsonSize.toUtf8 after.Data
+            let utf8 = Json.toStoredUtf8 after.Data
             if utf8.Length > commit.MaxSizeBytes then
                 raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
             Ok(struct (MemoryEntry(utf8, after.Meta, expiresAt t commit.IdleTimeout, t), after.Data))

@@ -237,7 +237,7 @@ type SessionHandle
         | None -> None
         | Some json ->
             try
-                Some(JsonSize.decodeWith<'value> options.SerializerOptions json)
+                Some(Json.decodeWith<'value> options.SerializerOptions json)
             with :? JsonException as e ->
                 raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
 

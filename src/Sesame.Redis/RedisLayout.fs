@@ -1,6 +1,7 @@
 namespace Sesame.Redis
 
 open System
+open System.Buffers
 open System.Collections.Generic
 open System.Collections.Immutable
 open System.Globalization
@@ -240,26 +241,57 @@ module internal RedisLayout =
             PathConflictException(path, $"Cannot increment '{path}': {why}")
         | _ -> PathConflictException(path, $"Cannot remove '{path}': an update removes object keys only; set the array without the item instead.")
 
-    let private text (bytes: byte[]) =
-        try
-            utf8.GetString bytes
-        with :? DecoderFallbackException ->
-            raise (InvalidLayout "a field is not valid UTF-8")
+    /// <summary>
+    /// Reads reply values through one reusable buffer: <c>RedisValue.CopyTo</c> gives the bytes of
+    /// any value (3.x keeps values of up to 8 bytes inline and canonical numbers as numbers), so
+    /// no value becomes a <c>byte[]</c> of its own on the way to its string or its parsed leaf.
+    /// </summary>
+    [<Sealed>]
+    type private ValueReader() =
+        let mutable buffer = ArrayPool<byte>.Shared.Rent 256
 
-    /// <summary>Rebuilds a session from its hash's fields and values, checking every node.</summary>
+        /// Copies the value's bytes into the buffer; returns how many there are.
+        member _.Fill(value: RedisValue) : int =
+            let length = value.GetByteCount()
+            if length > buffer.Length then
+                ArrayPool<byte>.Shared.Return buffer
+                buffer <- ArrayPool<byte>.Shared.Rent length
+            value.CopyTo(Span buffer)
+
+        /// The bytes the last Fill copied.
+        member _.Bytes(length: int) = ReadOnlySpan(buffer, 0, length)
+
+        /// The first byte the last Fill copied.
+        member _.First = buffer[0]
+
+        /// The bytes the last Fill copied, as strict UTF-8 text.
+        member _.Decode(length: int) : string =
+            try
+                utf8.GetString(buffer, 0, length)
+            with :? DecoderFallbackException ->
+                raise (InvalidLayout "a field is not valid UTF-8")
+
+        /// The value as strict UTF-8 text.
+        member this.Text(value: RedisValue) : string = this.Decode(this.Fill value)
+
+        interface IDisposable with
+            member _.Dispose() = ArrayPool<byte>.Shared.Return buffer
+
+    /// <summary>Rebuilds a session from its hash's fields and values (HGETALL's reply), checking every node.</summary>
     /// <returns>The tree, or why the hash is not a valid session.</returns>
-    let rebuild (entries: RedisValue[]) : Result<Json, string> =
+    let rebuild (entries: RedisResult[]) : Result<Json, string> =
+        use reader = new ValueReader()
         try
             if entries.Length % 2 <> 0 then raise (InvalidLayout "the hash reply is malformed")
-            let nodes = Dictionary<string, byte[]>(entries.Length / 2, StringComparer.Ordinal)
+            let nodes = Dictionary<string, RedisValue>(entries.Length / 2, StringComparer.Ordinal)
             let mutable version = null
             let mutable size = null
             for i in 0..2 .. entries.Length - 1 do
-                let field = text (RedisValue.op_Implicit entries[i]: byte[])
-                let data: byte[] = RedisValue.op_Implicit entries[i + 1]
+                let field = reader.Text(RedisResult.op_Explicit entries[i])
+                let data: RedisValue = RedisResult.op_Explicit entries[i + 1]
                 match field with
-                | VersionField -> version <- text data
-                | SizeField -> size <- text data
+                | VersionField -> version <- reader.Text data
+                | SizeField -> size <- reader.Text data
                 | _ -> nodes[field] <- data
             if version <> FormatVersion then raise (InvalidLayout "the hash has no Sesame format version")
             match Int64.TryParse(size, NumberStyles.None, CultureInfo.InvariantCulture) with
@@ -275,10 +307,11 @@ module internal RedisLayout =
                     | true, data -> data
                     | _ -> raise (InvalidLayout "a container names a node that is missing")
                 visited <- visited + 1
-                if data.Length = 0 then raise (InvalidLayout "a node is empty")
-                match char data[0] with
+                let length = reader.Fill data
+                if length = 0 then raise (InvalidLayout "a node is empty")
+                match char reader.First with
                 | 'O' ->
-                    let node = text data
+                    let node = reader.Decode length
                     let entries = node.Substring(1).Split KeyMark
                     if entries.Length < 2 || entries[0] <> "" then raise (InvalidLayout "an object node is malformed")
                     let members = Array.zeroCreate (entries.Length - 1)
@@ -294,7 +327,7 @@ module internal RedisLayout =
                         members[i - 1] <- KeyValuePair(unescapeKey name, build (field + string KeyMark + name) (depth + 1))
                     Json.Object(JsonObject.OfSeq(members |> Seq.map (fun (KeyValue(k, v)) -> k, v)))
                 | 'A' ->
-                    match Int32.TryParse(text data |> _.Substring(1), NumberStyles.None, CultureInfo.InvariantCulture) with
+                    match Int32.TryParse(reader.Decode length |> _.Substring(1), NumberStyles.None, CultureInfo.InvariantCulture) with
                     | true, n when n > 0 ->
                         let items = ImmutableArray.CreateBuilder<Json>(n)
                         for i in 0 .. n - 1 do
@@ -304,7 +337,7 @@ module internal RedisLayout =
                 | _ ->
                     let leaf =
                         try
-                            Json.parseUtf8 (ReadOnlySpan data)
+                            Json.parseUtf8 (reader.Bytes length)
                         with
                         | :? Text.Json.JsonException
                         | :? InvalidOperationException -> raise (InvalidLayout "a leaf is not JSON")

@@ -52,12 +52,20 @@ module internal RedisLog =
     let committed =
         LoggerMessage.Define<int, string>(LogLevel.Debug, EventId(7, "RedisCommitted"), "Committed {Updates} updates to session {Session}.")
 
+    let notConnected =
+        LoggerMessage.Define<string, string>(
+            LogLevel.Warning,
+            EventId(8, "RedisNotConnected"),
+            "Redis {Operation} of session {Session} was not sent: there is no connection to Redis (it is being re-established)."
+        )
+
 /// Reading script replies (explicit conversions, which F# picks by the annotated result type).
 module internal Reply =
     let array (reply: RedisResult) : RedisResult[] = RedisResult.op_Explicit reply
     let text (reply: RedisResult) : string = match (RedisResult.op_Explicit reply: string) with null -> "" | t -> t
     let int64 (reply: RedisResult) : int64 = RedisResult.op_Explicit reply
-    let values (reply: RedisResult) : RedisValue[] = RedisResult.op_Explicit reply
+    /// An array reply's items as they are (no copy, unlike the conversion to RedisValue[]).
+    let items (reply: RedisResult) : RedisResult[] = RedisResult.op_Explicit reply
 
 /// <summary>
 /// Sessions in Redis (StackExchange.Redis): one hash per session, each commit applied by one
@@ -77,13 +85,16 @@ module internal Reply =
 /// <para>A load is one round trip (a script that reads the hash and slides its TTL, at most once
 /// per <c>ExpiryRefreshInterval</c>); so is a commit. Every operation is bounded by
 /// <c>OperationTimeout</c>: an unreachable or slow Redis is a <see cref="T:Sesame.SessionStoreException"/>,
-/// never a hang, and the store works again as soon as StackExchange.Redis reconnects.</para>
+/// never a hang, and the store works again as soon as StackExchange.Redis reconnects. With no
+/// connection nothing is sent (the operation fails at once), so a commit reported as failed is
+/// not replayed from the client's backlog once Redis is back.</para>
 /// <para>It is an <see cref="T:Sesame.ISharedSessionStore"/>: every app instance on the same Redis
 /// serves every session, so the cookie one instance issues must open on the others. Their ASP.NET
-/// Core Data Protection keys must therefore be shared by all instances (for example
-/// <c>services.AddDataProtection().PersistKeysToFileSystem(sharedDirectory).SetApplicationName("my-app")</c>,
-/// or any other shared key repository); Sesame logs the warning <c>DataProtectionKeysNotShared</c>
-/// at startup when they are not persisted anywhere.</para>
+/// Core Data Protection keys must therefore be shared by all instances: <c>services.AddSesameRedis(...)</c>
+/// registers the store and keeps the key ring in the same Redis on the same connection; otherwise
+/// use any shared key repository (for example
+/// <c>services.AddDataProtection().PersistKeysToFileSystem(sharedDirectory).SetApplicationName("my-app")</c>).
+/// Sesame logs the warning <c>DataProtectionKeysNotShared</c> at startup when they are not persisted anywhere.</para>
 /// <para>Logs name a session by the first six characters of its id only: ids are secrets.</para>
 /// <para>Needs Redis 4.0 or later.</para>
 /// </remarks>
@@ -106,12 +117,17 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     let database = connection.GetDatabase(options.Database, null)
     let refreshMilliseconds = RedisValue.op_Implicit (int64 options.ExpiryRefreshInterval.TotalMilliseconds)
 
+    // Only the interactive connection carries the store's commands; the subscription one (pub/sub)
+    // fails and comes back with it and would log everything twice.
     let onFailed =
         EventHandler<ConnectionFailedEventArgs>(fun _ e ->
-            RedisLog.connectionFailed.Invoke(logger, string e.EndPoint, string e.FailureType, e.Exception))
+            if e.ConnectionType = ConnectionType.Interactive then
+                RedisLog.connectionFailed.Invoke(logger, string e.EndPoint, string e.FailureType, e.Exception))
 
     let onRestored =
-        EventHandler<ConnectionFailedEventArgs>(fun _ e -> RedisLog.connectionRestored.Invoke(logger, string e.EndPoint, null))
+        EventHandler<ConnectionFailedEventArgs>(fun _ e ->
+            if e.ConnectionType = ConnectionType.Interactive then
+                RedisLog.connectionRestored.Invoke(logger, string e.EndPoint, null))
 
     do
         connection.add_ConnectionFailed onFailed
@@ -121,18 +137,28 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     let redact (id: string) =
         if id.Length <= 6 then "…" else id.Substring(0, 6) + "…"
 
+    // The prefix as UTF-8 once; each key is the id with this prefix, written after it on the
+    // wire, so no prefix + id string is made per operation.
+    let prefix: RedisKey = RedisKey.op_Implicit (Text.Encoding.UTF8.GetBytes options.KeyPrefix: byte[])
+
     let keyOf (id: string) : RedisKey =
         if isNull id then nullArg "id"
-        RedisKey.op_Implicit (options.KeyPrefix + id)
+        (RedisKey.op_Implicit id: RedisKey).Prepend prefix
 
     let invalid (id: string) (reason: string) =
         RedisLog.invalidSession.Invoke(logger, redact id, reason, null)
         SessionStoreException($"The Redis key of session {redact id} does not hold a valid Sesame session ({reason}). Delete the key to start the session afresh.")
 
     /// Runs one call to Redis within OperationTimeout, turning Redis failures into SessionStoreException.
-    let bounded (operation: string) (id: string) (cancellationToken: CancellationToken) (start: unit -> Task<'result>) : Task<'result> =
+    let bounded (operation: string) (id: string) (key: RedisKey) (cancellationToken: CancellationToken) (start: unit -> Task<'result>) : Task<'result> =
         task {
             cancellationToken.ThrowIfCancellationRequested()
+            // With no connection, StackExchange.Redis (by default) holds a command in its backlog and
+            // sends it when the connection is back, possibly after this store has reported it failed:
+            // a commit the app saw fail would then be applied later. So nothing is sent without one.
+            if not (database.IsConnected(key, CommandFlags.None)) then
+                RedisLog.notConnected.Invoke(logger, operation, redact id, null)
+                raise (SessionStoreException($"Redis {operation} of session {redact id} was not sent: there is no connection to Redis (it is being re-established)."))
             let work =
                 try
                     start ()
@@ -161,7 +187,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         let parts = Reply.array reply
         match Reply.text parts[0] with
         | "hash" ->
-            match RedisLayout.rebuild (Reply.values parts[1]) with
+            match RedisLayout.rebuild (Reply.items parts[1]) with
             | Ok json -> Some json
             | Error reason -> raise (invalid id reason)
         | "none" -> None
@@ -198,7 +224,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// Connects to Redis and makes a store that owns the connection (disposing the store closes it).
     /// Returns even while Redis is unreachable: the connection keeps retrying in the background
     /// (<c>AbortOnConnectFail</c> is set to false), and operations fail with
-    /// <see cref="T:Sesame.SessionStoreException"/> until it succeeds.
+    /// <see cref="T:Sesame.SessionStoreException"/> until it succeeds. Commands are never queued
+    /// while disconnected (<c>BacklogPolicy.FailFast</c>), so a failed commit is never sent later.
     /// </summary>
     /// <param name="configuration">A StackExchange.Redis configuration string, e.g. <c>"localhost:6379"</c> or <c>"host:6379,password=...,ssl=true"</c>.</param>
     /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
@@ -208,6 +235,9 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         if isNull configuration then nullArg "configuration"
         let settings = ConfigurationOptions.Parse configuration
         settings.AbortOnConnectFail <- false
+        // A command is sent now or fails now: never queued to run once Redis is back, after the
+        // store has reported it failed (the store also checks the connection before each call).
+        settings.BacklogPolicy <- BacklogPolicy.FailFast
         task {
             let! connection = ConnectionMultiplexer.ConnectAsync(settings, null)
             return new RedisStore(connection, options, logger, true)
@@ -237,7 +267,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             let key = keyOf id
             let arguments = [| RedisValue.op_Implicit (RedisLayout.ttlMilliseconds idleTimeout); refreshMilliseconds |]
             task {
-                let! reply = bounded "load" id cancellationToken (fun () -> loadScript.EvaluateAsync(database, key, arguments, reloaded loadScript))
+                let! reply = bounded "load" id key cancellationToken (fun () -> loadScript.EvaluateAsync(database, key, arguments, reloaded loadScript))
                 return loaded id reply
             }
 
@@ -246,13 +276,13 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 if isNull (box patch) then nullArg "patch"
                 let key = keyOf id
                 let arguments = RedisLayout.commitArguments patch commit
-                let! reply = bounded "commit" id cancellationToken (fun () -> commitScript.EvaluateAsync(database, key, arguments, reloaded commitScript))
+                let! reply = bounded "commit" id key cancellationToken (fun () -> commitScript.EvaluateAsync(database, key, arguments, reloaded commitScript))
                 return committed id patch commit reply
             }
 
         member _.DeleteAsync(id, cancellationToken) =
             let key = keyOf id
-            bounded "delete" id cancellationToken (fun () -> database.KeyDeleteAsync(key, CommandFlags.None)) :> Task
+            bounded "delete" id key cancellationToken (fun () -> database.KeyDeleteAsync(key, CommandFlags.None)) :> Task
 
     interface IDisposable with
         member _.Dispose() =

@@ -47,3 +47,11 @@ type RedisStoreOptions() =
     /// Commits always refresh it. Default 1 second.
     /// </summary>
     member val ExpiryRefreshInterval = RedisStoreOptions.DefaultExpiryRefreshInterval with get, set
+
+    /// <summary>
+    /// The Redis key of the ASP.NET Core Data Protection key ring that <c>AddSesameRedis</c> keeps
+    /// beside the sessions: <c>KeyPrefix</c> followed by <c>DataProtection-Keys</c> (so
+    /// <c>"sesame:DataProtection-Keys"</c> by default), a Redis list of the keys' XML. No session
+    /// can have this key: session ids are 32 characters long.
+    /// </summary>
+    member this.DataProtectionKey = this.KeyPrefix + "DataProtection-Keys"

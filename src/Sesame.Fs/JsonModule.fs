@@ -46,9 +46,19 @@ module Json =
     let private readerOptionsFor (maxDepth: int) =
         JsonReaderOptions(MaxDepth = maxDepth, CommentHandling = JsonCommentHandling.Disallow, AllowTrailingCommas = false)
 
-    let private writerOptions =
+    let private writerOptionsFor (maxDepth: int) =
         // Relaxed escaping keeps non-ASCII text readable and compact; the output is stored, never put in HTML.
-        JsonWriterOptions(Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth, SkipValidation = true)
+        JsonWriterOptions(Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = maxDepth, SkipValidation = true)
+
+    let private writerOptions = writerOptionsFor MaxDepth
+
+    /// How stored sessions are written: one level deeper than toUtf8 allows, because an empty object or array set
+    /// at the deepest path sits there. It is the limit the size check has always used; parseStoredUtf8 reads it back.
+    let internal storedWriterOptions = writerOptionsFor (MaxDepth + 1)
+
+    // Each thread's text buffers, so that writing text allocates only the result.
+    let private texts = JsonTextBuffers writerOptions
+    let private storedTexts = JsonTextBuffers storedWriterOptions
 
     let rec private read (reader: byref<Utf8JsonReader>) : Json =
         match reader.TokenType with
@@ -94,6 +104,9 @@ module Json =
         // The reader itself rejects anything but white space after the root value.
         if reader.Read() then raise (JsonException "Unexpected text after the JSON value.")
         value
+
+    /// Parses text written by toStoredUtf8, which may nest one level deeper than parseUtf8 accepts.
+    let internal parseStoredUtf8 (utf8: ReadOnlySpan<byte>) : Json = parseUtf8Wrapped 1 utf8
 
     /// <summary>Parses UTF-8 JSON text (one value, nothing after it).</summary>
     /// <exception cref="System.Text.Json.JsonException">The text is not valid JSON, or nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
@@ -144,43 +157,51 @@ module Json =
     /// <summary>The compact UTF-8 JSON text of a value.</summary>
     /// <exception cref="System.InvalidOperationException">The value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so it could not be read back.</exception>
     let toUtf8 (json: Json) : byte[] =
-        let buffer = ArrayBufferWriter<byte>(256)
-        writeToBuffer buffer json
-        buffer.WrittenSpan.ToArray()
+        use text = texts.Rent()
+        write (text.Start()) json
+        text.Finish().ToArray()
+
+    /// What toUtf8 writes, for a session the memory store keeps (see storedWriterOptions).
+    let internal toStoredUtf8 (json: Json) : byte[] =
+        use text = storedTexts.Rent()
+        write (text.Start()) json
+        text.Finish().ToArray()
 
     /// <summary>The compact JSON text of a value.</summary>
     /// <exception cref="System.InvalidOperationException">The value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so it could not be read back.</exception>
     let serialize (json: Json) : string =
-        let buffer = ArrayBufferWriter<byte>(256)
-        writeToBuffer buffer json
-        Encoding.UTF8.GetString buffer.WrittenSpan
+        use text = texts.Rent()
+        write (text.Start()) json
+        Encoding.UTF8.GetString(text.Finish())
 
     /// <summary>Converts a <c>JsonNode</c> (<c>null</c> meaning JSON null).</summary>
     let ofJsonNode (node: JsonNode) : Json =
         match node with
         | null -> Json.Null
         | node ->
-            let buffer = ArrayBufferWriter<byte>(256)
-            using (new Utf8JsonWriter(buffer, writerOptions)) (fun writer ->
-                node.WriteTo writer
-                writer.Flush())
-            parseUtf8 buffer.WrittenSpan
+            use text = texts.Rent()
+            node.WriteTo(text.Start())
+            parseUtf8 (text.Finish())
 
     /// <summary>Converts to a new, mutable <c>JsonNode</c> (<c>null</c> for JSON null).</summary>
     let toJsonNode (json: Json) : JsonNode =
-        JsonNode.Parse(ReadOnlySpan(toUtf8 json), documentOptions = JsonDocumentOptions(MaxDepth = MaxDepth + 1))
+        use text = texts.Rent()
+        write (text.Start()) json
+        // The node copies the text: the buffer can go back.
+        JsonNode.Parse(text.Finish(), documentOptions = JsonDocumentOptions(MaxDepth = MaxDepth + 1))
 
     /// <summary>Converts a <c>JsonElement</c>.</summary>
     let ofJsonElement (element: JsonElement) : Json =
-        let buffer = ArrayBufferWriter<byte>(256)
-        using (new Utf8JsonWriter(buffer, writerOptions)) (fun writer ->
-            element.WriteTo writer
-            writer.Flush())
-        parseUtf8 buffer.WrittenSpan
+        use text = texts.Rent()
+        element.WriteTo(text.Start())
+        parseUtf8 (text.Finish())
 
     /// <summary>Converts to a <c>JsonElement</c> that owns its memory.</summary>
     let toJsonElement (json: Json) : JsonElement =
-        use document = JsonDocument.Parse(ReadOnlyMemory(toUtf8 json), JsonDocumentOptions(MaxDepth = MaxDepth + 1))
+        use text = texts.Rent()
+        write (text.Start()) json
+        // Parsed in place; the clone copies what it needs, so the buffer can go back.
+        use document = JsonDocument.Parse(text.FinishMemory(), JsonDocumentOptions(MaxDepth = MaxDepth + 1))
         document.RootElement.Clone()
 
     /// <summary>
@@ -218,7 +239,9 @@ module Json =
         if typeof<'value> = typeof<Json> then
             unbox<'value> (box json)
         else
-            JsonSerializer.Deserialize<'value>(ReadOnlySpan(toUtf8 json), options)
+            use text = texts.Rent()
+            write (text.Start()) json
+            JsonSerializer.Deserialize<'value>(text.Finish(), options)
 
     /// <summary>Decodes JSON into a .NET or F# value with <see cref="P:Sesame.JsonModule.defaultSerializerOptions"/>.</summary>
     let decode<'value> (json: Json) : 'value = decodeWith<'value> defaultSerializerOptions json

@@ -1,0 +1,140 @@
+namespace Sesame
+
+open System
+open System.Buffers.Binary
+
+/// The file store's on-disk format (described in the remarks of <see cref="T:Sesame.FileStore"/>).
+[<RequireQualifiedAccess>]
+module internal FileLog =
+
+    let Magic = "SesameFS"B
+
+    /// Version 2: records carry the last-seen time and a change of the tree and of the facts beside it; moves.
+    /// Version 1 files (data patches only) are read, then compacted to version 2 when opened.
+    [<Literal>]
+    let FormatVersion = 2u
+
+    /// The first version, still read.
+    [<Literal>]
+    let FormatVersion1 = 1u
+
+    [<Literal>]
+    let FileHeaderLength = 16
+
+    [<Literal>]
+    let RecordHeaderLength = 16
+
+    /// Kind, expiry, last seen and id length.
+    [<Literal>]
+    let PayloadPrefixLength = 21
+
+    /// Version 1's prefix: kind, expiry and id length. The shortest a valid record's payload can be.
+    [<Literal>]
+    let PayloadPrefixLengthV1 = 13
+
+    /// Applies the patch to the stored session.
+    [<Literal>]
+    let KindPatch = 1uy
+
+    /// Applies the patch to the empty object: the session was missing or expired when committed.
+    [<Literal>]
+    let KindCreate = 2uy
+
+    [<Literal>]
+    let KindDelete = 3uy
+
+    /// Moves the expiry of the stored session (a load's slide).
+    [<Literal>]
+    let KindTouch = 4uy
+
+    /// Moves a session to a new id with a change (rotation, sign-in): the record's id is the new one, its body
+    /// the old id's length (int32), the old id (empty: a session created at the new id) and the change.
+    [<Literal>]
+    let KindMove = 5uy
+
+    /// Well under 2 GiB, so a record's length always fits an int with room to spare.
+    let MaxPayloadLength = Int32.MaxValue / 2
+
+    /// The most bytes one write gathers; a larger backlog is written (and flushed) in several.
+    let MaxBatchBytes = 16 * 1024 * 1024
+
+    let fileHeader () =
+        let header = Array.zeroCreate<byte> FileHeaderLength
+        Magic.CopyTo(header, 0)
+        BinaryPrimitives.WriteUInt32LittleEndian(Span(header, 8, 4), FormatVersion)
+        header
+
+    let payload (kind: byte) (expires: int64) (lastSeen: int64) (id: byte[]) (body: byte[]) : byte[] =
+        let p = Array.zeroCreate<byte> (PayloadPrefixLength + id.Length + body.Length)
+        p[0] <- kind
+        BinaryPrimitives.WriteInt64LittleEndian(Span(p, 1, 8), expires)
+        BinaryPrimitives.WriteInt64LittleEndian(Span(p, 9, 8), lastSeen)
+        BinaryPrimitives.WriteInt32LittleEndian(Span(p, 17, 4), id.Length)
+        Buffer.BlockCopy(id, 0, p, PayloadPrefixLength, id.Length)
+        Buffer.BlockCopy(body, 0, p, PayloadPrefixLength + id.Length, body.Length)
+        p
+
+    /// The change a commit record carries, as JSON: <c>[data, meta]</c>, or <c>[data, meta, from, to, upgrade]</c> with a
+    /// shape upgrade (each patch as <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/> writes it). Replay applies it
+    /// with <c>SessionChange.ApplyTo</c>, as the commit did, so the upgrade's condition decides the same way.
+    let changeBody (change: SessionChange) : byte[] =
+        let parts =
+            [ yield Patch.toUtf8 change.Data
+              yield Patch.toUtf8 change.Meta
+              match change.Upgrade with
+              | ValueSome u ->
+                  yield Text.Encoding.UTF8.GetBytes(string u.From)
+                  yield Text.Encoding.UTF8.GetBytes(string u.To)
+                  yield Patch.toUtf8 u.Data
+              | ValueNone -> () ]
+        let body = Array.zeroCreate<byte> (2 + (parts |> List.sumBy _.Length) + parts.Length - 1)
+        body[0] <- byte '['
+        let mutable at = 1
+        parts
+        |> List.iteri (fun i part ->
+            if i > 0 then
+                body[at] <- byte ','
+                at <- at + 1
+            Buffer.BlockCopy(part, 0, body, at, part.Length)
+            at <- at + part.Length)
+        body[at] <- byte ']'
+        body
+
+    /// Reads what changeBody wrote.
+    /// <exception cref="System.Text.Json.JsonException">The body is not a change.</exception>
+    let readChange (body: ReadOnlySpan<byte>) : SessionChange =
+        // The change's own array and the patch's two levels around each value.
+        match Json.parseUtf8Wrapped 3 body with
+        | Json.Array parts when parts.Length = 2 -> SessionChange(Patch.ofJson parts[0], Patch.ofJson parts[1])
+        | Json.Array parts when parts.Length = 5 ->
+            match parts[2], parts[3] with
+            | Json.Number from, Json.Number upTo ->
+                match from.TryGetInt64(), upTo.TryGetInt64() with
+                | ValueSome f, ValueSome t when f >= 0L && t >= 0L && f <= int64 Int32.MaxValue && t <= int64 Int32.MaxValue ->
+                    SessionChange(Patch.ofJson parts[0], Patch.ofJson parts[1], ValueSome { From = int f; To = int t; Data = Patch.ofJson parts[4] })
+                | _ -> raise (Text.Json.JsonException "A change's shape versions are out of range.")
+            | _ -> raise (Text.Json.JsonException "A change's shape versions are not numbers.")
+        | _ -> raise (Text.Json.JsonException "Not a change: an array of two or five parts was expected.")
+
+    /// The change that sets a whole session: what a compacted file holds for each.
+    let snapshotChange (session: StoredSession) =
+        SessionChange(Patch.foldChecked [| Update.set Path.root session.Data |], Patch.foldChecked [| Update.set Path.root session.Meta |])
+
+    /// Frames a payload into <c>dest</c> at <c>at</c>; gives the record's length.
+    let frame (dest: byte[]) (at: int) (durableEnd: int64) (payload: byte[]) : int =
+        let length = RecordHeaderLength + payload.Length
+        BinaryPrimitives.WriteUInt32LittleEndian(Span(dest, at, 4), uint32 payload.Length)
+        BinaryPrimitives.WriteInt64LittleEndian(Span(dest, at + 8, 8), durableEnd)
+        Buffer.BlockCopy(payload, 0, dest, at + RecordHeaderLength, payload.Length)
+        BinaryPrimitives.WriteUInt32LittleEndian(Span(dest, at + 4, 4), Crc32C.OfRecord(ReadOnlySpan(dest, at, length)))
+        length
+
+    /// What a snapshot record adds to a session's tree and facts: framing, id and the <c>[[["set",[],…]],[["set",[],…]]]</c> around them.
+    let snapshotOverhead =
+        RecordHeaderLength + PayloadPrefixLength + (changeBody (snapshotChange (StoredSession(Json.emptyObject)))).Length - 4
+
+    /// The bytes a session takes in a freshly compacted file, its tree and facts being <paramref name="size"/> bytes of JSON.
+    let snapshotBytes (idLength: int) (size: int64) = int64 (snapshotOverhead + idLength) + size
+
+    /// The bytes of JSON of a session's tree and facts.
+    let sizeOf (session: StoredSession) = JsonSize.utf8Length session.Data + JsonSize.utf8Length session.Meta

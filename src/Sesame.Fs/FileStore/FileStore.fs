@@ -1,0 +1,482 @@
+namespace Sesame
+
+open System
+open System.Diagnostics
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.Extensions.Logging
+open Microsoft.Extensions.Logging.Abstractions
+
+/// <summary>
+/// A durable store: every session in one append-only file, so sessions survive restarts and
+/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch, and returns once
+/// the record is flushed to disk.
+/// </summary>
+/// <remarks>
+/// <para><b>Commits.</b> A commit applies its patch to the session in memory first, under a lock of that session,
+/// so a patch that conflicts (<see cref="T:Sesame.PathConflictException"/>) or a session that would grow too large
+/// (<see cref="T:Sesame.SessionTooLargeException"/>) is refused before anything is written. The record then goes
+/// to a single writer thread, which appends everything queued in one write, flushes it with one <c>fsync</c>
+/// (group commit: concurrent commits share a flush), and only then makes the new values visible to loads and
+/// completes the commits. If a write or flush fails, the pending commits fail with
+/// <see cref="T:Sesame.SessionStoreException"/> and the store accepts no more changes (loads still serve what is
+/// on disk) until it is reopened; a failed commit may or may not be found after reopening.</para>
+/// <para><b>Expiry.</b> Sliding, as in the memory store. A commit's record holds its new expiry. A load slides the expiry in
+/// memory and writes it only when the file lags by <see cref="P:Sesame.FileStoreOptions.SlideWriteInterval"/>,
+/// without waiting for the flush; so after a restart a session that was only read may expire that much
+/// earlier, never later. Expired sessions are never served, also after a restart; they are dropped from memory
+/// every <see cref="P:Sesame.FileStoreOptions.SweepInterval"/> and left out by the next compaction.</para>
+/// <para><b>Compaction.</b> When the file passes <see cref="P:Sesame.FileStoreOptions.CompactionMinBytes"/> and is more
+/// than <see cref="P:Sesame.FileStoreOptions.CompactionRatio"/> times the live size, the writer takes a snapshot
+/// of the live, unexpired sessions (references to their immutable trees, no copying) and a background task
+/// writes it to <c>PATH.compacting</c>, one record per session setting its whole value, flushing each megabyte.
+/// Commits go on meanwhile: they are appended to the old file and remembered. When the snapshot is written,
+/// the writer appends the remembered records to the new file, flushes it, renames it over the old one and
+/// flushes the directory (<c>fsync</c> of the directory on Linux and macOS; Windows has no such call, and the
+/// rename relies on NTFS's journal). So commits wait only while the writer takes the snapshot and while it
+/// switches files, not while the snapshot is written. Measured on a busy 2-core VM with 8 writers committing
+/// throughout: with 20,000 live sessions of 1 KB (21 MB) a compaction took 60 to 200 ms, of which commits
+/// waited 10 to 40 ms; with 100,000 (105 MB) it took 0.7 s, of which commits waited 66 ms, and 7,580 commits
+/// completed during it. Event 103 reports both times for each compaction. A crash at any point leaves the old
+/// file or the new one, each complete.</para>
+/// <para><b>Recovery.</b> Opening replays the file. A record that fails its length or checksum check at the end
+/// of the file is an interrupted write: it is cut off (the file is truncated) and a warning (event 102) says
+/// how many bytes were dropped; nothing before it is lost. Each record names how much of the file had been
+/// flushed when it was written, so a damaged record followed by a valid one written after it was flushed is
+/// told apart: that is a <see cref="T:Sesame.SessionStoreException"/> naming the byte offset, and the file is
+/// left untouched. (Damage inside the very last flushed write cannot be told from an interrupted write.)</para>
+/// <para><b>Ownership.</b> One store owns the file: it is opened exclusively (an advisory <c>flock</c> on Unix, a share
+/// mode on Windows), so a second process or a second store on the same path gets a
+/// <see cref="T:Sesame.SessionStoreException"/> saying the file is in use.</para>
+/// <para><b>Users.</b> The index of sessions by user is rebuilt from the file on open and kept in memory; a move (sign-in),
+/// a delete and an expiry change it together with the session, and a move is one record, so a crash leaves the session
+/// at its old id or its new one, never both.</para>
+/// <para><b>Format.</b> A 16-byte header (<c>SesameFS</c>, format version 2 as a little-endian uint32, 4 zero bytes),
+/// then records. A record: payload length (uint32), CRC-32C of the rest of the record (uint32), the file length
+/// known flushed when the record was written (int64), then the payload: kind (byte: 1 change, 2 change of a new
+/// session, 3 delete, 4 expiry slide, 5 move), expiry in UTC ticks (int64), last seen in UTC ticks (int64), id length
+/// (int32), the id in UTF-8, then for kinds 1 and 2 the change (<c>[data patch, facts patch]</c>, or with a shape upgrade
+/// <c>[data, facts, from, to, upgrade patch]</c>, each patch as <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/>
+/// writes it), and for kind 5 the old id's length (int32), the old id, then the change. All little-endian. A version 1
+/// file (no last-seen field, data patches only) is read and compacted to version 2 when opened.</para>
+/// <para><b>Logging.</b> Event ids 101 opened, 102 torn tail cut, 103 compacted, 104 compaction failed, 105 write failed,
+/// 106 replay mismatch, 107 no directory flush on this platform, 108 stale compaction file deleted, 109 closed.</para>
+/// </remarks>
+[<Sealed>]
+type FileStore private (path: string, options: FileStoreOptions, time: TimeProvider, file: ActiveFile, sessions: FileSessions, compaction: Compaction, writer: LogWriter) as this =
+    inherit SessionStore()
+
+    let mutable disposed = 0
+    /// Moves take this first, then the sessions' locks, so that binding a user is decided one move at a time.
+    let moveLock = obj ()
+
+    do sessions.OnExpired <- fun id meta -> this.ReportEnded(id, meta, SessionEndReason.Expired)
+
+    let now () = time.GetUtcNow().UtcTicks
+
+    let expiresAt (idle: TimeSpan) (t: int64) =
+        if idle.Ticks >= Int64.MaxValue - t then Int64.MaxValue else t + idle.Ticks
+
+    let sweep () =
+        try
+            sessions.Sweep(now ())
+            if compaction.Due then writer.Wake()
+        with _ ->
+            // A sweep is an optimisation; the next one tries again.
+            ()
+
+    let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
+
+    let ensureOpen () =
+        if Volatile.Read &disposed <> 0 then raise (file.ClosedError())
+
+    let ensureWritable () =
+        ensureOpen ()
+        if not (isNull file.Faulted) then raise (file.FailedError())
+
+    let live (session: FileSession) (t: int64) = not (isNull session.Latest) && session.LatestExpires > t
+
+    /// A record the reader would refuse must never be written (about 1 GiB: far past any sane session).
+    let checkRecordSize (id: string) (body: byte[]) =
+        if int64 body.Length + int64 (FileLog.PayloadPrefixLength + 4 * id.Length + 4) > int64 FileLog.MaxPayloadLength then
+            raise (SessionTooLargeException(int64 body.Length, FileLog.MaxPayloadLength))
+
+    /// Applies a change to a session as it stands (null: none), checking the tree's size limit.
+    let applyChecked (change: SessionChange) (before: StoredSession) (limit: int) =
+        match change.ApplyTo before with
+        | null -> ValueNone
+        | after ->
+            let size = JsonSize.utf8Length after.Data
+            if size > int64 limit then raise (SessionTooLargeException(size, limit))
+            ValueSome after
+
+    /// Queues a record of a change to this session (its lock held) and makes it the session's newest value.
+    let queue (id: string) (session: FileSession) (kind: byte) (body: byte[]) (after: StoredSession) (expires: int64) (t: int64) (movedFrom: FileSession) =
+        let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
+        let item = LogItem(session, kind, FileLog.payload kind expires t session.IdBytes body, after, expires, completion, movedFrom)
+        if not (writer.Enqueue item) then raise (file.ClosedError())
+        session.Latest <- after
+        session.LatestExpires <- expires
+        session.FileExpires <- expires
+        session.LastSeen <- t
+        session.Pending <- session.Pending + 1
+        sessions.SetLiveBytes(session, FileLog.snapshotBytes session.IdBytes.Length (FileLog.sizeOf after))
+        completion.Task
+
+    /// Queues the delete of a session (its lock held); false when there was nothing to delete.
+    let queueDelete (id: string) (session: FileSession) =
+        if isNull session.Latest && isNull session.Visible && session.Pending = 0 then
+            ValueNone
+        else
+            let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
+            let item = LogItem(session, FileLog.KindDelete, FileLog.payload FileLog.KindDelete 0L 0L session.IdBytes [||], null, 0L, completion)
+            if not (writer.Enqueue item) then raise (file.ClosedError())
+            session.Latest <- null
+            session.FileExpires <- 0L
+            session.Pending <- session.Pending + 1
+            sessions.Unindex(id, session)
+            sessions.SetLiveBytes(session, 0L)
+            ValueSome completion.Task
+
+    let withCancellation (cancellationToken: CancellationToken) (work: Task<'result>) =
+        if cancellationToken.CanBeCanceled && not work.IsCompleted then work.WaitAsync cancellationToken else work
+
+    let summaryOf (id: string) (session: FileSession) =
+        SessionSummary(
+            id,
+            session.Latest.Meta,
+            DateTimeOffset(session.LastSeen, TimeSpan.Zero),
+            (if session.LatestExpires = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(session.LatestExpires, TimeSpan.Zero)),
+            JsonSize.utf8Length session.Latest.Data
+        )
+
+    /// Makes room for one more session of a user (the move lock held); false when the policy refuses.
+    let admitUser (user: string) (movingFrom: string) (limit: UserLimit) (t: int64) =
+        if limit.MaxSessions <= 0 then
+            true
+        else
+            let others =
+                [ for id in sessions.IdsOf user do
+                      if id <> movingFrom then
+                          match sessions.TryGetValue id with
+                          | true, session ->
+                              let struct (alive, seen) = lock session (fun () -> struct (live session t, session.LastSeen))
+                              if alive then struct (id, session, seen)
+                          | _ -> () ]
+            let excess = others.Length + 1 - limit.MaxSessions
+            if excess <= 0 then
+                true
+            elif limit.Policy = UserLimitPolicy.Refuse then
+                false
+            else
+                for struct (id, session, _) in others |> List.sortBy (fun (struct (_, _, seen)) -> seen) |> List.truncate excess do
+                    let ended =
+                        lock session (fun () ->
+                            let meta = if isNull session.Latest then Json.emptyObject else session.Latest.Meta
+                            if session.Removed then ValueNone
+                            else queueDelete id session |> ValueOption.map (fun _ -> meta))
+                    match ended with
+                    | ValueSome meta -> this.ReportEnded(id, meta, SessionEndReason.UserLimit)
+                    | ValueNone -> ()
+                true
+
+    do writer.Start()
+
+    /// <summary>Opens (or creates) the session file at <paramref name="path"/>, replaying it.</summary>
+    /// <param name="path">The file; its directory is created if missing. A file <c>PATH.compacting</c> next to it is the store's too.</param>
+    /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
+    /// <param name="logger">Where the store logs (<c>null</c> for none).</param>
+    /// <param name="time">The clock for expiry (<c>null</c> for the system clock).</param>
+    /// <returns>The open store; dispose it to flush and release the file.</returns>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use by another process or store, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    /// <exception cref="System.ArgumentException">The path is empty or the options are out of range.</exception>
+    static member Open(path: string, options: FileStoreOptions, logger: ILogger, time: TimeProvider) : FileStore =
+        if String.IsNullOrWhiteSpace path then invalidArg (nameof path) "The session file's path is empty."
+        let options = if isNull options then FileStoreOptions() else options
+        let logger = if isNull logger then NullLogger.Instance :> ILogger else logger
+        let time = if isNull time then TimeProvider.System else time
+        options.Check()
+        let path = IO.Path.GetFullPath path
+        let stopwatch = Stopwatch.StartNew()
+        let handle = ActiveFile.OpenExclusive path
+        let store =
+            try
+                let created = IO.RandomAccess.GetLength handle = 0L
+                Compaction.DeleteLeftover(path, logger)
+                let replayed, length, version =
+                    try
+                        let replayed = FileReplay.run logger path handle
+                        // What replay read may still sit in the page cache after a process crash: flush it, so
+                        // that the records appended from now on rightly name all of it as flushed.
+                        IO.RandomAccess.FlushToDisk handle
+                        if created then DirectorySync.sync (IO.Path.GetDirectoryName path) |> ignore
+                        replayed
+                    with :? IO.IOException as e ->
+                        raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
+                let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) replayed
+                FileStoreLog.openedFile logger path sessions.Count length stopwatch.ElapsedMilliseconds
+                let file = ActiveFile(path, handle, length)
+                let compaction = Compaction(file, sessions, options, logger, time)
+                struct (new FileStore(path, options, time, file, sessions, compaction, LogWriter(file, compaction, logger)), version)
+            with _ ->
+                handle.Dispose()
+                reraise ()
+        let struct (store, version) = store
+        if version <> FileLog.FormatVersion then
+            // An older file: rewrite it in this version before anything is appended to it.
+            try
+                store.CompactAsync().GetAwaiter().GetResult()
+            with e ->
+                store.Dispose()
+                raise (SessionStoreException($"The session file '{path}' (format version {version}) could not be rewritten in version {FileLog.FormatVersion}: {e.Message}", e))
+        store
+
+    /// <summary>Opens (or creates) the session file at <paramref name="path"/> with the system clock.</summary>
+    /// <param name="path">The file; its directory is created if missing.</param>
+    /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
+    /// <param name="logger">Where the store logs (<c>null</c> for none).</param>
+    /// <returns>The open store; dispose it to flush and release the file.</returns>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    static member Open(path: string, options: FileStoreOptions, logger: ILogger) : FileStore =
+        FileStore.Open(path, options, logger, TimeProvider.System)
+
+    /// <summary>Opens (or creates) the session file at <paramref name="path"/>, without logging.</summary>
+    /// <param name="path">The file; its directory is created if missing.</param>
+    /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
+    /// <returns>The open store; dispose it to flush and release the file.</returns>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    static member Open(path: string, options: FileStoreOptions) : FileStore = FileStore.Open(path, options, null, TimeProvider.System)
+
+    /// <summary>Opens (or creates) the session file at <paramref name="path"/> with default options and no logging.</summary>
+    /// <param name="path">The file; its directory is created if missing.</param>
+    /// <returns>The open store; dispose it to flush and release the file.</returns>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    static member Open(path: string) : FileStore = FileStore.Open(path, null, null, TimeProvider.System)
+
+    /// The full path of the session file.
+    member _.Path = path
+
+    /// The number of sessions held in memory (expired ones not yet swept included).
+    member _.Count = sessions.Count
+
+    /// The current length of the session file, in bytes.
+    member _.FileLength = file.Length
+
+    /// The size a freshly compacted file would have, in bytes (expired sessions not yet swept included).
+    member _.LiveBytes = int64 FileLog.FileHeaderLength + sessions.LiveBytes
+
+    /// <summary>Compacts the file now, whatever its size: the result holds only the live, unexpired sessions.</summary>
+    /// <returns>A task that completes when the compacted file has replaced the old one.</returns>
+    /// <exception cref="T:Sesame.SessionStoreException">The compaction failed (the old file is kept and still in use).</exception>
+    member _.CompactAsync() : Task = writer.CompactAsync()
+
+    /// <summary>Drops expired sessions from memory now (so that the next compaction leaves them out).</summary>
+    member _.Sweep() = sweep ()
+
+    /// <inheritdoc />
+    override _.ActiveSessionCount = Nullable(int64 sessions.Count)
+
+    /// <inheritdoc />
+    override _.LoadAsync(id, idleTimeout, _cancellationToken) =
+        try
+            if isNull id then nullArg (nameof id)
+            ensureOpen ()
+            match sessions.TryGetValue id with
+            | true, session ->
+                lock session (fun () ->
+                    let t = now ()
+                    match session.Visible with
+                    | visible when not (isNull visible) && session.VisibleExpires > t ->
+                        let expires = expiresAt idleTimeout t
+                        session.VisibleExpires <- expires
+                        session.LastSeen <- t
+                        if live session t then
+                            session.LatestExpires <- expires
+                            // A shorter expiry is always written, so that a restart never serves the session longer.
+                            if isNull file.Faulted
+                               && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks) then
+                                let slide = FileLog.payload FileLog.KindTouch expires t session.IdBytes [||]
+                                if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then
+                                    session.FileExpires <- expires
+                        Task.FromResult visible
+                    | _ -> Task.FromResult<StoredSession> null)
+            | _ -> Task.FromResult<StoredSession> null
+        with e ->
+            Task.FromException<StoredSession> e
+
+    /// <inheritdoc />
+    override _.CommitAsync(id, change, commit, cancellationToken) =
+        if cancellationToken.IsCancellationRequested then
+            Task.FromCanceled<CommitResult> cancellationToken
+        else
+            try
+                if isNull id then nullArg (nameof id)
+                if isNull change then nullArg (nameof change)
+                if change.BindsUser then
+                    invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
+                ensureWritable ()
+                let body = FileLog.changeBody change
+                checkRecordSize id body
+                let rec attempt () =
+                    let session =
+                        if commit.MustExist then
+                            match sessions.TryGetValue id with
+                            | true, session -> session
+                            | _ -> null
+                        else
+                            sessions.GetOrAdd id
+                    if isNull session then
+                        Task.FromResult CommitResult.SessionGone
+                    else
+                        let committed =
+                            lock session (fun () ->
+                                if session.Removed then
+                                    null
+                                else
+                                    let t = now ()
+                                    let isLive = live session t
+                                    if not isLive && commit.MustExist then
+                                        Task.FromResult CommitResult.SessionGone
+                                    else
+                                        match applyChecked change (if isLive then session.Latest else null) commit.MaxSizeBytes with
+                                        | ValueNone -> Task.FromResult CommitResult.ShapeChanged
+                                        | ValueSome after ->
+                                            let kind = if isLive then FileLog.KindPatch else FileLog.KindCreate
+                                            queue id session kind body after (expiresAt commit.IdleTimeout t) t null)
+                        // The session was dropped while we waited for its lock: look it up again.
+                        if isNull committed then attempt () else committed
+                attempt () |> withCancellation cancellationToken
+            with e ->
+                Task.FromException<CommitResult> e
+
+    /// <inheritdoc />
+    override _.MoveAsync(fromId, toId, change, commit, cancellationToken) =
+        if cancellationToken.IsCancellationRequested then
+            Task.FromCanceled<CommitResult> cancellationToken
+        else
+            try
+                if isNull toId then nullArg (nameof toId)
+                if isNull change then nullArg (nameof change)
+                ensureWritable ()
+                let fromBytes = if isNull fromId then [||] else Text.Encoding.UTF8.GetBytes fromId
+                let changeBody = FileLog.changeBody change
+                let body = Array.zeroCreate<byte> (4 + fromBytes.Length + changeBody.Length)
+                Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(body, 0, 4), fromBytes.Length)
+                Buffer.BlockCopy(fromBytes, 0, body, 4, fromBytes.Length)
+                Buffer.BlockCopy(changeBody, 0, body, 4 + fromBytes.Length, changeBody.Length)
+                checkRecordSize toId body
+                let moved =
+                    lock moveLock (fun () ->
+                        let t = now ()
+                        let from =
+                            if isNull fromId then null
+                            else match sessions.TryGetValue fromId with | true, s -> s | _ -> null
+                        let moveFrom () =
+                            match applyChecked change (if isNull from then null else from.Latest) commit.MaxSizeBytes with
+                            | ValueNone -> Task.FromResult CommitResult.ShapeChanged
+                            | ValueSome after ->
+                                let user = match SessionMeta.userOf after.Meta with Some u -> u | None -> null
+                                if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
+                                    Task.FromResult CommitResult.UserLimitReached
+                                else
+                                    let target = sessions.GetOrAdd toId
+                                    lock target (fun () ->
+                                        if target.Removed || not (isNull target.Latest) || target.Pending > 0 then
+                                            invalidOp "The move's new id is already a session; a new id must be fresh."
+                                        let moved = queue toId target FileLog.KindMove body after (expiresAt commit.IdleTimeout t) t from
+                                        if not (isNull from) then
+                                            from.Latest <- null
+                                            from.FileExpires <- 0L
+                                            from.Pending <- from.Pending + 1
+                                            sessions.Unindex(fromId, from)
+                                            sessions.SetLiveBytes(from, 0L)
+                                        sessions.Index(toId, target, user)
+                                        moved)
+                        if isNull fromId then
+                            moveFrom ()
+                        elif isNull from then
+                            Task.FromResult CommitResult.SessionGone
+                        else
+                            lock from (fun () ->
+                                if from.Removed || not (live from t) then Task.FromResult CommitResult.SessionGone
+                                else moveFrom ()))
+                moved |> withCancellation cancellationToken
+            with e ->
+                Task.FromException<CommitResult> e
+
+    /// <inheritdoc />
+    override _.DeleteAsync(id, cancellationToken) =
+        if cancellationToken.IsCancellationRequested then
+            Task.FromCanceled<bool> cancellationToken
+        else
+            try
+                if isNull id then nullArg (nameof id)
+                ensureWritable ()
+                let rec attempt () =
+                    match sessions.TryGetValue id with
+                    | true, session ->
+                        let deleted =
+                            lock session (fun () ->
+                                if session.Removed then
+                                    null
+                                else
+                                    let wasLive = live session (now ())
+                                    match queueDelete id session with
+                                    | ValueSome written ->
+                                        task {
+                                            let! _ = written
+                                            return wasLive
+                                        }
+                                    | ValueNone -> Task.FromResult false)
+                        if isNull deleted then attempt () else deleted
+                    | _ -> Task.FromResult false
+                attempt () |> withCancellation cancellationToken
+            with e ->
+                Task.FromException<bool> e
+
+    /// <inheritdoc />
+    override _.ListAsync(query, _cancellationToken) =
+        try
+            if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
+            ensureOpen ()
+            let t = now ()
+            let after = query.After
+            let candidates = if isNull query.UserId then sessions.Items |> Seq.map _.Key else sessions.IdsOf query.UserId :> seq<string>
+            // Ordered by id, so a page continues where the last one stopped however the sessions change in between.
+            let page =
+                candidates
+                |> Seq.filter (fun id -> isNull after || String.CompareOrdinal(id, after) > 0)
+                |> Seq.choose (fun id ->
+                    match sessions.TryGetValue id with
+                    | true, session -> lock session (fun () -> if live session t then Some(struct (id, summaryOf id session)) else None)
+                    | _ -> None)
+                |> Seq.sortWith (fun (struct (a, _)) (struct (b, _)) -> String.CompareOrdinal(a, b))
+                |> Seq.truncate (query.Limit + 1)
+                |> Array.ofSeq
+            let more = page.Length > query.Limit
+            let shown = if more then Array.truncate query.Limit page else page
+            let next = if more then (let struct (id, _) = shown[shown.Length - 1] in id) else null
+            Task.FromResult(SessionPage(shown |> Array.map (fun (struct (_, summary)) -> summary), next))
+        with e ->
+            Task.FromException<SessionPage> e
+
+    member private _.BeginClose() =
+        if Interlocked.Exchange(&disposed, 1) = 0 then
+            sweeper.Dispose()
+            writer.Close()
+
+    /// <summary>Writes what is queued, flushes it and releases the file.</summary>
+    member this.Dispose() =
+        this.BeginClose()
+        writer.Exited.Wait()
+
+    /// <summary>Writes what is queued, flushes it and releases the file, without blocking.</summary>
+    member this.DisposeAsync() : ValueTask =
+        this.BeginClose()
+        ValueTask writer.Exited
+
+    interface IDisposable with
+        member this.Dispose() = this.Dispose()
+
+    interface IAsyncDisposable with
+        member this.DisposeAsync() = this.DisposeAsync()
