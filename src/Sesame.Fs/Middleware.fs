@@ -71,6 +71,29 @@ type SesameBuilder internal (services: IServiceCollection) =
     /// <returns>This builder, for chaining.</returns>
     member this.AddMemoryStore() : SesameBuilder = this.AddMemoryStore(null)
 
+    /// <summary>
+    /// Keeps sessions in a file that survives restarts and crashes (an append-only log of changes, flushed before each
+    /// commit returns), with the file store's options set by <paramref name="configure"/>. The file is opened when the
+    /// app starts (a file another process holds is a <see cref="T:Sesame.SessionStoreException"/> then) and the store
+    /// logs through the app's logging (category <c>Sesame.FileStore</c>).
+    /// </summary>
+    /// <param name="path">The session file; its directory is created if missing. One app owns it at a time.</param>
+    /// <param name="configure">Sets the file store's options (bounds, compaction, sweeping); may be null.</param>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddFileStore(path: string, configure: Action<FileStoreOptions>) : SesameBuilder =
+        if String.IsNullOrWhiteSpace path then invalidArg (nameof path) "The session file's path is empty."
+        let storeOptions = FileStoreOptions()
+        if not (isNull configure) then configure.Invoke storeOptions
+        this.AddStore(fun provider ->
+            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            let logger = provider.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().CreateLogger "Sesame.FileStore"
+            FileStore.Open(path, storeOptions, logger, time) :> SessionStore)
+
+    /// <summary>Keeps sessions in a file that survives restarts and crashes, with default options (see the other overload).</summary>
+    /// <param name="path">The session file; its directory is created if missing.</param>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddFileStore(path: string) : SesameBuilder = this.AddFileStore(path, null)
+
 /// <summary>Registering Sesame's services.</summary>
 [<Extension; AbstractClass; Sealed>]
 type SesameServiceCollectionExtensions =
