@@ -6,18 +6,48 @@ open System.Numerics
 open System.Globalization
 open FsCheck
 open FsCheck.FSharp
+open Expecto
 
 // ---------------------------------------------------------------------------------------------
 // Running properties
 // ---------------------------------------------------------------------------------------------
 
-/// Runs a property for at least 1,000 cases; a failure throws (so xunit fails the test) with the counterexample.
-let check (property: Property) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000), property)
+/// FsCheck settings for a law: <paramref name="cases"/> cases, and never fewer than 1,000.
+let lawConfig (cases: int) = { FsCheckConfig.defaultConfig with maxTest = max 1000 cases }
 
-/// Runs a property for <paramref name="cases"/> cases (at least 1,000).
-let checkWith (cases: int) (property: Property) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(max 1000 cases), property)
+/// The function Expecto runs for a property test (it takes the run's FsCheck settings).
+let private runnerOf (test: Test) =
+    match test with
+    | TestLabel(_, TestCase(AsyncFsCheck(_, _, run), _), _) -> run
+    | other -> failwith $"Expecto.FsCheck made an unexpected test shape: %A{other}"
+
+/// <summary>
+/// A law checked by FsCheck on <paramref name="cases"/> cases (at least 1,000), with a guard run
+/// after the cases passed: <paramref name="law"/> makes the property and its counters afresh for
+/// every run (a stress run repeats it), and the guard fails the test when the counters show the law
+/// held vacuously (too few cases reached what it is about).
+/// </summary>
+let testGuardedLawWith (cases: int) (name: string) (law: unit -> Property * (unit -> unit)) : Test =
+    let config = lawConfig cases
+    match testPropertyWithConfig config name (fun () -> true) with
+    | TestLabel(label, TestCase(AsyncFsCheck(testConfig, stressConfig, _), focus), labelFocus) ->
+        let run (runConfig: FsCheckConfig) =
+            async {
+                let property, guard = law ()
+                do! runnerOf (testPropertyWithConfig config name property) runConfig
+                guard ()
+            }
+        TestLabel(label, TestCase(AsyncFsCheck(testConfig, stressConfig, run), focus), labelFocus)
+    | other -> failwith $"Expecto.FsCheck made an unexpected test shape: %A{other}"
+
+/// A guarded law (see testGuardedLawWith) checked on 1,000 cases.
+let testGuardedLaw (name: string) (law: unit -> Property * (unit -> unit)) = testGuardedLawWith 1000 name law
+
+/// A law checked by FsCheck on <paramref name="cases"/> cases (at least 1,000); a failure reports the counterexample and the seed.
+let testLawWith (cases: int) (name: string) (law: unit -> Property) = testGuardedLawWith cases name (fun () -> law (), ignore)
+
+/// A law checked by FsCheck on 1,000 cases.
+let testLaw (name: string) (law: unit -> Property) = testLawWith 1000 name law
 
 /// Passes when <paramref name="ok"/> holds; otherwise fails the property with the description (built only on failure).
 let claim (ok: bool) (describe: unit -> string) = if ok then true else failwith (describe ())
