@@ -70,10 +70,12 @@ let ensureRedis () =
 
 let args = fsi.CommandLineArgs |> Array.skip 1
 let target = if args.Length = 0 then "build" else args[0]
+// The arguments for the target: those after "--", or (since `dotnet fsi` may swallow the "--")
+// all those after the target's name.
 let rest =
     match Array.tryFindIndex ((=) "--") args with
     | Some i -> String.Join(" ", args[i + 1 ..])
-    | None -> ""
+    | None -> String.Join(" ", Array.skip (min 1 args.Length) args)
 
 match target with
 | "build" ->
@@ -83,7 +85,7 @@ match target with
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let expectoRuns =
         [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
-    let runs = expectoRuns @ [ xunitProject, run "dotnet" $"test {xunitProject} -c Release --no-build" true ]
+    let runs = expectoRuns @ [ (xunitProject, run "dotnet" $"test {xunitProject} -c Release --no-build" true) ]
     let mutable passed, failed, runnersFailed = 0, 0, 0
     for project, (code, lines) in runs do
         let p, f = countsOf lines
@@ -98,17 +100,20 @@ match target with
     // Expecto's stress mode: the selected tests run again and again, in random order and in
     // parallel, for the given minutes; a test still running stress-timeout minutes after the end is
     // reported as a deadlock. Both programs run at once, so the soak takes the minutes given.
-    let minutes = match Double.TryParse rest with | true, m when m > 0.0 -> m | _ -> 5.0
+    let minutes =
+        match Double.TryParse(rest, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+        | true, m when m > 0.0 -> m
+        | _ -> 5.0
     ensureRedis ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let soaks =
         [ for project in expectoProjects ->
-              let args = $"run --no-build -c Release --project {project} -- --stress {minutes} --stress-timeout 2 --stress-memory-limit 1000 --filter-test-case concurrent {plainExpecto}"
+              let args = $"run --no-build -c Release --project {project} -- --stress {string minutes} --stress-timeout 2 --stress-memory-limit 1000 --filter-test-case concurrent {plainExpecto}"
               printfn "> dotnet %s" args
               Process.Start(ProcessStartInfo("dotnet", args, WorkingDirectory = root, UseShellExecute = false)) ]
     for p in soaks do p.WaitForExit()
     let codes = soaks |> List.map (fun p -> p.ExitCode)
-    printfn "soak of %g minutes: exit codes %A" minutes codes
+    printfn "soak of %s minutes: exit codes %A" (string minutes) codes
     exit (if List.forall ((=) 0) codes then 0 else 1)
 | "bench" ->
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.Benchmarks -- {rest}" false))

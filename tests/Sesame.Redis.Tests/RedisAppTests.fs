@@ -169,7 +169,7 @@ let tests =
             let! afterRemove = get onA "/session"
             Expect.equal afterRemove ("""{"times":6,"foo":{"bar":{"baz":8}}}""") "afterRemove"
             // 100 increments at once, half on each instance, all of one session.
-            let gate = TaskCompletionSource()
+            let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
             let hits =
                 [ for i in 1..100 ->
                       task {

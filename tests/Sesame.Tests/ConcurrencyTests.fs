@@ -25,7 +25,7 @@ let concurrentlyOnOneSession (store: ISessionStore) (count: int) (url: int -> st
         use client = kestrelClient host
         let! _ = client.GetStringAsync "/start"
         // Release all requests at once so they truly overlap.
-        let gate = TaskCompletionSource()
+        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
         let requests =
             [ for i in 1..count ->
                   task {

@@ -37,7 +37,7 @@ let private startSampleProcess (args: string) : Task<SampleProcess> =
         let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
         let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
         let child = Process.Start info
-        let listening = TaskCompletionSource<bool>()
+        let listening = TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
         child.OutputDataReceived.Add(fun e -> if not (isNull e.Data) && e.Data.Contains "listening" then listening.TrySetResult true |> ignore)
         child.Exited.Add(fun _ -> listening.TrySetResult false |> ignore)
         child.EnableRaisingEvents <- true
