@@ -62,19 +62,39 @@ let private throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'
             | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
     }
 
-/// Runs `count` operations released at the same moment by one gate, each on the thread pool: they
-/// truly overlap instead of starting one after another.
+/// Runs `count` operations at the same moment, so they truly overlap. Up to as many operations as
+/// the machine has cores start on threads of their own that spin at a barrier until all are there,
+/// and leave it together; more wait for one gate that opens once all of them have reached it.
 let private concurrently (count: int) (operation: int -> Task<'result>) : Task<'result[]> =
-    let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-    let started =
-        [ for i in 1..count ->
-              Task.Run<'result>(fun () ->
-                  task {
-                      do! gate.Task
-                      return! operation i
-                  }) ]
-    gate.SetResult()
-    Task.WhenAll started
+    if count <= Environment.ProcessorCount then
+        let arrived = ref 0
+        let started =
+            [ for i in 1..count ->
+                  Task.Factory.StartNew(
+                      (fun () ->
+                          Interlocked.Increment &arrived.contents |> ignore
+                          SpinWait.SpinUntil(fun () -> Volatile.Read &arrived.contents = count)
+                          operation i),
+                      TaskCreationOptions.LongRunning
+                  ).Unwrap() ]
+        Task.WhenAll started
+    else
+        task {
+            let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let allArrived = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let arrived = ref 0
+            let started =
+                [ for i in 1..count ->
+                      Task.Run<'result>(fun () ->
+                          task {
+                              if Interlocked.Increment &arrived.contents = count then allArrived.SetResult()
+                              do! gate.Task
+                              return! operation i
+                          }) ]
+            do! allArrived.Task
+            gate.SetResult()
+            return! Task.WhenAll started
+        }
 
 /// <summary>The store contract for the stores made by <paramref name="start"/>, one per test.</summary>
 let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
