@@ -3,7 +3,7 @@
 //   test    build, then run every test project (the two Expecto programs, then `dotnet test` for the
 //           C# project); ends with one line "N passed, N failed" and fails if any test or runner failed
 //   soak    Expecto's stress mode on the concurrency tests (those whose names mention "concurrent"),
-//           both F# test programs at once, for the minutes given after -- (default 5); not run in CI
+//           both F# test programs at once, for the minutes given after it (`soak 1`; default 5); not run in CI
 //   bench   run the BenchmarkDotNet micro-benchmarks (pass BenchmarkDotNet arguments after --)
 //   pack    make the NuGet packages in ./artifacts
 //   loadtest  the load test against ASP.NET Core Session (writes docs/performance.md)
