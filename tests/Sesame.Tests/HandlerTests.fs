@@ -56,6 +56,87 @@ let tests =
             Expect.equal shown "fallback" "shown"
         }
 
+        testCaseTask "withSession in several branches of choose gives the request one session, whichever branch handles it" <| fun () -> task {
+            let counter (name: string) =
+                Session.handler (fun s ->
+                    let times = s |> Session.increment "times" 1m
+                    text $"{name} {times}")
+            // Giraffe's choose tries the next branch when one falls through (None); each branch has its own withSession.
+            let app =
+                choose
+                    [ withSession >=> route "/a" >=> counter "a"
+                      withSession >=> route "/b" >=> counter "b" ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! a = browser.GetTextAsync "/a"
+            Expect.equal a "a 1" "the first branch"
+            // GET /b passes through the first branch's withSession, which falls through, before the second.
+            let! b = browser.GetTextAsync "/b"
+            Expect.equal b "b 2" "the second branch continues the same session"
+            let! again = browser.GetTextAsync "/b"
+            Expect.equal again "b 3" "and again"
+            let! a2 = browser.GetTextAsync "/a"
+            Expect.equal a2 "a 4" "back to the first branch"
+        }
+
+        testCaseTask "a branch that falls through commits what it changed, and the next withSession continues that session" <| fun () -> task {
+            let store = ObservedStore()
+            let skipping: HttpHandler = fun _ _ -> Task.FromResult None
+            let app =
+                choose
+                    [ withSession >=> Session.handler (fun s -> s |> Session.set "seen" true; skipping)
+                      withSession >=> route "/b" >=> Session.handler (fun s ->
+                          s |> Session.set "b" 1
+                          text (Json.serialize (Session.current s))) ]
+            use! host = startHost store noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! response, body = browser.GetAsync "/b"
+            Expect.equal (int response.StatusCode) 200 "handled by the second branch"
+            Expect.equal body """{"seen":true,"b":1}""" "the second branch reads what the first stored"
+            // One session: both commits went to one id, and the client got one cookie for it.
+            let ids = store.Patches |> List.map fst |> List.distinct
+            Expect.hasLength ids 1 "one session id in the store"
+            Expect.hasLength (setCookies response |> List.filter (fun c -> c.StartsWith "sesame=")) 1 "one cookie"
+            let! shown = browser.GetTextAsync "/b"
+            Expect.equal shown """{"seen":true,"b":1}""" "the next request sees the same session"
+        }
+
+        testCaseTask "a Saturn-like layout, one router forwarding to two routers that each pipe through withSession, has one session" <| fun () -> task {
+            // Saturn: `forward "/shop" shopRouter`, and each router `pipe_through` a pipeline that plugs withSession.
+            let forward (prefix: string) (router: HttpHandler) : HttpHandler =
+                fun next ctx -> if ctx.Request.Path.StartsWithSegments(PathString prefix) then router next ctx else Task.FromResult None
+            let pipeline: HttpHandler = withSession
+            let router (routes: (string * HttpHandler) list) : HttpHandler =
+                pipeline >=> choose [ for path, handler in routes -> route path >=> handler ]
+            let hit (name: string) =
+                Session.handler (fun s ->
+                    let mine = s |> Session.increment name 1m
+                    let all = s |> Session.increment "all" 1m
+                    text $"{name} {mine} of {all}")
+            let shop = router [ "/shop/cart", hit "cart" ]
+            let account = router [ "/account/me", hit "me" ]
+            // The first router matches every path (as a router at "/" would) but has no route for /account/me.
+            let site = router [ "/", hit "home" ]
+            let app = choose [ forward "/" site; forward "/shop" shop; forward "/account" account ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! cart = browser.GetTextAsync "/shop/cart"
+            Expect.equal cart "cart 1 of 1" "shop"
+            let! me = browser.GetTextAsync "/account/me"
+            Expect.equal me "me 1 of 2" "account, the same session"
+            let! home = browser.GetTextAsync "/"
+            Expect.equal home "home 1 of 3" "home, the same session"
+        }
+
+        testCaseTask "withSession nested in withSession is one session" <| fun () -> task {
+            let app = withSession >=> choose [ withSession >=> route "/n" >=> Session.handler (fun s -> text (string (s |> Session.increment "n" 1m))) ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! first = browser.GetTextAsync "/n"
+            let! second = browser.GetTextAsync "/n"
+            Expect.equal [ first; second ] [ "1"; "2" ] "counted in one session"
+        }
+
         testCaseTask "a composed chain is built once and serves many requests" <| fun () -> task {
             let mutable built = 0
             let counting: HttpHandler =

@@ -171,6 +171,53 @@ let tests =
             Expect.equal commits 0 "The request stored nothing."
         }
 
+        testList "a change is checked where it is made, one rule for every store: depth, and lone surrogates" [
+            for kind in StoreKinds.all do
+                testCaseTask kind.Name <| fun () -> task {
+                    let store = kind.Create TimeProvider.System
+                    use _ = match store with :? IDisposable as d -> d | _ -> { new IDisposable with member _.Dispose() = () }
+                    let lone = "😀x".Substring(0, 1)
+                    let nested (levels: int) = json (String.replicate levels "[" + String.replicate levels "]")
+                    let refusals = ResizeArray<string * exn * bool>()
+                    let handler =
+                        Session.handler (fun s ->
+                            let attempt name act =
+                                let before = s.PendingUpdates.Count
+                                try
+                                    act ()
+                                    refusals.Add((name, null, false))
+                                with e ->
+                                    refusals.Add((name, e, s.PendingUpdates.Count <> before))
+                            attempt "a key of the path" (fun () -> s.Set(Path.ofKeys [ "ok"; lone ], Json.int64 1L))
+                            attempt "a string" (fun () -> s.Set(path "name", Json.String("a" + lone)))
+                            attempt "a key of the value" (fun () -> s.Set(path "obj", Json.object [ lone, Json.Null ]))
+                            attempt "600 segments holding a value 600 deep" (fun () -> s.Set(Path.ofKeys (Array.create 600 "k"), nested 600))
+                            attempt "an append 1,024 deep" (fun () -> s.Append(Path.ofKeys (Array.create 512 "k"), nested 512) |> ignore)
+                            // Exactly at the limit: 512 segments and a value 512 deep make 1,024 levels.
+                            s.Set(Path.ofKeys (Array.create 512 "d"), nested 512)
+                            // A typed string is written by System.Text.Json, which replaces a lone surrogate with U+FFFD
+                            // before anything is recorded: what is stored is what every store reads back.
+                            s |> Session.set "typed" ("x" + lone)
+                            text "done")
+                    let show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
+                    use! host = startHost store noOptions (runHandler (withSession >=> choose [ route "/" >=> handler; route "/show" >=> show ])) (new LogCapture())
+                    let browser = Browser host
+                    let! done' = browser.GetTextAsync "/"
+                    Expect.equal done' "done" "the request went through"
+                    for name, error, recorded in refusals do
+                        match error with
+                        | :? ArgumentException as e when e.GetType() = typeof<ArgumentException> ->
+                            Expect.isFalse recorded $"{name}: nothing recorded"
+                            Expect.stringContains e.Message "'" $"{name}: the message names the path"
+                        | other -> failtestf "%s: expected an ArgumentException, got %A" name other
+                    let! shown = browser.GetTextAsync "/show"
+                    let stored = json shown
+                    Expect.equal (Path.tryGet (path "typed") stored) (Some(Json.String "x\uFFFD")) "the typed string, as System.Text.Json wrote it"
+                    Expect.isSome (Path.tryGet (Path.ofKeys (Array.create 512 "d")) stored) "the value at the limit is stored and read back"
+                    Expect.isFalse (shown.Contains "\\uD83D") "no lone surrogate reached the store"
+                }
+        ]
+
         testCaseTask "keys with dots, brackets, quotes, control characters and __proto__ are plain keys" <| fun () -> task {
             let keys = [ "a.b"; "x[0]"; "]["; "say \"hi\""; "tab\tnew\nline"; "__proto__"; "constructor"; ""; "ключ 🔑" ]
             let write =

@@ -130,6 +130,48 @@ let tests =
             Expect.equal store.Commits 2 "store.Commits"
         }
 
+        testCaseTask "changing a new session after the response started fails at the call and stores nothing" <| fun () -> task {
+            let store = ObservedStore()
+            let mutable refused: exn = null
+            let late: HttpHandler =
+                fun next ctx ->
+                    task {
+                        let! session = Session.loadAsync ctx
+                        do! ctx.Response.WriteAsync "started"
+                        do! ctx.Response.Body.FlushAsync()
+                        // No cookie can reach the client any more: the session could never be found again.
+                        try
+                            session |> Session.set "orphan" 1
+                        with e ->
+                            refused <- e
+                        Expect.isFalse session.HasPendingChanges "nothing recorded"
+                        return! next ctx
+                    }
+            use! host = serve store late
+            let! response, body = (Browser host).GetAsync "/"
+            Expect.equal body "started" "the response went out"
+            Expect.isEmpty (setCookies response) "no cookie"
+            let e = isType<InvalidOperationException> refused
+            Expect.stringContains e.Message "after the response has started" "the message says why"
+            Expect.equal store.Commits 0 "nothing stored"
+        }
+
+        testCaseTask "Vary: Cookie is sent once, also on responses without a body" <| fun () -> task {
+            let statusOnly (code: int) : HttpHandler =
+                Session.handler (fun s ->
+                    s |> Session.set "touched" true
+                    fun _next ctx ->
+                        ctx.Response.StatusCode <- code
+                        Task.FromResult(Some ctx))
+            use! host = serve (ObservedStore()) (choose [ route "/204" >=> statusOnly 204; route "/404" >=> statusOnly 404; route "/ok" >=> Session.handler (fun s -> s |> Session.set "x" 1; text "ok") ])
+            let browser = Browser host
+            for url, status in [ "/204", 204; "/404", 404; "/ok", 200 ] do
+                let! response, _ = browser.GetAsync url
+                Expect.equal (int response.StatusCode) status url
+                let vary = response.Headers.Vary |> List.ofSeq
+                Expect.equal vary [ "Cookie" ] $"{url}: Vary names Cookie once"
+        }
+
         testCaseTask "a failing store gives a 500 and the app's logger sees the error" <| fun () -> task {
             let store = ObservedStore(FailCommits = true)
             let logs = new LogCapture()

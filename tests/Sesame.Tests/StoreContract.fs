@@ -192,6 +192,36 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             | other -> failwith $"Expected 100 keys, got {other}"
         }
 
+        testCaseTask "100 concurrent appends to one array keep all 100, each once" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let id = newId ()
+            let! _ = store.CommitAsync(id, patchOf [ setAt "items" "[0]" ], creating, testToken ())
+            let! _ = concurrently 100 (fun i -> store.CommitAsync(id, patchOf [ Update.append (path "items") (Json.int64 (int64 i)) ], existing, testToken ()))
+            let! loaded = load store id
+            match loaded |> Option.bind (Path.tryGet (path "items")) with
+            | Some(Json.Array items) ->
+                Expect.equal items.Length 101 "the first item and 100 appends"
+                Expect.equal items[0] (Json.int64 0L) "the first item stays first"
+                let appended = [ for item in Seq.skip 1 items -> match item with Json.Number n -> n.TryGetInt64().Value | _ -> -1L ] |> List.sort
+                Expect.equal appended [ 1L .. 100L ] "every append once"
+            | other -> failtestf "Expected an array of 101 items, got %A" other
+        }
+
+        testCaseTask "an append creates a missing array, and one to a value that is not an array stores nothing" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let id = newId ()
+            let! _ = store.CommitAsync(id, patchOf [ Update.append (path "cart.items") (json """{"sku":"pear"}"""); setAt "name" "\"ada\"" ], creating, testToken ())
+            let! loaded = load store id
+            Expect.equal loaded (Some(json """{"cart":{"items":[{"sku":"pear"}]},"name":"ada"}""")) "created"
+            let conflicting = patchOf [ setAt "fresh" "true"; Update.append (path "name") (Json.int64 1L) ]
+            let! e = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, conflicting, existing, testToken ()) :> Task)
+            Expect.equal e.Message "Cannot append to 'name': it holds a string, not an array." "the same message on every store"
+            let! after = load store id
+            Expect.equal after loaded "nothing stored"
+        }
+
         testCaseTask "a deleted session is gone and a late commit cannot bring it back" <| fun () -> task {
             use under = start ()
             let store = under.Store
