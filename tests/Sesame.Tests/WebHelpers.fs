@@ -58,6 +58,14 @@ type ObservedStore(inner: ISessionStore) =
             Interlocked.Increment &deletes |> ignore
             inner.DeleteAsync(id, ct)
 
+/// A store the end-to-end suites run on.
+type StoreKind =
+    { Name: string
+      /// Makes a fresh, empty store that reads the given clock (a store on a server's time ignores it).
+      Create: TimeProvider -> ISessionStore
+      /// Whether the store's expiry follows that clock; when it does not, a test must wait in real time.
+      FollowsClock: bool }
+
 /// A log entry captured from the app.
 type LogEntry = { Level: LogLevel; EventId: EventId; Category: string; Message: string; Error: exn }
 
@@ -99,15 +107,24 @@ let startHostWith (server: Server) (configureServices: IServiceCollection -> uni
             web.ConfigureServices(configureServices).Configure(pipeline) |> ignore)
         .StartAsync()
 
+/// Sesame's services on the given store, with the caller's options.
+let private sesameOn (store: ISessionStore) (configure: SesameOptions -> unit) (services: IServiceCollection) =
+    services.AddRouting() |> ignore
+    services.AddSesame(fun options ->
+        options.Store <- store
+        configure options)
+    |> ignore
+
 /// Starts a test app with Sesame on the given store, with options and pipeline set by the caller.
 let startHostOn (server: Server) (store: ISessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+    startHostWith server (sesameOn store configure) pipeline logs
+
+/// Starts an in-memory test app (TestHost) with Sesame whose clock (cookie tickets, absolute timeout) is the given one.
+let startHostAt (clock: TimeProvider) (store: ISessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
     let services (services: IServiceCollection) =
-        services.AddRouting() |> ignore
-        services.AddSesame(fun options ->
-            options.Store <- store
-            configure options)
-        |> ignore
-    startHostWith server services pipeline logs
+        services.AddSingleton<TimeProvider>(clock) |> ignore
+        sesameOn store configure services
+    startHostWith InMemory services pipeline logs
 
 /// Starts an in-memory test app (TestHost) with Sesame.
 let startHost store configure pipeline logs = startHostOn InMemory store configure pipeline logs
