@@ -32,7 +32,7 @@ let private run (args: string[]) : Task<int> =
                 eprintfn "Cannot open the session store: %s" message
                 return 3
             | Ok(store, description) ->
-                use _ = match store with :? IDisposable as d -> d | _ -> { new IDisposable with member _.Dispose() = () }
+                use _ = match box store with :? IDisposable as d -> d | _ -> null
                 StoreChoice.register builder.Services choice store
                 let app = builder.Build()
                 let handle = App.webApp GiraffeShape.earlyReturn

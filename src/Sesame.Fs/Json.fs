@@ -172,12 +172,14 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
 
 /// <summary>
 /// Writes and reads a <see cref="T:Sesame.Json"/> as the JSON it is, for System.Text.Json: numbers keep their exact
-/// text, objects their key order. It is the type's own converter, so every serializer uses it, except one whose
-/// options hold a converter that claims F# unions first (FSharp.SystemTextJson's <c>JsonFSharpConverter</c>): put this
-/// converter before that one (<c>Json.createSerializerOptions</c> does).
+/// text, objects their key order. It is the type's own converter, so a serializer given the type <c>Json</c> uses it
+/// (Giraffe's <c>json</c>, <c>JsonSerializer.Serialize</c>); one that serializes by the value's runtime type (an F# union
+/// case is a class of its own) uses it when its options hold it: <c>AddSesame</c> puts it first in ASP.NET Core's
+/// minimal-API and MVC options, and <c>Json.createSerializerOptions</c> puts it before FSharp.SystemTextJson's
+/// converter (which would otherwise claim the tree as an F# union).
 /// </summary>
 and [<Sealed>] JsonValueConverter() =
-    inherit JsonConverter<Json>()
+    inherit JsonConverterFactory()
 
     /// Reads the value the reader stands on (its first token), leaving the reader on its last token.
     static member internal ReadValue(reader: byref<Utf8JsonReader>) : Json =
@@ -241,14 +243,25 @@ and [<Sealed>] JsonValueConverter() =
                 JsonValueConverter.WriteValue(writer, v)
             writer.WriteEndObject()
 
+    /// <summary>Whether the type is <c>Json</c> or one of its cases.</summary>
+    override _.CanConvert(typeToConvert: Type) = typeof<Json>.IsAssignableFrom typeToConvert
+
+    /// <summary>The converter for <c>Json</c> or one of its cases.</summary>
+    override _.CreateConverter(typeToConvert: Type, _options: JsonSerializerOptions) =
+        Activator.CreateInstance(typedefof<JsonTreeConverter<Json>>.MakeGenericType typeToConvert) :?> JsonConverter
+
+/// Writes and reads one type of <see cref="T:Sesame.Json"/> (the union, or one of its cases) as its JSON.
+and [<Sealed>] internal JsonTreeConverter<'tree>() =
+    inherit JsonConverter<'tree>()
+
     /// JSON null is a value like any other, not a missing one.
     override _.HandleNull = true
 
-    /// <summary>Reads the JSON value the reader stands on.</summary>
     override _.Read(reader: byref<Utf8JsonReader>, _typeToConvert: Type, _options: JsonSerializerOptions) =
-        JsonValueConverter.ReadValue &reader
+        match JsonValueConverter.ReadValue &reader :> obj with
+        | :? 'tree as tree -> tree
+        | other -> raise (JsonException $"Expected JSON of the kind {typeof<'tree>.Name}, not {other}.")
 
-    /// <summary>Writes the value as its JSON.</summary>
-    override _.Write(writer: Utf8JsonWriter, value: Json, _options: JsonSerializerOptions) =
-        JsonValueConverter.WriteValue(writer, (if obj.ReferenceEquals(value, null) then Json.Null else value))
+    override _.Write(writer: Utf8JsonWriter, value: 'tree, _options: JsonSerializerOptions) =
+        JsonValueConverter.WriteValue(writer, (match box value with :? Json as json -> json | _ -> Json.Null))
 

@@ -9,16 +9,14 @@ open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Options
 
-/// <summary>
 /// The plain ASP.NET Core form of Sesame: gives every request a lazy session (no store I/O unless a
 /// handler uses it) for endpoint routing, minimal APIs, MVC and Giraffe alike.
-/// </summary>
-[<Sealed>]
-type internal SesameMiddleware(next: RequestDelegate, runtime: SesameRuntime) =
+[<RequireQualifiedAccess>]
+module internal SesameMiddleware =
 
-    /// <summary>Runs the rest of the pipeline with the request's session.</summary>
-    member _.InvokeAsync(context: HttpContext) : Task =
-        SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context })
+    /// The middleware over the rest of the pipeline: each request runs inside its session scope.
+    let create (runtime: SesameRuntime) (next: RequestDelegate) : RequestDelegate =
+        RequestDelegate(fun context -> SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context }))
 
 // Registration lives in the namespaces ASP.NET Core apps already open, as the framework's own does.
 namespace Microsoft.Extensions.DependencyInjection
@@ -105,6 +103,13 @@ type SesameServiceCollectionExtensions =
         if isNull services then nullArg "services"
         services.AddOptions<SesameOptions>() |> ignore
         if not (isNull configure) then services.Configure<SesameOptions>(configure) |> ignore
+        // Minimal APIs and MVC serialize results by their runtime type, and a Json value's is the class of its case:
+        // Sesame's converter must be in their options to write a session's tree as the JSON it is.
+        let addConverter (options: Text.Json.JsonSerializerOptions) =
+            if not (options.Converters |> Seq.exists (fun c -> c :? JsonValueConverter)) then
+                options.Converters.Insert(0, JsonValueConverter())
+        services.Configure<Microsoft.AspNetCore.Http.Json.JsonOptions>(fun (o: Microsoft.AspNetCore.Http.Json.JsonOptions) -> addConverter o.SerializerOptions) |> ignore
+        services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(fun (o: Microsoft.AspNetCore.Mvc.JsonOptions) -> addConverter o.JsonSerializerOptions) |> ignore
         services.AddDataProtection() |> ignore
         // The in-memory default, unless the builder adds another store. The container owns and disposes it.
         services.TryAddSingleton<SessionStore>(fun provider ->
@@ -122,7 +127,10 @@ type SesameServiceCollectionExtensions =
 
 namespace Microsoft.AspNetCore.Builder
 
+open System
 open System.Runtime.CompilerServices
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
 open Sesame
 
 /// <summary>Adding Sesame to the request pipeline.</summary>
@@ -134,4 +142,8 @@ type SesameApplicationBuilderExtensions =
     [<Extension>]
     static member UseSesame(app: IApplicationBuilder) : IApplicationBuilder =
         if isNull app then nullArg "app"
-        app.UseMiddleware<SesameMiddleware>()
+        let runtime =
+            match app.ApplicationServices.GetService<SesameRuntime>() with
+            | null -> raise (InvalidOperationException "Sesame's services are missing: call services.AddSesame() before app.UseSesame().")
+            | runtime -> runtime
+        app.Use(Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create runtime))

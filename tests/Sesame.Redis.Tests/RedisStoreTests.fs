@@ -51,7 +51,7 @@ let private withinAsync (guard: TimeSpan) (work: Task) =
         Expect.isTrue (obj.ReferenceEquals(first, work)) ($"The operation was still running after {guard}: it hangs.")
     }
 
-let private load (store: ISessionStore) (id: string) = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+let private load (store: ISessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
 /// A small, seeded generator of the paths, values and updates that stress the stored form:
 /// keys with marks, quotes, escapes and unicode; numbers beyond doubles; empty containers.
@@ -170,8 +170,8 @@ let private storeTests =
         testCaseTask "key order survives, and setting an existing key keeps its place" <| fun () -> task {
             let store = server.Value.Store() :> ISessionStore
             let id = Guid.NewGuid().ToString "N"
-            let! _ = store.CommitAsync(id, patchOf [ setAt "z" "{}"; setAt "a" "{\"y\":1,\"b\":2}"; setAt "m" "3" ], creating, testToken ())
-            let! _ = store.CommitAsync(id, patchOf [ setAt "a" "[]"; setAt "z.q" "true"; Update.remove (path "m"); setAt "m" "4" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "z" "{}"; setAt "a" "{\"y\":1,\"b\":2}"; setAt "m" "3" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "[]"; setAt "z.q" "true"; Update.remove (path "m"); setAt "m" "4" ], creating, testToken ())
             let! loaded = load store id
             Expect.equal (loaded |> Option.map Json.serialize) (Some """{"z":{"q":true},"a":[],"m":4}""") "loaded |> Option.map Json.serialize"
         }
@@ -181,10 +181,10 @@ let private storeTests =
             let id = Guid.NewGuid().ToString "N"
             let key = RedisKey.op_Implicit (store.KeyOf id)
             let db = server.Value.Admin.GetDatabase()
-            let! _ = (store :> ISessionStore).CommitAsync(id, patchOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 10.0 }, testToken ())
+            let! _ = (store :> ISessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 10.0 }, testToken ())
             let! ttl = db.KeyTimeToLiveAsync(key)
             Expect.isTrue (ttl.HasValue && ttl.Value > TimeSpan.FromMinutes 9.0 && ttl.Value <= TimeSpan.FromMinutes 10.0) ($"TTL {ttl}")
-            let! _ = (store :> ISessionStore).LoadAsync(id, TimeSpan.FromHours 1.0, testToken ())
+            let! _ = (store :> ISessionStore).LoadTreeAsync(id, TimeSpan.FromHours 1.0, testToken ())
             let! slid = db.KeyTimeToLiveAsync(key)
             Expect.isTrue (slid.HasValue && slid.Value > TimeSpan.FromMinutes 59.0) ($"TTL after load {slid}")
         }
@@ -192,22 +192,22 @@ let private storeTests =
         testCaseTask "an idle timeout too long for Redis keeps the session without expiry" <| fun () -> task {
             let store = server.Value.Store()
             let id = Guid.NewGuid().ToString "N"
-            let! result = (store :> ISessionStore).CommitAsync(id, patchOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.MaxValue }, testToken ())
+            let! result = (store :> ISessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.MaxValue }, testToken ())
             Expect.equal result CommitResult.Committed "result"
             let! ttl = server.Value.Admin.GetDatabase().KeyTimeToLiveAsync(RedisKey.op_Implicit (store.KeyOf id))
             Expect.isFalse ttl.HasValue ($"TTL {ttl}")
-            let! loaded = (store :> ISessionStore).LoadAsync(id, TimeSpan.MaxValue, testToken ())
+            let! loaded = (store :> ISessionStore).LoadTreeAsync(id, TimeSpan.MaxValue, testToken ())
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
         testCaseTask "after SCRIPT FLUSH the store sends its scripts again and keeps working" <| fun () -> task {
             let store = server.Value.Store() :> ISessionStore
             let id = Guid.NewGuid().ToString "N"
-            let! _ = store.CommitAsync(id, patchOf [ Update.increment (path "n") 1m ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], creating, testToken ())
             let! _ = load store id
             do! server.Value.Admin.GetServer(server.Value.Server.EndPoint).ScriptFlushAsync(CommandFlags.None)
             let! before = server.Value.Server.CommandCallsAsync server.Value.Admin
-            let! result = store.CommitAsync(id, patchOf [ Update.increment (path "n") 1m ], existing, testToken ())
+            let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
             Expect.equal result CommitResult.Committed "result"
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"n":2}""")) "loaded"
@@ -230,11 +230,11 @@ let private storeTests =
                 let! e = throwsAsync<SessionStoreException> (fun () -> load sessions id :> Task)
                 Expect.stringContains e.Message "not hold a valid Sesame session" "e.Message"
                 Expect.isFalse (e.Message.Contains id) "e.Message does not contain id"
-                let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, patchOf [ setAt "a.b" "1" ], creating, testToken ()) :> Task)
+                let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, changeOf [ setAt "a.b" "1" ], creating, testToken ()) :> Task)
                 ()
             let! untouched = db.StringGetAsync(RedisKey.op_Implicit (store.KeyOf text))
             Expect.equal (string untouched) "hello" "string untouched"
-            let! result = sessions.CommitAsync(fine, patchOf [ setAt "a" "1" ], creating, testToken ())
+            let! result = sessions.CommitAsync(fine, changeOf [ setAt "a" "1" ], creating, testToken ())
             Expect.equal result CommitResult.Committed "result"
             let! loaded = load sessions fine
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
@@ -246,7 +246,7 @@ let private storeTests =
             let sessions = store :> ISessionStore
             let id = Guid.NewGuid().ToString "N"
             // Once, so Redis has both scripts (the first call after a start sends them by text).
-            let! _ = sessions.CommitAsync(id, patchOf [ setAt "warm" "true" ], creating, testToken ())
+            let! _ = sessions.CommitAsync(id, changeOf [ setAt "warm" "true" ], creating, testToken ())
             let! _ = load sessions id
             let! clients = server.Value.Admin.GetServer(server.Value.Server.EndPoint).ClientListAsync(CommandFlags.None)
             let storeClients = clients |> Array.filter (fun c -> c.Name = "sesame-round-trips") |> Array.map (fun c -> string c.Address) |> Set.ofArray
@@ -254,7 +254,7 @@ let private storeTests =
             use monitor = new RedisMonitor(server.Value.Server.Port)
             let! _ = monitor.ReadUntilMarkerAsync()
             for i in 1..10 do
-                let! _ = sessions.CommitAsync(id, patchOf [ setAt $"cart.items[{i - 1}]" $"{{\"sku\":{i}}}"; Update.increment (path "visits") 1m; Update.remove (path "warm") ], creating, testToken ())
+                let! _ = sessions.CommitAsync(id, changeOf [ setAt $"cart.items[{i - 1}]" $"{{\"sku\":{i}}}"; Update.increment (path "visits") 1m; Update.remove (path "warm") ], creating, testToken ())
                 let! _ = load sessions id
                 ()
             let! seen = monitor.ReadUntilMarkerAsync()
@@ -270,10 +270,10 @@ let private storeTests =
         testCaseTask "the key prefix names every session's key" <| fun () -> task {
             let store = server.Value.Store "app-one:"
             let id = Guid.NewGuid().ToString "N"
-            let! _ = (store :> ISessionStore).CommitAsync(id, patchOf [ setAt "a" "1" ], creating, testToken ())
+            let! _ = (store :> ISessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
             let! exists = server.Value.Admin.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit ("app-one:" + id))
             Expect.isTrue exists "exists"
-            let! other = (server.Value.Store "app-two:" :> ISessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+            let! other = (server.Value.Store "app-two:" :> ISessionStore).LoadTreeAsync(id, creating.IdleTimeout, testToken ())
             Expect.equal other None "other"
         }
     ]
@@ -287,11 +287,11 @@ let private outageTests =
             let timeout = TimeSpan.FromSeconds 1.0
             let store = new RedisStore(connection, RedisStoreOptions(OperationTimeout = timeout), null) :> ISessionStore
             let id = Guid.NewGuid().ToString "N"
-            let! _ = store.CommitAsync(id, patchOf [ setAt "a" "1" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
             server.Stop()
             // "Within the timeout": the failure comes when the timeout has passed, not long after (twice it, for a busy machine).
             let guard = timeout * 2.0
-            let commit = throwsAsync<SessionStoreException> (fun () -> store.CommitAsync(id, patchOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
+            let commit = throwsAsync<SessionStoreException> (fun () -> store.CommitAsync(id, changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
             do! withinAsync guard commit
             let! failed = commit
             Expect.stringContains failed.Message "Redis" "failed.Message"
@@ -304,7 +304,7 @@ let private outageTests =
             let mutable result = None
             while result.IsNone && clock.Elapsed < TimeSpan.FromSeconds 30.0 do
                 try
-                    let! committed = store.CommitAsync(id, patchOf [ setAt "back" "true" ], creating, testToken ())
+                    let! committed = store.CommitAsync(id, changeOf [ setAt "back" "true" ], creating, testToken ())
                     result <- Some committed
                 with :? SessionStoreException ->
                     do! Task.Delay 200
@@ -320,13 +320,13 @@ let private outageTests =
             use! store = RedisStore.ConnectAsync($"{server.EndPoint},connectTimeout=500", RedisStoreOptions(OperationTimeout = TimeSpan.FromSeconds 1.0), null)
             let sessions = store :> ISessionStore
             let id = Guid.NewGuid().ToString "N"
-            let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, patchOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
+            let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
             server.Start()
             let clock = Stopwatch.StartNew()
             let mutable result = None
             while result.IsNone && clock.Elapsed < TimeSpan.FromSeconds 30.0 do
                 try
-                    let! committed = sessions.CommitAsync(id, patchOf [ setAt "a" "1" ], creating, testToken ())
+                    let! committed = sessions.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
                     result <- Some committed
                 with :? SessionStoreException ->
                     do! Task.Delay 200

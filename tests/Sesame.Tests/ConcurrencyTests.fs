@@ -19,7 +19,7 @@ let private app: HttpHandler =
           route "/show" >=> Session.handler (fun s -> text (Json.serialize (Session.current s))) ]
 
 /// Runs the same request `count` times at once on one session; returns the final session.
-let concurrentlyOnOneSession (store: ISessionStore) (count: int) (url: int -> string) : Task<Json> =
+let concurrentlyOnOneSession (store: SessionStore) (count: int) (url: int -> string) : Task<Json> =
     task {
         use! host = startHostOn Kestrel store noOptions (runHandler app) (new LogCapture())
         use client = kestrelClient host

@@ -47,16 +47,18 @@ let private contractFiles =
 
 /// A file store that closes and reopens its file before every load, so each load serves what replaying the file rebuilt.
 type ReopeningStore(file: string, clock: TimeProvider) =
+    inherit SessionStore()
     let mutable store = FileStore.Open(file, null, null, clock)
 
-    interface ISessionStore with
-        member _.LoadAsync(id, idleTimeout, cancellationToken) =
-            store.Dispose()
-            store <- FileStore.Open(file, null, null, clock)
-            (store :> ISessionStore).LoadAsync(id, idleTimeout, cancellationToken)
+    override _.LoadAsync(id, idleTimeout, cancellationToken) =
+        store.Dispose()
+        store <- FileStore.Open(file, null, null, clock)
+        store.LoadAsync(id, idleTimeout, cancellationToken)
 
-        member _.CommitAsync(id, patch, options, cancellationToken) = (store :> ISessionStore).CommitAsync(id, patch, options, cancellationToken)
-        member _.DeleteAsync(id, cancellationToken) = (store :> ISessionStore).DeleteAsync(id, cancellationToken)
+    override _.CommitAsync(id, change, options, cancellationToken) = store.CommitAsync(id, change, options, cancellationToken)
+    override _.MoveAsync(fromId, toId, change, options, cancellationToken) = store.MoveAsync(fromId, toId, change, options, cancellationToken)
+    override _.DeleteAsync(id, cancellationToken) = store.DeleteAsync(id, cancellationToken)
+    override _.ListAsync(query, cancellationToken) = store.ListAsync(query, cancellationToken)
 
     interface IDisposable with
         member _.Dispose() = store.Dispose()
@@ -64,18 +66,18 @@ type ReopeningStore(file: string, clock: TimeProvider) =
 /// The store contract, run against the file store, each test on a fresh file and a clock of its own.
 let private fileStoreContract =
     storeContractOnClock "contract" (fun clock ->
-        FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> ISessionStore)
+        FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> SessionStore)
 
 /// The store contract again, every load reading the file afresh: what survives a restart is what was served before it.
 let private fileStoreAcrossRestartsContract =
     storeContractOnClock "contract across restarts" (fun clock ->
-        new ReopeningStore(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", clock) :> ISessionStore)
+        new ReopeningStore(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", clock) :> SessionStore)
 
-let private load (store: ISessionStore) (id: string) = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
-let private commit (store: ISessionStore) (id: string) (updates: Update list) =
+let private commit (store: SessionStore) (id: string) (updates: Update list) =
     task {
-        let! result = store.CommitAsync(id, patchOf updates, creating, testToken ())
+        let! result = store.CommitAsync(id, changeOf updates, creating, testToken ())
         Expect.equal result CommitResult.Committed "result"
     }
 
@@ -311,7 +313,45 @@ module private Crash =
               let! code, text = allowed.ExitAsync()
               Expect.equal code 0 "code"
               Expect.stringContains text "opened" "text"
-          } ]
+          }
+
+          testCaseTask "a session moved again and again is at exactly one id after each kill -9, with its facts and index" <| fun () -> task {
+              use directory = new TempDirectory()
+              let file = directory.File "moves"
+              let random = Random 20261201
+              let mutable lastAcknowledged = -1L
+              let mutable moves = 0
+              for kill in 1 .. max 5 (kills / 3) do
+                  use worker = new CrashWorker.Running([ "moves"; file; string options.CompactionMinBytes ])
+                  let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
+                  Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
+                  do! Task.Delay(random.Next(10, 250))
+                  Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
+                  let! lines = worker.KillAsync()
+                  for line in lines do
+                      match line.Split ' ' with
+                      | [| "ok"; "m"; k; "$" |] ->
+                          lastAcknowledged <- max lastAcknowledged (int64 k)
+                          moves <- moves + 1
+                      | _ -> ()
+                  use store = FileStore.Open(file, options, null)
+                  let! all = store |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+                  let at = all |> List.filter (fun s -> s.Id.StartsWith "m")
+                  // Killed before the first commit was acknowledged: the session may not exist yet.
+                  if not (lastAcknowledged < 0L && at.IsEmpty) then
+                      Expect.hasLength at 1 $"kill {kill}: one session, at one id ({at |> List.map _.Id})"
+                      let k = int64 (at.Head.Id.Substring 1)
+                      Expect.isTrue (k = lastAcknowledged || k = lastAcknowledged + 1L) $"kill {kill}: at m{k}, the last acknowledged move was to m{lastAcknowledged}"
+                      let! tree = load store at.Head.Id
+                      Expect.equal tree (Some(Json.object [ "hops", Json.int64 k ])) $"kill {kill}: each move counted once"
+                      if k > 0L then
+                          Expect.equal at.Head.UserId "mover" $"kill {kill}: the facts moved with it"
+                          let! indexed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "mover") (testToken ())
+                          Expect.equal (indexed |> List.map _.Id) [ at.Head.Id ] $"kill {kill}: the index names exactly it"
+                      lastAcknowledged <- k
+              Expect.isGreaterThan moves 20 "the kills landed on a store that was moving"
+          }
+        ]
 
 [<Tests>]
 let tests =
@@ -326,7 +366,7 @@ let tests =
             do! commit first "a" [ setAt "user.name" "\"ada\""; Update.increment (path "visits") 1m ]
             do! commit first "a" [ Update.increment (path "visits") 2m; setAt "cart.items" "[1,2]" ]
             do! commit first "b" [ setAt "x" "1" ]
-            do! (first :> ISessionStore).DeleteAsync("b", testToken ())
+            let! _ = first.DeleteAsync("b", testToken ())
             do! commit first "c" [ setAt "old" "1" ]
             do! commit first "c" [ Update.set Path.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
             do! first.DisposeAsync()
@@ -340,9 +380,9 @@ let tests =
             Expect.equal c (Some(json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""")) "c"
             Expect.equal second.Count 2 "second.Count"
             // It goes on from what it replayed.
-            let! result = (second :> ISessionStore).CommitAsync("a", patchOf [ Update.increment (path "visits") 1m ], existing, testToken ())
+            let! result = (second :> SessionStore).CommitAsync("a", changeOf [ Update.increment (path "visits") 1m ], existing, testToken ())
             Expect.equal result CommitResult.Committed "result"
-            let! gone = (second :> ISessionStore).CommitAsync("b", patchOf [ setAt "late" "1" ], existing, testToken ())
+            let! gone = (second :> SessionStore).CommitAsync("b", changeOf [ setAt "late" "1" ], existing, testToken ())
             Expect.equal gone CommitResult.SessionGone "gone"
             let! a = load second "a"
             Expect.equal a (Some(json """{"user":{"name":"ada"},"visits":4,"cart":{"items":[1,2]}}""")) "a"
@@ -447,6 +487,29 @@ let tests =
                 Expect.stringContains again.Message ($"corrupt at byte offset {second}") "again.Message"
         }
 
+        testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "slides"
+            let store = FileStore.Open(file, FileStoreOptions(SlideWriteInterval = TimeSpan.Zero))
+            do! commit store "a" [ setAt "n" "1" ]
+            let slideAt = store.FileLength
+            // A load slides the expiry; the slide record is written without waiting for a flush.
+            let! _ = load store "a"
+            let mutable waited = 0
+            while store.FileLength = slideAt && waited < 500 do
+                do! Task.Delay 10
+                waited <- waited + 1
+            Expect.isGreaterThan store.FileLength slideAt "the slide was written"
+            do! commit store "b" [ setAt "acknowledged" "true" ]
+            store.Dispose()
+            let bytes = IO.File.ReadAllBytes file
+            bytes[int slideAt + 20] <- bytes[int slideAt + 20] ^^^ 0x5Auy
+            IO.File.WriteAllBytes(file, bytes)
+            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            Expect.stringContains error.Message $"corrupt at byte offset {slideAt}" "damage, named by its offset, not a torn tail"
+            Expect.equal (IO.File.ReadAllBytes file : byte[]) bytes "the file is left as it was"
+        }
+
         testCase "a file that is not a session file is refused and left as it was" <| fun () ->
             use directory = new TempDirectory()
             let file = directory.File "notes.txt"
@@ -493,11 +556,11 @@ let tests =
             use store = FileStore.Open file
             do! commit store "s" [ setAt "name" "\"ada\"" ]
             let before = store.FileLength
-            let conflicting = patchOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
-            let! _ = throwsAsync<PathConflictException> (fun () -> (store :> ISessionStore).CommitAsync("s", conflicting, creating, testToken ()) :> Task)
-            let tooBig = patchOf [ Update.set (path "blob") (Json.string (String('x', 500))) ]
-            let! _ = throwsAsync<SessionTooLargeException> (fun () -> (store :> ISessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
-            let! gone = (store :> ISessionStore).CommitAsync("nobody", patchOf [ setAt "a" "1" ], existing, testToken ())
+            let conflicting = changeOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
+            let! _ = throwsAsync<PathConflictException> (fun () -> (store :> SessionStore).CommitAsync("s", conflicting, creating, testToken ()) :> Task)
+            let tooBig = changeOf [ Update.set (path "blob") (Json.string (String('x', 500))) ]
+            let! _ = throwsAsync<SessionTooLargeException> (fun () -> (store :> SessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
+            let! gone = (store :> SessionStore).CommitAsync("nobody", changeOf [ setAt "a" "1" ], existing, testToken ())
             Expect.equal gone CommitResult.SessionGone "gone"
             Expect.equal store.FileLength before "store.FileLength"
             Expect.equal (fileLength file) before "fileLength file"
@@ -542,8 +605,8 @@ let tests =
             let store = FileStore.Open(file, null, null, clock)
             let brief = $"brief-{Guid.NewGuid():N}"
             let lasting = $"lasting-{Guid.NewGuid():N}"
-            let! _ = (store :> ISessionStore).CommitAsync(brief, patchOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
-            let! _ = (store :> ISessionStore).CommitAsync(lasting, patchOf [ setAt "b" "2" ], { creating with IdleTimeout = TimeSpan.FromDays 1.0 }, testToken ())
+            let! _ = (store :> SessionStore).CommitAsync(brief, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! _ = (store :> SessionStore).CommitAsync(lasting, changeOf [ setAt "b" "2" ], { creating with IdleTimeout = TimeSpan.FromDays 1.0 }, testToken ())
             clock.Advance(TimeSpan.FromMinutes 2.0)
             do! store.CompactAsync()
             Expect.equal store.Count 1 "store.Count"
@@ -564,14 +627,14 @@ let tests =
             let file = directory.File "sessions"
             let clock = ManualClock()
             let store = FileStore.Open(file, null, null, clock)
-            let! _ = (store :> ISessionStore).CommitAsync("s", patchOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! _ = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
             store.Dispose()
             clock.Advance(TimeSpan.FromMinutes 2.0)
             use reopened = FileStore.Open(file, null, null, clock)
-            let! loaded = (reopened :> ISessionStore).LoadAsync("s", TimeSpan.FromMinutes 1.0, testToken ())
+            let! loaded = (reopened :> SessionStore).LoadTreeAsync("s", TimeSpan.FromMinutes 1.0, testToken ())
             Expect.equal loaded None "loaded"
             Expect.equal reopened.Count 0 "reopened.Count"
-            let! late = (reopened :> ISessionStore).CommitAsync("s", patchOf [ setAt "b" "2" ], { existing with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! late = (reopened :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], { existing with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
             Expect.equal late CommitResult.SessionGone "late"
         }
 
@@ -582,15 +645,15 @@ let tests =
             let idle = TimeSpan.FromMinutes 10.0
             let options = FileStoreOptions(SlideWriteInterval = TimeSpan.FromMinutes 1.0)
             let store = FileStore.Open(file, options, null, clock)
-            let! _ = (store :> ISessionStore).CommitAsync("s", patchOf [ setAt "a" "1" ], { creating with IdleTimeout = idle }, testToken ())
+            let! _ = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], { creating with IdleTimeout = idle }, testToken ())
             clock.Advance(TimeSpan.FromMinutes 8.0)
-            let! read = (store :> ISessionStore).LoadAsync("s", idle, testToken ())
+            let! read = (store :> SessionStore).LoadTreeAsync("s", idle, testToken ())
             Expect.isTrue read.IsSome "read.IsSome"
             store.Dispose()
             // Past the expiry the commit gave, within the one the load gave.
             clock.Advance(TimeSpan.FromMinutes 5.0)
             use reopened = FileStore.Open(file, options, null, clock)
-            let! loaded = (reopened :> ISessionStore).LoadAsync("s", idle, testToken ())
+            let! loaded = (reopened :> SessionStore).LoadTreeAsync("s", idle, testToken ())
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
@@ -599,7 +662,7 @@ let tests =
             let store = FileStore.Open(directory.File "sessions")
             do! commit store "s" [ setAt "a" "1" ]
             do! store.DisposeAsync()
-            let! _ = throwsAsync<ObjectDisposedException> (fun () -> (store :> ISessionStore).CommitAsync("s", patchOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
+            let! _ = throwsAsync<ObjectDisposedException> (fun () -> (store :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
             let! _ = throwsAsync<ObjectDisposedException> (fun () -> load store "s" :> Task)
             ()
         }

@@ -70,3 +70,11 @@ let single (items: seq<'item>) : 'item =
     match List.ofSeq items with
     | [ item ] -> item
     | other -> failtestf "Expected exactly one item, got %d: %A" other.Length other
+
+type SessionStore with
+    /// <summary>Loads a session's tree (without its facts) as an option: what most tests compare.</summary>
+    member store.LoadTreeAsync(id: string, idleTimeout: TimeSpan, cancellationToken: CancellationToken) : Threading.Tasks.Task<Json option> =
+        task {
+            let! loaded = store.LoadAsync(id, idleTimeout, cancellationToken)
+            return loaded |> Option.ofObj |> Option.map _.Data
+        }

@@ -152,6 +152,34 @@ let tests =
         // Depth and size
         // ---------------------------------------------------------------------------------------------
 
+        testCase "every System.Text.Json serializer writes and reads a Json tree as the JSON it is" <| fun () ->
+            let tree = json """{"price":1.10,"big":9007199254740993,"huge":1e400,"z":null,"a":[true,{"b":"✓"}],"empty":{}}"""
+            let text = Json.serialize tree
+            let withFSharp = JsonSerializerOptions(JsonSerializerDefaults.Web)
+            withFSharp.Converters.Add(JsonValueConverter())
+            withFSharp.Converters.Add(System.Text.Json.Serialization.JsonFSharpConverter())
+            for name, options in
+                [ "default", JsonSerializerOptions.Default
+                  "web (minimal APIs)", JsonSerializerOptions(JsonSerializerDefaults.Web)
+                  "Giraffe's default (camelCase)", JsonSerializerOptions(PropertyNamingPolicy = JsonNamingPolicy.CamelCase)
+                  "Sesame's own", Json.createSerializerOptions ()
+                  "FSharp.SystemTextJson after Sesame's converter", withFSharp ] do
+                // The serializer's encoder decides how text is escaped (the default one escapes ✓): the same JSON either way.
+                let written = JsonSerializer.Serialize(tree, options)
+                Expect.equal (Json.serialize (Json.parse written)) text $"{name}: written as its JSON"
+                // By its runtime type (the class of its case), as ASP.NET Core writes results: only options holding the converter.
+                if options.Converters |> Seq.exists (fun c -> c :? JsonValueConverter) then
+                    let byRuntimeType = JsonSerializer.Serialize(tree, tree.GetType(), options)
+                    Expect.equal (Json.serialize (Json.parse byRuntimeType)) text $"{name}: by its runtime type"
+                Expect.equal (Json.serialize (JsonSerializer.Deserialize<Json>(text, options))) text $"{name}: read back exactly"
+                // Inside other values too, as a handler returns it.
+                let asMember = JsonSerializer.Serialize({| session = tree; n = 1 |}, options)
+                // (F# orders an anonymous record's members by name.)
+                Expect.equal (Json.serialize (Json.parse asMember)) ("{\"n\":1,\"session\":" + text + "}") $"{name}: as a member"
+                Expect.equal (JsonSerializer.Serialize(Json.Null, options)) "null" $"{name}: JSON null"
+                // A case read as its case, and refused as another.
+                Expect.equal (JsonSerializer.Deserialize<Json>("[1]", options)) (Json.array [ Json.int64 1L ]) $"{name}: an array"
+
         testCase "1,000 levels of nesting parse, write and compare" <| fun () ->
             let text = nestedArrays 1000
             let tree = Json.parse text

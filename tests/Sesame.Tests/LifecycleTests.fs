@@ -105,7 +105,7 @@ let tests =
             let! _ = (Browser host).GetTextAsync "/"
             // The moment the response is in hand, the store already holds the change.
             let id, _ = store.Patches |> List.exactlyOne
-            let! stored = (store.Inner).LoadAsync(id, TimeSpan.FromMinutes 1.0, testToken ())
+            let! stored = (store.Inner).LoadTreeAsync(id, TimeSpan.FromMinutes 1.0, testToken ())
             Expect.equal stored (Some(json """{"paid":true}""")) "stored"
         }
 
@@ -242,7 +242,7 @@ let tests =
             let browser = Browser host
             let! _ = browser.GetTextAsync "/"
             let oldId, _ = store.Patches |> List.exactlyOne
-            do! (store :> ISessionStore).DeleteAsync(oldId, testToken ())
+            let! _ = store.DeleteAsync(oldId, testToken ())
             let oldCookie = browser.Cookie
             let! body = browser.GetTextAsync "/"
             Expect.equal body "1" "body"
@@ -280,12 +280,12 @@ let tests =
         testCaseTask "cookie options are honoured" <| fun () -> task {
             let store = ObservedStore()
             let configure (options: SesameOptions) =
-                options.CookieName <- "sid"
-                options.CookiePath <- "/app"
-                options.CookieDomain <- "example.test"
-                options.SameSite <- SameSiteMode.Strict
-                options.SecurePolicy <- CookieSecurePolicy.Always
-                options.CookieMaxAge <- Nullable(TimeSpan.FromHours 1.0)
+                options.Cookie.Name <- "sid"
+                options.Cookie.Path <- "/app"
+                options.Cookie.Domain <- "example.test"
+                options.Cookie.SameSite <- SameSiteMode.Strict
+                options.Cookie.SecurePolicy <- CookieSecurePolicy.Always
+                options.Cookie.MaxAge <- Nullable(TimeSpan.FromHours 1.0)
             use! host = startHost store configure (runHandler (withSession >=> bump)) (new LogCapture())
             let! response, _ = (Browser host).GetAsync "/"
             let cookie = (setCookies response |> List.exactlyOne).ToLowerInvariant()

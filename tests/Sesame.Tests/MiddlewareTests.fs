@@ -24,6 +24,14 @@ let private minimalApi (app: IApplicationBuilder) =
             }))
         |> ignore
         endpoints.MapGet("/plain", Func<string>(fun () -> "no session here")) |> ignore
+        // The tree itself as the endpoint's result: ASP.NET Core serializes it with its own options.
+        endpoints.MapGet("/tree", Func<HttpContext, Task<Json>>(fun ctx ->
+            task {
+                let! session = Session.loadAsync ctx
+                session |> Session.set "price" (Json.Number(JsonNumber.Parse "1.10"))
+                return Session.current session
+            }))
+        |> ignore
         // A Giraffe-style handler served from an endpoint: withSession passes through under UseSesame.
         let giraffe = (withSession >=> Session.handler (fun s -> text (Json.serialize (Session.current s)))) earlyReturn
         endpoints.MapGet("/giraffe", RequestDelegate(fun ctx -> giraffe ctx :> Task)) |> ignore)
@@ -43,6 +51,15 @@ let tests =
             let! fromGiraffe = browser.GetTextAsync "/giraffe"
             Expect.equal fromGiraffe ("""{"times":2}""") "fromGiraffe"
             Expect.equal store.Commits 2 "store.Commits"
+        }
+
+        testCaseTask "a minimal API endpoint returns the session's tree as the JSON it is" <| fun () -> task {
+            use! host = startHost (ObservedStore()) noOptions minimalApi (new LogCapture())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/count"
+            let! response, body = browser.GetAsync "/tree"
+            Expect.equal (int response.StatusCode) 200 "served"
+            Expect.equal body """{"times":1,"price":1.10}""" "the tree's JSON, number text and key order included"
         }
 
         testCaseTask "an endpoint that ignores the session costs no store I/O under UseSesame" <| fun () -> task {

@@ -58,10 +58,10 @@ let private lifecycleApp (inFlight: InFlight) =
           route "/show" >=> show
           route "/untouched" >=> text "untouched" ]
 
-let private startLifecycleAt (clock: TimeProvider) (store: ISessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
+let private startLifecycleAt (clock: TimeProvider) (store: SessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
     startHostAt clock store configure (runHandler (lifecycleApp inFlight)) (new LogCapture())
 
-let private startLifecycle (store: ISessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
+let private startLifecycle (store: SessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
     startLifecycleAt TimeProvider.System store configure inFlight
 
 let private noOptions (_: SesameOptions) = ()
@@ -115,6 +115,39 @@ let private onStore (kind: StoreKind) =
             Expect.equal underOld "{}" "underOld"
             let! underNew = user.GetTextAsync "/show"
             Expect.equal underNew ("""{"cart":[1,2]}""") "underNew"
+        }
+
+        testCaseTask "a login that rotates after a logout destroyed the session gets a new, empty session, never the old data" <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let mutable rotated = None
+            let slowLogin: HttpHandler =
+                Session.handler (fun s ->
+                    fun next ctx ->
+                        task {
+                            loaded.SetResult()
+                            do! go.Task
+                            let! moved = Session.rotateAsync s
+                            rotated <- Some moved
+                            s |> Session.set "user" "ada"
+                            return! text "in" next ctx
+                        })
+            let app = withSession >=> choose [ route "/slowlogin" >=> slowLogin; route "/logout" >=> Session.destroy >=> text "out"; route "/set" >=> Session.handler (fun s -> s |> Session.set "cart" [ 1; 2 ]; text "set"); route "/show" >=> show ]
+            use! host = startHostAt clock store noOptions (runHandler app) (new LogCapture())
+            let user = Browser host
+            let! _ = user.GetTextAsync "/set"
+            let loginBrowser = Browser host
+            loginBrowser.Cookie <- user.Cookie
+            let login = loginBrowser.GetTextAsync "/slowlogin"
+            do! loaded.Task
+            let! _ = user.GetTextAsync "/logout"
+            go.SetResult()
+            let! _ = login
+            Expect.equal rotated (Some false) "the rotation found the session gone"
+            Expect.notEqual loginBrowser.Cookie user.Cookie "the login got a cookie of its own"
+            let! signedIn = loginBrowser.GetTextAsync "/show"
+            Expect.equal signedIn """{"user":"ada"}""" "a new session: the destroyed one's data never comes back"
         }
 
         testCaseTask "destroying deletes the session, expires the cookie, and a concurrent request cannot bring it back" <| fun () -> task {
@@ -190,16 +223,12 @@ let private onStore (kind: StoreKind) =
 
 /// A real memory store that declares itself shared, as a Redis store is.
 type SharedMemoryStore() =
-    let inner = new MemoryStore() :> ISessionStore
-    interface ISharedSessionStore
-    interface ISessionStore with
-        member _.LoadAsync(id, idle, ct) = inner.LoadAsync(id, idle, ct)
-        member _.CommitAsync(id, patch, options, ct) = inner.CommitAsync(id, patch, options, ct)
-        member _.DeleteAsync(id, ct) = inner.DeleteAsync(id, ct)
+    inherit ObservedStore(new MemoryStore())
+    override _.IsShared = true
 
 let private startWithKeys (persistKeys: DirectoryInfo option) (logs: LogCapture) =
     let services (services: IServiceCollection) =
-        services.AddSesame(fun o -> o.Store <- SharedMemoryStore()) |> ignore
+        services.AddSesame().AddStore(SharedMemoryStore()) |> ignore
         match persistKeys with
         | Some directory -> services.AddDataProtection().PersistKeysToFileSystem directory |> ignore
         | None -> ()

@@ -10,7 +10,7 @@ open Expecto
 open Sesame
 
 /// Commit options for the contract: a long idle timeout, creation allowed, a 1 MiB limit.
-let creating = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1024 * 1024 }
+let creating = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1024 * 1024; UserLimit = UserLimit.None }
 let existing = { creating with MustExist = true }
 
 let private json (text: string) = Json.parse text
@@ -19,7 +19,11 @@ let private path (text: string) = Path.parse text
 /// A token for store calls: cancels after a minute so a hung store fails the test instead of CI.
 let private testToken () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).Token
 
-let patchOf (updates: Update list) = Patch.fold updates
+/// A change of the tree only.
+let changeOf (updates: Update list) = SessionChange(Patch.fold updates)
+
+/// A change of the facts beside the tree only.
+let factsOf (updates: Update list) = SessionChange(Patch.empty, Patch.fold updates)
 let setAt (p: string) (value: string) = Update.set (path p) (json value)
 
 /// A clock that moves only when told: for stores that take a TimeProvider, so expiry is tested
@@ -35,12 +39,12 @@ type ManualClock() =
 /// A store made for one contract test, and how that test moves the store's time forward.
 /// Disposing it disposes the store, if the store is disposable.
 type ContractStore =
-    { Store: ISessionStore
+    { Store: SessionStore
       Advance: TimeSpan -> Task }
 
     interface IDisposable with
         member this.Dispose() =
-            match this.Store with
+            match box this.Store with
             | :? IDisposable as disposable -> disposable.Dispose()
             | _ -> ()
 
@@ -99,7 +103,12 @@ let private concurrently (count: int) (operation: int -> Task<'result>) : Task<'
 /// <summary>The store contract for the stores made by <paramref name="start"/>, one per test.</summary>
 let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
     let newId () = $"contract-{Guid.NewGuid():N}"
-    let load (store: ISessionStore) (id: string) = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+    let loadFor (idle: TimeSpan) (store: SessionStore) (id: string) : Task<Json option> =
+        task {
+            let! loaded = store.LoadAsync(id, idle, testToken ())
+            return loaded |> Option.ofObj |> Option.map _.Data
+        }
+    let load (store: SessionStore) (id: string) = loadFor creating.IdleTimeout store id
     testList name [
         testCaseTask "loading an unknown id gives nothing" <| fun () -> task {
             use under = start ()
@@ -112,7 +121,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! result = store.CommitAsync(id, patchOf [ setAt "user.name" "\"ada\""; Update.increment (path "times") 1m ], creating, testToken ())
+            let! result = store.CommitAsync(id, changeOf [ setAt "user.name" "\"ada\""; Update.increment (path "times") 1m ], creating, testToken ())
             Expect.equal result CommitResult.Committed "result"
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"user":{"name":"ada"},"times":1}""")) "loaded"
@@ -122,9 +131,9 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "a" "1"; setAt "keep.me" "[1,2]" ], creating, testToken ())
-            let! _ = store.CommitAsync(id, patchOf [ setAt "b" "2"; Update.remove (path "a") ], creating, testToken ())
-            let! _ = store.CommitAsync(id, patchOf [ setAt "keep.me[2]" "3" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1"; setAt "keep.me" "[1,2]" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "b" "2"; Update.remove (path "a") ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "keep.me[2]" "3" ], creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"keep":{"me":[1,2,3]},"b":2}""")) "loaded"
         }
@@ -133,8 +142,8 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "a" "1" ], creating, testToken ())
-            let! _ = store.CommitAsync(id, patchOf [ Update.set Path.root (json """{"z":[]}""") ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.set Path.root (json """{"z":[]}""") ], creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"z":[]}""")) "loaded"
         }
@@ -143,9 +152,9 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "name" "\"ada\"" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "name" "\"ada\"" ], creating, testToken ())
             // The first update fits; the second crosses a string. All or nothing.
-            let conflicting = patchOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
+            let conflicting = changeOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
             let! _ = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, conflicting, creating, testToken ()) :> Task)
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"name":"ada"}""")) "loaded"
@@ -155,12 +164,12 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "start" "0" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "start" "0" ], creating, testToken ())
             // Both released at once by one gate, so the two commits race for the same session.
             let! results =
                 concurrently 2 (fun i ->
                     let side = if i = 1 then "left" else "right"
-                    store.CommitAsync(id, patchOf [ setAt $"{side}.value" (string i) ], existing, testToken ()))
+                    store.CommitAsync(id, changeOf [ setAt $"{side}.value" (string i) ], existing, testToken ()))
             for result in results do
                 Expect.equal result CommitResult.Committed "each concurrent commit is committed"
             let! loaded = load store id
@@ -171,7 +180,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let increment = patchOf [ Update.increment (path "counter") 1m ]
+            let increment = changeOf [ Update.increment (path "counter") 1m ]
             let! _ = concurrently 200 (fun _ -> store.CommitAsync(id, increment, creating, testToken ()))
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"counter":200}""")) "loaded"
@@ -181,7 +190,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = concurrently 100 (fun i -> store.CommitAsync(id, patchOf [ setAt $"keys.k{i}" (string i) ], creating, testToken ()))
+            let! _ = concurrently 100 (fun i -> store.CommitAsync(id, changeOf [ setAt $"keys.k{i}" (string i) ], creating, testToken ()))
             let! loaded = load store id
             let keys = loaded |> Option.bind (Path.tryGet (path "keys"))
             match keys with
@@ -196,8 +205,8 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "items" "[0]" ], creating, testToken ())
-            let! _ = concurrently 100 (fun i -> store.CommitAsync(id, patchOf [ Update.append (path "items") (Json.int64 (int64 i)) ], existing, testToken ()))
+            let! _ = store.CommitAsync(id, changeOf [ setAt "items" "[0]" ], creating, testToken ())
+            let! _ = concurrently 100 (fun i -> store.CommitAsync(id, changeOf [ Update.append (path "items") (Json.int64 (int64 i)) ], existing, testToken ()))
             let! loaded = load store id
             match loaded |> Option.bind (Path.tryGet (path "items")) with
             | Some(Json.Array items) ->
@@ -212,10 +221,10 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ Update.append (path "cart.items") (json """{"sku":"pear"}"""); setAt "name" "\"ada\"" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.append (path "cart.items") (json """{"sku":"pear"}"""); setAt "name" "\"ada\"" ], creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"cart":{"items":[{"sku":"pear"}]},"name":"ada"}""")) "created"
-            let conflicting = patchOf [ setAt "fresh" "true"; Update.append (path "name") (Json.int64 1L) ]
+            let conflicting = changeOf [ setAt "fresh" "true"; Update.append (path "name") (Json.int64 1L) ]
             let! e = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, conflicting, existing, testToken ()) :> Task)
             Expect.equal e.Message "Cannot append to 'name': it holds a string, not an array." "the same message on every store"
             let! after = load store id
@@ -226,11 +235,12 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "user" "\"ada\"" ], creating, testToken ())
-            do! store.DeleteAsync(id, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "user" "\"ada\"" ], creating, testToken ())
+            let! deleted = store.DeleteAsync(id, testToken ())
+            Expect.isTrue deleted "the delete found the session"
             let! afterDelete = load store id
             Expect.equal afterDelete None "afterDelete"
-            let! late = store.CommitAsync(id, patchOf [ setAt "late" "true" ], existing, testToken ())
+            let! late = store.CommitAsync(id, changeOf [ setAt "late" "true" ], existing, testToken ())
             Expect.equal late CommitResult.SessionGone "late"
             let! afterLate = load store id
             Expect.equal afterLate None "afterLate"
@@ -240,7 +250,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! result = store.CommitAsync(id, patchOf [ setAt "a" "1" ], existing, testToken ())
+            let! result = store.CommitAsync(id, changeOf [ setAt "a" "1" ], existing, testToken ())
             Expect.equal result CommitResult.SessionGone "result"
             let! loaded = load store id
             Expect.equal loaded None "loaded"
@@ -251,8 +261,8 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             let store = under.Store
             let id = newId ()
             let small = { creating with MaxSizeBytes = 200 }
-            let! _ = store.CommitAsync(id, patchOf [ setAt "a" "1" ], small, testToken ())
-            let big = patchOf [ setAt "b" "2"; Update.set (path "blob") (Json.string (String('x', 500))) ]
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], small, testToken ())
+            let big = changeOf [ setAt "b" "2"; Update.set (path "blob") (Json.string (String('x', 500))) ]
             let! e = throwsAsync<SessionTooLargeException> (fun () -> store.CommitAsync(id, big, small, testToken ()) :> Task)
             Expect.equal e.Limit 200 "e.Limit"
             Expect.isTrue (e.Size > 500L) ($"The reported size {e.Size} should be the size the session would have had.")
@@ -268,13 +278,13 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             // Generous margins for a store on real time: a busy CI machine must not make the fresh load come after the expiry.
             let idle = TimeSpan.FromSeconds 1.5
             let brief = { creating with IdleTimeout = idle }
-            let! _ = store.CommitAsync(id, patchOf [ setAt "a" "1" ], brief, testToken ())
-            let! fresh = store.LoadAsync(id, idle, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], brief, testToken ())
+            let! fresh = loadFor idle store id
             Expect.isTrue fresh.IsSome "A session within its idle timeout is served."
             do! under.Advance(idle * 3.0)
-            let! expired = store.LoadAsync(id, idle, testToken ())
+            let! expired = loadFor idle store id
             Expect.equal expired None "expired"
-            let! late = store.CommitAsync(id, patchOf [ setAt "b" "2" ], { brief with MustExist = true }, testToken ())
+            let! late = store.CommitAsync(id, changeOf [ setAt "b" "2" ], { brief with MustExist = true }, testToken ())
             Expect.equal late CommitResult.SessionGone "late"
         }
 
@@ -285,7 +295,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             let value =
                 json
                     """{"int64":9223372036854775807,"beyond":9007199254740993,"huge":1e400,"precise":3.14159265358979323846264338327950288,"scale":1.10,"neg":-0.0,"empty":[],"nothing":{},"nested":[[],{},[{}]],"unicode":"héllo ✓ 𝄞","":"empty key","a.b[0]\"q\"":"escaped key","ключ":"кириллица","t":true,"f":false,"n":null}"""
-            let! _ = store.CommitAsync(id, patchOf [ Update.set (path "v") value ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.set (path "v") value ], creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(Json.object [ "v", value ])) "loaded"
             let text = loaded |> Option.map Json.serialize |> Option.defaultValue ""
@@ -298,9 +308,9 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, patchOf [ setAt "big" "9007199254740993"; setAt "price" "1.10" ], creating, testToken ())
-            let! _ = store.CommitAsync(id, patchOf [ Update.increment (path "big") 1m; Update.increment (path "price") 0.01m ], creating, testToken ())
-            let! _ = store.CommitAsync(id, patchOf [ Update.increment (path "fresh") -2.5m ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ setAt "big" "9007199254740993"; setAt "price" "1.10" ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "big") 1m; Update.increment (path "price") 0.01m ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "fresh") -2.5m ], creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"big":9007199254740994,"price":1.11,"fresh":-2.5}""")) "loaded"
         }
@@ -309,10 +319,237 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             use under = start ()
             let store = under.Store
             let id = newId ()
-            let patch = patchOf [ setAt "outer.inner" "1"; Update.remove (path "outer.inner") ]
+            let patch = changeOf [ setAt "outer.inner" "1"; Update.remove (path "outer.inner") ]
             let! _ = store.CommitAsync(id, patch, creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"outer":{}}""")) "loaded"
+        }
+
+        // -----------------------------------------------------------------------------------------
+        // The facts beside the tree, moves, the user index (contract v2)
+        // -----------------------------------------------------------------------------------------
+
+        testCaseTask "the facts beside the tree are committed and loaded with it, atomically, and never mixed into it" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let id = newId ()
+            let change = SessionChange(Patch.fold [ setAt "cart" "[1]" ], Patch.fold [ Update.set (path SessionMeta.Created) (Json.int64 1700000000000L); setAt "flash" """{"notice":1.10}""" ])
+            let! _ = store.CommitAsync(id, change, creating, testToken ())
+            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.append (path "cart") (Json.int64 2L) ], Patch.fold [ Update.remove (path "flash") ]), existing, testToken ())
+            let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+            Expect.isNotNull loaded "loaded"
+            Expect.equal (Json.serialize loaded.Data) """{"cart":[1,2]}""" "the tree"
+            Expect.equal (Json.serialize loaded.Meta) """{"created":1700000000000}""" "the facts"
+        }
+
+        testCaseTask "a commit cannot bind a session to a user: only a move does" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let id = newId ()
+            let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+            let! _ = throwsAsync<ArgumentException> (fun () -> store.CommitAsync(id, factsOf [ Update.set (path SessionMeta.User) (Json.string "ada") ], existing, testToken ()) :> Task)
+            let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+            Expect.equal (SessionMeta.userOf loaded.Meta) None "not bound"
+        }
+
+        testCaseTask "a move carries the session, its facts and the move's change to the new id, and the old id is gone for good" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let fromId, toId = newId (), newId ()
+            let! _ = store.CommitAsync(fromId, SessionChange(Patch.fold [ setAt "cart" "[1]" ], Patch.fold [ setAt "created" "5" ]), creating, testToken ())
+            // Committed under the old id before the move: carried over.
+            let! _ = store.CommitAsync(fromId, changeOf [ Update.increment (path "hits") 1m ], existing, testToken ())
+            let! moved = store.MoveAsync(fromId, toId, changeOf [ Update.append (path "cart") (Json.int64 2L) ], creating, testToken ())
+            Expect.equal moved CommitResult.Committed "moved"
+            let! atNew = store.LoadAsync(toId, creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize atNew.Data) """{"cart":[1,2],"hits":1}""" "the tree at the new id"
+            Expect.equal (Json.serialize atNew.Meta) """{"created":5}""" "the facts moved too"
+            let! atOld = load store fromId
+            Expect.equal atOld None "nothing at the old id"
+            let! late = store.CommitAsync(fromId, changeOf [ setAt "late" "true" ], existing, testToken ())
+            Expect.equal late CommitResult.SessionGone "a late commit under the old id finds it gone"
+            let! stillGone = load store fromId
+            Expect.equal stillGone None "and does not bring it back"
+            let! deletedOld = store.DeleteAsync(fromId, testToken ())
+            Expect.isFalse deletedOld "deleting the old id finds nothing"
+        }
+
+        testCaseTask "moving a session that is gone creates nothing: a destroyed session never comes back" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let fromId, toId = newId (), newId ()
+            let! _ = store.CommitAsync(fromId, changeOf [ setAt "secret" "1" ], creating, testToken ())
+            let! _ = store.DeleteAsync(fromId, testToken ())
+            let! moved = store.MoveAsync(fromId, toId, changeOf [ setAt "more" "2" ], creating, testToken ())
+            Expect.equal moved CommitResult.SessionGone "gone"
+            let! atNew = load store toId
+            Expect.equal atNew None "nothing at the new id"
+            let! never = store.MoveAsync(newId (), newId (), SessionChange.Empty, creating, testToken ())
+            Expect.equal never CommitResult.SessionGone "an id never stored"
+        }
+
+        testCaseTask "a move from no session creates one at the new id" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let toId = newId ()
+            let! created = store.MoveAsync(null, toId, SessionChange(Patch.fold [ setAt "a" "1" ], Patch.fold [ setAt "created" "7" ]), creating, testToken ())
+            Expect.equal created CommitResult.Committed "created"
+            let! loaded = store.LoadAsync(toId, creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize loaded.Data) """{"a":1}""" "the tree"
+            Expect.equal (Json.serialize loaded.Meta) """{"created":7}""" "the facts"
+        }
+
+        testCaseTask "a shape upgrade applies once, whichever commit brings it first, and a session of another shape is left alone" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let id = newId ()
+            let! _ = store.CommitAsync(id, changeOf [ setAt "cart" """{"items":["apple"]}""" ], creating, testToken ())
+            let upgrade = { From = 0; To = 1; Data = Patch.fold [ Update.set (path "cart.lines") (json """["apple"]"""); Update.remove (path "cart.items") ] }
+            let withUpgrade (updates: Update list) = SessionChange(Patch.fold updates, Patch.empty, ValueSome upgrade)
+            let! first = store.CommitAsync(id, withUpgrade [ Update.append (path "cart.lines") (Json.string "pear") ], existing, testToken ())
+            Expect.equal first CommitResult.Committed "the first upgrades"
+            // A second request that loaded the old shape brings the same upgrade: skipped, its own change applied.
+            let! second = store.CommitAsync(id, withUpgrade [ Update.append (path "cart.lines") (Json.string "fig") ], existing, testToken ())
+            Expect.equal second CommitResult.Committed "the second applies only its own change"
+            let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize loaded.Data) """{"cart":{"lines":["apple","pear","fig"]}}""" "upgraded once"
+            Expect.equal (SessionMeta.shapeOf loaded.Meta) 1 "the shape version"
+            // A change made for shape 0 to 1 meets shape 1 to 2's result: nothing stored.
+            let! _ = store.CommitAsync(id, SessionChange(Patch.empty, Patch.empty, ValueSome { From = 1; To = 2; Data = Patch.fold [ setAt "v2" "true" ] }), existing, testToken ())
+            let! stale = store.CommitAsync(id, withUpgrade [ setAt "stale" "true" ], existing, testToken ())
+            Expect.equal stale CommitResult.ShapeChanged "another shape"
+            let! after = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize after.Data) """{"cart":{"lines":["apple","pear","fig"]},"v2":true}""" "nothing of the stale change"
+        }
+
+        testCaseTask "a move that binds a user indexes the session under that user; a delete and a rebinding move keep the index exact" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let ada, bob = $"ada-{Guid.NewGuid():N}", $"bob-{Guid.NewGuid():N}"
+            let anonymous = newId ()
+            let! _ = store.CommitAsync(anonymous, changeOf [ setAt "cart" "[1]" ], creating, testToken ())
+            let signIn (fromId: string) (user: string) =
+                task {
+                    let toId = SessionId.createFor user
+                    let! result = store.MoveAsync(fromId, toId, factsOf [ Update.set (path SessionMeta.User) (Json.string user); setAt "device" """{"ip":"10.0.0.1"}""" ], creating, testToken ())
+                    Expect.equal result CommitResult.Committed $"signed in as {user}"
+                    return toId
+                }
+            let idsOf (user: string) =
+                task {
+                    let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+                    return sessions |> List.map _.Id |> List.sort
+                }
+            let! first = signIn anonymous ada
+            let! second = signIn null ada
+            let! ofAda = idsOf ada
+            Expect.equal ofAda (List.sort [ first; second ]) "both sessions of ada"
+            let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser ada) (testToken ())
+            let summary = sessions |> List.find (fun s -> s.Id = first)
+            Expect.equal summary.UserId ada "the summary's user"
+            Expect.equal (Path.tryGet (path "device.ip") summary.Meta) (Some(Json.string "10.0.0.1")) "device facts"
+            Expect.isGreaterThan summary.SizeBytes 0L "the tree's size"
+            Expect.notEqual summary.Handle first "the handle is not the id"
+            // Rotating a signed-in session moves its index entry with it.
+            let rotated = SessionId.createFor ada
+            let! _ = store.MoveAsync(first, rotated, SessionChange.Empty, creating, testToken ())
+            let! afterRotate = idsOf ada
+            Expect.equal afterRotate (List.sort [ rotated; second ]) "the index follows the move"
+            // Signing a session in as another user moves it from one index to the other.
+            let! asBob = signIn second bob
+            let! adaNow = idsOf ada
+            let! bobNow = idsOf bob
+            Expect.equal adaNow [ rotated ] "ada keeps one"
+            Expect.equal bobNow [ asBob ] "bob has the other"
+            let! deleted = store.DeleteAsync(rotated, testToken ())
+            Expect.isTrue deleted "deleted"
+            let! adaAfter = idsOf ada
+            Expect.isEmpty adaAfter "a delete leaves the index in the same step"
+        }
+
+        testCaseTask "a user at the limit: Refuse leaves everything as it was, EndLeastRecent ends the least recently used" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let user = $"limited-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (path SessionMeta.User) (Json.string user) ]
+            let limited policy = { creating with UserLimit = { MaxSessions = 2; Policy = policy } }
+            let! _ = store.MoveAsync(null, SessionId.createFor user, bind, limited UserLimitPolicy.Refuse, testToken ())
+            do! under.Advance(TimeSpan.FromSeconds 2.0)
+            let newest = SessionId.createFor user
+            let! _ = store.MoveAsync(null, newest, bind, limited UserLimitPolicy.Refuse, testToken ())
+            let waiting = newId ()
+            let! _ = store.CommitAsync(waiting, changeOf [ setAt "cart" "[1]" ], creating, testToken ())
+            let! refused = store.MoveAsync(waiting, SessionId.createFor user, bind, limited UserLimitPolicy.Refuse, testToken ())
+            Expect.equal refused CommitResult.UserLimitReached "refused"
+            let! still = load store waiting
+            Expect.equal still (Some(json """{"cart":[1]}""")) "the session stays where it was"
+            let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+            Expect.hasLength sessions 2 "still two"
+            // Touch the newer one, so the older is the least recently used.
+            let! _ = store.LoadAsync(newest, creating.IdleTimeout, testToken ())
+            let third = SessionId.createFor user
+            let! admitted = store.MoveAsync(waiting, third, bind, limited UserLimitPolicy.EndLeastRecent, testToken ())
+            Expect.equal admitted CommitResult.Committed "admitted"
+            let! after = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+            Expect.equal (after |> List.map _.Id |> List.sort) (List.sort [ newest; third ]) "the least recently used was ended"
+        }
+
+        testCaseTask "two sign-ins racing at the limit: exactly one gets in" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let user = $"racing-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (path SessionMeta.User) (Json.string user) ]
+            let limited = { creating with UserLimit = { MaxSessions = 1; Policy = UserLimitPolicy.Refuse } }
+            for round in 1..5 do
+                let user = $"{user}-{round}"
+                let bind = factsOf [ Update.set (path SessionMeta.User) (Json.string user) ]
+                let! results = concurrently 2 (fun _ -> store.MoveAsync(null, SessionId.createFor user, bind, limited, testToken ()))
+                let admitted = results |> Array.filter ((=) CommitResult.Committed) |> Array.length
+                Expect.equal admitted 1 $"round {round}: one of {results}"
+                let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+                Expect.hasLength sessions 1 $"round {round}: one session"
+            ignore bind
+        }
+
+        testCaseTask "an expired session leaves its user's listing" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let user = $"expiring-{Guid.NewGuid():N}"
+            let idle = TimeSpan.FromSeconds 1.5
+            let brief = { creating with IdleTimeout = idle }
+            let! _ = store.MoveAsync(null, SessionId.createFor user, factsOf [ Update.set (path SessionMeta.User) (Json.string user) ], brief, testToken ())
+            let! before = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+            Expect.hasLength before 1 "listed while live"
+            do! under.Advance(idle * 3.0)
+            let! after = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+            Expect.isEmpty after "never listed once expired"
+        }
+
+        testCaseTask "all live sessions can be listed page by page, each once" <| fun () -> task {
+            use under = start ()
+            let store = under.Store
+            let ids = [ for _ in 1..25 -> newId () ]
+            for id in ids do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+                ()
+            let seen = ResizeArray<string>()
+            let mutable after = null
+            let mutable pages = 0
+            let mutable more = true
+            while more do
+                let! page = store.ListAsync({ UserId = null; After = after; Limit = 10 }, testToken ())
+                Expect.isLessThanOrEqual page.Sessions.Count 10 "a page holds at most the limit"
+                seen.AddRange(page.Sessions |> Seq.map _.Id)
+                pages <- pages + 1
+                after <- page.Next
+                more <- not (isNull after) && pages < 1000
+            let ours = seen |> Seq.filter (fun id -> ids |> List.contains id) |> List.ofSeq
+            Expect.equal (List.sort ours) (List.sort ids) "every session of ours, once"
+            Expect.equal (seen |> Seq.distinct |> Seq.length) seen.Count "no session twice"
+            let! deleted = store.DeleteAsync(List.head ids, testToken ())
+            Expect.isTrue deleted "deleted"
+            let! unknown = store.DeleteAsync(newId (), testToken ())
+            Expect.isFalse unknown "an unknown id: nothing to delete"
         }
     ]
 
@@ -320,14 +557,14 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
 /// The store contract for a store on real time (e.g. Redis, whose expiry is the server's): the
 /// expiry test waits for the idle timeout to pass.
 /// </summary>
-let storeContract (name: string) (createStore: unit -> ISessionStore) : Test =
+let storeContract (name: string) (createStore: unit -> SessionStore) : Test =
     storeContractWith name (fun () -> { Store = createStore (); Advance = fun by -> Task.Delay by })
 
 /// <summary>
 /// The store contract for a store that reads the given clock: each test gets a clock of its own,
 /// and the expiry test moves it instead of waiting.
 /// </summary>
-let storeContractOnClock (name: string) (createStore: TimeProvider -> ISessionStore) : Test =
+let storeContractOnClock (name: string) (createStore: TimeProvider -> SessionStore) : Test =
     storeContractWith name (fun () ->
         let clock = ManualClock()
         { Store = createStore clock; Advance = fun by -> clock.Advance by; Task.CompletedTask })

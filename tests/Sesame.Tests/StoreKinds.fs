@@ -13,8 +13,8 @@ let private files =
 
 let all: StoreKind list =
     [ { Name = "memory"
-        Create = fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> ISessionStore
+        Create = fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore
         FollowsClock = true }
       { Name = "file"
-        Create = fun clock -> FileStore.Open(Path.Combine(files, $"{Guid.NewGuid():N}.db"), null, null, clock) :> ISessionStore
+        Create = fun clock -> FileStore.Open(Path.Combine(files, $"{Guid.NewGuid():N}.db"), null, null, clock) :> SessionStore
         FollowsClock = true } ]
