@@ -190,8 +190,8 @@ module private Crash =
     let options = FileStoreOptions(CompactionMinBytes = 128L * 1024L)
 
     let number (session: Json option) (key: string) =
-        match session |> Option.bind (Path.tryGet (path key)) with
-        | Some(Json.Number n) -> n.TryGetInt64().Value
+        match session |> Option.bind (SessionPath.tryGet (path key)) with
+        | Some(Json.Number n) -> snd (n.TryGetInt64())
         | Some other -> failwith $"{key} holds {Json.serialize other}"
         | None -> 0L
 
@@ -235,7 +235,7 @@ module private Crash =
                 Expect.isTrue (n >= known.Own && n <= known.Own + 1L) ($"Writer {w}: n = {n}, but {known.Own} was acknowledged.")
                 // Each commit set n and incremented count together, exactly once.
                 Expect.equal (number own "count") n "number own 'count'"
-                let pad = own |> Option.bind (Path.tryGet (path "pad"))
+                let pad = own |> Option.bind (SessionPath.tryGet (path "pad"))
                 if n > 0L then Expect.equal pad (Some(Json.string (String('x', int (n * 37L % 1500L))))) "pad"
                 let s = number shared $"w{w}"
                 Expect.isTrue (s >= known.Shared && s <= n) ($"Writer {w}: shared.w{w} = {s}, acknowledged {known.Shared}, own n = {n}.")
@@ -368,7 +368,7 @@ let tests =
             do! commit first "b" [ setAt "x" "1" ]
             let! _ = first.DeleteAsync("b", testToken ())
             do! commit first "c" [ setAt "old" "1" ]
-            do! commit first "c" [ Update.set Path.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
+            do! commit first "c" [ Update.set SessionPath.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
             do! first.DisposeAsync()
 
             use second = FileStore.Open file
@@ -406,9 +406,9 @@ let tests =
                 let! mine = load reopened $"writer{w}"
                 Expect.equal mine (Some(json """{"n":20,"sum":210}""")) "mine"
             let! shared = load reopened "shared"
-            Expect.equal (shared |> Option.bind (Path.tryGet (path "commits"))) (Some(Json.int64 640L)) "shared |> Option.bind (Path.tryGet (path 'commits'))"
+            Expect.equal (shared |> Option.bind (SessionPath.tryGet (path "commits"))) (Some(Json.int64 640L)) "shared |> Option.bind (SessionPath.tryGet (path 'commits'))"
             for w in 1..32 do
-                Expect.equal (shared |> Option.bind (Path.tryGet (path $"last.w{w}"))) (Some(Json.int64 20L)) "shared |> Option.bind (Path.tryGet (path $'last.w(w)'))"
+                Expect.equal (shared |> Option.bind (SessionPath.tryGet (path $"last.w{w}"))) (Some(Json.int64 20L)) "shared |> Option.bind (SessionPath.tryGet (path $'last.w(w)'))"
         }
 
         testCaseTask "a torn last record is cut off with a warning, and everything before it is kept" <| fun () -> task {
@@ -540,14 +540,14 @@ let tests =
             let session = Json.object [ for i in 1..64 -> $"field{i}", Json.string (String('v', 250)) ]
             let size = JsonSize.utf8Length session
             Expect.isTrue (size >= 16L * 1024L) ($"The session is {size} bytes; the test wants at least 16 KB.")
-            do! commit store "big" [ Update.set Path.root session ]
+            do! commit store "big" [ Update.set SessionPath.root session ]
             let before = store.FileLength
             do! commit store "big" [ setAt "field7" "\"changed\"" ]
             let appended = store.FileLength - before
             Expect.isTrue (appended > 0L && appended < 1024L) ($"A one-key commit appended {appended} bytes to a {size}-byte session.")
             Expect.equal (fileLength file) (before + appended) "fileLength file"
             let! loaded = load store "big"
-            Expect.equal loaded (Some(Path.set (path "field7") (Json.string "changed") session)) "loaded"
+            Expect.equal loaded (Some(SessionPath.set (path "field7") (Json.string "changed") session)) "loaded"
         }
 
         testCaseTask "a refused commit writes nothing to the file" <| fun () -> task {

@@ -14,7 +14,7 @@ let creating = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; Max
 let existing = { creating with MustExist = true }
 
 let private json (text: string) = Json.parse text
-let private path (text: string) = Path.parse text
+let private path (text: string) = SessionPath.parse text
 
 /// A token for store calls: cancels after a minute so a hung store fails the test instead of CI.
 let private testToken () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).Token
@@ -143,7 +143,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             let store = under.Store
             let id = newId ()
             let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
-            let! _ = store.CommitAsync(id, changeOf [ Update.set Path.root (json """{"z":[]}""") ], creating, testToken ())
+            let! _ = store.CommitAsync(id, changeOf [ Update.set SessionPath.root (json """{"z":[]}""") ], creating, testToken ())
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"z":[]}""")) "loaded"
         }
@@ -192,12 +192,12 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             let id = newId ()
             let! _ = concurrently 100 (fun i -> store.CommitAsync(id, changeOf [ setAt $"keys.k{i}" (string i) ], creating, testToken ()))
             let! loaded = load store id
-            let keys = loaded |> Option.bind (Path.tryGet (path "keys"))
+            let keys = loaded |> Option.bind (SessionPath.tryGet (path "keys"))
             match keys with
             | Some(Json.Object o) ->
                 Expect.equal o.Count 100 "o.Count"
                 for i in 1..100 do
-                    Expect.equal (o.TryFind $"k{i}") (ValueSome(Json.int64 (int64 i))) $"keys.k{i}"
+                    Expect.equal (o.TryGetValue $"k{i}") (true, Json.int64 (int64 i)) $"keys.k{i}"
             | other -> failwith $"Expected 100 keys, got {other}"
         }
 
@@ -208,11 +208,11 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             let! _ = store.CommitAsync(id, changeOf [ setAt "items" "[0]" ], creating, testToken ())
             let! _ = concurrently 100 (fun i -> store.CommitAsync(id, changeOf [ Update.append (path "items") (Json.int64 (int64 i)) ], existing, testToken ()))
             let! loaded = load store id
-            match loaded |> Option.bind (Path.tryGet (path "items")) with
+            match loaded |> Option.bind (SessionPath.tryGet (path "items")) with
             | Some(Json.Array items) ->
                 Expect.equal items.Length 101 "the first item and 100 appends"
                 Expect.equal items[0] (Json.int64 0L) "the first item stays first"
-                let appended = [ for item in Seq.skip 1 items -> match item with Json.Number n -> n.TryGetInt64().Value | _ -> -1L ] |> List.sort
+                let appended = [ for item in Seq.skip 1 items -> match item with Json.Number n -> snd (n.TryGetInt64()) | _ -> -1L ] |> List.sort
                 Expect.equal appended [ 1L .. 100L ] "every append once"
             | other -> failtestf "Expected an array of 101 items, got %A" other
         }
@@ -447,7 +447,7 @@ let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
             let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser ada) (testToken ())
             let summary = sessions |> List.find (fun s -> s.Id = first)
             Expect.equal summary.UserId ada "the summary's user"
-            Expect.equal (Path.tryGet (path "device.ip") summary.Meta) (Some(Json.string "10.0.0.1")) "device facts"
+            Expect.equal (SessionPath.tryGet (path "device.ip") summary.Meta) (Some(Json.string "10.0.0.1")) "device facts"
             Expect.isGreaterThan summary.SizeBytes 0L "the tree's size"
             Expect.notEqual summary.Handle first "the handle is not the id"
             // Rotating a signed-in session moves its index entry with it.
