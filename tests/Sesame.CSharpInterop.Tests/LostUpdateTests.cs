@@ -24,8 +24,9 @@ public sealed class LostUpdateTests(ITestOutputHelper output)
         AspNetCore,
     }
 
-    /// <summary>The app, identical but for the session provider. <c>/set/{key}</c> waits at <paramref name="overlap"/> when given one.</summary>
-    private static async Task<WebApplication> StartAsync(Provider provider, Overlap? overlap)
+    /// <summary>The app, identical but for the session provider. <c>/set/{key}</c> waits at <paramref name="overlap"/> when
+    /// given one, and awaits <paramref name="work"/> (a stand-in for a database call) after its change.</summary>
+    private static async Task<WebApplication> StartAsync(Provider provider, Overlap? overlap, TimeSpan work)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -63,6 +64,11 @@ public sealed class LostUpdateTests(ITestOutputHelper output)
                 await overlap.ArriveAsync();
             }
 
+            if (work > TimeSpan.Zero)
+            {
+                await Task.Delay(work);
+            }
+
             return "set";
         });
         app.MapGet("/count", (HttpContext context) => context.Session.Keys.Count(key => key.StartsWith("key", StringComparison.Ordinal)));
@@ -74,6 +80,8 @@ public sealed class LostUpdateTests(ITestOutputHelper output)
     {
         /// <summary>All requests sent at once, each handled as it comes.</summary>
         AsTheyCome,
+        /// <summary>All requests sent at once, each awaiting 20 ms of other work (a database call, say) after its change.</summary>
+        AsTheyComeWithWork,
         /// <summary>Every request loads the session and sets its key before any of them commits.</summary>
         FullyOverlapping,
         /// <summary>One after another: nothing overlaps (the count's baseline).</summary>
@@ -84,7 +92,8 @@ public sealed class LostUpdateTests(ITestOutputHelper output)
     private static async Task<int> KeptAsync(Provider provider, Timing timing)
     {
         var overlap = timing == Timing.FullyOverlapping ? new Overlap(Requests) : null;
-        await using var app = await StartAsync(provider, overlap);
+        var work = timing == Timing.AsTheyComeWithWork ? TimeSpan.FromMilliseconds(20) : TimeSpan.Zero;
+        await using var app = await StartAsync(provider, overlap, work);
         using var client = new HttpClient(new HttpClientHandler { CookieContainer = new CookieContainer(), UseCookies = true })
         {
             BaseAddress = new Uri(app.Urls.First()),
@@ -115,6 +124,7 @@ public sealed class LostUpdateTests(ITestOutputHelper output)
     [Theory]
     [InlineData(Timing.FullyOverlapping)]
     [InlineData(Timing.AsTheyCome)]
+    [InlineData(Timing.AsTheyComeWithWork)]
     [InlineData(Timing.OneAfterAnother)]
     public async Task A_hundred_requests_each_setting_its_own_key_through_ISession_keep_all_hundred_on_Sesame(Timing timing)
     {
