@@ -1,7 +1,7 @@
 // Sesame's build script: `dotnet fsi build.fsx <target>`.
 //   build   restore and build everything (Release, warnings as errors)
-//   test    build, then run every test project (the Expecto programs, then `dotnet test` for each xunit
-//           project under tests/); ends with one line "N passed, N failed" and fails if any test or runner failed
+//   test    build, then run every test project (the Expecto programs, then `dotnet test` for the
+//           xunit projects under tests/); ends with one line "N passed, N failed" and fails if any test or runner failed
 //   soak    Expecto's stress mode on the concurrency tests (those whose names mention "concurrent"),
 //           both F# test programs at once, for the minutes given after it (`soak 1`; default 5); not run in CI
 //   bench   run the BenchmarkDotNet micro-benchmarks (pass BenchmarkDotNet arguments after --)
@@ -130,8 +130,10 @@ match target with
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
 | "pack" ->
     // Only the libraries are packages; samples, tests and benchmarks are not.
-    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.CSharpInterop"; "src/Sesame.Testing" ] do
+    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.CSharpInterop" ] do
         exitOn (fst (run "dotnet" $"pack {project} -c Release -o artifacts" false))
+    // The store contract suite, for authors of stores.
+    exitOn (fst (run "dotnet" "pack src/Sesame.Testing -c Release -o artifacts" false))
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | other ->

@@ -184,19 +184,28 @@ type SessionStoreContract =
 module SessionStoreContract =
 
     /// <summary>The contract's cases for stores made by <paramref name="start"/>: a store and how its time moves.</summary>
+    /// <param name="start">Makes a fresh store for a case, and says how to let time pass for it.</param>
+    /// <returns>Every case, in order.</returns>
     let casesWith (start: unit -> StoreUnderTest) : SessionStoreCase list =
         List.ofSeq (SessionStoreContract.Cases(Func<StoreUnderTest> start))
 
     /// <summary>The contract's cases for a store that reads a clock: each case gets a <see cref="T:Sesame.Testing.ManualClock"/>
     /// of its own, moved instead of waiting.</summary>
+    /// <param name="createStore">Makes a fresh, empty store that reads the clock it is given.</param>
+    /// <returns>Every case, in order.</returns>
     let casesOnClock (createStore: TimeProvider -> #SessionStore) : SessionStoreCase list =
         List.ofSeq (SessionStoreContract.Cases(Func<TimeProvider, SessionStore>(fun clock -> createStore clock :> SessionStore)))
 
     /// <summary>The contract's cases for a store on real time (a server's clock): the cases that let time pass wait.</summary>
+    /// <param name="createStore">Makes a fresh, empty store.</param>
+    /// <returns>Every case, in order.</returns>
     let casesOnRealTime (createStore: unit -> #SessionStore) : SessionStoreCase list =
         List.ofSeq (SessionStoreContract.Cases(Func<SessionStore>(fun () -> createStore () :> SessionStore)))
 
     /// <summary>Runs cases one after another and fails once, with a <see cref="T:Sesame.Testing.StoreContractException"/>
     /// listing every case that failed.</summary>
+    /// <param name="cancellationToken">Cancels the run.</param>
+    /// <param name="cases">The cases to run.</param>
+    /// <returns>A task that completes when every case passed.</returns>
     let runAllAsync (cancellationToken: CancellationToken) (cases: SessionStoreCase seq) : Task =
         SessionStoreContract.RunAllAsync(cases, cancellationToken)

@@ -14,7 +14,11 @@ open Sesame
 /// <see cref="T:Sesame.Testing.SessionStoreContract"/> a function of a clock, or of nothing for a store on real time.
 /// </remarks>
 [<Sealed>]
-type StoreUnderTest(store: SessionStore, advance: Func<TimeSpan, Task>) =
+type StoreUnderTest
+    /// <summary>A store for one case, and how the case lets time pass for it.</summary>
+    /// <param name="store">A fresh, empty store.</param>
+    /// <param name="advance">Lets at least the given time pass as the store sees it (moves its clock, or waits).</param>
+    (store: SessionStore, advance: Func<TimeSpan, Task>) =
     do
         if isNull store then nullArg (nameof store)
         if isNull advance then nullArg (nameof advance)
