@@ -80,13 +80,99 @@ public sealed class SesameSession
         }
     }
 
+    /// <summary>
+    /// Whether the session was written by a newer version of the app (its shape is newer than
+    /// <see cref="SesameOptions.ShapeVersion"/>) and is served read-only (<see cref="NewerShapePolicy.ReadOnly"/>): a change
+    /// then throws <see cref="SessionShapeException"/>.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool IsReadOnly
+    {
+        get
+        {
+            try
+            {
+                return Handle.IsReadOnly;
+            }
+            catch (ObjectDisposedException e)
+            {
+                throw Stale(SessionPathModule.root, "read", e);
+            }
+        }
+    }
+
+    /// <summary>The shape version of the session as it reads: the app's <see cref="SesameOptions.ShapeVersion"/> (a session
+    /// stored at an older one is read migrated), or a newer session's own when it is served read-only.</summary>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public int ShapeVersion
+    {
+        get
+        {
+            try
+            {
+                return Handle.ShapeVersion;
+            }
+            catch (ObjectDisposedException e)
+            {
+                throw Stale(SessionPathModule.root, "read", e);
+            }
+        }
+    }
+
     /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is none (or it is JSON null).</summary>
     /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
-    /// <returns>The value, or <c>default(T)</c>.</returns>
+    /// <returns>The value, or <c>default(T)</c>; a value that does not fit <typeparamref name="T"/> gets the fallback
+    /// <see cref="SesameOptions.ReadFallbacks"/> gives the path (by default it throws).</returns>
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
-    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
+    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/> and its fallback is <see cref="ReadFallback.Throw"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
     public T? Get<T>(string path) => TryGet<T>(SessionPathModule.parse(path), out var value) ? value : default;
+
+    /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is
+    /// none (or it is JSON null), with <paramref name="fallback"/> for a value that does not fit <typeparamref name="T"/>.</summary>
+    /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
+    /// <param name="fallback"><see cref="ReadFallback.Missing"/>: read it as none; <see cref="ReadFallback.Remove"/>: read it
+    /// as none and remove it from the session; <see cref="ReadFallback.Throw"/>. The failure is logged once per path and type.</param>
+    /// <returns>The value, or <c>default(T)</c>.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="JsonException">The value does not fit <typeparamref name="T"/> and the fallback is <see cref="ReadFallback.Throw"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T? Get<T>(string path, ReadFallback fallback) => Read<T>(SessionPathModule.parse(path), fallback, out var value) ? value : default;
+
+    /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is
+    /// none, with <paramref name="fallback"/> for a value that does not fit (see <see cref="Get{T}(string, ReadFallback)"/>).</summary>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name)</c>.</param>
+    /// <param name="fallback">What a value that does not fit reads as.</param>
+    /// <returns>The value, or <c>default(T)</c>.</returns>
+    /// <exception cref="JsonException">The value does not fit <typeparamref name="T"/> and the fallback is <see cref="ReadFallback.Throw"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T? Get<T>(SessionPath path, ReadFallback fallback)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return Read<T>(path, fallback, out var value) ? value : default;
+    }
+
+    /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <paramref name="defaultValue"/>
+    /// when there is none (or it is JSON null) or it does not fit <typeparamref name="T"/> (logged once per path and type;
+    /// the stored value stays).</summary>
+    /// <param name="path">Where, e.g. <c>cart</c>.</param>
+    /// <param name="defaultValue">What to read instead.</param>
+    /// <returns>The value, or <paramref name="defaultValue"/>.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T GetOrDefault<T>(string path, T defaultValue) => Read<T>(SessionPathModule.parse(path), ReadFallback.Missing, out var value) ? value : defaultValue;
+
+    /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <paramref name="defaultValue"/>
+    /// when there is none or it does not fit (see <see cref="GetOrDefault{T}(string, T)"/>).</summary>
+    /// <param name="path">Where, built from data.</param>
+    /// <param name="defaultValue">What to read instead.</param>
+    /// <returns>The value, or <paramref name="defaultValue"/>.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T GetOrDefault<T>(SessionPath path, T defaultValue)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return Read<T>(path, ReadFallback.Missing, out var value) ? value : defaultValue;
+    }
 
     /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is none (or it is JSON null).</summary>
     /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name).Index(2)</c>; a key from user input is always one key.</param>
@@ -107,22 +193,63 @@ public sealed class SesameSession
     /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one.</summary>
     /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name).Index(2)</c>.</param>
     /// <param name="value">The value, when found.</param>
-    /// <returns><c>true</c> when there is a value other than JSON null at the path.</returns>
-    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
+    /// <returns><c>true</c> when there is a value other than JSON null at the path (and it fits, or its fallback throws).</returns>
+    /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/> and the fallback
+    /// <see cref="SesameOptions.ReadFallbacks"/> gives the path is <see cref="ReadFallback.Throw"/> (the default); the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
     public bool TryGet<T>(SessionPath path, [MaybeNullWhen(false)] out T value)
     {
         ArgumentNullException.ThrowIfNull(path);
-        var parsed = path;
-        var found = Find(parsed);
+        return Read(path, null, out value);
+    }
+
+    /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one, with
+    /// <paramref name="fallback"/> for a value that does not fit (see <see cref="Get{T}(string, ReadFallback)"/>).</summary>
+    /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
+    /// <param name="fallback">What a value that does not fit reads as.</param>
+    /// <param name="value">The value, when found and fitting.</param>
+    /// <returns><c>true</c> when there is a value other than JSON null at the path and it fits <typeparamref name="T"/>.</returns>
+    /// <exception cref="ArgumentException">The path text is not a path.</exception>
+    /// <exception cref="JsonException">The value does not fit <typeparamref name="T"/> and the fallback is <see cref="ReadFallback.Throw"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool TryGet<T>(string path, ReadFallback fallback, [MaybeNullWhen(false)] out T value) =>
+        Read(SessionPathModule.parse(path), fallback, out value);
+
+    /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one, with
+    /// <paramref name="fallback"/> for a value that does not fit.</summary>
+    /// <param name="path">Where, built from data.</param>
+    /// <param name="fallback">What a value that does not fit reads as.</param>
+    /// <param name="value">The value, when found and fitting.</param>
+    /// <returns><c>true</c> when there is a value other than JSON null at the path and it fits <typeparamref name="T"/>.</returns>
+    /// <exception cref="JsonException">The value does not fit <typeparamref name="T"/> and the fallback is <see cref="ReadFallback.Throw"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool TryGet<T>(SessionPath path, ReadFallback fallback, [MaybeNullWhen(false)] out T value)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return Read(path, fallback, out value);
+    }
+
+    // Decodes on the fast path; only a value that does not fit goes to the handle, which logs it once and applies the
+    // read's fallback (else the options' for the path). Throw leaves the exception as it was, naming the path.
+    private bool Read<T>(SessionPath path, ReadFallback? fallback, [MaybeNullWhen(false)] out T value)
+    {
+        var found = Find(path);
         if (found is null || found.IsNull)
         {
             value = default;
             return false;
         }
 
-        value = JsonValues.Decode<T>(found, Options.SerializerOptions, parsed);
-        return true;
+        try
+        {
+            value = JsonValues.Decode<T>(found, Options.SerializerOptions, path);
+            return true;
+        }
+        catch (JsonException) when (Handle.RecoverUnreadable(path, typeof(T), fallback))
+        {
+            value = default;
+            return false;
+        }
     }
 
     /// <summary>The value at <paramref name="path"/> as a new, mutable <see cref="JsonNode"/> (changing it does not change the session).</summary>

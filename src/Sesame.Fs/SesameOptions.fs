@@ -21,7 +21,8 @@ type DeviceFacts =
 /// Defaults: cookie <c>sesame</c> on path <c>/</c>, no domain, SameSite Lax, HttpOnly, Secure as the request, a
 /// browser-session cookie (no Max-Age); no header transport; idle timeout 20 minutes; no absolute timeout; sessions up to 1 MiB;
 /// <c>Cache-Control: no-cache, no-store</c> and <c>Vary: Cookie</c> on responses of requests that used the session;
-/// no limit on a user's sessions; user agent and IP address recorded at sign-in. The store is chosen on the builder
+/// no limit on a user's sessions; user agent and IP address recorded at sign-in; shape version 0 with no migrations, a
+/// session of a newer shape served read-only, typed reads of values that no longer fit throwing. The store is chosen on the builder
 /// <c>AddSesame</c> returns (<c>.AddFileStore(path)</c>, <c>.AddRedisStore(...)</c>); the in-memory store otherwise.
 /// </remarks>
 [<AllowNullLiteral>]
@@ -88,6 +89,20 @@ type SesameOptions() =
 
     /// <summary>How typed values are encoded and decoded. Default: web defaults plus F# records, unions and options.</summary>
     member val SerializerOptions: JsonSerializerOptions = Json.createSerializerOptions () with get, set
+
+    /// <summary>The version of what the app keeps in its sessions, stored beside each session's tree: raise it with a
+    /// migration into it (<see cref="P:Sesame.SesameOptions.Migrations"/>) when the shape changes. Default 0.</summary>
+    member val ShapeVersion = 0 with get, set
+
+    /// <summary>The migrations from older shape versions to <see cref="P:Sesame.SesameOptions.ShapeVersion"/>, added in
+    /// order; a session stored at an older version is migrated as it is loaded. Default: none.</summary>
+    member val Migrations = SessionMigrations() with get
+
+    /// <summary>What a request does with a session a newer app version wrote (during a rolling deploy). Default read-only.</summary>
+    member val NewerShape = NewerShapePolicy.ReadOnly with get, set
+
+    /// <summary>What typed reads give for a value that no longer fits the type read, by path prefix. Default: they throw.</summary>
+    member val ReadFallbacks = ReadFallbacks() with get
 
     /// The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.
     member internal this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =

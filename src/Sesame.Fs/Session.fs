@@ -40,9 +40,24 @@ module Session =
     /// <summary>The JSON value at a path, or <c>None</c>.</summary>
     let tryFind (path: string) (session: SessionHandle) = session.TryFind(parsePath path)
 
-    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is none.</summary>
-    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type.</exception>
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is none. A value
+    /// that does not fit the type gets the fallback <c>SesameOptions.ReadFallbacks</c> gives its path (by default it throws).</summary>
+    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type, and its fallback is <c>Throw</c>.</exception>
     let tryGet<'value> (path: string) (session: SessionHandle) : 'value option = session.TryGet<'value>(parsePath path)
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is none, with
+    /// <paramref name="fallback"/> for a value that does not fit the type (<c>ReadFallback.Missing</c>: read as none;
+    /// <c>Remove</c>: read as none and removed; <c>Throw</c>). The failure is logged once per path and type.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type and the fallback is <c>Throw</c>.</exception>
+    let tryGetWith<'value> (fallback: ReadFallback) (path: string) (session: SessionHandle) : 'value option =
+        session.TryGet<'value>(parsePath path, fallback)
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <paramref name="defaultValue"/> when there
+    /// is none or it does not fit the type (logged once per path and type; the stored value stays).</summary>
+    let getOr<'value> (path: string) (defaultValue: 'value) (session: SessionHandle) : 'value =
+        match session.TryGet<'value>(parsePath path, ReadFallback.Missing) with
+        | Some value -> value
+        | None -> defaultValue
 
     /// <summary>Sets a value (encoded as JSON with the configured serializer options) at a path.</summary>
     let set (path: string) (value: 'value) (session: SessionHandle) =

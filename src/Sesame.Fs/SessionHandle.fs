@@ -73,6 +73,14 @@ type SessionHandle
     let mutable meta = Json.emptyObject
     let mutable closed = false
     let mutable touched = false
+    /// The shape of the tree as the handler reads it: the app's, or a newer session's when it is served read-only.
+    let mutable shape = options.ShapeVersion
+    /// The shape the session had in the store when it was loaded.
+    let mutable loadedShape = options.ShapeVersion
+    /// A session newer than the app, served read-only (NewerShapePolicy.ReadOnly).
+    let mutable readOnly = false
+    /// The migration of a session loaded at an older shape: committed with the request's first change of the tree.
+    let mutable upgrade: ShapeUpgrade voption = ValueNone
 
     let stored () = not (isNull ticket.Id)
 
@@ -120,9 +128,41 @@ type SessionHandle
                 match found with
                 | null -> Log.unknownSession logger
                 | session ->
-                    current <- session.Data
-                    meta <- session.Meta
-                    ticket <- fromCookie
+                    let stored = SessionMeta.shapeOf session.Meta
+                    let version = options.ShapeVersion
+                    let accept (tree: Json) =
+                        current <- tree
+                        meta <- session.Meta
+                        ticket <- fromCookie
+                        loadedShape <- stored
+                    if stored = version then
+                        accept session.Data
+                    elif stored > version then
+                        // A newer instance wrote it (a rolling deploy): never write this app's shape into it.
+                        SessionShape.logNewer logger stored version options.NewerShape
+                        match options.NewerShape with
+                        | NewerShapePolicy.StartNew -> ()
+                        | NewerShapePolicy.Fail ->
+                            raise (
+                                SessionShapeException(
+                                    $"The session's shape is version {stored}, newer than this app's {version} (a newer app instance wrote it), and SesameOptions.NewerShape is Fail.",
+                                    stored,
+                                    version
+                                )
+                            )
+                        | _ ->
+                            accept session.Data
+                            shape <- stored
+                            readOnly <- true
+                    else
+                        match SessionShape.migrate options.Migrations version stored session.Data with
+                        | MigrationOutcome.Migrated(tree, step) ->
+                            accept tree
+                            upgrade <- ValueSome step
+                            SessionShape.logMigrated logger stored version step.Data.Updates.Length
+                        // Nothing here can read it: the request starts afresh; the stored session stays for whoever can.
+                        | MigrationOutcome.TooOld oldest -> SessionShape.logTooOld logger stored oldest
+                        | MigrationOutcome.Failed(fromVersion, toVersion, error) -> SessionShape.logFailed logger fromVersion toVersion error
             loaded <- true
         }
 
@@ -144,13 +184,55 @@ type SessionHandle
         ticket <- { Id = null; Created = DateTimeOffset.MinValue }
         current <- Json.emptyObject
         meta <- Json.emptyObject
+        shape <- options.ShapeVersion
+        loadedShape <- options.ShapeVersion
+        readOnly <- false
+        upgrade <- ValueNone
 
     let ms (at: DateTimeOffset) = Json.int64 (at.ToUnixTimeMilliseconds())
 
     let metaKey (key: string) = SessionPath.ofKeys [ key ]
 
-    /// The facts a new session starts with.
-    let creationFacts (created: DateTimeOffset) = [| Update.Set(metaKey SessionMeta.Created, ms created) |]
+    /// The facts a new session starts with: it is created at the app's shape.
+    let creationFacts (created: DateTimeOffset) =
+        if options.ShapeVersion > 0 then
+            [| Update.Set(metaKey SessionMeta.Created, ms created)
+               Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
+        else
+            [| Update.Set(metaKey SessionMeta.Created, ms created) |]
+
+    /// <summary>
+    /// What a commit of changes to a stored session's tree says about its shape: the migration of a session loaded at
+    /// an older shape (applied once, whichever request brings it first), or, when the app declares a version, that the
+    /// session must still have it, so that changes made for one shape never land in a tree of another (a newer instance
+    /// may migrate it while this request runs). Changes of the facts alone fit every shape and carry nothing.
+    /// </summary>
+    let shapeCondition (isNew: bool) (treeChanged: bool) : ShapeUpgrade voption =
+        if isNew || not treeChanged then ValueNone
+        else
+            match upgrade with
+            | ValueSome _ -> upgrade
+            | ValueNone when options.ShapeVersion > 0 ->
+                ValueSome { From = options.ShapeVersion; To = options.ShapeVersion; Data = Patch.empty }
+            | ValueNone -> ValueNone
+
+    /// After a commit or move that the store applied.
+    let shapeCommitted (condition: ShapeUpgrade voption) =
+        match condition with
+        | ValueSome step when step.From <> step.To ->
+            upgrade <- ValueNone
+            loadedShape <- step.To
+            meta <- SessionPath.set (metaKey SessionMeta.Shape) (Json.int64 (int64 step.To)) meta
+        | _ -> ()
+
+    /// The store found another shape than the one this request's changes were made for: they were not stored.
+    let shapeChanged (count: int) =
+        SessionShape.logChanged logger loadedShape count
+        SessionShapeException(
+            $"The session's shape changed while this request ran (it was version {loadedShape}; another app instance migrated it): this request's {count} changes, made for the old shape, were not stored.",
+            loadedShape,
+            options.ShapeVersion
+        )
 
     let deviceFacts () =
         let facts = ResizeArray<string * Json>()
@@ -201,6 +283,21 @@ type SessionHandle
         ensureLoaded ()
         SessionMeta.userOf meta
 
+    /// <summary>
+    /// Whether the session was written by a newer app version (its shape is newer than
+    /// <see cref="P:Sesame.SesameOptions.ShapeVersion"/>) and is served read-only (<see cref="F:Sesame.NewerShapePolicy.ReadOnly"/>):
+    /// a change of its tree throws <see cref="T:Sesame.SessionShapeException"/>.
+    /// </summary>
+    member _.IsReadOnly: bool =
+        ensureLoaded ()
+        readOnly
+
+    /// <summary>The shape version of the tree as the handler reads it: the app's (a session stored at an older one is
+    /// read migrated), or the stored one of a newer session served read-only.</summary>
+    member _.ShapeVersion: int =
+        ensureLoaded ()
+        shape
+
     /// <summary>The facts Sesame keeps beside the session's tree (user, device facts, shape version, flash values), as they read now.</summary>
     member _.Meta: Json =
         ensureLoaded ()
@@ -242,16 +339,50 @@ type SessionHandle
         ensureLoaded ()
         SessionPath.tryGet path current
 
-    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there.</summary>
-    /// <exception cref="System.Text.Json.JsonException">There is a value but it does not fit the type; the message names the path.</exception>
-    member this.TryGet<'value>(path: SessionPath) : 'value option =
+    /// <summary>
+    /// Answers a typed read whose value does not fit the type read: logs it (once per path and type, with the path and
+    /// the type, never the value) and applies the fallback (<paramref name="fallback"/>, else the one
+    /// <see cref="P:Sesame.SesameOptions.ReadFallbacks"/> gives the path). For facades that decode values themselves;
+    /// <c>TryGet</c> calls it.
+    /// </summary>
+    /// <param name="path">Where the value is.</param>
+    /// <param name="valueType">The type it was read as.</param>
+    /// <param name="fallback">The read's own fallback, or <c>null</c> for the options'.</param>
+    /// <returns><c>true</c> when the read gives no value (<c>Missing</c>; <c>Remove</c>, which also records the
+    /// removal); <c>false</c> when it must throw (<c>Throw</c>).</returns>
+    member this.RecoverUnreadable(path: SessionPath, valueType: Type, fallback: Nullable<ReadFallback>) : bool =
+        ensureLoaded ()
+        let chosen = if fallback.HasValue then fallback.Value else options.ReadFallbacks.For path
+        SessionShape.logUnreadable logger options.ReadFallbacks path valueType chosen
+        match chosen with
+        | ReadFallback.Missing -> true
+        | ReadFallback.Remove ->
+            // A read-only session is never changed; a new one can no longer be once its response started.
+            if not readOnly && (stored () || not context.Response.HasStarted) then this.Remove path
+            true
+        | _ -> false
+
+    member private this.Read<'value>(path: SessionPath, fallback: Nullable<ReadFallback>) : 'value option =
         match this.TryFind path with
         | None -> None
         | Some json ->
             try
                 Some(Json.decodeWith<'value> options.SerializerOptions json)
             with :? JsonException as e ->
-                raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
+                if this.RecoverUnreadable(path, typeof<'value>, fallback) then None
+                else raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there.
+    /// A value that does not fit the type gets the fallback <see cref="P:Sesame.SesameOptions.ReadFallbacks"/> gives the
+    /// path (by default it throws).</summary>
+    /// <exception cref="System.Text.Json.JsonException">There is a value but it does not fit the type, and the fallback is
+    /// <c>Throw</c>; the message names the path.</exception>
+    member this.TryGet<'value>(path: SessionPath) : 'value option = this.Read<'value>(path, Nullable())
+
+    /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there,
+    /// with <paramref name="fallback"/> for a value that does not fit the type.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type and the fallback is <c>Throw</c>.</exception>
+    member this.TryGet<'value>(path: SessionPath, fallback: ReadFallback) : 'value option = this.Read<'value>(path, Nullable fallback)
 
     /// <summary>Records an update, after checking it applies to the session as it reads now.</summary>
     /// <exception cref="T:Sesame.PathConflictException">The update does not apply; nothing is recorded.</exception>
@@ -259,8 +390,17 @@ type SessionHandle
     /// a lone UTF-16 surrogate (<see cref="M:Sesame.UpdateModule.validate(Sesame.Update)"/>); nothing is recorded.</exception>
     /// <exception cref="System.InvalidOperationException">The session is new and the response has started: no cookie could
     /// reach the client any more, so the change could never be found again; nothing is recorded.</exception>
+    /// <exception cref="T:Sesame.SessionShapeException">The session is newer than the app and served read-only; nothing is recorded.</exception>
     member _.Record(update: Update) : unit =
         ensureLoaded ()
+        if readOnly then
+            raise (
+                SessionShapeException(
+                    $"Cannot change '{update.Path}': the session's shape is version {shape}, newer than this app's {options.ShapeVersion} (a newer app instance wrote it), so it is served read-only (SesameOptions.NewerShape). Nothing was recorded.",
+                    shape,
+                    options.ShapeVersion
+                )
+            )
         Update.validate update
         if not (stored ()) && context.Response.HasStarted then
             raise (
@@ -344,19 +484,27 @@ type SessionHandle
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
                 // Every update was validated when it was recorded.
                 let metaUpdates = if isNew then Array.append (creationFacts target.Created) metaUpdates else metaUpdates
-                let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates)
+                let condition = shapeCondition isNew (updates.Length > 0)
+                let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
+                let mutable result = CommitResult.Committed
                 try
-                    let! result = store.CommitAsync(target.Id, change, commitOptions target.Created (not isNew), cancellationToken)
-                    match result with
+                    let! answer = store.CommitAsync(target.Id, change, commitOptions target.Created (not isNew), cancellationToken)
+                    result <- answer
+                    match answer with
                     | CommitResult.Committed ->
                         if isNew then
                             ticket <- target
                             cookie <- CookieAction.Issue target
+                        shapeCommitted condition
                         Log.commitDone logger (updates.Length + metaUpdates.Length) isNew
+                    | CommitResult.ShapeChanged -> ()
                     | _ -> Log.gone logger (updates.Length + metaUpdates.Length)
                 with e ->
                     Log.commitError logger e
                     ExceptionDispatchInfo.Throw e
+                // Not stored, and not silently: the handler's changes were made for a shape the session no longer has.
+                if result = CommitResult.ShapeChanged then
+                    raise (shapeChanged (updates.Length + metaUpdates.Length))
             }
 
     /// Moves the stored session to a new id with this request's changes, in one atomic store step.
@@ -364,11 +512,13 @@ type SessionHandle
         task {
             let old = ticket
             let struct (updates, metaUpdates) as taken = takePending ()
-            let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta))
+            let condition = shapeCondition false (updates.Length > 0)
+            let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
             let! result = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
             match result with
             | CommitResult.Committed ->
                 meta <- Patch.apply (Patch.foldChecked extraMeta) meta
+                shapeCommitted condition
                 ticket <- { old with Id = toId }
                 cookie <- CookieAction.Issue ticket
             | CommitResult.SessionGone ->
@@ -377,6 +527,7 @@ type SessionHandle
                 Log.gone logger (updates.Length + metaUpdates.Length)
                 becomeNew ()
                 cookie <- CookieAction.Expire
+            | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))
             | _ -> putBack taken
             return result
         }

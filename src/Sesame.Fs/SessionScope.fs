@@ -32,6 +32,8 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
     /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
     static member internal Create(services: IServiceProvider) =
         let options = services.GetRequiredService<IOptions<SesameOptions>>().Value
+        // A shape version the migrations do not lead to fails the app at startup, not each old session's request.
+        SessionShape.check options.ShapeVersion options.Migrations
         let store = services.GetRequiredService<SessionStore>()
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
