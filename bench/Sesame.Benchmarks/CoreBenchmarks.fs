@@ -61,10 +61,10 @@ let changes (count: int) : Change list =
 let toUpdates (changes: Change list) : Update list =
     [ for change in changes ->
           match change with
-          | Bump counter -> Update.increment (Path.parse $"counters.{counter}") 1m
-          | SetQty(item, qty) -> Update.set (Path.parse $"cart.items[{item}].qty") (Json.int64 (int64 qty))
-          | SetPref(key, value) -> Update.set (Path.parse $"user.prefs.{key}") (Json.string value)
-          | DropPref key -> Update.remove (Path.parse $"user.prefs.{key}") ]
+          | Bump counter -> Update.increment (SessionPath.parse $"counters.{counter}") 1m
+          | SetQty(item, qty) -> Update.set (SessionPath.parse $"cart.items[{item}].qty") (Json.int64 (int64 qty))
+          | SetPref(key, value) -> Update.set (SessionPath.parse $"user.prefs.{key}") (Json.string value)
+          | DropPref key -> Update.remove (SessionPath.parse $"user.prefs.{key}") ]
 
 /// The naive way: the changes made on a mutable JsonNode tree.
 let applyNaive (root: JsonNode) (changes: Change list) =

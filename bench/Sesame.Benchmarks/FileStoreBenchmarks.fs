@@ -22,7 +22,7 @@ let session16K = Json.object [ for i in 1..64 -> $"field{i}", Json.string (Strin
 let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20 }
 
 /// One-key changes, made once so the benchmark measures the store, not the fold.
-let private oneKeyChanges = [| for n in 0..255 -> Patch.fold [ Update.set (Path.parse "field7") (Json.int64 (int64 n)) ] |]
+let private oneKeyChanges = [| for n in 0..255 -> Patch.fold [ Update.set (SessionPath.parse "field7") (Json.int64 (int64 n)) ] |]
 
 /// A session id as long as Sesame's (32 characters).
 let private sessionId (n: int) = $"bench-session-{n:D18}"
@@ -38,7 +38,7 @@ let measureBytesPerCommit () : int64 * int64 =
     try
         use store = FileStore.Open(IO.Path.Combine(directory, "sessions"))
         let sessions = store :> ISessionStore
-        sessions.CommitAsync(sessionId 0, Patch.fold [ Update.set Path.root session16K ], commitOptions, CancellationToken.None).Wait()
+        sessions.CommitAsync(sessionId 0, Patch.fold [ Update.set SessionPath.root session16K ], commitOptions, CancellationToken.None).Wait()
         let before = store.FileLength
         sessions.CommitAsync(sessionId 0, oneKeyChanges[1], commitOptions, CancellationToken.None).Wait()
         store.FileLength - before, JsonSize.utf8Length session16K
@@ -111,7 +111,7 @@ type FileStoreCommits() =
         directory <- newDirectory ()
         store <- FileStore.Open(IO.Path.Combine(directory, "sessions"))
         for session in 0..31 do
-            (store :> ISessionStore).CommitAsync(sessionId session, Patch.fold [ Update.set Path.root session16K ], commitOptions, CancellationToken.None).Wait()
+            (store :> ISessionStore).CommitAsync(sessionId session, Patch.fold [ Update.set SessionPath.root session16K ], commitOptions, CancellationToken.None).Wait()
 
     [<GlobalCleanup>]
     member _.Cleanup() =

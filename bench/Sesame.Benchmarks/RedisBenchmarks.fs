@@ -50,8 +50,8 @@ let private idle = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false;
 
 let private cartPatch (i: int) =
     Patch.fold [
-        Update.set (Path.parse "cart.lastItem") (Json.object [ "sku", Json.int64 (int64 i); "price", Json.decimal 19.99m ])
-        Update.increment (Path.parse "visits") 1m
+        Update.set (SessionPath.parse "cart.lastItem") (Json.object [ "sku", Json.int64 (int64 i); "price", Json.decimal 19.99m ])
+        Update.increment (SessionPath.parse "visits") 1m
     ]
 
 /// <summary>
@@ -122,7 +122,7 @@ type RedisBenchmarks() =
             store.CommitAsync(id, cartPatch 0, idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
         // A large session: 2,000 leaves (about 60 KB of JSON).
         let big = Json.object [ for i in 1..200 -> $"item{i}", Json.object [ for j in 1..10 -> $"field{j}", Json.string $"value {i}.{j}" ] ]
-        store.CommitAsync("large", Patch.fold [ Update.set (Path.parse "catalog") big ], idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        store.CommitAsync("large", Patch.fold [ Update.set (SessionPath.parse "catalog") big ], idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
         countRoundTrips ()
 
     [<GlobalCleanup>]
@@ -154,7 +154,7 @@ type RedisBenchmarks() =
             [| for w in 1..32 ->
                    task {
                        for i in 1..16 do
-                           let! _ = store.CommitAsync("shared", Patch.fold [ Update.set (Path.parse $"writers.w{w}") (Json.int64 (int64 i)); Update.increment (Path.parse "total") 1m ], idle, CancellationToken.None)
+                           let! _ = store.CommitAsync("shared", Patch.fold [ Update.set (SessionPath.parse $"writers.w{w}") (Json.int64 (int64 i)); Update.increment (SessionPath.parse "total") 1m ], idle, CancellationToken.None)
                            ()
                    }
                    :> Task |]
@@ -163,7 +163,7 @@ type RedisBenchmarks() =
     [<Benchmark(Description = "commit, 1 writer, 2,000-leaf session")>]
     member _.CommitLargeSession() : Task =
         counter <- counter + 1
-        store.CommitAsync("large", Patch.fold [ Update.set (Path.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ], idle, CancellationToken.None) :> Task
+        store.CommitAsync("large", Patch.fold [ Update.set (SessionPath.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ], idle, CancellationToken.None) :> Task
 
     [<Benchmark(Description = "load (TTL refreshed at most once a second)")>]
     member _.Load() : Task = store.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task

@@ -66,7 +66,7 @@ type SessionBenchmarks() =
     let mutable inert: ISessionStore = null
     let mutable ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
     let mutable wholeSession = Patch.empty
-    let visits = Path.parse "visits"
+    let visits = SessionPath.parse "visits"
     let options = SesameOptions()
     let oneKeyChange = Patch.fold [ Update.increment visits 1m ]
     let oneKeyUpdates = [| Update.increment visits 1m |]
@@ -82,7 +82,7 @@ type SessionBenchmarks() =
         let session = sessionOf this.SessionKB
         store <- new MemoryStore()
         inert <- InertStore(session)
-        wholeSession <- Patch.fold [ Update.Set(Path.root, session) ]
+        wholeSession <- Patch.fold [ Update.Set(SessionPath.root, session) ]
         store.CommitAsync(ticket.Id, wholeSession, { commitOptions with MustExist = false }, CancellationToken.None).Wait()
 
     /// Loading the session from the memory store (a hit).

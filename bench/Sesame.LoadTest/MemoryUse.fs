@@ -35,7 +35,7 @@ let private fill (store: ISessionStore) (first: int) (count: int) =
     let commit = { IdleTimeout = TimeSpan.FromHours 1.0; MustExist = false; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes }
     for i in first .. first + count - 1 do
         // A new session's first commit, as Sesame makes it: the whole tree set at the root.
-        let patch = Patch.fold [ Update.Set(Path.root, Json.parse (sessionJson i)) ]
+        let patch = Patch.fold [ Update.Set(SessionPath.root, Json.parse (sessionJson i)) ]
         store.CommitAsync(SessionId.create (), patch, commit, CancellationToken.None).GetAwaiter().GetResult() |> ignore
 
 /// Fills a default memory store with its bound of ~1 KB sessions, measures the heap after a full GC,
