@@ -75,10 +75,10 @@ module internal RedisLog =
         )
 
     let sweepFailed =
-        LoggerMessage.Define<string>(
+        LoggerMessage.Define<int, int>(
             LogLevel.Warning,
             EventId(11, "RedisSweepFailed"),
-            "Sweeping the expired sessions of shard {Shard} failed; the next sweep tries again."
+            "Sweeping the expired sessions failed for {Failed} of the {Shards} shards; the next sweep tries again."
         )
 
     let swept =
@@ -291,9 +291,13 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 // sends it when the connection is back, possibly after this store has reported it failed:
                 // a commit the app saw fail would then be applied later. So nothing is sent without one.
                 if not (database.IsConnected(keys[0], CommandFlags.None)) then
-                    if not cluster then raise NotConnected
+                    if not cluster || token.IsCancellationRequested then raise NotConnected
+                    // A cluster node is gone: a replica takes its slots over, which the client learns by asking.
                     refreshTopology ()
-                    do! pause attempt token
+                    try
+                        do! pause attempt token
+                    with :? OperationCanceledException ->
+                        raise NotConnected
                     attempt <- attempt + 1
                 else
                     try
@@ -304,7 +308,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                             let! reply = script.EvaluateAsync(database, keys, arguments, reloaded script)
                             result <- ValueSome(struct (reply, Int64.MaxValue))
                     with :? RedisServerException as e when passing e ->
-                        if cluster then refreshTopology ()
+                        refreshTopology ()
                         do! pause attempt token
                         attempt <- attempt + 1
             return result.Value
@@ -332,7 +336,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             try
                 return! running.WaitAsync(budget.Token)
             with
-            | :? OperationCanceledException when cancellationToken.IsCancellationRequested ->
+            | _ when cancellationToken.IsCancellationRequested ->
                 abandon ()
                 return raise (OperationCanceledException(cancellationToken))
             | :? OperationCanceledException as e -> return raise (timedOut e)
@@ -600,7 +604,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         task {
             let mutable reported = 0
             let mutable live = 0L
-            let mutable complete = true
+            let mutable failed = 0
+            let mutable failure: exn = null
             for tag in RedisLayout.tags do
                 let shard = shards[int tag]
                 let keys = [| shard.Expiry; shard.Ids; shard.Bound |]
@@ -622,13 +627,15 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                             reportEnded (Reply.text parts[i]) "expired" (Reply.text parts[i + 1])
                             reported <- reported + 1
                             i <- i + 2
-                    with
-                    | :? SessionStoreException as e ->
-                        RedisLog.sweepFailed.Invoke(logger, string tag, e)
-                        complete <- false
+                    with :? SessionStoreException as e ->
+                        failed <- failed + 1
+                        failure <- e
                         more <- false
-            if complete then activeCount <- Nullable live
-            RedisLog.swept.Invoke(logger, reported, live, null)
+            if failed = 0 then
+                activeCount <- Nullable live
+                RedisLog.swept.Invoke(logger, reported, live, null)
+            else
+                RedisLog.sweepFailed.Invoke(logger, failed, RedisLayout.tags.Length, failure)
             return reported
         }
 
