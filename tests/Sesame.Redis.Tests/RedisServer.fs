@@ -25,10 +25,11 @@ let private accepts (port: int) =
 /// and Start restart it on the same port, as an outage would. By default nothing is persisted;
 /// given <c>appendOnlyDirectory</c>, every write is appended to an AOF in that folder and fsynced
 /// before Redis answers (<c>appendfsync always</c>), so what Redis acknowledged survives a Stop
-/// (a kill) and is there again after Start.
+/// (a kill) and is there again after Start. <c>arguments</c> are passed on (e.g. <c>--maxmemory</c>,
+/// <c>--replicaof</c>).
 /// </summary>
 [<Sealed>]
-type RedisServer(?appendOnlyDirectory: string) =
+type RedisServer(?appendOnlyDirectory: string, ?arguments: string list) =
     let port = freePort ()
     let mutable proc: Process = null
     let log = StringBuilder()
@@ -40,7 +41,7 @@ type RedisServer(?appendOnlyDirectory: string) =
 
     let start () =
         let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
-        for argument in [ "--port"; string port; "--save"; ""; "--bind"; "127.0.0.1" ] @ persistence do
+        for argument in [ "--port"; string port; "--save"; ""; "--bind"; "127.0.0.1" ] @ persistence @ defaultArg arguments [] do
             info.ArgumentList.Add argument
         let started =
             try
