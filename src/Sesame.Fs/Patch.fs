@@ -112,12 +112,16 @@ module Patch =
                     | Update.Append _ -> true
                     | _ -> false
                 // The latest entry at or above this path. A normalized fold has at most one, except that appends
-                // stay apart when updates below their array come between them.
+                // stay apart when updates below their array come between them. Appends to an array above this path
+                // are passed over: an append adds an item at the end and changes no item that already exists.
                 let mutable above = -1
                 let mutable i = entries.Count - 1
                 while above < 0 && i >= 0 do
-                    let struct (p, _) = entries[i]
-                    if Path.isPrefixOf p path then above <- i
+                    let struct (p, pending) = entries[i]
+                    if Path.isPrefixOf p path then
+                        match pending with
+                        | Push _ when p <> path -> ()
+                        | _ -> above <- i
                     i <- i - 1
                 let asPending (update: Update) =
                     match update with
@@ -164,11 +168,8 @@ module Patch =
                         let struct (p, _) = entries[j]
                         if Path.isPrefixOf path p then laterBelow <- true
                     if laterBelow then keepInOrder () else entries[above] <- struct (path, Push(values @ [ value ]))
-                // Appending to or below a number fails, as applying one by one does; below an array being appended to,
-                // the index an update names depends on the stored length: both stay in order.
+                // Appending to or below a number fails, as applying one by one does: it stays, in order.
                 | Update.Append _, Add _ when isBelow -> keepInOrder ()
-                | _, Push _ when isBelow && abovePath <> path && not (match update with Update.Set _ | Update.Remove _ -> true | _ -> false) ->
-                    keepInOrder ()
                 | Update.Append _, _ -> keepInOrder ()
                 | Update.Increment(_, by), _ ->
                     // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.

@@ -6,18 +6,48 @@ open System.Numerics
 open System.Globalization
 open FsCheck
 open FsCheck.FSharp
+open Expecto
 
 // ---------------------------------------------------------------------------------------------
 // Running properties
 // ---------------------------------------------------------------------------------------------
 
-/// Runs a property for at least 1,000 cases; a failure throws (so xunit fails the test) with the counterexample.
-let check (property: Property) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000), property)
+/// FsCheck settings for a law: <paramref name="cases"/> cases, and never fewer than 1,000.
+let lawConfig (cases: int) = { FsCheckConfig.defaultConfig with maxTest = max 1000 cases }
 
-/// Runs a property for <paramref name="cases"/> cases (at least 1,000).
-let checkWith (cases: int) (property: Property) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(max 1000 cases), property)
+/// The function Expecto runs for a property test (it takes the run's FsCheck settings).
+let private runnerOf (test: Test) =
+    match test with
+    | TestLabel(_, TestCase(AsyncFsCheck(_, _, run), _), _) -> run
+    | other -> failwith $"Expecto.FsCheck made an unexpected test shape: %A{other}"
+
+/// <summary>
+/// A law checked by FsCheck on <paramref name="cases"/> cases (at least 1,000), with a guard run
+/// after the cases passed: <paramref name="law"/> makes the property and its counters afresh for
+/// every run (a stress run repeats it), and the guard fails the test when the counters show the law
+/// held vacuously (too few cases reached what it is about).
+/// </summary>
+let testGuardedLawWith (cases: int) (name: string) (law: unit -> Property * (unit -> unit)) : Test =
+    let config = lawConfig cases
+    match testPropertyWithConfig config name (fun () -> true) with
+    | TestLabel(label, TestCase(AsyncFsCheck(testConfig, stressConfig, _), focus), labelFocus) ->
+        let run (runConfig: FsCheckConfig) =
+            async {
+                let property, guard = law ()
+                do! runnerOf (testPropertyWithConfig config name property) runConfig
+                guard ()
+            }
+        TestLabel(label, TestCase(AsyncFsCheck(testConfig, stressConfig, run), focus), labelFocus)
+    | other -> failwith $"Expecto.FsCheck made an unexpected test shape: %A{other}"
+
+/// A guarded law (see testGuardedLawWith) checked on 1,000 cases.
+let testGuardedLaw (name: string) (law: unit -> Property * (unit -> unit)) = testGuardedLawWith 1000 name law
+
+/// A law checked by FsCheck on <paramref name="cases"/> cases (at least 1,000); a failure reports the counterexample and the seed.
+let testLawWith (cases: int) (name: string) (law: unit -> Property) = testGuardedLawWith cases name (fun () -> law (), ignore)
+
+/// A law checked by FsCheck on 1,000 cases.
+let testLaw (name: string) (law: unit -> Property) = testLawWith 1000 name law
 
 /// Passes when <paramref name="ok"/> holds; otherwise fails the property with the description (built only on failure).
 let claim (ok: bool) (describe: unit -> string) = if ok then true else failwith (describe ())
@@ -216,13 +246,14 @@ let incrementPath: Gen<Path> =
         return Path.ofSegments (prefix @ [ last ])
     }
 
-/// One update: Set (of a small tree), Remove (of a key) or Increment.
+/// One update: Set (of a small tree), Remove (of a key), Increment or Append.
 let update: Gen<Update> =
     Gen.frequency [ 5, Gen.map2 Update.set updatePath (jsonOfDepth 2 3)
                     1, Gen.map2 Update.set incrementPath (number |> Gen.map Json.Number)
                     3, keyEndingPath |> Gen.map Update.remove
                     1, Gen.constant (Update.Remove Path.root)
-                    4, Gen.map2 (fun p by -> Update.Increment(p, by)) incrementPath incrementBy ]
+                    4, Gen.map2 (fun p by -> Update.Increment(p, by)) incrementPath incrementBy
+                    2, Gen.map2 (fun p value -> Update.Append(p, value)) updatePath (jsonOfDepth 1 2) ]
 
 /// A request's update log: 0 to 12 updates.
 let updates: Gen<Update list> =
@@ -310,7 +341,8 @@ let arrayScenarios: Arbitrary<Scenario> =
     let update =
         Gen.frequency [ 5, Gen.map2 Update.set arrayPath value
                         3, keyEnding |> Gen.map Update.remove
-                        2, Gen.map2 (fun p by -> Update.Increment(p, by)) counter incrementBy ]
+                        2, Gen.map2 (fun p by -> Update.Increment(p, by)) counter incrementBy
+                        3, Gen.map2 (fun p v -> Update.Append(p, v)) arrayPath value ]
     let item = Gen.frequency [ 1, Gen.constant (Json.int64 0L); 2, Gen.constant (Json.object [ "k", Json.int64 1L ]); 2, Gen.constant Json.emptyObject ]
     let tree =
         gen {
