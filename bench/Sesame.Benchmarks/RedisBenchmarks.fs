@@ -2,6 +2,7 @@ module Sesame.Benchmarks.RedisBenchmarks
 
 open System
 open System.Diagnostics
+open System.IO
 open System.Net
 open System.Net.Sockets
 open System.Threading
@@ -15,6 +16,7 @@ open StackExchange.Redis
 /// (for a replica: <c>--replicaof 127.0.0.1 port</c>).
 [<Sealed>]
 type private LocalRedis(extra: string list) =
+    let directory = Directory.CreateTempSubdirectory "sesame-bench-redis-"
     let port =
         let listener = new TcpListener(IPAddress.Loopback, 0)
         listener.Start()
@@ -23,7 +25,8 @@ type private LocalRedis(extra: string list) =
         port
     let proc =
         let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true)
-        for argument in [ "--port"; string port; "--save"; ""; "--appendonly"; "no"; "--bind"; "127.0.0.1" ] @ extra do
+        // A folder of its own: a replica's full sync writes dump.rdb there.
+        for argument in [ "--port"; string port; "--save"; ""; "--appendonly"; "no"; "--bind"; "127.0.0.1"; "--dir"; directory.FullName ] @ extra do
             info.ArgumentList.Add argument
         let started = Process.Start info
         started.OutputDataReceived.Add ignore
@@ -50,6 +53,10 @@ type private LocalRedis(extra: string list) =
             if not proc.HasExited then
                 proc.Kill()
                 proc.WaitForExit()
+            try
+                directory.Delete true
+            with _ ->
+                ()
 
 let private idle = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 

@@ -29,6 +29,7 @@ local function main()
     openStored(key, meta[1], meta[2])
   end
   applyChange(6)
+  checkRoots()
   if total > maxSize then return { 'large', total } end
   put('#s', string.format('%d', total))
   put('#t', string.format('%d', now))

@@ -44,6 +44,7 @@ local function main()
   end
   if redis.call('EXISTS', toKey) == 1 then stop('exists') end
   applyChange(12 + 2 * copied)
+  checkRoots()
   if total > maxSize then return { 'large', total } end
 
   local owner = ownerArgument

@@ -25,7 +25,7 @@
 --   's', 'a': node count, the value's JSON size, node count pairs (relative field name, node value)
 --   'i': the increment's number text
 --   'r': nothing.
--- Refusals (raised with stop): {'conflict', update, code, depth, info} | {'shape'} | {'corrupt', reason}.
+-- Refusals (raised with stop): {'conflict', update, code, depth, info} | {'shape'} | {'notobject'} | {'corrupt', reason}.
 -- Nothing is written until the script that uses the engine calls flush.
 local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9 = 79, 65, 45, 48, 57
 local MAX_EXPONENT = 4096
@@ -422,6 +422,15 @@ local function applyChange(start)
     end
   end
   for u = 1, count do applyUpdate(u, upgrading or u > upgradeCount) end
+end
+
+-- A session's tree and its facts are objects (as Sesame's StoredSession requires): a change that leaves either
+-- root something else is refused.
+local function checkRoots()
+  for _, r in ipairs({ '', FACTS }) do
+    local value = cache[r]
+    if value and value ~= '{}' and value:byte(1) ~= BYTE_O then stop('notobject') end
+  end
 end
 
 -- Writes what the change left in `cache` to the hash `key`.

@@ -416,6 +416,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         | "conflict" ->
             raise (RedisLayout.conflict change (int (Reply.int64 parts[1])) (Reply.text parts[2]) (int (Reply.int64 parts[3])) (Reply.text parts[4]))
         | "corrupt" -> raise (invalid id (Reply.text parts[1]))
+        // As StoredSession refuses it in the stores that hold trees.
+        | "notobject" -> invalidArg "data" "A stored session's tree and facts are JSON objects."
         | "exists" -> invalidOp "The move's new id is already a session; a new id must be fresh."
         | "foreign" ->
             invalidArg

@@ -9,22 +9,9 @@ open System.Net
 open System.Net.Sockets
 open System.Threading
 open System.Threading.Tasks
+open System.Text
 open StackExchange.Redis
-
-let private freePort () =
-    let listener = new TcpListener(IPAddress.Loopback, 0)
-    listener.Start()
-    let port = (listener.LocalEndpoint :?> IPEndPoint).Port
-    listener.Stop()
-    port
-
-let private accepts (port: int) =
-    try
-        use client = new TcpClient()
-        client.Connect(IPAddress.Loopback, port)
-        true
-    with :? SocketException ->
-        false
+open Sesame.Redis.Tests.RedisServer
 
 /// Runs redis-cli with the arguments; gives its output, or fails with it.
 let redisCli (arguments: string list) : string =
@@ -60,30 +47,25 @@ type ClusterNode =
       /// How many hash slots it serves.
       Slots: int }
 
-/// One redis-server of the cluster: its own folder (for nodes.conf), restartable on its port.
+/// One redis-server of the cluster: its own folder (for nodes.conf), on a free port found at its first
+/// start, restartable on that port.
 [<Sealed>]
-type ClusterServer(port: int, directory: string, nodeTimeout: int) =
+type ClusterServer(directory: string, nodeTimeout: int) =
     let mutable proc: Process = null
+    let mutable port = 0
+    let log = StringBuilder()
 
     member _.Port = port
 
     member _.IsRunning = not (isNull proc) && not proc.HasExited
 
     member _.Start() =
-        let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory)
-        for argument in
-            [ "--port"; string port; "--bind"; "127.0.0.1"; "--save"; ""; "--appendonly"; "no"
-              "--cluster-enabled"; "yes"; "--cluster-config-file"; "nodes.conf"; "--cluster-node-timeout"; string nodeTimeout ] do
-            info.ArgumentList.Add argument
-        let started = Process.Start info
-        started.OutputDataReceived.Add ignore
-        started.ErrorDataReceived.Add ignore
-        started.BeginOutputReadLine()
-        started.BeginErrorReadLine()
+        let arguments =
+            [ "--save"; ""; "--appendonly"; "no"
+              "--cluster-enabled"; "yes"; "--cluster-config-file"; "nodes.conf"; "--cluster-node-timeout"; string nodeTimeout ]
+        let started, listening = startRedisServer (if port = 0 then None else Some port) arguments directory log
         proc <- started
-        waitUntil (TimeSpan.FromSeconds 20.0) $"redis-server to listen on {port}" (fun () ->
-            if started.HasExited then invalidOp $"redis-server on port {port} exited ({started.ExitCode})."
-            accepts port)
+        port <- listening
 
     /// SIGKILL, as a crash would.
     member _.Kill() =
@@ -104,11 +86,10 @@ type RedisCluster() =
     static let nodeTimeout = 2000
     let directory = Directory.CreateTempSubdirectory("sesame-cluster-").FullName
     let servers =
-        [ for _ in 1..6 ->
-              let port = freePort ()
-              let folder = Path.Combine(directory, string port)
+        [ for node in 1..6 ->
+              let folder = Path.Combine(directory, string node)
               Directory.CreateDirectory folder |> ignore
-              new ClusterServer(port, folder, nodeTimeout) ]
+              new ClusterServer(folder, nodeTimeout) ]
 
     let alive () = servers |> List.filter _.IsRunning
 
@@ -192,3 +173,12 @@ type RedisCluster() =
                 Directory.Delete(directory, true)
             with _ ->
                 ()
+
+/// The cluster and a connection to it for the whole test run: started when the first test needs them, stopped
+/// when the run ends.
+let shared =
+    lazy
+        (let started = new RedisCluster()
+         let connection = started.ConnectAsync().GetAwaiter().GetResult()
+         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> (started :> IDisposable).Dispose())
+         started, connection)

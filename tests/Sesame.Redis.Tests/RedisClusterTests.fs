@@ -13,15 +13,10 @@ open Sesame
 open Sesame.Redis
 open Sesame.Redis.Tests.RedisCluster
 open Sesame.Redis.Tests.RedisModel
+open Sesame.Tests.StoreContract
 open StackExchange.Redis
 
-/// The cluster and a connection to it, started when the first test needs them and stopped when the run ends.
-let cluster =
-    lazy
-        (let started = new RedisCluster()
-         let connection = started.ConnectAsync().GetAwaiter().GetResult()
-         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> (started :> IDisposable).Dispose())
-         started, connection)
+let private cluster = RedisCluster.shared
 
 /// A store of a test's own (its own key prefix) on the shared cluster connection.
 let clusterStore (prefix: string) (configure: RedisStoreOptions -> unit) =
@@ -126,10 +121,19 @@ let private seedSessions (store: RedisStore) (count: int) (seed: int) =
         return ids
     }
 
+/// The name of the sequenced group every test on the shared cluster belongs to (here and in the app tests): one
+/// at a time, so that the failover and the resharding disturb no other test.
+[<Literal>]
+let ClusterGroup = "redis cluster"
+
 [<Tests>]
 let tests =
-    testSequenced
+    testSequencedGroup ClusterGroup
     <| testList "RedisCluster" [
+        // Ids as the contract makes them: a user's sessions in the user's shard, anonymous ones anywhere, so its
+        // sign-ins move sessions across slots.
+        storeContract "contract" (fun () -> clusterStore "contract:" ignore :> SessionStore)
+
         testCaseTask "a user's sessions, the user's index and the shard's sets share one slot, and a session's key holds its id's first character as hash tag" <| fun () -> task {
             let _, connection = cluster.Value
             use store = clusterStore "layout:" ignore

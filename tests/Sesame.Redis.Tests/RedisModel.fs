@@ -67,7 +67,7 @@ type Generator(seed: int) =
         | 0
         | 1
         | 2
-        | 3 -> Update.set (this.PathIn tree) (this.Value 0)
+        | 3 -> Update.set (if random.Next 30 = 0 then Path.root else this.PathIn tree) (this.Value 0)
         | 4
         | 5 -> Update.Increment(this.PathIn tree, JsonNumber.Parse(this.Pick increments))
         | 6 -> Update.Append(this.PathIn tree, this.Value 1)
@@ -81,10 +81,12 @@ type Generator(seed: int) =
     /// A change of the facts that does not touch the user binding.
     member this.FactsUpdate() =
         let key = this.Pick [| "flash"; "device"; "shape"; "created"; "x" |]
-        match random.Next 5 with
-        | 0 -> Update.remove (Path.ofKeys [ key ])
-        | 1 -> Update.Increment(Path.ofKeys [ SessionMeta.Shape ], JsonNumber.Parse "1")
-        | 2 -> Update.set (Path.ofKeys [ SessionMeta.Flash; this.Key() ]) (this.Value 1)
+        match random.Next 40 with
+        // Binds (or unbinds) the user, which a commit refuses.
+        | 0 -> Update.set Path.root (Json.object [ key, this.Value 1 ])
+        | n when n % 5 = 1 -> Update.remove (Path.ofKeys [ key ])
+        | n when n % 5 = 2 -> Update.Increment(Path.ofKeys [ SessionMeta.Shape ], JsonNumber.Parse "1")
+        | n when n % 5 = 3 -> Update.set (Path.ofKeys [ SessionMeta.Flash; this.Key() ]) (this.Value 1)
         | _ -> Update.set (Path.ofKeys [ key ]) (this.Value 1)
 
     /// A commit's change: the tree's, now and then the facts', now and then a shape upgrade.
