@@ -57,7 +57,7 @@ public sealed record StoreChoice(string? FilePath, string? RedisConfiguration = 
 
     /// <summary>
     /// Registers Sesame on the chosen store. On Redis, one connection carries both the sessions and the Data
-    /// Protection key ring (<c>AddSesameRedis</c>), so instances on one Redis need no shared folder; a file
+    /// Protection key ring (<c>AddRedisStore</c>), so instances on one Redis need no shared folder; a file
     /// store keeps its keys beside the file.
     /// </summary>
     public async Task RegisterAsync(IServiceCollection services)

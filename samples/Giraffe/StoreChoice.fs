@@ -61,7 +61,7 @@ let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<SessionStor
     }
 
 /// Registers Sesame on the opened store, with the Data Protection keys where that store needs them:
-/// for Redis, in the same Redis on the store's connection (AddSesameRedis), so every instance on that
+/// for Redis, in the same Redis on the store's connection (AddRedisStore), so every instance on that
 /// Redis reads the others' cookies with no shared folder; for a file, beside it.
 let register (services: IServiceCollection) (choice: StoreChoice) (store: SessionStore) : unit =
     // Its own cookie name, so this sample and the C# one can run side by side in one browser.

@@ -81,7 +81,7 @@ type RedisStoreOptions() =
     member val WaitForReplicasTimeout = RedisStoreOptions.DefaultWaitForReplicasTimeout with get, set
 
     /// <summary>
-    /// The Redis key of the ASP.NET Core Data Protection key ring that <c>AddSesameRedis</c> keeps
+    /// The Redis key of the ASP.NET Core Data Protection key ring that <c>AddRedisStore</c> keeps
     /// beside the sessions: <c>KeyPrefix</c> followed by <c>DataProtection-Keys</c> (so
     /// <c>"sesame:DataProtection-Keys"</c> by default), a Redis list of the keys' XML. No session
     /// key has this name: every session key has a <c>{</c> after the prefix.
