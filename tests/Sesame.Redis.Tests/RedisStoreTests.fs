@@ -287,6 +287,86 @@ let private storeTests =
         }
     ]
 
+/// The Redis store's v2 layout on one server: the memory store as its model, listings over the shards, moves
+/// across slots forced on one server (as a cluster makes them), marks left by a mover.
+let private layoutTests =
+    let server = serverOfItsOwn ()
+    testList "layout" [
+        testCaseTask "every answer of the Redis store is the memory store's: commits, facts, upgrades, moves, limits, deletes, loads, listings" <| fun () -> task {
+            // Loads refresh the last-seen time every time, as the memory store does, so "least recently seen" agrees.
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "model-v2:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
+            let! counts = RedisModel.compare store 7 1500
+            for outcome in [ "commit Committed"; "commit SessionGone"; "commit ShapeChanged"; "commit PathConflictException"; "commit SessionTooLargeException"; "commit ArgumentException"; "move Committed"; "move SessionGone"; "move UserLimitReached"; "listing"; "delete"; "load" ] do
+                Expect.isGreaterThan (counts |> Map.tryFind outcome |> Option.defaultValue 0) 0 $"the walk went through {outcome}"
+        }
+
+        testCaseTask "all sessions are listed page by page in byte order of their ids, each once, whatever their ids' first characters" <| fun () -> task {
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "shards:", SweepInterval = TimeSpan.Zero), null)
+            // First characters in every shard: the 64 of Sesame's ids, and ones Sesame never makes.
+            let firsts = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_ !\"#./:@[\\^`{|}~é𝄞\u0001"
+            let ids = [ for c in firsts.EnumerateRunes() -> c.ToString() + Guid.NewGuid().ToString "N" ]
+            for id in ids do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+                ()
+            let seen = ResizeArray<string>()
+            let mutable after = null
+            let mutable more = true
+            while more do
+                let! page = store.ListAsync({ UserId = null; After = after; Limit = 7 }, testToken ())
+                Expect.isLessThanOrEqual page.Sessions.Count 7 "a page holds at most the limit"
+                seen.AddRange(page.Sessions |> Seq.map _.Id)
+                after <- page.Next
+                more <- not (isNull after)
+            let utf8 (id: string) = Text.Encoding.UTF8.GetBytes id
+            let byBytes = ids |> List.sortWith (fun a b -> MemoryExtensions.SequenceCompareTo(ReadOnlySpan(utf8 a), ReadOnlySpan(utf8 b)))
+            Expect.sequenceEqual seen byBytes "every session once, in byte order"
+        }
+
+        testCaseTask "a key prefix with a brace is refused: it would change the keys' hash tags" <| fun () -> task {
+            let e = throws<ArgumentException> (fun () -> new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "app{1}:"), null) |> ignore)
+            Expect.stringContains e.Message "cannot contain" "says why"
+        }
+
+        testCaseTask "while a session carries the mark of a move to another slot, a commit waits for the move to end, then applies" <| fun () -> task {
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "mark:", SweepInterval = TimeSpan.Zero), null)
+            let id = Guid.NewGuid().ToString "N"
+            let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let db = server.Value.Admin.GetDatabase()
+            let deadline = DateTimeOffset.UtcNow.AddSeconds(30.0).ToUnixTimeMilliseconds()
+            // What the first step of a move across slots leaves: a mark with its deadline and the new id.
+            let! _ = db.HashSetAsync(key, RedisValue.op_Implicit "#m", RedisValue.op_Implicit $"{deadline} new-id")
+            let commit = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+            let! _ = Task.WhenAny(commit, Task.Delay 300)
+            Expect.isFalse commit.IsCompleted "the commit waits while the move is under way"
+            let! loaded = load store id
+            Expect.equal loaded (Some(json """{"n":1}""")) "a load reads the session as it was"
+            // The move was refused: its mover takes the mark away.
+            let! _ = db.HashDeleteAsync(key, RedisValue.op_Implicit "#m")
+            let! result = commit
+            Expect.equal result CommitResult.Committed "then the commit applies"
+            let! after = load store id
+            Expect.equal after (Some(json """{"n":2}""")) "once"
+        }
+
+        testCaseTask "a mark its mover left behind is undone by the next commit: the copy at the new id is deleted and the session goes on" <| fun () -> task {
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "stale:", SweepInterval = TimeSpan.Zero), null)
+            let id, copy = Guid.NewGuid().ToString "N", SessionId.createFor "ada"
+            let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+            // The second step had written the copy under the new id, bound and indexed; then the mover died.
+            let! _ = store.MoveAsync(null, copy, SessionChange(Patch.fold [ setAt "n" "1" ], Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ]), creating, testToken ())
+            let! _ = server.Value.Admin.GetDatabase().HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "#m", RedisValue.op_Implicit $"1000 {copy}")
+            let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+            Expect.equal result CommitResult.Committed "the commit applies"
+            let! session = load store id
+            Expect.equal session (Some(json """{"n":2}""")) "to the session at its old id"
+            let! gone = load store copy
+            Expect.equal gone None "the copy is gone"
+            let! ada = store |> SessionStore.listAllAsync (SessionQuery.OfUser "ada") (testToken ())
+            Expect.isEmpty ada "and out of its user's index"
+        }
+    ]
+
 /// Outages: each test stops and starts a server of its own.
 let private outageTests =
     testList "outages" [
@@ -345,4 +425,4 @@ let private outageTests =
 
 
 [<Tests>]
-let tests = testList "RedisStore" [ contract; storeTests; outageTests ]
+let tests = testList "RedisStore" [ contract; storeTests; layoutTests; outageTests ]
