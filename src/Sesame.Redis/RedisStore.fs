@@ -601,6 +601,9 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     [<VolatileField>]
     let mutable sweeping = 0
 
+    [<VolatileField>]
+    let mutable disposed = false
+
     /// Sweeps every shard once; gives how many ended sessions it reported.
     let sweepAll (cancellationToken: CancellationToken) : Task<int> =
         task {
@@ -636,7 +639,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             if failed = 0 then
                 activeCount <- Nullable live
                 RedisLog.swept.Invoke(logger, reported, live, null)
-            else
+            // A sweep the store's disposal cut short (its connection closed) is no news.
+            elif not disposed then
                 RedisLog.sweepFailed.Invoke(logger, failed, RedisLayout.tags.Length, failure)
             return reported
         }
@@ -651,7 +655,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             let first = TimeSpan.FromMilliseconds(Random.Shared.NextDouble() * (min 5000.0 sweepInterval.TotalMilliseconds))
             new Timer(
                 (fun _ ->
-                    if Interlocked.Exchange(&sweeping, 1) = 0 then
+                    if not disposed && Interlocked.Exchange(&sweeping, 1) = 0 then
                         sweepAll(CancellationToken.None)
                             .ContinueWith(fun (t: Task<int>) ->
                                 t.Exception |> ignore
@@ -893,6 +897,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     interface IDisposable with
         member _.Dispose() =
+            disposed <- true
             if not (isNull sweeper) then sweeper.Dispose()
             connection.remove_ConnectionFailed onFailed
             connection.remove_ConnectionRestored onRestored

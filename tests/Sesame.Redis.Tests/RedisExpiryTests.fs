@@ -191,7 +191,9 @@ let tests =
                     let! state = info admin primary "replication" "slave0"
                     return state |> Option.exists (fun s -> s.Contains "state=online")
                 })
-            let! result = store.CommitAsync(id, setN 2, options, CancellationToken.None)
+            // A generous timeout now: a busy machine may take a while to deliver the replica's acknowledgement.
+            use patient = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "wait:", SweepInterval = TimeSpan.Zero, WaitForReplicas = 1, WaitForReplicasTimeout = TimeSpan.FromSeconds 10.0), null)
+            let! result = patient.CommitAsync(id, setN 2, options, CancellationToken.None)
             Expect.equal result CommitResult.Committed "acknowledged by the replica"
             use! onReplica = replica.ConnectAsync()
             let! copy = onReplica.GetDatabase().HashGetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "\u0001n")

@@ -22,9 +22,9 @@ type RedisFixture() =
     member _.Connection = connection
     member _.Admin = admin
 
-    /// A store on the shared connection.
+    /// A store on the shared connection. It does not sweep: some tests watch every command the server runs.
     member _.Store(?prefix: string) =
-        new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:"), null)
+        new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:", SweepInterval = TimeSpan.Zero), null)
 
     interface IDisposable with
         member _.Dispose() =
@@ -246,7 +246,7 @@ let private storeTests =
 
         testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag" <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-round-trips")
-            let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero), null)
+            let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
             let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             // Once, so Redis has both scripts (the first call after a start sends them by text).
