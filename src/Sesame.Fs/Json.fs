@@ -125,8 +125,19 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
     /// The number of properties.
     member _.Count = properties.Length
 
-    /// <summary>The value at <paramref name="key"/>, or <c>ValueNone</c>.</summary>
-    member this.TryFind(key: string) : Json voption =
+    /// <summary>The value at <paramref name="key"/>, when the object has the key.</summary>
+    /// <param name="key">The key.</param>
+    /// <param name="value">The value, when found.</param>
+    /// <returns>Whether the object has the key.</returns>
+    member this.TryGetValue(key: string, [<Runtime.InteropServices.Out>] value: byref<Json>) : bool =
+        match this.IndexOf key with
+        | -1 -> false
+        | i ->
+            value <- properties[i].Value
+            true
+
+    /// The value at the key, if any (for Sesame's own code, which matches on it).
+    member internal this.Find(key: string) : Json voption =
         match this.IndexOf key with
         | -1 -> ValueNone
         | i -> ValueSome properties[i].Value
@@ -160,7 +171,7 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
         || properties.Length = other.Count
            && properties
               |> Array.forall (fun (KeyValue(k, v)) ->
-                  match other.TryFind k with
+                  match other.Find k with
                   | ValueSome w -> v.Equals w
                   | ValueNone -> false)
 

@@ -1,7 +1,6 @@
 namespace Sesame
 
 open System
-open System.Collections.Concurrent
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 
@@ -14,18 +13,7 @@ open Microsoft.AspNetCore.Http
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Session =
 
-    /// Paths in handlers are mostly literals: parse each once. Bounded, so client-chosen paths cannot grow it.
-    let private parsed = ConcurrentDictionary<string, Path>(StringComparer.Ordinal)
-
-    let private maxCachedPaths = 4096
-
-    let internal parsePath (text: string) =
-        match parsed.TryGetValue text with
-        | true, path -> path
-        | _ ->
-            let path = Path.parse text
-            if parsed.Count < maxCachedPaths then parsed.TryAdd(text, path) |> ignore
-            path
+    let internal parsePath (text: string) = SessionPath.parse text
 
     /// <summary>The request's session handle, not yet loaded.</summary>
     /// <exception cref="System.InvalidOperationException">Sesame is not set up for this request (no <c>UseSesame</c> or <c>withSession</c>).</exception>
@@ -95,6 +83,38 @@ module Session =
 
     /// <summary>Deletes the session and expires the client's cookie (at logout).</summary>
     let destroyAsync (session: SessionHandle) : Task = session.DestroyAsync()
+
+    /// <summary>
+    /// Flashes a value (encoded as JSON with the configured serializer options) for the next request of the session
+    /// only: that request reads it with <see cref="M:Sesame.SessionModule.tryGetFlash``1(System.String,Sesame.SessionHandle)"/>,
+    /// and it is gone after (Rails' <c>flash</c>, Laravel's <c>flash</c>). Flashing a key again replaces its value. The
+    /// value is kept in the facts beside the tree, never in the session's data.
+    /// </summary>
+    let flash (key: string) (value: 'value) (session: SessionHandle) =
+        FlashState.Of(session).Set(key, Json.encodeWith session.Options.SerializerOptions value)
+
+    /// <summary>
+    /// The value an earlier request flashed under <paramref name="key"/>, decoded as <typeparamref name="value"/>, or
+    /// <c>None</c>. The first read of the flash in a request ends every value flashed before it (read or not): this
+    /// request's commit removes them, but for those it keeps (<c>keepFlash</c>, <c>reflash</c>). Values this request
+    /// flashes are for the next request, not this one. Two concurrent requests may both read a value; whichever commits
+    /// first removes it.
+    /// </summary>
+    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type.</exception>
+    let tryGetFlash<'value> (key: string) (session: SessionHandle) : 'value option =
+        match FlashState.Of(session).TryFind key with
+        | ValueSome json -> Some(Json.decodeWith<'value> session.Options.SerializerOptions json)
+        | ValueNone -> None
+
+    /// <summary>The keys of the values earlier requests flashed; like a read, ends them at this request's commit.</summary>
+    let flashKeys (session: SessionHandle) : string list = FlashState.Of(session).ReadKeys()
+
+    /// <summary>Carries the value flashed under <paramref name="key"/> one request further (Laravel's <c>keep</c>),
+    /// whether or not this request read it.</summary>
+    let keepFlash (key: string) (session: SessionHandle) = FlashState.Of(session).Keep key
+
+    /// <summary>Carries every flashed value one request further (Laravel's <c>reflash</c>).</summary>
+    let reflash (session: SessionHandle) = FlashState.Of(session).KeepAll()
 
     /// A handler that loads the session, does something to it, then continues.
     let private doThen (act: SessionHandle -> Task) : HttpHandler =

@@ -56,15 +56,15 @@ public sealed class TypedFacadeTests
         {
             foreach (var key in hostile)
             {
-                session.Set(Path.Root.Key("prefs").Key(key), key.Length);
+                session.Set(SessionPath.Root.Key("prefs").Key(key), key.Length);
             }
 
-            session.Increment(Path.Root.Key("votes").Key("a.b"));
-            var appended = session.Append(Path.OfKeys("log", "a[0]"), "first");
-            session.Remove(Path.Root.Key("prefs").Key("x]"));
-            var read = session.Get<int>(Path.Root.Key("prefs").Key("[\"q"));
-            session.Set(Path.Root.Key("list").Index(0), "zero");
-            return $"{read} {appended} {session.Get<string>(Path.Root.Key("list").Index(0))}";
+            session.Increment(SessionPath.Root.Key("votes").Key("a.b"));
+            var appended = session.Append(SessionPath.OfKeys("log", "a[0]"), "first");
+            session.Remove(SessionPath.Root.Key("prefs").Key("x]"));
+            var read = session.Get<int>(SessionPath.Root.Key("prefs").Key("[\"q"));
+            session.Set(SessionPath.Root.Key("list").Index(0), "zero");
+            return $"{read} {appended} {session.Get<string>(SessionPath.Root.Key("list").Index(0))}";
         });
 
         Assert.Equal("3 1 zero", result);

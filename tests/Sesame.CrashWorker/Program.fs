@@ -31,8 +31,8 @@ type private EventPrinter() =
             if eventId.Id = 102 || eventId.Id = 103 then say $"log {eventId.Id}"
 
 let private number (json: Json option) (key: string) =
-    match json |> Option.bind (Path.tryGet (Path.parse key)) with
-    | Some(Json.Number n) -> (match n.TryGetInt64() with ValueSome v -> v | ValueNone -> failwith $"{key} is not an integer")
+    match json |> Option.bind (SessionPath.tryGet (SessionPath.parse key)) with
+    | Some(Json.Number n) -> (match n.TryGetInt64() with | true, v -> v | _ -> failwith $"{key} is not an integer")
     | _ -> 0L
 
 let private loadTree (store: SessionStore) (id: string) =
@@ -50,26 +50,26 @@ let private writer (store: SessionStore) (w: int) : Task =
         let mutable n = number mine "n"
         let seen = number shared $"w{w}"
         if seen < n then
-            let repair = change [ Update.set (Path.parse $"w{w}") (Json.int64 n); Update.increment (Path.parse "total") (decimal (n - seen)) ]
+            let repair = change [ Update.set (SessionPath.parse $"w{w}") (Json.int64 n); Update.increment (SessionPath.parse "total") (decimal (n - seen)) ]
             let! _ = store.CommitAsync("shared", repair, creating, token)
             say $"ok s {w} {n}"
         while true do
             n <- n + 1L
             let own =
                 change
-                    [ Update.set (Path.parse "n") (Json.int64 n)
-                      Update.increment (Path.parse "count") 1m
-                      Update.set (Path.parse "pad") (Json.string (String('x', int (n * 37L % 1500L)))) ]
+                    [ Update.set (SessionPath.parse "n") (Json.int64 n)
+                      Update.increment (SessionPath.parse "count") 1m
+                      Update.set (SessionPath.parse "pad") (Json.string (String('x', int (n * 37L % 1500L)))) ]
             let! _ = store.CommitAsync($"w{w}", own, creating, token)
             say $"ok w {w} {n}"
-            let sharedPatch = change [ Update.set (Path.parse $"w{w}") (Json.int64 n); Update.increment (Path.parse "total") 1m ]
+            let sharedPatch = change [ Update.set (SessionPath.parse $"w{w}") (Json.int64 n); Update.increment (SessionPath.parse "total") 1m ]
             let! _ = store.CommitAsync("shared", sharedPatch, creating, token)
             say $"ok s {w} {n}"
             if n % 10L = 0L then
                 let! _ = store.DeleteAsync($"t{w}", token)
                 say $"del {w} {n}"
             else
-                let temporary = change [ Update.set (Path.parse "n") (Json.int64 n); Update.increment (Path.parse "c") 1m ]
+                let temporary = change [ Update.set (SessionPath.parse "n") (Json.int64 n); Update.increment (SessionPath.parse "c") 1m ]
                 let! _ = store.CommitAsync($"t{w}", temporary, creating, token)
                 say $"ok t {w} {n}"
     }
@@ -85,12 +85,12 @@ let private mover (store: SessionStore) : Task =
             |> List.choose (fun s -> if s.Id.StartsWith "m" then Some(int64 (s.Id.Substring 1)) else None)
             |> List.fold max -1L
         if k < 0L then
-            let! _ = store.CommitAsync("m0", change [ Update.set (Path.parse "hops") (Json.int64 0L) ], creating, token)
+            let! _ = store.CommitAsync("m0", change [ Update.set (SessionPath.parse "hops") (Json.int64 0L) ], creating, token)
             k <- 0L
             say "ok m 0"
         while true do
-            let facts = Patch.fold [ Update.set (Path.ofKeys [ SessionMeta.User ]) (Json.string "mover") ]
-            let! result = store.MoveAsync($"m{k}", $"m{k + 1L}", SessionChange(Patch.fold [ Update.increment (Path.parse "hops") 1m ], facts), creating, token)
+            let facts = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "mover") ]
+            let! result = store.MoveAsync($"m{k}", $"m{k + 1L}", SessionChange(Patch.fold [ Update.increment (SessionPath.parse "hops") 1m ], facts), creating, token)
             if result <> CommitResult.Committed then failwith $"move {k} answered {result}"
             k <- k + 1L
             say $"ok m {k}"

@@ -44,13 +44,13 @@ let tests =
     testList "Concurrency" [
         testCaseTask "100 concurrent requests each setting a different key keep all 100 keys" <| fun () -> task {
             let! session = concurrentlyOnOneSession (new MemoryStore()) 100 (fun i -> $"/set?k=k{i}")
-            match Path.tryGet (Path.parse "keys") session with
+            match SessionPath.tryGet (SessionPath.parse "keys") session with
             | Some(Json.Object keys) -> Expect.equal keys.Count 100 "keys.Count"
             | other -> failwith $"Expected 100 keys, got {other}"
         }
 
         testCaseTask "100 concurrent increments leave exactly 100" <| fun () -> task {
             let! session = concurrentlyOnOneSession (new MemoryStore()) 100 (fun _ -> "/increment")
-            Expect.equal (Path.tryGet (Path.parse "counter") session) (Some(Json.int64 100L)) "Path.tryGet (Path.parse 'counter') session"
+            Expect.equal (SessionPath.tryGet (SessionPath.parse "counter") session) (Some(Json.int64 100L)) "SessionPath.tryGet (SessionPath.parse 'counter') session"
         }
     ]

@@ -145,6 +145,15 @@ module CrashWorker =
 
         member _.Ready = ready.Task
         member _.HasExited = proc.HasExited
+
+        /// Waits until the worker has printed at least this many acknowledgements ("ok ..." lines), or the timeout
+        /// passes: so a kill lands on a store that is busy, however slow the machine is.
+        member _.AcknowledgedAsync(count: int, timeout: TimeSpan) : Task =
+            task {
+                let until = DateTime.UtcNow + timeout
+                while (lines |> Seq.filter (fun l -> l.StartsWith "ok ") |> Seq.length) < count && DateTime.UtcNow < until && not proc.HasExited do
+                    do! Task.Delay 5
+            }
         member _.Errors = lock errors (fun () -> errors.ToString())
 
         /// Kills the worker with SIGKILL and gives every line it printed.
@@ -190,8 +199,8 @@ module private Crash =
     let options = FileStoreOptions(CompactionMinBytes = 128L * 1024L)
 
     let number (session: Json option) (key: string) =
-        match session |> Option.bind (Path.tryGet (path key)) with
-        | Some(Json.Number n) -> n.TryGetInt64().Value
+        match session |> Option.bind (SessionPath.tryGet (path key)) with
+        | Some(Json.Number n) -> snd (n.TryGetInt64())
         | Some other -> failwith $"{key} holds {Json.serialize other}"
         | None -> 0L
 
@@ -235,7 +244,7 @@ module private Crash =
                 Expect.isTrue (n >= known.Own && n <= known.Own + 1L) ($"Writer {w}: n = {n}, but {known.Own} was acknowledged.")
                 // Each commit set n and incremented count together, exactly once.
                 Expect.equal (number own "count") n "number own 'count'"
-                let pad = own |> Option.bind (Path.tryGet (path "pad"))
+                let pad = own |> Option.bind (SessionPath.tryGet (path "pad"))
                 if n > 0L then Expect.equal pad (Some(Json.string (String('x', int (n * 37L % 1500L))))) "pad"
                 let s = number shared $"w{w}"
                 Expect.isTrue (s >= known.Shared && s <= n) ($"Writer {w}: shared.w{w} = {s}, acknowledged {known.Shared}, own n = {n}.")
@@ -284,7 +293,9 @@ module private Crash =
                   else
                       let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
                       Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
-                      do! Task.Delay(random.Next(10, 250))
+                      // Some commits first, however loaded the machine is; then a random moment among the next ones.
+                      do! worker.AcknowledgedAsync(15, TimeSpan.FromSeconds 20.0)
+                      do! Task.Delay(random.Next(0, 120))
                   Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
                   let! lines = worker.KillAsync()
                   let acks, compacted = learn knowledge lines
@@ -325,7 +336,8 @@ module private Crash =
                   use worker = new CrashWorker.Running([ "moves"; file; string options.CompactionMinBytes ])
                   let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
                   Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
-                  do! Task.Delay(random.Next(10, 250))
+                  do! worker.AcknowledgedAsync(3, TimeSpan.FromSeconds 20.0)
+                  do! Task.Delay(random.Next(0, 120))
                   Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
                   let! lines = worker.KillAsync()
                   for line in lines do
@@ -368,7 +380,7 @@ let tests =
             do! commit first "b" [ setAt "x" "1" ]
             let! _ = first.DeleteAsync("b", testToken ())
             do! commit first "c" [ setAt "old" "1" ]
-            do! commit first "c" [ Update.set Path.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
+            do! commit first "c" [ Update.set SessionPath.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
             do! first.DisposeAsync()
 
             use second = FileStore.Open file
@@ -406,9 +418,9 @@ let tests =
                 let! mine = load reopened $"writer{w}"
                 Expect.equal mine (Some(json """{"n":20,"sum":210}""")) "mine"
             let! shared = load reopened "shared"
-            Expect.equal (shared |> Option.bind (Path.tryGet (path "commits"))) (Some(Json.int64 640L)) "shared |> Option.bind (Path.tryGet (path 'commits'))"
+            Expect.equal (shared |> Option.bind (SessionPath.tryGet (path "commits"))) (Some(Json.int64 640L)) "shared |> Option.bind (SessionPath.tryGet (path 'commits'))"
             for w in 1..32 do
-                Expect.equal (shared |> Option.bind (Path.tryGet (path $"last.w{w}"))) (Some(Json.int64 20L)) "shared |> Option.bind (Path.tryGet (path $'last.w(w)'))"
+                Expect.equal (shared |> Option.bind (SessionPath.tryGet (path $"last.w{w}"))) (Some(Json.int64 20L)) "shared |> Option.bind (SessionPath.tryGet (path $'last.w(w)'))"
         }
 
         testCaseTask "a torn last record is cut off with a warning, and everything before it is kept" <| fun () -> task {
@@ -540,14 +552,14 @@ let tests =
             let session = Json.object [ for i in 1..64 -> $"field{i}", Json.string (String('v', 250)) ]
             let size = JsonSize.utf8Length session
             Expect.isTrue (size >= 16L * 1024L) ($"The session is {size} bytes; the test wants at least 16 KB.")
-            do! commit store "big" [ Update.set Path.root session ]
+            do! commit store "big" [ Update.set SessionPath.root session ]
             let before = store.FileLength
             do! commit store "big" [ setAt "field7" "\"changed\"" ]
             let appended = store.FileLength - before
             Expect.isTrue (appended > 0L && appended < 1024L) ($"A one-key commit appended {appended} bytes to a {size}-byte session.")
             Expect.equal (fileLength file) (before + appended) "fileLength file"
             let! loaded = load store "big"
-            Expect.equal loaded (Some(Path.set (path "field7") (Json.string "changed") session)) "loaded"
+            Expect.equal loaded (Some(SessionPath.set (path "field7") (Json.string "changed") session)) "loaded"
         }
 
         testCaseTask "a refused commit writes nothing to the file" <| fun () -> task {

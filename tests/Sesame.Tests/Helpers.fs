@@ -11,7 +11,7 @@ open Expecto
 let json (text: string) = Json.parse text
 
 /// Parses a path in a test.
-let path (text: string) = Path.parse text
+let path (text: string) = SessionPath.parse text
 
 /// A token for store calls in tests: cancels after a minute so a hung store fails the test instead of CI.
 let testToken () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).Token

@@ -79,8 +79,8 @@ let private wellFormedPath (random: Random) =
 let private randomPath (random: Random) =
     match random.Next 40 with
     | 0 -> ""
-    | 1 -> String.replicate (Path.MaxSegments + 5) "a."
-    | 2 -> String('x', Path.MaxTextLength + 1)
+    | 1 -> String.replicate (SessionPath.MaxSegments + 5) "a."
+    | 2 -> String('x', SessionPath.MaxTextLength + 1)
     | n when n < 20 -> String.Join("", Array.init (1 + random.Next 4) (fun _ -> pathPieces[random.Next pathPieces.Length]))
     | _ -> wellFormedPath random
 
@@ -188,13 +188,13 @@ let tests =
                                     refusals.Add((name, null, false))
                                 with e ->
                                     refusals.Add((name, e, s.PendingUpdates.Count <> before))
-                            attempt "a key of the path" (fun () -> s.Set(Path.ofKeys [ "ok"; lone ], Json.int64 1L))
+                            attempt "a key of the path" (fun () -> s.Set(SessionPath.ofKeys [ "ok"; lone ], Json.int64 1L))
                             attempt "a string" (fun () -> s.Set(path "name", Json.String("a" + lone)))
                             attempt "a key of the value" (fun () -> s.Set(path "obj", Json.object [ lone, Json.Null ]))
-                            attempt "600 segments holding a value 600 deep" (fun () -> s.Set(Path.ofKeys (Array.create 600 "k"), nested 600))
-                            attempt "an append 1,024 deep" (fun () -> s.Append(Path.ofKeys (Array.create 512 "k"), nested 512) |> ignore)
+                            attempt "600 segments holding a value 600 deep" (fun () -> s.Set(SessionPath.ofKeys (Array.create 600 "k"), nested 600))
+                            attempt "an append 1,024 deep" (fun () -> s.Append(SessionPath.ofKeys (Array.create 512 "k"), nested 512) |> ignore)
                             // Exactly at the limit: 512 segments and a value 512 deep make 1,024 levels.
-                            s.Set(Path.ofKeys (Array.create 512 "d"), nested 512)
+                            s.Set(SessionPath.ofKeys (Array.create 512 "d"), nested 512)
                             // A typed string is written by System.Text.Json, which replaces a lone surrogate with U+FFFD
                             // before anything is recorded: what is stored is what every store reads back.
                             s |> Session.set "typed" ("x" + lone)
@@ -212,8 +212,8 @@ let tests =
                         | other -> failtestf "%s: expected an ArgumentException, got %A" name other
                     let! shown = browser.GetTextAsync "/show"
                     let stored = json shown
-                    Expect.equal (Path.tryGet (path "typed") stored) (Some(Json.String "x\uFFFD")) "the typed string, as System.Text.Json wrote it"
-                    Expect.isSome (Path.tryGet (Path.ofKeys (Array.create 512 "d")) stored) "the value at the limit is stored and read back"
+                    Expect.equal (SessionPath.tryGet (path "typed") stored) (Some(Json.String "x\uFFFD")) "the typed string, as System.Text.Json wrote it"
+                    Expect.isSome (SessionPath.tryGet (SessionPath.ofKeys (Array.create 512 "d")) stored) "the value at the limit is stored and read back"
                     Expect.isFalse (shown.Contains "\\uD83D") "no lone surrogate reached the store"
                 }
         ]
@@ -223,11 +223,11 @@ let tests =
             let write =
                 Session.handler (fun s ->
                     for key in keys do
-                        s.Set(Path.ofKeys [ "odd"; key ], Json.string key)
+                        s.Set(SessionPath.ofKeys [ "odd"; key ], Json.string key)
                     text "ok")
             let read =
                 Session.handler (fun s ->
-                    let back = keys |> List.map (fun key -> s.TryFind(Path.ofKeys [ "odd"; key ]) = Some(Json.string key))
+                    let back = keys |> List.map (fun key -> s.TryFind(SessionPath.ofKeys [ "odd"; key ]) = Some(Json.string key))
                     text (if List.forall id back then "all back" else "lost some"))
             use! host = startHost (new MemoryStore()) noOptions (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read ])) (new LogCapture())
             let browser = Browser host
@@ -236,8 +236,8 @@ let tests =
             Expect.equal body "all back" "body"
             // The text form of such a path parses back to the same keys.
             for key in keys do
-                let path = Path.ofKeys [ "odd"; key ]
-                Expect.equal (Path.parse (string path)) path "Path.parse (string path)"
+                let path = SessionPath.ofKeys [ "odd"; key ]
+                Expect.equal (SessionPath.parse (string path)) path "SessionPath.parse (string path)"
         }
 
         testCaseTask "fuzz: 10,000 random operations and 2,000 random cookies produce only documented errors and touch no other session" <| fun () -> task {

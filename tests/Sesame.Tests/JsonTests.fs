@@ -138,7 +138,7 @@ let tests =
                 n.Text = text
                 && Json.serialize (Json.Number n) = text
                 && Json.parse text = Json.Number n
-                && JsonNumber.TryParse text = Some n)
+                && JsonNumber.TryParse text = (true, n))
 
         testLaw "every decimal converts to a number and back without loss" <| fun () ->
             let decimals =
@@ -146,7 +146,7 @@ let tests =
                     (Gen.choose (Int32.MinValue, Int32.MaxValue)) (Gen.choose (0, Int32.MaxValue)) (Gen.choose (0, 28))
             Prop.forAll (Arb.fromGen decimals) (fun d ->
                 let n = JsonNumber.OfDecimal d
-                n.TryGetDecimal() = ValueSome d && Json.decode<decimal> (Json.Number n) = d)
+                n.TryGetDecimal() = (true, d) && Json.decode<decimal> (Json.Number n) = d)
 
         // ---------------------------------------------------------------------------------------------
         // Depth and size
@@ -232,8 +232,8 @@ let tests =
             | Json.Object o ->
                 Expect.equal o.Count 1000 "o.Count"
                 for i in 0..999 do
-                    Expect.equal (o.TryFind $"k{i}") (ValueSome(Json.int64 (int64 i))) "o.TryFind $'k(i)'"
-                Expect.equal (o.TryFind "k1000") ValueNone "o.TryFind 'k1000'"
+                    Expect.equal (o.TryGetValue $"k{i}") (true, Json.int64 (int64 i)) "o.TryGetValue $'k(i)'"
+                Expect.isFalse (fst (o.TryGetValue "k1000")) "o.TryGetValue 'k1000'"
                 Expect.isFalse (o.ContainsKey "K1") "o.ContainsKey 'K1'"
             | other -> failwith $"not an object: {other}"
 
@@ -245,7 +245,7 @@ let tests =
             let tree = json """{"":"","a":{"":[""]}}"""
             Expect.equal (Json.serialize tree) ("""{"":"","a":{"":[""]}}""") "Json.serialize tree"
             match tree with
-            | Json.Object o -> Expect.equal (o.TryFind "") (ValueSome(Json.String "")) "o.TryFind ''"
+            | Json.Object o -> Expect.equal (o.TryGetValue "") (true, Json.String "") "o.TryGetValue ''"
             | other -> failwith $"not an object: {other}"
 
         testCase "unicode keys and strings survive a round trip and are written readably" <| fun () ->
@@ -269,7 +269,7 @@ let tests =
             match wide with
             | Json.Object o ->
                 Expect.equal o.Count 21 "o.Count"
-                Expect.equal (o.TryFind "k3") (ValueSome(Json.String "again")) "o.TryFind 'k3'"
+                Expect.equal (o.TryGetValue "k3") (true, Json.String "again") "o.TryGetValue 'k3'"
                 Expect.equal ((Seq.item 3 o).Key) "k3" "(Seq.item 3 o).Key"
             | other -> failwith $"not an object: {other}"
             Expect.equal (Json.serialize (Json.object [ "x", Json.int64 0L; "y", Json.int64 1L; "x", Json.int64 2L ])) ("""{"x":2,"y":1}""") "Json.serialize (Json.object [ 'x', Json.int64 0L; 'y', Json.int64 1..."
@@ -303,7 +303,7 @@ let tests =
             for text in [ "9007199254740993"; "1e400"; "3.14159265358979323846264338327950288"; "-1E-400"; "1.10" ] do
                 Expect.equal (Json.serialize (json $"[{text}]")) ($"[{text}]") "Json.serialize (json $'[(text)]')"
                 Expect.equal (Encoding.UTF8.GetString(Json.toUtf8 (json $"{{\"n\":{text}}}"))) ($"{{\"n\":{text}}}") "Encoding.UTF8.GetString(Json.toUtf8 (json $'(('n':(text)))'))"
-            Expect.equal ((JsonNumber.Parse "9007199254740993").TryGetInt64()) (ValueSome 9007199254740993L) "(JsonNumber.Parse '9007199254740993').TryGetInt64()"
+            Expect.equal ((JsonNumber.Parse "9007199254740993").TryGetInt64()) (true, 9007199254740993L) "(JsonNumber.Parse '9007199254740993').TryGetInt64()"
             Expect.equal ((JsonNumber.Parse "1e400").ToDouble()) Double.PositiveInfinity "(JsonNumber.Parse '1e400').ToDouble()"
 
         testCase "numbers that do not fit a double add exactly" <| fun () ->
@@ -350,17 +350,17 @@ let tests =
         testCase "text that is not a JSON number is refused" <| fun () ->
             for text in [ ""; " 1"; "1 "; "01"; "-"; "+1"; "1."; ".5"; "1e"; "1e+"; "NaN"; "Infinity"; "-Infinity"; "0x10"; "1,5"; "١" ] do
                 throws<FormatException> (fun () -> JsonNumber.Parse text |> ignore) |> ignore
-                Expect.equal (JsonNumber.TryParse text) None "JsonNumber.TryParse text"
+                Expect.isFalse (fst (JsonNumber.TryParse text)) "JsonNumber.TryParse text"
             throws<FormatException> (fun () -> JsonNumber.Parse null |> ignore) |> ignore
 
         testCase "a number converts to int64 and decimal only without loss" <| fun () ->
-            Expect.equal ((JsonNumber.Parse "9223372036854775808").TryGetInt64()) ValueNone "(JsonNumber.Parse '9223372036854775808').TryGetInt64()"
-            Expect.equal ((JsonNumber.Parse "1.5").TryGetInt64()) ValueNone "(JsonNumber.Parse '1.5').TryGetInt64()"
-            Expect.equal ((JsonNumber.Parse "1.10").TryGetDecimal()) (ValueSome 1.10m) "(JsonNumber.Parse '1.10').TryGetDecimal()"
-            Expect.equal ((JsonNumber.Parse "1.2e3").TryGetDecimal()) (ValueSome 1200m) "(JsonNumber.Parse '1.2e3').TryGetDecimal()"
-            Expect.equal ((JsonNumber.Parse "1e400").TryGetDecimal()) ValueNone "(JsonNumber.Parse '1e400').TryGetDecimal()"
-            Expect.equal ((JsonNumber.Parse "0.1000000000000000000000000000001").TryGetDecimal()) ValueNone "(JsonNumber.Parse '0.1000000000000000000000000000001').TryGetDecimal()"
-            Expect.equal ((JsonNumber.Parse "3.14159265358979323846264338327950288").TryGetDecimal()) ValueNone "(JsonNumber.Parse '3.14159265358979323846264338327950288').TryGetDe..."
+            Expect.equal ((JsonNumber.Parse "9223372036854775808").TryGetInt64()) (false, 0L) "(JsonNumber.Parse '9223372036854775808').TryGetInt64()"
+            Expect.equal ((JsonNumber.Parse "1.5").TryGetInt64()) (false, 0L) "(JsonNumber.Parse '1.5').TryGetInt64()"
+            Expect.equal ((JsonNumber.Parse "1.10").TryGetDecimal()) (true, 1.10m) "(JsonNumber.Parse '1.10').TryGetDecimal()"
+            Expect.equal ((JsonNumber.Parse "1.2e3").TryGetDecimal()) (true, 1200m) "(JsonNumber.Parse '1.2e3').TryGetDecimal()"
+            Expect.equal ((JsonNumber.Parse "1e400").TryGetDecimal()) (false, 0m) "(JsonNumber.Parse '1e400').TryGetDecimal()"
+            Expect.equal ((JsonNumber.Parse "0.1000000000000000000000000000001").TryGetDecimal()) (false, 0m) "(JsonNumber.Parse '0.1000000000000000000000000000001').TryGetDecimal()"
+            Expect.equal ((JsonNumber.Parse "3.14159265358979323846264338327950288").TryGetDecimal()) (false, 0m) "(JsonNumber.Parse '3.14159265358979323846264338327950288').TryGetDe..."
 
         testCase "NaN and infinities are refused by JsonNumber.OfDouble" <| fun () ->
             for value in [ nan; infinity; -infinity ] do
@@ -378,9 +378,9 @@ let tests =
             Expect.equal (Json.decode<Cart> encoded) cart "Json.decode<Cart> encoded"
             Expect.equal (Json.decode<Cart> (Json.parse (Json.serialize encoded))) cart "Json.decode<Cart> (Json.parse (Json.serialize encoded))"
             // The encoded tree is ordinary JSON that paths can reach into (web casing, exact decimals).
-            Expect.equal (Path.tryGet (path "coupon") encoded) (Some(Json.string "SPRING")) "Path.tryGet (path 'coupon') encoded"
-            Expect.equal (Path.tryGet (path "lines[0].price") encoded) (Some(Json.Number(JsonNumber.Parse "1.10"))) "Path.tryGet (path 'lines[0].price') encoded"
-            Expect.equal (Path.tryGet (path "tags[\"first.name\"]") encoded) (Some(Json.int64 2L)) "Path.tryGet (path 'tags['first.name']') encoded"
+            Expect.equal (SessionPath.tryGet (path "coupon") encoded) (Some(Json.string "SPRING")) "SessionPath.tryGet (path 'coupon') encoded"
+            Expect.equal (SessionPath.tryGet (path "lines[0].price") encoded) (Some(Json.Number(JsonNumber.Parse "1.10"))) "SessionPath.tryGet (path 'lines[0].price') encoded"
+            Expect.equal (SessionPath.tryGet (path "tags[\"first.name\"]") encoded) (Some(Json.int64 2L)) "SessionPath.tryGet (path 'tags['first.name']') encoded"
             let pickup = { cart with Shipping = Pickup; Coupon = None; Lines = []; Tags = Map.empty }
             Expect.equal (Json.decode<Cart> (Json.encode pickup)) pickup "Json.decode<Cart> (Json.encode pickup)"
 

@@ -20,7 +20,7 @@ let private tryOneByOne (updates: Update list) (tree: Json) =
     try Ok(oneByOne updates tree) with :? PathConflictException as e -> Error e
 
 /// Whether one path is the same as, or an ancestor of, the other.
-let private related (a: Path) (b: Path) = Path.isPrefixOf a b || Path.isPrefixOf b a
+let private related (a: SessionPath) (b: SessionPath) = SessionPath.isPrefixOf a b || SessionPath.isPrefixOf b a
 
 /// Two updates of related paths that a folded patch may hold, the first before the second: `set p null` then
 /// `remove p` (the remove superseded updates that created p's containers, which must still be created), `remove p`
@@ -30,7 +30,7 @@ let private related (a: Path) (b: Path) = Path.isPrefixOf a b || Path.isPrefixOf
 let private mayPair (first: Update) (second: Update) =
     let belowAnAppend (append: Update) (other: Update) =
         match append with
-        | Update.Append(p, _) -> other.Path <> p && Path.isPrefixOf p other.Path
+        | Update.Append(p, _) -> other.Path <> p && SessionPath.isPrefixOf p other.Path
         | _ -> false
     match first, second with
     | _ when belowAnAppend first second || belowAnAppend second first -> true
@@ -147,7 +147,7 @@ let tests =
             let withOddPaths =
                 Gen.listOf (
                     Gen.oneof [ Gen.map2 Update.set anyPath jsonTree
-                                Gen.map2 (fun p (k: string) -> Update.remove (Path.child (Segment.Key k) p)) anyPath key
+                                Gen.map2 (fun p (k: string) -> Update.remove (SessionPath.child (Segment.Key k) p)) anyPath key
                                 Gen.map2 (fun p by -> Update.Increment(p, by)) anyPath wideNumber ])
             let patches = Gen.oneof [ updates; withOddPaths ] |> Gen.map Patch.fold
             Prop.forAll (Arb.fromGen patches) (fun patch ->
@@ -235,11 +235,11 @@ let tests =
             Expect.equal (Patch.parse (Patch.serialize (Patch.fold around))) (Patch.fold around) "an append's JSON round trip"
 
         testCase "removing the root becomes setting the root to an empty object" <| fun () ->
-            Expect.equal ((Patch.fold [ Update.Remove Path.root ]).Updates : Update list) ([ Update.set Path.root Json.emptyObject ]) "(Patch.fold [ Update.Remove Path.root ]).Updates"
-            let patch = Patch.fold [ set "x" "1"; Update.Remove Path.root; set "y" "2" ]
-            Expect.equal (patch.Updates : Update list) ([ Update.set Path.root (json """{"y":2}""") ]) "patch.Updates"
+            Expect.equal ((Patch.fold [ Update.Remove SessionPath.root ]).Updates : Update list) ([ Update.set SessionPath.root Json.emptyObject ]) "(Patch.fold [ Update.Remove SessionPath.root ]).Updates"
+            let patch = Patch.fold [ set "x" "1"; Update.Remove SessionPath.root; set "y" "2" ]
+            Expect.equal (patch.Updates : Update list) ([ Update.set SessionPath.root (json """{"y":2}""") ]) "patch.Updates"
             Expect.equal (Patch.apply patch (json """{"old":[1,2,3]}""")) (json """{"y":2}""") "Patch.apply patch (json '''('old':[1,2,3])''')"
-            Expect.equal (Update.apply (Update.remove Path.root) (json "[1]")) Json.emptyObject "Update.apply (Update.remove Path.root) (json '[1]')"
+            Expect.equal (Update.apply (Update.remove SessionPath.root) (json "[1]")) Json.emptyObject "Update.apply (Update.remove SessionPath.root) (json '[1]')"
 
         testCase "a set at an index is not moved before the items it needs" <| fun () ->
             // a[2] only exists once a[1] was appended: the patch must keep that order.
@@ -346,14 +346,14 @@ let tests =
 
         testCase "a patch whose value nests Json.MaxDepth deep survives its JSON round trip" <| fun () ->
             let deepest = json (String.replicate Json.MaxDepth "[" + String.replicate Json.MaxDepth "]")
-            let patch = Patch.fold [ Update.set Path.root deepest ]
+            let patch = Patch.fold [ Update.set SessionPath.root deepest ]
             Expect.equal (Patch.parse (Patch.serialize patch)) patch "Patch.parse (Patch.serialize patch)"
             Expect.equal (Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))) patch "Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))"
             // A value deeper than that is refused when folded, before anything is written, not found unreadable later.
-            let e = throws<ArgumentException> (fun () -> Patch.fold [ Update.set Path.root (Json.array [ deepest ]) ] |> ignore)
+            let e = throws<ArgumentException> (fun () -> Patch.fold [ Update.set SessionPath.root (Json.array [ deepest ]) ] |> ignore)
             Expect.stringContains e.Message "1025 levels deep" "the message says how deep"
             throwsAny<JsonException> (fun () -> Patch.parse ("[[\"set\",[]," + String.replicate 1025 "[" + String.replicate 1025 "]" + "]]") |> ignore) |> ignore
-            let longest = Path.ofKeys (Array.create Path.MaxSegments "k")
-            let deepPath = Patch.fold [ Update.set longest (Json.string "v"); Update.remove (Path.ofKeys (Array.create Path.MaxSegments "j")) ]
+            let longest = SessionPath.ofKeys (Array.create SessionPath.MaxSegments "k")
+            let deepPath = Patch.fold [ Update.set longest (Json.string "v"); Update.remove (SessionPath.ofKeys (Array.create SessionPath.MaxSegments "j")) ]
             Expect.equal (Patch.parse (Patch.serialize deepPath)) deepPath "Patch.parse (Patch.serialize deepPath)"
     ]

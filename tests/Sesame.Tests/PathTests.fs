@@ -8,11 +8,11 @@ open FsCheck.FSharp
 open Expecto
 
 let private parseError (text: string) =
-    match Path.tryParse text with
+    match SessionPath.tryParse text with
     | Ok p -> failwith $"'{text}' parsed as {p.Segments}"
     | Error message ->
         // parse throws the same message.
-        let ex = throws<ArgumentException> (fun () -> Path.parse text |> ignore)
+        let ex = throws<ArgumentException> (fun () -> SessionPath.parse text |> ignore)
         Expect.stringContains ex.Message message "ex.Message"
         message
 
@@ -27,20 +27,20 @@ let private n (i: int) = Json.int64 (int64 i)
 
 [<Tests>]
 let tests =
-    testList "Path" [
+    testList "SessionPath" [
         testLaw "every path survives a round trip through its text" <| fun () ->
             Prop.forAll paths (fun p ->
                 let text = string p
-                Path.parse text = p && Path.tryParse text = Ok p && string (Path.parse text) = text)
+                SessionPath.parse text = p && SessionPath.tryParse text = Ok p && string (SessionPath.parse text) = text)
 
         testGuardedLaw "reading what was set gives the value set" <| fun () ->
             let arb = Arb.fromGen (Gen.zip3 (Gen.map (fun v -> { Value = v }) session) updatePath jsonTree)
             let mutable applied = 0
             Prop.forAll arb (fun (tree, p, value) ->
-                match (try Some(Path.set p value tree.Value) with :? PathConflictException -> None) with
+                match (try Some(SessionPath.set p value tree.Value) with :? PathConflictException -> None) with
                 | Some after ->
                     applied <- applied + 1
-                    Path.tryGet p after = Some value
+                    SessionPath.tryGet p after = Some value
                 | None -> true),
             fun () -> Expect.isGreaterThan applied 300 $"only {applied} sets succeeded"
 
@@ -48,10 +48,10 @@ let tests =
             let arb = Arb.fromGen (Gen.zip (Gen.map (fun v -> { Value = v }) session) updatePath)
             let mutable found = 0
             Prop.forAll arb (fun (tree, p) ->
-                match Path.tryGet p tree.Value with
+                match SessionPath.tryGet p tree.Value with
                 | Some value ->
                     found <- found + 1
-                    obj.ReferenceEquals(Path.set p value tree.Value, tree.Value)
+                    obj.ReferenceEquals(SessionPath.set p value tree.Value, tree.Value)
                 | None -> true),
             fun () -> Expect.isGreaterThan found 60 $"only {found} paths held a value to set again"
 
@@ -59,36 +59,36 @@ let tests =
             let arb = Arb.fromGen (Gen.map4 (fun t p a b -> t, p, a, b) (Gen.map (fun v -> { Value = v }) session) updatePath jsonTree jsonTree)
             let mutable applied = 0
             Prop.forAll arb (fun (tree, p, first, second) ->
-                match (try Some(Path.set p second tree.Value) with :? PathConflictException -> None) with
+                match (try Some(SessionPath.set p second tree.Value) with :? PathConflictException -> None) with
                 | Some expected ->
                     applied <- applied + 1
-                    Path.set p second (Path.set p first tree.Value) = expected
+                    SessionPath.set p second (SessionPath.set p first tree.Value) = expected
                 | None -> true),
             fun () -> Expect.isGreaterThan applied 400 $"only {applied} second sets succeeded"
 
         testLaw "after removing a key there is nothing there, and nothing else changed" <| fun () ->
             let arb = Arb.fromGen (Gen.zip (Gen.map (fun v -> { Value = v }) session) keyEndingPath)
             Prop.forAll arb (fun (tree, p) ->
-                let after = Path.remove p tree.Value
-                let gone = Path.tryGet p after = None
+                let after = SessionPath.remove p tree.Value
+                let gone = SessionPath.tryGet p after = None
                 // Putting back what was there restores the tree.
                 let restorable =
-                    match Path.tryGet p tree.Value with
-                    | Some old -> Path.set p old after = tree.Value
+                    match SessionPath.tryGet p tree.Value with
+                    | Some old -> SessionPath.set p old after = tree.Value
                     | None -> obj.ReferenceEquals(after, tree.Value)
                 gone && restorable)
 
         testLaw "a path is a prefix of itself and its children and not of its siblings" <| fun () ->
             Prop.forAll paths (fun p ->
-                let child = Path.child (Segment.Key "x") p
-                let sibling = Path.ofSegments (List.take (p.Segments.Length - 1) p.Segments @ [ Segment.Key "\u0001sibling" ])
-                Path.isPrefixOf p child
-                && Path.isPrefixOf p p
-                && Path.isPrefixOf Path.root p
-                && not (Path.isPrefixOf child p)
-                && not (Path.isPrefixOf sibling p)
-                && not (Path.isPrefixOf p sibling)
-                && not (Path.isPrefixOf sibling child))
+                let child = SessionPath.child (Segment.Key "x") p
+                let sibling = SessionPath.ofSegments (List.take (p.Segments.Length - 1) p.Segments @ [ Segment.Key "\u0001sibling" ])
+                SessionPath.isPrefixOf p child
+                && SessionPath.isPrefixOf p p
+                && SessionPath.isPrefixOf SessionPath.root p
+                && not (SessionPath.isPrefixOf child p)
+                && not (SessionPath.isPrefixOf sibling p)
+                && not (SessionPath.isPrefixOf p sibling)
+                && not (SessionPath.isPrefixOf sibling child))
 
         // ---------------------------------------------------------------------------------------------
         // Parsing and writing paths
@@ -104,24 +104,24 @@ let tests =
             let p = path "user[\"first.name\"]"
             Expect.equal (p.Segments : Segment list) ([ Segment.Key "user"; Segment.Key "first.name" ]) "p.Segments"
             Expect.equal (string p) ("user[\"first.name\"]") "string p"
-            Expect.equal (Path.ofKeys [ "user"; "first.name" ]) p "Path.ofKeys [ 'user'; 'first.name' ]"
+            Expect.equal (SessionPath.ofKeys [ "user"; "first.name" ]) p "SessionPath.ofKeys [ 'user'; 'first.name' ]"
             Expect.equal ((path "a[\"b\"].c").Segments : Segment list) ([ Segment.Key "a"; Segment.Key "b"; Segment.Key "c" ]) "(path 'a['b'].c').Segments"
 
         testCase "the empty key is written and read as [\"\"]" <| fun () ->
             let p = path "[\"\"]"
             Expect.equal (p.Segments : Segment list) ([ Segment.Key "" ]) "p.Segments"
             Expect.equal (string p) ("[\"\"]") "string p"
-            Expect.equal (string (Path.ofKeys [ "a"; ""; ""; "b" ])) ("a[\"\"][\"\"].b") "string (Path.ofKeys [ 'a'; ''; ''; 'b' ])"
-            Expect.equal (Path.tryGet p (json """{"":1}""")) (Some(n 1)) "Path.tryGet p (json '''('':1)''')"
+            Expect.equal (string (SessionPath.ofKeys [ "a"; ""; ""; "b" ])) ("a[\"\"][\"\"].b") "string (SessionPath.ofKeys [ 'a'; ''; ''; 'b' ])"
+            Expect.equal (SessionPath.tryGet p (json """{"":1}""")) (Some(n 1)) "SessionPath.tryGet p (json '''('':1)''')"
 
         testCase "odd keys are written quoted and read back" <| fun () ->
             for key in [ "a.b"; "a[0]"; "say \"hi\""; "back\\slash"; "x y"; "tab\t"; "new\nline"; "]"; "\u0000" ] do
-                let p = Path.ofKeys [ "root"; key ]
+                let p = SessionPath.ofKeys [ "root"; key ]
                 let text = string p
                 Expect.stringStarts text ("root[\"") "text"
                 Expect.equal (path text) p "path text"
             // Keys needing no quotes stay bare, whatever their script.
-            Expect.equal (string (Path.ofKeys [ "日本"; "é"; "😀"; "0"; "-1" ])) "日本.é.😀.0.-1" "string (Path.ofKeys [ '日本'; 'é'; '😀'; '0'; '-1' ])"
+            Expect.equal (string (SessionPath.ofKeys [ "日本"; "é"; "😀"; "0"; "-1" ])) "日本.é.😀.0.-1" "string (SessionPath.ofKeys [ '日本'; 'é'; '😀'; '0'; '-1' ])"
             Expect.equal ((path "0[0]").Segments : Segment list) ([ Segment.Key "0"; Segment.Index 0 ]) "(path '0[0]').Segments"
             Expect.equal ((path "[\"first\\u0020name\"]").Segments : Segment list) ([ Segment.Key "first name" ]) "(path '['firstu0020name']').Segments"
 
@@ -132,11 +132,11 @@ let tests =
             Expect.equal (string (path "[2147483647]")) "[2147483647]" "string (path '[2147483647]')"
 
         testCase "the root has no text and an empty path text is refused" <| fun () ->
-            Expect.isTrue Path.root.IsRoot "Path.root.IsRoot"
-            Expect.equal (string Path.root) "" "string Path.root"
+            Expect.isTrue SessionPath.root.IsRoot "SessionPath.root.IsRoot"
+            Expect.equal (string SessionPath.root) "" "string SessionPath.root"
             let message = parseError ""
             Expect.stringContains message "empty" "message"
-            throws<ArgumentException> (fun () -> Path.parse null |> ignore) |> ignore
+            throws<ArgumentException> (fun () -> SessionPath.parse null |> ignore) |> ignore
 
         testCase "malformed paths are refused with the position of the fault" <| fun () ->
             Expect.stringContains (parseError "a..b") "position 2" "parseError 'a..b'"
@@ -164,28 +164,28 @@ let tests =
             Expect.stringContains (parseError "[\"raw\ncontrol\"]") "position 1" "parseError '['rawncontrol']'"
 
         testCase "too long and too deep paths are refused" <| fun () ->
-            let longest = String('k', Path.MaxTextLength)
+            let longest = String('k', SessionPath.MaxTextLength)
             Expect.equal ((path longest).Segments : Segment list) ([ Segment.Key longest ]) "(path longest).Segments"
-            let tooLong = parseError (String('k', Path.MaxTextLength + 1))
-            Expect.stringContains tooLong (string Path.MaxTextLength) "tooLong"
-            let deepest = String.Join(".", Array.create Path.MaxSegments "a")
-            Expect.equal ((path deepest).Segments.Length) Path.MaxSegments "(path deepest).Segments.Length"
-            let tooDeep = parseError (String.Join(".", Array.create (Path.MaxSegments + 1) "a"))
-            Expect.stringContains tooDeep (string Path.MaxSegments) "tooDeep"
-            Expect.stringContains (parseError (String.replicate (Path.MaxSegments + 1) "[0]")) (string Path.MaxSegments) "parseError (String.replicate (Path.MaxSegments + 1) '[0]')"
-            throws<ArgumentException> (fun () -> Path.ofKeys (Array.create (Path.MaxSegments + 1) "a") |> ignore) |> ignore
+            let tooLong = parseError (String('k', SessionPath.MaxTextLength + 1))
+            Expect.stringContains tooLong (string SessionPath.MaxTextLength) "tooLong"
+            let deepest = String.Join(".", Array.create SessionPath.MaxSegments "a")
+            Expect.equal ((path deepest).Segments.Length) SessionPath.MaxSegments "(path deepest).Segments.Length"
+            let tooDeep = parseError (String.Join(".", Array.create (SessionPath.MaxSegments + 1) "a"))
+            Expect.stringContains tooDeep (string SessionPath.MaxSegments) "tooDeep"
+            Expect.stringContains (parseError (String.replicate (SessionPath.MaxSegments + 1) "[0]")) (string SessionPath.MaxSegments) "parseError (String.replicate (SessionPath.MaxSegments + 1) '[0]')"
+            throws<ArgumentException> (fun () -> SessionPath.ofKeys (Array.create (SessionPath.MaxSegments + 1) "a") |> ignore) |> ignore
 
         testCase "segments are validated" <| fun () ->
-            throws<ArgumentException> (fun () -> Path.ofSegments [ Segment.Index -1 ] |> ignore) |> ignore
-            throws<ArgumentException> (fun () -> Path.ofSegments [ Segment.Key null ] |> ignore) |> ignore
-            Expect.equal (Path.child (Segment.Index 3) (path "a")) (path "a[3]") "Path.child (Segment.Index 3) (path 'a')"
+            throws<ArgumentException> (fun () -> SessionPath.ofSegments [ Segment.Index -1 ] |> ignore) |> ignore
+            throws<ArgumentException> (fun () -> SessionPath.ofSegments [ Segment.Key null ] |> ignore) |> ignore
+            Expect.equal (SessionPath.child (Segment.Index 3) (path "a")) (path "a[3]") "SessionPath.child (Segment.Index 3) (path 'a')"
 
         testCase "paths compare by their segments" <| fun () ->
-            Expect.equal (Path.ofKeys [ "a"; "b" ]) (path "a.b") "Path.ofKeys [ 'a'; 'b' ]"
+            Expect.equal (SessionPath.ofKeys [ "a"; "b" ]) (path "a.b") "SessionPath.ofKeys [ 'a'; 'b' ]"
             Expect.notEqual (path "a[\"b\"].c") (path "a.b") "path 'a['b'].c'"
             Expect.notEqual (path "a[\"0\"]") (path "a[0]") "path 'a['0']'"
-            Expect.equal ((Path.ofKeys [ "a"; "b" ]).GetHashCode()) ((path "a.b").GetHashCode()) "(Path.ofKeys [ 'a'; 'b' ]).GetHashCode()"
-            Expect.equal (List.sort [ path "b"; path "a.b"; path "a" ] : Path list) ([ path "a"; path "a.b"; path "b" ]) "List.sort [ path 'b'; path 'a.b'; path 'a' ]"
+            Expect.equal ((SessionPath.ofKeys [ "a"; "b" ]).GetHashCode()) ((path "a.b").GetHashCode()) "(SessionPath.ofKeys [ 'a'; 'b' ]).GetHashCode()"
+            Expect.equal (List.sort [ path "b"; path "a.b"; path "a" ] : SessionPath list) ([ path "a"; path "a.b"; path "b" ]) "List.sort [ path 'b'; path 'a.b'; path 'a' ]"
 
         // ---------------------------------------------------------------------------------------------
         // Reading and changing trees
@@ -193,28 +193,28 @@ let tests =
 
         testCase "reading a missing or crossed path gives nothing" <| fun () ->
             let tree = json """{"a":{"b":[10,20]},"s":"text"}"""
-            Expect.equal (Path.tryGet (path "a.b[1]") tree) (Some(n 20)) "Path.tryGet (path 'a.b[1]') tree"
-            Expect.equal (Path.tryGet Path.root tree) (Some tree) "Path.tryGet Path.root tree"
+            Expect.equal (SessionPath.tryGet (path "a.b[1]") tree) (Some(n 20)) "SessionPath.tryGet (path 'a.b[1]') tree"
+            Expect.equal (SessionPath.tryGet SessionPath.root tree) (Some tree) "SessionPath.tryGet SessionPath.root tree"
             for missing in [ "x"; "a.x"; "a.b[2]"; "a.b.c"; "a[0]"; "s.x"; "s[0]"; "a.b[0].c" ] do
-                Expect.equal (Path.tryGet (path missing) tree) None "Path.tryGet (path missing) tree"
+                Expect.equal (SessionPath.tryGet (path missing) tree) None "SessionPath.tryGet (path missing) tree"
 
         testCase "setting through a missing node creates objects, and an array for index 0" <| fun () ->
-            Expect.equal (Path.set (path "a.b.c") (n 1) Json.emptyObject) (json """{"a":{"b":{"c":1}}}""") "Path.set (path 'a.b.c') (n 1) Json.emptyObject"
-            Expect.equal (Path.set (path "a.b[0].c") (n 1) (json """{"x":0}""")) (json """{"x":0,"a":{"b":[{"c":1}]}}""") "Path.set (path 'a.b[0].c') (n 1) (json '''('x':0)''')"
-            Expect.equal (Path.set (path "a[0][0]") (Json.Bool true) Json.emptyObject) (json """{"a":[[true]]}""") "Path.set (path 'a[0][0]') (Json.Bool true) Json.emptyObject"
-            Expect.equal (Path.set (path "a.c") (n 1) (json """{"a":{"b":2}}""")) (json """{"a":{"b":2,"c":1}}""") "Path.set (path 'a.c') (n 1) (json '''('a':('b':2))''')"
+            Expect.equal (SessionPath.set (path "a.b.c") (n 1) Json.emptyObject) (json """{"a":{"b":{"c":1}}}""") "SessionPath.set (path 'a.b.c') (n 1) Json.emptyObject"
+            Expect.equal (SessionPath.set (path "a.b[0].c") (n 1) (json """{"x":0}""")) (json """{"x":0,"a":{"b":[{"c":1}]}}""") "SessionPath.set (path 'a.b[0].c') (n 1) (json '''('x':0)''')"
+            Expect.equal (SessionPath.set (path "a[0][0]") (Json.Bool true) Json.emptyObject) (json """{"a":[[true]]}""") "SessionPath.set (path 'a[0][0]') (Json.Bool true) Json.emptyObject"
+            Expect.equal (SessionPath.set (path "a.c") (n 1) (json """{"a":{"b":2}}""")) (json """{"a":{"b":2,"c":1}}""") "SessionPath.set (path 'a.c') (n 1) (json '''('a':('b':2))''')"
 
         testCase "setting a missing array at an index past 0 is a conflict" <| fun () ->
-            let ex = conflict (fun () -> Path.set (path "a.b[1]") (n 1) Json.emptyObject)
+            let ex = conflict (fun () -> SessionPath.set (path "a.b[1]") (n 1) Json.emptyObject)
             Expect.equal ex.Path (path "a.b[1]") "ex.Path"
             Expect.stringContains ex.Message "a.b[1]" "ex.Message"
 
         testCase "setting index n of an n-item array appends and n+1 is a conflict that names the path" <| fun () ->
             let tree = json """{"items":[1,2,3]}"""
-            Expect.equal (Path.set (path "items[3]") (n 4) tree) (json """{"items":[1,2,3,4]}""") "Path.set (path 'items[3]') (n 4) tree"
-            Expect.equal (Path.set (path "items[1]") (n 9) tree) (json """{"items":[1,9,3]}""") "Path.set (path 'items[1]') (n 9) tree"
-            Expect.equal (Path.set (path "items[3].k") (Json.Bool true) tree) (json """{"items":[1,2,3,{"k":true}]}""") "Path.set (path 'items[3].k') (Json.Bool true) tree"
-            let ex = conflict (fun () -> Path.set (path "items[4]") (n 5) tree)
+            Expect.equal (SessionPath.set (path "items[3]") (n 4) tree) (json """{"items":[1,2,3,4]}""") "SessionPath.set (path 'items[3]') (n 4) tree"
+            Expect.equal (SessionPath.set (path "items[1]") (n 9) tree) (json """{"items":[1,9,3]}""") "SessionPath.set (path 'items[1]') (n 9) tree"
+            Expect.equal (SessionPath.set (path "items[3].k") (Json.Bool true) tree) (json """{"items":[1,2,3,{"k":true}]}""") "SessionPath.set (path 'items[3].k') (Json.Bool true) tree"
+            let ex = conflict (fun () -> SessionPath.set (path "items[4]") (n 5) tree)
             Expect.equal ex.Path (path "items[4]") "ex.Path"
             Expect.stringContains ex.Message "items[4]" "ex.Message"
             Expect.stringContains ex.Message "3 items" "ex.Message"
@@ -230,74 +230,74 @@ let tests =
                   "arr.x", "'arr' is an array"
                   "o[0]", "'o' is an object"
                   "s[0].deeper", "'s' is a string" ] do
-                let ex = conflict (fun () -> Path.set (path text) (n 1) tree)
+                let ex = conflict (fun () -> SessionPath.set (path text) (n 1) tree)
                 Expect.equal ex.Path (path text) "ex.Path"
                 Expect.stringContains ex.Message text "ex.Message"
                 Expect.stringContains ex.Message where "ex.Message"
             // A root that is not an object cannot take a key.
-            Expect.stringContains ((conflict (fun () -> Path.set (path "a") (n 1) (json "[1]"))).Message) "the root" "(conflict (fun () -> Path.set (path 'a') (n 1) (json '[1]'))).Message"
+            Expect.stringContains ((conflict (fun () -> SessionPath.set (path "a") (n 1) (json "[1]"))).Message) "the root" "(conflict (fun () -> SessionPath.set (path 'a') (n 1) (json '[1]'))).Message"
 
         testCase "setting the root replaces the whole tree" <| fun () ->
-            Expect.equal (Path.set Path.root (json "[1]") (json """{"a":1}""")) (json "[1]") "Path.set Path.root (json '[1]') (json '''('a':1)''')"
+            Expect.equal (SessionPath.set SessionPath.root (json "[1]") (json """{"a":1}""")) (json "[1]") "SessionPath.set SessionPath.root (json '[1]') (json '''('a':1)''')"
 
         testCase "removing a missing path does nothing" <| fun () ->
             let tree = json """{"a":{"b":1},"s":"text","arr":[1]}"""
             for missing in [ "x"; "a.x"; "a.b.c"; "x.y.z"; "s.x"; "arr.x"; "arr[5]"; "a[0]" ] do
-                Expect.isTrue (obj.ReferenceEquals(tree, Path.remove (path missing) tree)) missing
+                Expect.isTrue (obj.ReferenceEquals(tree, SessionPath.remove (path missing) tree)) missing
 
         testCase "removing a key keeps its siblings and removing an item shifts the rest" <| fun () ->
             let tree = json """{"a":{"b":1,"c":2},"arr":[1,2,3]}"""
-            Expect.equal (Path.remove (path "a.b") tree) (json """{"a":{"c":2},"arr":[1,2,3]}""") "Path.remove (path 'a.b') tree"
-            Expect.equal (Path.remove (path "arr[1]") tree) (json """{"a":{"b":1,"c":2},"arr":[1,3]}""") "Path.remove (path 'arr[1]') tree"
-            Expect.equal (Path.remove (path "a") tree) (json """{"arr":[1,2,3]}""") "Path.remove (path 'a') tree"
-            Expect.equal (Path.remove Path.root tree) Json.emptyObject "Path.remove Path.root tree"
+            Expect.equal (SessionPath.remove (path "a.b") tree) (json """{"a":{"c":2},"arr":[1,2,3]}""") "SessionPath.remove (path 'a.b') tree"
+            Expect.equal (SessionPath.remove (path "arr[1]") tree) (json """{"a":{"b":1,"c":2},"arr":[1,3]}""") "SessionPath.remove (path 'arr[1]') tree"
+            Expect.equal (SessionPath.remove (path "a") tree) (json """{"arr":[1,2,3]}""") "SessionPath.remove (path 'a') tree"
+            Expect.equal (SessionPath.remove SessionPath.root tree) Json.emptyObject "SessionPath.remove SessionPath.root tree"
             // An emptied container stays.
-            Expect.equal (Path.remove (path "a.b") (json """{"a":{"b":1}}""")) (json """{"a":{}}""") "Path.remove (path 'a.b') (json '''('a':('b':1))''')"
+            Expect.equal (SessionPath.remove (path "a.b") (json """{"a":{"b":1}}""")) (json """{"a":{}}""") "SessionPath.remove (path 'a.b') (json '''('a':('b':1))''')"
 
         testCase "a 1,000-segment path reads and writes 1,000 levels deep" <| fun () ->
             let deep = path (String.Join(".", Seq.init 1000 (fun i -> $"k{i}")))
             Expect.equal deep.Segments.Length 1000 "deep.Segments.Length"
-            let tree = Path.set deep (Json.string "bottom") Json.emptyObject
-            Expect.equal (Path.tryGet deep tree) (Some(Json.string "bottom")) "Path.tryGet deep tree"
+            let tree = SessionPath.set deep (Json.string "bottom") Json.emptyObject
+            Expect.equal (SessionPath.tryGet deep tree) (Some(Json.string "bottom")) "SessionPath.tryGet deep tree"
             let reread = Json.parse (Json.serialize tree)
             Expect.equal reread tree "reread"
-            let changed = Path.set deep (n 2) reread
-            Expect.equal (Path.tryGet deep changed) (Some(n 2)) "Path.tryGet deep changed"
-            Expect.equal (Path.tryGet deep reread) (Some(Json.string "bottom")) "Path.tryGet deep reread"
-            let sibling = Path.ofSegments (List.take 999 deep.Segments @ [ Segment.Key "other" ])
-            let both = Path.set sibling Json.Null changed
-            Expect.equal (Path.tryGet deep both) (Some(n 2)) "Path.tryGet deep both"
-            Expect.equal (Path.tryGet sibling both) (Some Json.Null) "Path.tryGet sibling both"
-            let removed = Path.remove deep both
-            Expect.equal (Path.tryGet deep removed) None "Path.tryGet deep removed"
-            Expect.equal (Path.tryGet sibling removed) (Some Json.Null) "Path.tryGet sibling removed"
+            let changed = SessionPath.set deep (n 2) reread
+            Expect.equal (SessionPath.tryGet deep changed) (Some(n 2)) "SessionPath.tryGet deep changed"
+            Expect.equal (SessionPath.tryGet deep reread) (Some(Json.string "bottom")) "SessionPath.tryGet deep reread"
+            let sibling = SessionPath.ofSegments (List.take 999 deep.Segments @ [ Segment.Key "other" ])
+            let both = SessionPath.set sibling Json.Null changed
+            Expect.equal (SessionPath.tryGet deep both) (Some(n 2)) "SessionPath.tryGet deep both"
+            Expect.equal (SessionPath.tryGet sibling both) (Some Json.Null) "SessionPath.tryGet sibling both"
+            let removed = SessionPath.remove deep both
+            Expect.equal (SessionPath.tryGet deep removed) None "SessionPath.tryGet deep removed"
+            Expect.equal (SessionPath.tryGet sibling removed) (Some Json.Null) "SessionPath.tryGet sibling removed"
             // Arrays too: 1,000 nested arrays through a path of indexes.
             let indexes = path (String.replicate 1000 "[0]")
-            let arrays = Path.set indexes (n 7) (json "[]")
+            let arrays = SessionPath.set indexes (n 7) (json "[]")
             Expect.equal (Json.serialize arrays) (String.replicate 1000 "[" + "7" + String.replicate 1000 "]") "Json.serialize arrays"
-            Expect.equal (Path.tryGet indexes arrays) (Some(n 7)) "Path.tryGet indexes arrays"
+            Expect.equal (SessionPath.tryGet indexes arrays) (Some(n 7)) "SessionPath.tryGet indexes arrays"
 
         testCase "a 100,000-item array takes a set, an append, and refuses a gap" <| fun () ->
             let items = Json.array (Seq.init 100_000 n)
-            let tree = Path.set (path "big") items Json.emptyObject
-            let set = Path.set (path "big[50000]") (Json.string "middle") tree
-            Expect.equal (Path.tryGet (path "big[50000]") set) (Some(Json.string "middle")) "Path.tryGet (path 'big[50000]') set"
-            Expect.equal (Path.tryGet (path "big[50001]") set) (Some(n 50_001)) "Path.tryGet (path 'big[50001]') set"
-            let appended = Path.set (path "big[100000]") (Json.string "end") set
-            Expect.equal (Path.tryGet (path "big[100000]") appended) (Some(Json.string "end")) "Path.tryGet (path 'big[100000]') appended"
-            match Path.tryGet (path "big") appended with
+            let tree = SessionPath.set (path "big") items Json.emptyObject
+            let set = SessionPath.set (path "big[50000]") (Json.string "middle") tree
+            Expect.equal (SessionPath.tryGet (path "big[50000]") set) (Some(Json.string "middle")) "SessionPath.tryGet (path 'big[50000]') set"
+            Expect.equal (SessionPath.tryGet (path "big[50001]") set) (Some(n 50_001)) "SessionPath.tryGet (path 'big[50001]') set"
+            let appended = SessionPath.set (path "big[100000]") (Json.string "end") set
+            Expect.equal (SessionPath.tryGet (path "big[100000]") appended) (Some(Json.string "end")) "SessionPath.tryGet (path 'big[100000]') appended"
+            match SessionPath.tryGet (path "big") appended with
             | Some(Json.Array all) -> Expect.equal all.Length 100_001 "all.Length"
             | other -> failwith $"not an array: {other}"
-            Expect.equal (Path.tryGet (path "big[100000]") set) None "Path.tryGet (path 'big[100000]') set"
-            let ex = conflict (fun () -> Path.set (path "big[100001]") Json.Null set)
+            Expect.equal (SessionPath.tryGet (path "big[100000]") set) None "SessionPath.tryGet (path 'big[100000]') set"
+            let ex = conflict (fun () -> SessionPath.set (path "big[100001]") Json.Null set)
             Expect.stringContains ex.Message "big[100001]" "ex.Message"
             Expect.equal (Json.parse (Json.serialize appended)) appended "Json.parse (Json.serialize appended)"
 
         testCase "a set shares every untouched subtree with the old tree" <| fun () ->
             let branch i = json $$"""{"leaf":{{i}},"deep":{"x":[1,2,{"y":"{{i}}"}]},"list":[{"a":1},{"b":2}]}"""
             let tree = Json.object [ for i in 0..99 -> $"k{i}", branch i ]
-            let changed = Path.set (path "k42.deep.x[2].y") (Json.string "new") tree
-            let child (p: string) (t: Json) = (Path.tryGet (path p) t).Value
+            let changed = SessionPath.set (path "k42.deep.x[2].y") (Json.string "new") tree
+            let child (p: string) (t: Json) = (SessionPath.tryGet (path p) t).Value
             for i in 0..99 do
                 if i <> 42 then
                     Expect.isTrue (obj.ReferenceEquals(child $"k{i}" tree, child $"k{i}" changed)) ($"k{i} was copied")
@@ -312,9 +312,9 @@ let tests =
 
         testCase "a remove shares every untouched subtree with the old tree" <| fun () ->
             let tree = Json.object [ for i in 0..20 -> $"k{i}", json $"""{{"a":{{"b":{i}}},"c":[{i}]}}""" ]
-            let changed = Path.remove (path "k7.a.b") tree
+            let changed = SessionPath.remove (path "k7.a.b") tree
             for i in 0..20 do
                 if i <> 7 then
-                    Expect.isTrue (obj.ReferenceEquals((Path.tryGet (path $"k{i}") tree).Value, (Path.tryGet (path $"k{i}") changed).Value)) "obj.ReferenceEquals((Path.tryGet (path $'k(i)') tree).Value, (Path...."
-            Expect.isTrue (obj.ReferenceEquals((Path.tryGet (path "k7.c") tree).Value, (Path.tryGet (path "k7.c") changed).Value)) "obj.ReferenceEquals((Path.tryGet (path 'k7.c') tree).Value, (Path.t..."
+                    Expect.isTrue (obj.ReferenceEquals((SessionPath.tryGet (path $"k{i}") tree).Value, (SessionPath.tryGet (path $"k{i}") changed).Value)) "obj.ReferenceEquals((SessionPath.tryGet (path $'k(i)') tree).Value, (SessionPath...."
+            Expect.isTrue (obj.ReferenceEquals((SessionPath.tryGet (path "k7.c") tree).Value, (SessionPath.tryGet (path "k7.c") changed).Value)) "obj.ReferenceEquals((SessionPath.tryGet (path 'k7.c') tree).Value, (SessionPath.t..."
     ]
