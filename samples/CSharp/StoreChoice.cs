@@ -65,9 +65,9 @@ public sealed record StoreChoice(string? FilePath, string? RedisConfiguration = 
         if (RedisConfiguration is not null)
         {
             // abortConnect=false: start even while Redis is down, and reconnect after an outage.
-            // WIP on branch contract: the Redis store moves to the new store contract on branch redisv2.
-            await Task.CompletedTask;
-            throw new SessionStoreException($"--store redis:{RedisConfiguration} is not in this build yet.");
+            var connection = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(RedisConfiguration + ",abortConnect=false");
+            services.AddSesame(Configure).AddRedisStore(connection, ApplicationName);
+            return;
         }
         var sesame = services.AddSesame(Configure);
         if (FilePath is null)
