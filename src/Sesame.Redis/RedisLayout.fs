@@ -178,7 +178,7 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit (Json.toUtf8 leaf))
             1
 
-    let private addPath (arguments: ResizeArray<RedisValue>) (path: Path) =
+    let private addPath (arguments: ResizeArray<RedisValue>) (path: SessionPath) =
         arguments.Add(RedisValue.op_Implicit (int64 path.Segments.Length))
         for segment in path.Segments do
             arguments.Add(value (segmentField segment))
@@ -195,7 +195,7 @@ module internal RedisLayout =
         [ match change.Upgrade with
           | ValueSome upgrade ->
               for update in upgrade.Data.Updates -> struct (false, update)
-              yield struct (true, Update.Set(Path.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
+              yield struct (true, Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
           | ValueNone -> ()
           for update in change.Data.Updates -> struct (false, update)
           for update in change.Meta.Updates -> struct (true, update) ]
@@ -214,7 +214,7 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit 0L)
         arguments.Add(RedisValue.op_Implicit (int64 updates.Length))
         // 's' sets the value at the path; 'a' appends it to the array there; upper case for the facts.
-        let addValue (op: string) (path: Path) (json: Json) =
+        let addValue (op: string) (path: SessionPath) (json: Json) =
             arguments.Add(value op)
             addPath arguments path
             let countAt = arguments.Count
@@ -269,7 +269,7 @@ module internal RedisLayout =
         let struct (_, update) = List.item (update - 1) (updatesOf change)
         let path = update.Path
         let follow (what: string) =
-            let at = Path.ofSegments (List.truncate depth path.Segments)
+            let at = SessionPath.ofSegments (List.truncate depth path.Segments)
             let where = if at.IsRoot then "the root" else $"'{at}'"
             PathConflictException(path, $"Cannot follow '{path}': {where} {what}.")
         let index () =

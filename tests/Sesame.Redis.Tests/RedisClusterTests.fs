@@ -27,17 +27,17 @@ let clusterStore (prefix: string) (configure: RedisStoreOptions -> unit) =
 
 let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 let private existing = { options with MustExist = true }
-let private increment = SessionChange(Patch.fold [ Update.Increment(Path.parse "n", JsonNumber.Parse "1") ])
+let private increment = SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "n", JsonNumber.Parse "1") ])
 
 let private bindTo (user: string) =
-    SessionChange(Patch.empty, Patch.fold [ Update.set (Path.ofKeys [ SessionMeta.User ]) (Json.String user) ])
+    SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
 
 let private counterOf (session: StoredSession) =
     if isNull session then -1
     else
         match session.Data with
         | Json.Object o ->
-            match o.TryFind "n" with
+            match o.Find "n" with
             | ValueSome(Json.Number n) -> int n.Text
             | _ -> -1
         | _ -> -1
@@ -116,7 +116,7 @@ let private seedSessions (store: RedisStore) (count: int) (seed: int) =
         let random = Random seed
         let ids = [| for _ in 1..count -> idFor random null |]
         for id in ids do
-            let! result = store.CommitAsync(id, SessionChange(Patch.fold [ Update.set (Path.parse "n") (Json.int64 0L) ]), options, CancellationToken.None)
+            let! result = store.CommitAsync(id, SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 0L) ]), options, CancellationToken.None)
             Expect.equal result CommitResult.Committed "seeded"
         return ids
     }
@@ -139,7 +139,7 @@ let tests =
             use store = clusterStore "layout:" ignore
             let random = Random 1
             let fromId = anonymousElsewhere connection store random "ada"
-            let! created = store.CommitAsync(fromId, SessionChange(Patch.fold [ Update.set (Path.parse "cart") (Json.array []) ]), options, CancellationToken.None)
+            let! created = store.CommitAsync(fromId, SessionChange(Patch.fold [ Update.set (SessionPath.parse "cart") (Json.array []) ]), options, CancellationToken.None)
             Expect.equal created CommitResult.Committed "created"
             let toId = idFor random "ada"
             let! moved = store.MoveAsync(fromId, toId, bindTo "ada", options, CancellationToken.None)

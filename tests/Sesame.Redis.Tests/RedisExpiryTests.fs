@@ -15,9 +15,9 @@ open StackExchange.Redis
 let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
 let private bindTo (user: string) =
-    SessionChange(Patch.empty, Patch.fold [ Update.set (Path.ofKeys [ SessionMeta.User ]) (Json.String user) ])
+    SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
 
-let private setN (n: int) = SessionChange(Patch.fold [ Update.set (Path.parse "n") (Json.int64 (int64 n)) ])
+let private setN (n: int) = SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 (int64 n)) ])
 
 /// A store that does not sweep by itself: the tests sweep when they mean to.
 let private storeOn (connection: IConnectionMultiplexer) (prefix: string) =
@@ -125,7 +125,7 @@ let tests =
             let random = Random 3
             let user = idFor random "carol"
             let! _ = store.MoveAsync(null, user, bindTo "carol", options, CancellationToken.None)
-            let padding = SessionChange(Patch.fold [ Update.set (Path.parse "padding") (Json.String(String('x', 2000))) ])
+            let padding = SessionChange(Patch.fold [ Update.set (SessionPath.parse "padding") (Json.String(String('x', 2000))) ])
             let flood = [ for _ in 1..3000 -> idFor random null ]
             let mutable refused = 0
             for id in flood do
@@ -159,7 +159,7 @@ let tests =
             let random = Random 4
             let existing = idFor random null
             let! _ = store.CommitAsync(existing, setN 42, options, CancellationToken.None)
-            let padding = SessionChange(Patch.fold [ Update.set (Path.parse "padding") (Json.String(String('x', 2000))) ])
+            let padding = SessionChange(Patch.fold [ Update.set (SessionPath.parse "padding") (Json.String(String('x', 2000))) ])
             let mutable refusal = None
             let mutable created = 0
             while refusal.IsNone do

@@ -60,21 +60,21 @@ type Generator(seed: int) =
             | Json.Array items -> Segment.Index(random.Next(items.Length + 1)) :: segments
             | _ when segments.IsEmpty -> [ Segment.Key(this.Key()) ]
             | _ -> segments
-        Path.ofSegments (List.rev (walk tree []))
+        SessionPath.ofSegments (List.rev (walk tree []))
 
     member this.Update(tree: Json) =
         match random.Next 9 with
         | 0
         | 1
         | 2
-        | 3 -> Update.set (if random.Next 30 = 0 then Path.root else this.PathIn tree) (this.Value 0)
+        | 3 -> Update.set (if random.Next 30 = 0 then SessionPath.root else this.PathIn tree) (this.Value 0)
         | 4
         | 5 -> Update.Increment(this.PathIn tree, JsonNumber.Parse(this.Pick increments))
         | 6 -> Update.Append(this.PathIn tree, this.Value 1)
         | _ ->
             match List.rev (this.PathIn tree).Segments with
-            | Segment.Index _ :: above -> Update.remove (Path.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
-            | segments -> Update.remove (Path.ofSegments (List.rev segments))
+            | Segment.Index _ :: above -> Update.remove (SessionPath.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
+            | segments -> Update.remove (SessionPath.ofSegments (List.rev segments))
 
     member this.Patch(tree: Json) = Patch.fold [ for _ in 1 .. 1 + random.Next 3 -> this.Update tree ]
 
@@ -83,11 +83,11 @@ type Generator(seed: int) =
         let key = this.Pick [| "flash"; "device"; "shape"; "created"; "x" |]
         match random.Next 40 with
         // Binds (or unbinds) the user, which a commit refuses.
-        | 0 -> Update.set Path.root (Json.object [ key, this.Value 1 ])
-        | n when n % 5 = 1 -> Update.remove (Path.ofKeys [ key ])
-        | n when n % 5 = 2 -> Update.Increment(Path.ofKeys [ SessionMeta.Shape ], JsonNumber.Parse "1")
-        | n when n % 5 = 3 -> Update.set (Path.ofKeys [ SessionMeta.Flash; this.Key() ]) (this.Value 1)
-        | _ -> Update.set (Path.ofKeys [ key ]) (this.Value 1)
+        | 0 -> Update.set SessionPath.root (Json.object [ key, this.Value 1 ])
+        | n when n % 5 = 1 -> Update.remove (SessionPath.ofKeys [ key ])
+        | n when n % 5 = 2 -> Update.Increment(SessionPath.ofKeys [ SessionMeta.Shape ], JsonNumber.Parse "1")
+        | n when n % 5 = 3 -> Update.set (SessionPath.ofKeys [ SessionMeta.Flash; this.Key() ]) (this.Value 1)
+        | _ -> Update.set (SessionPath.ofKeys [ key ]) (this.Value 1)
 
     /// A commit's change: the tree's, now and then the facts', now and then a shape upgrade.
     member this.Change(tree: Json) =
@@ -193,9 +193,9 @@ let compare (redis: SessionStore) (seed: int) (steps: int) : Task<Map<string, in
                 let data = generator.Patch(if isNull from then Json.emptyObject else treeOf from)
                 let meta =
                     Patch.fold
-                        [ if not (isNull user) then Update.set (Path.ofKeys [ SessionMeta.User ]) (Json.String user)
-                          elif unbind then Update.remove (Path.ofKeys [ SessionMeta.User ])
-                          if random.Next 2 = 0 then Update.set (Path.ofKeys [ SessionMeta.Device ]) (Json.object [ "ua", Json.String "test" ]) ]
+                        [ if not (isNull user) then Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user)
+                          elif unbind then Update.remove (SessionPath.ofKeys [ SessionMeta.User ])
+                          if random.Next 2 = 0 then Update.set (SessionPath.ofKeys [ SessionMeta.Device ]) (Json.object [ "ua", Json.String "test" ]) ]
                 let limit =
                     if random.Next 2 = 0 then UserLimit.None
                     else { MaxSessions = 1 + random.Next 3; Policy = (if random.Next 2 = 0 then UserLimitPolicy.Refuse else UserLimitPolicy.EndLeastRecent) }

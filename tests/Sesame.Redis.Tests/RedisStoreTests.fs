@@ -69,7 +69,7 @@ type private Generator(seed: int) =
         if random.Next 3 = 0 then Segment.Index(if random.Next 3 = 0 then random.Next 3 else 0) else Segment.Key(this.Key())
 
     member this.Path(atLeast: int) =
-        Path.ofSegments [ for _ in 1 .. atLeast + random.Next(4 - atLeast) -> this.Segment() ]
+        SessionPath.ofSegments [ for _ in 1 .. atLeast + random.Next(4 - atLeast) -> this.Segment() ]
 
     member this.Value(depth: int) : Json =
         match random.Next(if depth >= 3 then 6 else 9) with
@@ -101,20 +101,20 @@ type private Generator(seed: int) =
                 | Json.Array items -> Segment.Index(random.Next(items.Length + 1)) :: segments
                 | _ when segments.IsEmpty -> [ Segment.Key(this.Key()) ]
                 | _ -> segments
-            Path.ofSegments (List.rev (walk tree []))
+            SessionPath.ofSegments (List.rev (walk tree []))
 
     member this.Update(tree: Json) =
         match random.Next 8 with
         | 0
         | 1
         | 2
-        | 3 -> Update.set (if random.Next 40 = 0 then Path.root else this.PathIn tree) (this.Value 0)
+        | 3 -> Update.set (if random.Next 40 = 0 then SessionPath.root else this.PathIn tree) (this.Value 0)
         | 4
         | 5 -> Update.Increment(this.PathIn tree, JsonNumber.Parse(this.Pick increments))
         | _ ->
             match List.rev (this.PathIn tree).Segments with
-            | Segment.Index _ :: above -> Update.remove (Path.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
-            | segments -> Update.remove (Path.ofSegments (List.rev segments))
+            | Segment.Index _ :: above -> Update.remove (SessionPath.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
+            | segments -> Update.remove (SessionPath.ofSegments (List.rev segments))
 
     member this.Patch(tree: Json) = Patch.fold [ for _ in 1 .. 1 + random.Next 3 -> this.Update tree ]
     member _.Next(n: int) = random.Next n
