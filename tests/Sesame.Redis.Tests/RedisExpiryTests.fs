@@ -66,15 +66,18 @@ let tests =
             a.Observer <- ended
             b.Observer <- ended
             let random = Random 1
-            let short = { options with IdleTimeout = TimeSpan.FromMilliseconds 200.0 }
             let ids = [ for i in 1..240 -> (if i % 3 = 0 then "ada" else null), idFor random (if i % 3 = 0 then "ada" else null) ]
             for user, id in ids do
                 let! result =
-                    if isNull user then a.CommitAsync(id, setN 1, short, CancellationToken.None)
-                    else a.MoveAsync(null, id, bindTo user, short, CancellationToken.None)
+                    if isNull user then a.CommitAsync(id, setN 1, options, CancellationToken.None)
+                    else a.MoveAsync(null, id, bindTo user, options, CancellationToken.None)
                 Expect.equal result CommitResult.Committed "created"
             let! _ = a.SweepAsync CancellationToken.None
             Expect.equal a.ActiveSessionCount (Nullable 240L) "the sweep counted the live sessions"
+            // Now each is committed once more with an idle timeout of a millisecond: Redis expires them at once.
+            for _, id in ids do
+                let! result = a.CommitAsync(id, SessionChange.Empty, { options with IdleTimeout = TimeSpan.FromMilliseconds 1.0; MustExist = true }, CancellationToken.None)
+                Expect.equal result CommitResult.Committed "committed with a brief timeout"
             do! eventually "Redis to expire the sessions" (fun () ->
                 task {
                     let! left = first.GetDatabase().KeyExistsAsync([| for _, id in ids -> RedisKey.op_Implicit (a.KeyOf id) |])
