@@ -2,6 +2,7 @@ module Sesame.Benchmarks.RedisBenchmarks
 
 open System
 open System.Diagnostics
+open System.IO
 open System.Net
 open System.Net.Sockets
 open System.Threading
@@ -11,9 +12,11 @@ open Sesame
 open Sesame.Redis
 open StackExchange.Redis
 
-/// A redis-server of the benchmark's own on a free loopback port (no persistence).
+/// A redis-server of the benchmark's own on a free loopback port (no persistence), with extra arguments
+/// (for a replica: <c>--replicaof 127.0.0.1 port</c>).
 [<Sealed>]
-type private LocalRedis() =
+type private LocalRedis(extra: string list) =
+    let directory = Directory.CreateTempSubdirectory "sesame-bench-redis-"
     let port =
         let listener = new TcpListener(IPAddress.Loopback, 0)
         listener.Start()
@@ -22,7 +25,8 @@ type private LocalRedis() =
         port
     let proc =
         let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true)
-        for argument in [ "--port"; string port; "--save"; ""; "--appendonly"; "no"; "--bind"; "127.0.0.1" ] do
+        // A folder of its own: a replica's full sync writes dump.rdb there.
+        for argument in [ "--port"; string port; "--save"; ""; "--appendonly"; "no"; "--bind"; "127.0.0.1"; "--dir"; directory.FullName ] @ extra do
             info.ArgumentList.Add argument
         let started = Process.Start info
         started.OutputDataReceived.Add ignore
@@ -38,6 +42,10 @@ type private LocalRedis() =
                 Thread.Sleep 20
         started
 
+    new() = new LocalRedis([])
+
+    member _.Port = port
+
     member _.EndPoint = $"127.0.0.1:{port}"
 
     interface IDisposable with
@@ -45,14 +53,20 @@ type private LocalRedis() =
             if not proc.HasExited then
                 proc.Kill()
                 proc.WaitForExit()
+            try
+                directory.Delete true
+            with _ ->
+                ()
 
-let private idle = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20 }
+let private idle = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
 let private cartPatch (i: int) =
-    Patch.fold [
-        Update.set (SessionPath.parse "cart.lastItem") (Json.object [ "sku", Json.int64 (int64 i); "price", Json.decimal 19.99m ])
-        Update.increment (SessionPath.parse "visits") 1m
-    ]
+    SessionChange(
+        Patch.fold [
+            Update.set (SessionPath.parse "cart.lastItem") (Json.object [ "sku", Json.int64 (int64 i); "price", Json.decimal 19.99m ])
+            Update.increment (SessionPath.parse "visits") 1m
+        ]
+    )
 
 /// <summary>
 /// Commits per second against a real redis-server on loopback: one writer, 32 concurrent writers
@@ -65,8 +79,8 @@ type RedisBenchmarks() =
     let mutable redis: LocalRedis option = None
     let mutable connection: ConnectionMultiplexer = null
     let mutable admin: ConnectionMultiplexer = null
-    let mutable store: ISessionStore = Unchecked.defaultof<_>
-    let mutable refreshingStore: ISessionStore = Unchecked.defaultof<_>
+    let mutable store: SessionStore = null
+    let mutable refreshingStore: SessionStore = null
     let mutable counter = 0
 
     let connect (endPoint: string) (allowAdmin: bool) =
@@ -116,13 +130,13 @@ type RedisBenchmarks() =
         redis <- Some server
         connection <- connect server.EndPoint false
         admin <- connect server.EndPoint true
-        store <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:"), null)
-        refreshingStore <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", ExpiryRefreshInterval = TimeSpan.Zero), null)
+        store <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", SweepInterval = TimeSpan.Zero), null)
+        refreshingStore <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.Zero), null)
         for id in [ "one"; "shared"; "load"; "rt-session" ] do
             store.CommitAsync(id, cartPatch 0, idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
         // A large session: 2,000 leaves (about 60 KB of JSON).
         let big = Json.object [ for i in 1..200 -> $"item{i}", Json.object [ for j in 1..10 -> $"field{j}", Json.string $"value {i}.{j}" ] ]
-        store.CommitAsync("large", Patch.fold [ Update.set (SessionPath.parse "catalog") big ], idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        store.CommitAsync("large", SessionChange(Patch.fold [ Update.set (SessionPath.parse "catalog") big ]), idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
         countRoundTrips ()
 
     [<GlobalCleanup>]
@@ -154,7 +168,7 @@ type RedisBenchmarks() =
             [| for w in 1..32 ->
                    task {
                        for i in 1..16 do
-                           let! _ = store.CommitAsync("shared", Patch.fold [ Update.set (SessionPath.parse $"writers.w{w}") (Json.int64 (int64 i)); Update.increment (SessionPath.parse "total") 1m ], idle, CancellationToken.None)
+                           let! _ = store.CommitAsync("shared", SessionChange(Patch.fold [ Update.set (SessionPath.parse $"writers.w{w}") (Json.int64 (int64 i)); Update.increment (SessionPath.parse "total") 1m ]), idle, CancellationToken.None)
                            ()
                    }
                    :> Task |]
@@ -163,7 +177,7 @@ type RedisBenchmarks() =
     [<Benchmark(Description = "commit, 1 writer, 2,000-leaf session")>]
     member _.CommitLargeSession() : Task =
         counter <- counter + 1
-        store.CommitAsync("large", Patch.fold [ Update.set (SessionPath.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ], idle, CancellationToken.None) :> Task
+        store.CommitAsync("large", SessionChange(Patch.fold [ Update.set (SessionPath.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ]), idle, CancellationToken.None) :> Task
 
     [<Benchmark(Description = "load (TTL refreshed at most once a second)")>]
     member _.Load() : Task = store.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
@@ -175,14 +189,15 @@ type RedisBenchmarks() =
     member _.LoadRefreshEveryTime() : Task = refreshingStore.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
 
     [<Benchmark(Description = "HGETALL alone (no script, no TTL, no rebuild)")>]
-    member _.HashGetAll() : Task = connection.GetDatabase().HashGetAllAsync(RedisKey.op_Implicit "bench:load", CommandFlags.None) :> Task
+    member _.HashGetAll() : Task = connection.GetDatabase().HashGetAllAsync(RedisKey.op_Implicit ((store :?> RedisStore).KeyOf "load"), CommandFlags.None) :> Task
 
 /// <summary>
 /// A plain throughput loop, for comparing builds (e.g. two StackExchange.Redis versions) run one
 /// after the other on a busy machine, where BenchmarkDotNet's short runs are too noisy: each
 /// round times a fixed number of commits and loads, 1 and 32 at a time, on a redis-server of its
-/// own, and prints operations per second; then Redis's INFO commandstats deltas per operation.
-/// Run: <c>dotnet Sesame.Benchmarks.dll redis-loop [rounds]</c>.
+/// own, and prints operations per second; then commits on a primary with one replica, without and
+/// with <c>WaitForReplicas = 1</c>, alternating, and the ratio of the two; then Redis's INFO
+/// commandstats deltas per operation. Run: <c>dotnet Sesame.Benchmarks.dll redis-loop [rounds]</c>.
 /// </summary>
 module RedisLoop =
 
@@ -223,7 +238,7 @@ module RedisLoop =
             ConnectionMultiplexer.ConnectAsync(settings, null).GetAwaiter().GetResult()
         use connection = connect false
         use admin = connect true
-        let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "loop:"), null) :> ISessionStore
+        let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "loop:", SweepInterval = TimeSpan.Zero), null) :> SessionStore
         let commit (session: string) (i: int) = store.CommitAsync(session, cartPatch i, idle, CancellationToken.None) :> Task
         let load (session: string) = store.LoadAsync(session, idle.IdleTimeout, CancellationToken.None) :> Task
         for w in 1..32 do
@@ -253,3 +268,37 @@ module RedisLoop =
             Console.WriteLine($"commandstats per {label}: {perOperation}")
         describe "commit" (delta before middle)
         describe "load" (delta middle after)
+        // WAIT: a primary with one replica; the same commits without and with WaitForReplicas = 1, in turns.
+        use primary = new LocalRedis()
+        use replica = new LocalRedis([ "--replicaof"; "127.0.0.1"; string primary.Port ])
+        let primaryConnection =
+            let settings = ConfigurationOptions.Parse primary.EndPoint
+            settings.AbortOnConnectFail <- false
+            settings.AllowAdmin <- true
+            ConnectionMultiplexer.ConnectAsync(settings, null).GetAwaiter().GetResult()
+        use _ = primaryConnection
+        let deadline = DateTime.UtcNow.AddSeconds 30.0
+        let synced () =
+            let info = primaryConnection.GetServer(primary.EndPoint).InfoAsync(RedisValue.op_Implicit "replication", CommandFlags.None).GetAwaiter().GetResult()
+            info |> Seq.collect id |> Seq.exists (fun (KeyValue(k, v)) -> k = "slave0" && v.Contains "state=online")
+        while not (synced ()) && DateTime.UtcNow < deadline do
+            Thread.Sleep 50
+        let storeWith (replicas: int) =
+            new RedisStore(primaryConnection, RedisStoreOptions(KeyPrefix = $"wait{replicas}:", SweepInterval = TimeSpan.Zero, WaitForReplicas = replicas), null) :> SessionStore
+        let plain, waiting = storeWith 0, storeWith 1
+        let commitTo (target: SessionStore) (session: string) (i: int) = target.CommitAsync(session, cartPatch i, idle, CancellationToken.None) :> Task
+        let replication =
+            [ for workers, per in [ 1, 2000; 32, 125 ] do
+                  $"commits/s, {workers} writers, no wait", (fun () -> timed workers per (fun w i -> commitTo plain $"s{w}" i))
+                  $"commits/s, {workers} writers, WAIT 1 replica", (fun () -> timed workers per (fun w i -> commitTo waiting $"s{w}" i)) ]
+        for _, scenario in replication do
+            scenario () |> ignore
+        let totals = Collections.Generic.Dictionary<string, float>()
+        for round in 1..rounds do
+            for name, scenario in replication do
+                let perSecond, cpu = scenario ()
+                totals[name] <- (match totals.TryGetValue name with | true, t -> t | _ -> 0.0) + perSecond
+                Console.WriteLine($"round {round}\t{name}\t{perSecond:F0}\tclient CPU µs/op\t{cpu:F1}")
+        for workers in [ 1; 32 ] do
+            let ratio = totals[$"commits/s, {workers} writers, WAIT 1 replica"] / totals[$"commits/s, {workers} writers, no wait"]
+            Console.WriteLine($"WAIT for 1 replica, {workers} writers: {ratio:F2}x the commits/s without it")

@@ -57,7 +57,7 @@ public sealed record StoreChoice(string? FilePath, string? RedisConfiguration = 
 
     /// <summary>
     /// Registers Sesame on the chosen store. On Redis, one connection carries both the sessions and the Data
-    /// Protection key ring (<c>AddSesameRedis</c>), so instances on one Redis need no shared folder; a file
+    /// Protection key ring (<c>AddRedisStore</c>), so instances on one Redis need no shared folder; a file
     /// store keeps its keys beside the file.
     /// </summary>
     public async Task RegisterAsync(IServiceCollection services)
@@ -65,9 +65,9 @@ public sealed record StoreChoice(string? FilePath, string? RedisConfiguration = 
         if (RedisConfiguration is not null)
         {
             // abortConnect=false: start even while Redis is down, and reconnect after an outage.
-            // WIP on branch contract: the Redis store moves to the new store contract on branch redisv2.
-            await Task.CompletedTask;
-            throw new SessionStoreException($"--store redis:{RedisConfiguration} is not in this build yet.");
+            var connection = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(RedisConfiguration + ",abortConnect=false");
+            services.AddSesame(Configure).AddRedisStore(connection, ApplicationName);
+            return;
         }
         var sesame = services.AddSesame(Configure);
         if (FilePath is null)

@@ -7,6 +7,7 @@ open Microsoft.AspNetCore.DataProtection
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open Sesame
+open Sesame.Redis
 
 /// A store the sample can run on.
 type StoreChoice =
@@ -55,17 +56,18 @@ let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<SessionStor
             let store = FileStore.Open(path, FileStoreOptions(), loggers.CreateLogger "Sesame.FileStore")
             return (store :> SessionStore), $"file {IO.Path.GetFullPath path} (sessions survive restarts)"
         | Redis configuration ->
-            // WIP on branch contract: the Redis store moves to the new store contract on branch redisv2.
-            return raise (SessionStoreException $"--store redis:{configuration} is not in this build yet.")
+            let! store = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), loggers.CreateLogger "Sesame.Redis")
+            return (store :> SessionStore), $"redis {configuration} (sessions shared by every instance)"
     }
 
 /// Registers Sesame on the opened store, with the Data Protection keys where that store needs them:
-/// for Redis, in the same Redis on the store's connection (AddSesameRedis), so every instance on that
+/// for Redis, in the same Redis on the store's connection (AddRedisStore), so every instance on that
 /// Redis reads the others' cookies with no shared folder; for a file, beside it.
 let register (services: IServiceCollection) (choice: StoreChoice) (store: SessionStore) : unit =
     // Its own cookie name, so this sample and the C# one can run side by side in one browser.
     let configure = Action<SesameOptions>(fun options -> options.Cookie.Name <- CookieName)
     match store with
+    | :? RedisStore as redis -> services.AddSesame(configure).AddRedisStore(redis, ApplicationName) |> ignore
     | _ ->
         services.AddSesame(configure).AddStore(store) |> ignore
         match keyDirectory choice with

@@ -13,9 +13,10 @@ open StackExchange.Redis
 exception internal InvalidLayout of reason: string
 
 /// <summary>
-/// The stored form of a session: one Redis hash, one field per node of the JSON tree (the
-/// layout is described at the top of Commit.lua). This module turns patches into the commit
-/// script's arguments and a hash's fields back into a tree; it never goes through Lua's cjson.
+/// The stored form of a session: one Redis hash holding its data tree and its facts tree, one field per node
+/// (the layout is described at the top of Patch.lua), and the keys beside it (Layout.lua). This module makes
+/// the shard tags, turns changes into the scripts' arguments and a hash's fields back into trees; it never
+/// goes through Lua's cjson.
 /// </summary>
 [<RequireQualifiedAccess>]
 module internal RedisLayout =
@@ -32,17 +33,57 @@ module internal RedisLayout =
     [<Literal>]
     let CostMark = '\u0003'
 
+    /// The root of the facts tree in field names (the data tree's root is the empty name).
+    [<Literal>]
+    let FactsRoot = "\u0004"
+
     /// The field holding the format version.
     [<Literal>]
     let VersionField = "#v"
 
-    /// The field holding the session's size in bytes of compact JSON.
+    /// The field holding the data tree's size in bytes of compact JSON.
     [<Literal>]
     let SizeField = "#s"
 
     /// The format this code writes and reads.
     [<Literal>]
-    let FormatVersion = "1"
+    let FormatVersion = "2"
+
+    let private alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+    /// <summary>
+    /// The first character of every id Sesame gives a user's sessions: 6 bits of the SHA-256 of the user id
+    /// (the rule of Sesame's SessionId.shardOf, which the store contract names).
+    /// </summary>
+    let shardOf (userId: string) : char =
+        alphabet[int (Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
+
+    /// <summary>
+    /// A session id's shard tag (tagOf in Layout.lua): its first character when it is a letter, a digit,
+    /// <c>-</c> or <c>_</c> (every id Sesame makes), otherwise one character per range of first characters,
+    /// so that the shards, in the order of <see cref="tags"/>, hold ids in order.
+    /// </summary>
+    let tagOf (id: string) : char =
+        if String.IsNullOrEmpty id then invalidArg "id" "A session id cannot be empty."
+        let c = id[0]
+        if Char.IsAsciiLetterOrDigit c || c = '-' || c = '_' then c
+        elif c < '-' then '!'
+        elif c <= '/' then '.'
+        elif c <= '@' then ':'
+        elif c <= '^' then '['
+        elif c = '`' then '`'
+        else '~'
+
+    /// Every shard tag, in the order of the ids they hold (byte order).
+    let tags: char[] = Array.ofSeq "!-.0123456789:ABCDEFGHIJKLMNOPQRSTUVWXYZ[_`abcdefghijklmnopqrstuvwxyz~"
+
+    /// An owner as the scripts keep it: the user's shard character followed by the user id.
+    let ownerOf (userId: string) : string = String(shardOf userId, 1) + userId
+
+    /// The facts an ended session is reported with when only its owner is known.
+    let factsOfOwner (owner: string) : Json =
+        if String.IsNullOrEmpty owner then Json.emptyObject
+        else Json.object [ SessionMeta.User, Json.String(owner.Substring 1) ]
 
     let private utf8 = UTF8Encoding(false, true)
 
@@ -137,7 +178,7 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit (Json.toUtf8 leaf))
             1
 
-    let private addPath (arguments: ResizeArray<RedisValue>) (path: Path) =
+    let private addPath (arguments: ResizeArray<RedisValue>) (path: SessionPath) =
         arguments.Add(RedisValue.op_Implicit (int64 path.Segments.Length))
         for segment in path.Segments do
             arguments.Add(value (segmentField segment))
@@ -149,15 +190,31 @@ module internal RedisLayout =
         if idleTimeout.TotalMilliseconds >= 1e14 then -1L
         else max 0L (int64 (Math.Ceiling idleTimeout.TotalMilliseconds))
 
-    /// <summary>The commit script's ARGV for one patch (see Commit.lua).</summary>
-    let commitArguments (patch: Patch) (options: CommitOptions) : RedisValue[] =
-        let arguments = ResizeArray<RedisValue>(8 + 8 * patch.Updates.Length)
-        arguments.Add(value (if options.MustExist then "1" else "0"))
-        arguments.Add(RedisValue.op_Implicit (ttlMilliseconds options.IdleTimeout))
-        arguments.Add(RedisValue.op_Implicit (int64 options.MaxSizeBytes))
-        arguments.Add(RedisValue.op_Implicit (int64 patch.Updates.Length))
-        // 's' sets the value at the path; 'a' appends it to the array there.
-        let addValue (op: string) (path: Path) (json: Json) =
+    /// <summary>Every update of a change in the order the scripts apply them, each with whether it changes the facts.</summary>
+    let updatesOf (change: SessionChange) : struct (bool * Update) list =
+        [ match change.Upgrade with
+          | ValueSome upgrade ->
+              for update in upgrade.Data.Updates -> struct (false, update)
+              yield struct (true, Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
+          | ValueNone -> ()
+          for update in change.Data.Updates -> struct (false, update)
+          for update in change.Meta.Updates -> struct (true, update) ]
+
+    /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it.</summary>
+    let addChange (arguments: ResizeArray<RedisValue>) (change: SessionChange) : unit =
+        let updates = updatesOf change
+        match change.Upgrade with
+        | ValueSome upgrade ->
+            arguments.Add(RedisValue.op_Implicit (int64 upgrade.From))
+            arguments.Add(RedisValue.op_Implicit (int64 upgrade.To))
+            arguments.Add(RedisValue.op_Implicit (int64 upgrade.Data.Updates.Length + 1L))
+        | ValueNone ->
+            arguments.Add(value "")
+            arguments.Add(value "")
+            arguments.Add(RedisValue.op_Implicit 0L)
+        arguments.Add(RedisValue.op_Implicit (int64 updates.Length))
+        // 's' sets the value at the path; 'a' appends it to the array there; upper case for the facts.
+        let addValue (op: string) (path: SessionPath) (json: Json) =
             arguments.Add(value op)
             addPath arguments path
             let countAt = arguments.Count
@@ -165,21 +222,21 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit (JsonSize.utf8Length json))
             let count = addNodes arguments "" json
             arguments[countAt] <- RedisValue.op_Implicit (int64 count)
-        for update in patch.Updates do
+        for struct (facts, update) in updates do
+            let op (letter: string) = if facts then letter.ToUpperInvariant() else letter
             match update with
-            | Update.Set(path, json) -> addValue "s" path json
-            | Update.Append(path, json) -> addValue "a" path json
-            // As Update.apply does: removing the root clears the session.
-            | Update.Remove path when path.IsRoot -> addValue "s" path Json.emptyObject
+            | Update.Set(path, json) -> addValue (op "s") path json
+            | Update.Append(path, json) -> addValue (op "a") path json
+            // As Update.apply does: removing the root clears the tree.
+            | Update.Remove path when path.IsRoot -> addValue (op "s") path Json.emptyObject
             // A remove of an array index is a conflict, which the script reports in its turn.
             | Update.Remove path ->
-                arguments.Add(value "r")
+                arguments.Add(value (op "r"))
                 addPath arguments path
             | Update.Increment(path, by) ->
-                arguments.Add(value "i")
+                arguments.Add(value (op "i"))
                 addPath arguments path
                 arguments.Add(value by.Text)
-        arguments.ToArray()
 
     /// How Sesame's Path module describes a node in a conflict, from the node's stored form.
     let private describe (kind: string) =
@@ -207,12 +264,12 @@ module internal RedisLayout =
         | k when k.StartsWith 'A' -> "an array"
         | _ -> "a number"
 
-    /// <summary>The conflict the commit script reported, with the message Sesame's own apply gives.</summary>
-    let conflict (patch: Patch) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =
-        let update = List.item (update - 1) patch.Updates
+    /// <summary>The conflict a script reported for the change's update number <paramref name="update"/> (from 1), with the message Sesame's own apply gives.</summary>
+    let conflict (change: SessionChange) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =
+        let struct (_, update) = List.item (update - 1) (updatesOf change)
         let path = update.Path
         let follow (what: string) =
-            let at = Path.ofSegments (List.truncate depth path.Segments)
+            let at = SessionPath.ofSegments (List.truncate depth path.Segments)
             let where = if at.IsRoot then "the root" else $"'{at}'"
             PathConflictException(path, $"Cannot follow '{path}': {where} {what}.")
         let index () =
@@ -277,9 +334,64 @@ module internal RedisLayout =
         interface IDisposable with
             member _.Dispose() = ArrayPool<byte>.Shared.Return buffer
 
+    /// Builds the tree whose root is the field `root` from the nodes (field name to value), checking every
+    /// node; counts the nodes it visits in `visited`.
+    let private buildTree (reader: ValueReader) (nodes: Dictionary<string, RedisValue>) (root: string) (visited: int ref) : Json =
+        // A path of at most MaxDepth segments holding a value at most MaxDepth deep.
+        let maxDepth = 2 * Json.MaxDepth + 1
+        let rec build (field: string) (depth: int) : Json =
+            if depth > maxDepth then raise (InvalidLayout "the tree is too deep")
+            let data =
+                match nodes.TryGetValue field with
+                | true, data -> data
+                | _ -> raise (InvalidLayout "a container names a node that is missing")
+            visited.Value <- visited.Value + 1
+            let length = reader.Fill data
+            if length = 0 then raise (InvalidLayout "a node is empty")
+            match char reader.First with
+            | 'O' ->
+                let node = reader.Decode length
+                let entries = node.Substring(1).Split KeyMark
+                if entries.Length < 2 || entries[0] <> "" then raise (InvalidLayout "an object node is malformed")
+                let members = Array.zeroCreate (entries.Length - 1)
+                let seen = HashSet<string>(StringComparer.Ordinal)
+                for i in 1 .. entries.Length - 1 do
+                    let entry = entries[i]
+                    let mark = entry.IndexOf CostMark
+                    let cost = if mark < 0 then "" else entry.Substring(mark + 1)
+                    if mark < 0 || cost.Length = 0 || not (cost |> Seq.forall Char.IsAsciiDigit) then
+                        raise (InvalidLayout "an object member is malformed")
+                    let name = entry.Substring(0, mark)
+                    if not (seen.Add name) then raise (InvalidLayout "an object names a key twice")
+                    members[i - 1] <- KeyValuePair(unescapeKey name, build (field + string KeyMark + name) (depth + 1))
+                Json.Object(JsonObject.OfSeq(members |> Seq.map (fun (KeyValue(k, v)) -> k, v)))
+            | 'A' ->
+                match Int32.TryParse(reader.Decode length |> _.Substring(1), NumberStyles.None, CultureInfo.InvariantCulture) with
+                | true, n when n > 0 ->
+                    let items = ImmutableArray.CreateBuilder<Json>(n)
+                    for i in 0 .. n - 1 do
+                        items.Add(build (field + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) (depth + 1))
+                    Json.Array(items.MoveToImmutable())
+                | _ -> raise (InvalidLayout "an array node is malformed")
+            | _ ->
+                let leaf =
+                    try
+                        Json.parseUtf8 (reader.Bytes length)
+                    with
+                    | :? Text.Json.JsonException
+                    | :? InvalidOperationException -> raise (InvalidLayout "a leaf is not JSON")
+                match leaf with
+                | Json.Array items when items.Length > 0 -> raise (InvalidLayout "a leaf holds a container")
+                | Json.Object o when o.Count > 0 -> raise (InvalidLayout "a leaf holds a container")
+                | _ -> leaf
+        let tree = build root 0
+        match tree with
+        | Json.Object _ -> tree
+        | _ -> raise (InvalidLayout "a tree's root is not an object")
+
     /// <summary>Rebuilds a session from its hash's fields and values (HGETALL's reply), checking every node.</summary>
-    /// <returns>The tree, or why the hash is not a valid session.</returns>
-    let rebuild (entries: RedisResult[]) : Result<Json, string> =
+    /// <returns>The data tree and the facts tree, or why the hash is not a valid session.</returns>
+    let rebuild (entries: RedisResult[]) : Result<struct (Json * Json), string> =
         use reader = new ValueReader()
         try
             if entries.Length % 2 <> 0 then raise (InvalidLayout "the hash reply is malformed")
@@ -292,61 +404,34 @@ module internal RedisLayout =
                 match field with
                 | VersionField -> version <- reader.Text data
                 | SizeField -> size <- reader.Text data
+                | _ when field.StartsWith '#' -> ()
                 | _ -> nodes[field] <- data
-            if version <> FormatVersion then raise (InvalidLayout "the hash has no Sesame format version")
+            if version <> FormatVersion then raise (InvalidLayout "the hash has no Sesame format version 2")
             match Int64.TryParse(size, NumberStyles.None, CultureInfo.InvariantCulture) with
             | true, _ -> ()
             | _ -> raise (InvalidLayout "the hash has no valid size")
-            let mutable visited = 0
-            // A path of at most MaxDepth segments holding a value at most MaxDepth deep.
-            let maxDepth = 2 * Json.MaxDepth + 1
-            let rec build (field: string) (depth: int) : Json =
-                if depth > maxDepth then raise (InvalidLayout "the tree is too deep")
-                let data =
-                    match nodes.TryGetValue field with
-                    | true, data -> data
-                    | _ -> raise (InvalidLayout "a container names a node that is missing")
-                visited <- visited + 1
-                let length = reader.Fill data
-                if length = 0 then raise (InvalidLayout "a node is empty")
-                match char reader.First with
-                | 'O' ->
-                    let node = reader.Decode length
-                    let entries = node.Substring(1).Split KeyMark
-                    if entries.Length < 2 || entries[0] <> "" then raise (InvalidLayout "an object node is malformed")
-                    let members = Array.zeroCreate (entries.Length - 1)
-                    let seen = HashSet<string>(StringComparer.Ordinal)
-                    for i in 1 .. entries.Length - 1 do
-                        let entry = entries[i]
-                        let mark = entry.IndexOf CostMark
-                        let cost = if mark < 0 then "" else entry.Substring(mark + 1)
-                        if mark < 0 || cost.Length = 0 || not (cost |> Seq.forall Char.IsAsciiDigit) then
-                            raise (InvalidLayout "an object member is malformed")
-                        let name = entry.Substring(0, mark)
-                        if not (seen.Add name) then raise (InvalidLayout "an object names a key twice")
-                        members[i - 1] <- KeyValuePair(unescapeKey name, build (field + string KeyMark + name) (depth + 1))
-                    Json.Object(JsonObject.OfSeq(members |> Seq.map (fun (KeyValue(k, v)) -> k, v)))
-                | 'A' ->
-                    match Int32.TryParse(reader.Decode length |> _.Substring(1), NumberStyles.None, CultureInfo.InvariantCulture) with
-                    | true, n when n > 0 ->
-                        let items = ImmutableArray.CreateBuilder<Json>(n)
-                        for i in 0 .. n - 1 do
-                            items.Add(build (field + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) (depth + 1))
-                        Json.Array(items.MoveToImmutable())
-                    | _ -> raise (InvalidLayout "an array node is malformed")
-                | _ ->
-                    let leaf =
-                        try
-                            Json.parseUtf8 (reader.Bytes length)
-                        with
-                        | :? Text.Json.JsonException
-                        | :? InvalidOperationException -> raise (InvalidLayout "a leaf is not JSON")
-                    match leaf with
-                    | Json.Array items when items.Length > 0 -> raise (InvalidLayout "a leaf holds a container")
-                    | Json.Object o when o.Count > 0 -> raise (InvalidLayout "a leaf holds a container")
-                    | _ -> leaf
-            let root = build "" 0
-            if visited <> nodes.Count then raise (InvalidLayout "the hash holds fields that are not part of the tree")
-            Ok root
+            let visited = ref 0
+            let data = buildTree reader nodes "" visited
+            let facts = buildTree reader nodes FactsRoot visited
+            if visited.Value <> nodes.Count then raise (InvalidLayout "the hash holds fields that are not part of the trees")
+            Ok(struct (data, facts))
         with InvalidLayout reason ->
             Error reason
+
+    /// <summary>Rebuilds a facts tree from <paramref name="count"/> of its fields and values, from
+    /// <paramref name="start"/> in a script's reply (field, value, ...); no fields is the empty object.</summary>
+    let rebuildFacts (items: RedisResult[]) (start: int) (count: int) : Result<Json, string> =
+        if count = 0 then
+            Ok Json.emptyObject
+        else
+            use reader = new ValueReader()
+            try
+                let nodes = Dictionary<string, RedisValue>(count / 2, StringComparer.Ordinal)
+                for i in start..2 .. start + count - 1 do
+                    nodes[reader.Text(RedisResult.op_Explicit items[i])] <- RedisResult.op_Explicit items[i + 1]
+                let visited = ref 0
+                let facts = buildTree reader nodes FactsRoot visited
+                if visited.Value <> nodes.Count then raise (InvalidLayout "the facts hold fields that are not part of their tree")
+                Ok facts
+            with InvalidLayout reason ->
+                Error reason

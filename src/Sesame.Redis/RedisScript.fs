@@ -27,6 +27,16 @@ open StackExchange.Redis
 [<Sealed>]
 type internal RedisScript private (name: string, text: string) =
     let hash = SHA1.HashData(Encoding.UTF8.GetBytes text)
+    let hashHex = Convert.ToHexStringLower hash
+
+    static let read (name: string) =
+        use stream = typeof<RedisScript>.Assembly.GetManifestResourceStream $"Sesame.Redis.{name}.lua"
+        if isNull stream then invalidOp $"The embedded script {name}.lua is missing from Sesame.Redis."
+        use reader = new StreamReader(stream, Encoding.UTF8)
+        reader.ReadToEnd()
+
+    static let isNoScript (e: RedisServerException) = e.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal)
+
 
     /// The script's name, for logs.
     member _.Name = name
@@ -34,24 +44,79 @@ type internal RedisScript private (name: string, text: string) =
     /// The script's source.
     member _.Text = text
 
-    /// Loads an embedded script (its logical name is Sesame.Redis.NAME.lua).
-    static member Embedded(name: string) =
-        use stream = typeof<RedisScript>.Assembly.GetManifestResourceStream $"Sesame.Redis.{name}.lua"
-        if isNull stream then invalidOp $"The embedded script {name}.lua is missing from Sesame.Redis."
-        use reader = new StreamReader(stream, Encoding.UTF8)
-        RedisScript(name, reader.ReadToEnd())
+    /// The script's SHA-1, as EVALSHA takes it.
+    member _.Hash = hash
 
-    /// <summary>Runs the script on one key: EVALSHA, then the text if Redis no longer has it.</summary>
+    /// <summary>
+    /// Loads an embedded script (its logical name is Sesame.Redis.NAME.lua) with the shared parts it builds on
+    /// (Layout, and Patch for scripts that change a session) before it, as one text.
+    /// </summary>
+    static member Embedded(name: string, parts: string list) =
+        RedisScript(name, String.concat "\n" [ for part in parts @ [ name ] -> read part ])
+
+    /// <summary>Runs the script: EVALSHA, then the text if Redis no longer has it.</summary>
     /// <param name="database">Where to run it.</param>
-    /// <param name="key">The only key the script touches (so it is cluster-safe).</param>
+    /// <param name="keys">The keys the script declares (all in one Redis Cluster slot).</param>
     /// <param name="arguments">ARGV.</param>
     /// <param name="onReload">Called when Redis had lost the script and it is sent again.</param>
-    member _.EvaluateAsync(database: IDatabaseAsync, key: RedisKey, arguments: RedisValue[], onReload: unit -> unit) : Task<RedisResult> =
+    member _.EvaluateAsync(database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onReload: unit -> unit) : Task<RedisResult> =
         task {
-            let keys = [| key |]
             try
                 return! database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
-            with :? RedisServerException as e when e.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal) ->
+            with :? RedisServerException as e when isNoScript e ->
                 onReload ()
                 return! database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
+        }
+
+    /// <summary>
+    /// Runs the script and then <c>WAIT replicas timeout</c> on the same connection, written together (one round
+    /// trip, plus the replicas' acknowledgement). Gives the script's reply and the number of replicas that
+    /// acknowledged every write made so far on that connection, the script's among them.
+    /// </summary>
+    /// <remarks>
+    /// On Redis Cluster both go to the server that owns the keys' slot by <see cref="T:StackExchange.Redis.IServer"/>,
+    /// the script with <c>NoRedirect</c>: had it been redirected (MOVED, ASK), the WAIT would have gone to another
+    /// server than the one that ran it, so a redirect is an error (the script did not run) that the caller retries
+    /// once the client knows the slot's new owner. Elsewhere both go through the database (one primary).
+    /// </remarks>
+    member _.EvaluateAndWaitAsync
+        (
+            connection: IConnectionMultiplexer,
+            database: IDatabaseAsync,
+            cluster: bool,
+            keys: RedisKey[],
+            arguments: RedisValue[],
+            replicas: int,
+            timeoutMilliseconds: int64,
+            onReload: unit -> unit
+        ) : Task<struct (RedisResult * int64)> =
+        let waitArguments: obj[] = [| box replicas; box timeoutMilliseconds |]
+        let send (script: obj) (command: string) : struct (Task<RedisResult> * Task<RedisResult>) =
+            if cluster then
+                let server = connection.GetServer(keys[0], null, CommandFlags.None)
+                let evaluate: obj[] =
+                    [| yield script
+                       yield box (int64 keys.Length)
+                       for key in keys -> box key
+                       for argument in arguments -> box argument |]
+                let ran = server.ExecuteAsync(command, evaluate, CommandFlags.NoRedirect)
+                struct (ran, server.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
+            else
+                let ran =
+                    if command = "EVAL" then database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
+                    else database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
+                struct (ran, database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
+        task {
+            let struct (ran, waited) = send (box hashHex) "EVALSHA"
+            try
+                let! reply = ran
+                let! acknowledged = waited
+                return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
+            with :? RedisServerException as e when isNoScript e ->
+                waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                onReload ()
+                let struct (ran, waited) = send (box text) "EVAL"
+                let! reply = ran
+                let! acknowledged = waited
+                return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
         }

@@ -5,7 +5,8 @@ open System
 /// <summary>Options of the Redis store.</summary>
 /// <remarks>
 /// Defaults: <c>KeyPrefix</c> <c>"sesame:"</c>, <c>Database</c> -1 (the connection's default),
-/// <c>OperationTimeout</c> 5 seconds, <c>ExpiryRefreshInterval</c> 1 second.
+/// <c>OperationTimeout</c> 5 seconds, <c>ExpiryRefreshInterval</c> 1 second, <c>SweepInterval</c> 1 minute,
+/// <c>WaitForReplicas</c> 0 (no wait), <c>WaitForReplicasTimeout</c> 1 second.
 /// </remarks>
 [<AllowNullLiteral>]
 type RedisStoreOptions() =
@@ -16,25 +17,33 @@ type RedisStoreOptions() =
     /// <summary>The default Redis database: -1, the connection's default database.</summary>
     static member DefaultDatabase = -1
 
-    /// <summary>The default bound on one load, commit or delete: 5 seconds.</summary>
+    /// <summary>The default bound on one load, commit, move or delete: 5 seconds.</summary>
     static member DefaultOperationTimeout = TimeSpan.FromSeconds 5.0
 
     /// <summary>The default refresh interval of the idle expiry on load: 1 second.</summary>
     static member DefaultExpiryRefreshInterval = TimeSpan.FromSeconds 1.0
 
+    /// <summary>The default interval between two sweeps of the expiry sets: 1 minute.</summary>
+    static member DefaultSweepInterval = TimeSpan.FromMinutes 1.0
+
+    /// <summary>The default time a commit waits for its replicas when <c>WaitForReplicas</c> is set: 1 second.</summary>
+    static member DefaultWaitForReplicasTimeout = TimeSpan.FromSeconds 1.0
+
     /// <summary>
-    /// Put before every session id to make its Redis key (the key is the prefix followed by the
-    /// id). Lets several apps share one Redis. Default <c>"sesame:"</c>.
+    /// Put before every key the store makes (sessions <c>KeyPrefix{c}:id</c>, and the indexes beside them, where
+    /// <c>c</c> is the id's first character: see the README's key layout). Lets several apps share one Redis. It cannot
+    /// contain <c>{</c> or <c>}</c>, which would change the keys' Redis Cluster hash tags. Default <c>"sesame:"</c>.
     /// </summary>
     member val KeyPrefix = RedisStoreOptions.DefaultKeyPrefix with get, set
 
-    /// <summary>The Redis database number; -1 (the default) uses the connection's default database.</summary>
+    /// <summary>The Redis database number; -1 (the default) uses the connection's default database. Redis Cluster has database 0 only.</summary>
     member val Database = RedisStoreOptions.DefaultDatabase with get, set
 
     /// <summary>
-    /// The longest a load, commit or delete may wait for Redis. Past it the operation fails with a
-    /// <see cref="T:Sesame.SessionStoreException"/> (a commit may still have been applied).
-    /// Default 5 seconds.
+    /// The longest a load, commit, move, delete or listing may wait for Redis. Past it the operation fails with a
+    /// <see cref="T:Sesame.SessionStoreException"/> (a commit may still have been applied). Within it, conditions Redis
+    /// reports before running anything (a Redis Cluster slot being migrated, a session in the middle of a move to
+    /// another slot) are retried. Default 5 seconds.
     /// </summary>
     member val OperationTimeout = RedisStoreOptions.DefaultOperationTimeout with get, set
 
@@ -43,15 +52,38 @@ type RedisStoreOptions() =
     /// session's TTL, except that a load finding the TTL refreshed less than this long ago leaves
     /// it alone, so a burst of requests makes one write to Redis (and to its replicas and AOF)
     /// rather than one per request. A session may therefore expire up to this much earlier than
-    /// the idle timeout after its last load. <c>TimeSpan.Zero</c> refreshes on every load.
-    /// Commits always refresh it. Default 1 second.
+    /// the idle timeout after its last load, and its last-seen time is as precise as this.
+    /// <c>TimeSpan.Zero</c> refreshes on every load. Commits always refresh it. Default 1 second.
     /// </summary>
     member val ExpiryRefreshInterval = RedisStoreOptions.DefaultExpiryRefreshInterval with get, set
 
     /// <summary>
-    /// The Redis key of the ASP.NET Core Data Protection key ring that <c>AddSesameRedis</c> keeps
+    /// How often this store instance sweeps the expiry sets for sessions Redis has expired (or evicted), to remove
+    /// them from the indexes and report them to the store's observer (<c>SessionEndReason.Expired</c>). Every app
+    /// instance sweeps; each ended session is reported once, by whichever instance removes it first. An expiry is
+    /// therefore reported at most this long after it happened (plus the sweep's own time), or earlier, when a request
+    /// asks for the expired session. <c>TimeSpan.Zero</c> or <c>Timeout.InfiniteTimeSpan</c>: this instance does not
+    /// sweep (<see cref="M:Sesame.Redis.RedisStore.SweepAsync(System.Threading.CancellationToken)"/> still does). Default 1 minute.
+    /// </summary>
+    member val SweepInterval = RedisStoreOptions.DefaultSweepInterval with get, set
+
+    /// <summary>
+    /// The number of replicas that must have a commit (and a move or a delete) before the store acknowledges it: after
+    /// its script, the store sends Redis <c>WAIT</c> on the same connection, and a commit that fewer replicas
+    /// acknowledged within <c>WaitForReplicasTimeout</c> fails with a <see cref="T:Sesame.SessionStoreException"/>
+    /// (it was applied on the primary, and may be lost if the primary fails before its replicas have it). With it, a
+    /// primary's failure loses no acknowledged commit as long as the replica that takes over is one that acknowledged.
+    /// 0 (the default) does not wait: replication is asynchronous, and a failover may lose the last commits.
+    /// </summary>
+    member val WaitForReplicas = 0 with get, set
+
+    /// <summary>How long a commit waits for <c>WaitForReplicas</c> replicas to acknowledge it. Default 1 second.</summary>
+    member val WaitForReplicasTimeout = RedisStoreOptions.DefaultWaitForReplicasTimeout with get, set
+
+    /// <summary>
+    /// The Redis key of the ASP.NET Core Data Protection key ring that <c>AddRedisStore</c> keeps
     /// beside the sessions: <c>KeyPrefix</c> followed by <c>DataProtection-Keys</c> (so
     /// <c>"sesame:DataProtection-Keys"</c> by default), a Redis list of the keys' XML. No session
-    /// can have this key: session ids are 32 characters long.
+    /// key has this name: every session key has a <c>{</c> after the prefix.
     /// </summary>
     member this.DataProtectionKey = this.KeyPrefix + "DataProtection-Keys"

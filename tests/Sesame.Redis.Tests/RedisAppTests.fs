@@ -39,14 +39,15 @@ let private app: HttpHandler =
           route "/cart/remove" >=> Session.handler (fun s -> s |> Session.remove "cart"; text "cart removed")
           route "/hit" >=> Session.handler (fun s -> text (string (s |> Session.increment "hits" 1m))) ]
 
-/// Starts an app instance on its own Redis connection; with a key directory, its Data Protection
-/// keys live there under a fixed application name, so instances given the same folder share them.
-let private startInstance (server: Server) (redis: RedisServer) (keys: DirectoryInfo option) (logs: LogCapture) : Task<IHost> =
+/// Starts an app instance on its own Redis connection (to one server, or to a cluster's nodes); with a
+/// key directory, its Data Protection keys live there under a fixed application name, so instances given
+/// the same folder share them.
+let private startInstance (server: Server) (configuration: string) (keys: DirectoryInfo option) (logs: LogCapture) : Task<IHost> =
     task {
         // The host's container owns the store and disposes it (and its connection) with the host.
-        let! store = RedisStore.ConnectAsync(redis.EndPoint)
+        let! store = RedisStore.ConnectAsync(configuration)
         let services (services: IServiceCollection) =
-            services.AddSesame(fun o -> o.Store <- store) |> ignore
+            services.AddSesame().AddStore(fun _ -> store :> SessionStore) |> ignore
             match keys with
             | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(directory).SetApplicationName("sesame-test") |> ignore
             | None -> ()
@@ -69,6 +70,72 @@ type private TempDirectory(prefix: string) =
             with _ ->
                 ()
 
+
+/// Two app instances on one Redis (or one cluster), their Data Protection keys in one folder: one browser's
+/// session goes back and forth between them, and 100 concurrent increments, half on each, add up.
+let private twoInstances (configuration: string) : Task =
+    task {
+        use keys = new TempDirectory "sesame-keys-"
+        let logsA, logsB = new LogCapture(), new LogCapture()
+        use! instanceA = startInstance Kestrel configuration (Some keys.Info) logsA
+        use! instanceB = startInstance Kestrel configuration (Some keys.Info) logsB
+        Expect.notEqual (addressOf instanceB) (addressOf instanceA) "addressOf instanceB"
+        // One browser's cookie jar: both instances are on 127.0.0.1, and cookies do not care about ports.
+        let jar = CookieContainer()
+        let clientOf host = new HttpClient(new HttpClientHandler(CookieContainer = jar, UseCookies = true), BaseAddress = addressOf host)
+        use onA = clientOf instanceA
+        use onB = clientOf instanceB
+        let get (client: HttpClient) (url: string) =
+            task {
+                let! response = client.GetAsync url
+                let! body = response.Content.ReadAsStringAsync()
+                Expect.isTrue response.IsSuccessStatusCode ($"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}")
+                return body
+            }
+        let! first = get onA "/"
+        Expect.equal first "1 times!" "first"
+        let cookie = jar.GetCookies(addressOf instanceA) |> Seq.exactlyOne
+        let! second = get onB "/"
+        Expect.equal second "2 times!" "second"
+        let! third = get onA "/"
+        Expect.equal third "3 times!" "third"
+        // node-sesame's nested example, alternating: each instance doubles what the other stored.
+        let! nested1 = get onB "/nested"
+        Expect.equal nested1 "4 times! baz = 2" "nested1"
+        let! nested2 = get onA "/nested"
+        Expect.equal nested2 "5 times! baz = 4" "nested2"
+        let! nested3 = get onB "/nested"
+        Expect.equal nested3 "6 times! baz = 8" "nested3"
+        // Set on A, read and extended on B, read on A, removed on B, gone on A.
+        let! _ = get onA "/cart"
+        let! seenOnB = get onB "/session"
+        Expect.equal seenOnB ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"}]}}""") "seenOnB"
+        let! _ = get onB "/cart/add"
+        let! seenOnA = get onA "/session"
+        Expect.equal seenOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"},{"qty":1,"sku":"pear"}]}}""") "seenOnA"
+        let! _ = get onB "/cart/remove"
+        let! afterRemove = get onA "/session"
+        Expect.equal afterRemove ("""{"times":6,"foo":{"bar":{"baz":8}}}""") "afterRemove"
+        // 100 increments at once, half on each instance, all of one session.
+        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+        let hits =
+            [ for i in 1..100 ->
+                  task {
+                      do! gate.Task
+                      let! _ = get (if i % 2 = 0 then onA else onB) "/hit"
+                      ()
+                  } ]
+        gate.SetResult()
+        let! _ = Task.WhenAll hits
+        let! finalOnA = get onA "/session"
+        let! finalOnB = get onB "/session"
+        Expect.equal finalOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"hits":100}""") "finalOnA"
+        Expect.equal finalOnB finalOnA "finalOnB"
+        // One session throughout: neither instance ever replaced the cookie with one of its own.
+        let cookies = jar.GetCookies(addressOf instanceB) |> Seq.exactlyOne
+        Expect.equal cookies.Value cookie.Value "cookies.Value"
+        Expect.isEmpty (keysNotShared logsA @ keysNotShared logsB) "keysNotShared logsA @ keysNotShared logsB"
+    }
 
 /// What one request of the outage test saw.
 type private Outcome =
@@ -113,7 +180,7 @@ let tests =
         testCaseTask "an app on a Redis store without a persisted key ring is warned about at startup" <| fun () -> task {
             use redis = new RedisServer()
             let logs = new LogCapture()
-            use! _host = startInstance InMemory redis None logs
+            use! _host = startInstance InMemory redis.EndPoint None logs
             let warning = keysNotShared logs |> List.exactlyOne
             Expect.equal warning.Level LogLevel.Warning "warning.Level"
             Expect.stringContains warning.Message "RedisStore" "warning.Message"
@@ -121,73 +188,19 @@ let tests =
             // The same app with its keys persisted to a shared folder starts quietly.
             use keys = new TempDirectory "sesame-keys-"
             let quiet = new LogCapture()
-            use! _other = startInstance InMemory redis (Some keys.Info) quiet
+            use! _other = startInstance InMemory redis.EndPoint (Some keys.Info) quiet
             Expect.isEmpty (keysNotShared quiet) "keysNotShared quiet"
         }
 
         testCaseTask "two app instances on one Redis with a shared key ring serve one user's session alternately, and concurrent increments across both add up exactly" <| fun () -> task {
             use redis = new RedisServer()
-            use keys = new TempDirectory "sesame-keys-"
-            let logsA, logsB = new LogCapture(), new LogCapture()
-            use! instanceA = startInstance Kestrel redis (Some keys.Info) logsA
-            use! instanceB = startInstance Kestrel redis (Some keys.Info) logsB
-            Expect.notEqual (addressOf instanceB) (addressOf instanceA) "addressOf instanceB"
-            // One browser's cookie jar: both instances are on 127.0.0.1, and cookies do not care about ports.
-            let jar = CookieContainer()
-            let clientOf host = new HttpClient(new HttpClientHandler(CookieContainer = jar, UseCookies = true), BaseAddress = addressOf host)
-            use onA = clientOf instanceA
-            use onB = clientOf instanceB
-            let get (client: HttpClient) (url: string) =
-                task {
-                    let! response = client.GetAsync url
-                    let! body = response.Content.ReadAsStringAsync()
-                    Expect.isTrue response.IsSuccessStatusCode ($"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}")
-                    return body
-                }
-            let! first = get onA "/"
-            Expect.equal first "1 times!" "first"
-            let cookie = jar.GetCookies(addressOf instanceA) |> Seq.exactlyOne
-            let! second = get onB "/"
-            Expect.equal second "2 times!" "second"
-            let! third = get onA "/"
-            Expect.equal third "3 times!" "third"
-            // node-sesame's nested example, alternating: each instance doubles what the other stored.
-            let! nested1 = get onB "/nested"
-            Expect.equal nested1 "4 times! baz = 2" "nested1"
-            let! nested2 = get onA "/nested"
-            Expect.equal nested2 "5 times! baz = 4" "nested2"
-            let! nested3 = get onB "/nested"
-            Expect.equal nested3 "6 times! baz = 8" "nested3"
-            // Set on A, read and extended on B, read on A, removed on B, gone on A.
-            let! _ = get onA "/cart"
-            let! seenOnB = get onB "/session"
-            Expect.equal seenOnB ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"}]}}""") "seenOnB"
-            let! _ = get onB "/cart/add"
-            let! seenOnA = get onA "/session"
-            Expect.equal seenOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"},{"qty":1,"sku":"pear"}]}}""") "seenOnA"
-            let! _ = get onB "/cart/remove"
-            let! afterRemove = get onA "/session"
-            Expect.equal afterRemove ("""{"times":6,"foo":{"bar":{"baz":8}}}""") "afterRemove"
-            // 100 increments at once, half on each instance, all of one session.
-            let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-            let hits =
-                [ for i in 1..100 ->
-                      task {
-                          do! gate.Task
-                          let! _ = get (if i % 2 = 0 then onA else onB) "/hit"
-                          ()
-                      } ]
-            gate.SetResult()
-            let! _ = Task.WhenAll hits
-            let! finalOnA = get onA "/session"
-            let! finalOnB = get onB "/session"
-            Expect.equal finalOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"hits":100}""") "finalOnA"
-            Expect.equal finalOnB finalOnA "finalOnB"
-            // One session throughout: neither instance ever replaced the cookie with one of its own.
-            let cookies = jar.GetCookies(addressOf instanceB) |> Seq.exactlyOne
-            Expect.equal cookies.Value cookie.Value "cookies.Value"
-            Expect.isEmpty (keysNotShared logsA @ keysNotShared logsB) "keysNotShared logsA @ keysNotShared logsB"
+            do! twoInstances redis.EndPoint
         }
+
+        testCaseTask "two app instances on a Redis Cluster with a shared key ring serve one user's session alternately, and concurrent increments across both add up exactly" (fun () -> task {
+            let cluster, _ = RedisCluster.shared.Value
+            do! twoInstances cluster.Configuration
+        }) |> testSequencedGroup "redis cluster"
 
         testCaseTask "through Kestrel, Redis going down mid-load gives quick 5xx answers, and once it is back every request succeeds and every acknowledged change is there" <| fun () -> task {
             use data = new TempDirectory "sesame-redis-aof-"

@@ -12,35 +12,47 @@ open System.Threading.Tasks
 open StackExchange.Redis
 open Sesame.Tests
 
-let private accepts (port: int) =
+/// The process id of the redis-server listening on the port (INFO server, over a plain socket), or None
+/// when nothing answers there.
+let processListeningOn (port: int) : int option =
     try
         use client = new TcpClient()
         client.Connect(IPAddress.Loopback, port)
-        true
-    with :? SocketException ->
-        false
+        client.ReceiveTimeout <- 2000
+        let stream = client.GetStream()
+        let command = Encoding.ASCII.GetBytes "*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"
+        stream.Write(command, 0, command.Length)
+        let reply = StringBuilder()
+        let buffer = Array.zeroCreate<byte> 4096
+        let mutable complete = false
+        while not complete do
+            let read = stream.Read(buffer, 0, buffer.Length)
+            if read = 0 then complete <- true
+            else
+                reply.Append(Encoding.ASCII.GetString(buffer, 0, read)) |> ignore
+                complete <- reply.ToString().Contains "process_id:" && reply.ToString().Contains "\r\nrun_id:"
+        let text = reply.ToString()
+        let at = text.IndexOf "process_id:"
+        if at < 0 then None
+        else
+            let digits = text.Substring(at + "process_id:".Length) |> Seq.takeWhile Char.IsAsciiDigit |> Seq.toArray |> String
+            Some(int digits)
+    with
+    | :? SocketException
+    | :? IOException -> None
 
 /// <summary>
-/// A redis-server process of its own (loopback only), so tests never touch another Redis. Stop
-/// and Start restart it on the same port, as an outage would. By default nothing is persisted;
-/// given <c>appendOnlyDirectory</c>, every write is appended to an AOF in that folder and fsynced
-/// before Redis answers (<c>appendfsync always</c>), so what Redis acknowledged survives a Stop
-/// (a kill) and is there again after Start.
+/// Starts redis-server on a free port and waits until it answers there. Gives the process and the port.
+/// A free port can be taken by another process between the choice and redis-server's bind (tests start
+/// servers in parallel), so the server that answers must be this process; if it is not (this one could
+/// not bind and exits), another port is tried.
 /// </summary>
-[<Sealed>]
-type RedisServer(?appendOnlyDirectory: string) =
-    let port = freePort ()
-    let mutable proc: Process = null
-    let log = StringBuilder()
-
-    let persistence =
-        match appendOnlyDirectory with
-        | None -> [ "--appendonly"; "no" ]
-        | Some directory -> [ "--appendonly"; "yes"; "--appendfsync"; "always"; "--dir"; directory ]
-
-    let start () =
+let startRedisServer (fixedPort: int option) (arguments: string list) (directory: string) (log: StringBuilder) : Process * int =
+    let rec attempt (tries: int) =
+        let port = defaultArg fixedPort (freePort ())
         let info = ProcessStartInfo("redis-server", UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
-        for argument in [ "--port"; string port; "--save"; ""; "--bind"; "127.0.0.1" ] @ persistence do
+        if not (isNull directory) then info.WorkingDirectory <- directory
+        for argument in [ "--port"; string port; "--bind"; "127.0.0.1" ] @ arguments do
             info.ArgumentList.Add argument
         let started =
             try
@@ -51,12 +63,47 @@ type RedisServer(?appendOnlyDirectory: string) =
         started.ErrorDataReceived.Add(fun e -> lock log (fun () -> log.AppendLine e.Data |> ignore))
         started.BeginOutputReadLine()
         started.BeginErrorReadLine()
-        proc <- started
         let deadline = DateTime.UtcNow.AddSeconds 20.0
-        while not (accepts port) do
-            if started.HasExited || DateTime.UtcNow > deadline then
+        let mutable listening = None
+        while listening.IsNone && not started.HasExited do
+            if processListeningOn port = Some started.Id then listening <- Some port
+            elif DateTime.UtcNow > deadline then
+                started.Kill()
                 raise (InvalidOperationException($"redis-server did not start on port {port}:\n{lock log (fun () -> log.ToString())}"))
-            Thread.Sleep 20
+            else Thread.Sleep 20
+        match listening with
+        | Some port -> started, port
+        | None when tries < 5 && Option.isNone fixedPort -> attempt (tries + 1)
+        | None -> raise (InvalidOperationException($"redis-server could not start on port {port}:\n{lock log (fun () -> log.ToString())}"))
+    attempt 1
+
+/// <summary>
+/// A redis-server process of its own (loopback only), so tests never touch another Redis. Stop
+/// and Start restart it on the same port, as an outage would. By default nothing is persisted;
+/// given <c>appendOnlyDirectory</c>, every write is appended to an AOF in that folder and fsynced
+/// before Redis answers (<c>appendfsync always</c>), so what Redis acknowledged survives a Stop
+/// (a kill) and is there again after Start. <c>arguments</c> are passed on (e.g. <c>--maxmemory</c>,
+/// <c>--replicaof</c>).
+/// </summary>
+[<Sealed>]
+type RedisServer(?appendOnlyDirectory: string, ?arguments: string list) =
+    let mutable port = 0
+    let mutable proc: Process = null
+    let log = StringBuilder()
+    // A folder of its own even without persistence: a replica's full sync writes dump.rdb there, and a server
+    // started later in the same folder would load it.
+    let scratch = Directory.CreateTempSubdirectory "sesame-redis-"
+
+    let persistence =
+        match appendOnlyDirectory with
+        | None -> [ "--appendonly"; "no"; "--dir"; scratch.FullName ]
+        | Some directory -> [ "--appendonly"; "yes"; "--appendfsync"; "always"; "--dir"; directory ]
+
+    // The first start finds a free port; a restart (after Stop) keeps it.
+    let start () =
+        let started, listening = startRedisServer (if port = 0 then None else Some port) ([ "--save"; "" ] @ persistence @ defaultArg arguments []) null log
+        proc <- started
+        port <- listening
 
     do start ()
 
@@ -102,7 +149,12 @@ type RedisServer(?appendOnlyDirectory: string) =
         }
 
     interface IDisposable with
-        member this.Dispose() = this.Stop()
+        member this.Dispose() =
+            this.Stop()
+            try
+                scratch.Delete true
+            with _ ->
+                ()
 
 /// The quoted words of a MONITOR line (escapes kept as Redis wrote them).
 let private words (text: string) =

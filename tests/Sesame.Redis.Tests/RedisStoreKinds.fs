@@ -23,5 +23,5 @@ let all: StoreKind list =
     // the shared connection, so the test host disposing it leaves the connection open. Expiry is
     // Redis's own (key TTLs), on real time: the clock is not the store's.
     [ { Name = "redis"
-        Create = fun _ -> new RedisStore(shared.Value, RedisStoreOptions(KeyPrefix = $"e2e-{Guid.NewGuid():N}:"), null) :> ISessionStore
+        Create = fun _ -> new RedisStore(shared.Value, RedisStoreOptions(KeyPrefix = $"e2e-{Guid.NewGuid():N}:"), null) :> SessionStore
         FollowsClock = false } ]

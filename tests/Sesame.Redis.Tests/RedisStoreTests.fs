@@ -22,9 +22,9 @@ type RedisFixture() =
     member _.Connection = connection
     member _.Admin = admin
 
-    /// A store on the shared connection.
+    /// A store on the shared connection. It does not sweep: some tests watch every command the server runs.
     member _.Store(?prefix: string) =
-        new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:"), null)
+        new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:", SweepInterval = TimeSpan.Zero), null)
 
     interface IDisposable with
         member _.Dispose() =
@@ -42,7 +42,7 @@ let private serverOfItsOwn () =
 /// The store contract, run against the Redis store and a real redis-server, on real time (Redis expires keys itself).
 let private contract =
     let server = serverOfItsOwn ()
-    storeContract "contract" (fun () -> server.Value.Store "contract:" :> ISessionStore)
+    storeContract "contract" (fun () -> server.Value.Store "contract:" :> SessionStore)
 
 /// Fails the test if the task has not finished within the guard: a hang is a failure, not a wait.
 let private withinAsync (guard: TimeSpan) (work: Task) =
@@ -51,7 +51,7 @@ let private withinAsync (guard: TimeSpan) (work: Task) =
         Expect.isTrue (obj.ReferenceEquals(first, work)) ($"The operation was still running after {guard}: it hangs.")
     }
 
-let private load (store: ISessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
+let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
 /// A small, seeded generator of the paths, values and updates that stress the stored form:
 /// keys with marks, quotes, escapes and unicode; numbers beyond doubles; empty containers.
@@ -69,7 +69,7 @@ type private Generator(seed: int) =
         if random.Next 3 = 0 then Segment.Index(if random.Next 3 = 0 then random.Next 3 else 0) else Segment.Key(this.Key())
 
     member this.Path(atLeast: int) =
-        Path.ofSegments [ for _ in 1 .. atLeast + random.Next(4 - atLeast) -> this.Segment() ]
+        SessionPath.ofSegments [ for _ in 1 .. atLeast + random.Next(4 - atLeast) -> this.Segment() ]
 
     member this.Value(depth: int) : Json =
         match random.Next(if depth >= 3 then 6 else 9) with
@@ -101,20 +101,20 @@ type private Generator(seed: int) =
                 | Json.Array items -> Segment.Index(random.Next(items.Length + 1)) :: segments
                 | _ when segments.IsEmpty -> [ Segment.Key(this.Key()) ]
                 | _ -> segments
-            Path.ofSegments (List.rev (walk tree []))
+            SessionPath.ofSegments (List.rev (walk tree []))
 
     member this.Update(tree: Json) =
         match random.Next 8 with
         | 0
         | 1
         | 2
-        | 3 -> Update.set (if random.Next 40 = 0 then Path.root else this.PathIn tree) (this.Value 0)
+        | 3 -> Update.set (if random.Next 40 = 0 then SessionPath.root else this.PathIn tree) (this.Value 0)
         | 4
         | 5 -> Update.Increment(this.PathIn tree, JsonNumber.Parse(this.Pick increments))
         | _ ->
             match List.rev (this.PathIn tree).Segments with
-            | Segment.Index _ :: above -> Update.remove (Path.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
-            | segments -> Update.remove (Path.ofSegments (List.rev segments))
+            | Segment.Index _ :: above -> Update.remove (SessionPath.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
+            | segments -> Update.remove (SessionPath.ofSegments (List.rev segments))
 
     member this.Patch(tree: Json) = Patch.fold [ for _ in 1 .. 1 + random.Next 3 -> this.Update tree ]
     member _.Next(n: int) = random.Next n
@@ -126,7 +126,7 @@ let private storeTests =
     testSequencedGroup "redis store server" <| testList "store" [
         testCaseTask "every commit leaves exactly what applying its patch in memory gives, byte for byte, size included" <| fun () -> task {
             let redis = server.Value.Store "model:"
-            let store = redis :> ISessionStore
+            let store = redis :> SessionStore
             let db = server.Value.Admin.GetDatabase()
             let generator = Generator 20240607
             let mutable committed, conflicts, tooLarge = 0, 0, 0
@@ -141,16 +141,20 @@ let private storeTests =
                     let options = { creating with MaxSizeBytes = limit }
                     match Patch.tryApply patch before with
                     | Error expected ->
-                        let! e = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, patch, options, testToken ()) :> Task)
+                        let! e = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
                         Expect.equal e.Message expected.Message "e.Message"
                         Expect.equal e.Path expected.Path "e.Path"
                         conflicts <- conflicts + 1
+                    | Ok after when (match after with Json.Object _ -> false | _ -> true) ->
+                        // A session's tree is an object: a root set to anything else is refused, as every store refuses it.
+                        let! _ = throwsAsync<ArgumentException> (fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                        ()
                     | Ok after when JsonSize.utf8Length after > int64 limit ->
-                        let! e = throwsAsync<SessionTooLargeException> (fun () -> store.CommitAsync(id, patch, options, testToken ()) :> Task)
+                        let! e = throwsAsync<SessionTooLargeException> (fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
                         Expect.equal e.Size (JsonSize.utf8Length after) "e.Size"
                         tooLarge <- tooLarge + 1
                     | Ok after ->
-                        let! result = store.CommitAsync(id, patch, options, testToken ())
+                        let! result = store.CommitAsync(id, SessionChange patch, options, testToken ())
                         Expect.equal result CommitResult.Committed "result"
                         model <- Some after
                         committed <- committed + 1
@@ -168,7 +172,7 @@ let private storeTests =
         }
 
         testCaseTask "key order survives, and setting an existing key keeps its place" <| fun () -> task {
-            let store = server.Value.Store() :> ISessionStore
+            let store = server.Value.Store() :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = store.CommitAsync(id, changeOf [ setAt "z" "{}"; setAt "a" "{\"y\":1,\"b\":2}"; setAt "m" "3" ], creating, testToken ())
             let! _ = store.CommitAsync(id, changeOf [ setAt "a" "[]"; setAt "z.q" "true"; Update.remove (path "m"); setAt "m" "4" ], creating, testToken ())
@@ -181,10 +185,10 @@ let private storeTests =
             let id = Guid.NewGuid().ToString "N"
             let key = RedisKey.op_Implicit (store.KeyOf id)
             let db = server.Value.Admin.GetDatabase()
-            let! _ = (store :> ISessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 10.0 }, testToken ())
+            let! _ = (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 10.0 }, testToken ())
             let! ttl = db.KeyTimeToLiveAsync(key)
             Expect.isTrue (ttl.HasValue && ttl.Value > TimeSpan.FromMinutes 9.0 && ttl.Value <= TimeSpan.FromMinutes 10.0) ($"TTL {ttl}")
-            let! _ = (store :> ISessionStore).LoadTreeAsync(id, TimeSpan.FromHours 1.0, testToken ())
+            let! _ = (store :> SessionStore).LoadTreeAsync(id, TimeSpan.FromHours 1.0, testToken ())
             let! slid = db.KeyTimeToLiveAsync(key)
             Expect.isTrue (slid.HasValue && slid.Value > TimeSpan.FromMinutes 59.0) ($"TTL after load {slid}")
         }
@@ -192,16 +196,16 @@ let private storeTests =
         testCaseTask "an idle timeout too long for Redis keeps the session without expiry" <| fun () -> task {
             let store = server.Value.Store()
             let id = Guid.NewGuid().ToString "N"
-            let! result = (store :> ISessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.MaxValue }, testToken ())
+            let! result = (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.MaxValue }, testToken ())
             Expect.equal result CommitResult.Committed "result"
             let! ttl = server.Value.Admin.GetDatabase().KeyTimeToLiveAsync(RedisKey.op_Implicit (store.KeyOf id))
             Expect.isFalse ttl.HasValue ($"TTL {ttl}")
-            let! loaded = (store :> ISessionStore).LoadTreeAsync(id, TimeSpan.MaxValue, testToken ())
+            let! loaded = (store :> SessionStore).LoadTreeAsync(id, TimeSpan.MaxValue, testToken ())
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
         testCaseTask "after SCRIPT FLUSH the store sends its scripts again and keeps working" <| fun () -> task {
-            let store = server.Value.Store() :> ISessionStore
+            let store = server.Value.Store() :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], creating, testToken ())
             let! _ = load store id
@@ -219,7 +223,7 @@ let private storeTests =
 
         testCaseTask "a key that does not hold a session is an error for that session only" <| fun () -> task {
             let store = server.Value.Store()
-            let sessions = store :> ISessionStore
+            let sessions = store :> SessionStore
             let db = server.Value.Admin.GetDatabase()
             let text, garbage, broken, fine = "text-" + Guid.NewGuid().ToString "N", "garbage-" + Guid.NewGuid().ToString "N", "broken-" + Guid.NewGuid().ToString "N", "fine-" + Guid.NewGuid().ToString "N"
             let! _ = db.StringSetAsync(RedisKey.op_Implicit (store.KeyOf text), RedisValue.op_Implicit "hello")
@@ -240,10 +244,10 @@ let private storeTests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
-        testCaseTask "a commit is one Redis command and a load is one, and scripts touch only the session's key" <| fun () -> task {
+        testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag" <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-round-trips")
-            let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero), null)
-            let sessions = store :> ISessionStore
+            let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
+            let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             // Once, so Redis has both scripts (the first call after a start sends them by text).
             let! _ = sessions.CommitAsync(id, changeOf [ setAt "warm" "true" ], creating, testToken ())
@@ -261,20 +265,105 @@ let private storeTests =
             let fromStore = seen |> List.filter (fun (client, _) -> storeClients.Contains client)
             let commandNames = fromStore |> List.map (fun (_, words) -> List.head words |> _.ToLowerInvariant())
             Expect.equal (commandNames : string list) (List.replicate 20 "evalsha") "commandNames"
-            let key = store.KeyOf id
-            let inScripts = seen |> List.filter (fun (client, _) -> client = "lua")
+            // The session's hash and its shard's expiry set: both under the hash tag of the id's first character.
+            let tagged = $"rt:{{{id[0]}}}"
+            let inScripts = seen |> List.filter (fun (client, words) -> client = "lua" && List.head words <> "TIME" && List.head words <> "time")
             Expect.isNonEmpty inScripts "inScripts"
-            Seq.iter (fun (_, words) -> Expect.equal (List.item 1 words) key "List.item 1 words") inScripts
+            for _, words in inScripts do
+                Expect.stringStarts (List.item 1 words) tagged $"{List.head words} touches a key of the session's hash tag"
+            Expect.contains (inScripts |> List.map (fun (_, words) -> List.item 1 words)) (store.KeyOf id) "the session's key"
         }
 
         testCaseTask "the key prefix names every session's key" <| fun () -> task {
             let store = server.Value.Store "app-one:"
             let id = Guid.NewGuid().ToString "N"
-            let! _ = (store :> ISessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
-            let! exists = server.Value.Admin.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit ("app-one:" + id))
+            let! _ = (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+            let key = store.KeyOf id
+            Expect.stringStarts key "app-one:" "the key starts with the prefix"
+            let! exists = server.Value.Admin.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit key)
             Expect.isTrue exists "exists"
-            let! other = (server.Value.Store "app-two:" :> ISessionStore).LoadTreeAsync(id, creating.IdleTimeout, testToken ())
+            let! other = (server.Value.Store "app-two:" :> SessionStore).LoadTreeAsync(id, creating.IdleTimeout, testToken ())
             Expect.equal other None "other"
+        }
+    ]
+
+/// The Redis store's v2 layout on one server: the memory store as its model, listings over the shards, moves
+/// across slots forced on one server (as a cluster makes them), marks left by a mover.
+let private layoutTests =
+    let server = serverOfItsOwn ()
+    testList "layout" [
+        testCaseTask "every answer of the Redis store is the memory store's: commits, facts, upgrades, moves, limits, deletes, loads, listings" <| fun () -> task {
+            // Loads refresh the last-seen time every time, as the memory store does, so "least recently seen" agrees.
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "model-v2:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
+            let! counts = RedisModel.compare store 7 1500
+            for outcome in [ "commit Committed"; "commit SessionGone"; "commit ShapeChanged"; "commit PathConflictException"; "commit SessionTooLargeException"; "commit ArgumentException"; "move Committed"; "move SessionGone"; "move UserLimitReached"; "listing"; "delete"; "load" ] do
+                Expect.isGreaterThan (counts |> Map.tryFind outcome |> Option.defaultValue 0) 0 $"the walk went through {outcome}"
+        }
+
+        testCaseTask "all sessions are listed page by page in byte order of their ids, each once, whatever their ids' first characters" <| fun () -> task {
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "shards:", SweepInterval = TimeSpan.Zero), null)
+            // First characters in every shard: the 64 of Sesame's ids, and ones Sesame never makes.
+            let firsts = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_ !\"#./:@[\\^`{|}~é𝄞\u0001"
+            let ids = [ for c in firsts.EnumerateRunes() -> c.ToString() + Guid.NewGuid().ToString "N" ]
+            for id in ids do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+                ()
+            let seen = ResizeArray<string>()
+            let mutable after = null
+            let mutable more = true
+            while more do
+                let! page = store.ListAsync({ UserId = null; After = after; Limit = 7 }, testToken ())
+                Expect.isLessThanOrEqual page.Sessions.Count 7 "a page holds at most the limit"
+                seen.AddRange(page.Sessions |> Seq.map _.Id)
+                after <- page.Next
+                more <- not (isNull after)
+            let utf8 (id: string) = Text.Encoding.UTF8.GetBytes id
+            let byBytes = ids |> List.sortWith (fun a b -> MemoryExtensions.SequenceCompareTo(ReadOnlySpan(utf8 a), ReadOnlySpan(utf8 b)))
+            Expect.sequenceEqual seen byBytes "every session once, in byte order"
+        }
+
+        testCaseTask "a key prefix with a brace is refused: it would change the keys' hash tags" <| fun () -> task {
+            let e = throws<ArgumentException> (fun () -> new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "app{1}:"), null) |> ignore)
+            Expect.stringContains e.Message "cannot contain" "says why"
+        }
+
+        testCaseTask "while a session carries the mark of a move to another slot, a commit waits for the move to end, then applies" <| fun () -> task {
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "mark:", SweepInterval = TimeSpan.Zero), null)
+            let id = Guid.NewGuid().ToString "N"
+            let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let db = server.Value.Admin.GetDatabase()
+            let deadline = DateTimeOffset.UtcNow.AddSeconds(30.0).ToUnixTimeMilliseconds()
+            // What the first step of a move across slots leaves: a mark with its deadline and the new id.
+            let! _ = db.HashSetAsync(key, RedisValue.op_Implicit "#m", RedisValue.op_Implicit $"{deadline} new-id")
+            let commit = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+            let! _ = Task.WhenAny(commit, Task.Delay 300)
+            Expect.isFalse commit.IsCompleted "the commit waits while the move is under way"
+            let! loaded = load store id
+            Expect.equal loaded (Some(json """{"n":1}""")) "a load reads the session as it was"
+            // The move was refused: its mover takes the mark away.
+            let! _ = db.HashDeleteAsync(key, RedisValue.op_Implicit "#m")
+            let! result = commit
+            Expect.equal result CommitResult.Committed "then the commit applies"
+            let! after = load store id
+            Expect.equal after (Some(json """{"n":2}""")) "once"
+        }
+
+        testCaseTask "a mark its mover left behind is undone by the next commit: the copy at the new id is deleted and the session goes on" <| fun () -> task {
+            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "stale:", SweepInterval = TimeSpan.Zero), null)
+            let id, copy = Guid.NewGuid().ToString "N", SessionId.createFor "ada"
+            let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+            // The second step had written the copy under the new id, bound and indexed; then the mover died.
+            let! _ = store.MoveAsync(null, copy, SessionChange(Patch.fold [ setAt "n" "1" ], Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ]), creating, testToken ())
+            let! _ = server.Value.Admin.GetDatabase().HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "#m", RedisValue.op_Implicit $"1000 {copy}")
+            let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+            Expect.equal result CommitResult.Committed "the commit applies"
+            let! session = load store id
+            Expect.equal session (Some(json """{"n":2}""")) "to the session at its old id"
+            let! gone = load store copy
+            Expect.equal gone None "the copy is gone"
+            let! ada = store |> SessionStore.listAllAsync (SessionQuery.OfUser "ada") (testToken ())
+            Expect.isEmpty ada "and out of its user's index"
         }
     ]
 
@@ -285,7 +374,7 @@ let private outageTests =
             use server = new RedisServer()
             use! connection = server.ConnectAsync()
             let timeout = TimeSpan.FromSeconds 1.0
-            let store = new RedisStore(connection, RedisStoreOptions(OperationTimeout = timeout), null) :> ISessionStore
+            let store = new RedisStore(connection, RedisStoreOptions(OperationTimeout = timeout), null) :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
             server.Stop()
@@ -318,7 +407,7 @@ let private outageTests =
             use server = new RedisServer()
             server.Stop()
             use! store = RedisStore.ConnectAsync($"{server.EndPoint},connectTimeout=500", RedisStoreOptions(OperationTimeout = TimeSpan.FromSeconds 1.0), null)
-            let sessions = store :> ISessionStore
+            let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
             server.Start()
@@ -336,4 +425,4 @@ let private outageTests =
 
 
 [<Tests>]
-let tests = testList "RedisStore" [ contract; storeTests; outageTests ]
+let tests = testList "RedisStore" [ contract; storeTests; layoutTests; outageTests ]

@@ -1,0 +1,150 @@
+-- Sesame: what every script shares (this text is put before each script's own).
+--
+-- Keys (P is the store's KeyPrefix, ARGV[1] in every script; t is a session id's shard tag, see tagOf):
+--   P{t}:<id>        a session: one hash (its fields are described in Patch.lua)
+--   P{t}expiry       ZSET id -> when the session expires (Unix ms; +inf for never), for the sweep
+--   P{t}ids          ZSET id -> 0, the shard's sessions in id order, for listings
+--   P{t}bound        HASH id -> owner, the sessions of the shard bound to a user
+--   P{s}u:<user>     ZSET id -> when the session was bound (Unix ms): the user's index
+-- An owner is the user's shard character followed by the user id; s is that character, the first character
+-- of every id Sesame gives the user's sessions, so a user's sessions, their shard's sets and the user's index
+-- share one hash tag, and so one Redis Cluster slot: every script touches the keys of one slot.
+-- A script reads everything it reads before it writes anything: in a slot being migrated, a read of a key
+-- that already left raises an error, and then nothing has been written.
+local PREFIX = ARGV[1]
+local FACTS = '\4'
+
+local function stop(...)
+  error({ sesame = { ... } })
+end
+
+-- Runs the script's main function: a table raised by stop() is the reply; any other error is an error.
+local function run(main)
+  local ok, result = pcall(main)
+  if ok then return result end
+  if type(result) == 'table' and result.sesame then return result.sesame end
+  error(result)
+end
+
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A session id's shard tag (RedisLayout.tagOf): its first character when it is a letter, a digit, '-' or '_'
+-- (every id Sesame makes); otherwise one character per range of first bytes, so that shards in byte order
+-- hold ids in byte order.
+local function tagOf(id)
+  local b = id:byte(1)
+  if (b >= 48 and b <= 57) or (b >= 65 and b <= 90) or (b >= 97 and b <= 122) or b == 45 or b == 95 then
+    return id:sub(1, 1)
+  end
+  if b < 45 then return '!' end
+  if b <= 47 then return '.' end
+  if b <= 64 then return ':' end
+  if b <= 94 then return '[' end
+  if b == 96 then return '`' end
+  return '~'
+end
+
+local function sessionKey(id) return PREFIX .. '{' .. tagOf(id) .. '}:' .. id end
+local function shardKey(tag, name) return PREFIX .. '{' .. tag .. '}' .. name end
+local function userKey(owner) return PREFIX .. '{' .. owner:sub(1, 1) .. '}u:' .. owner:sub(2) end
+
+-- Reads a key that is about to be written without having been declared in KEYS, so that a slot migration
+-- stops the script here, before its first write.
+local function probe(key)
+  redis.call('EXISTS', key)
+end
+
+-- Sets a session's expiry: the key's TTL and its entry in the shard's expiry set.
+local function expire(key, id, ttl, now)
+  local expiry = shardKey(tagOf(id), 'expiry')
+  if ttl < 0 then
+    redis.call('PERSIST', key)
+    redis.call('ZADD', expiry, '+inf', id)
+  else
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('ZADD', expiry, now + ttl, id)
+  end
+end
+
+-- Removes a session from its shard's sets and its user's index (the key itself is the caller's).
+-- Gives ZREM's answer for the expiry set: 1 when this call took it out.
+local function unindex(id, owner)
+  local tag = tagOf(id)
+  local removed = redis.call('ZREM', shardKey(tag, 'expiry'), id)
+  redis.call('ZREM', shardKey(tag, 'ids'), id)
+  if owner then
+    redis.call('HDEL', shardKey(tag, 'bound'), id)
+    redis.call('ZREM', userKey(owner), id)
+  end
+  return removed
+end
+
+-- For an id whose key is gone: when its shard's expiry set still names it, Redis ended it (expired it, or
+-- evicted it under maxmemory) and nobody has reported it yet. Reads, then removes it from the indexes;
+-- gives { 'expired' or 'evicted', owner or '' }, or nil when there is nothing to report.
+local function ended(id, now)
+  local tag = tagOf(id)
+  local score = redis.call('ZSCORE', shardKey(tag, 'expiry'), id)
+  if not score then return nil end
+  local owner = redis.call('HGET', shardKey(tag, 'bound'), id)
+  if owner then probe(userKey(owner)) end
+  unindex(id, owner)
+  local at = tonumber(score)
+  if at and at <= now then return { 'expired', owner or '' } end
+  return { 'evicted', owner or '' }
+end
+
+-- A session's mark, left by the first step of a move to another slot: '<deadline ms> <new id>'. A fresh mark
+-- means the move is under way (the caller waits and tries again); a stale one, that its mover gave up or died
+-- (the caller clears it, deletes the new id's key and tries again).
+local function checkMark(mark, now)
+  if not mark then return end
+  local deadline = tonumber(mark:match('^(%d+) '))
+  if deadline and deadline > now then stop('moving') end
+  stop('stale', mark)
+end
+
+-- The fields of the tree under `root` of the hash `key`, appended to `out` (field, value, ...).
+local function readTree(key, root, out)
+  local value = redis.call('HGET', key, root)
+  if not value then return out end
+  out[#out + 1] = root
+  out[#out + 1] = value
+  local first = value:byte(1)
+  if first == 79 then
+    for name in value:gmatch('\1([^\1\3]*)\3%d+') do readTree(key, root .. '\1' .. name, out) end
+  elseif first == 65 then
+    local n = tonumber(value:sub(2)) or 0
+    for i = 0, n - 1 do readTree(key, root .. '\2' .. i, out) end
+  end
+  return out
+end
+
+-- Byte order (Lua's own string comparison follows the server's locale).
+local function before(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- A live session's summary for a listing, appended to `out`: id, size, last seen, ms left (-1: none), the
+-- number of facts fields, then the facts fields. Gives false when the key is gone.
+local function summarize(id, out)
+  local key = sessionKey(id)
+  local meta = redis.call('HMGET', key, '#s', '#t')
+  if not meta[1] then return false end
+  local facts = readTree(key, FACTS, {})
+  out[#out + 1] = id
+  out[#out + 1] = meta[1]
+  out[#out + 1] = meta[2] or '0'
+  out[#out + 1] = redis.call('PTTL', key)
+  out[#out + 1] = #facts
+  for i = 1, #facts do out[#out + 1] = facts[i] end
+  return true
+end

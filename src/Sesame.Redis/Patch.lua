@@ -1,0 +1,455 @@
+-- Sesame: applies a session change to a session's hash, atomically, by string manipulation only
+-- (this text comes after Layout.lua and before the script that uses it).
+--
+-- A session is one hash holding two trees: its data (the tree handlers read and change) and its facts
+-- (Sesame's own: user, device, shape, flash), one field per node. A node's field name is its tree's root
+-- followed by its path: one segment after another, a key written as \1 followed by the key (escaped so that
+-- it holds no byte below 0x20 and no backslash other than its escapes), an index as \2 followed by its
+-- decimal digits. The data tree's root is the empty name; the facts tree's root is \4, a byte no data field
+-- starts with. A node's value is
+--   a leaf's exact compact JSON text (null, true, false, a number, a string, [] or {}), or
+--   'A' .. n for an array of n >= 1 items (its items are the nodes <path>\2 0 .. n-1), or
+--   'O' followed by one '\1' .. key .. '\3' .. cost entry per member, in the object's order,
+--   where cost is the member's bytes of JSON besides its value ("key": is cost bytes).
+-- Fields starting with '#' are not nodes: '#v' the format version ('2'), '#s' the data tree's size in bytes
+-- of compact JSON (kept up to date by every change), '#t' when the session was last seen (Unix ms), '#u' its
+-- owner (see Layout.lua) when it is bound to a user, '#m' the mark of a move to another slot under way. No
+-- value ever goes through cjson: numbers keep every digit, [] stays an array, key order is the order of the
+-- 'O' entries.
+--
+-- A change in ARGV, from a given position: the shape the upgrade starts from ('' for no upgrade) and the one
+-- it ends at, the number of updates the upgrade makes (they come first; the last of them sets the facts'
+-- shape), the number of updates in all, then each update as
+--   op ('s' set, 'a' append, 'i' increment, 'r' remove; upper case for the facts tree), k (segments),
+--   k pairs (segment, cost), then
+--   's', 'a': node count, the value's JSON size, node count pairs (relative field name, node value)
+--   'i': the increment's number text
+--   'r': nothing.
+-- Refusals (raised with stop): {'conflict', update, code, depth, info} | {'shape'} | {'notobject'} | {'corrupt', reason}.
+-- Nothing is written until the script that uses the engine calls flush.
+local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9 = 79, 65, 45, 48, 57
+local MAX_EXPONENT = 4096
+
+-- Reads go through `cache`; writes stay there, marked in `dirty`, until the whole patch has
+-- been checked: a conflict or an oversized result leaves the hash untouched.
+local cache, dirty = {}, {}
+-- The hash the engine reads nodes from; false when every node is in `cache` (a new session, or one copied
+-- from another slot).
+local readKey = false
+-- The data tree's size in bytes of compact JSON.
+local total
+-- The tree the current update changes ('' data, FACTS facts) and whether its size counts (data only).
+local root, sized = '', true
+
+local function grow(bytes)
+  if sized then total = total + bytes end
+end
+
+local function get(field)
+  local value = cache[field]
+  if value == nil then
+    if readKey then value = redis.call('HGET', readKey, field) else value = false end
+    cache[field] = value
+  end
+  return value
+end
+
+local function put(field, value)
+  cache[field] = value
+  dirty[field] = true
+end
+
+local function node(field)
+  local value = get(field)
+  if not value or value == '' then stop('corrupt', 'a container names a node that is missing') end
+  return value
+end
+
+-- The length of an array node, or nil when the node is not an array.
+local function arrayLength(value)
+  if value:byte(1) == BYTE_A then
+    local n = tonumber(value:sub(2))
+    if not n or n < 1 then stop('corrupt', 'an array node has no valid length') end
+    return n
+  end
+  if value == '[]' then return 0 end
+  return nil
+end
+
+-- What a conflict message needs to describe a node: its first byte, or the whole 'A' node.
+local function kindOf(value)
+  if value:byte(1) == BYTE_A then return value end
+  return value:sub(1, 1)
+end
+
+-- Deletes the subtree at `field` and gives its size in bytes of compact JSON.
+local function drop(field)
+  local value = node(field)
+  put(field, false)
+  local first = value:byte(1)
+  if first == BYTE_O then
+    local size, count = 1, 0
+    for name, cost in value:gmatch('\1([^\1\3]*)\3(%d+)') do
+      size = size + tonumber(cost) + 1 + drop(field .. '\1' .. name)
+      count = count + 1
+    end
+    if count == 0 then stop('corrupt', 'an object node has no members') end
+    return size
+  elseif first == BYTE_A then
+    local size = 1
+    for i = 0, arrayLength(value) - 1 do
+      size = size + 1 + drop(field .. '\2' .. i)
+    end
+    return size
+  end
+  return #value
+end
+
+-- The current update's path, one entry per segment.
+local segField, segName, segIndex, segCost
+
+-- Path.modify evaluates the levels below a missing node first: the deepest index past the
+-- end of a missing array is the conflict reported.
+local function missingBelow(u, from, k)
+  for j = k, from, -1 do
+    local index = segIndex[j]
+    if index and index > 0 then stop('conflict', u, 'missing', j - 1, '') end
+  end
+end
+
+-- Follows the path from the root. Gives the deepest level m that exists with its field and
+-- value; raises the conflict Sesame's Path.modify would raise for a change that creates.
+local function reach(u, k)
+  local field, value = root, node(root)
+  for i = 1, k do
+    local index, exists = segIndex[i], false
+    if index then
+      local n = arrayLength(value)
+      if not n then stop('conflict', u, 'kind', i - 1, kindOf(value)) end
+      exists = index < n
+      if not exists then
+        missingBelow(u, i + 1, k)
+        if index > n then stop('conflict', u, 'past', i - 1, n) end
+      end
+    else
+      if value:byte(1) == BYTE_O then
+        exists = value:find('\1' .. segName[i] .. '\3', 2, true) ~= nil
+      elseif value ~= '{}' then
+        stop('conflict', u, 'kind', i - 1, kindOf(value))
+      end
+      if not exists then missingBelow(u, i + 1, k) end
+    end
+    if not exists then return i - 1, field, value end
+    field = field .. segField[i]
+    value = node(field)
+  end
+  return k, field, value
+end
+
+-- Creates the missing levels m+1 .. k below the existing node (field, value) at level m.
+-- Gives the target's field and the bytes added, counting `leafSize` for the target itself.
+local function attach(m, k, field, value, leafSize)
+  local comma = 1
+  if segIndex[m + 1] then
+    local n = arrayLength(value)
+    if n == 0 then comma = 0 end
+    put(field, 'A' .. (n + 1))
+  else
+    if value == '{}' then
+      comma = 0
+      value = 'O'
+    end
+    put(field, value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1])
+  end
+  local added = comma + segCost[m + 1] + leafSize
+  field = field .. segField[m + 1]
+  for i = m + 1, k - 1 do
+    if segIndex[i + 1] then
+      put(field, 'A1')
+    else
+      put(field, 'O\1' .. segName[i + 1] .. '\3' .. segCost[i + 1])
+    end
+    added = added + 2 + segCost[i + 1]
+    field = field .. segField[i + 1]
+  end
+  return field, added
+end
+
+-- Exact decimal arithmetic on JSON number text, as Sesame's JsonNumber.Add: the sum keeps
+-- the finer scale and is written as JsonNumber.FromParts writes mantissa * 10^exponent.
+local function decompose(text)
+  local significand, exponent = text:match('^([^eE]+)[eE]([-+]?%d+)$')
+  if not significand then significand, exponent = text, '0' end
+  local negativeExponent = exponent:byte(1) == BYTE_MINUS
+  local digits = (exponent:gsub('^[-+]', ''))
+  digits = (digits:gsub('^0+', ''))
+  if #digits > 15 then return nil end
+  local e = tonumber(digits) or 0
+  if negativeExponent then e = -e end
+  local negative = significand:byte(1) == BYTE_MINUS
+  if negative then significand = significand:sub(2) end
+  local whole, fraction = significand:match('^(%d*)%.(%d*)$')
+  if whole then
+    significand = whole .. fraction
+    e = e - #fraction
+  end
+  significand = (significand:gsub('^0+', ''))
+  if e > 1073741823 or e < -1073741824 then return nil end
+  return significand, e, negative and significand ~= ''
+end
+
+local function addDigits(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry
+    if i > 0 then d = d + a:byte(i) - BYTE_0 end
+    if j > 0 then d = d + b:byte(j) - BYTE_0 end
+    carry = d >= 10 and 1 or 0
+    out[#out + 1] = string.char(BYTE_0 + d % 10)
+    i, j = i - 1, j - 1
+  end
+  return string.reverse(table.concat(out))
+end
+
+-- a - b for a >= b, without leading zeros ('' for zero).
+local function subtractDigits(a, b)
+  local out, borrow, i, j = {}, 0, #a, #b
+  while i > 0 do
+    local d = a:byte(i) - BYTE_0 - borrow
+    if j > 0 then d = d - (b:byte(j) - BYTE_0) end
+    if d < 0 then
+      d = d + 10
+      borrow = 1
+    else
+      borrow = 0
+    end
+    out[#out + 1] = string.char(BYTE_0 + d)
+    i, j = i - 1, j - 1
+  end
+  return (string.reverse(table.concat(out)):gsub('^0+', ''))
+end
+
+local function fromParts(digits, e, negative)
+  if digits == '' then
+    digits, negative = '0', false
+  end
+  local sign = negative and '-' or ''
+  if e > 0 then return sign .. digits .. 'e' .. string.format('%d', e) end
+  if e == 0 then return sign .. digits end
+  local scale = -e
+  if #digits <= scale then digits = string.rep('0', scale - #digits + 1) .. digits end
+  local split = #digits - scale
+  return sign .. digits:sub(1, split) .. '.' .. digits:sub(split + 1)
+end
+
+local function addNumbers(a, b)
+  local da, ea, na = decompose(a)
+  local db, eb, nb = decompose(b)
+  if not da or not db then return nil end
+  -- Refused, as JsonNumber.Add refuses it, when either exponent is beyond +-MAX_EXPONENT.
+  if math.abs(ea) > MAX_EXPONENT or math.abs(eb) > MAX_EXPONENT then return nil end
+  local e = math.min(ea, eb)
+  if da ~= '' then da = da .. string.rep('0', ea - e) end
+  if db ~= '' then db = db .. string.rep('0', eb - e) end
+  if na == nb then return fromParts(addDigits(da, db), e, na) end
+  local larger = #da > #db or (#da == #db and da > db)
+  if da == db then return fromParts('', e, false) end
+  if larger then return fromParts(subtractDigits(da, db), e, na) end
+  return fromParts(subtractDigits(db, da), e, nb)
+end
+
+local function set(u, k, first, count, size)
+  local m, field, value = reach(u, k)
+  local target = field
+  if m == k then
+    grow(size - drop(field))
+  else
+    local added
+    target, added = attach(m, k, field, value, size)
+    grow(added)
+  end
+  for j = first, first + 2 * count - 1, 2 do
+    put(target .. ARGV[j], ARGV[j + 1])
+  end
+end
+
+-- Appends as setting index n of an array of n items does; a missing array is created.
+local function append(u, k, first, count, size)
+  local m, _, value = reach(u, k)
+  local n = 0
+  if m == k then
+    n = arrayLength(value)
+    if not n then stop('conflict', u, 'notarray', k, kindOf(value)) end
+  end
+  segField[k + 1] = '\2' .. n
+  segIndex[k + 1] = n
+  segCost[k + 1] = 0
+  set(u, k + 1, first, count, size)
+end
+
+local function increment(u, k, by)
+  local m, field, value = reach(u, k)
+  if m < k then
+    local target, added = attach(m, k, field, value, #by)
+    put(target, by)
+    grow(added)
+    return
+  end
+  local first = value:byte(1)
+  if first ~= BYTE_MINUS and (first < BYTE_0 or first > BYTE_9) then stop('conflict', u, 'notnumber', k, kindOf(value)) end
+  local sum = addNumbers(value, by)
+  if not sum then stop('conflict', u, 'overflow', k, value) end
+  put(field, sum)
+  grow(#sum - #value)
+end
+
+-- Removing what is not there (or lies below a node of the wrong kind) does nothing.
+local function remove(u, k)
+  if k == 0 or segIndex[k] then stop('conflict', u, 'removeindex', k, '') end
+  local parentField, parentValue
+  local field, value = root, node(root)
+  for i = 1, k do
+    local index = segIndex[i]
+    if index then
+      local n = arrayLength(value)
+      if not n or index >= n then return end
+    elseif value:byte(1) ~= BYTE_O or not value:find('\1' .. segName[i] .. '\3', 2, true) then
+      return
+    end
+    parentField, parentValue = field, value
+    field = field .. segField[i]
+    value = node(field)
+  end
+  local size = drop(field)
+  local from = parentValue:find('\1' .. segName[k] .. '\3', 2, true)
+  local to = parentValue:find('\1', from + 1, true)
+  local rest = parentValue:sub(1, from - 1) .. (to and parentValue:sub(to) or '')
+  if rest == 'O' then
+    put(parentField, '{}')
+    grow(-size - segCost[k])
+  else
+    put(parentField, rest)
+    grow(-size - segCost[k] - 1)
+  end
+end
+
+-- Starts from a stored session: the hash `key`, whose '#v' and '#s' are given.
+local function openStored(key, version, size)
+  if version ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
+  total = tonumber(size)
+  if not total then stop('corrupt', 'the hash has no valid size') end
+  readKey = key
+end
+
+-- Starts from the empty session (no key read).
+local function openNew()
+  readKey = false
+  put('#v', '2')
+  put('', '{}')
+  put(FACTS, '{}')
+  total = 2
+end
+
+-- Starts from a session's fields copied from another slot (field, value, ... in ARGV from `first`, `count`
+-- pairs): all of them are written.
+local function openCopied(first, count)
+  readKey = false
+  for i = first, first + 2 * count - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
+  if cache['#v'] ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
+  total = tonumber(cache['#s'])
+  if not total then stop('corrupt', 'the hash has no valid size') end
+end
+
+-- The facts' shape version as SessionMeta.shapeOf reads it (missing, or not an integer from 0 to 2^31-1: 0).
+local function shapeOf()
+  local value = get(FACTS .. '\1shape')
+  if not value or not value:match('^-?%d+$') then return 0 end
+  local n = tonumber(value)
+  if n >= 0 and n <= 2147483647 then return n end
+  return 0
+end
+
+local p
+
+-- Reads the update at ARGV[p] and applies it when `apply` (p moves past it either way).
+local function applyUpdate(u, apply)
+  local op, k = ARGV[p], tonumber(ARGV[p + 1])
+  p = p + 2
+  segField, segName, segIndex, segCost = {}, {}, {}, {}
+  for i = 1, k do
+    local segment = ARGV[p]
+    segField[i] = segment
+    segCost[i] = tonumber(ARGV[p + 1])
+    if segment:byte(1) == 2 then segIndex[i] = tonumber(segment:sub(2)) else segName[i] = segment:sub(2) end
+    p = p + 2
+  end
+  local lower = op:lower()
+  if lower == op then root, sized = '', true else root, sized = FACTS, false end
+  if lower == 's' or lower == 'a' then
+    local count = tonumber(ARGV[p])
+    if apply then
+      if lower == 's' then
+        set(u, k, p + 2, count, tonumber(ARGV[p + 1]))
+      else
+        append(u, k, p + 2, count, tonumber(ARGV[p + 1]))
+      end
+    end
+    p = p + 2 + 2 * count
+  elseif lower == 'i' then
+    if apply then increment(u, k, ARGV[p]) end
+    p = p + 1
+  elseif lower == 'r' then
+    if apply then remove(u, k) end
+  else
+    error('Sesame: unknown operation ' .. tostring(op))
+  end
+end
+
+-- Applies the change at ARGV[start] as SessionChange.ApplyTo does: the upgrade when the facts' shape is the
+-- one it starts from (skipped when it already is the one it ends at, refused otherwise), then the rest.
+local function applyChange(start)
+  p = start
+  local from, to = ARGV[p], ARGV[p + 1]
+  local upgradeCount, count = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+  p = p + 4
+  local upgrading = false
+  if from ~= '' then
+    local shape = shapeOf()
+    if shape == tonumber(from) then
+      upgrading = true
+    elseif shape ~= tonumber(to) then
+      stop('shape')
+    end
+  end
+  for u = 1, count do applyUpdate(u, upgrading or u > upgradeCount) end
+end
+
+-- A session's tree and its facts are objects (as Sesame's StoredSession requires): a change that leaves either
+-- root something else is refused.
+local function checkRoots()
+  for _, r in ipairs({ '', FACTS }) do
+    local value = cache[r]
+    if value and value ~= '{}' and value:byte(1) ~= BYTE_O then stop('notobject') end
+  end
+end
+
+-- Writes what the change left in `cache` to the hash `key`.
+local function flush(key)
+  local sets, deletes = {}, {}
+  for field in pairs(dirty) do
+    local value = cache[field]
+    if value then
+      sets[#sets + 1] = field
+      sets[#sets + 1] = value
+    else
+      deletes[#deletes + 1] = field
+    end
+  end
+  -- unpack is bounded by Lua's stack: write in slices.
+  for i = 1, #deletes, 1000 do
+    redis.call('HDEL', key, unpack(deletes, i, math.min(i + 999, #deletes)))
+  end
+  for i = 1, #sets, 1000 do
+    redis.call('HSET', key, unpack(sets, i, math.min(i + 999, #sets)))
+  end
+end

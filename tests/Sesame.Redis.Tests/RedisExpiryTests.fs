@@ -1,0 +1,205 @@
+/// What Redis ends by itself, and what the store makes of it: expiry found by the sweep and reported once,
+/// eviction under maxmemory, and commits that wait for replicas.
+module Sesame.Redis.Tests.RedisExpiryTests
+
+open System
+open System.Threading
+open System.Threading.Tasks
+open Expecto
+open Sesame
+open Sesame.Redis
+open Sesame.Redis.Tests.RedisModel
+open Sesame.Redis.Tests.RedisServer
+open StackExchange.Redis
+
+let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
+
+let private bindTo (user: string) =
+    SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
+
+let private setN (n: int) = SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 (int64 n)) ])
+
+/// A store that does not sweep by itself: the tests sweep when they mean to.
+let private storeOn (connection: IConnectionMultiplexer) (prefix: string) =
+    new RedisStore(connection, RedisStoreOptions(KeyPrefix = prefix, SweepInterval = TimeSpan.Zero), null)
+
+/// Polls until the condition holds (a guard against a hang, not a timing assertion).
+let private eventually (what: string) (condition: unit -> Task<bool>) =
+    task {
+        let deadline = DateTime.UtcNow.AddSeconds 30.0
+        let mutable holds = false
+        while not holds do
+            let! now = condition ()
+            holds <- now
+            if not holds then
+                if DateTime.UtcNow > deadline then failtestf "Waited 30 s for %s." what
+                do! Task.Delay 50
+    }
+
+/// The exception the work fails with, which must be a 'error.
+let private failsWith<'error when 'error :> exn> (work: unit -> Task) : Task<'error> =
+    task {
+        try
+            do! work ()
+            return failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+        with
+        | :? 'error as e -> return e
+        | e -> return failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+    }
+
+let private info (connection: IConnectionMultiplexer) (server: RedisServer) (section: string) (field: string) =
+    task {
+        let! sections = connection.GetServer(server.EndPoint).InfoAsync(RedisValue.op_Implicit section, CommandFlags.None)
+        return sections |> Seq.collect id |> Seq.tryFind (fun (KeyValue(k, _)) -> k = field) |> Option.map (fun (KeyValue(_, v)) -> v)
+    }
+
+[<Tests>]
+let tests =
+    testList "RedisExpiry" [
+        testCaseTask "two store instances sweeping at once report every expired session exactly once, with its user, and leave no index entry behind" <| fun () -> task {
+            use server = new RedisServer()
+            use! first = server.ConnectAsync(allowAdmin = true)
+            use! second = server.ConnectAsync()
+            use a = storeOn first "expiry:"
+            use b = storeOn second "expiry:"
+            let ended = EndedRecorder()
+            a.Observer <- ended
+            b.Observer <- ended
+            let random = Random 1
+            let ids = [ for i in 1..240 -> (if i % 3 = 0 then "ada" else null), idFor random (if i % 3 = 0 then "ada" else null) ]
+            for user, id in ids do
+                let! result =
+                    if isNull user then a.CommitAsync(id, setN 1, options, CancellationToken.None)
+                    else a.MoveAsync(null, id, bindTo user, options, CancellationToken.None)
+                Expect.equal result CommitResult.Committed "created"
+            let! _ = a.SweepAsync CancellationToken.None
+            Expect.equal a.ActiveSessionCount (Nullable 240L) "the sweep counted the live sessions"
+            // Now each is committed once more with an idle timeout of a millisecond: Redis expires them at once.
+            for _, id in ids do
+                let! result = a.CommitAsync(id, SessionChange.Empty, { options with IdleTimeout = TimeSpan.FromMilliseconds 1.0; MustExist = true }, CancellationToken.None)
+                Expect.equal result CommitResult.Committed "committed with a brief timeout"
+            do! eventually "Redis to expire the sessions" (fun () ->
+                task {
+                    let! left = first.GetDatabase().KeyExistsAsync([| for _, id in ids -> RedisKey.op_Implicit (a.KeyOf id) |])
+                    return left = 0L
+                })
+            let! counts = Task.WhenAll [| a.SweepAsync CancellationToken.None; b.SweepAsync CancellationToken.None |]
+            Expect.equal (Array.sum counts) 240 "every session was reported by one of the two sweeps"
+            let reported = ended.Ended
+            Expect.equal (reported |> List.map (fun (id, _, _) -> id) |> List.sort) (ids |> List.map snd |> List.sort) "each exactly once"
+            Expect.allEqual (reported |> List.map (fun (_, _, reason) -> reason)) SessionEndReason.Expired "as expired"
+            for user, id in ids do
+                let _, facts, _ = reported |> List.find (fun (reportedId, _, _) -> reportedId = id)
+                Expect.equal facts (if isNull user then "{}" else """{"user":"ada"}""") "with the user it was bound to"
+            let! ada = SessionStore.listAllAsync (SessionQuery.OfUser "ada") CancellationToken.None a
+            Expect.isEmpty ada "the user's index is empty"
+            let keys = first.GetServer(server.EndPoint).Keys(pattern = RedisValue.op_Implicit "expiry:*") |> Seq.toList
+            Expect.isEmpty keys "no key is left: no session, no index, no expiry entry"
+            Expect.equal a.ActiveSessionCount (Nullable 0L) "the last sweep counted none"
+        }
+
+        testCaseTask "a load of a session Redis expired reports it at once, and the sweep does not report it again" <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            use store = storeOn connection "late:"
+            let ended = EndedRecorder()
+            store.Observer <- ended
+            let id = idFor (Random 2) "bob"
+            let! _ = store.MoveAsync(null, id, bindTo "bob", { options with IdleTimeout = TimeSpan.FromMilliseconds 100.0 }, CancellationToken.None)
+            do! eventually "the session to expire" (fun () -> connection.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit (store.KeyOf id)) |> fun t -> t.ContinueWith(fun (t: Task<bool>) -> not t.Result))
+            let! loaded = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            Expect.isNull loaded "gone"
+            Expect.equal ended.Ended [ id, """{"user":"bob"}""", SessionEndReason.Expired ] "reported by the load"
+            let! swept = store.SweepAsync CancellationToken.None
+            Expect.equal swept 0 "not reported again"
+            let! bob = SessionStore.listAllAsync (SessionQuery.OfUser "bob") CancellationToken.None store
+            Expect.isEmpty bob "out of the user's index"
+        }
+
+        testCaseTask "under maxmemory with volatile-lru, a flood of new sessions evicts idle ones, each reported once; keys without a TTL (indexes, key ring) stay" <| fun () -> task {
+            use server = new RedisServer(arguments = [ "--maxmemory"; "3mb"; "--maxmemory-policy"; "volatile-lru"; "--maxmemory-samples"; "10" ])
+            use! connection = server.ConnectAsync(allowAdmin = true)
+            use store = storeOn connection "flood:"
+            let ended = EndedRecorder()
+            store.Observer <- ended
+            let db = connection.GetDatabase()
+            // What the Data Protection key ring is: a list with no TTL.
+            let! _ = db.ListRightPushAsync(RedisKey.op_Implicit "flood:DataProtection-Keys", RedisValue.op_Implicit "<key/>")
+            let random = Random 3
+            let user = idFor random "carol"
+            let! _ = store.MoveAsync(null, user, bindTo "carol", options, CancellationToken.None)
+            let padding = SessionChange(Patch.fold [ Update.set (SessionPath.parse "padding") (Json.String(String('x', 2000))) ])
+            let flood = [ for _ in 1..3000 -> idFor random null ]
+            let mutable refused = 0
+            for id in flood do
+                try
+                    let! _ = store.CommitAsync(id, padding, options, CancellationToken.None)
+                    ()
+                with :? SessionStoreException ->
+                    // Once every session left is needed... not here: eviction keeps room.
+                    refused <- refused + 1
+            let! evicted = info connection server "stats" "evicted_keys"
+            Expect.isGreaterThan (evicted |> Option.map int64 |> Option.defaultValue 0L) 0L "Redis evicted sessions"
+            Expect.equal refused 0 "no commit failed: eviction made room"
+            let! ring = db.ListLengthAsync(RedisKey.op_Implicit "flood:DataProtection-Keys")
+            Expect.equal ring 1L "the key ring (no TTL) was not evicted"
+            let mutable gone = 0
+            for id in user :: flood do
+                let! session = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+                if isNull session then gone <- gone + 1
+            Expect.isGreaterThan gone 0 "some sessions are gone"
+            let reported = ended.Ended
+            Expect.equal reported.Length gone "every evicted session was reported, once"
+            Expect.allEqual (reported |> List.map (fun (_, _, reason) -> reason)) SessionEndReason.Evicted "as evicted (its expiry had not passed)"
+            let! swept = store.SweepAsync CancellationToken.None
+            Expect.equal swept 0 "the sweep reports none of them again"
+        }
+
+        testCaseTask "under maxmemory with noeviction, a flood of new sessions is refused with an error that says why, and existing sessions keep their data" <| fun () -> task {
+            use server = new RedisServer(arguments = [ "--maxmemory"; "3mb"; "--maxmemory-policy"; "noeviction" ])
+            use! connection = server.ConnectAsync()
+            use store = storeOn connection "full:"
+            let random = Random 4
+            let existing = idFor random null
+            let! _ = store.CommitAsync(existing, setN 42, options, CancellationToken.None)
+            let padding = SessionChange(Patch.fold [ Update.set (SessionPath.parse "padding") (Json.String(String('x', 2000))) ])
+            let mutable refusal = None
+            let mutable created = 0
+            while refusal.IsNone do
+                try
+                    let! _ = store.CommitAsync(idFor random null, padding, options, CancellationToken.None)
+                    created <- created + 1
+                    if created > 10000 then failtest "maxmemory never refused a write"
+                with :? SessionStoreException as e ->
+                    refusal <- Some e.Message
+            Expect.isGreaterThan created 0 "sessions were created until memory ran out"
+            Expect.stringContains refusal.Value "out of memory" "the error says why"
+            Expect.stringContains refusal.Value "Nothing was stored" "and that nothing was stored"
+            let! loaded = store.LoadAsync(existing, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize loaded.Data) """{"n":42}""" "an existing session keeps its data"
+        }
+
+        testCaseTask "with WaitForReplicas, a commit no replica acknowledged fails saying it was applied on the primary only; with a replica in sync, commits are acknowledged" <| fun () -> task {
+            use primary = new RedisServer()
+            use! connection = primary.ConnectAsync()
+            use store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "wait:", SweepInterval = TimeSpan.Zero, WaitForReplicas = 1, WaitForReplicasTimeout = TimeSpan.FromMilliseconds 200.0), null)
+            let id = idFor (Random 5) null
+            let! e = failsWith<SessionStoreException> (fun () -> store.CommitAsync(id, setN 1, options, CancellationToken.None) :> Task)
+            Expect.stringContains e.Message "only 0 of the 1 replicas" "says how many acknowledged"
+            Expect.stringContains e.Message "on the primary" "and that the primary applied it"
+            use replica = new RedisServer(arguments = [ "--replicaof"; "127.0.0.1"; string primary.Port ])
+            use! admin = primary.ConnectAsync(allowAdmin = true)
+            do! eventually "the replica to be in sync" (fun () ->
+                task {
+                    let! state = info admin primary "replication" "slave0"
+                    return state |> Option.exists (fun s -> s.Contains "state=online")
+                })
+            // A generous timeout now: a busy machine may take a while to deliver the replica's acknowledgement.
+            use patient = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "wait:", SweepInterval = TimeSpan.Zero, WaitForReplicas = 1, WaitForReplicasTimeout = TimeSpan.FromSeconds 10.0), null)
+            let! result = patient.CommitAsync(id, setN 2, options, CancellationToken.None)
+            Expect.equal result CommitResult.Committed "acknowledged by the replica"
+            use! onReplica = replica.ConnectAsync()
+            let! copy = onReplica.GetDatabase().HashGetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "\u0001n")
+            Expect.equal (string copy) "2" "the replica has the commit when it is acknowledged"
+        }
+    ]
