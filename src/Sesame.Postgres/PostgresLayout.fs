@@ -203,12 +203,6 @@ module internal PostgresLayout =
                 | Update.Remove p when p.IsRoot -> 's', ValueSome Json.emptyObject
                 | Update.Remove _ -> 'r', ValueNone
                 | Update.Increment _ -> 'i', ValueNone
-            match update, value with
-            | Update.Set _, ValueSome root when path.IsRoot ->
-                match root with
-                | Json.Object _ -> ()
-                | _ -> invalidArg "change" "A change cannot make a session's tree or facts anything but a JSON object."
-            | _ -> ()
             updates.Add update
             ops.Add(String([| tree; op |]))
             segCounts.Add path.Segments.Length
@@ -245,7 +239,6 @@ module internal PostgresLayout =
     /// The arguments for a change: the upgrade's tree updates ('D') and its setting of the shape ('M'), applied only
     /// when the stored shape is the upgrade's <c>From</c>; then the tree's ('d') and the facts' ('m') updates.
     /// </summary>
-    /// <exception cref="System.ArgumentException">The change would make the tree or the facts something other than an object.</exception>
     let argumentsOf (change: SessionChange) : ChangeArguments =
         let builder = Builder()
         match change.Upgrade with

@@ -78,7 +78,8 @@ module internal PostgresSchema =
             else
                 use! transaction = connection.BeginTransactionAsync cancellationToken
                 use serialize = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtext('sesame.schema'), hashtext($1))", connection, transaction)
-                serialize.Parameters.Add(NpgsqlParameter<string>(TypedValue = $"{options.Schema}.{options.TableName}")) |> ignore
+                // Per schema: stores of several tables in one schema may all be creating it.
+                serialize.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
                 let! _ = serialize.ExecuteNonQueryAsync cancellationToken
                 match! installedVersion connection options cancellationToken with
                 | Version ->

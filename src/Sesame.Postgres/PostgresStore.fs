@@ -53,6 +53,54 @@ module internal PostgresLog =
     let committed =
         LoggerMessage.Define<int, string>(LogLevel.Debug, EventId(8, "PostgresCommitted"), "Committed {Updates} updates to session {Session}.")
 
+    let resetsOnClose =
+        LoggerMessage.Define(
+            LogLevel.Warning,
+            EventId(9, "PostgresResetsOnClose"),
+            "The Npgsql data source given to the Sesame store resets connections when they return to the pool (DISCARD ALL), which makes PostgreSQL plan the store's functions again on every call. Add 'No Reset On Close=true' to its connection string (and 'Max Auto Prepare=20'), or give the store a connection string of its own."
+        )
+
+/// <summary>
+/// One gate per session id with writes in flight from this instance: its commits and moves go to the database one
+/// at a time. They would wait for each other on the session's row lock anyway; waiting here instead keeps a busy
+/// session from holding every pooled connection while it waits.
+/// </summary>
+[<Sealed>]
+type internal SessionGates() =
+    let gates = Dictionary<string, struct (SemaphoreSlim * int ref)>(StringComparer.Ordinal)
+
+    let leave (id: string) (gate: SemaphoreSlim) (users: int ref) (entered: bool) =
+        if entered then gate.Release() |> ignore
+        lock gates (fun () ->
+            users.Value <- users.Value - 1
+            if users.Value = 0 then
+                gates.Remove id |> ignore
+                gate.Dispose())
+
+    /// Waits for the session's gate; dispose the result to let the next one through.
+    member _.EnterAsync(id: string, cancellationToken: CancellationToken) : Task<IDisposable> =
+        let struct (gate, users) =
+            lock gates (fun () ->
+                match gates.TryGetValue id with
+                | true, entry ->
+                    let struct (_, users) = entry
+                    users.Value <- users.Value + 1
+                    entry
+                | _ ->
+                    let entry = struct (new SemaphoreSlim(1, 1), ref 1)
+                    gates[id] <- entry
+                    entry)
+        let waiting = gate.WaitAsync cancellationToken
+        task {
+            try
+                do! waiting
+            finally
+                if not waiting.IsCompletedSuccessfully then leave id gate users false
+            return
+                { new IDisposable with
+                    member _.Dispose() = leave id gate users true }
+        }
+
 /// The operation failed before the database could have acted on it: sending it again is safe.
 exception private NotSent of exn
 
@@ -132,7 +180,13 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     [<VolatileField>]
     let mutable schemaReady = false
 
+    do
+        if not ownsDataSource then
+            let settings = NpgsqlConnectionStringBuilder dataSource.ConnectionString
+            if not settings.NoResetOnClose then PostgresLog.resetsOnClose.Invoke(logger, null)
+
     let stopping = new CancellationTokenSource()
+    let gates = SessionGates()
     let mutable disposed = 0
 
     /// Names a session in logs and messages without giving its id away.
@@ -299,7 +353,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             | :? PostgresException as e when e.SqlState = "SE001" ->
                 // Raised by the database functions; the caller maps it (it needs the change's updates).
                 return raise e
-            | :? PostgresException as e when e.SqlState = "SE002" || e.SqlState = "SE004" -> return raise e
+            | :? PostgresException as e when e.SqlState = "SE002" || e.SqlState = "SE004" || e.SqlState = "SE005" -> return raise e
             | :? PostgresException as e when e.SqlState = "SE003" -> return raise (invalid id e.MessageText)
             | :? PostgresException as e when e.SqlState = PostgresErrorCodes.UniqueViolation && e.ConstraintName = options.TableName + "_id" ->
                 return raise (InvalidOperationException("The move's new id is already a session; a new id must be fresh.", e))
@@ -335,6 +389,9 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             | _ -> SessionStoreException($"The commit function raised an unexpected conflict report '{e.MessageText}'.", e) :> exn
         | :? PostgresException as e when e.SqlState = "SE002" ->
             SessionTooLargeException(int64 (e.MessageText.Substring(e.MessageText.IndexOf ':' + 1)), maxSize) :> exn
+        | :? PostgresException as e when e.SqlState = "SE005" ->
+            // As StoredSession refuses it.
+            ArgumentException("A stored session's tree and facts are JSON objects.", "data") :> exn
         | other -> other
 
     /// Reports the sessions the database ended on the way (flattened as the move function gives them).
@@ -424,12 +481,27 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     /// <param name="logger">Where the store logs (<c>null</c> for nowhere).</param>
     /// <exception cref="System.ArgumentException">The connection string or the options are invalid.</exception>
     new(connectionString: string, options: PostgresStoreOptions, logger: ILogger) =
-        if String.IsNullOrWhiteSpace connectionString then invalidArg (nameof connectionString) "The connection string is empty."
-        new PostgresStore(NpgsqlDataSource.Create connectionString, options, logger, true)
+        new PostgresStore(PostgresStore.CreateDataSource connectionString, options, logger, true)
 
     /// <summary>A store on its own data source made from a connection string, with default options and no logging.</summary>
     /// <param name="connectionString">An Npgsql connection string.</param>
     new(connectionString: string) = new PostgresStore(connectionString, PostgresStoreOptions(), NullLogger.Instance)
+
+    /// <summary>
+    /// A data source for a store of its own, from a connection string: with <c>No Reset On Close</c> (nothing but
+    /// the store uses its connections, and the <c>DISCARD ALL</c> Npgsql otherwise sends would drop the plans
+    /// PostgreSQL keeps for the store's functions, so that every call planned them again) and, unless the connection
+    /// string sets it, <c>Max Auto Prepare=20</c> (the store's few statements are prepared once per connection).
+    /// </summary>
+    /// <param name="connectionString">An Npgsql connection string.</param>
+    /// <returns>The data source; the caller disposes it.</returns>
+    /// <exception cref="System.ArgumentException">The connection string is empty or invalid.</exception>
+    static member CreateDataSource(connectionString: string) : NpgsqlDataSource =
+        if String.IsNullOrWhiteSpace connectionString then invalidArg (nameof connectionString) "The connection string is empty."
+        let builder = NpgsqlDataSourceBuilder connectionString
+        builder.ConnectionStringBuilder.NoResetOnClose <- true
+        if builder.ConnectionStringBuilder.MaxAutoPrepare = 0 then builder.ConnectionStringBuilder.MaxAutoPrepare <- 20
+        builder.Build()
 
     /// <summary>
     /// The SQL that creates the store's tables and functions for these options (schema version 1), for teams that
@@ -521,26 +593,27 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             checkOpen ()
             let arguments = PostgresLayout.argumentsOf change
             let idle = idleMilliseconds commit.IdleTimeout
+            let parameters (command: NpgsqlCommand) =
+                let p = command.Parameters
+                p.Add(text id) |> ignore
+                p.Add(NpgsqlParameter<bool>(TypedValue = commit.MustExist)) |> ignore
+                p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
+                p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
+                p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore
+                addChange command arguments
+            let send (token: CancellationToken) =
+                task {
+                    use! _ = gates.EnterAsync(id, token)
+                    let read (reader: NpgsqlDataReader) =
+                        task {
+                            let! _ = reader.ReadAsync token
+                            return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
+                        }
+                    return! execute commitSql parameters read token
+                }
             task {
                 try
-                    let! struct (status, paths, values) =
-                        run "commit" id false cancellationToken (fun token ->
-                            execute
-                                commitSql
-                                (fun command ->
-                                    let p = command.Parameters
-                                    p.Add(text id) |> ignore
-                                    p.Add(NpgsqlParameter<bool>(TypedValue = commit.MustExist)) |> ignore
-                                    p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
-                                    p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
-                                    p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore
-                                    addChange command arguments)
-                                (fun reader ->
-                                    task {
-                                        let! _ = reader.ReadAsync token
-                                        return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
-                                    })
-                                token)
+                    let! struct (status, paths, values) = run "commit" id false cancellationToken send
                     if not (isNull paths) then this.ReportEnded(id, PostgresLayout.rebuildMeta paths values, SessionEndReason.Expired)
                     match status with
                     | "ok" ->
@@ -568,36 +641,33 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 | PostgresLayout.UserBinding.Bind user -> 1, user
                 | PostgresLayout.UserBinding.Unbind -> 2, null
             let idle = idleMilliseconds commit.IdleTimeout
+            let session = if isNull fromId then toId else fromId
+            let parameters (command: NpgsqlCommand) =
+                let p = command.Parameters
+                p.Add(text fromId) |> ignore
+                p.Add(text toId) |> ignore
+                p.Add(NpgsqlParameter<int>(TypedValue = mode)) |> ignore
+                p.Add(text user) |> ignore
+                p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
+                p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
+                p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore
+                p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
+                p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
+                addChange command arguments
+            let send (token: CancellationToken) =
+                task {
+                    use! _ = gates.EnterAsync(session, token)
+                    let read (reader: NpgsqlDataReader) =
+                        task {
+                            let! _ = reader.ReadAsync token
+                            let counts = if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3
+                            return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2, counts, stringsAt reader 4, stringsAt reader 5)
+                        }
+                    return! execute moveSql parameters read token
+                }
             task {
                 try
-                    let! struct (status, ids, reasons, counts, paths, values) =
-                        run "move" (if isNull fromId then toId else fromId) false cancellationToken (fun token ->
-                            execute
-                                moveSql
-                                (fun command ->
-                                    let p = command.Parameters
-                                    p.Add(text fromId) |> ignore
-                                    p.Add(text toId) |> ignore
-                                    p.Add(NpgsqlParameter<int>(TypedValue = mode)) |> ignore
-                                    p.Add(text user) |> ignore
-                                    p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
-                                    p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
-                                    p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore
-                                    p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
-                                    p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
-                                    addChange command arguments)
-                                (fun reader ->
-                                    task {
-                                        let! _ = reader.ReadAsync token
-                                        return
-                                            struct (reader.GetString 0,
-                                                    stringsAt reader 1,
-                                                    stringsAt reader 2,
-                                                    (if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3),
-                                                    stringsAt reader 4,
-                                                    stringsAt reader 5)
-                                    })
-                                token)
+                    let! struct (status, ids, reasons, counts, paths, values) = run "move" session false cancellationToken send
                     reportEnded ids reasons counts paths values
                     match status with
                     | "ok" -> return CommitResult.Committed

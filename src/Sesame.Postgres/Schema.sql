@@ -419,7 +419,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     upgrading boolean := false; shape_text text; shape numeric := 0;
     u integer; op text; tree text; root text; k integer; nc integer; sp integer := 0; np integer := 0;
-    delta bigint; total bigint := p_total;
+    delta bigint; total bigint := p_total; roots_set boolean := false;
 BEGIN
     IF p_upgrade_from IS NOT NULL THEN
         SELECT nd.value INTO shape_text FROM "__schema__"."__table___nodes" nd WHERE nd.sid = p_sid AND nd.path = E'\x04\x01shape';
@@ -453,10 +453,19 @@ BEGIN
                     delta := "__schema__"."__table___remove"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k);
             END CASE;
             IF root = '' THEN total := total + delta; END IF;
+            IF k = 0 AND right(op, 1) = 's' THEN roots_set := true; END IF;
         END IF;
         sp := sp + k;
         np := np + nc;
     END LOOP;
+    -- A tree's root set to something else than an object is no session (once every update applied, as Sesame checks).
+    IF roots_set THEN
+        PERFORM 1 FROM "__schema__"."__table___nodes" nd
+        WHERE nd.sid = p_sid AND nd.path IN ('', E'\x04') AND nd.value <> '{}' AND left(nd.value, 1) <> 'O';
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'SE005', MESSAGE = 'sesame:a tree would not be an object';
+        END IF;
+    END IF;
     RETURN total;
 END $$;
 
