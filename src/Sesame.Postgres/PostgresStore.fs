@@ -157,16 +157,16 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     let deleteFunction = name "_delete"
     let sweepFunction = name "_sweep"
 
-    let loadSql = $"SELECT status, paths, vals FROM {loadFunction}($1, $2, $3, $4)"
+    let loadSql = $"SELECT status, paths, vals FROM {loadFunction}($1, $2, $3)"
 
     let commitSql =
-        $"SELECT status, ended_paths, ended_values FROM {commitFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        $"SELECT status, ended_paths, ended_values FROM {commitFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
 
     let moveSql =
-        $"SELECT status, ended_ids, ended_reasons, ended_counts, ended_paths, ended_values FROM {moveFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+        $"SELECT status, ended_ids, ended_reasons, ended_counts, ended_paths, ended_values FROM {moveFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 
     let deleteSql = $"SELECT {deleteFunction}($1)"
-    let sweepSql = $"SELECT id, paths, vals FROM {sweepFunction}($1)"
+    let sweepSql = $"SELECT id, expired, paths, vals FROM {sweepFunction}($1)"
 
     let listSql (byUser: bool) =
         let user = if byUser then " AND s.user_id = $3" else ""
@@ -174,8 +174,6 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
 
     let listAllSql = listSql false
     let listUserSql = listSql true
-
-    let granularity = max 1L (int64 options.SweepGranularity.TotalMilliseconds)
 
     [<VolatileField>]
     let mutable schemaReady = false
@@ -404,32 +402,41 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 at <- at + count
                 this.ReportEnded(ids[i], meta, (if reasons[i] = "u" then SessionEndReason.UserLimit else SessionEndReason.Expired))
 
-    let sweepOnce (cancellationToken: CancellationToken) : Task<int> =
+    /// One batch of the sweep: gives how many sessions were due (deleted or moved on) and how many were deleted.
+    let sweepOnce (cancellationToken: CancellationToken) : Task<struct (int * int)> =
         run "sweep" null false cancellationToken (fun token ->
             execute sweepSql (fun command -> command.Parameters.Add(NpgsqlParameter<int>(TypedValue = options.SweepBatchSize)) |> ignore) (fun reader ->
                 task {
                     let ended = ResizeArray<struct (string * Json)>()
+                    let mutable due = 0
                     let mutable more = true
                     while more do
                         let! read = reader.ReadAsync token
                         if read then
-                            ended.Add(struct (reader.GetString 0, PostgresLayout.rebuildMeta (stringsAt reader 1) (stringsAt reader 2)))
+                            due <- due + 1
+                            if reader.GetBoolean 1 then
+                                ended.Add(struct (reader.GetString 0, PostgresLayout.rebuildMeta (stringsAt reader 2) (stringsAt reader 3)))
                         else
                             more <- false
-                    // Reported once the deletes are committed (the reader is read to its end above).
-                    for struct (id, meta) in ended do
-                        this.ReportEnded(id, meta, SessionEndReason.Expired)
-                    return ended.Count
+                    return struct (due, ended)
                 }) token)
+        |> fun batch ->
+            task {
+                // Reported once the deletes are committed.
+                let! struct (due, ended) = batch
+                for struct (id, meta) in ended do
+                    this.ReportEnded(id, meta, SessionEndReason.Expired)
+                return struct (due, ended.Count)
+            }
 
     let sweepAll (cancellationToken: CancellationToken) : Task<int> =
         task {
             let mutable total = 0
             let mutable more = true
             while more do
-                let! count = sweepOnce cancellationToken
-                total <- total + count
-                more <- count >= options.SweepBatchSize && not cancellationToken.IsCancellationRequested
+                let! struct (due, deleted) = sweepOnce cancellationToken
+                total <- total + deleted
+                more <- due >= options.SweepBatchSize && not cancellationToken.IsCancellationRequested
             if total > 0 then PostgresLog.swept.Invoke(logger, total, null)
             return total
         }
@@ -560,8 +567,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                         let p = command.Parameters
                         p.Add(text id) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
-                        p.Add(NpgsqlParameter<int64>(TypedValue = refreshMilliseconds idle)) |> ignore
-                        p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore)
+                        p.Add(NpgsqlParameter<int64>(TypedValue = refreshMilliseconds idle)) |> ignore)
                     (fun reader ->
                         task {
                             let! _ = reader.ReadAsync token
@@ -599,7 +605,6 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 p.Add(NpgsqlParameter<bool>(TypedValue = commit.MustExist)) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
-                p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore
                 addChange command arguments
             let send (token: CancellationToken) =
                 task {
@@ -650,7 +655,6 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 p.Add(text user) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
-                p.Add(NpgsqlParameter<int64>(TypedValue = granularity)) |> ignore
                 p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
                 p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
                 addChange command arguments

@@ -8,7 +8,7 @@ open System.Threading
 /// <remarks>
 /// Defaults: <c>Schema</c> <c>"sesame"</c>, <c>TableName</c> <c>"sessions"</c>, <c>CreateSchema</c> true,
 /// <c>OperationTimeout</c> 5 seconds, <c>SweepInterval</c> 1 minute, <c>SweepBatchSize</c> 500,
-/// <c>SweepGranularity</c> 1 minute, <c>ExpiryRefreshInterval</c> zero (every load slides the expiry).
+/// <c>ExpiryRefreshInterval</c> zero (every load slides the expiry).
 /// </remarks>
 [<AllowNullLiteral>]
 type PostgresStoreOptions() =
@@ -29,9 +29,6 @@ type PostgresStoreOptions() =
 
     /// <summary>The default number of sessions one sweep statement ends: 500.</summary>
     static member DefaultSweepBatchSize = 500
-
-    /// <summary>The default granularity of the expiry index: 1 minute.</summary>
-    static member DefaultSweepGranularity = TimeSpan.FromMinutes 1.0
 
     /// <summary>
     /// The schema that holds the store's tables and functions (created if missing, when <c>CreateSchema</c> is on).
@@ -68,18 +65,10 @@ type PostgresStoreOptions() =
     member val SweepInterval = PostgresStoreOptions.DefaultSweepInterval with get, set
 
     /// <summary>
-    /// The most sessions one sweep statement deletes. Small batches keep each sweep transaction short: it
-    /// skips the rows a commit holds and holds its own for milliseconds. Default 500.
+    /// The most sessions one sweep statement visits (deleting the expired ones). Small batches keep each sweep
+    /// transaction short: it skips the rows a commit holds and holds its own for milliseconds. Default 500.
     /// </summary>
     member val SweepBatchSize = PostgresStoreOptions.DefaultSweepBatchSize with get, set
-
-    /// <summary>
-    /// How finely the expiry index orders sessions. A session becomes sweepable at its expiry rounded up to a
-    /// multiple of this; a load or commit that moves the expiry within the same interval leaves the index as it
-    /// is, so its write is a HOT update (no new index entry). The sweeper therefore ends a session up to this
-    /// much after it expired; a load never serves it meanwhile. Default 1 minute.
-    /// </summary>
-    member val SweepGranularity = PostgresStoreOptions.DefaultSweepGranularity with get, set
 
     /// <summary>
     /// How stale a session's expiry and last-seen time may get before a load writes them again. Zero (the default)
@@ -102,8 +91,6 @@ type PostgresStoreOptions() =
             invalidArg "SweepInterval" $"SweepInterval must be positive (or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
         if this.SweepBatchSize < 1 then
             invalidArg "SweepBatchSize" $"SweepBatchSize must be at least 1; it is {this.SweepBatchSize}."
-        if this.SweepGranularity < TimeSpan.FromMilliseconds 1.0 then
-            invalidArg "SweepGranularity" $"SweepGranularity must be at least a millisecond; it is {this.SweepGranularity}."
         if this.ExpiryRefreshInterval < TimeSpan.Zero then
             invalidArg "ExpiryRefreshInterval" $"ExpiryRefreshInterval cannot be negative; it is {this.ExpiryRefreshInterval}."
 
@@ -116,6 +103,5 @@ type PostgresStoreOptions() =
             OperationTimeout = this.OperationTimeout,
             SweepInterval = this.SweepInterval,
             SweepBatchSize = this.SweepBatchSize,
-            SweepGranularity = this.SweepGranularity,
             ExpiryRefreshInterval = this.ExpiryRefreshInterval
         )

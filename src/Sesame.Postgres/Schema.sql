@@ -26,9 +26,12 @@
 -- keeps the data tree's sum, updated by every commit, so the size limit is checked before anything is
 -- acknowledged.
 --
--- Times are Unix milliseconds of the database server's clock. expires_at is exact and never indexed,
--- so that sliding it is a HOT update (no new index entries); sweep_at is expires_at rounded up to the
--- store's sweep granularity, indexed for the sweeper, and changes only when the rounding does.
+-- Times are Unix milliseconds of the database server's clock. expires_at is exact and not indexed, so
+-- that sliding it (every load and commit) is a HOT update: no new index entry, nothing for vacuum to
+-- clean in the indexes. sweep_at is indexed for the sweeper and is only a lower bound of expires_at: a
+-- session cannot have expired before it. Loads and commits leave it alone (unless they shorten the
+-- expiry); the sweeper, finding a session due whose expiry has moved on, moves sweep_at up to it. So
+-- the index changes at most once per idle period of a live session, off the request path.
 
 CREATE TABLE "__schema__"."__table___version" (
     version integer NOT NULL,
@@ -60,10 +63,6 @@ CREATE TABLE "__schema__"."__table___nodes" (
 -- The database server's clock, in Unix milliseconds.
 CREATE FUNCTION "__schema__"."__table___clock"() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
-
--- An expiry rounded up to the sweep granularity (what sweep_at holds).
-CREATE FUNCTION "__schema__"."__table___bucket"(p_expires bigint, p_granularity bigint) RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $$ SELECT ((p_expires + p_granularity - 1) / p_granularity) * p_granularity $$;
 
 -- The number of items of an array node, or NULL when the node is not an array.
 CREATE FUNCTION "__schema__"."__table___items"(p_value text) RETURNS integer
@@ -482,7 +481,7 @@ END $$;
 -- Loads a session and slides its idle expiry (unless it was slid less than p_refresh ms ago).
 -- status: 'ok' (paths, vals: every node), 'none', or 'expired' (it ended now; paths, vals: its facts).
 CREATE FUNCTION "__schema__"."__table___load"(
-    p_id text, p_idle bigint, p_refresh bigint, p_granularity bigint,
+    p_id text, p_idle bigint, p_refresh bigint,
     OUT status text, OUT paths text[], OUT vals text[])
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -511,7 +510,7 @@ BEGIN
         END IF;
         IF p_refresh <= 0 OR expires < v_expires OR expires - v_expires >= p_refresh OR t - v_seen >= p_refresh THEN
             -- The row lock also waits for a commit in flight, so the nodes read next are its result.
-            UPDATE "__schema__"."__table__" s SET expires_at = expires, last_seen = t, sweep_at = "__schema__"."__table___bucket"(expires, p_granularity)
+            UPDATE "__schema__"."__table__" s SET expires_at = expires, last_seen = t, sweep_at = least(s.sweep_at, expires)
             WHERE s.sid = v_sid AND s.id = p_id AND s.expires_at > t;
             IF NOT FOUND THEN CONTINUE; END IF;
             PERFORM set_config('synchronous_commit', 'off', true);
@@ -527,7 +526,7 @@ END $$;
 -- A session found expired ends now and is given in ended_paths, ended_values (its facts).
 -- Conflicts (SE001) and a tree over p_max_size bytes (SE002) raise, so nothing is stored.
 CREATE FUNCTION "__schema__"."__table___commit"(
-    p_id text, p_must_exist boolean, p_idle bigint, p_max_size bigint, p_granularity bigint,
+    p_id text, p_must_exist boolean, p_idle bigint, p_max_size bigint,
     p_upgrade_from integer, p_upgrade_to integer,
     p_ops text[], p_seg_counts integer[], p_segs text[], p_costs integer[],
     p_node_counts integer[], p_paths text[], p_values text[], p_bytes integer[], p_sizes bigint[], p_numbers text[],
@@ -553,7 +552,8 @@ BEGIN
             status := 'shape';
             RETURN;
         END IF;
-        INSERT INTO "__schema__"."__table__" (id, size, last_seen, expires_at, sweep_at) VALUES (p_id, 2, t, t, t)
+        -- With the expiry it will have, so that the update below changes no indexed column (a HOT update).
+        INSERT INTO "__schema__"."__table__" (id, size, last_seen, expires_at, sweep_at) VALUES (p_id, 2, t, t + p_idle, t + p_idle)
         ON CONFLICT (id) DO NOTHING RETURNING sid INTO v_sid;
         IF FOUND THEN
             INSERT INTO "__schema__"."__table___nodes" (sid, path, value, bytes) VALUES (v_sid, '', '{}', 2), (v_sid, E'\x04', '{}', 2);
@@ -572,7 +572,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'SE002', MESSAGE = 'sesame:' || v_total;
     END IF;
     UPDATE "__schema__"."__table__" s
-    SET size = v_total, last_seen = t, expires_at = t + p_idle, sweep_at = "__schema__"."__table___bucket"(t + p_idle, p_granularity)
+    SET size = v_total, last_seen = t, expires_at = t + p_idle, sweep_at = least(s.sweep_at, t + p_idle)
     WHERE s.sid = v_sid;
     status := 'ok';
 END $$;
@@ -586,7 +586,7 @@ END $$;
 -- ended_ids, ended_reasons, and ended_counts facts nodes each in ended_paths, ended_values.
 CREATE FUNCTION "__schema__"."__table___move"(
     p_from text, p_to text, p_user_mode integer, p_user text,
-    p_idle bigint, p_max_size bigint, p_granularity bigint, p_limit integer, p_refuse boolean,
+    p_idle bigint, p_max_size bigint, p_limit integer, p_refuse boolean,
     p_upgrade_from integer, p_upgrade_to integer,
     p_ops text[], p_seg_counts integer[], p_segs text[], p_costs integer[],
     p_node_counts integer[], p_paths text[], p_values text[], p_bytes integer[], p_sizes bigint[], p_numbers text[],
@@ -630,8 +630,10 @@ BEGIN
         END IF;
         lock_user := CASE p_user_mode WHEN 1 THEN p_user END;
         IF lock_user IS NOT NULL THEN PERFORM pg_advisory_xact_lock(lock_class, hashtext(lock_user)); END IF;
-        -- A taken id raises unique_violation.
-        INSERT INTO "__schema__"."__table__" (id, size, last_seen, expires_at, sweep_at) VALUES (p_to, 2, t, t, t) RETURNING sid INTO v_sid;
+        -- A taken id raises unique_violation. Made with the user and expiry it will have, so that the update
+        -- below changes no indexed column.
+        INSERT INTO "__schema__"."__table__" (id, user_id, size, last_seen, expires_at, sweep_at)
+        VALUES (p_to, lock_user, 2, t, t + p_idle, t + p_idle) RETURNING sid INTO v_sid;
         INSERT INTO "__schema__"."__table___nodes" (sid, path, value, bytes) VALUES (v_sid, '', '{}', 2), (v_sid, E'\x04', '{}', 2);
         v_total := 2;
     END IF;
@@ -671,8 +673,7 @@ BEGIN
         END IF;
     END IF;
     UPDATE "__schema__"."__table__" s
-    SET id = p_to, user_id = new_user, size = v_total, last_seen = t, expires_at = t + p_idle,
-        sweep_at = "__schema__"."__table___bucket"(t + p_idle, p_granularity)
+    SET id = p_to, user_id = new_user, size = v_total, last_seen = t, expires_at = t + p_idle, sweep_at = least(s.sweep_at, t + p_idle)
     WHERE s.sid = v_sid;
     status := 'ok';
 END $$;
@@ -689,23 +690,31 @@ BEGIN
     RETURN v_expires > "__schema__"."__table___clock"();
 END $$;
 
--- Ends up to p_batch expired sessions, skipping any a commit or another sweeper holds (it never
--- waits for a lock, and nothing waits long for it). Gives each one's id and facts nodes.
-CREATE FUNCTION "__schema__"."__table___sweep"(p_batch integer) RETURNS TABLE (id text, paths text[], vals text[])
+-- Visits up to p_batch sessions that are due (sweep_at passed), skipping any a commit or another sweeper
+-- holds (it never waits for a lock, and nothing waits long for it): the expired ones are deleted and
+-- given with their facts' nodes (expired true); for the others, whose expiry moved on since, sweep_at
+-- moves up to their expiry (expired false). Fewer than p_batch rows: nothing else is due.
+CREATE FUNCTION "__schema__"."__table___sweep"(p_batch integer) RETURNS TABLE (id text, expired boolean, paths text[], vals text[])
 LANGUAGE sql AS $$
     WITH t AS (SELECT "__schema__"."__table___clock"() AS ms),
-    doomed AS (
-        SELECT s.sid FROM "__schema__"."__table__" s, t
-        WHERE s.sweep_at <= t.ms AND s.expires_at <= t.ms
+    due AS (
+        SELECT s.sid, s.expires_at <= t.ms AS expired FROM "__schema__"."__table__" s, t
+        WHERE s.sweep_at <= t.ms
         ORDER BY s.sweep_at LIMIT p_batch
         FOR UPDATE OF s SKIP LOCKED),
-    gone AS (DELETE FROM "__schema__"."__table__" s USING doomed d WHERE s.sid = d.sid RETURNING s.sid, s.id),
-    gone_nodes AS (DELETE FROM "__schema__"."__table___nodes" n USING doomed d WHERE n.sid = d.sid RETURNING n.sid, n.path, n.value)
-    SELECT g.id, m.paths, m.vals
+    moved_on AS (
+        UPDATE "__schema__"."__table__" s SET sweep_at = s.expires_at FROM due d
+        WHERE s.sid = d.sid AND NOT d.expired RETURNING s.id),
+    gone AS (DELETE FROM "__schema__"."__table__" s USING due d WHERE s.sid = d.sid AND d.expired RETURNING s.sid, s.id),
+    gone_nodes AS (
+        DELETE FROM "__schema__"."__table___nodes" n USING due d WHERE n.sid = d.sid AND d.expired RETURNING n.sid, n.path, n.value)
+    SELECT g.id, true, m.paths, m.vals
     FROM gone g
     LEFT JOIN (
         SELECT gn.sid, array_agg(gn.path) AS paths, array_agg(gn.value) AS vals
         FROM gone_nodes gn WHERE gn.path >= E'\x04' GROUP BY gn.sid) m ON m.sid = g.sid
+    UNION ALL
+    SELECT mo.id, false, NULL, NULL FROM moved_on mo
 $$;
 
 INSERT INTO "__schema__"."__table___version" (version) VALUES (1);

@@ -405,7 +405,7 @@ let expiry =
         }
 
         testCaseTask "the sweeper deletes expired sessions in batches and reports each" <| fun () -> task {
-            use store = storeWith (fun o -> o.SweepBatchSize <- 7; o.SweepGranularity <- TimeSpan.FromMilliseconds 1.0)
+            use store = storeWith (fun o -> o.SweepBatchSize <- 7)
             let ended = Ended()
             store.Observer <- ended
             let short = { creating with IdleTimeout = TimeSpan.FromMilliseconds 200.0 }
@@ -426,8 +426,28 @@ let expiry =
             Expect.isNotNull kept "the live session"
         }
 
+        testCaseTask "a sweep keeps a session whose expiry moved on since it was due, and ends it once it expires" <| fun () -> task {
+            use store = newStore ()
+            let ended = Ended()
+            store.Observer <- ended
+            let id = newId ()
+            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(at "x", parse "1") ]), { creating with IdleTimeout = TimeSpan.FromMilliseconds 300.0 }, token ())
+            // Slid to a longer idle timeout: the session is due for the sweeper at its first expiry, but alive.
+            let! _ = store.LoadAsync(id, TimeSpan.FromSeconds 1.5, token ())
+            do! Task.Delay 500
+            let! swept = store.SweepAsync(token ())
+            Expect.equal swept 0 "nothing expired yet"
+            let! alive = load store id
+            Expect.isNotNull alive "the session lives on"
+            let! _ = store.LoadAsync(id, TimeSpan.FromMilliseconds 300.0, token ())
+            do! Task.Delay 500
+            let! later = store.SweepAsync(token ())
+            Expect.equal later 1 "expired now"
+            Expect.equal (ended.Of SessionEndReason.Expired) [ id ] "reported once"
+        }
+
         testCaseTask "a sweep skips a session a transaction holds, and does not wait for it" <| fun () -> task {
-            use store = storeWith (fun o -> o.SweepGranularity <- TimeSpan.FromMilliseconds 1.0)
+            use store = newStore ()
             let short = { creating with IdleTimeout = TimeSpan.FromMilliseconds 100.0 }
             let held, free = newId (), newId ()
             for id in [ held; free ] do
