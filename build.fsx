@@ -1,6 +1,9 @@
 // Sesame's build script: `dotnet fsi build.fsx <target>`.
 //   build   restore and build everything (Release, warnings as errors)
-//   test    build, then run every test project; ends with one line "N passed, N failed"
+//   test    build, then run every test project (the two Expecto programs, then `dotnet test` for the
+//           C# project); ends with one line "N passed, N failed" and fails if any test or runner failed
+//   soak    Expecto's stress mode on the concurrency tests (those whose names mention "concurrent"),
+//           both F# test programs at once, for the minutes given after it (`soak 1`; default 5); not run in CI
 //   bench   run the BenchmarkDotNet micro-benchmarks (pass BenchmarkDotNet arguments after --)
 //   pack    make the NuGet packages in ./artifacts
 //   loadtest  the load test against ASP.NET Core Session (writes docs/performance.md)
@@ -28,6 +31,31 @@ let run (file: string) (args: string) (capture: bool) =
 
 let exitOn (code: int) = if code <> 0 then exit code
 
+/// The F# test projects: Expecto console programs, run with `dotnet run --no-build`.
+let expectoProjects = [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests" ]
+
+/// The C# test project, on xunit, run with `dotnet test`.
+let xunitProject = "tests/Sesame.CSharpInterop.Tests"
+
+/// Expecto's arguments for a run whose output is read: plain text, no spinner.
+let plainExpecto = "--colours 0 --no-spinner"
+
+/// The counts in one runner's output: (passed, failed), failed including errored tests.
+let countsOf (lines: string list) =
+    // Expecto: "EXPECTO! 217 tests run in 00:01:04 for miscellaneous – 217 passed, 0 ignored, 0 failed, 0 errored."
+    let expecto = Regex(@"EXPECTO!.*\s(\d+) passed, (\d+) ignored, (\d+) failed, (\d+) errored")
+    // dotnet test (xunit): "Passed!  - Failed: 0, Passed: 42, Skipped: 0, ..."
+    let xunit = Regex(@"(Passed|Failed)!\s+-\s+Failed:\s+(\d+),\s+Passed:\s+(\d+)")
+    lines
+    |> List.choose (fun line ->
+        let e = expecto.Match line
+        if e.Success then
+            Some(int e.Groups[1].Value, int e.Groups[3].Value + int e.Groups[4].Value)
+        else
+            let x = xunit.Match line
+            if x.Success then Some(int x.Groups[3].Value, int x.Groups[2].Value) else None)
+    |> List.fold (fun (p, f) (p2, f2) -> p + p2, f + f2) (0, 0)
+
 let commandExists (name: string) =
     let code, _ = run "sh" $"-c \"command -v {name} >/dev/null\"" true
     code = 0
@@ -42,10 +70,12 @@ let ensureRedis () =
 
 let args = fsi.CommandLineArgs |> Array.skip 1
 let target = if args.Length = 0 then "build" else args[0]
+// The arguments for the target: those after "--", or (since `dotnet fsi` may swallow the "--")
+// all those after the target's name.
 let rest =
     match Array.tryFindIndex ((=) "--") args with
     | Some i -> String.Join(" ", args[i + 1 ..])
-    | None -> ""
+    | None -> String.Join(" ", Array.skip (min 1 args.Length) args)
 
 match target with
 | "build" ->
@@ -53,15 +83,38 @@ match target with
 | "test" ->
     ensureRedis ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
-    let code, lines = run "dotnet" "test Sesame.sln -c Release --no-build" true
-    // dotnet test prints one summary per test project: "Passed!  - Failed: 0, Passed: 42, ..."
-    let summary = Regex(@"(Passed|Failed)!\s+-\s+Failed:\s+(\d+),\s+Passed:\s+(\d+)")
-    let failed, passed =
-        lines
-        |> List.choose (fun l -> let m = summary.Match l in if m.Success then Some(int m.Groups[2].Value, int m.Groups[3].Value) else None)
-        |> List.fold (fun (f, p) (f2, p2) -> f + f2, p + p2) (0, 0)
+    let expectoRuns =
+        [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
+    let runs = expectoRuns @ [ (xunitProject, run "dotnet" $"test {xunitProject} -c Release --no-build" true) ]
+    let mutable passed, failed, runnersFailed = 0, 0, 0
+    for project, (code, lines) in runs do
+        let p, f = countsOf lines
+        printfn "%s: passed %d, failed %d, exit code %d" project p f code
+        passed <- passed + p
+        failed <- failed + f
+        // A runner that failed, or that ran nothing, fails the build even if it counted no failure.
+        if code <> 0 || p + f = 0 then runnersFailed <- runnersFailed + 1
     printfn "%d passed, %d failed" passed failed
-    exit (if code <> 0 || failed > 0 || passed = 0 then 1 else 0)
+    exit (if runnersFailed > 0 || failed > 0 || passed = 0 then 1 else 0)
+| "soak" ->
+    // Expecto's stress mode: the selected tests run again and again, in random order and in
+    // parallel, for the given minutes; a test still running stress-timeout minutes after the end is
+    // reported as a deadlock. Both programs run at once, so the soak takes the minutes given.
+    let minutes =
+        match Double.TryParse(rest, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+        | true, m when m > 0.0 -> m
+        | _ -> 5.0
+    ensureRedis ()
+    exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
+    let soaks =
+        [ for project in expectoProjects ->
+              let args = $"run --no-build -c Release --project {project} -- --stress {string minutes} --stress-timeout 2 --stress-memory-limit 1000 --filter-test-case concurrent {plainExpecto}"
+              printfn "> dotnet %s" args
+              Process.Start(ProcessStartInfo("dotnet", args, WorkingDirectory = root, UseShellExecute = false)) ]
+    for p in soaks do p.WaitForExit()
+    let codes = soaks |> List.map (fun p -> p.ExitCode)
+    printfn "soak of %s minutes: exit codes %A" (string minutes) codes
+    exit (if List.forall ((=) 0) codes then 0 else 1)
 | "bench" ->
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.Benchmarks -- {rest}" false))
 | "loadtest" ->
@@ -74,5 +127,5 @@ match target with
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | other ->
-    eprintfn "Unknown target '%s'. Targets: build, test, bench, pack, sample." other
+    eprintfn "Unknown target '%s'. Targets: build, test, soak, bench, pack, loadtest, sample." other
     exit 2

@@ -26,7 +26,7 @@ public class NestedChangeBenchmarks
     private const int Changes = 32;
     private const string Baz = "foo.bar.baz";
 
-    private static readonly Path BazPath = PathModule.parse(Baz);
+    private static readonly SessionPath BazPath = SessionPathModule.parse(Baz);
     private static readonly Json One = JsonModule.int64(1);
 
     private readonly TaskCompletionSource<SesameSession> opened = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -43,7 +43,7 @@ public class NestedChangeBenchmarks
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseTestServer();
-        builder.Services.AddSesame(options => options.UseMemoryStore());
+        builder.Services.AddSesame().AddMemoryStore();
         app = builder.Build();
         app.UseSesame();
         app.MapPost("/seed", (SesameSession s) =>
@@ -114,7 +114,7 @@ public class NestedChangeBenchmarks
     {
         for (var i = 0; i < Changes; i++)
         {
-            var baz = ((Json.Number)handle.TryFind(BazPath).Value).Item.TryGetInt64().Value;
+            ((Json.Number)handle.TryFind(BazPath).Value).Item.TryGetInt64(out var baz);
             handle.Set(BazPath, JsonModule.int64(baz * 2));
         }
 

@@ -113,7 +113,7 @@ internal static class JsonValues
 
     /// <summary>Decodes a JSON value as <typeparamref name="T"/>; the path names the value in errors.</summary>
     /// <exception cref="JsonException">The value does not fit the type; the message names the path.</exception>
-    public static T Decode<T>(Json json, JsonSerializerOptions options, Path path)
+    public static T Decode<T>(Json json, JsonSerializerOptions options, SessionPath path)
     {
         if (TryDecodeScalar(json, options, out T scalar))
         {
@@ -135,26 +135,26 @@ internal static class JsonValues
         // typeof(T) tests are constants once the JIT specialises the method, so only one branch remains.
         if (typeof(T) == typeof(long))
         {
-            if (json is Json.Number n && n.Item.TryGetInt64() is { IsSome: true } v && PlainFor(options).Int64)
+            if (json is Json.Number n && n.Item.TryGetInt64(out var v) && PlainFor(options).Int64)
             {
-                value = (T)(object)v.Value;
+                value = (T)(object)v;
                 return true;
             }
         }
         else if (typeof(T) == typeof(int))
         {
-            if (json is Json.Number n && n.Item.TryGetInt64() is { IsSome: true } v
-                && v.Value is >= int.MinValue and <= int.MaxValue && PlainFor(options).Int32)
+            if (json is Json.Number n && n.Item.TryGetInt64(out var v)
+                && v is >= int.MinValue and <= int.MaxValue && PlainFor(options).Int32)
             {
-                value = (T)(object)(int)v.Value;
+                value = (T)(object)(int)v;
                 return true;
             }
         }
         else if (typeof(T) == typeof(decimal))
         {
-            if (json is Json.Number n && n.Item.TryGetDecimal() is { IsSome: true } v && PlainFor(options).Decimal)
+            if (json is Json.Number n && n.Item.TryGetDecimal(out var v) && PlainFor(options).Decimal)
             {
-                value = (T)(object)v.Value;
+                value = (T)(object)v;
                 return true;
             }
         }
@@ -206,14 +206,14 @@ internal static class JsonValues
         {
             case Json.Number n:
                 var number = n.Item;
-                if (number.TryGetInt64() is { IsSome: true } integer)
+                if (number.TryGetInt64(out var integer))
                 {
-                    return integer.Value;
+                    return integer;
                 }
 
-                if (number.TryGetDecimal() is { IsSome: true } exact)
+                if (number.TryGetDecimal(out var exact))
                 {
-                    return exact.Value;
+                    return exact;
                 }
 
                 return number.ToDouble();

@@ -53,7 +53,7 @@ public sealed class SesameSession
     /// s.foo ??= new { bar = new { baz = 1 } };
     /// s.foo.bar.baz *= 2;   // one update: set foo.bar.baz
     /// </code></example>
-    public dynamic Dynamic => root ??= new SessionProxy(this, PathModule.root);
+    public dynamic Dynamic => root ??= new SessionProxy(this, SessionPathModule.root);
 
     /// <summary>The session id, or <c>null</c> while the session is new and not yet stored.</summary>
     public string? Id => Handle.Id;
@@ -75,7 +75,7 @@ public sealed class SesameSession
             }
             catch (ObjectDisposedException e)
             {
-                throw Stale(PathModule.root, "read", e);
+                throw Stale(SessionPathModule.root, "read", e);
             }
         }
     }
@@ -86,14 +86,14 @@ public sealed class SesameSession
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public T? Get<T>(string path) => TryGet<T>(PathText.Parse(path), out var value) ? value : default;
+    public T? Get<T>(string path) => TryGet<T>(SessionPathModule.parse(path), out var value) ? value : default;
 
     /// <summary>The value at <paramref name="path"/> decoded as <typeparamref name="T"/>, or <c>default</c> when there is none (or it is JSON null).</summary>
-    /// <param name="path">Where, built from data: <c>Path.Root.Key(name).Index(2)</c>; a key from user input is always one key.</param>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name).Index(2)</c>; a key from user input is always one key.</param>
     /// <returns>The value, or <c>default(T)</c>.</returns>
     /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public T? Get<T>(Path path) => TryGet<T>(path, out var value) ? value : default;
+    public T? Get<T>(SessionPath path) => TryGet<T>(path, out var value) ? value : default;
 
     /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one.</summary>
     /// <param name="path">Where, e.g. <c>cart.items[2].qty</c>.</param>
@@ -102,15 +102,15 @@ public sealed class SesameSession
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public bool TryGet<T>(string path, [MaybeNullWhen(false)] out T value) => TryGet(PathText.Parse(path), out value);
+    public bool TryGet<T>(string path, [MaybeNullWhen(false)] out T value) => TryGet(SessionPathModule.parse(path), out value);
 
     /// <summary>Reads the value at <paramref name="path"/> as <typeparamref name="T"/> when there is one.</summary>
-    /// <param name="path">Where, built from data: <c>Path.Root.Key(name).Index(2)</c>.</param>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name).Index(2)</c>.</param>
     /// <param name="value">The value, when found.</param>
     /// <returns><c>true</c> when there is a value other than JSON null at the path.</returns>
     /// <exception cref="JsonException">There is a value but it does not fit <typeparamref name="T"/>; the message names the path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public bool TryGet<T>(Path path, [MaybeNullWhen(false)] out T value)
+    public bool TryGet<T>(SessionPath path, [MaybeNullWhen(false)] out T value)
     {
         ArgumentNullException.ThrowIfNull(path);
         var parsed = path;
@@ -130,13 +130,13 @@ public sealed class SesameSession
     /// <returns>The node, or <c>null</c> when there is no value (or it is JSON null).</returns>
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public JsonNode? GetNode(string path) => GetNode(PathText.Parse(path));
+    public JsonNode? GetNode(string path) => GetNode(SessionPathModule.parse(path));
 
     /// <summary>The value at <paramref name="path"/> as a new, mutable <see cref="JsonNode"/> (changing it does not change the session).</summary>
-    /// <param name="path">Where, built from data: <c>Path.Root.Key(name)</c>.</param>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name)</c>.</param>
     /// <returns>The node, or <c>null</c> when there is no value (or it is JSON null).</returns>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public JsonNode? GetNode(Path path)
+    public JsonNode? GetNode(SessionPath path)
     {
         ArgumentNullException.ThrowIfNull(path);
         var found = Find(path);
@@ -151,17 +151,17 @@ public sealed class SesameSession
     /// <exception cref="PathConflictException">The path crosses a value of the wrong kind (a key into a string, an index past the end); nothing is recorded.</exception>
     /// <exception cref="NotSupportedException">The value's type cannot be serialized.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public void Set<T>(string path, T value) => Set(PathText.Parse(path), value);
+    public void Set<T>(string path, T value) => Set(SessionPathModule.parse(path), value);
 
     /// <summary>Sets <paramref name="value"/> at <paramref name="path"/>, creating missing objects on the way (an array for index 0).</summary>
     /// <typeparam name="T">The value's type (see <see cref="Set{T}(string, T)"/>).</typeparam>
-    /// <param name="path">Where, built from data: <c>Path.Root.Key("prefs").Key(name)</c>; a key from user input is always one key.</param>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key("prefs").Key(name)</c>; a key from user input is always one key.</param>
     /// <param name="value">The value; <c>null</c> stores JSON null.</param>
     /// <exception cref="ArgumentException">A number has no JSON form (NaN, infinity), the session would nest too deep, or a string holds a lone surrogate.</exception>
     /// <exception cref="PathConflictException">The path crosses a value of the wrong kind; nothing is recorded.</exception>
     /// <exception cref="NotSupportedException">The value's type cannot be serialized.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public void Set<T>(Path path, T value)
+    public void Set<T>(SessionPath path, T value)
     {
         ArgumentNullException.ThrowIfNull(path);
         SetAt(path, JsonValues.Encode(value, Options.SerializerOptions));
@@ -178,7 +178,7 @@ public sealed class SesameSession
     /// <exception cref="ArgumentException">The path text is not a path, or the value cannot be stored (see <see cref="Set{T}(string, T)"/>).</exception>
     /// <exception cref="PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public int Append<T>(string path, T value) => Append(PathText.Parse(path), value);
+    public int Append<T>(string path, T value) => Append(SessionPathModule.parse(path), value);
 
     /// <summary>Adds <paramref name="value"/> at the end of the array at <paramref name="path"/> (see <see cref="Append{T}(string, T)"/>).</summary>
     /// <typeparam name="T">The value's type.</typeparam>
@@ -187,7 +187,7 @@ public sealed class SesameSession
     /// <returns>The array's length after the append.</returns>
     /// <exception cref="PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public int Append<T>(Path path, T value)
+    public int Append<T>(SessionPath path, T value)
     {
         ArgumentNullException.ThrowIfNull(path);
         return AppendAt(path, JsonValues.Encode(value, Options.SerializerOptions));
@@ -198,13 +198,13 @@ public sealed class SesameSession
     /// <returns><c>true</c> when there was a value to remove; nothing is recorded otherwise.</returns>
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public bool Remove(string path) => RemoveAt(PathText.Parse(path));
+    public bool Remove(string path) => RemoveAt(SessionPathModule.parse(path));
 
     /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it.</summary>
-    /// <param name="path">Where, built from data: <c>Path.Root.Key(name)</c>.</param>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name)</c>.</param>
     /// <returns><c>true</c> when there was a value to remove; nothing is recorded otherwise.</returns>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public bool Remove(Path path)
+    public bool Remove(SessionPath path)
     {
         ArgumentNullException.ThrowIfNull(path);
         return RemoveAt(path);
@@ -221,15 +221,15 @@ public sealed class SesameSession
     /// <exception cref="PathConflictException">The value there is not a number, or the path crosses a value of the wrong kind; nothing is recorded.</exception>
     /// <exception cref="OverflowException">The new value is beyond <see cref="decimal"/>'s range (the increment is recorded; read it exactly with <see cref="GetNode(string)"/>).</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public decimal Increment(string path, decimal by = 1) => IncrementValue(PathText.Parse(path), by);
+    public decimal Increment(string path, decimal by = 1) => IncrementValue(SessionPathModule.parse(path), by);
 
     /// <summary>Adds <paramref name="by"/> to the number at <paramref name="path"/> exactly (see <see cref="Increment(string, decimal)"/>).</summary>
-    /// <param name="path">Where, built from data: <c>Path.Root.Key("votes").Key(option)</c>.</param>
+    /// <param name="path">Where, built from data: <c>SessionPath.Root.Key("votes").Key(option)</c>.</param>
     /// <param name="by">How much to add (default 1).</param>
     /// <returns>The new value as this request sees it.</returns>
     /// <exception cref="PathConflictException">The value there is not a number, or the path crosses a value of the wrong kind; nothing is recorded.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
-    public decimal Increment(Path path, decimal by = 1)
+    public decimal Increment(SessionPath path, decimal by = 1)
     {
         ArgumentNullException.ThrowIfNull(path);
         return IncrementValue(path, by);
@@ -245,7 +245,7 @@ public sealed class SesameSession
         }
         catch (ObjectDisposedException e)
         {
-            throw Stale(PathModule.root, "change", e);
+            throw Stale(SessionPathModule.root, "change", e);
         }
     }
 
@@ -262,7 +262,7 @@ public sealed class SesameSession
         }
         catch (ObjectDisposedException e)
         {
-            throw Stale(PathModule.root, "change", e);
+            throw Stale(SessionPathModule.root, "change", e);
         }
     }
 
@@ -282,7 +282,7 @@ public sealed class SesameSession
         }
         catch (ObjectDisposedException e)
         {
-            throw Stale(PathModule.root, "change", e);
+            throw Stale(SessionPathModule.root, "change", e);
         }
     }
 
@@ -306,7 +306,7 @@ public sealed class SesameSession
         }
         catch (ObjectDisposedException e)
         {
-            throw Stale(PathModule.root, "change", e);
+            throw Stale(SessionPathModule.root, "change", e);
         }
     }
 
@@ -327,7 +327,7 @@ public sealed class SesameSession
             }
             catch (ObjectDisposedException e)
             {
-                throw Stale(PathModule.root, "read", e);
+                throw Stale(SessionPathModule.root, "read", e);
             }
         }
     }
@@ -343,7 +343,7 @@ public sealed class SesameSession
         }
         catch (ObjectDisposedException e)
         {
-            throw Stale(PathModule.root, "change", e);
+            throw Stale(SessionPathModule.root, "change", e);
         }
     }
 
@@ -365,7 +365,7 @@ public sealed class SesameSession
     /// <summary>A task already holding this session, so a request that asks again allocates nothing.</summary>
     internal Task<SesameSession> Completed => completed ??= Task.FromResult(this);
 
-    internal Json? Find(Path path)
+    internal Json? Find(SessionPath path)
     {
         try
         {
@@ -377,7 +377,7 @@ public sealed class SesameSession
         }
     }
 
-    internal void SetAt(Path path, Json value)
+    internal void SetAt(SessionPath path, Json value)
     {
         try
         {
@@ -389,7 +389,7 @@ public sealed class SesameSession
         }
     }
 
-    internal int AppendAt(Path path, Json value)
+    internal int AppendAt(SessionPath path, Json value)
     {
         try
         {
@@ -401,7 +401,7 @@ public sealed class SesameSession
         }
     }
 
-    internal bool RemoveAt(Path path)
+    internal bool RemoveAt(SessionPath path)
     {
         if (Find(path) is null)
         {
@@ -419,7 +419,7 @@ public sealed class SesameSession
         }
     }
 
-    internal decimal IncrementValue(Path path, decimal by)
+    internal decimal IncrementValue(SessionPath path, decimal by)
     {
         JsonNumber result;
         try
@@ -431,9 +431,9 @@ public sealed class SesameSession
             throw Stale(path, "change", e);
         }
 
-        if (result.TryGetDecimal() is { IsSome: true } exact)
+        if (result.TryGetDecimal(out var exact))
         {
-            return exact.Value;
+            return exact;
         }
 
         // More digits than a decimal holds: the nearest decimal, as System.Text.Json would read it.
@@ -446,7 +446,7 @@ public sealed class SesameSession
     }
 
     // The handle refuses use after its request ended; say so in C# terms, naming what was attempted.
-    internal static ObjectDisposedException Stale(Path path, string verb, ObjectDisposedException inner)
+    internal static ObjectDisposedException Stale(SessionPath path, string verb, ObjectDisposedException inner)
     {
         var what = path.IsRoot ? "the session" : $"'{path}'";
         return new ObjectDisposedException(

@@ -49,9 +49,9 @@ namespace Sesame;
 public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
 {
     private readonly SesameSession session;
-    private readonly Path path;
+    private readonly SessionPath path;
 
-    internal SessionProxy(SesameSession session, Path path)
+    internal SessionProxy(SesameSession session, SessionPath path)
     {
         this.session = session;
         this.path = path;
@@ -70,9 +70,9 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
             return true;
         }
 
-        var child = here is Json.Object o && o.Item.TryFind(binder.Name) is { IsSome: true } found ? found.Value : null;
+        var child = here is Json.Object o && o.Item.TryGetValue(binder.Name, out var found) ? found : null;
         result = child is Json.Object or Json.Array
-            ? new SessionProxy(session, PathModule.child(Segment.NewKey(binder.Name), path))
+            ? new SessionProxy(session, SessionPathModule.child(Segment.NewKey(binder.Name), path))
             : JsonValues.Leaf(child);
         return true;
     }
@@ -84,7 +84,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// <exception cref="PathConflictException">This proxy's value is not an object (an array, say); nothing is recorded.</exception>
     public override bool TrySetMember(SetMemberBinder binder, object? value)
     {
-        session.SetAt(PathModule.child(Segment.NewKey(binder.Name), path), Encode(value));
+        session.SetAt(SessionPathModule.child(Segment.NewKey(binder.Name), path), Encode(value));
         return true;
     }
 
@@ -100,7 +100,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
         var here = session.Find(path);
         Json? child = (here, segment) switch
         {
-            (Json.Object o, Segment.Key k) => o.Item.TryFind(k.key) is { IsSome: true } found ? found.Value : null,
+            (Json.Object o, Segment.Key k) => o.Item.TryGetValue(k.key, out var found) ? found : null,
             (Json.Array a, Segment.Index i) when i.index < a.Item.Length => a.Item[i.index],
             _ => null,
         };
@@ -117,7 +117,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// <exception cref="PathConflictException">The index does not fit this value (a key into an array, an index past the end); nothing is recorded.</exception>
     public override bool TrySetIndex(SetIndexBinder binder, object[] indexes, object? value)
     {
-        session.SetAt(PathModule.child(SegmentOf(indexes), path), Encode(value));
+        session.SetAt(SessionPathModule.child(SegmentOf(indexes), path), Encode(value));
         return true;
     }
 
@@ -132,11 +132,11 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
         switch (binder.Name)
         {
             case "Remove" when args.Length == 1:
-                result = session.RemoveAt(PathModule.child(SegmentOf(args!), path));
+                result = session.RemoveAt(SessionPathModule.child(SegmentOf(args!), path));
                 return true;
             case "Increment" when args.Length is 1 or 2 && args[0] is string key:
                 var by = args.Length == 2 ? ToDecimal(args[1]) : 1m;
-                result = session.IncrementValue(PathModule.child(Segment.NewKey(key), path), by);
+                result = session.IncrementValue(SessionPathModule.child(Segment.NewKey(key), path), by);
                 return true;
             case "Add" when args.Length == 1:
                 if (session.Find(path) is not Json.Array)
@@ -244,7 +244,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     }
 
     private object? View(Json? child, Segment segment) =>
-        child is Json.Object or Json.Array ? new SessionProxy(session, PathModule.child(segment, path)) : JsonValues.Leaf(child);
+        child is Json.Object or Json.Array ? new SessionProxy(session, SessionPathModule.child(segment, path)) : JsonValues.Leaf(child);
 
     private Json Encode(object? value) => JsonValues.Encode(value, session.Options.SerializerOptions);
 

@@ -4,6 +4,9 @@ open System
 open System.Collections
 open System.Collections.Generic
 open System.Collections.Immutable
+open System.Text
+open System.Text.Json
+open System.Text.Json.Serialization
 
 /// <summary>
 /// An immutable JSON value: the form a session is held in. Changing a value returns a new
@@ -12,8 +15,10 @@ open System.Collections.Immutable
 /// <remarks>
 /// Objects compare equal when they hold the same keys with equal values, in any order (they
 /// keep their insertion order for writing). Numbers compare by their exact text.
+/// Every System.Text.Json serializer writes and reads it as the JSON it is (<see cref="T:Sesame.JsonValueConverter"/>),
+/// so a handler can return it (Giraffe's <c>json</c>, a minimal API's result) as it is.
 /// </remarks>
-[<CustomEquality; NoComparison; RequireQualifiedAccess>]
+[<CustomEquality; NoComparison; RequireQualifiedAccess; JsonConverter(typeof<JsonValueConverter>)>]
 type Json =
     /// JSON <c>null</c>.
     | Null
@@ -120,8 +125,19 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
     /// The number of properties.
     member _.Count = properties.Length
 
-    /// <summary>The value at <paramref name="key"/>, or <c>ValueNone</c>.</summary>
-    member this.TryFind(key: string) : Json voption =
+    /// <summary>The value at <paramref name="key"/>, when the object has the key.</summary>
+    /// <param name="key">The key.</param>
+    /// <param name="value">The value, when found.</param>
+    /// <returns>Whether the object has the key.</returns>
+    member this.TryGetValue(key: string, [<Runtime.InteropServices.Out>] value: byref<Json>) : bool =
+        match this.IndexOf key with
+        | -1 -> false
+        | i ->
+            value <- properties[i].Value
+            true
+
+    /// The value at the key, if any (for Sesame's own code, which matches on it).
+    member internal this.Find(key: string) : Json voption =
         match this.IndexOf key with
         | -1 -> ValueNone
         | i -> ValueSome properties[i].Value
@@ -155,7 +171,7 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
         || properties.Length = other.Count
            && properties
               |> Array.forall (fun (KeyValue(k, v)) ->
-                  match other.TryFind k with
+                  match other.Find k with
                   | ValueSome w -> v.Equals w
                   | ValueNone -> false)
 
@@ -164,3 +180,99 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
 
     interface IEnumerable with
         member _.GetEnumerator() = properties.GetEnumerator()
+
+/// <summary>
+/// Writes and reads a <see cref="T:Sesame.Json"/> as the JSON it is, for System.Text.Json: numbers keep their exact
+/// text, objects their key order. It is the type's own converter, so a serializer given the type <c>Json</c> uses it
+/// (Giraffe's <c>json</c>, <c>JsonSerializer.Serialize</c>); one that serializes by the value's runtime type (an F# union
+/// case is a class of its own) uses it when its options hold it: <c>AddSesame</c> puts it first in ASP.NET Core's
+/// minimal-API and MVC options, and <c>Json.createSerializerOptions</c> puts it before FSharp.SystemTextJson's
+/// converter (which would otherwise claim the tree as an F# union).
+/// </summary>
+and [<Sealed>] JsonValueConverter() =
+    inherit JsonConverterFactory()
+
+    /// Reads the value the reader stands on (its first token), leaving the reader on its last token.
+    static member internal ReadValue(reader: byref<Utf8JsonReader>) : Json =
+        match reader.TokenType with
+        | JsonTokenType.Null -> Json.Null
+        | JsonTokenType.True -> Json.Bool true
+        | JsonTokenType.False -> Json.Bool false
+        | JsonTokenType.Number ->
+            let text =
+                if reader.HasValueSequence then
+                    let sequence = reader.ValueSequence
+                    Encoding.UTF8.GetString(Buffers.BuffersExtensions.ToArray(&sequence))
+                else
+                    Encoding.UTF8.GetString reader.ValueSpan
+            Json.Number(JsonNumber.Trusted text)
+        | JsonTokenType.String -> Json.String(reader.GetString())
+        | JsonTokenType.StartArray ->
+            let items = ImmutableArray.CreateBuilder<Json>()
+            while reader.Read() && reader.TokenType <> JsonTokenType.EndArray do
+                items.Add(JsonValueConverter.ReadValue &reader)
+            Json.Array(items.ToImmutable())
+        | JsonTokenType.StartObject ->
+            let properties = ResizeArray<KeyValuePair<string, Json>>()
+            let mutable positions: Dictionary<string, int> = null
+            while reader.Read() && reader.TokenType <> JsonTokenType.EndObject do
+                let key = reader.GetString()
+                reader.Read() |> ignore
+                let value = JsonValueConverter.ReadValue &reader
+                // A repeated key keeps its first position and its last value; a scan is cheap while objects are small.
+                if properties.Count >= 8 && isNull positions then
+                    positions <- Dictionary(StringComparer.Ordinal)
+                    for i in 0 .. properties.Count - 1 do
+                        positions[properties[i].Key] <- i
+                let existing =
+                    if isNull positions then properties.FindIndex(fun p -> String.Equals(p.Key, key, StringComparison.Ordinal))
+                    else match positions.TryGetValue key with | true, i -> i | _ -> -1
+                if existing >= 0 then
+                    properties[existing] <- KeyValuePair(key, value)
+                else
+                    if not (isNull positions) then positions[key] <- properties.Count
+                    properties.Add(KeyValuePair(key, value))
+            Json.Object(JsonObject(properties.ToArray()))
+        | token -> raise (JsonException $"Unexpected JSON token {token}.")
+
+    /// Writes a value (the writer is not flushed).
+    static member internal WriteValue(writer: Utf8JsonWriter, json: Json) =
+        match json with
+        | Json.Null -> writer.WriteNullValue()
+        | Json.Bool b -> writer.WriteBooleanValue b
+        | Json.Number n -> writer.WriteRawValue(n.Text, skipInputValidation = true)
+        | Json.String s -> writer.WriteStringValue s
+        | Json.Array items ->
+            writer.WriteStartArray()
+            for item in items do
+                JsonValueConverter.WriteValue(writer, item)
+            writer.WriteEndArray()
+        | Json.Object o ->
+            writer.WriteStartObject()
+            for KeyValue(k, v) in o do
+                writer.WritePropertyName k
+                JsonValueConverter.WriteValue(writer, v)
+            writer.WriteEndObject()
+
+    /// <summary>Whether the type is <c>Json</c> or one of its cases.</summary>
+    override _.CanConvert(typeToConvert: Type) = typeof<Json>.IsAssignableFrom typeToConvert
+
+    /// <summary>The converter for <c>Json</c> or one of its cases.</summary>
+    override _.CreateConverter(typeToConvert: Type, _options: JsonSerializerOptions) =
+        Activator.CreateInstance(typedefof<JsonTreeConverter<Json>>.MakeGenericType typeToConvert) :?> JsonConverter
+
+/// Writes and reads one type of <see cref="T:Sesame.Json"/> (the union, or one of its cases) as its JSON.
+and [<Sealed>] internal JsonTreeConverter<'tree>() =
+    inherit JsonConverter<'tree>()
+
+    /// JSON null is a value like any other, not a missing one.
+    override _.HandleNull = true
+
+    override _.Read(reader: byref<Utf8JsonReader>, _typeToConvert: Type, _options: JsonSerializerOptions) =
+        match JsonValueConverter.ReadValue &reader :> obj with
+        | :? 'tree as tree -> tree
+        | other -> raise (JsonException $"Expected JSON of the kind {typeof<'tree>.Name}, not {other}.")
+
+    override _.Write(writer: Utf8JsonWriter, value: 'tree, _options: JsonSerializerOptions) =
+        JsonValueConverter.WriteValue(writer, (match box value with :? Json as json -> json | _ -> Json.Null))
+

@@ -60,50 +60,21 @@ module Json =
     let private texts = JsonTextBuffers writerOptions
     let private storedTexts = JsonTextBuffers storedWriterOptions
 
-    let rec private read (reader: byref<Utf8JsonReader>) : Json =
-        match reader.TokenType with
-        | JsonTokenType.Null -> Json.Null
-        | JsonTokenType.True -> Json.Bool true
-        | JsonTokenType.False -> Json.Bool false
-        | JsonTokenType.Number -> Json.Number(JsonNumber.Trusted(Encoding.UTF8.GetString reader.ValueSpan))
-        | JsonTokenType.String -> Json.String(reader.GetString())
-        | JsonTokenType.StartArray ->
-            let items = ImmutableArray.CreateBuilder<Json>()
-            while reader.Read() && reader.TokenType <> JsonTokenType.EndArray do
-                items.Add(read &reader)
-            Json.Array(items.ToImmutable())
-        | JsonTokenType.StartObject ->
-            let properties = ResizeArray<KeyValuePair<string, Json>>()
-            let mutable positions: Dictionary<string, int> = null
-            while reader.Read() && reader.TokenType <> JsonTokenType.EndObject do
-                let key = reader.GetString()
-                reader.Read() |> ignore
-                let value = read &reader
-                // A repeated key keeps its first position and its last value; a scan is cheap while objects are small.
-                if properties.Count >= 8 && isNull positions then
-                    positions <- Dictionary(StringComparer.Ordinal)
-                    for i in 0 .. properties.Count - 1 do
-                        positions[properties[i].Key] <- i
-                let existing =
-                    if isNull positions then properties.FindIndex(fun p -> String.Equals(p.Key, key, StringComparison.Ordinal))
-                    else match positions.TryGetValue key with | true, i -> i | _ -> -1
-                if existing >= 0 then
-                    properties[existing] <- KeyValuePair(key, value)
-                else
-                    if not (isNull positions) then positions[key] <- properties.Count
-                    properties.Add(KeyValuePair(key, value))
-            Json.Object(Sesame.JsonObject(properties.ToArray()))
-        | token -> raise (JsonException $"Unexpected JSON token {token}.")
+    let private read (reader: byref<Utf8JsonReader>) : Json = JsonValueConverter.ReadValue &reader
 
     /// Parses UTF-8 JSON that wraps values up to MaxDepth deep in <paramref name="wrappingLevels"/> levels of
     /// its own (a patch wraps each value in two arrays), so that such a value reads back wherever it can be written.
     let internal parseUtf8Wrapped (wrappingLevels: int) (utf8: ReadOnlySpan<byte>) : Json =
         let mutable reader = Utf8JsonReader(utf8, readerOptionsFor (MaxDepth + wrappingLevels))
-        if not (reader.Read()) then raise (JsonException "The JSON text is empty.")
-        let value = read &reader
-        // The reader itself rejects anything but white space after the root value.
-        if reader.Read() then raise (JsonException "Unexpected text after the JSON value.")
-        value
+        try
+            if not (reader.Read()) then raise (JsonException "The JSON text is empty.")
+            let value = read &reader
+            // The reader itself rejects anything but white space after the root value.
+            if reader.Read() then raise (JsonException "Unexpected text after the JSON value.")
+            value
+        with :? InvalidOperationException as e ->
+            // A string whose escapes name a lone UTF-16 surrogate, which no .NET string of Sesame's may hold.
+            raise (JsonException($"The JSON text cannot be read: {e.Message}", e))
 
     /// Parses text written by toStoredUtf8, which may nest one level deeper than parseUtf8 accepts.
     let internal parseStoredUtf8 (utf8: ReadOnlySpan<byte>) : Json = parseUtf8Wrapped 1 utf8
@@ -126,23 +97,7 @@ module Json =
         | :? JsonException as e -> Error e.Message
         | :? InvalidOperationException as e -> Error e.Message
 
-    let rec private write (writer: Utf8JsonWriter) (json: Json) =
-        match json with
-        | Json.Null -> writer.WriteNullValue()
-        | Json.Bool b -> writer.WriteBooleanValue b
-        | Json.Number n -> writer.WriteRawValue(n.Text, skipInputValidation = true)
-        | Json.String s -> writer.WriteStringValue s
-        | Json.Array items ->
-            writer.WriteStartArray()
-            for item in items do
-                write writer item
-            writer.WriteEndArray()
-        | Json.Object o ->
-            writer.WriteStartObject()
-            for KeyValue(k, v) in o do
-                writer.WritePropertyName k
-                write writer v
-            writer.WriteEndObject()
+    let private write (writer: Utf8JsonWriter) (json: Json) = JsonValueConverter.WriteValue(writer, json)
 
     /// <summary>Writes a value to a <c>Utf8JsonWriter</c> (the writer is not flushed).</summary>
     let writeTo (writer: Utf8JsonWriter) (json: Json) = write writer json
@@ -213,6 +168,8 @@ module Json =
         let options = JsonSerializerOptions(JsonSerializerDefaults.Web)
         options.MaxDepth <- MaxDepth
         options.Encoder <- JavaScriptEncoder.UnsafeRelaxedJsonEscaping
+        // Sesame's own tree first: FSharp.SystemTextJson's converter would otherwise claim it as an F# union.
+        options.Converters.Add(JsonValueConverter())
         options.Converters.Add(JsonFSharpConverter())
         options
 

@@ -75,24 +75,36 @@ type JsonNumber private (text: string) =
     member _.Text = text
 
     /// <summary>The value as a 64-bit integer, when the text is an integer that fits.</summary>
-    /// <returns><c>ValueSome</c> with the value, or <c>ValueNone</c>.</returns>
-    member _.TryGetInt64() =
+    /// <param name="value">The value, when it fits.</param>
+    /// <returns>Whether the text is an integer that fits.</returns>
+    member _.TryGetInt64([<Runtime.InteropServices.Out>] value: byref<int64>) : bool =
+        Int64.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, &value)
+
+    /// The value as a 64-bit integer, if it is one that fits (for Sesame's own code, which matches on it).
+    member internal _.Int64Value : int64 voption =
         match Int64.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) with
         | true, v -> ValueSome v
         | _ -> ValueNone
 
     /// <summary>The value as a decimal, when the text converts without rounding.</summary>
-    /// <returns><c>ValueSome</c> with the value, or <c>ValueNone</c>.</returns>
-    member this.TryGetDecimal() =
+    /// <param name="value">The value, when it converts exactly.</param>
+    /// <returns>Whether the text converts to a decimal without rounding.</returns>
+    member this.TryGetDecimal([<Runtime.InteropServices.Out>] value: byref<decimal>) : bool =
         match Decimal.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
         | true, v ->
             // Decimal keeps 28-29 significant digits: compare exact values to know whether it rounded.
             let struct (m, e) = this.Decompose()
-            if e < -60 || e > 60 then ValueNone else
-            let struct (m2, e2) = (JsonNumber.OfDecimal v : JsonNumber).Decompose()
-            let e0 = min e e2
-            if m * BigInteger.Pow(10I, e - e0) = m2 * BigInteger.Pow(10I, e2 - e0) then ValueSome v else ValueNone
-        | _ -> ValueNone
+            if e < -60 || e > 60 then
+                false
+            else
+                let struct (m2, e2) = (JsonNumber.OfDecimal v : JsonNumber).Decompose()
+                let e0 = min e e2
+                if m * BigInteger.Pow(10I, e - e0) = m2 * BigInteger.Pow(10I, e2 - e0) then
+                    value <- v
+                    true
+                else
+                    false
+        | _ -> false
 
     /// <summary>The value as the nearest double (may round; huge values become infinity).</summary>
     member _.ToDouble() = Double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture)
@@ -105,7 +117,7 @@ type JsonNumber private (text: string) =
         match a.TryGetInt64(), b.TryGetInt64() with
         // Counters are small integers: add them without BigInteger when the sum cannot overflow.
         // The text is the one the exact path gives for an integer sum (exponent 0).
-        | ValueSome x, ValueSome y when ((x ^^^ (x + y)) &&& (y ^^^ (x + y))) >= 0L -> JsonNumber.OfInt64(x + y)
+        | (true, x), (true, y) when ((x ^^^ (x + y)) &&& (y ^^^ (x + y))) >= 0L -> JsonNumber.OfInt64(x + y)
         | _ ->
             let struct (ma, ea) = a.Decompose()
             let struct (mb, eb) = b.Decompose()
@@ -137,9 +149,16 @@ type JsonNumber private (text: string) =
             raise (FormatException $"'{text}' is not a JSON number.")
         JsonNumber text
 
-    /// <summary>Parses JSON number text, or gives <c>None</c> when it is not one.</summary>
-    static member TryParse(text: string) : JsonNumber option =
-        if not (isNull text) && isValid text then Some(JsonNumber text) else None
+    /// <summary>Parses JSON number text, keeping it exactly, when it is a JSON number.</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="number">The number, when the text is one.</param>
+    /// <returns>Whether the text is a JSON number.</returns>
+    static member TryParse(text: string, [<Runtime.InteropServices.Out>] number: byref<JsonNumber>) : bool =
+        if not (isNull text) && isValid text then
+            number <- JsonNumber text
+            true
+        else
+            false
 
     /// Wraps text the caller has already validated (a JSON reader's number token).
     static member internal Trusted(text: string) = JsonNumber text

@@ -9,16 +9,14 @@ open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.DependencyInjection.Extensions
 open Microsoft.Extensions.Options
 
-/// <summary>
 /// The plain ASP.NET Core form of Sesame: gives every request a lazy session (no store I/O unless a
 /// handler uses it) for endpoint routing, minimal APIs, MVC and Giraffe alike.
-/// </summary>
-[<Sealed>]
-type internal SesameMiddleware(next: RequestDelegate, runtime: SesameRuntime) =
+[<RequireQualifiedAccess>]
+module internal SesameMiddleware =
 
-    /// <summary>Runs the rest of the pipeline with the request's session.</summary>
-    member _.InvokeAsync(context: HttpContext) : Task =
-        SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context })
+    /// The middleware over the rest of the pipeline: each request runs inside its session scope.
+    let create (runtime: SesameRuntime) (next: RequestDelegate) : RequestDelegate =
+        RequestDelegate(fun context -> SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context }))
 
 // Registration lives in the namespaces ASP.NET Core apps already open, as the framework's own does.
 namespace Microsoft.Extensions.DependencyInjection
@@ -71,6 +69,29 @@ type SesameBuilder internal (services: IServiceCollection) =
     /// <returns>This builder, for chaining.</returns>
     member this.AddMemoryStore() : SesameBuilder = this.AddMemoryStore(null)
 
+    /// <summary>
+    /// Keeps sessions in a file that survives restarts and crashes (an append-only log of changes, flushed before each
+    /// commit returns), with the file store's options set by <paramref name="configure"/>. The file is opened when the
+    /// app starts (a file another process holds is a <see cref="T:Sesame.SessionStoreException"/> then) and the store
+    /// logs through the app's logging (category <c>Sesame.FileStore</c>).
+    /// </summary>
+    /// <param name="path">The session file; its directory is created if missing. One app owns it at a time.</param>
+    /// <param name="configure">Sets the file store's options (bounds, compaction, sweeping); may be null.</param>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddFileStore(path: string, configure: Action<FileStoreOptions>) : SesameBuilder =
+        if String.IsNullOrWhiteSpace path then invalidArg (nameof path) "The session file's path is empty."
+        let storeOptions = FileStoreOptions()
+        if not (isNull configure) then configure.Invoke storeOptions
+        this.AddStore(fun provider ->
+            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            let logger = provider.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().CreateLogger "Sesame.FileStore"
+            FileStore.Open(path, storeOptions, logger, time) :> SessionStore)
+
+    /// <summary>Keeps sessions in a file that survives restarts and crashes, with default options (see the other overload).</summary>
+    /// <param name="path">The session file; its directory is created if missing.</param>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddFileStore(path: string) : SesameBuilder = this.AddFileStore(path, null)
+
 /// <summary>Registering Sesame's services.</summary>
 [<Extension; AbstractClass; Sealed>]
 type SesameServiceCollectionExtensions =
@@ -82,6 +103,13 @@ type SesameServiceCollectionExtensions =
         if isNull services then nullArg "services"
         services.AddOptions<SesameOptions>() |> ignore
         if not (isNull configure) then services.Configure<SesameOptions>(configure) |> ignore
+        // Minimal APIs and MVC serialize results by their runtime type, and a Json value's is the class of its case:
+        // Sesame's converter must be in their options to write a session's tree as the JSON it is.
+        let addConverter (options: Text.Json.JsonSerializerOptions) =
+            if not (options.Converters |> Seq.exists (fun c -> c :? JsonValueConverter)) then
+                options.Converters.Insert(0, JsonValueConverter())
+        services.Configure<Microsoft.AspNetCore.Http.Json.JsonOptions>(fun (o: Microsoft.AspNetCore.Http.Json.JsonOptions) -> addConverter o.SerializerOptions) |> ignore
+        services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(fun (o: Microsoft.AspNetCore.Mvc.JsonOptions) -> addConverter o.JsonSerializerOptions) |> ignore
         services.AddDataProtection() |> ignore
         // The in-memory default, unless the builder adds another store. The container owns and disposes it.
         services.TryAddSingleton<SessionStore>(fun provider ->
@@ -99,7 +127,10 @@ type SesameServiceCollectionExtensions =
 
 namespace Microsoft.AspNetCore.Builder
 
+open System
 open System.Runtime.CompilerServices
+open Microsoft.AspNetCore.Http
+open Microsoft.Extensions.DependencyInjection
 open Sesame
 
 /// <summary>Adding Sesame to the request pipeline.</summary>
@@ -111,4 +142,8 @@ type SesameApplicationBuilderExtensions =
     [<Extension>]
     static member UseSesame(app: IApplicationBuilder) : IApplicationBuilder =
         if isNull app then nullArg "app"
-        app.UseMiddleware<SesameMiddleware>()
+        let runtime =
+            match app.ApplicationServices.GetService<SesameRuntime>() with
+            | null -> raise (InvalidOperationException "Sesame's services are missing: call services.AddSesame() before app.UseSesame().")
+            | runtime -> runtime
+        app.Use(Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create runtime))

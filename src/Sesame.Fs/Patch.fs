@@ -64,10 +64,10 @@ module Patch =
         | :? (Update[]) as single when single.Length = 1 && not (match single[0] with Update.Remove p -> p.IsRoot | _ -> false) ->
             { updates = [ single[0] ] }
         | _ ->
-            let entries = ResizeArray<struct (Path * Pending)>()
+            let entries = ResizeArray<struct (SessionPath * Pending)>()
             let append path pending = entries.Add(struct (path, pending))
 
-            let supersede (path: Path) (isSet: Json option) =
+            let supersede (path: SessionPath) (isSet: Json option) =
                 // The replacement takes the place of the earliest superseded update that created something:
                 // an update after it may rely on that (an array item it appended), and moving the creation
                 // before an update it relies on would fail. With no creator it happens now, so it goes last.
@@ -77,7 +77,7 @@ module Patch =
                 let mutable i = 0
                 while i < entries.Count do
                     let struct (p, pending) = entries[i]
-                    if Path.isPrefixOf path p then
+                    if SessionPath.isPrefixOf path p then
                         if not creates && isCreator pending then
                             creates <- true
                             at <- i
@@ -112,12 +112,16 @@ module Patch =
                     | Update.Append _ -> true
                     | _ -> false
                 // The latest entry at or above this path. A normalized fold has at most one, except that appends
-                // stay apart when updates below their array come between them.
+                // stay apart when updates below their array come between them. Appends to an array above this path
+                // are passed over: an append adds an item at the end and changes no item that already exists.
                 let mutable above = -1
                 let mutable i = entries.Count - 1
                 while above < 0 && i >= 0 do
-                    let struct (p, _) = entries[i]
-                    if Path.isPrefixOf p path then above <- i
+                    let struct (p, pending) = entries[i]
+                    if SessionPath.isPrefixOf p path then
+                        match pending with
+                        | Push _ when p <> path -> ()
+                        | _ -> above <- i
                     i <- i - 1
                 let asPending (update: Update) =
                     match update with
@@ -130,7 +134,7 @@ module Patch =
                 let keepInOrder () = append path (asPending update)
                 let mergeInto index (node: Json voption) =
                     let struct (p, pending) = entries[index]
-                    match (try Ok(Update.applyBelow update (Path.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
+                    match (try Ok(Update.applyBelow update (SessionPath.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
                     | Ok(ValueSome value) ->
                         match pending with
                         | Drop false ->
@@ -144,7 +148,7 @@ module Patch =
                     | Ok ValueNone -> ()
                     | Error _ -> keepInOrder ()
 
-                let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (Path.root, Drop false)
+                let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (SessionPath.root, Drop false)
                 let isBelow = above >= 0 && (abovePath <> path || mergesAtItsPath)
                 match update, abovePending with
                 | _, Put value when isBelow -> mergeInto above (ValueSome value)
@@ -162,19 +166,16 @@ module Patch =
                     let mutable laterBelow = false
                     for j in above + 1 .. entries.Count - 1 do
                         let struct (p, _) = entries[j]
-                        if Path.isPrefixOf path p then laterBelow <- true
+                        if SessionPath.isPrefixOf path p then laterBelow <- true
                     if laterBelow then keepInOrder () else entries[above] <- struct (path, Push(values @ [ value ]))
-                // Appending to or below a number fails, as applying one by one does; below an array being appended to,
-                // the index an update names depends on the stored length: both stay in order.
+                // Appending to or below a number fails, as applying one by one does: it stays, in order.
                 | Update.Append _, Add _ when isBelow -> keepInOrder ()
-                | _, Push _ when isBelow && abovePath <> path && not (match update with Update.Set _ | Update.Remove _ -> true | _ -> false) ->
-                    keepInOrder ()
                 | Update.Append _, _ -> keepInOrder ()
                 | Update.Increment(_, by), _ ->
                     // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
                     entries.RemoveAll(fun entry ->
                         let struct (p, pending) = entry
-                        p <> path && Path.isPrefixOf path p && (match pending with Drop false -> true | _ -> false))
+                        p <> path && SessionPath.isPrefixOf path p && (match pending with Drop false -> true | _ -> false))
                     |> ignore
                     append path (Add by)
                 | Update.Set(_, value), _ -> supersede path (Some value)
@@ -220,7 +221,7 @@ module Patch =
         with :? PathConflictException as e ->
             Error e
 
-    let private writePath (writer: Utf8JsonWriter) (path: Path) =
+    let private writePath (writer: Utf8JsonWriter) (path: SessionPath) =
         writer.WriteStartArray()
         for segment in path.Segments do
             match segment with
@@ -284,11 +285,11 @@ module Patch =
                     match segment with
                     | Json.String key -> Segment.Key key
                     | Json.Number n ->
-                        match n.TryGetInt64() with
+                        match n.Int64Value with
                         | ValueSome i when i >= 0L && i <= int64 Int32.MaxValue -> Segment.Index(int i)
                         | _ -> bad $"{n} is not an array index"
                     | _ -> bad "a path segment is neither a key nor an index")
-                |> fun segments -> try Path.ofSegments segments with :? ArgumentException as e -> bad e.Message
+                |> fun segments -> try SessionPath.ofSegments segments with :? ArgumentException as e -> bad e.Message
             | _ -> bad "a path is not an array"
         match json with
         | Json.Array operations ->

@@ -38,7 +38,7 @@ type SesameOptions() =
 
     /// <summary>
     /// The session cookie, as ASP.NET Core's own session and authentication options describe theirs: <c>Name</c>
-    /// (default <c>sesame</c>), <c>Path</c> (<c>/</c>), <c>Domain</c> (none), <c>SameSite</c> (Lax), <c>HttpOnly</c> (true),
+    /// (default <c>sesame</c>), <c>SessionPath</c> (<c>/</c>), <c>Domain</c> (none), <c>SameSite</c> (Lax), <c>HttpOnly</c> (true),
     /// <c>SecurePolicy</c> (as the request), <c>MaxAge</c> (none: a browser-session cookie), <c>IsEssential</c> (false:
     /// the cookie policy's consent applies, as to ASP.NET Core Session's cookie).
     /// </summary>

@@ -1,7 +1,6 @@
 namespace Sesame
 
 open System
-open System.Collections.Concurrent
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 
@@ -14,18 +13,7 @@ open Microsoft.AspNetCore.Http
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Session =
 
-    /// Paths in handlers are mostly literals: parse each once. Bounded, so client-chosen paths cannot grow it.
-    let private parsed = ConcurrentDictionary<string, Path>(StringComparer.Ordinal)
-
-    let private maxCachedPaths = 4096
-
-    let internal parsePath (text: string) =
-        match parsed.TryGetValue text with
-        | true, path -> path
-        | _ ->
-            let path = Path.parse text
-            if parsed.Count < maxCachedPaths then parsed.TryAdd(text, path) |> ignore
-            path
+    let internal parsePath (text: string) = SessionPath.parse text
 
     /// <summary>The request's session handle, not yet loaded.</summary>
     /// <exception cref="System.InvalidOperationException">Sesame is not set up for this request (no <c>UseSesame</c> or <c>withSession</c>).</exception>

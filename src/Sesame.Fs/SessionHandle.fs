@@ -147,7 +147,7 @@ type SessionHandle
 
     let ms (at: DateTimeOffset) = Json.int64 (at.ToUnixTimeMilliseconds())
 
-    let metaKey (key: string) = Path.ofKeys [ key ]
+    let metaKey (key: string) = SessionPath.ofKeys [ key ]
 
     /// The facts a new session starts with.
     let creationFacts (created: DateTimeOffset) = [| Update.Set(metaKey SessionMeta.Created, ms created) |]
@@ -226,13 +226,13 @@ type SessionHandle
         current
 
     /// <summary>The value at a path, or <c>None</c>.</summary>
-    member _.TryFind(path: Path) : Json option =
+    member _.TryFind(path: SessionPath) : Json option =
         ensureLoaded ()
-        Path.tryGet path current
+        SessionPath.tryGet path current
 
     /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there.</summary>
     /// <exception cref="System.Text.Json.JsonException">There is a value but it does not fit the type; the message names the path.</exception>
-    member this.TryGet<'value>(path: Path) : 'value option =
+    member this.TryGet<'value>(path: SessionPath) : 'value option =
         match this.TryFind path with
         | None -> None
         | Some json ->
@@ -271,37 +271,37 @@ type SessionHandle
             pendingMeta.Add update)
 
     /// <summary>Sets the value at a path, creating missing objects on the way.</summary>
-    member this.Set(path: Path, value: Json) = this.Record(Update.Set(path, value))
+    member this.Set(path: SessionPath, value: Json) = this.Record(Update.Set(path, value))
 
     /// <summary>Removes the value at a path; an array item is removed by rewriting its array. Nothing is recorded when there is nothing there.</summary>
-    member this.Remove(path: Path) =
+    member this.Remove(path: SessionPath) =
         ensureLoaded ()
         if path.IsRoot then
-            this.Record(Update.Set(Path.root, Json.emptyObject))
+            this.Record(Update.Set(SessionPath.root, Json.emptyObject))
         else
-            match List.last path.Segments, Path.tryGet path current with
+            match List.last path.Segments, SessionPath.tryGet path current with
             | _, None -> ()
             | Segment.Index index, Some _ ->
-                let parent = Path.ofSegments (List.take (path.Segments.Length - 1) path.Segments)
-                match Path.tryGet parent current with
+                let parent = SessionPath.ofSegments (List.take (path.Segments.Length - 1) path.Segments)
+                match SessionPath.tryGet parent current with
                 | Some(Json.Array items) -> this.Record(Update.Set(parent, Json.Array(items.RemoveAt index)))
                 | _ -> ()
             | Segment.Key _, Some _ -> this.Record(Update.Remove path)
 
     /// <summary>Adds to the number at a path exactly (a missing value counts as zero) and gives the new value.
     /// Concurrent requests' increments of one path add up.</summary>
-    member this.Increment(path: Path, by: decimal) : JsonNumber =
+    member this.Increment(path: SessionPath, by: decimal) : JsonNumber =
         this.Record(Update.increment path by)
-        match Path.tryGet path current with
+        match SessionPath.tryGet path current with
         | Some(Json.Number n) -> n
         | _ -> JsonNumber.OfDecimal by
 
     /// <summary>Adds a value at the end of the array at a path (a missing array is created) and gives the array's new length.
     /// Concurrent requests' appends to one array all survive.</summary>
     /// <exception cref="T:Sesame.PathConflictException">The path holds something other than an array; nothing is recorded.</exception>
-    member this.Append(path: Path, value: Json) : int =
+    member this.Append(path: SessionPath, value: Json) : int =
         this.Record(Update.Append(path, value))
-        match Path.tryGet path current with
+        match SessionPath.tryGet path current with
         | Some(Json.Array items) -> items.Length
         | _ -> 1
 
@@ -309,11 +309,11 @@ type SessionHandle
     /// <exception cref="System.ArgumentException">The value is not a JSON object.</exception>
     member this.Replace(value: Json) =
         match value with
-        | Json.Object _ -> this.Record(Update.Set(Path.root, value))
+        | Json.Object _ -> this.Record(Update.Set(SessionPath.root, value))
         | _ -> invalidArg "value" "A session is a JSON object; replace it with an object."
 
     /// <summary>Empties the session (it stays alive, with no values).</summary>
-    member this.Clear() = this.Record(Update.Set(Path.root, Json.emptyObject))
+    member this.Clear() = this.Record(Update.Set(SessionPath.root, Json.emptyObject))
 
     /// <summary>
     /// Folds the pending updates into one patch and commits it in one write; does nothing when

@@ -55,7 +55,7 @@ module SessionMeta =
     let userOf (meta: Json) : string option =
         match meta with
         | Json.Object o ->
-            match o.TryFind User with
+            match o.Find User with
             | ValueSome(Json.String user) -> Some user
             | _ -> None
         | _ -> None
@@ -64,9 +64,9 @@ module SessionMeta =
     let shapeOf (meta: Json) : int =
         match meta with
         | Json.Object o ->
-            match o.TryFind Shape with
+            match o.Find Shape with
             | ValueSome(Json.Number n) ->
-                match n.TryGetInt64() with
+                match n.Int64Value with
                 | ValueSome v when v >= 0L && v <= int64 Int32.MaxValue -> int v
                 | _ -> 0
             | _ -> 0
@@ -130,7 +130,7 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
             | ValueSome u ->
                 match SessionMeta.shapeOf facts with
                 | shape when shape = u.From ->
-                    ValueSome struct (Patch.apply u.Data tree, Path.set (Path.ofKeys [ SessionMeta.Shape ]) (Json.int64 (int64 u.To)) facts)
+                    ValueSome struct (Patch.apply u.Data tree, SessionPath.set (SessionPath.ofKeys [ SessionMeta.Shape ]) (Json.int64 (int64 u.To)) facts)
                 | shape when shape = u.To -> ValueSome struct (tree, facts)
                 | _ -> ValueNone
         match upgraded with

@@ -7,14 +7,14 @@ open System.Collections.Immutable
 [<RequireQualifiedAccess>]
 type Update =
     /// Put a value at a path, creating missing containers (the root path replaces the whole session).
-    | Set of path: Path * value: Json
+    | Set of path: SessionPath * value: Json
     /// Remove an object key (nothing happens when it is absent). Array items are removed by setting the array.
-    | Remove of path: Path
+    | Remove of path: SessionPath
     /// Add to the number at a path exactly (a missing value counts as zero). Concurrent increments add up.
-    | Increment of path: Path * by: JsonNumber
+    | Increment of path: SessionPath * by: JsonNumber
     /// Add a value at the end of the array at a path (a missing array is created with the value as its
     /// only item). Concurrent appends to one array all survive, each once.
-    | Append of path: Path * value: Json
+    | Append of path: SessionPath * value: Json
 
     /// The path the update touches.
     member this.Path =
@@ -36,21 +36,21 @@ type Update =
 module Update =
 
     /// <summary>An update that sets <paramref name="value"/> at <paramref name="path"/>.</summary>
-    let set (path: Path) (value: Json) = Update.Set(path, value)
+    let set (path: SessionPath) (value: Json) = Update.Set(path, value)
 
     /// <summary>An update that removes the object key at <paramref name="path"/>.</summary>
     /// <exception cref="System.ArgumentException">The path ends in an array index: remove an item by setting the array.</exception>
-    let remove (path: Path) =
+    let remove (path: SessionPath) =
         match List.tryLast path.Segments with
         | Some(Segment.Index _) ->
             invalidArg "path" $"'{path}' ends in an array index; an update removes object keys only (set the array without the item instead)."
         | _ -> Update.Remove path
 
     /// <summary>An update that adds <paramref name="by"/> to the number at <paramref name="path"/>.</summary>
-    let increment (path: Path) (by: decimal) = Update.Increment(path, JsonNumber.OfDecimal by)
+    let increment (path: SessionPath) (by: decimal) = Update.Increment(path, JsonNumber.OfDecimal by)
 
     /// <summary>An update that appends <paramref name="value"/> to the array at <paramref name="path"/>.</summary>
-    let append (path: Path) (value: Json) = Update.Append(path, value)
+    let append (path: SessionPath) (value: Json) = Update.Append(path, value)
 
     /// How conflict messages name what a path holds.
     let private kindOf (json: Json) =
@@ -62,7 +62,7 @@ module Update =
         | Json.Array _ -> "an array"
         | Json.Object _ -> "an object"
 
-    let private addTo (path: Path) (by: JsonNumber) (current: Json voption) =
+    let private addTo (path: SessionPath) (by: JsonNumber) (current: Json voption) =
         match current with
         | ValueNone -> Json.Number by
         | ValueSome(Json.Number n) ->
@@ -72,7 +72,7 @@ module Update =
                 raise (PathConflictException(path, $"Cannot increment '{path}': {e.Message}"))
         | ValueSome other -> raise (PathConflictException(path, $"Cannot increment '{path}': it holds {kindOf other}, not a number."))
 
-    let private pushTo (path: Path) (value: Json) (current: Json voption) =
+    let private pushTo (path: SessionPath) (value: Json) (current: Json voption) =
         match current with
         | ValueNone -> Json.Array(ImmutableArray.Create value)
         | ValueSome(Json.Array items) -> Json.Array(items.Add value)
@@ -94,7 +94,7 @@ module Update =
                 else i <- i + 1
             lone
 
-    let private loneSurrogate (path: Path) (where: string) =
+    let private loneSurrogate (path: SessionPath) (where: string) =
         raise (
             ArgumentException(
                 $"The change at '{path}' has a lone UTF-16 surrogate in {where}: JSON text cannot hold one, so it is refused before anything is recorded (encode the text correctly, or drop the broken character).",
@@ -103,7 +103,7 @@ module Update =
         )
 
     /// The levels of arrays and objects a value nests (0 for a scalar), checking its text on the way.
-    let rec private nesting (path: Path) (json: Json) : int =
+    let rec private nesting (path: SessionPath) (json: Json) : int =
         match json with
         | Json.String s -> if hasLoneSurrogate s then loneSurrogate path "a string of its value" else 0
         | Json.Array items ->
@@ -150,17 +150,17 @@ module Update =
     /// Applies one update below a node that may be missing (<c>ValueNone</c>); the path is relative to that node.
     /// <paramref name="fullPath"/> names the update in errors.
     /// </summary>
-    let internal applyBelow (update: Update) (relative: Path) (node: Json voption) : Json voption =
+    let internal applyBelow (update: Update) (relative: SessionPath) (node: Json voption) : Json voption =
         match update with
-        | Update.Set(_, value) -> Path.modify relative (fun _ -> ValueSome value) node
+        | Update.Set(_, value) -> SessionPath.modify relative (fun _ -> ValueSome value) node
         | Update.Remove _ ->
             if relative.IsRoot then ValueNone
             else
                 match node with
                 | ValueNone -> ValueNone
-                | ValueSome json -> ValueSome(Path.remove relative json)
-        | Update.Increment(path, by) -> Path.modify relative (fun current -> ValueSome(addTo path by current)) node
-        | Update.Append(path, value) -> Path.modify relative (fun current -> ValueSome(pushTo path value current)) node
+                | ValueSome json -> ValueSome(SessionPath.remove relative json)
+        | Update.Increment(path, by) -> SessionPath.modify relative (fun current -> ValueSome(addTo path by current)) node
+        | Update.Append(path, value) -> SessionPath.modify relative (fun current -> ValueSome(pushTo path value current)) node
 
     /// <summary>Applies one update to a tree.</summary>
     /// <remarks>Removing the root clears the session to the empty object.</remarks>

@@ -45,7 +45,7 @@ public sealed class DynamicFacadeTests
 
         var update = Assert.Single(pending);
         var set = Assert.IsType<Update.Set>(update);
-        Assert.Equal(PathModule.parse("foo.bar.baz"), set.path);
+        Assert.Equal(SessionPathModule.parse("foo.bar.baz"), set.path);
         Assert.Equal(JsonModule.int64(2), set.value);
         Assert.Equal(2, store.Commits);
         Assert.Equal(["set foo.bar.baz = 2"], store.LastCommit);

@@ -102,24 +102,24 @@ public sealed class PipelineTests
     }
 
     [Fact]
-    public async Task UseMemoryStore_configures_the_memory_store_the_app_uses()
+    public async Task AddMemoryStore_configures_the_memory_store_the_app_uses()
     {
         // At most one session: a second visitor's session pushes the store over its bound, and it evicts.
         await using var app = await TestApp.StartAsync(
             app => app.MapGet("/", (Func<HttpContext, Task<string>>)CountAsync),
-            configure: options => options.UseMemoryStore(memory => memory.MaxSessions = 1));
+            configureStore: sesame => sesame.AddMemoryStore(memory => memory.MaxSessions = 1));
         var first = app.NewBrowser();
         Assert.Equal("1 times!", await first.GetTextAsync("/"));
         Assert.Equal("2 times!", await first.GetTextAsync("/"));
 
         Assert.Equal("1 times!", await app.NewBrowser().GetTextAsync("/"));
 
-        Assert.IsType<MemoryStore>(app.Services.GetRequiredService<ISessionStore>());
+        Assert.IsType<MemoryStore>(app.Services.GetRequiredService<SessionStore>());
         Assert.Equal("1 times!", await first.GetTextAsync("/"));
     }
 
     [Fact]
-    public async Task UseFileStore_keeps_sessions_across_a_restart_of_the_app()
+    public async Task AddFileStore_keeps_sessions_across_a_restart_of_the_app()
     {
         var directory = Directory.CreateTempSubdirectory("sesame-csharp-");
         try
@@ -132,9 +132,9 @@ public sealed class PipelineTests
             {
                 await using var app = await TestApp.StartAsync(
                     app => app.MapGet("/", (Func<HttpContext, Task<string>>)CountAsync),
-                    configure: options => options.UseFileStore(file),
+                    configureStore: sesame => sesame.AddFileStore(file),
                     services: services => services.AddDataProtection().PersistKeysToFileSystem(keys));
-                Assert.IsType<FileStore>(app.Services.GetRequiredService<ISessionStore>());
+                Assert.IsType<FileStore>(app.Services.GetRequiredService<SessionStore>());
                 using var browser = app.NewBrowser(jar);
                 return await browser.GetTextAsync("/");
             }

@@ -5,15 +5,14 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using Microsoft.FSharp.Core;
 
 namespace Sesame.CSharpInterop.Tests;
 
 /// <summary>
-/// A real memory store wrapped to count what it is asked and keep the patches it commits. The sessions
-/// really live in the memory store underneath; nothing is faked.
+/// A real memory store wrapped to count what it is asked and keep the tree patches it commits. The sessions
+/// really live in the memory store underneath; nothing is faked. (A store written in C#: a SessionStore subclass.)
 /// </summary>
-public sealed class CountingStore : ISessionStore, IDisposable
+public sealed class CountingStore : SessionStore, IDisposable
 {
     private readonly MemoryStore inner = new();
     private readonly ConcurrentQueue<Patch> patches = new();
@@ -24,28 +23,34 @@ public sealed class CountingStore : ISessionStore, IDisposable
 
     public int Commits => Volatile.Read(ref commits);
 
-    /// <summary>Every committed patch, in commit order.</summary>
+    /// <summary>Every committed tree patch, in commit order.</summary>
     public IReadOnlyList<Patch> Patches => patches.ToArray();
 
     /// <summary>The updates of the last commit, as text ("set foo.bar.baz = 2").</summary>
     public IReadOnlyList<string> LastCommit => Patches[^1].Updates.Select(update => update.ToString()).ToArray();
 
-    public Task<FSharpOption<Json>> LoadAsync(string id, TimeSpan idleTimeout, CancellationToken cancellationToken)
+    public override Task<StoredSession> LoadAsync(string id, TimeSpan idleTimeout, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref loads);
-        return ((ISessionStore)inner).LoadAsync(id, idleTimeout, cancellationToken);
+        return inner.LoadAsync(id, idleTimeout, cancellationToken);
     }
 
-    public async Task<CommitResult> CommitAsync(string id, Patch patch, CommitOptions options, CancellationToken cancellationToken)
+    public override async Task<CommitResult> CommitAsync(string id, SessionChange change, CommitOptions options, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref commits);
-        var result = await ((ISessionStore)inner).CommitAsync(id, patch, options, cancellationToken);
-        patches.Enqueue(patch);
+        var result = await inner.CommitAsync(id, change, options, cancellationToken);
+        patches.Enqueue(change.Data);
         return result;
     }
 
-    public Task DeleteAsync(string id, CancellationToken cancellationToken) =>
-        ((ISessionStore)inner).DeleteAsync(id, cancellationToken);
+    public override Task<CommitResult> MoveAsync(string fromId, string toId, SessionChange change, CommitOptions options, CancellationToken cancellationToken) =>
+        inner.MoveAsync(fromId, toId, change, options, cancellationToken);
+
+    public override Task<bool> DeleteAsync(string id, CancellationToken cancellationToken) =>
+        inner.DeleteAsync(id, cancellationToken);
+
+    public override Task<SessionPage> ListAsync(SessionQuery query, CancellationToken cancellationToken) =>
+        inner.ListAsync(query, cancellationToken);
 
     public void Dispose() => ((IDisposable)inner).Dispose();
 }
@@ -86,11 +91,12 @@ public sealed class TestApp : IAsyncDisposable
 
     public static async Task<TestApp> StartAsync(
         Action<WebApplication> endpoints,
-        ISessionStore? store = null,
+        SessionStore? store = null,
         Action<SesameOptions>? configure = null,
         bool kestrel = false,
         bool useSesame = true,
-        Action<IServiceCollection>? services = null)
+        Action<IServiceCollection>? services = null,
+        Action<SesameBuilder>? configureStore = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -103,15 +109,13 @@ public sealed class TestApp : IAsyncDisposable
             builder.WebHost.UseTestServer();
         }
 
-        builder.Services.AddSesame(options =>
+        var sesame = builder.Services.AddSesame(options => configure?.Invoke(options));
+        if (store is not null)
         {
-            if (store is not null)
-            {
-                options.UseStore(store);
-            }
+            sesame.AddStore(store);
+        }
 
-            configure?.Invoke(options);
-        });
+        configureStore?.Invoke(sesame);
         services?.Invoke(builder.Services);
         var app = builder.Build();
         if (useSesame)

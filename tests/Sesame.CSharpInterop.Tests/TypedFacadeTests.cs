@@ -48,6 +48,50 @@ public sealed class TypedFacadeTests
     }
 
     [Fact]
+    public async Task Keys_from_user_input_are_one_key_through_a_Path_built_from_data()
+    {
+        // Each would reshape the session, or be refused, as path text.
+        string[] hostile = ["a.b", "a[0]", "[\"q", "", "x]", "\"quoted\""];
+        var (result, session) = await InOneRequestAsync(session =>
+        {
+            foreach (var key in hostile)
+            {
+                session.Set(SessionPath.Root.Key("prefs").Key(key), key.Length);
+            }
+
+            session.Increment(SessionPath.Root.Key("votes").Key("a.b"));
+            var appended = session.Append(SessionPath.OfKeys("log", "a[0]"), "first");
+            session.Remove(SessionPath.Root.Key("prefs").Key("x]"));
+            var read = session.Get<int>(SessionPath.Root.Key("prefs").Key("[\"q"));
+            session.Set(SessionPath.Root.Key("list").Index(0), "zero");
+            return $"{read} {appended} {session.Get<string>(SessionPath.Root.Key("list").Index(0))}";
+        });
+
+        Assert.Equal("3 1 zero", result);
+        Assert.Equal(
+            """{"prefs":{"a.b":3,"a[0]":4,"[\"q":3,"":0,"\"quoted\"":8},"votes":{"a.b":1},"log":{"a[0]":["first"]},"list":["zero"]}""",
+            session);
+    }
+
+    [Fact]
+    public async Task Append_adds_at_the_end_and_concurrent_Adds_are_appends()
+    {
+        var (result, session) = await InOneRequestAsync(session =>
+        {
+            var first = session.Append("cart.items", new CartItem("apple", 2));
+            var second = session.Append("cart.items", new CartItem("pear", 1));
+            var pending = string.Join("; ", session.Handle.PendingUpdates.Select(u => u.ToString()));
+            var notArray = Assert.Throws<PathConflictException>(() => session.Append("cart.items[0].sku", 1));
+            return $"{first} {second} | {pending} | {notArray.Message}";
+        });
+
+        Assert.Equal(
+            """1 2 | append {"sku":"apple","qty":2} to cart.items; append {"sku":"pear","qty":1} to cart.items | Cannot append to 'cart.items[0].sku': it holds a string, not an array.""",
+            result);
+        Assert.Equal("""{"cart":{"items":[{"sku":"apple","qty":2},{"sku":"pear","qty":1}]}}""", session);
+    }
+
+    [Fact]
     public async Task A_set_that_crosses_a_value_of_the_wrong_kind_throws_and_records_nothing()
     {
         var (result, session) = await InOneRequestAsync(session =>

@@ -11,7 +11,7 @@ open Microsoft.AspNetCore.DataProtection
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Hosting
 open StackExchange.Redis
-open Xunit
+open Expecto
 open Sesame
 open Sesame.Redis
 open Sesame.Redis.Tests.RedisServer
@@ -45,7 +45,7 @@ let private get (client: HttpClient) (url: string) =
     task {
         let! response = client.GetAsync url
         let! body = response.Content.ReadAsStringAsync()
-        Assert.True(response.IsSuccessStatusCode, $"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}")
+        Expect.isTrue response.IsSuccessStatusCode $"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}"
         return body
     }
 
@@ -59,128 +59,121 @@ let private keysIn (admin: IConnectionMultiplexer) (database: int) =
         return Array.zip names types |> Map.ofArray
     }
 
-[<Fact>]
-let ``an app set up with AddSesameRedis is not warned about its key ring, keeps it in Redis beside its sessions and uses one connection for both`` () =
-    task {
-        use redis = new RedisServer()
-        use! admin = redis.ConnectAsync(clientName = "key-ring-admin", allowAdmin = true)
-        let logs = new LogCapture()
-        let! host, connection = startOnRedis Kestrel redis "key-ring-app" None (fun o -> o.KeyPrefix <- "shop:") logs
-        use _connection = connection
-        use _host = host
-        use browser = browserOn (CookieContainer()) host
-        let! first = get browser "/"
-        Assert.Equal("1 times!", first)
-        let! second = get browser "/"
-        Assert.Equal("2 times!", second)
-        Assert.Empty(keysNotShared logs)
-        // One session hash and the key ring (a list holding the key's XML), both under the prefix.
-        let! keys = keysIn admin 0
-        Assert.Equal(2, keys.Count)
-        Assert.Equal(RedisType.List, keys["shop:DataProtection-Keys"])
-        let session = keys |> Map.filter (fun name kind -> name.StartsWith "shop:" && kind = RedisType.Hash) |> Map.keys |> Seq.exactlyOne
-        Assert.Equal(SessionId.Length, session.Length - "shop:".Length)
-        let! ring = admin.GetDatabase().ListRangeAsync(RedisKey.op_Implicit "shop:DataProtection-Keys", 0L, -1L, CommandFlags.None)
-        Assert.NotEmpty ring
-        Assert.All(ring, fun key -> Assert.Contains("<key ", string key))
-        // Both went through the app's one connection: Redis sees no client but it and the admin.
-        let! clients = admin.GetServer(redis.EndPoint).ClientListAsync(CommandFlags.None)
-        Assert.All(clients, fun c -> Assert.Contains(c.Name, [ "key-ring-app"; "key-ring-admin" ]))
-        Assert.Same(connection, (host.Services.GetRequiredService<ISessionStore>() :?> RedisStore).Connection)
-        // The same store registered with AddSesame alone, its keys nowhere shared, is warned about.
-        let unshared = new LogCapture()
-        let services (services: IServiceCollection) =
-            services.AddSesame(fun o -> o.Store <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "shop:"), null)) |> ignore
-        use! _other = startHostWith InMemory services (runHandler app) unshared
-        Assert.Single(keysNotShared unshared) |> ignore
-    }
 
-[<Fact>]
-let ``two app instances on one Redis set up with AddSesameRedis, each with a key folder of its own, continue each other's sessions`` () =
-    task {
-        use redis = new RedisServer()
-        let folderA, folderB = Directory.CreateTempSubdirectory "sesame-keys-a-", Directory.CreateTempSubdirectory "sesame-keys-b-"
-        use _folders = { new IDisposable with member _.Dispose() = for f in [ folderA; folderB ] do f.Delete true }
-        let logsA, logsB = new LogCapture(), new LogCapture()
-        let! instanceA, connectionA = startOnRedis Kestrel redis "instance-a" (Some folderA) ignore logsA
-        use _ca = connectionA
-        use _a = instanceA
-        let! instanceB, connectionB = startOnRedis Kestrel redis "instance-b" (Some folderB) ignore logsB
-        use _cb = connectionB
-        use _b = instanceB
-        let jar = CookieContainer()
-        use onA = browserOn jar instanceA
-        use onB = browserOn jar instanceB
-        let! first = get onA "/"
-        Assert.Equal("1 times!", first)
-        let cookie = jar.GetCookies(addressOf instanceA) |> Seq.exactlyOne
-        let! second = get onB "/"
-        Assert.Equal("2 times!", second)
-        let! third = get onA "/"
-        Assert.Equal("3 times!", third)
-        let! fourth = get onB "/"
-        Assert.Equal("4 times!", fourth)
-        // One session throughout: neither instance rejected the other's cookie and issued its own.
-        Assert.Equal(cookie.Value, (jar.GetCookies(addressOf instanceB) |> Seq.exactlyOne).Value)
-        Assert.Empty(keysNotShared logsA @ keysNotShared logsB)
-        // Neither machine-local folder was used.
-        Assert.Empty(folderA.GetFiles())
-        Assert.Empty(folderB.GetFiles())
-    }
 
 /// What the test above would see without a shared key ring: instances whose keys live in a folder
 /// each reject each other's cookies (so the test above can only pass through the key ring in Redis).
-[<Fact>]
-let ``two app instances on one Redis with a key folder each do not continue each other's sessions`` () =
-    task {
-        use redis = new RedisServer()
-        let folderA, folderB = Directory.CreateTempSubdirectory "sesame-keys-a-", Directory.CreateTempSubdirectory "sesame-keys-b-"
-        use _folders = { new IDisposable with member _.Dispose() = for f in [ folderA; folderB ] do f.Delete true }
-        let start (folder: DirectoryInfo) =
-            task {
-                let! store = RedisStore.ConnectAsync(redis.EndPoint)
-                let services (services: IServiceCollection) =
-                    services.AddSesame(fun o -> o.Store <- store) |> ignore
-                    services.AddDataProtection().PersistKeysToFileSystem(folder).SetApplicationName("sesame-key-ring-test") |> ignore
-                return! startHostWith Kestrel services (runHandler app) (new LogCapture())
-            }
-        use! instanceA = start folderA
-        use! instanceB = start folderB
-        let jar = CookieContainer()
-        use onA = browserOn jar instanceA
-        use onB = browserOn jar instanceB
-        let! first = get onA "/"
-        Assert.Equal("1 times!", first)
-        let! onOther = get onB "/"
-        Assert.Equal("1 times!", onOther)
-    }
 
-[<Fact>]
-let ``AddSesameRedis on an existing store keeps the key ring under the store's prefix, in the store's database`` () =
-    task {
-        use redis = new RedisServer()
-        use! admin = redis.ConnectAsync(allowAdmin = true)
-        let! store = RedisStore.ConnectAsync(redis.EndPoint, RedisStoreOptions(KeyPrefix = "own:", Database = 3), null)
-        let logs = new LogCapture()
-        use! host = startHostWith InMemory (fun services -> services.AddSesameRedis(store, "sesame-key-ring-test") |> ignore) (runHandler app) logs
-        let browser = Browser host
-        let! first = browser.GetTextAsync "/"
-        Assert.Equal("1 times!", first)
-        let! inThree = keysIn admin 3
-        Assert.Equal(RedisType.List, inThree["own:DataProtection-Keys"])
-        Assert.Equal(2, inThree.Count)
-        let! inZero = keysIn admin 0
-        Assert.Empty inZero
-        Assert.Empty(keysNotShared logs)
-        Assert.Same(store, host.Services.GetRequiredService<ISessionStore>())
-    }
-
-[<Fact>]
-let ``AddSesameRedis refuses a missing application name`` () =
-    task {
-        use redis = new RedisServer()
-        use! connection = redis.ConnectAsync()
-        for name in [ null; ""; "  " ] do
-            let e = Assert.Throws<ArgumentException>(fun () -> ServiceCollection().AddSesameRedis(connection, name) |> ignore)
-            Assert.Equal("applicationName", e.ParamName)
-    }
+[<Tests>]
+let tests =
+    testSequenced <| testList "RedisKeyRing" [
+      testCaseTask "an app set up with AddSesameRedis is not warned about its key ring, keeps it in Redis beside its sessions and uses one connection for both" <| fun () -> task {
+              use redis = new RedisServer()
+              use! admin = redis.ConnectAsync(clientName = "key-ring-admin", allowAdmin = true)
+              let logs = new LogCapture()
+              let! host, connection = startOnRedis Kestrel redis "key-ring-app" None (fun o -> o.KeyPrefix <- "shop:") logs
+              use _connection = connection
+              use _host = host
+              use browser = browserOn (CookieContainer()) host
+              let! first = get browser "/"
+              Expect.equal first "1 times!" "the counter"
+              let! second = get browser "/"
+              Expect.equal second "2 times!" "the counter"
+              Expect.isEmpty (keysNotShared logs) "no key-ring warning"
+              // One session hash and the key ring (a list holding the key's XML), both under the prefix.
+              let! keys = keysIn admin 0
+              Expect.equal keys.Count 2 "one session hash and the key ring"
+              Expect.equal keys["shop:DataProtection-Keys"] RedisType.List "the key ring is a list"
+              let session = keys |> Map.filter (fun name kind -> name.StartsWith "shop:" && kind = RedisType.Hash) |> Map.keys |> Seq.exactlyOne
+              Expect.equal (session.Length - "shop:".Length) 32 "the session key is the prefix and an id"
+              let! ring = admin.GetDatabase().ListRangeAsync(RedisKey.op_Implicit "shop:DataProtection-Keys", 0L, -1L, CommandFlags.None)
+              Expect.isNonEmpty ring "the key ring holds keys"
+              for key in ring do Expect.stringContains (string key) "<key " "each entry is a key's XML"
+              // Both went through the app's one connection: Redis sees no client but it and the admin.
+              let! clients = admin.GetServer(redis.EndPoint).ClientListAsync(CommandFlags.None)
+              for c in clients do Expect.contains [ "key-ring-app"; "key-ring-admin" ] c.Name "only the app's and the admin's connections"
+              Expect.isTrue (obj.ReferenceEquals(connection, (host.Services.GetRequiredService<ISessionStore>() :?> RedisStore).Connection)) "the store uses the app's connection"
+              // The same store registered with AddSesame alone, its keys nowhere shared, is warned about.
+              let unshared = new LogCapture()
+              let services (services: IServiceCollection) =
+                  services.AddSesame(fun o -> o.Store <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "shop:"), null)) |> ignore
+              use! _other = startHostWith InMemory services (runHandler app) unshared
+              Expect.hasLength (keysNotShared unshared) 1 "one key-ring warning"
+          }
+      testCaseTask "two app instances on one Redis set up with AddSesameRedis, each with a key folder of its own, continue each other's sessions" <| fun () -> task {
+              use redis = new RedisServer()
+              let folderA, folderB = Directory.CreateTempSubdirectory "sesame-keys-a-", Directory.CreateTempSubdirectory "sesame-keys-b-"
+              use _folders = { new IDisposable with member _.Dispose() = for f in [ folderA; folderB ] do f.Delete true }
+              let logsA, logsB = new LogCapture(), new LogCapture()
+              let! instanceA, connectionA = startOnRedis Kestrel redis "instance-a" (Some folderA) ignore logsA
+              use _ca = connectionA
+              use _a = instanceA
+              let! instanceB, connectionB = startOnRedis Kestrel redis "instance-b" (Some folderB) ignore logsB
+              use _cb = connectionB
+              use _b = instanceB
+              let jar = CookieContainer()
+              use onA = browserOn jar instanceA
+              use onB = browserOn jar instanceB
+              let! first = get onA "/"
+              Expect.equal first "1 times!" "the counter"
+              let cookie = jar.GetCookies(addressOf instanceA) |> Seq.exactlyOne
+              let! second = get onB "/"
+              Expect.equal second "2 times!" "the counter"
+              let! third = get onA "/"
+              Expect.equal third "3 times!" "the counter"
+              let! fourth = get onB "/"
+              Expect.equal fourth "4 times!" "the counter"
+              // One session throughout: neither instance rejected the other's cookie and issued its own.
+              Expect.equal (jar.GetCookies(addressOf instanceB) |> Seq.exactlyOne).Value cookie.Value "one cookie throughout"
+              Expect.isEmpty (keysNotShared logsA @ keysNotShared logsB) "no key-ring warning"
+              // Neither machine-local folder was used.
+              Expect.isEmpty (folderA.GetFiles()) "folder A unused"
+              Expect.isEmpty (folderB.GetFiles()) "folder B unused"
+          }
+      testCaseTask "two app instances on one Redis with a key folder each do not continue each other's sessions" <| fun () -> task {
+              use redis = new RedisServer()
+              let folderA, folderB = Directory.CreateTempSubdirectory "sesame-keys-a-", Directory.CreateTempSubdirectory "sesame-keys-b-"
+              use _folders = { new IDisposable with member _.Dispose() = for f in [ folderA; folderB ] do f.Delete true }
+              let start (folder: DirectoryInfo) =
+                  task {
+                      let! store = RedisStore.ConnectAsync(redis.EndPoint)
+                      let services (services: IServiceCollection) =
+                          services.AddSesame(fun o -> o.Store <- store) |> ignore
+                          services.AddDataProtection().PersistKeysToFileSystem(folder).SetApplicationName("sesame-key-ring-test") |> ignore
+                      return! startHostWith Kestrel services (runHandler app) (new LogCapture())
+                  }
+              use! instanceA = start folderA
+              use! instanceB = start folderB
+              let jar = CookieContainer()
+              use onA = browserOn jar instanceA
+              use onB = browserOn jar instanceB
+              let! first = get onA "/"
+              Expect.equal first "1 times!" "the counter"
+              let! onOther = get onB "/"
+              Expect.equal onOther "1 times!" "the counter"
+          }
+      testCaseTask "AddSesameRedis on an existing store keeps the key ring under the store's prefix, in the store's database" <| fun () -> task {
+              use redis = new RedisServer()
+              use! admin = redis.ConnectAsync(allowAdmin = true)
+              let! store = RedisStore.ConnectAsync(redis.EndPoint, RedisStoreOptions(KeyPrefix = "own:", Database = 3), null)
+              let logs = new LogCapture()
+              use! host = startHostWith InMemory (fun services -> services.AddSesameRedis(store, "sesame-key-ring-test") |> ignore) (runHandler app) logs
+              let browser = Browser host
+              let! first = browser.GetTextAsync "/"
+              Expect.equal first "1 times!" "the counter"
+              let! inThree = keysIn admin 3
+              Expect.equal inThree["own:DataProtection-Keys"] RedisType.List "the key ring in database 3"
+              Expect.equal inThree.Count 2 "the session and the key ring"
+              let! inZero = keysIn admin 0
+              Expect.isEmpty inZero "nothing in database 0"
+              Expect.isEmpty (keysNotShared logs) "no key-ring warning"
+              Expect.isTrue (obj.ReferenceEquals(store, host.Services.GetRequiredService<ISessionStore>())) "the app's store"
+          }
+      testCaseTask "AddSesameRedis refuses a missing application name" <| fun () -> task {
+              use redis = new RedisServer()
+              use! connection = redis.ConnectAsync()
+              for name in [ null; ""; "  " ] do
+                  let e = throws<ArgumentException>(fun () -> ServiceCollection().AddSesameRedis(connection, name) |> ignore)
+                  Expect.equal e.ParamName "applicationName" "the parameter named"
+          }
+    ]

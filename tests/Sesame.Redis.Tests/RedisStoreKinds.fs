@@ -18,7 +18,10 @@ let private shared =
          AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> (server :> IDisposable).Dispose())
          connection)
 
-let all: (string * (unit -> ISessionStore)) list =
+let all: StoreKind list =
     // A key prefix of its own per store: no test sees another's sessions. The store does not own
-    // the shared connection, so the test host disposing it leaves the connection open.
-    [ "redis", (fun () -> new RedisStore(shared.Value, RedisStoreOptions(KeyPrefix = $"e2e-{Guid.NewGuid():N}:"), null) :> ISessionStore) ]
+    // the shared connection, so the test host disposing it leaves the connection open. Expiry is
+    // Redis's own (key TTLs), on real time: the clock is not the store's.
+    [ { Name = "redis"
+        Create = fun _ -> new RedisStore(shared.Value, RedisStoreOptions(KeyPrefix = $"e2e-{Guid.NewGuid():N}:"), null) :> ISessionStore
+        FollowsClock = false } ]

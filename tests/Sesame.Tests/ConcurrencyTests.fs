@@ -4,7 +4,7 @@ module Sesame.Tests.ConcurrencyTests
 open System
 open System.Net.Http
 open System.Threading.Tasks
-open Xunit
+open Expecto
 open Sesame
 open Sesame.Samples.Giraffe.GiraffeShape
 
@@ -19,13 +19,13 @@ let private app: HttpHandler =
           route "/show" >=> Session.handler (fun s -> text (Json.serialize (Session.current s))) ]
 
 /// Runs the same request `count` times at once on one session; returns the final session.
-let concurrentlyOnOneSession (store: ISessionStore) (count: int) (url: int -> string) : Task<Json> =
+let concurrentlyOnOneSession (store: SessionStore) (count: int) (url: int -> string) : Task<Json> =
     task {
         use! host = startHostOn Kestrel store noOptions (runHandler app) (new LogCapture())
         use client = kestrelClient host
         let! _ = client.GetStringAsync "/start"
         // Release all requests at once so they truly overlap.
-        let gate = TaskCompletionSource()
+        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
         let requests =
             [ for i in 1..count ->
                   task {
@@ -39,18 +39,18 @@ let concurrentlyOnOneSession (store: ISessionStore) (count: int) (url: int -> st
         return Json.parse shown
     }
 
-[<Fact>]
-let ``100 concurrent requests each setting a different key keep all 100 keys`` () =
-    task {
-        let! session = concurrentlyOnOneSession (new MemoryStore()) 100 (fun i -> $"/set?k=k{i}")
-        match Path.tryGet (Path.parse "keys") session with
-        | Some(Json.Object keys) -> Assert.Equal(100, keys.Count)
-        | other -> failwith $"Expected 100 keys, got {other}"
-    }
+[<Tests>]
+let tests =
+    testList "Concurrency" [
+        testCaseTask "100 concurrent requests each setting a different key keep all 100 keys" <| fun () -> task {
+            let! session = concurrentlyOnOneSession (new MemoryStore()) 100 (fun i -> $"/set?k=k{i}")
+            match SessionPath.tryGet (SessionPath.parse "keys") session with
+            | Some(Json.Object keys) -> Expect.equal keys.Count 100 "keys.Count"
+            | other -> failwith $"Expected 100 keys, got {other}"
+        }
 
-[<Fact>]
-let ``100 concurrent increments leave exactly 100`` () =
-    task {
-        let! session = concurrentlyOnOneSession (new MemoryStore()) 100 (fun _ -> "/increment")
-        Assert.Equal(Some(Json.int64 100L), Path.tryGet (Path.parse "counter") session)
-    }
+        testCaseTask "100 concurrent increments leave exactly 100" <| fun () -> task {
+            let! session = concurrentlyOnOneSession (new MemoryStore()) 100 (fun _ -> "/increment")
+            Expect.equal (SessionPath.tryGet (SessionPath.parse "counter") session) (Some(Json.int64 100L)) "SessionPath.tryGet (SessionPath.parse 'counter') session"
+        }
+    ]

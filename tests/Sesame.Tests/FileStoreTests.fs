@@ -7,8 +7,7 @@ open System.Diagnostics
 open System.Text
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging
-open Xunit
-open Xunit.Abstractions
+open Expecto
 open Sesame.Tests.StoreContract
 
 /// A directory of its own under the system temp directory, deleted with everything in it when disposed.
@@ -39,382 +38,51 @@ type CapturingLogger() =
         member _.Log(level, eventId, state, error, formatter) =
             entries.Enqueue { Level = level; Event = eventId; Message = formatter.Invoke(state, error) }
 
-/// A clock that moves only when told.
-type ManualClock() =
-    inherit TimeProvider()
-    let mutable now = DateTimeOffset(2030, 1, 1, 12, 0, 0, TimeSpan.Zero)
-    member _.Advance(by: TimeSpan) = now <- now + by
-    override _.GetUtcNow() = now
-
-/// The store contract, run against the file store, each test on a fresh file.
-type FileStoreContract() =
-    inherit StoreContractTests()
-    let directory = new TempDirectory()
-    let stores = ConcurrentBag<FileStore>()
-
-    override _.CreateStore() =
-        let store = FileStore.Open(directory.File $"{Guid.NewGuid():N}.sessions")
-        stores.Add store
-        store :> ISessionStore
-
-    interface IDisposable with
-        member _.Dispose() =
-            for store in stores do
-                store.Dispose()
-            (directory :> IDisposable).Dispose()
+/// The contract suites' session files: one folder for the run, removed when the run ends.
+let private contractFiles =
+    lazy
+        (let directory = new TempDirectory()
+         AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> (directory :> IDisposable).Dispose())
+         directory)
 
 /// A file store that closes and reopens its file before every load, so each load serves what replaying the file rebuilt.
-type ReopeningStore(file: string) =
-    let mutable store = FileStore.Open file
-    member _.Close() = store.Dispose()
+type ReopeningStore(file: string, clock: TimeProvider) =
+    inherit SessionStore()
+    let mutable store = FileStore.Open(file, null, null, clock)
 
-    interface ISessionStore with
-        member _.LoadAsync(id, idleTimeout, cancellationToken) =
-            store.Dispose()
-            store <- FileStore.Open file
-            (store :> ISessionStore).LoadAsync(id, idleTimeout, cancellationToken)
+    override _.LoadAsync(id, idleTimeout, cancellationToken) =
+        store.Dispose()
+        store <- FileStore.Open(file, null, null, clock)
+        store.LoadAsync(id, idleTimeout, cancellationToken)
 
-        member _.CommitAsync(id, patch, options, cancellationToken) = (store :> ISessionStore).CommitAsync(id, patch, options, cancellationToken)
-        member _.DeleteAsync(id, cancellationToken) = (store :> ISessionStore).DeleteAsync(id, cancellationToken)
-
-/// The store contract again, every load reading the file afresh: what survives a restart is what was served before it.
-type FileStoreAcrossRestartsContract() =
-    inherit StoreContractTests()
-    let directory = new TempDirectory()
-    let stores = ConcurrentBag<ReopeningStore>()
-
-    override _.CreateStore() =
-        let store = ReopeningStore(directory.File $"{Guid.NewGuid():N}.sessions")
-        stores.Add store
-        store :> ISessionStore
+    override _.CommitAsync(id, change, options, cancellationToken) = store.CommitAsync(id, change, options, cancellationToken)
+    override _.MoveAsync(fromId, toId, change, options, cancellationToken) = store.MoveAsync(fromId, toId, change, options, cancellationToken)
+    override _.DeleteAsync(id, cancellationToken) = store.DeleteAsync(id, cancellationToken)
+    override _.ListAsync(query, cancellationToken) = store.ListAsync(query, cancellationToken)
 
     interface IDisposable with
-        member _.Dispose() =
-            for store in stores do
-                store.Close()
-            (directory :> IDisposable).Dispose()
+        member _.Dispose() = store.Dispose()
 
-let private load (store: ISessionStore) (id: string) = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+/// The store contract, run against the file store, each test on a fresh file and a clock of its own.
+let private fileStoreContract =
+    storeContractOnClock "contract" (fun clock ->
+        FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> SessionStore)
 
-let private commit (store: ISessionStore) (id: string) (updates: Update list) =
+/// The store contract again, every load reading the file afresh: what survives a restart is what was served before it.
+let private fileStoreAcrossRestartsContract =
+    storeContractOnClock "contract across restarts" (fun clock ->
+        new ReopeningStore(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", clock) :> SessionStore)
+
+let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
+
+let private commit (store: SessionStore) (id: string) (updates: Update list) =
     task {
-        let! result = store.CommitAsync(id, patchOf updates, creating, testToken ())
-        Assert.Equal(CommitResult.Committed, result)
+        let! result = store.CommitAsync(id, changeOf updates, creating, testToken ())
+        Expect.equal result CommitResult.Committed "result"
     }
 
 let private fileLength (file: string) = IO.FileInfo(file).Length
 
-[<Fact>]
-let ``a reopened store serves every session as it was, and not the deleted ones`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let first = FileStore.Open file
-        do! commit first "a" [ setAt "user.name" "\"ada\""; Update.increment (path "visits") 1m ]
-        do! commit first "a" [ Update.increment (path "visits") 2m; setAt "cart.items" "[1,2]" ]
-        do! commit first "b" [ setAt "x" "1" ]
-        do! (first :> ISessionStore).DeleteAsync("b", testToken ())
-        do! commit first "c" [ setAt "old" "1" ]
-        do! commit first "c" [ Update.set Path.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
-        do! first.DisposeAsync()
-
-        use second = FileStore.Open file
-        let! a = load second "a"
-        Assert.Equal(Some(json """{"user":{"name":"ada"},"visits":3,"cart":{"items":[1,2]}}"""), a)
-        let! b = load second "b"
-        Assert.Equal(None, b)
-        let! c = load second "c"
-        Assert.Equal(Some(json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}"""), c)
-        Assert.Equal(2, second.Count)
-        // It goes on from what it replayed.
-        let! result = (second :> ISessionStore).CommitAsync("a", patchOf [ Update.increment (path "visits") 1m ], existing, testToken ())
-        Assert.Equal(CommitResult.Committed, result)
-        let! gone = (second :> ISessionStore).CommitAsync("b", patchOf [ setAt "late" "1" ], existing, testToken ())
-        Assert.Equal(CommitResult.SessionGone, gone)
-        let! a = load second "a"
-        Assert.Equal(Some(json """{"user":{"name":"ada"},"visits":4,"cart":{"items":[1,2]}}"""), a)
-    }
-
-[<Fact>]
-let ``commits from 32 concurrent writers are all on disk when the store is reopened`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let store = FileStore.Open file
-        let writer (w: int) =
-            task {
-                for n in 1..20 do
-                    do! commit store $"writer{w}" [ setAt "n" (string n); Update.increment (path "sum") (decimal n) ]
-                    do! commit store "shared" [ Update.increment (path "commits") 1m; setAt $"last.w{w}" (string n) ]
-            }
-        let! _ = Task.WhenAll [ for w in 1..32 -> Task.Run<unit>(fun () -> writer w) ]
-        do! store.DisposeAsync()
-
-        use reopened = FileStore.Open file
-        for w in 1..32 do
-            let! mine = load reopened $"writer{w}"
-            Assert.Equal(Some(json """{"n":20,"sum":210}"""), mine)
-        let! shared = load reopened "shared"
-        Assert.Equal(Some(Json.int64 640L), shared |> Option.bind (Path.tryGet (path "commits")))
-        for w in 1..32 do
-            Assert.Equal(Some(Json.int64 20L), shared |> Option.bind (Path.tryGet (path $"last.w{w}")))
-    }
-
-[<Fact>]
-let ``a torn last record is cut off with a warning, and everything before it is kept`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let store = FileStore.Open file
-        do! commit store "kept" [ setAt "a" "1" ]
-        do! commit store "kept" [ setAt "b" "2" ]
-        let beforeLast = store.FileLength
-        do! commit store "lost" [ setAt "c" (sprintf "\"%s\"" (String('c', 300))) ]
-        let afterLast = store.FileLength
-        store.Dispose()
-        // A crash in the middle of the last write: only half of its bytes reached the file.
-        let torn = beforeLast + (afterLast - beforeLast) / 2L
-        using (IO.File.Open(file, IO.FileMode.Open)) (fun stream -> stream.SetLength torn)
-
-        let logger = CapturingLogger()
-        let reopened = FileStore.Open(file, null, logger)
-        let! kept = load reopened "kept"
-        Assert.Equal(Some(json """{"a":1,"b":2}"""), kept)
-        let! lost = load reopened "lost"
-        Assert.Equal(None, lost)
-        Assert.Equal(beforeLast, reopened.FileLength)
-        let warning = Assert.Single(logger.WithEvent 102)
-        Assert.Equal(LogLevel.Warning, warning.Level)
-        Assert.Contains($"Dropped {torn - beforeLast} bytes", warning.Message)
-        // The store appends after the cut, and that survives the next restart.
-        do! commit reopened "kept" [ setAt "c" "3" ]
-        reopened.Dispose()
-        use again = FileStore.Open(file, null, logger)
-        let! kept = load again "kept"
-        Assert.Equal(Some(json """{"a":1,"b":2,"c":3}"""), kept)
-        Assert.Single(logger.WithEvent 102) |> ignore
-    }
-
-[<Fact>]
-let ``garbage or zeros after the last record are cut off and every session is kept`` () =
-    task {
-        use directory = new TempDirectory()
-        for tail in [ Array.init 100 (fun i -> byte (i * 7 + 3)); Array.zeroCreate 4096 ] do
-            let file = directory.File $"sessions-{Guid.NewGuid():N}"
-            let store = FileStore.Open file
-            for i in 1..5 do
-                do! commit store $"s{i}" [ setAt "i" (string i) ]
-            let length = store.FileLength
-            store.Dispose()
-            using (IO.File.Open(file, IO.FileMode.Append)) (fun stream -> stream.Write(tail, 0, tail.Length))
-
-            let logger = CapturingLogger()
-            use reopened = FileStore.Open(file, null, logger)
-            for i in 1..5 do
-                let! session = load reopened $"s{i}"
-                Assert.Equal(Some(Json.object [ "i", Json.int64 (int64 i) ]), session)
-            Assert.Equal(length, reopened.FileLength)
-            Assert.Contains($"Dropped {tail.Length} bytes", (Assert.Single(logger.WithEvent 102)).Message)
-    }
-
-[<Fact>]
-let ``a damaged record followed by later records is an error naming its offset, and the file is left as it was`` () =
-    task {
-        use directory = new TempDirectory()
-        // Damage in the payload, and damage in the length field.
-        for damage in [ 20L; 0L ] do
-            let file = directory.File $"sessions-{Guid.NewGuid():N}"
-            let store = FileStore.Open file
-            do! commit store "one" [ setAt "a" "1" ]
-            let second = store.FileLength
-            do! commit store "two" [ setAt "b" "2" ]
-            do! commit store "three" [ setAt "c" "3" ]
-            store.Dispose()
-            let bytes = IO.File.ReadAllBytes file
-            bytes[int (second + damage)] <- bytes[int (second + damage)] ^^^ 0x5Auy
-            IO.File.WriteAllBytes(file, bytes)
-
-            let error = Assert.Throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
-            Assert.Contains($"corrupt at byte offset {second}", error.Message)
-            Assert.Equal<byte[]>(bytes, IO.File.ReadAllBytes file)
-            // The failed open let go of the file: opening again meets the same damage, not "in use".
-            let again = Assert.Throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
-            Assert.Contains($"corrupt at byte offset {second}", again.Message)
-    }
-
-[<Fact>]
-let ``a file that is not a session file is refused and left as it was`` () =
-    use directory = new TempDirectory()
-    let file = directory.File "notes.txt"
-    IO.File.WriteAllText(file, "These are my notes, not sessions.")
-    let error = Assert.Throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
-    Assert.Contains("not a Sesame session file", error.Message)
-    Assert.Equal("These are my notes, not sessions.", IO.File.ReadAllText file)
-
-[<Fact>]
-let ``a second store on the same file gets a clear error while the first owns it`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let first = FileStore.Open file
-        do! commit first "a" [ setAt "x" "1" ]
-        let error = Assert.Throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
-        Assert.Contains("in use", error.Message)
-        // The refused open changed nothing: the owner goes on.
-        do! commit first "a" [ setAt "y" "2" ]
-        first.Dispose()
-        use second = FileStore.Open file
-        let! a = load second "a"
-        Assert.Equal(Some(json """{"x":1,"y":2}"""), a)
-    }
-
-[<Fact>]
-let ``a one-key change in a 16 KB session appends far less than the session`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        use store = FileStore.Open file
-        let session = Json.object [ for i in 1..64 -> $"field{i}", Json.string (String('v', 250)) ]
-        let size = JsonSize.utf8Length session
-        Assert.True(size >= 16L * 1024L, $"The session is {size} bytes; the test wants at least 16 KB.")
-        do! commit store "big" [ Update.set Path.root session ]
-        let before = store.FileLength
-        do! commit store "big" [ setAt "field7" "\"changed\"" ]
-        let appended = store.FileLength - before
-        Assert.True(appended > 0L && appended < 1024L, $"A one-key commit appended {appended} bytes to a {size}-byte session.")
-        Assert.Equal(before + appended, fileLength file)
-        let! loaded = load store "big"
-        Assert.Equal(Some(Path.set (path "field7") (Json.string "changed") session), loaded)
-    }
-
-[<Fact>]
-let ``a refused commit writes nothing to the file`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        use store = FileStore.Open file
-        do! commit store "s" [ setAt "name" "\"ada\"" ]
-        let before = store.FileLength
-        let conflicting = patchOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
-        let! _ = Assert.ThrowsAsync<PathConflictException>(fun () -> (store :> ISessionStore).CommitAsync("s", conflicting, creating, testToken ()) :> Task)
-        let tooBig = patchOf [ Update.set (path "blob") (Json.string (String('x', 500))) ]
-        let! _ = Assert.ThrowsAsync<SessionTooLargeException>(fun () -> (store :> ISessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
-        let! gone = (store :> ISessionStore).CommitAsync("nobody", patchOf [ setAt "a" "1" ], existing, testToken ())
-        Assert.Equal(CommitResult.SessionGone, gone)
-        Assert.Equal(before, store.FileLength)
-        Assert.Equal(before, fileLength file)
-    }
-
-[<Fact>]
-let ``compaction keeps the file bounded under many overwrites and keeps every live session`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let logger = CapturingLogger()
-        let options = FileStoreOptions(CompactionMinBytes = 64L * 1024L)
-        let store = FileStore.Open(file, options, logger)
-        let writer (s: int) =
-            task {
-                let mutable largest = 0L
-                for n in 1..200 do
-                    do! commit store $"s{s}" [ setAt "n" (string n); Update.set (path "blob") (Json.string (String(char (97 + n % 26), 1000))) ]
-                    largest <- max largest store.FileLength
-                return largest
-            }
-        let! largests = Task.WhenAll [ for s in 1..10 -> Task.Run<int64>(fun () -> writer s) ]
-        let largest = Array.max largests
-        // 2,000 commits of about 1.1 KB each: some 2.2 MB without compaction.
-        Assert.True(largest < 512L * 1024L, $"The file grew to {largest} bytes.")
-        Assert.NotEmpty(logger.WithEvent 103)
-        let expected = Json.object [ "n", Json.int64 200L; "blob", Json.string (String(char (97 + 200 % 26), 1000)) ]
-        for s in 1..10 do
-            let! session = load store $"s{s}"
-            Assert.Equal(Some expected, session)
-        store.Dispose()
-
-        use reopened = FileStore.Open(file, options, logger)
-        Assert.Equal(10, reopened.Count)
-        for s in 1..10 do
-            let! session = load reopened $"s{s}"
-            Assert.Equal(Some expected, session)
-    }
-
-[<Fact>]
-let ``compaction leaves expired sessions out of the file`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let clock = ManualClock()
-        let store = FileStore.Open(file, null, null, clock)
-        let brief = $"brief-{Guid.NewGuid():N}"
-        let lasting = $"lasting-{Guid.NewGuid():N}"
-        let! _ = (store :> ISessionStore).CommitAsync(brief, patchOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
-        let! _ = (store :> ISessionStore).CommitAsync(lasting, patchOf [ setAt "b" "2" ], { creating with IdleTimeout = TimeSpan.FromDays 1.0 }, testToken ())
-        clock.Advance(TimeSpan.FromMinutes 2.0)
-        do! store.CompactAsync()
-        Assert.Equal(1, store.Count)
-        store.Dispose()
-        let text = Encoding.UTF8.GetString(IO.File.ReadAllBytes file)
-        Assert.DoesNotContain(brief, text)
-        Assert.Contains(lasting, text)
-
-        use reopened = FileStore.Open(file, null, null, clock)
-        let! gone = load reopened brief
-        Assert.Equal(None, gone)
-        let! kept = load reopened lasting
-        Assert.Equal(Some(json """{"b":2}"""), kept)
-    }
-
-[<Fact>]
-let ``an expired session is not served after a restart`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let clock = ManualClock()
-        let store = FileStore.Open(file, null, null, clock)
-        let! _ = (store :> ISessionStore).CommitAsync("s", patchOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
-        store.Dispose()
-        clock.Advance(TimeSpan.FromMinutes 2.0)
-        use reopened = FileStore.Open(file, null, null, clock)
-        let! loaded = (reopened :> ISessionStore).LoadAsync("s", TimeSpan.FromMinutes 1.0, testToken ())
-        Assert.Equal(None, loaded)
-        Assert.Equal(0, reopened.Count)
-        let! late = (reopened :> ISessionStore).CommitAsync("s", patchOf [ setAt "b" "2" ], { existing with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
-        Assert.Equal(CommitResult.SessionGone, late)
-    }
-
-[<Fact>]
-let ``a load's slide of the expiry is kept across a restart`` () =
-    task {
-        use directory = new TempDirectory()
-        let file = directory.File "sessions"
-        let clock = ManualClock()
-        let idle = TimeSpan.FromMinutes 10.0
-        let options = FileStoreOptions(SlideWriteInterval = TimeSpan.FromMinutes 1.0)
-        let store = FileStore.Open(file, options, null, clock)
-        let! _ = (store :> ISessionStore).CommitAsync("s", patchOf [ setAt "a" "1" ], { creating with IdleTimeout = idle }, testToken ())
-        clock.Advance(TimeSpan.FromMinutes 8.0)
-        let! read = (store :> ISessionStore).LoadAsync("s", idle, testToken ())
-        Assert.True(read.IsSome)
-        store.Dispose()
-        // Past the expiry the commit gave, within the one the load gave.
-        clock.Advance(TimeSpan.FromMinutes 5.0)
-        use reopened = FileStore.Open(file, options, null, clock)
-        let! loaded = (reopened :> ISessionStore).LoadAsync("s", idle, testToken ())
-        Assert.Equal(Some(json """{"a":1}"""), loaded)
-    }
-
-[<Fact>]
-let ``a closed store refuses further calls`` () =
-    task {
-        use directory = new TempDirectory()
-        let store = FileStore.Open(directory.File "sessions")
-        do! commit store "s" [ setAt "a" "1" ]
-        do! store.DisposeAsync()
-        let! _ = Assert.ThrowsAsync<ObjectDisposedException>(fun () -> (store :> ISessionStore).CommitAsync("s", patchOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
-        let! _ = Assert.ThrowsAsync<ObjectDisposedException>(fun () -> load store "s" :> Task)
-        ()
-    }
 
 /// Running the crash worker (tests/Sesame.CrashWorker), built on first use in the configuration of these tests.
 module CrashWorker =
@@ -509,11 +177,12 @@ type private WriterKnowledge() =
     member val TemporaryAtLeast = 0L with get, set
     member val DeletedAt = 0L with get, set
 
-type CrashTests(output: ITestOutputHelper) =
+/// Crashes of a real process: kill -9 under load, and a second process on an owned file.
+module private Crash =
 
-    static let writers = 8
+    let writers = 8
 
-    static let kills =
+    let kills =
         match Int32.TryParse(Environment.GetEnvironmentVariable "SESAME_CRASH_KILLS") with
         | true, n when n > 0 -> n
         | _ -> 50
@@ -521,8 +190,8 @@ type CrashTests(output: ITestOutputHelper) =
     let options = FileStoreOptions(CompactionMinBytes = 128L * 1024L)
 
     let number (session: Json option) (key: string) =
-        match session |> Option.bind (Path.tryGet (path key)) with
-        | Some(Json.Number n) -> n.TryGetInt64().Value
+        match session |> Option.bind (SessionPath.tryGet (path key)) with
+        | Some(Json.Number n) -> snd (n.TryGetInt64())
         | Some other -> failwith $"{key} holds {Json.serialize other}"
         | None -> 0L
 
@@ -563,87 +232,438 @@ type CrashTests(output: ITestOutputHelper) =
                 let n = number own "n"
                 if own.IsSome then expectedSessions <- expectedSessions + 1
                 // Every acknowledged commit is there; at most the one in flight beyond it.
-                Assert.True(n >= known.Own && n <= known.Own + 1L, $"Writer {w}: n = {n}, but {known.Own} was acknowledged.")
+                Expect.isTrue (n >= known.Own && n <= known.Own + 1L) ($"Writer {w}: n = {n}, but {known.Own} was acknowledged.")
                 // Each commit set n and incremented count together, exactly once.
-                Assert.Equal(n, number own "count")
-                let pad = own |> Option.bind (Path.tryGet (path "pad"))
-                if n > 0L then Assert.Equal(Some(Json.string (String('x', int (n * 37L % 1500L)))), pad)
+                Expect.equal (number own "count") n "number own 'count'"
+                let pad = own |> Option.bind (SessionPath.tryGet (path "pad"))
+                if n > 0L then Expect.equal pad (Some(Json.string (String('x', int (n * 37L % 1500L))))) "pad"
                 let s = number shared $"w{w}"
-                Assert.True(s >= known.Shared && s <= n, $"Writer {w}: shared.w{w} = {s}, acknowledged {known.Shared}, own n = {n}.")
+                Expect.isTrue (s >= known.Shared && s <= n) ($"Writer {w}: shared.w{w} = {s}, acknowledged {known.Shared}, own n = {n}.")
                 sharedTotal <- sharedTotal + s
                 let! temporary = load store $"t{w}"
                 match temporary with
                 | Some _ ->
                     expectedSessions <- expectedSessions + 1
                     let tn = number temporary "n"
-                    Assert.True(tn <= n && tn % 10L <> 0L && number temporary "c" >= 1L, $"Writer {w}: t{w} = {temporary}, own n = {n}.")
+                    Expect.isTrue (tn <= n && tn % 10L <> 0L && number temporary "c" >= 1L) ($"Writer {w}: t{w} = {temporary}, own n = {n}.")
                     if known.TemporaryAtLeast > 0L then
-                        Assert.True(tn >= known.TemporaryAtLeast, $"Writer {w}: t{w}.n = {tn}, but {known.TemporaryAtLeast} was acknowledged.")
+                        Expect.isTrue (tn >= known.TemporaryAtLeast) ($"Writer {w}: t{w}.n = {tn}, but {known.TemporaryAtLeast} was acknowledged.")
                     else
-                        Assert.True(tn > known.DeletedAt, $"Writer {w}: t{w}.n = {tn} came back after the delete at {known.DeletedAt}.")
+                        Expect.isTrue (tn > known.DeletedAt) ($"Writer {w}: t{w}.n = {tn} came back after the delete at {known.DeletedAt}.")
                     known.TemporaryAtLeast <- tn
                 | None ->
                     // Gone only through a delete: acknowledged, or in flight (the delete of round m follows own commit m).
                     if known.TemporaryAtLeast > 0L then
                         let nextDelete = (known.TemporaryAtLeast / 10L + 1L) * 10L
-                        Assert.True(nextDelete <= n, $"Writer {w}: t{w} is gone, but {known.TemporaryAtLeast} was acknowledged and no delete followed.")
+                        Expect.isTrue (nextDelete <= n) ($"Writer {w}: t{w} is gone, but {known.TemporaryAtLeast} was acknowledged and no delete followed.")
                     known.TemporaryAtLeast <- 0L
                 known.Own <- n
                 known.Shared <- s
             // Every increment of the total is there exactly once, matching the values set with it.
-            Assert.Equal(sharedTotal, number shared "total")
+            Expect.equal (number shared "total") sharedTotal "number shared 'total'"
             // Nothing else: no session came back or appeared.
-            Assert.Equal(expectedSessions, store.Count)
+            Expect.equal store.Count expectedSessions "store.Count"
             return logger.WithEvent(102).Length
         }
 
-    [<Fact>]
-    member _.``every commit acknowledged before a kill -9 survives it, and nothing else changes``() =
-        task {
+    let tests =
+        [ testCaseTask "every commit acknowledged before a kill -9 survives it, and nothing else changes" <| fun () -> task {
+              use directory = new TempDirectory()
+              let file = directory.File "sessions"
+              let knowledge = Array.init writers (fun _ -> WriterKnowledge())
+              let random = Random 20261121
+              let mutable acknowledged = 0
+              let mutable compactions = 0
+              let mutable tornTails = 0
+              let stopwatch = Stopwatch.StartNew()
+              for kill in 1..kills do
+                  use worker = new CrashWorker.Running([ "run"; file; string writers; string options.CompactionMinBytes ])
+                  if random.Next 5 = 0 then
+                      // Now and then while it starts: opening, replaying, cutting a torn tail.
+                      do! Task.Delay(random.Next 400)
+                  else
+                      let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
+                      Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
+                      do! Task.Delay(random.Next(10, 250))
+                  Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
+                  let! lines = worker.KillAsync()
+                  let acks, compacted = learn knowledge lines
+                  acknowledged <- acknowledged + acks
+                  compactions <- compactions + compacted
+                  let! cut = verify file knowledge
+                  tornTails <- tornTails + cut
+              printfn
+                  "%s"
+                  $"{kills} kills in {stopwatch.Elapsed.TotalSeconds:F1} s: {acknowledged} acknowledged commits checked, {compactions} compactions, {tornTails} torn tails cut."
+              // The kills landed on a store under load, not on an idle one.
+              Expect.isTrue (acknowledged > kills * 10) ($"Only {acknowledged} commits were acknowledged in {kills} runs.")
+          }
+
+          testCaseTask "a second process opening the file gets a clear error while the store owns it" <| fun () -> task {
+              use directory = new TempDirectory()
+              let file = directory.File "sessions"
+              let store = FileStore.Open file
+              do! commit store "a" [ setAt "x" "1" ]
+              use refused = new CrashWorker.Running([ "try-open"; file ])
+              let! code, text = refused.ExitAsync()
+              Expect.equal code 3 "code"
+              Expect.stringContains text "in use" "text"
+              store.Dispose()
+              use allowed = new CrashWorker.Running([ "try-open"; file ])
+              let! code, text = allowed.ExitAsync()
+              Expect.equal code 0 "code"
+              Expect.stringContains text "opened" "text"
+          }
+
+          testCaseTask "a session moved again and again is at exactly one id after each kill -9, with its facts and index" <| fun () -> task {
+              use directory = new TempDirectory()
+              let file = directory.File "moves"
+              let random = Random 20261201
+              let mutable lastAcknowledged = -1L
+              let mutable moves = 0
+              for kill in 1 .. max 5 (kills / 3) do
+                  use worker = new CrashWorker.Running([ "moves"; file; string options.CompactionMinBytes ])
+                  let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
+                  Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
+                  do! Task.Delay(random.Next(10, 250))
+                  Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
+                  let! lines = worker.KillAsync()
+                  for line in lines do
+                      match line.Split ' ' with
+                      | [| "ok"; "m"; k; "$" |] ->
+                          lastAcknowledged <- max lastAcknowledged (int64 k)
+                          moves <- moves + 1
+                      | _ -> ()
+                  use store = FileStore.Open(file, options, null)
+                  let! all = store |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+                  let at = all |> List.filter (fun s -> s.Id.StartsWith "m")
+                  // Killed before the first commit was acknowledged: the session may not exist yet.
+                  if not (lastAcknowledged < 0L && at.IsEmpty) then
+                      Expect.hasLength at 1 $"kill {kill}: one session, at one id ({at |> List.map _.Id})"
+                      let k = int64 (at.Head.Id.Substring 1)
+                      Expect.isTrue (k = lastAcknowledged || k = lastAcknowledged + 1L) $"kill {kill}: at m{k}, the last acknowledged move was to m{lastAcknowledged}"
+                      let! tree = load store at.Head.Id
+                      Expect.equal tree (Some(Json.object [ "hops", Json.int64 k ])) $"kill {kill}: each move counted once"
+                      if k > 0L then
+                          Expect.equal at.Head.UserId "mover" $"kill {kill}: the facts moved with it"
+                          let! indexed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "mover") (testToken ())
+                          Expect.equal (indexed |> List.map _.Id) [ at.Head.Id ] $"kill {kill}: the index names exactly it"
+                      lastAcknowledged <- k
+              Expect.isGreaterThan moves 20 "the kills landed on a store that was moving"
+          }
+        ]
+
+[<Tests>]
+let tests =
+    testList "FileStore" [
+        fileStoreContract
+        fileStoreAcrossRestartsContract
+        testList "crashes" Crash.tests
+        testCaseTask "a reopened store serves every session as it was, and not the deleted ones" <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
-            let knowledge = Array.init writers (fun _ -> WriterKnowledge())
-            let random = Random 20261121
-            let mutable acknowledged = 0
-            let mutable compactions = 0
-            let mutable tornTails = 0
-            let stopwatch = Stopwatch.StartNew()
-            for kill in 1..kills do
-                use worker = new CrashWorker.Running([ "run"; file; string writers; string options.CompactionMinBytes ])
-                if random.Next 5 = 0 then
-                    // Now and then while it starts: opening, replaying, cutting a torn tail.
-                    do! Task.Delay(random.Next 400)
-                else
-                    let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
-                    Assert.True(obj.ReferenceEquals(first, worker.Ready), $"The worker did not start: {worker.Errors}")
-                    do! Task.Delay(random.Next(10, 250))
-                Assert.False(worker.HasExited, $"The worker ended by itself before kill {kill}: {worker.Errors}")
-                let! lines = worker.KillAsync()
-                let acks, compacted = learn knowledge lines
-                acknowledged <- acknowledged + acks
-                compactions <- compactions + compacted
-                let! cut = verify file knowledge
-                tornTails <- tornTails + cut
-            output.WriteLine
-                $"{kills} kills in {stopwatch.Elapsed.TotalSeconds:F1} s: {acknowledged} acknowledged commits checked, {compactions} compactions, {tornTails} torn tails cut."
-            // The kills landed on a store under load, not on an idle one.
-            Assert.True(acknowledged > kills * 10, $"Only {acknowledged} commits were acknowledged in {kills} runs.")
+            let first = FileStore.Open file
+            do! commit first "a" [ setAt "user.name" "\"ada\""; Update.increment (path "visits") 1m ]
+            do! commit first "a" [ Update.increment (path "visits") 2m; setAt "cart.items" "[1,2]" ]
+            do! commit first "b" [ setAt "x" "1" ]
+            let! _ = first.DeleteAsync("b", testToken ())
+            do! commit first "c" [ setAt "old" "1" ]
+            do! commit first "c" [ Update.set SessionPath.root (json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""") ]
+            do! first.DisposeAsync()
+
+            use second = FileStore.Open file
+            let! a = load second "a"
+            Expect.equal a (Some(json """{"user":{"name":"ada"},"visits":3,"cart":{"items":[1,2]}}""")) "a"
+            let! b = load second "b"
+            Expect.equal b None "b"
+            let! c = load second "c"
+            Expect.equal c (Some(json """{"new":"✓ 𝄞","price":1.10,"big":9007199254740993}""")) "c"
+            Expect.equal second.Count 2 "second.Count"
+            // It goes on from what it replayed.
+            let! result = (second :> SessionStore).CommitAsync("a", changeOf [ Update.increment (path "visits") 1m ], existing, testToken ())
+            Expect.equal result CommitResult.Committed "result"
+            let! gone = (second :> SessionStore).CommitAsync("b", changeOf [ setAt "late" "1" ], existing, testToken ())
+            Expect.equal gone CommitResult.SessionGone "gone"
+            let! a = load second "a"
+            Expect.equal a (Some(json """{"user":{"name":"ada"},"visits":4,"cart":{"items":[1,2]}}""")) "a"
         }
 
-    [<Fact>]
-    member _.``a second process opening the file gets a clear error while the store owns it``() =
-        task {
+        testCaseTask "commits from 32 concurrent writers are all on disk when the store is reopened" <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let store = FileStore.Open file
-            do! commit store "a" [ setAt "x" "1" ]
-            use refused = new CrashWorker.Running([ "try-open"; file ])
-            let! code, text = refused.ExitAsync()
-            Assert.Equal(3, code)
-            Assert.Contains("in use", text)
-            store.Dispose()
-            use allowed = new CrashWorker.Running([ "try-open"; file ])
-            let! code, text = allowed.ExitAsync()
-            Assert.Equal(0, code)
-            Assert.Contains("opened", text)
+            let writer (w: int) =
+                task {
+                    for n in 1..20 do
+                        do! commit store $"writer{w}" [ setAt "n" (string n); Update.increment (path "sum") (decimal n) ]
+                        do! commit store "shared" [ Update.increment (path "commits") 1m; setAt $"last.w{w}" (string n) ]
+                }
+            let! _ = Task.WhenAll [ for w in 1..32 -> Task.Run<unit>(fun () -> writer w) ]
+            do! store.DisposeAsync()
+
+            use reopened = FileStore.Open file
+            for w in 1..32 do
+                let! mine = load reopened $"writer{w}"
+                Expect.equal mine (Some(json """{"n":20,"sum":210}""")) "mine"
+            let! shared = load reopened "shared"
+            Expect.equal (shared |> Option.bind (SessionPath.tryGet (path "commits"))) (Some(Json.int64 640L)) "shared |> Option.bind (SessionPath.tryGet (path 'commits'))"
+            for w in 1..32 do
+                Expect.equal (shared |> Option.bind (SessionPath.tryGet (path $"last.w{w}"))) (Some(Json.int64 20L)) "shared |> Option.bind (SessionPath.tryGet (path $'last.w(w)'))"
         }
+
+        testCaseTask "a torn last record is cut off with a warning, and everything before it is kept" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let store = FileStore.Open file
+            do! commit store "kept" [ setAt "a" "1" ]
+            do! commit store "kept" [ setAt "b" "2" ]
+            let beforeLast = store.FileLength
+            do! commit store "lost" [ setAt "c" (sprintf "\"%s\"" (String('c', 300))) ]
+            let afterLast = store.FileLength
+            store.Dispose()
+            // A crash in the middle of the last write: only half of its bytes reached the file.
+            let torn = beforeLast + (afterLast - beforeLast) / 2L
+            using (IO.File.Open(file, IO.FileMode.Open)) (fun stream -> stream.SetLength torn)
+
+            let logger = CapturingLogger()
+            let reopened = FileStore.Open(file, null, logger)
+            let! kept = load reopened "kept"
+            Expect.equal kept (Some(json """{"a":1,"b":2}""")) "kept"
+            let! lost = load reopened "lost"
+            Expect.equal lost None "lost"
+            Expect.equal reopened.FileLength beforeLast "reopened.FileLength"
+            let warning = single (logger.WithEvent 102)
+            Expect.equal warning.Level LogLevel.Warning "warning.Level"
+            Expect.stringContains warning.Message ($"Dropped {torn - beforeLast} bytes") "warning.Message"
+            // The store appends after the cut, and that survives the next restart.
+            do! commit reopened "kept" [ setAt "c" "3" ]
+            reopened.Dispose()
+            use again = FileStore.Open(file, null, logger)
+            let! kept = load again "kept"
+            Expect.equal kept (Some(json """{"a":1,"b":2,"c":3}""")) "kept"
+            single (logger.WithEvent 102) |> ignore
+        }
+
+        testCaseTask "garbage or zeros after the last record are cut off and every session is kept" <| fun () -> task {
+            use directory = new TempDirectory()
+            for tail in [ Array.init 100 (fun i -> byte (i * 7 + 3)); Array.zeroCreate 4096 ] do
+                let file = directory.File $"sessions-{Guid.NewGuid():N}"
+                let store = FileStore.Open file
+                for i in 1..5 do
+                    do! commit store $"s{i}" [ setAt "i" (string i) ]
+                let length = store.FileLength
+                store.Dispose()
+                using (IO.File.Open(file, IO.FileMode.Append)) (fun stream -> stream.Write(tail, 0, tail.Length))
+
+                let logger = CapturingLogger()
+                use reopened = FileStore.Open(file, null, logger)
+                for i in 1..5 do
+                    let! session = load reopened $"s{i}"
+                    Expect.equal session (Some(Json.object [ "i", Json.int64 (int64 i) ])) "session"
+                Expect.equal reopened.FileLength length "reopened.FileLength"
+                Expect.stringContains ((single (logger.WithEvent 102)).Message) ($"Dropped {tail.Length} bytes") "(single (logger.WithEvent 102)).Message"
+        }
+
+        testCaseTask "a damaged record followed by later records is an error naming its offset, and the file is left as it was" <| fun () -> task {
+            use directory = new TempDirectory()
+            // Damage in the payload, and damage in the length field.
+            for damage in [ 20L; 0L ] do
+                let file = directory.File $"sessions-{Guid.NewGuid():N}"
+                let store = FileStore.Open file
+                do! commit store "one" [ setAt "a" "1" ]
+                let second = store.FileLength
+                do! commit store "two" [ setAt "b" "2" ]
+                do! commit store "three" [ setAt "c" "3" ]
+                store.Dispose()
+                let bytes = IO.File.ReadAllBytes file
+                bytes[int (second + damage)] <- bytes[int (second + damage)] ^^^ 0x5Auy
+                IO.File.WriteAllBytes(file, bytes)
+
+                let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+                Expect.stringContains error.Message ($"corrupt at byte offset {second}") "error.Message"
+                Expect.equal (IO.File.ReadAllBytes file : byte[]) bytes "IO.File.ReadAllBytes file"
+                // The failed open let go of the file: opening again meets the same damage, not "in use".
+                let again = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+                Expect.stringContains again.Message ($"corrupt at byte offset {second}") "again.Message"
+        }
+
+        testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "slides"
+            let store = FileStore.Open(file, FileStoreOptions(SlideWriteInterval = TimeSpan.Zero))
+            do! commit store "a" [ setAt "n" "1" ]
+            let slideAt = store.FileLength
+            // A load slides the expiry; the slide record is written without waiting for a flush.
+            let! _ = load store "a"
+            let mutable waited = 0
+            while store.FileLength = slideAt && waited < 500 do
+                do! Task.Delay 10
+                waited <- waited + 1
+            Expect.isGreaterThan store.FileLength slideAt "the slide was written"
+            do! commit store "b" [ setAt "acknowledged" "true" ]
+            store.Dispose()
+            let bytes = IO.File.ReadAllBytes file
+            bytes[int slideAt + 20] <- bytes[int slideAt + 20] ^^^ 0x5Auy
+            IO.File.WriteAllBytes(file, bytes)
+            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            Expect.stringContains error.Message $"corrupt at byte offset {slideAt}" "damage, named by its offset, not a torn tail"
+            Expect.equal (IO.File.ReadAllBytes file : byte[]) bytes "the file is left as it was"
+        }
+
+        testCase "a file that is not a session file is refused and left as it was" <| fun () ->
+            use directory = new TempDirectory()
+            let file = directory.File "notes.txt"
+            IO.File.WriteAllText(file, "These are my notes, not sessions.")
+            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            Expect.stringContains error.Message "not a Sesame session file" "error.Message"
+            Expect.equal (IO.File.ReadAllText file) "These are my notes, not sessions." "IO.File.ReadAllText file"
+
+        testCaseTask "a second store on the same file gets a clear error while the first owns it" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let first = FileStore.Open file
+            do! commit first "a" [ setAt "x" "1" ]
+            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            Expect.stringContains error.Message "in use" "error.Message"
+            // The refused open changed nothing: the owner goes on.
+            do! commit first "a" [ setAt "y" "2" ]
+            first.Dispose()
+            use second = FileStore.Open file
+            let! a = load second "a"
+            Expect.equal a (Some(json """{"x":1,"y":2}""")) "a"
+        }
+
+        testCaseTask "a one-key change in a 16 KB session appends far less than the session" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            use store = FileStore.Open file
+            let session = Json.object [ for i in 1..64 -> $"field{i}", Json.string (String('v', 250)) ]
+            let size = JsonSize.utf8Length session
+            Expect.isTrue (size >= 16L * 1024L) ($"The session is {size} bytes; the test wants at least 16 KB.")
+            do! commit store "big" [ Update.set SessionPath.root session ]
+            let before = store.FileLength
+            do! commit store "big" [ setAt "field7" "\"changed\"" ]
+            let appended = store.FileLength - before
+            Expect.isTrue (appended > 0L && appended < 1024L) ($"A one-key commit appended {appended} bytes to a {size}-byte session.")
+            Expect.equal (fileLength file) (before + appended) "fileLength file"
+            let! loaded = load store "big"
+            Expect.equal loaded (Some(SessionPath.set (path "field7") (Json.string "changed") session)) "loaded"
+        }
+
+        testCaseTask "a refused commit writes nothing to the file" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            use store = FileStore.Open file
+            do! commit store "s" [ setAt "name" "\"ada\"" ]
+            let before = store.FileLength
+            let conflicting = changeOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
+            let! _ = throwsAsync<PathConflictException> (fun () -> (store :> SessionStore).CommitAsync("s", conflicting, creating, testToken ()) :> Task)
+            let tooBig = changeOf [ Update.set (path "blob") (Json.string (String('x', 500))) ]
+            let! _ = throwsAsync<SessionTooLargeException> (fun () -> (store :> SessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
+            let! gone = (store :> SessionStore).CommitAsync("nobody", changeOf [ setAt "a" "1" ], existing, testToken ())
+            Expect.equal gone CommitResult.SessionGone "gone"
+            Expect.equal store.FileLength before "store.FileLength"
+            Expect.equal (fileLength file) before "fileLength file"
+        }
+
+        testCaseTask "compaction keeps the file bounded under many overwrites and keeps every live session" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let logger = CapturingLogger()
+            let options = FileStoreOptions(CompactionMinBytes = 64L * 1024L)
+            let store = FileStore.Open(file, options, logger)
+            let writer (s: int) =
+                task {
+                    let mutable largest = 0L
+                    for n in 1..200 do
+                        do! commit store $"s{s}" [ setAt "n" (string n); Update.set (path "blob") (Json.string (String(char (97 + n % 26), 1000))) ]
+                        largest <- max largest store.FileLength
+                    return largest
+                }
+            let! largests = Task.WhenAll [ for s in 1..10 -> Task.Run<int64>(fun () -> writer s) ]
+            let largest = Array.max largests
+            // 2,000 commits of about 1.1 KB each: some 2.2 MB without compaction.
+            Expect.isTrue (largest < 512L * 1024L) ($"The file grew to {largest} bytes.")
+            Expect.isNonEmpty (logger.WithEvent 103) "logger.WithEvent 103"
+            let expected = Json.object [ "n", Json.int64 200L; "blob", Json.string (String(char (97 + 200 % 26), 1000)) ]
+            for s in 1..10 do
+                let! session = load store $"s{s}"
+                Expect.equal session (Some expected) "session"
+            store.Dispose()
+
+            use reopened = FileStore.Open(file, options, logger)
+            Expect.equal reopened.Count 10 "reopened.Count"
+            for s in 1..10 do
+                let! session = load reopened $"s{s}"
+                Expect.equal session (Some expected) "session"
+        }
+
+        testCaseTask "compaction leaves expired sessions out of the file" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let store = FileStore.Open(file, null, null, clock)
+            let brief = $"brief-{Guid.NewGuid():N}"
+            let lasting = $"lasting-{Guid.NewGuid():N}"
+            let! _ = (store :> SessionStore).CommitAsync(brief, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! _ = (store :> SessionStore).CommitAsync(lasting, changeOf [ setAt "b" "2" ], { creating with IdleTimeout = TimeSpan.FromDays 1.0 }, testToken ())
+            clock.Advance(TimeSpan.FromMinutes 2.0)
+            do! store.CompactAsync()
+            Expect.equal store.Count 1 "store.Count"
+            store.Dispose()
+            let text = Encoding.UTF8.GetString(IO.File.ReadAllBytes file)
+            Expect.isFalse (text.Contains brief) "text does not contain brief"
+            Expect.stringContains text lasting "text"
+
+            use reopened = FileStore.Open(file, null, null, clock)
+            let! gone = load reopened brief
+            Expect.equal gone None "gone"
+            let! kept = load reopened lasting
+            Expect.equal kept (Some(json """{"b":2}""")) "kept"
+        }
+
+        testCaseTask "an expired session is not served after a restart" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let store = FileStore.Open(file, null, null, clock)
+            let! _ = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            store.Dispose()
+            clock.Advance(TimeSpan.FromMinutes 2.0)
+            use reopened = FileStore.Open(file, null, null, clock)
+            let! loaded = (reopened :> SessionStore).LoadTreeAsync("s", TimeSpan.FromMinutes 1.0, testToken ())
+            Expect.equal loaded None "loaded"
+            Expect.equal reopened.Count 0 "reopened.Count"
+            let! late = (reopened :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], { existing with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            Expect.equal late CommitResult.SessionGone "late"
+        }
+
+        testCaseTask "a load's slide of the expiry is kept across a restart" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let idle = TimeSpan.FromMinutes 10.0
+            let options = FileStoreOptions(SlideWriteInterval = TimeSpan.FromMinutes 1.0)
+            let store = FileStore.Open(file, options, null, clock)
+            let! _ = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], { creating with IdleTimeout = idle }, testToken ())
+            clock.Advance(TimeSpan.FromMinutes 8.0)
+            let! read = (store :> SessionStore).LoadTreeAsync("s", idle, testToken ())
+            Expect.isTrue read.IsSome "read.IsSome"
+            store.Dispose()
+            // Past the expiry the commit gave, within the one the load gave.
+            clock.Advance(TimeSpan.FromMinutes 5.0)
+            use reopened = FileStore.Open(file, options, null, clock)
+            let! loaded = (reopened :> SessionStore).LoadTreeAsync("s", idle, testToken ())
+            Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
+        }
+
+        testCaseTask "a closed store refuses further calls" <| fun () -> task {
+            use directory = new TempDirectory()
+            let store = FileStore.Open(directory.File "sessions")
+            do! commit store "s" [ setAt "a" "1" ]
+            do! store.DisposeAsync()
+            let! _ = throwsAsync<ObjectDisposedException> (fun () -> (store :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
+            let! _ = throwsAsync<ObjectDisposedException> (fun () -> load store "s" :> Task)
+            ()
+        }
+    ]

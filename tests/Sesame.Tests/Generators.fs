@@ -6,18 +6,48 @@ open System.Numerics
 open System.Globalization
 open FsCheck
 open FsCheck.FSharp
+open Expecto
 
 // ---------------------------------------------------------------------------------------------
 // Running properties
 // ---------------------------------------------------------------------------------------------
 
-/// Runs a property for at least 1,000 cases; a failure throws (so xunit fails the test) with the counterexample.
-let check (property: Property) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(1000), property)
+/// FsCheck settings for a law: <paramref name="cases"/> cases, and never fewer than 1,000.
+let lawConfig (cases: int) = { FsCheckConfig.defaultConfig with maxTest = max 1000 cases }
 
-/// Runs a property for <paramref name="cases"/> cases (at least 1,000).
-let checkWith (cases: int) (property: Property) =
-    Check.One(Config.QuickThrowOnFailure.WithMaxTest(max 1000 cases), property)
+/// The function Expecto runs for a property test (it takes the run's FsCheck settings).
+let private runnerOf (test: Test) =
+    match test with
+    | TestLabel(_, TestCase(AsyncFsCheck(_, _, run), _), _) -> run
+    | other -> failwith $"Expecto.FsCheck made an unexpected test shape: %A{other}"
+
+/// <summary>
+/// A law checked by FsCheck on <paramref name="cases"/> cases (at least 1,000), with a guard run
+/// after the cases passed: <paramref name="law"/> makes the property and its counters afresh for
+/// every run (a stress run repeats it), and the guard fails the test when the counters show the law
+/// held vacuously (too few cases reached what it is about).
+/// </summary>
+let testGuardedLawWith (cases: int) (name: string) (law: unit -> Property * (unit -> unit)) : Test =
+    let config = lawConfig cases
+    match testPropertyWithConfig config name (fun () -> true) with
+    | TestLabel(label, TestCase(AsyncFsCheck(testConfig, stressConfig, _), focus), labelFocus) ->
+        let run (runConfig: FsCheckConfig) =
+            async {
+                let property, guard = law ()
+                do! runnerOf (testPropertyWithConfig config name property) runConfig
+                guard ()
+            }
+        TestLabel(label, TestCase(AsyncFsCheck(testConfig, stressConfig, run), focus), labelFocus)
+    | other -> failwith $"Expecto.FsCheck made an unexpected test shape: %A{other}"
+
+/// A guarded law (see testGuardedLawWith) checked on 1,000 cases.
+let testGuardedLaw (name: string) (law: unit -> Property * (unit -> unit)) = testGuardedLawWith 1000 name law
+
+/// A law checked by FsCheck on <paramref name="cases"/> cases (at least 1,000); a failure reports the counterexample and the seed.
+let testLawWith (cases: int) (name: string) (law: unit -> Property) = testGuardedLawWith cases name (fun () -> law (), ignore)
+
+/// A law checked by FsCheck on 1,000 cases.
+let testLaw (name: string) (law: unit -> Property) = testLawWith 1000 name law
 
 /// Passes when <paramref name="ok"/> holds; otherwise fails the property with the description (built only on failure).
 let claim (ok: bool) (describe: unit -> string) = if ok then true else failwith (describe ())
@@ -191,38 +221,39 @@ let private segments (count: int) : Gen<Segment list> =
     else Gen.map2 (fun first rest -> first :: rest) keySegment (Gen.listOfLength (count - 1) segment)
 
 /// Paths of 1 to 4 segments over the small alphabet (rarely the root), so updates collide and nest often.
-let updatePath: Gen<Path> =
+let updatePath: Gen<SessionPath> =
     gen {
         let! length = Gen.frequency [ 1, Gen.constant 0; 20, Gen.choose (1, 4) ]
         let! segments = segments length
-        return Path.ofSegments segments
+        return SessionPath.ofSegments segments
     }
 
 /// A path that ends in a key, as Update.remove requires.
-let keyEndingPath: Gen<Path> =
+let keyEndingPath: Gen<SessionPath> =
     gen {
         let! length = Gen.choose (0, 3)
         let! prefix = segments length
         let! last = if length = 0 then keySegment else Gen.frequency [ 3, keySegment; 1, Gen.constant (Segment.Key "n") ]
-        return Path.ofSegments (prefix @ [ last ])
+        return SessionPath.ofSegments (prefix @ [ last ])
     }
 
 /// Where increments go: mostly a counter key "n", sometimes a key sets and removes use too.
-let incrementPath: Gen<Path> =
+let incrementPath: Gen<SessionPath> =
     gen {
         let! length = Gen.choose (0, 2)
         let! prefix = segments length
         let! last = Gen.frequency [ 3, Gen.constant (Segment.Key "n"); 1, keySegment ]
-        return Path.ofSegments (prefix @ [ last ])
+        return SessionPath.ofSegments (prefix @ [ last ])
     }
 
-/// One update: Set (of a small tree), Remove (of a key) or Increment.
+/// One update: Set (of a small tree), Remove (of a key), Increment or Append.
 let update: Gen<Update> =
     Gen.frequency [ 5, Gen.map2 Update.set updatePath (jsonOfDepth 2 3)
                     1, Gen.map2 Update.set incrementPath (number |> Gen.map Json.Number)
                     3, keyEndingPath |> Gen.map Update.remove
-                    1, Gen.constant (Update.Remove Path.root)
-                    4, Gen.map2 (fun p by -> Update.Increment(p, by)) incrementPath incrementBy ]
+                    1, Gen.constant (Update.Remove SessionPath.root)
+                    4, Gen.map2 (fun p by -> Update.Increment(p, by)) incrementPath incrementBy
+                    2, Gen.map2 (fun p value -> Update.Append(p, value)) updatePath (jsonOfDepth 1 2) ]
 
 /// A request's update log: 0 to 12 updates.
 let updates: Gen<Update list> =
@@ -232,7 +263,7 @@ let updates: Gen<Update list> =
     }
 
 /// Paths for the text round trip: 1 to 6 segments of any key (odd ones often) and any non-negative index.
-let anyPath: Gen<Path> =
+let anyPath: Gen<SessionPath> =
     let anySegment =
         Gen.frequency [ 3, key |> Gen.map Segment.Key
                         2, Gen.elements oddKeys |> Gen.map Segment.Key
@@ -241,7 +272,7 @@ let anyPath: Gen<Path> =
     gen {
         let! length = Gen.choose (1, 6)
         let! segments = Gen.listOfLength length anySegment
-        return Path.ofSegments segments
+        return SessionPath.ofSegments segments
     }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,27 +321,28 @@ let arrayScenarios: Arbitrary<Scenario> =
                 | 3 -> Gen.map3 (fun i k l -> [ i; k; l ]) index inner inner
                 | 4 -> Gen.map3 (fun i k j -> [ i; k; j ]) index inner nestedIndex
                 | _ -> Gen.map2 (fun i j -> [ i; j ]) index nestedIndex
-            return Path.ofSegments (first :: rest)
+            return SessionPath.ofSegments (first :: rest)
         }
     let keyEnding =
         gen {
             let! p = arrayPath
             let! k = inner
             return (match List.tryLast p.Segments with
-                    | Some(Segment.Index _) -> Path.child k p
+                    | Some(Segment.Index _) -> SessionPath.child k p
                     | _ -> p)
         }
     let counter =
         gen {
             let! first = Gen.elements [ "a"; "b" ] |> Gen.map Segment.Key
             let! i = index
-            return Path.ofSegments [ first; i; Segment.Key "n" ]
+            return SessionPath.ofSegments [ first; i; Segment.Key "n" ]
         }
     let value = Gen.frequency [ 2, jsonOfDepth 0 0; 2, Gen.constant Json.emptyObject; 1, Gen.constant (Json.array []) ]
     let update =
         Gen.frequency [ 5, Gen.map2 Update.set arrayPath value
                         3, keyEnding |> Gen.map Update.remove
-                        2, Gen.map2 (fun p by -> Update.Increment(p, by)) counter incrementBy ]
+                        2, Gen.map2 (fun p by -> Update.Increment(p, by)) counter incrementBy
+                        3, Gen.map2 (fun p v -> Update.Append(p, v)) arrayPath value ]
     let item = Gen.frequency [ 1, Gen.constant (Json.int64 0L); 2, Gen.constant (Json.object [ "k", Json.int64 1L ]); 2, Gen.constant Json.emptyObject ]
     let tree =
         gen {
@@ -342,7 +374,7 @@ type Tree =
 let trees: Arbitrary<Tree> = Arb.fromGen (jsonTree |> Gen.map (fun value -> { Value = value }))
 
 /// Paths for the text round trip, shown as their segments.
-let paths: Arbitrary<Path> = Arb.fromGen anyPath
+let paths: Arbitrary<SessionPath> = Arb.fromGen anyPath
 
 /// Numbers, shown as their text.
 let numbers: Arbitrary<JsonNumber> = Arb.fromGen number

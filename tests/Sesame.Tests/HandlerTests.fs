@@ -5,20 +5,12 @@ open System
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 open Microsoft.FSharp.Core
-open Xunit
+open Expecto
 open Sesame
 open Sesame.Samples.Giraffe.GiraffeShape
 
 let private noOptions (_: SesameOptions) = ()
 
-[<Fact>]
-let ``the handler types erase to exactly FSharp.Core's function types, as Giraffe's do`` () =
-    let func = typeof<FSharpFunc<HttpContext, Task<option<HttpContext>>>>
-    Assert.Equal(typeof<Task<option<HttpContext>>>, typeof<HttpFuncResult>)
-    Assert.Equal(func, typeof<HttpFunc>)
-    Assert.Equal(typedefof<FSharpFunc<_, _>>.MakeGenericType(func, func), typeof<HttpHandler>)
-    // withSession is a value of that exact type, so a Giraffe pipeline accepts it unchanged.
-    Assert.True(typeof<HttpHandler>.IsInstanceOfType withSession)
 
 /// A handler written the Giraffe way, knowing nothing of Sesame: it records that it ran.
 let private marker (log: ResizeArray<string>) (name: string) : HttpHandler =
@@ -26,44 +18,6 @@ let private marker (log: ResizeArray<string>) (name: string) : HttpHandler =
         log.Add name
         next ctx
 
-[<Fact>]
-let ``withSession composes with Giraffe-shaped handlers: None falls through, a started response stops the chain`` () =
-    task {
-        let ran = ResizeArray<string>()
-        let skipping: HttpHandler = fun _ _ -> Task.FromResult None
-        let app =
-            marker ran "outer"
-            >=> withSession
-            >=> choose
-                [ route "/a" >=> skipping // falls through to the next choice
-                  route "/a" >=> Session.handler (fun s -> s |> Session.set "route" "a"; text "a") >=> marker ran "after-text"
-                  text "fallback" ]
-        use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
-        let browser = Browser host
-        let! body = browser.GetTextAsync "/a"
-        Assert.Equal("a", body)
-        // The response had started, so the Giraffe-style compose did not run what came after `text`.
-        Assert.Equal<string list>([ "outer" ], List.ofSeq ran)
-        let! shown = browser.GetTextAsync "/other"
-        Assert.Equal("fallback", shown)
-    }
-
-[<Fact>]
-let ``a composed chain is built once and serves many requests`` () =
-    task {
-        let mutable built = 0
-        let counting: HttpHandler =
-            fun next ->
-                built <- built + 1
-                fun ctx -> next ctx
-        let app = withSession >=> counting >=> Session.handler (fun s -> text (string (s |> Session.increment "n" 1m)))
-        use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
-        let browser = Browser host
-        for expected in 1..3 do
-            let! body = browser.GetTextAsync "/"
-            Assert.Equal(string expected, body)
-        Assert.Equal(1, built)
-    }
 
 type Address = { Street: string; Zip: string option }
 type Shape =
@@ -71,71 +25,193 @@ type Shape =
     | Square of side: float
 type Profile = { Name: string; Tags: string list; Address: Address; Shape: Shape; Scores: Map<string, int> }
 
-[<Fact>]
-let ``typed values round-trip through the F# API: records, options, lists, maps and unions`` () =
-    task {
-        let profile =
-            { Name = "Ada"
-              Tags = [ "math"; "engines" ]
-              Address = { Street = "1 Analytical Way"; Zip = None }
-              Shape = Square 2.5
-              Scores = Map [ "chess", 3 ] }
-        let write = Session.handler (fun s -> s |> Session.set "profile" profile; text "ok")
-        let read = Session.handler (fun s -> text (if s |> Session.tryGet<Profile> "profile" = Some profile then "same" else "different"))
-        let readZip = Session.handler (fun s -> text (sprintf "%A" (s |> Session.tryGet<string option> "profile.address.zip")))
-        use! host = startHost (ObservedStore()) noOptions (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read; route "/zip" >=> readZip ])) (new LogCapture())
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/write"
-        let! same = browser.GetTextAsync "/read"
-        Assert.Equal("same", same)
-        let! zip = browser.GetTextAsync "/zip"
-        Assert.Equal("Some None", zip)
-    }
+[<Tests>]
+let tests =
+    testList "Handler" [
+        testCase "the handler types erase to exactly FSharp.Core's function types, as Giraffe's do" <| fun () ->
+            let func = typeof<FSharpFunc<HttpContext, Task<option<HttpContext>>>>
+            Expect.equal (typeof<HttpFuncResult>) (typeof<Task<option<HttpContext>>>) "typeof<HttpFuncResult>"
+            Expect.equal (typeof<HttpFunc>) func "typeof<HttpFunc>"
+            Expect.equal (typeof<HttpHandler>) (typedefof<FSharpFunc<_, _>>.MakeGenericType(func, func)) "typeof<HttpHandler>"
+            // withSession is a value of that exact type, so a Giraffe pipeline accepts it unchanged.
+            Expect.isTrue (typeof<HttpHandler>.IsInstanceOfType withSession) "typeof<HttpHandler>.IsInstanceOfType withSession"
 
-[<Fact>]
-let ``the F# API sets, removes, increments, replaces and clears`` () =
-    task {
-        let steps =
-            Session.handler (fun s ->
-                s |> Session.set "cart.items" [ "apple"; "pear"; "fig" ]
-                s |> Session.remove "cart.items[1]"
-                s |> Session.set "user" {| name = "ada" |}
-                s |> Session.remove "user.name"
-                let total = s |> Session.increment "cart.total" 1.10m
-                let total2 = s |> Session.increment "cart.total" 1m
-                text $"{total} {total2} {Json.serialize (Session.current s)}")
-        let replace = Session.handler (fun s -> s |> Session.replace {| fresh = true |}; text (Json.serialize (Session.current s)))
-        let clear = Session.handler (fun s -> s |> Session.clear; text (Json.serialize (Session.current s)))
-        let show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
-        use! host =
-            startHost (ObservedStore()) noOptions (runHandler (withSession >=> choose [ route "/steps" >=> steps; route "/replace" >=> replace; route "/clear" >=> clear; route "/show" >=> show ])) (new LogCapture())
-        let browser = Browser host
-        let! body = browser.GetTextAsync "/steps"
-        Assert.Equal("""1.10 2.10 {"cart":{"items":["apple","fig"],"total":2.10},"user":{}}""", body)
-        let! stored = browser.GetTextAsync "/show"
-        Assert.Equal("""{"cart":{"items":["apple","fig"],"total":2.10},"user":{}}""", stored)
-        let! replaced = browser.GetTextAsync "/replace"
-        Assert.Equal("""{"fresh":true}""", replaced)
-        let! cleared = browser.GetTextAsync "/clear"
-        Assert.Equal("{}", cleared)
-        let! after = browser.GetTextAsync "/show"
-        Assert.Equal("{}", after)
-    }
+        testCaseTask "withSession composes with Giraffe-shaped handlers: None falls through, a started response stops the chain" <| fun () -> task {
+            let ran = ResizeArray<string>()
+            let skipping: HttpHandler = fun _ _ -> Task.FromResult None
+            let app =
+                marker ran "outer"
+                >=> withSession
+                >=> choose
+                    [ route "/a" >=> skipping // falls through to the next choice
+                      route "/a" >=> Session.handler (fun s -> s |> Session.set "route" "a"; text "a") >=> marker ran "after-text"
+                      text "fallback" ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! body = browser.GetTextAsync "/a"
+            Expect.equal body "a" "body"
+            // The response had started, so the Giraffe-style compose did not run what came after `text`.
+            Expect.equal (List.ofSeq ran : string list) ([ "outer" ]) "List.ofSeq ran"
+            let! shown = browser.GetTextAsync "/other"
+            Expect.equal shown "fallback" "shown"
+        }
 
-[<Fact>]
-let ``reading a value as the wrong type is an error that names the path`` () =
-    task {
-        let mutable error: exn = null
-        let wrong =
-            Session.handler (fun s ->
-                s |> Session.set "age" "forty"
-                try
-                    s |> Session.tryGet<int> "age" |> ignore
-                with e ->
-                    error <- e
-                text "ok")
-        use! host = startHost (ObservedStore()) noOptions (runHandler (withSession >=> wrong)) (new LogCapture())
-        let! _ = (Browser host).GetTextAsync "/"
-        let jsonError = Assert.IsType<System.Text.Json.JsonException>(error)
-        Assert.Contains("'age'", jsonError.Message)
-    }
+        testCaseTask "withSession in several branches of choose gives the request one session, whichever branch handles it" <| fun () -> task {
+            let counter (name: string) =
+                Session.handler (fun s ->
+                    let times = s |> Session.increment "times" 1m
+                    text $"{name} {times}")
+            // Giraffe's choose tries the next branch when one falls through (None); each branch has its own withSession.
+            let app =
+                choose
+                    [ withSession >=> route "/a" >=> counter "a"
+                      withSession >=> route "/b" >=> counter "b" ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! a = browser.GetTextAsync "/a"
+            Expect.equal a "a 1" "the first branch"
+            // GET /b passes through the first branch's withSession, which falls through, before the second.
+            let! b = browser.GetTextAsync "/b"
+            Expect.equal b "b 2" "the second branch continues the same session"
+            let! again = browser.GetTextAsync "/b"
+            Expect.equal again "b 3" "and again"
+            let! a2 = browser.GetTextAsync "/a"
+            Expect.equal a2 "a 4" "back to the first branch"
+        }
+
+        testCaseTask "a branch that falls through commits what it changed, and the next withSession continues that session" <| fun () -> task {
+            let store = ObservedStore()
+            let skipping: HttpHandler = fun _ _ -> Task.FromResult None
+            let app =
+                choose
+                    [ withSession >=> Session.handler (fun s -> s |> Session.set "seen" true; skipping)
+                      withSession >=> route "/b" >=> Session.handler (fun s ->
+                          s |> Session.set "b" 1
+                          text (Json.serialize (Session.current s))) ]
+            use! host = startHost store noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! response, body = browser.GetAsync "/b"
+            Expect.equal (int response.StatusCode) 200 "handled by the second branch"
+            Expect.equal body """{"seen":true,"b":1}""" "the second branch reads what the first stored"
+            // One session: both commits went to one id, and the client got one cookie for it.
+            let ids = store.Patches |> List.map fst |> List.distinct
+            Expect.hasLength ids 1 "one session id in the store"
+            Expect.hasLength (setCookies response |> List.filter (fun c -> c.StartsWith "sesame=")) 1 "one cookie"
+            let! shown = browser.GetTextAsync "/b"
+            Expect.equal shown """{"seen":true,"b":1}""" "the next request sees the same session"
+        }
+
+        testCaseTask "a Saturn-like layout, one router forwarding to two routers that each pipe through withSession, has one session" <| fun () -> task {
+            // Saturn: `forward "/shop" shopRouter`, and each router `pipe_through` a pipeline that plugs withSession.
+            let forward (prefix: string) (router: HttpHandler) : HttpHandler =
+                fun next ctx -> if ctx.Request.Path.StartsWithSegments(PathString prefix) then router next ctx else Task.FromResult None
+            let pipeline: HttpHandler = withSession
+            let router (routes: (string * HttpHandler) list) : HttpHandler =
+                pipeline >=> choose [ for path, handler in routes -> route path >=> handler ]
+            let hit (name: string) =
+                Session.handler (fun s ->
+                    let mine = s |> Session.increment name 1m
+                    let all = s |> Session.increment "all" 1m
+                    text $"{name} {mine} of {all}")
+            let shop = router [ "/shop/cart", hit "cart" ]
+            let account = router [ "/account/me", hit "me" ]
+            // The first router matches every path (as a router at "/" would) but has no route for /account/me.
+            let site = router [ "/", hit "home" ]
+            let app = choose [ forward "/" site; forward "/shop" shop; forward "/account" account ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! cart = browser.GetTextAsync "/shop/cart"
+            Expect.equal cart "cart 1 of 1" "shop"
+            let! me = browser.GetTextAsync "/account/me"
+            Expect.equal me "me 1 of 2" "account, the same session"
+            let! home = browser.GetTextAsync "/"
+            Expect.equal home "home 1 of 3" "home, the same session"
+        }
+
+        testCaseTask "withSession nested in withSession is one session" <| fun () -> task {
+            let app = withSession >=> choose [ withSession >=> route "/n" >=> Session.handler (fun s -> text (string (s |> Session.increment "n" 1m))) ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! first = browser.GetTextAsync "/n"
+            let! second = browser.GetTextAsync "/n"
+            Expect.equal [ first; second ] [ "1"; "2" ] "counted in one session"
+        }
+
+        testCaseTask "a composed chain is built once and serves many requests" <| fun () -> task {
+            let mutable built = 0
+            let counting: HttpHandler =
+                fun next ->
+                    built <- built + 1
+                    fun ctx -> next ctx
+            let app = withSession >=> counting >=> Session.handler (fun s -> text (string (s |> Session.increment "n" 1m)))
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            for expected in 1..3 do
+                let! body = browser.GetTextAsync "/"
+                Expect.equal body (string expected) "body"
+            Expect.equal built 1 "built"
+        }
+
+        testCaseTask "typed values round-trip through the F# API: records, options, lists, maps and unions" <| fun () -> task {
+            let profile =
+                { Name = "Ada"
+                  Tags = [ "math"; "engines" ]
+                  Address = { Street = "1 Analytical Way"; Zip = None }
+                  Shape = Square 2.5
+                  Scores = Map [ "chess", 3 ] }
+            let write = Session.handler (fun s -> s |> Session.set "profile" profile; text "ok")
+            let read = Session.handler (fun s -> text (if s |> Session.tryGet<Profile> "profile" = Some profile then "same" else "different"))
+            let readZip = Session.handler (fun s -> text (sprintf "%A" (s |> Session.tryGet<string option> "profile.address.zip")))
+            use! host = startHost (ObservedStore()) noOptions (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read; route "/zip" >=> readZip ])) (new LogCapture())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/write"
+            let! same = browser.GetTextAsync "/read"
+            Expect.equal same "same" "same"
+            let! zip = browser.GetTextAsync "/zip"
+            Expect.equal zip "Some None" "zip"
+        }
+
+        testCaseTask "the F# API sets, removes, increments, replaces and clears" <| fun () -> task {
+            let steps =
+                Session.handler (fun s ->
+                    s |> Session.set "cart.items" [ "apple"; "pear"; "fig" ]
+                    s |> Session.remove "cart.items[1]"
+                    s |> Session.set "user" {| name = "ada" |}
+                    s |> Session.remove "user.name"
+                    let total = s |> Session.increment "cart.total" 1.10m
+                    let total2 = s |> Session.increment "cart.total" 1m
+                    text $"{total} {total2} {Json.serialize (Session.current s)}")
+            let replace = Session.handler (fun s -> s |> Session.replace {| fresh = true |}; text (Json.serialize (Session.current s)))
+            let clear = Session.handler (fun s -> s |> Session.clear; text (Json.serialize (Session.current s)))
+            let show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
+            use! host =
+                startHost (ObservedStore()) noOptions (runHandler (withSession >=> choose [ route "/steps" >=> steps; route "/replace" >=> replace; route "/clear" >=> clear; route "/show" >=> show ])) (new LogCapture())
+            let browser = Browser host
+            let! body = browser.GetTextAsync "/steps"
+            Expect.equal body ("""1.10 2.10 {"cart":{"items":["apple","fig"],"total":2.10},"user":{}}""") "body"
+            let! stored = browser.GetTextAsync "/show"
+            Expect.equal stored ("""{"cart":{"items":["apple","fig"],"total":2.10},"user":{}}""") "stored"
+            let! replaced = browser.GetTextAsync "/replace"
+            Expect.equal replaced ("""{"fresh":true}""") "replaced"
+            let! cleared = browser.GetTextAsync "/clear"
+            Expect.equal cleared "{}" "cleared"
+            let! after = browser.GetTextAsync "/show"
+            Expect.equal after "{}" "after"
+        }
+
+        testCaseTask "reading a value as the wrong type is an error that names the path" <| fun () -> task {
+            let mutable error: exn = null
+            let wrong =
+                Session.handler (fun s ->
+                    s |> Session.set "age" "forty"
+                    try
+                        s |> Session.tryGet<int> "age" |> ignore
+                    with e ->
+                        error <- e
+                    text "ok")
+            use! host = startHost (ObservedStore()) noOptions (runHandler (withSession >=> wrong)) (new LogCapture())
+            let! _ = (Browser host).GetTextAsync "/"
+            let jsonError = isType<System.Text.Json.JsonException> error
+            Expect.stringContains jsonError.Message "'age'" "jsonError.Message"
+        }
+    ]

@@ -4,12 +4,14 @@ module Sesame.Tests.Helpers
 open Sesame
 open System
 open System.Threading
+open System.Threading.Tasks
+open Expecto
 
 /// Parses JSON text in a test.
 let json (text: string) = Json.parse text
 
 /// Parses a path in a test.
-let path (text: string) = Path.parse text
+let path (text: string) = SessionPath.parse text
 
 /// A token for store calls in tests: cancels after a minute so a hung store fails the test instead of CI.
 let testToken () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).Token
@@ -21,3 +23,58 @@ let freePort () =
     let port = (listener.LocalEndpoint :?> Net.IPEndPoint).Port
     listener.Stop()
     port
+
+/// Fails unless `work` throws exactly 'error (not a subclass), as xunit's Assert.Throws did; gives the exception.
+let throws<'error when 'error :> exn> (work: unit -> unit) : 'error =
+    let outcome = try work (); None with e -> Some e
+    match outcome with
+    | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
+    | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+    | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+
+/// Fails unless `work` throws 'error or a subclass of it; gives the exception.
+let throwsAny<'error when 'error :> exn> (work: unit -> unit) : 'error =
+    let outcome = try work (); None with e -> Some e
+    match outcome with
+    | Some(:? 'error as e) -> e
+    | Some e -> failtestf "Expected %s or a subclass, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+    | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+
+/// Fails unless the task `work` starts throws exactly 'error (not a subclass); gives the exception.
+let throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'error> =
+    task {
+        let! outcome =
+            task {
+                try
+                    do! work ()
+                    return None
+                with e ->
+                    return Some e
+            }
+        return
+            match outcome with
+            | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
+            | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+            | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+    }
+
+/// Fails unless the value is exactly of type 'expected (not a subclass); gives it as that type.
+let isType<'expected> (value: obj) : 'expected =
+    match value with
+    | :? 'expected as typed when value.GetType() = typeof<'expected> -> typed
+    | null -> failtestf "Expected a %s, got null." typeof<'expected>.Name
+    | other -> failtestf "Expected a %s, got a %s: %A" typeof<'expected>.Name (other.GetType().Name) other
+
+/// Fails unless the sequence holds exactly one item; gives it.
+let single (items: seq<'item>) : 'item =
+    match List.ofSeq items with
+    | [ item ] -> item
+    | other -> failtestf "Expected exactly one item, got %d: %A" other.Length other
+
+type SessionStore with
+    /// <summary>Loads a session's tree (without its facts) as an option: what most tests compare.</summary>
+    member store.LoadTreeAsync(id: string, idleTimeout: TimeSpan, cancellationToken: CancellationToken) : Threading.Tasks.Task<Json option> =
+        task {
+            let! loaded = store.LoadAsync(id, idleTimeout, cancellationToken)
+            return loaded |> Option.ofObj |> Option.map _.Data
+        }

@@ -6,7 +6,7 @@ open System
 open System.Text.Json
 open FsCheck
 open FsCheck.FSharp
-open Xunit
+open Expecto
 
 let private set (p: string) (value: string) = Update.set (path p) (json value)
 let private remove (p: string) = Update.remove (path p)
@@ -20,15 +20,34 @@ let private tryOneByOne (updates: Update list) (tree: Json) =
     try Ok(oneByOne updates tree) with :? PathConflictException as e -> Error e
 
 /// Whether one path is the same as, or an ancestor of, the other.
-let private related (a: Path) (b: Path) = Path.isPrefixOf a b || Path.isPrefixOf b a
+let private related (a: SessionPath) (b: SessionPath) = SessionPath.isPrefixOf a b || SessionPath.isPrefixOf b a
 
-/// No two updates touch related paths, except `set p null` immediately followed by `remove p`.
+/// Two updates of related paths that a folded patch may hold, the first before the second: `set p null` then
+/// `remove p` (the remove superseded updates that created p's containers, which must still be created), `remove p`
+/// then `set p` (p was removed and set again: it moves to the end of its object, as one by one), `set p null` then a
+/// later `set p` (both at once), appends to one array, and an append beside updates below its array (whose indexes
+/// depend on the stored length, so they keep their order).
+let private mayPair (first: Update) (second: Update) =
+    let belowAnAppend (append: Update) (other: Update) =
+        match append with
+        | Update.Append(p, _) -> other.Path <> p && SessionPath.isPrefixOf p other.Path
+        | _ -> false
+    match first, second with
+    | _ when belowAnAppend first second || belowAnAppend second first -> true
+    | Update.Set(p, Json.Null), Update.Remove q
+    | Update.Remove p, Update.Set(q, _)
+    | Update.Set(p, Json.Null), Update.Set(q, _)
+    | Update.Append(p, _), Update.Append(q, _) -> p = q
+    | _ -> false
+
+/// No two updates touch related paths, except the pairs mayPair allows.
 let rec private normalized (updates: Update list) =
     match updates with
-    | Update.Set(p, Json.Null) :: Update.Remove q :: rest when p = q ->
-        rest |> List.forall (fun u -> not (related p u.Path)) && normalized rest
-    | u :: rest -> rest |> List.forall (fun v -> not (related u.Path v.Path)) && normalized rest
+    | u :: rest -> rest |> List.forall (fun v -> not (related u.Path v.Path) || mayPair u v) && normalized rest
     | [] -> true
+
+/// Applied as JSON text, key order included: the patch must leave exactly the text applying the updates one by one leaves.
+let private sameText (a: Json) (b: Json) = Json.serialize a = Json.serialize b
 
 let private show (patch: Patch) = string patch
 
@@ -36,292 +55,305 @@ let private show (patch: Patch) = string patch
 // Laws
 // ---------------------------------------------------------------------------------------------
 
-[<Fact>]
-let ``applying the folded patch equals applying the updates one by one`` () =
-    let mutable succeeded = 0
-    let mutable total = 0
-    checkWith 20_000 (Prop.forAll scenarios (fun scenario ->
-        total <- total + 1
-        match tryOneByOne scenario.Updates scenario.Tree with
-        | Error _ -> true
-        | Ok expected ->
-            succeeded <- succeeded + 1
-            let patch = Patch.fold scenario.Updates
-            let actual = Patch.apply patch scenario.Tree
-            claim (actual = expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")))
-    // Most sequences must apply, or the law above says little.
-    Assert.True(succeeded * 5 > total * 2, $"only {succeeded} of {total} update sequences applied one by one")
+[<Tests>]
+let tests =
+    testList "Patch" [
+        testGuardedLawWith 20_000 "applying the folded patch equals applying the updates one by one" <| fun () ->
+            let mutable succeeded = 0
+            let mutable total = 0
+            Prop.forAll scenarios (fun scenario ->
+                total <- total + 1
+                match tryOneByOne scenario.Updates scenario.Tree with
+                | Error _ -> true
+                | Ok expected ->
+                    succeeded <- succeeded + 1
+                    let patch = Patch.fold scenario.Updates
+                    let actual = Patch.apply patch scenario.Tree
+                    claim (sameText actual expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")),
+            // Most sequences must apply, or the law above says little.
+            fun () -> Expect.isTrue (succeeded * 5 > total * 2) $"only {succeeded} of {total} update sequences applied one by one"
 
-[<Fact>]
-let ``applying the folded patch equals applying the updates one by one around arrays`` () =
-    let mutable succeeded = 0
-    checkWith 50_000 (Prop.forAll arrayScenarios (fun scenario ->
-        match tryOneByOne scenario.Updates scenario.Tree with
-        | Error _ -> true
-        | Ok expected ->
-            succeeded <- succeeded + 1
-            let patch = Patch.fold scenario.Updates
-            match Patch.tryApply patch scenario.Tree with
-            | Ok actual -> claim (actual = expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")
-            | Error e -> failwith $"patch {show patch} failed: {e.Message}; one by one gave {Json.serialize expected}"))
-    Assert.True(succeeded > 10_000, $"only {succeeded} of the update sequences applied one by one")
+        testGuardedLawWith 50_000 "applying the folded patch equals applying the updates one by one around arrays" <| fun () ->
+            let mutable succeeded = 0
+            Prop.forAll arrayScenarios (fun scenario ->
+                match tryOneByOne scenario.Updates scenario.Tree with
+                | Error _ -> true
+                | Ok expected ->
+                    succeeded <- succeeded + 1
+                    let patch = Patch.fold scenario.Updates
+                    match Patch.tryApply patch scenario.Tree with
+                    | Ok actual -> claim (sameText actual expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")
+                    | Error e -> failwith $"patch {show patch} failed: {e.Message}; one by one gave {Json.serialize expected}"),
+            fun () -> Expect.isGreaterThan succeeded 10_000 $"only {succeeded} of the update sequences applied one by one"
 
-[<Fact>]
-let ``applying the folded patch to a new session equals applying the updates one by one`` () =
-    let fresh = Arb.fromGenShrink (updates, shrinkList)
-    checkWith 5_000 (Prop.forAll fresh (fun updates ->
-        match tryOneByOne updates Json.emptyObject with
-        | Error _ -> true
-        | Ok expected ->
+        testGuardedLawWith 5_000 "applying the folded patch to a new session equals applying the updates one by one" <| fun () ->
+            let fresh = Arb.fromGenShrink (updates, shrinkList)
+            let mutable succeeded = 0
+            Prop.forAll fresh (fun updates ->
+                match tryOneByOne updates Json.emptyObject with
+                | Error _ -> true
+                | Ok expected ->
+                    succeeded <- succeeded + 1
+                    let patch = Patch.fold updates
+                    let actual = Patch.apply patch Json.emptyObject
+                    claim (sameText actual expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")),
+            fun () -> Expect.isGreaterThan succeeded 2_000 $"only {succeeded} of the update sequences applied one by one to a new session"
+
+        testGuardedLaw "increments of one path add up to what applying them one by one gives" <| fun () ->
+            let increments =
+                gen {
+                    let! start = Gen.optionOf wideNumber
+                    let! count = Gen.choose (1, 5)
+                    let! bys = Gen.listOfLength count wideNumber
+                    let tree =
+                        match start with
+                        | Some n -> Json.object [ "n", Json.Number n ]
+                        | None -> Json.emptyObject
+                    return { Tree = tree; Updates = [ for by in bys -> Update.Increment(path "n", by) ] }
+                }
+            let mutable succeeded = 0
+            Prop.forAll (Arb.fromGenShrink (increments, fun s -> shrinkList s.Updates |> Seq.map (fun u -> { s with Updates = u }))) (fun scenario ->
+                match tryOneByOne scenario.Updates scenario.Tree with
+                | Error _ -> true
+                | Ok expected ->
+                    succeeded <- succeeded + 1
+                    let patch = Patch.fold scenario.Updates
+                    claim (sameText (Patch.apply patch scenario.Tree) expected) (fun () -> $"patch {show patch}")),
+            fun () -> Expect.isGreaterThan succeeded 500 $"only {succeeded} increment sequences applied"
+
+        testList "a folded patch never holds two updates of related paths, except where order or creation needs both" [
+            for label, arb in [ "scenarios", scenarios; "around arrays", arrayScenarios ] do
+                testLaw label <| fun () ->
+                    Prop.forAll arb (fun scenario ->
+                        match tryOneByOne scenario.Updates scenario.Tree with
+                        | Error _ -> true
+                        | Ok _ ->
+                            let patch = Patch.fold scenario.Updates
+                            claim (normalized patch.Updates) (fun () -> $"patch {show patch}"))
+        ]
+
+        testList "folding a folded patch again changes nothing" [
+            for label, arb in [ "scenarios", scenarios; "around arrays", arrayScenarios ] do
+                testLaw label <| fun () ->
+                    Prop.forAll arb (fun scenario ->
+                        match tryOneByOne scenario.Updates scenario.Tree with
+                        | Error _ -> true
+                        | Ok _ ->
+                            let patch = Patch.fold scenario.Updates
+                            claim (Patch.fold patch.Updates = patch) (fun () -> $"patch {show patch} folded again is {show (Patch.fold patch.Updates)}"))
+        ]
+
+        testLaw "every folded patch survives a round trip through its JSON" <| fun () ->
+            let withOddPaths =
+                Gen.listOf (
+                    Gen.oneof [ Gen.map2 Update.set anyPath jsonTree
+                                Gen.map2 (fun p (k: string) -> Update.remove (SessionPath.child (Segment.Key k) p)) anyPath key
+                                Gen.map2 (fun p by -> Update.Increment(p, by)) anyPath wideNumber ])
+            let patches = Gen.oneof [ updates; withOddPaths ] |> Gen.map Patch.fold
+            Prop.forAll (Arb.fromGen patches) (fun patch ->
+                let text = Patch.serialize patch
+                Patch.parse text = patch
+                && Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch)) = patch
+                && Patch.ofJson (Json.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))) = patch
+                && Patch.serialize (Patch.parse text) = text)
+
+        // ---------------------------------------------------------------------------------------------
+        // The fold, case by case
+        // ---------------------------------------------------------------------------------------------
+
+        testCase "no updates fold to the empty patch" <| fun () ->
+            Expect.isTrue ((Patch.fold []).IsEmpty) "(Patch.fold []).IsEmpty"
+            Expect.equal (Patch.fold []) Patch.empty "Patch.fold []"
+            Expect.equal (Patch.serialize Patch.empty) "[]" "Patch.serialize Patch.empty"
+            let tree = json """{"a":1}"""
+            Expect.isTrue (obj.ReferenceEquals(tree, Patch.apply Patch.empty tree)) "obj.ReferenceEquals(tree, Patch.apply Patch.empty tree)"
+
+        testCase "a later set supersedes earlier sets at and below its path" <| fun () ->
+            let patch = Patch.fold [ set "a.b" "1"; set "a.c.d" "2"; set "x" "0"; set "a" """{"z":3}""" ]
+            Expect.equal (patch.Updates : Update list) ([ set "a" """{"z":3}"""; set "x" "0" ]) "patch.Updates"
+            Expect.equal ((Patch.fold [ set "a" "1"; set "a" "2" ]).Updates : Update list) ([ set "a" "2" ]) "(Patch.fold [ set 'a' '1'; set 'a' '2' ]).Updates"
+
+        testCase "a later set below an earlier set is folded into its value" <| fun () ->
+            let patch = Patch.fold [ set "a" """{"b":1}"""; set "a.c" "2"; set "a.b" "3"; remove "a.c" ]
+            Expect.equal (patch.Updates : Update list) ([ set "a" """{"b":3}""" ]) "patch.Updates"
+            Expect.equal ((Patch.fold [ set "a" "[1]"; set "a[1]" "2" ]).Updates : Update list) ([ set "a" "[1,2]" ]) "(Patch.fold [ set 'a' '[1]'; set 'a[1]' '2' ]).Updates"
+
+        testCase "increments of one path add up" <| fun () ->
+            Expect.equal ((Patch.fold [ increment "n" "1"; increment "n" "2.5" ]).Updates : Update list) ([ increment "n" "3.5" ]) "(Patch.fold [ increment 'n' '1'; increment 'n' '2.5' ]).Updates"
+            Expect.equal ((Patch.fold [ set "n" "1"; increment "n" "1.10" ]).Updates : Update list) ([ set "n" "2.10" ]) "(Patch.fold [ set 'n' '1'; increment 'n' '1.10' ]).Updates"
+            Expect.equal ((Patch.fold [ set "a" "{}"; increment "a.n" "2"; increment "a.n" "3" ]).Updates : Update list) ([ set "a" """{"n":5}""" ]) "(Patch.fold [ set 'a' '()'; increment 'a.n' '2'; increment 'a.n' '3..."
+            Expect.equal ((Patch.fold [ increment "n" "1"; increment "m" "1"; increment "m" "1" ]).Updates : Update list) ([ increment "n" "1"; increment "m" "2" ]) "(Patch.fold [ increment 'n' '1'; increment 'm' '1'; increment 'm' '..."
+            // n was removed first: it is set again at the end of the object, where applying one by one leaves it.
+            Expect.equal ((Patch.fold [ remove "n"; increment "n" "1"; increment "n" "2" ]).Updates : Update list) ([ remove "n"; set "n" "3" ]) "(Patch.fold [ remove 'n'; increment 'n' '1'; increment 'n' '2' ]).U..."
+
+        testCase "a set then a remove of the same path leaves a remove" <| fun () ->
+            Expect.equal ((Patch.fold [ set "a" "1"; remove "a" ]).Updates : Update list) ([ remove "a" ]) "(Patch.fold [ set 'a' '1'; remove 'a' ]).Updates"
+            Expect.equal ((Patch.fold [ set "a.b" "1"; increment "a.c" "1"; remove "a" ]).Updates : Update list) ([ remove "a" ]) "(Patch.fold [ set 'a.b' '1'; increment 'a.c' '1'; remove 'a' ]).Upd..."
+            Expect.equal ((Patch.fold [ increment "a" "1"; remove "a" ]).Updates : Update list) ([ remove "a" ]) "(Patch.fold [ increment 'a' '1'; remove 'a' ]).Updates"
+            Expect.equal ((Patch.fold [ set "a" "1"; set "b" "2"; remove "a" ]).Updates : Update list) ([ remove "a"; set "b" "2" ]) "(Patch.fold [ set 'a' '1'; set 'b' '2'; remove 'a' ]).Updates"
+
+        testCase "a remove that supersedes the creation of its parents keeps them created" <| fun () ->
+            let updates = [ set "a.b" "1"; remove "a.b" ]
             let patch = Patch.fold updates
-            let actual = Patch.apply patch Json.emptyObject
-            claim (actual = expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")))
+            Expect.equal (patch.Updates : Update list) ([ Update.set (path "a.b") Json.Null; remove "a.b" ]) "patch.Updates"
+            Expect.equal (Patch.apply patch Json.emptyObject) (json """{"a":{}}""") "Patch.apply patch Json.emptyObject"
+            Expect.equal (Patch.apply patch Json.emptyObject) (oneByOne updates Json.emptyObject) "Patch.apply patch Json.emptyObject"
+            // A remove of something never created stays a bare remove.
+            Expect.equal ((Patch.fold [ remove "a.b.c"; remove "a.b" ]).Updates : Update list) ([ remove "a.b" ]) "(Patch.fold [ remove 'a.b.c'; remove 'a.b' ]).Updates"
 
-[<Fact>]
-let ``increments of one path add up to what applying them one by one gives`` () =
-    let increments =
-        gen {
-            let! start = Gen.optionOf wideNumber
-            let! count = Gen.choose (1, 5)
-            let! bys = Gen.listOfLength count wideNumber
-            let tree =
-                match start with
-                | Some n -> Json.object [ "n", Json.Number n ]
-                | None -> Json.emptyObject
-            return { Tree = tree; Updates = [ for by in bys -> Update.Increment(path "n", by) ] }
-        }
-    let mutable succeeded = 0
-    check (Prop.forAll (Arb.fromGenShrink (increments, fun s -> shrinkList s.Updates |> Seq.map (fun u -> { s with Updates = u }))) (fun scenario ->
-        match tryOneByOne scenario.Updates scenario.Tree with
-        | Error _ -> true
-        | Ok expected ->
-            succeeded <- succeeded + 1
-            let patch = Patch.fold scenario.Updates
-            claim (Patch.apply patch scenario.Tree = expected) (fun () -> $"patch {show patch}")))
-    Assert.True(succeeded > 500, $"only {succeeded} increment sequences applied")
+        testCase "a remove then a set below it becomes a remove and a set of the object, which moves to the end" <| fun () ->
+            let patch = Patch.fold [ remove "a"; set "a.b" "1" ]
+            Expect.equal (patch.Updates : Update list) ([ remove "a"; set "a" """{"b":1}""" ]) "patch.Updates"
+            Expect.equal (Json.serialize (Patch.apply patch (json """{"a":{"old":true},"x":0}"""))) """{"x":0,"a":{"b":1}}""" "the text, key order included"
+            Expect.equal ((Patch.fold [ remove "a"; set "a[0]" "7" ]).Updates : Update list) ([ remove "a"; set "a" "[7]" ]) "(Patch.fold [ remove 'a'; set 'a[0]' '7' ]).Updates"
 
-[<Fact>]
-let ``a folded patch never holds two updates of related paths, except set null then remove`` () =
-    for arb in [ scenarios; arrayScenarios ] do
-        check (Prop.forAll arb (fun scenario ->
-            match tryOneByOne scenario.Updates scenario.Tree with
-            | Error _ -> true
-            | Ok _ ->
-                let patch = Patch.fold scenario.Updates
-                claim (normalized patch.Updates) (fun () -> $"patch {show patch}")))
+        testCase "folding keeps key order: a key removed and set again ends up last, as applying one by one leaves it" <| fun () ->
+            let tree = json """{"a":0,"b":2}"""
+            let updates = [ remove "a"; set "a" "1" ]
+            Expect.equal (Json.serialize (oneByOne updates tree)) """{"b":2,"a":1}""" "one by one"
+            Expect.equal (Json.serialize (Patch.apply (Patch.fold updates) tree)) """{"b":2,"a":1}""" "the folded patch"
+            // The same when the removal superseded an update that created the key's containers first.
+            let nested = [ set "c.x" "1"; set "c.y" "2"; remove "c.x"; set "c.x" "3" ]
+            Expect.equal
+                (Json.serialize (Patch.apply (Patch.fold nested) Json.emptyObject))
+                (Json.serialize (oneByOne nested Json.emptyObject))
+                "containers created first, the key moved last"
 
-[<Fact>]
-let ``folding a folded patch again changes nothing`` () =
-    for arb in [ scenarios; arrayScenarios ] do
-        check (Prop.forAll arb (fun scenario ->
-            match tryOneByOne scenario.Updates scenario.Tree with
-            | Error _ -> true
-            | Ok _ ->
-                let patch = Patch.fold scenario.Updates
-                claim (Patch.fold patch.Updates = patch) (fun () -> $"patch {show patch} folded again is {show (Patch.fold patch.Updates)}")))
+        testCase "appends add up in order, into a set of the array, and stay apart from updates below the array" <| fun () ->
+            let append (p: string) (value: string) = Update.Append(path p, json value)
+            Expect.equal ((Patch.fold [ append "items" "1"; append "items" "2" ]).Updates : Update list) [ append "items" "1"; append "items" "2" ] "two appends"
+            Expect.equal ((Patch.fold [ set "items" "[0]"; append "items" "1" ]).Updates : Update list) [ set "items" "[0,1]" ] "into a set"
+            Expect.equal ((Patch.fold [ remove "items"; append "items" "1" ]).Updates : Update list) [ remove "items"; set "items" "[1]" ] "after a remove"
+            // Setting index n of n items also appends, so the appends around it keep their places.
+            let around = [ append "items" "\"z\""; set "items[2]" "\"w\""; append "items" "\"q\"" ]
+            let stored = json """{"items":["a"]}"""
+            Expect.equal (Json.serialize (Patch.apply (Patch.fold around) stored)) """{"items":["a","z","w","q"]}""" "appends around an index set"
+            Expect.equal (Patch.fold around).Updates around "kept apart"
+            // Appending to a value that is not an array conflicts, naming the path.
+            let e = throws<PathConflictException> (fun () -> Patch.apply (Patch.fold [ append "n" "1" ]) (json """{"n":5}""") |> ignore)
+            Expect.equal e.Message "Cannot append to 'n': it holds a number, not an array." "the conflict's message"
+            Expect.equal (Patch.parse (Patch.serialize (Patch.fold around))) (Patch.fold around) "an append's JSON round trip"
 
-[<Fact>]
-let ``every folded patch survives a round trip through its JSON`` () =
-    let withOddPaths =
-        Gen.listOf (
-            Gen.oneof [ Gen.map2 Update.set anyPath jsonTree
-                        Gen.map2 (fun p (k: string) -> Update.remove (Path.child (Segment.Key k) p)) anyPath key
-                        Gen.map2 (fun p by -> Update.Increment(p, by)) anyPath wideNumber ])
-    let patches = Gen.oneof [ updates; withOddPaths ] |> Gen.map Patch.fold
-    check (Prop.forAll (Arb.fromGen patches) (fun patch ->
-        let text = Patch.serialize patch
-        Patch.parse text = patch
-        && Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch)) = patch
-        && Patch.ofJson (Json.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))) = patch
-        && Patch.serialize (Patch.parse text) = text))
+        testCase "removing the root becomes setting the root to an empty object" <| fun () ->
+            Expect.equal ((Patch.fold [ Update.Remove SessionPath.root ]).Updates : Update list) ([ Update.set SessionPath.root Json.emptyObject ]) "(Patch.fold [ Update.Remove SessionPath.root ]).Updates"
+            let patch = Patch.fold [ set "x" "1"; Update.Remove SessionPath.root; set "y" "2" ]
+            Expect.equal (patch.Updates : Update list) ([ Update.set SessionPath.root (json """{"y":2}""") ]) "patch.Updates"
+            Expect.equal (Patch.apply patch (json """{"old":[1,2,3]}""")) (json """{"y":2}""") "Patch.apply patch (json '''('old':[1,2,3])''')"
+            Expect.equal (Update.apply (Update.remove SessionPath.root) (json "[1]")) Json.emptyObject "Update.apply (Update.remove SessionPath.root) (json '[1]')"
 
-// ---------------------------------------------------------------------------------------------
-// The fold, case by case
-// ---------------------------------------------------------------------------------------------
+        testCase "a set at an index is not moved before the items it needs" <| fun () ->
+            // a[2] only exists once a[1] was appended: the patch must keep that order.
+            let tree = json """{"a":[0]}"""
+            let updates = [ remove "a[2].k.x"; set "a[1]" "1"; set "a[2].k" "5" ]
+            Expect.equal (oneByOne updates tree) (json """{"a":[0,1,{"k":5}]}""") "oneByOne updates tree"
+            Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-[<Fact>]
-let ``no updates fold to the empty patch`` () =
-    Assert.True((Patch.fold []).IsEmpty)
-    Assert.Equal(Patch.empty, Patch.fold [])
-    Assert.Equal("[]", Patch.serialize Patch.empty)
-    let tree = json """{"a":1}"""
-    Assert.True(obj.ReferenceEquals(tree, Patch.apply Patch.empty tree))
+        testCase "a set below a remove is not moved before the items it needs" <| fun () ->
+            let tree = json """{"a":[0]}"""
+            let updates = [ remove "a[2].k"; set "a[1]" "1"; set "a[2].k.x" "5" ]
+            Expect.equal (oneByOne updates tree) (json """{"a":[0,1,{"k":{"x":5}}]}""") "oneByOne updates tree"
+            Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-[<Fact>]
-let ``a later set supersedes earlier sets at and below its path`` () =
-    let patch = Patch.fold [ set "a.b" "1"; set "a.c.d" "2"; set "x" "0"; set "a" """{"z":3}""" ]
-    Assert.Equal<Update list>([ set "a" """{"z":3}"""; set "x" "0" ], patch.Updates)
-    Assert.Equal<Update list>([ set "a" "2" ], (Patch.fold [ set "a" "1"; set "a" "2" ]).Updates)
+        testCase "a remove that keeps parents created is not moved before the items it needs" <| fun () ->
+            let tree = json """{"a":[0]}"""
+            let updates = [ remove "a[2].k.x"; set "a[1]" "1"; set "a[2].k.y" "2"; remove "a[2].k" ]
+            Expect.equal (oneByOne updates tree) (json """{"a":[0,1,{}]}""") "oneByOne updates tree"
+            Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-[<Fact>]
-let ``a later set below an earlier set is folded into its value`` () =
-    let patch = Patch.fold [ set "a" """{"b":1}"""; set "a.c" "2"; set "a.b" "3"; remove "a.c" ]
-    Assert.Equal<Update list>([ set "a" """{"b":3}""" ], patch.Updates)
-    Assert.Equal<Update list>([ set "a" "[1,2]" ], (Patch.fold [ set "a" "[1]"; set "a[1]" "2" ]).Updates)
+        testCase "a remove below an increment or an increment above a remove leaves only the increment" <| fun () ->
+            Expect.equal ((Patch.fold [ remove "p.x"; increment "p" "1" ]).Updates : Update list) ([ increment "p" "1" ]) "(Patch.fold [ remove 'p.x'; increment 'p' '1' ]).Updates"
+            Expect.equal ((Patch.fold [ increment "p" "1"; remove "p.x" ]).Updates : Update list) ([ increment "p" "1" ]) "(Patch.fold [ increment 'p' '1'; remove 'p.x' ]).Updates"
+            Expect.equal (Patch.apply (Patch.fold [ remove "p.x"; increment "p" "1" ]) (json """{"p":3}""")) (json """{"p":4}""") "Patch.apply (Patch.fold [ remove 'p.x'; increment 'p' '1' ]) (json ..."
 
-[<Fact>]
-let ``increments of one path add up`` () =
-    Assert.Equal<Update list>([ increment "n" "3.5" ], (Patch.fold [ increment "n" "1"; increment "n" "2.5" ]).Updates)
-    Assert.Equal<Update list>([ set "n" "2.10" ], (Patch.fold [ set "n" "1"; increment "n" "1.10" ]).Updates)
-    Assert.Equal<Update list>([ set "a" """{"n":5}""" ], (Patch.fold [ set "a" "{}"; increment "a.n" "2"; increment "a.n" "3" ]).Updates)
-    Assert.Equal<Update list>(
-        [ increment "n" "1"; increment "m" "2" ],
-        (Patch.fold [ increment "n" "1"; increment "m" "1"; increment "m" "1" ]).Updates)
-    Assert.Equal<Update list>([ set "n" "3" ], (Patch.fold [ remove "n"; increment "n" "1"; increment "n" "2" ]).Updates)
+        testCase "increments far apart in scale fold to what applying them one by one gives" <| fun () ->
+            let tree = json """{"n":-10e4067}"""
+            let updates = [ increment "n" "409"; increment "n" "91e-1277" ]
+            Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-[<Fact>]
-let ``a set then a remove of the same path leaves a remove`` () =
-    Assert.Equal<Update list>([ remove "a" ], (Patch.fold [ set "a" "1"; remove "a" ]).Updates)
-    Assert.Equal<Update list>([ remove "a" ], (Patch.fold [ set "a.b" "1"; increment "a.c" "1"; remove "a" ]).Updates)
-    Assert.Equal<Update list>([ remove "a" ], (Patch.fold [ increment "a" "1"; remove "a" ]).Updates)
-    Assert.Equal<Update list>([ remove "a"; set "b" "2" ], (Patch.fold [ set "a" "1"; set "b" "2"; remove "a" ]).Updates)
+        testCase "increments that cannot be added exactly fold, and the patch fails as applying them one by one does" <| fun () ->
+            let updates = [ increment "n" "1e5000"; increment "n" "1" ]
+            let patch = Patch.fold updates
+            throws<PathConflictException> (fun () -> oneByOne updates Json.emptyObject |> ignore) |> ignore
+            let ex = throws<PathConflictException> (fun () -> Patch.apply patch Json.emptyObject |> ignore)
+            Expect.equal ex.Path (path "n") "ex.Path"
 
-[<Fact>]
-let ``a remove that supersedes the creation of its parents keeps them created`` () =
-    let updates = [ set "a.b" "1"; remove "a.b" ]
-    let patch = Patch.fold updates
-    Assert.Equal<Update list>([ Update.set (path "a.b") Json.Null; remove "a.b" ], patch.Updates)
-    Assert.Equal(json """{"a":{}}""", Patch.apply patch Json.emptyObject)
-    Assert.Equal(oneByOne updates Json.emptyObject, Patch.apply patch Json.emptyObject)
-    // A remove of something never created stays a bare remove.
-    Assert.Equal<Update list>([ remove "a.b" ], (Patch.fold [ remove "a.b.c"; remove "a.b" ]).Updates)
+        // ---------------------------------------------------------------------------------------------
+        // Applying updates
+        // ---------------------------------------------------------------------------------------------
 
-[<Fact>]
-let ``a remove then a set below it becomes a set of the object`` () =
-    let patch = Patch.fold [ remove "a"; set "a.b" "1" ]
-    Assert.Equal<Update list>([ set "a" """{"b":1}""" ], patch.Updates)
-    Assert.Equal(json """{"a":{"b":1},"x":0}""", Patch.apply patch (json """{"a":{"old":true},"x":0}"""))
-    Assert.Equal<Update list>([ set "a" "[7]" ], (Patch.fold [ remove "a"; set "a[0]" "7" ]).Updates)
+        testCase "removing a missing path is a no-op" <| fun () ->
+            let tree = json """{"a":{"b":1},"s":"x","arr":[1]}"""
+            for p in [ "z"; "a.z"; "a.b.c"; "z.y.x"; "s.x"; "arr.x"; "arr[3].x" ] do
+                Expect.isTrue (obj.ReferenceEquals(tree, Update.apply (remove p) tree)) p
+                Expect.isTrue (obj.ReferenceEquals(tree, Patch.apply (Patch.fold [ remove p ]) tree)) p
 
-[<Fact>]
-let ``removing the root becomes setting the root to an empty object`` () =
-    Assert.Equal<Update list>([ Update.set Path.root Json.emptyObject ], (Patch.fold [ Update.Remove Path.root ]).Updates)
-    let patch = Patch.fold [ set "x" "1"; Update.Remove Path.root; set "y" "2" ]
-    Assert.Equal<Update list>([ Update.set Path.root (json """{"y":2}""") ], patch.Updates)
-    Assert.Equal(json """{"y":2}""", Patch.apply patch (json """{"old":[1,2,3]}"""))
-    Assert.Equal(Json.emptyObject, Update.apply (Update.remove Path.root) (json "[1]"))
+        testCase "an update removes object keys only" <| fun () ->
+            throws<ArgumentException> (fun () -> Update.remove (path "a[0]") |> ignore) |> ignore
+            let ex = throws<PathConflictException> (fun () -> Update.apply (Update.Remove(path "a[0]")) (json """{"a":[1]}""") |> ignore)
+            Expect.equal ex.Path (path "a[0]") "ex.Path"
+            Expect.equal (Update.apply (remove "a[0].b") (json """{"a":[{"b":1}]}""")) (json """{"a":[{}]}""") "Update.apply (remove 'a[0].b') (json '''('a':[('b':1)])''')"
 
-[<Fact>]
-let ``a set at an index is not moved before the items it needs`` () =
-    // a[2] only exists once a[1] was appended: the patch must keep that order.
-    let tree = json """{"a":[0]}"""
-    let updates = [ remove "a[2].k.x"; set "a[1]" "1"; set "a[2].k" "5" ]
-    Assert.Equal(json """{"a":[0,1,{"k":5}]}""", oneByOne updates tree)
-    Assert.Equal(oneByOne updates tree, Patch.apply (Patch.fold updates) tree)
+        testCase "incrementing a string is a conflict that names the path" <| fun () ->
+            let tree = json """{"s":"text","o":{}}"""
+            let ex = throws<PathConflictException> (fun () -> Update.apply (increment "s" "1") tree |> ignore)
+            Expect.equal ex.Path (path "s") "ex.Path"
+            Expect.stringContains ex.Message "'s'" "ex.Message"
+            Expect.stringContains ex.Message "a string" "ex.Message"
+            throws<PathConflictException> (fun () -> Update.apply (increment "o" "1") tree |> ignore) |> ignore
+            match Patch.tryApply (Patch.fold [ set "x" "1"; increment "s" "1" ]) tree with
+            | Ok value -> failwith $"the increment applied: {Json.serialize value}"
+            | Error e -> Expect.equal e.Path (path "s") "e.Path"
 
-[<Fact>]
-let ``a set below a remove is not moved before the items it needs`` () =
-    let tree = json """{"a":[0]}"""
-    let updates = [ remove "a[2].k"; set "a[1]" "1"; set "a[2].k.x" "5" ]
-    Assert.Equal(json """{"a":[0,1,{"k":{"x":5}}]}""", oneByOne updates tree)
-    Assert.Equal(oneByOne updates tree, Patch.apply (Patch.fold updates) tree)
+        testCase "incrementing a missing value starts from zero" <| fun () ->
+            Expect.equal (Update.apply (increment "a.b" "2") Json.emptyObject) (json """{"a":{"b":2}}""") "Update.apply (increment 'a.b' '2') Json.emptyObject"
+            Expect.equal (Update.apply (Update.increment (path "c[0]") 1.5m) Json.emptyObject) (json """{"c":[1.5]}""") "Update.apply (Update.increment (path 'c[0]') 1.5m) Json.emptyObject"
 
-[<Fact>]
-let ``a remove that keeps parents created is not moved before the items it needs`` () =
-    let tree = json """{"a":[0]}"""
-    let updates = [ remove "a[2].k.x"; set "a[1]" "1"; set "a[2].k.y" "2"; remove "a[2].k" ]
-    Assert.Equal(json """{"a":[0,1,{}]}""", oneByOne updates tree)
-    Assert.Equal(oneByOne updates tree, Patch.apply (Patch.fold updates) tree)
+        testCase "numbers that do not fit a double survive an increment" <| fun () ->
+            let tree = json """{"big":9007199254740993,"huge":1e400,"pi":3.14159265358979323846264338327950288,"price":1.10}"""
+            let after = Patch.apply (Patch.fold [ increment "big" "1"; increment "huge" "1"; increment "pi" "1"; Update.increment (path "price") 1m ]) tree
+            Expect.equal (Json.serialize after) ("{\"big\":9007199254740994,\"huge\":1" + String('0', 399) + "1,\"pi\":4.14159265358979323846264338327950288,\"price\":2.10}") "Json.serialize after"
 
-[<Fact>]
-let ``a remove below an increment or an increment above a remove leaves only the increment`` () =
-    Assert.Equal<Update list>([ increment "p" "1" ], (Patch.fold [ remove "p.x"; increment "p" "1" ]).Updates)
-    Assert.Equal<Update list>([ increment "p" "1" ], (Patch.fold [ increment "p" "1"; remove "p.x" ]).Updates)
-    Assert.Equal(json """{"p":4}""", Patch.apply (Patch.fold [ remove "p.x"; increment "p" "1" ]) (json """{"p":3}"""))
+        // (Json values are immutable, so "the tree is left as it was" cannot fail; what can is the
+        // outcome: a conflict refuses the whole patch, at the update that conflicts.)
+        testCase "a conflicting patch is refused whole, at the update that conflicts, as applying one by one is" <| fun () ->
+            let tree = json """{"n":"text"}"""
+            let updates = [ set "a.b" "1"; increment "n" "1"; set "z" "2" ]
+            let patch = Patch.fold updates
+            let refused = throws<PathConflictException> (fun () -> Patch.apply patch tree |> ignore)
+            Expect.equal refused.Path (path "n") "Patch.apply names the update that conflicts."
+            match Patch.tryApply patch tree with
+            | Ok partial -> failtestf "The conflicting patch applied (in part?): %s" (Json.serialize partial)
+            | Error e -> Expect.equal e.Path (path "n") "Patch.tryApply names the update that conflicts."
+            let oneByOne = throws<PathConflictException> (fun () -> oneByOne updates tree |> ignore)
+            Expect.equal oneByOne.Path refused.Path "Applied one by one, the updates fail at the same path."
 
-[<Fact>]
-let ``increments far apart in scale fold to what applying them one by one gives`` () =
-    let tree = json """{"n":-10e4067}"""
-    let updates = [ increment "n" "409"; increment "n" "91e-1277" ]
-    Assert.Equal(oneByOne updates tree, Patch.apply (Patch.fold updates) tree)
+        // ---------------------------------------------------------------------------------------------
+        // The JSON form
+        // ---------------------------------------------------------------------------------------------
 
-[<Fact>]
-let ``increments that cannot be added exactly fold, and the patch fails as applying them one by one does`` () =
-    let updates = [ increment "n" "1e5000"; increment "n" "1" ]
-    let patch = Patch.fold updates
-    Assert.Throws<PathConflictException>(fun () -> oneByOne updates Json.emptyObject |> ignore) |> ignore
-    let ex = Assert.Throws<PathConflictException>(fun () -> Patch.apply patch Json.emptyObject |> ignore)
-    Assert.Equal(path "n", ex.Path)
+        testCase "a patch is written as an array of operations" <| fun () ->
+            let patch = Patch.fold [ set "a.b" "1"; remove "c"; increment "d[0]" "2.50"; set "e[\"x.y\"]" """{"日本":null}""" ]
+            Expect.equal (Patch.serialize patch) ("""[["set",["a","b"],1],["remove",["c"]],["increment",["d",0],2.50],["set",["e","x.y"],{"日本":null}]]""") "Patch.serialize patch"
+            Expect.equal (Patch.parse (Patch.serialize patch)) patch "Patch.parse (Patch.serialize patch)"
+            Expect.equal (string patch) ("set a.b = 1; remove c; increment d[0] by 2.50; set e[\"x.y\"] = {\"日本\":null}") "string patch"
 
-// ---------------------------------------------------------------------------------------------
-// Applying updates
-// ---------------------------------------------------------------------------------------------
+        testCase "JSON that is not a patch is refused with a JsonException" <| fun () ->
+            for text in
+                [ "{}"; "1"; "[1]"; """[["frobnicate",["a"]]]"""; """[["set","a",1]]"""; """[["set",[-1],1]]"""
+                  """[["set",[1.5],1]]"""; """[["set",[null],1]]"""; """[["increment",["a"],"x"]]"""; """[["remove",["a"],1]]"""
+                  """[["set",["a"]]]"""; """[["set",[2147483648],1]]"""; "[" ] do
+                throwsAny<JsonException> (fun () -> Patch.parse text |> ignore) |> ignore
 
-[<Fact>]
-let ``removing a missing path is a no-op`` () =
-    let tree = json """{"a":{"b":1},"s":"x","arr":[1]}"""
-    for p in [ "z"; "a.z"; "a.b.c"; "z.y.x"; "s.x"; "arr.x"; "arr[3].x" ] do
-        Assert.True(obj.ReferenceEquals(tree, Update.apply (remove p) tree), p)
-        Assert.True(obj.ReferenceEquals(tree, Patch.apply (Patch.fold [ remove p ]) tree), p)
-
-[<Fact>]
-let ``an update removes object keys only`` () =
-    Assert.Throws<ArgumentException>(fun () -> Update.remove (path "a[0]") |> ignore) |> ignore
-    let ex = Assert.Throws<PathConflictException>(fun () -> Update.apply (Update.Remove(path "a[0]")) (json """{"a":[1]}""") |> ignore)
-    Assert.Equal(path "a[0]", ex.Path)
-    Assert.Equal(json """{"a":[{}]}""", Update.apply (remove "a[0].b") (json """{"a":[{"b":1}]}"""))
-
-[<Fact>]
-let ``incrementing a string is a conflict that names the path`` () =
-    let tree = json """{"s":"text","o":{}}"""
-    let ex = Assert.Throws<PathConflictException>(fun () -> Update.apply (increment "s" "1") tree |> ignore)
-    Assert.Equal(path "s", ex.Path)
-    Assert.Contains("'s'", ex.Message)
-    Assert.Contains("a string", ex.Message)
-    Assert.Throws<PathConflictException>(fun () -> Update.apply (increment "o" "1") tree |> ignore) |> ignore
-    match Patch.tryApply (Patch.fold [ set "x" "1"; increment "s" "1" ]) tree with
-    | Ok value -> failwith $"the increment applied: {Json.serialize value}"
-    | Error e -> Assert.Equal(path "s", e.Path)
-
-[<Fact>]
-let ``incrementing a missing value starts from zero`` () =
-    Assert.Equal(json """{"a":{"b":2}}""", Update.apply (increment "a.b" "2") Json.emptyObject)
-    Assert.Equal(json """{"c":[1.5]}""", Update.apply (Update.increment (path "c[0]") 1.5m) Json.emptyObject)
-
-[<Fact>]
-let ``numbers that do not fit a double survive an increment`` () =
-    let tree = json """{"big":9007199254740993,"huge":1e400,"pi":3.14159265358979323846264338327950288,"price":1.10}"""
-    let after = Patch.apply (Patch.fold [ increment "big" "1"; increment "huge" "1"; increment "pi" "1"; Update.increment (path "price") 1m ]) tree
-    Assert.Equal(
-        "{\"big\":9007199254740994,\"huge\":1" + String('0', 399) + "1,\"pi\":4.14159265358979323846264338327950288,\"price\":2.10}",
-        Json.serialize after)
-
-[<Fact>]
-let ``a conflicting patch leaves the tree as it was`` () =
-    let tree = json """{"n":"text"}"""
-    let before = Json.serialize tree
-    Assert.Throws<PathConflictException>(fun () -> Patch.apply (Patch.fold [ set "a" "1"; increment "n" "1" ]) tree |> ignore) |> ignore
-    Assert.Equal(before, Json.serialize tree)
-
-// ---------------------------------------------------------------------------------------------
-// The JSON form
-// ---------------------------------------------------------------------------------------------
-
-[<Fact>]
-let ``a patch is written as an array of operations`` () =
-    let patch = Patch.fold [ set "a.b" "1"; remove "c"; increment "d[0]" "2.50"; set "e[\"x.y\"]" """{"日本":null}""" ]
-    Assert.Equal("""[["set",["a","b"],1],["remove",["c"]],["increment",["d",0],2.50],["set",["e","x.y"],{"日本":null}]]""", Patch.serialize patch)
-    Assert.Equal(patch, Patch.parse (Patch.serialize patch))
-    Assert.Equal("set a.b = 1; remove c; increment d[0] by 2.50; set e[\"x.y\"] = {\"日本\":null}", string patch)
-
-[<Fact>]
-let ``JSON that is not a patch is refused with a JsonException`` () =
-    for text in
-        [ "{}"; "1"; "[1]"; """[["frobnicate",["a"]]]"""; """[["set","a",1]]"""; """[["set",[-1],1]]"""
-          """[["set",[1.5],1]]"""; """[["set",[null],1]]"""; """[["increment",["a"],"x"]]"""; """[["remove",["a"],1]]"""
-          """[["set",["a"]]]"""; """[["set",[2147483648],1]]"""; "[" ] do
-        Assert.ThrowsAny<JsonException>(fun () -> Patch.parse text |> ignore) |> ignore
-
-[<Fact>]
-let ``a patch whose value nests Json.MaxDepth deep survives its JSON round trip`` () =
-    let deepest = json (String.replicate Json.MaxDepth "[" + String.replicate Json.MaxDepth "]")
-    let patch = Patch.fold [ Update.set Path.root deepest ]
-    Assert.Equal(patch, Patch.parse (Patch.serialize patch))
-    Assert.Equal(patch, Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch)))
-    // A value deeper than that is refused when written, not found unreadable later.
-    let tooDeep = Patch.fold [ Update.set Path.root (Json.array [ deepest ]) ]
-    Assert.Throws<InvalidOperationException>(fun () -> Patch.toUtf8 tooDeep |> ignore) |> ignore
-    Assert.ThrowsAny<JsonException>(fun () -> Patch.parse ("[[\"set\",[]," + String.replicate 1025 "[" + String.replicate 1025 "]" + "]]") |> ignore) |> ignore
-    let longest = Path.ofKeys (Array.create Path.MaxSegments "k")
-    let deepPath = Patch.fold [ Update.set longest (Json.string "v"); Update.remove (Path.ofKeys (Array.create Path.MaxSegments "j")) ]
-    Assert.Equal(deepPath, Patch.parse (Patch.serialize deepPath))
+        testCase "a patch whose value nests Json.MaxDepth deep survives its JSON round trip" <| fun () ->
+            let deepest = json (String.replicate Json.MaxDepth "[" + String.replicate Json.MaxDepth "]")
+            let patch = Patch.fold [ Update.set SessionPath.root deepest ]
+            Expect.equal (Patch.parse (Patch.serialize patch)) patch "Patch.parse (Patch.serialize patch)"
+            Expect.equal (Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))) patch "Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))"
+            // A value deeper than that is refused when folded, before anything is written, not found unreadable later.
+            let e = throws<ArgumentException> (fun () -> Patch.fold [ Update.set SessionPath.root (Json.array [ deepest ]) ] |> ignore)
+            Expect.stringContains e.Message "1025 levels deep" "the message says how deep"
+            throwsAny<JsonException> (fun () -> Patch.parse ("[[\"set\",[]," + String.replicate 1025 "[" + String.replicate 1025 "]" + "]]") |> ignore) |> ignore
+            let longest = SessionPath.ofKeys (Array.create SessionPath.MaxSegments "k")
+            let deepPath = Patch.fold [ Update.set longest (Json.string "v"); Update.remove (SessionPath.ofKeys (Array.create SessionPath.MaxSegments "j")) ]
+            Expect.equal (Patch.parse (Patch.serialize deepPath)) deepPath "Patch.parse (Patch.serialize deepPath)"
+    ]

@@ -14,23 +14,27 @@ open Microsoft.AspNetCore.TestHost
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
-open Xunit
+open Microsoft.Extensions.Time.Testing
+open Expecto
 open Sesame
 open Sesame.Samples.Giraffe.GiraffeShape
 
-/// The stores every lifecycle behaviour is proven on. Each call makes a fresh, empty store.
-let storeKinds: obj[] seq = StoreKinds.all |> Seq.map (fun (name, _) -> [| box name |])
-
-let private makeStore (kind: string) =
-    let _, make = StoreKinds.all |> Seq.find (fun (name, _) -> name = kind)
-    make ()
+/// A fresh store of the kind, the clock its app (and the store, if it follows one) runs on, and
+/// how a test moves time forward: by the clock alone, or also by waiting for a store on real time.
+let private setUp (kind: StoreKind) =
+    let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
+    let advance (by: TimeSpan) =
+        clock.Advance by
+        if kind.FollowsClock then Task.CompletedTask else Task.Delay by
+    kind.Create clock, clock, advance
 
 let private show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
 
 /// A handler that loads the session, signals it has, waits for the test's go, then sets a key: an in-flight request.
 type InFlight() =
-    let loaded = TaskCompletionSource()
-    let go = TaskCompletionSource()
+    // Continuations run on their own: the request does not resume inside the test's Go(), nor the test inside the request.
+    let loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
     member _.Loaded = loaded.Task
     member _.Go() = go.SetResult()
     member _.Handler: HttpHandler =
@@ -54,8 +58,11 @@ let private lifecycleApp (inFlight: InFlight) =
           route "/show" >=> show
           route "/untouched" >=> text "untouched" ]
 
-let private startLifecycle (store: ISessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
-    startHost store configure (runHandler (lifecycleApp inFlight)) (new LogCapture())
+let private startLifecycleAt (clock: TimeProvider) (store: SessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
+    startHostAt clock store configure (runHandler (lifecycleApp inFlight)) (new LogCapture())
+
+let private startLifecycle (store: SessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
+    startLifecycleAt TimeProvider.System store configure inFlight
 
 let private noOptions (_: SesameOptions) = ()
 
@@ -73,204 +80,229 @@ let private userWithRequestInFlight (host: IHost) (inFlight: InFlight) =
         return user, old, slow
     }
 
-[<Theory; MemberData(nameof storeKinds)>]
-let ``rotating the id keeps the data, issues a new cookie and kills the old id`` (kind: string) =
-    task {
-        let store = makeStore kind
-        use! host = startLifecycle store noOptions (InFlight())
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/set"
-        let before = browser.Cookie
-        let! response, _ = browser.GetAsync "/login"
-        Assert.NotEmpty(setCookies response)
-        Assert.NotEqual(before, browser.Cookie)
-        let! kept = browser.GetTextAsync "/show"
-        Assert.Equal("""{"cart":[1,2],"user":"ada"}""", kept)
-        // The old cookie now opens nothing.
-        let attacker = Browser host
-        attacker.Cookie <- before
-        let! stolen = attacker.GetTextAsync "/show"
-        Assert.Equal("{}", stolen)
-    }
+/// The lifecycle behaviours, proven on one kind of store.
+let private onStore (kind: StoreKind) =
+    testList kind.Name [
+        testCaseTask "rotating the id keeps the data, issues a new cookie and kills the old id" <| fun () -> task {
+            let store, clock, _ = setUp kind
+            use! host = startLifecycleAt clock store noOptions (InFlight())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let before = browser.Cookie
+            let! response, _ = browser.GetAsync "/login"
+            Expect.isNonEmpty (setCookies response) "setCookies response"
+            Expect.notEqual browser.Cookie before "browser.Cookie"
+            let! kept = browser.GetTextAsync "/show"
+            Expect.equal kept ("""{"cart":[1,2],"user":"ada"}""") "kept"
+            // The old cookie now opens nothing.
+            let attacker = Browser host
+            attacker.Cookie <- before
+            let! stolen = attacker.GetTextAsync "/show"
+            Expect.equal stolen "{}" "stolen"
+        }
 
-[<Theory; MemberData(nameof storeKinds)>]
-let ``a late commit under the old id cannot bring a rotated session back`` (kind: string) =
-    task {
-        let store = makeStore kind
-        let inFlight = InFlight()
-        use! host = startLifecycle store noOptions inFlight
-        let! user, old, slow = userWithRequestInFlight host inFlight
-        let! _ = user.GetTextAsync "/rotate"
-        inFlight.Go()
-        let! _ = slow
-        let replay = Browser host
-        replay.Cookie <- old
-        let! underOld = replay.GetTextAsync "/show"
-        Assert.Equal("{}", underOld)
-        let! underNew = user.GetTextAsync "/show"
-        Assert.Equal("""{"cart":[1,2]}""", underNew)
-    }
+        testCaseTask "a late commit under the old id cannot bring a rotated session back" <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let inFlight = InFlight()
+            use! host = startLifecycleAt clock store noOptions inFlight
+            let! user, old, slow = userWithRequestInFlight host inFlight
+            let! _ = user.GetTextAsync "/rotate"
+            inFlight.Go()
+            let! _ = slow
+            let replay = Browser host
+            replay.Cookie <- old
+            let! underOld = replay.GetTextAsync "/show"
+            Expect.equal underOld "{}" "underOld"
+            let! underNew = user.GetTextAsync "/show"
+            Expect.equal underNew ("""{"cart":[1,2]}""") "underNew"
+        }
 
-[<Theory; MemberData(nameof storeKinds)>]
-let ``destroying deletes the session, expires the cookie, and a concurrent request cannot bring it back`` (kind: string) =
-    task {
-        let store = makeStore kind
-        let inFlight = InFlight()
-        use! host = startLifecycle store noOptions inFlight
-        let! user, old, slow = userWithRequestInFlight host inFlight
-        let! response, _ = user.GetAsync "/logout"
-        let expired = setCookies response |> List.exactlyOne
-        Assert.Contains("expires=Thu, 01 Jan 1970", expired)
-        Assert.Equal(None, user.Cookie)
-        inFlight.Go()
-        let! _ = slow
-        // Replaying the cookie after logout opens a new, empty session.
-        let replay = Browser host
-        replay.Cookie <- old
-        let! body = replay.GetTextAsync "/show"
-        Assert.Equal("{}", body)
-    }
+        testCaseTask "a login that rotates after a logout destroyed the session gets a new, empty session, never the old data" <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let mutable rotated = None
+            let slowLogin: HttpHandler =
+                Session.handler (fun s ->
+                    fun next ctx ->
+                        task {
+                            loaded.SetResult()
+                            do! go.Task
+                            let! moved = Session.rotateAsync s
+                            rotated <- Some moved
+                            s |> Session.set "user" "ada"
+                            return! text "in" next ctx
+                        })
+            let app = withSession >=> choose [ route "/slowlogin" >=> slowLogin; route "/logout" >=> Session.destroy >=> text "out"; route "/set" >=> Session.handler (fun s -> s |> Session.set "cart" [ 1; 2 ]; text "set"); route "/show" >=> show ]
+            use! host = startHostAt clock store noOptions (runHandler app) (new LogCapture())
+            let user = Browser host
+            let! _ = user.GetTextAsync "/set"
+            let loginBrowser = Browser host
+            loginBrowser.Cookie <- user.Cookie
+            let login = loginBrowser.GetTextAsync "/slowlogin"
+            do! loaded.Task
+            let! _ = user.GetTextAsync "/logout"
+            go.SetResult()
+            let! _ = login
+            Expect.equal rotated (Some false) "the rotation found the session gone"
+            Expect.notEqual loginBrowser.Cookie user.Cookie "the login got a cookie of its own"
+            let! signedIn = loginBrowser.GetTextAsync "/show"
+            Expect.equal signedIn """{"user":"ada"}""" "a new session: the destroyed one's data never comes back"
+        }
 
-[<Theory; MemberData(nameof storeKinds)>]
-let ``an idle session expires and is never served after`` (kind: string) =
-    task {
-        let store = makeStore kind
-        // Generous margins: on a busy machine the second request must still come well inside the timeout.
-        let idle = TimeSpan.FromSeconds 1.5
-        use! host = startLifecycle store (fun o -> o.IdleTimeout <- idle) (InFlight())
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/set"
-        let! fresh = browser.GetTextAsync "/show"
-        Assert.Equal("""{"cart":[1,2]}""", fresh)
-        do! Task.Delay(idle * 3.0)
-        let! expired = browser.GetTextAsync "/show"
-        Assert.Equal("{}", expired)
-    }
+        testCaseTask "destroying deletes the session, expires the cookie, and a concurrent request cannot bring it back" <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let inFlight = InFlight()
+            use! host = startLifecycleAt clock store noOptions inFlight
+            let! user, old, slow = userWithRequestInFlight host inFlight
+            let! response, _ = user.GetAsync "/logout"
+            let expired = setCookies response |> List.exactlyOne
+            Expect.stringContains expired "expires=Thu, 01 Jan 1970" "expired"
+            Expect.equal user.Cookie None "user.Cookie"
+            inFlight.Go()
+            let! _ = slow
+            // Replaying the cookie after logout opens a new, empty session.
+            let replay = Browser host
+            replay.Cookie <- old
+            let! body = replay.GetTextAsync "/show"
+            Expect.equal body "{}" "body"
+        }
 
-[<Theory; MemberData(nameof storeKinds)>]
-let ``a session ends at its absolute lifetime however active it is`` (kind: string) =
-    task {
-        let store = makeStore kind
-        use! host = startLifecycle store (fun o -> o.AbsoluteTimeout <- Nullable(TimeSpan.FromSeconds 1.0)) (InFlight())
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/set"
-        // Keep it busy: idle expiry alone would never end it.
-        for _ in 1..3 do
-            do! Task.Delay 200
-            let! _ = browser.GetTextAsync "/show"
-            ()
-        do! Task.Delay 800
-        let! ended = browser.GetTextAsync "/show"
-        Assert.Equal("{}", ended)
-    }
+        testCaseTask "an idle session expires and is never served after" <| fun () -> task {
+            let store, clock, advance = setUp kind
+            // Generous margins for a store on real time: on a busy machine the second request must still come well inside the timeout.
+            let idle = TimeSpan.FromSeconds 1.5
+            use! host = startLifecycleAt clock store (fun o -> o.IdleTimeout <- idle) (InFlight())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! fresh = browser.GetTextAsync "/show"
+            Expect.equal fresh ("""{"cart":[1,2]}""") "fresh"
+            do! advance (idle * 3.0)
+            let! expired = browser.GetTextAsync "/show"
+            Expect.equal expired "{}" "expired"
+        }
 
-[<Theory; MemberData(nameof storeKinds)>]
-let ``a session over the size limit is refused with the limit and the size, and nothing of it is stored`` (kind: string) =
-    task {
-        let store = makeStore kind
-        let logs = new LogCapture()
-        let app =
-            withSession
-            >=> choose
-                [ route "/small" >=> Session.handler (fun s -> s |> Session.set "small" 1; text "ok")
-                  route "/big" >=> Session.handler (fun s -> s |> Session.set "note" "kept?"; s |> Session.set "big" (String('x', 5000)); text "big")
-                  route "/show" >=> show ]
-        use! host = startHostOn Kestrel store (fun o -> o.MaxSessionBytes <- 1000) (runHandler app) logs
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/small"
-        let! response, _ = browser.GetAsync "/big"
-        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode)
-        let failure = logs.Entries |> List.find (fun e -> e.EventId.Name = "SessionCommitFailed")
-        let tooLarge = Assert.IsType<SessionTooLargeException>(failure.Error)
-        Assert.Equal(1000, tooLarge.Limit)
-        Assert.Contains("1000", tooLarge.Message)
-        Assert.Contains(string tooLarge.Size, tooLarge.Message)
-        let! stored = browser.GetTextAsync "/show"
-        Assert.Equal("""{"small":1}""", stored)
-    }
+        testCaseTask "a session ends at its absolute lifetime however active it is" <| fun () -> task {
+            let store, clock, advance = setUp kind
+            use! host = startLifecycleAt clock store (fun o -> o.AbsoluteTimeout <- Nullable(TimeSpan.FromSeconds 1.0)) (InFlight())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            // Keep it busy: idle expiry alone would never end it, and until the lifetime is up every request is served.
+            for step in 1..3 do
+                do! advance (TimeSpan.FromMilliseconds 200.0)
+                let! alive = browser.GetTextAsync "/show"
+                Expect.equal alive """{"cart":[1,2]}""" $"Request {step}, {200 * step} ms into a 1 s lifetime, is served the session."
+            do! advance (TimeSpan.FromMilliseconds 800.0)
+            let! ended = browser.GetTextAsync "/show"
+            Expect.equal ended "{}" "Past its absolute lifetime the session is gone, however active it was."
+        }
 
-[<Fact>]
-let ``a cookie protected with another app's keys starts a fresh session`` () =
-    task {
-        use! host = startLifecycle (new MemoryStore()) noOptions (InFlight())
-        let foreign = DataProtectionProvider.Create("another-app").CreateProtector("Sesame.SessionCookie.v1")
-        let forged = foreign.Protect(SessionTicket.format { Id = SessionId.create (); Created = DateTimeOffset.UtcNow })
-        let browser = Browser host
-        browser.Cookie <- Some forged
-        let! response, body = browser.GetAsync "/show"
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode)
-        Assert.Equal("{}", body)
-    }
-
-[<Fact>]
-let ``requests that read or change a session are not cacheable; untouched ones are left alone`` () =
-    task {
-        use! host = startLifecycle (new MemoryStore()) noOptions (InFlight())
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/set"
-        let! read, _ = browser.GetAsync "/show"
-        Assert.True(read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache)
-        Assert.Contains("Cookie", read.Headers.Vary)
-        let! untouched, _ = browser.GetAsync "/untouched"
-        Assert.Null(untouched.Headers.CacheControl)
-    }
-
-[<Fact>]
-let ``the cache headers can be turned off`` () =
-    task {
-        use! host = startLifecycle (new MemoryStore()) (fun o -> o.NoCacheHeaders <- false) (InFlight())
-        let browser = Browser host
-        let! _ = browser.GetTextAsync "/set"
-        let! read, _ = browser.GetAsync "/show"
-        Assert.Null(read.Headers.CacheControl)
-    }
-
-[<Fact>]
-let ``behind a proxy with forwarded headers the cookie is Secure when the client used https`` () =
-    task {
-        let pipeline (app: IApplicationBuilder) =
-            app.UseForwardedHeaders(ForwardedHeadersOptions(ForwardedHeaders = ForwardedHeaders.XForwardedProto)) |> ignore
-            runHandler (lifecycleApp (InFlight())) app
-        use! host = startHost (new MemoryStore()) noOptions pipeline (new LogCapture())
-        let client = host.GetTestClient()
-        use viaHttps = new HttpRequestMessage(HttpMethod.Get, "/set")
-        viaHttps.Headers.Add("X-Forwarded-Proto", "https")
-        let! secure = client.SendAsync viaHttps
-        Assert.Contains("secure", (setCookies secure |> List.exactlyOne).ToLowerInvariant())
-        let! plain = client.GetAsync "/set"
-        Assert.DoesNotContain("secure", (setCookies plain |> List.exactlyOne).ToLowerInvariant())
-    }
+        testCaseTask "a session over the size limit is refused with the limit and the size, and nothing of it is stored" <| fun () -> task {
+            let store, _, _ = setUp kind
+            let logs = new LogCapture()
+            let app =
+                withSession
+                >=> choose
+                    [ route "/small" >=> Session.handler (fun s -> s |> Session.set "small" 1; text "ok")
+                      route "/big" >=> Session.handler (fun s -> s |> Session.set "note" "kept?"; s |> Session.set "big" (String('x', 5000)); text "big")
+                      route "/show" >=> show ]
+            use! host = startHostOn Kestrel store (fun o -> o.MaxSessionBytes <- 1000) (runHandler app) logs
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/small"
+            let! response, _ = browser.GetAsync "/big"
+            Expect.equal response.StatusCode HttpStatusCode.InternalServerError "response.StatusCode"
+            let failure = logs.Entries |> List.find (fun e -> e.EventId.Name = "SessionCommitFailed")
+            let tooLarge = isType<SessionTooLargeException> failure.Error
+            Expect.equal tooLarge.Limit 1000 "tooLarge.Limit"
+            Expect.stringContains tooLarge.Message "1000" "tooLarge.Message"
+            Expect.stringContains tooLarge.Message (string tooLarge.Size) "tooLarge.Message"
+            let! stored = browser.GetTextAsync "/show"
+            Expect.equal stored ("""{"small":1}""") "stored"
+        }
+    ]
 
 /// A real memory store that declares itself shared, as a Redis store is.
 type SharedMemoryStore() =
-    let inner = new MemoryStore() :> ISessionStore
-    interface ISharedSessionStore
-    interface ISessionStore with
-        member _.LoadAsync(id, idle, ct) = inner.LoadAsync(id, idle, ct)
-        member _.CommitAsync(id, patch, options, ct) = inner.CommitAsync(id, patch, options, ct)
-        member _.DeleteAsync(id, ct) = inner.DeleteAsync(id, ct)
+    inherit ObservedStore(new MemoryStore())
+    override _.IsShared = true
 
 let private startWithKeys (persistKeys: DirectoryInfo option) (logs: LogCapture) =
     let services (services: IServiceCollection) =
-        services.AddSesame(fun o -> o.Store <- SharedMemoryStore()) |> ignore
+        services.AddSesame().AddStore(SharedMemoryStore()) |> ignore
         match persistKeys with
         | Some directory -> services.AddDataProtection().PersistKeysToFileSystem directory |> ignore
         | None -> ()
     startHostWith InMemory services (runHandler (withSession >=> show)) logs
 
-[<Fact>]
-let ``a shared store without a shared key ring is warned about at startup`` () =
-    task {
-        let logs = new LogCapture()
-        use! _host = startWithKeys None logs
-        let warning = logs.Entries |> List.find (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
-        Assert.Equal(LogLevel.Warning, warning.Level)
-        Assert.Contains("PersistKeysTo", warning.Message)
-        let quiet = new LogCapture()
-        let keys = Directory.CreateTempSubdirectory "sesame-keys-"
-        try
-            use! _other = startWithKeys (Some keys) quiet
-            Assert.DoesNotContain(quiet.Entries, fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
-        finally
-            keys.Delete true
-    }
+[<Tests>]
+let tests =
+    testList "Security" [
+        for kind in StoreKinds.all do
+            onStore kind
+
+        testCaseTask "a cookie protected with another app's keys starts a fresh session" <| fun () -> task {
+            let store = ObservedStore()
+            use! host = startLifecycle store noOptions (InFlight())
+            // A real user's session, whose id the forger knows.
+            let user = Browser host
+            let! _ = user.GetTextAsync "/set"
+            let existingId, _ = store.Patches |> single
+            let foreign = DataProtectionProvider.Create("another-app").CreateProtector("Sesame.SessionCookie.v1")
+            let forged = foreign.Protect(SessionTicket.format { Id = existingId; Created = DateTimeOffset.UtcNow })
+            let forger = Browser host
+            forger.Cookie <- Some forged
+            let! response, body = forger.GetAsync "/show"
+            Expect.equal response.StatusCode HttpStatusCode.OK "A forged cookie is no error."
+            Expect.equal body "{}" "A cookie under another app's keys does not open the session it names."
+            let! own = user.GetTextAsync "/show"
+            Expect.equal own """{"cart":[1,2]}""" "The user's session is still there, untouched."
+        }
+
+        testCaseTask "requests that read or change a session are not cacheable; untouched ones are left alone" <| fun () -> task {
+            use! host = startLifecycle (new MemoryStore()) noOptions (InFlight())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! read, _ = browser.GetAsync "/show"
+            Expect.isTrue (read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache) "read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache"
+            Expect.contains read.Headers.Vary "Cookie" "The response varies by Cookie."
+            let! untouched, _ = browser.GetAsync "/untouched"
+            Expect.isNull untouched.Headers.CacheControl "untouched.Headers.CacheControl"
+        }
+
+        testCaseTask "the cache headers can be turned off" <| fun () -> task {
+            use! host = startLifecycle (new MemoryStore()) (fun o -> o.NoCacheHeaders <- false) (InFlight())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! read, _ = browser.GetAsync "/show"
+            Expect.isNull read.Headers.CacheControl "read.Headers.CacheControl"
+        }
+
+        testCaseTask "behind a proxy with forwarded headers the cookie is Secure when the client used https" <| fun () -> task {
+            let pipeline (app: IApplicationBuilder) =
+                app.UseForwardedHeaders(ForwardedHeadersOptions(ForwardedHeaders = ForwardedHeaders.XForwardedProto)) |> ignore
+                runHandler (lifecycleApp (InFlight())) app
+            use! host = startHost (new MemoryStore()) noOptions pipeline (new LogCapture())
+            let client = host.GetTestClient()
+            use viaHttps = new HttpRequestMessage(HttpMethod.Get, "/set")
+            viaHttps.Headers.Add("X-Forwarded-Proto", "https")
+            let! secure = client.SendAsync viaHttps
+            Expect.stringContains ((setCookies secure |> List.exactlyOne).ToLowerInvariant()) "secure" "(setCookies secure |> List.exactlyOne).ToLowerInvariant()"
+            let! plain = client.GetAsync "/set"
+            Expect.isFalse (((setCookies plain |> List.exactlyOne).ToLowerInvariant()).Contains "secure") "(setCookies plain |> List.exactlyOne).ToLowerInvariant() does not c..."
+        }
+
+        testCaseTask "a shared store without a shared key ring is warned about at startup" <| fun () -> task {
+            let logs = new LogCapture()
+            use! _host = startWithKeys None logs
+            let warning = logs.Entries |> List.find (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
+            Expect.equal warning.Level LogLevel.Warning "warning.Level"
+            Expect.stringContains warning.Message "PersistKeysTo" "warning.Message"
+            let quiet = new LogCapture()
+            let keys = Directory.CreateTempSubdirectory "sesame-keys-"
+            try
+                use! _other = startWithKeys (Some keys) quiet
+                Expect.isFalse (Seq.exists (fun e -> e.EventId.Name = "DataProtectionKeysNotShared") quiet.Entries) "quiet.Entries"
+            finally
+                keys.Delete true
+        }
+    ]

@@ -11,6 +11,10 @@ let private files =
     AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try directory.Delete true with _ -> ())
     directory.FullName
 
-let all: (string * (unit -> ISessionStore)) list =
-    [ "memory", (fun () -> new MemoryStore() :> ISessionStore)
-      "file", (fun () -> FileStore.Open(Path.Combine(files, $"{Guid.NewGuid():N}.db")) :> ISessionStore) ]
+let all: StoreKind list =
+    [ { Name = "memory"
+        Create = fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore
+        FollowsClock = true }
+      { Name = "file"
+        Create = fun clock -> FileStore.Open(Path.Combine(files, $"{Guid.NewGuid():N}.db"), null, null, clock) :> SessionStore
+        FollowsClock = true } ]

@@ -19,44 +19,78 @@ open Sesame
 
 /// <summary>
 /// A real store wrapped to count its calls and, on demand, slow its commits down or make them
-/// fail as a broken store would. It records the ids and patches it was given.
+/// fail as a broken store would. It records the ids and tree patches it was given (commits and moves),
+/// and passes on what the inner store reports of the sessions it ends.
 /// </summary>
-type ObservedStore(inner: ISessionStore) =
+type ObservedStore(inner: SessionStore) as this =
+    inherit SessionStore()
     let mutable loads = 0
     let mutable commits = 0
+    let mutable moves = 0
     let mutable deletes = 0
     let patches = ConcurrentQueue<string * Patch>()
+
+    do inner.Observer <- { new ISessionStoreObserver with member _.SessionEnded(id, meta, reason) = this.ReportEnded(id, meta, reason) }
 
     new() = ObservedStore(new MemoryStore())
 
     member _.Inner = inner
     member _.Loads = Volatile.Read &loads
     member _.Commits = Volatile.Read &commits
+    member _.Moves = Volatile.Read &moves
     member _.Deletes = Volatile.Read &deletes
-    /// The (id, patch) of every commit, in order.
+    /// The (id, tree patch) of every commit and move (the new id), in order.
     member _.Patches = List.ofSeq patches
     member val CommitDelay = TimeSpan.Zero with get, set
     member val FailCommits = false with get, set
 
-    interface ISessionStore with
-        member _.LoadAsync(id, idle, ct) =
-            Interlocked.Increment &loads |> ignore
-            inner.LoadAsync(id, idle, ct)
+    override _.IsShared = inner.IsShared
 
-        member this.CommitAsync(id, patch, options, ct) =
-            task {
-                Interlocked.Increment &commits |> ignore
-                if this.CommitDelay > TimeSpan.Zero then do! Task.Delay this.CommitDelay
-                if this.FailCommits then
-                    raise (SessionStoreException "The store is down (test).")
-                let! result = inner.CommitAsync(id, patch, options, ct)
-                patches.Enqueue((id, patch))
-                return result
-            }
+    override _.LoadAsync(id, idle, ct) =
+        Interlocked.Increment &loads |> ignore
+        inner.LoadAsync(id, idle, ct)
 
-        member _.DeleteAsync(id, ct) =
-            Interlocked.Increment &deletes |> ignore
-            inner.DeleteAsync(id, ct)
+    override this.CommitAsync(id, change, options, ct) =
+        task {
+            Interlocked.Increment &commits |> ignore
+            if this.CommitDelay > TimeSpan.Zero then do! Task.Delay this.CommitDelay
+            if this.FailCommits then
+                raise (SessionStoreException "The store is down (test).")
+            let! result = inner.CommitAsync(id, change, options, ct)
+            patches.Enqueue((id, change.Data))
+            return result
+        }
+
+    override this.MoveAsync(fromId, toId, change, options, ct) =
+        task {
+            Interlocked.Increment &moves |> ignore
+            if this.FailCommits then
+                raise (SessionStoreException "The store is down (test).")
+            let! result = inner.MoveAsync(fromId, toId, change, options, ct)
+            patches.Enqueue((toId, change.Data))
+            return result
+        }
+
+    override _.DeleteAsync(id, ct) =
+        Interlocked.Increment &deletes |> ignore
+        inner.DeleteAsync(id, ct)
+
+    override _.ListAsync(query, ct) = inner.ListAsync(query, ct)
+
+    /// The tree the inner store holds for a session, or None.
+    member _.TreeOf(id: string) : Task<Json option> =
+        task {
+            let! loaded = inner.LoadAsync(id, TimeSpan.FromMinutes 1.0, CancellationToken.None)
+            return loaded |> Option.ofObj |> Option.map _.Data
+        }
+
+/// A store the end-to-end suites run on.
+type StoreKind =
+    { Name: string
+      /// Makes a fresh, empty store that reads the given clock (a store on a server's time ignores it).
+      Create: TimeProvider -> SessionStore
+      /// Whether the store's expiry follows that clock; when it does not, a test must wait in real time.
+      FollowsClock: bool }
 
 /// A log entry captured from the app.
 type LogEntry = { Level: LogLevel; EventId: EventId; Category: string; Message: string; Error: exn }
@@ -99,15 +133,21 @@ let startHostWith (server: Server) (configureServices: IServiceCollection -> uni
             web.ConfigureServices(configureServices).Configure(pipeline) |> ignore)
         .StartAsync()
 
+/// Sesame's services on the given store, with the caller's options.
+let private sesameOn (store: SessionStore) (configure: SesameOptions -> unit) (services: IServiceCollection) =
+    services.AddRouting() |> ignore
+    services.AddSesame(fun options -> configure options).AddStore(store) |> ignore
+
 /// Starts a test app with Sesame on the given store, with options and pipeline set by the caller.
-let startHostOn (server: Server) (store: ISessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+let startHostOn (server: Server) (store: SessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+    startHostWith server (sesameOn store configure) pipeline logs
+
+/// Starts an in-memory test app (TestHost) with Sesame whose clock (cookie tickets, absolute timeout) is the given one.
+let startHostAt (clock: TimeProvider) (store: SessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
     let services (services: IServiceCollection) =
-        services.AddRouting() |> ignore
-        services.AddSesame(fun options ->
-            options.Store <- store
-            configure options)
-        |> ignore
-    startHostWith server services pipeline logs
+        services.AddSingleton<TimeProvider>(clock) |> ignore
+        sesameOn store configure services
+    startHostWith InMemory services pipeline logs
 
 /// Starts an in-memory test app (TestHost) with Sesame.
 let startHost store configure pipeline logs = startHostOn InMemory store configure pipeline logs

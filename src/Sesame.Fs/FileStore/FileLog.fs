@@ -109,7 +109,7 @@ module internal FileLog =
         | Json.Array parts when parts.Length = 5 ->
             match parts[2], parts[3] with
             | Json.Number from, Json.Number upTo ->
-                match from.TryGetInt64(), upTo.TryGetInt64() with
+                match from.Int64Value, upTo.Int64Value with
                 | ValueSome f, ValueSome t when f >= 0L && t >= 0L && f <= int64 Int32.MaxValue && t <= int64 Int32.MaxValue ->
                     SessionChange(Patch.ofJson parts[0], Patch.ofJson parts[1], ValueSome { From = int f; To = int t; Data = Patch.ofJson parts[4] })
                 | _ -> raise (Text.Json.JsonException "A change's shape versions are out of range.")
@@ -118,7 +118,7 @@ module internal FileLog =
 
     /// The change that sets a whole session: what a compacted file holds for each.
     let snapshotChange (session: StoredSession) =
-        SessionChange(Patch.foldChecked [| Update.set Path.root session.Data |], Patch.foldChecked [| Update.set Path.root session.Meta |])
+        SessionChange(Patch.foldChecked [| Update.set SessionPath.root session.Data |], Patch.foldChecked [| Update.set SessionPath.root session.Meta |])
 
     /// Frames a payload into <c>dest</c> at <c>at</c>; gives the record's length.
     let frame (dest: byte[]) (at: int) (durableEnd: int64) (payload: byte[]) : int =

@@ -10,49 +10,49 @@ module internal FileStoreLog =
         LoggerMessage.Define<string, int, int64, int64>(
             LogLevel.Information,
             EventId(101, "FileStoreOpened"),
-            "Opened the session file {Path}: {SessionCount} live sessions, {FileBytes} bytes, replayed in {ElapsedMs} ms."
+            "Opened the session file {SessionPath}: {SessionCount} live sessions, {FileBytes} bytes, replayed in {ElapsedMs} ms."
         )
 
     let private tornTail =
         LoggerMessage.Define<int64, int64, string>(
             LogLevel.Warning,
             EventId(102, "FileStoreTornTailCut"),
-            "Dropped {DroppedBytes} bytes of a torn tail at byte offset {Offset} of {Path}: the last write was interrupted (a crash or power cut before it was flushed). Every record before it is kept."
+            "Dropped {DroppedBytes} bytes of a torn tail at byte offset {Offset} of {SessionPath}: the last write was interrupted (a crash or power cut before it was flushed). Every record before it is kept."
         )
 
     let private compacted =
         LoggerMessage.Define<string, int64, int64, int, int64, float>(
             LogLevel.Information,
             EventId(103, "FileStoreCompacted"),
-            "Compacted {Path} from {BytesBefore} to {BytesAfter} bytes ({SessionCount} sessions) in {ElapsedMs} ms; commits waited on it for {HeldMs} ms."
+            "Compacted {SessionPath} from {BytesBefore} to {BytesAfter} bytes ({SessionCount} sessions) in {ElapsedMs} ms; commits waited on it for {HeldMs} ms."
         )
 
     let private compactionFailed =
         LoggerMessage.Define<string>(
             LogLevel.Error,
             EventId(104, "FileStoreCompactionFailed"),
-            "Compacting {Path} failed; the store keeps appending to the file as it is."
+            "Compacting {SessionPath} failed; the store keeps appending to the file as it is."
         )
 
     let private writeFailed =
         LoggerMessage.Define<string>(
             LogLevel.Critical,
             EventId(105, "FileStoreWriteFailed"),
-            "Writing to {Path} failed; the store accepts no more changes until it is reopened."
+            "Writing to {SessionPath} failed; the store accepts no more changes until it is reopened."
         )
 
     let private replayMismatch =
         LoggerMessage.Define<int64, string>(
             LogLevel.Warning,
             EventId(106, "FileStoreReplayMismatch"),
-            "The record at byte offset {Offset} of {Path} changes a session the file does not hold; it was applied to an empty session."
+            "The record at byte offset {Offset} of {SessionPath} changes a session the file does not hold; it was applied to an empty session."
         )
 
     let private noDirectorySync =
         LoggerMessage.Define<string>(
             LogLevel.Debug,
             EventId(107, "FileStoreNoDirectorySync"),
-            "This platform cannot flush the directory of {Path}; a compacted file relies on the file system to make its rename durable."
+            "This platform cannot flush the directory of {SessionPath}; a compacted file relies on the file system to make its rename durable."
         )
 
     let private staleTempDeleted =
@@ -63,7 +63,7 @@ module internal FileStoreLog =
         )
 
     let private closed =
-        LoggerMessage.Define<string, int64>(LogLevel.Debug, EventId(109, "FileStoreClosed"), "Closed the session file {Path} at {FileBytes} bytes.")
+        LoggerMessage.Define<string, int64>(LogLevel.Debug, EventId(109, "FileStoreClosed"), "Closed the session file {SessionPath} at {FileBytes} bytes.")
 
     let openedFile (logger: ILogger) path count bytes ms = opened.Invoke(logger, path, count, bytes, ms, null)
     let cutTornTail (logger: ILogger) dropped offset path = tornTail.Invoke(logger, dropped, offset, path, null)

@@ -17,8 +17,7 @@ type Segment =
 /// like <c>cart.items[2].qty</c>; a key holding <c>.</c>, <c>[</c>, <c>]</c>, <c>"</c>, a control
 /// character or nothing at all is written in brackets as a JSON string: <c>user["first.name"]</c>.
 /// </summary>
-[<CustomEquality; CustomComparison>]
-type Path =
+type SessionPath =
     private
         { segments: Segment list }
 
@@ -28,27 +27,27 @@ type Path =
     /// Whether this is the root (the whole session).
     member this.IsRoot = List.isEmpty this.segments
 
-    /// <summary>The root: the whole session. Build paths from data with <see cref="M:Sesame.Path.Key(System.String)"/>
-    /// and <see cref="M:Sesame.Path.Index(System.Int32)"/>, so a key from user input is always one key, whatever it holds.</summary>
-    static member Root: Path = { segments = [] }
+    /// <summary>The root: the whole session. Build paths from data with <see cref="M:Sesame.SessionPath.Key(System.String)"/>
+    /// and <see cref="M:Sesame.SessionPath.Index(System.Int32)"/>, so a key from user input is always one key, whatever it holds.</summary>
+    static member Root: SessionPath = { segments = [] }
 
     /// <summary>The path one object key below this one. The key is data: dots, brackets and quotes in it are part of the key.</summary>
     /// <exception cref="System.ArgumentException">The key is null, or the path would have more than 1,024 segments.</exception>
-    member this.Key(key: string) : Path =
+    member this.Key(key: string) : SessionPath =
         if isNull key then nullArg "key"
         if this.segments.Length >= 1024 then invalidArg "key" "A path may have at most 1024 segments."
         { segments = this.segments @ [ Segment.Key key ] }
 
     /// <summary>The path one array index below this one.</summary>
     /// <exception cref="System.ArgumentException">The index is negative, or the path would have more than 1,024 segments.</exception>
-    member this.Index(index: int) : Path =
+    member this.Index(index: int) : SessionPath =
         if index < 0 then invalidArg "index" $"Array index {index} is negative."
         if this.segments.Length >= 1024 then invalidArg "index" "A path may have at most 1024 segments."
         { segments = this.segments @ [ Segment.Index index ] }
 
     /// <summary>A path of object keys from the root, each key taken as data (it may hold any character).</summary>
     /// <exception cref="System.ArgumentException">A key is null, or there are more than 1,024 keys.</exception>
-    static member OfKeys([<ParamArray>] keys: string[]) : Path =
+    static member OfKeys([<ParamArray>] keys: string[]) : SessionPath =
         if isNull keys then nullArg "keys"
         if keys.Length > 1024 then invalidArg "keys" $"A path may have at most 1024 segments; this one has {keys.Length}."
         if keys |> Array.exists isNull then invalidArg "keys" "A key cannot be null."
@@ -70,24 +69,11 @@ type Path =
             | Segment.Index i -> text.Append('[').Append(i).Append(']') |> ignore
         text.ToString()
 
-    override this.Equals(other: obj) =
-        match other with
-        | :? Path as p -> this.segments = p.segments
-        | _ -> false
-
-    override this.GetHashCode() = hash this.segments
-
-    interface IComparable with
-        member this.CompareTo(other: obj) =
-            match other with
-            | :? Path as p -> compare this.segments p.segments
-            | _ -> invalidArg "other" "Not a path."
-
 /// <summary>
 /// A path that cannot be followed in a tree: it crosses a value that is not a container of
 /// the right kind, an index is past the end of an array, or a number was expected.
 /// </summary>
-type PathConflictException(path: Path, message: string) =
+type PathConflictException(path: SessionPath, message: string) =
     inherit InvalidOperationException(message)
 
     /// The path the operation was given.
@@ -104,7 +90,7 @@ type PathConflictException(path: Path, message: string) =
 /// <para>Removing something that is not there does nothing. Removing an array item shifts the items after it.</para>
 /// </remarks>
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
-module Path =
+module SessionPath =
 
     /// <summary>The most segments a path may have (the same as <see cref="F:Sesame.JsonModule.MaxDepth"/>).</summary>
     [<Literal>]
@@ -118,7 +104,7 @@ module Path =
     let root = { segments = [] }
 
     /// <summary>A path from segments.</summary>
-    /// <exception cref="System.ArgumentException">An index is negative, a key is null, or there are more than <see cref="F:Sesame.PathModule.MaxSegments"/> segments.</exception>
+    /// <exception cref="System.ArgumentException">An index is negative, a key is null, or there are more than <see cref="F:Sesame.SessionPathModule.MaxSegments"/> segments.</exception>
     let ofSegments (segments: seq<Segment>) =
         let segments = List.ofSeq segments
         if segments.Length > MaxSegments then
@@ -134,13 +120,13 @@ module Path =
     let ofKeys (keys: seq<string>) = ofSegments (Seq.map Segment.Key keys)
 
     /// The path one level below.
-    let child (segment: Segment) (path: Path) = ofSegments (path.Segments @ [ segment ])
+    let child (segment: Segment) (path: SessionPath) = ofSegments (path.Segments @ [ segment ])
 
     let private isBareKeyChar (c: char) =
         not (c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
 
     /// <summary>Parses path text, or says what is wrong and where.</summary>
-    let tryParse (text: string) : Result<Path, string> =
+    let tryParse (text: string) : Result<SessionPath, string> =
         if isNull text then Error "The path is null."
         elif text.Length = 0 then Error "The path is empty; name a key, e.g. \"cart.items[2].qty\"."
         elif text.Length > MaxTextLength then Error $"The path is {text.Length} characters long; at most {MaxTextLength} are accepted."
@@ -196,15 +182,28 @@ module Path =
             | Some message -> Error message
             | None -> Ok { segments = List.ofSeq segments }
 
+    /// Paths in handlers are mostly literals: each text is parsed once (paths are immutable). Bounded, so
+    /// paths built from client input cannot grow it.
+    let private parsed = Collections.Concurrent.ConcurrentDictionary<string, SessionPath>(StringComparer.Ordinal)
+
+    [<Literal>]
+    let private MaxCached = 4096
+
     /// <summary>Parses path text like <c>cart.items[2].qty</c> or <c>user["first.name"]</c>.</summary>
+    /// <remarks>The paths of the texts a program uses are kept (up to 4,096 of them), so a literal is parsed once.</remarks>
     /// <exception cref="System.ArgumentException">The text is not a path; the message says where.</exception>
-    let parse (text: string) : Path =
-        match tryParse text with
-        | Ok path -> path
-        | Error message -> invalidArg "path" message
+    let parse (text: string) : SessionPath =
+        match (if isNull text then false, Unchecked.defaultof<_> else parsed.TryGetValue text) with
+        | true, path -> path
+        | _ ->
+            match tryParse text with
+            | Ok path ->
+                if parsed.Count < MaxCached then parsed.TryAdd(text, path) |> ignore
+                path
+            | Error message -> invalidArg "path" message
 
     /// <summary>Whether <paramref name="prefix"/> is the same path as, or an ancestor of, <paramref name="path"/>.</summary>
-    let isPrefixOf (prefix: Path) (path: Path) =
+    let isPrefixOf (prefix: SessionPath) (path: SessionPath) =
         let rec loop a b =
             match a, b with
             | [], _ -> true
@@ -213,9 +212,9 @@ module Path =
         loop prefix.Segments path.Segments
 
     /// The segments of <paramref name="path"/> below <paramref name="prefix"/> (which must be a prefix).
-    let internal relativeTo (prefix: Path) (path: Path) = { segments = List.skip prefix.Segments.Length path.Segments }
+    let internal relativeTo (prefix: SessionPath) (path: SessionPath) = { segments = List.skip prefix.Segments.Length path.Segments }
 
-    let private conflict (path: Path) (depth: int) (what: string) =
+    let private conflict (path: SessionPath) (depth: int) (what: string) =
         let at = { segments = List.truncate depth path.Segments }
         let where = if at.IsRoot then "the root" else $"'{at}'"
         raise (PathConflictException(path, $"Cannot follow '{path}': {where} {what}."))
@@ -235,7 +234,7 @@ module Path =
     /// Missing containers are created only when <c>change</c> produces a value.
     /// </summary>
     /// <exception cref="T:Sesame.PathConflictException">The path crosses a value of the wrong kind, or an index is past the end.</exception>
-    let modify (path: Path) (change: Json voption -> Json voption) (node: Json voption) : Json voption =
+    let modify (path: SessionPath) (change: Json voption -> Json voption) (node: Json voption) : Json voption =
         let rec go depth segments (node: Json voption) =
             match segments with
             | [] -> change node
@@ -246,7 +245,7 @@ module Path =
                     | ValueNone -> ValueNone
                     | ValueSome child -> ValueSome(Json.Object(JsonObject.Empty.Add(key, child)))
                 | ValueSome(Json.Object o as current) ->
-                    let before = o.TryFind key
+                    let before = o.Find key
                     match go (depth + 1) rest before, before with
                     | ValueNone, ValueNone -> ValueSome current
                     | ValueNone, ValueSome _ -> ValueSome(Json.Object(o.Remove key))
@@ -276,12 +275,12 @@ module Path =
         go 0 path.Segments node
 
     /// <summary>The value at a path, or <c>None</c> if there is none (including when the path crosses a value of the wrong kind).</summary>
-    let tryGet (path: Path) (json: Json) : Json option =
+    let tryGet (path: SessionPath) (json: Json) : Json option =
         let rec go segments (node: Json) =
             match segments, node with
             | [], _ -> Some node
             | Segment.Key key :: rest, Json.Object o ->
-                match o.TryFind key with
+                match o.Find key with
                 | ValueSome child -> go rest child
                 | ValueNone -> None
             | Segment.Index i :: rest, Json.Array items when i < items.Length -> go rest items[i]
@@ -290,14 +289,14 @@ module Path =
 
     /// <summary>A copy of the tree with <paramref name="value"/> at <paramref name="path"/>, creating missing containers.</summary>
     /// <exception cref="T:Sesame.PathConflictException">The path crosses a value of the wrong kind, or an index is past the end.</exception>
-    let set (path: Path) (value: Json) (json: Json) : Json =
+    let set (path: SessionPath) (value: Json) (json: Json) : Json =
         match modify path (fun _ -> ValueSome value) (ValueSome json) with
         | ValueSome result -> result
         | ValueNone -> json
 
     /// <summary>A copy of the tree without the value at <paramref name="path"/>; the tree itself when there is nothing there.
     /// Removing the root gives the empty object.</summary>
-    let remove (path: Path) (json: Json) : Json =
+    let remove (path: SessionPath) (json: Json) : Json =
         if path.IsRoot then Json.emptyObject
         else
             try
