@@ -113,7 +113,7 @@ type private WholeRowStore(dataSource: NpgsqlDataSource) =
 let private options = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
 /// The one-key change of a request: the preferred theme flips.
-let private oneKeyChange (i: int) = Update.Set(Path.parse "prefs.theme", Json.String(if i % 2 = 0 then "dark" else "light"))
+let private oneKeyChange (i: int) = Update.Set(SessionPath.parse "prefs.theme", Json.String(if i % 2 = 0 then "dark" else "light"))
 
 /// Runs `writers` loops of `perWriter` changes each, writer w on session `ids[w]`; gives commits per second.
 let private throughput (writers: int) (perWriter: int) (change: int -> int -> Task) : Task<float> =
@@ -143,7 +143,7 @@ let run (args: string list) : int =
         printfn "Session: %d bytes of compact JSON." (JsonSize.utf8Length session)
         let ids = [| for w in 0..31 -> $"bench-{w:D2}-{Guid.NewGuid():N}" |]
         for id in ids do
-            let! _ = store.MoveAsync(null, id, SessionChange(Patch.fold [ Update.Set(Path.root, session) ]), options, CancellationToken.None)
+            let! _ = store.MoveAsync(null, id, SessionChange(Patch.fold [ Update.Set(SessionPath.root, session) ]), options, CancellationToken.None)
             do! whole.SaveAsync(id, session)
         let sesame (w: int) (i: int) : Task =
             store.CommitAsync(ids[w], SessionChange(Patch.fold [ oneKeyChange i ]), options, CancellationToken.None)
@@ -169,7 +169,7 @@ let run (args: string list) : int =
         let! usualMany = throughput 32 perWriter usual
         let! check = store.LoadAsync(ids[0], options.IdleTimeout, CancellationToken.None)
         // Whatever the theme ended as, nothing else changed.
-        if Path.set (Path.parse "prefs.theme") (Json.String "light") check.Data <> session then
+        if SessionPath.set (SessionPath.parse "prefs.theme") (Json.String "light") check.Data <> session then
             failwith "The benchmark session changed beyond its one key: the change is not the one measured."
         printfn ""
         printfn "One-key change in a 16 KB session (%d commits per phase, fsync on):" commits
@@ -228,7 +228,7 @@ let churn (args: string list) : int =
         let stopwatch = Stopwatch.StartNew()
         // One session made by the store, then copied row for row in SQL: a million sessions through the store
         // would take a quarter of an hour here, and the churn is what is measured.
-        let! _ = store.MoveAsync(null, ids[0], SessionChange(Patch.fold [ Update.Set(Path.root, small 0) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
+        let! _ = store.MoveAsync(null, ids[0], SessionChange(Patch.fold [ Update.Set(SessionPath.root, small 0) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
         use copy =
             dataSource.CreateCommand
                 $"""WITH template AS (SELECT * FROM sesame.{table} WHERE id = $1),
@@ -264,23 +264,23 @@ let churn (args: string list) : int =
                             let! _ = store.LoadAsync(id, TimeSpan.FromHours 2.0, CancellationToken.None)
                             ()
                         | r when r < 85 ->
-                            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Increment(Path.parse "visits", JsonNumber.OfInt64 1L) ]), { options with IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
+                            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "visits", JsonNumber.OfInt64 1L) ]), { options with IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
                             ()
                         | r when r < 90 ->
                             let fresh = $"churn-{slot:D8}-{random.Next():X8}"
-                            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.Set(Path.ofKeys [ SessionMeta.User ], Json.String $"user-{slot % 50000}") ])
+                            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.User ], Json.String $"user-{slot % 50000}") ])
                             let! moved = store.MoveAsync(id, fresh, signIn, { options with IdleTimeout = TimeSpan.FromHours 2.0; UserLimit = { MaxSessions = 5; Policy = UserLimitPolicy.EndLeastRecent } }, CancellationToken.None)
                             if moved = CommitResult.Committed then live[slot] <- fresh
                         | r when r < 95 ->
                             let! _ = store.DeleteAsync(id, CancellationToken.None)
                             let fresh = $"churn-{slot:D8}-{random.Next():X8}"
-                            let! _ = store.MoveAsync(null, fresh, SessionChange(Patch.fold [ Update.Set(Path.root, small slot) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
+                            let! _ = store.MoveAsync(null, fresh, SessionChange(Patch.fold [ Update.Set(SessionPath.root, small slot) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
                             live[slot] <- fresh
                         | _ ->
                             // A session that expires within seconds: the sweeper ends it; a new one takes its place.
-                            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(Path.parse "leaving", Json.Bool true) ]), { options with IdleTimeout = TimeSpan.FromSeconds 2.0 }, CancellationToken.None)
+                            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "leaving", Json.Bool true) ]), { options with IdleTimeout = TimeSpan.FromSeconds 2.0 }, CancellationToken.None)
                             let fresh = $"churn-{slot:D8}-{random.Next():X8}"
-                            let! _ = store.MoveAsync(null, fresh, SessionChange(Patch.fold [ Update.Set(Path.root, small slot) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
+                            let! _ = store.MoveAsync(null, fresh, SessionChange(Patch.fold [ Update.Set(SessionPath.root, small slot) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
                             live[slot] <- fresh
                     | _ -> ()
             }

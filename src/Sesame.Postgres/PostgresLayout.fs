@@ -245,7 +245,7 @@ module internal PostgresLayout =
         | ValueSome upgrade ->
             for update in upgrade.Data.Updates do
                 builder.Add('D', update)
-            builder.Add('M', Update.Set(Path.ofKeys [ SessionMeta.Shape ], Json.int64 (int64 upgrade.To)))
+            builder.Add('M', Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.int64 (int64 upgrade.To)))
         | ValueNone -> ()
         for update in change.Data.Updates do
             builder.Add('d', update)
@@ -306,7 +306,7 @@ module internal PostgresLayout =
         let update = updates[update - 1]
         let path = update.Path
         let follow (what: string) =
-            let at = Path.ofSegments (List.truncate depth path.Segments)
+            let at = SessionPath.ofSegments (List.truncate depth path.Segments)
             let where = if at.IsRoot then "the root" else $"'{at}'"
             PathConflictException(path, $"Cannot follow '{path}': {where} {what}.")
         let index () =
@@ -343,8 +343,8 @@ module internal PostgresLayout =
         | "false" -> Json.Bool false
         | _ when text.Length > 0 && (text[0] = '-' || Char.IsAsciiDigit text[0]) ->
             match JsonNumber.TryParse text with
-            | Some n -> Json.Number n
-            | None -> raise (InvalidLayout "a leaf is not JSON")
+            | true, n -> Json.Number n
+            | _ -> raise (InvalidLayout "a leaf is not JSON")
         | _ ->
             let leaf =
                 try

@@ -34,7 +34,7 @@ type ChangeGenerator(seed: int) =
     /// now and then a random one.
     member this.PathIn(tree: Json) =
         if random.Next 5 = 0 then
-            Path.ofSegments [ for _ in 1 .. 1 + random.Next 3 -> if random.Next 3 = 0 then Segment.Index(random.Next 3) else Segment.Key(this.Key()) ]
+            SessionPath.ofSegments [ for _ in 1 .. 1 + random.Next 3 -> if random.Next 3 = 0 then Segment.Index(random.Next 3) else Segment.Key(this.Key()) ]
         else
             let rec walk (node: Json) (segments: Segment list) =
                 match node with
@@ -48,14 +48,14 @@ type ChangeGenerator(seed: int) =
                 | Json.Array items -> Segment.Index(random.Next(items.Length + 1)) :: segments
                 | _ when segments.IsEmpty -> [ Segment.Key(this.Key()) ]
                 | _ -> segments
-            Path.ofSegments (List.rev (walk tree []))
+            SessionPath.ofSegments (List.rev (walk tree []))
 
     member this.Update(tree: Json) =
         match random.Next 10 with
         | 0
         | 1
         | 2
-        | 3 -> Update.Set((if random.Next 40 = 0 then Path.root else this.PathIn tree), (if random.Next 40 = 0 then Json.object [] else this.Value 0))
+        | 3 -> Update.Set((if random.Next 40 = 0 then SessionPath.root else this.PathIn tree), (if random.Next 40 = 0 then Json.object [] else this.Value 0))
         | 4
         | 5 -> Update.Increment(this.PathIn tree, JsonNumber.Parse(this.Pick increments))
         | 6
@@ -63,8 +63,8 @@ type ChangeGenerator(seed: int) =
         | _ ->
             match List.rev (this.PathIn tree).Segments with
             // Mostly keys (an update removes keys only), now and then an index, which is a conflict.
-            | Segment.Index _ :: above when random.Next 4 > 0 -> Update.Remove(Path.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
-            | segments -> Update.Remove(Path.ofSegments (List.rev segments))
+            | Segment.Index _ :: above when random.Next 4 > 0 -> Update.Remove(SessionPath.ofSegments (List.rev (Segment.Key(this.Key()) :: above)))
+            | segments -> Update.Remove(SessionPath.ofSegments (List.rev segments))
 
     member this.Patch(tree: Json) = Patch.fold [ for _ in 1 .. 1 + random.Next 3 -> this.Update tree ]
 
@@ -73,8 +73,8 @@ type ChangeGenerator(seed: int) =
         let tree, facts = if isNull session then Json.emptyObject, Json.emptyObject else session.Data, session.Meta
         let meta =
             match random.Next 4 with
-            | 0 -> Patch.fold [ Update.Set(Path.ofKeys [ SessionMeta.Flash; this.Key() ], this.Value 1) ]
-            | 1 -> Patch.fold [ Update.Remove(Path.ofKeys [ SessionMeta.Flash ]) ]
+            | 0 -> Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.Flash; this.Key() ], this.Value 1) ]
+            | 1 -> Patch.fold [ Update.Remove(SessionPath.ofKeys [ SessionMeta.Flash ]) ]
             | _ -> Patch.empty
         let upgrade =
             if random.Next 6 = 0 then

@@ -46,10 +46,10 @@ let faults =
             use server = new PostgresServer()
             use store = storeOn server
             let id = Guid.NewGuid().ToString("N")
-            let! first = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(Path.parse "kept", Json.Bool true) ]), options, token ())
+            let! first = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "kept", Json.Bool true) ]), options, token ())
             Expect.equal first CommitResult.Committed "before the outage"
             server.Stop()
-            let commit = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(Path.parse "lost", Json.Bool true) ]), options, token ())
+            let commit = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "lost", Json.Bool true) ]), options, token ())
             do! finishes (TimeSpan.FromSeconds 20.0) commit
             match! settle commit with
             | Error(:? SessionStoreException as e) -> Expect.stringContains e.Message "PostgreSQL" "says where it failed"
@@ -62,7 +62,7 @@ let faults =
             server.Start()
             let! loaded = store.LoadAsync(id, options.IdleTimeout, token ())
             Expect.equal (Json.serialize loaded.Data) """{"kept":true}""" "what was acknowledged is there, nothing else"
-            let! after = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(Path.parse "after", Json.Bool true) ]), options, token ())
+            let! after = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "after", Json.Bool true) ]), options, token ())
             Expect.equal after CommitResult.Committed "after the outage, without a new store"
         }
 
@@ -72,7 +72,7 @@ let faults =
                 use server = new PostgresServer()
                 use store = storeOn server
                 let id = Guid.NewGuid().ToString("N")
-                let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(Path.parse "start", Json.Bool true) ]), options, token ())
+                let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "start", Json.Bool true) ]), options, token ())
                 let acknowledged = ConcurrentBag<int>()
                 let uncertain = ConcurrentBag<int>()
                 let afterRestart = ref 0
@@ -85,7 +85,7 @@ let faults =
                             let n = Interlocked.Increment next
                             // Each commit adds 1 to the counter and appends its own number: both must be kept exactly.
                             let change =
-                                SessionChange(Patch.fold [ Update.Increment(Path.parse "counter", JsonNumber.OfInt64 1L); Update.Append(Path.parse "log", Json.int64 (int64 n)) ])
+                                SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "counter", JsonNumber.OfInt64 1L); Update.Append(SessionPath.parse "log", Json.int64 (int64 n)) ])
                             match! settle (store.CommitAsync(id, change, options, token ())) with
                             | Ok CommitResult.Committed ->
                                 acknowledged.Add n
@@ -108,10 +108,10 @@ let faults =
                 let! _ = Task.WhenAll writers
                 Expect.isGreaterThanOrEqual afterRestart.Value 150 "commits acknowledged after the restart, by the same store"
                 let! loaded = store.LoadAsync(id, options.IdleTimeout, token ())
-                let counter = match Path.tryGet (Path.parse "counter") loaded.Data with Some(Json.Number n) -> n.TryGetInt64().Value | other -> failtestf "counter %A" other
+                let counter = match SessionPath.tryGet (SessionPath.parse "counter") loaded.Data with Some(Json.Number n) -> int64 n.Text | other -> failtestf "counter %A" other
                 let log =
-                    match Path.tryGet (Path.parse "log") loaded.Data with
-                    | Some(Json.Array items) -> [ for item in items -> match item with Json.Number n -> int (n.TryGetInt64().Value) | other -> failtestf "log item %A" other ]
+                    match SessionPath.tryGet (SessionPath.parse "log") loaded.Data with
+                    | Some(Json.Array items) -> [ for item in items -> match item with Json.Number n -> int n.Text | other -> failtestf "log item %A" other ]
                     | other -> failtestf "log %A" other
                 let acked = Set.ofSeq acknowledged
                 let maybe = Set.ofSeq uncertain

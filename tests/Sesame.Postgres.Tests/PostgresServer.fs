@@ -124,7 +124,7 @@ type PostgresServer(?settings: (string * string) list) =
                 Port = port,
                 Username = "sesame",
                 Database = defaultArg database "postgres",
-                Timeout = 3,
+                Timeout = 15,
                 CancellationTimeout = 1000
             )
         match extra with

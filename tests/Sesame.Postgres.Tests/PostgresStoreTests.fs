@@ -13,7 +13,7 @@ open Sesame.Postgres.Tests.Generator
 
 let private token () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).Token
 let private parse (text: string) = Json.parse text
-let private at (text: string) = Path.parse text
+let private at (text: string) = SessionPath.parse text
 
 let private creating =
     { IdleTimeout = TimeSpan.FromMinutes 10.0
@@ -51,7 +51,7 @@ let private load (store: SessionStore) (id: string) = store.LoadAsync(id, creati
 let private commit (store: SessionStore) (id: string) (updates: Update list) =
     store.CommitAsync(id, SessionChange(Patch.fold updates), creating, token ())
 
-let private signIn (user: string) = SessionChange(Patch.empty, Patch.fold [ Update.Set(Path.ofKeys [ SessionMeta.User ], Json.String user) ])
+let private signIn (user: string) = SessionChange(Patch.empty, Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.User ], Json.String user) ])
 
 /// What a commit did: its result, or the exception's type and message.
 let private outcome (work: unit -> Task<CommitResult>) =
@@ -104,6 +104,11 @@ let private scalar (connectionString: string) (sql: string) : Task<obj> =
         use command = dataSource.CreateCommand sql
         return! command.ExecuteScalarAsync()
     }
+
+/// The store contract (tests/Sesame.Tests/StoreContract.fs), on real time: the database's clock is not the test's.
+[<Tests>]
+let contract =
+    Sesame.Tests.StoreContract.storeContract "postgres contract" (fun () -> newStore () :> SessionStore)
 
 [<Tests>]
 let fidelity =
@@ -255,8 +260,8 @@ let concurrency =
             Expect.allEqual results CommitResult.Committed "every commit"
             let! loaded = load store id
             let tree = loaded.Data
-            Expect.equal (Path.tryGet (at "counter") tree) (Some(parse "100")) "the counter"
-            match Path.tryGet (at "items") tree with
+            Expect.equal (SessionPath.tryGet (at "counter") tree) (Some(parse "100")) "the counter"
+            match SessionPath.tryGet (at "items") tree with
             | Some(Json.Array items) ->
                 let appended = items |> Seq.map Json.serialize |> Seq.sort |> List.ofSeq
                 let expected = [ for i in 1..2..199 -> string i ] |> List.sort
@@ -271,7 +276,7 @@ let concurrency =
             let! _ = together 20 (fun i -> store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(at $"k{i}.v", parse (string i)) ]), existing, token ()))
             let! loaded = load store id
             for i in 1..20 do
-                Expect.equal (Path.tryGet (at $"k{i}.v") loaded.Data) (Some(parse (string i))) $"k{i}"
+                Expect.equal (SessionPath.tryGet (at $"k{i}.v") loaded.Data) (Some(parse (string i))) $"k{i}"
         }
 
         testCaseTask "racing sign-ins of one user keep its limit, ending the least recently seen" <| fun () -> task {
