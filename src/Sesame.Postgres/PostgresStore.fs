@@ -276,22 +276,36 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             return value
         }
 
+    let schemaLock = obj ()
+    let mutable schemaCheck: Task = null
+
+    /// Creates or checks the schema once: concurrent first operations share one check (one connection), and a
+    /// failed check is made again by the next operation.
     let ensureSchema (cancellationToken: CancellationToken) : Task =
         if schemaReady then
             Task.CompletedTask
         else
-            task {
-                let! created =
-                    task {
-                        try
-                            return! PostgresSchema.ensureAsync dataSource options options.CreateSchema cancellationToken
-                        with
-                        | :? NpgsqlException as e when (match e with :? PostgresException -> false | _ -> true) -> return raise (NotSent e)
-                        | :? PostgresException as e when isShutdown e -> return raise (NotSent e)
-                    }
-                if created then PostgresLog.schemaCreated.Invoke(logger, options.Schema, options.TableName, PostgresSchema.Version, null)
-                schemaReady <- true
-            }
+            let check =
+                lock schemaLock (fun () ->
+                    if isNull schemaCheck || schemaCheck.IsFaulted || schemaCheck.IsCanceled then
+                        schemaCheck <-
+                            task {
+                                use bounded = CancellationTokenSource.CreateLinkedTokenSource stopping.Token
+                                if options.OperationTimeout <> Timeout.InfiniteTimeSpan then bounded.CancelAfter options.OperationTimeout
+                                let! created =
+                                    task {
+                                        try
+                                            return! PostgresSchema.ensureAsync dataSource options options.CreateSchema bounded.Token
+                                        with
+                                        | :? NpgsqlException as e when (match e with :? PostgresException -> false | _ -> true) -> return raise (NotSent e)
+                                        | :? PostgresException as e when isShutdown e || e.SqlState = PostgresErrorCodes.TooManyConnections ->
+                                            return raise (NotSent e)
+                                    }
+                                if created then PostgresLog.schemaCreated.Invoke(logger, options.Schema, options.TableName, PostgresSchema.Version, null)
+                                schemaReady <- true
+                            }
+                    schemaCheck)
+            check.WaitAsync cancellationToken
 
     /// Runs one operation within OperationTimeout: sends it again while it could not be sent, and turns failures
     /// into the exceptions the store contract names. `idempotent` operations are also sent again after a failure

@@ -58,7 +58,10 @@ type private TempDirectory(prefix: string) =
 let private startInstance (connectionString: string) (table: string) (keys: DirectoryInfo) (logs: LogCapture) : Task<IHost> =
     let services (services: IServiceCollection) =
         services.AddRouting() |> ignore
-        services.AddSesame().AddPostgresStore(connectionString, fun o -> o.TableName <- table) |> ignore
+        services.AddSesame().AddPostgresStore(connectionString, fun o ->
+            o.TableName <- table
+            // Far above what a commit takes: a loaded machine slows the test down without failing it.
+            o.OperationTimeout <- TimeSpan.FromSeconds 60.0) |> ignore
         services.AddDataProtection().PersistKeysToFileSystem(keys).SetApplicationName("sesame-postgres-test") |> ignore
     startHostWith Kestrel services (runHandler app) logs
 

@@ -19,7 +19,7 @@ let private options =
 let private token () = (new CancellationTokenSource(TimeSpan.FromMinutes 2.0)).Token
 
 let private storeOn (server: PostgresServer) =
-    new PostgresStore(server.ConnectionString(), PostgresStoreOptions(OperationTimeout = TimeSpan.FromSeconds 3.0, SweepInterval = Timeout.InfiniteTimeSpan), null)
+    new PostgresStore(server.ConnectionString(), PostgresStoreOptions(OperationTimeout = TimeSpan.FromSeconds 5.0, SweepInterval = Timeout.InfiniteTimeSpan), null)
 
 /// Fails the test if the task has not finished within the guard: a hang is a failure, not a wait.
 let private finishes (guard: TimeSpan) (work: Task) =
@@ -50,12 +50,12 @@ let faults =
             Expect.equal first CommitResult.Committed "before the outage"
             server.Stop()
             let commit = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "lost", Json.Bool true) ]), options, token ())
-            do! finishes (TimeSpan.FromSeconds 20.0) commit
+            do! finishes (TimeSpan.FromSeconds 30.0) commit
             match! settle commit with
             | Error(:? SessionStoreException as e) -> Expect.stringContains e.Message "PostgreSQL" "says where it failed"
             | other -> failtestf "a commit during the outage gave %A" other
             let loading = store.LoadAsync(id, options.IdleTimeout, token ())
-            do! finishes (TimeSpan.FromSeconds 20.0) loading
+            do! finishes (TimeSpan.FromSeconds 30.0) loading
             match! settle loading with
             | Error(:? SessionStoreException) -> ()
             | other -> failtestf "a load during the outage gave %A" other

@@ -95,7 +95,7 @@ type PostgresServer(?settings: (string * string) list) =
         [ "listen_addresses", "127.0.0.1"
           "port", string port
           "unix_socket_directories", folder
-          "max_connections", "200"
+          "max_connections", "400"
           // Tests restart and crash it: fsync makes no difference to a process crash (the kernel keeps what was
           // written), only to the machine's, and it makes every commit wait for the disk.
           "fsync", "off"

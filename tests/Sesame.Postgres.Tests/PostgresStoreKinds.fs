@@ -19,6 +19,6 @@ let all: StoreKind list =
     [ { Name = "postgres"
         Create =
           fun _ ->
-              let options = PostgresStoreOptions(TableName = $"e2e_{Interlocked.Increment tables}", SweepInterval = TimeSpan.FromSeconds 1.0)
+              let options = PostgresStoreOptions(TableName = $"e2e_{Interlocked.Increment tables}", SweepInterval = TimeSpan.FromSeconds 1.0, OperationTimeout = TimeSpan.FromSeconds 60.0)
               new PostgresStore(database.Value, options, null) :> SessionStore
         FollowsClock = false } ]

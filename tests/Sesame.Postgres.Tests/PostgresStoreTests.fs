@@ -38,7 +38,10 @@ let private connection: Lazy<string> = lazy (freshDatabase "store")
 
 /// A store on the shared test database, with tables of its own (so no test sees another's sessions).
 let private storeWith (configure: PostgresStoreOptions -> unit) =
-    let options = PostgresStoreOptions(TableName = $"t{Interlocked.Increment tables}", SweepInterval = Timeout.InfiniteTimeSpan)
+    // A timeout far above what an operation takes, so that a loaded machine slows tests down without failing them
+    // (the fault tests set short ones of their own).
+    let options =
+        PostgresStoreOptions(TableName = $"t{Interlocked.Increment tables}", SweepInterval = Timeout.InfiniteTimeSpan, OperationTimeout = TimeSpan.FromSeconds 60.0)
     configure options
     new PostgresStore(connection.Value, options, null)
 
