@@ -1,6 +1,6 @@
 // Sesame's build script: `dotnet fsi build.fsx <target>`.
 //   build   restore and build everything (Release, warnings as errors)
-//   test    build, then run every test project (the two Expecto programs, then `dotnet test` for the
+//   test    build, then run every test project (the Expecto programs, then `dotnet test` for the
 //           C# project); ends with one line "N passed, N failed" and fails if any test or runner failed
 //   soak    Expecto's stress mode on the concurrency tests (those whose names mention "concurrent"),
 //           both F# test programs at once, for the minutes given after it (`soak 1`; default 5); not run in CI
@@ -32,7 +32,7 @@ let run (file: string) (args: string) (capture: bool) =
 let exitOn (code: int) = if code <> 0 then exit code
 
 /// The F# test projects: Expecto console programs, run with `dotnet run --no-build`.
-let expectoProjects = [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests" ]
+let expectoProjects = [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests"; "tests/Sesame.Postgres.Tests" ]
 
 /// The C# test project, on xunit, run with `dotnet test`.
 let xunitProject = "tests/Sesame.CSharpInterop.Tests"
@@ -68,6 +68,15 @@ let ensureRedis () =
         let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq redis-server >/dev/null\"" false
         if code <> 0 then printfn "warning: could not install redis-server; the Redis tests will fail"
 
+/// PostgreSQL-backed tests start a throwaway cluster with initdb and pg_ctl; install them when the machine lacks them.
+let ensurePostgres () =
+    let installed = commandExists "pg_ctl" || (IO.Directory.Exists "/usr/lib/postgresql" && IO.Directory.GetDirectories "/usr/lib/postgresql" |> Array.exists (fun d -> IO.File.Exists(IO.Path.Combine(d, "bin", "initdb"))))
+    if not installed then
+        printfn "PostgreSQL is missing: installing it with apt-get"
+        let sudo = if Environment.UserName = "root" then "" else "sudo "
+        let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq postgresql >/dev/null\"" false
+        if code <> 0 then printfn "warning: could not install postgresql; the PostgreSQL tests will fail"
+
 let args = fsi.CommandLineArgs |> Array.skip 1
 let target = if args.Length = 0 then "build" else args[0]
 // The arguments for the target: those after "--", or (since `dotnet fsi` may swallow the "--")
@@ -82,6 +91,7 @@ match target with
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
 | "test" ->
     ensureRedis ()
+    ensurePostgres ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let expectoRuns =
         [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
@@ -105,6 +115,7 @@ match target with
         | true, m when m > 0.0 -> m
         | _ -> 5.0
     ensureRedis ()
+    ensurePostgres ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let soaks =
         [ for project in expectoProjects ->
@@ -122,7 +133,7 @@ match target with
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
 | "pack" ->
     // Only the libraries are packages; samples, tests and benchmarks are not.
-    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.CSharpInterop" ] do
+    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.Postgres"; "src/Sesame.CSharpInterop" ] do
         exitOn (fst (run "dotnet" $"pack {project} -c Release -o artifacts" false))
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
