@@ -145,6 +145,16 @@ let run (args: string list) : int =
         for id in ids do
             let! _ = store.MoveAsync(null, id, SessionChange(Patch.fold [ Update.Set(SessionPath.root, session) ]), options, CancellationToken.None)
             do! whole.SaveAsync(id, session)
+        // What a session takes on disk, tables, TOAST and indexes together, before anything churns.
+        let size (relations: string list) =
+            task {
+                let names = String.Join(", ", relations |> List.map (fun r -> $"pg_total_relation_size('{r}')"))
+                use command = dataSource.CreateCommand $"SELECT {names.Replace(", ", " + ")}"
+                let! bytes = command.ExecuteScalarAsync()
+                return float (unbox<int64> bytes) / float ids.Length
+            }
+        let! sesameBytes = size [ "sesame.bench_sessions"; "sesame.bench_sessions_nodes" ]
+        let! usualBytes = size [ "whole_sessions" ]
         let sesame (w: int) (i: int) : Task =
             store.CommitAsync(ids[w], SessionChange(Patch.fold [ oneKeyChange i ]), options, CancellationToken.None)
         let usual (w: int) (i: int) : Task = whole.ChangeAsync(ids[w], oneKeyChange i)
@@ -176,6 +186,7 @@ let run (args: string list) : int =
         printfn "| | Sesame (one statement, node rows) | usual (read, rewrite the whole row) | ratio |"
         printfn "|---|---:|---:|---:|"
         printfn "| WAL bytes per commit | %.0f | %.0f | %.3f |" sesameWal usualWal (sesameWal / usualWal)
+        printfn "| bytes stored per session (tables, TOAST, indexes) | %.0f | %.0f | %.2f |" sesameBytes usualBytes (sesameBytes / usualBytes)
         printfn "| commits/s, 1 writer | %.0f | %.0f | %.2f |" sesameOne usualOne (sesameOne / usualOne)
         printfn "| commits/s, 32 writers (own sessions) | %.0f | %.0f | %.2f |" sesameMany usualMany (sesameMany / usualMany)
      })

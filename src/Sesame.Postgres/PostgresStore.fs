@@ -119,11 +119,14 @@ exception private NotSent of exn
 /// session's row, applies the change path by path (so concurrent commits to different paths both survive, and
 /// increments and appends add up exactly), checks the size limit and the user limit, and raises rather than write
 /// anything that breaks them. Moves take the bound user's advisory lock before any session row, so two racing
-/// sign-ins of one user keep its limit and never deadlock.</para>
+/// sign-ins of one user keep its limit and never deadlock. Commits and moves of one session from this instance wait
+/// for each other in the process (they would on the row lock anyway), so a busy session holds one pooled
+/// connection, not all of them.</para>
 /// <para>Expiry: a load or commit never serves an expired session (it ends it and reports it as expired); a sweeper
 /// deletes expired sessions every <c>SweepInterval</c> in batches of <c>SweepBatchSize</c>, skipping rows that a
 /// commit holds (<c>FOR UPDATE SKIP LOCKED</c>), so it never waits for a commit and no commit waits long for it. Every
-/// instance may sweep; they share the work.</para>
+/// instance may sweep; they share the work. Loads and commits slide the expiry without touching an index (HOT
+/// updates): the indexed sweep time is a lower bound of the expiry that only the sweeper moves up.</para>
 /// <para>Faults: every operation is bounded by <c>OperationTimeout</c> and fails with a
 /// <see cref="T:Sesame.SessionStoreException"/>; an operation that could not be sent (no connection, or a server shutting
 /// down) is sent again on a new connection within that time, so a restart of the database is mostly invisible, and
@@ -189,7 +192,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
 
     /// Names a session in logs and messages without giving its id away.
     let redact (id: string) =
-        if isNull id then "(new)" elif id.Length <= 6 then "…" else id.Substring(0, 6) + "…"
+        if isNull id then "-" elif id.Length <= 6 then "…" else id.Substring(0, 6) + "…"
 
     let idleMilliseconds (idle: TimeSpan) =
         // 10^14 ms is over 3,000 years: as good as never, and far from overflowing.
@@ -313,6 +316,8 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     let run (operation: string) (id: string) (idempotent: bool) (cancellationToken: CancellationToken) (work: CancellationToken -> Task<'result>) : Task<'result> =
         task {
             cancellationToken.ThrowIfCancellationRequested()
+            // What messages call the operation: a session's, or the store's own (a sweep, the schema check).
+            let subject = if isNull id then operation else $"{operation} of session {redact id}"
             use timeout = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
             if options.OperationTimeout <> Timeout.InfiniteTimeSpan then timeout.CancelAfter options.OperationTimeout
             let token = timeout.Token
@@ -351,7 +356,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 PostgresLog.timedOut.Invoke(logger, operation, redact id, options.OperationTimeout, null)
                 let why = if isNull lastFailure.Value then "" else $" Last failure: {lastFailure.Value.Message}"
                 SessionStoreException(
-                    $"PostgreSQL did not finish the {operation} of session {redact id} within {options.OperationTimeout}.{mayHaveApplied}{why}",
+                    $"PostgreSQL did not finish the {subject} within {options.OperationTimeout}.{mayHaveApplied}{why}",
                     (if isNull lastFailure.Value then inner else lastFailure.Value)
                 )
             try
@@ -378,17 +383,17 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 return
                     raise (
                         SessionStoreException(
-                            $"PostgreSQL {operation} of session {redact id} failed: the Sesame tables or functions in schema \"{options.Schema}\" are missing ({e.MessageText}).",
+                            $"PostgreSQL {subject} failed: the Sesame tables or functions in schema \"{options.Schema}\" are missing ({e.MessageText}).",
                             e
                         )
                     )
             | :? PostgresException as e ->
                 PostgresLog.failed.Invoke(logger, operation, redact id, e)
-                return raise (SessionStoreException($"PostgreSQL {operation} of session {redact id} failed: {e.MessageText}", e))
+                return raise (SessionStoreException($"PostgreSQL {subject} failed: {e.MessageText}", e))
             | :? NpgsqlException as e ->
                 PostgresLog.failed.Invoke(logger, operation, redact id, e)
                 dataSource.Clear()
-                return raise (SessionStoreException($"PostgreSQL {operation} of session {redact id} failed: {e.Message}.{mayHaveApplied}", e))
+                return raise (SessionStoreException($"PostgreSQL {subject} failed: {e.Message}.{mayHaveApplied}", e))
         }
 
     /// Maps the errors the commit and move functions raise on purpose.
