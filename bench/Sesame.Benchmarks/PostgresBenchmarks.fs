@@ -148,8 +148,8 @@ let run (args: string list) : int =
         // What a session takes on disk, tables, TOAST and indexes together, before anything churns.
         let size (relations: string list) =
             task {
-                let names = String.Join(", ", relations |> List.map (fun r -> $"pg_total_relation_size('{r}')"))
-                use command = dataSource.CreateCommand $"SELECT {names.Replace(", ", " + ")}"
+                let sum = String.Join(" + ", relations |> List.map (fun r -> $"pg_total_relation_size('{r}')"))
+                use command = dataSource.CreateCommand("SELECT " + sum)
                 let! bytes = command.ExecuteScalarAsync()
                 return float (unbox<int64> bytes) / float ids.Length
             }
