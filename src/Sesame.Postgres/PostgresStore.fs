@@ -110,8 +110,9 @@ exception private NotSent of exn
 /// one database.
 /// </summary>
 /// <remarks>
-/// <para>Layout: jsonb would lose what Sesame promises to keep (it normalizes numbers: <c>1.10</c> becomes
-/// <c>1.1</c>, and it reorders keys), and a session kept as one text value would be rewritten whole by every commit.
+/// <para>Layout: jsonb would lose what Sesame promises to keep (it rewrites numbers written with an exponent:
+/// <c>1e3</c> becomes <c>1000</c>; and it orders keys by length), and a session kept as one text value would be
+/// rewritten whole by every commit.
 /// So every node of the tree is a row holding its exact JSON text (a container's row lists its members, in order):
 /// a commit that changes one key updates one row, and its WAL grows with what changed, not with the session. The
 /// layout is described at the top of the schema script (<see cref="M:Sesame.Postgres.PostgresStore.SchemaScript(Sesame.Postgres.PostgresStoreOptions)"/>).</para>

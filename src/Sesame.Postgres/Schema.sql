@@ -6,9 +6,10 @@
 --
 -- Layout: a session is one row of __table__ (its id, user, size, last seen, expiry) and one row of
 -- __table___nodes per node of its JSON trees, so a commit that changes one key writes one node row
--- (and slides the session row), not the whole session. jsonb would normalize numbers (1.10 becomes
--- 1.1, 1e400 is refused, large integers lose nothing but keys are reordered and deduplicated): Sesame
--- keeps every leaf as its exact compact JSON text, and key order in the object's own node.
+-- (and slides the session row), not the whole session. jsonb would not keep the text Sesame promises
+-- to keep: it rewrites numbers written with an exponent (1e3 becomes 1000, 1e400 a 401-digit integer)
+-- and orders keys by length (shorter first). Sesame keeps every leaf as its exact compact JSON text,
+-- and key order in the object's own node.
 --
 -- A node's path (COLLATE "C", so it sorts by bytes) is its segments one after another: a key as \x01
 -- followed by the key (escaped so that it holds no character below U+0020 and no backslash other than

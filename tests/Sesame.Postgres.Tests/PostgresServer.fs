@@ -48,11 +48,15 @@ let private binDirectory =
 /// makes) and its programs run through runuser.
 let private asRoot = Environment.UserName = "root"
 
+/// runuser lives in /usr/sbin on Debian, which a root PATH may lack.
+let private runuser =
+    [ "/usr/sbin/runuser"; "/sbin/runuser" ] |> List.tryFind File.Exists |> Option.defaultValue "runuser"
+
 let private runTool (tool: string) (arguments: string list) (timeout: TimeSpan) =
     let program = Path.Combine(binDirectory.Value, tool)
     let info =
         if asRoot then
-            let info = ProcessStartInfo("runuser")
+            let info = ProcessStartInfo(runuser)
             for argument in [ "-u"; "postgres"; "--"; program ] @ arguments do
                 info.ArgumentList.Add argument
             info
