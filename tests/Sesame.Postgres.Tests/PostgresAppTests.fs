@@ -140,6 +140,22 @@ let tests =
             Expect.stringContains warning.Message "PostgresStore" "names the store"
         }
 
+        testCaseTask "the Giraffe sample's --store postgres: mode opens the store, and its start-up line keeps the password out" <| fun () -> task {
+            let database = freshDatabase "sample"
+            let withPassword = database + ";Password=not-to-be-shown"
+            match StoreChoice.parse ("postgres:" + withPassword) with
+            | Ok(StoreChoice.Postgres connection as choice) ->
+                Expect.equal connection withPassword "the connection string, as given"
+                use loggers = Microsoft.Extensions.Logging.LoggerFactory.Create(fun _ -> ())
+                let! store, description = StoreChoice.openStore choice loggers
+                use _ = box store :?> IDisposable
+                Expect.isFalse (description.Contains "not-to-be-shown") "no password in the start-up line"
+                Expect.stringContains description "postgres 127.0.0.1/" "host and database"
+                let! committed = store.CommitAsync("sample-session", SessionChange(Patch.fold [ Update.Set(SessionPath.parse "a", Json.Bool true) ]), { IdleTimeout = TimeSpan.FromMinutes 1.0; MustExist = false; MaxSizeBytes = 1000; UserLimit = UserLimit.None }, CancellationToken.None)
+                Expect.equal committed CommitResult.Committed "the store works"
+            | other -> failtestf "parsed as %A" other
+        }
+
         testCaseTask "a sign-in through the app binds the session to its user in the database" <| fun () -> task {
             let database = freshDatabase "signin"
             use keys = new TempDirectory "sesame-keys-"
