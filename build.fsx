@@ -1,7 +1,7 @@
 // Sesame's build script: `dotnet fsi build.fsx <target>`.
 //   build   restore and build everything (Release, warnings as errors)
 //   test    build, then run every test project (the Expecto programs, then `dotnet test` for the
-//           C# project); ends with one line "N passed, N failed" and fails if any test or runner failed
+//           xunit projects under tests/); ends with one line "N passed, N failed" and fails if any test or runner failed
 //   soak    Expecto's stress mode on the concurrency tests (those whose names mention "concurrent"),
 //           both F# test programs at once, for the minutes given after it (`soak 1`; default 5); not run in CI
 //   bench   run the BenchmarkDotNet micro-benchmarks (pass BenchmarkDotNet arguments after --)
@@ -34,8 +34,14 @@ let exitOn (code: int) = if code <> 0 then exit code
 /// The F# test projects: Expecto console programs, run with `dotnet run --no-build`.
 let expectoProjects = [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests"; "tests/Sesame.Postgres.Tests" ]
 
-/// The C# test project, on xunit, run with `dotnet test`.
-let xunitProject = "tests/Sesame.CSharpInterop.Tests"
+/// The C# test projects, run with `dotnet test`: every project under tests/ that references xunit
+/// (tests/Sesame.CSharpInterop.Tests, tests/Sesame.ExampleStore.Tests, and any added later).
+let xunitProjects =
+    IO.Directory.GetFiles(IO.Path.Combine(root, "tests"), "*.csproj", IO.SearchOption.AllDirectories)
+    |> Array.filter (fun project -> IO.File.ReadAllText(project).Contains "<PackageReference Include=\"xunit\"")
+    |> Array.map (fun project -> IO.Path.GetRelativePath(root, IO.Path.GetDirectoryName project).Replace('\\', '/'))
+    |> Array.sort
+    |> List.ofArray
 
 /// Expecto's arguments for a run whose output is read: plain text, no spinner.
 let plainExpecto = "--colours 0 --no-spinner"
@@ -95,7 +101,9 @@ match target with
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let expectoRuns =
         [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
-    let runs = expectoRuns @ [ (xunitProject, run "dotnet" $"test {xunitProject} -c Release --no-build" true) ]
+    let xunitRuns =
+        [ for project in xunitProjects -> project, run "dotnet" $"test {project} -c Release --no-build" true ]
+    let runs = expectoRuns @ xunitRuns
     let mutable passed, failed, runnersFailed = 0, 0, 0
     for project, (code, lines) in runs do
         let p, f = countsOf lines
@@ -135,6 +143,8 @@ match target with
     // Only the libraries are packages; samples, tests and benchmarks are not.
     for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.Postgres"; "src/Sesame.CSharpInterop" ] do
         exitOn (fst (run "dotnet" $"pack {project} -c Release -o artifacts" false))
+    // The store contract suite, for authors of stores.
+    exitOn (fst (run "dotnet" "pack src/Sesame.Testing -c Release -o artifacts" false))
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | other ->

@@ -347,6 +347,118 @@ public sealed class SesameSession
         }
     }
 
+    /// <summary>
+    /// Flashes <paramref name="value"/> for the next request of the session only: that request reads it with
+    /// <see cref="GetFlash{T}(string)"/>, and it is gone after (Rails' <c>flash</c>, Laravel's <c>flash</c>). Flashing a
+    /// key again replaces its value. The value is kept in the facts beside the session's tree, never in its data.
+    /// </summary>
+    /// <typeparam name="T">The value's type (see <see cref="Set{T}(string, T)"/>).</typeparam>
+    /// <param name="key">The flash key, e.g. <c>notice</c>.</param>
+    /// <param name="value">The value, e.g. a message.</param>
+    /// <exception cref="ArgumentNullException">The key is null.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void Flash<T>(string key, T value)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        var json = JsonValues.Encode(value, Options.SerializerOptions);
+        try
+        {
+            SessionModule.flash(key, json, Handle);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(SessionPathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>
+    /// The value an earlier request flashed under <paramref name="key"/>, or <c>default</c>. The first read of the flash in
+    /// a request ends every value flashed before it (read or not): this request's commit removes them, but for those it
+    /// keeps (<see cref="KeepFlash(string)"/>, <see cref="Reflash"/>). Values this request flashes are for the next
+    /// request. Two concurrent requests may both read a value; whichever commits first removes it.
+    /// </summary>
+    /// <typeparam name="T">The type to read the value as.</typeparam>
+    /// <param name="key">The flash key.</param>
+    /// <returns>The value, or <c>default(T)</c> when none was flashed (or it is JSON null).</returns>
+    /// <exception cref="JsonException">The value does not fit <typeparamref name="T"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public T? GetFlash<T>(string key) => TryGetFlash<T>(key, out var value) ? value : default;
+
+    /// <summary>Reads the value an earlier request flashed under <paramref name="key"/> (see <see cref="GetFlash{T}(string)"/>).</summary>
+    /// <typeparam name="T">The type to read the value as.</typeparam>
+    /// <param name="key">The flash key.</param>
+    /// <param name="value">The value, when there is one.</param>
+    /// <returns><c>true</c> when a value other than JSON null was flashed under the key.</returns>
+    /// <exception cref="JsonException">The value does not fit <typeparamref name="T"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public bool TryGetFlash<T>(string key, [MaybeNullWhen(false)] out T value)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        Json? found;
+        try
+        {
+            found = SessionModule.tryGetFlash<Json>(key, Handle)?.Value;
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(SessionPathModule.root, "read", e);
+        }
+
+        if (found is null || found.IsNull)
+        {
+            value = default;
+            return false;
+        }
+
+        value = JsonValues.Decode<T>(found, Options.SerializerOptions, SessionPathModule.ofKeys([SessionMeta.Flash, key]));
+        return true;
+    }
+
+    /// <summary>The keys of the values earlier requests flashed; like a read, ends them at this request's commit.</summary>
+    /// <returns>The keys, each once.</returns>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public IReadOnlyList<string> GetFlashKeys()
+    {
+        try
+        {
+            return SessionModule.flashKeys(Handle).ToArray();
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(SessionPathModule.root, "read", e);
+        }
+    }
+
+    /// <summary>Carries the value flashed under <paramref name="key"/> one request further (Laravel's <c>keep</c>), read or not.</summary>
+    /// <param name="key">The flash key.</param>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void KeepFlash(string key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        try
+        {
+            SessionModule.keepFlash(key, Handle);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(SessionPathModule.root, "change", e);
+        }
+    }
+
+    /// <summary>Carries every flashed value one request further (Laravel's <c>reflash</c>).</summary>
+    /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
+    public void Reflash()
+    {
+        try
+        {
+            SessionModule.reflash(Handle);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(SessionPathModule.root, "change", e);
+        }
+    }
+
     /// <summary>The whole session as compact JSON text.</summary>
     /// <returns>The JSON text, e.g. <c>{"times":2}</c>.</returns>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>

@@ -92,6 +92,25 @@ type SesameBuilder internal (services: IServiceCollection) =
     /// <returns>This builder, for chaining.</returns>
     member this.AddFileStore(path: string) : SesameBuilder = this.AddFileStore(path, null)
 
+    /// <summary>
+    /// Gives <c>HttpContext.Session</c> (ASP.NET Core's <c>ISession</c>, and what uses it: <c>GetString</c>,
+    /// <c>SetInt32</c>, session TempData) over the request's Sesame session, in place of <c>AddSession</c>/<c>UseSession</c>:
+    /// each ISession key is a top-level key of the session's tree, and every change a path update, committed in the
+    /// request's one write before the response starts. Two requests that change different keys both keep their changes.
+    /// </summary>
+    /// <param name="configure">Sets when the session is loaded for ISession (see <see cref="T:Sesame.SessionPreload"/>); may be null.</param>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddSessionCompatibility(configure: Action<SessionCompatibilityOptions>) : SesameBuilder =
+        let compatibility = SessionCompatibilityOptions()
+        if not (isNull configure) then configure.Invoke compatibility
+        services.RemoveAll<SessionCompatibility>() |> ignore
+        services.AddSingleton<SessionCompatibility>(SessionCompatibility compatibility) |> ignore
+        this
+
+    /// <summary>Gives <c>HttpContext.Session</c> over the request's Sesame session, with default settings (see the other overload).</summary>
+    /// <returns>This builder, for chaining.</returns>
+    member this.AddSessionCompatibility() : SesameBuilder = this.AddSessionCompatibility(null)
+
 /// <summary>Registering Sesame's services.</summary>
 [<Extension; AbstractClass; Sealed>]
 type SesameServiceCollectionExtensions =

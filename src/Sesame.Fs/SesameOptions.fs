@@ -19,7 +19,7 @@ type DeviceFacts =
 /// <summary>Sesame's settings, configured with <c>services.AddSesame(fun options -> ...)</c>.</summary>
 /// <remarks>
 /// Defaults: cookie <c>sesame</c> on path <c>/</c>, no domain, SameSite Lax, HttpOnly, Secure as the request, a
-/// browser-session cookie (no Max-Age); idle timeout 20 minutes; no absolute timeout; sessions up to 1 MiB;
+/// browser-session cookie (no Max-Age); no header transport; idle timeout 20 minutes; no absolute timeout; sessions up to 1 MiB;
 /// <c>Cache-Control: no-cache, no-store</c> and <c>Vary: Cookie</c> on responses of requests that used the session;
 /// no limit on a user's sessions; user agent and IP address recorded at sign-in. The store is chosen on the builder
 /// <c>AddSesame</c> returns (<c>.AddFileStore(path)</c>, <c>.AddRedisStore(...)</c>); the in-memory store otherwise.
@@ -32,6 +32,9 @@ type SesameOptions() =
 
     /// <summary>The default idle timeout: 20 minutes (as ASP.NET Core Session).</summary>
     static member DefaultIdleTimeout = TimeSpan.FromMinutes 20.0
+
+    /// <summary>The default header of the header transport: <c>X-Session-Token</c>.</summary>
+    static member DefaultHeaderName = "X-Session-Token"
 
     /// <summary>The default size limit of one session: 1 MiB of compact JSON.</summary>
     static member DefaultMaxSessionBytes = 1024 * 1024
@@ -50,6 +53,14 @@ type SesameOptions() =
             HttpOnly = true,
             SecurePolicy = CookieSecurePolicy.SameAsRequest
         ) with get, set
+
+    /// <summary>Where the session ticket travels: the cookie (the default), the header <see cref="P:Sesame.SesameOptions.HeaderName"/>
+    /// (APIs, single-page and mobile apps), or both. Both carry the same Data Protection-protected ticket.</summary>
+    member val Transport = SessionTransport.Cookie with get, set
+
+    /// <summary>The header that carries the session ticket when <see cref="P:Sesame.SesameOptions.Transport"/> includes
+    /// <c>Header</c>. Default <c>X-Session-Token</c>.</summary>
+    member val HeaderName = SesameOptions.DefaultHeaderName with get, set
 
     /// <summary>A session expires after this long without being read or changed. Default 20 minutes.</summary>
     member val IdleTimeout = SesameOptions.DefaultIdleTimeout with get, set

@@ -84,6 +84,38 @@ module Session =
     /// <summary>Deletes the session and expires the client's cookie (at logout).</summary>
     let destroyAsync (session: SessionHandle) : Task = session.DestroyAsync()
 
+    /// <summary>
+    /// Flashes a value (encoded as JSON with the configured serializer options) for the next request of the session
+    /// only: that request reads it with <see cref="M:Sesame.SessionModule.tryGetFlash``1(System.String,Sesame.SessionHandle)"/>,
+    /// and it is gone after (Rails' <c>flash</c>, Laravel's <c>flash</c>). Flashing a key again replaces its value. The
+    /// value is kept in the facts beside the tree, never in the session's data.
+    /// </summary>
+    let flash (key: string) (value: 'value) (session: SessionHandle) =
+        FlashState.Of(session).Set(key, Json.encodeWith session.Options.SerializerOptions value)
+
+    /// <summary>
+    /// The value an earlier request flashed under <paramref name="key"/>, decoded as <typeparamref name="value"/>, or
+    /// <c>None</c>. The first read of the flash in a request ends every value flashed before it (read or not): this
+    /// request's commit removes them, but for those it keeps (<c>keepFlash</c>, <c>reflash</c>). Values this request
+    /// flashes are for the next request, not this one. Two concurrent requests may both read a value; whichever commits
+    /// first removes it.
+    /// </summary>
+    /// <exception cref="System.Text.Json.JsonException">The value does not fit the type.</exception>
+    let tryGetFlash<'value> (key: string) (session: SessionHandle) : 'value option =
+        match FlashState.Of(session).TryFind key with
+        | ValueSome json -> Some(Json.decodeWith<'value> session.Options.SerializerOptions json)
+        | ValueNone -> None
+
+    /// <summary>The keys of the values earlier requests flashed; like a read, ends them at this request's commit.</summary>
+    let flashKeys (session: SessionHandle) : string list = FlashState.Of(session).ReadKeys()
+
+    /// <summary>Carries the value flashed under <paramref name="key"/> one request further (Laravel's <c>keep</c>),
+    /// whether or not this request read it.</summary>
+    let keepFlash (key: string) (session: SessionHandle) = FlashState.Of(session).Keep key
+
+    /// <summary>Carries every flashed value one request further (Laravel's <c>reflash</c>).</summary>
+    let reflash (session: SessionHandle) = FlashState.Of(session).KeepAll()
+
     /// A handler that loads the session, does something to it, then continues.
     let private doThen (act: SessionHandle -> Task) : HttpHandler =
         fun next ctx ->

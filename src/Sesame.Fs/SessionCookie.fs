@@ -19,7 +19,9 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
 /// <summary>
 /// The session cookie: the session id, protected (encrypted and signed) with ASP.NET Core Data
 /// Protection, so a client can neither read nor forge one. Whatever a client sends that is not a
-/// cookie Sesame made is treated as "no session yet".
+/// cookie Sesame made is treated as "no session yet". With the header transport
+/// (<see cref="P:Sesame.SesameOptions.Transport"/>) the same protected ticket travels in a header instead of, or
+/// beside, the cookie.
 /// </summary>
 /// <remarks>
 /// Unprotecting costs several microseconds of cryptography, the largest single cost of a session
@@ -46,6 +48,16 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
     /// How long a validated value is trusted without decrypting it again.
     static let trustLifetime = TimeSpan.FromMinutes 1.0
 
+    let useCookie = options.Transport.HasFlag SessionTransport.Cookie
+    let useHeader = options.Transport.HasFlag SessionTransport.Header
+    let headerName = options.HeaderName
+
+    do
+        if not (useCookie || useHeader) then
+            invalidOp $"SesameOptions.Transport is {options.Transport}: choose Cookie, Header or CookieAndHeader, or the session could never reach the client."
+        if useHeader && String.IsNullOrWhiteSpace headerName then
+            invalidOp "SesameOptions.HeaderName is empty: name the header that carries the session (default X-Session-Token)."
+
     let cache: ValidatedCookie[] = Array.zeroCreate cacheSlots
     let trustTicks = int64 (trustLifetime.TotalSeconds * float time.TimestampFrequency)
 
@@ -68,46 +80,74 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
             ValueSome known.Ticket
         | _ -> ValueNone
 
-    let unprotect (value: string) =
+    let unprotect (where: string) (value: string) =
         try
             match SessionTicket.tryParse (protector.Unprotect value) with
             | ValueSome ticket ->
                 remember value ticket
                 ValueSome ticket
             | ValueNone ->
-                Log.cookieRejectedBecause logger "its content is not a session ticket"
+                Log.cookieRejectedBecause logger $"{where}its content is not a session ticket"
                 ValueNone
         with
         | :? CryptographicException ->
-            Log.cookieRejectedBecause logger "tampered, malformed, or protected with a key this app does not have"
+            Log.cookieRejectedBecause logger $"{where}tampered, malformed, or protected with a key this app does not have"
             ValueNone
         | :? FormatException ->
-            Log.cookieRejectedBecause logger "not base64url"
+            Log.cookieRejectedBecause logger $"{where}not base64url"
             ValueNone
 
-    /// The purpose string isolates Sesame's protected payloads from every other Data Protection user.
-    static member Purpose = "Sesame.SessionCookie.v1"
-
-    /// <summary>The session ticket the request's cookie carries, or nothing (logged at debug level with the reason).</summary>
-    member _.TryRead(request: HttpRequest) : SessionTicket voption =
-        match request.Cookies[options.Cookie.Name] with
+    let read (where: string) (value: string) =
+        match value with
         | null
         | "" -> ValueNone
         | value when value.Length > maxValueLength ->
-            Log.cookieRejectedBecause logger $"{value.Length} characters, too long to be a session cookie"
+            Log.cookieRejectedBecause logger $"{where}{value.Length} characters, too long to be a session ticket"
             ValueNone
         | value ->
             match tryRecall value with
             | ValueSome ticket -> ValueSome ticket
-            | ValueNone -> unprotect value
+            | ValueNone -> unprotect where value
 
-    /// <summary>Adds the cookie for a session ticket to the response.</summary>
+    let varyBy =
+        [ if useCookie then "Cookie"
+          if useHeader then headerName ]
+
+    /// Log reasons name the header when the ticket came in one (the cookie's are as they always were).
+    let headerReason = $"sent in the {headerName} header: "
+
+    /// The purpose string isolates Sesame's protected payloads from every other Data Protection user.
+    static member Purpose = "Sesame.SessionCookie.v1"
+
+    /// <summary>
+    /// The session ticket the request carries, or nothing (logged at debug level with the reason): in its session
+    /// header when the header transport is on and the request has one, otherwise in its cookie when the cookie
+    /// transport is on.
+    /// </summary>
+    member _.TryRead(request: HttpRequest) : SessionTicket voption =
+        let header = if useHeader then request.Headers[headerName] else Microsoft.Extensions.Primitives.StringValues.Empty
+        if header.Count > 1 then
+            Log.cookieRejectedBecause logger $"{headerReason}sent {header.Count} times"
+            ValueNone
+        elif header.Count = 1 && not (String.IsNullOrEmpty header[0]) then
+            read headerReason header[0]
+        elif useCookie then
+            read "" request.Cookies[options.Cookie.Name]
+        else
+            ValueNone
+
+    /// <summary>Gives the client a session ticket: the cookie, and the session header, as the transport says.</summary>
     member this.Write(context: HttpContext, ticket: SessionTicket) =
         let value = protector.Protect(SessionTicket.format ticket)
         // The client sends this value back with its next request: spare that request the decryption.
         remember value ticket
-        context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
+        if useCookie then context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
+        if useHeader then context.Response.Headers[headerName] <- value
 
-    /// <summary>Tells the client to drop its cookie.</summary>
+    /// <summary>Tells the client to drop its ticket: the cookie expires, the session header comes blank.</summary>
     member this.Expire(context: HttpContext) =
-        context.Response.Cookies.Delete(options.Cookie.Name, options.Cookie.Build context)
+        if useCookie then context.Response.Cookies.Delete(options.Cookie.Name, options.Cookie.Build context)
+        if useHeader then context.Response.Headers[headerName] <- ""
+
+    /// <summary>The request headers a response that used the session varies by: <c>Cookie</c>, the session header, or both.</summary>
+    member _.VaryBy: string list = varyBy

@@ -215,6 +215,18 @@ type SessionHandle
             if isNull loading then loading <- load ()
             loading)
 
+    /// <summary>Starts loading the session without counting as a use of it (no cache headers for a request that then
+    /// leaves it alone): what <c>AddSessionCompatibility</c> does before the handler, so that ISession's synchronous
+    /// members find it loaded. Later calls, and <c>LoadAsync</c>, get the same load.</summary>
+    member internal _.PreloadAsync() : Task =
+        ensureOpen ()
+        lock gate (fun () ->
+            if isNull loading then loading <- load ()
+            loading)
+
+    /// The request's flash state (<c>Flash.fs</c>), made on first use of the flash; null until then.
+    member val internal FlashState: obj = null with get, set
+
     /// This handle as a completed task, made once (<c>Session.loadAsync</c> hands it out on every call).
     member internal this.AsCompletedTask =
         if isNull loadedSelf then loadedSelf <- Task.FromResult this

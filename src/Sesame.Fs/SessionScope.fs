@@ -12,7 +12,7 @@ open Microsoft.Extensions.Options
 
 /// What every request needs from the app, resolved once: options, store, cookie protection, logger.
 [<Sealed; AllowNullLiteral>]
-type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger) =
+type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger, compatibility: SessionCompatibilityOptions) =
     /// Made once, so a request's session handle needs no closure of its own.
     let readTicket = fun (request: HttpRequest) -> cookie.TryRead request
 
@@ -24,6 +24,10 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
     member internal _.ReadTicket = readTicket
     member internal _.Time = time
     member internal _.Logger = logger
+    /// The ISession compatibility's settings, or null when the app did not ask for it.
+    member internal _.Compatibility = compatibility
+    /// Whether a request's session is loaded before its handler runs (for ISession's synchronous members).
+    member val internal Preloads = not (isNull compatibility) && compatibility.PreloadsFor store
 
     /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
     static member internal Create(services: IServiceProvider) =
@@ -32,7 +36,11 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
         let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
-        SesameRuntime(options, store, SessionCookie(protector, options, time, logger), time, logger)
+        let compatibility =
+            match services.GetService<SessionCompatibility>() with
+            | null -> null
+            | registered -> registered.Options
+        SesameRuntime(options, store, SessionCookie(protector, options, time, logger), time, logger, compatibility)
 
     /// The runtime of the request's app, with a clear error when <c>AddSesame</c> was not called.
     static member internal Of(context: HttpContext) =
@@ -68,20 +76,22 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
                 | CookieAction.Expire -> runtime.Cookie.Expire context
                 | CookieAction.Keep -> ()
 
-    /// Whether the response already varies by cookie: this runs before the headers go out and again at the end
-    /// when they never did, and a later scope of the same request may run it too.
-    let variesByCookie (headers: IHeaderDictionary) =
+    /// Whether the response already varies by a request header: this runs before the headers go out and again at the
+    /// end when they never did, and a later scope of the same request may run it too.
+    let variesBy (header: string) (headers: IHeaderDictionary) =
         headers.Vary
         |> Seq.exists (fun value ->
             not (isNull value)
-            && value.Split(',') |> Array.exists (fun name -> name.Trim().Equals("Cookie", StringComparison.OrdinalIgnoreCase)))
+            && value.Split(',') |> Array.exists (fun name -> name.Trim().Equals(header, StringComparison.OrdinalIgnoreCase)))
 
     let preventCaching () =
         if handle.WasTouched && runtime.Options.NoCacheHeaders && not context.Response.HasStarted then
             let headers = context.Response.Headers
             headers.CacheControl <- "no-cache, no-store"
             headers.Pragma <- "no-cache"
-            if not (variesByCookie headers) then headers.Append("Vary", "Cookie")
+            // The session's transport: Cookie, the session header, or both.
+            for header in runtime.Cookie.VaryBy do
+                if not (variesBy header headers) then headers.Append("Vary", header)
 
     member _.Handle = handle
 
@@ -129,6 +139,10 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
         detached <- true
         if obj.ReferenceEquals(context.Features.Get<SessionHandle>(), handle) then
             context.Features.Set<SessionHandle>(null)
+        match context.Features.Get<Microsoft.AspNetCore.Http.Features.ISessionFeature>() with
+        | :? SesameSessionFeature as feature when obj.ReferenceEquals(feature.Handle, handle) ->
+            context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(null)
+        | _ -> ()
         if handle.IsLoaded then
             context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket))
 
@@ -141,6 +155,13 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     member this.RunAsync<'result>(rest: unit -> Task<'result>) : Task<'result> =
         task {
             try
+                if runtime.Preloads then
+                    // ISession's members are synchronous: load now, while the pipeline can await the store. A failure
+                    // stays with the handle, for whoever uses the session (IsAvailable is false then, as in ASP.NET Core).
+                    try
+                        do! handle.PreloadAsync()
+                    with _ ->
+                        ()
                 let! result = rest ()
                 do! this.FinishAsync()
                 this.End()
@@ -158,5 +179,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     static member Begin(context: HttpContext, runtime: SesameRuntime) =
         let scope = SessionScope(context, runtime)
         context.Features.Set<SessionHandle>(scope.Handle)
+        if not (isNull runtime.Compatibility) then
+            context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(SesameSessionFeature(scope.Handle, runtime.Logger))
         context.Response.OnStarting(SessionScope.BeforeResponse, scope)
         scope

@@ -145,6 +145,15 @@ module CrashWorker =
 
         member _.Ready = ready.Task
         member _.HasExited = proc.HasExited
+
+        /// Waits until the worker has printed at least this many acknowledgements ("ok ..." lines), or the timeout
+        /// passes: so a kill lands on a store that is busy, however slow the machine is.
+        member _.AcknowledgedAsync(count: int, timeout: TimeSpan) : Task =
+            task {
+                let until = DateTime.UtcNow + timeout
+                while (lines |> Seq.filter (fun l -> l.StartsWith "ok ") |> Seq.length) < count && DateTime.UtcNow < until && not proc.HasExited do
+                    do! Task.Delay 5
+            }
         member _.Errors = lock errors (fun () -> errors.ToString())
 
         /// Kills the worker with SIGKILL and gives every line it printed.
@@ -284,7 +293,9 @@ module private Crash =
                   else
                       let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
                       Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
-                      do! Task.Delay(random.Next(10, 250))
+                      // Some commits first, however loaded the machine is; then a random moment among the next ones.
+                      do! worker.AcknowledgedAsync(15, TimeSpan.FromSeconds 20.0)
+                      do! Task.Delay(random.Next(0, 120))
                   Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
                   let! lines = worker.KillAsync()
                   let acks, compacted = learn knowledge lines
@@ -325,7 +336,8 @@ module private Crash =
                   use worker = new CrashWorker.Running([ "moves"; file; string options.CompactionMinBytes ])
                   let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
                   Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
-                  do! Task.Delay(random.Next(10, 250))
+                  do! worker.AcknowledgedAsync(3, TimeSpan.FromSeconds 20.0)
+                  do! Task.Delay(random.Next(0, 120))
                   Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
                   let! lines = worker.KillAsync()
                   for line in lines do

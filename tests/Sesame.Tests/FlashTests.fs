@@ -1,0 +1,284 @@
+/// Flash values (src/Sesame.Fs/Flash.fs, Session.flash and friends), end to end through the real pipeline, on every
+/// in-process store.
+module Sesame.Tests.FlashTests
+
+open System
+open System.Collections.Concurrent
+open System.Threading
+open System.Threading.Tasks
+open Microsoft.AspNetCore.Http
+open Expecto
+open Sesame
+open Sesame.Samples.Giraffe.GiraffeShape
+
+let private noOptions (_: SesameOptions) = ()
+
+/// What a handler waiting in the middle of a request needs: a signal that it got there, and a gate to go on.
+type private Pause() =
+    member val Reached = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    member val Release = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+
+/// The app: one path per operation; `key` and `value` in the query. `/read?...&pause=name` reads, then waits for the
+/// test to release the pause of that name.
+let private app (pauses: ConcurrentDictionary<string, Pause>) : HttpHandler =
+    withSession
+    >=> Session.handler (fun session next ctx ->
+        let query (name: string) = string ctx.Request.Query[name]
+        let key = query "key"
+        let read () =
+            match session |> Session.tryGetFlash<string> key with
+            | Some value -> value
+            | None -> "(none)"
+        task {
+            let! body =
+                task {
+                    match ctx.Request.Path.Value with
+                    | "/flash" ->
+                        session |> Session.flash key (query "value")
+                        return "flashed"
+                    | "/read" ->
+                        let value = read ()
+                        match query "pause" with
+                        | "" -> ()
+                        | name ->
+                            let pause = pauses[name]
+                            pause.Reached.SetResult()
+                            do! pause.Release.Task
+                        return value
+                    | "/flash-then-read" ->
+                        session |> Session.flash key (query "value")
+                        return read ()
+                    | "/keep" ->
+                        let value = read ()
+                        session |> Session.keepFlash key
+                        return value
+                    | "/read-and-keep" ->
+                        let value = read ()
+                        session |> Session.keepFlash (query "keep")
+                        return value
+                    | "/reflash" ->
+                        let keys = Session.flashKeys session
+                        session |> Session.reflash
+                        return String.Join(",", keys)
+                    | "/keys" -> return String.Join(",", Session.flashKeys session)
+                    | "/visit" -> return string (session |> Session.increment "visits" 1m)
+                    | "/show" -> return Json.serialize (Session.current session)
+                    | "/destroy-then-flash" ->
+                        do! Session.destroyAsync session
+                        session |> Session.flash key (query "value")
+                        return "destroyed"
+                    | other -> return $"no route {other}"
+                }
+            return! text body next ctx
+        })
+
+/// The stored session (tree and facts) of the last commit the observed store saw.
+let private storedOf (store: ObservedStore) =
+    task {
+        let id, _ = List.last store.Patches
+        let! stored = store.Inner.LoadAsync(id, TimeSpan.FromMinutes 1.0, CancellationToken.None)
+        return stored
+    }
+
+let private onStore (kind: StoreKind) =
+    testList kind.Name [
+        let serve () =
+            task {
+                let store = ObservedStore(kind.Create TimeProvider.System)
+                let pauses = ConcurrentDictionary<string, Pause>()
+                let! host = startHost store noOptions (runHandler (app pauses)) (new LogCapture())
+                return store, pauses, host
+            }
+
+        testCaseTask "a flashed value is read by the next request only, then it is gone" <| fun () -> task {
+            let! store, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/visit"
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! next = browser.GetTextAsync "/read?key=notice"
+            Expect.equal next "Saved" "the next request reads it"
+            let! after = browser.GetTextAsync "/read?key=notice"
+            Expect.equal after "(none)" "the request after that does not"
+            Expect.equal store.Inner.ActiveSessionCount (Nullable 1L) "one session throughout"
+        }
+
+        testCaseTask "a brand-new visitor's flash creates the session that carries it" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Welcome"
+            Expect.isSome browser.Cookie "the flash needs a session, so the response sets its cookie"
+            let! next = browser.GetTextAsync "/read?key=notice"
+            Expect.equal next "Welcome" "read by the next request"
+        }
+
+        testCaseTask "flash values live in the facts beside the tree, never in the session's data" <| fun () -> task {
+            let! store, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/visit"
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! stored = storedOf store
+            Expect.equal (Json.serialize stored.Data) """{"visits":1}""" "the tree holds the app's data only"
+            match SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta with
+            | Some(Json.Object entries) ->
+                Expect.equal entries.Count 1 "one flash entry"
+                let entry = (Seq.head entries).Value
+                Expect.equal (SessionPath.tryGet (SessionPath.parse "key") entry) (Some(Json.string "notice")) "its key"
+                Expect.equal (SessionPath.tryGet (SessionPath.parse "value") entry) (Some(Json.string "Saved")) "its value"
+            | other -> failtest $"Expected the flash entries in the facts, found {other}"
+            let! shown = browser.GetTextAsync "/show"
+            Expect.equal shown """{"visits":1}""" "the session's data, as handlers see it, has no flash"
+            let! stored = storedOf store
+            Expect.isSome (SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta) "showing the data did not read the flash"
+        }
+
+        testCaseTask "a value is not readable in the request that flashed it: it is for the next one" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! same = browser.GetTextAsync "/flash-then-read?key=notice&value=Saved"
+            Expect.equal same "(none)" "not in the same request"
+            let! next = browser.GetTextAsync "/read?key=notice"
+            Expect.equal next "Saved" "in the next"
+        }
+
+        testCaseTask "requests that do not read the flash leave it for the next request that does" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! _ = browser.GetTextAsync "/visit"
+            let! _ = browser.GetTextAsync "/visit"
+            let! read = browser.GetTextAsync "/read?key=notice"
+            Expect.equal read "Saved" "still there for the first reader"
+        }
+
+        testCaseTask "the first read of the flash ends every value flashed before it, read or not" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! _ = browser.GetTextAsync "/flash?key=alert&value=Careful"
+            let! keys = browser.GetTextAsync "/keys"
+            Expect.equal (keys.Split(',') |> Array.sort) [| "alert"; "notice" |] "both were flashed for this request"
+            let! notice = browser.GetTextAsync "/read?key=notice"
+            let! alert = browser.GetTextAsync "/read?key=alert"
+            Expect.equal (notice, alert) ("(none)", "(none)") "listing the keys read the flash, and ended it"
+        }
+
+        testCaseTask "flashing a key again replaces its value" <| fun () -> task {
+            let! store, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=First"
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Second"
+            let! stored = storedOf store
+            match SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta with
+            | Some(Json.Object entries) -> Expect.equal entries.Count 1 "the first value was superseded, not kept beside"
+            | other -> failtest $"Expected flash entries, found {other}"
+            let! read = browser.GetTextAsync "/read?key=notice"
+            Expect.equal read "Second" "the later value"
+        }
+
+        testCaseTask "keep carries a value one request further, and no further" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! first = browser.GetTextAsync "/keep?key=notice"
+            let! second = browser.GetTextAsync "/read?key=notice"
+            let! third = browser.GetTextAsync "/read?key=notice"
+            Expect.equal (first, second, third) ("Saved", "Saved", "(none)") "read, kept, read once more, gone"
+        }
+
+        testCaseTask "keeping a value the request did not read carries it past the sweep; the others end" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! _ = browser.GetTextAsync "/flash?key=alert&value=Careful"
+            let! alert = browser.GetTextAsync "/read-and-keep?key=alert&keep=notice"
+            Expect.equal alert "Careful" "alert read"
+            let! keys = browser.GetTextAsync "/keys"
+            Expect.equal keys "notice" "notice was kept, alert ended"
+            let! gone = browser.GetTextAsync "/read?key=notice"
+            Expect.equal gone "(none)" "listing the keys read the flash, so notice ended then"
+        }
+
+        testCaseTask "reflash carries every value one request further" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let! _ = browser.GetTextAsync "/flash?key=alert&value=Careful"
+            let! reflashed = browser.GetTextAsync "/reflash"
+            Expect.equal (reflashed.Split(',') |> Array.sort) [| "alert"; "notice" |] "the values it carried"
+            let! later = browser.GetTextAsync "/keys"
+            Expect.equal (later.Split(',') |> Array.sort) [| "alert"; "notice" |] "both there one request later"
+            let! gone = browser.GetTextAsync "/keys"
+            Expect.equal gone "" "and gone after that"
+        }
+
+        testCaseTask "reading the flash of a session that has none writes nothing" <| fun () -> task {
+            let! store, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/visit"
+            let commits = store.Commits
+            let! read = browser.GetTextAsync "/read?key=notice"
+            Expect.equal read "(none)" "nothing flashed"
+            Expect.equal store.Commits commits "no commit"
+        }
+
+        testCaseTask "a flash after destroying the session goes with the new session" <| fun () -> task {
+            let! _, _, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Old"
+            let! _ = browser.GetTextAsync "/destroy-then-flash?key=notice&value=Signed out"
+            let! read = browser.GetTextAsync "/read?key=notice"
+            Expect.equal read "Signed out" "the new session carries the new value, not the old session's"
+        }
+
+        testCaseTask "two concurrent requests both read a flashed value; whichever commits first removes it" <| fun () -> task {
+            let! _, pauses, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
+            let a, b = pauses.GetOrAdd("a", fun _ -> Pause()), pauses.GetOrAdd("b", fun _ -> Pause())
+            let readA = browser.GetTextAsync "/read?key=notice&pause=a"
+            let readB = browser.GetTextAsync "/read?key=notice&pause=b"
+            // Both have loaded the session and read the value before either commits.
+            do! a.Reached.Task
+            do! b.Reached.Task
+            b.Release.SetResult()
+            let! bodyB = readB
+            a.Release.SetResult()
+            let! bodyA = readA
+            Expect.equal (bodyA, bodyB) ("Saved", "Saved") "both saw it"
+            let! after = browser.GetTextAsync "/read?key=notice"
+            Expect.equal after "(none)" "removed once, and not brought back by the later commit"
+        }
+
+        testCaseTask "a value flashed by a concurrent request survives another request's read of the old one" <| fun () -> task {
+            let! _, pauses, host = serve ()
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=Old"
+            let a = pauses.GetOrAdd("a", fun _ -> Pause())
+            let reading = browser.GetTextAsync "/read?key=notice&pause=a"
+            do! a.Reached.Task
+            // Flashed and committed while the reader of the old value is still in flight.
+            let! _ = browser.GetTextAsync "/flash?key=notice&value=New"
+            a.Release.SetResult()
+            let! old = reading
+            Expect.equal old "Old" "the reader saw the value it loaded"
+            let! next = browser.GetTextAsync "/read?key=notice"
+            Expect.equal next "New" "its commit removed only the entry it read"
+        }
+    ]
+
+[<Tests>]
+let tests = testList "Flash" [ for kind in StoreKinds.all -> onStore kind ]
