@@ -32,7 +32,7 @@ let run (file: string) (args: string) (capture: bool) =
 let exitOn (code: int) = if code <> 0 then exit code
 
 /// The F# test projects: Expecto console programs, run with `dotnet run --no-build`.
-let expectoProjects = [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests" ]
+let expectoProjects = [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests"; "tests/Sesame.Postgres.Tests" ]
 
 /// The C# test projects, run with `dotnet test`: every project under tests/ that references xunit
 /// (tests/Sesame.CSharpInterop.Tests, tests/Sesame.ExampleStore.Tests, and any added later).
@@ -74,6 +74,15 @@ let ensureRedis () =
         let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq redis-server >/dev/null\"" false
         if code <> 0 then printfn "warning: could not install redis-server; the Redis tests will fail"
 
+/// PostgreSQL-backed tests start a throwaway cluster with initdb and pg_ctl; install them when the machine lacks them.
+let ensurePostgres () =
+    let installed = commandExists "pg_ctl" || (IO.Directory.Exists "/usr/lib/postgresql" && IO.Directory.GetDirectories "/usr/lib/postgresql" |> Array.exists (fun d -> IO.File.Exists(IO.Path.Combine(d, "bin", "initdb"))))
+    if not installed then
+        printfn "PostgreSQL is missing: installing it with apt-get"
+        let sudo = if Environment.UserName = "root" then "" else "sudo "
+        let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq postgresql >/dev/null\"" false
+        if code <> 0 then printfn "warning: could not install postgresql; the PostgreSQL tests will fail"
+
 let args = fsi.CommandLineArgs |> Array.skip 1
 let target = if args.Length = 0 then "build" else args[0]
 // The arguments for the target: those after "--", or (since `dotnet fsi` may swallow the "--")
@@ -88,6 +97,7 @@ match target with
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
 | "test" ->
     ensureRedis ()
+    ensurePostgres ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let expectoRuns =
         [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
@@ -113,6 +123,7 @@ match target with
         | true, m when m > 0.0 -> m
         | _ -> 5.0
     ensureRedis ()
+    ensurePostgres ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let soaks =
         [ for project in expectoProjects ->
@@ -130,7 +141,7 @@ match target with
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
 | "pack" ->
     // Only the libraries are packages; samples, tests and benchmarks are not.
-    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.CSharpInterop" ] do
+    for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.Postgres"; "src/Sesame.CSharpInterop" ] do
         exitOn (fst (run "dotnet" $"pack {project} -c Release -o artifacts" false))
     // The store contract suite, for authors of stores.
     exitOn (fst (run "dotnet" "pack src/Sesame.Testing -c Release -o artifacts" false))

@@ -6,10 +6,13 @@ open BenchmarkDotNet.Running
 type private Marker = class end
 
 /// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
-/// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead.
+/// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `postgres` and `postgres-churn` run
+/// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn).
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
     | "redis-loop" :: rest -> RedisBenchmarks.RedisLoop.run (match rest with [ rounds ] -> int rounds | _ -> 5)
+    | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
+    | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore
     | _ -> BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore
     0

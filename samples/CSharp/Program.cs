@@ -2,6 +2,7 @@
 //   dotnet run --project samples/CSharp                       (http://localhost:5001, memory store)
 //   dotnet run --project samples/CSharp -- --store file:sessions.db --urls http://localhost:5002
 //   dotnet run --project samples/CSharp -- --store redis:localhost:6379   (any number of instances, one Redis)
+//   dotnet run --project samples/CSharp -- --store "postgres:Host=localhost;Username=app;Database=app"   (any number of instances, one database)
 using Sesame;
 using Sesame.Samples.CSharp;
 

@@ -44,6 +44,6 @@ let private run (args: string[]) : Task<int> =
                 return 0
     }
 
-/// Runs the sample: `dotnet run --project samples/Giraffe -- --store memory|file:PATH|redis:HOST:PORT [--urls URL]`.
+/// Runs the sample: `dotnet run --project samples/Giraffe -- --store memory|file:PATH|redis:HOST:PORT|postgres:CONNECTION [--urls URL]`.
 [<EntryPoint>]
 let main args = (run args).GetAwaiter().GetResult()

@@ -2,12 +2,14 @@
 module Sesame.Samples.Giraffe.StoreChoice
 
 open System
+open System.Threading
 open System.Threading.Tasks
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open Sesame
 open Sesame.Redis
+open Sesame.Postgres
 
 /// A store the sample can run on.
 type StoreChoice =
@@ -17,8 +19,10 @@ type StoreChoice =
     | File of path: string
     /// Sessions in Redis: shared by every app instance that uses the same server.
     | Redis of configuration: string
+    /// Sessions in PostgreSQL: shared by every app instance on the same database.
+    | Postgres of connectionString: string
 
-/// Reads --store: `memory` (the default), `file:PATH` or `redis:HOST:PORT`.
+/// Reads --store: `memory` (the default), `file:PATH`, `redis:HOST:PORT` or `postgres:CONNECTION` (an Npgsql connection string).
 let parse (text: string) : Result<StoreChoice, string> =
     match text with
     | null
@@ -26,7 +30,8 @@ let parse (text: string) : Result<StoreChoice, string> =
     | "memory" -> Ok Memory
     | text when text.StartsWith("file:", StringComparison.Ordinal) && text.Length > 5 -> Ok(File(text.Substring 5))
     | text when text.StartsWith("redis:", StringComparison.Ordinal) && text.Length > 6 -> Ok(Redis(text.Substring 6))
-    | other -> Error $"Unknown store '{other}'. Use: memory, file:PATH or redis:HOST:PORT."
+    | text when text.StartsWith("postgres:", StringComparison.Ordinal) && text.Length > 9 -> Ok(Postgres(text.Substring 9))
+    | other -> Error $"Unknown store '{other}'. Use: memory, file:PATH, redis:HOST:PORT or postgres:CONNECTION."
 
 /// The sample's session cookie.
 [<Literal>]
@@ -38,11 +43,14 @@ let CookieName = "sesame-giraffe"
 let ApplicationName = "sesame-giraffe-sample"
 
 /// Where Data Protection keys go for a file store: beside the session file, so cookies stay valid
-/// across restarts even on a machine with no user profile. (Redis keeps them in Redis; memory uses
-/// the ASP.NET Core default.)
+/// across restarts even on a machine with no user profile. On PostgreSQL, in one folder of this machine's
+/// temporary directory, so that instances started here on one database open each other's cookies (on
+/// several machines, use a folder they share, or any shared key repository). (Redis keeps them in
+/// Redis; memory uses the ASP.NET Core default.)
 let keyDirectory (choice: StoreChoice) : string option =
     match choice with
     | File path -> Some(IO.Path.GetFullPath path + ".keys")
+    | Postgres _ -> Some(IO.Path.Combine(IO.Path.GetTempPath(), "sesame-giraffe-sample-keys"))
     | Memory
     | Redis _ -> None
 
@@ -58,6 +66,25 @@ let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<SessionStor
         | Redis configuration ->
             let! store = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), loggers.CreateLogger "Sesame.Redis")
             return (store :> SessionStore), $"redis {configuration} (sessions shared by every instance)"
+        | Postgres connectionString ->
+            let store = new PostgresStore(connectionString, PostgresStoreOptions(), loggers.CreateLogger "Sesame.Postgres")
+            // Now rather than at the first request: an unreachable database is said at start-up.
+            let! failure =
+                task {
+                    try
+                        do! store.EnsureSchemaAsync CancellationToken.None
+                        return None
+                    with e ->
+                        return Some e
+                }
+            match failure with
+            | Some e ->
+                store.Dispose()
+                return raise e
+            | None ->
+                // Never the connection string itself: it may hold a password.
+                let settings = Npgsql.NpgsqlConnectionStringBuilder connectionString
+                return (store :> SessionStore), $"postgres {settings.Host}/{settings.Database} (sessions shared by every instance on the database)"
     }
 
 /// Registers Sesame on the opened store, with the Data Protection keys where that store needs them:
