@@ -100,9 +100,6 @@ type internal SegmentedLru(maxEntries: int) =
     let fresh = EvictionSegment 1
     let returning = EvictionSegment 2
     let returningCapacity = max 0 (maxEntries - max 1 (maxEntries / 5))
-    /// A node fewer than this many pushes from the head of its segment is not moved (at least 1: the head itself).
-    let freshWindow = max 1L (int64 (maxEntries - returningCapacity) / 16L)
-    let returningWindow = max 1L (int64 returningCapacity / 16L)
 
     let segmentOf (kind: int) = if kind = 2 then returning else fresh
 
@@ -150,7 +147,9 @@ type internal SegmentedLru(maxEntries: int) =
                     rebalance ())
         | kind ->
             let segment = segmentOf kind
-            let window = if kind = 2 then returningWindow else freshWindow
+            // Fewer pushes than a sixteenth of the segment since the node was put at the head: it is still among the
+            // most recent sixteenth, and stays where it is (at least 1: the head itself never moves).
+            let window = max 1L (int64 segment.Count / 16L)
             if segment.Pushes - Volatile.Read &node.Stamp >= window then
                 lock gate (fun () ->
                     if node.Segment = kind then

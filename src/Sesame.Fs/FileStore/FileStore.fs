@@ -346,7 +346,9 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                 lock session (fun () ->
                     let t = now ()
                     match session.Visible with
-                    | visible when not (isNull visible) && session.VisibleExpires > t ->
+                    // A session whose newest value is gone (a delete, a move away or an eviction on its way to disk) is
+                    // not served, even before its record is written.
+                    | visible when not (isNull visible) && not (isNull session.Latest) && session.VisibleExpires > t ->
                         let expires = expiresAt idleTimeout t
                         session.VisibleExpires <- expires
                         session.LastSeen <- t
