@@ -138,7 +138,7 @@ type private ParsedCache() =
 /// so that the next commits pass without evicting), never the session whose commit it is acknowledging. Sessions used
 /// by one request only (a new visitor, a bot, a flood) go first, least recently used first; a session a later request
 /// loaded again goes only when no such session is left, so a flood of new sessions cannot log returning users out
-/// (the order is a <see cref="T:Sesame.SegmentedLru"/>: returning sessions keep up to 80% of <c>MaxSessions</c>).
+/// (a segmented LRU: returning sessions keep up to 80% of <c>MaxSessions</c>).
 /// A session larger than <c>MaxTotalBytes</c> on its own is refused. Evicted sessions leave the user index in the
 /// same step and are reported to the store's observer (<see cref="F:Sesame.SessionEndReason.Evicted"/>).
 /// Expired sessions are never served and are swept out every <c>SweepInterval</c>; they are reported too.</para>

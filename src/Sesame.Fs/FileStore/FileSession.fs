@@ -7,8 +7,8 @@ open System.Text
 open System.Threading
 
 /// The memory a parsed tree takes, estimated from its shape (64-bit .NET): what the file store's byte bound counts,
-/// since it holds sessions as trees, which take from about 2 times their JSON (long strings, held as UTF-16) to 30
-/// times (arrays of small numbers: an object per value).
+/// since it holds sessions as trees, which take from about 2 times their JSON (long strings, held as UTF-16) to 44
+/// times (arrays of one-digit numbers: objects per value); 7 to 8 times for typical sessions.
 module internal TreeMemory =
 
     /// A string of n UTF-16 characters: header, length, the characters, rounded up to 8 bytes.
@@ -18,12 +18,13 @@ module internal TreeMemory =
     [<Literal>]
     let private Case = 24L
 
-    /// The bytes the tree takes on the heap, estimated (within about 20% on typical sessions).
+    /// The bytes the tree takes on the heap, estimated: within 3% of what GC.GetTotalMemory measured on 20,000 parsed
+    /// sessions of each of five shapes (a counter, ~1 KB of user/cart/history, a 20-item cart, a 4 KB string, 500 numbers).
     let rec estimate (json: Json) : int64 =
         match json with
         | Json.Null -> 0L
         | Json.Bool _ -> Case
-        | Json.Number n -> Case + 24L + text n.Text.Length
+        | Json.Number n -> Case + 32L + text n.Text.Length
         | Json.String s -> Case + text s.Length
         | Json.Array items ->
             let mutable sum = Case + 24L + 8L * int64 items.Length
@@ -32,7 +33,7 @@ module internal TreeMemory =
             sum
         | Json.Object o ->
             // The JsonObject, its array of key/value pairs, and the index a wide object builds on first lookup.
-            let mutable sum = Case + 32L + 24L + 16L * int64 o.Count + (if o.Count > 8 then 80L + 24L * int64 o.Count else 0L)
+            let mutable sum = Case + 40L + 24L + 16L * int64 o.Count + (if o.Count > 8 then 80L + 24L * int64 o.Count else 0L)
             for KeyValue(key, value) in o do
                 sum <- sum + text key.Length + estimate value
             sum

@@ -26,6 +26,14 @@ open Microsoft.Extensions.Logging.Abstractions
 /// without waiting for the flush; so after a restart a session that was only read may expire that much
 /// earlier, never later. Expired sessions are never served, also after a restart; they are dropped from memory
 /// every <see cref="P:Sesame.FileStoreOptions.SweepInterval"/> and left out by the next compaction.</para>
+/// <para><b>Bounds.</b> The store keeps every live session in memory, so it is bounded as the memory store is:
+/// <see cref="P:Sesame.FileStoreOptions.MaxSessions"/> and <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> (the
+/// memory the sessions' trees take, estimated from their shapes) are checked on every commit and move that grows what is
+/// held. Past either, sessions used by one request only are evicted first, least recently used first, and a session a
+/// later request loaded again only when no such session is left (a segmented LRU, as in the memory store); eviction stops
+/// 1/64 under the bound that was passed, and never takes the session whose commit it follows. An evicted session gets a
+/// delete record, so it stays gone after a restart; its records are dead bytes that the next compaction leaves out.
+/// Opening applies the bounds to what the file holds, keeping the most recently seen sessions.</para>
 /// <para><b>Compaction.</b> When the file passes <see cref="P:Sesame.FileStoreOptions.CompactionMinBytes"/> and is more
 /// than <see cref="P:Sesame.FileStoreOptions.CompactionRatio"/> times the live size, the writer takes a snapshot
 /// of the live, unexpired sessions (references to their immutable trees, no copying) and a background task
