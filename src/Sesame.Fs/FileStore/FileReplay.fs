@@ -177,7 +177,7 @@ module internal FileReplay =
             session.FileExpires <- replayedSession.Expires
             session.LastSeen <- replayedSession.LastSeen
             sessions.Add(id, session, FileLog.snapshotBytes idBytes.Length (FileLog.sizeOf stored))
-            sessions.SetHeldBytes(session, TreeMemory.ofSession id.Length stored)
+            sessions.SetHeldBytes(session, FileSessionMemory.ofSession id.Length stored)
             sessions.Policy.Admit(session.Node, true)
             match SessionMeta.userOf stored.Meta with
             | Some user -> sessions.Index(id, session, user)

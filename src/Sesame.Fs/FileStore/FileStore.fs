@@ -116,7 +116,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
         | after ->
             let size = JsonSize.utf8Length after.Data
             if size > int64 limit then raise (SessionTooLargeException(size, limit))
-            let held = TreeMemory.ofSession id.Length after
+            let held = FileSessionMemory.ofSession id.Length after
             // One session the bound could never hold is refused, rather than evicting every other session first.
             if held > options.MaxTotalBytes then
                 raise (SessionTooLargeException(held, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
