@@ -7,6 +7,8 @@
 //   bench   run the BenchmarkDotNet micro-benchmarks (pass BenchmarkDotNet arguments after --)
 //   pack    make the NuGet packages in ./artifacts
 //   loadtest  the load test against ASP.NET Core Session (writes docs/performance.md)
+//   flood   the sample's app under a flood of new sessions and a growth attack, on the memory and file stores,
+//           before and after the bounds (about 12 minutes; writes its section of docs/performance.md and docs/flood.svg)
 //   sample  run samples/Giraffe (arguments after -- go to the sample)
 open System
 open System.Diagnostics
@@ -139,6 +141,10 @@ match target with
 | "loadtest" ->
     // Sesame against ASP.NET Core Session and no session, with wrk; writes docs/performance.md (arguments after -- go to it).
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
+| "flood" ->
+    // Bounds under hostile load (bench/Sesame.FloodBench; arguments after -- go to it, e.g. `--duration 60 --rounds 2`).
+    exitOn (fst (run "dotnet" "build bench/Sesame.FloodBench -c Release" false))
+    exitOn (fst (run "dotnet" $"bench/Sesame.FloodBench/bin/Release/net10.0/Sesame.FloodBench.dll {rest}" false))
 | "pack" ->
     // Only the libraries are packages; samples, tests and benchmarks are not.
     for project in [ "src/Sesame.Fs"; "src/Sesame.Redis"; "src/Sesame.Postgres"; "src/Sesame.CSharpInterop" ] do
@@ -148,5 +154,5 @@ match target with
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | other ->
-    eprintfn "Unknown target '%s'. Targets: build, test, soak, bench, pack, loadtest, sample." other
+    eprintfn "Unknown target '%s'. Targets: build, test, soak, bench, pack, loadtest, flood, sample." other
     exit 2

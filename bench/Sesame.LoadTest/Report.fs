@@ -84,6 +84,18 @@ let svg (rows: Row list) (subtitle: string) =
     add "</svg>"
     s.ToString()
 
+/// The generated file with the flood run's section (bench/Sesame.FloodBench, between its markers) kept from the
+/// previous file, before the micro-benchmarks section: the two runs write one file.
+let keepFloodSection (previous: string) (generated: string) =
+    let startMarker, endMarker = "<!-- flood:start", "<!-- flood:end -->"
+    match previous.IndexOf startMarker, previous.IndexOf endMarker with
+    | start, finish when start >= 0 && finish > start ->
+        let block = previous.Substring(start, finish + endMarker.Length - start) + "\n"
+        match generated.IndexOf "\n## Micro-benchmarks" with
+        | i when i >= 0 -> generated.Substring(0, i + 1) + block + "\n" + generated.Substring(i + 1)
+        | _ -> generated.TrimEnd() + "\n\n" + block
+    | _ -> generated
+
 /// The whole of docs/performance.md.
 let markdown (machine: Machine.Description) (load: Wrk.Load) (rounds: int) (command: string) (rows: Row list) lostUpdates (memory: MemoryUse.Measured option) =
     let date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)

@@ -104,18 +104,23 @@ public sealed class PipelineTests
     [Fact]
     public async Task AddMemoryStore_configures_the_memory_store_the_app_uses()
     {
-        // At most one session: a second visitor's session pushes the store over its bound, and it evicts.
+        // At most two sessions: a third visitor's session pushes the store over its bound, and it evicts the
+        // least recently used session of one request (the second visitor's), never the returning one.
         await using var app = await TestApp.StartAsync(
             app => app.MapGet("/", (Func<HttpContext, Task<string>>)CountAsync),
-            configureStore: sesame => sesame.AddMemoryStore(memory => memory.MaxSessions = 1));
-        var first = app.NewBrowser();
-        Assert.Equal("1 times!", await first.GetTextAsync("/"));
-        Assert.Equal("2 times!", await first.GetTextAsync("/"));
+            configureStore: sesame => sesame.AddMemoryStore(memory => memory.MaxSessions = 2));
+        var returning = app.NewBrowser();
+        Assert.Equal("1 times!", await returning.GetTextAsync("/"));
+        Assert.Equal("2 times!", await returning.GetTextAsync("/"));
+        var second = app.NewBrowser();
+        Assert.Equal("1 times!", await second.GetTextAsync("/"));
 
         Assert.Equal("1 times!", await app.NewBrowser().GetTextAsync("/"));
 
         Assert.IsType<MemoryStore>(app.Services.GetRequiredService<SessionStore>());
-        Assert.Equal("1 times!", await first.GetTextAsync("/"));
+        Assert.Equal("3 times!", await returning.GetTextAsync("/"));
+        // With the default bound (100,000) the second visitor would still have a session.
+        Assert.Equal("1 times!", await second.GetTextAsync("/"));
     }
 
     [Fact]

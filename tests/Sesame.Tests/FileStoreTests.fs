@@ -669,6 +669,75 @@ let tests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
+        testCaseTask "evicted sessions stay gone after a restart, and leave the file at the next compaction" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let options = FileStoreOptions(MaxSessions = 10)
+            let store = FileStore.Open(file, options)
+            do! commit store "keeper" [ setAt "cart" "[1,2]" ]
+            let! _ = load store "keeper"
+            for i in 1..30 do
+                do! commit store $"flood{i}" [ setAt "pad" $"\"{String('x', 200)}\"" ]
+            Expect.equal store.LiveCount 10 "the bound holds"
+            let evictedIds = [ for i in 1..21 -> $"flood{i}" ]
+            let! evicted = Task.WhenAll [ for id in evictedIds -> load store id ]
+            Expect.isTrue (evicted |> Array.forall Option.isNone) "the oldest new sessions were evicted"
+            do! store.DisposeAsync()
+
+            let reopened = FileStore.Open(file, options)
+            Expect.equal reopened.Count 10 "ten sessions replayed, no evicted one"
+            let! keeper = load reopened "keeper"
+            Expect.equal keeper (Some(json """{"cart":[1,2]}""")) "keeper"
+            let! evicted = Task.WhenAll [ for id in evictedIds -> load reopened id ]
+            Expect.isTrue (evicted |> Array.forall Option.isNone) "no evicted session came back"
+            // The evicted sessions' records (and their delete records) are dead bytes: compaction leaves them out.
+            do! reopened.CompactAsync()
+            Expect.equal reopened.FileLength reopened.LiveBytes "the compacted file holds the live sessions only"
+            reopened.Dispose()
+            let text = Encoding.UTF8.GetString(IO.File.ReadAllBytes file)
+            for i in 10..21 do
+                Expect.isFalse (text.Contains $"flood{i}") $"flood{i} was evicted: it is not in the file any more"
+            Expect.stringContains text "flood22" "the sessions held are"
+        }
+
+        testCaseTask "a file holding more than the bounds is trimmed on open, keeping the most recently seen sessions" <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            // Every load's slide is written, so the file knows when each session was last seen.
+            let store = FileStore.Open(file, FileStoreOptions(SlideWriteInterval = TimeSpan.Zero), null, clock)
+            for i in 1..20 do
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+                do! commit store $"s{i:D2}" [ setAt "i" (string i) ]
+            // s03 is seen again last.
+            clock.Advance(TimeSpan.FromSeconds 1.0)
+            let! _ = load store "s03"
+            store.Dispose()
+
+            use reopened = FileStore.Open(file, FileStoreOptions(MaxSessions = 5), null, clock)
+            Expect.equal reopened.LiveCount 5 "trimmed to the bound"
+            let! all = reopened |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+            Expect.equal (all |> List.map _.Id) [ "s03"; "s17"; "s18"; "s19"; "s20" ] "the five seen most recently"
+            reopened.Dispose()
+            // The trimming was written: opening again with the default bounds finds the same five.
+            use again = FileStore.Open(file, null, null, clock)
+            Expect.equal again.Count 5 "what was evicted on open stays evicted"
+        }
+
+        testCaseTask "the byte bound counts the memory of the trees the store holds, not their JSON" <| fun () -> task {
+            use directory = new TempDirectory()
+            let store = FileStore.Open(directory.File "sessions")
+            // The same 20,000 bytes of JSON, as one string and as an array of 10,000 small numbers.
+            do! commit store "text" [ setAt "v" $"\"{String('x', 19_998)}\"" ]
+            let text = store.HeldBytes
+            do! commit store "numbers" [ Update.set (path "v") (Json.array [ for _ in 1..10_000 -> Json.int64 1L ]) ]
+            let numbers = store.HeldBytes - text
+            // A string is held as UTF-16 (about 2 bytes a character); each number as objects of its own (tens of bytes).
+            Expect.isGreaterThan text 40_000L "a 20 KB string counts about 40 KB"
+            Expect.isLessThan text 45_000L "a 20 KB string counts about 40 KB"
+            Expect.isGreaterThan numbers (10L * text) "10,000 small numbers count ten times as much as the same JSON as text"
+        }
+
         testCaseTask "a closed store refuses further calls" <| fun () -> task {
             use directory = new TempDirectory()
             let store = FileStore.Open(directory.File "sessions")

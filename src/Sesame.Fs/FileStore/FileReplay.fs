@@ -159,21 +159,27 @@ module internal FileReplay =
             sessions, offset, version
 
     /// The sessions still live at <c>t</c>, as the store holds them: what they read is what the file holds.
-    let live (t: int64) (replayed: Dictionary<string, ReplayedSession>) : FileSessions =
-        let sessions = FileSessions()
-        for KeyValue(id, replayedSession) in replayed do
-            if replayedSession.Expires > t then
-                let idBytes = Encoding.UTF8.GetBytes id
-                let session = FileSession(idBytes)
-                let stored = replayedSession.Session
-                session.Latest <- stored
-                session.Visible <- stored
-                session.LatestExpires <- replayedSession.Expires
-                session.VisibleExpires <- replayedSession.Expires
-                session.FileExpires <- replayedSession.Expires
-                session.LastSeen <- replayedSession.LastSeen
-                sessions.Add(id, session, FileLog.snapshotBytes idBytes.Length (FileLog.sizeOf stored))
-                match SessionMeta.userOf stored.Meta with
-                | Some user -> sessions.Index(id, session, user)
-                | None -> ()
+    /// They enter the eviction order as returning sessions (a file does not record which sessions came back; those
+    /// that lived through a restart are taken to be established), least recently seen first, so that past the
+    /// returning segment's share the least recently seen are the first to go.
+    let live (t: int64) (maxSessions: int) (replayed: Dictionary<string, ReplayedSession>) : FileSessions =
+        let sessions = FileSessions maxSessions
+        let alive = [| for KeyValue(id, replayedSession) in replayed do if replayedSession.Expires > t then struct (id, replayedSession) |]
+        Array.sortInPlaceBy (fun (struct (_, r: ReplayedSession)) -> r.LastSeen) alive
+        for struct (id, replayedSession) in alive do
+            let idBytes = Encoding.UTF8.GetBytes id
+            let session = FileSession(id, idBytes)
+            let stored = replayedSession.Session
+            session.Latest <- stored
+            session.Visible <- stored
+            session.LatestExpires <- replayedSession.Expires
+            session.VisibleExpires <- replayedSession.Expires
+            session.FileExpires <- replayedSession.Expires
+            session.LastSeen <- replayedSession.LastSeen
+            sessions.Add(id, session, FileLog.snapshotBytes idBytes.Length (FileLog.sizeOf stored))
+            sessions.SetHeldBytes(session, FileSessionMemory.ofSession id.Length stored)
+            sessions.Policy.Admit(session.Node, true)
+            match SessionMeta.userOf stored.Meta with
+            | Some user -> sessions.Index(id, session, user)
+            | None -> ()
         sessions

@@ -26,6 +26,14 @@ open Microsoft.Extensions.Logging.Abstractions
 /// without waiting for the flush; so after a restart a session that was only read may expire that much
 /// earlier, never later. Expired sessions are never served, also after a restart; they are dropped from memory
 /// every <see cref="P:Sesame.FileStoreOptions.SweepInterval"/> and left out by the next compaction.</para>
+/// <para><b>Bounds.</b> The store keeps every live session in memory, so it is bounded as the memory store is:
+/// <see cref="P:Sesame.FileStoreOptions.MaxSessions"/> and <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> (the
+/// memory the sessions' trees take, estimated from their shapes) are checked on every commit and move that grows what is
+/// held. Past either, sessions used by one request only are evicted first, least recently used first, and a session a
+/// later request loaded again only when no such session is left (a segmented LRU, as in the memory store); eviction stops
+/// 1/64 under the bound that was passed, and never takes the session whose commit it follows. An evicted session gets a
+/// delete record, so it stays gone after a restart; its records are dead bytes that the next compaction leaves out.
+/// Opening applies the bounds to what the file holds, keeping the most recently seen sessions.</para>
 /// <para><b>Compaction.</b> When the file passes <see cref="P:Sesame.FileStoreOptions.CompactionMinBytes"/> and is more
 /// than <see cref="P:Sesame.FileStoreOptions.CompactionRatio"/> times the live size, the writer takes a snapshot
 /// of the live, unexpired sessions (references to their immutable trees, no copying) and a background task
@@ -101,42 +109,87 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
         if int64 body.Length + int64 (FileLog.PayloadPrefixLength + 4 * id.Length + 4) > int64 FileLog.MaxPayloadLength then
             raise (SessionTooLargeException(int64 body.Length, FileLog.MaxPayloadLength))
 
-    /// Applies a change to a session as it stands (null: none), checking the tree's size limit.
-    let applyChecked (change: SessionChange) (before: StoredSession) (limit: int) =
+    /// Applies a change to a session as it stands (null: none), checking the tree's size limit and the store's byte bound.
+    let applyChecked (id: string) (change: SessionChange) (before: StoredSession) (limit: int) =
         match change.ApplyTo before with
         | null -> ValueNone
         | after ->
             let size = JsonSize.utf8Length after.Data
             if size > int64 limit then raise (SessionTooLargeException(size, limit))
-            ValueSome after
+            let held = FileSessionMemory.ofSession id.Length after
+            // One session the bound could never hold is refused, rather than evicting every other session first.
+            if held > options.MaxTotalBytes then
+                raise (SessionTooLargeException(held, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
+            let live = FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (size + JsonSize.utf8Length after.Meta)
+            ValueSome { After = after; LiveBytes = live; HeldBytes = held }
 
     /// Queues a record of a change to this session (its lock held) and makes it the session's newest value.
-    let queue (id: string) (session: FileSession) (kind: byte) (body: byte[]) (after: StoredSession) (expires: int64) (t: int64) (movedFrom: FileSession) =
+    let queue (session: FileSession) (kind: byte) (body: byte[]) (value: MeasuredValue) (expires: int64) (t: int64) (movedFrom: FileSession) =
         let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
-        let item = LogItem(session, kind, FileLog.payload kind expires t session.IdBytes body, after, expires, completion, movedFrom)
+        let item = LogItem(session, kind, FileLog.payload kind expires t session.IdBytes body, value.After, expires, completion, movedFrom)
         if not (writer.Enqueue item) then raise (file.ClosedError())
-        session.Latest <- after
+        session.Latest <- value.After
         session.LatestExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- t
         session.Pending <- session.Pending + 1
-        sessions.SetLiveBytes(session, FileLog.snapshotBytes session.IdBytes.Length (FileLog.sizeOf after))
+        sessions.SetLiveBytes(session, value.LiveBytes)
+        sessions.SetHeldBytes(session, value.HeldBytes)
         completion.Task
 
-    /// Queues the delete of a session (its lock held); false when there was nothing to delete.
-    let queueDelete (id: string) (session: FileSession) =
+    /// Queues the delete record of a session (its lock held), and takes its value away; false when it had none.
+    /// Nobody waits for an eviction's record (null completion): it is written with the next batch.
+    let queueDeleteRecord (id: string) (session: FileSession) (completion: TaskCompletionSource<CommitResult>) =
         if isNull session.Latest && isNull session.Visible && session.Pending = 0 then
-            ValueNone
+            false
         else
-            let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
             let item = LogItem(session, FileLog.KindDelete, FileLog.payload FileLog.KindDelete 0L 0L session.IdBytes [||], null, 0L, completion)
-            if not (writer.Enqueue item) then raise (file.ClosedError())
-            session.Latest <- null
-            session.FileExpires <- 0L
-            session.Pending <- session.Pending + 1
-            sessions.Unindex(id, session)
-            sessions.SetLiveBytes(session, 0L)
-            ValueSome completion.Task
+            if writer.Enqueue item then
+                session.Latest <- null
+                session.FileExpires <- 0L
+                session.Pending <- session.Pending + 1
+                sessions.Unindex(id, session)
+                sessions.Vacate session
+                true
+            elif isNull completion then
+                // The store is closing: an eviction it cannot write is left undone.
+                false
+            else
+                raise (file.ClosedError())
+
+    /// Queues the delete of a session (its lock held); nothing when there was nothing to delete.
+    let queueDelete (id: string) (session: FileSession) =
+        let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
+        if queueDeleteRecord id session completion then ValueSome completion.Task else ValueNone
+
+    /// Evicts the session of a node the eviction order gave up: a delete record, and the report (an expired one is
+    /// reported as expired). Takes that session's lock only.
+    let evict (node: EvictionNode) =
+        match sessions.TryGetValue node.Id with
+        | true, session when obj.ReferenceEquals(session.Node, node) ->
+            let ended =
+                lock session (fun () ->
+                    if session.Removed || isNull session.Latest || not (isNull file.Faulted) then
+                        ValueNone
+                    else
+                        let meta = session.Latest.Meta
+                        let expired = session.LatestExpires <= now ()
+                        if queueDeleteRecord node.Id session null then ValueSome struct (meta, expired) else ValueNone)
+            match ended with
+            | ValueSome(struct (meta, expired)) ->
+                this.ReportEnded(node.Id, meta, (if expired then SessionEndReason.Expired else SessionEndReason.Evicted))
+            | ValueNone -> ()
+        | _ -> ()
+
+    let bounds =
+        SessionBounds(
+            sessions.Policy,
+            int64 options.MaxSessions,
+            options.MaxTotalBytes,
+            (fun () -> int64 sessions.Policy.Count),
+            (fun () -> sessions.HeldBytes),
+            evict
+        )
 
     let withCancellation (cancellationToken: CancellationToken) (work: Task<'result>) =
         if cancellationToken.CanBeCanceled && not work.IsCompleted then work.WaitAsync cancellationToken else work
@@ -213,11 +266,11 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                         replayed
                     with :? IO.IOException as e ->
                         raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
-                let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) replayed
+                let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions replayed
                 FileStoreLog.openedFile logger path sessions.Count length stopwatch.ElapsedMilliseconds
                 let file = ActiveFile(path, handle, length)
                 let compaction = Compaction(file, sessions, options, logger, time)
-                struct (new FileStore(path, options, time, file, sessions, compaction, LogWriter(file, compaction, logger)), version)
+                struct (new FileStore(path, options, time, file, sessions, compaction, LogWriter(file, compaction, sessions, logger)), version)
             with _ ->
                 handle.Dispose()
                 reraise ()
@@ -229,6 +282,8 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
             with e ->
                 store.Dispose()
                 raise (SessionStoreException($"The session file '{path}' (format version {version}) could not be rewritten in version {FileLog.FormatVersion}: {e.Message}", e))
+        // The file may hold more than the bounds now allow (they were lowered, or the file is from before them).
+        store.EnforceBounds()
         store
 
     /// <summary>Opens (or creates) the session file at <paramref name="path"/> with the system clock.</summary>
@@ -265,6 +320,19 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
     /// The size a freshly compacted file would have, in bytes (expired sessions not yet swept included).
     member _.LiveBytes = int64 FileLog.FileHeaderLength + sessions.LiveBytes
 
+    /// The number of live sessions the bound counts (expired ones not yet swept included; deleted ones not).
+    member _.LiveCount = sessions.Policy.Count
+
+    /// <summary>The memory the live sessions take, as the store estimates it from their trees' shapes (expired ones not
+    /// yet swept included): what <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> bounds.</summary>
+    member _.HeldBytes = sessions.HeldBytes
+
+    /// The order the store evicts in (for tests and diagnostics).
+    member internal _.Eviction = sessions.Policy
+
+    /// Evicts until the store is within its bounds, if it is not (the store does this itself on every commit that grows it).
+    member internal _.EnforceBounds() = bounds.Enforce null
+
     /// <summary>Compacts the file now, whatever its size: the result holds only the live, unexpired sessions.</summary>
     /// <returns>A task that completes when the compacted file has replaced the old one.</returns>
     /// <exception cref="T:Sesame.SessionStoreException">The compaction failed (the old file is kept and still in use).</exception>
@@ -286,11 +354,15 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                 lock session (fun () ->
                     let t = now ()
                     match session.Visible with
-                    | visible when not (isNull visible) && session.VisibleExpires > t ->
+                    // A session whose newest value is gone (a delete, a move away or an eviction on its way to disk) is
+                    // not served, even before its record is written.
+                    | visible when not (isNull visible) && not (isNull session.Latest) && session.VisibleExpires > t ->
                         let expires = expiresAt idleTimeout t
                         session.VisibleExpires <- expires
                         session.LastSeen <- t
                         if live session t then
+                            // A later request came back to the session: it is a returning one now.
+                            sessions.Policy.Touch(session.Node, true)
                             session.LatestExpires <- expires
                             // A shorter expiry is always written, so that a restart never serves the session longer.
                             if isNull file.Faulted
@@ -328,23 +400,35 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                     if isNull session then
                         Task.FromResult CommitResult.SessionGone
                     else
-                        let committed =
+                        let struct (committed, grew) =
                             lock session (fun () ->
                                 if session.Removed then
-                                    null
+                                    struct (null, false)
                                 else
                                     let t = now ()
                                     let isLive = live session t
                                     if not isLive && commit.MustExist then
-                                        Task.FromResult CommitResult.SessionGone
+                                        struct (Task.FromResult CommitResult.SessionGone, false)
                                     else
-                                        match applyChecked change (if isLive then session.Latest else null) commit.MaxSizeBytes with
-                                        | ValueNone -> Task.FromResult CommitResult.ShapeChanged
-                                        | ValueSome after ->
+                                        match applyChecked id change (if isLive then session.Latest else null) commit.MaxSizeBytes with
+                                        | ValueNone -> struct (Task.FromResult CommitResult.ShapeChanged, false)
+                                        | ValueSome value ->
                                             let kind = if isLive then FileLog.KindPatch else FileLog.KindCreate
-                                            queue id session kind body after (expiresAt commit.IdleTimeout t) t null)
-                        // The session was dropped while we waited for its lock: look it up again.
-                        if isNull committed then attempt () else committed
+                                            let grew = not isLive || value.HeldBytes > session.HeldBytes
+                                            let written = queue session kind body value (expiresAt commit.IdleTimeout t) t null
+                                            if isLive then
+                                                sessions.Policy.Touch(session.Node, false)
+                                            else
+                                                // Created (again, if it had expired): a new session, whatever it was before.
+                                                sessions.Policy.Remove session.Node |> ignore
+                                                sessions.Policy.Admit(session.Node, false)
+                                            struct (written, grew))
+                        if isNull committed then
+                            // The session was dropped while we waited for its lock: look it up again.
+                            attempt ()
+                        else
+                            if grew then bounds.Enforce session.Node
+                            committed
                 attempt () |> withCancellation cancellationToken
             with e ->
                 Task.FromException<CommitResult> e
@@ -365,6 +449,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                 Buffer.BlockCopy(fromBytes, 0, body, 4, fromBytes.Length)
                 Buffer.BlockCopy(changeBody, 0, body, 4 + fromBytes.Length, changeBody.Length)
                 checkRecordSize toId body
+                let admitted = ref null
                 let moved =
                     lock moveLock (fun () ->
                         let t = now ()
@@ -372,10 +457,10 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                             if isNull fromId then null
                             else match sessions.TryGetValue fromId with | true, s -> s | _ -> null
                         let moveFrom () =
-                            match applyChecked change (if isNull from then null else from.Latest) commit.MaxSizeBytes with
+                            match applyChecked toId change (if isNull from then null else from.Latest) commit.MaxSizeBytes with
                             | ValueNone -> Task.FromResult CommitResult.ShapeChanged
-                            | ValueSome after ->
-                                let user = match SessionMeta.userOf after.Meta with Some u -> u | None -> null
+                            | ValueSome value ->
+                                let user = match SessionMeta.userOf value.After.Meta with Some u -> u | None -> null
                                 if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
                                     Task.FromResult CommitResult.UserLimitReached
                                 else
@@ -383,14 +468,18 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                                     lock target (fun () ->
                                         if target.Removed || not (isNull target.Latest) || target.Pending > 0 then
                                             invalidOp "The move's new id is already a session; a new id must be fresh."
-                                        let moved = queue toId target FileLog.KindMove body after (expiresAt commit.IdleTimeout t) t from
+                                        let moved = queue target FileLog.KindMove body value (expiresAt commit.IdleTimeout t) t from
+                                        // The session keeps its segment under its new id (a sign-in on a first visit stays new).
+                                        let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node
                                         if not (isNull from) then
                                             from.Latest <- null
                                             from.FileExpires <- 0L
                                             from.Pending <- from.Pending + 1
                                             sessions.Unindex(fromId, from)
-                                            sessions.SetLiveBytes(from, 0L)
+                                            sessions.Vacate from
                                         sessions.Index(toId, target, user)
+                                        sessions.Policy.Admit(target.Node, cameBack)
+                                        admitted.Value <- target.Node
                                         moved)
                         if isNull fromId then
                             moveFrom ()
@@ -400,6 +489,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                             lock from (fun () ->
                                 if from.Removed || not (live from t) then Task.FromResult CommitResult.SessionGone
                                 else moveFrom ()))
+                if not (isNull admitted.Value) then bounds.Enforce admitted.Value
                 moved |> withCancellation cancellationToken
             with e ->
                 Task.FromException<CommitResult> e

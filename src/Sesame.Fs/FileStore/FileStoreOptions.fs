@@ -18,6 +18,31 @@ type FileStoreOptions() =
     /// <summary>The default lag after which a load's expiry slide is written to the file: one minute.</summary>
     static member DefaultSlideWriteInterval = TimeSpan.FromMinutes 1.0
 
+    /// <summary>The default bound on live sessions: 100,000.</summary>
+    static member DefaultMaxSessions = 100_000
+
+    /// <summary>The default bound on the memory the live sessions take: 256 MiB.</summary>
+    static member DefaultMaxTotalBytes = 256L * 1024L * 1024L
+
+    /// <summary>
+    /// The most live sessions kept, checked on every commit or move that creates one. Past it, sessions used by one
+    /// request only are evicted first (least recently used first), sessions that came back only when no such session
+    /// is left, as in the memory store. An evicted session gets a delete record (its records become dead bytes, left
+    /// out by the next compaction), so it does not come back after a restart. Sessions replayed on open count as
+    /// returning ones, and the bound applies to them too. At least 1. Default 100,000.
+    /// </summary>
+    member val MaxSessions = FileStoreOptions.DefaultMaxSessions with get, set
+
+    /// <summary>
+    /// The most memory the live sessions may take, checked on every commit or move that grows what is held. The store
+    /// holds each session as a parsed tree, which takes from about 2 times its JSON (long strings) to over 40 times
+    /// (arrays of small numbers), 7 to 8 times for typical sessions; this bound counts that memory, estimated from each tree's shape, plus a few hundred bytes of
+    /// bookkeeping per session, so it bounds memory whatever the sessions hold. Eviction is in the same order as for
+    /// <see cref="P:Sesame.FileStoreOptions.MaxSessions"/>. A session larger than this on its own is refused
+    /// (<see cref="T:Sesame.SessionTooLargeException"/>). At least 1. Default 256 MiB.
+    /// </summary>
+    member val MaxTotalBytes = FileStoreOptions.DefaultMaxTotalBytes with get, set
+
     /// <summary>The file is never compacted while smaller than this many bytes. Default 4 MiB.</summary>
     member val CompactionMinBytes = FileStoreOptions.DefaultCompactionMinBytes with get, set
 
@@ -54,3 +79,7 @@ type FileStoreOptions() =
             invalidArg "options" "SweepInterval must be positive."
         if this.SlideWriteInterval < TimeSpan.Zero then
             invalidArg "options" "SlideWriteInterval cannot be negative."
+        if this.MaxSessions < 1 then
+            invalidArg "options" $"MaxSessions must be at least 1 (it is {this.MaxSessions})."
+        if this.MaxTotalBytes < 1L then
+            invalidArg "options" $"MaxTotalBytes must be at least 1 (it is {this.MaxTotalBytes})."

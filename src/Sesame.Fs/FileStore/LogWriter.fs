@@ -30,7 +30,7 @@ type internal LogItem
 /// close it writes what is queued and closes the file.
 /// </summary>
 [<Sealed>]
-type internal LogWriter(file: ActiveFile, compaction: Compaction, logger: ILogger) =
+type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: FileSessions, logger: ILogger) =
     let path = file.Path
     let mutable batchBuffer: byte[] = Array.zeroCreate 65536
 
@@ -61,6 +61,8 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, logger: ILogge
                     session.Pending <- session.Pending - 1
                     if item.Kind = FileLog.KindDelete then
                         session.Visible <- null
+                        // Deleted or evicted, and written: nothing holds it in memory any more (not until the next sweep).
+                        sessions.DropIfVacant session
                     else
                         session.Visible <- item.Data
                         // The last pending record also carries any slide loads made meanwhile.
@@ -70,7 +72,8 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, logger: ILogge
                 | from ->
                     lock from (fun () ->
                         from.Pending <- from.Pending - 1
-                        from.Visible <- null)
+                        from.Visible <- null
+                        sessions.DropIfVacant from)
         for i in first .. first + count - 1 do
             let item = batch[i]
             if not (isNull item.Completion) then item.Completion.TrySetResult CommitResult.Committed |> ignore
