@@ -78,6 +78,10 @@ type SesameOptions() =
     /// <summary>How typed values are encoded and decoded. Default: web defaults plus F# records, unions and options.</summary>
     member val SerializerOptions: JsonSerializerOptions = Json.createSerializerOptions () with get, set
 
+    /// <summary>Handlers for the sessions' lifecycle: created, rotated, signed in, destroyed, expired, evicted, commit failed
+    /// (see <see cref="T:Sesame.SesameEvents"/>). Default: none.</summary>
+    member val Events = SesameEvents() with get, set
+
     /// The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.
     member internal this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =
         if this.AbsoluteTimeout.HasValue then

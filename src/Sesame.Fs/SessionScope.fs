@@ -28,8 +28,11 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
     /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
     static member internal Create(services: IServiceProvider) =
         let options = services.GetRequiredService<IOptions<SesameOptions>>().Value
-        let store = services.GetRequiredService<SessionStore>()
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
+        // Every request reaches the app's store through the instrumented one (metrics, spans, logs, lifecycle events),
+        // which is also the store's observer of the sessions it ends by itself.
+        let instruments = SesameInstruments(services.GetService<System.Diagnostics.Metrics.IMeterFactory>())
+        let store = InstrumentedStore.Wrap(services.GetRequiredService<SessionStore>(), instruments, options.Events, services, logger)
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
         let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
         SesameRuntime(options, store, SessionCookie(protector, options, time, logger), time, logger)
