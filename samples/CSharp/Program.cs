@@ -2,6 +2,9 @@
 //   dotnet run --project samples/CSharp                       (http://localhost:5001, memory store)
 //   dotnet run --project samples/CSharp -- --store file:sessions.db --urls http://localhost:5002
 //   dotnet run --project samples/CSharp -- --store redis:localhost:6379   (any number of instances, one Redis)
+//   dotnet run --project samples/CSharp -- --otel console      (Sesame's metrics and spans on the console)
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 using Sesame;
 using Sesame.Samples.CSharp;
 
@@ -20,6 +23,23 @@ if (!StoreChoice.TryParse(builder.Configuration["store"], out var store, out var
 }
 
 await store.RegisterAsync(builder.Services);
+
+// --otel console: OpenTelemetry on Sesame's meter and activity source (both named "Sesame"), to the console.
+switch (builder.Configuration["otel"])
+{
+    case null or "":
+        break;
+    case "console":
+        builder.Services.AddOpenTelemetry()
+            .WithMetrics(metrics => metrics
+                .AddMeter(SesameTelemetry.MeterName)
+                .AddConsoleExporter((_, reader) => reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = 10_000))
+            .WithTracing(tracing => tracing.AddSource(SesameTelemetry.ActivitySourceName).AddConsoleExporter());
+        break;
+    default:
+        Console.Error.WriteLine($"Unknown --otel '{builder.Configuration["otel"]}'. Use: console.");
+        return 2;
+}
 
 var app = builder.Build();
 app.UseSesame();
