@@ -34,7 +34,9 @@ switch (builder.Configuration["otel"])
             .WithMetrics(metrics => metrics
                 .AddMeter(SesameTelemetry.MeterName)
                 .AddConsoleExporter((_, reader) => reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = 10_000))
-            .WithTracing(tracing => tracing.AddSource(SesameTelemetry.ActivitySourceName).AddConsoleExporter());
+            // ASP.NET Core's own source too: its request span is the parent of Sesame's (an unrecorded parent would
+            // leave them out), so a trace shows how much of a request went to its session.
+            .WithTracing(tracing => tracing.AddSource("Microsoft.AspNetCore", SesameTelemetry.ActivitySourceName).AddConsoleExporter());
         break;
     default:
         Console.Error.WriteLine($"Unknown --otel '{builder.Configuration["otel"]}'. Use: console.");

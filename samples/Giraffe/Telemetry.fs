@@ -11,7 +11,7 @@ open Sesame
 type TelemetryChoice =
     /// Nowhere (dotnet-counters can still watch the meter: `dotnet-counters monitor --counters Sesame -n <process>`).
     | Off
-    /// To the console, metrics every ten seconds and each span as it ends.
+    /// To the console, metrics every ten seconds and each span as it ends (Sesame's, inside ASP.NET Core's request spans).
     | Console
 
 /// Reads --otel: nothing (the default), or `console`.
@@ -34,5 +34,8 @@ let register (services: IServiceCollection) (choice: TelemetryChoice) : unit =
                     .AddMeter(SesameTelemetry.MeterName)
                     .AddConsoleExporter(fun _ reader -> reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds <- Nullable 10000)
                 |> ignore)
-            .WithTracing(fun tracing -> tracing.AddSource(SesameTelemetry.ActivitySourceName).AddConsoleExporter() |> ignore)
+            // ASP.NET Core's own source too: its request span is the parent of Sesame's (an unrecorded parent would
+            // leave them out), so a trace shows how much of a request went to its session.
+            .WithTracing(fun tracing ->
+                tracing.AddSource("Microsoft.AspNetCore", SesameTelemetry.ActivitySourceName).AddConsoleExporter() |> ignore)
         |> ignore
