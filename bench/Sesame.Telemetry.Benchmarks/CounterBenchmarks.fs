@@ -1,11 +1,11 @@
 /// What listening to Sesame's meter costs: the memory-store counter (GET / increments "times"; a returning visitor,
 /// so one load and one commit a request), with nobody listening against a plain MeterListener, OpenTelemetry's
-/// metrics SDK, and OpenTelemetry metrics and traces together. The ratio column compares each with the unlistened
-/// request of its category in the same run. Two shapes of one request:
+/// metrics SDK, and OpenTelemetry metrics and traces together. Two shapes of one request:
 ///   pipeline  Sesame's middleware and the handler on a DefaultHttpContext: no HTTP, so Sesame's own work is most of it;
 ///   request   the same app over HTTP in memory (TestServer), as a client sees it.
 ///
-///   dotnet run -c Release --project bench/Sesame.Telemetry.Benchmarks -- --filter '*'
+///   dotnet run -c Release --project bench/Sesame.Telemetry.Benchmarks -- --filter '*'     (BenchmarkDotNet)
+///   dotnet run -c Release --project bench/Sesame.Telemetry.Benchmarks -- ab [rounds]      (interleaved, see Program.fs)
 module Sesame.Telemetry.Benchmarks.CounterBenchmarks
 
 open System
@@ -27,6 +27,44 @@ open OpenTelemetry.Metrics
 open OpenTelemetry.Trace
 open Sesame
 
+/// Who listens to Sesame's meter and activity source.
+type Listening =
+    | Unlistened = 0
+    /// A MeterListener takes every measurement and adds it up, as the simplest exporter would.
+    | MeterListener = 1
+    /// OpenTelemetry's SDK aggregates the meter (counters, histograms with their buckets), exporting on demand only.
+    | OpenTelemetryMetrics = 2
+    /// OpenTelemetry aggregates the meter and records every span.
+    | OpenTelemetryMetricsAndTraces = 3
+
+/// Starts listening as asked; disposing the result stops it.
+let listen (listening: Listening) : IDisposable =
+    let stops = ResizeArray<IDisposable>()
+    if listening = Listening.MeterListener then
+        let measured = ref 0L
+        let sum = ref 0L
+        let total = ref 0.0
+        let listener = new MeterListener()
+        listener.InstrumentPublished <-
+            fun instrument meterListener ->
+                if instrument.Meter.Name = SesameTelemetry.MeterName then meterListener.EnableMeasurementEvents instrument
+        listener.SetMeasurementEventCallback<int64>(fun _ value _ _ ->
+            Interlocked.Increment &measured.contents |> ignore
+            Interlocked.Add(&sum.contents, value) |> ignore)
+        listener.SetMeasurementEventCallback<float>(fun _ value _ _ ->
+            Interlocked.Increment &measured.contents |> ignore
+            total.Value <- total.Value + value)
+        listener.Start()
+        stops.Add listener
+    if listening = Listening.OpenTelemetryMetrics || listening = Listening.OpenTelemetryMetricsAndTraces then
+        stops.Add(Sdk.CreateMeterProviderBuilder().AddMeter(SesameTelemetry.MeterName).AddInMemoryExporter(List<Metric>()).Build())
+    if listening = Listening.OpenTelemetryMetricsAndTraces then
+        stops.Add(Sdk.CreateTracerProviderBuilder().AddSource(SesameTelemetry.ActivitySourceName).Build())
+    { new IDisposable with
+        member _.Dispose() =
+            for stop in stops do
+                stop.Dispose() }
+
 /// The counter, as the samples have it.
 let private counter =
     RequestDelegate(fun ctx ->
@@ -36,69 +74,43 @@ let private counter =
             do! ctx.Response.WriteAsync $"{times} times!"
         })
 
-[<MemoryDiagnoser; GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory); CategoriesColumn>]
-type CounterBenchmarks() =
-    let mutable host: IHost = null
-    let mutable pipeline: RequestDelegate = null
-    let mutable client: HttpClient = null
-    let mutable cookieHeader = ""
-    let mutable listener: MeterListener = null
-    let mutable meterProvider: MeterProvider = null
-    let mutable tracerProvider: TracerProvider = null
-    /// What the plain listener aggregates, as an exporter would: counts and sums.
-    let mutable measured = 0L
-    let mutable sum = 0L
-    let mutable total = 0.0
-
-    let start () =
-        host <-
-            HostBuilder()
-                .ConfigureWebHost(fun web ->
-                    web
-                        .UseTestServer()
-                        .ConfigureServices(fun services -> services.AddSesame().AddMemoryStore() |> ignore)
-                        .Configure(fun app -> app.UseSesame().Run counter)
-                    |> ignore)
-                .Start()
-        client <- host.GetTestClient()
+/// The sample's counter app on the memory store, with one returning visitor's cookie.
+[<Sealed>]
+type CounterApp() =
+    let host =
+        HostBuilder()
+            .ConfigureWebHost(fun web ->
+                web
+                    .UseTestServer()
+                    .ConfigureServices(fun services -> services.AddSesame().AddMemoryStore() |> ignore)
+                    .Configure(fun app -> app.UseSesame().Run counter)
+                |> ignore)
+            .Start()
+    let client = host.GetTestClient()
+    let pipeline =
         let app = ApplicationBuilder(host.Services)
         app.UseSesame().Run counter
-        pipeline <- app.Build()
-        // A returning visitor: one request creates the session, every measured one loads and commits it.
-        let first = DefaultHttpContext(RequestServices = host.Services)
-        first.Request.Method <- "GET"
-        first.Request.Path <- PathString "/"
-        pipeline.Invoke(first).GetAwaiter().GetResult()
-        let setCookie = string first.Response.Headers.SetCookie
-        cookieHeader <- setCookie.Substring(0, setCookie.IndexOf ';')
-
-    let listen () =
-        listener <- new MeterListener()
-        listener.InstrumentPublished <-
-            fun instrument meterListener ->
-                if instrument.Meter.Name = SesameTelemetry.MeterName then meterListener.EnableMeasurementEvents instrument
-        listener.SetMeasurementEventCallback<int64>(fun _ value _ _ ->
-            Interlocked.Increment &measured |> ignore
-            Interlocked.Add(&sum, value) |> ignore)
-        listener.SetMeasurementEventCallback<float>(fun _ value _ _ ->
-            Interlocked.Increment &measured |> ignore
-            total <- total + value)
-        listener.Start()
-
-    let openTelemetryMetrics () =
-        meterProvider <- Sdk.CreateMeterProviderBuilder().AddMeter(SesameTelemetry.MeterName).AddInMemoryExporter(List<Metric>()).Build()
-
-    let openTelemetryTraces () =
-        tracerProvider <- Sdk.CreateTracerProviderBuilder().AddSource(SesameTelemetry.ActivitySourceName).Build()
-
-    let viaPipeline () : Task =
+        app.Build()
+    let context () =
         let context = DefaultHttpContext(RequestServices = host.Services)
         context.Request.Method <- "GET"
         context.Request.Path <- PathString "/"
-        context.Request.Headers.Cookie <- cookieHeader
-        pipeline.Invoke context
+        context
+    // A returning visitor: one request creates the session, every measured one loads and commits it.
+    let cookieHeader =
+        let first = context ()
+        pipeline.Invoke(first).GetAwaiter().GetResult()
+        let setCookie = string first.Response.Headers.SetCookie
+        setCookie.Substring(0, setCookie.IndexOf ';')
 
-    let viaHttp () : Task =
+    /// One request through Sesame's middleware and the handler, no HTTP.
+    member _.ViaPipeline() : Task =
+        let request = context ()
+        request.Request.Headers.Cookie <- cookieHeader
+        pipeline.Invoke request
+
+    /// One request over HTTP in memory.
+    member _.ViaHttp() : Task =
         task {
             use request = new HttpRequestMessage(HttpMethod.Get, "/")
             request.Headers.Add("Cookie", cookieHeader)
@@ -107,57 +119,58 @@ type CounterBenchmarks() =
             response.EnsureSuccessStatusCode() |> ignore
         }
 
+    interface IDisposable with
+        member _.Dispose() =
+            client.Dispose()
+            host.Dispose()
+
+[<MemoryDiagnoser; GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory); CategoriesColumn; MedianColumn; MinColumn>]
+type CounterBenchmarks() =
+    let mutable app: CounterApp = Unchecked.defaultof<_>
+    let mutable listening: IDisposable = null
+
+    let start (mode: Listening) =
+        app <- new CounterApp()
+        listening <- listen mode
+
     [<GlobalSetup(Targets = [| "PipelineUnlistened"; "RequestUnlistened" |])>]
-    member _.SetupUnlistened() = start ()
+    member _.SetupUnlistened() = start Listening.Unlistened
 
     [<GlobalSetup(Targets = [| "PipelineMeterListener"; "RequestMeterListener" |])>]
-    member _.SetupMeterListener() =
-        start ()
-        listen ()
+    member _.SetupMeterListener() = start Listening.MeterListener
 
     [<GlobalSetup(Targets = [| "PipelineOpenTelemetryMetrics"; "RequestOpenTelemetryMetrics" |])>]
-    member _.SetupOpenTelemetryMetrics() =
-        start ()
-        openTelemetryMetrics ()
+    member _.SetupOpenTelemetryMetrics() = start Listening.OpenTelemetryMetrics
 
     [<GlobalSetup(Targets = [| "PipelineOpenTelemetryMetricsAndTraces"; "RequestOpenTelemetryMetricsAndTraces" |])>]
-    member _.SetupOpenTelemetryMetricsAndTraces() =
-        start ()
-        openTelemetryMetrics ()
-        openTelemetryTraces ()
+    member _.SetupOpenTelemetryMetricsAndTraces() = start Listening.OpenTelemetryMetricsAndTraces
 
     [<GlobalCleanup>]
     member _.Cleanup() =
-        if not (isNull listener) then listener.Dispose()
-        if not (isNull meterProvider) then meterProvider.Dispose()
-        if not (isNull tracerProvider) then tracerProvider.Dispose()
-        client.Dispose()
-        host.Dispose()
+        listening.Dispose()
+        (app :> IDisposable).Dispose()
 
     /// Nobody listens to the meter: the baseline.
     [<Benchmark(Baseline = true); BenchmarkCategory("pipeline")>]
-    member _.PipelineUnlistened() = viaPipeline ()
+    member _.PipelineUnlistened() = app.ViaPipeline()
 
-    /// A MeterListener takes every measurement.
     [<Benchmark; BenchmarkCategory("pipeline")>]
-    member _.PipelineMeterListener() = viaPipeline ()
+    member _.PipelineMeterListener() = app.ViaPipeline()
 
-    /// OpenTelemetry's SDK aggregates the meter (counters, histograms with their buckets).
     [<Benchmark; BenchmarkCategory("pipeline")>]
-    member _.PipelineOpenTelemetryMetrics() = viaPipeline ()
+    member _.PipelineOpenTelemetryMetrics() = app.ViaPipeline()
 
-    /// OpenTelemetry aggregates the meter and records every span.
     [<Benchmark; BenchmarkCategory("pipeline")>]
-    member _.PipelineOpenTelemetryMetricsAndTraces() = viaPipeline ()
+    member _.PipelineOpenTelemetryMetricsAndTraces() = app.ViaPipeline()
 
     [<Benchmark(Baseline = true); BenchmarkCategory("request")>]
-    member _.RequestUnlistened() = viaHttp ()
+    member _.RequestUnlistened() = app.ViaHttp()
 
     [<Benchmark; BenchmarkCategory("request")>]
-    member _.RequestMeterListener() = viaHttp ()
+    member _.RequestMeterListener() = app.ViaHttp()
 
     [<Benchmark; BenchmarkCategory("request")>]
-    member _.RequestOpenTelemetryMetrics() = viaHttp ()
+    member _.RequestOpenTelemetryMetrics() = app.ViaHttp()
 
     [<Benchmark; BenchmarkCategory("request")>]
-    member _.RequestOpenTelemetryMetricsAndTraces() = viaHttp ()
+    member _.RequestOpenTelemetryMetricsAndTraces() = app.ViaHttp()

@@ -102,26 +102,30 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
             if not (isNull error) then Outcome.ofError error
             elif isNull session then Outcome.Missing
             else Outcome.Found
+        let elapsed = seconds started
+        let debug = debugging ()
+        let recorded = not (isNull activity) && activity.IsAllDataRequested
+        // A walk of the whole tree: only for someone who asked.
         let size =
-            if not (isNull session) && (instruments.SessionSize.Enabled || not (isNull activity) || debugging ()) then
+            if not (isNull session) && (instruments.SessionSize.Enabled || recorded || debug) then
                 JsonSize.utf8Length session.Data
             else
                 0L
         if started <> 0L && instruments.LoadDuration.Enabled then
             let outcomeTag = KeyValuePair<string, obj>(TelemetryTags.Outcome, outcome)
             if isNull error then
-                instruments.LoadDuration.Record(seconds started, storeTag, outcomeTag)
+                instruments.LoadDuration.Record(elapsed, storeTag, outcomeTag)
             else
-                instruments.LoadDuration.Record(seconds started, storeTag, outcomeTag, KeyValuePair<string, obj>(TelemetryTags.ErrorType, errorTypeOf error))
+                instruments.LoadDuration.Record(elapsed, storeTag, outcomeTag, KeyValuePair<string, obj>(TelemetryTags.ErrorType, errorTypeOf error))
         if not (isNull session) && instruments.SessionSize.Enabled then
             instruments.SessionSize.Record(size, storeTag)
-        if not (isNull activity) && not (isNull session) then
+        if recorded && not (isNull session) then
             activity.SetTag(TelemetryTags.SessionBytes, size) |> ignore
         endSpan activity outcome error
         if not (isNull error) && not (error :? OperationCanceledException) then
             Log.loadError logger error
-        if debugging () then
-            Log.sessionLoaded logger (SessionSummary.HandleOf id) outcome size (seconds started * 1000.0)
+        if debug then
+            Log.sessionLoaded logger (SessionSummary.HandleOf id) outcome size (elapsed * 1000.0)
 
     /// Records a finished commit or move, and raises what it did.
     member private _.WriteDone
@@ -140,7 +144,8 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         let operation = if isMove then moveTag else commitTag
         recordDuration started operation outcome error
         let committed = isNull error && result = CommitResult.Committed
-        let measureBytes = instruments.PatchSize.Enabled || not (isNull activity) || debugging ()
+        let debug = debugging ()
+        let measureBytes = instruments.PatchSize.Enabled || (not (isNull activity) && activity.IsAllDataRequested) || debug
         let patchBytes = if committed && measureBytes then PatchSize.Of change else 0L
         let updateCount = if committed then PatchSize.UpdatesOf change else 0
         if committed then
@@ -149,7 +154,7 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         if not (isNull activity) && committed then
             activity.SetTag(TelemetryTags.PatchBytes, patchBytes).SetTag(TelemetryTags.PatchUpdates, updateCount) |> ignore
         endSpan activity outcome error
-        if debugging () then
+        if debug then
             let ms = seconds started * 1000.0
             if isMove then Log.sessionMoved logger (handleOrEmpty fromId) (SessionSummary.HandleOf id) outcome updateCount patchBytes ms
             else Log.sessionStored logger (SessionSummary.HandleOf id) outcome updateCount patchBytes ms
@@ -189,6 +194,13 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         else
             Task.CompletedTask
 
+    /// The exception a completed task failed with (a cancellation as one).
+    static member private ErrorOf(failed: Task) : exn =
+        if failed.IsCanceled then TaskCanceledException(failed) :> exn
+        elif isNull failed.Exception then null
+        elif failed.Exception.InnerExceptions.Count = 1 then failed.Exception.InnerException
+        else failed.Exception :> exn
+
     /// The store as the <c>sesame.store</c> tag names it: its type's name, lower case, without "Store".
     static member NameOf(store: SessionStore) =
         let typeName = store.GetType().Name
@@ -206,70 +218,74 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
 
     override _.ActiveSessionCount = inner.ActiveSessionCount
 
+    // A store that answers at once (memory, file) gets its own task back, with nothing allocated on the way; one that
+    // answers later is awaited. The span is started before the store is called, so the store's own spans nest in it,
+    // and taken off the caller's context again when the call goes on without it.
+
     override this.LoadAsync(id, idleTimeout, cancellationToken) =
-        if instruments.LoadsWatched || source.HasListeners() || debugging () then
+        let watched = instruments.LoadsWatched || source.HasListeners() || debugging ()
+        let started = if watched then Stopwatch.GetTimestamp() else 0L
+        let previous = Activity.Current
+        let activity = if watched then startSpan "sesame.session.load" id else null
+        let loading = try inner.LoadAsync(id, idleTimeout, cancellationToken) with e -> Task.FromException<StoredSession> e
+        if loading.IsCompletedSuccessfully then
+            if watched then this.LoadDone(id, started, activity, loading.Result, null)
+            loading
+        elif loading.IsCompleted then
+            // Even unwatched, a failed load is logged (event 7).
+            this.LoadDone(id, started, activity, null, InstrumentedStore.ErrorOf loading)
+            loading
+        else
+            if not (isNull activity) then Activity.Current <- previous
             task {
-                let started = Stopwatch.GetTimestamp()
-                let activity = startSpan "sesame.session.load" id
                 try
-                    let! session = inner.LoadAsync(id, idleTimeout, cancellationToken)
-                    this.LoadDone(id, started, activity, session, null)
-                    return session
+                    let! session = loading
+                    if watched then this.LoadDone(id, started, activity, session, null)
                 with e ->
                     this.LoadDone(id, started, activity, null, e)
-                    ExceptionDispatchInfo.Throw e
-                    return null
+                return! loading
             }
-        else
-            let loading = try inner.LoadAsync(id, idleTimeout, cancellationToken) with e -> Task.FromException<StoredSession> e
-            if loading.IsCompletedSuccessfully then
-                loading
+
+    /// Passes on a commit or move, and records and raises what it did.
+    member private this.Write(fromId: string, id: string, isMove: bool, change: SessionChange, mustExist: bool, write: unit -> Task<CommitResult>) =
+        let started = Stopwatch.GetTimestamp()
+        let previous = Activity.Current
+        let activity = startSpan (if isMove then "sesame.session.move" else "sesame.session.commit") id
+        let writing = try write () with e -> Task.FromException<CommitResult> e
+        if writing.IsCompleted then
+            let result = if writing.IsCompletedSuccessfully then writing.Result else CommitResult.Committed
+            let error = if writing.IsCompletedSuccessfully then null else InstrumentedStore.ErrorOf writing
+            let raised = this.WriteDone(fromId, id, isMove, change, mustExist, started, activity, result, error)
+            if raised.IsCompletedSuccessfully then
+                writing
             else
-                // Nobody listens, but a failed load is still logged (event 7).
                 task {
-                    try
-                        return! loading
-                    with e ->
-                        this.LoadDone(id, 0L, null, null, e)
-                        ExceptionDispatchInfo.Throw e
-                        return null
+                    do! raised
+                    return! writing
                 }
+        else
+            if not (isNull activity) then Activity.Current <- previous
+            task {
+                let mutable result = CommitResult.Committed
+                let mutable error = null
+                try
+                    let! written = writing
+                    result <- written
+                with e ->
+                    error <- e
+                do! this.WriteDone(fromId, id, isMove, change, mustExist, started, activity, result, error)
+                return! writing
+            }
 
     override this.CommitAsync(id, change, options, cancellationToken) =
         if hooked || instruments.WritesWatched || source.HasListeners() || debugging () then
-            task {
-                let started = Stopwatch.GetTimestamp()
-                let activity = startSpan "sesame.session.commit" id
-                let mutable failure = null
-                let mutable result = CommitResult.Committed
-                try
-                    let! committed = inner.CommitAsync(id, change, options, cancellationToken)
-                    result <- committed
-                with e ->
-                    failure <- e
-                do! this.WriteDone(null, id, false, change, options.MustExist, started, activity, result, failure)
-                if not (isNull failure) then ExceptionDispatchInfo.Throw failure
-                return result
-            }
+            this.Write(null, id, false, change, options.MustExist, fun () -> inner.CommitAsync(id, change, options, cancellationToken))
         else
             inner.CommitAsync(id, change, options, cancellationToken)
 
     override this.MoveAsync(fromId, toId, change, options, cancellationToken) =
         if hooked || instruments.WritesWatched || source.HasListeners() || debugging () then
-            task {
-                let started = Stopwatch.GetTimestamp()
-                let activity = startSpan "sesame.session.move" toId
-                let mutable failure = null
-                let mutable result = CommitResult.Committed
-                try
-                    let! moved = inner.MoveAsync(fromId, toId, change, options, cancellationToken)
-                    result <- moved
-                with e ->
-                    failure <- e
-                do! this.WriteDone(fromId, toId, true, change, false, started, activity, result, failure)
-                if not (isNull failure) then ExceptionDispatchInfo.Throw failure
-                return result
-            }
+            this.Write(fromId, toId, true, change, false, fun () -> inner.MoveAsync(fromId, toId, change, options, cancellationToken))
         else
             inner.MoveAsync(fromId, toId, change, options, cancellationToken)
 
