@@ -37,6 +37,7 @@ let interleaved (rounds: int) =
     let perRequest = Dictionary<struct (string * Listening), ResizeArray<float>>()
     let ratios = Dictionary<struct (string * Listening), ResizeArray<float>>()
     let wallRatios = Dictionary<struct (string * Listening), ResizeArray<float>>()
+    let bytes = Dictionary<struct (string * Listening), float>()
     for name, request, batch in shapes do
         for mode in modes do
             perRequest[struct (name, mode)] <- ResizeArray()
@@ -55,8 +56,10 @@ let interleaved (rounds: int) =
                 GC.Collect()
                 let watch = Stopwatch.StartNew()
                 let cpu = Cpu.microseconds ()
+                let allocated = GC.GetTotalAllocatedBytes true
                 run request batch
                 times[mode] <- (Cpu.microseconds () - cpu) / float batch
+                bytes[struct (name, mode)] <- float (GC.GetTotalAllocatedBytes true - allocated) / float batch
                 walls[mode] <- watch.Elapsed.TotalMicroseconds / float batch
             for mode in modes do
                 perRequest[struct (name, mode)].Add times[mode]
@@ -69,15 +72,15 @@ let interleaved (rounds: int) =
         if sorted.Length % 2 = 1 then sorted[sorted.Length / 2] else (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2.0
     printfn "%d rounds, %s, %d logical cores" rounds (Runtime.InteropServices.RuntimeInformation.FrameworkDescription) Environment.ProcessorCount
     printfn ""
-    printfn "| Shape | Listening | CPU µs/request (median) | CPU ratio (median of pairs) | CPU ratio (quartiles) | Wall-time ratio (median of pairs) |"
-    printfn "|---|---|---:|---:|---|---:|"
+    printfn "| Shape | Listening | CPU µs/request (median) | CPU ratio (median of pairs) | CPU ratio (quartiles) | Wall-time ratio (median of pairs) | Allocated B/request |"
+    printfn "|---|---|---:|---:|---|---:|---:|"
     for name, _, _ in shapes do
         for mode in modes do
             let r = ratios[struct (name, mode)] |> Seq.sort |> Array.ofSeq
             printfn
-                "| %s | %A | %.2f | %.3f | %.3f–%.3f | %.3f |"
+                "| %s | %A | %.2f | %.3f | %.3f–%.3f | %.3f | %.0f |"
                 name mode (median perRequest[struct (name, mode)]) (median ratios[struct (name, mode)]) r[r.Length / 4] r[3 * r.Length / 4]
-                (median wallRatios[struct (name, mode)])
+                (median wallRatios[struct (name, mode)]) bytes[struct (name, mode)]
 
 /// Runs the BenchmarkDotNet benchmarks (its arguments, e.g. --filter '*'), or `ab [rounds]` for the interleaved run.
 [<EntryPoint>]
