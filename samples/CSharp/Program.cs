@@ -3,6 +3,9 @@
 //   dotnet run --project samples/CSharp -- --store file:sessions.db --urls http://localhost:5002
 //   dotnet run --project samples/CSharp -- --store redis:localhost:6379   (any number of instances, one Redis)
 //   dotnet run --project samples/CSharp -- --store "postgres:Host=localhost;Username=app;Database=app"   (any number of instances, one database)
+//   dotnet run --project samples/CSharp -- --otel console      (Sesame's metrics and spans on the console)
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 using Sesame;
 using Sesame.Samples.CSharp;
 
@@ -21,6 +24,25 @@ if (!StoreChoice.TryParse(builder.Configuration["store"], out var store, out var
 }
 
 await store.RegisterAsync(builder.Services);
+
+// --otel console: OpenTelemetry on Sesame's meter and activity source (both named "Sesame"), to the console.
+switch (builder.Configuration["otel"])
+{
+    case null or "":
+        break;
+    case "console":
+        builder.Services.AddOpenTelemetry()
+            .WithMetrics(metrics => metrics
+                .AddMeter(SesameTelemetry.MeterName)
+                .AddConsoleExporter((_, reader) => reader.PeriodicExportingMetricReaderOptions.ExportIntervalMilliseconds = 10_000))
+            // ASP.NET Core's own source too: its request span is the parent of Sesame's (an unrecorded parent would
+            // leave them out), so a trace shows how much of a request went to its session.
+            .WithTracing(tracing => tracing.AddSource("Microsoft.AspNetCore", SesameTelemetry.ActivitySourceName).AddConsoleExporter());
+        break;
+    default:
+        Console.Error.WriteLine($"Unknown --otel '{builder.Configuration["otel"]}'. Use: console.");
+        return 2;
+}
 
 var app = builder.Build();
 app.UseSesame();

@@ -12,11 +12,12 @@ open Sesame.Samples.Giraffe
 let private run (args: string[]) : Task<int> =
     task {
         let builder = WebApplication.CreateBuilder(args)
-        match StoreChoice.parse builder.Configuration["store"] with
-        | Error message ->
+        match StoreChoice.parse builder.Configuration["store"], Telemetry.parse builder.Configuration["otel"] with
+        | Error message, _
+        | _, Error message ->
             eprintfn "%s" message
             return 2
-        | Ok choice ->
+        | Ok choice, Ok telemetry ->
             use loggers = LoggerFactory.Create(fun logging -> logging.AddConsole() |> ignore)
             let! opened =
                 task {
@@ -34,6 +35,7 @@ let private run (args: string[]) : Task<int> =
             | Ok(store, description) ->
                 use _ = match box store with :? IDisposable as d -> d | _ -> null
                 StoreChoice.register builder.Services choice store
+                Telemetry.register builder.Services telemetry
                 let app = builder.Build()
                 let handle = App.webApp GiraffeShape.earlyReturn
                 app.Run(fun ctx -> handle ctx :> Task)
@@ -44,6 +46,6 @@ let private run (args: string[]) : Task<int> =
                 return 0
     }
 
-/// Runs the sample: `dotnet run --project samples/Giraffe -- --store memory|file:PATH|redis:HOST:PORT|postgres:CONNECTION [--urls URL]`.
+/// Runs the sample: `dotnet run --project samples/Giraffe -- --store memory|file:PATH|redis:HOST:PORT|postgres:CONNECTION [--otel console] [--urls URL]`.
 [<EntryPoint>]
 let main args = (run args).GetAwaiter().GetResult()

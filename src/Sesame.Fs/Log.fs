@@ -31,6 +31,28 @@ module internal Log =
     let private unsharedKeys =
         LoggerMessage.Define<string>(LogLevel.Warning, EventId(8, "DataProtectionKeysNotShared"), "Sesame's store ({Store}) is shared by app instances, but Data Protection keys are not persisted to a shared location: each instance will reject the cookies the others issue. Configure services.AddDataProtection().PersistKeysTo...() with a location all instances share.")
 
+    // What the store did for each request, with sizes and timings (debug), and the session only as its handle.
+    let private loaded =
+        LoggerMessage.Define<string, string, int64, float>(LogLevel.Debug, EventId(9, "SessionLoaded"), "Loaded session {SessionHandle}: {Outcome}, {SessionBytes} bytes, {ElapsedMilliseconds} ms.")
+
+    let private stored =
+        LoggerMessage.Define<string, string, int, int64, float>(LogLevel.Debug, EventId(10, "SessionStored"), "Stored a change of session {SessionHandle}: {Outcome}, {UpdateCount} updates, {PatchBytes} bytes of patch, {ElapsedMilliseconds} ms.")
+
+    let private moved =
+        LoggerMessage.Define<string, string, string, int, int64, float>(LogLevel.Debug, EventId(11, "SessionMoved"), "Moved session {PreviousHandle} to {SessionHandle}: {Outcome}, {UpdateCount} updates, {PatchBytes} bytes of patch, {ElapsedMilliseconds} ms.")
+
+    let private deleted =
+        LoggerMessage.Define<string, string, float>(LogLevel.Debug, EventId(12, "SessionDeleted"), "Deleted session {SessionHandle}: {Outcome}, {ElapsedMilliseconds} ms.")
+
+    let private ended =
+        LoggerMessage.Define<string, SessionEndReason, string>(LogLevel.Debug, EventId(13, "SessionEndedByStore"), "The {Store} store ended session {SessionHandle}: {Reason}.")
+
+    let private handlerFailed =
+        LoggerMessage.Define<string>(LogLevel.Error, EventId(14, "SessionEventHandlerFailed"), "The app's {EventName} session event handler failed; the request goes on.")
+
+    let private storeChanged =
+        LoggerMessage.Define<string, string>(LogLevel.Debug, EventId(15, "SessionStoreInUse"), "Sessions live in the {Store} store ({StoreType}); metrics and traces: meter and activity source 'Sesame'.")
+
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
 
     let cookieRejectedBecause (logger: ILogger) (reason: string) = cookieRejected.Invoke(logger, reason, null)
@@ -40,3 +62,10 @@ module internal Log =
     let gone (logger: ILogger) (count: int) = sessionGone.Invoke(logger, count, null)
     let cookieAfterStart (logger: ILogger) = cookieTooLate.Invoke(logger, null)
     let loadError (logger: ILogger) (error: exn) = loadFailed.Invoke(logger, error)
+    let sessionLoaded (logger: ILogger) (handle: string) (outcome: string) (bytes: int64) (ms: float) = loaded.Invoke(logger, handle, outcome, bytes, ms, null)
+    let sessionStored (logger: ILogger) (handle: string) (outcome: string) (updates: int) (bytes: int64) (ms: float) = stored.Invoke(logger, handle, outcome, updates, bytes, ms, null)
+    let sessionMoved (logger: ILogger) (previous: string) (handle: string) (outcome: string) (updates: int) (bytes: int64) (ms: float) = moved.Invoke(logger, previous, handle, outcome, updates, bytes, ms, null)
+    let sessionDeleted (logger: ILogger) (handle: string) (outcome: string) (ms: float) = deleted.Invoke(logger, handle, outcome, ms, null)
+    let sessionEnded (logger: ILogger) (store: string) (reason: SessionEndReason) (handle: string) = ended.Invoke(logger, store, reason, handle, null)
+    let eventHandlerFailed (logger: ILogger) (eventName: string) (error: exn) = handlerFailed.Invoke(logger, eventName, error)
+    let storeInUse (logger: ILogger) (store: string) (storeType: string) = storeChanged.Invoke(logger, store, storeType, null)

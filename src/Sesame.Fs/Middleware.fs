@@ -18,6 +18,17 @@ module internal SesameMiddleware =
     let create (runtime: SesameRuntime) (next: RequestDelegate) : RequestDelegate =
         RequestDelegate(fun context -> SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context }))
 
+/// Builds Sesame's runtime when the app starts, not at its first session: from then on the store reports the sessions
+/// it ends (a file store's sessions from before a restart expire as events too) and its gauge is observed.
+[<Sealed>]
+type internal SesameRuntimeStart(services: IServiceProvider) =
+    interface Microsoft.Extensions.Hosting.IHostedService with
+        member _.StartAsync(_cancellationToken) =
+            services.GetRequiredService<SesameRuntime>() |> ignore
+            Task.CompletedTask
+
+        member _.StopAsync(_cancellationToken) = Task.CompletedTask
+
 // Registration lives in the namespaces ASP.NET Core apps already open, as the framework's own does.
 namespace Microsoft.Extensions.DependencyInjection
 
@@ -135,6 +146,9 @@ type SesameServiceCollectionExtensions =
             let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
             new MemoryStore(MemoryStoreOptions(), time) :> SessionStore)
         services.TryAddSingleton<SesameRuntime>(fun provider -> SesameRuntime.Create provider)
+        // Sesame's meter comes from the app's IMeterFactory (one meter per host; tests isolate theirs).
+        services.AddMetrics() |> ignore
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<Microsoft.Extensions.Hosting.IHostedService, SesameRuntimeStart>())
         services.TryAddEnumerable(ServiceDescriptor.Singleton<Microsoft.Extensions.Hosting.IHostedService, SesameStartupCheck>())
         SesameBuilder(services)
 

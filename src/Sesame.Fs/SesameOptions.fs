@@ -104,6 +104,10 @@ type SesameOptions() =
     /// <summary>What typed reads give for a value that no longer fits the type read, by path prefix. Default: they throw.</summary>
     member val ReadFallbacks = ReadFallbacks() with get
 
+    /// <summary>Handlers for the sessions' lifecycle: created, rotated, signed in, destroyed, expired, evicted, commit failed
+    /// (see <see cref="T:Sesame.SesameEvents"/>). Default: none.</summary>
+    member val Events = SesameEvents() with get, set
+
     /// The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.
     member internal this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =
         if this.AbsoluteTimeout.HasValue then

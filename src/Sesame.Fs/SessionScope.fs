@@ -34,8 +34,11 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
         let options = services.GetRequiredService<IOptions<SesameOptions>>().Value
         // A shape version the migrations do not lead to fails the app at startup, not each old session's request.
         SessionShape.check options.ShapeVersion options.Migrations
-        let store = services.GetRequiredService<SessionStore>()
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"
+        // Every request reaches the app's store through the instrumented one (metrics, spans, logs, lifecycle events),
+        // which is also the store's observer of the sessions it ends by itself.
+        let instruments = SesameInstruments(services.GetService<System.Diagnostics.Metrics.IMeterFactory>())
+        let store = InstrumentedStore.Wrap(services.GetRequiredService<SessionStore>(), instruments, options.Events, services, logger)
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
         let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
         let compatibility =
