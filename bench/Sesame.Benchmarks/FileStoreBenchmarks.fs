@@ -19,10 +19,10 @@ let CommitsPerInvoke = 256
 /// A session of about 16 KB: 64 fields of 250 characters.
 let session16K = Json.object [ for i in 1..64 -> $"field{i}", Json.string (String('v', 250)) ]
 
-let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20 }
+let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
 /// One-key changes, made once so the benchmark measures the store, not the fold.
-let private oneKeyChanges = [| for n in 0..255 -> Patch.fold [ Update.set (SessionPath.parse "field7") (Json.int64 (int64 n)) ] |]
+let private oneKeyChanges = [| for n in 0..255 -> SessionChange(Patch.fold [ Update.set (SessionPath.parse "field7") (Json.int64 (int64 n)) ]) |]
 
 /// A session id as long as Sesame's (32 characters).
 let private sessionId (n: int) = $"bench-session-{n:D18}"
@@ -37,8 +37,8 @@ let measureBytesPerCommit () : int64 * int64 =
     let directory = newDirectory ()
     try
         use store = FileStore.Open(IO.Path.Combine(directory, "sessions"))
-        let sessions = store :> ISessionStore
-        sessions.CommitAsync(sessionId 0, Patch.fold [ Update.set SessionPath.root session16K ], commitOptions, CancellationToken.None).Wait()
+        let sessions = store :> SessionStore
+        sessions.CommitAsync(sessionId 0, SessionChange(Patch.fold [ Update.set SessionPath.root session16K ]), commitOptions, CancellationToken.None).Wait()
         let before = store.FileLength
         sessions.CommitAsync(sessionId 0, oneKeyChanges[1], commitOptions, CancellationToken.None).Wait()
         store.FileLength - before, JsonSize.utf8Length session16K
@@ -100,7 +100,7 @@ type FileStoreCommits() =
 
     member private _.Writer(session: int, commits: int) : Task =
         task {
-            let sessions = store :> ISessionStore
+            let sessions = store :> SessionStore
             for n in 1..commits do
                 let! _ = sessions.CommitAsync(sessionId session, oneKeyChanges[n &&& 255], commitOptions, CancellationToken.None)
                 ()
@@ -111,7 +111,7 @@ type FileStoreCommits() =
         directory <- newDirectory ()
         store <- FileStore.Open(IO.Path.Combine(directory, "sessions"))
         for session in 0..31 do
-            (store :> ISessionStore).CommitAsync(sessionId session, Patch.fold [ Update.set SessionPath.root session16K ], commitOptions, CancellationToken.None).Wait()
+            (store :> SessionStore).CommitAsync(sessionId session, SessionChange(Patch.fold [ Update.set SessionPath.root session16K ]), commitOptions, CancellationToken.None).Wait()
 
     [<GlobalCleanup>]
     member _.Cleanup() =

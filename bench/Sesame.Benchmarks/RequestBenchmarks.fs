@@ -27,7 +27,7 @@ let sessionOf (kilobytes: int) =
         if JsonSize.utf8Length json >= target then json else grow (items + 1)
     grow 1
 
-let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes }
+let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes; UserLimit = UserLimit.None }
 
 /// Cookie validation: Data Protection's unprotect, and Sesame's read of the request's cookie.
 [<MemoryDiagnoser>]
@@ -38,7 +38,7 @@ type CookieBenchmarks() =
     let ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
     let protectedValue = protector.Protect(SessionTicket.format ticket)
     let context = DefaultHttpContext()
-    do context.Request.Headers.Cookie <- $"{options.CookieName}={protectedValue}"
+    do context.Request.Headers.Cookie <- $"{options.Cookie.Name}={protectedValue}"
 
     /// The cryptography alone: what validating a cookie costs without a cache.
     [<Benchmark(Baseline = true)>]
@@ -46,29 +46,35 @@ type CookieBenchmarks() =
 
     /// What a request pays to read its session ticket from the cookie.
     [<Benchmark>]
-    member _.ReadCookie() = cookie.TryRead context.Request
+    member _.ReadCookie() =
+        match cookie.TryRead context.Request with
+        | ValueSome ticket -> ticket.Id
+        | ValueNone -> null
 
 /// A store that holds one tree and stores nothing: what a request costs apart from the store's work.
 [<Sealed>]
 type private InertStore(tree: Json) =
+    inherit SessionStore()
     static let committed = Threading.Tasks.Task.FromResult CommitResult.Committed
-    let loaded = Threading.Tasks.Task.FromResult(Some tree)
+    let loaded = Threading.Tasks.Task.FromResult(StoredSession tree)
 
-    interface ISessionStore with
-        member _.LoadAsync(_, _, _) = loaded
-        member _.CommitAsync(_, _, _, _) = committed
-        member _.DeleteAsync(_, _) = Threading.Tasks.Task.CompletedTask
+    override _.LoadAsync(_, _, _) = loaded
+    override _.CommitAsync(_, _, _, _) = committed
+    override _.MoveAsync(_, _, _, _, _) = committed
+    override _.DeleteAsync(_, _) = Threading.Tasks.Task.FromResult true
+    override _.ListAsync(_, _) = Threading.Tasks.Task.FromResult SessionPage.Empty
 
 /// The session's own steps, for 1 KB and 16 KB sessions in the memory store.
 [<MemoryDiagnoser>]
 type SessionBenchmarks() =
-    let mutable store: ISessionStore = null
-    let mutable inert: ISessionStore = null
+    let mutable store: SessionStore = null
+    let mutable inert: SessionStore = null
     let mutable ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
     let mutable wholeSession = Patch.empty
     let visits = SessionPath.parse "visits"
     let options = SesameOptions()
     let oneKeyChange = Patch.fold [ Update.increment visits 1m ]
+    let oneKeyCommit = SessionChange oneKeyChange
     let oneKeyUpdates = [| Update.increment visits 1m |]
     let context = DefaultHttpContext()
     let readTicket = fun (_: HttpRequest) -> ValueSome ticket
@@ -83,7 +89,7 @@ type SessionBenchmarks() =
         store <- new MemoryStore()
         inert <- InertStore(session)
         wholeSession <- Patch.fold [ Update.Set(SessionPath.root, session) ]
-        store.CommitAsync(ticket.Id, wholeSession, { commitOptions with MustExist = false }, CancellationToken.None).Wait()
+        store.CommitAsync(ticket.Id, SessionChange wholeSession, { commitOptions with MustExist = false }, CancellationToken.None).Wait()
 
     /// Loading the session from the memory store (a hit).
     [<Benchmark>]
@@ -103,7 +109,7 @@ type SessionBenchmarks() =
 
     /// The memory store's commit of a one-key change: the store write itself.
     [<Benchmark>]
-    member _.MemoryStoreCommitOneKeyChange() = store.CommitAsync(ticket.Id, oneKeyChange, commitOptions, CancellationToken.None).Result
+    member _.MemoryStoreCommitOneKeyChange() = store.CommitAsync(ticket.Id, oneKeyCommit, commitOptions, CancellationToken.None).Result
 
     /// A whole request that changes one key, without HTTP: a session handle, load, increment, commit.
     [<Benchmark>]

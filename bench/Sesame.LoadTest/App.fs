@@ -115,11 +115,11 @@ let sesame (ctx: HttpContext) : Task =
 
 /// Sesame over a store of its own: a runtime built by AddSesame in a container of its own, given to
 /// the branch's middleware (one app, several stores, each configured exactly as an app would configure it).
-let private sesameOver (store: ISessionStore) (loggerFactory: ILoggerFactory) =
+let private sesameOver (store: SessionStore) (loggerFactory: ILoggerFactory) =
     let services = ServiceCollection()
     services.AddSingleton<ILoggerFactory>(loggerFactory).AddLogging() |> ignore
-    services.AddSesame(fun options -> options.Store <- store) |> ignore
-    services.BuildServiceProvider().GetRequiredService<SesameRuntime>()
+    services.AddSesame().AddStore(store) |> ignore
+    Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create (services.BuildServiceProvider().GetRequiredService<SesameRuntime>()))
 
 /// Runs the app on 127.0.0.1:port until killed; prints READY once it listens.
 let serve (port: int) (redisPort: int) (filePath: string) =
@@ -144,8 +144,8 @@ let serve (port: int) (redisPort: int) (filePath: string) =
     branch "/plain" (fun b -> b.Run(fun ctx -> reply ctx "ok"))
     branch "/aspnet" (fun b -> b.UseSession().Run(RequestDelegate aspNetCoreSession))
     branch "/memory" (fun b -> b.UseSesame().Run(RequestDelegate sesame))
-    branch "/file" (fun b -> b.UseMiddleware<SesameMiddleware>(sesameOver file loggerFactory).Run(RequestDelegate sesame))
-    branch "/redis" (fun b -> b.UseMiddleware<SesameMiddleware>(sesameOver redis loggerFactory).Run(RequestDelegate sesame))
+    branch "/file" (fun b -> b.Use(sesameOver file loggerFactory).Run(RequestDelegate sesame))
+    branch "/redis" (fun b -> b.Use(sesameOver redis loggerFactory).Run(RequestDelegate sesame))
     app.Lifetime.ApplicationStarted.Register(fun () -> Console.WriteLine "READY") |> ignore
     app.Run()
     (file :> IDisposable).Dispose()

@@ -31,11 +31,11 @@ type Measured =
       /// The same sessions held as parsed trees in a dictionary (as the store held them before it kept JSON).
       TreeHeapBytes: int64 }
 
-let private fill (store: ISessionStore) (first: int) (count: int) =
-    let commit = { IdleTimeout = TimeSpan.FromHours 1.0; MustExist = false; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes }
+let private fill (store: SessionStore) (first: int) (count: int) =
+    let commit = { IdleTimeout = TimeSpan.FromHours 1.0; MustExist = false; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes; UserLimit = UserLimit.None }
     for i in first .. first + count - 1 do
         // A new session's first commit, as Sesame makes it: the whole tree set at the root.
-        let patch = Patch.fold [ Update.Set(SessionPath.root, Json.parse (sessionJson i)) ]
+        let patch = SessionChange(Patch.fold [ Update.Set(SessionPath.root, Json.parse (sessionJson i)) ])
         store.CommitAsync(SessionId.create (), patch, commit, CancellationToken.None).GetAwaiter().GetResult() |> ignore
 
 /// Fills a default memory store with its bound of ~1 KB sessions, measures the heap after a full GC,

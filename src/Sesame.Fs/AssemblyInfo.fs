@@ -6,6 +6,7 @@ open System.Runtime.CompilerServices
 // session handle) on their own; the tests check internal pieces (ids, tickets, the runtime)
 // directly; the contract suite makes ids the way Sesame does.
 [<assembly: InternalsVisibleTo("Sesame.Benchmarks")>]
+[<assembly: InternalsVisibleTo("Sesame.LoadTest")>]
 [<assembly: InternalsVisibleTo("Sesame.Tests")>]
 [<assembly: InternalsVisibleTo("Sesame.Redis.Tests")>]
 [<assembly: InternalsVisibleTo("Sesame.Postgres.Tests")>]
