@@ -15,7 +15,7 @@ open StackExchange.Redis
 /// A redis-server of the benchmark's own on a free loopback port (no persistence), with extra arguments
 /// (for a replica: <c>--replicaof 127.0.0.1 port</c>).
 [<Sealed>]
-type private LocalRedis(extra: string list) =
+type internal LocalRedis(extra: string list) =
     let directory = Directory.CreateTempSubdirectory "sesame-bench-redis-"
     let port =
         let listener = new TcpListener(IPAddress.Loopback, 0)

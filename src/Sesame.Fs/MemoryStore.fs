@@ -285,7 +285,8 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             entry.Meta,
             DateTimeOffset(lastSeen, TimeSpan.Zero),
             (if entry.ExpiresAt = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(entry.ExpiresAt, TimeSpan.Zero)),
-            entry.Size
+            // The tree's compact JSON, as every store reports it (Size is what the session counts against the bounds).
+            int64 entry.Utf8.Length
         )
 
     /// Makes room for one more session of a user, under the user lock; false when the policy refuses.

@@ -425,7 +425,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             let summary = sessions |> List.find (fun s -> s.Id = first)
             Expect.equal summary.UserId ada "the summary's user"
             Expect.equal (SessionPath.tryGet (path "device.ip") summary.Meta) (Some(Json.string "10.0.0.1")) "device facts"
-            Expect.isGreaterThan summary.SizeBytes 0L "the tree's size"
+            let! stored = store.LoadAsync(first, creating.IdleTimeout, testToken ())
+            Expect.equal summary.SizeBytes (JsonSize.utf8Length stored.Data) "the summary's size is the tree's compact JSON"
             Expect.notEqual summary.Handle first "the handle is not the id"
             // Rotating a signed-in session moves its index entry with it.
             let rotated = SessionId.createFor ada
