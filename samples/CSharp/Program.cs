@@ -1,4 +1,5 @@
-// node-sesame's examples and a shopping cart, as a C# minimal-API app:
+// node-sesame's examples, a shopping cart, and login/logout with a "your devices" page (/login, /me, /devices;
+// AccountEndpoints.cs, a demo with no passwords), as a C# minimal-API app:
 //   dotnet run --project samples/CSharp                       (http://localhost:5001, memory store)
 //   dotnet run --project samples/CSharp -- --store file:sessions.db --urls http://localhost:5002
 //   dotnet run --project samples/CSharp -- --store redis:localhost:6379   (any number of instances, one Redis)

@@ -3,7 +3,8 @@ namespace Sesame.Samples.CSharp;
 /// <summary>The sample's endpoints: node-sesame's examples with the dynamic facade, a cart with the typed one.</summary>
 public static class SampleEndpoints
 {
-    /// <summary>Maps <c>GET /</c>, <c>GET /nested</c>, <c>GET /session</c> and the <c>/cart</c> endpoints.</summary>
+    /// <summary>Maps <c>GET /</c>, <c>GET /nested</c>, <c>GET /session</c>, the <c>/cart</c> endpoints, and login, logout
+    /// and "your devices" (<see cref="AccountEndpoints"/>).</summary>
     public static IEndpointRouteBuilder MapSesameSamples(this IEndpointRouteBuilder app)
     {
         app.MapGet("/", (Func<HttpContext, Task<string>>)Counter);
@@ -15,6 +16,8 @@ public static class SampleEndpoints
         cart.MapPost("/items", AddToCart);
         cart.MapDelete("/items/{sku}", RemoveFromCart);
         cart.MapDelete("/", EmptyCart);
+
+        app.MapAccount();
         return app;
     }
 

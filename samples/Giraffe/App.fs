@@ -24,11 +24,13 @@ let nested: HttpHandler =
 let show: HttpHandler =
     Session.handler (fun session -> text (Json.serialize (Session.current session)))
 
-/// The app: every route below gets a session.
+/// The app: every route below gets a session. Login, logout and "your devices" are in Account.fs.
 let webApp: HttpHandler =
     withSession
-    >=> choose
+    >=> choose (
         [ GET >=> route "/" >=> counter
           GET >=> route "/nested" >=> nested
-          GET >=> route "/session" >=> show
-          setStatusCode 404 >=> text "Not found" ]
+          GET >=> route "/session" >=> show ]
+        @ Account.routes
+        @ [ setStatusCode 404 >=> text "Not found" ]
+    )

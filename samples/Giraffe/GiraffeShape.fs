@@ -42,6 +42,10 @@ let choose (handlers: HttpHandler list) : HttpHandler =
 let GET: HttpHandler =
     fun next ctx -> if HttpMethods.IsGet ctx.Request.Method then next ctx else skip
 
+/// Continues for POST requests only.
+let POST: HttpHandler =
+    fun next ctx -> if HttpMethods.IsPost ctx.Request.Method then next ctx else skip
+
 /// Continues when the request path is exactly this.
 let route (path: string) : HttpHandler =
     fun next ctx -> if ctx.Request.Path.Value = path then next ctx else skip
@@ -54,6 +58,22 @@ let text (body: string) : HttpHandler =
             do! ctx.Response.WriteAsync body
             return Some ctx
         }
+
+/// Writes an HTML response (Giraffe's htmlString).
+let htmlString (html: string) : HttpHandler =
+    fun _next ctx ->
+        task {
+            ctx.Response.ContentType <- "text/html; charset=utf-8"
+            do! ctx.Response.WriteAsync html
+            return Some ctx
+        }
+
+/// Redirects to a location (Giraffe's redirectTo): 301 when permanent, else 302. A browser follows a 302 after a
+/// POST with a GET, which is what a form's post-redirect-get needs.
+let redirectTo (permanent: bool) (location: string) : HttpHandler =
+    fun _next ctx ->
+        ctx.Response.Redirect(location, permanent)
+        Task.FromResult(Some ctx)
 
 /// Sets the status code and continues.
 let setStatusCode (code: int) : HttpHandler =

@@ -17,6 +17,36 @@ let private startSample () =
     startHostOn Kestrel (new MemoryStore()) noOptions (runHandler App.webApp) (new LogCapture())
 
 
+/// A client of the sample with its own cookie jar and user agent; it follows redirects, as a browser does.
+let private device (host: Microsoft.Extensions.Hosting.IHost) (agent: string) =
+    let jar = CookieContainer()
+    let client = new HttpClient(new HttpClientHandler(CookieContainer = jar, UseCookies = true), BaseAddress = addressOf host)
+    client.DefaultRequestHeaders.UserAgent.ParseAdd agent
+    client, jar
+
+/// The session cookie a client holds, or None.
+let private sessionCookie (host: Microsoft.Extensions.Hosting.IHost) (jar: CookieContainer) =
+    jar.GetCookies(addressOf host)
+    |> Seq.tryFind (fun c -> c.Name = SesameOptions.DefaultCookieName && not c.Expired && c.Value <> "")
+    |> Option.map _.Value
+
+/// Posts a form and gives the body of the page it ends on (after redirects).
+let private postForm (client: HttpClient) (path: string) (fields: (string * string) list) =
+    task {
+        use content = new FormUrlEncodedContent(fields |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
+        use! response = client.PostAsync(path, content)
+        let! body = response.Content.ReadAsStringAsync()
+        Expect.isTrue response.IsSuccessStatusCode $"POST {path} ends on a page ({int response.StatusCode}): {body}"
+        return body
+    }
+
+let private count (fragment: string) (text: string) =
+    Text.RegularExpressions.Regex.Matches(text, Text.RegularExpressions.Regex.Escape fragment).Count
+
+/// The handles of the other devices' sign-out buttons on a devices page.
+let private otherHandles (page: string) =
+    Text.RegularExpressions.Regex.Matches(page, "name=\"handle\" value=\"([^\"]+)\"") |> Seq.map (fun m -> m.Groups[1].Value) |> List.ofSeq
+
 /// A sample process the test started: disposing it kills the process if it still runs, so a test
 /// that fails half way leaves no server behind.
 type private SampleProcess(child: Process) =
@@ -78,6 +108,93 @@ let tests =
                 Expect.equal body expected "body"
             let! session = client.GetStringAsync "/session"
             Expect.equal session ("""{"times":3,"foo":{"bar":{"baz":8}}}""") "session"
+        }
+
+        testCaseTask "login names the user; logout signs out, and the old cookie no longer signs anyone in" <| fun () -> task {
+            use! host = startSample ()
+            let client, jar = device host "laptop"
+            use _ = client
+            let! page = client.GetStringAsync "/me"
+            Expect.stringContains page "Not signed in." "Before login the account page says so."
+            let! page = postForm client "/login" [ "user", "ada" ]
+            Expect.stringContains page "Signed in as <b id=\"user\">ada</b>" "The login ends on the account page, naming the user."
+            let signedInCookie = sessionCookie host jar
+            Expect.isSome signedInCookie "The login issued a session cookie."
+            let! page = postForm client "/logout" []
+            Expect.stringContains page "Not signed in." "The logout ends on the login page, signed out."
+            Expect.isNone (sessionCookie host jar) "The logout expired the cookie."
+            // Someone who kept the old cookie gets nothing from it.
+            let thief, thiefJar = device host "thief"
+            use _ = thief
+            thiefJar.Add(addressOf host, Cookie(SesameOptions.DefaultCookieName, signedInCookie.Value))
+            let! page = thief.GetStringAsync "/me"
+            Expect.stringContains page "Not signed in." "The session the logout destroyed is gone."
+        }
+
+        testCaseTask "login rotates the id and keeps the session's data; a fresh login starts with an empty session" <| fun () -> task {
+            use! host = startSample ()
+            let client, jar = device host "laptop"
+            use _ = client
+            let! _ = client.GetStringAsync "/"
+            let! _ = client.GetStringAsync "/"
+            let before = sessionCookie host jar
+            let! _ = postForm client "/login" [ "user", "ada" ]
+            Expect.notEqual (sessionCookie host jar) before "The login moved the session to a new id (against fixation)."
+            let! data = client.GetStringAsync "/session"
+            Expect.equal data """{"times":2}""" "The login kept what the session held."
+
+            let fresh, _ = device host "kiosk"
+            use _ = fresh
+            let! _ = fresh.GetStringAsync "/"
+            let! page = postForm fresh "/login" [ "user", "bob"; "fresh", "on" ]
+            Expect.stringContains page "Signed in as <b id=\"user\">bob</b>" "The fresh login signed in."
+            let! data = fresh.GetStringAsync "/session"
+            Expect.equal data "{}" "The fresh login started with an empty session."
+        }
+
+        testCaseTask "the devices page lists a user's sessions with their user agents, and ends one or all others" <| fun () -> task {
+            use! host = startSample ()
+            let laptop, _ = device host "laptop-agent"
+            let phone, _ = device host "phone-agent"
+            let tablet, _ = device host "tablet-agent"
+            let other, _ = device host "other-user-agent"
+            use _ = laptop
+            use _ = phone
+            use _ = tablet
+            use _ = other
+            for client in [ laptop; phone; tablet ] do
+                let! _ = postForm client "/login" [ "user", "ada" ]
+                ()
+            let! _ = postForm other "/login" [ "user", "grace" ]
+            let! page = laptop.GetStringAsync "/devices"
+            Expect.equal (count "<tr class=\"device" page) 3 "Ada's three sessions are listed, not Grace's."
+            Expect.equal (count "<tr class=\"device current\"" page) 1 "One is marked current."
+            for agent in [ "laptop-agent"; "phone-agent"; "tablet-agent" ] do
+                Expect.stringContains page agent "Each device's user agent is shown."
+            Expect.isFalse (page.Contains "other-user-agent") "Another user's device is not shown."
+            let handles = otherHandles page
+            Expect.hasLength handles 2 "The two other devices have a sign-out button each."
+
+            // Grace cannot end Ada's sessions by posting their handles.
+            let! _ = postForm other "/devices/end" [ "handle", handles.Head ]
+            let! page = laptop.GetStringAsync "/devices"
+            Expect.equal (count "<tr class=\"device" page) 3 "Another user's post ended nothing."
+
+            let! page = postForm laptop "/devices/end" [ "handle", handles.Head ]
+            Expect.equal (count "<tr class=\"device" page) 2 "Ending one device leaves two."
+            let! phonePage = phone.GetStringAsync "/me"
+            let! tabletPage = tablet.GetStringAsync "/me"
+            Expect.equal ([ phonePage; tabletPage ] |> List.filter (fun p -> p.Contains "Not signed in.") |> List.length) 1 "Exactly the ended device is signed out."
+
+            let! page = postForm laptop "/devices/end-others" []
+            Expect.equal (count "<tr class=\"device" page) 1 "Signing out the other devices leaves this one."
+            for client in [ phone; tablet ] do
+                let! page = client.GetStringAsync "/me"
+                Expect.stringContains page "Not signed in." "Every other device is signed out."
+            let! page = laptop.GetStringAsync "/me"
+            Expect.stringContains page "Signed in as" "This device stays signed in."
+            let! page = other.GetStringAsync "/me"
+            Expect.stringContains page "Signed in as <b id=\"user\">grace</b>" "Another user's session is untouched."
         }
 
         testCase "the sample reads its store choice, refusing an unknown one" <| fun () ->
