@@ -290,6 +290,36 @@ let tests =
               Expect.equal back "alice" "and is authenticated again"
           }
 
+          testCaseTask "signing in as another user empties the previous user's session" <| fun () -> task {
+              let! host = startApp NoEvents noOptions true
+              use _ = host
+              let browser = browserOf host
+              let! _ = browser.TextAsync "/login?user=alice"
+              let! _ = browser.TextAsync "/put?value=alice-private"
+              let! _ = browser.TextAsync "/login?user=bob"
+              let! value = browser.TextAsync "/get"
+              Expect.equal value "(none)" "bob does not see alice's data"
+              let! alices = browser.TextAsync "/sessions?user=alice"
+              Expect.equal alices "" "the session is no longer alice's"
+              let! bobs = browser.TextAsync "/sessions?user=bob"
+              let! id = browser.TextAsync "/id"
+              Expect.equal bobs id "it is bob's"
+          }
+
+          testCaseTask "validating the auth cookie does not count as using the session: no no-cache headers" <| fun () -> task {
+              let! host = startApp NoEvents noOptions true
+              use _ = host
+              let client = (host.GetTestServer()).CreateClient()
+              let browser = Jar(client)
+              let! _ = browser.TextAsync "/login?user=alice"
+              use request = new HttpRequestMessage(HttpMethod.Get, "/whoami")
+              request.Headers.Add("Cookie", String.Join("; ", browser.Cookies |> Seq.map (fun pair -> $"{pair.Key}={pair.Value}")))
+              let! response = client.SendAsync request
+              let! body = response.Content.ReadAsStringAsync()
+              Expect.equal body "alice" "authenticated through the bound session"
+              Expect.isFalse (response.Headers.CacheControl <> null && response.Headers.CacheControl.NoStore) "no Cache-Control: no-store for a handler that left the session alone"
+          }
+
           testCaseTask "the app's own event callbacks still run, first, around the binding" <| fun () -> task {
               let calls = Calls()
               let! host = startApp (Callbacks calls) noOptions true
