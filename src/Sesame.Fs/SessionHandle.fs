@@ -562,7 +562,7 @@ type SessionHandle
     /// Signs the session in as <paramref name="userId"/>: moves it to a new id (against fixation) bound to the user,
     /// with the device facts <see cref="P:Sesame.SesameOptions.DeviceFacts"/> names, in one atomic store step that also
     /// adds it to the user's index. The session keeps its data: a login that must start clean calls
-    /// <see cref="M:Sesame.SessionHandle.ClearAsync"/> first, or <c>Clear()</c>s it.
+    /// <see cref="M:Sesame.SessionHandle.DestroyAsync"/> first, and signs in the new, empty session it leaves.
     /// </summary>
     /// <returns><c>SignedIn</c>, or <c>LimitReached</c> when the user has <c>MaxSessionsPerUser</c> sessions and the
     /// policy refuses more (nothing changed, the session is as it was).</returns>
