@@ -10,6 +10,7 @@ open System
 open System.IO
 open System.Reflection
 open Expecto
+open Microsoft.FSharp.Reflection
 open PublicApiGenerator
 
 /// The libraries users reference (one type from each names its assembly).
@@ -33,9 +34,41 @@ let private compilerAttributes =
         "System.Runtime.CompilerServices.CompilerGeneratedAttribute"
     |]
 
+/// The namespaces outside Sesame where the libraries put extension methods (AddSesame, UseSesame, AddRedisStore...),
+/// so they are found where users look for them; PublicApiGenerator leaves System and Microsoft namespaces out unless
+/// they are named.
+let private extensionNamespaces =
+    [| "Microsoft.AspNetCore.Builder"; "Microsoft.AspNetCore.Http"; "Microsoft.Extensions.DependencyInjection" |]
+
+/// The cases of every public F# union and their fields: PublicApiGenerator shows a union's case classes but not what
+/// they hold (the F# compiler marks those members as its own), so a changed case would not show without this.
+let private unionCases (assembly: Assembly) =
+    let typeName (t: Type) = t.ToString()
+    [
+        for t in assembly.GetExportedTypes() |> Array.sortBy (fun t -> t.FullName) do
+            if FSharpType.IsUnion(t, BindingFlags.Public) && not (FSharpType.IsUnion(t.BaseType, BindingFlags.Public)) then
+                let cases =
+                    FSharpType.GetUnionCases(t, BindingFlags.Public)
+                    |> Array.map (fun case ->
+                        match case.GetFields() with
+                        | [||] -> case.Name
+                        | fields ->
+                            let described = fields |> Array.map (fun f -> $"{f.Name}: {typeName f.PropertyType}") |> String.concat " * "
+                            $"{case.Name} of {described}")
+                $"// union {t.FullName} = " + String.concat " | " cases
+    ]
+
 let private publicApiOf (assembly: Assembly) =
-    let options = ApiGeneratorOptions(IncludeAssemblyAttributes = false, ExcludeAttributes = compilerAttributes)
-    assembly.GeneratePublicApi(options).Replace("\r\n", "\n").TrimEnd() + "\n"
+    let options =
+        ApiGeneratorOptions(
+            IncludeAssemblyAttributes = false,
+            ExcludeAttributes = compilerAttributes,
+            AllowNamespacePrefixes = extensionNamespaces
+        )
+    let api = assembly.GeneratePublicApi(options).Replace("\r\n", "\n").TrimEnd()
+    match unionCases assembly with
+    | [] -> api + "\n"
+    | cases -> api + "\n" + String.concat "\n" cases + "\n"
 
 /// tests/Sesame.Tests/PublicApi in the repository: found by walking up from the test program's folder to the folder
 /// that holds Sesame.sln (the approved files are source, and approving rewrites them there, not in bin/).
