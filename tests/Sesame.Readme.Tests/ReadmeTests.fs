@@ -154,5 +154,15 @@ let tests =
             for block in documentationOnly do
                 Expect.equal block.Marker "saturn" $"{describe block}\nis marked '{block.Marker}': only ```fsharp saturn blocks are left out of the compile check"
         }
+        test "every snippet is a block of a document" {
+            // A snippet no document shows any more only looks like coverage: remove it with its block.
+            for language, extension in [ "fsharp", ".fs"; "csharp", ".cs" ] do
+                let shown = compiled |> List.filter (fun block -> block.Language = language) |> List.map _.Text |> set
+                let unused = snippets root extension |> Map.filter (fun _ text -> not (shown.Contains text)) |> Map.keys |> List.ofSeq
+                if not unused.IsEmpty then
+                    let names = String.concat ", " documents
+                    let snippetNames = String.concat ", " unused
+                    failtest $"{extension} snippets that match no block of {names}: {snippetNames} (remove them, or their block changed: copy it over the snippet)"
+        }
         yield! compiled |> List.map (blockTest root)
     ]
