@@ -173,8 +173,9 @@ module Json =
         options.Converters.Add(JsonFSharpConverter())
         options
 
-    /// The options used when none are given.
-    let defaultSerializerOptions = createSerializerOptions ()
+    /// The options used when none are given (private: a shared, mutable JsonSerializerOptions must not be reachable;
+    /// callers who want to customise take their own from createSerializerOptions).
+    let private defaultSerializerOptions = createSerializerOptions ()
 
     /// <summary>Encodes a .NET or F# value as JSON with the given serializer options.</summary>
     /// <exception cref="System.NotSupportedException">The value's type cannot be serialized.</exception>
@@ -187,7 +188,7 @@ module Json =
         | :? JsonElement as element -> ofJsonElement element
         | _ -> parseUtf8 (ReadOnlySpan(JsonSerializer.SerializeToUtf8Bytes<'value>(value, options)))
 
-    /// <summary>Encodes a .NET or F# value as JSON with <see cref="P:Sesame.JsonModule.defaultSerializerOptions"/>.</summary>
+    /// <summary>Encodes a .NET or F# value as JSON with the options <see cref="M:Sesame.JsonModule.createSerializerOptions"/> returns.</summary>
     let encode (value: 'value) : Json = encodeWith defaultSerializerOptions value
 
     /// <summary>Decodes JSON into a .NET or F# value with the given serializer options.</summary>
@@ -200,5 +201,5 @@ module Json =
             write (text.Start()) json
             JsonSerializer.Deserialize<'value>(text.Finish(), options)
 
-    /// <summary>Decodes JSON into a .NET or F# value with <see cref="P:Sesame.JsonModule.defaultSerializerOptions"/>.</summary>
+    /// <summary>Decodes JSON into a .NET or F# value with the options <see cref="M:Sesame.JsonModule.createSerializerOptions"/> returns.</summary>
     let decode<'value> (json: Json) : 'value = decodeWith<'value> defaultSerializerOptions json

@@ -261,7 +261,7 @@ type SessionHandle
     member _.IsLoaded = loaded
 
     /// Whether this request read or changed the session (it loaded it).
-    member _.WasTouched = touched
+    member internal _.WasTouched = touched
 
     /// Whether there are changes not yet committed.
     member _.HasPendingChanges = lock gate (fun () -> pending.Count > 0 || pendingMeta.Count > 0)
@@ -391,7 +391,7 @@ type SessionHandle
     /// <exception cref="System.InvalidOperationException">The session is new and the response has started: no cookie could
     /// reach the client any more, so the change could never be found again; nothing is recorded.</exception>
     /// <exception cref="T:Sesame.SessionShapeException">The session is newer than the app and served read-only; nothing is recorded.</exception>
-    member _.Record(update: Update) : unit =
+    member internal _.Record(update: Update) : unit =
         ensureLoaded ()
         if readOnly then
             raise (

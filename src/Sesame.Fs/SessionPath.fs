@@ -234,7 +234,7 @@ module SessionPath =
     /// Missing containers are created only when <c>change</c> produces a value.
     /// </summary>
     /// <exception cref="T:Sesame.PathConflictException">The path crosses a value of the wrong kind, or an index is past the end.</exception>
-    let modify (path: SessionPath) (change: Json voption -> Json voption) (node: Json voption) : Json voption =
+    let internal modify (path: SessionPath) (change: Json voption -> Json voption) (node: Json voption) : Json voption =
         let rec go depth segments (node: Json voption) =
             match segments with
             | [] -> change node

@@ -707,13 +707,13 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     /// <summary>The Redis key that holds a session: <c>KeyPrefix{c}:id</c>, where <c>c</c> is the id's shard tag (its first character, for ids Sesame makes).</summary>
     /// <param name="id">The session id.</param>
-    member _.KeyOf(id: string) : string =
+    member internal _.KeyOf(id: string) : string =
         if isNull id then nullArg "id"
         options.KeyPrefix + "{" + string (RedisLayout.tagOf id) + "}:" + id
 
     /// <summary>The Redis key of a user's index of sessions: <c>KeyPrefix{c}u:userId</c>, where <c>c</c> is the user's shard character.</summary>
     /// <param name="userId">The user id.</param>
-    member _.UserIndexKeyOf(userId: string) : string =
+    member internal _.UserIndexKeyOf(userId: string) : string =
         if isNull userId then nullArg "userId"
         options.KeyPrefix + "{" + string (RedisLayout.shardOf userId) + "}u:" + userId
 

@@ -7,7 +7,7 @@ open System.Collections.Generic
 /// A store broke the contract: one case failed (<see cref="P:Sesame.Testing.StoreContractException.CaseName"/>), or,
 /// from <see cref="M:Sesame.Testing.SessionStoreContract.RunAllAsync(System.Collections.Generic.IEnumerable{Sesame.Testing.SessionStoreCase},System.Threading.CancellationToken)"/>,
 /// several did (<see cref="P:Sesame.Testing.StoreContractException.Failures"/>). The message names each case and what
-/// differed from what the contract requires.
+/// differed from what the contract requires. Only the contract suite raises it.
 /// </summary>
 [<Sealed>]
 type StoreContractException private (message: string, caseName: string, detail: string, failures: IReadOnlyList<StoreContractException>, inner: exn) =
@@ -17,13 +17,13 @@ type StoreContractException private (message: string, caseName: string, detail: 
     /// <param name="caseName">The case's name.</param>
     /// <param name="detail">What differed from what the contract requires.</param>
     /// <param name="inner">What the store threw, when it threw something the case did not expect; otherwise <c>null</c>.</param>
-    new(caseName: string, detail: string, inner: exn) =
+    internal new(caseName: string, detail: string, inner: exn) =
         StoreContractException($"The store broke the contract in \"{caseName}\": {detail}", caseName, detail, null, inner)
 
     /// <summary>Several cases of one run failed; the message lists each.</summary>
     /// <param name="failures">The failures of the cases, one each.</param>
     /// <param name="caseCount">How many cases ran.</param>
-    new(failures: IReadOnlyList<StoreContractException>, caseCount: int) =
+    internal new(failures: IReadOnlyList<StoreContractException>, caseCount: int) =
         if isNull failures || failures.Count = 0 then invalidArg (nameof failures) "A failed run has at least one failed case."
         let lines = [ for failure in failures -> $"{Environment.NewLine}- \"{failure.CaseName}\": {failure.Detail}" ]
         let message = $"The store broke the contract in {failures.Count} of {caseCount} cases:{String.concat String.Empty lines}"
