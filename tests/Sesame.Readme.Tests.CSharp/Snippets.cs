@@ -5,8 +5,11 @@
 using JsonObject = System.Text.Json.Nodes.JsonObject; // Sesame has a JsonObject of its own (the immutable tree's)
 
 // readme end
+using System.Security.Claims;
 using System.Text.Json.Nodes;
 using System.Threading.RateLimiting;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authentication.Cookies;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.RateLimiting;
@@ -214,6 +217,48 @@ public static class Snippets
             options.Events.OnCreated = ctx => { logger.LogInformation("Session {Handle} created", ctx.Handle); return Task.CompletedTask; };
             options.Events.OnEvicted = ctx => { metrics.Evicted(ctx.Reason); return Task.CompletedTask; };
         });
+        // readme end
+    }
+
+    /// <summary>README: login, logout and your devices in the samples.</summary>
+    public static async Task SampleAccount(SesameSession session, HttpContext context, string user, string handle)
+    {
+        // readme: sample-account
+        // C#: samples/CSharp/AccountEndpoints.cs
+        await session.SignInAsync(user);                  // SignInResult.SignedIn or LimitReached
+        await session.SignOutAsync();
+        var sessions = await context.GetUserSessionsAsync(user);
+        await context.EndUserSessionAsync(user, handle);
+        await context.EndOtherSessionsAsync();
+        // readme end
+        _ = sessions;
+    }
+
+    /// <summary>README: signing in with ASP.NET Core authentication.</summary>
+    public static void Authentication(WebApplicationBuilder builder)
+    {
+        // readme: authentication
+        builder.Services.AddSesame(options =>
+            {
+                options.IdleTimeout = TimeSpan.FromHours(8);   // a sign-in now lasts as long as its session
+                options.Cookie.MaxAge = TimeSpan.FromDays(14); // for persistent ("remember me") sign-ins
+            })
+            .AddMemoryStore()
+            .BindToAuthentication(); // or .BindToAuthentication(o => o.UserIdClaimType = "sub")
+        builder.Services.AddAuthentication(CookieAuthenticationDefaults.AuthenticationScheme).AddCookie();
+        var app = builder.Build();
+        app.UseSesame();            // before authentication: validating the auth cookie reads the session
+        app.UseAuthentication();
+
+        app.MapPost("/login", async (HttpContext context) =>
+        {
+            // ... check the password, then:
+            var user = new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.NameIdentifier, "alice")], "password"));
+            await context.SignInAsync(user);   // the session moves to a new id, bound to "alice"
+        });
+        app.MapPost("/logout", (HttpContext context) => context.SignOutAsync()); // the session is destroyed
+        app.MapPost("/password-changed", (HttpContext context, ClaimsPrincipal user) => // "sign out everywhere"
+            context.EndAllUserSessionsAsync(user.FindFirstValue(ClaimTypes.NameIdentifier)!)); // answers how many ended
         // readme end
     }
 }

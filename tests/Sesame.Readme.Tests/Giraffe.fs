@@ -43,3 +43,9 @@ let redirectTo (permanent: bool) (location: string) : HttpHandler =
     fun _ ctx ->
         ctx.Response.Redirect(location, permanent)
         Task.FromResult(Some ctx)
+
+/// Giraffe's setStatusCode.
+let setStatusCode (statusCode: int) : HttpHandler =
+    fun next ctx ->
+        ctx.Response.StatusCode <- statusCode
+        next ctx

@@ -149,3 +149,87 @@ module EventsExample =
             options.Events.OnSignedIn <- Func<_, _>(fun ctx -> audit.SignedIn(ctx.UserId, ctx.Handle); Task.CompletedTask)
             options.Events.OnExpired <- Func<_, _>(fun ctx -> cleanup.Enqueue ctx.SessionId; Task.CompletedTask))
         // readme end
+
+/// README: users and their devices.
+module UsersExample =
+    // readme: users-and-devices
+    open Sesame
+
+    let signIn (userId: string) : HttpHandler =
+        fun next ctx ->
+            task {
+                let! session = Session.loadAsync ctx
+                match! session |> Session.signInAsync userId with
+                | SignInResult.SignedIn -> return! next ctx
+                | _ -> return None // MaxSessionsPerUser reached with UserLimitPolicy.Refuse
+            }
+
+    let devices: HttpHandler =
+        fun next ctx ->
+            task {
+                let! session = Session.loadAsync ctx
+                match Session.userId session with
+                | None -> return None
+                | Some user ->
+                    let! sessions = Sessions.ofUserAsync user ctx // least recently used first
+                    for s in sessions do
+                        // s.Handle names a session without giving its id away; s.Meta holds the device facts
+                        printfn "%s last seen %O" s.Handle s.LastSeen
+                    return! next ctx
+            }
+    // readme end
+
+/// README: login, logout and your devices in the samples.
+module SampleAccountExample =
+    open Giraffe
+
+    /// What the sample's formValue does: a posted field.
+    let private formValue (name: string) (ctx: HttpContext) : Task<string> =
+        task {
+            let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
+            return string form[name]
+        }
+
+    // readme: sample-account
+    // F#: samples/Giraffe/Account.fs (formValue reads a posted field)
+    let login: HttpHandler =
+        Session.handler (fun session next ctx ->
+            task {
+                let! user = formValue "user" ctx                  // a real app checks a password here
+                match! Session.signInAsync user session with      // new id, bound to the user, device facts recorded
+                | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
+                | _ -> return! (setStatusCode 409 >=> text "Signed in on too many devices") next ctx
+            })
+
+    let logout: HttpHandler =
+        Session.handler (fun session next ctx ->
+            task {
+                do! Session.signOutAsync session                  // destroyed: gone from the store and the user's devices
+                return! redirectTo false "/login" next ctx
+            })
+
+    // "your devices": the user's sessions with their device facts, least recently used first
+    let devices (user: string) (session: SessionHandle) (ctx: HttpContext) =
+        task {
+            let! sessions = Sessions.ofUserAsync user ctx         // s.Meta["device"]: userAgent, ip, signedIn
+            let current = SessionSummary.HandleOf session.Id      // show handles, never ids
+            return sessions |> List.map (fun s -> s.Handle, s.Handle = current)
+        }
+
+    let endDevice (user: string) (handle: string) (session: SessionHandle) (ctx: HttpContext) =
+        task {
+            let! _ = Sessions.endByHandleAsync user handle ctx    // the "Sign out" button of another device
+            let! others = Sessions.endOthersAsync session ctx     // "Sign out all other devices"
+            return others
+        }
+    // readme end
+
+    /// A login that starts clean.
+    let startClean (user: string) (session: SessionHandle) =
+        task {
+            // readme: start-clean
+            do! Session.destroyAsync session                     // C#: await session.DestroyAsync();
+            let! result = Session.signInAsync user session       // a new session, bound to the user, with nothing planted
+            // readme end
+            return result
+        }
