@@ -69,22 +69,27 @@ let commandExists (name: string) =
     let code, _ = run "sh" $"-c \"command -v {name} >/dev/null\"" true
     code = 0
 
-/// Redis-backed tests start a real redis-server; install it when the machine lacks it.
-let ensureRedis () =
-    if not (commandExists "redis-server") then
-        printfn "redis-server is missing: installing it with apt-get"
-        let sudo = if Environment.UserName = "root" then "" else "sudo "
-        let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq redis-server >/dev/null\"" false
-        if code <> 0 then printfn "warning: could not install redis-server; the Redis tests will fail"
-
-/// PostgreSQL-backed tests start a throwaway cluster with initdb and pg_ctl; install them when the machine lacks them.
-let ensurePostgres () =
-    let installed = commandExists "pg_ctl" || (IO.Directory.Exists "/usr/lib/postgresql" && IO.Directory.GetDirectories "/usr/lib/postgresql" |> Array.exists (fun d -> IO.File.Exists(IO.Path.Combine(d, "bin", "initdb"))))
+/// Installs a Debian package with apt-get when what it provides is missing (the tests start real servers and a browser).
+let ensurePackage (package: string) (installed: bool) (whatFails: string) =
     if not installed then
-        printfn "PostgreSQL is missing: installing it with apt-get"
+        printfn "%s is missing: installing it with apt-get" package
         let sudo = if Environment.UserName = "root" then "" else "sudo "
-        let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq postgresql >/dev/null\"" false
-        if code <> 0 then printfn "warning: could not install postgresql; the PostgreSQL tests will fail"
+        let code, _ = run "sh" $"-c \"{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package} >/dev/null\"" false
+        if code <> 0 then printfn "warning: could not install %s; %s will fail" package whatFails
+
+/// Redis-backed tests start a real redis-server.
+let ensureRedis () = ensurePackage "redis-server" (commandExists "redis-server") "the Redis tests"
+
+/// PostgreSQL-backed tests start a throwaway cluster with initdb and pg_ctl.
+let ensurePostgres () =
+    let installed =
+        commandExists "pg_ctl"
+        || (IO.Directory.Exists "/usr/lib/postgresql"
+            && IO.Directory.GetDirectories "/usr/lib/postgresql" |> Array.exists (fun d -> IO.File.Exists(IO.Path.Combine(d, "bin", "initdb"))))
+    ensurePackage "postgresql" installed "the PostgreSQL tests"
+
+/// The browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+let ensureChromium () = ensurePackage "chromium" (IO.File.Exists "/usr/bin/chromium") "the browser tests"
 
 let args = fsi.CommandLineArgs |> Array.skip 1
 let target = if args.Length = 0 then "build" else args[0]
@@ -101,6 +106,7 @@ match target with
 | "test" ->
     ensureRedis ()
     ensurePostgres ()
+    ensureChromium ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
     let expectoRuns =
         [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
