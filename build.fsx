@@ -146,6 +146,7 @@ match target with
 | "bench" ->
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.Benchmarks -- {rest}" false))
 | "loadtest" ->
+    ensurePostgres ()
     // Sesame against ASP.NET Core Session and no session, with wrk; writes docs/performance.md (arguments after -- go to it).
     exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.LoadTest -- {rest}" false))
 | "flood" ->

@@ -122,7 +122,7 @@ let private sesameOver (store: SessionStore) (loggerFactory: ILoggerFactory) =
     Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create (services.BuildServiceProvider().GetRequiredService<SesameRuntime>()))
 
 /// Runs the app on 127.0.0.1:port until killed; prints READY once it listens.
-let serve (port: int) (redisPort: int) (filePath: string) =
+let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     let builder = WebApplication.CreateBuilder()
     builder.Logging.ClearProviders().AddSimpleConsole().SetMinimumLevel(LogLevel.Warning) |> ignore
     // At the end of every run wrk drops its connections with requests in flight; their commits are
@@ -139,6 +139,13 @@ let serve (port: int) (redisPort: int) (filePath: string) =
     let loggerFactory = app.Services.GetRequiredService<ILoggerFactory>()
     let file = FileStore.Open(filePath, FileStoreOptions(), loggerFactory.CreateLogger "FileStore")
     let redis = (RedisStore.ConnectAsync($"127.0.0.1:{redisPort}", RedisStoreOptions(), loggerFactory.CreateLogger "RedisStore")).Result
+    let postgres =
+        new Sesame.Postgres.PostgresStore(
+            $"Host=127.0.0.1;Port={postgresPort};Username=sesame;Database=postgres",
+            Sesame.Postgres.PostgresStoreOptions(),
+            loggerFactory.CreateLogger "PostgresStore"
+        )
+    postgres.EnsureSchemaAsync(Threading.CancellationToken.None).GetAwaiter().GetResult()
     let branch (prefix: string) (configure: IApplicationBuilder -> unit) =
         app.Map(PathString prefix, Action<IApplicationBuilder> configure) |> ignore
     branch "/plain" (fun b -> b.Run(fun ctx -> reply ctx "ok"))
@@ -146,7 +153,9 @@ let serve (port: int) (redisPort: int) (filePath: string) =
     branch "/memory" (fun b -> b.UseSesame().Run(RequestDelegate sesame))
     branch "/file" (fun b -> b.Use(sesameOver file loggerFactory).Run(RequestDelegate sesame))
     branch "/redis" (fun b -> b.Use(sesameOver redis loggerFactory).Run(RequestDelegate sesame))
+    branch "/postgres" (fun b -> b.Use(sesameOver postgres loggerFactory).Run(RequestDelegate sesame))
     app.Lifetime.ApplicationStarted.Register(fun () -> Console.WriteLine "READY") |> ignore
     app.Run()
     (file :> IDisposable).Dispose()
     (redis :> IDisposable).Dispose()
+    (postgres :> IDisposable).Dispose()

@@ -26,7 +26,9 @@ let private scenarios =
       "file counter", "Sesame file store: counter, shared cookie", "/file/counter", from "/file/counter"
       "file counter, new session", "Sesame file store: counter, no cookie (a new session per request)", "/file/counter", None
       "redis counter", "Sesame Redis store: counter, shared cookie", "/redis/counter", from "/redis/counter"
-      "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None ]
+      "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None
+      "postgres counter", "Sesame PostgreSQL store: counter, shared cookie", "/postgres/counter", from "/postgres/counter"
+      "postgres counter, new session", "Sesame PostgreSQL store: counter, no cookie (a new session per request)", "/postgres/counter", None ]
 
 let private option (args: string[]) (name: string) (fallback: int) =
     match Array.tryFindIndex ((=) name) args with
@@ -55,13 +57,15 @@ let private runAll (args: string[]) =
 
     let redisPort, redis = Machine.startRedis ()
     use _redis = redis
+    // A throwaway PostgreSQL with its defaults (fsync on: every commit durable, as the file store's are).
+    use postgres = new Sesame.Postgres.Tests.PostgresServer.PostgresServer([ "fsync", "on" ])
     let fileDir = Path.Combine(Path.GetTempPath(), $"sesame-loadtest-{Environment.ProcessId}")
     Directory.CreateDirectory fileDir |> ignore
     let port = Machine.freePort ()
     let baseUrl = $"http://127.0.0.1:{port}"
     let sessionFile = Path.Combine(fileDir, "sessions.db")
     let rows, lostUpdates =
-        let exe, exeArgs = Machine.selfCommand $"serve {port} {redisPort} \"{sessionFile}\""
+        let exe, exeArgs = Machine.selfCommand $"serve {port} {redisPort} \"{sessionFile}\" {postgres.Port}"
         use app = new Machine.Child(exe, exeArgs, "app", true)
         app.WaitReady(TimeSpan.FromSeconds 60.0)
         printfn "App on %s, redis-server on port %d; %d rows in %d rounds of %ds, each row paired with a plain run; %ds warm-up" baseUrl redisPort scenarios.Length rounds (int load.Duration.TotalSeconds) (int load.WarmUp.TotalSeconds)
@@ -109,7 +113,7 @@ let private runAll (args: string[]) =
             if partial then []
             else
                 printfn "Lost-update check (100 concurrent requests on one session; without, then with 10 ms of work each):"
-                [ for name, branch in [ "ASP.NET Core Session", "aspnet"; "Sesame, memory store", "memory"; "Sesame, file store", "file"; "Sesame, Redis store", "redis" ] do
+                [ for name, branch in [ "ASP.NET Core Session", "aspnet"; "Sesame, memory store", "memory"; "Sesame, file store", "file"; "Sesame, Redis store", "redis"; "Sesame, PostgreSQL store", "postgres" ] do
                       let instant = (LostUpdates.check $"{baseUrl}/{branch}" 100 0).GetAwaiter().GetResult()
                       let slow = (LostUpdates.check $"{baseUrl}/{branch}" 100 10).GetAwaiter().GetResult()
                       printfn "  %-22s increments kept %3d and %3d of 100, different keys kept %3d and %3d of 100" name instant.Increments slow.Increments instant.Keys slow.Keys
@@ -152,8 +156,8 @@ let main args =
     CultureInfo.DefaultThreadCurrentCulture <- CultureInfo.InvariantCulture
     Thread.CurrentThread.CurrentCulture <- CultureInfo.InvariantCulture
     match List.ofArray args with
-    | "serve" :: port :: redisPort :: filePath :: _ ->
-        App.serve (int port) (int redisPort) filePath
+    | "serve" :: port :: redisPort :: filePath :: postgresPort :: _ ->
+        App.serve (int port) (int redisPort) filePath (int postgresPort)
         0
     | "memory" :: _ ->
         printfn "%s" (MemoryUse.format (MemoryUse.measure ()))
