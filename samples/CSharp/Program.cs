@@ -46,7 +46,16 @@ switch (builder.Configuration["otel"])
 }
 
 var app = builder.Build();
-app.UseSesame();
+try
+{
+    app.UseSesame(); // opens the store
+}
+catch (SessionStoreException e)
+{
+    // The file is in use by another instance (or cannot be read): say so, and exit with a code of our own.
+    Console.Error.WriteLine(e.Message);
+    return 3;
+}
 app.MapSesameSamples();
 app.Lifetime.ApplicationStarted.Register(() =>
     Console.WriteLine($"Sesame C# sample listening on {string.Join(", ", app.Urls)}, store: {store.Description}"));

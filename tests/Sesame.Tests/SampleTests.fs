@@ -89,6 +89,20 @@ let private stop (sample: SampleProcess) =
         do! child.WaitForExitAsync()
     }
 
+/// Runs the built sample to its end (it is expected to refuse to start): its exit code and what it wrote to stderr.
+let private runSampleToExit (args: string) : Task<int * string> =
+    task {
+        let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
+        let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+        use child = Process.Start info
+        let stderr = child.StandardError.ReadToEndAsync()
+        let! _ = child.StandardOutput.ReadToEndAsync()
+        use timeout = new Threading.CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+        do! child.WaitForExitAsync timeout.Token
+        let! errors = stderr
+        return child.ExitCode, errors
+    }
+
 [<Tests>]
 let tests =
     testList "Sample" [
@@ -222,6 +236,19 @@ let tests =
                 use! second = startSampleProcess args
                 let! body = client.GetStringAsync "/"
                 Expect.equal body "4 times!" "After the restart the same cookie jar continues at 4."
+            finally
+                directory.Delete true
+        }
+    
+        testCaseTask "a second sample on a file the first holds says the file is in use and exits with code 3" <| fun () -> task {
+            let directory = Directory.CreateTempSubdirectory "sesame-sample-"
+            try
+                let file = Path.Combine(directory.FullName, "sessions.db")
+                use! _first = startSampleProcess $"--store file:{file} --urls http://127.0.0.1:{freePort ()}"
+                let! code, errors = runSampleToExit $"--store file:{file} --urls http://127.0.0.1:{freePort ()}"
+                Expect.equal code 3 "the sample's own exit code, not an unhandled exception's"
+                Expect.stringContains errors "is in use" "the message says why"
+                Expect.isFalse (errors.Contains "Unhandled exception") "no unhandled exception"
             finally
                 directory.Delete true
         }
