@@ -298,6 +298,11 @@ let main args =
 /// `docs`: the API reference and the guides as a static site (fsdocs), checked in headless Chromium.
 module Docs =
     open System.IO
+    open System.Net
+    open System.Reflection
+    open System.Reflection.Metadata
+    open System.Reflection.PortableExecutable
+    open System.Xml.Linq
 
     /// Where fsdocs reads (made from docs/ and the README) and writes.
     let input = Path.Combine(root, "artifacts", "docs-input")
@@ -311,6 +316,9 @@ module Docs =
     /// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens.
     let private slug (heading: string) =
         Regex.Replace(heading.Trim().ToLowerInvariant(), @"[^\p{L}\p{N} _-]", "").Replace(' ', '-')
+
+    /// A guide's file name: "C#" is "csharp", not "c".
+    let private pageName (title: string) = "guide-" + slug (title.Replace("#", "sharp"))
 
     /// The README's `##` sections, outside code blocks: (title, lines).
     let private readmeSections () =
@@ -346,22 +354,132 @@ module Docs =
     let private frontMatter (title: string) (category: string) (categoryIndex: int) (index: int) =
         $"---\ntitle: {title}\ncategory: {category}\ncategoryindex: {categoryIndex}\nindex: {index}\n---\n"
 
-    /// Fills artifacts/docs-input: docs/ as it is (index.md, the guides, their pictures), each README section as a page.
+    /// The public types and members of an assembly, as (type's full name as XML docs write it, member name).
+    let private publicApi (dll: string) =
+        use pe = new PEReader(File.OpenRead dll)
+        let md = pe.GetMetadataReader()
+        let rec fullName (t: TypeDefinition) =
+            let name = md.GetString t.Name
+            if t.IsNested then fullName (md.GetTypeDefinition(t.GetDeclaringType())) + "." + name
+            else (let ns = md.GetString t.Namespace in if ns = "" then name else ns + "." + name)
+        let rec isPublic (t: TypeDefinition) =
+            match t.Attributes &&& TypeAttributes.VisibilityMask with
+            | TypeAttributes.Public -> true
+            | TypeAttributes.NestedPublic | TypeAttributes.NestedFamily | TypeAttributes.NestedFamORAssem -> isPublic (md.GetTypeDefinition(t.GetDeclaringType()))
+            | _ -> false
+        let visible (access: MethodAttributes) =
+            access = MethodAttributes.Public || access = MethodAttributes.Family || access = MethodAttributes.FamORAssem
+        set [ for h in md.TypeDefinitions do
+                  let t = md.GetTypeDefinition h
+                  if isPublic t then
+                      let name = fullName t
+                      yield name, ""
+                      let methodVisible (m: MethodDefinitionHandle) =
+                          (not m.IsNil) && visible ((md.GetMethodDefinition m).Attributes &&& MethodAttributes.MemberAccessMask)
+                      for m in t.GetMethods() do
+                          if methodVisible m then yield name, md.GetString((md.GetMethodDefinition m).Name)
+                      for p in t.GetProperties() do
+                          let p = md.GetPropertyDefinition p
+                          let a = p.GetAccessors()
+                          if methodVisible a.Getter || methodVisible a.Setter then yield name, md.GetString p.Name
+                      for e in t.GetEvents() do
+                          let e = md.GetEventDefinition e
+                          if methodVisible (e.GetAccessors().Adder) then yield name, md.GetString e.Name
+                      for f in t.GetFields() do
+                          let f = md.GetFieldDefinition f
+                          let access = f.Attributes &&& FieldAttributes.FieldAccessMask
+                          if access = FieldAttributes.Public || access = FieldAttributes.Family then yield name, md.GetString f.Name ]
+
+    /// XML documentation as Markdown: code as code, references by their short name, paragraphs and lists kept.
+    let rec private markdownOf (node: XNode) : string =
+        match node with
+        | :? XText as t -> Regex.Replace(t.Value, @"\s+", " ").Replace("<", "&lt;")
+        | :? XElement as e ->
+            let inner () = String.Concat(e.Nodes() |> Seq.map markdownOf)
+            let short (cref: string) = Regex.Replace(Regex.Replace(cref.Substring(cref.IndexOf ':' + 1), @"\(.*\)$", ""), @"^.*\.(?=[^.]+$)", "").Replace("``", "`").Replace("#ctor", "constructor")
+            match e.Name.LocalName with
+            | "c" -> "`" + e.Value + "`"
+            | "code" -> "\n\n```csharp\n" + e.Value.Trim('\n') + "\n```\n\n"
+            | "para" -> "\n\n" + inner().Trim() + "\n\n"
+            | "see" | "seealso" ->
+                match e.Attribute(XName.Get "cref"), e.Attribute(XName.Get "langword"), e.Attribute(XName.Get "href") with
+                | null, null, null -> inner ()
+                | null, null, href -> "[" + (if e.Value = "" then href.Value else e.Value) + "](" + href.Value + ")"
+                | null, word, _ -> "`" + word.Value + "`"
+                | cref, _, _ -> if e.Value <> "" then inner () else "`" + short cref.Value + "`"
+            | "paramref" | "typeparamref" -> "`" + e.Attribute(XName.Get "name").Value + "`"
+            | "item" -> "\n- " + inner().Trim()
+            | "list" -> "\n" + inner () + "\n\n"
+            | "b" -> "**" + inner () + "**"
+            | _ -> inner ()
+        | _ -> ""
+
+    /// The reference of a C# assembly as one Markdown page, from its XML documentation, public entries only.
+    /// (fsdocs reads F# assemblies well, but drops C# types and async methods whose attributes take a typeof().)
+    let private csharpReference (dll: string) =
+        let api = publicApi dll
+        let doc = XDocument.Load(Path.ChangeExtension(dll, ".xml"))
+        let entries =
+            [ for m in doc.Descendants(XName.Get "member") do
+                  let id = m.Attribute(XName.Get "name").Value
+                  let kind, name = id.Substring(0, 1), id.Substring 2
+                  let withoutArgs = Regex.Replace(name, @"\(.*\)$", "")
+                  if kind = "T" then
+                      if api.Contains(name, "") then yield name, "", id, m
+                  else
+                      let cut = withoutArgs.LastIndexOf '.'
+                      let typeName, memberName = withoutArgs.Substring(0, cut), withoutArgs.Substring(cut + 1)
+                      let metadataName = Regex.Replace(memberName, @"``\d+$", "").Replace("#ctor", ".ctor")
+                      if api.Contains(typeName, metadataName) then yield typeName, memberName, id, m ]
+        let text = Text.StringBuilder()
+        let add (s: string) = text.AppendLine s |> ignore
+        add (frontMatter "Sesame.CSharpInterop" "C# reference" 3 1)
+        add "# C# API: Sesame.CSharpInterop\n"
+        add "Every public type and member of the `Sesame.CSharpInterop` package, with its documentation.\n"
+        let undocumented = ResizeArray<string>()
+        for typeName, members in entries |> List.groupBy (fun (t, _, _, _) -> t) |> List.sortBy fst do
+            add $"## {typeName.Substring(typeName.LastIndexOf '.' + 1)}\n"
+            add $"Namespace `{typeName.Substring(0, max 0 (typeName.LastIndexOf '.'))}`\n"
+            for _, memberName, id, m in members do
+                let section (tag: string) = m.Elements(XName.Get tag) |> Seq.map (fun e -> (markdownOf e).Trim()) |> Seq.filter ((<>) "") |> List.ofSeq
+                let summary = section "summary"
+                if summary.IsEmpty then undocumented.Add id
+                if memberName <> "" then
+                    // Get``1(System.String) as Get<T>(String): short type names, the type parameters by name.
+                    let typeParameters = [| for t in m.Elements(XName.Get "typeparam") -> t.Attribute(XName.Get "name").Value |]
+                    let name = Regex.Replace(memberName.Replace("#ctor", "constructor"), @"``\d+$", "<" + String.Join(", ", typeParameters) + ">")
+                    let arguments = Regex.Match(id, @"\(.*\)$").Value
+                    let arguments = Regex.Replace(arguments, @"\b[A-Za-z_][A-Za-z0-9_]*\.", "")
+                    let arguments = Regex.Replace(arguments, @"``(\d+)", fun a -> let i = int a.Groups[1].Value in if i < typeParameters.Length then typeParameters[i] else a.Value)
+                    let arguments = arguments.Replace('{', '<').Replace('}', '>')
+                    add ("### `" + name + arguments + "`\n")
+                for s in summary do add (s + "\n")
+                for s in section "remarks" do add (s + "\n")
+                for p in Seq.append (m.Elements(XName.Get "typeparam")) (m.Elements(XName.Get "param")) do
+                    add ("- `" + p.Attribute(XName.Get "name").Value + "`: " + (markdownOf p).Trim())
+                for r in section "returns" do add $"\n**Returns**: {r}\n"
+                for e in m.Elements(XName.Get "exception") do
+                    add ("- *" + e.Attribute(XName.Get "cref").Value.Substring 2 + "*: " + (markdownOf e).Trim())
+                for s in section "example" do add ("\n" + s + "\n")
+                add ""
+        text.ToString(), List.ofSeq undocumented
+
+    /// Fills artifacts/docs-input: docs/ as it is (index.md, the guides, their pictures), each README section as a
+    /// page, the C# reference; returns the guides' pages and the undocumented C# entries.
     let prepareInput () =
         if Directory.Exists input then Directory.Delete(input, true)
         Directory.CreateDirectory input |> ignore
         let sections = readmeSections ()
-        let pageOf (title: string) = "guide-" + slug title + ".html"
         let anchors =
             Map [ for title, lines in sections do
-                      let page = pageOf title
+                      let page = pageName title + ".html"
                       yield slug title, page
                       for line in lines do
                           if line.StartsWith "### " then yield slug (line.Substring 4), page ]
         sections
         |> List.iteri (fun i (title, lines) ->
             let text = frontMatter title "Guides" 1 (i + 1) + relink anchors (String.Join("\n", lines))
-            File.WriteAllText(Path.Combine(input, "guide-" + slug title + ".md"), text))
+            File.WriteAllText(Path.Combine(input, pageName title + ".md"), text))
         let mutable extra = sections.Length
         for file in Directory.GetFiles(Path.Combine(root, "docs")) do
             let name = Path.GetFileName file
@@ -369,14 +487,46 @@ module Docs =
                 let text = File.ReadAllText file
                 let title = Regex.Match(text, @"^# (.+)$", RegexOptions.Multiline).Groups[1].Value.Trim()
                 extra <- extra + 1
-                File.WriteAllText(Path.Combine(input, name), frontMatter title "Guides" 1 extra + relink anchors text)
+                File.WriteAllText(Path.Combine(input, name), frontMatter title "In depth" 2 extra + relink anchors text)
             else File.Copy(file, Path.Combine(input, name))
-        [ for title, _ in sections -> pageOf title ]
+        // Pictures in folders (img/: the logo).
+        for dir in Directory.GetDirectories(Path.Combine(root, "docs")) do
+            let target = Path.Combine(input, Path.GetFileName dir)
+            Directory.CreateDirectory target |> ignore
+            for file in Directory.GetFiles dir do File.Copy(file, Path.Combine(target, Path.GetFileName file))
+        let csharp, undocumented = csharpReference (Path.Combine(root, "src/Sesame.CSharpInterop/bin/Release/net10.0/Sesame.CSharpInterop.dll"))
+        File.WriteAllText(Path.Combine(input, "csharp-api.md"), csharp)
+        [ for title, _ in sections -> pageName title + ".html" ], undocumented
 
-    /// Opens a page in headless Chromium; returns the DOM it built and the browser's console messages.
-    let private openPage (chromium: string) (page: string) =
+    /// Serves the site on a free loopback port while the check runs; records the paths it could not find.
+    let private serve (site: string) (missing: Collections.Concurrent.ConcurrentBag<string>) =
+        let port = (let l = new Sockets.TcpListener(IPAddress.Loopback, 0) in l.Start(); let p = (l.LocalEndpoint :?> IPEndPoint).Port in l.Stop(); p)
+        let listener = new HttpListener()
+        listener.Prefixes.Add $"http://127.0.0.1:{port}/"
+        listener.Start()
+        let types = dict [ ".html", "text/html"; ".css", "text/css"; ".js", "text/javascript"; ".json", "application/json"; ".svg", "image/svg+xml"; ".ico", "image/x-icon"; ".png", "image/png"; ".md", "text/markdown" ]
+        let rec loop () =
+            task {
+                let! context = listener.GetContextAsync()
+                let path = Uri.UnescapeDataString(context.Request.Url.AbsolutePath).TrimStart('/')
+                let file = Path.Combine(site, (if path = "" || path.EndsWith "/" then path + "index.html" else path))
+                if File.Exists file then
+                    context.Response.ContentType <- (match types.TryGetValue(Path.GetExtension file) with | true, t -> t | _ -> "application/octet-stream")
+                    let bytes = File.ReadAllBytes file
+                    do! context.Response.OutputStream.WriteAsync(bytes, 0, bytes.Length)
+                else
+                    missing.Add path
+                    context.Response.StatusCode <- 404
+                context.Response.Close()
+                return! loop ()
+            }
+        loop () |> ignore
+        listener, $"http://127.0.0.1:{port}/"
+
+    /// Opens a page in headless Chromium; returns the DOM it built and the browser's log.
+    let private openPage (chromium: string) (url: string) =
         let info =
-            ProcessStartInfo(chromium, $"--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --enable-logging=stderr --v=0 --virtual-time-budget=5000 --dump-dom \"file://{page}\"",
+            ProcessStartInfo(chromium, $"--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --enable-logging=stderr --v=0 --virtual-time-budget=5000 --dump-dom {url}",
                              UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
         use p = Process.Start info
         let dom = p.StandardOutput.ReadToEndAsync()
@@ -385,58 +535,91 @@ module Docs =
         p.WaitForExit()
         dom.Result, log.Result
 
-    /// The problems of the built site: pages that Chromium cannot show without errors, or without their content.
+    /// The problems of the built site: pages that Chromium cannot show without errors, or without their content,
+    /// and files they ask for that the site lacks.
     let check (guides: string list) =
         let chromium = [ "chromium"; "chromium-browser"; "google-chrome" ] |> List.tryFind commandExists
         [ match chromium with
           | None -> yield "no chromium: install it (apt-get install chromium)"
           | Some chromium ->
-              // Each page, and a text it must show: the index, two guides, the API index, and API pages of both languages.
-              let pages =
-                  [ "index.html", "atomic write"
-                    List.head guides, "Set up"
-                    "write-a-store.html", "SessionStore"
-                    "reference/index.html", "Sesame"
-                    "reference/sesame-sessionmodule.html", "loadAsync"
-                    "reference/sesame-sesamesession.html", "Increment" ]
-              for page, expected in pages do
-                  let path = Path.Combine(output, page)
-                  if not (File.Exists path) then yield $"{page}: missing"
-                  else
-                      let dom, log = openPage chromium path
+              let missing = Collections.Concurrent.ConcurrentBag<string>()
+              let listener, site = serve output missing
+              try
+                  // Each page, and a text it must show: the index, guides, the API index, API pages of each library.
+                  let pages =
+                      [ "index.html", "atomic write"
+                        List.head guides, "Set up"
+                        "guide-redis.html", "Redis Cluster"
+                        "write-a-store.html", "SessionStore"
+                        "reference/index.html", "Sesame.Testing"
+                        "reference/sesame-sessionmodule.html", "Adds a value"
+                        "reference/sesame-redis-redisstore.html", "Redis"
+                        "csharp-api.html", "GetDynamicSesameAsync" ]
+                  for page, expected in pages do
+                      let dom, log = openPage chromium (site + page)
                       let errors =
                           log.Split('\n')
-                          |> Array.filter (fun line -> line.Contains "CONSOLE" && (line.Contains "Uncaught" || line.Contains "Error") || line.Contains "ERR_FILE_NOT_FOUND")
+                          |> Array.filter (fun line -> line.Contains ":CONSOLE" && (line.Contains "Uncaught" || line.IndexOf("error", StringComparison.OrdinalIgnoreCase) >= 0))
                       printfn "chromium %s: %d characters of DOM, %d errors" page dom.Length errors.Length
                       for e in errors do yield $"{page}: {e.Trim()}"
                       if not (dom.Contains "</html>") then yield $"{page}: Chromium built no page"
-                      elif not (dom.Contains expected) then yield $"{page}: does not show \"{expected}\"" ]
+                      elif not (dom.Contains expected) then yield $"{page}: does not show \"{expected}\""
+              finally
+                  listener.Stop()
+              for path in Seq.distinct missing do yield $"the site lacks {path}" ]
 
     /// Public API entries in the reference pages that show no documentation.
     let undocumented () =
         [ for page in Directory.GetFiles(Path.Combine(output, "reference"), "*.html") do
-              let html = File.ReadAllText page
-              // fsdocs writes each member and each type of a namespace as a table row: its name, then its docs.
-              for row in Regex.Matches(html, @"<tr>(.*?)</tr>", RegexOptions.Singleline) do
-                  let cells = Regex.Matches(row.Groups[1].Value, @"<td[^>]*>(.*?)</td>", RegexOptions.Singleline)
-                  if cells.Count >= 2 then
-                      let docs = Regex.Replace(cells[cells.Count - 1].Groups[1].Value, "<[^>]+>", "").Trim()
-                      if docs = "" then
-                          let name = Regex.Replace(cells[0].Groups[1].Value, "<[^>]+>", " ")
-                          yield $"{Path.GetFileName page}: {Regex.Replace(name, @"\s+", " ").Trim()}" ]
+              // The index lists namespaces, which carry no documentation of their own.
+              if Path.GetFileName page <> "index.html" then
+                  let html = File.ReadAllText page
+                  // fsdocs writes each member and each type of a namespace as a table row: its name, then its docs.
+                  for row in Regex.Matches(html, @"<tr>(.*?)</tr>", RegexOptions.Singleline) do
+                      let cells = Regex.Matches(row.Groups[1].Value, @"<td[^>]*>(.*?)</td>", RegexOptions.Singleline)
+                      if cells.Count >= 2 then
+                          let docs = Regex.Replace(cells[cells.Count - 1].Groups[1].Value, "<[^>]+>", "").Trim()
+                          if docs = "" then
+                              let name = Regex.Replace(Regex.Replace(cells[0].Groups[1].Value, "<[^>]+>", " "), @"\s+", " ").Trim()
+                              yield $"{Path.GetFileName page}: {name}" ]
 
-    let run () =
+    /// Runs fsdocs; returns its exit code and the entities it could not read (it drops those from the site).
+    let private fsdocs (args: string) =
+        printfn "> dotnet fsdocs %s" args
+        let info = ProcessStartInfo("dotnet", "fsdocs " + args, WorkingDirectory = root, UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
+        use p = Process.Start info
+        let dropped = Collections.Concurrent.ConcurrentBag<string>()
+        let echo (line: string) =
+            if not (isNull line) then
+                if line.StartsWith "Could not read" then dropped.Add line
+                if not (line.StartsWith "   at ") then Console.WriteLine line
+        p.OutputDataReceived.Add(fun e -> echo e.Data)
+        p.ErrorDataReceived.Add(fun e -> echo e.Data)
+        p.BeginOutputReadLine()
+        p.BeginErrorReadLine()
+        p.WaitForExit()
+        p.ExitCode, List.ofSeq dropped
+
+    /// Builds the site; the root it is served from is the argument (default "/": the root of a web server).
+    let run (siteRoot: string) =
         exitOn (fst (run "dotnet" "tool restore" false))
         // fsdocs reads the built assemblies and their XML documentation.
         for project in [ "src/Sesame.Testing"; "src/Sesame.Redis"; "src/Sesame.Postgres"; "src/Sesame.CSharpInterop" ] do
             exitOn (fst (run "dotnet" $"build {project} -c Release" false))
-        let guides = prepareInput ()
-        let projects = String.Join(" ", [ for p in libraryProjects -> Path.Combine(root, p, Path.GetFileName p + (if p.EndsWith "CSharpInterop" then ".csproj" else ".fsproj")) ])
-        exitOn (fst (run "dotnet" $"fsdocs build --strict --clean --input \"{input}\" --output \"{output}\" --projects {projects} --properties Configuration=Release --parameters fsdocs-repository-link {repositoryUrl}" false))
-        let missing = undocumented ()
-        let problems = check guides @ [ for m in missing -> $"no documentation: {m}" ]
+        let guides, csharpUndocumented = prepareInput ()
+        let projects =
+            [ "src/Sesame.Fs/Sesame.Fs.fsproj"; "src/Sesame.Redis/Sesame.Redis.fsproj"; "src/Sesame.Postgres/Sesame.Postgres.fsproj"; "src/Sesame.Testing/Sesame.Testing.fsproj" ]
+            |> List.map (fun p -> "\"" + Path.Combine(root, p) + "\"")
+        let code, dropped =
+            fsdocs $"build --strict --clean --input \"{input}\" --output \"{output}\" --projects {String.Join(' ', projects)} --properties Configuration=Release --parameters root {siteRoot} fsdocs-repository-link {repositoryUrl} fsdocs-logo-src img/logo.svg fsdocs-favicon-src img/logo.svg fsdocs-collection-name Sesame fsdocs-license-link https://licenses.nuget.org/MIT"
+        if code <> 0 then exit code
+        let problems =
+            [ for d in dropped -> $"fsdocs left out {d}" ]
+            @ [ for m in undocumented () -> $"no documentation: {m}" ]
+            @ [ for m in csharpUndocumented -> $"no documentation: {m}" ]
+            @ check guides
         if problems.IsEmpty then
-            printfn "docs: %s/index.html (every public entry documented; pages open in Chromium without errors)" output
+            printfn "docs: %s (every public entry documented; pages open in Chromium without errors)" output
             0
         else
             for p in problems do eprintfn "docs: %s" p
@@ -508,7 +691,7 @@ match target with
 | "packtest" ->
     exit (PackTest.run ())
 | "docs" ->
-    exit (Docs.run ())
+    exit (Docs.run (if rest = "" then "/" else rest))
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | other ->
