@@ -568,20 +568,36 @@ module Docs =
                   listener.Stop()
               for path in Seq.distinct missing do yield $"the site lacks {path}" ]
 
-    /// Public API entries in the reference pages that show no documentation.
+    /// Public API entries in the reference pages that show no documentation. Left out, as not written in the
+    /// source: the members a type inherits (documented on the base type), the members of the type an abbreviation
+    /// stands for, the Is* properties F# generates for union cases, the fields of records whose representation is
+    /// private (lower-case names: fsdocs lists them anyway), and constructors, whose documentation in F# is the type's.
     let undocumented () =
         [ for page in Directory.GetFiles(Path.Combine(output, "reference"), "*.html") do
-              // The index lists namespaces, which carry no documentation of their own.
-              if Path.GetFileName page <> "index.html" then
-                  let html = File.ReadAllText page
-                  // fsdocs writes each member and each type of a namespace as a table row: its name, then its docs.
-                  for row in Regex.Matches(html, @"<tr>(.*?)</tr>", RegexOptions.Singleline) do
-                      let cells = Regex.Matches(row.Groups[1].Value, @"<td[^>]*>(.*?)</td>", RegexOptions.Singleline)
-                      if cells.Count >= 2 then
-                          let docs = Regex.Replace(cells[cells.Count - 1].Groups[1].Value, "<[^>]+>", "").Trim()
-                          if docs = "" then
-                              let name = Regex.Replace(Regex.Replace(cells[0].Groups[1].Value, "<[^>]+>", " "), @"\s+", " ").Trim()
-                              yield $"{Path.GetFileName page}: {name}" ]
+              let html = File.ReadAllText page
+              let html = match html.IndexOf "Inherited members" with -1 -> html | i -> html.Substring(0, i)
+              if not (html.Contains "Abbreviation For:") then
+                  let isUnion = html.Contains "Union cases"
+                  // The page's sections, each under its <h3> heading ("Constructors", "Record fields", ...).
+                  let sections = Regex.Split(html, @"<h3>\s*")
+                  for section in sections do
+                      let heading = section.Substring(0, max 0 (section.IndexOf '<')).Trim()
+                      if heading <> "Constructors" then
+                          // fsdocs writes each type of a namespace and each member of a type as a table row: its name,
+                          // then a cell with its docs (the summary comes before the row of icon buttons).
+                          for row in Regex.Matches(section, @"<tr>(.*?)</tr>", RegexOptions.Singleline) do
+                              let cell = Regex.Match(row.Groups[1].Value, @"<td class=""fsdocs-(member|entity)-xmldoc"">(.*?)</td>", RegexOptions.Singleline)
+                              if cell.Success then
+                                  let docs = cell.Groups[2].Value
+                                  let docs = match docs.IndexOf "<div class=\"icon-button-row\"" with -1 -> docs | i -> docs.Substring(0, i)
+                                  let name = Regex.Match(row.Groups[1].Value, @"<td[^>]*>(.*?)</td>", RegexOptions.Singleline).Groups[1].Value
+                                  let name = Regex.Replace(Regex.Replace(name, "<div popover.*", "", RegexOptions.Singleline), "<[^>]+>", " ")
+                                  let name = Regex.Replace(name, @"\s+", " ").Trim()
+                                  let generated =
+                                      (isUnion && Regex.IsMatch(name, @"^this\.Is[A-Z]"))
+                                      || (heading = "Record fields" && name.Length > 0 && Char.IsLower name[0])
+                                  if not generated && Regex.Replace(docs, "<[^>]+>", "").Trim() = "" then
+                                      yield $"{Path.GetFileName page}: {name}" ]
 
     /// Runs fsdocs; returns its exit code and the entities it could not read (it drops those from the site).
     let private fsdocs (args: string) =
