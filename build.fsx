@@ -13,6 +13,9 @@
 //   flood   the sample's app under a flood of new sessions and a growth attack, on the memory and file stores,
 //           before and after the bounds (about 12 minutes; writes its section of docs/performance.md and docs/flood.svg)
 //   sample  run samples/Giraffe (arguments after -- go to the sample)
+//   format        format every F# file (src, tests, samples, bench, this script) with Fantomas, the local tool in
+//                 .config/dotnet-tools.json; settings in .editorconfig, files left alone in .fantomasignore
+//   format-check  fail, listing them, if any F# file is not formatted (run in CI; changes nothing)
 open System
 open System.Diagnostics
 open System.Text.RegularExpressions
@@ -718,6 +721,23 @@ match target with
     exit (Docs.run (if rest = "" then "/" else rest))
 | "sample" ->
     exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
+| "format"
+| "format-check" ->
+    // Fantomas takes its settings from .editorconfig and skips what .fantomasignore names.
+    let sources = "src tests samples bench build.fsx"
+    exitOn (fst (run "dotnet" "tool restore" false))
+    if target = "format" then
+        exitOn (fst (run "dotnet" $"fantomas {sources}" false))
+    else
+        // Exit code 0: all formatted; 99: some files need formatting (Fantomas lists them); anything else: an error,
+        // such as a file Fantomas cannot parse (also listed).
+        let code, _ = run "dotnet" $"fantomas --check {sources}" false
+        if code = 99 then
+            eprintfn "The F# files listed above are not formatted. Run `dotnet fsi build.fsx format` and commit the result."
+            exit 1
+        elif code <> 0 then
+            eprintfn "Fantomas failed (exit code %d) on the files listed above." code
+            exit 1
 | other ->
-    eprintfn "Unknown target '%s'. Targets: build, test, soak, bench, pack, packtest, docs, loadtest, flood, sample." other
+    eprintfn "Unknown target '%s'. Targets: build, test, soak, bench, pack, packtest, docs, loadtest, flood, sample, format, format-check." other
     exit 2
