@@ -34,17 +34,14 @@ let rest =
     | None -> String.Join(" ", Array.skip (min 1 args.Length) args)
 
 match target with
-| "build" ->
-    exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
+| "build" -> exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
 | "test" ->
     ensureRedis ()
     ensurePostgres ()
     ensureChromium ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
-    let expectoRuns =
-        [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
-    let xunitRuns =
-        [ for project in xunitProjects -> project, run "dotnet" $"test {project} -c Release --no-build" true ]
+    let expectoRuns = [ for project in expectoProjects -> project, run "dotnet" $"run --no-build -c Release --project {project} -- {plainExpecto}" true ]
+    let xunitRuns = [ for project in xunitProjects -> project, run "dotnet" $"test {project} -c Release --no-build" true ]
     let runs = expectoRuns @ xunitRuns
     let mutable passed, failed, runnersFailed = 0, 0, 0
     for project, (code, lines) in runs do
@@ -67,17 +64,19 @@ match target with
     ensureRedis ()
     ensurePostgres ()
     exitOn (fst (run "dotnet" "build Sesame.sln -c Release" false))
-    let soaks =
-        [ for project in expectoProjects ->
-              let args = $"run --no-build -c Release --project {project} -- --stress {string minutes} --stress-timeout 2 --stress-memory-limit 1000 --filter-test-case concurrent {plainExpecto}"
-              printfn "> dotnet %s" args
-              Process.Start(ProcessStartInfo("dotnet", args, WorkingDirectory = root, UseShellExecute = false)) ]
-    for p in soaks do p.WaitForExit()
+    let soaks = [
+        for project in expectoProjects ->
+            let args =
+                $"run --no-build -c Release --project {project} -- --stress {string minutes} --stress-timeout 2 --stress-memory-limit 1000 --filter-test-case concurrent {plainExpecto}"
+            printfn "> dotnet %s" args
+            Process.Start(ProcessStartInfo("dotnet", args, WorkingDirectory = root, UseShellExecute = false))
+    ]
+    for p in soaks do
+        p.WaitForExit()
     let codes = soaks |> List.map (fun p -> p.ExitCode)
     printfn "soak of %s minutes: exit codes %A" (string minutes) codes
     exit (if List.forall ((=) 0) codes then 0 else 1)
-| "bench" ->
-    exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.Benchmarks -- {rest}" false))
+| "bench" -> exitOn (fst (run "dotnet" $"run -c Release --project bench/Sesame.Benchmarks -- {rest}" false))
 | "loadtest" ->
     ensurePostgres ()
     // Sesame against ASP.NET Core Session and no session, with wrk; writes docs/performance.md (arguments after -- go to it).
@@ -86,14 +85,10 @@ match target with
     // Bounds under hostile load (bench/Sesame.FloodBench; arguments after -- go to it, e.g. `--duration 60 --rounds 2`).
     exitOn (fst (run "dotnet" "build bench/Sesame.FloodBench -c Release" false))
     exitOn (fst (run "dotnet" $"bench/Sesame.FloodBench/bin/Release/net10.0/Sesame.FloodBench.dll {rest}" false))
-| "pack" ->
-    packInto (IO.Path.Combine(root, "artifacts"))
-| "packtest" ->
-    exit (PackTest.run ())
-| "docs" ->
-    exit (Docs.run (if rest = "" then "/" else rest))
-| "sample" ->
-    exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
+| "pack" -> packInto (IO.Path.Combine(root, "artifacts"))
+| "packtest" -> exit (PackTest.run ())
+| "docs" -> exit (Docs.run (if rest = "" then "/" else rest))
+| "sample" -> exitOn (fst (run "dotnet" $"run --project samples/Giraffe -- {rest}" false))
 | "format"
 | "format-check" ->
     // Fantomas takes its settings from .editorconfig and skips what .fantomasignore names.

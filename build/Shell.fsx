@@ -25,8 +25,13 @@ let run (file: string) (args: string) (capture: bool) =
 let exitOn (code: int) = if code <> 0 then exit code
 
 /// The F# test projects: Expecto console programs, run with `dotnet run --no-build`.
-let expectoProjects =
-    [ "tests/Sesame.Tests"; "tests/Sesame.Redis.Tests"; "tests/Sesame.Postgres.Tests"; "tests/Sesame.Readme.Tests"; "tests/Sesame.Browser.Tests" ]
+let expectoProjects = [
+    "tests/Sesame.Tests"
+    "tests/Sesame.Redis.Tests"
+    "tests/Sesame.Postgres.Tests"
+    "tests/Sesame.Readme.Tests"
+    "tests/Sesame.Browser.Tests"
+]
 
 /// The C# test projects, run with `dotnet test`: every project under tests/ that references xunit
 /// (tests/Sesame.CSharpInterop.Tests, tests/Sesame.ExampleStore.Tests, and any added later).

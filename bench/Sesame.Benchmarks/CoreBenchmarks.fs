@@ -24,23 +24,28 @@ let CartItems = 5
 /// cart, counters, and a browsing history that makes up the size.
 let sessionOfSize (kilobytes: int) : Json =
     let user =
-        Json.object
-            [ "id", Json.string "u-7f3a9c"
-              "name", Json.string "Ana Lima"
-              "email", Json.string "ana@example.com"
-              "prefs", Json.object [ "theme", Json.string "dark"; "lang", Json.string "pt-BR" ] ]
+        Json.object [
+            "id", Json.string "u-7f3a9c"
+            "name", Json.string "Ana Lima"
+            "email", Json.string "ana@example.com"
+            "prefs", Json.object [ "theme", Json.string "dark"; "lang", Json.string "pt-BR" ]
+        ]
     let cart =
-        Json.object
-            [ "items",
-              Json.array
-                  [ for i in 0 .. CartItems - 1 ->
-                        Json.object [ "sku", Json.string $"sku-{i:D4}"; "qty", Json.int64 1L; "price", Json.decimal (9.99m + decimal i) ] ]
-              "coupon", Json.Null ]
+        Json.object [
+            "items",
+            Json.array [
+                for i in 0 .. CartItems - 1 -> Json.object [ "sku", Json.string $"sku-{i:D4}"; "qty", Json.int64 1L; "price", Json.decimal (9.99m + decimal i) ]
+            ]
+            "coupon", Json.Null
+        ]
     let counters = Json.object [ for i in 0..9 -> $"c{i}", Json.int64 0L ]
     let visit i =
-        Json.object [ "page", Json.string $"/products/{i * 7919 % 100000}"; "at", Json.int64 (1_700_000_000_000L + int64 i * 1000L); "ms", Json.int64 (int64 (i % 900)) ]
-    let withHistory n =
-        Json.object [ "user", user; "visits", Json.int64 17L; "cart", cart; "counters", counters; "history", Json.array (Seq.init n visit) ]
+        Json.object [
+            "page", Json.string $"/products/{i * 7919 % 100000}"
+            "at", Json.int64 (1_700_000_000_000L + int64 i * 1000L)
+            "ms", Json.int64 (int64 (i % 900))
+        ]
+    let withHistory n = Json.object [ "user", user; "visits", Json.int64 17L; "cart", cart; "counters", counters; "history", Json.array (Seq.init n visit) ]
     let target = kilobytes * 1024
     // Grow the history until the session reaches the size (each visit is about 60 bytes).
     let rec grow n =
@@ -49,22 +54,24 @@ let sessionOfSize (kilobytes: int) : Json =
     grow 0
 
 /// A request's changes: increments, sets and removes spread over the session (a quarter of each kind, then bumps).
-let changes (count: int) : Change list =
-    [ for i in 0 .. count - 1 ->
-          match i % 4 with
-          | 0 -> Bump $"c{i / 4 % 10}"
-          | 1 -> SetQty(i % CartItems, i)
-          | 2 -> SetPref($"p{i}", $"value-{i}")
-          | _ -> DropPref $"p{i - 1}" ]
+let changes (count: int) : Change list = [
+    for i in 0 .. count - 1 ->
+        match i % 4 with
+        | 0 -> Bump $"c{i / 4 % 10}"
+        | 1 -> SetQty(i % CartItems, i)
+        | 2 -> SetPref($"p{i}", $"value-{i}")
+        | _ -> DropPref $"p{i - 1}"
+]
 
 /// The same changes as Sesame updates (paths parsed as a handler would).
-let toUpdates (changes: Change list) : Update list =
-    [ for change in changes ->
-          match change with
-          | Bump counter -> Update.increment (SessionPath.parse $"counters.{counter}") 1m
-          | SetQty(item, qty) -> Update.set (SessionPath.parse $"cart.items[{item}].qty") (Json.int64 (int64 qty))
-          | SetPref(key, value) -> Update.set (SessionPath.parse $"user.prefs.{key}") (Json.string value)
-          | DropPref key -> Update.remove (SessionPath.parse $"user.prefs.{key}") ]
+let toUpdates (changes: Change list) : Update list = [
+    for change in changes ->
+        match change with
+        | Bump counter -> Update.increment (SessionPath.parse $"counters.{counter}") 1m
+        | SetQty(item, qty) -> Update.set (SessionPath.parse $"cart.items[{item}].qty") (Json.int64 (int64 qty))
+        | SetPref(key, value) -> Update.set (SessionPath.parse $"user.prefs.{key}") (Json.string value)
+        | DropPref key -> Update.remove (SessionPath.parse $"user.prefs.{key}")
+]
 
 /// The naive way: the changes made on a mutable JsonNode tree.
 let applyNaive (root: JsonNode) (changes: Change list) =

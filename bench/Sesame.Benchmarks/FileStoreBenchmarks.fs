@@ -98,20 +98,21 @@ type FileStoreCommits() =
     let mutable directory = ""
     let mutable store: FileStore = Unchecked.defaultof<FileStore>
 
-    member private _.Writer(session: int, commits: int) : Task =
-        task {
-            let sessions = store :> SessionStore
-            for n in 1..commits do
-                let! _ = sessions.CommitAsync(sessionId session, oneKeyChanges[n &&& 255], commitOptions, CancellationToken.None)
-                ()
-        }
+    member private _.Writer(session: int, commits: int) : Task = task {
+        let sessions = store :> SessionStore
+        for n in 1..commits do
+            let! _ = sessions.CommitAsync(sessionId session, oneKeyChanges[n &&& 255], commitOptions, CancellationToken.None)
+            ()
+    }
 
     [<GlobalSetup>]
     member _.Setup() =
         directory <- newDirectory ()
         store <- FileStore.Open(IO.Path.Combine(directory, "sessions"))
         for session in 0..31 do
-            (store :> SessionStore).CommitAsync(sessionId session, SessionChange(Patch.fold [ Update.set SessionPath.root session16K ]), commitOptions, CancellationToken.None).Wait()
+            (store :> SessionStore)
+                .CommitAsync(sessionId session, SessionChange(Patch.fold [ Update.set SessionPath.root session16K ]), commitOptions, CancellationToken.None)
+                .Wait()
 
     [<GlobalCleanup>]
     member _.Cleanup() =

@@ -31,14 +31,42 @@ let private option (name: string) (args: string list) =
 /// The server to measure: the one named by --connection, or a cluster of the run's own (stopped at the end).
 let private serverFor (args: string list) (settings: (string * string) list) : string * IDisposable =
     match option "--connection" args with
-    | Some connection -> connection, { new IDisposable with member _.Dispose() = () }
+    | Some connection ->
+        connection,
+        {
+            new IDisposable with
+                member _.Dispose() = ()
+        }
     | None ->
         let server = new PostgresServer(settings)
         server.ConnectionString(), (server :> IDisposable)
 
-let private words =
-    [| "amber"; "basil"; "cedar"; "delta"; "ember"; "fjord"; "garnet"; "harbor"; "indigo"; "juniper"; "kelp"; "lumen"
-       "maple"; "nectar"; "onyx"; "pepper"; "quartz"; "raven"; "saffron"; "tundra"; "umber"; "violet"; "willow"; "yarrow" |]
+let private words = [|
+    "amber"
+    "basil"
+    "cedar"
+    "delta"
+    "ember"
+    "fjord"
+    "garnet"
+    "harbor"
+    "indigo"
+    "juniper"
+    "kelp"
+    "lumen"
+    "maple"
+    "nectar"
+    "onyx"
+    "pepper"
+    "quartz"
+    "raven"
+    "saffron"
+    "tundra"
+    "umber"
+    "violet"
+    "willow"
+    "yarrow"
+|]
 
 /// A session of about 16 KB of compact JSON, as an app might keep: a profile, preferences, a cart, a history.
 let sixteenKilobyteSession (seed: int) : Json =
@@ -46,69 +74,69 @@ let sixteenKilobyteSession (seed: int) : Json =
     let phrase n = String.Join(" ", Array.init n (fun _ -> words[random.Next words.Length])) + $" {random.Next 100000}"
     let item i =
         let euros, cents = 1 + random.Next 199, random.Next 100
-        Json.object [ "sku", Json.String $"SKU-{random.Next 1000000:D7}"
-                      "name", Json.String(phrase 4)
-                      "price", Json.Number(JsonNumber.Parse $"{euros}.{cents:D2}")
-                      "quantity", Json.int64 (int64 (1 + random.Next 5))
-                      "added", Json.int64 (1_700_000_000_000L + int64 i * 37_000L) ]
+        Json.object [
+            "sku", Json.String $"SKU-{random.Next 1000000:D7}"
+            "name", Json.String(phrase 4)
+            "price", Json.Number(JsonNumber.Parse $"{euros}.{cents:D2}")
+            "quantity", Json.int64 (int64 (1 + random.Next 5))
+            "added", Json.int64 (1_700_000_000_000L + int64 i * 37_000L)
+        ]
     let tree count =
-        Json.object [ "user", Json.object [ "id", Json.String $"u-{random.Next 1000000}"; "name", Json.String(phrase 2); "email", Json.String "someone@example.com" ]
-                      "prefs", Json.object [ "theme", Json.String "light"; "language", Json.String "en-GB"; "currency", Json.String "EUR"; "pageSize", Json.int64 25L ]
-                      "cart", Json.object [ "items", Json.array [ for i in 1..count -> item i ]; "coupon", Json.Null ]
-                      "history", Json.array [ for _ in 1 .. count * 2 -> Json.String("/catalog/" + (phrase 2).Replace(' ', '-')) ]
-                      "visits", Json.int64 1L ]
+        Json.object [
+            "user", Json.object [ "id", Json.String $"u-{random.Next 1000000}"; "name", Json.String(phrase 2); "email", Json.String "someone@example.com" ]
+            "prefs", Json.object [ "theme", Json.String "light"; "language", Json.String "en-GB"; "currency", Json.String "EUR"; "pageSize", Json.int64 25L ]
+            "cart", Json.object [ "items", Json.array [ for i in 1..count -> item i ]; "coupon", Json.Null ]
+            "history", Json.array [ for _ in 1 .. count * 2 -> Json.String("/catalog/" + (phrase 2).Replace(' ', '-')) ]
+            "visits", Json.int64 1L
+        ]
     // Grow the cart and history until the session is about 16 KB.
     let rec grow count =
         let json = tree count
         if JsonSize.utf8Length json >= 16_384L then json else grow (count + 1)
     grow 10
 
-let private walPosition (dataSource: NpgsqlDataSource) : Task<int64> =
-    task {
-        use command = dataSource.CreateCommand "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
-        let! position = command.ExecuteScalarAsync()
-        return unbox<int64> position
-    }
+let private walPosition (dataSource: NpgsqlDataSource) : Task<int64> = task {
+    use command = dataSource.CreateCommand "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+    let! position = command.ExecuteScalarAsync()
+    return unbox<int64> position
+}
 
-let private execute (dataSource: NpgsqlDataSource) (sql: string) : Task =
-    task {
-        use command = dataSource.CreateCommand sql
-        let! _ = command.ExecuteNonQueryAsync()
-        ()
-    }
+let private execute (dataSource: NpgsqlDataSource) (sql: string) : Task = task {
+    use command = dataSource.CreateCommand sql
+    let! _ = command.ExecuteNonQueryAsync()
+    ()
+}
 
 /// The usual way a session store keeps a session: its whole JSON in one row, read when a request starts and
 /// written back whole when it ends (what connect-pg-simple, activerecord-session_store and the PostgreSQL
 /// IDistributedCache do, one text value per session).
 [<Sealed>]
 type private WholeRowStore(dataSource: NpgsqlDataSource) =
-    member _.CreateAsync() = execute dataSource "CREATE TABLE IF NOT EXISTS whole_sessions (id text PRIMARY KEY, data text NOT NULL, expires_at timestamptz NOT NULL)"
+    member _.CreateAsync() =
+        execute dataSource "CREATE TABLE IF NOT EXISTS whole_sessions (id text PRIMARY KEY, data text NOT NULL, expires_at timestamptz NOT NULL)"
 
-    member _.SaveAsync(id: string, session: Json) : Task =
-        task {
-            use command =
-                dataSource.CreateCommand
-                    "INSERT INTO whole_sessions (id, data, expires_at) VALUES ($1, $2, now() + interval '20 minutes') ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at"
-            command.Parameters.Add(NpgsqlParameter<string>(TypedValue = id)) |> ignore
-            command.Parameters.Add(NpgsqlParameter<string>(TypedValue = Json.serialize session)) |> ignore
-            let! _ = command.ExecuteNonQueryAsync()
-            ()
-        }
+    member _.SaveAsync(id: string, session: Json) : Task = task {
+        use command =
+            dataSource.CreateCommand
+                "INSERT INTO whole_sessions (id, data, expires_at) VALUES ($1, $2, now() + interval '20 minutes') ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at"
+        command.Parameters.Add(NpgsqlParameter<string>(TypedValue = id)) |> ignore
+        command.Parameters.Add(NpgsqlParameter<string>(TypedValue = Json.serialize session)) |> ignore
+        let! _ = command.ExecuteNonQueryAsync()
+        ()
+    }
 
-    member _.LoadAsync(id: string) : Task<Json> =
-        task {
-            use command = dataSource.CreateCommand "SELECT data FROM whole_sessions WHERE id = $1"
-            command.Parameters.Add(NpgsqlParameter<string>(TypedValue = id)) |> ignore
-            let! data = command.ExecuteScalarAsync()
-            return Json.parse (string data)
-        }
+    member _.LoadAsync(id: string) : Task<Json> = task {
+        use command = dataSource.CreateCommand "SELECT data FROM whole_sessions WHERE id = $1"
+        command.Parameters.Add(NpgsqlParameter<string>(TypedValue = id)) |> ignore
+        let! data = command.ExecuteScalarAsync()
+        return Json.parse (string data)
+    }
 
     /// One request's change the usual way: read the session, change it, write the whole JSON back.
-    member this.ChangeAsync(id: string, update: Update) : Task =
-        task {
-            let! session = this.LoadAsync id
-            do! this.SaveAsync(id, Update.apply update session)
-        }
+    member this.ChangeAsync(id: string, update: Update) : Task = task {
+        let! session = this.LoadAsync id
+        do! this.SaveAsync(id, Update.apply update session)
+    }
 
 let private options = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
@@ -116,17 +144,15 @@ let private options = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = tru
 let private oneKeyChange (i: int) = Update.Set(SessionPath.parse "prefs.theme", Json.String(if i % 2 = 0 then "dark" else "light"))
 
 /// Runs `writers` loops of `perWriter` changes each, writer w on session `ids[w]`; gives commits per second.
-let private throughput (writers: int) (perWriter: int) (change: int -> int -> Task) : Task<float> =
-    task {
-        let stopwatch = Stopwatch.StartNew()
-        let loop (w: int) =
-            task {
-                for i in 1..perWriter do
-                    do! change w i
-            }
-        let! _ = Task.WhenAll [| for w in 0 .. writers - 1 -> loop w |]
-        return float (writers * perWriter) / stopwatch.Elapsed.TotalSeconds
+let private throughput (writers: int) (perWriter: int) (change: int -> int -> Task) : Task<float> = task {
+    let stopwatch = Stopwatch.StartNew()
+    let loop (w: int) = task {
+        for i in 1..perWriter do
+            do! change w i
     }
+    let! _ = Task.WhenAll [| for w in 0 .. writers - 1 -> loop w |]
+    return float (writers * perWriter) / stopwatch.Elapsed.TotalSeconds
+}
 
 let run (args: string list) : int =
     let commits = option "--commits" args |> Option.map int |> Option.defaultValue 2000
@@ -146,30 +172,27 @@ let run (args: string list) : int =
             let! _ = store.MoveAsync(null, id, SessionChange(Patch.fold [ Update.Set(SessionPath.root, session) ]), options, CancellationToken.None)
             do! whole.SaveAsync(id, session)
         // What a session takes on disk, tables, TOAST and indexes together, before anything churns.
-        let size (relations: string list) =
-            task {
-                let sum = String.Join(" + ", relations |> List.map (fun r -> $"pg_total_relation_size('{r}')"))
-                use command = dataSource.CreateCommand("SELECT " + sum)
-                let! bytes = command.ExecuteScalarAsync()
-                return float (unbox<int64> bytes) / float ids.Length
-            }
+        let size (relations: string list) = task {
+            let sum = String.Join(" + ", relations |> List.map (fun r -> $"pg_total_relation_size('{r}')"))
+            use command = dataSource.CreateCommand("SELECT " + sum)
+            let! bytes = command.ExecuteScalarAsync()
+            return float (unbox<int64> bytes) / float ids.Length
+        }
         let! sesameBytes = size [ "sesame.bench_sessions"; "sesame.bench_sessions_nodes" ]
         let! usualBytes = size [ "whole_sessions" ]
-        let sesame (w: int) (i: int) : Task =
-            store.CommitAsync(ids[w], SessionChange(Patch.fold [ oneKeyChange i ]), options, CancellationToken.None)
+        let sesame (w: int) (i: int) : Task = store.CommitAsync(ids[w], SessionChange(Patch.fold [ oneKeyChange i ]), options, CancellationToken.None)
         let usual (w: int) (i: int) : Task = whole.ChangeAsync(ids[w], oneKeyChange i)
         // Warm both paths (plans, caches), then a checkpoint before each measured phase, so both pay the
         // full-page images of the pages they touch first.
         let! _ = throughput 1 50 sesame
         let! _ = throughput 1 50 usual
-        let walPerCommit (change: int -> int -> Task) =
-            task {
-                do! execute dataSource "CHECKPOINT"
-                let! before = walPosition dataSource
-                let! _ = throughput 1 commits change
-                let! after = walPosition dataSource
-                return float (after - before) / float commits
-            }
+        let walPerCommit (change: int -> int -> Task) = task {
+            do! execute dataSource "CHECKPOINT"
+            let! before = walPosition dataSource
+            let! _ = throughput 1 commits change
+            let! after = walPosition dataSource
+            return float (after - before) / float commits
+        }
         let! sesameWal = walPerCommit sesame
         let! usualWal = walPerCommit usual
         let! sesameOne = throughput 1 commits sesame
@@ -189,36 +212,43 @@ let run (args: string list) : int =
         printfn "| bytes stored per session (tables, TOAST, indexes) | %.0f | %.0f | %.2f |" sesameBytes usualBytes (sesameBytes / usualBytes)
         printfn "| commits/s, 1 writer | %.0f | %.0f | %.2f |" sesameOne usualOne (sesameOne / usualOne)
         printfn "| commits/s, 32 writers (own sessions) | %.0f | %.0f | %.2f |" sesameMany usualMany (sesameMany / usualMany)
-     })
+    })
         .GetAwaiter()
         .GetResult()
     0
 
 /// Size, dead tuples and HOT updates of the store's tables.
-let private tableReport (dataSource: NpgsqlDataSource) (table: string) =
-    task {
-        use command =
-            dataSource.CreateCommand
-                $"""SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid), s.n_live_tup, s.n_dead_tup, s.n_tup_upd, s.n_tup_hot_upd, s.autovacuum_count
+let private tableReport (dataSource: NpgsqlDataSource) (table: string) = task {
+    use command =
+        dataSource.CreateCommand
+            $"""SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid), s.n_live_tup, s.n_dead_tup, s.n_tup_upd, s.n_tup_hot_upd, s.autovacuum_count
                     FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
                     WHERE c.relname IN ('{table}', '{table}_nodes') ORDER BY c.relname"""
-        use! reader = command.ExecuteReaderAsync()
-        let rows = ResizeArray<string>()
-        let mutable more = true
-        while more do
-            let! read = reader.ReadAsync()
-            if read then
-                let mib (b: int64) = float b / 1048576.0
-                let updates = reader.GetInt64 5
-                let hot = reader.GetInt64 6
-                rows.Add(
-                    sprintf "| %s | %.1f | %.1f | %d | %d | %d | %s | %d |" (reader.GetString 0) (mib (reader.GetInt64 1)) (mib (reader.GetInt64 2)) (reader.GetInt64 3) (reader.GetInt64 4) updates
-                        (if updates = 0L then "-" else sprintf "%.0f%%" (100.0 * float hot / float updates)) (reader.GetInt64 7)
-                )
-            else
-                more <- false
-        return List.ofSeq rows
-    }
+    use! reader = command.ExecuteReaderAsync()
+    let rows = ResizeArray<string>()
+    let mutable more = true
+    while more do
+        let! read = reader.ReadAsync()
+        if read then
+            let mib (b: int64) = float b / 1048576.0
+            let updates = reader.GetInt64 5
+            let hot = reader.GetInt64 6
+            rows.Add(
+                sprintf
+                    "| %s | %.1f | %.1f | %d | %d | %d | %s | %d |"
+                    (reader.GetString 0)
+                    (mib (reader.GetInt64 1))
+                    (mib (reader.GetInt64 2))
+                    (reader.GetInt64 3)
+                    (reader.GetInt64 4)
+                    updates
+                    (if updates = 0L then "-" else sprintf "%.0f%%" (100.0 * float hot / float updates))
+                    (reader.GetInt64 7)
+            )
+        else
+            more <- false
+    return List.ofSeq rows
+}
 
 let churn (args: string list) : int =
     let sessions = option "--sessions" args |> Option.map int |> Option.defaultValue 1_000_000
@@ -239,7 +269,14 @@ let churn (args: string list) : int =
         let stopwatch = Stopwatch.StartNew()
         // One session made by the store, then copied row for row in SQL: a million sessions through the store
         // would take a quarter of an hour here, and the churn is what is measured.
-        let! _ = store.MoveAsync(null, ids[0], SessionChange(Patch.fold [ Update.Set(SessionPath.root, small 0) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
+        let! _ =
+            store.MoveAsync(
+                null,
+                ids[0],
+                SessionChange(Patch.fold [ Update.Set(SessionPath.root, small 0) ]),
+                { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 },
+                CancellationToken.None
+            )
         use copy =
             dataSource.CreateCommand
                 $"""WITH template AS (SELECT * FROM sesame.{table} WHERE id = $1),
@@ -263,38 +300,71 @@ let churn (args: string list) : int =
         let live = Collections.Concurrent.ConcurrentDictionary<int, string>()
         for i in 0 .. sessions - 1 do
             live[i] <- ids[i]
-        let work (w: int) =
-            task {
-                let random = Random(100 + w)
-                for _ in 1 .. operations / 16 do
-                    let slot = random.Next sessions
-                    match live.TryGetValue slot with
-                    | true, id ->
-                        match random.Next 100 with
-                        | r when r < 50 ->
-                            let! _ = store.LoadAsync(id, TimeSpan.FromHours 2.0, CancellationToken.None)
-                            ()
-                        | r when r < 85 ->
-                            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "visits", JsonNumber.OfInt64 1L) ]), { options with IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
-                            ()
-                        | r when r < 90 ->
-                            let fresh = $"churn-{slot:D8}-{random.Next():X8}"
-                            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.User ], Json.String $"user-{slot % 50000}") ])
-                            let! moved = store.MoveAsync(id, fresh, signIn, { options with IdleTimeout = TimeSpan.FromHours 2.0; UserLimit = { MaxSessions = 5; Policy = UserLimitPolicy.EndLeastRecent } }, CancellationToken.None)
-                            if moved = CommitResult.Committed then live[slot] <- fresh
-                        | r when r < 95 ->
-                            let! _ = store.DeleteAsync(id, CancellationToken.None)
-                            let fresh = $"churn-{slot:D8}-{random.Next():X8}"
-                            let! _ = store.MoveAsync(null, fresh, SessionChange(Patch.fold [ Update.Set(SessionPath.root, small slot) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
-                            live[slot] <- fresh
-                        | _ ->
-                            // A session that expires within seconds: the sweeper ends it; a new one takes its place.
-                            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(SessionPath.parse "leaving", Json.Bool true) ]), { options with IdleTimeout = TimeSpan.FromSeconds 2.0 }, CancellationToken.None)
-                            let fresh = $"churn-{slot:D8}-{random.Next():X8}"
-                            let! _ = store.MoveAsync(null, fresh, SessionChange(Patch.fold [ Update.Set(SessionPath.root, small slot) ]), { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 }, CancellationToken.None)
-                            live[slot] <- fresh
-                    | _ -> ()
-            }
+        let work (w: int) = task {
+            let random = Random(100 + w)
+            for _ in 1 .. operations / 16 do
+                let slot = random.Next sessions
+                match live.TryGetValue slot with
+                | true, id ->
+                    match random.Next 100 with
+                    | r when r < 50 ->
+                        let! _ = store.LoadAsync(id, TimeSpan.FromHours 2.0, CancellationToken.None)
+                        ()
+                    | r when r < 85 ->
+                        let! _ =
+                            store.CommitAsync(
+                                id,
+                                SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "visits", JsonNumber.OfInt64 1L) ]),
+                                { options with IdleTimeout = TimeSpan.FromHours 2.0 },
+                                CancellationToken.None
+                            )
+                        ()
+                    | r when r < 90 ->
+                        let fresh = $"churn-{slot:D8}-{random.Next():X8}"
+                        let signIn =
+                            SessionChange(Patch.empty, Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.User ], Json.String $"user-{slot % 50000}") ])
+                        let! moved =
+                            store.MoveAsync(
+                                id,
+                                fresh,
+                                signIn,
+                                { options with IdleTimeout = TimeSpan.FromHours 2.0; UserLimit = { MaxSessions = 5; Policy = UserLimitPolicy.EndLeastRecent } },
+                                CancellationToken.None
+                            )
+                        if moved = CommitResult.Committed then live[slot] <- fresh
+                    | r when r < 95 ->
+                        let! _ = store.DeleteAsync(id, CancellationToken.None)
+                        let fresh = $"churn-{slot:D8}-{random.Next():X8}"
+                        let! _ =
+                            store.MoveAsync(
+                                null,
+                                fresh,
+                                SessionChange(Patch.fold [ Update.Set(SessionPath.root, small slot) ]),
+                                { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 },
+                                CancellationToken.None
+                            )
+                        live[slot] <- fresh
+                    | _ ->
+                        // A session that expires within seconds: the sweeper ends it; a new one takes its place.
+                        let! _ =
+                            store.CommitAsync(
+                                id,
+                                SessionChange(Patch.fold [ Update.Set(SessionPath.parse "leaving", Json.Bool true) ]),
+                                { options with IdleTimeout = TimeSpan.FromSeconds 2.0 },
+                                CancellationToken.None
+                            )
+                        let fresh = $"churn-{slot:D8}-{random.Next():X8}"
+                        let! _ =
+                            store.MoveAsync(
+                                null,
+                                fresh,
+                                SessionChange(Patch.fold [ Update.Set(SessionPath.root, small slot) ]),
+                                { options with MustExist = false; IdleTimeout = TimeSpan.FromHours 2.0 },
+                                CancellationToken.None
+                            )
+                        live[slot] <- fresh
+                | _ -> ()
+        }
         let! _ = Task.WhenAll [| for w in 0..15 -> work w |]
         let elapsed = stopwatch.Elapsed.TotalSeconds
         printfn "Churn: %d operations in %.0f s (%.0f/s, 16 workers)." operations elapsed (float operations / elapsed)
@@ -308,7 +378,7 @@ let churn (args: string list) : int =
             printfn "%s (before)" row
         for row in after do
             printfn "%s (after)" row
-     })
+    })
         .GetAwaiter()
         .GetResult()
     0

@@ -11,7 +11,12 @@ type private Marker = class end
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
-    | "redis-loop" :: rest -> RedisBenchmarks.RedisLoop.run (match rest with [ rounds ] -> int rounds | _ -> 5)
+    | "redis-loop" :: rest ->
+        RedisBenchmarks.RedisLoop.run (
+            match rest with
+            | [ rounds ] -> int rounds
+            | _ -> 5
+        )
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
     | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore
     | _ -> BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore

@@ -108,7 +108,9 @@ type RedisBenchmarks() =
             let inside = d |> Map.filter (fun c _ -> not (List.contains c [ "evalsha"; "eval"; "script|load"; "del"; "info" ]))
             let insideText = inside |> Map.toList |> List.map (fun (c, k) -> $"{c} {float k / float n:F2}") |> String.concat ", "
             let evalsha = d |> Map.tryFind "evalsha" |> Option.defaultValue 0L
-            Console.WriteLine($"// Redis round trips per {label}: {float client / float n:F2} (evalsha {float evalsha / float n:F2}); commands run inside the script per {label}: {insideText}")
+            Console.WriteLine(
+                $"// Redis round trips per {label}: {float client / float n:F2} (evalsha {float evalsha / float n:F2}); commands run inside the script per {label}: {insideText}"
+            )
         let before = commandCalls ()
         for i in 1..n do
             store.CommitAsync("rt-session", cartPatch i, idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
@@ -131,12 +133,17 @@ type RedisBenchmarks() =
         connection <- connect server.EndPoint false
         admin <- connect server.EndPoint true
         store <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", SweepInterval = TimeSpan.Zero), null)
-        refreshingStore <- new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.Zero), null)
+        refreshingStore <-
+            new RedisStore(connection, RedisStoreOptions(KeyPrefix = "bench:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.Zero), null)
         for id in [ "one"; "shared"; "load"; "rt-session" ] do
             store.CommitAsync(id, cartPatch 0, idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
         // A large session: 2,000 leaves (about 60 KB of JSON).
         let big = Json.object [ for i in 1..200 -> $"item{i}", Json.object [ for j in 1..10 -> $"field{j}", Json.string $"value {i}.{j}" ] ]
-        store.CommitAsync("large", SessionChange(Patch.fold [ Update.set (SessionPath.parse "catalog") big ]), idle, CancellationToken.None).GetAwaiter().GetResult() |> ignore
+        store
+            .CommitAsync("large", SessionChange(Patch.fold [ Update.set (SessionPath.parse "catalog") big ]), idle, CancellationToken.None)
+            .GetAwaiter()
+            .GetResult()
+        |> ignore
         countRoundTrips ()
 
     [<GlobalCleanup>]
@@ -153,31 +160,52 @@ type RedisBenchmarks() =
     [<Benchmark(Description = "commit, 32 writers, 32 sessions", OperationsPerInvoke = 32 * 16)>]
     member _.Commit32Writers() : Task =
         Task.WhenAll(
-            [| for w in 1..32 ->
-                   task {
-                       for i in 1..16 do
-                           let! _ = store.CommitAsync($"writer-{w}", cartPatch i, idle, CancellationToken.None)
-                           ()
-                   }
-                   :> Task |]
+            [|
+                for w in 1..32 ->
+                    task {
+                        for i in 1..16 do
+                            let! _ = store.CommitAsync($"writer-{w}", cartPatch i, idle, CancellationToken.None)
+                            ()
+                    }
+                    :> Task
+            |]
         )
 
     [<Benchmark(Description = "commit, 32 writers, 1 session", OperationsPerInvoke = 32 * 16)>]
     member _.Commit32WritersOneSession() : Task =
         Task.WhenAll(
-            [| for w in 1..32 ->
-                   task {
-                       for i in 1..16 do
-                           let! _ = store.CommitAsync("shared", SessionChange(Patch.fold [ Update.set (SessionPath.parse $"writers.w{w}") (Json.int64 (int64 i)); Update.increment (SessionPath.parse "total") 1m ]), idle, CancellationToken.None)
-                           ()
-                   }
-                   :> Task |]
+            [|
+                for w in 1..32 ->
+                    task {
+                        for i in 1..16 do
+                            let! _ =
+                                store.CommitAsync(
+                                    "shared",
+                                    SessionChange(
+                                        Patch.fold [
+                                            Update.set (SessionPath.parse $"writers.w{w}") (Json.int64 (int64 i))
+                                            Update.increment (SessionPath.parse "total") 1m
+                                        ]
+                                    ),
+                                    idle,
+                                    CancellationToken.None
+                                )
+                            ()
+                    }
+                    :> Task
+            |]
         )
 
     [<Benchmark(Description = "commit, 1 writer, 2,000-leaf session")>]
     member _.CommitLargeSession() : Task =
         counter <- counter + 1
-        store.CommitAsync("large", SessionChange(Patch.fold [ Update.set (SessionPath.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ]), idle, CancellationToken.None) :> Task
+        store.CommitAsync(
+            "large",
+            SessionChange(Patch.fold [ Update.set (SessionPath.parse "catalog.item7.field3") (Json.int64 (int64 counter)) ]),
+            idle,
+            CancellationToken.None
+        )
+        :> Task
 
     [<Benchmark(Description = "load (TTL refreshed at most once a second)")>]
     member _.Load() : Task = store.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
@@ -189,7 +217,8 @@ type RedisBenchmarks() =
     member _.LoadRefreshEveryTime() : Task = refreshingStore.LoadAsync("load", idle.IdleTimeout, CancellationToken.None) :> Task
 
     [<Benchmark(Description = "HGETALL alone (no script, no TTL, no rebuild)")>]
-    member _.HashGetAll() : Task = connection.GetDatabase().HashGetAllAsync(RedisKey.op_Implicit ((store :?> RedisStore).KeyOf "load"), CommandFlags.None) :> Task
+    member _.HashGetAll() : Task =
+        connection.GetDatabase().HashGetAllAsync(RedisKey.op_Implicit ((store :?> RedisStore).KeyOf "load"), CommandFlags.None) :> Task
 
 /// <summary>
 /// A plain throughput loop, for comparing builds (e.g. two StackExchange.Redis versions) run one
@@ -216,14 +245,19 @@ module RedisLoop =
         let me = Process.GetCurrentProcess()
         let cpu = me.TotalProcessorTime
         let clock = Stopwatch.StartNew()
-        Task.WhenAll(
-            [| for w in 1..workers ->
-                   task {
-                       for i in 1..perWorker do
-                           do! operation w i
-                   }
-                   :> Task |]
-        ).GetAwaiter().GetResult()
+        Task
+            .WhenAll(
+                [|
+                    for w in 1..workers ->
+                        task {
+                            for i in 1..perWorker do
+                                do! operation w i
+                        }
+                        :> Task
+                |]
+            )
+            .GetAwaiter()
+            .GetResult()
         let operations = float (workers * perWorker)
         me.Refresh()
         operations / clock.Elapsed.TotalSeconds, (me.TotalProcessorTime - cpu).TotalMicroseconds / operations
@@ -243,11 +277,12 @@ module RedisLoop =
         let load (session: string) = store.LoadAsync(session, idle.IdleTimeout, CancellationToken.None) :> Task
         for w in 1..32 do
             (commit $"s{w}" 0).GetAwaiter().GetResult()
-        let scenarios =
-            [ "commits/s, 1 writer", (fun () -> timed 1 4000 (fun _ i -> commit "s1" i))
-              "commits/s, 32 writers", (fun () -> timed 32 250 (fun w i -> commit $"s{w}" i))
-              "loads/s, 1 reader", (fun () -> timed 1 4000 (fun _ _ -> load "s1"))
-              "loads/s, 32 readers", (fun () -> timed 32 250 (fun w _ -> load $"s{w}")) ]
+        let scenarios = [
+            "commits/s, 1 writer", (fun () -> timed 1 4000 (fun _ i -> commit "s1" i))
+            "commits/s, 32 writers", (fun () -> timed 32 250 (fun w i -> commit $"s{w}" i))
+            "loads/s, 1 reader", (fun () -> timed 1 4000 (fun _ _ -> load "s1"))
+            "loads/s, 32 readers", (fun () -> timed 32 250 (fun w _ -> load $"s{w}"))
+        ]
         // Warm-up: JIT, connection, scripts loaded.
         for _, scenario in scenarios do
             scenario () |> ignore
@@ -256,7 +291,9 @@ module RedisLoop =
                 let perSecond, cpu = scenario ()
                 Console.WriteLine($"round {round}\t{name}\t{perSecond:F0}\tclient CPU µs/op\t{cpu:F1}")
         let delta (before: Map<string, int64>) (after: Map<string, int64>) =
-            after |> Map.map (fun name calls -> calls - (before |> Map.tryFind name |> Option.defaultValue 0L)) |> Map.filter (fun name d -> d > 0L && name <> "info")
+            after
+            |> Map.map (fun name calls -> calls - (before |> Map.tryFind name |> Option.defaultValue 0L))
+            |> Map.filter (fun name d -> d > 0L && name <> "info")
         let count = 1000
         let before = commandCalls admin redis.EndPoint
         timed 1 count (fun _ i -> commit "s1" i) |> ignore
@@ -284,20 +321,30 @@ module RedisLoop =
         while not (synced ()) && DateTime.UtcNow < deadline do
             Thread.Sleep 50
         let storeWith (replicas: int) =
-            new RedisStore(primaryConnection, RedisStoreOptions(KeyPrefix = $"wait{replicas}:", SweepInterval = TimeSpan.Zero, WaitForReplicas = replicas), null) :> SessionStore
+            new RedisStore(
+                primaryConnection,
+                RedisStoreOptions(KeyPrefix = $"wait{replicas}:", SweepInterval = TimeSpan.Zero, WaitForReplicas = replicas),
+                null
+            )
+            :> SessionStore
         let plain, waiting = storeWith 0, storeWith 1
         let commitTo (target: SessionStore) (session: string) (i: int) = target.CommitAsync(session, cartPatch i, idle, CancellationToken.None) :> Task
-        let replication =
-            [ for workers, per in [ 1, 2000; 32, 125 ] do
-                  $"commits/s, {workers} writers, no wait", (fun () -> timed workers per (fun w i -> commitTo plain $"s{w}" i))
-                  $"commits/s, {workers} writers, WAIT 1 replica", (fun () -> timed workers per (fun w i -> commitTo waiting $"s{w}" i)) ]
+        let replication = [
+            for workers, per in [ 1, 2000; 32, 125 ] do
+                $"commits/s, {workers} writers, no wait", (fun () -> timed workers per (fun w i -> commitTo plain $"s{w}" i))
+                $"commits/s, {workers} writers, WAIT 1 replica", (fun () -> timed workers per (fun w i -> commitTo waiting $"s{w}" i))
+        ]
         for _, scenario in replication do
             scenario () |> ignore
         let totals = Collections.Generic.Dictionary<string, float>()
         for round in 1..rounds do
             for name, scenario in replication do
                 let perSecond, cpu = scenario ()
-                totals[name] <- (match totals.TryGetValue name with | true, t -> t | _ -> 0.0) + perSecond
+                totals[name] <-
+                    (match totals.TryGetValue name with
+                     | true, t -> t
+                     | _ -> 0.0)
+                    + perSecond
                 Console.WriteLine($"round {round}\t{name}\t{perSecond:F0}\tclient CPU µs/op\t{cpu:F1}")
         for workers in [ 1; 32 ] do
             let ratio = totals[$"commits/s, {workers} writers, WAIT 1 replica"] / totals[$"commits/s, {workers} writers, no wait"]

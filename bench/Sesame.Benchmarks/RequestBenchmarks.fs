@@ -27,7 +27,12 @@ let sessionOf (kilobytes: int) =
         if JsonSize.utf8Length json >= target then json else grow (items + 1)
     grow 1
 
-let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes; UserLimit = UserLimit.None }
+let private commitOptions = {
+    IdleTimeout = TimeSpan.FromMinutes 20.0
+    MustExist = true
+    MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes
+    UserLimit = UserLimit.None
+}
 
 /// Cookie validation: Data Protection's unprotect, and Sesame's read of the request's cookie.
 [<MemoryDiagnoser>]

@@ -22,9 +22,10 @@ let private metaKey (key: string) = SessionPath.ofKeys [ key ]
 
 /// The facts a sign-in writes: the user and a device.
 let private binding (user: string) =
-    Patch.fold
-        [ Update.Set(metaKey SessionMeta.User, Json.string user)
-          Update.Set(metaKey SessionMeta.Device, Json.object [ "userAgent", Json.string "Mozilla/5.0 (X11; Linux x86_64) bench" ]) ]
+    Patch.fold [
+        Update.Set(metaKey SessionMeta.User, Json.string user)
+        Update.Set(metaKey SessionMeta.Device, Json.object [ "userAgent", Json.string "Mozilla/5.0 (X11; Linux x86_64) bench" ])
+    ]
 
 /// One-key changes, made once so the benchmark measures the store.
 let private oneKeyChanges = [| for n in 0..255 -> SessionChange(Patch.fold [ Update.set (SessionPath.parse "field7") (Json.int64 (int64 n)) ]) |]
@@ -60,16 +61,18 @@ type UserIndexBenchmarks() =
             let directory = IO.Directory.CreateTempSubdirectory "sesame-bench-index-"
             let file = FileStore.Open(IO.Path.Combine(directory.FullName, "sessions"))
             store <- file
-            cleanup <- fun () ->
-                (file :> IDisposable).Dispose()
-                directory.Delete true
+            cleanup <-
+                fun () ->
+                    (file :> IDisposable).Dispose()
+                    directory.Delete true
         | _ ->
             let redis = new RedisBenchmarks.LocalRedis()
             let redisStore = RedisStore.ConnectAsync(redis.EndPoint, RedisStoreOptions(), NullLogger.Instance).GetAwaiter().GetResult()
             store <- redisStore
-            cleanup <- fun () ->
-                (redisStore :> IDisposable).Dispose()
-                (redis :> IDisposable).Dispose()
+            cleanup <-
+                fun () ->
+                    (redisStore :> IDisposable).Dispose()
+                    (redis :> IDisposable).Dispose()
         let whole = Patch.fold [ Update.set SessionPath.root session ]
         let run (t: Threading.Tasks.Task<CommitResult>) =
             match t.GetAwaiter().GetResult() with
@@ -117,5 +120,4 @@ type UserIndexBenchmarks() =
 
     /// Listing one user's sessions with their facts (a "your devices" page).
     [<Benchmark>]
-    member _.ListUserSessions() =
-        store.ListAsync(SessionQuery.OfUser "user7", CancellationToken.None).GetAwaiter().GetResult().Sessions.Count
+    member _.ListUserSessions() = store.ListAsync(SessionQuery.OfUser "user7", CancellationToken.None).GetAwaiter().GetResult().Sessions.Count

@@ -6,18 +6,10 @@ open System.Globalization
 open System.Text
 
 /// One line: its name, colour, dash pattern ("" for solid) and points (seconds, value).
-type Series =
-    { Name: string
-      Colour: string
-      Dash: string
-      Points: (float * float) list }
+type Series = { Name: string; Colour: string; Dash: string; Points: (float * float) list }
 
 /// One panel: a title, the unit of its values, its lines, and horizontal marks (value, label).
-type Panel =
-    { Title: string
-      Unit: string
-      Series: Series list
-      Marks: (float * string) list }
+type Panel = { Title: string; Unit: string; Series: Series list; Marks: (float * string) list }
 
 let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
 let private escape (s: string) = s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;")
@@ -34,11 +26,11 @@ let svg (title: string) (subtitle: string) (panels: Panel list) =
     let plotWidth = 560.0
     let width = left + plotWidth + right
     let height = top + float panels.Length * (panelHeight + gap) + 10.0
-    let maxSeconds =
-        panels |> List.collect (fun p -> p.Series |> List.collect (fun s -> s.Points |> List.map fst)) |> List.fold max 1.0
+    let maxSeconds = panels |> List.collect (fun p -> p.Series |> List.collect (fun s -> s.Points |> List.map fst)) |> List.fold max 1.0
     let s = StringBuilder()
     let add (line: string) = s.AppendLine line |> ignore
-    add $"""<svg xmlns="http://www.w3.org/2000/svg" width="{inv "F0" width}" height="{inv "F0" height}" viewBox="0 0 {inv "F0" width} {inv "F0" height}" font-family="sans-serif" font-size="12">"""
+    add
+        $"""<svg xmlns="http://www.w3.org/2000/svg" width="{inv "F0" width}" height="{inv "F0" height}" viewBox="0 0 {inv "F0" width} {inv "F0" height}" font-family="sans-serif" font-size="12">"""
     add """<rect width="100%" height="100%" fill="white"/>"""
     add $"""<text x="10" y="24" font-size="16" font-weight="bold">{escape title}</text>"""
     add $"""<text x="10" y="44" fill="#555">{escape subtitle}</text>"""
@@ -56,14 +48,16 @@ let svg (title: string) (subtitle: string) (panels: Panel list) =
             add $"""<line x1="{inv "F1" left}" y1="{inv "F1" (y t)}" x2="{inv "F1" (left + plotWidth)}" y2="{inv "F1" (y t)}" stroke="#eee"/>"""
             add $"""<text x="{inv "F1" (left - 6.0)}" y="{inv "F1" (y t + 4.0)}" text-anchor="end" fill="#555">{inv "F0" t}</text>"""
             t <- t + tick
-        add $"""<text x="14" y="{inv "F1" (y0 + 20.0 + (panelHeight - 20.0) / 2.0)}" fill="#555" transform="rotate(-90 14 {inv "F1" (y0 + 20.0 + (panelHeight - 20.0) / 2.0)})" text-anchor="middle">{escape panel.Unit}</text>"""
+        add
+            $"""<text x="14" y="{inv "F1" (y0 + 20.0 + (panelHeight - 20.0) / 2.0)}" fill="#555" transform="rotate(-90 14 {inv "F1" (y0 + 20.0 + (panelHeight - 20.0) / 2.0)})" text-anchor="middle">{escape panel.Unit}</text>"""
         let mutable seconds = 0.0
         while seconds <= maxSeconds do
             add $"""<text x="{inv "F1" (x seconds)}" y="{inv "F1" (y 0.0 + 16.0)}" text-anchor="middle" fill="#555">{inv "F0" seconds} s</text>"""
             seconds <- seconds + 10.0
         add $"""<line x1="{inv "F1" left}" y1="{inv "F1" (y 0.0)}" x2="{inv "F1" (left + plotWidth)}" y2="{inv "F1" (y 0.0)}" stroke="#333"/>"""
         for value, label in panel.Marks do
-            add $"""<line x1="{inv "F1" left}" y1="{inv "F1" (y value)}" x2="{inv "F1" (left + plotWidth)}" y2="{inv "F1" (y value)}" stroke="#c00" stroke-dasharray="6 4"/>"""
+            add
+                $"""<line x1="{inv "F1" left}" y1="{inv "F1" (y value)}" x2="{inv "F1" (left + plotWidth)}" y2="{inv "F1" (y value)}" stroke="#c00" stroke-dasharray="6 4"/>"""
             add $"""<text x="{inv "F1" (left + plotWidth - 4.0)}" y="{inv "F1" (y value - 4.0)}" text-anchor="end" fill="#c00">{escape label}</text>"""
         panel.Series
         |> List.iteri (fun i series ->
@@ -72,7 +66,8 @@ let svg (title: string) (subtitle: string) (panels: Panel list) =
                 let dash = if series.Dash = "" then "" else " stroke-dasharray=\"" + series.Dash + "\""
                 add $"""<polyline fill="none" stroke="{series.Colour}" stroke-width="2"{dash} points="{points}"/>"""
                 let ly = y0 + 30.0 + float i * 18.0
-                add $"""<line x1="{inv "F1" (left + plotWidth + 14.0)}" y1="{inv "F1" ly}" x2="{inv "F1" (left + plotWidth + 40.0)}" y2="{inv "F1" ly}" stroke="{series.Colour}" stroke-width="2"{dash}/>"""
+                add
+                    $"""<line x1="{inv "F1" (left + plotWidth + 14.0)}" y1="{inv "F1" ly}" x2="{inv "F1" (left + plotWidth + 40.0)}" y2="{inv "F1" ly}" stroke="{series.Colour}" stroke-width="2"{dash}/>"""
                 add $"""<text x="{inv "F1" (left + plotWidth + 46.0)}" y="{inv "F1" (ly + 4.0)}">{escape series.Name}</text>"""))
     add "</svg>"
     s.ToString()

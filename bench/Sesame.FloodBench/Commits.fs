@@ -21,15 +21,16 @@ let private newIds (count: int) =
 /// operations each, started together.
 let private timed (threads: int) (perThread: int) (operation: int -> int -> unit) =
     use start = new Barrier(threads + 1)
-    let workers =
-        [| for t in 0 .. threads - 1 ->
-               Thread(
-                   (fun () ->
-                       start.SignalAndWait()
-                       for i in 0 .. perThread - 1 do
-                           operation t i),
-                   IsBackground = true
-               ) |]
+    let workers = [|
+        for t in 0 .. threads - 1 ->
+            Thread(
+                (fun () ->
+                    start.SignalAndWait()
+                    for i in 0 .. perThread - 1 do
+                        operation t i),
+                IsBackground = true
+            )
+    |]
     for w in workers do
         w.Start()
     let cpu () = Process.GetCurrentProcess().TotalProcessorTime
@@ -60,5 +61,6 @@ let run () =
         store.CommitAsync(id, increment, creating, token).GetAwaiter().GetResult() |> ignore
     let perThread = 100_000
     let fresh = newIds (threads * perThread)
-    let createNs = timed threads perThread (fun t i -> store.CommitAsync(fresh[t * perThread + i], increment, creating, token).GetAwaiter().GetResult() |> ignore)
+    let createNs =
+        timed threads perThread (fun t i -> store.CommitAsync(fresh[t * perThread + i], increment, creating, token).GetAwaiter().GetResult() |> ignore)
     printfn "COMMITS %.1f %.1f %.1f %d" commitNs loadNs createNs store.Count

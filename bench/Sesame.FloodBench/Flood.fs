@@ -34,7 +34,10 @@ type Server(build: Build, port: int, store: string, tiny: bool) =
         proc.BeginOutputReadLine()
         proc.BeginErrorReadLine()
         if not (ready.Wait(TimeSpan.FromSeconds 120.0)) then
-            (try proc.Kill true with _ -> ())
+            (try
+                proc.Kill true
+             with _ ->
+                 ())
             failwith $"The app did not start: {String.Join('\n', lines)}"
 
     member _.Url = $"http://127.0.0.1:{port}"
@@ -69,33 +72,35 @@ type Server(build: Build, port: int, store: string, tiny: bool) =
             ready.Dispose()
 
 /// One second of a run.
-type Sample =
-    { Seconds: float
-      RssMiB: float
-      Sessions: int64
-      /// As the byte bound counts them; negative where the store had no such count.
-      HeldMiB: float
-      HeapMiB: float }
+type Sample = {
+    Seconds: float
+    RssMiB: float
+    Sessions: int64
+    /// As the byte bound counts them; negative where the store had no such count.
+    HeldMiB: float
+    HeapMiB: float
+}
 
 /// What one run measured.
-type Run =
-    { Build: string
-      Store: string
-      Samples: Sample list
-      PeakRssMiB: float
-      /// Requests per second of wrk without cookies: each one creates a session.
-      NewSessions: Wrk.Measured
-      Posts: int
-      Refused: int
-      PostErrors: int
-      /// Whether every visit of the established client found its count one higher than the last.
-      Kept: bool
-      Visits: int
-      LostAt: float list
-      /// Reopening the store after the run (the file store replays its file): ms, and the sessions it held.
-      ReopenMs: int64
-      ReopenSessions: int64
-      FileBytes: int64 }
+type Run = {
+    Build: string
+    Store: string
+    Samples: Sample list
+    PeakRssMiB: float
+    /// Requests per second of wrk without cookies: each one creates a session.
+    NewSessions: Wrk.Measured
+    Posts: int
+    Refused: int
+    PostErrors: int
+    /// Whether every visit of the established client found its count one higher than the last.
+    Kept: bool
+    Visits: int
+    LostAt: float list
+    /// Reopening the store after the run (the file store replays its file): ms, and the sessions it held.
+    ReopenMs: int64
+    ReopenSessions: int64
+    FileBytes: int64
+}
 
 let private newClient () =
     let handler = new SocketsHttpHandler(UseCookies = true, CookieContainer = CookieContainer(), PooledConnectionLifetime = TimeSpan.FromMinutes 5.0)
@@ -103,31 +108,29 @@ let private newClient () =
 
 /// The established client: two requests to start (it is a returning session from then on), then one every period; the
 /// counter must go up by one each time, or the session was lost. Gives (kept, visits, seconds at which it was lost).
-let private established (url: string) (period: TimeSpan) (clock: Stopwatch) (stop: CancellationToken) =
-    task {
-        use client = newClient ()
-        let visit () =
-            task {
-                let! text = client.GetStringAsync(url + "/")
-                return Int32.Parse(text.Split(' ')[0])
-            }
-        let! _ = visit ()
-        let! second = visit ()
-        let mutable expected = second + 1
-        let mutable visits = 2
-        let lost = ResizeArray<float>()
-        if second <> 2 then lost.Add clock.Elapsed.TotalSeconds
-        while not stop.IsCancellationRequested do
-            try
-                do! Task.Delay(period, stop)
-                let! n = visit ()
-                visits <- visits + 1
-                if n <> expected then lost.Add clock.Elapsed.TotalSeconds
-                expected <- n + 1
-            with
-            | :? OperationCanceledException when stop.IsCancellationRequested -> ()
-        return lost.Count = 0, visits, List.ofSeq lost
+let private established (url: string) (period: TimeSpan) (clock: Stopwatch) (stop: CancellationToken) = task {
+    use client = newClient ()
+    let visit () = task {
+        let! text = client.GetStringAsync(url + "/")
+        return Int32.Parse(text.Split(' ')[0])
     }
+    let! _ = visit ()
+    let! second = visit ()
+    let mutable expected = second + 1
+    let mutable visits = 2
+    let lost = ResizeArray<float>()
+    if second <> 2 then lost.Add clock.Elapsed.TotalSeconds
+    while not stop.IsCancellationRequested do
+        try
+            do! Task.Delay(period, stop)
+            let! n = visit ()
+            visits <- visits + 1
+            if n <> expected then lost.Add clock.Elapsed.TotalSeconds
+            expected <- n + 1
+        with :? OperationCanceledException when stop.IsCancellationRequested ->
+            ()
+    return lost.Count = 0, visits, List.ofSeq lost
+}
 
 /// Counts of the growth attack.
 type private Attack() =
@@ -137,38 +140,32 @@ type private Attack() =
 
 /// One attacker: adds items with a large sku to its cart until the cart passes MaxSessionBytes (the commit is refused,
 /// a 500), then starts another cart with a fresh cookie jar.
-let private attacker (url: string) (skuBytes: int) (attack: Attack) (stop: CancellationToken) =
-    task {
-        let mutable client = newClient ()
-        let padding = String('x', skuBytes)
-        while not stop.IsCancellationRequested do
-            try
-                let body = $"""{{"sku":"{Guid.NewGuid():N}{padding}","qty":1}}"""
-                use content = new StringContent(body, Encoding.UTF8, "application/json")
-                use! response = client.PostAsync(url + "/cart/items", content, stop)
-                let! _ = response.Content.ReadAsByteArrayAsync(stop)
-                if response.IsSuccessStatusCode then
-                    lock attack (fun () -> attack.Posts <- attack.Posts + 1)
-                else
-                    lock attack (fun () -> attack.Refused <- attack.Refused + 1)
-                    client.Dispose()
-                    client <- newClient ()
-            with
-            | :? OperationCanceledException when stop.IsCancellationRequested -> ()
-            | _ ->
-                lock attack (fun () -> attack.Errors <- attack.Errors + 1)
+let private attacker (url: string) (skuBytes: int) (attack: Attack) (stop: CancellationToken) = task {
+    let mutable client = newClient ()
+    let padding = String('x', skuBytes)
+    while not stop.IsCancellationRequested do
+        try
+            let body = $"""{{"sku":"{Guid.NewGuid():N}{padding}","qty":1}}"""
+            use content = new StringContent(body, Encoding.UTF8, "application/json")
+            use! response = client.PostAsync(url + "/cart/items", content, stop)
+            let! _ = response.Content.ReadAsByteArrayAsync(stop)
+            if response.IsSuccessStatusCode then
+                lock attack (fun () -> attack.Posts <- attack.Posts + 1)
+            else
+                lock attack (fun () -> attack.Refused <- attack.Refused + 1)
                 client.Dispose()
                 client <- newClient ()
-        client.Dispose()
-    }
+        with
+        | :? OperationCanceledException when stop.IsCancellationRequested -> ()
+        | _ ->
+            lock attack (fun () -> attack.Errors <- attack.Errors + 1)
+            client.Dispose()
+            client <- newClient ()
+    client.Dispose()
+}
 
 /// The run's settings.
-type Settings =
-    { Duration: TimeSpan
-      Attackers: int
-      SkuBytes: int
-      EstablishedPeriod: TimeSpan
-      Load: Wrk.Load }
+type Settings = { Duration: TimeSpan; Attackers: int; SkuBytes: int; EstablishedPeriod: TimeSpan; Load: Wrk.Load }
 
 let private storeArgument (store: string) (directory: string) (tag: string) =
     if store = "memory" then "memory" else $"""file:{Path.Combine(directory, tag + ".db")}"""
@@ -192,12 +189,13 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
             peak <- max peak hwm
             try
                 let parts = http.GetStringAsync(server.Url + "/_flood/stats").GetAwaiter().GetResult().Split ' ' |> Array.map Int64.Parse
-                samples.Add
-                    { Seconds = clock.Elapsed.TotalSeconds
-                      RssMiB = rss
-                      Sessions = parts[0]
-                      HeldMiB = (if parts[1] < 0L then -1.0 else float parts[1] / 1048576.0)
-                      HeapMiB = float parts[2] / 1048576.0 }
+                samples.Add {
+                    Seconds = clock.Elapsed.TotalSeconds
+                    RssMiB = rss
+                    Sessions = parts[0]
+                    HeldMiB = (if parts[1] < 0L then -1.0 else float parts[1] / 1048576.0)
+                    HeapMiB = float parts[2] / 1048576.0
+                }
             with _ ->
                 samples.Add { Seconds = clock.Elapsed.TotalSeconds; RssMiB = rss; Sessions = -1L; HeldMiB = -1.0; HeapMiB = -1.0 }
         sample ()
@@ -216,20 +214,22 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
         let kept, visits, lostAt = client.GetAwaiter().GetResult()
         let _, hwm = server.Rss()
         peak <- max peak hwm
-        { Build = build.Name
-          Store = (if tiny then "memory, room for 1 session" else store)
-          Samples = List.ofSeq samples
-          PeakRssMiB = peak
-          NewSessions = flood
-          Posts = attack.Posts
-          Refused = attack.Refused
-          PostErrors = attack.Errors
-          Kept = kept
-          Visits = visits
-          LostAt = lostAt
-          ReopenMs = -1L
-          ReopenSessions = -1L
-          FileBytes = -1L }
+        {
+            Build = build.Name
+            Store = (if tiny then "memory, room for 1 session" else store)
+            Samples = List.ofSeq samples
+            PeakRssMiB = peak
+            NewSessions = flood
+            Posts = attack.Posts
+            Refused = attack.Refused
+            PostErrors = attack.Errors
+            Kept = kept
+            Visits = visits
+            LostAt = lostAt
+            ReopenMs = -1L
+            ReopenSessions = -1L
+            FileBytes = -1L
+        }
     if store = "file" && not tiny then
         // Restart on the file the run left: replay at the bound.
         let file = storeText.Substring 5
@@ -250,5 +250,6 @@ let throughput (load: Wrk.Load) (build: Build) (store: string) (directory: strin
 let commits (build: Build) : float[] =
     let code, output = Machine.capture build.Exe $"{build.Args} commits"
     match output.Split('\n') |> Array.tryFind (fun l -> l.StartsWith "COMMITS ") with
-    | Some line when code = 0 -> line.Split ' ' |> Array.skip 1 |> Array.take 3 |> Array.map (fun s -> Double.Parse(s, Globalization.CultureInfo.InvariantCulture))
+    | Some line when code = 0 ->
+        line.Split ' ' |> Array.skip 1 |> Array.take 3 |> Array.map (fun s -> Double.Parse(s, Globalization.CultureInfo.InvariantCulture))
     | _ -> failwith $"The commit timings of {build.Name} failed:\n{output}"

@@ -78,12 +78,13 @@ let private runAll (args: string[]) =
     let machine = Machine.describe ()
     let seconds (name: string) (fallback: int) = TimeSpan.FromSeconds(float (int (option args name (string fallback))))
     let load = { Wrk.Threads = 2; Wrk.Connections = 32; Wrk.Duration = seconds "--throughput-seconds" 20; Wrk.WarmUp = TimeSpan.FromSeconds 5.0 }
-    let settings =
-        { Duration = seconds "--duration" 60
-          Attackers = int (option args "--attackers" "4")
-          SkuBytes = 1024 * int (option args "--sku-kb" "64")
-          EstablishedPeriod = seconds "--period" 5
-          Load = load }
+    let settings = {
+        Duration = seconds "--duration" 60
+        Attackers = int (option args "--attackers" "4")
+        SkuBytes = 1024 * int (option args "--sku-kb" "64")
+        EstablishedPeriod = seconds "--period" 5
+        Load = load
+    }
     let rounds = int (option args "--rounds" "2")
     let reference = option args "--baseline" (defaultBaseline root)
     let after =
@@ -96,38 +97,68 @@ let private runAll (args: string[]) =
     printfn "Machine: %d cores, %s; %s" machine.Cores machine.Cpu machine.Runtime
 
     printfn "The memory store's paths, in process (ns of CPU per operation, 2 threads; 3 rounds):"
-    let timings =
-        [ for round in 1..3 do
-              for build in (if round % 2 = 1 then builds else List.rev builds) do
-                  let t = commits build
-                  printfn "  %-16s commit %6.1f  load %6.1f  create past the bound %7.1f" build.Name t[0] t[1] t[2]
-                  build.Name, t ]
-    let timingOf (build: Build) (i: int) = median [ for name, t in timings do if name = build.Name then t[i] ]
+    let timings = [
+        for round in 1..3 do
+            for build in (if round % 2 = 1 then builds else List.rev builds) do
+                let t = commits build
+                printfn "  %-16s commit %6.1f  load %6.1f  create past the bound %7.1f" build.Name t[0] t[1] t[2]
+                build.Name, t
+    ]
+    let timingOf (build: Build) (i: int) =
+        median [
+            for name, t in timings do
+                if name = build.Name then t[i]
+        ]
 
-    printfn "New-session throughput alone (wrk -t%d -c%d, %d s after %d s of warm-up; %d rounds, builds alternating):" load.Threads load.Connections (int load.Duration.TotalSeconds) (int load.WarmUp.TotalSeconds) rounds
-    let throughputs =
-        [ for store in [ "memory"; "file" ] do
-              for round in 1..rounds do
-                  for build in (if round % 2 = 1 then builds else List.rev builds) do
-                      let m = throughput load build store directory
-                      printfn "  %-6s %-16s %9.0f req/s  p99 %7.2f ms  errors %d" store build.Name m.RequestsPerSecond m.P99Ms m.Errors
-                      (store, build.Name), m ]
+    printfn
+        "New-session throughput alone (wrk -t%d -c%d, %d s after %d s of warm-up; %d rounds, builds alternating):"
+        load.Threads
+        load.Connections
+        (int load.Duration.TotalSeconds)
+        (int load.WarmUp.TotalSeconds)
+        rounds
+    let throughputs = [
+        for store in [ "memory"; "file" ] do
+            for round in 1..rounds do
+                for build in (if round % 2 = 1 then builds else List.rev builds) do
+                    let m = throughput load build store directory
+                    printfn "  %-6s %-16s %9.0f req/s  p99 %7.2f ms  errors %d" store build.Name m.RequestsPerSecond m.P99Ms m.Errors
+                    (store, build.Name), m
+    ]
     let throughputOf (store: string) (build: Build) =
-        median [ for key, m in throughputs do if key = (store, build.Name) then m.RequestsPerSecond ]
+        median [
+            for key, m in throughputs do
+                if key = (store, build.Name) then m.RequestsPerSecond
+        ]
 
-    printfn "Flood runs (%d s: wrk without cookies, %d attackers growing carts by %d KB a POST, an established client every %d s):" (int settings.Duration.TotalSeconds) settings.Attackers (settings.SkuBytes / 1024) (int settings.EstablishedPeriod.TotalSeconds)
+    printfn
+        "Flood runs (%d s: wrk without cookies, %d attackers growing carts by %d KB a POST, an established client every %d s):"
+        (int settings.Duration.TotalSeconds)
+        settings.Attackers
+        (settings.SkuBytes / 1024)
+        (int settings.EstablishedPeriod.TotalSeconds)
     let show (r: Run) =
         printfn
             "  %-6s %-16s new sessions %8.0f/s  peak RSS %6.0f MiB  held ≤ %7.0f sessions, %6.1f MiB  POSTs %d ok, %d refused, %d failed  established kept: %b (%d visits)%s"
-            r.Store r.Build r.NewSessions.RequestsPerSecond r.PeakRssMiB (maxOf (fun s -> float s.Sessions) r) (maxOf (fun s -> s.HeldMiB) r)
-            r.Posts r.Refused r.PostErrors r.Kept r.Visits
+            r.Store
+            r.Build
+            r.NewSessions.RequestsPerSecond
+            r.PeakRssMiB
+            (maxOf (fun s -> float s.Sessions) r)
+            (maxOf (fun s -> s.HeldMiB) r)
+            r.Posts
+            r.Refused
+            r.PostErrors
+            r.Kept
+            r.Visits
             (if r.ReopenMs >= 0L then $"  reopened in {r.ReopenMs} ms ({r.ReopenSessions} sessions, {float r.FileBytes / 1048576.0:F1} MiB file)" else "")
-    let runs =
-        [ for store in [ "memory"; "file" ] do
-              for build in builds do
-                  let r = run settings build store directory false
-                  show r
-                  r ]
+    let runs = [
+        for store in [ "memory"; "file" ] do
+            for build in builds do
+                let r = run settings build store directory false
+                show r
+                r
+    ]
     printfn "Reference for the runtime's own working set: the same load on a memory store with room for one session"
     let referenceRun = run settings after "memory" directory true
     show referenceRun
@@ -150,31 +181,38 @@ let private runAll (args: string[]) =
     add ""
     add $"Each run starts the C# sample's app (its endpoints and its store registration, default bounds: 100,000 sessions and"
     add $"256 MiB per store; plus one route that reports what the store holds) in a process of its own, with server GC as the"
-    add $"sample runs, and for {int settings.Duration.TotalSeconds} s drives it with `wrk -t{load.Threads} -c{load.Connections}` on `GET /` without cookies (every request"
+    add
+        $"sample runs, and for {int settings.Duration.TotalSeconds} s drives it with `wrk -t{load.Threads} -c{load.Connections}` on `GET /` without cookies (every request"
     add $"creates a session), while {settings.Attackers} attackers grow carts (`POST /cart/items`, a {settings.SkuBytes / 1024} KB sku each; a cart refused at"
     add $"`MaxSessionBytes`, 1 MiB, is left and a new one started with a fresh cookie), and one established client (used"
-    add $"twice before the flood) comes back every {int settings.EstablishedPeriod.TotalSeconds} s and checks that its counter went up by one. RSS and what the store holds"
+    add
+        $"twice before the flood) comes back every {int settings.EstablishedPeriod.TotalSeconds} s and checks that its counter went up by one. RSS and what the store holds"
     add $"are sampled every second. \"Before\" is the same app built from `{reference}`, the code before the bounds, measured in"
     add "the same run (builds alternate, so both share the machine's load)."
     add ""
-    add "| Store | Build | New sessions/s | Peak RSS | Most sessions held | Most MiB held (as the bound counts) | Cart POSTs ok / refused | Established client kept its session | Restart (replay) |"
+    add
+        "| Store | Build | New sessions/s | Peak RSS | Most sessions held | Most MiB held (as the bound counts) | Cart POSTs ok / refused | Established client kept its session | Restart (replay) |"
     add "|---|---|---:|---:|---:|---:|---:|---|---|"
     for r in runs @ [ referenceRun ] do
         let held = maxOf (fun s -> s.HeldMiB) r
         let heldText = if held <= 0.0 then "not counted" else inv "F1" held
         let lostAt = String.Join(", ", r.LostAt |> List.map (fun s -> inv "F0" s + " s"))
         let kept = if r.Kept then $"yes ({r.Visits} visits)" else $"**no**: lost at {lostAt} ({r.Visits} visits)"
-        let reopen = if r.ReopenMs >= 0L then $"""{r.ReopenMs} ms, {r.ReopenSessions:N0} sessions, {inv "F1" (float r.FileBytes / 1048576.0)} MiB file""" else ""
-        add $"""| {r.Store} | {r.Build} | {inv "N0" r.NewSessions.RequestsPerSecond} | {inv "F0" r.PeakRssMiB} MiB | {inv "N0" (maxOf (fun s -> float s.Sessions) r)} | {heldText} | {r.Posts:N0} / {r.Refused:N0} | {kept} | {reopen} |"""
+        let reopen =
+            if r.ReopenMs >= 0L then $"""{r.ReopenMs} ms, {r.ReopenSessions:N0} sessions, {inv "F1" (float r.FileBytes / 1048576.0)} MiB file""" else ""
+        add
+            $"""| {r.Store} | {r.Build} | {inv "N0" r.NewSessions.RequestsPerSecond} | {inv "F0" r.PeakRssMiB} MiB | {inv "N0" (maxOf (fun s -> float s.Sessions) r)} | {heldText} | {r.Posts:N0} / {r.Refused:N0} | {kept} | {reopen} |"""
     add ""
     add $"""The runtime's own working set (the last row: the same load, the store holding at most one session): **{inv "F0" runtimeMiB} MiB** peak RSS."""
     for r in runs |> List.filter (fun r -> r.Build = "after") do
         let within = r.PeakRssMiB <= bound + runtimeMiB
-        add $"""Goal, {r.Store} store: peak RSS {inv "F0" r.PeakRssMiB} MiB {(if within then "≤" else ">")} the byte bound ({inv "F0" bound} MiB) + the runtime's working set ({inv "F0" runtimeMiB} MiB) = {inv "F0" (bound + runtimeMiB)} MiB: **{(if within then "met" else "not met")}**."""
+        add
+            $"""Goal, {r.Store} store: peak RSS {inv "F0" r.PeakRssMiB} MiB {(if within then "≤" else ">")} the byte bound ({inv "F0" bound} MiB) + the runtime's working set ({inv "F0" runtimeMiB} MiB) = {inv "F0" (bound + runtimeMiB)} MiB: **{(if within then "met" else "not met")}**."""
     add ""
     add "![RSS and bytes held over time](flood.svg)"
     add ""
-    add $"New-session throughput alone (`wrk -t{load.Threads} -c{load.Connections}` without cookies, {int load.Duration.TotalSeconds} s after {int load.WarmUp.TotalSeconds} s of warm-up, nothing else; median of {rounds} runs per build, builds alternating):"
+    add
+        $"New-session throughput alone (`wrk -t{load.Threads} -c{load.Connections}` without cookies, {int load.Duration.TotalSeconds} s after {int load.WarmUp.TotalSeconds} s of warm-up, nothing else; median of {rounds} runs per build, builds alternating):"
     add ""
     add "| Store | Before, req/s | After, req/s | After ÷ before |"
     add "|---|---:|---:|---:|"
@@ -196,25 +234,39 @@ let private runAll (args: string[]) =
     writeSection (Path.Combine(docs, "performance.md")) (text.ToString())
     let colours = dict [ "memory", "#2b7bd9"; "file", "#d9822b" ]
     let series (value: Sample -> float) =
-        [ for r in runs ->
-              { Chart.Name = $"{r.Store}, {(if r.Build = after.Name then after.Name else before.Name.Split(' ')[0])}"
-                Chart.Colour = colours[r.Store]
-                Chart.Dash = (if r.Build = after.Name then "" else "5 4")
-                Chart.Points = r.Samples |> List.filter (fun s -> value s >= 0.0) |> List.map (fun s -> s.Seconds, value s) } ]
-          @ [ { Chart.Name = "runtime alone"
+        [
+            for r in runs ->
+                {
+                    Chart.Name = $"{r.Store}, {(if r.Build = after.Name then after.Name else before.Name.Split(' ')[0])}"
+                    Chart.Colour = colours[r.Store]
+                    Chart.Dash = (if r.Build = after.Name then "" else "5 4")
+                    Chart.Points = r.Samples |> List.filter (fun s -> value s >= 0.0) |> List.map (fun s -> s.Seconds, value s)
+                }
+        ]
+        @ [
+            {
+                Chart.Name = "runtime alone"
                 Chart.Colour = "#888888"
                 Chart.Dash = ""
-                Chart.Points = referenceRun.Samples |> List.filter (fun s -> value s >= 0.0) |> List.map (fun s -> s.Seconds, value s) } ]
-    let panels =
-        [ { Chart.Title = "Resident set size (RSS)"
+                Chart.Points = referenceRun.Samples |> List.filter (fun s -> value s >= 0.0) |> List.map (fun s -> s.Seconds, value s)
+            }
+        ]
+    let panels = [
+        {
+            Chart.Title = "Resident set size (RSS)"
             Chart.Unit = "MiB"
             Chart.Series = series (fun s -> s.RssMiB)
-            Chart.Marks = [ bound + runtimeMiB, $"""bound + runtime alone ({inv "F0" (bound + runtimeMiB)} MiB)""" ] }
-          { Chart.Title = "Held, as the byte bound counts it"
+            Chart.Marks = [ bound + runtimeMiB, $"""bound + runtime alone ({inv "F0" (bound + runtimeMiB)} MiB)""" ]
+        }
+        {
+            Chart.Title = "Held, as the byte bound counts it"
             Chart.Unit = "MiB"
             Chart.Series = series (fun s -> s.HeldMiB)
-            Chart.Marks = [ bound, "MaxTotalBytes (256 MiB)" ] } ]
-    let subtitle = $"{machine.Cores} cores; wrk -t{load.Threads} -c{load.Connections} without cookies + {settings.Attackers} cart growers; dashed: before the bounds"
+            Chart.Marks = [ bound, "MaxTotalBytes (256 MiB)" ]
+        }
+    ]
+    let subtitle =
+        $"{machine.Cores} cores; wrk -t{load.Threads} -c{load.Connections} without cookies + {settings.Attackers} cart growers; dashed: before the bounds"
     File.WriteAllText(Path.Combine(docs, "flood.svg"), Chart.svg "The sample's app under a flood of new sessions and a growth attack" subtitle panels)
     printfn ""
     printfn "%s" (text.ToString())

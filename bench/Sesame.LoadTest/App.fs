@@ -81,37 +81,38 @@ let aspNetCoreSession (ctx: HttpContext) : Task =
 
 /// Sesame, through its F# API (the same whatever the store).
 let sesame (ctx: HttpContext) : Task =
-    if ctx.Request.Path.Value = "/untouched" then reply ctx "ok" else
-    task {
-        let! session = Session.loadAsync ctx
-        match ctx.Request.Path.Value with
-        | "/counter" ->
-            let times = session |> Session.increment "times" 1m
-            do! work ctx
-            do! reply ctx $"{times} times!"
-        | "/nested" ->
-            if (session |> Session.tryFind "foo").IsNone then
-                session |> Session.set "foo" {| bar = {| baz = 1 |} |}
-            let baz = session |> Session.tryGet<int64> "foo.bar.baz" |> Option.defaultValue 0L |> doubled
-            session |> Session.set "foo.bar.baz" baz
-            do! reply ctx $"baz = {baz}"
-        | "/read"
-        | "/value" ->
-            let times = session |> Session.tryGet<int64> "times" |> Option.defaultValue 0L
-            do! reply ctx $"{times}"
-        | "/key" ->
-            let key = string ctx.Request.Query["k"]
-            session |> Session.set $"keys.{key}" 1
-            do! work ctx
-            do! reply ctx "ok"
-        | "/keys" ->
-            let count =
-                match session |> Session.tryFind "keys" with
-                | Some(Json.Object keys) -> keys.Count
-                | _ -> 0
-            do! reply ctx $"{count}"
-        | _ -> ctx.Response.StatusCode <- 404
-    }
+    if ctx.Request.Path.Value = "/untouched" then
+        reply ctx "ok"
+    else
+        task {
+            let! session = Session.loadAsync ctx
+            match ctx.Request.Path.Value with
+            | "/counter" ->
+                let times = session |> Session.increment "times" 1m
+                do! work ctx
+                do! reply ctx $"{times} times!"
+            | "/nested" ->
+                if (session |> Session.tryFind "foo").IsNone then session |> Session.set "foo" {| bar = {| baz = 1 |} |}
+                let baz = session |> Session.tryGet<int64> "foo.bar.baz" |> Option.defaultValue 0L |> doubled
+                session |> Session.set "foo.bar.baz" baz
+                do! reply ctx $"baz = {baz}"
+            | "/read"
+            | "/value" ->
+                let times = session |> Session.tryGet<int64> "times" |> Option.defaultValue 0L
+                do! reply ctx $"{times}"
+            | "/key" ->
+                let key = string ctx.Request.Query["k"]
+                session |> Session.set $"keys.{key}" 1
+                do! work ctx
+                do! reply ctx "ok"
+            | "/keys" ->
+                let count =
+                    match session |> Session.tryFind "keys" with
+                    | Some(Json.Object keys) -> keys.Count
+                    | _ -> 0
+                do! reply ctx $"{count}"
+            | _ -> ctx.Response.StatusCode <- 404
+        }
 
 /// Sesame over a store of its own: a runtime built by AddSesame in a container of its own, given to
 /// the branch's middleware (one app, several stores, each configured exactly as an app would configure it).
@@ -146,8 +147,7 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
             loggerFactory.CreateLogger "PostgresStore"
         )
     postgres.EnsureSchemaAsync(Threading.CancellationToken.None).GetAwaiter().GetResult()
-    let branch (prefix: string) (configure: IApplicationBuilder -> unit) =
-        app.Map(PathString prefix, Action<IApplicationBuilder> configure) |> ignore
+    let branch (prefix: string) (configure: IApplicationBuilder -> unit) = app.Map(PathString prefix, Action<IApplicationBuilder> configure) |> ignore
     branch "/plain" (fun b -> b.Run(fun ctx -> reply ctx "ok"))
     branch "/aspnet" (fun b -> b.UseSession().Run(RequestDelegate aspNetCoreSession))
     branch "/memory" (fun b -> b.UseSesame().Run(RequestDelegate sesame))

@@ -20,55 +20,50 @@ let private cookieOf (response: HttpResponseMessage) =
     | true, values -> values |> Seq.head |> fun c -> c.Split(';')[0]
     | _ -> failwith $"{response.RequestMessage.RequestUri} set no cookie."
 
-let private get (url: string) (cookie: string option) =
-    task {
-        use request = new HttpRequestMessage(HttpMethod.Get, url)
-        cookie |> Option.iter (fun c -> request.Headers.Add("Cookie", c))
-        let! response = client.Value.SendAsync request
-        let! body = response.Content.ReadAsStringAsync()
-        if not response.IsSuccessStatusCode then failwith $"{url} answered {int response.StatusCode}: {body}"
-        return response, body
-    }
+let private get (url: string) (cookie: string option) = task {
+    use request = new HttpRequestMessage(HttpMethod.Get, url)
+    cookie |> Option.iter (fun c -> request.Headers.Add("Cookie", c))
+    let! response = client.Value.SendAsync request
+    let! body = response.Content.ReadAsStringAsync()
+    if not response.IsSuccessStatusCode then failwith $"{url} answered {int response.StatusCode}: {body}"
+    return response, body
+}
 
 /// Starts a session with a first request and gives its cookie.
-let startSession (url: string) =
-    task {
-        let! response, _ = get url None
-        return cookieOf response
-    }
+let startSession (url: string) = task {
+    let! response, _ = get url None
+    return cookieOf response
+}
 
 /// Sends all the requests at once: each waits on one gate, opened when all are ready to go.
-let private concurrently (urls: string[]) (cookie: string) =
-    task {
-        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-        let requests =
-            urls
-            |> Array.map (fun url ->
-                task {
-                    do! gate.Task
-                    let! _ = get url (Some cookie)
-                    return ()
-                })
-        gate.SetResult()
-        let! _ = Task.WhenAll(requests)
-        return ()
-    }
+let private concurrently (urls: string[]) (cookie: string) = task {
+    let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let requests =
+        urls
+        |> Array.map (fun url -> task {
+            do! gate.Task
+            let! _ = get url (Some cookie)
+            return ()
+        })
+    gate.SetResult()
+    let! _ = Task.WhenAll(requests)
+    return ()
+}
 
 /// What survived of n concurrent changes, for increments and for different keys.
 type Survived = { Increments: int; Keys: int; Of: int }
 
 /// Runs both checks against one branch of the app (base like http://127.0.0.1:5000/memory); each
 /// request waits workMs after its change before answering (0: none).
-let check (baseUrl: string) (n: int) (workMs: int) =
-    task {
-        // Increments: a session at 1, then n concurrent increments; it should read 1 + n.
-        let! cookie = startSession $"{baseUrl}/counter"
-        do! concurrently (Array.create n $"{baseUrl}/counter?work={workMs}") cookie
-        let! _, value = get $"{baseUrl}/value" (Some cookie)
-        let increments = int value - 1
-        // Different keys: a session with one other key, then n concurrent requests each setting a key of its own.
-        let! cookie = startSession $"{baseUrl}/key?k=first"
-        do! concurrently (Array.init n (fun i -> $"{baseUrl}/key?k=k{i}&work={workMs}")) cookie
-        let! _, count = get $"{baseUrl}/keys" (Some cookie)
-        return { Increments = increments; Keys = int count - 1; Of = n }
-    }
+let check (baseUrl: string) (n: int) (workMs: int) = task {
+    // Increments: a session at 1, then n concurrent increments; it should read 1 + n.
+    let! cookie = startSession $"{baseUrl}/counter"
+    do! concurrently (Array.create n $"{baseUrl}/counter?work={workMs}") cookie
+    let! _, value = get $"{baseUrl}/value" (Some cookie)
+    let increments = int value - 1
+    // Different keys: a session with one other key, then n concurrent requests each setting a key of its own.
+    let! cookie = startSession $"{baseUrl}/key?k=first"
+    do! concurrently (Array.init n (fun i -> $"{baseUrl}/key?k=k{i}&work={workMs}")) cookie
+    let! _, count = get $"{baseUrl}/keys" (Some cookie)
+    return { Increments = increments; Keys = int count - 1; Of = n }
+}

@@ -63,9 +63,7 @@ type Child(file: string, args: string, name: string, echoOutput: bool) =
         p.BeginErrorReadLine()
 
     /// Waits for the child to print a line containing READY.
-    member _.WaitReady(timeout: TimeSpan) =
-        if not (ready.Wait timeout) then
-            failwith $"{name} did not become ready within {timeout}."
+    member _.WaitReady(timeout: TimeSpan) = if not (ready.Wait timeout) then failwith $"{name} did not become ready within {timeout}."
 
     member _.Process = p
 
@@ -108,18 +106,13 @@ let repositoryRoot () =
         if isNull dir then failwith "Cannot find Sesame.sln above the current directory or the program."
         elif File.Exists(Path.Combine(dir.FullName, "Sesame.sln")) then dir.FullName
         else up dir.Parent
-    try up (DirectoryInfo(Directory.GetCurrentDirectory())) with _ -> up (DirectoryInfo AppContext.BaseDirectory)
+    try
+        up (DirectoryInfo(Directory.GetCurrentDirectory()))
+    with _ ->
+        up (DirectoryInfo AppContext.BaseDirectory)
 
 /// The machine, for the report: cores, CPU model, memory, OS, .NET.
-type Description =
-    { Cores: int
-      Cpu: string
-      Memory: string
-      OperatingSystem: string
-      Runtime: string
-      Sdk: string
-      Wrk: string
-      Redis: string }
+type Description = { Cores: int; Cpu: string; Memory: string; OperatingSystem: string; Runtime: string; Sdk: string; Wrk: string; Redis: string }
 
 let describe () =
     let cpu =
@@ -128,7 +121,8 @@ let describe () =
             |> Seq.tryFind (fun l -> l.StartsWith "model name")
             |> Option.map (fun l -> l.Substring(l.IndexOf ':' + 1).Trim())
             |> Option.defaultValue "unknown"
-        with _ -> "unknown"
+        with _ ->
+            "unknown"
     let memory =
         try
             File.ReadLines "/proc/meminfo"
@@ -137,13 +131,16 @@ let describe () =
                 let kb = Int64.Parse(l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1])
                 $"{float kb / 1024.0 / 1024.0:F1} GiB")
             |> Option.defaultValue "unknown"
-        with _ -> "unknown"
+        with _ ->
+            "unknown"
     let firstLine (text: string) = (text.Split('\n')[0]).Trim()
-    { Cores = int (snd (capture "nproc" "") |> fun s -> if s = "" then string Environment.ProcessorCount else s)
-      Cpu = cpu
-      Memory = memory
-      OperatingSystem = RuntimeInformation.OSDescription
-      Runtime = RuntimeInformation.FrameworkDescription
-      Sdk = snd (capture "dotnet" "--version") |> firstLine
-      Wrk = snd (capture "sh" "-c \"wrk --version 2>&1 | head -1\"") |> firstLine
-      Redis = snd (capture "redis-server" "--version") |> firstLine }
+    {
+        Cores = int (snd (capture "nproc" "") |> fun s -> if s = "" then string Environment.ProcessorCount else s)
+        Cpu = cpu
+        Memory = memory
+        OperatingSystem = RuntimeInformation.OSDescription
+        Runtime = RuntimeInformation.FrameworkDescription
+        Sdk = snd (capture "dotnet" "--version") |> firstLine
+        Wrk = snd (capture "sh" "-c \"wrk --version 2>&1 | head -1\"") |> firstLine
+        Redis = snd (capture "redis-server" "--version") |> firstLine
+    }

@@ -14,21 +14,23 @@ open System.Threading
 /// session cookie comes from (a first request to that route), or None for no cookie.
 let private scenarios =
     let from (route: string) = Some route
-    [ "plain", "no session at all", "/plain/", None
-      "aspnet counter", "ASP.NET Core Session: GetInt32/SetInt32 counter, shared cookie", "/aspnet/counter", from "/aspnet/counter"
-      "aspnet nested", "ASP.NET Core Session: JSON GetString/SetString, double foo.bar.baz, shared cookie", "/aspnet/nested", from "/aspnet/nested"
-      "aspnet counter, new session", "ASP.NET Core Session: counter, no cookie (a new session per request)", "/aspnet/counter", None
-      "memory counter", "Sesame memory store: Session.increment, shared cookie", "/memory/counter", from "/memory/counter"
-      "memory nested", "Sesame memory store: node-sesame's nested doubling, shared cookie", "/memory/nested", from "/memory/nested"
-      "memory read", "Sesame memory store: read the counter, change nothing, shared cookie", "/memory/read", from "/memory/counter"
-      "memory untouched", "Sesame middleware, a handler that ignores the session, shared cookie", "/memory/untouched", from "/memory/counter"
-      "memory counter, new session", "Sesame memory store: counter, no cookie (a new session per request)", "/memory/counter", None
-      "file counter", "Sesame file store: counter, shared cookie", "/file/counter", from "/file/counter"
-      "file counter, new session", "Sesame file store: counter, no cookie (a new session per request)", "/file/counter", None
-      "redis counter", "Sesame Redis store: counter, shared cookie", "/redis/counter", from "/redis/counter"
-      "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None
-      "postgres counter", "Sesame PostgreSQL store: counter, shared cookie", "/postgres/counter", from "/postgres/counter"
-      "postgres counter, new session", "Sesame PostgreSQL store: counter, no cookie (a new session per request)", "/postgres/counter", None ]
+    [
+        "plain", "no session at all", "/plain/", None
+        "aspnet counter", "ASP.NET Core Session: GetInt32/SetInt32 counter, shared cookie", "/aspnet/counter", from "/aspnet/counter"
+        "aspnet nested", "ASP.NET Core Session: JSON GetString/SetString, double foo.bar.baz, shared cookie", "/aspnet/nested", from "/aspnet/nested"
+        "aspnet counter, new session", "ASP.NET Core Session: counter, no cookie (a new session per request)", "/aspnet/counter", None
+        "memory counter", "Sesame memory store: Session.increment, shared cookie", "/memory/counter", from "/memory/counter"
+        "memory nested", "Sesame memory store: node-sesame's nested doubling, shared cookie", "/memory/nested", from "/memory/nested"
+        "memory read", "Sesame memory store: read the counter, change nothing, shared cookie", "/memory/read", from "/memory/counter"
+        "memory untouched", "Sesame middleware, a handler that ignores the session, shared cookie", "/memory/untouched", from "/memory/counter"
+        "memory counter, new session", "Sesame memory store: counter, no cookie (a new session per request)", "/memory/counter", None
+        "file counter", "Sesame file store: counter, shared cookie", "/file/counter", from "/file/counter"
+        "file counter, new session", "Sesame file store: counter, no cookie (a new session per request)", "/file/counter", None
+        "redis counter", "Sesame Redis store: counter, shared cookie", "/redis/counter", from "/redis/counter"
+        "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None
+        "postgres counter", "Sesame PostgreSQL store: counter, shared cookie", "/postgres/counter", from "/postgres/counter"
+        "postgres counter, new session", "Sesame PostgreSQL store: counter, no cookie (a new session per request)", "/postgres/counter", None
+    ]
 
 let private option (args: string[]) (name: string) (fallback: int) =
     match Array.tryFindIndex ((=) name) args with
@@ -40,14 +42,14 @@ let private runAll (args: string[]) =
     // that prints its table and skips the lost-update check, the memory measurement and the docs.
     let scenarios, partial =
         match Array.tryFindIndex ((=) "--only") args with
-        | Some i when i + 1 < args.Length ->
-            scenarios |> List.filter (fun (name, _, _, _) -> name = "plain" || name.Contains args[i + 1]), true
+        | Some i when i + 1 < args.Length -> scenarios |> List.filter (fun (name, _, _, _) -> name = "plain" || name.Contains args[i + 1]), true
         | _ -> scenarios, false
-    let load =
-        { Wrk.Threads = option args "--threads" 2
-          Wrk.Connections = option args "--connections" 32
-          Wrk.Duration = TimeSpan.FromSeconds(float (option args "--duration" 3))
-          Wrk.WarmUp = TimeSpan.FromSeconds(float (option args "--warmup" 3)) }
+    let load = {
+        Wrk.Threads = option args "--threads" 2
+        Wrk.Connections = option args "--connections" 32
+        Wrk.Duration = TimeSpan.FromSeconds(float (option args "--duration" 3))
+        Wrk.WarmUp = TimeSpan.FromSeconds(float (option args "--warmup" 3))
+    }
     let rounds = option args "--rounds" 5
     let root = Machine.repositoryRoot ()
     Machine.ensureTool "wrk" "wrk"
@@ -68,7 +70,14 @@ let private runAll (args: string[]) =
         let exe, exeArgs = Machine.selfCommand $"serve {port} {redisPort} \"{sessionFile}\" {postgres.Port}"
         use app = new Machine.Child(exe, exeArgs, "app", true)
         app.WaitReady(TimeSpan.FromSeconds 60.0)
-        printfn "App on %s, redis-server on port %d; %d rows in %d rounds of %ds, each row paired with a plain run; %ds warm-up" baseUrl redisPort scenarios.Length rounds (int load.Duration.TotalSeconds) (int load.WarmUp.TotalSeconds)
+        printfn
+            "App on %s, redis-server on port %d; %d rows in %d rounds of %ds, each row paired with a plain run; %ds warm-up"
+            baseUrl
+            redisPort
+            scenarios.Length
+            rounds
+            (int load.Duration.TotalSeconds)
+            (int load.WarmUp.TotalSeconds)
         let cpu () = Machine.cpuTime app.Process.Id
         let show (name: string) (m: Wrk.Measured) =
             printfn "  %-30s %10.0f req/s  p99 %7.2f ms  app CPU %5.1f µs/req  errors %d" name m.RequestsPerSecond m.P99Ms m.AppCpuUs m.Errors
@@ -78,19 +87,22 @@ let private runAll (args: string[]) =
         // processes put on the machine drifts, and a pair shares it. Rounds go over every row in turn and
         // each row reports the median of its pairs' ratios, and its fastest run. Only the first round warms up.
         Wrk.measure load cpu (baseUrl + plainRoute) None |> ignore
-        let pairs =
-            [ for round in 1 .. rounds ->
-                  printfn "Round %d of %d:" round rounds
-                  [ for name, _, route, cookieFrom in others do
+        let pairs = [
+            for round in 1..rounds ->
+                printfn "Round %d of %d:" round rounds
+                [
+                    for name, _, route, cookieFrom in others do
                         let plain = Wrk.measure { load with WarmUp = TimeSpan.Zero } cpu (baseUrl + plainRoute) None
                         show plainName plain
                         // The shared cookie comes from a first request, as a browser's would, made just before
                         // the row runs: a new-session row fills the memory store to its bound, which rightly
                         // evicts the sessions left idle meanwhile, such as an earlier row's.
-                        let cookie = cookieFrom |> Option.map (fun first -> (LostUpdates.startSession(baseUrl + first)).GetAwaiter().GetResult())
+                        let cookie = cookieFrom |> Option.map (fun first -> (LostUpdates.startSession (baseUrl + first)).GetAwaiter().GetResult())
                         let measured = Wrk.measure (if round = 1 then load else { load with WarmUp = TimeSpan.Zero }) cpu (baseUrl + route) cookie
                         show name measured
-                        plain, measured ] ]
+                        plain, measured
+                ]
+        ]
         let median (values: float list) =
             let sorted = List.sort values
             let n = sorted.Length
@@ -100,24 +112,53 @@ let private runAll (args: string[]) =
             { List.maxBy (fun (m: Wrk.Measured) -> m.RequestsPerSecond) runs with Errors = runs |> List.sumBy (fun m -> m.Errors) }
         let plainRow =
             let _, description, _, _ = List.head scenarios
-            { Report.Name = plainName; Report.Description = description; Report.Measured = best [ for round in pairs do for plain, _ in round -> plain ]; Report.Ratio = 1.0 }
+            {
+                Report.Name = plainName
+                Report.Description = description
+                Report.Measured =
+                    best [
+                        for round in pairs do
+                            for plain, _ in round -> plain
+                    ]
+                Report.Ratio = 1.0
+            }
         let rows =
             plainRow
-            :: [ for i, (name, description, _, _) in List.indexed others ->
-                     let runs = pairs |> List.map (fun round -> round[i])
-                     { Report.Name = name
-                       Report.Description = description
-                       Report.Measured = best (List.map snd runs)
-                       Report.Ratio = median [ for plain, measured in runs -> measured.RequestsPerSecond / plain.RequestsPerSecond ] } ]
+            :: [
+                for i, (name, description, _, _) in List.indexed others ->
+                    let runs = pairs |> List.map (fun round -> round[i])
+                    {
+                        Report.Name = name
+                        Report.Description = description
+                        Report.Measured = best (List.map snd runs)
+                        Report.Ratio = median [ for plain, measured in runs -> measured.RequestsPerSecond / plain.RequestsPerSecond ]
+                    }
+            ]
         let lostUpdates =
-            if partial then []
+            if partial then
+                []
             else
                 printfn "Lost-update check (100 concurrent requests on one session; without, then with 10 ms of work each):"
-                [ for name, branch in [ "ASP.NET Core Session", "aspnet"; "Sesame, memory store", "memory"; "Sesame, file store", "file"; "Sesame, Redis store", "redis"; "Sesame, PostgreSQL store", "postgres" ] do
-                      let instant = (LostUpdates.check $"{baseUrl}/{branch}" 100 0).GetAwaiter().GetResult()
-                      let slow = (LostUpdates.check $"{baseUrl}/{branch}" 100 10).GetAwaiter().GetResult()
-                      printfn "  %-22s increments kept %3d and %3d of 100, different keys kept %3d and %3d of 100" name instant.Increments slow.Increments instant.Keys slow.Keys
-                      name, instant, slow ]
+                [
+                    for name, branch in
+                        [
+                            "ASP.NET Core Session", "aspnet"
+                            "Sesame, memory store", "memory"
+                            "Sesame, file store", "file"
+                            "Sesame, Redis store", "redis"
+                            "Sesame, PostgreSQL store", "postgres"
+                        ] do
+                        let instant = (LostUpdates.check $"{baseUrl}/{branch}" 100 0).GetAwaiter().GetResult()
+                        let slow = (LostUpdates.check $"{baseUrl}/{branch}" 100 10).GetAwaiter().GetResult()
+                        printfn
+                            "  %-22s increments kept %3d and %3d of 100, different keys kept %3d and %3d of 100"
+                            name
+                            instant.Increments
+                            slow.Increments
+                            instant.Keys
+                            slow.Keys
+                        name, instant, slow
+                ]
         rows, lostUpdates
     Directory.Delete(fileDir, true)
     Wrk.cleanUp ()

@@ -7,12 +7,13 @@ open System.IO
 open System.Text
 
 /// One measured row of the table.
-type Row =
-    { Name: string
-      Description: string
-      Measured: Wrk.Measured
-      /// Throughput relative to plain.
-      Ratio: float }
+type Row = {
+    Name: string
+    Description: string
+    Measured: Wrk.Measured
+    /// Throughput relative to plain.
+    Ratio: float
+}
 
 let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
 
@@ -23,7 +24,9 @@ let table (rows: Row list) =
     text.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|") |> ignore
     for row in rows do
         let m = row.Measured
-        text.AppendLine($"""| `{row.Name}` | {row.Description} | {inv "N0" m.RequestsPerSecond} | {inv "F2" m.P50Ms} | {inv "F2" m.P99Ms} | {inv "F2" row.Ratio} | {inv "F1" m.AppCpuUs} | {m.Errors} |""")
+        text.AppendLine(
+            $"""| `{row.Name}` | {row.Description} | {inv "N0" m.RequestsPerSecond} | {inv "F2" m.P50Ms} | {inv "F2" m.P99Ms} | {inv "F2" row.Ratio} | {inv "F1" m.AppCpuUs} | {m.Errors} |"""
+        )
         |> ignore
     text.ToString()
 
@@ -33,7 +36,10 @@ let lostUpdateTable (results: (string * LostUpdates.Survived * LostUpdates.Survi
     text.AppendLine("| Session | Increments kept | Different keys kept | Increments kept, 10 ms work | Different keys kept, 10 ms work |") |> ignore
     text.AppendLine("|---|---:|---:|---:|---:|") |> ignore
     for name, instant, slow in results do
-        text.AppendLine($"| {name} | {instant.Increments} of {instant.Of} | {instant.Keys} of {instant.Of} | {slow.Increments} of {slow.Of} | {slow.Keys} of {slow.Of} |") |> ignore
+        text.AppendLine(
+            $"| {name} | {instant.Increments} of {instant.Of} | {instant.Keys} of {instant.Of} | {slow.Increments} of {slow.Of} | {slow.Keys} of {slow.Of} |"
+        )
+        |> ignore
     text.ToString()
 
 let memoryText (m: MemoryUse.Measured) =
@@ -61,7 +67,8 @@ let svg (rows: Row list) (subtitle: string) =
     let height = top + rowHeight * float rows.Length + 40.0
     let s = StringBuilder()
     let add (line: string) = s.AppendLine line |> ignore
-    add $"""<svg xmlns="http://www.w3.org/2000/svg" width="{inv "F0" width}" height="{inv "F0" height}" viewBox="0 0 {inv "F0" width} {inv "F0" height}" font-family="sans-serif" font-size="13">"""
+    add
+        $"""<svg xmlns="http://www.w3.org/2000/svg" width="{inv "F0" width}" height="{inv "F0" height}" viewBox="0 0 {inv "F0" width} {inv "F0" height}" font-family="sans-serif" font-size="13">"""
     add $"""<rect width="100%%" height="100%%" fill="white"/>"""
     add $"""<text x="10" y="24" font-size="16" font-weight="bold">Throughput relative to no session (plain = 1.00)</text>"""
     add $"""<text x="10" y="44" fill="#555">{escape subtitle}</text>"""
@@ -74,11 +81,13 @@ let svg (rows: Row list) (subtitle: string) =
             elif row.Name.StartsWith "aspnet" then "#d9822b"
             else "#2b7bd9"
         add $"""<text x="{inv "F0" (labelWidth - 8.0)}" y="{inv "F1" (y + 17.0)}" text-anchor="end">{escape row.Name}</text>"""
-        add $"""<rect x="{inv "F0" labelWidth}" y="{inv "F1" (y + 4.0)}" width="{inv "F1" (x r - labelWidth)}" height="{inv "F1" (rowHeight - 8.0)}" fill="{colour}"/>"""
+        add
+            $"""<rect x="{inv "F0" labelWidth}" y="{inv "F1" (y + 4.0)}" width="{inv "F1" (x r - labelWidth)}" height="{inv "F1" (rowHeight - 8.0)}" fill="{colour}"/>"""
         add $"""<text x="{inv "F1" (x r + 6.0)}" y="{inv "F1" (y + 17.0)}">{inv "F2" r}</text>""")
     let bottom = top + rowHeight * float rows.Length
     for mark, label in [ 1.0, "1.0"; 0.85, "0.85" ] do
-        add $"""<line x1="{inv "F1" (x mark)}" y1="{inv "F0" (top - 4.0)}" x2="{inv "F1" (x mark)}" y2="{inv "F0" bottom}" stroke="#333" stroke-dasharray="4 3"/>"""
+        add
+            $"""<line x1="{inv "F1" (x mark)}" y1="{inv "F0" (top - 4.0)}" x2="{inv "F1" (x mark)}" y2="{inv "F0" bottom}" stroke="#333" stroke-dasharray="4 3"/>"""
         add $"""<text x="{inv "F1" (x mark)}" y="{inv "F0" (bottom + 16.0)}" text-anchor="middle" fill="#333">{label}</text>"""
     add $"""<text x="10" y="{inv "F0" (bottom + 34.0)}" fill="#555">grey: no session · orange: ASP.NET Core Session · blue: Sesame</text>"""
     add "</svg>"

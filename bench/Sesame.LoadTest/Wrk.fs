@@ -6,23 +6,20 @@ open System.Globalization
 open System.IO
 
 /// How hard and how long each row is driven.
-type Load =
-    { Threads: int
-      Connections: int
-      Duration: TimeSpan
-      WarmUp: TimeSpan }
+type Load = { Threads: int; Connections: int; Duration: TimeSpan; WarmUp: TimeSpan }
 
 /// What one wrk run measured.
-type Measured =
-    { RequestsPerSecond: float
-      P50Ms: float
-      P99Ms: float
-      Requests: int64
-      /// Connect, read, write and timeout errors, and responses that were not 2xx/3xx.
-      Errors: int64
-      /// CPU time the app used per request, in microseconds (user + system): less at the mercy of other
-      /// processes competing for the cores than throughput is.
-      AppCpuUs: float }
+type Measured = {
+    RequestsPerSecond: float
+    P50Ms: float
+    P99Ms: float
+    Requests: int64
+    /// Connect, read, write and timeout errors, and responses that were not 2xx/3xx.
+    Errors: int64
+    /// CPU time the app used per request, in microseconds (user + system): less at the mercy of other
+    /// processes competing for the cores than throughput is.
+    AppCpuUs: float
+}
 
 /// wrk's `done` callback prints one machine-readable line: requests, duration (µs), p50 and p99 (µs), errors.
 let private script =
@@ -42,7 +39,10 @@ let private scriptPath =
          path)
 
 let private run (load: Load) (appCpu: unit -> TimeSpan) (duration: TimeSpan) (url: string) (cookie: string option) =
-    let header = match cookie with Some c -> $" -H \"Cookie: {c}\"" | None -> ""
+    let header =
+        match cookie with
+        | Some c -> $" -H \"Cookie: {c}\""
+        | None -> ""
     let seconds = max 1 (int (Math.Round duration.TotalSeconds))
     let args = $"-t{load.Threads} -c{load.Connections} -d{seconds}s --timeout 5s -s \"{scriptPath.Value}\"{header} {url}"
     let cpuBefore = appCpu ()
@@ -53,17 +53,18 @@ let private run (load: Load) (appCpu: unit -> TimeSpan) (duration: TimeSpan) (ur
     | None -> failwith $"wrk printed no RESULT line:\n{output}"
     | Some line ->
         let n = line.Split(' ') |> Array.skip 1 |> Array.map (fun s -> Int64.Parse(s, CultureInfo.InvariantCulture))
-        { Requests = n[0]
-          RequestsPerSecond = float n[0] / (float n[1] / 1e6)
-          P50Ms = float n[2] / 1000.0
-          P99Ms = float n[3] / 1000.0
-          Errors = n[4]
-          AppCpuUs = cpu.TotalMicroseconds / float (max 1L n[0]) }
+        {
+            Requests = n[0]
+            RequestsPerSecond = float n[0] / (float n[1] / 1e6)
+            P50Ms = float n[2] / 1000.0
+            P99Ms = float n[3] / 1000.0
+            Errors = n[4]
+            AppCpuUs = cpu.TotalMicroseconds / float (max 1L n[0])
+        }
 
 /// Warms the route up (JIT tiers, caches, connection pools), then measures it.
 let measure (load: Load) (appCpu: unit -> TimeSpan) (url: string) (cookie: string option) =
     if load.WarmUp > TimeSpan.Zero then run load appCpu load.WarmUp url cookie |> ignore
     run load appCpu load.Duration url cookie
 
-let cleanUp () =
-    if scriptPath.IsValueCreated && File.Exists scriptPath.Value then File.Delete scriptPath.Value
+let cleanUp () = if scriptPath.IsValueCreated && File.Exists scriptPath.Value then File.Delete scriptPath.Value

@@ -46,8 +46,7 @@ let listen (listening: Listening) : IDisposable =
         let total = ref 0.0
         let listener = new MeterListener()
         listener.InstrumentPublished <-
-            fun instrument meterListener ->
-                if instrument.Meter.Name = SesameTelemetry.MeterName then meterListener.EnableMeasurementEvents instrument
+            fun instrument meterListener -> if instrument.Meter.Name = SesameTelemetry.MeterName then meterListener.EnableMeasurementEvents instrument
         listener.SetMeasurementEventCallback<int64>(fun _ value _ _ ->
             Interlocked.Increment &measured.contents |> ignore
             Interlocked.Add(&sum.contents, value) |> ignore)
@@ -60,19 +59,20 @@ let listen (listening: Listening) : IDisposable =
         stops.Add(Sdk.CreateMeterProviderBuilder().AddMeter(SesameTelemetry.MeterName).AddInMemoryExporter(List<Metric>()).Build())
     if listening = Listening.OpenTelemetryMetricsAndTraces then
         stops.Add(Sdk.CreateTracerProviderBuilder().AddSource(SesameTelemetry.ActivitySourceName).Build())
-    { new IDisposable with
-        member _.Dispose() =
-            for stop in stops do
-                stop.Dispose() }
+    {
+        new IDisposable with
+            member _.Dispose() =
+                for stop in stops do
+                    stop.Dispose()
+    }
 
 /// The counter, as the samples have it.
 let private counter =
-    RequestDelegate(fun ctx ->
-        task {
-            let! session = Session.loadAsync ctx
-            let times = session |> Session.increment "times" 1m
-            do! ctx.Response.WriteAsync $"{times} times!"
-        })
+    RequestDelegate(fun ctx -> task {
+        let! session = Session.loadAsync ctx
+        let times = session |> Session.increment "times" 1m
+        do! ctx.Response.WriteAsync $"{times} times!"
+    })
 
 /// The sample's counter app on the memory store, with one returning visitor's cookie.
 [<Sealed>]
@@ -110,14 +110,13 @@ type CounterApp() =
         pipeline.Invoke request
 
     /// One request over HTTP in memory.
-    member _.ViaHttp() : Task =
-        task {
-            use request = new HttpRequestMessage(HttpMethod.Get, "/")
-            request.Headers.Add("Cookie", cookieHeader)
-            use! response = client.SendAsync request
-            let! _ = response.Content.ReadAsStringAsync()
-            response.EnsureSuccessStatusCode() |> ignore
-        }
+    member _.ViaHttp() : Task = task {
+        use request = new HttpRequestMessage(HttpMethod.Get, "/")
+        request.Headers.Add("Cookie", cookieHeader)
+        use! response = client.SendAsync request
+        let! _ = response.Content.ReadAsStringAsync()
+        response.EnsureSuccessStatusCode() |> ignore
+    }
 
     interface IDisposable with
         member _.Dispose() =

@@ -72,20 +72,32 @@ let interleaved (rounds: int) =
         if sorted.Length % 2 = 1 then sorted[sorted.Length / 2] else (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2.0
     printfn "%d rounds, %s, %d logical cores" rounds (Runtime.InteropServices.RuntimeInformation.FrameworkDescription) Environment.ProcessorCount
     printfn ""
-    printfn "| Shape | Listening | CPU µs/request (median) | CPU ratio (median of pairs) | CPU ratio (quartiles) | Wall-time ratio (median of pairs) | Allocated B/request |"
+    printfn
+        "| Shape | Listening | CPU µs/request (median) | CPU ratio (median of pairs) | CPU ratio (quartiles) | Wall-time ratio (median of pairs) | Allocated B/request |"
     printfn "|---|---|---:|---:|---|---:|---:|"
     for name, _, _ in shapes do
         for mode in modes do
             let r = ratios[struct (name, mode)] |> Seq.sort |> Array.ofSeq
             printfn
                 "| %s | %A | %.2f | %.3f | %.3f–%.3f | %.3f | %.0f |"
-                name mode (median perRequest[struct (name, mode)]) (median ratios[struct (name, mode)]) r[r.Length / 4] r[3 * r.Length / 4]
-                (median wallRatios[struct (name, mode)]) bytes[struct (name, mode)]
+                name
+                mode
+                (median perRequest[struct (name, mode)])
+                (median ratios[struct (name, mode)])
+                r[r.Length / 4]
+                r[3 * r.Length / 4]
+                (median wallRatios[struct (name, mode)])
+                bytes[struct (name, mode)]
 
 /// Runs the BenchmarkDotNet benchmarks (its arguments, e.g. --filter '*'), or `ab [rounds]` for the interleaved run.
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
-    | "ab" :: rest -> interleaved (match rest with [ rounds ] -> int rounds | _ -> 30)
+    | "ab" :: rest ->
+        interleaved (
+            match rest with
+            | [ rounds ] -> int rounds
+            | _ -> 30
+        )
     | _ -> BenchmarkSwitcher.FromTypes([| typeof<CounterBenchmarks> |]).Run(args) |> ignore
     0

@@ -36,14 +36,13 @@ let private postButton (action: string) (hidden: (string * string) list) (label:
     $"""<form method="post" action="{encode action}" style="display:inline">{fields}<button type="submit">{encode label}</button></form>"""
 
 /// A field of the posted form, trimmed, or "" (also when the request has no form).
-let private formValue (name: string) (ctx: HttpContext) : Task<string> =
-    task {
-        if not ctx.Request.HasFormContentType then
-            return ""
-        else
-            let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
-            return (string form[name]).Trim()
-    }
+let private formValue (name: string) (ctx: HttpContext) : Task<string> = task {
+    if not ctx.Request.HasFormContentType then
+        return ""
+    else
+        let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
+        return (string form[name]).Trim()
+}
 
 /// Runs the handler <paramref name="f"/> makes of the signed-in user and the session; sends anyone else to the login page.
 let private signedIn (f: string -> SessionHandle -> HttpHandler) : HttpHandler =
@@ -56,8 +55,7 @@ let private signedIn (f: string -> SessionHandle -> HttpHandler) : HttpHandler =
 let loginForm: HttpHandler =
     Session.handler (fun session ->
         match Session.userId session with
-        | Some user ->
-            page "Sign in" $"""<p>You are already signed in as <b id="user">{encode user}</b>. <a href="/me">Your account</a></p>"""
+        | Some user -> page "Sign in" $"""<p>You are already signed in as <b id="user">{encode user}</b>. <a href="/me">Your account</a></p>"""
         | None ->
             page
                 "Sign in"
@@ -71,23 +69,22 @@ let loginForm: HttpHandler =
 
 /// POST /login: signs the session in as the posted user name (a demo: no password).
 let login: HttpHandler =
-    Session.handler (fun session next ctx ->
-        task {
-            let! user = formValue "user" ctx
-            let! fresh = formValue "fresh" ctx
-            if user = "" || user.Length > 64 then
-                return! (setStatusCode 400 >=> page "Sign in" """<p>A user name (at most 64 characters) is needed. <a href="/login">Try again</a></p>""") next ctx
-            else
-                // Signing in moves the session to a new id (against fixation) and keeps its data. Data planted in it
-                // before the login (a fixated session, a shared computer) would then follow the user in: a login that
-                // must start clean destroys the session first, and signs in a new, empty one in the same request.
-                if fresh = "on" then do! Session.destroyAsync session
-                match! Session.signInAsync user session with
-                | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
-                | _ ->
-                    let message = $"""<p>{encode user} is signed in on too many devices. <a href="/login">Back</a></p>"""
-                    return! (setStatusCode 409 >=> page "Sign in" message) next ctx
-        })
+    Session.handler (fun session next ctx -> task {
+        let! user = formValue "user" ctx
+        let! fresh = formValue "fresh" ctx
+        if user = "" || user.Length > 64 then
+            return! (setStatusCode 400 >=> page "Sign in" """<p>A user name (at most 64 characters) is needed. <a href="/login">Try again</a></p>""") next ctx
+        else
+            // Signing in moves the session to a new id (against fixation) and keeps its data. Data planted in it
+            // before the login (a fixated session, a shared computer) would then follow the user in: a login that
+            // must start clean destroys the session first, and signs in a new, empty one in the same request.
+            if fresh = "on" then do! Session.destroyAsync session
+            match! Session.signInAsync user session with
+            | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
+            | _ ->
+                let message = $"""<p>{encode user} is signed in on too many devices. <a href="/login">Back</a></p>"""
+                return! (setStatusCode 409 >=> page "Sign in" message) next ctx
+    })
 
 /// GET /me: who is signed in.
 let me: HttpHandler =
@@ -103,11 +100,10 @@ let me: HttpHandler =
 
 /// POST /logout: destroys the session (it leaves the user's device list in the same store step) and expires the cookie.
 let logout: HttpHandler =
-    Session.handler (fun session next ctx ->
-        task {
-            do! Session.signOutAsync session
-            return! redirectTo false "/login" next ctx
-        })
+    Session.handler (fun session next ctx -> task {
+        do! Session.signOutAsync session
+        return! redirectTo false "/login" next ctx
+    })
 
 let private fact (name: string) (device: Json option) =
     match device |> Option.bind (SessionPath.tryGet (SessionPath.parse name)) with
@@ -120,65 +116,60 @@ let private fact (name: string) (device: Json option) =
 
 /// GET /devices: the user's sessions with their device facts, the current one marked, with buttons to end them.
 let devices: HttpHandler =
-    signedIn (fun user session next ctx ->
-        task {
-            let! sessions = Sessions.ofUserAsync user ctx
-            // Pages show a session's handle (a hash of its id), never the id itself: the id is the key to the session.
-            let current = SessionSummary.HandleOf session.Id
-            let rows =
-                sessions
-                |> List.map (fun s ->
-                    let device = SessionPath.tryGet (SessionPath.parse SessionMeta.Device) s.Meta
-                    let isCurrent = s.Handle = current
-                    let action =
-                        if isCurrent then "<b>This device</b>"
-                        else postButton "/devices/end" [ "handle", s.Handle ] "Sign out"
-                    $"""<tr class="{(if isCurrent then "device current" else "device")}" data-handle="{encode s.Handle}">
+    signedIn (fun user session next ctx -> task {
+        let! sessions = Sessions.ofUserAsync user ctx
+        // Pages show a session's handle (a hash of its id), never the id itself: the id is the key to the session.
+        let current = SessionSummary.HandleOf session.Id
+        let rows =
+            sessions
+            |> List.map (fun s ->
+                let device = SessionPath.tryGet (SessionPath.parse SessionMeta.Device) s.Meta
+                let isCurrent = s.Handle = current
+                let action = if isCurrent then "<b>This device</b>" else postButton "/devices/end" [ "handle", s.Handle ] "Sign out"
+                $"""<tr class="{(if isCurrent then "device current" else "device")}" data-handle="{encode s.Handle}">
 <td>{encode (fact "userAgent" device)}</td><td>{encode (fact "ip" device)}</td><td>{encode (fact "signedIn" device)}</td>
 <td>{s.LastSeen.ToString "u"}</td><td>{action}</td></tr>""")
-                |> String.concat "\n"
-            let others =
-                if sessions.Length > 1 then $"""<p>{postButton "/devices/end-others" [] "Sign out all other devices"}</p>""" else ""
-            let body =
-                $"""<p>Signed in as <b id="user">{encode user}</b> on {sessions.Length} device(s).</p>
+            |> String.concat "\n"
+        let others = if sessions.Length > 1 then $"""<p>{postButton "/devices/end-others" [] "Sign out all other devices"}</p>""" else ""
+        let body =
+            $"""<p>Signed in as <b id="user">{encode user}</b> on {sessions.Length} device(s).</p>
 <table><thead><tr><th>Browser</th><th>Address</th><th>Signed in</th><th>Last seen</th><th></th></tr></thead>
 <tbody>
 {rows}
 </tbody></table>
 {others}
 <p><a href="/me">Your account</a></p>"""
-            return! page "Your devices" body next ctx
-        })
+        return! page "Your devices" body next ctx
+    })
 
 /// POST /devices/end: ends one of the user's sessions, by the handle the devices page sent. Ending this device's own
 /// session is a sign-out.
 let endDevice: HttpHandler =
-    signedIn (fun user session next ctx ->
-        task {
-            let! handle = formValue "handle" ctx
-            if handle = SessionSummary.HandleOf session.Id then
-                do! Session.signOutAsync session
-                return! redirectTo false "/login" next ctx
-            else
-                // The user's id scopes the lookup: a handle of someone else's session ends nothing.
-                let! _ = Sessions.endByHandleAsync user handle ctx
-                return! redirectTo false "/devices" next ctx
-        })
+    signedIn (fun user session next ctx -> task {
+        let! handle = formValue "handle" ctx
+        if handle = SessionSummary.HandleOf session.Id then
+            do! Session.signOutAsync session
+            return! redirectTo false "/login" next ctx
+        else
+            // The user's id scopes the lookup: a handle of someone else's session ends nothing.
+            let! _ = Sessions.endByHandleAsync user handle ctx
+            return! redirectTo false "/devices" next ctx
+    })
 
 /// POST /devices/end-others: ends every session of the user but this one ("sign out other devices").
 let endOthers: HttpHandler =
-    signedIn (fun _ session next ctx ->
-        task {
-            let! _ = Sessions.endOthersAsync session ctx
-            return! redirectTo false "/devices" next ctx
-        })
+    signedIn (fun _ session next ctx -> task {
+        let! _ = Sessions.endOthersAsync session ctx
+        return! redirectTo false "/devices" next ctx
+    })
 
 /// The account routes.
-let routes: HttpHandler list =
-    [ GET >=> route "/login" >=> loginForm
-      POST >=> route "/login" >=> login
-      GET >=> route "/me" >=> me
-      POST >=> route "/logout" >=> logout
-      GET >=> route "/devices" >=> devices
-      POST >=> route "/devices/end" >=> endDevice
-      POST >=> route "/devices/end-others" >=> endOthers ]
+let routes: HttpHandler list = [
+    GET >=> route "/login" >=> loginForm
+    POST >=> route "/login" >=> login
+    GET >=> route "/me" >=> me
+    POST >=> route "/logout" >=> logout
+    GET >=> route "/devices" >=> devices
+    POST >=> route "/devices/end" >=> endDevice
+    POST >=> route "/devices/end-others" >=> endOthers
+]

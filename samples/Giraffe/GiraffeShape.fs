@@ -30,43 +30,37 @@ let choose (handlers: HttpHandler list) : HttpHandler =
             let rec tryEach funcs =
                 match funcs with
                 | [] -> skip
-                | func :: rest ->
-                    task {
-                        match! func ctx with
-                        | Some result -> return Some result
-                        | None -> return! tryEach rest
-                    }
+                | func :: rest -> task {
+                    match! func ctx with
+                    | Some result -> return Some result
+                    | None -> return! tryEach rest
+                  }
             tryEach funcs
 
 /// Continues for GET requests only.
-let GET: HttpHandler =
-    fun next ctx -> if HttpMethods.IsGet ctx.Request.Method then next ctx else skip
+let GET: HttpHandler = fun next ctx -> if HttpMethods.IsGet ctx.Request.Method then next ctx else skip
 
 /// Continues for POST requests only.
-let POST: HttpHandler =
-    fun next ctx -> if HttpMethods.IsPost ctx.Request.Method then next ctx else skip
+let POST: HttpHandler = fun next ctx -> if HttpMethods.IsPost ctx.Request.Method then next ctx else skip
 
 /// Continues when the request path is exactly this.
-let route (path: string) : HttpHandler =
-    fun next ctx -> if ctx.Request.Path.Value = path then next ctx else skip
+let route (path: string) : HttpHandler = fun next ctx -> if ctx.Request.Path.Value = path then next ctx else skip
 
 /// Writes a plain-text response.
 let text (body: string) : HttpHandler =
-    fun _next ctx ->
-        task {
-            ctx.Response.ContentType <- "text/plain; charset=utf-8"
-            do! ctx.Response.WriteAsync body
-            return Some ctx
-        }
+    fun _next ctx -> task {
+        ctx.Response.ContentType <- "text/plain; charset=utf-8"
+        do! ctx.Response.WriteAsync body
+        return Some ctx
+    }
 
 /// Writes an HTML response (Giraffe's htmlString).
 let htmlString (html: string) : HttpHandler =
-    fun _next ctx ->
-        task {
-            ctx.Response.ContentType <- "text/html; charset=utf-8"
-            do! ctx.Response.WriteAsync html
-            return Some ctx
-        }
+    fun _next ctx -> task {
+        ctx.Response.ContentType <- "text/html; charset=utf-8"
+        do! ctx.Response.WriteAsync html
+        return Some ctx
+    }
 
 /// Redirects to a location (Giraffe's redirectTo): 301 when permanent, else 302. A browser follows a 302 after a
 /// POST with a GET, which is what a form's post-redirect-get needs.

@@ -56,36 +56,34 @@ let keyDirectory (choice: StoreChoice) : string option =
 
 /// Opens the chosen store and describes it for the start-up line.
 /// A file another process holds is a SessionStoreException saying the file is in use.
-let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<SessionStore * string> =
-    task {
-        match choice with
-        | Memory -> return (new MemoryStore() :> SessionStore), "memory (sessions are lost when the app stops)"
-        | File path ->
-            let store = FileStore.Open(path, FileStoreOptions(), loggers.CreateLogger "Sesame.FileStore")
-            return (store :> SessionStore), $"file {IO.Path.GetFullPath path} (sessions survive restarts)"
-        | Redis configuration ->
-            let! store = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), loggers.CreateLogger "Sesame.Redis")
-            return (store :> SessionStore), $"redis {configuration} (sessions shared by every instance)"
-        | Postgres connectionString ->
-            let store = new PostgresStore(connectionString, PostgresStoreOptions(), loggers.CreateLogger "Sesame.Postgres")
-            // Now rather than at the first request: an unreachable database is said at start-up.
-            let! failure =
-                task {
-                    try
-                        do! store.EnsureSchemaAsync CancellationToken.None
-                        return None
-                    with e ->
-                        return Some e
-                }
-            match failure with
-            | Some e ->
-                store.Dispose()
-                return raise e
-            | None ->
-                // Never the connection string itself: it may hold a password.
-                let settings = Npgsql.NpgsqlConnectionStringBuilder connectionString
-                return (store :> SessionStore), $"postgres {settings.Host}/{settings.Database} (sessions shared by every instance on the database)"
-    }
+let openStore (choice: StoreChoice) (loggers: ILoggerFactory) : Task<SessionStore * string> = task {
+    match choice with
+    | Memory -> return (new MemoryStore() :> SessionStore), "memory (sessions are lost when the app stops)"
+    | File path ->
+        let store = FileStore.Open(path, FileStoreOptions(), loggers.CreateLogger "Sesame.FileStore")
+        return (store :> SessionStore), $"file {IO.Path.GetFullPath path} (sessions survive restarts)"
+    | Redis configuration ->
+        let! store = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), loggers.CreateLogger "Sesame.Redis")
+        return (store :> SessionStore), $"redis {configuration} (sessions shared by every instance)"
+    | Postgres connectionString ->
+        let store = new PostgresStore(connectionString, PostgresStoreOptions(), loggers.CreateLogger "Sesame.Postgres")
+        // Now rather than at the first request: an unreachable database is said at start-up.
+        let! failure = task {
+            try
+                do! store.EnsureSchemaAsync CancellationToken.None
+                return None
+            with e ->
+                return Some e
+        }
+        match failure with
+        | Some e ->
+            store.Dispose()
+            return raise e
+        | None ->
+            // Never the connection string itself: it may hold a password.
+            let settings = Npgsql.NpgsqlConnectionStringBuilder connectionString
+            return (store :> SessionStore), $"postgres {settings.Host}/{settings.Database} (sessions shared by every instance on the database)"
+}
 
 /// Registers Sesame on the opened store, with the Data Protection keys where that store needs them:
 /// for Redis, in the same Redis on the store's connection (AddRedisStore), so every instance on that

@@ -36,6 +36,5 @@ let register (services: IServiceCollection) (choice: TelemetryChoice) : unit =
                 |> ignore)
             // ASP.NET Core's own source too: its request span is the parent of Sesame's (an unrecorded parent would
             // leave them out), so a trace shows how much of a request went to its session.
-            .WithTracing(fun tracing ->
-                tracing.AddSource("Microsoft.AspNetCore", SesameTelemetry.ActivitySourceName).AddConsoleExporter() |> ignore)
+            .WithTracing(fun tracing -> tracing.AddSource("Microsoft.AspNetCore", SesameTelemetry.ActivitySourceName).AddConsoleExporter() |> ignore)
         |> ignore

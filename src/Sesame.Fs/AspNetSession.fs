@@ -44,10 +44,7 @@ module SessionBytes =
     /// <exception cref="System.ArgumentNullException">The bytes are null.</exception>
     let toJson (bytes: byte[]) : Json =
         if isNull bytes then nullArg (nameof bytes)
-        if isText (ReadOnlySpan bytes) then
-            Json.string (Encoding.UTF8.GetString bytes)
-        else
-            Json.object [ Tag, Json.string (Convert.ToBase64String bytes) ]
+        if isText (ReadOnlySpan bytes) then Json.string (Encoding.UTF8.GetString bytes) else Json.object [ Tag, Json.string (Convert.ToBase64String bytes) ]
 
     /// <summary>The bytes ISession reads for a value of the tree (see the module's remarks).</summary>
     let ofJson (json: Json) : byte[] =
@@ -56,7 +53,7 @@ module SessionBytes =
         | Json.Object o when o.Count = 1 ->
             match o.Find Tag with
             | ValueSome(Json.String encoded) ->
-                let buffer = Array.zeroCreate<byte> ((encoded.Length / 4 + 1) * 3)
+                let buffer = Array.zeroCreate<byte>((encoded.Length / 4 + 1) * 3)
                 match Convert.TryFromBase64String(encoded, Span buffer) with
                 | true, written -> buffer[.. written - 1]
                 | _ -> Json.toUtf8 json
@@ -127,7 +124,11 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
         elif loading.IsCompleted then
             if not failureLogged then
                 failureLogged <- true
-                Log.loadError logger (match loading.Exception with null -> null | e -> e.GetBaseException())
+                Log.loadError
+                    logger
+                    (match loading.Exception with
+                     | null -> null
+                     | e -> e.GetBaseException())
             false
         else
             raise (

@@ -45,7 +45,10 @@ type SesameAuthenticationOptions() =
 /// the session is as it was). Catch it around <c>HttpContext.SignInAsync</c> to tell the user to sign out a device.
 /// </summary>
 type SessionUserLimitException(userId: string, limit: int) =
-    inherit InvalidOperationException($"The user already has {limit} sessions (SesameOptions.MaxSessionsPerUser) and the policy refuses more: the sign-in was refused.")
+    inherit
+        InvalidOperationException(
+            $"The user already has {limit} sessions (SesameOptions.MaxSessionsPerUser) and the policy refuses more: the sign-in was refused."
+        )
 
     /// <summary>The user whose sign-in was refused.</summary>
     member _.UserId = userId
@@ -142,38 +145,33 @@ type internal SesameCookieEvents(inner: CookieAuthenticationEvents, binding: Ses
 
     // The app's events run first; then this object's own callbacks (no-ops unless something set them on it after
     // Sesame wrapped the events); then Sesame's step.
-    override this.ValidatePrincipal(context) =
-        task {
-            do! inner.ValidatePrincipal context
-            do! this.OnValidatePrincipal.Invoke context
-            if not (isNull context.Principal) then do! binding.ValidateAsync context
-        }
+    override this.ValidatePrincipal(context) = task {
+        do! inner.ValidatePrincipal context
+        do! this.OnValidatePrincipal.Invoke context
+        if not (isNull context.Principal) then do! binding.ValidateAsync context
+    }
 
-    override this.SigningIn(context) =
-        task {
-            do! inner.SigningIn context
-            do! this.OnSigningIn.Invoke context
-            do! binding.SigningInAsync context
-        }
+    override this.SigningIn(context) = task {
+        do! inner.SigningIn context
+        do! this.OnSigningIn.Invoke context
+        do! binding.SigningInAsync context
+    }
 
-    override this.SigningOut(context) =
-        task {
-            do! inner.SigningOut context
-            do! this.OnSigningOut.Invoke context
-            do! binding.SigningOutAsync context
-        }
+    override this.SigningOut(context) = task {
+        do! inner.SigningOut context
+        do! this.OnSigningOut.Invoke context
+        do! binding.SigningOutAsync context
+    }
 
-    override this.SignedIn(context) =
-        task {
-            do! inner.SignedIn context
-            do! this.OnSignedIn.Invoke context
-        }
+    override this.SignedIn(context) = task {
+        do! inner.SignedIn context
+        do! this.OnSignedIn.Invoke context
+    }
 
-    override this.CheckSlidingExpiration(context) =
-        task {
-            do! inner.CheckSlidingExpiration context
-            do! this.OnCheckSlidingExpiration.Invoke context
-        }
+    override this.CheckSlidingExpiration(context) = task {
+        do! inner.CheckSlidingExpiration context
+        do! this.OnCheckSlidingExpiration.Invoke context
+    }
 
     // Redirects are the app's alone: this object's default callbacks would redirect a second time.
     override _.RedirectToLogin(context) = inner.RedirectToLogin context
@@ -276,5 +274,4 @@ type SesameAuthenticationExtensions =
     /// <param name="builder">Sesame's registration.</param>
     /// <returns>This builder, for chaining.</returns>
     [<Extension>]
-    static member BindToAuthentication(builder: SesameBuilder) : SesameBuilder =
-        SesameAuthenticationExtensions.BindToAuthentication(builder, null)
+    static member BindToAuthentication(builder: SesameBuilder) : SesameBuilder = SesameAuthenticationExtensions.BindToAuthentication(builder, null)

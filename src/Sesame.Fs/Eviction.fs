@@ -102,11 +102,12 @@ type internal EvictionSegment(kind: int) =
         if obj.ReferenceEquals(candidate, sentinel) then null else candidate
 
     /// The ids from least to most recently used.
-    member _.Ids() =
-        [ let mutable node = sentinel.Newer
-          while not (obj.ReferenceEquals(node, sentinel)) do
-              yield node.Id
-              node <- node.Newer ]
+    member _.Ids() = [
+        let mutable node = sentinel.Newer
+        while not (obj.ReferenceEquals(node, sentinel)) do
+            yield node.Id
+            node <- node.Newer
+    ]
 
 /// <summary>
 /// The order in which a store evicts sessions: a segmented LRU. A session starts in the <em>new</em> segment; a later
@@ -234,8 +235,7 @@ type internal SegmentedLru(maxEntries: int) =
 /// looks again after it stops, so a bound passed meanwhile is not missed.</para>
 /// </remarks>
 [<Sealed>]
-type internal SessionBounds
-    (policy: SegmentedLru, maxCount: int64, maxBytes: int64, count: unit -> int64, bytes: unit -> int64, evict: EvictionNode -> unit) =
+type internal SessionBounds(policy: SegmentedLru, maxCount: int64, maxBytes: int64, count: unit -> int64, bytes: unit -> int64, evict: EvictionNode -> unit) =
     let lowCount = maxCount - maxCount / 64L
     let lowBytes = maxBytes - maxBytes / 64L
     let mutable evicting = 0

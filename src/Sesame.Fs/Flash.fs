@@ -6,17 +6,16 @@ open System.Security.Cryptography
 
 /// <summary>One flash value as the facts beside the tree hold it (under <c>flash.&lt;entry id&gt;</c>).</summary>
 [<Struct; NoComparison; NoEquality>]
-type internal FlashEntry =
-    {
-        /// The entry's own key in the <c>flash</c> object: random, so that removing it can only remove this value.
-        Id: string
-        /// The flash key the app chose (<c>notice</c>).
-        Key: string
-        /// The value.
-        Value: Json
-        /// When it was flashed (Unix milliseconds): of two values flashed under one key, the later is the one read.
-        At: int64
-    }
+type internal FlashEntry = {
+    /// The entry's own key in the <c>flash</c> object: random, so that removing it can only remove this value.
+    Id: string
+    /// The flash key the app chose (<c>notice</c>).
+    Key: string
+    /// The value.
+    Value: Json
+    /// When it was flashed (Unix milliseconds): of two values flashed under one key, the later is the one read.
+    At: int64
+}
 
 /// <summary>
 /// One request's flash: the values earlier requests flashed for it (<em>incoming</em>, as the session was when the
@@ -41,8 +40,7 @@ type internal FlashState private (handle: SessionHandle) =
 
     static let entryPath (id: string) = SessionPath.ofKeys [ flashKey; id ]
 
-    static let entryJson (entry: FlashEntry) =
-        Json.object [ "key", Json.string entry.Key; "value", entry.Value; "at", Json.int64 entry.At ]
+    static let entryJson (entry: FlashEntry) = Json.object [ "key", Json.string entry.Key; "value", entry.Value; "at", Json.int64 entry.At ]
 
     static let tryEntry (id: string) (json: Json) : FlashEntry voption =
         match json with
@@ -51,7 +49,10 @@ type internal FlashState private (handle: SessionHandle) =
             | ValueSome(Json.String key), ValueSome value, at ->
                 let at =
                     match at with
-                    | ValueSome(Json.Number n) -> (match n.Int64Value with ValueSome v -> v | ValueNone -> 0L)
+                    | ValueSome(Json.Number n) ->
+                        (match n.Int64Value with
+                         | ValueSome v -> v
+                         | ValueNone -> 0L)
                     | _ -> 0L
                 ValueSome { Id = id; Key = key; Value = value; At = at }
             | _ -> ValueNone
@@ -59,15 +60,15 @@ type internal FlashState private (handle: SessionHandle) =
 
     static let entriesOf (meta: Json) : FlashEntry[] =
         match SessionPath.tryGet (SessionPath.ofKeys [ flashKey ]) meta with
-        | Some(Json.Object o) ->
-            [| for KeyValue(id, json) in o do
-                   match tryEntry id json with
-                   | ValueSome entry -> entry
-                   | ValueNone -> () |]
+        | Some(Json.Object o) -> [|
+            for KeyValue(id, json) in o do
+                match tryEntry id json with
+                | ValueSome entry -> entry
+                | ValueNone -> ()
+          |]
         | _ -> [||]
 
-    static let newEntryId () =
-        Convert.ToBase64String(RandomNumberGenerator.GetBytes 9).Replace('+', '-').Replace('/', '_')
+    static let newEntryId () = Convert.ToBase64String(RandomNumberGenerator.GetBytes 9).Replace('+', '-').Replace('/', '_')
 
     /// The values earlier requests flashed, as the session was when this request first used the flash.
     let incoming = entriesOf handle.Meta
@@ -76,8 +77,7 @@ type internal FlashState private (handle: SessionHandle) =
     let outgoingIds = HashSet<string>(StringComparer.Ordinal)
     let mutable swept = false
 
-    let isPresent (id: string) =
-        (SessionPath.tryGet (entryPath id) handle.Meta).IsSome
+    let isPresent (id: string) = (SessionPath.tryGet (entryPath id) handle.Meta).IsSome
 
     /// The incoming value a read of <paramref name="key"/> gives: the latest flashed.
     let latest (key: string) : FlashEntry voption =
@@ -85,7 +85,7 @@ type internal FlashState private (handle: SessionHandle) =
         for entry in incoming do
             if entry.Key = key then
                 match found with
-                | ValueSome (earlier: FlashEntry) when earlier.At > entry.At -> ()
+                | ValueSome(earlier: FlashEntry) when earlier.At > entry.At -> ()
                 | _ -> found <- ValueSome entry
         found
 
@@ -95,8 +95,7 @@ type internal FlashState private (handle: SessionHandle) =
             swept <- true
             for entry in incoming do
                 // Gone already (the session was destroyed in this request): nothing to record, no session to create.
-                if not (outgoingIds.Contains entry.Id) && isPresent entry.Id then
-                    handle.RecordMeta(Update.Remove(entryPath entry.Id))
+                if not (outgoingIds.Contains entry.Id) && isPresent entry.Id then handle.RecordMeta(Update.Remove(entryPath entry.Id))
 
     let keepEntry (entry: FlashEntry) =
         match outgoing.TryGetValue entry.Key with
@@ -127,8 +126,7 @@ type internal FlashState private (handle: SessionHandle) =
         handle.RecordMeta(Update.Set(entryPath id, entryJson entry))
         // An incoming value of the same key is superseded: the next request reads this one, and only this one.
         for earlier in incoming do
-            if earlier.Key = key && not (outgoingIds.Contains earlier.Id) && isPresent earlier.Id then
-                handle.RecordMeta(Update.Remove(entryPath earlier.Id))
+            if earlier.Key = key && not (outgoingIds.Contains earlier.Id) && isPresent earlier.Id then handle.RecordMeta(Update.Remove(entryPath earlier.Id))
         outgoing[key] <- id
         outgoingIds.Add id |> ignore
 

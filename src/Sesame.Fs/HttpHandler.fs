@@ -13,4 +13,3 @@ type HttpFunc = HttpContext -> HttpFuncResult
 /// <summary>A handler that takes the next function and returns a function. Identical to Giraffe's, so
 /// Sesame's handlers compose with Giraffe's <c>&gt;=&gt;</c>, <c>choose</c> and Saturn's <c>plug</c>.</summary>
 type HttpHandler = HttpFunc -> HttpFunc
-

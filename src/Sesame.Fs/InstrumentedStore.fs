@@ -106,40 +106,23 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         let debug = debugging ()
         let recorded = not (isNull activity) && activity.IsAllDataRequested
         // A walk of the whole tree: only for someone who asked.
-        let size =
-            if not (isNull session) && (instruments.SessionSize.Enabled || recorded || debug) then
-                JsonSize.utf8Length session.Data
-            else
-                0L
+        let size = if not (isNull session) && (instruments.SessionSize.Enabled || recorded || debug) then JsonSize.utf8Length session.Data else 0L
         if started <> 0L && instruments.LoadDuration.Enabled then
             let outcomeTag = KeyValuePair<string, obj>(TelemetryTags.Outcome, outcome)
             if isNull error then
                 instruments.LoadDuration.Record(elapsed, storeTag, outcomeTag)
             else
                 instruments.LoadDuration.Record(elapsed, storeTag, outcomeTag, KeyValuePair<string, obj>(TelemetryTags.ErrorType, errorTypeOf error))
-        if not (isNull session) && instruments.SessionSize.Enabled then
-            instruments.SessionSize.Record(size, storeTag)
-        if recorded && not (isNull session) then
-            activity.SetTag(TelemetryTags.SessionBytes, size) |> ignore
+        if not (isNull session) && instruments.SessionSize.Enabled then instruments.SessionSize.Record(size, storeTag)
+        if recorded && not (isNull session) then activity.SetTag(TelemetryTags.SessionBytes, size) |> ignore
         endSpan activity outcome error
-        if not (isNull error) && not (error :? OperationCanceledException) then
-            Log.loadError logger error
-        if debug then
-            Log.sessionLoaded logger (SessionSummary.HandleOf id) outcome size (elapsed * 1000.0)
+        if not (isNull error) && not (error :? OperationCanceledException) then Log.loadError logger error
+        if debug then Log.sessionLoaded logger (SessionSummary.HandleOf id) outcome size (elapsed * 1000.0)
 
     /// Records a finished commit or move, and raises what it did.
     member private _.WriteDone
-        (
-            fromId: string,
-            id: string,
-            isMove: bool,
-            change: SessionChange,
-            mustExist: bool,
-            started: int64,
-            activity: Activity,
-            result: CommitResult,
-            error: exn
-        ) : Task =
+        (fromId: string, id: string, isMove: bool, change: SessionChange, mustExist: bool, started: int64, activity: Activity, result: CommitResult, error: exn)
+        : Task =
         let outcome = if isNull error then Outcome.ofResult result else Outcome.ofError error
         let operation = if isMove then moveTag else commitTag
         recordDuration started operation outcome error
@@ -156,8 +139,10 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         endSpan activity outcome error
         if debug then
             let ms = seconds started * 1000.0
-            if isMove then Log.sessionMoved logger (handleOrEmpty fromId) (SessionSummary.HandleOf id) outcome updateCount patchBytes ms
-            else Log.sessionStored logger (SessionSummary.HandleOf id) outcome updateCount patchBytes ms
+            if isMove then
+                Log.sessionMoved logger (handleOrEmpty fromId) (SessionSummary.HandleOf id) outcome updateCount patchBytes ms
+            else
+                Log.sessionStored logger (SessionSummary.HandleOf id) outcome updateCount patchBytes ms
         // What happened to the session's life.
         let created = committed && (if isMove then isNull fromId else not mustExist)
         let signedIn = if committed && isMove then boundUser change else None
@@ -168,10 +153,14 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         if not hooked then
             Task.CompletedTask
         elif not (isNull error) then
-            invoke "CommitFailed" (fun () -> events.CommitFailed(SessionCommitFailedContext(services, (if isMove && not (isNull fromId) then fromId else id), name, error)))
+            invoke "CommitFailed" (fun () ->
+                events.CommitFailed(SessionCommitFailedContext(services, (if isMove && not (isNull fromId) then fromId else id), name, error)))
         elif created || rotated || signedIn.IsSome then
             task {
-                let user = match signedIn with Some user -> user | None -> null
+                let user =
+                    match signedIn with
+                    | Some user -> user
+                    | None -> null
                 if created then do! invoke "Created" (fun () -> events.Created(SessionCreatedContext(services, id, name, user)))
                 if rotated then do! invoke "Rotated" (fun () -> events.Rotated(SessionRotatedContext(services, id, name, fromId)))
                 if signedIn.IsSome then do! invoke "SignedIn" (fun () -> events.SignedIn(SessionSignedInContext(services, id, name, fromId, user)))
@@ -204,7 +193,10 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
     /// The store as the <c>sesame.store</c> tag names it: its type's name, lower case, without "Store".
     static member NameOf(store: SessionStore) =
         let typeName = store.GetType().Name
-        let typeName = match typeName.IndexOf '`' with -1 -> typeName | i -> typeName.Substring(0, i)
+        let typeName =
+            match typeName.IndexOf '`' with
+            | -1 -> typeName
+            | i -> typeName.Substring(0, i)
         let bare = if typeName.Length > 5 && typeName.EndsWith("Store", StringComparison.Ordinal) then typeName.Substring(0, typeName.Length - 5) else typeName
         bare.ToLowerInvariant()
 
@@ -227,7 +219,11 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         let started = if watched then Stopwatch.GetTimestamp() else 0L
         let previous = Activity.Current
         let activity = if watched then startSpan "sesame.session.load" id else null
-        let loading = try inner.LoadAsync(id, idleTimeout, cancellationToken) with e -> Task.FromException<StoredSession> e
+        let loading =
+            try
+                inner.LoadAsync(id, idleTimeout, cancellationToken)
+            with e ->
+                Task.FromException<StoredSession> e
         if loading.IsCompletedSuccessfully then
             if watched then this.LoadDone(id, started, activity, loading.Result, null)
             loading
@@ -251,7 +247,11 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         let started = Stopwatch.GetTimestamp()
         let previous = Activity.Current
         let activity = startSpan (if isMove then "sesame.session.move" else "sesame.session.commit") id
-        let writing = try write () with e -> Task.FromException<CommitResult> e
+        let writing =
+            try
+                write ()
+            with e ->
+                Task.FromException<CommitResult> e
         if writing.IsCompleted then
             let result = if writing.IsCompletedSuccessfully then writing.Result else CommitResult.Committed
             let error = if writing.IsCompletedSuccessfully then null else InstrumentedStore.ErrorOf writing

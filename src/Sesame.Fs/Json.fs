@@ -35,20 +35,19 @@ type Json =
 
     static member private Same(a: Json, b: Json) : bool =
         obj.ReferenceEquals(a, b)
-        ||
-        match a, b with
-        | Null, Null -> true
-        | Bool x, Bool y -> x = y
-        | Number x, Number y -> x.Equals y
-        | String x, String y -> String.Equals(x, y, StringComparison.Ordinal)
-        | Array xs, Array ys ->
-            xs.Length = ys.Length
-            && (let mutable i = 0
-                while i < xs.Length && Json.Same(xs[i], ys[i]) do
-                    i <- i + 1
-                i = xs.Length)
-        | Object x, Object y -> x.SameAs y
-        | _ -> false
+        || match a, b with
+           | Null, Null -> true
+           | Bool x, Bool y -> x = y
+           | Number x, Number y -> x.Equals y
+           | String x, String y -> String.Equals(x, y, StringComparison.Ordinal)
+           | Array xs, Array ys ->
+               xs.Length = ys.Length
+               && (let mutable i = 0
+                   while i < xs.Length && Json.Same(xs[i], ys[i]) do
+                       i <- i + 1
+                   i = xs.Length)
+           | Object x, Object y -> x.SameAs y
+           | _ -> false
 
     override this.Equals(other: obj) =
         match other with
@@ -225,8 +224,12 @@ and [<Sealed>] JsonValueConverter() =
                     for i in 0 .. properties.Count - 1 do
                         positions[properties[i].Key] <- i
                 let existing =
-                    if isNull positions then properties.FindIndex(fun p -> String.Equals(p.Key, key, StringComparison.Ordinal))
-                    else match positions.TryGetValue key with | true, i -> i | _ -> -1
+                    if isNull positions then
+                        properties.FindIndex(fun p -> String.Equals(p.Key, key, StringComparison.Ordinal))
+                    else
+                        match positions.TryGetValue key with
+                        | true, i -> i
+                        | _ -> -1
                 if existing >= 0 then
                     properties[existing] <- KeyValuePair(key, value)
                 else
@@ -274,5 +277,9 @@ and [<Sealed>] internal JsonTreeConverter<'tree>() =
         | other -> raise (JsonException $"Expected JSON of the kind {typeof<'tree>.Name}, not {other}.")
 
     override _.Write(writer: Utf8JsonWriter, value: 'tree, _options: JsonSerializerOptions) =
-        JsonValueConverter.WriteValue(writer, (match box value with :? Json as json -> json | _ -> Json.Null))
-
+        JsonValueConverter.WriteValue(
+            writer,
+            (match box value with
+             | :? Json as json -> json
+             | _ -> Json.Null)
+        )

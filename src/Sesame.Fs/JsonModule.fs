@@ -27,8 +27,7 @@ module Json =
     let emptyObject = Json.Object Sesame.JsonObject.Empty
 
     /// <summary>A string value.</summary>
-    let string (value: string) =
-        if isNull value then Json.Null else Json.String value
+    let string (value: string) = if isNull value then Json.Null else Json.String value
 
     /// <summary>A number value from a 64-bit integer.</summary>
     let int64 (value: int64) = Json.Number(JsonNumber.OfInt64 value)
@@ -195,7 +194,7 @@ module Json =
     /// <exception cref="System.Text.Json.JsonException">The JSON does not fit the type.</exception>
     let decodeWith<'value> (options: JsonSerializerOptions) (json: Json) : 'value =
         if typeof<'value> = typeof<Json> then
-            unbox<'value> (box json)
+            unbox<'value>(box json)
         else
             use text = texts.Rent()
             write (text.Start()) json

@@ -63,9 +63,7 @@ type JsonNumber private (text: string) =
                     | _ -> raise (OverflowException $"The exponent of {text} is out of range for exact arithmetic.")
                 text.Substring(0, ePos), e
         let dot = significand.IndexOf '.'
-        let digits, scale =
-            if dot < 0 then significand, 0
-            else significand.Remove(dot, 1), significand.Length - dot - 1
+        let digits, scale = if dot < 0 then significand, 0 else significand.Remove(dot, 1), significand.Length - dot - 1
         let exponent = exponent - int64 scale
         if exponent > int64 Int32.MaxValue / 2L || exponent < int64 Int32.MinValue / 2L then
             raise (OverflowException $"The exponent of {text} is out of range for exact arithmetic.")
@@ -81,7 +79,7 @@ type JsonNumber private (text: string) =
         Int64.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, &value)
 
     /// The value as a 64-bit integer, if it is one that fits (for Sesame's own code, which matches on it).
-    member internal _.Int64Value : int64 voption =
+    member internal _.Int64Value: int64 voption =
         match Int64.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) with
         | true, v -> ValueSome v
         | _ -> ValueNone
@@ -97,7 +95,7 @@ type JsonNumber private (text: string) =
             if e < -60 || e > 60 then
                 false
             else
-                let struct (m2, e2) = (JsonNumber.OfDecimal v : JsonNumber).Decompose()
+                let struct (m2, e2) = (JsonNumber.OfDecimal v: JsonNumber).Decompose()
                 let e0 = min e e2
                 if m * BigInteger.Pow(10I, e - e0) = m2 * BigInteger.Pow(10I, e2 - e0) then
                     value <- v
@@ -145,8 +143,7 @@ type JsonNumber private (text: string) =
     /// <summary>Parses JSON number text, keeping it exactly.</summary>
     /// <exception cref="System.FormatException">The text is not a JSON number.</exception>
     static member Parse(text: string) : JsonNumber =
-        if isNull text || not (isValid text) then
-            raise (FormatException $"'{text}' is not a JSON number.")
+        if isNull text || not (isValid text) then raise (FormatException $"'{text}' is not a JSON number.")
         JsonNumber text
 
     /// <summary>Parses JSON number text, keeping it exactly, when it is a JSON number.</summary>

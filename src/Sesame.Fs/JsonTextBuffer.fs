@@ -52,5 +52,4 @@ and [<Sealed>] internal JsonTextBuffers(options: JsonWriterOptions) =
             spare.Value <- null
             buffer
 
-    member internal _.Return(buffer: JsonTextBuffer) =
-        if buffer.Capacity <= retainedBytes then spare.Value <- buffer
+    member internal _.Return(buffer: JsonTextBuffer) = if buffer.Capacity <= retainedBytes then spare.Value <- buffer

@@ -11,7 +11,11 @@ module internal Log =
         LoggerMessage.Define<string>(LogLevel.Debug, EventId(1, "SessionCookieRejected"), "The session cookie was rejected ({Reason}); starting a new session.")
 
     let private sessionUnknown =
-        LoggerMessage.Define(LogLevel.Debug, EventId(2, "SessionUnknown"), "The session cookie names no live session (expired, destroyed or never stored); starting a new session.")
+        LoggerMessage.Define(
+            LogLevel.Debug,
+            EventId(2, "SessionUnknown"),
+            "The session cookie names no live session (expired, destroyed or never stored); starting a new session."
+        )
 
     let private committed =
         LoggerMessage.Define<int, bool>(LogLevel.Debug, EventId(3, "SessionCommitted"), "Committed {UpdateCount} updates in one write (new session: {IsNew}).")
@@ -20,38 +24,77 @@ module internal Log =
         LoggerMessage.Define(LogLevel.Error, EventId(4, "SessionCommitFailed"), "Committing the session failed; the request's session changes were not stored.")
 
     let private sessionGone =
-        LoggerMessage.Define<int>(LogLevel.Warning, EventId(5, "SessionGone"), "The session was destroyed or expired while this request ran; its {UpdateCount} updates were not stored.")
+        LoggerMessage.Define<int>(
+            LogLevel.Warning,
+            EventId(5, "SessionGone"),
+            "The session was destroyed or expired while this request ran; its {UpdateCount} updates were not stored."
+        )
 
     let private cookieTooLate =
-        LoggerMessage.Define(LogLevel.Warning, EventId(6, "SessionCookieAfterResponseStarted"), "A new session was first changed after the response had started: its changes are stored, but the client cannot get its cookie. Change the session before writing the response.")
+        LoggerMessage.Define(
+            LogLevel.Warning,
+            EventId(6, "SessionCookieAfterResponseStarted"),
+            "A new session was first changed after the response had started: its changes are stored, but the client cannot get its cookie. Change the session before writing the response."
+        )
 
-    let private loadFailed =
-        LoggerMessage.Define(LogLevel.Error, EventId(7, "SessionLoadFailed"), "Loading the session from the store failed.")
+    let private loadFailed = LoggerMessage.Define(LogLevel.Error, EventId(7, "SessionLoadFailed"), "Loading the session from the store failed.")
 
     let private unsharedKeys =
-        LoggerMessage.Define<string>(LogLevel.Warning, EventId(8, "DataProtectionKeysNotShared"), "Sesame's store ({Store}) is shared by app instances, but Data Protection keys are not persisted to a shared location: each instance will reject the cookies the others issue. Configure services.AddDataProtection().PersistKeysTo...() with a location all instances share.")
+        LoggerMessage.Define<string>(
+            LogLevel.Warning,
+            EventId(8, "DataProtectionKeysNotShared"),
+            "Sesame's store ({Store}) is shared by app instances, but Data Protection keys are not persisted to a shared location: each instance will reject the cookies the others issue. Configure services.AddDataProtection().PersistKeysTo...() with a location all instances share."
+        )
 
     // What the store did for each request, with sizes and timings (debug), and the session only as its handle.
     let private loaded =
-        LoggerMessage.Define<string, string, int64, float>(LogLevel.Debug, EventId(9, "SessionLoaded"), "Loaded session {SessionHandle}: {Outcome}, {SessionBytes} bytes, {ElapsedMilliseconds} ms.")
+        LoggerMessage.Define<string, string, int64, float>(
+            LogLevel.Debug,
+            EventId(9, "SessionLoaded"),
+            "Loaded session {SessionHandle}: {Outcome}, {SessionBytes} bytes, {ElapsedMilliseconds} ms."
+        )
 
     let private stored =
-        LoggerMessage.Define<string, string, int, int64, float>(LogLevel.Debug, EventId(10, "SessionStored"), "Stored a change of session {SessionHandle}: {Outcome}, {UpdateCount} updates, {PatchBytes} bytes of patch, {ElapsedMilliseconds} ms.")
+        LoggerMessage.Define<string, string, int, int64, float>(
+            LogLevel.Debug,
+            EventId(10, "SessionStored"),
+            "Stored a change of session {SessionHandle}: {Outcome}, {UpdateCount} updates, {PatchBytes} bytes of patch, {ElapsedMilliseconds} ms."
+        )
 
     let private moved =
-        LoggerMessage.Define<string, string, string, int, int64, float>(LogLevel.Debug, EventId(11, "SessionMoved"), "Moved session {PreviousHandle} to {SessionHandle}: {Outcome}, {UpdateCount} updates, {PatchBytes} bytes of patch, {ElapsedMilliseconds} ms.")
+        LoggerMessage.Define<string, string, string, int, int64, float>(
+            LogLevel.Debug,
+            EventId(11, "SessionMoved"),
+            "Moved session {PreviousHandle} to {SessionHandle}: {Outcome}, {UpdateCount} updates, {PatchBytes} bytes of patch, {ElapsedMilliseconds} ms."
+        )
 
     let private deleted =
-        LoggerMessage.Define<string, string, float>(LogLevel.Debug, EventId(12, "SessionDeleted"), "Deleted session {SessionHandle}: {Outcome}, {ElapsedMilliseconds} ms.")
+        LoggerMessage.Define<string, string, float>(
+            LogLevel.Debug,
+            EventId(12, "SessionDeleted"),
+            "Deleted session {SessionHandle}: {Outcome}, {ElapsedMilliseconds} ms."
+        )
 
     let private ended =
-        LoggerMessage.Define<string, SessionEndReason, string>(LogLevel.Debug, EventId(13, "SessionEndedByStore"), "The {Store} store ended session {SessionHandle}: {Reason}.")
+        LoggerMessage.Define<string, SessionEndReason, string>(
+            LogLevel.Debug,
+            EventId(13, "SessionEndedByStore"),
+            "The {Store} store ended session {SessionHandle}: {Reason}."
+        )
 
     let private handlerFailed =
-        LoggerMessage.Define<string>(LogLevel.Error, EventId(14, "SessionEventHandlerFailed"), "The app's {EventName} session event handler failed; the request goes on.")
+        LoggerMessage.Define<string>(
+            LogLevel.Error,
+            EventId(14, "SessionEventHandlerFailed"),
+            "The app's {EventName} session event handler failed; the request goes on."
+        )
 
     let private storeChanged =
-        LoggerMessage.Define<string, string>(LogLevel.Debug, EventId(15, "SessionStoreInUse"), "Sessions live in the {Store} store ({StoreType}); metrics and traces: meter and activity source 'Sesame'.")
+        LoggerMessage.Define<string, string>(
+            LogLevel.Debug,
+            EventId(15, "SessionStoreInUse"),
+            "Sessions live in the {Store} store ({StoreType}); metrics and traces: meter and activity source 'Sesame'."
+        )
 
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
 
@@ -63,8 +106,10 @@ module internal Log =
     let cookieAfterStart (logger: ILogger) = cookieTooLate.Invoke(logger, null)
     let loadError (logger: ILogger) (error: exn) = loadFailed.Invoke(logger, error)
     let sessionLoaded (logger: ILogger) (handle: string) (outcome: string) (bytes: int64) (ms: float) = loaded.Invoke(logger, handle, outcome, bytes, ms, null)
-    let sessionStored (logger: ILogger) (handle: string) (outcome: string) (updates: int) (bytes: int64) (ms: float) = stored.Invoke(logger, handle, outcome, updates, bytes, ms, null)
-    let sessionMoved (logger: ILogger) (previous: string) (handle: string) (outcome: string) (updates: int) (bytes: int64) (ms: float) = moved.Invoke(logger, previous, handle, outcome, updates, bytes, ms, null)
+    let sessionStored (logger: ILogger) (handle: string) (outcome: string) (updates: int) (bytes: int64) (ms: float) =
+        stored.Invoke(logger, handle, outcome, updates, bytes, ms, null)
+    let sessionMoved (logger: ILogger) (previous: string) (handle: string) (outcome: string) (updates: int) (bytes: int64) (ms: float) =
+        moved.Invoke(logger, previous, handle, outcome, updates, bytes, ms, null)
     let sessionDeleted (logger: ILogger) (handle: string) (outcome: string) (ms: float) = deleted.Invoke(logger, handle, outcome, ms, null)
     let sessionEnded (logger: ILogger) (store: string) (reason: SessionEndReason) (handle: string) = ended.Invoke(logger, store, reason, handle, null)
     let eventHandlerFailed (logger: ILogger) (eventName: string) (error: exn) = handlerFailed.Invoke(logger, eventName, error)

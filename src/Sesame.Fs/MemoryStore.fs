@@ -70,7 +70,10 @@ type private MemoryEntry(utf8: byte[], meta: Json, metaBytes: int64, expiresAt: 
     member _.Node = node
 
     /// The user the session is bound to, or null.
-    member val User = (match SessionMeta.userOf meta with Some user -> user | None -> null)
+    member val User =
+        (match SessionMeta.userOf meta with
+         | Some user -> user
+         | None -> null)
 
     /// UTC ticks of the last load or commit.
     member _.LastSeen
@@ -118,9 +121,7 @@ type private ParsedCache() =
     /// Keeps the entry's tree in its id's slot, if the budget allows; otherwise empties the slot.
     member _.Put(id: string, entry: MemoryEntry, tree: Json) =
         let slot = slotOf id
-        let fits =
-            entry.Size <= maxEntryBytes
-            && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + entry.Size <= budgetBytes
+        let fits = entry.Size <= maxEntryBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + entry.Size <= budgetBytes
         let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedEntry(entry, tree) else null))
         // The count follows what was really swapped, so racing puts may pass the budget by a few entries, never drift.
         Interlocked.Add(&heldBytes, (if fits then entry.Size else 0L) - sizeOf replaced) |> ignore
@@ -130,8 +131,7 @@ type private ParsedCache() =
         let slot = slotOf id
         match Volatile.Read &cache[slot] with
         | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Entry, entry) ->
-            if obj.ReferenceEquals(Interlocked.CompareExchange(&cache[slot], null, parsed), parsed) then
-                Interlocked.Add(&heldBytes, -entry.Size) |> ignore
+            if obj.ReferenceEquals(Interlocked.CompareExchange(&cache[slot], null, parsed), parsed) then Interlocked.Add(&heldBytes, -entry.Size) |> ignore
         | _ -> ()
 
 /// <summary>
@@ -186,8 +186,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     let now () = time.GetUtcNow().UtcTicks
 
-    let expiresAt (ticks: int64) (idle: TimeSpan) =
-        if idle.Ticks >= Int64.MaxValue - ticks then Int64.MaxValue else ticks + idle.Ticks
+    let expiresAt (ticks: int64) (idle: TimeSpan) = if idle.Ticks >= Int64.MaxValue - ticks then Int64.MaxValue else ticks + idle.Ticks
 
     let index (user: string) (id: string) =
         match users.TryGetValue user with
@@ -220,8 +219,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if isNull entry.User then remove () else lock userLock remove
 
     /// Ends a session the store decided to end, and says so.
-    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) =
-        if removeEntry id entry then this.ReportEnded(id, entry.Meta, reason)
+    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) = if removeEntry id entry then this.ReportEnded(id, entry.Meta, reason)
 
     /// The entry's tree: kept from its commit or an earlier load, or parsed now (and kept).
     let treeOf (id: string) (entry: MemoryEntry) =
@@ -270,12 +268,10 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         | null -> Error CommitResult.ShapeChanged
         | after ->
             let utf8 = Json.toStoredUtf8 after.Data
-            if utf8.Length > commit.MaxSizeBytes then
-                raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
+            if utf8.Length > commit.MaxSizeBytes then raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
             let next = MemoryEntry(utf8, after.Meta, metaBytesOf current after.Meta, expiresAt t commit.IdleTimeout, t, node)
             // One session the bound could never hold is refused, rather than evicting every other session first.
-            if next.Size > options.MaxTotalBytes then
-                raise (SessionTooLargeException(next.Size, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
+            if next.Size > options.MaxTotalBytes then raise (SessionTooLargeException(next.Size, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
             Ok(struct (next, after.Data))
 
     let summaryOf (id: string) (entry: MemoryEntry) =
@@ -296,12 +292,13 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         else
             let others =
                 match users.TryGetValue user with
-                | true, ids ->
-                    [ for id in ids do
-                          if id <> movingFrom then
-                              match sessions.TryGetValue id with
-                              | true, entry when live entry t -> struct (id, entry)
-                              | _ -> () ]
+                | true, ids -> [
+                    for id in ids do
+                        if id <> movingFrom then
+                            match sessions.TryGetValue id with
+                            | true, entry when live entry t -> struct (id, entry)
+                            | _ -> ()
+                  ]
                 | _ -> []
             let excess = others.Length + 1 - limit.MaxSessions
             if excess <= 0 then
@@ -384,9 +381,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 match applyChange id current change commit t node with
                 | Error result -> result
                 | Ok(struct (next, tree)) ->
-                    let swapped =
-                        if isNull current then sessions.TryAdd(id, next)
-                        else sessions.TryUpdate(id, next, current)
+                    let swapped = if isNull current then sessions.TryAdd(id, next) else sessions.TryUpdate(id, next, current)
                     if swapped then
                         let previous = if isNull current then 0L else current.Size
                         Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
@@ -441,8 +436,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 if not (isNull current) then
                                     parsed.Drop(fromId, current)
                                     if not (isNull current.User) then unindex current.User fromId
-                                if not (sessions.TryAdd(toId, next)) then
-                                    invalidOp $"The move's new id is already a session; a new id must be fresh."
+                                if not (sessions.TryAdd(toId, next)) then invalidOp $"The move's new id is already a session; a new id must be fresh."
                                 if not (isNull next.User) then index next.User toId
                                 let previous = if isNull current then 0L else current.Size
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore

@@ -73,7 +73,10 @@ type SesameBuilder internal (services: IServiceCollection) =
         let storeOptions = MemoryStoreOptions()
         if not (isNull configure) then configure.Invoke storeOptions
         this.AddStore(fun provider ->
-            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            let time =
+                match provider.GetService<TimeProvider>() with
+                | null -> TimeProvider.System
+                | time -> time
             new MemoryStore(storeOptions, time) :> SessionStore)
 
     /// <summary>Keeps sessions in this process's memory (the default): at most 100,000 sessions and 256 MiB of JSON.</summary>
@@ -94,7 +97,10 @@ type SesameBuilder internal (services: IServiceCollection) =
         let storeOptions = FileStoreOptions()
         if not (isNull configure) then configure.Invoke storeOptions
         this.AddStore(fun provider ->
-            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            let time =
+                match provider.GetService<TimeProvider>() with
+                | null -> TimeProvider.System
+                | time -> time
             let logger = provider.GetRequiredService<Microsoft.Extensions.Logging.ILoggerFactory>().CreateLogger "Sesame.FileStore"
             FileStore.Open(path, storeOptions, logger, time) :> SessionStore)
 
@@ -136,14 +142,18 @@ type SesameServiceCollectionExtensions =
         // Minimal APIs and MVC serialize results by their runtime type, and a Json value's is the class of its case:
         // Sesame's converter must be in their options to write a session's tree as the JSON it is.
         let addConverter (options: Text.Json.JsonSerializerOptions) =
-            if not (options.Converters |> Seq.exists (fun c -> c :? JsonValueConverter)) then
-                options.Converters.Insert(0, JsonValueConverter())
-        services.Configure<Microsoft.AspNetCore.Http.Json.JsonOptions>(fun (o: Microsoft.AspNetCore.Http.Json.JsonOptions) -> addConverter o.SerializerOptions) |> ignore
-        services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(fun (o: Microsoft.AspNetCore.Mvc.JsonOptions) -> addConverter o.JsonSerializerOptions) |> ignore
+            if not (options.Converters |> Seq.exists (fun c -> c :? JsonValueConverter)) then options.Converters.Insert(0, JsonValueConverter())
+        services.Configure<Microsoft.AspNetCore.Http.Json.JsonOptions>(fun (o: Microsoft.AspNetCore.Http.Json.JsonOptions) -> addConverter o.SerializerOptions)
+        |> ignore
+        services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(fun (o: Microsoft.AspNetCore.Mvc.JsonOptions) -> addConverter o.JsonSerializerOptions)
+        |> ignore
         services.AddDataProtection() |> ignore
         // The in-memory default, unless the builder adds another store. The container owns and disposes it.
         services.TryAddSingleton<SessionStore>(fun provider ->
-            let time = match provider.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+            let time =
+                match provider.GetService<TimeProvider>() with
+                | null -> TimeProvider.System
+                | time -> time
             new MemoryStore(MemoryStoreOptions(), time) :> SessionStore)
         services.TryAddSingleton<SesameRuntime>(fun provider -> SesameRuntime.Create provider)
         // Sesame's meter comes from the app's IMeterFactory (one meter per host; tests isolate theirs).
@@ -155,8 +165,7 @@ type SesameServiceCollectionExtensions =
     /// <summary>Adds Sesame with default options: cookie <c>sesame</c>, 20-minute idle timeout, in-memory store.</summary>
     /// <returns>A builder to choose the store with.</returns>
     [<Extension>]
-    static member AddSesame(services: IServiceCollection) : SesameBuilder =
-        SesameServiceCollectionExtensions.AddSesame(services, null)
+    static member AddSesame(services: IServiceCollection) : SesameBuilder = SesameServiceCollectionExtensions.AddSesame(services, null)
 
 namespace Microsoft.AspNetCore.Builder
 

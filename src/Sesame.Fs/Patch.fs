@@ -8,9 +8,9 @@ open System.Text.Json
 /// A request's updates folded into one normalized change: what a store commits in one write.
 /// Applying a patch gives the same tree as applying its updates one by one.
 /// </summary>
-type Patch =
-    private
-        { updates: Update list }
+type Patch = private {
+    updates: Update list
+} with
 
     /// The normalized updates, in the order they apply.
     member this.Updates = this.updates
@@ -61,8 +61,15 @@ module Patch =
         match updates with
         // One update is already normalized (a removal of the root aside, which becomes setting {}):
         // most requests change one thing, so they skip the fold's bookkeeping.
-        | :? (Update[]) as single when single.Length = 1 && not (match single[0] with Update.Remove p -> p.IsRoot | _ -> false) ->
-            { updates = [ single[0] ] }
+        | :? (Update[]) as single when
+            single.Length = 1
+            && not (
+                match single[0] with
+                | Update.Remove p -> p.IsRoot
+                | _ -> false
+            )
+              ->
+              { updates = [ single[0] ] }
         | _ ->
             let entries = ResizeArray<struct (SessionPath * Pending)>()
             let append path pending = entries.Add(struct (path, pending))
@@ -134,7 +141,12 @@ module Patch =
                 let keepInOrder () = append path (asPending update)
                 let mergeInto index (node: Json voption) =
                     let struct (p, pending) = entries[index]
-                    match (try Ok(Update.applyBelow update (SessionPath.relativeTo p path) node) with :? PathConflictException as e -> Error e) with
+                    match
+                        (try
+                            Ok(Update.applyBelow update (SessionPath.relativeTo p path) node)
+                         with :? PathConflictException as e ->
+                             Error e)
+                    with
                     | Ok(ValueSome value) ->
                         match pending with
                         | Drop false ->
@@ -157,7 +169,12 @@ module Patch =
                 // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
                 | Update.Remove _, Add _ when isBelow -> ()
                 | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
-                    match (try ValueSome(JsonNumber.Add(total, by)) with :? OverflowException -> ValueNone) with
+                    match
+                        (try
+                            ValueSome(JsonNumber.Add(total, by))
+                         with :? OverflowException ->
+                             ValueNone)
+                    with
                     | ValueSome sum -> entries[above] <- struct (path, Add sum)
                     | ValueNone -> keepInOrder ()
                 | Update.Append(_, value), Push values when abovePath = path ->
@@ -175,27 +192,32 @@ module Patch =
                     // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
                     entries.RemoveAll(fun entry ->
                         let struct (p, pending) = entry
-                        p <> path && SessionPath.isPrefixOf path p && (match pending with Drop false -> true | _ -> false))
+                        p <> path
+                        && SessionPath.isPrefixOf path p
+                        && (match pending with
+                            | Drop false -> true
+                            | _ -> false))
                     |> ignore
                     append path (Add by)
                 | Update.Set(_, value), _ -> supersede path (Some value)
                 | Update.Remove _, _ -> supersede path None
 
-            let updates =
-                [ for struct (path, pending) in entries do
-                      match pending with
-                      | Put value -> Update.Set(path, value)
-                      | Add by -> Update.Increment(path, by)
-                      | Push values ->
-                          for value in values do
-                              Update.Append(path, value)
-                      | Drop false -> Update.Remove path
-                      | Drop true ->
-                          Update.Set(path, Json.Null)
-                          Update.Remove path
-                      | Replace value ->
-                          Update.Remove path
-                          Update.Set(path, value) ]
+            let updates = [
+                for struct (path, pending) in entries do
+                    match pending with
+                    | Put value -> Update.Set(path, value)
+                    | Add by -> Update.Increment(path, by)
+                    | Push values ->
+                        for value in values do
+                            Update.Append(path, value)
+                    | Drop false -> Update.Remove path
+                    | Drop true ->
+                        Update.Set(path, Json.Null)
+                        Update.Remove path
+                    | Replace value ->
+                        Update.Remove path
+                        Update.Set(path, value)
+            ]
             { updates = updates }
 
     /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
@@ -211,8 +233,7 @@ module Patch =
 
     /// <summary>Applies a patch to a tree.</summary>
     /// <exception cref="T:Sesame.PathConflictException">An update crosses a value of the wrong kind; the tree is left as it was.</exception>
-    let apply (patch: Patch) (json: Json) : Json =
-        List.fold (fun tree update -> Update.apply update tree) json patch.Updates
+    let apply (patch: Patch) (json: Json) : Json = List.fold (fun tree update -> Update.apply update tree) json patch.Updates
 
     /// <summary>Applies a patch, or gives the conflict.</summary>
     let tryApply (patch: Patch) (json: Json) : Result<Json, PathConflictException> =
@@ -264,9 +285,18 @@ module Patch =
     /// <exception cref="System.InvalidOperationException">A value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so the patch could not be read back.</exception>
     let toUtf8 (patch: Patch) : byte[] =
         let buffer = ArrayBufferWriter<byte>(128)
-        using (new Utf8JsonWriter(buffer, JsonWriterOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = Json.MaxDepth + wrappingLevels, SkipValidation = true))) (fun writer ->
-            writeTo writer patch
-            writer.Flush())
+        using
+            (new Utf8JsonWriter(
+                buffer,
+                JsonWriterOptions(
+                    Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+                    MaxDepth = Json.MaxDepth + wrappingLevels,
+                    SkipValidation = true
+                )
+            ))
+            (fun writer ->
+                writeTo writer patch
+                writer.Flush())
         buffer.WrittenSpan.ToArray()
 
     /// <summary>The compact JSON text of a patch.</summary>
@@ -289,21 +319,26 @@ module Patch =
                         | ValueSome i when i >= 0L && i <= int64 Int32.MaxValue -> Segment.Index(int i)
                         | _ -> bad $"{n} is not an array index"
                     | _ -> bad "a path segment is neither a key nor an index")
-                |> fun segments -> try SessionPath.ofSegments segments with :? ArgumentException as e -> bad e.Message
+                |> fun segments ->
+                    try
+                        SessionPath.ofSegments segments
+                    with :? ArgumentException as e ->
+                        bad e.Message
             | _ -> bad "a path is not an array"
         match json with
         | Json.Array operations ->
-            let updates =
-                [ for operation in operations do
-                      match operation with
-                      | Json.Array op when op.Length = 3 && op[0] = Json.String "set" -> Update.Set(path op[1], op[2])
-                      | Json.Array op when op.Length = 2 && op[0] = Json.String "remove" -> Update.Remove(path op[1])
-                      | Json.Array op when op.Length = 3 && op[0] = Json.String "append" -> Update.Append(path op[1], op[2])
-                      | Json.Array op when op.Length = 3 && op[0] = Json.String "increment" ->
-                          match op[2] with
-                          | Json.Number by -> Update.Increment(path op[1], by)
-                          | _ -> bad "an increment is not a number"
-                      | other -> bad $"unknown operation {Json.serialize other}" ]
+            let updates = [
+                for operation in operations do
+                    match operation with
+                    | Json.Array op when op.Length = 3 && op[0] = Json.String "set" -> Update.Set(path op[1], op[2])
+                    | Json.Array op when op.Length = 2 && op[0] = Json.String "remove" -> Update.Remove(path op[1])
+                    | Json.Array op when op.Length = 3 && op[0] = Json.String "append" -> Update.Append(path op[1], op[2])
+                    | Json.Array op when op.Length = 3 && op[0] = Json.String "increment" ->
+                        match op[2] with
+                        | Json.Number by -> Update.Increment(path op[1], by)
+                        | _ -> bad "an increment is not a number"
+                    | other -> bad $"unknown operation {Json.serialize other}"
+            ]
             { updates = updates }
         | _ -> bad "not an array"
 

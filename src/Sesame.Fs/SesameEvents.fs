@@ -81,7 +81,10 @@ type SessionEndedContext internal (services: IServiceProvider, sessionId: string
     member _.Meta = meta
 
     /// <summary>The user the session was bound to, or <c>null</c>.</summary>
-    member _.UserId = match SessionMeta.userOf meta with Some user -> user | None -> null
+    member _.UserId =
+        match SessionMeta.userOf meta with
+        | Some user -> user
+        | None -> null
 
 /// <summary>A commit, rotation or sign-in failed: the store stored nothing, and the request sees the error.</summary>
 [<Sealed>]
@@ -138,33 +141,61 @@ type SesameEvents() =
     /// event builds its context).</summary>
     member internal this.IsHooked =
         this.GetType() <> typeof<SesameEvents>
-        || not (isNull this.OnCreated && isNull this.OnRotated && isNull this.OnSignedIn && isNull this.OnDestroyed
-                && isNull this.OnExpired && isNull this.OnEvicted && isNull this.OnCommitFailed)
+        || not (
+            isNull this.OnCreated
+            && isNull this.OnRotated
+            && isNull this.OnSignedIn
+            && isNull this.OnDestroyed
+            && isNull this.OnExpired
+            && isNull this.OnEvicted
+            && isNull this.OnCommitFailed
+        )
 
     /// <summary>A session was created. Calls <see cref="P:Sesame.SesameEvents.OnCreated"/>.</summary>
     abstract Created: context: SessionCreatedContext -> Task
-    default this.Created(context) = match this.OnCreated with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.Created(context) =
+        match this.OnCreated with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context
 
     /// <summary>A session moved to a new id. Calls <see cref="P:Sesame.SesameEvents.OnRotated"/>.</summary>
     abstract Rotated: context: SessionRotatedContext -> Task
-    default this.Rotated(context) = match this.OnRotated with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.Rotated(context) =
+        match this.OnRotated with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context
 
     /// <summary>A session was signed in. Calls <see cref="P:Sesame.SesameEvents.OnSignedIn"/>.</summary>
     abstract SignedIn: context: SessionSignedInContext -> Task
-    default this.SignedIn(context) = match this.OnSignedIn with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.SignedIn(context) =
+        match this.OnSignedIn with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context
 
     /// <summary>A session was destroyed. Calls <see cref="P:Sesame.SesameEvents.OnDestroyed"/>.</summary>
     abstract Destroyed: context: SessionDestroyedContext -> Task
-    default this.Destroyed(context) = match this.OnDestroyed with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.Destroyed(context) =
+        match this.OnDestroyed with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context
 
     /// <summary>A session expired. Calls <see cref="P:Sesame.SesameEvents.OnExpired"/>.</summary>
     abstract Expired: context: SessionEndedContext -> Task
-    default this.Expired(context) = match this.OnExpired with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.Expired(context) =
+        match this.OnExpired with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context
 
     /// <summary>A session was evicted. Calls <see cref="P:Sesame.SesameEvents.OnEvicted"/>.</summary>
     abstract Evicted: context: SessionEndedContext -> Task
-    default this.Evicted(context) = match this.OnEvicted with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.Evicted(context) =
+        match this.OnEvicted with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context
 
     /// <summary>A commit failed. Calls <see cref="P:Sesame.SesameEvents.OnCommitFailed"/>.</summary>
     abstract CommitFailed: context: SessionCommitFailedContext -> Task
-    default this.CommitFailed(context) = match this.OnCommitFailed with null -> Task.CompletedTask | handler -> handler.Invoke context
+    default this.CommitFailed(context) =
+        match this.OnCommitFailed with
+        | null -> Task.CompletedTask
+        | handler -> handler.Invoke context

@@ -117,6 +117,4 @@ type SesameOptions() =
             this.IdleTimeout
 
     /// The limit a sign-in applies to its user.
-    member internal this.UserLimit =
-        { MaxSessions = max 0 this.MaxSessionsPerUser
-          Policy = this.UserLimitPolicy }
+    member internal this.UserLimit = { MaxSessions = max 0 this.MaxSessionsPerUser; Policy = this.UserLimitPolicy }

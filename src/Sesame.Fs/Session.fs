@@ -49,8 +49,7 @@ module Session =
     /// <paramref name="fallback"/> for a value that does not fit the type (<c>ReadFallback.Missing</c>: read as none;
     /// <c>Remove</c>: read as none and removed; <c>Throw</c>). The failure is logged once per path and type.</summary>
     /// <exception cref="System.Text.Json.JsonException">The value does not fit the type and the fallback is <c>Throw</c>.</exception>
-    let tryGetWith<'value> (fallback: ReadFallback) (path: string) (session: SessionHandle) : 'value option =
-        session.TryGet<'value>(parsePath path, fallback)
+    let tryGetWith<'value> (fallback: ReadFallback) (path: string) (session: SessionHandle) : 'value option = session.TryGet<'value>(parsePath path, fallback)
 
     /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <paramref name="defaultValue"/> when there
     /// is none or it does not fit the type (logged once per path and type; the stored value stays).</summary>
@@ -60,8 +59,7 @@ module Session =
         | None -> defaultValue
 
     /// <summary>Sets a value (encoded as JSON with the configured serializer options) at a path.</summary>
-    let set (path: string) (value: 'value) (session: SessionHandle) =
-        session.Set(parsePath path, Json.encodeWith session.Options.SerializerOptions value)
+    let set (path: string) (value: 'value) (session: SessionHandle) = session.Set(parsePath path, Json.encodeWith session.Options.SerializerOptions value)
 
     /// <summary>Removes the value at a path (an array item shifts the rest).</summary>
     let remove (path: string) (session: SessionHandle) = session.Remove(parsePath path)
@@ -75,8 +73,7 @@ module Session =
         session.Append(parsePath path, Json.encodeWith session.Options.SerializerOptions value)
 
     /// <summary>Replaces the whole session with a value that encodes as a JSON object.</summary>
-    let replace (value: 'value) (session: SessionHandle) =
-        session.Replace(Json.encodeWith session.Options.SerializerOptions value)
+    let replace (value: 'value) (session: SessionHandle) = session.Replace(Json.encodeWith session.Options.SerializerOptions value)
 
     /// <summary>Empties the session.</summary>
     let clear (session: SessionHandle) = session.Clear()
@@ -105,8 +102,7 @@ module Session =
     /// and it is gone after (Rails' <c>flash</c>, Laravel's <c>flash</c>). Flashing a key again replaces its value. The
     /// value is kept in the facts beside the tree, never in the session's data.
     /// </summary>
-    let flash (key: string) (value: 'value) (session: SessionHandle) =
-        FlashState.Of(session).Set(key, Json.encodeWith session.Options.SerializerOptions value)
+    let flash (key: string) (value: 'value) (session: SessionHandle) = FlashState.Of(session).Set(key, Json.encodeWith session.Options.SerializerOptions value)
 
     /// <summary>
     /// The value an earlier request flashed under <paramref name="key"/>, decoded as <typeparamref name="value"/>, or
@@ -133,12 +129,11 @@ module Session =
 
     /// A handler that loads the session, does something to it, then continues.
     let private doThen (act: SessionHandle -> Task) : HttpHandler =
-        fun next ctx ->
-            task {
-                let! session = loadAsync ctx
-                do! act session
-                return! next ctx
-            }
+        fun next ctx -> task {
+            let! session = loadAsync ctx
+            do! act session
+            return! next ctx
+        }
 
     /// <summary>A handler that rotates the request's session id, keeping its data, then continues.</summary>
     let rotate: HttpHandler = doThen (fun session -> rotateAsync session :> Task)
@@ -148,9 +143,7 @@ module Session =
 
     /// <summary>A handler that loads the session and continues with the handler <paramref name="f"/> makes of it.</summary>
     let handler (f: SessionHandle -> HttpHandler) : HttpHandler =
-        fun next ctx ->
-            task {
-                let! session = loadAsync ctx
-                return! f session next ctx
-            }
-
+        fun next ctx -> task {
+            let! session = loadAsync ctx
+            return! f session next ctx
+        }

@@ -72,10 +72,7 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
         let hash = value.GetHashCode()
         match Volatile.Read(&cache[slotOf hash]) with
         | known when
-            not (isNull known)
-            && known.Hash = hash
-            && known.TrustedUntil > time.GetTimestamp()
-            && String.Equals(known.Value, value, StringComparison.Ordinal)
+            not (isNull known) && known.Hash = hash && known.TrustedUntil > time.GetTimestamp() && String.Equals(known.Value, value, StringComparison.Ordinal)
             ->
             ValueSome known.Ticket
         | _ -> ValueNone
@@ -109,9 +106,10 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
             | ValueSome ticket -> ValueSome ticket
             | ValueNone -> unprotect where value
 
-    let varyBy =
-        [ if useCookie then "Cookie"
-          if useHeader then headerName ]
+    let varyBy = [
+        if useCookie then "Cookie"
+        if useHeader then headerName
+    ]
 
     /// Log reasons name the header when the ticket came in one (the cookie's are as they always were).
     let headerReason = $"sent in the {headerName} header: "

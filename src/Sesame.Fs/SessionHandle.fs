@@ -50,14 +50,7 @@ type SignInResult =
 [<Sealed; AllowNullLiteral>]
 type SessionHandle
     internal
-    (
-        context: HttpContext,
-        readTicket: HttpRequest -> SessionTicket voption,
-        store: SessionStore,
-        options: SesameOptions,
-        time: TimeProvider,
-        logger: ILogger
-    ) =
+    (context: HttpContext, readTicket: HttpRequest -> SessionTicket voption, store: SessionStore, options: SesameOptions, time: TimeProvider, logger: ILogger) =
     let pending = List<Update>()
     /// Changes to the facts beside the tree (flash values, the shape version), committed with the tree's.
     let pendingMeta = List<Update>()
@@ -86,85 +79,92 @@ type SessionHandle
 
     let ensureOpen () =
         if closed then
-            raise (ObjectDisposedException("SessionHandle", "This session belongs to a request that has ended; changes to it would never be stored. Get the session of the current request instead."))
+            raise (
+                ObjectDisposedException(
+                    "SessionHandle",
+                    "This session belongs to a request that has ended; changes to it would never be stored. Get the session of the current request instead."
+                )
+            )
 
     let ensureLoaded () =
         ensureOpen ()
         if not loaded then
-            raise (InvalidOperationException "The session has not been loaded yet: await its LoadAsync (Session.loadAsync ctx in F#) before reading or changing it.")
+            raise (
+                InvalidOperationException
+                    "The session has not been loaded yet: await its LoadAsync (Session.loadAsync ctx in F#) before reading or changing it."
+            )
 
-    let commitOptions (created: DateTimeOffset) (mustExist: bool) =
-        { IdleTimeout = options.IdleTimeoutAt(created, time.GetUtcNow())
-          MustExist = mustExist
-          MaxSizeBytes = options.MaxSessionBytes
-          UserLimit = options.UserLimit }
+    let commitOptions (created: DateTimeOffset) (mustExist: bool) = {
+        IdleTimeout = options.IdleTimeoutAt(created, time.GetUtcNow())
+        MustExist = mustExist
+        MaxSizeBytes = options.MaxSessionBytes
+        UserLimit = options.UserLimit
+    }
 
-    let isPastAbsoluteTimeout (created: DateTimeOffset) =
-        options.AbsoluteTimeout.HasValue && created + options.AbsoluteTimeout.Value <= time.GetUtcNow()
+    let isPastAbsoluteTimeout (created: DateTimeOffset) = options.AbsoluteTimeout.HasValue && created + options.AbsoluteTimeout.Value <= time.GetUtcNow()
 
     /// Read when the store is called, not before: Kestrel creates the token on first use, and a request
     /// that never touches its session should not pay for it.
     let requestAborted () = context.RequestAborted
 
-    let load () : Task =
-        task {
-            let fromRequest =
-                match context.Features.Get<SessionCarryOver>() with
-                | null -> readTicket context.Request
-                | earlier -> earlier.Ticket
-            match fromRequest with
-            | ValueNone -> ()
-            | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
-                Log.unknownSession logger
-                // The absolute lifetime is over: the session is dead even if the store has not expired it yet.
-                let! _ = store.DeleteAsync(fromCookie.Id, requestAborted ())
-                ()
-            | ValueSome fromCookie ->
-                let! found =
-                    try
-                        store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted ())
-                    with e ->
-                        Task.FromException<StoredSession> e
-                match found with
-                | null -> Log.unknownSession logger
-                | session ->
-                    let stored = SessionMeta.shapeOf session.Meta
-                    let version = options.ShapeVersion
-                    let accept (tree: Json) =
-                        current <- tree
-                        meta <- session.Meta
-                        ticket <- fromCookie
-                        loadedShape <- stored
-                    if stored = version then
-                        accept session.Data
-                    elif stored > version then
-                        // A newer instance wrote it (a rolling deploy): never write this app's shape into it.
-                        SessionShape.logNewer logger stored version options.NewerShape
-                        match options.NewerShape with
-                        | NewerShapePolicy.StartNew -> ()
-                        | NewerShapePolicy.Fail ->
-                            raise (
-                                SessionShapeException(
-                                    $"The session's shape is version {stored}, newer than this app's {version} (a newer app instance wrote it), and SesameOptions.NewerShape is Fail.",
-                                    stored,
-                                    version
-                                )
+    let load () : Task = task {
+        let fromRequest =
+            match context.Features.Get<SessionCarryOver>() with
+            | null -> readTicket context.Request
+            | earlier -> earlier.Ticket
+        match fromRequest with
+        | ValueNone -> ()
+        | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
+            Log.unknownSession logger
+            // The absolute lifetime is over: the session is dead even if the store has not expired it yet.
+            let! _ = store.DeleteAsync(fromCookie.Id, requestAborted ())
+            ()
+        | ValueSome fromCookie ->
+            let! found =
+                try
+                    store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted ())
+                with e ->
+                    Task.FromException<StoredSession> e
+            match found with
+            | null -> Log.unknownSession logger
+            | session ->
+                let stored = SessionMeta.shapeOf session.Meta
+                let version = options.ShapeVersion
+                let accept (tree: Json) =
+                    current <- tree
+                    meta <- session.Meta
+                    ticket <- fromCookie
+                    loadedShape <- stored
+                if stored = version then
+                    accept session.Data
+                elif stored > version then
+                    // A newer instance wrote it (a rolling deploy): never write this app's shape into it.
+                    SessionShape.logNewer logger stored version options.NewerShape
+                    match options.NewerShape with
+                    | NewerShapePolicy.StartNew -> ()
+                    | NewerShapePolicy.Fail ->
+                        raise (
+                            SessionShapeException(
+                                $"The session's shape is version {stored}, newer than this app's {version} (a newer app instance wrote it), and SesameOptions.NewerShape is Fail.",
+                                stored,
+                                version
                             )
-                        | _ ->
-                            accept session.Data
-                            shape <- stored
-                            readOnly <- true
-                    else
-                        match SessionShape.migrate options.Migrations version stored session.Data with
-                        | MigrationOutcome.Migrated(tree, step) ->
-                            accept tree
-                            upgrade <- ValueSome step
-                            SessionShape.logMigrated logger stored version step.Data.Updates.Length
-                        // Nothing here can read it: the request starts afresh; the stored session stays for whoever can.
-                        | MigrationOutcome.TooOld oldest -> SessionShape.logTooOld logger stored oldest
-                        | MigrationOutcome.Failed(fromVersion, toVersion, error) -> SessionShape.logFailed logger fromVersion toVersion error
-            loaded <- true
-        }
+                        )
+                    | _ ->
+                        accept session.Data
+                        shape <- stored
+                        readOnly <- true
+                else
+                    match SessionShape.migrate options.Migrations version stored session.Data with
+                    | MigrationOutcome.Migrated(tree, step) ->
+                        accept tree
+                        upgrade <- ValueSome step
+                        SessionShape.logMigrated logger stored version step.Data.Updates.Length
+                    // Nothing here can read it: the request starts afresh; the stored session stays for whoever can.
+                    | MigrationOutcome.TooOld oldest -> SessionShape.logTooOld logger stored oldest
+                    | MigrationOutcome.Failed(fromVersion, toVersion, error) -> SessionShape.logFailed logger fromVersion toVersion error
+        loaded <- true
+    }
 
     let takePending () =
         lock gate (fun () ->
@@ -196,8 +196,7 @@ type SessionHandle
     /// The facts a new session starts with: it is created at the app's shape.
     let creationFacts (created: DateTimeOffset) =
         if options.ShapeVersion > 0 then
-            [| Update.Set(metaKey SessionMeta.Created, ms created)
-               Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
+            [| Update.Set(metaKey SessionMeta.Created, ms created); Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
         else
             [| Update.Set(metaKey SessionMeta.Created, ms created) |]
 
@@ -208,12 +207,12 @@ type SessionHandle
     /// may migrate it while this request runs). Changes of the facts alone fit every shape and carry nothing.
     /// </summary>
     let shapeCondition (isNew: bool) (treeChanged: bool) : ShapeUpgrade voption =
-        if isNew || not treeChanged then ValueNone
+        if isNew || not treeChanged then
+            ValueNone
         else
             match upgrade with
             | ValueSome _ -> upgrade
-            | ValueNone when options.ShapeVersion > 0 ->
-                ValueSome { From = options.ShapeVersion; To = options.ShapeVersion; Data = Patch.empty }
+            | ValueNone when options.ShapeVersion > 0 -> ValueSome { From = options.ShapeVersion; To = options.ShapeVersion; Data = Patch.empty }
             | ValueNone -> ValueNone
 
     /// After a commit or move that the store applied.
@@ -249,7 +248,10 @@ type SessionHandle
 
     let guardStarted (what: string) =
         if context.Response.HasStarted then
-            raise (InvalidOperationException $"Cannot {what} after the response has started: the new cookie could no longer be sent. Do it before writing the response.")
+            raise (
+                InvalidOperationException
+                    $"Cannot {what} after the response has started: the new cookie could no longer be sent. Do it before writing the response."
+            )
 
     /// The session id, or <c>null</c> while the session is new and not yet stored.
     member _.Id = ticket.Id
@@ -369,8 +371,10 @@ type SessionHandle
             try
                 Some(Json.decodeWith<'value> options.SerializerOptions json)
             with :? JsonException as e ->
-                if this.RecoverUnreadable(path, typeof<'value>, fallback) then None
-                else raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
+                if this.RecoverUnreadable(path, typeof<'value>, fallback) then
+                    None
+                else
+                    raise (JsonException($"The session value at '{path}' cannot be read as {typeof<'value>.Name}: {e.Message}", e))
 
     /// <summary>The value at a path decoded as <typeparamref name="value"/>, or <c>None</c> when there is no value there.
     /// A value that does not fit the type gets the fallback <see cref="P:Sesame.SesameOptions.ReadFallbacks"/> gives the
@@ -503,34 +507,32 @@ type SessionHandle
                     Log.commitError logger e
                     ExceptionDispatchInfo.Throw e
                 // Not stored, and not silently: the handler's changes were made for a shape the session no longer has.
-                if result = CommitResult.ShapeChanged then
-                    raise (shapeChanged (updates.Length + metaUpdates.Length))
+                if result = CommitResult.ShapeChanged then raise (shapeChanged (updates.Length + metaUpdates.Length))
             }
 
     /// Moves the stored session to a new id with this request's changes, in one atomic store step.
-    member private _.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> =
-        task {
-            let old = ticket
-            let struct (updates, metaUpdates) as taken = takePending ()
-            let condition = shapeCondition false (updates.Length > 0)
-            let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
-            let! result = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
-            match result with
-            | CommitResult.Committed ->
-                meta <- Patch.apply (Patch.foldChecked extraMeta) meta
-                shapeCommitted condition
-                ticket <- { old with Id = toId }
-                cookie <- CookieAction.Issue ticket
-            | CommitResult.SessionGone ->
-                // Destroyed or expired while this request ran: never bring it back. What this request
-                // changed was a change to that session, and goes with it.
-                Log.gone logger (updates.Length + metaUpdates.Length)
-                becomeNew ()
-                cookie <- CookieAction.Expire
-            | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))
-            | _ -> putBack taken
-            return result
-        }
+    member private _.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> = task {
+        let old = ticket
+        let struct (updates, metaUpdates) as taken = takePending ()
+        let condition = shapeCondition false (updates.Length > 0)
+        let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
+        let! result = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+        match result with
+        | CommitResult.Committed ->
+            meta <- Patch.apply (Patch.foldChecked extraMeta) meta
+            shapeCommitted condition
+            ticket <- { old with Id = toId }
+            cookie <- CookieAction.Issue ticket
+        | CommitResult.SessionGone ->
+            // Destroyed or expired while this request ran: never bring it back. What this request
+            // changed was a change to that session, and goes with it.
+            Log.gone logger (updates.Length + metaUpdates.Length)
+            becomeNew ()
+            cookie <- CookieAction.Expire
+        | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))
+        | _ -> putBack taken
+        return result
+    }
 
     /// <summary>
     /// Moves the session, with its data and this request's changes, to a new id in one atomic store step and kills the
@@ -573,26 +575,22 @@ type SessionHandle
         if String.IsNullOrEmpty userId then invalidArg (nameof userId) "A user id cannot be null or empty."
         guardStarted "sign in"
         task {
-            let binding =
-                [| Update.Set(metaKey SessionMeta.User, Json.string userId)
-                   Update.Set(metaKey SessionMeta.Device, deviceFacts ()) |]
+            let binding = [| Update.Set(metaKey SessionMeta.User, Json.string userId); Update.Set(metaKey SessionMeta.Device, deviceFacts ()) |]
             let toId = SessionId.createFor userId
-            let signInNew () =
-                task {
-                    // Not stored yet (or gone): the session is created, bound, at its first id.
-                    let created = time.GetUtcNow()
-                    let struct (updates, metaUpdates) as taken = takePending ()
-                    let change =
-                        SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ creationFacts created; metaUpdates; binding ]))
-                    let! result = store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
-                    match result with
-                    | CommitResult.Committed ->
-                        meta <- Patch.apply (Patch.foldChecked (Array.append (creationFacts created) binding)) meta
-                        ticket <- { Id = toId; Created = created }
-                        cookie <- CookieAction.Issue ticket
-                    | _ -> putBack taken
-                    return result
-                }
+            let signInNew () = task {
+                // Not stored yet (or gone): the session is created, bound, at its first id.
+                let created = time.GetUtcNow()
+                let struct (updates, metaUpdates) as taken = takePending ()
+                let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ creationFacts created; metaUpdates; binding ]))
+                let! result = store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
+                match result with
+                | CommitResult.Committed ->
+                    meta <- Patch.apply (Patch.foldChecked (Array.append (creationFacts created) binding)) meta
+                    ticket <- { Id = toId; Created = created }
+                    cookie <- CookieAction.Issue ticket
+                | _ -> putBack taken
+                return result
+            }
             let! result =
                 if stored () then
                     task {

@@ -27,8 +27,7 @@ module internal SessionId =
         Convert.ToBase64String(bytes).Replace('+', '-').Replace('/', '_')
 
     /// <summary>The first character of every id of a user's sessions: 6 bits of the SHA-256 of the user id.</summary>
-    let shardOf (userId: string) : char =
-        alphabet[int (SHA256.HashData(Text.Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
+    let shardOf (userId: string) : char = alphabet[int (SHA256.HashData(Text.Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
 
     /// <summary>A new id for a session of <paramref name="userId"/>: random, but for its first character, <see cref="M:Sesame.SessionId.shardOf(System.String)"/>.</summary>
     let createFor (userId: string) : string =
@@ -37,20 +36,17 @@ module internal SessionId =
 
     /// <summary>Whether the text has the shape of an id Sesame made (length and alphabet); says nothing of whether it exists.</summary>
     let isWellFormed (text: string) =
-        not (isNull text)
-        && text.Length = Length
-        && text |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || c = '-' || c = '_')
+        not (isNull text) && text.Length = Length && text |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || c = '-' || c = '_')
 
 /// <summary>What the session cookie carries, protected: the session id and when the session was created
 /// (so an absolute lifetime holds whatever the store does).</summary>
 [<Struct; NoComparison>]
-type internal SessionTicket =
-    {
-        /// The session id.
-        Id: string
-        /// When the session was created.
-        Created: DateTimeOffset
-    }
+type internal SessionTicket = {
+    /// The session id.
+    Id: string
+    /// When the session was created.
+    Created: DateTimeOffset
+}
 
 /// <summary>The ticket's text form, inside the protected cookie: <c>id.createdUnixMilliseconds</c>.</summary>
 [<RequireQualifiedAccess>]
@@ -65,7 +61,8 @@ module internal SessionTicket =
         | null -> ValueNone
         | text ->
             let dot = text.IndexOf '.'
-            if dot <> SessionId.Length then ValueNone
+            if dot <> SessionId.Length then
+                ValueNone
             else
                 let id = text.Substring(0, dot)
                 match Int64.TryParse(text.AsSpan(dot + 1), Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with

@@ -17,9 +17,9 @@ type Segment =
 /// like <c>cart.items[2].qty</c>; a key holding <c>.</c>, <c>[</c>, <c>]</c>, <c>"</c>, a control
 /// character or nothing at all is written in brackets as a JSON string: <c>user["first.name"]</c>.
 /// </summary>
-type SessionPath =
-    private
-        { segments: Segment list }
+type SessionPath = private {
+    segments: Segment list
+} with
 
     /// The segments, root first.
     member this.Segments = this.segments
@@ -57,12 +57,10 @@ type SessionPath =
     override this.ToString() =
         let text = StringBuilder()
         let needsBrackets (key: string) =
-            key.Length = 0
-            || key |> Seq.exists (fun c -> c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
+            key.Length = 0 || key |> Seq.exists (fun c -> c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
         for segment in this.segments do
             match segment with
-            | Segment.Key key when needsBrackets key ->
-                text.Append('[').Append(System.Text.Json.JsonSerializer.Serialize key).Append(']') |> ignore
+            | Segment.Key key when needsBrackets key -> text.Append('[').Append(System.Text.Json.JsonSerializer.Serialize key).Append(']') |> ignore
             | Segment.Key key ->
                 if text.Length > 0 then text.Append '.' |> ignore
                 text.Append key |> ignore
@@ -107,8 +105,7 @@ module SessionPath =
     /// <exception cref="System.ArgumentException">An index is negative, a key is null, or there are more than <see cref="F:Sesame.SessionPathModule.MaxSegments"/> segments.</exception>
     let ofSegments (segments: seq<Segment>) =
         let segments = List.ofSeq segments
-        if segments.Length > MaxSegments then
-            invalidArg "segments" $"A path may have at most {MaxSegments} segments; this one has {segments.Length}."
+        if segments.Length > MaxSegments then invalidArg "segments" $"A path may have at most {MaxSegments} segments; this one has {segments.Length}."
         for segment in segments do
             match segment with
             | Segment.Index i when i < 0 -> invalidArg "segments" $"Array index {i} is negative."
@@ -122,14 +119,16 @@ module SessionPath =
     /// The path one level below.
     let child (segment: Segment) (path: SessionPath) = ofSegments (path.Segments @ [ segment ])
 
-    let private isBareKeyChar (c: char) =
-        not (c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
+    let private isBareKeyChar (c: char) = not (c = '.' || c = '[' || c = ']' || c = '"' || c = '\\' || Char.IsControl c || Char.IsWhiteSpace c)
 
     /// <summary>Parses path text, or says what is wrong and where.</summary>
     let tryParse (text: string) : Result<SessionPath, string> =
-        if isNull text then Error "The path is null."
-        elif text.Length = 0 then Error "The path is empty; name a key, e.g. \"cart.items[2].qty\"."
-        elif text.Length > MaxTextLength then Error $"The path is {text.Length} characters long; at most {MaxTextLength} are accepted."
+        if isNull text then
+            Error "The path is null."
+        elif text.Length = 0 then
+            Error "The path is empty; name a key, e.g. \"cart.items[2].qty\"."
+        elif text.Length > MaxTextLength then
+            Error $"The path is {text.Length} characters long; at most {MaxTextLength} are accepted."
         else
             let segments = ResizeArray<Segment>()
             let mutable i = 0
@@ -139,8 +138,7 @@ module SessionPath =
                 let start = i
                 while i < text.Length && isBareKeyChar text[i] do
                     i <- i + 1
-                if i = start then fail $"Expected a key at position {start} of \"{text}\"." 
-                else segments.Add(Segment.Key(text.Substring(start, i - start)))
+                if i = start then fail $"Expected a key at position {start} of \"{text}\"." else segments.Add(Segment.Key(text.Substring(start, i - start)))
             let bracket () =
                 // text[i] = '['
                 i <- i + 1
@@ -150,25 +148,27 @@ module SessionPath =
                     i <- i + 1
                     while i < text.Length && text[i] <> '"' do
                         i <- i + (if text[i] = '\\' then 2 else 1)
-                    if i >= text.Length then fail $"Unterminated quoted key starting at position {start} of \"{text}\"."
+                    if i >= text.Length then
+                        fail $"Unterminated quoted key starting at position {start} of \"{text}\"."
                     else
                         i <- i + 1
                         try
                             segments.Add(Segment.Key(System.Text.Json.JsonSerializer.Deserialize<string>(text.Substring(start, i - start))))
-                        with _ -> fail $"Invalid escape in the quoted key at position {start} of \"{text}\"."
+                        with _ ->
+                            fail $"Invalid escape in the quoted key at position {start} of \"{text}\"."
                 else
                     let start = i
                     while i < text.Length && Char.IsAsciiDigit text[i] do
                         i <- i + 1
-                    if i = start then fail $"Expected an index or a quoted key at position {start} of \"{text}\"."
-                    elif i - start > 1 && text[start] = '0' then fail $"Index at position {start} of \"{text}\" has a leading zero."
+                    if i = start then
+                        fail $"Expected an index or a quoted key at position {start} of \"{text}\"."
+                    elif i - start > 1 && text[start] = '0' then
+                        fail $"Index at position {start} of \"{text}\" has a leading zero."
                     else
                         match Int32.TryParse(text.AsSpan(start, i - start)) with
                         | true, index -> segments.Add(Segment.Index index)
                         | _ -> fail $"Index at position {start} of \"{text}\" is too large."
-                if error.IsNone then
-                    if i < text.Length && text[i] = ']' then i <- i + 1
-                    else fail $"Expected ']' at position {i} of \"{text}\"."
+                if error.IsNone then if i < text.Length && text[i] = ']' then i <- i + 1 else fail $"Expected ']' at position {i} of \"{text}\"."
             if text[0] = '[' then bracket () else bareKey ()
             while error.IsNone && i < text.Length do
                 match text[i] with
@@ -297,7 +297,8 @@ module SessionPath =
     /// <summary>A copy of the tree without the value at <paramref name="path"/>; the tree itself when there is nothing there.
     /// Removing the root gives the empty object.</summary>
     let remove (path: SessionPath) (json: Json) : Json =
-        if path.IsRoot then Json.emptyObject
+        if path.IsRoot then
+            Json.emptyObject
         else
             try
                 match modify path (fun _ -> ValueNone) (ValueSome json) with

@@ -12,7 +12,8 @@ open Microsoft.Extensions.Options
 
 /// What every request needs from the app, resolved once: options, store, cookie protection, logger.
 [<Sealed; AllowNullLiteral>]
-type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger, compatibility: SessionCompatibilityOptions) =
+type internal SesameRuntime
+    (options: SesameOptions, store: SessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger, compatibility: SessionCompatibilityOptions) =
     /// Made once, so a request's session handle needs no closure of its own.
     let readTicket = fun (request: HttpRequest) -> cookie.TryRead request
 
@@ -40,7 +41,10 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
         let instruments = SesameInstruments(services.GetService<System.Diagnostics.Metrics.IMeterFactory>())
         let store = InstrumentedStore.Wrap(services.GetRequiredService<SessionStore>(), instruments, options.Events, services, logger)
         let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
-        let time = match services.GetService<TimeProvider>() with | null -> TimeProvider.System | time -> time
+        let time =
+            match services.GetService<TimeProvider>() with
+            | null -> TimeProvider.System
+            | time -> time
         let compatibility =
             match services.GetService<SessionCompatibility>() with
             | null -> null
@@ -61,8 +65,7 @@ type internal SesameRuntime(options: SesameOptions, store: SessionStore, cookie:
 /// </summary>
 [<Sealed>]
 type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
-    let handle =
-        SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger)
+    let handle = SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger)
     let mutable cookieDone = CookieAction.Keep
     let mutable abandoned = false
     /// Ended before the response started, by a withSession whose branch fell through: a later scope takes over.
@@ -86,8 +89,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     let variesBy (header: string) (headers: IHeaderDictionary) =
         headers.Vary
         |> Seq.exists (fun value ->
-            not (isNull value)
-            && value.Split(',') |> Array.exists (fun name -> name.Trim().Equals(header, StringComparison.OrdinalIgnoreCase)))
+            not (isNull value) && value.Split(',') |> Array.exists (fun name -> name.Trim().Equals(header, StringComparison.OrdinalIgnoreCase)))
 
     let preventCaching () =
         if handle.WasTouched && runtime.Options.NoCacheHeaders && not context.Response.HasStarted then
@@ -132,8 +134,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
             Task.CompletedTask
 
     /// Ends the request's session: the handle refuses further use.
-    member _.End() =
-        handle.Close()
+    member _.End() = handle.Close()
 
     /// <summary>
     /// Leaves the request as if this scope had never been: called once it has finished and committed, when its
@@ -142,14 +143,12 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     /// </summary>
     member _.Detach() =
         detached <- true
-        if obj.ReferenceEquals(context.Features.Get<SessionHandle>(), handle) then
-            context.Features.Set<SessionHandle>(null)
+        if obj.ReferenceEquals(context.Features.Get<SessionHandle>(), handle) then context.Features.Set<SessionHandle>(null)
         match context.Features.Get<Microsoft.AspNetCore.Http.Features.ISessionFeature>() with
         | :? SesameSessionFeature as feature when obj.ReferenceEquals(feature.Handle, handle) ->
             context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(null)
         | _ -> ()
-        if handle.IsLoaded then
-            context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket))
+        if handle.IsLoaded then context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket))
 
     /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed.
     member _.Abandon() =
@@ -157,25 +156,24 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
         handle.Close()
 
     /// <summary>Runs the rest of the request with this session: commits when it finishes, stores nothing if it throws.</summary>
-    member this.RunAsync<'result>(rest: unit -> Task<'result>) : Task<'result> =
-        task {
-            try
-                if runtime.Preloads then
-                    // ISession's members are synchronous: load now, while the pipeline can await the store. A failure
-                    // stays with the handle, for whoever uses the session (IsAvailable is false then, as in ASP.NET Core).
-                    try
-                        do! handle.PreloadAsync()
-                    with _ ->
-                        ()
-                let! result = rest ()
-                do! this.FinishAsync()
-                this.End()
-                return result
-            with e ->
-                this.Abandon()
-                ExceptionDispatchInfo.Throw e
-                return Unchecked.defaultof<'result>
-        }
+    member this.RunAsync<'result>(rest: unit -> Task<'result>) : Task<'result> = task {
+        try
+            if runtime.Preloads then
+                // ISession's members are synchronous: load now, while the pipeline can await the store. A failure
+                // stays with the handle, for whoever uses the session (IsAvailable is false then, as in ASP.NET Core).
+                try
+                    do! handle.PreloadAsync()
+                with _ ->
+                    ()
+            let! result = rest ()
+            do! this.FinishAsync()
+            this.End()
+            return result
+        with e ->
+            this.Abandon()
+            ExceptionDispatchInfo.Throw e
+            return Unchecked.defaultof<'result>
+    }
 
     /// One callback for every request, given its scope as state: no closure per request.
     static member val private BeforeResponse = Func<obj, Task>(fun scope -> (scope :?> SessionScope).BeforeResponseAsync())

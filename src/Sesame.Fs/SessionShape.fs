@@ -103,12 +103,12 @@ type SessionMigrations() =
 
     /// The step from a version, if registered.
     member internal _.From(version: int) : SessionMigration voption =
-        if steps.Count = 0 || version < steps[0].From || version >= steps[steps.Count - 1].To then ValueNone
-        else ValueSome steps[version - steps[0].From]
+        if steps.Count = 0 || version < steps[0].From || version >= steps[steps.Count - 1].To then ValueNone else ValueSome steps[version - steps[0].From]
 
     interface IReadOnlyList<SessionMigration> with
         member _.Count = steps.Count
-        member _.Item with get index = steps[index]
+        member _.Item
+            with get index = steps[index]
         member _.GetEnumerator() : IEnumerator<SessionMigration> = (steps :> seq<_>).GetEnumerator()
         member _.GetEnumerator() : IEnumerator = (steps :> IEnumerable).GetEnumerator()
 
@@ -124,8 +124,7 @@ type ReadFallbacks() =
     let reported = ConcurrentDictionary<struct (string * Type), byte>()
 
     static let check (fallback: ReadFallback) =
-        if not (Enum.IsDefined(typeof<ReadFallback>, fallback)) then
-            raise (ArgumentOutOfRangeException("fallback", fallback, "Not a ReadFallback."))
+        if not (Enum.IsDefined(typeof<ReadFallback>, fallback)) then raise (ArgumentOutOfRangeException("fallback", fallback, "Not a ReadFallback."))
 
     let mutable fallback = ReadFallback.Throw
 
@@ -164,8 +163,7 @@ type ReadFallbacks() =
         best
 
     /// Whether this failure (path with its indexes as [*], type) is the first of its kind: logged then, not after.
-    member internal _.FirstReport(pattern: string, valueType: Type) : bool =
-        reported.Count < 1024 && reported.TryAdd(struct (pattern, valueType), 0uy)
+    member internal _.FirstReport(pattern: string, valueType: Type) : bool = reported.Count < 1024 && reported.TryAdd(struct (pattern, valueType), 0uy)
 
 /// What became of a session older than the app's shape as it was loaded.
 [<NoComparison; NoEquality>]
@@ -208,8 +206,7 @@ module internal SessionShape =
     /// <summary>Checks that the migrations lead to the app's version.</summary>
     /// <exception cref="System.InvalidOperationException">The version is negative, or the migrations end elsewhere.</exception>
     let check (version: int) (migrations: SessionMigrations) =
-        if version < 0 then
-            raise (InvalidOperationException $"SesameOptions.ShapeVersion is {version}; a shape version is 0 or more.")
+        if version < 0 then raise (InvalidOperationException $"SesameOptions.ShapeVersion is {version}; a shape version is 0 or more.")
         match migrations.Newest with
         | Some newest when newest <> version ->
             raise (
@@ -238,7 +235,11 @@ module internal SessionShape =
                 match migrations.From step with
                 | ValueSome migration ->
                     let notATree (what: string) =
-                        Failed(step, step + 1, InvalidOperationException $"The migration from shape {step} gave {what}; it must give the session's tree, a JSON object.")
+                        Failed(
+                            step,
+                            step + 1,
+                            InvalidOperationException $"The migration from shape {step} gave {what}; it must give the session's tree, a JSON object."
+                        )
                     try
                         match box (migration.Apply migrated) with
                         | :? Json as next ->
@@ -274,22 +275,46 @@ module internal SessionShape =
         text.ToString()
 
     let private migrated =
-        LoggerMessage.Define<int, int, int>(LogLevel.Debug, EventId(30, "SessionMigrated"), "Migrated the session from shape {FromVersion} to {ToVersion} as it was loaded ({UpdateCount} updates); it is stored migrated with the request's next change of it.")
+        LoggerMessage.Define<int, int, int>(
+            LogLevel.Debug,
+            EventId(30, "SessionMigrated"),
+            "Migrated the session from shape {FromVersion} to {ToVersion} as it was loaded ({UpdateCount} updates); it is stored migrated with the request's next change of it."
+        )
 
     let private newer =
-        LoggerMessage.Define<int, int, string>(LogLevel.Information, EventId(31, "SessionShapeNewer"), "The session's shape {SessionVersion} is newer than this app's {AppVersion} (a newer app instance wrote it): {Handling}.")
+        LoggerMessage.Define<int, int, string>(
+            LogLevel.Information,
+            EventId(31, "SessionShapeNewer"),
+            "The session's shape {SessionVersion} is newer than this app's {AppVersion} (a newer app instance wrote it): {Handling}."
+        )
 
     let private changed =
-        LoggerMessage.Define<int, int>(LogLevel.Warning, EventId(32, "SessionShapeChanged"), "The session's shape changed while this request ran (it was {SessionVersion}; another app instance migrated it): the request's {UpdateCount} updates, made for the old shape, were not stored.")
+        LoggerMessage.Define<int, int>(
+            LogLevel.Warning,
+            EventId(32, "SessionShapeChanged"),
+            "The session's shape changed while this request ran (it was {SessionVersion}; another app instance migrated it): the request's {UpdateCount} updates, made for the old shape, were not stored."
+        )
 
     let private failed =
-        LoggerMessage.Define<int, int>(LogLevel.Error, EventId(33, "SessionMigrationFailed"), "Migrating a session from shape {FromVersion} to {ToVersion} failed: the request starts a new session, and the stored one is left as it is.")
+        LoggerMessage.Define<int, int>(
+            LogLevel.Error,
+            EventId(33, "SessionMigrationFailed"),
+            "Migrating a session from shape {FromVersion} to {ToVersion} failed: the request starts a new session, and the stored one is left as it is."
+        )
 
     let private tooOld =
-        LoggerMessage.Define<int, string>(LogLevel.Warning, EventId(34, "SessionShapeTooOld"), "The session's shape {SessionVersion} is older than any migration ({Oldest}): the request starts a new session, and the stored one is left as it is.")
+        LoggerMessage.Define<int, string>(
+            LogLevel.Warning,
+            EventId(34, "SessionShapeTooOld"),
+            "The session's shape {SessionVersion} is older than any migration ({Oldest}): the request starts a new session, and the stored one is left as it is."
+        )
 
     let private unreadable =
-        LoggerMessage.Define<string, string, ReadFallback>(LogLevel.Warning, EventId(35, "SessionValueUnreadable"), "A session value at '{Path}' cannot be read as {ValueType}; the read's fallback is {Fallback}. Logged once per path and type.")
+        LoggerMessage.Define<string, string, ReadFallback>(
+            LogLevel.Warning,
+            EventId(35, "SessionValueUnreadable"),
+            "A session value at '{Path}' cannot be read as {ValueType}; the read's fallback is {Fallback}. Logged once per path and type."
+        )
 
     let logMigrated (logger: ILogger) (fromVersion: int) (toVersion: int) (updates: int) = migrated.Invoke(logger, fromVersion, toVersion, updates, null)
 
@@ -307,10 +332,16 @@ module internal SessionShape =
     let logFailed (logger: ILogger) (fromVersion: int) (toVersion: int) (error: exn) = failed.Invoke(logger, fromVersion, toVersion, error)
 
     let logTooOld (logger: ILogger) (sessionVersion: int) (oldest: int option) =
-        tooOld.Invoke(logger, sessionVersion, (match oldest with Some v -> $"the oldest starts from {v}" | None -> "there are none"), null)
+        tooOld.Invoke(
+            logger,
+            sessionVersion,
+            (match oldest with
+             | Some v -> $"the oldest starts from {v}"
+             | None -> "there are none"),
+            null
+        )
 
     /// Logs an unreadable value once per path pattern and type: the path and the type, never the value.
     let logUnreadable (logger: ILogger) (fallbacks: ReadFallbacks) (path: SessionPath) (valueType: Type) (fallback: ReadFallback) =
         let pattern = pattern path
-        if fallbacks.FirstReport(pattern, valueType) then
-            unreadable.Invoke(logger, pattern, valueType.Name, fallback, null)
+        if fallbacks.FirstReport(pattern, valueType) then unreadable.Invoke(logger, pattern, valueType.Name, fallback, null)

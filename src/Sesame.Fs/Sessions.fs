@@ -35,41 +35,38 @@ module Sessions =
     /// <summary>Ends the session of <paramref name="userId"/> whose handle is <paramref name="handle"/> (what a "your
     /// devices" page sends back, so the page never holds an id).</summary>
     /// <returns>Whether the user had such a live session.</returns>
-    let endByHandleAsync (userId: string) (handle: string) (ctx: HttpContext) : Task<bool> =
-        task {
-            let! sessions = ofUserAsync userId ctx
-            match sessions |> List.tryFind (fun s -> s.Handle = handle) with
-            | Some session -> return! endAsync session.Id ctx
-            | None -> return false
-        }
+    let endByHandleAsync (userId: string) (handle: string) (ctx: HttpContext) : Task<bool> = task {
+        let! sessions = ofUserAsync userId ctx
+        match sessions |> List.tryFind (fun s -> s.Handle = handle) with
+        | Some session -> return! endAsync session.Id ctx
+        | None -> return false
+    }
 
     /// <summary>Ends every session of a user (after a password change, say).</summary>
     /// <returns>How many sessions were ended.</returns>
-    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> =
-        task {
-            let! sessions = ofUserAsync userId ctx
-            let mutable ended = 0
-            for session in sessions do
-                let! deleted = endAsync session.Id ctx
-                if deleted then ended <- ended + 1
-            return ended
-        }
+    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = task {
+        let! sessions = ofUserAsync userId ctx
+        let mutable ended = 0
+        for session in sessions do
+            let! deleted = endAsync session.Id ctx
+            if deleted then ended <- ended + 1
+        return ended
+    }
 
     /// <summary>Ends every other session of the current session's user ("sign out other devices").</summary>
     /// <returns>How many sessions were ended (0 when the session is not signed in).</returns>
     let endOthersAsync (session: SessionHandle) (ctx: HttpContext) : Task<int> =
         match session.UserId with
         | None -> Task.FromResult 0
-        | Some userId ->
-            task {
-                let! sessions = ofUserAsync userId ctx
-                let mutable ended = 0
-                for other in sessions do
-                    if other.Id <> session.Id then
-                        let! deleted = endAsync other.Id ctx
-                        if deleted then ended <- ended + 1
-                return ended
-            }
+        | Some userId -> task {
+            let! sessions = ofUserAsync userId ctx
+            let mutable ended = 0
+            for other in sessions do
+                if other.Id <> session.Id then
+                    let! deleted = endAsync other.Id ctx
+                    if deleted then ended <- ended + 1
+            return ended
+          }
 
     /// <summary>One page of all live sessions (with size and last use, never their data), for admin pages and tools.</summary>
     /// <param name="after">The previous page's <c>Next</c>, or <c>null</c> to start.</param>

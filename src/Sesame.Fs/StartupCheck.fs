@@ -17,8 +17,7 @@ type internal SesameStartupCheck(store: SessionStore, keys: IOptions<KeyManageme
     interface IHostedService with
         member _.StartAsync(_cancellationToken: CancellationToken) =
             match store with
-            | store when store.IsShared && isNull keys.Value.XmlRepository ->
-                Log.keysNotShared (loggerFactory.CreateLogger "Sesame") (store.GetType().Name)
+            | store when store.IsShared && isNull keys.Value.XmlRepository -> Log.keysNotShared (loggerFactory.CreateLogger "Sesame") (store.GetType().Name)
             | _ -> ()
             Task.CompletedTask
 

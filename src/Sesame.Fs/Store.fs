@@ -77,15 +77,14 @@ module SessionMeta =
 /// (see <see cref="P:Sesame.SessionChange.Upgrade"/>).
 /// </summary>
 [<NoComparison>]
-type ShapeUpgrade =
-    {
-        /// The shape version the stored session must have for <c>Data</c> to apply.
-        From: int
-        /// The shape version the session has afterwards.
-        To: int
-        /// The change of the tree from the old shape to the new.
-        Data: Patch
-    }
+type ShapeUpgrade = {
+    /// The shape version the stored session must have for <c>Data</c> to apply.
+    From: int
+    /// The shape version the session has afterwards.
+    To: int
+    /// The change of the tree from the old shape to the new.
+    Data: Patch
+}
 
 /// <summary>What one request changes in a session: its tree and the facts beside it, committed in one atomic write.</summary>
 [<Sealed; AllowNullLiteral>]
@@ -112,7 +111,12 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
 
     /// <summary>Whether the change to the facts touches the user binding (only a move may).</summary>
     member _.BindsUser =
-        meta.Updates |> List.exists (fun u -> match u.Path.Segments with Segment.Key SessionMeta.User :: _ -> true | [] -> true | _ -> false)
+        meta.Updates
+        |> List.exists (fun u ->
+            match u.Path.Segments with
+            | Segment.Key SessionMeta.User :: _ -> true
+            | [] -> true
+            | _ -> false)
 
     /// <summary>
     /// Applies the change to a stored session as every store must (for stores that hold sessions as trees): the upgrade
@@ -147,12 +151,13 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
     static member Empty = empty
 
     override _.ToString() =
-        let parts =
-            [ match upgrade with
-              | ValueSome u -> $"upgrade {u.From}->{u.To}: {u.Data}"
-              | ValueNone -> ()
-              if not data.IsEmpty then $"data: {data}"
-              if not meta.IsEmpty then $"meta: {meta}" ]
+        let parts = [
+            match upgrade with
+            | ValueSome u -> $"upgrade {u.From}->{u.To}: {u.Data}"
+            | ValueNone -> ()
+            if not data.IsEmpty then $"data: {data}"
+            if not meta.IsEmpty then $"meta: {meta}"
+        ]
         if parts.IsEmpty then "(no change)" else String.concat "; " parts
 
 /// <summary>What a store does when binding a session to a user would pass <see cref="P:Sesame.UserLimit.MaxSessions"/>.</summary>
@@ -164,33 +169,31 @@ type UserLimitPolicy =
 
 /// <summary>How many sessions one user may have at once, and what happens past it.</summary>
 [<Struct; NoComparison>]
-type UserLimit =
-    {
-        /// The most sessions bound to one user; 0 for no limit.
-        MaxSessions: int
-        /// What happens when a new binding would pass the limit.
-        Policy: UserLimitPolicy
-    }
+type UserLimit = {
+    /// The most sessions bound to one user; 0 for no limit.
+    MaxSessions: int
+    /// What happens when a new binding would pass the limit.
+    Policy: UserLimitPolicy
+} with
 
     /// No limit.
     static member None = { MaxSessions = 0; Policy = UserLimitPolicy.EndLeastRecent }
 
 /// <summary>How one commit treats the stored session.</summary>
 [<Struct; NoComparison>]
-type CommitOptions =
-    {
-        /// The session expires after this long without a load or commit (sliding expiry).
-        IdleTimeout: TimeSpan
-        /// When true, the commit applies only to a session that exists now; a session deleted
-        /// or expired since it was loaded is not brought back (the commit reports <see cref="F:Sesame.CommitResult.SessionGone"/>).
-        /// When false, a missing session is created from the empty object.
-        MustExist: bool
-        /// The largest session, in bytes of its tree's compact UTF-8 JSON, that the commit may leave stored;
-        /// a commit that would exceed it stores nothing and raises <see cref="T:Sesame.SessionTooLargeException"/>.
-        MaxSizeBytes: int
-        /// The limit on a user's sessions, enforced when a move binds a session to a user.
-        UserLimit: UserLimit
-    }
+type CommitOptions = {
+    /// The session expires after this long without a load or commit (sliding expiry).
+    IdleTimeout: TimeSpan
+    /// When true, the commit applies only to a session that exists now; a session deleted
+    /// or expired since it was loaded is not brought back (the commit reports <see cref="F:Sesame.CommitResult.SessionGone"/>).
+    /// When false, a missing session is created from the empty object.
+    MustExist: bool
+    /// The largest session, in bytes of its tree's compact UTF-8 JSON, that the commit may leave stored;
+    /// a commit that would exceed it stores nothing and raises <see cref="T:Sesame.SessionTooLargeException"/>.
+    MaxSizeBytes: int
+    /// The limit on a user's sessions, enforced when a move binds a session to a user.
+    UserLimit: UserLimit
+}
 
 /// <summary>What a commit or a move did.</summary>
 type CommitResult =
@@ -228,7 +231,10 @@ type SessionSummary(id: string, meta: Json, lastSeen: DateTimeOffset, expiresAt:
     /// The facts beside the session's tree: its user, device facts, shape version.
     member _.Meta = meta
     /// The user the session is bound to, or <c>null</c>.
-    member _.UserId = match SessionMeta.userOf meta with Some user -> user | None -> null
+    member _.UserId =
+        match SessionMeta.userOf meta with
+        | Some user -> user
+        | None -> null
     /// When the session was last loaded or changed, as precisely as the store slides its expiry.
     member _.LastSeen = lastSeen
     /// When the session expires unless it is used again.
@@ -247,15 +253,14 @@ type SessionSummary(id: string, meta: Json, lastSeen: DateTimeOffset, expiresAt:
 
 /// <summary>Which sessions a listing asks for, and where it continues.</summary>
 [<Struct; NoComparison>]
-type SessionQuery =
-    {
-        /// Only the sessions bound to this user; <c>null</c> for every live session.
-        UserId: string
-        /// Where to continue: the <see cref="P:Sesame.SessionPage.Next"/> of the previous page; <c>null</c> to start.
-        After: string
-        /// The most sessions in one page (a store may return fewer, even with more to come).
-        Limit: int
-    }
+type SessionQuery = {
+    /// Only the sessions bound to this user; <c>null</c> for every live session.
+    UserId: string
+    /// Where to continue: the <see cref="P:Sesame.SessionPage.Next"/> of the previous page; <c>null</c> to start.
+    After: string
+    /// The most sessions in one page (a store may return fewer, even with more to come).
+    Limit: int
+} with
 
     /// <summary>All sessions, a page of <paramref name="limit"/> at a time.</summary>
     static member All(limit: int) = { UserId = null; After = null; Limit = limit }
@@ -402,22 +407,20 @@ type SessionStore() =
 module SessionStore =
 
     /// <summary>Loads a session: <c>Some</c> with it, or <c>None</c> when there is no such live session.</summary>
-    let tryLoadAsync (id: string) (idleTimeout: TimeSpan) (cancellationToken: CancellationToken) (store: SessionStore) : Task<StoredSession option> =
-        task {
-            let! loaded = store.LoadAsync(id, idleTimeout, cancellationToken)
-            return Option.ofObj loaded
-        }
+    let tryLoadAsync (id: string) (idleTimeout: TimeSpan) (cancellationToken: CancellationToken) (store: SessionStore) : Task<StoredSession option> = task {
+        let! loaded = store.LoadAsync(id, idleTimeout, cancellationToken)
+        return Option.ofObj loaded
+    }
 
     /// <summary>Every page of a listing, one after another.</summary>
-    let listAllAsync (query: SessionQuery) (cancellationToken: CancellationToken) (store: SessionStore) : Task<SessionSummary list> =
-        task {
-            let all = ResizeArray<SessionSummary>()
-            let mutable after = query.After
-            let mutable more = true
-            while more do
-                let! page = store.ListAsync({ query with After = after }, cancellationToken)
-                all.AddRange page.Sessions
-                after <- page.Next
-                more <- not (isNull after)
-            return List.ofSeq all
-        }
+    let listAllAsync (query: SessionQuery) (cancellationToken: CancellationToken) (store: SessionStore) : Task<SessionSummary list> = task {
+        let all = ResizeArray<SessionSummary>()
+        let mutable after = query.After
+        let mutable more = true
+        while more do
+            let! page = store.ListAsync({ query with After = after }, cancellationToken)
+            all.AddRange page.Sessions
+            after <- page.Next
+            more <- not (isNull after)
+        return List.ofSeq all
+    }

@@ -106,7 +106,11 @@ type internal PatchSize =
                 PatchSize.writer <-
                     new Utf8JsonWriter(
                         PatchSize.counter,
-                        JsonWriterOptions(Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = Json.MaxDepth + 3, SkipValidation = true)
+                        JsonWriterOptions(
+                            Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+                            MaxDepth = Json.MaxDepth + 3,
+                            SkipValidation = true
+                        )
                     )
             let counter = PatchSize.counter
             let writer = PatchSize.writer
@@ -118,12 +122,18 @@ type internal PatchSize =
 
     /// The bytes of all a change writes: its tree patch, its facts patch and its shape upgrade.
     static member Of(change: SessionChange) : int64 =
-        let upgrade = match change.Upgrade with ValueSome u -> PatchSize.Utf8Length u.Data | ValueNone -> 0L
+        let upgrade =
+            match change.Upgrade with
+            | ValueSome u -> PatchSize.Utf8Length u.Data
+            | ValueNone -> 0L
         PatchSize.Utf8Length change.Data + PatchSize.Utf8Length change.Meta + upgrade
 
     /// The number of updates a change holds, folded.
     static member UpdatesOf(change: SessionChange) : int =
-        let upgrade = match change.Upgrade with ValueSome u -> u.Data.Updates.Length | ValueNone -> 0
+        let upgrade =
+            match change.Upgrade with
+            | ValueSome u -> u.Data.Updates.Length
+            | ValueNone -> 0
         change.Data.Updates.Length + change.Meta.Updates.Length + upgrade
 
 /// <summary>Sesame's instruments, on a meter the app's <c>IMeterFactory</c> made (one per app host).</summary>
@@ -134,12 +144,10 @@ type internal SesameInstruments(meterFactory: IMeterFactory) =
 
     static let durations =
         InstrumentAdvice<float>(
-            HistogramBucketBoundaries =
-                [| 0.00005; 0.0001; 0.00025; 0.0005; 0.001; 0.0025; 0.005; 0.01; 0.025; 0.05; 0.1; 0.25; 0.5; 1.0; 2.5; 5.0; 10.0 |]
+            HistogramBucketBoundaries = [| 0.00005; 0.0001; 0.00025; 0.0005; 0.001; 0.0025; 0.005; 0.01; 0.025; 0.05; 0.1; 0.25; 0.5; 1.0; 2.5; 5.0; 10.0 |]
         )
 
-    static let bytes =
-        InstrumentAdvice<int64>(HistogramBucketBoundaries = [| 64L; 256L; 1024L; 4096L; 16384L; 65536L; 262144L; 1048576L; 4194304L |])
+    static let bytes = InstrumentAdvice<int64>(HistogramBucketBoundaries = [| 64L; 256L; 1024L; 4096L; 16384L; 65536L; 262144L; 1048576L; 4194304L |])
 
     static let updates = InstrumentAdvice<int64>(HistogramBucketBoundaries = [| 1L; 2L; 4L; 8L; 16L; 32L; 64L; 128L; 256L; 1024L |])
 
@@ -168,7 +176,13 @@ type internal SesameInstruments(meterFactory: IMeterFactory) =
         meter.CreateHistogram<float>("sesame.session.load.duration", "s", "How long loading a session from the store took.", null, durations)
 
     member val CommitDuration =
-        meter.CreateHistogram<float>("sesame.session.commit.duration", "s", "How long a store write took: a commit, a move (rotation, sign-in) or a delete.", null, durations)
+        meter.CreateHistogram<float>(
+            "sesame.session.commit.duration",
+            "s",
+            "How long a store write took: a commit, a move (rotation, sign-in) or a delete.",
+            null,
+            durations
+        )
 
     member val PatchSize =
         meter.CreateHistogram<int64>("sesame.session.patch.size", "By", "The size of a committed change, in bytes of its compact JSON patch.", null, bytes)
@@ -177,15 +191,25 @@ type internal SesameInstruments(meterFactory: IMeterFactory) =
         meter.CreateHistogram<int64>("sesame.session.patch.updates", "{update}", "The number of updates in a committed change, after folding.", null, updates)
 
     member val SessionSize =
-        meter.CreateHistogram<int64>("sesame.session.size", "By", "The size of a session's tree when a request loads it, in bytes of compact JSON.", null, bytes)
+        meter.CreateHistogram<int64>(
+            "sesame.session.size",
+            "By",
+            "The size of a session's tree when a request loads it, in bytes of compact JSON.",
+            null,
+            bytes
+        )
 
     /// Whether anything listens to what a load records.
     member this.LoadsWatched = this.LoadDuration.Enabled || this.SessionSize.Enabled
 
     /// Whether anything listens to what a commit or move records.
     member this.WritesWatched =
-        this.CommitDuration.Enabled || this.PatchSize.Enabled || this.PatchUpdates.Enabled
-        || this.Created.Enabled || this.Rotated.Enabled || this.SignedIn.Enabled
+        this.CommitDuration.Enabled
+        || this.PatchSize.Enabled
+        || this.PatchUpdates.Enabled
+        || this.Created.Enabled
+        || this.Rotated.Enabled
+        || this.SignedIn.Enabled
 
     /// Whether anything listens to what a delete records.
     member this.DeletesWatched = this.CommitDuration.Enabled || this.Destroyed.Enabled
@@ -195,7 +219,11 @@ type internal SesameInstruments(meterFactory: IMeterFactory) =
     member _.ObserveActiveSessions(storeName: string, store: SessionStore) =
         let tag = KeyValuePair<string, obj>(TelemetryTags.Store, storeName)
         let observe () : IEnumerable<Measurement<int64>> =
-            let count = try store.ActiveSessionCount with _ -> Nullable()
+            let count =
+                try
+                    store.ActiveSessionCount
+                with _ ->
+                    Nullable()
             if count.HasValue then [| Measurement<int64>(count.Value, tag) |] else Array.Empty()
         // A gauge, not an up-down counter: instances sharing a store each report the same sessions, which must not add up.
         meter.CreateObservableGauge<int64>(

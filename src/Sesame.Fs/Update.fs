@@ -154,7 +154,8 @@ module Update =
         match update with
         | Update.Set(_, value) -> SessionPath.modify relative (fun _ -> ValueSome value) node
         | Update.Remove _ ->
-            if relative.IsRoot then ValueNone
+            if relative.IsRoot then
+                ValueNone
             else
                 match node with
                 | ValueNone -> ValueNone
@@ -168,7 +169,11 @@ module Update =
     let apply (update: Update) (json: Json) : Json =
         match update with
         | Update.Remove path when path.IsRoot -> Json.emptyObject
-        | Update.Remove path when (match List.tryLast path.Segments with Some(Segment.Index _) -> true | _ -> false) ->
+        | Update.Remove path when
+            (match List.tryLast path.Segments with
+             | Some(Segment.Index _) -> true
+             | _ -> false)
+            ->
             raise (PathConflictException(path, $"Cannot remove '{path}': an update removes object keys only; set the array without the item instead."))
         | _ ->
             match applyBelow update update.Path (ValueSome json) with

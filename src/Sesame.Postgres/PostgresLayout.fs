@@ -39,8 +39,14 @@ type internal ChangeArguments
     member _.Bytes = bytes
     member _.Sizes = sizes
     member _.Numbers = numbers
-    member _.UpgradeFrom = match upgrade with ValueSome u -> Nullable u.From | ValueNone -> Nullable()
-    member _.UpgradeTo = match upgrade with ValueSome u -> Nullable u.To | ValueNone -> Nullable()
+    member _.UpgradeFrom =
+        match upgrade with
+        | ValueSome u -> Nullable u.From
+        | ValueNone -> Nullable()
+    member _.UpgradeTo =
+        match upgrade with
+        | ValueSome u -> Nullable u.To
+        | ValueNone -> Nullable()
 
 /// <summary>
 /// The stored form of a session: one row per node of its JSON trees (the layout is described at the top of
@@ -82,8 +88,7 @@ module internal PostgresLayout =
                     text.Append(c).Append(key[i + 1]) |> ignore
                     i <- i + 2
                 else
-                    if plain c then text.Append c |> ignore
-                    else text.Append('\\').Append((int c).ToString("x4", CultureInfo.InvariantCulture)) |> ignore
+                    if plain c then text.Append c |> ignore else text.Append('\\').Append((int c).ToString("x4", CultureInfo.InvariantCulture)) |> ignore
                     i <- i + 1
             text.ToString()
 
@@ -217,7 +222,11 @@ module internal PostgresLayout =
             | ValueNone ->
                 nodeCounts.Add 0
                 sizes.Add 0L
-            numbers.Add(match update with Update.Increment(_, by) -> by.Text | _ -> null)
+            numbers.Add(
+                match update with
+                | Update.Increment(_, by) -> by.Text
+                | _ -> null
+            )
 
         member _.Build(upgrade: ShapeUpgrade voption) =
             ChangeArguments(
@@ -269,7 +278,10 @@ module internal PostgresLayout =
         for update in change.Meta.Updates do
             match update.Path.Segments, update with
             | [], Update.Set(_, facts) ->
-                binding <- (match SessionMeta.userOf facts with Some user -> UserBinding.Bind user | None -> UserBinding.Unbind)
+                binding <-
+                    (match SessionMeta.userOf facts with
+                     | Some user -> UserBinding.Bind user
+                     | None -> UserBinding.Unbind)
             | [], _ -> binding <- UserBinding.Unbind
             | [ Segment.Key SessionMeta.User ], Update.Set(_, Json.String user) -> binding <- UserBinding.Bind user
             | Segment.Key SessionMeta.User :: _, _ -> binding <- UserBinding.Unbind
@@ -376,10 +388,11 @@ module internal PostgresLayout =
                 if value.Length < 2 || value[1] <> KeyMark then raise (InvalidLayout "an object node is malformed")
                 let names = value.Substring(2).Split KeyMark
                 let seen = HashSet<string>(StringComparer.Ordinal)
-                let members =
-                    [| for name in names do
-                           if not (seen.Add name) then raise (InvalidLayout "an object names a key twice")
-                           unescapeKey name, go (field + string KeyMark + name) (depth + 1) |]
+                let members = [|
+                    for name in names do
+                        if not (seen.Add name) then raise (InvalidLayout "an object names a key twice")
+                        unescapeKey name, go (field + string KeyMark + name) (depth + 1)
+                |]
                 Json.Object(JsonObject.OfSeq members)
             | 'A' ->
                 match Int32.TryParse(value.AsSpan 1, NumberStyles.None, CultureInfo.InvariantCulture) with
@@ -400,8 +413,7 @@ module internal PostgresLayout =
         if isNull paths || isNull values || paths.Length <> values.Length then raise (InvalidLayout "the node rows are malformed")
         let nodes = Dictionary<string, string>(paths.Length, StringComparer.Ordinal)
         for i in 0 .. paths.Length - 1 do
-            if isNull paths[i] || isNull values[i] || not (nodes.TryAdd(paths[i], values[i])) then
-                raise (InvalidLayout "the node rows are malformed")
+            if isNull paths[i] || isNull values[i] || not (nodes.TryAdd(paths[i], values[i])) then raise (InvalidLayout "the node rows are malformed")
         nodes
 
     /// <summary>Rebuilds a session from all its node rows, checking every node.</summary>

@@ -22,26 +22,24 @@ module internal PostgresSchema =
              reader.ReadToEnd())
 
     /// The schema script with the options' names in it.
-    let script (options: PostgresStoreOptions) : string =
-        template.Value.Replace("__schema__", options.Schema).Replace("__table__", options.TableName)
+    let script (options: PostgresStoreOptions) : string = template.Value.Replace("__schema__", options.Schema).Replace("__table__", options.TableName)
 
     /// A name in the store's schema, quoted: the table name followed by <c>suffix</c>.
     let name (options: PostgresStoreOptions) (suffix: string) = $"\"{options.Schema}\".\"{options.TableName}{suffix}\""
 
     /// The version recorded in the database, or 0 when the version table is missing.
-    let private installedVersion (connection: NpgsqlConnection) (options: PostgresStoreOptions) (cancellationToken: CancellationToken) =
-        task {
-            use exists = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection)
-            exists.Parameters.Add(NpgsqlParameter<string>(TypedValue = name options "_version")) |> ignore
-            let! found = exists.ExecuteScalarAsync cancellationToken
-            if not (unbox<bool> found) then
-                return 0
-            else
-                let versionTable = name options "_version"
-                use read = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {versionTable}", connection)
-                let! version = read.ExecuteScalarAsync cancellationToken
-                return unbox<int> version
-        }
+    let private installedVersion (connection: NpgsqlConnection) (options: PostgresStoreOptions) (cancellationToken: CancellationToken) = task {
+        use exists = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection)
+        exists.Parameters.Add(NpgsqlParameter<string>(TypedValue = name options "_version")) |> ignore
+        let! found = exists.ExecuteScalarAsync cancellationToken
+        if not (unbox<bool> found) then
+            return 0
+        else
+            let versionTable = name options "_version"
+            use read = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {versionTable}", connection)
+            let! version = read.ExecuteScalarAsync cancellationToken
+            return unbox<int> version
+    }
 
     let private wrongVersion (options: PostgresStoreOptions) (version: int) =
         SessionStoreException(
@@ -53,50 +51,49 @@ module internal PostgresSchema =
     /// start together serialize on an advisory lock, so one creates and the others find it made.
     /// </summary>
     /// <returns>Whether this call created the tables.</returns>
-    let ensureAsync (dataSource: NpgsqlDataSource) (options: PostgresStoreOptions) (create: bool) (cancellationToken: CancellationToken) : Task<bool> =
-        task {
-            use! connection = dataSource.OpenConnectionAsync cancellationToken
-            use encoding = new NpgsqlCommand("SELECT current_setting('server_encoding')", connection)
-            let! serverEncoding = encoding.ExecuteScalarAsync cancellationToken
-            if string serverEncoding <> "UTF8" then
-                raise (
-                    SessionStoreException(
-                        $"The database's encoding is {serverEncoding}; Sesame's PostgreSQL store needs a UTF8 database (keys and strings may hold any Unicode text)."
-                    )
+    let ensureAsync (dataSource: NpgsqlDataSource) (options: PostgresStoreOptions) (create: bool) (cancellationToken: CancellationToken) : Task<bool> = task {
+        use! connection = dataSource.OpenConnectionAsync cancellationToken
+        use encoding = new NpgsqlCommand("SELECT current_setting('server_encoding')", connection)
+        let! serverEncoding = encoding.ExecuteScalarAsync cancellationToken
+        if string serverEncoding <> "UTF8" then
+            raise (
+                SessionStoreException(
+                    $"The database's encoding is {serverEncoding}; Sesame's PostgreSQL store needs a UTF8 database (keys and strings may hold any Unicode text)."
                 )
-            if not create then
-                match! installedVersion connection options cancellationToken with
-                | Version -> return false
-                | 0 ->
-                    return
-                        raise (
-                            SessionStoreException(
-                                $"The Sesame tables \"{options.Schema}\".\"{options.TableName}\" do not exist. Run the SQL of PostgresStore.SchemaScript(options) in your migrations, or let the store create them (CreateSchema = true)."
-                            )
+            )
+        if not create then
+            match! installedVersion connection options cancellationToken with
+            | Version -> return false
+            | 0 ->
+                return
+                    raise (
+                        SessionStoreException(
+                            $"The Sesame tables \"{options.Schema}\".\"{options.TableName}\" do not exist. Run the SQL of PostgresStore.SchemaScript(options) in your migrations, or let the store create them (CreateSchema = true)."
                         )
-                | version -> return raise (wrongVersion options version)
-            else
-                use! transaction = connection.BeginTransactionAsync cancellationToken
-                use serialize = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtext('sesame.schema'), hashtext($1))", connection, transaction)
-                // Per schema: stores of several tables in one schema may all be creating it.
-                serialize.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
-                let! _ = serialize.ExecuteNonQueryAsync cancellationToken
-                match! installedVersion connection options cancellationToken with
-                | Version ->
-                    do! transaction.CommitAsync cancellationToken
-                    return false
-                | 0 ->
-                    // CREATE SCHEMA IF NOT EXISTS still needs the right to create schemas: ask only when it is missing.
-                    use schemaExists = new NpgsqlCommand("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", connection, transaction)
-                    schemaExists.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
-                    let! exists = schemaExists.ExecuteScalarAsync cancellationToken
-                    if not (unbox<bool> exists) then
-                        use createSchema = new NpgsqlCommand($"CREATE SCHEMA \"{options.Schema}\"", connection, transaction)
-                        let! _ = createSchema.ExecuteNonQueryAsync cancellationToken
-                        ()
-                    use createTables = new NpgsqlCommand(script options, connection, transaction)
-                    let! _ = createTables.ExecuteNonQueryAsync cancellationToken
-                    do! transaction.CommitAsync cancellationToken
-                    return true
-                | version -> return raise (wrongVersion options version)
-        }
+                    )
+            | version -> return raise (wrongVersion options version)
+        else
+            use! transaction = connection.BeginTransactionAsync cancellationToken
+            use serialize = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtext('sesame.schema'), hashtext($1))", connection, transaction)
+            // Per schema: stores of several tables in one schema may all be creating it.
+            serialize.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
+            let! _ = serialize.ExecuteNonQueryAsync cancellationToken
+            match! installedVersion connection options cancellationToken with
+            | Version ->
+                do! transaction.CommitAsync cancellationToken
+                return false
+            | 0 ->
+                // CREATE SCHEMA IF NOT EXISTS still needs the right to create schemas: ask only when it is missing.
+                use schemaExists = new NpgsqlCommand("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", connection, transaction)
+                schemaExists.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
+                let! exists = schemaExists.ExecuteScalarAsync cancellationToken
+                if not (unbox<bool> exists) then
+                    use createSchema = new NpgsqlCommand($"CREATE SCHEMA \"{options.Schema}\"", connection, transaction)
+                    let! _ = createSchema.ExecuteNonQueryAsync cancellationToken
+                    ()
+                use createTables = new NpgsqlCommand(script options, connection, transaction)
+                let! _ = createTables.ExecuteNonQueryAsync cancellationToken
+                do! transaction.CommitAsync cancellationToken
+                return true
+            | version -> return raise (wrongVersion options version)
+    }

@@ -37,11 +37,9 @@ module internal PostgresLog =
             "The rows of session {Session} do not hold a valid Sesame session: {Reason}."
         )
 
-    let swept =
-        LoggerMessage.Define<int>(LogLevel.Debug, EventId(5, "PostgresSwept"), "Deleted {Count} expired sessions.")
+    let swept = LoggerMessage.Define<int>(LogLevel.Debug, EventId(5, "PostgresSwept"), "Deleted {Count} expired sessions.")
 
-    let sweepFailed =
-        LoggerMessage.Define(LogLevel.Warning, EventId(6, "PostgresSweepFailed"), "Deleting expired sessions failed; the next sweep tries again.")
+    let sweepFailed = LoggerMessage.Define(LogLevel.Warning, EventId(6, "PostgresSweepFailed"), "Deleting expired sessions failed; the next sweep tries again.")
 
     let retrying =
         LoggerMessage.Define<string, string>(
@@ -50,8 +48,7 @@ module internal PostgresLog =
             "PostgreSQL {Operation} of session {Session} could not be sent (no connection, or the server was shutting down); retrying on a new connection."
         )
 
-    let committed =
-        LoggerMessage.Define<int, string>(LogLevel.Debug, EventId(8, "PostgresCommitted"), "Committed {Updates} updates to session {Session}.")
+    let committed = LoggerMessage.Define<int, string>(LogLevel.Debug, EventId(8, "PostgresCommitted"), "Committed {Updates} updates to session {Session}.")
 
     let resetsOnClose =
         LoggerMessage.Define(
@@ -96,9 +93,10 @@ type internal SessionGates() =
                 do! waiting
             finally
                 if not waiting.IsCompletedSuccessfully then leave id gate users false
-            return
-                { new IDisposable with
-                    member _.Dispose() = leave id gate users true }
+            return {
+                new IDisposable with
+                    member _.Dispose() = leave id gate users true
+            }
         }
 
 /// The operation failed before the database could have acted on it: sending it again is safe.
@@ -142,8 +140,7 @@ exception private NotSent of exn
 type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStoreOptions, logger: ILogger, ownsDataSource: bool) as this =
     inherit SessionStore()
 
-    do
-        if isNull dataSource then nullArg "dataSource"
+    do if isNull dataSource then nullArg "dataSource"
 
     let options =
         let copy = (if isNull options then PostgresStoreOptions() else options).Clone()
@@ -163,8 +160,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
 
     let loadSql = $"SELECT status, paths, vals FROM {loadFunction}($1, $2, $3)"
 
-    let commitSql =
-        $"SELECT status, ended_paths, ended_values FROM {commitFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    let commitSql = $"SELECT status, ended_paths, ended_values FROM {commitFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
 
     let moveSql =
         $"SELECT status, ended_ids, ended_reasons, ended_counts, ended_paths, ended_values FROM {moveFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
@@ -193,7 +189,9 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
 
     /// Names a session in logs and messages without giving its id away.
     let redact (id: string) =
-        if isNull id then "-" elif id.Length <= 6 then "…" else id.Substring(0, 6) + "…"
+        if isNull id then "-"
+        elif id.Length <= 6 then "…"
+        else id.Substring(0, 6) + "…"
 
     let idleMilliseconds (idle: TimeSpan) =
         // 10^14 ms is over 3,000 years: as good as never, and far from overflowing.
@@ -206,11 +204,12 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
         if refresh <= 0L then 0L else min refresh (idleMs / 2L)
 
     let timeOf (milliseconds: int64) =
-        if milliseconds >= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds() then DateTimeOffset.MaxValue
-        else DateTimeOffset.FromUnixTimeMilliseconds milliseconds
+        if milliseconds >= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds() then
+            DateTimeOffset.MaxValue
+        else
+            DateTimeOffset.FromUnixTimeMilliseconds milliseconds
 
-    let text (value: string) =
-        NpgsqlParameter(NpgsqlDbType = NpgsqlDbType.Text, Value = (if isNull value then box DBNull.Value else box value))
+    let text (value: string) = NpgsqlParameter(NpgsqlDbType = NpgsqlDbType.Text, Value = (if isNull value then box DBNull.Value else box value))
 
     let integer (value: Nullable<int>) =
         NpgsqlParameter(NpgsqlDbType = NpgsqlDbType.Integer, Value = (if value.HasValue then box value.Value else box DBNull.Value))
@@ -234,51 +233,48 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
         p.Add(bigints change.Sizes) |> ignore
         p.Add(texts change.Numbers) |> ignore
 
-    let stringsAt (reader: NpgsqlDataReader) (ordinal: int) : string[] =
-        if reader.IsDBNull ordinal then null else reader.GetFieldValue<string[]> ordinal
+    let stringsAt (reader: NpgsqlDataReader) (ordinal: int) : string[] = if reader.IsDBNull ordinal then null else reader.GetFieldValue<string[]> ordinal
 
     let invalid (id: string) (reason: string) =
         PostgresLog.invalidSession.Invoke(logger, redact id, reason, null)
-        SessionStoreException(
-            $"The rows of session {redact id} do not hold a valid Sesame session ({reason}). Delete the session to start it afresh."
-        )
+        SessionStoreException($"The rows of session {redact id} do not hold a valid Sesame session ({reason}). Delete the session to start it afresh.")
 
     /// Whether the failure came before PostgreSQL acted on the command: the server was shutting down or starting
     /// (its first answer was that), so the command was never run.
     let isShutdown (e: PostgresException) =
-        e.SqlState = PostgresErrorCodes.AdminShutdown
-        || e.SqlState = PostgresErrorCodes.CrashShutdown
-        || e.SqlState = PostgresErrorCodes.CannotConnectNow
+        e.SqlState = PostgresErrorCodes.AdminShutdown || e.SqlState = PostgresErrorCodes.CrashShutdown || e.SqlState = PostgresErrorCodes.CannotConnectNow
 
     /// Opens a connection, sends one command and reads its answer. Failures before the database could have run the
     /// command are NotSent.
-    let execute (sql: string) (parameters: NpgsqlCommand -> unit) (read: NpgsqlDataReader -> Task<'result>) (cancellationToken: CancellationToken) : Task<'result> =
-        task {
-            let! connection =
-                task {
-                    try
-                        return! dataSource.OpenConnectionAsync cancellationToken
-                    with
-                    | :? OperationCanceledException -> return raise (OperationCanceledException(cancellationToken))
-                    | e -> return raise (NotSent e)
-                }
-            use connection = connection
-            use command = new NpgsqlCommand(sql, connection)
-            parameters command
-            let! reader =
-                task {
-                    try
-                        return! command.ExecuteReaderAsync cancellationToken
-                    with :? PostgresException as e when isShutdown e ->
-                        return raise (NotSent e)
-                }
-            use reader = reader
-            let! value = read reader
-            // Read to the end: the call's implicit transaction commits after its row is sent, and a failure to
-            // commit comes only then.
-            let! _ = reader.NextResultAsync cancellationToken
-            return value
+    let execute
+        (sql: string)
+        (parameters: NpgsqlCommand -> unit)
+        (read: NpgsqlDataReader -> Task<'result>)
+        (cancellationToken: CancellationToken)
+        : Task<'result> = task {
+        let! connection = task {
+            try
+                return! dataSource.OpenConnectionAsync cancellationToken
+            with
+            | :? OperationCanceledException -> return raise (OperationCanceledException(cancellationToken))
+            | e -> return raise (NotSent e)
         }
+        use connection = connection
+        use command = new NpgsqlCommand(sql, connection)
+        parameters command
+        let! reader = task {
+            try
+                return! command.ExecuteReaderAsync cancellationToken
+            with :? PostgresException as e when isShutdown e ->
+                return raise (NotSent e)
+        }
+        use reader = reader
+        let! value = read reader
+        // Read to the end: the call's implicit transaction commits after its row is sent, and a failure to
+        // commit comes only then.
+        let! _ = reader.NextResultAsync cancellationToken
+        return value
+    }
 
     let schemaLock = obj ()
     let mutable schemaCheck: Task = null
@@ -292,110 +288,114 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             let check =
                 lock schemaLock (fun () ->
                     if isNull schemaCheck || schemaCheck.IsFaulted || schemaCheck.IsCanceled then
-                        schemaCheck <-
-                            task {
-                                use bounded = CancellationTokenSource.CreateLinkedTokenSource stopping.Token
-                                if options.OperationTimeout <> Timeout.InfiniteTimeSpan then bounded.CancelAfter options.OperationTimeout
-                                let! created =
-                                    task {
-                                        try
-                                            return! PostgresSchema.ensureAsync dataSource options options.CreateSchema bounded.Token
-                                        with
-                                        | :? NpgsqlException as e when (match e with :? PostgresException -> false | _ -> true) -> return raise (NotSent e)
-                                        | :? PostgresException as e when isShutdown e || e.SqlState = PostgresErrorCodes.TooManyConnections ->
-                                            return raise (NotSent e)
-                                    }
-                                if created then PostgresLog.schemaCreated.Invoke(logger, options.Schema, options.TableName, PostgresSchema.Version, null)
-                                schemaReady <- true
+                        schemaCheck <- task {
+                            use bounded = CancellationTokenSource.CreateLinkedTokenSource stopping.Token
+                            if options.OperationTimeout <> Timeout.InfiniteTimeSpan then bounded.CancelAfter options.OperationTimeout
+                            let! created = task {
+                                try
+                                    return! PostgresSchema.ensureAsync dataSource options options.CreateSchema bounded.Token
+                                with
+                                | :? NpgsqlException as e when
+                                    (match e with
+                                     | :? PostgresException -> false
+                                     | _ -> true)
+                                    ->
+                                    return raise (NotSent e)
+                                | :? PostgresException as e when isShutdown e || e.SqlState = PostgresErrorCodes.TooManyConnections -> return raise (NotSent e)
                             }
+                            if created then PostgresLog.schemaCreated.Invoke(logger, options.Schema, options.TableName, PostgresSchema.Version, null)
+                            schemaReady <- true
+                        }
                     schemaCheck)
             check.WaitAsync cancellationToken
 
     /// Runs one operation within OperationTimeout: sends it again while it could not be sent, and turns failures
     /// into the exceptions the store contract names. `idempotent` operations are also sent again after a failure
     /// on the way back (a load or a listing: doing it twice does no harm).
-    let run (operation: string) (id: string) (idempotent: bool) (cancellationToken: CancellationToken) (work: CancellationToken -> Task<'result>) : Task<'result> =
-        task {
-            cancellationToken.ThrowIfCancellationRequested()
-            // What messages call the operation: a session's, or the store's own (a sweep, the schema check).
-            let subject = if isNull id then operation else $"{operation} of session {redact id}"
-            use timeout = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
-            if options.OperationTimeout <> Timeout.InfiniteTimeSpan then timeout.CancelAfter options.OperationTimeout
-            let token = timeout.Token
-            let lastFailure = ref (null: exn)
-            let attempt () =
-                task {
-                    let mutable result = Unchecked.defaultof<'result>
-                    let mutable finished = false
-                    let mutable delay = 25
-                    while not finished do
-                        try
-                            do! ensureSchema token
-                            let! value = work token
-                            result <- value
-                            finished <- true
-                        with
-                        | NotSent e ->
-                            lastFailure.Value <- e
-                            PostgresLog.retrying.Invoke(logger, operation, redact id, e)
-                            // The pool may hold more connections the server closed: let them go.
-                            dataSource.Clear()
-                            do! Task.Delay(delay, token)
-                            delay <- min 1000 (delay * 2)
-                        | :? NpgsqlException as e when idempotent && e.IsTransient && not token.IsCancellationRequested ->
-                            lastFailure.Value <- e
-                            PostgresLog.retrying.Invoke(logger, operation, redact id, e)
-                            dataSource.Clear()
-                            do! Task.Delay(delay, token)
-                            delay <- min 1000 (delay * 2)
-                    return result
-                }
-            let work = attempt ()
-            let mayHaveApplied = if idempotent || operation = "delete" then "" else " It may or may not have been applied."
-            let timedOut (inner: exn) =
-                work.ContinueWith((fun (t: Task<'result>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                PostgresLog.timedOut.Invoke(logger, operation, redact id, options.OperationTimeout, null)
-                let why = if isNull lastFailure.Value then "" else $" Last failure: {lastFailure.Value.Message}"
-                SessionStoreException(
-                    $"PostgreSQL did not finish the {subject} within {options.OperationTimeout}.{mayHaveApplied}{why}",
-                    (if isNull lastFailure.Value then inner else lastFailure.Value)
-                )
-            try
-                return! work.WaitAsync(options.OperationTimeout, cancellationToken)
-            with
-            | :? TimeoutException as e -> return raise (timedOut e)
-            | :? OperationCanceledException when cancellationToken.IsCancellationRequested ->
-                work.ContinueWith((fun (t: Task<'result>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                return raise (OperationCanceledException(cancellationToken))
-            | :? OperationCanceledException as e -> return raise (timedOut e)
-            | :? PostgresException as e when e.SqlState = "SE001" ->
-                // Raised by the database functions; the caller maps it (it needs the change's updates).
-                return raise e
-            | :? PostgresException as e when e.SqlState = "SE002" || e.SqlState = "SE004" || e.SqlState = "SE005" -> return raise e
-            | :? PostgresException as e when e.SqlState = "SE003" -> return raise (invalid id e.MessageText)
-            | :? PostgresException as e when e.SqlState = PostgresErrorCodes.UniqueViolation && e.ConstraintName = options.TableName + "_id" ->
-                return raise (InvalidOperationException("The move's new id is already a session; a new id must be fresh.", e))
-            | :? PostgresException as e when
-                e.SqlState = PostgresErrorCodes.UndefinedFunction || e.SqlState = PostgresErrorCodes.UndefinedTable
-                ->
-                // Dropped, or never made while CreateSchema was off: check (or create) it again on the next call.
-                schemaReady <- false
-                PostgresLog.failed.Invoke(logger, operation, redact id, e)
-                return
-                    raise (
-                        SessionStoreException(
-                            $"PostgreSQL {subject} failed: the Sesame tables or functions in schema \"{options.Schema}\" are missing ({e.MessageText}).",
-                            e
-                        )
-                    )
-            | :? PostgresException as e ->
-                PostgresLog.failed.Invoke(logger, operation, redact id, e)
-                return raise (SessionStoreException($"PostgreSQL {subject} failed: {e.MessageText}", e))
-            | :? NpgsqlException as e ->
-                PostgresLog.failed.Invoke(logger, operation, redact id, e)
-                dataSource.Clear()
-                return raise (SessionStoreException($"PostgreSQL {subject} failed: {e.Message}.{mayHaveApplied}", e))
+    let run
+        (operation: string)
+        (id: string)
+        (idempotent: bool)
+        (cancellationToken: CancellationToken)
+        (work: CancellationToken -> Task<'result>)
+        : Task<'result> = task {
+        cancellationToken.ThrowIfCancellationRequested()
+        // What messages call the operation: a session's, or the store's own (a sweep, the schema check).
+        let subject = if isNull id then operation else $"{operation} of session {redact id}"
+        use timeout = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
+        if options.OperationTimeout <> Timeout.InfiniteTimeSpan then timeout.CancelAfter options.OperationTimeout
+        let token = timeout.Token
+        let lastFailure = ref (null: exn)
+        let attempt () = task {
+            let mutable result = Unchecked.defaultof<'result>
+            let mutable finished = false
+            let mutable delay = 25
+            while not finished do
+                try
+                    do! ensureSchema token
+                    let! value = work token
+                    result <- value
+                    finished <- true
+                with
+                | NotSent e ->
+                    lastFailure.Value <- e
+                    PostgresLog.retrying.Invoke(logger, operation, redact id, e)
+                    // The pool may hold more connections the server closed: let them go.
+                    dataSource.Clear()
+                    do! Task.Delay(delay, token)
+                    delay <- min 1000 (delay * 2)
+                | :? NpgsqlException as e when idempotent && e.IsTransient && not token.IsCancellationRequested ->
+                    lastFailure.Value <- e
+                    PostgresLog.retrying.Invoke(logger, operation, redact id, e)
+                    dataSource.Clear()
+                    do! Task.Delay(delay, token)
+                    delay <- min 1000 (delay * 2)
+            return result
         }
+        let work = attempt ()
+        let mayHaveApplied = if idempotent || operation = "delete" then "" else " It may or may not have been applied."
+        let timedOut (inner: exn) =
+            work.ContinueWith((fun (t: Task<'result>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+            PostgresLog.timedOut.Invoke(logger, operation, redact id, options.OperationTimeout, null)
+            let why = if isNull lastFailure.Value then "" else $" Last failure: {lastFailure.Value.Message}"
+            SessionStoreException(
+                $"PostgreSQL did not finish the {subject} within {options.OperationTimeout}.{mayHaveApplied}{why}",
+                (if isNull lastFailure.Value then inner else lastFailure.Value)
+            )
+        try
+            return! work.WaitAsync(options.OperationTimeout, cancellationToken)
+        with
+        | :? TimeoutException as e -> return raise (timedOut e)
+        | :? OperationCanceledException when cancellationToken.IsCancellationRequested ->
+            work.ContinueWith((fun (t: Task<'result>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+            return raise (OperationCanceledException(cancellationToken))
+        | :? OperationCanceledException as e -> return raise (timedOut e)
+        | :? PostgresException as e when e.SqlState = "SE001" ->
+            // Raised by the database functions; the caller maps it (it needs the change's updates).
+            return raise e
+        | :? PostgresException as e when e.SqlState = "SE002" || e.SqlState = "SE004" || e.SqlState = "SE005" -> return raise e
+        | :? PostgresException as e when e.SqlState = "SE003" -> return raise (invalid id e.MessageText)
+        | :? PostgresException as e when e.SqlState = PostgresErrorCodes.UniqueViolation && e.ConstraintName = options.TableName + "_id" ->
+            return raise (InvalidOperationException("The move's new id is already a session; a new id must be fresh.", e))
+        | :? PostgresException as e when e.SqlState = PostgresErrorCodes.UndefinedFunction || e.SqlState = PostgresErrorCodes.UndefinedTable ->
+            // Dropped, or never made while CreateSchema was off: check (or create) it again on the next call.
+            schemaReady <- false
+            PostgresLog.failed.Invoke(logger, operation, redact id, e)
+            return
+                raise (
+                    SessionStoreException(
+                        $"PostgreSQL {subject} failed: the Sesame tables or functions in schema \"{options.Schema}\" are missing ({e.MessageText}).",
+                        e
+                    )
+                )
+        | :? PostgresException as e ->
+            PostgresLog.failed.Invoke(logger, operation, redact id, e)
+            return raise (SessionStoreException($"PostgreSQL {subject} failed: {e.MessageText}", e))
+        | :? NpgsqlException as e ->
+            PostgresLog.failed.Invoke(logger, operation, redact id, e)
+            dataSource.Clear()
+            return raise (SessionStoreException($"PostgreSQL {subject} failed: {e.Message}.{mayHaveApplied}", e))
+    }
 
     /// Maps the errors the commit and move functions raise on purpose.
     let changeFailed (arguments: ChangeArguments) (maxSize: int) (e: exn) : exn =
@@ -425,8 +425,10 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     /// One batch of the sweep: gives how many sessions were due (deleted or moved on) and how many were deleted.
     let sweepOnce (cancellationToken: CancellationToken) : Task<struct (int * int)> =
         run "sweep" null false cancellationToken (fun token ->
-            execute sweepSql (fun command -> command.Parameters.Add(NpgsqlParameter<int>(TypedValue = options.SweepBatchSize)) |> ignore) (fun reader ->
-                task {
+            execute
+                sweepSql
+                (fun command -> command.Parameters.Add(NpgsqlParameter<int>(TypedValue = options.SweepBatchSize)) |> ignore)
+                (fun reader -> task {
                     let ended = ResizeArray<struct (string * Json)>()
                     let mutable due = 0
                     let mutable more = true
@@ -439,27 +441,26 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                         else
                             more <- false
                     return struct (due, ended)
-                }) token)
-        |> fun batch ->
-            task {
-                // Reported once the deletes are committed.
-                let! struct (due, ended) = batch
-                for struct (id, meta) in ended do
-                    this.ReportEnded(id, meta, SessionEndReason.Expired)
-                return struct (due, ended.Count)
-            }
-
-    let sweepAll (cancellationToken: CancellationToken) : Task<int> =
-        task {
-            let mutable total = 0
-            let mutable more = true
-            while more do
-                let! struct (due, deleted) = sweepOnce cancellationToken
-                total <- total + deleted
-                more <- due >= options.SweepBatchSize && not cancellationToken.IsCancellationRequested
-            if total > 0 then PostgresLog.swept.Invoke(logger, total, null)
-            return total
+                })
+                token)
+        |> fun batch -> task {
+            // Reported once the deletes are committed.
+            let! struct (due, ended) = batch
+            for struct (id, meta) in ended do
+                this.ReportEnded(id, meta, SessionEndReason.Expired)
+            return struct (due, ended.Count)
         }
+
+    let sweepAll (cancellationToken: CancellationToken) : Task<int> = task {
+        let mutable total = 0
+        let mutable more = true
+        while more do
+            let! struct (due, deleted) = sweepOnce cancellationToken
+            total <- total + deleted
+            more <- due >= options.SweepBatchSize && not cancellationToken.IsCancellationRequested
+        if total > 0 then PostgresLog.swept.Invoke(logger, total, null)
+        return total
+    }
 
     let sweeper =
         if options.SweepInterval = Timeout.InfiniteTimeSpan then
@@ -470,13 +471,12 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                     use timer = new PeriodicTimer(options.SweepInterval)
                     let mutable running = true
                     while running do
-                        let! tick =
-                            task {
-                                try
-                                    return! timer.WaitForNextTickAsync stopping.Token
-                                with :? OperationCanceledException ->
-                                    return false
-                            }
+                        let! tick = task {
+                            try
+                                return! timer.WaitForNextTickAsync stopping.Token
+                            with :? OperationCanceledException ->
+                                return false
+                        }
                         if not tick then
                             running <- false
                         else
@@ -488,8 +488,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 }
                 :> Task)
 
-    let checkOpen () =
-        if Volatile.Read &disposed <> 0 then raise (ObjectDisposedException(nameof PostgresStore))
+    let checkOpen () = if Volatile.Read &disposed <> 0 then raise (ObjectDisposedException(nameof PostgresStore))
 
     /// <summary>A store on an existing data source, with default options and no logging. The caller keeps owning the data source.</summary>
     /// <param name="dataSource">An Npgsql data source (its pool is shared with whatever else uses it).</param>
@@ -588,11 +587,10 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                         p.Add(text id) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = refreshMilliseconds idle)) |> ignore)
-                    (fun reader ->
-                        task {
-                            let! _ = reader.ReadAsync token
-                            return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
-                        })
+                    (fun reader -> task {
+                        let! _ = reader.ReadAsync token
+                        return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
+                    })
                     token
             task {
                 let! struct (status, paths, values) = run "load" id true cancellationToken load
@@ -626,16 +624,14 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
                 addChange command arguments
-            let send (token: CancellationToken) =
-                task {
-                    use! _ = gates.EnterAsync(id, token)
-                    let read (reader: NpgsqlDataReader) =
-                        task {
-                            let! _ = reader.ReadAsync token
-                            return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
-                        }
-                    return! execute commitSql parameters read token
+            let send (token: CancellationToken) = task {
+                use! _ = gates.EnterAsync(id, token)
+                let read (reader: NpgsqlDataReader) = task {
+                    let! _ = reader.ReadAsync token
+                    return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
                 }
+                return! execute commitSql parameters read token
+            }
             task {
                 try
                     let! struct (status, paths, values) = run "commit" id false cancellationToken send
@@ -678,17 +674,15 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
                 p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
                 addChange command arguments
-            let send (token: CancellationToken) =
-                task {
-                    use! _ = gates.EnterAsync(session, token)
-                    let read (reader: NpgsqlDataReader) =
-                        task {
-                            let! _ = reader.ReadAsync token
-                            let counts = if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3
-                            return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2, counts, stringsAt reader 4, stringsAt reader 5)
-                        }
-                    return! execute moveSql parameters read token
+            let send (token: CancellationToken) = task {
+                use! _ = gates.EnterAsync(session, token)
+                let read (reader: NpgsqlDataReader) = task {
+                    let! _ = reader.ReadAsync token
+                    let counts = if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3
+                    return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2, counts, stringsAt reader 4, stringsAt reader 5)
                 }
+                return! execute moveSql parameters read token
+            }
             task {
                 try
                     let! struct (status, ids, reasons, counts, paths, values) = run "move" session false cancellationToken send
@@ -714,11 +708,10 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 execute
                     deleteSql
                     (fun command -> command.Parameters.Add(text id) |> ignore)
-                    (fun reader ->
-                        task {
-                            let! _ = reader.ReadAsync token
-                            return reader.GetBoolean 0
-                        })
+                    (fun reader -> task {
+                        let! _ = reader.ReadAsync token
+                        return reader.GetBoolean 0
+                    })
                     token)
         with e ->
             Task.FromException<bool> e
@@ -738,24 +731,23 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                         p.Add(text query.After) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = limit)) |> ignore
                         if not (isNull query.UserId) then p.Add(text query.UserId) |> ignore)
-                    (fun reader ->
-                        task {
-                            let sessions = List<SessionSummary>()
-                            let mutable more = true
-                            while more do
-                                let! read = reader.ReadAsync token
-                                if read then
-                                    let id = reader.GetString 0
-                                    let meta = PostgresLayout.rebuildMeta (stringsAt reader 4) (stringsAt reader 5)
-                                    sessions.Add(SessionSummary(id, meta, timeOf (reader.GetInt64 2), timeOf (reader.GetInt64 3), reader.GetInt64 1))
-                                else
-                                    more <- false
-                            if sessions.Count > query.Limit then
-                                sessions.RemoveAt(sessions.Count - 1)
-                                return SessionPage(sessions, sessions[sessions.Count - 1].Id)
+                    (fun reader -> task {
+                        let sessions = List<SessionSummary>()
+                        let mutable more = true
+                        while more do
+                            let! read = reader.ReadAsync token
+                            if read then
+                                let id = reader.GetString 0
+                                let meta = PostgresLayout.rebuildMeta (stringsAt reader 4) (stringsAt reader 5)
+                                sessions.Add(SessionSummary(id, meta, timeOf (reader.GetInt64 2), timeOf (reader.GetInt64 3), reader.GetInt64 1))
                             else
-                                return SessionPage(sessions, null)
-                        })
+                                more <- false
+                        if sessions.Count > query.Limit then
+                            sessions.RemoveAt(sessions.Count - 1)
+                            return SessionPage(sessions, sessions[sessions.Count - 1].Id)
+                        else
+                            return SessionPage(sessions, null)
+                    })
                     token)
         with e ->
             Task.FromException<SessionPage> e

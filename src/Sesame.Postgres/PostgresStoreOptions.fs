@@ -89,8 +89,7 @@ type PostgresStoreOptions() =
             invalidArg "OperationTimeout" $"OperationTimeout must be positive; it is {this.OperationTimeout}."
         if this.SweepInterval <= TimeSpan.Zero && this.SweepInterval <> Timeout.InfiniteTimeSpan then
             invalidArg "SweepInterval" $"SweepInterval must be positive (or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
-        if this.SweepBatchSize < 1 then
-            invalidArg "SweepBatchSize" $"SweepBatchSize must be at least 1; it is {this.SweepBatchSize}."
+        if this.SweepBatchSize < 1 then invalidArg "SweepBatchSize" $"SweepBatchSize must be at least 1; it is {this.SweepBatchSize}."
         if this.ExpiryRefreshInterval < TimeSpan.Zero then
             invalidArg "ExpiryRefreshInterval" $"ExpiryRefreshInterval cannot be negative; it is {this.ExpiryRefreshInterval}."
 

@@ -55,8 +55,7 @@ module internal RedisLayout =
     /// The first character of every id Sesame gives a user's sessions: 6 bits of the SHA-256 of the user id
     /// (the rule of Sesame's SessionId.shardOf, which the store contract names).
     /// </summary>
-    let shardOf (userId: string) : char =
-        alphabet[int (Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
+    let shardOf (userId: string) : char = alphabet[int (Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
 
     /// <summary>
     /// A session id's shard tag (tagOf in Layout.lua): its first character when it is a letter, a digit,
@@ -82,8 +81,7 @@ module internal RedisLayout =
 
     /// The facts an ended session is reported with when only its owner is known.
     let factsOfOwner (owner: string) : Json =
-        if String.IsNullOrEmpty owner then Json.emptyObject
-        else Json.object [ SessionMeta.User, Json.String(owner.Substring 1) ]
+        if String.IsNullOrEmpty owner then Json.emptyObject else Json.object [ SessionMeta.User, Json.String(owner.Substring 1) ]
 
     let private utf8 = UTF8Encoding(false, true)
 
@@ -108,8 +106,7 @@ module internal RedisLayout =
                     text.Append(c).Append(key[i + 1]) |> ignore
                     i <- i + 2
                 else
-                    if plain c then text.Append c |> ignore
-                    else text.Append('\\').Append((int c).ToString("x4", CultureInfo.InvariantCulture)) |> ignore
+                    if plain c then text.Append c |> ignore else text.Append('\\').Append((int c).ToString("x4", CultureInfo.InvariantCulture)) |> ignore
                     i <- i + 1
             text.ToString()
 
@@ -122,7 +119,13 @@ module internal RedisLayout =
             let mutable i = 0
             while i < text.Length do
                 if text[i] = '\\' then
-                    match Int32.TryParse(text.AsSpan(min (i + 1) text.Length, min 4 (text.Length - i - 1)), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture) with
+                    match
+                        Int32.TryParse(
+                            text.AsSpan(min (i + 1) text.Length, min 4 (text.Length - i - 1)),
+                            NumberStyles.AllowHexSpecifier,
+                            CultureInfo.InvariantCulture
+                        )
+                    with
                     | true, code when i + 4 < text.Length -> key.Append(char code) |> ignore
                     | _ -> raise (InvalidLayout "a key has an invalid escape")
                     i <- i + 5
@@ -187,18 +190,18 @@ module internal RedisLayout =
     /// A commit's time to live in milliseconds; -1 (never expire) when it is too far away to matter.
     let ttlMilliseconds (idleTimeout: TimeSpan) : int64 =
         // 10^14 ms is over 3,000 years; Redis refuses expiry times that overflow.
-        if idleTimeout.TotalMilliseconds >= 1e14 then -1L
-        else max 0L (int64 (Math.Ceiling idleTimeout.TotalMilliseconds))
+        if idleTimeout.TotalMilliseconds >= 1e14 then -1L else max 0L (int64 (Math.Ceiling idleTimeout.TotalMilliseconds))
 
     /// <summary>Every update of a change in the order the scripts apply them, each with whether it changes the facts.</summary>
-    let updatesOf (change: SessionChange) : struct (bool * Update) list =
-        [ match change.Upgrade with
-          | ValueSome upgrade ->
-              for update in upgrade.Data.Updates -> struct (false, update)
-              yield struct (true, Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
-          | ValueNone -> ()
-          for update in change.Data.Updates -> struct (false, update)
-          for update in change.Meta.Updates -> struct (true, update) ]
+    let updatesOf (change: SessionChange) : struct (bool * Update) list = [
+        match change.Upgrade with
+        | ValueSome upgrade ->
+            for update in upgrade.Data.Updates -> struct (false, update)
+            yield struct (true, Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
+        | ValueNone -> ()
+        for update in change.Data.Updates -> struct (false, update)
+        for update in change.Meta.Updates -> struct (true, update)
+    ]
 
     /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it.</summary>
     let addChange (arguments: ResizeArray<RedisValue>) (change: SessionChange) : unit =
@@ -359,8 +362,7 @@ module internal RedisLayout =
                     let entry = entries[i]
                     let mark = entry.IndexOf CostMark
                     let cost = if mark < 0 then "" else entry.Substring(mark + 1)
-                    if mark < 0 || cost.Length = 0 || not (cost |> Seq.forall Char.IsAsciiDigit) then
-                        raise (InvalidLayout "an object member is malformed")
+                    if mark < 0 || cost.Length = 0 || not (cost |> Seq.forall Char.IsAsciiDigit) then raise (InvalidLayout "an object member is malformed")
                     let name = entry.Substring(0, mark)
                     if not (seen.Add name) then raise (InvalidLayout "an object names a key twice")
                     members[i - 1] <- KeyValuePair(unescapeKey name, build (field + string KeyMark + name) (depth + 1))

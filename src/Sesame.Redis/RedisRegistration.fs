@@ -28,7 +28,9 @@ type SesameRedisBuilderExtensions =
     static member private Check(builder: SesameBuilder, applicationName: string) =
         if isNull (box builder) then nullArg "builder"
         if String.IsNullOrWhiteSpace applicationName then
-            invalidArg "applicationName" "Name the application (the same on every instance): Data Protection isolates key use by it, and by default it is the content root path, which differs between machines."
+            invalidArg
+                "applicationName"
+                "Name the application (the same on every instance): Data Protection isolates key use by it, and by default it is the content root path, which differs between machines."
 
     /// <summary>
     /// Keeps sessions in Redis, and the app's ASP.NET Core Data Protection key ring in the same Redis, both on
@@ -53,7 +55,9 @@ type SesameRedisBuilderExtensions =
     /// <param name="configure">Sets the store's options (<c>KeyPrefix</c>, <c>Database</c>, timeouts, sweep, replicas); may be <c>null</c>.</param>
     /// <returns>The builder, for chaining.</returns>
     [<Extension>]
-    static member AddRedisStore(builder: SesameBuilder, connection: IConnectionMultiplexer, applicationName: string, configure: Action<RedisStoreOptions>) : SesameBuilder =
+    static member AddRedisStore
+        (builder: SesameBuilder, connection: IConnectionMultiplexer, applicationName: string, configure: Action<RedisStoreOptions>)
+        : SesameBuilder =
         SesameRedisBuilderExtensions.Check(builder, applicationName)
         if isNull connection then nullArg "connection"
         let options = RedisStoreOptions()
@@ -118,7 +122,9 @@ type SesameRedisServiceCollectionExtensions =
     /// <param name="configure">Sets the store's options; may be <c>null</c>.</param>
     /// <returns>The services, for chaining.</returns>
     [<Extension>]
-    static member AddSesameRedis(services: IServiceCollection, connection: IConnectionMultiplexer, applicationName: string, configure: Action<RedisStoreOptions>) : IServiceCollection =
+    static member AddSesameRedis
+        (services: IServiceCollection, connection: IConnectionMultiplexer, applicationName: string, configure: Action<RedisStoreOptions>)
+        : IServiceCollection =
         if isNull services then nullArg "services"
         services.AddSesame().AddRedisStore(connection, applicationName, configure) |> ignore
         services

@@ -51,22 +51,20 @@ type internal RedisScript private (name: string, text: string) =
     /// Loads an embedded script (its logical name is Sesame.Redis.NAME.lua) with the shared parts it builds on
     /// (Layout, and Patch for scripts that change a session) before it, as one text.
     /// </summary>
-    static member Embedded(name: string, parts: string list) =
-        RedisScript(name, String.concat "\n" [ for part in parts @ [ name ] -> read part ])
+    static member Embedded(name: string, parts: string list) = RedisScript(name, String.concat "\n" [ for part in parts @ [ name ] -> read part ])
 
     /// <summary>Runs the script: EVALSHA, then the text if Redis no longer has it.</summary>
     /// <param name="database">Where to run it.</param>
     /// <param name="keys">The keys the script declares (all in one Redis Cluster slot).</param>
     /// <param name="arguments">ARGV.</param>
     /// <param name="onReload">Called when Redis had lost the script and it is sent again.</param>
-    member _.EvaluateAsync(database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onReload: unit -> unit) : Task<RedisResult> =
-        task {
-            try
-                return! database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
-            with :? RedisServerException as e when isNoScript e ->
-                onReload ()
-                return! database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
-        }
+    member _.EvaluateAsync(database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onReload: unit -> unit) : Task<RedisResult> = task {
+        try
+            return! database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
+        with :? RedisServerException as e when isNoScript e ->
+            onReload ()
+            return! database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
+    }
 
     /// <summary>
     /// Runs the script and then <c>WAIT replicas timeout</c> on the same connection, written together (one round
@@ -94,17 +92,20 @@ type internal RedisScript private (name: string, text: string) =
         let send (script: obj) (command: string) : struct (Task<RedisResult> * Task<RedisResult>) =
             if cluster then
                 let server = connection.GetServer(keys[0], null, CommandFlags.None)
-                let evaluate: obj[] =
-                    [| yield script
-                       yield box (int64 keys.Length)
-                       for key in keys -> box key
-                       for argument in arguments -> box argument |]
+                let evaluate: obj[] = [|
+                    yield script
+                    yield box (int64 keys.Length)
+                    for key in keys -> box key
+                    for argument in arguments -> box argument
+                |]
                 let ran = server.ExecuteAsync(command, evaluate, CommandFlags.NoRedirect)
                 struct (ran, server.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
             else
                 let ran =
-                    if command = "EVAL" then database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
-                    else database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
+                    if command = "EVAL" then
+                        database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
+                    else
+                        database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
                 struct (ran, database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
         task {
             let struct (ran, waited) = send (box hashHex) "EVALSHA"

@@ -19,12 +19,7 @@ module internal RedisLog =
             "Redis no longer had the {Script} script (NOSCRIPT: restarted, failed over or flushed); sent it again with EVAL."
         )
 
-    let failed =
-        LoggerMessage.Define<string, string>(
-            LogLevel.Warning,
-            EventId(2, "RedisOperationFailed"),
-            "Redis {Operation} of session {Session} failed."
-        )
+    let failed = LoggerMessage.Define<string, string>(LogLevel.Warning, EventId(2, "RedisOperationFailed"), "Redis {Operation} of session {Session} failed.")
 
     let timedOut =
         LoggerMessage.Define<string, string, TimeSpan>(
@@ -50,8 +45,7 @@ module internal RedisLog =
     let connectionRestored =
         LoggerMessage.Define<string>(LogLevel.Information, EventId(6, "RedisConnectionRestored"), "The connection to Redis at {EndPoint} is back.")
 
-    let committed =
-        LoggerMessage.Define<int, string>(LogLevel.Debug, EventId(7, "RedisCommitted"), "Committed {Updates} updates to session {Session}.")
+    let committed = LoggerMessage.Define<int, string>(LogLevel.Debug, EventId(7, "RedisCommitted"), "Committed {Updates} updates to session {Session}.")
 
     let notConnected =
         LoggerMessage.Define<string, string>(
@@ -91,7 +85,10 @@ module internal RedisLog =
 /// Reading script replies (explicit conversions, which F# picks by the annotated result type).
 module internal Reply =
     let array (reply: RedisResult) : RedisResult[] = RedisResult.op_Explicit reply
-    let text (reply: RedisResult) : string = match (RedisResult.op_Explicit reply: string) with null -> "" | t -> t
+    let text (reply: RedisResult) : string =
+        match (RedisResult.op_Explicit reply: string) with
+        | null -> ""
+        | t -> t
     let int64 (reply: RedisResult) : int64 = RedisResult.op_Explicit reply
     /// An array reply's items as they are (no copy, unlike the conversion to RedisValue[]).
     let items (reply: RedisResult) : RedisResult[] = RedisResult.op_Explicit reply
@@ -177,8 +174,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             invalidArg "options" $"ExpiryRefreshInterval cannot be negative; it is {options.ExpiryRefreshInterval}."
         if options.SweepInterval < TimeSpan.Zero && options.SweepInterval <> Timeout.InfiniteTimeSpan then
             invalidArg "options" $"SweepInterval cannot be negative; it is {options.SweepInterval}."
-        if options.WaitForReplicas < 0 then
-            invalidArg "options" $"WaitForReplicas cannot be negative; it is {options.WaitForReplicas}."
+        if options.WaitForReplicas < 0 then invalidArg "options" $"WaitForReplicas cannot be negative; it is {options.WaitForReplicas}."
         if options.WaitForReplicas > 0 && options.WaitForReplicasTimeout <= TimeSpan.Zero then
             invalidArg "options" $"WaitForReplicasTimeout must be positive; it is {options.WaitForReplicasTimeout}."
 
@@ -203,8 +199,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     let sessionKey (id: string) : RedisKey = (RedisKey.op_Implicit id: RedisKey).Prepend (shardOf id).SessionPrefix
 
-    let userKey (owner: string) : RedisKey =
-        RedisKey.op_Implicit (options.KeyPrefix + "{" + string owner[0] + "}u:" + owner.Substring 1)
+    let userKey (owner: string) : RedisKey = RedisKey.op_Implicit (options.KeyPrefix + "{" + string owner[0] + "}u:" + owner.Substring 1)
 
     /// A session's key and its shard's sets, as the load, commit and delete scripts declare them.
     let keysOf (id: string) : RedisKey[] =
@@ -220,8 +215,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     let onRestored =
         EventHandler<ConnectionFailedEventArgs>(fun _ e ->
-            if e.ConnectionType = ConnectionType.Interactive then
-                RedisLog.connectionRestored.Invoke(logger, string e.EndPoint, null))
+            if e.ConnectionType = ConnectionType.Interactive then RedisLog.connectionRestored.Invoke(logger, string e.EndPoint, null))
 
     do
         connection.add_ConnectionFailed onFailed
@@ -229,11 +223,15 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     /// Names a session in logs and messages without giving its id away.
     let redact (id: string) =
-        if isNull id then "(none)" elif id.Length <= 6 then "…" else id.Substring(0, 6) + "…"
+        if isNull id then "(none)"
+        elif id.Length <= 6 then "…"
+        else id.Substring(0, 6) + "…"
 
     let invalid (id: string) (reason: string) =
         RedisLog.invalidSession.Invoke(logger, redact id, reason, null)
-        SessionStoreException($"The Redis key of session {redact id} does not hold a valid Sesame session ({reason}). Delete the key to start the session afresh.")
+        SessionStoreException(
+            $"The Redis key of session {redact id} does not hold a valid Sesame session ({reason}). Delete the key to start the session afresh."
+        )
 
     let reloaded (script: RedisScript) () = RedisLog.scriptReloaded.Invoke(logger, script.Name, null)
 
@@ -248,10 +246,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         let now = Environment.TickCount64
         let last = lastTopologyRefresh
         if now - last > 250L && Interlocked.CompareExchange(&lastTopologyRefresh, now, last) = last then
-            connection
-                .ConfigureAsync(null)
-                .ContinueWith((fun (t: Task<bool>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted)
-            |> ignore
+            connection.ConfigureAsync(null).ContinueWith((fun (t: Task<bool>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
 
     /// Refusals Redis makes before running anything, which pass by themselves: a slot being migrated (TRYAGAIN, or a
     /// script reading a key that already left: the scripts read before they write), a failover under way.
@@ -280,83 +275,92 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// When <paramref name="write"/> and <c>WaitForReplicas</c> is set, WAIT follows on the same connection; gives the
     /// number of replicas that acknowledged (Int64.MaxValue when nobody waited).
     /// </summary>
-    let evaluate (script: RedisScript) (keys: RedisKey[]) (arguments: RedisValue[]) (write: bool) (token: CancellationToken) : Task<struct (RedisResult * int64)> =
-        task {
-            let mutable result = ValueNone
-            let mutable attempt = 0
-            while result.IsNone do
-                token.ThrowIfCancellationRequested()
-                let cluster = isCluster keys[0]
-                // With no connection, StackExchange.Redis (by default) holds a command in its backlog and
-                // sends it when the connection is back, possibly after this store has reported it failed:
-                // a commit the app saw fail would then be applied later. So nothing is sent without one.
-                if not (database.IsConnected(keys[0], CommandFlags.None)) then
-                    if not cluster || token.IsCancellationRequested then raise NotConnected
-                    // A cluster node is gone: a replica takes its slots over, which the client learns by asking.
+    let evaluate
+        (script: RedisScript)
+        (keys: RedisKey[])
+        (arguments: RedisValue[])
+        (write: bool)
+        (token: CancellationToken)
+        : Task<struct (RedisResult * int64)> = task {
+        let mutable result = ValueNone
+        let mutable attempt = 0
+        while result.IsNone do
+            token.ThrowIfCancellationRequested()
+            let cluster = isCluster keys[0]
+            // With no connection, StackExchange.Redis (by default) holds a command in its backlog and
+            // sends it when the connection is back, possibly after this store has reported it failed:
+            // a commit the app saw fail would then be applied later. So nothing is sent without one.
+            if not (database.IsConnected(keys[0], CommandFlags.None)) then
+                if not cluster || token.IsCancellationRequested then raise NotConnected
+                // A cluster node is gone: a replica takes its slots over, which the client learns by asking.
+                refreshTopology ()
+                try
+                    do! pause attempt token
+                with :? OperationCanceledException ->
+                    raise NotConnected
+                attempt <- attempt + 1
+            else
+                try
+                    if write && replicas > 0 then
+                        let! reply = script.EvaluateAndWaitAsync(connection, database, cluster, keys, arguments, replicas, waitMilliseconds, reloaded script)
+                        result <- ValueSome reply
+                    else
+                        let! reply = script.EvaluateAsync(database, keys, arguments, reloaded script)
+                        result <- ValueSome(struct (reply, Int64.MaxValue))
+                with :? RedisServerException as e when passing e ->
                     refreshTopology ()
-                    try
-                        do! pause attempt token
-                    with :? OperationCanceledException ->
-                        raise NotConnected
+                    do! pause attempt token
                     attempt <- attempt + 1
-                else
-                    try
-                        if write && replicas > 0 then
-                            let! reply = script.EvaluateAndWaitAsync(connection, database, cluster, keys, arguments, replicas, waitMilliseconds, reloaded script)
-                            result <- ValueSome reply
-                        else
-                            let! reply = script.EvaluateAsync(database, keys, arguments, reloaded script)
-                            result <- ValueSome(struct (reply, Int64.MaxValue))
-                    with :? RedisServerException as e when passing e ->
-                        refreshTopology ()
-                        do! pause attempt token
-                        attempt <- attempt + 1
-            return result.Value
-        }
+        return result.Value
+    }
 
     /// Runs an operation within OperationTimeout, turning Redis failures into SessionStoreException.
-    let bounded (operation: string) (id: string) (cancellationToken: CancellationToken) (work: CancellationToken -> Task<'result>) : Task<'result> =
-        task {
-            cancellationToken.ThrowIfCancellationRequested()
-            use budget = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
-            if options.OperationTimeout <> Timeout.InfiniteTimeSpan then budget.CancelAfter options.OperationTimeout
-            let running =
-                try
-                    work budget.Token
-                with e ->
-                    Task.FromException<'result> e
-            let abandon () =
-                // The abandoned call's own failure, if any, must not go unobserved.
-                running.ContinueWith((fun (t: Task<'result>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-            let timedOut (inner: exn) =
-                abandon ()
-                RedisLog.timedOut.Invoke(logger, operation, redact id, options.OperationTimeout, null)
-                let applied = if operation = "load" || operation = "listing" then "" else " It may or may not have been applied."
-                SessionStoreException($"Redis did not answer the {operation} of session {redact id} within {options.OperationTimeout}.{applied}", inner)
+    let bounded (operation: string) (id: string) (cancellationToken: CancellationToken) (work: CancellationToken -> Task<'result>) : Task<'result> = task {
+        cancellationToken.ThrowIfCancellationRequested()
+        use budget = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
+        if options.OperationTimeout <> Timeout.InfiniteTimeSpan then budget.CancelAfter options.OperationTimeout
+        let running =
             try
-                return! running.WaitAsync(budget.Token)
-            with
-            | _ when cancellationToken.IsCancellationRequested ->
-                abandon ()
-                return raise (OperationCanceledException(cancellationToken))
-            | :? OperationCanceledException as e -> return raise (timedOut e)
-            | :? TimeoutException as e -> return raise (timedOut e)
-            | NotConnected ->
-                RedisLog.notConnected.Invoke(logger, operation, redact id, null)
-                return raise (SessionStoreException($"Redis {operation} of session {redact id} was not sent: there is no connection to Redis (it is being re-established)."))
-            | :? RedisServerException as e when e.Kind = RedisErrorKind.OutOfMemory || e.Message.Contains("OOM", StringComparison.Ordinal) ->
-                RedisLog.failed.Invoke(logger, operation, redact id, e)
-                return
-                    raise (
-                        SessionStoreException(
-                            $"Redis refused the {operation} of session {redact id}: it is out of memory (used memory is over maxmemory and maxmemory-policy is noeviction). Nothing was stored.",
-                            e
-                        )
+                work budget.Token
+            with e ->
+                Task.FromException<'result> e
+        let abandon () =
+            // The abandoned call's own failure, if any, must not go unobserved.
+            running.ContinueWith((fun (t: Task<'result>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+        let timedOut (inner: exn) =
+            abandon ()
+            RedisLog.timedOut.Invoke(logger, operation, redact id, options.OperationTimeout, null)
+            let applied = if operation = "load" || operation = "listing" then "" else " It may or may not have been applied."
+            SessionStoreException($"Redis did not answer the {operation} of session {redact id} within {options.OperationTimeout}.{applied}", inner)
+        try
+            return! running.WaitAsync(budget.Token)
+        with
+        | _ when cancellationToken.IsCancellationRequested ->
+            abandon ()
+            return raise (OperationCanceledException(cancellationToken))
+        | :? OperationCanceledException as e -> return raise (timedOut e)
+        | :? TimeoutException as e -> return raise (timedOut e)
+        | NotConnected ->
+            RedisLog.notConnected.Invoke(logger, operation, redact id, null)
+            return
+                raise (
+                    SessionStoreException(
+                        $"Redis {operation} of session {redact id} was not sent: there is no connection to Redis (it is being re-established)."
                     )
-            | :? RedisException as e ->
-                RedisLog.failed.Invoke(logger, operation, redact id, e)
-                return raise (SessionStoreException($"Redis {operation} of session {redact id} failed: {e.Message}", e))
-        }
+                )
+        | :? RedisServerException as e when e.Kind = RedisErrorKind.OutOfMemory || e.Message.Contains("OOM", StringComparison.Ordinal) ->
+            RedisLog.failed.Invoke(logger, operation, redact id, e)
+            return
+                raise (
+                    SessionStoreException(
+                        $"Redis refused the {operation} of session {redact id}: it is out of memory (used memory is over maxmemory and maxmemory-policy is noeviction). Nothing was stored.",
+                        e
+                    )
+                )
+        | :? RedisException as e ->
+            RedisLog.failed.Invoke(logger, operation, redact id, e)
+            return raise (SessionStoreException($"Redis {operation} of session {redact id} failed: {e.Message}", e))
+    }
 
     /// Fails a write that fewer replicas than WaitForReplicas acknowledged.
     let replicated (operation: string) (id: string) (acknowledged: int64) =
@@ -378,33 +382,32 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         if parts.Length >= at + 2 then reportEnded id (Reply.text parts[at]) (Reply.text parts[at + 1])
 
     /// Clears a stale move mark found on session `id` and deletes the new session its mover had made.
-    let clearStale (id: string) (mark: string) (token: CancellationToken) : Task =
-        task {
-            let! struct (reply, _) = evaluate moveGapScript (keysOf id) [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit "unmark"; RedisValue.op_Implicit mark |] true token
-            if Reply.text (Reply.array reply).[0] = "ok" then
-                RedisLog.staleMoveCleared.Invoke(logger, redact id, null)
-                let toId = mark.Substring(mark.IndexOf ' ' + 1)
-                let! _ = evaluate deleteScript (keysOf toId) [| prefix; RedisValue.op_Implicit toId |] true token
-                ()
-        }
+    let clearStale (id: string) (mark: string) (token: CancellationToken) : Task = task {
+        let! struct (reply, _) =
+            evaluate moveGapScript (keysOf id) [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit "unmark"; RedisValue.op_Implicit mark |] true token
+        if Reply.text (Reply.array reply).[0] = "ok" then
+            RedisLog.staleMoveCleared.Invoke(logger, redact id, null)
+            let toId = mark.Substring(mark.IndexOf ' ' + 1)
+            let! _ = evaluate deleteScript (keysOf toId) [| prefix; RedisValue.op_Implicit toId |] true token
+            ()
+    }
 
     /// Runs a script on a session that a move to another slot may hold (Layout.lua's checkMark): while the move is
     /// under way, waits and tries again; a stale mark is cleared first.
-    let onSession (id: string) (run: unit -> Task<struct (RedisResult * int64)>) (token: CancellationToken) : Task<struct (RedisResult[] * int64)> =
-        task {
-            let mutable result = ValueNone
-            let mutable attempt = 0
-            while result.IsNone do
-                let! struct (reply, acknowledged) = run ()
-                let parts = Reply.array reply
-                match Reply.text parts[0] with
-                | "moving" ->
-                    do! pause attempt token
-                    attempt <- attempt + 1
-                | "stale" -> do! clearStale id (Reply.text parts[1]) token
-                | _ -> result <- ValueSome(struct (parts, acknowledged))
-            return result.Value
-        }
+    let onSession (id: string) (run: unit -> Task<struct (RedisResult * int64)>) (token: CancellationToken) : Task<struct (RedisResult[] * int64)> = task {
+        let mutable result = ValueNone
+        let mutable attempt = 0
+        while result.IsNone do
+            let! struct (reply, acknowledged) = run ()
+            let parts = Reply.array reply
+            match Reply.text parts[0] with
+            | "moving" ->
+                do! pause attempt token
+                attempt <- attempt + 1
+            | "stale" -> do! clearStale id (Reply.text parts[1]) token
+            | _ -> result <- ValueSome(struct (parts, acknowledged))
+        return result.Value
+    }
 
     /// What a change's script replied when it did not commit: the result, or the exception, of a refusal.
     let refused (id: string) (change: SessionChange) (commit: CommitOptions) (parts: RedisResult[]) : CommitResult =
@@ -440,22 +443,32 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             | Error _ -> ""
 
     /// Move.lua's keys and arguments.
-    let moveCall (fromId: string) (toId: string) (mode: string) (owner: string) (copied: RedisResult[]) (change: SessionChange) (commit: CommitOptions) (cluster: bool) =
+    let moveCall
+        (fromId: string)
+        (toId: string)
+        (mode: string)
+        (owner: string)
+        (copied: RedisResult[])
+        (change: SessionChange)
+        (commit: CommitOptions)
+        (cluster: bool)
+        =
         let toKey = sessionKey toId
         let toShard = shardOf toId
         // The old id's sets are this script's only in mode 'k' (in mode 'c' they are in another slot).
         let fromShard = if mode = "k" then shardOf fromId else toShard
         let ownerKey = if owner = "" || owner = "=" then toKey else userKey owner
-        let keys =
-            [| (if mode = "k" then sessionKey fromId else toKey)
-               toKey
-               toShard.Expiry
-               toShard.Ids
-               toShard.Bound
-               ownerKey
-               fromShard.Expiry
-               fromShard.Ids
-               fromShard.Bound |]
+        let keys = [|
+            (if mode = "k" then sessionKey fromId else toKey)
+            toKey
+            toShard.Expiry
+            toShard.Ids
+            toShard.Bound
+            ownerKey
+            fromShard.Expiry
+            fromShard.Ids
+            fromShard.Bound
+        |]
         let arguments = ResizeArray<RedisValue>(16 + copied.Length)
         arguments.Add prefix
         arguments.Add(RedisValue.op_Implicit (if isNull fromId then "" else fromId))
@@ -520,20 +533,19 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         let gapKeys = keysOf fromId
         let gap (operation: string) (argument: RedisValue) (extra: RedisValue[]) =
             Array.append [| prefix; RedisValue.op_Implicit fromId; RedisValue.op_Implicit operation; argument |] extra
-        let unmark (mark: string) =
-            task {
-                let! _ = evaluate moveGapScript gapKeys (gap "unmark" (RedisValue.op_Implicit mark) [||]) true token
-                ()
-            }
-        let deleteNew () =
-            task {
-                let! _ = evaluate deleteScript (keysOf toId) [| prefix; RedisValue.op_Implicit toId |] true token
-                ()
-            }
+        let unmark (mark: string) = task {
+            let! _ = evaluate moveGapScript gapKeys (gap "unmark" (RedisValue.op_Implicit mark) [||]) true token
+            ()
+        }
+        let deleteNew () = task {
+            let! _ = evaluate deleteScript (keysOf toId) [| prefix; RedisValue.op_Implicit toId |] true token
+            ()
+        }
         task {
             let mutable result = ValueNone
             while result.IsNone do
-                let! struct (out, _) = onSession fromId (fun () -> evaluate moveGapScript gapKeys (gap "out" (RedisValue.op_Implicit toId) [| markSpan |]) true token) token
+                let! struct (out, _) =
+                    onSession fromId (fun () -> evaluate moveGapScript gapKeys (gap "out" (RedisValue.op_Implicit toId) [| markSpan |]) true token) token
                 match Reply.text out[0] with
                 | "gone" ->
                     reportFrom fromId out 1
@@ -542,14 +554,13 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                     let mark = Reply.text out[1]
                     let copied = Reply.items out[2]
                     let struct (keys, arguments) = moveCall fromId toId "c" owner copied change commit true
-                    let! moved =
-                        task {
-                            try
-                                let! struct (reply, acknowledged) = evaluate moveScript keys arguments true token
-                                return Ok(struct (Reply.array reply, acknowledged))
-                            with e ->
-                                return Error e
-                        }
+                    let! moved = task {
+                        try
+                            let! struct (reply, acknowledged) = evaluate moveScript keys arguments true token
+                            return Ok(struct (Reply.array reply, acknowledged))
+                        with e ->
+                            return Error e
+                    }
                     match moved with
                     | Error e ->
                         // Whether the new session was written is unknown: delete it, then take the mark away. If that
@@ -605,45 +616,43 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     let mutable disposed = false
 
     /// Sweeps every shard once; gives how many ended sessions it reported.
-    let sweepAll (cancellationToken: CancellationToken) : Task<int> =
-        task {
-            let mutable reported = 0
-            let mutable live = 0L
-            let mutable failed = 0
-            let mutable failure: exn = null
-            for tag in RedisLayout.tags do
-                let shard = shards[int tag]
-                let keys = [| shard.Expiry; shard.Ids; shard.Bound |]
-                let mutable more = true
-                while more do
-                    cancellationToken.ThrowIfCancellationRequested()
-                    try
-                        let! reply =
-                            bounded "sweep" (string tag) cancellationToken (fun token ->
-                                task {
-                                    let! struct (reply, _) = evaluate sweepScript keys [| prefix; RedisValue.op_Implicit sweepBatch |] false token
-                                    return reply
-                                })
-                        let parts = Reply.array reply
-                        more <- Reply.int64 parts[0] = 1L
-                        if not more then live <- live + Reply.int64 parts[1]
-                        let mutable i = 2
-                        while i < parts.Length do
-                            reportEnded (Reply.text parts[i]) "expired" (Reply.text parts[i + 1])
-                            reported <- reported + 1
-                            i <- i + 2
-                    with :? SessionStoreException as e ->
-                        failed <- failed + 1
-                        failure <- e
-                        more <- false
-            if failed = 0 then
-                activeCount <- Nullable live
-                RedisLog.swept.Invoke(logger, reported, live, null)
-            // A sweep the store's disposal cut short (its connection closed) is no news.
-            elif not disposed then
-                RedisLog.sweepFailed.Invoke(logger, failed, RedisLayout.tags.Length, failure)
-            return reported
-        }
+    let sweepAll (cancellationToken: CancellationToken) : Task<int> = task {
+        let mutable reported = 0
+        let mutable live = 0L
+        let mutable failed = 0
+        let mutable failure: exn = null
+        for tag in RedisLayout.tags do
+            let shard = shards[int tag]
+            let keys = [| shard.Expiry; shard.Ids; shard.Bound |]
+            let mutable more = true
+            while more do
+                cancellationToken.ThrowIfCancellationRequested()
+                try
+                    let! reply =
+                        bounded "sweep" (string tag) cancellationToken (fun token -> task {
+                            let! struct (reply, _) = evaluate sweepScript keys [| prefix; RedisValue.op_Implicit sweepBatch |] false token
+                            return reply
+                        })
+                    let parts = Reply.array reply
+                    more <- Reply.int64 parts[0] = 1L
+                    if not more then live <- live + Reply.int64 parts[1]
+                    let mutable i = 2
+                    while i < parts.Length do
+                        reportEnded (Reply.text parts[i]) "expired" (Reply.text parts[i + 1])
+                        reported <- reported + 1
+                        i <- i + 2
+                with :? SessionStoreException as e ->
+                    failed <- failed + 1
+                    failure <- e
+                    more <- false
+        if failed = 0 then
+            activeCount <- Nullable live
+            RedisLog.swept.Invoke(logger, reported, live, null)
+        // A sweep the store's disposal cut short (its connection closed) is no news.
+        elif not disposed then
+            RedisLog.sweepFailed.Invoke(logger, failed, RedisLayout.tags.Length, failure)
+        return reported
+    }
 
     let sweepInterval = options.SweepInterval
 
@@ -702,8 +711,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// <summary>Connects to Redis with default options and no logging (see the other overload).</summary>
     /// <param name="configuration">A StackExchange.Redis configuration string, e.g. <c>"localhost:6379"</c>.</param>
     /// <returns>The store.</returns>
-    static member ConnectAsync(configuration: string) : Task<RedisStore> =
-        RedisStore.ConnectAsync(configuration, RedisStoreOptions(), NullLogger.Instance)
+    static member ConnectAsync(configuration: string) : Task<RedisStore> = RedisStore.ConnectAsync(configuration, RedisStoreOptions(), NullLogger.Instance)
 
     /// <summary>The Redis key that holds a session: <c>KeyPrefix{c}:id</c>, where <c>c</c> is the id's shard tag (its first character, for ids Sesame makes).</summary>
     /// <param name="id">The session id.</param>
@@ -742,59 +750,54 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     override _.ActiveSessionCount = activeCount
 
     /// <inheritdoc />
-    override _.LoadAsync(id, idleTimeout, cancellationToken) =
-        task {
-            if isNull id then nullArg (nameof id)
-            let keys = keysOf id
-            let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit (RedisLayout.ttlMilliseconds idleTimeout); refreshMilliseconds |]
-            let! reply =
-                bounded "load" id cancellationToken (fun token ->
-                    task {
-                        let! struct (reply, _) = evaluate loadScript keys arguments false token
-                        return reply
-                    })
-            let parts = Reply.array reply
-            match Reply.text parts[0] with
-            | "hash" ->
-                match RedisLayout.rebuild (Reply.items parts[1]) with
-                | Ok(struct (data, facts)) -> return StoredSession(data, facts)
-                | Error reason -> return raise (invalid id reason)
-            | "none" ->
-                reportFrom id parts 1
-                return null
-            | kind -> return raise (invalid id $"the key holds a {kind}, not a hash")
-        }
+    override _.LoadAsync(id, idleTimeout, cancellationToken) = task {
+        if isNull id then nullArg (nameof id)
+        let keys = keysOf id
+        let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit (RedisLayout.ttlMilliseconds idleTimeout); refreshMilliseconds |]
+        let! reply =
+            bounded "load" id cancellationToken (fun token -> task {
+                let! struct (reply, _) = evaluate loadScript keys arguments false token
+                return reply
+            })
+        let parts = Reply.array reply
+        match Reply.text parts[0] with
+        | "hash" ->
+            match RedisLayout.rebuild (Reply.items parts[1]) with
+            | Ok(struct (data, facts)) -> return StoredSession(data, facts)
+            | Error reason -> return raise (invalid id reason)
+        | "none" ->
+            reportFrom id parts 1
+            return null
+        | kind -> return raise (invalid id $"the key holds a {kind}, not a hash")
+    }
 
     /// <inheritdoc />
-    override _.CommitAsync(id, change, commit, cancellationToken) =
-        task {
-            if isNull id then nullArg (nameof id)
-            if isNull change then nullArg (nameof change)
-            if change.BindsUser then
-                invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
-            let keys = keysOf id
-            let arguments = ResizeArray<RedisValue>(8 + 8 * (change.Data.Updates.Length + change.Meta.Updates.Length))
-            arguments.Add prefix
-            arguments.Add(RedisValue.op_Implicit id)
-            arguments.Add(RedisValue.op_Implicit (if commit.MustExist then "1" else "0"))
-            arguments.Add(RedisValue.op_Implicit (RedisLayout.ttlMilliseconds commit.IdleTimeout))
-            arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
-            RedisLayout.addChange arguments change
-            let arguments = arguments.ToArray()
-            let! struct (parts, acknowledged) =
-                bounded "commit" id cancellationToken (fun token -> onSession id (fun () -> evaluate commitScript keys arguments true token) token)
-            match Reply.text parts[0] with
-            | "ok" ->
-                reportFrom id parts 1
-                replicated "commit" id acknowledged
-                if logger.IsEnabled LogLevel.Debug then
-                    RedisLog.committed.Invoke(logger, change.Data.Updates.Length + change.Meta.Updates.Length, redact id, null)
-                return CommitResult.Committed
-            | "gone" ->
-                reportFrom id parts 1
-                return CommitResult.SessionGone
-            | _ -> return refused id change commit parts
-        }
+    override _.CommitAsync(id, change, commit, cancellationToken) = task {
+        if isNull id then nullArg (nameof id)
+        if isNull change then nullArg (nameof change)
+        if change.BindsUser then invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
+        let keys = keysOf id
+        let arguments = ResizeArray<RedisValue>(8 + 8 * (change.Data.Updates.Length + change.Meta.Updates.Length))
+        arguments.Add prefix
+        arguments.Add(RedisValue.op_Implicit id)
+        arguments.Add(RedisValue.op_Implicit (if commit.MustExist then "1" else "0"))
+        arguments.Add(RedisValue.op_Implicit (RedisLayout.ttlMilliseconds commit.IdleTimeout))
+        arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
+        RedisLayout.addChange arguments change
+        let arguments = arguments.ToArray()
+        let! struct (parts, acknowledged) =
+            bounded "commit" id cancellationToken (fun token -> onSession id (fun () -> evaluate commitScript keys arguments true token) token)
+        match Reply.text parts[0] with
+        | "ok" ->
+            reportFrom id parts 1
+            replicated "commit" id acknowledged
+            if logger.IsEnabled LogLevel.Debug then RedisLog.committed.Invoke(logger, change.Data.Updates.Length + change.Meta.Updates.Length, redact id, null)
+            return CommitResult.Committed
+        | "gone" ->
+            reportFrom id parts 1
+            return CommitResult.SessionGone
+        | _ -> return refused id change commit parts
+    }
 
     /// <summary>
     /// Moves a session to a new id in one atomic step (see <see cref="T:Sesame.SessionStore"/>): one script when both
@@ -814,86 +817,80 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// <c>OperationTimeout</c> (at least a second); the first operation on the old id after that undoes the move
     /// (deletes the copy, takes the mark away) and goes on with the old session.</para>
     /// </remarks>
-    override _.MoveAsync(fromId, toId, change, commit, cancellationToken) =
-        task {
-            if isNull toId then nullArg (nameof toId)
-            if isNull change then nullArg (nameof change)
-            let owner = ownerAfter change
-            let toKey = sessionKey toId
-            let cluster = isCluster toKey
-            if cluster && owner <> "" && owner <> "=" && connection.HashSlot(userKey owner) <> connection.HashSlot toKey then
-                invalidArg
-                    (nameof toId)
-                    "On Redis Cluster a session bound to a user must have an id that starts with the user's shard character (Sesame's sign-in makes such ids), so that it shares a slot with the user's index."
-            let across = cluster && not (isNull fromId) && connection.HashSlot(sessionKey fromId) <> connection.HashSlot toKey
-            return!
-                bounded "move" (if isNull fromId then toId else fromId) cancellationToken (fun token ->
-                    if across then moveAcross fromId toId change commit owner token
-                    else moveWithin fromId toId change commit owner cluster token)
-        }
+    override _.MoveAsync(fromId, toId, change, commit, cancellationToken) = task {
+        if isNull toId then nullArg (nameof toId)
+        if isNull change then nullArg (nameof change)
+        let owner = ownerAfter change
+        let toKey = sessionKey toId
+        let cluster = isCluster toKey
+        if cluster && owner <> "" && owner <> "=" && connection.HashSlot(userKey owner) <> connection.HashSlot toKey then
+            invalidArg
+                (nameof toId)
+                "On Redis Cluster a session bound to a user must have an id that starts with the user's shard character (Sesame's sign-in makes such ids), so that it shares a slot with the user's index."
+        let across = cluster && not (isNull fromId) && connection.HashSlot(sessionKey fromId) <> connection.HashSlot toKey
+        return!
+            bounded "move" (if isNull fromId then toId else fromId) cancellationToken (fun token ->
+                if across then moveAcross fromId toId change commit owner token else moveWithin fromId toId change commit owner cluster token)
+    }
 
     /// <inheritdoc />
-    override _.DeleteAsync(id, cancellationToken) =
-        task {
-            if isNull id then nullArg (nameof id)
-            let keys = keysOf id
-            let arguments = [| prefix; RedisValue.op_Implicit id |]
-            let! struct (parts, acknowledged) =
-                bounded "delete" id cancellationToken (fun token -> onSession id (fun () -> evaluate deleteScript keys arguments true token) token)
-            match Reply.text parts[0] with
-            | "deleted" ->
-                replicated "delete" id acknowledged
-                return true
-            | _ ->
-                reportFrom id parts 1
-                return false
-        }
+    override _.DeleteAsync(id, cancellationToken) = task {
+        if isNull id then nullArg (nameof id)
+        let keys = keysOf id
+        let arguments = [| prefix; RedisValue.op_Implicit id |]
+        let! struct (parts, acknowledged) =
+            bounded "delete" id cancellationToken (fun token -> onSession id (fun () -> evaluate deleteScript keys arguments true token) token)
+        match Reply.text parts[0] with
+        | "deleted" ->
+            replicated "delete" id acknowledged
+            return true
+        | _ ->
+            reportFrom id parts 1
+            return false
+    }
 
     /// <summary>
     /// Lists live sessions, a page at a time, in id order (byte order of the ids' UTF-8): one user's from the user's
     /// index (one script, which also takes out entries whose session is gone), or all, over the shards' id sets (a
     /// script per shard visited; never KEYS or SCAN). <c>Next</c> is the last id of the page.
     /// </summary>
-    override _.ListAsync(query, cancellationToken) =
-        task {
-            if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
-            let after = if isNull query.After then "" else query.After
-            let found = ResizeArray<SessionSummary>()
-            if not (isNull query.UserId) then
-                let owner = RedisLayout.ownerOf query.UserId
-                let! reply =
-                    bounded "listing" query.UserId cancellationToken (fun token ->
-                        task {
-                            let arguments = [| prefix; RedisValue.op_Implicit after; RedisValue.op_Implicit (int64 query.Limit) |]
-                            let! struct (reply, _) = evaluate listUserScript [| userKey owner |] arguments false token
+    override _.ListAsync(query, cancellationToken) = task {
+        if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
+        let after = if isNull query.After then "" else query.After
+        let found = ResizeArray<SessionSummary>()
+        if not (isNull query.UserId) then
+            let owner = RedisLayout.ownerOf query.UserId
+            let! reply =
+                bounded "listing" query.UserId cancellationToken (fun token -> task {
+                    let arguments = [| prefix; RedisValue.op_Implicit after; RedisValue.op_Implicit (int64 query.Limit) |]
+                    let! struct (reply, _) = evaluate listUserScript [| userKey owner |] arguments false token
+                    return reply
+                })
+            let items = Reply.items reply
+            summaries items found
+            let next = if Reply.int64 items[0] = 1L && found.Count > 0 then found[found.Count - 1].Id else null
+            return SessionPage(found.ToArray(), next)
+        else
+            let first = if after = "" then RedisLayout.tags[0] else RedisLayout.tagOf after
+            let mutable more = false
+            for tag in RedisLayout.tags do
+                if not more && tag >= first && found.Count <= query.Limit then
+                    let shardAfter = if tag = first then after else ""
+                    let want = query.Limit + 1 - found.Count
+                    let! reply =
+                        bounded "listing" (string tag) cancellationToken (fun token -> task {
+                            let arguments = [| prefix; RedisValue.op_Implicit shardAfter; RedisValue.op_Implicit (int64 want) |]
+                            let! struct (reply, _) = evaluate listShardScript [| shards[int tag].Ids |] arguments false token
                             return reply
                         })
-                let items = Reply.items reply
-                summaries items found
-                let next = if Reply.int64 items[0] = 1L && found.Count > 0 then found[found.Count - 1].Id else null
-                return SessionPage(found.ToArray(), next)
-            else
-                let first = if after = "" then RedisLayout.tags[0] else RedisLayout.tagOf after
-                let mutable more = false
-                for tag in RedisLayout.tags do
-                    if not more && tag >= first && found.Count <= query.Limit then
-                        let shardAfter = if tag = first then after else ""
-                        let want = query.Limit + 1 - found.Count
-                        let! reply =
-                            bounded "listing" (string tag) cancellationToken (fun token ->
-                                task {
-                                    let arguments = [| prefix; RedisValue.op_Implicit shardAfter; RedisValue.op_Implicit (int64 want) |]
-                                    let! struct (reply, _) = evaluate listShardScript [| shards[int tag].Ids |] arguments false token
-                                    return reply
-                                })
-                        let items = Reply.items reply
-                        summaries items found
-                        if Reply.int64 items[0] = 1L then more <- true
-                let more = more || found.Count > query.Limit
-                let shown = if found.Count > query.Limit then found.GetRange(0, query.Limit) else found
-                let next = if more && shown.Count > 0 then shown[shown.Count - 1].Id else null
-                return SessionPage(shown.ToArray(), next)
-        }
+                    let items = Reply.items reply
+                    summaries items found
+                    if Reply.int64 items[0] = 1L then more <- true
+            let more = more || found.Count > query.Limit
+            let shown = if found.Count > query.Limit then found.GetRange(0, query.Limit) else found
+            let next = if more && shown.Count > 0 then shown[shown.Count - 1].Id else null
+            return SessionPage(shown.ToArray(), next)
+    }
 
     interface IDisposable with
         member _.Dispose() =

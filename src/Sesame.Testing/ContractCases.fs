@@ -22,22 +22,20 @@ let private factsOf (updates: Update list) = SessionChange(Patch.empty, Patch.fo
 let private setAt (p: string) (value: string) = Update.set (path p) (json value)
 
 /// Fails unless the task throws exactly 'error (not a subclass); gives the exception.
-let private throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'error> =
-    task {
-        let! outcome =
-            task {
-                try
-                    do! work ()
-                    return None
-                with e ->
-                    return Some e
-            }
-        return
-            match outcome with
-            | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
-            | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
-            | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+let private throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'error> = task {
+    let! outcome = task {
+        try
+            do! work ()
+            return None
+        with e ->
+            return Some e
     }
+    return
+        match outcome with
+        | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
+        | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+        | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+}
 
 /// Runs `count` operations at the same moment, so they truly overlap. Up to as many operations as
 /// the machine has cores start on threads of their own that spin at a barrier until all are there,
@@ -45,29 +43,32 @@ let private throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'
 let private concurrently (count: int) (operation: int -> Task<'result>) : Task<'result[]> =
     if count <= Environment.ProcessorCount then
         let arrived = ref 0
-        let started =
-            [ for i in 1..count ->
-                  Task.Factory.StartNew(
-                      (fun () ->
-                          Interlocked.Increment &arrived.contents |> ignore
-                          SpinWait.SpinUntil(fun () -> Volatile.Read &arrived.contents = count)
-                          operation i),
-                      TaskCreationOptions.LongRunning
-                  ).Unwrap() ]
+        let started = [
+            for i in 1..count ->
+                Task.Factory
+                    .StartNew(
+                        (fun () ->
+                            Interlocked.Increment &arrived.contents |> ignore
+                            SpinWait.SpinUntil(fun () -> Volatile.Read &arrived.contents = count)
+                            operation i),
+                        TaskCreationOptions.LongRunning
+                    )
+                    .Unwrap()
+        ]
         Task.WhenAll started
     else
         task {
             let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
             let allArrived = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
             let arrived = ref 0
-            let started =
-                [ for i in 1..count ->
-                      Task.Run<'result>(fun () ->
-                          task {
-                              if Interlocked.Increment &arrived.contents = count then allArrived.SetResult()
-                              do! gate.Task
-                              return! operation i
-                          }) ]
+            let started = [
+                for i in 1..count ->
+                    Task.Run<'result>(fun () -> task {
+                        if Interlocked.Increment &arrived.contents = count then allArrived.SetResult()
+                        do! gate.Task
+                        return! operation i
+                    })
+            ]
             do! allArrived.Task
             gate.SetResult()
             return! Task.WhenAll started
@@ -80,21 +81,22 @@ let private concurrently (count: int) (operation: int -> Task<'result>) : Task<'
 let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken) : (string * (unit -> Task<unit>)) list =
     let testCaseTask (name: string) (body: unit -> Task<unit>) = name, body
     let newId () = $"contract-{Guid.NewGuid():N}"
-    let loadFor (idle: TimeSpan) (store: SessionStore) (id: string) : Task<Json option> =
-        task {
-            let! loaded = store.LoadAsync(id, idle, testToken ())
-            return loaded |> Option.ofObj |> Option.map _.Data
-        }
+    let loadFor (idle: TimeSpan) (store: SessionStore) (id: string) : Task<Json option> = task {
+        let! loaded = store.LoadAsync(id, idle, testToken ())
+        return loaded |> Option.ofObj |> Option.map _.Data
+    }
     let load (store: SessionStore) (id: string) = loadFor creating.IdleTimeout store id
     [
-        testCaseTask "loading an unknown id gives nothing" <| fun () -> task {
+        testCaseTask "loading an unknown id gives nothing"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let! loaded = load store (newId ())
             Expect.equal loaded None "loaded"
         }
 
-        testCaseTask "load gives what was committed" <| fun () -> task {
+        testCaseTask "load gives what was committed"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -104,7 +106,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"user":{"name":"ada"},"times":1}""")) "loaded"
         }
 
-        testCaseTask "a commit applies its patch to the stored value, never overwriting it" <| fun () -> task {
+        testCaseTask "a commit applies its patch to the stored value, never overwriting it"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -115,7 +118,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"keep":{"me":[1,2,3]},"b":2}""")) "loaded"
         }
 
-        testCaseTask "replacing the root replaces the whole session" <| fun () -> task {
+        testCaseTask "replacing the root replaces the whole session"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -125,19 +129,21 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"z":[]}""")) "loaded"
         }
 
-        testCaseTask "a commit that conflicts with the stored value stores nothing of its patch" <| fun () -> task {
+        testCaseTask "a commit that conflicts with the stored value stores nothing of its patch"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
             let! _ = store.CommitAsync(id, changeOf [ setAt "name" "\"ada\"" ], creating, testToken ())
             // The first update fits; the second crosses a string. All or nothing.
             let conflicting = changeOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
-            let! _ = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, conflicting, creating, testToken ()) :> Task)
+            let! _ = throwsAsync<PathConflictException>(fun () -> store.CommitAsync(id, conflicting, creating, testToken ()) :> Task)
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"name":"ada"}""")) "loaded"
         }
 
-        testCaseTask "two concurrent commits to different paths both survive" <| fun () -> task {
+        testCaseTask "two concurrent commits to different paths both survive"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -153,7 +159,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"start":0,"left":{"value":1},"right":{"value":2}}""")) "loaded"
         }
 
-        testCaseTask "200 concurrent increments of one counter add up to exactly 200" <| fun () -> task {
+        testCaseTask "200 concurrent increments of one counter add up to exactly 200"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -163,7 +170,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"counter":200}""")) "loaded"
         }
 
-        testCaseTask "100 concurrent commits setting different keys keep all 100" <| fun () -> task {
+        testCaseTask "100 concurrent commits setting different keys keep all 100"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -178,7 +186,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             | other -> failtestf "Expected 100 keys, got %s" (show (box other))
         }
 
-        testCaseTask "100 concurrent appends to one array keep all 100, each once" <| fun () -> task {
+        testCaseTask "100 concurrent appends to one array keep all 100, each once"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -189,26 +198,41 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             | Some(Json.Array items) ->
                 Expect.equal items.Length 101 "the first item and 100 appends"
                 Expect.equal items[0] (Json.int64 0L) "the first item stays first"
-                let appended = [ for item in Seq.skip 1 items -> match item with Json.Number n -> snd (n.TryGetInt64()) | _ -> -1L ] |> List.sort
+                let appended =
+                    [
+                        for item in Seq.skip 1 items ->
+                            match item with
+                            | Json.Number n -> snd (n.TryGetInt64())
+                            | _ -> -1L
+                    ]
+                    |> List.sort
                 Expect.equal appended [ 1L .. 100L ] "every append once"
             | other -> failtestf "Expected an array of 101 items, got %A" other
         }
 
-        testCaseTask "an append creates a missing array, and one to a value that is not an array stores nothing" <| fun () -> task {
+        testCaseTask "an append creates a missing array, and one to a value that is not an array stores nothing"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
-            let! _ = store.CommitAsync(id, changeOf [ Update.append (path "cart.items") (json """{"sku":"pear"}"""); setAt "name" "\"ada\"" ], creating, testToken ())
+            let! _ =
+                store.CommitAsync(
+                    id,
+                    changeOf [ Update.append (path "cart.items") (json """{"sku":"pear"}"""); setAt "name" "\"ada\"" ],
+                    creating,
+                    testToken ()
+                )
             let! loaded = load store id
             Expect.equal loaded (Some(json """{"cart":{"items":[{"sku":"pear"}]},"name":"ada"}""")) "created"
             let conflicting = changeOf [ setAt "fresh" "true"; Update.append (path "name") (Json.int64 1L) ]
-            let! e = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, conflicting, existing, testToken ()) :> Task)
+            let! e = throwsAsync<PathConflictException>(fun () -> store.CommitAsync(id, conflicting, existing, testToken ()) :> Task)
             Expect.equal e.Message "Cannot append to 'name': it holds a string, not an array." "the same message on every store"
             let! after = load store id
             Expect.equal after loaded "nothing stored"
         }
 
-        testCaseTask "a deleted session is gone and a late commit cannot bring it back" <| fun () -> task {
+        testCaseTask "a deleted session is gone and a late commit cannot bring it back"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -223,7 +247,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal afterLate None "afterLate"
         }
 
-        testCaseTask "a commit that requires the session does not create it" <| fun () -> task {
+        testCaseTask "a commit that requires the session does not create it"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -233,14 +258,15 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded None "loaded"
         }
 
-        testCaseTask "a commit over the size limit is refused and stores nothing" <| fun () -> task {
+        testCaseTask "a commit over the size limit is refused and stores nothing"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
             let small = { creating with MaxSizeBytes = 200 }
             let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], small, testToken ())
             let big = changeOf [ setAt "b" "2"; Update.set (path "blob") (Json.string (String('x', 500))) ]
-            let! e = throwsAsync<SessionTooLargeException> (fun () -> store.CommitAsync(id, big, small, testToken ()) :> Task)
+            let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, big, small, testToken ()) :> Task)
             Expect.equal e.Limit 200 "e.Limit"
             Expect.isTrue (e.Size > 500L) ($"The reported size {e.Size} should be the size the session would have had.")
             Expect.stringContains e.Message "200" "e.Message"
@@ -248,7 +274,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
-        testCaseTask "an idle session expires and is never served after" <| fun () -> task {
+        testCaseTask "an idle session expires and is never served after"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -265,7 +292,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal late CommitResult.SessionGone "late"
         }
 
-        testCaseTask "values keep their exact JSON: big integers, long decimals, empty containers, unicode and odd keys" <| fun () -> task {
+        testCaseTask "values keep their exact JSON: big integers, long decimals, empty containers, unicode and odd keys"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -281,7 +309,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.stringContains text "1e400" "text"
         }
 
-        testCaseTask "increments are exact beyond a double's precision and keep the scale" <| fun () -> task {
+        testCaseTask "increments are exact beyond a double's precision and keep the scale"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -292,7 +321,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"big":9007199254740994,"price":1.11,"fresh":-2.5}""")) "loaded"
         }
 
-        testCaseTask "a patch with a set null then remove creates the containers above the removed key" <| fun () -> task {
+        testCaseTask "a patch with a set null then remove creates the containers above the removed key"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -306,30 +336,45 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
         // The facts beside the tree, moves, the user index (contract v2)
         // -----------------------------------------------------------------------------------------
 
-        testCaseTask "the facts beside the tree are committed and loaded with it, atomically, and never mixed into it" <| fun () -> task {
+        testCaseTask "the facts beside the tree are committed and loaded with it, atomically, and never mixed into it"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
-            let change = SessionChange(Patch.fold [ setAt "cart" "[1]" ], Patch.fold [ Update.set (path SessionMeta.Created) (Json.int64 1700000000000L); setAt "flash" """{"notice":1.10}""" ])
+            let change =
+                SessionChange(
+                    Patch.fold [ setAt "cart" "[1]" ],
+                    Patch.fold [ Update.set (path SessionMeta.Created) (Json.int64 1700000000000L); setAt "flash" """{"notice":1.10}""" ]
+                )
             let! _ = store.CommitAsync(id, change, creating, testToken ())
-            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.append (path "cart") (Json.int64 2L) ], Patch.fold [ Update.remove (path "flash") ]), existing, testToken ())
+            let! _ =
+                store.CommitAsync(
+                    id,
+                    SessionChange(Patch.fold [ Update.append (path "cart") (Json.int64 2L) ], Patch.fold [ Update.remove (path "flash") ]),
+                    existing,
+                    testToken ()
+                )
             let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
             Expect.isNotNull loaded "loaded"
             Expect.equal (Json.serialize loaded.Data) """{"cart":[1,2]}""" "the tree"
             Expect.equal (Json.serialize loaded.Meta) """{"created":1700000000000}""" "the facts"
         }
 
-        testCaseTask "a commit cannot bind a session to a user: only a move does" <| fun () -> task {
+        testCaseTask "a commit cannot bind a session to a user: only a move does"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
             let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
-            let! _ = throwsAsync<ArgumentException> (fun () -> store.CommitAsync(id, factsOf [ Update.set (path SessionMeta.User) (Json.string "ada") ], existing, testToken ()) :> Task)
+            let! _ =
+                throwsAsync<ArgumentException>(fun () ->
+                    store.CommitAsync(id, factsOf [ Update.set (path SessionMeta.User) (Json.string "ada") ], existing, testToken ()) :> Task)
             let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
             Expect.equal (SessionMeta.userOf loaded.Meta) None "not bound"
         }
 
-        testCaseTask "a move carries the session, its facts and the move's change to the new id, and the old id is gone for good" <| fun () -> task {
+        testCaseTask "a move carries the session, its facts and the move's change to the new id, and the old id is gone for good"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let fromId, toId = newId (), newId ()
@@ -351,7 +396,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.isFalse deletedOld "deleting the old id finds nothing"
         }
 
-        testCaseTask "moving a session that is gone creates nothing: a destroyed session never comes back" <| fun () -> task {
+        testCaseTask "moving a session that is gone creates nothing: a destroyed session never comes back"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let fromId, toId = newId (), newId ()
@@ -365,7 +411,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal never CommitResult.SessionGone "an id never stored"
         }
 
-        testCaseTask "a move from no session creates one at the new id" <| fun () -> task {
+        testCaseTask "a move from no session creates one at the new id"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let toId = newId ()
@@ -376,7 +423,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal (Json.serialize loaded.Meta) """{"created":7}""" "the facts"
         }
 
-        testCaseTask "a shape upgrade applies once, whichever commit brings it first, and a session of another shape is left alone" <| fun () -> task {
+        testCaseTask "a shape upgrade applies once, whichever commit brings it first, and a session of another shape is left alone"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let id = newId ()
@@ -392,31 +440,43 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal (Json.serialize loaded.Data) """{"cart":{"lines":["apple","pear","fig"]}}""" "upgraded once"
             Expect.equal (SessionMeta.shapeOf loaded.Meta) 1 "the shape version"
             // A change made for shape 0 to 1 meets shape 1 to 2's result: nothing stored.
-            let! _ = store.CommitAsync(id, SessionChange(Patch.empty, Patch.empty, ValueSome { From = 1; To = 2; Data = Patch.fold [ setAt "v2" "true" ] }), existing, testToken ())
+            let! _ =
+                store.CommitAsync(
+                    id,
+                    SessionChange(Patch.empty, Patch.empty, ValueSome { From = 1; To = 2; Data = Patch.fold [ setAt "v2" "true" ] }),
+                    existing,
+                    testToken ()
+                )
             let! stale = store.CommitAsync(id, withUpgrade [ setAt "stale" "true" ], existing, testToken ())
             Expect.equal stale CommitResult.ShapeChanged "another shape"
             let! after = store.LoadAsync(id, creating.IdleTimeout, testToken ())
             Expect.equal (Json.serialize after.Data) """{"cart":{"lines":["apple","pear","fig"]},"v2":true}""" "nothing of the stale change"
         }
 
-        testCaseTask "a move that binds a user indexes the session under that user; a delete and a rebinding move keep the index exact" <| fun () -> task {
+        testCaseTask "a move that binds a user indexes the session under that user; a delete and a rebinding move keep the index exact"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let ada, bob = $"ada-{Guid.NewGuid():N}", $"bob-{Guid.NewGuid():N}"
             let anonymous = newId ()
             let! _ = store.CommitAsync(anonymous, changeOf [ setAt "cart" "[1]" ], creating, testToken ())
-            let signIn (fromId: string) (user: string) =
-                task {
-                    let toId = SessionId.createFor user
-                    let! result = store.MoveAsync(fromId, toId, factsOf [ Update.set (path SessionMeta.User) (Json.string user); setAt "device" """{"ip":"10.0.0.1"}""" ], creating, testToken ())
-                    Expect.equal result CommitResult.Committed $"signed in as {user}"
-                    return toId
-                }
-            let idsOf (user: string) =
-                task {
-                    let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
-                    return sessions |> List.map _.Id |> List.sort
-                }
+            let signIn (fromId: string) (user: string) = task {
+                let toId = SessionId.createFor user
+                let! result =
+                    store.MoveAsync(
+                        fromId,
+                        toId,
+                        factsOf [ Update.set (path SessionMeta.User) (Json.string user); setAt "device" """{"ip":"10.0.0.1"}""" ],
+                        creating,
+                        testToken ()
+                    )
+                Expect.equal result CommitResult.Committed $"signed in as {user}"
+                return toId
+            }
+            let idsOf (user: string) = task {
+                let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (testToken ())
+                return sessions |> List.map _.Id |> List.sort
+            }
             let! first = signIn anonymous ada
             let! second = signIn null ada
             let! ofAda = idsOf ada
@@ -445,7 +505,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.isEmpty adaAfter "a delete leaves the index in the same step"
         }
 
-        testCaseTask "a user at the limit: Refuse leaves everything as it was, EndLeastRecent ends the least recently used" <| fun () -> task {
+        testCaseTask "a user at the limit: Refuse leaves everything as it was, EndLeastRecent ends the least recently used"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let user = $"limited-{Guid.NewGuid():N}"
@@ -472,7 +533,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal (after |> List.map _.Id |> List.sort) (List.sort [ newest; third ]) "the least recently used was ended"
         }
 
-        testCaseTask "two sign-ins racing at the limit: exactly one gets in" <| fun () -> task {
+        testCaseTask "two sign-ins racing at the limit: exactly one gets in"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let user = $"racing-{Guid.NewGuid():N}"
@@ -489,7 +551,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             ignore bind
         }
 
-        testCaseTask "an expired session leaves its user's listing" <| fun () -> task {
+        testCaseTask "an expired session leaves its user's listing"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let user = $"expiring-{Guid.NewGuid():N}"
@@ -503,7 +566,8 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.isEmpty after "never listed once expired"
         }
 
-        testCaseTask "all live sessions can be listed page by page, each once" <| fun () -> task {
+        testCaseTask "all live sessions can be listed page by page, each once"
+        <| fun () -> task {
             let under = start ()
             let store = under.Store
             let ids = [ for _ in 1..25 -> newId () ]

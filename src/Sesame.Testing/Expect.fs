@@ -23,8 +23,7 @@ module internal Failing =
         | :? string as text -> $"\"{text}\""
         | :? SessionSummary as summary -> $"session {summary.Id} of user {show summary.UserId}"
         | :? Collections.IEnumerable as items -> "[" + String.Join("; ", Seq.cast<obj> items |> Seq.map show) + "]"
-        | tuple when FSharpType.IsTuple(tuple.GetType()) ->
-            "(" + String.Join(", ", FSharpValue.GetTupleFields tuple |> Array.map show) + ")"
+        | tuple when FSharpType.IsTuple(tuple.GetType()) -> "(" + String.Join(", ", FSharpValue.GetTupleFields tuple |> Array.map show) + ")"
         | other -> sprintf "%A" other
 
     /// A value as a failure message shows it, None for an option that holds nothing (which is null once boxed).
@@ -45,39 +44,30 @@ module internal Failing =
 module internal Expect =
 
     let equal (actual: 'value) (expected: 'value) (message: string) =
-        if actual <> expected then
-            failtest $"{message}: expected {showTyped expected}, got {showTyped actual}."
+        if actual <> expected then failtest $"{message}: expected {showTyped expected}, got {showTyped actual}."
 
     let notEqual (actual: 'value) (unexpected: 'value) (message: string) =
-        if actual = unexpected then
-            failtest $"{message}: expected anything but {showTyped unexpected}."
+        if actual = unexpected then failtest $"{message}: expected anything but {showTyped unexpected}."
 
-    let isTrue (actual: bool) (message: string) =
-        if not actual then failtest message
+    let isTrue (actual: bool) (message: string) = if not actual then failtest message
 
-    let isFalse (actual: bool) (message: string) =
-        if actual then failtest message
+    let isFalse (actual: bool) (message: string) = if actual then failtest message
 
-    let isNotNull (actual: 'value) (message: string) =
-        if isNull (box actual) then failtest $"{message}: expected a value, got null."
+    let isNotNull (actual: 'value) (message: string) = if isNull (box actual) then failtest $"{message}: expected a value, got null."
 
     let isGreaterThan (actual: 'value) (bound: 'value) (message: string) =
-        if not (actual > bound) then
-            failtest $"{message}: expected more than {showTyped bound}, got {showTyped actual}."
+        if not (actual > bound) then failtest $"{message}: expected more than {showTyped bound}, got {showTyped actual}."
 
     let isLessThanOrEqual (actual: 'value) (bound: 'value) (message: string) =
-        if not (actual <= bound) then
-            failtest $"{message}: expected at most {showTyped bound}, got {showTyped actual}."
+        if not (actual <= bound) then failtest $"{message}: expected at most {showTyped bound}, got {showTyped actual}."
 
     let hasLength (actual: seq<'item>) (length: int) (message: string) =
         let items = List.ofSeq actual
-        if items.Length <> length then
-            failtest $"{message}: expected {length} items, got {items.Length}: {showTyped items}."
+        if items.Length <> length then failtest $"{message}: expected {length} items, got {items.Length}: {showTyped items}."
 
     let isEmpty (actual: seq<'item>) (message: string) =
         let items = List.ofSeq actual
-        if not items.IsEmpty then
-            failtest $"{message}: expected none, got {items.Length}: {showTyped items}."
+        if not items.IsEmpty then failtest $"{message}: expected none, got {items.Length}: {showTyped items}."
 
     let stringContains (actual: string) (part: string) (message: string) =
         if isNull actual || not (actual.Contains(part, StringComparison.Ordinal)) then

@@ -20,8 +20,7 @@ type ManualClock() =
     /// <param name="by">How far; not negative.</param>
     /// <exception cref="T:System.ArgumentOutOfRangeException"><paramref name="by"/> is negative.</exception>
     member _.Advance(by: TimeSpan) =
-        if by < TimeSpan.Zero then
-            raise (ArgumentOutOfRangeException(nameof by, by, "A clock moves forward only."))
+        if by < TimeSpan.Zero then raise (ArgumentOutOfRangeException(nameof by, by, "A clock moves forward only."))
         Interlocked.Add(&ticks, by.Ticks) |> ignore
 
     /// <summary>The clock's time now, in UTC.</summary>

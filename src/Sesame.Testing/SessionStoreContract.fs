@@ -32,46 +32,44 @@ type SessionStoreCase internal (name: string, index: int, start: unit -> StoreUn
     /// <exception cref="T:Sesame.Testing.StoreContractException">The store broke the contract: the message names the
     /// case and what differed (or what the store threw).</exception>
     /// <exception cref="T:System.OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
-    member _.RunAsync([<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken) : Task =
-        task {
-            use run = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
-            let sources = ConcurrentQueue<CancellationTokenSource>()
-            let stores = ConcurrentQueue<StoreUnderTest>()
-            let testToken () =
-                let source = CancellationTokenSource.CreateLinkedTokenSource run.Token
-                source.CancelAfter callTimeout
-                sources.Enqueue source
-                source.Token
-            let startStore () =
-                let store =
-                    try
-                        start ()
-                    with e ->
-                        raise (StoreContractException(name, $"the store could not be made: {e.GetType().Name}: {e.Message}", e))
-                if isNull (box store) then
-                    raise (StoreContractException(name, "the function that makes the store gave null.", null))
-                stores.Enqueue store
-                store
+    member _.RunAsync([<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken) : Task = task {
+        use run = CancellationTokenSource.CreateLinkedTokenSource cancellationToken
+        let sources = ConcurrentQueue<CancellationTokenSource>()
+        let stores = ConcurrentQueue<StoreUnderTest>()
+        let testToken () =
+            let source = CancellationTokenSource.CreateLinkedTokenSource run.Token
+            source.CancelAfter callTimeout
+            sources.Enqueue source
+            source.Token
+        let startStore () =
+            let store =
+                try
+                    start ()
+                with e ->
+                    raise (StoreContractException(name, $"the store could not be made: {e.GetType().Name}: {e.Message}", e))
+            if isNull (box store) then raise (StoreContractException(name, "the function that makes the store gave null.", null))
+            stores.Enqueue store
+            store
+        try
             try
-                try
-                    let _, body = (ContractCases.cases startStore testToken)[index]
-                    do! body ()
-                with e ->
-                    match e with
-                    | :? StoreContractException -> ExceptionDispatchInfo.Throw e
-                    | :? OperationCanceledException when cancellationToken.IsCancellationRequested -> ExceptionDispatchInfo.Throw e
-                    | :? ContractViolation as violation -> raise (StoreContractException(name, violation.Message, null))
-                    | e -> raise (StoreContractException(name, $"the store threw {e.GetType().Name}: {e.Message}", e))
-            finally
-                for source in sources do
-                    source.Dispose()
-            // Disposed after the case (pass or fail); a store that cannot be disposed fails its case too.
-            for store in stores do
-                try
-                    do! store.DisposeAsync()
-                with e ->
-                    raise (StoreContractException(name, $"disposing the store threw {e.GetType().Name}: {e.Message}", e))
-        }
+                let _, body = (ContractCases.cases startStore testToken)[index]
+                do! body ()
+            with e ->
+                match e with
+                | :? StoreContractException -> ExceptionDispatchInfo.Throw e
+                | :? OperationCanceledException when cancellationToken.IsCancellationRequested -> ExceptionDispatchInfo.Throw e
+                | :? ContractViolation as violation -> raise (StoreContractException(name, violation.Message, null))
+                | e -> raise (StoreContractException(name, $"the store threw {e.GetType().Name}: {e.Message}", e))
+        finally
+            for source in sources do
+                source.Dispose()
+        // Disposed after the case (pass or fail); a store that cannot be disposed fails its case too.
+        for store in stores do
+            try
+                do! store.DisposeAsync()
+            with e ->
+                raise (StoreContractException(name, $"disposing the store threw {e.GetType().Name}: {e.Message}", e))
+    }
 
     /// <summary>The case's name.</summary>
     override _.ToString() = name
@@ -96,9 +94,7 @@ type SessionStoreContract =
 
     /// The cases' names, in order (making the list runs nothing).
     static let names =
-        ContractCases.cases (fun () -> invalidOp "No store is made while listing the cases.") (fun () -> CancellationToken.None)
-        |> List.map fst
-        |> Array.ofList
+        ContractCases.cases (fun () -> invalidOp "No store is made while listing the cases.") (fun () -> CancellationToken.None) |> List.map fst |> Array.ofList
 
     /// <summary>The names of the contract's cases, in the order they run.</summary>
     static member CaseNames: IReadOnlyList<string> = Array.copy names :> IReadOnlyList<string>
@@ -136,7 +132,9 @@ type SessionStoreContract =
     /// <exception cref="T:Sesame.Testing.StoreContractException">Some cases failed: the message lists each, with what
     /// differed; <see cref="P:Sesame.Testing.StoreContractException.Failures"/> holds one exception per failed case.</exception>
     /// <exception cref="T:System.OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
-    static member RunAllAsync(cases: IEnumerable<SessionStoreCase>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken) : Task =
+    static member RunAllAsync
+        (cases: IEnumerable<SessionStoreCase>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken)
+        : Task =
         if isNull cases then nullArg (nameof cases)
         let cases = Array.ofSeq cases
         task {
@@ -146,8 +144,7 @@ type SessionStoreContract =
                     do! case.RunAsync cancellationToken
                 with :? StoreContractException as failure ->
                     failures.Add failure
-            if failures.Count > 0 then
-                raise (StoreContractException(failures.AsReadOnly(), cases.Length))
+            if failures.Count > 0 then raise (StoreContractException(failures.AsReadOnly(), cases.Length))
         }
 
     /// <summary>Runs every case against stores made by <paramref name="start"/>, and fails once for all that failed.</summary>
@@ -155,7 +152,9 @@ type SessionStoreContract =
     /// <param name="cancellationToken">Cancels the run.</param>
     /// <returns>A task that completes when the store kept the whole contract.</returns>
     /// <exception cref="T:Sesame.Testing.StoreContractException">Some cases failed: the message lists each.</exception>
-    static member RunAllAsync(start: Func<StoreUnderTest>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken) : Task =
+    static member RunAllAsync
+        (start: Func<StoreUnderTest>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken)
+        : Task =
         SessionStoreContract.RunAllAsync(SessionStoreContract.Cases start, cancellationToken)
 
     /// <summary>Runs every case against stores that read a clock (see <c>Cases</c>), and fails once for all that failed.</summary>
@@ -163,7 +162,9 @@ type SessionStoreContract =
     /// <param name="cancellationToken">Cancels the run.</param>
     /// <returns>A task that completes when the store kept the whole contract.</returns>
     /// <exception cref="T:Sesame.Testing.StoreContractException">Some cases failed: the message lists each.</exception>
-    static member RunAllAsync(createStore: Func<TimeProvider, SessionStore>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken) : Task =
+    static member RunAllAsync
+        (createStore: Func<TimeProvider, SessionStore>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken)
+        : Task =
         SessionStoreContract.RunAllAsync(SessionStoreContract.Cases createStore, cancellationToken)
 
     /// <summary>Runs every case against stores on real time (see <c>Cases</c>), and fails once for all that failed.</summary>
@@ -171,7 +172,9 @@ type SessionStoreContract =
     /// <param name="cancellationToken">Cancels the run.</param>
     /// <returns>A task that completes when the store kept the whole contract.</returns>
     /// <exception cref="T:Sesame.Testing.StoreContractException">Some cases failed: the message lists each.</exception>
-    static member RunAllAsync(createStore: Func<SessionStore>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken) : Task =
+    static member RunAllAsync
+        (createStore: Func<SessionStore>, [<Optional; DefaultParameterValue(CancellationToken())>] cancellationToken: CancellationToken)
+        : Task =
         SessionStoreContract.RunAllAsync(SessionStoreContract.Cases createStore, cancellationToken)
 
 /// <summary>
@@ -186,8 +189,7 @@ module SessionStoreContract =
     /// <summary>The contract's cases for stores made by <paramref name="start"/>: a store and how its time moves.</summary>
     /// <param name="start">Makes a fresh store for a case, and says how to let time pass for it.</param>
     /// <returns>Every case, in order.</returns>
-    let casesWith (start: unit -> StoreUnderTest) : SessionStoreCase list =
-        List.ofSeq (SessionStoreContract.Cases(Func<StoreUnderTest> start))
+    let casesWith (start: unit -> StoreUnderTest) : SessionStoreCase list = List.ofSeq (SessionStoreContract.Cases(Func<StoreUnderTest> start))
 
     /// <summary>The contract's cases for a store that reads a clock: each case gets a <see cref="T:Sesame.Testing.ManualClock"/>
     /// of its own, moved instead of waiting.</summary>
@@ -207,5 +209,4 @@ module SessionStoreContract =
     /// <param name="cancellationToken">Cancels the run.</param>
     /// <param name="cases">The cases to run.</param>
     /// <returns>A task that completes when every case passed.</returns>
-    let runAllAsync (cancellationToken: CancellationToken) (cases: SessionStoreCase seq) : Task =
-        SessionStoreContract.RunAllAsync(cases, cancellationToken)
+    let runAllAsync (cancellationToken: CancellationToken) (cases: SessionStoreCase seq) : Task = SessionStoreContract.RunAllAsync(cases, cancellationToken)

@@ -36,5 +36,4 @@ type StoreContractException private (message: string, caseName: string, detail: 
     member _.Detail = detail
 
     /// <summary>The failure of every failed case: this one alone when one case failed.</summary>
-    member this.Failures: IReadOnlyList<StoreContractException> =
-        if isNull failures then [| this |] :> IReadOnlyList<_> else failures
+    member this.Failures: IReadOnlyList<StoreContractException> = if isNull failures then [| this |] :> IReadOnlyList<_> else failures

@@ -39,15 +39,19 @@ type StoreUnderTest
     static member OnClock(createStore: Func<TimeProvider, SessionStore>) : StoreUnderTest =
         if isNull createStore then nullArg (nameof createStore)
         let clock = ManualClock()
-        StoreUnderTest(createStore.Invoke clock, Func<TimeSpan, Task>(fun by -> clock.Advance by; Task.CompletedTask))
+        StoreUnderTest(
+            createStore.Invoke clock,
+            Func<TimeSpan, Task>(fun by ->
+                clock.Advance by
+                Task.CompletedTask)
+        )
 
     /// <summary>
     /// A store on real time (a server's clock, like Redis's or a database's expiry): moving its time forward is a real
     /// delay, so the expiry cases take a few seconds.
     /// </summary>
     /// <param name="store">A fresh, empty store.</param>
-    static member OnRealTime(store: SessionStore) : StoreUnderTest =
-        StoreUnderTest(store, Func<TimeSpan, Task>(fun by -> Task.Delay by))
+    static member OnRealTime(store: SessionStore) : StoreUnderTest = StoreUnderTest(store, Func<TimeSpan, Task>(fun by -> Task.Delay by))
 
     /// <summary>Disposes the store, if it is disposable.</summary>
     member _.DisposeAsync() : ValueTask =

@@ -29,94 +29,92 @@ let private launchAsync (playwright: IPlaywright) : Task<IBrowser> =
     playwright.Chromium.LaunchAsync(BrowserTypeLaunchOptions(ExecutablePath = path, Headless = true, Args = [ "--disable-dev-shm-usage" ]))
 
 /// Signs a new browser context (its own cookie jar, its own user agent) in as a user through the login form.
-let private signInAsync (browser: IBrowser) (address: string) (device: string) (user: string) : Task<IPage> =
-    task {
-        let! context = browser.NewContextAsync(BrowserNewContextOptions(BaseURL = address, UserAgent = device))
-        let! page = context.NewPageAsync()
-        let! _ = page.GotoAsync "/login"
-        do! page.FillAsync("input[name=user]", user)
-        do! page.ClickAsync "button[type=submit]"
-        do! page.WaitForURLAsync "**/me"
-        let! shown = page.Locator("#user").TextContentAsync()
-        Expect.equal shown user $"The {device} browser's account page names the user it signed in."
-        return page
-    }
+let private signInAsync (browser: IBrowser) (address: string) (device: string) (user: string) : Task<IPage> = task {
+    let! context = browser.NewContextAsync(BrowserNewContextOptions(BaseURL = address, UserAgent = device))
+    let! page = context.NewPageAsync()
+    let! _ = page.GotoAsync "/login"
+    do! page.FillAsync("input[name=user]", user)
+    do! page.ClickAsync "button[type=submit]"
+    do! page.WaitForURLAsync "**/me"
+    let! shown = page.Locator("#user").TextContentAsync()
+    Expect.equal shown user $"The {device} browser's account page names the user it signed in."
+    return page
+}
 
-let private rowsAsync (page: IPage) : Task<string list> =
-    task {
-        let! rows = page.Locator("tr.device").AllInnerTextsAsync()
-        return List.ofSeq rows
-    }
+let private rowsAsync (page: IPage) : Task<string list> = task {
+    let! rows = page.Locator("tr.device").AllInnerTextsAsync()
+    return List.ofSeq rows
+}
 
 /// Runs <paramref name="body"/>, then <paramref name="cleanup"/> whether it failed or not; rethrows its failure.
-let private tryFinallyAsync (body: unit -> Task<unit>) (cleanup: unit -> Task) : Task<unit> =
-    task {
-        let mutable failure: ExceptionDispatchInfo = null
-        try
-            do! body ()
-        with e ->
-            failure <- ExceptionDispatchInfo.Capture e
-        do! cleanup ()
-        if not (isNull failure) then failure.Throw()
-    }
+let private tryFinallyAsync (body: unit -> Task<unit>) (cleanup: unit -> Task) : Task<unit> = task {
+    let mutable failure: ExceptionDispatchInfo = null
+    try
+        do! body ()
+    with e ->
+        failure <- ExceptionDispatchInfo.Capture e
+    do! cleanup ()
+    if not (isNull failure) then failure.Throw()
+}
 
 /// Two browsers sign in as ada; the laptop lists both devices, ends the phone's session; the phone is signed out.
-let private scenario (sampleName: string) (browser: IBrowser) (address: string) : Task<unit> =
-    task {
-        let! laptop = signInAsync browser address "Sesame test laptop" "ada"
-        let! phone = signInAsync browser address "Sesame test phone" "ada"
+let private scenario (sampleName: string) (browser: IBrowser) (address: string) : Task<unit> = task {
+    let! laptop = signInAsync browser address "Sesame test laptop" "ada"
+    let! phone = signInAsync browser address "Sesame test phone" "ada"
 
-        let! _ = laptop.GotoAsync "/devices"
-        let! rows = rowsAsync laptop
-        Expect.hasLength rows 2 "The laptop lists both of ada's devices."
-        Expect.exists rows (fun row -> row.Contains "Sesame test laptop" && row.Contains "This device") "The laptop's own session is marked as this device."
-        Expect.exists rows (fun row -> row.Contains "Sesame test phone" && not (row.Contains "This device")) "The phone's session is listed, not marked current."
+    let! _ = laptop.GotoAsync "/devices"
+    let! rows = rowsAsync laptop
+    Expect.hasLength rows 2 "The laptop lists both of ada's devices."
+    Expect.exists rows (fun row -> row.Contains "Sesame test laptop" && row.Contains "This device") "The laptop's own session is marked as this device."
+    Expect.exists rows (fun row -> row.Contains "Sesame test phone" && not (row.Contains "This device")) "The phone's session is listed, not marked current."
 
-        Directory.CreateDirectory screenshotDirectory |> ignore
-        let shot = Path.Combine(screenshotDirectory, $"{sampleName}-devices.png")
-        let! _ = laptop.ScreenshotAsync(PageScreenshotOptions(Path = shot, FullPage = true))
-        Expect.isTrue (FileInfo(shot).Length > 0L) $"The devices page's screenshot is in {shot}."
+    Directory.CreateDirectory screenshotDirectory |> ignore
+    let shot = Path.Combine(screenshotDirectory, $"{sampleName}-devices.png")
+    let! _ = laptop.ScreenshotAsync(PageScreenshotOptions(Path = shot, FullPage = true))
+    Expect.isTrue (FileInfo(shot).Length > 0L) $"The devices page's screenshot is in {shot}."
 
-        // End the phone's session from the laptop.
-        do! laptop.Locator("tr.device:not(.current) button").ClickAsync()
-        // The page is /devices before and after the post: wait for the new page's one row (Playwright retries, then fails).
-        do! Assertions.Expect(laptop.Locator "tr.device").ToHaveCountAsync 1
-        let! rows = rowsAsync laptop
-        Expect.hasLength rows 1 "After ending the phone's session the laptop lists one device."
-        Expect.stringContains rows.Head "Sesame test laptop" "The device left is the laptop."
+    // End the phone's session from the laptop.
+    do! laptop.Locator("tr.device:not(.current) button").ClickAsync()
+    // The page is /devices before and after the post: wait for the new page's one row (Playwright retries, then fails).
+    do! Assertions.Expect(laptop.Locator "tr.device").ToHaveCountAsync 1
+    let! rows = rowsAsync laptop
+    Expect.hasLength rows 1 "After ending the phone's session the laptop lists one device."
+    Expect.stringContains rows.Head "Sesame test laptop" "The device left is the laptop."
 
-        // The phone's next request finds its session gone: it is signed out.
-        let! _ = phone.GotoAsync "/me"
-        let! status = phone.Locator("#status").TextContentAsync()
-        Expect.equal status "Not signed in." "The phone is signed out on its next request."
-        let! _ = phone.GotoAsync "/devices"
-        Expect.stringContains phone.Url "/login" "The phone's devices page sends it to the login page."
+    // The phone's next request finds its session gone: it is signed out.
+    let! _ = phone.GotoAsync "/me"
+    let! status = phone.Locator("#status").TextContentAsync()
+    Expect.equal status "Not signed in." "The phone is signed out on its next request."
+    let! _ = phone.GotoAsync "/devices"
+    Expect.stringContains phone.Url "/login" "The phone's devices page sends it to the login page."
 
-        // The laptop is still signed in.
-        let! _ = laptop.GotoAsync "/me"
-        let! shown = laptop.Locator("#user").TextContentAsync()
-        Expect.equal shown "ada" "The laptop stays signed in."
-    }
+    // The laptop is still signed in.
+    let! _ = laptop.GotoAsync "/me"
+    let! shown = laptop.Locator("#user").TextContentAsync()
+    Expect.equal shown "ada" "The laptop stays signed in."
+}
 
 /// The scenario, on a sample started by <paramref name="startSample"/>.
-let private endAnotherDevice (sampleName: string) (startSample: unit -> Task<RunningSample>) () : Task<unit> =
-    task {
-        use! playwright = Playwright.CreateAsync()
-        let! browser = launchAsync playwright
-        do!
-            tryFinallyAsync
-                (fun () ->
-                    task {
-                        let! sample = startSample ()
-                        do! tryFinallyAsync (fun () -> scenario sampleName browser sample.Address) (fun () -> (sample :> IAsyncDisposable).DisposeAsync().AsTask())
-                    })
-                (fun () -> browser.CloseAsync())
-    }
+let private endAnotherDevice (sampleName: string) (startSample: unit -> Task<RunningSample>) () : Task<unit> = task {
+    use! playwright = Playwright.CreateAsync()
+    let! browser = launchAsync playwright
+    do!
+        tryFinallyAsync
+            (fun () -> task {
+                let! sample = startSample ()
+                do! tryFinallyAsync (fun () -> scenario sampleName browser sample.Address) (fun () -> (sample :> IAsyncDisposable).DisposeAsync().AsTask())
+            })
+            (fun () -> browser.CloseAsync())
+}
 
 [<Tests>]
 let tests =
     testSequenced
     <| testList "Browser" [
-        testCaseTask "Giraffe sample: two browsers sign in as one user; the first lists both devices, ends the other, which is signed out" (endAnotherDevice "giraffe" startGiraffe)
-        testCaseTask "C# sample: two browsers sign in as one user; the first lists both devices, ends the other, which is signed out" (endAnotherDevice "csharp" startCSharp)
+        testCaseTask
+            "Giraffe sample: two browsers sign in as one user; the first lists both devices, ends the other, which is signed out"
+            (endAnotherDevice "giraffe" startGiraffe)
+        testCaseTask
+            "C# sample: two browsers sign in as one user; the first lists both devices, ends the other, which is signed out"
+            (endAnotherDevice "csharp" startCSharp)
     ]

@@ -28,11 +28,10 @@ let private builder () =
     builder.WebHost.UseUrls "http://127.0.0.1:0" |> ignore
     builder
 
-let private start (app: WebApplication) =
-    task {
-        do! app.StartAsync()
-        return new RunningSample(app)
-    }
+let private start (app: WebApplication) = task {
+    do! app.StartAsync()
+    return new RunningSample(app)
+}
 
 /// The F# sample (samples/Giraffe) on the memory store.
 let startGiraffe () : Task<RunningSample> =
@@ -44,12 +43,11 @@ let startGiraffe () : Task<RunningSample> =
     start app
 
 /// The C# sample (samples/CSharp) on the memory store.
-let startCSharp () : Task<RunningSample> =
-    task {
-        let builder = builder ()
-        do! Samples.CSharp.StoreChoice(null).RegisterAsync builder.Services
-        let app = builder.Build()
-        app.UseSesame() |> ignore
-        Samples.CSharp.SampleEndpoints.MapSesameSamples app |> ignore
-        return! start app
-    }
+let startCSharp () : Task<RunningSample> = task {
+    let builder = builder ()
+    do! Samples.CSharp.StoreChoice(null).RegisterAsync builder.Services
+    let app = builder.Build()
+    app.UseSesame() |> ignore
+    Samples.CSharp.SampleEndpoints.MapSesameSamples app |> ignore
+    return! start app
+}

@@ -25,76 +25,77 @@ let private say (line: string) =
 /// Prints the store's compactions and warnings, so the test can tell what the kills interrupted.
 type private EventPrinter() =
     interface ILogger with
-        member _.BeginScope(_state) = { new IDisposable with member _.Dispose() = () }
+        member _.BeginScope(_state) = {
+            new IDisposable with
+                member _.Dispose() = ()
+        }
         member _.IsEnabled(level) = level >= LogLevel.Information
-        member _.Log(_level, eventId, _state, _error, _formatter) =
-            if eventId.Id = 102 || eventId.Id = 103 then say $"log {eventId.Id}"
+        member _.Log(_level, eventId, _state, _error, _formatter) = if eventId.Id = 102 || eventId.Id = 103 then say $"log {eventId.Id}"
 
 let private number (json: Json option) (key: string) =
     match json |> Option.bind (SessionPath.tryGet (SessionPath.parse key)) with
-    | Some(Json.Number n) -> (match n.TryGetInt64() with | true, v -> v | _ -> failwith $"{key} is not an integer")
+    | Some(Json.Number n) ->
+        (match n.TryGetInt64() with
+         | true, v -> v
+         | _ -> failwith $"{key} is not an integer")
     | _ -> 0L
 
-let private loadTree (store: SessionStore) (id: string) =
-    task {
-        let! loaded = store.LoadAsync(id, creating.IdleTimeout, token)
-        return loaded |> Option.ofObj |> Option.map _.Data
-    }
+let private loadTree (store: SessionStore) (id: string) = task {
+    let! loaded = store.LoadAsync(id, creating.IdleTimeout, token)
+    return loaded |> Option.ofObj |> Option.map _.Data
+}
 
 let private change (updates: Update list) = SessionChange(Patch.fold updates)
 
-let private writer (store: SessionStore) (w: int) : Task =
-    task {
-        let! mine = loadTree store $"w{w}"
-        let! shared = loadTree store "shared"
-        let mutable n = number mine "n"
-        let seen = number shared $"w{w}"
-        if seen < n then
-            let repair = change [ Update.set (SessionPath.parse $"w{w}") (Json.int64 n); Update.increment (SessionPath.parse "total") (decimal (n - seen)) ]
-            let! _ = store.CommitAsync("shared", repair, creating, token)
-            say $"ok s {w} {n}"
-        while true do
-            n <- n + 1L
-            let own =
-                change
-                    [ Update.set (SessionPath.parse "n") (Json.int64 n)
-                      Update.increment (SessionPath.parse "count") 1m
-                      Update.set (SessionPath.parse "pad") (Json.string (String('x', int (n * 37L % 1500L)))) ]
-            let! _ = store.CommitAsync($"w{w}", own, creating, token)
-            say $"ok w {w} {n}"
-            let sharedPatch = change [ Update.set (SessionPath.parse $"w{w}") (Json.int64 n); Update.increment (SessionPath.parse "total") 1m ]
-            let! _ = store.CommitAsync("shared", sharedPatch, creating, token)
-            say $"ok s {w} {n}"
-            if n % 10L = 0L then
-                let! _ = store.DeleteAsync($"t{w}", token)
-                say $"del {w} {n}"
-            else
-                let temporary = change [ Update.set (SessionPath.parse "n") (Json.int64 n); Update.increment (SessionPath.parse "c") 1m ]
-                let! _ = store.CommitAsync($"t{w}", temporary, creating, token)
-                say $"ok t {w} {n}"
-    }
+let private writer (store: SessionStore) (w: int) : Task = task {
+    let! mine = loadTree store $"w{w}"
+    let! shared = loadTree store "shared"
+    let mutable n = number mine "n"
+    let seen = number shared $"w{w}"
+    if seen < n then
+        let repair = change [ Update.set (SessionPath.parse $"w{w}") (Json.int64 n); Update.increment (SessionPath.parse "total") (decimal (n - seen)) ]
+        let! _ = store.CommitAsync("shared", repair, creating, token)
+        say $"ok s {w} {n}"
+    while true do
+        n <- n + 1L
+        let own =
+            change [
+                Update.set (SessionPath.parse "n") (Json.int64 n)
+                Update.increment (SessionPath.parse "count") 1m
+                Update.set (SessionPath.parse "pad") (Json.string (String('x', int (n * 37L % 1500L))))
+            ]
+        let! _ = store.CommitAsync($"w{w}", own, creating, token)
+        say $"ok w {w} {n}"
+        let sharedPatch = change [ Update.set (SessionPath.parse $"w{w}") (Json.int64 n); Update.increment (SessionPath.parse "total") 1m ]
+        let! _ = store.CommitAsync("shared", sharedPatch, creating, token)
+        say $"ok s {w} {n}"
+        if n % 10L = 0L then
+            let! _ = store.DeleteAsync($"t{w}", token)
+            say $"del {w} {n}"
+        else
+            let temporary = change [ Update.set (SessionPath.parse "n") (Json.int64 n); Update.increment (SessionPath.parse "c") 1m ]
+            let! _ = store.CommitAsync($"t{w}", temporary, creating, token)
+            say $"ok t {w} {n}"
+}
 
 /// Moves one session from id m{k} to m{k+1} again and again, each move counting a hop and binding it to a user:
 /// after a kill, the session must be at exactly one id, the last acknowledged or the one after it.
-let private mover (store: SessionStore) : Task =
-    task {
-        // Resume from the one m{k} the file holds (none: start at m0).
-        let! page = store |> SessionStore.listAllAsync (SessionQuery.All 100) token
-        let mutable k =
-            page
-            |> List.choose (fun s -> if s.Id.StartsWith "m" then Some(int64 (s.Id.Substring 1)) else None)
-            |> List.fold max -1L
-        if k < 0L then
-            let! _ = store.CommitAsync("m0", change [ Update.set (SessionPath.parse "hops") (Json.int64 0L) ], creating, token)
-            k <- 0L
-            say "ok m 0"
-        while true do
-            let facts = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "mover") ]
-            let! result = store.MoveAsync($"m{k}", $"m{k + 1L}", SessionChange(Patch.fold [ Update.increment (SessionPath.parse "hops") 1m ], facts), creating, token)
-            if result <> CommitResult.Committed then failwith $"move {k} answered {result}"
-            k <- k + 1L
-            say $"ok m {k}"
-    }
+let private mover (store: SessionStore) : Task = task {
+    // Resume from the one m{k} the file holds (none: start at m0).
+    let! page = store |> SessionStore.listAllAsync (SessionQuery.All 100) token
+    let mutable k = page |> List.choose (fun s -> if s.Id.StartsWith "m" then Some(int64 (s.Id.Substring 1)) else None) |> List.fold max -1L
+    if k < 0L then
+        let! _ = store.CommitAsync("m0", change [ Update.set (SessionPath.parse "hops") (Json.int64 0L) ], creating, token)
+        k <- 0L
+        say "ok m 0"
+    while true do
+        let facts = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "mover") ]
+        let! result =
+            store.MoveAsync($"m{k}", $"m{k + 1L}", SessionChange(Patch.fold [ Update.increment (SessionPath.parse "hops") 1m ], facts), creating, token)
+        if result <> CommitResult.Committed then failwith $"move {k} answered {result}"
+        k <- k + 1L
+        say $"ok m {k}"
+}
 
 [<EntryPoint>]
 let main argv =

@@ -23,23 +23,38 @@ open Sesame.Tests
 /// The sample's counter, nested and show handlers, plus a cart, an append, and a sign-in.
 let private app: HttpHandler =
     withSession
-    >=> choose
-        [ route "/" >=> App.counter
-          route "/nested" >=> App.nested
-          route "/session" >=> App.show
-          route "/cart" >=> Session.handler (fun s -> s |> Session.set "cart" {| items = [ {| sku = "apple"; qty = 2 |} ] |}; text "cart set")
-          route "/cart/add" >=> Session.handler (fun s -> s |> Session.set "cart.items[1]" {| sku = "pear"; qty = 1 |}; text "added")
-          route "/cart/remove" >=> Session.handler (fun s -> s |> Session.remove "cart"; text "cart removed")
-          route "/hit" >=> Session.handler (fun s -> text (string (s |> Session.increment "hits" 1m)))
-          route "/log"
-          >=> fun next ctx -> Session.handler (fun s -> s |> Session.append "log" (string ctx.Request.Query["n"]) |> ignore; text "logged") next ctx
-          route "/sign-in"
-          >=> fun next ctx ->
-              task {
-                  let! session = Session.loadAsync ctx
-                  let! result = session |> Session.signInAsync "ada"
-                  return! text (string result) next ctx
-              } ]
+    >=> choose [
+        route "/" >=> App.counter
+        route "/nested" >=> App.nested
+        route "/session" >=> App.show
+        route "/cart"
+        >=> Session.handler (fun s ->
+            s |> Session.set "cart" {| items = [ {| sku = "apple"; qty = 2 |} ] |}
+            text "cart set")
+        route "/cart/add"
+        >=> Session.handler (fun s ->
+            s |> Session.set "cart.items[1]" {| sku = "pear"; qty = 1 |}
+            text "added")
+        route "/cart/remove"
+        >=> Session.handler (fun s ->
+            s |> Session.remove "cart"
+            text "cart removed")
+        route "/hit" >=> Session.handler (fun s -> text (string (s |> Session.increment "hits" 1m)))
+        route "/log"
+        >=> fun next ctx ->
+            Session.handler
+                (fun s ->
+                    s |> Session.append "log" (string ctx.Request.Query["n"]) |> ignore
+                    text "logged")
+                next
+                ctx
+        route "/sign-in"
+        >=> fun next ctx -> task {
+            let! session = Session.loadAsync ctx
+            let! result = session |> Session.signInAsync "ada"
+            return! text (string result) next ctx
+        }
+    ]
 
 /// A temporary folder, removed when the test ends.
 type private TempDirectory(prefix: string) =
@@ -58,21 +73,27 @@ type private TempDirectory(prefix: string) =
 let private startInstance (connectionString: string) (table: string) (keys: DirectoryInfo) (logs: LogCapture) : Task<IHost> =
     let services (services: IServiceCollection) =
         services.AddRouting() |> ignore
-        services.AddSesame().AddPostgresStore(connectionString, fun o ->
-            o.TableName <- table
-            // Far above what a commit takes: a loaded machine slows the test down without failing it.
-            o.OperationTimeout <- TimeSpan.FromSeconds 60.0) |> ignore
+        services
+            .AddSesame()
+            .AddPostgresStore(
+                connectionString,
+                fun o ->
+                    o.TableName <- table
+                    // Far above what a commit takes: a loaded machine slows the test down without failing it.
+                    o.OperationTimeout <- TimeSpan.FromSeconds 60.0
+            )
+        |> ignore
         services.AddDataProtection().PersistKeysToFileSystem(keys).SetApplicationName("sesame-postgres-test") |> ignore
     startHostWith Kestrel services (runHandler app) logs
 
-let private keysNotShared (logs: LogCapture) =
-    logs.Entries |> List.filter (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
+let private keysNotShared (logs: LogCapture) = logs.Entries |> List.filter (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
 
 [<Tests>]
 let tests =
     testSequenced
     <| testList "postgres apps" [
-        testCaseTask "two app instances on one database serve one session alternately, and concurrent increments and appends across both are all kept" <| fun () -> task {
+        testCaseTask "two app instances on one database serve one session alternately, and concurrent increments and appends across both are all kept"
+        <| fun () -> task {
             let database = freshDatabase "apps"
             use keys = new TempDirectory "sesame-keys-"
             let logsA, logsB = new LogCapture(), new LogCapture()
@@ -84,13 +105,12 @@ let tests =
             let clientOf host = new HttpClient(new HttpClientHandler(CookieContainer = jar, UseCookies = true), BaseAddress = addressOf host)
             use onA = clientOf instanceA
             use onB = clientOf instanceB
-            let get (client: HttpClient) (url: string) =
-                task {
-                    let! response = client.GetAsync url
-                    let! body = response.Content.ReadAsStringAsync()
-                    Expect.isTrue response.IsSuccessStatusCode $"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}"
-                    return body
-                }
+            let get (client: HttpClient) (url: string) = task {
+                let! response = client.GetAsync url
+                let! body = response.Content.ReadAsStringAsync()
+                Expect.isTrue response.IsSuccessStatusCode $"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}"
+                return body
+            }
             let! first = get onA "/"
             Expect.equal first "1 times!" "first, on A"
             let! second = get onB "/"
@@ -102,18 +122,22 @@ let tests =
             let! _ = get onA "/cart"
             let! _ = get onB "/cart/add"
             let! seenOnA = get onA "/session"
-            Expect.equal seenOnA """{"times":4,"foo":{"bar":{"baz":4}},"cart":{"items":[{"qty":2,"sku":"apple"},{"qty":1,"sku":"pear"}]}}""" "set on A, extended on B, read on A"
+            Expect.equal
+                seenOnA
+                """{"times":4,"foo":{"bar":{"baz":4}},"cart":{"items":[{"qty":2,"sku":"apple"},{"qty":1,"sku":"pear"}]}}"""
+                "set on A, extended on B, read on A"
             let! _ = get onB "/cart/remove"
             // 100 increments and 100 appends at once, half on each instance, all of one session.
             let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-            let requests =
-                [ for i in 1..200 ->
-                      task {
-                          do! gate.Task
-                          let client = if i % 2 = 0 then onA else onB
-                          let! _ = get client (if i <= 100 then "/hit" else $"/log?n={i}")
-                          ()
-                      } ]
+            let requests = [
+                for i in 1..200 ->
+                    task {
+                        do! gate.Task
+                        let client = if i % 2 = 0 then onA else onB
+                        let! _ = get client (if i <= 100 then "/hit" else $"/log?n={i}")
+                        ()
+                    }
+            ]
             gate.SetResult()
             let! _ = Task.WhenAll requests
             let! final = get onA "/session"
@@ -121,7 +145,13 @@ let tests =
             Expect.equal (SessionPath.tryGet (SessionPath.parse "hits") tree) (Some(Json.parse "100")) "every increment"
             match SessionPath.tryGet (SessionPath.parse "log") tree with
             | Some(Json.Array items) ->
-                let logged = items |> Seq.map (function Json.String s -> s | other -> failtestf "log item %A" other) |> Seq.sort |> List.ofSeq
+                let logged =
+                    items
+                    |> Seq.map (function
+                        | Json.String s -> s
+                        | other -> failtestf "log item %A" other)
+                    |> Seq.sort
+                    |> List.ofSeq
                 Expect.equal logged ([ for i in 101..200 -> string i ] |> List.sort) "every append, once"
             | other -> failtestf "log is %A" other
             let! finalOnB = get onB "/session"
@@ -129,7 +159,8 @@ let tests =
             Expect.isEmpty (keysNotShared logsA @ keysNotShared logsB) "no key-ring warning with a shared key ring"
         }
 
-        testCaseTask "an app on the PostgreSQL store without a persisted key ring is warned about at startup" <| fun () -> task {
+        testCaseTask "an app on the PostgreSQL store without a persisted key ring is warned about at startup"
+        <| fun () -> task {
             let database = freshDatabase "warned"
             let logs = new LogCapture()
             let services (services: IServiceCollection) =
@@ -140,7 +171,8 @@ let tests =
             Expect.stringContains warning.Message "PostgresStore" "names the store"
         }
 
-        testCaseTask "the Giraffe sample's --store postgres: mode opens the store, and its start-up line keeps the password out" <| fun () -> task {
+        testCaseTask "the Giraffe sample's --store postgres: mode opens the store, and its start-up line keeps the password out"
+        <| fun () -> task {
             let database = freshDatabase "sample"
             let withPassword = database + ";Password=not-to-be-shown"
             match StoreChoice.parse ("postgres:" + withPassword) with
@@ -151,12 +183,19 @@ let tests =
                 use _ = box store :?> IDisposable
                 Expect.isFalse (description.Contains "not-to-be-shown") "no password in the start-up line"
                 Expect.stringContains description "postgres 127.0.0.1/" "host and database"
-                let! committed = store.CommitAsync("sample-session", SessionChange(Patch.fold [ Update.Set(SessionPath.parse "a", Json.Bool true) ]), { IdleTimeout = TimeSpan.FromMinutes 1.0; MustExist = false; MaxSizeBytes = 1000; UserLimit = UserLimit.None }, CancellationToken.None)
+                let! committed =
+                    store.CommitAsync(
+                        "sample-session",
+                        SessionChange(Patch.fold [ Update.Set(SessionPath.parse "a", Json.Bool true) ]),
+                        { IdleTimeout = TimeSpan.FromMinutes 1.0; MustExist = false; MaxSizeBytes = 1000; UserLimit = UserLimit.None },
+                        CancellationToken.None
+                    )
                 Expect.equal committed CommitResult.Committed "the store works"
             | other -> failtestf "parsed as %A" other
         }
 
-        testCaseTask "a sign-in through the app binds the session to its user in the database" <| fun () -> task {
+        testCaseTask "a sign-in through the app binds the session to its user in the database"
+        <| fun () -> task {
             let database = freshDatabase "signin"
             use keys = new TempDirectory "sesame-keys-"
             let logs = new LogCapture()

@@ -10,39 +10,38 @@ open Sesame
 open Sesame.Postgres
 open Sesame.Postgres.Tests.PostgresServer
 
-let private options =
-    { IdleTimeout = TimeSpan.FromMinutes 10.0
-      MustExist = false
-      MaxSizeBytes = 1024 * 1024
-      UserLimit = UserLimit.None }
+let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1024 * 1024; UserLimit = UserLimit.None }
 
 let private token () = (new CancellationTokenSource(TimeSpan.FromMinutes 2.0)).Token
 
 let private storeOn (server: PostgresServer) =
-    new PostgresStore(server.ConnectionString(), PostgresStoreOptions(OperationTimeout = TimeSpan.FromSeconds 5.0, SweepInterval = Timeout.InfiniteTimeSpan), null)
+    new PostgresStore(
+        server.ConnectionString(),
+        PostgresStoreOptions(OperationTimeout = TimeSpan.FromSeconds 5.0, SweepInterval = Timeout.InfiniteTimeSpan),
+        null
+    )
 
 /// Fails the test if the task has not finished within the guard: a hang is a failure, not a wait.
-let private finishes (guard: TimeSpan) (work: Task) =
-    task {
-        let! first = Task.WhenAny(work, Task.Delay guard)
-        Expect.isTrue (obj.ReferenceEquals(first, work)) $"the operation was still running after {guard}: it hangs"
-    }
+let private finishes (guard: TimeSpan) (work: Task) = task {
+    let! first = Task.WhenAny(work, Task.Delay guard)
+    Expect.isTrue (obj.ReferenceEquals(first, work)) $"the operation was still running after {guard}: it hangs"
+}
 
 /// What a task did: its result, or its exception.
-let private settle (work: Task<'result>) =
-    task {
-        try
-            let! result = work
-            return Ok result
-        with e ->
-            return Error e
-    }
+let private settle (work: Task<'result>) = task {
+    try
+        let! result = work
+        return Ok result
+    with e ->
+        return Error e
+}
 
 [<Tests>]
 let faults =
     testSequenced
     <| testList "postgres faults" [
-        testCaseTask "an unreachable database is a SessionStoreException, and the same store works again when it is back" <| fun () -> task {
+        testCaseTask "an unreachable database is a SessionStoreException, and the same store works again when it is back"
+        <| fun () -> task {
             use server = new PostgresServer()
             use store = storeOn server
             let id = Guid.NewGuid().ToString("N")
@@ -68,7 +67,8 @@ let faults =
 
         for crash in [ true; false ] do
             let how = if crash then "a crash (immediate stop)" else "a clean restart (fast stop)"
-            testCaseTask $"{how} under load loses nothing acknowledged, and the store recovers by itself" <| fun () -> task {
+            testCaseTask $"{how} under load loses nothing acknowledged, and the store recovers by itself"
+            <| fun () -> task {
                 use server = new PostgresServer()
                 use store = storeOn server
                 let id = Guid.NewGuid().ToString("N")
@@ -79,21 +79,25 @@ let faults =
                 let restarted = ref 0
                 let next = ref 0
                 let stop = new CancellationTokenSource()
-                let writer () =
-                    task {
-                        while not stop.IsCancellationRequested do
-                            let n = Interlocked.Increment next
-                            // Each commit adds 1 to the counter and appends its own number: both must be kept exactly.
-                            let change =
-                                SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "counter", JsonNumber.OfInt64 1L); Update.Append(SessionPath.parse "log", Json.int64 (int64 n)) ])
-                            match! settle (store.CommitAsync(id, change, options, token ())) with
-                            | Ok CommitResult.Committed ->
-                                acknowledged.Add n
-                                if Volatile.Read &restarted.contents = 1 then Interlocked.Increment afterRestart |> ignore
-                            | Ok other -> failtestf "commit %d gave %O" n other
-                            | Error(:? SessionStoreException) -> uncertain.Add n
-                            | Error e -> failtestf "commit %d failed with %s: %s" n (e.GetType().Name) e.Message
-                    }
+                let writer () = task {
+                    while not stop.IsCancellationRequested do
+                        let n = Interlocked.Increment next
+                        // Each commit adds 1 to the counter and appends its own number: both must be kept exactly.
+                        let change =
+                            SessionChange(
+                                Patch.fold [
+                                    Update.Increment(SessionPath.parse "counter", JsonNumber.OfInt64 1L)
+                                    Update.Append(SessionPath.parse "log", Json.int64 (int64 n))
+                                ]
+                            )
+                        match! settle (store.CommitAsync(id, change, options, token ())) with
+                        | Ok CommitResult.Committed ->
+                            acknowledged.Add n
+                            if Volatile.Read &restarted.contents = 1 then Interlocked.Increment afterRestart |> ignore
+                        | Ok other -> failtestf "commit %d gave %O" n other
+                        | Error(:? SessionStoreException) -> uncertain.Add n
+                        | Error e -> failtestf "commit %d failed with %s: %s" n (e.GetType().Name) e.Message
+                }
                 let writers = [| for _ in 1..6 -> writer () |]
                 while acknowledged.Count < 150 do
                     do! Task.Delay 20
@@ -108,10 +112,18 @@ let faults =
                 let! _ = Task.WhenAll writers
                 Expect.isGreaterThanOrEqual afterRestart.Value 150 "commits acknowledged after the restart, by the same store"
                 let! loaded = store.LoadAsync(id, options.IdleTimeout, token ())
-                let counter = match SessionPath.tryGet (SessionPath.parse "counter") loaded.Data with Some(Json.Number n) -> int64 n.Text | other -> failtestf "counter %A" other
+                let counter =
+                    match SessionPath.tryGet (SessionPath.parse "counter") loaded.Data with
+                    | Some(Json.Number n) -> int64 n.Text
+                    | other -> failtestf "counter %A" other
                 let log =
                     match SessionPath.tryGet (SessionPath.parse "log") loaded.Data with
-                    | Some(Json.Array items) -> [ for item in items -> match item with Json.Number n -> int n.Text | other -> failtestf "log item %A" other ]
+                    | Some(Json.Array items) -> [
+                        for item in items ->
+                            match item with
+                            | Json.Number n -> int n.Text
+                            | other -> failtestf "log item %A" other
+                      ]
                     | other -> failtestf "log %A" other
                 let acked = Set.ofSeq acknowledged
                 let maybe = Set.ofSeq uncertain

@@ -41,16 +41,14 @@ let private binDirectory =
              path.Split(Path.PathSeparator)
              |> Array.tryFind (fun d -> File.Exists(Path.Combine(d, "pg_ctl")))
              |> Option.defaultWith (fun () ->
-                 failwith "PostgreSQL's server programs (initdb, pg_ctl) were not found: install them (Debian: apt-get install postgresql).")
-        )
+                 failwith "PostgreSQL's server programs (initdb, pg_ctl) were not found: install them (Debian: apt-get install postgresql)."))
 
 /// initdb refuses to run as root: as root, the cluster belongs to the `postgres` user (which Debian's package
 /// makes) and its programs run through runuser.
 let private asRoot = Environment.UserName = "root"
 
 /// runuser lives in /usr/sbin on Debian, which a root PATH may lack.
-let private runuser =
-    [ "/usr/sbin/runuser"; "/sbin/runuser" ] |> List.tryFind File.Exists |> Option.defaultValue "runuser"
+let private runuser = [ "/usr/sbin/runuser"; "/sbin/runuser" ] |> List.tryFind File.Exists |> Option.defaultValue "runuser"
 
 let private runTool (tool: string) (arguments: string list) (timeout: TimeSpan) =
     let program = Path.Combine(binDirectory.Value, tool)
@@ -74,8 +72,7 @@ let private runTool (tool: string) (arguments: string list) (timeout: TimeSpan) 
     if not (proc.WaitForExit(int timeout.TotalMilliseconds)) then
         proc.Kill true
         failwithf "%s %s did not finish within %O" tool (String.Join(" ", arguments)) timeout
-    if proc.ExitCode <> 0 then
-        failwithf "%s %s failed (exit %d):\n%s\n%s" tool (String.Join(" ", arguments)) proc.ExitCode output.Result error.Result
+    if proc.ExitCode <> 0 then failwithf "%s %s failed (exit %d):\n%s\n%s" tool (String.Join(" ", arguments)) proc.ExitCode output.Result error.Result
 
 let private chownToPostgres (directory: string) =
     use proc = Process.Start(ProcessStartInfo("chown", $"postgres:postgres {directory}", UseShellExecute = false))
@@ -96,14 +93,16 @@ type PostgresServer(?settings: (string * string) list) =
     let mutable running = false
 
     let options =
-        [ "listen_addresses", "127.0.0.1"
-          "port", string port
-          "unix_socket_directories", folder
-          "max_connections", "400"
-          // Tests restart and crash it: fsync makes no difference to a process crash (the kernel keeps what was
-          // written), only to the machine's, and it makes every commit wait for the disk.
-          "fsync", "off"
-          "log_min_messages", "warning" ]
+        [
+            "listen_addresses", "127.0.0.1"
+            "port", string port
+            "unix_socket_directories", folder
+            "max_connections", "400"
+            // Tests restart and crash it: fsync makes no difference to a process crash (the kernel keeps what was
+            // written), only to the machine's, and it makes every commit wait for the disk.
+            "fsync", "off"
+            "log_min_messages", "warning"
+        ]
         @ defaultArg settings []
 
     do

@@ -16,9 +16,18 @@ let private tables = ref 0
 let all: StoreKind list =
     // Tables of their own per store: no test sees another's sessions. Expiry is the database's (its
     // clock), on real time: the test clock is not the store's.
-    [ { Name = "postgres"
-        Create =
-          fun _ ->
-              let options = PostgresStoreOptions(TableName = $"e2e_{Interlocked.Increment tables}", SweepInterval = TimeSpan.FromSeconds 1.0, OperationTimeout = TimeSpan.FromSeconds 60.0)
-              new PostgresStore(database.Value, options, null) :> SessionStore
-        FollowsClock = false } ]
+    [
+        {
+            Name = "postgres"
+            Create =
+                fun _ ->
+                    let options =
+                        PostgresStoreOptions(
+                            TableName = $"e2e_{Interlocked.Increment tables}",
+                            SweepInterval = TimeSpan.FromSeconds 1.0,
+                            OperationTimeout = TimeSpan.FromSeconds 60.0
+                        )
+                    new PostgresStore(database.Value, options, null) :> SessionStore
+            FollowsClock = false
+        }
+    ]

@@ -15,11 +15,7 @@ let private token () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).T
 let private parse (text: string) = Json.parse text
 let private at (text: string) = SessionPath.parse text
 
-let private creating =
-    { IdleTimeout = TimeSpan.FromMinutes 10.0
-      MustExist = false
-      MaxSizeBytes = 1024 * 1024
-      UserLimit = UserLimit.None }
+let private creating = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1024 * 1024; UserLimit = UserLimit.None }
 
 let private existing = { creating with MustExist = true }
 
@@ -41,7 +37,11 @@ let private storeWith (configure: PostgresStoreOptions -> unit) =
     // A timeout far above what an operation takes, so that a loaded machine slows tests down without failing them
     // (the fault tests set short ones of their own).
     let options =
-        PostgresStoreOptions(TableName = $"t{Interlocked.Increment tables}", SweepInterval = Timeout.InfiniteTimeSpan, OperationTimeout = TimeSpan.FromSeconds 60.0)
+        PostgresStoreOptions(
+            TableName = $"t{Interlocked.Increment tables}",
+            SweepInterval = Timeout.InfiniteTimeSpan,
+            OperationTimeout = TimeSpan.FromSeconds 60.0
+        )
     configure options
     new PostgresStore(connection.Value, options, null)
 
@@ -51,72 +51,64 @@ let private newId () = Guid.NewGuid().ToString("N")
 
 let private load (store: SessionStore) (id: string) = store.LoadAsync(id, creating.IdleTimeout, token ())
 
-let private commit (store: SessionStore) (id: string) (updates: Update list) =
-    store.CommitAsync(id, SessionChange(Patch.fold updates), creating, token ())
+let private commit (store: SessionStore) (id: string) (updates: Update list) = store.CommitAsync(id, SessionChange(Patch.fold updates), creating, token ())
 
 let private signIn (user: string) = SessionChange(Patch.empty, Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.User ], Json.String user) ])
 
 /// What a commit did: its result, or the exception's type and message.
-let private outcome (work: unit -> Task<CommitResult>) =
-    task {
-        try
-            let! result = work ()
-            return string result
-        with e ->
-            return $"{e.GetType().Name}: {e.Message}"
-    }
+let private outcome (work: unit -> Task<CommitResult>) = task {
+    try
+        let! result = work ()
+        return string result
+    with e ->
+        return $"{e.GetType().Name}: {e.Message}"
+}
 
-let private shown (session: StoredSession) =
-    if isNull session then "(none)" else $"{Json.serialize session.Data} | {Json.serialize session.Meta}"
+let private shown (session: StoredSession) = if isNull session then "(none)" else $"{Json.serialize session.Data} | {Json.serialize session.Meta}"
 
 /// Runs `count` tasks released together by one gate.
-let private together (count: int) (start: int -> Task<'result>) : Task<'result[]> =
-    task {
-        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-        let one (i: int) : Task<'result> =
-            task {
-                do! gate.Task
-                return! start i
-            }
-        let started = Array.init count (fun i -> one (i + 1))
-        gate.SetResult()
-        return! Task.WhenAll started
+let private together (count: int) (start: int -> Task<'result>) : Task<'result[]> = task {
+    let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let one (i: int) : Task<'result> = task {
+        do! gate.Task
+        return! start i
     }
+    let started = Array.init count (fun i -> one (i + 1))
+    gate.SetResult()
+    return! Task.WhenAll started
+}
 
 /// Fails unless the task throws 'error (or a subclass); gives the exception.
-let private throwsTask<'error when 'error :> exn> (what: string) (work: unit -> Task) : Task<'error> =
-    task {
-        let! outcome =
-            task {
-                try
-                    do! work ()
-                    return None
-                with e ->
-                    return Some e
-            }
-        return
-            match outcome with
-            | Some(:? 'error as e) -> e
-            | Some e -> failtestf "%s: expected %s, but %s was thrown: %s" what typeof<'error>.Name (e.GetType().Name) e.Message
-            | None -> failtestf "%s: expected %s, but nothing was thrown." what typeof<'error>.Name
+let private throwsTask<'error when 'error :> exn> (what: string) (work: unit -> Task) : Task<'error> = task {
+    let! outcome = task {
+        try
+            do! work ()
+            return None
+        with e ->
+            return Some e
     }
+    return
+        match outcome with
+        | Some(:? 'error as e) -> e
+        | Some e -> failtestf "%s: expected %s, but %s was thrown: %s" what typeof<'error>.Name (e.GetType().Name) e.Message
+        | None -> failtestf "%s: expected %s, but nothing was thrown." what typeof<'error>.Name
+}
 
-let private scalar (connectionString: string) (sql: string) : Task<obj> =
-    task {
-        use dataSource = NpgsqlDataSource.Create connectionString
-        use command = dataSource.CreateCommand sql
-        return! command.ExecuteScalarAsync()
-    }
+let private scalar (connectionString: string) (sql: string) : Task<obj> = task {
+    use dataSource = NpgsqlDataSource.Create connectionString
+    use command = dataSource.CreateCommand sql
+    return! command.ExecuteScalarAsync()
+}
 
 /// The store contract (tests/Sesame.Tests/StoreContract.fs), on real time: the database's clock is not the test's.
 [<Tests>]
-let contract =
-    Sesame.Tests.StoreContract.storeContract "postgres contract" (fun () -> newStore () :> SessionStore)
+let contract = Sesame.Tests.StoreContract.storeContract "postgres contract" (fun () -> newStore () :> SessionStore)
 
 [<Tests>]
 let fidelity =
     testList "postgres fidelity" [
-        testCaseTask "numbers, strings and key order keep their exact text" <| fun () -> task {
+        testCaseTask "numbers, strings and key order keep their exact text"
+        <| fun () -> task {
             use store = newStore ()
             let id = newId ()
             let value =
@@ -127,20 +119,22 @@ let fidelity =
             Expect.equal (Json.serialize loaded.Data) (Json.serialize (parse $"""{{"v":{value},"n":2.10}}""")) "the tree, to the same text"
         }
 
-        testCaseTask "every change is applied exactly as the memory store applies it, conflicts, sizes and shapes included" <| fun () -> task {
+        testCaseTask "every change is applied exactly as the memory store applies it, conflicts, sizes and shapes included"
+        <| fun () -> task {
             use store = newStore ()
             use memory = new MemoryStore()
             let generator = ChangeGenerator 20260601
             let mutable commits = 0
-            for _ in 1 .. 60 do
+            for _ in 1..60 do
                 let id = newId ()
-                for _ in 1 .. 10 do
+                for _ in 1..10 do
                     let! current = memory.LoadAsync(id, creating.IdleTimeout, token ())
                     let change = generator.Change current
-                    let options =
-                        { creating with
+                    let options = {
+                        creating with
                             MaxSizeBytes = (if generator.Next 6 = 0 then 2 + generator.Next 300 else creating.MaxSizeBytes)
-                            MustExist = generator.Next 10 = 0 }
+                            MustExist = generator.Next 10 = 0
+                    }
                     let! expected = outcome (fun () -> memory.CommitAsync(id, change, options, token ()))
                     let! actual = outcome (fun () -> store.CommitAsync(id, change, options, token ()))
                     Expect.equal actual expected $"the outcome of {change}"
@@ -155,7 +149,8 @@ let fidelity =
             Expect.isGreaterThan commits 200 "most changes were committed, so the comparison covers stored trees"
         }
 
-        testCaseTask "the database adds numbers exactly as JsonNumber.Add does, or refuses as it does" <| fun () -> task {
+        testCaseTask "the database adds numbers exactly as JsonNumber.Add does, or refuses as it does"
+        <| fun () -> task {
             use store = newStore ()
             do! store.EnsureSchemaAsync(token ())
             let random = Random 7
@@ -171,42 +166,64 @@ let fidelity =
                     | _ -> ""
                 sign + whole + fraction + exponent
             let cases =
-                [ for _ in 1 .. 1500 -> number (), number () ]
-                @ [ digits 140000, "1"
+                [ for _ in 1..1500 -> number (), number () ]
+                @ [
+                    digits 140000, "1"
                     "-" + digits 140000, digits 139999
                     digits 140000, "-" + digits 140000
                     "1e4000", "-1e-4000"
                     "5", "1e4097"
                     "1.0e5000", "1"
                     "-0.0", "0"
-                    "9223372036854775807", "1" ]
+                    "9223372036854775807", "1"
+                ]
             use dataSource = NpgsqlDataSource.Create connection.Value
             for a, b in cases do
                 use command = dataSource.CreateCommand $"SELECT \"sesame\".\"{store.Options.TableName}_add\"($1, $2)"
                 command.Parameters.Add(NpgsqlParameter<string>(TypedValue = a)) |> ignore
                 command.Parameters.Add(NpgsqlParameter<string>(TypedValue = b)) |> ignore
                 let! sum = command.ExecuteScalarAsync()
-                let actual = match sum with :? DBNull -> "(refused)" | v -> string v
-                let expected = try JsonNumber.Add(JsonNumber.Parse a, JsonNumber.Parse b).Text with :? OverflowException -> "(refused)"
+                let actual =
+                    match sum with
+                    | :? DBNull -> "(refused)"
+                    | v -> string v
+                let expected =
+                    try
+                        JsonNumber.Add(JsonNumber.Parse a, JsonNumber.Parse b).Text
+                    with :? OverflowException ->
+                        "(refused)"
                 if actual <> expected then
-                    failtestf "%s + %s: the database gives %s, JsonNumber.Add %s" (a.Substring(0, min 40 a.Length)) (b.Substring(0, min 40 b.Length)) (actual.Substring(0, min 60 actual.Length)) (expected.Substring(0, min 60 expected.Length))
+                    failtestf
+                        "%s + %s: the database gives %s, JsonNumber.Add %s"
+                        (a.Substring(0, min 40 a.Length))
+                        (b.Substring(0, min 40 b.Length))
+                        (actual.Substring(0, min 60 actual.Length))
+                        (expected.Substring(0, min 60 expected.Length))
         }
 
-        testCaseTask "the size limit counts the tree's compact JSON exactly, and a refused commit stores nothing" <| fun () -> task {
+        testCaseTask "the size limit counts the tree's compact JSON exactly, and a refused commit stores nothing"
+        <| fun () -> task {
             use store = newStore ()
             let id = newId ()
             let! _ = commit store id [ Update.Set(at "a", parse "\"é\"") ]
             // {"a":"é","b":[1,{}]} is 21 bytes of UTF-8 (é is two).
             let change = SessionChange(Patch.fold [ Update.Set(at "b", parse "[1,{}]") ])
             let! refused =
-                throwsTask<SessionTooLargeException> "one byte over" (fun () -> store.CommitAsync(id, change, { creating with MaxSizeBytes = 20 }, token ()) :> Task)
+                throwsTask<SessionTooLargeException> "one byte over" (fun () ->
+                    store.CommitAsync(id, change, { creating with MaxSizeBytes = 20 }, token ()) :> Task)
             Expect.equal refused.Size 21L "the size it would have had"
             let! stillSmall = load store id
             Expect.equal (Json.serialize stillSmall.Data) """{"a":"é"}""" "nothing of the refused commit is stored"
             let! fits = store.CommitAsync(id, change, { creating with MaxSizeBytes = 21 }, token ())
             Expect.equal fits CommitResult.Committed "exactly at the limit"
             try
-                let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Increment(at "c", JsonNumber.Parse "10") ]), { creating with MaxSizeBytes = 21 }, token ())
+                let! _ =
+                    store.CommitAsync(
+                        id,
+                        SessionChange(Patch.fold [ Update.Increment(at "c", JsonNumber.Parse "10") ]),
+                        { creating with MaxSizeBytes = 21 },
+                        token ()
+                    )
                 failtest "a commit past the limit was accepted"
             with :? SessionTooLargeException as e ->
                 // ,"c":10 adds 7 bytes.
@@ -218,7 +235,8 @@ let fidelity =
 [<Tests>]
 let roundTrips =
     testList "postgres round trips" [
-        testCaseTask "a load, a commit, a move and a delete are one statement each" <| fun () -> task {
+        testCaseTask "a load, a commit, a move and a delete are one statement each"
+        <| fun () -> task {
             // Every statement the server receives on this data source is logged; the functions' own are not.
             let connectionString = connection.Value + ";Options=-c log_statement=all"
             let options = PostgresStoreOptions(TableName = $"t{Interlocked.Increment tables}", SweepInterval = Timeout.InfiniteTimeSpan)
@@ -226,15 +244,15 @@ let roundTrips =
             let id = newId ()
             let! _ = commit store id [ Update.Set(at "warm", parse "1") ]
             let! _ = load store id
-            let count () = shared.Value.Log.Split('\n') |> Array.filter (fun line -> line.Contains "LOG:  execute" || line.Contains "LOG:  statement") |> Array.length
-            let measure (work: unit -> Task) =
-                task {
-                    let before = count ()
-                    do! work ()
-                    // The log is written by the server process: give it a moment to reach the file.
-                    do! Task.Delay 200
-                    return count () - before
-                }
+            let count () =
+                shared.Value.Log.Split('\n') |> Array.filter (fun line -> line.Contains "LOG:  execute" || line.Contains "LOG:  statement") |> Array.length
+            let measure (work: unit -> Task) = task {
+                let before = count ()
+                do! work ()
+                // The log is written by the server process: give it a moment to reach the file.
+                do! Task.Delay 200
+                return count () - before
+            }
             let! commits = measure (fun () -> commit store id [ Update.Set(at "a.b", parse "[1,2]"); Update.Increment(at "n", JsonNumber.Parse "1") ] :> Task)
             Expect.equal commits 1 "statements for one commit"
             let! loads = measure (fun () -> load store id :> Task)
@@ -250,15 +268,18 @@ let roundTrips =
 [<Tests>]
 let concurrency =
     testList "postgres concurrency" [
-        testCaseTask "100 concurrent increments and 100 concurrent appends are all kept" <| fun () -> task {
+        testCaseTask "100 concurrent increments and 100 concurrent appends are all kept"
+        <| fun () -> task {
             use store = newStore ()
             let id = newId ()
             let! _ = commit store id [ Update.Set(at "start", parse "true") ]
             let! results =
                 together 200 (fun i ->
                     let update =
-                        if i % 2 = 0 then Update.Increment(at "counter", JsonNumber.Parse "1")
-                        else Update.Append(at "items", Json.Number(JsonNumber.OfInt64(int64 i)))
+                        if i % 2 = 0 then
+                            Update.Increment(at "counter", JsonNumber.Parse "1")
+                        else
+                            Update.Append(at "items", Json.Number(JsonNumber.OfInt64(int64 i)))
                     store.CommitAsync(id, SessionChange(Patch.fold [ update ]), existing, token ()))
             Expect.allEqual results CommitResult.Committed "every commit"
             let! loaded = load store id
@@ -272,7 +293,8 @@ let concurrency =
             | other -> failtestf "items is %A" other
         }
 
-        testCaseTask "concurrent commits to different paths all survive" <| fun () -> task {
+        testCaseTask "concurrent commits to different paths all survive"
+        <| fun () -> task {
             use store = newStore ()
             let id = newId ()
             let! _ = commit store id [ Update.Set(at "start", parse "0") ]
@@ -282,7 +304,8 @@ let concurrency =
                 Expect.equal (SessionPath.tryGet (at $"k{i}.v") loaded.Data) (Some(parse (string i))) $"k{i}"
         }
 
-        testCaseTask "racing sign-ins of one user keep its limit, ending the least recently seen" <| fun () -> task {
+        testCaseTask "racing sign-ins of one user keep its limit, ending the least recently seen"
+        <| fun () -> task {
             use store = newStore ()
             let ended = Ended()
             store.Observer <- ended
@@ -297,12 +320,16 @@ let concurrency =
             Expect.allEqual results CommitResult.Committed "every sign-in gets in"
             let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (token ())
             Expect.equal sessions.Length 3 "the user's live sessions"
-            Expect.equal (List.sort (ended.Of SessionEndReason.UserLimit)) (signedIn |> Array.except (sessions |> List.map _.Id) |> Array.sort |> List.ofArray) "the others were ended and reported"
+            Expect.equal
+                (List.sort (ended.Of SessionEndReason.UserLimit))
+                (signedIn |> Array.except (sessions |> List.map _.Id) |> Array.sort |> List.ofArray)
+                "the others were ended and reported"
             for summary in sessions do
                 Expect.equal summary.UserId user "bound"
         }
 
-        testCaseTask "racing sign-ins of one user under Refuse: exactly the limit get in" <| fun () -> task {
+        testCaseTask "racing sign-ins of one user under Refuse: exactly the limit get in"
+        <| fun () -> task {
             use store = newStore ()
             let limit = { creating with UserLimit = { MaxSessions = 3; Policy = UserLimitPolicy.Refuse } }
             let anonymous = [| for _ in 1..12 -> newId () |]
@@ -315,7 +342,10 @@ let concurrency =
             let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser "bob") (token ())
             Expect.equal sessions.Length 3 "the user's live sessions"
             // A refused sign-in leaves the anonymous session where it was.
-            let refused = [ for i in 0..11 do if results[i] = CommitResult.UserLimitReached then anonymous[i] ]
+            let refused = [
+                for i in 0..11 do
+                    if results[i] = CommitResult.UserLimitReached then anonymous[i]
+            ]
             for id in refused do
                 let! stillThere = load store id
                 Expect.isNotNull stillThere "the refused session is still there under its old id"
@@ -325,7 +355,8 @@ let concurrency =
 [<Tests>]
 let movesAndListings =
     testList "postgres moves and listings" [
-        testCaseTask "a move carries what was committed before it, and the old id is gone" <| fun () -> task {
+        testCaseTask "a move carries what was committed before it, and the old id is gone"
+        <| fun () -> task {
             use store = newStore ()
             let oldId, newId' = newId (), newId ()
             let! _ = commit store oldId [ Update.Set(at "cart", parse "[1]") ]
@@ -343,7 +374,8 @@ let movesAndListings =
             Expect.equal again CommitResult.SessionGone "moving a session that moved away"
         }
 
-        testCaseTask "deleting a session removes it from its user's listing" <| fun () -> task {
+        testCaseTask "deleting a session removes it from its user's listing"
+        <| fun () -> task {
             use store = newStore ()
             let first, second = newId (), newId ()
             let! _ = store.MoveAsync(null, first, signIn "cy", creating, token ())
@@ -356,7 +388,8 @@ let movesAndListings =
             Expect.equal (sessions |> List.map _.Id) [ second ] "the user's sessions"
         }
 
-        testCaseTask "listings page with a cursor, in id order" <| fun () -> task {
+        testCaseTask "listings page with a cursor, in id order"
+        <| fun () -> task {
             use store = newStore ()
             let ids = [ for _ in 1..25 -> newId () ]
             for id in ids do
@@ -378,7 +411,8 @@ let movesAndListings =
 [<Tests>]
 let expiry =
     testList "postgres expiry" [
-        testCaseTask "an expired session is never served and is reported once" <| fun () -> task {
+        testCaseTask "an expired session is never served and is reported once"
+        <| fun () -> task {
             use store = newStore ()
             let ended = Ended()
             store.Observer <- ended
@@ -401,7 +435,8 @@ let expiry =
             Expect.isEmpty sessions "its user's index"
         }
 
-        testCaseTask "loading slides the idle expiry" <| fun () -> task {
+        testCaseTask "loading slides the idle expiry"
+        <| fun () -> task {
             use store = newStore ()
             let id = newId ()
             let idle = TimeSpan.FromMilliseconds 800.0
@@ -412,7 +447,8 @@ let expiry =
                 Expect.isNotNull loaded "used within its idle timeout, it lives on"
         }
 
-        testCaseTask "the sweeper deletes expired sessions in batches and reports each" <| fun () -> task {
+        testCaseTask "the sweeper deletes expired sessions in batches and reports each"
+        <| fun () -> task {
             use store = storeWith (fun o -> o.SweepBatchSize <- 7)
             let ended = Ended()
             store.Observer <- ended
@@ -434,12 +470,19 @@ let expiry =
             Expect.isNotNull kept "the live session"
         }
 
-        testCaseTask "a sweep keeps a session whose expiry moved on since it was due, and ends it once it expires" <| fun () -> task {
+        testCaseTask "a sweep keeps a session whose expiry moved on since it was due, and ends it once it expires"
+        <| fun () -> task {
             use store = newStore ()
             let ended = Ended()
             store.Observer <- ended
             let id = newId ()
-            let! _ = store.CommitAsync(id, SessionChange(Patch.fold [ Update.Set(at "x", parse "1") ]), { creating with IdleTimeout = TimeSpan.FromMilliseconds 300.0 }, token ())
+            let! _ =
+                store.CommitAsync(
+                    id,
+                    SessionChange(Patch.fold [ Update.Set(at "x", parse "1") ]),
+                    { creating with IdleTimeout = TimeSpan.FromMilliseconds 300.0 },
+                    token ()
+                )
             // Slid to a longer idle timeout: the session is due for the sweeper at its first expiry, but alive.
             let! _ = store.LoadAsync(id, TimeSpan.FromSeconds 1.5, token ())
             do! Task.Delay 500
@@ -454,7 +497,8 @@ let expiry =
             Expect.equal (ended.Of SessionEndReason.Expired) [ id ] "reported once"
         }
 
-        testCaseTask "a sweep skips a session a transaction holds, and does not wait for it" <| fun () -> task {
+        testCaseTask "a sweep skips a session a transaction holds, and does not wait for it"
+        <| fun () -> task {
             use store = newStore ()
             let short = { creating with IdleTimeout = TimeSpan.FromMilliseconds 100.0 }
             let held, free = newId (), newId ()
@@ -481,7 +525,8 @@ let expiry =
 [<Tests>]
 let schema =
     testList "postgres schema" [
-        testCaseTask "the store creates its schema once; a store that may not create finds it" <| fun () -> task {
+        testCaseTask "the store creates its schema once; a store that may not create finds it"
+        <| fun () -> task {
             let options = PostgresStoreOptions(Schema = "app_sessions", TableName = "web", SweepInterval = Timeout.InfiniteTimeSpan)
             use creator = new PostgresStore(connection.Value, options, null)
             let! _ = together 4 (fun _ -> task { do! creator.EnsureSchemaAsync(token ()) })
@@ -496,7 +541,8 @@ let schema =
             Expect.equal (unbox<int> version) PostgresStore.SchemaVersion "the version recorded"
         }
 
-        testCaseTask "the schema script run by hand makes tables the store uses" <| fun () -> task {
+        testCaseTask "the schema script run by hand makes tables the store uses"
+        <| fun () -> task {
             let options = PostgresStoreOptions(TableName = "by_hand", CreateSchema = false, SweepInterval = Timeout.InfiniteTimeSpan)
             use missing = new PostgresStore(connection.Value, options, null)
             let! error = throwsTask<SessionStoreException> "before the script" (fun () -> load missing (newId ()) :> Task)
@@ -513,7 +559,8 @@ let schema =
             Expect.isNotNull loaded "the store works on them"
         }
 
-        testCaseTask "tables of a newer schema version are refused with a clear error" <| fun () -> task {
+        testCaseTask "tables of a newer schema version are refused with a clear error"
+        <| fun () -> task {
             use store = newStore ()
             do! store.EnsureSchemaAsync(token ())
             let! _ = scalar connection.Value $"INSERT INTO sesame.{store.Options.TableName}_version (version) VALUES (99)"

@@ -14,29 +14,26 @@ let (>=>) (first: HttpHandler) (second: HttpHandler) : HttpHandler = fun final -
 let choose (handlers: HttpHandler list) : HttpHandler =
     fun next ->
         let chained = handlers |> List.map (fun handler -> handler next)
-        fun ctx ->
-            task {
-                let mutable result = None
-                let mutable rest = chained
-                while result.IsNone && not rest.IsEmpty do
-                    let! handled = rest.Head ctx
-                    result <- handled
-                    rest <- rest.Tail
-                return result
-            }
+        fun ctx -> task {
+            let mutable result = None
+            let mutable rest = chained
+            while result.IsNone && not rest.IsEmpty do
+                let! handled = rest.Head ctx
+                result <- handled
+                rest <- rest.Tail
+            return result
+        }
 
 /// Giraffe's route: the request path, exactly.
-let route (path: string) : HttpHandler =
-    fun next ctx -> if ctx.Request.Path.Value = path then next ctx else Task.FromResult None
+let route (path: string) : HttpHandler = fun next ctx -> if ctx.Request.Path.Value = path then next ctx else Task.FromResult None
 
 /// Giraffe's text: a text/plain response.
 let text (body: string) : HttpHandler =
-    fun _ ctx ->
-        task {
-            ctx.Response.ContentType <- "text/plain; charset=utf-8"
-            do! ctx.Response.WriteAsync body
-            return Some ctx
-        }
+    fun _ ctx -> task {
+        ctx.Response.ContentType <- "text/plain; charset=utf-8"
+        do! ctx.Response.WriteAsync body
+        return Some ctx
+    }
 
 /// Giraffe's redirectTo.
 let redirectTo (permanent: bool) (location: string) : HttpHandler =

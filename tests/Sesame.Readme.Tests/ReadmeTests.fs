@@ -20,16 +20,15 @@ let documents = [ "README.md" ]
 let snippetFolders = [ Path.Combine("tests", "Sesame.Readme.Tests"); Path.Combine("tests", "Sesame.Readme.Tests.CSharp") ]
 
 /// A fenced code block of a document.
-type Block =
-    {
-        Document: string
-        /// The line of the opening fence (1-based).
-        Line: int
-        Language: string
-        /// What follows the language on the fence (a block with anything there is not compiled).
-        Marker: string
-        Text: string
-    }
+type Block = {
+    Document: string
+    /// The line of the opening fence (1-based).
+    Line: int
+    Language: string
+    /// What follows the language on the fence (a block with anything there is not compiled).
+    Marker: string
+    Text: string
+}
 
 /// The repository root: the folder holding Sesame.sln, above the test program's folder.
 let repositoryRoot () =
@@ -71,14 +70,13 @@ let blocksOf (document: string) (text: string) : Block list =
                     i <- i + 1
                 let language = opening.Groups[1].Value
                 if language = "fsharp" || language = "csharp" then
-                    yield
-                        {
-                            Document = document
-                            Line = first + 1
-                            Language = language
-                            Marker = opening.Groups[2].Value.Trim()
-                            Text = joinTrimmed (dedent (List.ofSeq body))
-                        }
+                    yield {
+                        Document = document
+                        Line = first + 1
+                        Language = language
+                        Marker = opening.Groups[2].Value.Trim()
+                        Text = joinTrimmed (dedent (List.ofSeq body))
+                    }
             i <- i + 1
     ]
 
@@ -97,8 +95,7 @@ let snippetsOf (path: string) (text: string) : (string * string list) list =
                 let from = i + 1
                 i <- i + 1
                 while i < lines.Length && not (regionEnd.IsMatch lines[i]) do
-                    if regionStart.IsMatch lines[i] then
-                        failwith $"{path}:{i + 1}: a snippet starts inside snippet '{name}' (close it with // readme end)."
+                    if regionStart.IsMatch lines[i] then failwith $"{path}:{i + 1}: a snippet starts inside snippet '{name}' (close it with // readme end)."
                     i <- i + 1
                 if i = lines.Length then failwith $"{path}:{from}: snippet '{name}' has no // readme end."
                 yield name, dedent (List.ofArray lines[from .. i - 1])
@@ -122,22 +119,20 @@ let snippets (root: string) (extension: string) : Map<string, string> =
 
 let private describe (block: Block) =
     let head = block.Text.Split '\n' |> Array.truncate 3 |> Array.map (fun line -> "    " + line) |> String.concat "\n"
-    $"{block.Document}:{block.Line} (```{block.Language})"
-    + $", which starts:\n{head}"
+    $"{block.Document}:{block.Line} (```{block.Language})" + $", which starts:\n{head}"
 
-let private blockTest (root: string) (block: Block) =
-    test $"{block.Document}:{block.Line} ({block.Language}) compiles" {
-        let extension = if block.Language = "fsharp" then ".fs" else ".cs"
-        let compiled = snippets root extension
-        let found = compiled |> Map.exists (fun _ text -> text = block.Text)
-        if not found then
-            let folders = String.concat " or " snippetFolders
-            failtest (
-                $"The code block at {describe block}\nis not, verbatim, a snippet of {folders}, so nothing shows it compiles.\n"
-                + $"Copy it into a {extension} file there between `// readme: <name>` and `// readme end` (inside a function if it is a fragment), "
-                + "or change the block to match the snippet (see tests/Sesame.Readme.Tests/ReadmeTests.fs)."
-            )
-    }
+let private blockTest (root: string) (block: Block) = test $"{block.Document}:{block.Line} ({block.Language}) compiles" {
+    let extension = if block.Language = "fsharp" then ".fs" else ".cs"
+    let compiled = snippets root extension
+    let found = compiled |> Map.exists (fun _ text -> text = block.Text)
+    if not found then
+        let folders = String.concat " or " snippetFolders
+        failtest (
+            $"The code block at {describe block}\nis not, verbatim, a snippet of {folders}, so nothing shows it compiles.\n"
+            + $"Copy it into a {extension} file there between `// readme: <name>` and `// readme end` (inside a function if it is a fragment), "
+            + "or change the block to match the snippet (see tests/Sesame.Readme.Tests/ReadmeTests.fs)."
+        )
+}
 
 [<Tests>]
 let tests =
@@ -152,7 +147,10 @@ let tests =
         test "documentation-only blocks are the Saturn ones" {
             // Blocks left out of the check are the exception, each for a stated reason: Saturn is not served here.
             for block in documentationOnly do
-                Expect.equal block.Marker "saturn" $"{describe block}\nis marked '{block.Marker}': only ```fsharp saturn blocks are left out of the compile check"
+                Expect.equal
+                    block.Marker
+                    "saturn"
+                    $"{describe block}\nis marked '{block.Marker}': only ```fsharp saturn blocks are left out of the compile check"
         }
         test "every snippet is a block of a document" {
             // A snippet no document shows any more only looks like coverage: remove it with its block.
@@ -162,7 +160,8 @@ let tests =
                 if not unused.IsEmpty then
                     let names = String.concat ", " documents
                     let snippetNames = String.concat ", " unused
-                    failtest $"{extension} snippets that match no block of {names}: {snippetNames} (remove them, or their block changed: copy it over the snippet)"
+                    failtest
+                        $"{extension} snippets that match no block of {names}: {snippetNames} (remove them, or their block changed: copy it over the snippet)"
         }
         yield! compiled |> List.map (blockTest root)
     ]

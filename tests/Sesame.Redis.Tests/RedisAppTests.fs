@@ -30,32 +30,40 @@ open Sesame.Tests
 /// The sample's counter, nested and show handlers, plus a cart that one instance sets and another removes.
 let private app: HttpHandler =
     withSession
-    >=> choose
-        [ route "/" >=> App.counter
-          route "/nested" >=> App.nested
-          route "/session" >=> App.show
-          route "/cart" >=> Session.handler (fun s -> s |> Session.set "cart" {| items = [ {| sku = "apple"; qty = 2 |} ] |}; text "cart set")
-          route "/cart/add" >=> Session.handler (fun s -> s |> Session.set "cart.items[1]" {| sku = "pear"; qty = 1 |}; text "added")
-          route "/cart/remove" >=> Session.handler (fun s -> s |> Session.remove "cart"; text "cart removed")
-          route "/hit" >=> Session.handler (fun s -> text (string (s |> Session.increment "hits" 1m))) ]
+    >=> choose [
+        route "/" >=> App.counter
+        route "/nested" >=> App.nested
+        route "/session" >=> App.show
+        route "/cart"
+        >=> Session.handler (fun s ->
+            s |> Session.set "cart" {| items = [ {| sku = "apple"; qty = 2 |} ] |}
+            text "cart set")
+        route "/cart/add"
+        >=> Session.handler (fun s ->
+            s |> Session.set "cart.items[1]" {| sku = "pear"; qty = 1 |}
+            text "added")
+        route "/cart/remove"
+        >=> Session.handler (fun s ->
+            s |> Session.remove "cart"
+            text "cart removed")
+        route "/hit" >=> Session.handler (fun s -> text (string (s |> Session.increment "hits" 1m)))
+    ]
 
 /// Starts an app instance on its own Redis connection (to one server, or to a cluster's nodes); with a
 /// key directory, its Data Protection keys live there under a fixed application name, so instances given
 /// the same folder share them.
-let private startInstance (server: Server) (configuration: string) (keys: DirectoryInfo option) (logs: LogCapture) : Task<IHost> =
-    task {
-        // The host's container owns the store and disposes it (and its connection) with the host.
-        let! store = RedisStore.ConnectAsync(configuration)
-        let services (services: IServiceCollection) =
-            services.AddSesame().AddStore(fun _ -> store :> SessionStore) |> ignore
-            match keys with
-            | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(directory).SetApplicationName("sesame-test") |> ignore
-            | None -> ()
-        return! startHostWith server services (runHandler app) logs
-    }
+let private startInstance (server: Server) (configuration: string) (keys: DirectoryInfo option) (logs: LogCapture) : Task<IHost> = task {
+    // The host's container owns the store and disposes it (and its connection) with the host.
+    let! store = RedisStore.ConnectAsync(configuration)
+    let services (services: IServiceCollection) =
+        services.AddSesame().AddStore(fun _ -> store :> SessionStore) |> ignore
+        match keys with
+        | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(directory).SetApplicationName("sesame-test") |> ignore
+        | None -> ()
+    return! startHostWith server services (runHandler app) logs
+}
 
-let private keysNotShared (logs: LogCapture) =
-    logs.Entries |> List.filter (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
+let private keysNotShared (logs: LogCapture) = logs.Entries |> List.filter (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
 
 /// A temporary folder, removed when the test ends.
 type private TempDirectory(prefix: string) =
@@ -73,80 +81,80 @@ type private TempDirectory(prefix: string) =
 
 /// Two app instances on one Redis (or one cluster), their Data Protection keys in one folder: one browser's
 /// session goes back and forth between them, and 100 concurrent increments, half on each, add up.
-let private twoInstances (configuration: string) : Task =
-    task {
-        use keys = new TempDirectory "sesame-keys-"
-        let logsA, logsB = new LogCapture(), new LogCapture()
-        use! instanceA = startInstance Kestrel configuration (Some keys.Info) logsA
-        use! instanceB = startInstance Kestrel configuration (Some keys.Info) logsB
-        Expect.notEqual (addressOf instanceB) (addressOf instanceA) "addressOf instanceB"
-        // One browser's cookie jar: both instances are on 127.0.0.1, and cookies do not care about ports.
-        let jar = CookieContainer()
-        let clientOf host = new HttpClient(new HttpClientHandler(CookieContainer = jar, UseCookies = true), BaseAddress = addressOf host)
-        use onA = clientOf instanceA
-        use onB = clientOf instanceB
-        let get (client: HttpClient) (url: string) =
-            task {
-                let! response = client.GetAsync url
-                let! body = response.Content.ReadAsStringAsync()
-                Expect.isTrue response.IsSuccessStatusCode ($"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}")
-                return body
-            }
-        let! first = get onA "/"
-        Expect.equal first "1 times!" "first"
-        let cookie = jar.GetCookies(addressOf instanceA) |> Seq.exactlyOne
-        let! second = get onB "/"
-        Expect.equal second "2 times!" "second"
-        let! third = get onA "/"
-        Expect.equal third "3 times!" "third"
-        // node-sesame's nested example, alternating: each instance doubles what the other stored.
-        let! nested1 = get onB "/nested"
-        Expect.equal nested1 "4 times! baz = 2" "nested1"
-        let! nested2 = get onA "/nested"
-        Expect.equal nested2 "5 times! baz = 4" "nested2"
-        let! nested3 = get onB "/nested"
-        Expect.equal nested3 "6 times! baz = 8" "nested3"
-        // Set on A, read and extended on B, read on A, removed on B, gone on A.
-        let! _ = get onA "/cart"
-        let! seenOnB = get onB "/session"
-        Expect.equal seenOnB ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"}]}}""") "seenOnB"
-        let! _ = get onB "/cart/add"
-        let! seenOnA = get onA "/session"
-        Expect.equal seenOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"},{"qty":1,"sku":"pear"}]}}""") "seenOnA"
-        let! _ = get onB "/cart/remove"
-        let! afterRemove = get onA "/session"
-        Expect.equal afterRemove ("""{"times":6,"foo":{"bar":{"baz":8}}}""") "afterRemove"
-        // 100 increments at once, half on each instance, all of one session.
-        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-        let hits =
-            [ for i in 1..100 ->
-                  task {
-                      do! gate.Task
-                      let! _ = get (if i % 2 = 0 then onA else onB) "/hit"
-                      ()
-                  } ]
-        gate.SetResult()
-        let! _ = Task.WhenAll hits
-        let! finalOnA = get onA "/session"
-        let! finalOnB = get onB "/session"
-        Expect.equal finalOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"hits":100}""") "finalOnA"
-        Expect.equal finalOnB finalOnA "finalOnB"
-        // One session throughout: neither instance ever replaced the cookie with one of its own.
-        let cookies = jar.GetCookies(addressOf instanceB) |> Seq.exactlyOne
-        Expect.equal cookies.Value cookie.Value "cookies.Value"
-        Expect.isEmpty (keysNotShared logsA @ keysNotShared logsB) "keysNotShared logsA @ keysNotShared logsB"
+let private twoInstances (configuration: string) : Task = task {
+    use keys = new TempDirectory "sesame-keys-"
+    let logsA, logsB = new LogCapture(), new LogCapture()
+    use! instanceA = startInstance Kestrel configuration (Some keys.Info) logsA
+    use! instanceB = startInstance Kestrel configuration (Some keys.Info) logsB
+    Expect.notEqual (addressOf instanceB) (addressOf instanceA) "addressOf instanceB"
+    // One browser's cookie jar: both instances are on 127.0.0.1, and cookies do not care about ports.
+    let jar = CookieContainer()
+    let clientOf host = new HttpClient(new HttpClientHandler(CookieContainer = jar, UseCookies = true), BaseAddress = addressOf host)
+    use onA = clientOf instanceA
+    use onB = clientOf instanceB
+    let get (client: HttpClient) (url: string) = task {
+        let! response = client.GetAsync url
+        let! body = response.Content.ReadAsStringAsync()
+        Expect.isTrue response.IsSuccessStatusCode ($"GET {url} on {client.BaseAddress} answered {int response.StatusCode}: {body}")
+        return body
     }
+    let! first = get onA "/"
+    Expect.equal first "1 times!" "first"
+    let cookie = jar.GetCookies(addressOf instanceA) |> Seq.exactlyOne
+    let! second = get onB "/"
+    Expect.equal second "2 times!" "second"
+    let! third = get onA "/"
+    Expect.equal third "3 times!" "third"
+    // node-sesame's nested example, alternating: each instance doubles what the other stored.
+    let! nested1 = get onB "/nested"
+    Expect.equal nested1 "4 times! baz = 2" "nested1"
+    let! nested2 = get onA "/nested"
+    Expect.equal nested2 "5 times! baz = 4" "nested2"
+    let! nested3 = get onB "/nested"
+    Expect.equal nested3 "6 times! baz = 8" "nested3"
+    // Set on A, read and extended on B, read on A, removed on B, gone on A.
+    let! _ = get onA "/cart"
+    let! seenOnB = get onB "/session"
+    Expect.equal seenOnB ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"}]}}""") "seenOnB"
+    let! _ = get onB "/cart/add"
+    let! seenOnA = get onA "/session"
+    Expect.equal seenOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"cart":{"items":[{"qty":2,"sku":"apple"},{"qty":1,"sku":"pear"}]}}""") "seenOnA"
+    let! _ = get onB "/cart/remove"
+    let! afterRemove = get onA "/session"
+    Expect.equal afterRemove ("""{"times":6,"foo":{"bar":{"baz":8}}}""") "afterRemove"
+    // 100 increments at once, half on each instance, all of one session.
+    let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let hits = [
+        for i in 1..100 ->
+            task {
+                do! gate.Task
+                let! _ = get (if i % 2 = 0 then onA else onB) "/hit"
+                ()
+            }
+    ]
+    gate.SetResult()
+    let! _ = Task.WhenAll hits
+    let! finalOnA = get onA "/session"
+    let! finalOnB = get onB "/session"
+    Expect.equal finalOnA ("""{"times":6,"foo":{"bar":{"baz":8}},"hits":100}""") "finalOnA"
+    Expect.equal finalOnB finalOnA "finalOnB"
+    // One session throughout: neither instance ever replaced the cookie with one of its own.
+    let cookies = jar.GetCookies(addressOf instanceB) |> Seq.exactlyOne
+    Expect.equal cookies.Value cookie.Value "cookies.Value"
+    Expect.isEmpty (keysNotShared logsA @ keysNotShared logsB) "keysNotShared logsA @ keysNotShared logsB"
+}
 
 /// What one request of the outage test saw.
-type private Outcome =
-    { Session: int
-      Mark: string
-      /// The test's phase when the request was sent and when its answer came.
-      SentIn: int
-      AnsweredIn: int
-      /// The status code, or None when no answer came within the guard.
-      Status: int option
-      Elapsed: TimeSpan }
+type private Outcome = {
+    Session: int
+    Mark: string
+    /// The test's phase when the request was sent and when its answer came.
+    SentIn: int
+    AnsweredIn: int
+    /// The status code, or None when no answer came within the guard.
+    Status: int option
+    Elapsed: TimeSpan
+}
 
 // The phases of the outage test.
 [<Literal>]
@@ -160,24 +168,27 @@ let private LoadOver = 2
 
 let private outageApp: HttpHandler =
     withSession
-    >=> choose
-        [ route "/mark"
-          >=> fun next ctx ->
-              Session.handler
-                  (fun s ->
-                      let mark = string ctx.Request.Query["m"]
-                      s |> Session.set ("marks." + mark) mark
-                      s |> Session.increment "count" 1m |> ignore
-                      text "marked")
-                  next
-                  ctx
-          route "/health" >=> Session.handler (fun s -> text (string (s |> Session.increment "health" 1m)))
-          route "/session" >=> App.show ]
+    >=> choose [
+        route "/mark"
+        >=> fun next ctx ->
+            Session.handler
+                (fun s ->
+                    let mark = string ctx.Request.Query["m"]
+                    s |> Session.set ("marks." + mark) mark
+                    s |> Session.increment "count" 1m |> ignore
+                    text "marked")
+                next
+                ctx
+        route "/health" >=> Session.handler (fun s -> text (string (s |> Session.increment "health" 1m)))
+        route "/session" >=> App.show
+    ]
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "RedisApp" [
-        testCaseTask "an app on a Redis store without a persisted key ring is warned about at startup" <| fun () -> task {
+    testSequenced
+    <| testList "RedisApp" [
+        testCaseTask "an app on a Redis store without a persisted key ring is warned about at startup"
+        <| fun () -> task {
             use redis = new RedisServer()
             let logs = new LogCapture()
             use! _host = startInstance InMemory redis.EndPoint None logs
@@ -192,17 +203,24 @@ let tests =
             Expect.isEmpty (keysNotShared quiet) "keysNotShared quiet"
         }
 
-        testCaseTask "two app instances on one Redis with a shared key ring serve one user's session alternately, and concurrent increments across both add up exactly" <| fun () -> task {
+        testCaseTask
+            "two app instances on one Redis with a shared key ring serve one user's session alternately, and concurrent increments across both add up exactly"
+        <| fun () -> task {
             use redis = new RedisServer()
             do! twoInstances redis.EndPoint
         }
 
-        testCaseTask "two app instances on a Redis Cluster with a shared key ring serve one user's session alternately, and concurrent increments across both add up exactly" (fun () -> task {
-            let cluster, _ = RedisCluster.shared.Value
-            do! twoInstances cluster.Configuration
-        }) |> testSequencedGroup "redis cluster"
+        testCaseTask
+            "two app instances on a Redis Cluster with a shared key ring serve one user's session alternately, and concurrent increments across both add up exactly"
+            (fun () -> task {
+                let cluster, _ = RedisCluster.shared.Value
+                do! twoInstances cluster.Configuration
+            })
+        |> testSequencedGroup "redis cluster"
 
-        testCaseTask "through Kestrel, Redis going down mid-load gives quick 5xx answers, and once it is back every request succeeds and every acknowledged change is there" <| fun () -> task {
+        testCaseTask
+            "through Kestrel, Redis going down mid-load gives quick 5xx answers, and once it is back every request succeeds and every acknowledged change is there"
+        <| fun () -> task {
             use data = new TempDirectory "sesame-redis-aof-"
             use redis = new RedisServer(data.Path)
             // Short, but not so short that a healthy Redis misses it: on a busy two-core machine this
@@ -218,31 +236,42 @@ let tests =
             use! host = startHostOn Kestrel store ignore (runHandler outageApp) logs
             let sessions = 3
             let workersPerSession = 2
-            let clients =
-                [| for _ in 1..sessions ->
-                       let client = kestrelClient host
-                       client.Timeout <- guard
-                       client |]
-            use _clients = { new IDisposable with member _.Dispose() = for c in clients do c.Dispose() }
+            let clients = [|
+                for _ in 1..sessions ->
+                    let client = kestrelClient host
+                    client.Timeout <- guard
+                    client
+            |]
+            use _clients = {
+                new IDisposable with
+                    member _.Dispose() =
+                        for c in clients do
+                            c.Dispose()
+            }
             let phase = ref RedisUp
             let outcomes = ConcurrentQueue<Outcome>()
-            let mark (session: int) (name: string) =
-                task {
-                    let sentIn = Volatile.Read &phase.contents
-                    let clock = Stopwatch.StartNew()
-                    let! status =
-                        task {
-                            try
-                                use! response = clients[session].GetAsync($"/mark?m={name}")
-                                return Some(int response.StatusCode)
-                            with
-                            | :? TaskCanceledException
-                            | :? HttpRequestException -> return None
-                        }
-                    let outcome = { Session = session; Mark = name; SentIn = sentIn; AnsweredIn = Volatile.Read &phase.contents; Status = status; Elapsed = clock.Elapsed }
-                    outcomes.Enqueue outcome
-                    return outcome
+            let mark (session: int) (name: string) = task {
+                let sentIn = Volatile.Read &phase.contents
+                let clock = Stopwatch.StartNew()
+                let! status = task {
+                    try
+                        use! response = clients[session].GetAsync($"/mark?m={name}")
+                        return Some(int response.StatusCode)
+                    with
+                    | :? TaskCanceledException
+                    | :? HttpRequestException -> return None
                 }
+                let outcome = {
+                    Session = session
+                    Mark = name
+                    SentIn = sentIn
+                    AnsweredIn = Volatile.Read &phase.contents
+                    Status = status
+                    Elapsed = clock.Elapsed
+                }
+                outcomes.Enqueue outcome
+                return outcome
+            }
             // Fails with the last things Sesame and the store logged, to explain the failure.
             let failWithLogs (message: string) =
                 let logged =
@@ -254,13 +283,12 @@ let tests =
                     |> List.rev
                 failwith (String.Join("\n", message :: logged))
             let acknowledged () = outcomes |> Seq.filter (fun o -> o.Status = Some 200) |> List.ofSeq
-            let waitUntil (what: string) (condition: unit -> bool) =
-                task {
-                    let clock = Stopwatch.StartNew()
-                    while not (condition ()) do
-                        if clock.Elapsed > TimeSpan.FromSeconds 60.0 then failwith $"Still waiting after a minute: {what}."
-                        do! Task.Delay 20
-                }
+            let waitUntil (what: string) (condition: unit -> bool) = task {
+                let clock = Stopwatch.StartNew()
+                while not (condition ()) do
+                    if clock.Elapsed > TimeSpan.FromSeconds 60.0 then failwith $"Still waiting after a minute: {what}."
+                    do! Task.Delay 20
+            }
 
             // A set of changes, each acknowledged with 200 (this also gives each client its session).
             for session in 0 .. sessions - 1 do
@@ -270,15 +298,17 @@ let tests =
 
             // A load from several tasks, two per session; Redis is killed in the middle of it.
             let loading = ref true
-            let worker (session: int) (worker: int) =
-                task {
-                    let mutable i = 0
-                    while Volatile.Read &loading.contents do
-                        i <- i + 1
-                        let! _ = mark session $"load{session}w{worker}x{i}"
-                        ()
-                }
-            let workers = [ for session in 0 .. sessions - 1 do for w in 1..workersPerSession -> worker session w ]
+            let worker (session: int) (worker: int) = task {
+                let mutable i = 0
+                while Volatile.Read &loading.contents do
+                    i <- i + 1
+                    let! _ = mark session $"load{session}w{worker}x{i}"
+                    ()
+            }
+            let workers = [
+                for session in 0 .. sessions - 1 do
+                    for w in 1..workersPerSession -> worker session w
+            ]
             do! waitUntil "60 acknowledged changes under load" (fun () -> (acknowledged ()).Length >= 30 + 60)
             redis.Stop()
             Volatile.Write(&phase.contents, RedisDown)
@@ -306,17 +336,19 @@ let tests =
                 try
                     use! response = health.GetAsync "/health"
                     healthy <- response.StatusCode = HttpStatusCode.OK
-                with :? HttpRequestException | :? TaskCanceledException ->
-                    ()
+                with
+                | :? HttpRequestException
+                | :? TaskCanceledException -> ()
                 if not healthy then do! Task.Delay 100
-            let after =
-                [ for session in 0 .. sessions - 1 do
-                      for w in 1..workersPerSession ->
-                          task {
-                              for i in 1..20 do
-                                  let! outcome = mark session $"after{session}w{w}x{i}"
-                                  if outcome.Status <> Some 200 then failWithLogs $"After the restart, /mark answered %A{outcome}"
-                          } ]
+            let after = [
+                for session in 0 .. sessions - 1 do
+                    for w in 1..workersPerSession ->
+                        task {
+                            for i in 1..20 do
+                                let! outcome = mark session $"after{session}w{w}x{i}"
+                                if outcome.Status <> Some 200 then failWithLogs $"After the restart, /mark answered %A{outcome}"
+                        }
+            ]
             let! _ = Task.WhenAll after
 
             // Every change acknowledged with 200, before, during or after the outage, is stored; a

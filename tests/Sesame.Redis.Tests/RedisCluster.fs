@@ -37,15 +37,16 @@ let waitUntil (timeout: TimeSpan) (what: string) (condition: unit -> bool) =
         Thread.Sleep 50
 
 /// One node of the cluster as CLUSTER NODES describes it.
-type ClusterNode =
-    { Id: string
-      Port: int
-      IsPrimary: bool
-      Failed: bool
-      /// The id of its primary, for a replica.
-      PrimaryId: string
-      /// How many hash slots it serves.
-      Slots: int }
+type ClusterNode = {
+    Id: string
+    Port: int
+    IsPrimary: bool
+    Failed: bool
+    /// The id of its primary, for a replica.
+    PrimaryId: string
+    /// How many hash slots it serves.
+    Slots: int
+}
 
 /// One redis-server of the cluster: its own folder (for nodes.conf), on a free port found at its first
 /// start, restartable on that port.
@@ -60,9 +61,18 @@ type ClusterServer(directory: string, nodeTimeout: int) =
     member _.IsRunning = not (isNull proc) && not proc.HasExited
 
     member _.Start() =
-        let arguments =
-            [ "--save"; ""; "--appendonly"; "no"
-              "--cluster-enabled"; "yes"; "--cluster-config-file"; "nodes.conf"; "--cluster-node-timeout"; string nodeTimeout ]
+        let arguments = [
+            "--save"
+            ""
+            "--appendonly"
+            "no"
+            "--cluster-enabled"
+            "yes"
+            "--cluster-config-file"
+            "nodes.conf"
+            "--cluster-node-timeout"
+            string nodeTimeout
+        ]
         let started, listening = startRedisServer (if port = 0 then None else Some port) arguments directory log
         proc <- started
         port <- listening
@@ -85,35 +95,41 @@ type RedisCluster() =
     /// Short enough for a failover in a few seconds, long enough that a busy machine does not fail a node over by itself.
     static let nodeTimeout = 2000
     let directory = Directory.CreateTempSubdirectory("sesame-cluster-").FullName
-    let servers =
-        [ for node in 1..6 ->
-              let folder = Path.Combine(directory, string node)
-              Directory.CreateDirectory folder |> ignore
-              new ClusterServer(folder, nodeTimeout) ]
+    let servers = [
+        for node in 1..6 ->
+            let folder = Path.Combine(directory, string node)
+            Directory.CreateDirectory folder |> ignore
+            new ClusterServer(folder, nodeTimeout)
+    ]
 
     let alive () = servers |> List.filter _.IsRunning
 
     let nodes () : ClusterNode list =
         let text = redisCli [ "-p"; string (alive ()).Head.Port; "cluster"; "nodes" ]
-        [ for line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries) do
-              let parts = line.Trim().Split(' ')
-              let address = parts[1].Split('@')[0]
-              let flags = parts[2].Split(',')
-              let slots =
-                  parts
-                  |> Array.skip 8
-                  |> Array.sumBy (fun range ->
-                      if range.StartsWith "[" then 0
-                      else
-                          match range.Split('-') with
-                          | [| first; last |] -> int last - int first + 1
-                          | _ -> 1)
-              { Id = parts[0]
-                Port = int (address.Substring(address.LastIndexOf ':' + 1))
-                IsPrimary = Array.contains "master" flags
-                Failed = Array.contains "fail" flags
-                PrimaryId = parts[3]
-                Slots = slots } ]
+        [
+            for line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries) do
+                let parts = line.Trim().Split(' ')
+                let address = parts[1].Split('@')[0]
+                let flags = parts[2].Split(',')
+                let slots =
+                    parts
+                    |> Array.skip 8
+                    |> Array.sumBy (fun range ->
+                        if range.StartsWith "[" then
+                            0
+                        else
+                            match range.Split('-') with
+                            | [| first; last |] -> int last - int first + 1
+                            | _ -> 1)
+                {
+                    Id = parts[0]
+                    Port = int (address.Substring(address.LastIndexOf ':' + 1))
+                    IsPrimary = Array.contains "master" flags
+                    Failed = Array.contains "fail" flags
+                    PrimaryId = parts[3]
+                    Slots = slots
+                }
+        ]
 
     let replicaInSync (port: int) =
         let info = redisCli [ "-p"; string port; "info"; "replication" ]
@@ -129,11 +145,7 @@ type RedisCluster() =
     do
         for server in servers do
             server.Start()
-        redisCli (
-            [ "--cluster"; "create" ]
-            @ [ for server in servers -> $"127.0.0.1:{server.Port}" ]
-            @ [ "--cluster-replicas"; "1"; "--cluster-yes" ]
-        )
+        redisCli ([ "--cluster"; "create" ] @ [ for server in servers -> $"127.0.0.1:{server.Port}" ] @ [ "--cluster-replicas"; "1"; "--cluster-yes" ])
         |> ignore
         waitUntil (TimeSpan.FromSeconds 60.0) "the cluster to serve every slot with its replicas in sync" healthy
 
@@ -160,9 +172,18 @@ type RedisCluster() =
     /// Moves <paramref name="slots"/> slots from one primary to another with redis-cli --cluster reshard.
     member _.Reshard(fromId: string, toId: string, slots: int) =
         let port = (alive ()).Head.Port
-        redisCli
-            [ "--cluster"; "reshard"; $"127.0.0.1:{port}"; "--cluster-from"; fromId; "--cluster-to"; toId
-              "--cluster-slots"; string slots; "--cluster-yes" ]
+        redisCli [
+            "--cluster"
+            "reshard"
+            $"127.0.0.1:{port}"
+            "--cluster-from"
+            fromId
+            "--cluster-to"
+            toId
+            "--cluster-slots"
+            string slots
+            "--cluster-yes"
+        ]
         |> ignore
 
     interface IDisposable with

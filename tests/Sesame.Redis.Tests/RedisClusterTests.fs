@@ -29,11 +29,11 @@ let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = fal
 let private existing = { options with MustExist = true }
 let private increment = SessionChange(Patch.fold [ Update.Increment(SessionPath.parse "n", JsonNumber.Parse "1") ])
 
-let private bindTo (user: string) =
-    SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
+let private bindTo (user: string) = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
 
 let private counterOf (session: StoredSession) =
-    if isNull session then -1
+    if isNull session then
+        -1
     else
         match session.Data with
         | Json.Object o ->
@@ -60,66 +60,71 @@ type private Writers(stores: RedisStore list, ids: string[]) =
     let clock = Stopwatch.StartNew()
     let mutable lastSuccess = 0L
     let mutable lastFailure = -1L
-    let writers =
-        [ for store, seed in List.allPairs stores [ 1; 2 ] ->
-              task {
-                  let random = Random(seed * 7919 + store.GetHashCode())
-                  while Volatile.Read &running do
-                      let id = ids[random.Next ids.Length]
-                      try
-                          let! result = store.CommitAsync(id, increment, existing, CancellationToken.None)
-                          if result <> CommitResult.Committed then failwithf "A commit of a live session gave %A." result
-                          acknowledged.AddOrUpdate(id, 1, fun _ n -> n + 1) |> ignore
-                          Volatile.Write(&lastSuccess, clock.ElapsedMilliseconds)
-                      with :? SessionStoreException as e ->
-                          Interlocked.Increment &failures |> ignore
-                          Volatile.Write(&lastFailure, clock.ElapsedMilliseconds)
-                          // Nothing was sent (no connection) or Redis refused it before running it: not applied.
-                          if not (e.Message.Contains "was not sent") then unknown.AddOrUpdate(id, 1, fun _ n -> n + 1) |> ignore
-                          do! Task.Delay 10
-              } ]
+    let writers = [
+        for store, seed in List.allPairs stores [ 1; 2 ] ->
+            task {
+                let random = Random(seed * 7919 + store.GetHashCode())
+                while Volatile.Read &running do
+                    let id = ids[random.Next ids.Length]
+                    try
+                        let! result = store.CommitAsync(id, increment, existing, CancellationToken.None)
+                        if result <> CommitResult.Committed then failwithf "A commit of a live session gave %A." result
+                        acknowledged.AddOrUpdate(id, 1, fun _ n -> n + 1) |> ignore
+                        Volatile.Write(&lastSuccess, clock.ElapsedMilliseconds)
+                    with :? SessionStoreException as e ->
+                        Interlocked.Increment &failures |> ignore
+                        Volatile.Write(&lastFailure, clock.ElapsedMilliseconds)
+                        // Nothing was sent (no connection) or Redis refused it before running it: not applied.
+                        if not (e.Message.Contains "was not sent") then unknown.AddOrUpdate(id, 1, fun _ n -> n + 1) |> ignore
+                        do! Task.Delay 10
+            }
+    ]
 
-    member _.Acknowledged(id: string) = match acknowledged.TryGetValue id with | true, n -> n | _ -> 0
-    member _.Unknown(id: string) = match unknown.TryGetValue id with | true, n -> n | _ -> 0
+    member _.Acknowledged(id: string) =
+        match acknowledged.TryGetValue id with
+        | true, n -> n
+        | _ -> 0
+    member _.Unknown(id: string) =
+        match unknown.TryGetValue id with
+        | true, n -> n
+        | _ -> 0
     member _.Total = acknowledged.Values |> Seq.sum
     member _.Failures = failures
     member _.Elapsed = clock.ElapsedMilliseconds
     member _.LastSuccess = Volatile.Read &lastSuccess
     member _.LastFailure = Volatile.Read &lastFailure
 
-    member _.StopAsync() : Task =
-        task {
-            Volatile.Write(&running, false)
-            for writer in writers do
-                do! writer
-        }
+    member _.StopAsync() : Task = task {
+        Volatile.Write(&running, false)
+        for writer in writers do
+            do! writer
+    }
 
 /// What the sessions hold against what the writers were told: (acknowledged commits lost, sessions checked).
-let private lostCommits (store: RedisStore) (writers: Writers) (ids: string seq) =
-    task {
-        let mutable lost = 0
-        let mutable beyond = 0
-        for id in ids do
-            let! session = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
-            let stored = counterOf session
-            let told = writers.Acknowledged id
-            if stored < told then lost <- lost + (told - stored)
-            // More than acknowledged only by commits whose answer was lost or that timed out.
-            if stored > told + writers.Unknown id then failwithf "Session %s holds %d, but only %d commits were acknowledged and %d unknown." id stored told (writers.Unknown id)
-            if stored > told then beyond <- beyond + (stored - told)
-        return struct (lost, beyond)
-    }
+let private lostCommits (store: RedisStore) (writers: Writers) (ids: string seq) = task {
+    let mutable lost = 0
+    let mutable beyond = 0
+    for id in ids do
+        let! session = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+        let stored = counterOf session
+        let told = writers.Acknowledged id
+        if stored < told then lost <- lost + (told - stored)
+        // More than acknowledged only by commits whose answer was lost or that timed out.
+        if stored > told + writers.Unknown id then
+            failwithf "Session %s holds %d, but only %d commits were acknowledged and %d unknown." id stored told (writers.Unknown id)
+        if stored > told then beyond <- beyond + (stored - told)
+    return struct (lost, beyond)
+}
 
 /// Sessions with a counter at 0, spread over every shard.
-let private seedSessions (store: RedisStore) (count: int) (seed: int) =
-    task {
-        let random = Random seed
-        let ids = [| for _ in 1..count -> idFor random null |]
-        for id in ids do
-            let! result = store.CommitAsync(id, SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 0L) ]), options, CancellationToken.None)
-            Expect.equal result CommitResult.Committed "seeded"
-        return ids
-    }
+let private seedSessions (store: RedisStore) (count: int) (seed: int) = task {
+    let random = Random seed
+    let ids = [| for _ in 1..count -> idFor random null |]
+    for id in ids do
+        let! result = store.CommitAsync(id, SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 0L) ]), options, CancellationToken.None)
+        Expect.equal result CommitResult.Committed "seeded"
+    return ids
+}
 
 /// The name of the sequenced group every test on the shared cluster belongs to (here and in the app tests): one
 /// at a time, so that the failover and the resharding disturb no other test.
@@ -134,12 +139,14 @@ let tests =
         // sign-ins move sessions across slots.
         storeContract "contract" (fun () -> clusterStore "contract:" ignore :> SessionStore)
 
-        testCaseTask "a user's sessions, the user's index and the shard's sets share one slot, and a session's key holds its id's first character as hash tag" <| fun () -> task {
+        testCaseTask "a user's sessions, the user's index and the shard's sets share one slot, and a session's key holds its id's first character as hash tag"
+        <| fun () -> task {
             let _, connection = cluster.Value
             use store = clusterStore "layout:" ignore
             let random = Random 1
             let fromId = anonymousElsewhere connection store random "ada"
-            let! created = store.CommitAsync(fromId, SessionChange(Patch.fold [ Update.set (SessionPath.parse "cart") (Json.array []) ]), options, CancellationToken.None)
+            let! created =
+                store.CommitAsync(fromId, SessionChange(Patch.fold [ Update.set (SessionPath.parse "cart") (Json.array []) ]), options, CancellationToken.None)
             Expect.equal created CommitResult.Committed "created"
             let toId = idFor random "ada"
             let! moved = store.MoveAsync(fromId, toId, bindTo "ada", options, CancellationToken.None)
@@ -156,7 +163,9 @@ let tests =
             Expect.isFalse old "the old key is gone"
         }
 
-        testCaseTask "a sign-in from an anonymous session in another slot carries every acknowledged commit under the old id over, and commits after it find the session gone" <| fun () -> task {
+        testCaseTask
+            "a sign-in from an anonymous session in another slot carries every acknowledged commit under the old id over, and commits after it find the session gone"
+        <| fun () -> task {
             let _, connection = cluster.Value
             use mover = clusterStore "gap:" ignore
             // A second instance on a connection of its own.
@@ -170,14 +179,13 @@ let tests =
                 let! _ = mover.CommitAsync(fromId, increment, options, CancellationToken.None)
                 let mutable acknowledged = 1
                 let mutable running = true
-                let writing =
-                    task {
-                        while running do
-                            match! writer.CommitAsync(fromId, increment, existing, CancellationToken.None) with
-                            | CommitResult.Committed -> acknowledged <- acknowledged + 1
-                            | CommitResult.SessionGone -> running <- false
-                            | other -> failwithf "A commit under the old id gave %A." other
-                    }
+                let writing = task {
+                    while running do
+                        match! writer.CommitAsync(fromId, increment, existing, CancellationToken.None) with
+                        | CommitResult.Committed -> acknowledged <- acknowledged + 1
+                        | CommitResult.SessionGone -> running <- false
+                        | other -> failwithf "A commit under the old id gave %A." other
+                }
                 do! Task.Delay(random.Next 4)
                 let toId = idFor random user
                 let! moved = mover.MoveAsync(fromId, toId, bindTo user, options, CancellationToken.None)
@@ -192,7 +200,9 @@ let tests =
                 Expect.equal [ for s in listed -> s.Id ] [ toId ] "the user's index"
         }
 
-        testCaseTask "two sign-ins from other slots racing at a user's limit of one: with Refuse exactly one gets in; with EndLeastRecent both do and the first is ended" <| fun () -> task {
+        testCaseTask
+            "two sign-ins from other slots racing at a user's limit of one: with Refuse exactly one gets in; with EndLeastRecent both do and the first is ended"
+        <| fun () -> task {
             let _, connection = cluster.Value
             use first = clusterStore "race:" ignore
             let! otherConnection = (fst cluster.Value).ConnectAsync()
@@ -210,7 +220,11 @@ let tests =
                 let! _ = first.CommitAsync(a, increment, options, CancellationToken.None)
                 let! _ = first.CommitAsync(b, increment, options, CancellationToken.None)
                 let toA, toB = idFor random user, idFor random user
-                let! results = Task.WhenAll [| first.MoveAsync(a, toA, bindTo user, limit, CancellationToken.None); second.MoveAsync(b, toB, bindTo user, limit, CancellationToken.None) |]
+                let! results =
+                    Task.WhenAll [|
+                        first.MoveAsync(a, toA, bindTo user, limit, CancellationToken.None)
+                        second.MoveAsync(b, toB, bindTo user, limit, CancellationToken.None)
+                    |]
                 let! listed = SessionStore.listAllAsync (SessionQuery.OfUser user) CancellationToken.None first
                 Expect.equal listed.Length 1 $"round {round}: the user has one session"
                 if policy = UserLimitPolicy.Refuse then
@@ -222,15 +236,28 @@ let tests =
                     Expect.contains endedIds (if listed[0].Id = toA then toB else toA) $"round {round}: the other was ended for the limit"
         }
 
-        testCaseTask "on the cluster, every answer of the Redis store is the memory store's" <| fun () -> task {
+        testCaseTask "on the cluster, every answer of the Redis store is the memory store's"
+        <| fun () -> task {
             // Loads refresh the last-seen time every time, as the memory store does, so "least recently seen" agrees.
             use store = clusterStore "model:" (fun o -> o.ExpiryRefreshInterval <- TimeSpan.Zero)
             let! counts = compare store 11 600
-            for outcome in [ "commit Committed"; "commit SessionGone"; "commit ShapeChanged"; "commit PathConflictException"; "move Committed"; "move SessionGone"; "move UserLimitReached"; "listing"; "delete" ] do
+            for outcome in
+                [
+                    "commit Committed"
+                    "commit SessionGone"
+                    "commit ShapeChanged"
+                    "commit PathConflictException"
+                    "move Committed"
+                    "move SessionGone"
+                    "move UserLimitReached"
+                    "listing"
+                    "delete"
+                ] do
                 Expect.isGreaterThan (counts |> Map.tryFind outcome |> Option.defaultValue 0) 0 $"the walk went through {outcome}"
         }
 
-        testCaseTask "a slot resharding while two store instances commit loses nothing and fails nothing" <| fun () -> task {
+        testCaseTask "a slot resharding while two store instances commit loses nothing and fails nothing"
+        <| fun () -> task {
             let started, _ = cluster.Value
             use a = clusterStore "reshard:" ignore
             let! otherConnection = started.ConnectAsync()
@@ -253,7 +280,9 @@ let tests =
             started.WaitHealthy(TimeSpan.FromSeconds 30.0)
         }
 
-        testCaseTask "a primary SIGKILLed while store instances commit: the store follows the failover with no restart; with WaitForReplicas no acknowledged commit is lost" <| fun () -> task {
+        testCaseTask
+            "a primary SIGKILLed while store instances commit: the store follows the failover with no restart; with WaitForReplicas no acknowledged commit is lost"
+        <| fun () -> task {
             let started, _ = cluster.Value
             let connectionFor () = started.ConnectAsync()
             let! c1 = connectionFor ()
@@ -267,7 +296,13 @@ let tests =
             let storeOn (connection: IConnectionMultiplexer) (prefix: string) (replicas: int) =
                 new RedisStore(
                     connection,
-                    RedisStoreOptions(KeyPrefix = prefix, SweepInterval = TimeSpan.Zero, OperationTimeout = TimeSpan.FromSeconds 3.0, WaitForReplicas = replicas, WaitForReplicasTimeout = TimeSpan.FromSeconds 2.0),
+                    RedisStoreOptions(
+                        KeyPrefix = prefix,
+                        SweepInterval = TimeSpan.Zero,
+                        OperationTimeout = TimeSpan.FromSeconds 3.0,
+                        WaitForReplicas = replicas,
+                        WaitForReplicasTimeout = TimeSpan.FromSeconds 2.0
+                    ),
                     null
                 )
             // Two instances without WAIT, two with WaitForReplicas = 1, all writing through the same failure.
@@ -302,7 +337,13 @@ let tests =
             let outage = asyncWriters.LastFailure - killedAt
             printfn
                 "failover: without WAIT %d commits acknowledged, %d failed, %d acknowledged lost (asynchronous replication), commits failing for %d ms after the kill; with WaitForReplicas = 1 %d acknowledged, %d failed, %d lost"
-                asyncWriters.Total asyncWriters.Failures asyncLost outage waitWriters.Total waitWriters.Failures waitLost
+                asyncWriters.Total
+                asyncWriters.Failures
+                asyncLost
+                outage
+                waitWriters.Total
+                waitWriters.Failures
+                waitLost
             Expect.equal waitLost 0 "with WaitForReplicas, no acknowledged commit is lost"
             // Asynchronous replication may lose what the primary acknowledged in its last moments, at most what the
             // writers had in flight then; loopback replication keeps up, so in practice it is nothing.

@@ -14,8 +14,7 @@ open StackExchange.Redis
 
 let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
-let private bindTo (user: string) =
-    SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
+let private bindTo (user: string) = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user) ])
 
 let private setN (n: int) = SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 (int64 n)) ])
 
@@ -24,39 +23,37 @@ let private storeOn (connection: IConnectionMultiplexer) (prefix: string) =
     new RedisStore(connection, RedisStoreOptions(KeyPrefix = prefix, SweepInterval = TimeSpan.Zero), null)
 
 /// Polls until the condition holds (a guard against a hang, not a timing assertion).
-let private eventually (what: string) (condition: unit -> Task<bool>) =
-    task {
-        let deadline = DateTime.UtcNow.AddSeconds 30.0
-        let mutable holds = false
-        while not holds do
-            let! now = condition ()
-            holds <- now
-            if not holds then
-                if DateTime.UtcNow > deadline then failtestf "Waited 30 s for %s." what
-                do! Task.Delay 50
-    }
+let private eventually (what: string) (condition: unit -> Task<bool>) = task {
+    let deadline = DateTime.UtcNow.AddSeconds 30.0
+    let mutable holds = false
+    while not holds do
+        let! now = condition ()
+        holds <- now
+        if not holds then
+            if DateTime.UtcNow > deadline then failtestf "Waited 30 s for %s." what
+            do! Task.Delay 50
+}
 
 /// The exception the work fails with, which must be a 'error.
-let private failsWith<'error when 'error :> exn> (work: unit -> Task) : Task<'error> =
-    task {
-        try
-            do! work ()
-            return failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
-        with
-        | :? 'error as e -> return e
-        | e -> return failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
-    }
+let private failsWith<'error when 'error :> exn> (work: unit -> Task) : Task<'error> = task {
+    try
+        do! work ()
+        return failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+    with
+    | :? 'error as e -> return e
+    | e -> return failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+}
 
-let private info (connection: IConnectionMultiplexer) (server: RedisServer) (section: string) (field: string) =
-    task {
-        let! sections = connection.GetServer(server.EndPoint).InfoAsync(RedisValue.op_Implicit section, CommandFlags.None)
-        return sections |> Seq.collect id |> Seq.tryFind (fun (KeyValue(k, _)) -> k = field) |> Option.map (fun (KeyValue(_, v)) -> v)
-    }
+let private info (connection: IConnectionMultiplexer) (server: RedisServer) (section: string) (field: string) = task {
+    let! sections = connection.GetServer(server.EndPoint).InfoAsync(RedisValue.op_Implicit section, CommandFlags.None)
+    return sections |> Seq.collect id |> Seq.tryFind (fun (KeyValue(k, _)) -> k = field) |> Option.map (fun (KeyValue(_, v)) -> v)
+}
 
 [<Tests>]
 let tests =
     testList "RedisExpiry" [
-        testCaseTask "two store instances sweeping at once report every expired session exactly once, with its user, and leave no index entry behind" <| fun () -> task {
+        testCaseTask "two store instances sweeping at once report every expired session exactly once, with its user, and leave no index entry behind"
+        <| fun () -> task {
             use server = new RedisServer()
             use! first = server.ConnectAsync(allowAdmin = true)
             use! second = server.ConnectAsync()
@@ -69,17 +66,25 @@ let tests =
             let ids = [ for i in 1..240 -> (if i % 3 = 0 then "ada" else null), idFor random (if i % 3 = 0 then "ada" else null) ]
             for user, id in ids do
                 let! result =
-                    if isNull user then a.CommitAsync(id, setN 1, options, CancellationToken.None)
-                    else a.MoveAsync(null, id, bindTo user, options, CancellationToken.None)
+                    if isNull user then
+                        a.CommitAsync(id, setN 1, options, CancellationToken.None)
+                    else
+                        a.MoveAsync(null, id, bindTo user, options, CancellationToken.None)
                 Expect.equal result CommitResult.Committed "created"
             let! _ = a.SweepAsync CancellationToken.None
             Expect.equal a.ActiveSessionCount (Nullable 240L) "the sweep counted the live sessions"
             // Now each is committed once more with an idle timeout of a millisecond: Redis expires them at once.
             for _, id in ids do
-                let! result = a.CommitAsync(id, SessionChange.Empty, { options with IdleTimeout = TimeSpan.FromMilliseconds 1.0; MustExist = true }, CancellationToken.None)
+                let! result =
+                    a.CommitAsync(
+                        id,
+                        SessionChange.Empty,
+                        { options with IdleTimeout = TimeSpan.FromMilliseconds 1.0; MustExist = true },
+                        CancellationToken.None
+                    )
                 Expect.equal result CommitResult.Committed "committed with a brief timeout"
-            do! eventually "Redis to expire the sessions" (fun () ->
-                task {
+            do!
+                eventually "Redis to expire the sessions" (fun () -> task {
                     let! left = first.GetDatabase().KeyExistsAsync([| for _, id in ids -> RedisKey.op_Implicit (a.KeyOf id) |])
                     return left = 0L
                 })
@@ -98,7 +103,8 @@ let tests =
             Expect.equal a.ActiveSessionCount (Nullable 0L) "the last sweep counted none"
         }
 
-        testCaseTask "a load of a session Redis expired reports it at once, and the sweep does not report it again" <| fun () -> task {
+        testCaseTask "a load of a session Redis expired reports it at once, and the sweep does not report it again"
+        <| fun () -> task {
             use server = new RedisServer()
             use! connection = server.ConnectAsync()
             use store = storeOn connection "late:"
@@ -106,7 +112,10 @@ let tests =
             store.Observer <- ended
             let id = idFor (Random 2) "bob"
             let! _ = store.MoveAsync(null, id, bindTo "bob", { options with IdleTimeout = TimeSpan.FromMilliseconds 100.0 }, CancellationToken.None)
-            do! eventually "the session to expire" (fun () -> connection.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit (store.KeyOf id)) |> fun t -> t.ContinueWith(fun (t: Task<bool>) -> not t.Result))
+            do!
+                eventually "the session to expire" (fun () ->
+                    connection.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit (store.KeyOf id))
+                    |> fun t -> t.ContinueWith(fun (t: Task<bool>) -> not t.Result))
             let! loaded = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
             Expect.isNull loaded "gone"
             Expect.equal ended.Ended [ id, """{"user":"bob"}""", SessionEndReason.Expired ] "reported by the load"
@@ -116,7 +125,9 @@ let tests =
             Expect.isEmpty bob "out of the user's index"
         }
 
-        testCaseTask "under maxmemory with volatile-lru, a flood of new sessions evicts idle ones, each reported once; keys without a TTL (indexes, key ring) stay" <| fun () -> task {
+        testCaseTask
+            "under maxmemory with volatile-lru, a flood of new sessions evicts idle ones, each reported once; keys without a TTL (indexes, key ring) stay"
+        <| fun () -> task {
             use server = new RedisServer(arguments = [ "--maxmemory"; "3mb"; "--maxmemory-policy"; "volatile-lru"; "--maxmemory-samples"; "10" ])
             use! connection = server.ConnectAsync(allowAdmin = true)
             use store = storeOn connection "flood:"
@@ -155,7 +166,8 @@ let tests =
             Expect.equal swept 0 "the sweep reports none of them again"
         }
 
-        testCaseTask "under maxmemory with noeviction, a flood of new sessions is refused with an error that says why, and existing sessions keep their data" <| fun () -> task {
+        testCaseTask "under maxmemory with noeviction, a flood of new sessions is refused with an error that says why, and existing sessions keep their data"
+        <| fun () -> task {
             use server = new RedisServer(arguments = [ "--maxmemory"; "3mb"; "--maxmemory-policy"; "noeviction" ])
             use! connection = server.ConnectAsync()
             use store = storeOn connection "full:"
@@ -179,23 +191,45 @@ let tests =
             Expect.equal (Json.serialize loaded.Data) """{"n":42}""" "an existing session keeps its data"
         }
 
-        testCaseTask "with WaitForReplicas, a commit no replica acknowledged fails saying it was applied on the primary only; with a replica in sync, commits are acknowledged" <| fun () -> task {
+        testCaseTask
+            "with WaitForReplicas, a commit no replica acknowledged fails saying it was applied on the primary only; with a replica in sync, commits are acknowledged"
+        <| fun () -> task {
             use primary = new RedisServer()
             use! connection = primary.ConnectAsync()
-            use store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "wait:", SweepInterval = TimeSpan.Zero, WaitForReplicas = 1, WaitForReplicasTimeout = TimeSpan.FromMilliseconds 200.0), null)
+            use store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(
+                        KeyPrefix = "wait:",
+                        SweepInterval = TimeSpan.Zero,
+                        WaitForReplicas = 1,
+                        WaitForReplicasTimeout = TimeSpan.FromMilliseconds 200.0
+                    ),
+                    null
+                )
             let id = idFor (Random 5) null
-            let! e = failsWith<SessionStoreException> (fun () -> store.CommitAsync(id, setN 1, options, CancellationToken.None) :> Task)
+            let! e = failsWith<SessionStoreException>(fun () -> store.CommitAsync(id, setN 1, options, CancellationToken.None) :> Task)
             Expect.stringContains e.Message "only 0 of the 1 replicas" "says how many acknowledged"
             Expect.stringContains e.Message "on the primary" "and that the primary applied it"
             use replica = new RedisServer(arguments = [ "--replicaof"; "127.0.0.1"; string primary.Port ])
             use! admin = primary.ConnectAsync(allowAdmin = true)
-            do! eventually "the replica to be in sync" (fun () ->
-                task {
+            do!
+                eventually "the replica to be in sync" (fun () -> task {
                     let! state = info admin primary "replication" "slave0"
                     return state |> Option.exists (fun s -> s.Contains "state=online")
                 })
             // A generous timeout now: a busy machine may take a while to deliver the replica's acknowledgement.
-            use patient = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "wait:", SweepInterval = TimeSpan.Zero, WaitForReplicas = 1, WaitForReplicasTimeout = TimeSpan.FromSeconds 10.0), null)
+            use patient =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(
+                        KeyPrefix = "wait:",
+                        SweepInterval = TimeSpan.Zero,
+                        WaitForReplicas = 1,
+                        WaitForReplicasTimeout = TimeSpan.FromSeconds 10.0
+                    ),
+                    null
+                )
             let! result = patient.CommitAsync(id, setN 2, options, CancellationToken.None)
             Expect.equal result CommitResult.Committed "acknowledged by the replica"
             use! onReplica = replica.ConnectAsync()

@@ -112,124 +112,132 @@ type EndedRecorder() =
     interface ISessionStoreObserver with
         member _.SessionEnded(id, meta, reason) = lock ended (fun () -> ended.Add((id, Json.serialize meta, reason)))
 
-let private outcome (work: unit -> Task<'result>) : Task<Result<'result, string>> =
-    task {
-        try
-            let! result = work ()
-            return Ok result
-        with e ->
-            let e = match e with :? AggregateException as a -> a.InnerException | e -> e
-            return Error(e.GetType().Name + ": " + e.Message)
-    }
+let private outcome (work: unit -> Task<'result>) : Task<Result<'result, string>> = task {
+    try
+        let! result = work ()
+        return Ok result
+    with e ->
+        let e =
+            match e with
+            | :? AggregateException as a -> a.InnerException
+            | e -> e
+        return Error(e.GetType().Name + ": " + e.Message)
+}
 
-let private show (session: StoredSession) =
-    if isNull session then "none" else Json.serialize session.Data + " | " + Json.serialize session.Meta
+let private show (session: StoredSession) = if isNull session then "none" else Json.serialize session.Data + " | " + Json.serialize session.Meta
 
 /// <summary>
 /// Runs <paramref name="steps"/> random operations on both stores and fails at the first answer that differs.
 /// Ids are made as Sesame makes them (a bound session's id starts with its user's shard). Gives how many of each
 /// kind of answer there were, so a caller can check the walk went through every outcome.
 /// </summary>
-let compare (redis: SessionStore) (seed: int) (steps: int) : Task<Map<string, int>> =
-    task {
-        use memory = new MemoryStore()
-        let memoryEnded, redisEnded = EndedRecorder(), EndedRecorder()
-        memory.Observer <- memoryEnded
-        redis.Observer <- redisEnded
-        let generator = Generator seed
-        let random = Random(seed + 1)
-        let users = [| "ada"; "bob"; "zoë"; "u{x}" |]
-        let ids = ResizeArray<string>()
-        let trees = Dictionary<string, Json>()
-        let owners = Dictionary<string, string>()
-        let mutable counts = Map.empty
-        let count (kind: string) = counts <- counts |> Map.change kind (fun n -> Some(defaultArg n 0 + 1))
-        let options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
-        let same (what: string) (expected: 'value) (actual: 'value) =
-            if expected <> actual then failwithf "%s: the memory store gave\n  %A\nthe Redis store\n  %A" what expected actual
-        let kind (result: Result<CommitResult, string>) =
-            match result with
-            | Ok r -> string r
-            | Error e -> e.Substring(0, e.IndexOf ':')
-        for step in 1..steps do
-            let pickId () = if ids.Count = 0 || random.Next 8 = 0 then idFor random null else ids[random.Next ids.Count]
-            let treeOf (id: string) = match trees.TryGetValue id with | true, tree -> tree | _ -> Json.emptyObject
-            match random.Next 12 with
-            | 0
-            | 1
-            | 2
-            | 3
-            | 4 ->
-                let id = pickId ()
-                let change = generator.Change(treeOf id)
-                let commit = { options with MustExist = random.Next 3 = 0; MaxSizeBytes = (if random.Next 6 = 0 then 60 + random.Next 100 else 1 <<< 20) }
-                let! expected = outcome (fun () -> memory.CommitAsync(id, change, commit, CancellationToken.None))
-                let! actual = outcome (fun () -> redis.CommitAsync(id, change, commit, CancellationToken.None))
-                same $"step {step}, commit {change}" expected actual
-                count ("commit " + kind expected)
-                if expected = Ok CommitResult.Committed && not (ids.Contains id) then ids.Add id
-            | 5
-            | 6 ->
-                let id = pickId ()
-                let! expected = memory.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
-                let! actual = redis.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
-                same $"step {step}, load" (show expected) (show actual)
-                if not (isNull expected) then trees[id] <- expected.Data
-                count "load"
-            | 7
-            | 8 ->
-                let from = if random.Next 5 = 0 then null else pickId ()
-                let user = if random.Next 3 = 0 then null else generator.Pick users
-                let unbind = isNull user && random.Next 4 = 0
-                // As Sesame does: a bound session rotates to an id of its user's shard.
-                let keeps =
-                    if isNull user && not unbind && not (isNull from) then
-                        match owners.TryGetValue from with
-                        | true, owner -> owner
-                        | _ -> null
-                    else
-                        null
-                let toId = idFor random (if isNull user then keeps else user)
-                let data = generator.Patch(if isNull from then Json.emptyObject else treeOf from)
-                let meta =
-                    Patch.fold
-                        [ if not (isNull user) then Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user)
-                          elif unbind then Update.remove (SessionPath.ofKeys [ SessionMeta.User ])
-                          if random.Next 2 = 0 then Update.set (SessionPath.ofKeys [ SessionMeta.Device ]) (Json.object [ "ua", Json.String "test" ]) ]
-                let limit =
-                    if random.Next 2 = 0 then UserLimit.None
-                    else { MaxSessions = 1 + random.Next 3; Policy = (if random.Next 2 = 0 then UserLimitPolicy.Refuse else UserLimitPolicy.EndLeastRecent) }
-                let change = SessionChange(data, meta)
-                let move = { options with UserLimit = limit }
-                let! expected = outcome (fun () -> memory.MoveAsync(from, toId, change, move, CancellationToken.None))
-                let! actual = outcome (fun () -> redis.MoveAsync(from, toId, change, move, CancellationToken.None))
-                same $"step {step}, move {change} with {limit}" expected actual
-                count ("move " + kind expected)
-                if expected = Ok CommitResult.Committed then
-                    ids.Add toId
-                    let owner = if not (isNull user) then user elif unbind then null else keeps
-                    if not (isNull owner) then owners[toId] <- owner
-                    if not (isNull from) then ids.Remove from |> ignore
-            | 9 ->
-                let id = pickId ()
-                let! expected = memory.DeleteAsync(id, CancellationToken.None)
-                let! actual = redis.DeleteAsync(id, CancellationToken.None)
-                same $"step {step}, delete" expected actual
-                count "delete"
-            | _ ->
-                let user = if random.Next 3 = 0 then null else generator.Pick users
-                let query = { UserId = user; After = null; Limit = 1 + random.Next 5 }
-                let listing (store: SessionStore) =
-                    task {
-                        let! all = SessionStore.listAllAsync query CancellationToken.None store
-                        return [ for s in all -> s.Id, Json.serialize s.Meta, s.SizeBytes ]
-                    }
-                let! expected = listing memory
-                let! actual = listing redis
-                same $"step {step}, listing of {user}" expected actual
-                count "listing"
-            // No two operations in one millisecond: "least recently seen" must mean the same in both stores.
-            do! Task.Delay 2
-            same $"step {step}, the sessions ended" memoryEnded.Ended redisEnded.Ended
-        return counts
-    }
+let compare (redis: SessionStore) (seed: int) (steps: int) : Task<Map<string, int>> = task {
+    use memory = new MemoryStore()
+    let memoryEnded, redisEnded = EndedRecorder(), EndedRecorder()
+    memory.Observer <- memoryEnded
+    redis.Observer <- redisEnded
+    let generator = Generator seed
+    let random = Random(seed + 1)
+    let users = [| "ada"; "bob"; "zoë"; "u{x}" |]
+    let ids = ResizeArray<string>()
+    let trees = Dictionary<string, Json>()
+    let owners = Dictionary<string, string>()
+    let mutable counts = Map.empty
+    let count (kind: string) = counts <- counts |> Map.change kind (fun n -> Some(defaultArg n 0 + 1))
+    let options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
+    let same (what: string) (expected: 'value) (actual: 'value) =
+        if expected <> actual then failwithf "%s: the memory store gave\n  %A\nthe Redis store\n  %A" what expected actual
+    let kind (result: Result<CommitResult, string>) =
+        match result with
+        | Ok r -> string r
+        | Error e -> e.Substring(0, e.IndexOf ':')
+    for step in 1..steps do
+        let pickId () = if ids.Count = 0 || random.Next 8 = 0 then idFor random null else ids[random.Next ids.Count]
+        let treeOf (id: string) =
+            match trees.TryGetValue id with
+            | true, tree -> tree
+            | _ -> Json.emptyObject
+        match random.Next 12 with
+        | 0
+        | 1
+        | 2
+        | 3
+        | 4 ->
+            let id = pickId ()
+            let change = generator.Change(treeOf id)
+            let commit = { options with MustExist = random.Next 3 = 0; MaxSizeBytes = (if random.Next 6 = 0 then 60 + random.Next 100 else 1 <<< 20) }
+            let! expected = outcome (fun () -> memory.CommitAsync(id, change, commit, CancellationToken.None))
+            let! actual = outcome (fun () -> redis.CommitAsync(id, change, commit, CancellationToken.None))
+            same $"step {step}, commit {change}" expected actual
+            count ("commit " + kind expected)
+            if expected = Ok CommitResult.Committed && not (ids.Contains id) then ids.Add id
+        | 5
+        | 6 ->
+            let id = pickId ()
+            let! expected = memory.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            let! actual = redis.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            same $"step {step}, load" (show expected) (show actual)
+            if not (isNull expected) then trees[id] <- expected.Data
+            count "load"
+        | 7
+        | 8 ->
+            let from = if random.Next 5 = 0 then null else pickId ()
+            let user = if random.Next 3 = 0 then null else generator.Pick users
+            let unbind = isNull user && random.Next 4 = 0
+            // As Sesame does: a bound session rotates to an id of its user's shard.
+            let keeps =
+                if isNull user && not unbind && not (isNull from) then
+                    match owners.TryGetValue from with
+                    | true, owner -> owner
+                    | _ -> null
+                else
+                    null
+            let toId = idFor random (if isNull user then keeps else user)
+            let data = generator.Patch(if isNull from then Json.emptyObject else treeOf from)
+            let meta =
+                Patch.fold [
+                    if not (isNull user) then Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.String user)
+                    elif unbind then Update.remove (SessionPath.ofKeys [ SessionMeta.User ])
+                    if random.Next 2 = 0 then Update.set (SessionPath.ofKeys [ SessionMeta.Device ]) (Json.object [ "ua", Json.String "test" ])
+                ]
+            let limit =
+                if random.Next 2 = 0 then
+                    UserLimit.None
+                else
+                    { MaxSessions = 1 + random.Next 3; Policy = (if random.Next 2 = 0 then UserLimitPolicy.Refuse else UserLimitPolicy.EndLeastRecent) }
+            let change = SessionChange(data, meta)
+            let move = { options with UserLimit = limit }
+            let! expected = outcome (fun () -> memory.MoveAsync(from, toId, change, move, CancellationToken.None))
+            let! actual = outcome (fun () -> redis.MoveAsync(from, toId, change, move, CancellationToken.None))
+            same $"step {step}, move {change} with {limit}" expected actual
+            count ("move " + kind expected)
+            if expected = Ok CommitResult.Committed then
+                ids.Add toId
+                let owner =
+                    if not (isNull user) then user
+                    elif unbind then null
+                    else keeps
+                if not (isNull owner) then owners[toId] <- owner
+                if not (isNull from) then ids.Remove from |> ignore
+        | 9 ->
+            let id = pickId ()
+            let! expected = memory.DeleteAsync(id, CancellationToken.None)
+            let! actual = redis.DeleteAsync(id, CancellationToken.None)
+            same $"step {step}, delete" expected actual
+            count "delete"
+        | _ ->
+            let user = if random.Next 3 = 0 then null else generator.Pick users
+            let query = { UserId = user; After = null; Limit = 1 + random.Next 5 }
+            let listing (store: SessionStore) = task {
+                let! all = SessionStore.listAllAsync query CancellationToken.None store
+                return [ for s in all -> s.Id, Json.serialize s.Meta, s.SizeBytes ]
+            }
+            let! expected = listing memory
+            let! actual = listing redis
+            same $"step {step}, listing of {user}" expected actual
+            count "listing"
+        // No two operations in one millisecond: "least recently seen" must mean the same in both stores.
+        do! Task.Delay 2
+        same $"step {step}, the sessions ended" memoryEnded.Ended redisEnded.Ended
+    return counts
+}

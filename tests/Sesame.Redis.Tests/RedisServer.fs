@@ -27,13 +27,15 @@ let processListeningOn (port: int) : int option =
         let mutable complete = false
         while not complete do
             let read = stream.Read(buffer, 0, buffer.Length)
-            if read = 0 then complete <- true
+            if read = 0 then
+                complete <- true
             else
                 reply.Append(Encoding.ASCII.GetString(buffer, 0, read)) |> ignore
                 complete <- reply.ToString().Contains "process_id:" && reply.ToString().Contains "\r\nrun_id:"
         let text = reply.ToString()
         let at = text.IndexOf "process_id:"
-        if at < 0 then None
+        if at < 0 then
+            None
         else
             let digits = text.Substring(at + "process_id:".Length) |> Seq.takeWhile Char.IsAsciiDigit |> Seq.toArray |> String
             Some(int digits)
@@ -66,11 +68,13 @@ let startRedisServer (fixedPort: int option) (arguments: string list) (directory
         let deadline = DateTime.UtcNow.AddSeconds 20.0
         let mutable listening = None
         while listening.IsNone && not started.HasExited do
-            if processListeningOn port = Some started.Id then listening <- Some port
+            if processListeningOn port = Some started.Id then
+                listening <- Some port
             elif DateTime.UtcNow > deadline then
                 started.Kill()
                 raise (InvalidOperationException($"redis-server did not start on port {port}:\n{lock log (fun () -> log.ToString())}"))
-            else Thread.Sleep 20
+            else
+                Thread.Sleep 20
         match listening with
         | Some port -> started, port
         | None when tries < 5 && Option.isNone fixedPort -> attempt (tries + 1)
@@ -135,18 +139,17 @@ type RedisServer(?appendOnlyDirectory: string, ?arguments: string list) =
         ConnectionMultiplexer.ConnectAsync(settings, null)
 
     /// The server's own answer to INFO commandstats: command name to number of calls.
-    member this.CommandCallsAsync(admin: IConnectionMultiplexer) : Task<Map<string, int64>> =
-        task {
-            let! sections = admin.GetServer(this.EndPoint).InfoAsync(RedisValue.op_Implicit "commandstats", CommandFlags.None)
-            return
-                sections
-                |> Seq.collect id
-                |> Seq.map (fun (KeyValue(name, value)) ->
-                    // cmdstat_evalsha -> calls=12,usec=...
-                    let calls = value.Split(',') |> Array.find (fun p -> p.StartsWith "calls=")
-                    name.Replace("cmdstat_", ""), int64 (calls.Substring 6))
-                |> Map.ofSeq
-        }
+    member this.CommandCallsAsync(admin: IConnectionMultiplexer) : Task<Map<string, int64>> = task {
+        let! sections = admin.GetServer(this.EndPoint).InfoAsync(RedisValue.op_Implicit "commandstats", CommandFlags.None)
+        return
+            sections
+            |> Seq.collect id
+            |> Seq.map (fun (KeyValue(name, value)) ->
+                // cmdstat_evalsha -> calls=12,usec=...
+                let calls = value.Split(',') |> Array.find (fun p -> p.StartsWith "calls=")
+                name.Replace("cmdstat_", ""), int64 (calls.Substring 6))
+            |> Map.ofSeq
+    }
 
     interface IDisposable with
         member this.Dispose() =
@@ -193,28 +196,28 @@ type RedisMonitor(port: int) =
 
     /// Sends ECHO marker on a connection of its own and reads the monitor up to it: every
     /// command Redis ran before the marker, as (client address or "lua", command and arguments).
-    member _.ReadUntilMarkerAsync() : Task<(string * string list) list> =
-        task {
-            let marker = $"marker-{Guid.NewGuid():N}"
-            use other = new TcpClient()
-            do! other.ConnectAsync(IPAddress.Loopback, port)
-            let echo = Encoding.ASCII.GetBytes $"*2\r\n$4\r\nECHO\r\n${marker.Length}\r\n{marker}\r\n"
-            do! other.GetStream().WriteAsync(echo, 0, echo.Length)
-            let lines = ResizeArray()
-            let mutable finished = false
-            while not finished do
-                let! line = reader.ReadLineAsync()
-                if isNull line then invalidOp "MONITOR closed"
-                if line.Contains marker then finished <- true else lines.Add line
-            // +1700000000.000000 [0 127.0.0.1:5555] "evalsha" "abc" "1" "key"
-            return
-                [ for line in lines do
-                      let opening = line.IndexOf '['
-                      let closing = line.IndexOf(']', opening)
-                      let source = line.Substring(opening + 1, closing - opening - 1)
-                      let client = source.Substring(source.IndexOf ' ' + 1)
-                      client, words (line.Substring(closing + 1)) ]
-        }
+    member _.ReadUntilMarkerAsync() : Task<(string * string list) list> = task {
+        let marker = $"marker-{Guid.NewGuid():N}"
+        use other = new TcpClient()
+        do! other.ConnectAsync(IPAddress.Loopback, port)
+        let echo = Encoding.ASCII.GetBytes $"*2\r\n$4\r\nECHO\r\n${marker.Length}\r\n{marker}\r\n"
+        do! other.GetStream().WriteAsync(echo, 0, echo.Length)
+        let lines = ResizeArray()
+        let mutable finished = false
+        while not finished do
+            let! line = reader.ReadLineAsync()
+            if isNull line then invalidOp "MONITOR closed"
+            if line.Contains marker then finished <- true else lines.Add line
+        // +1700000000.000000 [0 127.0.0.1:5555] "evalsha" "abc" "1" "key"
+        return [
+            for line in lines do
+                let opening = line.IndexOf '['
+                let closing = line.IndexOf(']', opening)
+                let source = line.Substring(opening + 1, closing - opening - 1)
+                let client = source.Substring(source.IndexOf ' ' + 1)
+                client, words (line.Substring(closing + 1))
+        ]
+    }
 
     interface IDisposable with
         member _.Dispose() =

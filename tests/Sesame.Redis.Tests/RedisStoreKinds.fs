@@ -22,6 +22,10 @@ let all: StoreKind list =
     // A key prefix of its own per store: no test sees another's sessions. The store does not own
     // the shared connection, so the test host disposing it leaves the connection open. Expiry is
     // Redis's own (key TTLs), on real time: the clock is not the store's.
-    [ { Name = "redis"
-        Create = fun _ -> new RedisStore(shared.Value, RedisStoreOptions(KeyPrefix = $"e2e-{Guid.NewGuid():N}:"), null) :> SessionStore
-        FollowsClock = false } ]
+    [
+        {
+            Name = "redis"
+            Create = fun _ -> new RedisStore(shared.Value, RedisStoreOptions(KeyPrefix = $"e2e-{Guid.NewGuid():N}:"), null) :> SessionStore
+            FollowsClock = false
+        }
+    ]

@@ -23,8 +23,7 @@ type RedisFixture() =
     member _.Admin = admin
 
     /// A store on the shared connection. It does not sweep: some tests watch every command the server runs.
-    member _.Store(?prefix: string) =
-        new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:", SweepInterval = TimeSpan.Zero), null)
+    member _.Store(?prefix: string) = new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:", SweepInterval = TimeSpan.Zero), null)
 
     interface IDisposable with
         member _.Dispose() =
@@ -45,11 +44,10 @@ let private contract =
     storeContract "contract" (fun () -> server.Value.Store "contract:" :> SessionStore)
 
 /// Fails the test if the task has not finished within the guard: a hang is a failure, not a wait.
-let private withinAsync (guard: TimeSpan) (work: Task) =
-    task {
-        let! first = Task.WhenAny(work, Task.Delay guard)
-        Expect.isTrue (obj.ReferenceEquals(first, work)) ($"The operation was still running after {guard}: it hangs.")
-    }
+let private withinAsync (guard: TimeSpan) (work: Task) = task {
+    let! first = Task.WhenAny(work, Task.Delay guard)
+    Expect.isTrue (obj.ReferenceEquals(first, work)) ($"The operation was still running after {guard}: it hangs.")
+}
 
 let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
@@ -65,11 +63,9 @@ type private Generator(seed: int) =
     member _.Pick(items: 'item[]) = items[random.Next items.Length]
     member this.Key() = this.Pick keys
 
-    member this.Segment() =
-        if random.Next 3 = 0 then Segment.Index(if random.Next 3 = 0 then random.Next 3 else 0) else Segment.Key(this.Key())
+    member this.Segment() = if random.Next 3 = 0 then Segment.Index(if random.Next 3 = 0 then random.Next 3 else 0) else Segment.Key(this.Key())
 
-    member this.Path(atLeast: int) =
-        SessionPath.ofSegments [ for _ in 1 .. atLeast + random.Next(4 - atLeast) -> this.Segment() ]
+    member this.Path(atLeast: int) = SessionPath.ofSegments [ for _ in 1 .. atLeast + random.Next(4 - atLeast) -> this.Segment() ]
 
     member this.Value(depth: int) : Json =
         match random.Next(if depth >= 3 then 6 else 9) with
@@ -123,8 +119,10 @@ type private Generator(seed: int) =
 /// the whole server (MONITOR, SCRIPT FLUSH, command counts), which other tests' commands would disturb.
 let private storeTests =
     let server = serverOfItsOwn ()
-    testSequencedGroup "redis store server" <| testList "store" [
-        testCaseTask "every commit leaves exactly what applying its patch in memory gives, byte for byte, size included" <| fun () -> task {
+    testSequencedGroup "redis store server"
+    <| testList "store" [
+        testCaseTask "every commit leaves exactly what applying its patch in memory gives, byte for byte, size included"
+        <| fun () -> task {
             let redis = server.Value.Store "model:"
             let store = redis :> SessionStore
             let db = server.Value.Admin.GetDatabase()
@@ -141,16 +139,20 @@ let private storeTests =
                     let options = { creating with MaxSizeBytes = limit }
                     match Patch.tryApply patch before with
                     | Error expected ->
-                        let! e = throwsAsync<PathConflictException> (fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                        let! e = throwsAsync<PathConflictException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
                         Expect.equal e.Message expected.Message "e.Message"
                         Expect.equal e.Path expected.Path "e.Path"
                         conflicts <- conflicts + 1
-                    | Ok after when (match after with Json.Object _ -> false | _ -> true) ->
+                    | Ok after when
+                        (match after with
+                         | Json.Object _ -> false
+                         | _ -> true)
+                        ->
                         // A session's tree is an object: a root set to anything else is refused, as every store refuses it.
-                        let! _ = throwsAsync<ArgumentException> (fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                        let! _ = throwsAsync<ArgumentException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
                         ()
                     | Ok after when JsonSize.utf8Length after > int64 limit ->
-                        let! e = throwsAsync<SessionTooLargeException> (fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                        let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
                         Expect.equal e.Size (JsonSize.utf8Length after) "e.Size"
                         tooLarge <- tooLarge + 1
                     | Ok after ->
@@ -171,7 +173,8 @@ let private storeTests =
             Expect.isTrue (committed > 200 && conflicts > 50 && tooLarge > 20) ($"committed {committed}, conflicts {conflicts}, too large {tooLarge}")
         }
 
-        testCaseTask "key order survives, and setting an existing key keeps its place" <| fun () -> task {
+        testCaseTask "key order survives, and setting an existing key keeps its place"
+        <| fun () -> task {
             let store = server.Value.Store() :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = store.CommitAsync(id, changeOf [ setAt "z" "{}"; setAt "a" "{\"y\":1,\"b\":2}"; setAt "m" "3" ], creating, testToken ())
@@ -180,12 +183,14 @@ let private storeTests =
             Expect.equal (loaded |> Option.map Json.serialize) (Some """{"z":{"q":true},"a":[],"m":4}""") "loaded |> Option.map Json.serialize"
         }
 
-        testCaseTask "a commit sets the idle timeout as the key's TTL and a load slides it" <| fun () -> task {
+        testCaseTask "a commit sets the idle timeout as the key's TTL and a load slides it"
+        <| fun () -> task {
             let store = server.Value.Store()
             let id = Guid.NewGuid().ToString "N"
             let key = RedisKey.op_Implicit (store.KeyOf id)
             let db = server.Value.Admin.GetDatabase()
-            let! _ = (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 10.0 }, testToken ())
+            let! _ =
+                (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 10.0 }, testToken ())
             let! ttl = db.KeyTimeToLiveAsync(key)
             Expect.isTrue (ttl.HasValue && ttl.Value > TimeSpan.FromMinutes 9.0 && ttl.Value <= TimeSpan.FromMinutes 10.0) ($"TTL {ttl}")
             let! _ = (store :> SessionStore).LoadTreeAsync(id, TimeSpan.FromHours 1.0, testToken ())
@@ -193,7 +198,8 @@ let private storeTests =
             Expect.isTrue (slid.HasValue && slid.Value > TimeSpan.FromMinutes 59.0) ($"TTL after load {slid}")
         }
 
-        testCaseTask "an idle timeout too long for Redis keeps the session without expiry" <| fun () -> task {
+        testCaseTask "an idle timeout too long for Redis keeps the session without expiry"
+        <| fun () -> task {
             let store = server.Value.Store()
             let id = Guid.NewGuid().ToString "N"
             let! result = (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.MaxValue }, testToken ())
@@ -204,7 +210,8 @@ let private storeTests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
-        testCaseTask "after SCRIPT FLUSH the store sends its scripts again and keeps working" <| fun () -> task {
+        testCaseTask "after SCRIPT FLUSH the store sends its scripts again and keeps working"
+        <| fun () -> task {
             let store = server.Value.Store() :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], creating, testToken ())
@@ -218,23 +225,38 @@ let private storeTests =
             // Both scripts were refused by hash (NOSCRIPT) and went through by text.
             let! after = server.Value.Server.CommandCallsAsync server.Value.Admin
             let calls name (stats: Map<string, int64>) = stats |> Map.tryFind name |> Option.defaultValue 0L
-            Expect.isTrue (calls "eval" after + calls "script|load" after - calls "eval" before - calls "script|load" before >= 2L) "The scripts were sent again by text."
+            Expect.isTrue
+                (calls "eval" after + calls "script|load" after - calls "eval" before - calls "script|load" before >= 2L)
+                "The scripts were sent again by text."
         }
 
-        testCaseTask "a key that does not hold a session is an error for that session only" <| fun () -> task {
+        testCaseTask "a key that does not hold a session is an error for that session only"
+        <| fun () -> task {
             let store = server.Value.Store()
             let sessions = store :> SessionStore
             let db = server.Value.Admin.GetDatabase()
-            let text, garbage, broken, fine = "text-" + Guid.NewGuid().ToString "N", "garbage-" + Guid.NewGuid().ToString "N", "broken-" + Guid.NewGuid().ToString "N", "fine-" + Guid.NewGuid().ToString "N"
+            let text, garbage, broken, fine =
+                "text-" + Guid.NewGuid().ToString "N",
+                "garbage-" + Guid.NewGuid().ToString "N",
+                "broken-" + Guid.NewGuid().ToString "N",
+                "fine-" + Guid.NewGuid().ToString "N"
             let! _ = db.StringSetAsync(RedisKey.op_Implicit (store.KeyOf text), RedisValue.op_Implicit "hello")
             let! _ = db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf garbage), RedisValue.op_Implicit "foo", RedisValue.op_Implicit "bar")
             // The right format version and size, but an object node whose member is missing.
-            let! _ = db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf broken), [| HashEntry(RedisValue.op_Implicit "#v", RedisValue.op_Implicit "1"); HashEntry(RedisValue.op_Implicit "#s", RedisValue.op_Implicit "7"); HashEntry(RedisValue.op_Implicit "", RedisValue.op_Implicit "O\u0001a\u00034") |])
+            let! _ =
+                db.HashSetAsync(
+                    RedisKey.op_Implicit (store.KeyOf broken),
+                    [|
+                        HashEntry(RedisValue.op_Implicit "#v", RedisValue.op_Implicit "1")
+                        HashEntry(RedisValue.op_Implicit "#s", RedisValue.op_Implicit "7")
+                        HashEntry(RedisValue.op_Implicit "", RedisValue.op_Implicit "O\u0001a\u00034")
+                    |]
+                )
             for id in [ text; garbage; broken ] do
-                let! e = throwsAsync<SessionStoreException> (fun () -> load sessions id :> Task)
+                let! e = throwsAsync<SessionStoreException>(fun () -> load sessions id :> Task)
                 Expect.stringContains e.Message "not hold a valid Sesame session" "e.Message"
                 Expect.isFalse (e.Message.Contains id) "e.Message does not contain id"
-                let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, changeOf [ setAt "a.b" "1" ], creating, testToken ()) :> Task)
+                let! _ = throwsAsync<SessionStoreException>(fun () -> sessions.CommitAsync(id, changeOf [ setAt "a.b" "1" ], creating, testToken ()) :> Task)
                 ()
             let! untouched = db.StringGetAsync(RedisKey.op_Implicit (store.KeyOf text))
             Expect.equal (string untouched) "hello" "string untouched"
@@ -244,9 +266,11 @@ let private storeTests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
-        testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag" <| fun () -> task {
+        testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag"
+        <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-round-trips")
-            let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
+            let store =
+                new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
             let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             // Once, so Redis has both scripts (the first call after a start sends them by text).
@@ -258,13 +282,19 @@ let private storeTests =
             use monitor = new RedisMonitor(server.Value.Server.Port)
             let! _ = monitor.ReadUntilMarkerAsync()
             for i in 1..10 do
-                let! _ = sessions.CommitAsync(id, changeOf [ setAt $"cart.items[{i - 1}]" $"{{\"sku\":{i}}}"; Update.increment (path "visits") 1m; Update.remove (path "warm") ], creating, testToken ())
+                let! _ =
+                    sessions.CommitAsync(
+                        id,
+                        changeOf [ setAt $"cart.items[{i - 1}]" $"{{\"sku\":{i}}}"; Update.increment (path "visits") 1m; Update.remove (path "warm") ],
+                        creating,
+                        testToken ()
+                    )
                 let! _ = load sessions id
                 ()
             let! seen = monitor.ReadUntilMarkerAsync()
             let fromStore = seen |> List.filter (fun (client, _) -> storeClients.Contains client)
             let commandNames = fromStore |> List.map (fun (_, words) -> List.head words |> _.ToLowerInvariant())
-            Expect.equal (commandNames : string list) (List.replicate 20 "evalsha") "commandNames"
+            Expect.equal (commandNames: string list) (List.replicate 20 "evalsha") "commandNames"
             // The session's hash and its shard's expiry set: both under the hash tag of the id's first character.
             let tagged = $"rt:{{{id[0]}}}"
             let inScripts = seen |> List.filter (fun (client, words) -> client = "lua" && List.head words <> "TIME" && List.head words <> "time")
@@ -274,7 +304,8 @@ let private storeTests =
             Expect.contains (inScripts |> List.map (fun (_, words) -> List.item 1 words)) (store.KeyOf id) "the session's key"
         }
 
-        testCaseTask "the key prefix names every session's key" <| fun () -> task {
+        testCaseTask "the key prefix names every session's key"
+        <| fun () -> task {
             let store = server.Value.Store "app-one:"
             let id = Guid.NewGuid().ToString "N"
             let! _ = (store :> SessionStore).CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
@@ -292,15 +323,36 @@ let private storeTests =
 let private layoutTests =
     let server = serverOfItsOwn ()
     testList "layout" [
-        testCaseTask "every answer of the Redis store is the memory store's: commits, facts, upgrades, moves, limits, deletes, loads, listings" <| fun () -> task {
+        testCaseTask "every answer of the Redis store is the memory store's: commits, facts, upgrades, moves, limits, deletes, loads, listings"
+        <| fun () -> task {
             // Loads refresh the last-seen time every time, as the memory store does, so "least recently seen" agrees.
-            use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "model-v2:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
+            use store =
+                new RedisStore(
+                    server.Value.Connection,
+                    RedisStoreOptions(KeyPrefix = "model-v2:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero),
+                    null
+                )
             let! counts = RedisModel.compare store 7 1500
-            for outcome in [ "commit Committed"; "commit SessionGone"; "commit ShapeChanged"; "commit PathConflictException"; "commit SessionTooLargeException"; "commit ArgumentException"; "move Committed"; "move SessionGone"; "move UserLimitReached"; "listing"; "delete"; "load" ] do
+            for outcome in
+                [
+                    "commit Committed"
+                    "commit SessionGone"
+                    "commit ShapeChanged"
+                    "commit PathConflictException"
+                    "commit SessionTooLargeException"
+                    "commit ArgumentException"
+                    "move Committed"
+                    "move SessionGone"
+                    "move UserLimitReached"
+                    "listing"
+                    "delete"
+                    "load"
+                ] do
                 Expect.isGreaterThan (counts |> Map.tryFind outcome |> Option.defaultValue 0) 0 $"the walk went through {outcome}"
         }
 
-        testCaseTask "all sessions are listed page by page in byte order of their ids, each once, whatever their ids' first characters" <| fun () -> task {
+        testCaseTask "all sessions are listed page by page in byte order of their ids, each once, whatever their ids' first characters"
+        <| fun () -> task {
             use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "shards:", SweepInterval = TimeSpan.Zero), null)
             // First characters in every shard: the 64 of Sesame's ids, and ones Sesame never makes.
             let firsts = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_ !\"#./:@[\\^`{|}~é𝄞\u0001"
@@ -322,12 +374,14 @@ let private layoutTests =
             Expect.sequenceEqual seen byBytes "every session once, in byte order"
         }
 
-        testCaseTask "a key prefix with a brace is refused: it would change the keys' hash tags" <| fun () -> task {
-            let e = throws<ArgumentException> (fun () -> new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "app{1}:"), null) |> ignore)
+        testCaseTask "a key prefix with a brace is refused: it would change the keys' hash tags"
+        <| fun () -> task {
+            let e = throws<ArgumentException>(fun () -> new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "app{1}:"), null) |> ignore)
             Expect.stringContains e.Message "cannot contain" "says why"
         }
 
-        testCaseTask "while a session carries the mark of a move to another slot, a commit waits for the move to end, then applies" <| fun () -> task {
+        testCaseTask "while a session carries the mark of a move to another slot, a commit waits for the move to end, then applies"
+        <| fun () -> task {
             use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "mark:", SweepInterval = TimeSpan.Zero), null)
             let id = Guid.NewGuid().ToString "N"
             let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
@@ -349,13 +403,24 @@ let private layoutTests =
             Expect.equal after (Some(json """{"n":2}""")) "once"
         }
 
-        testCaseTask "a mark its mover left behind is undone by the next commit: the copy at the new id is deleted and the session goes on" <| fun () -> task {
+        testCaseTask "a mark its mover left behind is undone by the next commit: the copy at the new id is deleted and the session goes on"
+        <| fun () -> task {
             use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "stale:", SweepInterval = TimeSpan.Zero), null)
             let id, copy = Guid.NewGuid().ToString "N", SessionId.createFor "ada"
             let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
             // The second step had written the copy under the new id, bound and indexed; then the mover died.
-            let! _ = store.MoveAsync(null, copy, SessionChange(Patch.fold [ setAt "n" "1" ], Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ]), creating, testToken ())
-            let! _ = server.Value.Admin.GetDatabase().HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "#m", RedisValue.op_Implicit $"1000 {copy}")
+            let! _ =
+                store.MoveAsync(
+                    null,
+                    copy,
+                    SessionChange(Patch.fold [ setAt "n" "1" ], Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ]),
+                    creating,
+                    testToken ()
+                )
+            let! _ =
+                server.Value.Admin
+                    .GetDatabase()
+                    .HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "#m", RedisValue.op_Implicit $"1000 {copy}")
             let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
             Expect.equal result CommitResult.Committed "the commit applies"
             let! session = load store id
@@ -370,7 +435,8 @@ let private layoutTests =
 /// Outages: each test stops and starts a server of its own.
 let private outageTests =
     testList "outages" [
-        testCaseTask "while Redis is down loads and commits fail with SessionStoreException within the timeout, and the same store works once it is back" <| fun () -> task {
+        testCaseTask "while Redis is down loads and commits fail with SessionStoreException within the timeout, and the same store works once it is back"
+        <| fun () -> task {
             use server = new RedisServer()
             use! connection = server.ConnectAsync()
             let timeout = TimeSpan.FromSeconds 1.0
@@ -380,11 +446,11 @@ let private outageTests =
             server.Stop()
             // "Within the timeout": the failure comes when the timeout has passed, not long after (twice it, for a busy machine).
             let guard = timeout * 2.0
-            let commit = throwsAsync<SessionStoreException> (fun () -> store.CommitAsync(id, changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
+            let commit = throwsAsync<SessionStoreException>(fun () -> store.CommitAsync(id, changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
             do! withinAsync guard commit
             let! failed = commit
             Expect.stringContains failed.Message "Redis" "failed.Message"
-            let loading = throwsAsync<SessionStoreException> (fun () -> load store id :> Task)
+            let loading = throwsAsync<SessionStoreException>(fun () -> load store id :> Task)
             do! withinAsync guard loading
             let! _ = loading
             server.Start()
@@ -403,13 +469,14 @@ let private outageTests =
             Expect.equal loaded (Some(json """{"back":true}""")) "loaded"
         }
 
-        testCaseTask "a store connected while Redis is down works once Redis is up" <| fun () -> task {
+        testCaseTask "a store connected while Redis is down works once Redis is up"
+        <| fun () -> task {
             use server = new RedisServer()
             server.Stop()
             use! store = RedisStore.ConnectAsync($"{server.EndPoint},connectTimeout=500", RedisStoreOptions(OperationTimeout = TimeSpan.FromSeconds 1.0), null)
             let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
-            let! _ = throwsAsync<SessionStoreException> (fun () -> sessions.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
+            let! _ = throwsAsync<SessionStoreException>(fun () -> sessions.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
             server.Start()
             let clock = Stopwatch.StartNew()
             let mutable result = None

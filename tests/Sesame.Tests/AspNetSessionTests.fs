@@ -22,12 +22,11 @@ type private FarStore(shared: bool) =
     let mutable loads = 0
     member _.Loads = Volatile.Read &loads
     override _.IsShared = shared
-    override _.LoadAsync(id, idle, ct) =
-        task {
-            Interlocked.Increment &loads |> ignore
-            do! Task.Yield()
-            return! inner.LoadAsync(id, idle, ct)
-        }
+    override _.LoadAsync(id, idle, ct) = task {
+        Interlocked.Increment &loads |> ignore
+        do! Task.Yield()
+        return! inner.LoadAsync(id, idle, ct)
+    }
     override _.CommitAsync(id, change, options, ct) = inner.CommitAsync(id, change, options, ct)
     override _.MoveAsync(fromId, toId, change, options, ct) = inner.MoveAsync(fromId, toId, change, options, ct)
     override _.DeleteAsync(id, ct) = inner.DeleteAsync(id, ct)
@@ -36,24 +35,29 @@ type private FarStore(shared: bool) =
 /// ISession as ASP.NET Core apps use it, through its extension methods: `/set?key=..&value=..`, `/get?key=..`,
 /// `/load-then-get?key=..` (awaits LoadAsync first), `/plain` (no session use).
 let private isessionApp: HttpHandler =
-    fun next ctx ->
-        task {
-            let key = string ctx.Request.Query["key"]
-            let! body =
-                task {
-                    match ctx.Request.Path.Value with
-                    | "/set" ->
-                        ctx.Session.SetString(key, string ctx.Request.Query["value"])
-                        return "set"
-                    | "/get" -> return (match ctx.Session.GetString key with null -> "(none)" | value -> value)
-                    | "/load-then-get" ->
-                        do! ctx.Session.LoadAsync()
-                        return (match ctx.Session.GetString key with null -> "(none)" | value -> value)
-                    | "/plain" -> return "plain"
-                    | other -> return $"no route {other}"
-                }
-            return! text body next ctx
+    fun next ctx -> task {
+        let key = string ctx.Request.Query["key"]
+        let! body = task {
+            match ctx.Request.Path.Value with
+            | "/set" ->
+                ctx.Session.SetString(key, string ctx.Request.Query["value"])
+                return "set"
+            | "/get" ->
+                return
+                    (match ctx.Session.GetString key with
+                     | null -> "(none)"
+                     | value -> value)
+            | "/load-then-get" ->
+                do! ctx.Session.LoadAsync()
+                return
+                    (match ctx.Session.GetString key with
+                     | null -> "(none)"
+                     | value -> value)
+            | "/plain" -> return "plain"
+            | other -> return $"no route {other}"
         }
+        return! text body next ctx
+    }
 
 let private serveCompatible (store: SessionStore) (preload: SessionPreload option) (handler: HttpHandler) =
     let services (services: IServiceCollection) =
@@ -72,34 +76,43 @@ let private bytes (text: string) = Encoding.UTF8.GetBytes text
 let tests =
     testList "AspNetSession" [
         testList "SessionBytes" [
-            testProperty "every byte array reads back exactly, through the tree's JSON text" <| fun (value: byte[]) ->
+            testProperty "every byte array reads back exactly, through the tree's JSON text"
+            <| fun (value: byte[]) ->
                 let value = if isNull value then [||] else value
                 let stored = Json.parse (Json.serialize (SessionBytes.toJson value))
                 SessionBytes.ofJson stored = value
 
-            testProperty "every string SetString writes reads back exactly" <| fun (NonNull(text: string)) ->
+            testProperty "every string SetString writes reads back exactly"
+            <| fun (NonNull(text: string)) ->
                 // SetString encodes with UTF-8, which turns a lone surrogate into U+FFFD before Sesame sees the bytes.
                 let written = Encoding.UTF8.GetBytes text
                 Encoding.UTF8.GetString(SessionBytes.ofJson (SessionBytes.toJson written)) = Encoding.UTF8.GetString written
 
-            testCase "text is kept as a JSON string other readers of the tree read as it is" <| fun () ->
+            testCase "text is kept as a JSON string other readers of the tree read as it is"
+            <| fun () ->
                 Expect.equal (SessionBytes.toJson (bytes "Grüße, 世界 👋\n\ttab")) (Json.string "Grüße, 世界 👋\n\ttab") "UTF-8 text"
                 Expect.equal (SessionBytes.toJson [||]) (Json.string "") "no bytes: the empty string"
                 Expect.equal (SessionBytes.toJson (bytes """{"a":[1,2]}""")) (Json.string """{"a":[1,2]}""") "JSON text stays text"
 
-            testCase "bytes that are not text are base64 in a tagged object" <| fun () ->
+            testCase "bytes that are not text are base64 in a tagged object"
+            <| fun () ->
                 // What SetInt32(key, 5) writes: four big-endian bytes.
                 Expect.equal (Json.serialize (SessionBytes.toJson [| 0uy; 0uy; 0uy; 5uy |])) """{"$base64":"AAAABQ=="}""" "SetInt32's bytes"
                 Expect.equal (Json.serialize (SessionBytes.toJson [| 0xC3uy; 0x28uy |])) """{"$base64":"wyg="}""" "invalid UTF-8"
                 Expect.equal (Json.serialize (SessionBytes.toJson (bytes "bell\a"))) """{"$base64":"YmVsbAc="}""" "a control character"
 
-            testCase "values Sesame's own API set read as their JSON text" <| fun () ->
+            testCase "values Sesame's own API set read as their JSON text"
+            <| fun () ->
                 Expect.equal (SessionBytes.ofJson (Json.int64 42L)) (bytes "42") "a number"
                 Expect.equal (SessionBytes.ofJson (Json.parse """{"qty":2}""")) (bytes """{"qty":2}""") "an object"
-                Expect.equal (SessionBytes.ofJson (Json.parse """{"$base64":"not base64!"}""")) (bytes """{"$base64":"not base64!"}""") "a tag that holds no base64"
+                Expect.equal
+                    (SessionBytes.ofJson (Json.parse """{"$base64":"not base64!"}"""))
+                    (bytes """{"$base64":"not base64!"}""")
+                    "a tag that holds no base64"
         ]
 
-        testCaseTask "an F# handler under withSession gets HttpContext.Session over the same tree" <| fun () -> task {
+        testCaseTask "an F# handler under withSession gets HttpContext.Session over the same tree"
+        <| fun () -> task {
             let store = ObservedStore()
             let services (services: IServiceCollection) = services.AddSesame().AddStore(store).AddSessionCompatibility() |> ignore
             let handler: HttpHandler =
@@ -122,7 +135,8 @@ let tests =
             Expect.equal shown """Some(Ada)|1815|{"name":"Ada","year":{"$base64":"AAAHFw=="}}""" "one tree, two APIs"
         }
 
-        testCaseTask "with a shared store that answers asynchronously, ISession works unchanged: the session was loaded before the handler" <| fun () -> task {
+        testCaseTask "with a shared store that answers asynchronously, ISession works unchanged: the session was loaded before the handler"
+        <| fun () -> task {
             let store = new FarStore(true)
             use! host = serveCompatible store None isessionApp
             let browser = Browser host
@@ -131,7 +145,8 @@ let tests =
             Expect.equal name "Ada" "read synchronously, with no LoadAsync in the handler"
         }
 
-        testCaseTask "the first ISession use on a session still loading throws an error that names the fix" <| fun () -> task {
+        testCaseTask "the first ISession use on a session still loading throws an error that names the fix"
+        <| fun () -> task {
             let store = new FarStore(true)
             let mutable error: exn = null
             let handler: HttpHandler =
@@ -140,11 +155,10 @@ let tests =
                     | "/set" ->
                         ctx.Session.SetString("name", "Ada")
                         text "set" next ctx
-                    | "/load-then-get" ->
-                        task {
-                            do! ctx.Session.LoadAsync()
-                            return! text (ctx.Session.GetString "name") next ctx
-                        }
+                    | "/load-then-get" -> task {
+                        do! ctx.Session.LoadAsync()
+                        return! text (ctx.Session.GetString "name") next ctx
+                      }
                     | _ ->
                         try
                             ctx.Session.GetString "name" |> ignore
@@ -162,7 +176,8 @@ let tests =
             Expect.equal loaded "Ada" "after await LoadAsync, it works"
         }
 
-        testCaseTask "the preload loads only requests that carry a ticket, and adds no cache headers to those that leave the session alone" <| fun () -> task {
+        testCaseTask "the preload loads only requests that carry a ticket, and adds no cache headers to those that leave the session alone"
+        <| fun () -> task {
             let store = new FarStore(true)
             use! host = serveCompatible store None isessionApp
             let browser = Browser host
@@ -176,7 +191,8 @@ let tests =
             Expect.isFalse (plain.Headers.CacheControl <> null && plain.Headers.CacheControl.NoStore) "but it did not use the session: cacheable as before"
         }
 
-        testCaseTask "with an in-process store nothing is preloaded: a request that never uses the session does no store I/O" <| fun () -> task {
+        testCaseTask "with an in-process store nothing is preloaded: a request that never uses the session does no store I/O"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serveCompatible store None isessionApp
             let browser = Browser host

@@ -31,34 +31,32 @@ type private Jar(client: HttpClient) =
     /// A copy of this browser: the same cookies, from here on kept apart.
     member _.Clone() =
         let other = Jar(client)
-        for pair in cookies do other.Cookies[pair.Key] <- pair.Value
+        for pair in cookies do
+            other.Cookies[pair.Key] <- pair.Value
         other
 
     member _.Has(name: string) = cookies.ContainsKey name
 
     /// Sends a GET with the cookies; keeps what the response sets, drops what it deletes.
-    member _.SendAsync(url: string) : Task<HttpStatusCode * string> =
-        task {
-            use request = new HttpRequestMessage(HttpMethod.Get, url)
-            if cookies.Count > 0 then
-                request.Headers.Add("Cookie", String.Join("; ", cookies |> Seq.map (fun pair -> $"{pair.Key}={pair.Value}")))
-            let! response = client.SendAsync request
-            let! body = response.Content.ReadAsStringAsync()
-            for header in setCookies response do
-                let pair = header.Split(';')[0]
-                let at = pair.IndexOf '='
-                let name, value = pair.Substring(0, at), pair.Substring(at + 1)
-                if value = "" then cookies.Remove name |> ignore else cookies[name] <- value
-            return response.StatusCode, body
-        }
+    member _.SendAsync(url: string) : Task<HttpStatusCode * string> = task {
+        use request = new HttpRequestMessage(HttpMethod.Get, url)
+        if cookies.Count > 0 then request.Headers.Add("Cookie", String.Join("; ", cookies |> Seq.map (fun pair -> $"{pair.Key}={pair.Value}")))
+        let! response = client.SendAsync request
+        let! body = response.Content.ReadAsStringAsync()
+        for header in setCookies response do
+            let pair = header.Split(';')[0]
+            let at = pair.IndexOf '='
+            let name, value = pair.Substring(0, at), pair.Substring(at + 1)
+            if value = "" then cookies.Remove name |> ignore else cookies[name] <- value
+        return response.StatusCode, body
+    }
 
     /// The body of a GET that must answer 200.
-    member this.TextAsync(url: string) : Task<string> =
-        task {
-            let! status, body = this.SendAsync url
-            if status <> HttpStatusCode.OK then failwith $"GET {url} answered {int status}: {body}"
-            return body
-        }
+    member this.TextAsync(url: string) : Task<string> = task {
+        let! status, body = this.SendAsync url
+        if status <> HttpStatusCode.OK then failwith $"GET {url} answered {int status}: {body}"
+        return body
+    }
 
 /// What the app's own cookie events saw.
 type Calls() =
@@ -106,55 +104,53 @@ type private Events =
     /// The app's OnSigningIn gives the principal its user id claim (from its name).
     | AddsUserId
 
-let private principal (user: string) =
-    ClaimsPrincipal(ClaimsIdentity([ Claim(ClaimTypes.NameIdentifier, user) ], "test"))
+let private principal (user: string) = ClaimsPrincipal(ClaimsIdentity([ Claim(ClaimTypes.NameIdentifier, user) ], "test"))
 
 /// The app: one path per operation, the user in the query.
 let private handle (ctx: HttpContext) : Task =
     let query (name: string) = string ctx.Request.Query[name]
     task {
-        let! body =
-            task {
-                match ctx.Request.Path.Value with
-                | "/put" ->
-                    let! session = Session.loadAsync ctx
-                    session |> Session.set "value" (query "value")
-                    return "put"
-                | "/get" ->
-                    let! session = Session.loadAsync ctx
-                    return session |> Session.getOr "value" "(none)"
-                | "/id" ->
-                    let! session = Session.loadAsync ctx
-                    return if session.IsNew then "(new)" else session.Id
-                | "/login" ->
-                    do! ctx.SignInAsync(principal (query "user"))
+        let! body = task {
+            match ctx.Request.Path.Value with
+            | "/put" ->
+                let! session = Session.loadAsync ctx
+                session |> Session.set "value" (query "value")
+                return "put"
+            | "/get" ->
+                let! session = Session.loadAsync ctx
+                return session |> Session.getOr "value" "(none)"
+            | "/id" ->
+                let! session = Session.loadAsync ctx
+                return if session.IsNew then "(new)" else session.Id
+            | "/login" ->
+                do! ctx.SignInAsync(principal (query "user"))
+                return "signed in"
+            | "/login-external" ->
+                do! ctx.SignInAsync("External", principal (query "user"))
+                return "signed in elsewhere"
+            | "/login-without-id" ->
+                try
+                    do! ctx.SignInAsync(ClaimsPrincipal(ClaimsIdentity([ Claim(ClaimTypes.Name, "nameless") ], "test")))
                     return "signed in"
-                | "/login-external" ->
-                    do! ctx.SignInAsync("External", principal (query "user"))
-                    return "signed in elsewhere"
-                | "/login-without-id" ->
-                    try
-                        do! ctx.SignInAsync(ClaimsPrincipal(ClaimsIdentity([ Claim(ClaimTypes.Name, "nameless") ], "test")))
-                        return "signed in"
-                    with :? InvalidOperationException as e ->
-                        return $"refused: {e.Message}"
-                | "/logout" ->
-                    do! ctx.SignOutAsync()
-                    return "signed out"
-                | "/whoami" ->
-                    if ctx.User.Identity.IsAuthenticated then
-                        return ctx.User.FindFirst(ClaimTypes.NameIdentifier).Value
-                    else
-                        ctx.Response.StatusCode <- 401
-                        return "anonymous"
-                | "/sessions" ->
-                    let! sessions = Sessions.ofUserAsync (query "user") ctx
-                    return String.Join(",", sessions |> List.map _.Id)
-                | "/end-all" ->
-                    let! ended = Sessions.endAllAsync (query "user") ctx
-                    return string ended
-                | other -> return $"no route {other}"
-            }
+                with :? InvalidOperationException as e ->
+                    return $"refused: {e.Message}"
+            | "/logout" ->
+                do! ctx.SignOutAsync()
+                return "signed out"
+            | "/whoami" ->
+                if ctx.User.Identity.IsAuthenticated then
+                    return ctx.User.FindFirst(ClaimTypes.NameIdentifier).Value
+                else
+                    ctx.Response.StatusCode <- 401
+                    return "anonymous"
+            | "/sessions" ->
+                let! sessions = Sessions.ofUserAsync (query "user") ctx
+                return String.Join(",", sessions |> List.map _.Id)
+            | "/end-all" ->
+                let! ended = Sessions.endAllAsync (query "user") ctx
+                return string ended
+            | other -> return $"no route {other}"
+        }
         do! ctx.Response.WriteAsync body
     }
 
@@ -168,10 +164,22 @@ let private startApp (events: Events) (configureSesame: SesameOptions -> unit) (
                 match events with
                 | NoEvents -> ()
                 | Callbacks calls ->
-                    options.Events.OnSigningIn <- fun _ -> calls.OnSigningIn(); Task.CompletedTask
-                    options.Events.OnSignedIn <- fun _ -> calls.OnSignedIn(); Task.CompletedTask
-                    options.Events.OnSigningOut <- fun _ -> calls.OnSigningOut(); Task.CompletedTask
-                    options.Events.OnValidatePrincipal <- fun _ -> calls.OnValidated(); Task.CompletedTask
+                    options.Events.OnSigningIn <-
+                        fun _ ->
+                            calls.OnSigningIn()
+                            Task.CompletedTask
+                    options.Events.OnSignedIn <-
+                        fun _ ->
+                            calls.OnSignedIn()
+                            Task.CompletedTask
+                    options.Events.OnSigningOut <-
+                        fun _ ->
+                            calls.OnSigningOut()
+                            Task.CompletedTask
+                    options.Events.OnValidatePrincipal <-
+                        fun _ ->
+                            calls.OnValidated()
+                            Task.CompletedTask
                 | EventsType _ -> options.EventsType <- typeof<AppCookieEvents>
                 | AddsUserId ->
                     options.Events.OnSigningIn <-
@@ -185,10 +193,7 @@ let private startApp (events: Events) (configureSesame: SesameOptions -> unit) (
         | EventsType calls -> services.AddSingleton<Calls>(calls).AddScoped<AppCookieEvents>() |> ignore
         | _ -> ()
     let pipeline (app: IApplicationBuilder) =
-        if sesameFirst then
-            app.UseSesame().UseAuthentication() |> ignore
-        else
-            app.UseAuthentication().UseSesame() |> ignore
+        if sesameFirst then app.UseSesame().UseAuthentication() |> ignore else app.UseAuthentication().UseSesame() |> ignore
         app.Run(RequestDelegate handle)
     startHostWith InMemory services pipeline (new LogCapture())
 
@@ -198,233 +203,249 @@ let private noOptions (_: SesameOptions) = ()
 
 [<Tests>]
 let tests =
-    testList
-        "Authentication"
-        [ testCaseTask "signing in moves the session to a new id, keeps its data, and the old cookie no longer loads it" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! _ = browser.TextAsync "/put?value=cart"
-              let! before = browser.TextAsync "/id"
-              let beforeLogin = browser.Clone()
-              let! _ = browser.TextAsync "/login?user=alice"
-              let! after = browser.TextAsync "/id"
-              Expect.notEqual after before "a sign-in gives the session a new id"
-              Expect.notEqual after "(new)" "the signed-in session is stored"
-              let! value = browser.TextAsync "/get"
-              Expect.equal value "cart" "the session keeps its data across the sign-in"
-              let! replayed = beforeLogin.TextAsync "/id"
-              Expect.equal replayed "(new)" "the cookie from before the sign-in names no session any more"
-              let! whoami = browser.TextAsync "/whoami"
-              Expect.equal whoami "alice" "the auth cookie authenticates the user"
-          }
+    testList "Authentication" [
+        testCaseTask "signing in moves the session to a new id, keeps its data, and the old cookie no longer loads it"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/put?value=cart"
+            let! before = browser.TextAsync "/id"
+            let beforeLogin = browser.Clone()
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! after = browser.TextAsync "/id"
+            Expect.notEqual after before "a sign-in gives the session a new id"
+            Expect.notEqual after "(new)" "the signed-in session is stored"
+            let! value = browser.TextAsync "/get"
+            Expect.equal value "cart" "the session keeps its data across the sign-in"
+            let! replayed = beforeLogin.TextAsync "/id"
+            Expect.equal replayed "(new)" "the cookie from before the sign-in names no session any more"
+            let! whoami = browser.TextAsync "/whoami"
+            Expect.equal whoami "alice" "the auth cookie authenticates the user"
+        }
 
-          testCaseTask "a signed-in session is bound to the user: listed among the user's sessions" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let phone, laptop = browserOf host, browserOf host
-              let! _ = phone.TextAsync "/login?user=alice"
-              let! _ = laptop.TextAsync "/login?user=alice"
-              let! phoneId = phone.TextAsync "/id"
-              let! laptopId = laptop.TextAsync "/id"
-              let! listed = phone.TextAsync "/sessions?user=alice"
-              Expect.equal (set (listed.Split ',')) (set [ phoneId; laptopId ]) "both devices' sessions are the user's"
-              let! others = phone.TextAsync "/sessions?user=bob"
-              Expect.equal others "" "another user has none"
-          }
+        testCaseTask "a signed-in session is bound to the user: listed among the user's sessions"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let phone, laptop = browserOf host, browserOf host
+            let! _ = phone.TextAsync "/login?user=alice"
+            let! _ = laptop.TextAsync "/login?user=alice"
+            let! phoneId = phone.TextAsync "/id"
+            let! laptopId = laptop.TextAsync "/id"
+            let! listed = phone.TextAsync "/sessions?user=alice"
+            Expect.equal (set (listed.Split ',')) (set [ phoneId; laptopId ]) "both devices' sessions are the user's"
+            let! others = phone.TextAsync "/sessions?user=bob"
+            Expect.equal others "" "another user has none"
+        }
 
-          testCaseTask "a session id planted before sign-in is not the one after it" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let attacker = browserOf host
-              let! _ = attacker.TextAsync "/put?value=bait"
-              let! planted = attacker.TextAsync "/id"
-              // The victim's browser is given the attacker's session cookie, then signs in.
-              let victim = attacker.Clone()
-              let! _ = victim.TextAsync "/login?user=alice"
-              let! victimId = victim.TextAsync "/id"
-              Expect.notEqual victimId planted "the victim's signed-in session is not at the planted id"
-              Expect.notEqual victim.Cookies[sessionCookie] attacker.Cookies[sessionCookie] "the victim got a new session cookie"
-              let! _ = victim.TextAsync "/put?value=secret"
-              let! seen = attacker.TextAsync "/get"
-              Expect.equal seen "(none)" "the planted cookie does not reach the victim's session"
-              let! attackerId = attacker.TextAsync "/id"
-              Expect.equal attackerId "(new)" "the planted id is dead"
-          }
+        testCaseTask "a session id planted before sign-in is not the one after it"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let attacker = browserOf host
+            let! _ = attacker.TextAsync "/put?value=bait"
+            let! planted = attacker.TextAsync "/id"
+            // The victim's browser is given the attacker's session cookie, then signs in.
+            let victim = attacker.Clone()
+            let! _ = victim.TextAsync "/login?user=alice"
+            let! victimId = victim.TextAsync "/id"
+            Expect.notEqual victimId planted "the victim's signed-in session is not at the planted id"
+            Expect.notEqual victim.Cookies[sessionCookie] attacker.Cookies[sessionCookie] "the victim got a new session cookie"
+            let! _ = victim.TextAsync "/put?value=secret"
+            let! seen = attacker.TextAsync "/get"
+            Expect.equal seen "(none)" "the planted cookie does not reach the victim's session"
+            let! attackerId = attacker.TextAsync "/id"
+            Expect.equal attackerId "(new)" "the planted id is dead"
+        }
 
-          testCaseTask "signing out destroys the session and removes it from the user's sessions" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! _ = browser.TextAsync "/login?user=alice"
-              let! _ = browser.TextAsync "/put?value=private"
-              let signedIn = browser.Clone()
-              let! _ = browser.TextAsync "/logout"
-              Expect.isFalse (browser.Has sessionCookie) "the session cookie is expired"
-              Expect.isFalse (browser.Has authCookie) "the auth cookie is expired"
-              let! listed = browser.TextAsync "/sessions?user=alice"
-              Expect.equal listed "" "the user has no session left"
-              // Replaying the cookies from before the sign-out: no session, and the auth cookie is refused.
-              let! status, _ = signedIn.SendAsync "/whoami"
-              Expect.equal status HttpStatusCode.Unauthorized "the old auth cookie's session has ended, so it is rejected"
-              let! value = signedIn.TextAsync "/get"
-              Expect.equal value "(none)" "the old session cookie finds no data"
-          }
+        testCaseTask "signing out destroys the session and removes it from the user's sessions"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! _ = browser.TextAsync "/put?value=private"
+            let signedIn = browser.Clone()
+            let! _ = browser.TextAsync "/logout"
+            Expect.isFalse (browser.Has sessionCookie) "the session cookie is expired"
+            Expect.isFalse (browser.Has authCookie) "the auth cookie is expired"
+            let! listed = browser.TextAsync "/sessions?user=alice"
+            Expect.equal listed "" "the user has no session left"
+            // Replaying the cookies from before the sign-out: no session, and the auth cookie is refused.
+            let! status, _ = signedIn.SendAsync "/whoami"
+            Expect.equal status HttpStatusCode.Unauthorized "the old auth cookie's session has ended, so it is rejected"
+            let! value = signedIn.TextAsync "/get"
+            Expect.equal value "(none)" "the old session cookie finds no data"
+        }
 
-          testCaseTask "ending the user's sessions from another request rejects the auth cookie on its next request" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let phone, admin = browserOf host, browserOf host
-              let! _ = phone.TextAsync "/login?user=alice"
-              let! whoami = phone.TextAsync "/whoami"
-              Expect.equal whoami "alice" "signed in"
-              let! ended = admin.TextAsync "/end-all?user=alice"
-              Expect.equal ended "1" "the phone's session is ended"
-              let! status, _ = phone.SendAsync "/whoami"
-              Expect.equal status HttpStatusCode.Unauthorized "the auth cookie of the ended session no longer authenticates"
-              Expect.isFalse (phone.Has authCookie) "the auth cookie is signed out"
-              Expect.isFalse (phone.Has sessionCookie) "the dead session's cookie is expired"
-              let! again = phone.TextAsync "/login?user=alice"
-              Expect.equal again "signed in" "the user can sign in again"
-              let! back = phone.TextAsync "/whoami"
-              Expect.equal back "alice" "and is authenticated again"
-          }
+        testCaseTask "ending the user's sessions from another request rejects the auth cookie on its next request"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let phone, admin = browserOf host, browserOf host
+            let! _ = phone.TextAsync "/login?user=alice"
+            let! whoami = phone.TextAsync "/whoami"
+            Expect.equal whoami "alice" "signed in"
+            let! ended = admin.TextAsync "/end-all?user=alice"
+            Expect.equal ended "1" "the phone's session is ended"
+            let! status, _ = phone.SendAsync "/whoami"
+            Expect.equal status HttpStatusCode.Unauthorized "the auth cookie of the ended session no longer authenticates"
+            Expect.isFalse (phone.Has authCookie) "the auth cookie is signed out"
+            Expect.isFalse (phone.Has sessionCookie) "the dead session's cookie is expired"
+            let! again = phone.TextAsync "/login?user=alice"
+            Expect.equal again "signed in" "the user can sign in again"
+            let! back = phone.TextAsync "/whoami"
+            Expect.equal back "alice" "and is authenticated again"
+        }
 
-          testCaseTask "signing in as another user empties the previous user's session" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! _ = browser.TextAsync "/login?user=alice"
-              let! _ = browser.TextAsync "/put?value=alice-private"
-              let! _ = browser.TextAsync "/login?user=bob"
-              let! value = browser.TextAsync "/get"
-              Expect.equal value "(none)" "bob does not see alice's data"
-              let! alices = browser.TextAsync "/sessions?user=alice"
-              Expect.equal alices "" "the session is no longer alice's"
-              let! bobs = browser.TextAsync "/sessions?user=bob"
-              let! id = browser.TextAsync "/id"
-              Expect.equal bobs id "it is bob's"
-          }
+        testCaseTask "signing in as another user empties the previous user's session"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! _ = browser.TextAsync "/put?value=alice-private"
+            let! _ = browser.TextAsync "/login?user=bob"
+            let! value = browser.TextAsync "/get"
+            Expect.equal value "(none)" "bob does not see alice's data"
+            let! alices = browser.TextAsync "/sessions?user=alice"
+            Expect.equal alices "" "the session is no longer alice's"
+            let! bobs = browser.TextAsync "/sessions?user=bob"
+            let! id = browser.TextAsync "/id"
+            Expect.equal bobs id "it is bob's"
+        }
 
-          testCaseTask "validating the auth cookie does not count as using the session: no no-cache headers" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let client = (host.GetTestServer()).CreateClient()
-              let browser = Jar(client)
-              let! _ = browser.TextAsync "/login?user=alice"
-              use request = new HttpRequestMessage(HttpMethod.Get, "/whoami")
-              request.Headers.Add("Cookie", String.Join("; ", browser.Cookies |> Seq.map (fun pair -> $"{pair.Key}={pair.Value}")))
-              let! response = client.SendAsync request
-              let! body = response.Content.ReadAsStringAsync()
-              Expect.equal body "alice" "authenticated through the bound session"
-              Expect.isFalse (response.Headers.CacheControl <> null && response.Headers.CacheControl.NoStore) "no Cache-Control: no-store for a handler that left the session alone"
-          }
+        testCaseTask "validating the auth cookie does not count as using the session: no no-cache headers"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let client = (host.GetTestServer()).CreateClient()
+            let browser = Jar(client)
+            let! _ = browser.TextAsync "/login?user=alice"
+            use request = new HttpRequestMessage(HttpMethod.Get, "/whoami")
+            request.Headers.Add("Cookie", String.Join("; ", browser.Cookies |> Seq.map (fun pair -> $"{pair.Key}={pair.Value}")))
+            let! response = client.SendAsync request
+            let! body = response.Content.ReadAsStringAsync()
+            Expect.equal body "alice" "authenticated through the bound session"
+            Expect.isFalse
+                (response.Headers.CacheControl <> null && response.Headers.CacheControl.NoStore)
+                "no Cache-Control: no-store for a handler that left the session alone"
+        }
 
-          testCaseTask "the app's own event callbacks still run, first, around the binding" <| fun () -> task {
-              let calls = Calls()
-              let! host = startApp (Callbacks calls) noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! _ = browser.TextAsync "/login?user=alice"
-              let! _ = browser.TextAsync "/whoami"
-              let! listed = browser.TextAsync "/sessions?user=alice"
-              Expect.isNonEmpty listed "the session is bound"
-              let! _ = browser.TextAsync "/logout"
-              // Three requests came with the auth cookie after the sign-in: /whoami, /sessions and /logout.
-              Expect.equal (calls.SigningIn, calls.SignedIn, calls.Validated, calls.SigningOut) (1, 1, 3, 1) "every app callback ran, as often as without Sesame"
-              let! after = browser.TextAsync "/sessions?user=alice"
-              Expect.equal after "" "the sign-out destroyed the session"
-          }
+        testCaseTask "the app's own event callbacks still run, first, around the binding"
+        <| fun () -> task {
+            let calls = Calls()
+            let! host = startApp (Callbacks calls) noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! _ = browser.TextAsync "/whoami"
+            let! listed = browser.TextAsync "/sessions?user=alice"
+            Expect.isNonEmpty listed "the session is bound"
+            let! _ = browser.TextAsync "/logout"
+            // Three requests came with the auth cookie after the sign-in: /whoami, /sessions and /logout.
+            Expect.equal (calls.SigningIn, calls.SignedIn, calls.Validated, calls.SigningOut) (1, 1, 3, 1) "every app callback ran, as often as without Sesame"
+            let! after = browser.TextAsync "/sessions?user=alice"
+            Expect.equal after "" "the sign-out destroyed the session"
+        }
 
-          testCaseTask "an app's events given as EventsType still run, and the session is bound" <| fun () -> task {
-              let calls = Calls()
-              let! host = startApp (EventsType calls) noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! _ = browser.TextAsync "/login?user=alice"
-              let! whoami = browser.TextAsync "/whoami"
-              Expect.equal whoami "alice" "signed in"
-              let! listed = browser.TextAsync "/sessions?user=alice"
-              Expect.isNonEmpty listed "the session is bound"
-              let admin = browserOf host
-              let! _ = admin.TextAsync "/end-all?user=alice"
-              let! status, _ = browser.SendAsync "/whoami"
-              Expect.equal status HttpStatusCode.Unauthorized "the ended session's auth cookie is rejected"
-              Expect.equal (calls.SigningIn, calls.SignedIn) (1, 1) "the app's sign-in events ran"
-              Expect.equal calls.Validated 3 "the app's validation ran for each request that came with the auth cookie"
-              Expect.equal calls.SigningOut 1 "the app saw the sign-out of the rejected cookie"
-          }
+        testCaseTask "an app's events given as EventsType still run, and the session is bound"
+        <| fun () -> task {
+            let calls = Calls()
+            let! host = startApp (EventsType calls) noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! whoami = browser.TextAsync "/whoami"
+            Expect.equal whoami "alice" "signed in"
+            let! listed = browser.TextAsync "/sessions?user=alice"
+            Expect.isNonEmpty listed "the session is bound"
+            let admin = browserOf host
+            let! _ = admin.TextAsync "/end-all?user=alice"
+            let! status, _ = browser.SendAsync "/whoami"
+            Expect.equal status HttpStatusCode.Unauthorized "the ended session's auth cookie is rejected"
+            Expect.equal (calls.SigningIn, calls.SignedIn) (1, 1) "the app's sign-in events ran"
+            Expect.equal calls.Validated 3 "the app's validation ran for each request that came with the auth cookie"
+            Expect.equal calls.SigningOut 1 "the app saw the sign-out of the rejected cookie"
+        }
 
-          testCaseTask "a sign-in with another scheme than the one that authenticates requests leaves the session alone" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! _ = browser.TextAsync "/put?value=cart"
-              let! before = browser.TextAsync "/id"
-              let! _ = browser.TextAsync "/login-external?user=alice"
-              let! after = browser.TextAsync "/id"
-              Expect.equal after before "the external cookie's sign-in does not move the session"
-              let! listed = browser.TextAsync "/sessions?user=alice"
-              Expect.equal listed "" "nor binds it to the user"
-          }
+        testCaseTask "a sign-in with another scheme than the one that authenticates requests leaves the session alone"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/put?value=cart"
+            let! before = browser.TextAsync "/id"
+            let! _ = browser.TextAsync "/login-external?user=alice"
+            let! after = browser.TextAsync "/id"
+            Expect.equal after before "the external cookie's sign-in does not move the session"
+            let! listed = browser.TextAsync "/sessions?user=alice"
+            Expect.equal listed "" "nor binds it to the user"
+        }
 
-          testCaseTask "the principal the app's OnSigningIn gives is the one the session is bound to" <| fun () -> task {
-              let! host = startApp AddsUserId noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! answer = browser.TextAsync "/login-without-id"
-              Expect.equal answer "signed in" "the app's callback ran before the binding looked for the user id"
-              let! listed = browser.TextAsync "/sessions?user=user-nameless"
-              let! id = browser.TextAsync "/id"
-              Expect.equal listed id "the session is bound to the user id the app's callback gave"
-          }
+        testCaseTask "the principal the app's OnSigningIn gives is the one the session is bound to"
+        <| fun () -> task {
+            let! host = startApp AddsUserId noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! answer = browser.TextAsync "/login-without-id"
+            Expect.equal answer "signed in" "the app's callback ran before the binding looked for the user id"
+            let! listed = browser.TextAsync "/sessions?user=user-nameless"
+            let! id = browser.TextAsync "/id"
+            Expect.equal listed id "the session is bound to the user id the app's callback gave"
+        }
 
-          testCaseTask "a principal without the user id claim cannot sign in, and no auth cookie is issued" <| fun () -> task {
-              let! host = startApp NoEvents noOptions true
-              use _ = host
-              let browser = browserOf host
-              let! answer = browser.TextAsync "/login-without-id"
-              Expect.stringStarts answer "refused: " "the sign-in throws"
-              Expect.stringContains answer ClaimTypes.NameIdentifier "the error names the missing claim"
-              Expect.isFalse (browser.Has authCookie) "no auth cookie was issued"
-          }
+        testCaseTask "a principal without the user id claim cannot sign in, and no auth cookie is issued"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! answer = browser.TextAsync "/login-without-id"
+            Expect.stringStarts answer "refused: " "the sign-in throws"
+            Expect.stringContains answer ClaimTypes.NameIdentifier "the error names the missing claim"
+            Expect.isFalse (browser.Has authCookie) "no auth cookie was issued"
+        }
 
-          testCaseTask "a sign-in past MaxSessionsPerUser with the Refuse policy fails with SessionUserLimitException" <| fun () -> task {
-              let limited (options: SesameOptions) =
-                  options.MaxSessionsPerUser <- 1
-                  options.UserLimitPolicy <- UserLimitPolicy.Refuse
-              let! host = startApp NoEvents limited true
-              use _ = host
-              let first, second = browserOf host, browserOf host
-              let! _ = first.TextAsync "/login?user=alice"
-              let! status, _ =
-                  task {
-                      try
-                          return! second.SendAsync "/login?user=alice"
-                      with e ->
-                          // TestServer hands the app's exception to the client.
-                          Expect.isTrue (e :? SessionUserLimitException || (e.InnerException :? SessionUserLimitException)) $"the sign-in is refused with the limit's exception, not {e}"
-                          return HttpStatusCode.InternalServerError, ""
-                  }
-              Expect.equal status HttpStatusCode.InternalServerError "the refused sign-in fails"
-              Expect.isFalse (second.Has authCookie) "no auth cookie was issued"
-              let! listed = first.TextAsync "/sessions?user=alice"
-              Expect.equal (listed.Split(',').Length) 1 "the user still has one session"
-          }
+        testCaseTask "a sign-in past MaxSessionsPerUser with the Refuse policy fails with SessionUserLimitException"
+        <| fun () -> task {
+            let limited (options: SesameOptions) =
+                options.MaxSessionsPerUser <- 1
+                options.UserLimitPolicy <- UserLimitPolicy.Refuse
+            let! host = startApp NoEvents limited true
+            use _ = host
+            let first, second = browserOf host, browserOf host
+            let! _ = first.TextAsync "/login?user=alice"
+            let! status, _ = task {
+                try
+                    return! second.SendAsync "/login?user=alice"
+                with e ->
+                    // TestServer hands the app's exception to the client.
+                    Expect.isTrue
+                        (e :? SessionUserLimitException || (e.InnerException :? SessionUserLimitException))
+                        $"the sign-in is refused with the limit's exception, not {e}"
+                    return HttpStatusCode.InternalServerError, ""
+            }
+            Expect.equal status HttpStatusCode.InternalServerError "the refused sign-in fails"
+            Expect.isFalse (second.Has authCookie) "no auth cookie was issued"
+            let! listed = first.TextAsync "/sessions?user=alice"
+            Expect.equal (listed.Split(',').Length) 1 "the user still has one session"
+        }
 
-          testCaseTask "authentication before UseSesame is a clear error when a bound cookie comes back" <| fun () -> task {
-              let! host = startApp NoEvents noOptions false
-              use _ = host
-              let browser = browserOf host
-              // The endpoint runs after both middlewares, so the sign-in itself has a session.
-              let! _ = browser.TextAsync "/login?user=alice"
-              let! answer =
-                  task {
-                      try
-                          let! _ = browser.SendAsync "/whoami"
-                          return "no error"
-                      with e ->
-                          return string e
-                  }
-              Expect.stringContains answer "app.UseSesame() before app.UseAuthentication()" "the error says how to fix the pipeline"
-          } ]
+        testCaseTask "authentication before UseSesame is a clear error when a bound cookie comes back"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions false
+            use _ = host
+            let browser = browserOf host
+            // The endpoint runs after both middlewares, so the sign-in itself has a session.
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! answer = task {
+                try
+                    let! _ = browser.SendAsync "/whoami"
+                    return "no error"
+                with e ->
+                    return string e
+            }
+            Expect.stringContains answer "app.UseSesame() before app.UseAuthentication()" "the error says how to fix the pipeline"
+        }
+    ]

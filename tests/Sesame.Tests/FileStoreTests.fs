@@ -33,10 +33,12 @@ type CapturingLogger() =
     member _.WithEvent(id: int) = entries |> Seq.filter (fun e -> e.Event.Id = id) |> List.ofSeq
 
     interface ILogger with
-        member _.BeginScope(_state) = { new IDisposable with member _.Dispose() = () }
+        member _.BeginScope(_state) = {
+            new IDisposable with
+                member _.Dispose() = ()
+        }
         member _.IsEnabled(_level) = true
-        member _.Log(level, eventId, state, error, formatter) =
-            entries.Enqueue { Level = level; Event = eventId; Message = formatter.Invoke(state, error) }
+        member _.Log(level, eventId, state, error, formatter) = entries.Enqueue { Level = level; Event = eventId; Message = formatter.Invoke(state, error) }
 
 /// The contract suites' session files: one folder for the run, removed when the run ends.
 let private contractFiles =
@@ -65,8 +67,7 @@ type ReopeningStore(file: string, clock: TimeProvider) =
 
 /// The store contract, run against the file store, each test on a fresh file and a clock of its own.
 let private fileStoreContract =
-    storeContractOnClock "contract" (fun clock ->
-        FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> SessionStore)
+    storeContractOnClock "contract" (fun clock -> FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> SessionStore)
 
 /// The store contract again, every load reading the file afresh: what survives a restart is what was served before it.
 let private fileStoreAcrossRestartsContract =
@@ -75,11 +76,10 @@ let private fileStoreAcrossRestartsContract =
 
 let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
-let private commit (store: SessionStore) (id: string) (updates: Update list) =
-    task {
-        let! result = store.CommitAsync(id, changeOf updates, creating, testToken ())
-        Expect.equal result CommitResult.Committed "result"
-    }
+let private commit (store: SessionStore) (id: string) (updates: Update list) = task {
+    let! result = store.CommitAsync(id, changeOf updates, creating, testToken ())
+    Expect.equal result CommitResult.Committed "result"
+}
 
 let private fileLength (file: string) = IO.FileInfo(file).Length
 
@@ -131,47 +131,43 @@ module CrashWorker =
         do
             proc.ErrorDataReceived.Add(fun e -> if not (isNull e.Data) then lock errors (fun () -> errors.AppendLine e.Data |> ignore))
             proc.BeginErrorReadLine()
-        let reading =
-            task {
-                let mutable reading = true
-                while reading do
-                    let! line = proc.StandardOutput.ReadLineAsync()
-                    if isNull line then
-                        reading <- false
-                    else
-                        lines.Enqueue line
-                        if line = "ready $" then ready.TrySetResult() |> ignore
-            }
+        let reading = task {
+            let mutable reading = true
+            while reading do
+                let! line = proc.StandardOutput.ReadLineAsync()
+                if isNull line then
+                    reading <- false
+                else
+                    lines.Enqueue line
+                    if line = "ready $" then ready.TrySetResult() |> ignore
+        }
 
         member _.Ready = ready.Task
         member _.HasExited = proc.HasExited
 
         /// Waits until the worker has printed at least this many acknowledgements ("ok ..." lines), or the timeout
         /// passes: so a kill lands on a store that is busy, however slow the machine is.
-        member _.AcknowledgedAsync(count: int, timeout: TimeSpan) : Task =
-            task {
-                let until = DateTime.UtcNow + timeout
-                while (lines |> Seq.filter (fun l -> l.StartsWith "ok ") |> Seq.length) < count && DateTime.UtcNow < until && not proc.HasExited do
-                    do! Task.Delay 5
-            }
+        member _.AcknowledgedAsync(count: int, timeout: TimeSpan) : Task = task {
+            let until = DateTime.UtcNow + timeout
+            while (lines |> Seq.filter (fun l -> l.StartsWith "ok ") |> Seq.length) < count && DateTime.UtcNow < until && not proc.HasExited do
+                do! Task.Delay 5
+        }
         member _.Errors = lock errors (fun () -> errors.ToString())
 
         /// Kills the worker with SIGKILL and gives every line it printed.
-        member _.KillAsync() =
-            task {
-                proc.Kill()
-                do! proc.WaitForExitAsync()
-                do! reading
-                return List.ofSeq lines
-            }
+        member _.KillAsync() = task {
+            proc.Kill()
+            do! proc.WaitForExitAsync()
+            do! reading
+            return List.ofSeq lines
+        }
 
         /// Waits for the worker to end by itself and gives its exit code and output.
-        member _.ExitAsync() =
-            task {
-                do! proc.WaitForExitAsync()
-                do! reading
-                return proc.ExitCode, String.Join("\n", lines)
-            }
+        member _.ExitAsync() = task {
+            do! proc.WaitForExitAsync()
+            do! reading
+            return proc.ExitCode, String.Join("\n", lines)
+        }
 
         interface IDisposable with
             member _.Dispose() =
@@ -228,142 +224,146 @@ module private Crash =
         acknowledged, compactions
 
     /// Opens the file after a kill and checks it against what was acknowledged; then takes what it holds as known.
-    let verify (file: string) (knowledge: WriterKnowledge[]) =
-        task {
-            let logger = CapturingLogger()
-            use store = FileStore.Open(file, options, logger)
-            let! shared = load store "shared"
-            let mutable expectedSessions = if shared.IsSome then 1 else 0
-            let mutable sharedTotal = 0L
-            for w in 0 .. writers - 1 do
-                let known = knowledge[w]
-                let! own = load store $"w{w}"
-                let n = number own "n"
-                if own.IsSome then expectedSessions <- expectedSessions + 1
-                // Every acknowledged commit is there; at most the one in flight beyond it.
-                Expect.isTrue (n >= known.Own && n <= known.Own + 1L) ($"Writer {w}: n = {n}, but {known.Own} was acknowledged.")
-                // Each commit set n and incremented count together, exactly once.
-                Expect.equal (number own "count") n "number own 'count'"
-                let pad = own |> Option.bind (SessionPath.tryGet (path "pad"))
-                if n > 0L then Expect.equal pad (Some(Json.string (String('x', int (n * 37L % 1500L))))) "pad"
-                let s = number shared $"w{w}"
-                Expect.isTrue (s >= known.Shared && s <= n) ($"Writer {w}: shared.w{w} = {s}, acknowledged {known.Shared}, own n = {n}.")
-                sharedTotal <- sharedTotal + s
-                let! temporary = load store $"t{w}"
-                match temporary with
-                | Some _ ->
-                    expectedSessions <- expectedSessions + 1
-                    let tn = number temporary "n"
-                    Expect.isTrue (tn <= n && tn % 10L <> 0L && number temporary "c" >= 1L) ($"Writer {w}: t{w} = {temporary}, own n = {n}.")
-                    if known.TemporaryAtLeast > 0L then
-                        Expect.isTrue (tn >= known.TemporaryAtLeast) ($"Writer {w}: t{w}.n = {tn}, but {known.TemporaryAtLeast} was acknowledged.")
-                    else
-                        Expect.isTrue (tn > known.DeletedAt) ($"Writer {w}: t{w}.n = {tn} came back after the delete at {known.DeletedAt}.")
-                    known.TemporaryAtLeast <- tn
-                | None ->
-                    // Gone only through a delete: acknowledged, or in flight (the delete of round m follows own commit m).
-                    if known.TemporaryAtLeast > 0L then
-                        let nextDelete = (known.TemporaryAtLeast / 10L + 1L) * 10L
-                        Expect.isTrue (nextDelete <= n) ($"Writer {w}: t{w} is gone, but {known.TemporaryAtLeast} was acknowledged and no delete followed.")
-                    known.TemporaryAtLeast <- 0L
-                known.Own <- n
-                known.Shared <- s
-            // Every increment of the total is there exactly once, matching the values set with it.
-            Expect.equal (number shared "total") sharedTotal "number shared 'total'"
-            // Nothing else: no session came back or appeared.
-            Expect.equal store.Count expectedSessions "store.Count"
-            return logger.WithEvent(102).Length
+    let verify (file: string) (knowledge: WriterKnowledge[]) = task {
+        let logger = CapturingLogger()
+        use store = FileStore.Open(file, options, logger)
+        let! shared = load store "shared"
+        let mutable expectedSessions = if shared.IsSome then 1 else 0
+        let mutable sharedTotal = 0L
+        for w in 0 .. writers - 1 do
+            let known = knowledge[w]
+            let! own = load store $"w{w}"
+            let n = number own "n"
+            if own.IsSome then expectedSessions <- expectedSessions + 1
+            // Every acknowledged commit is there; at most the one in flight beyond it.
+            Expect.isTrue (n >= known.Own && n <= known.Own + 1L) ($"Writer {w}: n = {n}, but {known.Own} was acknowledged.")
+            // Each commit set n and incremented count together, exactly once.
+            Expect.equal (number own "count") n "number own 'count'"
+            let pad = own |> Option.bind (SessionPath.tryGet (path "pad"))
+            if n > 0L then Expect.equal pad (Some(Json.string (String('x', int (n * 37L % 1500L))))) "pad"
+            let s = number shared $"w{w}"
+            Expect.isTrue (s >= known.Shared && s <= n) ($"Writer {w}: shared.w{w} = {s}, acknowledged {known.Shared}, own n = {n}.")
+            sharedTotal <- sharedTotal + s
+            let! temporary = load store $"t{w}"
+            match temporary with
+            | Some _ ->
+                expectedSessions <- expectedSessions + 1
+                let tn = number temporary "n"
+                Expect.isTrue (tn <= n && tn % 10L <> 0L && number temporary "c" >= 1L) ($"Writer {w}: t{w} = {temporary}, own n = {n}.")
+                if known.TemporaryAtLeast > 0L then
+                    Expect.isTrue (tn >= known.TemporaryAtLeast) ($"Writer {w}: t{w}.n = {tn}, but {known.TemporaryAtLeast} was acknowledged.")
+                else
+                    Expect.isTrue (tn > known.DeletedAt) ($"Writer {w}: t{w}.n = {tn} came back after the delete at {known.DeletedAt}.")
+                known.TemporaryAtLeast <- tn
+            | None ->
+                // Gone only through a delete: acknowledged, or in flight (the delete of round m follows own commit m).
+                if known.TemporaryAtLeast > 0L then
+                    let nextDelete = (known.TemporaryAtLeast / 10L + 1L) * 10L
+                    Expect.isTrue (nextDelete <= n) ($"Writer {w}: t{w} is gone, but {known.TemporaryAtLeast} was acknowledged and no delete followed.")
+                known.TemporaryAtLeast <- 0L
+            known.Own <- n
+            known.Shared <- s
+        // Every increment of the total is there exactly once, matching the values set with it.
+        Expect.equal (number shared "total") sharedTotal "number shared 'total'"
+        // Nothing else: no session came back or appeared.
+        Expect.equal store.Count expectedSessions "store.Count"
+        return logger.WithEvent(102).Length
+    }
+
+    let tests = [
+        testCaseTask "every commit acknowledged before a kill -9 survives it, and nothing else changes"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let knowledge = Array.init writers (fun _ -> WriterKnowledge())
+            let random = Random 20261121
+            let mutable acknowledged = 0
+            let mutable compactions = 0
+            let mutable tornTails = 0
+            let stopwatch = Stopwatch.StartNew()
+            for kill in 1..kills do
+                use worker = new CrashWorker.Running([ "run"; file; string writers; string options.CompactionMinBytes ])
+                if random.Next 5 = 0 then
+                    // Now and then while it starts: opening, replaying, cutting a torn tail.
+                    do! Task.Delay(random.Next 400)
+                else
+                    let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
+                    Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
+                    // Some commits first, however loaded the machine is; then a random moment among the next ones.
+                    do! worker.AcknowledgedAsync(15, TimeSpan.FromSeconds 20.0)
+                    do! Task.Delay(random.Next(0, 120))
+                Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
+                let! lines = worker.KillAsync()
+                let acks, compacted = learn knowledge lines
+                acknowledged <- acknowledged + acks
+                compactions <- compactions + compacted
+                let! cut = verify file knowledge
+                tornTails <- tornTails + cut
+            printfn
+                "%s"
+                $"{kills} kills in {stopwatch.Elapsed.TotalSeconds:F1} s: {acknowledged} acknowledged commits checked, {compactions} compactions, {tornTails} torn tails cut."
+            // The kills landed on a store under load, not on an idle one.
+            Expect.isTrue (acknowledged > kills * 10) ($"Only {acknowledged} commits were acknowledged in {kills} runs.")
         }
 
-    let tests =
-        [ testCaseTask "every commit acknowledged before a kill -9 survives it, and nothing else changes" <| fun () -> task {
-              use directory = new TempDirectory()
-              let file = directory.File "sessions"
-              let knowledge = Array.init writers (fun _ -> WriterKnowledge())
-              let random = Random 20261121
-              let mutable acknowledged = 0
-              let mutable compactions = 0
-              let mutable tornTails = 0
-              let stopwatch = Stopwatch.StartNew()
-              for kill in 1..kills do
-                  use worker = new CrashWorker.Running([ "run"; file; string writers; string options.CompactionMinBytes ])
-                  if random.Next 5 = 0 then
-                      // Now and then while it starts: opening, replaying, cutting a torn tail.
-                      do! Task.Delay(random.Next 400)
-                  else
-                      let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
-                      Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
-                      // Some commits first, however loaded the machine is; then a random moment among the next ones.
-                      do! worker.AcknowledgedAsync(15, TimeSpan.FromSeconds 20.0)
-                      do! Task.Delay(random.Next(0, 120))
-                  Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
-                  let! lines = worker.KillAsync()
-                  let acks, compacted = learn knowledge lines
-                  acknowledged <- acknowledged + acks
-                  compactions <- compactions + compacted
-                  let! cut = verify file knowledge
-                  tornTails <- tornTails + cut
-              printfn
-                  "%s"
-                  $"{kills} kills in {stopwatch.Elapsed.TotalSeconds:F1} s: {acknowledged} acknowledged commits checked, {compactions} compactions, {tornTails} torn tails cut."
-              // The kills landed on a store under load, not on an idle one.
-              Expect.isTrue (acknowledged > kills * 10) ($"Only {acknowledged} commits were acknowledged in {kills} runs.")
-          }
+        testCaseTask "a second process opening the file gets a clear error while the store owns it"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let store = FileStore.Open file
+            do! commit store "a" [ setAt "x" "1" ]
+            use refused = new CrashWorker.Running([ "try-open"; file ])
+            let! code, text = refused.ExitAsync()
+            Expect.equal code 3 "code"
+            Expect.stringContains text "in use" "text"
+            store.Dispose()
+            use allowed = new CrashWorker.Running([ "try-open"; file ])
+            let! code, text = allowed.ExitAsync()
+            Expect.equal code 0 "code"
+            Expect.stringContains text "opened" "text"
+        }
 
-          testCaseTask "a second process opening the file gets a clear error while the store owns it" <| fun () -> task {
-              use directory = new TempDirectory()
-              let file = directory.File "sessions"
-              let store = FileStore.Open file
-              do! commit store "a" [ setAt "x" "1" ]
-              use refused = new CrashWorker.Running([ "try-open"; file ])
-              let! code, text = refused.ExitAsync()
-              Expect.equal code 3 "code"
-              Expect.stringContains text "in use" "text"
-              store.Dispose()
-              use allowed = new CrashWorker.Running([ "try-open"; file ])
-              let! code, text = allowed.ExitAsync()
-              Expect.equal code 0 "code"
-              Expect.stringContains text "opened" "text"
-          }
-
-          testCaseTask "a session moved again and again is at exactly one id after each kill -9, with its facts and index" <| fun () -> task {
-              use directory = new TempDirectory()
-              let file = directory.File "moves"
-              let random = Random 20261201
-              let mutable lastAcknowledged = -1L
-              let mutable moves = 0
-              for kill in 1 .. max 5 (kills / 3) do
-                  use worker = new CrashWorker.Running([ "moves"; file; string options.CompactionMinBytes ])
-                  let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
-                  Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
-                  do! worker.AcknowledgedAsync(3, TimeSpan.FromSeconds 20.0)
-                  do! Task.Delay(random.Next(0, 120))
-                  Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
-                  let! lines = worker.KillAsync()
-                  for line in lines do
-                      match line.Split ' ' with
-                      | [| "ok"; "m"; k; "$" |] ->
-                          lastAcknowledged <- max lastAcknowledged (int64 k)
-                          moves <- moves + 1
-                      | _ -> ()
-                  use store = FileStore.Open(file, options, null)
-                  let! all = store |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
-                  let at = all |> List.filter (fun s -> s.Id.StartsWith "m")
-                  // Killed before the first commit was acknowledged: the session may not exist yet.
-                  if not (lastAcknowledged < 0L && at.IsEmpty) then
-                      Expect.hasLength at 1 $"kill {kill}: one session, at one id ({at |> List.map _.Id})"
-                      let k = int64 (at.Head.Id.Substring 1)
-                      Expect.isTrue (k = lastAcknowledged || k = lastAcknowledged + 1L) $"kill {kill}: at m{k}, the last acknowledged move was to m{lastAcknowledged}"
-                      let! tree = load store at.Head.Id
-                      Expect.equal tree (Some(Json.object [ "hops", Json.int64 k ])) $"kill {kill}: each move counted once"
-                      if k > 0L then
-                          Expect.equal at.Head.UserId "mover" $"kill {kill}: the facts moved with it"
-                          let! indexed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "mover") (testToken ())
-                          Expect.equal (indexed |> List.map _.Id) [ at.Head.Id ] $"kill {kill}: the index names exactly it"
-                      lastAcknowledged <- k
-              Expect.isGreaterThan moves 20 "the kills landed on a store that was moving"
-          }
-        ]
+        testCaseTask "a session moved again and again is at exactly one id after each kill -9, with its facts and index"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "moves"
+            let random = Random 20261201
+            let mutable lastAcknowledged = -1L
+            let mutable moves = 0
+            for kill in 1 .. max 5 (kills / 3) do
+                use worker = new CrashWorker.Running([ "moves"; file; string options.CompactionMinBytes ])
+                let! first = Task.WhenAny(worker.Ready, Task.Delay(TimeSpan.FromSeconds 30.0))
+                Expect.isTrue (obj.ReferenceEquals(first, worker.Ready)) ($"The worker did not start: {worker.Errors}")
+                do! worker.AcknowledgedAsync(3, TimeSpan.FromSeconds 20.0)
+                do! Task.Delay(random.Next(0, 120))
+                Expect.isFalse worker.HasExited ($"The worker ended by itself before kill {kill}: {worker.Errors}")
+                let! lines = worker.KillAsync()
+                for line in lines do
+                    match line.Split ' ' with
+                    | [| "ok"; "m"; k; "$" |] ->
+                        lastAcknowledged <- max lastAcknowledged (int64 k)
+                        moves <- moves + 1
+                    | _ -> ()
+                use store = FileStore.Open(file, options, null)
+                let! all = store |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+                let at = all |> List.filter (fun s -> s.Id.StartsWith "m")
+                // Killed before the first commit was acknowledged: the session may not exist yet.
+                if not (lastAcknowledged < 0L && at.IsEmpty) then
+                    Expect.hasLength at 1 $"kill {kill}: one session, at one id ({at |> List.map _.Id})"
+                    let k = int64 (at.Head.Id.Substring 1)
+                    Expect.isTrue
+                        (k = lastAcknowledged || k = lastAcknowledged + 1L)
+                        $"kill {kill}: at m{k}, the last acknowledged move was to m{lastAcknowledged}"
+                    let! tree = load store at.Head.Id
+                    Expect.equal tree (Some(Json.object [ "hops", Json.int64 k ])) $"kill {kill}: each move counted once"
+                    if k > 0L then
+                        Expect.equal at.Head.UserId "mover" $"kill {kill}: the facts moved with it"
+                        let! indexed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "mover") (testToken ())
+                        Expect.equal (indexed |> List.map _.Id) [ at.Head.Id ] $"kill {kill}: the index names exactly it"
+                    lastAcknowledged <- k
+            Expect.isGreaterThan moves 20 "the kills landed on a store that was moving"
+        }
+    ]
 
 [<Tests>]
 let tests =
@@ -371,7 +371,8 @@ let tests =
         fileStoreContract
         fileStoreAcrossRestartsContract
         testList "crashes" Crash.tests
-        testCaseTask "a reopened store serves every session as it was, and not the deleted ones" <| fun () -> task {
+        testCaseTask "a reopened store serves every session as it was, and not the deleted ones"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let first = FileStore.Open file
@@ -400,16 +401,16 @@ let tests =
             Expect.equal a (Some(json """{"user":{"name":"ada"},"visits":4,"cart":{"items":[1,2]}}""")) "a"
         }
 
-        testCaseTask "commits from 32 concurrent writers are all on disk when the store is reopened" <| fun () -> task {
+        testCaseTask "commits from 32 concurrent writers are all on disk when the store is reopened"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let store = FileStore.Open file
-            let writer (w: int) =
-                task {
-                    for n in 1..20 do
-                        do! commit store $"writer{w}" [ setAt "n" (string n); Update.increment (path "sum") (decimal n) ]
-                        do! commit store "shared" [ Update.increment (path "commits") 1m; setAt $"last.w{w}" (string n) ]
-                }
+            let writer (w: int) = task {
+                for n in 1..20 do
+                    do! commit store $"writer{w}" [ setAt "n" (string n); Update.increment (path "sum") (decimal n) ]
+                    do! commit store "shared" [ Update.increment (path "commits") 1m; setAt $"last.w{w}" (string n) ]
+            }
             let! _ = Task.WhenAll [ for w in 1..32 -> Task.Run<unit>(fun () -> writer w) ]
             do! store.DisposeAsync()
 
@@ -418,12 +419,19 @@ let tests =
                 let! mine = load reopened $"writer{w}"
                 Expect.equal mine (Some(json """{"n":20,"sum":210}""")) "mine"
             let! shared = load reopened "shared"
-            Expect.equal (shared |> Option.bind (SessionPath.tryGet (path "commits"))) (Some(Json.int64 640L)) "shared |> Option.bind (SessionPath.tryGet (path 'commits'))"
+            Expect.equal
+                (shared |> Option.bind (SessionPath.tryGet (path "commits")))
+                (Some(Json.int64 640L))
+                "shared |> Option.bind (SessionPath.tryGet (path 'commits'))"
             for w in 1..32 do
-                Expect.equal (shared |> Option.bind (SessionPath.tryGet (path $"last.w{w}"))) (Some(Json.int64 20L)) "shared |> Option.bind (SessionPath.tryGet (path $'last.w(w)'))"
+                Expect.equal
+                    (shared |> Option.bind (SessionPath.tryGet (path $"last.w{w}")))
+                    (Some(Json.int64 20L))
+                    "shared |> Option.bind (SessionPath.tryGet (path $'last.w(w)'))"
         }
 
-        testCaseTask "a torn last record is cut off with a warning, and everything before it is kept" <| fun () -> task {
+        testCaseTask "a torn last record is cut off with a warning, and everything before it is kept"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let store = FileStore.Open file
@@ -456,7 +464,8 @@ let tests =
             single (logger.WithEvent 102) |> ignore
         }
 
-        testCaseTask "garbage or zeros after the last record are cut off and every session is kept" <| fun () -> task {
+        testCaseTask "garbage or zeros after the last record are cut off and every session is kept"
+        <| fun () -> task {
             use directory = new TempDirectory()
             for tail in [ Array.init 100 (fun i -> byte (i * 7 + 3)); Array.zeroCreate 4096 ] do
                 let file = directory.File $"sessions-{Guid.NewGuid():N}"
@@ -476,7 +485,8 @@ let tests =
                 Expect.stringContains ((single (logger.WithEvent 102)).Message) ($"Dropped {tail.Length} bytes") "(single (logger.WithEvent 102)).Message"
         }
 
-        testCaseTask "a damaged record followed by later records is an error naming its offset, and the file is left as it was" <| fun () -> task {
+        testCaseTask "a damaged record followed by later records is an error naming its offset, and the file is left as it was"
+        <| fun () -> task {
             use directory = new TempDirectory()
             // Damage in the payload, and damage in the length field.
             for damage in [ 20L; 0L ] do
@@ -491,15 +501,16 @@ let tests =
                 bytes[int (second + damage)] <- bytes[int (second + damage)] ^^^ 0x5Auy
                 IO.File.WriteAllBytes(file, bytes)
 
-                let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+                let error = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
                 Expect.stringContains error.Message ($"corrupt at byte offset {second}") "error.Message"
-                Expect.equal (IO.File.ReadAllBytes file : byte[]) bytes "IO.File.ReadAllBytes file"
+                Expect.equal (IO.File.ReadAllBytes file: byte[]) bytes "IO.File.ReadAllBytes file"
                 // The failed open let go of the file: opening again meets the same damage, not "in use".
-                let again = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+                let again = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
                 Expect.stringContains again.Message ($"corrupt at byte offset {second}") "again.Message"
         }
 
-        testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut" <| fun () -> task {
+        testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "slides"
             let store = FileStore.Open(file, FileStoreOptions(SlideWriteInterval = TimeSpan.Zero))
@@ -517,25 +528,27 @@ let tests =
             let bytes = IO.File.ReadAllBytes file
             bytes[int slideAt + 20] <- bytes[int slideAt + 20] ^^^ 0x5Auy
             IO.File.WriteAllBytes(file, bytes)
-            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            let error = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
             Expect.stringContains error.Message $"corrupt at byte offset {slideAt}" "damage, named by its offset, not a torn tail"
-            Expect.equal (IO.File.ReadAllBytes file : byte[]) bytes "the file is left as it was"
+            Expect.equal (IO.File.ReadAllBytes file: byte[]) bytes "the file is left as it was"
         }
 
-        testCase "a file that is not a session file is refused and left as it was" <| fun () ->
+        testCase "a file that is not a session file is refused and left as it was"
+        <| fun () ->
             use directory = new TempDirectory()
             let file = directory.File "notes.txt"
             IO.File.WriteAllText(file, "These are my notes, not sessions.")
-            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            let error = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
             Expect.stringContains error.Message "not a Sesame session file" "error.Message"
             Expect.equal (IO.File.ReadAllText file) "These are my notes, not sessions." "IO.File.ReadAllText file"
 
-        testCaseTask "a second store on the same file gets a clear error while the first owns it" <| fun () -> task {
+        testCaseTask "a second store on the same file gets a clear error while the first owns it"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let first = FileStore.Open file
             do! commit first "a" [ setAt "x" "1" ]
-            let error = throws<SessionStoreException> (fun () -> FileStore.Open file |> ignore)
+            let error = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
             Expect.stringContains error.Message "in use" "error.Message"
             // The refused open changed nothing: the owner goes on.
             do! commit first "a" [ setAt "y" "2" ]
@@ -545,7 +558,8 @@ let tests =
             Expect.equal a (Some(json """{"x":1,"y":2}""")) "a"
         }
 
-        testCaseTask "a one-key change in a 16 KB session appends far less than the session" <| fun () -> task {
+        testCaseTask "a one-key change in a 16 KB session appends far less than the session"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             use store = FileStore.Open file
@@ -562,36 +576,39 @@ let tests =
             Expect.equal loaded (Some(SessionPath.set (path "field7") (Json.string "changed") session)) "loaded"
         }
 
-        testCaseTask "a refused commit writes nothing to the file" <| fun () -> task {
+        testCaseTask "a refused commit writes nothing to the file"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             use store = FileStore.Open file
             do! commit store "s" [ setAt "name" "\"ada\"" ]
             let before = store.FileLength
             let conflicting = changeOf [ setAt "fresh" "true"; setAt "name.first" "\"x\"" ]
-            let! _ = throwsAsync<PathConflictException> (fun () -> (store :> SessionStore).CommitAsync("s", conflicting, creating, testToken ()) :> Task)
+            let! _ = throwsAsync<PathConflictException>(fun () -> (store :> SessionStore).CommitAsync("s", conflicting, creating, testToken ()) :> Task)
             let tooBig = changeOf [ Update.set (path "blob") (Json.string (String('x', 500))) ]
-            let! _ = throwsAsync<SessionTooLargeException> (fun () -> (store :> SessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
+            let! _ =
+                throwsAsync<SessionTooLargeException>(fun () ->
+                    (store :> SessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
             let! gone = (store :> SessionStore).CommitAsync("nobody", changeOf [ setAt "a" "1" ], existing, testToken ())
             Expect.equal gone CommitResult.SessionGone "gone"
             Expect.equal store.FileLength before "store.FileLength"
             Expect.equal (fileLength file) before "fileLength file"
         }
 
-        testCaseTask "compaction keeps the file bounded under many overwrites and keeps every live session" <| fun () -> task {
+        testCaseTask "compaction keeps the file bounded under many overwrites and keeps every live session"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let logger = CapturingLogger()
             let options = FileStoreOptions(CompactionMinBytes = 64L * 1024L)
             let store = FileStore.Open(file, options, logger)
-            let writer (s: int) =
-                task {
-                    let mutable largest = 0L
-                    for n in 1..200 do
-                        do! commit store $"s{s}" [ setAt "n" (string n); Update.set (path "blob") (Json.string (String(char (97 + n % 26), 1000))) ]
-                        largest <- max largest store.FileLength
-                    return largest
-                }
+            let writer (s: int) = task {
+                let mutable largest = 0L
+                for n in 1..200 do
+                    do! commit store $"s{s}" [ setAt "n" (string n); Update.set (path "blob") (Json.string (String(char (97 + n % 26), 1000))) ]
+                    largest <- max largest store.FileLength
+                return largest
+            }
             let! largests = Task.WhenAll [ for s in 1..10 -> Task.Run<int64>(fun () -> writer s) ]
             let largest = Array.max largests
             // 2,000 commits of about 1.1 KB each: some 2.2 MB without compaction.
@@ -610,15 +627,18 @@ let tests =
                 Expect.equal session (Some expected) "session"
         }
 
-        testCaseTask "compaction leaves expired sessions out of the file" <| fun () -> task {
+        testCaseTask "compaction leaves expired sessions out of the file"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let clock = ManualClock()
             let store = FileStore.Open(file, null, null, clock)
             let brief = $"brief-{Guid.NewGuid():N}"
             let lasting = $"lasting-{Guid.NewGuid():N}"
-            let! _ = (store :> SessionStore).CommitAsync(brief, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
-            let! _ = (store :> SessionStore).CommitAsync(lasting, changeOf [ setAt "b" "2" ], { creating with IdleTimeout = TimeSpan.FromDays 1.0 }, testToken ())
+            let! _ =
+                (store :> SessionStore).CommitAsync(brief, changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! _ =
+                (store :> SessionStore).CommitAsync(lasting, changeOf [ setAt "b" "2" ], { creating with IdleTimeout = TimeSpan.FromDays 1.0 }, testToken ())
             clock.Advance(TimeSpan.FromMinutes 2.0)
             do! store.CompactAsync()
             Expect.equal store.Count 1 "store.Count"
@@ -634,23 +654,27 @@ let tests =
             Expect.equal kept (Some(json """{"b":2}""")) "kept"
         }
 
-        testCaseTask "an expired session is not served after a restart" <| fun () -> task {
+        testCaseTask "an expired session is not served after a restart"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let clock = ManualClock()
             let store = FileStore.Open(file, null, null, clock)
-            let! _ = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! _ =
+                (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
             store.Dispose()
             clock.Advance(TimeSpan.FromMinutes 2.0)
             use reopened = FileStore.Open(file, null, null, clock)
             let! loaded = (reopened :> SessionStore).LoadTreeAsync("s", TimeSpan.FromMinutes 1.0, testToken ())
             Expect.equal loaded None "loaded"
             Expect.equal reopened.Count 0 "reopened.Count"
-            let! late = (reopened :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], { existing with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
+            let! late =
+                (reopened :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], { existing with IdleTimeout = TimeSpan.FromMinutes 1.0 }, testToken ())
             Expect.equal late CommitResult.SessionGone "late"
         }
 
-        testCaseTask "a load's slide of the expiry is kept across a restart" <| fun () -> task {
+        testCaseTask "a load's slide of the expiry is kept across a restart"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let clock = ManualClock()
@@ -669,7 +693,8 @@ let tests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
-        testCaseTask "evicted sessions stay gone after a restart, and leave the file at the next compaction" <| fun () -> task {
+        testCaseTask "evicted sessions stay gone after a restart, and leave the file at the next compaction"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let options = FileStoreOptions(MaxSessions = 10)
@@ -700,7 +725,8 @@ let tests =
             Expect.stringContains text "flood22" "the sessions held are"
         }
 
-        testCaseTask "a file holding more than the bounds is trimmed on open, keeping the most recently seen sessions" <| fun () -> task {
+        testCaseTask "a file holding more than the bounds is trimmed on open, keeping the most recently seen sessions"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
             let clock = ManualClock()
@@ -724,7 +750,8 @@ let tests =
             Expect.equal again.Count 5 "what was evicted on open stays evicted"
         }
 
-        testCaseTask "the byte bound counts the memory of the trees the store holds, not their JSON" <| fun () -> task {
+        testCaseTask "the byte bound counts the memory of the trees the store holds, not their JSON"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let store = FileStore.Open(directory.File "sessions")
             // The same 20,000 bytes of JSON, as one string and as an array of 10,000 small numbers.
@@ -738,13 +765,16 @@ let tests =
             Expect.isGreaterThan numbers (10L * text) "10,000 small numbers count ten times as much as the same JSON as text"
         }
 
-        testCaseTask "a closed store refuses further calls" <| fun () -> task {
+        testCaseTask "a closed store refuses further calls"
+        <| fun () -> task {
             use directory = new TempDirectory()
             let store = FileStore.Open(directory.File "sessions")
             do! commit store "s" [ setAt "a" "1" ]
             do! store.DisposeAsync()
-            let! _ = throwsAsync<ObjectDisposedException> (fun () -> (store :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
-            let! _ = throwsAsync<ObjectDisposedException> (fun () -> load store "s" :> Task)
+            let! _ =
+                throwsAsync<ObjectDisposedException>(fun () ->
+                    (store :> SessionStore).CommitAsync("s", changeOf [ setAt "b" "2" ], creating, testToken ()) :> Task)
+            let! _ = throwsAsync<ObjectDisposedException>(fun () -> load store "s" :> Task)
             ()
         }
     ]

@@ -30,67 +30,65 @@ let private app (pauses: ConcurrentDictionary<string, Pause>) : HttpHandler =
             | Some value -> value
             | None -> "(none)"
         task {
-            let! body =
-                task {
-                    match ctx.Request.Path.Value with
-                    | "/flash" ->
-                        session |> Session.flash key (query "value")
-                        return "flashed"
-                    | "/read" ->
-                        let value = read ()
-                        match query "pause" with
-                        | "" -> ()
-                        | name ->
-                            let pause = pauses[name]
-                            pause.Reached.SetResult()
-                            do! pause.Release.Task
-                        return value
-                    | "/flash-then-read" ->
-                        session |> Session.flash key (query "value")
-                        return read ()
-                    | "/keep" ->
-                        let value = read ()
-                        session |> Session.keepFlash key
-                        return value
-                    | "/read-and-keep" ->
-                        let value = read ()
-                        session |> Session.keepFlash (query "keep")
-                        return value
-                    | "/reflash" ->
-                        let keys = Session.flashKeys session
-                        session |> Session.reflash
-                        return String.Join(",", keys)
-                    | "/keys" -> return String.Join(",", Session.flashKeys session)
-                    | "/visit" -> return string (session |> Session.increment "visits" 1m)
-                    | "/show" -> return Json.serialize (Session.current session)
-                    | "/destroy-then-flash" ->
-                        do! Session.destroyAsync session
-                        session |> Session.flash key (query "value")
-                        return "destroyed"
-                    | other -> return $"no route {other}"
-                }
+            let! body = task {
+                match ctx.Request.Path.Value with
+                | "/flash" ->
+                    session |> Session.flash key (query "value")
+                    return "flashed"
+                | "/read" ->
+                    let value = read ()
+                    match query "pause" with
+                    | "" -> ()
+                    | name ->
+                        let pause = pauses[name]
+                        pause.Reached.SetResult()
+                        do! pause.Release.Task
+                    return value
+                | "/flash-then-read" ->
+                    session |> Session.flash key (query "value")
+                    return read ()
+                | "/keep" ->
+                    let value = read ()
+                    session |> Session.keepFlash key
+                    return value
+                | "/read-and-keep" ->
+                    let value = read ()
+                    session |> Session.keepFlash (query "keep")
+                    return value
+                | "/reflash" ->
+                    let keys = Session.flashKeys session
+                    session |> Session.reflash
+                    return String.Join(",", keys)
+                | "/keys" -> return String.Join(",", Session.flashKeys session)
+                | "/visit" -> return string (session |> Session.increment "visits" 1m)
+                | "/show" -> return Json.serialize (Session.current session)
+                | "/destroy-then-flash" ->
+                    do! Session.destroyAsync session
+                    session |> Session.flash key (query "value")
+                    return "destroyed"
+                | other -> return $"no route {other}"
+            }
             return! text body next ctx
         })
 
 /// The stored session (tree and facts) of the last commit the observed store saw.
-let private storedOf (store: ObservedStore) =
-    task {
-        let id, _ = List.last store.Patches
-        let! stored = store.Inner.LoadAsync(id, TimeSpan.FromMinutes 1.0, CancellationToken.None)
-        return stored
-    }
+let private storedOf (store: ObservedStore) = task {
+    let id, _ = List.last store.Patches
+    let! stored = store.Inner.LoadAsync(id, TimeSpan.FromMinutes 1.0, CancellationToken.None)
+    return stored
+}
 
 let private onStore (kind: StoreKind) =
     testList kind.Name [
-        let serve () =
-            task {
-                let store = ObservedStore(kind.Create TimeProvider.System)
-                let pauses = ConcurrentDictionary<string, Pause>()
-                let! host = startHost store noOptions (runHandler (app pauses)) (new LogCapture())
-                return store, pauses, host
-            }
+        let serve () = task {
+            let store = ObservedStore(kind.Create TimeProvider.System)
+            let pauses = ConcurrentDictionary<string, Pause>()
+            let! host = startHost store noOptions (runHandler (app pauses)) (new LogCapture())
+            return store, pauses, host
+        }
 
-        testCaseTask "a flashed value is read by the next request only, then it is gone" <| fun () -> task {
+        testCaseTask "a flashed value is read by the next request only, then it is gone"
+        <| fun () -> task {
             let! store, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -103,7 +101,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal store.Inner.ActiveSessionCount (Nullable 1L) "one session throughout"
         }
 
-        testCaseTask "a brand-new visitor's flash creates the session that carries it" <| fun () -> task {
+        testCaseTask "a brand-new visitor's flash creates the session that carries it"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -113,7 +112,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal next "Welcome" "read by the next request"
         }
 
-        testCaseTask "flash values live in the facts beside the tree, never in the session's data" <| fun () -> task {
+        testCaseTask "flash values live in the facts beside the tree, never in the session's data"
+        <| fun () -> task {
             let! store, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -134,7 +134,8 @@ let private onStore (kind: StoreKind) =
             Expect.isSome (SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta) "showing the data did not read the flash"
         }
 
-        testCaseTask "a value is not readable in the request that flashed it: it is for the next one" <| fun () -> task {
+        testCaseTask "a value is not readable in the request that flashed it: it is for the next one"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -144,7 +145,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal next "Saved" "in the next"
         }
 
-        testCaseTask "requests that do not read the flash leave it for the next request that does" <| fun () -> task {
+        testCaseTask "requests that do not read the flash leave it for the next request that does"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -155,7 +157,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal read "Saved" "still there for the first reader"
         }
 
-        testCaseTask "the first read of the flash ends every value flashed before it, read or not" <| fun () -> task {
+        testCaseTask "the first read of the flash ends every value flashed before it, read or not"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -168,7 +171,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal (notice, alert) ("(none)", "(none)") "listing the keys read the flash, and ended it"
         }
 
-        testCaseTask "flashing a key again replaces its value" <| fun () -> task {
+        testCaseTask "flashing a key again replaces its value"
+        <| fun () -> task {
             let! store, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -182,7 +186,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal read "Second" "the later value"
         }
 
-        testCaseTask "keep carries a value one request further, and no further" <| fun () -> task {
+        testCaseTask "keep carries a value one request further, and no further"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -193,7 +198,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal (first, second, third) ("Saved", "Saved", "(none)") "read, kept, read once more, gone"
         }
 
-        testCaseTask "keeping a value the request did not read carries it past the sweep; the others end" <| fun () -> task {
+        testCaseTask "keeping a value the request did not read carries it past the sweep; the others end"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -207,7 +213,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal gone "(none)" "listing the keys read the flash, so notice ended then"
         }
 
-        testCaseTask "reflash carries every value one request further" <| fun () -> task {
+        testCaseTask "reflash carries every value one request further"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -221,7 +228,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal gone "" "and gone after that"
         }
 
-        testCaseTask "reading the flash of a session that has none writes nothing" <| fun () -> task {
+        testCaseTask "reading the flash of a session that has none writes nothing"
+        <| fun () -> task {
             let! store, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -232,7 +240,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal store.Commits commits "no commit"
         }
 
-        testCaseTask "a flash after destroying the session goes with the new session" <| fun () -> task {
+        testCaseTask "a flash after destroying the session goes with the new session"
+        <| fun () -> task {
             let! _, _, host = serve ()
             use _ = host
             let browser = Browser host
@@ -242,7 +251,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal read "Signed out" "the new session carries the new value, not the old session's"
         }
 
-        testCaseTask "two concurrent requests both read a flashed value; whichever commits first removes it" <| fun () -> task {
+        testCaseTask "two concurrent requests both read a flashed value; whichever commits first removes it"
+        <| fun () -> task {
             let! _, pauses, host = serve ()
             use _ = host
             let browser = Browser host
@@ -262,7 +272,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal after "(none)" "removed once, and not brought back by the later commit"
         }
 
-        testCaseTask "a value flashed by a concurrent request survives another request's read of the old one" <| fun () -> task {
+        testCaseTask "a value flashed by a concurrent request survives another request's read of the old one"
+        <| fun () -> task {
             let! _, pauses, host = serve ()
             use _ = host
             let browser = Browser host

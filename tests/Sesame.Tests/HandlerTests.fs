@@ -28,7 +28,8 @@ type Profile = { Name: string; Tags: string list; Address: Address; Shape: Shape
 [<Tests>]
 let tests =
     testList "Handler" [
-        testCase "the handler types erase to exactly FSharp.Core's function types, as Giraffe's do" <| fun () ->
+        testCase "the handler types erase to exactly FSharp.Core's function types, as Giraffe's do"
+        <| fun () ->
             let func = typeof<FSharpFunc<HttpContext, Task<option<HttpContext>>>>
             Expect.equal (typeof<HttpFuncResult>) (typeof<Task<option<HttpContext>>>) "typeof<HttpFuncResult>"
             Expect.equal (typeof<HttpFunc>) func "typeof<HttpFunc>"
@@ -36,36 +37,40 @@ let tests =
             // withSession is a value of that exact type, so a Giraffe pipeline accepts it unchanged.
             Expect.isTrue (typeof<HttpHandler>.IsInstanceOfType withSession) "typeof<HttpHandler>.IsInstanceOfType withSession"
 
-        testCaseTask "withSession composes with Giraffe-shaped handlers: None falls through, a started response stops the chain" <| fun () -> task {
+        testCaseTask "withSession composes with Giraffe-shaped handlers: None falls through, a started response stops the chain"
+        <| fun () -> task {
             let ran = ResizeArray<string>()
             let skipping: HttpHandler = fun _ _ -> Task.FromResult None
             let app =
                 marker ran "outer"
                 >=> withSession
-                >=> choose
-                    [ route "/a" >=> skipping // falls through to the next choice
-                      route "/a" >=> Session.handler (fun s -> s |> Session.set "route" "a"; text "a") >=> marker ran "after-text"
-                      text "fallback" ]
+                >=> choose [
+                    route "/a" >=> skipping // falls through to the next choice
+                    route "/a"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "route" "a"
+                        text "a")
+                    >=> marker ran "after-text"
+                    text "fallback"
+                ]
             use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
             let browser = Browser host
             let! body = browser.GetTextAsync "/a"
             Expect.equal body "a" "body"
             // The response had started, so the Giraffe-style compose did not run what came after `text`.
-            Expect.equal (List.ofSeq ran : string list) ([ "outer" ]) "List.ofSeq ran"
+            Expect.equal (List.ofSeq ran: string list) ([ "outer" ]) "List.ofSeq ran"
             let! shown = browser.GetTextAsync "/other"
             Expect.equal shown "fallback" "shown"
         }
 
-        testCaseTask "withSession in several branches of choose gives the request one session, whichever branch handles it" <| fun () -> task {
+        testCaseTask "withSession in several branches of choose gives the request one session, whichever branch handles it"
+        <| fun () -> task {
             let counter (name: string) =
                 Session.handler (fun s ->
                     let times = s |> Session.increment "times" 1m
                     text $"{name} {times}")
             // Giraffe's choose tries the next branch when one falls through (None); each branch has its own withSession.
-            let app =
-                choose
-                    [ withSession >=> route "/a" >=> counter "a"
-                      withSession >=> route "/b" >=> counter "b" ]
+            let app = choose [ withSession >=> route "/a" >=> counter "a"; withSession >=> route "/b" >=> counter "b" ]
             use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
             let browser = Browser host
             let! a = browser.GetTextAsync "/a"
@@ -79,15 +84,22 @@ let tests =
             Expect.equal a2 "a 4" "back to the first branch"
         }
 
-        testCaseTask "a branch that falls through commits what it changed, and the next withSession continues that session" <| fun () -> task {
+        testCaseTask "a branch that falls through commits what it changed, and the next withSession continues that session"
+        <| fun () -> task {
             let store = ObservedStore()
             let skipping: HttpHandler = fun _ _ -> Task.FromResult None
             let app =
-                choose
-                    [ withSession >=> Session.handler (fun s -> s |> Session.set "seen" true; skipping)
-                      withSession >=> route "/b" >=> Session.handler (fun s ->
-                          s |> Session.set "b" 1
-                          text (Json.serialize (Session.current s))) ]
+                choose [
+                    withSession
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "seen" true
+                        skipping)
+                    withSession
+                    >=> route "/b"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "b" 1
+                        text (Json.serialize (Session.current s)))
+                ]
             use! host = startHost store noOptions (runHandler app) (new LogCapture())
             let browser = Browser host
             let! response, body = browser.GetAsync "/b"
@@ -101,13 +113,13 @@ let tests =
             Expect.equal shown """{"seen":true,"b":1}""" "the next request sees the same session"
         }
 
-        testCaseTask "a Saturn-like layout, one router forwarding to two routers that each pipe through withSession, has one session" <| fun () -> task {
+        testCaseTask "a Saturn-like layout, one router forwarding to two routers that each pipe through withSession, has one session"
+        <| fun () -> task {
             // Saturn: `forward "/shop" shopRouter`, and each router `pipe_through` a pipeline that plugs withSession.
             let forward (prefix: string) (router: HttpHandler) : HttpHandler =
                 fun next ctx -> if ctx.Request.Path.StartsWithSegments(PathString prefix) then router next ctx else Task.FromResult None
             let pipeline: HttpHandler = withSession
-            let router (routes: (string * HttpHandler) list) : HttpHandler =
-                pipeline >=> choose [ for path, handler in routes -> route path >=> handler ]
+            let router (routes: (string * HttpHandler) list) : HttpHandler = pipeline >=> choose [ for path, handler in routes -> route path >=> handler ]
             let hit (name: string) =
                 Session.handler (fun s ->
                     let mine = s |> Session.increment name 1m
@@ -128,7 +140,8 @@ let tests =
             Expect.equal home "home 1 of 3" "home, the same session"
         }
 
-        testCaseTask "withSession nested in withSession is one session" <| fun () -> task {
+        testCaseTask "withSession nested in withSession is one session"
+        <| fun () -> task {
             let app = withSession >=> choose [ withSession >=> route "/n" >=> Session.handler (fun s -> text (string (s |> Session.increment "n" 1m))) ]
             use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
             let browser = Browser host
@@ -137,7 +150,8 @@ let tests =
             Expect.equal [ first; second ] [ "1"; "2" ] "counted in one session"
         }
 
-        testCaseTask "a composed chain is built once and serves many requests" <| fun () -> task {
+        testCaseTask "a composed chain is built once and serves many requests"
+        <| fun () -> task {
             let mutable built = 0
             let counting: HttpHandler =
                 fun next ->
@@ -152,17 +166,27 @@ let tests =
             Expect.equal built 1 "built"
         }
 
-        testCaseTask "typed values round-trip through the F# API: records, options, lists, maps and unions" <| fun () -> task {
-            let profile =
-                { Name = "Ada"
-                  Tags = [ "math"; "engines" ]
-                  Address = { Street = "1 Analytical Way"; Zip = None }
-                  Shape = Square 2.5
-                  Scores = Map [ "chess", 3 ] }
-            let write = Session.handler (fun s -> s |> Session.set "profile" profile; text "ok")
+        testCaseTask "typed values round-trip through the F# API: records, options, lists, maps and unions"
+        <| fun () -> task {
+            let profile = {
+                Name = "Ada"
+                Tags = [ "math"; "engines" ]
+                Address = { Street = "1 Analytical Way"; Zip = None }
+                Shape = Square 2.5
+                Scores = Map [ "chess", 3 ]
+            }
+            let write =
+                Session.handler (fun s ->
+                    s |> Session.set "profile" profile
+                    text "ok")
             let read = Session.handler (fun s -> text (if s |> Session.tryGet<Profile> "profile" = Some profile then "same" else "different"))
             let readZip = Session.handler (fun s -> text (sprintf "%A" (s |> Session.tryGet<string option> "profile.address.zip")))
-            use! host = startHost (ObservedStore()) noOptions (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read; route "/zip" >=> readZip ])) (new LogCapture())
+            use! host =
+                startHost
+                    (ObservedStore())
+                    noOptions
+                    (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read; route "/zip" >=> readZip ]))
+                    (new LogCapture())
             let browser = Browser host
             let! _ = browser.GetTextAsync "/write"
             let! same = browser.GetTextAsync "/read"
@@ -171,7 +195,8 @@ let tests =
             Expect.equal zip "Some None" "zip"
         }
 
-        testCaseTask "the F# API sets, removes, increments, replaces and clears" <| fun () -> task {
+        testCaseTask "the F# API sets, removes, increments, replaces and clears"
+        <| fun () -> task {
             let steps =
                 Session.handler (fun s ->
                     s |> Session.set "cart.items" [ "apple"; "pear"; "fig" ]
@@ -181,11 +206,23 @@ let tests =
                     let total = s |> Session.increment "cart.total" 1.10m
                     let total2 = s |> Session.increment "cart.total" 1m
                     text $"{total} {total2} {Json.serialize (Session.current s)}")
-            let replace = Session.handler (fun s -> s |> Session.replace {| fresh = true |}; text (Json.serialize (Session.current s)))
-            let clear = Session.handler (fun s -> s |> Session.clear; text (Json.serialize (Session.current s)))
+            let replace =
+                Session.handler (fun s ->
+                    s |> Session.replace {| fresh = true |}
+                    text (Json.serialize (Session.current s)))
+            let clear =
+                Session.handler (fun s ->
+                    s |> Session.clear
+                    text (Json.serialize (Session.current s)))
             let show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
             use! host =
-                startHost (ObservedStore()) noOptions (runHandler (withSession >=> choose [ route "/steps" >=> steps; route "/replace" >=> replace; route "/clear" >=> clear; route "/show" >=> show ])) (new LogCapture())
+                startHost
+                    (ObservedStore())
+                    noOptions
+                    (runHandler (
+                        withSession >=> choose [ route "/steps" >=> steps; route "/replace" >=> replace; route "/clear" >=> clear; route "/show" >=> show ]
+                    ))
+                    (new LogCapture())
             let browser = Browser host
             let! body = browser.GetTextAsync "/steps"
             Expect.equal body ("""1.10 2.10 {"cart":{"items":["apple","fig"],"total":2.10},"user":{}}""") "body"
@@ -199,7 +236,8 @@ let tests =
             Expect.equal after "{}" "after"
         }
 
-        testCaseTask "reading a value as the wrong type is an error that names the path" <| fun () -> task {
+        testCaseTask "reading a value as the wrong type is an error that names the path"
+        <| fun () -> task {
             let mutable error: exn = null
             let wrong =
                 Session.handler (fun s ->

@@ -14,26 +14,24 @@ let private header = SesameOptions.DefaultHeaderName
 
 let private app: HttpHandler =
     withSession
-    >=> Session.handler (fun session next ctx ->
-        task {
-            let! body =
-                task {
-                    match ctx.Request.Path.Value with
-                    | "/visit" -> return string (session |> Session.increment "visits" 1m)
-                    | "/show" -> return Json.serialize (Session.current session)
-                    | "/rotate" ->
-                        let! moved = Session.rotateAsync session
-                        return string moved
-                    | "/sign-in" ->
-                        let! result = Session.signInAsync "ada" session
-                        return string result
-                    | "/destroy" ->
-                        do! Session.destroyAsync session
-                        return "destroyed"
-                    | other -> return $"no route {other}"
-                }
-            return! text body next ctx
-        })
+    >=> Session.handler (fun session next ctx -> task {
+        let! body = task {
+            match ctx.Request.Path.Value with
+            | "/visit" -> return string (session |> Session.increment "visits" 1m)
+            | "/show" -> return Json.serialize (Session.current session)
+            | "/rotate" ->
+                let! moved = Session.rotateAsync session
+                return string moved
+            | "/sign-in" ->
+                let! result = Session.signInAsync "ada" session
+                return string result
+            | "/destroy" ->
+                do! Session.destroyAsync session
+                return "destroyed"
+            | other -> return $"no route {other}"
+        }
+        return! text body next ctx
+    })
 
 /// An API client: keeps the ticket the server sends in the session header and sends it back; cookies it ignores
 /// unless asked to keep them too.
@@ -41,37 +39,40 @@ type private ApiClient(client: HttpClient) =
     member val Token: string option = None with get, set
     member val Cookie: string option = None with get, set
 
-    member this.SendAsync(url: string) : Task<HttpResponseMessage * string> =
-        task {
-            use request = new HttpRequestMessage(HttpMethod.Get, url)
-            this.Token |> Option.iter (fun token -> request.Headers.Add(header, token))
-            this.Cookie |> Option.iter (fun cookie -> request.Headers.Add("Cookie", $"{SesameOptions.DefaultCookieName}={cookie}"))
-            let! response = client.SendAsync request
-            let! body = response.Content.ReadAsStringAsync()
-            match response.Headers.TryGetValues header with
-            | true, values -> this.Token <- (match Seq.exactlyOne values with "" -> None | token -> Some token)
-            | _ -> ()
-            return response, body
-        }
+    member this.SendAsync(url: string) : Task<HttpResponseMessage * string> = task {
+        use request = new HttpRequestMessage(HttpMethod.Get, url)
+        this.Token |> Option.iter (fun token -> request.Headers.Add(header, token))
+        this.Cookie |> Option.iter (fun cookie -> request.Headers.Add("Cookie", $"{SesameOptions.DefaultCookieName}={cookie}"))
+        let! response = client.SendAsync request
+        let! body = response.Content.ReadAsStringAsync()
+        match response.Headers.TryGetValues header with
+        | true, values ->
+            this.Token <-
+                (match Seq.exactlyOne values with
+                 | "" -> None
+                 | token -> Some token)
+        | _ -> ()
+        return response, body
+    }
 
 let private headerOf (response: HttpResponseMessage) =
     match response.Headers.TryGetValues header with
     | true, values -> Some(Seq.exactlyOne values)
     | _ -> None
 
-let private serveWith (transport: SessionTransport) (logs: LogCapture) =
-    task {
-        let store = ObservedStore()
-        let! host = startHost store (fun options -> options.Transport <- transport) (runHandler app) logs
-        return store, host
-    }
+let private serveWith (transport: SessionTransport) (logs: LogCapture) = task {
+    let store = ObservedStore()
+    let! host = startHost store (fun options -> options.Transport <- transport) (runHandler app) logs
+    return store, host
+}
 
 let private clientOf (host: Microsoft.Extensions.Hosting.IHost) = ApiClient(host.GetTestClient())
 
 [<Tests>]
 let tests =
     testList "HeaderTransport" [
-        testCaseTask "a new session's ticket goes out in the header, not a cookie, and the header continues the session" <| fun () -> task {
+        testCaseTask "a new session's ticket goes out in the header, not a cookie, and the header continues the session"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
@@ -84,7 +85,8 @@ let tests =
             Expect.isNone (headerOf second) "nothing to send when the session neither is created nor moves"
         }
 
-        testCaseTask "the header carries the very ticket the cookie would: Data Protection-protected, unreadable to the client" <| fun () -> task {
+        testCaseTask "the header carries the very ticket the cookie would: Data Protection-protected, unreadable to the client"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
@@ -96,7 +98,8 @@ let tests =
             Expect.equal shown """{"visits":1}""" "the session"
         }
 
-        testCaseTask "rotation and sign-in send the new ticket; the old one no longer opens the session" <| fun () -> task {
+        testCaseTask "rotation and sign-in send the new ticket; the old one no longer opens the session"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
@@ -116,7 +119,8 @@ let tests =
             Expect.equal body "{}" "the old ticket names no session"
         }
 
-        testCaseTask "destroying the session sends the header blank" <| fun () -> task {
+        testCaseTask "destroying the session sends the header blank"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
@@ -126,7 +130,8 @@ let tests =
             Expect.isNone client.Token "the client forgot it"
         }
 
-        testCaseTask "a tampered or foreign header value is no session: a new one starts, and the reason is logged" <| fun () -> task {
+        testCaseTask "a tampered or foreign header value is no session: a new one starts, and the reason is logged"
+        <| fun () -> task {
             let logs = new LogCapture()
             let! _, host = serveWith SessionTransport.Header logs
             use _ = host
@@ -139,7 +144,8 @@ let tests =
             Expect.equal rejected.Length 3 "each rejection logged, naming the header"
         }
 
-        testCaseTask "with the header transport only, a session cookie is not read" <| fun () -> task {
+        testCaseTask "with the header transport only, a session cookie is not read"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
@@ -149,7 +155,8 @@ let tests =
             Expect.equal body "{}" "the ticket sent as a cookie opens nothing"
         }
 
-        testCaseTask "with both transports, responses carry both, and a request's header wins over its cookie" <| fun () -> task {
+        testCaseTask "with both transports, responses carry both, and a request's header wins over its cookie"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.CookieAndHeader (new LogCapture())
             use _ = host
             let browser = Browser host
@@ -165,7 +172,8 @@ let tests =
             Expect.equal body """{"visits":1}""" "the header's session, not the cookie's"
         }
 
-        testCaseTask "responses of requests that used a header session vary by that header" <| fun () -> task {
+        testCaseTask "responses of requests that used a header session vary by that header"
+        <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
@@ -175,13 +183,23 @@ let tests =
             Expect.isFalse (vary |> List.contains "Cookie") "not the cookie, which plays no part"
         }
 
-        testCaseTask "a transport that names neither cookie nor header, or an empty header name, fails at startup" <| fun () -> task {
+        testCaseTask "a transport that names neither cookie nor header, or an empty header name, fails at startup"
+        <| fun () -> task {
             let store = ObservedStore()
-            let! e = throwsAsync<InvalidOperationException> (fun () ->
-                startHost store (fun o -> o.Transport <- enum 0) (fun app -> app.UseSesame() |> ignore) (new LogCapture()) :> Task)
+            let! e =
+                throwsAsync<InvalidOperationException>(fun () ->
+                    startHost store (fun o -> o.Transport <- enum 0) (fun app -> app.UseSesame() |> ignore) (new LogCapture()) :> Task)
             Expect.stringContains e.Message "Transport" "names the option"
-            let! e = throwsAsync<InvalidOperationException> (fun () ->
-                startHost store (fun o -> o.Transport <- SessionTransport.Header; o.HeaderName <- " ") (fun app -> app.UseSesame() |> ignore) (new LogCapture()) :> Task)
+            let! e =
+                throwsAsync<InvalidOperationException>(fun () ->
+                    startHost
+                        store
+                        (fun o ->
+                            o.Transport <- SessionTransport.Header
+                            o.HeaderName <- " ")
+                        (fun app -> app.UseSesame() |> ignore)
+                        (new LogCapture())
+                    :> Task)
             Expect.stringContains e.Message "HeaderName" "names the option"
         }
     ]

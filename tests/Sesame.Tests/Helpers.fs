@@ -26,7 +26,12 @@ let freePort () =
 
 /// Fails unless `work` throws exactly 'error (not a subclass), as xunit's Assert.Throws did; gives the exception.
 let throws<'error when 'error :> exn> (work: unit -> unit) : 'error =
-    let outcome = try work (); None with e -> Some e
+    let outcome =
+        try
+            work ()
+            None
+        with e ->
+            Some e
     match outcome with
     | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
     | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
@@ -34,29 +39,32 @@ let throws<'error when 'error :> exn> (work: unit -> unit) : 'error =
 
 /// Fails unless `work` throws 'error or a subclass of it; gives the exception.
 let throwsAny<'error when 'error :> exn> (work: unit -> unit) : 'error =
-    let outcome = try work (); None with e -> Some e
+    let outcome =
+        try
+            work ()
+            None
+        with e ->
+            Some e
     match outcome with
     | Some(:? 'error as e) -> e
     | Some e -> failtestf "Expected %s or a subclass, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
     | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
 
 /// Fails unless the task `work` starts throws exactly 'error (not a subclass); gives the exception.
-let throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'error> =
-    task {
-        let! outcome =
-            task {
-                try
-                    do! work ()
-                    return None
-                with e ->
-                    return Some e
-            }
-        return
-            match outcome with
-            | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
-            | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
-            | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+let throwsAsync<'error when 'error :> exn> (work: unit -> Task) : Task<'error> = task {
+    let! outcome = task {
+        try
+            do! work ()
+            return None
+        with e ->
+            return Some e
     }
+    return
+        match outcome with
+        | Some(:? 'error as e) when e.GetType() = typeof<'error> -> e
+        | Some e -> failtestf "Expected %s, but %s was thrown: %s" typeof<'error>.Name (e.GetType().Name) e.Message
+        | None -> failtestf "Expected %s, but nothing was thrown." typeof<'error>.Name
+}
 
 /// Fails unless the value is exactly of type 'expected (not a subclass); gives it as that type.
 let isType<'expected> (value: obj) : 'expected =
@@ -73,8 +81,7 @@ let single (items: seq<'item>) : 'item =
 
 type SessionStore with
     /// <summary>Loads a session's tree (without its facts) as an option: what most tests compare.</summary>
-    member store.LoadTreeAsync(id: string, idleTimeout: TimeSpan, cancellationToken: CancellationToken) : Threading.Tasks.Task<Json option> =
-        task {
-            let! loaded = store.LoadAsync(id, idleTimeout, cancellationToken)
-            return loaded |> Option.ofObj |> Option.map _.Data
-        }
+    member store.LoadTreeAsync(id: string, idleTimeout: TimeSpan, cancellationToken: CancellationToken) : Threading.Tasks.Task<Json option> = task {
+        let! loaded = store.LoadAsync(id, idleTimeout, cancellationToken)
+        return loaded |> Option.ofObj |> Option.map _.Data
+    }

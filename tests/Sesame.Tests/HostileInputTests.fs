@@ -16,33 +16,33 @@ let private noOptions (_: SesameOptions) = ()
 
 /// Runs `act` on the request's session inside a real request; gives back the error it raised, if
 /// any, and how many commits the request made.
-let private errorAndCommitsOf (act: SessionHandle -> unit) : Task<exn option * int> =
-    task {
-        let mutable error = None
-        let handler =
-            Session.handler (fun s ->
-                (try act s with e -> error <- Some e)
-                text "done")
-        let store = ObservedStore()
-        use! host = startHost store noOptions (runHandler (withSession >=> handler)) (new LogCapture())
-        let! _ = (Browser host).GetTextAsync "/"
-        return error, store.Commits
-    }
+let private errorAndCommitsOf (act: SessionHandle -> unit) : Task<exn option * int> = task {
+    let mutable error = None
+    let handler =
+        Session.handler (fun s ->
+            (try
+                act s
+             with e ->
+                 error <- Some e)
+            text "done")
+    let store = ObservedStore()
+    use! host = startHost store noOptions (runHandler (withSession >=> handler)) (new LogCapture())
+    let! _ = (Browser host).GetTextAsync "/"
+    return error, store.Commits
+}
 
 /// Runs `act` on the request's session inside a real request and gives back the error it raised, if any.
-let private errorOf (act: SessionHandle -> unit) : Task<exn option> =
-    task {
-        let! error, _ = errorAndCommitsOf act
-        return error
-    }
+let private errorOf (act: SessionHandle -> unit) : Task<exn option> = task {
+    let! error, _ = errorAndCommitsOf act
+    return error
+}
 
-let private assertRefused<'error when 'error :> exn> (act: SessionHandle -> unit) (mustMention: string) =
-    task {
-        let! error = errorOf act
-        match error with
-        | Some(:? 'error as e) -> Expect.stringContains e.Message mustMention "e.Message"
-        | other -> failwith $"Expected {typeof<'error>.Name} mentioning '{mustMention}', got {other}"
-    }
+let private assertRefused<'error when 'error :> exn> (act: SessionHandle -> unit) (mustMention: string) = task {
+    let! error = errorOf act
+    match error with
+    | Some(:? 'error as e) -> Expect.stringContains e.Message mustMention "e.Message"
+    | other -> failwith $"Expected {typeof<'error>.Name} mentioning '{mustMention}', got {other}"
+}
 
 
 /// An object graph with a cycle, as C# code easily builds.
@@ -53,12 +53,31 @@ type Node() =
 
 /// The errors Sesame documents for bad input at its API, by exact type: a subclass such as
 /// ArgumentOutOfRangeException or ArgumentNullException comes from a bug, not from a documented check.
-let private documentedErrors =
-    [ typeof<ArgumentException>; typeof<PathConflictException>; typeof<JsonException>; typeof<NotSupportedException> ]
+let private documentedErrors = [ typeof<ArgumentException>; typeof<PathConflictException>; typeof<JsonException>; typeof<NotSupportedException> ]
 
 let private isDocumented (e: exn) = documentedErrors |> List.contains (e.GetType())
 
-let private pathPieces = [| "a"; "b"; "c"; "a.b"; "[0]"; "[1]"; "[2]"; "[\"q.k\"]"; "."; "["; "]"; "\""; "\\"; "é"; "\u0001"; " "; "[99999999999]"; "[-1]"; "[01]" |]
+let private pathPieces = [|
+    "a"
+    "b"
+    "c"
+    "a.b"
+    "[0]"
+    "[1]"
+    "[2]"
+    "[\"q.k\"]"
+    "."
+    "["
+    "]"
+    "\""
+    "\\"
+    "é"
+    "\u0001"
+    " "
+    "[99999999999]"
+    "[-1]"
+    "[01]"
+|]
 
 /// A well-formed path: a key, then keys and small indexes, as an app would write.
 let private wellFormedPath (random: Random) =
@@ -129,25 +148,23 @@ let private randomOperation (random: Random) : int * string * (SessionHandle -> 
 [<Tests>]
 let tests =
     testList "HostileInput" [
-        testCaseTask "an empty path is refused with a clear error" <| fun () -> task {
-            do! assertRefused<ArgumentException> (Session.set "" 1) "empty"
-        }
+        testCaseTask "an empty path is refused with a clear error" <| fun () -> task { do! assertRefused<ArgumentException> (Session.set "" 1) "empty" }
 
-        testCaseTask "an absurdly deep path is refused" <| fun () -> task {
-            do! assertRefused<ArgumentException> (Session.set (String.replicate 2000 "a.") 1) "segments"
-        }
+        testCaseTask "an absurdly deep path is refused"
+        <| fun () -> task { do! assertRefused<ArgumentException> (Session.set (String.replicate 2000 "a.") 1) "segments" }
 
-        testCaseTask "an absurdly long path is refused" <| fun () -> task {
-            do! assertRefused<ArgumentException> (Session.set (String('k', 100_000)) 1) "characters long"
-        }
+        testCaseTask "an absurdly long path is refused"
+        <| fun () -> task { do! assertRefused<ArgumentException> (Session.set (String('k', 100_000)) 1) "characters long" }
 
-        testCaseTask "NaN cannot be stored, and nothing is recorded" <| fun () -> task {
+        testCaseTask "NaN cannot be stored, and nothing is recorded"
+        <| fun () -> task {
             let mutable recorded = None
-            let! error, commits = errorAndCommitsOf (fun s ->
-                try
-                    s |> Session.set "n" nan
-                finally
-                    recorded <- Some s.HasPendingChanges)
+            let! error, commits =
+                errorAndCommitsOf (fun s ->
+                    try
+                        s |> Session.set "n" nan
+                    finally
+                        recorded <- Some s.HasPendingChanges)
             match error with
             | Some(:? ArgumentException) -> ()
             | other -> failwith $"Expected an ArgumentException, got {other}"
@@ -155,15 +172,17 @@ let tests =
             Expect.equal commits 0 "The request stored nothing."
         }
 
-        testCaseTask "a cyclic object graph is refused with a JsonException, and nothing is recorded" <| fun () -> task {
+        testCaseTask "a cyclic object graph is refused with a JsonException, and nothing is recorded"
+        <| fun () -> task {
             let cyclic = Node()
             cyclic.Next <- cyclic
             let mutable recorded = None
-            let! error, commits = errorAndCommitsOf (fun s ->
-                try
-                    s |> Session.set "graph" cyclic
-                finally
-                    recorded <- Some s.HasPendingChanges)
+            let! error, commits =
+                errorAndCommitsOf (fun s ->
+                    try
+                        s |> Session.set "graph" cyclic
+                    finally
+                        recorded <- Some s.HasPendingChanges)
             match error with
             | Some(:? JsonException as e) -> Expect.stringContains e.Message "cycle" "The error names the cycle."
             | other -> failwith $"Expected a JsonException, got {other}"
@@ -173,9 +192,13 @@ let tests =
 
         testList "a change is checked where it is made, one rule for every store: depth, and lone surrogates" [
             for kind in StoreKinds.all do
-                testCaseTask kind.Name <| fun () -> task {
+                testCaseTask kind.Name
+                <| fun () -> task {
                     let store = kind.Create TimeProvider.System
-                    use _ = match box store with :? IDisposable as d -> d | _ -> null
+                    use _ =
+                        match box store with
+                        | :? IDisposable as d -> d
+                        | _ -> null
                     let lone = "😀x".Substring(0, 1)
                     let nested (levels: int) = json (String.replicate levels "[" + String.replicate levels "]")
                     let refusals = ResizeArray<string * exn * bool>()
@@ -200,7 +223,8 @@ let tests =
                             s |> Session.set "typed" ("x" + lone)
                             text "done")
                     let show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
-                    use! host = startHost store noOptions (runHandler (withSession >=> choose [ route "/" >=> handler; route "/show" >=> show ])) (new LogCapture())
+                    use! host =
+                        startHost store noOptions (runHandler (withSession >=> choose [ route "/" >=> handler; route "/show" >=> show ])) (new LogCapture())
                     let browser = Browser host
                     let! done' = browser.GetTextAsync "/"
                     Expect.equal done' "done" "the request went through"
@@ -218,7 +242,8 @@ let tests =
                 }
         ]
 
-        testCaseTask "keys with dots, brackets, quotes, control characters and __proto__ are plain keys" <| fun () -> task {
+        testCaseTask "keys with dots, brackets, quotes, control characters and __proto__ are plain keys"
+        <| fun () -> task {
             let keys = [ "a.b"; "x[0]"; "]["; "say \"hi\""; "tab\tnew\nline"; "__proto__"; "constructor"; ""; "ключ 🔑" ]
             let write =
                 Session.handler (fun s ->
@@ -229,7 +254,12 @@ let tests =
                 Session.handler (fun s ->
                     let back = keys |> List.map (fun key -> s.TryFind(SessionPath.ofKeys [ "odd"; key ]) = Some(Json.string key))
                     text (if List.forall id back then "all back" else "lost some"))
-            use! host = startHost (new MemoryStore()) noOptions (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read ])) (new LogCapture())
+            use! host =
+                startHost
+                    (new MemoryStore())
+                    noOptions
+                    (runHandler (withSession >=> choose [ route "/write" >=> write; route "/read" >=> read ]))
+                    (new LogCapture())
             let browser = Browser host
             let! _ = browser.GetTextAsync "/write"
             let! body = browser.GetTextAsync "/read"
@@ -240,7 +270,8 @@ let tests =
                 Expect.equal (SessionPath.parse (string path)) path "SessionPath.parse (string path)"
         }
 
-        testCaseTask "fuzz: 10,000 random operations and 2,000 random cookies produce only documented errors and touch no other session" <| fun () -> task {
+        testCaseTask "fuzz: 10,000 random operations and 2,000 random cookies produce only documented errors and touch no other session"
+        <| fun () -> task {
             let seed = Environment.TickCount
             let random = Random seed
             let undocumented = ConcurrentQueue<string>()
@@ -258,13 +289,19 @@ let tests =
                             act s
                             Threading.Interlocked.Increment &succeeded[kind] |> ignore
                         with e ->
-                            if not (isDocumented e) then
-                                undocumented.Enqueue $"{name}: {e.GetType().Name}: {e.Message}"
+                            if not (isDocumented e) then undocumented.Enqueue $"{name}: {e.GetType().Name}: {e.Message}"
                     text (Json.serialize loaded + "\n" + Json.serialize (Session.current s)))
             let witness = Session.handler (fun s -> text (Json.serialize (Session.current s)))
-            let setWitness = Session.handler (fun s -> s |> Session.set "mine" {| secret = 42 |}; text "ok")
+            let setWitness =
+                Session.handler (fun s ->
+                    s |> Session.set "mine" {| secret = 42 |}
+                    text "ok")
             use! host =
-                startHost (new MemoryStore()) noOptions (runHandler (withSession >=> choose [ route "/fuzz" >=> fuzz; route "/witness" >=> witness; route "/setWitness" >=> setWitness ])) (new LogCapture())
+                startHost
+                    (new MemoryStore())
+                    noOptions
+                    (runHandler (withSession >=> choose [ route "/fuzz" >=> fuzz; route "/witness" >=> witness; route "/setWitness" >=> setWitness ]))
+                    (new LogCapture())
             let other = Browser host
             let! _ = other.GetTextAsync "/setWitness"
             let! before = other.GetTextAsync "/witness"
@@ -277,7 +314,9 @@ let tests =
                 Expect.isTrue response.IsSuccessStatusCode ($"Request {request} (seed {seed}) failed with {int response.StatusCode}.")
                 let parts = body.Split('\n')
                 // What the request loaded is exactly what the previous request left: every change was committed.
-                Expect.isTrue (Json.parse parts[0] = previous) ($"Request {request} (seed {seed}) loaded {parts[0]} but the previous one left {Json.serialize previous}.")
+                Expect.isTrue
+                    (Json.parse parts[0] = previous)
+                    ($"Request {request} (seed {seed}) loaded {parts[0]} but the previous one left {Json.serialize previous}.")
                 previous <- Json.parse parts[1]
             let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/%!~*()"
             for _ in 1..2000 do

@@ -17,23 +17,23 @@ open Sesame.Samples.Giraffe.GiraffeShape
 let private noOptions (_: SesameOptions) = ()
 
 /// Starts a host whose every request runs `handler` under withSession.
-let private serve (store: ObservedStore) (handler: HttpHandler) =
-    startHost store noOptions (runHandler (withSession >=> handler)) (new LogCapture())
+let private serve (store: ObservedStore) (handler: HttpHandler) = startHost store noOptions (runHandler (withSession >=> handler)) (new LogCapture())
 
-let private bump: HttpHandler =
-    Session.handler (fun session -> text (string (session |> Session.increment "times" 1m)))
+let private bump: HttpHandler = Session.handler (fun session -> text (string (session |> Session.increment "times" 1m)))
 
 
-let private hostileCookies =
-    [ "", "empty"
-      "not base64 at all!", "not base64url"
-      String('A', 5000), "huge"
-      "CfDJ8AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "forged" ]
+let private hostileCookies = [
+    "", "empty"
+    "not base64 at all!", "not base64url"
+    String('A', 5000), "huge"
+    "CfDJ8AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "forged"
+]
 
 [<Tests>]
 let tests =
     testList "Lifecycle" [
-        testCaseTask "a request that never touches the session does no store I/O and sets no cookie" <| fun () -> task {
+        testCaseTask "a request that never touches the session does no store I/O and sets no cookie"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serve store (text "hello")
             let browser = Browser host
@@ -44,7 +44,8 @@ let tests =
             Expect.equal store.Commits 0 "store.Commits"
         }
 
-        testCaseTask "reading a new visitor's session sets no cookie and writes nothing" <| fun () -> task {
+        testCaseTask "reading a new visitor's session sets no cookie and writes nothing"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serve store (Session.handler (fun s -> text (Json.serialize (Session.current s))))
             let! response, body = (Browser host).GetAsync "/"
@@ -53,7 +54,8 @@ let tests =
             Expect.equal store.Commits 0 "store.Commits"
         }
 
-        testCaseTask "a new visitor gets a cookie when the session is first changed, and the session continues with it" <| fun () -> task {
+        testCaseTask "a new visitor gets a cookie when the session is first changed, and the session continues with it"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serve store bump
             let browser = Browser host
@@ -70,7 +72,8 @@ let tests =
             Expect.isEmpty (setCookies second) "setCookies second"
         }
 
-        testCaseTask "reading an existing session loads it once and writes nothing" <| fun () -> task {
+        testCaseTask "reading an existing session loads it once and writes nothing"
+        <| fun () -> task {
             let store = ObservedStore()
             let reader = Session.handler (fun s -> text (string (s |> Session.tryGet<int> "times")))
             use! host = serve store (choose [ route "/bump" >=> bump; route "/read" >=> reader ])
@@ -83,7 +86,8 @@ let tests =
             Expect.equal store.Commits commitsBefore "store.Commits"
         }
 
-        testCaseTask "ten changes in one request make exactly one store write" <| fun () -> task {
+        testCaseTask "ten changes in one request make exactly one store write"
+        <| fun () -> task {
             let store = ObservedStore()
             let tenChanges =
                 Session.handler (fun s ->
@@ -99,9 +103,15 @@ let tests =
             Expect.equal patch.Updates.Length 6 "patch.Updates.Length"
         }
 
-        testCaseTask "the change is stored before the client has the response, even with a slow store" <| fun () -> task {
+        testCaseTask "the change is stored before the client has the response, even with a slow store"
+        <| fun () -> task {
             let store = ObservedStore(CommitDelay = TimeSpan.FromMilliseconds 300.0)
-            use! host = serve store (Session.handler (fun s -> s |> Session.set "paid" true; text "ok"))
+            use! host =
+                serve
+                    store
+                    (Session.handler (fun s ->
+                        s |> Session.set "paid" true
+                        text "ok"))
             let! _ = (Browser host).GetTextAsync "/"
             // The moment the response is in hand, the store already holds the change.
             let id, _ = store.Patches |> List.exactlyOne
@@ -109,18 +119,18 @@ let tests =
             Expect.equal stored (Some(json """{"paid":true}""")) "stored"
         }
 
-        testCaseTask "a change made after the response started is committed when the handler ends" <| fun () -> task {
+        testCaseTask "a change made after the response started is committed when the handler ends"
+        <| fun () -> task {
             let store = ObservedStore()
             let late: HttpHandler =
-                fun next ctx ->
-                    task {
-                        let! session = Session.loadAsync ctx
-                        session |> Session.set "early" 1
-                        do! ctx.Response.WriteAsync "started"
-                        do! ctx.Response.Body.FlushAsync()
-                        session |> Session.set "late" 2
-                        return! next ctx
-                    }
+                fun next ctx -> task {
+                    let! session = Session.loadAsync ctx
+                    session |> Session.set "early" 1
+                    do! ctx.Response.WriteAsync "started"
+                    do! ctx.Response.Body.FlushAsync()
+                    session |> Session.set "late" 2
+                    return! next ctx
+                }
             let show = Session.handler (fun s -> text (Json.serialize (Session.current s)))
             use! host = serve store (choose [ route "/late" >=> late; route "/show" >=> show ])
             let browser = Browser host
@@ -130,23 +140,23 @@ let tests =
             Expect.equal store.Commits 2 "store.Commits"
         }
 
-        testCaseTask "changing a new session after the response started fails at the call and stores nothing" <| fun () -> task {
+        testCaseTask "changing a new session after the response started fails at the call and stores nothing"
+        <| fun () -> task {
             let store = ObservedStore()
             let mutable refused: exn = null
             let late: HttpHandler =
-                fun next ctx ->
-                    task {
-                        let! session = Session.loadAsync ctx
-                        do! ctx.Response.WriteAsync "started"
-                        do! ctx.Response.Body.FlushAsync()
-                        // No cookie can reach the client any more: the session could never be found again.
-                        try
-                            session |> Session.set "orphan" 1
-                        with e ->
-                            refused <- e
-                        Expect.isFalse session.HasPendingChanges "nothing recorded"
-                        return! next ctx
-                    }
+                fun next ctx -> task {
+                    let! session = Session.loadAsync ctx
+                    do! ctx.Response.WriteAsync "started"
+                    do! ctx.Response.Body.FlushAsync()
+                    // No cookie can reach the client any more: the session could never be found again.
+                    try
+                        session |> Session.set "orphan" 1
+                    with e ->
+                        refused <- e
+                    Expect.isFalse session.HasPendingChanges "nothing recorded"
+                    return! next ctx
+                }
             use! host = serve store late
             let! response, body = (Browser host).GetAsync "/"
             Expect.equal body "started" "the response went out"
@@ -156,14 +166,25 @@ let tests =
             Expect.equal store.Commits 0 "nothing stored"
         }
 
-        testCaseTask "Vary: Cookie is sent once, also on responses without a body" <| fun () -> task {
+        testCaseTask "Vary: Cookie is sent once, also on responses without a body"
+        <| fun () -> task {
             let statusOnly (code: int) : HttpHandler =
                 Session.handler (fun s ->
                     s |> Session.set "touched" true
                     fun _next ctx ->
                         ctx.Response.StatusCode <- code
                         Task.FromResult(Some ctx))
-            use! host = serve (ObservedStore()) (choose [ route "/204" >=> statusOnly 204; route "/404" >=> statusOnly 404; route "/ok" >=> Session.handler (fun s -> s |> Session.set "x" 1; text "ok") ])
+            use! host =
+                serve
+                    (ObservedStore())
+                    (choose [
+                        route "/204" >=> statusOnly 204
+                        route "/404" >=> statusOnly 404
+                        route "/ok"
+                        >=> Session.handler (fun s ->
+                            s |> Session.set "x" 1
+                            text "ok")
+                    ])
             let browser = Browser host
             for url, status in [ "/204", 204; "/404", 404; "/ok", 200 ] do
                 let! response, _ = browser.GetAsync url
@@ -172,7 +193,8 @@ let tests =
                 Expect.equal vary [ "Cookie" ] $"{url}: Vary names Cookie once"
         }
 
-        testCaseTask "a failing store gives a 500 and the app's logger sees the error" <| fun () -> task {
+        testCaseTask "a failing store gives a 500 and the app's logger sees the error"
+        <| fun () -> task {
             let store = ObservedStore(FailCommits = true)
             let logs = new LogCapture()
             use! host = startHostOn Kestrel store noOptions (runHandler (withSession >=> bump)) logs
@@ -184,7 +206,8 @@ let tests =
             isType<SessionStoreException> failure.Error |> ignore
         }
 
-        testCaseTask "a handler that throws stores none of its changes" <| fun () -> task {
+        testCaseTask "a handler that throws stores none of its changes"
+        <| fun () -> task {
             let store = ObservedStore()
             let throws: HttpHandler =
                 Session.handler (fun s ->
@@ -196,7 +219,8 @@ let tests =
             Expect.equal store.Commits 0 "store.Commits"
         }
 
-        testCaseTask "a change that crosses a value of the wrong kind fails at the call and records nothing" <| fun () -> task {
+        testCaseTask "a change that crosses a value of the wrong kind fails at the call and records nothing"
+        <| fun () -> task {
             let store = ObservedStore()
             let mutable error: exn = null
             let conflicting =
@@ -215,7 +239,8 @@ let tests =
             Expect.equal store.Commits 1 "store.Commits"
         }
 
-        testCaseTask "a tampered, malformed, huge or forged cookie starts a fresh session, never an error" <| fun () -> task {
+        testCaseTask "a tampered, malformed, huge or forged cookie starts a fresh session, never an error"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serve store bump
             // A genuine cookie, then the same cookie with one character changed.
@@ -236,7 +261,8 @@ let tests =
             Expect.equal body "2" "body"
         }
 
-        testCaseTask "a cookie naming a session the store no longer has starts a new session under a new id" <| fun () -> task {
+        testCaseTask "a cookie naming a session the store no longer has starts a new session under a new id"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serve store bump
             let browser = Browser host
@@ -248,10 +274,11 @@ let tests =
             Expect.equal body "1" "body"
             Expect.notEqual browser.Cookie oldCookie "browser.Cookie"
             let newId, _ = store.Patches |> List.last
-            Expect.notEqual (newId : string) oldId "newId"
+            Expect.notEqual (newId: string) oldId "newId"
         }
 
-        testCaseTask "session ids are 32 characters of base64url from 192 random bits, all different" <| fun () -> task {
+        testCaseTask "session ids are 32 characters of base64url from 192 random bits, all different"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = serve store bump
             for _ in 1..50 do
@@ -260,24 +287,26 @@ let tests =
             let ids = store.Patches |> List.map fst
             Expect.equal (ids |> List.distinct |> List.length) 50 "50 new visitors got 50 different ids."
             let base64url = Set.ofSeq "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-            let decoded =
-                [ for id in ids do
-                      Expect.equal id.Length 32 $"The id {id} is 32 characters long."
-                      Expect.all id base64url.Contains $"The id {id} is written in the base64url alphabet, unpadded."
-                      // 32 base64url characters decode to exactly 24 bytes.
-                      let bytes = Convert.FromBase64String(id.Replace('-', '+').Replace('_', '/'))
-                      Expect.equal bytes.Length 24 $"The id {id} holds 24 bytes (192 bits)."
-                      Expect.isTrue (SessionId.isWellFormed id) id
-                      bytes ]
+            let decoded = [
+                for id in ids do
+                    Expect.equal id.Length 32 $"The id {id} is 32 characters long."
+                    Expect.all id base64url.Contains $"The id {id} is written in the base64url alphabet, unpadded."
+                    // 32 base64url characters decode to exactly 24 bytes.
+                    let bytes = Convert.FromBase64String(id.Replace('-', '+').Replace('_', '/'))
+                    Expect.equal bytes.Length 24 $"The id {id} holds 24 bytes (192 bits)."
+                    Expect.isTrue (SessionId.isWellFormed id) id
+                    bytes
+            ]
             // All 192 bits are random: over 50 ids every bit position takes both values (a fixed part, a
             // counter or a timestamp would leave some bits the same in all of them; for random bits that
             // happens with probability 2^-49 per position).
-            for bit in 0 .. 191 do
+            for bit in 0..191 do
                 let values = decoded |> List.map (fun bytes -> (bytes[bit / 8] >>> (bit % 8)) &&& 1uy) |> List.distinct
                 Expect.hasLength values 2 $"Bit {bit} of the id differs between ids."
         }
 
-        testCaseTask "cookie options are honoured" <| fun () -> task {
+        testCaseTask "cookie options are honoured"
+        <| fun () -> task {
             let store = ObservedStore()
             let configure (options: SesameOptions) =
                 options.Cookie.Name <- "sid"
@@ -297,23 +326,30 @@ let tests =
             Expect.stringContains cookie "max-age=3600" "cookie"
         }
 
-        testCaseTask "a session handle used after its request ended throws instead of recording into nowhere" <| fun () -> task {
+        testCaseTask "a session handle used after its request ended throws instead of recording into nowhere"
+        <| fun () -> task {
             let store = ObservedStore()
             let mutable kept: SessionHandle = null
-            use! host = serve store (Session.handler (fun s -> kept <- s; text "ok"))
+            use! host =
+                serve
+                    store
+                    (Session.handler (fun s ->
+                        kept <- s
+                        text "ok"))
             let! _ = (Browser host).GetTextAsync "/"
-            let error = throws<ObjectDisposedException> (fun () -> kept |> Session.set "late" 1)
+            let error = throws<ObjectDisposedException>(fun () -> kept |> Session.set "late" 1)
             Expect.stringContains error.Message "request that has ended" "error.Message"
         }
 
-        testCaseTask "withSession without AddSesame is a clear error" <| fun () -> task {
+        testCaseTask "withSession without AddSesame is a clear error"
+        <| fun () -> task {
             use! host =
-                Microsoft.Extensions.Hosting.HostBuilder()
-                    .ConfigureWebHost(fun web ->
-                        web.UseTestServer().Configure(runHandler (withSession >=> bump)) |> ignore)
+                Microsoft.Extensions.Hosting
+                    .HostBuilder()
+                    .ConfigureWebHost(fun web -> web.UseTestServer().Configure(runHandler (withSession >=> bump)) |> ignore)
                     .StartAsync()
             let client = host.GetTestClient()
-            let! error = throwsAsync<InvalidOperationException> (fun () -> client.GetAsync "/" :> Task)
+            let! error = throwsAsync<InvalidOperationException>(fun () -> client.GetAsync "/" :> Task)
             Expect.stringContains error.Message "AddSesame" "error.Message"
         }
     ]

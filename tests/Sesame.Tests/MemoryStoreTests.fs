@@ -12,7 +12,8 @@ let tests =
         // The store contract, run against the memory store on a clock of each test's own.
         storeContractOnClock "contract" (fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore)
 
-        testCaseTask "seeded sessions are served from the start" <| fun () -> task {
+        testCaseTask "seeded sessions are served from the start"
+        <| fun () -> task {
             let options = MemoryStoreOptions()
             options.InitialSessions["seeded"] <- json """{"times":41}"""
             let store = new MemoryStore(options) :> SessionStore
@@ -21,7 +22,8 @@ let tests =
             Expect.equal loaded (Some(json """{"times":42}""")) "loaded"
         }
 
-        testCaseTask "the store evicts the least recently used new sessions instead of growing past its bound" <| fun () -> task {
+        testCaseTask "the store evicts the least recently used new sessions instead of growing past its bound"
+        <| fun () -> task {
             let options = MemoryStoreOptions(MaxSessions = 100)
             let memory = new MemoryStore(options)
             let store = memory :> SessionStore
@@ -39,7 +41,8 @@ let tests =
             Expect.isSome newest "newest"
         }
 
-        testCaseTask "the store evicts when its total size passes the byte bound, only as much as it must" <| fun () -> task {
+        testCaseTask "the store evicts when its total size passes the byte bound, only as much as it must"
+        <| fun () -> task {
             let options = MemoryStoreOptions(MaxTotalBytes = 10_000L)
             let memory = new MemoryStore(options)
             let store = memory :> SessionStore
@@ -52,10 +55,11 @@ let tests =
             Expect.isGreaterThan memory.TotalBytes (10_000L - 10_000L / 64L - oneSession) "held"
         }
 
-        testCaseTask "the bounds must be at least 1" <| fun () -> task {
-            let error = throws<ArgumentException> (fun () -> new MemoryStore(MemoryStoreOptions(MaxSessions = 0)) |> ignore)
+        testCaseTask "the bounds must be at least 1"
+        <| fun () -> task {
+            let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(MaxSessions = 0)) |> ignore)
             Expect.stringContains error.Message "MaxSessions" "names the option"
-            let error = throws<ArgumentException> (fun () -> new MemoryStore(MemoryStoreOptions(MaxTotalBytes = 0L)) |> ignore)
+            let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(MaxTotalBytes = 0L)) |> ignore)
             Expect.stringContains error.Message "MaxTotalBytes" "names the option"
         }
     ]

@@ -16,21 +16,25 @@ let private noOptions (_: SesameOptions) = ()
 let private minimalApi (app: IApplicationBuilder) =
     app.UseSesame().UseRouting() |> ignore
     app.UseEndpoints(fun endpoints ->
-        endpoints.MapGet("/count", Func<HttpContext, Task<string>>(fun ctx ->
-            task {
+        endpoints.MapGet(
+            "/count",
+            Func<HttpContext, Task<string>>(fun ctx -> task {
                 let! session = Session.loadAsync ctx
                 let times = session |> Session.increment "times" 1m
                 return $"{times} times!"
-            }))
+            })
+        )
         |> ignore
         endpoints.MapGet("/plain", Func<string>(fun () -> "no session here")) |> ignore
         // The tree itself as the endpoint's result: ASP.NET Core serializes it with its own options.
-        endpoints.MapGet("/tree", Func<HttpContext, Task<Json>>(fun ctx ->
-            task {
+        endpoints.MapGet(
+            "/tree",
+            Func<HttpContext, Task<Json>>(fun ctx -> task {
                 let! session = Session.loadAsync ctx
                 session |> Session.set "price" (Json.Number(JsonNumber.Parse "1.10"))
                 return Session.current session
-            }))
+            })
+        )
         |> ignore
         // A Giraffe-style handler served from an endpoint: withSession passes through under UseSesame.
         let giraffe = (withSession >=> Session.handler (fun s -> text (Json.serialize (Session.current s)))) earlyReturn
@@ -40,7 +44,8 @@ let private minimalApi (app: IApplicationBuilder) =
 [<Tests>]
 let tests =
     testList "Middleware" [
-        testCaseTask "minimal API endpoints share one session through UseSesame" <| fun () -> task {
+        testCaseTask "minimal API endpoints share one session through UseSesame"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = startHost store noOptions minimalApi (new LogCapture())
             let browser = Browser host
@@ -53,7 +58,8 @@ let tests =
             Expect.equal store.Commits 2 "store.Commits"
         }
 
-        testCaseTask "a minimal API endpoint returns the session's tree as the JSON it is" <| fun () -> task {
+        testCaseTask "a minimal API endpoint returns the session's tree as the JSON it is"
+        <| fun () -> task {
             use! host = startHost (ObservedStore()) noOptions minimalApi (new LogCapture())
             let browser = Browser host
             let! _ = browser.GetTextAsync "/count"
@@ -62,7 +68,8 @@ let tests =
             Expect.equal body """{"times":1,"price":1.10}""" "the tree's JSON, number text and key order included"
         }
 
-        testCaseTask "an endpoint that ignores the session costs no store I/O under UseSesame" <| fun () -> task {
+        testCaseTask "an endpoint that ignores the session costs no store I/O under UseSesame"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = startHost store noOptions minimalApi (new LogCapture())
             let browser = Browser host
@@ -74,13 +81,13 @@ let tests =
             Expect.equal store.Loads loads "store.Loads"
         }
 
-        testCaseTask "a handler outside UseSesame and withSession gets a clear error" <| fun () -> task {
+        testCaseTask "a handler outside UseSesame and withSession gets a clear error"
+        <| fun () -> task {
             let app (builder: IApplicationBuilder) =
-                builder.Run(fun ctx ->
-                    task {
-                        let! error = throwsAsync<InvalidOperationException> (fun () -> Session.loadAsync ctx :> Task)
-                        do! ctx.Response.WriteAsync error.Message
-                    })
+                builder.Run(fun ctx -> task {
+                    let! error = throwsAsync<InvalidOperationException>(fun () -> Session.loadAsync ctx :> Task)
+                    do! ctx.Response.WriteAsync error.Message
+                })
             use! host = startHost (ObservedStore()) noOptions app (new LogCapture())
             let! body = (Browser host).GetTextAsync "/"
             Expect.stringContains body "UseSesame" "body"

@@ -13,11 +13,13 @@ let private remove (p: string) = Update.remove (path p)
 let private increment (p: string) (by: string) = Update.Increment(path p, JsonNumber.Parse by)
 
 /// Applies updates one by one, as a request would see them.
-let private oneByOne (updates: Update list) (tree: Json) =
-    List.fold (fun t u -> Update.apply u t) tree updates
+let private oneByOne (updates: Update list) (tree: Json) = List.fold (fun t u -> Update.apply u t) tree updates
 
 let private tryOneByOne (updates: Update list) (tree: Json) =
-    try Ok(oneByOne updates tree) with :? PathConflictException as e -> Error e
+    try
+        Ok(oneByOne updates tree)
+    with :? PathConflictException as e ->
+        Error e
 
 /// Whether one path is the same as, or an ancestor of, the other.
 let private related (a: SessionPath) (b: SessionPath) = SessionPath.isPrefixOf a b || SessionPath.isPrefixOf b a
@@ -58,7 +60,8 @@ let private show (patch: Patch) = string patch
 [<Tests>]
 let tests =
     testList "Patch" [
-        testGuardedLawWith 20_000 "applying the folded patch equals applying the updates one by one" <| fun () ->
+        testGuardedLawWith 20_000 "applying the folded patch equals applying the updates one by one"
+        <| fun () ->
             let mutable succeeded = 0
             let mutable total = 0
             Prop.forAll scenarios (fun scenario ->
@@ -73,7 +76,8 @@ let tests =
             // Most sequences must apply, or the law above says little.
             fun () -> Expect.isTrue (succeeded * 5 > total * 2) $"only {succeeded} of {total} update sequences applied one by one"
 
-        testGuardedLawWith 50_000 "applying the folded patch equals applying the updates one by one around arrays" <| fun () ->
+        testGuardedLawWith 50_000 "applying the folded patch equals applying the updates one by one around arrays"
+        <| fun () ->
             let mutable succeeded = 0
             Prop.forAll arrayScenarios (fun scenario ->
                 match tryOneByOne scenario.Updates scenario.Tree with
@@ -82,11 +86,14 @@ let tests =
                     succeeded <- succeeded + 1
                     let patch = Patch.fold scenario.Updates
                     match Patch.tryApply patch scenario.Tree with
-                    | Ok actual -> claim (sameText actual expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")
+                    | Ok actual ->
+                        claim (sameText actual expected) (fun () ->
+                            $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")
                     | Error e -> failwith $"patch {show patch} failed: {e.Message}; one by one gave {Json.serialize expected}"),
             fun () -> Expect.isGreaterThan succeeded 10_000 $"only {succeeded} of the update sequences applied one by one"
 
-        testGuardedLawWith 5_000 "applying the folded patch to a new session equals applying the updates one by one" <| fun () ->
+        testGuardedLawWith 5_000 "applying the folded patch to a new session equals applying the updates one by one"
+        <| fun () ->
             let fresh = Arb.fromGenShrink (updates, shrinkList)
             let mutable succeeded = 0
             Prop.forAll fresh (fun updates ->
@@ -99,18 +106,18 @@ let tests =
                     claim (sameText actual expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")),
             fun () -> Expect.isGreaterThan succeeded 2_000 $"only {succeeded} of the update sequences applied one by one to a new session"
 
-        testGuardedLaw "increments of one path add up to what applying them one by one gives" <| fun () ->
-            let increments =
-                gen {
-                    let! start = Gen.optionOf wideNumber
-                    let! count = Gen.choose (1, 5)
-                    let! bys = Gen.listOfLength count wideNumber
-                    let tree =
-                        match start with
-                        | Some n -> Json.object [ "n", Json.Number n ]
-                        | None -> Json.emptyObject
-                    return { Tree = tree; Updates = [ for by in bys -> Update.Increment(path "n", by) ] }
-                }
+        testGuardedLaw "increments of one path add up to what applying them one by one gives"
+        <| fun () ->
+            let increments = gen {
+                let! start = Gen.optionOf wideNumber
+                let! count = Gen.choose (1, 5)
+                let! bys = Gen.listOfLength count wideNumber
+                let tree =
+                    match start with
+                    | Some n -> Json.object [ "n", Json.Number n ]
+                    | None -> Json.emptyObject
+                return { Tree = tree; Updates = [ for by in bys -> Update.Increment(path "n", by) ] }
+            }
             let mutable succeeded = 0
             Prop.forAll (Arb.fromGenShrink (increments, fun s -> shrinkList s.Updates |> Seq.map (fun u -> { s with Updates = u }))) (fun scenario ->
                 match tryOneByOne scenario.Updates scenario.Tree with
@@ -123,7 +130,8 @@ let tests =
 
         testList "a folded patch never holds two updates of related paths, except where order or creation needs both" [
             for label, arb in [ "scenarios", scenarios; "around arrays", arrayScenarios ] do
-                testLaw label <| fun () ->
+                testLaw label
+                <| fun () ->
                     Prop.forAll arb (fun scenario ->
                         match tryOneByOne scenario.Updates scenario.Tree with
                         | Error _ -> true
@@ -134,7 +142,8 @@ let tests =
 
         testList "folding a folded patch again changes nothing" [
             for label, arb in [ "scenarios", scenarios; "around arrays", arrayScenarios ] do
-                testLaw label <| fun () ->
+                testLaw label
+                <| fun () ->
                     Prop.forAll arb (fun scenario ->
                         match tryOneByOne scenario.Updates scenario.Tree with
                         | Error _ -> true
@@ -143,12 +152,16 @@ let tests =
                             claim (Patch.fold patch.Updates = patch) (fun () -> $"patch {show patch} folded again is {show (Patch.fold patch.Updates)}"))
         ]
 
-        testLaw "every folded patch survives a round trip through its JSON" <| fun () ->
+        testLaw "every folded patch survives a round trip through its JSON"
+        <| fun () ->
             let withOddPaths =
                 Gen.listOf (
-                    Gen.oneof [ Gen.map2 Update.set anyPath jsonTree
-                                Gen.map2 (fun p (k: string) -> Update.remove (SessionPath.child (Segment.Key k) p)) anyPath key
-                                Gen.map2 (fun p by -> Update.Increment(p, by)) anyPath wideNumber ])
+                    Gen.oneof [
+                        Gen.map2 Update.set anyPath jsonTree
+                        Gen.map2 (fun p (k: string) -> Update.remove (SessionPath.child (Segment.Key k) p)) anyPath key
+                        Gen.map2 (fun p by -> Update.Increment(p, by)) anyPath wideNumber
+                    ]
+                )
             let patches = Gen.oneof [ updates; withOddPaths ] |> Gen.map Patch.fold
             Prop.forAll (Arb.fromGen patches) (fun patch ->
                 let text = Patch.serialize patch
@@ -161,53 +174,94 @@ let tests =
         // The fold, case by case
         // ---------------------------------------------------------------------------------------------
 
-        testCase "no updates fold to the empty patch" <| fun () ->
+        testCase "no updates fold to the empty patch"
+        <| fun () ->
             Expect.isTrue ((Patch.fold []).IsEmpty) "(Patch.fold []).IsEmpty"
             Expect.equal (Patch.fold []) Patch.empty "Patch.fold []"
             Expect.equal (Patch.serialize Patch.empty) "[]" "Patch.serialize Patch.empty"
             let tree = json """{"a":1}"""
             Expect.isTrue (obj.ReferenceEquals(tree, Patch.apply Patch.empty tree)) "obj.ReferenceEquals(tree, Patch.apply Patch.empty tree)"
 
-        testCase "a later set supersedes earlier sets at and below its path" <| fun () ->
+        testCase "a later set supersedes earlier sets at and below its path"
+        <| fun () ->
             let patch = Patch.fold [ set "a.b" "1"; set "a.c.d" "2"; set "x" "0"; set "a" """{"z":3}""" ]
-            Expect.equal (patch.Updates : Update list) ([ set "a" """{"z":3}"""; set "x" "0" ]) "patch.Updates"
-            Expect.equal ((Patch.fold [ set "a" "1"; set "a" "2" ]).Updates : Update list) ([ set "a" "2" ]) "(Patch.fold [ set 'a' '1'; set 'a' '2' ]).Updates"
+            Expect.equal (patch.Updates: Update list) ([ set "a" """{"z":3}"""; set "x" "0" ]) "patch.Updates"
+            Expect.equal ((Patch.fold [ set "a" "1"; set "a" "2" ]).Updates: Update list) ([ set "a" "2" ]) "(Patch.fold [ set 'a' '1'; set 'a' '2' ]).Updates"
 
-        testCase "a later set below an earlier set is folded into its value" <| fun () ->
+        testCase "a later set below an earlier set is folded into its value"
+        <| fun () ->
             let patch = Patch.fold [ set "a" """{"b":1}"""; set "a.c" "2"; set "a.b" "3"; remove "a.c" ]
-            Expect.equal (patch.Updates : Update list) ([ set "a" """{"b":3}""" ]) "patch.Updates"
-            Expect.equal ((Patch.fold [ set "a" "[1]"; set "a[1]" "2" ]).Updates : Update list) ([ set "a" "[1,2]" ]) "(Patch.fold [ set 'a' '[1]'; set 'a[1]' '2' ]).Updates"
+            Expect.equal (patch.Updates: Update list) ([ set "a" """{"b":3}""" ]) "patch.Updates"
+            Expect.equal
+                ((Patch.fold [ set "a" "[1]"; set "a[1]" "2" ]).Updates: Update list)
+                ([ set "a" "[1,2]" ])
+                "(Patch.fold [ set 'a' '[1]'; set 'a[1]' '2' ]).Updates"
 
-        testCase "increments of one path add up" <| fun () ->
-            Expect.equal ((Patch.fold [ increment "n" "1"; increment "n" "2.5" ]).Updates : Update list) ([ increment "n" "3.5" ]) "(Patch.fold [ increment 'n' '1'; increment 'n' '2.5' ]).Updates"
-            Expect.equal ((Patch.fold [ set "n" "1"; increment "n" "1.10" ]).Updates : Update list) ([ set "n" "2.10" ]) "(Patch.fold [ set 'n' '1'; increment 'n' '1.10' ]).Updates"
-            Expect.equal ((Patch.fold [ set "a" "{}"; increment "a.n" "2"; increment "a.n" "3" ]).Updates : Update list) ([ set "a" """{"n":5}""" ]) "(Patch.fold [ set 'a' '()'; increment 'a.n' '2'; increment 'a.n' '3..."
-            Expect.equal ((Patch.fold [ increment "n" "1"; increment "m" "1"; increment "m" "1" ]).Updates : Update list) ([ increment "n" "1"; increment "m" "2" ]) "(Patch.fold [ increment 'n' '1'; increment 'm' '1'; increment 'm' '..."
+        testCase "increments of one path add up"
+        <| fun () ->
+            Expect.equal
+                ((Patch.fold [ increment "n" "1"; increment "n" "2.5" ]).Updates: Update list)
+                ([ increment "n" "3.5" ])
+                "(Patch.fold [ increment 'n' '1'; increment 'n' '2.5' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ set "n" "1"; increment "n" "1.10" ]).Updates: Update list)
+                ([ set "n" "2.10" ])
+                "(Patch.fold [ set 'n' '1'; increment 'n' '1.10' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ set "a" "{}"; increment "a.n" "2"; increment "a.n" "3" ]).Updates: Update list)
+                ([ set "a" """{"n":5}""" ])
+                "(Patch.fold [ set 'a' '()'; increment 'a.n' '2'; increment 'a.n' '3..."
+            Expect.equal
+                ((Patch.fold [ increment "n" "1"; increment "m" "1"; increment "m" "1" ]).Updates: Update list)
+                ([ increment "n" "1"; increment "m" "2" ])
+                "(Patch.fold [ increment 'n' '1'; increment 'm' '1'; increment 'm' '..."
             // n was removed first: it is set again at the end of the object, where applying one by one leaves it.
-            Expect.equal ((Patch.fold [ remove "n"; increment "n" "1"; increment "n" "2" ]).Updates : Update list) ([ remove "n"; set "n" "3" ]) "(Patch.fold [ remove 'n'; increment 'n' '1'; increment 'n' '2' ]).U..."
+            Expect.equal
+                ((Patch.fold [ remove "n"; increment "n" "1"; increment "n" "2" ]).Updates: Update list)
+                ([ remove "n"; set "n" "3" ])
+                "(Patch.fold [ remove 'n'; increment 'n' '1'; increment 'n' '2' ]).U..."
 
-        testCase "a set then a remove of the same path leaves a remove" <| fun () ->
-            Expect.equal ((Patch.fold [ set "a" "1"; remove "a" ]).Updates : Update list) ([ remove "a" ]) "(Patch.fold [ set 'a' '1'; remove 'a' ]).Updates"
-            Expect.equal ((Patch.fold [ set "a.b" "1"; increment "a.c" "1"; remove "a" ]).Updates : Update list) ([ remove "a" ]) "(Patch.fold [ set 'a.b' '1'; increment 'a.c' '1'; remove 'a' ]).Upd..."
-            Expect.equal ((Patch.fold [ increment "a" "1"; remove "a" ]).Updates : Update list) ([ remove "a" ]) "(Patch.fold [ increment 'a' '1'; remove 'a' ]).Updates"
-            Expect.equal ((Patch.fold [ set "a" "1"; set "b" "2"; remove "a" ]).Updates : Update list) ([ remove "a"; set "b" "2" ]) "(Patch.fold [ set 'a' '1'; set 'b' '2'; remove 'a' ]).Updates"
+        testCase "a set then a remove of the same path leaves a remove"
+        <| fun () ->
+            Expect.equal ((Patch.fold [ set "a" "1"; remove "a" ]).Updates: Update list) ([ remove "a" ]) "(Patch.fold [ set 'a' '1'; remove 'a' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ set "a.b" "1"; increment "a.c" "1"; remove "a" ]).Updates: Update list)
+                ([ remove "a" ])
+                "(Patch.fold [ set 'a.b' '1'; increment 'a.c' '1'; remove 'a' ]).Upd..."
+            Expect.equal
+                ((Patch.fold [ increment "a" "1"; remove "a" ]).Updates: Update list)
+                ([ remove "a" ])
+                "(Patch.fold [ increment 'a' '1'; remove 'a' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ set "a" "1"; set "b" "2"; remove "a" ]).Updates: Update list)
+                ([ remove "a"; set "b" "2" ])
+                "(Patch.fold [ set 'a' '1'; set 'b' '2'; remove 'a' ]).Updates"
 
-        testCase "a remove that supersedes the creation of its parents keeps them created" <| fun () ->
+        testCase "a remove that supersedes the creation of its parents keeps them created"
+        <| fun () ->
             let updates = [ set "a.b" "1"; remove "a.b" ]
             let patch = Patch.fold updates
-            Expect.equal (patch.Updates : Update list) ([ Update.set (path "a.b") Json.Null; remove "a.b" ]) "patch.Updates"
+            Expect.equal (patch.Updates: Update list) ([ Update.set (path "a.b") Json.Null; remove "a.b" ]) "patch.Updates"
             Expect.equal (Patch.apply patch Json.emptyObject) (json """{"a":{}}""") "Patch.apply patch Json.emptyObject"
             Expect.equal (Patch.apply patch Json.emptyObject) (oneByOne updates Json.emptyObject) "Patch.apply patch Json.emptyObject"
             // A remove of something never created stays a bare remove.
-            Expect.equal ((Patch.fold [ remove "a.b.c"; remove "a.b" ]).Updates : Update list) ([ remove "a.b" ]) "(Patch.fold [ remove 'a.b.c'; remove 'a.b' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ remove "a.b.c"; remove "a.b" ]).Updates: Update list)
+                ([ remove "a.b" ])
+                "(Patch.fold [ remove 'a.b.c'; remove 'a.b' ]).Updates"
 
-        testCase "a remove then a set below it becomes a remove and a set of the object, which moves to the end" <| fun () ->
+        testCase "a remove then a set below it becomes a remove and a set of the object, which moves to the end"
+        <| fun () ->
             let patch = Patch.fold [ remove "a"; set "a.b" "1" ]
-            Expect.equal (patch.Updates : Update list) ([ remove "a"; set "a" """{"b":1}""" ]) "patch.Updates"
+            Expect.equal (patch.Updates: Update list) ([ remove "a"; set "a" """{"b":1}""" ]) "patch.Updates"
             Expect.equal (Json.serialize (Patch.apply patch (json """{"a":{"old":true},"x":0}"""))) """{"x":0,"a":{"b":1}}""" "the text, key order included"
-            Expect.equal ((Patch.fold [ remove "a"; set "a[0]" "7" ]).Updates : Update list) ([ remove "a"; set "a" "[7]" ]) "(Patch.fold [ remove 'a'; set 'a[0]' '7' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ remove "a"; set "a[0]" "7" ]).Updates: Update list)
+                ([ remove "a"; set "a" "[7]" ])
+                "(Patch.fold [ remove 'a'; set 'a[0]' '7' ]).Updates"
 
-        testCase "folding keeps key order: a key removed and set again ends up last, as applying one by one leaves it" <| fun () ->
+        testCase "folding keeps key order: a key removed and set again ends up last, as applying one by one leaves it"
+        <| fun () ->
             let tree = json """{"a":0,"b":2}"""
             let updates = [ remove "a"; set "a" "1" ]
             Expect.equal (Json.serialize (oneByOne updates tree)) """{"b":2,"a":1}""" "one by one"
@@ -219,140 +273,196 @@ let tests =
                 (Json.serialize (oneByOne nested Json.emptyObject))
                 "containers created first, the key moved last"
 
-        testCase "appends add up in order, into a set of the array, and stay apart from updates below the array" <| fun () ->
+        testCase "appends add up in order, into a set of the array, and stay apart from updates below the array"
+        <| fun () ->
             let append (p: string) (value: string) = Update.Append(path p, json value)
-            Expect.equal ((Patch.fold [ append "items" "1"; append "items" "2" ]).Updates : Update list) [ append "items" "1"; append "items" "2" ] "two appends"
-            Expect.equal ((Patch.fold [ set "items" "[0]"; append "items" "1" ]).Updates : Update list) [ set "items" "[0,1]" ] "into a set"
-            Expect.equal ((Patch.fold [ remove "items"; append "items" "1" ]).Updates : Update list) [ remove "items"; set "items" "[1]" ] "after a remove"
+            Expect.equal ((Patch.fold [ append "items" "1"; append "items" "2" ]).Updates: Update list) [ append "items" "1"; append "items" "2" ] "two appends"
+            Expect.equal ((Patch.fold [ set "items" "[0]"; append "items" "1" ]).Updates: Update list) [ set "items" "[0,1]" ] "into a set"
+            Expect.equal ((Patch.fold [ remove "items"; append "items" "1" ]).Updates: Update list) [ remove "items"; set "items" "[1]" ] "after a remove"
             // Setting index n of n items also appends, so the appends around it keep their places.
             let around = [ append "items" "\"z\""; set "items[2]" "\"w\""; append "items" "\"q\"" ]
             let stored = json """{"items":["a"]}"""
             Expect.equal (Json.serialize (Patch.apply (Patch.fold around) stored)) """{"items":["a","z","w","q"]}""" "appends around an index set"
             Expect.equal (Patch.fold around).Updates around "kept apart"
             // Appending to a value that is not an array conflicts, naming the path.
-            let e = throws<PathConflictException> (fun () -> Patch.apply (Patch.fold [ append "n" "1" ]) (json """{"n":5}""") |> ignore)
+            let e = throws<PathConflictException>(fun () -> Patch.apply (Patch.fold [ append "n" "1" ]) (json """{"n":5}""") |> ignore)
             Expect.equal e.Message "Cannot append to 'n': it holds a number, not an array." "the conflict's message"
             Expect.equal (Patch.parse (Patch.serialize (Patch.fold around))) (Patch.fold around) "an append's JSON round trip"
 
-        testCase "removing the root becomes setting the root to an empty object" <| fun () ->
-            Expect.equal ((Patch.fold [ Update.Remove SessionPath.root ]).Updates : Update list) ([ Update.set SessionPath.root Json.emptyObject ]) "(Patch.fold [ Update.Remove SessionPath.root ]).Updates"
+        testCase "removing the root becomes setting the root to an empty object"
+        <| fun () ->
+            Expect.equal
+                ((Patch.fold [ Update.Remove SessionPath.root ]).Updates: Update list)
+                ([ Update.set SessionPath.root Json.emptyObject ])
+                "(Patch.fold [ Update.Remove SessionPath.root ]).Updates"
             let patch = Patch.fold [ set "x" "1"; Update.Remove SessionPath.root; set "y" "2" ]
-            Expect.equal (patch.Updates : Update list) ([ Update.set SessionPath.root (json """{"y":2}""") ]) "patch.Updates"
+            Expect.equal (patch.Updates: Update list) ([ Update.set SessionPath.root (json """{"y":2}""") ]) "patch.Updates"
             Expect.equal (Patch.apply patch (json """{"old":[1,2,3]}""")) (json """{"y":2}""") "Patch.apply patch (json '''('old':[1,2,3])''')"
-            Expect.equal (Update.apply (Update.remove SessionPath.root) (json "[1]")) Json.emptyObject "Update.apply (Update.remove SessionPath.root) (json '[1]')"
+            Expect.equal
+                (Update.apply (Update.remove SessionPath.root) (json "[1]"))
+                Json.emptyObject
+                "Update.apply (Update.remove SessionPath.root) (json '[1]')"
 
-        testCase "a set at an index is not moved before the items it needs" <| fun () ->
+        testCase "a set at an index is not moved before the items it needs"
+        <| fun () ->
             // a[2] only exists once a[1] was appended: the patch must keep that order.
             let tree = json """{"a":[0]}"""
             let updates = [ remove "a[2].k.x"; set "a[1]" "1"; set "a[2].k" "5" ]
             Expect.equal (oneByOne updates tree) (json """{"a":[0,1,{"k":5}]}""") "oneByOne updates tree"
             Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-        testCase "a set below a remove is not moved before the items it needs" <| fun () ->
+        testCase "a set below a remove is not moved before the items it needs"
+        <| fun () ->
             let tree = json """{"a":[0]}"""
             let updates = [ remove "a[2].k"; set "a[1]" "1"; set "a[2].k.x" "5" ]
             Expect.equal (oneByOne updates tree) (json """{"a":[0,1,{"k":{"x":5}}]}""") "oneByOne updates tree"
             Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-        testCase "a remove that keeps parents created is not moved before the items it needs" <| fun () ->
+        testCase "a remove that keeps parents created is not moved before the items it needs"
+        <| fun () ->
             let tree = json """{"a":[0]}"""
             let updates = [ remove "a[2].k.x"; set "a[1]" "1"; set "a[2].k.y" "2"; remove "a[2].k" ]
             Expect.equal (oneByOne updates tree) (json """{"a":[0,1,{}]}""") "oneByOne updates tree"
             Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-        testCase "a remove below an increment or an increment above a remove leaves only the increment" <| fun () ->
-            Expect.equal ((Patch.fold [ remove "p.x"; increment "p" "1" ]).Updates : Update list) ([ increment "p" "1" ]) "(Patch.fold [ remove 'p.x'; increment 'p' '1' ]).Updates"
-            Expect.equal ((Patch.fold [ increment "p" "1"; remove "p.x" ]).Updates : Update list) ([ increment "p" "1" ]) "(Patch.fold [ increment 'p' '1'; remove 'p.x' ]).Updates"
-            Expect.equal (Patch.apply (Patch.fold [ remove "p.x"; increment "p" "1" ]) (json """{"p":3}""")) (json """{"p":4}""") "Patch.apply (Patch.fold [ remove 'p.x'; increment 'p' '1' ]) (json ..."
+        testCase "a remove below an increment or an increment above a remove leaves only the increment"
+        <| fun () ->
+            Expect.equal
+                ((Patch.fold [ remove "p.x"; increment "p" "1" ]).Updates: Update list)
+                ([ increment "p" "1" ])
+                "(Patch.fold [ remove 'p.x'; increment 'p' '1' ]).Updates"
+            Expect.equal
+                ((Patch.fold [ increment "p" "1"; remove "p.x" ]).Updates: Update list)
+                ([ increment "p" "1" ])
+                "(Patch.fold [ increment 'p' '1'; remove 'p.x' ]).Updates"
+            Expect.equal
+                (Patch.apply (Patch.fold [ remove "p.x"; increment "p" "1" ]) (json """{"p":3}"""))
+                (json """{"p":4}""")
+                "Patch.apply (Patch.fold [ remove 'p.x'; increment 'p' '1' ]) (json ..."
 
-        testCase "increments far apart in scale fold to what applying them one by one gives" <| fun () ->
+        testCase "increments far apart in scale fold to what applying them one by one gives"
+        <| fun () ->
             let tree = json """{"n":-10e4067}"""
             let updates = [ increment "n" "409"; increment "n" "91e-1277" ]
             Expect.equal (Patch.apply (Patch.fold updates) tree) (oneByOne updates tree) "Patch.apply (Patch.fold updates) tree"
 
-        testCase "increments that cannot be added exactly fold, and the patch fails as applying them one by one does" <| fun () ->
+        testCase "increments that cannot be added exactly fold, and the patch fails as applying them one by one does"
+        <| fun () ->
             let updates = [ increment "n" "1e5000"; increment "n" "1" ]
             let patch = Patch.fold updates
-            throws<PathConflictException> (fun () -> oneByOne updates Json.emptyObject |> ignore) |> ignore
-            let ex = throws<PathConflictException> (fun () -> Patch.apply patch Json.emptyObject |> ignore)
+            throws<PathConflictException>(fun () -> oneByOne updates Json.emptyObject |> ignore) |> ignore
+            let ex = throws<PathConflictException>(fun () -> Patch.apply patch Json.emptyObject |> ignore)
             Expect.equal ex.Path (path "n") "ex.Path"
 
         // ---------------------------------------------------------------------------------------------
         // Applying updates
         // ---------------------------------------------------------------------------------------------
 
-        testCase "removing a missing path is a no-op" <| fun () ->
+        testCase "removing a missing path is a no-op"
+        <| fun () ->
             let tree = json """{"a":{"b":1},"s":"x","arr":[1]}"""
             for p in [ "z"; "a.z"; "a.b.c"; "z.y.x"; "s.x"; "arr.x"; "arr[3].x" ] do
                 Expect.isTrue (obj.ReferenceEquals(tree, Update.apply (remove p) tree)) p
                 Expect.isTrue (obj.ReferenceEquals(tree, Patch.apply (Patch.fold [ remove p ]) tree)) p
 
-        testCase "an update removes object keys only" <| fun () ->
-            throws<ArgumentException> (fun () -> Update.remove (path "a[0]") |> ignore) |> ignore
-            let ex = throws<PathConflictException> (fun () -> Update.apply (Update.Remove(path "a[0]")) (json """{"a":[1]}""") |> ignore)
+        testCase "an update removes object keys only"
+        <| fun () ->
+            throws<ArgumentException>(fun () -> Update.remove (path "a[0]") |> ignore) |> ignore
+            let ex = throws<PathConflictException>(fun () -> Update.apply (Update.Remove(path "a[0]")) (json """{"a":[1]}""") |> ignore)
             Expect.equal ex.Path (path "a[0]") "ex.Path"
-            Expect.equal (Update.apply (remove "a[0].b") (json """{"a":[{"b":1}]}""")) (json """{"a":[{}]}""") "Update.apply (remove 'a[0].b') (json '''('a':[('b':1)])''')"
+            Expect.equal
+                (Update.apply (remove "a[0].b") (json """{"a":[{"b":1}]}"""))
+                (json """{"a":[{}]}""")
+                "Update.apply (remove 'a[0].b') (json '''('a':[('b':1)])''')"
 
-        testCase "incrementing a string is a conflict that names the path" <| fun () ->
+        testCase "incrementing a string is a conflict that names the path"
+        <| fun () ->
             let tree = json """{"s":"text","o":{}}"""
-            let ex = throws<PathConflictException> (fun () -> Update.apply (increment "s" "1") tree |> ignore)
+            let ex = throws<PathConflictException>(fun () -> Update.apply (increment "s" "1") tree |> ignore)
             Expect.equal ex.Path (path "s") "ex.Path"
             Expect.stringContains ex.Message "'s'" "ex.Message"
             Expect.stringContains ex.Message "a string" "ex.Message"
-            throws<PathConflictException> (fun () -> Update.apply (increment "o" "1") tree |> ignore) |> ignore
+            throws<PathConflictException>(fun () -> Update.apply (increment "o" "1") tree |> ignore) |> ignore
             match Patch.tryApply (Patch.fold [ set "x" "1"; increment "s" "1" ]) tree with
             | Ok value -> failwith $"the increment applied: {Json.serialize value}"
             | Error e -> Expect.equal e.Path (path "s") "e.Path"
 
-        testCase "incrementing a missing value starts from zero" <| fun () ->
+        testCase "incrementing a missing value starts from zero"
+        <| fun () ->
             Expect.equal (Update.apply (increment "a.b" "2") Json.emptyObject) (json """{"a":{"b":2}}""") "Update.apply (increment 'a.b' '2') Json.emptyObject"
-            Expect.equal (Update.apply (Update.increment (path "c[0]") 1.5m) Json.emptyObject) (json """{"c":[1.5]}""") "Update.apply (Update.increment (path 'c[0]') 1.5m) Json.emptyObject"
+            Expect.equal
+                (Update.apply (Update.increment (path "c[0]") 1.5m) Json.emptyObject)
+                (json """{"c":[1.5]}""")
+                "Update.apply (Update.increment (path 'c[0]') 1.5m) Json.emptyObject"
 
-        testCase "numbers that do not fit a double survive an increment" <| fun () ->
+        testCase "numbers that do not fit a double survive an increment"
+        <| fun () ->
             let tree = json """{"big":9007199254740993,"huge":1e400,"pi":3.14159265358979323846264338327950288,"price":1.10}"""
             let after = Patch.apply (Patch.fold [ increment "big" "1"; increment "huge" "1"; increment "pi" "1"; Update.increment (path "price") 1m ]) tree
-            Expect.equal (Json.serialize after) ("{\"big\":9007199254740994,\"huge\":1" + String('0', 399) + "1,\"pi\":4.14159265358979323846264338327950288,\"price\":2.10}") "Json.serialize after"
+            Expect.equal
+                (Json.serialize after)
+                ("{\"big\":9007199254740994,\"huge\":1" + String('0', 399) + "1,\"pi\":4.14159265358979323846264338327950288,\"price\":2.10}")
+                "Json.serialize after"
 
         // (Json values are immutable, so "the tree is left as it was" cannot fail; what can is the
         // outcome: a conflict refuses the whole patch, at the update that conflicts.)
-        testCase "a conflicting patch is refused whole, at the update that conflicts, as applying one by one is" <| fun () ->
+        testCase "a conflicting patch is refused whole, at the update that conflicts, as applying one by one is"
+        <| fun () ->
             let tree = json """{"n":"text"}"""
             let updates = [ set "a.b" "1"; increment "n" "1"; set "z" "2" ]
             let patch = Patch.fold updates
-            let refused = throws<PathConflictException> (fun () -> Patch.apply patch tree |> ignore)
+            let refused = throws<PathConflictException>(fun () -> Patch.apply patch tree |> ignore)
             Expect.equal refused.Path (path "n") "Patch.apply names the update that conflicts."
             match Patch.tryApply patch tree with
             | Ok partial -> failtestf "The conflicting patch applied (in part?): %s" (Json.serialize partial)
             | Error e -> Expect.equal e.Path (path "n") "Patch.tryApply names the update that conflicts."
-            let oneByOne = throws<PathConflictException> (fun () -> oneByOne updates tree |> ignore)
+            let oneByOne = throws<PathConflictException>(fun () -> oneByOne updates tree |> ignore)
             Expect.equal oneByOne.Path refused.Path "Applied one by one, the updates fail at the same path."
 
         // ---------------------------------------------------------------------------------------------
         // The JSON form
         // ---------------------------------------------------------------------------------------------
 
-        testCase "a patch is written as an array of operations" <| fun () ->
+        testCase "a patch is written as an array of operations"
+        <| fun () ->
             let patch = Patch.fold [ set "a.b" "1"; remove "c"; increment "d[0]" "2.50"; set "e[\"x.y\"]" """{"日本":null}""" ]
-            Expect.equal (Patch.serialize patch) ("""[["set",["a","b"],1],["remove",["c"]],["increment",["d",0],2.50],["set",["e","x.y"],{"日本":null}]]""") "Patch.serialize patch"
+            Expect.equal
+                (Patch.serialize patch)
+                ("""[["set",["a","b"],1],["remove",["c"]],["increment",["d",0],2.50],["set",["e","x.y"],{"日本":null}]]""")
+                "Patch.serialize patch"
             Expect.equal (Patch.parse (Patch.serialize patch)) patch "Patch.parse (Patch.serialize patch)"
             Expect.equal (string patch) ("set a.b = 1; remove c; increment d[0] by 2.50; set e[\"x.y\"] = {\"日本\":null}") "string patch"
 
-        testCase "JSON that is not a patch is refused with a JsonException" <| fun () ->
+        testCase "JSON that is not a patch is refused with a JsonException"
+        <| fun () ->
             for text in
-                [ "{}"; "1"; "[1]"; """[["frobnicate",["a"]]]"""; """[["set","a",1]]"""; """[["set",[-1],1]]"""
-                  """[["set",[1.5],1]]"""; """[["set",[null],1]]"""; """[["increment",["a"],"x"]]"""; """[["remove",["a"],1]]"""
-                  """[["set",["a"]]]"""; """[["set",[2147483648],1]]"""; "[" ] do
-                throwsAny<JsonException> (fun () -> Patch.parse text |> ignore) |> ignore
+                [
+                    "{}"
+                    "1"
+                    "[1]"
+                    """[["frobnicate",["a"]]]"""
+                    """[["set","a",1]]"""
+                    """[["set",[-1],1]]"""
+                    """[["set",[1.5],1]]"""
+                    """[["set",[null],1]]"""
+                    """[["increment",["a"],"x"]]"""
+                    """[["remove",["a"],1]]"""
+                    """[["set",["a"]]]"""
+                    """[["set",[2147483648],1]]"""
+                    "["
+                ] do
+                throwsAny<JsonException>(fun () -> Patch.parse text |> ignore) |> ignore
 
-        testCase "a patch whose value nests Json.MaxDepth deep survives its JSON round trip" <| fun () ->
+        testCase "a patch whose value nests Json.MaxDepth deep survives its JSON round trip"
+        <| fun () ->
             let deepest = json (String.replicate Json.MaxDepth "[" + String.replicate Json.MaxDepth "]")
             let patch = Patch.fold [ Update.set SessionPath.root deepest ]
             Expect.equal (Patch.parse (Patch.serialize patch)) patch "Patch.parse (Patch.serialize patch)"
             Expect.equal (Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))) patch "Patch.parseUtf8 (ReadOnlySpan(Patch.toUtf8 patch))"
             // A value deeper than that is refused when folded, before anything is written, not found unreadable later.
-            let e = throws<ArgumentException> (fun () -> Patch.fold [ Update.set SessionPath.root (Json.array [ deepest ]) ] |> ignore)
+            let e = throws<ArgumentException>(fun () -> Patch.fold [ Update.set SessionPath.root (Json.array [ deepest ]) ] |> ignore)
             Expect.stringContains e.Message "1025 levels deep" "the message says how deep"
-            throwsAny<JsonException> (fun () -> Patch.parse ("[[\"set\",[]," + String.replicate 1025 "[" + String.replicate 1025 "]" + "]]") |> ignore) |> ignore
+            throwsAny<JsonException>(fun () -> Patch.parse ("[[\"set\",[]," + String.replicate 1025 "[" + String.replicate 1025 "]" + "]]") |> ignore) |> ignore
             let longest = SessionPath.ofKeys (Array.create SessionPath.MaxSegments "k")
             let deepPath = Patch.fold [ Update.set longest (Json.string "v"); Update.remove (SessionPath.ofKeys (Array.create SessionPath.MaxSegments "j")) ]
             Expect.equal (Patch.parse (Patch.serialize deepPath)) deepPath "Patch.parse (Patch.serialize deepPath)"

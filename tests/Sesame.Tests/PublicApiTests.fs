@@ -14,31 +14,28 @@ open Microsoft.FSharp.Reflection
 open PublicApiGenerator
 
 /// The libraries users reference (one type from each names its assembly).
-let private libraries: Assembly list =
-    [
-        typeof<Sesame.SessionHandle>.Assembly
-        typeof<Sesame.SesameSession>.Assembly
-        typeof<Sesame.Redis.RedisStore>.Assembly
-        typeof<Sesame.Postgres.PostgresStore>.Assembly
-        typeof<Sesame.Testing.SessionStoreContract>.Assembly
-    ]
+let private libraries: Assembly list = [
+    typeof<Sesame.SessionHandle>.Assembly
+    typeof<Sesame.SesameSession>.Assembly
+    typeof<Sesame.Redis.RedisStore>.Assembly
+    typeof<Sesame.Postgres.PostgresStore>.Assembly
+    typeof<Sesame.Testing.SessionStoreContract>.Assembly
+]
 
 /// Attributes the F# compiler puts on members for its own use: noise in a snapshot, never part of the surface.
-let private compilerAttributes =
-    [|
-        "Microsoft.FSharp.Core.CompilationMappingAttribute"
-        "Microsoft.FSharp.Core.CompilationArgumentCountsAttribute"
-        "Microsoft.FSharp.Core.CompilationSourceNameAttribute"
-        "System.Diagnostics.DebuggerDisplayAttribute"
-        "System.Diagnostics.DebuggerNonUserCodeAttribute"
-        "System.Runtime.CompilerServices.CompilerGeneratedAttribute"
-    |]
+let private compilerAttributes = [|
+    "Microsoft.FSharp.Core.CompilationMappingAttribute"
+    "Microsoft.FSharp.Core.CompilationArgumentCountsAttribute"
+    "Microsoft.FSharp.Core.CompilationSourceNameAttribute"
+    "System.Diagnostics.DebuggerDisplayAttribute"
+    "System.Diagnostics.DebuggerNonUserCodeAttribute"
+    "System.Runtime.CompilerServices.CompilerGeneratedAttribute"
+|]
 
 /// The namespaces outside Sesame where the libraries put extension methods (AddSesame, UseSesame, AddRedisStore...),
 /// so they are found where users look for them; PublicApiGenerator leaves System and Microsoft namespaces out unless
 /// they are named.
-let private extensionNamespaces =
-    [| "Microsoft.AspNetCore.Builder"; "Microsoft.AspNetCore.Http"; "Microsoft.Extensions.DependencyInjection" |]
+let private extensionNamespaces = [| "Microsoft.AspNetCore.Builder"; "Microsoft.AspNetCore.Http"; "Microsoft.Extensions.DependencyInjection" |]
 
 /// The cases of every public F# union and their fields: PublicApiGenerator shows a union's case classes but not what
 /// they hold (the F# compiler marks those members as its own), so a changed case would not show without this.
@@ -59,12 +56,7 @@ let private unionCases (assembly: Assembly) =
     ]
 
 let private publicApiOf (assembly: Assembly) =
-    let options =
-        ApiGeneratorOptions(
-            IncludeAssemblyAttributes = false,
-            ExcludeAttributes = compilerAttributes,
-            AllowNamespacePrefixes = extensionNamespaces
-        )
+    let options = ApiGeneratorOptions(IncludeAssemblyAttributes = false, ExcludeAttributes = compilerAttributes, AllowNamespacePrefixes = extensionNamespaces)
     let api = assembly.GeneratePublicApi(options).Replace("\r\n", "\n").TrimEnd()
     match unionCases assembly with
     | [] -> api + "\n"
@@ -76,14 +68,13 @@ let private approvedFolder () =
     let rec up (folder: DirectoryInfo) =
         match folder with
         | null ->
-            failwith $"The public-API snapshot test could not find the repository (a folder with Sesame.sln) above {AppContext.BaseDirectory}: run it from a build inside the repository."
-        | folder when File.Exists(Path.Combine(folder.FullName, "Sesame.sln")) ->
-            Path.Combine(folder.FullName, "tests", "Sesame.Tests", "PublicApi")
+            failwith
+                $"The public-API snapshot test could not find the repository (a folder with Sesame.sln) above {AppContext.BaseDirectory}: run it from a build inside the repository."
+        | folder when File.Exists(Path.Combine(folder.FullName, "Sesame.sln")) -> Path.Combine(folder.FullName, "tests", "Sesame.Tests", "PublicApi")
         | folder -> up folder.Parent
     up (DirectoryInfo AppContext.BaseDirectory)
 
-let private approving () =
-    Environment.GetEnvironmentVariable "SESAME_APPROVE_API" = "1"
+let private approving () = Environment.GetEnvironmentVariable "SESAME_APPROVE_API" = "1"
 
 /// The first line where two texts differ, to show in the failure (the whole diff is one `diff` away).
 let private firstDifference (approved: string) (received: string) =

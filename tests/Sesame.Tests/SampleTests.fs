@@ -13,8 +13,7 @@ open Sesame.Samples.Giraffe
 
 let private noOptions (_: SesameOptions) = ()
 
-let private startSample () =
-    startHostOn Kestrel (new MemoryStore()) noOptions (runHandler App.webApp) (new LogCapture())
+let private startSample () = startHostOn Kestrel (new MemoryStore()) noOptions (runHandler App.webApp) (new LogCapture())
 
 
 /// A client of the sample with its own cookie jar and user agent; it follows redirects, as a browser does.
@@ -26,22 +25,18 @@ let private device (host: Microsoft.Extensions.Hosting.IHost) (agent: string) =
 
 /// The session cookie a client holds, or None.
 let private sessionCookie (host: Microsoft.Extensions.Hosting.IHost) (jar: CookieContainer) =
-    jar.GetCookies(addressOf host)
-    |> Seq.tryFind (fun c -> c.Name = SesameOptions.DefaultCookieName && not c.Expired && c.Value <> "")
-    |> Option.map _.Value
+    jar.GetCookies(addressOf host) |> Seq.tryFind (fun c -> c.Name = SesameOptions.DefaultCookieName && not c.Expired && c.Value <> "") |> Option.map _.Value
 
 /// Posts a form and gives the body of the page it ends on (after redirects).
-let private postForm (client: HttpClient) (path: string) (fields: (string * string) list) =
-    task {
-        use content = new FormUrlEncodedContent(fields |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
-        use! response = client.PostAsync(path, content)
-        let! body = response.Content.ReadAsStringAsync()
-        Expect.isTrue response.IsSuccessStatusCode $"POST {path} ends on a page ({int response.StatusCode}): {body}"
-        return body
-    }
+let private postForm (client: HttpClient) (path: string) (fields: (string * string) list) = task {
+    use content = new FormUrlEncodedContent(fields |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
+    use! response = client.PostAsync(path, content)
+    let! body = response.Content.ReadAsStringAsync()
+    Expect.isTrue response.IsSuccessStatusCode $"POST {path} ends on a page ({int response.StatusCode}): {body}"
+    return body
+}
 
-let private count (fragment: string) (text: string) =
-    Text.RegularExpressions.Regex.Matches(text, Text.RegularExpressions.Regex.Escape fragment).Count
+let private count (fragment: string) (text: string) = Text.RegularExpressions.Regex.Matches(text, Text.RegularExpressions.Regex.Escape fragment).Count
 
 /// The handles of the other devices' sign-out buttons on a devices page.
 let private otherHandles (page: string) =
@@ -62,23 +57,22 @@ type private SampleProcess(child: Process) =
                 child.Dispose()
 
 /// Runs the built sample as a real child process until it says it is listening.
-let private startSampleProcess (args: string) : Task<SampleProcess> =
-    task {
-        let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
-        let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-        let child = Process.Start info
-        let listening = TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
-        child.OutputDataReceived.Add(fun e -> if not (isNull e.Data) && e.Data.Contains "listening" then listening.TrySetResult true |> ignore)
-        child.Exited.Add(fun _ -> listening.TrySetResult false |> ignore)
-        child.EnableRaisingEvents <- true
-        child.BeginOutputReadLine()
-        child.BeginErrorReadLine()
-        let! started = Task.WhenAny(listening.Task, Task.Delay(TimeSpan.FromSeconds 60.0))
-        if not (obj.ReferenceEquals(started, listening.Task) && listening.Task.Result) then
-            if not child.HasExited then child.Kill()
-            failwith $"The sample did not start with {args}."
-        return new SampleProcess(child)
-    }
+let private startSampleProcess (args: string) : Task<SampleProcess> = task {
+    let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
+    let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    let child = Process.Start info
+    let listening = TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
+    child.OutputDataReceived.Add(fun e -> if not (isNull e.Data) && e.Data.Contains "listening" then listening.TrySetResult true |> ignore)
+    child.Exited.Add(fun _ -> listening.TrySetResult false |> ignore)
+    child.EnableRaisingEvents <- true
+    child.BeginOutputReadLine()
+    child.BeginErrorReadLine()
+    let! started = Task.WhenAny(listening.Task, Task.Delay(TimeSpan.FromSeconds 60.0))
+    if not (obj.ReferenceEquals(started, listening.Task) && listening.Task.Result) then
+        if not child.HasExited then child.Kill()
+        failwith $"The sample did not start with {args}."
+    return new SampleProcess(child)
+}
 
 /// Stops a child process the way a service manager does (SIGTERM), and waits for it.
 let private stop (sample: SampleProcess) =
@@ -90,23 +84,23 @@ let private stop (sample: SampleProcess) =
     }
 
 /// Runs the built sample to its end (it is expected to refuse to start): its exit code and what it wrote to stderr.
-let private runSampleToExit (args: string) : Task<int * string> =
-    task {
-        let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
-        let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-        use child = Process.Start info
-        let stderr = child.StandardError.ReadToEndAsync()
-        let! _ = child.StandardOutput.ReadToEndAsync()
-        use timeout = new Threading.CancellationTokenSource(TimeSpan.FromSeconds 60.0)
-        do! child.WaitForExitAsync timeout.Token
-        let! errors = stderr
-        return child.ExitCode, errors
-    }
+let private runSampleToExit (args: string) : Task<int * string> = task {
+    let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
+    let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    use child = Process.Start info
+    let stderr = child.StandardError.ReadToEndAsync()
+    let! _ = child.StandardOutput.ReadToEndAsync()
+    use timeout = new Threading.CancellationTokenSource(TimeSpan.FromSeconds 60.0)
+    do! child.WaitForExitAsync timeout.Token
+    let! errors = stderr
+    return child.ExitCode, errors
+}
 
 [<Tests>]
 let tests =
     testList "Sample" [
-        testCaseTask "the counter answers 1 times!, 2 times!, 3 times! to one cookie jar" <| fun () -> task {
+        testCaseTask "the counter answers 1 times!, 2 times!, 3 times! to one cookie jar"
+        <| fun () -> task {
             use! host = startSample ()
             use client = kestrelClient host
             for expected in [ "1 times!"; "2 times!"; "3 times!" ] do
@@ -114,7 +108,8 @@ let tests =
                 Expect.equal body expected "body"
         }
 
-        testCaseTask "the nested example doubles foo.bar.baz: 2, 4, 8 on a fresh jar" <| fun () -> task {
+        testCaseTask "the nested example doubles foo.bar.baz: 2, 4, 8 on a fresh jar"
+        <| fun () -> task {
             use! host = startSample ()
             use client = kestrelClient host
             for expected in [ "1 times! baz = 2"; "2 times! baz = 4"; "3 times! baz = 8" ] do
@@ -124,7 +119,8 @@ let tests =
             Expect.equal session ("""{"times":3,"foo":{"bar":{"baz":8}}}""") "session"
         }
 
-        testCaseTask "login names the user; logout signs out, and the old cookie no longer signs anyone in" <| fun () -> task {
+        testCaseTask "login names the user; logout signs out, and the old cookie no longer signs anyone in"
+        <| fun () -> task {
             use! host = startSample ()
             let client, jar = device host "laptop"
             use _ = client
@@ -145,7 +141,8 @@ let tests =
             Expect.stringContains page "Not signed in." "The session the logout destroyed is gone."
         }
 
-        testCaseTask "login rotates the id and keeps the session's data; a fresh login starts with an empty session" <| fun () -> task {
+        testCaseTask "login rotates the id and keeps the session's data; a fresh login starts with an empty session"
+        <| fun () -> task {
             use! host = startSample ()
             let client, jar = device host "laptop"
             use _ = client
@@ -166,7 +163,8 @@ let tests =
             Expect.equal data "{}" "The fresh login started with an empty session."
         }
 
-        testCaseTask "the devices page lists a user's sessions with their user agents, and ends one or all others" <| fun () -> task {
+        testCaseTask "the devices page lists a user's sessions with their user agents, and ends one or all others"
+        <| fun () -> task {
             use! host = startSample ()
             let laptop, _ = device host "laptop-agent"
             let phone, _ = device host "phone-agent"
@@ -198,7 +196,10 @@ let tests =
             Expect.equal (count "<tr class=\"device" page) 2 "Ending one device leaves two."
             let! phonePage = phone.GetStringAsync "/me"
             let! tabletPage = tablet.GetStringAsync "/me"
-            Expect.equal ([ phonePage; tabletPage ] |> List.filter (fun p -> p.Contains "Not signed in.") |> List.length) 1 "Exactly the ended device is signed out."
+            Expect.equal
+                ([ phonePage; tabletPage ] |> List.filter (fun p -> p.Contains "Not signed in.") |> List.length)
+                1
+                "Exactly the ended device is signed out."
 
             let! page = postForm laptop "/devices/end-others" []
             Expect.equal (count "<tr class=\"device" page) 1 "Signing out the other devices leaves this one."
@@ -211,7 +212,8 @@ let tests =
             Expect.stringContains page "Signed in as <b id=\"user\">grace</b>" "Another user's session is untouched."
         }
 
-        testCase "the sample reads its store choice, refusing an unknown one" <| fun () ->
+        testCase "the sample reads its store choice, refusing an unknown one"
+        <| fun () ->
             Expect.equal (StoreChoice.parse "memory") (Ok StoreChoice.Memory) "StoreChoice.parse 'memory'"
             Expect.equal (StoreChoice.parse null) (Ok StoreChoice.Memory) "StoreChoice.parse null"
             Expect.equal (StoreChoice.parse "file:/tmp/s.db") (Ok(StoreChoice.File "/tmp/s.db")) "StoreChoice.parse 'file:/tmp/s.db'"
@@ -220,7 +222,8 @@ let tests =
             | Error message -> Expect.stringContains message "floppy" "message"
             | Ok choice -> failwith $"Unexpected {choice}"
 
-        testCaseTask "on the file store the sample counts 1, 2, 3, restarts, and the same cookie jar gets 4 times!" <| fun () -> task {
+        testCaseTask "on the file store the sample counts 1, 2, 3, restarts, and the same cookie jar gets 4 times!"
+        <| fun () -> task {
             let directory = Directory.CreateTempSubdirectory "sesame-sample-"
             try
                 let file = Path.Combine(directory.FullName, "sessions.db")
@@ -239,8 +242,9 @@ let tests =
             finally
                 directory.Delete true
         }
-    
-        testCaseTask "a second sample on a file the first holds says the file is in use and exits with code 3" <| fun () -> task {
+
+        testCaseTask "a second sample on a file the first holds says the file is in use and exits with code 3"
+        <| fun () -> task {
             let directory = Directory.CreateTempSubdirectory "sesame-sample-"
             try
                 let file = Path.Combine(directory.FullName, "sessions.db")

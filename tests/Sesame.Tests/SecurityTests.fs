@@ -39,24 +39,32 @@ type InFlight() =
     member _.Go() = go.SetResult()
     member _.Handler: HttpHandler =
         Session.handler (fun s ->
-            fun next ctx ->
-                task {
-                    loaded.SetResult()
-                    do! go.Task
-                    s |> Session.set "lateKey" "from the in-flight request"
-                    return! text "late" next ctx
-                })
+            fun next ctx -> task {
+                loaded.SetResult()
+                do! go.Task
+                s |> Session.set "lateKey" "from the in-flight request"
+                return! text "late" next ctx
+            })
 
 let private lifecycleApp (inFlight: InFlight) =
     withSession
-    >=> choose
-        [ route "/login" >=> Session.handler (fun s -> s |> Session.set "user" "ada"; id) >=> Session.rotate >=> text "in"
-          route "/rotate" >=> Session.rotate >=> text "rotated"
-          route "/logout" >=> Session.destroy >=> text "out"
-          route "/set" >=> Session.handler (fun s -> s |> Session.set "cart" [ 1; 2 ]; text "set")
-          route "/slow" >=> inFlight.Handler
-          route "/show" >=> show
-          route "/untouched" >=> text "untouched" ]
+    >=> choose [
+        route "/login"
+        >=> Session.handler (fun s ->
+            s |> Session.set "user" "ada"
+            id)
+        >=> Session.rotate
+        >=> text "in"
+        route "/rotate" >=> Session.rotate >=> text "rotated"
+        route "/logout" >=> Session.destroy >=> text "out"
+        route "/set"
+        >=> Session.handler (fun s ->
+            s |> Session.set "cart" [ 1; 2 ]
+            text "set")
+        route "/slow" >=> inFlight.Handler
+        route "/show" >=> show
+        route "/untouched" >=> text "untouched"
+    ]
 
 let private startLifecycleAt (clock: TimeProvider) (store: SessionStore) (configure: SesameOptions -> unit) (inFlight: InFlight) =
     startHostAt clock store configure (runHandler (lifecycleApp inFlight)) (new LogCapture())
@@ -68,22 +76,22 @@ let private noOptions (_: SesameOptions) = ()
 
 /// A user with a session, and a request of that session that has loaded it and waits: the situation
 /// in which a rotation or a logout must not be undone by a late commit.
-let private userWithRequestInFlight (host: IHost) (inFlight: InFlight) =
-    task {
-        let user = Browser host
-        let! _ = user.GetTextAsync "/set"
-        let old = user.Cookie
-        let slowBrowser = Browser host
-        slowBrowser.Cookie <- old
-        let slow = slowBrowser.GetTextAsync "/slow"
-        do! inFlight.Loaded
-        return user, old, slow
-    }
+let private userWithRequestInFlight (host: IHost) (inFlight: InFlight) = task {
+    let user = Browser host
+    let! _ = user.GetTextAsync "/set"
+    let old = user.Cookie
+    let slowBrowser = Browser host
+    slowBrowser.Cookie <- old
+    let slow = slowBrowser.GetTextAsync "/slow"
+    do! inFlight.Loaded
+    return user, old, slow
+}
 
 /// The lifecycle behaviours, proven on one kind of store.
 let private onStore (kind: StoreKind) =
     testList kind.Name [
-        testCaseTask "rotating the id keeps the data, issues a new cookie and kills the old id" <| fun () -> task {
+        testCaseTask "rotating the id keeps the data, issues a new cookie and kills the old id"
+        <| fun () -> task {
             let store, clock, _ = setUp kind
             use! host = startLifecycleAt clock store noOptions (InFlight())
             let browser = Browser host
@@ -101,7 +109,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal stolen "{}" "stolen"
         }
 
-        testCaseTask "a late commit under the old id cannot bring a rotated session back" <| fun () -> task {
+        testCaseTask "a late commit under the old id cannot bring a rotated session back"
+        <| fun () -> task {
             let store, clock, _ = setUp kind
             let inFlight = InFlight()
             use! host = startLifecycleAt clock store noOptions inFlight
@@ -117,23 +126,33 @@ let private onStore (kind: StoreKind) =
             Expect.equal underNew ("""{"cart":[1,2]}""") "underNew"
         }
 
-        testCaseTask "a login that rotates after a logout destroyed the session gets a new, empty session, never the old data" <| fun () -> task {
+        testCaseTask "a login that rotates after a logout destroyed the session gets a new, empty session, never the old data"
+        <| fun () -> task {
             let store, clock, _ = setUp kind
             let loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
             let go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
             let mutable rotated = None
             let slowLogin: HttpHandler =
                 Session.handler (fun s ->
-                    fun next ctx ->
-                        task {
-                            loaded.SetResult()
-                            do! go.Task
-                            let! moved = Session.rotateAsync s
-                            rotated <- Some moved
-                            s |> Session.set "user" "ada"
-                            return! text "in" next ctx
-                        })
-            let app = withSession >=> choose [ route "/slowlogin" >=> slowLogin; route "/logout" >=> Session.destroy >=> text "out"; route "/set" >=> Session.handler (fun s -> s |> Session.set "cart" [ 1; 2 ]; text "set"); route "/show" >=> show ]
+                    fun next ctx -> task {
+                        loaded.SetResult()
+                        do! go.Task
+                        let! moved = Session.rotateAsync s
+                        rotated <- Some moved
+                        s |> Session.set "user" "ada"
+                        return! text "in" next ctx
+                    })
+            let app =
+                withSession
+                >=> choose [
+                    route "/slowlogin" >=> slowLogin
+                    route "/logout" >=> Session.destroy >=> text "out"
+                    route "/set"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "cart" [ 1; 2 ]
+                        text "set")
+                    route "/show" >=> show
+                ]
             use! host = startHostAt clock store noOptions (runHandler app) (new LogCapture())
             let user = Browser host
             let! _ = user.GetTextAsync "/set"
@@ -150,7 +169,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal signedIn """{"user":"ada"}""" "a new session: the destroyed one's data never comes back"
         }
 
-        testCaseTask "destroying deletes the session, expires the cookie, and a concurrent request cannot bring it back" <| fun () -> task {
+        testCaseTask "destroying deletes the session, expires the cookie, and a concurrent request cannot bring it back"
+        <| fun () -> task {
             let store, clock, _ = setUp kind
             let inFlight = InFlight()
             use! host = startLifecycleAt clock store noOptions inFlight
@@ -168,7 +188,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal body "{}" "body"
         }
 
-        testCaseTask "an idle session expires and is never served after" <| fun () -> task {
+        testCaseTask "an idle session expires and is never served after"
+        <| fun () -> task {
             let store, clock, advance = setUp kind
             // Generous margins for a store on real time: on a busy machine the second request must still come well inside the timeout.
             let idle = TimeSpan.FromSeconds 1.5
@@ -182,7 +203,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal expired "{}" "expired"
         }
 
-        testCaseTask "a session ends at its absolute lifetime however active it is" <| fun () -> task {
+        testCaseTask "a session ends at its absolute lifetime however active it is"
+        <| fun () -> task {
             let store, clock, advance = setUp kind
             use! host = startLifecycleAt clock store (fun o -> o.AbsoluteTimeout <- Nullable(TimeSpan.FromSeconds 1.0)) (InFlight())
             let browser = Browser host
@@ -197,15 +219,24 @@ let private onStore (kind: StoreKind) =
             Expect.equal ended "{}" "Past its absolute lifetime the session is gone, however active it was."
         }
 
-        testCaseTask "a session over the size limit is refused with the limit and the size, and nothing of it is stored" <| fun () -> task {
+        testCaseTask "a session over the size limit is refused with the limit and the size, and nothing of it is stored"
+        <| fun () -> task {
             let store, _, _ = setUp kind
             let logs = new LogCapture()
             let app =
                 withSession
-                >=> choose
-                    [ route "/small" >=> Session.handler (fun s -> s |> Session.set "small" 1; text "ok")
-                      route "/big" >=> Session.handler (fun s -> s |> Session.set "note" "kept?"; s |> Session.set "big" (String('x', 5000)); text "big")
-                      route "/show" >=> show ]
+                >=> choose [
+                    route "/small"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "small" 1
+                        text "ok")
+                    route "/big"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "note" "kept?"
+                        s |> Session.set "big" (String('x', 5000))
+                        text "big")
+                    route "/show" >=> show
+                ]
             use! host = startHostOn Kestrel store (fun o -> o.MaxSessionBytes <- 1000) (runHandler app) logs
             let browser = Browser host
             let! _ = browser.GetTextAsync "/small"
@@ -240,7 +271,8 @@ let tests =
         for kind in StoreKinds.all do
             onStore kind
 
-        testCaseTask "a cookie protected with another app's keys starts a fresh session" <| fun () -> task {
+        testCaseTask "a cookie protected with another app's keys starts a fresh session"
+        <| fun () -> task {
             let store = ObservedStore()
             use! host = startLifecycle store noOptions (InFlight())
             // A real user's session, whose id the forger knows.
@@ -258,18 +290,22 @@ let tests =
             Expect.equal own """{"cart":[1,2]}""" "The user's session is still there, untouched."
         }
 
-        testCaseTask "requests that read or change a session are not cacheable; untouched ones are left alone" <| fun () -> task {
+        testCaseTask "requests that read or change a session are not cacheable; untouched ones are left alone"
+        <| fun () -> task {
             use! host = startLifecycle (new MemoryStore()) noOptions (InFlight())
             let browser = Browser host
             let! _ = browser.GetTextAsync "/set"
             let! read, _ = browser.GetAsync "/show"
-            Expect.isTrue (read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache) "read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache"
+            Expect.isTrue
+                (read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache)
+                "read.Headers.CacheControl.NoStore && read.Headers.CacheControl.NoCache"
             Expect.contains read.Headers.Vary "Cookie" "The response varies by Cookie."
             let! untouched, _ = browser.GetAsync "/untouched"
             Expect.isNull untouched.Headers.CacheControl "untouched.Headers.CacheControl"
         }
 
-        testCaseTask "the cache headers can be turned off" <| fun () -> task {
+        testCaseTask "the cache headers can be turned off"
+        <| fun () -> task {
             use! host = startLifecycle (new MemoryStore()) (fun o -> o.NoCacheHeaders <- false) (InFlight())
             let browser = Browser host
             let! _ = browser.GetTextAsync "/set"
@@ -277,7 +313,8 @@ let tests =
             Expect.isNull read.Headers.CacheControl "read.Headers.CacheControl"
         }
 
-        testCaseTask "behind a proxy with forwarded headers the cookie is Secure when the client used https" <| fun () -> task {
+        testCaseTask "behind a proxy with forwarded headers the cookie is Secure when the client used https"
+        <| fun () -> task {
             let pipeline (app: IApplicationBuilder) =
                 app.UseForwardedHeaders(ForwardedHeadersOptions(ForwardedHeaders = ForwardedHeaders.XForwardedProto)) |> ignore
                 runHandler (lifecycleApp (InFlight())) app
@@ -286,12 +323,18 @@ let tests =
             use viaHttps = new HttpRequestMessage(HttpMethod.Get, "/set")
             viaHttps.Headers.Add("X-Forwarded-Proto", "https")
             let! secure = client.SendAsync viaHttps
-            Expect.stringContains ((setCookies secure |> List.exactlyOne).ToLowerInvariant()) "secure" "(setCookies secure |> List.exactlyOne).ToLowerInvariant()"
+            Expect.stringContains
+                ((setCookies secure |> List.exactlyOne).ToLowerInvariant())
+                "secure"
+                "(setCookies secure |> List.exactlyOne).ToLowerInvariant()"
             let! plain = client.GetAsync "/set"
-            Expect.isFalse (((setCookies plain |> List.exactlyOne).ToLowerInvariant()).Contains "secure") "(setCookies plain |> List.exactlyOne).ToLowerInvariant() does not c..."
+            Expect.isFalse
+                (((setCookies plain |> List.exactlyOne).ToLowerInvariant()).Contains "secure")
+                "(setCookies plain |> List.exactlyOne).ToLowerInvariant() does not c..."
         }
 
-        testCaseTask "a shared store without a shared key ring is warned about at startup" <| fun () -> task {
+        testCaseTask "a shared store without a shared key ring is warned about at startup"
+        <| fun () -> task {
             let logs = new LogCapture()
             use! _host = startWithKeys None logs
             let warning = logs.Entries |> List.find (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")

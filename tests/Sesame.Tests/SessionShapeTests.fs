@@ -11,16 +11,27 @@ open Sesame.Tests.Generators
 
 /// Sessions that are objects (what a store holds) with a request's updates that apply to them: the second tree is the first changed.
 let private changedSessions: Arbitrary<Json * Json> =
-    let generate =
-        gen {
-            let! tree = session |> Gen.filter (function Json.Object _ -> true | _ -> false)
-            let! changes = updates
-            let after = try List.fold (fun t u -> Update.apply u t) tree changes with :? PathConflictException -> tree
-            return tree, after
-        }
+    let generate = gen {
+        let! tree =
+            session
+            |> Gen.filter (function
+                | Json.Object _ -> true
+                | _ -> false)
+        let! changes = updates
+        let after =
+            try
+                List.fold (fun t u -> Update.apply u t) tree changes
+            with :? PathConflictException ->
+                tree
+        return tree, after
+    }
     Arb.fromGen generate
 
-let private objects = session |> Gen.filter (function Json.Object _ -> true | _ -> false)
+let private objects =
+    session
+    |> Gen.filter (function
+        | Json.Object _ -> true
+        | _ -> false)
 
 let private show (patch: Patch) = patch.Updates |> List.map string |> String.concat "; "
 
@@ -33,20 +44,22 @@ let private migrations (steps: (int * (Json -> Json)) list) =
 [<Tests>]
 let tests =
     testList "SessionShape" [
-        testGuardedLaw "the changes between two trees, applied to the first, give the second, and touch only paths where they differ" <| fun () ->
+        testGuardedLaw "the changes between two trees, applied to the first, give the second, and touch only paths where they differ"
+        <| fun () ->
             let mutable differed = 0
             Prop.forAll changedSessions (fun (before, after) ->
                 let patch = Patch.fold (SessionShape.changes before after)
                 let applied = Patch.apply patch before
                 if not patch.IsEmpty then differed <- differed + 1
                 claim (applied = after) (fun () -> $"{show patch} made {Json.serialize applied} of {Json.serialize before}, not {Json.serialize after}")
-                && patch.Updates |> List.forall (fun u ->
-                    claim
-                        (SessionPath.tryGet u.Path before <> SessionPath.tryGet u.Path after)
-                        (fun () -> $"{u} touches a path where {Json.serialize before} and {Json.serialize after} agree"))),
+                && patch.Updates
+                   |> List.forall (fun u ->
+                       claim (SessionPath.tryGet u.Path before <> SessionPath.tryGet u.Path after) (fun () ->
+                           $"{u} touches a path where {Json.serialize before} and {Json.serialize after} agree"))),
             fun () -> Expect.isGreaterThan differed 300 $"only {differed} cases changed the tree"
 
-        testLaw "the changes between two unrelated trees, applied to the first, give the second" <| fun () ->
+        testLaw "the changes between two unrelated trees, applied to the first, give the second"
+        <| fun () ->
             Prop.forAll (Arb.fromGen (Gen.zip objects objects)) (fun (before, after) ->
                 let applied = Patch.apply (Patch.fold (SessionShape.changes before after)) before
                 claim (applied = after) (fun () -> $"gave {Json.serialize applied}, not {Json.serialize after}"))
@@ -63,9 +76,7 @@ let tests =
 
         test "a tree migrated through several steps gives one upgrade from the stored version to the app's, whose patch makes the migrated tree" {
             let steps =
-                migrations
-                    [ 1, SessionPath.set (path "b") (Json.int64 2L)
-                      2, SessionPath.set (path "c") (Json.int64 3L) >> SessionPath.remove (path "a") ]
+                migrations [ 1, SessionPath.set (path "b") (Json.int64 2L); 2, SessionPath.set (path "c") (Json.int64 3L) >> SessionPath.remove (path "a") ]
             match SessionShape.migrate steps 3 1 (json """{"a":1,"keep":{"x":[1]}}""") with
             | MigrationOutcome.Migrated(tree, upgrade) ->
                 Expect.equal (Json.serialize tree) """{"keep":{"x":[1]},"b":2,"c":3}""" "the tree a handler reads"
@@ -100,16 +111,16 @@ let tests =
 
         test "migrations are added in order, and the app's version must be where they lead" {
             let steps = SessionMigrations().Add(1, id)
-            let outOfOrder = throws<ArgumentException> (fun () -> steps.Add(3, id) |> ignore)
+            let outOfOrder = throws<ArgumentException>(fun () -> steps.Add(3, id) |> ignore)
             Expect.stringContains outOfOrder.Message "starts from 2" "names the version expected"
-            throwsAny<ArgumentOutOfRangeException> (fun () -> SessionMigrations().Add(-1, id) |> ignore) |> ignore
+            throwsAny<ArgumentOutOfRangeException>(fun () -> SessionMigrations().Add(-1, id) |> ignore) |> ignore
             steps.Add(2, id) |> ignore
             Expect.equal (steps.Oldest, steps.Newest, steps.Count) (Some 1, Some 3, 2) "oldest, newest, count"
             SessionShape.check 3 steps
             SessionShape.check 0 (SessionMigrations())
-            let wrongEnd = throws<InvalidOperationException> (fun () -> SessionShape.check 4 steps)
+            let wrongEnd = throws<InvalidOperationException>(fun () -> SessionShape.check 4 steps)
             Expect.stringContains wrongEnd.Message "end at version 3" "names where they end"
-            let none = throws<InvalidOperationException> (fun () -> SessionShape.check 1 (SessionMigrations()))
+            let none = throws<InvalidOperationException>(fun () -> SessionShape.check 1 (SessionMigrations()))
             Expect.stringContains none.Message "Migrations.Add(0" "tells how to add the one missing"
         }
 
@@ -124,7 +135,7 @@ let tests =
             fallbacks.Add("cart.items", ReadFallback.Throw) |> ignore
             Expect.equal (fallbacks.For(path "user")) ReadFallback.Missing "the default"
             Expect.equal (fallbacks.For(path "cart.items[0]")) ReadFallback.Throw "a prefix added again replaces its fallback"
-            throwsAny<ArgumentOutOfRangeException> (fun () -> fallbacks.Add("x", enum<ReadFallback> 7) |> ignore) |> ignore
+            throwsAny<ArgumentOutOfRangeException>(fun () -> fallbacks.Add("x", enum<ReadFallback> 7) |> ignore) |> ignore
         }
 
         test "failures are logged under their path with indexes as [*]" {

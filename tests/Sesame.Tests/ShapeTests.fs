@@ -80,66 +80,88 @@ type private InFlight() =
 
 let private query (ctx: HttpContext) (name: string) = string ctx.Request.Query[name]
 
-let private showCart: HttpHandler =
-    Session.handler (fun s -> text (Json.serialize (defaultArg (s |> Session.tryFind "cart") Json.Null)))
+let private showCart: HttpHandler = Session.handler (fun s -> text (Json.serialize (defaultArg (s |> Session.tryFind "cart") Json.Null)))
 
 /// What both versions serve.
-let private common: HttpHandler list =
-    [ route "/id" >=> Session.handler (fun s -> text (string s.Id))
-      route "/state" >=> Session.handler (fun s -> text $"shape {s.ShapeVersion}, read-only {s.IsReadOnly}")
-      route "/visit" >=> Session.handler (fun s -> text (string (s |> Session.increment "visits" 1m)))
-      route "/cart" >=> showCart ]
+let private common: HttpHandler list = [
+    route "/id" >=> Session.handler (fun s -> text (string s.Id))
+    route "/state" >=> Session.handler (fun s -> text $"shape {s.ShapeVersion}, read-only {s.IsReadOnly}")
+    route "/visit" >=> Session.handler (fun s -> text (string (s |> Session.increment "visits" 1m)))
+    route "/cart" >=> showCart
+]
 
 /// Version 1 of the app: it fills carts of item names.
 let private v1 (inFlight: InFlight) : HttpHandler =
     choose (
         common
-        @ [ route "/fill" >=> Session.handler (fun s ->
+        @ [
+            route "/fill"
+            >=> Session.handler (fun s ->
                 s |> Session.set "cart" { Items = [ "apple"; "pear" ]; Total = 3.5m }
                 s |> Session.set "prefs" {| theme = "dark" |}
                 s |> Session.increment "visits" 1m |> ignore
                 text "filled")
-            route "/add" >=> fun next ctx -> Session.handler (fun s -> s |> Session.append "cart.items" (query ctx "sku") |> ignore; text "added") next ctx
-            route "/slow-add" >=> fun next ctx ->
-                task {
-                    let! s = Session.loadAsync ctx
-                    do! inFlight.Wait()
-                    s |> Session.append "cart.items" (query ctx "sku") |> ignore
-                    return! text "added" next ctx
-                } ]
+            route "/add"
+            >=> fun next ctx ->
+                Session.handler
+                    (fun s ->
+                        s |> Session.append "cart.items" (query ctx "sku") |> ignore
+                        text "added")
+                    next
+                    ctx
+            route "/slow-add"
+            >=> fun next ctx -> task {
+                let! s = Session.loadAsync ctx
+                do! inFlight.Wait()
+                s |> Session.append "cart.items" (query ctx "sku") |> ignore
+                return! text "added" next ctx
+            }
+        ]
     )
 
 /// Version 2 of the app: carts of lines.
 let private v2 (together: Together) : HttpHandler =
     choose (
         common
-        @ [ route "/add" >=> fun next ctx -> Session.handler (fun s -> s |> Session.append "cart.lines" { Sku = query ctx "sku"; Qty = 1 } |> ignore; text "added") next ctx
-            route "/add-together" >=> fun next ctx ->
-                task {
-                    let! s = Session.loadAsync ctx
-                    do! together.ArriveAndWait()
-                    s |> Session.append "cart.lines" { Sku = query ctx "sku"; Qty = 1 } |> ignore
-                    return! text "added" next ctx
-                }
-            route "/login" >=> fun next ctx ->
-                task {
-                    let! s = Session.loadAsync ctx
-                    s |> Session.append "cart.lines" { Sku = "fig"; Qty = 2 } |> ignore
-                    let! _ = s |> Session.signInAsync "ada"
-                    return! text "signed in" next ctx
-                }
-            route "/typed" >=> Session.handler (fun s ->
+        @ [
+            route "/add"
+            >=> fun next ctx ->
+                Session.handler
+                    (fun s ->
+                        s |> Session.append "cart.lines" { Sku = query ctx "sku"; Qty = 1 } |> ignore
+                        text "added")
+                    next
+                    ctx
+            route "/add-together"
+            >=> fun next ctx -> task {
+                let! s = Session.loadAsync ctx
+                do! together.ArriveAndWait()
+                s |> Session.append "cart.lines" { Sku = query ctx "sku"; Qty = 1 } |> ignore
+                return! text "added" next ctx
+            }
+            route "/login"
+            >=> fun next ctx -> task {
+                let! s = Session.loadAsync ctx
+                s |> Session.append "cart.lines" { Sku = "fig"; Qty = 2 } |> ignore
+                let! _ = s |> Session.signInAsync "ada"
+                return! text "signed in" next ctx
+            }
+            route "/typed"
+            >=> Session.handler (fun s ->
                 match s |> Session.tryGet<CartV2> "cart" with
                 | Some c -> text $"{c.Lines.Length} lines, {c.TotalCents} cents"
                 | None -> text "no cart")
-            route "/typed-missing" >=> Session.handler (fun s ->
+            route "/typed-missing"
+            >=> Session.handler (fun s ->
                 match s |> Session.tryGetWith<CartV2> ReadFallback.Missing "cart" with
                 | Some c -> text $"{c.Lines.Length} lines"
                 | None -> text "no cart")
-            route "/typed-default" >=> Session.handler (fun s ->
+            route "/typed-default"
+            >=> Session.handler (fun s ->
                 let c = s |> Session.getOr "cart" { Lines = []; TotalCents = -1L }
                 text $"{c.Lines.Length} lines, {c.TotalCents} cents")
-            route "/typed-int" >=> Session.handler (fun s -> text (string (s |> Session.tryGetWith<int> ReadFallback.Missing "cart"))) ]
+            route "/typed-int" >=> Session.handler (fun s -> text (string (s |> Session.tryGetWith<int> ReadFallback.Missing "cart")))
+        ]
     )
 
 /// Failures as the body of a 500: the exception's type and message (the tests read them).
@@ -160,7 +182,15 @@ let private showFailures (app: IApplicationBuilder) =
     |> ignore
 
 /// One app instance of the given version on the shared store, with the cookie keys all instances share.
-let private startInstance (server: Server) (store: SessionStore) (keys: IDataProtectionProvider) (version: int) (configure: SesameOptions -> unit) (app: HttpHandler) (logs: LogCapture) =
+let private startInstance
+    (server: Server)
+    (store: SessionStore)
+    (keys: IDataProtectionProvider)
+    (version: int)
+    (configure: SesameOptions -> unit)
+    (app: HttpHandler)
+    (logs: LogCapture)
+    =
     let services (services: IServiceCollection) =
         services
             .AddSesame(fun options ->
@@ -180,19 +210,17 @@ let private startInstance (server: Server) (store: SessionStore) (keys: IDataPro
 let private noOptions (_: SesameOptions) = ()
 
 /// The session as the store holds it now.
-let private storedAs (store: SessionStore) (id: string) : Task<StoredSession> =
-    store.LoadAsync(id, TimeSpan.FromMinutes 5.0, testToken ())
+let private storedAs (store: SessionStore) (id: string) : Task<StoredSession> = store.LoadAsync(id, TimeSpan.FromMinutes 5.0, testToken ())
 
 let private browserWith (host: Microsoft.Extensions.Hosting.IHost) (cookie: string option) =
     let browser = Browser host
     browser.Cookie <- cookie
     browser
 
-let private statusOf (browser: Browser) (url: string) =
-    task {
-        let! response, body = browser.GetAsync url
-        return response.StatusCode, body
-    }
+let private statusOf (browser: Browser) (url: string) = task {
+    let! response, body = browser.GetAsync url
+    return response.StatusCode, body
+}
 
 let private migratedCart = """{"lines":[{"sku":"apple","qty":1},{"sku":"pear","qty":1}],"totalCents":350}"""
 
@@ -203,7 +231,8 @@ let private onStore (kind: StoreKind) =
         store, (EphemeralDataProtectionProvider() :> IDataProtectionProvider)
 
     testList kind.Name [
-        testCaseTask "a session of an older shape is read migrated, stays as stored while requests only read it, and is stored migrated with the first change" <| fun () -> task {
+        testCaseTask "a session of an older shape is read migrated, stays as stored while requests only read it, and is stored migrated with the first change"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 noOptions (v1 (InFlight())) (new LogCapture())
@@ -221,13 +250,19 @@ let private onStore (kind: StoreKind) =
             Expect.equal state "shape 2, read-only False" "state"
             let! untouched = storedAs store id
             Expect.equal (SessionMeta.shapeOf untouched.Meta) 1 "reading writes nothing: still version 1"
-            Expect.equal (Json.serialize untouched.Data) """{"cart":{"items":["apple","pear"],"total":3.5},"prefs":{"theme":"dark"},"visits":1}""" "as version 1 wrote it"
+            Expect.equal
+                (Json.serialize untouched.Data)
+                """{"cart":{"items":["apple","pear"],"total":3.5},"prefs":{"theme":"dark"},"visits":1}"""
+                "as version 1 wrote it"
             Expect.isEmpty (store.Changes |> List.filter (fun (_, c) -> c.Upgrade.IsSome)) "no upgrade committed by reads"
             let! visits = onV2.GetTextAsync "/visit"
             Expect.equal visits "2" "visits"
             let! stored = storedAs store id
             Expect.equal (SessionMeta.shapeOf stored.Meta) 2 "stored at version 2"
-            Expect.equal (Json.serialize stored.Data) $$"""{"cart":{{migratedCart}},"prefs":{"theme":"dark"},"visits":2}""" "stored migrated, with the request's change"
+            Expect.equal
+                (Json.serialize stored.Data)
+                $$"""{"cart":{{migratedCart}},"prefs":{"theme":"dark"},"visits":2}"""
+                "stored migrated, with the request's change"
             let _, change = store.Changes |> List.last
             match change.Upgrade with
             | ValueSome upgrade ->
@@ -242,10 +277,14 @@ let private onStore (kind: StoreKind) =
             let! again = onV2.GetTextAsync "/visit"
             Expect.equal again "3" "again"
             let _, next = store.Changes |> List.last
-            Expect.equal (next.Upgrade |> ValueOption.map (fun u -> u.From, u.To, u.Data.IsEmpty)) (ValueSome(2, 2, true)) "later changes only say which shape they were made for"
+            Expect.equal
+                (next.Upgrade |> ValueOption.map (fun u -> u.From, u.To, u.Data.IsEmpty))
+                (ValueSome(2, 2, true))
+                "later changes only say which shape they were made for"
         }
 
-        testCaseTask "a new session is created at the app's shape version" <| fun () -> task {
+        testCaseTask "a new session is created at the app's shape version"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! current = startInstance InMemory store keys 2 noOptions (v2 (Together 1)) (new LogCapture())
@@ -257,7 +296,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal (Json.serialize stored.Data) """{"cart":{"lines":[{"sku":"kiwi","qty":1}]}}""" "stored"
         }
 
-        testCaseTask "concurrent requests that all loaded an old session migrate it once, and all their changes survive" <| fun () -> task {
+        testCaseTask "concurrent requests that all loaded an old session migrate it once, and all their changes survive"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             let count = 20
@@ -285,7 +325,8 @@ let private onStore (kind: StoreKind) =
             Expect.isNone (SessionPath.tryGet (SessionPath.parse "cart.items") stored.Data) "nothing of the old shape"
         }
 
-        testCaseTask "during a rolling deploy an old instance serves a session a new one migrated read-only, and never writes its shape into it" <| fun () -> task {
+        testCaseTask "during a rolling deploy an old instance serves a session a new one migrated read-only, and never writes its shape into it"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             let oldLogs = new LogCapture()
@@ -318,7 +359,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal visits "3" "the new instance carries on"
         }
 
-        testCaseTask "an old instance set to start afresh gives a newer session's visitor a new session and leaves the stored one to the new instances" <| fun () -> task {
+        testCaseTask "an old instance set to start afresh gives a newer session's visitor a new session and leaves the stored one to the new instances"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 (fun o -> o.NewerShape <- NewerShapePolicy.StartNew) (v1 (InFlight())) (new LogCapture())
@@ -341,7 +383,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal onNew migratedCart "the new instances still serve it"
         }
 
-        testCaseTask "an old instance set to fail refuses a newer session and leaves it alone" <| fun () -> task {
+        testCaseTask "an old instance set to fail refuses a newer session and leaves it alone"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 (fun o -> o.NewerShape <- NewerShapePolicy.Fail) (v1 (InFlight())) (new LogCapture())
@@ -358,7 +401,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal (Json.serialize after.Data) (Json.serialize before.Data) "untouched"
         }
 
-        testCaseTask "a change made for the old shape is not stored when a new instance migrates the session while the request runs" <| fun () -> task {
+        testCaseTask "a change made for the old shape is not stored when a new instance migrates the session while the request runs"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             let inFlight = InFlight()
@@ -377,13 +421,17 @@ let private onStore (kind: StoreKind) =
             let! status, _ = slow
             Expect.equal status HttpStatusCode.InternalServerError "the handler's change was not stored, and the request says so"
             let! stored = storedAs store id
-            Expect.equal (Json.serialize stored.Data) $$"""{"cart":{{migratedCart}},"prefs":{"theme":"dark"},"visits":2}""" "nothing of version 1's change lands in version 2's tree"
+            Expect.equal
+                (Json.serialize stored.Data)
+                $$"""{"cart":{{migratedCart}},"prefs":{"theme":"dark"},"visits":2}"""
+                "nothing of version 1's change lands in version 2's tree"
             let warning = oldLogs.Entries |> List.find (fun e -> e.EventId.Name = "SessionShapeChanged")
             Expect.equal warning.Level LogLevel.Warning "warning.Level"
             Expect.isFalse (oldLogs.Entries |> List.exists (fun e -> e.EventId.Name = "SessionCommitFailed")) "logged once, as what it is"
         }
 
-        testCaseTask "signing in a session of an older shape stores it migrated, with the request's change, under the new id" <| fun () -> task {
+        testCaseTask "signing in a session of an older shape stores it migrated, with the request's change, under the new id"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 noOptions (v1 (InFlight())) (new LogCapture())
@@ -402,7 +450,8 @@ let private onStore (kind: StoreKind) =
                 "migrated, with the line the request added"
         }
 
-        testCaseTask "a session whose migration fails starts afresh, logged, and the stored one is left as it is" <| fun () -> task {
+        testCaseTask "a session whose migration fails starts afresh, logged, and the stored one is left as it is"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 noOptions (v1 (InFlight())) (new LogCapture())
@@ -416,7 +465,14 @@ let private onStore (kind: StoreKind) =
                     .AddStore(store)
                 |> ignore
                 services.AddSingleton<IDataProtectionProvider>(keys) |> ignore
-            use! current = startHostWith InMemory services (fun app -> showFailures app; runHandler (withSession >=> v2 (Together 1)) app) logs
+            use! current =
+                startHostWith
+                    InMemory
+                    services
+                    (fun app ->
+                        showFailures app
+                        runHandler (withSession >=> v2 (Together 1)) app)
+                    logs
             let visitor = Browser old
             let! _ = visitor.GetTextAsync "/fill"
             let! id = visitor.GetTextAsync "/id"
@@ -434,7 +490,8 @@ let private onStore (kind: StoreKind) =
             Expect.equal (SessionMeta.shapeOf after.Meta) 1 "at its version"
         }
 
-        testCaseTask "a typed read of a value that no longer fits gets the fallback the app chose, per call or per path, and is logged once without its value" <| fun () -> task {
+        testCaseTask "a typed read of a value that no longer fits gets the fallback the app chose, per call or per path, and is logged once without its value"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 noOptions (v1 (InFlight())) (new LogCapture())
@@ -467,10 +524,13 @@ let private onStore (kind: StoreKind) =
             Expect.equal all.Length 2 "another type is another failure to log, once"
             // Sesame's own entries (ASP.NET Core's name the request's duration, which may read 3.5 ms).
             for entry in logs.Entries |> List.filter (fun e -> e.Category.StartsWith "Sesame") do
-                Expect.isFalse (entry.Message.Contains "apple" || entry.Message.Contains "pear" || entry.Message.Contains "3.5") $"no value in the log: {entry.Message}"
+                Expect.isFalse
+                    (entry.Message.Contains "apple" || entry.Message.Contains "pear" || entry.Message.Contains "3.5")
+                    $"no value in the log: {entry.Message}"
         }
 
-        testCaseTask "a path prefix set to remove drops the value that no longer fits, stored with the request's changes" <| fun () -> task {
+        testCaseTask "a path prefix set to remove drops the value that no longer fits, stored with the request's changes"
+        <| fun () -> task {
             let store, keys = world ()
             use _ = store
             use! old = startInstance InMemory store keys 1 noOptions (v1 (InFlight())) (new LogCapture())
@@ -495,10 +555,12 @@ let tests =
         for kind in StoreKinds.all do
             onStore kind
 
-        testCaseTask "an app whose shape version its migrations do not reach fails at startup, saying what to add" <| fun () -> task {
-            let services (services: IServiceCollection) =
-                services.AddSesame(fun options -> options.ShapeVersion <- 2) |> ignore
-            let! error = throwsAsync<InvalidOperationException> (fun () -> startHostWith InMemory services (fun app -> app.UseSesame() |> ignore) (new LogCapture()) :> Task)
+        testCaseTask "an app whose shape version its migrations do not reach fails at startup, saying what to add"
+        <| fun () -> task {
+            let services (services: IServiceCollection) = services.AddSesame(fun options -> options.ShapeVersion <- 2) |> ignore
+            let! error =
+                throwsAsync<InvalidOperationException>(fun () ->
+                    startHostWith InMemory services (fun app -> app.UseSesame() |> ignore) (new LogCapture()) :> Task)
             Expect.stringContains error.Message "no migration into it" "error.Message"
         }
     ]

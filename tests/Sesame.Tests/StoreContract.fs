@@ -25,36 +25,25 @@ type ManualClock = Sesame.Testing.ManualClock
 
 /// A store made for one contract test, and how that test moves the store's time forward.
 /// The suite disposes the store, if it is disposable.
-type ContractStore =
-    { Store: SessionStore
-      Advance: TimeSpan -> Task }
+type ContractStore = { Store: SessionStore; Advance: TimeSpan -> Task }
 
 /// <summary>The store contract for the stores made by <paramref name="start"/>, one per test.</summary>
 let storeContractWith (name: string) (start: unit -> ContractStore) : Test =
     let start () =
         let under = start ()
         StoreUnderTest(under.Store, Func<TimeSpan, Task> under.Advance)
-    testList name [
-        for case in SessionStoreContract.casesWith start ->
-            testCaseTask case.Name (fun () -> task { do! case.RunAsync() })
-    ]
+    testList name [ for case in SessionStoreContract.casesWith start -> testCaseTask case.Name (fun () -> task { do! case.RunAsync() }) ]
 
 /// <summary>
 /// The store contract for a store on real time (e.g. Redis, whose expiry is the server's): the
 /// expiry test waits for the idle timeout to pass.
 /// </summary>
 let storeContract (name: string) (createStore: unit -> SessionStore) : Test =
-    testList name [
-        for case in SessionStoreContract.casesOnRealTime createStore ->
-            testCaseTask case.Name (fun () -> task { do! case.RunAsync() })
-    ]
+    testList name [ for case in SessionStoreContract.casesOnRealTime createStore -> testCaseTask case.Name (fun () -> task { do! case.RunAsync() }) ]
 
 /// <summary>
 /// The store contract for a store that reads the given clock: each test gets a clock of its own,
 /// and the expiry test moves it instead of waiting (what a store author writes in Expecto: docs/write-a-store.md).
 /// </summary>
 let storeContractOnClock (name: string) (createStore: TimeProvider -> SessionStore) : Test =
-    testList name [
-        for case in SessionStoreContract.casesOnClock createStore ->
-            testCaseTask case.Name (fun () -> task { do! case.RunAsync() })
-    ]
+    testList name [ for case in SessionStoreContract.casesOnClock createStore -> testCaseTask case.Name (fun () -> task { do! case.RunAsync() }) ]

@@ -19,13 +19,14 @@ open Expecto
 open Sesame
 open Sesame.Samples.Giraffe.GiraffeShape
 
-let private counters =
-    [ "sesame.sessions.created"
-      "sesame.sessions.rotated"
-      "sesame.sessions.signed_in"
-      "sesame.sessions.destroyed"
-      "sesame.sessions.expired"
-      "sesame.sessions.evicted" ]
+let private counters = [
+    "sesame.sessions.created"
+    "sesame.sessions.rotated"
+    "sesame.sessions.signed_in"
+    "sesame.sessions.destroyed"
+    "sesame.sessions.expired"
+    "sesame.sessions.evicted"
+]
 
 let private durations = [ "sesame.session.load.duration"; "sesame.session.commit.duration" ]
 
@@ -35,11 +36,12 @@ let private sizes = [ "sesame.session.patch.size"; "sesame.session.patch.updates
 let private distinguishing = [ "sesame.operation"; "sesame.outcome"; "sesame.eviction.reason"; "error.type" ]
 
 let private keyOf (name: string) (tags: Collections.Generic.IReadOnlyDictionary<string, obj>) =
-    let parts =
-        [ for tag in distinguishing do
-              match tags.TryGetValue tag with
-              | true, value -> $"{tag}={value}"
-              | _ -> () ]
+    let parts = [
+        for tag in distinguishing do
+            match tags.TryGetValue tag with
+            | true, value -> $"{tag}={value}"
+            | _ -> ()
+    ]
     String.concat " " (name :: parts)
 
 /// Every measurement the Sesame meter of one app made (through that app's IMeterFactory: other apps' are not seen).
@@ -51,24 +53,28 @@ type Measurements(factory: IMeterFactory) =
     /// What was measured, one line per instrument and distinguishing tags: the sum of a counter, the number of
     /// measurements of a histogram. Nothing else was measured.
     member _.Summary() : (string * int64) list =
-        [ for name, collector in counted do
-              for m in collector.GetMeasurementSnapshot() -> keyOf name m.Tags, m.Value
-          for name, collector in timed do
-              for m in collector.GetMeasurementSnapshot() -> keyOf name m.Tags, 1L
-          for name, collector in sized do
-              for m in collector.GetMeasurementSnapshot() -> keyOf name m.Tags, 1L ]
+        [
+            for name, collector in counted do
+                for m in collector.GetMeasurementSnapshot() -> keyOf name m.Tags, m.Value
+            for name, collector in timed do
+                for m in collector.GetMeasurementSnapshot() -> keyOf name m.Tags, 1L
+            for name, collector in sized do
+                for m in collector.GetMeasurementSnapshot() -> keyOf name m.Tags, 1L
+        ]
         |> List.groupBy fst
         |> List.map (fun (key, values) -> key, List.sumBy snd values)
         |> List.sort
 
     /// The store tags of every measurement.
     member _.Stores() : string list =
-        [ for _, c in counted do
-              for m in c.GetMeasurementSnapshot() -> string m.Tags["sesame.store"]
-          for _, c in timed do
-              for m in c.GetMeasurementSnapshot() -> string m.Tags["sesame.store"]
-          for _, c in sized do
-              for m in c.GetMeasurementSnapshot() -> string m.Tags["sesame.store"] ]
+        [
+            for _, c in counted do
+                for m in c.GetMeasurementSnapshot() -> string m.Tags["sesame.store"]
+            for _, c in timed do
+                for m in c.GetMeasurementSnapshot() -> string m.Tags["sesame.store"]
+            for _, c in sized do
+                for m in c.GetMeasurementSnapshot() -> string m.Tags["sesame.store"]
+        ]
         |> List.distinct
 
     /// The values one size instrument recorded.
@@ -83,15 +89,21 @@ type Measurements(factory: IMeterFactory) =
 
     /// Forgets what was measured so far.
     member _.Clear() =
-        for _, c in counted do c.Clear()
-        for _, c in timed do c.Clear()
-        for _, c in sized do c.Clear()
+        for _, c in counted do
+            c.Clear()
+        for _, c in timed do
+            c.Clear()
+        for _, c in sized do
+            c.Clear()
 
     interface IDisposable with
         member _.Dispose() =
-            for _, c in counted do c.Dispose()
-            for _, c in timed do c.Dispose()
-            for _, c in sized do c.Dispose()
+            for _, c in counted do
+                c.Dispose()
+            for _, c in timed do
+                c.Dispose()
+            for _, c in sized do
+                c.Dispose()
 
 /// The expected summary, in the order Summary gives it.
 let private expecting (lines: (string * int64) list) = List.sort lines
@@ -102,17 +114,36 @@ type RecordingEvents() =
     let seen = ConcurrentQueue<string * SessionEventContext>()
     member _.Seen = List.ofSeq seen
     member _.Names = [ for name, _ in seen -> name ]
-    override _.Created context = seen.Enqueue("created", context); Task.CompletedTask
-    override _.Rotated context = seen.Enqueue("rotated", context); Task.CompletedTask
-    override _.SignedIn context = seen.Enqueue("signed in", context); Task.CompletedTask
-    override _.Destroyed context = seen.Enqueue("destroyed", context); Task.CompletedTask
-    override _.Expired context = seen.Enqueue("expired", context); Task.CompletedTask
-    override _.Evicted context = seen.Enqueue("evicted", context); Task.CompletedTask
-    override _.CommitFailed context = seen.Enqueue("commit failed", context); Task.CompletedTask
+    override _.Created context =
+        seen.Enqueue("created", context)
+        Task.CompletedTask
+    override _.Rotated context =
+        seen.Enqueue("rotated", context)
+        Task.CompletedTask
+    override _.SignedIn context =
+        seen.Enqueue("signed in", context)
+        Task.CompletedTask
+    override _.Destroyed context =
+        seen.Enqueue("destroyed", context)
+        Task.CompletedTask
+    override _.Expired context =
+        seen.Enqueue("expired", context)
+        Task.CompletedTask
+    override _.Evicted context =
+        seen.Enqueue("evicted", context)
+        Task.CompletedTask
+    override _.CommitFailed context =
+        seen.Enqueue("commit failed", context)
+        Task.CompletedTask
 
     /// The one event of that name, as its context type.
     member this.Single<'context when 'context :> SessionEventContext>(name: string) : 'context =
-        match [ for n, c in seen do if n = name then c ] with
+        match
+            [
+                for n, c in seen do
+                    if n = name then c
+            ]
+        with
         | [ context ] -> isType<'context> context
         | other -> failtestf "Expected one '%s' event, got %d (all: %A)" name other.Length this.Names
 
@@ -123,25 +154,27 @@ type FailingStore(inner: SessionStore) =
     member val FailCommits = false with get, set
     override _.ActiveSessionCount = inner.ActiveSessionCount
     override this.LoadAsync(id, idle, ct) =
-        if this.FailLoads then Task.FromException<StoredSession>(SessionStoreException "The store is down (test).")
-        else inner.LoadAsync(id, idle, ct)
+        if this.FailLoads then Task.FromException<StoredSession>(SessionStoreException "The store is down (test).") else inner.LoadAsync(id, idle, ct)
     override this.CommitAsync(id, change, options, ct) =
-        if this.FailCommits then Task.FromException<CommitResult>(SessionStoreException "The store is down (test).")
-        else inner.CommitAsync(id, change, options, ct)
+        if this.FailCommits then
+            Task.FromException<CommitResult>(SessionStoreException "The store is down (test).")
+        else
+            inner.CommitAsync(id, change, options, ct)
     override _.MoveAsync(fromId, toId, change, options, ct) = inner.MoveAsync(fromId, toId, change, options, ct)
     override _.DeleteAsync(id, ct) = inner.DeleteAsync(id, ct)
     override _.ListAsync(query, ct) = inner.ListAsync(query, ct)
 
 /// A test app: its host, the store as the app was given it, its clock, meter, events, logs and spans.
-type TelemetryApp =
-    { Host: IHost
-      Store: SessionStore
-      Clock: FakeTimeProvider
-      Meters: Measurements
-      Events: RecordingEvents
-      Logs: LogCapture
-      /// The name of the activity source of the app's own request spans: Sesame's spans of its requests are their children.
-      RequestSource: string }
+type TelemetryApp = {
+    Host: IHost
+    Store: SessionStore
+    Clock: FakeTimeProvider
+    Meters: Measurements
+    Events: RecordingEvents
+    Logs: LogCapture
+    /// The name of the activity source of the app's own request spans: Sesame's spans of its requests are their children.
+    RequestSource: string
+} with
 
     member this.Browser() = Browser this.Host
 
@@ -153,63 +186,68 @@ type TelemetryApp =
 /// Handlers for every lifecycle path.
 let private routes (rawStore: unit -> SessionStore) =
     withSession
-    >=> choose
-        [ route "/bump" >=> Session.handler (fun s -> text (string (s |> Session.increment "times" 1m)))
-          route "/read" >=> Session.handler (fun s -> text (string (s |> Session.tryGet<int> "times")))
-          route "/rotate" >=> Session.rotate >=> text "rotated"
-          route "/signin"
-          >=> Session.handler (fun s ->
-              fun next ctx ->
-                  task {
-                      let! _ = s |> Session.signInAsync "ada"
-                      return! text "in" next ctx
-                  })
-          route "/destroy" >=> Session.destroy >=> text "out"
-          route "/big" >=> Session.handler (fun s -> s |> Session.set "big" (String('x', 500)); text "big")
-          route "/object" >=> Session.handler (fun s -> s |> Session.set "a" {| x = 1 |}; text "object")
-          // A concurrent request makes "a" a number after this one loaded it: this one's change under "a" no longer fits.
-          route "/conflict"
-          >=> Session.handler (fun s ->
-              fun next ctx ->
-                  task {
-                      let change = SessionChange(Patch.fold [ Update.Set(path "a", Json.int64 5L) ])
-                      let options = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
-                      let! _ = rawStore().CommitAsync(s.Id, change, options, CancellationToken.None)
-                      s |> Session.set "a.y" 1
-                      return! text "conflict" next ctx
-                  }) ]
+    >=> choose [
+        route "/bump" >=> Session.handler (fun s -> text (string (s |> Session.increment "times" 1m)))
+        route "/read" >=> Session.handler (fun s -> text (string (s |> Session.tryGet<int> "times")))
+        route "/rotate" >=> Session.rotate >=> text "rotated"
+        route "/signin"
+        >=> Session.handler (fun s ->
+            fun next ctx -> task {
+                let! _ = s |> Session.signInAsync "ada"
+                return! text "in" next ctx
+            })
+        route "/destroy" >=> Session.destroy >=> text "out"
+        route "/big"
+        >=> Session.handler (fun s ->
+            s |> Session.set "big" (String('x', 500))
+            text "big")
+        route "/object"
+        >=> Session.handler (fun s ->
+            s |> Session.set "a" {| x = 1 |}
+            text "object")
+        // A concurrent request makes "a" a number after this one loaded it: this one's change under "a" no longer fits.
+        route "/conflict"
+        >=> Session.handler (fun s ->
+            fun next ctx -> task {
+                let change = SessionChange(Patch.fold [ Update.Set(path "a", Json.int64 5L) ])
+                let options = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
+                let! _ = rawStore().CommitAsync(s.Id, change, options, CancellationToken.None)
+                s |> Session.set "a.y" 1
+                return! text "conflict" next ctx
+            })
+    ]
 
 /// Starts an app on a fresh store of the kind (wrapped by `wrap`), with the options `configure` sets, on the server
 /// given (Kestrel for a request that fails: it answers 500 where TestHost throws to the client).
-let private startAppOn (server: Server) (kind: StoreKind) (wrap: SessionStore -> SessionStore) (configure: SesameOptions -> unit) : Task<TelemetryApp> =
-    task {
-        let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
-        let store = wrap (kind.Create clock)
-        let events = RecordingEvents()
-        let logs = new LogCapture()
-        let requestSource = $"Sesame.Tests.{Guid.NewGuid():N}"
-        let spans = new ActivitySource(requestSource)
-        let pipeline (app: IApplicationBuilder) =
-            app.Use(fun (ctx: HttpContext) (next: RequestDelegate) ->
-                task {
-                    use _request = spans.StartActivity "test request"
-                    try
-                        do! next.Invoke ctx
-                    with _ when not ctx.Response.HasStarted ->
-                        ctx.Response.StatusCode <- 500
-                } :> Task)
-            |> ignore
-            runHandler (routes (fun () -> store)) app
-        let configureAll (options: SesameOptions) =
-            options.Events <- events
-            configure options
-        let services (services: IServiceCollection) =
-            services.AddSingleton<TimeProvider>(clock) |> ignore
-            services.AddSesame(fun options -> configureAll options).AddStore(store) |> ignore
-        let! host = startHostWith server services pipeline logs
-        let meters = new Measurements(host.Services.GetRequiredService<IMeterFactory>())
-        return { Host = host; Store = store; Clock = clock; Meters = meters; Events = events; Logs = logs; RequestSource = requestSource }
-    }
+let private startAppOn (server: Server) (kind: StoreKind) (wrap: SessionStore -> SessionStore) (configure: SesameOptions -> unit) : Task<TelemetryApp> = task {
+    let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
+    let store = wrap (kind.Create clock)
+    let events = RecordingEvents()
+    let logs = new LogCapture()
+    let requestSource = $"Sesame.Tests.{Guid.NewGuid():N}"
+    let spans = new ActivitySource(requestSource)
+    let pipeline (app: IApplicationBuilder) =
+        app.Use(fun (ctx: HttpContext) (next: RequestDelegate) ->
+            task {
+                use _request = spans.StartActivity "test request"
+                try
+                    do! next.Invoke ctx
+                with _ when not ctx.Response.HasStarted ->
+                    ctx.Response.StatusCode <- 500
+            }
+            :> Task)
+        |> ignore
+        runHandler (routes (fun () -> store)) app
+    let configureAll (options: SesameOptions) =
+        options.Events <- events
+        configure options
+    let services (services: IServiceCollection) =
+        services.AddSingleton<TimeProvider>(clock) |> ignore
+        services.AddSesame(fun options -> configureAll options).AddStore(store) |> ignore
+    let! host = startHostWith server services pipeline logs
+    let meters = new Measurements(host.Services.GetRequiredService<IMeterFactory>())
+    return { Host = host; Store = store; Clock = clock; Meters = meters; Events = events; Logs = logs; RequestSource = requestSource }
+}
 
 /// Starts an app in memory (TestHost).
 let private startApp kind wrap configure = startAppOn InMemory kind wrap configure
@@ -222,26 +260,27 @@ let private asIs (store: SessionStore) = store
 let private createdId (app: TelemetryApp) = (app.Events.Single<SessionCreatedContext> "created").SessionId
 
 /// Runs a request that must succeed.
-let private get (browser: Browser) (url: string) : Task =
-    task {
-        let! _ = browser.GetTextAsync url
-        return ()
-    }
+let private get (browser: Browser) (url: string) : Task = task {
+    let! _ = browser.GetTextAsync url
+    return ()
+}
 
 let private sizeOf (text: string) = JsonSize.utf8Length (json text)
 
 let private storeTests (kind: StoreKind) =
     testList kind.Name [
-        testCaseTask "a new visitor's first change is one created session and one commit" <| fun () -> task {
+        testCaseTask "a new visitor's first change is one created session and one commit"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             do! get (app.Browser()) "/bump"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.sessions.created", 1L
-                      "sesame.session.commit.duration sesame.operation=commit sesame.outcome=committed", 1L
-                      "sesame.session.patch.size sesame.operation=commit", 1L
-                      "sesame.session.patch.updates sesame.operation=commit", 1L ])
+                (expecting [
+                    "sesame.sessions.created", 1L
+                    "sesame.session.commit.duration sesame.operation=commit sesame.outcome=committed", 1L
+                    "sesame.session.patch.size sesame.operation=commit", 1L
+                    "sesame.session.patch.updates sesame.operation=commit", 1L
+                ])
                 "measurements"
             Expect.equal (app.Meters.Stores()) [ kind.Name ] "every measurement names the store"
             // One increment, and the creation time beside the tree.
@@ -255,7 +294,8 @@ let private storeTests (kind: StoreKind) =
             Expect.equal created.Handle (SessionSummary.HandleOf created.SessionId) "the handle is the id's"
         }
 
-        testCaseTask "a request that only reads its session is one load, with the session's size" <| fun () -> task {
+        testCaseTask "a request that only reads its session is one load, with the session's size"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/bump"
@@ -269,7 +309,8 @@ let private storeTests (kind: StoreKind) =
             Expect.equal app.Events.Names [ "created" ] "no new event"
         }
 
-        testCaseTask "a returning visitor's change is one load and one commit, and creates nothing" <| fun () -> task {
+        testCaseTask "a returning visitor's change is one load and one commit, and creates nothing"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/bump"
@@ -277,18 +318,23 @@ let private storeTests (kind: StoreKind) =
             do! get browser "/bump"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.load.duration sesame.outcome=found", 1L
-                      "sesame.session.size", 1L
-                      "sesame.session.commit.duration sesame.operation=commit sesame.outcome=committed", 1L
-                      "sesame.session.patch.size sesame.operation=commit", 1L
-                      "sesame.session.patch.updates sesame.operation=commit", 1L ])
+                (expecting [
+                    "sesame.session.load.duration sesame.outcome=found", 1L
+                    "sesame.session.size", 1L
+                    "sesame.session.commit.duration sesame.operation=commit sesame.outcome=committed", 1L
+                    "sesame.session.patch.size sesame.operation=commit", 1L
+                    "sesame.session.patch.updates sesame.operation=commit", 1L
+                ])
                 "measurements"
             Expect.equal (app.Meters.Sizes "sesame.session.patch.updates") [ 1L ] "one increment"
-            Expect.equal (app.Meters.Sizes "sesame.session.patch.size") [ int64 (Patch.toUtf8 (Patch.fold [ Update.increment (path "times") 1m ])).Length ] "the patch's bytes"
+            Expect.equal
+                (app.Meters.Sizes "sesame.session.patch.size")
+                [ int64 (Patch.toUtf8 (Patch.fold [ Update.increment (path "times") 1m ])).Length ]
+                "the patch's bytes"
         }
 
-        testCaseTask "a rotation is one load, one move and one rotated session" <| fun () -> task {
+        testCaseTask "a rotation is one load, one move and one rotated session"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/bump"
@@ -296,13 +342,14 @@ let private storeTests (kind: StoreKind) =
             do! get browser "/rotate"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.load.duration sesame.outcome=found", 1L
-                      "sesame.session.size", 1L
-                      "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
-                      "sesame.session.patch.size sesame.operation=move", 1L
-                      "sesame.session.patch.updates sesame.operation=move", 1L
-                      "sesame.sessions.rotated", 1L ])
+                (expecting [
+                    "sesame.session.load.duration sesame.outcome=found", 1L
+                    "sesame.session.size", 1L
+                    "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
+                    "sesame.session.patch.size sesame.operation=move", 1L
+                    "sesame.session.patch.updates sesame.operation=move", 1L
+                    "sesame.sessions.rotated", 1L
+                ])
                 "measurements"
             Expect.equal app.Events.Names [ "created"; "rotated" ] "events"
             let rotated = app.Events.Single<SessionRotatedContext> "rotated"
@@ -310,7 +357,8 @@ let private storeTests (kind: StoreKind) =
             Expect.notEqual rotated.SessionId rotated.PreviousSessionId "to a new id"
         }
 
-        testCaseTask "a sign-in of a stored session is one load, one move and one signed-in session, not a rotation" <| fun () -> task {
+        testCaseTask "a sign-in of a stored session is one load, one move and one signed-in session, not a rotation"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/bump"
@@ -318,13 +366,14 @@ let private storeTests (kind: StoreKind) =
             do! get browser "/signin"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.load.duration sesame.outcome=found", 1L
-                      "sesame.session.size", 1L
-                      "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
-                      "sesame.session.patch.size sesame.operation=move", 1L
-                      "sesame.session.patch.updates sesame.operation=move", 1L
-                      "sesame.sessions.signed_in", 1L ])
+                (expecting [
+                    "sesame.session.load.duration sesame.outcome=found", 1L
+                    "sesame.session.size", 1L
+                    "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
+                    "sesame.session.patch.size sesame.operation=move", 1L
+                    "sesame.session.patch.updates sesame.operation=move", 1L
+                    "sesame.sessions.signed_in", 1L
+                ])
                 "measurements"
             Expect.equal app.Events.Names [ "created"; "signed in" ] "events"
             let signedIn = app.Events.Single<SessionSignedInContext> "signed in"
@@ -332,17 +381,19 @@ let private storeTests (kind: StoreKind) =
             Expect.equal signedIn.PreviousSessionId (createdId app) "from the anonymous session"
         }
 
-        testCaseTask "a new visitor's sign-in creates the session and signs it in, in one move" <| fun () -> task {
+        testCaseTask "a new visitor's sign-in creates the session and signs it in, in one move"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             do! get (app.Browser()) "/signin"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
-                      "sesame.session.patch.size sesame.operation=move", 1L
-                      "sesame.session.patch.updates sesame.operation=move", 1L
-                      "sesame.sessions.created", 1L
-                      "sesame.sessions.signed_in", 1L ])
+                (expecting [
+                    "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
+                    "sesame.session.patch.size sesame.operation=move", 1L
+                    "sesame.session.patch.updates sesame.operation=move", 1L
+                    "sesame.sessions.created", 1L
+                    "sesame.sessions.signed_in", 1L
+                ])
                 "measurements"
             Expect.equal app.Events.Names [ "created"; "signed in" ] "created first, then signed in"
             let created = app.Events.Single<SessionCreatedContext> "created"
@@ -352,7 +403,8 @@ let private storeTests (kind: StoreKind) =
             Expect.equal signedIn.SessionId created.SessionId "one session"
         }
 
-        testCaseTask "a destroy is one load, one delete and one destroyed session" <| fun () -> task {
+        testCaseTask "a destroy is one load, one delete and one destroyed session"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/bump"
@@ -360,16 +412,18 @@ let private storeTests (kind: StoreKind) =
             do! get browser "/destroy"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.load.duration sesame.outcome=found", 1L
-                      "sesame.session.size", 1L
-                      "sesame.session.commit.duration sesame.operation=delete sesame.outcome=committed", 1L
-                      "sesame.sessions.destroyed", 1L ])
+                (expecting [
+                    "sesame.session.load.duration sesame.outcome=found", 1L
+                    "sesame.session.size", 1L
+                    "sesame.session.commit.duration sesame.operation=delete sesame.outcome=committed", 1L
+                    "sesame.sessions.destroyed", 1L
+                ])
                 "measurements"
             Expect.equal (app.Events.Single<SessionDestroyedContext> "destroyed").SessionId (createdId app) "the destroyed session"
         }
 
-        testCaseTask "a failing store's commit is one failed commit, with its error type, and a commit-failed event" <| fun () -> task {
+        testCaseTask "a failing store's commit is one failed commit, with its error type, and a commit-failed event"
+        <| fun () -> task {
             use! app = startAppOn Kestrel kind (fun store -> FailingStore(store, FailCommits = true)) noOptions
             let! response, _ = app.Browser().GetAsync "/bump"
             Expect.equal response.StatusCode HttpStatusCode.InternalServerError "the request fails"
@@ -382,7 +436,8 @@ let private storeTests (kind: StoreKind) =
             isType<SessionStoreException> (app.Events.Single<SessionCommitFailedContext> "commit failed").Exception |> ignore
         }
 
-        testCaseTask "a change that no longer fits the stored session is one conflicting commit" <| fun () -> task {
+        testCaseTask "a change that no longer fits the stored session is one conflicting commit"
+        <| fun () -> task {
             use! app = startAppOn Kestrel kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/object"
@@ -391,15 +446,17 @@ let private storeTests (kind: StoreKind) =
             Expect.equal response.StatusCode HttpStatusCode.InternalServerError "the request fails"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.load.duration sesame.outcome=found", 1L
-                      "sesame.session.size", 1L
-                      "sesame.session.commit.duration sesame.operation=commit sesame.outcome=conflict error.type=Sesame.PathConflictException", 1L ])
+                (expecting [
+                    "sesame.session.load.duration sesame.outcome=found", 1L
+                    "sesame.session.size", 1L
+                    "sesame.session.commit.duration sesame.operation=commit sesame.outcome=conflict error.type=Sesame.PathConflictException", 1L
+                ])
                 "measurements"
             isType<PathConflictException> (app.Events.Single<SessionCommitFailedContext> "commit failed").Exception |> ignore
         }
 
-        testCaseTask "a change that would make the session too large is one too-large commit" <| fun () -> task {
+        testCaseTask "a change that would make the session too large is one too-large commit"
+        <| fun () -> task {
             use! app = startAppOn Kestrel kind asIs (fun options -> options.MaxSessionBytes <- 100)
             let! response, _ = app.Browser().GetAsync "/big"
             Expect.equal response.StatusCode HttpStatusCode.InternalServerError "the request fails"
@@ -410,7 +467,8 @@ let private storeTests (kind: StoreKind) =
             isType<SessionTooLargeException> (app.Events.Single<SessionCommitFailedContext> "commit failed").Exception |> ignore
         }
 
-        testCaseTask "a failed load is measured, traced as failed and logged as SessionLoadFailed" <| fun () -> task {
+        testCaseTask "a failed load is measured, traced as failed and logged as SessionLoadFailed"
+        <| fun () -> task {
             use! app = startAppOn Kestrel kind (fun store -> FailingStore(store)) noOptions
             let failing = app.Store :?> FailingStore
             let browser = app.Browser()
@@ -429,7 +487,8 @@ let private storeTests (kind: StoreKind) =
             isType<SessionStoreException> (single logged).Error |> ignore
         }
 
-        testCaseTask "an expiry is counted and raised no later than one sweep interval after the session expired" <| fun () -> task {
+        testCaseTask "an expiry is counted and raised no later than one sweep interval after the session expired"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             do! get (app.Browser()) "/bump"
             let id = createdId app
@@ -447,7 +506,8 @@ let private storeTests (kind: StoreKind) =
             Expect.equal expired.Store kind.Name "the store"
         }
 
-        testCaseTask "a session ended to keep its user within the limit is counted as evicted and raised" <| fun () -> task {
+        testCaseTask "a session ended to keep its user within the limit is counted as evicted and raised"
+        <| fun () -> task {
             use! app = startApp kind asIs (fun options -> options.MaxSessionsPerUser <- 1)
             do! get (app.Browser()) "/signin"
             let first = createdId app
@@ -456,13 +516,14 @@ let private storeTests (kind: StoreKind) =
             do! get (app.Browser()) "/signin"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting
-                    [ "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
-                      "sesame.session.patch.size sesame.operation=move", 1L
-                      "sesame.session.patch.updates sesame.operation=move", 1L
-                      "sesame.sessions.created", 1L
-                      "sesame.sessions.signed_in", 1L
-                      "sesame.sessions.evicted sesame.eviction.reason=user_limit", 1L ])
+                (expecting [
+                    "sesame.session.commit.duration sesame.operation=move sesame.outcome=committed", 1L
+                    "sesame.session.patch.size sesame.operation=move", 1L
+                    "sesame.session.patch.updates sesame.operation=move", 1L
+                    "sesame.sessions.created", 1L
+                    "sesame.sessions.signed_in", 1L
+                    "sesame.sessions.evicted sesame.eviction.reason=user_limit", 1L
+                ])
                 "measurements"
             let evicted = app.Events.Single<SessionEndedContext> "evicted"
             Expect.equal evicted.SessionId first "the older session"
@@ -470,7 +531,8 @@ let private storeTests (kind: StoreKind) =
             Expect.equal evicted.UserId "ada" "its user"
         }
 
-        testCaseTask "the active sessions gauge reports what the store holds" <| fun () -> task {
+        testCaseTask "the active sessions gauge reports what the store holds"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             use gauge = new MetricCollector<int64>(app.Host.Services.GetRequiredService<IMeterFactory>(), SesameTelemetry.MeterName, "sesame.sessions.active")
             for _ in 1..3 do
@@ -481,7 +543,8 @@ let private storeTests (kind: StoreKind) =
             Expect.equal (string last.Tags["sesame.store"]) kind.Name "the store"
         }
 
-        testCaseTask "load and commit spans carry the store, outcome and sizes, never the session id or data" <| fun () -> task {
+        testCaseTask "load and commit spans carry the store, outcome and sizes, never the session id or data"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let spans = ConcurrentQueue<Activity>()
             use listener =
@@ -491,9 +554,11 @@ let private storeTests (kind: StoreKind) =
                     ActivityStopped =
                         fun activity ->
                             // Only this app's: Sesame's spans of its requests are children of its request spans.
-                            if activity.Source.Name = SesameTelemetry.ActivitySourceName
-                               && not (isNull activity.Parent)
-                               && activity.Parent.Source.Name = app.RequestSource then
+                            if
+                                activity.Source.Name = SesameTelemetry.ActivitySourceName
+                                && not (isNull activity.Parent)
+                                && activity.Parent.Source.Name = app.RequestSource
+                            then
                                 spans.Enqueue activity
                 )
             ActivitySource.AddActivityListener listener
@@ -514,10 +579,11 @@ let private storeTests (kind: StoreKind) =
             Expect.equal (tag "sesame.session.bytes" recorded[1]) (box (sizeOf """{"times":1}""")) "the loaded session's bytes"
             Expect.equal (tag "sesame.outcome" recorded[2]) (box "committed") "the commit"
             Expect.equal (tag "sesame.patch.updates" recorded[2]) (box 1) "its updates"
-            Expect.isGreaterThan (unbox<int64> (tag "sesame.patch.bytes" recorded[2])) 0L "its bytes"
+            Expect.isGreaterThan (unbox<int64>(tag "sesame.patch.bytes" recorded[2])) 0L "its bytes"
         }
 
-        testCaseTask "the debug log says what each request loaded and stored, naming the session by its handle only" <| fun () -> task {
+        testCaseTask "the debug log says what each request loaded and stored, naming the session by its handle only"
+        <| fun () -> task {
             use! app = startApp kind asIs noOptions
             let browser = app.Browser()
             do! get browser "/bump"
@@ -543,17 +609,22 @@ let tests =
     testList "Telemetry" [
         yield! StoreKinds.all |> List.map storeTests
 
-        testCaseTask "evictions to keep the memory store within its bounds are counted and raised" <| fun () -> task {
-            let bounded =
-                { StoreKinds.all.Head with
+        testCaseTask "evictions to keep the memory store within its bounds are counted and raised"
+        <| fun () -> task {
+            let bounded = {
+                StoreKinds.all.Head with
                     Name = "memory"
-                    Create = fun clock -> new MemoryStore(MemoryStoreOptions(MaxSessions = 3), clock) :> SessionStore }
+                    Create = fun clock -> new MemoryStore(MemoryStoreOptions(MaxSessions = 3), clock) :> SessionStore
+            }
             use! app = startApp bounded asIs noOptions
             for _ in 1..4 do
                 app.Clock.Advance(TimeSpan.FromSeconds 1.0)
                 do! get (app.Browser()) "/bump"
             let store = app.Store :?> MemoryStore
-            let evicted = [ for name, c in app.Events.Seen do if name = "evicted" then c :?> SessionEndedContext ]
+            let evicted = [
+                for name, c in app.Events.Seen do
+                    if name = "evicted" then c :?> SessionEndedContext
+            ]
             Expect.isNonEmpty evicted "the store evicted"
             Expect.equal (store.Count + evicted.Length) 4 "every session the store let go of was reported"
             let summary = app.Meters.Summary() |> Map.ofList
@@ -564,11 +635,22 @@ let tests =
                 Expect.isNull stillThere "an evicted session is gone"
         }
 
-        testCaseTask "an event handler that throws is logged and does not fail the request" <| fun () -> task {
+        testCaseTask "an event handler that throws is logged and does not fail the request"
+        <| fun () -> task {
             let logs = new LogCapture()
             let configure (options: SesameOptions) =
                 options.Events.OnCreated <- Func<SessionCreatedContext, Task>(fun _ -> raise (InvalidOperationException "the handler broke"))
-            use! host = startHost (new MemoryStore()) configure (runHandler (withSession >=> Session.handler (fun s -> s |> Session.set "k" 1; text "ok"))) logs
+            use! host =
+                startHost
+                    (new MemoryStore())
+                    configure
+                    (runHandler (
+                        withSession
+                        >=> Session.handler (fun s ->
+                            s |> Session.set "k" 1
+                            text "ok")
+                    ))
+                    logs
             let! response, body = (Browser host).GetAsync "/"
             Expect.equal response.StatusCode HttpStatusCode.OK "the request succeeds"
             Expect.equal body "ok" "body"
@@ -580,11 +662,25 @@ let tests =
             isType<InvalidOperationException> failure.Error |> ignore
         }
 
-        testCaseTask "a handler set as a property runs, with the session's context" <| fun () -> task {
+        testCaseTask "a handler set as a property runs, with the session's context"
+        <| fun () -> task {
             let seen = ConcurrentQueue<SessionCreatedContext>()
             let configure (options: SesameOptions) =
-                options.Events.OnCreated <- Func<SessionCreatedContext, Task>(fun context -> seen.Enqueue context; Task.CompletedTask)
-            use! host = startHost (new MemoryStore()) configure (runHandler (withSession >=> Session.handler (fun s -> s |> Session.set "k" 1; text "ok"))) (new LogCapture())
+                options.Events.OnCreated <-
+                    Func<SessionCreatedContext, Task>(fun context ->
+                        seen.Enqueue context
+                        Task.CompletedTask)
+            use! host =
+                startHost
+                    (new MemoryStore())
+                    configure
+                    (runHandler (
+                        withSession
+                        >=> Session.handler (fun s ->
+                            s |> Session.set "k" 1
+                            text "ok")
+                    ))
+                    (new LogCapture())
             let! _ = (Browser host).GetTextAsync "/"
             let created = single seen
             Expect.equal created.Store "memory" "the store"

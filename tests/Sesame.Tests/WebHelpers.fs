@@ -30,7 +30,11 @@ type ObservedStore(inner: SessionStore) as this =
     let mutable deletes = 0
     let patches = ConcurrentQueue<string * Patch>()
 
-    do inner.Observer <- { new ISessionStoreObserver with member _.SessionEnded(id, meta, reason) = this.ReportEnded(id, meta, reason) }
+    do
+        inner.Observer <- {
+            new ISessionStoreObserver with
+                member _.SessionEnded(id, meta, reason) = this.ReportEnded(id, meta, reason)
+        }
 
     new() = ObservedStore(new MemoryStore())
 
@@ -50,26 +54,22 @@ type ObservedStore(inner: SessionStore) as this =
         Interlocked.Increment &loads |> ignore
         inner.LoadAsync(id, idle, ct)
 
-    override this.CommitAsync(id, change, options, ct) =
-        task {
-            Interlocked.Increment &commits |> ignore
-            if this.CommitDelay > TimeSpan.Zero then do! Task.Delay this.CommitDelay
-            if this.FailCommits then
-                raise (SessionStoreException "The store is down (test).")
-            let! result = inner.CommitAsync(id, change, options, ct)
-            patches.Enqueue((id, change.Data))
-            return result
-        }
+    override this.CommitAsync(id, change, options, ct) = task {
+        Interlocked.Increment &commits |> ignore
+        if this.CommitDelay > TimeSpan.Zero then do! Task.Delay this.CommitDelay
+        if this.FailCommits then raise (SessionStoreException "The store is down (test).")
+        let! result = inner.CommitAsync(id, change, options, ct)
+        patches.Enqueue((id, change.Data))
+        return result
+    }
 
-    override this.MoveAsync(fromId, toId, change, options, ct) =
-        task {
-            Interlocked.Increment &moves |> ignore
-            if this.FailCommits then
-                raise (SessionStoreException "The store is down (test).")
-            let! result = inner.MoveAsync(fromId, toId, change, options, ct)
-            patches.Enqueue((toId, change.Data))
-            return result
-        }
+    override this.MoveAsync(fromId, toId, change, options, ct) = task {
+        Interlocked.Increment &moves |> ignore
+        if this.FailCommits then raise (SessionStoreException "The store is down (test).")
+        let! result = inner.MoveAsync(fromId, toId, change, options, ct)
+        patches.Enqueue((toId, change.Data))
+        return result
+    }
 
     override _.DeleteAsync(id, ct) =
         Interlocked.Increment &deletes |> ignore
@@ -78,19 +78,19 @@ type ObservedStore(inner: SessionStore) as this =
     override _.ListAsync(query, ct) = inner.ListAsync(query, ct)
 
     /// The tree the inner store holds for a session, or None.
-    member _.TreeOf(id: string) : Task<Json option> =
-        task {
-            let! loaded = inner.LoadAsync(id, TimeSpan.FromMinutes 1.0, CancellationToken.None)
-            return loaded |> Option.ofObj |> Option.map _.Data
-        }
+    member _.TreeOf(id: string) : Task<Json option> = task {
+        let! loaded = inner.LoadAsync(id, TimeSpan.FromMinutes 1.0, CancellationToken.None)
+        return loaded |> Option.ofObj |> Option.map _.Data
+    }
 
 /// A store the end-to-end suites run on.
-type StoreKind =
-    { Name: string
-      /// Makes a fresh, empty store that reads the given clock (a store on a server's time ignores it).
-      Create: TimeProvider -> SessionStore
-      /// Whether the store's expiry follows that clock; when it does not, a test must wait in real time.
-      FollowsClock: bool }
+type StoreKind = {
+    Name: string
+    /// Makes a fresh, empty store that reads the given clock (a store on a server's time ignores it).
+    Create: TimeProvider -> SessionStore
+    /// Whether the store's expiry follows that clock; when it does not, a test must wait in real time.
+    FollowsClock: bool
+}
 
 /// A log entry captured from the app.
 type LogEntry = { Level: LogLevel; EventId: EventId; Category: string; Message: string; Error: exn }
@@ -101,12 +101,16 @@ type LogCapture() =
     member _.Entries = List.ofSeq entries
 
     interface ILoggerProvider with
-        member _.CreateLogger(category) =
-            { new ILogger with
-                member _.BeginScope(_state) = { new IDisposable with member _.Dispose() = () }
+        member _.CreateLogger(category) = {
+            new ILogger with
+                member _.BeginScope(_state) = {
+                    new IDisposable with
+                        member _.Dispose() = ()
+                }
                 member _.IsEnabled(_level) = true
                 member _.Log(level, eventId, state, error, formatter) =
-                    entries.Enqueue { Level = level; EventId = eventId; Category = category; Message = formatter.Invoke(state, error); Error = error } }
+                    entries.Enqueue { Level = level; EventId = eventId; Category = category; Message = formatter.Invoke(state, error); Error = error }
+        }
 
         member _.Dispose() = ()
 
@@ -139,11 +143,23 @@ let private sesameOn (store: SessionStore) (configure: SesameOptions -> unit) (s
     services.AddSesame(fun options -> configure options).AddStore(store) |> ignore
 
 /// Starts a test app with Sesame on the given store, with options and pipeline set by the caller.
-let startHostOn (server: Server) (store: SessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+let startHostOn
+    (server: Server)
+    (store: SessionStore)
+    (configure: SesameOptions -> unit)
+    (pipeline: IApplicationBuilder -> unit)
+    (logs: LogCapture)
+    : Task<IHost> =
     startHostWith server (sesameOn store configure) pipeline logs
 
 /// Starts an in-memory test app (TestHost) with Sesame whose clock (cookie tickets, absolute timeout) is the given one.
-let startHostAt (clock: TimeProvider) (store: SessionStore) (configure: SesameOptions -> unit) (pipeline: IApplicationBuilder -> unit) (logs: LogCapture) : Task<IHost> =
+let startHostAt
+    (clock: TimeProvider)
+    (store: SessionStore)
+    (configure: SesameOptions -> unit)
+    (pipeline: IApplicationBuilder -> unit)
+    (logs: LogCapture)
+    : Task<IHost> =
     let services (services: IServiceCollection) =
         services.AddSingleton<TimeProvider>(clock) |> ignore
         sesameOn store configure services
@@ -154,12 +170,14 @@ let startHost store configure pipeline logs = startHostOn InMemory store configu
 
 /// The loopback address a Kestrel test app listens on.
 let addressOf (host: IHost) =
-    let addresses = host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()
+    let addresses =
+        host.Services
+            .GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()
     Uri(Seq.head addresses.Addresses)
 
 /// A real HttpClient with its own cookie container, talking to a Kestrel test app.
-let kestrelClient (host: IHost) =
-    new HttpClient(new HttpClientHandler(CookieContainer = CookieContainer(), UseCookies = true), BaseAddress = addressOf host)
+let kestrelClient (host: IHost) = new HttpClient(new HttpClientHandler(CookieContainer = CookieContainer(), UseCookies = true), BaseAddress = addressOf host)
 
 /// A client that keeps the session cookie between requests, as a browser does.
 type Browser(client: HttpClient, cookieName: string) =
@@ -179,35 +197,32 @@ type Browser(client: HttpClient, cookieName: string) =
         and set value = cookie <- value
 
     /// Sends a request with the cookie; keeps any new cookie; gives the response and its body.
-    member _.SendAsync(method: HttpMethod, url: string) : Task<HttpResponseMessage * string> =
-        task {
-            use request = new HttpRequestMessage(method, url)
-            match cookie with
-            | Some value -> request.Headers.Add("Cookie", $"{cookieName}={value}")
-            | None -> ()
-            let! response = client.SendAsync request
-            let! body = response.Content.ReadAsStringAsync()
-            match response.Headers.TryGetValues "Set-Cookie" with
-            | true, values ->
-                for header in values do
-                    let prefix = cookieName + "="
-                    if header.StartsWith prefix then
-                        let value = header.Substring(prefix.Length).Split(';')[0]
-                        cookie <- if value = "" then None else Some value
-            | _ -> ()
-            return response, body
-        }
+    member _.SendAsync(method: HttpMethod, url: string) : Task<HttpResponseMessage * string> = task {
+        use request = new HttpRequestMessage(method, url)
+        match cookie with
+        | Some value -> request.Headers.Add("Cookie", $"{cookieName}={value}")
+        | None -> ()
+        let! response = client.SendAsync request
+        let! body = response.Content.ReadAsStringAsync()
+        match response.Headers.TryGetValues "Set-Cookie" with
+        | true, values ->
+            for header in values do
+                let prefix = cookieName + "="
+                if header.StartsWith prefix then
+                    let value = header.Substring(prefix.Length).Split(';')[0]
+                    cookie <- if value = "" then None else Some value
+        | _ -> ()
+        return response, body
+    }
 
     member this.GetAsync(url: string) = this.SendAsync(HttpMethod.Get, url)
 
     /// The body of a GET that must succeed.
-    member this.GetTextAsync(url: string) : Task<string> =
-        task {
-            let! response, body = this.GetAsync url
-            if not response.IsSuccessStatusCode then
-                failwith $"GET {url} answered {int response.StatusCode}: {body}"
-            return body
-        }
+    member this.GetTextAsync(url: string) : Task<string> = task {
+        let! response, body = this.GetAsync url
+        if not response.IsSuccessStatusCode then failwith $"GET {url} answered {int response.StatusCode}: {body}"
+        return body
+    }
 
 /// The Set-Cookie headers of a response.
 let setCookies (response: HttpResponseMessage) =

@@ -32,7 +32,9 @@ type internal ActiveFile(path: string, opened: SafeFileHandle, openedLength: int
             let code = e.HResult &&& 0xFFFF
             let inUse = if OperatingSystem.IsWindows() then code = 32 || code = 33 else code = 11 || code = 35
             if inUse then
-                raise (SessionStoreException($"The session file '{path}' is in use by another process or another FileStore; one store owns a file at a time.", e))
+                raise (
+                    SessionStoreException($"The session file '{path}' is in use by another process or another FileStore; one store owns a file at a time.", e)
+                )
             raise (SessionStoreException($"The session file '{path}' cannot be opened: {e.Message}", e))
         | :? UnauthorizedAccessException as e -> raise (SessionStoreException($"The session file '{path}' cannot be opened: {e.Message}", e))
 
@@ -51,7 +53,10 @@ type internal ActiveFile(path: string, opened: SafeFileHandle, openedLength: int
 
     /// What a change refused after a failed write fails with.
     member _.FailedError() =
-        SessionStoreException($"Writing to the session file '{path}' failed ({faulted.Message}); the store accepts no more changes until it is reopened.", faulted)
+        SessionStoreException(
+            $"Writing to the session file '{path}' failed ({faulted.Message}); the store accepts no more changes until it is reopened.",
+            faulted
+        )
 
     /// What a change or a compaction asked of a closed store fails with.
     member _.ClosedError() = ObjectDisposedException("FileStore", $"The file store on '{path}' is closed.")

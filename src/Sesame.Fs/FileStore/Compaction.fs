@@ -10,8 +10,7 @@ open Microsoft.Win32.SafeHandles
 
 /// A compaction in progress: the snapshot being written, and the records appended meanwhile.
 [<Sealed; AllowNullLiteral>]
-type internal CompactionJob
-    (task: Task<struct (SafeFileHandle * int64)>, cancel: CancellationTokenSource, waiters: TaskCompletionSource[], sessionCount: int) =
+type internal CompactionJob(task: Task<struct (SafeFileHandle * int64)>, cancel: CancellationTokenSource, waiters: TaskCompletionSource[], sessionCount: int) =
     member _.Task = task
     member _.Cancel = cancel
     member _.Waiters = waiters
@@ -51,7 +50,10 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
             struct (target, writer.Position)
         with _ ->
             target.Dispose()
-            (try IO.File.Delete tempPath with _ -> ())
+            (try
+                IO.File.Delete tempPath
+             with _ ->
+                 ())
             reraise ()
 
     let syncDirectory () =
@@ -79,8 +81,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         && float length > options.CompactionRatio * float (int64 FileLog.FileHeaderLength + sessions.LiveBytes)
 
     /// Keeps a record just appended to the old file, for the new one; nothing while none runs.
-    member _.Remember(payload: byte[]) =
-        if not (isNull job) then job.Tail.Add payload
+    member _.Remember(payload: byte[]) = if not (isNull job) then job.Tail.Add payload
 
     /// Takes the snapshot and starts writing it; <paramref name="wake"/> is called when it is written.
     member _.Start(waiters: TaskCompletionSource[], wake: unit -> unit) =
@@ -110,7 +111,10 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         job <- null
         finished.Cancel.Dispose()
         let abandon (error: exn) =
-            (try IO.File.Delete tempPath with _ -> ())
+            (try
+                IO.File.Delete tempPath
+             with _ ->
+                 ())
             FileStoreLog.compactionError logger path error
             // Not again until the file has grown by another minimum.
             Volatile.Write(&floor, file.Length + max options.CompactionMinBytes 1L)
@@ -148,17 +152,27 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
                     for waiter in finished.Waiters do
                         waiter.TrySetException(file.FailedError()) |> ignore
         else
-            abandon (match finished.Task.Exception with null -> OperationCanceledException() :> exn | e -> e.GetBaseException())
+            abandon (
+                match finished.Task.Exception with
+                | null -> OperationCanceledException() :> exn
+                | e -> e.GetBaseException()
+            )
 
     /// Stops a running compaction as the store closes: its file is deleted and whoever waits for it fails.
     member _.Stop() =
         if not (isNull job) then
             job.Cancel.Cancel()
-            (try job.Task.Wait() with _ -> ())
+            (try
+                job.Task.Wait()
+             with _ ->
+                 ())
             if job.Task.IsCompletedSuccessfully then
                 let struct (target, _) = job.Task.Result
                 target.Dispose()
-                (try IO.File.Delete tempPath with _ -> ())
+                (try
+                    IO.File.Delete tempPath
+                 with _ ->
+                     ())
             for waiter in job.Waiters do
                 waiter.TrySetException(file.ClosedError()) |> ignore
             job.Cancel.Dispose()

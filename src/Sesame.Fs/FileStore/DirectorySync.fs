@@ -24,11 +24,9 @@ module internal DirectorySync =
             try
                 // O_RDONLY: a directory can be opened for reading, and fsync on it flushes its entries.
                 let fd = sysOpen (directory, 0)
-                if fd < 0 then
-                    raise (IO.IOException $"Cannot open the directory '{directory}' to flush it (errno {Marshal.GetLastPInvokeError()}).")
+                if fd < 0 then raise (IO.IOException $"Cannot open the directory '{directory}' to flush it (errno {Marshal.GetLastPInvokeError()}).")
                 try
-                    if sysFsync fd <> 0 then
-                        raise (IO.IOException $"Cannot flush the directory '{directory}' (errno {Marshal.GetLastPInvokeError()}).")
+                    if sysFsync fd <> 0 then raise (IO.IOException $"Cannot flush the directory '{directory}' (errno {Marshal.GetLastPInvokeError()}).")
                     true
                 finally
                     sysClose fd |> ignore

@@ -65,7 +65,7 @@ module internal FileLog =
         header
 
     let payload (kind: byte) (expires: int64) (lastSeen: int64) (id: byte[]) (body: byte[]) : byte[] =
-        let p = Array.zeroCreate<byte> (PayloadPrefixLength + id.Length + body.Length)
+        let p = Array.zeroCreate<byte>(PayloadPrefixLength + id.Length + body.Length)
         p[0] <- kind
         BinaryPrimitives.WriteInt64LittleEndian(Span(p, 1, 8), expires)
         BinaryPrimitives.WriteInt64LittleEndian(Span(p, 9, 8), lastSeen)
@@ -78,16 +78,17 @@ module internal FileLog =
     /// shape upgrade (each patch as <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/> writes it). Replay applies it
     /// with <c>SessionChange.ApplyTo</c>, as the commit did, so the upgrade's condition decides the same way.
     let changeBody (change: SessionChange) : byte[] =
-        let parts =
-            [ yield Patch.toUtf8 change.Data
-              yield Patch.toUtf8 change.Meta
-              match change.Upgrade with
-              | ValueSome u ->
-                  yield Text.Encoding.UTF8.GetBytes(string u.From)
-                  yield Text.Encoding.UTF8.GetBytes(string u.To)
-                  yield Patch.toUtf8 u.Data
-              | ValueNone -> () ]
-        let body = Array.zeroCreate<byte> (2 + (parts |> List.sumBy _.Length) + parts.Length - 1)
+        let parts = [
+            yield Patch.toUtf8 change.Data
+            yield Patch.toUtf8 change.Meta
+            match change.Upgrade with
+            | ValueSome u ->
+                yield Text.Encoding.UTF8.GetBytes(string u.From)
+                yield Text.Encoding.UTF8.GetBytes(string u.To)
+                yield Patch.toUtf8 u.Data
+            | ValueNone -> ()
+        ]
+        let body = Array.zeroCreate<byte>(2 + (parts |> List.sumBy _.Length) + parts.Length - 1)
         body[0] <- byte '['
         let mutable at = 1
         parts
@@ -130,8 +131,7 @@ module internal FileLog =
         length
 
     /// What a snapshot record adds to a session's tree and facts: framing, id and the <c>[[["set",[],…]],[["set",[],…]]]</c> around them.
-    let snapshotOverhead =
-        RecordHeaderLength + PayloadPrefixLength + (changeBody (snapshotChange (StoredSession(Json.emptyObject)))).Length - 4
+    let snapshotOverhead = RecordHeaderLength + PayloadPrefixLength + (changeBody (snapshotChange (StoredSession(Json.emptyObject)))).Length - 4
 
     /// The bytes a session takes in a freshly compacted file, its tree and facts being <paramref name="size"/> bytes of JSON.
     let snapshotBytes (idLength: int) (size: int64) = int64 (snapshotOverhead + idLength) + size

@@ -43,17 +43,21 @@ module internal FileReplay =
                 FileLog.PayloadPrefixLength,
                 BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 9, 8)),
                 BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 17, 4))
-        if idLength < 0 || idLength > length - prefix then
-            raise (corrupt path offset "its id length is out of range")
+        if idLength < 0 || idLength > length - prefix then raise (corrupt path offset "its id length is out of range")
         let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
         let bodyAt = at + prefix + idLength
         let bodyLength = length - prefix - idLength
         let invalid (e: exn) =
-            SessionStoreException($"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change is not valid ({e.Message}). The file was left as it is.", e)
+            SessionStoreException(
+                $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change is not valid ({e.Message}). The file was left as it is.",
+                e
+            )
         let readChange (from: int) (count: int) =
             try
-                if version = FileLog.FormatVersion1 then SessionChange(Patch.parseUtf8 (ReadOnlySpan(buffer, from, count)))
-                else FileLog.readChange (ReadOnlySpan(buffer, from, count))
+                if version = FileLog.FormatVersion1 then
+                    SessionChange(Patch.parseUtf8 (ReadOnlySpan(buffer, from, count)))
+                else
+                    FileLog.readChange (ReadOnlySpan(buffer, from, count))
             with :? JsonException as e ->
                 raise (invalid e)
         let apply (change: SessionChange) (before: StoredSession) =
@@ -61,7 +65,12 @@ module internal FileReplay =
                 try
                     change.ApplyTo before
                 with :? PathConflictException as e ->
-                    raise (SessionStoreException($"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change does not fit the session ({e.Message}). The file was left as it is.", e))
+                    raise (
+                        SessionStoreException(
+                            $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change does not fit the session ({e.Message}). The file was left as it is.",
+                            e
+                        )
+                    )
             if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
             after
         match kind with
@@ -107,21 +116,29 @@ module internal FileReplay =
         let sessions = Dictionary<string, ReplayedSession>(StringComparer.Ordinal)
         let length = IO.RandomAccess.GetLength handle
         let expected = FileLog.fileHeader ()
-        let header = Array.zeroCreate<byte> (int (min length (int64 FileLog.FileHeaderLength)))
+        let header = Array.zeroCreate<byte>(int (min length (int64 FileLog.FileHeaderLength)))
         if header.Length > 0 then IO.RandomAccess.Read(handle, Span header, 0L) |> ignore
         if length < int64 FileLog.FileHeaderLength then
             // A new file, or one whose creation was cut short: nothing was ever committed to it.
             if not (MemoryExtensions.SequenceEqual(ReadOnlySpan(header), ReadOnlySpan(expected, 0, header.Length))) then
-                raise (SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is.")
+                raise (
+                    SessionStoreException
+                        $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is."
+                )
             IO.RandomAccess.Write(handle, ReadOnlySpan expected, 0L)
             IO.RandomAccess.FlushToDisk handle
             sessions, int64 FileLog.FileHeaderLength, FileLog.FormatVersion
         elif not (MemoryExtensions.SequenceEqual(ReadOnlySpan(header, 0, 8), ReadOnlySpan(expected, 0, 8))) then
-            raise (SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is.")
+            raise (
+                SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is."
+            )
         else
             let version = BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(header, 8, 4))
             if version <> FileLog.FormatVersion && version <> FileLog.FormatVersion1 then
-                raise (SessionStoreException $"The session file '{path}' has format version {version}; this Sesame reads versions 1 and {FileLog.FormatVersion}. The file was left as it is.")
+                raise (
+                    SessionStoreException
+                        $"The session file '{path}' has format version {version}; this Sesame reads versions 1 and {FileLog.FormatVersion}. The file was left as it is."
+                )
             let reader = LogReader(handle, length)
             let mutable offset = int64 FileLog.FileHeaderLength
             let mutable reading = true
@@ -142,12 +159,9 @@ module internal FileReplay =
                 let mutable proof = -1L
                 while proof < 0L && candidate < length do
                     let payloadLength = reader.TryRecord candidate
-                    if payloadLength < 0 then
-                        candidate <- candidate + 1L
-                    elif reader.DurableEnd candidate > bad then
-                        proof <- candidate
-                    else
-                        candidate <- candidate + int64 (FileLog.RecordHeaderLength + payloadLength)
+                    if payloadLength < 0 then candidate <- candidate + 1L
+                    elif reader.DurableEnd candidate > bad then proof <- candidate
+                    else candidate <- candidate + int64 (FileLog.RecordHeaderLength + payloadLength)
                 if proof >= 0L then
                     raise (
                         SessionStoreException
@@ -164,7 +178,10 @@ module internal FileReplay =
     /// returning segment's share the least recently seen are the first to go.
     let live (t: int64) (maxSessions: int) (replayed: Dictionary<string, ReplayedSession>) : FileSessions =
         let sessions = FileSessions maxSessions
-        let alive = [| for KeyValue(id, replayedSession) in replayed do if replayedSession.Expires > t then struct (id, replayedSession) |]
+        let alive = [|
+            for KeyValue(id, replayedSession) in replayed do
+                if replayedSession.Expires > t then struct (id, replayedSession)
+        |]
         Array.sortInPlaceBy (fun (struct (_, r: ReplayedSession)) -> r.LastSeen) alive
         for struct (id, replayedSession) in alive do
             let idBytes = Encoding.UTF8.GetBytes id

@@ -16,8 +16,7 @@ module internal FileSessionMemory =
 
     /// What a session's value counts against the file store's byte bound: the memory its tree and facts take, and
     /// the session's own bookkeeping.
-    let ofSession (idLength: int) (session: StoredSession) =
-        TreeMemory.estimate session.Data + TreeMemory.estimate session.Meta + perSession idLength
+    let ofSession (idLength: int) (session: StoredSession) = TreeMemory.estimate session.Data + TreeMemory.estimate session.Meta + perSession idLength
 
 /// A session's value as a commit leaves it, measured: what it adds to a compacted file, and what it counts against
 /// the store's byte bound.
@@ -55,10 +54,7 @@ type internal FileSession(id: string, idBytes: byte[]) =
     member val Removed = false with get, set
 
     /// Nothing queued, and neither the newest nor the visible value is live at <c>t</c>: nothing will ever serve it.
-    member this.IsDeadAt(t: int64) =
-        this.Pending = 0
-        && (isNull this.Latest || this.LatestExpires <= t)
-        && (isNull this.Visible || this.VisibleExpires <= t)
+    member this.IsDeadAt(t: int64) = this.Pending = 0 && (isNull this.Latest || this.LatestExpires <= t) && (isNull this.Visible || this.VisibleExpires <= t)
 
 /// The sessions a file store holds by id, their index by user, the size a freshly compacted file holding them would
 /// have, the memory their values take (what the byte bound counts) and the order they are evicted in.
@@ -76,8 +72,7 @@ type internal FileSessions(maxSessions: int) =
     /// Adds the session to its user's index. Call under the session's lock.
     member _.Index(id: string, session: FileSession, user: string) =
         session.User <- user
-        if not (isNull user) then
-            users.GetOrAdd(user, fun _ -> ConcurrentDictionary<string, byte>(StringComparer.Ordinal)).[id] <- 0uy
+        if not (isNull user) then users.GetOrAdd(user, fun _ -> ConcurrentDictionary<string, byte>(StringComparer.Ordinal)).[id] <- 0uy
 
     /// Takes the session out of its user's index. Call under the session's lock.
     member _.Unindex(id: string, session: FileSession) =
@@ -111,8 +106,7 @@ type internal FileSessions(maxSessions: int) =
     member _.TryGetValue(id: string, session: outref<FileSession>) = sessions.TryGetValue(id, &session)
 
     /// The session of the id, added empty when there is none.
-    member _.GetOrAdd(id: string) =
-        sessions.GetOrAdd(id, fun id -> FileSession(id, Encoding.UTF8.GetBytes id))
+    member _.GetOrAdd(id: string) = sessions.GetOrAdd(id, fun id -> FileSession(id, Encoding.UTF8.GetBytes id))
 
     /// Adds a session replay rebuilt (before the store takes requests).
     member this.Add(id: string, session: FileSession, bytes: int64) =
@@ -146,8 +140,7 @@ type internal FileSessions(maxSessions: int) =
     /// Drops a session whose last record is written and which has no value any more: nothing can serve it. Call
     /// under the session's lock.
     member this.DropIfVacant(session: FileSession) =
-        if not session.Removed && session.Pending = 0 && isNull session.Latest && isNull session.Visible then
-            this.Drop(session.Id, session)
+        if not session.Removed && session.Pending = 0 && isNull session.Latest && isNull session.Visible then this.Drop(session.Id, session)
 
     /// Told of each session dropped because it expired (not deleted), with the facts it had; called under the session's lock.
     member val OnExpired: string -> Json -> unit = (fun _ _ -> ()) with get, set

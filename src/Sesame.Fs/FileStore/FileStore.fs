@@ -71,7 +71,9 @@ open Microsoft.Extensions.Logging.Abstractions
 /// 106 replay mismatch, 107 no directory flush on this platform, 108 stale compaction file deleted, 109 closed.</para>
 /// </remarks>
 [<Sealed>]
-type FileStore private (path: string, options: FileStoreOptions, time: TimeProvider, file: ActiveFile, sessions: FileSessions, compaction: Compaction, writer: LogWriter) as this =
+type FileStore
+    private (path: string, options: FileStoreOptions, time: TimeProvider, file: ActiveFile, sessions: FileSessions, compaction: Compaction, writer: LogWriter) as this
+    =
     inherit SessionStore()
 
     let mutable disposed = 0
@@ -82,8 +84,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
 
     let now () = time.GetUtcNow().UtcTicks
 
-    let expiresAt (idle: TimeSpan) (t: int64) =
-        if idle.Ticks >= Int64.MaxValue - t then Int64.MaxValue else t + idle.Ticks
+    let expiresAt (idle: TimeSpan) (t: int64) = if idle.Ticks >= Int64.MaxValue - t then Int64.MaxValue else t + idle.Ticks
 
     let sweep () =
         try
@@ -95,8 +96,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
 
     let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
 
-    let ensureOpen () =
-        if Volatile.Read &disposed <> 0 then raise (file.ClosedError())
+    let ensureOpen () = if Volatile.Read &disposed <> 0 then raise (file.ClosedError())
 
     let ensureWritable () =
         ensureOpen ()
@@ -118,8 +118,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
             if size > int64 limit then raise (SessionTooLargeException(size, limit))
             let held = FileSessionMemory.ofSession id.Length after
             // One session the bound could never hold is refused, rather than evicting every other session first.
-            if held > options.MaxTotalBytes then
-                raise (SessionTooLargeException(held, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
+            if held > options.MaxTotalBytes then raise (SessionTooLargeException(held, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
             let live = FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (size + JsonSize.utf8Length after.Meta)
             ValueSome { After = after; LiveBytes = live; HeldBytes = held }
 
@@ -176,8 +175,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                         let expired = session.LatestExpires <= now ()
                         if queueDeleteRecord node.Id session null then ValueSome struct (meta, expired) else ValueNone)
             match ended with
-            | ValueSome(struct (meta, expired)) ->
-                this.ReportEnded(node.Id, meta, (if expired then SessionEndReason.Expired else SessionEndReason.Evicted))
+            | ValueSome(struct (meta, expired)) -> this.ReportEnded(node.Id, meta, (if expired then SessionEndReason.Expired else SessionEndReason.Evicted))
             | ValueNone -> ()
         | _ -> ()
 
@@ -208,14 +206,15 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
         if limit.MaxSessions <= 0 then
             true
         else
-            let others =
-                [ for id in sessions.IdsOf user do
-                      if id <> movingFrom then
-                          match sessions.TryGetValue id with
-                          | true, session ->
-                              let struct (alive, seen) = lock session (fun () -> struct (live session t, session.LastSeen))
-                              if alive then struct (id, session, seen)
-                          | _ -> () ]
+            let others = [
+                for id in sessions.IdsOf user do
+                    if id <> movingFrom then
+                        match sessions.TryGetValue id with
+                        | true, session ->
+                            let struct (alive, seen) = lock session (fun () -> struct (live session t, session.LastSeen))
+                            if alive then struct (id, session, seen)
+                        | _ -> ()
+            ]
             let excess = others.Length + 1 - limit.MaxSessions
             if excess <= 0 then
                 true
@@ -226,8 +225,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                     let ended =
                         lock session (fun () ->
                             let meta = if isNull session.Latest then Json.emptyObject else session.Latest.Meta
-                            if session.Removed then ValueNone
-                            else queueDelete id session |> ValueOption.map (fun _ -> meta))
+                            if session.Removed then ValueNone else queueDelete id session |> ValueOption.map (fun _ -> meta))
                     match ended with
                     | ValueSome meta -> this.ReportEnded(id, meta, SessionEndReason.UserLimit)
                     | ValueNone -> ()
@@ -281,7 +279,12 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                 store.CompactAsync().GetAwaiter().GetResult()
             with e ->
                 store.Dispose()
-                raise (SessionStoreException($"The session file '{path}' (format version {version}) could not be rewritten in version {FileLog.FormatVersion}: {e.Message}", e))
+                raise (
+                    SessionStoreException(
+                        $"The session file '{path}' (format version {version}) could not be rewritten in version {FileLog.FormatVersion}: {e.Message}",
+                        e
+                    )
+                )
         // The file may hold more than the bounds now allow (they were lowered, or the file is from before them).
         store.EnforceBounds()
         store
@@ -292,8 +295,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
     /// <param name="logger">Where the store logs (<c>null</c> for none).</param>
     /// <returns>The open store; dispose it to flush and release the file.</returns>
     /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
-    static member Open(path: string, options: FileStoreOptions, logger: ILogger) : FileStore =
-        FileStore.Open(path, options, logger, TimeProvider.System)
+    static member Open(path: string, options: FileStoreOptions, logger: ILogger) : FileStore = FileStore.Open(path, options, logger, TimeProvider.System)
 
     /// <summary>Opens (or creates) the session file at <paramref name="path"/>, without logging.</summary>
     /// <param name="path">The file; its directory is created if missing.</param>
@@ -365,11 +367,9 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                             sessions.Policy.Touch(session.Node, true)
                             session.LatestExpires <- expires
                             // A shorter expiry is always written, so that a restart never serves the session longer.
-                            if isNull file.Faulted
-                               && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks) then
+                            if isNull file.Faulted && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks) then
                                 let slide = FileLog.payload FileLog.KindTouch expires t session.IdBytes [||]
-                                if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then
-                                    session.FileExpires <- expires
+                                if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
                         Task.FromResult visible
                     | _ -> Task.FromResult<StoredSession> null)
             | _ -> Task.FromResult<StoredSession> null
@@ -444,7 +444,7 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                 ensureWritable ()
                 let fromBytes = if isNull fromId then [||] else Text.Encoding.UTF8.GetBytes fromId
                 let changeBody = FileLog.changeBody change
-                let body = Array.zeroCreate<byte> (4 + fromBytes.Length + changeBody.Length)
+                let body = Array.zeroCreate<byte>(4 + fromBytes.Length + changeBody.Length)
                 Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(body, 0, 4), fromBytes.Length)
                 Buffer.BlockCopy(fromBytes, 0, body, 4, fromBytes.Length)
                 Buffer.BlockCopy(changeBody, 0, body, 4 + fromBytes.Length, changeBody.Length)
@@ -454,13 +454,20 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                     lock moveLock (fun () ->
                         let t = now ()
                         let from =
-                            if isNull fromId then null
-                            else match sessions.TryGetValue fromId with | true, s -> s | _ -> null
+                            if isNull fromId then
+                                null
+                            else
+                                match sessions.TryGetValue fromId with
+                                | true, s -> s
+                                | _ -> null
                         let moveFrom () =
                             match applyChecked toId change (if isNull from then null else from.Latest) commit.MaxSizeBytes with
                             | ValueNone -> Task.FromResult CommitResult.ShapeChanged
                             | ValueSome value ->
-                                let user = match SessionMeta.userOf value.After.Meta with Some u -> u | None -> null
+                                let user =
+                                    match SessionMeta.userOf value.After.Meta with
+                                    | Some u -> u
+                                    | None -> null
                                 if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
                                     Task.FromResult CommitResult.UserLimitReached
                                 else
@@ -481,14 +488,9 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                                         sessions.Policy.Admit(target.Node, cameBack)
                                         admitted.Value <- target.Node
                                         moved)
-                        if isNull fromId then
-                            moveFrom ()
-                        elif isNull from then
-                            Task.FromResult CommitResult.SessionGone
-                        else
-                            lock from (fun () ->
-                                if from.Removed || not (live from t) then Task.FromResult CommitResult.SessionGone
-                                else moveFrom ()))
+                        if isNull fromId then moveFrom ()
+                        elif isNull from then Task.FromResult CommitResult.SessionGone
+                        else lock from (fun () -> if from.Removed || not (live from t) then Task.FromResult CommitResult.SessionGone else moveFrom ()))
                 if not (isNull admitted.Value) then bounds.Enforce admitted.Value
                 moved |> withCancellation cancellationToken
             with e ->
@@ -512,11 +514,10 @@ type FileStore private (path: string, options: FileStoreOptions, time: TimeProvi
                                 else
                                     let wasLive = live session (now ())
                                     match queueDelete id session with
-                                    | ValueSome written ->
-                                        task {
-                                            let! _ = written
-                                            return wasLive
-                                        }
+                                    | ValueSome written -> task {
+                                        let! _ = written
+                                        return wasLive
+                                      }
                                     | ValueNone -> Task.FromResult false)
                         if isNull deleted then attempt () else deleted
                     | _ -> Task.FromResult false

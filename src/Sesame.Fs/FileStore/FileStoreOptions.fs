@@ -73,13 +73,8 @@ type FileStoreOptions() =
     member internal this.Check() =
         if Double.IsNaN this.CompactionRatio || this.CompactionRatio <= 1.0 then
             invalidArg "options" $"CompactionRatio must be more than 1 (it is {this.CompactionRatio})."
-        if this.CompactionMinBytes < 0L then
-            invalidArg "options" "CompactionMinBytes cannot be negative."
-        if this.SweepInterval <= TimeSpan.Zero then
-            invalidArg "options" "SweepInterval must be positive."
-        if this.SlideWriteInterval < TimeSpan.Zero then
-            invalidArg "options" "SlideWriteInterval cannot be negative."
-        if this.MaxSessions < 1 then
-            invalidArg "options" $"MaxSessions must be at least 1 (it is {this.MaxSessions})."
-        if this.MaxTotalBytes < 1L then
-            invalidArg "options" $"MaxTotalBytes must be at least 1 (it is {this.MaxTotalBytes})."
+        if this.CompactionMinBytes < 0L then invalidArg "options" "CompactionMinBytes cannot be negative."
+        if this.SweepInterval <= TimeSpan.Zero then invalidArg "options" "SweepInterval must be positive."
+        if this.SlideWriteInterval < TimeSpan.Zero then invalidArg "options" "SlideWriteInterval cannot be negative."
+        if this.MaxSessions < 1 then invalidArg "options" $"MaxSessions must be at least 1 (it is {this.MaxSessions})."
+        if this.MaxTotalBytes < 1L then invalidArg "options" $"MaxTotalBytes must be at least 1 (it is {this.MaxTotalBytes})."

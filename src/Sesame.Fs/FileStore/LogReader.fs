@@ -38,11 +38,13 @@ type internal LogReader(handle: SafeFileHandle, length: int64) =
             let i = this.Fetch(offset, FileLog.RecordHeaderLength)
             let payloadLength = BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(buffer, i, 4))
             let durableEnd = BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, i + 8, 8))
-            if payloadLength < uint32 FileLog.PayloadPrefixLengthV1
-               || payloadLength > uint32 FileLog.MaxPayloadLength
-               || int64 payloadLength > length - offset - int64 FileLog.RecordHeaderLength
-               || durableEnd < int64 FileLog.FileHeaderLength
-               || durableEnd > offset then
+            if
+                payloadLength < uint32 FileLog.PayloadPrefixLengthV1
+                || payloadLength > uint32 FileLog.MaxPayloadLength
+                || int64 payloadLength > length - offset - int64 FileLog.RecordHeaderLength
+                || durableEnd < int64 FileLog.FileHeaderLength
+                || durableEnd > offset
+            then
                 -1
             else
                 let n = FileLog.RecordHeaderLength + int payloadLength

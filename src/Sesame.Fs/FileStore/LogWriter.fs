@@ -8,7 +8,15 @@ open Microsoft.Extensions.Logging
 /// One record on its way to the file, and what to do once it is flushed.
 [<Sealed; AllowNullLiteral>]
 type internal LogItem
-    (session: FileSession, kind: byte, payload: byte[], data: StoredSession, expires: int64, completion: TaskCompletionSource<CommitResult>, movedFrom: FileSession) =
+    (
+        session: FileSession,
+        kind: byte,
+        payload: byte[],
+        data: StoredSession,
+        expires: int64,
+        completion: TaskCompletionSource<CommitResult>,
+        movedFrom: FileSession
+    ) =
     member _.Session = session
     member _.Kind = kind
     member _.Payload = payload
@@ -48,8 +56,7 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
             signalled <- true
             Monitor.Pulse queueLock)
 
-    let fail (item: LogItem) (error: exn) =
-        if not (isNull item.Completion) then item.Completion.TrySetException error |> ignore
+    let fail (item: LogItem) (error: exn) = if not (isNull item.Completion) then item.Completion.TrySetException error |> ignore
 
     /// Makes a flushed batch visible to loads, then completes its commits.
     let publish (batch: ResizeArray<LogItem>) (first: int) (count: int) =
@@ -174,7 +181,10 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
                         fail item (file.FailedError())
                     queue.Clear())
         finally
-            (try shutDown () with e -> FileStoreLog.writeError logger path e)
+            (try
+                shutDown ()
+             with e ->
+                 FileStoreLog.writeError logger path e)
             exited.TrySetResult() |> ignore
 
     let thread = Thread(ThreadStart run, IsBackground = true, Name = "Sesame file store writer")
