@@ -24,7 +24,8 @@ module CounterExample =
 
     let nested: HttpHandler =
         Session.handler (fun session ->
-            if (session |> Session.tryFind "foo").IsNone then session |> Session.set "foo" {| bar = {| baz = 1 |} |}
+            if (session |> Session.tryFind "foo").IsNone then
+                session |> Session.set "foo" {| bar = {| baz = 1 |} |}
             let baz = (session |> Session.tryGet<int64> "foo.bar.baz" |> Option.defaultValue 0L) * 2L
             session |> Session.set "foo.bar.baz" baz // one update at the full path
             text $"baz = {baz}")
@@ -41,15 +42,12 @@ module MinimalApiExample =
         builder.Services.AddSesame(fun options -> options.Cookie.Name <- "sid").AddMemoryStore() |> ignore
         let app = builder.Build()
         app.UseSesame() |> ignore
-        app.MapGet(
-            "/count",
-            Func<HttpContext, Task<string>>(fun ctx -> task {
+        app.MapGet("/count", Func<HttpContext, Task<string>>(fun ctx ->
+            task {
                 let! session = Session.loadAsync ctx
                 let times = session |> Session.increment "times" 1m
                 return $"{times} times!"
-            })
-        )
-        |> ignore
+            })) |> ignore
         // readme end
 
 /// README: flash messages.
@@ -71,9 +69,9 @@ module FlashExample =
 /// README: changing what you keep in sessions (types at module level, the registration in a function).
 module ShapesExample =
     // readme: shapes
-    type CartV1 = { Items: string list; Total: decimal } // version 1
+    type CartV1 = { Items: string list; Total: decimal }            // version 1
     type Line = { Sku: string; Qty: int }
-    type Cart = { Lines: Line list; TotalCents: int64 } // version 2
+    type Cart = { Lines: Line list; TotalCents: int64 }              // version 2
 
     // readme end
 
@@ -83,16 +81,13 @@ module ShapesExample =
             options.ShapeVersion <- 2
             options.Migrations
                 .Add(0, fun tree -> tree) // version 1 was when the app started counting: its shape was the one before
-                .Add(
-                    1,
-                    fun tree ->
-                        match tree |> SessionPath.tryGet (SessionPath.parse "cart") with
-                        | Some old ->
-                            let v1 = Json.decodeWith<CartV1> options.SerializerOptions old
-                            let cart = { Lines = [ for sku in v1.Items -> { Sku = sku; Qty = 1 } ]; TotalCents = int64 (v1.Total * 100m) }
-                            tree |> SessionPath.set (SessionPath.parse "cart") (Json.encodeWith options.SerializerOptions cart)
-                        | None -> tree
-                )
+                .Add(1, fun tree ->
+                    match tree |> SessionPath.tryGet (SessionPath.parse "cart") with
+                    | Some old ->
+                        let v1 = Json.decodeWith<CartV1> options.SerializerOptions old
+                        let cart = { Lines = [ for sku in v1.Items -> { Sku = sku; Qty = 1 } ]; TotalCents = int64 (v1.Total * 100m) }
+                        tree |> SessionPath.set (SessionPath.parse "cart") (Json.encodeWith options.SerializerOptions cart)
+                    | None -> tree)
             |> ignore)
         // readme end
 
@@ -100,8 +95,8 @@ module ShapesExample =
     let fallbacks (session: SessionHandle) (services: IServiceCollection) =
         // readme: read-fallbacks
         // per call
-        let missing = session |> Session.tryGetWith<Cart> ReadFallback.Missing "cart" // None
-        let cart = session |> Session.getOr "cart" { Lines = []; TotalCents = 0L } // the default
+        let missing = session |> Session.tryGetWith<Cart> ReadFallback.Missing "cart"     // None
+        let cart = session |> Session.getOr "cart" { Lines = []; TotalCents = 0L }       // the default
         // per path prefix, for every read at or below it
         services.AddSesame(fun options ->
             options.ReadFallbacks.Add("cart", ReadFallback.Remove).Add("prefs", ReadFallback.Missing) |> ignore
@@ -122,22 +117,22 @@ module RedisExample =
 
     // readme end
 
-    let configure (services: IServiceCollection) = task {
-        // readme: redis-store
-        let! redis = ConnectionMultiplexer.ConnectAsync "localhost:6379,abortConnect=false" // any StackExchange.Redis configuration
-        services
-            .AddSesame(fun options -> options.IdleTimeout <- TimeSpan.FromHours 1.0) // cookie and timeouts, as usual
-            .AddRedisStore(redis, "my-app", fun o -> o.KeyPrefix <- "shop:")
-        |> ignore
-        // readme end
-    }
+    let configure (services: IServiceCollection) =
+        task {
+            // readme: redis-store
+            let! redis = ConnectionMultiplexer.ConnectAsync "localhost:6379,abortConnect=false" // any StackExchange.Redis configuration
+            services
+                .AddSesame(fun options -> options.IdleTimeout <- TimeSpan.FromHours 1.0) // cookie and timeouts, as usual
+                .AddRedisStore(redis, "my-app", fun o -> o.KeyPrefix <- "shop:")
+            |> ignore
+            // readme end
+        }
 
 /// README: the PostgreSQL store.
 module PostgresExample =
     let configure (services: IServiceCollection) =
         // readme: postgres-store
-        services
-            .AddSesame(fun options -> options.IdleTimeout <- TimeSpan.FromHours 1.0)
+        services.AddSesame(fun options -> options.IdleTimeout <- TimeSpan.FromHours 1.0)
             .AddPostgresStore("Host=db;Database=app;Username=app;Password=...", fun o -> o.Schema <- "sessions")
         |> ignore
         // readme end
@@ -151,14 +146,8 @@ module EventsExample =
     let configure (services: IServiceCollection) (audit: Audit) (cleanup: ConcurrentQueue<string>) =
         // readme: lifecycle-events
         services.AddSesame(fun options ->
-            options.Events.OnSignedIn <-
-                Func<_, _>(fun ctx ->
-                    audit.SignedIn(ctx.UserId, ctx.Handle)
-                    Task.CompletedTask)
-            options.Events.OnExpired <-
-                Func<_, _>(fun ctx ->
-                    cleanup.Enqueue ctx.SessionId
-                    Task.CompletedTask))
+            options.Events.OnSignedIn <- Func<_, _>(fun ctx -> audit.SignedIn(ctx.UserId, ctx.Handle); Task.CompletedTask)
+            options.Events.OnExpired <- Func<_, _>(fun ctx -> cleanup.Enqueue ctx.SessionId; Task.CompletedTask))
         // readme end
 
 /// README: users and their devices.
@@ -167,25 +156,27 @@ module UsersExample =
     open Sesame
 
     let signIn (userId: string) : HttpHandler =
-        fun next ctx -> task {
-            let! session = Session.loadAsync ctx
-            match! session |> Session.signInAsync userId with
-            | SignInResult.SignedIn -> return! next ctx
-            | _ -> return None // MaxSessionsPerUser reached with UserLimitPolicy.Refuse
-        }
+        fun next ctx ->
+            task {
+                let! session = Session.loadAsync ctx
+                match! session |> Session.signInAsync userId with
+                | SignInResult.SignedIn -> return! next ctx
+                | _ -> return None // MaxSessionsPerUser reached with UserLimitPolicy.Refuse
+            }
 
     let devices: HttpHandler =
-        fun next ctx -> task {
-            let! session = Session.loadAsync ctx
-            match Session.userId session with
-            | None -> return None
-            | Some user ->
-                let! sessions = Sessions.ofUserAsync user ctx // least recently used first
-                for s in sessions do
-                    // s.Handle names a session without giving its id away; s.Meta holds the device facts
-                    printfn "%s last seen %O" s.Handle s.LastSeen
-                return! next ctx
-        }
+        fun next ctx ->
+            task {
+                let! session = Session.loadAsync ctx
+                match Session.userId session with
+                | None -> return None
+                | Some user ->
+                    let! sessions = Sessions.ofUserAsync user ctx // least recently used first
+                    for s in sessions do
+                        // s.Handle names a session without giving its id away; s.Meta holds the device facts
+                        printfn "%s last seen %O" s.Handle s.LastSeen
+                    return! next ctx
+            }
     // readme end
 
 /// README: login, logout and your devices in the samples.
@@ -193,46 +184,52 @@ module SampleAccountExample =
     open Giraffe
 
     /// What the sample's formValue does: a posted field.
-    let private formValue (name: string) (ctx: HttpContext) : Task<string> = task {
-        let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
-        return string form[name]
-    }
+    let private formValue (name: string) (ctx: HttpContext) : Task<string> =
+        task {
+            let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
+            return string form[name]
+        }
 
     // readme: sample-account
     // F#: samples/Giraffe/Account.fs (formValue reads a posted field)
     let login: HttpHandler =
-        Session.handler (fun session next ctx -> task {
-            let! user = formValue "user" ctx // a real app checks a password here
-            match! Session.signInAsync user session with // new id, bound to the user, device facts recorded
-            | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
-            | _ -> return! (setStatusCode 409 >=> text "Signed in on too many devices") next ctx
-        })
+        Session.handler (fun session next ctx ->
+            task {
+                let! user = formValue "user" ctx                  // a real app checks a password here
+                match! Session.signInAsync user session with      // new id, bound to the user, device facts recorded
+                | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
+                | _ -> return! (setStatusCode 409 >=> text "Signed in on too many devices") next ctx
+            })
 
     let logout: HttpHandler =
-        Session.handler (fun session next ctx -> task {
-            do! Session.signOutAsync session // destroyed: gone from the store and the user's devices
-            return! redirectTo false "/login" next ctx
-        })
+        Session.handler (fun session next ctx ->
+            task {
+                do! Session.signOutAsync session                  // destroyed: gone from the store and the user's devices
+                return! redirectTo false "/login" next ctx
+            })
 
     // "your devices": the user's sessions with their device facts, least recently used first
-    let devices (user: string) (session: SessionHandle) (ctx: HttpContext) = task {
-        let! sessions = Sessions.ofUserAsync user ctx // s.Meta["device"]: userAgent, ip, signedIn
-        let current = SessionSummary.HandleOf session.Id // show handles, never ids
-        return sessions |> List.map (fun s -> s.Handle, s.Handle = current)
-    }
+    let devices (user: string) (session: SessionHandle) (ctx: HttpContext) =
+        task {
+            let! sessions = Sessions.ofUserAsync user ctx         // s.Meta["device"]: userAgent, ip, signedIn
+            let current = SessionSummary.HandleOf session.Id      // show handles, never ids
+            return sessions |> List.map (fun s -> s.Handle, s.Handle = current)
+        }
 
-    let endDevice (user: string) (handle: string) (session: SessionHandle) (ctx: HttpContext) = task {
-        let! _ = Sessions.endByHandleAsync user handle ctx // the "Sign out" button of another device
-        let! others = Sessions.endOthersAsync session ctx // "Sign out all other devices"
-        return others
-    }
+    let endDevice (user: string) (handle: string) (session: SessionHandle) (ctx: HttpContext) =
+        task {
+            let! _ = Sessions.endByHandleAsync user handle ctx    // the "Sign out" button of another device
+            let! others = Sessions.endOthersAsync session ctx     // "Sign out all other devices"
+            return others
+        }
     // readme end
 
     /// A login that starts clean.
-    let startClean (user: string) (session: SessionHandle) = task {
-        // readme: start-clean
-        do! Session.destroyAsync session // C#: await session.DestroyAsync();
-        let! result = Session.signInAsync user session // a new session, bound to the user, with nothing planted
-        // readme end
-        return result
-    }
+    let startClean (user: string) (session: SessionHandle) =
+        task {
+            // readme: start-clean
+            do! Session.destroyAsync session                     // C#: await session.DestroyAsync();
+            let! result = Session.signInAsync user session       // a new session, bound to the user, with nothing planted
+            // readme end
+            return result
+        }
