@@ -288,64 +288,9 @@ module internal PostgresLayout =
             | _ -> ()
         binding
 
-    /// How Sesame's Path module describes a node in a conflict, from the node's stored form.
-    let private describe (kind: string) =
-        match kind with
-        | "n" -> "is null"
-        | "t"
-        | "f" -> "is a boolean"
-        | "\"" -> "is a string"
-        | "[" -> "is an array of 0 items"
-        | "{"
-        | "O" -> "is an object"
-        | k when k.StartsWith 'A' -> $"is an array of {k.Substring 1} items"
-        | _ -> "is a number"
-
-    let private holds (kind: string) =
-        match kind with
-        | "n" -> "null"
-        | "t"
-        | "f" -> "a boolean"
-        | "\"" -> "a string"
-        | "{"
-        | "O" -> "an object"
-        | "[" -> "an array"
-        | k when k.StartsWith 'A' -> "an array"
-        | _ -> "a number"
-
     /// <summary>The conflict the database reported (update is 1-based), with the message Sesame's own apply gives.</summary>
     let conflict (updates: Update[]) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =
-        let update = updates[update - 1]
-        let path = update.Path
-        let follow (what: string) =
-            let at = SessionPath.ofSegments (List.truncate depth path.Segments)
-            let where = if at.IsRoot then "the root" else $"'{at}'"
-            PathConflictException(path, $"Cannot follow '{path}': {where} {what}.")
-        let index () =
-            match List.item depth path.Segments with
-            | Segment.Index i -> i
-            | Segment.Key _ -> -1
-        match code with
-        | "kind" ->
-            match List.item depth path.Segments with
-            | Segment.Key key -> follow $"{describe info}, not an object with key \"{key}\""
-            | Segment.Index _ -> follow $"{describe info}, not an array"
-        | "missing" -> follow $"is missing, so index {index ()} is past the end"
-        | "past" -> follow $"is an array of {info} items, so index {index ()} is past the end"
-        | "notnumber" -> PathConflictException(path, $"Cannot increment '{path}': it holds {holds info}, not a number.")
-        | "notarray" -> PathConflictException(path, $"Cannot append to '{path}': it holds {holds info}, not an array.")
-        | "overflow" ->
-            let why =
-                match update with
-                | Update.Increment(_, by) ->
-                    try
-                        JsonNumber.Add(JsonNumber.Parse info, by) |> ignore
-                        "the sum cannot be computed exactly."
-                    with e ->
-                        e.Message
-                | _ -> "the sum cannot be computed exactly."
-            PathConflictException(path, $"Cannot increment '{path}': {why}")
-        | _ -> PathConflictException(path, $"Cannot remove '{path}': an update removes object keys only; set the array without the item instead.")
+        PathConflictReport.toException updates[update - 1] code depth info
 
     /// A leaf's JSON text as a value; the common leaves without the parser.
     let private parseLeaf (text: string) : Json =
