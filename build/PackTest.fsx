@@ -105,9 +105,9 @@ var app = builder.Build();
 app.UseSesame();
 app.MapGet("/", async (HttpContext context) =>
 {
-dynamic s = await context.GetDynamicSesameAsync();
-s.times = (s.times ?? 0) + 1;
-return $"{s.times} times!";
+    dynamic s = await context.GetDynamicSesameAsync();
+    s.times = (s.times ?? 0) + 1;
+    return $"{s.times} times!";
 });
 app.Run();
 """
@@ -122,30 +122,30 @@ open Sesame
 
 [<EntryPoint>]
 let main args =
-let builder = WebApplication.CreateBuilder args
-builder.Services.AddSesame().AddMemoryStore() |> ignore
-let app = builder.Build()
-app.UseSesame() |> ignore
-app.MapGet("/", Func<HttpContext, Task<string>>(fun ctx ->
-    task {
-        let! session = Session.loadAsync ctx
-        let times = session |> Session.increment "times" 1m
-        return $"{times} times!"
-    })) |> ignore
-app.Run()
-0
+    let builder = WebApplication.CreateBuilder args
+    builder.Services.AddSesame().AddMemoryStore() |> ignore
+    let app = builder.Build()
+    app.UseSesame() |> ignore
+    app.MapGet("/", Func<HttpContext, Task<string>>(fun ctx ->
+        task {
+            let! session = Session.loadAsync ctx
+            let times = session |> Session.increment "times" 1m
+            return $"{times} times!"
+        })) |> ignore
+    app.Run()
+    0
 """
 
 let private project (package: string) (version: string) (compile: string) =
     $"""<Project Sdk="Microsoft.NET.Sdk.Web">
   <PropertyGroup>
-<TargetFramework>net10.0</TargetFramework>
-<ImplicitUsings>enable</ImplicitUsings>
-<Nullable>enable</Nullable>
+    <TargetFramework>net10.0</TargetFramework>
+    <ImplicitUsings>enable</ImplicitUsings>
+    <Nullable>enable</Nullable>
   </PropertyGroup>
   <ItemGroup>
-{compile}
-<PackageReference Include="{package}" Version="{version}" />
+    {compile}
+    <PackageReference Include="{package}" Version="{version}" />
   </ItemGroup>
 </Project>
 """
@@ -175,8 +175,8 @@ let run () =
 <configuration>
   <config><add key="globalPackagesFolder" value="{Path.Combine(temp, "packages")}" /></config>
   <packageSources>
-<add key="sesame-packtest" value="{feed}" />
-{cacheSource}
+    <add key="sesame-packtest" value="{feed}" />
+    {cacheSource}
   </packageSources>
 </configuration>
 """
