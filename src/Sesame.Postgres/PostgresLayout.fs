@@ -57,82 +57,21 @@ module internal PostgresLayout =
 
     /// Starts a key segment in a path (and an entry in an object node).
     [<Literal>]
-    let KeyMark = '\u0001'
+    let KeyMark = NodePath.KeyMark
 
     /// Starts an index segment in a path.
     [<Literal>]
-    let IndexMark = '\u0002'
+    let IndexMark = NodePath.IndexMark
 
     /// The path of the root of the facts kept beside the tree (the tree's root is the empty path).
     [<Literal>]
     let MetaRoot = "\u0004"
 
-    /// <summary>
-    /// A key as it appears in paths: unchanged, except that control characters (the marks among them), the
-    /// backslash and unpaired surrogates become <c>\xxxx</c> (four hex digits). So it holds no mark, no NUL
-    /// (which PostgreSQL text cannot hold) and is valid UTF-8 for any .NET string.
-    /// </summary>
-    let escapeKey (key: string) : string =
-        let plain (c: char) = c >= ' ' && c <> '\\' && not (Char.IsSurrogate c)
-        let mutable simple = true
-        for c in key do
-            if not (plain c) then simple <- false
-        if simple then
-            key
-        else
-            let text = StringBuilder(key.Length + 8)
-            let mutable i = 0
-            while i < key.Length do
-                let c = key[i]
-                if Char.IsHighSurrogate c && i + 1 < key.Length && Char.IsLowSurrogate key[i + 1] then
-                    text.Append(c).Append(key[i + 1]) |> ignore
-                    i <- i + 2
-                else
-                    if plain c then text.Append c |> ignore else text.Append('\\').Append((int c).ToString("x4", CultureInfo.InvariantCulture)) |> ignore
-                    i <- i + 1
-            text.ToString()
-
-    /// The inverse of escapeKey.
+    /// The key a path's segment was escaped from (NodePath.escapeKey).
     let unescapeKey (text: string) : string =
-        if text.IndexOf '\\' < 0 then
-            text
-        else
-            let key = StringBuilder(text.Length)
-            let mutable i = 0
-            while i < text.Length do
-                if text[i] = '\\' then
-                    if i + 4 >= text.Length then raise (InvalidLayout "a key has an invalid escape")
-                    match Int32.TryParse(text.AsSpan(i + 1, 4), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture) with
-                    | true, code -> key.Append(char code) |> ignore
-                    | _ -> raise (InvalidLayout "a key has an invalid escape")
-                    i <- i + 5
-                else
-                    key.Append text[i] |> ignore
-                    i <- i + 1
-            key.ToString()
-
-    /// The bytes a member with this key adds to compact JSON besides its value: "key": — counted as
-    /// Sesame's own writer writes it.
-    let keyCost (key: string) : int =
-        let mutable plain = true
-        for c in key do
-            // Printable ASCII other than the quote and the backslash is written as it is.
-            if c < ' ' || c > '~' || c = '"' || c = '\\' then plain <- false
-        if plain then
-            key.Length + 3
-        else
-            // {"key":null} is the key's escaped text plus 9 bytes, of which "": is 3.
-            int (JsonSize.utf8Length (Json.object [ key, Json.Null ]) - 6L)
-
-    let private segmentField (segment: Segment) =
-        match segment with
-        | Segment.Key key -> string KeyMark + escapeKey key
-        | Segment.Index index -> string IndexMark + index.ToString(CultureInfo.InvariantCulture)
-
-    let private segmentCost (segment: Segment) =
-        match segment with
-        | Segment.Key key -> keyCost key
-        | Segment.Index _ -> 0
+        match NodePath.tryUnescapeKey text with
+        | Some key -> key
+        | None -> raise (InvalidLayout "a key has an invalid escape")
 
     /// The exact compact JSON text of a leaf and its UTF-8 length.
     let private leafText (json: Json) : struct (string * int) =
@@ -167,15 +106,15 @@ module internal PostgresLayout =
                 let node = StringBuilder("O")
                 let mutable own = 2L + int64 (o.Count - 1)
                 for KeyValue(key, _) in o do
-                    node.Append(KeyMark).Append(escapeKey key) |> ignore
-                    own <- own + int64 (keyCost key)
+                    node.Append(KeyMark).Append(NodePath.escapeKey key) |> ignore
+                    own <- own + NodePath.keyCost key
                 paths.Add relative
                 values.Add(node.ToString())
                 bytes.Add(int own)
                 let mutable count = 1
                 let mutable size = own
                 for KeyValue(key, child) in o do
-                    let struct (n, s) = addNodes (relative + string KeyMark + escapeKey key) child
+                    let struct (n, s) = addNodes (relative + string KeyMark + NodePath.escapeKey key) child
                     count <- count + n
                     size <- size + s
                 struct (count, size)
@@ -212,8 +151,8 @@ module internal PostgresLayout =
             ops.Add(String([| tree; op |]))
             segCounts.Add path.Segments.Length
             for segment in path.Segments do
-                segs.Add(segmentField segment)
-                costs.Add(segmentCost segment)
+                segs.Add(NodePath.segmentName segment)
+                costs.Add(int (NodePath.segmentCost segment))
             match value with
             | ValueSome json ->
                 let struct (count, size) = addNodes "" json

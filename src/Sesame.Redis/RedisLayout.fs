@@ -21,13 +21,13 @@ exception internal InvalidLayout of reason: string
 [<RequireQualifiedAccess>]
 module internal RedisLayout =
 
-    /// Starts a key segment in a field name (and an entry in an object node).
+    /// Starts a key segment in a field name (and an entry in an object node): the shared node names (NodePath).
     [<Literal>]
-    let KeyMark = '\u0001'
+    let KeyMark = NodePath.KeyMark
 
     /// Starts an index segment in a field name.
     [<Literal>]
-    let IndexMark = '\u0002'
+    let IndexMark = NodePath.IndexMark
 
     /// Separates a member's key from its cost in an object node.
     [<Literal>]
@@ -87,68 +87,11 @@ module internal RedisLayout =
 
     let inline private value (text: string) = RedisValue.op_Implicit text
 
-    /// <summary>
-    /// A key as it appears in field names: unchanged, except that control characters, the
-    /// backslash and unpaired surrogates become <c>\xxxx</c> (four hex digits). So it holds no
-    /// byte the layout uses as a mark, and it is valid UTF-8 for any .NET string. Independent
-    /// of any JSON encoder, so a key's field name never changes with the runtime.
-    /// </summary>
-    let escapeKey (key: string) : string =
-        let plain (c: char) = c >= ' ' && c <> '\\' && not (Char.IsSurrogate c)
-        if key |> Seq.forall plain then
-            key
-        else
-            let text = StringBuilder(key.Length + 8)
-            let mutable i = 0
-            while i < key.Length do
-                let c = key[i]
-                if Char.IsHighSurrogate c && i + 1 < key.Length && Char.IsLowSurrogate key[i + 1] then
-                    text.Append(c).Append(key[i + 1]) |> ignore
-                    i <- i + 2
-                else
-                    if plain c then text.Append c |> ignore else text.Append('\\').Append((int c).ToString("x4", CultureInfo.InvariantCulture)) |> ignore
-                    i <- i + 1
-            text.ToString()
-
-    /// The inverse of escapeKey.
+    /// The key a field name's segment was escaped from (NodePath.escapeKey).
     let unescapeKey (text: string) : string =
-        if text.IndexOf '\\' < 0 then
-            text
-        else
-            let key = StringBuilder(text.Length)
-            let mutable i = 0
-            while i < text.Length do
-                if text[i] = '\\' then
-                    match
-                        Int32.TryParse(
-                            text.AsSpan(min (i + 1) text.Length, min 4 (text.Length - i - 1)),
-                            NumberStyles.AllowHexSpecifier,
-                            CultureInfo.InvariantCulture
-                        )
-                    with
-                    | true, code when i + 4 < text.Length -> key.Append(char code) |> ignore
-                    | _ -> raise (InvalidLayout "a key has an invalid escape")
-                    i <- i + 5
-                else
-                    key.Append text[i] |> ignore
-                    i <- i + 1
-            key.ToString()
-
-    /// The bytes a member with this key adds to compact JSON besides its value: "key": (with
-    /// Sesame's own writer, so escaping counts exactly as it will be written).
-    let keyCost (key: string) : int64 =
-        // {"key":null} is the key's escaped text plus 9 bytes, of which "": is 3.
-        JsonSize.utf8Length (Json.object [ key, Json.Null ]) - 6L
-
-    let private segmentField (segment: Segment) =
-        match segment with
-        | Segment.Key key -> string KeyMark + escapeKey key
-        | Segment.Index index -> string IndexMark + index.ToString(CultureInfo.InvariantCulture)
-
-    let private segmentCost (segment: Segment) =
-        match segment with
-        | Segment.Key key -> keyCost key
-        | Segment.Index _ -> 0L
+        match NodePath.tryUnescapeKey text with
+        | Some key -> key
+        | None -> raise (InvalidLayout "a key has an invalid escape")
 
     /// Adds the nodes of a value, their field names relative to the value's own field.
     let rec private addNodes (arguments: ResizeArray<RedisValue>) (relative: string) (json: Json) : int =
@@ -158,8 +101,8 @@ module internal RedisLayout =
             let node = StringBuilder("O")
             let mutable i = 0
             for KeyValue(key, _) in o do
-                names[i] <- escapeKey key
-                node.Append(KeyMark).Append(names[i]).Append(CostMark).Append(keyCost key) |> ignore
+                names[i] <- NodePath.escapeKey key
+                node.Append(KeyMark).Append(names[i]).Append(CostMark).Append(NodePath.keyCost key) |> ignore
                 i <- i + 1
             arguments.Add(value relative)
             arguments.Add(value (node.ToString()))
@@ -184,8 +127,8 @@ module internal RedisLayout =
     let private addPath (arguments: ResizeArray<RedisValue>) (path: SessionPath) =
         arguments.Add(RedisValue.op_Implicit (int64 path.Segments.Length))
         for segment in path.Segments do
-            arguments.Add(value (segmentField segment))
-            arguments.Add(RedisValue.op_Implicit (segmentCost segment))
+            arguments.Add(value (NodePath.segmentName segment))
+            arguments.Add(RedisValue.op_Implicit (NodePath.segmentCost segment))
 
     /// A commit's time to live in milliseconds; -1 (never expire) when it is too far away to matter.
     let ttlMilliseconds (idleTimeout: TimeSpan) : int64 =

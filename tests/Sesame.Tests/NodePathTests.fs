@@ -1,0 +1,51 @@
+module Sesame.Tests.NodePathTests
+
+open System
+open System.Text
+open Sesame
+open Sesame.Tests.Generators
+open FsCheck
+open FsCheck.FSharp
+open Expecto
+
+/// Keys a store may be asked to name: JSON strings (marks, control characters, emoji among them), and now and then
+/// one with an unpaired surrogate, which escaping must still turn into valid UTF-8.
+let private anyKey =
+    Gen.frequency [ 6, jsonString; 1, Gen.map (fun (s: string) -> s + "\ud83d") jsonString; 1, Gen.map (fun (s: string) -> "\ude00" + s) jsonString ]
+
+let private strictUtf8 = UTF8Encoding(false, true)
+
+[<Tests>]
+let tests =
+    testList "NodePath" [
+        testLaw "every key comes back from its escaped name"
+        <| fun () -> Prop.forAll (Arb.fromGen anyKey) (fun key -> NodePath.tryUnescapeKey (NodePath.escapeKey key) = Some key)
+
+        testLaw "an escaped name holds no mark, no NUL, and is valid UTF-8"
+        <| fun () ->
+            Prop.forAll (Arb.fromGen anyKey) (fun key ->
+                let name = NodePath.escapeKey key
+                name.IndexOf NodePath.KeyMark < 0
+                && name.IndexOf NodePath.IndexMark < 0
+                && name.IndexOf '\u0000' < 0
+                && (strictUtf8.GetByteCount name |> ignore
+                    true))
+
+        testLaw "a key's cost is what Sesame's writer adds for it: \"key\":"
+        <| fun () ->
+            Prop.forAll (Arb.fromGen jsonString) (fun key ->
+                // The key as the writer quotes and escapes it, and the colon.
+                NodePath.keyCost key = int64 (Encoding.UTF8.GetByteCount(Json.serialize (Json.string key)) + 1))
+
+        testCase "a name with a broken escape is no key"
+        <| fun () ->
+            for text in [ "\\"; "a\\12"; "\\zzzz"; "x\\00" ] do
+                Expect.isNone (NodePath.tryUnescapeKey text) $"'{text}' is not an escaped key"
+
+        testCase "segments are named by their mark and text"
+        <| fun () ->
+            Expect.equal (NodePath.segmentName (Segment.Key "a.b")) "\u0001a.b" "a key keeps its dots"
+            Expect.equal (NodePath.segmentName (Segment.Index 12)) "\u000212" "an index in decimal"
+            Expect.equal (NodePath.segmentCost (Segment.Key "ab")) 5L "\"ab\":"
+            Expect.equal (NodePath.segmentCost (Segment.Index 3)) 0L "an index costs nothing beside its value"
+    ]
