@@ -56,18 +56,6 @@ let private app: HttpHandler =
         }
     ]
 
-/// A temporary folder, removed when the test ends.
-type private TempDirectory(prefix: string) =
-    let directory = Directory.CreateTempSubdirectory prefix
-    member _.Info = directory
-
-    interface IDisposable with
-        member _.Dispose() =
-            try
-                directory.Delete true
-            with _ ->
-                ()
-
 /// Starts an app instance registered with AddPostgresStore on the given database and tables; its Data Protection
 /// keys live in `keys` under a fixed application name, so instances given the same folder share them.
 let private startInstance (connectionString: string) (table: string) (keys: DirectoryInfo) (logs: LogCapture) : Task<IHost> =

@@ -65,20 +65,6 @@ let private startInstance (server: Server) (configuration: string) (keys: Direct
 
 let private keysNotShared (logs: LogCapture) = logs.Entries |> List.filter (fun e -> e.EventId.Name = "DataProtectionKeysNotShared")
 
-/// A temporary folder, removed when the test ends.
-type private TempDirectory(prefix: string) =
-    let directory = Directory.CreateTempSubdirectory prefix
-    member _.Info = directory
-    member _.Path = directory.FullName
-
-    interface IDisposable with
-        member _.Dispose() =
-            try
-                directory.Delete true
-            with _ ->
-                ()
-
-
 /// Two app instances on one Redis (or one cluster), their Data Protection keys in one folder: one browser's
 /// session goes back and forth between them, and 100 concurrent increments, half on each, add up.
 let private twoInstances (configuration: string) : Task = task {
@@ -222,7 +208,7 @@ let tests =
             "through Kestrel, Redis going down mid-load gives quick 5xx answers, and once it is back every request succeeds and every acknowledged change is there"
         <| fun () -> task {
             use data = new TempDirectory "sesame-redis-aof-"
-            use redis = new RedisServer(data.Path)
+            use redis = new RedisServer(data.Info.FullName)
             // Short, but not so short that a healthy Redis misses it: on a busy two-core machine this
             // process was seen to stall every Redis call at once for up to 1.6 s now and then (with
             // Redis itself answering in milliseconds), and a 1 s timeout turned those into 500s.

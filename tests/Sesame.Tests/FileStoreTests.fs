@@ -10,19 +10,6 @@ open Microsoft.Extensions.Logging
 open Expecto
 open Sesame.Tests.StoreContract
 
-/// A directory of its own under the system temp directory, deleted with everything in it when disposed.
-type TempDirectory() =
-    let directory = IO.Path.Combine(IO.Path.GetTempPath(), "sesame-file-store-tests", Guid.NewGuid().ToString "N")
-    do IO.Directory.CreateDirectory directory |> ignore
-    member _.File(name: string) = IO.Path.Combine(directory, name)
-
-    interface IDisposable with
-        member _.Dispose() =
-            try
-                IO.Directory.Delete(directory, true)
-            with _ ->
-                ()
-
 /// One log entry a store wrote.
 type Logged = { Level: LogLevel; Event: EventId; Message: string }
 

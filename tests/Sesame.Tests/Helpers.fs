@@ -16,6 +16,26 @@ let path (text: string) = SessionPath.parse text
 /// A token for store calls in tests: cancels after a minute so a hung store fails the test instead of CI.
 let testToken () = (new CancellationTokenSource(TimeSpan.FromMinutes 1.0)).Token
 
+/// A folder of its own under the system temp folder, deleted with everything in it when disposed.
+type TempDirectory(prefix: string) =
+    let directory = IO.Directory.CreateTempSubdirectory prefix
+
+    /// A folder for the file store's tests.
+    new() = new TempDirectory("sesame-file-store-tests-")
+
+    /// The folder.
+    member _.Info = directory
+
+    /// A file's path in the folder.
+    member _.File(name: string) = IO.Path.Combine(directory.FullName, name)
+
+    interface IDisposable with
+        member _.Dispose() =
+            try
+                directory.Delete true
+            with _ ->
+                ()
+
 /// A free TCP port on loopback, for a server a test starts.
 let freePort () =
     let listener = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
