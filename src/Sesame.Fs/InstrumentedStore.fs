@@ -105,8 +105,8 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         let elapsed = seconds started
         let debug = debugging ()
         let recorded = not (isNull activity) && activity.IsAllDataRequested
-        // A walk of the whole tree: only for someone who asked.
-        let size = if not (isNull session) && (instruments.SessionSize.Enabled || recorded || debug) then JsonSize.utf8Length session.Data else 0L
+        // Known to a store that read the session's text; otherwise a walk of the tree: only for someone who asked.
+        let size = if not (isNull session) && (instruments.SessionSize.Enabled || recorded || debug) then session.SizeBytes else 0L
         if started <> 0L && instruments.LoadDuration.Enabled then
             let outcomeTag = KeyValuePair<string, obj>(TelemetryTags.Outcome, outcome)
             if isNull error then

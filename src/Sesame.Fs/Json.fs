@@ -136,6 +136,9 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
             true
 
     /// The value at the key, if any (for Sesame's own code, which matches on it).
+    /// The properties in order, for walks that must not allocate an enumerator.
+    member internal _.Properties = properties
+
     member internal this.Find(key: string) : Json voption =
         match this.IndexOf key with
         | -1 -> ValueNone

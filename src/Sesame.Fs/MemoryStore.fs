@@ -263,7 +263,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     /// The session after a change: the entry to store, or a result that stores nothing.
     let applyChange (id: string) (current: MemoryEntry) (change: SessionChange) (commit: CommitOptions) (t: int64) (node: EvictionNode) =
-        let before = if isNull current then null else StoredSession(treeOf id current, current.Meta)
+        let before = if isNull current then null else StoredSession(treeOf id current, current.Meta, int64 current.Utf8.Length)
         match change.ApplyTo before with
         | null -> Error CommitResult.ShapeChanged
         | after ->
@@ -359,7 +359,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             // A later request came back to the session: it is a returning one now.
             policy.Touch(entry.Node, true)
             try
-                Task.FromResult(StoredSession(treeOf id entry, entry.Meta))
+                Task.FromResult(StoredSession(treeOf id entry, entry.Meta, int64 entry.Utf8.Length))
             with e ->
                 Task.FromException<StoredSession>(SessionStoreException("The memory store holds a session it cannot read.", e))
 

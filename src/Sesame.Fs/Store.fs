@@ -12,11 +12,15 @@ open System.Threading.Tasks
 /// A store keeps them exactly as it keeps the tree, and changes both in one atomic commit.
 /// </remarks>
 [<Sealed; AllowNullLiteral>]
-type StoredSession(data: Json, meta: Json) =
+type StoredSession(data: Json, meta: Json, sizeBytes: int64) =
     do
         match data, meta with
         | Json.Object _, Json.Object _ -> ()
         | _ -> invalidArg "data" "A stored session's tree and facts are JSON objects."
+
+    // Counted at most once, and only when someone asks (telemetry, listings): a store that read the session's text
+    // knows it already and passes it in.
+    let mutable size = if sizeBytes >= 0L then sizeBytes else -1L
 
     /// The session's tree (a JSON object): what handlers read and change.
     member _.Data = data
@@ -24,8 +28,17 @@ type StoredSession(data: Json, meta: Json) =
     /// The facts Sesame keeps beside the tree (a JSON object, empty for a session that has none).
     member _.Meta = meta
 
+    /// <summary>The tree's size as compact UTF-8 JSON (what <c>MaxSessionBytes</c> bounds).</summary>
+    /// <remarks>Given by the store when it knows it (it read or wrote the text); otherwise counted on first use.</remarks>
+    member _.SizeBytes =
+        if size < 0L then size <- JsonSize.utf8Length data
+        size
+
+    /// <summary>A session with a tree and facts, its size to be counted when asked.</summary>
+    new(data: Json, meta: Json) = StoredSession(data, meta, -1L)
+
     /// <summary>A session with a tree and no facts.</summary>
-    new(data: Json) = StoredSession(data, Json.emptyObject)
+    new(data: Json) = StoredSession(data, Json.emptyObject, -1L)
 
 /// <summary>The facts Sesame keeps beside a session's tree: their keys in <see cref="P:Sesame.StoredSession.Meta"/>.</summary>
 [<RequireQualifiedAccess>]

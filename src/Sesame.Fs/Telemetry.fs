@@ -87,38 +87,45 @@ module internal Outcome =
         | :? OperationCanceledException -> Canceled
         | _ -> Failed
 
-/// One writer per thread that only counts the bytes of a patch's JSON (the form a persistent store writes).
+/// The size of a change as a patch's compact JSON (the form a persistent store writes), counted without writing it.
 [<Sealed; AbstractClass>]
 type internal PatchSize =
-    [<ThreadStatic; DefaultValue>]
-    static val mutable private counter: CountingBufferWriter
+    static member private DigitsOf(i: int) : int64 =
+        let mutable digits = 1L
+        let mutable rest = i / 10
+        while rest > 0 do
+            digits <- digits + 1L
+            rest <- rest / 10
+        digits
 
-    [<ThreadStatic; DefaultValue>]
-    static val mutable private writer: Utf8JsonWriter
+    static member private PathLength(path: SessionPath) : int64 =
+        let segments = path.Segments
+        let mutable total = 2L + int64 (max 0 (segments.Length - 1))
+        for segment in segments do
+            total <-
+                total
+                + match segment with
+                  | Segment.Key key -> JsonSize.stringLength key
+                  | Segment.Index i -> PatchSize.DigitsOf i
+        total
 
-    /// The bytes of the patch's compact JSON.
+    /// The bytes of the patch's compact JSON (see Patch.writeTo), counted without writing it.
     static member Utf8Length(patch: Patch) : int64 =
         if patch.IsEmpty then
             0L
         else
-            if obj.ReferenceEquals(PatchSize.counter, null) then
-                PatchSize.counter <- CountingBufferWriter()
-                PatchSize.writer <-
-                    new Utf8JsonWriter(
-                        PatchSize.counter,
-                        JsonWriterOptions(
-                            Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-                            MaxDepth = Json.MaxDepth + 3,
-                            SkipValidation = true
-                        )
-                    )
-            let counter = PatchSize.counter
-            let writer = PatchSize.writer
-            counter.Reset()
-            writer.Reset counter
-            Patch.writeTo writer patch
-            writer.Flush()
-            counter.Count
+            // The outer array's brackets and commas; each operation is an array of its name, its path and its value.
+            let mutable total = 2L - 1L
+            for update in patch.Updates do
+                let operation, value =
+                    match update with
+                    | Update.Set(_, value) -> 3L, JsonSize.utf8Length value
+                    | Update.Remove _ -> 6L, -1L
+                    | Update.Increment(_, by) -> 9L, int64 by.Text.Length
+                    | Update.Append(_, value) -> 6L, JsonSize.utf8Length value
+                // A comma before it, its brackets, its quoted name, a comma, its path, and a comma and its value.
+                total <- total + 1L + 2L + (operation + 2L) + 1L + PatchSize.PathLength update.Path + (if value < 0L then 0L else 1L + value)
+            total
 
     /// The bytes of all a change writes: its tree patch, its facts patch and its shape upgrade.
     static member Of(change: SessionChange) : int64 =

@@ -281,7 +281,7 @@ module internal RedisLayout =
 
     /// <summary>Rebuilds a session from its hash's fields and values (HGETALL's reply), checking every node.</summary>
     /// <returns>The data tree and the facts tree, or why the hash is not a valid session.</returns>
-    let rebuild (entries: RedisResult[]) : Result<struct (Json * Json), string> =
+    let rebuild (entries: RedisResult[]) : Result<struct (Json * Json * int64), string> =
         use reader = new ValueReader()
         try
             if entries.Length % 2 <> 0 then raise (InvalidLayout "the hash reply is malformed")
@@ -297,14 +297,15 @@ module internal RedisLayout =
                 | _ when field.StartsWith '#' -> ()
                 | _ -> nodes[field] <- data
             if version <> FormatVersion then raise (InvalidLayout "the hash has no Sesame format version 2")
-            match Int64.TryParse(size, NumberStyles.None, CultureInfo.InvariantCulture) with
-            | true, _ -> ()
-            | _ -> raise (InvalidLayout "the hash has no valid size")
+            let size =
+                match Int64.TryParse(size, NumberStyles.None, CultureInfo.InvariantCulture) with
+                | true, size -> size
+                | _ -> raise (InvalidLayout "the hash has no valid size")
             let visited = ref 0
             let data = buildTree reader nodes "" visited
             let facts = buildTree reader nodes FactsRoot visited
             if visited.Value <> nodes.Count then raise (InvalidLayout "the hash holds fields that are not part of the trees")
-            Ok(struct (data, facts))
+            Ok(struct (data, facts, size))
         with InvalidLayout reason ->
             Error reason
 

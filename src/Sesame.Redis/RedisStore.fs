@@ -763,7 +763,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         match Reply.text parts[0] with
         | "hash" ->
             match RedisLayout.rebuild (Reply.items parts[1]) with
-            | Ok(struct (data, facts)) -> return StoredSession(data, facts)
+            | Ok(struct (data, facts, size)) -> return StoredSession(data, facts, size)
             | Error reason -> return raise (invalid id reason)
         | "none" ->
             reportFrom id parts 1

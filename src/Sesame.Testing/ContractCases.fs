@@ -307,6 +307,9 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.stringContains text "9007199254740993" "text"
             Expect.stringContains text "1.10" "text"
             Expect.stringContains text "1e400" "text"
+            // A store that knows the session's size hands it over with the session (telemetry reads it): it must be exact.
+            let! stored = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+            Expect.equal stored.SizeBytes (JsonSize.utf8Length stored.Data) "a loaded session's size is its tree's compact JSON"
         }
 
         testCaseTask "increments are exact beyond a double's precision and keep the scale"

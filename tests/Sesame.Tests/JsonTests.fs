@@ -487,4 +487,26 @@ let tests =
             let element = Json.toJsonElement (json """{"k":"v"}""")
             GC.Collect()
             Expect.equal (element.GetProperty("k").GetString()) "v" "element.GetProperty('k').GetString()"
+
+        testLaw "the size counted without writing is the size written, escapes and non-ASCII text included"
+        <| fun () ->
+            Prop.forAll (Arb.fromGen jsonTree) (fun tree ->
+                let written = int64 (Json.toUtf8 tree).Length
+                claim (JsonSize.utf8Length tree = written) (fun () -> $"counted {JsonSize.utf8Length tree}, written {written}: {tree}"))
+
+        testLaw "a patch's size counted without writing is the size written"
+        <| fun () ->
+            Prop.forAll (Arb.fromGen updates) (fun updates ->
+                let patch = Patch.fold updates
+                let written = if patch.IsEmpty then 0L else int64 (Patch.toUtf8 patch).Length
+                claim (PatchSize.Utf8Length patch = written) (fun () -> $"counted {PatchSize.Utf8Length patch}, written {written}: {patch}"))
+
+        testCase "sizes of the strings and indexes the writer treats apart"
+        <| fun () ->
+            for text in [ ""; "plain"; "q\"uote"; "back\\slash"; "tab\tnew\nline"; "\u0001\u001f\u007f"; "日本"; "é"; "😀"; "<>&'" ] do
+                let tree = Json.object [ text, Json.String text ]
+                Expect.equal (JsonSize.utf8Length tree) (int64 (Json.toUtf8 tree).Length) $"size of {text}"
+            for index in [ 0; 9; 10; 99; 100; 123456789; Int32.MaxValue ] do
+                let patch = Patch.fold [ Update.Set(SessionPath.ofSegments [ Segment.Key "a"; Segment.Index index ], Json.Null) ]
+                Expect.equal (PatchSize.Utf8Length patch) (int64 (Patch.toUtf8 patch).Length) $"patch size at index {index}"
     ]
