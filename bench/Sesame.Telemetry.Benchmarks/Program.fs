@@ -89,10 +89,16 @@ let interleaved (rounds: int) =
                 (median wallRatios[struct (name, mode)])
                 bytes[struct (name, mode)]
 
-/// Runs the BenchmarkDotNet benchmarks (its arguments, e.g. --filter '*'), or `ab [rounds]` for the interleaved run.
+/// Runs the BenchmarkDotNet benchmarks (its arguments, e.g. --filter '*'), `ab [rounds]` for the interleaved run, or
+/// `wrk [rounds] [seconds]` for throughput over Kestrel.
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
+    | "wrk" :: rest ->
+        match rest with
+        | [ rounds; seconds ] -> KestrelRun.run (int rounds) (int seconds)
+        | [ rounds ] -> KestrelRun.run (int rounds) 3
+        | _ -> KestrelRun.run 10 3
     | "ab" :: rest ->
         interleaved (
             match rest with

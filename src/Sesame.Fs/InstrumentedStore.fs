@@ -242,16 +242,19 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
                 return! loading
             }
 
-    /// Passes on a commit or move, and records and raises what it did.
-    member private this.Write(fromId: string, id: string, isMove: bool, change: SessionChange, mustExist: bool, write: unit -> Task<CommitResult>) =
-        let started = Stopwatch.GetTimestamp()
-        let previous = Activity.Current
-        let activity = startSpan (if isMove then "sesame.session.move" else "sesame.session.commit") id
-        let writing =
-            try
-                write ()
-            with e ->
-                Task.FromException<CommitResult> e
+    /// Records and raises what a commit or move did, once its task (already started, inside its span) is known.
+    member private this.Written
+        (
+            fromId: string,
+            id: string,
+            isMove: bool,
+            change: SessionChange,
+            mustExist: bool,
+            started: int64,
+            previous: Activity,
+            activity: Activity,
+            writing: Task<CommitResult>
+        ) =
         if writing.IsCompleted then
             let result = if writing.IsCompletedSuccessfully then writing.Result else CommitResult.Committed
             let error = if writing.IsCompletedSuccessfully then null else InstrumentedStore.ErrorOf writing
@@ -277,15 +280,37 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
                 return! writing
             }
 
+    /// Whether commits and moves are timed, traced, logged or raised at all.
+    member private _.WritesWatched = hooked || instruments.WritesWatched || source.HasListeners() || debugging ()
+
+    // Commit and move call the store themselves (no closure to allocate per call), between the span's start and the
+    // record of what happened.
+
     override this.CommitAsync(id, change, options, cancellationToken) =
-        if hooked || instruments.WritesWatched || source.HasListeners() || debugging () then
-            this.Write(null, id, false, change, options.MustExist, fun () -> inner.CommitAsync(id, change, options, cancellationToken))
+        if this.WritesWatched then
+            let started = Stopwatch.GetTimestamp()
+            let previous = Activity.Current
+            let activity = startSpan "sesame.session.commit" id
+            let writing =
+                try
+                    inner.CommitAsync(id, change, options, cancellationToken)
+                with e ->
+                    Task.FromException<CommitResult> e
+            this.Written(null, id, false, change, options.MustExist, started, previous, activity, writing)
         else
             inner.CommitAsync(id, change, options, cancellationToken)
 
     override this.MoveAsync(fromId, toId, change, options, cancellationToken) =
-        if hooked || instruments.WritesWatched || source.HasListeners() || debugging () then
-            this.Write(fromId, toId, true, change, false, fun () -> inner.MoveAsync(fromId, toId, change, options, cancellationToken))
+        if this.WritesWatched then
+            let started = Stopwatch.GetTimestamp()
+            let previous = Activity.Current
+            let activity = startSpan "sesame.session.move" toId
+            let writing =
+                try
+                    inner.MoveAsync(fromId, toId, change, options, cancellationToken)
+                with e ->
+                    Task.FromException<CommitResult> e
+            this.Written(fromId, toId, true, change, false, started, previous, activity, writing)
         else
             inner.MoveAsync(fromId, toId, change, options, cancellationToken)
 

@@ -86,10 +86,24 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
 
     /// Whether the response already varies by a request header: this runs before the headers go out and again at the
     /// end when they never did, and a later scope of the same request may run it too.
+    /// Whether a Vary header value already names the header (compared in place: no split, nothing allocated).
     let variesBy (header: string) (headers: IHeaderDictionary) =
-        headers.Vary
-        |> Seq.exists (fun value ->
-            not (isNull value) && value.Split(',') |> Array.exists (fun name -> name.Trim().Equals(header, StringComparison.OrdinalIgnoreCase)))
+        let values = headers.Vary
+        let mutable found = false
+        let mutable i = 0
+        while not found && i < values.Count do
+            let mutable rest =
+                (match values[i] with
+                 | null -> String.Empty
+                 | value -> value)
+                    .AsSpan()
+            while not found && not rest.IsEmpty do
+                let comma = rest.IndexOf ','
+                let name = (if comma < 0 then rest else rest.Slice(0, comma)).Trim()
+                found <- name.Equals(header.AsSpan(), StringComparison.OrdinalIgnoreCase)
+                rest <- if comma < 0 then ReadOnlySpan.Empty else rest.Slice(comma + 1)
+            i <- i + 1
+        found
 
     let preventCaching () =
         if handle.WasTouched && runtime.Options.NoCacheHeaders && not context.Response.HasStarted then

@@ -10,6 +10,7 @@ open Microsoft.AspNetCore.TestHost
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.Hosting
 open Microsoft.Extensions.Logging
+open Microsoft.Extensions.Primitives
 open Expecto
 open Sesame
 open Sesame.Samples.Giraffe.GiraffeShape
@@ -191,6 +192,23 @@ let tests =
                 Expect.equal (int response.StatusCode) status url
                 let vary = response.Headers.Vary |> List.ofSeq
                 Expect.equal vary [ "Cookie" ] $"{url}: Vary names Cookie once"
+        }
+
+        testCaseTask "Vary keeps what the app set, and names Cookie unless the app already did"
+        <| fun () -> task {
+            let varying (vary: string) : HttpHandler =
+                Session.handler (fun s ->
+                    s |> Session.set "touched" true
+                    fun next ctx ->
+                        ctx.Response.Headers.Vary <- StringValues vary
+                        text "ok" next ctx)
+            use! host =
+                serve (ObservedStore()) (choose [ route "/named" >=> varying "Accept-Encoding, cookie"; route "/other" >=> varying "Accept-Encoding,Origin" ])
+            let browser = Browser host
+            let! named, _ = browser.GetAsync "/named"
+            Expect.equal (named.Headers.Vary |> List.ofSeq) [ "Accept-Encoding"; "cookie" ] "Cookie named by the app, in any case: not added again"
+            let! other, _ = browser.GetAsync "/other"
+            Expect.equal (other.Headers.Vary |> List.ofSeq) [ "Accept-Encoding"; "Origin"; "Cookie" ] "Cookie added to the app's names"
         }
 
         testCaseTask "a failing store gives a 500 and the app's logger sees the error"
