@@ -168,6 +168,7 @@ type FileFloor(path: string) =
     let mutable buffer: byte[] = Array.zeroCreate 65536
     let mutable batches = 0L
     let mutable records = 0L
+    let mutable fsyncTicks = 0L
 
     do
         // The file store's header: magic and format version.
@@ -190,10 +191,12 @@ type FileFloor(path: string) =
         try
             RandomAccess.Write(handle, ReadOnlySpan(buffer, 0, bytes), length)
             length <- length + int64 bytes
+            let started = Stopwatch.GetTimestamp()
             RandomAccess.FlushToDisk handle
+            Volatile.Write(&fsyncTicks, fsyncTicks + (Stopwatch.GetTimestamp() - started))
             durableLength <- length
-            batches <- batches + 1L
-            records <- records + int64 batch.Count
+            Volatile.Write(&batches, batches + 1L)
+            Volatile.Write(&records, records + int64 batch.Count)
             for struct (_, flushed) in batch do
                 flushed.TrySetResult() |> ignore
         with e ->
@@ -230,15 +233,15 @@ type FileFloor(path: string) =
                 if queue.Count = 1 then Monitor.Pulse queueLock)
         flushed.Task
 
-    /// Records written and fsyncs made so far.
-    member _.Counts = struct (Volatile.Read &records, Volatile.Read &batches)
+    /// Records written, fsyncs made and the time spent in them (µs) so far.
+    member _.Counts = struct (Volatile.Read &records, Volatile.Read &batches, int64 (Stopwatch.GetElapsedTime(0L, Volatile.Read &fsyncTicks).TotalMicroseconds))
 
     /// /counter: increment the counter of the session named by the cookie (a new session when there is none, then
     /// setting the cookie), append its record and answer once it is flushed.
     member this.HandleAsync(ctx: HttpContext) : Task =
         if ctx.Request.Path.Value = "/stats" then
-            let struct (records, batches) = this.Counts
-            ctx.Response.WriteAsync $"{records} {batches}"
+            let struct (records, batches, fsyncUs) = this.Counts
+            ctx.Response.WriteAsync $"{records} {batches} {fsyncUs}"
         elif ctx.Request.Path.Value <> "/counter" then
             ctx.Response.StatusCode <- 404
             Task.CompletedTask

@@ -89,11 +89,18 @@ let private runAll (args: string[]) =
     let fileDir = Path.Combine(Path.GetTempPath(), $"sesame-loadtest-{Environment.ProcessId}")
     Directory.CreateDirectory fileDir |> ignore
     // What bounds the file floor: one fsync per batch of concurrent commits. Measured on the disk the files are on,
-    // before the app starts: appends of one counter record, each flushed on its own.
-    let fsync =
+    // with the app idle, before and after the rows: appends of one counter record, each flushed on its own.
+    let measureFsync (moment: string) =
         let latencies = Floors.fsyncLatencies fileDir 200 101
-        { Report.MedianMs = latencies[latencies.Length / 2]; Report.P99Ms = latencies[latencies.Length * 99 / 100]; Report.Count = latencies.Length }
-    printfn "fsync of a 101-byte append on %s: median %.2f ms, p99 %.2f ms (%d fsyncs)" fileDir fsync.MedianMs fsync.P99Ms fsync.Count
+        let fsync = {
+            Report.When = moment
+            Report.MedianMs = latencies[latencies.Length / 2]
+            Report.P99Ms = latencies[latencies.Length * 99 / 100]
+            Report.Count = latencies.Length
+        }
+        printfn "fsync of a 101-byte append on %s, %s: median %.2f ms, p99 %.2f ms (%d fsyncs)" fileDir moment fsync.MedianMs fsync.P99Ms fsync.Count
+        fsync
+    let fsyncBefore = measureFsync "before the rows"
     let port = Machine.freePort ()
     let baseUrl = $"http://127.0.0.1:{port}"
     let sessionFile = Path.Combine(fileDir, "sessions.db")
@@ -120,11 +127,12 @@ let private runAll (args: string[]) =
                 m.AppCpuUs
                 m.RedisCpuUs
                 m.Errors
-        // The file floor's records and fsyncs so far: how many requests share an fsync.
+        // The file floor's records, fsyncs and µs spent in them so far: how many requests share an fsync, and how
+        // long an fsync takes under the row's load.
         let fileFloorCounts () =
             let text = LostUpdates.text(baseUrl + "/floor/file/stats").GetAwaiter().GetResult()
-            match text.Split(' ') with
-            | [| records; batches |] -> int64 records, int64 batches
+            match text.Split(' ') |> Array.map int64 with
+            | [| records; batches; fsyncUs |] -> records, batches, fsyncUs
             | _ -> failwith $"/floor/file/stats answered '{text}'."
         let plainName, _, plainRoute, _ = List.head scenarios
         let others = List.tail scenarios
@@ -144,14 +152,16 @@ let private runAll (args: string[]) =
                         // evicts the sessions left idle meanwhile, such as an earlier row's.
                         let cookie = cookieFrom |> Option.map (fun first -> (LostUpdates.startSession (baseUrl + first)).GetAwaiter().GetResult())
                         let fileFloor = route.StartsWith "/floor/file/"
-                        let before = if fileFloor then fileFloorCounts () else (0L, 0L)
+                        let before = if fileFloor then fileFloorCounts () else (0L, 0L, 0L)
                         let measured = Wrk.measure (if round = 1 then load else { load with WarmUp = TimeSpan.Zero }) cpu redisCpu (baseUrl + route) cookie
                         show name measured
                         let perFsync =
                             if fileFloor then
-                                let records, batches = fileFloorCounts ()
-                                let perFsync = float (records - fst before) / float (max 1L (batches - snd before))
-                                printfn "  %-30s %10.1f requests per fsync" "" perFsync
+                                let records0, batches0, fsyncUs0 = before
+                                let records, batches, fsyncUs = fileFloorCounts ()
+                                let fsyncs = float (max 1L (batches - batches0))
+                                let perFsync = float (records - records0) / fsyncs, float (fsyncUs - fsyncUs0) / fsyncs / 1000.0
+                                printfn "  %-30s %10.1f requests per fsync, %.2f ms per fsync" "" (fst perFsync) (snd perFsync)
                                 Some perFsync
                             else
                                 None
@@ -206,10 +216,10 @@ let private runAll (args: string[]) =
                                     let _, floor, _ = round[j]
                                     store.RequestsPerSecond / floor.RequestsPerSecond
                             ]
-                        Report.RequestsPerFsync =
+                        Report.Fsyncs =
                             match [ for round in pairs -> let _, _, perFsync = round[j] in perFsync ] |> List.choose id with
                             | [] -> None
-                            | counts -> Some(median counts)
+                            | counts -> Some(median (List.map fst counts), median (List.map snd counts))
                     }
                 | _ -> ()
         ]
@@ -239,10 +249,11 @@ let private runAll (args: string[]) =
                         name, instant, slow
                 ]
         rows, comparisons, lostUpdates
+    let fsyncAfter = measureFsync "after the rows"
     Directory.Delete(fileDir, true)
     Wrk.cleanUp ()
 
-    let floorText = Report.floorText machine load fsync rows comparisons
+    let floorText = Report.floorText machine load [ fsyncBefore; fsyncAfter ] rows comparisons
     if partial then
         printfn ""
         printfn "%s" (Report.table rows)

@@ -16,7 +16,7 @@ type Row = {
 }
 
 /// One fsync's latency on the disk the file store and its floor write to.
-type Fsync = { MedianMs: float; P99Ms: float; Count: int }
+type Fsync = { When: string; MedianMs: float; P99Ms: float; Count: int }
 
 /// A store row against its floor (the same store work without Sesame, Floors.fs).
 type Comparison = {
@@ -24,8 +24,9 @@ type Comparison = {
     Floor: Row
     /// The median over the rounds of the store row's requests/s over its floor's.
     OverFloor: float
-    /// For a file floor: how many requests shared an fsync (the median over the rounds).
-    RequestsPerFsync: float option
+    /// For a file floor: how many requests shared an fsync, and how long an fsync took in ms, under the row's load
+    /// (each the median over the rounds).
+    Fsyncs: (float * float) option
 }
 
 let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
@@ -44,7 +45,7 @@ let table (rows: Row list) =
     text.ToString()
 
 /// The floors' section: each store row over its floor, and what bounds the floors.
-let floorText (machine: Machine.Description) (load: Wrk.Load) (fsync: Fsync) (rows: Row list) (comparisons: Comparison list) =
+let floorText (machine: Machine.Description) (load: Wrk.Load) (fsyncs: Fsync list) (rows: Row list) (comparisons: Comparison list) =
     let text = StringBuilder()
     let line (s: string) = text.AppendLine s |> ignore
     line "A floor does a store row's work without Sesame, in the same app (`bench/Sesame.LoadTest/Floors.fs`): for Redis"
@@ -67,17 +68,16 @@ let floorText (machine: Machine.Description) (load: Wrk.Load) (fsync: Fsync) (ro
             $"""| `{c.Store.Name}` | `{c.Floor.Name}` | **{inv "F2" c.OverFloor}** | {inv "N0" s.RequestsPerSecond} / {inv "N0" f.RequestsPerSecond} | {inv "F1" s.AppCpuUs} / {inv "F1" f.AppCpuUs} | {redis} | {inv "F2" s.P99Ms} / {inv "F2" f.P99Ms} |"""
     line ""
     line "What bounds the floors:"
-    let bound = float load.Connections / fsync.MedianMs * 1000.0
-    let batched =
-        comparisons
-        |> List.choose (fun c ->
-            c.RequestsPerFsync
-            |> Option.map (fun n ->
-                $"""{inv "F1" n} in `{c.Floor.Name}` (so about {inv "N0" (n / fsync.MedianMs * 1000.0)} requests/s at the idle fsync latency; measured {inv "N0" c.Floor.Measured.RequestsPerSecond})"""))
-        |> String.concat ", "
+    let idle =
+        fsyncs |> List.map (fun f -> $"""{inv "F2" f.MedianMs} ms {f.When} (median; p99 {inv "F2" f.P99Ms} ms; {f.Count} fsyncs)""") |> String.concat ", "
     line
-        $"""- **fsync latency** (file): every commit waits for an fsync. On this disk one fsync of a 101-byte append takes {inv "F2" fsync.MedianMs} ms (median; p99 {inv "F2" fsync.P99Ms} ms; {fsync.Count} fsyncs, measured before the rows with the app idle). Group commit shares an fsync among the requests waiting for it, at most the {load.Connections} that wrk's connections keep in flight: {load.Connections} ÷ {inv "F2" fsync.MedianMs} ms ≈ {inv "N0" bound} requests/s if every request caught the next fsync. A request that comes while an fsync is under way waits for it to end and then for its own, so a batch holds fewer than {load.Connections}."""
-    if batched <> "" then line $"""  Requests per fsync (median over the rounds): {batched}."""
+        $"""- **fsync latency** (file): every commit waits for an fsync. On this disk one fsync of a 101-byte append, with the app idle, took {idle}. Group commit shares an fsync among the requests waiting for it, at most the {load.Connections} that wrk's connections keep in flight; one that comes while an fsync is under way waits for it to end and then for its own. So a file floor's requests/s is about its requests per fsync ÷ the fsync's latency under load:"""
+    for c in comparisons do
+        match c.Fsyncs with
+        | Some(perFsync, ms) ->
+            line
+                $"""  `{c.Floor.Name}` {inv "F1" perFsync} requests per fsync, {inv "F2" ms} ms per fsync (medians over the rounds): ≈ {inv "N0" (perFsync / ms * 1000.0)} requests/s; measured {inv "N0" c.Floor.Measured.RequestsPerSecond} (fastest run)."""
+        | None -> ()
     let plain = rows |> List.tryFind (fun r -> r.Name = "plain")
     let cpuShares =
         match plain with
