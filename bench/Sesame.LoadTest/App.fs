@@ -7,6 +7,7 @@
 ///   /value        the counter's value (for the lost-update check)
 ///   /key?k=NAME   set one key of its own (for the lost-update check)
 ///   /keys         how many keys /key has set
+/// The floors (Floors.fs, under /floor/redis and /floor/file) answer /counter only.
 /// With ?work=MS a route waits that long after changing the session, before answering (a stand-in for
 /// a database call), so that concurrent requests of one session overlap.
 module Sesame.LoadTest.App
@@ -147,6 +148,9 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
             loggerFactory.CreateLogger "PostgresStore"
         )
     postgres.EnsureSchemaAsync(Threading.CancellationToken.None).GetAwaiter().GetResult()
+    let redisFloor = (Floors.RedisFloor.ConnectAsync $"127.0.0.1:{redisPort}").Result
+    // On the same disk as the file store's file, in a file of its own.
+    let fileFloor = new Floors.FileFloor(IO.Path.Combine(IO.Path.GetDirectoryName filePath, "floor.db"))
     let branch (prefix: string) (configure: IApplicationBuilder -> unit) = app.Map(PathString prefix, Action<IApplicationBuilder> configure) |> ignore
     branch "/plain" (fun b -> b.Run(fun ctx -> reply ctx "ok"))
     branch "/aspnet" (fun b -> b.UseSession().Run(RequestDelegate aspNetCoreSession))
@@ -154,8 +158,12 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     branch "/file" (fun b -> b.Use(sesameOver file loggerFactory).Run(RequestDelegate sesame))
     branch "/redis" (fun b -> b.Use(sesameOver redis loggerFactory).Run(RequestDelegate sesame))
     branch "/postgres" (fun b -> b.Use(sesameOver postgres loggerFactory).Run(RequestDelegate sesame))
+    branch "/floor/redis" (fun b -> b.Run(RequestDelegate redisFloor.HandleAsync))
+    branch "/floor/file" (fun b -> b.Run(RequestDelegate fileFloor.HandleAsync))
     app.Lifetime.ApplicationStarted.Register(fun () -> Console.WriteLine "READY") |> ignore
     app.Run()
     (file :> IDisposable).Dispose()
     (redis :> IDisposable).Dispose()
     (postgres :> IDisposable).Dispose()
+    (redisFloor :> IDisposable).Dispose()
+    (fileFloor :> IDisposable).Dispose()

@@ -29,6 +29,12 @@ let private get (url: string) (cookie: string option) = task {
     return response, body
 }
 
+/// The body of a GET without a cookie (the app's own counters, such as the file floor's /stats).
+let text (url: string) = task {
+    let! _, body = get url None
+    return body
+}
+
 /// Starts a session with a first request and gives its cookie.
 let startSession (url: string) = task {
     let! response, _ = get url None

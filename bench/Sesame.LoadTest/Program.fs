@@ -1,6 +1,6 @@
-/// Sesame's load test, in one run: no session, ASP.NET Core Session and Sesame on every store,
-/// driven by wrk; the lost-update check; the memory store's heap use. Writes docs/performance.md
-/// and docs/performance.svg and prints the table.
+/// Sesame's load test, in one run: no session, ASP.NET Core Session, Sesame on every store and each
+/// store's floor (its work without Sesame, Floors.fs), driven by wrk; the lost-update check; the memory
+/// store's heap use. Writes docs/performance.md and docs/performance.svg and prints the table.
 ///
 ///   dotnet run -c Release --project bench/Sesame.LoadTest [-- --duration 3 --warmup 3 --rounds 5 --threads 2 --connections 32 --only NAME]
 module Sesame.LoadTest.Program
@@ -25,12 +25,37 @@ let private scenarios =
         "memory untouched", "Sesame middleware, a handler that ignores the session, shared cookie", "/memory/untouched", from "/memory/counter"
         "memory counter, new session", "Sesame memory store: counter, no cookie (a new session per request)", "/memory/counter", None
         "file counter", "Sesame file store: counter, shared cookie", "/file/counter", from "/file/counter"
+        "file floor",
+        "No Sesame, the file store's work: per request the store's counter record (the same 101 bytes) appended to a file of its own with group-committed fsync (concurrent requests share one), the counter in a ConcurrentDictionary; shared cookie",
+        "/floor/file/counter",
+        from "/floor/file/counter"
         "file counter, new session", "Sesame file store: counter, no cookie (a new session per request)", "/file/counter", None
+        "file floor, new session",
+        "No Sesame, the file store's work: per request a new random id in a plain cookie (Sesame's is protected with Data Protection) and the store's new-session record (the same 134 bytes), group-committed fsync",
+        "/floor/file/counter",
+        None
         "redis counter", "Sesame Redis store: counter, shared cookie", "/redis/counter", from "/redis/counter"
+        "redis floor",
+        "No Sesame, the Redis store's round trips: per request 2 EVALSHA (load: HGETALL + PEXPIRE; commit: HINCRBY + PEXPIRE) on one ConnectionMultiplexer with the store's options; shared cookie",
+        "/floor/redis/counter",
+        from "/floor/redis/counter"
         "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None
+        "redis floor, new session",
+        "No Sesame, the Redis store's round trips: per request 1 EVALSHA (the commit script, creating the hash) and a new random id in a plain cookie (Sesame's is protected with Data Protection)",
+        "/floor/redis/counter",
+        None
         "postgres counter", "Sesame PostgreSQL store: counter, shared cookie", "/postgres/counter", from "/postgres/counter"
         "postgres counter, new session", "Sesame PostgreSQL store: counter, no cookie (a new session per request)", "/postgres/counter", None
     ]
+
+/// Each store row and its floor (Floors.fs): the same store work without Sesame. A floor row comes right after its
+/// store row in every round.
+let private floors = [
+    "file counter", "file floor"
+    "file counter, new session", "file floor, new session"
+    "redis counter", "redis floor"
+    "redis counter, new session", "redis floor, new session"
+]
 
 let private option (args: string[]) (name: string) (fallback: int) =
     match Array.tryFindIndex ((=) name) args with
@@ -63,10 +88,23 @@ let private runAll (args: string[]) =
     use postgres = new Sesame.Postgres.Tests.PostgresServer.PostgresServer([ "fsync", "on" ])
     let fileDir = Path.Combine(Path.GetTempPath(), $"sesame-loadtest-{Environment.ProcessId}")
     Directory.CreateDirectory fileDir |> ignore
+    // What bounds the file floor: one fsync per batch of concurrent commits. Measured on the disk the files are on,
+    // with the app idle, before and after the rows: appends of one counter record, each flushed on its own.
+    let measureFsync (moment: string) =
+        let latencies = Floors.fsyncLatencies fileDir 200 101
+        let fsync = {
+            Report.When = moment
+            Report.MedianMs = latencies[latencies.Length / 2]
+            Report.P99Ms = latencies[latencies.Length * 99 / 100]
+            Report.Count = latencies.Length
+        }
+        printfn "fsync of a 101-byte append on %s, %s: median %.2f ms, p99 %.2f ms (%d fsyncs)" fileDir moment fsync.MedianMs fsync.P99Ms fsync.Count
+        fsync
+    let fsyncBefore = measureFsync "before the rows"
     let port = Machine.freePort ()
     let baseUrl = $"http://127.0.0.1:{port}"
     let sessionFile = Path.Combine(fileDir, "sessions.db")
-    let rows, lostUpdates =
+    let rows, comparisons, lostUpdates =
         let exe, exeArgs = Machine.selfCommand $"serve {port} {redisPort} \"{sessionFile}\" {postgres.Port}"
         use app = new Machine.Child(exe, exeArgs, "app", true)
         app.WaitReady(TimeSpan.FromSeconds 60.0)
@@ -79,28 +117,55 @@ let private runAll (args: string[]) =
             (int load.Duration.TotalSeconds)
             (int load.WarmUp.TotalSeconds)
         let cpu () = Machine.cpuTime app.Process.Id
+        let redisCpu () = Machine.cpuTime redis.Process.Id
         let show (name: string) (m: Wrk.Measured) =
-            printfn "  %-30s %10.0f req/s  p99 %7.2f ms  app CPU %5.1f µs/req  errors %d" name m.RequestsPerSecond m.P99Ms m.AppCpuUs m.Errors
+            printfn
+                "  %-30s %10.0f req/s  p99 %7.2f ms  app CPU %5.1f µs/req  redis CPU %5.1f µs/req  errors %d"
+                name
+                m.RequestsPerSecond
+                m.P99Ms
+                m.AppCpuUs
+                m.RedisCpuUs
+                m.Errors
+        // The file floor's records, fsyncs and µs spent in them so far: how many requests share an fsync, and how
+        // long an fsync takes under the row's load.
+        let fileFloorCounts () =
+            let text = LostUpdates.text(baseUrl + "/floor/file/stats").GetAwaiter().GetResult()
+            match text.Split(' ') |> Array.map int64 with
+            | [| records; batches; fsyncUs |] -> records, batches, fsyncUs
+            | _ -> failwith $"/floor/file/stats answered '{text}'."
         let plainName, _, plainRoute, _ = List.head scenarios
         let others = List.tail scenarios
         // Each row runs right after a run of plain, and its ratio is taken to that run: the load other
         // processes put on the machine drifts, and a pair shares it. Rounds go over every row in turn and
         // each row reports the median of its pairs' ratios, and its fastest run. Only the first round warms up.
-        Wrk.measure load cpu (baseUrl + plainRoute) None |> ignore
+        Wrk.measure load cpu redisCpu (baseUrl + plainRoute) None |> ignore
         let pairs = [
             for round in 1..rounds ->
                 printfn "Round %d of %d:" round rounds
                 [
                     for name, _, route, cookieFrom in others do
-                        let plain = Wrk.measure { load with WarmUp = TimeSpan.Zero } cpu (baseUrl + plainRoute) None
+                        let plain = Wrk.measure { load with WarmUp = TimeSpan.Zero } cpu redisCpu (baseUrl + plainRoute) None
                         show plainName plain
                         // The shared cookie comes from a first request, as a browser's would, made just before
                         // the row runs: a new-session row fills the memory store to its bound, which rightly
                         // evicts the sessions left idle meanwhile, such as an earlier row's.
                         let cookie = cookieFrom |> Option.map (fun first -> (LostUpdates.startSession (baseUrl + first)).GetAwaiter().GetResult())
-                        let measured = Wrk.measure (if round = 1 then load else { load with WarmUp = TimeSpan.Zero }) cpu (baseUrl + route) cookie
+                        let fileFloor = route.StartsWith "/floor/file/"
+                        let before = if fileFloor then fileFloorCounts () else (0L, 0L, 0L)
+                        let measured = Wrk.measure (if round = 1 then load else { load with WarmUp = TimeSpan.Zero }) cpu redisCpu (baseUrl + route) cookie
                         show name measured
-                        plain, measured
+                        let perFsync =
+                            if fileFloor then
+                                let records0, batches0, fsyncUs0 = before
+                                let records, batches, fsyncUs = fileFloorCounts ()
+                                let fsyncs = float (max 1L (batches - batches0))
+                                let perFsync = float (records - records0) / fsyncs, float (fsyncUs - fsyncUs0) / fsyncs / 1000.0
+                                printfn "  %-30s %10.1f requests per fsync, %.2f ms per fsync" "" (fst perFsync) (snd perFsync)
+                                Some perFsync
+                            else
+                                None
+                        plain, measured, perFsync
                 ]
         ]
         let median (values: float list) =
@@ -118,7 +183,7 @@ let private runAll (args: string[]) =
                 Report.Measured =
                     best [
                         for round in pairs do
-                            for plain, _ in round -> plain
+                            for plain, _, _ in round -> plain
                     ]
                 Report.Ratio = 1.0
             }
@@ -130,10 +195,34 @@ let private runAll (args: string[]) =
                     {
                         Report.Name = name
                         Report.Description = description
-                        Report.Measured = best (List.map snd runs)
-                        Report.Ratio = median [ for plain, measured in runs -> measured.RequestsPerSecond / plain.RequestsPerSecond ]
+                        Report.Measured = best [ for _, measured, _ in runs -> measured ]
+                        Report.Ratio = median [ for plain, measured, _ in runs -> measured.RequestsPerSecond / plain.RequestsPerSecond ]
                     }
             ]
+        // Each store row over its floor, round by round (the floor runs right after the row), and the median.
+        let comparisons = [
+            let indexOf name = others |> List.tryFindIndex (fun (n, _, _, _) -> n = name)
+            for storeName, floorName in floors do
+                match indexOf storeName, indexOf floorName with
+                | Some i, Some j ->
+                    let row name = rows |> List.find (fun (r: Report.Row) -> r.Name = name)
+                    {
+                        Report.Store = row storeName
+                        Report.Floor = row floorName
+                        Report.OverFloor =
+                            median [
+                                for round in pairs ->
+                                    let _, store, _ = round[i]
+                                    let _, floor, _ = round[j]
+                                    store.RequestsPerSecond / floor.RequestsPerSecond
+                            ]
+                        Report.Fsyncs =
+                            match [ for round in pairs -> let _, _, perFsync = round[j] in perFsync ] |> List.choose id with
+                            | [] -> None
+                            | counts -> Some(median (List.map fst counts), median (List.map snd counts))
+                    }
+                | _ -> ()
+        ]
         let lostUpdates =
             if partial then
                 []
@@ -159,13 +248,16 @@ let private runAll (args: string[]) =
                             slow.Keys
                         name, instant, slow
                 ]
-        rows, lostUpdates
+        rows, comparisons, lostUpdates
+    let fsyncAfter = measureFsync "after the rows"
     Directory.Delete(fileDir, true)
     Wrk.cleanUp ()
 
+    let floorText = Report.floorText machine load [ fsyncBefore; fsyncAfter ] rows comparisons
     if partial then
         printfn ""
         printfn "%s" (Report.table rows)
+        printfn "%s" floorText
     else
         printfn "Memory store heap use (a process of its own):"
         let memory =
@@ -182,11 +274,12 @@ let private runAll (args: string[]) =
         Directory.CreateDirectory docs |> ignore
         let performance = Path.Combine(docs, "performance.md")
         let previous = if File.Exists performance then File.ReadAllText performance else ""
-        File.WriteAllText(performance, Report.keepFloodSection previous (Report.markdown machine load rounds command rows lostUpdates memory))
+        File.WriteAllText(performance, Report.keepFloodSection previous (Report.markdown machine load rounds command rows floorText lostUpdates memory))
         let subtitle = $"{machine.Cores} cores, {machine.Cpu}; {machine.Runtime}; wrk -t{load.Threads} -c{load.Connections} -d{int load.Duration.TotalSeconds}s"
         File.WriteAllText(Path.Combine(docs, "performance.svg"), Report.svg rows subtitle)
         printfn ""
         printfn "%s" (Report.table rows)
+        printfn "%s" floorText
         printfn "%s" (Report.lostUpdateTable lostUpdates)
         printfn "Wrote %s and performance.svg" (Path.Combine(docs, "performance.md"))
     let failedRows = rows |> List.filter (fun r -> r.Measured.Errors > 0L)

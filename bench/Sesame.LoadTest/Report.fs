@@ -15,6 +15,20 @@ type Row = {
     Ratio: float
 }
 
+/// One fsync's latency on the disk the file store and its floor write to.
+type Fsync = { When: string; MedianMs: float; P99Ms: float; Count: int }
+
+/// A store row against its floor (the same store work without Sesame, Floors.fs).
+type Comparison = {
+    Store: Row
+    Floor: Row
+    /// The median over the rounds of the store row's requests/s over its floor's.
+    OverFloor: float
+    /// For a file floor: how many requests shared an fsync, and how long an fsync took in ms, under the row's load
+    /// (each the median over the rounds).
+    Fsyncs: (float * float) option
+}
+
 let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
 
 /// The table as Markdown (also printed to the console as is).
@@ -28,6 +42,56 @@ let table (rows: Row list) =
             $"""| `{row.Name}` | {row.Description} | {inv "N0" m.RequestsPerSecond} | {inv "F2" m.P50Ms} | {inv "F2" m.P99Ms} | {inv "F2" row.Ratio} | {inv "F1" m.AppCpuUs} | {m.Errors} |"""
         )
         |> ignore
+    text.ToString()
+
+/// The floors' section: each store row over its floor, and what bounds the floors.
+let floorText (machine: Machine.Description) (load: Wrk.Load) (fsyncs: Fsync list) (rows: Row list) (comparisons: Comparison list) =
+    let text = StringBuilder()
+    let line (s: string) = text.AppendLine s |> ignore
+    line "A floor does a store row's work without Sesame, in the same app (`bench/Sesame.LoadTest/Floors.fs`): for Redis"
+    line "the same round trips as the Redis store (per shared-cookie request one script call, EVALSHA, to load and one to"
+    line "commit; per new session the commit alone) on one `ConnectionMultiplexer` opened with the store's options; for the"
+    line "file store the same durable appends (a record of the same bytes per request, group-committed: one write and one"
+    line "fsync for whatever is queued), the counter in a `ConcurrentDictionary`. A floor's session cookie is a plain random"
+    line "id; Sesame's is protected with Data Protection, which the new-session rows pay for once per request."
+    line "\"Sesame ÷ floor\" is the median over the rounds of the store row's requests/s over its floor's, the floor run right"
+    line "after the row. Goal: at least 0.85. CPU per request comes from each row's fastest run: the app's, and"
+    line "redis-server's (it shares the cores), so the difference is what Sesame adds to each."
+    line ""
+    line
+        "| Store row | Its floor | Sesame ÷ floor | Requests/s, Sesame / floor | App CPU µs/request, Sesame / floor | Redis CPU µs/request, Sesame / floor | p99 ms, Sesame / floor |"
+    line "|---|---|---:|---:|---:|---:|---:|"
+    for c in comparisons do
+        let s, f = c.Store.Measured, c.Floor.Measured
+        let redis = if c.Store.Name.StartsWith "redis" then $"""{inv "F1" s.RedisCpuUs} / {inv "F1" f.RedisCpuUs}""" else "–"
+        line
+            $"""| `{c.Store.Name}` | `{c.Floor.Name}` | **{inv "F2" c.OverFloor}** | {inv "N0" s.RequestsPerSecond} / {inv "N0" f.RequestsPerSecond} | {inv "F1" s.AppCpuUs} / {inv "F1" f.AppCpuUs} | {redis} | {inv "F2" s.P99Ms} / {inv "F2" f.P99Ms} |"""
+    line ""
+    line "What bounds the floors:"
+    let idle =
+        fsyncs |> List.map (fun f -> $"""{inv "F2" f.MedianMs} ms {f.When} (median; p99 {inv "F2" f.P99Ms} ms; {f.Count} fsyncs)""") |> String.concat ", "
+    line
+        $"""- **fsync latency** (file): every commit waits for an fsync. On this disk one fsync of a 101-byte append, with the app idle, took {idle}. Group commit shares an fsync among the requests waiting for it, at most the {load.Connections} that wrk's connections keep in flight; one that comes while an fsync is under way waits for it to end and then for its own. So a file floor's requests/s is about its requests per fsync ÷ the fsync's latency under load:"""
+    for c in comparisons do
+        match c.Fsyncs with
+        | Some(perFsync, ms) ->
+            line
+                $"""  `{c.Floor.Name}` {inv "F1" perFsync} requests per fsync, {inv "F2" ms} ms per fsync (medians over the rounds): ≈ {inv "N0" (perFsync / ms * 1000.0)} requests/s; measured {inv "N0" c.Floor.Measured.RequestsPerSecond} (fastest run)."""
+        | None -> ()
+    let plain = rows |> List.tryFind (fun r -> r.Name = "plain")
+    let cpuShares =
+        match plain with
+        | None -> ""
+        | Some plain ->
+            comparisons
+            |> List.filter (fun c -> c.Floor.Name.StartsWith "redis")
+            |> List.map (fun c ->
+                let f = c.Floor.Measured
+                let total = f.AppCpuUs + f.RedisCpuUs
+                $"""`{c.Floor.Name}` {inv "F1" total} µs (plain's {inv "F1" plain.Measured.AppCpuUs} µs ÷ that = {inv "F2" (plain.Measured.AppCpuUs / total)}; measured × plain {inv "F2" c.Floor.Ratio})""")
+            |> String.concat ", "
+    line
+        $"""- **Redis on the same {machine.Cores} cores** (Redis): redis-server, the app and wrk share the machine's {machine.Cores} cores, so every µs Redis spends on a request is taken from the app: with the cores busy, throughput follows the CPU all of them spend per request rather than the loopback round trips.{(if cpuShares = "" then "" else " App + Redis CPU per request: " + cpuShares + " (wrk's own CPU per request, the same in every row, is left out of both).")}"""
     text.ToString()
 
 /// The lost-update results as Markdown: per session, without and with work between change and answer.
@@ -79,6 +143,7 @@ let svg (rows: Row list) (subtitle: string) =
         let colour =
             if row.Name = "plain" then "#888888"
             elif row.Name.StartsWith "aspnet" then "#d9822b"
+            elif row.Name.Contains "floor" then "#3a9d5d"
             else "#2b7bd9"
         add $"""<text x="{inv "F0" (labelWidth - 8.0)}" y="{inv "F1" (y + 17.0)}" text-anchor="end">{escape row.Name}</text>"""
         add
@@ -89,7 +154,8 @@ let svg (rows: Row list) (subtitle: string) =
         add
             $"""<line x1="{inv "F1" (x mark)}" y1="{inv "F0" (top - 4.0)}" x2="{inv "F1" (x mark)}" y2="{inv "F0" bottom}" stroke="#333" stroke-dasharray="4 3"/>"""
         add $"""<text x="{inv "F1" (x mark)}" y="{inv "F0" (bottom + 16.0)}" text-anchor="middle" fill="#333">{label}</text>"""
-    add $"""<text x="10" y="{inv "F0" (bottom + 34.0)}" fill="#555">grey: no session · orange: ASP.NET Core Session · blue: Sesame</text>"""
+    add
+        $"""<text x="10" y="{inv "F0" (bottom + 34.0)}" fill="#555">grey: no session · orange: ASP.NET Core Session · blue: Sesame · green: a store's floor (its work without Sesame)</text>"""
     add "</svg>"
     s.ToString()
 
@@ -106,7 +172,16 @@ let keepFloodSection (previous: string) (generated: string) =
     | _ -> generated
 
 /// The whole of docs/performance.md.
-let markdown (machine: Machine.Description) (load: Wrk.Load) (rounds: int) (command: string) (rows: Row list) lostUpdates (memory: MemoryUse.Measured option) =
+let markdown
+    (machine: Machine.Description)
+    (load: Wrk.Load)
+    (rounds: int)
+    (command: string)
+    (rows: Row list)
+    (floorText: string)
+    lostUpdates
+    (memory: MemoryUse.Measured option)
+    =
     let date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)
     let memorySection =
         match memory with
@@ -149,6 +224,9 @@ session); "new session" rows send none, so every request creates a session.
 {table rows}
 ![Throughput relative to plain](performance.svg)
 
+## Stores against their floors
+
+{floorText}
 ## Lost updates
 
 100 concurrent requests on one session (HttpClient, all released together through the real HTTP

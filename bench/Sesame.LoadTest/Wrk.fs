@@ -19,6 +19,8 @@ type Measured = {
     /// CPU time the app used per request, in microseconds (user + system): less at the mercy of other
     /// processes competing for the cores than throughput is.
     AppCpuUs: float
+    /// CPU time redis-server used per request in the same run, in microseconds (it shares the cores).
+    RedisCpuUs: float
 }
 
 /// wrk's `done` callback prints one machine-readable line: requests, duration (µs), p50 and p99 (µs), errors.
@@ -38,7 +40,7 @@ let private scriptPath =
          File.WriteAllText(path, script)
          path)
 
-let private run (load: Load) (appCpu: unit -> TimeSpan) (duration: TimeSpan) (url: string) (cookie: string option) =
+let private run (load: Load) (appCpu: unit -> TimeSpan) (redisCpu: unit -> TimeSpan) (duration: TimeSpan) (url: string) (cookie: string option) =
     let header =
         match cookie with
         | Some c -> $" -H \"Cookie: {c}\""
@@ -46,8 +48,10 @@ let private run (load: Load) (appCpu: unit -> TimeSpan) (duration: TimeSpan) (ur
     let seconds = max 1 (int (Math.Round duration.TotalSeconds))
     let args = $"-t{load.Threads} -c{load.Connections} -d{seconds}s --timeout 5s -s \"{scriptPath.Value}\"{header} {url}"
     let cpuBefore = appCpu ()
+    let redisBefore = redisCpu ()
     let code, output = Machine.capture "wrk" args
     let cpu = appCpu () - cpuBefore
+    let redis = redisCpu () - redisBefore
     if code <> 0 then failwith $"wrk {args} failed:\n{output}"
     match output.Split('\n') |> Array.tryFind (fun l -> l.StartsWith "RESULT ") with
     | None -> failwith $"wrk printed no RESULT line:\n{output}"
@@ -60,11 +64,12 @@ let private run (load: Load) (appCpu: unit -> TimeSpan) (duration: TimeSpan) (ur
             P99Ms = float n[3] / 1000.0
             Errors = n[4]
             AppCpuUs = cpu.TotalMicroseconds / float (max 1L n[0])
+            RedisCpuUs = redis.TotalMicroseconds / float (max 1L n[0])
         }
 
 /// Warms the route up (JIT tiers, caches, connection pools), then measures it.
-let measure (load: Load) (appCpu: unit -> TimeSpan) (url: string) (cookie: string option) =
-    if load.WarmUp > TimeSpan.Zero then run load appCpu load.WarmUp url cookie |> ignore
-    run load appCpu load.Duration url cookie
+let measure (load: Load) (appCpu: unit -> TimeSpan) (redisCpu: unit -> TimeSpan) (url: string) (cookie: string option) =
+    if load.WarmUp > TimeSpan.Zero then run load appCpu redisCpu load.WarmUp url cookie |> ignore
+    run load appCpu redisCpu load.Duration url cookie
 
 let cleanUp () = if scriptPath.IsValueCreated && File.Exists scriptPath.Value then File.Delete scriptPath.Value
