@@ -385,8 +385,11 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     if swapped then
                         let previous = if isNull current then 0L else current.Size
                         Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
-                        // The request that committed is likely to come back soon: keep the tree it made.
-                        parsed.Put(id, next, tree)
+                        // A session in use is likely to come back soon: keep the tree this commit made. Not a new
+                        // session's: most first visits never come back (crawlers, floods), and a tree kept for them
+                        // outlives the young generation only to die in an older one, which costs the GC far more than
+                        // parsing a returning visitor's session once on its next load.
+                        if not (isNull current) then parsed.Put(id, next, tree)
                         if isNull current then
                             Interlocked.Increment &count |> ignore
                             policy.Admit(node, false)
