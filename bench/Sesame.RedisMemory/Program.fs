@@ -110,7 +110,7 @@ ratio" is the same comparison from the growth of `INFO memory`'s `used_memory`, 
 the keyspace's own tables.
 
 Configs: **default** is the server's own (`hash-max-listpack-entries {byDefault.Entries}`, `hash-max-listpack-value
-{byDefault.Value}`; Redis 7's compiled default and `redis.conf`; some packaged configs use 128 entries);
+{byDefault.Value}`; with no config file, as here, and in this machine's packaged `redis.conf`);
 **suggested** is `hash-max-listpack-entries {suggested.Entries}`, `hash-max-listpack-value {suggested.Value}`, set
 with `CONFIG SET` before the sessions are written. A hash is a compact listpack only while it has at most
 `-entries` fields and every field name and value is at most `-value` bytes; past either limit, for good, it is a
@@ -120,7 +120,7 @@ one per node of the facts, plus `#v`, `#s`, `#t` (and `#u` when signed in); "Fie
 
 {figuresTable}
 - **The goal (at most 2x the plain string for a ~1 KB session) is not met.** The load test's 1 KB session is
-  {ratio "1 KB" byDefault} under the default config: its root object's node (its eight keys with their costs)
+  {ratio "1 KB" byDefault} under the default config: its root object's node (the list of its eight keys)
   is longer than 64 bytes, so the whole hash is a hash table ({bytes (fun f -> f.HashBytes) "1 KB" byDefault} bytes).
   Signed in it is {ratio "1 KB signed in" byDefault}: the device facts' user agent alone is longer than 64 bytes.
   Under the suggested config both are listpacks: {ratio "1 KB" suggested} and {ratio "1 KB signed in" suggested}.
