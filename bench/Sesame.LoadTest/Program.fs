@@ -274,7 +274,7 @@ let private runAll (args: string[]) =
         Directory.CreateDirectory docs |> ignore
         let performance = Path.Combine(docs, "performance.md")
         let previous = if File.Exists performance then File.ReadAllText performance else ""
-        File.WriteAllText(performance, Report.keepFloodSection previous (Report.markdown machine load rounds command rows floorText lostUpdates memory))
+        File.WriteAllText(performance, Report.keepSections previous (Report.markdown machine load rounds command rows floorText lostUpdates memory))
         let subtitle = $"{machine.Cores} cores, {machine.Cpu}; {machine.Runtime}; wrk -t{load.Threads} -c{load.Connections} -d{int load.Duration.TotalSeconds}s"
         File.WriteAllText(Path.Combine(docs, "performance.svg"), Report.svg rows subtitle)
         printfn ""

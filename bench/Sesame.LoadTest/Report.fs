@@ -159,17 +159,29 @@ let svg (rows: Row list) (subtitle: string) =
     add "</svg>"
     s.ToString()
 
-/// The generated file with the flood run's section (bench/Sesame.FloodBench, between its markers) kept from the
-/// previous file, before the micro-benchmarks section: the two runs write one file.
-let keepFloodSection (previous: string) (generated: string) =
-    let startMarker, endMarker = "<!-- flood:start", "<!-- flood:end -->"
-    match previous.IndexOf startMarker, previous.IndexOf endMarker with
-    | start, finish when start >= 0 && finish > start ->
-        let block = previous.Substring(start, finish + endMarker.Length - start) + "\n"
+/// The sections other runs write into docs/performance.md, between their markers `<!-- name:start ... -->` and
+/// `<!-- name:end -->`: the flood run's (bench/Sesame.FloodBench) and Redis memory per session (bench/Sesame.RedisMemory).
+let keptSections = [ "flood"; "redis-memory" ]
+
+/// The generated file with the other runs' sections (see keptSections) kept from the previous file, in the
+/// previous file's order, before the micro-benchmarks section: the runs write one file.
+let keepSections (previous: string) (generated: string) =
+    let blocks =
+        keptSections
+        |> List.choose (fun name ->
+            let startMarker, endMarker = $"<!-- {name}:start", $"<!-- {name}:end -->"
+            match previous.IndexOf startMarker, previous.IndexOf endMarker with
+            | start, finish when start >= 0 && finish > start -> Some(start, previous.Substring(start, finish + endMarker.Length - start) + "\n")
+            | _ -> None)
+        |> List.sortBy fst
+        |> List.map snd
+    if blocks.IsEmpty then
+        generated
+    else
+        let kept = String.concat "\n" blocks
         match generated.IndexOf "\n## Micro-benchmarks" with
-        | i when i >= 0 -> generated.Substring(0, i + 1) + block + "\n" + generated.Substring(i + 1)
-        | _ -> generated.TrimEnd() + "\n\n" + block
-    | _ -> generated
+        | i when i >= 0 -> generated.Substring(0, i + 1) + kept + "\n" + generated.Substring(i + 1)
+        | _ -> generated.TrimEnd() + "\n\n" + kept
 
 /// The whole of docs/performance.md.
 let markdown
