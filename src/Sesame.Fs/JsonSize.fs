@@ -9,14 +9,31 @@ open System.Text.Json
 [<Sealed>]
 type internal CountingBufferWriter() =
     let scratch: byte[] = Array.zeroCreate 4096
+    // A long string makes the writer ask for six times its length: that space is borrowed from the shared pool.
+    let mutable borrowed: byte[] = null
     let mutable count = 0L
+
+    let space (sizeHint: int) =
+        if sizeHint <= scratch.Length then
+            scratch
+        else
+            if isNull borrowed || borrowed.Length < sizeHint then
+                if not (isNull borrowed) then ArrayPool<byte>.Shared.Return borrowed
+                borrowed <- ArrayPool<byte>.Shared.Rent sizeHint
+            borrowed
+
     member _.Count = count
-    member _.Reset() = count <- 0L
+
+    member _.Reset() =
+        count <- 0L
+        if not (isNull borrowed) then
+            ArrayPool<byte>.Shared.Return borrowed
+            borrowed <- null
 
     interface IBufferWriter<byte> with
         member _.Advance(n) = count <- count + int64 n
-        member _.GetMemory(sizeHint) = if sizeHint <= scratch.Length then Memory scratch else Memory(Array.zeroCreate sizeHint)
-        member _.GetSpan(sizeHint) = if sizeHint <= scratch.Length then Span scratch else Span(Array.zeroCreate sizeHint)
+        member _.GetMemory(sizeHint) = Memory(space sizeHint)
+        member _.GetSpan(sizeHint) = Span(space sizeHint)
 
 /// One counter and its writer per thread, reused for every measurement.
 [<Sealed; AbstractClass>]
@@ -37,7 +54,10 @@ type internal JsonMeasurer =
         writer.Reset(counter)
         Json.writeTo writer json
         writer.Flush()
-        counter.Count
+        let count = counter.Count
+        // Gives back what a long string borrowed.
+        counter.Reset()
+        count
 
 /// <summary>The size of a tree as compact UTF-8 JSON, without keeping the text.</summary>
 [<RequireQualifiedAccess>]

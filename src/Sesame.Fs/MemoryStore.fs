@@ -66,6 +66,12 @@ type private MemoryEntry(utf8: byte[], meta: Json, metaBytes: int64, expiresAt: 
     /// The facts beside the tree (small: kept as they are).
     member _.Meta = meta
 
+    /// The tree of a session too large for the parsed cache, for as long as something else keeps it alive: the
+    /// request that loaded it commits against the same entry, and must not parse megabytes a second time (large
+    /// strings live on the large object heap, which only a full collection frees).
+    [<DefaultValue>]
+    val mutable LargeTree: WeakReference<Json>
+
     /// The session's place in the eviction order: one node for the session's life at this id, passed from entry to entry.
     member _.Node = node
 
@@ -116,10 +122,18 @@ type private ParsedCache() =
     member _.TryGet(id: string, entry: MemoryEntry) : Json voption =
         match Volatile.Read &cache[slotOf id] with
         | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Entry, entry) -> ValueSome parsed.Tree
-        | _ -> ValueNone
+        | _ ->
+            match entry.LargeTree with
+            | null -> ValueNone
+            | weak ->
+                match weak.TryGetTarget() with
+                | true, tree -> ValueSome tree
+                | _ -> ValueNone
 
-    /// Keeps the entry's tree in its id's slot, if the budget allows; otherwise empties the slot.
+    /// Keeps the entry's tree in its id's slot, if the budget allows; otherwise empties the slot. A tree too large
+    /// for the cache is only referenced weakly, from its entry.
     member _.Put(id: string, entry: MemoryEntry, tree: Json) =
+        if entry.Size > maxEntryBytes && isNull entry.LargeTree then entry.LargeTree <- WeakReference<Json> tree
         let slot = slotOf id
         let fits = entry.Size <= maxEntryBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + entry.Size <= budgetBytes
         let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedEntry(entry, tree) else null))
