@@ -2,6 +2,7 @@ namespace Sesame
 
 open System
 open System.Collections.Generic
+open System.Runtime.InteropServices
 
 /// What the fold keeps for one path (see Patch.foldChecked for the rules).
 [<NoEquality; NoComparison; RequireQualifiedAccess>]
@@ -203,13 +204,15 @@ type internal FoldIndex(capacity: int) =
 
     /// <summary>
     /// The latest live entry at or above <paramref name="path"/>, or null. Appends to an array above the path are passed
-    /// over: an append adds an item at the end and changes no item that already exists.
+    /// over: an append adds an item at the end and changes no item that already exists. <paramref name="reached"/> is
+    /// the deepest node of the path that exists (see NodeFrom).
     /// </summary>
-    member _.LatestAbove(path: SessionPath) : FoldEntry =
+    member _.LatestAbove(path: SessionPath, [<Out>] reached: byref<FoldNode>) : FoldEntry =
         let mutable latest: FoldEntry = null
         let mutable node = root
         let mutable rest = path.Segments
         while not (isNull node) do
+            reached <- node
             let candidate = if List.isEmpty rest then node.Latest else node.LastOther
             if not (isNull candidate) && (isNull latest || candidate.Place > latest.Place) then latest <- candidate
             match rest with
@@ -218,6 +221,16 @@ type internal FoldIndex(capacity: int) =
                 rest <- tail
             | [] -> node <- null
         latest
+
+    /// The node of a path, added if missing, from a node on the path (one LatestAbove reached), so the path is
+    /// looked up once.
+    member _.NodeFrom(reached: FoldNode, path: SessionPath) : FoldNode =
+        let mutable node = reached
+        let mutable rest = List.skip reached.Depth path.Segments
+        while not (List.isEmpty rest) do
+            node <- node.GetOrAddChild(List.head rest)
+            rest <- List.tail rest
+        node
 
     /// The place after every entry so far: where an update that happens now goes.
     member _.End = places.Count
@@ -273,22 +286,16 @@ type internal FoldIndex(capacity: int) =
         node.BareDrops <- 0
         struct (firstCreator, (if isNull latest then ValueNone else ValueSome latest.Pending))
 
-    /// <summary>Removes the bare removals strictly below <paramref name="path"/>.</summary>
-    member _.RemoveBareDropsBelow(path: SessionPath) : unit =
-        let mutable node = root
-        let mutable rest = path.Segments
-        while not (isNull node) && not (List.isEmpty rest) do
-            node <- node.Child(List.head rest)
-            rest <- List.tail rest
-        if not (isNull node) then
-            let mutable here = 0
-            let mutable entry = node.LastOther
-            while not (isNull entry) do
-                if entry.Pending.IsBareDrop then here <- here + 1
-                entry <- entry.Previous
-            if node.BareDrops > here then
-                let removed = sweepChildren node
-                ancestorsAdd node -removed
+    /// <summary>Removes the bare removals strictly below <paramref name="node"/>.</summary>
+    member _.RemoveBareDropsBelow(node: FoldNode) : unit =
+        let mutable here = 0
+        let mutable entry = node.LastOther
+        while not (isNull entry) do
+            if entry.Pending.IsBareDrop then here <- here + 1
+            entry <- entry.Previous
+        if node.BareDrops > here then
+            let removed = sweepChildren node
+            ancestorsAdd node -removed
 
     /// <summary>
     /// Whether an entry strictly below <paramref name="append"/>'s path comes after it in the patch

@@ -71,27 +71,28 @@ module Patch =
                      | Update.Increment(_, by) -> Pending.Add by
                      | Update.Append(_, v) -> Pending.Push [ v ])
 
-            let supersede (path: SessionPath) (isSet: Json option) =
+            let supersede (path: SessionPath) (reached: FoldNode) (isSet: Json voption) =
                 // The replacement takes the place of the earliest superseded update that created something:
                 // an update after it may rely on that (an array item it appended), and moving the creation
                 // before an update it relies on would fail. With no creator it happens now, so it goes last.
-                let node = index.NodeOf path
+                let node = index.NodeFrom(reached, path)
                 let struct (at, exact) = index.ClearAt node
                 let creates = at >= 0
-                let place pending = index.Add(node, path, pending, (if creates then at else index.End))
+                let at = if creates then at else index.End
+                let place pending = index.Add(node, path, pending, at)
                 match isSet, exact with
                 // Removed after it created its containers: they are still created where they were (set null,
                 // remove), and the key comes back at the end of its object now, as applying one by one does.
-                | Some value, ValueSome(Pending.Drop true) ->
+                | ValueSome value, ValueSome(Pending.Drop true) ->
                     place (Pending.Drop true)
                     index.Append(node, path, Pending.Put value)
                 // Removed earlier in the request, having created nothing: removed and set again, now.
-                | Some value, ValueSome(Pending.Drop false) -> index.Append(node, path, Pending.Replace value)
+                | ValueSome value, ValueSome(Pending.Drop false) -> index.Append(node, path, Pending.Replace value)
                 // Removed and set again earlier: still so, where that happened.
-                | Some value, ValueSome(Pending.Replace _) -> place (Pending.Replace value)
-                | Some value, _ -> place (Pending.Put value)
+                | ValueSome value, ValueSome(Pending.Replace _) -> place (Pending.Replace value)
+                | ValueSome value, _ -> place (Pending.Put value)
                 // A top-level key's container is the root, which always exists: nothing to keep created.
-                | None, _ -> place (Pending.Drop(creates && path.Segments.Length > 1))
+                | ValueNone, _ -> place (Pending.Drop(creates && path.Segments.Length > 1))
 
             let mergeInto (update: Update) (above: FoldEntry) (node: Json voption) =
                 match
@@ -127,7 +128,8 @@ module Patch =
                 // The latest entry at or above this path. A normalized fold has at most one, except that appends
                 // stay apart when updates below their array come between them. Appends to an array above this path
                 // are passed over (see FoldIndex.LatestAbove).
-                let above = index.LatestAbove path
+                let mutable reached = null
+                let above = index.LatestAbove(path, &reached)
                 let atPath = not (isNull above) && above.Node.Depth = path.Segments.Length
                 let isBelow = not (isNull above) && (not atPath || mergesAtItsPath)
                 let abovePending = if isNull above then Pending.Drop false else above.Pending
@@ -155,10 +157,11 @@ module Patch =
                 | Update.Append _, _ -> keepInOrder update
                 | Update.Increment(_, by), _ ->
                     // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
-                    index.RemoveBareDropsBelow path
-                    append path (Pending.Add by)
-                | Update.Set(_, value), _ -> supersede path (Some value)
-                | Update.Remove _, _ -> supersede path None
+                    let node = index.NodeFrom(reached, path)
+                    index.RemoveBareDropsBelow node
+                    index.Append(node, path, Pending.Add by)
+                | Update.Set(_, value), _ -> supersede path reached (ValueSome value)
+                | Update.Remove _, _ -> supersede path reached ValueNone
 
             let updates = [
                 for entry in index.InOrder do
