@@ -138,6 +138,57 @@ type FoldApplyWrite() =
         let tree = Json.parse sessionText
         Json.toUtf8 (Patch.apply (Patch.fold updates) tree)
 
+/// The kinds of paths a long update log touches.
+type PathMix =
+    /// Every update at its own path: nothing merges, every update is kept.
+    | Distinct = 0
+    /// Updates that nest in and supersede each other: sets below sets, increments, appends, removes of earlier groups.
+    | Overlapping = 1
+
+/// <paramref name="count"/> updates of the given mix (see PathMix).
+let longLog (mix: PathMix) (count: int) : Update list = [
+    for i in 0 .. count - 1 ->
+        match mix with
+        | PathMix.Distinct ->
+            let at = SessionPath.OfKeys("data", $"g{i % 100}", $"k{i}")
+            match i % 4 with
+            | 0 -> Update.set at (Json.int64 (int64 i))
+            | 1 -> Update.increment at 1m
+            | 2 -> Update.append at (Json.string $"v{i}")
+            | _ -> Update.remove at
+        | _ ->
+            // Groups of six updates; each group nests in its own, and reaches back into the two before it.
+            let group = i / 6
+            let g (n: int) = SessionPath.OfKeys("user", $"g{max 0 n}")
+            match i % 6 with
+            | 0 -> Update.set ((g group).Key "profile") (Json.object [ "name", Json.string $"n{i}"; "tags", Json.array [] ])
+            | 1 -> Update.set ((g group).Key("profile").Key "age") (Json.int64 (int64 i))
+            | 2 -> Update.increment ((g group).Key "visits") 1m
+            | 3 -> Update.append ((g group).Key("profile").Key "tags") (Json.string $"t{i}")
+            | 4 -> Update.remove ((g (group - 1)).Key("profile").Key "name")
+            | _ -> Update.remove (g (group - 2))
+]
+
+/// Folding long update logs: the time per update stays flat from 1,000 to 10,000 updates when the fold is linear.
+[<MemoryDiagnoser>]
+type FoldScaling() =
+    let mutable updates: Update list = []
+
+    /// The number of updates.
+    [<Params(1000, 10000)>]
+    member val Updates = 1000 with get, set
+
+    /// The kind of paths they touch.
+    [<Params(PathMix.Distinct, PathMix.Overlapping)>]
+    member val Paths = PathMix.Distinct with get, set
+
+    [<GlobalSetup>]
+    member this.Setup() = updates <- longLog this.Paths this.Updates
+
+    /// Fold the log into a patch.
+    [<Benchmark>]
+    member _.Fold() : Patch = Patch.fold updates
+
 /// One small update to a 256 KB session: what a store persists is the patch, not the session.
 [<MemoryDiagnoser>]
 type OneUpdateTo256KB() =

@@ -35,27 +35,6 @@ module Patch =
     /// The patch that changes nothing.
     let empty = { updates = [] }
 
-    /// What the fold keeps for one path.
-    [<NoEquality; NoComparison>]
-    type private Pending =
-        | Put of Json
-        /// Removed; true when the containers above it must still be created (it superseded updates that created them).
-        | Drop of createsParents: bool
-        | Add of JsonNumber
-        /// Values appended, in order.
-        | Push of Json list
-        /// Removed, then set: the key leaves its place and is added at the end of its object, as applying one by one does.
-        | Replace of Json
-
-    let private isCreator pending =
-        match pending with
-        | Put _
-        | Add _
-        | Push _
-        | Replace _
-        | Drop true -> true
-        | Drop false -> false
-
     /// Folds updates that were checked with Update.validate when they were recorded.
     let internal foldChecked (updates: seq<Update>) : Patch =
         match updates with
@@ -71,41 +50,69 @@ module Patch =
               ->
               { updates = [ single[0] ] }
         | _ ->
-            let entries = ResizeArray<struct (SessionPath * Pending)>()
-            let append path pending = entries.Add(struct (path, pending))
+            // The kept entries, by path and in patch order: each question below costs a path's depth, not a scan of
+            // every entry, so n updates fold in about n times their depth.
+            let index =
+                FoldIndex(
+                    match updates with
+                    | :? (Update[]) as all -> all.Length
+                    | _ -> 16
+                )
+            let append (path: SessionPath) pending = index.Append(index.NodeOf path, path, pending)
 
-            let supersede (path: SessionPath) (isSet: Json option) =
+            // The update cannot be merged: keep it, in order. Where applying one by one fails, applying the patch
+            // then fails the same way.
+            let keepInOrder (update: Update) =
+                append
+                    update.Path
+                    (match update with
+                     | Update.Set(_, v) -> Pending.Put v
+                     | Update.Remove _ -> Pending.Drop false
+                     | Update.Increment(_, by) -> Pending.Add by
+                     | Update.Append(_, v) -> Pending.Push [ v ])
+
+            let supersede (path: SessionPath) (reached: FoldNode) (isSet: Json voption) =
                 // The replacement takes the place of the earliest superseded update that created something:
                 // an update after it may rely on that (an array item it appended), and moving the creation
                 // before an update it relies on would fail. With no creator it happens now, so it goes last.
-                let mutable creates = false
-                let mutable at = -1
-                let mutable exact = ValueNone
-                let mutable i = 0
-                while i < entries.Count do
-                    let struct (p, pending) = entries[i]
-                    if SessionPath.isPrefixOf path p then
-                        if not creates && isCreator pending then
-                            creates <- true
-                            at <- i
-                        if p = path then exact <- ValueSome pending
-                        entries.RemoveAt i
-                    else
-                        i <- i + 1
-                let place pending = if creates then entries.Insert(at, struct (path, pending)) else append path pending
+                let node = index.NodeFrom(reached, path)
+                let struct (at, exact) = index.ClearAt node
+                let creates = at >= 0
+                let at = if creates then at else index.End
+                let place pending = index.Add(node, path, pending, at)
                 match isSet, exact with
                 // Removed after it created its containers: they are still created where they were (set null,
                 // remove), and the key comes back at the end of its object now, as applying one by one does.
-                | Some value, ValueSome(Drop true) ->
-                    place (Drop true)
-                    append path (Put value)
+                | ValueSome value, ValueSome(Pending.Drop true) ->
+                    place (Pending.Drop true)
+                    index.Append(node, path, Pending.Put value)
                 // Removed earlier in the request, having created nothing: removed and set again, now.
-                | Some value, ValueSome(Drop false) -> append path (Replace value)
+                | ValueSome value, ValueSome(Pending.Drop false) -> index.Append(node, path, Pending.Replace value)
                 // Removed and set again earlier: still so, where that happened.
-                | Some value, ValueSome(Replace _) -> place (Replace value)
-                | Some value, _ -> place (Put value)
+                | ValueSome value, ValueSome(Pending.Replace _) -> place (Pending.Replace value)
+                | ValueSome value, _ -> place (Pending.Put value)
                 // A top-level key's container is the root, which always exists: nothing to keep created.
-                | None, _ -> place (Drop(creates && path.Segments.Length > 1))
+                | ValueNone, _ -> place (Pending.Drop(creates && path.Segments.Length > 1))
+
+            let mergeInto (update: Update) (above: FoldEntry) (node: Json voption) =
+                match
+                    (try
+                        Ok(Update.applyBelow update (SessionPath.relativeTo above.Path update.Path) node)
+                     with :? PathConflictException as e ->
+                         Error e)
+                with
+                | Ok(ValueSome value) ->
+                    match above.Pending with
+                    | Pending.Drop false ->
+                        // The remove created nothing where it stands, so what this creates is created now: it goes last.
+                        index.Remove above
+                        index.Append(above.Node, above.Path, Pending.Replace value)
+                    // The remove keeps creating the containers above where it stands; the key comes back now, at the end.
+                    | Pending.Drop true -> index.Append(above.Node, above.Path, Pending.Put value)
+                    | Pending.Replace _ -> above.Pending <- Pending.Replace value
+                    | _ -> above.Pending <- Pending.Put value
+                | Ok ValueNone -> ()
+                | Error _ -> keepInOrder update
 
             for update in updates do
                 let update =
@@ -120,101 +127,56 @@ module Patch =
                     | _ -> false
                 // The latest entry at or above this path. A normalized fold has at most one, except that appends
                 // stay apart when updates below their array come between them. Appends to an array above this path
-                // are passed over: an append adds an item at the end and changes no item that already exists.
-                let mutable above = -1
-                let mutable i = entries.Count - 1
-                while above < 0 && i >= 0 do
-                    let struct (p, pending) = entries[i]
-                    if SessionPath.isPrefixOf p path then
-                        match pending with
-                        | Push _ when p <> path -> ()
-                        | _ -> above <- i
-                    i <- i - 1
-                let asPending (update: Update) =
-                    match update with
-                    | Update.Set(_, v) -> Put v
-                    | Update.Remove _ -> Drop false
-                    | Update.Increment(_, by) -> Add by
-                    | Update.Append(_, v) -> Push [ v ]
-                // The update cannot be merged: keep it, in order. Where applying one by one fails, applying the patch
-                // then fails the same way.
-                let keepInOrder () = append path (asPending update)
-                let mergeInto index (node: Json voption) =
-                    let struct (p, pending) = entries[index]
-                    match
-                        (try
-                            Ok(Update.applyBelow update (SessionPath.relativeTo p path) node)
-                         with :? PathConflictException as e ->
-                             Error e)
-                    with
-                    | Ok(ValueSome value) ->
-                        match pending with
-                        | Drop false ->
-                            // The remove created nothing where it stands, so what this creates is created now: it goes last.
-                            entries.RemoveAt index
-                            append p (Replace value)
-                        // The remove keeps creating the containers above where it stands; the key comes back now, at the end.
-                        | Drop true -> append p (Put value)
-                        | Replace _ -> entries[index] <- struct (p, Replace value)
-                        | _ -> entries[index] <- struct (p, Put value)
-                    | Ok ValueNone -> ()
-                    | Error _ -> keepInOrder ()
-
-                let struct (abovePath, abovePending) = if above >= 0 then entries[above] else struct (SessionPath.root, Drop false)
-                let isBelow = above >= 0 && (abovePath <> path || mergesAtItsPath)
+                // are passed over (see FoldIndex.LatestAbove).
+                let mutable reached = null
+                let above = index.LatestAbove(path, &reached)
+                let atPath = not (isNull above) && above.Node.Depth = path.Segments.Length
+                let isBelow = not (isNull above) && (not atPath || mergesAtItsPath)
+                let abovePending = if isNull above then Pending.Drop false else above.Pending
                 match update, abovePending with
-                | _, Put value when isBelow -> mergeInto above (ValueSome value)
-                | _, Replace value when isBelow -> mergeInto above (ValueSome value)
-                | _, Drop _ when isBelow -> mergeInto above ValueNone
+                | _, Pending.Put value when isBelow -> mergeInto update above (ValueSome value)
+                | _, Pending.Replace value when isBelow -> mergeInto update above (ValueSome value)
+                | _, Pending.Drop _ when isBelow -> mergeInto update above ValueNone
                 // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
-                | Update.Remove _, Add _ when isBelow -> ()
-                | Update.Increment(_, by), Add total when above >= 0 && abovePath = path ->
+                | Update.Remove _, Pending.Add _ when isBelow -> ()
+                | Update.Increment(_, by), Pending.Add total when atPath ->
                     match
                         (try
                             ValueSome(JsonNumber.Add(total, by))
                          with :? OverflowException ->
                              ValueNone)
                     with
-                    | ValueSome sum -> entries[above] <- struct (path, Add sum)
-                    | ValueNone -> keepInOrder ()
-                | Update.Append(_, value), Push values when abovePath = path ->
+                    | ValueSome sum -> above.Pending <- Pending.Add sum
+                    | ValueNone -> keepInOrder update
+                | Update.Append(_, value), Pending.Push values when atPath ->
                     // Appends add up only while nothing below the array came after them: setting index n of n items
                     // also appends, so moving a later append before it would change which item lands where.
-                    let mutable laterBelow = false
-                    for j in above + 1 .. entries.Count - 1 do
-                        let struct (p, _) = entries[j]
-                        if SessionPath.isPrefixOf path p then laterBelow <- true
-                    if laterBelow then keepInOrder () else entries[above] <- struct (path, Push(values @ [ value ]))
+                    if index.HasLaterBelow above then keepInOrder update else above.Pending <- Pending.Push(value :: values)
                 // Appending to or below a number fails, as applying one by one does: it stays, in order.
-                | Update.Append _, Add _ when isBelow -> keepInOrder ()
-                | Update.Append _, _ -> keepInOrder ()
+                | Update.Append _, Pending.Add _ when isBelow -> keepInOrder update
+                | Update.Append _, _ -> keepInOrder update
                 | Update.Increment(_, by), _ ->
                     // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
-                    entries.RemoveAll(fun entry ->
-                        let struct (p, pending) = entry
-                        p <> path
-                        && SessionPath.isPrefixOf path p
-                        && (match pending with
-                            | Drop false -> true
-                            | _ -> false))
-                    |> ignore
-                    append path (Add by)
-                | Update.Set(_, value), _ -> supersede path (Some value)
-                | Update.Remove _, _ -> supersede path None
+                    let node = index.NodeFrom(reached, path)
+                    index.RemoveBareDropsBelow node
+                    index.Append(node, path, Pending.Add by)
+                | Update.Set(_, value), _ -> supersede path reached (ValueSome value)
+                | Update.Remove _, _ -> supersede path reached ValueNone
 
             let updates = [
-                for struct (path, pending) in entries do
-                    match pending with
-                    | Put value -> Update.Set(path, value)
-                    | Add by -> Update.Increment(path, by)
-                    | Push values ->
-                        for value in values do
+                for entry in index.InOrder do
+                    let path = entry.Path
+                    match entry.Pending with
+                    | Pending.Put value -> Update.Set(path, value)
+                    | Pending.Add by -> Update.Increment(path, by)
+                    | Pending.Push newestFirst ->
+                        for value in List.rev newestFirst do
                             Update.Append(path, value)
-                    | Drop false -> Update.Remove path
-                    | Drop true ->
+                    | Pending.Drop false -> Update.Remove path
+                    | Pending.Drop true ->
                         Update.Set(path, Json.Null)
                         Update.Remove path
-                    | Replace value ->
+                    | Pending.Replace value ->
                         Update.Remove path
                         Update.Set(path, value)
             ]

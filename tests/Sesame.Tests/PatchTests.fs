@@ -53,6 +53,37 @@ let private sameText (a: Json) (b: Json) = Json.serialize a = Json.serialize b
 
 let private show (patch: Patch) = string patch
 
+/// Long update logs (40 to 300 updates) over paths up to five keys deep in a small alphabet, so that updates nest in,
+/// supersede and merge into each other many times over; built so that every log applies one by one (objects at the
+/// keys a, b and c, a number at n, a string at s, an array at l), so the law below is never vacuous.
+let private longLogs: Arbitrary<Scenario> =
+    let objectPath = gen {
+        let! depth = Gen.choose (1, 4)
+        let! keys = Gen.listOfLength depth (Gen.elements [ "a"; "b"; "c" ])
+        return SessionPath.ofKeys keys
+    }
+    let at (leaf: Segment) = objectPath |> Gen.map (SessionPath.child leaf)
+    let item = Gen.elements [ Json.int64 1L; Json.string "i"; Json.emptyObject ]
+    let update =
+        Gen.frequency [
+            4, Gen.map2 Update.set objectPath (Gen.elements [ json "{}"; json """{"n":1}"""; json """{"a":{"s":"x"}}"""; json """{"l":[0],"b":{}}""" ])
+            3, Gen.oneof [ objectPath; at (Segment.Key "s"); at (Segment.Key "n"); at (Segment.Key "l") ] |> Gen.map Update.remove
+            3, Gen.map2 Update.increment (at (Segment.Key "n")) (Gen.elements [ 1m; -2m; 0.5m ])
+            2, Gen.map2 Update.set (at (Segment.Key "s")) (Gen.elements [ Json.string "x"; Json.string "y" ])
+            3, Gen.map2 Update.append (at (Segment.Key "l")) item
+            1, Gen.map2 Update.set (at (Segment.Key "l")) (Gen.constant (Json.array []))
+            // Below an array that appends also grow: setting index 0 creates the array or replaces its first item.
+            1, Gen.map2 Update.set (at (Segment.Key "l") |> Gen.map (SessionPath.child (Segment.Index 0))) item
+            1, Gen.constant (Update.Remove SessionPath.root)
+        ]
+    let generate = gen {
+        let! start = Gen.choose (0, 20) |> Gen.bind (fun n -> Gen.listOfLength n update)
+        let! count = Gen.choose (40, 300)
+        let! updates = Gen.listOfLength count update
+        return { Tree = oneByOne start Json.emptyObject; Updates = updates }
+    }
+    Arb.fromGenShrink (generate, fun scenario -> shrinkList scenario.Updates |> Seq.map (fun shorter -> { scenario with Updates = shorter }))
+
 // ---------------------------------------------------------------------------------------------
 // Laws
 // ---------------------------------------------------------------------------------------------
@@ -127,6 +158,18 @@ let tests =
                     let patch = Patch.fold scenario.Updates
                     claim (sameText (Patch.apply patch scenario.Tree) expected) (fun () -> $"patch {show patch}")),
             fun () -> Expect.isGreaterThan succeeded 500 $"only {succeeded} increment sequences applied"
+
+        testLaw "long logs of updates nesting in each other fold to a normalized patch that applies as they do one by one"
+        <| fun () ->
+            Prop.forAll longLogs (fun scenario ->
+                let expected = oneByOne scenario.Updates scenario.Tree
+                let patch = Patch.fold scenario.Updates
+                match Patch.tryApply patch scenario.Tree with
+                | Ok actual ->
+                    claim (sameText actual expected) (fun () -> $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")
+                    && claim (normalized patch.Updates) (fun () -> $"patch {show patch} is not normalized")
+                    && claim (Patch.fold patch.Updates = patch) (fun () -> $"patch {show patch} folded again is {show (Patch.fold patch.Updates)}")
+                | Error e -> failwith $"patch {show patch} failed: {e.Message}; one by one gave {Json.serialize expected}")
 
         testList "a folded patch never holds two updates of related paths, except where order or creation needs both" [
             for label, arb in [ "scenarios", scenarios; "around arrays", arrayScenarios ] do

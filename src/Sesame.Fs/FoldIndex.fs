@@ -1,0 +1,319 @@
+namespace Sesame
+
+open System
+open System.Collections.Generic
+open System.Runtime.InteropServices
+
+/// What the fold keeps for one path (see Patch.foldChecked for the rules).
+[<NoEquality; NoComparison; RequireQualifiedAccess>]
+type internal Pending =
+    | Put of Json
+    /// Removed; true when the containers above it must still be created (it superseded updates that created them).
+    | Drop of createsParents: bool
+    | Add of JsonNumber
+    /// Values appended, the newest first (so one more is added in constant time); they apply oldest first.
+    | Push of newestFirst: Json list
+    /// Removed, then set: the key leaves its place and is added at the end of its object, as applying one by one does.
+    | Replace of Json
+
+    /// Whether applying it creates the containers above its path.
+    member this.IsCreator =
+        match this with
+        | Drop false -> false
+        | _ -> true
+
+    /// A removal that created nothing.
+    member this.IsBareDrop =
+        match this with
+        | Drop false -> true
+        | _ -> false
+
+/// One update the fold keeps: its path, what it does, and its place in the patch. A place is never shifted: an update
+/// that supersedes others may take the place of one of them, so places are reused, and the patch is the live entries
+/// in place order.
+[<Sealed; AllowNullLiteral>]
+type internal FoldEntry(path: SessionPath, node: FoldNode, place: int, pending: Pending) =
+    member _.Path = path
+    member _.Node = node
+    member _.Place = place
+    member val Pending = pending with get, set
+    /// False once superseded or merged away.
+    member val Live = true with get, set
+    /// The entry before this one at its node, of its kind (append or not): each node chains its entries, the latest
+    /// first, instead of holding lists (most nodes hold one entry or none).
+    member val Previous: FoldEntry = null with get, set
+
+/// A path in the trie of kept entries: the live entries at exactly this path, and its children.
+and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, segment: Segment, depth: int) =
+    /// Children are looked up by a scan while few, then through a dictionary.
+    static let indexFrom = 8
+
+    static let sameSegment (a: Segment) (b: Segment) =
+        match a, b with
+        | Segment.Key x, Segment.Key y -> String.Equals(x, y, StringComparison.Ordinal)
+        | Segment.Index i, Segment.Index j -> i = j
+        | _ -> false
+
+    static let segments = {
+        new IEqualityComparer<Segment> with
+            member _.Equals(a, b) = sameSegment a b
+
+            member _.GetHashCode segment =
+                match segment with
+                | Segment.Key key -> StringComparer.Ordinal.GetHashCode key
+                | Segment.Index i -> i
+    }
+
+    let mutable children: ResizeArray<FoldNode> = null
+    let mutable childIndex: Dictionary<Segment, FoldNode> = null
+
+    member _.Parent = parent
+    member _.Segment = segment
+    member _.Depth = depth
+    /// The latest live entry here that is not an append (the rest follow through Previous, in place order).
+    member val LastOther: FoldEntry = null with get, set
+    /// The latest live append here (kept apart: the search for what is above a path passes over appends).
+    member val LastAppend: FoldEntry = null with get, set
+    /// How many live bare removals are at or below this node (so the sweep of them skips subtrees without any).
+    member val BareDrops = 0 with get, set
+    /// While appends are here: the entries added below this node since the latest append here was added.
+    member val AddedBelow: ResizeArray<FoldEntry> = null with get, set
+    /// The entries of AddedBelow before this one have been found irrelevant (superseded, or placed before the append).
+    member val AddedBelowChecked = 0 with get, set
+
+    member _.Children: ResizeArray<FoldNode> = children
+
+    member _.Child(segment: Segment) : FoldNode =
+        if not (isNull childIndex) then
+            match childIndex.TryGetValue segment with
+            | true, child -> child
+            | _ -> null
+        elif isNull children then
+            null
+        else
+            let mutable found = null
+            let mutable i = 0
+            while isNull found && i < children.Count do
+                if sameSegment children[i].Segment segment then found <- children[i]
+                i <- i + 1
+            found
+
+    member this.GetOrAddChild(segment: Segment) : FoldNode =
+        match this.Child segment with
+        | null ->
+            let child = FoldNode(this, segment, depth + 1)
+            if isNull children then children <- ResizeArray<FoldNode>(2)
+            children.Add child
+            if not (isNull childIndex) then
+                childIndex.Add(segment, child)
+            elif children.Count > indexFrom then
+                childIndex <- Dictionary<Segment, FoldNode>(children.Count * 2, segments)
+                for c in children do
+                    childIndex.Add(c.Segment, c)
+            child
+        | child -> child
+
+    /// Drops every child (their entries are gone).
+    member _.ClearChildren() =
+        children <- null
+        childIndex <- null
+
+    /// The latest live entry here, appends included.
+    member this.Latest: FoldEntry =
+        let other = this.LastOther
+        let append = this.LastAppend
+        if isNull append then other
+        elif isNull other || append.Place > other.Place then append
+        else other
+
+/// <summary>
+/// The entries a fold keeps, indexed by path in a trie, so that each of the fold's questions (the latest entry at or
+/// above a path, the entries at or below one, whether anything below an array came after an append to it) costs the
+/// path's depth, or the entries it removes, instead of a scan of every entry: a request of n updates folds in about
+/// n times its paths' depth.
+/// </summary>
+[<Sealed>]
+type internal FoldIndex(capacity: int) =
+    let root = FoldNode(null, Segment.Index 0, 0)
+    /// The entries by place; null where an entry was removed (the gaps are skipped when the patch is read).
+    let places = ResizeArray<FoldEntry>(capacity)
+
+    let vacate (entry: FoldEntry) =
+        entry.Live <- false
+        places[entry.Place] <- null
+
+    let rec ancestorsAdd (node: FoldNode) (drops: int) =
+        if not (isNull node) then
+            node.BareDrops <- node.BareDrops + drops
+            ancestorsAdd node.Parent drops
+
+    /// Removes the entries at or below a node; gives the earliest place among those that created something, or -1.
+    let rec clear (node: FoldNode) : int =
+        let mutable firstCreator = -1
+        let mutable entry = node.LastOther
+        while not (isNull entry) do
+            vacate entry
+            if entry.Pending.IsCreator then firstCreator <- entry.Place
+            entry <- entry.Previous
+        // Appends create their array, and come in place order too.
+        entry <- node.LastAppend
+        while not (isNull entry) do
+            vacate entry
+            if firstCreator < 0 || entry.Place < firstCreator then firstCreator <- entry.Place
+            entry <- entry.Previous
+        node.LastOther <- null
+        node.LastAppend <- null
+        if not (isNull node.Children) then
+            for child in node.Children do
+                let below = clear child
+                if below >= 0 && (firstCreator < 0 || below < firstCreator) then firstCreator <- below
+        firstCreator
+
+    /// Removes the bare removals at or below a node; gives how many.
+    let rec sweep (node: FoldNode) : int =
+        let mutable removed = 0
+        // Unlink them from the node's chain, keeping the rest in order.
+        let mutable later: FoldEntry = null
+        let mutable entry = node.LastOther
+        while not (isNull entry) do
+            let previous = entry.Previous
+            if entry.Pending.IsBareDrop then
+                vacate entry
+                removed <- removed + 1
+                if isNull later then node.LastOther <- previous else later.Previous <- previous
+            else
+                later <- entry
+            entry <- previous
+        removed <- removed + sweepChildren node
+        node.BareDrops <- node.BareDrops - removed
+        removed
+
+    and sweepChildren (node: FoldNode) : int =
+        let mutable removed = 0
+        if not (isNull node.Children) then
+            for child in node.Children do
+                if child.BareDrops > 0 then removed <- removed + sweep child
+        removed
+
+    /// The node of a path, added if missing.
+    member _.NodeOf(path: SessionPath) : FoldNode =
+        let mutable node = root
+        for segment in path.Segments do
+            node <- node.GetOrAddChild segment
+        node
+
+    /// <summary>
+    /// The latest live entry at or above <paramref name="path"/>, or null. Appends to an array above the path are passed
+    /// over: an append adds an item at the end and changes no item that already exists. <paramref name="reached"/> is
+    /// the deepest node of the path that exists (see NodeFrom).
+    /// </summary>
+    member _.LatestAbove(path: SessionPath, [<Out>] reached: byref<FoldNode>) : FoldEntry =
+        let mutable latest: FoldEntry = null
+        let mutable node = root
+        let mutable rest = path.Segments
+        while not (isNull node) do
+            reached <- node
+            let candidate = if List.isEmpty rest then node.Latest else node.LastOther
+            if not (isNull candidate) && (isNull latest || candidate.Place > latest.Place) then latest <- candidate
+            match rest with
+            | segment :: tail ->
+                node <- node.Child segment
+                rest <- tail
+            | [] -> node <- null
+        latest
+
+    /// The node of a path, added if missing, from a node on the path (one LatestAbove reached), so the path is
+    /// looked up once.
+    member _.NodeFrom(reached: FoldNode, path: SessionPath) : FoldNode =
+        let mutable node = reached
+        let mutable rest = List.skip reached.Depth path.Segments
+        while not (List.isEmpty rest) do
+            node <- node.GetOrAddChild(List.head rest)
+            rest <- List.tail rest
+        node
+
+    /// The place after every entry so far: where an update that happens now goes.
+    member _.End = places.Count
+
+    /// <summary>Adds an entry at <paramref name="place"/>: the end, or a place ClearAt gave for the node it just emptied.</summary>
+    member _.Add(node: FoldNode, path: SessionPath, pending: Pending, place: int) : unit =
+        let entry = FoldEntry(path, node, place, pending)
+        if place = places.Count then places.Add entry else places[place] <- entry
+        // A node's chains stay in place order: an entry goes at the end, or to a node that ClearAt just emptied.
+        match pending with
+        | Pending.Push _ ->
+            // Appends only ever go at the end, so what was added below before this one came before it.
+            entry.Previous <- node.LastAppend
+            node.LastAppend <- entry
+            if isNull node.AddedBelow then node.AddedBelow <- ResizeArray<FoldEntry>() else node.AddedBelow.Clear()
+            node.AddedBelowChecked <- 0
+        | _ ->
+            entry.Previous <- node.LastOther
+            node.LastOther <- entry
+        if pending.IsBareDrop then ancestorsAdd node 1
+        let mutable above = node.Parent
+        while not (isNull above) do
+            if not (isNull above.LastAppend) then above.AddedBelow.Add entry
+            above <- above.Parent
+
+    /// <summary>Adds an entry at the end.</summary>
+    member this.Append(node: FoldNode, path: SessionPath, pending: Pending) = this.Add(node, path, pending, places.Count)
+
+    /// <summary>Removes one entry that is not an append (a removal that a later update merges into).</summary>
+    member _.Remove(entry: FoldEntry) : unit =
+        let node = entry.Node
+        if obj.ReferenceEquals(node.LastOther, entry) then
+            node.LastOther <- entry.Previous
+        else
+            let mutable later = node.LastOther
+            while not (obj.ReferenceEquals(later.Previous, entry)) do
+                later <- later.Previous
+            later.Previous <- entry.Previous
+        vacate entry
+        if entry.Pending.IsBareDrop then ancestorsAdd node -1
+
+    /// <summary>
+    /// Removes every entry at or below <paramref name="node"/>. Gives the place of the earliest removed entry that
+    /// created something (-1 if none: an entry may then take it, see Add), and what the latest entry at the node itself did.
+    /// </summary>
+    member _.ClearAt(node: FoldNode) : struct (int * Pending voption) =
+        let latest = node.Latest
+        let firstCreator = clear node
+        // The nodes below are dropped whole, so a later clear above does not walk them again.
+        node.ClearChildren()
+        node.AddedBelow <- null
+        ancestorsAdd node.Parent -node.BareDrops
+        node.BareDrops <- 0
+        struct (firstCreator, (if isNull latest then ValueNone else ValueSome latest.Pending))
+
+    /// <summary>Removes the bare removals strictly below <paramref name="node"/>.</summary>
+    member _.RemoveBareDropsBelow(node: FoldNode) : unit =
+        let mutable here = 0
+        let mutable entry = node.LastOther
+        while not (isNull entry) do
+            if entry.Pending.IsBareDrop then here <- here + 1
+            entry <- entry.Previous
+        if node.BareDrops > here then
+            let removed = sweepChildren node
+            ancestorsAdd node -removed
+
+    /// <summary>
+    /// Whether an entry strictly below <paramref name="append"/>'s path comes after it in the patch
+    /// (<paramref name="append"/> is the latest entry at its node).
+    /// </summary>
+    member _.HasLaterBelow(append: FoldEntry) : bool =
+        let node = append.Node
+        let added = node.AddedBelow
+        // Each entry is passed over once: one superseded, or placed before the append, stays irrelevant, as the
+        // node's latest append is only ever replaced by a later one.
+        while node.AddedBelowChecked < added.Count
+              && (let entry = added[node.AddedBelowChecked]
+                  not entry.Live || entry.Place < append.Place) do
+            node.AddedBelowChecked <- node.AddedBelowChecked + 1
+        node.AddedBelowChecked < added.Count
+
+    /// The live entries in place order.
+    member _.InOrder: seq<FoldEntry> = seq {
+        for entry in places do
+            if not (isNull entry) then entry
+    }
