@@ -388,6 +388,58 @@ let tests =
             Expect.equal a (Some(json """{"user":{"name":"ada"},"visits":4,"cart":{"items":[1,2]}}""")) "a"
         }
 
+        testCaseTask "a new session's first commit and a compacted file's records replay to the very values committed, facts included"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let first = FileStore.Open file
+            let sessions = first :> SessionStore
+            // Values a replay that copies their text must copy exactly: escapes, non-ASCII text, number texts, nesting, null.
+            let values = [
+                "\"plain\""
+                "\"quote \\\" backslash \\\\ tab \\t ✓ 𝄞 <&>\""
+                "1.10"
+                "-0"
+                "1e3"
+                "9007199254740993"
+                "null"
+                "true"
+                "{\"a\":[1,{\"b\":[]}],\"c\":{}}"
+                "[[],[{}],\"x\"]"
+            ]
+            let meta = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Created ]) (Json.int64 1764633600000L) ]
+            let expected = ResizeArray()
+            for i, value in List.indexed values do
+                // One key; several keys, one of them non-ASCII; a key that needs escaping in a path; a deeper path.
+                let data =
+                    match i % 4 with
+                    | 0 -> Patch.fold [ setAt "v" value ]
+                    | 1 -> Patch.fold [ setAt "v" value; setAt "w" "2"; Update.set (SessionPath.ofKeys [ $"ключ {i} ✓" ]) (json value) ]
+                    | 2 -> Patch.fold [ setAt "v" value; Update.set (SessionPath.ofKeys [ $"key \"{i}\"" ]) (json value) ]
+                    | _ -> Patch.fold [ setAt "v" value; setAt "deep.er" value ]
+                let! result = sessions.CommitAsync($"new{i}", SessionChange(data, meta), creating, testToken ())
+                Expect.equal result CommitResult.Committed "committed"
+                let! stored = sessions.LoadAsync($"new{i}", creating.IdleTimeout, testToken ())
+                expected.Add(struct ($"new{i}", stored.Data, stored.Meta))
+            let live = first.LiveBytes
+            do! first.DisposeAsync()
+
+            let check (store: FileStore) (what: string) = task {
+                for struct (id, data, facts) in expected do
+                    let! stored = (store :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+                    Expect.equal (Json.serialize stored.Data) (Json.serialize data) $"{id}'s tree, {what}"
+                    Expect.equal (Json.serialize stored.Meta) (Json.serialize facts) $"{id}'s facts, {what}"
+                // The same JSON to the byte: a compacted file would be as long as before.
+                Expect.equal store.LiveBytes live $"the live size, {what}"
+            }
+            let second = FileStore.Open file
+            do! check second "replayed from the commits' records"
+            do! second.CompactAsync()
+            do! second.DisposeAsync()
+            use third = FileStore.Open file
+            do! check third "replayed from the compacted file"
+        }
+
         testCaseTask "commits from 32 concurrent writers are all on disk when the store is reopened"
         <| fun () -> task {
             use directory = new TempDirectory()

@@ -237,7 +237,7 @@ module internal FileReplay =
         | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
 
     /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
-    let internal materialize (path: string) (version: uint32) (session: ReplayedSession) : FileValue =
+    let private materialize (path: string) (version: uint32) (session: ReplayedSession) : FileValue =
         if isNull session.Changes then
             session.Value
         else
@@ -341,13 +341,31 @@ module internal FileReplay =
                 if replayedSession.Expires > t then struct (id, replayedSession)
         |]
         Array.sortInPlaceBy (fun (struct (_, r: ReplayedSession)) -> r.LastSeen) alive
+        // The sessions whose changes are still to apply take the time (parsing, applying, writing): on every core,
+        // as nothing else runs yet. The first failure in the order below is the one raised, as if one thread had applied them.
+        let failures = Array.zeroCreate<exn> alive.Length
+        Threading.Tasks.Parallel.For(
+            0,
+            alive.Length,
+            fun i ->
+                let struct (_, replayedSession) = alive[i]
+                if not (isNull replayedSession.Changes) then
+                    try
+                        replayedSession.Value <- materialize replayed.Path replayed.Version replayedSession
+                        replayedSession.Changes <- null
+                    with e ->
+                        failures[i] <- e
+        )
+        |> ignore
+        match Array.tryFind (fun (e: exn) -> not (isNull e)) failures with
+        | Some e -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e
+        | None -> ()
         let sessions = FileSessions(maxSessions, alive.Length)
         let userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
         for struct (id, replayedSession) in alive do
-            let value = materialize replayed.Path replayed.Version replayedSession
-            // Let the replayed value and changes go as soon as they are applied.
+            let value = replayedSession.Value
+            // Let the replayed value go: the session holds it now.
             replayedSession.Value <- null
-            replayedSession.Changes <- null
             let session = FileSession id
             session.Latest <- value
             session.Visible <- value
