@@ -1,5 +1,5 @@
 /// The file store with durability on (every commit flushed with fsync before it returns): commits per second
-/// for one writer and for 32 concurrent writers (group commit), and the bytes one one-key commit appends to
+/// for one writer and for 32 concurrent writers (group commit), new sessions from 32 writers, and the bytes one one-key commit appends to
 /// a 16 KB session. Run: dotnet run -c Release --project bench/Sesame.Benchmarks -- --filter '*FileStore*' --job short
 module Sesame.Benchmarks.FileStoreBenchmarks
 
@@ -23,6 +23,13 @@ let private commitOptions = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist
 
 /// One-key changes, made once so the benchmark measures the store, not the fold.
 let private oneKeyChanges = [| for n in 0..255 -> SessionChange(Patch.fold [ Update.set (SessionPath.parse "field7") (Json.int64 (int64 n)) ]) |]
+
+/// What a new visitor's first request commits: a counter, and the session's creation fact.
+let private newSessionChange =
+    SessionChange(
+        Patch.fold [ Update.set (SessionPath.parse "times") (Json.int64 1L) ],
+        Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Created ]) (Json.int64 1764633600000L) ]
+    )
 
 /// A session id as long as Sesame's (32 characters).
 let private sessionId (n: int) = $"bench-session-{n:D18}"
@@ -95,6 +102,7 @@ type FileStoreConfig() as this =
 /// One-key commits to 16 KB sessions, each flushed to disk before it returns.
 [<MemoryDiagnoser; Config(typeof<FileStoreConfig>)>]
 type FileStoreCommits() =
+    let mutable created = 0
     let mutable directory = ""
     let mutable store: FileStore = Unchecked.defaultof<FileStore>
 
@@ -118,6 +126,22 @@ type FileStoreCommits() =
     member _.Cleanup() =
         store.Dispose()
         IO.Directory.Delete(directory, true)
+
+    /// New sessions from 32 concurrent writers, each a first request's commit (a counter and its creation fact).
+    [<Benchmark(OperationsPerInvoke = CommitsPerInvoke)>]
+    member _.NewSessionsThirtyTwoWriters() : Task =
+        let sessions = store :> SessionStore
+        Task.WhenAll [|
+            for _ in 0..31 ->
+                Task.Run(
+                    Func<Task>(fun () -> task {
+                        for _ in 1 .. CommitsPerInvoke / 32 do
+                            let id = sessionId (1_000_000 + Interlocked.Increment &created)
+                            let! _ = sessions.CommitAsync(id, newSessionChange, commitOptions, CancellationToken.None)
+                            ()
+                    })
+                )
+        |]
 
     /// One writer: every commit waits for its own flush.
     [<Benchmark(Baseline = true, OperationsPerInvoke = CommitsPerInvoke)>]

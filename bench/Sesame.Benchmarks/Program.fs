@@ -7,7 +7,8 @@ type private Marker = class end
 
 /// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
 /// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `postgres` and `postgres-churn` run
-/// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn).
+/// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
+/// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds).
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
@@ -17,6 +18,7 @@ let main args =
             | [ rounds ] -> int rounds
             | _ -> 5
         )
+    | "replay" :: rest -> ReplayBenchmarks.run rest
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
     | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore
     | _ -> BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore

@@ -36,15 +36,15 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     let mutable floor = 0L
     let mutable directorySyncReported = false
 
-    let writeSnapshot (snapshot: ResizeArray<struct (byte[] * StoredSession * int64 * int64)>) (token: CancellationToken) : struct (SafeFileHandle * int64) =
+    let writeSnapshot (snapshot: ResizeArray<struct (string * FileValue * int64 * int64)>) (token: CancellationToken) : struct (SafeFileHandle * int64) =
         let target = IO.File.OpenHandle(tempPath, IO.FileMode.Create, IO.FileAccess.ReadWrite, ActiveFile.Share, IO.FileOptions.None)
         try
             IO.RandomAccess.Write(target, ReadOnlySpan(FileLog.fileHeader ()), 0L)
             // The whole snapshot is flushed before it can matter, so its records name the header as flushed.
             let writer = RecordWriter(target, int64 FileLog.FileHeaderLength, int64 FileLog.FileHeaderLength, true)
-            for struct (idBytes, session, expires, lastSeen) in snapshot do
+            for struct (id, value, expires, lastSeen) in snapshot do
                 token.ThrowIfCancellationRequested()
-                writer.Append(FileLog.payload FileLog.KindCreate expires lastSeen idBytes (FileLog.changeBody (FileLog.snapshotChange session)))
+                writer.Append(FileLog.snapshotPayload expires lastSeen id value.Data value.Meta)
             writer.Flush()
             IO.RandomAccess.FlushToDisk target
             struct (target, writer.Position)
@@ -87,14 +87,14 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     member _.Start(waiters: TaskCompletionSource[], wake: unit -> unit) =
         let capturing = Stopwatch.StartNew()
         let t = time.GetUtcNow().UtcTicks
-        let snapshot = ResizeArray<struct (byte[] * StoredSession * int64 * int64)>()
+        let snapshot = ResizeArray<struct (string * FileValue * int64 * int64)>()
         for KeyValue(id, session) in sessions.Items do
             lock session (fun () ->
                 if not session.Removed then
                     match session.Visible with
                     // A session with records still queued is kept even if expired: those records apply to it.
                     | visible when not (isNull visible) && (session.VisibleExpires > t || session.Pending > 0) ->
-                        snapshot.Add(struct (session.IdBytes, visible, session.VisibleExpires, session.LastSeen))
+                        snapshot.Add(struct (id, visible, session.VisibleExpires, session.LastSeen))
                     | _ when session.IsDeadAt t -> sessions.DropDead(id, session)
                     | _ -> ())
         let cancel = new CancellationTokenSource()

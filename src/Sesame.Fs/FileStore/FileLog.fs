@@ -64,14 +64,21 @@ module internal FileLog =
         BinaryPrimitives.WriteUInt32LittleEndian(Span(header, 8, 4), FormatVersion)
         header
 
-    let payload (kind: byte) (expires: int64) (lastSeen: int64) (id: byte[]) (body: byte[]) : byte[] =
-        let p = Array.zeroCreate<byte>(PayloadPrefixLength + id.Length + body.Length)
+    /// A payload of <c>bodyLength</c> bytes of body, its prefix and id written; gives it and where its body starts.
+    let private payloadOf (kind: byte) (expires: int64) (lastSeen: int64) (id: string) (bodyLength: int) : struct (byte[] * int) =
+        let idLength = Text.Encoding.UTF8.GetByteCount id
+        let p = Array.zeroCreate<byte>(PayloadPrefixLength + idLength + bodyLength)
         p[0] <- kind
         BinaryPrimitives.WriteInt64LittleEndian(Span(p, 1, 8), expires)
         BinaryPrimitives.WriteInt64LittleEndian(Span(p, 9, 8), lastSeen)
-        BinaryPrimitives.WriteInt32LittleEndian(Span(p, 17, 4), id.Length)
-        Buffer.BlockCopy(id, 0, p, PayloadPrefixLength, id.Length)
-        Buffer.BlockCopy(body, 0, p, PayloadPrefixLength + id.Length, body.Length)
+        BinaryPrimitives.WriteInt32LittleEndian(Span(p, 17, 4), idLength)
+        Text.Encoding.UTF8.GetBytes(id.AsSpan(), Span(p, PayloadPrefixLength, idLength)) |> ignore
+        struct (p, PayloadPrefixLength + idLength)
+
+    /// A record's payload: its prefix, the id (written as UTF-8) and the body.
+    let payload (kind: byte) (expires: int64) (lastSeen: int64) (id: string) (body: byte[]) : byte[] =
+        let struct (p, at) = payloadOf kind expires lastSeen id body.Length
+        Buffer.BlockCopy(body, 0, p, at, body.Length)
         p
 
     /// The change a commit record carries, as JSON: <c>[data, meta]</c>, or <c>[data, meta, from, to, upgrade]</c> with a
@@ -121,6 +128,58 @@ module internal FileLog =
     let snapshotChange (session: StoredSession) =
         SessionChange(Patch.foldChecked [| Update.set SessionPath.root session.Data |], Patch.foldChecked [| Update.set SessionPath.root session.Meta |])
 
+    /// What a snapshot's change body holds around the tree and the facts: <c>[[["set",[],</c>, <c>]],[["set",[],</c> and <c>]]]</c>.
+    let private snapshotFrame =
+        let empty = changeBody (snapshotChange (StoredSession(Json.emptyObject)))
+        let text = Text.Encoding.UTF8.GetString empty
+        let first = text.IndexOf "{}"
+        let second = text.IndexOf("{}", first + 2)
+        struct (empty[.. first - 1], empty[first + 2 .. second - 1], empty[second + 2 ..])
+
+    /// The payload of a compacted file's record of a session (kind 2, its change setting the whole tree and facts),
+    /// written from the JSON of its tree and facts: the bytes changeBody would write for it.
+    let snapshotPayload (expires: int64) (lastSeen: int64) (id: string) (data: ReadOnlySpan<byte>) (meta: ReadOnlySpan<byte>) : byte[] =
+        let struct (before, between, after) = snapshotFrame
+        let struct (p, at) = payloadOf KindCreate expires lastSeen id (before.Length + data.Length + between.Length + meta.Length + after.Length)
+        let body = Span(p, at, p.Length - at)
+        ReadOnlySpan(before).CopyTo body
+        data.CopyTo(body.Slice before.Length)
+        ReadOnlySpan(between).CopyTo(body.Slice(before.Length + data.Length))
+        meta.CopyTo(body.Slice(before.Length + data.Length + between.Length))
+        ReadOnlySpan(after).CopyTo(body.Slice(body.Length - after.Length))
+        p
+
+    /// The end of the JSON object at <c>at</c>, read (so checked) as JSON; -1 when there is none there.
+    let private objectEnd (body: ReadOnlySpan<byte>) (at: int) =
+        if at >= body.Length || body[at] <> byte '{' then
+            -1
+        else
+            let mutable reader = Text.Json.Utf8JsonReader(body.Slice at, Text.Json.JsonReaderOptions(MaxDepth = Json.MaxDepth + 1))
+            try
+                if reader.Read() && reader.TrySkip() then at + int reader.BytesConsumed else -1
+            with :? Text.Json.JsonException ->
+                -1
+
+    /// Where the tree and the facts are in a change body that sets the whole session (as a compacted file's records
+    /// do): the start and length of each, when the body is exactly <c>[[["set",[],TREE]],[["set",[],FACTS]]]</c> with two
+    /// objects as JSON that reads; <c>ValueNone</c> for any other body (it is then parsed as a change).
+    let trySnapshotParts (body: ReadOnlySpan<byte>) : struct (int * int * int * int) voption =
+        let struct (before, between, after) = snapshotFrame
+        if not (body.StartsWith(ReadOnlySpan before)) then
+            ValueNone
+        else
+            let dataAt = before.Length
+            let dataEnd = objectEnd body dataAt
+            if dataEnd < 0 || not (body.Slice(dataEnd).StartsWith(ReadOnlySpan between)) then
+                ValueNone
+            else
+                let metaAt = dataEnd + between.Length
+                let metaEnd = objectEnd body metaAt
+                if metaEnd < 0 || metaEnd + after.Length <> body.Length || not (body.Slice(metaEnd).SequenceEqual(ReadOnlySpan after)) then
+                    ValueNone
+                else
+                    ValueSome(struct (dataAt, dataEnd - dataAt, metaAt, metaEnd - metaAt))
+
     /// Frames a payload into <c>dest</c> at <c>at</c>; gives the record's length.
     let frame (dest: byte[]) (at: int) (durableEnd: int64) (payload: byte[]) : int =
         let length = RecordHeaderLength + payload.Length
@@ -135,6 +194,3 @@ module internal FileLog =
 
     /// The bytes a session takes in a freshly compacted file, its tree and facts being <paramref name="size"/> bytes of JSON.
     let snapshotBytes (idLength: int) (size: int64) = int64 (snapshotOverhead + idLength) + size
-
-    /// The bytes of JSON of a session's tree and facts.
-    let sizeOf (session: StoredSession) = JsonSize.utf8Length session.Data + JsonSize.utf8Length session.Meta

@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Buffers
 open System.Buffers.Binary
 open System.Collections.Generic
 open System.Text
@@ -8,18 +9,166 @@ open System.Text.Json
 open Microsoft.Extensions.Logging
 open Microsoft.Win32.SafeHandles
 
-/// A session as replay rebuilds it.
+/// A session as replay rebuilds it: a value (null: the empty session) and the change bodies read since, not yet
+/// applied (null: none), each with its record's offset. Changes are applied once, when the store is built, and only
+/// to the sessions still live then: a session's many records cost one parse of its value and one write of the result.
 [<Sealed; AllowNullLiteral>]
-type internal ReplayedSession(session: StoredSession, expires: int64, lastSeen: int64) =
-    member val Session = session with get, set
+type internal ReplayedSession(value: FileValue, expires: int64, lastSeen: int64) =
+    member val Value = value with get, set
+    member val Changes: ResizeArray<struct (int64 * byte[])> = null with get, set
     member val Expires = expires with get, set
     member val LastSeen = lastSeen with get, set
+
+    /// Adds a change to apply after what the session has.
+    member this.Add(offset: int64, body: byte[]) =
+        if isNull this.Changes then this.Changes <- ResizeArray 2
+        this.Changes.Add(struct (offset, body))
+
+/// What replay read from a file: the sessions, the file's length (a torn tail cut) and its format version.
+[<NoComparison; NoEquality>]
+type internal Replayed = { Sessions: Dictionary<string, ReplayedSession>; Length: int64; Version: uint32; Path: string }
+
+/// Each thread's scratch space for replay.
+[<AbstractClass; Sealed>]
+type internal ReplayBuffers =
+    /// Where each key a new session's change sets starts and ends in the text written, to find a key set twice.
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private keys: int[]
+
+    /// The text of a new session's value, written from its change.
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private created: ArrayBufferWriter<byte>
+
+    static member Keys
+        with get () = ReplayBuffers.keys
+        and set (value: int[]) = ReplayBuffers.keys <- value
+
+    static member Created
+        with get () = ReplayBuffers.created
+        and set (value: ArrayBufferWriter<byte>) = ReplayBuffers.created <- value
 
 /// Rebuilding the sessions from the file on open.
 module internal FileReplay =
 
     let private corrupt (path: string) (offset: int64) (why: string) =
         SessionStoreException $"The session file '{path}' holds a record it cannot use at byte offset {offset}: {why}. The file was left as it is."
+
+    let private openBrace = "{"B
+    let private closeBrace = "}"B
+    let private comma = ","B
+    let private colon = ":"B
+    let private setName = "set"B
+
+    /// The most keys a new session's change may set for <c>trySetKeys</c> to write it.
+    [<Literal>]
+    let private MaxSimpleKeys = 32
+
+    /// Writes the object that a patch of sets of distinct top-level keys makes of the empty object, from the patch's
+    /// own JSON (a key and its value are written as the patch holds them, which is how the writer writes them); false
+    /// for any other patch (it is then applied as a change). The reader is at the patch's start.
+    let private trySetKeys (body: ReadOnlySpan<byte>) (reader: byref<Utf8JsonReader>) (output: ArrayBufferWriter<byte>) : bool =
+        if isNull ReplayBuffers.Keys then ReplayBuffers.Keys <- Array.zeroCreate (2 * MaxSimpleKeys)
+        let keys = ReplayBuffers.Keys
+        let start = output.WrittenCount
+        let mutable ok = reader.TokenType = JsonTokenType.StartArray
+        let mutable count = 0
+        if ok then output.Write(ReadOnlySpan openBrace)
+        let mutable reading = ok
+        while reading do
+            if not (reader.Read()) then
+                ok <- false
+                reading <- false
+            elif reader.TokenType = JsonTokenType.EndArray then
+                reading <- false
+            elif
+                count < MaxSimpleKeys
+                && reader.TokenType = JsonTokenType.StartArray
+                && reader.Read()
+                && reader.TokenType = JsonTokenType.String
+                && reader.ValueTextEquals(ReadOnlySpan setName)
+                && reader.Read()
+                && reader.TokenType = JsonTokenType.StartArray
+                && reader.Read()
+                && reader.TokenType = JsonTokenType.String
+                && not reader.ValueIsEscaped
+            then
+                let keyAt = int reader.TokenStartIndex
+                let keyEnd = int reader.BytesConsumed
+                if reader.Read() && reader.TokenType = JsonTokenType.EndArray && reader.Read() then
+                    let valueAt = int reader.TokenStartIndex
+                    let skipped =
+                        match reader.TokenType with
+                        | JsonTokenType.StartObject
+                        | JsonTokenType.StartArray -> reader.TrySkip()
+                        | JsonTokenType.String
+                        | JsonTokenType.Number
+                        | JsonTokenType.True
+                        | JsonTokenType.False
+                        | JsonTokenType.Null -> true
+                        | _ -> false
+                    let valueEnd = int reader.BytesConsumed
+                    if skipped && reader.Read() && reader.TokenType = JsonTokenType.EndArray then
+                        let mutable seen = false
+                        let mutable i = 0
+                        while not seen && i < count do
+                            seen <- output.WrittenSpan.Slice(keys[2 * i], keys[2 * i + 1] - keys[2 * i]).SequenceEqual(body.Slice(keyAt, keyEnd - keyAt))
+                            i <- i + 1
+                        if seen then
+                            ok <- false
+                            reading <- false
+                        else
+                            if count > 0 then output.Write(ReadOnlySpan comma)
+                            keys[2 * count] <- output.WrittenCount
+                            output.Write(body.Slice(keyAt, keyEnd - keyAt))
+                            keys[2 * count + 1] <- output.WrittenCount
+                            output.Write(ReadOnlySpan colon)
+                            output.Write(body.Slice(valueAt, valueEnd - valueAt))
+                            count <- count + 1
+                    else
+                        ok <- false
+                        reading <- false
+                else
+                    ok <- false
+                    reading <- false
+            else
+                ok <- false
+                reading <- false
+        if ok then output.Write(ReadOnlySpan closeBrace)
+        ok && output.WrittenCount > start
+
+    /// The value a new session's change makes when it only sets distinct top-level keys of the tree and of the facts
+    /// (what a first request's commit holds): written from the change's JSON, without building a tree; null for any
+    /// other change, or for text that does not read as JSON.
+    let private trySimpleCreate (body: ReadOnlySpan<byte>) : FileValue =
+        if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
+        let output = ReplayBuffers.Created
+        output.ResetWrittenCount()
+        let mutable reader = Utf8JsonReader(body, JsonReaderOptions(MaxDepth = Json.MaxDepth + 3))
+        try
+            if reader.Read() && reader.TokenType = JsonTokenType.StartArray && reader.Read() && trySetKeys body &reader output then
+                let dataLength = output.WrittenCount
+                if reader.Read() && trySetKeys body &reader output && reader.Read() && reader.TokenType = JsonTokenType.EndArray && not (reader.Read()) then
+                    FileValue(output.WrittenSpan.ToArray(), dataLength)
+                else
+                    null
+            else
+                null
+        with :? JsonException ->
+            null
+
+    /// The session a record creates: its value read straight from the record when it sets the whole session (as a
+    /// compacted file's records do) or only top-level keys (as a new session's first commit does), else a change to apply.
+    let private created (offset: int64) (body: ReadOnlySpan<byte>) (version: uint32) (expires: int64) (lastSeen: int64) =
+        match (if version = FileLog.FormatVersion1 then ValueNone else FileLog.trySnapshotParts body) with
+        | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) ->
+            ReplayedSession(FileValue.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength)), expires, lastSeen)
+        | ValueNone ->
+            match (if version = FileLog.FormatVersion1 then null else trySimpleCreate body) with
+            | null ->
+                let session = ReplayedSession(null, expires, lastSeen)
+                session.Add(offset, body.ToArray())
+                session
+            | value -> ReplayedSession(value, expires, lastSeen)
 
     let private applyRecord
         (logger: ILogger)
@@ -47,61 +196,37 @@ module internal FileReplay =
         let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
         let bodyAt = at + prefix + idLength
         let bodyLength = length - prefix - idLength
-        let invalid (e: exn) =
-            SessionStoreException(
-                $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change is not valid ({e.Message}). The file was left as it is.",
-                e
-            )
-        let readChange (from: int) (count: int) =
-            try
-                if version = FileLog.FormatVersion1 then
-                    SessionChange(Patch.parseUtf8 (ReadOnlySpan(buffer, from, count)))
-                else
-                    FileLog.readChange (ReadOnlySpan(buffer, from, count))
-            with :? JsonException as e ->
-                raise (invalid e)
-        let apply (change: SessionChange) (before: StoredSession) =
-            let after =
-                try
-                    change.ApplyTo before
-                with :? PathConflictException as e ->
-                    raise (
-                        SessionStoreException(
-                            $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change does not fit the session ({e.Message}). The file was left as it is.",
-                            e
-                        )
-                    )
-            if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
-            after
         match kind with
-        | FileLog.KindCreate -> sessions[id] <- ReplayedSession(apply (readChange bodyAt bodyLength) null, expires, lastSeen)
+        | FileLog.KindCreate -> sessions[id] <- created offset (ReadOnlySpan(buffer, bodyAt, bodyLength)) version expires lastSeen
         | FileLog.KindPatch ->
-            let change = readChange bodyAt bodyLength
             match sessions.TryGetValue id with
             | true, session ->
-                session.Session <- apply change session.Session
+                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
                 session.Expires <- expires
                 session.LastSeen <- lastSeen
             | _ ->
                 FileStoreLog.mismatch logger offset path
-                sessions[id] <- ReplayedSession(apply change null, expires, lastSeen)
+                let session = ReplayedSession(null, expires, lastSeen)
+                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
+                sessions[id] <- session
         | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
             if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
             let fromLength = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, bodyAt, 4))
             if fromLength < 0 || fromLength > bodyLength - 4 then raise (corrupt path offset "its old id length is out of range")
-            let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
-            let change = readChange (bodyAt + 4 + fromLength) (bodyLength - 4 - fromLength)
-            let before =
-                if fromLength = 0 then
-                    null
-                else
-                    match sessions.TryGetValue fromId with
-                    | true, session -> session.Session
-                    | _ ->
-                        FileStoreLog.mismatch logger offset path
-                        null
-            sessions.Remove fromId |> ignore
-            sessions[id] <- ReplayedSession(apply change before, expires, lastSeen)
+            let changeAt = bodyAt + 4 + fromLength
+            let change = buffer[changeAt .. bodyAt + bodyLength - 1]
+            let moved = ReplayedSession(null, expires, lastSeen)
+            if fromLength > 0 then
+                let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
+                match sessions.TryGetValue fromId with
+                | true, from ->
+                    // The session goes on at its new id, its changes not yet applied with it.
+                    moved.Value <- from.Value
+                    moved.Changes <- from.Changes
+                    sessions.Remove fromId |> ignore
+                | _ -> FileStoreLog.mismatch logger offset path
+            moved.Add(offset, change)
+            sessions[id] <- moved
         | FileLog.KindDelete -> sessions.Remove id |> ignore
         | FileLog.KindTouch ->
             match sessions.TryGetValue id with
@@ -111,10 +236,43 @@ module internal FileReplay =
             | _ -> ()
         | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
 
+    /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
+    let private materialize (path: string) (version: uint32) (session: ReplayedSession) : FileValue =
+        if isNull session.Changes then
+            session.Value
+        else
+            let mutable current = if isNull session.Value then null else session.Value.Parse()
+            for struct (offset, body) in session.Changes do
+                let change =
+                    try
+                        if version = FileLog.FormatVersion1 then SessionChange(Patch.parseUtf8 (ReadOnlySpan body)) else FileLog.readChange (ReadOnlySpan body)
+                    with :? JsonException as e ->
+                        raise (
+                            SessionStoreException(
+                                $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change is not valid ({e.Message}). The file was left as it is.",
+                                e
+                            )
+                        )
+                let after =
+                    try
+                        change.ApplyTo current
+                    with :? PathConflictException as e ->
+                        raise (
+                            SessionStoreException(
+                                $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change does not fit the session ({e.Message}). The file was left as it is.",
+                                e
+                            )
+                        )
+                if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
+                current <- after
+            FileValue.Of current
+
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
-    let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Dictionary<string, ReplayedSession> * int64 * uint32 =
-        let sessions = Dictionary<string, ReplayedSession>(StringComparer.Ordinal)
+    let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
         let length = IO.RandomAccess.GetLength handle
+        // Room for a session per 256 bytes of file (a small session's record is about 130), so that a file of small
+        // sessions rarely makes the map grow, and a file of large ones does not take much more than it needs.
+        let sessions = Dictionary<string, ReplayedSession>(int (min (length / 256L) (1L <<< 24)), StringComparer.Ordinal)
         let expected = FileLog.fileHeader ()
         let header = Array.zeroCreate<byte>(int (min length (int64 FileLog.FileHeaderLength)))
         if header.Length > 0 then IO.RandomAccess.Read(handle, Span header, 0L) |> ignore
@@ -127,7 +285,7 @@ module internal FileReplay =
                 )
             IO.RandomAccess.Write(handle, ReadOnlySpan expected, 0L)
             IO.RandomAccess.FlushToDisk handle
-            sessions, int64 FileLog.FileHeaderLength, FileLog.FormatVersion
+            { Sessions = sessions; Length = int64 FileLog.FileHeaderLength; Version = FileLog.FormatVersion; Path = path }
         elif not (MemoryExtensions.SequenceEqual(ReadOnlySpan(header, 0, 8), ReadOnlySpan(expected, 0, 8))) then
             raise (
                 SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is."
@@ -170,33 +328,57 @@ module internal FileReplay =
                 IO.RandomAccess.SetLength(handle, bad)
                 IO.RandomAccess.FlushToDisk handle
                 FileStoreLog.cutTornTail logger (length - bad) bad path
-            sessions, offset, version
+            { Sessions = sessions; Length = offset; Version = version; Path = path }
 
-    /// The sessions still live at <c>t</c>, as the store holds them: what they read is what the file holds.
+    /// The sessions still live at <c>t</c>, as the store holds them: what they read is what the file holds (their changes
+    /// applied now; a change that cannot be applied is a <see cref="T:Sesame.SessionStoreException"/> naming its offset).
     /// They enter the eviction order as returning sessions (a file does not record which sessions came back; those
     /// that lived through a restart are taken to be established), least recently seen first, so that past the
     /// returning segment's share the least recently seen are the first to go.
-    let live (t: int64) (maxSessions: int) (replayed: Dictionary<string, ReplayedSession>) : FileSessions =
-        let sessions = FileSessions maxSessions
+    let live (t: int64) (maxSessions: int) (replayed: Replayed) : FileSessions =
         let alive = [|
-            for KeyValue(id, replayedSession) in replayed do
+            for KeyValue(id, replayedSession) in replayed.Sessions do
                 if replayedSession.Expires > t then struct (id, replayedSession)
         |]
         Array.sortInPlaceBy (fun (struct (_, r: ReplayedSession)) -> r.LastSeen) alive
+        // The sessions whose changes are still to apply take the time (parsing, applying, writing): on every core,
+        // as nothing else runs yet. The first failure in the order below is the one raised, as if one thread had applied them.
+        let failures = Array.zeroCreate<exn> alive.Length
+        Threading.Tasks.Parallel.For(
+            0,
+            alive.Length,
+            fun i ->
+                let struct (_, replayedSession) = alive[i]
+                if not (isNull replayedSession.Changes) then
+                    try
+                        replayedSession.Value <- materialize replayed.Path replayed.Version replayedSession
+                        replayedSession.Changes <- null
+                    with e ->
+                        failures[i] <- e
+        )
+        |> ignore
+        match Array.tryFind (fun (e: exn) -> not (isNull e)) failures with
+        | Some e -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e
+        | None -> ()
+        let sessions = FileSessions(maxSessions, alive.Length)
+        let userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
         for struct (id, replayedSession) in alive do
-            let idBytes = Encoding.UTF8.GetBytes id
-            let session = FileSession(id, idBytes)
-            let stored = replayedSession.Session
-            session.Latest <- stored
-            session.Visible <- stored
+            let value = replayedSession.Value
+            // Let the replayed value go: the session holds it now.
+            replayedSession.Value <- null
+            let session = FileSession id
+            session.Latest <- value
+            session.Visible <- value
             session.LatestExpires <- replayedSession.Expires
             session.VisibleExpires <- replayedSession.Expires
             session.FileExpires <- replayedSession.Expires
             session.LastSeen <- replayedSession.LastSeen
-            sessions.Add(id, session, FileLog.snapshotBytes idBytes.Length (FileLog.sizeOf stored))
-            sessions.SetHeldBytes(session, FileSessionMemory.ofSession id.Length stored)
+            sessions.Add(id, session, FileLog.snapshotBytes (Encoding.UTF8.GetByteCount id) (int64 value.Length))
+            sessions.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
             sessions.Policy.Admit(session.Node, true)
-            match SessionMeta.userOf stored.Meta with
-            | Some user -> sessions.Index(id, session, user)
-            | None -> ()
+            // Only facts that name a user are parsed.
+            if value.Meta.IndexOf(ReadOnlySpan userKey) >= 0 then
+                match SessionMeta.userOf (value.ParseMeta()) with
+                | Some user -> sessions.Index(id, session, user)
+                | None -> ()
         sessions

@@ -1,42 +1,157 @@
 namespace Sesame
 
 open System
+open System.Buffers
 open System.Collections.Concurrent
 open System.Collections.Generic
-open System.Text
+open System.Text.Json
 open System.Threading
+
+/// <summary>
+/// A session's value as the file store holds it: its tree and its facts as compact UTF-8 JSON, one after the other in
+/// one array (a parsed tree of the same session takes several times the memory: UTF-16 strings, an object per node).
+/// Immutable; compared by reference, so the cache of parsed trees knows which value a tree is of.
+/// </summary>
+[<Sealed; AllowNullLiteral>]
+type internal FileValue(utf8: byte[], dataLength: int) =
+    /// Each thread's buffer and writer for serializing values.
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private buffer: ArrayBufferWriter<byte>
+
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private writer: Utf8JsonWriter
+
+    /// The tree's JSON, then the facts' JSON.
+    member _.Utf8 = utf8
+
+    /// The bytes of the tree's JSON (the size a session's limit counts).
+    member _.DataLength = dataLength
+
+    /// The bytes of the tree's JSON and the facts' JSON: what the session adds to a compacted file besides framing.
+    member _.Length = utf8.Length
+
+    /// The tree's JSON.
+    member _.Data = ReadOnlySpan(utf8, 0, dataLength)
+
+    /// The facts' JSON.
+    member _.Meta = ReadOnlySpan(utf8, dataLength, utf8.Length - dataLength)
+
+    /// The facts, parsed.
+    member this.ParseMeta() : Json = Json.parseStoredUtf8 this.Meta
+
+    /// The tree and the facts, parsed.
+    member this.Parse() : StoredSession = StoredSession(Json.parseStoredUtf8 this.Data, Json.parseStoredUtf8 this.Meta)
+
+    /// A value of the two texts (copied), which must each be one compact JSON object.
+    static member OfParts(data: ReadOnlySpan<byte>, meta: ReadOnlySpan<byte>) =
+        let utf8 = Array.zeroCreate<byte>(data.Length + meta.Length)
+        data.CopyTo(Span utf8)
+        meta.CopyTo(Span(utf8, data.Length, meta.Length))
+        FileValue(utf8, data.Length)
+
+    /// The value of a session: its tree and facts written as the memory store writes a session's tree.
+    /// <exception cref="System.InvalidOperationException">The tree nests too deep to be read back.</exception>
+    static member Of(session: StoredSession) : FileValue =
+        if isNull FileValue.buffer then
+            FileValue.buffer <- ArrayBufferWriter<byte>(4096)
+            FileValue.writer <- new Utf8JsonWriter(FileValue.buffer, Json.storedWriterOptions)
+        let buffer = FileValue.buffer
+        let writer = FileValue.writer
+        buffer.ResetWrittenCount()
+        try
+            // Two root values: the writer is reset between them, so it adds no separator.
+            writer.Reset buffer
+            Json.writeTo writer session.Data
+            writer.Flush()
+            let dataLength = buffer.WrittenCount
+            writer.Reset buffer
+            Json.writeTo writer session.Meta
+            writer.Flush()
+            FileValue(buffer.WrittenSpan.ToArray(), dataLength)
+        finally
+            // A large session's buffer is not kept for the next one.
+            if buffer.Capacity > 256 * 1024 then
+                FileValue.buffer <- null
+                FileValue.writer <- null
 
 /// What the file store's byte bound counts for one session.
 module internal FileSessionMemory =
 
-    /// What one session costs in memory beyond its trees: the session object, its id (as text and UTF-8), its place in
-    /// the map and in the eviction order, the stored-session objects (measured: 50,000 sessions of Sesame's facts and a
-    /// counter took within 1% of what they count with their trees).
-    let perSession (idLength: int) = 200L + 2L * int64 idLength
+    /// What one session costs in memory besides its JSON: the session object, its id, its place in the map and in the
+    /// eviction order, the value object and its array's header (measured after replaying 100,000 sessions of ~1 KB:
+    /// 374 bytes each besides their JSON, ids of 32 characters).
+    let perSession (idLength: int) = 300L + 2L * int64 idLength
 
-    /// What a session's value counts against the file store's byte bound: the memory its tree and facts take, and
-    /// the session's own bookkeeping.
-    let ofSession (idLength: int) (session: StoredSession) = TreeMemory.estimate session.Data + TreeMemory.estimate session.Meta + perSession idLength
+    /// What a session's value counts against the file store's byte bound: its JSON (tree and facts) and the session's
+    /// own bookkeeping.
+    let ofValue (idLength: int) (value: FileValue) = int64 value.Length + perSession idLength
+
+/// The parsed tree of one value.
+[<Sealed; AllowNullLiteral>]
+type internal ParsedValue(value: FileValue, session: StoredSession) =
+    member _.Value = value
+    member _.Session = session
+
+/// <summary>
+/// The trees of recently used sessions, so that a session in use is not parsed on every load and commit. Bounded
+/// twice: one slot per id hash (a newcomer displaces whoever held its slot) and a budget of JSON bytes in all, so it
+/// holds a few MiB however many sessions the store keeps.
+/// </summary>
+[<Sealed>]
+type internal ParsedValues() =
+    /// A power of two.
+    static let slots = 4096
+    /// Of JSON; the trees take about 6 to 8 times as much heap.
+    static let budgetBytes = 2L * 1024L * 1024L
+    /// A larger session would crowd out too many others; it is parsed when used.
+    static let maxValueBytes = 64 * 1024
+
+    let cache: ParsedValue[] = Array.zeroCreate slots
+    let mutable heldBytes = 0L
+
+    let slotOf (id: string) = id.GetHashCode() &&& (slots - 1)
+
+    let sizeOf (parsed: ParsedValue) = if isNull parsed then 0L else int64 parsed.Value.Length
+
+    /// Keeps the value's tree in its id's slot, if the budget allows; otherwise empties the slot.
+    member _.Put(id: string, value: FileValue, session: StoredSession) =
+        let slot = slotOf id
+        let fits = value.Length <= maxValueBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + int64 value.Length <= budgetBytes
+        let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedValue(value, session) else null))
+        // The count follows what was really swapped, so racing puts may pass the budget by a few values, never drift.
+        Interlocked.Add(&heldBytes, (if fits then int64 value.Length else 0L) - sizeOf replaced) |> ignore
+
+    /// The tree of exactly this value: kept, or parsed now (and kept).
+    /// <exception cref="T:Sesame.SessionStoreException">The value cannot be read (the file store wrote it, so this is a bug).</exception>
+    member this.Get(id: string, value: FileValue) : StoredSession =
+        match Volatile.Read &cache[slotOf id] with
+        | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Value, value) -> parsed.Session
+        | _ ->
+            let session =
+                try
+                    value.Parse()
+                with :? JsonException as e ->
+                    raise (SessionStoreException($"The file store holds a session it cannot read ({e.Message}).", e))
+            this.Put(id, value, session)
+            session
 
 /// A session's value as a commit leaves it, measured: what it adds to a compacted file, and what it counts against
 /// the store's byte bound.
 [<Struct; NoComparison; NoEquality>]
-type internal MeasuredValue = { After: StoredSession; LiveBytes: int64; HeldBytes: int64 }
+type internal MeasuredValue = { After: FileValue; Tree: StoredSession; LiveBytes: int64; HeldBytes: int64 }
 
 /// One session as the file store holds it. Every field is read and written under a lock on the object.
 [<Sealed; AllowNullLiteral>]
-type internal FileSession(id: string, idBytes: byte[]) =
+type internal FileSession(id: string) =
     /// The session id.
     member _.Id = id
-    /// The id as UTF-8, as records hold it.
-    member _.IdBytes = idBytes
     /// The session's place in the eviction order (in it while the session has a live value).
     member val Node = EvictionNode id
     /// The newest value, including commits still on their way to disk (what the next commit applies to); null when deleted.
-    member val Latest: StoredSession = null with get, set
+    member val Latest: FileValue = null with get, set
     member val LatestExpires = 0L with get, set
     /// What loads serve: the value as of the last record flushed to disk; null when none.
-    member val Visible: StoredSession = null with get, set
+    member val Visible: FileValue = null with get, set
     member val VisibleExpires = 0L with get, set
     /// UTC ticks of the last load or commit.
     member val LastSeen = 0L with get, set
@@ -48,7 +163,7 @@ type internal FileSession(id: string, idBytes: byte[]) =
     member val Pending = 0 with get, set
     /// What the session adds to the live size (the size of a compacted file).
     member val LiveBytes = 0L with get, set
-    /// What the session's newest value counts against the byte bound (TreeMemory), 0 when it has none.
+    /// What the session's newest value counts against the byte bound (FileSessionMemory), 0 when it has none.
     member val HeldBytes = 0L with get, set
     /// Dropped from the store's map; whoever still holds it must look the id up again.
     member val Removed = false with get, set
@@ -59,8 +174,8 @@ type internal FileSession(id: string, idBytes: byte[]) =
 /// The sessions a file store holds by id, their index by user, the size a freshly compacted file holding them would
 /// have, the memory their values take (what the byte bound counts) and the order they are evicted in.
 [<Sealed>]
-type internal FileSessions(maxSessions: int) =
-    let sessions = ConcurrentDictionary<string, FileSession>(StringComparer.Ordinal)
+type internal FileSessions(maxSessions: int, capacity: int) =
+    let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, max capacity 31, StringComparer.Ordinal)
     let users = ConcurrentDictionary<string, ConcurrentDictionary<string, byte>>(StringComparer.Ordinal)
     let mutable liveBytes = 0L
     let mutable heldBytes = 0L
@@ -106,7 +221,7 @@ type internal FileSessions(maxSessions: int) =
     member _.TryGetValue(id: string, session: outref<FileSession>) = sessions.TryGetValue(id, &session)
 
     /// The session of the id, added empty when there is none.
-    member _.GetOrAdd(id: string) = sessions.GetOrAdd(id, fun id -> FileSession(id, Encoding.UTF8.GetBytes id))
+    member _.GetOrAdd(id: string) = sessions.GetOrAdd(id, fun id -> FileSession id)
 
     /// Adds a session replay rebuilt (before the store takes requests).
     member this.Add(id: string, session: FileSession, bytes: int64) =
@@ -142,14 +257,14 @@ type internal FileSessions(maxSessions: int) =
     member this.DropIfVacant(session: FileSession) =
         if not session.Removed && session.Pending = 0 && isNull session.Latest && isNull session.Visible then this.Drop(session.Id, session)
 
-    /// Told of each session dropped because it expired (not deleted), with the facts it had; called under the session's lock.
-    member val OnExpired: string -> Json -> unit = (fun _ _ -> ()) with get, set
+    /// Told of each session dropped because it expired (not deleted), with the value it had; called under the session's lock.
+    member val OnExpired: string -> FileValue -> unit = (fun _ _ -> ()) with get, set
 
     /// Drops a session that is dead at <c>t</c>, saying so when it expired. Call under the session's lock.
     member this.DropDead(id: string, session: FileSession) =
         let expired = session.Latest
         this.Drop(id, session)
-        if not (isNull expired) then this.OnExpired id expired.Meta
+        if not (isNull expired) then this.OnExpired id expired
 
     /// Drops the sessions dead at <c>t</c>; their bytes then count as dead in the file.
     member this.Sweep(t: int64) =

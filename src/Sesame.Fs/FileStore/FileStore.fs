@@ -21,6 +21,9 @@ open Microsoft.Extensions.Logging.Abstractions
 /// completes the commits. If a write or flush fails, the pending commits fail with
 /// <see cref="T:Sesame.SessionStoreException"/> and the store accepts no more changes (loads still serve what is
 /// on disk) until it is reopened; a failed commit may or may not be found after reopening.</para>
+/// <para><b>Memory.</b> Each session is held as its tree's and facts' compact UTF-8 JSON (a parsed tree takes several
+/// times as much); the trees of the sessions in use (up to 2 MiB of their JSON) are kept beside them, so that a busy
+/// session is not parsed again on every load and commit.</para>
 /// <para><b>Expiry.</b> Sliding, as in the memory store. A commit's record holds its new expiry. A load slides the expiry in
 /// memory and writes it only when the file lags by <see cref="P:Sesame.FileStoreOptions.SlideWriteInterval"/>,
 /// without waiting for the flush; so after a restart a session that was only read may expire that much
@@ -28,7 +31,7 @@ open Microsoft.Extensions.Logging.Abstractions
 /// every <see cref="P:Sesame.FileStoreOptions.SweepInterval"/> and left out by the next compaction.</para>
 /// <para><b>Bounds.</b> The store keeps every live session in memory, so it is bounded as the memory store is:
 /// <see cref="P:Sesame.FileStoreOptions.MaxSessions"/> and <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> (the
-/// memory the sessions' trees take, estimated from their shapes) are checked on every commit and move that grows what is
+/// sessions' compact UTF-8 JSON, the form the store holds them in, and their bookkeeping) are checked on every commit and move that grows what is
 /// held. Past either, sessions used by one request only are evicted first, least recently used first, and a session a
 /// later request loaded again only when no such session is left (a segmented LRU, as in the memory store); eviction stops
 /// 1/64 under the bound that was passed, and never takes the session whose commit it follows. An evicted session gets a
@@ -36,7 +39,7 @@ open Microsoft.Extensions.Logging.Abstractions
 /// Opening applies the bounds to what the file holds, keeping the most recently seen sessions.</para>
 /// <para><b>Compaction.</b> When the file passes <see cref="P:Sesame.FileStoreOptions.CompactionMinBytes"/> and is more
 /// than <see cref="P:Sesame.FileStoreOptions.CompactionRatio"/> times the live size, the writer takes a snapshot
-/// of the live, unexpired sessions (references to their immutable trees, no copying) and a background task
+/// of the live, unexpired sessions (references to their immutable values, no copying) and a background task
 /// writes it to <c>PATH.compacting</c>, one record per session setting its whole value, flushing each megabyte.
 /// Commits go on meanwhile: they are appended to the old file and remembered. When the snapshot is written,
 /// the writer appends the remembered records to the new file, flushes it, renames it over the old one and
@@ -80,7 +83,10 @@ type FileStore
     /// Moves take this first, then the sessions' locks, so that binding a user is decided one move at a time.
     let moveLock = obj ()
 
-    do sessions.OnExpired <- fun id meta -> this.ReportEnded(id, meta, SessionEndReason.Expired)
+    /// The trees of the sessions in use, so that a session is not parsed on every load and commit.
+    let parsed = ParsedValues()
+
+    do sessions.OnExpired <- fun id value -> this.ReportEnded(id, value.ParseMeta(), SessionEndReason.Expired)
 
     let now () = time.GetUtcNow().UtcTicks
 
@@ -109,25 +115,30 @@ type FileStore
         if int64 body.Length + int64 (FileLog.PayloadPrefixLength + 4 * id.Length + 4) > int64 FileLog.MaxPayloadLength then
             raise (SessionTooLargeException(int64 body.Length, FileLog.MaxPayloadLength))
 
+    /// The tree of a session's value (null: none).
+    let treeOf (id: string) (value: FileValue) = if isNull value then null else parsed.Get(id, value)
+
     /// Applies a change to a session as it stands (null: none), checking the tree's size limit and the store's byte bound.
     let applyChecked (id: string) (change: SessionChange) (before: StoredSession) (limit: int) =
         match change.ApplyTo before with
         | null -> ValueNone
         | after ->
-            let size = JsonSize.utf8Length after.Data
-            if size > int64 limit then raise (SessionTooLargeException(size, limit))
-            let held = FileSessionMemory.ofSession id.Length after
+            let value = FileValue.Of after
+            if value.DataLength > limit then raise (SessionTooLargeException(int64 value.DataLength, limit))
+            let held = FileSessionMemory.ofValue id.Length value
             // One session the bound could never hold is refused, rather than evicting every other session first.
             if held > options.MaxTotalBytes then raise (SessionTooLargeException(held, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
-            let live = FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (size + JsonSize.utf8Length after.Meta)
-            ValueSome { After = after; LiveBytes = live; HeldBytes = held }
+            let live = FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (int64 value.Length)
+            ValueSome { After = value; Tree = after; LiveBytes = live; HeldBytes = held }
 
     /// Queues a record of a change to this session (its lock held) and makes it the session's newest value.
     let queue (session: FileSession) (kind: byte) (body: byte[]) (value: MeasuredValue) (expires: int64) (t: int64) (movedFrom: FileSession) =
         let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
-        let item = LogItem(session, kind, FileLog.payload kind expires t session.IdBytes body, value.After, expires, completion, movedFrom)
+        let item = LogItem(session, kind, FileLog.payload kind expires t session.Id body, value.After, expires, completion, movedFrom)
         if not (writer.Enqueue item) then raise (file.ClosedError())
         session.Latest <- value.After
+        // The request that committed is likely to come back soon: keep the tree it made.
+        parsed.Put(session.Id, value.After, value.Tree)
         session.LatestExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- t
@@ -142,7 +153,7 @@ type FileStore
         if isNull session.Latest && isNull session.Visible && session.Pending = 0 then
             false
         else
-            let item = LogItem(session, FileLog.KindDelete, FileLog.payload FileLog.KindDelete 0L 0L session.IdBytes [||], null, 0L, completion)
+            let item = LogItem(session, FileLog.KindDelete, FileLog.payload FileLog.KindDelete 0L 0L session.Id [||], null, 0L, completion)
             if writer.Enqueue item then
                 session.Latest <- null
                 session.FileExpires <- 0L
@@ -171,11 +182,12 @@ type FileStore
                     if session.Removed || isNull session.Latest || not (isNull file.Faulted) then
                         ValueNone
                     else
-                        let meta = session.Latest.Meta
+                        let value = session.Latest
                         let expired = session.LatestExpires <= now ()
-                        if queueDeleteRecord node.Id session null then ValueSome struct (meta, expired) else ValueNone)
+                        if queueDeleteRecord node.Id session null then ValueSome struct (value, expired) else ValueNone)
             match ended with
-            | ValueSome(struct (meta, expired)) -> this.ReportEnded(node.Id, meta, (if expired then SessionEndReason.Expired else SessionEndReason.Evicted))
+            | ValueSome(struct (value, expired)) ->
+                this.ReportEnded(node.Id, value.ParseMeta(), (if expired then SessionEndReason.Expired else SessionEndReason.Evicted))
             | ValueNone -> ()
         | _ -> ()
 
@@ -195,10 +207,10 @@ type FileStore
     let summaryOf (id: string) (session: FileSession) =
         SessionSummary(
             id,
-            session.Latest.Meta,
+            session.Latest.ParseMeta(),
             DateTimeOffset(session.LastSeen, TimeSpan.Zero),
             (if session.LatestExpires = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(session.LatestExpires, TimeSpan.Zero)),
-            JsonSize.utf8Length session.Latest.Data
+            int64 session.Latest.DataLength
         )
 
     /// Makes room for one more session of a user (the move lock held); false when the policy refuses.
@@ -224,10 +236,10 @@ type FileStore
                 for struct (id, session, _) in others |> List.sortBy (fun (struct (_, _, seen)) -> seen) |> List.truncate excess do
                     let ended =
                         lock session (fun () ->
-                            let meta = if isNull session.Latest then Json.emptyObject else session.Latest.Meta
-                            if session.Removed then ValueNone else queueDelete id session |> ValueOption.map (fun _ -> meta))
+                            let value = session.Latest
+                            if session.Removed then ValueNone else queueDelete id session |> ValueOption.map (fun _ -> value))
                     match ended with
-                    | ValueSome meta -> this.ReportEnded(id, meta, SessionEndReason.UserLimit)
+                    | ValueSome value -> this.ReportEnded(id, (if isNull value then Json.emptyObject else value.ParseMeta()), SessionEndReason.UserLimit)
                     | ValueNone -> ()
                 true
 
@@ -254,7 +266,7 @@ type FileStore
             try
                 let created = IO.RandomAccess.GetLength handle = 0L
                 Compaction.DeleteLeftover(path, logger)
-                let replayed, length, version =
+                let replayed =
                     try
                         let replayed = FileReplay.run logger path handle
                         // What replay read may still sit in the page cache after a process crash: flush it, so
@@ -265,10 +277,10 @@ type FileStore
                     with :? IO.IOException as e ->
                         raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
                 let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions replayed
-                FileStoreLog.openedFile logger path sessions.Count length stopwatch.ElapsedMilliseconds
-                let file = ActiveFile(path, handle, length)
+                FileStoreLog.openedFile logger path sessions.Count replayed.Length stopwatch.ElapsedMilliseconds
+                let file = ActiveFile(path, handle, replayed.Length)
                 let compaction = Compaction(file, sessions, options, logger, time)
-                struct (new FileStore(path, options, time, file, sessions, compaction, LogWriter(file, compaction, sessions, logger)), version)
+                struct (new FileStore(path, options, time, file, sessions, compaction, LogWriter(file, compaction, sessions, logger)), replayed.Version)
             with _ ->
                 handle.Dispose()
                 reraise ()
@@ -325,7 +337,7 @@ type FileStore
     /// The number of live sessions the bound counts (expired ones not yet swept included; deleted ones not).
     member _.LiveCount = sessions.Policy.Count
 
-    /// <summary>The memory the live sessions take, as the store estimates it from their trees' shapes (expired ones not
+    /// <summary>The memory the live sessions take, as the store counts it: their JSON and their bookkeeping (expired ones not
     /// yet swept included): what <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> bounds.</summary>
     member _.HeldBytes = sessions.HeldBytes
 
@@ -353,25 +365,30 @@ type FileStore
             ensureOpen ()
             match sessions.TryGetValue id with
             | true, session ->
-                lock session (fun () ->
-                    let t = now ()
-                    match session.Visible with
-                    // A session whose newest value is gone (a delete, a move away or an eviction on its way to disk) is
-                    // not served, even before its record is written.
-                    | visible when not (isNull visible) && not (isNull session.Latest) && session.VisibleExpires > t ->
-                        let expires = expiresAt idleTimeout t
-                        session.VisibleExpires <- expires
-                        session.LastSeen <- t
-                        if live session t then
-                            // A later request came back to the session: it is a returning one now.
-                            sessions.Policy.Touch(session.Node, true)
-                            session.LatestExpires <- expires
-                            // A shorter expiry is always written, so that a restart never serves the session longer.
-                            if isNull file.Faulted && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks) then
-                                let slide = FileLog.payload FileLog.KindTouch expires t session.IdBytes [||]
-                                if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
-                        Task.FromResult visible
-                    | _ -> Task.FromResult<StoredSession> null)
+                let served =
+                    lock session (fun () ->
+                        let t = now ()
+                        match session.Visible with
+                        // A session whose newest value is gone (a delete, a move away or an eviction on its way to disk) is
+                        // not served, even before its record is written.
+                        | visible when not (isNull visible) && not (isNull session.Latest) && session.VisibleExpires > t ->
+                            let expires = expiresAt idleTimeout t
+                            session.VisibleExpires <- expires
+                            session.LastSeen <- t
+                            if live session t then
+                                // A later request came back to the session: it is a returning one now.
+                                sessions.Policy.Touch(session.Node, true)
+                                session.LatestExpires <- expires
+                                // A shorter expiry is always written, so that a restart never serves the session longer.
+                                if
+                                    isNull file.Faulted && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks)
+                                then
+                                    let slide = FileLog.payload FileLog.KindTouch expires t session.Id [||]
+                                    if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
+                            visible
+                        | _ -> null)
+                // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is immutable.
+                if isNull served then Task.FromResult<StoredSession> null else Task.FromResult(parsed.Get(id, served))
             | _ -> Task.FromResult<StoredSession> null
         with e ->
             Task.FromException<StoredSession> e
@@ -410,7 +427,7 @@ type FileStore
                                     if not isLive && commit.MustExist then
                                         struct (Task.FromResult CommitResult.SessionGone, false)
                                     else
-                                        match applyChecked id change (if isLive then session.Latest else null) commit.MaxSizeBytes with
+                                        match applyChecked id change (if isLive then treeOf id session.Latest else null) commit.MaxSizeBytes with
                                         | ValueNone -> struct (Task.FromResult CommitResult.ShapeChanged, false)
                                         | ValueSome value ->
                                             let kind = if isLive then FileLog.KindPatch else FileLog.KindCreate
@@ -461,11 +478,11 @@ type FileStore
                                 | true, s -> s
                                 | _ -> null
                         let moveFrom () =
-                            match applyChecked toId change (if isNull from then null else from.Latest) commit.MaxSizeBytes with
+                            match applyChecked toId change (if isNull from then null else treeOf fromId from.Latest) commit.MaxSizeBytes with
                             | ValueNone -> Task.FromResult CommitResult.ShapeChanged
                             | ValueSome value ->
                                 let user =
-                                    match SessionMeta.userOf value.After.Meta with
+                                    match SessionMeta.userOf value.Tree.Meta with
                                     | Some u -> u
                                     | None -> null
                                 if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
