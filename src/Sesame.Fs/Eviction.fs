@@ -2,9 +2,8 @@ namespace Sesame
 
 open System.Threading
 
-/// The memory a parsed tree takes, estimated from its shape (64-bit .NET): what the stores' byte bounds count for the
-/// trees they hold (the file store holds every session as a tree; the memory store the facts beside each session's
-/// JSON). A tree takes from about 2 times its JSON (long strings, held as UTF-16) to 44 times (arrays of one-digit
+/// The memory a parsed tree takes, estimated from its shape (64-bit .NET): what the memory store's byte bound counts for
+/// the facts it keeps as a tree beside each session's JSON. A tree takes from about 2 times its JSON (long strings, held as UTF-16) to 44 times (arrays of one-digit
 /// numbers: objects per value); 7 to 8 times for typical sessions.
 module internal TreeMemory =
 

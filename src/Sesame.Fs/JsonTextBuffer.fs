@@ -22,6 +22,9 @@ type internal PooledBufferWriter(initialBytes: int) =
     /// The bytes written since the last reset, as memory.
     member _.WrittenMemory = ReadOnlyMemory<byte>(buffer, 0, written)
 
+    /// The number of bytes written since the last reset.
+    member _.WrittenCount = written
+
     /// The size of the array in use.
     member _.Capacity = buffer.Length
 

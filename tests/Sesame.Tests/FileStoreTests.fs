@@ -572,6 +572,22 @@ let tests =
             Expect.equal (IO.File.ReadAllBytes file: byte[]) bytes "the file is left as it was"
         }
 
+        testCase "a commit of a large session a request loaded allocates little more than its new JSON: no second parse, no growing buffer"
+        <| fun () ->
+            use directory = new TempDirectory()
+            use store = FileStore.Open(directory.File "large.sessions")
+            let item (c: char) = Json.string (String(c, 100_000))
+            let large = changeOf [ Update.set (path "cart") (Json.array [ item 'x'; item 'y' ]) ]
+            store.CommitAsync("cart", large, creating, testToken ()).Result |> ignore
+            let json = 200_000L
+            let loaded = store.LoadAsync("cart", TimeSpan.FromMinutes 10.0, testToken ()).Result
+            let before = GC.GetAllocatedBytesForCurrentThread()
+            let result = store.CommitAsync("cart", changeOf [ Update.Append(path "cart", Json.string "z") ], existing, testToken ()).Result
+            let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+            Expect.equal result CommitResult.Committed "committed"
+            Expect.isLessThan allocated (json + json / 2L) $"the commit allocated {allocated} bytes for a session of {json} bytes of JSON"
+            GC.KeepAlive loaded
+
         testCase "a file that is not a session file is refused and left as it was"
         <| fun () ->
             use directory = new TempDirectory()

@@ -16,7 +16,7 @@ open System.Threading
 type internal FileValue(utf8: byte[], dataLength: int) =
     /// Each thread's buffer and writer for serializing values.
     [<ThreadStatic; DefaultValue>]
-    static val mutable private buffer: ArrayBufferWriter<byte>
+    static val mutable private buffer: PooledBufferWriter
 
     [<ThreadStatic; DefaultValue>]
     static val mutable private writer: Utf8JsonWriter
@@ -40,7 +40,12 @@ type internal FileValue(utf8: byte[], dataLength: int) =
     member this.ParseMeta() : Json = Json.parseStoredUtf8 this.Meta
 
     /// The tree and the facts, parsed.
-    member this.Parse() : StoredSession = StoredSession(Json.parseStoredUtf8 this.Data, Json.parseStoredUtf8 this.Meta)
+    member this.Parse() : StoredSession = StoredSession(Json.parseStoredUtf8 this.Data, Json.parseStoredUtf8 this.Meta, int64 dataLength)
+
+    /// The tree of a value too large for the parsed cache, for as long as something else keeps it alive: the request
+    /// that loaded it commits against the same value, and must not parse megabytes a second time.
+    [<DefaultValue>]
+    val mutable LargeTree: WeakReference<StoredSession>
 
     /// A value of the two texts (copied), which must each be one compact JSON object.
     static member OfParts(data: ReadOnlySpan<byte>, meta: ReadOnlySpan<byte>) =
@@ -53,11 +58,11 @@ type internal FileValue(utf8: byte[], dataLength: int) =
     /// <exception cref="System.InvalidOperationException">The tree nests too deep to be read back.</exception>
     static member Of(session: StoredSession) : FileValue =
         if isNull FileValue.buffer then
-            FileValue.buffer <- ArrayBufferWriter<byte>(4096)
+            FileValue.buffer <- PooledBufferWriter 4096
             FileValue.writer <- new Utf8JsonWriter(FileValue.buffer, Json.storedWriterOptions)
         let buffer = FileValue.buffer
         let writer = FileValue.writer
-        buffer.ResetWrittenCount()
+        buffer.Reset()
         try
             // Two root values: the writer is reset between them, so it adds no separator.
             writer.Reset buffer
@@ -69,10 +74,8 @@ type internal FileValue(utf8: byte[], dataLength: int) =
             writer.Flush()
             FileValue(buffer.WrittenSpan.ToArray(), dataLength)
         finally
-            // A large session's buffer is not kept for the next one.
-            if buffer.Capacity > 256 * 1024 then
-                FileValue.buffer <- null
-                FileValue.writer <- null
+            // A large session's array goes back to the shared pool rather than staying with the thread.
+            if buffer.Capacity > 256 * 1024 then buffer.Release()
 
 /// What the file store's byte bound counts for one session.
 module internal FileSessionMemory =
@@ -115,6 +118,7 @@ type internal ParsedValues() =
 
     /// Keeps the value's tree in its id's slot, if the budget allows; otherwise empties the slot.
     member _.Put(id: string, value: FileValue, session: StoredSession) =
+        if value.Length > maxValueBytes && isNull value.LargeTree then value.LargeTree <- WeakReference<StoredSession> session
         let slot = slotOf id
         let fits = value.Length <= maxValueBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + int64 value.Length <= budgetBytes
         let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedValue(value, session) else null))
@@ -127,13 +131,22 @@ type internal ParsedValues() =
         match Volatile.Read &cache[slotOf id] with
         | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Value, value) -> parsed.Session
         | _ ->
-            let session =
-                try
-                    value.Parse()
-                with :? JsonException as e ->
-                    raise (SessionStoreException($"The file store holds a session it cannot read ({e.Message}).", e))
-            this.Put(id, value, session)
-            session
+            match value.LargeTree with
+            | null -> this.ParseAndPut(id, value)
+            | weak ->
+                match weak.TryGetTarget() with
+                | true, session -> session
+                | _ -> this.ParseAndPut(id, value)
+
+    /// Parses the value and keeps its tree.
+    member private this.ParseAndPut(id: string, value: FileValue) : StoredSession =
+        let session =
+            try
+                value.Parse()
+            with :? JsonException as e ->
+                raise (SessionStoreException($"The file store holds a session it cannot read ({e.Message}).", e))
+        this.Put(id, value, session)
+        session
 
 /// A session's value as a commit leaves it, measured: what it adds to a compacted file, and what it counts against
 /// the store's byte bound.
