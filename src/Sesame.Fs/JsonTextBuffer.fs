@@ -10,7 +10,7 @@ open System.Threading
 /// large session (the JSON writer asks for six times a string's length, in case every character needs escaping) borrows
 /// an array rather than allocating one on the large object heap, which only a full collection would free.
 /// </summary>
-[<Sealed>]
+[<Sealed; AllowNullLiteral>]
 type internal PooledBufferWriter(initialBytes: int) =
     let own: byte[] = Array.zeroCreate initialBytes
     let mutable buffer = own
