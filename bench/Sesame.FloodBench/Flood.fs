@@ -207,7 +207,7 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
         let client = established server.Url settings.EstablishedPeriod clock stop.Token
         let attackers = [ for _ in 1 .. settings.Attackers -> attacker server.Url settings.SkuBytes attack stop.Token :> Task ]
         let cpu () = Machine.cpuTime server.Pid
-        let flood = Wrk.measure { settings.Load with Duration = settings.Duration; WarmUp = TimeSpan.Zero } cpu (server.Url + "/") None
+        let flood = Wrk.measure { settings.Load with Duration = settings.Duration; WarmUp = TimeSpan.Zero } cpu (fun () -> TimeSpan.Zero) (server.Url + "/") None
         stop.Cancel()
         Task.WaitAll(Array.ofList attackers, TimeSpan.FromSeconds 60.0) |> ignore
         sampler.Wait()
@@ -244,7 +244,7 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
 let throughput (load: Wrk.Load) (build: Build) (store: string) (directory: string) : Wrk.Measured =
     let storeText = storeArgument store directory $"{build.Name}-{store}-throughput-{Guid.NewGuid():N}"
     use server = new Server(build, Machine.freePort (), storeText, false)
-    Wrk.measure load (fun () -> Machine.cpuTime server.Pid) (server.Url + "/") None
+    Wrk.measure load (fun () -> Machine.cpuTime server.Pid) (fun () -> TimeSpan.Zero) (server.Url + "/") None
 
 /// The in-process timings of the memory store's paths (Commits.fs) of a build: commit, load and create, in ns.
 let commits (build: Build) : float[] =
