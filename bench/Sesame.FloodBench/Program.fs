@@ -43,6 +43,9 @@ let private buildBaseline (root: string) (reference: string) : Build =
     Directory.CreateDirectory project |> ignore
     for file in Directory.GetFiles(Path.Combine(root, "bench", "Sesame.FloodBench")) do
         File.Copy(file, Path.Combine(project, Path.GetFileName file), true)
+    // The load test's files this project links are the measuring harness too: today's, not the baseline's.
+    for linked in [ "Machine.fs"; "Wrk.fs" ] do
+        File.Copy(Path.Combine(root, "bench", "Sesame.LoadTest", linked), Path.Combine(directory, "bench", "Sesame.LoadTest", linked), true)
     printfn "Building the baseline (%s) in %s" sha directory
     let code, output = Machine.capture "dotnet" $"build \"{project}\" -c Release --nologo -v q"
     if code <> 0 then failwith $"Building the baseline failed:\n{output}"

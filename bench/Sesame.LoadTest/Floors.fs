@@ -129,17 +129,6 @@ module private Record =
         Buffer.BlockCopy(body, 0, p, 21 + idLength, body.Length)
         p
 
-    let private crc32c (crc: uint32) (data: ReadOnlySpan<byte>) =
-        let mutable crc = crc
-        let mutable i = 0
-        while i + 8 <= data.Length do
-            crc <- BitOperations.Crc32C(crc, BinaryPrimitives.ReadUInt64LittleEndian(data.Slice i))
-            i <- i + 8
-        while i < data.Length do
-            crc <- BitOperations.Crc32C(crc, data[i])
-            i <- i + 1
-        crc
-
     /// Frames a payload into dest at `at`; gives the record's length.
     let frame (dest: byte[]) (at: int) (durableLength: int64) (payload: byte[]) =
         let length = headerLength + payload.Length
@@ -147,7 +136,8 @@ module private Record =
         BinaryPrimitives.WriteInt64LittleEndian(Span(dest, at + 8, 8), durableLength)
         Buffer.BlockCopy(payload, 0, dest, at + headerLength, payload.Length)
         let record = ReadOnlySpan(dest, at, length)
-        let crc = ~~~(crc32c (crc32c 0xFFFFFFFFu (record.Slice(0, 4))) (record.Slice 8))
+        // The same checksum as the store's records (the one piece of the store the floor uses: the same work).
+        let crc = Sesame.Crc32C.OfRecord record
         BinaryPrimitives.WriteUInt32LittleEndian(Span(dest, at + 4, 4), crc)
         length
 

@@ -66,11 +66,16 @@ type private MemoryEntry(utf8: byte[], meta: Json, metaBytes: int64, expiresAt: 
     /// The facts beside the tree (small: kept as they are).
     member _.Meta = meta
 
-    /// The tree of a session too large for the parsed cache, for as long as something else keeps it alive: the
-    /// request that loaded it commits against the same entry, and must not parse megabytes a second time (large
-    /// strings live on the large object heap, which only a full collection frees).
+    /// See ParsedCache.
     [<DefaultValue>]
-    val mutable LargeTree: WeakReference<Json>
+    val mutable private largeTree: WeakReference<Json>
+
+    interface ICachedText<Json> with
+        member this.CachedSize = this.Size
+
+        member this.LargeTree
+            with get () = this.largeTree
+            and set value = this.largeTree <- value
 
     /// The session's place in the eviction order: one node for the session's life at this id, passed from entry to entry.
     member _.Node = node
@@ -90,63 +95,6 @@ type private MemoryEntry(utf8: byte[], meta: Json, metaBytes: int64, expiresAt: 
     member _.ExpiresAt
         with get () = Volatile.Read &expires
         and set (value: int64) = Volatile.Write(&expires, value)
-
-/// The parsed tree of one entry.
-[<Sealed; AllowNullLiteral>]
-type private ParsedEntry(entry: MemoryEntry, tree: Json) =
-    member _.Entry = entry
-    member _.Tree = tree
-
-/// <summary>
-/// The trees of recently used sessions, so that a session in use is not parsed on every load and
-/// commit. Bounded twice: one slot per id hash (a newcomer displaces whoever held its slot) and a
-/// budget of JSON bytes in all, so it holds a few MiB however many sessions the store keeps.
-/// </summary>
-[<Sealed>]
-type private ParsedCache() =
-    /// A power of two.
-    static let slots = 4096
-    /// Of JSON; the trees take about 8 times as much heap (measured on ~1 KB sessions of strings and numbers).
-    static let budgetBytes = 2L * 1024L * 1024L
-    /// A larger session would crowd out too many others; it is parsed when used.
-    static let maxEntryBytes = 64L * 1024L
-
-    let cache: ParsedEntry[] = Array.zeroCreate slots
-    let mutable heldBytes = 0L
-
-    let slotOf (id: string) = id.GetHashCode() &&& (slots - 1)
-
-    let sizeOf (parsed: ParsedEntry) = if isNull parsed then 0L else parsed.Entry.Size
-
-    /// The tree of exactly this entry (not of an older or newer entry of the same id).
-    member _.TryGet(id: string, entry: MemoryEntry) : Json voption =
-        match Volatile.Read &cache[slotOf id] with
-        | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Entry, entry) -> ValueSome parsed.Tree
-        | _ ->
-            match entry.LargeTree with
-            | null -> ValueNone
-            | weak ->
-                match weak.TryGetTarget() with
-                | true, tree -> ValueSome tree
-                | _ -> ValueNone
-
-    /// Keeps the entry's tree in its id's slot, if the budget allows; otherwise empties the slot. A tree too large
-    /// for the cache is only referenced weakly, from its entry.
-    member _.Put(id: string, entry: MemoryEntry, tree: Json) =
-        if entry.Size > maxEntryBytes && isNull entry.LargeTree then entry.LargeTree <- WeakReference<Json> tree
-        let slot = slotOf id
-        let fits = entry.Size <= maxEntryBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + entry.Size <= budgetBytes
-        let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedEntry(entry, tree) else null))
-        // The count follows what was really swapped, so racing puts may pass the budget by a few entries, never drift.
-        Interlocked.Add(&heldBytes, (if fits then entry.Size else 0L) - sizeOf replaced) |> ignore
-
-    /// Lets go of the entry's tree (the session was deleted, expired or evicted).
-    member _.Drop(id: string, entry: MemoryEntry) =
-        let slot = slotOf id
-        match Volatile.Read &cache[slot] with
-        | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Entry, entry) ->
-            if obj.ReferenceEquals(Interlocked.CompareExchange(&cache[slot], null, parsed), parsed) then Interlocked.Add(&heldBytes, -entry.Size) |> ignore
-        | _ -> ()
 
 /// <summary>
 /// The embedded default store: sessions in this process's memory, lost on restart. Commits are
@@ -176,7 +124,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)
-    let parsed = ParsedCache()
+    let parsed = ParsedCache<MemoryEntry, Json>()
     let mutable totalBytes = 0L
     /// Sessions held (ConcurrentDictionary.Count takes every lock of the map).
     let mutable count = 0L

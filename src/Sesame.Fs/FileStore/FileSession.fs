@@ -42,10 +42,16 @@ type internal FileValue(utf8: byte[], dataLength: int) =
     /// The tree and the facts, parsed.
     member this.Parse() : StoredSession = StoredSession(Json.parseStoredUtf8 this.Data, Json.parseStoredUtf8 this.Meta, int64 dataLength)
 
-    /// The tree of a value too large for the parsed cache, for as long as something else keeps it alive: the request
-    /// that loaded it commits against the same value, and must not parse megabytes a second time.
+    /// See ParsedCache.
     [<DefaultValue>]
-    val mutable LargeTree: WeakReference<StoredSession>
+    val mutable private largeTree: WeakReference<StoredSession>
+
+    interface ICachedText<StoredSession> with
+        member this.CachedSize = int64 utf8.Length
+
+        member this.LargeTree
+            with get () = this.largeTree
+            and set value = this.largeTree <- value
 
     /// A value of the two texts (copied), which must each be one compact JSON object.
     static member OfParts(data: ReadOnlySpan<byte>, meta: ReadOnlySpan<byte>) =
@@ -89,64 +95,23 @@ module internal FileSessionMemory =
     /// own bookkeeping.
     let ofValue (idLength: int) (value: FileValue) = int64 value.Length + perSession idLength
 
-/// The parsed tree of one value.
-[<Sealed; AllowNullLiteral>]
-type internal ParsedValue(value: FileValue, session: StoredSession) =
-    member _.Value = value
-    member _.Session = session
-
-/// <summary>
-/// The trees of recently used sessions, so that a session in use is not parsed on every load and commit. Bounded
-/// twice: one slot per id hash (a newcomer displaces whoever held its slot) and a budget of JSON bytes in all, so it
-/// holds a few MiB however many sessions the store keeps.
-/// </summary>
-[<Sealed>]
-type internal ParsedValues() =
-    /// A power of two.
-    static let slots = 4096
-    /// Of JSON; the trees take about 6 to 8 times as much heap.
-    static let budgetBytes = 2L * 1024L * 1024L
-    /// A larger session would crowd out too many others; it is parsed when used.
-    static let maxValueBytes = 64 * 1024
-
-    let cache: ParsedValue[] = Array.zeroCreate slots
-    let mutable heldBytes = 0L
-
-    let slotOf (id: string) = id.GetHashCode() &&& (slots - 1)
-
-    let sizeOf (parsed: ParsedValue) = if isNull parsed then 0L else int64 parsed.Value.Length
-
-    /// Keeps the value's tree in its id's slot, if the budget allows; otherwise empties the slot.
-    member _.Put(id: string, value: FileValue, session: StoredSession) =
-        if value.Length > maxValueBytes && isNull value.LargeTree then value.LargeTree <- WeakReference<StoredSession> session
-        let slot = slotOf id
-        let fits = value.Length <= maxValueBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + int64 value.Length <= budgetBytes
-        let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedValue(value, session) else null))
-        // The count follows what was really swapped, so racing puts may pass the budget by a few values, never drift.
-        Interlocked.Add(&heldBytes, (if fits then int64 value.Length else 0L) - sizeOf replaced) |> ignore
+/// The file store's parsed trees (see ParsedCache).
+[<RequireQualifiedAccess>]
+module internal ParsedValues =
 
     /// The tree of exactly this value: kept, or parsed now (and kept).
     /// <exception cref="T:Sesame.SessionStoreException">The value cannot be read (the file store wrote it, so this is a bug).</exception>
-    member this.Get(id: string, value: FileValue) : StoredSession =
-        match Volatile.Read &cache[slotOf id] with
-        | parsed when not (isNull parsed) && obj.ReferenceEquals(parsed.Value, value) -> parsed.Session
-        | _ ->
-            match value.LargeTree with
-            | null -> this.ParseAndPut(id, value)
-            | weak ->
-                match weak.TryGetTarget() with
-                | true, session -> session
-                | _ -> this.ParseAndPut(id, value)
-
-    /// Parses the value and keeps its tree.
-    member private this.ParseAndPut(id: string, value: FileValue) : StoredSession =
-        let session =
-            try
-                value.Parse()
-            with :? JsonException as e ->
-                raise (SessionStoreException($"The file store holds a session it cannot read ({e.Message}).", e))
-        this.Put(id, value, session)
-        session
+    let get (cache: ParsedCache<FileValue, StoredSession>) (id: string) (value: FileValue) : StoredSession =
+        match cache.TryGet(id, value) with
+        | ValueSome session -> session
+        | ValueNone ->
+            let session =
+                try
+                    value.Parse()
+                with :? JsonException as e ->
+                    raise (SessionStoreException($"The file store holds a session it cannot read ({e.Message}).", e))
+            cache.Put(id, value, session)
+            session
 
 /// A session's value as a commit leaves it, measured: what it adds to a compacted file, and what it counts against
 /// the store's byte bound.

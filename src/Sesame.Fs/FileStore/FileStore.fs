@@ -84,7 +84,7 @@ type FileStore
     let moveLock = obj ()
 
     /// The trees of the sessions in use, so that a session is not parsed on every load and commit.
-    let parsed = ParsedValues()
+    let parsed = ParsedCache<FileValue, StoredSession>()
 
     do sessions.OnExpired <- fun id value -> this.ReportEnded(id, value.ParseMeta(), SessionEndReason.Expired)
 
@@ -116,7 +116,7 @@ type FileStore
             raise (SessionTooLargeException(int64 body.Length, FileLog.MaxPayloadLength))
 
     /// The tree of a session's value (null: none).
-    let treeOf (id: string) (value: FileValue) = if isNull value then null else parsed.Get(id, value)
+    let treeOf (id: string) (value: FileValue) = if isNull value then null else ParsedValues.get parsed id value
 
     /// Applies a change to a session as it stands (null: none), checking the tree's size limit and the store's byte bound.
     let applyChecked (id: string) (change: SessionChange) (before: StoredSession) (limit: int) =
@@ -388,7 +388,7 @@ type FileStore
                             visible
                         | _ -> null)
                 // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is immutable.
-                if isNull served then Task.FromResult<StoredSession> null else Task.FromResult(parsed.Get(id, served))
+                if isNull served then Task.FromResult<StoredSession> null else Task.FromResult(ParsedValues.get parsed id served)
             | _ -> Task.FromResult<StoredSession> null
         with e ->
             Task.FromException<StoredSession> e
