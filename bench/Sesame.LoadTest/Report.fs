@@ -263,4 +263,22 @@ BenchmarkDotNet:
 ```sh
 dotnet fsi build.fsx bench -- --filter '*RequestBenchmarks*'
 ```
+
+Where a new session's time goes (`--filter '*NewSession*'`; one BenchmarkDotNet run, ratios to a returning visit of
+the same app, which loads and commits through the memory store with its cookie validated from cache): a first visit
+7.3×; of it, Data Protection's `Protect` of the new cookie 4.4× (more than half of a first visit; ASP.NET Core Session pays it for
+each new cookie too), the 192-bit id from the CSPRNG 0.3×, the memory store's insert 1.1× below its bound and 2.1× at it
+(each insert evicts one). Running the store with no bound against its bound of 100,000, alternating, gave the same p99
+for new sessions: eviction is not what the new-session rows' p99 is made of, the garbage collector is (every new session
+survives the young generation).
+
+The fold (`--filter '*Fold*'`) is linear in a request's updates: 10,000 updates of distinct paths fold in 0.0013× the
+time the quadratic fold took, of overlapping paths 0.015×. Folding, applying and writing 100 updates to a 1 KB session
+costs 1.8-2.7× the naive way (parse into `JsonNode`, change, serialize), against 5.9-9× before: applying the patch (each
+update copies its path of immutable objects) is what is left.
+
+File-store replay (`dotnet run -c Release --project bench/Sesame.Benchmarks -- replay generate DIR`, then
+`replay open FILE`): 723,000 small sessions in 4.2 s (171k sessions/s) against 7.8 s before, on a quiet machine;
+100,000 sessions of ~1 KB, each changed three times, in 5.4 s against 14.4 s. The store then holds 1.37× the live JSON
+of the ~1 KB sessions (7.14× before, when it held trees).
 """
