@@ -207,7 +207,8 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
         let client = established server.Url settings.EstablishedPeriod clock stop.Token
         let attackers = [ for _ in 1 .. settings.Attackers -> attacker server.Url settings.SkuBytes attack stop.Token :> Task ]
         let cpu () = Machine.cpuTime server.Pid
-        let flood = Wrk.measure { settings.Load with Duration = settings.Duration; WarmUp = TimeSpan.Zero } cpu (fun () -> TimeSpan.Zero) (server.Url + "/") None
+        let flood =
+            Wrk.measure { settings.Load with Duration = settings.Duration; WarmUp = TimeSpan.Zero } cpu (fun () -> TimeSpan.Zero) (server.Url + "/") None
         stop.Cancel()
         Task.WaitAll(Array.ofList attackers, TimeSpan.FromSeconds 60.0) |> ignore
         sampler.Wait()
