@@ -283,36 +283,31 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
     /// Whether commits and moves are timed, traced, logged or raised at all.
     member private _.WritesWatched = hooked || instruments.WritesWatched || source.HasListeners() || debugging ()
 
-    // Commit and move call the store themselves (no closure to allocate per call), between the span's start and the
-    // record of what happened.
+    /// The store's commit (fromId null, not a move) or move.
+    member private _.PassOn(fromId: string, id: string, isMove: bool, change: SessionChange, options: CommitOptions, cancellationToken) =
+        if isMove then inner.MoveAsync(fromId, id, change, options, cancellationToken) else inner.CommitAsync(id, change, options, cancellationToken)
 
-    override this.CommitAsync(id, change, options, cancellationToken) =
+    /// A commit or move, passed on between the span's start and the record of what happened when anything watches. The
+    /// store is called directly, not through a closure, so watching allocates nothing per call for it.
+    member private this.Write(fromId: string, id: string, isMove: bool, change: SessionChange, options: CommitOptions, cancellationToken) =
         if this.WritesWatched then
             let started = Stopwatch.GetTimestamp()
             let previous = Activity.Current
-            let activity = startSpan "sesame.session.commit" id
+            let activity = startSpan (if isMove then "sesame.session.move" else "sesame.session.commit") id
             let writing =
                 try
-                    inner.CommitAsync(id, change, options, cancellationToken)
+                    this.PassOn(fromId, id, isMove, change, options, cancellationToken)
                 with e ->
                     Task.FromException<CommitResult> e
-            this.Written(null, id, false, change, options.MustExist, started, previous, activity, writing)
+            // A move never requires the session to exist (a first visit's sign-in moves from nothing).
+            let mustExist = not isMove && options.MustExist
+            this.Written(fromId, id, isMove, change, mustExist, started, previous, activity, writing)
         else
-            inner.CommitAsync(id, change, options, cancellationToken)
+            this.PassOn(fromId, id, isMove, change, options, cancellationToken)
 
-    override this.MoveAsync(fromId, toId, change, options, cancellationToken) =
-        if this.WritesWatched then
-            let started = Stopwatch.GetTimestamp()
-            let previous = Activity.Current
-            let activity = startSpan "sesame.session.move" toId
-            let writing =
-                try
-                    inner.MoveAsync(fromId, toId, change, options, cancellationToken)
-                with e ->
-                    Task.FromException<CommitResult> e
-            this.Written(fromId, toId, true, change, false, started, previous, activity, writing)
-        else
-            inner.MoveAsync(fromId, toId, change, options, cancellationToken)
+    override this.CommitAsync(id, change, options, cancellationToken) = this.Write(null, id, false, change, options, cancellationToken)
+
+    override this.MoveAsync(fromId, toId, change, options, cancellationToken) = this.Write(fromId, toId, true, change, options, cancellationToken)
 
     override this.DeleteAsync(id, cancellationToken) =
         if hooked || instruments.DeletesWatched || source.HasListeners() || debugging () then
