@@ -47,3 +47,22 @@ let storeContract (name: string) (createStore: unit -> SessionStore) : Test =
 /// </summary>
 let storeContractOnClock (name: string) (createStore: TimeProvider -> SessionStore) : Test =
     testList name [ for case in SessionStoreContract.casesOnClock createStore -> testCaseTask case.Name (fun () -> task { do! case.RunAsync() }) ]
+
+/// <summary>
+/// For the stores that hold sessions as text (memory, file): commits a session of two 100,000-character strings
+/// (200,000 bytes of JSON), has a request load it, and gives the bytes this thread allocated while the same request
+/// then commits one small append to it, with the JSON's size and the commit's result. A store that parses the
+/// session again, or writes it through a buffer that grows to the writer's worst case, allocates several times the JSON.
+/// </summary>
+let largeCommitAllocation (store: SessionStore) : struct (int64 * int64 * CommitResult) =
+    let item (c: char) = Json.string (String(c, 100_000))
+    let large = changeOf [ Update.set (SessionPath.parse "cart") (Json.array [ item 'x'; item 'y' ]) ]
+    store.CommitAsync("cart", large, creating, Helpers.testToken ()).Result |> ignore
+    // The request's load parses the session (its 100,000-character strings are large objects) ...
+    let loaded = store.LoadAsync("cart", TimeSpan.FromMinutes 10.0, Helpers.testToken ()).Result
+    // ... and its commit should apply the change to that same tree, writing it through a pooled buffer.
+    let before = GC.GetAllocatedBytesForCurrentThread()
+    let result = store.CommitAsync("cart", changeOf [ Update.Append(SessionPath.parse "cart", Json.string "z") ], existing, Helpers.testToken ()).Result
+    let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+    GC.KeepAlive loaded
+    struct (allocated, 200_000L, result)
