@@ -44,7 +44,7 @@ let private buildBaseline (root: string) (reference: string) : Build =
     for file in Directory.GetFiles(Path.Combine(root, "bench", "Sesame.FloodBench")) do
         File.Copy(file, Path.Combine(project, Path.GetFileName file), true)
     // The load test's files this project links are the measuring harness too: today's, not the baseline's.
-    for linked in [ "Machine.fs"; "Wrk.fs" ] do
+    for linked in [ "Machine.fs"; "DocSections.fs"; "Wrk.fs" ] do
         File.Copy(Path.Combine(root, "bench", "Sesame.LoadTest", linked), Path.Combine(directory, "bench", "Sesame.LoadTest", linked), true)
     printfn "Building the baseline (%s) in %s" sha directory
     let code, output = Machine.capture "dotnet" $"build \"{project}\" -c Release --nologo -v q"
@@ -58,22 +58,8 @@ let private median (values: float list) =
 
 let private maxOf (f: Sample -> float) (run: Run) = run.Samples |> List.map f |> List.fold max 0.0
 
-/// The section of docs/performance.md this run writes, between two markers, so other generators can keep it.
-let private startMarker = "<!-- flood:start (written by bench/Sesame.FloodBench) -->"
-let private endMarker = "<!-- flood:end -->"
-
-let private writeSection (path: string) (section: string) =
-    let text = if File.Exists path then File.ReadAllText path else "# Performance\n"
-    let block = $"{startMarker}\n{section.TrimEnd()}\n{endMarker}\n"
-    let updated =
-        match text.IndexOf startMarker, text.IndexOf endMarker with
-        | start, finish when start >= 0 && finish > start -> text.Substring(0, start) + block + text.Substring(finish + endMarker.Length).TrimStart('\n')
-        | _ ->
-            // Before the micro-benchmarks section if there is one, else at the end.
-            match text.IndexOf "\n## Micro-benchmarks" with
-            | i when i >= 0 -> text.Substring(0, i + 1) + block + "\n" + text.Substring(i + 1)
-            | _ -> text.TrimEnd() + "\n\n" + block
-    File.WriteAllText(path, updated)
+/// Writes this run's section of docs/performance.md (see DocSections).
+let private writeSection (path: string) (section: string) = DocSections.write path "flood" "bench/Sesame.FloodBench" section
 
 let private runAll (args: string[]) =
     let root = Machine.repositoryRoot ()

@@ -169,7 +169,8 @@ let keepSections (previous: string) (generated: string) =
     let blocks =
         keptSections
         |> List.choose (fun name ->
-            let startMarker, endMarker = $"<!-- {name}:start", $"<!-- {name}:end -->"
+            // The start marker names the run that wrote it: any run's is kept.
+            let startMarker, endMarker = $"<!-- {name}:start", DocSections.endMarker name
             match previous.IndexOf startMarker, previous.IndexOf endMarker with
             | start, finish when start >= 0 && finish > start -> Some(start, previous.Substring(start, finish + endMarker.Length - start) + "\n")
             | _ -> None)

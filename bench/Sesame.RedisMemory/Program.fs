@@ -24,22 +24,8 @@ let private median (values: float list) =
     let n = sorted.Length
     if n % 2 = 1 then sorted[n / 2] else (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
 
-/// The section's markers in docs/performance.md (the load test keeps what is between them).
-let startMarker = "<!-- redis-memory:start (written by bench/Sesame.RedisMemory) -->"
-let endMarker = "<!-- redis-memory:end -->"
-
-let private writeSection (path: string) (section: string) =
-    let text = if File.Exists path then File.ReadAllText path else "# Performance\n"
-    let block = $"{startMarker}\n{section.TrimEnd()}\n{endMarker}\n"
-    let updated =
-        match text.IndexOf startMarker, text.IndexOf endMarker with
-        | start, finish when start >= 0 && finish > start -> text.Substring(0, start) + block + text.Substring(finish + endMarker.Length).TrimStart('\n')
-        | _ ->
-            // Before the micro-benchmarks section if there is one, else at the end.
-            match text.IndexOf "\n## Micro-benchmarks" with
-            | i when i >= 0 -> text.Substring(0, i + 1) + block + "\n" + text.Substring(i + 1)
-            | _ -> text.TrimEnd() + "\n\n" + block
-    File.WriteAllText(path, updated)
+/// Writes this run's section of docs/performance.md (see DocSections).
+let private writeSection (path: string) (section: string) = DocSections.write path "redis-memory" "bench/Sesame.RedisMemory" section
 
 let private encodings (f: Figures) = f.Encodings |> List.map (fun (e, n) -> if n = f.Sessions then e else $"{e} {n}") |> String.concat ", "
 
