@@ -312,8 +312,5 @@ type internal FoldIndex(capacity: int) =
             node.AddedBelowChecked <- node.AddedBelowChecked + 1
         node.AddedBelowChecked < added.Count
 
-    /// The live entries in place order.
-    member _.InOrder: seq<FoldEntry> = seq {
-        for entry in places do
-            if not (isNull entry) then entry
-    }
+    /// The entries by place, null where one was removed: the live ones, in place order, are the patch.
+    member _.Places: ResizeArray<FoldEntry> = places

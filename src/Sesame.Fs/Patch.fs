@@ -163,23 +163,23 @@ module Patch =
                 | Update.Set(_, value), _ -> supersede path reached (ValueSome value)
                 | Update.Remove _, _ -> supersede path reached ValueNone
 
-            let updates = [
-                for entry in index.InOrder do
+            // Built from the last place back, so each update is consed onto the ones after it.
+            let mutable updates = []
+            let places = index.Places
+            for place = places.Count - 1 downto 0 do
+                match places[place] with
+                | null -> ()
+                | entry ->
                     let path = entry.Path
                     match entry.Pending with
-                    | Pending.Put value -> Update.Set(path, value)
-                    | Pending.Add by -> Update.Increment(path, by)
+                    | Pending.Put value -> updates <- Update.Set(path, value) :: updates
+                    | Pending.Add by -> updates <- Update.Increment(path, by) :: updates
                     | Pending.Push newestFirst ->
-                        for value in List.rev newestFirst do
-                            Update.Append(path, value)
-                    | Pending.Drop false -> Update.Remove path
-                    | Pending.Drop true ->
-                        Update.Set(path, Json.Null)
-                        Update.Remove path
-                    | Pending.Replace value ->
-                        Update.Remove path
-                        Update.Set(path, value)
-            ]
+                        for value in newestFirst do
+                            updates <- Update.Append(path, value) :: updates
+                    | Pending.Drop false -> updates <- Update.Remove path :: updates
+                    | Pending.Drop true -> updates <- Update.Set(path, Json.Null) :: Update.Remove path :: updates
+                    | Pending.Replace value -> updates <- Update.Remove path :: Update.Set(path, value) :: updates
             { updates = updates }
 
     /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
@@ -195,7 +195,13 @@ module Patch =
 
     /// <summary>Applies a patch to a tree.</summary>
     /// <exception cref="T:Sesame.PathConflictException">An update crosses a value of the wrong kind; the tree is left as it was.</exception>
-    let apply (patch: Patch) (json: Json) : Json = List.fold (fun tree update -> Update.apply update tree) json patch.Updates
+    let apply (patch: Patch) (json: Json) : Json =
+        match patch.updates with
+        | []
+        | [ _ ]
+        | [ _; _ ] -> List.fold (fun tree update -> Update.apply update tree) json patch.updates
+        // Past two updates, copying each changed object once (PatchDraft) beats copying every update's path.
+        | many -> PatchDraft.apply many json
 
     /// <summary>Applies a patch, or gives the conflict.</summary>
     let tryApply (patch: Patch) (json: Json) : Result<Json, PathConflictException> =

@@ -214,12 +214,12 @@ module SessionPath =
     /// The segments of <paramref name="path"/> below <paramref name="prefix"/> (which must be a prefix).
     let internal relativeTo (prefix: SessionPath) (path: SessionPath) = { segments = List.skip prefix.Segments.Length path.Segments }
 
-    let private conflict (path: SessionPath) (depth: int) (what: string) =
+    let internal conflict (path: SessionPath) (depth: int) (what: string) =
         let at = { segments = List.truncate depth path.Segments }
         let where = if at.IsRoot then "the root" else $"'{at}'"
         raise (PathConflictException(path, $"Cannot follow '{path}': {where} {what}."))
 
-    let private describe (json: Json) =
+    let internal describe (json: Json) =
         match json with
         | Json.Null -> "is null"
         | Json.Bool _ -> "is a boolean"

@@ -159,6 +159,37 @@ let tests =
                     claim (sameText (Patch.apply patch scenario.Tree) expected) (fun () -> $"patch {show patch}")),
             fun () -> Expect.isGreaterThan succeeded 500 $"only {succeeded} increment sequences applied"
 
+        testList "applying updates through a draft equals applying them one by one, conflicts included" [
+            // PatchDraft applies a patch of three or more updates; here it gets the unfolded updates too, so that it
+            // meets every order and conflict the generators make (the laws above meet it only through the fold).
+            let law (name: string) (cases: int) (arb: Arbitrary<Scenario>) =
+                testGuardedLawWith cases name
+                <| fun () ->
+                    let mutable failed = 0
+                    Prop.forAll arb (fun scenario ->
+                        let before = Json.serialize scenario.Tree
+                        let drafted =
+                            try
+                                Ok(PatchDraft.apply scenario.Updates scenario.Tree)
+                            with :? PathConflictException as e ->
+                                Error e
+                        let updates = String.Join("; ", scenario.Updates)
+                        claim (Json.serialize scenario.Tree = before) (fun () -> $"{updates} changed the tree it was given")
+                        && match tryOneByOne scenario.Updates scenario.Tree, drafted with
+                           | Ok expected, Ok actual ->
+                               claim (sameText actual expected) (fun () -> $"{updates} gave {Json.serialize actual}, one by one {Json.serialize expected}")
+                           | Error expected, Error actual ->
+                               failed <- failed + 1
+                               claim (actual.Message = expected.Message && actual.Path = expected.Path) (fun () ->
+                                   $"{updates} failed with \"{actual.Message}\", one by one with \"{expected.Message}\"")
+                           | Ok expected, Error actual -> failwith $"{updates} failed with \"{actual.Message}\", one by one gave {Json.serialize expected}"
+                           | Error expected, Ok actual -> failwith $"{updates} gave {Json.serialize actual}, one by one failed with \"{expected.Message}\""),
+                    // Conflicts must be met, or the law says nothing of them.
+                    fun () -> Expect.isGreaterThan failed 0 "no update sequence failed"
+            law "mixed updates" 20_000 scenarios
+            law "around arrays" 20_000 arrayScenarios
+        ]
+
         testLaw "long logs of updates nesting in each other fold to a normalized patch that applies as they do one by one"
         <| fun () ->
             Prop.forAll longLogs (fun scenario ->
