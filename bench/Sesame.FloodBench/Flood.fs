@@ -14,8 +14,9 @@ open System.Threading
 open System.Threading.Tasks
 open Sesame.LoadTest
 
-/// A build of the app: what it is called in the report and the command that runs it.
-type Build = { Name: string; Exe: string; Args: string }
+/// A build of the app: what it is called in the report, the command that runs it, and environment variables for the
+/// app's process (a runtime setting such as a GC heap limit).
+type Build = { Name: string; Exe: string; Args: string; Environment: (string * string) list }
 
 /// The app in a child process: its output lines are kept; it is stopped with SIGTERM (a graceful stop that flushes the
 /// file store), killed if it does not stop.
@@ -23,7 +24,11 @@ type Server(build: Build, port: int, store: string, tiny: bool) =
     let lines = ConcurrentQueue<string>()
     let ready = new ManualResetEventSlim(false)
     let args = $"""{build.Args} serve {port} "{store}"{(if tiny then " tiny" else "")}"""
-    let proc = Process.Start(ProcessStartInfo(build.Exe, args, UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true))
+    let proc =
+        let start = ProcessStartInfo(build.Exe, args, UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true)
+        for name, value in build.Environment do
+            start.Environment[name] <- value
+        Process.Start start
     do
         let keep (line: string) =
             if not (isNull line) then
@@ -50,16 +55,27 @@ type Server(build: Build, port: int, store: string, tiny: bool) =
         |> Option.map (fun l -> l.Split ' ' |> Array.skip 1 |> Array.map Int64.Parse)
         |> Option.defaultValue [||]
 
-    /// Resident set size now, and its peak so far, in MiB (from /proc).
+    /// Resident set size now, and its peak so far, in MiB (from /proc; zero once the process is gone).
     member _.Rss() =
         let read (field: string) =
-            File.ReadLines $"/proc/{proc.Id}/status"
-            |> Seq.tryFind (fun l -> l.StartsWith field)
-            |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0)
-            |> Option.defaultValue 0.0
+            try
+                File.ReadLines $"/proc/{proc.Id}/status"
+                |> Seq.tryFind (fun l -> l.StartsWith field)
+                |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0)
+                |> Option.defaultValue 0.0
+            with :? IOException ->
+                0.0
         read "VmRSS:", read "VmHWM:"
 
     member _.Output = List.ofSeq lines
+
+    /// Why the app stopped on its own, if it did: its exit code and the first line that names an exception.
+    member _.Died: string option =
+        if not proc.HasExited then
+            None
+        else
+            let cause = lines |> Seq.tryFind (fun l -> l.Contains "Exception") |> Option.defaultValue "no exception printed"
+            Some $"exited with code {proc.ExitCode}: {cause.Trim()}"
 
     interface IDisposable with
         member _.Dispose() =
@@ -100,6 +116,8 @@ type Run = {
     ReopenMs: int64
     ReopenSessions: int64
     FileBytes: int64
+    /// Set when the app stopped on its own during the run (say, out of memory under a heap limit).
+    Died: string option
 }
 
 let private newClient () =
@@ -206,13 +224,24 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
                     sample ())
         let client = established server.Url settings.EstablishedPeriod clock stop.Token
         let attackers = [ for _ in 1 .. settings.Attackers -> attacker server.Url settings.SkuBytes attack stop.Token :> Task ]
-        let cpu () = Machine.cpuTime server.Pid
+        // The app may die under a heap limit: its last CPU time stands, and the run says so.
+        let mutable lastCpu = TimeSpan.Zero
+        let cpu () =
+            try
+                lastCpu <- Machine.cpuTime server.Pid
+            with :? IOException ->
+                ()
+            lastCpu
         let flood =
             Wrk.measure { settings.Load with Duration = settings.Duration; WarmUp = TimeSpan.Zero } cpu (fun () -> TimeSpan.Zero) (server.Url + "/") None
         stop.Cancel()
         Task.WaitAll(Array.ofList attackers, TimeSpan.FromSeconds 60.0) |> ignore
         sampler.Wait()
-        let kept, visits, lostAt = client.GetAwaiter().GetResult()
+        let kept, visits, lostAt =
+            try
+                client.GetAwaiter().GetResult()
+            with _ when server.Died.IsSome ->
+                false, 0, [ clock.Elapsed.TotalSeconds ]
         let _, hwm = server.Rss()
         peak <- max peak hwm
         {
@@ -230,8 +259,9 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
             ReopenMs = -1L
             ReopenSessions = -1L
             FileBytes = -1L
+            Died = server.Died
         }
-    if store = "file" && not tiny then
+    if store = "file" && not tiny && result.Died.IsNone then
         // Restart on the file the run left: replay at the bound.
         let file = storeText.Substring 5
         let bytes = FileInfo(file).Length
