@@ -161,14 +161,14 @@ let private runAll (args: string[]) =
     printfn "Reference for the runtime's own working set: the same load on a memory store with room for one session"
     let referenceRun = run settings after "memory" directory true
     show referenceRun
-    // What a container's memory limit does: the same flood with the GC's heap capped at the goal's figure.
+    // What a container's memory limit does: the same flood with the GC's heap capped at the goal's figure (the memory
+    // store: the file store holds the same bytes under the same bound).
     let limitMiB = int (ceil (256.0 + referenceRun.PeakRssMiB))
     printfn "The same flood with the GC heap capped at the byte bound + the runtime's working set (%d MiB):" limitMiB
     let limitRuns = [
-        for store in [ "memory"; "file" ] do
-            let r = run settings (withHeapLimit limitMiB after) store directory false
-            show r
-            r
+        let r = run settings (withHeapLimit limitMiB after) "memory" directory false
+        show r
+        r
     ]
     Directory.Delete(directory, true)
     Wrk.cleanUp ()
@@ -217,9 +217,8 @@ let private runAll (args: string[]) =
         add
             $"""Goal, {r.Store} store: peak RSS {inv "F0" r.PeakRssMiB} MiB {(if within then "≤" else ">")} the byte bound ({inv "F0" bound} MiB) + the runtime's working set ({inv "F0" runtimeMiB} MiB) = {inv "F0" (bound + runtimeMiB)} MiB: **{(if within then "met" else "not met")}**."""
     add ""
-    add ""
-    add "Why RSS passes that sum: the byte bound counts what the store holds, and it holds (the \"held\" column); the rest is"
-    add "the garbage collector's headroom for what requests throw away. Each cart POST here parses a cart of up to 1 MiB and"
+    add "Why RSS passes that sum: the byte bound holds (the \"held\" column never passes 256 MiB); the rest is the garbage"
+    add "collector's headroom for what requests throw away. Each cart POST here parses a cart of up to 1 MiB and"
     add "writes it back, and the sample's handler deserializes it twice (`Get<List<CartItem>>`, then `Get<Cart>` for the"
     add "response): megabytes of garbage a request, much of it strings over 85,000 bytes, which go on the large object heap"
     add "and are freed only by a full collection. The server GC lets the heap grow well past what is live before it"
@@ -262,6 +261,10 @@ let private runAll (args: string[]) =
     for i, name in [ 0, "commit to a live session"; 1, "load"; 2, "create past the bound (evicts)" ] do
         let b, a = timingOf before i, timingOf after i
         add $"""| {name} | {inv "F0" b} | {inv "F0" a} | **{inv "F2" (a / b)}** |"""
+    add ""
+    add "A load costs more than before the bounds: the eviction order moves a returning session that is not among the most"
+    add "recent sixteenth of its segment to the head, under a lock, and these 1,000 sessions are used evenly, so every load"
+    add "moves one. A session that a run of requests uses (each row of the load test) stays at the head and takes no lock."
     let docs = Path.Combine(root, "docs")
     writeSection (Path.Combine(docs, "performance.md")) (text.ToString())
     let colours = dict [ "memory", "#2b7bd9"; "file", "#d9822b" ]
