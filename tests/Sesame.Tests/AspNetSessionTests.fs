@@ -16,15 +16,18 @@ open Sesame
 open Sesame.Samples.Giraffe.GiraffeShape
 
 /// A store across the network, as far as its callers can tell: its loads never complete at once.
-type private FarStore(shared: bool) =
+type private FarStore(shared: bool, gate: Task) =
     inherit SessionStore()
     let inner = new MemoryStore()
     let mutable loads = 0
+    new(shared) = new FarStore(shared, Task.CompletedTask)
     member _.Loads = Volatile.Read &loads
     override _.IsShared = shared
+    /// Never completes synchronously, and not before the gate opens (a test that must see a load in flight holds it).
     override _.LoadAsync(id, idle, ct) = task {
         Interlocked.Increment &loads |> ignore
         do! Task.Yield()
+        do! gate
         return! inner.LoadAsync(id, idle, ct)
     }
     override _.CommitAsync(id, change, options, ct) = inner.CommitAsync(id, change, options, ct)
@@ -147,7 +150,10 @@ let tests =
 
         testCaseTask "the first ISession use on a session still loading throws an error that names the fix"
         <| fun () -> task {
-            let store = new FarStore(true)
+            // The load is held until the handler has tried: on a busy machine a yielded load could finish first. (At
+            // most 10 s, so that a GetString that blocked on the load would fail this test rather than hang it.)
+            let loadMayFinish = TaskCompletionSource()
+            let store = new FarStore(true, Task.WhenAny(loadMayFinish.Task, Task.Delay(TimeSpan.FromSeconds 10.0)))
             let mutable error: exn = null
             let handler: HttpHandler =
                 fun next ctx ->
@@ -164,6 +170,7 @@ let tests =
                             ctx.Session.GetString "name" |> ignore
                         with e ->
                             error <- e
+                        loadMayFinish.TrySetResult() |> ignore
                         text "tried" next ctx
             use! host = serveCompatible store (Some SessionPreload.Never) handler
             let browser = Browser host
