@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Buffers
 open System.Collections.Immutable
 
 /// <summary>One recorded change to a session: what a mutation leaves in the request's update log.</summary>
@@ -78,14 +79,18 @@ module Update =
         | ValueSome(Json.Array items) -> Json.Array(items.Add value)
         | ValueSome other -> raise (PathConflictException(path, $"Cannot append to '{path}': it holds {kindOf other}, not an array."))
 
+    /// Every UTF-16 surrogate: a long text is searched for the first one vectorized.
+    let private surrogates = SearchValues.Create(ReadOnlySpan<char>(Array.init 0x800 (fun i -> char (0xD800 + i))))
+
     /// Whether a string holds a UTF-16 surrogate that is not half of a pair (JSON text cannot hold one). Checked for
-    /// every key and string of every update, so it allocates nothing: a long ASCII text is passed by the vectorized
-    /// check, anything else by a scan (the span search IndexOfAnyInRange allocated 96 bytes a call from F#).
+    /// every key and string of every update, so it allocates nothing (the span search IndexOfAnyInRange allocated 96
+    /// bytes a call from F#): a short text is scanned, a long one searched for its first surrogate, vectorized.
     let private hasLoneSurrogate (text: string) =
-        if text.Length >= 32 && Text.Ascii.IsValid text then
+        let first = if text.Length < 32 then 0 else text.AsSpan().IndexOfAny surrogates
+        if first < 0 then
             false
         else
-            let mutable i = 0
+            let mutable i = first
             let mutable lone = false
             while not lone && i < text.Length do
                 let c = text[i]

@@ -432,6 +432,33 @@ let tests =
         // Applying updates
         // ---------------------------------------------------------------------------------------------
 
+        testCase "a lone surrogate is refused wherever it stands in a long string or key, and a surrogate pair is not one"
+        <| fun () ->
+            let high = "😀".Substring(0, 1)
+            let low = "😀".Substring(1, 1)
+            // Long text is searched for its first surrogate, short text scanned: both lengths, ASCII and not.
+            for filler in [ String('é', 40); String('a', 40); "é" ] do
+                for text, lone in
+                    [
+                        filler + high, true
+                        high + filler, true
+                        filler + low + filler, true
+                        filler + low + high + filler, true
+                        filler + "😀" + filler, false
+                        filler + "😀" + high, true
+                        filler + "😀😀", false
+                        filler, false
+                    ] do
+                    let refused (update: Update) =
+                        try
+                            Update.validate update
+                            false
+                        with :? ArgumentException ->
+                            true
+                    let shown = String.Join(" ", text |> Seq.map (fun c -> $"{int c:X4}") |> Seq.distinct)
+                    Expect.equal (refused (Update.set (path "k") (Json.String text))) lone $"a string of {text.Length} chars ({shown})"
+                    Expect.equal (refused (Update.set (SessionPath.ofKeys [ text ]) Json.Null)) lone $"a key of {text.Length} chars ({shown})"
+
         testCase "removing a missing path is a no-op"
         <| fun () ->
             let tree = json """{"a":{"b":1},"s":"x","arr":[1]}"""
