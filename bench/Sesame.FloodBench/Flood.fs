@@ -265,8 +265,13 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
         // Restart on the file the run left: replay at the bound.
         let file = storeText.Substring 5
         let bytes = FileInfo(file).Length
-        use again = new Server(build, Machine.freePort (), storeText, false)
-        let opened = again.Opened
+        let opened =
+            try
+                use again = new Server(build, Machine.freePort (), storeText, false)
+                again.Opened
+            with e ->
+                // Say which start failed: the run itself went through.
+                failwith $"The {store} store's app ran the flood, but reopening its file ({bytes:N0} bytes) failed: {e.Message}"
         { result with ReopenMs = opened[0]; ReopenSessions = opened[1]; FileBytes = bytes }
     else
         result
