@@ -4,6 +4,7 @@ module Sesame.FloodBench.Chart
 open System
 open System.Globalization
 open System.Text
+open Sesame.LoadTest.Figures
 
 /// One line: its name, colour, dash pattern ("" for solid) and points (seconds, value).
 type Series = { Name: string; Colour: string; Dash: string; Points: (float * float) list }
@@ -11,7 +12,6 @@ type Series = { Name: string; Colour: string; Dash: string; Points: (float * flo
 /// One panel: a title, the unit of its values, its lines, and horizontal marks (value, label).
 type Panel = { Title: string; Unit: string; Series: Series list; Marks: (float * string) list }
 
-let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
 let private escape (s: string) = s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;")
 
 /// A tick step of 1, 2 or 5 times a power of ten giving about five ticks up to the top.

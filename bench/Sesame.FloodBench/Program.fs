@@ -12,14 +12,8 @@ open System.IO
 open System.Text
 open System.Threading
 open Sesame.LoadTest
+open Sesame.LoadTest.Figures
 open Sesame.FloodBench.Flood
-
-let private option (args: string[]) (name: string) (fallback: string) =
-    match Array.tryFindIndex ((=) name) args with
-    | Some i when i + 1 < args.Length -> args[i + 1]
-    | _ -> fallback
-
-let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
 
 /// The commit before the bounds: the parent of the commit that added the eviction order.
 let private defaultBaseline (root: string) =
@@ -44,17 +38,12 @@ let private buildBaseline (root: string) (reference: string) : Build =
     for file in Directory.GetFiles(Path.Combine(root, "bench", "Sesame.FloodBench")) do
         File.Copy(file, Path.Combine(project, Path.GetFileName file), true)
     // The load test's files this project links are the measuring harness too: today's, not the baseline's.
-    for linked in [ "Machine.fs"; "DocSections.fs"; "Wrk.fs" ] do
+    for linked in [ "Machine.fs"; "Figures.fs"; "DocSections.fs"; "Wrk.fs" ] do
         File.Copy(Path.Combine(root, "bench", "Sesame.LoadTest", linked), Path.Combine(directory, "bench", "Sesame.LoadTest", linked), true)
     printfn "Building the baseline (%s) in %s" sha directory
     let code, output = Machine.capture "dotnet" $"build \"{project}\" -c Release --nologo -v q"
     if code <> 0 then failwith $"Building the baseline failed:\n{output}"
     { Name = $"before ({sha})"; Exe = "dotnet"; Args = $"\"{dll}\""; Environment = [] }
-
-let private median (values: float list) =
-    let sorted = List.sort values
-    let n = sorted.Length
-    if n % 2 = 1 then sorted[n / 2] else (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
 
 /// The build with the GC's heap capped (DOTNET_GCHeapHardLimit, in bytes as hex), as a container's memory limit caps it.
 let private withHeapLimit (mib: int) (build: Build) = {
@@ -68,19 +57,29 @@ let private maxOf (f: Sample -> float) (run: Run) = run.Samples |> List.map f |>
 /// Writes this run's section of docs/performance.md (see DocSections).
 let private writeSection (path: string) (section: string) = DocSections.write path "flood" "bench/Sesame.FloodBench" section
 
-let private runAll (args: string[]) =
-    let root = Machine.repositoryRoot ()
-    Machine.ensureTool "wrk" "wrk"
-    let machine = Machine.describe ()
+/// A flood's settings from the command line (the defaults are the run of record's).
+let private settingsOf (args: string[]) : Settings =
     let seconds (name: string) (fallback: int) = TimeSpan.FromSeconds(float (int (option args name (string fallback))))
-    let load = { Wrk.Threads = 2; Wrk.Connections = 32; Wrk.Duration = seconds "--throughput-seconds" 20; Wrk.WarmUp = TimeSpan.FromSeconds 5.0 }
-    let settings = {
+    {
         Duration = seconds "--duration" 60
         Attackers = int (option args "--attackers" "4")
         SkuBytes = 1024 * int (option args "--sku-kb" "64")
         EstablishedPeriod = seconds "--period" 5
-        Load = load
+        Load = { Wrk.Threads = 2; Wrk.Connections = 32; Wrk.Duration = seconds "--throughput-seconds" 20; Wrk.WarmUp = TimeSpan.FromSeconds 5.0 }
     }
+
+/// This process's folder for the store files of its runs, created.
+let private scratchFolder () =
+    let directory = Path.Combine(Path.GetTempPath(), $"sesame-flood-{Environment.ProcessId}")
+    Directory.CreateDirectory directory |> ignore
+    directory
+
+let private runAll (args: string[]) =
+    let root = Machine.repositoryRoot ()
+    Machine.ensureTool "wrk" "wrk"
+    let machine = Machine.describe ()
+    let settings = settingsOf args
+    let load = settings.Load
     let rounds = int (option args "--rounds" "2")
     let reference = option args "--baseline" (defaultBaseline root)
     let after =
@@ -88,8 +87,7 @@ let private runAll (args: string[]) =
         { Name = "after"; Exe = exe; Args = exeArgs.Trim(); Environment = [] }
     let before = buildBaseline root reference
     let builds = [ before; after ]
-    let directory = Path.Combine(Path.GetTempPath(), $"sesame-flood-{Environment.ProcessId}")
-    Directory.CreateDirectory directory |> ignore
+    let directory = scratchFolder ()
     printfn "Machine: %d cores, %s; %s" machine.Cores machine.Cpu machine.Runtime
 
     printfn "The memory store's paths, in process (ns of CPU per operation, 2 threads; 3 rounds):"
@@ -322,10 +320,8 @@ let main args =
         let args = Array.ofList rest
         // One flood run of this build, printed: for trying a change or a runtime setting without the whole comparison.
         let exe, exeArgs = Machine.selfCommand ""
-        let load = { Wrk.Threads = 2; Wrk.Connections = 32; Wrk.Duration = TimeSpan.FromSeconds 20.0; Wrk.WarmUp = TimeSpan.FromSeconds 5.0 }
-        let settings = { Duration = TimeSpan.FromSeconds 60.0; Attackers = 4; SkuBytes = 64 * 1024; EstablishedPeriod = TimeSpan.FromSeconds 5.0; Load = load }
-        let directory = Path.Combine(Path.GetTempPath(), $"sesame-flood-{Environment.ProcessId}")
-        Directory.CreateDirectory directory |> ignore
+        let settings = settingsOf args
+        let directory = scratchFolder ()
         let limit = option args "--heap-limit" ""
         let build = { Name = "this build"; Exe = exe; Args = exeArgs.Trim(); Environment = [] }
         let build = if limit = "" then build else withHeapLimit (int limit) build

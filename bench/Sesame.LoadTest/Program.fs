@@ -9,6 +9,7 @@ open System
 open System.Globalization
 open System.IO
 open System.Threading
+open Sesame.LoadTest.Figures
 
 /// The rows, in table order: the name, what the route does, the route, and where wrk's shared
 /// session cookie comes from (a first request to that route), or None for no cookie.
@@ -168,10 +169,6 @@ let private runAll (args: string[]) =
                         plain, measured, perFsync
                 ]
         ]
-        let median (values: float list) =
-            let sorted = List.sort values
-            let n = sorted.Length
-            if n % 2 = 1 then sorted[n / 2] else (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
         let best (runs: Wrk.Measured list) =
             // The fastest run, with the errors of every run.
             { List.maxBy (fun (m: Wrk.Measured) -> m.RequestsPerSecond) runs with Errors = runs |> List.sumBy (fun m -> m.Errors) }

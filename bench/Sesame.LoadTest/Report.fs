@@ -5,6 +5,7 @@ open System
 open System.Globalization
 open System.IO
 open System.Text
+open Sesame.LoadTest.Figures
 
 /// One measured row of the table.
 type Row = {
@@ -28,8 +29,6 @@ type Comparison = {
     /// (each the median over the rounds).
     Fsyncs: (float * float) option
 }
-
-let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
 
 /// The table as Markdown (also printed to the console as is).
 let table (rows: Row list) =

@@ -9,20 +9,9 @@ open System.Globalization
 open System.IO
 open System.Threading
 open Sesame.LoadTest
+open Sesame.LoadTest.Figures
 open Sesame.RedisMemory.Cases
 open Sesame.RedisMemory.Measure
-
-let private option (args: string[]) (name: string) (fallback: string) =
-    match Array.tryFindIndex ((=) name) args with
-    | Some i when i + 1 < args.Length -> args[i + 1]
-    | _ -> fallback
-
-let private inv (format: string) (value: float) = value.ToString(format, CultureInfo.InvariantCulture)
-
-let private median (values: float list) =
-    let sorted = List.sort values
-    let n = sorted.Length
-    if n % 2 = 1 then sorted[n / 2] else (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
 
 /// Writes this run's section of docs/performance.md (see DocSections).
 let private writeSection (path: string) (section: string) = DocSections.write path "redis-memory" "bench/Sesame.RedisMemory" section
