@@ -440,6 +440,77 @@ let tests =
             do! check third "replayed from the compacted file"
         }
 
+        testCaseTask "replay applies a session's changes while it reads, holding little more than the values, and rebuilds what was committed"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let store = FileStore.Open file
+            let sessions = store :> SessionStore
+            // 3 KB changes, sixty to each session: each session's changes outweigh its value several times over.
+            let text (i: int) = $"\"{String(char (int 'a' + i % 26), 3000)}\""
+            for i in 0..239 do
+                do! commit store $"s{i % 4}" [ setAt $"k{i % 29}" (text i); Update.increment (path "n") 1m; Update.append (path "log") (Json.int64 (int64 i)) ]
+                // A sign-in moves s1 on with its changes; a sign-out deletes s3, which comes back as a new session.
+                if i = 101 then
+                    let! moved = sessions.MoveAsync("s1", "s1-signed-in", changeOf [ setAt "signedIn" "true" ], creating, testToken ())
+                    Expect.equal moved CommitResult.Committed "moved"
+                if i = 150 then
+                    let! deleted = sessions.DeleteAsync("s3", testToken ())
+                    Expect.isTrue deleted "deleted"
+            let ids = [ "s0"; "s1"; "s1-signed-in"; "s2"; "s3" ]
+            let! before = Task.WhenAll [ for id in ids -> sessions.LoadAsync(id, creating.IdleTimeout, testToken ()) ]
+            do! store.DisposeAsync()
+
+            // What reading the file leaves to apply at the end: for each session, less than half its value (or 16 KiB),
+            // not the 180 KB of changes each one's records hold.
+            let replayed =
+                use handle = IO.File.OpenHandle file
+                FileReplay.run Abstractions.NullLogger.Instance file handle
+            Expect.equal replayed.Sessions.Count ids.Length "every session read"
+            for KeyValue(id, session) in replayed.Sessions do
+                let valueLength = if isNull session.Value then 0L else int64 session.Value.Length
+                Expect.isLessThan session.PendingBytes (max 16384L (valueLength / 2L)) $"{id}'s changes still to apply"
+            use reopened = FileStore.Open file
+            for id, stored in Seq.zip ids before do
+                let! after = (reopened :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+                Expect.equal (Json.serialize after.Data) (Json.serialize stored.Data) $"{id}'s tree"
+                Expect.equal (Json.serialize after.Meta) (Json.serialize stored.Meta) $"{id}'s facts"
+        }
+
+        testCaseTask "a change that does not fit its session fails the open, naming its offset, only while the session is live"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            // Written by hand: a store refuses such a change when it is committed.
+            let write (file: string) (deleteAfter: bool) =
+                let expires = DateTimeOffset.UtcNow.AddHours(1.0).UtcTicks
+                let body updates = FileLog.changeBody (changeOf updates)
+                let payloads = [
+                    FileLog.payload FileLog.KindCreate expires 0L "s" (body [ setAt "a" "1" ])
+                    // A 20 KB change, so that reading applies it at once: it sets a key inside a number.
+                    FileLog.payload FileLog.KindPatch expires 0L "s" (body [ setAt "a.b" $"\"{String('x', 20_000)}\"" ])
+                    if deleteAfter then FileLog.payload FileLog.KindDelete 0L 0L "s" [||]
+                ]
+                let bytes = Array.zeroCreate<byte>(FileLog.FileHeaderLength + (payloads |> List.sumBy (fun p -> FileLog.RecordHeaderLength + p.Length)))
+                FileLog.fileHeader().CopyTo(bytes, 0)
+                let mutable at = FileLog.FileHeaderLength
+                let offsets = ResizeArray()
+                for payload in payloads do
+                    offsets.Add at
+                    at <- at + FileLog.frame bytes at (int64 at) payload
+                IO.File.WriteAllBytes(file, bytes)
+                offsets[1]
+
+            let live = directory.File "live"
+            let offset = write live false
+            let error = throws<SessionStoreException>(fun () -> FileStore.Open live |> ignore)
+            Expect.stringContains error.Message $"at byte offset {offset}: its change does not fit the session" "error.Message"
+            // The session is gone before the end of the file: what its change would have done does not matter.
+            let gone = directory.File "gone"
+            write gone true |> ignore
+            use store = FileStore.Open gone
+            Expect.equal store.Count 0 "no session"
+        }
+
         testCaseTask "commits from 32 concurrent writers are all on disk when the store is reopened"
         <| fun () -> task {
             use directory = new TempDirectory()

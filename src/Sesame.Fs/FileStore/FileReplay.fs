@@ -10,12 +10,18 @@ open Microsoft.Extensions.Logging
 open Microsoft.Win32.SafeHandles
 
 /// A session as replay rebuilds it: a value (null: the empty session) and the change bodies read since, not yet
-/// applied (null: none), each with its record's offset. Changes are applied once, when the store is built, and only
-/// to the sessions still live then: a session's many records cost one parse of its value and one write of the result.
+/// applied (null: none), each with its record's offset. Changes are applied in batches: when what is pending outweighs
+/// half the value (see <c>FileReplay</c>), and the rest once, when the store is built, only to the sessions still live
+/// then. A session's many records cost a few parses of its value, and replay never holds much more than the values.
 [<Sealed; AllowNullLiteral>]
 type internal ReplayedSession(value: FileValue, expires: int64, lastSeen: int64) =
     member val Value = value with get, set
     member val Changes: ResizeArray<struct (int64 * byte[])> = null with get, set
+    /// The bytes of the change bodies pending.
+    member val PendingBytes = 0L with get, set
+    /// Set once applying this session's changes during reading failed: they wait for the end, where the failure is
+    /// raised only if the session is still live (as if nothing had been applied early).
+    member val Deferred = false with get, set
     member val Expires = expires with get, set
     member val LastSeen = lastSeen with get, set
 
@@ -23,6 +29,14 @@ type internal ReplayedSession(value: FileValue, expires: int64, lastSeen: int64)
     member this.Add(offset: int64, body: byte[]) =
         if isNull this.Changes then this.Changes <- ResizeArray 2
         this.Changes.Add(struct (offset, body))
+        this.PendingBytes <- this.PendingBytes + int64 body.Length
+
+    /// Takes over another session's value and pending changes (a session moved to a new id).
+    member this.TakeOver(from: ReplayedSession) =
+        this.Value <- from.Value
+        this.Changes <- from.Changes
+        this.PendingBytes <- from.PendingBytes
+        this.Deferred <- from.Deferred
 
 /// What replay read from a file: the sessions, the file's length (a torn tail cut) and its format version.
 [<NoComparison; NoEquality>]
@@ -170,72 +184,6 @@ module internal FileReplay =
                 session
             | value -> ReplayedSession(value, expires, lastSeen)
 
-    let private applyRecord
-        (logger: ILogger)
-        (path: string)
-        (version: uint32)
-        (sessions: Dictionary<string, ReplayedSession>)
-        (offset: int64)
-        (buffer: byte[])
-        (at: int)
-        (length: int)
-        =
-        let kind = buffer[at]
-        let expires = BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 1, 8))
-        let prefix, lastSeen, idLength =
-            if version = FileLog.FormatVersion1 then
-                // Version 1 kept no last-seen time: the record's expiry is the closest bound there is.
-                FileLog.PayloadPrefixLengthV1, 0L, BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 9, 4))
-            elif length < FileLog.PayloadPrefixLength then
-                raise (corrupt path offset "it is shorter than a record's prefix")
-            else
-                FileLog.PayloadPrefixLength,
-                BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 9, 8)),
-                BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 17, 4))
-        if idLength < 0 || idLength > length - prefix then raise (corrupt path offset "its id length is out of range")
-        let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
-        let bodyAt = at + prefix + idLength
-        let bodyLength = length - prefix - idLength
-        match kind with
-        | FileLog.KindCreate -> sessions[id] <- created offset (ReadOnlySpan(buffer, bodyAt, bodyLength)) version expires lastSeen
-        | FileLog.KindPatch ->
-            match sessions.TryGetValue id with
-            | true, session ->
-                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
-                session.Expires <- expires
-                session.LastSeen <- lastSeen
-            | _ ->
-                FileStoreLog.mismatch logger offset path
-                let session = ReplayedSession(null, expires, lastSeen)
-                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
-                sessions[id] <- session
-        | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
-            if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
-            let fromLength = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, bodyAt, 4))
-            if fromLength < 0 || fromLength > bodyLength - 4 then raise (corrupt path offset "its old id length is out of range")
-            let changeAt = bodyAt + 4 + fromLength
-            let change = buffer[changeAt .. bodyAt + bodyLength - 1]
-            let moved = ReplayedSession(null, expires, lastSeen)
-            if fromLength > 0 then
-                let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
-                match sessions.TryGetValue fromId with
-                | true, from ->
-                    // The session goes on at its new id, its changes not yet applied with it.
-                    moved.Value <- from.Value
-                    moved.Changes <- from.Changes
-                    sessions.Remove fromId |> ignore
-                | _ -> FileStoreLog.mismatch logger offset path
-            moved.Add(offset, change)
-            sessions[id] <- moved
-        | FileLog.KindDelete -> sessions.Remove id |> ignore
-        | FileLog.KindTouch ->
-            match sessions.TryGetValue id with
-            | true, session ->
-                session.Expires <- expires
-                session.LastSeen <- lastSeen
-            | _ -> ()
-        | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
-
     /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
     let private materialize (path: string) (version: uint32) (session: ReplayedSession) : FileValue =
         if isNull session.Changes then
@@ -266,6 +214,96 @@ module internal FileReplay =
                 if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
                 current <- after
             FileValue.Of current
+
+    /// What a session's pending changes must reach, at least, before reading applies them.
+    let private EagerPendingBytes = 16384L
+
+    /// Applies a session's pending changes while reading, once they outweigh half its value (and EagerPendingBytes):
+    /// holding every change body to the end took replay to twice the held bytes and more, so a store could not reopen
+    /// under the memory limit it ran under. Each early apply parses the value once, and comes only after the value's
+    /// worth has grown by half, so a session's records still cost a few parses, not one each. A change that fails to
+    /// apply here is left for the end, where it is raised only if its session is still live, as before.
+    let private settle (path: string) (version: uint32) (session: ReplayedSession) =
+        if not session.Deferred then
+            let valueLength = if isNull session.Value then 0L else int64 session.Value.Length
+            if session.PendingBytes >= max EagerPendingBytes (valueLength / 2L) then
+                try
+                    session.Value <- materialize path version session
+                    session.Changes <- null
+                    session.PendingBytes <- 0L
+                with _ ->
+                    session.Deferred <- true
+
+    let private applyRecord
+        (logger: ILogger)
+        (path: string)
+        (version: uint32)
+        (sessions: Dictionary<string, ReplayedSession>)
+        (offset: int64)
+        (buffer: byte[])
+        (at: int)
+        (length: int)
+        =
+        let kind = buffer[at]
+        let expires = BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 1, 8))
+        let prefix, lastSeen, idLength =
+            if version = FileLog.FormatVersion1 then
+                // Version 1 kept no last-seen time: the record's expiry is the closest bound there is.
+                FileLog.PayloadPrefixLengthV1, 0L, BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 9, 4))
+            elif length < FileLog.PayloadPrefixLength then
+                raise (corrupt path offset "it is shorter than a record's prefix")
+            else
+                FileLog.PayloadPrefixLength,
+                BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 9, 8)),
+                BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 17, 4))
+        if idLength < 0 || idLength > length - prefix then raise (corrupt path offset "its id length is out of range")
+        let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
+        let bodyAt = at + prefix + idLength
+        let bodyLength = length - prefix - idLength
+        match kind with
+        | FileLog.KindCreate ->
+            let session = created offset (ReadOnlySpan(buffer, bodyAt, bodyLength)) version expires lastSeen
+            settle path version session
+            sessions[id] <- session
+        | FileLog.KindPatch ->
+            match sessions.TryGetValue id with
+            | true, session ->
+                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
+                session.Expires <- expires
+                session.LastSeen <- lastSeen
+                settle path version session
+            | _ ->
+                FileStoreLog.mismatch logger offset path
+                let session = ReplayedSession(null, expires, lastSeen)
+                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
+                settle path version session
+                sessions[id] <- session
+        | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
+            if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
+            let fromLength = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, bodyAt, 4))
+            if fromLength < 0 || fromLength > bodyLength - 4 then raise (corrupt path offset "its old id length is out of range")
+            let changeAt = bodyAt + 4 + fromLength
+            let change = buffer[changeAt .. bodyAt + bodyLength - 1]
+            let moved = ReplayedSession(null, expires, lastSeen)
+            if fromLength > 0 then
+                let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
+                match sessions.TryGetValue fromId with
+                | true, from ->
+                    // The session goes on at its new id, its changes not yet applied with it.
+                    moved.TakeOver from
+                    sessions.Remove fromId |> ignore
+                | _ -> FileStoreLog.mismatch logger offset path
+            moved.Add(offset, change)
+            settle path version moved
+            sessions[id] <- moved
+        | FileLog.KindDelete -> sessions.Remove id |> ignore
+        | FileLog.KindTouch ->
+            match sessions.TryGetValue id with
+            | true, session ->
+                session.Expires <- expires
+                session.LastSeen <- lastSeen
+            | _ -> ()
+        | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
 
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
     let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
