@@ -115,6 +115,10 @@ type Run = {
     /// Reopening the store after the run (the file store replays its file): ms, and the sessions it held.
     ReopenMs: int64
     ReopenSessions: int64
+    /// The reopened app's peak RSS once its store is open, in MiB: what replay took.
+    ReopenPeakRssMiB: float
+    /// Why reopening the file failed, if it did (the run itself went through).
+    ReopenError: string option
     FileBytes: int64
     /// Set when the app stopped on its own during the run (say, out of memory under a heap limit).
     Died: string option
@@ -258,6 +262,8 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
             LostAt = lostAt
             ReopenMs = -1L
             ReopenSessions = -1L
+            ReopenPeakRssMiB = -1.0
+            ReopenError = None
             FileBytes = -1L
             Died = server.Died
         }
@@ -265,14 +271,13 @@ let run (settings: Settings) (build: Build) (store: string) (directory: string) 
         // Restart on the file the run left: replay at the bound.
         let file = storeText.Substring 5
         let bytes = FileInfo(file).Length
-        let opened =
-            try
-                use again = new Server(build, Machine.freePort (), storeText, false)
-                again.Opened
-            with e ->
-                // Say which start failed: the run itself went through.
-                failwith $"The {store} store's app ran the flood, but reopening its file ({bytes:N0} bytes) failed: {e.Message}"
-        { result with ReopenMs = opened[0]; ReopenSessions = opened[1]; FileBytes = bytes }
+        try
+            use again = new Server(build, Machine.freePort (), storeText, false)
+            let opened = again.Opened
+            { result with ReopenMs = opened[0]; ReopenSessions = opened[1]; ReopenPeakRssMiB = snd (again.Rss()); FileBytes = bytes }
+        with e ->
+            // Reported with the run, which itself went through.
+            { result with ReopenError = Some e.Message; FileBytes = bytes }
     else
         result
 

@@ -54,6 +54,15 @@ let private withHeapLimit (mib: int) (build: Build) = {
 
 let private maxOf (f: Sample -> float) (run: Run) = run.Samples |> List.map f |> List.fold max 0.0
 
+/// What restarting the file store's app on its file took (replay), or why it failed; empty for the memory store.
+let private reopenText (r: Run) =
+    let file = inv "F1" (float r.FileBytes / 1048576.0)
+    match r.ReopenError with
+    | Some error -> $"**failed** ({file} MiB file): {error}"
+    | None when r.ReopenMs >= 0L ->
+        $"""{inv "N0" (float r.ReopenMs)} ms, {r.ReopenSessions:N0} sessions, {file} MiB file, peak RSS {inv "F0" r.ReopenPeakRssMiB} MiB"""
+    | None -> ""
+
 /// Writes this run's section of docs/performance.md (see DocSections).
 let private writeSection (path: string) (section: string) = DocSections.write path "flood" "bench/Sesame.FloodBench" section
 
@@ -147,7 +156,7 @@ let private runAll (args: string[]) =
             r.Visits
             (match r.Died with
              | Some died -> $"  DIED: {died}"
-             | None when r.ReopenMs >= 0L -> $"  reopened in {r.ReopenMs} ms ({r.ReopenSessions} sessions, {float r.FileBytes / 1048576.0:F1} MiB file)"
+             | None when r.FileBytes >= 0L -> $"  restart: {reopenText r}"
              | None -> "")
     let runs = [
         for store in [ "memory"; "file" ] do
@@ -159,14 +168,15 @@ let private runAll (args: string[]) =
     printfn "Reference for the runtime's own working set: the same load on a memory store with room for one session"
     let referenceRun = run settings after "memory" directory true
     show referenceRun
-    // What a container's memory limit does: the same flood with the GC's heap capped at the goal's figure (the memory
-    // store: the file store holds the same bytes under the same bound).
+    // What a container's memory limit does: the same flood with the GC's heap capped at the goal's figure, on both
+    // stores; the file store's app is then restarted on its file under the same cap, as a container would be.
     let limitMiB = int (ceil (256.0 + referenceRun.PeakRssMiB))
     printfn "The same flood with the GC heap capped at the byte bound + the runtime's working set (%d MiB):" limitMiB
     let limitRuns = [
-        let r = run settings (withHeapLimit limitMiB after) "memory" directory false
-        show r
-        r
+        for store in [ "memory"; "file" ] do
+            let r = run settings (withHeapLimit limitMiB after) store directory false
+            show r
+            r
     ]
     Directory.Delete(directory, true)
     Wrk.cleanUp ()
@@ -204,10 +214,8 @@ let private runAll (args: string[]) =
         let heldText = if held <= 0.0 then "not counted" else inv "F1" held
         let lostAt = String.Join(", ", r.LostAt |> List.map (fun s -> inv "F0" s + " s"))
         let kept = if r.Kept then $"yes ({r.Visits} visits)" else $"**no**: lost at {lostAt} ({r.Visits} visits)"
-        let reopen =
-            if r.ReopenMs >= 0L then $"""{r.ReopenMs} ms, {r.ReopenSessions:N0} sessions, {inv "F1" (float r.FileBytes / 1048576.0)} MiB file""" else ""
         add
-            $"""| {r.Store} | {r.Build} | {inv "N0" r.NewSessions.RequestsPerSecond} | {inv "F0" r.PeakRssMiB} MiB | {inv "N0" (maxOf (fun s -> float s.Sessions) r)} | {heldText} | {r.Posts:N0} / {r.Refused:N0} | {kept} | {reopen} |"""
+            $"""| {r.Store} | {r.Build} | {inv "N0" r.NewSessions.RequestsPerSecond} | {inv "F0" r.PeakRssMiB} MiB | {inv "N0" (maxOf (fun s -> float s.Sessions) r)} | {heldText} | {r.Posts:N0} / {r.Refused:N0} | {kept} | {reopenText r} |"""
     add ""
     add $"""The runtime's own working set (the last row: the same load, the store holding at most one session): **{inv "F0" runtimeMiB} MiB** peak RSS."""
     for r in runs |> List.filter (fun r -> r.Build = "after") do
@@ -224,8 +232,8 @@ let private runAll (args: string[]) =
     add $"(`DOTNET_GCHeapHardLimit`, as a container's memory limit sets it) at {limitMiB} MiB, the byte bound plus the runtime's working set:"
     add ""
     add
-        "| Store | Heap limit | New sessions/s | Peak RSS | Largest heap after a collection | Most MiB held | Cart POSTs ok / refused | Established client kept its session | Process |"
-    add "|---|---:|---:|---:|---:|---:|---:|---|---|"
+        "| Store | Heap limit | New sessions/s | Peak RSS | Largest heap after a collection | Most MiB held | Cart POSTs ok / refused | Established client kept its session | Process | Restart (replay) under the limit |"
+    add "|---|---:|---:|---:|---:|---:|---:|---|---|---|"
     for r in limitRuns do
         let kept = if r.Kept then $"yes ({r.Visits} visits)" else $"**no** ({r.Visits} visits)"
         let died =
@@ -233,7 +241,7 @@ let private runAll (args: string[]) =
             | Some d -> $"**stopped**: {d}"
             | None -> "served to the end"
         add
-            $"""| {r.Store} | {limitMiB} MiB | {inv "N0" r.NewSessions.RequestsPerSecond} | {inv "F0" r.PeakRssMiB} MiB | {inv "F0" (maxOf (fun s -> s.HeapMiB) r)} MiB | {inv "F1" (maxOf (fun s -> s.HeldMiB) r)} | {r.Posts:N0} / {r.Refused:N0} | {kept} | {died} |"""
+            $"""| {r.Store} | {limitMiB} MiB | {inv "N0" r.NewSessions.RequestsPerSecond} | {inv "F0" r.PeakRssMiB} MiB | {inv "F0" (maxOf (fun s -> s.HeapMiB) r)} MiB | {inv "F1" (maxOf (fun s -> s.HeldMiB) r)} | {r.Posts:N0} / {r.Refused:N0} | {kept} | {died} | {reopenText r} |"""
     add ""
     add "The heap limit caps the managed heap, not the runtime's native memory (code, thread stacks, the collector's own"
     add "tables), which is what RSS holds beyond it."
@@ -340,9 +348,11 @@ let main args =
             (match r.Died with
              | Some d -> ", DIED: " + d
              | None -> "")
+        if r.FileBytes >= 0L then printfn "  restart: %s" (reopenText r)
         for s in r.Samples do
             if int s.Seconds % 5 = 0 then
                 printfn "  %3.0f s  RSS %5.0f MiB  heap %5.0f MiB  held %5.1f MiB  %d sessions" s.Seconds s.RssMiB s.HeapMiB s.HeldMiB s.Sessions
-        Directory.Delete(directory, true)
+        // --keep leaves the file store's file, to try replay on it again (the app's `serve` mode on a copy of it).
+        if List.contains "--keep" rest then printfn "Kept %s" directory else Directory.Delete(directory, true)
         0
     | _ -> runAll args
