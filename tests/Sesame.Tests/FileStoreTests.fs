@@ -477,6 +477,64 @@ let tests =
                 Expect.equal (Json.serialize after.Meta) (Json.serialize stored.Meta) $"{id}'s facts"
         }
 
+        testCaseTask "random histories of large and small changes, moves and deletes replay to what was served, reopened at random points"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            for seed in 1..12 do
+                let random = Random seed
+                let file = directory.File $"sessions-{seed}"
+                let mutable store = FileStore.Open file
+                let live = ResizeArray<string>([ "a"; "b"; "c"; "d" ])
+                let mutable nextId = 0
+                let text () = $"\"{String(char (int 'a' + random.Next 26), (if random.Next 3 = 0 then 4000 + random.Next 9000 else 1 + random.Next 200))}\""
+                let check (what: string) = task {
+                    for id in live do
+                        let! stored = (store :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+                        Expect.isNotNull stored $"seed {seed}: {id} is served {what}"
+                }
+                let served () = task {
+                    let mutable result = Map.empty
+                    for id in live do
+                        let! stored = (store :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+                        result <- result.Add(id, Json.serialize stored.Data + " " + Json.serialize stored.Meta)
+                    return result
+                }
+                for id in live do
+                    do! commit store id [ setAt "n" "0" ]
+                for step in 1..300 do
+                    let id = live[random.Next live.Count]
+                    match random.Next 10 with
+                    | 0 ->
+                        // A sign-in or rotation: the session goes on at a new id, with a change.
+                        nextId <- nextId + 1
+                        let toId = $"moved{nextId}"
+                        let! moved = (store :> SessionStore).MoveAsync(id, toId, changeOf [ setAt "moves" (string nextId) ], creating, testToken ())
+                        Expect.equal moved CommitResult.Committed "moved"
+                        live[live.IndexOf id] <- toId
+                    | 1 ->
+                        // A sign-out: gone, and a new session comes at the same id later.
+                        let! _ = (store :> SessionStore).DeleteAsync(id, testToken ())
+                        do! commit store id [ setAt "again" "true" ]
+                    | 2 -> do! commit store id [ Update.remove (path $"k{random.Next 6}") ]
+                    | 3 -> do! commit store id [ Update.append (path "log") (Json.int64 (int64 step)); Update.increment (path "n") 1m ]
+                    | _ -> do! commit store id [ setAt $"k{random.Next 6}" (text ()); Update.increment (path "n") 1m ]
+                    if random.Next 60 = 0 then
+                        // A restart in the middle: replay what there is, and go on writing after it.
+                        let! before = served ()
+                        do! store.DisposeAsync()
+                        store <- FileStore.Open file
+                        let! after = served ()
+                        Expect.equal after before $"seed {seed}: every session as served before a restart at step {step}"
+                        do! check $"after a restart at step {step}"
+                let! before = served ()
+                do! store.DisposeAsync()
+                use reopened = FileStore.Open file
+                store <- reopened
+                let! after = served ()
+                Expect.equal after before $"seed {seed}: every session as served before the last restart"
+                Expect.equal reopened.Count live.Count $"seed {seed}: no other session"
+        }
+
         testCaseTask "a change that does not fit its session fails the open, naming its offset, only while the session is live"
         <| fun () -> task {
             use directory = new TempDirectory()
