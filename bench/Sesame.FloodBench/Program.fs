@@ -4,6 +4,10 @@
 /// and docs/flood.svg.
 ///
 ///   dotnet fsi build.fsx flood [-- --duration 60 --rounds 2 --attackers 4 --sku-kb 64 --period 5 --baseline REF]
+///
+/// One flood of this build alone, printed (for trying a change or a runtime setting; --keep leaves the file store's file):
+///
+///   dotnet run -c Release --project bench/Sesame.FloodBench -- once memory|file [--heap-limit MiB] [--keep]
 module Sesame.FloodBench.Program
 
 open System
