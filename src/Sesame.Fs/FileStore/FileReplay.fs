@@ -231,7 +231,7 @@ module internal FileReplay =
                     session.Value <- materialize path version session
                     session.Changes <- null
                     session.PendingBytes <- 0L
-                with _ ->
+                with e when not (e :? OutOfMemoryException) ->
                     session.Deferred <- true
 
     let private applyRecord
