@@ -260,50 +260,56 @@ module internal FileReplay =
         let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
         let bodyAt = at + prefix + idLength
         let bodyLength = length - prefix - idLength
-        match kind with
-        | FileLog.KindCreate ->
-            let session = created offset (ReadOnlySpan(buffer, bodyAt, bodyLength)) version expires lastSeen
-            settle path version session
-            sessions[id] <- session
-        | FileLog.KindPatch ->
-            match sessions.TryGetValue id with
-            | true, session ->
-                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
-                session.Expires <- expires
-                session.LastSeen <- lastSeen
-                settle path version session
-            | _ ->
-                FileStoreLog.mismatch logger offset path
-                let session = ReplayedSession(null, expires, lastSeen)
-                session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
-                settle path version session
+        // The session whose pending changes the record added to, if any: settled once, whatever the record's kind.
+        let grown =
+            match kind with
+            | FileLog.KindCreate ->
+                let session = created offset (ReadOnlySpan(buffer, bodyAt, bodyLength)) version expires lastSeen
                 sessions[id] <- session
-        | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
-            if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
-            let fromLength = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, bodyAt, 4))
-            if fromLength < 0 || fromLength > bodyLength - 4 then raise (corrupt path offset "its old id length is out of range")
-            let changeAt = bodyAt + 4 + fromLength
-            let change = buffer[changeAt .. bodyAt + bodyLength - 1]
-            let moved = ReplayedSession(null, expires, lastSeen)
-            if fromLength > 0 then
-                let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
-                match sessions.TryGetValue fromId with
-                | true, from ->
-                    // The session goes on at its new id, its changes not yet applied with it.
-                    moved.TakeOver from
-                    sessions.Remove fromId |> ignore
-                | _ -> FileStoreLog.mismatch logger offset path
-            moved.Add(offset, change)
-            settle path version moved
-            sessions[id] <- moved
-        | FileLog.KindDelete -> sessions.Remove id |> ignore
-        | FileLog.KindTouch ->
-            match sessions.TryGetValue id with
-            | true, session ->
-                session.Expires <- expires
-                session.LastSeen <- lastSeen
-            | _ -> ()
-        | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
+                session
+            | FileLog.KindPatch ->
+                match sessions.TryGetValue id with
+                | true, session ->
+                    session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
+                    session.Expires <- expires
+                    session.LastSeen <- lastSeen
+                    session
+                | _ ->
+                    FileStoreLog.mismatch logger offset path
+                    let session = ReplayedSession(null, expires, lastSeen)
+                    session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
+                    sessions[id] <- session
+                    session
+            | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
+                if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
+                let fromLength = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, bodyAt, 4))
+                if fromLength < 0 || fromLength > bodyLength - 4 then raise (corrupt path offset "its old id length is out of range")
+                let changeAt = bodyAt + 4 + fromLength
+                let change = buffer[changeAt .. bodyAt + bodyLength - 1]
+                let moved = ReplayedSession(null, expires, lastSeen)
+                if fromLength > 0 then
+                    let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
+                    match sessions.TryGetValue fromId with
+                    | true, from ->
+                        // The session goes on at its new id, its changes not yet applied with it.
+                        moved.TakeOver from
+                        sessions.Remove fromId |> ignore
+                    | _ -> FileStoreLog.mismatch logger offset path
+                moved.Add(offset, change)
+                sessions[id] <- moved
+                moved
+            | FileLog.KindDelete ->
+                sessions.Remove id |> ignore
+                null
+            | FileLog.KindTouch ->
+                match sessions.TryGetValue id with
+                | true, session ->
+                    session.Expires <- expires
+                    session.LastSeen <- lastSeen
+                | _ -> ()
+                null
+            | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
+        if not (isNull grown) then settle path version grown
 
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
     let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
