@@ -2,7 +2,6 @@
 module Sesame.FloodBench.Chart
 
 open System
-open System.Globalization
 open System.Text
 open Sesame.LoadTest.Figures
 
