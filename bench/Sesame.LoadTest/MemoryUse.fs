@@ -34,8 +34,10 @@ type Measured = {
 let private fill (store: SessionStore) (first: int) (count: int) =
     let commit = { IdleTimeout = TimeSpan.FromHours 1.0; MustExist = false; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes; UserLimit = UserLimit.None }
     for i in first .. first + count - 1 do
-        // A new session's first commit, as Sesame makes it: the whole tree set at the root.
-        let patch = SessionChange(Patch.fold [ Update.Set(SessionPath.root, Json.parse (sessionJson i)) ])
+        // A new session's first commit, as Sesame makes it: the whole tree set at the root, and the time it was created
+        // among its facts.
+        let created = Update.Set(SessionPath.parse SessionMeta.Created, Json.int64 (1_764_662_400_000L + int64 i))
+        let patch = SessionChange(Patch.fold [ Update.Set(SessionPath.root, Json.parse (sessionJson i)) ], Patch.fold [ created ], ValueNone)
         store.CommitAsync(SessionId.create (), patch, commit, CancellationToken.None).GetAwaiter().GetResult() |> ignore
 
 /// Fills a default memory store with its bound of ~1 KB sessions, measures the heap after a full GC,

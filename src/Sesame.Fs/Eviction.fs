@@ -2,38 +2,6 @@ namespace Sesame
 
 open System.Threading
 
-/// The memory a parsed tree takes, estimated from its shape (64-bit .NET): what the memory store's byte bound counts for
-/// the facts it keeps as a tree beside each session's JSON. A tree takes from about 2 times its JSON (long strings, held as UTF-16) to 44 times (arrays of one-digit
-/// numbers: objects per value); 7 to 8 times for typical sessions.
-module internal TreeMemory =
-
-    /// A string of n UTF-16 characters: header, length, the characters, rounded up to 8 bytes.
-    let private text (length: int) = int64 ((22 + 2 * length + 7) &&& ~~~7)
-
-    /// A node of the Json union: its case object (header and one field).
-    [<Literal>]
-    let private Case = 24L
-
-    /// The bytes the tree takes on the heap, estimated: within 3% of what GC.GetTotalMemory measured on 20,000 parsed
-    /// sessions of each of five shapes (a counter, ~1 KB of user/cart/history, a 20-item cart, a 4 KB string, 500 numbers).
-    let rec estimate (json: Json) : int64 =
-        match json with
-        | Json.Null -> 0L
-        | Json.Bool _ -> Case
-        | Json.Number n -> Case + 32L + text n.Text.Length
-        | Json.String s -> Case + text s.Length
-        | Json.Array items ->
-            let mutable sum = Case + 24L + 8L * int64 items.Length
-            for item in items do
-                sum <- sum + estimate item
-            sum
-        | Json.Object o ->
-            // The JsonObject, its array of key/value pairs, and the index a wide object builds on first lookup.
-            let mutable sum = Case + 40L + 24L + 16L * int64 o.Count + (if o.Count > 8 then 80L + 24L * int64 o.Count else 0L)
-            for KeyValue(key, value) in o do
-                sum <- sum + text key.Length + estimate value
-            sum
-
 /// <summary>
 /// One session's place in a store's eviction order (<see cref="T:Sesame.SegmentedLru"/>). A store keeps one node per
 /// live session; the node outlives the store's entries for that session (a commit replaces the entry, not the node).

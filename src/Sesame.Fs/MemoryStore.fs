@@ -28,7 +28,7 @@ type MemoryStoreOptions() =
 
     /// <summary>
     /// The most memory the sessions may take in all, checked on every commit that grows what is held: each session's
-    /// tree as compact UTF-8 JSON (the form the store holds it in), its facts, and about 200 bytes of bookkeeping.
+    /// tree and facts as compact UTF-8 JSON (the form the store holds them in), and about 360 bytes of bookkeeping.
     /// Eviction is in the same order as for <see cref="P:Sesame.MemoryStoreOptions.MaxSessions"/>. A session larger
     /// than this on its own is refused (<see cref="T:Sesame.SessionTooLargeException"/>). At least 1. Default 256 MiB.
     /// </summary>
@@ -40,51 +40,36 @@ type MemoryStoreOptions() =
     /// <summary>Sessions the store starts with, by id (node-sesame's <c>sessions</c> option). They do not expire until first used.</summary>
     member val InitialSessions = Dictionary<string, Json>() with get
 
-/// One stored session: its tree's compact UTF-8 JSON (a tree of the same session takes several times the
-/// memory: UTF-16 strings, an object per node) and the facts beside it. Compared by reference, so a
-/// compare-and-swap compares identities, not contents; a commit replaces the entry, a load only slides its expiry.
+/// One stored session: its tree and facts as compact UTF-8 JSON (see SessionText), the user it is bound to, and its
+/// times. Compared by reference, so a compare-and-swap compares identities, not contents; a commit replaces the entry,
+/// a load only slides its expiry.
 [<Sealed; AllowNullLiteral>]
-type private MemoryEntry(utf8: byte[], meta: Json, metaBytes: int64, expiresAt: int64, lastSeen: int64, node: EvictionNode) =
+type private MemoryEntry(text: SessionText, user: string, expiresAt: int64, lastSeen: int64, node: EvictionNode) =
     let mutable expires = expiresAt
     let mutable seen = lastSeen
 
-    /// What holding a session costs besides its JSON and facts: this entry, its byte array's header, its node in the
-    /// eviction order, its id and its slot in the map (measured: 100,000 sessions of Sesame's facts and a counter took
-    /// within 5% of what their entries count).
-    static member Overhead(idLength: int) = 140L + 2L * int64 idLength
+    /// What holding a session costs besides its JSON: this entry, its text and the text's array header, its node in
+    /// the eviction order, its id and its slot in the map (measured with GC.GetTotalMemory: 100,000 sessions of a
+    /// counter and Sesame's facts, ids of 43 characters, took 361 bytes each besides their 36 bytes of JSON).
+    static member Overhead(idLength: int) = 275L + 2L * int64 idLength
 
-    /// The session's compact UTF-8 JSON.
-    member _.Utf8 = utf8
+    /// The session's tree and facts.
+    member _.Text = text
 
-    /// What the session counts against the byte bound: its JSON, the memory of its facts (a small tree), and its
-    /// bookkeeping.
-    member _.Size = int64 utf8.Length + metaBytes + MemoryEntry.Overhead node.Id.Length
+    /// The bytes of the tree's compact JSON (what a session's own limit counts, and what listings report).
+    member _.DataLength = int64 text.DataLength
 
-    /// The memory the facts take (they are kept as a tree).
-    member _.MetaBytes = metaBytes
+    /// What the session counts against the byte bound: its tree's and facts' JSON and its bookkeeping.
+    member _.Size = int64 text.Length + MemoryEntry.Overhead node.Id.Length
 
-    /// The facts beside the tree (small: kept as they are).
-    member _.Meta = meta
-
-    /// See ParsedCache.
-    [<DefaultValue>]
-    val mutable private largeTree: WeakReference<Json>
-
-    interface ICachedText<Json> with
-        member this.CachedSize = this.Size
-
-        member this.LargeTree
-            with get () = this.largeTree
-            and set value = this.largeTree <- value
+    /// The facts beside the tree, parsed (for the rare reader that needs them without the tree: an end's report, a listing).
+    member _.ParseMeta() = text.ParseMeta()
 
     /// The session's place in the eviction order: one node for the session's life at this id, passed from entry to entry.
     member _.Node = node
 
     /// The user the session is bound to, or null.
-    member val User =
-        (match SessionMeta.userOf meta with
-         | Some user -> user
-         | None -> null)
+    member _.User = user
 
     /// UTC ticks of the last load or commit.
     member _.LastSeen
@@ -124,7 +109,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)
-    let parsed = ParsedCache<MemoryEntry, Json>()
+    let parsed = ParsedCache<SessionText, StoredSession>()
     let mutable totalBytes = 0L
     /// Sessions held (ConcurrentDictionary.Count takes every lock of the map).
     let mutable count = 0L
@@ -133,13 +118,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let userLock = obj ()
     let users = Dictionary<string, HashSet<string>>(StringComparer.Ordinal)
 
-    /// The memory the facts take: estimated when they changed, else the entry's.
-    let metaBytesOf (current: MemoryEntry) (meta: Json) =
-        if not (isNull current) && obj.ReferenceEquals(current.Meta, meta) then current.MetaBytes else TreeMemory.estimate meta
-
     do
         for KeyValue(id, data) in options.InitialSessions do
-            let entry = MemoryEntry(Json.toStoredUtf8 data, Json.emptyObject, metaBytesOf null Json.emptyObject, Int64.MaxValue, 0L, EvictionNode id)
+            let entry = MemoryEntry(SessionText.Of(StoredSession data), null, Int64.MaxValue, 0L, EvictionNode id)
             sessions[id] <- entry
             totalBytes <- totalBytes + entry.Size
             count <- count + 1L
@@ -166,7 +147,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let forgetRemoved (id: string) (entry: MemoryEntry) =
         Interlocked.Add(&totalBytes, -entry.Size) |> ignore
         Interlocked.Decrement &count |> ignore
-        parsed.Drop(id, entry)
+        parsed.Drop(id, entry.Text)
         policy.Remove entry.Node |> ignore
 
     /// Removes exactly this entry (a concurrent commit may have replaced it); true when it did.
@@ -181,16 +162,10 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if isNull entry.User then remove () else lock userLock remove
 
     /// Ends a session the store decided to end, and says so.
-    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) = if removeEntry id entry then this.ReportEnded(id, entry.Meta, reason)
+    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) = if removeEntry id entry then this.ReportEnded(id, entry.ParseMeta(), reason)
 
-    /// The entry's tree: kept from its commit or an earlier load, or parsed now (and kept).
-    let treeOf (id: string) (entry: MemoryEntry) =
-        match parsed.TryGet(id, entry) with
-        | ValueSome tree -> tree
-        | ValueNone ->
-            let tree = Json.parseStoredUtf8 (ReadOnlySpan entry.Utf8)
-            parsed.Put(id, entry, tree)
-            tree
+    /// The entry's tree and facts: kept from its commit or an earlier load, or parsed now (and kept).
+    let sessionOf (id: string) (entry: MemoryEntry) = ParsedValues.get parsed id entry.Text
 
     let live (entry: MemoryEntry) (t: int64) = not (isNull entry) && entry.ExpiresAt > t
 
@@ -207,7 +182,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             match sessions.TryGetValue node.Id with
             | true, entry when obj.ReferenceEquals(entry.Node, node) ->
                 if removeEntry node.Id entry then
-                    this.ReportEnded(node.Id, entry.Meta, (if entry.ExpiresAt <= now () then SessionEndReason.Expired else SessionEndReason.Evicted))
+                    this.ReportEnded(node.Id, entry.ParseMeta(), (if entry.ExpiresAt <= now () then SessionEndReason.Expired else SessionEndReason.Evicted))
                 else
                     // A commit replaced the entry meanwhile: evict what it left.
                     attempt ()
@@ -225,26 +200,30 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     /// The session after a change: the entry to store, or a result that stores nothing.
     let applyChange (id: string) (current: MemoryEntry) (change: SessionChange) (commit: CommitOptions) (t: int64) (node: EvictionNode) =
-        let before = if isNull current then null else StoredSession(treeOf id current, current.Meta, int64 current.Utf8.Length)
+        let before = if isNull current then null else sessionOf id current
         match change.ApplyTo before with
         | null -> Error CommitResult.ShapeChanged
         | after ->
-            let utf8 = Json.toStoredUtf8 after.Data
-            if utf8.Length > commit.MaxSizeBytes then raise (SessionTooLargeException(int64 utf8.Length, commit.MaxSizeBytes))
-            let next = MemoryEntry(utf8, after.Meta, metaBytesOf current after.Meta, expiresAt t commit.IdleTimeout, t, node)
+            let text = SessionText.Of after
+            if text.DataLength > commit.MaxSizeBytes then raise (SessionTooLargeException(int64 text.DataLength, commit.MaxSizeBytes))
+            let user =
+                match SessionMeta.userOf after.Meta with
+                | Some user -> user
+                | None -> null
+            let next = MemoryEntry(text, user, expiresAt t commit.IdleTimeout, t, node)
             // One session the bound could never hold is refused, rather than evicting every other session first.
             if next.Size > options.MaxTotalBytes then raise (SessionTooLargeException(next.Size, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
-            Ok(struct (next, after.Data))
+            Ok(struct (next, StoredSession(after.Data, after.Meta, int64 text.DataLength)))
 
     let summaryOf (id: string) (entry: MemoryEntry) =
         let lastSeen = entry.LastSeen
         SessionSummary(
             id,
-            entry.Meta,
+            entry.ParseMeta(),
             DateTimeOffset(lastSeen, TimeSpan.Zero),
             (if entry.ExpiresAt = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(entry.ExpiresAt, TimeSpan.Zero)),
             // The tree's compact JSON, as every store reports it (Size is what the session counts against the bounds).
-            int64 entry.Utf8.Length
+            entry.DataLength
         )
 
     /// Makes room for one more session of a user, under the user lock; false when the policy refuses.
@@ -273,7 +252,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     if sessions.TryRemove(KeyValuePair(id, entry)) then
                         forgetRemoved id entry
                         unindex user id
-                        this.ReportEnded(id, entry.Meta, SessionEndReason.UserLimit)
+                        this.ReportEnded(id, entry.ParseMeta(), SessionEndReason.UserLimit)
                 true
 
     /// The answers that are always the same, made once.
@@ -321,7 +300,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             // A later request came back to the session: it is a returning one now.
             policy.Touch(entry.Node, true)
             try
-                Task.FromResult(StoredSession(treeOf id entry, entry.Meta, int64 entry.Utf8.Length))
+                Task.FromResult(sessionOf id entry)
             with e ->
                 Task.FromException<StoredSession>(SessionStoreException("The memory store holds a session it cannot read.", e))
 
@@ -351,7 +330,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                         // session's: most first visits never come back (crawlers, floods), and a tree kept for them
                         // outlives the young generation only to die in an older one, which costs the GC far more than
                         // parsing a returning visitor's session once on its next load.
-                        if not (isNull current) then parsed.Put(id, next, tree)
+                        if not (isNull current) then parsed.Put(id, next.Text, tree)
                         if isNull current then
                             Interlocked.Increment &count |> ignore
                             policy.Admit(node, false)
@@ -399,14 +378,14 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 ValueNone
                             else
                                 if not (isNull current) then
-                                    parsed.Drop(fromId, current)
+                                    parsed.Drop(fromId, current.Text)
                                     if not (isNull current.User) then unindex current.User fromId
                                 if not (sessions.TryAdd(toId, next)) then invalidOp $"The move's new id is already a session; a new id must be fresh."
                                 if not (isNull next.User) then index next.User toId
                                 let previous = if isNull current then 0L else current.Size
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
                                 if isNull current then Interlocked.Increment &count |> ignore
-                                parsed.Put(toId, next, tree)
+                                parsed.Put(toId, next.Text, tree)
                                 // The session keeps its segment under its new id (a sign-in on a first visit stays new).
                                 let cameBack = not (isNull current) && policy.IsReturning current.Node
                                 if not (isNull current) then policy.Remove current.Node |> ignore

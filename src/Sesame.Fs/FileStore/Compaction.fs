@@ -36,7 +36,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     let mutable floor = 0L
     let mutable directorySyncReported = false
 
-    let writeSnapshot (snapshot: ResizeArray<struct (string * FileValue * int64 * int64)>) (token: CancellationToken) : struct (SafeFileHandle * int64) =
+    let writeSnapshot (snapshot: ResizeArray<struct (string * SessionText * int64 * int64)>) (token: CancellationToken) : struct (SafeFileHandle * int64) =
         let target = IO.File.OpenHandle(tempPath, IO.FileMode.Create, IO.FileAccess.ReadWrite, ActiveFile.Share, IO.FileOptions.None)
         try
             IO.RandomAccess.Write(target, ReadOnlySpan(FileLog.fileHeader ()), 0L)
@@ -87,7 +87,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     member _.Start(waiters: TaskCompletionSource[], wake: unit -> unit) =
         let capturing = Stopwatch.StartNew()
         let t = time.GetUtcNow().UtcTicks
-        let snapshot = ResizeArray<struct (string * FileValue * int64 * int64)>()
+        let snapshot = ResizeArray<struct (string * SessionText * int64 * int64)>()
         for KeyValue(id, session) in sessions.Items do
             lock session (fun () ->
                 if not session.Removed then

@@ -14,7 +14,7 @@ open Microsoft.Win32.SafeHandles
 /// half the value (see <c>FileReplay</c>), and the rest once, when the store is built, only to the sessions still live
 /// then. A session's many records cost a few parses of its value, and replay never holds much more than the values.
 [<Sealed; AllowNullLiteral>]
-type internal ReplayedSession(value: FileValue, expires: int64, lastSeen: int64) =
+type internal ReplayedSession(value: SessionText, expires: int64, lastSeen: int64) =
     member val Value = value with get, set
     member val Changes: ResizeArray<struct (int64 * byte[])> = null with get, set
     /// The bytes of the change bodies pending.
@@ -153,7 +153,7 @@ module internal FileReplay =
     /// The value a new session's change makes when it only sets distinct top-level keys of the tree and of the facts
     /// (what a first request's commit holds): written from the change's JSON, without building a tree; null for any
     /// other change, or for text that does not read as JSON.
-    let private trySimpleCreate (body: ReadOnlySpan<byte>) : FileValue =
+    let private trySimpleCreate (body: ReadOnlySpan<byte>) : SessionText =
         if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
         let output = ReplayBuffers.Created
         output.ResetWrittenCount()
@@ -162,7 +162,7 @@ module internal FileReplay =
             if reader.Read() && reader.TokenType = JsonTokenType.StartArray && reader.Read() && trySetKeys body &reader output then
                 let dataLength = output.WrittenCount
                 if reader.Read() && trySetKeys body &reader output && reader.Read() && reader.TokenType = JsonTokenType.EndArray && not (reader.Read()) then
-                    FileValue(output.WrittenSpan.ToArray(), dataLength)
+                    SessionText(output.WrittenSpan.ToArray(), dataLength)
                 else
                     null
             else
@@ -175,7 +175,7 @@ module internal FileReplay =
     let private created (offset: int64) (body: ReadOnlySpan<byte>) (version: uint32) (expires: int64) (lastSeen: int64) =
         match (if version = FileLog.FormatVersion1 then ValueNone else FileLog.trySnapshotParts body) with
         | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) ->
-            ReplayedSession(FileValue.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength)), expires, lastSeen)
+            ReplayedSession(SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength)), expires, lastSeen)
         | ValueNone ->
             match (if version = FileLog.FormatVersion1 then null else trySimpleCreate body) with
             | null ->
@@ -185,7 +185,7 @@ module internal FileReplay =
             | value -> ReplayedSession(value, expires, lastSeen)
 
     /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
-    let private materialize (path: string) (version: uint32) (session: ReplayedSession) : FileValue =
+    let private materialize (path: string) (version: uint32) (session: ReplayedSession) : SessionText =
         if isNull session.Changes then
             session.Value
         else
@@ -213,7 +213,7 @@ module internal FileReplay =
                         )
                 if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
                 current <- after
-            FileValue.Of current
+            SessionText.Of current
 
     /// What a session's pending changes must reach, at least, before reading applies them.
     let private EagerPendingBytes = 16384L

@@ -7,82 +7,6 @@ open System.Collections.Generic
 open System.Text.Json
 open System.Threading
 
-/// <summary>
-/// A session's value as the file store holds it: its tree and its facts as compact UTF-8 JSON, one after the other in
-/// one array (a parsed tree of the same session takes several times the memory: UTF-16 strings, an object per node).
-/// Immutable; compared by reference, so the cache of parsed trees knows which value a tree is of.
-/// </summary>
-[<Sealed; AllowNullLiteral>]
-type internal FileValue(utf8: byte[], dataLength: int) =
-    /// Each thread's buffer and writer for serializing values.
-    [<ThreadStatic; DefaultValue>]
-    static val mutable private buffer: PooledBufferWriter
-
-    [<ThreadStatic; DefaultValue>]
-    static val mutable private writer: Utf8JsonWriter
-
-    /// The tree's JSON, then the facts' JSON.
-    member _.Utf8 = utf8
-
-    /// The bytes of the tree's JSON (the size a session's limit counts).
-    member _.DataLength = dataLength
-
-    /// The bytes of the tree's JSON and the facts' JSON: what the session adds to a compacted file besides framing.
-    member _.Length = utf8.Length
-
-    /// The tree's JSON.
-    member _.Data = ReadOnlySpan(utf8, 0, dataLength)
-
-    /// The facts' JSON.
-    member _.Meta = ReadOnlySpan(utf8, dataLength, utf8.Length - dataLength)
-
-    /// The facts, parsed.
-    member this.ParseMeta() : Json = Json.parseStoredUtf8 this.Meta
-
-    /// The tree and the facts, parsed.
-    member this.Parse() : StoredSession = StoredSession(Json.parseStoredUtf8 this.Data, Json.parseStoredUtf8 this.Meta, int64 dataLength)
-
-    /// See ParsedCache.
-    [<DefaultValue>]
-    val mutable private largeTree: WeakReference<StoredSession>
-
-    interface ICachedText<StoredSession> with
-        member this.CachedSize = int64 utf8.Length
-
-        member this.LargeTree
-            with get () = this.largeTree
-            and set value = this.largeTree <- value
-
-    /// A value of the two texts (copied), which must each be one compact JSON object.
-    static member OfParts(data: ReadOnlySpan<byte>, meta: ReadOnlySpan<byte>) =
-        let utf8 = Array.zeroCreate<byte>(data.Length + meta.Length)
-        data.CopyTo(Span utf8)
-        meta.CopyTo(Span(utf8, data.Length, meta.Length))
-        FileValue(utf8, data.Length)
-
-    /// The value of a session: its tree and facts written as the memory store writes a session's tree.
-    /// <exception cref="System.InvalidOperationException">The tree nests too deep to be read back.</exception>
-    static member Of(session: StoredSession) : FileValue =
-        if isNull FileValue.buffer then
-            FileValue.buffer <- PooledBufferWriter 4096
-            FileValue.writer <- new Utf8JsonWriter(FileValue.buffer, Json.storedWriterOptions)
-        let buffer = FileValue.buffer
-        let writer = FileValue.writer
-        buffer.Reset()
-        try
-            // Two root values: the writer is reset between them, so it adds no separator.
-            writer.Reset buffer
-            Json.writeTo writer session.Data
-            writer.Flush()
-            let dataLength = buffer.WrittenCount
-            writer.Reset buffer
-            Json.writeTo writer session.Meta
-            writer.Flush()
-            FileValue(buffer.WrittenSpan.ToArray(), dataLength)
-        finally
-            // A large session's array goes back to the shared pool rather than staying with the thread.
-            if buffer.Capacity > 256 * 1024 then buffer.Release()
-
 /// What the file store's byte bound counts for one session.
 module internal FileSessionMemory =
 
@@ -93,30 +17,12 @@ module internal FileSessionMemory =
 
     /// What a session's value counts against the file store's byte bound: its JSON (tree and facts) and the session's
     /// own bookkeeping.
-    let ofValue (idLength: int) (value: FileValue) = int64 value.Length + perSession idLength
-
-/// The file store's parsed trees (see ParsedCache).
-[<RequireQualifiedAccess>]
-module internal ParsedValues =
-
-    /// The tree of exactly this value: kept, or parsed now (and kept).
-    /// <exception cref="T:Sesame.SessionStoreException">The value cannot be read (the file store wrote it, so this is a bug).</exception>
-    let get (cache: ParsedCache<FileValue, StoredSession>) (id: string) (value: FileValue) : StoredSession =
-        match cache.TryGet(id, value) with
-        | ValueSome session -> session
-        | ValueNone ->
-            let session =
-                try
-                    value.Parse()
-                with :? JsonException as e ->
-                    raise (SessionStoreException($"The file store holds a session it cannot read ({e.Message}).", e))
-            cache.Put(id, value, session)
-            session
+    let ofValue (idLength: int) (value: SessionText) = int64 value.Length + perSession idLength
 
 /// A session's value as a commit leaves it, measured: what it adds to a compacted file, and what it counts against
 /// the store's byte bound.
 [<Struct; NoComparison; NoEquality>]
-type internal MeasuredValue = { After: FileValue; Tree: StoredSession; LiveBytes: int64; HeldBytes: int64 }
+type internal MeasuredValue = { After: SessionText; Tree: StoredSession; LiveBytes: int64; HeldBytes: int64 }
 
 /// One session as the file store holds it. Every field is read and written under a lock on the object.
 [<Sealed; AllowNullLiteral>]
@@ -126,10 +32,10 @@ type internal FileSession(id: string) =
     /// The session's place in the eviction order (in it while the session has a live value).
     member val Node = EvictionNode id
     /// The newest value, including commits still on their way to disk (what the next commit applies to); null when deleted.
-    member val Latest: FileValue = null with get, set
+    member val Latest: SessionText = null with get, set
     member val LatestExpires = 0L with get, set
     /// What loads serve: the value as of the last record flushed to disk; null when none.
-    member val Visible: FileValue = null with get, set
+    member val Visible: SessionText = null with get, set
     member val VisibleExpires = 0L with get, set
     /// UTC ticks of the last load or commit.
     member val LastSeen = 0L with get, set
@@ -236,7 +142,7 @@ type internal FileSessions(maxSessions: int, capacity: int) =
         if not session.Removed && session.Pending = 0 && isNull session.Latest && isNull session.Visible then this.Drop(session.Id, session)
 
     /// Told of each session dropped because it expired (not deleted), with the value it had; called under the session's lock.
-    member val OnExpired: string -> FileValue -> unit = (fun _ _ -> ()) with get, set
+    member val OnExpired: string -> SessionText -> unit = (fun _ _ -> ()) with get, set
 
     /// Drops a session that is dead at <c>t</c>, saying so when it expired. Call under the session's lock.
     member this.DropDead(id: string, session: FileSession) =

@@ -84,7 +84,7 @@ type FileStore
     let moveLock = obj ()
 
     /// The trees of the sessions in use, so that a session is not parsed on every load and commit.
-    let parsed = ParsedCache<FileValue, StoredSession>()
+    let parsed = ParsedCache<SessionText, StoredSession>()
 
     do sessions.OnExpired <- fun id value -> this.ReportEnded(id, value.ParseMeta(), SessionEndReason.Expired)
 
@@ -116,14 +116,14 @@ type FileStore
             raise (SessionTooLargeException(int64 body.Length, FileLog.MaxPayloadLength))
 
     /// The tree of a session's value (null: none).
-    let treeOf (id: string) (value: FileValue) = if isNull value then null else ParsedValues.get parsed id value
+    let treeOf (id: string) (value: SessionText) = if isNull value then null else ParsedValues.get parsed id value
 
     /// Applies a change to a session as it stands (null: none), checking the tree's size limit and the store's byte bound.
     let applyChecked (id: string) (change: SessionChange) (before: StoredSession) (limit: int) =
         match change.ApplyTo before with
         | null -> ValueNone
         | after ->
-            let value = FileValue.Of after
+            let value = SessionText.Of after
             if value.DataLength > limit then raise (SessionTooLargeException(int64 value.DataLength, limit))
             let held = FileSessionMemory.ofValue id.Length value
             // One session the bound could never hold is refused, rather than evicting every other session first.

@@ -8,8 +8,15 @@ open Microsoft.Extensions.Logging
 /// One record on its way to the file, and what to do once it is flushed.
 [<Sealed; AllowNullLiteral>]
 type internal LogItem
-    (session: FileSession, kind: byte, payload: byte[], data: FileValue, expires: int64, completion: TaskCompletionSource<CommitResult>, movedFrom: FileSession)
-    =
+    (
+        session: FileSession,
+        kind: byte,
+        payload: byte[],
+        data: SessionText,
+        expires: int64,
+        completion: TaskCompletionSource<CommitResult>,
+        movedFrom: FileSession
+    ) =
     member _.Session = session
     member _.Kind = kind
     member _.Payload = payload
