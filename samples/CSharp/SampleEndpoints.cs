@@ -52,19 +52,22 @@ public static class SampleEndpoints
             });
         }
 
+        // Read once: the answer is built from the same list, rather than reading the cart back after the change.
         var items = session.Get<List<CartItem>>("cart.items") ?? [];
         var line = items.FindIndex(existing => existing.Sku == item.Sku);
         if (line >= 0)
         {
             // Concurrent adds of one item add up: an increment, not a set of what this request computed.
             session.Increment($"cart.items[{line}].qty", item.Qty);
+            items[line] = items[line] with { Qty = items[line].Qty + item.Qty };
         }
         else
         {
             session.Set($"cart.items[{items.Count}]", item);
+            items.Add(item);
         }
 
-        return Results.Ok(session.Get<Cart>("cart"));
+        return Results.Ok(new Cart(items));
     }
 
     private static IResult RemoveFromCart(string sku, SesameSession session)
