@@ -204,7 +204,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         match change.ApplyTo before with
         | null -> Error CommitResult.ShapeChanged
         | after ->
-            let text = SessionText.Of after
+            let text = SessionText.Of(after, before, (if isNull current then null else current.Text))
             if text.DataLength > commit.MaxSizeBytes then raise (SessionTooLargeException(int64 text.DataLength, commit.MaxSizeBytes))
             let user =
                 match SessionMeta.userOf after.Meta with
@@ -302,7 +302,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             try
                 Task.FromResult(sessionOf id entry)
             with e ->
-                Task.FromException<StoredSession>(SessionStoreException("The memory store holds a session it cannot read.", e))
+                Task.FromException<StoredSession>(e)
 
     /// <inheritdoc />
     override _.CommitAsync(id, change, commit, _cancellationToken) =

@@ -59,7 +59,15 @@ type internal SessionText(utf8: byte[], dataLength: int) =
 
     /// The value of a session: its tree and its facts, each written as compact JSON.
     /// <exception cref="System.InvalidOperationException">The tree nests too deep to be read back.</exception>
-    static member Of(session: StoredSession) : SessionText =
+    static member Of(session: StoredSession) : SessionText = SessionText.Of(session, null, null)
+
+    /// <summary>
+    /// The value of a session after a change to <paramref name="before"/> (null: none), which was parsed from
+    /// <paramref name="beforeText"/>: when the change left the facts as they were (the same tree), their JSON is
+    /// copied from the value before instead of written again, as it is on most commits.
+    /// </summary>
+    /// <exception cref="System.InvalidOperationException">The tree nests too deep to be read back.</exception>
+    static member Of(session: StoredSession, before: StoredSession, beforeText: SessionText) : SessionText =
         if isNull SessionText.buffer then
             SessionText.buffer <- PooledBufferWriter 4096
             SessionText.writer <- new Utf8JsonWriter(SessionText.buffer, Json.storedWriterOptions)
@@ -67,15 +75,21 @@ type internal SessionText(utf8: byte[], dataLength: int) =
         let writer = SessionText.writer
         buffer.Reset()
         try
-            // Two root values: the writer is reset between them, so it adds no separator.
             writer.Reset buffer
             Json.writeTo writer session.Data
             writer.Flush()
             let dataLength = buffer.WrittenCount
-            writer.Reset buffer
-            Json.writeTo writer session.Meta
-            writer.Flush()
-            SessionText(buffer.WrittenSpan.ToArray(), dataLength)
+            let factsUnchanged = not (isNull before) && not (isNull beforeText) && obj.ReferenceEquals(session.Meta, before.Meta)
+            let factsLength = if factsUnchanged then beforeText.Utf8.Length - beforeText.DataLength else 0
+            if not factsUnchanged then
+                // A second root value: the writer is reset between them, so it adds no separator.
+                writer.Reset buffer
+                Json.writeTo writer session.Meta
+                writer.Flush()
+            let utf8 = Array.zeroCreate<byte>(buffer.WrittenCount + factsLength)
+            buffer.WrittenSpan.CopyTo(Span utf8)
+            if factsUnchanged then beforeText.Meta.CopyTo(Span(utf8, dataLength, factsLength))
+            SessionText(utf8, dataLength)
         finally
             // A large session's array goes back to the shared pool rather than staying with the thread.
             if buffer.Capacity > 256 * 1024 then buffer.Release()

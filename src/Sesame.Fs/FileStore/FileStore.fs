@@ -118,12 +118,14 @@ type FileStore
     /// The tree of a session's value (null: none).
     let treeOf (id: string) (value: SessionText) = if isNull value then null else ParsedValues.get parsed id value
 
-    /// Applies a change to a session as it stands (null: none), checking the tree's size limit and the store's byte bound.
-    let applyChecked (id: string) (change: SessionChange) (before: StoredSession) (limit: int) =
+    /// Applies a change to a session's value as it stands (null: none), checking the tree's size limit and the store's
+    /// byte bound; treeId is the id the value is cached under.
+    let applyChecked (id: string) (change: SessionChange) (treeId: string) (beforeValue: SessionText) (limit: int) =
+        let before = treeOf treeId beforeValue
         match change.ApplyTo before with
         | null -> ValueNone
         | after ->
-            let value = SessionText.Of after
+            let value = SessionText.Of(after, before, beforeValue)
             if value.DataLength > limit then raise (SessionTooLargeException(int64 value.DataLength, limit))
             let held = FileSessionMemory.ofValue id.Length value
             // One session the bound could never hold is refused, rather than evicting every other session first.
@@ -427,7 +429,7 @@ type FileStore
                                     if not isLive && commit.MustExist then
                                         struct (Task.FromResult CommitResult.SessionGone, false)
                                     else
-                                        match applyChecked id change (if isLive then treeOf id session.Latest else null) commit.MaxSizeBytes with
+                                        match applyChecked id change id (if isLive then session.Latest else null) commit.MaxSizeBytes with
                                         | ValueNone -> struct (Task.FromResult CommitResult.ShapeChanged, false)
                                         | ValueSome value ->
                                             let kind = if isLive then FileLog.KindPatch else FileLog.KindCreate
@@ -478,7 +480,7 @@ type FileStore
                                 | true, s -> s
                                 | _ -> null
                         let moveFrom () =
-                            match applyChecked toId change (if isNull from then null else treeOf fromId from.Latest) commit.MaxSizeBytes with
+                            match applyChecked toId change fromId (if isNull from then null else from.Latest) commit.MaxSizeBytes with
                             | ValueNone -> Task.FromResult CommitResult.ShapeChanged
                             | ValueSome value ->
                                 let user =
