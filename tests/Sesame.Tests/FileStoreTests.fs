@@ -804,6 +804,83 @@ let tests =
                 Expect.equal session (Some expected) "session"
         }
 
+        testCaseTask "changes, moves and deletes made while compactions run are kept once each, in memory and after a restart"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            // Compactions only when asked for: they then run back to back while the writers go on.
+            let options = FileStoreOptions(CompactionMinBytes = Int64.MaxValue)
+            let store = FileStore.Open(file, options)
+            // Enough sessions that taking each snapshot overlaps many commits; none of them changes afterwards.
+            let idle = 20_000
+            for first in 1..1000..idle do
+                let! _ = Task.WhenAll [| for i in first .. first + 999 -> commit store $"idle{i}" [ setAt "n" (string i) ] |]
+                ()
+            let counter (n: int) = json $"""{{"n":{n}}}"""
+            // Each writer changes sessions of its own, so what each must hold is known.
+            let writer (w: int) = task {
+                let random = Random(w)
+                let expected = Collections.Generic.Dictionary<string, int>()
+                let gone = ResizeArray<string>()
+                let mutable next = 0
+                let fresh () =
+                    next <- next + 1
+                    $"w{w}-{next}"
+                let any () = Seq.item (random.Next expected.Count) expected.Keys
+                for _ in 1..400 do
+                    match random.Next 10 with
+                    | 0 when expected.Count > 0 ->
+                        // A sign-in: the session goes on at a new id, with a change.
+                        let id = any ()
+                        let toId = fresh ()
+                        let! moved = (store :> SessionStore).MoveAsync(id, toId, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+                        Expect.equal moved CommitResult.Committed "moved"
+                        expected[toId] <- expected[id] + 1
+                        expected.Remove id |> ignore
+                        gone.Add id
+                    | 1 when expected.Count > 0 ->
+                        let id = any ()
+                        let! deleted = (store :> SessionStore).DeleteAsync(id, testToken ())
+                        Expect.isTrue deleted "deleted"
+                        expected.Remove id |> ignore
+                        gone.Add id
+                    | 2
+                    | 3 ->
+                        let id = fresh ()
+                        do! commit store id [ setAt "n" "1" ]
+                        expected[id] <- 1
+                    | _ when expected.Count > 0 ->
+                        let id = any ()
+                        do! commit store id [ Update.increment (path "n") 1m ]
+                        expected[id] <- expected[id] + 1
+                    | _ -> ()
+                return expected, gone
+            }
+            let writing = Task.WhenAll [| for w in 1..8 -> writer w |]
+            let mutable compactions = 0
+            while not writing.IsCompleted do
+                do! store.CompactAsync()
+                compactions <- compactions + 1
+            let! results = writing
+            Expect.isGreaterThanOrEqual compactions 2 "compactions ran while the writers wrote"
+            let check (served: FileStore) (moment: string) = task {
+                for expected, gone in results do
+                    for KeyValue(id, n) in expected do
+                        let! value = load served id
+                        Expect.equal value (Some(counter n)) $"{id} {moment}: every acknowledged change once"
+                    for id in gone do
+                        let! value = load served id
+                        Expect.equal value None $"{id} {moment}: deleted or moved away, and not back"
+                for i in 1..idle do
+                    let! value = load served $"idle{i}"
+                    Expect.equal value (Some(counter i)) $"idle{i} {moment}"
+            }
+            do! check store "before the restart"
+            store.Dispose()
+            use reopened = FileStore.Open(file, options)
+            do! check reopened "after the restart"
+        }
+
         testCaseTask "compaction leaves expired sessions out of the file"
         <| fun () -> task {
             use directory = new TempDirectory()

@@ -8,25 +8,37 @@ open System.Threading.Tasks
 open Microsoft.Extensions.Logging
 open Microsoft.Win32.SafeHandles
 
-/// A compaction in progress: the snapshot being written, and the records appended meanwhile.
+/// What a compaction's snapshot holds: the file it was written to and its length, how many sessions it holds, and the
+/// sessions found dead while it was taken (the writer drops them when it finishes: the capture changes nothing).
+[<Struct; NoComparison; NoEquality>]
+type internal WrittenSnapshot = { Target: SafeFileHandle; Length: int64; Sessions: int; Dead: struct (string * FileSession)[] }
+
+/// A compaction in progress: the snapshot being taken and written, and the sessions whose records were written meanwhile.
 [<Sealed; AllowNullLiteral>]
-type internal CompactionJob(task: Task<struct (SafeFileHandle * int64)>, cancel: CancellationTokenSource, waiters: TaskCompletionSource[], sessionCount: int) =
+type internal CompactionJob(task: Task<WrittenSnapshot>, cancel: CancellationTokenSource, waiters: TaskCompletionSource[]) =
     member _.Task = task
     member _.Cancel = cancel
     member _.Waiters = waiters
-    member _.SessionCount = sessionCount
     member val Stopwatch = Stopwatch.StartNew()
-    /// How long the writer spent on this compaction itself (taking the snapshot, switching files), holding commits back.
-    member val Held = TimeSpan.Zero with get, set
-    /// Payloads appended to the old file after the snapshot was taken, in order.
-    member val Tail = ResizeArray<byte[]>()
+    /// The ids of the sessions that records written since the compaction started changed: the snapshot may have caught
+    /// any of them before, after or in the middle of a change, so each is written again, as it stands, when it finishes.
+    member val Touched = HashSet<string>(StringComparer.Ordinal)
 
 /// <summary>
-/// Rewriting the file with only the live sessions, while commits go on: the writer takes a snapshot (no
-/// copying: the trees are immutable), a background task writes it to <c>PATH.compacting</c>, then the writer
-/// appends the records committed meanwhile, renames the new file over the old one and goes on with it.
+/// Rewriting the file with only the live sessions, while commits go on: a background task takes a snapshot of every
+/// session's flushed value (no copying: the values are immutable) and writes it to <c>PATH.compacting</c>, while the
+/// writer goes on and notes each session it writes a record for. Then the writer appends each noted session's value
+/// as it stands at that moment (or its deletion), renames the new file over the old one and goes on with it.
 /// </summary>
-/// <remarks>Started, finished and stopped by the writer thread only; <c>Due</c> is read by any thread.</remarks>
+/// <remarks>
+/// Commits wait only for that last step, which costs the sessions changed during the compaction, not every session:
+/// taking the snapshot on the writer would hold every commit for the time it takes to visit every session (about
+/// 70 ms for 100,000 sessions on a 2-core machine, most of it cache misses). The snapshot is not taken at one instant,
+/// so a session changed while it was taken may be caught before, after or between its changes; every such session
+/// has a record written after the compaction started, so the writer rewrites it whole at the end, and a replay's later
+/// record of an id replaces the earlier one. A session no record changed has the same flushed value throughout.
+/// Started, finished and stopped by the writer thread only; <c>Due</c> is read by any thread.
+/// </remarks>
 [<Sealed>]
 type internal Compaction(file: ActiveFile, sessions: FileSessions, options: FileStoreOptions, logger: ILogger, time: TimeProvider) =
     let path = file.Path
@@ -36,18 +48,31 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     let mutable floor = 0L
     let mutable directorySyncReported = false
 
-    let writeSnapshot (snapshot: ResizeArray<struct (string * SessionText * int64 * int64)>) (token: CancellationToken) : struct (SafeFileHandle * int64) =
+    /// Takes the snapshot (off the writer: see the remarks) and writes it.
+    let writeSnapshot (token: CancellationToken) : WrittenSnapshot =
+        let t = time.GetUtcNow().UtcTicks
+        let dead = ResizeArray<struct (string * FileSession)>()
         let target = IO.File.OpenHandle(tempPath, IO.FileMode.Create, IO.FileAccess.ReadWrite, ActiveFile.Share, IO.FileOptions.None)
         try
             IO.RandomAccess.Write(target, ReadOnlySpan(FileLog.fileHeader ()), 0L)
             // The whole snapshot is flushed before it can matter, so its records name the header as flushed.
             let writer = RecordWriter(target, int64 FileLog.FileHeaderLength, int64 FileLog.FileHeaderLength, true)
-            for struct (id, value, expires, lastSeen) in snapshot do
+            let mutable count = 0
+            for KeyValue(id, session) in sessions.Items do
                 token.ThrowIfCancellationRequested()
-                writer.Append(FileLog.snapshotPayload expires lastSeen id value.Data value.Meta)
+                // Read without the session's lock: only the writer sets Visible, and a session it changes meanwhile is
+                // written again at the end (Touched).
+                let visible = session.Visible
+                let expires = session.VisibleExpires
+                // A session with records still queued is kept even if expired: those records apply to it.
+                if not (isNull visible) && (expires > t || session.Pending > 0) then
+                    writer.Append(FileLog.snapshotPayload expires session.LastSeen id visible.Data visible.Meta)
+                    count <- count + 1
+                elif session.IsDeadAt t then
+                    dead.Add(struct (id, session))
             writer.Flush()
             IO.RandomAccess.FlushToDisk target
-            struct (target, writer.Position)
+            { Target = target; Length = writer.Position; Sessions = count; Dead = dead.ToArray() }
         with _ ->
             target.Dispose()
             (try
@@ -60,6 +85,18 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         if not (DirectorySync.sync directory) && not directorySyncReported then
             directorySyncReported <- true
             FileStoreLog.directorySyncUnavailable logger path
+
+    /// The record that makes a replay leave a session as it stands now: its value, or its deletion.
+    let finalRecord (id: string) (t: int64) : byte[] =
+        let deletion () = FileLog.payload FileLog.KindDelete 0L 0L id [||]
+        match sessions.TryGetValue id with
+        | true, session ->
+            lock session (fun () ->
+                match session.Visible with
+                | visible when not session.Removed && not (isNull visible) && (session.VisibleExpires > t || session.Pending > 0) ->
+                    FileLog.snapshotPayload session.VisibleExpires session.LastSeen id visible.Data visible.Meta
+                | _ -> deletion ())
+        | _ -> deletion ()
 
     /// Deletes the file a compaction that did not finish left beside <paramref name="path"/>.
     static member DeleteLeftover(path: string, logger: ILogger) =
@@ -80,31 +117,18 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         && length >= Volatile.Read &floor
         && float length > options.CompactionRatio * float (int64 FileLog.FileHeaderLength + sessions.LiveBytes)
 
-    /// Keeps a record just appended to the old file, for the new one; nothing while none runs.
-    member _.Remember(payload: byte[]) = if not (isNull job) then job.Tail.Add payload
+    /// Notes a session a record just appended to the old file changed; nothing while no compaction runs.
+    member _.Remember(session: FileSession) = if not (isNull job) then job.Touched.Add session.Id |> ignore
 
-    /// Takes the snapshot and starts writing it; <paramref name="wake"/> is called when it is written.
+    /// Starts taking and writing the snapshot; <paramref name="wake"/> is called when it is written.
     member _.Start(waiters: TaskCompletionSource[], wake: unit -> unit) =
-        let capturing = Stopwatch.StartNew()
-        let t = time.GetUtcNow().UtcTicks
-        let snapshot = ResizeArray<struct (string * SessionText * int64 * int64)>()
-        for KeyValue(id, session) in sessions.Items do
-            lock session (fun () ->
-                if not session.Removed then
-                    match session.Visible with
-                    // A session with records still queued is kept even if expired: those records apply to it.
-                    | visible when not (isNull visible) && (session.VisibleExpires > t || session.Pending > 0) ->
-                        snapshot.Add(struct (id, visible, session.VisibleExpires, session.LastSeen))
-                    | _ when session.IsDeadAt t -> sessions.DropDead(id, session)
-                    | _ -> ())
         let cancel = new CancellationTokenSource()
-        let task = Task.Run(fun () -> writeSnapshot snapshot cancel.Token)
-        job <- CompactionJob(task, cancel, waiters, snapshot.Count)
-        job.Held <- capturing.Elapsed
+        let task = Task.Run(fun () -> writeSnapshot cancel.Token)
+        job <- CompactionJob(task, cancel, waiters)
         (task :> Task).ContinueWith(fun (_: Task) -> wake ()) |> ignore
 
-    /// Appends the records committed meanwhile to the written snapshot and puts it in the old file's place;
-    /// or, when the snapshot failed, deletes it and keeps the old file.
+    /// Appends each session changed meanwhile, as it stands, to the written snapshot and puts it in the old file's
+    /// place; or, when the snapshot failed, deletes it and keeps the old file.
     member _.Finish() =
         let switching = Stopwatch.StartNew()
         let finished = job
@@ -122,13 +146,18 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
             for waiter in finished.Waiters do
                 waiter.TrySetException failure |> ignore
         if finished.Task.IsCompletedSuccessfully then
-            let struct (target, snapshotLength) = finished.Task.Result
+            let snapshot = finished.Task.Result
+            let target = snapshot.Target
+            let t = time.GetUtcNow().UtcTicks
+            // Expired sessions leave memory with the file, as they leave it (the snapshot's capture changed nothing).
+            for struct (id, session) in snapshot.Dead do
+                lock session (fun () -> if not session.Removed && session.IsDeadAt t then sessions.DropDead(id, session))
             let mutable newLength = -1L
             try
-                // The commits made while the snapshot was written; they follow it, flushed with it.
-                let writer = RecordWriter(target, snapshotLength, snapshotLength, false)
-                for payload in finished.Tail do
-                    writer.Append payload
+                // The sessions changed while the snapshot was taken, as they stand: they follow it, flushed with it.
+                let writer = RecordWriter(target, snapshot.Length, snapshot.Length, false)
+                for id in finished.Touched do
+                    writer.Append(finalRecord id t)
                 writer.Flush()
                 IO.RandomAccess.FlushToDisk target
                 IO.File.Move(tempPath, path, true)
@@ -141,8 +170,14 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
                 file.Replace(target, newLength)
                 try
                     syncDirectory ()
-                    let held = finished.Held + switching.Elapsed
-                    FileStoreLog.compactedFile logger path before newLength finished.SessionCount finished.Stopwatch.ElapsedMilliseconds held.TotalMilliseconds
+                    FileStoreLog.compactedFile
+                        logger
+                        path
+                        before
+                        newLength
+                        snapshot.Sessions
+                        finished.Stopwatch.ElapsedMilliseconds
+                        switching.Elapsed.TotalMilliseconds
                     for waiter in finished.Waiters do
                         waiter.TrySetResult() |> ignore
                 with e ->
@@ -167,8 +202,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
              with _ ->
                  ())
             if job.Task.IsCompletedSuccessfully then
-                let struct (target, _) = job.Task.Result
-                target.Dispose()
+                job.Task.Result.Target.Dispose()
                 (try
                     IO.File.Delete tempPath
                  with _ ->

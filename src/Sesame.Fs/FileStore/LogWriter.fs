@@ -102,7 +102,8 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
         if mustFlush then file.Flush()
         if compaction.IsRunning then
             for i in first .. first + count - 1 do
-                compaction.Remember batch[i].Payload
+                compaction.Remember batch[i].Session
+                if not (isNull batch[i].MovedFrom) then compaction.Remember batch[i].MovedFrom
         if batchBuffer.Length > 4 * 1024 * 1024 then batchBuffer <- Array.zeroCreate 65536
 
     let writeBatch (batch: ResizeArray<LogItem>) =
