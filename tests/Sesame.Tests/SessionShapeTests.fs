@@ -56,7 +56,9 @@ let tests =
                    |> List.forall (fun u ->
                        claim (SessionPath.tryGet u.Path before <> SessionPath.tryGet u.Path after) (fun () ->
                            $"{u} touches a path where {Json.serialize before} and {Json.serialize after} agree"))),
-            fun () -> Expect.isGreaterThan differed 300 $"only {differed} cases changed the tree"
+            // About a third of the generated cases change the tree (25 runs: 294 to 357 of 1,000): 300 failed one run in
+            // six by chance. 200 still fails when the generator stops making real changes.
+            fun () -> Expect.isGreaterThan differed 200 $"only {differed} cases changed the tree"
 
         testLaw "the changes between two unrelated trees, applied to the first, give the second"
         <| fun () ->
