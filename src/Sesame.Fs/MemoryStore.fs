@@ -213,7 +213,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             let next = MemoryEntry(text, user, expiresAt t commit.IdleTimeout, t, node)
             // One session the bound could never hold is refused, rather than evicting every other session first.
             if next.Size > options.MaxTotalBytes then raise (SessionTooLargeException(next.Size, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
-            Ok(struct (next, StoredSession(after.Data, after.Meta, int64 text.DataLength)))
+            Ok(struct (next, after))
 
     let summaryOf (id: string) (entry: MemoryEntry) =
         let lastSeen = entry.LastSeen
@@ -330,7 +330,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                         // session's: most first visits never come back (crawlers, floods), and a tree kept for them
                         // outlives the young generation only to die in an older one, which costs the GC far more than
                         // parsing a returning visitor's session once on its next load.
-                        if not (isNull current) then parsed.Put(id, next.Text, tree)
+                        if not (isNull current) then ParsedValues.put parsed id next.Text tree
                         if isNull current then
                             Interlocked.Increment &count |> ignore
                             policy.Admit(node, false)
@@ -385,7 +385,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 let previous = if isNull current then 0L else current.Size
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
                                 if isNull current then Interlocked.Increment &count |> ignore
-                                parsed.Put(toId, next.Text, tree)
+                                ParsedValues.put parsed toId next.Text tree
                                 // The session keeps its segment under its new id (a sign-in on a first visit stays new).
                                 let cameBack = not (isNull current) && policy.IsReturning current.Node
                                 if not (isNull current) then policy.Remove current.Node |> ignore

@@ -111,3 +111,8 @@ module internal ParsedValues =
                     raise (SessionStoreException($"The store holds a session it cannot read ({e.Message}).", e))
             cache.Put(id, value, session)
             session
+
+    /// Keeps the tree and facts a commit made for the value it wrote, with the value's size (known from its text, so
+    /// nobody counts it again).
+    let put (cache: ParsedCache<SessionText, StoredSession>) (id: string) (value: SessionText) (session: StoredSession) =
+        cache.Put(id, value, StoredSession(session.Data, session.Meta, int64 value.DataLength))

@@ -140,7 +140,7 @@ type FileStore
         if not (writer.Enqueue item) then raise (file.ClosedError())
         session.Latest <- value.After
         // The request that committed is likely to come back soon: keep the tree it made.
-        parsed.Put(session.Id, value.After, value.Tree)
+        ParsedValues.put parsed session.Id value.After value.Tree
         session.LatestExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- t
