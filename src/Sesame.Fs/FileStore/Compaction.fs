@@ -48,6 +48,16 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     let mutable floor = 0L
     let mutable directorySyncReported = false
 
+    /// The record a compacted file keeps for a session at t: its flushed value, or null when it keeps none. A session
+    /// with records still queued is kept even if expired: those records apply to it.
+    let snapshotOf (id: string) (session: FileSession) (t: int64) : byte[] =
+        let visible = session.Visible
+        let expires = session.VisibleExpires
+        if not (isNull visible) && (expires > t || session.Pending > 0) then
+            FileLog.snapshotPayload expires session.LastSeen id visible.Data visible.Meta
+        else
+            null
+
     /// Takes the snapshot (off the writer: see the remarks) and writes it.
     let writeSnapshot (token: CancellationToken) : WrittenSnapshot =
         let t = time.GetUtcNow().UtcTicks
@@ -62,14 +72,11 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
                 token.ThrowIfCancellationRequested()
                 // Read without the session's lock: only the writer sets Visible, and a session it changes meanwhile is
                 // written again at the end (Touched).
-                let visible = session.Visible
-                let expires = session.VisibleExpires
-                // A session with records still queued is kept even if expired: those records apply to it.
-                if not (isNull visible) && (expires > t || session.Pending > 0) then
-                    writer.Append(FileLog.snapshotPayload expires session.LastSeen id visible.Data visible.Meta)
+                match snapshotOf id session t with
+                | null -> if session.IsDeadAt t then dead.Add(struct (id, session))
+                | payload ->
+                    writer.Append payload
                     count <- count + 1
-                elif session.IsDeadAt t then
-                    dead.Add(struct (id, session))
             writer.Flush()
             IO.RandomAccess.FlushToDisk target
             { Target = target; Length = writer.Position; Sessions = count; Dead = dead.ToArray() }
@@ -92,10 +99,9 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         match sessions.TryGetValue id with
         | true, session ->
             lock session (fun () ->
-                match session.Visible with
-                | visible when not session.Removed && not (isNull visible) && (session.VisibleExpires > t || session.Pending > 0) ->
-                    FileLog.snapshotPayload session.VisibleExpires session.LastSeen id visible.Data visible.Meta
-                | _ -> deletion ())
+                match (if session.Removed then null else snapshotOf id session t) with
+                | null -> deletion ()
+                | payload -> payload)
         | _ -> deletion ()
 
     /// Deletes the file a compaction that did not finish left beside <paramref name="path"/>.
