@@ -58,25 +58,20 @@ let private floors = [
     "redis counter, new session", "redis floor, new session"
 ]
 
-let private option (args: string[]) (name: string) (fallback: int) =
-    match Array.tryFindIndex ((=) name) args with
-    | Some i when i + 1 < args.Length -> int args[i + 1]
-    | _ -> fallback
-
 let private runAll (args: string[]) =
     // --only TEXT keeps the rows whose name contains TEXT (and plain, the reference): a quick check
     // that prints its table and skips the lost-update check, the memory measurement and the docs.
     let scenarios, partial =
-        match Array.tryFindIndex ((=) "--only") args with
-        | Some i when i + 1 < args.Length -> scenarios |> List.filter (fun (name, _, _, _) -> name = "plain" || name.Contains args[i + 1]), true
-        | _ -> scenarios, false
+        match option args "--only" null with
+        | null -> scenarios, false
+        | only -> scenarios |> List.filter (fun (name, _, _, _) -> name = "plain" || name.Contains only), true
     let load = {
-        Wrk.Threads = option args "--threads" 2
-        Wrk.Connections = option args "--connections" 32
-        Wrk.Duration = TimeSpan.FromSeconds(float (option args "--duration" 3))
-        Wrk.WarmUp = TimeSpan.FromSeconds(float (option args "--warmup" 3))
+        Wrk.Threads = int (option args "--threads" "2")
+        Wrk.Connections = int (option args "--connections" "32")
+        Wrk.Duration = TimeSpan.FromSeconds(float (int (option args "--duration" "3")))
+        Wrk.WarmUp = TimeSpan.FromSeconds(float (int (option args "--warmup" "3")))
     }
-    let rounds = option args "--rounds" 5
+    let rounds = int (option args "--rounds" "5")
     let root = Machine.repositoryRoot ()
     Machine.ensureTool "wrk" "wrk"
     Machine.ensureTool "redis-server" "redis-server"
