@@ -28,7 +28,8 @@ type MemoryStoreOptions() =
 
     /// <summary>
     /// The most memory the sessions may take in all, checked on every commit that grows what is held: each session's
-    /// tree and facts as compact UTF-8 JSON (the form the store holds them in), and about 360 bytes of bookkeeping.
+    /// tree and facts as compact UTF-8 JSON (the form the store holds them in), and its bookkeeping: about 190 bytes for
+    /// a session only one request has used, about 360 for one a later request came back to.
     /// Eviction is in the same order as for <see cref="P:Sesame.MemoryStoreOptions.MaxSessions"/>. A session larger
     /// than this on its own is refused (<see cref="T:Sesame.SessionTooLargeException"/>). At least 1. Default 256 MiB.
     /// </summary>
@@ -91,13 +92,17 @@ type private MemoryEntry(text: SessionText, user: string, expiresAt: int64, last
 /// so that the next commits pass without evicting), never the session whose commit it is acknowledging. Sessions used
 /// by one request only (a new visitor, a bot, a flood) go first, least recently used first; a session a later request
 /// loaded again goes only when no such session is left, so a flood of new sessions cannot log returning users out
-/// (a segmented LRU: returning sessions keep up to 80% of <c>MaxSessions</c>).
+/// (a segmented LRU: returning sessions keep up to 80% of <c>MaxSessions</c>). The new sessions that commits made go
+/// first, in the order they were made; then those signed in on their first visit, those too large to be held with
+/// them and returning sessions pushed out of their 80%.
 /// A session larger than <c>MaxTotalBytes</c> on its own is refused. Evicted sessions leave the user index in the
 /// same step and are reported to the store's observer (<see cref="F:Sesame.SessionEndReason.Evicted"/>).
 /// Expired sessions are never served and are swept out every <c>SweepInterval</c>; they are reported too.</para>
 /// <para>Sessions are held as compact UTF-8 JSON, so the store's memory follows <c>MaxTotalBytes</c>
 /// closely; the parsed trees of the sessions in use (up to 2 MiB of their JSON) are kept beside them,
-/// so a busy session is not parsed again on every request.</para>
+/// so a busy session is not parsed again on every request. A session only one request has used is held with no .NET
+/// object of its own, as a record in a ring of large arrays (see FreshSessions), so that a flood of first visits costs
+/// the garbage collector nothing to keep or to evict; a later request that loads it moves it to the store's map.</para>
 /// <para>The index of sessions by user changes under one lock together with the sessions it names (moves,
 /// deletes, expiry, eviction); commits, which never change a binding, do not take it.</para>
 /// </remarks>
@@ -108,10 +113,15 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     do
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
+    /// The sessions a later request came back to, the ones too large for the ring, and the ones bound to a user.
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)
+    /// The sessions one request has used so far, in a ring of arrays; its lock is the only one that adds an id to
+    /// either place, so no id is ever in both.
+    let fresh = FreshSessions(int (max (64L * 1024L) (min (1024L * 1024L) (options.MaxTotalBytes / 64L)) &&& ~~~7))
     let parsed = ParsedCache<SessionText, StoredSession>()
+    /// What the map's sessions count against the byte bound (the ring counts its own).
     let mutable totalBytes = 0L
-    /// Sessions held (ConcurrentDictionary.Count takes every lock of the map).
+    /// Sessions in the map (ConcurrentDictionary.Count takes every lock of the map).
     let mutable count = 0L
     let policy = SegmentedLru options.MaxSessions
     /// Guards `users` and every change of a bound session's presence (a move, a delete, an expiry, an eviction).
@@ -128,6 +138,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             policy.Admit(entry.Node, true)
 
     let now () = time.GetUtcNow().UtcTicks
+
+    let heldCount () = Volatile.Read &count + int64 fresh.LiveCount
+    let heldBytes () = Volatile.Read &totalBytes + fresh.CountedBytes
 
     let expiresAt (ticks: int64) (idle: TimeSpan) = if idle.Ticks >= Int64.MaxValue - ticks then Int64.MaxValue else ticks + idle.Ticks
 
@@ -169,10 +182,27 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     let live (entry: MemoryEntry) (t: int64) = not (isNull entry) && entry.ExpiresAt > t
 
+    /// Ends ring records under the ring's lock: the ids, facts and reasons to report once it is let go (none without
+    /// an observer, so that a flood's evictions allocate nothing then).
+    let endFresh (positions: seq<int64>) (t: int64) =
+        let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason)>()
+        for position in positions do
+            if not (isNull reports) then
+                let reason = if fresh.ExpiresAt position <= t then SessionEndReason.Expired else SessionEndReason.Evicted
+                reports.Add(struct (fresh.IdAt position, fresh.ValueAt position, reason))
+            fresh.Remove position
+        reports
+
+    let report (reports: List<struct (string * SessionText * SessionEndReason)>) =
+        if not (isNull reports) then
+            for struct (id, value, reason) in reports do
+                this.ReportEnded(id, value.ParseMeta(), reason)
+
     let sweep () =
         let t = now ()
         for KeyValue(id, entry) in sessions do
             if entry.ExpiresAt <= t then forget id entry SessionEndReason.Expired
+        lock fresh (fun () -> endFresh (fresh.Positions() |> Seq.filter (fun position -> fresh.ExpiresAt position <= t)) t) |> report
 
     let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
 
@@ -195,8 +225,65 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         | true, entry when obj.ReferenceEquals(entry.Node, node) -> ()
         | _ -> policy.Remove node |> ignore
 
-    let bounds =
-        SessionBounds(policy, int64 options.MaxSessions, options.MaxTotalBytes, (fun () -> Volatile.Read &count), (fun () -> Volatile.Read &totalBytes), evict)
+    let bounds = SessionBounds(policy, int64 options.MaxSessions, options.MaxTotalBytes, heldCount, heldBytes, evict)
+
+    /// Keeps the store within its bounds after a change that grew it, never evicting the session being acknowledged
+    /// (its node in the map's order, or its position in the ring): the ring's sessions go first, oldest first, as far
+    /// as the low-water mark of a bound that was passed; then the map's, in the order of the segmented LRU.
+    let enforce (exceptNode: EvictionNode) (exceptPosition: int64) =
+        if bounds.IsOver && fresh.LiveCount > 0 then
+            lock fresh (fun () ->
+                let countTarget = if heldCount () > int64 options.MaxSessions then bounds.LowCount else int64 options.MaxSessions
+                let bytesTarget = if heldBytes () > options.MaxTotalBytes then bounds.LowBytes else options.MaxTotalBytes
+                let t = now ()
+                let mutable reports = null
+                let mutable evicting = true
+                // One at a time: each record's space is freed only when the tail passes it.
+                while evicting && (heldCount () > countTarget || heldBytes () > bytesTarget) do
+                    match fresh.Oldest exceptPosition with
+                    | -1L -> evicting <- false
+                    | oldest ->
+                        match endFresh [ oldest ] t with
+                        | null -> ()
+                        | ended when isNull reports -> reports <- ended
+                        | ended -> reports.AddRange ended
+                reports)
+            |> report
+        bounds.Enforce exceptNode
+
+    /// <summary>
+    /// Moves the id's session from the ring to the map: for a later request's load (<paramref name="cameBack"/>: it
+    /// becomes a returning session, its expiry slid) or for a commit of the request that made it (it stays new).
+    /// Gives the entry and whether this call moved it; null when the id is in neither place, or its session expired
+    /// (which is reported). An entry this call did not move is one that reached the map meanwhile.
+    /// </summary>
+    let fromRing (id: string) (t: int64) (cameBack: bool) (idleTimeout: TimeSpan) : struct (MemoryEntry * bool) =
+        let struct (entry, moved, ended) =
+            lock fresh (fun () ->
+                match fresh.Find id with
+                | -1L ->
+                    // Read again under the lock that moves sessions to the map: a move that began after the caller
+                    // looked in the map has finished.
+                    match sessions.TryGetValue id with
+                    | true, entry -> struct (entry, false, null)
+                    | _ -> struct (null, false, null)
+                | position when fresh.ExpiresAt position <= t -> struct (null, false, endFresh [ position ] t)
+                | position ->
+                    let expires = if cameBack then expiresAt t idleTimeout else fresh.ExpiresAt position
+                    let seen = if cameBack then t else fresh.CreatedAt position
+                    let entry = MemoryEntry(fresh.ValueAt position, null, expires, seen, EvictionNode id)
+                    if not (sessions.TryAdd(id, entry)) then invalidOp $"The session {id} is in the store's ring and its map at once."
+                    Interlocked.Add(&totalBytes, entry.Size) |> ignore
+                    Interlocked.Increment &count |> ignore
+                    fresh.Remove position
+                    struct (entry, true, null))
+        report ended
+        if moved then
+            policy.Admit(entry.Node, cameBack)
+            leaveOrderIfGone id entry.Node
+            // Until the ring's tail passes the hole it left, the session is counted twice.
+            enforce entry.Node -1L
+        struct (entry, moved)
 
     /// The session after a change: the entry to store, or a result that stores nothing.
     let applyChange (id: string) (current: MemoryEntry) (change: SessionChange) (commit: CommitOptions) (t: int64) (node: EvictionNode) =
@@ -215,16 +302,25 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             if next.Size > options.MaxTotalBytes then raise (SessionTooLargeException(next.Size, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
             Ok(struct (next, after))
 
-    let summaryOf (id: string) (entry: MemoryEntry) =
-        let lastSeen = entry.LastSeen
+    let summary (id: string) (value: SessionText) (lastSeen: int64) (expires: int64) =
         SessionSummary(
             id,
-            entry.ParseMeta(),
+            value.ParseMeta(),
             DateTimeOffset(lastSeen, TimeSpan.Zero),
-            (if entry.ExpiresAt = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(entry.ExpiresAt, TimeSpan.Zero)),
-            // The tree's compact JSON, as every store reports it (Size is what the session counts against the bounds).
-            entry.DataLength
+            (if expires = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(expires, TimeSpan.Zero)),
+            // The tree's compact JSON, as every store reports it (not what the session counts against the bounds).
+            int64 value.DataLength
         )
+
+    let summaryOf (id: string) (entry: MemoryEntry) =
+        if isNull entry then
+            lock fresh (fun () ->
+                match fresh.Find id with
+                | -1L -> None
+                | position -> Some(struct (fresh.ValueAt position, fresh.CreatedAt position, fresh.ExpiresAt position)))
+            |> Option.map (fun (struct (value, created, expires)) -> summary id value created expires)
+        else
+            Some(summary id entry.Text entry.LastSeen entry.ExpiresAt)
 
     /// Makes room for one more session of a user, under the user lock; false when the policy refuses.
     let admitUser (user: string) (movingFrom: string) (limit: UserLimit) (t: int64) =
@@ -266,29 +362,38 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     new(options: MemoryStoreOptions) = new MemoryStore(options, TimeProvider.System)
 
     /// The number of sessions held, expired ones not yet swept included.
-    member _.Count = int (Volatile.Read &count)
+    member _.Count = int (heldCount ())
 
     /// The memory the sessions held take, as the store counts it (their compact JSON, their facts and their
     /// bookkeeping): what <c>MaxTotalBytes</c> bounds.
-    member _.TotalBytes = Volatile.Read &totalBytes
+    member _.TotalBytes = heldBytes ()
 
     /// The order the store evicts in (for tests and diagnostics).
     member internal _.Eviction = policy
 
     /// Evicts until the store is within its bounds, if it is not (the store does this itself on every commit that grows it).
-    member internal _.EnforceBounds() = bounds.Enforce null
+    member internal _.EnforceBounds() = enforce null -1L
 
     /// Removes the expired sessions now.
     member _.Sweep() = sweep ()
 
     /// <inheritdoc />
-    override _.ActiveSessionCount = Nullable(Volatile.Read &count)
+    override _.ActiveSessionCount = Nullable(heldCount ())
 
     /// <inheritdoc />
-    override _.LoadAsync(id, idleTimeout, _cancellationToken) =
+    override this.LoadAsync(id, idleTimeout, _cancellationToken) =
         let t = now ()
         match sessions.TryGetValue id with
-        | false, _ -> MemoryStore.NotFound
+        | false, _ ->
+            // A session a request made is in the ring until a later request comes back to it: this one.
+            match fromRing id t true idleTimeout with
+            | struct (null, _) -> MemoryStore.NotFound
+            | struct (entry, true) ->
+                try
+                    Task.FromResult(sessionOf id entry)
+                with e ->
+                    Task.FromException<StoredSession>(e)
+            | struct (_, false) -> this.LoadAsync(id, idleTimeout, _cancellationToken)
         | true, entry when entry.ExpiresAt <= t ->
             forget id entry SessionEndReason.Expired
             MemoryStore.NotFound
@@ -314,30 +419,51 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 | true, entry ->
                     forget id entry SessionEndReason.Expired
                     null
-                | _ -> null
+                | _ ->
+                    match fromRing id t false TimeSpan.Zero with
+                    | struct (entry, _) when live entry t -> entry
+                    | _ -> null
             if isNull current && commit.MustExist then
                 CommitResult.SessionGone
             else
                 let node = if isNull current then EvictionNode id else current.Node
                 match applyChange id current change commit t node with
                 | Error result -> result
+                | Ok(struct (next, _)) when isNull current ->
+                    // A new session goes to the ring, unless it is too large for it: then to the map, as a new session
+                    // of the eviction order. Its tree is not kept: most first visits never come back (crawlers,
+                    // floods), and a tree kept for them outlives the young generation only to die in an older one,
+                    // which costs the GC far more than parsing a returning visitor's session once on its next load.
+                    let placed =
+                        lock fresh (fun () ->
+                            if sessions.ContainsKey id || fresh.Find id >= 0L then
+                                -2L
+                            else
+                                match fresh.TryAdd(id, next.Text, next.ExpiresAt, t) with
+                                | -1L -> if sessions.TryAdd(id, next) then -1L else -2L
+                                | position -> position)
+                    match placed with
+                    | -2L ->
+                        // Made meanwhile: commit onto it.
+                        attempt ()
+                    | -1L ->
+                        Interlocked.Add(&totalBytes, next.Size) |> ignore
+                        Interlocked.Increment &count |> ignore
+                        policy.Admit(node, false)
+                        leaveOrderIfGone id node
+                        enforce node -1L
+                        CommitResult.Committed
+                    | position ->
+                        enforce null position
+                        CommitResult.Committed
                 | Ok(struct (next, tree)) ->
-                    let swapped = if isNull current then sessions.TryAdd(id, next) else sessions.TryUpdate(id, next, current)
-                    if swapped then
-                        let previous = if isNull current then 0L else current.Size
+                    if sessions.TryUpdate(id, next, current) then
+                        let previous = current.Size
                         Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
-                        // A session in use is likely to come back soon: keep the tree this commit made. Not a new
-                        // session's: most first visits never come back (crawlers, floods), and a tree kept for them
-                        // outlives the young generation only to die in an older one, which costs the GC far more than
-                        // parsing a returning visitor's session once on its next load.
-                        if not (isNull current) then ParsedValues.put parsed id next.Text tree
-                        if isNull current then
-                            Interlocked.Increment &count |> ignore
-                            policy.Admit(node, false)
-                            leaveOrderIfGone id node
-                        else
-                            policy.Touch(node, false)
-                        if isNull current || next.Size > previous then bounds.Enforce node
+                        // A session in use is likely to come back soon: keep the tree this commit made.
+                        ParsedValues.put parsed id next.Text tree
+                        policy.Touch(node, false)
+                        if next.Size > previous then enforce node -1L
                         CommitResult.Committed
                     else
                         attempt ()
@@ -362,7 +488,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 else
                     match sessions.TryGetValue fromId with
                     | true, entry when live entry t -> entry
-                    | _ -> null
+                    | true, _ -> null
+                    | _ ->
+                        // A session in the ring moves as a new one (a sign-in on a first visit stays new).
+                        match fromRing fromId t false TimeSpan.Zero with
+                        | struct (entry, _) when live entry t -> entry
+                        | _ -> null
             if not (isNull fromId) && isNull current then
                 CommitResult.SessionGone
             else
@@ -380,7 +511,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 if not (isNull current) then
                                     parsed.Drop(fromId, current.Text)
                                     if not (isNull current.User) then unindex current.User fromId
-                                if not (sessions.TryAdd(toId, next)) then invalidOp $"The move's new id is already a session; a new id must be fresh."
+                                // Under the ring's lock, as every id added to the map, so that it is in neither place already.
+                                if not (lock fresh (fun () -> fresh.Find toId < 0L && sessions.TryAdd(toId, next))) then
+                                    invalidOp $"The move's new id is already a session; a new id must be fresh."
                                 if not (isNull next.User) then index next.User toId
                                 let previous = if isNull current then 0L else current.Size
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
@@ -394,7 +527,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 ValueSome CommitResult.Committed)
                     match moved with
                     | ValueSome result ->
-                        if result = CommitResult.Committed then bounds.Enforce next.Node
+                        if result = CommitResult.Committed then enforce next.Node -1L
                         result
                     | ValueNone -> attempt ()
         try
@@ -411,7 +544,17 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         let rec attempt () =
             match sessions.TryGetValue id with
             | true, entry -> if removeEntry id entry then entry.ExpiresAt > now () else attempt ()
-            | _ -> false
+            | _ ->
+                let struct (inMap, wasLive) =
+                    lock fresh (fun () ->
+                        match fresh.Find id with
+                        | -1L -> struct (sessions.ContainsKey id, false)
+                        | position ->
+                            let wasLive = fresh.ExpiresAt position > now ()
+                            fresh.Remove position
+                            struct (false, wasLive))
+                // Moved to the map meanwhile: delete it there.
+                if inMap then attempt () else wasLive
         try
             if isNull id then nullArg (nameof id)
             Task.FromResult(attempt ())
@@ -426,7 +569,14 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             let after = query.After
             let candidates =
                 if isNull query.UserId then
-                    sessions.Keys :> seq<string>
+                    // The ring's sessions are bound to no user.
+                    let inRing =
+                        lock fresh (fun () -> [|
+                            for position in fresh.Positions() do
+                                if fresh.ExpiresAt position > t then fresh.IdAt position
+                        |])
+                    // Distinct: a session that moved from the ring to the map meanwhile is in both lists.
+                    Seq.append sessions.Keys inRing |> Seq.distinct
                 else
                     lock userLock (fun () ->
                         match users.TryGetValue query.UserId with
@@ -439,13 +589,15 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 |> Seq.choose (fun id ->
                     match sessions.TryGetValue id with
                     | true, entry when live entry t -> Some(struct (id, entry))
-                    | _ -> None)
+                    | true, _ -> None
+                    // In the ring (its summary is read from there, if it is still there).
+                    | _ -> Some(struct (id, null)))
                 |> Seq.sortWith (fun (struct (a, _)) (struct (b, _)) -> String.CompareOrdinal(a, b))
                 |> Seq.truncate (query.Limit + 1)
                 |> Array.ofSeq
             let more = page.Length > query.Limit
             let shown = if more then Array.truncate query.Limit page else page
-            let summaries = shown |> Array.map (fun (struct (id, entry)) -> summaryOf id entry)
+            let summaries = shown |> Array.choose (fun (struct (id, entry)) -> summaryOf id entry)
             let next = if more then (let struct (id, _) = shown[shown.Length - 1] in id) else null
             Task.FromResult(SessionPage(summaries, next))
         with e ->

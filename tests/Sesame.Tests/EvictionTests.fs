@@ -377,20 +377,22 @@ let private storeTests (kind: BoundedKind) =
             let store = bounded.Store
             let ends = Ends()
             store.Observer <- ends
-            // Signed in on its first visit (a move from no session binds the user) and never seen again.
-            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ])
-            let! moved = store.MoveAsync(null, "signed-in", signIn, creating, testToken ())
-            Expect.equal moved CommitResult.Committed "signed in"
-            for i in 1..20 do
-                do! commitOk store $"flood{i}" [ setAt "times" "1" ]
-            let evicted = ends.All |> List.filter (fun (id, _, _) -> id = "signed-in")
+            // Twelve users sign in on their first visit (a move from no session binds the user) and are never seen
+            // again: two of them have to go, the first two.
+            for i in 1..12 do
+                let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string $"user{i}") ])
+                let! moved = store.MoveAsync(null, $"signed-in{i}", signIn, creating, testToken ())
+                Expect.equal moved CommitResult.Committed $"user{i} signed in"
+            let evicted = ends.All |> List.filter (fun (id, _, _) -> id = "signed-in1")
             match evicted with
             | [ (_, meta, reason) ] ->
                 Expect.equal reason SessionEndReason.Evicted "reason"
-                Expect.equal (SessionMeta.userOf meta) (Some "ada") "reported with its facts"
-            | other -> failtest $"Expected one report of the signed-in session, got {other}"
-            let! listed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "ada") (testToken ())
+                Expect.equal (SessionMeta.userOf meta) (Some "user1") "reported with its facts"
+            | other -> failtest $"Expected one report of the first signed-in session, got {other}"
+            let! listed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "user1") (testToken ())
             Expect.isEmpty listed "the user's index no longer names it"
+            let! kept = store |> SessionStore.listAllAsync (SessionQuery.OfUser "user12") (testToken ())
+            Expect.equal (kept |> List.map _.Id) [ "signed-in12" ] "the last user's session is still indexed"
             Expect.isTrue (ends.All |> List.forall (fun (_, _, reason) -> reason = SessionEndReason.Evicted)) "every end was an eviction"
         }
 

@@ -64,6 +64,95 @@ let tests =
             Expect.equal result CommitResult.Committed "committed"
             Expect.isLessThan allocated (json + json / 2L) $"the commit allocated {allocated} bytes for a session of {json} bytes of JSON"
 
+        // Sequenced: Expecto runs it alone, after the parallel tests, so that the heap it measures is the store's.
+        testSequenced
+        <| testCase "what the byte bound counts is the memory the sessions take, one-request sessions and returning ones" (fun () ->
+            let memory = new MemoryStore(MemoryStoreOptions())
+            let store = memory :> SessionStore
+            // Ids as Sesame makes them (43 characters), made before the heap is measured.
+            let ids = [| for _ in 1..40_000 -> SessionId.create () |]
+            let facts = Update.set (SessionPath.parse SessionMeta.Created) (Json.int64 1_700_000_000_000L)
+            // No test token: each holds a timer for a minute, which the heap measured here would count.
+            let none = Threading.CancellationToken.None
+            let before = GC.GetTotalMemory true
+            for id in ids do
+                store.CommitAsync(id, SessionChange(Patch.fold [ setAt "times" "1" ], Patch.fold [ facts ]), creating, none).Wait()
+            // A quarter come back: loaded by a later request, and changed by it.
+            for id in ids |> Array.take 10_000 do
+                store.LoadAsync(id, creating.IdleTimeout, none).Wait()
+                store.CommitAsync(id, changeOf [ Update.increment (path "times") 1m ], existing, none).Wait()
+            let heap = GC.GetTotalMemory true - before
+            GC.KeepAlive ids
+            // Besides what is counted: the ring's head array and a spare (1 MiB each) and the parsed trees kept (2 MiB).
+            let slack = 4L * 1024L * 1024L
+            Expect.isLessThanOrEqual
+                heap
+                (memory.TotalBytes + memory.TotalBytes / 10L + slack)
+                $"the heap grew by {heap} bytes; the store counts {memory.TotalBytes}"
+            Expect.equal memory.Count 40_000 "every session is held")
+
+        testCaseTask "sessions one request made are evicted before a session signed in on its first visit"
+        <| fun () -> task {
+            let store = new MemoryStore(MemoryStoreOptions(MaxSessions = 10)) :> SessionStore
+            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ])
+            let! moved = store.MoveAsync(null, "signed-in", signIn, creating, testToken ())
+            Expect.equal moved CommitResult.Committed "signed in"
+            for i in 1..30 do
+                let! result = store.CommitAsync($"flood{i}", changeOf [ setAt "times" "1" ], creating, testToken ())
+                Expect.equal result CommitResult.Committed $"flood{i}"
+            let! kept = store |> SessionStore.listAllAsync (SessionQuery.OfUser "ada") (testToken ())
+            Expect.equal (kept |> List.map _.Id) [ "signed-in" ] "the signed-in session outlived thirty one-request sessions"
+        }
+
+        testCaseTask "sessions just made, loaded, changed and deleted by concurrent requests lose nothing and leak nothing"
+        <| fun () -> task {
+            let memory = new MemoryStore(MemoryStoreOptions())
+            let store = memory :> SessionStore
+            let ids = [ for i in 1..400 -> $"session-{i}" ]
+            let increment (id: string) = task {
+                let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+                Expect.equal result CommitResult.Committed $"an increment of {id}"
+            }
+            let load (id: string) = task {
+                let! loaded = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
+                Expect.isSome loaded $"{id} is there"
+            }
+            // Each session is made, then four increments and two loads race to move it from the ring to the map.
+            let! _ =
+                Task.WhenAll [
+                    for id in ids ->
+                        task {
+                            let! made = store.CommitAsync(id, changeOf [ setAt "n" "0" ], creating, testToken ())
+                            Expect.equal made CommitResult.Committed $"{id} made"
+                            let race () : Task = Task.WhenAll [ increment id; increment id; load id; increment id; load id; increment id ]
+                            do! Task.Run race
+                        }
+                        :> Task
+                ]
+            for id in ids do
+                let! loaded = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
+                Expect.equal loaded (Some(json """{"n":4}""")) $"{id} has every increment"
+            let! listed = store |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+            Expect.equal (listed |> List.map _.Id |> List.sort) (List.sort ids) "listed once each"
+            // Half of them are made again, then deleted while requests load them.
+            let again = [ for i in 1..200 -> $"again-{i}" ]
+            for id in again do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "n" "0" ], creating, testToken ())
+                ()
+            let! _ =
+                Task.WhenAll [
+                    for id in ids @ again ->
+                        Task.Run(fun () ->
+                            Task.WhenAll [
+                                store.DeleteAsync(id, testToken ()) :> Task
+                                store.LoadAsync(id, creating.IdleTimeout, testToken ())
+                                store.LoadAsync(id, creating.IdleTimeout, testToken ())
+                            ])
+                ]
+            Expect.equal memory.Count 0 "no session is left"
+            Expect.equal memory.TotalBytes 0L "and nothing is counted"
+        }
+
         testCaseTask "the bounds must be at least 1"
         <| fun () -> task {
             let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(MaxSessions = 0)) |> ignore)

@@ -1,0 +1,100 @@
+/// The memory store's ring of one-request sessions (src/Sesame.Fs/FreshSessions.fs): records found by id wherever they
+/// lie, evicted oldest first, their space counted until the tail passes it and given back when it does.
+module Sesame.Tests.FreshSessionsTests
+
+open System
+open System.Collections.Generic
+open Expecto
+open Sesame
+
+/// Arrays of 64 KiB (the smallest the memory store uses): records of up to 8 KiB.
+let private chunkBytes = 64 * 1024
+
+/// A session's value: a tree of `characters` x's under "text", and facts naming the session.
+let private valueOf (id: string) (characters: int) =
+    SessionText.Of(StoredSession(Json.parse $"""{{"text":"{String('x', characters)}"}}""", Json.parse $"""{{"id":"{id}"}}"""))
+
+let private textOf (value: SessionText) = Text.Encoding.UTF8.GetString value.Utf8
+
+[<Tests>]
+let tests =
+    testList "FreshSessions" [
+        testCase "records are found by id across the arrays' ends, and removing every one gives all the space back"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            let random = Random 7
+            let held = Dictionary<string, SessionText>()
+            let ids = List<string>()
+            for i in 1..20_000 do
+                let id = $"session-{i}"
+                let value = valueOf id (random.Next 6000)
+                let position = ring.TryAdd(id, value, int64 i, 0L)
+                Expect.isGreaterThanOrEqual position 0L $"{id} is taken"
+                held[id] <- value
+                ids.Add id
+                // Half of them end again, in no particular order, leaving holes behind the tail.
+                if random.Next 2 = 0 then
+                    let slot = random.Next ids.Count
+                    let gone = ids[slot]
+                    ids[slot] <- ids[ids.Count - 1]
+                    ids.RemoveAt(ids.Count - 1)
+                    ring.Remove(ring.Find gone)
+                    held.Remove gone |> ignore
+            Expect.equal ring.LiveCount held.Count "live records"
+            for KeyValue(id, value) in held do
+                let position = ring.Find id
+                Expect.isGreaterThanOrEqual position 0L $"{id} is found"
+                Expect.equal (ring.IdAt position) id "its id"
+                Expect.equal (textOf (ring.ValueAt position)) (textOf value) $"{id}'s value"
+                Expect.equal (ring.DataLengthAt position) value.DataLength $"{id}'s tree length"
+            Expect.equal (ring.Find "session-0") -1L "an id never added is not found"
+            for id in List.ofSeq held.Keys do
+                ring.Remove(ring.Find id)
+            Expect.equal ring.LiveCount 0 "nothing is live"
+            Expect.equal ring.CountedBytes 0L "nothing is counted: the tail passed every hole"
+            Expect.isLessThanOrEqual ring.ArrayCount 2 "at most the head's array and a spare are left"
+
+        testCase "the oldest live record is the next to go, holes are skipped, and the one acknowledged is never given"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            let positions = [| for i in 0..4 -> ring.TryAdd($"s{i}", valueOf $"s{i}" 10, 100L, 0L) |]
+            Expect.equal (ring.Oldest -1L) positions[0] "the first made"
+            ring.Remove positions[1]
+            ring.Remove positions[0]
+            Expect.equal (ring.Oldest -1L) positions[2] "past the holes of s0 and s1"
+            Expect.equal (ring.Oldest positions[2]) -1L "the acknowledged session is not offered, even when it is the oldest"
+            Expect.equal (List.ofSeq (ring.Positions())) [ positions[2]; positions[3]; positions[4] ] "the live records, oldest first"
+
+        testCase "the space a record leaves counts until the tail passes it"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            let first = ring.TryAdd("first", valueOf "first" 100, 100L, 0L)
+            let second = ring.TryAdd("second", valueOf "second" 100, 100L, 0L)
+            let both = ring.CountedBytes
+            ring.Remove second
+            // The second's record lies behind the first, which still pins the tail: its hole is still memory held.
+            Expect.isGreaterThan ring.CountedBytes (both / 2L) "the hole is still counted"
+            ring.Remove first
+            Expect.equal ring.CountedBytes 0L "both freed once the tail passes them"
+
+        testCase "a record larger than an eighth of an array is refused, for the store's map to hold"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            Expect.equal (ring.TryAdd("large", valueOf "large" (chunkBytes / 8), 100L, 0L)) -1L "refused"
+            Expect.equal ring.LiveCount 0 "nothing held"
+            Expect.isGreaterThanOrEqual (ring.TryAdd("small", valueOf "small" (chunkBytes / 8 - 200), 100L, 0L)) 0L "one just under fits"
+
+        testCase "a ring that slides (new records made, the oldest evicted) keeps reusing the same few arrays"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            let window = 2_000
+            let mutable most = 0
+            for i in 1..300_000 do
+                ring.TryAdd($"s{i}", valueOf $"s{i}" 40, 100L, 0L) |> ignore
+                if ring.LiveCount > window then ring.Remove(ring.Oldest -1L)
+                most <- max most ring.ArrayCount
+            Expect.equal ring.LiveCount window "the window"
+            // 2,000 records of about 200 bytes fill about 6 arrays of 64 KiB.
+            let needed = int (ring.CountedBytes / int64 chunkBytes) + 1
+            Expect.isLessThanOrEqual most (needed + 3) $"at most {needed} arrays of records, the head's and a spare ({most} held)"
+    ]
