@@ -153,7 +153,13 @@ type internal FreshSessions(chunkBytes: int) =
     /// The oldest live record other than <paramref name="except"/> (the session being acknowledged), or -1.
     member _.Oldest(except: int64) : int64 =
         advanceTail ()
-        if tail < head && tail <> except then tail else -1L
+        let mutable position = tail
+        let mutable found = -1L
+        while found < 0L && position < head do
+            if offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0 then position <- (position / int64 chunkBytes + 1L) * int64 chunkBytes
+            elif position <> except && int32At position liveAt <> 0 then found <- position
+            else position <- position + int64 (int32At position lengthAt)
+        found
 
     /// The record's session id.
     member _.IdAt(position: int64) = String(idOf position)
