@@ -202,21 +202,37 @@ type internal SegmentedLru(maxEntries: int) =
 /// looks again after it stops, so a bound passed meanwhile is not missed.</para>
 /// </remarks>
 [<Sealed>]
-type internal SessionBounds(policy: SegmentedLru, maxCount: int64, maxBytes: int64, count: unit -> int64, bytes: unit -> int64, evict: EvictionNode -> unit) =
+type internal SessionBounds
+    (
+        policy: SegmentedLru,
+        maxCount: int64,
+        maxBytes: int64,
+        count: unit -> int64,
+        bytes: unit -> int64,
+        evict: EvictionNode -> unit,
+        /// Evicts the oldest of the new sessions the store holds outside the order (the memory store's ring), never the
+        /// one at the position given (the session being acknowledged, or -1), and past that one only when the count
+        /// (true) and not only the bytes are over; false when there is none to evict.
+        evictUnordered: int64 -> bool -> bool
+    ) =
     let lowCount = maxCount - maxCount / 64L
     let lowBytes = maxBytes - maxBytes / 64L
     let mutable evicting = 0
 
     /// Evicts while a bound (count or bytes, each only if it was passed) is above its target; gives how many were taken.
-    let pass (except: EvictionNode) (orReturning: bool) (countTarget: int64) (bytesTarget: int64) =
+    let pass (except: EvictionNode) (exceptUnordered: int64) (orReturning: bool) (countTarget: int64) (bytesTarget: int64) =
         let mutable taken = 0
         let mutable more = true
         while more && (count () > countTarget || bytes () > bytesTarget) do
-            match policy.TakeVictim(except, orReturning) with
-            | null -> more <- false
-            | victim ->
-                evict victim
+            // New sessions held outside the order go before any in it.
+            if evictUnordered exceptUnordered (count () > countTarget) then
                 taken <- taken + 1
+            else
+                match policy.TakeVictim(except, orReturning) with
+                | null -> more <- false
+                | victim ->
+                    evict victim
+                    taken <- taken + 1
         taken
 
     /// The target below which a pass stops: the low-water mark of a bound that was passed, else the bound.
@@ -231,16 +247,24 @@ type internal SessionBounds(policy: SegmentedLru, maxCount: int64, maxBytes: int
     /// The bytes below which eviction of new sessions stops once the byte bound is passed.
     member _.LowBytes = lowBytes
 
+    /// Bounds for a store that holds every session in the order.
+    new(policy, maxCount, maxBytes, count, bytes, evict) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, (fun _ _ -> false))
+
     /// <summary>Evicts until the store is within its bounds again, if it is not; never <paramref name="except"/>.</summary>
     /// <param name="except">The session whose commit is being acknowledged, or null.</param>
-    member this.Enforce(except: EvictionNode) =
+    member this.Enforce(except: EvictionNode) = this.Enforce(except, -1L)
+
+    /// <summary>Evicts until the store is within its bounds again, if it is not; never the session being acknowledged.</summary>
+    /// <param name="except">The session whose commit is being acknowledged, if it is in the order, or null.</param>
+    /// <param name="exceptUnordered">Its position outside the order, or -1.</param>
+    member this.Enforce(except: EvictionNode, exceptUnordered: int64) =
         let mutable progress = true
         while progress && this.IsOver && Interlocked.CompareExchange(&evicting, 1, 0) = 0 do
             try
                 let countOver = count () > maxCount
                 let bytesOver = bytes () > maxBytes
-                let fresh = pass except false (target countOver maxCount lowCount) (target bytesOver maxBytes lowBytes)
-                let returning = pass except true maxCount maxBytes
+                let fresh = pass except exceptUnordered false (target countOver maxCount lowCount) (target bytesOver maxBytes lowBytes)
+                let returning = pass except exceptUnordered true maxCount maxBytes
                 progress <- fresh + returning > 0
             finally
                 Volatile.Write(&evicting, 0)

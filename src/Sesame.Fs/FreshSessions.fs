@@ -150,16 +150,21 @@ type internal FreshSessions(chunkBytes: int) =
         advanceTail ()
         publish ()
 
-    /// The oldest live record other than <paramref name="except"/> (the session being acknowledged), or -1.
-    member _.Oldest(except: int64) : int64 =
+    /// <summary>The oldest live record other than <paramref name="except"/> (the session being acknowledged), or -1.
+    /// When that session is the oldest, the next is given only if <paramref name="pastExcept"/>: evicting it lowers the
+    /// count but frees no space, as the tail stays where it is.</summary>
+    member _.Oldest(except: int64, pastExcept: bool) : int64 =
         advanceTail ()
-        let mutable position = tail
-        let mutable found = -1L
-        while found < 0L && position < head do
-            if offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0 then position <- (position / int64 chunkBytes + 1L) * int64 chunkBytes
-            elif position <> except && int32At position liveAt <> 0 then found <- position
-            else position <- position + int64 (int32At position lengthAt)
-        found
+        if tail = except && not pastExcept then
+            -1L
+        else
+            let mutable position = tail
+            let mutable found = -1L
+            while found < 0L && position < head do
+                if offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0 then position <- (position / int64 chunkBytes + 1L) * int64 chunkBytes
+                elif position <> except && int32At position liveAt <> 0 then found <- position
+                else position <- position + int64 (int32At position lengthAt)
+            found
 
     /// The record's session id.
     member _.IdAt(position: int64) = String(idOf position)

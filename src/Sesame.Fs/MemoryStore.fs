@@ -225,31 +225,26 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         | true, entry when obj.ReferenceEquals(entry.Node, node) -> ()
         | _ -> policy.Remove node |> ignore
 
-    let bounds = SessionBounds(policy, int64 options.MaxSessions, options.MaxTotalBytes, heldCount, heldBytes, evict)
+    /// Evicts the ring's oldest session (never the one at exceptPosition, the session being acknowledged; past it only
+    /// when the count is over), and reports it once the ring's lock is let go; false when there is none to evict.
+    let evictFromRing (exceptPosition: int64) (countOver: bool) =
+        if fresh.LiveCount = 0 then
+            false
+        else
+            let struct (evicted, reports) =
+                lock fresh (fun () ->
+                    match fresh.Oldest(exceptPosition, countOver) with
+                    | -1L -> struct (false, null)
+                    | oldest -> struct (true, endFresh [ oldest ] (now ())))
+            report reports
+            evicted
 
     /// Keeps the store within its bounds after a change that grew it, never evicting the session being acknowledged
-    /// (its node in the map's order, or its position in the ring): the ring's sessions go first, oldest first, as far
-    /// as the low-water mark of a bound that was passed; then the map's, in the order of the segmented LRU.
-    let enforce (exceptNode: EvictionNode) (exceptPosition: int64) =
-        if bounds.IsOver && fresh.LiveCount > 0 then
-            lock fresh (fun () ->
-                let countTarget = if heldCount () > int64 options.MaxSessions then bounds.LowCount else int64 options.MaxSessions
-                let bytesTarget = if heldBytes () > options.MaxTotalBytes then bounds.LowBytes else options.MaxTotalBytes
-                let t = now ()
-                let mutable reports = null
-                let mutable evicting = true
-                // One at a time: each record's space is freed only when the tail passes it.
-                while evicting && (heldCount () > countTarget || heldBytes () > bytesTarget) do
-                    match fresh.Oldest exceptPosition with
-                    | -1L -> evicting <- false
-                    | oldest ->
-                        match endFresh [ oldest ] t with
-                        | null -> ()
-                        | ended when isNull reports -> reports <- ended
-                        | ended -> reports.AddRange ended
-                reports)
-            |> report
-        bounds.Enforce exceptNode
+    /// (its node in the map's order, or its position in the ring): the ring's sessions go first, oldest first, then the
+    /// map's, in the order of the segmented LRU.
+    let bounds = SessionBounds(policy, int64 options.MaxSessions, options.MaxTotalBytes, heldCount, heldBytes, evict, evictFromRing)
+
+    let enforce (exceptNode: EvictionNode) (exceptPosition: int64) = bounds.Enforce(exceptNode, exceptPosition)
 
     /// <summary>
     /// Moves the id's session from the ring to the map: for a later request's load (<paramref name="cameBack"/>: it
@@ -272,15 +267,16 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     let expires = if cameBack then expiresAt t idleTimeout else fresh.ExpiresAt position
                     let seen = if cameBack then t else fresh.CreatedAt position
                     let entry = MemoryEntry(fresh.ValueAt position, null, expires, seen, EvictionNode id)
+                    // In the order before it is in the map, so that a later request's load, which may find it there at
+                    // once, makes it returning rather than touching a node not yet in the order.
+                    policy.Admit(entry.Node, cameBack)
+                    fresh.Remove position
                     if not (sessions.TryAdd(id, entry)) then invalidOp $"The session {id} is in the store's ring and its map at once."
                     Interlocked.Add(&totalBytes, entry.Size) |> ignore
                     Interlocked.Increment &count |> ignore
-                    fresh.Remove position
                     struct (entry, true, null))
         report ended
         if moved then
-            policy.Admit(entry.Node, cameBack)
-            leaveOrderIfGone id entry.Node
             // Until the ring's tail passes the hole it left, the session is counted twice.
             enforce entry.Node -1L
         struct (entry, moved)
@@ -316,9 +312,13 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if isNull entry then
             lock fresh (fun () ->
                 match fresh.Find id with
-                | -1L -> None
+                | -1L ->
+                    // A load moved it to the map since the listing looked (read again under the lock that moves).
+                    match sessions.TryGetValue id with
+                    | true, entry when entry.ExpiresAt > now () -> Some(struct (entry.Text, entry.LastSeen, entry.ExpiresAt))
+                    | _ -> None
                 | position -> Some(struct (fresh.ValueAt position, fresh.CreatedAt position, fresh.ExpiresAt position)))
-            |> Option.map (fun (struct (value, created, expires)) -> summary id value created expires)
+            |> Option.map (fun (struct (value, seen, expires)) -> summary id value seen expires)
         else
             Some(summary id entry.Text entry.LastSeen entry.ExpiresAt)
 
@@ -440,7 +440,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 -2L
                             else
                                 match fresh.TryAdd(id, next.Text, next.ExpiresAt, t) with
-                                | -1L -> if sessions.TryAdd(id, next) then -1L else -2L
+                                | -1L ->
+                                    // In the order before it is in the map (see fromRing); the add cannot fail under
+                                    // this lock, as the map was just read under it.
+                                    policy.Admit(node, false)
+                                    if not (sessions.TryAdd(id, next)) then invalidOp $"The session {id} appeared in the map under the ring's lock."
+                                    -1L
                                 | position -> position)
                     match placed with
                     | -2L ->
@@ -449,8 +454,6 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     | -1L ->
                         Interlocked.Add(&totalBytes, next.Size) |> ignore
                         Interlocked.Increment &count |> ignore
-                        policy.Admit(node, false)
-                        leaveOrderIfGone id node
                         enforce node -1L
                         CommitResult.Committed
                     | position ->
@@ -504,16 +507,22 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                         lock userLock (fun () ->
                             if not (isNull next.User) && not (admitUser next.User fromId commit.UserLimit t) then
                                 ValueSome CommitResult.UserLimitReached
-                            elif not (isNull current) && not (sessions.TryRemove(KeyValuePair(fromId, current))) then
+                            elif
+                                // Under the ring's lock, as every id added to the map: the new id is checked first, so
+                                // that a move to an id in use changes nothing.
+                                not (
+                                    lock fresh (fun () ->
+                                        if sessions.ContainsKey toId || fresh.Find toId >= 0L then
+                                            invalidOp $"The move's new id is already a session; a new id must be fresh."
+                                        (isNull current || sessions.TryRemove(KeyValuePair(fromId, current))) && sessions.TryAdd(toId, next))
+                                )
+                            then
                                 // A commit replaced the session meanwhile: move what it left.
                                 ValueNone
                             else
                                 if not (isNull current) then
                                     parsed.Drop(fromId, current.Text)
                                     if not (isNull current.User) then unindex current.User fromId
-                                // Under the ring's lock, as every id added to the map, so that it is in neither place already.
-                                if not (lock fresh (fun () -> fresh.Find toId < 0L && sessions.TryAdd(toId, next))) then
-                                    invalidOp $"The move's new id is already a session; a new id must be fresh."
                                 if not (isNull next.User) then index next.User toId
                                 let previous = if isNull current then 0L else current.Size
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore

@@ -311,6 +311,29 @@ let private storeTests (kind: BoundedKind) =
             Expect.equal keeper (Some(json """{"cart":["book"]}""")) "the returning session kept its data"
         }
 
+        testCaseTask "returning sessions keep their data while eight requests at a time make new sessions past the bound"
+        <| fun () -> task {
+            use bounded = kind.Open 10 (1L <<< 40)
+            let store = bounded.Store
+            let keepers = [ for i in 1..5 -> $"keeper{i}" ]
+            for id in keepers do
+                do! commitOk store id [ setAt "name" $"\"{id}\"" ]
+                let! _ = loadTree store id
+                ()
+            let! _ =
+                Task.WhenAll [
+                    for thread in 1..8 ->
+                        Task.Run<unit>(fun () -> task {
+                            for i in 1..300 do
+                                do! commitOk store $"flood{thread}-{i}" [ setAt "times" "1" ]
+                        })
+                        :> Task
+                ]
+            for id in keepers do
+                let! kept = loadTree store id
+                Expect.equal kept (Some(json $"""{{"name":"{id}"}}""")) $"{id} kept its data"
+        }
+
         testCaseTask "a growth attack on existing sessions keeps the bytes held at or under the bound"
         <| fun () -> task {
             let kilobyte = kilobyteSession kind

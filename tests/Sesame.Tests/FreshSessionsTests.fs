@@ -58,15 +58,17 @@ let tests =
         <| fun () ->
             let ring = FreshSessions chunkBytes
             let positions = [| for i in 0..4 -> ring.TryAdd($"s{i}", valueOf $"s{i}" 10, 100L, 0L) |]
-            Expect.equal (ring.Oldest -1L) positions[0] "the first made"
+            Expect.equal (ring.Oldest(-1L, false)) positions[0] "the first made"
             ring.Remove positions[1]
             ring.Remove positions[0]
-            Expect.equal (ring.Oldest -1L) positions[2] "past the holes of s0 and s1"
+            Expect.equal (ring.Oldest(-1L, false)) positions[2] "past the holes of s0 and s1"
             Expect.equal (List.ofSeq (ring.Positions())) [ positions[2]; positions[3]; positions[4] ] "the live records, oldest first"
-            Expect.equal (ring.Oldest positions[2]) positions[3] "the acknowledged session is not offered, even when it is the oldest"
+            Expect.equal (ring.Oldest(positions[2], true)) positions[3] "the acknowledged session is not offered, even when it is the oldest"
+            Expect.equal (ring.Oldest(positions[2], false)) -1L "and the next only when space is not what is wanted"
+            Expect.equal (ring.Oldest(positions[3], false)) positions[2] "one that is not the oldest does not stop the oldest"
             ring.Remove positions[3]
             ring.Remove positions[4]
-            Expect.equal (ring.Oldest positions[2]) -1L "nor when it is the only one"
+            Expect.equal (ring.Oldest(positions[2], true)) -1L "nor when it is the only one"
 
         testCase "the space a record leaves counts until the tail passes it"
         <| fun () ->
@@ -94,7 +96,7 @@ let tests =
             let mutable most = 0
             for i in 1..300_000 do
                 ring.TryAdd($"s{i}", valueOf $"s{i}" 40, 100L, 0L) |> ignore
-                if ring.LiveCount > window then ring.Remove(ring.Oldest -1L)
+                if ring.LiveCount > window then ring.Remove(ring.Oldest(-1L, false))
                 most <- max most ring.ArrayCount
             Expect.equal ring.LiveCount window "the window"
             // 2,000 records of about 200 bytes fill about 6 arrays of 64 KiB.

@@ -153,6 +153,42 @@ let tests =
             Expect.equal memory.TotalBytes 0L "and nothing is counted"
         }
 
+        testCaseTask "a listing made while loads move sessions out of the ring names every session"
+        <| fun () -> task {
+            let store = new MemoryStore(MemoryStoreOptions()) :> SessionStore
+            let ids = [| for i in 1..3000 -> $"session-{i:D4}" |]
+            for id in ids do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+                ()
+            // A later request comes back to each in turn, moving it from the ring to the map, while the listing runs.
+            let loads =
+                Task.Run(fun () ->
+                    for id in ids do
+                        store.LoadAsync(id, creating.IdleTimeout, Threading.CancellationToken.None).Wait())
+            let! listed = store.ListAsync(SessionQuery.All 10_000, testToken ())
+            do! loads
+            Expect.equal (listed.Sessions |> Seq.map _.Id |> Seq.sort |> Array.ofSeq) ids "every session is listed"
+        }
+
+        testCaseTask "a move to an id already in use is refused and changes nothing"
+        <| fun () -> task {
+            let memory = new MemoryStore(MemoryStoreOptions())
+            let store = memory :> SessionStore
+            for id in [ "a"; "b" ] do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "name" $"\"{id}\"" ], creating, testToken ())
+                ()
+            // One in the map (a later request came back to it), one in the ring.
+            let! _ = store.LoadAsync("a", creating.IdleTimeout, testToken ())
+            for fromId, toId in [ "a", "b"; "b", "a" ] do
+                let! _ = throwsAsync<InvalidOperationException>(fun () -> store.MoveAsync(fromId, toId, changeOf [], creating, testToken ()) :> Task)
+                let! from = store.LoadTreeAsync(fromId, creating.IdleTimeout, testToken ())
+                Expect.equal from (Some(json $"""{{"name":"{fromId}"}}""")) $"{fromId} is still there after its move to {toId} was refused"
+            for id in [ "a"; "b" ] do
+                let! _ = store.DeleteAsync(id, testToken ())
+                ()
+            Expect.equal (memory.Count, memory.TotalBytes) (0, 0L) "nothing is left counted"
+        }
+
         testCaseTask "the bounds must be at least 1"
         <| fun () -> task {
             let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(MaxSessions = 0)) |> ignore)
