@@ -266,16 +266,18 @@ dotnet fsi build.fsx bench -- --filter '*RequestBenchmarks*'
 
 Where a new session's time goes (`--filter '*NewSession*'`; one BenchmarkDotNet run, ratios to a returning visit of
 the same app, which loads and commits through the memory store with its cookie validated from cache): a first visit
-7.3×; of it, Data Protection's `Protect` of the new cookie 4.4× (more than half of a first visit; ASP.NET Core Session pays it for
-each new cookie too), the 192-bit id from the CSPRNG 0.3×, the memory store's insert 1.1× below its bound and 2.1× at it
-(each insert evicts one). Running the store with no bound against its bound of 100,000, alternating, gave the same p99
-for new sessions: eviction was not what the new-session rows' p99 was made of; the garbage collector was, as every new
+10.3×; of it, Data Protection's `Protect` of the new cookie 6.1× (more than half of a first visit; ASP.NET Core Session pays it
+for each new cookie too), the 192-bit id from the CSPRNG 0.9×, the memory store's insert (a new id included) 1.6× below its
+bound and 1.5× at it, where each insert evicts the ring's oldest session, which costs nothing measurable (they were 1.1×
+and 2.1× when the store held new sessions as objects, in an earlier run; this machine's speed drifts between runs, so
+compare ratios within one run). Running the store with no bound against its bound of 100,000, alternating, gave the same
+p99 for new sessions: eviction was not what the new-session rows' p99 was made of; the garbage collector was, as every new
 session, held as objects, survived the young generation to die in the old one. The memory store now keeps a session
 that only one request has used as a record in a ring of large arrays, with no object of its own
 (`src/Sesame.Fs/FreshSessions.fs`); a later request that loads it moves it to the store's map. On this app with
 100,000 sessions held (`wrk -t2 -c32` without cookies, the builds before and after the ring alternating, three runs
 each), the new-session p99 went from 36-53 ms to 7.1-8.1 ms (0.15-0.23×), at the same throughput (0.48-0.50× plain
-before, 0.43-0.51× after). The ratios of a first visit above were measured before the ring.
+before, 0.43-0.51× after).
 
 The fold (`--filter '*Fold*'`) is linear in a request's updates: 10,000 updates of distinct paths fold in 0.0013× the
 time the quadratic fold took, of overlapping paths 0.015×. A patch of three or more updates is applied through a mutable
