@@ -116,13 +116,13 @@ type internal FreshSessions(chunkBytes: int) =
             -1L
         else
             let offset = offsetOf head
-            if offset + length > chunkBytes then
-                if offset + 4 <= chunkBytes then BinaryPrimitives.WriteInt32LittleEndian(Span(chunkOf head, offset, 4), 0)
-                head <- (head / int64 chunkBytes + 1L) * int64 chunkBytes
-            if head / int64 chunkBytes - firstChunk = int64 chunks.Count then
+            let rolls = offset + length > chunkBytes
+            let position = if rolls then (head / int64 chunkBytes + 1L) * int64 chunkBytes else head
+            // The array first: if it cannot be had (out of memory), nothing has changed.
+            if position / int64 chunkBytes - firstChunk = int64 chunks.Count then
                 chunks.Add(if isNull spare then Array.zeroCreate chunkBytes else spare)
                 spare <- null
-            let position = head
+            if rolls && offset + 4 <= chunkBytes then BinaryPrimitives.WriteInt32LittleEndian(Span(chunkOf head, offset, 4), 0)
             let fields = header position
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice lengthAt, length)
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice idCharsAt, id.Length)
@@ -136,7 +136,7 @@ type internal FreshSessions(chunkBytes: int) =
             MemoryMarshal.AsBytes(id.AsSpan()).CopyTo body
             ReadOnlySpan(value.Utf8).CopyTo(body.Slice(2 * id.Length))
             records[key] <- position
-            head <- head + int64 length
+            head <- position + int64 length
             live <- live + 1
             publish ()
             position
