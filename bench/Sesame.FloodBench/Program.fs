@@ -186,7 +186,7 @@ let private runAll (args: string[]) =
     Wrk.cleanUp ()
 
     // The report.
-    let date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)
+    let date = Figures.generatedAt ()
     let bound = 256.0
     let runtimeMiB = referenceRun.PeakRssMiB
     let text = StringBuilder()

@@ -1,5 +1,5 @@
 /// Small helpers every benchmark report of this folder and its neighbours (the flood run, Redis memory) shares: reading
-/// an option from the command line, the median of repeated runs, and numbers written the same on every machine.
+/// an option from the command line, the median of repeated runs, and numbers and dates written the same on every machine.
 module Sesame.LoadTest.Figures
 
 open System
@@ -19,3 +19,6 @@ let median (values: float list) =
     let sorted = List.sort values
     let n = sorted.Length
     if n % 2 = 1 then sorted[n / 2] else (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+
+/// When a report was generated: now, in UTC, to the minute.
+let generatedAt () = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)

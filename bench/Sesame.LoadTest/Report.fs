@@ -194,7 +194,7 @@ let markdown
     lostUpdates
     (memory: MemoryUse.Measured option)
     =
-    let date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)
+    let date = Figures.generatedAt ()
     let memorySection =
         match memory with
         | Some m -> memoryText m

@@ -53,7 +53,7 @@ let sectionText
     (figures: Figures list)
     (costs: (Case * Config * Cost list) list)
     =
-    let date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture)
+    let date = Figures.generatedAt ()
     let byDefault, suggested = configs[0], configs[1]
     let find (case: string) (config: Config) = figures |> List.tryFind (fun f -> f.Case.Name = case && f.Config = config)
     let ratio case config =
