@@ -134,7 +134,7 @@ let tests =
                 Expect.equal loaded (Some(json """{"n":4}""")) $"{id} has every increment"
             let! listed = store |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
             Expect.equal (listed |> List.map _.Id |> List.sort) (List.sort ids) "listed once each"
-            // Half of them are made again, then deleted while requests load them.
+            // Two hundred more are made (these stay in the ring); then every session is deleted while requests load it.
             let again = [ for i in 1..200 -> $"again-{i}" ]
             for id in again do
                 let! _ = store.CommitAsync(id, changeOf [ setAt "n" "0" ], creating, testToken ())
