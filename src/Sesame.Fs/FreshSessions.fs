@@ -76,14 +76,22 @@ type internal FreshSessions(chunkBytes: int) =
 
     let publish () = Volatile.Write(&countedBytes, head - tail + mapEntryBytes * int64 live)
 
+    /// The start of the array after the one the position is in.
+    let nextChunk (position: int64) = (position / int64 chunkBytes + 1L) * int64 chunkBytes
+
+    /// Whether the array's records end at the position (what follows is unused).
+    let endsChunk (position: int64) = offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0
+
+    /// Whether a live record starts at the position (one before the head).
+    let isLive (position: int64) = not (endsChunk position) && int32At position liveAt <> 0
+
+    /// The position after the record (or the array's unused end) at the position: every walk of the ring steps so.
+    let step (position: int64) = if endsChunk position then nextChunk position else position + int64 (int32At position lengthAt)
+
     /// Moves the tail past the holes and the chunk ends before the oldest live record, and lets go of the arrays it left.
     let advanceTail () =
-        let mutable moving = true
-        while moving && tail < head do
-            let offset = offsetOf tail
-            if offset + 4 > chunkBytes || int32At tail lengthAt = 0 then tail <- (tail / int64 chunkBytes + 1L) * int64 chunkBytes
-            elif int32At tail liveAt = 0 then tail <- tail + int64 (int32At tail lengthAt)
-            else moving <- false
+        while tail < head && not (isLive tail) do
+            tail <- step tail
         while chunks.Count > 0 && (firstChunk + 1L) * int64 chunkBytes <= tail do
             if isNull spare then spare <- chunks[0]
             chunks.RemoveAt 0
@@ -117,7 +125,7 @@ type internal FreshSessions(chunkBytes: int) =
         else
             let offset = offsetOf head
             let rolls = offset + length > chunkBytes
-            let position = if rolls then (head / int64 chunkBytes + 1L) * int64 chunkBytes else head
+            let position = if rolls then nextChunk head else head
             // The array first: if it cannot be had (out of memory), nothing has changed.
             if position / int64 chunkBytes - firstChunk = int64 chunks.Count then
                 chunks.Add(if isNull spare then Array.zeroCreate chunkBytes else spare)
@@ -159,12 +167,9 @@ type internal FreshSessions(chunkBytes: int) =
             -1L
         else
             let mutable position = tail
-            let mutable found = -1L
-            while found < 0L && position < head do
-                if offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0 then position <- (position / int64 chunkBytes + 1L) * int64 chunkBytes
-                elif position <> except && int32At position liveAt <> 0 then found <- position
-                else position <- position + int64 (int32At position lengthAt)
-            found
+            while position < head && (position = except || not (isLive position)) do
+                position <- step position
+            if position < head then position else -1L
 
     /// The record's session id.
     member _.IdAt(position: int64) = String(idOf position)
@@ -189,9 +194,6 @@ type internal FreshSessions(chunkBytes: int) =
         let found = List<int64>(live)
         let mutable position = tail
         while position < head do
-            if offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0 then
-                position <- (position / int64 chunkBytes + 1L) * int64 chunkBytes
-            else
-                if int32At position liveAt <> 0 then found.Add position
-                position <- position + int64 (int32At position lengthAt)
+            if isLive position then found.Add position
+            position <- step position
         found
