@@ -12,8 +12,9 @@ local maxSize = tonumber(ARGV[5])
 
 local function main()
   local now = nowMs()
-  local kind = redis.call('TYPE', key)['ok']
-  local creating = kind == 'none'
+  -- One read for a stored session; its type is asked only when that read finds nothing (or not a hash).
+  local meta = readMeta(key, '#v', '#s', '#m')
+  local creating = not meta
   if creating then
     if mustExist then
       local report = ended(id, now)
@@ -21,10 +22,7 @@ local function main()
       return { 'gone' }
     end
     openNew()
-  elseif kind ~= 'hash' then
-    stop('corrupt', 'the key holds a ' .. kind .. ', not a hash')
   else
-    local meta = redis.call('HMGET', key, '#v', '#s', '#m')
     checkMark(meta[3], now)
     openStored(key, meta[1], meta[2])
   end

@@ -107,6 +107,18 @@ local function checkMark(mark, now)
   stop('stale', mark)
 end
 
+-- HMGET of a session's fields (the first of them always present in a session's hash): the values, or nil
+-- when the key does not exist. Stops with 'corrupt' for a key of another type, or a hash without that field.
+local function readMeta(key, ...)
+  local values = redis.pcall('HMGET', key, ...)
+  if values.err or not values[1] then
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'none' then return nil end
+    if kind ~= 'hash' then stop('corrupt', 'the key holds a ' .. kind .. ', not a hash') end
+  end
+  return values
+end
+
 -- The fields of the tree under `root` of the hash `key`, appended to `out` (field, value, ...).
 local function readTree(key, root, out)
   local value = redis.call('HGET', key, root)

@@ -11,14 +11,17 @@ local ttl = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
 
 local function main()
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then
-    local report = ended(id, nowMs())
-    if report then return { 'none', report[1], report[2] } end
-    return { 'none' }
+  -- A hash is never empty, so an empty reply is a missing key; its type is asked only then, or for an error.
+  local fields = redis.pcall('HGETALL', key)
+  if fields.err or #fields == 0 then
+    local kind = redis.call('TYPE', key)['ok']
+    if kind == 'none' then
+      local report = ended(id, nowMs())
+      if report then return { 'none', report[1], report[2] } end
+      return { 'none' }
+    end
+    if kind ~= 'hash' then return { kind } end
   end
-  if kind ~= 'hash' then return { kind } end
-  local fields = redis.call('HGETALL', key)
   local left = redis.call('PTTL', key)
   local refresh
   if ttl < 0 then

@@ -108,6 +108,22 @@ end
 -- The current update's path, one entry per segment.
 local segField, segName, segIndex, segCost
 
+-- Reads the uncached nodes on the current update's path (its tree's root, then one field per level, down to
+-- level k) in one HMGET rather than one HGET each as reach and remove walk down: a field that is not there is
+-- cached as missing, as get caches it.
+local function prefetch(k)
+  if not readKey then return end
+  local wanted, field = {}, root
+  if cache[field] == nil then wanted[1] = field end
+  for i = 1, k do
+    field = field .. segField[i]
+    if cache[field] == nil then wanted[#wanted + 1] = field end
+  end
+  if #wanted < 2 then return end
+  local values = redis.call('HMGET', readKey, unpack(wanted))
+  for i = 1, #wanted do cache[wanted[i]] = values[i] or false end
+end
+
 -- Path.modify evaluates the levels below a missing node first: the deepest index past the
 -- end of a missing array is the conflict reported.
 local function missingBelow(u, from, k)
@@ -385,6 +401,7 @@ local function applyUpdate(u, apply)
   end
   local lower = op:lower()
   if lower == op then root, sized = '', true else root, sized = FACTS, false end
+  if apply then prefetch(k) end
   if lower == 's' or lower == 'a' then
     local count = tonumber(ARGV[p])
     if apply then
