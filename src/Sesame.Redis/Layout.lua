@@ -1,4 +1,8 @@
 -- Sesame: what every script shares (this text is put before each script's own).
+-- The store runs the scripts as one Redis function library (Redis 7 and later: this text and Patch.lua are run
+-- once, when the library is loaded, and each script is a function), or as scripts by EVALSHA (this text and
+-- Patch.lua are run again on every call). Either way KEYS and ARGV below are locals that bind sets at the start of
+-- every call, and nothing here keeps anything from one call to the next.
 --
 -- Keys (P is the store's KeyPrefix, ARGV[1] in every script; t is a session id's shard tag, see tagOf):
 --   P{t}:<id>        a session: one hash (its fields are described in Patch.lua)
@@ -11,7 +15,13 @@
 -- share one hash tag, and so one Redis Cluster slot: every script touches the keys of one slot.
 -- A script reads everything it reads before it writes anything: in a slot being migrated, a read of a key
 -- that already left raises an error, and then nothing has been written.
-local PREFIX = ARGV[1]
+local PREFIX
+
+-- Starts a call: its keys and arguments (KEYS and ARGV are the locals put before this text).
+local function bind(keys, args)
+  KEYS, ARGV = keys, args
+  PREFIX = args[1]
+end
 local FACTS = '\4'
 
 local function stop(...)

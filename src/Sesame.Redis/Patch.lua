@@ -31,7 +31,8 @@ local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9 = 79, 65, 45, 48, 57
 local MAX_EXPONENT = 4096
 
 -- Reads go through `cache`; writes stay there, marked in `dirty`, until the whole patch has
--- been checked: a conflict or an oversized result leaves the hash untouched.
+-- been checked: a conflict or an oversized result leaves the hash untouched. Each call starts them afresh
+-- (openStored, openNew, openCopied): in a function library they would otherwise outlive the call.
 local cache, dirty = {}, {}
 -- The hash the engine reads nodes from; false when every node is in `cache` (a new session, or one copied
 -- from another slot).
@@ -351,6 +352,7 @@ end
 
 -- Starts from a stored session: the hash `key`, whose '#v' and '#s' are given.
 local function openStored(key, version, size)
+  cache, dirty = {}, {}
   if version ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
   total = tonumber(size)
   if not total then stop('corrupt', 'the hash has no valid size') end
@@ -359,6 +361,7 @@ end
 
 -- Starts from the empty session (no key read).
 local function openNew()
+  cache, dirty = {}, {}
   readKey = false
   put('#v', '2')
   put('', '{}')
@@ -369,6 +372,7 @@ end
 -- Starts from a session's fields copied from another slot (field, value, ... in ARGV from `first`, `count`
 -- pairs): all of them are written.
 local function openCopied(first, count)
+  cache, dirty = {}, {}
   readKey = false
   for i = first, first + 2 * count - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
   if cache['#v'] ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end

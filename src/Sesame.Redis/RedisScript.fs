@@ -8,9 +8,11 @@ open System.Threading.Tasks
 open StackExchange.Redis
 
 /// <summary>
-/// One of the store's Lua scripts: its text (embedded in this assembly) and SHA-1. A call sends
-/// EVALSHA with the hash; when Redis answers NOSCRIPT (after a restart, a failover or SCRIPT
-/// FLUSH) it is sent again with the text, once, and then the hash works again.
+/// One of the store's Lua scripts, run one of two ways. As a function of the store's library (Redis 7 and later,
+/// see RedisLibrary): FCALL with its name; when the server does not have the library, it is loaded there and the call
+/// is made again. Or as a script: its text (the shared parts and its own) and SHA-1; a call sends EVALSHA with the
+/// hash; when Redis answers NOSCRIPT (after a restart, a failover or SCRIPT FLUSH) it is sent again with the text,
+/// once, and then the hash works again.
 /// </summary>
 /// <remarks>
 /// Why not StackExchange.Redis's own script handling for every call: the overload that takes the
@@ -28,12 +30,7 @@ open StackExchange.Redis
 type internal RedisScript private (name: string, text: string) =
     let hash = SHA1.HashData(Encoding.UTF8.GetBytes text)
     let hashHex = Convert.ToHexStringLower hash
-
-    static let read (name: string) =
-        use stream = typeof<RedisScript>.Assembly.GetManifestResourceStream $"Sesame.Redis.{name}.lua"
-        if isNull stream then invalidOp $"The embedded script {name}.lua is missing from Sesame.Redis."
-        use reader = new StreamReader(stream, Encoding.UTF8)
-        reader.ReadToEnd()
+    let functionName = RedisLibrary.functionOf name
 
     static let isNoScript (e: RedisServerException) = e.Message.StartsWith("NOSCRIPT", StringComparison.Ordinal)
 
@@ -47,11 +44,50 @@ type internal RedisScript private (name: string, text: string) =
     /// The script's SHA-1, as EVALSHA takes it.
     member _.Hash = hash
 
+    /// The script's function in the store's library.
+    member _.FunctionName = functionName
+
     /// <summary>
     /// Loads an embedded script (its logical name is Sesame.Redis.NAME.lua) with the shared parts it builds on
-    /// (Layout, and Patch for scripts that change a session) before it, as one text.
+    /// (Layout, and Patch for scripts that change a session) before it, as one text: KEYS and ARGV become locals
+    /// that Layout.lua's bind sets, as the library's functions do.
     /// </summary>
-    static member Embedded(name: string, parts: string list) = RedisScript(name, String.concat "\n" [ for part in parts @ [ name ] -> read part ])
+    static member Embedded(name: string, parts: string list) =
+        let body = String.concat "\n" [ for part in parts -> RedisLibrary.read part ]
+        RedisScript(name, $"local KEYS, ARGV = KEYS, ARGV\n{body}\nbind(KEYS, ARGV)\n{RedisLibrary.read name}")
+
+    /// FCALL's arguments after the command: the function, the number of keys, the keys, the arguments.
+    member private _.CallArguments(keys: RedisKey[], arguments: RedisValue[]) : obj[] =
+        let all = Array.zeroCreate<obj>(2 + keys.Length + arguments.Length)
+        all[0] <- box functionName
+        all[1] <- box keys.Length
+        for i in 0 .. keys.Length - 1 do
+            all[2 + i] <- box keys[i]
+        for i in 0 .. arguments.Length - 1 do
+            all[2 + keys.Length + i] <- box arguments[i]
+        all
+
+    /// <summary>Runs the script as a function of the store's library: FCALL, then, if the server has no such library,
+    /// FUNCTION LOAD on that server and FCALL again.</summary>
+    /// <remarks>Redis's refusal when it cannot run functions at all (see RedisLibrary.isUnavailable) is raised as it
+    /// is: the store then runs its scripts with EVALSHA.</remarks>
+    /// <param name="connection">Where the server that owns the keys is found, to load the library there.</param>
+    /// <param name="database">Where to run it.</param>
+    /// <param name="keys">The keys the script declares (all in one Redis Cluster slot).</param>
+    /// <param name="arguments">ARGV.</param>
+    /// <param name="onLoad">Called when the library was missing and has been loaded.</param>
+    member this.CallAsync
+        (connection: IConnectionMultiplexer, database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onLoad: unit -> unit)
+        : Task<RedisResult> =
+        let call = this.CallArguments(keys, arguments)
+        task {
+            try
+                return! database.ExecuteAsync("FCALL", call, CommandFlags.None)
+            with :? RedisServerException as e when RedisLibrary.isMissing e ->
+                do! RedisLibrary.loadAsync (connection.GetServer(keys[0], null, CommandFlags.None))
+                onLoad ()
+                return! database.ExecuteAsync("FCALL", call, CommandFlags.None)
+        }
 
     /// <summary>Runs the script: EVALSHA, then the text if Redis no longer has it.</summary>
     /// <param name="database">Where to run it.</param>
@@ -75,9 +111,11 @@ type internal RedisScript private (name: string, text: string) =
     /// On Redis Cluster both go to the server that owns the keys' slot by <see cref="T:StackExchange.Redis.IServer"/>,
     /// the script with <c>NoRedirect</c>: had it been redirected (MOVED, ASK), the WAIT would have gone to another
     /// server than the one that ran it, so a redirect is an error (the script did not run) that the caller retries
-    /// once the client knows the slot's new owner. Elsewhere both go through the database (one primary).
+    /// once the client knows the slot's new owner. Elsewhere both go through the database (one primary). With
+    /// <c>functions</c> the script goes as FCALL of the library's function, and a server without the library gets
+    /// it first (FUNCTION LOAD); otherwise as EVALSHA, and EVAL after NOSCRIPT.
     /// </remarks>
-    member _.EvaluateAndWaitAsync
+    member this.EvaluateAndWaitAsync
         (
             connection: IConnectionMultiplexer,
             database: IDatabaseAsync,
@@ -86,11 +124,19 @@ type internal RedisScript private (name: string, text: string) =
             arguments: RedisValue[],
             replicas: int,
             timeoutMilliseconds: int64,
+            functions: bool,
             onReload: unit -> unit
         ) : Task<struct (RedisResult * int64)> =
         let waitArguments: obj[] = [| box replicas; box timeoutMilliseconds |]
         let send (script: obj) (command: string) : struct (Task<RedisResult> * Task<RedisResult>) =
-            if cluster then
+            if command = "FCALL" then
+                let call = this.CallArguments(keys, arguments)
+                if cluster then
+                    let server = connection.GetServer(keys[0], null, CommandFlags.None)
+                    struct (server.ExecuteAsync("FCALL", call, CommandFlags.NoRedirect), server.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
+                else
+                    struct (database.ExecuteAsync("FCALL", call, CommandFlags.None), database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
+            elif cluster then
                 let server = connection.GetServer(keys[0], null, CommandFlags.None)
                 let evaluate: obj[] = [|
                     yield script
@@ -108,12 +154,24 @@ type internal RedisScript private (name: string, text: string) =
                         database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
                 struct (ran, database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
         task {
-            let struct (ran, waited) = send (box hashHex) "EVALSHA"
+            let struct (ran, waited) = if functions then send null "FCALL" else send (box hashHex) "EVALSHA"
             try
                 let! reply = ran
                 let! acknowledged = waited
                 return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
-            with :? RedisServerException as e when isNoScript e ->
+            with
+            | :? RedisServerException as e when functions && RedisLibrary.isMissing e ->
+                waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                do! RedisLibrary.loadAsync (connection.GetServer(keys[0], null, CommandFlags.None))
+                onReload ()
+                let struct (ran, waited) = send null "FCALL"
+                let! reply = ran
+                let! acknowledged = waited
+                return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
+            | :? RedisServerException as e when functions && RedisLibrary.isUnavailable e ->
+                waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                return raise e
+            | :? RedisServerException as e when isNoScript e ->
                 waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
                 onReload ()
                 let struct (ran, waited) = send (box text) "EVAL"

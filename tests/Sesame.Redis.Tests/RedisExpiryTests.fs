@@ -189,6 +189,11 @@ let tests =
             Expect.stringContains refusal.Value "Nothing was stored" "and that nothing was stored"
             let! loaded = store.LoadAsync(existing, options.IdleTimeout, CancellationToken.None)
             Expect.equal (Json.serialize loaded.Data) """{"n":42}""" "an existing session keeps its data"
+            // Ending a session frees memory, so it works while Redis is full.
+            let! deleted = store.DeleteAsync(existing, CancellationToken.None)
+            Expect.isTrue deleted "a session can be deleted while Redis is full"
+            let! gone = store.LoadAsync(existing, options.IdleTimeout, CancellationToken.None)
+            Expect.isNull gone "and is gone"
         }
 
         testCaseTask
