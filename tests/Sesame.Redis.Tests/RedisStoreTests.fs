@@ -219,6 +219,34 @@ let private storeTests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
+        testCaseTask "increments at the edges of small integers give the memory store's exact text"
+        <| fun () -> task {
+            let store = server.Value.Store "edges:" :> SessionStore
+            // Integers of up to 15 digits add as doubles in Commit's Lua; longer ones, and decimals, digit by digit.
+            let cases = [
+                "-0", "1"
+                "-0", "-0"
+                "0", "-0"
+                "1", "-1"
+                "-5", "3"
+                "999999999999999", "1"
+                "-999999999999999", "-999999999999999"
+                "123456789012345", "-123456789012346"
+                "9999999999999999", "1"
+                "999999999999999", "0.5"
+                "1e3", "1"
+            ]
+            for start, by in cases do
+                let id = Guid.NewGuid().ToString "N"
+                let n = path "n"
+                let! _ = store.CommitAsync(id, changeOf [ Update.Set(n, Json.Number(JsonNumber.Parse start)) ], creating, testToken ())
+                let increment = [ Update.Increment(n, JsonNumber.Parse by) ]
+                let! _ = store.CommitAsync(id, changeOf increment, existing, testToken ())
+                let expected = Patch.apply (Patch.fold increment) (Json.object [ "n", Json.Number(JsonNumber.Parse start) ])
+                let! loaded = load store id
+                Expect.equal (loaded |> Option.map Json.serialize) (Some(Json.serialize expected)) $"{start} + {by}"
+        }
+
         testCaseTask "after FUNCTION FLUSH the store loads its library again and keeps working"
         <| fun () -> task {
             let store = server.Value.Store() :> SessionStore
