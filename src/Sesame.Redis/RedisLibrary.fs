@@ -69,10 +69,13 @@ module internal RedisLibrary =
     let isMissing (e: RedisServerException) = e.Message.Contains("Function not found", StringComparison.Ordinal)
 
     /// Whether Redis cannot run functions for this store: too old (before 7.0: no FCALL or FUNCTION), or a user the
-    /// ACL does not allow them.
+    /// ACL does not allow the commands ("NOPERM ... to run the 'fcall' command"; a key the ACL forbids is another
+    /// refusal, which EVALSHA would meet too).
     let isUnavailable (e: RedisServerException) =
         let message = e.Message
-        message.StartsWith("ERR unknown command", StringComparison.OrdinalIgnoreCase) || message.StartsWith("NOPERM", StringComparison.Ordinal)
+        message.StartsWith("ERR unknown command", StringComparison.OrdinalIgnoreCase)
+        || message.StartsWith("NOPERM", StringComparison.Ordinal)
+           && (message.Contains("'fcall'", StringComparison.OrdinalIgnoreCase) || message.Contains("'function", StringComparison.OrdinalIgnoreCase))
 
     /// Loads the library on a server; one that is there already (another instance loaded it) is fine.
     let loadAsync (server: IServer) : Task = task {

@@ -128,8 +128,9 @@ exception internal NotConnected
 /// <summary>
 /// Sessions in Redis (StackExchange.Redis): one hash per session holding its tree and its facts, each change applied
 /// by one Lua script call (FCALL, or EVALSHA before Redis 7) that patches the stored trees atomically, idle expiry as
-/// the key's TTL, and the index of sessions by user, the expiry sets and the id sets kept by the same scripts. Works on one Redis, a
-/// primary with replicas (Sentinel), and Redis Cluster. For apps that outgrow one machine: many web servers, one Redis.
+/// the key's TTL, and the index of sessions by user, the expiry sets and the id sets kept by the same scripts. Works
+/// on one Redis, a primary with replicas (Sentinel), and Redis Cluster. For apps that outgrow one machine: many web
+/// servers, one Redis.
 /// </summary>
 /// <remarks>
 /// <para>Keys (see the README's key layout): a session is <c>KeyPrefix{c}:id</c>, where <c>c</c> is the id's first

@@ -305,6 +305,27 @@ let private storeTests =
                 admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
         }
 
+        testCaseTask "a user whose ACL forbids the store's keys gets an error for that, and the store keeps its functions"
+        <| fun () -> task {
+            let admin = server.Value.Admin.GetServer(server.Value.Server.EndPoint)
+            let user = "other-keys-" + Guid.NewGuid().ToString "N"
+            let! _ = admin.ExecuteAsync("ACL", [| box "SETUSER"; box user; box "on"; box ">secret"; box "~other:*"; box "&*"; box "+@all" |])
+            try
+                let settings = ConfigurationOptions.Parse server.Value.Server.EndPoint
+                settings.AbortOnConnectFail <- false
+                settings.User <- user
+                settings.Password <- "secret"
+                use! connection = ConnectionMultiplexer.ConnectAsync(settings, null)
+                let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "acl:", SweepInterval = TimeSpan.Zero), null)
+                let! e =
+                    throwsAsync<SessionStoreException>(fun () ->
+                        (store :> SessionStore).CommitAsync(Guid.NewGuid().ToString "N", changeOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
+                Expect.stringContains e.Message "NOPERM" "Redis's refusal is in the error"
+                Expect.isTrue store.UsesFunctions "a refused key says nothing about functions"
+            finally
+                admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
+        }
+
         testCaseTask "after SCRIPT FLUSH a store running its scripts by EVALSHA sends them again and keeps working"
         <| fun () -> task {
             let evalStore = server.Value.Store()
