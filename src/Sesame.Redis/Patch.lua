@@ -478,11 +478,12 @@ local function flush(key)
       deletes[#deletes + 1] = field
     end
   end
-  -- unpack is bounded by Lua's stack: write in slices.
-  for i = 1, #deletes, 1000 do
-    redis.call('HDEL', key, unpack(deletes, i, math.min(i + 999, #deletes)))
-  end
+  -- unpack is bounded by Lua's stack: write in slices. Sets first: when Redis is over maxmemory a script sent by
+  -- EVALSHA is refused at its first HSET, and then nothing of the change has been written (HDEL is never refused).
   for i = 1, #sets, 1000 do
     redis.call('HSET', key, unpack(sets, i, math.min(i + 999, #sets)))
+  end
+  for i = 1, #deletes, 1000 do
+    redis.call('HDEL', key, unpack(deletes, i, math.min(i + 999, #deletes)))
   end
 end

@@ -35,28 +35,30 @@ module internal RedisLibrary =
     /// The shared parts, in the order every script needs them.
     let shared = [ "Layout"; "Patch" ]
 
-    /// Each script, and whether it may run when Redis is over maxmemory.
+    /// Each script, and whether it may run when Redis is over maxmemory (allow-oom).
     let private scripts = [ "Commit", false; "Move", false; "Load", true; "Delete", true; "MoveGap", true; "Sweep", true; "ListUser", true; "ListShard", true ]
 
-    /// The library's name: "sesame_" and the first 16 hex digits of the SHA-1 of every source it is made of.
-    let name =
-        let sources = String.concat "\n" [ for part in shared @ List.map fst scripts -> read part ]
-        "sesame_" + Convert.ToHexStringLower(SHA1.HashData(Encoding.UTF8.GetBytes sources)).Substring(0, 16)
+    /// Whether a script writes nothing that grows what Redis holds (loads, deletes, sweeps, listings): it runs when
+    /// Redis is over maxmemory, and where Redis refuses it before it runs for another reason, it goes as a script
+    /// by EVALSHA, which Redis refuses only at a write.
+    let mayRunWhenFull (script: string) = scripts |> List.exists (fun (name, allowOom) -> name = script && allowOom)
 
-    /// The function a script is in the library.
-    let functionOf (script: string) = $"{name}_{script.ToLowerInvariant()}"
+    /// Stands for the library's name while its text is hashed.
+    let private placeholder = "\u0000NAME\u0000"
 
-    /// The library's text, as FUNCTION LOAD takes it. KEYS and ARGV are locals of the library that each function sets
-    /// (Layout.lua's bind) before its script's own text runs.
-    let text =
+    /// The library's text with the placeholder for its name. KEYS and ARGV are locals of the library that each
+    /// function sets (Layout.lua's bind) before its script's own text runs.
+    let private template =
         let builder = StringBuilder()
-        builder.Append("#!lua name=").Append(name).Append("\nlocal KEYS, ARGV\n") |> ignore
+        builder.Append("#!lua name=").Append(placeholder).Append("\nlocal KEYS, ARGV\n") |> ignore
         for part in shared do
             builder.Append(read part).Append('\n') |> ignore
         for script, allowOom in scripts do
             builder
                 .Append("redis.register_function{function_name='")
-                .Append(functionOf script)
+                .Append(placeholder)
+                .Append('_')
+                .Append(script.ToLowerInvariant())
                 .Append("', callback=function(keys, args)\nbind(keys, args)\n")
                 .Append(read script)
                 .Append("\nend")
@@ -64,6 +66,15 @@ module internal RedisLibrary =
                 .Append("}\n")
             |> ignore
         builder.ToString()
+
+    /// The library's name: "sesame_" and the first 16 hex digits of the SHA-1 of its text (sources, flags and all).
+    let name = "sesame_" + Convert.ToHexStringLower(SHA1.HashData(Encoding.UTF8.GetBytes template)).Substring(0, 16)
+
+    /// The function a script is in the library.
+    let functionOf (script: string) = $"{name}_{script.ToLowerInvariant()}"
+
+    /// The library's text, as FUNCTION LOAD takes it.
+    let text = template.Replace(placeholder, name)
 
     /// Whether Redis refused a call because this library is not loaded on the server that got it.
     let isMissing (e: RedisServerException) = e.Message.Contains("Function not found", StringComparison.Ordinal)
@@ -77,11 +88,28 @@ module internal RedisLibrary =
         || message.StartsWith("NOPERM", StringComparison.Ordinal)
            && (message.Contains("'fcall'", StringComparison.OrdinalIgnoreCase) || message.Contains("'function", StringComparison.OrdinalIgnoreCase))
 
-    /// Loads the library on a server; one that is there already (another instance loaded it) is fine.
-    let loadAsync (server: IServer) : Task = task {
+    /// Why functions are unavailable, for a log: Redis's own message names the call's keys, and so a session id.
+    let describeUnavailable (e: RedisServerException) =
+        if e.Message.StartsWith("NOPERM", StringComparison.Ordinal) then
+            "the ACL does not let this user run FCALL or FUNCTION"
+        else
+            "FCALL is an unknown command: Redis before 7.0, or the command renamed"
+
+    /// Whether Redis refused a write before running anything, where EVAL would have started and been refused only
+    /// at its first write: over maxmemory (OOM; FUNCTION LOAD is refused too), too few replicas (NOREPLICAS), a
+    /// failed save (MISCONF).
+    let isRefusedUpFront (e: RedisServerException) =
+        let message = e.Message
+        message.StartsWith("OOM", StringComparison.Ordinal)
+        || message.StartsWith("NOREPLICAS", StringComparison.Ordinal)
+        || message.StartsWith("MISCONF", StringComparison.Ordinal)
+
+    /// Loads the library on a server. Gives false when it was there already (another call or instance loaded it), or
+    /// when Redis refuses to load it now (see isRefusedUpFront): the call then goes as a script.
+    let tryLoadAsync (server: IServer) : Task<bool> = task {
         try
             let! _ = server.ExecuteAsync("FUNCTION", [| box "LOAD"; box text |])
-            ()
-        with :? RedisServerException as e when e.Message.Contains("already exists", StringComparison.Ordinal) ->
-            ()
+            return true
+        with :? RedisServerException as e when e.Message.Contains("already exists", StringComparison.Ordinal) || isRefusedUpFront e ->
+            return false
     }

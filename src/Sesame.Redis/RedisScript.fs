@@ -2,6 +2,7 @@ namespace Sesame.Redis
 
 open System
 open System.IO
+open System.Runtime.ExceptionServices
 open System.Security.Cryptography
 open System.Text
 open System.Threading.Tasks
@@ -67,27 +68,48 @@ type internal RedisScript private (name: string, text: string) =
             all[2 + keys.Length + i] <- box arguments[i]
         all
 
-    /// <summary>Runs the script as a function of the store's library: FCALL, then, if the server has no such library,
-    /// FUNCTION LOAD on that server and FCALL again.</summary>
+    /// <summary>
+    /// Runs the script as a function of the store's library, falling back to <paramref name="asScript"/> (EVALSHA) for
+    /// this one call where FCALL cannot run it: the server still has no library after the store loaded it (the call
+    /// was redirected to a server importing the keys' slot, or Redis refused to load it because it is over
+    /// maxmemory), or Redis refused the function before it ran where it would have let a script start (see
+    /// RedisLibrary.isRefusedUpFront; only for the scripts that may run when Redis is full).
+    /// </summary>
     /// <remarks>Redis's refusal when it cannot run functions at all (see RedisLibrary.isUnavailable) is raised as it
     /// is: the store then runs its scripts with EVALSHA.</remarks>
+    member private _.WithFallback(server: unit -> IServer, onLoad: unit -> unit, call: unit -> Task<'reply>, asScript: unit -> Task<'reply>) : Task<'reply> =
+        task {
+            try
+                return! call ()
+            with
+            | :? RedisServerException as e when RedisLibrary.isMissing e ->
+                let! loaded = RedisLibrary.tryLoadAsync (server ())
+                if loaded then onLoad ()
+                try
+                    return! call ()
+                with :? RedisServerException as e when RedisLibrary.isMissing e ->
+                    return! asScript ()
+            | :? RedisServerException as e when RedisLibrary.mayRunWhenFull name && RedisLibrary.isRefusedUpFront e -> return! asScript ()
+        }
+
+    /// <summary>Runs the script as a function of the store's library (FCALL), loading the library on the keys' server
+    /// when it is missing there; where FCALL cannot run it, by EVALSHA (see WithFallback).</summary>
     /// <param name="connection">Where the server that owns the keys is found, to load the library there.</param>
     /// <param name="database">Where to run it.</param>
     /// <param name="keys">The keys the script declares (all in one Redis Cluster slot).</param>
     /// <param name="arguments">ARGV.</param>
-    /// <param name="onLoad">Called when the library was missing and has been loaded.</param>
+    /// <param name="onLoad">Called when the library was missing and this call loaded it.</param>
+    /// <param name="onReload">Called when the script went by EVALSHA, Redis had lost it, and it was sent again.</param>
     member this.CallAsync
-        (connection: IConnectionMultiplexer, database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onLoad: unit -> unit)
+        (connection: IConnectionMultiplexer, database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onLoad: unit -> unit, onReload: unit -> unit)
         : Task<RedisResult> =
         let call = this.CallArguments(keys, arguments)
-        task {
-            try
-                return! database.ExecuteAsync("FCALL", call, CommandFlags.None)
-            with :? RedisServerException as e when RedisLibrary.isMissing e ->
-                do! RedisLibrary.loadAsync (connection.GetServer(keys[0], null, CommandFlags.None))
-                onLoad ()
-                return! database.ExecuteAsync("FCALL", call, CommandFlags.None)
-        }
+        this.WithFallback(
+            (fun () -> connection.GetServer(keys[0], null, CommandFlags.None)),
+            onLoad,
+            (fun () -> database.ExecuteAsync("FCALL", call, CommandFlags.None)),
+            (fun () -> this.EvaluateAsync(database, keys, arguments, onReload))
+        )
 
     /// <summary>Runs the script: EVALSHA, then the text if Redis no longer has it.</summary>
     /// <param name="database">Where to run it.</param>
@@ -125,10 +147,11 @@ type internal RedisScript private (name: string, text: string) =
             replicas: int,
             timeoutMilliseconds: int64,
             functions: bool,
+            onLoad: unit -> unit,
             onReload: unit -> unit
         ) : Task<struct (RedisResult * int64)> =
         let waitArguments: obj[] = [| box replicas; box timeoutMilliseconds |]
-        let send (script: obj) (command: string) : struct (Task<RedisResult> * Task<RedisResult>) =
+        let send (command: string) : struct (Task<RedisResult> * Task<RedisResult>) =
             if command = "FCALL" then
                 let call = this.CallArguments(keys, arguments)
                 if cluster then
@@ -139,7 +162,7 @@ type internal RedisScript private (name: string, text: string) =
             elif cluster then
                 let server = connection.GetServer(keys[0], null, CommandFlags.None)
                 let evaluate: obj[] = [|
-                    yield script
+                    yield (if command = "EVAL" then box text else box hashHex)
                     yield box (int64 keys.Length)
                     for key in keys -> box key
                     for argument in arguments -> box argument
@@ -153,29 +176,27 @@ type internal RedisScript private (name: string, text: string) =
                     else
                         database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
                 struct (ran, database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
-        task {
-            let struct (ran, waited) = if functions then send null "FCALL" else send (box hashHex) "EVALSHA"
+        // Both replies; if the command failed, the WAIT's own failure is observed and the command's raised.
+        let run (command: string) : Task<struct (RedisResult * int64)> =
+            let struct (ran, waited) = send command
+            task {
+                try
+                    let! reply = ran
+                    let! acknowledged = waited
+                    return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
+                with e ->
+                    waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                    ExceptionDispatchInfo.Throw e
+                    return Unchecked.defaultof<_>
+            }
+        let asScript () : Task<struct (RedisResult * int64)> = task {
             try
-                let! reply = ran
-                let! acknowledged = waited
-                return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
-            with
-            | :? RedisServerException as e when functions && RedisLibrary.isMissing e ->
-                waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                do! RedisLibrary.loadAsync (connection.GetServer(keys[0], null, CommandFlags.None))
+                return! run "EVALSHA"
+            with :? RedisServerException as e when isNoScript e ->
                 onReload ()
-                let struct (ran, waited) = send null "FCALL"
-                let! reply = ran
-                let! acknowledged = waited
-                return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
-            | :? RedisServerException as e when functions && RedisLibrary.isUnavailable e ->
-                waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                return raise e
-            | :? RedisServerException as e when isNoScript e ->
-                waited.ContinueWith((fun (t: Task<RedisResult>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                onReload ()
-                let struct (ran, waited) = send (box text) "EVAL"
-                let! reply = ran
-                let! acknowledged = waited
-                return struct (reply, (RedisResult.op_Explicit acknowledged: int64))
+                return! run "EVAL"
         }
+        if functions then
+            this.WithFallback((fun () -> connection.GetServer(keys[0], null, CommandFlags.None)), onLoad, (fun () -> run "FCALL"), asScript)
+        else
+            asScript ()

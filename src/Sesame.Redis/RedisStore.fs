@@ -336,11 +336,12 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                                 replicas,
                                 waitMilliseconds,
                                 asFunction,
-                                (if asFunction then libraryLoaded script else reloaded script)
+                                libraryLoaded script,
+                                reloaded script
                             )
                         result <- ValueSome reply
                     elif asFunction then
-                        let! reply = script.CallAsync(connection, database, keys, arguments, libraryLoaded script)
+                        let! reply = script.CallAsync(connection, database, keys, arguments, libraryLoaded script, reloaded script)
                         result <- ValueSome(struct (reply, Int64.MaxValue))
                     else
                         let! reply = script.EvaluateAsync(database, keys, arguments, reloaded script)
@@ -354,7 +355,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 | :? RedisServerException as e when asFunction && RedisLibrary.isUnavailable e ->
                     if functions then
                         functions <- false
-                        RedisLog.functionsUnavailable.Invoke(logger, e.Message, null)
+                        RedisLog.functionsUnavailable.Invoke(logger, RedisLibrary.describeUnavailable e, null)
         return result.Value
     }
 

@@ -10,6 +10,7 @@ open Sesame
 open Sesame.Redis
 open Sesame.Redis.Tests.RedisModel
 open Sesame.Redis.Tests.RedisServer
+open Sesame.Tests.Helpers
 open StackExchange.Redis
 
 let private options = { IdleTimeout = TimeSpan.FromMinutes 10.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
@@ -195,10 +196,18 @@ let tests =
         <| fun () -> task {
             use server = new RedisServer(arguments = [ "--maxmemory"; "3mb"; "--maxmemory-policy"; "noeviction" ])
             use! connection = server.ConnectAsync()
+            use! admin = server.ConnectAsync(allowAdmin = true)
             use store = storeOn connection "full:"
             let random = Random 4
-            let existing = idFor random null
+            let existing, other = idFor random null, idFor random null
             let! _ = store.CommitAsync(existing, setN 42, options, CancellationToken.None)
+            let! _ =
+                store.CommitAsync(
+                    other,
+                    SessionChange(Patch.fold [ Update.set (SessionPath.parse "n") (Json.int64 7L); Update.set (SessionPath.parse "drop") (Json.String "x") ]),
+                    options,
+                    CancellationToken.None
+                )
             let padding = SessionChange(Patch.fold [ Update.set (SessionPath.parse "padding") (Json.String(String('x', 2000))) ])
             let mutable refusal = None
             let mutable created = 0
@@ -214,6 +223,20 @@ let tests =
             Expect.stringContains refusal.Value "Nothing was stored" "and that nothing was stored"
             let! loaded = store.LoadAsync(existing, options.IdleTimeout, CancellationToken.None)
             Expect.equal (Json.serialize loaded.Data) """{"n":42}""" "an existing session keeps its data"
+            // A new version of Sesame (a library Redis does not have) or a FUNCTION FLUSH while Redis is full: Redis
+            // refuses FUNCTION LOAD, so these calls go as scripts.
+            let! _ = admin.GetServer(server.EndPoint).ExecuteAsync("FUNCTION", [| box "FLUSH" |])
+            let! loadedOther = store.LoadAsync(other, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize loadedOther.Data) """{"n":7,"drop":"x"}""" "a session loads without the library"
+            let! all = SessionStore.listAllAsync (SessionQuery.All 500) CancellationToken.None store
+            Expect.isTrue (all |> List.exists (fun s -> s.Id = other)) "listings work without the library"
+            // A change that removes and sets: refused whole, nothing of it written.
+            let change =
+                SessionChange(Patch.fold [ Update.remove (SessionPath.parse "drop"); Update.set (SessionPath.parse "n") (Json.String(String('y', 4000))) ])
+            let! e = throwsAsync<SessionStoreException>(fun () -> store.CommitAsync(other, change, options, CancellationToken.None) :> Task)
+            Expect.stringContains e.Message "out of memory" "refused for memory"
+            let! unchanged = store.LoadAsync(other, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize unchanged.Data) """{"n":7,"drop":"x"}""" "nothing of the refused change was written"
             // Ending a session frees memory, so it works while Redis is full.
             let! deleted = store.DeleteAsync(existing, CancellationToken.None)
             Expect.isTrue deleted "a session can be deleted while Redis is full"

@@ -300,7 +300,8 @@ let private storeTests =
                 Expect.isFalse store.UsesFunctions "the store runs its scripts by EVALSHA"
                 let unavailable = logged |> Seq.filter (fun (name, _) -> name = "RedisFunctionsUnavailable") |> List.ofSeq
                 Expect.equal unavailable.Length 1 "logged once"
-                Expect.stringContains (snd unavailable.Head) "NOPERM" "the log gives Redis's reason"
+                Expect.stringContains (snd unavailable.Head) "ACL" "the log gives the reason"
+                Expect.isFalse ((snd unavailable.Head).Contains id) "and no session id (Redis's message names the call's keys)"
             finally
                 admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
         }
