@@ -192,6 +192,31 @@ let tests =
             Expect.equal swept 0 "the sweep reports none of them again"
         }
 
+        testCaseTask "while Redis refuses writes for want of replicas, sessions still load and list, and commits fail saying so"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            use! admin = server.ConnectAsync(allowAdmin = true)
+            // Loads that slide the expiry write; this store's do not for an hour.
+            use store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(KeyPrefix = "replicas:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromHours 1.0),
+                    null
+                )
+            let id = idFor (Random 5) null
+            let! _ = store.CommitAsync(id, setN 5, options, CancellationToken.None)
+            do! admin.GetServer(server.EndPoint).ConfigSetAsync("min-replicas-to-write", RedisValue.op_Implicit 1)
+            let! loaded = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize loaded.Data) """{"n":5}""" "a session loads"
+            let! all = SessionStore.listAllAsync (SessionQuery.All 100) CancellationToken.None store
+            Expect.equal (all |> List.map _.Id) [ id ] "sessions list"
+            let! e = throwsAsync<SessionStoreException>(fun () -> store.CommitAsync(id, setN 6, options, CancellationToken.None) :> Task)
+            Expect.stringContains e.Message "NOREPLICAS" "a commit fails with Redis's reason"
+            let! still = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize still.Data) """{"n":5}""" "and stores nothing"
+        }
+
         testCaseTask "under maxmemory with noeviction, a flood of new sessions is refused with an error that says why, and existing sessions keep their data"
         <| fun () -> task {
             use server = new RedisServer(arguments = [ "--maxmemory"; "3mb"; "--maxmemory-policy"; "noeviction" ])
