@@ -104,12 +104,17 @@ type RedisBenchmarks() =
             after |> Map.map (fun name calls -> calls - (before |> Map.tryFind name |> Option.defaultValue 0L)) |> Map.filter (fun _ d -> d > 0L)
         let describe (label: string) (d: Map<string, int64>) =
             // INFO itself is the one command the measurement adds.
-            let client = [ "evalsha"; "eval"; "script|load"; "del" ] |> List.sumBy (fun c -> d |> Map.tryFind c |> Option.defaultValue 0L)
-            let inside = d |> Map.filter (fun c _ -> not (List.contains c [ "evalsha"; "eval"; "script|load"; "del"; "info" ]))
+            // The client's own commands: the script call (FCALL, or EVALSHA before Redis 7), what loads the script, and
+            // the SELECT that StackExchange.Redis writes with each FCALL (same round trip).
+            let sent = [ "fcall"; "evalsha"; "eval"; "script|load"; "function|load"; "select"; "del" ]
+            let count (c: string) = d |> Map.tryFind c |> Option.defaultValue 0L
+            let calls = count "fcall" + count "evalsha" + count "eval"
+            let inside = d |> Map.filter (fun c _ -> not (List.contains c ("info" :: sent)))
             let insideText = inside |> Map.toList |> List.map (fun (c, k) -> $"{c} {float k / float n:F2}") |> String.concat ", "
-            let evalsha = d |> Map.tryFind "evalsha" |> Option.defaultValue 0L
+            let per (c: string) = float (count c) / float n
+            let fcall, evalsha, select = per "fcall", per "evalsha", per "select"
             Console.WriteLine(
-                $"// Redis round trips per {label}: {float client / float n:F2} (evalsha {float evalsha / float n:F2}); commands run inside the script per {label}: {insideText}"
+                $"// Redis script calls per {label}: {float calls / float n:F2} (fcall {fcall:F2}, evalsha {evalsha:F2}, select {select:F2}); commands run inside the script per {label}: {insideText}"
             )
         let before = commandCalls ()
         for i in 1..n do

@@ -48,8 +48,9 @@ let floorText (machine: Machine.Description) (load: Wrk.Load) (fsyncs: Fsync lis
     let text = StringBuilder()
     let line (s: string) = text.AppendLine s |> ignore
     line "A floor does a store row's work without Sesame, in the same app (`bench/Sesame.LoadTest/Floors.fs`): for Redis"
-    line "the same round trips as the Redis store (per shared-cookie request one script call, EVALSHA, to load and one to"
-    line "commit; per new session the commit alone) on one `ConnectionMultiplexer` opened with the store's options; for the"
+    line "the same round trips as the Redis store (per shared-cookie request one script call to load and one to commit; per"
+    line "new session the commit alone; the floor's by EVALSHA, the store's by FCALL of its function library on Redis 7) on"
+    line "one `ConnectionMultiplexer` opened with the store's options; for the"
     line "file store the same durable appends (a record of the same bytes per request, group-committed: one write and one"
     line "fsync for whatever is queued), the counter in a `ConcurrentDictionary`. A floor's session cookie is a plain random"
     line "id; Sesame's is protected with Data Protection, which the new-session rows pay for once per request."

@@ -123,14 +123,18 @@ type Bench(port: int) =
 
     let flush () = server.FlushAllDatabases()
 
-    /// Redis's own time per EVALSHA since the last reset.
+    /// Redis's own time per script call since the last reset: FCALL (the store's function library, Redis 7 and
+    /// later) or EVALSHA, with the SELECT that StackExchange.Redis writes before each FCALL.
     let scriptMicroseconds () =
-        server.Info "commandstats"
-        |> Seq.collect id
-        |> Seq.find (fun kv -> kv.Key = "cmdstat_evalsha")
-        |> fun kv ->
-            let part = kv.Value.Split(',') |> Array.find (fun p -> p.StartsWith "usec_per_call=")
-            Double.Parse(part.Substring("usec_per_call=".Length), CultureInfo.InvariantCulture)
+        let stats = server.Info "commandstats" |> Seq.collect id |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
+        let field (name: string) (command: string) =
+            match stats.TryFind $"cmdstat_{command}" with
+            | Some value ->
+                let part = value.Split(',') |> Array.find (fun p -> p.StartsWith(name + "="))
+                Double.Parse(part.Substring(name.Length + 1), CultureInfo.InvariantCulture)
+            | None -> 0.0
+        let calls = field "calls" "fcall" + field "calls" "evalsha"
+        (field "usec" "fcall" + field "usec" "evalsha" + field "usec" "select") / calls
 
     /// The redis-server's version line.
     member _.Version = server.Version.ToString()

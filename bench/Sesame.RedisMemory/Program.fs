@@ -110,8 +110,8 @@ one per node of the facts, plus `#v`, `#s`, `#t` (and `#u` when signed in); "Fie
   {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries + 1} fields" byDefault} bytes
   ({ratio $"{byDefault.Entries} fields" byDefault} to {ratio $"{byDefault.Entries + 1} fields" byDefault}).
 
-What the suggested config costs: Redis's own time per script call (`INFO commandstats`, `usec_per_call` of
-`EVALSHA`) for a load and for a commit (a counter incremented and the last page set, as a request does) of
+What the suggested config costs: Redis's own time per script call (`INFO commandstats`: `usec` of `FCALL` or
+`EVALSHA`, and of the `SELECT` the client sends with each `FCALL`, per call) for a load and for a commit (a counter incremented and the last page set, as a request does) of
 {costSessions} sessions of each kind, configs alternating over {rounds} rounds (medians; this machine is shared,
 so only differences well above 10%% mean anything). A listpack is searched field by field, where a hash table is
 one lookup, but it is one small block of memory: the 1 KB sessions' loads and commits are no slower on a listpack
