@@ -124,6 +124,39 @@ type private Generator(seed: int) =
     member this.Patch(tree: Json) = Patch.fold [ for _ in 1 .. 1 + random.Next 3 -> this.Update tree ]
     member _.Next(n: int) = random.Next n
 
+/// Commits a counter and loads it, runs <c>flush</c> (SCRIPT FLUSH, FUNCTION FLUSH), then checks that the next commit
+/// and load work; gives Redis's command counts just before that commit and after that load.
+let private acrossFlush (server: RedisFixture) (store: SessionStore) (flush: IServer -> Task) = task {
+    let id = Guid.NewGuid().ToString "N"
+    let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], creating, testToken ())
+    let! _ = load store id
+    do! flush (server.Admin.GetServer(server.Server.EndPoint))
+    let! before = server.Server.CommandCallsAsync server.Admin
+    let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+    Expect.equal result CommitResult.Committed "result"
+    let! loaded = load store id
+    Expect.equal loaded (Some(json """{"n":2}""")) "loaded"
+    let! after = server.Server.CommandCallsAsync server.Admin
+    let calls name (stats: Map<string, int64>) = stats |> Map.tryFind name |> Option.defaultValue 0L
+    return fun (name: string) -> calls name after - calls name before
+}
+
+/// Runs <c>test</c> on a connection as a new ACL user with the given rules (password "secret"), removed afterwards.
+let private asAclUser (server: RedisFixture) (rules: string list) (test: ConnectionMultiplexer -> Task) = task {
+    let admin = server.Admin.GetServer(server.Server.EndPoint)
+    let user = "acl-" + Guid.NewGuid().ToString "N"
+    let! _ = admin.ExecuteAsync("ACL", [| yield box "SETUSER"; yield box user; yield box "on"; yield box ">secret"; for rule in rules -> box rule |])
+    try
+        let settings = ConfigurationOptions.Parse server.Server.EndPoint
+        settings.AbortOnConnectFail <- false
+        settings.User <- user
+        settings.Password <- "secret"
+        use! connection = ConnectionMultiplexer.ConnectAsync(settings, null)
+        do! test connection
+    finally
+        admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
+}
+
 /// The Redis store's own behaviours, on a server of their own. They run one at a time: some watch
 /// the whole server (MONITOR, SCRIPT FLUSH, command counts), which other tests' commands would disturb.
 let private storeTests =
@@ -249,39 +282,16 @@ let private storeTests =
 
         testCaseTask "after FUNCTION FLUSH the store loads its library again and keeps working"
         <| fun () -> task {
-            let store = server.Value.Store() :> SessionStore
-            let id = Guid.NewGuid().ToString "N"
-            let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], creating, testToken ())
-            let! _ = load store id
+            let! delta = acrossFlush server.Value (server.Value.Store()) (fun admin -> admin.ExecuteAsync("FUNCTION", [| box "FLUSH" |]) :> Task)
+            Expect.equal (delta "function|load") 1L "the library was loaded once, by the first call that missed it"
             let admin = server.Value.Admin.GetServer(server.Value.Server.EndPoint)
-            let! _ = admin.ExecuteAsync("FUNCTION", [| box "FLUSH" |])
-            let! before = server.Value.Server.CommandCallsAsync server.Value.Admin
-            let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
-            Expect.equal result CommitResult.Committed "result"
-            let! loaded = load store id
-            Expect.equal loaded (Some(json """{"n":2}""")) "loaded"
-            let! after = server.Value.Server.CommandCallsAsync server.Value.Admin
-            let calls name (stats: Map<string, int64>) = stats |> Map.tryFind name |> Option.defaultValue 0L
-            Expect.equal (calls "function|load" after - calls "function|load" before) 1L "the library was loaded once, by the first call that missed it"
             let! listed = admin.ExecuteAsync("FUNCTION", [| box "LIST"; box "LIBRARYNAME"; box RedisLibrary.name |])
             Expect.equal (RedisResult.op_Explicit listed: RedisResult[]).Length 1 "the server holds the library again"
         }
 
         testCaseTask "a user whose ACL forbids functions gets the same store by EVALSHA, and the log says so once"
-        <| fun () -> task {
-            let admin = server.Value.Admin.GetServer(server.Value.Server.EndPoint)
-            let user = "no-functions-" + Guid.NewGuid().ToString "N"
-            let! _ =
-                admin.ExecuteAsync(
-                    "ACL",
-                    [| box "SETUSER"; box user; box "on"; box ">secret"; box "~*"; box "&*"; box "+@all"; box "-fcall"; box "-function" |]
-                )
-            try
-                let settings = ConfigurationOptions.Parse server.Value.Server.EndPoint
-                settings.AbortOnConnectFail <- false
-                settings.User <- user
-                settings.Password <- "secret"
-                use! connection = ConnectionMultiplexer.ConnectAsync(settings, null)
+        <| fun () ->
+            asAclUser server.Value [ "~*"; "&*"; "+@all"; "-fcall"; "-function" ] (fun connection -> task {
                 let logged = Collections.Concurrent.ConcurrentQueue<string * string>()
                 let logger = {
                     new Microsoft.Extensions.Logging.ILogger with
@@ -302,51 +312,26 @@ let private storeTests =
                 Expect.equal unavailable.Length 1 "logged once"
                 Expect.stringContains (snd unavailable.Head) "ACL" "the log gives the reason"
                 Expect.isFalse ((snd unavailable.Head).Contains id) "and no session id (Redis's message names the call's keys)"
-            finally
-                admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
-        }
+            })
 
         testCaseTask "a user whose ACL forbids the store's keys gets an error for that, and the store keeps its functions"
-        <| fun () -> task {
-            let admin = server.Value.Admin.GetServer(server.Value.Server.EndPoint)
-            let user = "other-keys-" + Guid.NewGuid().ToString "N"
-            let! _ = admin.ExecuteAsync("ACL", [| box "SETUSER"; box user; box "on"; box ">secret"; box "~other:*"; box "&*"; box "+@all" |])
-            try
-                let settings = ConfigurationOptions.Parse server.Value.Server.EndPoint
-                settings.AbortOnConnectFail <- false
-                settings.User <- user
-                settings.Password <- "secret"
-                use! connection = ConnectionMultiplexer.ConnectAsync(settings, null)
+        <| fun () ->
+            asAclUser server.Value [ "~other:*"; "&*"; "+@all" ] (fun connection -> task {
                 let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "acl:", SweepInterval = TimeSpan.Zero), null)
                 let! e =
                     throwsAsync<SessionStoreException>(fun () ->
                         (store :> SessionStore).CommitAsync(Guid.NewGuid().ToString "N", changeOf [ setAt "a" "1" ], creating, testToken ()) :> Task)
                 Expect.stringContains e.Message "NOPERM" "Redis's refusal is in the error"
                 Expect.isTrue store.UsesFunctions "a refused key says nothing about functions"
-            finally
-                admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
-        }
+            })
 
         testCaseTask "after SCRIPT FLUSH a store running its scripts by EVALSHA sends them again and keeps working"
         <| fun () -> task {
-            let evalStore = server.Value.Store()
-            evalStore.UsesFunctions <- false
-            let store = evalStore :> SessionStore
-            let id = Guid.NewGuid().ToString "N"
-            let! _ = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], creating, testToken ())
-            let! _ = load store id
-            do! server.Value.Admin.GetServer(server.Value.Server.EndPoint).ScriptFlushAsync(CommandFlags.None)
-            let! before = server.Value.Server.CommandCallsAsync server.Value.Admin
-            let! result = store.CommitAsync(id, changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
-            Expect.equal result CommitResult.Committed "result"
-            let! loaded = load store id
-            Expect.equal loaded (Some(json """{"n":2}""")) "loaded"
+            let store = server.Value.Store()
+            store.UsesFunctions <- false
+            let! delta = acrossFlush server.Value store (fun admin -> admin.ScriptFlushAsync(CommandFlags.None))
             // Both scripts were refused by hash (NOSCRIPT) and went through by text.
-            let! after = server.Value.Server.CommandCallsAsync server.Value.Admin
-            let calls name (stats: Map<string, int64>) = stats |> Map.tryFind name |> Option.defaultValue 0L
-            Expect.isTrue
-                (calls "eval" after + calls "script|load" after - calls "eval" before - calls "script|load" before >= 2L)
-                "The scripts were sent again by text."
+            Expect.isTrue (delta "eval" + delta "script|load" >= 2L) "The scripts were sent again by text."
         }
 
         testCaseTask "a key that does not hold a session is an error for that session only"
