@@ -58,23 +58,17 @@ let tests =
             // The command renamed away: Redis answers "unknown command", as Redis 6 does.
             use server = new RedisServer(arguments = [ "--rename-command"; "FCALL"; "" ])
             use! connection = server.ConnectAsync()
-            let logged = Collections.Concurrent.ConcurrentQueue<string * string>()
-            let logger = {
-                new Microsoft.Extensions.Logging.ILogger with
-                    member _.BeginScope _ = null
-                    member _.IsEnabled _ = true
-                    member _.Log(_, eventId, state, error, formatter) = logged.Enqueue((eventId.Name, formatter.Invoke(state, error)))
-            }
-            use store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "old:", SweepInterval = TimeSpan.Zero), logger)
+            let logs = LogRecorder()
+            use store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "old:", SweepInterval = TimeSpan.Zero), logs)
             let random = Random 7
             let anonymous, signedIn = idFor random null, idFor random "dora"
             let! committed = store.CommitAsync(anonymous, setN 1, options, CancellationToken.None)
             Expect.equal committed CommitResult.Committed "commit"
             Expect.isFalse store.UsesFunctions "the store switched to EVALSHA"
             // Redis's own answer ("unknown command 'FCALL', with args beginning with: ...") names the call's keys.
-            let unavailable = logged |> Seq.filter (fun (name, _) -> name = "RedisFunctionsUnavailable") |> List.ofSeq
+            let unavailable = logs.Of "RedisFunctionsUnavailable"
             Expect.equal unavailable.Length 1 "logged once"
-            Expect.isFalse ((snd unavailable.Head).Contains anonymous) "the log holds no session id"
+            Expect.isFalse (unavailable.Head.Contains anonymous) "the log holds no session id"
             let! moved = store.MoveAsync(anonymous, signedIn, bindTo "dora", options, CancellationToken.None)
             Expect.equal moved CommitResult.Committed "a sign-in moves the session"
             let! loaded = store.LoadAsync(signedIn, options.IdleTimeout, CancellationToken.None)

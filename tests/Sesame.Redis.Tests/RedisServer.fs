@@ -223,3 +223,16 @@ type RedisMonitor(port: int) =
         member _.Dispose() =
             reader.Dispose()
             client.Dispose()
+
+/// A logger that keeps each entry's event name and message, for tests of what the store logs.
+[<Sealed>]
+type LogRecorder() =
+    let entries = Collections.Concurrent.ConcurrentQueue<string * string>()
+
+    /// The messages logged under an event name, oldest first.
+    member _.Of(eventName: string) = entries |> Seq.filter (fun (name, _) -> name = eventName) |> Seq.map snd |> List.ofSeq
+
+    interface Microsoft.Extensions.Logging.ILogger with
+        member _.BeginScope _ = null
+        member _.IsEnabled _ = true
+        member _.Log(_, eventId, state, error, formatter) = entries.Enqueue((eventId.Name, formatter.Invoke(state, error)))

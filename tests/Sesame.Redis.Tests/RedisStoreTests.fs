@@ -292,14 +292,8 @@ let private storeTests =
         testCaseTask "a user whose ACL forbids functions gets the same store by EVALSHA, and the log says so once"
         <| fun () ->
             asAclUser server.Value [ "~*"; "&*"; "+@all"; "-fcall"; "-function" ] (fun connection -> task {
-                let logged = Collections.Concurrent.ConcurrentQueue<string * string>()
-                let logger = {
-                    new Microsoft.Extensions.Logging.ILogger with
-                        member _.BeginScope _ = null
-                        member _.IsEnabled _ = true
-                        member _.Log(_, eventId, state, error, formatter) = logged.Enqueue((eventId.Name, formatter.Invoke(state, error)))
-                }
-                let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "acl:", SweepInterval = TimeSpan.Zero), logger)
+                let logs = LogRecorder()
+                let store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "acl:", SweepInterval = TimeSpan.Zero), logs)
                 let sessions = store :> SessionStore
                 let id = Guid.NewGuid().ToString "N"
                 for _ in 1..3 do
@@ -308,10 +302,10 @@ let private storeTests =
                 let! loaded = load sessions id
                 Expect.equal loaded (Some(json """{"n":3}""")) "every commit applied once"
                 Expect.isFalse store.UsesFunctions "the store runs its scripts by EVALSHA"
-                let unavailable = logged |> Seq.filter (fun (name, _) -> name = "RedisFunctionsUnavailable") |> List.ofSeq
+                let unavailable = logs.Of "RedisFunctionsUnavailable"
                 Expect.equal unavailable.Length 1 "logged once"
-                Expect.stringContains (snd unavailable.Head) "ACL" "the log gives the reason"
-                Expect.isFalse ((snd unavailable.Head).Contains id) "and no session id (Redis's message names the call's keys)"
+                Expect.stringContains unavailable.Head "ACL" "the log gives the reason"
+                Expect.isFalse (unavailable.Head.Contains id) "and no session id (Redis's message names the call's keys)"
             })
 
         testCaseTask "a user whose ACL forbids the store's keys gets an error for that, and the store keeps its functions"
