@@ -241,12 +241,6 @@ type internal SessionBounds
     /// Whether the store holds more than its bounds allow.
     member _.IsOver = count () > maxCount || bytes () > maxBytes
 
-    /// The count below which eviction of new sessions stops once the count bound is passed.
-    member _.LowCount = lowCount
-
-    /// The bytes below which eviction of new sessions stops once the byte bound is passed.
-    member _.LowBytes = lowBytes
-
     /// Bounds for a store that holds every session in the order.
     new(policy, maxCount, maxBytes, count, bytes, evict) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, (fun _ _ -> false))
 
