@@ -1,7 +1,6 @@
 namespace Sesame.Redis
 
 open System
-open System.IO
 open System.Runtime.ExceptionServices
 open System.Security.Cryptography
 open System.Text
@@ -45,9 +44,6 @@ type internal RedisScript private (name: string, text: string) =
     /// The script's SHA-1, as EVALSHA takes it.
     member _.Hash = hash
 
-    /// The script's function in the store's library.
-    member _.FunctionName = functionName
-
     /// <summary>
     /// Loads an embedded script (its logical name is Sesame.Redis.NAME.lua) with the shared parts it builds on
     /// (Layout, and Patch for scripts that change a session) before it, as one text: KEYS and ARGV become locals
@@ -57,10 +53,15 @@ type internal RedisScript private (name: string, text: string) =
         let body = String.concat "\n" [ for part in parts -> RedisLibrary.read part ]
         RedisScript(name, $"local KEYS, ARGV = KEYS, ARGV\n{body}\nbind(KEYS, ARGV)\n{RedisLibrary.read name}")
 
-    /// FCALL's arguments after the command: the function, the number of keys, the keys, the arguments.
-    member private _.CallArguments(keys: RedisKey[], arguments: RedisValue[]) : obj[] =
+    /// The arguments after FCALL, EVALSHA or EVAL: what to run (the function's name, the SHA-1 in hex, the text), the
+    /// number of keys, the keys, the arguments.
+    member private _.CommandArguments(command: string, keys: RedisKey[], arguments: RedisValue[]) : obj[] =
         let all = Array.zeroCreate<obj>(2 + keys.Length + arguments.Length)
-        all[0] <- box functionName
+        all[0] <-
+            match command with
+            | "FCALL" -> box functionName
+            | "EVALSHA" -> box hashHex
+            | _ -> box text
         all[1] <- box keys.Length
         for i in 0 .. keys.Length - 1 do
             all[2 + i] <- box keys[i]
@@ -103,7 +104,7 @@ type internal RedisScript private (name: string, text: string) =
     member this.CallAsync
         (connection: IConnectionMultiplexer, database: IDatabaseAsync, keys: RedisKey[], arguments: RedisValue[], onLoad: unit -> unit, onReload: unit -> unit)
         : Task<RedisResult> =
-        let call = this.CallArguments(keys, arguments)
+        let call = this.CommandArguments("FCALL", keys, arguments)
         this.WithFallback(
             (fun () -> connection.GetServer(keys[0], null, CommandFlags.None)),
             onLoad,
@@ -151,30 +152,18 @@ type internal RedisScript private (name: string, text: string) =
             onReload: unit -> unit
         ) : Task<struct (RedisResult * int64)> =
         let waitArguments: obj[] = [| box replicas; box timeoutMilliseconds |]
+        // command is FCALL, EVALSHA or EVAL.
         let send (command: string) : struct (Task<RedisResult> * Task<RedisResult>) =
-            if command = "FCALL" then
-                let call = this.CallArguments(keys, arguments)
-                if cluster then
-                    let server = connection.GetServer(keys[0], null, CommandFlags.None)
-                    struct (server.ExecuteAsync("FCALL", call, CommandFlags.NoRedirect), server.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
-                else
-                    struct (database.ExecuteAsync("FCALL", call, CommandFlags.None), database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
-            elif cluster then
+            if cluster then
                 let server = connection.GetServer(keys[0], null, CommandFlags.None)
-                let evaluate: obj[] = [|
-                    yield (if command = "EVAL" then box text else box hashHex)
-                    yield box (int64 keys.Length)
-                    for key in keys -> box key
-                    for argument in arguments -> box argument
-                |]
-                let ran = server.ExecuteAsync(command, evaluate, CommandFlags.NoRedirect)
+                let ran = server.ExecuteAsync(command, this.CommandArguments(command, keys, arguments), CommandFlags.NoRedirect)
                 struct (ran, server.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
             else
                 let ran =
-                    if command = "EVAL" then
-                        database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
-                    else
-                        database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
+                    match command with
+                    | "FCALL" -> database.ExecuteAsync("FCALL", this.CommandArguments(command, keys, arguments), CommandFlags.None)
+                    | "EVALSHA" -> database.ScriptEvaluateAsync(hash, keys, arguments, CommandFlags.None)
+                    | _ -> database.ScriptEvaluateAsync(text, keys, arguments, CommandFlags.None)
                 struct (ran, database.ExecuteAsync("WAIT", waitArguments, CommandFlags.None))
         // Both replies; if the command failed, the WAIT's own failure is observed and the command's raised.
         let run (command: string) : Task<struct (RedisResult * int64)> =
