@@ -26,14 +26,12 @@ local function main()
   local now = nowMs()
   local oldOwner = false
   if mode == 'k' then
-    local kind = redis.call('TYPE', fromKey)['ok']
-    if kind == 'none' then
+    local meta = readMeta(fromKey, '#v', '#s', '#m', '#u')
+    if not meta then
       local report = ended(fromId, now)
       if report then return { 'gone', report[1], report[2] } end
       return { 'gone' }
     end
-    if kind ~= 'hash' then stop('corrupt', 'the key holds a ' .. kind .. ', not a hash') end
-    local meta = redis.call('HMGET', fromKey, '#v', '#s', '#m', '#u')
     checkMark(meta[3], now)
     openStored(fromKey, meta[1], meta[2])
     oldOwner = meta[4]
