@@ -28,10 +28,12 @@ let private launchAsync (playwright: IPlaywright) : Task<IBrowser> =
             $"Chromium is missing: {path} does not exist. The browser tests need it; install it with `apt-get update && apt-get install -y chromium` (or set SESAME_CHROMIUM to a Chromium executable). Playwright cannot download its own browser here."
     playwright.Chromium.LaunchAsync(BrowserTypeLaunchOptions(ExecutablePath = path, Headless = true, Args = [ "--disable-dev-shm-usage" ]))
 
-/// Signs a new browser context (its own cookie jar, its own user agent) in as a user through the login form.
-let private signInAsync (browser: IBrowser) (address: string) (device: string) (user: string) : Task<IPage> = task {
+/// Signs a new browser context (its own cookie jar, its own user agent) in as a user through the login form; the
+/// page joins <paramref name="pages"/> (for the report of a failure).
+let private signInAsync (pages: ResizeArray<IPage>) (browser: IBrowser) (address: string) (device: string) (user: string) : Task<IPage> = task {
     let! context = browser.NewContextAsync(BrowserNewContextOptions(BaseURL = address, UserAgent = device))
     let! page = context.NewPageAsync()
+    pages.Add page
     let! _ = page.GotoAsync "/login"
     do! page.FillAsync("input[name=user]", user)
     do! page.ClickAsync "button[type=submit]"
@@ -58,9 +60,9 @@ let private tryFinallyAsync (body: unit -> Task<unit>) (cleanup: unit -> Task) :
 }
 
 /// Two browsers sign in as ada; the laptop lists both devices, ends the phone's session; the phone is signed out.
-let private scenario (sampleName: string) (browser: IBrowser) (address: string) : Task<unit> = task {
-    let! laptop = signInAsync browser address "Sesame test laptop" "ada"
-    let! phone = signInAsync browser address "Sesame test phone" "ada"
+let private scenario (sampleName: string) (pages: ResizeArray<IPage>) (browser: IBrowser) (address: string) : Task<unit> = task {
+    let! laptop = signInAsync pages browser address "Sesame test laptop" "ada"
+    let! phone = signInAsync pages browser address "Sesame test phone" "ada"
 
     let! _ = laptop.GotoAsync "/devices"
     let! rows = rowsAsync laptop
@@ -94,6 +96,27 @@ let private scenario (sampleName: string) (browser: IBrowser) (address: string) 
     Expect.equal shown "ada" "The laptop stays signed in."
 }
 
+/// A failed scenario's report: the failure, where each browser page was (with a screenshot of it), and every request
+/// the app saw, so that a failure that happens once in many runs can be read from its log alone.
+let private failureReport (sampleName: string) (failure: exn) (pages: ResizeArray<IPage>) (sample: RunningSample) : Task<string> = task {
+    let lines = ResizeArray<string>([ failure.Message; ""; "Browser pages:" ])
+    Directory.CreateDirectory screenshotDirectory |> ignore
+    for i, page in Seq.indexed pages do
+        let shot = Path.Combine(screenshotDirectory, $"{sampleName}-failure-{i}.png")
+        let! saved = task {
+            try
+                let! _ = page.ScreenshotAsync(PageScreenshotOptions(Path = shot, FullPage = true, Timeout = 5000.0f))
+                return $"screenshot {shot}"
+            with e ->
+                return $"no screenshot ({e.Message})"
+        }
+        lines.Add $"  page {i}: {page.Url} ({saved})"
+    lines.Add ""
+    lines.Add "Requests the app saw:"
+    lines.Add(string sample.Requests)
+    return String.Join("\n", lines)
+}
+
 /// The scenario, on a sample started by <paramref name="startSample"/>.
 let private endAnotherDevice (sampleName: string) (startSample: unit -> Task<RunningSample>) () : Task<unit> = task {
     use! playwright = Playwright.CreateAsync()
@@ -102,7 +125,17 @@ let private endAnotherDevice (sampleName: string) (startSample: unit -> Task<Run
         tryFinallyAsync
             (fun () -> task {
                 let! sample = startSample ()
-                do! tryFinallyAsync (fun () -> scenario sampleName browser sample.Address) (fun () -> (sample :> IAsyncDisposable).DisposeAsync().AsTask())
+                let pages = ResizeArray<IPage>()
+                do!
+                    tryFinallyAsync
+                        (fun () -> task {
+                            try
+                                do! scenario sampleName pages browser sample.Address
+                            with failure ->
+                                let! report = failureReport sampleName failure pages sample
+                                failtest report
+                        })
+                        (fun () -> (sample :> IAsyncDisposable).DisposeAsync().AsTask())
             })
             (fun () -> browser.CloseAsync())
 }
