@@ -343,7 +343,8 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             elif limit.Policy = UserLimitPolicy.Refuse then
                 false
             else
-                for struct (id, entry) in others |> List.sortBy (fun (struct (_, e)) -> e.LastSeen) |> List.truncate excess do
+                let leastRecentFirst (struct (a, ea: MemoryEntry)) (struct (b, eb: MemoryEntry)) = LeastRecentFirst.compare a ea.LastSeen b eb.LastSeen
+                for struct (id, entry) in others |> List.sortWith leastRecentFirst |> List.truncate excess do
                     // The user lock is held: remove directly, then report.
                     if sessions.TryRemove(KeyValuePair(id, entry)) then
                         forgetRemoved id entry

@@ -175,7 +175,11 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
 
 /// <summary>What a store does when binding a session to a user would pass <see cref="P:Sesame.UserLimit.MaxSessions"/>.</summary>
 type UserLimitPolicy =
-    /// End the user's least recently used sessions to make room (the new sign-in always gets in).
+    /// <summary>
+    /// End the user's least recently used sessions to make room (the new sign-in always gets in): the least recently
+    /// seen first, to the millisecond, ties broken by the ids' ordinal order, so that every store ends the same
+    /// sessions and reports them in that order.
+    /// </summary>
     | EndLeastRecent = 0
     /// Refuse the new binding (<see cref="F:Sesame.CommitResult.UserLimitReached"/>); the user's sessions stay as they are.
     | Refuse = 1
@@ -191,6 +195,13 @@ type UserLimit = {
 
     /// No limit.
     static member None = { MaxSessions = 0; Policy = UserLimitPolicy.EndLeastRecent }
+
+/// The order in which <see cref="F:Sesame.UserLimitPolicy.EndLeastRecent"/> ends sessions, for the stores in this process.
+module internal LeastRecentFirst =
+    /// Compares two sessions by last-seen time in whole milliseconds (as Redis and PostgreSQL keep it), then by id.
+    let compare (idA: string) (seenTicksA: int64) (idB: string) (seenTicksB: int64) : int =
+        let byTime = compare (seenTicksA / TimeSpan.TicksPerMillisecond) (seenTicksB / TimeSpan.TicksPerMillisecond)
+        if byTime <> 0 then byTime else String.CompareOrdinal(idA, idB)
 
 /// <summary>How one commit treats the stored session.</summary>
 [<Struct; NoComparison>]

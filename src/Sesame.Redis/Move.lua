@@ -67,7 +67,17 @@ local function main()
     local excess = #live + 1 - maxSessions
     if excess > 0 then
       if policy == 'r' then stop('limit') end
-      table.sort(live, function(a, b) return a[2] < b[2] end)
+      -- Ties of last-seen time go by id, byte by byte (Lua's < on strings follows the server's locale), as every
+      -- store breaks them, so all of them end the same sessions.
+      table.sort(live, function(a, b)
+        if a[2] ~= b[2] then return a[2] < b[2] end
+        local x, y = a[1], b[1]
+        for i = 1, math.min(#x, #y) do
+          local p, q = x:byte(i), y:byte(i)
+          if p ~= q then return p < q end
+        end
+        return #x < #y
+      end)
       for i = 1, excess do
         local victim = live[i][1]
         victims[#victims + 1] = { victim, readTree(sessionKey(victim), FACTS, {}) }

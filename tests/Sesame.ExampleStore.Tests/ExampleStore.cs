@@ -260,7 +260,7 @@ public sealed class ExampleStore : SessionStore
             return false;
         }
 
-        foreach (var (id, entry) in others.OrderBy(session => session.Entry.LastSeen).Take(excess))
+        foreach (var (id, entry) in others.OrderBy(session => session.Entry.LastSeen.ToUnixTimeMilliseconds()).ThenBy(session => session.Id, StringComparer.Ordinal).Take(excess))
         {
             Remove(id);
             ended.Add(new Ended(id, entry.Session.Meta, SessionEndReason.UserLimit));

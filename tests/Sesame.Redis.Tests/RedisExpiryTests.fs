@@ -10,6 +10,7 @@ open Sesame
 open Sesame.Redis
 open Sesame.Redis.Tests.RedisModel
 open Sesame.Redis.Tests.RedisServer
+open Sesame.Tests.StoreContract
 open Sesame.Tests.Helpers
 open StackExchange.Redis
 

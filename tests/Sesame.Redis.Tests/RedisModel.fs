@@ -10,6 +10,7 @@ open System.Text
 open System.Threading
 open System.Threading.Tasks
 open Sesame
+open Sesame.Tests.StoreContract
 
 let private alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -100,17 +101,6 @@ type Generator(seed: int) =
             else
                 ValueNone
         SessionChange(data, meta, upgrade)
-
-/// Records what a store reports it ended.
-[<Sealed>]
-type EndedRecorder() =
-    let ended = ResizeArray<string * string * SessionEndReason>()
-
-    /// (id, facts as JSON, reason), in the order reported.
-    member _.Ended = lock ended (fun () -> List.ofSeq ended)
-
-    interface ISessionStoreObserver with
-        member _.SessionEnded(id, meta, reason) = lock ended (fun () -> ended.Add((id, Json.serialize meta, reason)))
 
 let private outcome (work: unit -> Task<'result>) : Task<Result<'result, string>> = task {
     try

@@ -328,6 +328,38 @@ let private storeTests =
             Expect.isTrue (delta "eval" + delta "script|load" >= 2L) "The scripts were sent again by text."
         }
 
+        testCaseTask "at a user's limit, sessions seen in the same millisecond end in id order, byte by byte, the lowest first"
+        <| fun () -> task {
+            // As the memory, file and PostgreSQL stores break ties. Lua's < on strings follows the server's locale,
+            // which may sort 'a' before 'B'; ids are compared by their bytes.
+            let store = server.Value.Store "ties:"
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let recorder = EndedRecorder()
+            sessions.Observer <- recorder
+            for round in 1..12 do
+                let user = $"ties-{round}-{Guid.NewGuid():N}"
+                let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+                let signIn (limit: int) = task {
+                    let id = SessionId.createFor user
+                    let options = { creating with UserLimit = { MaxSessions = limit; Policy = UserLimitPolicy.EndLeastRecent } }
+                    let! result = sessions.MoveAsync(null, id, bind, options, testToken ())
+                    Expect.equal result CommitResult.Committed $"round {round}: signed in"
+                    return id
+                }
+                let! tied = Task.WhenAll [ for _ in 1..3 -> signIn 0 ]
+                let! later = signIn 0
+                // Three seen in the same millisecond, one a second later.
+                for id, seen in [ for id in tied -> id, "1000" ] @ [ later, "2000" ] do
+                    let! _ = db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit "#t", RedisValue.op_Implicit seen)
+                    ()
+                let before = recorder.EndedIds.Length
+                let! _ = signIn 3
+                let expected = tied |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) |> Array.truncate 2 |> List.ofArray
+                let ended = recorder.EndedIds |> List.skip before
+                Expect.equal ended [ for id in expected -> id, SessionEndReason.UserLimit ] $"round {round}: ended and reported in id order"
+        }
+
         testCaseTask "a key that does not hold a session is an error for that session only"
         <| fun () -> task {
             let store = server.Value.Store()

@@ -357,6 +357,7 @@ let tests =
     testList "FileStore" [
         fileStoreContract
         fileStoreAcrossRestartsContract
+        leastRecentTies (fun clock -> FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> SessionStore)
         testList "crashes" Crash.tests
         testCaseTask "a reopened store serves every session as it was, and not the deleted ones"
         <| fun () -> task {

@@ -11,6 +11,7 @@ let tests =
     testList "MemoryStore" [
         // The store contract, run against the memory store on a clock of each test's own.
         storeContractOnClock "contract" (fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore)
+        leastRecentTies (fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore)
 
         testCaseTask "seeded sessions are served from the start"
         <| fun () -> task {

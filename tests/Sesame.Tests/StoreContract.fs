@@ -66,3 +66,63 @@ let largeCommitAllocation (store: SessionStore) : struct (int64 * int64 * Commit
     let allocated = GC.GetAllocatedBytesForCurrentThread() - before
     GC.KeepAlive loaded
     struct (allocated, 200_000L, result)
+
+/// Records the sessions a store ends by itself, in the order it reports them.
+[<Sealed>]
+type EndedRecorder() =
+    let ended = ResizeArray<string * string * SessionEndReason>()
+
+    /// (id, facts as JSON, reason), in the order reported.
+    member _.Ended = lock ended (fun () -> List.ofSeq ended)
+
+    /// (id, reason), in the order reported.
+    member this.EndedIds = this.Ended |> List.map (fun (id, _, reason) -> id, reason)
+
+    interface ISessionStoreObserver with
+        member _.SessionEnded(id, meta, reason) = lock ended (fun () -> ended.Add((id, Json.serialize meta, reason)))
+
+/// <summary>
+/// For a store that reads a clock: ties of last-seen time at a user's limit. Sessions seen within one millisecond are
+/// equally recent (Redis and PostgreSQL keep milliseconds), so <c>EndLeastRecent</c> ends the lowest ids first
+/// (ordinal order) and reports them in that order, whichever was seen first within the millisecond.
+/// </summary>
+let leastRecentTies (createStore: TimeProvider -> SessionStore) : Test =
+    testCaseTask "at a user's limit, sessions seen in the same millisecond end in id order, the lowest first"
+    <| fun () -> task {
+        // Ids are random: across the rounds, the session seen last within the millisecond has one of the two lowest ids
+        // in all but (1/3)^12 of runs, where ending by tick would choose differently.
+        for round in 1..12 do
+            let clock = ManualClock()
+            let store = createStore clock
+            let recorder = EndedRecorder()
+            store.Observer <- recorder
+            let user = $"ties-{round}-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+            let signIn (limit: int) = task {
+                let id = SessionId.createFor user
+                let! result =
+                    store.MoveAsync(
+                        null,
+                        id,
+                        bind,
+                        { creating with UserLimit = { MaxSessions = limit; Policy = UserLimitPolicy.EndLeastRecent } },
+                        Helpers.testToken ()
+                    )
+                Expect.equal result CommitResult.Committed $"round {round}: signed in"
+                return id
+            }
+            // Three sessions within one millisecond (two at the same tick, one 0.4 ms later), then one 5 ms later.
+            let! first = signIn 0
+            let! second = signIn 0
+            clock.Advance(TimeSpan.FromMilliseconds 0.4)
+            let! third = signIn 0
+            clock.Advance(TimeSpan.FromMilliseconds 5.0)
+            let! _ = signIn 0
+            // A fifth at a limit of three ends two: the two lowest ids of the three that tie.
+            let! _ = signIn 3
+            let expected = [ first; second; third ] |> List.sortWith (fun a b -> String.CompareOrdinal(a, b)) |> List.truncate 2
+            Expect.equal recorder.EndedIds [ for id in expected -> id, SessionEndReason.UserLimit ] $"round {round}: ended and reported in id order"
+            match box store with
+            | :? IDisposable as disposable -> disposable.Dispose()
+            | _ -> ()
+    }

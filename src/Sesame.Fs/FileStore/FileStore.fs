@@ -235,7 +235,8 @@ type FileStore
             elif limit.Policy = UserLimitPolicy.Refuse then
                 false
             else
-                for struct (id, session, _) in others |> List.sortBy (fun (struct (_, _, seen)) -> seen) |> List.truncate excess do
+                let leastRecentFirst (struct (a, _, seenA)) (struct (b, _, seenB)) = LeastRecentFirst.compare a seenA b seenB
+                for struct (id, session, _) in others |> List.sortWith leastRecentFirst |> List.truncate excess do
                     let ended =
                         lock session (fun () ->
                             let value = session.Latest
