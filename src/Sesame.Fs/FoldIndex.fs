@@ -28,6 +28,12 @@ type internal Pending =
         | Drop false -> true
         | _ -> false
 
+    /// A removal kept as set null then remove: it superseded updates that created the containers above it.
+    member this.IsCreatingDrop =
+        match this with
+        | Drop true -> true
+        | _ -> false
+
 /// One update the fold keeps: its path, what it does, and its place in the patch. A place is never shifted: an update
 /// that supersedes others may take the place of one of them, so places are reused, and the patch is the live entries
 /// in place order.
@@ -274,17 +280,21 @@ type internal FoldIndex(capacity: int) =
 
     /// <summary>
     /// Removes every entry at or below <paramref name="node"/>. Gives the place of the earliest removed entry that
-    /// created something (-1 if none: an entry may then take it, see Add), and what the latest entry at the node itself did.
+    /// created something (-1 if none: an entry may then take it, see Add), what the latest entry at the node itself did,
+    /// and, when the node's path was removed and then set again (a removal that created the containers above it, then a
+    /// set: see Patch.foldChecked), the place of that set, else -1.
     /// </summary>
-    member _.ClearAt(node: FoldNode) : struct (int * Pending voption) =
+    member _.ClearAt(node: FoldNode) : struct (int * Pending voption * int) =
         let latest = node.Latest
+        let other = node.LastOther
+        let setAgainAt = if not (isNull other) && not (isNull other.Previous) && other.Previous.Pending.IsCreatingDrop then other.Place else -1
         let firstCreator = clear node
         // The nodes below are dropped whole, so a later clear above does not walk them again.
         node.ClearChildren()
         node.AddedBelow <- null
         ancestorsAdd node.Parent -node.BareDrops
         node.BareDrops <- 0
-        struct (firstCreator, (if isNull latest then ValueNone else ValueSome latest.Pending))
+        struct (firstCreator, (if isNull latest then ValueNone else ValueSome latest.Pending), setAgainAt)
 
     /// <summary>Removes the bare removals strictly below <paramref name="node"/>.</summary>
     member _.RemoveBareDropsBelow(node: FoldNode) : unit =

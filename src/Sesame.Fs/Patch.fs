@@ -76,7 +76,7 @@ module Patch =
                 // an update after it may rely on that (an array item it appended), and moving the creation
                 // before an update it relies on would fail. With no creator it happens now, so it goes last.
                 let node = index.NodeFrom(reached, path)
-                let struct (at, exact) = index.ClearAt node
+                let struct (at, exact, setAgainAt) = index.ClearAt node
                 let creates = at >= 0
                 let at = if creates then at else index.End
                 let place pending = index.Add(node, path, pending, at)
@@ -86,6 +86,11 @@ module Patch =
                 | ValueSome value, ValueSome(Pending.Drop true) ->
                     place (Pending.Drop true)
                     index.Append(node, path, Pending.Put value)
+                // Removed that way and set again since: the key came back where it was set again, and this set
+                // changes its value there.
+                | ValueSome value, _ when setAgainAt >= 0 ->
+                    place (Pending.Drop true)
+                    index.Add(node, path, Pending.Put value, setAgainAt)
                 // Removed earlier in the request, having created nothing: removed and set again, now.
                 | ValueSome value, ValueSome(Pending.Drop false) -> index.Append(node, path, Pending.Replace value)
                 // Removed and set again earlier: still so, where that happened.

@@ -84,6 +84,29 @@ let private longLogs: Arbitrary<Scenario> =
     }
     Arb.fromGenShrink (generate, fun scenario -> shrinkList scenario.Updates |> Seq.map (fun shorter -> { scenario with Updates = shorter }))
 
+/// Updates over an object of 14 keys and an array of 12 items, each a small object: wider than the fold's index scans
+/// (8 children), so its lookups go through its dictionaries of keys and of indexes, and across the switch to them.
+let private wideScenarios: Arbitrary<Scenario> =
+    let keys = [ for k in 0..13 -> $"k{k}" ]
+    let keyPath = Gen.elements keys |> Gen.map (fun k -> SessionPath.OfKeys("w", k))
+    let itemPath = Gen.choose (0, 11) |> Gen.map (fun i -> SessionPath.OfKeys("l").Index i)
+    let anyPath = Gen.oneof [ keyPath; itemPath ]
+    let update =
+        Gen.frequency [
+            4, Gen.map2 Update.set anyPath (Gen.elements [ json """{"n":1}"""; json "{}"; json """{"log":[]}""" ])
+            3, Gen.map2 Update.increment (anyPath |> Gen.map (fun p -> p.Key "n")) (Gen.elements [ 1m; -2m ])
+            2, Gen.map Update.remove (Gen.oneof [ keyPath; anyPath |> Gen.map (fun p -> p.Key "n") ])
+            1, Gen.map2 Update.append (keyPath |> Gen.map (fun p -> p.Key "log")) (Gen.elements [ Json.int64 1L; Json.string "x" ])
+            1, Gen.map (Update.append (SessionPath.OfKeys "l")) (Gen.elements [ json """{"n":5}"""; json "3" ])
+        ]
+    let start = Json.object [ "w", Json.object [ for k in keys -> k, json """{"n":0}""" ]; "l", Json.array [ for _ in 0..11 -> json """{"n":0}""" ] ]
+    let generate = gen {
+        let! count = Gen.choose (10, 200)
+        let! updates = Gen.listOfLength count update
+        return { Tree = start; Updates = updates }
+    }
+    Arb.fromGenShrink (generate, fun scenario -> shrinkList scenario.Updates |> Seq.map (fun shorter -> { scenario with Updates = shorter }))
+
 // ---------------------------------------------------------------------------------------------
 // Laws
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +213,23 @@ let tests =
             law "around arrays" 20_000 arrayScenarios
         ]
 
+        testGuardedLawWith 3_000 "over wide objects and arrays, applying the folded patch equals applying the updates one by one"
+        <| fun () ->
+            let mutable succeeded = 0
+            Prop.forAll wideScenarios (fun scenario ->
+                match tryOneByOne scenario.Updates scenario.Tree with
+                | Error _ -> true
+                | Ok expected ->
+                    succeeded <- succeeded + 1
+                    let patch = Patch.fold scenario.Updates
+                    match Patch.tryApply patch scenario.Tree with
+                    | Ok actual ->
+                        claim (sameText actual expected) (fun () ->
+                            $"patch {show patch} gave {Json.serialize actual}, one by one gave {Json.serialize expected}")
+                        && claim (normalized patch.Updates) (fun () -> $"patch {show patch} is not normalized")
+                    | Error e -> failwith $"patch {show patch} failed: {e.Message}; one by one gave {Json.serialize expected}"),
+            fun () -> Expect.isGreaterThan succeeded 1_000 $"only {succeeded} of the update sequences applied one by one"
+
         testLaw "long logs of updates nesting in each other fold to a normalized patch that applies as they do one by one"
         <| fun () ->
             Prop.forAll longLogs (fun scenario ->
@@ -294,6 +334,15 @@ let tests =
                 ((Patch.fold [ remove "n"; increment "n" "1"; increment "n" "2" ]).Updates: Update list)
                 ([ remove "n"; set "n" "3" ])
                 "(Patch.fold [ remove 'n'; increment 'n' '1'; increment 'n' '2' ]).U..."
+
+        testCase "a key removed, set again below and then set keeps the place applying one by one gives it: the end of its object"
+        <| fun () ->
+            let tree = json """{"w":{"k0":{"n":0},"k1":1}}"""
+            let updates = [ set "w.k0" """{"n":1}"""; remove "w.k0"; increment "w.k0.n" "-2"; set "w.k0" "{}" ]
+            let expected = oneByOne updates tree
+            Expect.equal (Json.serialize expected) """{"w":{"k1":1,"k0":{}}}""" "one by one"
+            let patch = Patch.fold updates
+            Expect.equal (Json.serialize (Patch.apply patch tree)) (Json.serialize expected) $"the patch {show patch}"
 
         testCase "a set then a remove of the same path leaves a remove"
         <| fun () ->
