@@ -34,6 +34,13 @@ type internal Pending =
         | Drop true -> true
         | _ -> false
 
+/// The two removals, made once: the fold keeps one for most removes, and for every update with nothing above it.
+module internal Drops =
+    /// A removal that created nothing.
+    let bare = Pending.Drop false
+    /// A removal after updates that created the containers above it.
+    let creating = Pending.Drop true
+
 /// One update the fold keeps: its path, what it does, and its place in the patch. A place is never shifted: an update
 /// that supersedes others may take the place of one of them, so places are reused, and the patch is the live entries
 /// in place order.
@@ -49,32 +56,24 @@ type internal FoldEntry(path: SessionPath, node: FoldNode, place: int, pending: 
     /// first, instead of holding lists (most nodes hold one entry or none).
     member val Previous: FoldEntry = null with get, set
 
-/// A path in the trie of kept entries: the live entries at exactly this path, and its children.
-and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, segment: Segment, depth: int) =
+/// A path in the trie of kept entries: the live entries at exactly this path, and its children. Its segment is held
+/// as a key (null for an array index) and an index, so a lookup compares strings or integers, not union cases.
+and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string, index: int, depth: int) =
     /// Children are looked up by a scan while few, then through a dictionary.
     static let indexFrom = 8
 
-    static let sameSegment (a: Segment) (b: Segment) =
-        match a, b with
-        | Segment.Key x, Segment.Key y -> String.Equals(x, y, StringComparison.Ordinal)
-        | Segment.Index i, Segment.Index j -> i = j
-        | _ -> false
-
-    static let segments = {
-        new IEqualityComparer<Segment> with
-            member _.Equals(a, b) = sameSegment a b
-
-            member _.GetHashCode segment =
-                match segment with
-                | Segment.Key key -> StringComparer.Ordinal.GetHashCode key
-                | Segment.Index i -> i
-    }
-
     let mutable children: ResizeArray<FoldNode> = null
-    let mutable childIndex: Dictionary<Segment, FoldNode> = null
+    let mutable byKey: Dictionary<string, FoldNode> = null
+    let mutable byIndex: Dictionary<int, FoldNode> = null
+
+    /// The root of a trie.
+    new() = FoldNode(null, null, 0, 0)
 
     member _.Parent = parent
-    member _.Segment = segment
+    /// The object key this node is at, or null for an array index.
+    member _.Key = key
+    /// The array index this node is at (when Key is null).
+    member _.Index = index
     member _.Depth = depth
     /// The latest live entry here that is not an append (the rest follow through Previous, in place order).
     member val LastOther: FoldEntry = null with get, set
@@ -89,40 +88,68 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, segment: Se
 
     member _.Children: ResizeArray<FoldNode> = children
 
-    member _.Child(segment: Segment) : FoldNode =
-        if not (isNull childIndex) then
-            match childIndex.TryGetValue segment with
+    /// The child at a key (not null) or, when the key is null, at an array index; null if there is none.
+    member _.Child(childKey: string, childIndex: int) : FoldNode =
+        if isNull children then
+            null
+        elif isNull childKey then
+            if not (isNull byIndex) then
+                match byIndex.TryGetValue childIndex with
+                | true, child -> child
+                | _ -> null
+            else
+                let mutable found = null
+                let mutable i = 0
+                while isNull found && i < children.Count do
+                    let c = children[i]
+                    if isNull c.Key && c.Index = childIndex then found <- c
+                    i <- i + 1
+                found
+        elif not (isNull byKey) then
+            match byKey.TryGetValue childKey with
             | true, child -> child
             | _ -> null
-        elif isNull children then
-            null
         else
             let mutable found = null
             let mutable i = 0
             while isNull found && i < children.Count do
-                if sameSegment children[i].Segment segment then found <- children[i]
+                let c = children[i]
+                if String.Equals(childKey, c.Key) then found <- c
                 i <- i + 1
             found
 
+    member this.Child(segment: Segment) : FoldNode =
+        match segment with
+        | Segment.Key k -> this.Child(k, 0)
+        | Segment.Index i -> this.Child(null, i)
+
+    /// Adds a child this node does not have yet.
+    member this.AddChild(segment: Segment) : FoldNode =
+        let child =
+            match segment with
+            | Segment.Key k -> FoldNode(this, k, 0, depth + 1)
+            | Segment.Index i -> FoldNode(this, null, i, depth + 1)
+        if isNull children then children <- ResizeArray<FoldNode>(2)
+        children.Add child
+        if not (isNull byKey) then
+            if isNull child.Key then byIndex.Add(child.Index, child) else byKey.Add(child.Key, child)
+        elif children.Count > indexFrom then
+            byKey <- Dictionary<string, FoldNode>(children.Count * 2, StringComparer.Ordinal)
+            byIndex <- Dictionary<int, FoldNode>()
+            for c in children do
+                if isNull c.Key then byIndex.Add(c.Index, c) else byKey.Add(c.Key, c)
+        child
+
     member this.GetOrAddChild(segment: Segment) : FoldNode =
         match this.Child segment with
-        | null ->
-            let child = FoldNode(this, segment, depth + 1)
-            if isNull children then children <- ResizeArray<FoldNode>(2)
-            children.Add child
-            if not (isNull childIndex) then
-                childIndex.Add(segment, child)
-            elif children.Count > indexFrom then
-                childIndex <- Dictionary<Segment, FoldNode>(children.Count * 2, segments)
-                for c in children do
-                    childIndex.Add(c.Segment, c)
-            child
+        | null -> this.AddChild segment
         | child -> child
 
     /// Drops every child (their entries are gone).
     member _.ClearChildren() =
         children <- null
-        childIndex <- null
+        byKey <- null
+        byIndex <- null
 
     /// The latest live entry here, appends included.
     member this.Latest: FoldEntry =
@@ -140,7 +167,7 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, segment: Se
 /// </summary>
 [<Sealed>]
 type internal FoldIndex(capacity: int) =
-    let root = FoldNode(null, Segment.Index 0, 0)
+    let root = FoldNode()
     /// The entries by place; null where an entry was removed (the gaps are skipped when the patch is read).
     let places = ResizeArray<FoldEntry>(capacity)
 
@@ -219,22 +246,28 @@ type internal FoldIndex(capacity: int) =
         let mutable rest = path.Segments
         while not (isNull node) do
             reached <- node
-            let candidate = if List.isEmpty rest then node.Latest else node.LastOther
-            if not (isNull candidate) && (isNull latest || candidate.Place > latest.Place) then latest <- candidate
             match rest with
             | segment :: tail ->
+                let candidate = node.LastOther
+                if not (isNull candidate) && (isNull latest || candidate.Place > latest.Place) then latest <- candidate
                 node <- node.Child segment
                 rest <- tail
-            | [] -> node <- null
+            | [] ->
+                let candidate = node.Latest
+                if not (isNull candidate) && (isNull latest || candidate.Place > latest.Place) then latest <- candidate
+                node <- null
         latest
 
-    /// The node of a path, added if missing, from a node on the path (one LatestAbove reached), so the path is
-    /// looked up once.
+    /// <summary>
+    /// The node of a path, added with the nodes above it that are missing, from the node LatestAbove reached for that
+    /// path, with nothing added or cleared since: the path's deepest node that exists, so every node below it on the
+    /// path is new and is added without a lookup.
+    /// </summary>
     member _.NodeFrom(reached: FoldNode, path: SessionPath) : FoldNode =
         let mutable node = reached
         let mutable rest = List.skip reached.Depth path.Segments
         while not (List.isEmpty rest) do
-            node <- node.GetOrAddChild(List.head rest)
+            node <- node.AddChild(List.head rest)
             rest <- List.tail rest
         node
 
@@ -295,6 +328,24 @@ type internal FoldIndex(capacity: int) =
         ancestorsAdd node.Parent -node.BareDrops
         node.BareDrops <- 0
         struct (firstCreator, (if isNull latest then ValueNone else ValueSome latest.Pending), setAgainAt)
+
+    /// <summary>
+    /// The one entry at <paramref name="node"/> when it is all the node and its subtree hold (no other entry, no
+    /// append, no child): an update that supersedes it can then change it where it stands, as ClearAt then Add at its
+    /// place would, without them. Null otherwise.
+    /// </summary>
+    member _.Sole(node: FoldNode) : FoldEntry =
+        let entry = node.LastOther
+        if not (isNull entry) && isNull entry.Previous && isNull node.LastAppend && isNull node.Children then entry else null
+
+    /// <summary>Changes what a sole entry (see Sole) does, where it stands.</summary>
+    member _.Change(entry: FoldEntry, pending: Pending) : unit =
+        let wasBare = entry.Pending.IsBareDrop
+        entry.Pending <- pending
+        match wasBare, pending.IsBareDrop with
+        | false, true -> ancestorsAdd entry.Node 1
+        | true, false -> ancestorsAdd entry.Node -1
+        | _ -> ()
 
     /// <summary>Removes the bare removals strictly below <paramref name="node"/>.</summary>
     member _.RemoveBareDropsBelow(node: FoldNode) : unit =

@@ -50,14 +50,13 @@ module Patch =
               ->
               { updates = [ single[0] ] }
         | _ ->
+            let updates =
+                match updates with
+                | :? (Update[]) as all -> all
+                | _ -> Seq.toArray updates
             // The kept entries, by path and in patch order: each question below costs a path's depth, not a scan of
             // every entry, so n updates fold in about n times their depth.
-            let index =
-                FoldIndex(
-                    match updates with
-                    | :? (Update[]) as all -> all.Length
-                    | _ -> 16
-                )
+            let index = FoldIndex(updates.Length)
             let append (path: SessionPath) pending = index.Append(index.NodeOf path, path, pending)
 
             // The update cannot be merged: keep it, in order. Where applying one by one fails, applying the patch
@@ -67,15 +66,14 @@ module Patch =
                     update.Path
                     (match update with
                      | Update.Set(_, v) -> Pending.Put v
-                     | Update.Remove _ -> Pending.Drop false
+                     | Update.Remove _ -> Drops.bare
                      | Update.Increment(_, by) -> Pending.Add by
                      | Update.Append(_, v) -> Pending.Push [ v ])
 
-            let supersede (path: SessionPath) (reached: FoldNode) (isSet: Json voption) =
-                // The replacement takes the place of the earliest superseded update that created something:
-                // an update after it may rely on that (an array item it appended), and moving the creation
-                // before an update it relies on would fail. With no creator it happens now, so it goes last.
-                let node = index.NodeFrom(reached, path)
+            // The replacement takes the place of the earliest superseded update that created something: an update
+            // after it may rely on that (an array item it appended), and moving the creation before an update it
+            // relies on would fail. With no creator it happens now, so it goes last.
+            let supersedeAll (node: FoldNode) (path: SessionPath) (isSet: Json voption) =
                 let struct (at, exact, setAgainAt) = index.ClearAt node
                 let creates = at >= 0
                 let at = if creates then at else index.End
@@ -84,12 +82,12 @@ module Patch =
                 // Removed after it created its containers: they are still created where they were (set null,
                 // remove), and the key comes back at the end of its object now, as applying one by one does.
                 | ValueSome value, ValueSome(Pending.Drop true) ->
-                    place (Pending.Drop true)
+                    place Drops.creating
                     index.Append(node, path, Pending.Put value)
                 // Removed that way and set again since: the key came back where it was set again, and this set
                 // changes its value there.
                 | ValueSome value, _ when setAgainAt >= 0 ->
-                    place (Pending.Drop true)
+                    place Drops.creating
                     index.Add(node, path, Pending.Put value, setAgainAt)
                 // Removed earlier in the request, having created nothing: removed and set again, now.
                 | ValueSome value, ValueSome(Pending.Drop false) -> index.Append(node, path, Pending.Replace value)
@@ -97,7 +95,19 @@ module Patch =
                 | ValueSome value, ValueSome(Pending.Replace _) -> place (Pending.Replace value)
                 | ValueSome value, _ -> place (Pending.Put value)
                 // A top-level key's container is the root, which always exists: nothing to keep created.
-                | ValueNone, _ -> place (Pending.Drop(creates && path.Segments.Length > 1))
+                | ValueNone, _ -> place (if creates && path.Segments.Length > 1 then Drops.creating else Drops.bare)
+
+            let supersede (path: SessionPath) (reached: FoldNode) (isSet: Json voption) =
+                let node = index.NodeFrom(reached, path)
+                let sole = index.Sole node
+                // Most often the path holds one update that created something, and nothing below it: the replacement
+                // takes its place, so that update is changed where it stands (supersedeAll's rules, for that case).
+                match isSet, (if isNull sole then Drops.bare else sole.Pending) with
+                | ValueSome value, Pending.Replace _ -> index.Change(sole, Pending.Replace value)
+                | ValueSome value, (Pending.Put _ | Pending.Add _) -> index.Change(sole, Pending.Put value)
+                | ValueNone, (Pending.Put _ | Pending.Add _ | Pending.Replace _) ->
+                    index.Change(sole, (if path.Segments.Length > 1 then Drops.creating else Drops.bare))
+                | _ -> supersedeAll node path isSet
 
             let mergeInto (update: Update) (above: FoldEntry) (node: Json voption) =
                 match
@@ -137,7 +147,7 @@ module Patch =
                 let above = index.LatestAbove(path, &reached)
                 let atPath = not (isNull above) && above.Node.Depth = path.Segments.Length
                 let isBelow = not (isNull above) && (not atPath || mergesAtItsPath)
-                let abovePending = if isNull above then Pending.Drop false else above.Pending
+                let abovePending = if isNull above then Drops.bare else above.Pending
                 match update, abovePending with
                 | _, Pending.Put value when isBelow -> mergeInto update above (ValueSome value)
                 | _, Pending.Replace value when isBelow -> mergeInto update above (ValueSome value)
