@@ -66,6 +66,16 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
     let mutable byKey: Dictionary<string, FoldNode> = null
     let mutable byIndex: Dictionary<int, FoldNode> = null
 
+    /// The child at a key or (key null) an index, by a scan (while the children are few).
+    let scan (childKey: string) (childIndex: int) : FoldNode =
+        let mutable found = null
+        let mutable i = 0
+        while isNull found && i < children.Count do
+            let c = children[i]
+            if (if isNull childKey then isNull c.Key && c.Index = childIndex else String.Equals(childKey, c.Key)) then found <- c
+            i <- i + 1
+        found
+
     /// The root of a trie.
     new() = FoldNode(null, null, 0, 0)
 
@@ -98,25 +108,13 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
                 | true, child -> child
                 | _ -> null
             else
-                let mutable found = null
-                let mutable i = 0
-                while isNull found && i < children.Count do
-                    let c = children[i]
-                    if isNull c.Key && c.Index = childIndex then found <- c
-                    i <- i + 1
-                found
+                scan null childIndex
         elif not (isNull byKey) then
             match byKey.TryGetValue childKey with
             | true, child -> child
             | _ -> null
         else
-            let mutable found = null
-            let mutable i = 0
-            while isNull found && i < children.Count do
-                let c = children[i]
-                if String.Equals(childKey, c.Key) then found <- c
-                i <- i + 1
-            found
+            scan childKey 0
 
     member this.Child(segment: Segment) : FoldNode =
         match segment with
