@@ -343,8 +343,10 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             elif limit.Policy = UserLimitPolicy.Refuse then
                 false
             else
-                let leastRecentFirst (struct (a, ea: MemoryEntry)) (struct (b, eb: MemoryEntry)) = LeastRecentFirst.compare a ea.LastSeen b eb.LastSeen
-                for struct (id, entry) in others |> List.sortWith leastRecentFirst |> List.truncate excess do
+                // Last-seen times read once: a load may move one while this sorts (loads do not take the user lock).
+                let leastRecentFirst (struct (a, _, seenA)) (struct (b, _, seenB)) = LeastRecentFirst.compare a seenA b seenB
+                let seen = others |> List.map (fun (struct (id, entry: MemoryEntry)) -> struct (id, entry, entry.LastSeen))
+                for struct (id, entry, _) in seen |> List.sortWith leastRecentFirst |> List.truncate excess do
                     // The user lock is held: remove directly, then report.
                     if sessions.TryRemove(KeyValuePair(id, entry)) then
                         forgetRemoved id entry
