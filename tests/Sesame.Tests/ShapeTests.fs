@@ -522,11 +522,10 @@ let private onStore (kind: StoreKind) =
             Expect.equal asInt "" "another type at the same path: missing too"
             let all = logs.Entries |> List.filter (fun e -> e.EventId.Name = "SessionValueUnreadable")
             Expect.equal all.Length 2 "another type is another failure to log, once"
-            // Sesame's own entries (ASP.NET Core's name the request's duration, which may read 3.5 ms).
+            // Sesame's own entries, without the durations they name (a load may take 3.58 ms: not the cart's 3.5).
             for entry in logs.Entries |> List.filter (fun e -> e.Category.StartsWith "Sesame") do
-                Expect.isFalse
-                    (entry.Message.Contains "apple" || entry.Message.Contains "pear" || entry.Message.Contains "3.5")
-                    $"no value in the log: {entry.Message}"
+                let message = Text.RegularExpressions.Regex.Replace(entry.Message, @"[0-9][0-9.]* ms\b", "(duration)")
+                Expect.isFalse (message.Contains "apple" || message.Contains "pear" || message.Contains "3.5") $"no value in the log: {entry.Message}"
         }
 
         testCaseTask "a path prefix set to remove drops the value that no longer fits, stored with the request's changes"
