@@ -228,7 +228,13 @@ and [<Sealed>] JsonValueConverter() =
                         positions[properties[i].Key] <- i
                 let existing =
                     if isNull positions then
-                        properties.FindIndex(fun p -> String.Equals(p.Key, key, StringComparison.Ordinal))
+                        // A loop, not FindIndex: its predicate would capture the key, an allocation per key parsed.
+                        let mutable found = -1
+                        let mutable i = 0
+                        while found < 0 && i < properties.Count do
+                            if String.Equals(properties[i].Key, key, StringComparison.Ordinal) then found <- i
+                            i <- i + 1
+                        found
                     else
                         match positions.TryGetValue key with
                         | true, i -> i
