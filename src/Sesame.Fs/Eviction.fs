@@ -5,8 +5,9 @@ open System.Threading
 /// <summary>
 /// One session's place in a store's eviction order (<see cref="T:Sesame.SegmentedLru"/>). A store keeps one node per
 /// live session; the node outlives the store's entries for that session (a commit replaces the entry, not the node).
+/// A store whose session object lives as long as the session makes that object its node (one object a session fewer).
 /// </summary>
-[<Sealed; AllowNullLiteral>]
+[<AllowNullLiteral>]
 type internal EvictionNode(id: string) =
     /// The session id.
     member _.Id = id

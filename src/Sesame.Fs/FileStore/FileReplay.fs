@@ -9,38 +9,30 @@ open System.Text.Json
 open Microsoft.Extensions.Logging
 open Microsoft.Win32.SafeHandles
 
-/// A session as replay rebuilds it: a value (null: the empty session) and the change bodies read since, not yet
-/// applied (null: none), each with its record's offset. Changes are applied in batches: when what is pending outweighs
-/// half the value (see <c>FileReplay</c>), and the rest once, when the store is built, only to the sessions still live
-/// then. A session's many records cost a few parses of its value, and replay never holds much more than the values.
+/// The change bodies replay read for a session and has not applied yet, each with its record's offset. Replay keeps a
+/// session as the store will hold it (a <c>FileSession</c> whose newest value is what replay has applied so far, null
+/// for the empty session), and its changes beside it, only while it has some. Changes are applied in batches: when
+/// what is pending outweighs half the value (see <c>FileReplay</c>), and the rest once, when the store is built, only to
+/// the sessions still live then. A session's many records cost a few parses of its value, and replay never holds much
+/// more than the values.
 [<Sealed; AllowNullLiteral>]
-type internal ReplayedSession(value: SessionText, expires: int64, lastSeen: int64) =
-    member val Value = value with get, set
-    member val Changes: ResizeArray<struct (int64 * byte[])> = null with get, set
+type internal ReplayChanges() =
+    member val Bodies = ResizeArray<struct (int64 * byte[])>(2)
     /// The bytes of the change bodies pending.
     member val PendingBytes = 0L with get, set
-    /// Set once applying this session's changes during reading failed: they wait for the end, where the failure is
-    /// raised only if the session is still live (as if nothing had been applied early).
+    /// Set once applying these changes during reading failed: they wait for the end, where the failure is raised only
+    /// if the session is still live (as if nothing had been applied early).
     member val Deferred = false with get, set
-    member val Expires = expires with get, set
-    member val LastSeen = lastSeen with get, set
 
     /// Adds a change to apply after what the session has.
     member this.Add(offset: int64, body: byte[]) =
-        if isNull this.Changes then this.Changes <- ResizeArray 2
-        this.Changes.Add(struct (offset, body))
+        this.Bodies.Add(struct (offset, body))
         this.PendingBytes <- this.PendingBytes + int64 body.Length
 
-    /// Takes over another session's value and pending changes (a session moved to a new id).
-    member this.TakeOver(from: ReplayedSession) =
-        this.Value <- from.Value
-        this.Changes <- from.Changes
-        this.PendingBytes <- from.PendingBytes
-        this.Deferred <- from.Deferred
-
-/// What replay read from a file: the sessions, the file's length (a torn tail cut) and its format version.
+/// What replay read from a file: the sessions (their newest values, expiries and last-seen times set; nothing else),
+/// the changes still to apply to some of them, the file's length (a torn tail cut) and its format version.
 [<NoComparison; NoEquality>]
-type internal Replayed = { Sessions: Dictionary<string, ReplayedSession>; Length: int64; Version: uint32; Path: string }
+type internal Replayed = { Sessions: Dictionary<string, FileSession>; Changes: Dictionary<string, ReplayChanges>; Length: int64; Version: uint32; Path: string }
 
 /// Each thread's scratch space for replay.
 [<AbstractClass; Sealed>]
@@ -170,50 +162,52 @@ module internal FileReplay =
         with :? JsonException ->
             null
 
-    /// The session a record creates: its value read straight from the record when it sets the whole session (as a
-    /// compacted file's records do) or only top-level keys (as a new session's first commit does), else a change to apply.
-    let private created (offset: int64) (body: ReadOnlySpan<byte>) (version: uint32) (expires: int64) (lastSeen: int64) =
-        match (if version = FileLog.FormatVersion1 then ValueNone else FileLog.trySnapshotParts body) with
-        | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) ->
-            ReplayedSession(SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength)), expires, lastSeen)
-        | ValueNone ->
-            match (if version = FileLog.FormatVersion1 then null else trySimpleCreate body) with
-            | null ->
-                let session = ReplayedSession(null, expires, lastSeen)
-                session.Add(offset, body.ToArray())
-                session
-            | value -> ReplayedSession(value, expires, lastSeen)
+    /// A session as replay holds it: its newest value (null: the empty session), expiry and last-seen time.
+    let private replayedSession (id: string) (value: SessionText) (expires: int64) (lastSeen: int64) =
+        let session = FileSession id
+        session.Latest <- value
+        session.LatestExpires <- expires
+        session.LastSeen <- lastSeen
+        session
+
+    /// The value a record creates: read straight from the record when it sets the whole session (as a compacted file's
+    /// records do) or only top-level keys (as a new session's first commit does); null when the record is a change to
+    /// apply to the empty session.
+    let private createdValue (body: ReadOnlySpan<byte>) (version: uint32) : SessionText =
+        if version = FileLog.FormatVersion1 then
+            null
+        else
+            match FileLog.trySnapshotParts body with
+            | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) -> SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength))
+            | ValueNone -> trySimpleCreate body
 
     /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
-    let private materialize (path: string) (version: uint32) (session: ReplayedSession) : SessionText =
-        if isNull session.Changes then
-            session.Value
-        else
-            let mutable current = if isNull session.Value then null else session.Value.Parse()
-            for struct (offset, body) in session.Changes do
-                let change =
-                    try
-                        if version = FileLog.FormatVersion1 then SessionChange(Patch.parseUtf8 (ReadOnlySpan body)) else FileLog.readChange (ReadOnlySpan body)
-                    with :? JsonException as e ->
-                        raise (
-                            SessionStoreException(
-                                $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change is not valid ({e.Message}). The file was left as it is.",
-                                e
-                            )
+    let private materialize (path: string) (version: uint32) (value: SessionText) (changes: ReplayChanges) : SessionText =
+        let mutable current = if isNull value then null else value.Parse()
+        for struct (offset, body) in changes.Bodies do
+            let change =
+                try
+                    if version = FileLog.FormatVersion1 then SessionChange(Patch.parseUtf8 (ReadOnlySpan body)) else FileLog.readChange (ReadOnlySpan body)
+                with :? JsonException as e ->
+                    raise (
+                        SessionStoreException(
+                            $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change is not valid ({e.Message}). The file was left as it is.",
+                            e
                         )
-                let after =
-                    try
-                        change.ApplyTo current
-                    with :? PathConflictException as e ->
-                        raise (
-                            SessionStoreException(
-                                $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change does not fit the session ({e.Message}). The file was left as it is.",
-                                e
-                            )
+                    )
+            let after =
+                try
+                    change.ApplyTo current
+                with :? PathConflictException as e ->
+                    raise (
+                        SessionStoreException(
+                            $"The session file '{path}' holds a record it cannot use at byte offset {offset}: its change does not fit the session ({e.Message}). The file was left as it is.",
+                            e
                         )
-                if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
-                current <- after
-            SessionText.Of current
+                    )
+            if isNull after then raise (corrupt path offset "its shape upgrade does not fit the session")
+            current <- after
+        SessionText.Of current
 
     /// What a session's pending changes must reach, at least, before reading applies them.
     let private EagerPendingBytes = 16384L
@@ -223,22 +217,34 @@ module internal FileReplay =
     /// under the memory limit it ran under. Each early apply parses the value once, and comes only after the value's
     /// worth has grown by half, so a session's records still cost a few parses, not one each. A change that fails to
     /// apply here is left for the end, where it is raised only if its session is still live, as before.
-    let private settle (path: string) (version: uint32) (session: ReplayedSession) =
-        if not session.Deferred then
-            let valueLength = if isNull session.Value then 0L else int64 session.Value.Length
-            if session.PendingBytes >= max EagerPendingBytes (valueLength / 2L) then
+    let private settle (path: string) (version: uint32) (pending: Dictionary<string, ReplayChanges>) (session: FileSession) (changes: ReplayChanges) =
+        if not changes.Deferred then
+            let valueLength = if isNull session.Latest then 0L else int64 session.Latest.Length
+            if changes.PendingBytes >= max EagerPendingBytes (valueLength / 2L) then
                 try
-                    session.Value <- materialize path version session
-                    session.Changes <- null
-                    session.PendingBytes <- 0L
+                    session.Latest <- materialize path version session.Latest changes
+                    pending.Remove session.Id |> ignore
                 with e when not (e :? OutOfMemoryException) ->
-                    session.Deferred <- true
+                    changes.Deferred <- true
+
+    /// Adds a change to a session's pending ones.
+    let private addChange (pending: Dictionary<string, ReplayChanges>) (id: string) (offset: int64) (body: byte[]) =
+        let changes =
+            match pending.TryGetValue id with
+            | true, changes -> changes
+            | _ ->
+                let changes = ReplayChanges()
+                pending[id] <- changes
+                changes
+        changes.Add(offset, body)
+        changes
 
     let private applyRecord
         (logger: ILogger)
         (path: string)
         (version: uint32)
-        (sessions: Dictionary<string, ReplayedSession>)
+        (sessions: Dictionary<string, FileSession>)
+        (pending: Dictionary<string, ReplayChanges>)
         (offset: int64)
         (buffer: byte[])
         (at: int)
@@ -260,63 +266,83 @@ module internal FileReplay =
         let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
         let bodyAt = at + prefix + idLength
         let bodyLength = length - prefix - idLength
+        // A session that starts over (created, or moved here) leaves no changes of what was there before.
+        let replace (value: SessionText) =
+            let session = replayedSession id value expires lastSeen
+            sessions[id] <- session
+            pending.Remove id |> ignore
+            session
         // The session whose pending changes the record added to, if any: settled once, whatever the record's kind.
-        let grown =
+        let struct (grown, changes) =
             match kind with
             | FileLog.KindCreate ->
-                let session = created offset (ReadOnlySpan(buffer, bodyAt, bodyLength)) version expires lastSeen
-                sessions[id] <- session
-                session
+                let body = ReadOnlySpan(buffer, bodyAt, bodyLength)
+                match createdValue body version with
+                | null ->
+                    let session = replace null
+                    struct (session, addChange pending id offset (body.ToArray()))
+                | value ->
+                    replace value |> ignore
+                    struct (null, null)
             | FileLog.KindPatch ->
-                match sessions.TryGetValue id with
-                | true, session ->
-                    session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
-                    session.Expires <- expires
-                    session.LastSeen <- lastSeen
-                    session
-                | _ ->
-                    FileStoreLog.mismatch logger offset path
-                    let session = ReplayedSession(null, expires, lastSeen)
-                    session.Add(offset, buffer[bodyAt .. bodyAt + bodyLength - 1])
-                    sessions[id] <- session
-                    session
+                let session =
+                    match sessions.TryGetValue id with
+                    | true, session ->
+                        session.LatestExpires <- expires
+                        session.LastSeen <- lastSeen
+                        session
+                    | _ ->
+                        FileStoreLog.mismatch logger offset path
+                        replace null
+                struct (session, addChange pending id offset buffer[bodyAt .. bodyAt + bodyLength - 1])
             | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
                 if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
                 let fromLength = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, bodyAt, 4))
                 if fromLength < 0 || fromLength > bodyLength - 4 then raise (corrupt path offset "its old id length is out of range")
                 let changeAt = bodyAt + 4 + fromLength
                 let change = buffer[changeAt .. bodyAt + bodyLength - 1]
-                let moved = ReplayedSession(null, expires, lastSeen)
-                if fromLength > 0 then
-                    let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
-                    match sessions.TryGetValue fromId with
-                    | true, from ->
-                        // The session goes on at its new id, its changes not yet applied with it.
-                        moved.TakeOver from
-                        sessions.Remove fromId |> ignore
-                    | _ -> FileStoreLog.mismatch logger offset path
-                moved.Add(offset, change)
-                sessions[id] <- moved
-                moved
+                // The session goes on at its new id, with its changes not yet applied.
+                let struct (fromValue, fromChanges) =
+                    if fromLength = 0 then
+                        struct (null, null)
+                    else
+                        let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
+                        match sessions.TryGetValue fromId with
+                        | true, from ->
+                            let fromChanges =
+                                match pending.TryGetValue fromId with
+                                | true, fromChanges -> fromChanges
+                                | _ -> null
+                            sessions.Remove fromId |> ignore
+                            pending.Remove fromId |> ignore
+                            struct (from.Latest, fromChanges)
+                        | _ ->
+                            FileStoreLog.mismatch logger offset path
+                            struct (null, null)
+                let moved = replace fromValue
+                if not (isNull fromChanges) then pending[id] <- fromChanges
+                struct (moved, addChange pending id offset change)
             | FileLog.KindDelete ->
                 sessions.Remove id |> ignore
-                null
+                pending.Remove id |> ignore
+                struct (null, null)
             | FileLog.KindTouch ->
                 match sessions.TryGetValue id with
                 | true, session ->
-                    session.Expires <- expires
+                    session.LatestExpires <- expires
                     session.LastSeen <- lastSeen
                 | _ -> ()
-                null
+                struct (null, null)
             | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
-        if not (isNull grown) then settle path version grown
+        if not (isNull grown) then settle path version pending grown changes
 
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
     let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
         let length = IO.RandomAccess.GetLength handle
         // Room for a session per 256 bytes of file (a small session's record is about 130), so that a file of small
         // sessions rarely makes the map grow, and a file of large ones does not take much more than it needs.
-        let sessions = Dictionary<string, ReplayedSession>(int (min (length / 256L) (1L <<< 24)), StringComparer.Ordinal)
+        let sessions = Dictionary<string, FileSession>(int (min (length / 256L) (1L <<< 24)), StringComparer.Ordinal)
+        let pending = Dictionary<string, ReplayChanges>(StringComparer.Ordinal)
         let expected = FileLog.fileHeader ()
         let header = Array.zeroCreate<byte>(int (min length (int64 FileLog.FileHeaderLength)))
         if header.Length > 0 then IO.RandomAccess.Read(handle, Span header, 0L) |> ignore
@@ -329,7 +355,7 @@ module internal FileReplay =
                 )
             IO.RandomAccess.Write(handle, ReadOnlySpan expected, 0L)
             IO.RandomAccess.FlushToDisk handle
-            { Sessions = sessions; Length = int64 FileLog.FileHeaderLength; Version = FileLog.FormatVersion; Path = path }
+            { Sessions = sessions; Changes = pending; Length = int64 FileLog.FileHeaderLength; Version = FileLog.FormatVersion; Path = path }
         elif not (MemoryExtensions.SequenceEqual(ReadOnlySpan(header, 0, 8), ReadOnlySpan(expected, 0, 8))) then
             raise (
                 SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is."
@@ -350,7 +376,7 @@ module internal FileReplay =
                     reading <- false
                 else
                     let at = reader.Fetch(offset, FileLog.RecordHeaderLength + payloadLength)
-                    applyRecord logger path version sessions offset reader.Buffer (at + FileLog.RecordHeaderLength) payloadLength
+                    applyRecord logger path version sessions pending offset reader.Buffer (at + FileLog.RecordHeaderLength) payloadLength
                     offset <- offset + int64 (FileLog.RecordHeaderLength + payloadLength)
             if offset < length then
                 // The record at `offset` is torn or corrupt. Every record names the end of what was on
@@ -372,7 +398,7 @@ module internal FileReplay =
                 IO.RandomAccess.SetLength(handle, bad)
                 IO.RandomAccess.FlushToDisk handle
                 FileStoreLog.cutTornTail logger (length - bad) bad path
-            { Sessions = sessions; Length = offset; Version = version; Path = path }
+            { Sessions = sessions; Changes = pending; Length = offset; Version = version; Path = path }
 
     /// The sessions still live at <c>t</c>, as the store holds them: what they read is what the file holds (their changes
     /// applied now; a change that cannot be applied is a <see cref="T:Sesame.SessionStoreException"/> naming its offset).
@@ -380,44 +406,56 @@ module internal FileReplay =
     /// that lived through a restart are taken to be established), least recently seen first, so that past the
     /// returning segment's share the least recently seen are the first to go.
     let live (t: int64) (maxSessions: int) (replayed: Replayed) : FileSessions =
-        let alive = [|
-            for KeyValue(id, replayedSession) in replayed.Sessions do
-                if replayedSession.Expires > t then struct (id, replayedSession)
-        |]
-        Array.sortInPlaceBy (fun (struct (_, r: ReplayedSession)) -> r.LastSeen) alive
+        let all = replayed.Sessions
+        // Removing while enumerating is allowed for a Dictionary: it does not move the other entries.
+        for KeyValue(id, session) in all do
+            if session.LatestExpires <= t then
+                all.Remove id |> ignore
+                replayed.Changes.Remove id |> ignore
         // The sessions whose changes are still to apply take the time (parsing, applying, writing): on every core,
-        // as nothing else runs yet. The first failure in the order below is the one raised, as if one thread had applied them.
-        let failures = Array.zeroCreate<exn> alive.Length
+        // as nothing else runs yet. The first failure, least recently seen first, is the one raised.
+        let changed = Array.zeroCreate<FileSession> replayed.Changes.Count
+        let mutable n = 0
+        for KeyValue(id, _) in replayed.Changes do
+            changed[n] <- all[id]
+            n <- n + 1
+        Array.sortInPlaceBy (fun (session: FileSession) -> session.LastSeen) changed
+        let failures = Array.zeroCreate<exn> changed.Length
         Threading.Tasks.Parallel.For(
             0,
-            alive.Length,
+            changed.Length,
             fun i ->
-                let struct (_, replayedSession) = alive[i]
-                if not (isNull replayedSession.Changes) then
-                    try
-                        replayedSession.Value <- materialize replayed.Path replayed.Version replayedSession
-                        replayedSession.Changes <- null
-                    with e ->
-                        failures[i] <- e
+                let session = changed[i]
+                try
+                    session.Latest <- materialize replayed.Path replayed.Version session.Latest replayed.Changes[session.Id]
+                with e ->
+                    failures[i] <- e
         )
         |> ignore
         match Array.tryFind (fun (e: exn) -> not (isNull e)) failures with
         | Some e -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e
         | None -> ()
-        let sessions = FileSessions(maxSessions, alive.Length)
+        replayed.Changes.Clear()
+        let sessions = FileSessions(maxSessions, all)
+        let order = Array.zeroCreate<FileSession> all.Count
+        let seen = Array.zeroCreate<int64> all.Count
+        n <- 0
+        for KeyValue(_, session) in all do
+            order[n] <- session
+            seen[n] <- session.LastSeen
+            n <- n + 1
+        // The map holds the sessions now: let replay's go.
+        all.Clear()
+        all.TrimExcess()
+        Array.Sort(seen, order)
         let userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
-        for struct (id, replayedSession) in alive do
-            let value = replayedSession.Value
-            // Let the replayed value go: the session holds it now.
-            replayedSession.Value <- null
-            let session = FileSession id
-            session.Latest <- value
+        for session in order do
+            let id = session.Id
+            let value = session.Latest
             session.Visible <- value
-            session.LatestExpires <- replayedSession.Expires
-            session.VisibleExpires <- replayedSession.Expires
-            session.FileExpires <- replayedSession.Expires
-            session.LastSeen <- replayedSession.LastSeen
-            sessions.Add(id, session, FileLog.snapshotBytes (Encoding.UTF8.GetByteCount id) (int64 value.Length))
+            session.VisibleExpires <- session.LatestExpires
+            session.FileExpires <- session.LatestExpires
+            sessions.SetLiveBytes(session, FileLog.snapshotBytes (Encoding.UTF8.GetByteCount id) (int64 value.Length))
             sessions.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
             sessions.Policy.Admit(session.Node, true)
             // Only facts that name a user are parsed.

@@ -10,10 +10,10 @@ open System.Threading
 /// What the file store's byte bound counts for one session.
 module internal FileSessionMemory =
 
-    /// What one session costs in memory besides its JSON: the session object, its id, its place in the map and in the
-    /// eviction order, the value object and its array's header (measured after replaying 100,000 sessions of ~1 KB:
-    /// 374 bytes each besides their JSON, ids of 32 characters).
-    let perSession (idLength: int) = 300L + 2L * int64 idLength
+    /// What one session costs in memory besides its JSON: the session object (its place in the eviction order too), its
+    /// id, its entry in the map, the value object and its array's header (measured after replaying 100,000 sessions of
+    /// ~1 KB: 350 bytes each besides their JSON, ids of 32 characters).
+    let perSession (idLength: int) = 280L + 2L * int64 idLength
 
     /// What a session's value counts against the file store's byte bound: its JSON (tree and facts) and the session's
     /// own bookkeeping.
@@ -24,13 +24,13 @@ module internal FileSessionMemory =
 [<Struct; NoComparison; NoEquality>]
 type internal MeasuredValue = { After: SessionText; Tree: StoredSession; LiveBytes: int64; HeldBytes: int64 }
 
-/// One session as the file store holds it. Every field is read and written under a lock on the object.
+/// One session as the file store holds it, and its place in the eviction order (in it while the session has a live
+/// value). Every field is read and written under a lock on the object; the order's links under the order's lock.
 [<Sealed; AllowNullLiteral>]
 type internal FileSession(id: string) =
-    /// The session id.
-    member _.Id = id
-    /// The session's place in the eviction order (in it while the session has a live value).
-    member val Node = EvictionNode id
+    inherit EvictionNode(id)
+    /// The session's place in the eviction order: the session itself.
+    member this.Node: EvictionNode = this
     /// The newest value, including commits still on their way to disk (what the next commit applies to); null when deleted.
     member val Latest: SessionText = null with get, set
     member val LatestExpires = 0L with get, set
@@ -56,10 +56,11 @@ type internal FileSession(id: string) =
     member this.IsDeadAt(t: int64) = this.Pending = 0 && (isNull this.Latest || this.LatestExpires <= t) && (isNull this.Visible || this.VisibleExpires <= t)
 
 /// The sessions a file store holds by id, their index by user, the size a freshly compacted file holding them would
-/// have, the memory their values take (what the byte bound counts) and the order they are evicted in.
+/// have, the memory their values take (what the byte bound counts) and the order they are evicted in. Built from the
+/// sessions replay left (the map sized to them once); their sizes and places in the order are then set one by one.
 [<Sealed>]
-type internal FileSessions(maxSessions: int, capacity: int) =
-    let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, max capacity 31, StringComparer.Ordinal)
+type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<string, FileSession>>) =
+    let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, replayed, StringComparer.Ordinal)
     let users = ConcurrentDictionary<string, ConcurrentDictionary<string, byte>>(StringComparer.Ordinal)
     let mutable liveBytes = 0L
     let mutable heldBytes = 0L
@@ -106,11 +107,6 @@ type internal FileSessions(maxSessions: int, capacity: int) =
 
     /// The session of the id, added empty when there is none.
     member _.GetOrAdd(id: string) = sessions.GetOrAdd(id, fun id -> FileSession id)
-
-    /// Adds a session replay rebuilt (before the store takes requests).
-    member this.Add(id: string, session: FileSession, bytes: int64) =
-        sessions[id] <- session
-        this.SetLiveBytes(session, bytes)
 
     /// Sets what the session adds to the live size. Call under the session's lock.
     member _.SetLiveBytes(session: FileSession, bytes: int64) =

@@ -36,7 +36,7 @@ type FileStoreOptions() =
     /// <summary>
     /// The most memory the live sessions may take, checked on every commit or move that grows what is held. The store
     /// holds each session as compact UTF-8 JSON (its tree and its facts), as the memory store does; this bound counts
-    /// that JSON plus about 300 bytes of bookkeeping per session, so it bounds memory whatever the sessions hold (the
+    /// that JSON plus about 350 bytes of bookkeeping per session, so it bounds memory whatever the sessions hold (the
     /// parsed trees of the sessions in use, up to 2 MiB of their JSON, are kept beside them and not counted). Eviction is in the same order as for
     /// <see cref="P:Sesame.FileStoreOptions.MaxSessions"/>. A session larger than this on its own is refused
     /// (<see cref="T:Sesame.SessionTooLargeException"/>). At least 1. Default 256 MiB.
