@@ -1,6 +1,6 @@
 /// How fast the file store replays a file on open, and the memory it then holds.
-/// `replay generate DIR` writes two files: `small.sessions` (723,000 new sessions, each a counter and its creation
-/// fact, as a flood of new visitors leaves them) and `kb.sessions` (100,000 sessions of about 1 KB, each created and
+/// `replay generate DIR` writes two files: `small.sessions` (723,000 new sessions, each a counter's increment and its
+/// creation fact, as a flood of new visitors leaves them: the records the sample writes) and `kb.sessions` (100,000 sessions of about 1 KB, each created and
 /// then changed three times). `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and
 /// prints the replay time, sessions/s, and the managed heap the store holds against the sessions' live JSON.
 /// `replay profile FILE` times replay's parts.
@@ -64,7 +64,8 @@ let generate (directory: string) =
         (seq {
             for n in 0..722_999 do
                 let t = t0 + int64 n * 1000L
-                yield record FileLog.KindCreate (sessionId 's' n) t (SessionChange(Patch.fold [ Update.set (path "times") (Json.int64 1L) ], created t))
+                // What the sample's counter commits on a first visit: an increment, and the creation fact.
+                yield record FileLog.KindCreate (sessionId 's' n) t (SessionChange(Patch.fold [ Update.increment (path "times") 1m ], created t))
         })
     let kbs = 100_000
     writeFile

@@ -422,6 +422,15 @@ let tests =
                 Expect.equal result CommitResult.Committed "committed"
                 let! stored = sessions.LoadAsync($"new{i}", creating.IdleTimeout, testToken ())
                 expected.Add(struct ($"new{i}", stored.Data, stored.Meta))
+            // A new visitor's counter: an increment of a key the new session lacks makes the number it adds, its text
+            // as the store writes it (a scale kept, a negative, a large integer), beside a set or alone.
+            for i, by in List.indexed [ 1m; -3m; 1.10m; 0m; 123456789012345678m; -0.5m; 2.500m ] do
+                let data =
+                    if i % 2 = 0 then Patch.fold [ Update.increment (path "times") by ] else Patch.fold [ setAt "v" "\"x\""; Update.increment (path "n") by ]
+                let! result = sessions.CommitAsync($"counter{i}", SessionChange(data, meta), creating, testToken ())
+                Expect.equal result CommitResult.Committed "committed"
+                let! stored = sessions.LoadAsync($"counter{i}", creating.IdleTimeout, testToken ())
+                expected.Add(struct ($"counter{i}", stored.Data, stored.Meta))
             let live = first.LiveBytes
             do! first.DisposeAsync()
 
@@ -439,6 +448,58 @@ let tests =
             do! second.DisposeAsync()
             use third = FileStore.Open file
             do! check third "replayed from the compacted file"
+        }
+
+        testCaseTask "a version 1 file (changes of the data tree alone) opens with its sessions as committed, and is rewritten in version 2"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let expires = DateTimeOffset.UtcNow.AddDays(1.0).UtcTicks
+            // A version 1 record's payload: kind, expiry, the id's length and the id, then the data patch.
+            let record (kind: byte) (id: string) (updates: Update list) =
+                let idBytes = Text.Encoding.UTF8.GetBytes id
+                let body = if kind = FileLog.KindDelete then [||] else Patch.toUtf8 (Patch.fold updates)
+                let payload = Array.zeroCreate<byte>(FileLog.PayloadPrefixLengthV1 + idBytes.Length + body.Length)
+                payload[0] <- kind
+                Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(Span(payload, 1, 8), (if kind = FileLog.KindDelete then 0L else expires))
+                Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(payload, 9, 4), idBytes.Length)
+                idBytes.CopyTo(payload, FileLog.PayloadPrefixLengthV1)
+                body.CopyTo(payload, FileLog.PayloadPrefixLengthV1 + idBytes.Length)
+                payload
+            let payloads = [
+                // A new visitor's counter, as version 1 wrote it; a set and an increment; a change the fast path does
+                // not take (a remove, a nested key); a later change; a session deleted.
+                record FileLog.KindCreate "a" [ Update.increment (path "times") 1m ]
+                record FileLog.KindCreate "b" [ setAt "v" "1.10"; Update.increment (path "n") -3m ]
+                record FileLog.KindCreate "c" [ setAt "deep.x" "[1,{}]"; Update.remove (path "y") ]
+                record FileLog.KindPatch "a" [ Update.increment (path "times") 1m ]
+                record FileLog.KindCreate "d" [ setAt "v" "true" ]
+                record FileLog.KindDelete "d" []
+            ]
+            let bytes = Array.zeroCreate<byte>(FileLog.FileHeaderLength + (payloads |> List.sumBy (fun p -> FileLog.RecordHeaderLength + p.Length)))
+            FileLog.fileHeader().CopyTo(bytes, 0)
+            Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(Span(bytes, 8, 4), FileLog.FormatVersion1)
+            let mutable at = FileLog.FileHeaderLength
+            for payload in payloads do
+                at <- at + FileLog.frame bytes at (int64 at) payload
+            IO.File.WriteAllBytes(file, bytes)
+
+            let check (store: FileStore) (what: string) = task {
+                for id, expected in [ "a", """{"times":2}"""; "b", """{"v":1.10,"n":-3}"""; "c", """{"deep":{"x":[1,{}]}}""" ] do
+                    let! stored = (store :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+                    Expect.equal (Json.serialize stored.Data) expected $"{id}'s tree, {what}"
+                    Expect.equal (Json.serialize stored.Meta) "{}" $"{id} has no facts, {what}"
+                let! gone = (store :> SessionStore).LoadAsync("d", creating.IdleTimeout, testToken ())
+                Expect.isNull gone $"d was deleted, {what}"
+                Expect.equal store.Count 3 $"three sessions, {what}"
+            }
+            let first = FileStore.Open file
+            do! check first "opened from version 1"
+            do! first.DisposeAsync()
+            let header = IO.File.ReadAllBytes(file)[0..15]
+            Expect.equal (Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(ReadOnlySpan(header, 8, 4))) FileLog.FormatVersion "rewritten in version 2"
+            use second = FileStore.Open file
+            do! check second "reopened from version 2"
         }
 
         testCaseTask "replay applies a session's changes while it reads, holding little more than the values, and rebuilds what was committed"

@@ -64,14 +64,21 @@ module internal FileReplay =
     let private comma = ","B
     let private colon = ":"B
     let private setName = "set"B
+    let private incrementName = "increment"B
+
+    /// Whether the reader is at an update's operation that trySetKeys takes (set, or increment, which it notes).
+    let private isSetOrIncrement (reader: byref<Utf8JsonReader>) (incrementing: byref<bool>) =
+        incrementing <- reader.ValueTextEquals(ReadOnlySpan incrementName)
+        incrementing || reader.ValueTextEquals(ReadOnlySpan setName)
 
     /// The most keys a new session's change may set for <c>trySetKeys</c> to write it.
     [<Literal>]
     let private MaxSimpleKeys = 32
 
-    /// Writes the object that a patch of sets of distinct top-level keys makes of the empty object, from the patch's
-    /// own JSON (a key and its value are written as the patch holds them, which is how the writer writes them); false
-    /// for any other patch (it is then applied as a change). The reader is at the patch's start.
+    /// Writes the object that a patch of sets and increments of distinct top-level keys makes of the empty object, from
+    /// the patch's own JSON (a key and its value are written as the patch holds them, which is how the writer writes
+    /// them; an increment of a key the empty object lacks makes the number it adds, as a new visitor's counter does);
+    /// false for any other patch (it is then applied as a change). The reader is at the patch's start.
     let private trySetKeys (body: ReadOnlySpan<byte>) (reader: byref<Utf8JsonReader>) (output: ArrayBufferWriter<byte>) : bool =
         if isNull ReplayBuffers.Keys then ReplayBuffers.Keys <- Array.zeroCreate (2 * MaxSimpleKeys)
         let keys = ReplayBuffers.Keys
@@ -80,6 +87,7 @@ module internal FileReplay =
         let mutable count = 0
         if ok then output.Write(ReadOnlySpan openBrace)
         let mutable reading = ok
+        let mutable incrementing = false
         while reading do
             if not (reader.Read()) then
                 ok <- false
@@ -91,7 +99,7 @@ module internal FileReplay =
                 && reader.TokenType = JsonTokenType.StartArray
                 && reader.Read()
                 && reader.TokenType = JsonTokenType.String
-                && reader.ValueTextEquals(ReadOnlySpan setName)
+                && isSetOrIncrement &reader &incrementing
                 && reader.Read()
                 && reader.TokenType = JsonTokenType.StartArray
                 && reader.Read()
@@ -105,12 +113,12 @@ module internal FileReplay =
                     let skipped =
                         match reader.TokenType with
                         | JsonTokenType.StartObject
-                        | JsonTokenType.StartArray -> reader.TrySkip()
+                        | JsonTokenType.StartArray -> not incrementing && reader.TrySkip()
+                        | JsonTokenType.Number -> true
                         | JsonTokenType.String
-                        | JsonTokenType.Number
                         | JsonTokenType.True
                         | JsonTokenType.False
-                        | JsonTokenType.Null -> true
+                        | JsonTokenType.Null -> not incrementing
                         | _ -> false
                     let valueEnd = int reader.BytesConsumed
                     if skipped && reader.Read() && reader.TokenType = JsonTokenType.EndArray then
@@ -142,16 +150,26 @@ module internal FileReplay =
         if ok then output.Write(ReadOnlySpan closeBrace)
         ok && output.WrittenCount > start
 
-    /// The value a new session's change makes when it only sets distinct top-level keys of the tree and of the facts
-    /// (what a first request's commit holds): written from the change's JSON, without building a tree; null for any
-    /// other change, or for text that does not read as JSON.
-    let private trySimpleCreate (body: ReadOnlySpan<byte>) : SessionText =
+    /// The value a new session's change makes when it only sets or increments distinct top-level keys of the tree and
+    /// of the facts (what a first request's commit holds, such as a new visitor's counter and its creation fact):
+    /// written from the change's JSON, without building a tree; null for any other change, or for text that does not
+    /// read as JSON.
+    let private trySimpleCreate (body: ReadOnlySpan<byte>) (version: uint32) : SessionText =
         if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
         let output = ReplayBuffers.Created
         output.ResetWrittenCount()
         let mutable reader = Utf8JsonReader(body, JsonReaderOptions(MaxDepth = Json.MaxDepth + 3))
         try
-            if reader.Read() && reader.TokenType = JsonTokenType.StartArray && reader.Read() && trySetKeys body &reader output then
+            if version = FileLog.FormatVersion1 then
+                // A version 1 change is the data patch alone: the session has no facts, which the store writes as {}.
+                if reader.Read() && trySetKeys body &reader output && not (reader.Read()) then
+                    let dataLength = output.WrittenCount
+                    output.Write(ReadOnlySpan openBrace)
+                    output.Write(ReadOnlySpan closeBrace)
+                    SessionText(output.WrittenSpan.ToArray(), dataLength)
+                else
+                    null
+            elif reader.Read() && reader.TokenType = JsonTokenType.StartArray && reader.Read() && trySetKeys body &reader output then
                 let dataLength = output.WrittenCount
                 if reader.Read() && trySetKeys body &reader output && reader.Read() && reader.TokenType = JsonTokenType.EndArray && not (reader.Read()) then
                     SessionText(output.WrittenSpan.ToArray(), dataLength)
@@ -171,15 +189,12 @@ module internal FileReplay =
         session
 
     /// The value a record creates: read straight from the record when it sets the whole session (as a compacted file's
-    /// records do) or only top-level keys (as a new session's first commit does); null when the record is a change to
-    /// apply to the empty session.
+    /// records do) or only sets or increments top-level keys (as a new session's first commit does); null when the
+    /// record is a change to apply to the empty session.
     let private createdValue (body: ReadOnlySpan<byte>) (version: uint32) : SessionText =
-        if version = FileLog.FormatVersion1 then
-            null
-        else
-            match FileLog.trySnapshotParts body with
-            | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) -> SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength))
-            | ValueNone -> trySimpleCreate body
+        match (if version = FileLog.FormatVersion1 then ValueNone else FileLog.trySnapshotParts body) with
+        | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) -> SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength))
+        | ValueNone -> trySimpleCreate body version
 
     /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
     let private materialize (path: string) (version: uint32) (value: SessionText) (changes: ReplayChanges) : SessionText =
