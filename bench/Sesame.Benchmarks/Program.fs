@@ -6,7 +6,8 @@ open BenchmarkDotNet.Running
 type private Marker = class end
 
 /// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
-/// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `postgres` and `postgres-churn` run
+/// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `redis-calls [count]` RedisCalls (Redis's own time
+/// per call of the store's functions); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds).
 [<EntryPoint>]
@@ -18,6 +19,13 @@ let main args =
             | [ rounds ] -> int rounds
             | _ -> 5
         )
+    | "redis-calls" :: rest ->
+        RedisCalls.run (
+            match rest with
+            | [ count ] -> int count
+            | _ -> 5000
+        )
+        |> ignore
     | "replay" :: rest -> ReplayBenchmarks.run rest
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
     | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore

@@ -1,0 +1,123 @@
+/// Where the Redis store's calls spend Redis's own time, from `INFO commandstats`: `redis-calls [count]` starts a
+/// redis-server of its own, makes count calls of each kind in a row from one client (a new session's commit, a load
+/// that slides the expiry, the counter's commit), and prints for each the function's time a call and the commands it
+/// ran; then what a trivial function and one `redis.call` cost, and what returning a hash's fields from a script costs
+/// against reading them with HGETALL alone.
+module Sesame.Benchmarks.RedisCalls
+
+open System
+open System.Threading
+open Sesame
+open Sesame.Redis
+open StackExchange.Redis
+open Sesame.Benchmarks.RedisBenchmarks
+
+/// One line of `INFO commandstats`: the command, its calls and its time a call (µs).
+type private CommandStat = { Command: string; Calls: int64; MicrosecondsPerCall: float }
+
+let private stats (server: IServer) : CommandStat list = [
+    for group in server.Info "commandstats" do
+        for entry in group do
+            // cmdstat_NAME: calls=N,usec=N,usec_per_call=N,...
+            let fields =
+                entry.Value.Split(',')
+                |> Array.choose (fun part ->
+                    match part.Split('=') with
+                    | [| name; value |] -> Some(name, value)
+                    | _ -> None)
+                |> Map.ofArray
+            yield {
+                Command = entry.Key.Replace("cmdstat_", "")
+                Calls = int64 fields["calls"]
+                MicrosecondsPerCall = Double.Parse(fields["usec_per_call"], Globalization.CultureInfo.InvariantCulture)
+            }
+]
+
+let private reset (server: IServer) = server.Execute("CONFIG", "RESETSTAT") |> ignore
+
+/// Runs work count times, then prints the time a call of the commands the client sent (FCALL, EVAL) and of those they ran.
+let private measure (server: IServer) (label: string) (count: int) (work: int -> unit) =
+    reset server
+    for i in 0 .. count - 1 do
+        work i
+    let all = stats server |> List.filter (fun s -> not (s.Command.StartsWith "config"))
+    let outer = all |> List.filter (fun s -> s.Command = "fcall" || s.Command = "eval" || s.Command = "evalsha")
+    let inner = all |> List.filter (fun s -> s.Command <> "fcall" && s.Command <> "eval" && s.Command <> "evalsha" && s.Command <> "select")
+    let perCall (s: CommandStat) = s.MicrosecondsPerCall * float s.Calls / float count
+    printfn "%s (%d calls):" label count
+    for s in outer do
+        printfn "  %-8s %7.2f µs a call" s.Command s.MicrosecondsPerCall
+    for s in inner do
+        printfn "    %-14s %6.2f a call of it, %5.2f calls and %5.2f µs a %s" s.Command s.MicrosecondsPerCall (float s.Calls / float count) (perCall s) label
+    for s in all |> List.filter (fun s -> s.Command = "select") do
+        printfn "    (select sent by the client: %d)" s.Calls
+    let commands = inner |> List.sumBy perCall
+    let calls = inner |> List.sumBy (fun s -> float s.Calls / float count)
+    struct (commands, calls)
+
+/// `redis-calls [count]`.
+let run (count: int) =
+    use redis = new LocalRedis()
+    use connection = ConnectionMultiplexer.Connect($"{redis.EndPoint},allowAdmin=true")
+    let server = connection.GetServer redis.EndPoint
+    let database = connection.GetDatabase()
+    use store = new RedisStore(connection)
+    let sessions = store :> SessionStore
+    let creating = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
+    let existing = { creating with MustExist = true }
+    let created = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Created ]) (Json.int64 1764700000000L) ]
+    let counter = Patch.fold [ Update.increment (SessionPath.parse "times") 1m ]
+    let id (i: int) = $"a{i:D31}"
+    let wait (t: Threading.Tasks.Task<'a>) = t.GetAwaiter().GetResult() |> ignore
+    // The function library loaded first, so that no call below pays for it.
+    sessions.CommitAsync("warm-up", SessionChange(counter, created), creating, CancellationToken.None) |> wait
+    printfn "redis-server %s on port %d" (string server.Version) redis.Port
+    let report (label: string) (fcall: float) (struct (commands: float, calls: float)) (trivial: float) (overhead: float) =
+        printfn
+            "  => %s: %.1f µs; its commands %.1f µs in %.1f calls; left for the script's Lua about %.1f µs"
+            label
+            fcall
+            commands
+            calls
+            (fcall - commands - trivial - calls * overhead)
+    let fcallOf () = (stats server |> List.find (fun s -> s.Command = "fcall")).MicrosecondsPerCall
+    let newSession =
+        measure server "new session's commit" count (fun i ->
+            sessions.CommitAsync(id i, SessionChange(counter, created), creating, CancellationToken.None) |> wait)
+    let newSessionCall = fcallOf ()
+    let load = measure server "load" count (fun i -> sessions.LoadAsync(id i, creating.IdleTimeout, CancellationToken.None) |> wait)
+    let loadCall = fcallOf ()
+    let increment =
+        measure server "counter's commit" count (fun i -> sessions.CommitAsync(id i, SessionChange(counter), existing, CancellationToken.None) |> wait)
+    let incrementCall = fcallOf ()
+    // What a function costs with nothing in it, and with one call of a command.
+    server.Execute(
+        "FUNCTION",
+        "LOAD",
+        "REPLACE",
+        "#!lua name=sesame_probe\nredis.register_function('sesame_probe_empty', function(keys, args) return 1 end)\nredis.register_function('sesame_probe_time', function(keys, args) redis.call('TIME') return 1 end)"
+    )
+    |> ignore
+    let probe (name: string) = database.Execute("FCALL", [| box name; box 1; box (RedisKey "k") |]) |> ignore
+    measure server "empty function" count (fun _ -> probe "sesame_probe_empty") |> ignore
+    let trivial = fcallOf ()
+    let struct (timeCost, _) = measure server "function calling TIME" count (fun _ -> probe "sesame_probe_time")
+    let overhead = fcallOf () - trivial - timeCost
+    printfn "a function call: %.2f µs; each redis.call besides its command: about %.2f µs" trivial overhead
+    report "new session's commit" newSessionCall newSession trivial overhead
+    report "load" loadCall load trivial overhead
+    report "counter's commit" incrementCall increment trivial overhead
+    // A hash's fields returned from a script, against HGETALL alone: 8 and 69 fields.
+    for fields in [ 8; 69 ] do
+        let key = RedisKey $"probe-hash-{fields}"
+        database.HashSet(key, [| for f in 1..fields -> HashEntry(RedisValue $"cart\u0001items\u0002{f % 6}\u0001field{f:D2}", RedisValue(String('v', 12))) |])
+        reset server
+        for _ in 1..count do
+            database.HashGetAll key |> ignore
+        let alone = (stats server |> List.find (fun s -> s.Command = "hgetall")).MicrosecondsPerCall
+        reset server
+        for _ in 1..count do
+            database.ScriptEvaluate("return redis.call('HGETALL', KEYS[1])", [| key |]) |> ignore
+        let fromScript = stats server |> List.filter (fun s -> s.Command = "eval" || s.Command = "evalsha") |> List.maxBy _.Calls
+        printfn "HGETALL of %d fields: %.2f µs alone, %.2f µs returned from a script" fields alone fromScript.MicrosecondsPerCall
+    0
