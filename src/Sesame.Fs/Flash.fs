@@ -2,7 +2,6 @@ namespace Sesame
 
 open System
 open System.Collections.Generic
-open System.Security.Cryptography
 
 /// <summary>One flash value as the facts beside the tree hold it (under <c>flash.&lt;entry id&gt;</c>).</summary>
 [<Struct; NoComparison; NoEquality>]
@@ -68,7 +67,7 @@ type internal FlashState private (handle: SessionHandle) =
           |]
         | _ -> [||]
 
-    static let newEntryId () = Convert.ToBase64String(RandomNumberGenerator.GetBytes 9).Replace('+', '-').Replace('/', '_')
+    static let newEntryId () = BufferedRandom.Base64Url 9
 
     /// The values earlier requests flashed, as the session was when this request first used the flash.
     let incoming = entriesOf handle.Meta

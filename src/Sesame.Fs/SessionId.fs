@@ -4,9 +4,9 @@ open System
 open System.Security.Cryptography
 
 /// <summary>
-/// Session ids: 192 random bits from the operating system's CSPRNG, as 32 base64url characters. A signed-in session's
-/// id has its first character chosen by its user (186 random bits remain), so that a store can keep a user's sessions
-/// together: on Redis Cluster, in the hash slot of the user's index.
+/// Session ids: 192 random bits from the operating system's CSPRNG (drawn a block at a time, BufferedRandom), as 32
+/// base64url characters. A signed-in session's id has its first character chosen by its user (186 random bits remain),
+/// so that a store can keep a user's sessions together: on Redis Cluster, in the hash slot of the user's index.
 /// </summary>
 [<RequireQualifiedAccess>]
 module internal SessionId =
@@ -22,9 +22,7 @@ module internal SessionId =
     let private alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
     /// <summary>A new id from the CSPRNG.</summary>
-    let create () : string =
-        let bytes = RandomNumberGenerator.GetBytes RandomBytes
-        Convert.ToBase64String(bytes).Replace('+', '-').Replace('/', '_')
+    let create () : string = BufferedRandom.Base64Url RandomBytes
 
     /// <summary>The first character of every id of a user's sessions: 6 bits of the SHA-256 of the user id.</summary>
     let shardOf (userId: string) : char = alphabet[int (SHA256.HashData(Text.Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
