@@ -1,7 +1,8 @@
 /// Where a new session's time goes (issue #21): a whole first visit (no cookie; the handler increments a counter, so
 /// the session is created and its cookie written) against a returning visit, and the new session's own steps: Data
 /// Protection's Protect of the cookie's ticket, the id from the CSPRNG, and the memory store's insert of a new session
-/// below its bound and at it (where every insert evicts).
+/// below its bound and at it (where every insert evicts). The first visit and Protect run twice: with Data Protection's
+/// default algorithms (AES-256-CBC and HMACSHA256) and with AES-256-GCM, each app with a key ring of its own made for it.
 ///
 ///   dotnet run -c Release --project bench/Sesame.Benchmarks -- --filter '*NewSession*'
 module Sesame.Benchmarks.NewSessionBenchmarks
@@ -11,6 +12,8 @@ open System.Threading
 open BenchmarkDotNet.Attributes
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.DataProtection
+open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption
+open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption.ConfigurationModel
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
@@ -30,19 +33,45 @@ let private creating = {
     UserLimit = UserLimit.None
 }
 
+/// An app of Sesame over the counter, its Data Protection keys in a folder of their own (so that its key is made with
+/// the algorithms asked for: they apply to keys made after they are set).
+type private CounterApp = { Pipeline: RequestDelegate; Services: IServiceProvider; Protector: IDataProtector; Keys: string }
+
+let private counterApp (aesGcm: bool) =
+    let builder = WebApplication.CreateBuilder()
+    builder.Logging.ClearProviders() |> ignore
+    let keys = IO.Path.Combine(IO.Path.GetTempPath(), $"sesame-bench-keys-{Guid.NewGuid():N}")
+    let protection = builder.Services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo keys)
+    if aesGcm then
+        protection.UseCryptographicAlgorithms(
+            AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM, ValidationAlgorithm = ValidationAlgorithm.HMACSHA256)
+        )
+        |> ignore
+    builder.Services.AddSesame() |> ignore
+    let app = builder.Build()
+    let pipe = ApplicationBuilder(app.Services)
+    pipe.UseSesame().Run counter
+    {
+        Pipeline = pipe.Build()
+        Services = app.Services
+        Protector = app.Services.GetRequiredService<IDataProtectionProvider>().CreateProtector "Sesame.SessionCookie.v1"
+        Keys = keys
+    }
+
 [<MemoryDiagnoser>]
 type NewSessionBenchmarks() =
-    let mutable services: IServiceProvider = null
-    let mutable pipeline: RequestDelegate = null
+    let mutable cbc = Unchecked.defaultof<CounterApp>
+    let mutable gcm = Unchecked.defaultof<CounterApp>
     let mutable cookie = ""
-    let mutable protector: IDataProtector = null
+    let mutable protectedByCbc = ""
+    let mutable protectedByGcm = ""
     let mutable belowBound: MemoryStore = Unchecked.defaultof<_>
     let mutable atBound: MemoryStore = Unchecked.defaultof<_>
     let ticket = SessionTicket.format { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
     let change = SessionChange(Patch.fold [ Update.increment (SessionPath.parse "times") 1m ])
 
-    let context (cookie: string) =
-        let context = DefaultHttpContext(RequestServices = services)
+    let context (app: CounterApp) (cookie: string) =
+        let context = DefaultHttpContext(RequestServices = app.Services)
         context.Request.Method <- "GET"
         context.Request.Path <- PathString "/"
         if not (isNull cookie) then context.Request.Headers.Cookie <- cookie
@@ -50,35 +79,52 @@ type NewSessionBenchmarks() =
 
     [<GlobalSetup>]
     member _.Setup() =
-        let builder = WebApplication.CreateBuilder()
-        builder.Logging.ClearProviders() |> ignore
-        builder.Services.AddSesame() |> ignore
-        let app = builder.Build()
-        services <- app.Services
-        let pipe = ApplicationBuilder(services)
-        pipe.UseSesame().Run counter
-        pipeline <- pipe.Build()
-        let first = context null
-        pipeline.Invoke(first).GetAwaiter().GetResult()
+        cbc <- counterApp false
+        gcm <- counterApp true
+        let first = context cbc null
+        cbc.Pipeline.Invoke(first).GetAwaiter().GetResult()
         let setCookie = string first.Response.Headers.SetCookie
         cookie <- setCookie.Substring(0, setCookie.IndexOf ';')
-        protector <- services.GetRequiredService<IDataProtectionProvider>().CreateProtector "Sesame.SessionCookie.v1"
+        protectedByCbc <- cbc.Protector.Protect ticket
+        protectedByGcm <- gcm.Protector.Protect ticket
         belowBound <- new MemoryStore(MemoryStoreOptions(MaxSessions = Int32.MaxValue))
         atBound <- new MemoryStore(MemoryStoreOptions(MaxSessions = 100_000))
         for _ in 1..100_000 do
             atBound.CommitAsync(SessionId.create (), change, creating, CancellationToken.None).Wait()
 
+    [<GlobalCleanup>]
+    member _.Cleanup() =
+        for app in [ cbc; gcm ] do
+            if IO.Directory.Exists app.Keys then IO.Directory.Delete(app.Keys, true)
+
     /// A returning visit: the cookie validated from cache, one load and one commit.
     [<Benchmark(Baseline = true)>]
-    member _.ReturningVisit() = pipeline.Invoke(context cookie).GetAwaiter().GetResult()
+    member _.ReturningVisit() = cbc.Pipeline.Invoke(context cbc cookie).GetAwaiter().GetResult()
 
     /// A first visit: a new id, a commit that creates the session, and a protected cookie.
     [<Benchmark>]
-    member _.FirstVisit() = pipeline.Invoke(context null).GetAwaiter().GetResult()
+    member _.FirstVisit() = cbc.Pipeline.Invoke(context cbc null).GetAwaiter().GetResult()
+
+    /// A first visit, the cookie protected with AES-256-GCM.
+    [<Benchmark>]
+    member _.FirstVisitAesGcm() = gcm.Pipeline.Invoke(context gcm null).GetAwaiter().GetResult()
 
     /// Data Protection's Protect of a ticket: once per new session.
     [<Benchmark>]
-    member _.ProtectTicket() = protector.Protect ticket
+    member _.ProtectTicket() = cbc.Protector.Protect ticket
+
+    /// Protect with AES-256-GCM.
+    [<Benchmark>]
+    member _.ProtectTicketAesGcm() = gcm.Protector.Protect ticket
+
+    /// Unprotect of a ticket: once per client's cookie a minute (Sesame trusts a validated cookie that long), and for
+    /// every cookie the cache does not hold.
+    [<Benchmark>]
+    member _.UnprotectTicket() = cbc.Protector.Unprotect protectedByCbc
+
+    /// Unprotect with AES-256-GCM.
+    [<Benchmark>]
+    member _.UnprotectTicketAesGcm() = gcm.Protector.Unprotect protectedByGcm
 
     /// 192 bits from the CSPRNG, as an id.
     [<Benchmark>]

@@ -17,6 +17,9 @@ open System.Net
 open System.Text.Json
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
+open Microsoft.AspNetCore.DataProtection
+open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption
+open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption.ConfigurationModel
 open Microsoft.AspNetCore.Hosting
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
@@ -124,6 +127,10 @@ let private sesameOver (store: SessionStore) (loggerFactory: ILoggerFactory) =
     Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create (services.BuildServiceProvider().GetRequiredService<SesameRuntime>()))
 
 /// Runs the app on 127.0.0.1:port until killed; prints READY once it listens.
+/// The environment variable that carries the load test's --data-protection choice to the app ("aes-gcm", or the default).
+[<Literal>]
+let DataProtectionVariable = "SESAME_LOADTEST_DATA_PROTECTION"
+
 let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     let builder = WebApplication.CreateBuilder()
     builder.Logging.ClearProviders().AddSimpleConsole().SetMinimumLevel(LogLevel.Warning) |> ignore
@@ -137,6 +144,17 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     |> ignore
     builder.Services.AddDistributedMemoryCache().AddSession() |> ignore
     builder.Services.AddSesame() |> ignore // the memory store, Sesame's default
+    // --data-protection aes-gcm: every cookie the app protects (Sesame's and ASP.NET Core Session's) with AES-256-GCM,
+    // under a key made for it (the algorithm applies to keys made after it is set, not to an existing one).
+    let keys = IO.Path.Combine(IO.Path.GetTempPath(), $"sesame-loadtest-keys-{Environment.ProcessId}")
+    if Environment.GetEnvironmentVariable DataProtectionVariable = "aes-gcm" then
+        builder.Services
+            .AddDataProtection()
+            .PersistKeysToFileSystem(IO.DirectoryInfo keys)
+            .UseCryptographicAlgorithms(
+                AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM, ValidationAlgorithm = ValidationAlgorithm.HMACSHA256)
+            )
+        |> ignore
     let app = builder.Build()
     let loggerFactory = app.Services.GetRequiredService<ILoggerFactory>()
     let file = FileStore.Open(filePath, FileStoreOptions(), loggerFactory.CreateLogger "FileStore")
@@ -167,3 +185,4 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     (postgres :> IDisposable).Dispose()
     (redisFloor :> IDisposable).Dispose()
     (fileFloor :> IDisposable).Dispose()
+    if IO.Directory.Exists keys then IO.Directory.Delete(keys, true)

@@ -2,7 +2,8 @@
 /// store's floor (its work without Sesame, Floors.fs), driven by wrk; the lost-update check; the memory
 /// store's heap use. Writes docs/performance.md and docs/performance.svg and prints the table.
 ///
-///   dotnet run -c Release --project bench/Sesame.LoadTest [-- --duration 3 --warmup 3 --rounds 5 --threads 2 --connections 32 --only NAME]
+///   dotnet run -c Release --project bench/Sesame.LoadTest [-- --duration 3 --warmup 3 --rounds 5 --threads 2 --connections 32 --only NAME
+///     --data-protection default|aes-gcm]
 module Sesame.LoadTest.Program
 
 open System
@@ -72,6 +73,11 @@ let private runAll (args: string[]) =
         Wrk.WarmUp = TimeSpan.FromSeconds(float (int (option args "--warmup" "3")))
     }
     let rounds = int (option args "--rounds" "5")
+    // --data-protection aes-gcm: the app's Data Protection protects cookies with AES-256-GCM (a quick check, like --only).
+    let dataProtection = option args "--data-protection" "default"
+    if dataProtection <> "default" && dataProtection <> "aes-gcm" then failwith $"--data-protection {dataProtection}: say default or aes-gcm."
+    Environment.SetEnvironmentVariable(App.DataProtectionVariable, dataProtection)
+    let partial = partial || dataProtection <> "default"
     let root = Machine.repositoryRoot ()
     Machine.ensureTool "wrk" "wrk"
     Machine.ensureTool "redis-server" "redis-server"

@@ -50,6 +50,21 @@ module MinimalApiExample =
             })) |> ignore
         // readme end
 
+/// README: Performance, Data Protection's algorithm for new sessions' cookies.
+module DataProtectionAlgorithmExample =
+    // readme: data-protection-gcm
+    open Microsoft.AspNetCore.DataProtection
+    open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption
+    open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption.ConfigurationModel
+
+    let configureServices (services: IServiceCollection) =
+        services
+            .AddDataProtection()
+            .UseCryptographicAlgorithms(AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM))
+        |> ignore
+        services.AddSesame() |> ignore
+    // readme end
+
 /// README: flash messages.
 module FlashExample =
     open Giraffe

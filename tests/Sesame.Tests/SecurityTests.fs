@@ -8,6 +8,8 @@ open System.Net.Http
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.DataProtection
+open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption
+open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption.ConfigurationModel
 open Microsoft.AspNetCore.HttpOverrides
 open Microsoft.AspNetCore.Hosting
 open Microsoft.AspNetCore.TestHost
@@ -331,6 +333,40 @@ let tests =
             Expect.isFalse
                 (((setCookies plain |> List.exactlyOne).ToLowerInvariant()).Contains "secure")
                 "(setCookies plain |> List.exactlyOne).ToLowerInvariant() does not c..."
+        }
+
+        testCaseTask "with Data Protection on AES-256-GCM (the README's setting) the cookie is protected with it, opens its session and nothing else"
+        <| fun () -> task {
+            let keys = Directory.CreateTempSubdirectory "sesame-keys-gcm-"
+            try
+                let services (services: IServiceCollection) =
+                    services
+                        .AddDataProtection()
+                        .PersistKeysToFileSystem(keys)
+                        .UseCryptographicAlgorithms(AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM))
+                    |> ignore
+                    services.AddSesame().AddStore(new MemoryStore()) |> ignore
+                use! host = startHostWith InMemory services (runHandler (lifecycleApp (InFlight()))) (new LogCapture())
+                let user = Browser host
+                let! _ = user.GetTextAsync "/set"
+                let! own = user.GetTextAsync "/show"
+                Expect.equal own """{"cart":[1,2]}""" "The GCM-protected cookie opens its session."
+                let key = host.Services.GetRequiredService<KeyManagement.IKeyManager>().GetAllKeys() |> Seq.exactlyOne
+                let descriptor = key.Descriptor.ExportToXml().SerializedDescriptorElement.ToString()
+                Expect.stringContains descriptor "AES_256_GCM" "The key that protected the cookie is an AES-256-GCM key."
+                // One character changed in the middle of the ciphertext.
+                let cookie = user.Cookie.Value
+                let middle = cookie.Length / 2
+                let changed = cookie.Substring(0, middle) + (if cookie[middle] = 'A' then "B" else "A") + cookie.Substring(middle + 1)
+                let forger = Browser host
+                forger.Cookie <- Some changed
+                let! response, body = forger.GetAsync "/show"
+                Expect.equal response.StatusCode HttpStatusCode.OK "A changed cookie is no error."
+                Expect.equal body "{}" "A changed cookie opens no session."
+                let! still = user.GetTextAsync "/show"
+                Expect.equal still """{"cart":[1,2]}""" "The user's session is untouched."
+            finally
+                keys.Delete true
         }
 
         testCaseTask "a shared store without a shared key ring is warned about at startup"
