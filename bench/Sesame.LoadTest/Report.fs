@@ -159,9 +159,10 @@ let svg (rows: Row list) (subtitle: string) =
     add "</svg>"
     s.ToString()
 
-/// The sections other runs write into docs/performance.md, between their markers `<!-- name:start ... -->` and
-/// `<!-- name:end -->`: the flood run's (bench/Sesame.FloodBench) and Redis memory per session (bench/Sesame.RedisMemory).
-let keptSections = [ "flood"; "redis-memory" ]
+/// The sections of docs/performance.md that this run does not write, between their markers `<!-- name:start ... -->` and
+/// `<!-- name:end -->`: the flood run's (bench/Sesame.FloodBench), Redis memory per session (bench/Sesame.RedisMemory),
+/// and the analysis written by hand (the micro-benchmarks, the profiles, where the goals stand).
+let keptSections = [ "flood"; "redis-memory"; "analysis" ]
 
 /// The generated file with the other runs' sections (see keptSections) kept from the previous file, in the
 /// previous file's order, before the micro-benchmarks section: the runs write one file.
@@ -256,43 +257,4 @@ preferences, a history; each session's values its own), measured with `GC.GetTot
 before and after, in a process of its own; then overfilled by half to show that the bound evicts:
 
 {memorySection}
-## Micro-benchmarks
-
-The per-request work (cookie validation, load, fold, commit serialization) is measured with
-BenchmarkDotNet:
-
-```sh
-dotnet fsi build.fsx bench -- --filter '*RequestBenchmarks*'
-```
-
-Where a new session's time goes (`--filter '*NewSession*'`; one BenchmarkDotNet run, ratios to a returning visit of
-the same app, which loads and commits through the memory store with its cookie validated from cache): a first visit
-10.3×; of it, Data Protection's `Protect` of the new cookie 6.1× (more than half of a first visit; ASP.NET Core Session pays it
-for each new cookie too), the 192-bit id from the CSPRNG 0.9×, the memory store's insert (a new id included) 1.6× below its
-bound and 1.5× at it, where each insert evicts the ring's oldest session, which costs nothing measurable (they were 1.1×
-and 2.1× when the store held new sessions as objects, in an earlier run; this machine's speed drifts between runs, so
-compare ratios within one run). Running the store with no bound against its bound of 100,000, alternating, gave the same
-p99 for new sessions: eviction was not what the new-session rows' p99 was made of; the garbage collector was, as every new
-session, held as objects, survived the young generation to die in the old one. The memory store now keeps a session
-that only one request has used as a record in a ring of large arrays, with no object of its own
-(`src/Sesame.Fs/FreshSessions.fs`); a later request that loads it moves it to the store's map. On this app with
-100,000 sessions held (`wrk -t2 -c32` without cookies, the builds before and after the ring alternating, three runs
-each), the new-session p99 went from 36-53 ms to 7.1-8.1 ms (0.15-0.23×), at the same throughput (0.48-0.50× plain
-before, 0.43-0.51× after).
-
-The fold (`--filter '*Fold*'`) is linear in a request's updates: 10,000 updates of distinct paths fold in 0.0013× the
-time the quadratic fold took, of overlapping paths 0.015×. A patch of three or more updates is applied through a mutable
-draft, each changed object copied once and frozen once: applying 100 updates to a 1 KB session takes 0.29× the time it
-took when every update copied its path. Folding, applying and writing them costs about 1.36× the naive way (parse
-into `JsonNode`, change, serialize), against 1.70-1.71× just before, 2.4-2.7× before that and 5.9-9× at the start (the
-builds run back to back, each against the naive way in its own process). The fold alone now takes 0.81× the whole
-naive way (1.05× before): its index compares keys as strings, adds a path's missing nodes without looking them up
-again, and changes the one update at a path in place when a later one supersedes it. What is left is spread thin:
-walking each path in the index, comparing keys that are equal strings in different instances, checking every string
-for lone surrogates, and the draft's key lookups.
-
-File-store replay (`dotnet run -c Release --project bench/Sesame.Benchmarks -- replay generate DIR`, then
-`replay open FILE`): 723,000 small sessions in 4.2 s (171k sessions/s) against 7.8 s before, on a quiet machine;
-100,000 sessions of ~1 KB, each changed three times, in 5.4 s against 14.4 s. The store then holds 1.37× the live JSON
-of the ~1 KB sessions (7.14× before, when it held trees).
 """
