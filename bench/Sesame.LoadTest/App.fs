@@ -126,11 +126,11 @@ let private sesameOver (store: SessionStore) (loggerFactory: ILoggerFactory) =
     services.AddSesame().AddStore(store) |> ignore
     Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create (services.BuildServiceProvider().GetRequiredService<SesameRuntime>()))
 
-/// Runs the app on 127.0.0.1:port until killed; prints READY once it listens.
 /// The environment variable that carries the load test's --data-protection choice to the app ("aes-gcm", or the default).
 [<Literal>]
 let DataProtectionVariable = "SESAME_LOADTEST_DATA_PROTECTION"
 
+/// Runs the app on 127.0.0.1:port until killed; prints READY once it listens.
 let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     let builder = WebApplication.CreateBuilder()
     builder.Logging.ClearProviders().AddSimpleConsole().SetMinimumLevel(LogLevel.Warning) |> ignore
@@ -145,12 +145,12 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     builder.Services.AddDistributedMemoryCache().AddSession() |> ignore
     builder.Services.AddSesame() |> ignore // the memory store, Sesame's default
     // --data-protection aes-gcm: every cookie the app protects (Sesame's and ASP.NET Core Session's) with AES-256-GCM,
-    // under a key made for it (the algorithm applies to keys made after it is set, not to an existing one).
-    let keys = IO.Path.Combine(IO.Path.GetTempPath(), $"sesame-loadtest-keys-{Environment.ProcessId}")
+    // under a key made for it (the algorithm applies to keys made after it is set, not to an existing one), kept beside
+    // the session file, in the folder the load test deletes at its end.
     if Environment.GetEnvironmentVariable DataProtectionVariable = "aes-gcm" then
         builder.Services
             .AddDataProtection()
-            .PersistKeysToFileSystem(IO.DirectoryInfo keys)
+            .PersistKeysToFileSystem(IO.DirectoryInfo(IO.Path.Combine(IO.Path.GetDirectoryName filePath, "keys")))
             .UseCryptographicAlgorithms(
                 AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM, ValidationAlgorithm = ValidationAlgorithm.HMACSHA256)
             )
@@ -185,4 +185,3 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
     (postgres :> IDisposable).Dispose()
     (redisFloor :> IDisposable).Dispose()
     (fileFloor :> IDisposable).Dispose()
-    if IO.Directory.Exists keys then IO.Directory.Delete(keys, true)
