@@ -267,6 +267,18 @@ let private startWithKeys (persistKeys: DirectoryInfo option) (logs: LogCapture)
         | None -> ()
     startHostWith InMemory services (runHandler (withSession >=> show)) logs
 
+/// A client that sends the cookie value is answered, with a fresh empty session, and the user's own session (the cart
+/// "/set" made) is still as it was.
+let private expectOpensNothing (host: IHost) (cookie: string) (user: Browser) (what: string) : Task = task {
+    let forger = Browser host
+    forger.Cookie <- Some cookie
+    let! response, body = forger.GetAsync "/show"
+    Expect.equal response.StatusCode HttpStatusCode.OK $"{what} is no error."
+    Expect.equal body "{}" $"{what} opens no session."
+    let! own = user.GetTextAsync "/show"
+    Expect.equal own """{"cart":[1,2]}""" "The user's session is still there, untouched."
+}
+
 [<Tests>]
 let tests =
     testList "Security" [
@@ -283,13 +295,7 @@ let tests =
             let existingId, _ = store.Patches |> single
             let foreign = DataProtectionProvider.Create("another-app").CreateProtector("Sesame.SessionCookie.v1")
             let forged = foreign.Protect(SessionTicket.format { Id = existingId; Created = DateTimeOffset.UtcNow })
-            let forger = Browser host
-            forger.Cookie <- Some forged
-            let! response, body = forger.GetAsync "/show"
-            Expect.equal response.StatusCode HttpStatusCode.OK "A forged cookie is no error."
-            Expect.equal body "{}" "A cookie under another app's keys does not open the session it names."
-            let! own = user.GetTextAsync "/show"
-            Expect.equal own """{"cart":[1,2]}""" "The user's session is still there, untouched."
+            do! expectOpensNothing host forged user "A cookie under another app's keys"
         }
 
         testCaseTask "requests that read or change a session are not cacheable; untouched ones are left alone"
@@ -358,13 +364,7 @@ let tests =
                 let cookie = user.Cookie.Value
                 let middle = cookie.Length / 2
                 let changed = cookie.Substring(0, middle) + (if cookie[middle] = 'A' then "B" else "A") + cookie.Substring(middle + 1)
-                let forger = Browser host
-                forger.Cookie <- Some changed
-                let! response, body = forger.GetAsync "/show"
-                Expect.equal response.StatusCode HttpStatusCode.OK "A changed cookie is no error."
-                Expect.equal body "{}" "A changed cookie opens no session."
-                let! still = user.GetTextAsync "/show"
-                Expect.equal still """{"cart":[1,2]}""" "The user's session is untouched."
+                do! expectOpensNothing host changed user "A GCM cookie with one character changed"
             finally
                 keys.Delete true
         }
