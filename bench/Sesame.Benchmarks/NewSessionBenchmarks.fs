@@ -42,11 +42,7 @@ let private counterApp (aesGcm: bool) =
     builder.Logging.ClearProviders() |> ignore
     let keys = IO.Path.Combine(IO.Path.GetTempPath(), $"sesame-bench-keys-{Guid.NewGuid():N}")
     let protection = builder.Services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo keys)
-    if aesGcm then
-        protection.UseCryptographicAlgorithms(
-            AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM, ValidationAlgorithm = ValidationAlgorithm.HMACSHA256)
-        )
-        |> ignore
+    if aesGcm then protection.UseCryptographicAlgorithms(AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM)) |> ignore
     builder.Services.AddSesame() |> ignore
     let app = builder.Build()
     let pipe = ApplicationBuilder(app.Services)

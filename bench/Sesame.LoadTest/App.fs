@@ -151,9 +151,7 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
         builder.Services
             .AddDataProtection()
             .PersistKeysToFileSystem(IO.DirectoryInfo(IO.Path.Combine(IO.Path.GetDirectoryName filePath, "keys")))
-            .UseCryptographicAlgorithms(
-                AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM, ValidationAlgorithm = ValidationAlgorithm.HMACSHA256)
-            )
+            .UseCryptographicAlgorithms(AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM))
         |> ignore
     let app = builder.Build()
     let loggerFactory = app.Services.GetRequiredService<ILoggerFactory>()

@@ -9,8 +9,8 @@ let startMarker (name: string) (writtenBy: string) = $"<!-- {name}:start (writte
 
 let endMarker (name: string) = $"<!-- {name}:end -->"
 
-/// Writes a run's section into the file: in place of its earlier text, else before the micro-benchmarks section, else
-/// at the end.
+/// Writes a run's section into the file: in place of its earlier text, else before the analysis written by hand (the
+/// micro-benchmarks onward), else at the end.
 let write (path: string) (name: string) (writtenBy: string) (section: string) =
     let startMarker, endMarker = startMarker name writtenBy, endMarker name
     let text = if File.Exists path then File.ReadAllText path else "# Performance\n"
@@ -19,7 +19,7 @@ let write (path: string) (name: string) (writtenBy: string) (section: string) =
         match text.IndexOf startMarker, text.IndexOf endMarker with
         | start, finish when start >= 0 && finish > start -> text.Substring(0, start) + block + text.Substring(finish + endMarker.Length).TrimStart('\n')
         | _ ->
-            match text.IndexOf "\n## Micro-benchmarks" with
+            match text.IndexOf "\n<!-- analysis:start" with
             | i when i >= 0 -> text.Substring(0, i + 1) + block + "\n" + text.Substring(i + 1)
             | _ -> text.TrimEnd() + "\n\n" + block
     File.WriteAllText(path, updated)

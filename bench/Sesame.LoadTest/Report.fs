@@ -164,8 +164,8 @@ let svg (rows: Row list) (subtitle: string) =
 /// and the analysis written by hand (the micro-benchmarks, the profiles, where the goals stand).
 let keptSections = [ "flood"; "redis-memory"; "analysis" ]
 
-/// The generated file with the other runs' sections (see keptSections) kept from the previous file, in the
-/// previous file's order, before the micro-benchmarks section: the runs write one file.
+/// The generated file with the sections it does not write (see keptSections) kept from the previous file, after it, in
+/// the previous file's order: the runs write one file.
 let keepSections (previous: string) (generated: string) =
     let blocks =
         keptSections
@@ -177,13 +177,7 @@ let keepSections (previous: string) (generated: string) =
             | _ -> None)
         |> List.sortBy fst
         |> List.map snd
-    if blocks.IsEmpty then
-        generated
-    else
-        let kept = String.concat "\n" blocks
-        match generated.IndexOf "\n## Micro-benchmarks" with
-        | i when i >= 0 -> generated.Substring(0, i + 1) + kept + "\n" + generated.Substring(i + 1)
-        | _ -> generated.TrimEnd() + "\n\n" + kept
+    if blocks.IsEmpty then generated else generated.TrimEnd() + "\n\n" + String.concat "\n" blocks
 
 /// The whole of docs/performance.md.
 let markdown

@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Buffers.Text
 open System.Security.Cryptography
 
 /// <summary>
@@ -48,9 +49,8 @@ type internal BufferedRandom =
             bytes.Clear()
             BufferedRandom.used <- BufferedRandom.used + destination.Length
 
-    /// <summary>The given number of CSPRNG bytes as URL-safe base64 (<c>-</c> and <c>_</c>, no padding when the count is
-    /// a multiple of 3).</summary>
+    /// <summary>The given number of CSPRNG bytes as base64url (<c>-</c> and <c>_</c>, no padding).</summary>
     static member Base64Url(count: int) : string =
         let bytes = Array.zeroCreate<byte> count
         BufferedRandom.Fill(Span bytes)
-        Convert.ToBase64String(bytes).Replace('+', '-').Replace('/', '_')
+        Base64Url.EncodeToString(ReadOnlySpan bytes)

@@ -273,7 +273,7 @@ type SessionSummary(id: string, meta: Json, lastSeen: DateTimeOffset, expiresAt:
     static member HandleOf(id: string) : string =
         if isNull id then nullArg "id"
         let hash = Security.Cryptography.SHA256.HashData(Text.Encoding.UTF8.GetBytes id)
-        Convert.ToBase64String(hash, 0, 12).Replace('+', '-').Replace('/', '_')
+        Buffers.Text.Base64Url.EncodeToString(ReadOnlySpan(hash, 0, 12))
 
 /// <summary>Which sessions a listing asks for, and where it continues.</summary>
 [<Struct; NoComparison>]

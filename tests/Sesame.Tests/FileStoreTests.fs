@@ -453,9 +453,9 @@ let tests =
 
         testCaseTask "random first commits of new sessions replay to the very values committed (replay reads the simple ones straight from their records)"
         <| fun () -> task {
-            // Mostly what replay's fast path reads without applying (sets and increments of top-level keys, odd keys and
-            // repeated ones included), some of which it must decline (a key set twice, any other update): either way
-            // the replayed text must be the committed text, to the byte.
+            // Mostly what replay's fast path reads without applying (sets and increments of top-level keys, odd keys
+            // included; the fold merges a repeated key's updates before they reach the record), and now and then any
+            // other update, which it must decline: either way the replayed text must be the committed text, to the byte.
             let topLevel = Generators.key |> Gen.map (fun key -> SessionPath.ofKeys [ key ])
             let firstUpdate =
                 Gen.frequency [
