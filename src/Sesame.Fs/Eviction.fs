@@ -176,6 +176,13 @@ type internal SegmentedLru(maxEntries: int) =
     /// <paramref name="except"/> (the session whose commit is being acknowledged).
     /// </summary>
     /// <returns>The node taken out of the order, or null when there is none to take.</returns>
+    /// <summary>The session <c>TakeVictim</c> would take, left in the order; null when there is none.</summary>
+    member _.PeekVictim(except: EvictionNode, orReturning: bool) : EvictionNode =
+        lock gate (fun () ->
+            match fresh.Coldest except with
+            | null when orReturning -> returning.Coldest except
+            | found -> found)
+
     member _.TakeVictim(except: EvictionNode, orReturning: bool) : EvictionNode =
         lock gate (fun () ->
             let victim =
@@ -211,10 +218,16 @@ type internal SessionBounds
         count: unit -> int64,
         bytes: unit -> int64,
         evict: EvictionNode -> unit,
-        /// Evicts the oldest of the new sessions the store holds outside the order (the memory store's ring), never the
-        /// one at the position given (the session being acknowledged, or -1), and past that one only when the count
-        /// (true) and not only the bytes are over; false when there is none to evict.
-        evictUnordered: int64 -> bool -> bool
+        /// Evicts the oldest of the sessions the store holds outside the order (the memory store's ring of new
+        /// sessions, the file store's of sessions replayed and unused since), never the session being acknowledged
+        /// (given as its node in the order or null, and as its position outside it or -1), and past that one only when
+        /// the count (true) and not only the bytes are over; false when there is none to evict (or, for returning
+        /// ones, when the order's next victim should go first).
+        evictUnordered: EvictionNode -> int64 -> bool -> bool,
+        /// Whether the sessions held outside the order count as returning ones (evicted only once no new session is
+        /// left to evict, and then before any in the order: they are older than any session used since) rather than new
+        /// ones (evicted before any in the order).
+        unorderedAreReturning: bool
     ) =
     let lowCount = maxCount - maxCount / 64L
     let lowBytes = maxBytes - maxBytes / 64L
@@ -225,8 +238,8 @@ type internal SessionBounds
         let mutable taken = 0
         let mutable more = true
         while more && (count () > countTarget || bytes () > bytesTarget) do
-            // New sessions held outside the order go before any in it.
-            if evictUnordered exceptUnordered (count () > countTarget) then
+            // Sessions held outside the order go before any of their kind in it.
+            if (orReturning || not unorderedAreReturning) && evictUnordered except exceptUnordered (count () > countTarget) then
                 taken <- taken + 1
             else
                 match policy.TakeVictim(except, orReturning) with
@@ -243,7 +256,10 @@ type internal SessionBounds
     member _.IsOver = count () > maxCount || bytes () > maxBytes
 
     /// Bounds for a store that holds every session in the order.
-    new(policy, maxCount, maxBytes, count, bytes, evict) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, (fun _ _ -> false))
+    new(policy, maxCount, maxBytes, count, bytes, evict) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, (fun _ _ _ -> false), false)
+
+    /// Bounds for a store that holds new sessions outside the order too.
+    new(policy, maxCount, maxBytes, count, bytes, evict, evictUnordered) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, evictUnordered, false)
 
     /// <summary>Evicts until the store is within its bounds again, if it is not; never <paramref name="except"/>.</summary>
     /// <param name="except">The session whose commit is being acknowledged, or null.</param>

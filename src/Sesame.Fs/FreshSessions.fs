@@ -7,9 +7,10 @@ open System.Runtime.InteropServices
 open System.Threading
 
 /// <summary>
-/// The memory store's sessions that only one request has used so far (a first visit, a bot, every session of a flood),
-/// held without a .NET object each: one record per session, appended to a ring of large byte arrays, and found through
-/// a map whose keys and values are numbers.
+/// Sessions held without a .NET object each: one record per session, appended to a ring of large byte arrays, and found
+/// through a map whose keys and values are numbers. The memory store holds here the sessions that only one request has
+/// used so far (a first visit, a bot, every session of a flood); the file store, the sessions it replayed that no request
+/// has used since it opened.
 /// </summary>
 /// <remarks>
 /// <para><b>Why.</b> A session held as objects (its entry, its text, its array, its id, its node in the map and in the
@@ -24,10 +25,10 @@ open System.Threading
 /// leaves a hole that the tail passes later. The ring's memory is therefore what lies between its tail and its head,
 /// holes included, and that is what it counts against the store's byte bound: the bound holds for what is really
 /// held, and evicting the one-request sessions (which the bound does first) frees the holes with them.</para>
-/// <para>Not thread-safe: the memory store uses it under one lock (this object).</para>
+/// <para>Not thread-safe: each store uses it under one lock (this object).</para>
 /// </remarks>
 [<Sealed>]
-type internal FreshSessions(chunkBytes: int) =
+type internal FreshSessions(chunkBytes: int, capacity: int) =
     // A record: its length (0 ends the chunk's records), the id's length in characters, the tree's JSON length, the
     // value's length (tree and facts), the expiry and the creation (UTC ticks), the map key, whether it is live; then
     // the id (UTF-16) and the value. Records are 8-byte aligned and never span two arrays.
@@ -52,9 +53,11 @@ type internal FreshSessions(chunkBytes: int) =
     let mutable firstChunk = 0L
     let mutable head = 0L
     let mutable tail = 0L
-    let records = Dictionary<int64, int64>()
+    let records = Dictionary<int64, int64>(capacity)
     let mutable live = 0
     let mutable countedBytes = 0L
+    /// The bytes of the live records alone (what lies between the tail and the head besides holes).
+    let mutable recordBytes = 0L
 
     let chunkOf (position: int64) = chunks[int (position / int64 chunkBytes - firstChunk)]
     let offsetOf (position: int64) = int (position % int64 chunkBytes)
@@ -97,11 +100,20 @@ type internal FreshSessions(chunkBytes: int) =
             chunks.RemoveAt 0
             firstChunk <- firstChunk + 1L
 
+    /// A ring whose map grows as it needs.
+    new(chunkBytes: int) = FreshSessions(chunkBytes, 0)
+
+    /// Lets the map go of the room it has beyond its entries (as replay leaves it, for instance).
+    member _.TrimExcess() = records.TrimExcess()
+
     /// The sessions held.
     member _.LiveCount = Volatile.Read &live
 
     /// What the ring counts against the store's byte bound: from its tail to its head, holes included, and the map.
     member _.CountedBytes = Volatile.Read &countedBytes
+
+    /// What the ring holds between its tail and its head that no live record uses (holes, arrays' unused ends).
+    member _.UnusedBytes = head - tail - recordBytes
 
     /// The arrays the ring holds, the spare one included (for tests and diagnostics).
     member _.ArrayCount = chunks.Count + (if isNull spare then 0 else 1)
@@ -115,9 +127,14 @@ type internal FreshSessions(chunkBytes: int) =
     /// <summary>Appends a session; gives its position, or -1 when the ring does not take it (too large, or its key is
     /// taken by another id) and the store's map should.</summary>
     /// <remarks>The caller has checked that the id is held nowhere.</remarks>
-    member _.TryAdd(id: string, value: SessionText, expires: int64, created: int64) : int64 =
+    member this.TryAdd(id: string, value: SessionText, expires: int64, created: int64) : int64 =
+        this.TryAdd(id.AsSpan(), ReadOnlySpan(value.Utf8), value.DataLength, expires, created)
+
+    /// <summary>Appends a session whose value (tree, then facts) is given as its UTF-8 bytes and the tree's length in
+    /// them; gives its position, or -1 when the ring does not take it.</summary>
+    member _.TryAdd(id: ReadOnlySpan<char>, value: ReadOnlySpan<byte>, dataLength: int, expires: int64, created: int64) : int64 =
         let length = (headerBytes + 2 * id.Length + value.Length + 7) &&& ~~~7
-        let key = keyOf (id.AsSpan())
+        let key = keyOf id
         // A larger session goes to the store's map, so that what a record that does not fit leaves unused at the end of
         // an array is at most an eighth of it.
         if length > chunkBytes / 8 || records.ContainsKey key then
@@ -134,18 +151,19 @@ type internal FreshSessions(chunkBytes: int) =
             let fields = header position
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice lengthAt, length)
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice idCharsAt, id.Length)
-            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice dataLengthAt, value.DataLength)
+            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice dataLengthAt, dataLength)
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice valueLengthAt, value.Length)
             BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
             BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, created)
             BinaryPrimitives.WriteInt64LittleEndian(fields.Slice keyAt, key)
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice liveAt, 1)
             let body = Span(chunkOf position, offsetOf position + headerBytes, length - headerBytes)
-            MemoryMarshal.AsBytes(id.AsSpan()).CopyTo body
-            ReadOnlySpan(value.Utf8).CopyTo(body.Slice(2 * id.Length))
+            MemoryMarshal.AsBytes(id).CopyTo body
+            value.CopyTo(body.Slice(2 * id.Length))
             records[key] <- position
             head <- position + int64 length
             live <- live + 1
+            recordBytes <- recordBytes + int64 length
             publish ()
             position
 
@@ -155,6 +173,7 @@ type internal FreshSessions(chunkBytes: int) =
         BinaryPrimitives.WriteInt32LittleEndian(fields.Slice liveAt, 0)
         records.Remove(BinaryPrimitives.ReadInt64LittleEndian(fields.Slice keyAt)) |> ignore
         live <- live - 1
+        recordBytes <- recordBytes - int64 (BinaryPrimitives.ReadInt32LittleEndian(fields.Slice lengthAt))
         advanceTail ()
         publish ()
 
@@ -171,8 +190,23 @@ type internal FreshSessions(chunkBytes: int) =
                 position <- step position
             if position < head then position else -1L
 
+    /// Whether a live record starts at the position: false once its session ended, even after the tail passed it.
+    member _.IsLiveAt(position: int64) = position >= tail && position < head && isLive position
+
+    /// Sets when the record's session expires and when a request last used it (UTC ticks).
+    member _.Retime(position: int64, expires: int64, lastUsed: int64) =
+        let fields = header position
+        BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
+        BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, lastUsed)
+
     /// The record's session id.
     member _.IdAt(position: int64) = String(idOf position)
+
+    /// The bytes of the record's session id in UTF-8.
+    member _.IdUtf8LengthAt(position: int64) = Text.Encoding.UTF8.GetByteCount(idOf position)
+
+    /// The bytes of the record's value (tree and facts).
+    member _.ValueLengthAt(position: int64) = int32At position valueLengthAt
 
     /// The record's value, copied out.
     member _.ValueAt(position: int64) =
@@ -180,13 +214,16 @@ type internal FreshSessions(chunkBytes: int) =
         let dataLength = int32At position dataLengthAt
         SessionText.OfParts(value.Slice(0, dataLength), value.Slice dataLength)
 
+    /// The record's facts (JSON), where the ring holds them.
+    member _.MetaAt(position: int64) : ReadOnlySpan<byte> = (valueOf position).Slice(int32At position dataLengthAt)
+
     /// The bytes of the record's tree JSON.
     member _.DataLengthAt(position: int64) = int32At position dataLengthAt
 
     /// When the record's session expires (UTC ticks).
     member _.ExpiresAt(position: int64) = int64At position expiresAt
 
-    /// When the record's session was made (UTC ticks): the last time a request used it.
+    /// When the record's session was made, or retimed (UTC ticks): the last time a request used it.
     member _.CreatedAt(position: int64) = int64At position createdAt
 
     /// The positions of the live records, oldest first.

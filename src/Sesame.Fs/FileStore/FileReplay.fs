@@ -29,10 +29,19 @@ type internal ReplayChanges() =
         this.Bodies.Add(struct (offset, body))
         this.PendingBytes <- this.PendingBytes + int64 body.Length
 
-/// What replay read from a file: the sessions (their newest values, expiries and last-seen times set; nothing else),
-/// the changes still to apply to some of them, the file's length (a torn tail cut) and its format version.
+/// What replay read from a file: the sessions held as objects (their newest values, expiries and last-seen times set;
+/// nothing else), the changes still to apply to some of them, the sessions held in a ring (those whose value a record
+/// gave whole, and no later record changed: see <c>FileSessions</c>), the file's length (a torn tail cut) and its format
+/// version. An id is in the objects or in the ring, never in both.
 [<NoComparison; NoEquality>]
-type internal Replayed = { Sessions: Dictionary<string, FileSession>; Changes: Dictionary<string, ReplayChanges>; Length: int64; Version: uint32; Path: string }
+type internal Replayed = {
+    Sessions: Dictionary<string, FileSession>
+    Changes: Dictionary<string, ReplayChanges>
+    Cold: FreshSessions
+    Length: int64
+    Version: uint32
+    Path: string
+}
 
 /// Each thread's scratch space for replay.
 [<AbstractClass; Sealed>]
@@ -150,13 +159,11 @@ module internal FileReplay =
         if ok then output.Write(ReadOnlySpan closeBrace)
         ok && output.WrittenCount > start
 
-    /// The value a new session's change makes when it only sets or increments distinct top-level keys of the tree and
-    /// of the facts (what a first request's commit holds, such as a new visitor's counter and its creation fact):
-    /// written from the change's JSON, without building a tree; null for any other change, or for text that does not
-    /// read as JSON.
-    let private trySimpleCreate (body: ReadOnlySpan<byte>) (version: uint32) : SessionText =
-        if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
-        let output = ReplayBuffers.Created
+    /// Writes into <c>output</c> (emptied first) the value a new session's change makes when it only sets or increments
+    /// distinct top-level keys of the tree and of the facts (what a first request's commit holds, such as a new
+    /// visitor's counter and its creation fact), from the change's JSON, without building a tree; gives the tree's
+    /// length in what it wrote, or -1 for any other change, or for text that does not read as JSON.
+    let private trySimpleCreate (body: ReadOnlySpan<byte>) (version: uint32) (output: ArrayBufferWriter<byte>) : int =
         output.ResetWrittenCount()
         let mutable reader = Utf8JsonReader(body, JsonReaderOptions(MaxDepth = Json.MaxDepth + 3))
         try
@@ -166,19 +173,19 @@ module internal FileReplay =
                     let dataLength = output.WrittenCount
                     output.Write(ReadOnlySpan openBrace)
                     output.Write(ReadOnlySpan closeBrace)
-                    SessionText(output.WrittenSpan.ToArray(), dataLength)
+                    dataLength
                 else
-                    null
+                    -1
             elif reader.Read() && reader.TokenType = JsonTokenType.StartArray && reader.Read() && trySetKeys body &reader output then
                 let dataLength = output.WrittenCount
                 if reader.Read() && trySetKeys body &reader output && reader.Read() && reader.TokenType = JsonTokenType.EndArray && not (reader.Read()) then
-                    SessionText(output.WrittenSpan.ToArray(), dataLength)
+                    dataLength
                 else
-                    null
+                    -1
             else
-                null
+                -1
         with :? JsonException ->
-            null
+            -1
 
     /// A session as replay holds it: its newest value (null: the empty session), expiry and last-seen time.
     let private replayedSession (id: string) (value: SessionText) (expires: int64) (lastSeen: int64) =
@@ -188,13 +195,19 @@ module internal FileReplay =
         session.LastSeen <- lastSeen
         session
 
-    /// The value a record creates: read straight from the record when it sets the whole session (as a compacted file's
-    /// records do) or only sets or increments top-level keys (as a new session's first commit does); null when the
-    /// record is a change to apply to the empty session.
-    let private createdValue (body: ReadOnlySpan<byte>) (version: uint32) : SessionText =
+    /// Writes into <c>output</c> (emptied first) the value a record creates, read straight from the record when it sets
+    /// the whole session (as a compacted file's records do) or only sets or increments top-level keys (as a new
+    /// session's first commit does); gives the tree's length in what it wrote, or -1 when the record is a change to
+    /// apply to the empty session. (Written there, not as a SessionText, so that the ring copies it from there: most
+    /// sessions of a file are held in the ring.)
+    let private createdValue (body: ReadOnlySpan<byte>) (version: uint32) (output: ArrayBufferWriter<byte>) : int =
         match (if version = FileLog.FormatVersion1 then ValueNone else FileLog.trySnapshotParts body) with
-        | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) -> SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength))
-        | ValueNone -> trySimpleCreate body version
+        | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) ->
+            output.ResetWrittenCount()
+            output.Write(body.Slice(dataAt, dataLength))
+            output.Write(body.Slice(metaAt, metaLength))
+            dataLength
+        | ValueNone -> trySimpleCreate body version output
 
     /// The value of a replayed session: its changes applied to what it had, in order, as the commits applied them.
     let private materialize (path: string) (version: uint32) (value: SessionText) (changes: ReplayChanges) : SessionText =
@@ -254,12 +267,27 @@ module internal FileReplay =
         changes.Add(offset, body)
         changes
 
+    /// The size of the arrays of the ring replay holds sessions in: large enough that a session of up to 128 KiB is
+    /// held there (a record takes at most an eighth of an array), small enough that a small file takes little.
+    let ColdChunkBytes = 1 <<< 20
+
+    /// Takes the id's session out of the ring into an object (null: the ring does not hold it).
+    let private takeCold (cold: FreshSessions) (sessions: Dictionary<string, FileSession>) (id: string) : FileSession =
+        match cold.Find id with
+        | -1L -> null
+        | position ->
+            let session = replayedSession id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)
+            cold.Remove position
+            sessions[id] <- session
+            session
+
     let private applyRecord
         (logger: ILogger)
         (path: string)
         (version: uint32)
         (sessions: Dictionary<string, FileSession>)
         (pending: Dictionary<string, ReplayChanges>)
+        (cold: FreshSessions)
         (offset: int64)
         (buffer: byte[])
         (at: int)
@@ -281,34 +309,53 @@ module internal FileReplay =
         let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
         let bodyAt = at + prefix + idLength
         let bodyLength = length - prefix - idLength
+        // A session held in the ring under this id ends there (it starts over, or goes on as an object).
+        let dropCold () =
+            if cold.LiveCount > 0 then
+                match cold.Find id with
+                | -1L -> ()
+                | position -> cold.Remove position
         // A session that starts over (created, or moved here) leaves no changes of what was there before.
         let replace (value: SessionText) =
+            dropCold ()
             let session = replayedSession id value expires lastSeen
             sessions[id] <- session
             pending.Remove id |> ignore
             session
+        // The session as it stands: an object, taken out of the ring if it was there; null when there is none.
+        let current () =
+            match sessions.TryGetValue id with
+            | true, session -> session
+            | _ when cold.LiveCount = 0 -> null
+            | _ -> takeCold cold sessions id
         // The session whose pending changes the record added to, if any: settled once, whatever the record's kind.
         let struct (grown, changes) =
             match kind with
             | FileLog.KindCreate ->
                 let body = ReadOnlySpan(buffer, bodyAt, bodyLength)
-                match createdValue body version with
-                | null ->
+                if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
+                let created = ReplayBuffers.Created
+                match createdValue body version created with
+                | -1 ->
                     let session = replace null
                     struct (session, addChange pending id offset (body.ToArray()))
-                | value ->
-                    replace value |> ignore
+                | dataLength ->
+                    // Held in the ring, unless it does not take it (too large, or its key taken by another id).
+                    dropCold ()
+                    if sessions.Remove id then pending.Remove id |> ignore
+                    if cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen) < 0L then
+                        replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
                     struct (null, null)
             | FileLog.KindPatch ->
                 let session =
-                    match sessions.TryGetValue id with
-                    | true, session ->
+                    match current () with
+                    | null ->
+                        FileStoreLog.mismatch logger offset path
+                        replace null
+                    | session ->
                         session.LatestExpires <- expires
                         session.LastSeen <- lastSeen
                         session
-                    | _ ->
-                        FileStoreLog.mismatch logger offset path
-                        replace null
                 struct (session, addChange pending id offset buffer[bodyAt .. bodyAt + bodyLength - 1])
             | FileLog.KindMove when version <> FileLog.FormatVersion1 ->
                 if bodyLength < 4 then raise (corrupt path offset "its old id is missing")
@@ -322,6 +369,7 @@ module internal FileReplay =
                         struct (null, null)
                     else
                         let fromId = Encoding.UTF8.GetString(buffer, bodyAt + 4, fromLength)
+                        if cold.LiveCount > 0 && not (sessions.ContainsKey fromId) then takeCold cold sessions fromId |> ignore
                         match sessions.TryGetValue fromId with
                         | true, from ->
                             let fromChanges =
@@ -338,6 +386,7 @@ module internal FileReplay =
                 if not (isNull fromChanges) then pending[id] <- fromChanges
                 struct (moved, addChange pending id offset change)
             | FileLog.KindDelete ->
+                dropCold ()
                 sessions.Remove id |> ignore
                 pending.Remove id |> ignore
                 struct (null, null)
@@ -346,7 +395,10 @@ module internal FileReplay =
                 | true, session ->
                     session.LatestExpires <- expires
                     session.LastSeen <- lastSeen
-                | _ -> ()
+                | _ ->
+                    match (if cold.LiveCount > 0 then cold.Find id else -1L) with
+                    | -1L -> ()
+                    | position -> cold.Retime(position, expires, lastSeen)
                 struct (null, null)
             | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
         if not (isNull grown) then settle path version pending grown changes
@@ -354,10 +406,14 @@ module internal FileReplay =
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
     let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
         let length = IO.RandomAccess.GetLength handle
-        // Room for a session per 256 bytes of file (a small session's record is about 130), so that a file of small
-        // sessions rarely makes the map grow, and a file of large ones does not take much more than it needs.
-        let sessions = Dictionary<string, FileSession>(int (min (length / 256L) (1L <<< 24)), StringComparer.Ordinal)
+        // The map holds the sessions that records changed after they were created (most go to the ring, below): room
+        // for one per 2 KiB of file to start with; it grows as it needs.
+        let sessions = Dictionary<string, FileSession>(int (min (length / 2048L) (1L <<< 24)), StringComparer.Ordinal)
         let pending = Dictionary<string, ReplayChanges>(StringComparer.Ordinal)
+        // Room in its map for a session per 256 bytes of file (a small session's record is about 130), so that a file
+        // of small sessions rarely makes it grow; what a file of larger or often changed ones leaves unused is given
+        // back at the end (coldHeld).
+        let cold = FreshSessions(ColdChunkBytes, int (min (length / 256L) (1L <<< 24)))
         let expected = FileLog.fileHeader ()
         let header = Array.zeroCreate<byte>(int (min length (int64 FileLog.FileHeaderLength)))
         if header.Length > 0 then IO.RandomAccess.Read(handle, Span header, 0L) |> ignore
@@ -370,7 +426,7 @@ module internal FileReplay =
                 )
             IO.RandomAccess.Write(handle, ReadOnlySpan expected, 0L)
             IO.RandomAccess.FlushToDisk handle
-            { Sessions = sessions; Changes = pending; Length = int64 FileLog.FileHeaderLength; Version = FileLog.FormatVersion; Path = path }
+            { Sessions = sessions; Changes = pending; Cold = cold; Length = int64 FileLog.FileHeaderLength; Version = FileLog.FormatVersion; Path = path }
         elif not (MemoryExtensions.SequenceEqual(ReadOnlySpan(header, 0, 8), ReadOnlySpan(expected, 0, 8))) then
             raise (
                 SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is."
@@ -391,7 +447,7 @@ module internal FileReplay =
                     reading <- false
                 else
                     let at = reader.Fetch(offset, FileLog.RecordHeaderLength + payloadLength)
-                    applyRecord logger path version sessions pending offset reader.Buffer (at + FileLog.RecordHeaderLength) payloadLength
+                    applyRecord logger path version sessions pending cold offset reader.Buffer (at + FileLog.RecordHeaderLength) payloadLength
                     offset <- offset + int64 (FileLog.RecordHeaderLength + payloadLength)
             if offset < length then
                 // The record at `offset` is torn or corrupt. Every record names the end of what was on
@@ -413,7 +469,44 @@ module internal FileReplay =
                 IO.RandomAccess.SetLength(handle, bad)
                 IO.RandomAccess.FlushToDisk handle
                 FileStoreLog.cutTornTail logger (length - bad) bad path
-            { Sessions = sessions; Changes = pending; Length = offset; Version = version; Path = path }
+            { Sessions = sessions; Changes = pending; Cold = cold; Length = offset; Version = version; Path = path }
+
+    /// The ring of sessions the store starts with: the replayed ring's sessions live at <c>t</c>, least recently used
+    /// first (the order the bounds evict them in), those whose facts name a user taken out into objects (in
+    /// <c>objects</c>: the user index holds sessions as objects). The ring is written anew when it is out of that order
+    /// (touch records retime sessions, a compacted file is in no order) or more than a quarter of it is holes.
+    let private coldHeld (t: int64) (userKey: byte[]) (cold: FreshSessions) (objects: Dictionary<string, FileSession>) : FreshSessions =
+        let mutable ordered = true
+        let mutable last = Int64.MinValue
+        let kept = ResizeArray<int64>(cold.LiveCount)
+        for position in cold.Positions() do
+            if cold.ExpiresAt position <= t then
+                cold.Remove position
+            else if cold.MetaAt(position).IndexOf(ReadOnlySpan userKey) >= 0 && (SessionMeta.userOf ((cold.ValueAt position).ParseMeta())).IsSome then
+                let id = cold.IdAt position
+                objects[id] <- replayedSession id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)
+                cold.Remove position
+            else
+                let seen = cold.CreatedAt position
+                if seen < last then ordered <- false
+                last <- max last seen
+                kept.Add position
+        if ordered && cold.UnusedBytes * 4L <= cold.CountedBytes then
+            cold.TrimExcess()
+            cold
+        else
+            let positions = kept.ToArray()
+            let seen = positions |> Array.map cold.CreatedAt
+            Array.Sort(seen, positions)
+            let rewritten = FreshSessions(ColdChunkBytes, positions.Length)
+            for position in positions do
+                let id = cold.IdAt position
+                let value = cold.ValueAt position
+                // The ring took it before, so it takes it again (same size, a key no other id of it has); were it not
+                // to, the session would go on as an object.
+                if rewritten.TryAdd(id, value, cold.ExpiresAt position, cold.CreatedAt position) < 0L then
+                    objects[id] <- replayedSession id value (cold.ExpiresAt position) (cold.CreatedAt position)
+            rewritten
 
     /// The sessions still live at <c>t</c>, as the store holds them: what they read is what the file holds (their changes
     /// applied now; a change that cannot be applied is a <see cref="T:Sesame.SessionStoreException"/> naming its offset).
@@ -427,6 +520,8 @@ module internal FileReplay =
             if session.LatestExpires <= t then
                 all.Remove id |> ignore
                 replayed.Changes.Remove id |> ignore
+        let userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
+        let cold = coldHeld t userKey replayed.Cold all
         // The sessions whose changes are still to apply take the time (parsing, applying, writing): on every core,
         // as nothing else runs yet. The first failure, least recently seen first, is the one raised.
         let changed = Array.zeroCreate<FileSession> replayed.Changes.Count
@@ -451,7 +546,7 @@ module internal FileReplay =
         | Some e -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e
         | None -> ()
         replayed.Changes.Clear()
-        let sessions = FileSessions(maxSessions, all)
+        let sessions = FileSessions(maxSessions, all, cold)
         let order = Array.zeroCreate<FileSession> all.Count
         let seen = Array.zeroCreate<int64> all.Count
         n <- 0
@@ -463,7 +558,6 @@ module internal FileReplay =
         all.Clear()
         all.TrimExcess()
         Array.Sort(seen, order)
-        let userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
         for session in order do
             let id = session.Id
             let value = session.Latest

@@ -58,13 +58,66 @@ type internal FileSession(id: string) =
 /// The sessions a file store holds by id, their index by user, the size a freshly compacted file holding them would
 /// have, the memory their values take (what the byte bound counts) and the order they are evicted in. Built from the
 /// sessions replay left (the map sized to them once); their sizes and places in the order are then set one by one.
+/// <para>The sessions replay read straight from one record, that name no user, and that no request has used since the
+/// store opened (after a flood, nearly all of them) are held without objects, in a ring (<c>cold</c>, locked on itself;
+/// see <c>FreshSessions</c> for why). The first lookup of one takes it out into a <c>FileSession</c>, under that lock,
+/// and every lookup that misses the map looks again under it, so a session is never in both, nor in neither. They
+/// count as returning sessions that are older than any session used since the store opened: the bounds evict them
+/// once no new session is left to evict, before any other returning one.</para>
 [<Sealed>]
-type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<string, FileSession>>) =
+type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<string, FileSession>>, cold: FreshSessions) as this =
     let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, replayed, StringComparer.Ordinal)
     let users = ConcurrentDictionary<string, ConcurrentDictionary<string, byte>>(StringComparer.Ordinal)
     let mutable liveBytes = 0L
     let mutable heldBytes = 0L
     let policy = SegmentedLru maxSessions
+
+    /// What a record of the ring adds to a compacted file.
+    let coldLiveBytes (position: int64) = FileLog.snapshotBytes (cold.IdUtf8LengthAt position) (int64 (cold.ValueLengthAt position))
+
+    do
+        for position in cold.Positions() do
+            liveBytes <- liveBytes + coldLiveBytes position
+
+    /// Ends the ring's record; call under the ring's lock.
+    let removeCold (position: int64) =
+        Interlocked.Add(&liveBytes, -(coldLiveBytes position)) |> ignore
+        cold.Remove position
+
+    /// Takes the ring's session at the position out into a FileSession in the map, as a returning one; call under the
+    /// ring's lock (the id is in neither the map nor elsewhere in the ring).
+    let takeCold (position: int64) : FileSession =
+        let id = cold.IdAt position
+        let value = cold.ValueAt position
+        let expires = cold.ExpiresAt position
+        let session = FileSession id
+        session.Latest <- value
+        session.Visible <- value
+        session.LatestExpires <- expires
+        session.VisibleExpires <- expires
+        session.FileExpires <- expires
+        session.LastSeen <- cold.CreatedAt position
+        removeCold position
+        sessions[id] <- session
+        this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (int64 value.Length))
+        this.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
+        policy.Admit(session.Node, true)
+        session
+
+    /// The session of the id in the map, taken out of the ring first if it is there; null when neither holds it.
+    let find (id: string) : FileSession =
+        match sessions.TryGetValue id with
+        | true, session -> session
+        | _ when cold.LiveCount = 0 -> null
+        | _ ->
+            lock cold (fun () ->
+                // Looked for again under the ring's lock: another thread may have just taken it out.
+                match sessions.TryGetValue id with
+                | true, session -> session
+                | _ ->
+                    match cold.Find id with
+                    | -1L -> null
+                    | position -> takeCold position)
 
     /// The order sessions are evicted in: those with a live value are in it.
     member _.Policy = policy
@@ -91,22 +144,76 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         match users.TryGetValue user with
         | true, ids -> Array.ofSeq ids.Keys
         | _ -> [||]
-    /// Every session held, for a sweep or a snapshot (safe while others change the map).
+    /// Every session held as an object, for a sweep or a snapshot (safe while others change the map); the ring's are
+    /// walked with <c>ColdBatch</c>.
     member _.Items: seq<KeyValuePair<string, FileSession>> = sessions
 
     /// The number of sessions held (expired ones not yet swept included).
-    member _.Count = sessions.Count
+    member _.Count = sessions.Count + cold.LiveCount
+
+    /// The sessions in the eviction order or in the ring: what the count bound counts.
+    member _.LiveCount = int64 policy.Count + int64 cold.LiveCount
+
+    /// The sessions held in the ring.
+    member _.ColdCount = cold.LiveCount
 
     /// What the sessions add to a compacted file, beyond its header.
     member _.LiveBytes = Volatile.Read &liveBytes
 
-    /// The memory the sessions' newest values take, as estimated: what the byte bound counts.
-    member _.HeldBytes = Volatile.Read &heldBytes
+    /// The memory the sessions' newest values take, as estimated, and what the ring holds: what the byte bound counts.
+    member _.HeldBytes = Volatile.Read &heldBytes + cold.CountedBytes
 
-    member _.TryGetValue(id: string, session: outref<FileSession>) = sessions.TryGetValue(id, &session)
+    /// The session of the id (taken out of the ring if it was there, so that whoever uses it holds an object).
+    member _.TryGetValue(id: string, session: outref<FileSession>) =
+        session <- find id
+        not (isNull session)
 
     /// The session of the id, added empty when there is none.
-    member _.GetOrAdd(id: string) = sessions.GetOrAdd(id, fun id -> FileSession id)
+    member _.GetOrAdd(id: string) =
+        match find id with
+        | null -> sessions.GetOrAdd(id, fun id -> FileSession id)
+        | session -> session
+
+    /// Takes the ring's least recently used session out into the map (for the bounds to evict it), if it was last
+    /// used at or before <c>before</c> (UTC ticks); null when there is none, or it was used later.
+    member _.TakeOldestCold(before: int64) : FileSession =
+        if cold.LiveCount = 0 then
+            null
+        else
+            lock cold (fun () ->
+                match cold.Oldest(-1L, true) with
+                | -1L -> null
+                | position when cold.CreatedAt position > before -> null
+                | position -> takeCold position)
+
+    /// The ring's sessions at the positions [from, from + count) still live, that <c>keep</c> keeps (given the id and
+    /// the expiry), each with its id, value, expiry and last use. A walk of every position sees every session that
+    /// stays in the ring while it goes on; one taken out meanwhile is in the map from then on.
+    member _.ColdBatch(positions: List<int64>, from: int, count: int, keep: string -> int64 -> bool) : struct (string * SessionText * int64 * int64)[] =
+        lock cold (fun () -> [|
+            for i in from .. min (positions.Count - 1) (from + count - 1) do
+                let position = positions[i]
+                if cold.IsLiveAt position then
+                    let id = cold.IdAt position
+                    let expires = cold.ExpiresAt position
+                    if keep id expires then struct (id, cold.ValueAt position, expires, cold.CreatedAt position)
+        |])
+
+    /// The positions of the ring's live sessions, oldest first, to walk in batches with <c>ColdBatch</c>.
+    member _.ColdPositions() : List<int64> = lock cold (fun () -> cold.Positions())
+
+    /// Ends the ring's sessions that are expired at <c>t</c>; gives each one's id and value.
+    member _.SweepCold(t: int64) : struct (string * SessionText) list =
+        if cold.LiveCount = 0 then
+            []
+        else
+            lock cold (fun () -> [
+                for position in cold.Positions() do
+                    if cold.ExpiresAt position <= t then
+                        let ended = struct (cold.IdAt position, cold.ValueAt position)
+                        removeCold position
+                        ended
+            ])
 
     /// Sets what the session adds to the live size. Call under the session's lock.
     member _.SetLiveBytes(session: FileSession, bytes: int64) =
@@ -150,3 +257,5 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     member this.Sweep(t: int64) =
         for KeyValue(id, session) in sessions do
             lock session (fun () -> if not session.Removed && session.IsDeadAt t then this.DropDead(id, session))
+        for struct (id, value) in this.SweepCold t do
+            this.OnExpired id value

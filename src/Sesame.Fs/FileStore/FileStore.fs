@@ -193,27 +193,48 @@ type FileStore
             | ValueNone -> ()
         | _ -> ()
 
+    /// Evicts the oldest of the sessions replayed and unused since (taken out of the ring first), unless what the
+    /// order would evict next goes first: a new session, or a returning one last seen before it (so that returning
+    /// sessions go least recently seen first, wherever they are held). False when it evicts none.
+    let evictCold (except: EvictionNode) (_: int64) (_: bool) =
+        let before =
+            match sessions.Policy.PeekVictim(except, true) with
+            | null -> Int64.MaxValue
+            // Read without the session's lock: an order of eviction needs no more than a recent time.
+            | :? FileSession as next when sessions.Policy.IsReturning next -> next.LastSeen
+            | _ -> Int64.MinValue
+        match sessions.TakeOldestCold before with
+        | null -> false
+        | session ->
+            evict session.Node
+            true
+
     let bounds =
         SessionBounds(
             sessions.Policy,
             int64 options.MaxSessions,
             options.MaxTotalBytes,
-            (fun () -> int64 sessions.Policy.Count),
+            (fun () -> sessions.LiveCount),
             (fun () -> sessions.HeldBytes),
-            evict
+            evict,
+            evictCold,
+            true
         )
 
     let withCancellation (cancellationToken: CancellationToken) (work: Task<'result>) =
         if cancellationToken.CanBeCanceled && not work.IsCompleted then work.WaitAsync cancellationToken else work
 
-    let summaryOf (id: string) (session: FileSession) =
+    /// A listing's entry for a session of this value, last used and expiring at these UTC ticks.
+    let summaryFrom (id: string) (value: SessionText) (lastSeen: int64) (expires: int64) =
         SessionSummary(
             id,
-            session.Latest.ParseMeta(),
-            DateTimeOffset(session.LastSeen, TimeSpan.Zero),
-            (if session.LatestExpires = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(session.LatestExpires, TimeSpan.Zero)),
-            int64 session.Latest.DataLength
+            value.ParseMeta(),
+            DateTimeOffset(lastSeen, TimeSpan.Zero),
+            (if expires = Int64.MaxValue then DateTimeOffset.MaxValue else DateTimeOffset(expires, TimeSpan.Zero)),
+            int64 value.DataLength
         )
+
+    let summaryOf (id: string) (session: FileSession) = summaryFrom id session.Latest session.LastSeen session.LatestExpires
 
     /// Makes room for one more session of a user (the move lock held); false when the policy refuses.
     let admitUser (user: string) (movingFrom: string) (limit: UserLimit) (t: int64) =
@@ -337,8 +358,11 @@ type FileStore
     /// The size a freshly compacted file would have, in bytes (expired sessions not yet swept included).
     member _.LiveBytes = int64 FileLog.FileHeaderLength + sessions.LiveBytes
 
+    /// The sessions replayed on open that no request has used since, held without objects of their own.
+    member internal _.ReplayedUnusedCount = sessions.ColdCount
+
     /// The number of live sessions the bound counts (expired ones not yet swept included; deleted ones not).
-    member _.LiveCount = sessions.Policy.Count
+    member _.LiveCount = int sessions.LiveCount
 
     /// <summary>The memory the live sessions take, as the store counts it: their JSON and their bookkeeping (expired ones not
     /// yet swept included): what <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> bounds.</summary>
@@ -552,18 +576,32 @@ type FileStore
             ensureOpen ()
             let t = now ()
             let after = query.After
+            let isAfter (id: string) = isNull after || String.CompareOrdinal(id, after) > 0
+            let byId (struct (a: string, _)) (struct (b: string, _)) = String.CompareOrdinal(a, b)
             let candidates = if isNull query.UserId then sessions.Items |> Seq.map _.Key else sessions.IdsOf query.UserId :> seq<string>
-            // Ordered by id, so a page continues where the last one stopped however the sessions change in between.
-            let page =
+            let held =
                 candidates
-                |> Seq.filter (fun id -> isNull after || String.CompareOrdinal(id, after) > 0)
+                |> Seq.filter isAfter
                 |> Seq.choose (fun id ->
                     match sessions.TryGetValue id with
                     | true, session -> lock session (fun () -> if live session t then Some(struct (id, summaryOf id session)) else None)
                     | _ -> None)
-                |> Seq.sortWith (fun (struct (a, _)) (struct (b, _)) -> String.CompareOrdinal(a, b))
-                |> Seq.truncate (query.Limit + 1)
-                |> Array.ofSeq
+            // The ring's sessions (replayed, unused since) are read where they are, not taken out; none names a user.
+            let cold =
+                if not (isNull query.UserId) || sessions.ColdCount = 0 then
+                    Seq.empty
+                else
+                    let positions = sessions.ColdPositions()
+                    let found = ResizeArray()
+                    for from in 0..4096 .. positions.Count - 1 do
+                        found.AddRange(sessions.ColdBatch(positions, from, 4096, (fun id expires -> expires > t && isAfter id)))
+                    found
+                    |> Seq.sortWith (fun (struct (a, _, _, _)) (struct (b, _, _, _)) -> String.CompareOrdinal(a, b))
+                    |> Seq.truncate (query.Limit + 1)
+                    |> Seq.map (fun (struct (id, value, expires, lastUsed)) -> struct (id, summaryFrom id value lastUsed expires))
+            // Ordered by id, so a page continues where the last one stopped however the sessions change in between (a
+            // session taken out of the ring while the page was read may be met twice: it is listed once).
+            let page = Seq.append held cold |> Seq.sortWith byId |> Seq.distinctBy (fun (struct (id, _)) -> id) |> Seq.truncate (query.Limit + 1) |> Array.ofSeq
             let more = page.Length > query.Limit
             let shown = if more then Array.truncate query.Limit page else page
             let next = if more then (let struct (id, _) = shown[shown.Length - 1] in id) else null

@@ -1,0 +1,262 @@
+/// The file store's sessions replayed on open and unused since, held without objects of their own (in a ring, as the
+/// memory store holds its new sessions): every way a request, a listing, a sweep, a compaction or a bound reaches them.
+module Sesame.Tests.FileStoreReplayedTests
+
+open Sesame
+open System
+open System.Collections.Concurrent
+open System.Threading.Tasks
+open Expecto
+open Sesame.Tests.StoreContract
+
+let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
+
+let private commitWith (options: CommitOptions) (store: SessionStore) (id: string) (updates: Update list) = task {
+    let! result = store.CommitAsync(id, changeOf updates, options, testToken ())
+    Expect.equal result CommitResult.Committed $"{id}'s commit"
+}
+
+let private commit (store: SessionStore) (id: string) (updates: Update list) = commitWith creating store id updates
+
+/// Opens the file, commits one record to each of the ids (a counter set to its number; 64 commits at a time, so that
+/// they share flushes) and closes it.
+let private writeSessions (file: string) (clock: TimeProvider) (ids: string seq) = task {
+    let store = FileStore.Open(file, null, null, clock)
+    for chunk in Seq.chunkBySize 64 ids do
+        do! Task.WhenAll [| for id in chunk -> commit (store :> SessionStore) id [ setAt "n" (id.Substring 1) ] :> Task |]
+    do! store.DisposeAsync()
+}
+
+/// The session's counter ("n"); fails for no session.
+let private counterOf (tree: Json option) =
+    match tree with
+    | Some tree -> Text.Json.JsonDocument.Parse(Json.serialize tree).RootElement.GetProperty("n").GetInt32()
+    | None -> failwith "no session"
+
+/// Uses a session as a request would: of four, one only loads it, one loads it and increments its counter, two only
+/// increment it (noting each increment). A load alone takes a session out of the ring with no record to follow.
+let private incrementOne (sessions: SessionStore) (added: ConcurrentDictionary<string, int>) (i: int) : Task = task {
+    let id = $"s{i}"
+    if i % 2 = 0 then
+        let! _ = load sessions id
+        ()
+    if i % 4 <> 0 then
+        do! commitWith existing sessions id [ Update.increment (path "n") 1M ]
+        added.AddOrUpdate(id, 1, fun _ n -> n + 1) |> ignore
+}
+
+/// Uses each session (incrementOne), 16 sessions at a time.
+let private incrementEach (sessions: SessionStore) (added: ConcurrentDictionary<string, int>) (ids: int seq) : Task = task {
+    for chunk in Seq.chunkBySize 16 ids do
+        do! Task.WhenAll [| for i in chunk -> incrementOne sessions added i |]
+}
+
+/// Two writers incrementing every third session of 1..count, one from each end.
+let private incrementingFromBothEnds (sessions: SessionStore) (added: ConcurrentDictionary<string, int>) (count: int) = [|
+    Task.Run(fun () -> incrementEach sessions added (seq { 1..3..count }))
+    Task.Run(fun () -> incrementEach sessions added (seq { count .. -3 .. 1 }))
+|]
+
+[<Tests>]
+let tests =
+    testList "FileStore, replayed sessions" [
+        testCaseTask
+            "sessions replayed from one record each are held without objects until a request uses them, and load, change, move, delete and list as before"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            do! writeSessions file clock [ for i in 1..200 -> $"s{i}" ]
+            // One session with two records: replay applies its change, and holds it as an object.
+            let store = FileStore.Open(file, null, null, clock)
+            do! commitWith existing (store :> SessionStore) "s200" [ Update.increment (path "n") 1M ]
+            do! store.DisposeAsync()
+            clock.Advance(TimeSpan.FromSeconds 5.0)
+
+            let store = FileStore.Open(file, null, null, clock)
+            let sessions = store :> SessionStore
+            Expect.equal store.Count 200 "every session held"
+            Expect.equal store.LiveCount 200 "every session counted by the bound"
+            Expect.equal store.ReplayedUnusedCount 199 "held without objects: each session of one record"
+
+            let! s1 = load sessions "s1"
+            Expect.equal (counterOf s1) 1 "a load serves the replayed value"
+            let! s200 = load sessions "s200"
+            Expect.equal (counterOf s200) 201 "the session of two records, its change applied"
+            do! commitWith existing sessions "s2" [ Update.increment (path "n") 10M ]
+            let! deleted = sessions.DeleteAsync("s3", testToken ())
+            Expect.isTrue deleted "a replayed session is deleted"
+            let! moved = sessions.MoveAsync("s4", "s4-moved", changeOf [ setAt "signedIn" "true" ], creating, testToken ())
+            Expect.equal moved CommitResult.Committed "a replayed session moves"
+            Expect.equal store.ReplayedUnusedCount 195 "the sessions used are objects now"
+            Expect.equal store.LiveCount 199 "one deleted; one moved"
+
+            // A listing reads the ring's sessions where they are, in pages, each once.
+            let! listed = sessions |> SessionStore.listAllAsync (SessionQuery.All 7) (testToken ())
+            let expected =
+                [ for i in 1..200 -> $"s{i}" ]
+                |> List.except [ "s3"; "s4" ]
+                |> List.append [ "s4-moved" ]
+                |> List.sortWith (fun a b -> String.CompareOrdinal(a, b))
+            Expect.equal (listed |> List.map _.Id) expected "every live session, by id, once"
+            Expect.equal store.ReplayedUnusedCount 195 "listing takes none out of the ring"
+            let s10 = listed |> List.find (fun s -> s.Id = "s10")
+            Expect.equal s10.SizeBytes (int64 "{\"n\":10}".Length) "a ring session's size is its tree's JSON"
+            Expect.isLessThan s10.LastSeen (clock.GetUtcNow().AddSeconds -4.0) "its last use is its commit's, before the restart"
+            Expect.isGreaterThan s10.ExpiresAt (clock.GetUtcNow()) "it expires after now"
+            do! store.DisposeAsync()
+
+            // What the requests did survives another restart.
+            use reopened = FileStore.Open(file, null, null, clock)
+            let sessions = reopened :> SessionStore
+            let! s2 = load sessions "s2"
+            Expect.equal (counterOf s2) 12 "the change to a replayed session"
+            let! s3 = load sessions "s3"
+            Expect.isNone s3 "the deleted session"
+            let! s4 = load sessions "s4"
+            Expect.isNone s4 "the moved session's old id"
+            let! s4Moved = load sessions "s4-moved"
+            Expect.equal (counterOf s4Moved) 4 "the moved session, at its new id"
+            let! s150 = load sessions "s150"
+            Expect.equal (counterOf s150) 150 "a session nothing used"
+        }
+
+        testCaseTask "replayed sessions unused since expire in the sweep, reported as expired, and leave the file at the next compaction"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            do! writeSessions file clock [ for i in 1..50 -> $"s{i}" ]
+            use store = FileStore.Open(file, null, null, clock)
+            let recorder = EndedRecorder()
+            (store :> SessionStore).Observer <- recorder
+            Expect.equal store.ReplayedUnusedCount 50 "held without objects"
+            clock.Advance(creating.IdleTimeout + TimeSpan.FromSeconds 1.0)
+            store.Sweep()
+            Expect.equal (recorder.EndedIds |> List.sort) ([ for i in 1..50 -> $"s{i}", SessionEndReason.Expired ] |> List.sort) "each reported, as expired"
+            Expect.equal store.Count 0 "none held"
+            Expect.equal store.LiveBytes (int64 FileLog.FileHeaderLength) "none counted in the live size"
+            do! store.CompactAsync()
+            Expect.equal store.FileLength (int64 FileLog.FileHeaderLength) "the compacted file holds none"
+        }
+
+        testCaseTask "compactions while requests take replayed sessions out of the ring keep every session once, with every change"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let count = 20_000
+            do! writeSessions file clock [ for i in 1..count -> $"s{i}" ]
+            let store = FileStore.Open(file, null, null, clock)
+            let sessions = store :> SessionStore
+            let added = ConcurrentDictionary<string, int>()
+            // Two writers take sessions out of the ring from both ends, while compactions walk it.
+            let writers = Task.WhenAll(incrementingFromBothEnds sessions added count)
+            let mutable compactions = 0
+            while not writers.IsCompleted do
+                do! store.CompactAsync()
+                compactions <- compactions + 1
+            do! writers
+            Expect.isGreaterThan compactions 1 "compactions ran while the writers did"
+            Expect.isLessThan store.ReplayedUnusedCount count "the writers took sessions out"
+            do! store.DisposeAsync()
+
+            use reopened = FileStore.Open(file, null, null, clock)
+            Expect.equal reopened.Count count "every session, once"
+            let sessions = reopened :> SessionStore
+            for i in 1..count do
+                let id = $"s{i}"
+                let! tree = load sessions id
+                let plus =
+                    match added.TryGetValue id with
+                    | true, n -> n
+                    | _ -> 0
+                Expect.equal (counterOf tree) (i + plus) $"{id}: its value and every change to it"
+        }
+
+        testCaseTask "after a restart, new sessions past the count bound evict new sessions, never a replayed one"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            do! writeSessions file clock [ for i in 1..50 -> $"r{i}" ]
+            use store = FileStore.Open(file, FileStoreOptions(MaxSessions = 100), null, clock)
+            let sessions = store :> SessionStore
+            for i in 1..300 do
+                clock.Advance(TimeSpan.FromMilliseconds 10.0)
+                do! commit sessions $"new{i}" [ setAt "n" "0" ]
+            Expect.isLessThanOrEqual store.LiveCount 100 "within the bound"
+            Expect.equal store.ReplayedUnusedCount 50 "no replayed session evicted"
+            for i in 1..50 do
+                let! tree = load sessions $"r{i}"
+                Expect.equal (counterOf tree) i $"r{i} kept"
+        }
+
+        testCaseTask "the byte bound counts replayed sessions held without objects, and trims them on open least recently used first"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let store = FileStore.Open(file, null, null, clock)
+            let padding = String('x', 900)
+            for i in 1..400 do
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+                do! commit (store :> SessionStore) $"s{i}" [ setAt "n" (string i); setAt "padding" $"\"{padding}\"" ]
+            let heldAsObjects = store.HeldBytes
+            do! store.DisposeAsync()
+
+            use full = FileStore.Open(file, null, null, clock)
+            Expect.equal full.ReplayedUnusedCount 400 "held without objects"
+            Expect.isGreaterThan full.HeldBytes (400L * 900L) "the bound counts at least their JSON"
+            Expect.isLessThan full.HeldBytes heldAsObjects "and less than the same sessions held as objects"
+            let perSession = full.HeldBytes / 400L
+            full.Dispose()
+
+            // Room for about half of them: the least recently used go first.
+            let bound = perSession * 200L
+            use trimmed = FileStore.Open(file, FileStoreOptions(MaxTotalBytes = bound), null, clock)
+            Expect.isLessThanOrEqual trimmed.HeldBytes bound "within the byte bound after opening"
+            let! listed = trimmed |> SessionStore.listAllAsync (SessionQuery.All 1000) (testToken ())
+            let kept = listed |> List.map (fun s -> int (s.Id.Substring 1)) |> List.sort
+            Expect.isGreaterThan kept.Length 150 "most of what fits is kept"
+            Expect.equal kept [ 401 - kept.Length .. 400 ] "the most recently used are the ones kept"
+        }
+
+        testCaseTask "trimmed on open, replayed sessions go least recently seen first, whether held in the ring or as objects"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let store = FileStore.Open(file, null, null, clock) :> SessionStore
+            // s1-s10 and s21-s30 get two records each (replayed as objects), s11-s20 one (replayed into the ring); each
+            // last seen at its number's second.
+            for i in 1..30 do
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+                do! commit store $"s{i}" [ setAt "n" (string i) ]
+                if i <= 10 || i > 20 then do! commitWith existing store $"s{i}" [ Update.increment (path "n") 0M ]
+            do! (store :?> FileStore).DisposeAsync()
+
+            use trimmed = FileStore.Open(file, FileStoreOptions(MaxSessions = 15), null, clock)
+            let! listed = trimmed |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+            let kept = listed |> List.map (fun s -> int (s.Id.Substring 1)) |> List.sort
+            Expect.equal kept [ 16..30 ] "the fifteen seen most recently, from the ring and from the objects"
+            Expect.equal trimmed.ReplayedUnusedCount 5 "s16-s20 still in the ring"
+        }
+
+        testCaseTask "a replayed signed-in session is held as an object, in its user's index"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let first = FileStore.Open(file, null, null, clock)
+            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "ada") ])
+            let! moved = (first :> SessionStore).MoveAsync(null, "ada-1", signIn, creating, testToken ())
+            Expect.equal moved CommitResult.Committed "signed in"
+            do! commit (first :> SessionStore) "anonymous" [ setAt "n" "1" ]
+            do! first.DisposeAsync()
+            use store = FileStore.Open(file, null, null, clock)
+            Expect.equal store.ReplayedUnusedCount 1 "the anonymous session alone is held without an object"
+            let! ada = (store :> SessionStore) |> SessionStore.listAllAsync { SessionQuery.All 10 with UserId = "ada" } (testToken ())
+            Expect.equal (ada |> List.map _.Id) [ "ada-1" ] "the user's session is found by user"
+        }
+    ]
