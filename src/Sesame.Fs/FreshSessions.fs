@@ -3,7 +3,6 @@ namespace Sesame
 open System
 open System.Buffers.Binary
 open System.Collections.Generic
-open System.Runtime.InteropServices
 open System.Threading
 
 /// <summary>
@@ -27,24 +26,61 @@ open System.Threading
 /// held, and evicting the one-request sessions (which the bound does first) frees the holes with them.</para>
 /// <para>Not thread-safe: each store uses it under one lock (this object).</para>
 /// </remarks>
+/// Each thread's room for the UTF-8 bytes of an id a ring is given.
+[<AbstractClass; Sealed>]
+type internal FreshIdBuffer =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private buffer: byte[]
+
+    /// Room for the UTF-8 bytes of 255 UTF-16 characters.
+    static member Get() =
+        if isNull FreshIdBuffer.buffer then FreshIdBuffer.buffer <- Array.zeroCreate 1024
+        FreshIdBuffer.buffer
+
 [<Sealed>]
 type internal FreshSessions(chunkBytes: int, capacity: int) =
-    // A record: its length (0 ends the chunk's records), the id's length in characters, the tree's JSON length, the
-    // value's length (tree and facts), the expiry and the creation (UTC ticks), the map key, whether it is live; then
-    // the id (UTF-16) and the value. Records are 8-byte aligned and never span two arrays.
-    static let headerBytes = 48
+    // A record: its length (0 ends the chunk's records), whether it is live (a byte), the id's length in UTF-8 bytes
+    // (two bytes), the tree's JSON length, the value's length (tree and facts), the expiry and the last use (UTC ticks);
+    // then the id (UTF-8) and the value. Records are 8-byte aligned and never span two arrays. The record's key in the
+    // map is the id's hash, computed again when the record ends rather than kept.
+    static let headerBytes = 32
     static let lengthAt = 0
-    static let idCharsAt = 4
+    static let liveAt = 4
+    static let idBytesAt = 6
     static let dataLengthAt = 8
     static let valueLengthAt = 12
     static let expiresAt = 16
     static let createdAt = 24
-    static let keyAt = 32
-    static let liveAt = 40
+
+    /// The longest id a record holds, in UTF-8 bytes: a longer one goes to the store's map (server-made ids are 32).
+    static let maxIdBytes = 255
 
     /// What a record's entry in the map costs besides the record: a Dictionary of two Int64s takes 28 bytes a slot
     /// (its entry and its bucket), and holds up to twice as many slots as entries after it grows.
     static let mapEntryBytes = 48L
+
+    /// Writes the id's UTF-8 bytes; gives how many, or -1 for an id a record does not hold: longer than maxIdBytes, or
+    /// not valid UTF-16 (ids with different lone surrogates would write the same bytes).
+    static let encodeId (id: ReadOnlySpan<char>) (into: Span<byte>) : int =
+        if id.Length > maxIdBytes then
+            -1
+        else
+            let mutable read = 0
+            let mutable written = 0
+            match Text.Unicode.Utf8.FromUtf16(id, into, &read, &written, false, true) with
+            | Buffers.OperationStatus.Done when written <= maxIdBytes -> written
+            | _ -> -1
+
+    /// Two independent randomly seeded 32-bit hashes of the id's bytes. Ids are the server's own random ones (a
+    /// client's cookie is only looked up once its protection checked out), and a clash only sends a session to the
+    /// store's map.
+    static let keyOf (id: ReadOnlySpan<byte>) =
+        let mutable first = HashCode()
+        first.AddBytes id
+        let mutable second = HashCode()
+        second.Add 0x2545F491
+        second.AddBytes id
+        (int64 (first.ToHashCode()) <<< 32) ||| int64 (uint32 (second.ToHashCode()))
 
     let chunks = List<byte[]>()
     /// One array kept back when the tail leaves it, for the head's next array: a ring that slides keeps its arrays.
@@ -65,17 +101,11 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     let int32At (position: int64) (field: int) = BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(chunkOf position, offsetOf position + field, 4))
     let int64At (position: int64) (field: int) = BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(chunkOf position, offsetOf position + field, 8))
 
-    let idOf (position: int64) = MemoryMarshal.Cast<byte, char>(ReadOnlySpan(chunkOf position, offsetOf position + headerBytes, 2 * int32At position idCharsAt))
+    let idBytesOf (position: int64) = int (BinaryPrimitives.ReadUInt16LittleEndian(ReadOnlySpan(chunkOf position, offsetOf position + idBytesAt, 2)))
 
-    let valueOf (position: int64) =
-        ReadOnlySpan(chunkOf position, offsetOf position + headerBytes + 2 * int32At position idCharsAt, int32At position valueLengthAt)
+    let idOf (position: int64) = ReadOnlySpan(chunkOf position, offsetOf position + headerBytes, idBytesOf position)
 
-    /// Two independent randomly seeded 32-bit hashes of the id. Ids are the server's own random ones (a client's cookie
-    /// is only looked up once its protection checked out), and a clash only sends a session to the store's map.
-    static let keyOf (id: ReadOnlySpan<char>) =
-        let mutable second = HashCode()
-        second.AddBytes(MemoryMarshal.AsBytes id)
-        (int64 (String.GetHashCode id) <<< 32) ||| int64 (uint32 (second.ToHashCode()))
+    let valueOf (position: int64) = ReadOnlySpan(chunkOf position, offsetOf position + headerBytes + idBytesOf position, int32At position valueLengthAt)
 
     let publish () = Volatile.Write(&countedBytes, head - tail + mapEntryBytes * int64 live)
 
@@ -86,7 +116,7 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     let endsChunk (position: int64) = offsetOf position + 4 > chunkBytes || int32At position lengthAt = 0
 
     /// Whether a live record starts at the position (one before the head).
-    let isLive (position: int64) = not (endsChunk position) && int32At position liveAt <> 0
+    let isLive (position: int64) = not (endsChunk position) && (chunkOf position)[offsetOf position + liveAt] <> 0uy
 
     /// The position after the record (or the array's unused end) at the position: every walk of the ring steps so.
     let step (position: int64) = if endsChunk position then nextChunk position else position + int64 (int32At position lengthAt)
@@ -120,9 +150,14 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// The position of the id's record, or -1.
     member _.Find(id: string) : int64 =
-        match records.TryGetValue(keyOf (id.AsSpan())) with
-        | true, position when MemoryExtensions.SequenceEqual(idOf position, id.AsSpan()) -> position
-        | _ -> -1L
+        let buffer = FreshIdBuffer.Get()
+        match encodeId (id.AsSpan()) (Span buffer) with
+        | -1 -> -1L
+        | length ->
+            let bytes = ReadOnlySpan(buffer, 0, length)
+            match records.TryGetValue(keyOf bytes) with
+            | true, position when MemoryExtensions.SequenceEqual(idOf position, bytes) -> position
+            | _ -> -1L
 
     /// <summary>Appends a session; gives its position, or -1 when the ring does not take it (too large, or its key is
     /// taken by another id) and the store's map should.</summary>
@@ -133,11 +168,13 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     /// <summary>Appends a session whose value (tree, then facts) is given as its UTF-8 bytes and the tree's length in
     /// them; gives its position, or -1 when the ring does not take it.</summary>
     member _.TryAdd(id: ReadOnlySpan<char>, value: ReadOnlySpan<byte>, dataLength: int, expires: int64, created: int64) : int64 =
-        let length = (headerBytes + 2 * id.Length + value.Length + 7) &&& ~~~7
-        let key = keyOf id
+        let buffer = FreshIdBuffer.Get()
+        let idBytes = encodeId id (Span buffer)
+        let length = (headerBytes + idBytes + value.Length + 7) &&& ~~~7
+        let key = if idBytes < 0 then 0L else keyOf (ReadOnlySpan(buffer, 0, idBytes))
         // A larger session goes to the store's map, so that what a record that does not fit leaves unused at the end of
         // an array is at most an eighth of it.
-        if length > chunkBytes / 8 || records.ContainsKey key then
+        if idBytes < 0 || length > chunkBytes / 8 || records.ContainsKey key then
             -1L
         else
             let offset = offsetOf head
@@ -150,16 +187,15 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
             if rolls && offset + 4 <= chunkBytes then BinaryPrimitives.WriteInt32LittleEndian(Span(chunkOf head, offset, 4), 0)
             let fields = header position
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice lengthAt, length)
-            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice idCharsAt, id.Length)
+            fields[liveAt] <- 1uy
+            BinaryPrimitives.WriteUInt16LittleEndian(fields.Slice idBytesAt, uint16 idBytes)
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice dataLengthAt, dataLength)
             BinaryPrimitives.WriteInt32LittleEndian(fields.Slice valueLengthAt, value.Length)
             BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
             BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, created)
-            BinaryPrimitives.WriteInt64LittleEndian(fields.Slice keyAt, key)
-            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice liveAt, 1)
             let body = Span(chunkOf position, offsetOf position + headerBytes, length - headerBytes)
-            MemoryMarshal.AsBytes(id).CopyTo body
-            value.CopyTo(body.Slice(2 * id.Length))
+            ReadOnlySpan(buffer, 0, idBytes).CopyTo body
+            value.CopyTo(body.Slice idBytes)
             records[key] <- position
             head <- position + int64 length
             live <- live + 1
@@ -170,8 +206,8 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     /// Ends the record's session (its space is freed when the tail passes it).
     member _.Remove(position: int64) =
         let fields = header position
-        BinaryPrimitives.WriteInt32LittleEndian(fields.Slice liveAt, 0)
-        records.Remove(BinaryPrimitives.ReadInt64LittleEndian(fields.Slice keyAt)) |> ignore
+        fields[liveAt] <- 0uy
+        records.Remove(keyOf (idOf position)) |> ignore
         live <- live - 1
         recordBytes <- recordBytes - int64 (BinaryPrimitives.ReadInt32LittleEndian(fields.Slice lengthAt))
         advanceTail ()
@@ -200,10 +236,10 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
         BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, lastUsed)
 
     /// The record's session id.
-    member _.IdAt(position: int64) = String(idOf position)
+    member _.IdAt(position: int64) = Text.Encoding.UTF8.GetString(idOf position)
 
     /// The bytes of the record's session id in UTF-8.
-    member _.IdUtf8LengthAt(position: int64) = Text.Encoding.UTF8.GetByteCount(idOf position)
+    member _.IdUtf8LengthAt(position: int64) = idBytesOf position
 
     /// The bytes of the record's value (tree and facts).
     member _.ValueLengthAt(position: int64) = int32At position valueLengthAt

@@ -243,6 +243,25 @@ let tests =
             Expect.equal trimmed.ReplayedUnusedCount 5 "s16-s20 still in the ring"
         }
 
+        testCaseTask "a session created again after it expired replays once, to the value it was created with again"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let clock = ManualClock()
+            let store = FileStore.Open(file, null, null, clock) :> SessionStore
+            do! commit store "again" [ setAt "n" "1" ]
+            clock.Advance(creating.IdleTimeout + TimeSpan.FromSeconds 1.0)
+            // Two records that each create the session whole: replay reads both into the ring.
+            do! commit store "again" [ setAt "n" "2" ]
+            do! commit store "other" [ setAt "n" "3" ]
+            do! (store :?> FileStore).DisposeAsync()
+            use reopened = FileStore.Open(file, null, null, clock)
+            Expect.equal reopened.Count 2 "each session once"
+            Expect.equal reopened.ReplayedUnusedCount 2 "both in the ring"
+            let! again = load reopened "again"
+            Expect.equal (counterOf again) 2 "the second creation's value"
+        }
+
         testCaseTask "a replayed signed-in session is held as an object, in its user's index"
         <| fun () -> task {
             use directory = new TempDirectory()

@@ -1,5 +1,6 @@
-/// The memory store's ring of one-request sessions (src/Sesame.Fs/FreshSessions.fs): records found by id wherever they
-/// lie, evicted oldest first, their space counted until the tail passes it and given back when it does.
+/// The ring of sessions held without objects (src/Sesame.Fs/FreshSessions.fs: the memory store's one-request sessions,
+/// the file store's replayed ones): records found by id wherever they lie, evicted oldest first, their space counted
+/// until the tail passes it and given back when it does.
 module Sesame.Tests.FreshSessionsTests
 
 open System
@@ -19,6 +20,24 @@ let private textOf (value: SessionText) = Text.Encoding.UTF8.GetString value.Utf
 [<Tests>]
 let tests =
     testList "FreshSessions" [
+        testCase "an id is held as its UTF-8 bytes: any valid id is found as it was given, and one that could be mistaken for another is left to the map"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            let value = valueOf "v" 10
+            for id in [ "plain-ascii"; "caf\u00e9"; "\u65e5\u672c"; "emoji-\U0001F600"; String('a', 255) ] do
+                let position = ring.TryAdd(id, value, 1L, 2L)
+                Expect.isGreaterThanOrEqual position 0L $"{id} is taken"
+                Expect.equal (ring.Find id) position $"{id} is found"
+                Expect.equal (ring.IdAt position) id $"{id} reads back"
+                Expect.equal (ring.IdUtf8LengthAt position) (Text.Encoding.UTF8.GetByteCount id) $"{id}'s UTF-8 length"
+                Expect.equal (textOf (ring.ValueAt position)) (textOf value) $"{id}'s value"
+            // Two lone surrogates both write U+FFFD's bytes as UTF-8: the ring would take one for the other. (Made with
+            // char: F# writes a lone surrogate's escape in a literal as U+FFFD.)
+            for id in [ "lone-" + string (char 0xD800); "lone-" + string (char 0xDBFF); String('a', 256) ] do
+                Expect.equal (ring.TryAdd(id, value, 1L, 2L)) -1L $"{id} is left to the map"
+                Expect.equal (ring.Find id) -1L $"{id} is not found"
+            Expect.equal ring.LiveCount 5 "the five valid ids"
+
         testCase "records are found by id across the arrays' ends, and removing every one gives all the space back"
         <| fun () ->
             let ring = FreshSessions chunkBytes

@@ -340,10 +340,15 @@ module internal FileReplay =
                     let session = replace null
                     struct (session, addChange pending id offset (body.ToArray()))
                 | dataLength ->
-                    // Held in the ring, unless it does not take it (too large, or its key taken by another id).
-                    dropCold ()
+                    // Held in the ring, unless it does not take it (too large, or its key taken by another id). A ring
+                    // that refuses it may hold the id already (created again): that record ends, and it is tried again.
                     if sessions.Remove id then pending.Remove id |> ignore
-                    if cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen) < 0L then
+                    let add () = cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen)
+                    if
+                        add () < 0L
+                        && (dropCold ()
+                            add () < 0L)
+                    then
                         replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
                     struct (null, null)
             | FileLog.KindPatch ->
