@@ -9,6 +9,16 @@ open System.Threading.Tasks
 open Expecto
 open Sesame.Tests.StoreContract
 
+/// A test's session file, in a folder of its own (deleted with it), and the test's clock.
+[<Sealed>]
+type private SessionFile() =
+    let directory = new TempDirectory()
+    member val Path = directory.File "sessions"
+    member val Clock = ManualClock()
+
+    interface IDisposable with
+        member _.Dispose() = (directory :> IDisposable).Dispose()
+
 let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
 let private commitWith (options: CommitOptions) (store: SessionStore) (id: string) (updates: Update list) = task {
@@ -63,9 +73,8 @@ let tests =
         testCaseTask
             "sessions replayed from one record each are held without objects until a request uses them, and load, change, move, delete and list as before"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             do! writeSessions file clock [ for i in 1..200 -> $"s{i}" ]
             // One session with two records: replay applies its change, and holds it as an object.
             let store = FileStore.Open(file, null, null, clock)
@@ -123,9 +132,8 @@ let tests =
 
         testCaseTask "replayed sessions unused since expire in the sweep, reported as expired, and leave the file at the next compaction"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             do! writeSessions file clock [ for i in 1..50 -> $"s{i}" ]
             use store = FileStore.Open(file, null, null, clock)
             let recorder = EndedRecorder()
@@ -142,9 +150,8 @@ let tests =
 
         testCaseTask "compactions while requests take replayed sessions out of the ring keep every session once, with every change"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             let count = 20_000
             do! writeSessions file clock [ for i in 1..count -> $"s{i}" ]
             let store = FileStore.Open(file, null, null, clock)
@@ -176,9 +183,8 @@ let tests =
 
         testCaseTask "after a restart, new sessions past the count bound evict new sessions, never a replayed one"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             do! writeSessions file clock [ for i in 1..50 -> $"r{i}" ]
             use store = FileStore.Open(file, FileStoreOptions(MaxSessions = 100), null, clock)
             let sessions = store :> SessionStore
@@ -194,9 +200,8 @@ let tests =
 
         testCaseTask "the byte bound counts replayed sessions held without objects, and trims them on open least recently used first"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             let store = FileStore.Open(file, null, null, clock)
             let padding = String('x', 900)
             for i in 1..400 do
@@ -224,9 +229,8 @@ let tests =
 
         testCaseTask "trimmed on open, replayed sessions go least recently seen first, whether held in the ring or as objects"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             let store = FileStore.Open(file, null, null, clock) :> SessionStore
             // s1-s10 and s21-s30 get two records each (replayed as objects), s11-s20 one (replayed into the ring); each
             // last seen at its number's second.
@@ -245,9 +249,8 @@ let tests =
 
         testCaseTask "a session created again after it expired replays once, to the value it was created with again"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             let store = FileStore.Open(file, null, null, clock) :> SessionStore
             do! commit store "again" [ setAt "n" "1" ]
             clock.Advance(creating.IdleTimeout + TimeSpan.FromSeconds 1.0)
@@ -264,9 +267,8 @@ let tests =
 
         testCaseTask "a replayed signed-in session is held as an object, in its user's index"
         <| fun () -> task {
-            use directory = new TempDirectory()
-            let file = directory.File "sessions"
-            let clock = ManualClock()
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
             let first = FileStore.Open(file, null, null, clock)
             let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "ada") ])
             let! moved = (first :> SessionStore).MoveAsync(null, "ada-1", signIn, creating, testToken ())
