@@ -67,6 +67,57 @@ let private incrementingFromBothEnds (sessions: SessionStore) (added: Concurrent
     Task.Run(fun () -> incrementEach sessions added (seq { count .. -3 .. 1 }))
 |]
 
+/// A copy of the template opened, with every session but "last" taken out of the ring by a load: "last" is the ring's
+/// only session, at its tail, with the holes the others left after it (what its take-out then walks past).
+let private openWithLastInRing (template: string) (file: string) (clock: TimeProvider) (others: int) = task {
+    IO.File.Copy(template, file, true)
+    let store = FileStore.Open(file, null, null, clock)
+    for i in 1..others do
+        let! _ = load store $"o{i}"
+        ()
+    Expect.equal store.ReplayedUnusedCount 1 "only \"last\" left in the ring"
+    return store
+}
+
+/// Starts a load of "last" (which takes it out of the ring) and gives it once the ring has let it go, or it is done.
+let private takingOutLast (store: FileStore) =
+    let loading = Task.Run(fun () -> load store "last" :> Task)
+    let spin = Threading.SpinWait()
+    while store.ReplayedUnusedCount = 1 && not loading.IsCompleted do
+        spin.SpinOnce()
+    loading
+
+/// A request racing the take-out of the ring's last session: a delete (odd rounds) or a commit (even ones). Gives
+/// what went wrong, if anything.
+let private raceLastRound (template: string) (file: string) (clock: TimeProvider) (others: int) (round: int) = task {
+    let! store = openWithLastInRing template file clock others
+    let loading = takingOutLast store
+    if round % 2 = 1 then
+        let! deleted = (store :> SessionStore).DeleteAsync("last", testToken ())
+        do! loading
+        let! after = load store "last"
+        do! store.DisposeAsync()
+        return
+            if not deleted then Some $"round {round}: the delete found nothing"
+            elif after.IsSome then Some $"round {round}: served after its delete"
+            else None
+    else
+        let! result = (store :> SessionStore).CommitAsync("last", changeOf [ setAt "m" "2" ], creating, testToken ())
+        do! loading
+        let! inMemory = load store "last"
+        do! store.DisposeAsync()
+        use reopened = FileStore.Open(file, null, null, clock)
+        let! afterRestart = load reopened "last"
+        let text (tree: Json option) = tree |> Option.map Json.serialize |> Option.defaultValue "none"
+        return
+            if result <> CommitResult.Committed then
+                Some $"round {round}: the commit gave {result}"
+            elif text inMemory <> "{\"n\":1,\"m\":2}" || text afterRestart <> text inMemory then
+                Some $"round {round}: {text inMemory} in memory, {text afterRestart} after a restart"
+            else
+                None
+}
+
 [<Tests>]
 let tests =
     testList "FileStore, replayed sessions" [
@@ -263,6 +314,82 @@ let tests =
             Expect.equal reopened.ReplayedUnusedCount 2 "both in the ring"
             let! again = load reopened "again"
             Expect.equal (counterOf again) 2 "the second creation's value"
+        }
+
+        testCaseTask "a delete or a commit racing the take-out of the ring's last session finds it, in memory and after a restart"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let template, clock = sessionFile.Path, sessionFile.Clock
+            let others = 8_000
+            // "last" first, then the others: replayed in that order, so "last" is at the ring's tail.
+            let store = FileStore.Open(template, null, null, clock)
+            do! commit store "last" [ setAt "n" "1" ]
+            for chunk in Seq.chunkBySize 512 [ for i in 1..others -> $"o{i}" ] do
+                do! Task.WhenAll [| for id in chunk -> commit store id [ setAt "n" "1" ] :> Task |]
+            do! store.DisposeAsync()
+            let wrong = ResizeArray<string>()
+            for round in 1..16 do
+                let! outcome = raceLastRound template (template + ".copy") clock others round
+                outcome |> Option.iter wrong.Add
+            Expect.isEmpty wrong "every request finds the session taken out, and applies to its value"
+        }
+
+        testCaseTask "a replayed session deleted while its take-out is under way leaves nothing counted"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            let busy, victims = 3_000, 100
+            do! writeSessions file clock [ for i in 1 .. busy + victims -> $"s{i}" ]
+            use store = FileStore.Open(file, null, null, clock)
+            for i in 1..busy do
+                let! _ = load store $"s{i}"
+                ()
+            // Walking the eviction order holds its lock a while, as other requests' eviction work does.
+            use stop = new Threading.CancellationTokenSource()
+            let walker =
+                Task.Run(fun () ->
+                    while not stop.IsCancellationRequested do
+                        store.Eviction.EvictionOrder() |> ignore)
+            for i in busy + 1 .. busy + victims do
+                let loading = Task.Run(fun () -> load store $"s{i}" :> Task)
+                let spin = Threading.SpinWait()
+                while store.ReplayedUnusedCount = busy + victims - i + 1 && not loading.IsCompleted do
+                    spin.SpinOnce()
+                let! deleted = (store :> SessionStore).DeleteAsync($"s{i}", testToken ())
+                Expect.isTrue deleted $"s{i} deleted"
+                do! loading
+            stop.Cancel()
+            do! walker
+            let order = store.Eviction.EvictionOrder() |> Set.ofList
+            Expect.isEmpty
+                [
+                    for i in busy + 1 .. busy + victims do
+                        if order.Contains $"s{i}" then $"s{i}"
+                ]
+                "no deleted session left in the eviction order"
+            Expect.equal store.LiveCount busy "the count bound counts the live sessions only"
+        }
+
+        testCaseTask "loads alone, taking replayed sessions out of the ring, keep the store within its byte bound"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            let store = FileStore.Open(file, null, null, clock)
+            let padding = String('x', 900)
+            for i in 1..400 do
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+                do! commit store $"s{i}" [ setAt "n" (string i); setAt "padding" $"\"{padding}\"" ]
+            do! store.DisposeAsync()
+            let bound =
+                use probe = FileStore.Open(file, null, null, clock)
+                probe.HeldBytes + 1024L
+            use store = FileStore.Open(file, FileStoreOptions(MaxTotalBytes = bound), null, clock)
+            Expect.equal store.ReplayedUnusedCount 400 "all held, in the ring"
+            // Visitors come back most recent first: the ring's tail stays where it is, counting every hole.
+            for i in 400..-1..1 do
+                let! _ = load store $"s{i}"
+                ()
+            Expect.isLessThanOrEqual store.HeldBytes bound "within the byte bound"
         }
 
         testCaseTask "a replayed signed-in session is held as an object, in its user's index"

@@ -97,11 +97,14 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         session.VisibleExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- cold.CreatedAt position
-        removeCold position
-        sessions[id] <- session
+        // Counted and in the order before it is in the map (whoever finds it there may delete it at once, and a delete
+        // takes it out of the order), and in the map before it leaves the ring (a lookup that misses the map skips the
+        // ring's lock only when the ring is empty): it is never in neither place, and never found half made.
         this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (int64 value.Length))
         this.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
         policy.Admit(session.Node, true)
+        sessions[id] <- session
+        removeCold position
         session
 
     /// The session of the id in the map, taken out of the ring first if it is there; null when neither holds it.

@@ -414,6 +414,9 @@ type FileStore
                                     if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
                             visible
                         | _ -> null)
+                // A load that took the session out of the ring of replayed ones holds it as an object now, while the
+                // ring counts the space it left until its tail passes: that may pass the byte bound.
+                bounds.Enforce session.Node
                 // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is immutable.
                 if isNull served then Task.FromResult<StoredSession> null else Task.FromResult(ParsedValues.get parsed id served)
             | _ -> Task.FromResult<StoredSession> null
@@ -471,7 +474,8 @@ type FileStore
                             // The session was dropped while we waited for its lock: look it up again.
                             attempt ()
                         else
-                            if grew then bounds.Enforce session.Node
+                            // Taking the session out of the ring of replayed ones grows what is held too.
+                            if grew || bounds.IsOver then bounds.Enforce session.Node
                             committed
                 attempt () |> withCancellation cancellationToken
             with e ->
