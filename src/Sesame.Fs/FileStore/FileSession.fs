@@ -205,18 +205,23 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     /// The positions of the ring's live sessions, oldest first, to walk in batches with <c>ColdBatch</c>.
     member _.ColdPositions() : List<int64> = lock cold (fun () -> cold.Positions())
 
-    /// Ends the ring's sessions that are expired at <c>t</c>; gives each one's id and value.
+    /// Ends the ring's sessions that are expired at <c>t</c>; gives each one's id and value. The ring is walked a batch
+    /// at a time under its lock, so that lookups waiting for it (every new session's, while the ring holds any) wait
+    /// little even when it holds a flood's sessions.
     member _.SweepCold(t: int64) : struct (string * SessionText) list =
         if cold.LiveCount = 0 then
             []
         else
-            lock cold (fun () -> [
-                for position in cold.Positions() do
-                    if cold.ExpiresAt position <= t then
-                        let ended = struct (cold.IdAt position, cold.ValueAt position)
-                        removeCold position
-                        ended
-            ])
+            let positions = lock cold (fun () -> cold.Positions())
+            let ended = ResizeArray<struct (string * SessionText)>()
+            for from in 0..4096 .. positions.Count - 1 do
+                lock cold (fun () ->
+                    for i in from .. min (positions.Count - 1) (from + 4095) do
+                        let position = positions[i]
+                        if cold.IsLiveAt position && cold.ExpiresAt position <= t then
+                            ended.Add(struct (cold.IdAt position, cold.ValueAt position))
+                            removeCold position)
+            List.ofSeq ended
 
     /// Sets what the session adds to the live size. Call under the session's lock.
     member _.SetLiveBytes(session: FileSession, bytes: int64) =
