@@ -67,6 +67,19 @@ let private incrementingFromBothEnds (sessions: SessionStore) (added: Concurrent
     Task.Run(fun () -> incrementEach sessions added (seq { count .. -3 .. 1 }))
 |]
 
+/// Writes s1-s400, each about 920 bytes (a counter and 900 bytes of padding), used a second apart; gives what the
+/// store held of them, as objects, before it closed.
+let private writePaddedSessions (file: string) (clock: ManualClock) = task {
+    let store = FileStore.Open(file, null, null, clock)
+    let padding = String('x', 900)
+    for i in 1..400 do
+        clock.Advance(TimeSpan.FromSeconds 1.0)
+        do! commit store $"s{i}" [ setAt "n" (string i); setAt "padding" $"\"{padding}\"" ]
+    let held = store.HeldBytes
+    do! store.DisposeAsync()
+    return held
+}
+
 /// A copy of the template opened, with every session but "last" taken out of the ring by a load: "last" is the ring's
 /// only session, at its tail, with the holes the others left after it (what its take-out then walks past).
 let private openWithLastInRing (template: string) (file: string) (clock: TimeProvider) (others: int) = task {
@@ -253,13 +266,7 @@ let tests =
         <| fun () -> task {
             use sessionFile = new SessionFile()
             let file, clock = sessionFile.Path, sessionFile.Clock
-            let store = FileStore.Open(file, null, null, clock)
-            let padding = String('x', 900)
-            for i in 1..400 do
-                clock.Advance(TimeSpan.FromSeconds 1.0)
-                do! commit (store :> SessionStore) $"s{i}" [ setAt "n" (string i); setAt "padding" $"\"{padding}\"" ]
-            let heldAsObjects = store.HeldBytes
-            do! store.DisposeAsync()
+            let! heldAsObjects = writePaddedSessions file clock
 
             use full = FileStore.Open(file, null, null, clock)
             Expect.equal full.ReplayedUnusedCount 400 "held without objects"
@@ -374,12 +381,7 @@ let tests =
         <| fun () -> task {
             use sessionFile = new SessionFile()
             let file, clock = sessionFile.Path, sessionFile.Clock
-            let store = FileStore.Open(file, null, null, clock)
-            let padding = String('x', 900)
-            for i in 1..400 do
-                clock.Advance(TimeSpan.FromSeconds 1.0)
-                do! commit store $"s{i}" [ setAt "n" (string i); setAt "padding" $"\"{padding}\"" ]
-            do! store.DisposeAsync()
+            let! _ = writePaddedSessions file clock
             let bound =
                 use probe = FileStore.Open(file, null, null, clock)
                 probe.HeldBytes + 1024L
