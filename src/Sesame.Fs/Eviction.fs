@@ -105,6 +105,13 @@ type internal SegmentedLru(maxEntries: int) =
 
     let segmentOf (kind: int) = if kind = 2 then returning else fresh
 
+    /// The least recently used new session, or, when none is left and orReturning, the least recently used returning
+    /// one; never except. Call under the gate.
+    let nextVictim (except: EvictionNode) (orReturning: bool) =
+        match fresh.Coldest except with
+        | null when orReturning -> returning.Coldest except
+        | found -> found
+
     /// Moves the least recently used returning sessions past the segment's capacity to the head of the new segment.
     let rebalance () =
         while returning.Count > returningCapacity do
@@ -176,21 +183,14 @@ type internal SegmentedLru(maxEntries: int) =
     /// <paramref name="except"/> (the session whose commit is being acknowledged).
     /// </summary>
     /// <returns>The node taken out of the order, or null when there is none to take.</returns>
-    /// <summary>The session <c>TakeVictim</c> would take, left in the order; null when there is none.</summary>
-    member _.PeekVictim(except: EvictionNode, orReturning: bool) : EvictionNode =
-        lock gate (fun () ->
-            match fresh.Coldest except with
-            | null when orReturning -> returning.Coldest except
-            | found -> found)
-
     member _.TakeVictim(except: EvictionNode, orReturning: bool) : EvictionNode =
         lock gate (fun () ->
-            let victim =
-                match fresh.Coldest except with
-                | null when orReturning -> returning.Coldest except
-                | found -> found
+            let victim = nextVictim except orReturning
             if not (isNull victim) then (segmentOf victim.Segment).Unlink victim
             victim)
+
+    /// <summary>The session <c>TakeVictim</c> would take, left in the order; null when there is none.</summary>
+    member _.PeekVictim(except: EvictionNode, orReturning: bool) : EvictionNode = lock gate (fun () -> nextVictim except orReturning)
 
     /// <summary>Whether the session is in the returning segment.</summary>
     member _.IsReturning(node: EvictionNode) = Volatile.Read &node.Segment = 2

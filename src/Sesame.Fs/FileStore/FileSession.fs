@@ -61,7 +61,8 @@ type internal FileSession(id: string) =
 /// <para>The sessions replay read straight from one record, that name no user, and that no request has used since the
 /// store opened (after a flood, nearly all of them) are held without objects, in a ring (<c>cold</c>, locked on itself;
 /// see <c>FreshSessions</c> for why). The first lookup of one takes it out into a <c>FileSession</c>, under that lock,
-/// and every lookup that misses the map looks again under it, so a session is never in both, nor in neither. They
+/// and every lookup that misses the map looks again under it, so a session is never in neither place (and in both only
+/// while that lock is held, within the take-out). They
 /// count as returning sessions that are older than any session used since the store opened: the bounds evict them
 /// once no new session is left to evict, before any other returning one.</para>
 [<Sealed>]
