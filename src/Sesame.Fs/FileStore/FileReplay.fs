@@ -309,15 +309,18 @@ module internal FileReplay =
         let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
         let bodyAt = at + prefix + idLength
         let bodyLength = length - prefix - idLength
-        // A session held in the ring under this id ends there (it starts over, or goes on as an object).
+        // A session held in the ring under this id ends there (it starts over, or goes on as an object); true when
+        // there was one.
         let dropCold () =
-            if cold.LiveCount > 0 then
-                match cold.Find id with
-                | -1L -> ()
-                | position -> cold.Remove position
+            cold.LiveCount > 0
+            && match cold.Find id with
+               | -1L -> false
+               | position ->
+                   cold.Remove position
+                   true
         // A session that starts over (created, or moved here) leaves no changes of what was there before.
         let replace (value: SessionText) =
-            dropCold ()
+            dropCold () |> ignore
             let session = replayedSession id value expires lastSeen
             sessions[id] <- session
             pending.Remove id |> ignore
@@ -343,13 +346,8 @@ module internal FileReplay =
                     // Held in the ring, unless it does not take it (too large, or its key taken by another id). A ring
                     // that refuses it may hold the id already (created again): that record ends, and it is tried again.
                     if sessions.Remove id then pending.Remove id |> ignore
-                    let add () = cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen)
-                    if
-                        add () < 0L
-                        && (dropCold ()
-                            add () < 0L)
-                    then
-                        replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
+                    let add () = cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen) >= 0L
+                    if not (add () || dropCold () && add ()) then replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
                     struct (null, null)
             | FileLog.KindPatch ->
                 let session =
@@ -391,7 +389,7 @@ module internal FileReplay =
                 if not (isNull fromChanges) then pending[id] <- fromChanges
                 struct (moved, addChange pending id offset change)
             | FileLog.KindDelete ->
-                dropCold ()
+                dropCold () |> ignore
                 sessions.Remove id |> ignore
                 pending.Remove id |> ignore
                 struct (null, null)
