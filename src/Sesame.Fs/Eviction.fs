@@ -221,13 +221,9 @@ type internal SessionBounds
         /// Evicts the oldest of the sessions the store holds outside the order (the memory store's ring of new
         /// sessions, the file store's of sessions replayed and unused since), never the session being acknowledged
         /// (given as its node in the order or null, and as its position outside it or -1), and past that one only when
-        /// the count (true) and not only the bytes are over; false when there is none to evict (or, for returning
-        /// ones, when the order's next victim should go first).
-        evictUnordered: EvictionNode -> int64 -> bool -> bool,
-        /// Whether the sessions held outside the order count as returning ones (evicted only once no new session is
-        /// left to evict, and then before any in the order: they are older than any session used since) rather than new
-        /// ones (evicted before any in the order).
-        unorderedAreReturning: bool
+        /// the count (true) and not only the bytes are over; in a pass that evicts new sessions only, or returning ones
+        /// too (true). False when it evicts none: there is none, or the order's next victim goes first.
+        evictUnordered: EvictionNode -> int64 -> bool -> bool -> bool
     ) =
     let lowCount = maxCount - maxCount / 64L
     let lowBytes = maxBytes - maxBytes / 64L
@@ -238,8 +234,8 @@ type internal SessionBounds
         let mutable taken = 0
         let mutable more = true
         while more && (count () > countTarget || bytes () > bytesTarget) do
-            // Sessions held outside the order go before any of their kind in it.
-            if (orReturning || not unorderedAreReturning) && evictUnordered except exceptUnordered (count () > countTarget) then
+            // The store's sessions held outside the order go first, when the store says so.
+            if evictUnordered except exceptUnordered (count () > countTarget) orReturning then
                 taken <- taken + 1
             else
                 match policy.TakeVictim(except, orReturning) with
@@ -256,10 +252,7 @@ type internal SessionBounds
     member _.IsOver = count () > maxCount || bytes () > maxBytes
 
     /// Bounds for a store that holds every session in the order.
-    new(policy, maxCount, maxBytes, count, bytes, evict) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, (fun _ _ _ -> false), false)
-
-    /// Bounds for a store that holds new sessions outside the order too.
-    new(policy, maxCount, maxBytes, count, bytes, evict, evictUnordered) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, evictUnordered, false)
+    new(policy, maxCount, maxBytes, count, bytes, evict) = SessionBounds(policy, maxCount, maxBytes, count, bytes, evict, (fun _ _ _ _ -> false))
 
     /// <summary>Evicts until the store is within its bounds again, if it is not; never <paramref name="except"/>.</summary>
     /// <param name="except">The session whose commit is being acknowledged, or null.</param>

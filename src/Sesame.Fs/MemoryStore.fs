@@ -227,7 +227,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     /// Evicts the ring's oldest session (never the one at exceptPosition, the session being acknowledged; past it only
     /// when the count is over), and reports it once the ring's lock is let go; false when there is none to evict.
-    let evictFromRing (_: EvictionNode) (exceptPosition: int64) (countOver: bool) =
+    let evictFromRing (_: EvictionNode) (exceptPosition: int64) (countOver: bool) (_: bool) =
         if fresh.LiveCount = 0 then
             false
         else

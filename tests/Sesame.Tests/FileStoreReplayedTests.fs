@@ -67,6 +67,24 @@ let private incrementingFromBothEnds (sessions: SessionStore) (added: Concurrent
     Task.Run(fun () -> incrementEach sessions added (seq { count .. -3 .. 1 }))
 |]
 
+/// s1-s30, each last seen at its number's second, replayed as objects (two records) where isObject says so, else into
+/// the ring (one record); reopened with room for 15: the fifteen seen most recently are kept, wherever they were held.
+let private trimmedOnOpen (isObject: int -> bool) (keptInRing: int) = task {
+    use sessionFile = new SessionFile()
+    let file, clock = sessionFile.Path, sessionFile.Clock
+    let store = FileStore.Open(file, null, null, clock)
+    for i in 1..30 do
+        clock.Advance(TimeSpan.FromSeconds 1.0)
+        do! commit store $"s{i}" [ setAt "n" (string i) ]
+        if isObject i then do! commitWith existing store $"s{i}" [ Update.increment (path "n") 0M ]
+    do! store.DisposeAsync()
+    use trimmed = FileStore.Open(file, FileStoreOptions(MaxSessions = 15), null, clock)
+    let! listed = trimmed |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
+    let kept = listed |> List.map (fun s -> int (s.Id.Substring 1)) |> List.sort
+    Expect.equal kept [ 16..30 ] "the fifteen seen most recently, from the ring and from the objects"
+    Expect.equal trimmed.ReplayedUnusedCount keptInRing "those of them still in the ring"
+}
+
 /// Writes s1-s400, each about 920 bytes (a counter and 900 bytes of padding), used a second apart; gives what the
 /// store held of them, as objects, before it closed.
 let private writePaddedSessions (file: string) (clock: ManualClock) = task {
@@ -286,24 +304,15 @@ let tests =
         }
 
         testCaseTask "trimmed on open, replayed sessions go least recently seen first, whether held in the ring or as objects"
-        <| fun () -> task {
-            use sessionFile = new SessionFile()
-            let file, clock = sessionFile.Path, sessionFile.Clock
-            let store = FileStore.Open(file, null, null, clock) :> SessionStore
-            // s1-s10 and s21-s30 get two records each (replayed as objects), s11-s20 one (replayed into the ring); each
-            // last seen at its number's second.
-            for i in 1..30 do
-                clock.Advance(TimeSpan.FromSeconds 1.0)
-                do! commit store $"s{i}" [ setAt "n" (string i) ]
-                if i <= 10 || i > 20 then do! commitWith existing store $"s{i}" [ Update.increment (path "n") 0M ]
-            do! (store :?> FileStore).DisposeAsync()
+        <| fun () ->
+            // Ring sessions between older and newer objects.
+            trimmedOnOpen (fun i -> i <= 10 || i > 20) 5
 
-            use trimmed = FileStore.Open(file, FileStoreOptions(MaxSessions = 15), null, clock)
-            let! listed = trimmed |> SessionStore.listAllAsync (SessionQuery.All 100) (testToken ())
-            let kept = listed |> List.map (fun s -> int (s.Id.Substring 1)) |> List.sort
-            Expect.equal kept [ 16..30 ] "the fifteen seen most recently, from the ring and from the objects"
-            Expect.equal trimmed.ReplayedUnusedCount 5 "s16-s20 still in the ring"
-        }
+        testCaseTask "trimmed on open, ring sessions older than more objects than the returning segment holds go first"
+        <| fun () ->
+            // Twenty objects past the returning segment's share of 15 (12): its least recently used are handed to the new
+            // segment, and still go after the older ring sessions.
+            trimmedOnOpen (fun i -> i > 10) 0
 
         testCaseTask "a session created again after it expired replays once, to the value it was created with again"
         <| fun () -> task {

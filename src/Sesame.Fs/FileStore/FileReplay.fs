@@ -567,6 +567,7 @@ module internal FileReplay =
             session.Visible <- value
             session.VisibleExpires <- session.LatestExpires
             session.FileExpires <- session.LatestExpires
+            session.UnusedSinceOpen <- true
             sessions.SetLiveBytes(session, FileLog.snapshotBytes (Encoding.UTF8.GetByteCount id) (int64 value.Length))
             sessions.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
             sessions.Policy.Admit(session.Node, true)

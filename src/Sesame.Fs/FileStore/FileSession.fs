@@ -51,6 +51,8 @@ type internal FileSession(id: string) =
     member val HeldBytes = 0L with get, set
     /// Dropped from the store's map; whoever still holds it must look the id up again.
     member val Removed = false with get, set
+    /// Replayed on open and not used by a request since (its LastSeen is from before the store opened).
+    member val UnusedSinceOpen = false with get, set
 
     /// Nothing queued, and neither the newest nor the visible value is live at <c>t</c>: nothing will ever serve it.
     member this.IsDeadAt(t: int64) = this.Pending = 0 && (isNull this.Latest || this.LatestExpires <= t) && (isNull this.Visible || this.VisibleExpires <= t)
@@ -98,6 +100,7 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         session.VisibleExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- cold.CreatedAt position
+        session.UnusedSinceOpen <- true
         // Counted and in the order before it is in the map (whoever finds it there may delete it at once, and a delete
         // takes it out of the order), and in the map before it leaves the ring (a lookup that misses the map skips the
         // ring's lock only when the ring is empty): it is never in neither place, and never found half made.

@@ -144,6 +144,7 @@ type FileStore
         session.LatestExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- t
+        session.UnusedSinceOpen <- false
         session.Pending <- session.Pending + 1
         sessions.SetLiveBytes(session, value.LiveBytes)
         sessions.SetHeldBytes(session, value.HeldBytes)
@@ -194,14 +195,17 @@ type FileStore
         | _ -> ()
 
     /// Evicts the oldest of the sessions replayed and unused since (taken out of the ring first), unless what the
-    /// order would evict next goes first: a new session, or a returning one last seen before it (so that returning
-    /// sessions go least recently seen first, wherever they are held). False when it evicts none.
-    let evictCold (except: EvictionNode) (_: int64) (_: bool) =
+    /// order would evict next goes first: a session used since the store opened by one request only, or a session
+    /// last seen before it. So the ring's sessions count as returning ones, and all the sessions replayed go least
+    /// recently seen first, wherever they are held: in the ring, or as objects in either segment of the order (past
+    /// its capacity the returning segment hands its least recently used to the new one). A pass that evicts only new
+    /// sessions evicts ring sessions only ahead of replayed objects handed so. False when it evicts none.
+    let evictCold (except: EvictionNode) (_: int64) (_: bool) (orReturning: bool) =
         let before =
-            match sessions.Policy.PeekVictim(except, true) with
-            | null -> Int64.MaxValue
+            match sessions.Policy.PeekVictim(except, orReturning) with
+            | null -> if orReturning then Int64.MaxValue else Int64.MinValue
             // Read without the session's lock: an order of eviction needs no more than a recent time.
-            | :? FileSession as next when sessions.Policy.IsReturning next -> next.LastSeen
+            | :? FileSession as next when next.UnusedSinceOpen || sessions.Policy.IsReturning next -> next.LastSeen
             | _ -> Int64.MinValue
         match sessions.TakeOldestCold before with
         | null -> false
@@ -217,8 +221,7 @@ type FileStore
             (fun () -> sessions.LiveCount),
             (fun () -> sessions.HeldBytes),
             evict,
-            evictCold,
-            true
+            evictCold
         )
 
     let withCancellation (cancellationToken: CancellationToken) (work: Task<'result>) =
@@ -402,6 +405,7 @@ type FileStore
                             let expires = expiresAt idleTimeout t
                             session.VisibleExpires <- expires
                             session.LastSeen <- t
+                            session.UnusedSinceOpen <- false
                             if live session t then
                                 // A later request came back to the session: it is a returning one now.
                                 sessions.Policy.Touch(session.Node, true)
