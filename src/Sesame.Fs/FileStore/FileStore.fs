@@ -201,17 +201,21 @@ type FileStore
     /// its capacity the returning segment hands its least recently used to the new one). A pass that evicts only new
     /// sessions evicts ring sessions only ahead of replayed objects handed so. False when it evicts none.
     let evictCold (except: EvictionNode) (_: int64) (_: bool) (orReturning: bool) =
-        let before =
-            match sessions.Policy.PeekVictim(except, orReturning) with
-            | null -> if orReturning then Int64.MaxValue else Int64.MinValue
-            // Read without the session's lock: an order of eviction needs no more than a recent time.
-            | :? FileSession as next when next.UnusedSinceOpen || sessions.Policy.IsReturning next -> next.LastSeen
-            | _ -> Int64.MinValue
-        match sessions.TakeOldestCold before with
-        | null -> false
-        | session ->
-            evict session.Node
-            true
+        // Once the ring is empty (soon after a flood's restart, or at once) eviction looks at the order alone.
+        if sessions.ColdCount = 0 then
+            false
+        else
+            let before =
+                match sessions.Policy.PeekVictim(except, orReturning) with
+                | null -> if orReturning then Int64.MaxValue else Int64.MinValue
+                // Read without the session's lock: an order of eviction needs no more than a recent time.
+                | :? FileSession as next when next.UnusedSinceOpen || sessions.Policy.IsReturning next -> next.LastSeen
+                | _ -> Int64.MinValue
+            match sessions.TakeOldestCold before with
+            | null -> false
+            | session ->
+                evict session.Node
+                true
 
     let bounds =
         SessionBounds(
