@@ -5,6 +5,17 @@ open System.Buffers.Binary
 open System.Collections.Generic
 open System.Threading
 
+/// Each thread's room for the UTF-8 bytes of an id a ring is given.
+[<AbstractClass; Sealed>]
+type internal FreshIdBuffer =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private buffer: byte[]
+
+    /// Room for the UTF-8 bytes of 255 UTF-16 characters.
+    static member Get() =
+        if isNull FreshIdBuffer.buffer then FreshIdBuffer.buffer <- Array.zeroCreate 1024
+        FreshIdBuffer.buffer
+
 /// <summary>
 /// Sessions held without a .NET object each: one record per session, appended to a ring of large byte arrays, and found
 /// through a map whose keys and values are numbers. The memory store holds here the sessions that only one request has
@@ -26,17 +37,6 @@ open System.Threading
 /// held, and evicting the one-request sessions (which the bound does first) frees the holes with them.</para>
 /// <para>Not thread-safe: each store uses it under one lock (this object).</para>
 /// </remarks>
-/// Each thread's room for the UTF-8 bytes of an id a ring is given.
-[<AbstractClass; Sealed>]
-type internal FreshIdBuffer =
-    [<ThreadStatic; DefaultValue>]
-    static val mutable private buffer: byte[]
-
-    /// Room for the UTF-8 bytes of 255 UTF-16 characters.
-    static member Get() =
-        if isNull FreshIdBuffer.buffer then FreshIdBuffer.buffer <- Array.zeroCreate 1024
-        FreshIdBuffer.buffer
-
 [<Sealed>]
 type internal FreshSessions(chunkBytes: int, capacity: int) =
     // A record: its length (0 ends the chunk's records), whether it is live (a byte), the id's length in UTF-8 bytes

@@ -564,13 +564,7 @@ module internal FileReplay =
         for session in order do
             let id = session.Id
             let value = session.Latest
-            session.Visible <- value
-            session.VisibleExpires <- session.LatestExpires
-            session.FileExpires <- session.LatestExpires
-            session.UnusedSinceOpen <- true
-            sessions.SetLiveBytes(session, FileLog.snapshotBytes (Encoding.UTF8.GetByteCount id) (int64 value.Length))
-            sessions.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
-            sessions.Policy.Admit(session.Node, true)
+            sessions.AdmitReplayed session
             // Only facts that name a user are parsed.
             if value.Meta.IndexOf(ReadOnlySpan userKey) >= 0 then
                 match SessionMeta.userOf (value.ParseMeta()) with

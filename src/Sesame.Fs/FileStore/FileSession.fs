@@ -90,24 +90,15 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     /// Takes the ring's session at the position out into a FileSession in the map, as a returning one; call under the
     /// ring's lock (the id is in neither the map nor elsewhere in the ring).
     let takeCold (position: int64) : FileSession =
-        let id = cold.IdAt position
-        let value = cold.ValueAt position
-        let expires = cold.ExpiresAt position
-        let session = FileSession id
-        session.Latest <- value
-        session.Visible <- value
-        session.LatestExpires <- expires
-        session.VisibleExpires <- expires
-        session.FileExpires <- expires
+        let session = FileSession(cold.IdAt position)
+        session.Latest <- cold.ValueAt position
+        session.LatestExpires <- cold.ExpiresAt position
         session.LastSeen <- cold.CreatedAt position
-        session.UnusedSinceOpen <- true
         // Counted and in the order before it is in the map (whoever finds it there may delete it at once, and a delete
         // takes it out of the order), and in the map before it leaves the ring (a lookup that misses the map skips the
         // ring's lock only when the ring is empty): it is never in neither place, and never found half made.
-        this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount id) (int64 value.Length))
-        this.SetHeldBytes(session, FileSessionMemory.ofValue id.Length value)
-        policy.Admit(session.Node, true)
-        sessions[id] <- session
+        this.AdmitReplayed session
+        sessions[session.Id] <- session
         removeCold position
         session
 
@@ -226,6 +217,18 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
                             ended.Add(struct (cold.IdAt position, cold.ValueAt position))
                             removeCold position)
             List.ofSeq ended
+
+    /// Makes a replayed session (its newest value, expiry and last-seen time set) what loads serve and what the file
+    /// holds, counts it, and admits it to the order as a returning session not used since the store opened.
+    member this.AdmitReplayed(session: FileSession) =
+        let value = session.Latest
+        session.Visible <- value
+        session.VisibleExpires <- session.LatestExpires
+        session.FileExpires <- session.LatestExpires
+        session.UnusedSinceOpen <- true
+        this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount session.Id) (int64 value.Length))
+        this.SetHeldBytes(session, FileSessionMemory.ofValue session.Id.Length value)
+        policy.Admit(session.Node, true)
 
     /// Sets what the session adds to the live size. Call under the session's lock.
     member _.SetLiveBytes(session: FileSession, bytes: int64) =
