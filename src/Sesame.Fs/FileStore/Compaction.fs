@@ -48,11 +48,6 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
     let mutable floor = 0L
     let mutable directorySyncReported = false
 
-    /// How many of the ring's sessions a snapshot reads under the ring's lock at a time: few enough that a lookup that
-    /// waits for the lock waits little.
-    [<Literal>]
-    let ColdBatchSize = 1024
-
     /// The record a compacted file keeps for a session at t: its flushed value, or null when it keeps none. A session
     /// with records still queued is kept even if expired: those records apply to it.
     let snapshotOf (id: string) (session: FileSession) (t: int64) : byte[] =
@@ -76,12 +71,10 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
             // The ring first, then the map: a session taken out of the ring before the walk reaches it is in the map
             // before the map's walk starts, so it is met there; one taken out after is met in the ring (and maybe in
             // the map too: a replay keeps an id's last record). Its values never change while it is in the ring.
-            let positions = sessions.ColdPositions()
-            for from in 0..ColdBatchSize .. positions.Count - 1 do
+            for struct (id, value, expires, lastUsed) in sessions.ColdSessions(fun _ expires -> expires > t) do
                 token.ThrowIfCancellationRequested()
-                for struct (id, value, expires, lastUsed) in sessions.ColdBatch(positions, from, ColdBatchSize, (fun _ expires -> expires > t)) do
-                    writer.Append(FileLog.snapshotPayload expires lastUsed id value.Data value.Meta)
-                    count <- count + 1
+                writer.Append(FileLog.snapshotPayload expires lastUsed id value.Data value.Meta)
+                count <- count + 1
             for KeyValue(id, session) in sessions.Items do
                 token.ThrowIfCancellationRequested()
                 // Read without the session's lock: only the writer sets Visible, and a session it changes meanwhile is

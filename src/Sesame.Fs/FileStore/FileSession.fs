@@ -75,6 +75,10 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     let mutable heldBytes = 0L
     let policy = SegmentedLru maxSessions
 
+    /// How many of the ring's sessions a walk of it (a listing, a snapshot, a sweep) reads under its lock at a time: few
+    /// enough that a lookup waiting for the lock (every new session's, while the ring holds any) waits little.
+    static let ColdBatch = 1024
+
     /// What a record of the ring adds to a compacted file.
     let coldLiveBytes (position: int64) = FileLog.snapshotBytes (cold.IdUtf8LengthAt position) (int64 (cold.ValueLengthAt position))
 
@@ -143,7 +147,7 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         | true, ids -> Array.ofSeq ids.Keys
         | _ -> [||]
     /// Every session held as an object, for a sweep or a snapshot (safe while others change the map); the ring's are
-    /// walked with <c>ColdBatch</c>.
+    /// walked with <c>ColdSessions</c>.
     member _.Items: seq<KeyValuePair<string, FileSession>> = sessions
 
     /// The number of sessions held (expired ones not yet swept included).
@@ -184,21 +188,23 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
                 | position when cold.CreatedAt position > before -> null
                 | position -> takeCold position)
 
-    /// The ring's sessions at the positions [from, from + count) still live, that <c>keep</c> keeps (given the id and
-    /// the expiry), each with its id, value, expiry and last use. A walk of every position sees every session that
-    /// stays in the ring while it goes on; one taken out meanwhile is in the map from then on.
-    member _.ColdBatch(positions: List<int64>, from: int, count: int, keep: string -> int64 -> bool) : struct (string * SessionText * int64 * int64)[] =
-        lock cold (fun () -> [|
-            for i in from .. min (positions.Count - 1) (from + count - 1) do
-                let position = positions[i]
-                if cold.IsLiveAt position then
-                    let id = cold.IdAt position
-                    let expires = cold.ExpiresAt position
-                    if keep id expires then struct (id, cold.ValueAt position, expires, cold.CreatedAt position)
-        |])
-
-    /// The positions of the ring's live sessions, oldest first, to walk in batches with <c>ColdBatch</c>.
-    member _.ColdPositions() : List<int64> = lock cold (fun () -> cold.Positions())
+    /// The ring's sessions that <c>keep</c> keeps (given the id and the expiry), oldest first, each with its id,
+    /// value, expiry and last use; read a batch at a time under the ring's lock as the sequence is enumerated. A walk sees every session that stays
+    /// in the ring while it goes on; one taken out meanwhile is in the map from then on.
+    member _.ColdSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> =
+        let positions = lock cold (fun () -> cold.Positions())
+        seq {
+            for from in 0..ColdBatch .. positions.Count - 1 do
+                yield!
+                    lock cold (fun () -> [|
+                        for i in from .. min (positions.Count - 1) (from + ColdBatch - 1) do
+                            let position = positions[i]
+                            if cold.IsLiveAt position then
+                                let id = cold.IdAt position
+                                let expires = cold.ExpiresAt position
+                                if keep id expires then struct (id, cold.ValueAt position, expires, cold.CreatedAt position)
+                    |])
+        }
 
     /// Ends the ring's sessions that are expired at <c>t</c>; gives each one's id and value. The ring is walked a batch
     /// at a time under its lock, so that lookups waiting for it (every new session's, while the ring holds any) wait
@@ -209,9 +215,9 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         else
             let positions = lock cold (fun () -> cold.Positions())
             let ended = ResizeArray<struct (string * SessionText)>()
-            for from in 0..4096 .. positions.Count - 1 do
+            for from in 0..ColdBatch .. positions.Count - 1 do
                 lock cold (fun () ->
-                    for i in from .. min (positions.Count - 1) (from + 4095) do
+                    for i in from .. min (positions.Count - 1) (from + ColdBatch - 1) do
                         let position = positions[i]
                         if cold.IsLiveAt position && cold.ExpiresAt position <= t then
                             ended.Add(struct (cold.IdAt position, cold.ValueAt position))

@@ -603,11 +603,10 @@ type FileStore
                 if not (isNull query.UserId) || sessions.ColdCount = 0 then
                     Seq.empty
                 else
-                    let positions = sessions.ColdPositions()
-                    let found = ResizeArray()
-                    for from in 0..4096 .. positions.Count - 1 do
-                        found.AddRange(sessions.ColdBatch(positions, from, 4096, (fun id expires -> expires > t && isAfter id)))
-                    found
+                    // Read whole now, before the map is (the map's walk below is lazy): a session taken out meanwhile
+                    // is then met in one or the other.
+                    sessions.ColdSessions(fun id expires -> expires > t && isAfter id)
+                    |> Array.ofSeq
                     |> Seq.sortWith (fun (struct (a, _, _, _)) (struct (b, _, _, _)) -> String.CompareOrdinal(a, b))
                     |> Seq.truncate (query.Limit + 1)
                     |> Seq.map (fun (struct (id, value, expires, lastUsed)) -> struct (id, summaryFrom id value lastUsed expires))
