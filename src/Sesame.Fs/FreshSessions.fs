@@ -3,6 +3,7 @@ namespace Sesame
 open System
 open System.Buffers.Binary
 open System.Collections.Generic
+open System.Runtime.InteropServices
 open System.Threading
 
 /// Each thread's room for the UTF-8 bytes of an id a ring is given.
@@ -167,41 +168,56 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// <summary>Appends a session whose value (tree, then facts) is given as its UTF-8 bytes and the tree's length in
     /// them; gives its position, or -1 when the ring does not take it.</summary>
-    member _.TryAdd(id: ReadOnlySpan<char>, value: ReadOnlySpan<byte>, dataLength: int, expires: int64, created: int64) : int64 =
+    member this.TryAdd(id: ReadOnlySpan<char>, value: ReadOnlySpan<byte>, dataLength: int, expires: int64, created: int64) : int64 =
         let buffer = FreshIdBuffer.Get()
-        let idBytes = encodeId id (Span buffer)
-        let length = (headerBytes + idBytes + value.Length + 7) &&& ~~~7
-        let key = if idBytes < 0 then 0L else keyOf (ReadOnlySpan(buffer, 0, idBytes))
+        match encodeId id (Span buffer) with
+        | -1 -> -1L
+        | idBytes -> this.TryAddUtf8(ReadOnlySpan(buffer, 0, idBytes), value, dataLength, expires, created)
+
+    /// <summary>Appends a session whose id is given as its UTF-8 bytes, as replay reads it from a record (with no
+    /// string made for it); gives its position, or -1 when the ring does not take it.</summary>
+    /// <remarks>The caller has checked that the bytes are valid UTF-8 (then the id's string has no lone surrogate, and
+    /// gives these very bytes again), and that the id is held nowhere.</remarks>
+    member _.TryAddUtf8(id: ReadOnlySpan<byte>, value: ReadOnlySpan<byte>, dataLength: int, expires: int64, created: int64) : int64 =
+        let length = (headerBytes + id.Length + value.Length + 7) &&& ~~~7
         // A larger session goes to the store's map, so that what a record that does not fit leaves unused at the end of
         // an array is at most an eighth of it.
-        if idBytes < 0 || length > chunkBytes / 8 || records.ContainsKey key then
+        if id.Length > maxIdBytes || length > chunkBytes / 8 then
             -1L
         else
+            let key = keyOf id
             let offset = offsetOf head
             let rolls = offset + length > chunkBytes
             let position = if rolls then nextChunk head else head
-            // The array first: if it cannot be had (out of memory), nothing has changed.
+            // The array first: if it cannot be had (out of memory), nothing has changed. (Kept when the key turns out
+            // taken, below: it is the head's next array, which the next record that rolls over uses.)
             if position / int64 chunkBytes - firstChunk = int64 chunks.Count then
                 chunks.Add(if isNull spare then Array.zeroCreate chunkBytes else spare)
                 spare <- null
-            if rolls && offset + 4 <= chunkBytes then BinaryPrimitives.WriteInt32LittleEndian(Span(chunkOf head, offset, 4), 0)
-            let fields = header position
-            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice lengthAt, length)
-            fields[liveAt] <- 1uy
-            BinaryPrimitives.WriteUInt16LittleEndian(fields.Slice idBytesAt, uint16 idBytes)
-            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice dataLengthAt, dataLength)
-            BinaryPrimitives.WriteInt32LittleEndian(fields.Slice valueLengthAt, value.Length)
-            BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
-            BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, created)
-            let body = Span(chunkOf position, offsetOf position + headerBytes, length - headerBytes)
-            ReadOnlySpan(buffer, 0, idBytes).CopyTo body
-            value.CopyTo(body.Slice idBytes)
-            records[key] <- position
-            head <- position + int64 length
-            live <- live + 1
-            recordBytes <- recordBytes + int64 length
-            publish ()
-            position
+            // One look-up finds the key taken or adds it (a look-up in a map of a million keys is a cache miss or two).
+            let mutable taken = false
+            let slot = &CollectionsMarshal.GetValueRefOrAddDefault(records, key, &taken)
+            if taken then
+                -1L
+            else
+                slot <- position
+                if rolls && offset + 4 <= chunkBytes then BinaryPrimitives.WriteInt32LittleEndian(Span(chunkOf head, offset, 4), 0)
+                let fields = header position
+                BinaryPrimitives.WriteInt32LittleEndian(fields.Slice lengthAt, length)
+                fields[liveAt] <- 1uy
+                BinaryPrimitives.WriteUInt16LittleEndian(fields.Slice idBytesAt, uint16 id.Length)
+                BinaryPrimitives.WriteInt32LittleEndian(fields.Slice dataLengthAt, dataLength)
+                BinaryPrimitives.WriteInt32LittleEndian(fields.Slice valueLengthAt, value.Length)
+                BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
+                BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, created)
+                let body = Span(chunkOf position, offsetOf position + headerBytes, length - headerBytes)
+                id.CopyTo body
+                value.CopyTo(body.Slice id.Length)
+                head <- position + int64 length
+                live <- live + 1
+                recordBytes <- recordBytes + int64 length
+                publish ()
+                position
 
     /// Ends the record's session (its space is freed when the tail passes it).
     member _.Remove(position: int64) =

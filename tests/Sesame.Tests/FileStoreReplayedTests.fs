@@ -37,6 +37,15 @@ let private writeSessions (file: string) (clock: TimeProvider) (ids: string seq)
     do! store.DisposeAsync()
 }
 
+/// Writes a session file (format version 2) record by record, each payload framed as the store frames it.
+let private writeRecords (file: string) (payloads: byte[] list) =
+    let bytes = Array.zeroCreate<byte>(FileLog.FileHeaderLength + (payloads |> List.sumBy (fun p -> FileLog.RecordHeaderLength + p.Length)))
+    FileLog.fileHeader().CopyTo(bytes, 0)
+    let mutable at = FileLog.FileHeaderLength
+    for payload in payloads do
+        at <- at + FileLog.frame bytes at (int64 at) payload
+    IO.File.WriteAllBytes(file, bytes)
+
 /// The session's counter ("n"); fails for no session.
 let private counterOf (tree: Json option) =
     match tree with
@@ -330,6 +339,49 @@ let tests =
             Expect.equal reopened.ReplayedUnusedCount 2 "both in the ring"
             let! again = load reopened "again"
             Expect.equal (counterOf again) 2 "the second creation's value"
+        }
+
+        testCaseTask "ids of several bytes a character, and longer than the ring holds, replay under the ids written"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            let named = [ "sé-日本-😀", 7; String('l', 300), 8; "ascii", 9 ]
+            let store = FileStore.Open(file, null, null, clock)
+            for id, n in named do
+                do! commit store id [ setAt "n" (string n) ]
+            do! store.DisposeAsync()
+            use reopened = FileStore.Open(file, null, null, clock)
+            Expect.equal reopened.ReplayedUnusedCount 2 "all but the long id in the ring"
+            for id, n in named do
+                let! tree = load reopened id
+                Expect.equal (counterOf tree) n $"{id.Substring(0, min 12 id.Length)} under its own id"
+            let! listed = reopened |> SessionStore.listAllAsync (SessionQuery.All 10) (testToken ())
+            Expect.equal (listed |> List.map _.Id |> List.sort) (List.map fst named |> List.sort) "listed under the ids written"
+        }
+
+        testCaseTask "a session created again while changes of its first life are pending replays to its new value alone"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            let t = clock.GetUtcNow().UtcTicks
+            let record kind id updates = FileLog.payload kind (t + TimeSpan.FromDays(1.0).Ticks) t id (FileLog.changeBody (changeOf updates))
+            // An id whose bytes are not UTF-8 (a file written by hand): its record's string reads U+FFFD for the byte.
+            let invalid = record FileLog.KindCreate "bad-?" [ setAt "n" "4" ]
+            invalid[FileLog.PayloadPrefixLength + 4] <- 0xFFuy
+            writeRecords file [
+                record FileLog.KindCreate "again" [ setAt "n" "1" ]
+                record FileLog.KindPatch "again" [ Update.increment (path "n") 5M; setAt "old" "true" ]
+                record FileLog.KindCreate "again" [ setAt "n" "2" ]
+                record FileLog.KindCreate "other" [ setAt "n" "3" ]
+                invalid
+            ]
+            use reopened = FileStore.Open(file, null, null, clock)
+            Expect.equal reopened.Count 3 "each session once"
+            Expect.equal reopened.ReplayedUnusedCount 3 "each in the ring"
+            let! again = (reopened :> SessionStore).LoadAsync("again", creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize again.Data) """{"n":2}""" "the second creation's value, none of the first life's changes"
+            let! bad = load reopened "bad-\uFFFD"
+            Expect.equal (counterOf bad) 4 "the id as its record's string reads"
         }
 
         testCaseTask "a delete or a commit racing the take-out of the ring's last session finds it, in memory and after a restart"

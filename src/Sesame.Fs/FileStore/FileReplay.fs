@@ -54,6 +54,10 @@ type internal ReplayBuffers =
     [<ThreadStatic; DefaultValue>]
     static val mutable private created: ArrayBufferWriter<byte>
 
+    /// The UTF-16 characters of a new session's id, read from its record without making a string of them.
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private idChars: char[]
+
     static member Keys
         with get () = ReplayBuffers.keys
         and set (value: int[]) = ReplayBuffers.keys <- value
@@ -61,6 +65,10 @@ type internal ReplayBuffers =
     static member Created
         with get () = ReplayBuffers.created
         and set (value: ArrayBufferWriter<byte>) = ReplayBuffers.created <- value
+
+    static member IdChars
+        with get () = ReplayBuffers.idChars
+        and set (value: char[]) = ReplayBuffers.idChars <- value
 
 /// Rebuilding the sessions from the file on open.
 module internal FileReplay =
@@ -281,7 +289,40 @@ module internal FileReplay =
             sessions[id] <- session
             session
 
-    let private applyRecord
+    /// The longest id, in UTF-8 bytes, that holdCreated takes (the ring's own limit).
+    let private MaxHeldIdBytes = 255
+
+    /// Holds a new session in the ring, its id read from the record's UTF-8 bytes with no string made for it (most
+    /// records of a large file are new sessions, each its own id); false, having changed nothing but the session's
+    /// earlier life in the map, when that does not do: an id that is not valid UTF-8 (the record's string then decodes
+    /// to other bytes) or longer than the ring holds, or a ring that refuses it (its key taken, a session too large).
+    let private holdCreated
+        (sessions: Dictionary<string, FileSession>)
+        (pending: Dictionary<string, ReplayChanges>)
+        (cold: FreshSessions)
+        (idUtf8: ReadOnlySpan<byte>)
+        (value: ReadOnlySpan<byte>)
+        (dataLength: int)
+        (expires: int64)
+        (lastSeen: int64)
+        : bool =
+        if idUtf8.Length > MaxHeldIdBytes then
+            false
+        else
+            if isNull ReplayBuffers.IdChars then ReplayBuffers.IdChars <- Array.zeroCreate MaxHeldIdBytes
+            let mutable read = 0
+            let mutable written = 0
+            match Unicode.Utf8.ToUtf16(idUtf8, Span ReplayBuffers.IdChars, &read, &written, false, true) with
+            | Buffers.OperationStatus.Done ->
+                // The session starts over: what the map held under this id (it was created again) ends.
+                let id = ReadOnlySpan(ReplayBuffers.IdChars, 0, written)
+                if sessions.Count > 0 && sessions.GetAlternateLookup<ReadOnlySpan<char>>().Remove id then
+                    pending.GetAlternateLookup<ReadOnlySpan<char>>().Remove id |> ignore
+                cold.TryAddUtf8(idUtf8, value, dataLength, expires, lastSeen) >= 0L
+            | _ -> false
+
+    /// Applies a record whose session id is needed as a string (every record but most new sessions').
+    let private applyWithId
         (logger: ILogger)
         (path: string)
         (version: uint32)
@@ -290,25 +331,16 @@ module internal FileReplay =
         (cold: FreshSessions)
         (offset: int64)
         (buffer: byte[])
-        (at: int)
-        (length: int)
+        (kind: byte)
+        (expires: int64)
+        (lastSeen: int64)
+        (idAt: int)
+        (idLength: int)
+        (bodyAt: int)
+        (bodyLength: int)
+        (createdLength: int)
         =
-        let kind = buffer[at]
-        let expires = BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 1, 8))
-        let prefix, lastSeen, idLength =
-            if version = FileLog.FormatVersion1 then
-                // Version 1 kept no last-seen time: the record's expiry is the closest bound there is.
-                FileLog.PayloadPrefixLengthV1, 0L, BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 9, 4))
-            elif length < FileLog.PayloadPrefixLength then
-                raise (corrupt path offset "it is shorter than a record's prefix")
-            else
-                FileLog.PayloadPrefixLength,
-                BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 9, 8)),
-                BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 17, 4))
-        if idLength < 0 || idLength > length - prefix then raise (corrupt path offset "its id length is out of range")
-        let id = Encoding.UTF8.GetString(buffer, at + prefix, idLength)
-        let bodyAt = at + prefix + idLength
-        let bodyLength = length - prefix - idLength
+        let id = Encoding.UTF8.GetString(buffer, idAt, idLength)
         // A session held in the ring under this id ends there (it starts over, or goes on as an object); true when
         // there was one.
         let dropCold () =
@@ -335,13 +367,11 @@ module internal FileReplay =
         let struct (grown, changes) =
             match kind with
             | FileLog.KindCreate ->
-                let body = ReadOnlySpan(buffer, bodyAt, bodyLength)
-                if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
                 let created = ReplayBuffers.Created
-                match createdValue body version created with
+                match createdLength with
                 | -1 ->
                     let session = replace null
-                    struct (session, addChange pending id offset (body.ToArray()))
+                    struct (session, addChange pending id offset buffer[bodyAt .. bodyAt + bodyLength - 1])
                 | dataLength ->
                     // Held in the ring, unless it does not take it (too large, or its key taken by another id). A ring
                     // that refuses it may hold the id already (created again): that record ends, and it is tried again.
@@ -405,6 +435,57 @@ module internal FileReplay =
                 struct (null, null)
             | other -> raise (corrupt path offset $"its kind {other} is unknown (written by a newer Sesame?)")
         if not (isNull grown) then settle path version pending grown changes
+
+    /// Applies the record at `at` in the buffer to the sessions replay holds.
+    let private applyRecord
+        (logger: ILogger)
+        (path: string)
+        (version: uint32)
+        (sessions: Dictionary<string, FileSession>)
+        (pending: Dictionary<string, ReplayChanges>)
+        (cold: FreshSessions)
+        (offset: int64)
+        (buffer: byte[])
+        (at: int)
+        (length: int)
+        =
+        let kind = buffer[at]
+        let expires = BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 1, 8))
+        let struct (prefix, lastSeen, idLength) =
+            if version = FileLog.FormatVersion1 then
+                // Version 1 kept no last-seen time: the record's expiry is the closest bound there is.
+                struct (FileLog.PayloadPrefixLengthV1, 0L, BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 9, 4)))
+            elif length < FileLog.PayloadPrefixLength then
+                raise (corrupt path offset "it is shorter than a record's prefix")
+            else
+                struct (FileLog.PayloadPrefixLength,
+                        BinaryPrimitives.ReadInt64LittleEndian(ReadOnlySpan(buffer, at + 9, 8)),
+                        BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(buffer, at + 17, 4)))
+        if idLength < 0 || idLength > length - prefix then raise (corrupt path offset "its id length is out of range")
+        let bodyAt = at + prefix + idLength
+        let bodyLength = length - prefix - idLength
+        // A new session's value, read straight from its record where it can be (-1: its change is applied instead).
+        let createdLength =
+            if kind <> FileLog.KindCreate then
+                -1
+            else
+                if isNull ReplayBuffers.Created then ReplayBuffers.Created <- ArrayBufferWriter<byte>(256)
+                createdValue (ReadOnlySpan(buffer, bodyAt, bodyLength)) version ReplayBuffers.Created
+        if
+            not (
+                createdLength >= 0
+                && holdCreated
+                    sessions
+                    pending
+                    cold
+                    (ReadOnlySpan(buffer, at + prefix, idLength))
+                    ReplayBuffers.Created.WrittenSpan
+                    createdLength
+                    expires
+                    lastSeen
+            )
+        then
+            applyWithId logger path version sessions pending cold offset buffer kind expires lastSeen (at + prefix) idLength bodyAt bodyLength createdLength
 
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
     let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
