@@ -177,7 +177,7 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     /// <summary>Appends a session whose id is given as its UTF-8 bytes, as replay reads it from a record (with no
     /// string made for it); gives its position, or -1 when the ring does not take it.</summary>
     /// <remarks>The caller has checked that the bytes are valid UTF-8 (then the id's string has no lone surrogate, and
-    /// gives these very bytes again), and that the id is held nowhere.</remarks>
+    /// gives these very bytes again). An id the ring holds already is refused, as its key is taken.</remarks>
     member _.TryAddUtf8(id: ReadOnlySpan<byte>, value: ReadOnlySpan<byte>, dataLength: int, expires: int64, created: int64) : int64 =
         let length = (headerBytes + id.Length + value.Length + 7) &&& ~~~7
         // A larger session goes to the store's map, so that what a record that does not fit leaves unused at the end of
