@@ -130,7 +130,9 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         let debug = debugging ()
         let measureBytes = instruments.PatchSize.Enabled || (not (isNull activity) && activity.IsAllDataRequested) || debug
         let patchBytes = if committed && measureBytes then PatchSize.Of change else 0L
-        let updateCount = if committed then PatchSize.UpdatesOf change else 0
+        // Counting the updates folds a patch the store did not fold (see Patch): only when someone reads the count.
+        let countUpdates = instruments.PatchUpdates.Enabled || (not (isNull activity) && activity.IsAllDataRequested) || debug
+        let updateCount = if committed && countUpdates then PatchSize.UpdatesOf change else 0
         if committed then
             if instruments.PatchSize.Enabled then instruments.PatchSize.Record(patchBytes, storeTag, operation)
             if instruments.PatchUpdates.Enabled then instruments.PatchUpdates.Record(int64 updateCount, storeTag, operation)

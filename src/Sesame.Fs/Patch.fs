@@ -3,22 +3,64 @@ namespace Sesame
 open System
 open System.Buffers
 open System.Text.Json
+open System.Threading
 
 /// <summary>
 /// A request's updates folded into one normalized change: what a store commits in one write.
 /// Applying a patch gives the same tree as applying its updates one by one.
 /// </summary>
+/// <remarks>A patch made from a request's updates folds them the first time its <c>Updates</c> are asked for (a store
+/// that writes the patch asks). A store that only applies it (the memory store) applies them as they were recorded:
+/// the same tree as the folded patch gives (the fold's own rule), for less than the fold costs; where one of them fails
+/// there, the folded patch decides, as the fold may have dropped that update.</remarks>
+[<CustomEquality; NoComparison>]
 type Patch = private {
-    updates: Update list
+    /// The checked updates as recorded, until they are folded; then null.
+    mutable recorded: Update[]
+    /// The normalized updates, once folded.
+    mutable folded: Update list
 } with
 
+    /// The updates as recorded when not folded yet, else null; read once, so that a fold on another thread is seen
+    /// whole (its updates before the null).
+    member internal this.Recorded = Volatile.Read &this.recorded
+
     /// The normalized updates, in the order they apply.
-    member this.Updates = this.updates
+    member this.Updates =
+        match this.Recorded with
+        | null -> this.folded
+        | recorded ->
+            // Two threads may fold at once: each gets the same updates, and either result stands.
+            let folded = PatchFold.normalize recorded
+            this.folded <- folded
+            Volatile.Write(&this.recorded, null)
+            folded
 
     /// Whether the patch changes nothing.
-    member this.IsEmpty = List.isEmpty this.updates
+    member this.IsEmpty =
+        match this.Recorded with
+        // The fold keeps at least the first update, so only no updates fold to none.
+        | null -> List.isEmpty this.folded
+        | recorded -> recorded.Length = 0
 
-    override this.ToString() = this.updates |> List.map string |> String.concat "; "
+    override this.ToString() = this.Updates |> List.map string |> String.concat "; "
+
+    /// <summary>Whether the two patches hold the same normalized updates (each folded first, if it was not).</summary>
+    member this.Equals(other: Patch) = not (isNull (box other)) && (obj.ReferenceEquals(this, other) || this.Updates = other.Updates)
+
+    override this.Equals(other: obj) =
+        match other with
+        | :? Patch as patch -> this.Equals patch
+        | _ -> false
+
+    override this.GetHashCode() = hash this.Updates
+
+    interface IEquatable<Patch> with
+        member this.Equals(other: Patch) = this.Equals other
+
+    interface Collections.IStructuralEquatable with
+        member this.Equals(other: obj, _: Collections.IEqualityComparer) = this.Equals other
+        member this.GetHashCode(_: Collections.IEqualityComparer) = this.GetHashCode()
 
 /// <summary>Folding updates into a patch, applying it, and its JSON form.</summary>
 /// <remarks>
@@ -33,9 +75,10 @@ type Patch = private {
 module Patch =
 
     /// The patch that changes nothing.
-    let empty = { updates = [] }
+    let empty = { recorded = null; folded = [] }
 
-    /// Folds updates that were checked with Update.validate when they were recorded.
+    /// The patch of updates that were checked with Update.validate when they were recorded; folded when its updates
+    /// are first asked for (the array is the patch's from then on: the caller does not change it).
     let internal foldChecked (updates: seq<Update>) : Patch =
         match updates with
         // One update is already normalized (a removal of the root aside, which becomes setting {}):
@@ -48,154 +91,10 @@ module Patch =
                 | _ -> false
             )
               ->
-              { updates = [ single[0] ] }
-        | _ ->
-            let updates =
-                match updates with
-                | :? (Update[]) as all -> all
-                | _ -> Seq.toArray updates
-            // The kept entries, by path and in patch order: each question below costs a path's depth, not a scan of
-            // every entry, so n updates fold in about n times their depth.
-            let index = FoldIndex(updates.Length)
-            let append (path: SessionPath) pending = index.Append(index.NodeOf path, path, pending)
-
-            // The update cannot be merged: keep it, in order. Where applying one by one fails, applying the patch
-            // then fails the same way.
-            let keepInOrder (update: Update) =
-                append
-                    update.Path
-                    (match update with
-                     | Update.Set(_, v) -> Pending.Put v
-                     | Update.Remove _ -> Drops.bare
-                     | Update.Increment(_, by) -> Pending.Add by
-                     | Update.Append(_, v) -> Pending.Push [ v ])
-
-            // The replacement takes the place of the earliest superseded update that created something: an update
-            // after it may rely on that (an array item it appended), and moving the creation before an update it
-            // relies on would fail. With no creator it happens now, so it goes last.
-            let supersedeAll (node: FoldNode) (path: SessionPath) (isSet: Json voption) =
-                let struct (at, exact, setAgainAt) = index.ClearAt node
-                let creates = at >= 0
-                let at = if creates then at else index.End
-                let place pending = index.Add(node, path, pending, at)
-                match isSet, exact with
-                // Removed after it created its containers: they are still created where they were (set null,
-                // remove), and the key comes back at the end of its object now, as applying one by one does.
-                | ValueSome value, ValueSome(Pending.Drop true) ->
-                    place Drops.creating
-                    index.Append(node, path, Pending.Put value)
-                // Removed that way and set again since: the key came back where it was set again, and this set
-                // changes its value there.
-                | ValueSome value, _ when setAgainAt >= 0 ->
-                    place Drops.creating
-                    index.Add(node, path, Pending.Put value, setAgainAt)
-                // Removed earlier in the request, having created nothing: removed and set again, now.
-                | ValueSome value, ValueSome(Pending.Drop false) -> index.Append(node, path, Pending.Replace value)
-                // Removed and set again earlier: still so, where that happened.
-                | ValueSome value, ValueSome(Pending.Replace _) -> place (Pending.Replace value)
-                | ValueSome value, _ -> place (Pending.Put value)
-                // A top-level key's container is the root, which always exists: nothing to keep created.
-                | ValueNone, _ -> place (if creates && path.Segments.Length > 1 then Drops.creating else Drops.bare)
-
-            let supersede (path: SessionPath) (reached: FoldNode) (isSet: Json voption) =
-                let node = index.NodeFrom(reached, path)
-                let sole = index.Sole node
-                // Most often the path holds one update that created something, and nothing below it: the replacement
-                // takes its place, so that update is changed where it stands (supersedeAll's rules, for that case).
-                match isSet, (if isNull sole then Drops.bare else sole.Pending) with
-                | ValueSome value, Pending.Replace _ -> index.Change(sole, Pending.Replace value)
-                | ValueSome value, (Pending.Put _ | Pending.Add _) -> index.Change(sole, Pending.Put value)
-                | ValueNone, (Pending.Put _ | Pending.Add _ | Pending.Replace _) ->
-                    index.Change(sole, (if path.Segments.Length > 1 then Drops.creating else Drops.bare))
-                | _ -> supersedeAll node path isSet
-
-            let mergeInto (update: Update) (above: FoldEntry) (node: Json voption) =
-                match
-                    (try
-                        Ok(Update.applyBelow update (SessionPath.relativeTo above.Path update.Path) node)
-                     with :? PathConflictException as e ->
-                         Error e)
-                with
-                | Ok(ValueSome value) ->
-                    match above.Pending with
-                    | Pending.Drop false ->
-                        // The remove created nothing where it stands, so what this creates is created now: it goes last.
-                        index.Remove above
-                        index.Append(above.Node, above.Path, Pending.Replace value)
-                    // The remove keeps creating the containers above where it stands; the key comes back now, at the end.
-                    | Pending.Drop true -> index.Append(above.Node, above.Path, Pending.Put value)
-                    | Pending.Replace _ -> above.Pending <- Pending.Replace value
-                    | _ -> above.Pending <- Pending.Put value
-                | Ok ValueNone -> ()
-                | Error _ -> keepInOrder update
-
-            for update in updates do
-                let update =
-                    match update with
-                    | Update.Remove path when path.IsRoot -> Update.Set(path, Json.emptyObject)
-                    | other -> other
-                let path = update.Path
-                let mergesAtItsPath =
-                    match update with
-                    | Update.Increment _
-                    | Update.Append _ -> true
-                    | _ -> false
-                // The latest entry at or above this path. A normalized fold has at most one, except that appends
-                // stay apart when updates below their array come between them. Appends to an array above this path
-                // are passed over (see FoldIndex.LatestAbove).
-                let mutable reached = null
-                let above = index.LatestAbove(path, &reached)
-                let atPath = not (isNull above) && above.Node.Depth = path.Segments.Length
-                let isBelow = not (isNull above) && (not atPath || mergesAtItsPath)
-                let abovePending = if isNull above then Drops.bare else above.Pending
-                match update, abovePending with
-                | _, Pending.Put value when isBelow -> mergeInto update above (ValueSome value)
-                | _, Pending.Replace value when isBelow -> mergeInto update above (ValueSome value)
-                | _, Pending.Drop _ when isBelow -> mergeInto update above ValueNone
-                // Below a number there is nothing to remove (and if the increment fails, so does applying one by one).
-                | Update.Remove _, Pending.Add _ when isBelow -> ()
-                | Update.Increment(_, by), Pending.Add total when atPath ->
-                    match
-                        (try
-                            ValueSome(JsonNumber.Add(total, by))
-                         with :? OverflowException ->
-                             ValueNone)
-                    with
-                    | ValueSome sum -> above.Pending <- Pending.Add sum
-                    | ValueNone -> keepInOrder update
-                | Update.Append(_, value), Pending.Push values when atPath ->
-                    // Appends add up only while nothing below the array came after them: setting index n of n items
-                    // also appends, so moving a later append before it would change which item lands where.
-                    if index.HasLaterBelow above then keepInOrder update else above.Pending <- Pending.Push(value :: values)
-                // Appending to or below a number fails, as applying one by one does: it stays, in order.
-                | Update.Append _, Pending.Add _ when isBelow -> keepInOrder update
-                | Update.Append _, _ -> keepInOrder update
-                | Update.Increment(_, by), _ ->
-                    // An earlier remove below this path found nothing: the increment succeeds only on a number or on nothing.
-                    let node = index.NodeFrom(reached, path)
-                    index.RemoveBareDropsBelow node
-                    index.Append(node, path, Pending.Add by)
-                | Update.Set(_, value), _ -> supersede path reached (ValueSome value)
-                | Update.Remove _, _ -> supersede path reached ValueNone
-
-            // Built from the last place back, so each update is consed onto the ones after it.
-            let mutable updates = []
-            let places = index.Places
-            for place = places.Count - 1 downto 0 do
-                match places[place] with
-                | null -> ()
-                | entry ->
-                    let path = entry.Path
-                    match entry.Pending with
-                    | Pending.Put value -> updates <- Update.Set(path, value) :: updates
-                    | Pending.Add by -> updates <- Update.Increment(path, by) :: updates
-                    | Pending.Push newestFirst ->
-                        for value in newestFirst do
-                            updates <- Update.Append(path, value) :: updates
-                    | Pending.Drop false -> updates <- Update.Remove path :: updates
-                    | Pending.Drop true -> updates <- Update.Set(path, Json.Null) :: Update.Remove path :: updates
-                    | Pending.Replace value -> updates <- Update.Remove path :: Update.Set(path, value) :: updates
-            { updates = updates }
+              { recorded = null; folded = [ single[0] ] }
+        // Folded when a store asks for the updates (see Patch).
+        | :? (Update[]) as all -> { recorded = all; folded = [] }
+        | _ -> { recorded = Seq.toArray updates; folded = [] }
 
     /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
     /// <remarks>Applying the patch gives the same tree as applying the updates one by one, to the same text
@@ -206,17 +105,32 @@ module Patch =
         let updates = Seq.toArray updates
         for update in updates do
             Update.validate update
-        foldChecked updates
+        let patch = foldChecked updates
+        // Folded now, as asked (a request's commit leaves the fold to the store that needs it).
+        patch.Updates |> ignore
+        patch
 
     /// <summary>Applies a patch to a tree.</summary>
     /// <exception cref="T:Sesame.PathConflictException">An update crosses a value of the wrong kind; the tree is left as it was.</exception>
     let apply (patch: Patch) (json: Json) : Json =
-        match patch.updates with
-        | []
-        | [ _ ]
-        | [ _; _ ] -> List.fold (fun tree update -> Update.apply update tree) json patch.updates
-        // Past two updates, copying each changed object once (PatchDraft) beats copying every update's path.
-        | many -> PatchDraft.apply many json
+        let applyFolded (updates: Update list) =
+            match updates with
+            | []
+            | [ _ ]
+            | [ _; _ ] -> List.fold (fun tree update -> Update.apply update tree) json updates
+            // Past two updates, copying each changed object once (PatchDraft) beats copying every update's path.
+            | many -> PatchDraft.apply many json
+        match patch.Recorded with
+        | null -> applyFolded patch.Updates
+        | recorded ->
+            // Not folded (no store asked for the updates): applied as recorded, which gives the folded patch's tree
+            // without the fold's cost.
+            try
+                if recorded.Length <= 2 then Array.fold (fun tree update -> Update.apply update tree) json recorded else PatchDraft.applyAll recorded json
+            with :? PathConflictException ->
+                // An update that fails may be one the fold drops (a later set above it): what the patch does is what
+                // its folded updates do.
+                applyFolded patch.Updates
 
     /// <summary>Applies a patch, or gives the conflict.</summary>
     let tryApply (patch: Patch) (json: Json) : Result<Json, PathConflictException> =
@@ -322,7 +236,7 @@ module Patch =
                         | _ -> bad "an increment is not a number"
                     | other -> bad $"unknown operation {Json.serialize other}"
             ]
-            { updates = updates }
+            { recorded = null; folded = updates }
         | _ -> bad "not an array"
 
     /// <summary>Reads a patch from its UTF-8 JSON (as written by <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/>).</summary>

@@ -229,3 +229,6 @@ module internal PatchDraft =
 
     /// Applies the updates in order, as Update.apply one by one would.
     let apply (updates: Update list) (json: Json) : Json = updates |> List.fold step (box json) |> freeze
+
+    /// Applies the updates in order, as Update.apply one by one would (a request's updates as recorded).
+    let applyAll (updates: Update[]) (json: Json) : Json = updates |> Array.fold step (box json) |> freeze

@@ -218,6 +218,48 @@ let tests =
             law "around arrays" 20_000 arrayScenarios
         ]
 
+        testList "a commit's patch, applied before anything folds it, does what its folded patch does, and folds as Patch.fold does" [
+            // A request's commit makes its patch without folding it (Patch.foldChecked): the memory store only applies
+            // it, as recorded, and a store that writes it folds it when it asks for its updates.
+            let law (name: string) (cases: int) (arb: Arbitrary<Scenario>) =
+                testGuardedLawWith cases name
+                <| fun () ->
+                    let mutable failed = 0
+                    let mutable rescued = 0
+                    Prop.forAll arb (fun scenario ->
+                        let recorded = Patch.foldChecked (Array.ofList scenario.Updates)
+                        let updates = String.Join("; ", scenario.Updates)
+                        let applied = Patch.tryApply recorded scenario.Tree
+                        let folded = Patch.fold scenario.Updates
+                        let agrees =
+                            match Patch.tryApply folded scenario.Tree, applied with
+                            | Ok expected, Ok actual ->
+                                claim (sameText actual expected) (fun () -> $"{updates} gave {Json.serialize actual}, folded {Json.serialize expected}")
+                                && match tryOneByOne scenario.Updates scenario.Tree with
+                                   | Ok oneByOne ->
+                                       claim (sameText actual oneByOne) (fun () ->
+                                           $"{updates} gave {Json.serialize actual}, one by one {Json.serialize oneByOne}")
+                                   | Error _ ->
+                                       // Failed as recorded; the fold dropped the update that failed.
+                                       rescued <- rescued + 1
+                                       true
+                            | Error expected, Error actual ->
+                                failed <- failed + 1
+                                claim (actual.Message = expected.Message && actual.Path = expected.Path) (fun () ->
+                                    $"{updates} failed with \"{actual.Message}\", folded with \"{expected.Message}\"")
+                            | Ok expected, Error actual -> failwith $"{updates} failed with \"{actual.Message}\", folded gave {Json.serialize expected}"
+                            | Error expected, Ok actual -> failwith $"{updates} gave {Json.serialize actual}, folded failed with \"{expected.Message}\""
+                        agrees
+                        && claim (recorded.IsEmpty = List.isEmpty scenario.Updates) (fun () -> $"{updates}: IsEmpty is {recorded.IsEmpty}")
+                        && claim (recorded = folded && folded = recorded && hash recorded = hash folded) (fun () -> $"{updates}: not equal to {show folded}")
+                        && claim (recorded.Updates = folded.Updates) (fun () -> $"{updates} folded to {show recorded}, Patch.fold to {show folded}")),
+                    fun () ->
+                        Expect.isGreaterThan failed 0 "no update sequence failed"
+                        Expect.isGreaterThan rescued 0 "no update sequence failed as recorded and applied once folded"
+            law "mixed updates" 10_000 scenarios
+            law "around arrays" 10_000 arrayScenarios
+        ]
+
         testGuardedLawWith 3_000 "over wide objects and arrays, applying the folded patch equals applying the updates one by one"
         <| fun () ->
             let succeeded = ref 0
