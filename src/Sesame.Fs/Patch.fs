@@ -58,9 +58,22 @@ type Patch = private {
     interface IEquatable<Patch> with
         member this.Equals(other: Patch) = this.Equals other
 
+    /// <summary>Whether the other is a patch with the same normalized updates (as the record's own equality was).</summary>
+    member this.Equals(other: obj, comparer: Collections.IEqualityComparer) =
+        match other with
+        | :? Patch as patch ->
+            not (isNull (box patch)) && (obj.ReferenceEquals(this, patch) || (this.Updates :> Collections.IStructuralEquatable).Equals(patch.Updates, comparer))
+        | _ -> false
+
+    /// <summary>The hash of the normalized updates, by the comparer.</summary>
+    member this.GetHashCode(comparer: Collections.IEqualityComparer) = (this.Updates :> Collections.IStructuralEquatable).GetHashCode comparer
+
+    /// <summary>Whether the other is a patch with the same normalized updates (as the record's own equality was).</summary>
+    member this.Equals(other: Patch, comparer: Collections.IEqualityComparer) = this.Equals(box other, comparer)
+
     interface Collections.IStructuralEquatable with
-        member this.Equals(other: obj, _: Collections.IEqualityComparer) = this.Equals other
-        member this.GetHashCode(_: Collections.IEqualityComparer) = this.GetHashCode()
+        member this.Equals(other: obj, comparer: Collections.IEqualityComparer) = this.Equals(other, comparer)
+        member this.GetHashCode(comparer: Collections.IEqualityComparer) = this.GetHashCode comparer
 
 /// <summary>Folding updates into a patch, applying it, and its JSON form.</summary>
 /// <remarks>
