@@ -296,6 +296,10 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
             let started = Stopwatch.GetTimestamp()
             let previous = Activity.Current
             let activity = startSpan (if isMove then "sesame.session.move" else "sesame.session.commit") id
+            // What WriteDone measures reads the folded patch (see Patch): folded before the store sees it, the store
+            // applies the folded updates, rather than the recorded ones with the fold still to pay after.
+            if instruments.PatchSize.Enabled || instruments.PatchUpdates.Enabled || (not (isNull activity) && activity.IsAllDataRequested) || debugging () then
+                PatchSize.UpdatesOf change |> ignore
             let writing =
                 try
                     this.PassOn(fromId, id, isMove, change, options, cancellationToken)
