@@ -145,6 +145,21 @@ module Patch =
                 // its folded updates do.
                 applyFolded patch.Updates
 
+    /// <summary>
+    /// Whether the patch touches the top-level key <paramref name="key"/>: an update at or below it, or at the root.
+    /// Not folded yet, the recorded updates answer without the fold: every update the fold drops has a later one kept at
+    /// or above its path, which touches the key too, and what it keeps stays at a recorded path.
+    /// </summary>
+    let internal touchesKey (key: string) (patch: Patch) : bool =
+        let touches (update: Update) =
+            match update.Path.Segments with
+            | Segment.Key k :: _ -> k = key
+            | [] -> true
+            | _ -> false
+        match patch.Recorded with
+        | null -> List.exists touches patch.Updates
+        | recorded -> Array.exists touches recorded
+
     /// <summary>Applies a patch, or gives the conflict.</summary>
     let tryApply (patch: Patch) (json: Json) : Result<Json, PathConflictException> =
         try

@@ -123,13 +123,7 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
     member _.IsEmpty = data.IsEmpty && meta.IsEmpty && upgrade.IsNone
 
     /// <summary>Whether the change to the facts touches the user binding (only a move may).</summary>
-    member _.BindsUser =
-        meta.Updates
-        |> List.exists (fun u ->
-            match u.Path.Segments with
-            | Segment.Key SessionMeta.User :: _ -> true
-            | [] -> true
-            | _ -> false)
+    member _.BindsUser = Patch.touchesKey SessionMeta.User meta
 
     /// <summary>
     /// Applies the change to a stored session as every store must (for stores that hold sessions as trees): the upgrade

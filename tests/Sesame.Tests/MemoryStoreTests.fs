@@ -56,6 +56,23 @@ let tests =
             Expect.isGreaterThan memory.TotalBytes (10_000L - 10_000L / 64L - oneSession) "held"
         }
 
+        testCaseTask "a request's patch is applied as recorded: the memory store never folds it, nor its facts"
+        <| fun () -> task {
+            let store = new MemoryStore(MemoryStoreOptions()) :> SessionStore
+            let! _ = store.CommitAsync("s", changeOf [ setAt "a" "1" ], creating, testToken ())
+            // As a request's commit makes them (SessionHandle): checked when recorded, folded only when asked for.
+            let data = Patch.foldChecked [| setAt "a" "2"; setAt "b" "[]"; Update.append (path "b") (json "3"); setAt "a" "4" |]
+            let facts = Patch.foldChecked [| setAt "device" "\"x\""; Update.remove (path "device") |]
+            let! result = store.CommitAsync("s", SessionChange(data, facts), existing, testToken ())
+            Expect.equal result CommitResult.Committed "committed"
+            let! loaded = store.LoadAsync("s", TimeSpan.FromMinutes 1.0, testToken ())
+            Expect.equal (Json.serialize loaded.Data) """{"a":4,"b":[3]}""" "the tree the updates give one by one"
+            Expect.equal (Json.serialize loaded.Meta) "{}" "the facts the updates give one by one"
+            // The fold is for stores that write the patch; applying the updates as recorded gives the same tree for less.
+            Expect.isNotNull data.Recorded "the tree's patch was folded"
+            Expect.isNotNull facts.Recorded "the facts' patch was folded"
+        }
+
         testCase "a commit of a large session a request loaded allocates little more than its new JSON: no second parse, no growing buffer"
         <| fun () ->
             let store = new MemoryStore(MemoryStoreOptions()) :> SessionStore

@@ -229,6 +229,16 @@ let tests =
                     Prop.forAll arb (fun scenario ->
                         let recorded = Patch.foldChecked (Array.ofList scenario.Updates)
                         let updates = String.Join("; ", scenario.Updates)
+                        // Whether it touches a top-level key (as a sign-in touches the user) is read from the updates
+                        // as recorded, before anything folds them.
+                        let keys = [
+                            "absent"
+                            for update in scenario.Updates do
+                                match update.Path.Segments with
+                                | Segment.Key key :: _ -> key
+                                | _ -> ()
+                        ]
+                        let touchedUnfolded = keys |> List.map (fun key -> key, Patch.touchesKey key recorded)
                         let applied = Patch.tryApply recorded scenario.Tree
                         let folded = Patch.fold scenario.Updates
                         let agrees =
@@ -249,7 +259,9 @@ let tests =
                                     $"{updates} failed with \"{actual.Message}\", folded with \"{expected.Message}\"")
                             | Ok expected, Error actual -> failwith $"{updates} failed with \"{actual.Message}\", folded gave {Json.serialize expected}"
                             | Error expected, Ok actual -> failwith $"{updates} gave {Json.serialize actual}, folded failed with \"{expected.Message}\""
+                        let touchedFolded = keys |> List.map (fun key -> key, Patch.touchesKey key folded)
                         agrees
+                        && claim (touchedUnfolded = touchedFolded) (fun () -> $"{updates}: touches {touchedUnfolded} as recorded, {touchedFolded} folded")
                         && claim (recorded.IsEmpty = List.isEmpty scenario.Updates) (fun () -> $"{updates}: IsEmpty is {recorded.IsEmpty}")
                         && claim (recorded = folded && folded = recorded && hash recorded = hash folded) (fun () -> $"{updates}: not equal to {show folded}")
                         && claim (recorded.Updates = folded.Updates) (fun () -> $"{updates} folded to {show recorded}, Patch.fold to {show folded}")),
