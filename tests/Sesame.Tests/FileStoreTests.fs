@@ -64,8 +64,9 @@ let private fileStoreAcrossRestartsContract =
 
 let private load (store: SessionStore) (id: string) = store.LoadTreeAsync(id, creating.IdleTimeout, testToken ())
 
+/// Commits the updates as a request does (its patch as recorded: the store folds it only if it writes it).
 let private commit (store: SessionStore) (id: string) (updates: Update list) = task {
-    let! result = store.CommitAsync(id, changeOf updates, creating, testToken ())
+    let! result = store.CommitAsync(id, recordedChangeOf updates, creating, testToken ())
     Expect.equal result CommitResult.Committed "result"
 }
 
@@ -874,6 +875,51 @@ let tests =
             Expect.equal (fileLength file) (before + appended) "fileLength file"
             let! loaded = load store "big"
             Expect.equal loaded (Some(SessionPath.set (path "field7") (Json.string "changed") session)) "loaded"
+        }
+
+        testCaseTask "a commit whose updates outweigh the session is recorded as the session whole, no larger, and replays to it"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let mutable store = FileStore.Open file
+            do! commit store "small" [ setAt "n" "1" ]
+            let facts = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ "device" ]) (Json.string "phone") ])
+            let! _ = (store :> SessionStore).CommitAsync("small", facts, existing, testToken ())
+            // Twenty keys set, then most of them removed again: the updates, as JSON, outweigh the session they leave.
+            let updates = [
+                for i in 1..20 -> setAt $"k{i}" $"\"{String('x', 20)}\""
+                for i in 1..18 -> Update.remove (path $"k{i}")
+                yield Update.increment (path "n") 1m
+            ]
+            let before = store.FileLength
+            do! commit store "small" updates
+            let appended = store.FileLength - before
+            let! stored = (store :> SessionStore).LoadAsync("small", creating.IdleTimeout, testToken ())
+            let expected = """{"n":2,"k19":"xxxxxxxxxxxxxxxxxxxx","k20":"xxxxxxxxxxxxxxxxxxxx"}"""
+            Expect.equal (Json.serialize stored.Data) expected "the session after the commit"
+            let wholeBytes = int64 (Text.Encoding.UTF8.GetByteCount(Json.serialize stored.Data + Json.serialize stored.Meta))
+            Expect.equal appended (FileLog.snapshotBytes 5 wholeBytes) "the record holds the session whole, tree and facts"
+            let changeRecord = int64 (FileLog.changeBody (changeOf updates)).Length
+            Expect.isLessThan appended changeRecord "the whole session's record is smaller than the change's"
+            // A few updates to a larger session stay a change.
+            do! commit store "small" [ setAt "a" "1"; setAt "b" "2" ]
+            let before = store.FileLength
+            do! commit store "small" [ setAt "a" "3"; setAt "b" "4" ]
+            let appended = store.FileLength - before
+            let! stored = (store :> SessionStore).LoadAsync("small", creating.IdleTimeout, testToken ())
+            let wholeBytes = int64 (Text.Encoding.UTF8.GetByteCount(Json.serialize stored.Data + Json.serialize stored.Meta))
+            Expect.isLessThan appended (FileLog.snapshotBytes 5 wholeBytes) "two small updates to a larger session are recorded as the change"
+            // A new session's first commit of several updates is the session whole too, and everything replays.
+            do! commit store "fresh" [ setAt "a" "[1]"; Update.append (path "a") (json "2"); setAt "b.c" "true" ]
+            let! beforeRestart = (store :> SessionStore).LoadAsync("small", creating.IdleTimeout, testToken ())
+            do! store.DisposeAsync()
+            store <- FileStore.Open file
+            let! small = (store :> SessionStore).LoadAsync("small", creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize small.Data) (Json.serialize beforeRestart.Data) "the session's tree after a restart"
+            Expect.equal (Json.serialize small.Meta) (Json.serialize beforeRestart.Meta) "the session's facts after a restart"
+            let! fresh = load store "fresh"
+            Expect.equal (fresh |> Option.map Json.serialize) (Some """{"a":[1,2],"b":{"c":true}}""") "the new session after a restart"
+            do! store.DisposeAsync()
         }
 
         testCaseTask "a refused commit writes nothing to the file"

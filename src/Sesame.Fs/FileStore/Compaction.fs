@@ -54,7 +54,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         let visible = session.Visible
         let expires = session.VisibleExpires
         if not (isNull visible) && (expires > t || session.Pending > 0) then
-            FileLog.snapshotPayload expires session.LastSeen id visible.Data visible.Meta
+            FileLog.snapshotPayload FileLog.KindCreate expires session.LastSeen id visible.Data visible.Meta
         else
             null
 
@@ -73,7 +73,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
             // the map too: a replay keeps an id's last record). Its values never change while it is in the ring.
             for struct (id, value, expires, lastUsed) in sessions.ColdSessions(fun _ expires -> expires > t) do
                 token.ThrowIfCancellationRequested()
-                writer.Append(FileLog.snapshotPayload expires lastUsed id value.Data value.Meta)
+                writer.Append(FileLog.snapshotPayload FileLog.KindCreate expires lastUsed id value.Data value.Meta)
                 count <- count + 1
             for KeyValue(id, session) in sessions.Items do
                 token.ThrowIfCancellationRequested()

@@ -108,6 +108,41 @@ module internal FileLog =
         body[at] <- byte ']'
         body
 
+    /// <summary>
+    /// Whether a commit's record holds the session whole (as a snapshot) rather than its change: when the request's
+    /// updates are still as it recorded them (two or more, not folded yet) and would take, as JSON, at least the
+    /// <paramref name="sessionBytes"/> the session's tree and facts take now. That record is then no larger than the
+    /// change's, and the commit skips the fold, which costs more the more updates there are, where the session's JSON is
+    /// made after every commit anyway (it is the value the store holds).
+    /// </summary>
+    let recordsWhole (change: SessionChange) (sessionBytes: int64) : bool =
+        match change.Data.Recorded with
+        | null -> false
+        | updates ->
+            // Counted until they reach the session's bytes: a request of many small updates to a large session stops
+            // early, on the side of the change.
+            let mutable bytes = 0L
+            let mutable i = 0
+            while bytes < sessionBytes && i < updates.Length do
+                let update = updates[i]
+                // ["set",[...],...] and the separators: at least 10 bytes besides the path's keys and the value.
+                bytes <- bytes + 10L
+                for segment in update.Path.Segments do
+                    bytes <-
+                        bytes
+                        + match segment with
+                          | Segment.Key key -> int64 key.Length + 3L
+                          | Segment.Index _ -> 2L
+                bytes <-
+                    bytes
+                    + match update with
+                      | Update.Set(_, value)
+                      | Update.Append(_, value) -> JsonSize.utf8Length value
+                      | Update.Increment(_, by) -> int64 by.Text.Length
+                      | Update.Remove _ -> 0L
+                i <- i + 1
+            bytes >= sessionBytes
+
     /// Reads what changeBody wrote.
     /// <exception cref="System.Text.Json.JsonException">The body is not a change.</exception>
     let readChange (body: ReadOnlySpan<byte>) : SessionChange =
@@ -136,11 +171,11 @@ module internal FileLog =
         let second = text.IndexOf("{}", first + 2)
         struct (empty[.. first - 1], empty[first + 2 .. second - 1], empty[second + 2 ..])
 
-    /// The payload of a compacted file's record of a session (kind 2, its change setting the whole tree and facts),
-    /// written from the JSON of its tree and facts: the bytes changeBody would write for it.
-    let snapshotPayload (expires: int64) (lastSeen: int64) (id: string) (data: ReadOnlySpan<byte>) (meta: ReadOnlySpan<byte>) : byte[] =
+    /// The payload of a record of the given kind whose change sets the whole tree and facts (as a compacted file's
+    /// records, kind 2, do), written from the JSON of its tree and facts: the bytes changeBody would write for it.
+    let snapshotPayload (kind: byte) (expires: int64) (lastSeen: int64) (id: string) (data: ReadOnlySpan<byte>) (meta: ReadOnlySpan<byte>) : byte[] =
         let struct (before, between, after) = snapshotFrame
-        let struct (p, at) = payloadOf KindCreate expires lastSeen id (before.Length + data.Length + between.Length + meta.Length + after.Length)
+        let struct (p, at) = payloadOf kind expires lastSeen id (before.Length + data.Length + between.Length + meta.Length + after.Length)
         let body = Span(p, at, p.Length - at)
         ReadOnlySpan(before).CopyTo body
         data.CopyTo(body.Slice before.Length)

@@ -9,8 +9,8 @@ open Microsoft.Extensions.Logging.Abstractions
 
 /// <summary>
 /// A durable store: every session in one append-only file, so sessions survive restarts and
-/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch, and returns once
-/// the record is flushed to disk.
+/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch (or the session whole, when the
+/// request's updates would take more bytes than that), and returns once the record is flushed to disk.
 /// </summary>
 /// <remarks>
 /// <para><b>Commits.</b> A commit applies its patch to the session in memory first, under a lock of that session,
@@ -111,9 +111,9 @@ type FileStore
     let live (session: FileSession) (t: int64) = not (isNull session.Latest) && session.LatestExpires > t
 
     /// A record the reader would refuse must never be written (about 1 GiB: far past any sane session).
-    let checkRecordSize (id: string) (body: byte[]) =
-        if int64 body.Length + int64 (FileLog.PayloadPrefixLength + 4 * id.Length + 4) > int64 FileLog.MaxPayloadLength then
-            raise (SessionTooLargeException(int64 body.Length, FileLog.MaxPayloadLength))
+    let checkRecordSize (id: string) (bodyLength: int64) =
+        if bodyLength + int64 (FileLog.PayloadPrefixLength + 4 * id.Length + 4) > int64 FileLog.MaxPayloadLength then
+            raise (SessionTooLargeException(bodyLength, FileLog.MaxPayloadLength))
 
     /// The tree of a session's value (null: none).
     let treeOf (id: string) (value: SessionText) = if isNull value then null else ParsedValues.get parsed id value
@@ -134,9 +134,9 @@ type FileStore
             ValueSome { After = value; Tree = after; LiveBytes = live; HeldBytes = held }
 
     /// Queues a record of a change to this session (its lock held) and makes it the session's newest value.
-    let queue (session: FileSession) (kind: byte) (body: byte[]) (value: MeasuredValue) (expires: int64) (t: int64) (movedFrom: FileSession) =
+    let queue (session: FileSession) (kind: byte) (payload: byte[]) (value: MeasuredValue) (expires: int64) (t: int64) (movedFrom: FileSession) =
         let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
-        let item = LogItem(session, kind, FileLog.payload kind expires t session.Id body, value.After, expires, completion, movedFrom)
+        let item = LogItem(session, kind, payload, value.After, expires, completion, movedFrom)
         if not (writer.Enqueue item) then raise (file.ClosedError())
         session.Latest <- value.After
         // The request that committed is likely to come back soon: keep the tree it made.
@@ -442,8 +442,15 @@ type FileStore
                 if change.BindsUser then
                     invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
                 ensureWritable ()
-                let body = FileLog.changeBody change
-                checkRecordSize id body
+                // The change's record body, made outside the session's lock, once; not made when the record holds the
+                // session whole (FileLog.recordsWhole).
+                let mutable body: byte[] = null
+                let changeBody () =
+                    if isNull body then
+                        let made = FileLog.changeBody change
+                        checkRecordSize id made.Length
+                        body <- made
+                    body
                 let rec attempt () =
                     let session =
                         if commit.MustExist then
@@ -455,6 +462,11 @@ type FileStore
                     if isNull session then
                         Task.FromResult CommitResult.SessionGone
                     else
+                        // Read without the lock: it only chooses the record's form, and either form replays to the
+                        // value the commit makes.
+                        let current = session.Latest
+                        let whole = FileLog.recordsWhole change (if isNull current then 0L else int64 current.Length)
+                        if not whole then changeBody () |> ignore
                         let struct (committed, grew) =
                             lock session (fun () ->
                                 if session.Removed then
@@ -470,7 +482,14 @@ type FileStore
                                         | ValueSome value ->
                                             let kind = if isLive then FileLog.KindPatch else FileLog.KindCreate
                                             let grew = not isLive || value.HeldBytes > session.HeldBytes
-                                            let written = queue session kind body value (expiresAt commit.IdleTimeout t) t null
+                                            let expires = expiresAt commit.IdleTimeout t
+                                            let payload =
+                                                if whole then
+                                                    checkRecordSize id (int64 value.After.Length + int64 FileLog.snapshotOverhead)
+                                                    FileLog.snapshotPayload kind expires t session.Id value.After.Data value.After.Meta
+                                                else
+                                                    FileLog.payload kind expires t session.Id body
+                                            let written = queue session kind payload value expires t null
                                             if isLive then
                                                 sessions.Policy.Touch(session.Node, false)
                                             else
@@ -504,7 +523,7 @@ type FileStore
                 Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(body, 0, 4), fromBytes.Length)
                 Buffer.BlockCopy(fromBytes, 0, body, 4, fromBytes.Length)
                 Buffer.BlockCopy(changeBody, 0, body, 4 + fromBytes.Length, changeBody.Length)
-                checkRecordSize toId body
+                checkRecordSize toId body.LongLength
                 let admitted = ref null
                 let moved =
                     lock moveLock (fun () ->
@@ -531,7 +550,8 @@ type FileStore
                                     lock target (fun () ->
                                         if target.Removed || not (isNull target.Latest) || target.Pending > 0 then
                                             invalidOp "The move's new id is already a session; a new id must be fresh."
-                                        let moved = queue target FileLog.KindMove body value (expiresAt commit.IdleTimeout t) t from
+                                        let expires = expiresAt commit.IdleTimeout t
+                                        let moved = queue target FileLog.KindMove (FileLog.payload FileLog.KindMove expires t toId body) value expires t from
                                         // The session keeps its segment under its new id (a sign-in on a first visit stays new).
                                         let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node
                                         if not (isNull from) then
