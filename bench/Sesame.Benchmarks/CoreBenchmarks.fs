@@ -159,7 +159,7 @@ type FoldApplyWrite() =
 /// <summary>
 /// The file store's commit, as far as the CPU goes (no lock, no disk): the change applied to the session it holds, the
 /// session's new JSON made (the value it then holds) and the record's payload. <c>Record</c> is what it does: the
-/// session whole when the request's updates outweigh it, with no fold (FileLog.recordsWhole); <c>RecordChange</c> always
+/// session whole when the request made many updates to a small session, with no fold (FileLog.recordsWhole); <c>RecordChange</c> always
 /// records the folded change, as every commit did before. Against the naive way, for 1 KB and 16 KB sessions.
 /// </summary>
 [<MemoryDiagnoser>]
@@ -201,7 +201,7 @@ type FileStoreRecord() =
     [<Benchmark(Baseline = true)>]
     member _.Naive() : string = naiveRoundTrip sessionText changeList
 
-    /// The file store's commit: the session whole when the updates outweigh it, else the folded change.
+    /// The file store's commit: the session whole when the request made many updates to a small session, else the folded change.
     [<Benchmark>]
     member this.Record() : byte[] = this.Commit true
 

@@ -877,7 +877,7 @@ let tests =
             Expect.equal loaded (Some(SessionPath.set (path "field7") (Json.string "changed") session)) "loaded"
         }
 
-        testCaseTask "a commit whose updates outweigh the session is recorded as the session whole, no larger, and replays to it"
+        testCaseTask "a commit of many updates to a small session is recorded as the session whole, smaller, and replays to it"
         <| fun () -> task {
             use directory = new TempDirectory()
             let file = directory.File "sessions"
@@ -885,7 +885,7 @@ let tests =
             do! commit store "small" [ setAt "n" "1" ]
             let facts = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ "device" ]) (Json.string "phone") ])
             let! _ = (store :> SessionStore).CommitAsync("small", facts, existing, testToken ())
-            // Twenty keys set, then most of them removed again: the updates, as JSON, outweigh the session they leave.
+            // Twenty keys set, then most of them removed again: 39 updates to a session of under 100 bytes.
             let updates = [
                 for i in 1..20 -> setAt $"k{i}" $"\"{String('x', 20)}\""
                 for i in 1..18 -> Update.remove (path $"k{i}")
@@ -909,6 +909,12 @@ let tests =
             let! stored = (store :> SessionStore).LoadAsync("small", creating.IdleTimeout, testToken ())
             let wholeBytes = int64 (Text.Encoding.UTF8.GetByteCount(Json.serialize stored.Data + Json.serialize stored.Meta))
             Expect.isLessThan appended (FileLog.snapshotBytes 5 wholeBytes) "two small updates to a larger session are recorded as the change"
+            // Updates that cancel out in a large session stay a change, however large the value they set and remove.
+            do! commit store "large" [ setAt "big" $"\"{String('b', 100_000)}\"" ]
+            let before = store.FileLength
+            do! commit store "large" [ setAt "tmp" $"\"{String('t', 100_000)}\""; Update.remove (path "tmp") ]
+            let appended = store.FileLength - before
+            Expect.isLessThan appended 1024L "a set and a remove of a large value in a large session are recorded as the small change"
             // A new session's first commit of several updates is the session whole too, and everything replays.
             do! commit store "fresh" [ setAt "a" "[1]"; Update.append (path "a") (json "2"); setAt "b.c" "true" ]
             let! beforeRestart = (store :> SessionStore).LoadAsync("small", creating.IdleTimeout, testToken ())
@@ -937,6 +943,13 @@ let tests =
                     (store :> SessionStore).CommitAsync("s", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
             let! gone = (store :> SessionStore).CommitAsync("nobody", changeOf [ setAt "a" "1" ], existing, testToken ())
             Expect.equal gone CommitResult.SessionGone "gone"
+            // Refused first commits of new ids leave nothing behind either, not even an empty entry.
+            for i in 1..100 do
+                let! _ =
+                    throwsAsync<SessionTooLargeException>(fun () ->
+                        (store :> SessionStore).CommitAsync($"new{i}", tooBig, { creating with MaxSizeBytes = 100 }, testToken ()) :> Task)
+                ()
+            Expect.equal store.Count 1 "the sessions the store holds"
             Expect.equal store.FileLength before "store.FileLength"
             Expect.equal (fileLength file) before "fileLength file"
         }

@@ -108,40 +108,23 @@ module internal FileLog =
         body[at] <- byte ']'
         body
 
+    /// The fewest bytes an update takes in a change's record (<c>["remove",["k"]],</c> is 17).
+    [<Literal>]
+    let MinUpdateBytes = 16L
+
     /// <summary>
     /// Whether a commit's record holds the session whole (as a snapshot) rather than its change: when the request's
-    /// updates are still as it recorded them (two or more, not folded yet) and would take, as JSON, at least the
-    /// <paramref name="sessionBytes"/> the session's tree and facts take now. That record is then no larger than the
-    /// change's, and the commit skips the fold, which costs more the more updates there are, where the session's JSON is
-    /// made after every commit anyway (it is the value the store holds).
+    /// updates are still as it recorded them (two or more, not folded yet) and the session's tree and facts take at most
+    /// <see cref="MinUpdateBytes"/> per update, <paramref name="sessionBytes"/> now. The commit then skips the fold, whose
+    /// cost grows with the updates, where the session's JSON is made after every commit anyway (it is the value the
+    /// store holds). The record is no larger than the updates written as recorded; it can be larger than their folded
+    /// change, where they cancel out, by at most <see cref="MinUpdateBytes"/> per update: a request that sets and
+    /// removes a large value in a large session still records the small change.
     /// </summary>
     let recordsWhole (change: SessionChange) (sessionBytes: int64) : bool =
         match change.Data.Recorded with
         | null -> false
-        | updates ->
-            // Counted until they reach the session's bytes: a request of many small updates to a large session stops
-            // early, on the side of the change.
-            let mutable bytes = 0L
-            let mutable i = 0
-            while bytes < sessionBytes && i < updates.Length do
-                let update = updates[i]
-                // ["set",[...],...] and the separators: at least 10 bytes besides the path's keys and the value.
-                bytes <- bytes + 10L
-                for segment in update.Path.Segments do
-                    bytes <-
-                        bytes
-                        + match segment with
-                          | Segment.Key key -> int64 key.Length + 3L
-                          | Segment.Index _ -> 2L
-                bytes <-
-                    bytes
-                    + match update with
-                      | Update.Set(_, value)
-                      | Update.Append(_, value) -> JsonSize.utf8Length value
-                      | Update.Increment(_, by) -> int64 by.Text.Length
-                      | Update.Remove _ -> 0L
-                i <- i + 1
-            bytes >= sessionBytes
+        | updates -> sessionBytes <= MinUpdateBytes * int64 updates.Length
 
     /// Reads what changeBody wrote.
     /// <exception cref="System.Text.Json.JsonException">The body is not a change.</exception>

@@ -363,6 +363,11 @@ module internal FileReplay =
             | true, session -> session
             | _ when cold.LiveCount = 0 -> null
             | _ -> takeCold cold sessions id
+        let whole =
+            if kind = FileLog.KindPatch && version <> FileLog.FormatVersion1 then
+                FileLog.trySnapshotParts (ReadOnlySpan(buffer, bodyAt, bodyLength))
+            else
+                ValueNone
         // The session whose pending changes the record added to, if any: settled once, whatever the record's kind.
         let struct (grown, changes) =
             match kind with
@@ -379,6 +384,13 @@ module internal FileReplay =
                     let add () = cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen) >= 0L
                     if not (add () || dropCold () && add ()) then replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
                     struct (null, null)
+            // A change that sets the whole session (a commit whose updates outweighed it; FileLog.recordsWhole) is the
+            // session's value from here on: read straight from the record, whatever came before it.
+            | FileLog.KindPatch when whole.IsSome ->
+                let struct (dataAt, dataLength, metaAt, metaLength) = whole.Value
+                let body = ReadOnlySpan(buffer, bodyAt, bodyLength)
+                replace (SessionText.OfParts(body.Slice(dataAt, dataLength), body.Slice(metaAt, metaLength))) |> ignore
+                struct (null, null)
             | FileLog.KindPatch ->
                 let session =
                     match current () with

@@ -10,7 +10,8 @@ open Microsoft.Extensions.Logging.Abstractions
 /// <summary>
 /// A durable store: every session in one append-only file, so sessions survive restarts and
 /// <c>kill -9</c> at any instant. A commit appends one record holding only its patch (or the session whole, when the
-/// request's updates would take more bytes than that), and returns once the record is flushed to disk.
+/// request made more updates than the session has bytes to spare: FileLog.recordsWhole), and returns once the record
+/// is flushed to disk.
 /// </summary>
 /// <remarks>
 /// <para><b>Commits.</b> A commit applies its patch to the session in memory first, under a lock of that session,
@@ -477,8 +478,18 @@ type FileStore
                                     if not isLive && commit.MustExist then
                                         struct (Task.FromResult CommitResult.SessionGone, false)
                                     else
-                                        match applyChecked id change id (if isLive then session.Latest else null) commit.MaxSizeBytes with
-                                        | ValueNone -> struct (Task.FromResult CommitResult.ShapeChanged, false)
+                                        let applied =
+                                            try
+                                                applyChecked id change id (if isLive then session.Latest else null) commit.MaxSizeBytes
+                                            with _ ->
+                                                // A refused first commit leaves no empty session in the map: a client
+                                                // sending new ids could otherwise fill it until the next sweep.
+                                                sessions.DropIfVacant session
+                                                reraise ()
+                                        match applied with
+                                        | ValueNone ->
+                                            sessions.DropIfVacant session
+                                            struct (Task.FromResult CommitResult.ShapeChanged, false)
                                         | ValueSome value ->
                                             let kind = if isLive then FileLog.KindPatch else FileLog.KindCreate
                                             let grew = not isLive || value.HeldBytes > session.HeldBytes
