@@ -436,6 +436,76 @@ let private storeTests =
             Expect.contains (inScripts |> List.map (fun (_, words) -> List.item 1 words)) (store.KeyOf id) "the session's key"
         }
 
+        testCaseTask "a load whose expiry need not slide is HGETALL and PTTL of the session's key, sent together, and no script"
+        <| fun () -> task {
+            use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-quick-loads")
+            let store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(KeyPrefix = "ql:", ExpiryRefreshInterval = TimeSpan.FromMinutes 5.0, SweepInterval = TimeSpan.Zero),
+                    null
+                )
+            let sessions = store :> SessionStore
+            let id = Guid.NewGuid().ToString "N"
+            let! _ = sessions.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+            let! clients = server.Value.Admin.GetServer(server.Value.Server.EndPoint).ClientListAsync(CommandFlags.None)
+            let storeClients = clients |> Array.filter (fun c -> c.Name = "sesame-quick-loads") |> Array.map (fun c -> string c.Address) |> Set.ofArray
+            use monitor = new RedisMonitor(server.Value.Server.Port)
+            let! _ = monitor.ReadUntilMarkerAsync()
+            for _ in 1..5 do
+                let! loaded = load sessions id
+                Expect.equal loaded (Some(json """{"n":1}""")) "loaded"
+            let! seen = monitor.ReadUntilMarkerAsync()
+            let fromStore = seen |> List.filter (fun (client, _) -> storeClients.Contains client)
+            // The SELECT that StackExchange.Redis sends after the commit's FCALL (see above) aside.
+            let commands =
+                fromStore
+                |> List.map (fun (_, words) -> (List.head words).ToLowerInvariant(), List.item 1 words)
+                |> List.filter (fun (name, _) -> name <> "select")
+            Expect.equal commands (List.replicate 5 [ "hgetall", store.KeyOf id; "pttl", store.KeyOf id ] |> List.concat) "the loads' commands"
+            Expect.isEmpty (seen |> List.filter (fun (client, _) -> client = "lua")) "no script ran"
+        }
+
+        testCaseTask "a load whose expiry is due to slide, or of a session that is gone, runs the load script after its plain read"
+        <| fun () -> task {
+            let store =
+                new RedisStore(
+                    server.Value.Connection,
+                    RedisStoreOptions(KeyPrefix = "qs:", ExpiryRefreshInterval = TimeSpan.FromMilliseconds 50.0, SweepInterval = TimeSpan.Zero),
+                    null
+                )
+            let sessions = store :> SessionStore
+            let recorder = EndedRecorder()
+            sessions.Observer <- recorder
+            let db = server.Value.Admin.GetDatabase()
+            let id = Guid.NewGuid().ToString "N"
+            let idle = TimeSpan.FromSeconds 2.0
+            let! _ = sessions.CommitAsync(id, changeOf [ setAt "n" "1" ], { creating with IdleTimeout = idle }, testToken ())
+            let! seenBefore = db.HashGetAsync(store.KeyOf id, "#t")
+            do! Task.Delay 300
+            // Due: the script slides the expiry back to the whole timeout and sets the last-seen time.
+            let! loaded = sessions.LoadAsync(id, idle, testToken ())
+            Expect.equal (Json.serialize loaded.Data) """{"n":1}""" "loaded"
+            let! left = db.KeyTimeToLiveAsync(store.KeyOf id)
+            Expect.isGreaterThan left.Value (TimeSpan.FromMilliseconds 1900.0) "the expiry slid back to the idle timeout"
+            let! seenAfter = db.HashGetAsync(store.KeyOf id, "#t")
+            Expect.isGreaterThan (int64 seenAfter) (int64 seenBefore) "the last-seen time moved"
+            // A shorter timeout than the key's TTL is cut to it, as the script does.
+            let! _ = sessions.LoadAsync(id, TimeSpan.FromSeconds 1.0, testToken ())
+            let! left = db.KeyTimeToLiveAsync(store.KeyOf id)
+            Expect.isLessThanOrEqual left.Value (TimeSpan.FromSeconds 1.0) "the expiry was cut to the shorter timeout"
+            // Gone by Redis's own expiry: the plain read finds nothing, and the script reports the session as ended.
+            do! db.KeyDeleteAsync(store.KeyOf id) :> Task
+            let! gone = sessions.LoadAsync(id, idle, testToken ())
+            Expect.isNull gone "the session is gone"
+            Expect.equal (recorder.Ended |> List.map (fun (ended, _, _) -> ended)) [ id ] "the ended session was reported"
+            // A key of another type is an error naming it, as before.
+            let other = Guid.NewGuid().ToString "N"
+            do! db.StringSetAsync(store.KeyOf other, "x") :> Task
+            let! e = throwsAsync<SessionStoreException>(fun () -> sessions.LoadAsync(other, idle, testToken ()) :> Task)
+            Expect.stringContains e.Message "string" "the error names what the key holds"
+        }
+
         testCaseTask "the key prefix names every session's key"
         <| fun () -> task {
             let store = server.Value.Store "app-one:"
