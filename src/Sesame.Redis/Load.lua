@@ -1,41 +1,44 @@
--- Sesame: reads one session and slides its idle expiry, in one round trip (after Layout.lua).
+-- Sesame: the script half of a load (after Layout.lua): slides a session's idle expiry, or reports that it is gone.
+-- The store sends HGETALL of the session's hash just before this call, in the same round trip: a script that
+-- returned the hash would make Redis turn each field into a Lua string and back, several times what HGETALL costs.
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
 -- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms: the expiry is left
 -- alone while less than this much of it has run down since the last refresh (for a session that never
 -- expires: since it was last seen), so a burst of loads makes one write rather than one each. A TTL longer
 -- than the timeout is cut to it. A refresh also sets the session's last-seen time.
--- Replies: {'hash', {field, value, ...}} | {'none'} | {'none', reason, owner} for a session Redis ended that
--- nobody had reported (see ended in Layout.lua) | {type} for a key of another type.
+-- Replies: {'hash'} when the key is there | {'none'} | {'none', reason, owner} for a session Redis ended that
+-- nobody had reported (see ended in Layout.lua) | {type} for a key of another type, when its expiry would slide
+-- (otherwise the HGETALL before this call has failed for it already).
 local key, id = KEYS[1], ARGV[2]
 local ttl = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
 
 local function main()
-  -- A hash is never empty, so an empty reply is a missing key; its type is asked only then, or for an error.
-  local fields = redis.pcall('HGETALL', key)
-  if fields.err or #fields == 0 then
-    local kind = redis.call('TYPE', key)['ok']
-    if kind == 'none' then
-      local report = ended(id, nowMs())
-      if report then return { 'none', report[1], report[2] } end
-      return { 'none' }
-    end
-    if kind ~= 'hash' then return { kind } end
-  end
+  -- A hash is never empty, so a key with no TTL to report is a missing key.
   local left = redis.call('PTTL', key)
+  if left == -2 then
+    local report = ended(id, nowMs())
+    if report then return { 'none', report[1], report[2] } end
+    return { 'none' }
+  end
   local refresh
   if ttl < 0 then
-    local seen = tonumber(redis.call('HGET', key, '#t'))
+    local seen = redis.pcall('HGET', key, '#t')
+    if type(seen) == 'table' and seen.err then return { redis.call('TYPE', key)['ok'] } end
+    seen = tonumber(seen)
     refresh = left >= 0 or not seen or nowMs() - seen >= interval
   else
     refresh = left < 0 or left > ttl or ttl - left >= interval
   end
   if refresh then
+    -- Only a session's hash slides (its HGETALL, just before, failed for any other type).
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'hash' then return { kind } end
     local now = nowMs()
     redis.call('HSET', key, '#t', string.format('%d', now))
     expire(key, id, ttl, now)
   end
-  return { 'hash', fields }
+  return { 'hash' }
 end
 
 return run(main)

@@ -144,9 +144,9 @@ exception internal NotConnected
 /// work grows with the nodes it replaces and writes, not with the session's size. The hash keeps the data tree's exact
 /// size in bytes of compact JSON, so <c>MaxSizeBytes</c> is checked before anything is written, and when the session
 /// was last seen.</para>
-/// <para>A load is one round trip: <c>HGETALL</c> and <c>PTTL</c> sent together, or, once per
-/// <c>ExpiryRefreshInterval</c> (or for a session that is gone), a script after them that reads the hash again and
-/// slides its TTL atomically; so is a commit, and a move within one slot. Every operation is bounded by
+/// <para>A load is one round trip: <c>HGETALL</c> of the hash and a script sent together, the script sliding its TTL
+/// at most once per <c>ExpiryRefreshInterval</c> (or reporting a session Redis ended); so is a commit, and a move
+/// within one slot. Every operation is bounded by
 /// <c>OperationTimeout</c>: an unreachable or slow Redis is a <see cref="T:Sesame.SessionStoreException"/>, never a
 /// hang, and the store works again as soon as StackExchange.Redis reconnects. With no connection nothing is sent (the
 /// operation fails at once; on a cluster the store first asks the client to learn the cluster's new shape, and waits
@@ -197,8 +197,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     let database = connection.GetDatabase(options.Database, null)
     let prefix = RedisValue.op_Implicit options.KeyPrefix
-    let refreshInterval = int64 options.ExpiryRefreshInterval.TotalMilliseconds
-    let refreshMilliseconds = RedisValue.op_Implicit refreshInterval
+    let refreshMilliseconds = RedisValue.op_Implicit (int64 options.ExpiryRefreshInterval.TotalMilliseconds)
     let replicas = options.WaitForReplicas
     let waitMilliseconds = max 1L (int64 options.WaitForReplicasTimeout.TotalMilliseconds)
 
@@ -359,35 +358,6 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                         functions <- false
                         RedisLog.functionsUnavailable.Invoke(logger, RedisLibrary.describeUnavailable e, null)
         return result.Value
-    }
-
-    /// <summary>
-    /// Reads a session with two plain commands, <c>HGETALL</c> and <c>PTTL</c> of its key, sent together (one round trip):
-    /// Redis does far less for them than for the load script, which turns every field into a Lua string and back
-    /// (docs/performance.md). Gives nothing, and the load script then decides, when the expiry is due to slide (the
-    /// script slides it atomically with its read), when the key is missing (the script reports a session Redis ended),
-    /// not a hash or refused, or when there is no connection (the script's path says so).
-    /// </summary>
-    let readQuick (id: string) (ttl: int64) : Task<HashEntry[] voption> = task {
-        let key = sessionKey id
-        if not (database.IsConnected(key, CommandFlags.None)) then
-            return ValueNone
-        else
-            let fields = database.HashGetAllAsync(key, CommandFlags.None)
-            let left = database.KeyTimeToLiveAsync(key, CommandFlags.None)
-            try
-                do! Task.WhenAll(fields :> Task, left :> Task)
-                let left = left.Result
-                // The load script's rule: slide once the timeout changed or refreshInterval of it ran down (a key with no
-                // expiry, or none any more, is the script's too).
-                return
-                    if fields.Result.Length = 0 || not left.HasValue then
-                        ValueNone
-                    else
-                        let leftMs = int64 left.Value.TotalMilliseconds
-                        if leftMs > ttl || ttl - leftMs >= refreshInterval then ValueNone else ValueSome fields.Result
-            with :? RedisServerException ->
-                return ValueNone
     }
 
     /// Runs an operation within OperationTimeout, turning Redis failures into SessionStoreException.
@@ -834,32 +804,50 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// <inheritdoc />
     override _.LoadAsync(id, idleTimeout, cancellationToken) = task {
         if isNull id then nullArg (nameof id)
-        let ttl = RedisLayout.ttlMilliseconds idleTimeout
-        let! read =
+        let keys = keysOf id
+        let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit (RedisLayout.ttlMilliseconds idleTimeout); refreshMilliseconds |]
+        let! struct (entries: HashEntry[], parts: RedisResult[]) =
             bounded "load" id cancellationToken (fun token -> task {
-                // With no refresh interval every load slides the expiry: only the script does.
-                let! quick = if ttl >= 0L && refreshInterval > 0L then readQuick id ttl else Task.FromResult ValueNone
-                match quick with
-                | ValueSome entries -> return Choice1Of2 entries
-                | ValueNone ->
-                    let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit ttl; refreshMilliseconds |]
-                    let! struct (reply, _) = evaluate loadScript (keysOf id) arguments false token
-                    return Choice2Of2 reply
+                // The hash by HGETALL, then the script that slides its expiry (Load.lua), in the same round trip: a script
+                // that returned the hash would cost Redis several times what HGETALL does. With no connection nothing is
+                // sent (the script's call says so).
+                let read =
+                    if database.IsConnected(keys[0], CommandFlags.None) then
+                        let read = database.HashGetAllAsync(keys[0], CommandFlags.None)
+                        // Observed even when the script's call fails first.
+                        read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                        read
+                    else
+                        null
+                let! struct (reply, _) = evaluate loadScript keys arguments false token
+                let parts = Reply.array reply
+                if Reply.text parts[0] <> "hash" then
+                    return struct (null, parts)
+                elif isNull read then
+                    // Connected again by the time the script went: read now.
+                    let! entries = database.HashGetAllAsync(keys[0], CommandFlags.None)
+                    return struct (entries, parts)
+                else
+                    try
+                        let! entries = read
+                        return struct (entries, parts)
+                    with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
+                        // A key of another type whose expiry was not due: the script did not look at it.
+                        let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |])
+                        return struct (null, [| kind |])
             })
-        let session (rebuilt: Result<struct (Json * Json * int64), string>) =
-            match rebuilt with
-            | Ok(struct (data, facts, size)) -> StoredSession(data, facts, size)
-            | Error reason -> raise (invalid id reason)
-        match read with
-        | Choice1Of2 entries -> return session (RedisLayout.rebuildHash entries)
-        | Choice2Of2 reply ->
-            let parts = Reply.array reply
-            match Reply.text parts[0] with
-            | "hash" -> return session (RedisLayout.rebuild (Reply.items parts[1]))
-            | "none" ->
-                reportFrom id parts 1
-                return null
-            | kind -> return raise (invalid id $"the key holds a {kind}, not a hash")
+        match Reply.text parts[0] with
+        | "hash" when entries.Length = 0 ->
+            // Gone between the read and the script's look (deleted, or ended and then reported by the sweep).
+            return null
+        | "hash" ->
+            match RedisLayout.rebuildHash entries with
+            | Ok(struct (data, facts, size)) -> return StoredSession(data, facts, size)
+            | Error reason -> return raise (invalid id reason)
+        | "none" ->
+            reportFrom id parts 1
+            return null
+        | kind -> return raise (invalid id $"the key holds a {kind}, not a hash")
     }
 
     /// <inheritdoc />
