@@ -384,8 +384,8 @@ module internal FileReplay =
                     let add () = cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen) >= 0L
                     if not (add () || dropCold () && add ()) then replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
                     struct (null, null)
-            // A change that sets the whole session (a commit whose updates outweighed it; FileLog.recordsWhole) is the
-            // session's value from here on: read straight from the record, whatever came before it.
+            // A change that sets the whole session (a commit of many updates to a small session; FileLog.recordsWhole)
+            // is the session's value from here on: read straight from the record, whatever came before it.
             | FileLog.KindPatch when whole.IsSome ->
                 let struct (dataAt, dataLength, metaAt, metaLength) = whole.Value
                 let body = ReadOnlySpan(buffer, bodyAt, bodyLength)

@@ -9,9 +9,8 @@ open Microsoft.Extensions.Logging.Abstractions
 
 /// <summary>
 /// A durable store: every session in one append-only file, so sessions survive restarts and
-/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch (or the session whole, when the
-/// request made more updates than the session has bytes to spare: FileLog.recordsWhole), and returns once the record
-/// is flushed to disk.
+/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch (or, for many updates to a small
+/// session, the session whole), and returns once the record is flushed to disk.
 /// </summary>
 /// <remarks>
 /// <para><b>Commits.</b> A commit applies its patch to the session in memory first, under a lock of that session,
