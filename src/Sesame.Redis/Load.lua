@@ -5,7 +5,8 @@
 -- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms: the expiry is left
 -- alone while less than this much of it has run down since the last refresh (for a session that never
 -- expires: since it was last seen), so a burst of loads makes one write rather than one each. A TTL longer
--- than the timeout is cut to it. A refresh also sets the session's last-seen time.
+-- than the timeout is cut to it. A refresh also sets the session's last-seen time. The interval is capped at half the
+-- timeout.
 -- Replies: {'hash'} when the key is there | {'none'} | {'none', reason, owner} for a session Redis ended that
 -- nobody had reported (see ended in Layout.lua) | {type} for a key of another type, when its expiry would slide
 -- (otherwise the HGETALL before this call has failed for it already).
@@ -28,7 +29,9 @@ local function main()
     seen = tonumber(seen)
     refresh = left >= 0 or not seen or nowMs() - seen >= interval
   else
-    refresh = left < 0 or left > ttl or ttl - left >= interval
+    -- At most half the timeout: a timeout shorter than the interval would otherwise never slide on a load, and a
+    -- session only read would expire while in use.
+    refresh = left < 0 or left > ttl or ttl - left >= math.min(interval, math.floor(ttl / 2))
   end
   if refresh then
     -- Only a session's hash slides (its HGETALL, just before, failed for any other type).

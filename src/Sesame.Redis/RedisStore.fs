@@ -811,9 +811,11 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 // The hash by HGETALL, then the script that slides its expiry (Load.lua), in the same round trip: a script
                 // that returned the hash would cost Redis several times what HGETALL does. With no connection nothing is
                 // sent (the script's call says so).
+                // Only ever the primary: a replica may be behind (a session signed out there still), and a load with the
+                // primary gone must fail, as the script's call does, rather than serve that.
                 let read =
-                    if database.IsConnected(keys[0], CommandFlags.None) then
-                        let read = database.HashGetAllAsync(keys[0], CommandFlags.None)
+                    if database.IsConnected(keys[0], CommandFlags.DemandMaster) then
+                        let read = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
                         // Observed even when the script's call fails first.
                         read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
                         read
@@ -825,7 +827,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                     return struct (null, parts)
                 elif isNull read then
                     // Connected again by the time the script went: read now.
-                    let! entries = database.HashGetAllAsync(keys[0], CommandFlags.None)
+                    let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
                     return struct (entries, parts)
                 else
                     try
@@ -833,7 +835,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                         return struct (entries, parts)
                     with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
                         // A key of another type whose expiry was not due: the script did not look at it.
-                        let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |])
+                        let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
                         return struct (null, [| kind |])
             })
         match Reply.text parts[0] with

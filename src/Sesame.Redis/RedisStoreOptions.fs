@@ -53,7 +53,8 @@ type RedisStoreOptions() =
     /// it alone, so a burst of requests makes one write to Redis (and to its replicas and AOF)
     /// rather than one per request. A session may therefore expire up to this much earlier than
     /// the idle timeout after its last load, and its last-seen time is as precise as this.
-    /// <c>TimeSpan.Zero</c> refreshes on every load. Commits always refresh it. Default 1 second.
+    /// <c>TimeSpan.Zero</c> refreshes on every load. Commits always refresh it. Capped at half a load's idle timeout
+    /// (a longer interval would let a session that is only read expire while in use). Default 1 second.
     /// </summary>
     member val ExpiryRefreshInterval = RedisStoreOptions.DefaultExpiryRefreshInterval with get, set
 

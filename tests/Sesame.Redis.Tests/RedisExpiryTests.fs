@@ -54,6 +54,57 @@ let private info (connection: IConnectionMultiplexer) (server: RedisServer) (sec
 [<Tests>]
 let tests =
     testList "RedisExpiry" [
+        testCaseTask "a session only read, its idle timeout shorter than the refresh interval, lives while it is read"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            // The interval is capped at half the timeout: without the cap, no load would ever slide this session's expiry.
+            use store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(KeyPrefix = "short:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromSeconds 10.0),
+                    null
+                )
+            let idle = TimeSpan.FromSeconds 3.0
+            let id = idFor (Random 11) null
+            let! _ = store.CommitAsync(id, setN 1, { options with IdleTimeout = idle }, CancellationToken.None)
+            // Loads for twice the timeout, a quarter of a second apart.
+            for i in 1..24 do
+                do! Task.Delay 250
+                let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
+                Expect.isNotNull loaded $"still there after {i} loads, {i * 250} ms"
+        }
+
+        testCaseTask "with its primary down, a load fails: it never serves a replica's copy"
+        <| fun () -> task {
+            use primary = new RedisServer()
+            use replica = new RedisServer(arguments = [ "--replicaof"; "127.0.0.1"; string primary.Port ])
+            let settings = ConfigurationOptions.Parse $"{primary.EndPoint},{replica.EndPoint}"
+            settings.AbortOnConnectFail <- false
+            use! connection = ConnectionMultiplexer.ConnectAsync(settings, null)
+            use store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(
+                        KeyPrefix = "primary:",
+                        SweepInterval = TimeSpan.Zero,
+                        OperationTimeout = TimeSpan.FromSeconds 2.0,
+                        ExpiryRefreshInterval = TimeSpan.FromHours 1.0
+                    ),
+                    null
+                )
+            let id = idFor (Random 12) null
+            let! _ = store.CommitAsync(id, setN 1, options, CancellationToken.None)
+            use! onReplica = replica.ConnectAsync()
+            do! eventually "the replica to have the session" (fun () -> onReplica.GetDatabase().KeyExistsAsync(RedisKey.op_Implicit (store.KeyOf id)))
+            let! loaded = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize loaded.Data) """{"n":1}""" "loaded from the primary"
+            primary.Stop()
+            // The replica may be behind the primary (a session signed out there still): a load must not read it.
+            let! _ = failsWith<SessionStoreException>(fun () -> store.LoadAsync(id, options.IdleTimeout, CancellationToken.None) :> Task)
+            ()
+        }
+
         testCaseTask "on a Redis without FCALL, as before 7.0, every operation runs by EVALSHA with the same answers"
         <| fun () -> task {
             // The command renamed away: Redis answers "unknown command", as Redis 6 does.
