@@ -62,7 +62,12 @@ type internal ParsedCache<'text, 'tree when 'text :> ICachedText<'tree> and 'tex
     /// the cache is only referenced weakly, from its text.
     member _.Put(id: string, text: 'text, tree: 'tree) =
         let size = text.CachedSize
-        if size > maxEntryBytes && isNull text.LargeTree then text.LargeTree <- WeakReference<'tree> tree
+        if size > maxEntryBytes then
+            match text.LargeTree with
+            | null -> text.LargeTree <- WeakReference<'tree> tree
+            // The newest tree of the text is the one a request holds now; the one before may be collected already, and
+            // a reference left on it would make the next commit parse the text again.
+            | weak -> weak.SetTarget tree
         let slot = slotOf id
         let fits = size <= maxEntryBytes && Volatile.Read &heldBytes - sizeOf (Volatile.Read &cache[slot]) + size <= budgetBytes
         let replaced = Interlocked.Exchange(&cache[slot], (if fits then ParsedEntry(text, tree) else null))
