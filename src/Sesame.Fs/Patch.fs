@@ -109,16 +109,21 @@ module Patch =
         | :? (Update[]) as all -> { recorded = all; folded = [] }
         | _ -> { recorded = Seq.toArray updates; folded = [] }
 
+    /// <summary>The patch of a request's ordered updates as its commit makes it: each checked (Update.validate), kept as
+    /// recorded, folded when its updates are first asked for.</summary>
+    let internal record (updates: seq<Update>) : Patch =
+        let updates = Seq.toArray updates
+        for update in updates do
+            Update.validate update
+        foldChecked updates
+
     /// <summary>Folds a request's ordered updates into one normalized patch.</summary>
     /// <remarks>Applying the patch gives the same tree as applying the updates one by one, to the same text
     /// (key order included).</remarks>
     /// <exception cref="System.ArgumentException">An update would make the session nest deeper than
     /// <see cref="F:Sesame.JsonModule.MaxDepth"/>, or holds a lone UTF-16 surrogate (see <c>Update.validate</c>).</exception>
     let fold (updates: seq<Update>) : Patch =
-        let updates = Seq.toArray updates
-        for update in updates do
-            Update.validate update
-        let patch = foldChecked updates
+        let patch = record updates
         // Folded now, as asked (a request's commit leaves the fold to the store that needs it).
         patch.Updates |> ignore
         patch

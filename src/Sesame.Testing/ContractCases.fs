@@ -14,20 +14,14 @@ let private existing = { creating with MustExist = true }
 let private json (text: string) = Json.parse text
 let private path (text: string) = SessionPath.parse text
 
-/// <summary>
-/// A patch as a request's commit makes it: its updates checked, kept as recorded and folded only when the store reads
-/// <c>Updates</c> (a store that only applies it may never fold it), so the contract holds for what Sesame sends.
-/// </summary>
-let private asRecorded (updates: Update list) =
-    for update in updates do
-        Update.validate update
-    Patch.foldChecked (Array.ofList updates)
+// Patches as a request's commit makes them (Patch.record): folded only when the store reads Updates (a store that only
+// applies them may never fold them), so the contract holds for what Sesame sends.
 
 /// A change of the tree only.
-let private changeOf (updates: Update list) = SessionChange(asRecorded updates)
+let private changeOf (updates: Update list) = SessionChange(Patch.record updates)
 
 /// A change of the facts beside the tree only.
-let private factsOf (updates: Update list) = SessionChange(Patch.empty, asRecorded updates)
+let private factsOf (updates: Update list) = SessionChange(Patch.empty, Patch.record updates)
 let private setAt (p: string) (value: string) = Update.set (path p) (json value)
 
 /// Fails unless the task throws exactly 'error (not a subclass); gives the exception.

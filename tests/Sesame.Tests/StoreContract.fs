@@ -18,10 +18,7 @@ let changeOf (updates: Update list) = SessionChange(Patch.fold updates)
 
 /// A change of the tree only, its patch as a request's commit makes it: checked, kept as recorded, folded only if the
 /// store asks for its updates.
-let recordedChangeOf (updates: Update list) =
-    for update in updates do
-        Update.validate update
-    SessionChange(Patch.foldChecked (Array.ofList updates))
+let recordedChangeOf (updates: Update list) = SessionChange(Patch.record updates)
 
 /// A change of the facts beside the tree only.
 let factsOf (updates: Update list) = SessionChange(Patch.empty, Patch.fold updates)
