@@ -1,7 +1,7 @@
 /// Where the Redis store's calls spend Redis's own time, from `INFO commandstats`: `redis-calls [count]` starts a
 /// redis-server of its own, makes count calls of each kind in a row from one client (a new session's commit, a load
-/// that slides the expiry, the counter's commit), and prints for each the function's time a call and the commands it
-/// ran; then what a trivial function and one `redis.call` cost, and what returning a hash's fields from a script costs
+/// that slides the expiry, the counter's commit; loads and commits also with their expiry not due, and sliding), and
+/// prints for each the function's time a call and the commands it ran; then what a trivial function and one `redis.call` cost, and what returning a hash's fields from a script costs
 /// against reading them with HGETALL alone.
 module Sesame.Benchmarks.RedisCalls
 
@@ -97,6 +97,14 @@ let run (count: int) =
         printfn "  => %s: the script %.1f µs, and HGETALL %.1f µs a call" label (fcallOf ()) hgetall.MicrosecondsPerCall
     loadsWith (TimeSpan.FromHours 1.0) "load, expiry not due"
     loadsWith TimeSpan.Zero "load, expiry sliding"
+    // The counter's commit likewise: a commit slides the expiry only when it is due, as a load does.
+    let commitsWith (interval: TimeSpan) (label: string) =
+        use other = new RedisStore(connection, RedisStoreOptions(ExpiryRefreshInterval = interval), null)
+        measure server label count (fun i -> (other :> SessionStore).CommitAsync(id i, SessionChange(counter), existing, CancellationToken.None) |> wait)
+        |> ignore
+        printfn "  => %s: %.1f µs a call" label (fcallOf ())
+    commitsWith (TimeSpan.FromHours 1.0) "counter's commit, expiry not due"
+    commitsWith TimeSpan.Zero "counter's commit, expiry sliding"
     let increment =
         measure server "counter's commit" count (fun i -> sessions.CommitAsync(id i, SessionChange(counter), existing, CancellationToken.None) |> wait)
     let incrementCall = fcallOf ()

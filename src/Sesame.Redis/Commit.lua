@@ -1,7 +1,9 @@
 -- Sesame: commits one request's change to one session (after Layout.lua and Patch.lua).
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
 -- ARGV: prefix, id, mustExist ('1'/'0'), idle timeout in ms (negative: never expire), the data tree's size
--- limit, then the change (Patch.lua).
+-- limit, the refresh interval in ms, then the change (Patch.lua). A commit sets the session's last-seen time; it slides
+-- the expiry only when that is due (slideDue in Layout.lua), as a load does: the expiry set's ZADD and the PEXPIRE are a
+-- good part of a small commit's time, and a burst of requests then makes one expiry write rather than one each.
 -- Replies: {'ok', ended...} | {'gone', ended...} | {'large', size} | {'moving'} | {'stale', mark} | a refusal
 -- of Patch.lua, where ended is the {reason, owner} of an earlier session under this id that Redis ended and
 -- nobody had reported (see ended in Layout.lua), or nothing. Nothing is written unless the reply is 'ok' or 'gone'.
@@ -9,6 +11,7 @@ local key, id = KEYS[1], ARGV[2]
 local mustExist = ARGV[3] == '1'
 local ttl = tonumber(ARGV[4])
 local maxSize = tonumber(ARGV[5])
+local interval = tonumber(ARGV[6])
 
 local function main()
   local now = nowMs()
@@ -26,7 +29,7 @@ local function main()
     checkMark(meta[3], now)
     openStored(key, meta[1], meta[2])
   end
-  applyChange(6)
+  applyChange(7)
   checkRoots()
   if total > maxSize then return { 'large', total } end
   put('#s', string.format('%d', total))
@@ -38,7 +41,9 @@ local function main()
     redis.call('ZADD', KEYS[3], 0, id)
   end
   flush(key)
-  expire(key, id, ttl, now)
+  -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it.
+  local left = creating and -1 or redis.call('PTTL', key)
+  if creating or (ttl < 0 and left >= 0) or (ttl >= 0 and slideDue(left, ttl, interval)) then expire(key, id, ttl, now) end
   return reply
 end
 

@@ -79,6 +79,14 @@ local function expire(key, id, ttl, now)
   end
 end
 
+-- Whether a session's idle expiry is due to slide back to `ttl` ms (>= 0), its TTL now being `left` ms (PTTL's answer;
+-- -1 for none): it has run down by the refresh `interval` (ms) since it last slid, or it is not a TTL the timeout gives.
+-- The interval is capped at half the timeout: a timeout shorter than the interval would otherwise never slide, and a
+-- session in use would expire.
+local function slideDue(left, ttl, interval)
+  return left < 0 or left > ttl or ttl - left >= math.min(interval, math.floor(ttl / 2))
+end
+
 -- Removes a session from its shard's sets and its user's index (the key itself is the caller's).
 -- Gives ZREM's answer for the expiry set: 1 when this call took it out.
 local function unindex(id, owner)

@@ -29,9 +29,7 @@ local function main()
     seen = tonumber(seen)
     refresh = left >= 0 or not seen or nowMs() - seen >= interval
   else
-    -- At most half the timeout: a timeout shorter than the interval would otherwise never slide on a load, and a
-    -- session only read would expire while in use.
-    refresh = left < 0 or left > ttl or ttl - left >= math.min(interval, math.floor(ttl / 2))
+    refresh = slideDue(left, ttl, interval)
   end
   if refresh then
     -- Only a session's hash slides (its HGETALL, just before, failed for any other type).

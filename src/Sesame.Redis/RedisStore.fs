@@ -864,6 +864,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         arguments.Add(RedisValue.op_Implicit (if commit.MustExist then "1" else "0"))
         arguments.Add(RedisValue.op_Implicit (RedisLayout.ttlMilliseconds commit.IdleTimeout))
         arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
+        arguments.Add refreshMilliseconds
         RedisLayout.addChange arguments change
         let arguments = arguments.ToArray()
         let! struct (parts, acknowledged) =

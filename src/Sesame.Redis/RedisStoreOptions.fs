@@ -48,13 +48,14 @@ type RedisStoreOptions() =
     member val OperationTimeout = RedisStoreOptions.DefaultOperationTimeout with get, set
 
     /// <summary>
-    /// How stale the idle expiry may get before a load refreshes it. Every load slides the
-    /// session's TTL, except that a load finding the TTL refreshed less than this long ago leaves
-    /// it alone, so a burst of requests makes one write to Redis (and to its replicas and AOF)
+    /// How stale the idle expiry may get before a load or a commit refreshes it. Every load and commit slides the
+    /// session's TTL, except that one finding the TTL refreshed less than this long ago leaves
+    /// it alone, so a burst of requests makes one expiry write to Redis (and to its replicas and AOF)
     /// rather than one per request. A session may therefore expire up to this much earlier than
-    /// the idle timeout after its last load, and its last-seen time is as precise as this.
-    /// <c>TimeSpan.Zero</c> refreshes on every load. Commits always refresh it. Capped at half a load's idle timeout
-    /// (a longer interval would let a session that is only read expire while in use). Default 1 second.
+    /// the idle timeout after its last request. A commit always sets the last-seen time; a load sets it only when it
+    /// slides the expiry, so it is as precise as this for sessions that are only read. A shorter idle timeout than the
+    /// TTL left, or none, is applied at once. <c>TimeSpan.Zero</c> refreshes on every load and commit. Capped at half
+    /// the idle timeout (a longer interval would let a session in use expire). Default 1 second.
     /// </summary>
     member val ExpiryRefreshInterval = RedisStoreOptions.DefaultExpiryRefreshInterval with get, set
 

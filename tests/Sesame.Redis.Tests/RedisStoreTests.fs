@@ -514,6 +514,62 @@ let private storeTests =
                 Expect.equal (left.HasValue) ttl.IsSome "the other key's expiry was left alone"
         }
 
+        testCaseTask "a commit sets the last-seen time, and slides the expiry only when it is due or the timeout changed"
+        <| fun () -> task {
+            let store =
+                new RedisStore(
+                    server.Value.Connection,
+                    RedisStoreOptions(KeyPrefix = "cs:", ExpiryRefreshInterval = TimeSpan.FromMilliseconds 400.0, SweepInterval = TimeSpan.Zero),
+                    null
+                )
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let id = Guid.NewGuid().ToString "N"
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let expirySet = RedisKey.op_Implicit $"cs:{{{id[0]}}}expiry"
+            let idle = TimeSpan.FromSeconds 10.0
+            let commit (n: int) (timeout: TimeSpan) =
+                sessions.CommitAsync(id, changeOf [ setAt "n" (string n) ], { creating with IdleTimeout = timeout }, testToken ())
+            let state () = task {
+                let! left = db.KeyTimeToLiveAsync key
+                let! score = db.SortedSetScoreAsync(expirySet, id)
+                let! seen = db.HashGetAsync(key, "#t")
+                return struct (left, score, int64 seen)
+            }
+            let! _ = commit 1 idle
+            let! struct (_, createdScore, createdSeen) = state ()
+            do! Task.Delay 100
+            // Not due (100 ms of the 400 ms interval have run down): the expiry is left as it was; the last-seen time moves.
+            let! struct (leftBefore, _, _) = state ()
+            let! result = commit 2 idle
+            Expect.equal result CommitResult.Committed "committed"
+            let! struct (left, score, seen) = state ()
+            Expect.isLessThanOrEqual left.Value leftBefore.Value "the TTL did not slide"
+            Expect.equal score createdScore "the expiry set's entry did not move"
+            Expect.isGreaterThan seen createdSeen "the last-seen time moved"
+            do! Task.Delay 400
+            // Due: the TTL slides back to the whole timeout, and the expiry set's entry with it.
+            let! struct (leftBefore, _, _) = state ()
+            let! _ = commit 3 idle
+            let! struct (left, score, _) = state ()
+            Expect.isGreaterThan left.Value leftBefore.Value "the TTL slid"
+            Expect.isGreaterThan score.Value createdScore.Value "the expiry set's entry moved with it"
+            // A shorter timeout than the TTL left is taken at once, whatever the interval.
+            let! _ = commit 4 (TimeSpan.FromSeconds 2.0)
+            let! struct (left, _, _) = state ()
+            Expect.isLessThanOrEqual left.Value (TimeSpan.FromSeconds 2.0) "the TTL was cut to the shorter timeout"
+            // So is no expiry at all, and then back to a timeout.
+            let! _ = commit 5 TimeSpan.MaxValue
+            let! struct (left, score, _) = state ()
+            Expect.isFalse left.HasValue "the key no longer expires"
+            Expect.equal score (Nullable Double.PositiveInfinity) "nor does its expiry set's entry"
+            let! _ = commit 6 idle
+            let! struct (left, _, _) = state ()
+            Expect.isTrue (left.HasValue && left.Value <= idle) $"the key expires again ({left})"
+            let! loaded = sessions.LoadTreeAsync(id, idle, testToken ())
+            Expect.equal loaded (Some(json """{"n":6}""")) "every commit was applied"
+        }
+
         testCaseTask "the key prefix names every session's key"
         <| fun () -> task {
             let store = server.Value.Store "app-one:"
