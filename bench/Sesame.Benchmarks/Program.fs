@@ -7,7 +7,8 @@ type private Marker = class end
 
 /// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
 /// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `redis-calls [count]` RedisCalls (Redis's own time
-/// per call of the store's functions); `postgres` and `postgres-churn` run
+/// per call of the store's functions); `redis-app [rounds]` RedisAppCost (the app's own CPU a Redis counter request,
+/// against the floor's and the bare commands'); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds).
 [<EntryPoint>]
@@ -24,6 +25,13 @@ let main args =
             match rest with
             | [ count ] -> int count
             | _ -> 5000
+        )
+        |> ignore
+    | "redis-app" :: rest ->
+        RedisAppCost.run (
+            match rest with
+            | [ rounds ] -> int rounds
+            | _ -> 3
         )
         |> ignore
     | "replay" :: rest -> ReplayBenchmarks.run rest
