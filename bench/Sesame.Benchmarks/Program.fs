@@ -7,7 +7,7 @@ type private Marker = class end
 
 /// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
 /// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `redis-calls [count]` RedisCalls (Redis's own time
-/// per call of the store's functions); `redis-app [rounds]` RedisAppCost (the app's own CPU a Redis counter request,
+/// per call of the store's functions); `redis-app [rounds] [only]` RedisAppCost (the app's own CPU a Redis counter request,
 /// against the floor's and the bare commands'); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds).
@@ -28,11 +28,10 @@ let main args =
         )
         |> ignore
     | "redis-app" :: rest ->
-        RedisAppCost.run (
-            match rest with
-            | [ rounds ] -> int rounds
-            | _ -> 3
-        )
+        (match rest with
+         | [ rounds; only ] -> RedisAppCost.run (int rounds) only
+         | [ rounds ] -> RedisAppCost.run (int rounds) ""
+         | _ -> RedisAppCost.run 3 "")
         |> ignore
     | "replay" :: rest -> ReplayBenchmarks.run rest
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore

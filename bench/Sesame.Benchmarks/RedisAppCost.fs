@@ -4,6 +4,7 @@
 /// as the Redis store sends them but built by hand (HGETALL beside the load function, then the commit function: the
 /// client's cost of the commands alone), and the store's LoadAsync and CommitAsync. Prints for each this process's CPU
 /// time and redis-server's a request (the client's cost, which Kestrel and wrk do not blur here), and requests/s.
+/// `only` keeps the scenarios whose name contains it (for a profiler).
 module Sesame.Benchmarks.RedisAppCost
 
 open System
@@ -54,8 +55,8 @@ let private timed (server: IServer) (perWorker: int) (request: int -> Task) =
     let redisAfter = redisCpu server
     struct (requests / elapsed.TotalSeconds, (me.TotalProcessorTime - cpu).TotalMicroseconds / requests, (redisAfter - redisBefore) / requests)
 
-/// `redis-app [rounds]`.
-let run (rounds: int) =
+/// `redis-app [rounds] [only]`.
+let run (rounds: int) (only: string) =
     use redis = new LocalRedis()
     let connect (allowAdmin: bool) (select: bool) =
         let settings = ConfigurationOptions.Parse redis.EndPoint
@@ -150,6 +151,8 @@ let run (rounds: int) =
     for w in 1..32 do
         database.HashSet(floorKey w, "times", 0) |> ignore
     // Warm-up: JIT, connection, functions loaded.
+    // Only the scenarios whose name contains `only` (all when it is empty): one at a time, for a profiler.
+    let scenarios = scenarios |> List.filter (fun (name, _) -> name.Contains only)
     for _, request in scenarios do
         timed server 200 request |> ignore
     printfn "redis-server %s on port %d; 32 loops" (string server.Version) redis.Port
