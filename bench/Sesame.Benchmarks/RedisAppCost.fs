@@ -8,7 +8,6 @@
 module Sesame.Benchmarks.RedisAppCost
 
 open System
-open System.Diagnostics
 open System.Threading
 open System.Threading.Tasks
 open Sesame
@@ -31,29 +30,9 @@ let private redisCpu (server: IServer) =
 
 /// Runs `perWorker` requests in each of 32 loops; gives requests/s, this process's CPU µs a request and Redis's.
 let private timed (server: IServer) (perWorker: int) (request: int -> Task) =
-    let workers = 32
-    let me = Process.GetCurrentProcess()
-    let cpu = me.TotalProcessorTime
     let redisBefore = redisCpu server
-    let clock = Stopwatch.StartNew()
-    Task
-        .WhenAll(
-            [|
-                for w in 1..workers ->
-                    task {
-                        for _ in 1..perWorker do
-                            do! request w
-                    }
-                    :> Task
-            |]
-        )
-        .GetAwaiter()
-        .GetResult()
-    let requests = float (workers * perWorker)
-    let elapsed = clock.Elapsed
-    me.Refresh()
-    let redisAfter = redisCpu server
-    struct (requests / elapsed.TotalSeconds, (me.TotalProcessorTime - cpu).TotalMicroseconds / requests, (redisAfter - redisBefore) / requests)
+    let perSecond, app = RedisLoop.timed 32 perWorker (fun w _ -> request w)
+    struct (perSecond, app, (redisCpu server - redisBefore) / float (32 * perWorker))
 
 /// `redis-app [rounds] [only]`.
 let run (rounds: int) (only: string) =

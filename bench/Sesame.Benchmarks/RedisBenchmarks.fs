@@ -246,7 +246,7 @@ module RedisLoop =
     /// Runs `perWorker` operations in each of `workers` concurrent loops; gives operations per
     /// second and this process's CPU time per operation in microseconds (the client's own cost,
     /// which other processes on a busy machine disturb far less than the wall clock).
-    let private timed (workers: int) (perWorker: int) (operation: int -> int -> Task) : float * float =
+    let internal timed (workers: int) (perWorker: int) (operation: int -> int -> Task) : float * float =
         let me = Process.GetCurrentProcess()
         let cpu = me.TotalProcessorTime
         let clock = Stopwatch.StartNew()

@@ -157,6 +157,10 @@ let private asAclUser (server: RedisFixture) (rules: string list) (test: Connect
         admin.Execute("ACL", [| box "DELUSER"; box user |]) |> ignore
 }
 
+/// A store on `connection` under its own key prefix, with the given expiry refresh interval and no sweeps of its own.
+let private storeRefreshing (connection: IConnectionMultiplexer) (prefix: string) (interval: TimeSpan) =
+    new RedisStore(connection, RedisStoreOptions(KeyPrefix = prefix, ExpiryRefreshInterval = interval, SweepInterval = TimeSpan.Zero), null)
+
 /// The Redis store's own behaviours, on a server of their own. They run one at a time: some watch
 /// the whole server (MONITOR, SCRIPT FLUSH, command counts), which other tests' commands would disturb.
 let private storeTests =
@@ -399,8 +403,7 @@ let private storeTests =
         testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag"
         <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-round-trips")
-            let store =
-                new RedisStore(connection, RedisStoreOptions(KeyPrefix = "rt:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero), null)
+            let store = storeRefreshing connection "rt:" TimeSpan.Zero
             let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             // Once, so Redis has the library (the first call after a start loads it).
@@ -440,12 +443,7 @@ let private storeTests =
         testCaseTask "a load whose expiry need not slide costs its script one PTTL: the hash comes by HGETALL beside it"
         <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-quick-loads")
-            let store =
-                new RedisStore(
-                    connection,
-                    RedisStoreOptions(KeyPrefix = "ql:", ExpiryRefreshInterval = TimeSpan.FromMinutes 5.0, SweepInterval = TimeSpan.Zero),
-                    null
-                )
+            let store = storeRefreshing connection "ql:" (TimeSpan.FromMinutes 5.0)
             let sessions = store :> SessionStore
             let id = Guid.NewGuid().ToString "N"
             let! _ = sessions.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
@@ -471,12 +469,7 @@ let private storeTests =
 
         testCaseTask "a load slides the expiry when it is due and reports a session that is gone, whatever its HGETALL read"
         <| fun () -> task {
-            let store =
-                new RedisStore(
-                    server.Value.Connection,
-                    RedisStoreOptions(KeyPrefix = "qs:", ExpiryRefreshInterval = TimeSpan.FromMilliseconds 50.0, SweepInterval = TimeSpan.Zero),
-                    null
-                )
+            let store = storeRefreshing server.Value.Connection "qs:" (TimeSpan.FromMilliseconds 50.0)
             let sessions = store :> SessionStore
             let recorder = EndedRecorder()
             sessions.Observer <- recorder
@@ -516,12 +509,7 @@ let private storeTests =
 
         testCaseTask "a commit sets the last-seen time, and slides the expiry only when it is due or the timeout changed"
         <| fun () -> task {
-            let store =
-                new RedisStore(
-                    server.Value.Connection,
-                    RedisStoreOptions(KeyPrefix = "cs:", ExpiryRefreshInterval = TimeSpan.FromMilliseconds 400.0, SweepInterval = TimeSpan.Zero),
-                    null
-                )
+            let store = storeRefreshing server.Value.Connection "cs:" (TimeSpan.FromMilliseconds 400.0)
             let sessions = store :> SessionStore
             let db = server.Value.Admin.GetDatabase()
             let id = Guid.NewGuid().ToString "N"
