@@ -509,7 +509,8 @@ let private storeTests =
 
         testCaseTask "a commit sets the last-seen time, and slides the expiry only when it is due or the timeout changed"
         <| fun () -> task {
-            let store = storeRefreshing server.Value.Connection "cs:" (TimeSpan.FromMilliseconds 400.0)
+            // An interval far longer than the steps between commits need, so that a slow machine does not make one due.
+            let store = storeRefreshing server.Value.Connection "cs:" (TimeSpan.FromSeconds 2.0)
             let sessions = store :> SessionStore
             let db = server.Value.Admin.GetDatabase()
             let id = Guid.NewGuid().ToString "N"
@@ -527,7 +528,7 @@ let private storeTests =
             let! _ = commit 1 idle
             let! struct (_, createdScore, createdSeen) = state ()
             do! Task.Delay 100
-            // Not due (100 ms of the 400 ms interval have run down): the expiry is left as it was; the last-seen time moves.
+            // Not due (about 100 ms of the 2 s interval have run down): the expiry is left as it was; the last-seen time moves.
             let! struct (leftBefore, _, _) = state ()
             let! result = commit 2 idle
             Expect.equal result CommitResult.Committed "committed"
@@ -535,7 +536,7 @@ let private storeTests =
             Expect.isLessThanOrEqual left.Value leftBefore.Value "the TTL did not slide"
             Expect.equal score createdScore "the expiry set's entry did not move"
             Expect.isGreaterThan seen createdSeen "the last-seen time moved"
-            do! Task.Delay 400
+            do! Task.Delay 2000
             // Due: the TTL slides back to the whole timeout, and the expiry set's entry with it.
             let! struct (leftBefore, _, _) = state ()
             let! _ = commit 3 idle
