@@ -1,8 +1,8 @@
 /// Where the Redis store's calls spend Redis's own time, from `INFO commandstats`: `redis-calls [count]` starts a
 /// redis-server of its own, makes count calls of each kind in a row from one client (a new session's commit, a load
 /// that slides the expiry, the counter's commit; loads and commits also with their expiry not due, and sliding), and
-/// prints for each the function's time a call and the commands it ran; then what a trivial function and one `redis.call` cost, and what returning a hash's fields from a script costs
-/// against reading them with HGETALL alone.
+/// prints for each the function's time a call and the commands it ran; then what a trivial function and one
+/// `redis.call` cost, and what returning a hash's fields from a script costs against reading them with HGETALL alone.
 module Sesame.Benchmarks.RedisCalls
 
 open System

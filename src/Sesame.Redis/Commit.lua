@@ -42,8 +42,12 @@ local function main()
   end
   flush(key)
   -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it.
-  local left = creating and -1 or redis.call('PTTL', key)
-  if creating or (ttl < 0 and left >= 0) or (ttl >= 0 and slideDue(left, ttl, interval)) then expire(key, id, ttl, now) end
+  local due = creating
+  if not due then
+    local left = redis.call('PTTL', key)
+    if ttl < 0 then due = left >= 0 else due = slideDue(left, ttl, interval) end
+  end
+  if due then expire(key, id, ttl, now) end
   return reply
 end
 

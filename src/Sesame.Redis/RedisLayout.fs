@@ -279,16 +279,17 @@ module internal RedisLayout =
         | Json.Object _ -> tree
         | _ -> raise (InvalidLayout "a tree's root is not an object")
 
-    /// Rebuilds a session from the <paramref name="count"/> fields of its hash, each a name and a value.
-    let private rebuildFields (count: int) (nameOf: int -> RedisValue) (valueOf: int -> RedisValue) : Result<struct (Json * Json * int64), string> =
+    /// <summary>Rebuilds a session from its hash's entries as HGETALL gives them, checking every node.</summary>
+    /// <returns>The data tree and the facts tree, or why the hash is not a valid session.</returns>
+    let rebuildHash (entries: HashEntry[]) : Result<struct (Json * Json * int64), string> =
         use reader = new ValueReader()
         try
-            let nodes = Dictionary<string, RedisValue>(count, StringComparer.Ordinal)
+            let nodes = Dictionary<string, RedisValue>(entries.Length, StringComparer.Ordinal)
             let mutable version = null
             let mutable size = null
-            for i in 0 .. count - 1 do
-                let field = reader.Text(nameOf i)
-                let data = valueOf i
+            for entry in entries do
+                let field = reader.Text entry.Name
+                let data = entry.Value
                 match field with
                 | VersionField -> version <- reader.Text data
                 | SizeField -> size <- reader.Text data
@@ -306,20 +307,6 @@ module internal RedisLayout =
             Ok(struct (data, facts, size))
         with InvalidLayout reason ->
             Error reason
-
-    /// <summary>Rebuilds a session from its hash's fields and values as a script returns them (field, value, ...),
-    /// checking every node.</summary>
-    /// <returns>The data tree and the facts tree, or why the hash is not a valid session.</returns>
-    let rebuild (entries: RedisResult[]) : Result<struct (Json * Json * int64), string> =
-        if entries.Length % 2 <> 0 then
-            Error "the hash reply is malformed"
-        else
-            rebuildFields (entries.Length / 2) (fun i -> RedisResult.op_Explicit entries[2 * i]) (fun i -> RedisResult.op_Explicit entries[2 * i + 1])
-
-    /// <summary>Rebuilds a session from its hash's entries as HGETALL gives them, checking every node.</summary>
-    /// <returns>The data tree and the facts tree, or why the hash is not a valid session.</returns>
-    let rebuildHash (entries: HashEntry[]) : Result<struct (Json * Json * int64), string> =
-        rebuildFields entries.Length (fun i -> entries[i].Name) (fun i -> entries[i].Value)
 
     /// <summary>Rebuilds a facts tree from <paramref name="count"/> of its fields and values, from
     /// <paramref name="start"/> in a script's reply (field, value, ...); no fields is the empty object.</summary>
