@@ -1,7 +1,8 @@
 /// How fast the file store replays a file on open, and the memory it then holds.
-/// `replay generate DIR` writes two files: `small.sessions` (723,000 new sessions, each a counter's increment and its
-/// creation fact, as a flood of new visitors leaves them: the records the sample writes) and `kb.sessions` (100,000 sessions of about 1 KB, each created and
-/// then changed three times). `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and
+/// `replay generate DIR` writes three files: `small.sessions` (723,000 new sessions, each a counter's increment and its
+/// creation fact, as a flood of new visitors leaves them: the records the sample writes, each new session whole, as the
+/// store records a new session), `small-changes.sessions` (the same sessions as the store recorded them before, each as
+/// its change) and `kb.sessions` (100,000 sessions of about 1 KB, each created and then changed three times). `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and
 /// prints the replay time, sessions/s, and the managed heap the store holds against the sessions' live JSON.
 /// `replay profile FILE` times replay's parts.
 module Sesame.Benchmarks.ReplayBenchmarks
@@ -50,22 +51,35 @@ let private writeFile (file: string) (records: seq<byte[]>) =
     writer.Flush()
     IO.RandomAccess.FlushToDisk handle
 
-let private created (t: int64) = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Created ]) (Json.int64 ((t - DateTime.UnixEpoch.Ticks) / 10_000L)) ]
+let private creation (t: int64) = Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Created ]) (Json.int64 ((t - DateTime.UnixEpoch.Ticks) / 10_000L)) ]
 
 let private record (kind: byte) (id: string) (t: int64) (change: SessionChange) =
     FileLog.payload kind (t + TimeSpan.FromDays(30.0).Ticks) t id (FileLog.changeBody change)
+
+/// A new session's record as the store writes it: the value the change makes of the empty session, whole.
+let private created (id: string) (t: int64) (change: SessionChange) =
+    let value = SessionText.Of(change.ApplyTo null)
+    FileLog.snapshotPayload FileLog.KindCreate (t + TimeSpan.FromDays(30.0).Ticks) t id value.Data value.Meta
 
 /// Writes small.sessions and kb.sessions into the directory.
 let generate (directory: string) =
     IO.Directory.CreateDirectory directory |> ignore
     let t0 = DateTime.UtcNow.Ticks
+    // What the sample's counter commits on a first visit: an increment, and the creation fact.
+    let firstVisit (t: int64) = SessionChange(Patch.fold [ Update.increment (path "times") 1m ], creation t)
     writeFile
         (IO.Path.Combine(directory, "small.sessions"))
         (seq {
             for n in 0..722_999 do
                 let t = t0 + int64 n * 1000L
-                // What the sample's counter commits on a first visit: an increment, and the creation fact.
-                yield record FileLog.KindCreate (sessionId 's' n) t (SessionChange(Patch.fold [ Update.increment (path "times") 1m ], created t))
+                yield created (sessionId 's' n) t (firstVisit t)
+        })
+    writeFile
+        (IO.Path.Combine(directory, "small-changes.sessions"))
+        (seq {
+            for n in 0..722_999 do
+                let t = t0 + int64 n * 1000L
+                yield record FileLog.KindCreate (sessionId 's' n) t (firstVisit t)
         })
     let kbs = 100_000
     writeFile
@@ -73,7 +87,7 @@ let generate (directory: string) =
         (seq {
             for n in 0 .. kbs - 1 do
                 let t = t0 + int64 n * 1000L
-                yield record FileLog.KindCreate (sessionId 'k' n) t (SessionChange(Patch.fold [ Update.set SessionPath.root (kbSession n) ], created t))
+                yield created (sessionId 'k' n) t (SessionChange(Patch.fold [ Update.set SessionPath.root (kbSession n) ], creation t))
             // Three rounds of changes, interleaved across sessions as requests are.
             for round in 1..3 do
                 for n in 0 .. kbs - 1 do
@@ -85,7 +99,7 @@ let generate (directory: string) =
                         | _ -> Patch.fold [ Update.append (path "history") (Json.string $"/checkout/{n}") ]
                     yield record FileLog.KindPatch (sessionId 'k' n) t (SessionChange change)
         })
-    for name in [ "small.sessions"; "kb.sessions" ] do
+    for name in [ "small.sessions"; "small-changes.sessions"; "kb.sessions" ] do
         printfn "%s: %d bytes" name (IO.FileInfo(IO.Path.Combine(directory, name))).Length
 
 /// The live JSON (tree and facts) of every session the store holds, through the public listing.

@@ -112,11 +112,12 @@ module private Record =
     let kindChange = 1uy
     let kindCreate = 2uy
 
-    /// The counter's change, as the file store writes it: the data patch, then the facts patch (empty, or for a new
-    /// session the time it was created).
+    /// The counter's change, as the file store writes it: the data patch, then the facts patch (empty).
     let incrementBody = "[[[\"increment\",[\"times\"],1]],[]]"B
 
-    let createBody (createdMs: int64) = Encoding.UTF8.GetBytes $"""[[["increment",["times"],1]],[["set",["created"],{createdMs}]]]"""
+    /// A new session's record, as the file store writes it: the session whole (its tree, then its facts: the time it was
+    /// created), each set at the root.
+    let createBody (createdMs: int64) = Encoding.UTF8.GetBytes $"""[[["set",[],{{"times":1}}]],[["set",[],{{"created":{createdMs}}}]]]"""
 
     let payload (kind: byte) (expires: int64) (lastSeen: int64) (id: string) (body: byte[]) =
         let idLength = Encoding.UTF8.GetByteCount id

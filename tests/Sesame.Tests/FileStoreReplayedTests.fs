@@ -37,15 +37,6 @@ let private writeSessions (file: string) (clock: TimeProvider) (ids: string seq)
     do! store.DisposeAsync()
 }
 
-/// Writes a session file (format version 2) record by record, each payload framed as the store frames it.
-let private writeRecords (file: string) (payloads: byte[] list) =
-    let bytes = Array.zeroCreate<byte>(FileLog.FileHeaderLength + (payloads |> List.sumBy (fun p -> FileLog.RecordHeaderLength + p.Length)))
-    FileLog.fileHeader().CopyTo(bytes, 0)
-    let mutable at = FileLog.FileHeaderLength
-    for payload in payloads do
-        at <- at + FileLog.frame bytes at (int64 at) payload
-    IO.File.WriteAllBytes(file, bytes)
-
 /// The session's counter ("n"); fails for no session.
 let private counterOf (tree: Json option) =
     match tree with

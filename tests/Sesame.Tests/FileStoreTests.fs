@@ -452,7 +452,7 @@ let tests =
             do! check third "replayed from the compacted file"
         }
 
-        testCaseTask "random first commits of new sessions replay to the very values committed (replay reads the simple ones straight from their records)"
+        testCaseTask "random first commits of new sessions replay to the very values committed, recorded whole (now) or as changes (before)"
         <| fun () -> task {
             // Mostly what replay's fast path reads without applying (sets and increments of top-level keys, odd keys
             // included; the fold merges a repeated key's updates before they reach the record), and now and then any
@@ -496,19 +496,27 @@ let tests =
                     }
                     if result = CommitResult.Committed then
                         let! stored = sessions.LoadAsync(id, creating.IdleTimeout, testToken ())
-                        committed.Add(struct (id, updates, Json.serialize stored.Data, Json.serialize stored.Meta))
+                        committed.Add(struct (id, updates, change, Json.serialize stored.Data, Json.serialize stored.Meta))
                 | None -> ()
             Expect.isGreaterThan committed.Count 1000 "most of the random changes commit"
             let live = first.LiveBytes
             do! first.DisposeAsync()
-            use second = FileStore.Open file
-            // The same JSON to the byte: a compacted file would be as long as before.
-            Expect.equal second.LiveBytes live "the live size after a restart"
-            for struct (id, updates, data, facts) in committed do
-                let! stored = (second :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
-                let log = updates |> List.map string |> String.concat "; "
-                Expect.equal (Json.serialize stored.Data) data $"{id}'s tree after a restart, committed by [{log}]"
-                Expect.equal (Json.serialize stored.Meta) facts $"{id}'s facts after a restart, committed by [{log}]"
+            // The store records a new session whole; before, it recorded the change, and files written so are still
+            // opened: the same commits written that way.
+            let earlier = directory.File "earlier"
+            let expires = DateTimeOffset.UtcNow.AddDays(1.0).UtcTicks
+            writeRecords earlier [
+                for struct (id, _, change, _, _) in committed -> FileLog.payload FileLog.KindCreate expires 0L id (FileLog.changeBody change)
+            ]
+            for written in [ file; earlier ] do
+                use second = FileStore.Open written
+                // The same JSON to the byte: a compacted file would be as long as before.
+                Expect.equal second.LiveBytes live $"the live size after a restart ({IO.Path.GetFileName written})"
+                for struct (id, updates, _, data, facts) in committed do
+                    let! stored = (second :> SessionStore).LoadAsync(id, creating.IdleTimeout, testToken ())
+                    let log = updates |> List.map string |> String.concat "; "
+                    Expect.equal (Json.serialize stored.Data) data $"{id}'s tree after a restart, committed by [{log}] ({IO.Path.GetFileName written})"
+                    Expect.equal (Json.serialize stored.Meta) facts $"{id}'s facts after a restart, committed by [{log}] ({IO.Path.GetFileName written})"
         }
 
         testCaseTask "a version 1 file (changes of the data tree alone) opens with its sessions as committed, and is rewritten in version 2"

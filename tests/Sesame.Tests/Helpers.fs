@@ -37,6 +37,15 @@ type TempDirectory(prefix: string) =
                 ()
 
 /// A free TCP port on loopback, for a server a test starts.
+/// Writes a session file (format version 2) record by record, each payload framed as the file store frames it.
+let writeRecords (file: string) (payloads: byte[] list) =
+    let bytes = Array.zeroCreate<byte>(FileLog.FileHeaderLength + (payloads |> List.sumBy (fun p -> FileLog.RecordHeaderLength + p.Length)))
+    FileLog.fileHeader().CopyTo(bytes, 0)
+    let mutable at = FileLog.FileHeaderLength
+    for payload in payloads do
+        at <- at + FileLog.frame bytes at (int64 at) payload
+    IO.File.WriteAllBytes(file, bytes)
+
 let freePort () =
     let listener = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
     listener.Start()

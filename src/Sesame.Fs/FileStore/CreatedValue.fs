@@ -138,10 +138,10 @@ module internal CreatedValue =
             -1
 
     /// Writes into <c>output</c> (emptied first) the value a record creates, read straight from the record when it sets
-    /// the whole session (as a compacted file's records do) or only sets or increments top-level keys (as a new
-    /// session's first commit does); gives the tree's length in what it wrote, or -1 when the record is a change to
-    /// apply to the empty session. (Written there, not as a SessionText, so that the ring copies it from there: most
-    /// sessions of a file are held in the ring.)
+    /// the whole session (as a compacted file's records do, and a new session's first commit does) or only sets or
+    /// increments top-level keys (as a new session's first commit did before it recorded the session whole); gives the
+    /// tree's length in what it wrote, or -1 when the record is a change to apply to the empty session. (Written there,
+    /// not as a SessionText, so that the ring copies it from there: most sessions of a file are held in the ring.)
     let write (body: ReadOnlySpan<byte>) (version: uint32) (output: ArrayBufferWriter<byte>) : int =
         match (if version = FileLog.FormatVersion1 then ValueNone else FileLog.trySnapshotParts body) with
         | ValueSome(struct (dataAt, dataLength, metaAt, metaLength)) ->

@@ -9,8 +9,8 @@ open Microsoft.Extensions.Logging.Abstractions
 
 /// <summary>
 /// A durable store: every session in one append-only file, so sessions survive restarts and
-/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch (or, for many updates to a small
-/// session, the session whole), and returns once the record is flushed to disk.
+/// <c>kill -9</c> at any instant. A commit appends one record holding only its patch (or the session whole: for a new
+/// session, and for many updates to a small one), and returns once the record is flushed to disk.
 /// </summary>
 /// <remarks>
 /// <para><b>Commits.</b> A commit applies its patch to the session in memory first, under a lock of that session,
@@ -463,9 +463,11 @@ type FileStore
                         Task.FromResult CommitResult.SessionGone
                     else
                         // Read without the lock: it only chooses the record's form, and either form replays to the
-                        // value the commit makes.
+                        // value the commit makes. A new session's record holds it whole: the empty object's value is
+                        // about the size of the change that made it, the commit has its JSON already, and replay reads it
+                        // straight from the record (most records of a large file are new sessions').
                         let current = session.Latest
-                        let whole = FileLog.recordsWhole change (if isNull current then 0L else int64 current.Length)
+                        let whole = isNull current || FileLog.recordsWhole change (int64 current.Length)
                         if not whole then changeBody () |> ignore
                         let struct (committed, grew) =
                             lock session (fun () ->
