@@ -95,6 +95,14 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     let mutable countedBytes = 0L
     /// The bytes of the live records alone (what lies between the tail and the head besides holes).
     let mutable recordBytes = 0L
+    /// The bytes of the live records' ids and values, without their headers and padding.
+    let mutable idAndValueBytes = 0L
+    /// Whether the records were appended in the order of their last use, and none retimed: the ring is then in
+    /// least-recently-used order.
+    let mutable inOrder = true
+    let mutable lastAdded = Int64.MinValue
+    /// No record expires before this (UTC ticks); records that ended may have been the ones that did.
+    let mutable earliestExpiry = Int64.MaxValue
 
     let chunkOf (position: int64) = chunks[int (position / int64 chunkBytes - firstChunk)]
     let offsetOf (position: int64) = int (position % int64 chunkBytes)
@@ -136,6 +144,20 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// Lets the map go of the room it has beyond its entries (as replay leaves it, for instance).
     member _.TrimExcess() = records.TrimExcess()
+
+    /// Gives the map room for this many records, so that filling it does not grow it step by step.
+    member _.EnsureCapacity(count: int) = records.EnsureCapacity count |> ignore
+
+    /// The bytes of the live records' ids (UTF-8) and values, without the ring's headers and padding.
+    member _.IdAndValueBytes = idAndValueBytes
+
+    /// Whether every record was appended in the order of its last use and none was retimed since: the ring is then in
+    /// least-recently-used order without a walk to check it.
+    member _.InOrder = inOrder
+
+    /// No live record expires before this (UTC ticks; <c>Int64.MaxValue</c> for a ring never given one): a lower
+    /// bound, so that a ring all of whose records outlive a time needs no walk to find the expired.
+    member _.EarliestExpiry = earliestExpiry
 
     /// The sessions held.
     member _.LiveCount = Volatile.Read &live
@@ -214,8 +236,12 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
                 id.CopyTo body
                 value.CopyTo(body.Slice id.Length)
                 head <- position + int64 length
+                inOrder <- inOrder && created >= lastAdded
+                lastAdded <- created
+                earliestExpiry <- min earliestExpiry expires
                 live <- live + 1
                 recordBytes <- recordBytes + int64 length
+                idAndValueBytes <- idAndValueBytes + int64 (id.Length + value.Length)
                 publish ()
                 position
 
@@ -224,6 +250,7 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
         let fields = header position
         fields[liveAt] <- 0uy
         records.Remove(keyOf (idOf position)) |> ignore
+        idAndValueBytes <- idAndValueBytes - int64 (idBytesOf position + BinaryPrimitives.ReadInt32LittleEndian(fields.Slice valueLengthAt))
         live <- live - 1
         recordBytes <- recordBytes - int64 (BinaryPrimitives.ReadInt32LittleEndian(fields.Slice lengthAt))
         advanceTail ()
@@ -247,6 +274,8 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// Sets when the record's session expires and when a request last used it (UTC ticks).
     member _.Retime(position: int64, expires: int64, lastUsed: int64) =
+        inOrder <- false
+        earliestExpiry <- min earliestExpiry expires
         let fields = header position
         BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
         BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, lastUsed)

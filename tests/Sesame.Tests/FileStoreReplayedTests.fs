@@ -446,19 +446,22 @@ let tests =
             Expect.isLessThanOrEqual store.HeldBytes bound "within the byte bound"
         }
 
-        testCaseTask "a replayed signed-in session is held as an object, in its user's index"
-        <| fun () -> task {
-            use sessionFile = new SessionFile()
-            let file, clock = sessionFile.Path, sessionFile.Clock
-            let first = FileStore.Open(file, null, null, clock)
-            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "ada") ])
-            let! moved = (first :> SessionStore).MoveAsync(null, "ada-1", signIn, creating, testToken ())
-            Expect.equal moved CommitResult.Committed "signed in"
-            do! commit (first :> SessionStore) "anonymous" [ setAt "n" "1" ]
-            do! first.DisposeAsync()
-            use store = FileStore.Open(file, null, null, clock)
-            Expect.equal store.ReplayedUnusedCount 1 "the anonymous session alone is held without an object"
-            let! ada = (store :> SessionStore) |> SessionStore.listAllAsync { SessionQuery.All 10 with UserId = "ada" } (testToken ())
-            Expect.equal (ada |> List.map _.Id) [ "ada-1" ] "the user's session is found by user"
-        }
+        for compacted in [ false; true ] do
+            // A compacted file holds each session as a new session's record, the signed-in one's facts naming its user.
+            testCaseTask $"a replayed signed-in session is held as an object, in its user's index (compacted first: {compacted})"
+            <| fun () -> task {
+                use sessionFile = new SessionFile()
+                let file, clock = sessionFile.Path, sessionFile.Clock
+                let first = FileStore.Open(file, null, null, clock)
+                let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "ada") ])
+                let! moved = (first :> SessionStore).MoveAsync(null, "ada-1", signIn, creating, testToken ())
+                Expect.equal moved CommitResult.Committed "signed in"
+                do! commit (first :> SessionStore) "anonymous" [ setAt "n" "1" ]
+                if compacted then do! first.CompactAsync()
+                do! first.DisposeAsync()
+                use store = FileStore.Open(file, null, null, clock)
+                Expect.equal store.ReplayedUnusedCount 1 "the anonymous session alone is held without an object"
+                let! ada = (store :> SessionStore) |> SessionStore.listAllAsync { SessionQuery.All 10 with UserId = "ada" } (testToken ())
+                Expect.equal (ada |> List.map _.Id) [ "ada-1" ] "the user's session is found by user"
+            }
     ]

@@ -452,6 +452,23 @@ let tests =
             do! check third "replayed from the compacted file"
         }
 
+        testCase "a snapshot record's frame is what a change that sets the whole session writes, which older Sesames replay"
+        <| fun () ->
+            // The frame is written out rather than made at start-up; a Sesame that reads the record as a change must read
+            // the same session from it.
+            let struct (before, between, after) = FileLog.snapshotFrame
+            let session = StoredSession(json """{"a":[1,"x"]}""", json """{"created":1}""")
+            let expected = FileLog.changeBody (FileLog.snapshotChange session)
+            let framed =
+                Array.concat [
+                    before
+                    Text.Encoding.UTF8.GetBytes(Json.serialize session.Data)
+                    between
+                    Text.Encoding.UTF8.GetBytes(Json.serialize session.Meta)
+                    after
+                ]
+            Expect.equal (Text.Encoding.UTF8.GetString framed) (Text.Encoding.UTF8.GetString expected) "the change body of the snapshot"
+
         testCaseTask "random first commits of new sessions replay to the very values committed, recorded whole (now) or as changes (before)"
         <| fun () -> task {
             // Mostly what replay's fast path reads without applying (sets and increments of top-level keys, odd keys

@@ -146,13 +146,10 @@ module internal FileLog =
     let snapshotChange (session: StoredSession) =
         SessionChange(Patch.foldChecked [| Update.set SessionPath.root session.Data |], Patch.foldChecked [| Update.set SessionPath.root session.Meta |])
 
-    /// What a snapshot's change body holds around the tree and the facts: <c>[[["set",[],</c>, <c>]],[["set",[],</c> and <c>]]]</c>.
-    let private snapshotFrame =
-        let empty = changeBody (snapshotChange (StoredSession(Json.emptyObject)))
-        let text = Text.Encoding.UTF8.GetString empty
-        let first = text.IndexOf "{}"
-        let second = text.IndexOf("{}", first + 2)
-        struct (empty[.. first - 1], empty[first + 2 .. second - 1], empty[second + 2 ..])
+    /// What a snapshot's change body holds around the tree and the facts: <c>[[["set",[],</c>, <c>]],[["set",[],</c> and
+    /// <c>]]]</c>, the bytes changeBody writes for snapshotChange (a test holds them to it). Written out, so that opening
+    /// a file, which reads snapshots, compiles none of the patch writer while the app waits for it.
+    let snapshotFrame = struct ("[[[\"set\",[],"B, "]],[[\"set\",[],"B, "]]]"B)
 
     /// The payload of a record of the given kind whose change sets the whole tree and facts (as a compacted file's
     /// records, kind 2, do), written from the JSON of its tree and facts: the bytes changeBody would write for it.
@@ -208,7 +205,9 @@ module internal FileLog =
         length
 
     /// What a snapshot record adds to a session's tree and facts: framing, id and the <c>[[["set",[],…]],[["set",[],…]]]</c> around them.
-    let snapshotOverhead = RecordHeaderLength + PayloadPrefixLength + (changeBody (snapshotChange (StoredSession(Json.emptyObject)))).Length - 4
+    let snapshotOverhead =
+        let struct (before, between, after) = snapshotFrame
+        RecordHeaderLength + PayloadPrefixLength + before.Length + between.Length + after.Length
 
     /// The bytes a session takes in a freshly compacted file, its tree and facts being <paramref name="size"/> bytes of JSON.
     let snapshotBytes (idLength: int) (size: int64) = int64 (snapshotOverhead + idLength) + size

@@ -151,6 +151,13 @@ module internal FileReplay =
     /// The longest id, in UTF-8 bytes, that holdCreated takes (the ring's own limit).
     let private MaxHeldIdBytes = 255
 
+    /// The facts' key that names a session's user, as JSON writes it.
+    let private userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
+
+    /// Whether a value's facts (after the tree's dataLength bytes) may name a user: such a session is held as an object,
+    /// never in the ring, as the user index holds sessions as objects (a false positive only costs an object).
+    let private mayNameUser (value: ReadOnlySpan<byte>) (dataLength: int) = value.Slice(dataLength).IndexOf(ReadOnlySpan userKey) >= 0
+
     /// Holds a new session in the ring, its id read from the record's UTF-8 bytes with no string made for it (most
     /// records of a large file are new sessions, each its own id); false, having changed nothing but the session's
     /// earlier life in the map, when that does not do: an id that is not valid UTF-8 (the record's string then decodes
@@ -165,7 +172,7 @@ module internal FileReplay =
         (expires: int64)
         (lastSeen: int64)
         : bool =
-        if idUtf8.Length > MaxHeldIdBytes then
+        if idUtf8.Length > MaxHeldIdBytes || mayNameUser value dataLength then
             false
         else
             if isNull ReplayBuffers.IdChars then ReplayBuffers.IdChars <- Array.zeroCreate MaxHeldIdBytes
@@ -241,7 +248,8 @@ module internal FileReplay =
                     // that refuses it may hold the id already (created again): that record ends, and it is tried again.
                     if sessions.Remove id then pending.Remove id |> ignore
                     let add () = cold.TryAdd(id.AsSpan(), created.WrittenSpan, dataLength, expires, lastSeen) >= 0L
-                    if not (add () || dropCold () && add ()) then replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
+                    let held = not (mayNameUser created.WrittenSpan dataLength) && (add () || dropCold () && add ())
+                    if not held then replace (SessionText(created.WrittenSpan.ToArray(), dataLength)) |> ignore
                     struct (null, null)
             // A change that sets the whole session (a commit of many updates to a small session; FileLog.recordsWhole)
             // is the session's value from here on: read straight from the record, whatever came before it.
@@ -358,6 +366,9 @@ module internal FileReplay =
         then
             applyWithId logger path version sessions pending cold offset buffer kind expires lastSeen (at + prefix) idLength bodyAt bodyLength createdLength
 
+    /// How many records replay reads before it sizes the ring's map for the whole file.
+    let private EstimateAfterRecords = 4096
+
     /// Checks the header, replays every record, and cuts a torn tail. Gives the sessions, the file's length and its format version.
     let run (logger: ILogger) (path: string) (handle: SafeFileHandle) : Replayed =
         let length = IO.RandomAccess.GetLength handle
@@ -365,10 +376,9 @@ module internal FileReplay =
         // for one per 2 KiB of file to start with; it grows as it needs.
         let sessions = Dictionary<string, FileSession>(int (min (length / 2048L) (1L <<< 24)), StringComparer.Ordinal)
         let pending = Dictionary<string, ReplayChanges>(StringComparer.Ordinal)
-        // Room in its map for a session per 256 bytes of file (a small session's record is about 130), so that a file
-        // of small sessions rarely makes it grow; what a file of larger or often changed ones leaves unused is given
-        // back at the end (coldHeld).
-        let cold = FreshSessions(ColdChunkBytes, int (min (length / 256L) (1L <<< 24)))
+        // Room in its map for the first records (the loop below sizes it for the whole file once it has read them);
+        // what a file of often changed sessions leaves unused is given back at the end (coldHeld).
+        let cold = FreshSessions(ColdChunkBytes, int (min (length / 128L) (int64 EstimateAfterRecords)))
         let expected = FileLog.fileHeader ()
         let header = Array.zeroCreate<byte>(int (min length (int64 FileLog.FileHeaderLength)))
         if header.Length > 0 then IO.RandomAccess.Read(handle, Span header, 0L) |> ignore
@@ -396,6 +406,7 @@ module internal FileReplay =
             let reader = LogReader(handle, length)
             let mutable offset = int64 FileLog.FileHeaderLength
             let mutable reading = true
+            let mutable records = 0
             while reading && offset < length do
                 let payloadLength = reader.TryRecord offset
                 if payloadLength < 0 then
@@ -404,6 +415,13 @@ module internal FileReplay =
                     let at = reader.Fetch(offset, FileLog.RecordHeaderLength + payloadLength)
                     applyRecord logger path version sessions pending cold offset reader.Buffer (at + FileLog.RecordHeaderLength) payloadLength
                     offset <- offset + int64 (FileLog.RecordHeaderLength + payloadLength)
+                    records <- records + 1
+                    if records = EstimateAfterRecords then
+                        // Room in the ring's map for as many sessions as the file has records at the size of these
+                        // first ones (at most what a file of that length could hold), rather than growing it by
+                        // doubling, which rehashes every session held so far each time.
+                        let estimate = (length - int64 FileLog.FileHeaderLength) * int64 records / (offset - int64 FileLog.FileHeaderLength)
+                        if estimate > int64 cold.LiveCount then cold.EnsureCapacity(int (min estimate (1L <<< 24)))
             if offset < length then
                 // The record at `offset` is torn or corrupt. Every record names the end of what was on
                 // disk when it was written; a valid record after this one that names a point past it
@@ -427,30 +445,27 @@ module internal FileReplay =
             { Sessions = sessions; Changes = pending; Cold = cold; Length = offset; Version = version; Path = path }
 
     /// The ring of sessions the store starts with: the replayed ring's sessions live at <c>t</c>, least recently used
-    /// first (the order the bounds evict them in), those whose facts name a user taken out into objects (in
-    /// <c>objects</c>: the user index holds sessions as objects). The ring is written anew when it is out of that order
-    /// (touch records retime sessions, a compacted file is in no order) or more than a quarter of it is holes.
-    let private coldHeld (t: int64) (userKey: byte[]) (cold: FreshSessions) (objects: Dictionary<string, FileSession>) : FreshSessions =
-        let mutable ordered = true
-        let mutable last = Int64.MinValue
-        let kept = ResizeArray<int64>(cold.LiveCount)
-        for position in cold.Positions() do
-            if cold.ExpiresAt position <= t then
-                cold.Remove position
-            else if cold.MetaAt(position).IndexOf(ReadOnlySpan userKey) >= 0 && (SessionMeta.userOf ((cold.ValueAt position).ParseMeta())).IsSome then
-                let id = cold.IdAt position
-                objects[id] <- replayedSession id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)
-                cold.Remove position
-            else
-                let seen = cold.CreatedAt position
-                if seen < last then ordered <- false
-                last <- max last seen
-                kept.Add position
+    /// first (the order the bounds evict them in). (None names a user: replay held those as objects.) The ring is walked
+    /// only when some of its sessions may have expired by <c>t</c> or it may be out of that order (touch records retime
+    /// sessions, a compacted file is in no order), and written anew when it is out of order or more than a quarter of it
+    /// is holes.
+    let private coldHeld (t: int64) (cold: FreshSessions) (objects: Dictionary<string, FileSession>) : FreshSessions =
+        let mutable ordered = cold.InOrder
+        if not ordered || cold.EarliestExpiry <= t then
+            ordered <- true
+            let mutable last = Int64.MinValue
+            for position in cold.Positions() do
+                if cold.ExpiresAt position <= t then
+                    cold.Remove position
+                else
+                    let seen = cold.CreatedAt position
+                    if seen < last then ordered <- false
+                    last <- max last seen
         if ordered && cold.UnusedBytes * 4L <= cold.CountedBytes then
             cold.TrimExcess()
             cold
         else
-            let positions = kept.ToArray()
+            let positions = cold.Positions().ToArray()
             let seen = positions |> Array.map cold.CreatedAt
             Array.Sort(seen, positions)
             let rewritten = FreshSessions(ColdChunkBytes, positions.Length)
@@ -475,8 +490,7 @@ module internal FileReplay =
             if session.LatestExpires <= t then
                 all.Remove id |> ignore
                 replayed.Changes.Remove id |> ignore
-        let userKey = Encoding.UTF8.GetBytes $"\"{SessionMeta.User}\""
-        let cold = coldHeld t userKey replayed.Cold all
+        let cold = coldHeld t replayed.Cold all
         // The sessions whose changes are still to apply take the time (parsing, applying, writing): on every core,
         // as nothing else runs yet. The first failure, least recently seen first, is the one raised.
         let changed = Array.zeroCreate<FileSession> replayed.Changes.Count
