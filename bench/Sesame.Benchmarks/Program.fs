@@ -10,7 +10,8 @@ type private Marker = class end
 /// per call of the store's functions); `redis-app [rounds] [only]` RedisAppCost (the app's own CPU a Redis counter request,
 /// against the floor's and the bare commands'); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
-/// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds).
+/// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds);
+/// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit).
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
@@ -34,6 +35,7 @@ let main args =
          | _ -> RedisAppCost.run 3 "")
         |> ignore
     | "replay" :: rest -> ReplayBenchmarks.run rest
+    | "file-new-sessions" :: rest -> FileNewSessions.run rest
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
     | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore
     | _ -> BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore
