@@ -212,6 +212,32 @@ let tests =
             Expect.equal (counterOf s150) 150 "a session nothing used"
         }
 
+        testCaseTask "ring sessions expired by the open are neither held nor counted, and the rest count the size a compaction writes"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            let first = FileStore.Open(file, null, null, clock)
+            let brief = { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }
+            // Interleaved, so that the first session to expire is neither the ring's first nor its last.
+            for i in 1..40 do
+                do! commitWith (if i % 2 = 0 then brief else creating) (first :> SessionStore) $"s{i}" [ setAt "n" (string i) ]
+            do! first.DisposeAsync()
+            clock.Advance(TimeSpan.FromMinutes 2.0)
+            let store = FileStore.Open(file, null, null, clock)
+            Expect.equal store.Count 20 "the sessions that outlived the restart"
+            Expect.equal store.ReplayedUnusedCount 20 "held in the ring"
+            let! expired = load store "s2"
+            Expect.isNone expired "an expired session is not served"
+            let! kept = load store "s3"
+            Expect.equal (counterOf kept) 3 "a live one is"
+            let live = store.LiveBytes
+            do! store.CompactAsync()
+            do! store.DisposeAsync()
+            Expect.equal (IO.FileInfo(file).Length) live "the live size counted is the compacted file's length"
+            use compacted = FileStore.Open(file, null, null, clock)
+            Expect.equal compacted.Count 20 "the compacted file holds them"
+        }
+
         testCaseTask "replayed sessions unused since expire in the sweep, reported as expired, and leave the file at the next compaction"
         <| fun () -> task {
             use sessionFile = new SessionFile()
