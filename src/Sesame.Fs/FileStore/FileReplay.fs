@@ -161,7 +161,8 @@ module internal FileReplay =
     /// Holds a new session in the ring, its id read from the record's UTF-8 bytes with no string made for it (most
     /// records of a large file are new sessions, each its own id); false, having changed nothing but the session's
     /// earlier life in the map, when that does not do: an id that is not valid UTF-8 (the record's string then decodes
-    /// to other bytes) or longer than the ring holds, or a ring that refuses it (its key taken, a session too large).
+    /// to other bytes) or longer than the ring holds, facts that may name a user, or a ring that refuses it (its key
+    /// taken, a session too large).
     let private holdCreated
         (sessions: Dictionary<string, FileSession>)
         (pending: Dictionary<string, ReplayChanges>)
