@@ -2,8 +2,9 @@
 /// `replay generate DIR` writes three files: `small.sessions` (723,000 new sessions, each a counter's increment and its
 /// creation fact, as a flood of new visitors leaves them: the records the sample writes, each new session whole, as the
 /// store records a new session), `small-changes.sessions` (the same sessions as the store recorded them before, each as
-/// its change) and `kb.sessions` (100,000 sessions of about 1 KB, each created and then changed three times). `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and
-/// prints the replay time, sessions/s, and the managed heap the store holds against the sessions' live JSON.
+/// its change) and `kb.sessions` (100,000 sessions of about 1 KB, each created and then changed three times).
+/// `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and prints the replay time,
+/// sessions/s, and the managed heap the store holds against the sessions' live JSON.
 /// `replay profile FILE` times replay's parts.
 module Sesame.Benchmarks.ReplayBenchmarks
 
