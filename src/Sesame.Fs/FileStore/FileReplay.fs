@@ -452,8 +452,11 @@ module internal FileReplay =
     /// is holes.
     let private coldHeld (t: int64) (cold: FreshSessions) (objects: Dictionary<string, FileSession>) : FreshSessions =
         let mutable ordered = cold.InOrder
+        // The live positions the walk found, oldest first (null: no walk), for a rewrite to use without another.
+        let mutable kept: List<int64> = null
         if not ordered || cold.EarliestExpiry <= t then
             ordered <- true
+            kept <- List<int64>(cold.LiveCount)
             let mutable last = Int64.MinValue
             for position in cold.Positions() do
                 if cold.ExpiresAt position <= t then
@@ -462,11 +465,12 @@ module internal FileReplay =
                     let seen = cold.CreatedAt position
                     if seen < last then ordered <- false
                     last <- max last seen
+                    kept.Add position
         if ordered && cold.UnusedBytes * 4L <= cold.CountedBytes then
             cold.TrimExcess()
             cold
         else
-            let positions = cold.Positions().ToArray()
+            let positions = (if isNull kept then cold.Positions() else kept).ToArray()
             let seen = positions |> Array.map cold.CreatedAt
             Array.Sort(seen, positions)
             let rewritten = FreshSessions(ColdChunkBytes, positions.Length)
