@@ -40,13 +40,15 @@ local function main()
     if report then reply = { 'ok', report[1], report[2] } end
     redis.call('ZADD', KEYS[3], 0, id)
   end
-  flush(key)
   -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it.
   local due = creating
   if not due then
     local left = redis.call('PTTL', key)
     if ttl < 0 then due = left >= 0 else due = slideDue(left, ttl, interval) end
   end
+  -- The timeout a slide sets, which a load compares with its own to know whether it must slide (see Load.lua).
+  if due then put('#x', string.format('%d', ttl)) end
+  flush(key)
   if due then expire(key, id, ttl, now) end
   return reply
 end

@@ -7,9 +7,12 @@
 -- expires: since it was last seen), so a burst of loads makes one write rather than one each. A TTL longer
 -- than the timeout is cut to it. A refresh also sets the session's last-seen time. The interval is capped at half the
 -- timeout.
--- Replies: {'hash'} when the key is there | {'none'} | {'none', reason, owner} for a session Redis ended that
--- nobody had reported (see ended in Layout.lua) | {type} for a key of another type, when its expiry would slide
--- (otherwise the HGETALL before this call has failed for it already).
+-- The store runs this only when the hash it read shows that a slide may be due (see ExpiryRefresh.fs): the idle timeout
+-- differs from the one the last slide set ('#x'), or the refresh interval has run down since the session was last seen,
+-- or the store has no recent reading of Redis's clock; and for a session that is not there.
+-- Replies: {'hash', now} when the key is there, now being Redis's clock (Unix ms) | {'none'} | {'none', reason, owner} for a
+-- session Redis ended that nobody had reported (see ended in Layout.lua) | {type} for a key of another type, when its
+-- expiry would slide (otherwise the HGETALL before this call has failed for it already).
 local key, id = KEYS[1], ARGV[2]
 local ttl = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
@@ -31,15 +34,15 @@ local function main()
   else
     refresh = slideDue(left, ttl, interval)
   end
+  local now = nowMs()
   if refresh then
     -- Only a session's hash slides (its HGETALL, just before, failed for any other type).
     local kind = redis.call('TYPE', key)['ok']
     if kind ~= 'hash' then return { kind } end
-    local now = nowMs()
-    redis.call('HSET', key, '#t', string.format('%d', now))
+    redis.call('HSET', key, '#t', string.format('%d', now), '#x', string.format('%d', ttl))
     expire(key, id, ttl, now)
   end
-  return { 'hash' }
+  return { 'hash', now }
 end
 
 return run(main)

@@ -103,6 +103,7 @@ local function main()
   end
   put('#s', string.format('%d', total))
   put('#t', string.format('%d', now))
+  put('#x', string.format('%d', ttl))
   put('#u', owner)
   put('#m', false)
   flush(toKey)

@@ -12,8 +12,9 @@
 --   'O' followed by one '\1' .. key .. '\3' .. cost entry per member, in the object's order,
 --   where cost is the member's bytes of JSON besides its value ("key": is cost bytes).
 -- Fields starting with '#' are not nodes: '#v' the format version ('2'), '#s' the data tree's size in bytes
--- of compact JSON (kept up to date by every change), '#t' when the session was last seen (Unix ms), '#u' its
--- owner (see Layout.lua) when it is bound to a user, '#m' the mark of a move to another slot under way. No
+-- of compact JSON (kept up to date by every change), '#t' when the session was last seen (Unix ms), '#x' the idle
+-- timeout (ms; -1 for none) its expiry last slid to, '#u' its owner (see Layout.lua) when it is bound to a user,
+-- '#m' the mark of a move to another slot under way. No
 -- value ever goes through cjson: numbers keep every digit, [] stays an array, key order is the order of the
 -- 'O' entries.
 --

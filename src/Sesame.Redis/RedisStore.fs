@@ -144,9 +144,10 @@ exception internal NotConnected
 /// work grows with the nodes it replaces and writes, not with the session's size. The hash keeps the data tree's exact
 /// size in bytes of compact JSON, so <c>MaxSizeBytes</c> is checked before anything is written, and when the session
 /// was last seen.</para>
-/// <para>A load is one round trip: <c>HGETALL</c> of the hash and a script sent together, the script sliding its TTL
-/// at most once per <c>ExpiryRefreshInterval</c> (or reporting a session Redis ended); so is a commit, and a move
-/// within one slot. Every operation is bounded by
+/// <para>A load is one <c>HGETALL</c> of the hash. Once per <c>ExpiryRefreshInterval</c> (capped at a quarter of the
+/// idle timeout), when the idle timeout changed, or when the session is not there, a script follows it that slides
+/// the TTL (or reports a session Redis ended). A commit is one script call, and so is a move within one slot. Every
+/// operation is bounded by
 /// <c>OperationTimeout</c>: an unreachable or slow Redis is a <see cref="T:Sesame.SessionStoreException"/>, never a
 /// hang, and the store works again as soon as StackExchange.Redis reconnects. With no connection nothing is sent (the
 /// operation fails at once; on a cluster the store first asks the client to learn the cluster's new shape, and waits
@@ -197,7 +198,12 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     let database = connection.GetDatabase(options.Database, null)
     let prefix = RedisValue.op_Implicit options.KeyPrefix
-    let refreshMilliseconds = RedisValue.op_Implicit (int64 options.ExpiryRefreshInterval.TotalMilliseconds)
+    let refreshInterval = int64 options.ExpiryRefreshInterval.TotalMilliseconds
+    let refreshMilliseconds = RedisValue.op_Implicit refreshInterval
+    /// Redis's clock as the load scripts last told it (see ExpiryRefresh).
+    let clock = RedisClock()
+    /// What a load that needed no script gives in place of the script's reply.
+    let hashReply = [| RedisResult.Create(RedisValue.op_Implicit "hash") |]
     let replicas = options.WaitForReplicas
     let waitMilliseconds = max 1L (int64 options.WaitForReplicasTimeout.TotalMilliseconds)
 
@@ -805,38 +811,43 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     override _.LoadAsync(id, idleTimeout, cancellationToken) = task {
         if isNull id then nullArg (nameof id)
         let keys = keysOf id
-        let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit (RedisLayout.ttlMilliseconds idleTimeout); refreshMilliseconds |]
+        let ttl = RedisLayout.ttlMilliseconds idleTimeout
+        let window = ExpiryRefresh.loadWindow ttl refreshInterval
         let! struct (entries: HashEntry[], parts: RedisResult[]) =
             bounded "load" id cancellationToken (fun token -> task {
-                // The hash by HGETALL, then the script that slides its expiry (Load.lua), in the same round trip: a script
-                // that returned the hash would cost Redis several times what HGETALL does. With no connection nothing is
-                // sent (the script's call says so).
+                // Most loads are one HGETALL: its hash shows whether the script (Load.lua) must slide the expiry, or
+                // report a session that is gone (see ExpiryRefresh). A script that returned the hash would cost Redis
+                // several times what HGETALL does. With no connection nothing is sent (the script's call says so).
                 // Only ever the primary: a replica may be behind (a session signed out there still), and a load with the
                 // primary gone must fail, as the script's call does, rather than serve that.
-                let read =
-                    if database.IsConnected(keys[0], CommandFlags.DemandMaster) then
-                        let read = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
-                        // Observed even when the script's call fails first.
-                        read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                        read
-                    else
-                        null
-                let! struct (reply, _) = evaluate loadScript keys arguments false token
-                let parts = Reply.array reply
-                if Reply.text parts[0] <> "hash" then
-                    return struct (null, parts)
-                elif isNull read then
-                    // Connected again by the time the script went: read now.
-                    let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
-                    return struct (entries, parts)
-                else
+                let mutable entries: HashEntry[] = null
+                let mutable otherType = false
+                if database.IsConnected(keys[0], CommandFlags.DemandMaster) then
                     try
-                        let! entries = read
-                        return struct (entries, parts)
+                        let! read = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
+                        entries <- read
                     with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
-                        // A key of another type whose expiry was not due: the script did not look at it.
-                        let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
-                        return struct (null, [| kind |])
+                        otherType <- true
+                if otherType then
+                    // Not a session's hash: an error that names what the key holds; its expiry is left alone.
+                    let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
+                    return struct (null, [| kind |])
+                elif not (isNull entries) && entries.Length > 0 && not (ExpiryRefresh.scriptDue entries ttl window (clock.TryNow())) then
+                    return struct (entries, hashReply)
+                else
+                    let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit ttl; RedisValue.op_Implicit window |]
+                    let! struct (reply, _) = evaluate loadScript keys arguments false token
+                    let parts = Reply.array reply
+                    if Reply.text parts[0] <> "hash" then
+                        return struct (null, parts)
+                    else
+                        clock.Observe(Reply.int64 parts[1])
+                        if isNull entries then
+                            // Connected again by the time the script went: read now.
+                            let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
+                            return struct (entries, parts)
+                        else
+                            return struct (entries, parts)
             })
         match Reply.text parts[0] with
         | "hash" when entries.Length = 0 ->

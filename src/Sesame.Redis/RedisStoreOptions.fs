@@ -53,9 +53,10 @@ type RedisStoreOptions() =
     /// it alone, so a burst of requests makes one expiry write to Redis (and to its replicas and AOF)
     /// rather than one per request. A session may therefore expire up to this much earlier than
     /// the idle timeout after its last request. A commit always sets the last-seen time; a load sets it only when it
-    /// slides the expiry, so it is as precise as this for sessions that are only read. A shorter idle timeout than the
-    /// TTL left, or none, is applied at once. <c>TimeSpan.Zero</c> refreshes on every load and commit. Capped at half
-    /// the idle timeout (a longer interval would let a session in use expire). Default 1 second.
+    /// slides the expiry, so it is as precise as this for sessions that are only read. Another idle timeout than the
+    /// one the expiry last slid to (shorter, longer, or none) is applied at once. <c>TimeSpan.Zero</c> refreshes on
+    /// every load and commit. Capped at half the idle timeout for a commit and a quarter for a load (a longer interval
+    /// would let a session in use expire). A load within it is one <c>HGETALL</c>, with no script. Default 1 second.
     /// </summary>
     member val ExpiryRefreshInterval = RedisStoreOptions.DefaultExpiryRefreshInterval with get, set
 

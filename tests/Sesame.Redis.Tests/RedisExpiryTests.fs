@@ -75,6 +75,31 @@ let tests =
                 Expect.isNotNull loaded $"still there after {i} loads, {i * 250} ms"
         }
 
+        testCaseTask "a session read after commits that did not slide its expiry lives while it is read"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            // Commits slide once half the timeout has run down (the interval's cap), and set the last-seen time every
+            // time: a load that only looked at that time would let the expiry run down for a whole interval after it.
+            use store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(KeyPrefix = "mixed:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromSeconds 10.0),
+                    null
+                )
+            let idle = TimeSpan.FromSeconds 1.0
+            let id = idFor (Random 13) null
+            for n in 1..3 do
+                let! committed = store.CommitAsync(id, setN n, { options with IdleTimeout = idle }, CancellationToken.None)
+                Expect.equal committed CommitResult.Committed $"commit {n}"
+                do! Task.Delay 200
+            // Loads for three times the timeout, 50 ms apart.
+            for i in 1..60 do
+                let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
+                Expect.isNotNull loaded $"still there after {i} loads, {i * 50} ms"
+                do! Task.Delay 50
+        }
+
         testCaseTask "with its primary down, a load fails: it never serves a replica's copy"
         <| fun () -> task {
             use primary = new RedisServer()

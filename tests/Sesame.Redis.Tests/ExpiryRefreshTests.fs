@@ -1,0 +1,61 @@
+/// When a load may skip its script: the decision alone, from a hash's fields and a reading of Redis's clock.
+module Sesame.Redis.Tests.ExpiryRefreshTests
+
+open Expecto
+open Sesame.Redis
+open StackExchange.Redis
+
+/// A session's hash as HGETALL gives it: a node, the format's fields, and the given last-seen time and slid-to timeout.
+let private hash (seen: string option) (timeout: string option) = [|
+    HashEntry(RedisValue.op_Implicit "", RedisValue.op_Implicit "{}")
+    HashEntry(RedisValue.op_Implicit "#v", RedisValue.op_Implicit "2")
+    HashEntry(RedisValue.op_Implicit "#s", RedisValue.op_Implicit "2")
+    // A node whose name is two bytes long, like the fields the decision reads.
+    HashEntry(RedisValue.op_Implicit "\u0001a", RedisValue.op_Implicit "1")
+    match seen with
+    | Some seen -> HashEntry(RedisValue.op_Implicit "#t", RedisValue.op_Implicit seen)
+    | None -> ()
+    match timeout with
+    | Some timeout -> HashEntry(RedisValue.op_Implicit "#x", RedisValue.op_Implicit timeout)
+    | None -> ()
+|]
+
+[<Tests>]
+let tests =
+    testList "ExpiryRefresh" [
+        testCase "a load's window is the refresh interval, capped at a quarter of the idle timeout"
+        <| fun () ->
+            Expect.equal (ExpiryRefresh.loadWindow 1_200_000L 1000L) 1000L "20 minutes, 1 s"
+            Expect.equal (ExpiryRefresh.loadWindow 2000L 10_000L) 500L "2 s, 10 s"
+            Expect.equal (ExpiryRefresh.loadWindow 2000L 0L) 0L "an interval of zero refreshes every load"
+            Expect.equal (ExpiryRefresh.loadWindow -1L 1000L) 1000L "no timeout: the interval"
+
+        testCase "a load skips its script only within the window since the session was last seen, under the timeout the expiry last slid to"
+        <| fun () ->
+            let seen = 1_000_000L
+            let due (fields: HashEntry[]) ttl now = ExpiryRefresh.scriptDue fields ttl 1000L now
+            let valid = hash (Some(string seen)) (Some "1200000")
+            Expect.isFalse (due valid 1_200_000L (ValueSome seen)) "just seen"
+            Expect.isFalse (due valid 1_200_000L (ValueSome(seen + 999L))) "the window not yet run down"
+            Expect.isTrue (due valid 1_200_000L (ValueSome(seen + 1000L))) "the window run down"
+            // A reading behind Redis's clock by the trip of the reply it came in.
+            Expect.isFalse (due valid 1_200_000L (ValueSome(seen - 5L))) "seen a little after the reading's now"
+            Expect.isTrue (due valid 1_200_000L (ValueSome(seen - 1001L))) "seen further ahead than the window: a clock that jumped"
+            Expect.isTrue (due valid 1_200_000L ValueNone) "no recent reading of Redis's clock"
+            Expect.isTrue (due valid 600_000L (ValueSome seen)) "a shorter timeout than the last slide's"
+            Expect.isTrue (due valid 2_400_000L (ValueSome seen)) "a longer one"
+            Expect.isTrue (due valid -1L (ValueSome seen)) "none"
+            Expect.isTrue (due (hash (Some(string seen)) None) 1_200_000L (ValueSome seen)) "a hash written before Sesame kept the timeout"
+            Expect.isTrue (due (hash None (Some "1200000")) 1_200_000L (ValueSome seen)) "no last-seen time"
+            Expect.isTrue (due (hash (Some "soon") (Some "1200000")) 1_200_000L (ValueSome seen)) "a last-seen time that is not a number"
+            Expect.isFalse (due (hash (Some(string seen)) (Some "-1")) -1L (ValueSome seen)) "no timeout, and none before"
+
+        testCase "Redis's clock is read from a recent reading, and from none older than a minute"
+        <| fun () ->
+            let clock = RedisClock()
+            Expect.equal (clock.TryNow()) ValueNone "no reading"
+            clock.Observe 5_000_000L
+            match clock.TryNow() with
+            | ValueSome now -> Expect.isTrue (now >= 5_000_000L && now < 5_010_000L) $"read {now}"
+            | ValueNone -> failtest "a reading just taken"
+    ]
