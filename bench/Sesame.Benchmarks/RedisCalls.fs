@@ -46,7 +46,7 @@ let private measure (server: IServer) (label: string) (count: int) (work: int ->
     let perCall (s: CommandStat) = s.MicrosecondsPerCall * float s.Calls / float count
     printfn "%s (%d calls):" label count
     for s in outer do
-        printfn "  %-8s %7.2f µs a call" s.Command s.MicrosecondsPerCall
+        printfn "  %-8s %7.2f µs a call, %5.2f calls a %s" s.Command s.MicrosecondsPerCall (float s.Calls / float count) label
     for s in inner do
         printfn "    %-14s %6.2f a call of it, %5.2f calls and %5.2f µs a %s" s.Command s.MicrosecondsPerCall (float s.Calls / float count) (perCall s) label
     for s in all |> List.filter (fun s -> s.Command = "select") do
@@ -88,13 +88,19 @@ let run (count: int) =
     let load = measure server "load" count (fun i -> sessions.LoadAsync(id i, creating.IdleTimeout, CancellationToken.None) |> wait)
     let loadCall = fcallOf ()
     // Loads of a session whose expiry is not due to slide (a refresh interval of an hour) and of one whose expiry slides
-    // on every load (none). A load's HGETALL is sent beside its script (listed with the commands above, but its own
-    // call): Redis's time for a load is its script's plus that HGETALL.
+    // on every load (none), each session loaded twice by a store of its own: the first time the store knows nothing of
+    // it and sends the load script beside its HGETALL; the second, with its expiry not due, it sends HGETALL alone.
+    // Redis's time for a load is its scripts' plus its HGETALL.
     let loadsWith (interval: TimeSpan) (label: string) =
         use other = new RedisStore(connection, RedisStoreOptions(ExpiryRefreshInterval = interval), null)
-        measure server label count (fun i -> (other :> SessionStore).LoadAsync(id i, creating.IdleTimeout, CancellationToken.None) |> wait) |> ignore
-        let hgetall = stats server |> List.find (fun s -> s.Command = "hgetall")
-        printfn "  => %s: the script %.1f µs, and HGETALL %.1f µs a call" label (fcallOf ()) hgetall.MicrosecondsPerCall
+        for pass in [ "first"; "again" ] do
+            let name = $"{label}, {pass}"
+            measure server name count (fun i -> (other :> SessionStore).LoadAsync(id i, creating.IdleTimeout, CancellationToken.None) |> wait) |> ignore
+            let total =
+                stats server
+                |> List.filter (fun s -> s.Command = "fcall" || s.Command = "hgetall")
+                |> List.sumBy (fun s -> s.MicrosecondsPerCall * float s.Calls / float count)
+            printfn "  => %s: %.1f µs a load (its scripts and its HGETALL)" name total
     loadsWith (TimeSpan.FromHours 1.0) "load, expiry not due"
     loadsWith TimeSpan.Zero "load, expiry sliding"
     // The counter's commit likewise: a commit slides the expiry only when it is due, as a load does.

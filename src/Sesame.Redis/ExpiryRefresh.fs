@@ -25,6 +25,11 @@ type internal RedisClock() =
     /// How long a reading is trusted: at a drift of 100 ppm, a minute moves the clocks 6 ms apart.
     static member MaxAge = 60_000L
 
+    /// Whether a load that runs its script should ask it for Redis's clock: no reading, or one past half its age.
+    member _.WantsReading =
+        let current = reading
+        isNull current || Environment.TickCount64 - current.TakenAt > RedisClock.MaxAge / 2L
+
     /// Records Redis's clock as a script reported it, just now.
     member _.Observe(redisNowMs: int64) =
         let local = Environment.TickCount64
@@ -72,24 +77,31 @@ module internal ExpiryRefresh =
         | true, n -> ValueSome n
         | _ -> ValueNone
 
-    /// Whether the load of a session whose hash is <paramref name="entries"/> (not empty) must run its script, for an
-    /// idle timeout of <paramref name="ttl"/> ms, a window of <paramref name="window"/> ms, and Redis's clock as the
-    /// store reads it (ValueNone: no recent reading).
+    /// When the session whose hash is <paramref name="entries"/> was last seen (<c>#t</c>), and the idle timeout its
+    /// expiry last slid to (<c>#x</c>), where the hash has them as numbers.
+    let expiryFields (entries: HashEntry[]) : struct (int64 voption * int64 voption) =
+        let mutable seen = ValueNone
+        let mutable timeout = ValueNone
+        for entry in entries do
+            // Both names are two bytes long; a node's name seldom is, and is decoded only then.
+            if entry.Name.Length() = 2L then
+                match string entry.Name with
+                | SeenField -> seen <- parse entry.Value
+                | TimeoutField -> timeout <- parse entry.Value
+                | _ -> ()
+        struct (seen, timeout)
+
+    /// Whether a load must run its script, for a session last seen at <paramref name="seen"/> whose expiry last slid to
+    /// the timeout <paramref name="timeout"/>, an idle timeout of <paramref name="ttl"/> ms, a window of
+    /// <paramref name="window"/> ms, and Redis's clock as the store reads it (ValueNone: no recent reading).
+    let due (seen: int64 voption) (timeout: int64 voption) (ttl: int64) (window: int64) (redisNow: int64 voption) : bool =
+        match redisNow, seen, timeout with
+        | ValueSome now, ValueSome seen, ValueSome timeout when timeout = ttl ->
+            let elapsed = now - seen
+            not (elapsed >= -window && elapsed < window)
+        | _ -> true
+
+    /// Whether the load of a session whose hash is <paramref name="entries"/> (not empty) must run its script (see due).
     let scriptDue (entries: HashEntry[]) (ttl: int64) (window: int64) (redisNow: int64 voption) : bool =
-        match redisNow with
-        | ValueNone -> true
-        | ValueSome now ->
-            let mutable seen = ValueNone
-            let mutable timeout = ValueNone
-            for entry in entries do
-                // Both names are two bytes long; a node's name seldom is, and is decoded only then.
-                if entry.Name.Length() = 2L then
-                    match string entry.Name with
-                    | SeenField -> seen <- parse entry.Value
-                    | TimeoutField -> timeout <- parse entry.Value
-                    | _ -> ()
-            match seen, timeout with
-            | ValueSome seen, ValueSome timeout when timeout = ttl ->
-                let elapsed = now - seen
-                not (elapsed >= -window && elapsed < window)
-            | _ -> true
+        let struct (seen, timeout) = expiryFields entries
+        due seen timeout ttl window redisNow

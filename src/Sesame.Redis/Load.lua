@@ -1,21 +1,25 @@
 -- Sesame: the script half of a load (after Layout.lua): slides a session's idle expiry, or reports that it is gone.
--- The store sends HGETALL of the session's hash just before this call, in the same round trip: a script that
--- returned the hash would make Redis turn each field into a Lua string and back, several times what HGETALL costs.
+-- The store reads the hash by HGETALL, and runs this only when a slide may be due (see ExpiryRefresh.fs and
+-- LoadHints.fs): the idle timeout differs from the one the last slide set ('#x'), or the window has run down since the
+-- session was last seen, or the store has no recent reading of Redis's clock; and for a session that is not there. It
+-- sends this beside that HGETALL, in the same round trip, when it guesses so beforehand, and after it when the hash
+-- shows it. A script that returned the hash would make Redis turn each field into a Lua string and back, several times
+-- what HGETALL costs.
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
 -- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms: the expiry is left
 -- alone while less than this much of it has run down since the last refresh (for a session that never
 -- expires: since it was last seen), so a burst of loads makes one write rather than one each. A TTL longer
 -- than the timeout is cut to it. A refresh also sets the session's last-seen time. The interval is capped at half the
--- timeout.
--- The store runs this only when the hash it read shows that a slide may be due (see ExpiryRefresh.fs): the idle timeout
--- differs from the one the last slide set ('#x'), or the refresh interval has run down since the session was last seen,
--- or the store has no recent reading of Redis's clock; and for a session that is not there.
--- Replies: {'hash', now} when the key is there, now being Redis's clock (Unix ms) | {'none'} | {'none', reason, owner} for a
--- session Redis ended that nobody had reported (see ended in Layout.lua) | {type} for a key of another type, when its
--- expiry would slide (otherwise the HGETALL before this call has failed for it already).
+-- timeout. Then '1' when the store wants Redis's clock in the reply, '0' when not.
+-- Replies: {'hash', now, slid} when the key is there: now is Redis's clock (Unix ms) when this call slid the expiry or
+-- the store asked for it (0 otherwise), and slid 1 when this call slid the expiry (and so set '#t' to now and '#x' to
+-- the timeout), 0 when not | {'none'} | {'none', reason, owner} for a session Redis ended that nobody had reported (see
+-- ended in Layout.lua) | {type} for a key of another type, when its expiry would slide (otherwise the HGETALL before
+-- this call has failed for it already).
 local key, id = KEYS[1], ARGV[2]
 local ttl = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
+local wantsClock = ARGV[5] == '1'
 
 local function main()
   -- A hash is never empty, so a key with no TTL to report is a missing key.
@@ -34,15 +38,17 @@ local function main()
   else
     refresh = slideDue(left, ttl, interval)
   end
-  local now = nowMs()
   if refresh then
     -- Only a session's hash slides (its HGETALL, just before, failed for any other type).
     local kind = redis.call('TYPE', key)['ok']
     if kind ~= 'hash' then return { kind } end
+    local now = nowMs()
     redis.call('HSET', key, '#t', string.format('%d', now), '#x', string.format('%d', ttl))
     expire(key, id, ttl, now)
+    return { 'hash', now, 1 }
   end
-  return { 'hash', now }
+  if wantsClock then return { 'hash', nowMs(), 0 } end
+  return { 'hash', 0, 0 }
 end
 
 return run(main)

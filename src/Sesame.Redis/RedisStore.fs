@@ -202,6 +202,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     let refreshMilliseconds = RedisValue.op_Implicit refreshInterval
     /// Redis's clock as the load scripts last told it (see ExpiryRefresh).
     let clock = RedisClock()
+    /// What this store last read of sessions' expiry fields: whether a load sends its script beside its HGETALL.
+    let hints = LoadHints()
     /// What a load that needed no script gives in place of the script's reply.
     let hashReply = [| RedisResult.Create(RedisValue.op_Implicit "hash") |]
     let replicas = options.WaitForReplicas
@@ -815,39 +817,66 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         let window = ExpiryRefresh.loadWindow ttl refreshInterval
         let! struct (entries: HashEntry[], parts: RedisResult[]) =
             bounded "load" id cancellationToken (fun token -> task {
-                // Most loads are one HGETALL: its hash shows whether the script (Load.lua) must slide the expiry, or
-                // report a session that is gone (see ExpiryRefresh). A script that returned the hash would cost Redis
-                // several times what HGETALL does. With no connection nothing is sent (the script's call says so).
+                // The hash by HGETALL; the script (Load.lua), which slides the expiry when due or reports a session that
+                // is gone, only when it may be needed (see ExpiryRefresh): beside the HGETALL, in the same round trip,
+                // when this store guesses so (see LoadHints), or after it, when the hash shows it. A script that returned
+                // the hash would cost Redis several times what HGETALL does. With no connection nothing is sent (the
+                // script's call says so).
                 // Only ever the primary: a replica may be behind (a session signed out there still), and a load with the
                 // primary gone must fail, as the script's call does, rather than serve that.
-                let mutable entries: HashEntry[] = null
-                let mutable otherType = false
-                if database.IsConnected(keys[0], CommandFlags.DemandMaster) then
+                let redisNow = clock.TryNow()
+                let read =
+                    if database.IsConnected(keys[0], CommandFlags.DemandMaster) then database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster) else null
+                let guessedDue = isNull read || not (hints.LikelyNotDue(id, ttl, window, redisNow))
+                // Beside the script, the read is observed even when the script's call fails first.
+                if guessedDue && not (isNull read) then
+                    read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                let mutable quick = ValueNone
+                if not guessedDue then
                     try
-                        let! read = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
-                        entries <- read
+                        let! entries = read
+                        if entries.Length > 0 then
+                            let fields = ExpiryRefresh.expiryFields entries
+                            let struct (seen, timeout) = fields
+                            if not (ExpiryRefresh.due seen timeout ttl window redisNow) then
+                                hints.Record(id, fields)
+                                quick <- ValueSome(struct (entries, hashReply))
                     with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
-                        otherType <- true
-                if otherType then
-                    // Not a session's hash: an error that names what the key holds; its expiry is left alone.
-                    let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
-                    return struct (null, [| kind |])
-                elif not (isNull entries) && entries.Length > 0 && not (ExpiryRefresh.scriptDue entries ttl window (clock.TryNow())) then
-                    return struct (entries, hashReply)
-                else
-                    let arguments = [| prefix; RedisValue.op_Implicit id; RedisValue.op_Implicit ttl; RedisValue.op_Implicit window |]
+                        // Another type than a session's hash: the script is not needed to say so.
+                        let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
+                        quick <- ValueSome(struct (null, [| kind |]))
+                match quick with
+                | ValueSome reply -> return reply
+                | ValueNone ->
+                    let arguments = [|
+                        prefix
+                        RedisValue.op_Implicit id
+                        RedisValue.op_Implicit ttl
+                        RedisValue.op_Implicit window
+                        RedisValue.op_Implicit (if clock.WantsReading then "1" else "0")
+                    |]
                     let! struct (reply, _) = evaluate loadScript keys arguments false token
                     let parts = Reply.array reply
                     if Reply.text parts[0] <> "hash" then
                         return struct (null, parts)
                     else
-                        clock.Observe(Reply.int64 parts[1])
-                        if isNull entries then
+                        let now = Reply.int64 parts[1]
+                        if now > 0L then clock.Observe now
+                        let slid = Reply.int64 parts[2] = 1L
+                        if slid then hints.Record(id, now, ttl)
+                        if isNull read then
                             // Connected again by the time the script went: read now.
                             let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
                             return struct (entries, parts)
                         else
-                            return struct (entries, parts)
+                            try
+                                let! entries = read
+                                if not slid then hints.Record(id, ExpiryRefresh.expiryFields entries)
+                                return struct (entries, parts)
+                            with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
+                                // A key of another type whose expiry was not due: the script did not look at it.
+                                let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
+                                return struct (null, [| kind |])
             })
         match Reply.text parts[0] with
         | "hash" when entries.Length = 0 ->
