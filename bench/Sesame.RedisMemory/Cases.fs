@@ -28,8 +28,8 @@ let rec nodeCount (json: Json) : int =
     | Json.Array items when items.Length > 0 -> 1 + (items |> Seq.sumBy nodeCount)
     | _ -> 1
 
-/// The fields beside a new anonymous session's tree: #v, #s, #t, and the facts tree { "created": ms } (2 nodes).
-let anonymousExtraFields = 5
+/// The fields beside a new anonymous session's tree: #v, #s, #t, #x, and the facts tree { "created": ms } (2 nodes).
+let anonymousExtraFields = 6
 
 /// A few small nodes: a user's id and name, a visit counter, the last page, a one-line cart.
 let private small (i: int) =

@@ -90,7 +90,7 @@ Configs: **default** is the server's own (`hash-max-listpack-entries {byDefault.
 with `CONFIG SET` before the sessions are written. A hash is a compact listpack only while it has at most
 `-entries` fields and every field name and value is at most `-value` bytes; past either limit, for good, it is a
 hash table. Sesame's layout makes one field per node of the tree (its full path is the field's name) and
-one per node of the facts, plus `#v`, `#s`, `#t` (and `#u` when signed in); "Fields" is a sample session's count,
+one per node of the facts, plus `#v`, `#s`, `#t`, `#x` (and `#u` when signed in); "Fields" is a sample session's count,
 "Longest" its longest field name or value, "Names + values" the bytes any encoding must hold.
 
 {figuresTable}
