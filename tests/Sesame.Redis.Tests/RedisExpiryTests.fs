@@ -51,6 +51,19 @@ let private info (connection: IConnectionMultiplexer) (server: RedisServer) (sec
     return sections |> Seq.collect id |> Seq.tryFind (fun (KeyValue(k, _)) -> k = field) |> Option.map (fun (KeyValue(_, v)) -> v)
 }
 
+/// A store whose refresh interval (10 s) is longer than the idle timeouts it is given: its caps alone make its loads
+/// and commits slide.
+let private cappedStore (connection: IConnectionMultiplexer) (prefix: string) =
+    new RedisStore(connection, RedisStoreOptions(KeyPrefix = prefix, SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromSeconds 10.0), null)
+
+/// Loads the session `count` times, `every` ms apart, expecting to find it each time.
+let private readWhileAlive (store: RedisStore) (id: string) (idle: TimeSpan) (count: int) (every: int) : Task = task {
+    for i in 1..count do
+        let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
+        Expect.isNotNull loaded $"still there after {i} loads, {i * every} ms"
+        do! Task.Delay every
+}
+
 [<Tests>]
 let tests =
     testList "RedisExpiry" [
@@ -59,20 +72,12 @@ let tests =
             use server = new RedisServer()
             use! connection = server.ConnectAsync()
             // The interval is capped at half the timeout: without the cap, no load would ever slide this session's expiry.
-            use store =
-                new RedisStore(
-                    connection,
-                    RedisStoreOptions(KeyPrefix = "short:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromSeconds 10.0),
-                    null
-                )
+            use store = cappedStore connection "short:"
             let idle = TimeSpan.FromSeconds 3.0
             let id = idFor (Random 11) null
             let! _ = store.CommitAsync(id, setN 1, { options with IdleTimeout = idle }, CancellationToken.None)
             // Loads for twice the timeout, a quarter of a second apart.
-            for i in 1..24 do
-                do! Task.Delay 250
-                let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
-                Expect.isNotNull loaded $"still there after {i} loads, {i * 250} ms"
+            do! readWhileAlive store id idle 24 250
         }
 
         testCaseTask "a session read after commits that did not slide its expiry lives while it is read"
@@ -81,12 +86,7 @@ let tests =
             use! connection = server.ConnectAsync()
             // Commits slide once half the timeout has run down (the interval's cap), and set the last-seen time every
             // time: a load that only looked at that time would let the expiry run down for a whole interval after it.
-            use store =
-                new RedisStore(
-                    connection,
-                    RedisStoreOptions(KeyPrefix = "mixed:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromSeconds 10.0),
-                    null
-                )
+            use store = cappedStore connection "mixed:"
             let idle = TimeSpan.FromSeconds 1.0
             let id = idFor (Random 13) null
             for n in 1..3 do
@@ -94,10 +94,7 @@ let tests =
                 Expect.equal committed CommitResult.Committed $"commit {n}"
                 do! Task.Delay 200
             // Loads for three times the timeout, 50 ms apart.
-            for i in 1..60 do
-                let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
-                Expect.isNotNull loaded $"still there after {i} loads, {i * 50} ms"
-                do! Task.Delay 50
+            do! readWhileAlive store id idle 60 50
         }
 
         testCaseTask "with its primary down, a load fails: it never serves a replica's copy"
