@@ -97,6 +97,29 @@ let tests =
             do! readWhileAlive store id idle 60 50
         }
 
+        testCaseTask "a session whose last-seen time is far ahead of Redis's clock, or whose expiry fields are garbled, lives while it is read"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            use store = cappedStore connection "skewed:"
+            let idle = TimeSpan.FromSeconds 2.0
+            let db = connection.GetDatabase()
+            // Another writer's clock an hour ahead, and fields that are not numbers: each load must then run its script,
+            // which slides the expiry when it is due, rather than trust the hash.
+            let cases = [
+                "#t", (fun () -> string (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + 3_600_000L))
+                "#t", (fun () -> "soon")
+                "#x", (fun () -> "2000 ms")
+            ]
+            for (field, value), seed in List.zip cases [ 21; 22; 23 ] do
+                let id = idFor (Random seed) null
+                let! _ = store.CommitAsync(id, setN 1, { options with IdleTimeout = idle }, CancellationToken.None)
+                let! _ = store.LoadAsync(id, idle, CancellationToken.None)
+                do! db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), RedisValue.op_Implicit field, RedisValue.op_Implicit (value ())) :> Task
+                // Loads for twice the timeout, 100 ms apart.
+                do! readWhileAlive store id idle 40 100
+        }
+
         testCaseTask "with its primary down, a load fails: it never serves a replica's copy"
         <| fun () -> task {
             use primary = new RedisServer()
