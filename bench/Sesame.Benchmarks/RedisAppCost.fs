@@ -1,8 +1,9 @@
 /// Where the app's own CPU goes in a Redis counter request, without Kestrel: `redis-app [rounds]` starts a redis-server
 /// of its own and runs, from 32 concurrent loops (one session each, as the load test's shared cookie does), the
-/// counter's store work four ways: the load test's floor (two EVALSHA of trivial scripts), the same round trips sent
+/// counter's store work several ways: the load test's floor (two EVALSHA of trivial scripts), the same round trips sent
 /// as the Redis store sends them but built by hand (HGETALL beside the load function, then the commit function: the
-/// client's cost of the commands alone), and the store's LoadAsync and CommitAsync. Prints for each this process's CPU
+/// client's cost of the commands alone), the store's LoadAsync and CommitAsync, and each alone beside a bare HGETALL
+/// (what a load whose expiry is not due sends). Prints for each this process's CPU
 /// time and redis-server's a request (the client's cost, which Kestrel and wrk do not blur here), and requests/s.
 /// `only` keeps the scenarios whose name contains it (for a profiler).
 module Sesame.Benchmarks.RedisAppCost
@@ -114,6 +115,11 @@ let run (rounds: int) (only: string) =
         fun w -> task {
             let! _ = (storeNoSelect :> SessionStore).LoadAsync(id w, commit.IdleTimeout, CancellationToken.None)
             let! _ = (storeNoSelect :> SessionStore).CommitAsync(id w, counter, commit, CancellationToken.None)
+            ()
+        }
+        "HGETALL alone, by hand (what a load whose expiry is not due sends)",
+        fun w -> task {
+            let! _ = database.HashGetAllAsync(RedisKey.op_Implicit (store.KeyOf(id w)))
             ()
         }
         "the store: LoadAsync alone",
