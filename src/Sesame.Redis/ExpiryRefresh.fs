@@ -15,7 +15,8 @@ type internal ClockReading(offset: int64, takenAt: int64) =
 /// as an offset from this process's monotonic clock, so that a jump of the local wall clock does not move it.
 /// </summary>
 /// <remarks>A reading older than <c>MaxAge</c> counts as none: the two clocks may drift apart, and the next load that
-/// needs a reading runs its script, which gives a fresh one.</remarks>
+/// needs a reading runs its script, which gives a fresh one. On Redis Cluster the reading may come from any primary:
+/// their clocks agree within what NTP keeps them to, which the load's window leaves room for.</remarks>
 [<Sealed>]
 type internal RedisClock() =
     // One object swapped whole, so that a reader never pairs one reading's offset with another's time.

@@ -6,7 +6,8 @@
 -- shows it. A script that returned the hash would make Redis turn each field into a Lua string and back, several times
 -- what HGETALL costs.
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
--- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms: the expiry is left
+-- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms (the store's load window: its
+-- refresh interval capped at a quarter of the timeout): the expiry is left
 -- alone while less than this much of it has run down since the last refresh (for a session that never
 -- expires: since it was last seen), so a burst of loads makes one write rather than one each. A TTL longer
 -- than the timeout is cut to it. A refresh also sets the session's last-seen time. The interval is capped at half the
