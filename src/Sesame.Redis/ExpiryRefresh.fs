@@ -101,8 +101,3 @@ module internal ExpiryRefresh =
             let elapsed = now - seen
             not (elapsed >= -window && elapsed < window)
         | _ -> true
-
-    /// Whether the load of a session whose hash is <paramref name="entries"/> (not empty) must run its script (see due).
-    let scriptDue (entries: HashEntry[]) (ttl: int64) (window: int64) (redisNow: int64 voption) : bool =
-        let struct (seen, timeout) = expiryFields entries
-        due seen timeout ttl window redisNow

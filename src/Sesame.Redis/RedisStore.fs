@@ -815,6 +815,12 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         let keys = keysOf id
         let ttl = RedisLayout.ttlMilliseconds idleTimeout
         let window = ExpiryRefresh.loadWindow ttl refreshInterval
+        let isWrongType (e: RedisServerException) = e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal)
+        // A key of another type than a session's hash (its HGETALL failed): what it holds, for the error.
+        let otherType () = task {
+            let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
+            return struct ((null: HashEntry[]), [| kind |])
+        }
         let! struct (entries: HashEntry[], parts: RedisResult[]) =
             bounded "load" id cancellationToken (fun token -> task {
                 // The hash by HGETALL; the script (Load.lua), which slides the expiry when due or reports a session that
@@ -841,10 +847,10 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                             if not (ExpiryRefresh.due seen timeout ttl window redisNow) then
                                 hints.Record(id, fields)
                                 quick <- ValueSome(struct (entries, hashReply))
-                    with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
-                        // Another type than a session's hash: the script is not needed to say so.
-                        let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
-                        quick <- ValueSome(struct (null, [| kind |]))
+                    with :? RedisServerException as e when isWrongType e ->
+                        // The script is not needed to say so.
+                        let! reply = otherType ()
+                        quick <- ValueSome reply
                 match quick with
                 | ValueSome reply -> return reply
                 | ValueNone ->
@@ -873,10 +879,9 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                                 let! entries = read
                                 if not slid then hints.Record(id, ExpiryRefresh.expiryFields entries)
                                 return struct (entries, parts)
-                            with :? RedisServerException as e when e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal) ->
-                                // A key of another type whose expiry was not due: the script did not look at it.
-                                let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
-                                return struct (null, [| kind |])
+                            with :? RedisServerException as e when isWrongType e ->
+                                // Its expiry was not due: the script did not look at it.
+                                return! otherType ()
             })
         match Reply.text parts[0] with
         | "hash" when entries.Length = 0 ->

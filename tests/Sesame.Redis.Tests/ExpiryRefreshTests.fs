@@ -33,7 +33,9 @@ let tests =
         testCase "a load skips its script only within the window since the session was last seen, under the timeout the expiry last slid to"
         <| fun () ->
             let seen = 1_000_000L
-            let due (fields: HashEntry[]) ttl now = ExpiryRefresh.scriptDue fields ttl 1000L now
+            let due (fields: HashEntry[]) ttl now =
+                let struct (seen, timeout) = ExpiryRefresh.expiryFields fields
+                ExpiryRefresh.due seen timeout ttl 1000L now
             let valid = hash (Some(string seen)) (Some "1200000")
             Expect.isFalse (due valid 1_200_000L (ValueSome seen)) "just seen"
             Expect.isFalse (due valid 1_200_000L (ValueSome(seen + 999L))) "the window not yet run down"
