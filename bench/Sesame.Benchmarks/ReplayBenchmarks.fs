@@ -4,7 +4,7 @@
 /// store records a new session), `small-changes.sessions` (the same sessions as the store recorded them before, each as
 /// its change) and `kb.sessions` (100,000 sessions of about 1 KB, each created and then changed three times).
 /// `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and prints the replay time,
-/// sessions/s, and the managed heap the store holds against the sessions' live JSON.
+/// sessions/s, the managed heap the store holds against the sessions' live JSON, and what a listing page of 100 costs.
 /// `replay profile FILE` times replay's parts.
 module Sesame.Benchmarks.ReplayBenchmarks
 
@@ -139,7 +139,9 @@ let openFile (file: string) (rounds: int) =
         let cpuDuring = Process.GetCurrentProcess().TotalProcessorTime - cpu
         let allocatedDuring = GC.GetTotalAllocatedBytes true - allocated
         let pauseDuring = GC.GetTotalPauseDuration() - pause
+        // Counted now: the listing below collects too.
         let g0, g1, g2 = gcs
+        let gen0, gen1, gen2 = GC.CollectionCount 0 - g0, GC.CollectionCount 1 - g1, GC.CollectionCount 2 - g2
         let held = GC.GetTotalMemory true - before
         let struct (count, json) = liveJson store
         printfn
@@ -151,14 +153,26 @@ let openFile (file: string) (rounds: int) =
             (float count / elapsed.TotalSeconds)
             cpuDuring.TotalMilliseconds
             pauseDuring.TotalMilliseconds
-            (GC.CollectionCount 0 - g0)
-            (GC.CollectionCount 1 - g1)
-            (GC.CollectionCount 2 - g2)
+            gen0
+            gen1
+            gen2
             (float allocatedDuring / 1048576.0)
             (float held / 1048576.0)
             (float json / 1048576.0)
             (float held / float json)
             (float held / float count)
+        // What an admin page of the sessions costs over a store this large: the first page of 100, then one from the
+        // middle of the ids (listing pages are cut from sessions held in no order).
+        for after in [ null; (store :> SessionStore).ListAsync(SessionQuery.All(count / 2), CancellationToken.None).Result.Next ] do
+            let pageAllocated = GC.GetAllocatedBytesForCurrentThread()
+            let pageTime = Stopwatch.StartNew()
+            let page = (store :> SessionStore).ListAsync({ SessionQuery.All 100 with After = after }, CancellationToken.None).Result
+            printfn
+                "  a page of %d sessions (%s): %.1f ms, %.1f MiB allocated"
+                page.Sessions.Count
+                (if isNull after then "the first" else "from the middle")
+                pageTime.Elapsed.TotalMilliseconds
+                (float (GC.GetAllocatedBytesForCurrentThread() - pageAllocated) / 1048576.0)
         store.Dispose()
         IO.File.Delete copy
 

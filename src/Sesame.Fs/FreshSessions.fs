@@ -283,6 +283,11 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     /// The record's session id.
     member _.IdAt(position: int64) = Text.Encoding.UTF8.GetString(idOf position)
 
+    /// Writes the record's id as characters (room for 255 is enough); gives how many, with no string made for it.
+    member _.CopyIdChars(position: int64, into: Span<char>) : int =
+        // A record's id is valid UTF-8 (TryAdd and TryAddUtf8 take no other).
+        Text.Encoding.UTF8.GetChars(idOf position, into)
+
     /// The bytes of the record's session id in UTF-8.
     member _.IdUtf8LengthAt(position: int64) = idBytesOf position
 

@@ -578,35 +578,31 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         try
             if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
             let t = now ()
-            let after = query.After
-            let candidates =
-                if isNull query.UserId then
-                    // The ring's sessions are bound to no user.
-                    let inRing =
-                        lock fresh (fun () -> [|
-                            for position in fresh.Positions() do
-                                if fresh.ExpiresAt position > t then fresh.IdAt position
-                        |])
-                    // Distinct: a session that moved from the ring to the map meanwhile is in both lists.
-                    Seq.append sessions.Keys inRing |> Seq.distinct
-                else
+            // One more than the limit: whether there is a next page.
+            let chosen = IdPage<MemoryEntry>(query.After, query.Limit + 1)
+            if isNull query.UserId then
+                // The ring's first (they are bound to no user; null: its summary is read from there, if it is still
+                // there), then the map's: a session a load moves from the ring to the map meanwhile is met in one or the
+                // other, and the page takes an id once.
+                lock fresh (fun () ->
+                    for position in fresh.Positions() do
+                        if fresh.ExpiresAt position > t then
+                            let length = fresh.CopyIdChars(position, Span chosen.IdChars)
+                            if chosen.Wants(ReadOnlySpan(chosen.IdChars, 0, length)) then chosen.Take(fresh.IdAt position, null))
+                for KeyValue(id, entry) in sessions do
+                    if live entry t then chosen.Offer(id, entry)
+            else
+                let ids =
                     lock userLock (fun () ->
                         match users.TryGetValue query.UserId with
-                        | true, ids -> Array.ofSeq ids :> seq<string>
-                        | _ -> Seq.empty)
-            // Ordered by id, so a page continues where the last one stopped however the map changes in between.
-            let page =
-                candidates
-                |> Seq.filter (fun id -> isNull after || String.CompareOrdinal(id, after) > 0)
-                |> Seq.choose (fun id ->
+                        | true, ids -> Array.ofSeq ids
+                        | _ -> [||])
+                for id in ids do
                     match sessions.TryGetValue id with
-                    | true, entry when live entry t -> Some(struct (id, entry))
-                    | true, _ -> None
-                    // In the ring (its summary is read from there, if it is still there).
-                    | _ -> Some(struct (id, null)))
-                |> Seq.sortWith (fun (struct (a, _)) (struct (b, _)) -> String.CompareOrdinal(a, b))
-                |> Seq.truncate (query.Limit + 1)
-                |> Array.ofSeq
+                    | true, entry when live entry t -> chosen.Offer(id, entry)
+                    | _ -> ()
+            // Ordered by id, so a page continues where the last one stopped however the map changes in between.
+            let page = chosen.Sorted()
             let more = page.Length > query.Limit
             let shown = if more then Array.truncate query.Limit page else page
             let summaries = shown |> Array.choose (fun (struct (id, entry)) -> summaryOf id entry)

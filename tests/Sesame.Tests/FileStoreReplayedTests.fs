@@ -212,6 +212,26 @@ let tests =
             Expect.equal (counterOf s150) 150 "a session nothing used"
         }
 
+        testCaseTask "a page of a listing over many replayed sessions reads as strings only the ids it lists"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            do! writeSessions file clock [ for i in 1..20_000 -> $"s{i}" ]
+            let store = FileStore.Open(file, null, null, clock)
+            let sessions = store :> SessionStore
+            Expect.equal store.ReplayedUnusedCount 20_000 "every session in the ring"
+            let mutable after = null
+            for expected in [ [ "s1"; "s10"; "s100" ]; [ "s1000"; "s10000"; "s10001" ] ] do
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                let! page = sessions.ListAsync({ SessionQuery.All 3 with After = after }, testToken ())
+                let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+                Expect.equal (page.Sessions |> Seq.map _.Id |> List.ofSeq) expected "the first ids after the cursor, by id"
+                // A string and a value per session would be 20,000 of each; the ring's walk takes a list of positions.
+                Expect.isLessThan allocated 600_000L "the page does not read every session"
+                after <- page.Next
+            do! store.DisposeAsync()
+        }
+
         testCaseTask "ring sessions expired by the open are neither held nor counted, and the rest count the size a compaction writes"
         <| fun () -> task {
             use sessionFile = new SessionFile()

@@ -29,6 +29,8 @@ let tests =
                 Expect.isGreaterThanOrEqual position 0L $"{id} is taken"
                 Expect.equal (ring.Find id) position $"{id} is found"
                 Expect.equal (ring.IdAt position) id $"{id} reads back"
+                let chars = Array.zeroCreate<char> 256
+                Expect.equal (String(chars, 0, ring.CopyIdChars(position, Span chars))) id $"{id} reads back as characters"
                 Expect.equal (ring.IdUtf8LengthAt position) (Text.Encoding.UTF8.GetByteCount id) $"{id}'s UTF-8 length"
                 Expect.equal (textOf (ring.ValueAt position)) (textOf value) $"{id}'s value"
             // Two lone surrogates both write U+FFFD's bytes as UTF-8: the ring would take one for the other. (Made with

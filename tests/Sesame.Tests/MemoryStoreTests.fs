@@ -188,6 +188,35 @@ let tests =
             Expect.equal (listed.Sessions |> Seq.map _.Id |> Seq.sort |> Array.ofSeq) ids "every session is listed"
         }
 
+        testCaseTask "a listing pages through the ring's sessions and the map's in id order, and reads no id it does not list"
+        <| fun () -> task {
+            let memory = new MemoryStore(MemoryStoreOptions())
+            let store = memory :> SessionStore
+            // Server-length ids, made in no order of their own; every third came back (it is in the map).
+            let ids = [| for i in 1..20_000 -> $"{(i * 7919) % 20_000:D5}{String('x', 27)}" |]
+            for id in ids do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+                ()
+            for i in 0..3 .. ids.Length - 1 do
+                let! _ = store.LoadAsync(ids[i], creating.IdleTimeout, testToken ())
+                ()
+            let seen = ResizeArray<string>()
+            let mutable after = null
+            let mutable more = true
+            let mutable largest = 0L
+            while more do
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                let! page = store.ListAsync({ SessionQuery.All 7 with After = after }, testToken ())
+                largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
+                Expect.isLessThanOrEqual page.Sessions.Count 7 "a page holds at most the limit"
+                seen.AddRange(page.Sessions |> Seq.map _.Id)
+                after <- page.Next
+                more <- not (isNull after)
+            Expect.sequenceEqual seen (Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids) "every session once, in id order"
+            // A string per session would be 20,000 strings of 88 bytes; the ring's walk takes a list of positions.
+            Expect.isLessThan largest 600_000L "a page does not read every id as a string"
+        }
+
         testCaseTask "a move to an id already in use is refused and changes nothing"
         <| fun () -> task {
             let memory = new MemoryStore(MemoryStoreOptions())

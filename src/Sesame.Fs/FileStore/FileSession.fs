@@ -205,6 +205,21 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
                     |])
         }
 
+    /// Offers a listing's page the ring's sessions unexpired at <c>t</c>, a batch at a time under the ring's lock as
+    /// <c>ColdSessions</c> walks them; only an id the page wants is read as a string, with the item <c>make</c> makes of
+    /// its id, value, expiry and last use.
+    member _.OfferCold(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
+        let positions = lock cold (fun () -> cold.Positions())
+        for from in 0..ColdBatch .. positions.Count - 1 do
+            lock cold (fun () ->
+                for i in from .. min (positions.Count - 1) (from + ColdBatch - 1) do
+                    let position = positions[i]
+                    if cold.IsLiveAt position && cold.ExpiresAt position > t then
+                        let length = cold.CopyIdChars(position, Span page.IdChars)
+                        if page.Wants(ReadOnlySpan(page.IdChars, 0, length)) then
+                            let id = cold.IdAt position
+                            page.Take(id, make id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)))
+
     /// Ends the ring's sessions that are expired at <c>t</c>; gives each one's id and value. The ring is walked a batch
     /// at a time under its lock, so that lookups waiting for it (every new session's, while the ring holds any) wait
     /// little even when it holds a flood's sessions.

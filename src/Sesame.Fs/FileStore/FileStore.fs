@@ -619,32 +619,24 @@ type FileStore
             if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
             ensureOpen ()
             let t = now ()
-            let after = query.After
-            let isAfter (id: string) = isNull after || String.CompareOrdinal(id, after) > 0
-            let byId (struct (a: string, _)) (struct (b: string, _)) = String.CompareOrdinal(a, b)
-            let candidates = if isNull query.UserId then sessions.Items |> Seq.map _.Key else sessions.IdsOf query.UserId :> seq<string>
-            let held =
-                candidates
-                |> Seq.filter isAfter
-                |> Seq.choose (fun id ->
-                    match sessions.TryGetValue id with
-                    | true, session -> lock session (fun () -> if live session t then Some(struct (id, summaryOf id session)) else None)
-                    | _ -> None)
+            // One more than the limit: whether there is a next page.
+            let chosen = IdPage<SessionSummary>(query.After, query.Limit + 1)
             // The ring's sessions (replayed, unused since) are read where they are, not taken out; none names a user.
-            let cold =
-                if not (isNull query.UserId) || sessions.ColdCount = 0 then
-                    Seq.empty
-                else
-                    // Read whole now, before the map is (the map's walk below is lazy): a session taken out meanwhile
-                    // is then met in one or the other.
-                    sessions.ColdSessions(fun id expires -> expires > t && isAfter id)
-                    |> Array.ofSeq
-                    |> Seq.sortWith (fun (struct (a, _, _, _)) (struct (b, _, _, _)) -> String.CompareOrdinal(a, b))
-                    |> Seq.truncate (query.Limit + 1)
-                    |> Seq.map (fun (struct (id, value, expires, lastUsed)) -> struct (id, summaryFrom id value lastUsed expires))
-            // Ordered by id, so a page continues where the last one stopped however the sessions change in between (a
-            // session taken out of the ring while the page was read may be met twice: it is listed once).
-            let page = Seq.append held cold |> Seq.sortWith byId |> Seq.distinctBy (fun (struct (id, _)) -> id) |> Seq.truncate (query.Limit + 1) |> Array.ofSeq
+            // The ring's first, then the map's: a session taken out of the ring meanwhile is met in one or the other,
+            // and the page takes an id once.
+            if isNull query.UserId && sessions.ColdCount > 0 then
+                sessions.OfferCold(chosen, t, fun id value expires lastUsed -> summaryFrom id value lastUsed expires)
+            let candidates = if isNull query.UserId then sessions.Items |> Seq.map _.Key else sessions.IdsOf query.UserId :> seq<string>
+            for id in candidates do
+                if chosen.Wants id then
+                    match sessions.TryGetValue id with
+                    | true, session ->
+                        match lock session (fun () -> if live session t then ValueSome(summaryOf id session) else ValueNone) with
+                        | ValueSome summary -> chosen.Take(id, summary)
+                        | ValueNone -> ()
+                    | _ -> ()
+            // Ordered by id, so a page continues where the last one stopped however the sessions change in between.
+            let page = chosen.Sorted()
             let more = page.Length > query.Limit
             let shown = if more then Array.truncate query.Limit page else page
             let next = if more then (let struct (id, _) = shown[shown.Length - 1] in id) else null
