@@ -16,7 +16,7 @@ local interval = tonumber(ARGV[6])
 local function main()
   local now = nowMs()
   -- One read for a stored session; its type is asked only when that read finds nothing (or not a hash).
-  local meta = readMeta(key, '#v', '#s', '#m')
+  local meta = readMeta(key, '#v', '#s', '#m', '#x')
   local creating = not meta
   if creating then
     if mustExist then
@@ -40,8 +40,10 @@ local function main()
     if report then reply = { 'ok', report[1], report[2] } end
     redis.call('ZADD', KEYS[3], 0, id)
   end
-  -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it.
-  local due = creating
+  -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it. A timeout
+  -- other than the one the expiry last slid to ('#x') slides at once: a load that finds '#t' recent and '#x' its own
+  -- timeout skips its script (see Load.lua), so '#t' may move on without a slide only under that same timeout.
+  local due = creating or tonumber(meta[4]) ~= ttl
   if not due then
     local left = redis.call('PTTL', key)
     if ttl < 0 then due = left >= 0 else due = slideDue(left, ttl, interval) end

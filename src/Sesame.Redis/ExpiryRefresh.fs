@@ -31,13 +31,17 @@ type internal RedisClock() =
         let current = reading
         isNull current || Environment.TickCount64 - current.TakenAt > RedisClock.MaxAge / 2L
 
-    /// Records Redis's clock as a script reported it, just now.
-    member _.Observe(redisNowMs: int64) =
-        let local = Environment.TickCount64
-        reading <- ClockReading(redisNowMs - local, local)
+    /// <summary>Records Redis's clock as a script reported it, against the local time the script was sent
+    /// (<paramref name="sentAt"/>, <c>Environment.TickCount64</c>).</summary>
+    /// <remarks>The script read the clock after it was sent, so the reading can only make Redis's clock seem ahead of
+    /// where it is: by the trip, and by whatever held this process up before it read the reply (a collection, a starved
+    /// thread pool). Ahead is the safe side: a load then thinks more time has passed since a session was last seen, and
+    /// runs its script sooner, never later. (Stamped when the reply was read, a reply read late would put Redis's clock
+    /// behind, and a load would skip a slide it needed.)</remarks>
+    member _.Observe(redisNowMs: int64, sentAt: int64) = reading <- ClockReading(redisNowMs - sentAt, sentAt)
 
-    /// Redis's clock now, as far as a recent reading tells; ValueNone without one. A reading taken when a reply arrived
-    /// is behind Redis's clock by that reply's trip at most (the script read the clock before answering).
+    /// Redis's clock now, as far as a recent reading tells (ahead of it by the trip of the script that gave the
+    /// reading at most, see Observe); ValueNone without one.
     member _.TryNow() : int64 voption =
         let current = reading
         let local = Environment.TickCount64
@@ -51,8 +55,8 @@ type internal RedisClock() =
 /// <para>A load slides at most once per <c>window</c>: the refresh interval, capped at a quarter of the idle timeout
 /// (a commit caps it at half). The store compares the window with the time since the session was last seen
 /// (<c>#t</c>), which every commit sets and every slide sets, in Redis's clock as its last reading gives it. A commit
-/// slides once its own window (the interval, capped at half the timeout) has run down since the last slide, so the last
-/// slide is at most half the timeout before <c>#t</c>; a load that skips its script therefore finds at least a quarter
+/// slides once its own window (the interval, capped at half the timeout) has run down since the last slide, and at once
+/// under another timeout than the last slide's, so the last slide is at most half the timeout before <c>#t</c>; a load that skips its script therefore finds at least a quarter
 /// of the timeout left, less the reading's error (the trip of the reply it came in, and a minute's drift at most).</para>
 /// <para>The script runs whenever the idle timeout differs from the one the last slide set (<c>#x</c>; a hash written
 /// before Sesame kept it has none), so that a shorter timeout (an absolute timeout closing in), a longer one, or none,

@@ -861,13 +861,14 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                         RedisValue.op_Implicit window
                         RedisValue.op_Implicit (if clock.WantsReading then "1" else "0")
                     |]
+                    let sentAt = Environment.TickCount64
                     let! struct (reply, _) = evaluate loadScript keys arguments false token
                     let parts = Reply.array reply
                     if Reply.text parts[0] <> "hash" then
                         return struct (null, parts)
                     else
                         let now = Reply.int64 parts[1]
-                        if now > 0L then clock.Observe now
+                        if now > 0L then clock.Observe(now, sentAt)
                         let slid = Reply.int64 parts[2] = 1L
                         if slid then hints.Record(id, now, ttl)
                         if isNull read then

@@ -56,8 +56,17 @@ let tests =
         <| fun () ->
             let clock = RedisClock()
             Expect.equal (clock.TryNow()) ValueNone "no reading"
-            clock.Observe 5_000_000L
+            clock.Observe(5_000_000L, System.Environment.TickCount64)
             match clock.TryNow() with
             | ValueSome now -> Expect.isTrue (now >= 5_000_000L && now < 5_010_000L) $"read {now}"
+            | ValueNone -> failtest "a reading just taken"
+
+        testCase "a reading counts from when its script was sent: a reply read late puts Redis's clock ahead, never behind"
+        <| fun () ->
+            let clock = RedisClock()
+            // The script was sent 600 ms ago (a pause before the reply was read) and read Redis's clock as 5,000,000.
+            clock.Observe(5_000_000L, System.Environment.TickCount64 - 600L)
+            match clock.TryNow() with
+            | ValueSome now -> Expect.isGreaterThanOrEqual now 5_000_600L "now is at least the reading plus the time since the script went"
             | ValueNone -> failtest "a reading just taken"
     ]

@@ -97,6 +97,26 @@ let tests =
             do! readWhileAlive store id idle 60 50
         }
 
+        testCaseTask "a session committed under a shorter idle timeout, then read under the longer one, lives while it is read"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            use store = storeOn connection "shorter:"
+            let longer, shorter = TimeSpan.FromSeconds 4.0, TimeSpan.FromSeconds 1.2
+            let id = idFor (Random 24) null
+            let! _ = store.CommitAsync(id, setN 1, { options with IdleTimeout = longer }, CancellationToken.None)
+            let! _ = store.LoadAsync(id, longer, CancellationToken.None)
+            // Time passes under the longer timeout (set by hand rather than waited for): 940 ms of it are left.
+            let! _ = connection.GetDatabase().KeyExpireAsync(RedisKey.op_Implicit (store.KeyOf id), TimeSpan.FromMilliseconds 940.0)
+            // A request under the shorter timeout (940 ms left is not due to slide under it) commits and reads; then
+            // requests under the longer one read. A commit that set the last-seen time without sliding under another
+            // timeout than the expiry's last would make those loads skip their script: it fails at about 940 ms.
+            let! committed = store.CommitAsync(id, setN 2, { options with IdleTimeout = shorter }, CancellationToken.None)
+            Expect.equal committed CommitResult.Committed "the commit under the shorter timeout"
+            let! _ = store.LoadAsync(id, shorter, CancellationToken.None)
+            do! readWhileAlive store id longer 12 200
+        }
+
         testCaseTask "a session whose last-seen time is far ahead of Redis's clock, or whose expiry fields are garbled, lives while it is read"
         <| fun () -> task {
             use server = new RedisServer()
