@@ -118,6 +118,9 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     let publish () = Volatile.Write(&countedBytes, head - tail + mapEntryBytes * int64 live)
 
+    /// Requests waiting for the ring's lock (see Locked): a long walk lets them go first between its batches.
+    let mutable waiting = 0
+
     /// The start of the array after the one the position is in.
     let nextChunk (position: int64) = (position / int64 chunkBytes + 1L) * int64 chunkBytes
 
@@ -311,6 +314,66 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// When the record's session was made, or retimed (UTC ticks): the last time a request used it.
     member _.CreatedAt(position: int64) = int64At position createdAt
+
+    /// How many records a walk visits in one hold of the ring's lock (see WalkInBatches).
+    static member WalkBatch = 256
+
+    /// Takes the ring's lock (this object) as a request does, counted while it waits (see Locked).
+    member this.EnterAsRequest() =
+        Interlocked.Increment(&waiting) |> ignore
+        try
+            Monitor.Enter this
+        finally
+            Interlocked.Decrement(&waiting) |> ignore
+
+    /// Lets the ring's lock go.
+    member this.Exit() = Monitor.Exit this
+
+    /// <summary>Runs <paramref name="action"/> under the ring's lock (this object), as a request does: a long walk of
+    /// the ring (<c>WalkInBatches</c>) lets it in between its batches.</summary>
+    member inline this.Locked([<InlineIfLambda>] action: unit -> 'result) : 'result =
+        this.EnterAsRequest()
+        try
+            action ()
+        finally
+            this.Exit()
+
+    /// <summary>Walks the whole ring (see Walk), a batch at a time under its lock; <paramref name="visit"/> runs under
+    /// the lock and may end the record it is given.</summary>
+    /// <remarks>The lock is not fair: a walker that lets it go and takes it again at once keeps the requests waiting
+    /// for it (a new session's commit, a load of a session not in the store's map) out for the whole walk, some tens of
+    /// milliseconds in a ring of a million sessions. So between batches the requests waiting (counted by Locked) go
+    /// first, for at most a millisecond a batch, so that a stream of them cannot hold the walk back for ever.</remarks>
+    member this.WalkInBatches(visit: int64 -> unit) =
+        let mutable position = 0L
+        while position >= 0L do
+            let from = position
+            position <- lock this (fun () -> this.Walk(from, FreshSessions.WalkBatch, visit))
+            if position >= 0L && Volatile.Read &waiting > 0 then
+                let started = Diagnostics.Stopwatch.GetTimestamp()
+                let mutable spin = SpinWait()
+                while Volatile.Read &waiting > 0 && Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds < 1.0 do
+                    spin.SpinOnce()
+
+    /// <summary>Visits up to <paramref name="count"/> live records from <paramref name="from"/> on (from the tail when
+    /// the tail has passed it), oldest first; gives the position to go on from, or -1 once the walk reached the head.
+    /// </summary>
+    /// <remarks>A walk of a large ring (a listing, a sweep) goes a batch at a time, letting the ring's lock go between
+    /// batches so that the requests waiting for it get in; it needs no list of every position. Records never move, so
+    /// the position a batch stopped at stays good; <paramref name="visit"/> may end the record it is given.</remarks>
+    member _.Walk(from: int64, count: int, visit: int64 -> unit) : int64 =
+        let mutable position = max from tail
+        let mutable visited = 0
+        while visited < count && position < head do
+            if isLive position then
+                let next = step position
+                visit position
+                visited <- visited + 1
+                // Ending the record may have moved the tail past the next one, and let its array go.
+                position <- max next tail
+            else
+                position <- step position
+        if position < head then position else -1L
 
     /// The positions of the live records, oldest first.
     member _.Positions() : List<int64> =

@@ -202,7 +202,14 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         let t = now ()
         for KeyValue(id, entry) in sessions do
             if entry.ExpiresAt <= t then forget id entry SessionEndReason.Expired
-        lock fresh (fun () -> endFresh (fresh.Positions() |> Seq.filter (fun position -> fresh.ExpiresAt position <= t)) t) |> report
+        // The ring a batch at a time (new sessions wait for its lock), and not at all while none of it can be expired.
+        if fresh.LiveCount > 0 && fresh.Locked(fun () -> fresh.EarliestExpiry <= t) then
+            let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason)>()
+            fresh.WalkInBatches(fun position ->
+                if fresh.ExpiresAt position <= t then
+                    if not (isNull reports) then reports.Add(struct (fresh.IdAt position, fresh.ValueAt position, SessionEndReason.Expired))
+                    fresh.Remove position)
+            report reports
 
     let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
 
@@ -232,7 +239,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             false
         else
             let struct (evicted, reports) =
-                lock fresh (fun () ->
+                fresh.Locked(fun () ->
                     match fresh.Oldest(exceptPosition, countOver) with
                     | -1L -> struct (false, null)
                     | oldest -> struct (true, endFresh [ oldest ] (now ())))
@@ -254,7 +261,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     /// </summary>
     let fromRing (id: string) (t: int64) (cameBack: bool) (idleTimeout: TimeSpan) : struct (MemoryEntry * bool) =
         let struct (entry, moved, ended) =
-            lock fresh (fun () ->
+            fresh.Locked(fun () ->
                 match fresh.Find id with
                 | -1L ->
                     // Read again under the lock that moves sessions to the map: a move that began after the caller
@@ -310,7 +317,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
 
     let summaryOf (id: string) (entry: MemoryEntry) =
         if isNull entry then
-            lock fresh (fun () ->
+            fresh.Locked(fun () ->
                 match fresh.Find id with
                 | -1L ->
                     // A load moved it to the map since the listing looked (read again under the lock that moves).
@@ -438,7 +445,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     // floods), and a tree kept for them outlives the young generation only to die in an older one,
                     // which costs the GC far more than parsing a returning visitor's session once on its next load.
                     let placed =
-                        lock fresh (fun () ->
+                        fresh.Locked(fun () ->
                             if sessions.ContainsKey id || fresh.Find id >= 0L then
                                 -2L
                             else
@@ -514,7 +521,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 // Under the ring's lock, as every id added to the map: the new id is checked first, so
                                 // that a move to an id in use changes nothing.
                                 not (
-                                    lock fresh (fun () ->
+                                    fresh.Locked(fun () ->
                                         if sessions.ContainsKey toId || fresh.Find toId >= 0L then
                                             invalidOp $"The move's new id is already a session; a new id must be fresh."
                                         (isNull current || sessions.TryRemove(KeyValuePair(fromId, current))) && sessions.TryAdd(toId, next))
@@ -558,7 +565,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             | true, entry -> if removeEntry id entry then entry.ExpiresAt > now () else attempt ()
             | _ ->
                 let struct (inMap, wasLive) =
-                    lock fresh (fun () ->
+                    fresh.Locked(fun () ->
                         match fresh.Find id with
                         | -1L -> struct (sessions.ContainsKey id, false)
                         | position ->
@@ -584,11 +591,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 // The ring's first (they are bound to no user; null: its summary is read from there, if it is still
                 // there), then the map's: a session a load moves from the ring to the map meanwhile is met in one or the
                 // other, and the page takes an id once.
-                lock fresh (fun () ->
-                    for position in fresh.Positions() do
-                        if fresh.ExpiresAt position > t then
-                            let length = fresh.CopyIdChars(position, Span chosen.IdChars)
-                            if chosen.Wants(ReadOnlySpan(chosen.IdChars, 0, length)) then chosen.Take(fresh.IdAt position, null))
+                let offer (position: int64) =
+                    if fresh.ExpiresAt position > t then
+                        let length = fresh.CopyIdChars(position, Span chosen.IdChars)
+                        if chosen.Wants(ReadOnlySpan(chosen.IdChars, 0, length)) then chosen.Take(fresh.IdAt position, null)
+                // A batch at a time: new sessions wait for the ring's lock.
+                fresh.WalkInBatches offer
                 for KeyValue(id, entry) in sessions do
                     if live entry t then chosen.Offer(id, entry)
             else

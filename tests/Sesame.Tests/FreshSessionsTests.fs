@@ -75,6 +75,58 @@ let tests =
             Expect.equal ring.CountedBytes 0L "nothing is counted: the tail passed every hole"
             Expect.isLessThanOrEqual ring.ArrayCount 2 "at most the head's array and a spare are left"
 
+        testCase "a walk a batch at a time visits each record once, in order, while records end behind and ahead of it, arrays are let go and records are added"
+        <| fun () ->
+            // Arrays of 4 KiB: the tail leaves one every few dozen records, under a walk that stopped in it.
+            let ring = FreshSessions 4096
+            let random = Random 17
+            let order = List<string>()
+            let add () =
+                let id = $"s{order.Count}"
+                Expect.isGreaterThanOrEqual (ring.TryAdd(id, valueOf id (random.Next 200), 1L, 0L)) 0L $"{id} is taken"
+                order.Add id
+            for _ in 1..2000 do
+                add ()
+            let arrays = ring.ArrayCount
+            let visited = List<string>()
+            let endedUnvisited = HashSet<string>()
+            let mutable position = 0L
+            let mutable batches = 0
+            while position >= 0L do
+                // The visit ends every other record it is given (as a sweep ends the expired).
+                position <-
+                    ring.Walk(
+                        position,
+                        1 + random.Next 9,
+                        fun at ->
+                            (let id = ring.IdAt at in
+                             visited.Add id
+                             if random.Next 2 = 0 then ring.Remove at)
+                    )
+                batches <- batches + 1
+                // Between batches, requests end the oldest records (behind the walk, then ahead of it once it has
+                // ended those) and others at random, and new sessions come.
+                for _ in 1..3 do
+                    match ring.Oldest(-1L, true) with
+                    | -1L -> ()
+                    | oldest ->
+                        if not (visited.Contains(ring.IdAt oldest)) then endedUnvisited.Add(ring.IdAt oldest) |> ignore
+                        ring.Remove oldest
+                for _ in 1..4 do
+                    let some = order[random.Next order.Count]
+                    match ring.Find some with
+                    | -1L -> ()
+                    | at ->
+                        if not (visited.Contains some) then endedUnvisited.Add some |> ignore
+                        ring.Remove at
+                if batches % 4 = 0 then add ()
+            Expect.equal (visited |> Seq.distinct |> Seq.length) visited.Count "no record twice"
+            let index = Dictionary<string, int>()
+            order |> Seq.iteri (fun i id -> index[id] <- i)
+            Expect.isTrue (visited |> Seq.pairwise |> Seq.forall (fun (a, b) -> index[a] < index[b])) "oldest first"
+            Expect.equal (Set.ofSeq visited + Set.ofSeq endedUnvisited) (Set.ofSeq order) "every record, unless it ended before the walk reached it"
+            Expect.isLessThan ring.ArrayCount (arrays / 4) $"the arrays the tail left were let go during the walk (of {arrays}; {ring.LiveCount} records left)"
+
         testCase "the oldest live record is the next to go, holes are skipped, and the one acknowledged is never given"
         <| fun () ->
             let ring = FreshSessions chunkBytes

@@ -75,10 +75,6 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     let mutable heldBytes = 0L
     let policy = SegmentedLru maxSessions
 
-    /// How many of the ring's sessions a walk of it (a listing, a snapshot, a sweep) reads under its lock at a time: few
-    /// enough that a lookup waiting for the lock (every new session's, while the ring holds any) waits little.
-    static let ColdBatch = 1024
-
     /// What a record of the ring adds to a compacted file.
     let coldLiveBytes (position: int64) = FileLog.snapshotBytes (cold.IdUtf8LengthAt position) (int64 (cold.ValueLengthAt position))
 
@@ -111,7 +107,7 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         | true, session -> session
         | _ when cold.LiveCount = 0 -> null
         | _ ->
-            lock cold (fun () ->
+            cold.Locked(fun () ->
                 // Looked for again under the ring's lock: another thread may have just taken it out.
                 match sessions.TryGetValue id with
                 | true, session -> session
@@ -181,61 +177,59 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         if cold.LiveCount = 0 then
             null
         else
-            lock cold (fun () ->
+            cold.Locked(fun () ->
                 match cold.Oldest(-1L, true) with
                 | -1L -> null
                 | position when cold.CreatedAt position > before -> null
                 | position -> takeCold position)
 
+    /// Walks the ring's live sessions oldest first, a batch at a time under its lock (every lookup that misses the
+    /// map waits for it, while the ring holds any session): a walk sees every session that stays in the ring while it
+    /// goes on; one taken out meanwhile is in the map from then on. <c>visit</c> runs under the lock.
+    member private _.WalkCold(visit: int64 -> unit) = cold.WalkInBatches visit
+
     /// The ring's sessions that <c>keep</c> keeps (given the id and the expiry), oldest first, each with its id,
-    /// value, expiry and last use; read a batch at a time under the ring's lock as the sequence is enumerated. A walk sees every session that stays
-    /// in the ring while it goes on; one taken out meanwhile is in the map from then on.
-    member _.ColdSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> =
-        let positions = lock cold (fun () -> cold.Positions())
-        seq {
-            for from in 0..ColdBatch .. positions.Count - 1 do
-                yield!
-                    lock cold (fun () -> [|
-                        for i in from .. min (positions.Count - 1) (from + ColdBatch - 1) do
-                            let position = positions[i]
-                            if cold.IsLiveAt position then
-                                let id = cold.IdAt position
-                                let expires = cold.ExpiresAt position
-                                if keep id expires then struct (id, cold.ValueAt position, expires, cold.CreatedAt position)
-                    |])
-        }
+    /// value, expiry and last use: read a batch at a time as the sequence is enumerated (the caller works on each batch
+    /// with the lock let go), with the ring's lock taken as a request takes it (see WalkCold).
+    member _.ColdSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> = seq {
+        let position = ref 0L
+        while position.Value >= 0L do
+            let batch = ResizeArray<struct (string * SessionText * int64 * int64)>()
+            let from = position.Value
+            position.Value <-
+                cold.Locked(fun () ->
+                    cold.Walk(
+                        from,
+                        FreshSessions.WalkBatch,
+                        fun at ->
+                            let id = cold.IdAt at
+                            let expires = cold.ExpiresAt at
+                            if keep id expires then batch.Add(struct (id, cold.ValueAt at, expires, cold.CreatedAt at))
+                    ))
+            yield! batch
+    }
 
-    /// Offers a listing's page the ring's sessions unexpired at <c>t</c>, a batch at a time under the ring's lock as
-    /// <c>ColdSessions</c> walks them; only an id the page wants is read as a string, with the item <c>make</c> makes of
-    /// its id, value, expiry and last use.
-    member _.OfferCold(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
-        let positions = lock cold (fun () -> cold.Positions())
-        for from in 0..ColdBatch .. positions.Count - 1 do
-            lock cold (fun () ->
-                for i in from .. min (positions.Count - 1) (from + ColdBatch - 1) do
-                    let position = positions[i]
-                    if cold.IsLiveAt position && cold.ExpiresAt position > t then
-                        let length = cold.CopyIdChars(position, Span page.IdChars)
-                        if page.Wants(ReadOnlySpan(page.IdChars, 0, length)) then
-                            let id = cold.IdAt position
-                            page.Take(id, make id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)))
+    /// Offers a listing's page the ring's sessions unexpired at <c>t</c> (see WalkCold); only an id the page wants is
+    /// read as a string, with the item <c>make</c> makes of its id, value, expiry and last use.
+    member this.OfferCold(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
+        this.WalkCold(fun position ->
+            if cold.ExpiresAt position > t then
+                let length = cold.CopyIdChars(position, Span page.IdChars)
+                if page.Wants(ReadOnlySpan(page.IdChars, 0, length)) then
+                    let id = cold.IdAt position
+                    page.Take(id, make id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)))
 
-    /// Ends the ring's sessions that are expired at <c>t</c>; gives each one's id and value. The ring is walked a batch
-    /// at a time under its lock, so that lookups waiting for it (every new session's, while the ring holds any) wait
-    /// little even when it holds a flood's sessions.
-    member _.SweepCold(t: int64) : struct (string * SessionText) list =
-        if cold.LiveCount = 0 then
+    /// Ends the ring's sessions that are expired at <c>t</c> (see WalkCold); gives each one's id and value. No walk
+    /// while none of the ring can be expired.
+    member this.SweepCold(t: int64) : struct (string * SessionText) list =
+        if cold.LiveCount = 0 || cold.Locked(fun () -> cold.EarliestExpiry > t) then
             []
         else
-            let positions = lock cold (fun () -> cold.Positions())
             let ended = ResizeArray<struct (string * SessionText)>()
-            for from in 0..ColdBatch .. positions.Count - 1 do
-                lock cold (fun () ->
-                    for i in from .. min (positions.Count - 1) (from + ColdBatch - 1) do
-                        let position = positions[i]
-                        if cold.IsLiveAt position && cold.ExpiresAt position <= t then
-                            ended.Add(struct (cold.IdAt position, cold.ValueAt position))
-                            removeCold position)
+            this.WalkCold(fun position ->
+                if cold.ExpiresAt position <= t then
+                    ended.Add(struct (cold.IdAt position, cold.ValueAt position))
+                    removeCold position)
             List.ofSeq ended
 
     /// Makes a replayed session (its newest value, expiry and last-seen time set) what loads serve and what the file
