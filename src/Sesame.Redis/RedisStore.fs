@@ -177,6 +177,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     static let listShardScript = RedisScript.Embedded("ListShard", reading)
     /// How many expired sessions one sweep script call looks at.
     static let sweepBatch = 500L
+    /// How many ids of a shard's set one listing script call looks at (see ListShard.lua).
+    static let listLookLimit = RedisValue.op_Implicit 1000L
 
     let options = if isNull options then RedisStoreOptions() else options
     let logger = if isNull logger then NullLogger.Instance :> ILogger else logger
@@ -643,9 +645,9 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         }
 
     /// One page of a user's sessions, or of a shard's, as ListUser.lua and ListShard.lua give them.
-    let summaries (items: RedisResult[]) (into: ResizeArray<SessionSummary>) =
+    let summaries (items: RedisResult[]) (from: int) (into: ResizeArray<SessionSummary>) =
         let now = DateTimeOffset.UtcNow
-        let mutable i = 1
+        let mutable i = from
         while i < items.Length do
             let id = Reply.text items[i]
             let size = Reply.int64 items[i + 1]
@@ -995,25 +997,32 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                     return reply
                 })
             let items = Reply.items reply
-            summaries items found
+            summaries items 1 found
             let next = if Reply.int64 items[0] = 1L && found.Count > 0 then found[found.Count - 1].Id else null
             return SessionPage(found.ToArray(), next)
         else
             let first = if after = "" then RedisLayout.tags[0] else RedisLayout.tagOf after
             let mutable more = false
             for tag in RedisLayout.tags do
-                if not more && tag >= first && found.Count <= query.Limit then
-                    let shardAfter = if tag = first then after else ""
+                // A shard's script may stop early, having looked at its most ids (see ListShard.lua): then again from
+                // where it stopped.
+                let mutable shardAfter = if tag = first then after else ""
+                let mutable unfinished = true
+                while unfinished && not more && tag >= first && found.Count <= query.Limit do
                     let want = query.Limit + 1 - found.Count
+                    let from = shardAfter
                     let! reply =
                         bounded "listing" (string tag) cancellationToken (fun token -> task {
-                            let arguments = [| prefix; RedisValue.op_Implicit shardAfter; RedisValue.op_Implicit (int64 want) |]
+                            let arguments = [| prefix; RedisValue.op_Implicit from; RedisValue.op_Implicit (int64 want); listLookLimit |]
                             let! struct (reply, _) = evaluate listShardScript [| shards[int tag].Ids |] arguments false token
                             return reply
                         })
                     let items = Reply.items reply
-                    summaries items found
-                    if Reply.int64 items[0] = 1L then more <- true
+                    summaries items 2 found
+                    match Reply.int64 items[0] with
+                    | 1L -> more <- true
+                    | 2L -> shardAfter <- Reply.text items[1]
+                    | _ -> unfinished <- false
             let more = more || found.Count > query.Limit
             let shown = if found.Count > query.Limit then found.GetRange(0, query.Limit) else found
             let next = if more && shown.Count > 0 then shown[shown.Count - 1].Id else null
