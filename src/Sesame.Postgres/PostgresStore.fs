@@ -168,12 +168,15 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     let deleteSql = $"SELECT {deleteFunction}($1)"
     let sweepSql = $"SELECT id, expired, paths, vals FROM {sweepFunction}($1)"
 
-    let listSql (byUser: bool) =
-        let user = if byUser then " AND s.user_id = $3" else ""
-        $"SELECT s.id, s.size, s.last_seen, s.expires_at, m.paths, m.vals FROM {sessionsTable} s LEFT JOIN LATERAL (SELECT array_agg(n.path) AS paths, array_agg(n.value) AS vals FROM {nodesTable} n WHERE n.sid = s.sid AND n.path >= E'\\x04') m ON true WHERE s.expires_at > {clockFunction}() AND ($1::text IS NULL OR s.id > $1::text){user} ORDER BY s.id LIMIT $2"
+    /// A page of sessions: $1 the limit, then $2 the user (byUser), then the id to continue after (afterId). One text
+    /// per case rather than `($n IS NULL OR s.id > $n)`: a prepared statement's generic plan cannot use such a
+    /// condition on the id's index, and would read every session before the cursor, each page.
+    let listSql (byUser: bool) (afterId: bool) =
+        let user = if byUser then " AND s.user_id = $2" else ""
+        let after = if afterId then (if byUser then " AND s.id > $3" else " AND s.id > $2") else ""
+        $"SELECT s.id, s.size, s.last_seen, s.expires_at, m.paths, m.vals FROM {sessionsTable} s LEFT JOIN LATERAL (SELECT array_agg(n.path) AS paths, array_agg(n.value) AS vals FROM {nodesTable} n WHERE n.sid = s.sid AND n.path >= E'\\x04') m ON true WHERE s.expires_at > {clockFunction}(){user}{after} ORDER BY s.id LIMIT $1"
 
-    let listAllSql = listSql false
-    let listUserSql = listSql true
+    let listSqls = Array2D.init 2 2 (fun byUser afterId -> listSql (byUser = 1) (afterId = 1))
 
     [<VolatileField>]
     let mutable schemaReady = false
@@ -725,12 +728,12 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             let limit = int64 query.Limit + 1L
             run "listing" query.UserId true cancellationToken (fun token ->
                 execute
-                    (if isNull query.UserId then listAllSql else listUserSql)
+                    listSqls[(if isNull query.UserId then 0 else 1), (if isNull query.After then 0 else 1)]
                     (fun command ->
                         let p = command.Parameters
-                        p.Add(text query.After) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = limit)) |> ignore
-                        if not (isNull query.UserId) then p.Add(text query.UserId) |> ignore)
+                        if not (isNull query.UserId) then p.Add(text query.UserId) |> ignore
+                        if not (isNull query.After) then p.Add(text query.After) |> ignore)
                     (fun reader -> task {
                         let sessions = List<SessionSummary>()
                         let mutable more = true
