@@ -120,6 +120,12 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// Requests waiting for the ring's lock (see Locked): a long walk lets them go first between its batches.
     let mutable waiting = 0
+    /// How many requests have taken the ring's lock (written under it): a walk that gave way sees one got in.
+    let mutable entered = 0L
+    /// The earliest expiry given by a record added or retimed since the last sweep began (see SweepExpired).
+    let mutable earliestSinceSweep = Int64.MaxValue
+    /// How many sweeps have begun: one that another began after ends without setting EarliestExpiry.
+    let mutable sweeps = 0L
 
     /// The start of the array after the one the position is in.
     let nextChunk (position: int64) = (position / int64 chunkBytes + 1L) * int64 chunkBytes
@@ -242,6 +248,7 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
                 inOrder <- inOrder && created >= lastAdded
                 lastAdded <- created
                 earliestExpiry <- min earliestExpiry expires
+                earliestSinceSweep <- min earliestSinceSweep expires
                 live <- live + 1
                 recordBytes <- recordBytes + int64 length
                 idAndValueBytes <- idAndValueBytes + int64 (id.Length + value.Length)
@@ -279,6 +286,7 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     member _.Retime(position: int64, expires: int64, lastUsed: int64) =
         inOrder <- false
         earliestExpiry <- min earliestExpiry expires
+        earliestSinceSweep <- min earliestSinceSweep expires
         let fields = header position
         BinaryPrimitives.WriteInt64LittleEndian(fields.Slice expiresAt, expires)
         BinaryPrimitives.WriteInt64LittleEndian(fields.Slice createdAt, lastUsed)
@@ -325,6 +333,7 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
             Monitor.Enter this
         finally
             Interlocked.Decrement(&waiting) |> ignore
+        entered <- entered + 1L
 
     /// Lets the ring's lock go.
     member this.Exit() = Monitor.Exit this
@@ -342,18 +351,39 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     /// the lock and may end the record it is given.</summary>
     /// <remarks>The lock is not fair: a walker that lets it go and takes it again at once keeps the requests waiting
     /// for it (a new session's commit, a load of a session not in the store's map) out for the whole walk, some tens of
-    /// milliseconds in a ring of a million sessions. So between batches the requests waiting (counted by Locked) go
-    /// first, for at most a millisecond a batch, so that a stream of them cannot hold the walk back for ever.</remarks>
+    /// milliseconds in a ring of a million sessions. So between batches, while requests wait (counted by Locked), the
+    /// walk waits until one of them has got in, or a millisecond has passed, so that a stream of them cannot hold the
+    /// walk back for ever.</remarks>
     member this.WalkInBatches(visit: int64 -> unit) =
         let mutable position = 0L
         while position >= 0L do
             let from = position
-            position <- lock this (fun () -> this.Walk(from, FreshSessions.WalkBatch, visit))
+            let struct (next, enteredBefore) = lock this (fun () -> struct (this.Walk(from, FreshSessions.WalkBatch, visit), entered))
+            position <- next
             if position >= 0L && Volatile.Read &waiting > 0 then
                 let started = Diagnostics.Stopwatch.GetTimestamp()
                 let mutable spin = SpinWait()
-                while Volatile.Read &waiting > 0 && Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds < 1.0 do
+                while Volatile.Read &waiting > 0
+                      && Volatile.Read &entered = enteredBefore
+                      && Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds < 1.0 do
                     spin.SpinOnce()
+
+    /// <summary>Ends the records expired at <paramref name="t"/> (UTC ticks), walking the ring a batch at a time (see
+    /// WalkInBatches): <paramref name="ending"/> is given each, under the lock, and ends it (Remove).</summary>
+    /// <remarks>Then EarliestExpiry is the earliest expiry of the records left (and of those added or retimed since the
+    /// sweep began), so that the next sweep skips the walk until one of them may have expired: without this it would
+    /// stay at the first expiry the ring ever had, and every sweep after that would walk the whole ring.</remarks>
+    member this.SweepExpired(t: int64, ending: int64 -> unit) =
+        let sweep =
+            lock this (fun () ->
+                earliestSinceSweep <- Int64.MaxValue
+                sweeps <- sweeps + 1L
+                sweeps)
+        let kept = ref Int64.MaxValue
+        this.WalkInBatches(fun position ->
+            let expires = int64At position expiresAt
+            if expires <= t then ending position else kept.Value <- min kept.Value expires)
+        lock this (fun () -> if sweeps = sweep then earliestExpiry <- min kept.Value earliestSinceSweep)
 
     /// <summary>Visits up to <paramref name="count"/> live records from <paramref name="from"/> on (from the tail when
     /// the tail has passed it), oldest first; gives the position to go on from, or -1 once the walk reached the head.

@@ -20,11 +20,16 @@ open System.Collections.Generic
 type internal IdPage<'item>(after: string, count: int) =
     do if count <= 0 then invalidArg (nameof count) "A page holds at least one session."
 
-    /// The ids taken so far, the greatest first out: the one a better candidate replaces.
-    let taken = PriorityQueue<struct (string * 'item), string>(count + 1, Comparer<string>.Create(fun a b -> String.CompareOrdinal(b, a)))
+    /// The ids taken so far, the greatest first out: the one a better candidate replaces. It grows with what it takes,
+    /// not with count: a listing's Limit is whatever its caller asked, perhaps a client.
+    let taken = PriorityQueue<struct (string * 'item), string>(Comparer<string>.Create(fun a b -> String.CompareOrdinal(b, a)))
 
     let ids = HashSet<string>(StringComparer.Ordinal)
     let idsByChars = ids.GetAlternateLookup<ReadOnlySpan<char>>()
+
+    /// A page for a listing of at most <paramref name="limit"/> sessions: one more than the limit, so that the caller
+    /// learns whether a next page follows (as many as an int counts, for the largest limit).
+    static member ForListing(after: string, limit: int) = IdPage<'item>(after, (if limit = Int32.MaxValue then limit else limit + 1))
 
     /// Room for an id decoded from a ring's bytes (a ring holds ids of at most 255 UTF-8 bytes).
     member val IdChars: char[] = Array.zeroCreate 256

@@ -205,10 +205,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         // The ring a batch at a time (new sessions wait for its lock), and not at all while none of it can be expired.
         if fresh.LiveCount > 0 && fresh.Locked(fun () -> fresh.EarliestExpiry <= t) then
             let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason)>()
-            fresh.WalkInBatches(fun position ->
-                if fresh.ExpiresAt position <= t then
+            fresh.SweepExpired(
+                t,
+                fun position ->
                     if not (isNull reports) then reports.Add(struct (fresh.IdAt position, fresh.ValueAt position, SessionEndReason.Expired))
-                    fresh.Remove position)
+                    fresh.Remove position
+            )
             report reports
 
     let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
@@ -585,8 +587,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         try
             if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
             let t = now ()
-            // One more than the limit: whether there is a next page.
-            let chosen = IdPage<MemoryEntry>(query.After, query.Limit + 1)
+            let chosen = IdPage<MemoryEntry>.ForListing(query.After, query.Limit)
             if isNull query.UserId then
                 // The ring's first (they are bound to no user; null: its summary is read from there, if it is still
                 // there), then the map's: a session a load moves from the ring to the map meanwhile is met in one or the

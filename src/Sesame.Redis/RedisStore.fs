@@ -1009,11 +1009,11 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 let mutable shardAfter = if tag = first then after else ""
                 let mutable unfinished = true
                 while unfinished && not more && tag >= first && found.Count <= query.Limit do
-                    let want = query.Limit + 1 - found.Count
+                    let want = int64 query.Limit + 1L - int64 found.Count
                     let from = shardAfter
                     let! reply =
                         bounded "listing" (string tag) cancellationToken (fun token -> task {
-                            let arguments = [| prefix; RedisValue.op_Implicit from; RedisValue.op_Implicit (int64 want); listLookLimit |]
+                            let arguments = [| prefix; RedisValue.op_Implicit from; RedisValue.op_Implicit want; listLookLimit |]
                             let! struct (reply, _) = evaluate listShardScript [| shards[int tag].Ids |] arguments false token
                             return reply
                         })

@@ -586,6 +586,21 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.isEmpty after "never listed once expired"
         }
 
+        testCaseTask "a listing as large as a Limit can ask gives every session, with no next page"
+        <| fun () -> task {
+            let under = start ()
+            let store = under.Store
+            let ids = [ for _ in 1..3 -> newId () ]
+            for id in ids do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+                ()
+            // A Limit comes from the caller (perhaps a client's query string): its largest value is no error.
+            let! page = store.ListAsync({ UserId = null; After = null; Limit = Int32.MaxValue }, testToken ())
+            let listed = page.Sessions |> Seq.map _.Id |> Set.ofSeq
+            Expect.isTrue (Set.isSubset (Set.ofList ids) listed) "every session of ours"
+            Expect.equal page.Next null "no next page"
+        }
+
         testCaseTask "all live sessions can be listed page by page, each once"
         <| fun () -> task {
             let under = start ()

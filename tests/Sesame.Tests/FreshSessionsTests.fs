@@ -127,6 +127,31 @@ let tests =
             Expect.equal (Set.ofSeq visited + Set.ofSeq endedUnvisited) (Set.ofSeq order) "every record, unless it ended before the walk reached it"
             Expect.isLessThan ring.ArrayCount (arrays / 4) $"the arrays the tail left were let go during the walk (of {arrays}; {ring.LiveCount} records left)"
 
+        testCase "a sweep ends the expired records, and leaves the earliest expiry of those left for the next to skip by"
+        <| fun () ->
+            let ring = FreshSessions chunkBytes
+            for i, expires in List.indexed [ 10L; 30L; 20L; 1000L; 15L ] do
+                ring.TryAdd($"s{i}", valueOf $"s{i}" 10, expires, 0L) |> ignore
+            Expect.equal ring.EarliestExpiry 10L "the earliest of all"
+            let sweep t =
+                let ended = List<string>()
+                ring.SweepExpired(
+                    t,
+                    fun position ->
+                        ended.Add(ring.IdAt position)
+                        ring.Remove position
+                )
+                List.ofSeq ended
+            Expect.equal (sweep 16L) [ "s0"; "s4" ] "the two expired at 16"
+            Expect.equal ring.EarliestExpiry 20L "the earliest of those left: no sweep need walk before 20"
+            Expect.equal (sweep 30L) [ "s1"; "s2" ] "the two expired at 30"
+            Expect.equal ring.EarliestExpiry 1000L "then 1000"
+            ring.Retime(ring.Find "s3", 500L, 1L)
+            ring.TryAdd("s5", valueOf "s5" 10, 700L, 2L) |> ignore
+            Expect.equal ring.EarliestExpiry 500L "a retime lowers it"
+            Expect.equal (sweep 100L) [] "nothing expired at 100"
+            Expect.equal ring.EarliestExpiry 500L "still 500"
+
         testCase "the oldest live record is the next to go, holes are skipped, and the one acknowledged is never given"
         <| fun () ->
             let ring = FreshSessions chunkBytes

@@ -217,6 +217,18 @@ let tests =
             Expect.isLessThan largest 600_000L "a page does not read every id as a string"
         }
 
+        testCaseTask "a listing's page takes memory for the sessions it lists, not for the Limit it was asked"
+        <| fun () -> task {
+            let store = new MemoryStore(MemoryStoreOptions()) :> SessionStore
+            for id in [ "a"; "b"; "c" ] do
+                let! _ = store.CommitAsync(id, changeOf [ setAt "n" "1" ], creating, testToken ())
+                ()
+            let before = GC.GetAllocatedBytesForCurrentThread()
+            let! page = store.ListAsync(SessionQuery.All 100_000_000, testToken ())
+            Expect.equal (page.Sessions |> Seq.map _.Id |> List.ofSeq) [ "a"; "b"; "c" ] "the three sessions"
+            Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - before) 1_000_000L "no room made for a hundred million"
+        }
+
         testCaseTask "a move to an id already in use is refused and changes nothing"
         <| fun () -> task {
             let memory = new MemoryStore(MemoryStoreOptions())

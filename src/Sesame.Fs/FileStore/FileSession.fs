@@ -221,15 +221,17 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
 
     /// Ends the ring's sessions that are expired at <c>t</c> (see WalkCold); gives each one's id and value. No walk
     /// while none of the ring can be expired.
-    member this.SweepCold(t: int64) : struct (string * SessionText) list =
+    member _.SweepCold(t: int64) : struct (string * SessionText) list =
         if cold.LiveCount = 0 || cold.Locked(fun () -> cold.EarliestExpiry > t) then
             []
         else
             let ended = ResizeArray<struct (string * SessionText)>()
-            this.WalkCold(fun position ->
-                if cold.ExpiresAt position <= t then
+            cold.SweepExpired(
+                t,
+                fun position ->
                     ended.Add(struct (cold.IdAt position, cold.ValueAt position))
-                    removeCold position)
+                    removeCold position
+            )
             List.ofSeq ended
 
     /// Makes a replayed session (its newest value, expiry and last-seen time set) what loads serve and what the file

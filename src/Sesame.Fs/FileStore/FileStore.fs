@@ -619,8 +619,7 @@ type FileStore
             if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
             ensureOpen ()
             let t = now ()
-            // One more than the limit: whether there is a next page.
-            let chosen = IdPage<SessionSummary>(query.After, query.Limit + 1)
+            let chosen = IdPage<SessionSummary>.ForListing(query.After, query.Limit)
             // The ring's sessions (replayed, unused since) are read where they are, not taken out; none names a user.
             // The ring's first, then the map's: a session taken out of the ring meanwhile is met in one or the other,
             // and the page takes an id once.
