@@ -369,21 +369,37 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
                     spin.SpinOnce()
 
     /// <summary>Ends the records expired at <paramref name="t"/> (UTC ticks), walking the ring a batch at a time (see
-    /// WalkInBatches): <paramref name="ending"/> is given each, under the lock, and ends it (Remove).</summary>
+    /// WalkInBatches): <paramref name="ending"/> is given each, under the lock, and ends it (Remove). No walk while no
+    /// record can have expired (EarliestExpiry is later than t).</summary>
     /// <remarks>Then EarliestExpiry is the earliest expiry of the records left (and of those added or retimed since the
     /// sweep began), so that the next sweep skips the walk until one of them may have expired: without this it would
     /// stay at the first expiry the ring ever had, and every sweep after that would walk the whole ring.</remarks>
     member this.SweepExpired(t: int64, ending: int64 -> unit) =
         let sweep =
             lock this (fun () ->
-                earliestSinceSweep <- Int64.MaxValue
-                sweeps <- sweeps + 1L
-                sweeps)
-        let kept = ref Int64.MaxValue
+                if earliestExpiry > t then
+                    -1L
+                else
+                    earliestSinceSweep <- Int64.MaxValue
+                    sweeps <- sweeps + 1L
+                    sweeps)
+        if sweep >= 0L then
+            let kept = ref Int64.MaxValue
+            this.WalkInBatches(fun position ->
+                let expires = int64At position expiresAt
+                if expires <= t then ending position else kept.Value <- min kept.Value expires)
+            lock this (fun () -> if sweeps = sweep then earliestExpiry <- min kept.Value earliestSinceSweep)
+
+    /// <summary>Offers a listing's page the records unexpired at <paramref name="t"/> (UTC ticks), walking the ring a
+    /// batch at a time (see WalkInBatches): only an id the page wants is read as a string, and taken with the item
+    /// <paramref name="item"/> makes of it and its record's position (under the lock).</summary>
+    member this.OfferUnexpired(page: IdPage<'item>, t: int64, item: string -> int64 -> 'item) =
         this.WalkInBatches(fun position ->
-            let expires = int64At position expiresAt
-            if expires <= t then ending position else kept.Value <- min kept.Value expires)
-        lock this (fun () -> if sweeps = sweep then earliestExpiry <- min kept.Value earliestSinceSweep)
+            if int64At position expiresAt > t then
+                let length = this.CopyIdChars(position, Span page.IdChars)
+                if page.Wants(ReadOnlySpan(page.IdChars, 0, length)) then
+                    let id = this.IdAt position
+                    page.Take(id, item id position))
 
     /// <summary>Visits up to <paramref name="count"/> live records from <paramref name="from"/> on (from the tail when
     /// the tail has passed it), oldest first; gives the position to go on from, or -1 once the walk reached the head.

@@ -203,7 +203,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         for KeyValue(id, entry) in sessions do
             if entry.ExpiresAt <= t then forget id entry SessionEndReason.Expired
         // The ring a batch at a time (new sessions wait for its lock), and not at all while none of it can be expired.
-        if fresh.LiveCount > 0 && fresh.Locked(fun () -> fresh.EarliestExpiry <= t) then
+        if fresh.LiveCount > 0 then
             let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason)>()
             fresh.SweepExpired(
                 t,
@@ -592,12 +592,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 // The ring's first (they are bound to no user; null: its summary is read from there, if it is still
                 // there), then the map's: a session a load moves from the ring to the map meanwhile is met in one or the
                 // other, and the page takes an id once.
-                let offer (position: int64) =
-                    if fresh.ExpiresAt position > t then
-                        let length = fresh.CopyIdChars(position, Span chosen.IdChars)
-                        if chosen.Wants(ReadOnlySpan(chosen.IdChars, 0, length)) then chosen.Take(fresh.IdAt position, null)
-                // A batch at a time: new sessions wait for the ring's lock.
-                fresh.WalkInBatches offer
+                fresh.OfferUnexpired(chosen, t, fun _ _ -> null)
                 for KeyValue(id, entry) in sessions do
                     if live entry t then chosen.Offer(id, entry)
             else

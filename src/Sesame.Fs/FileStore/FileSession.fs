@@ -183,14 +183,10 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
                 | position when cold.CreatedAt position > before -> null
                 | position -> takeCold position)
 
-    /// Walks the ring's live sessions oldest first, a batch at a time under its lock (every lookup that misses the
-    /// map waits for it, while the ring holds any session): a walk sees every session that stays in the ring while it
-    /// goes on; one taken out meanwhile is in the map from then on. <c>visit</c> runs under the lock.
-    member private _.WalkCold(visit: int64 -> unit) = cold.WalkInBatches visit
-
     /// The ring's sessions that <c>keep</c> keeps (given the id and the expiry), oldest first, each with its id,
     /// value, expiry and last use: read a batch at a time as the sequence is enumerated (the caller works on each batch
-    /// with the lock let go), with the ring's lock taken as a request takes it (see WalkCold).
+    /// with the lock let go), with the ring's lock taken as a request takes it. A walk sees every session that stays in
+    /// the ring while it goes on; one taken out meanwhile is in the map from then on.
     member _.ColdSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> = seq {
         let position = ref 0L
         while position.Value >= 0L do
@@ -209,20 +205,15 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
             yield! batch
     }
 
-    /// Offers a listing's page the ring's sessions unexpired at <c>t</c> (see WalkCold); only an id the page wants is
-    /// read as a string, with the item <c>make</c> makes of its id, value, expiry and last use.
-    member this.OfferCold(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
-        this.WalkCold(fun position ->
-            if cold.ExpiresAt position > t then
-                let length = cold.CopyIdChars(position, Span page.IdChars)
-                if page.Wants(ReadOnlySpan(page.IdChars, 0, length)) then
-                    let id = cold.IdAt position
-                    page.Take(id, make id (cold.ValueAt position) (cold.ExpiresAt position) (cold.CreatedAt position)))
+    /// Offers a listing's page the ring's sessions unexpired at <c>t</c> (see FreshSessions.OfferUnexpired), with the
+    /// item <c>make</c> makes of a session's id, value, expiry and last use.
+    member _.OfferCold(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
+        cold.OfferUnexpired(page, t, fun id at -> make id (cold.ValueAt at) (cold.ExpiresAt at) (cold.CreatedAt at))
 
-    /// Ends the ring's sessions that are expired at <c>t</c> (see WalkCold); gives each one's id and value. No walk
-    /// while none of the ring can be expired.
+    /// Ends the ring's sessions that are expired at <c>t</c> (see FreshSessions.SweepExpired); gives each one's id and
+    /// value.
     member _.SweepCold(t: int64) : struct (string * SessionText) list =
-        if cold.LiveCount = 0 || cold.Locked(fun () -> cold.EarliestExpiry > t) then
+        if cold.LiveCount = 0 then
             []
         else
             let ended = ResizeArray<struct (string * SessionText)>()
