@@ -8,7 +8,8 @@ type private Marker = class end
 /// Runs the benchmarks chosen on the command line (e.g. --filter '*Fold*'), or asks which;
 /// `redis-loop [rounds]` runs RedisBenchmarks.RedisLoop instead; `redis-calls [count]` RedisCalls (Redis's own time
 /// per call of the store's functions); `redis-app [rounds] [only]` RedisAppCost (the app's own CPU a Redis counter request,
-/// against the floor's and the bare commands'); `postgres` and `postgres-churn` run
+/// against the floor's and the bare commands'); `redis-user-page [sessions]` RedisUserListing (what listing a user
+/// with many sessions holds Redis for); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds);
 /// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit).
@@ -33,6 +34,13 @@ let main args =
          | [ rounds; only ] -> RedisAppCost.run (int rounds) only
          | [ rounds ] -> RedisAppCost.run (int rounds) ""
          | _ -> RedisAppCost.run 3 "")
+        |> ignore
+    | "redis-user-page" :: rest ->
+        RedisUserListing.run (
+            match rest with
+            | [ count ] -> int count
+            | _ -> 100_000
+        )
         |> ignore
     | "replay" :: rest -> ReplayBenchmarks.run rest
     | "file-new-sessions" :: rest -> FileNewSessions.run rest

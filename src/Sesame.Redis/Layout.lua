@@ -9,7 +9,8 @@
 --   P{t}expiry       ZSET id -> when the session expires (Unix ms; +inf for never), for the sweep
 --   P{t}ids          ZSET id -> 0, the shard's sessions in id order, for listings
 --   P{t}bound        HASH id -> owner, the sessions of the shard bound to a user
---   P{s}u:<user>     ZSET id -> when the session was bound (Unix ms): the user's index
+--   P{s}u:<user>     ZSET id -> 0, the user's sessions in id order: the user's index (an entry written by an
+--                    earlier Sesame has the time its session was bound; ListUser.lua sets it to 0)
 -- An owner is the user's shard character followed by the user id; s is that character, the first character
 -- of every id Sesame gives the user's sessions, so a user's sessions, their shard's sets and the user's index
 -- share one hash tag, and so one Redis Cluster slot: every script touches the keys of one slot.

@@ -111,7 +111,7 @@ local function main()
   redis.call('ZADD', KEYS[4], 0, toId)
   if owner then
     redis.call('HSET', KEYS[5], toId, owner)
-    redis.call('ZADD', userKey(owner), now, toId)
+    redis.call('ZADD', userKey(owner), 0, toId)
   end
   return reply
 end

@@ -988,45 +988,44 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         if query.Limit <= 0 then invalidArg (nameof query) "A listing's Limit must be positive."
         let after = if isNull query.After then "" else query.After
         let found = ResizeArray<SessionSummary>()
+        // Lists one sorted set (a user's index, or a shard's id set) from `from` into `found`, until it holds
+        // Limit + 1 sessions or the set ends. Its script may stop early, having looked at its most ids (ListUser.lua,
+        // ListShard.lua): then again from where it stopped. Gives true when sessions of the set follow those found.
+        let listSet (script: RedisScript) (key: RedisKey) (subject: string) (from: string) = task {
+            let mutable from = from
+            let mutable unfinished = true
+            let mutable more = false
+            while unfinished && not more && found.Count <= query.Limit do
+                let want = int64 query.Limit + 1L - int64 found.Count
+                let position = from
+                let! reply =
+                    bounded "listing" subject cancellationToken (fun token -> task {
+                        let arguments = [| prefix; RedisValue.op_Implicit position; RedisValue.op_Implicit want; listLookLimit |]
+                        let! struct (reply, _) = evaluate script [| key |] arguments false token
+                        return reply
+                    })
+                let items = Reply.items reply
+                summaries items 2 found
+                match Reply.int64 items[0] with
+                | 1L -> more <- true
+                | 2L -> from <- Reply.text items[1]
+                | _ -> unfinished <- false
+            return more
+        }
+        let mutable more = false
         if not (isNull query.UserId) then
-            let owner = RedisLayout.ownerOf query.UserId
-            let! reply =
-                bounded "listing" query.UserId cancellationToken (fun token -> task {
-                    let arguments = [| prefix; RedisValue.op_Implicit after; RedisValue.op_Implicit (int64 query.Limit) |]
-                    let! struct (reply, _) = evaluate listUserScript [| userKey owner |] arguments false token
-                    return reply
-                })
-            let items = Reply.items reply
-            summaries items 1 found
-            let next = if Reply.int64 items[0] = 1L && found.Count > 0 then found[found.Count - 1].Id else null
-            return SessionPage(found.ToArray(), next)
+            let! userMore = listSet listUserScript (userKey (RedisLayout.ownerOf query.UserId)) query.UserId after
+            more <- userMore
         else
             let first = if after = "" then RedisLayout.tags[0] else RedisLayout.tagOf after
-            let mutable more = false
             for tag in RedisLayout.tags do
-                // A shard's script may stop early, having looked at its most ids (see ListShard.lua): then again from
-                // where it stopped.
-                let mutable shardAfter = if tag = first then after else ""
-                let mutable unfinished = true
-                while unfinished && not more && tag >= first && found.Count <= query.Limit do
-                    let want = int64 query.Limit + 1L - int64 found.Count
-                    let from = shardAfter
-                    let! reply =
-                        bounded "listing" (string tag) cancellationToken (fun token -> task {
-                            let arguments = [| prefix; RedisValue.op_Implicit from; RedisValue.op_Implicit want; listLookLimit |]
-                            let! struct (reply, _) = evaluate listShardScript [| shards[int tag].Ids |] arguments false token
-                            return reply
-                        })
-                    let items = Reply.items reply
-                    summaries items 2 found
-                    match Reply.int64 items[0] with
-                    | 1L -> more <- true
-                    | 2L -> shardAfter <- Reply.text items[1]
-                    | _ -> unfinished <- false
-            let more = more || found.Count > query.Limit
-            let shown = if found.Count > query.Limit then found.GetRange(0, query.Limit) else found
-            let next = if more && shown.Count > 0 then shown[shown.Count - 1].Id else null
-            return SessionPage(shown.ToArray(), next)
+                if not more && tag >= first && found.Count <= query.Limit then
+                    let! shardMore = listSet listShardScript shards[int tag].Ids (string tag) (if tag = first then after else "")
+                    more <- shardMore
+        let more = more || found.Count > query.Limit
+        let shown = if found.Count > query.Limit then found.GetRange(0, query.Limit) else found
+        let next = if more && shown.Count > 0 then shown[shown.Count - 1].Id else null
+        return SessionPage(shown.ToArray(), next)
     }
 
     interface IDisposable with

@@ -487,6 +487,92 @@ let private storeTests =
             Expect.isLessThanOrEqual (Seq.max perCall) 1000 "no call looked at more than its most ids (1,000)"
         }
 
+        testCaseTask "a user with thousands of sessions is listed page by page in id order, each script call reading at most 1,000 entries of the user's index"
+        <| fun () -> task {
+            use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-user-listing")
+            use store = new RedisStore(connection, RedisStoreOptions(KeyPrefix = "ul:", SweepInterval = TimeSpan.Zero), null)
+            let sessions = store :> SessionStore
+            let db = connection.GetDatabase()
+            // A client that signs in again and again, with no MaxSessionsPerUser: every sign-in binds one more session.
+            let user = $"often-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+            let ids = [ for _ in 1..2500 -> SessionId.createFor user ]
+            for chunk in List.chunkBySize 100 ids do
+                let! _ = Task.WhenAll [ for id in chunk -> sessions.MoveAsync(null, id, bind, creating, testToken ()) ]
+                ()
+            // Some sessions gone behind the store's back (as eviction does): their entries stay in the index until a listing.
+            let random = Random 7
+            let gone = ids |> List.filter (fun _ -> random.Next 10 = 0) |> Set.ofList
+            for id in gone do
+                let! _ = db.KeyDeleteAsync(RedisKey.op_Implicit (store.KeyOf id))
+                ()
+            let live = ids |> List.filter (gone.Contains >> not) |> List.sortWith (fun a b -> String.CompareOrdinal(a, b))
+            let! clients = server.Value.Admin.GetServer(server.Value.Server.EndPoint).ClientListAsync(CommandFlags.None)
+            let storeClients = clients |> Array.filter (fun c -> c.Name = "sesame-user-listing") |> Array.map (fun c -> string c.Address) |> Set.ofArray
+            use monitor = new RedisMonitor(server.Value.Server.Port)
+            let! _ = monitor.ReadUntilMarkerAsync()
+            let listAll (limit: int) = task {
+                let seen = ResizeArray<string>()
+                let mutable after = null
+                let mutable more = true
+                while more do
+                    let! page = sessions.ListAsync({ UserId = user; After = after; Limit = limit }, testToken ())
+                    Expect.isLessThanOrEqual page.Sessions.Count limit "a page holds at most its Limit"
+                    seen.AddRange(page.Sessions |> Seq.map _.Id)
+                    after <- page.Next
+                    more <- not (isNull after)
+                return List.ofSeq seen
+            }
+            let! inSevens = listAll 7
+            let! inOne = listAll Int32.MaxValue
+            let! commands = monitor.ReadUntilMarkerAsync()
+            Expect.sequenceEqual inSevens live "pages of 7: every live session once, in id order"
+            Expect.sequenceEqual inOne live "one page: every live session once, in id order"
+            // Each read of the user's index inside a script, grouped under its call: a range with a LIMIT of at most 1,000.
+            let index = store.UserIndexKeyOf user
+            let mutable calls = 0
+            for client, words in commands do
+                let command = (List.head words).ToLowerInvariant()
+                if storeClients.Contains client && command = "fcall" then
+                    calls <- calls + 1
+                elif client = "lua" && command.StartsWith "zrange" && List.item 1 words = index then
+                    let limit = words |> List.tryFindIndex (fun w -> w.ToUpperInvariant() = "LIMIT")
+                    Expect.isSome limit $"{String.Join(' ', words)} reads the index with a LIMIT"
+                    Expect.isLessThanOrEqual (int (List.item (limit.Value + 2) words)) 1000 "a read of at most 1,000 entries"
+            Expect.isGreaterThan calls 3 "the page of every session took several calls"
+            let! left = db.SortedSetLengthAsync(RedisKey.op_Implicit index)
+            Expect.equal left (int64 live.Length) "the entries of the sessions that were gone are out of the index"
+        }
+
+        testCaseTask "a user's index an earlier Sesame wrote, its entries scored by when they were bound, is listed in id order and left scored 0"
+        <| fun () -> task {
+            let store = server.Value.Store "uo:"
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let user = $"earlier-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+            let ids = [ for _ in 1..1500 -> SessionId.createFor user ]
+            for chunk in List.chunkBySize 100 ids do
+                let! _ = Task.WhenAll [ for id in chunk -> sessions.MoveAsync(null, id, bind, creating, testToken ()) ]
+                ()
+            let inOrder = ids |> List.sortWith (fun a b -> String.CompareOrdinal(a, b))
+            // Scores as the bound times an earlier Sesame wrote: latest for the lowest id, so score order is not id order.
+            let index = RedisKey.op_Implicit (store.UserIndexKeyOf user)
+            let entries = inOrder |> List.mapi (fun i id -> SortedSetEntry(RedisValue.op_Implicit id, float (1764700000000L - int64 i))) |> Array.ofList
+            let! _ = db.SortedSetAddAsync(index, entries)
+            let! page = sessions.ListAsync({ UserId = user; After = null; Limit = 5 }, testToken ())
+            Expect.sequenceEqual (page.Sessions |> Seq.map _.Id) (List.take 5 inOrder) "the first page: the lowest ids"
+            let! all = SessionStore.listAllAsync { SessionQuery.OfUser user with Limit = 100 } (testToken ()) sessions
+            Expect.sequenceEqual (all |> Seq.map _.Id) inOrder "every session once, in id order"
+            let! scored = db.SortedSetLengthAsync(index, 0.0, Double.PositiveInfinity, Exclude.Start)
+            Expect.equal scored 0L "no entry keeps a score other than 0"
+            // A sign-in by this Sesame scores its entry 0.
+            let later = SessionId.createFor user
+            let! _ = sessions.MoveAsync(null, later, bind, creating, testToken ())
+            let! score = db.SortedSetScoreAsync(index, RedisValue.op_Implicit later)
+            Expect.equal score (Nullable 0.0) "a new entry's score"
+        }
+
         testCaseTask "a load whose expiry need not slide is one HGETALL and runs no script"
         <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-quick-loads")
