@@ -177,8 +177,12 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     static let listShardScript = RedisScript.Embedded("ListShard", reading)
     /// How many expired sessions one sweep script call looks at.
     static let sweepBatch = 500L
-    /// How many ids of a shard's set one listing script call looks at (see ListShard.lua).
-    static let listLookLimit = RedisValue.op_Implicit 1000L
+    /// How many ids of a shard's set or a user's index one listing script call looks at (see ListShard.lua, ListUser.lua).
+    static let listLookLimitCount = 1000L
+    static let listLookLimit = RedisValue.op_Implicit listLookLimitCount
+    /// ListUser.lua's last argument: read the user's index whole, or by ZRANGEBYLEX.
+    static let readWhole = RedisValue.op_Implicit "1"
+    static let readByLex = RedisValue.op_Implicit "0"
 
     let options = if isNull options then RedisStoreOptions() else options
     let logger = if isNull logger then NullLogger.Instance :> ILogger else logger
@@ -995,21 +999,34 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             let mutable from = from
             let mutable unfinished = true
             let mutable more = false
+            // A user's index: calls in a row that set fewer entries to 0 than a call's most ids (ListUser.lua's state 3).
+            let mutable trickles = 0
             while unfinished && not more && found.Count <= query.Limit do
                 let want = int64 query.Limit + 1L - int64 found.Count
                 let position = from
+                // After three of them, an earlier Sesame is scoring new entries as fast as they are set to 0: the
+                // index is read whole, as before.
+                let arguments = [| prefix; RedisValue.op_Implicit position; RedisValue.op_Implicit want; listLookLimit |]
+                let arguments =
+                    if LanguagePrimitives.PhysicalEquality script listUserScript then
+                        Array.append arguments [| (if trickles >= 3 then readWhole else readByLex) |]
+                    else
+                        arguments
                 let! reply =
                     bounded "listing" subject cancellationToken (fun token -> task {
-                        let arguments = [| prefix; RedisValue.op_Implicit position; RedisValue.op_Implicit want; listLookLimit |]
                         let! struct (reply, _) = evaluate script [| key |] arguments false token
                         return reply
                     })
                 let items = Reply.items reply
-                summaries items 2 found
                 match Reply.int64 items[0] with
-                | 1L -> more <- true
-                | 2L -> from <- Reply.text items[1]
-                | _ -> unfinished <- false
+                | 3L -> if Reply.int64 items[1] < listLookLimitCount then trickles <- trickles + 1
+                | state ->
+                    trickles <- 0
+                    summaries items 2 found
+                    match state with
+                    | 1L -> more <- true
+                    | 2L -> from <- Reply.text items[1]
+                    | _ -> unfinished <- false
             return more
         }
         let mutable more = false

@@ -573,6 +573,83 @@ let private storeTests =
             Expect.equal score (Nullable 0.0) "a new entry's score"
         }
 
+        testCaseTask "while Redis refuses writes, a user's index an earlier Sesame wrote is still listed in id order by scripts sent by EVALSHA"
+        <| fun () -> task {
+            // Functions are refused up front then, and the store sends its scripts by EVALSHA, which Redis refuses only at
+            // a write: setting the index's scores to 0 is refused, and the listing reads the index whole, as before.
+            let store = server.Value.Store "urw:"
+            store.UsesFunctions <- false
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let user = $"refused-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+            let ids = [ for _ in 1..300 -> SessionId.createFor user ]
+            let! _ = Task.WhenAll [ for id in ids -> sessions.MoveAsync(null, id, bind, creating, testToken ()) ]
+            let inOrder = ids |> List.sortWith (fun a b -> String.CompareOrdinal(a, b))
+            let index = RedisKey.op_Implicit (store.UserIndexKeyOf user)
+            let! _ =
+                db.SortedSetAddAsync(
+                    index,
+                    inOrder |> List.mapi (fun i id -> SortedSetEntry(RedisValue.op_Implicit id, float (1764700000000L - int64 i))) |> Array.ofList
+                )
+            let gone = inOrder |> List.filter (fun id -> id.GetHashCode() % 7 = 0) |> Set.ofList
+            for id in gone do
+                let! _ = db.KeyDeleteAsync(RedisKey.op_Implicit (store.KeyOf id))
+                ()
+            let live = inOrder |> List.filter (gone.Contains >> not)
+            let admin = server.Value.Admin.GetServer(server.Value.Server.EndPoint)
+            // No replica: Redis refuses every write (NOREPLICAS).
+            do! admin.ConfigSetAsync("min-replicas-to-write", RedisValue.op_Implicit 1)
+            try
+                let! refused =
+                    throwsAsync<SessionStoreException>(fun () -> sessions.CommitAsync(ids.Head, changeOf [ setAt "a" "1" ], existing, testToken ()) :> Task)
+                Expect.stringContains refused.Message "NOREPLICAS" "Redis refuses writes"
+                let! inSevens = SessionStore.listAllAsync { SessionQuery.OfUser user with Limit = 7 } (testToken ()) sessions
+                Expect.sequenceEqual (inSevens |> List.map _.Id) live "pages of 7: every live session once, in id order"
+            finally
+                admin.ConfigSet("min-replicas-to-write", RedisValue.op_Implicit 0)
+            let! all = SessionStore.listAllAsync { SessionQuery.OfUser user with Limit = 7 } (testToken ()) sessions
+            Expect.sequenceEqual (all |> List.map _.Id) live "once Redis takes writes again, the same"
+            let! scored = db.SortedSetLengthAsync(index, 0.0, Double.PositiveInfinity, Exclude.Start)
+            Expect.equal scored 0L "and the scores are set to 0"
+        }
+
+        testCaseTask "a listing finishes in a few script calls while an earlier Sesame keeps scoring the user's entries"
+        <| fun () -> task {
+            let store = server.Value.Store "utr:"
+            let sessions = store :> SessionStore
+            let user = $"trickle-{Guid.NewGuid():N}"
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+            let ids = [| for _ in 1..200 -> SessionId.createFor user |]
+            let! _ = Task.WhenAll [ for id in ids -> sessions.MoveAsync(null, id, bind, creating, testToken ()) ]
+            let inOrder = ids |> Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) |> List.ofArray
+            // The earlier Sesame's writes: one entry at a time scored by a binding time, without pause, on a connection of
+            // its own.
+            use! writer = server.Value.Server.ConnectAsync(clientName = "sesame-earlier-writer")
+            let writes = writer.GetDatabase()
+            let index = RedisKey.op_Implicit (store.UserIndexKeyOf user)
+            use stop = new Threading.CancellationTokenSource()
+            let scoring =
+                Task.Run<unit>(fun () -> task {
+                    let mutable n = 0
+                    while not stop.IsCancellationRequested do
+                        let! _ = writes.SortedSetAddAsync(index, RedisValue.op_Implicit ids[n % ids.Length], float (1764700000000L + int64 n))
+                        n <- n + 1
+                })
+            try
+                for _ in 1..20 do
+                    let! before = server.Value.Server.CommandCallsAsync server.Value.Admin
+                    let! page = sessions.ListAsync({ UserId = user; After = null; Limit = 1000 }, testToken ())
+                    let! after = server.Value.Server.CommandCallsAsync server.Value.Admin
+                    Expect.sequenceEqual (page.Sessions |> Seq.map _.Id) inOrder "every session once, in id order"
+                    let calls name = (Map.tryFind name after |> Option.defaultValue 0L) - (Map.tryFind name before |> Option.defaultValue 0L)
+                    // At most three calls that only set entries to 0 in a row, then one that reads the index whole.
+                    Expect.isLessThanOrEqual (calls "fcall") 4L "script calls for one page"
+            finally
+                stop.Cancel()
+            do! scoring
+        }
+
         testCaseTask "a load whose expiry need not slide is one HGETALL and runs no script"
         <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-quick-loads")
