@@ -298,6 +298,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         | after ->
             let text = SessionText.Of(after, before, (if isNull current then null else current.Text))
             if text.DataLength > commit.MaxSizeBytes then raise (SessionTooLargeException(int64 text.DataLength, commit.MaxSizeBytes))
+            SessionText.CheckFacts(text, (if isNull current then null else current.Text), commit.MaxSizeBytes)
             let user =
                 match SessionMeta.userOf after.Meta with
                 | Some user -> user

@@ -70,7 +70,8 @@ type SesameOptions() =
     /// Carried in the protected cookie and applied to the store's expiry, so every store enforces it.</summary>
     member val AbsoluteTimeout = Nullable<TimeSpan>() with get, set
 
-    /// <summary>The largest session, in bytes of compact JSON; a commit past it fails and stores nothing. Default 1 MiB.</summary>
+    /// <summary>The largest session tree, in bytes of compact JSON, and separately the largest facts beside it (flash values
+    /// above all); a commit past either fails and stores nothing. Default 1 MiB.</summary>
     member val MaxSessionBytes = SesameOptions.DefaultMaxSessionBytes with get, set
 
     /// <summary>Whether responses of requests that read or changed a session get <c>Cache-Control: no-cache, no-store</c>

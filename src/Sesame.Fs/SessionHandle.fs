@@ -101,6 +101,21 @@ type SessionHandle
         UserLimit = options.UserLimit
     }
 
+    /// Flash values are the app's data, often its client's input (a form kept across a redirect): the facts beside the
+    /// tree are bounded by the tree's limit too. Checked here, as this request leaves them, for every store; the memory
+    /// and file stores check again atomically, against what concurrent requests committed.
+    let checkFacts (metaUpdates: Update[]) =
+        let grows =
+            metaUpdates
+            |> Array.exists (fun update ->
+                match update with
+                | Update.Set _
+                | Update.Append _ -> true
+                | _ -> false)
+        if grows then
+            let size = JsonSize.utf8Length meta
+            if size > int64 options.MaxSessionBytes then raise (SessionTooLargeException(size, options.MaxSessionBytes))
+
     let isPastAbsoluteTimeout (created: DateTimeOffset) = options.AbsoluteTimeout.HasValue && created + options.AbsoluteTimeout.Value <= time.GetUtcNow()
 
     /// Read when the store is called, not before: Kestrel creates the token on first use, and a request
@@ -483,6 +498,7 @@ type SessionHandle
             Task.CompletedTask
         else
             task {
+                checkFacts metaUpdates
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
@@ -514,6 +530,7 @@ type SessionHandle
     member private _.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> = task {
         let old = ticket
         let struct (updates, metaUpdates) as taken = takePending ()
+        checkFacts metaUpdates
         let condition = shapeCondition false (updates.Length > 0)
         let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
         let! result = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())

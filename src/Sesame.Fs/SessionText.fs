@@ -27,6 +27,19 @@ type internal SessionText(utf8: byte[], dataLength: int) =
     /// The bytes of the tree's JSON and the facts' JSON: what the session adds to a compacted file besides framing.
     member _.Length = utf8.Length
 
+    /// The bytes of the facts' JSON.
+    member _.FactsLength = utf8.Length - dataLength
+
+    /// <summary>
+    /// Refuses a value whose facts pass <paramref name="limit"/> (the tree's) and grew from <paramref name="before"/>'s
+    /// (null: no session): flash values are the app's data, often its client's input (a form kept across a redirect),
+    /// and are bounded as the tree is. A change that shrinks facts already past the limit (a read of the flash) goes
+    /// through.
+    /// </summary>
+    static member CheckFacts(after: SessionText, before: SessionText, limit: int) =
+        let facts = after.FactsLength
+        if facts > limit && (isNull before || facts > before.FactsLength) then raise (SessionTooLargeException(int64 facts, limit))
+
     /// The tree's JSON.
     member _.Data = ReadOnlySpan(utf8, 0, dataLength)
 

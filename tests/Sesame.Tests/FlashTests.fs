@@ -134,6 +134,61 @@ let private onStore (kind: StoreKind) =
             Expect.isSome (SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta) "showing the data did not read the flash"
         }
 
+        testCaseTask "flash values are bounded by MaxSessionBytes: a request whose flash would pass it stores nothing, however the values add up"
+        <| fun () -> task {
+            // A form kept across a redirect flashes what the client posted: a client that never follows the redirect, and
+            // names its fields anew each time, would otherwise grow one session without bound.
+            let store = ObservedStore(kind.Create TimeProvider.System)
+            // On Kestrel: a commit that fails as the response starts is a 500 there.
+            let! host =
+                startHostOn Kestrel store (fun options -> options.MaxSessionBytes <- 4096) (runHandler (app (ConcurrentDictionary()))) (new LogCapture())
+            use _ = host
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/visit"
+            let value = String('x', 1500)
+            let! first = browser.GetAsync $"/flash?key=a&value={value}"
+            Expect.equal (fst first).StatusCode Net.HttpStatusCode.OK "1.5 KB of flash"
+            let! second = browser.GetAsync $"/flash?key=b&value={value}"
+            Expect.equal (fst second).StatusCode Net.HttpStatusCode.OK "3 KB of flash"
+            let! third = browser.GetAsync $"/flash?key=c&value={value}"
+            Expect.equal (fst third).StatusCode Net.HttpStatusCode.InternalServerError "4.5 KB of flash is refused"
+            let! alone = browser.GetAsync $"""/flash?key=d&value={String('y', 5000)}"""
+            Expect.equal (fst alone).StatusCode Net.HttpStatusCode.InternalServerError "one value past the limit is refused"
+            let! stored = storedOf store
+            match SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta with
+            | Some(Json.Object entries) -> Expect.equal entries.Count 2 "the two values that fit, and only those"
+            | other -> failtest $"Expected the flash entries in the facts, found {other}"
+            let! read = browser.GetTextAsync "/read?key=b"
+            Expect.equal read value "the next request reads what was stored"
+            let! again = browser.GetAsync $"/flash?key=c&value={value}"
+            Expect.equal (fst again).StatusCode Net.HttpStatusCode.OK "once read, the flash has room again"
+        }
+
+        testCaseTask "the store itself refuses facts that grow past the limit, and lets a change that shrinks them through"
+        <| fun () -> task {
+            // What two concurrent requests could add up to, each within the limit on its own: the store checks atomically.
+            let store = kind.Create TimeProvider.System
+            use _ = {
+                new IDisposable with
+                    member _.Dispose() =
+                        match box store with
+                        | :? IDisposable as disposable -> disposable.Dispose()
+                        | _ -> ()
+            }
+            let id = SessionId.create ()
+            let options = { IdleTimeout = TimeSpan.FromMinutes 5.0; MustExist = false; MaxSizeBytes = 4096; UserLimit = UserLimit.None }
+            let flash (name: string) (size: int) =
+                SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Flash; name ]) (Json.string (String('x', size))) ])
+            let! _ = store.CommitAsync(id, flash "a" 3000, options, CancellationToken.None)
+            let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, flash "b" 3000, options, CancellationToken.None) :> Task)
+            Expect.equal e.Limit 4096 "e.Limit"
+            // Past the limit already (a session stored under a larger one): a change that shrinks the facts goes through.
+            let! _ = store.CommitAsync(id, flash "b" 3000, { options with MaxSizeBytes = 1 <<< 20 }, CancellationToken.None)
+            let remove = SessionChange(Patch.empty, Patch.fold [ Update.Remove(SessionPath.ofKeys [ SessionMeta.Flash; "b" ]) ])
+            let! result = store.CommitAsync(id, remove, { options with MustExist = true }, CancellationToken.None)
+            Expect.equal result CommitResult.Committed "the flash read"
+        }
+
         testCaseTask "a value is not readable in the request that flashed it: it is for the next one"
         <| fun () -> task {
             let! _, _, host = serve ()

@@ -127,6 +127,7 @@ type FileStore
         | after ->
             let value = SessionText.Of(after, before, beforeValue)
             if value.DataLength > limit then raise (SessionTooLargeException(int64 value.DataLength, limit))
+            SessionText.CheckFacts(value, beforeValue, limit)
             let held = FileSessionMemory.ofValue id.Length value
             // One session the bound could never hold is refused, rather than evicting every other session first.
             if held > options.MaxTotalBytes then raise (SessionTooLargeException(held, int (min options.MaxTotalBytes (int64 Int32.MaxValue))))
