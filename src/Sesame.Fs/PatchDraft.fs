@@ -227,6 +227,56 @@ module internal PatchDraft =
             | null -> root
             | after -> after
 
+    /// <summary>One update on a draft kept across a request's updates (SessionHandle's), as Update.apply on the tree it
+    /// stands for: the new root. Raises as Update.apply does, and then the draft stands for the same tree.</summary>
+    let record (root: obj) (update: Update) : obj = step root update
+
+    /// The tree a draft stands for.
+    let toJson (root: obj) : Json = freeze root
+
+    /// The node at the end of a path of a draft (Json or a draft node), or null: SessionPath.tryGet over the draft.
+    let rec private nodeAt (segments: Segment list) (node: obj) : obj =
+        match segments with
+        | [] -> node
+        | Segment.Key key :: rest ->
+            match node with
+            | :? DraftObject as d ->
+                match d.Find key with
+                | null -> null
+                | child -> nodeAt rest child
+            | :? Json as json ->
+                match json with
+                | Json.Object o ->
+                    match o.Find key with
+                    | ValueSome child -> nodeAt rest (box child)
+                    | ValueNone -> null
+                | _ -> null
+            | _ -> null
+        | Segment.Index i :: rest ->
+            match node with
+            | :? DraftArray as d -> if i < d.Items.Count then nodeAt rest d.Items[i] else null
+            | :? Json as json ->
+                match json with
+                | Json.Array items when i < items.Length -> nodeAt rest (box items[i])
+                | _ -> null
+            | _ -> null
+
+    /// The value at a path of a draft (only that value is made a tree), as SessionPath.tryGet on the tree.
+    let tryFind (path: SessionPath) (root: obj) : Json option =
+        match nodeAt path.Segments root with
+        | null -> None
+        | node -> Some(freeze node)
+
+    /// The length of the array at a path of a draft, when an array is there (without making it a tree).
+    let arrayLength (path: SessionPath) (root: obj) : int voption =
+        match nodeAt path.Segments root with
+        | :? DraftArray as d -> ValueSome d.Items.Count
+        | :? Json as json ->
+            match json with
+            | Json.Array items -> ValueSome items.Length
+            | _ -> ValueNone
+        | _ -> ValueNone
+
     /// Applies the updates in order, as Update.apply one by one would.
     let apply (updates: Update list) (json: Json) : Json = updates |> List.fold step (box json) |> freeze
 
