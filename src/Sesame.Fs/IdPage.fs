@@ -56,6 +56,9 @@ type internal IdPage<'item>(after: string, count: int) =
             let struct (dropped, _) = taken.Dequeue()
             ids.Remove dropped |> ignore
 
+    /// Whether the page holds as many ids as it can: a caller offering ids in ascending order can stop there.
+    member _.IsFull = taken.Count >= count
+
     /// Takes the id with its item if the page wants it.
     member this.Offer(id: string, item: 'item) = if this.Wants id then this.Take(id, item)
 

@@ -126,7 +126,8 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let policy = SegmentedLru options.MaxSessions
     /// Guards `users` and every change of a bound session's presence (a move, a delete, an expiry, an eviction).
     let userLock = obj ()
-    let users = Dictionary<string, HashSet<string>>(StringComparer.Ordinal)
+    // Each user's ids in ordinal order, so that a page of a user's listing starts at its cursor.
+    let users = Dictionary<string, SortedSet<string>>(StringComparer.Ordinal)
 
     do
         for KeyValue(id, data) in options.InitialSessions do
@@ -147,7 +148,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let index (user: string) (id: string) =
         match users.TryGetValue user with
         | true, ids -> ids.Add id |> ignore
-        | _ -> users[user] <- HashSet<string>([ id ], StringComparer.Ordinal)
+        | _ -> users[user] <- SortedSet<string>([ id ], StringComparer.Ordinal)
 
     let unindex (user: string) (id: string) =
         match users.TryGetValue user with
@@ -597,15 +598,23 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 for KeyValue(id, entry) in sessions do
                     if live entry t then chosen.Offer(id, entry)
             else
-                let ids =
-                    lock userLock (fun () ->
-                        match users.TryGetValue query.UserId with
-                        | true, ids -> Array.ofSeq ids
-                        | _ -> [||])
-                for id in ids do
-                    match sessions.TryGetValue id with
-                    | true, entry when live entry t -> chosen.Offer(id, entry)
-                    | _ -> ()
+                // From the cursor, in order, until the page is full: a page reads what it lists (and the user's
+                // expired sessions not swept yet on the way), not every session of the user, which a client signing in
+                // again and again can make many.
+                lock userLock (fun () ->
+                    match users.TryGetValue query.UserId with
+                    | true, ids when ids.Count > 0 ->
+                        let from: IEnumerable<string> =
+                            if isNull query.After then ids
+                            elif String.CompareOrdinal(query.After, ids.Max) >= 0 then Seq.empty
+                            else ids.GetViewBetween(query.After, ids.Max)
+                        use walk = from.GetEnumerator()
+                        while not chosen.IsFull && walk.MoveNext() do
+                            let id = walk.Current
+                            match sessions.TryGetValue id with
+                            | true, entry when live entry t -> chosen.Offer(id, entry)
+                            | _ -> ()
+                    | _ -> ())
             // Ordered by id, so a page continues where the last one stopped however the map changes in between.
             let page = chosen.Sorted()
             let more = page.Length > query.Limit

@@ -217,6 +217,32 @@ let tests =
             Expect.isLessThan largest 600_000L "a page does not read every id as a string"
         }
 
+        testCaseTask "a page of a user's sessions reads from its cursor, not every session of the user"
+        <| fun () -> task {
+            // A client that signs in again and again, with no MaxSessionsPerUser, gives one user any number of sessions.
+            let store = new MemoryStore(MemoryStoreOptions(MaxSessions = 100_000)) :> SessionStore
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "often") ]
+            let ids = [| for i in 1..30_000 -> $"{(i * 7919) % 30_000:D5}{String('u', 27)}" |]
+            for id in ids do
+                let! _ = store.MoveAsync(null, id, bind, creating, testToken ())
+                ()
+            let inOrder = Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids
+            let seen = ResizeArray<string>()
+            let mutable after = null
+            let mutable more = true
+            let mutable largest = 0L
+            while more do
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                let! page = store.ListAsync({ UserId = "often"; After = after; Limit = 100 }, testToken ())
+                largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
+                seen.AddRange(page.Sessions |> Seq.map _.Id)
+                after <- page.Next
+                more <- not (isNull after)
+            Expect.sequenceEqual seen inOrder "every session of the user once, in id order"
+            // A copy of the user's ids alone would be 240,000 bytes a page.
+            Expect.isLessThan largest 100_000L "a page allocates for what it lists"
+        }
+
         testCaseTask "a listing's page takes memory for the sessions it lists, not for the Limit it was asked"
         <| fun () -> task {
             let store = new MemoryStore(MemoryStoreOptions()) :> SessionStore
