@@ -261,11 +261,13 @@ module internal PatchDraft =
                 | _ -> null
             | _ -> null
 
-    /// The value at a path of a draft (only that value is made a tree), as SessionPath.tryGet on the tree.
-    let tryFind (path: SessionPath) (root: obj) : Json option =
+    /// What a path of a draft holds, as SessionPath.tryGet on the tree, when that is a tree already (a value no update
+    /// changed, or nothing); ValueNone when it is a draft node, which only freezing makes a tree.
+    let tryFindTree (path: SessionPath) (root: obj) : Json option voption =
         match nodeAt path.Segments root with
-        | null -> None
-        | node -> Some(freeze node)
+        | null -> ValueSome None
+        | :? Json as json -> ValueSome(Some json)
+        | _ -> ValueNone
 
     /// The length of the array at a path of a draft, when an array is there (without making it a tree).
     let arrayLength (path: SessionPath) (root: obj) : int voption =

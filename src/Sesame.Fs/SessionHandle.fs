@@ -368,7 +368,16 @@ type SessionHandle
     /// <summary>The value at a path, or <c>None</c>.</summary>
     member _.TryFind(path: SessionPath) : Json option =
         ensureLoaded ()
-        lock gate (fun () -> if stale then PatchDraft.tryFind path draft else SessionPath.tryGet path current)
+        lock gate (fun () ->
+            match if stale then PatchDraft.tryFindTree path draft else ValueNone with
+            | ValueSome found -> found
+            | ValueNone ->
+                // A container this request changed: the whole tree is made once, and read until the next update (a
+                // proxy reads the root for every member).
+                if stale then
+                    current <- PatchDraft.toJson draft
+                    stale <- false
+                SessionPath.tryGet path current)
 
     /// <summary>
     /// Answers a typed read whose value does not fit the type read: logs it (once per path and type, with the path and
