@@ -6,6 +6,24 @@ open System.Threading.Tasks
 open Expecto
 open Sesame.Tests.StoreContract
 
+/// Lists every page of a query in turn; gives the ids in page order and the most any one page allocated on this thread
+/// (the memory store's listing completes at once, on the caller's thread).
+let private everyPage (store: SessionStore) (query: SessionQuery) = task {
+    let seen = ResizeArray<string>()
+    let mutable after = null
+    let mutable more = true
+    let mutable largest = 0L
+    while more do
+        let before = GC.GetAllocatedBytesForCurrentThread()
+        let! page = store.ListAsync({ query with After = after }, testToken ())
+        largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
+        Expect.isLessThanOrEqual page.Sessions.Count query.Limit "a page holds at most the limit"
+        seen.AddRange(page.Sessions |> Seq.map _.Id)
+        after <- page.Next
+        more <- not (isNull after)
+    return struct (seen, largest)
+}
+
 [<Tests>]
 let tests =
     testList "MemoryStore" [
@@ -200,18 +218,7 @@ let tests =
             for i in 0..3 .. ids.Length - 1 do
                 let! _ = store.LoadAsync(ids[i], creating.IdleTimeout, testToken ())
                 ()
-            let seen = ResizeArray<string>()
-            let mutable after = null
-            let mutable more = true
-            let mutable largest = 0L
-            while more do
-                let before = GC.GetAllocatedBytesForCurrentThread()
-                let! page = store.ListAsync({ SessionQuery.All 7 with After = after }, testToken ())
-                largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
-                Expect.isLessThanOrEqual page.Sessions.Count 7 "a page holds at most the limit"
-                seen.AddRange(page.Sessions |> Seq.map _.Id)
-                after <- page.Next
-                more <- not (isNull after)
+            let! struct (seen, largest) = everyPage store (SessionQuery.All 7)
             Expect.sequenceEqual seen (Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids) "every session once, in id order"
             // A string per session would be 20,000 strings of 88 bytes; the ring's walk takes a list of positions.
             Expect.isLessThan largest 600_000L "a page does not read every id as a string"
@@ -227,17 +234,7 @@ let tests =
                 let! _ = store.MoveAsync(null, id, bind, creating, testToken ())
                 ()
             let inOrder = Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids
-            let seen = ResizeArray<string>()
-            let mutable after = null
-            let mutable more = true
-            let mutable largest = 0L
-            while more do
-                let before = GC.GetAllocatedBytesForCurrentThread()
-                let! page = store.ListAsync({ UserId = "often"; After = after; Limit = 100 }, testToken ())
-                largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
-                seen.AddRange(page.Sessions |> Seq.map _.Id)
-                after <- page.Next
-                more <- not (isNull after)
+            let! struct (seen, largest) = everyPage store { UserId = "often"; After = null; Limit = 100 }
             Expect.sequenceEqual seen inOrder "every session of the user once, in id order"
             // A copy of the user's ids alone would be 240,000 bytes a page.
             Expect.isLessThan largest 100_000L "a page allocates for what it lists"
