@@ -179,3 +179,45 @@ local function summarize(id, out)
   for i = 1, #facts do out[#out + 1] = facts[i] end
   return true
 end
+
+-- The ids of the sorted set `key` after `after` ('' to start) in byte order, read by ZRANGEBYLEX (every score 0): a
+-- function that gives the next `count` of them on each call.
+local function lexIds(key, after)
+  local start = after == '' and '-' or '(' .. after
+  return function(count)
+    local batch = redis.call('ZRANGEBYLEX', key, start, '+', 'LIMIT', 0, count)
+    if #batch > 0 then start = '(' .. batch[#batch] end
+    return batch
+  end
+end
+
+-- One page of a listing (ListShard.lua, ListUser.lua): the summaries of the live sessions among the ids `nextIds`
+-- gives (in order, `count` at a time), appended to `reply` ({state, last}), until `limit` are found and one more live
+-- id shows that more follow (state 1), the ids end (state 0), or it has looked at `most` ids (state 2, `last` the last
+-- of them), so that no one call holds Redis for long. Gives the ids it found with no session.
+local function listPage(nextIds, limit, most, reply)
+  local stale, found, looked = {}, 0, 0
+  while true do
+    -- At least 100 at a time: a run of ids with no session is read in few calls.
+    local ids = nextIds(math.min(math.max(limit - found + 1, 100), most - looked))
+    if #ids == 0 then return stale end
+    for _, id in ipairs(ids) do
+      looked = looked + 1
+      if found == limit then
+        if redis.call('EXISTS', sessionKey(id)) == 1 then
+          reply[1] = 1
+          return stale
+        end
+        stale[#stale + 1] = id
+      elseif summarize(id, reply) then
+        found = found + 1
+      else
+        stale[#stale + 1] = id
+      end
+      if looked == most then
+        reply[1], reply[2] = 2, id
+        return stale
+      end
+    end
+  end
+end

@@ -11,29 +11,10 @@
 local after, limit, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 
 local function main()
-  local start = after == '' and '-' or '(' .. after
-  local reply, found, looked = { 0, '' }, 0, 0
-  while true do
-    -- At least 100 at a time: a run of ids with no session is read in few calls.
-    local ids = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, math.min(math.max(limit - found + 1, 100), most - looked))
-    if #ids == 0 then return reply end
-    for _, id in ipairs(ids) do
-      looked = looked + 1
-      if found == limit then
-        if redis.call('EXISTS', sessionKey(id)) == 1 then
-          reply[1] = 1
-          return reply
-        end
-      elseif summarize(id, reply) then
-        found = found + 1
-      end
-      start = '(' .. id
-      if looked == most then
-        reply[1], reply[2] = 2, id
-        return reply
-      end
-    end
-  end
+  local reply = { 0, '' }
+  -- Ids with no session are left to the sweep.
+  listPage(lexIds(KEYS[1], after), limit, most, reply)
+  return reply
 end
 
 return run(main)

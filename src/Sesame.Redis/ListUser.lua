@@ -35,30 +35,23 @@ end
 -- The next `count` ids of the index after `after`, in byte order, a batch a call: by ZRANGEBYLEX, or from the
 -- index read whole and sorted.
 local function source()
-  if whole then
-    local all = redis.call('ZRANGE', KEYS[1], 0, -1)
-    table.sort(all, before)
-    local i = 1
-    if after ~= '' then
-      while i <= #all and not before(after, all[i]) do i = i + 1 end
-    end
-    return function(count)
-      local batch = {}
-      for j = i, math.min(i + count - 1, #all) do batch[#batch + 1] = all[j] end
-      i = i + #batch
-      return batch
-    end
+  if not whole then return lexIds(KEYS[1], after) end
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+  table.sort(all, before)
+  local i = 1
+  if after ~= '' then
+    while i <= #all and not before(after, all[i]) do i = i + 1 end
   end
-  local start = after == '' and '-' or '(' .. after
   return function(count)
-    local batch = redis.call('ZRANGEBYLEX', KEYS[1], start, '+', 'LIMIT', 0, count)
-    if #batch > 0 then start = '(' .. batch[#batch] end
+    local batch = {}
+    for j = i, math.min(i + count - 1, #all) do batch[#batch + 1] = all[j] end
+    i = i + #batch
     return batch
   end
 end
 
 local function main()
-  local reply, stale, found, looked = { 0, '' }, {}, 0, 0
+  local reply = { 0, '' }
   if not whole then
     local scored = redis.call('ZRANGEBYSCORE', KEYS[1], '(0', '+inf', 'LIMIT', 0, most)
     if #scored > 0 then
@@ -67,33 +60,7 @@ local function main()
       whole = true
     end
   end
-  local nextIds = source()
-  local function walk()
-    while true do
-      -- At least 100 at a time: a run of entries with no session is read in few calls.
-      local ids = nextIds(math.min(math.max(limit - found + 1, 100), most - looked))
-      if #ids == 0 then return end
-      for _, id in ipairs(ids) do
-        looked = looked + 1
-        if found == limit then
-          if redis.call('EXISTS', sessionKey(id)) == 1 then
-            reply[1] = 1
-            return
-          end
-          stale[#stale + 1] = id
-        elseif summarize(id, reply) then
-          found = found + 1
-        else
-          stale[#stale + 1] = id
-        end
-        if looked == most then
-          reply[1], reply[2] = 2, id
-          return
-        end
-      end
-    end
-  end
-  walk()
+  local stale = listPage(source(), limit, most, reply)
   -- Housekeeping: when Redis refuses writes, the entries wait for a later listing.
   for i = 1, #stale, 1000 do
     redis.pcall('ZREM', KEYS[1], unpack(stale, i, math.min(i + 999, #stale)))

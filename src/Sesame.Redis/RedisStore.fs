@@ -995,7 +995,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         // Lists one sorted set (a user's index, or a shard's id set) from `from` into `found`, until it holds
         // Limit + 1 sessions or the set ends. Its script may stop early, having looked at its most ids (ListUser.lua,
         // ListShard.lua): then again from where it stopped. Gives true when sessions of the set follow those found.
-        let listSet (script: RedisScript) (key: RedisKey) (subject: string) (from: string) = task {
+        // `userIndex`: the set is a user's index, whose script takes one more argument (ListUser.lua's state 3).
+        let listSet (script: RedisScript) (userIndex: bool) (key: RedisKey) (subject: string) (from: string) = task {
             let mutable from = from
             let mutable unfinished = true
             let mutable more = false
@@ -1007,11 +1008,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 // After three of them, an earlier Sesame is scoring new entries as fast as they are set to 0: the
                 // index is read whole, as before.
                 let arguments = [| prefix; RedisValue.op_Implicit position; RedisValue.op_Implicit want; listLookLimit |]
-                let arguments =
-                    if LanguagePrimitives.PhysicalEquality script listUserScript then
-                        Array.append arguments [| (if trickles >= 3 then readWhole else readByLex) |]
-                    else
-                        arguments
+                let arguments = if userIndex then Array.append arguments [| (if trickles >= 3 then readWhole else readByLex) |] else arguments
                 let! reply =
                     bounded "listing" subject cancellationToken (fun token -> task {
                         let! struct (reply, _) = evaluate script [| key |] arguments false token
@@ -1031,13 +1028,13 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         }
         let mutable more = false
         if not (isNull query.UserId) then
-            let! userMore = listSet listUserScript (userKey (RedisLayout.ownerOf query.UserId)) query.UserId after
+            let! userMore = listSet listUserScript true (userKey (RedisLayout.ownerOf query.UserId)) query.UserId after
             more <- userMore
         else
             let first = if after = "" then RedisLayout.tags[0] else RedisLayout.tagOf after
             for tag in RedisLayout.tags do
                 if not more && tag >= first && found.Count <= query.Limit then
-                    let! shardMore = listSet listShardScript shards[int tag].Ids (string tag) (if tag = first then after else "")
+                    let! shardMore = listSet listShardScript false shards[int tag].Ids (string tag) (if tag = first then after else "")
                     more <- shardMore
         let more = more || found.Count > query.Limit
         let shown = if found.Count > query.Limit then found.GetRange(0, query.Limit) else found
