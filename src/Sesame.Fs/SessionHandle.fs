@@ -107,6 +107,12 @@ type SessionHandle
         UserLimit = options.UserLimit
     }
 
+    /// Brings `current` up to the draft (under the gate): made once, then read until the next update.
+    let refresh () =
+        if stale then
+            current <- PatchDraft.toJson draft
+            stale <- false
+
     /// Flash values are the app's data, often its client's input (a form kept across a redirect): the facts beside the
     /// tree are bounded by the tree's limit too. Checked here, as this request leaves them, for every store; the memory
     /// and file stores check again atomically, against what concurrent requests committed.
@@ -360,9 +366,7 @@ type SessionHandle
     member _.Current: Json =
         ensureLoaded ()
         lock gate (fun () ->
-            if stale then
-                current <- PatchDraft.toJson draft
-                stale <- false
+            refresh ()
             current)
 
     /// <summary>The value at a path, or <c>None</c>.</summary>
@@ -374,9 +378,7 @@ type SessionHandle
             | ValueNone ->
                 // A container this request changed: the whole tree is made once, and read until the next update (a
                 // proxy reads the root for every member).
-                if stale then
-                    current <- PatchDraft.toJson draft
-                    stale <- false
+                refresh ()
                 SessionPath.tryGet path current)
 
     /// <summary>
