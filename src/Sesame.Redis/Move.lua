@@ -7,9 +7,10 @@
 -- and bound hash, the index of the user the change binds the session to (the new session when it binds none),
 -- the old id's expiry set, id set and bound hash (the new id's when there is no old id).
 -- ARGV: prefix, old id ('' for none), new id, mode, owner afterwards ('' none, '=' the session's own),
--- idle timeout in ms, the data tree's size limit, the user's session limit (0 for none), its policy ('e' end
--- the least recently seen, 'r' refuse), whether an owner must share the new id's tag ('1' on a cluster), the
--- number of copied field pairs n, the 2n copied fields and values, then the change (Patch.lua).
+-- idle timeout in ms, the size limit (the data tree's, and the facts' when they grow), the user's session limit
+-- (0 for none), its policy ('e' end the least recently seen, 'r' refuse), whether an owner must share the new id's
+-- tag ('1' on a cluster), the number of copied field pairs n, the 2n copied fields and values, then the change
+-- (Patch.lua).
 -- Replies: {'ok', then per session ended for the limit: id, n, n facts fields and values} | {'gone', ended...}
 -- | {'limit'} | {'exists'} | {'foreign'} | {'large', size} | {'moving'} | {'stale', mark} | a refusal of
 -- Patch.lua. Nothing is written unless the reply is 'ok' (or 'gone', which may take an ended session out of
@@ -44,6 +45,8 @@ local function main()
   applyChange(12 + 2 * copied)
   checkRoots()
   if total > maxSize then return { 'large', total } end
+  local facts = factsOver(maxSize)
+  if facts then return { 'large', facts } end
 
   local owner = ownerArgument
   if owner == '=' then

@@ -40,11 +40,14 @@ local cache, dirty = {}, {}
 local readKey = false
 -- The data tree's size in bytes of compact JSON.
 local total
--- The tree the current update changes ('' data, FACTS facts) and whether its size counts (data only).
+-- How many bytes of compact JSON the change has added to the facts so far (negative: taken away). The facts' size is
+-- not kept in the hash: factsOver measures it, and only when this is positive.
+local factsGrowth = 0
+-- The tree the current update changes ('' data, FACTS facts) and whether it is the data tree.
 local root, sized = '', true
 
 local function grow(bytes)
-  if sized then total = total + bytes end
+  if sized then total = total + bytes else factsGrowth = factsGrowth + bytes end
 end
 
 local function get(field)
@@ -84,15 +87,15 @@ local function kindOf(value)
   return value:sub(1, 1)
 end
 
--- Deletes the subtree at `field` and gives its size in bytes of compact JSON.
-local function drop(field)
+-- The size of the subtree at `field` in bytes of compact JSON, its nodes deleted when `remove`.
+local function sizeOf(field, remove)
   local value = node(field)
-  put(field, false)
+  if remove then put(field, false) end
   local first = value:byte(1)
   if first == BYTE_O then
     local size, count = 1, 0
     for name, cost in value:gmatch('\1([^\1\3]*)\3(%d+)') do
-      size = size + tonumber(cost) + 1 + drop(field .. '\1' .. name)
+      size = size + tonumber(cost) + 1 + sizeOf(field .. '\1' .. name, remove)
       count = count + 1
     end
     if count == 0 then stop('corrupt', 'an object node has no members') end
@@ -100,11 +103,16 @@ local function drop(field)
   elseif first == BYTE_A then
     local size = 1
     for i = 0, arrayLength(value) - 1 do
-      size = size + 1 + drop(field .. '\2' .. i)
+      size = size + 1 + sizeOf(field .. '\2' .. i, remove)
     end
     return size
   end
   return #value
+end
+
+-- Deletes the subtree at `field` and gives its size in bytes of compact JSON.
+local function drop(field)
+  return sizeOf(field, true)
 end
 
 -- The current update's path, one entry per segment.
@@ -365,7 +373,7 @@ end
 
 -- Starts from a stored session: the hash `key`, whose '#v' and '#s' are given.
 local function openStored(key, version, size)
-  cache, dirty = {}, {}
+  cache, dirty, factsGrowth = {}, {}, 0
   if version ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
   total = tonumber(size)
   if not total then stop('corrupt', 'the hash has no valid size') end
@@ -374,7 +382,7 @@ end
 
 -- Starts from the empty session (no key read).
 local function openNew()
-  cache, dirty = {}, {}
+  cache, dirty, factsGrowth = {}, {}, 0
   readKey = false
   put('#v', '2')
   put('', '{}')
@@ -385,7 +393,7 @@ end
 -- Starts from a session's fields copied from another slot (field, value, ... in ARGV from `first`, `count`
 -- pairs): all of them are written.
 local function openCopied(first, count)
-  cache, dirty = {}, {}
+  cache, dirty, factsGrowth = {}, {}, 0
   readKey = false
   for i = first, first + 2 * count - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
   if cache['#v'] ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
@@ -465,6 +473,17 @@ local function checkRoots()
     local value = cache[r]
     if value and value ~= '{}' and value:byte(1) ~= BYTE_O then stop('notobject') end
   end
+end
+
+-- The facts' size in bytes of compact JSON when the change grew them past `limit` (the data tree's): flash values are
+-- the app's data, often its client's input, and are bounded as the tree is, atomically against what concurrent
+-- requests committed (each request checks only what it saw). A change that shrinks facts already past the limit (a
+-- read of the flash) goes through. Nil when within it. Measured only when the facts grew: a walk of their nodes.
+local function factsOver(limit)
+  if factsGrowth <= 0 then return nil end
+  local size = sizeOf(FACTS, false)
+  if size > limit then return size end
+  return nil
 end
 
 -- Writes what the change left in `cache` to the hash `key`.

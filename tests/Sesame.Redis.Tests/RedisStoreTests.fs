@@ -219,6 +219,48 @@ let private storeTests =
             Expect.isTrue (committed > 200 && conflicts > 50 && tooLarge > 20) ($"committed {committed}, conflicts {conflicts}, too large {tooLarge}")
         }
 
+        testCaseTask "facts that grow past the size limit are refused by Redis itself, at their size to the byte; facts that shrink are not"
+        <| fun () -> task {
+            // Each request checks the facts it saw; concurrent requests could each add flash within the limit. So the
+            // commit script measures the facts it leaves whenever a change grows them, as the memory store checks.
+            let redis = server.Value.Store "facts:"
+            let store = redis :> SessionStore
+            let generator = Generator 20261204
+            let mutable committed, tooLarge, shrunkPast = 0, 0, 0
+            for session in 1..8 do
+                let id = $"facts-{session}-{Guid.NewGuid():N}"
+                let! _ = store.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+                let mutable facts = Json.emptyObject
+                for _ in 1..100 do
+                    let patch = generator.Patch facts
+                    let before = JsonSize.utf8Length facts
+                    // Mostly a limit close to the facts' size, which a change may cross either way.
+                    let limit = if generator.Next 4 = 0 then 1 <<< 20 else max 8 (int before - 20 + generator.Next 50)
+                    let options = { existing with MaxSizeBytes = limit }
+                    let change = SessionChange(Patch.empty, patch)
+                    let commit () = store.CommitAsync(id, change, options, testToken ())
+                    match Patch.tryApply patch facts with
+                    // A change of the whole facts may name a user, which only a move does.
+                    | Ok(Json.Object _ as after) when not change.BindsUser ->
+                        let size = JsonSize.utf8Length after
+                        if size > int64 limit && size > before then
+                            let! e = throwsAsync<SessionTooLargeException>(fun () -> commit () :> Task)
+                            Expect.equal e.Size size "e.Size: the facts' size after the change"
+                            Expect.equal e.Limit limit "e.Limit"
+                            tooLarge <- tooLarge + 1
+                        else
+                            let! result = commit ()
+                            Expect.equal result CommitResult.Committed "result"
+                            if size > int64 limit then shrunkPast <- shrunkPast + 1
+                            facts <- after
+                            committed <- committed + 1
+                    | _ -> ()
+                    let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+                    Expect.equal (Json.serialize loaded.Meta) (Json.serialize facts) "the facts stored: all of an accepted change, none of a refused one"
+                    Expect.equal (Json.serialize loaded.Data) """{"a":1}""" "the tree, untouched"
+            Expect.isTrue (committed > 200 && tooLarge > 50 && shrunkPast > 5) ($"committed {committed}, too large {tooLarge}, shrunk while past {shrunkPast}")
+        }
+
         testCaseTask "key order survives, and setting an existing key keeps its place"
         <| fun () -> task {
             let store = server.Value.Store() :> SessionStore
