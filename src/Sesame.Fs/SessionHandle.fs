@@ -114,8 +114,8 @@ type SessionHandle
             stale <- false
 
     /// Flash values are the app's data, often its client's input (a form kept across a redirect): the facts beside the
-    /// tree are bounded by the tree's limit too. Checked here, as this request leaves them, for every store; the memory
-    /// and file stores check again atomically, against what concurrent requests committed.
+    /// tree are bounded by the tree's limit too. Checked here, as this request leaves them, for every store; the memory,
+    /// file, Redis and PostgreSQL stores check again atomically, against what concurrent requests committed.
     let checkFacts (metaUpdates: Update[]) =
         let grows =
             metaUpdates

@@ -126,6 +126,18 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
     member _.BindsUser = Patch.touchesKey SessionMeta.User meta
 
     /// <summary>
+    /// Whether the change to the facts sets or appends anything, so may grow them: the facts are bounded by the tree's
+    /// size limit too (flash values are often a client's input), and a store need measure them only then.
+    /// </summary>
+    member _.MayGrowFacts =
+        meta.Updates
+        |> List.exists (fun update ->
+            match update with
+            | Update.Set _
+            | Update.Append _ -> true
+            | _ -> false)
+
+    /// <summary>
     /// Applies the change to a stored session as every store must (for stores that hold sessions as trees): the upgrade
     /// (if the shape allows), then the tree's change, then the facts' change.
     /// </summary>
@@ -346,7 +358,9 @@ type SessionStore() =
     /// <param name="options">Expiry, existence and size rules for this commit.</param>
     /// <param name="cancellationToken">Cancels the commit (it may still have been applied).</param>
     /// <returns>Whether the change was applied, the session was gone, or its shape changed under the change.</returns>
-    /// <exception cref="T:Sesame.SessionTooLargeException">The tree would exceed <c>options.MaxSizeBytes</c>; nothing was stored.</exception>
+    /// <exception cref="T:Sesame.SessionTooLargeException">The tree would exceed <c>options.MaxSizeBytes</c>, or the change
+    /// would grow the facts past it (Sesame's stores check the facts when <c>options.MustExist</c>, as concurrent requests
+    /// commit, at least: see <see cref="P:Sesame.SessionChange.MayGrowFacts"/>); nothing was stored.</exception>
     /// <exception cref="T:Sesame.PathConflictException">The change does not fit the stored session (a concurrent change made a container a leaf); nothing was stored.</exception>
     /// <exception cref="T:Sesame.SessionStoreException">The store failed.</exception>
     abstract CommitAsync: id: string * change: SessionChange * options: CommitOptions * cancellationToken: CancellationToken -> Task<CommitResult>

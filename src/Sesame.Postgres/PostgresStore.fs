@@ -166,6 +166,12 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
         $"SELECT status, ended_ids, ended_reasons, ended_counts, ended_paths, ended_values FROM {moveFunction}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 
     let deleteSql = $"SELECT {deleteFunction}($1)"
+
+    /// The facts' size in bytes of compact JSON (the sum of their nodes' bytes; 0 for no session) of the session $1,
+    /// its row locked (FOR UPDATE) so that no other commit changes them before this transaction ends.
+    let factsSizeSql =
+        $"SELECT coalesce(sum(n.bytes), 0)::bigint FROM {nodesTable} n WHERE n.sid = (SELECT s.sid FROM {sessionsTable} s WHERE s.id = $1 FOR UPDATE) AND n.path >= E'\\x04'"
+
     let sweepSql = $"SELECT id, expired, paths, vals FROM {sweepFunction}($1)"
 
     /// A page of sessions: $1 the limit, then $2 the user (byUser), then the id to continue after (afterId). One text
@@ -221,8 +227,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     let integers (values: int[]) = NpgsqlParameter(NpgsqlDbType = (NpgsqlDbType.Array ||| NpgsqlDbType.Integer), Value = values)
     let bigints (values: int64[]) = NpgsqlParameter(NpgsqlDbType = (NpgsqlDbType.Array ||| NpgsqlDbType.Bigint), Value = values)
 
-    let addChange (command: NpgsqlCommand) (change: ChangeArguments) =
-        let p = command.Parameters
+    let addChange (p: NpgsqlParameterCollection) (change: ChangeArguments) =
         p.Add(integer change.UpgradeFrom) |> ignore
         p.Add(integer change.UpgradeTo) |> ignore
         p.Add(texts change.Ops) |> ignore
@@ -247,36 +252,94 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     let isShutdown (e: PostgresException) =
         e.SqlState = PostgresErrorCodes.AdminShutdown || e.SqlState = PostgresErrorCodes.CrashShutdown || e.SqlState = PostgresErrorCodes.CannotConnectNow
 
+    /// A connection from the pool; failing to get one is NotSent.
+    let openConnection (cancellationToken: CancellationToken) : Task<NpgsqlConnection> = task {
+        try
+            return! dataSource.OpenConnectionAsync cancellationToken
+        with
+        | :? OperationCanceledException -> return raise (OperationCanceledException(cancellationToken))
+        | e -> return raise (NotSent e)
+    }
+
+    /// Sends a command: a server that answers that it is shutting down or starting never ran it (NotSent).
+    let sent (send: unit -> Task<NpgsqlDataReader>) : Task<NpgsqlDataReader> = task {
+        try
+            return! send ()
+        with :? PostgresException as e when isShutdown e ->
+            return raise (NotSent e)
+    }
+
     /// Opens a connection, sends one command and reads its answer. Failures before the database could have run the
     /// command are NotSent.
     let execute
         (sql: string)
-        (parameters: NpgsqlCommand -> unit)
+        (parameters: NpgsqlParameterCollection -> unit)
         (read: NpgsqlDataReader -> Task<'result>)
         (cancellationToken: CancellationToken)
         : Task<'result> = task {
-        let! connection = task {
-            try
-                return! dataSource.OpenConnectionAsync cancellationToken
-            with
-            | :? OperationCanceledException -> return raise (OperationCanceledException(cancellationToken))
-            | e -> return raise (NotSent e)
-        }
+        let! connection = openConnection cancellationToken
         use connection = connection
         use command = new NpgsqlCommand(sql, connection)
-        parameters command
-        let! reader = task {
-            try
-                return! command.ExecuteReaderAsync cancellationToken
-            with :? PostgresException as e when isShutdown e ->
-                return raise (NotSent e)
-        }
+        parameters command.Parameters
+        let! reader = sent (fun () -> command.ExecuteReaderAsync cancellationToken)
         use reader = reader
         let! value = read reader
         // Read to the end: the call's implicit transaction commits after its row is sent, and a failure to
         // commit comes only then.
         let! _ = reader.NextResultAsync cancellationToken
         return value
+    }
+
+    /// <summary>
+    /// As <c>execute</c>, for a commit (<c>sql</c>) of session <c>id</c> that may grow its facts: in one transaction, it
+    /// reads the facts' size and locks the session's row, sends the commit, reads the facts' size again, and commits
+    /// only when the facts did not grow past <c>limit</c>; else it rolls back and raises
+    /// <see cref="T:Sesame.SessionTooLargeException"/>. Flash values are the app's data, often its client's input, and
+    /// are bounded as the tree is: each request checks the facts it saw, and this checks what concurrent requests add
+    /// up to. One round trip more than <c>execute</c> (the COMMIT).
+    /// </summary>
+    let executeFactsBounded
+        (sql: string)
+        (parameters: NpgsqlParameterCollection -> unit)
+        (read: NpgsqlDataReader -> Task<'result>)
+        (id: string)
+        (limit: int)
+        (cancellationToken: CancellationToken)
+        : Task<'result> = task {
+        let! connection = openConnection cancellationToken
+        use connection = connection
+        use! transaction = connection.BeginTransactionAsync cancellationToken
+        use batch = new NpgsqlBatch(connection, transaction)
+        let measureFacts () =
+            let command = NpgsqlBatchCommand factsSizeSql
+            command.Parameters.Add(text id) |> ignore
+            batch.BatchCommands.Add command
+        measureFacts ()
+        let change = NpgsqlBatchCommand sql
+        parameters change.Parameters
+        batch.BatchCommands.Add change
+        measureFacts ()
+        let! reader = sent (fun () -> batch.ExecuteReaderAsync cancellationToken)
+        let! struct (value, before, after) = task {
+            use reader = reader
+            let size () = task {
+                let! _ = reader.ReadAsync cancellationToken
+                let bytes = reader.GetInt64 0
+                let! _ = reader.NextResultAsync cancellationToken
+                return bytes
+            }
+            let! before = size ()
+            let! value = read reader
+            let! _ = reader.NextResultAsync cancellationToken
+            let! after = size ()
+            return struct (value, before, after)
+        }
+        if after > int64 limit && after > before then
+            do! transaction.RollbackAsync cancellationToken
+            return raise (SessionTooLargeException(after, limit))
+        else
+            do! transaction.CommitAsync cancellationToken
+            return value
     }
 
     let schemaLock = obj ()
@@ -430,7 +493,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
         run "sweep" null false cancellationToken (fun token ->
             execute
                 sweepSql
-                (fun command -> command.Parameters.Add(NpgsqlParameter<int>(TypedValue = options.SweepBatchSize)) |> ignore)
+                (fun p -> p.Add(NpgsqlParameter<int>(TypedValue = options.SweepBatchSize)) |> ignore)
                 (fun reader -> task {
                     let ended = ResizeArray<struct (string * Json)>()
                     let mutable due = 0
@@ -585,8 +648,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             let load (token: CancellationToken) =
                 execute
                     loadSql
-                    (fun command ->
-                        let p = command.Parameters
+                    (fun p ->
                         p.Add(text id) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
                         p.Add(NpgsqlParameter<int64>(TypedValue = refreshMilliseconds idle)) |> ignore)
@@ -620,20 +682,24 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             checkOpen ()
             let arguments = PostgresLayout.argumentsOf change
             let idle = idleMilliseconds commit.IdleTimeout
-            let parameters (command: NpgsqlCommand) =
-                let p = command.Parameters
+            let parameters (p: NpgsqlParameterCollection) =
                 p.Add(text id) |> ignore
                 p.Add(NpgsqlParameter<bool>(TypedValue = commit.MustExist)) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
                 p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
-                addChange command arguments
+                addChange p arguments
             let send (token: CancellationToken) = task {
                 use! _ = gates.EnterAsync(id, token)
                 let read (reader: NpgsqlDataReader) = task {
                     let! _ = reader.ReadAsync token
                     return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
                 }
-                return! execute commitSql parameters read token
+                // Only requests that share a stored session can add up their facts: a new session's first commit (a
+                // fresh id) and a move (the first ends the old id) are checked by their request alone, in one statement.
+                if commit.MustExist && change.MayGrowFacts then
+                    return! executeFactsBounded commitSql parameters read id commit.MaxSizeBytes token
+                else
+                    return! execute commitSql parameters read token
             }
             task {
                 try
@@ -666,8 +732,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 | PostgresLayout.UserBinding.Unbind -> 2, null
             let idle = idleMilliseconds commit.IdleTimeout
             let session = if isNull fromId then toId else fromId
-            let parameters (command: NpgsqlCommand) =
-                let p = command.Parameters
+            let parameters (p: NpgsqlParameterCollection) =
                 p.Add(text fromId) |> ignore
                 p.Add(text toId) |> ignore
                 p.Add(NpgsqlParameter<int>(TypedValue = mode)) |> ignore
@@ -676,7 +741,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
                 p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
                 p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
-                addChange command arguments
+                addChange p arguments
             let send (token: CancellationToken) = task {
                 use! _ = gates.EnterAsync(session, token)
                 let read (reader: NpgsqlDataReader) = task {
@@ -710,7 +775,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             run "delete" id false cancellationToken (fun token ->
                 execute
                     deleteSql
-                    (fun command -> command.Parameters.Add(text id) |> ignore)
+                    (fun p -> p.Add(text id) |> ignore)
                     (fun reader -> task {
                         let! _ = reader.ReadAsync token
                         return reader.GetBoolean 0
@@ -729,8 +794,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
             run "listing" query.UserId true cancellationToken (fun token ->
                 execute
                     listSqls[(if isNull query.UserId then 0 else 1), (if isNull query.After then 0 else 1)]
-                    (fun command ->
-                        let p = command.Parameters
+                    (fun p ->
                         p.Add(NpgsqlParameter<int64>(TypedValue = limit)) |> ignore
                         if not (isNull query.UserId) then p.Add(text query.UserId) |> ignore
                         if not (isNull query.After) then p.Add(text query.After) |> ignore)

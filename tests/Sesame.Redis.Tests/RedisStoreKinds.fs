@@ -1,4 +1,4 @@
-/// The stores the linked end-to-end suites (SecurityTests.fs) run on in this project: Redis only.
+/// The stores the linked end-to-end suites (SecurityTests.fs, ShapeTests.fs, FlashTests.fs) run on in this project: Redis only.
 /// It stands in for tests/Sesame.Tests/StoreKinds.fs, which names the memory and file stores.
 module Sesame.Tests.StoreKinds
 
