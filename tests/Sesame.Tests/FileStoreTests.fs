@@ -1229,6 +1229,55 @@ let tests =
                 "the numbers' JSON (10,000 digits, 9,999 commas, 2 brackets) is one byte longer than the string's, and they count that"
         }
 
+        testCaseTask "a page of a user's sessions reads from its cursor, not every session of the user"
+        <| fun () -> task {
+            // A client that signs in again and again, with no MaxSessionsPerUser, gives one user any number of sessions.
+            use directory = new TempDirectory()
+            use store = FileStore.Open(directory.File "sessions", FileStoreOptions(MaxSessions = 100_000), null)
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "often") ]
+            let ids = [| for i in 1..30_000 -> $"{(i * 7919) % 30_000:D5}{String('u', 27)}" |]
+            // 500 at a time: they share the file's flushes.
+            for chunk in Array.chunkBySize 500 ids do
+                let! _ = Task.WhenAll [ for id in chunk -> (store :> SessionStore).MoveAsync(null, id, bind, creating, testToken ()) ]
+                ()
+            let inOrder = Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids
+            let seen = ResizeArray<string>()
+            let mutable after = null
+            let mutable more = true
+            let mutable largest = 0L
+            while more do
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                let! page = (store :> SessionStore).ListAsync({ UserId = "often"; After = after; Limit = 100 }, testToken ())
+                largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
+                seen.AddRange(page.Sessions |> Seq.map _.Id)
+                after <- page.Next
+                more <- not (isNull after)
+            Expect.sequenceEqual seen inOrder "every session of the user once, in id order"
+            // A copy of the user's ids alone would be 240,000 bytes a page.
+            Expect.isLessThan largest 100_000L "a page allocates for what it lists"
+        }
+
+        testCaseTask "a user's index keeps every session bound while the user's last other session leaves at the same time"
+        <| fun () -> task {
+            // The user's ids are dropped from the index when the last one leaves: a binding at that moment must not be
+            // added to the ids being dropped.
+            use directory = new TempDirectory()
+            use store = FileStore.Open(directory.File "sessions")
+            let sessions = store :> SessionStore
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "ada") ]
+            let mutable previous = $"{Guid.NewGuid():N}"
+            let! _ = sessions.MoveAsync(null, previous, bind, creating, testToken ())
+            for round in 1..2_000 do
+                let next = $"{Guid.NewGuid():N}"
+                let bound = Task.Run<CommitResult>(fun () -> sessions.MoveAsync(null, next, bind, creating, testToken ()))
+                let deleted = Task.Run<bool>(fun () -> sessions.DeleteAsync(previous, testToken ()))
+                let! _ = bound
+                let! _ = deleted
+                let! page = sessions.ListAsync(SessionQuery.OfUser "ada", testToken ())
+                Expect.sequenceEqual (page.Sessions |> Seq.map _.Id) [ next ] $"round {round}: the user's one session, listed"
+                previous <- next
+        }
+
         testCaseTask "a closed store refuses further calls"
         <| fun () -> task {
             use directory = new TempDirectory()

@@ -70,7 +70,7 @@ type internal FileSession(id: string) =
 [<Sealed>]
 type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<string, FileSession>>, cold: FreshSessions) as this =
     let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, replayed, StringComparer.Ordinal)
-    let users = ConcurrentDictionary<string, ConcurrentDictionary<string, byte>>(StringComparer.Ordinal)
+    let users = ConcurrentDictionary<string, UserSessionIds>(StringComparer.Ordinal)
     let mutable liveBytes = 0L
     let mutable heldBytes = 0L
     let policy = SegmentedLru maxSessions
@@ -122,7 +122,13 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     /// Adds the session to its user's index. Call under the session's lock.
     member _.Index(id: string, session: FileSession, user: string) =
         session.User <- user
-        if not (isNull user) then users.GetOrAdd(user, fun _ -> ConcurrentDictionary<string, byte>(StringComparer.Ordinal)).[id] <- 0uy
+        if not (isNull user) then
+            let mutable added = false
+            while not added do
+                let ids = users.GetOrAdd(user, fun _ -> UserSessionIds())
+                added <- ids.TryAdd id
+                // Retired as its last session left, which takes it out of the index: out here too, then a new one.
+                if not added then users.TryRemove(KeyValuePair(user, ids)) |> ignore
 
     /// Takes the session out of its user's index. Call under the session's lock.
     member _.Unindex(id: string, session: FileSession) =
@@ -131,15 +137,19 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         | user ->
             session.User <- null
             match users.TryGetValue user with
-            | true, ids ->
-                ids.TryRemove(id) |> ignore
-                if ids.IsEmpty then users.TryRemove(KeyValuePair(user, ids)) |> ignore
+            | true, ids when ids.Remove id -> users.TryRemove(KeyValuePair(user, ids)) |> ignore
             | _ -> ()
 
     /// The ids indexed under a user now.
     member _.IdsOf(user: string) : string[] =
         match users.TryGetValue user with
-        | true, ids -> Array.ofSeq ids.Keys
+        | true, ids -> ids.All()
+        | _ -> [||]
+
+    /// Up to <c>count</c> ids indexed under a user after <c>after</c> (null: from the first), in ordinal order.
+    member _.IdsOf(user: string, after: string, count: int) : string[] =
+        match users.TryGetValue user with
+        | true, ids -> ids.After(after, count)
         | _ -> [||]
     /// Every session held as an object, for a sweep or a snapshot (safe while others change the map); the ring's are
     /// walked with <c>ColdSessions</c>.

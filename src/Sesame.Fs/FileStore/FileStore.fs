@@ -626,8 +626,7 @@ type FileStore
             // and the page takes an id once.
             if isNull query.UserId && sessions.ColdCount > 0 then
                 sessions.OfferCold(chosen, t, fun id value expires lastUsed -> summaryFrom id value lastUsed expires)
-            let candidates = if isNull query.UserId then sessions.Items |> Seq.map _.Key else sessions.IdsOf query.UserId :> seq<string>
-            for id in candidates do
+            let offer (id: string) =
                 if chosen.Wants id then
                     match sessions.TryGetValue id with
                     | true, session ->
@@ -635,6 +634,21 @@ type FileStore
                         | ValueSome summary -> chosen.Take(id, summary)
                         | ValueNone -> ()
                     | _ -> ()
+            if isNull query.UserId then
+                for KeyValue(id, _) in sessions.Items do
+                    offer id
+            else
+                // From the cursor, in order, a slice at a time (the user's ids are copied out of their lock, which is
+                // taken under sessions' locks), until the page is full: a page reads what it lists and the user's expired
+                // sessions not swept yet on the way, not every session of the user.
+                let mutable after = query.After
+                let mutable more = true
+                while more && not chosen.IsFull do
+                    let slice = sessions.IdsOf(query.UserId, after, min query.Limit 1023 + 1)
+                    for id in slice do
+                        offer id
+                    more <- slice.Length > 0
+                    if more then after <- slice[slice.Length - 1]
             // Ordered by id, so a page continues where the last one stopped however the sessions change in between.
             let page = chosen.Sorted()
             let more = page.Length > query.Limit

@@ -1,0 +1,46 @@
+namespace Sesame
+
+open System
+open System.Collections.Generic
+
+/// <summary>
+/// One user's session ids in the file store's user index, in ordinal order, so that a page of the user's listing starts
+/// at its cursor and reads what it lists: a client that signs in again and again (with no <c>MaxSessionsPerUser</c>)
+/// can give one user any number of sessions. Locked on itself, and only briefly: it is taken under a session's lock
+/// (binding and unbinding), never the other way round, so a listing copies a slice out and looks at the sessions after.
+/// <para>Once the last id leaves, the set is retired and its user's entry removed; a binding that finds it retired
+/// makes a new one, so no id is ever added to a set the index no longer holds.</para>
+/// </summary>
+[<Sealed>]
+type internal UserSessionIds() =
+    let ids = SortedSet<string>(StringComparer.Ordinal)
+    let mutable retired = false
+
+    /// Adds the id; false, changing nothing, when the set is retired.
+    member _.TryAdd(id: string) : bool =
+        lock ids (fun () ->
+            if not retired then ids.Add id |> ignore
+            not retired)
+
+    /// Removes the id; true when that left the set empty, which retires it (its owner then drops it from the index).
+    member _.Remove(id: string) : bool =
+        lock ids (fun () ->
+            if ids.Remove id && ids.Count = 0 then retired <- true
+            retired)
+
+    /// Up to <paramref name="count"/> ids after <paramref name="after"/> (null: from the first), in ordinal order.
+    member _.After(after: string, count: int) : string[] =
+        lock ids (fun () ->
+            if ids.Count = 0 || (not (isNull after) && String.CompareOrdinal(after, ids.Max) >= 0) then
+                [||]
+            else
+                let from: IEnumerable<string> = if isNull after then ids else ids.GetViewBetween(after, ids.Max)
+                let slice = ResizeArray<string>(min count ids.Count)
+                use walk = from.GetEnumerator()
+                while slice.Count < count && walk.MoveNext() do
+                    // GetViewBetween includes its lower bound: the cursor itself was listed already.
+                    if not (String.Equals(walk.Current, after, StringComparison.Ordinal)) then slice.Add walk.Current
+                slice.ToArray())
+
+    /// Every id, in ordinal order.
+    member _.All() : string[] = lock ids (fun () -> Array.ofSeq ids)
