@@ -12,7 +12,8 @@ type private Marker = class end
 /// with many sessions holds Redis for); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds);
-/// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit).
+/// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit); `facts-bound [items]
+/// [rounds]` FactsBoundCost (what bounding large facts costs a commit that adds flash, on Redis and PostgreSQL).
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
@@ -46,5 +47,6 @@ let main args =
     | "file-new-sessions" :: rest -> FileNewSessions.run rest
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
     | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore
+    | "facts-bound" :: rest -> FactsBoundCost.run rest
     | _ -> BenchmarkSwitcher.FromAssembly(typeof<Marker>.Assembly).Run(args) |> ignore
     0

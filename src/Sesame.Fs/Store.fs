@@ -126,16 +126,16 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
     member _.BindsUser = Patch.touchesKey SessionMeta.User meta
 
     /// <summary>
-    /// Whether the change to the facts sets or appends anything, so may grow them: the facts are bounded by the tree's
-    /// size limit too (flash values are often a client's input), and a store need measure them only then.
+    /// Whether the change to the facts does anything but remove (a set, an append, an increment: a sum may be longer than
+    /// the number it adds to), so may grow them: the facts are bounded by the tree's size limit too (flash values are
+    /// often a client's input), and a store need measure them only then.
     /// </summary>
     member _.MayGrowFacts =
         meta.Updates
         |> List.exists (fun update ->
             match update with
-            | Update.Set _
-            | Update.Append _ -> true
-            | _ -> false)
+            | Update.Remove _ -> false
+            | _ -> true)
 
     /// <summary>
     /// Applies the change to a stored session as every store must (for stores that hold sessions as trees): the upgrade

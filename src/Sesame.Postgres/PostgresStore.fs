@@ -167,10 +167,10 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
 
     let deleteSql = $"SELECT {deleteFunction}($1)"
 
-    /// The facts' size in bytes of compact JSON (the sum of their nodes' bytes; 0 for no session) of the session $1,
-    /// its row locked (FOR UPDATE) so that no other commit changes them before this transaction ends.
+    /// The facts' size in bytes of compact JSON (the sum of their nodes' bytes; 0 for no session) of the session $1.
+    /// No row lock: a move takes its user's lock before any session's row (see the move function).
     let factsSizeSql =
-        $"SELECT coalesce(sum(n.bytes), 0)::bigint FROM {nodesTable} n WHERE n.sid = (SELECT s.sid FROM {sessionsTable} s WHERE s.id = $1 FOR UPDATE) AND n.path >= E'\\x04'"
+        $"SELECT coalesce(sum(n.bytes), 0)::bigint FROM {nodesTable} n WHERE n.sid = (SELECT s.sid FROM {sessionsTable} s WHERE s.id = $1) AND n.path >= E'\\x04'"
 
     let sweepSql = $"SELECT id, expired, paths, vals FROM {sweepFunction}($1)"
 
@@ -291,18 +291,21 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     }
 
     /// <summary>
-    /// As <c>execute</c>, for a commit (<c>sql</c>) of session <c>id</c> that may grow its facts: in one transaction, it
-    /// reads the facts' size and locks the session's row, sends the commit, reads the facts' size again, and commits
-    /// only when the facts did not grow past <c>limit</c>; else it rolls back and raises
+    /// As <c>execute</c>, for a commit or a move (<c>sql</c>) that may grow the facts: in one transaction, it reads the
+    /// facts' size of <c>beforeId</c> (null: none), sends the change, reads the facts' size of <c>afterId</c>, and
+    /// commits only when the facts did not grow past <c>limit</c>; else it rolls back and raises
     /// <see cref="T:Sesame.SessionTooLargeException"/>. Flash values are the app's data, often its client's input, and
     /// are bounded as the tree is: each request checks the facts it saw, and this checks what concurrent requests add
-    /// up to. One round trip more than <c>execute</c> (the COMMIT).
+    /// up to. The change's function locks the session's row until the COMMIT, so the second reading is what the
+    /// session holds; the first, taken just before the change, only tells growth from shrinking. One round trip more
+    /// than <c>execute</c> (the COMMIT), and two sums over the facts' rows.
     /// </summary>
     let executeFactsBounded
         (sql: string)
         (parameters: NpgsqlParameterCollection -> unit)
         (read: NpgsqlDataReader -> Task<'result>)
-        (id: string)
+        (beforeId: string)
+        (afterId: string)
         (limit: int)
         (cancellationToken: CancellationToken)
         : Task<'result> = task {
@@ -310,15 +313,15 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
         use connection = connection
         use! transaction = connection.BeginTransactionAsync cancellationToken
         use batch = new NpgsqlBatch(connection, transaction)
-        let measureFacts () =
+        let measureFacts (id: string) =
             let command = NpgsqlBatchCommand factsSizeSql
             command.Parameters.Add(text id) |> ignore
             batch.BatchCommands.Add command
-        measureFacts ()
+        if not (isNull beforeId) then measureFacts beforeId
         let change = NpgsqlBatchCommand sql
         parameters change.Parameters
         batch.BatchCommands.Add change
-        measureFacts ()
+        measureFacts afterId
         let! reader = sent (fun () -> batch.ExecuteReaderAsync cancellationToken)
         let! struct (value, before, after) = task {
             use reader = reader
@@ -328,7 +331,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 let! _ = reader.NextResultAsync cancellationToken
                 return bytes
             }
-            let! before = size ()
+            let! before = if isNull beforeId then Task.FromResult 0L else size ()
             let! value = read reader
             let! _ = reader.NextResultAsync cancellationToken
             let! after = size ()
@@ -695,9 +698,9 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                     return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
                 }
                 // Only requests that share a stored session can add up their facts: a new session's first commit (a
-                // fresh id) and a move (the first ends the old id) are checked by their request alone, in one statement.
+                // fresh id no other request has) is checked by its request alone, in one statement.
                 if commit.MustExist && change.MayGrowFacts then
-                    return! executeFactsBounded commitSql parameters read id commit.MaxSizeBytes token
+                    return! executeFactsBounded commitSql parameters read id id commit.MaxSizeBytes token
                 else
                     return! execute commitSql parameters read token
             }
@@ -749,7 +752,12 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                     let counts = if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3
                     return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2, counts, stringsAt reader 4, stringsAt reader 5)
                 }
-                return! execute moveSql parameters read token
+                // A move carries what other requests committed to the old id since this one loaded it (their flash):
+                // a sign-in, which binds the user and the device, is a transaction of its own.
+                if change.MayGrowFacts then
+                    return! executeFactsBounded moveSql parameters read fromId toId commit.MaxSizeBytes token
+                else
+                    return! execute moveSql parameters read token
             }
             task {
                 try

@@ -1,9 +1,10 @@
 -- Sesame: commits one request's change to one session (after Layout.lua and Patch.lua).
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
 -- ARGV: prefix, id, mustExist ('1'/'0'), idle timeout in ms (negative: never expire), the size limit (the data
--- tree's, and the facts' when they grow), the refresh interval in ms, then the change (Patch.lua). A commit sets the session's last-seen time; it slides
--- the expiry only when that is due (slideDue in Layout.lua), as a load does: the expiry set's ZADD and the PEXPIRE are a
--- good part of a small commit's time, and a burst of requests then makes one expiry write rather than one each.
+-- tree's, and the facts' when they grow), the refresh interval in ms, then the change (Patch.lua). A commit sets the
+-- session's last-seen time; it slides the expiry only when that is due (slideDue in Layout.lua), as a load does: the
+-- expiry set's ZADD and the PEXPIRE are a good part of a small commit's time, and a burst of requests then makes one
+-- expiry write rather than one each.
 -- Replies: {'ok', ended...} | {'gone', ended...} | {'large', size} | {'moving'} | {'stale', mark} | a refusal
 -- of Patch.lua, where ended is the {reason, owner} of an earlier session under this id that Redis ended and
 -- nobody had reported (see ended in Layout.lua), or nothing. Nothing is written unless the reply is 'ok' or 'gone'.

@@ -87,15 +87,15 @@ local function kindOf(value)
   return value:sub(1, 1)
 end
 
--- The size of the subtree at `field` in bytes of compact JSON, its nodes deleted when `remove`.
-local function sizeOf(field, remove)
+-- Deletes the subtree at `field` and gives its size in bytes of compact JSON.
+local function drop(field)
   local value = node(field)
-  if remove then put(field, false) end
+  put(field, false)
   local first = value:byte(1)
   if first == BYTE_O then
     local size, count = 1, 0
     for name, cost in value:gmatch('\1([^\1\3]*)\3(%d+)') do
-      size = size + tonumber(cost) + 1 + sizeOf(field .. '\1' .. name, remove)
+      size = size + tonumber(cost) + 1 + drop(field .. '\1' .. name)
       count = count + 1
     end
     if count == 0 then stop('corrupt', 'an object node has no members') end
@@ -103,16 +103,11 @@ local function sizeOf(field, remove)
   elseif first == BYTE_A then
     local size = 1
     for i = 0, arrayLength(value) - 1 do
-      size = size + 1 + sizeOf(field .. '\2' .. i, remove)
+      size = size + 1 + drop(field .. '\2' .. i)
     end
     return size
   end
   return #value
-end
-
--- Deletes the subtree at `field` and gives its size in bytes of compact JSON.
-local function drop(field)
-  return sizeOf(field, true)
 end
 
 -- The current update's path, one entry per segment.
@@ -475,13 +470,43 @@ local function checkRoots()
   end
 end
 
+-- The facts' size in bytes of compact JSON as the change leaves them: the sum of what each of their nodes adds besides
+-- its children (a leaf its text; an array of n items n + 1; an object 1, and each member's cost and a comma or brace),
+-- each node as the change left it (the cache) or as stored. One HGETALL: a walk of the tree, a call per node or per
+-- level, cost Redis several times what loading the session does when the facts hold many nodes.
+local function factsSize()
+  local size = 0
+  local function add(value)
+    local first = value:byte(1)
+    if first == BYTE_O then
+      size = size + 1
+      for cost in value:gmatch('\1[^\1\3]*\3(%d+)') do size = size + tonumber(cost) + 1 end
+    elseif first == BYTE_A then
+      size = size + arrayLength(value) + 1
+    else
+      size = size + #value
+    end
+  end
+  if readKey then
+    local stored = redis.call('HGETALL', readKey)
+    for i = 1, #stored, 2 do
+      local field = stored[i]
+      if field:byte(1) == 4 and cache[field] == nil then add(stored[i + 1]) end
+    end
+  end
+  for field, value in pairs(cache) do
+    if value and field:byte(1) == 4 then add(value) end
+  end
+  return size
+end
+
 -- The facts' size in bytes of compact JSON when the change grew them past `limit` (the data tree's): flash values are
 -- the app's data, often its client's input, and are bounded as the tree is, atomically against what concurrent
 -- requests committed (each request checks only what it saw). A change that shrinks facts already past the limit (a
--- read of the flash) goes through. Nil when within it. Measured only when the facts grew: a walk of their nodes.
+-- read of the flash) goes through. Nil when within it. Measured only when the facts grew.
 local function factsOver(limit)
   if factsGrowth <= 0 then return nil end
-  local size = sizeOf(FACTS, false)
+  local size = factsSize()
   if size > limit then return size end
   return nil
 end

@@ -235,7 +235,7 @@ let fidelity =
 [<Tests>]
 let roundTrips =
     testList "postgres round trips" [
-        testCaseTask "a load, a commit, a move and a delete are one statement each"
+        testCaseTask "a load, a commit, a move and a delete are one statement each; one that may grow a shared session's facts is a transaction"
         <| fun () -> task {
             // Every statement the server receives on this data source is logged; the functions' own are not.
             let connectionString = connection.Value + ";Options=-c log_statement=all"
@@ -257,10 +257,19 @@ let roundTrips =
             Expect.equal commits 1 "statements for one commit"
             let! loads = measure (fun () -> load store id :> Task)
             Expect.equal loads 1 "statements for one load"
-            let newer = newId ()
-            let! moves = measure (fun () -> store.MoveAsync(id, newer, signIn "ada", creating, token ()) :> Task)
+            let rotated = newId ()
+            let! moves =
+                measure (fun () -> store.MoveAsync(id, rotated, SessionChange(Patch.fold [ Update.Set(at "r", parse "1") ]), creating, token ()) :> Task)
             Expect.equal moves 1 "statements for one move"
-            let! deletes = measure (fun () -> store.DeleteAsync(newer, token ()) :> Task)
+            // Flash added to a stored session, and a sign-in (it binds the user and the device), may grow the facts past
+            // the limit with what concurrent requests add: BEGIN, the facts' size, the change, their size again, COMMIT.
+            let flash = SessionChange(Patch.empty, Patch.fold [ Update.Set(SessionPath.ofKeys [ SessionMeta.Flash; "n" ], parse "1") ])
+            let! flashed = measure (fun () -> store.CommitAsync(rotated, flash, existing, token ()) :> Task)
+            Expect.equal flashed 5 "statements for a commit of flash"
+            let signedIn = newId ()
+            let! signIns = measure (fun () -> store.MoveAsync(rotated, signedIn, signIn "ada", creating, token ()) :> Task)
+            Expect.equal signIns 5 "statements for a sign-in"
+            let! deletes = measure (fun () -> store.DeleteAsync(signedIn, token ()) :> Task)
             Expect.equal deletes 1 "statements for one delete"
         }
     ]

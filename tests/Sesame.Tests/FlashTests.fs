@@ -18,8 +18,8 @@ type private Pause() =
     member val Reached = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
     member val Release = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
 
-/// The app: one path per operation; `key` and `value` in the query. `/read?...&pause=name` reads (`/flash` flashes),
-/// then waits for the test to release the pause of that name.
+/// The app: one path per operation; `key` and `value` in the query. `/read?...&pause=name` reads (`/flash` and
+/// `/flash-and-sign-in` flash), then waits for the test to release the pause of that name.
 let private app (pauses: ConcurrentDictionary<string, Pause>) : HttpHandler =
     withSession
     >=> Session.handler (fun session next ctx ->
@@ -44,6 +44,11 @@ let private app (pauses: ConcurrentDictionary<string, Pause>) : HttpHandler =
                     session |> Session.flash key (query "value")
                     do! paused ()
                     return "flashed"
+                | "/flash-and-sign-in" ->
+                    session |> Session.flash key (query "value")
+                    do! paused ()
+                    let! result = session |> Session.signInAsync "ada"
+                    return string result
                 | "/read" ->
                     let value = read ()
                     do! paused ()
@@ -82,6 +87,52 @@ let private storedOf (store: ObservedStore) = task {
     return stored
 }
 
+/// Two requests on one session that have each read it (no flash yet) and flashed 3 KB, within a limit of 4 KB on its
+/// own: the first to commit fits, the second (`second`: a flash, or a flash and a sign-in) is refused, and the facts
+/// stored hold the first's value only.
+let private concurrentFlashesOn (kind: StoreKind) (second: string) = task {
+    let pauses = ConcurrentDictionary<string, Pause>()
+    let store = ObservedStore(kind.Create TimeProvider.System)
+    let! host = startHostOn Kestrel store (fun options -> options.MaxSessionBytes <- 4096) (runHandler (app pauses)) (new LogCapture())
+    use _ = host
+    let browser = Browser host
+    let! _ = browser.GetTextAsync "/visit"
+    let value = String('x', 3000)
+    let flash (path: string) (key: string) =
+        pauses[key] <- Pause()
+        let response = browser.GetAsync $"{path}?key={key}&value={value}&pause={key}"
+        response, pauses[key]
+    let first, firstPause = flash "/flash" "a"
+    let later, laterPause = flash second "b"
+    do! firstPause.Reached.Task
+    do! laterPause.Reached.Task
+    firstPause.Release.SetResult()
+    let! firstResponse = first
+    laterPause.Release.SetResult()
+    let! laterResponse = later
+    Expect.equal (fst firstResponse).StatusCode Net.HttpStatusCode.OK "the first to commit fits"
+    Expect.equal (fst laterResponse).StatusCode Net.HttpStatusCode.InternalServerError $"{second}: the second would pass the limit with the first's"
+    let! stored = storedOf store
+    match SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta with
+    | Some(Json.Object entries) -> Expect.equal entries.Count 1 $"{second}: the first request's value, and only that"
+    | other -> failtest $"Expected the flash entries in the facts, found {other}"
+    let size = JsonSize.utf8Length stored.Meta
+    Expect.isTrue (size <= 4096L) $"{second}: the facts stored are within the limit ({size} bytes)"
+}
+
+/// Disposes the store, if it is disposable, when the test ends.
+let private disposing (store: SessionStore) = {
+    new IDisposable with
+        member _.Dispose() =
+            match box store with
+            | :? IDisposable as disposable -> disposable.Dispose()
+            | _ -> ()
+}
+
+/// A change of the facts that flashes `size` bytes under `name`.
+let private flashOf (name: string) (size: int) =
+    SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Flash; name ]) (Json.string (String('x', size))) ])
+
 let private onStore (kind: StoreKind) =
     testList kind.Name [
         let serve () = task {
@@ -104,8 +155,8 @@ let private onStore (kind: StoreKind) =
             let! after = browser.GetTextAsync "/read?key=notice"
             Expect.equal after "(none)" "the request after that does not"
             Expect.equal browser.Cookie cookie "one session throughout"
-            // A store that counts its sessions (Redis's does not) holds that one only.
-            if store.Inner.ActiveSessionCount.HasValue then Expect.equal store.Inner.ActiveSessionCount (Nullable 1L) "one session held"
+            // An in-process store counts what it holds exactly (a shared one counts at its sweeps, over every app's).
+            if not store.Inner.IsShared then Expect.equal store.Inner.ActiveSessionCount (Nullable 1L) "one session held"
         }
 
         testCaseTask "a brand-new visitor's flash creates the session that carries it"
@@ -173,33 +224,30 @@ let private onStore (kind: StoreKind) =
 
         testCaseTask "concurrent requests that each flash within MaxSessionBytes cannot add up past it: the store refuses the one that would"
         <| fun () -> task {
-            let pauses = ConcurrentDictionary<string, Pause>()
-            let store = ObservedStore(kind.Create TimeProvider.System)
-            let! host = startHostOn Kestrel store (fun options -> options.MaxSessionBytes <- 4096) (runHandler (app pauses)) (new LogCapture())
-            use _ = host
-            let browser = Browser host
-            let! _ = browser.GetTextAsync "/visit"
-            // Both requests have read the session (no flash yet) and flashed 3 KB, each within the limit on its own.
-            let value = String('x', 3000)
-            let flash (key: string) =
-                pauses[key] <- Pause()
-                let response = browser.GetAsync $"/flash?key={key}&value={value}&pause={key}"
-                response, pauses[key]
-            let first, firstPause = flash "a"
-            let second, secondPause = flash "b"
-            do! firstPause.Reached.Task
-            do! secondPause.Reached.Task
-            firstPause.Release.SetResult()
-            let! firstResponse = first
-            secondPause.Release.SetResult()
-            let! secondResponse = second
-            Expect.equal (fst firstResponse).StatusCode Net.HttpStatusCode.OK "the first to commit fits"
-            Expect.equal (fst secondResponse).StatusCode Net.HttpStatusCode.InternalServerError "the second would pass the limit with the first's"
-            let! stored = storedOf store
-            match SessionPath.tryGet (SessionPath.ofKeys [ SessionMeta.Flash ]) stored.Meta with
-            | Some(Json.Object entries) -> Expect.equal entries.Count 1 "the first request's value, and only that"
-            | other -> failtest $"Expected the flash entries in the facts, found {other}"
-            Expect.isTrue (JsonSize.utf8Length stored.Meta <= 4096L) $"the facts stored are within the limit ({JsonSize.utf8Length stored.Meta} bytes)"
+            for second in [ "/flash"; "/flash-and-sign-in" ] do
+                do! concurrentFlashesOn kind second
+        }
+
+        testCaseTask "the store itself refuses a move that carries facts grown past the limit, and an increment of the facts past it"
+        <| fun () -> task {
+            // A move carries what other requests committed to the old id since its own request loaded the session.
+            let store = kind.Create TimeProvider.System
+            use _ = disposing store
+            let id = SessionId.create ()
+            let options = { IdleTimeout = TimeSpan.FromMinutes 5.0; MustExist = true; MaxSizeBytes = 4096; UserLimit = UserLimit.None }
+            let! _ = store.CommitAsync(id, flashOf "a" 3000, { options with MustExist = false }, CancellationToken.None)
+            let moved = SessionId.create ()
+            let! e = throwsAsync<SessionTooLargeException>(fun () -> store.MoveAsync(id, moved, flashOf "b" 3000, options, CancellationToken.None) :> Task)
+            Expect.equal e.Limit 4096 "e.Limit"
+            let! stayed = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            Expect.isNotNull stayed "the refused move left the session where it was"
+            // An increment grows a number's text: 1 and 10^4090 add up to 4,091 digits.
+            let count = SessionPath.ofKeys [ SessionMeta.Flash; "n" ]
+            let! _ = store.CommitAsync(id, SessionChange(Patch.empty, Patch.fold [ Update.set count (Json.int64 1L) ]), options, CancellationToken.None)
+            let increment = SessionChange(Patch.empty, Patch.fold [ Update.Increment(count, JsonNumber.Parse "1e4090") ])
+            let! _ = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, increment, options, CancellationToken.None) :> Task)
+            let! after = store.LoadAsync(id, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (SessionPath.tryGet count after.Meta) (Some(Json.int64 1L)) "the refused increment changed nothing"
         }
 
         testCaseTask "the store itself refuses facts that grow past the limit, and lets a change that shrinks them through"
@@ -207,23 +255,15 @@ let private onStore (kind: StoreKind) =
             // What two concurrent requests could add up to, each within the limit on its own: the store checks atomically.
             // Requests share a stored session only once it is stored, and then commit to it with MustExist.
             let store = kind.Create TimeProvider.System
-            use _ = {
-                new IDisposable with
-                    member _.Dispose() =
-                        match box store with
-                        | :? IDisposable as disposable -> disposable.Dispose()
-                        | _ -> ()
-            }
+            use _ = disposing store
             let id = SessionId.create ()
             let options = { IdleTimeout = TimeSpan.FromMinutes 5.0; MustExist = false; MaxSizeBytes = 4096; UserLimit = UserLimit.None }
-            let flash (name: string) (size: int) =
-                SessionChange(Patch.empty, Patch.fold [ Update.set (SessionPath.ofKeys [ SessionMeta.Flash; name ]) (Json.string (String('x', size))) ])
-            let! _ = store.CommitAsync(id, flash "a" 3000, options, CancellationToken.None)
+            let! _ = store.CommitAsync(id, flashOf "a" 3000, options, CancellationToken.None)
             let existing = { options with MustExist = true }
-            let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, flash "b" 3000, existing, CancellationToken.None) :> Task)
+            let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, flashOf "b" 3000, existing, CancellationToken.None) :> Task)
             Expect.equal e.Limit 4096 "e.Limit"
             // Past the limit already (a session stored under a larger one): a change that shrinks the facts goes through.
-            let! _ = store.CommitAsync(id, flash "b" 3000, { existing with MaxSizeBytes = 1 <<< 20 }, CancellationToken.None)
+            let! _ = store.CommitAsync(id, flashOf "b" 3000, { existing with MaxSizeBytes = 1 <<< 20 }, CancellationToken.None)
             let remove = SessionChange(Patch.empty, Patch.fold [ Update.Remove(SessionPath.ofKeys [ SessionMeta.Flash; "b" ]) ])
             let! result = store.CommitAsync(id, remove, existing, CancellationToken.None)
             Expect.equal result CommitResult.Committed "the flash read"
