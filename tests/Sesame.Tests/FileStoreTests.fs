@@ -1240,19 +1240,8 @@ let tests =
             for chunk in Array.chunkBySize 500 ids do
                 let! _ = Task.WhenAll [ for id in chunk -> (store :> SessionStore).MoveAsync(null, id, bind, creating, testToken ()) ]
                 ()
-            let inOrder = Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids
-            let seen = ResizeArray<string>()
-            let mutable after = null
-            let mutable more = true
-            let mutable largest = 0L
-            while more do
-                let before = GC.GetAllocatedBytesForCurrentThread()
-                let! page = (store :> SessionStore).ListAsync({ UserId = "often"; After = after; Limit = 100 }, testToken ())
-                largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
-                seen.AddRange(page.Sessions |> Seq.map _.Id)
-                after <- page.Next
-                more <- not (isNull after)
-            Expect.sequenceEqual seen inOrder "every session of the user once, in id order"
+            let! struct (seen, largest) = everyPage store { UserId = "often"; After = null; Limit = 100 }
+            Expect.sequenceEqual seen (Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids) "every session of the user once, in id order"
             // A copy of the user's ids alone would be 240,000 bytes a page.
             Expect.isLessThan largest 100_000L "a page allocates for what it lists"
         }

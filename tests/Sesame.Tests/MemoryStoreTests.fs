@@ -6,24 +6,6 @@ open System.Threading.Tasks
 open Expecto
 open Sesame.Tests.StoreContract
 
-/// Lists every page of a query in turn; gives the ids in page order and the most any one page allocated on this thread
-/// (the memory store's listing completes at once, on the caller's thread).
-let private everyPage (store: SessionStore) (query: SessionQuery) = task {
-    let seen = ResizeArray<string>()
-    let mutable after = null
-    let mutable more = true
-    let mutable largest = 0L
-    while more do
-        let before = GC.GetAllocatedBytesForCurrentThread()
-        let! page = store.ListAsync({ query with After = after }, testToken ())
-        largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
-        Expect.isLessThanOrEqual page.Sessions.Count query.Limit "a page holds at most the limit"
-        seen.AddRange(page.Sessions |> Seq.map _.Id)
-        after <- page.Next
-        more <- not (isNull after)
-    return struct (seen, largest)
-}
-
 [<Tests>]
 let tests =
     testList "MemoryStore" [

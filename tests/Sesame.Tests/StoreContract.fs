@@ -24,6 +24,24 @@ let recordedChangeOf (updates: Update list) = SessionChange(Patch.record updates
 let factsOf (updates: Update list) = SessionChange(Patch.empty, Patch.fold updates)
 let setAt (p: string) (value: string) = Update.set (SessionPath.parse p) (Json.parse value)
 
+/// Lists every page of a query in turn; gives the ids in page order and the most any one page allocated on this thread
+/// (for a store whose listing completes at once, on the caller's thread: the memory and file stores').
+let everyPage (store: SessionStore) (query: SessionQuery) = task {
+    let seen = ResizeArray<string>()
+    let mutable after = null
+    let mutable more = true
+    let mutable largest = 0L
+    while more do
+        let before = GC.GetAllocatedBytesForCurrentThread()
+        let! page = store.ListAsync({ query with After = after }, testToken ())
+        largest <- max largest (GC.GetAllocatedBytesForCurrentThread() - before)
+        Expect.isLessThanOrEqual page.Sessions.Count query.Limit "a page holds at most the limit"
+        seen.AddRange(page.Sessions |> Seq.map _.Id)
+        after <- page.Next
+        more <- not (isNull after)
+    return struct (seen, largest)
+}
+
 /// A clock that moves only when told (the package's: the contract hands one to stores that read a TimeProvider).
 type ManualClock = Sesame.Testing.ManualClock
 
