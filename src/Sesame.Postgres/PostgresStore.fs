@@ -117,10 +117,12 @@ exception private NotSent of exn
 /// <para>One round trip per load, commit, move and delete: each is one call of a PL/pgSQL function that locks the
 /// session's row, applies the change path by path (so concurrent commits to different paths both survive, and
 /// increments and appends add up exactly), checks the size limit and the user limit, and raises rather than write
-/// anything that breaks them. Moves take the bound user's advisory lock before any session row, so two racing
-/// sign-ins of one user keep its limit and never deadlock. Commits and moves of one session from this instance wait
-/// for each other in the process (they would on the row lock anyway), so a busy session holds one pooled
-/// connection, not all of them.</para>
+/// anything that breaks them. A commit that may grow a stored session's facts (flash), and a move that may (a sign-in),
+/// also sums the facts' rows before and after, in a transaction of their own, and so take one round trip more (the
+/// COMMIT): concurrent requests cannot add up flash past the size limit. Moves take the bound user's advisory lock
+/// before any session row, so two racing sign-ins of one user keep its limit and never deadlock. Commits and moves of
+/// one session from this instance wait for each other in the process (they would on the row lock anyway), so a busy
+/// session holds one pooled connection, not all of them.</para>
 /// <para>Expiry: a load or commit never serves an expired session (it ends it and reports it as expired); a sweeper
 /// deletes expired sessions every <c>SweepInterval</c> in batches of <c>SweepBatchSize</c>, skipping rows that a
 /// commit holds (<c>FOR UPDATE SKIP LOCKED</c>), so it never waits for a commit and no commit waits long for it. Every
