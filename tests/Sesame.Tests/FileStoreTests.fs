@@ -360,6 +360,9 @@ let tests =
         fileStoreContract
         fileStoreAcrossRestartsContract
         leastRecentTies (fun clock -> FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", null, null, clock) :> SessionStore)
+        createdAgainIsNobodys (fun clock ->
+            FileStore.Open(contractFiles.Value.File $"{Guid.NewGuid():N}.sessions", FileStoreOptions(SweepInterval = TimeSpan.FromDays 1.0), null, clock)
+            :> SessionStore)
         testList "crashes" Crash.tests
         testCaseTask "a reopened store serves every session as it was, and not the deleted ones"
         <| fun () -> task {
@@ -1244,6 +1247,26 @@ let tests =
             Expect.sequenceEqual seen (Array.sortWith (fun a b -> String.CompareOrdinal(a, b)) ids) "every session of the user once, in id order"
             // A copy of the user's ids alone would be 240,000 bytes a page.
             Expect.isLessThan largest 100_000L "a page allocates for what it lists"
+        }
+
+        testCaseTask "a small page of a user's sessions past thousands of expired ones not swept yet reads them in growing slices"
+        <| fun () -> task {
+            let clock = ManualClock()
+            use directory = new TempDirectory()
+            let options = FileStoreOptions(MaxSessions = 100_000, SweepInterval = TimeSpan.FromDays 1.0)
+            use store = FileStore.Open(directory.File "sessions", options, null, clock)
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "often") ]
+            let brief = { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }
+            for chunk in Array.chunkBySize 500 [| for i in 1..20_000 -> $"a{i:D6}{String('u', 25)}" |] do
+                let! _ = Task.WhenAll [ for id in chunk -> (store :> SessionStore).MoveAsync(null, id, bind, brief, testToken ()) ]
+                ()
+            let live = $"z{String('u', 31)}"
+            let! _ = (store :> SessionStore).MoveAsync(null, live, bind, creating, testToken ())
+            clock.Advance(TimeSpan.FromMinutes 2.0)
+            let! struct (seen, largest) = everyPage store { UserId = "often"; After = null; Limit = 1 }
+            Expect.sequenceEqual seen [ live ] "the one live session"
+            // Slices the size of the page (two ids) made 10,000 of them, 3 MB or more for the first page.
+            Expect.isLessThan largest 1_000_000L "a page allocates little more than a copy of the ids it passes"
         }
 
         testCaseTask "a user's index keeps every session bound while the user's last other session leaves at the same time"

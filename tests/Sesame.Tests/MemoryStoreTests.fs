@@ -12,6 +12,7 @@ let tests =
         // The store contract, run against the memory store on a clock of each test's own.
         storeContractOnClock "contract" (fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore)
         leastRecentTies (fun clock -> new MemoryStore(MemoryStoreOptions(), clock) :> SessionStore)
+        createdAgainIsNobodys (fun clock -> new MemoryStore(MemoryStoreOptions(SweepInterval = TimeSpan.FromDays 1.0), clock) :> SessionStore)
 
         testCaseTask "seeded sessions are served from the start"
         <| fun () -> task {

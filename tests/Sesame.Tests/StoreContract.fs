@@ -148,3 +148,28 @@ let leastRecentTies (createStore: TimeProvider -> SessionStore) : Test =
             | :? IDisposable as disposable -> disposable.Dispose()
             | _ -> ()
     }
+
+/// A store that keeps a session's user after it expired, until a sweep, must not keep it when the id is created again:
+/// the new session is nobody's. (Give the store a sweep interval longer than the test's two minutes.)
+let createdAgainIsNobodys (createStore: TimeProvider -> SessionStore) : Test =
+    testCaseTask "a session created again under the id of an expired bound one is nobody's: not listed as the user's, not ended by the user's limit"
+    <| fun () -> task {
+        let clock = ManualClock()
+        let store = createStore clock
+        let user = $"again-{Guid.NewGuid():N}"
+        let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string user) ]
+        let id = SessionId.createFor user
+        let! _ = store.MoveAsync(null, id, bind, { creating with IdleTimeout = TimeSpan.FromMinutes 1.0 }, Helpers.testToken ())
+        clock.Advance(TimeSpan.FromMinutes 2.0)
+        let! result = store.CommitAsync(id, changeOf [ setAt "cart" "1" ], creating, Helpers.testToken ())
+        Expect.equal result CommitResult.Committed "created again, with no user"
+        let! listed = store |> SessionStore.listAllAsync (SessionQuery.OfUser user) (Helpers.testToken ())
+        Expect.isEmpty listed "not in the user's listing"
+        let limit = { creating with UserLimit = { MaxSessions = 1; Policy = UserLimitPolicy.EndLeastRecent } }
+        let! _ = store.MoveAsync(null, SessionId.createFor user, bind, limit, Helpers.testToken ())
+        let! loaded = store.LoadTreeAsync(id, creating.IdleTimeout, Helpers.testToken ())
+        Expect.equal loaded (Some(Json.parse """{"cart":1}""")) "not ended by the user's limit"
+        match box store with
+        | :? IDisposable as disposable -> disposable.Dispose()
+        | _ -> ()
+    }

@@ -119,8 +119,9 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     /// The order sessions are evicted in: those with a live value are in it.
     member _.Policy = policy
 
-    /// Adds the session to its user's index. Call under the session's lock.
-    member _.Index(id: string, session: FileSession, user: string) =
+    /// Adds the session to its user's index (out of another's it was in). Call under the session's lock.
+    member this.Index(id: string, session: FileSession, user: string) =
+        if not (isNull session.User) && not (String.Equals(session.User, user, StringComparison.Ordinal)) then this.Unindex(id, session)
         session.User <- user
         if not (isNull user) then
             let mutable added = false

@@ -506,7 +506,9 @@ type FileStore
                                             if isLive then
                                                 sessions.Policy.Touch(session.Node, false)
                                             else
-                                                // Created (again, if it had expired): a new session, whatever it was before.
+                                                // Created (again, if it had expired): a new session, whatever it was before,
+                                                // and nobody's (a commit binds no user), until a sweep or not.
+                                                sessions.Unindex(id, session)
                                                 sessions.Policy.Remove session.Node |> ignore
                                                 sessions.Policy.Admit(session.Node, false)
                                             struct (written, grew))
@@ -641,14 +643,19 @@ type FileStore
                 // From the cursor, in order, a slice at a time (the user's ids are copied out of their lock, which is
                 // taken under sessions' locks), until the page is full: a page reads what it lists and the user's expired
                 // sessions not swept yet on the way, not every session of the user.
+                // A slice starts at the page's size (at least 16, at most 1,024) and doubles, up to 1,024, while
+                // expired sessions not swept yet leave the page short.
                 let mutable after = query.After
+                let mutable size = max 16 (min query.Limit 1023 + 1)
                 let mutable more = true
                 while more && not chosen.IsFull do
-                    let slice = sessions.IdsOf(query.UserId, after, min query.Limit 1023 + 1)
+                    let slice = sessions.IdsOf(query.UserId, after, size)
                     for id in slice do
                         offer id
-                    more <- slice.Length > 0
-                    if more then after <- slice[slice.Length - 1]
+                    more <- slice.Length = size
+                    if more then
+                        after <- slice[slice.Length - 1]
+                        size <- min 1024 (size * 2)
             // Ordered by id, so a page continues where the last one stopped however the sessions change in between.
             let page = chosen.Sorted()
             let more = page.Length > query.Limit

@@ -22,7 +22,8 @@ type internal UserSessionIds() =
             if not retired then ids.Add id |> ignore
             not retired)
 
-    /// Removes the id; true when that left the set empty, which retires it (its owner then drops it from the index).
+    /// Removes the id; true when the set is retired: that left it empty (which retires it), or it was already. Its
+    /// owner then drops it from the index (only if the index still holds this very set).
     member _.Remove(id: string) : bool =
         lock ids (fun () ->
             if ids.Remove id && ids.Count = 0 then retired <- true
