@@ -35,7 +35,8 @@ type MemoryStoreOptions() =
     /// </summary>
     member val MaxTotalBytes = MemoryStoreOptions.DefaultMaxTotalBytes with get, set
 
-    /// <summary>How often expired sessions are swept out (they are never served in between). Default one minute.</summary>
+    /// <summary>How often expired sessions are swept out (they are never served in between). Default one minute; at most
+    /// 49 days.</summary>
     member val SweepInterval = MemoryStoreOptions.DefaultSweepInterval with get, set
 
     /// <summary>Sessions the store starts with, by id (node-sesame's <c>sessions</c> option). They do not expire until first used.</summary>
@@ -112,6 +113,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let options = if isNull options then MemoryStoreOptions() else options
     do
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
+        // A timer's period is at most 2^32 - 2 ms (about 49.7 days).
+        if
+            options.SweepInterval <> Threading.Timeout.InfiniteTimeSpan
+            && (options.SweepInterval <= TimeSpan.Zero || options.SweepInterval > TimeSpan.FromMilliseconds 4294967294.0)
+        then
+            invalidArg (nameof options) $"SweepInterval must be positive and at most 49 days (it is {options.SweepInterval})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
     /// The sessions a later request came back to, the ones too large for the ring, and the ones bound to a user.
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)

@@ -261,4 +261,19 @@ let tests =
             let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(MaxTotalBytes = 0L)) |> ignore)
             Expect.stringContains error.Message "MaxTotalBytes" "names the option"
         }
+
+        testCaseTask "a sweep interval longer than a timer takes is refused, naming the option, for the memory and file stores"
+        <| fun () -> task {
+            // A timer's period is at most about 49.7 days: past it, the timer's own error named neither store nor option.
+            let year = TimeSpan.FromDays 365.0
+            let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(SweepInterval = year)) |> ignore)
+            Expect.stringContains error.Message "SweepInterval" "the memory store names the option"
+            use directory = new TempDirectory()
+            let error = throws<ArgumentException>(fun () -> FileStore.Open(directory.File "sessions", FileStoreOptions(SweepInterval = year)) |> ignore)
+            Expect.stringContains error.Message "SweepInterval" "the file store names the option"
+            // No sweeper at all, as before.
+            use store = new MemoryStore(MemoryStoreOptions(SweepInterval = Threading.Timeout.InfiniteTimeSpan))
+            let! result = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], creating, testToken ())
+            Expect.equal result CommitResult.Committed "a store with no sweeper works"
+        }
     ]
