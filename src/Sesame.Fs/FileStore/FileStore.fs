@@ -507,7 +507,7 @@ type FileStore
                                                 sessions.Policy.Touch(session.Node, false)
                                             else
                                                 // Created (again, if it had expired): a new session, whatever it was before,
-                                                // and nobody's (a commit binds no user), until a sweep or not.
+                                                // and nobody's (a commit binds no user), swept or not.
                                                 sessions.Unindex(id, session)
                                                 sessions.Policy.Remove session.Node |> ignore
                                                 sessions.Policy.Admit(session.Node, false)
@@ -642,9 +642,8 @@ type FileStore
             else
                 // From the cursor, in order, a slice at a time (the user's ids are copied out of their lock, which is
                 // taken under sessions' locks), until the page is full: a page reads what it lists and the user's expired
-                // sessions not swept yet on the way, not every session of the user.
-                // A slice starts at the page's size (at least 16, at most 1,024) and doubles, up to 1,024, while
-                // expired sessions not swept yet leave the page short.
+                // sessions not swept yet on the way, not every session of the user. A slice starts at the page's size
+                // (at least 16, at most 1,024) and doubles, up to 1,024, while such expired sessions leave it short.
                 let mutable after = query.After
                 let mutable size = max 16 (min query.Limit 1023 + 1)
                 let mutable more = true
