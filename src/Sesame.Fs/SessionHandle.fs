@@ -117,14 +117,7 @@ type SessionHandle
     /// tree are bounded by the tree's limit too. Checked here, as this request leaves them, for every store; the memory,
     /// file, Redis and PostgreSQL stores check again atomically, against what concurrent requests committed.
     let checkFacts (metaUpdates: Update[]) =
-        let grows =
-            metaUpdates
-            |> Array.exists (fun update ->
-                match update with
-                | Update.Set _
-                | Update.Append _ -> true
-                | _ -> false)
-        if grows then
+        if metaUpdates |> Array.exists Update.mayGrow then
             let size = JsonSize.utf8Length meta
             if size > int64 options.MaxSessionBytes then raise (SessionTooLargeException(size, options.MaxSessionBytes))
 

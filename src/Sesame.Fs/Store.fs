@@ -130,12 +130,7 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
     /// the number it adds to), so may grow them: the facts are bounded by the tree's size limit too (flash values are
     /// often a client's input), and a store need measure them only then.
     /// </summary>
-    member _.MayGrowFacts =
-        meta.Updates
-        |> List.exists (fun update ->
-            match update with
-            | Update.Remove _ -> false
-            | _ -> true)
+    member _.MayGrowFacts = meta.Updates |> List.exists Update.mayGrow
 
     /// <summary>
     /// Applies the change to a stored session as every store must (for stores that hold sessions as trees): the upgrade

@@ -53,6 +53,13 @@ module Update =
     /// <summary>An update that appends <paramref name="value"/> to the array at <paramref name="path"/>.</summary>
     let append (path: SessionPath) (value: Json) = Update.Append(path, value)
 
+    /// Whether the update can make its tree larger: anything but a remove (a sum can be longer than the number it adds
+    /// to). The facts are bounded by the tree's size limit, and are measured only after such an update.
+    let internal mayGrow (update: Update) =
+        match update with
+        | Update.Remove _ -> false
+        | _ -> true
+
     /// How conflict messages name what a path holds.
     let private kindOf (json: Json) =
         match json with
