@@ -67,3 +67,16 @@ type internal IdPage<'item>(after: string, count: int) =
         let page = [| for struct (element, _) in taken.UnorderedItems -> element |]
         Array.sortInPlaceWith (fun (struct (a: string, _)) (struct (b: string, _)) -> String.CompareOrdinal(a, b)) page
         page
+
+/// Ids kept in ordinal order (a user's, in the memory and file stores' indexes), read from a listing's cursor.
+module internal OrderedIds =
+
+    /// The ids after <c>after</c> (null: all of them), in ordinal order, read in place.
+    let after (ids: SortedSet<string>) (after: string) : IEnumerable<string> =
+        if isNull after then
+            ids
+        elif ids.Count = 0 || String.CompareOrdinal(after, ids.Max) >= 0 then
+            Seq.empty
+        else
+            // A view between two ids holds both: the cursor itself was listed already.
+            ids.GetViewBetween(after, ids.Max) |> Seq.skipWhile (fun id -> String.Equals(id, after, StringComparison.Ordinal))

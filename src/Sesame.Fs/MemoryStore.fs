@@ -19,6 +19,9 @@ type MemoryStoreOptions() =
     /// <summary>The default interval between sweeps of expired sessions: one minute.</summary>
     static member DefaultSweepInterval = TimeSpan.FromMinutes 1.0
 
+    /// The longest sweep interval (the memory and file stores'): a timer's period is at most 2^32 - 2 ms, about 49.7 days.
+    static member internal MaxSweepInterval = TimeSpan.FromMilliseconds 4294967294.0
+
     /// <summary>
     /// The most sessions kept, checked on every commit that creates one. Past it, sessions used by one request only
     /// are evicted first (least recently used first), sessions that came back only when no such session is left.
@@ -113,10 +116,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let options = if isNull options then MemoryStoreOptions() else options
     do
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
-        // A timer's period is at most 2^32 - 2 ms (about 49.7 days).
         if
             options.SweepInterval <> Threading.Timeout.InfiniteTimeSpan
-            && (options.SweepInterval <= TimeSpan.Zero || options.SweepInterval > TimeSpan.FromMilliseconds 4294967294.0)
+            && (options.SweepInterval <= TimeSpan.Zero || options.SweepInterval > MemoryStoreOptions.MaxSweepInterval)
         then
             invalidArg (nameof options) $"SweepInterval must be positive and at most 49 days (it is {options.SweepInterval})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
@@ -610,12 +612,8 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 // again and again can make many.
                 lock userLock (fun () ->
                     match users.TryGetValue query.UserId with
-                    | true, ids when ids.Count > 0 ->
-                        let from: IEnumerable<string> =
-                            if isNull query.After then ids
-                            elif String.CompareOrdinal(query.After, ids.Max) >= 0 then Seq.empty
-                            else ids.GetViewBetween(query.After, ids.Max)
-                        use walk = from.GetEnumerator()
+                    | true, ids ->
+                        use walk = (OrderedIds.after ids query.After).GetEnumerator()
                         while not chosen.IsFull && walk.MoveNext() do
                             let id = walk.Current
                             match sessions.TryGetValue id with

@@ -74,8 +74,7 @@ type FileStoreOptions() =
         if Double.IsNaN this.CompactionRatio || this.CompactionRatio <= 1.0 then
             invalidArg "options" $"CompactionRatio must be more than 1 (it is {this.CompactionRatio})."
         if this.CompactionMinBytes < 0L then invalidArg "options" "CompactionMinBytes cannot be negative."
-        // A timer's period is at most 2^32 - 2 ms (about 49.7 days).
-        if this.SweepInterval <= TimeSpan.Zero || this.SweepInterval > TimeSpan.FromMilliseconds 4294967294.0 then
+        if this.SweepInterval <= TimeSpan.Zero || this.SweepInterval > MemoryStoreOptions.MaxSweepInterval then
             invalidArg "options" $"SweepInterval must be positive and at most 49 days (it is {this.SweepInterval})."
         if this.SlideWriteInterval < TimeSpan.Zero then invalidArg "options" "SlideWriteInterval cannot be negative."
         if this.MaxSessions < 1 then invalidArg "options" $"MaxSessions must be at least 1 (it is {this.MaxSessions})."

@@ -30,18 +30,7 @@ type internal UserSessionIds() =
             retired)
 
     /// Up to <paramref name="count"/> ids after <paramref name="after"/> (null: from the first), in ordinal order.
-    member _.After(after: string, count: int) : string[] =
-        lock ids (fun () ->
-            if ids.Count = 0 || (not (isNull after) && String.CompareOrdinal(after, ids.Max) >= 0) then
-                [||]
-            else
-                let from: IEnumerable<string> = if isNull after then ids else ids.GetViewBetween(after, ids.Max)
-                let slice = ResizeArray<string>(min count ids.Count)
-                use walk = from.GetEnumerator()
-                while slice.Count < count && walk.MoveNext() do
-                    // GetViewBetween includes its lower bound: the cursor itself was listed already.
-                    if not (String.Equals(walk.Current, after, StringComparison.Ordinal)) then slice.Add walk.Current
-                slice.ToArray())
+    member _.After(after: string, count: int) : string[] = lock ids (fun () -> OrderedIds.after ids after |> Seq.truncate count |> Array.ofSeq)
 
     /// Every id, in ordinal order.
     member _.All() : string[] = lock ids (fun () -> Array.ofSeq ids)
