@@ -87,6 +87,21 @@ let private storedOf (store: ObservedStore) = task {
     return stored
 }
 
+/// Sends two requests that each wait at a pause of their own (named in their url), and once both have got there, lets
+/// the first go on to its answer before the second: their answers (response, body), in that order.
+let private inTurn (browser: Browser) (pauses: ConcurrentDictionary<string, Pause>) (first: string, firstUrl: string) (second: string, secondUrl: string) = task {
+    let firstPause, secondPause = pauses.GetOrAdd(first, fun _ -> Pause()), pauses.GetOrAdd(second, fun _ -> Pause())
+    let firstSent = browser.GetAsync firstUrl
+    let secondSent = browser.GetAsync secondUrl
+    do! firstPause.Reached.Task
+    do! secondPause.Reached.Task
+    firstPause.Release.SetResult()
+    let! firstAnswer = firstSent
+    secondPause.Release.SetResult()
+    let! secondAnswer = secondSent
+    return firstAnswer, secondAnswer
+}
+
 /// Two requests on one session that have each read it (no flash yet) and flashed 3 KB, within a limit of 4 KB on its
 /// own: the first to commit fits, the second (`second`: a flash, or a flash and a sign-in) is refused, and the facts
 /// stored hold the first's value only.
@@ -98,18 +113,7 @@ let private concurrentFlashesOn (kind: StoreKind) (second: string) = task {
     let browser = Browser host
     let! _ = browser.GetTextAsync "/visit"
     let value = String('x', 3000)
-    let flash (path: string) (key: string) =
-        pauses[key] <- Pause()
-        let response = browser.GetAsync $"{path}?key={key}&value={value}&pause={key}"
-        response, pauses[key]
-    let first, firstPause = flash "/flash" "a"
-    let later, laterPause = flash second "b"
-    do! firstPause.Reached.Task
-    do! laterPause.Reached.Task
-    firstPause.Release.SetResult()
-    let! firstResponse = first
-    laterPause.Release.SetResult()
-    let! laterResponse = later
+    let! firstResponse, laterResponse = inTurn browser pauses ("a", $"/flash?key=a&value={value}&pause=a") ("b", $"{second}?key=b&value={value}&pause=b")
     Expect.equal (fst firstResponse).StatusCode Net.HttpStatusCode.OK "the first to commit fits"
     Expect.equal (fst laterResponse).StatusCode Net.HttpStatusCode.InternalServerError $"{second}: the second would pass the limit with the first's"
     let! stored = storedOf store
@@ -392,16 +396,9 @@ let private onStore (kind: StoreKind) =
             use _ = host
             let browser = Browser host
             let! _ = browser.GetTextAsync "/flash?key=notice&value=Saved"
-            let a, b = pauses.GetOrAdd("a", fun _ -> Pause()), pauses.GetOrAdd("b", fun _ -> Pause())
-            let readA = browser.GetTextAsync "/read?key=notice&pause=a"
-            let readB = browser.GetTextAsync "/read?key=notice&pause=b"
-            // Both have loaded the session and read the value before either commits.
-            do! a.Reached.Task
-            do! b.Reached.Task
-            b.Release.SetResult()
-            let! bodyB = readB
-            a.Release.SetResult()
-            let! bodyA = readA
+            // Both have loaded the session and read the value before either commits; b commits first.
+            let! (responseB, bodyB), (responseA, bodyA) = inTurn browser pauses ("b", "/read?key=notice&pause=b") ("a", "/read?key=notice&pause=a")
+            Expect.equal (responseA.StatusCode, responseB.StatusCode) (Net.HttpStatusCode.OK, Net.HttpStatusCode.OK) "both answered"
             Expect.equal (bodyA, bodyB) ("Saved", "Saved") "both saw it"
             let! after = browser.GetTextAsync "/read?key=notice"
             Expect.equal after "(none)" "removed once, and not brought back by the later commit"
