@@ -86,6 +86,9 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     let chunks = List<byte[]>()
     /// One array kept back when the tail leaves it, for the head's next array: a ring that slides keeps its arrays.
     let mutable spare: byte[] = null
+    /// Where the head's next new array comes from while arrays are made ready ahead (see PrepareArraysAhead); null
+    /// otherwise.
+    let mutable ahead: ArraysAhead = null
     /// The ring's positions count bytes from the store's start and only grow; chunk n holds [n, n + 1) × chunkBytes.
     let mutable firstChunk = 0L
     let mutable head = 0L
@@ -150,6 +153,21 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
 
     /// A ring whose map grows as it needs.
     new(chunkBytes: int) = FreshSessions(chunkBytes, 0)
+
+    /// <summary>Makes the ring's next new arrays ready on a pool thread, each before the head needs it, until
+    /// StopArraysAhead: for a ring filled fast and long by one thread (replay).</summary>
+    /// <remarks>See ArraysAhead: the page faults of the arrays' first writes then happen on another core.</remarks>
+    member _.PrepareArraysAhead() = if isNull ahead then ahead <- ArraysAhead chunkBytes
+
+    /// Makes no more arrays ready ahead; gives how many arrays the head took ready and how many on the spot meanwhile.
+    member _.StopArraysAhead() : struct (int * int) =
+        if isNull ahead then
+            struct (0, 0)
+        else
+            ahead.Stop()
+            let taken = struct (ahead.TakenReady, ahead.TakenOnTheSpot)
+            ahead <- null
+            taken
 
     /// Lets the map go of the room it has beyond its entries (as replay leaves it, for instance).
     member _.TrimExcess() = records.TrimExcess()
@@ -223,7 +241,11 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
             // The array first: if it cannot be had (out of memory), nothing has changed. (Kept when the key turns out
             // taken, below: it is the head's next array, which the next record that rolls over uses.)
             if position / int64 chunkBytes - firstChunk = int64 chunks.Count then
-                chunks.Add(if isNull spare then Array.zeroCreate chunkBytes else spare)
+                chunks.Add(
+                    if not (isNull spare) then spare
+                    elif isNull ahead then Array.zeroCreate chunkBytes
+                    else ahead.Take()
+                )
                 spare <- null
             // One look-up finds the key taken or adds it (a look-up in a map of a million keys is a cache miss or two).
             let mutable taken = false

@@ -396,6 +396,26 @@ let tests =
             Expect.equal (listed |> List.map _.Id |> List.sort) (List.map fst named |> List.sort) "listed under the ids written"
         }
 
+        testCaseTask "a file of several of the ring's arrays replays every session into them, made ready ahead or on the spot"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            // 700 sessions of about 7 KB: about 5 MB of records, past the length from which replay makes arrays ready.
+            let padOf (i: int) = String(char (int 'a' + i % 26), 7_000 + i)
+            let store = FileStore.Open(file, null, null, clock)
+            for chunk in Seq.chunkBySize 64 [ 1..700 ] do
+                do! Task.WhenAll [| for i in chunk -> commit store $"s{i}" [ setAt "n" (string i); Update.set (path "pad") (Json.string (padOf i)) ] :> Task |]
+            do! store.DisposeAsync()
+            Expect.isGreaterThan (IO.FileInfo(file).Length) (int64 FileReplay.ArraysAheadFromBytes) "a file long enough"
+            use reopened = FileStore.Open(file, null, null, clock)
+            Expect.equal reopened.ReplayedUnusedCount 700 "every session in the ring"
+            for i in 1..700 do
+                let! tree = load reopened $"s{i}"
+                Expect.equal (counterOf tree) i $"s{i}'s counter"
+                let pad = Text.Json.JsonDocument.Parse(Json.serialize tree.Value).RootElement.GetProperty("pad").GetString()
+                Expect.equal pad (padOf i) $"s{i}'s 7 KB"
+        }
+
         testCaseTask "a session created again while changes of its first life are pending replays to its new value alone"
         <| fun () -> task {
             use sessionFile = new SessionFile()

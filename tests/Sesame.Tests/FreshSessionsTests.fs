@@ -187,6 +187,51 @@ let tests =
             Expect.equal ring.LiveCount 0 "nothing held"
             Expect.isGreaterThanOrEqual (ring.TryAdd("small", valueOf "small" (chunkBytes / 8 - 200), 100L, 0L)) 0L "one just under fits"
 
+        testCase "arrays made ready ahead are taken when ready and allocated on the spot when not, never waited for"
+        <| fun () ->
+            let made = Collections.Generic.Queue<Threading.Tasks.TaskCompletionSource<byte[]>>()
+            let ahead =
+                ArraysAhead(
+                    4096,
+                    fun length ->
+                        let next = Threading.Tasks.TaskCompletionSource<byte[]>()
+                        made.Enqueue next
+                        next.Task
+                )
+            Expect.equal made.Count 1 "the first is under way from the start"
+            let spot = ahead.Take()
+            Expect.equal (spot.Length, ahead.TakenOnTheSpot, ahead.TakenReady) (4096, 1, 0) "not ready: one allocated on the spot"
+            Expect.equal made.Count 1 "the one under way is still awaited, not asked for again"
+            let ready = Array.zeroCreate<byte> 4096
+            made.Dequeue().SetResult ready
+            Expect.isTrue (obj.ReferenceEquals(ahead.Take(), ready)) "ready: that very array"
+            Expect.equal (ahead.TakenOnTheSpot, ahead.TakenReady, made.Count) (1, 1, 1) "and the next is under way"
+            // A pool thread that could not have the memory gives null: the taking thread allocates (and would fail) itself.
+            made.Dequeue().SetResult null
+            Expect.equal (ahead.Take().Length, ahead.TakenOnTheSpot) (4096, 2) "allocated on the spot"
+            ahead.Stop()
+            Expect.equal (ahead.Take().Length, ahead.TakenOnTheSpot) (4096, 3) "stopped: every array on the spot"
+
+        testCase "arrays made ready on a pool thread are zero bytes of the length asked for"
+        <| fun () ->
+            let length = 3 * Environment.SystemPageSize + 5
+            let array = ArraysAhead.OnPoolThread(length).Result
+            Expect.equal array.Length length "the length asked for"
+            Expect.isTrue (Array.forall ((=) 0uy) array) "every byte zero"
+
+        testCase "a ring whose arrays are made ready ahead holds every record across them, each array taken one way or the other"
+        <| fun () ->
+            let ring = FreshSessions 4096
+            ring.PrepareArraysAhead()
+            let values = [| for i in 0..4_999 -> valueOf $"s{i}" (i % 300) |]
+            for i in 0..4_999 do
+                Expect.isGreaterThanOrEqual (ring.TryAdd($"s{i}", values[i], 100L, 0L)) 0L $"s{i} is taken"
+            let struct (ready, onTheSpot) = ring.StopArraysAhead()
+            Expect.equal (ready + onTheSpot) ring.ArrayCount "every array the ring holds came from one or the other"
+            for i in 0..4_999 do
+                let position = ring.Find $"s{i}"
+                Expect.equal (textOf (ring.ValueAt position)) (textOf values[i]) $"s{i}'s value"
+
         testCase "a ring that slides (new records made, the oldest evicted) keeps reusing the same few arrays"
         <| fun () ->
             let ring = FreshSessions chunkBytes

@@ -138,6 +138,10 @@ module internal FileReplay =
     /// held there (a record takes at most an eighth of an array), small enough that a small file takes little.
     let ColdChunkBytes = 1 <<< 20
 
+    /// A file longer than this makes the ring's arrays ready ahead as replay fills them (FreshSessions.PrepareArraysAhead):
+    /// a few arrays' worth, so that a small file starts no pool work for arrays it may never fill.
+    let ArraysAheadFromBytes = 4 * ColdChunkBytes
+
     /// Takes the id's session out of the ring into an object (null: the ring does not hold it).
     let private takeCold (cold: FreshSessions) (sessions: Dictionary<string, FileSession>) (id: string) : FileSession =
         match cold.Find id with
@@ -405,6 +409,8 @@ module internal FileReplay =
                         $"The session file '{path}' has format version {version}; this Sesame reads versions 1 and {FileLog.FormatVersion}. The file was left as it is."
                 )
             let reader = LogReader(handle, length)
+            // A file that will fill the ring's arrays one after another: each next one is made ready on another core.
+            if length > int64 ArraysAheadFromBytes then cold.PrepareArraysAhead()
             let mutable offset = int64 FileLog.FileHeaderLength
             let mutable reading = true
             let mutable records = 0
@@ -423,6 +429,7 @@ module internal FileReplay =
                         // doubling, which rehashes every session held so far each time.
                         let estimate = (length - int64 FileLog.FileHeaderLength) * int64 records / (offset - int64 FileLog.FileHeaderLength)
                         if estimate > int64 cold.LiveCount then cold.EnsureCapacity(int (min estimate (1L <<< 24)))
+            cold.StopArraysAhead() |> ignore
             if offset < length then
                 // The record at `offset` is torn or corrupt. Every record names the end of what was on
                 // disk when it was written; a valid record after this one that names a point past it
