@@ -27,6 +27,9 @@ type PostgresStoreOptions() =
     /// <summary>The default interval between sweeps of expired sessions: 1 minute.</summary>
     static member DefaultSweepInterval = TimeSpan.FromMinutes 1.0
 
+    /// The longest period a .NET timer takes (about 49.7 days): the most SweepInterval and OperationTimeout may be.
+    static member internal MaxTimerSpan = TimeSpan.FromMilliseconds 4294967294.0
+
     /// <summary>The default number of sessions one sweep statement ends: 500.</summary>
     static member DefaultSweepBatchSize = 500
 
@@ -53,14 +56,14 @@ type PostgresStoreOptions() =
     /// <summary>
     /// The longest a load, commit, move, delete or listing may take, waiting for a pooled connection
     /// included. Past it the operation fails with a <see cref="T:Sesame.SessionStoreException"/> (a commit may or
-    /// may not have been applied). Default 5 seconds.
+    /// may not have been applied). Default 5 seconds; at most 49 days.
     /// </summary>
     member val OperationTimeout = PostgresStoreOptions.DefaultOperationTimeout with get, set
 
     /// <summary>
     /// How often the store deletes expired sessions (reporting each to the store's observer). Expired sessions are
     /// never served in between. <see cref="F:System.Threading.Timeout.InfiniteTimeSpan"/> turns the sweeper off (for
-    /// apps that call <c>SweepAsync</c> themselves). Default 1 minute.
+    /// apps that call <c>SweepAsync</c> themselves). Default 1 minute; at most 49 days.
     /// </summary>
     member val SweepInterval = PostgresStoreOptions.DefaultSweepInterval with get, set
 
@@ -85,10 +88,13 @@ type PostgresStoreOptions() =
             invalidArg "Schema" $"Schema must be 1 to 63 lower-case letters, digits and underscores, not starting with a digit; it is '{this.Schema}'."
         if isNull this.TableName || not (identifier.IsMatch this.TableName) || this.TableName.Length > 40 then
             invalidArg "TableName" $"TableName must be 1 to 40 lower-case letters, digits and underscores, not starting with a digit; it is '{this.TableName}'."
-        if this.OperationTimeout <= TimeSpan.Zero && this.OperationTimeout <> Timeout.InfiniteTimeSpan then
-            invalidArg "OperationTimeout" $"OperationTimeout must be positive; it is {this.OperationTimeout}."
-        if this.SweepInterval <= TimeSpan.Zero && this.SweepInterval <> Timeout.InfiniteTimeSpan then
-            invalidArg "SweepInterval" $"SweepInterval must be positive (or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
+        let timerTakes (span: TimeSpan) = span = Timeout.InfiniteTimeSpan || span > TimeSpan.Zero && span <= PostgresStoreOptions.MaxTimerSpan
+        if not (timerTakes this.OperationTimeout) then
+            invalidArg "OperationTimeout" $"OperationTimeout must be positive and at most 49 days (or Timeout.InfiniteTimeSpan); it is {this.OperationTimeout}."
+        if not (timerTakes this.SweepInterval) then
+            invalidArg
+                "SweepInterval"
+                $"SweepInterval must be positive and at most 49 days (or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
         if this.SweepBatchSize < 1 then invalidArg "SweepBatchSize" $"SweepBatchSize must be at least 1; it is {this.SweepBatchSize}."
         if this.ExpiryRefreshInterval < TimeSpan.Zero then
             invalidArg "ExpiryRefreshInterval" $"ExpiryRefreshInterval cannot be negative; it is {this.ExpiryRefreshInterval}."

@@ -192,12 +192,18 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         if isNull options.KeyPrefix then invalidArg "options" "KeyPrefix cannot be null (use the empty string for no prefix)."
         if options.KeyPrefix.IndexOfAny([| '{'; '}' |]) >= 0 then
             invalidArg "options" $"KeyPrefix cannot contain '{{' or '}}' (they would change the keys' Redis Cluster hash tags); it is \"{options.KeyPrefix}\"."
-        if options.OperationTimeout <= TimeSpan.Zero && options.OperationTimeout <> Timeout.InfiniteTimeSpan then
-            invalidArg "options" $"OperationTimeout must be positive; it is {options.OperationTimeout}."
+        if
+            options.OperationTimeout <> Timeout.InfiniteTimeSpan
+            && (options.OperationTimeout <= TimeSpan.Zero || options.OperationTimeout > RedisStoreOptions.MaxTimerSpan)
+        then
+            invalidArg "options" $"OperationTimeout must be positive and at most 49 days (or Timeout.InfiniteTimeSpan); it is {options.OperationTimeout}."
         if options.ExpiryRefreshInterval < TimeSpan.Zero then
             invalidArg "options" $"ExpiryRefreshInterval cannot be negative; it is {options.ExpiryRefreshInterval}."
-        if options.SweepInterval < TimeSpan.Zero && options.SweepInterval <> Timeout.InfiniteTimeSpan then
-            invalidArg "options" $"SweepInterval cannot be negative; it is {options.SweepInterval}."
+        if
+            options.SweepInterval <> Timeout.InfiniteTimeSpan
+            && (options.SweepInterval < TimeSpan.Zero || options.SweepInterval > RedisStoreOptions.MaxTimerSpan)
+        then
+            invalidArg "options" $"SweepInterval cannot be negative or longer than 49 days; it is {options.SweepInterval}."
         if options.WaitForReplicas < 0 then invalidArg "options" $"WaitForReplicas cannot be negative; it is {options.WaitForReplicas}."
         if options.WaitForReplicas > 0 && options.WaitForReplicasTimeout <= TimeSpan.Zero then
             invalidArg "options" $"WaitForReplicasTimeout must be positive; it is {options.WaitForReplicasTimeout}."

@@ -26,6 +26,9 @@ type RedisStoreOptions() =
     /// <summary>The default interval between two sweeps of the expiry sets: 1 minute.</summary>
     static member DefaultSweepInterval = TimeSpan.FromMinutes 1.0
 
+    /// The longest period a .NET timer takes (about 49.7 days): the most SweepInterval and OperationTimeout may be.
+    static member internal MaxTimerSpan = TimeSpan.FromMilliseconds 4294967294.0
+
     /// <summary>The default time a commit waits for its replicas when <c>WaitForReplicas</c> is set: 1 second.</summary>
     static member DefaultWaitForReplicasTimeout = TimeSpan.FromSeconds 1.0
 
@@ -43,7 +46,7 @@ type RedisStoreOptions() =
     /// The longest a load, commit, move, delete or listing may wait for Redis. Past it the operation fails with a
     /// <see cref="T:Sesame.SessionStoreException"/> (a commit may still have been applied). Within it, conditions Redis
     /// reports before running anything (a Redis Cluster slot being migrated, a session in the middle of a move to
-    /// another slot) are retried. Default 5 seconds.
+    /// another slot) are retried. Default 5 seconds; at most 49 days.
     /// </summary>
     member val OperationTimeout = RedisStoreOptions.DefaultOperationTimeout with get, set
 
@@ -66,7 +69,7 @@ type RedisStoreOptions() =
     /// instance sweeps; each ended session is reported once, by whichever instance removes it first. An expiry is
     /// therefore reported at most this long after it happened (plus the sweep's own time), or earlier, when a request
     /// asks for the expired session. <c>TimeSpan.Zero</c> or <c>Timeout.InfiniteTimeSpan</c>: this instance does not
-    /// sweep (<see cref="M:Sesame.Redis.RedisStore.SweepAsync(System.Threading.CancellationToken)"/> still does). Default 1 minute.
+    /// sweep (<see cref="M:Sesame.Redis.RedisStore.SweepAsync(System.Threading.CancellationToken)"/> still does). Default 1 minute; at most 49 days.
     /// </summary>
     member val SweepInterval = RedisStoreOptions.DefaultSweepInterval with get, set
 

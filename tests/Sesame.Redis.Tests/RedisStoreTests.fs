@@ -890,6 +890,25 @@ let private layoutTests =
             Expect.sequenceEqual seen byBytes "every session once, in byte order"
         }
 
+        testCaseTask "a sweep interval or an operation timeout longer than a timer takes is refused, naming the option"
+        <| fun () -> task {
+            // A .NET timer's period is at most about 49.7 days: past it, the store failed with the timer's own error
+            // (the sweep interval), or every operation did (the operation timeout's time budget).
+            let year = TimeSpan.FromDays 365.0
+            let refused (options: RedisStoreOptions) = throws<ArgumentException>(fun () -> new RedisStore(server.Value.Connection, options, null) |> ignore)
+            Expect.stringContains (refused (RedisStoreOptions(KeyPrefix = "long:", SweepInterval = year))).Message "SweepInterval" "names the sweep interval"
+            Expect.stringContains
+                (refused (RedisStoreOptions(KeyPrefix = "long:", OperationTimeout = year))).Message
+                "OperationTimeout"
+                "names the operation timeout"
+            // The longest a timer takes works, as do no sweeper and no timeout.
+            for sweep, timeout in [ TimeSpan.FromDays 49.0, TimeSpan.FromDays 49.0; Threading.Timeout.InfiniteTimeSpan, Threading.Timeout.InfiniteTimeSpan ] do
+                use store =
+                    new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "long:", SweepInterval = sweep, OperationTimeout = timeout), null)
+                let! result = store.CommitAsync(Guid.NewGuid().ToString "N", changeOf [ setAt "n" "1" ], creating, testToken ())
+                Expect.equal result CommitResult.Committed $"a commit (sweep {sweep}, timeout {timeout})"
+        }
+
         testCaseTask "a key prefix with a brace is refused: it would change the keys' hash tags"
         <| fun () -> task {
             let e = throws<ArgumentException>(fun () -> new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "app{1}:"), null) |> ignore)
