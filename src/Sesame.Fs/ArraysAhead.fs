@@ -51,8 +51,9 @@ type internal ArraysAhead(length: int, prepare: int -> Task<byte[]>) =
     member _.Take() : byte[] =
         let ready = if next.IsCompletedSuccessfully then next.Result else null
         if isNull ready then
+            let array = Array.zeroCreate length
             takenOnTheSpot <- takenOnTheSpot + 1
-            Array.zeroCreate length
+            array
         else
             takenReady <- takenReady + 1
             next <- prepare length

@@ -22,6 +22,9 @@ type MemoryStoreOptions() =
     /// The longest sweep interval (the memory and file stores'): a timer's period is at most 2^32 - 2 ms, about 49.7 days.
     static member internal MaxSweepInterval = TimeSpan.FromMilliseconds 4294967294.0
 
+    /// The shortest sweep interval: a timer given a period under a millisecond fires once and never again.
+    static member internal MinSweepInterval = TimeSpan.FromMilliseconds 1.0
+
     /// <summary>
     /// The most sessions kept, checked on every commit that creates one. Past it, sessions used by one request only
     /// are evicted first (least recently used first), sessions that came back only when no such session is left.
@@ -38,8 +41,8 @@ type MemoryStoreOptions() =
     /// </summary>
     member val MaxTotalBytes = MemoryStoreOptions.DefaultMaxTotalBytes with get, set
 
-    /// <summary>How often expired sessions are swept out (they are never served in between). Default one minute; at most
-    /// 49 days.</summary>
+    /// <summary>How often expired sessions are swept out (they are never served in between). Default one minute; at least
+    /// 1 millisecond and at most about 49.7 days.</summary>
     member val SweepInterval = MemoryStoreOptions.DefaultSweepInterval with get, set
 
     /// <summary>Sessions the store starts with, by id (node-sesame's <c>sessions</c> option). They do not expire until first used.</summary>
@@ -118,9 +121,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
         if
             options.SweepInterval <> Threading.Timeout.InfiniteTimeSpan
-            && (options.SweepInterval <= TimeSpan.Zero || options.SweepInterval > MemoryStoreOptions.MaxSweepInterval)
+            && (options.SweepInterval < MemoryStoreOptions.MinSweepInterval || options.SweepInterval > MemoryStoreOptions.MaxSweepInterval)
         then
-            invalidArg (nameof options) $"SweepInterval must be positive and at most 49 days (it is {options.SweepInterval})."
+            invalidArg (nameof options) $"SweepInterval must be at least 1 millisecond and at most about 49.7 days (it is {options.SweepInterval})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
     /// The sessions a later request came back to, the ones too large for the ring, and the ones bound to a user.
     let sessions = ConcurrentDictionary<string, MemoryEntry>(StringComparer.Ordinal)

@@ -30,6 +30,9 @@ type PostgresStoreOptions() =
     /// The longest period a .NET timer takes (about 49.7 days): the most SweepInterval and OperationTimeout may be.
     static member internal MaxTimerSpan = TimeSpan.FromMilliseconds 4294967294.0
 
+    /// The shortest: a timer given less than a millisecond fires at once (a time budget) or refuses it (the sweeper's).
+    static member internal MinTimerSpan = TimeSpan.FromMilliseconds 1.0
+
     /// <summary>The default number of sessions one sweep statement ends: 500.</summary>
     static member DefaultSweepBatchSize = 500
 
@@ -56,14 +59,14 @@ type PostgresStoreOptions() =
     /// <summary>
     /// The longest a load, commit, move, delete or listing may take, waiting for a pooled connection
     /// included. Past it the operation fails with a <see cref="T:Sesame.SessionStoreException"/> (a commit may or
-    /// may not have been applied). Default 5 seconds; at most 49 days.
+    /// may not have been applied). Default 5 seconds; at least 1 millisecond and at most about 49.7 days.
     /// </summary>
     member val OperationTimeout = PostgresStoreOptions.DefaultOperationTimeout with get, set
 
     /// <summary>
     /// How often the store deletes expired sessions (reporting each to the store's observer). Expired sessions are
     /// never served in between. <see cref="F:System.Threading.Timeout.InfiniteTimeSpan"/> turns the sweeper off (for
-    /// apps that call <c>SweepAsync</c> themselves). Default 1 minute; at most 49 days.
+    /// apps that call <c>SweepAsync</c> themselves). Default 1 minute; at least 1 millisecond and at most about 49.7 days.
     /// </summary>
     member val SweepInterval = PostgresStoreOptions.DefaultSweepInterval with get, set
 
@@ -88,13 +91,16 @@ type PostgresStoreOptions() =
             invalidArg "Schema" $"Schema must be 1 to 63 lower-case letters, digits and underscores, not starting with a digit; it is '{this.Schema}'."
         if isNull this.TableName || not (identifier.IsMatch this.TableName) || this.TableName.Length > 40 then
             invalidArg "TableName" $"TableName must be 1 to 40 lower-case letters, digits and underscores, not starting with a digit; it is '{this.TableName}'."
-        let timerTakes (span: TimeSpan) = span = Timeout.InfiniteTimeSpan || span > TimeSpan.Zero && span <= PostgresStoreOptions.MaxTimerSpan
+        let timerTakes (span: TimeSpan) =
+            span = Timeout.InfiniteTimeSpan || span >= PostgresStoreOptions.MinTimerSpan && span <= PostgresStoreOptions.MaxTimerSpan
         if not (timerTakes this.OperationTimeout) then
-            invalidArg "OperationTimeout" $"OperationTimeout must be positive and at most 49 days (or Timeout.InfiniteTimeSpan); it is {this.OperationTimeout}."
+            invalidArg
+                "OperationTimeout"
+                $"OperationTimeout must be at least 1 millisecond and at most about 49.7 days (or Timeout.InfiniteTimeSpan); it is {this.OperationTimeout}."
         if not (timerTakes this.SweepInterval) then
             invalidArg
                 "SweepInterval"
-                $"SweepInterval must be positive and at most 49 days (or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
+                $"SweepInterval must be at least 1 millisecond and at most about 49.7 days (or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
         if this.SweepBatchSize < 1 then invalidArg "SweepBatchSize" $"SweepBatchSize must be at least 1; it is {this.SweepBatchSize}."
         if this.ExpiryRefreshInterval < TimeSpan.Zero then
             invalidArg "ExpiryRefreshInterval" $"ExpiryRefreshInterval cannot be negative; it is {this.ExpiryRefreshInterval}."

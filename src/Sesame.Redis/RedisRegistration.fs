@@ -62,7 +62,8 @@ type SesameRedisBuilderExtensions =
         if isNull connection then nullArg "connection"
         let options = RedisStoreOptions()
         if not (isNull configure) then configure.Invoke options
-        if isNull options.KeyPrefix then invalidArg "configure" "KeyPrefix cannot be null (use the empty string for no prefix)."
+        // Refused here, at startup, rather than when the first request asks for the store.
+        options.Validate()
         builder.AddStore(fun provider ->
             let logger =
                 match provider.GetService<ILoggerFactory>() with

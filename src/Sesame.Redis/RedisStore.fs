@@ -184,29 +184,15 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     static let readWhole = RedisValue.op_Implicit "1"
     static let readByLex = RedisValue.op_Implicit "0"
 
-    let options = if isNull options then RedisStoreOptions() else options
-    let logger = if isNull logger then NullLogger.Instance :> ILogger else logger
+    do if isNull connection then nullArg "connection"
 
-    do
-        if isNull connection then nullArg "connection"
-        if isNull options.KeyPrefix then invalidArg "options" "KeyPrefix cannot be null (use the empty string for no prefix)."
-        if options.KeyPrefix.IndexOfAny([| '{'; '}' |]) >= 0 then
-            invalidArg "options" $"KeyPrefix cannot contain '{{' or '}}' (they would change the keys' Redis Cluster hash tags); it is \"{options.KeyPrefix}\"."
-        if
-            options.OperationTimeout <> Timeout.InfiniteTimeSpan
-            && (options.OperationTimeout <= TimeSpan.Zero || options.OperationTimeout > RedisStoreOptions.MaxTimerSpan)
-        then
-            invalidArg "options" $"OperationTimeout must be positive and at most 49 days (or Timeout.InfiniteTimeSpan); it is {options.OperationTimeout}."
-        if options.ExpiryRefreshInterval < TimeSpan.Zero then
-            invalidArg "options" $"ExpiryRefreshInterval cannot be negative; it is {options.ExpiryRefreshInterval}."
-        if
-            options.SweepInterval <> Timeout.InfiniteTimeSpan
-            && (options.SweepInterval < TimeSpan.Zero || options.SweepInterval > RedisStoreOptions.MaxTimerSpan)
-        then
-            invalidArg "options" $"SweepInterval cannot be negative or longer than 49 days; it is {options.SweepInterval}."
-        if options.WaitForReplicas < 0 then invalidArg "options" $"WaitForReplicas cannot be negative; it is {options.WaitForReplicas}."
-        if options.WaitForReplicas > 0 && options.WaitForReplicasTimeout <= TimeSpan.Zero then
-            invalidArg "options" $"WaitForReplicasTimeout must be positive; it is {options.WaitForReplicasTimeout}."
+    // A copy, checked: later changes to the caller's options do not reach the store (its time budgets, its keys).
+    let options =
+        let copy = (if isNull options then RedisStoreOptions() else options).Clone()
+        copy.Validate()
+        copy
+
+    let logger = if isNull logger then NullLogger.Instance :> ILogger else logger
 
     let database = connection.GetDatabase(options.Database, null)
     let prefix = RedisValue.op_Implicit options.KeyPrefix
@@ -764,6 +750,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// <returns>The store.</returns>
     static member ConnectAsync(configuration: string, options: RedisStoreOptions, logger: ILogger) : Task<RedisStore> =
         if isNull configuration then nullArg "configuration"
+        // Options the store would refuse are refused before a connection is made for it.
+        if not (isNull options) then options.Validate()
         let settings = ConfigurationOptions.Parse configuration
         settings.AbortOnConnectFail <- false
         // A command is sent now or fails now: never queued to run once Redis is back, after the

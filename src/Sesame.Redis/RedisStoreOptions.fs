@@ -1,6 +1,7 @@
 namespace Sesame.Redis
 
 open System
+open System.Threading
 
 /// <summary>Options of the Redis store.</summary>
 /// <remarks>
@@ -29,6 +30,9 @@ type RedisStoreOptions() =
     /// The longest period a .NET timer takes (about 49.7 days): the most SweepInterval and OperationTimeout may be.
     static member internal MaxTimerSpan = TimeSpan.FromMilliseconds 4294967294.0
 
+    /// The shortest: a timer given less than a millisecond fires at once (a time budget) or only once (the sweeper's).
+    static member internal MinTimerSpan = TimeSpan.FromMilliseconds 1.0
+
     /// <summary>The default time a commit waits for its replicas when <c>WaitForReplicas</c> is set: 1 second.</summary>
     static member DefaultWaitForReplicasTimeout = TimeSpan.FromSeconds 1.0
 
@@ -46,7 +50,7 @@ type RedisStoreOptions() =
     /// The longest a load, commit, move, delete or listing may wait for Redis. Past it the operation fails with a
     /// <see cref="T:Sesame.SessionStoreException"/> (a commit may still have been applied). Within it, conditions Redis
     /// reports before running anything (a Redis Cluster slot being migrated, a session in the middle of a move to
-    /// another slot) are retried. Default 5 seconds; at most 49 days.
+    /// another slot) are retried. Default 5 seconds; at least 1 millisecond and at most about 49.7 days.
     /// </summary>
     member val OperationTimeout = RedisStoreOptions.DefaultOperationTimeout with get, set
 
@@ -69,7 +73,7 @@ type RedisStoreOptions() =
     /// instance sweeps; each ended session is reported once, by whichever instance removes it first. An expiry is
     /// therefore reported at most this long after it happened (plus the sweep's own time), or earlier, when a request
     /// asks for the expired session. <c>TimeSpan.Zero</c> or <c>Timeout.InfiniteTimeSpan</c>: this instance does not
-    /// sweep (<see cref="M:Sesame.Redis.RedisStore.SweepAsync(System.Threading.CancellationToken)"/> still does). Default 1 minute; at most 49 days.
+    /// sweep (<see cref="M:Sesame.Redis.RedisStore.SweepAsync(System.Threading.CancellationToken)"/> still does). Default 1 minute; otherwise at least 1 millisecond and at most about 49.7 days.
     /// </summary>
     member val SweepInterval = RedisStoreOptions.DefaultSweepInterval with get, set
 
@@ -93,3 +97,35 @@ type RedisStoreOptions() =
     /// key has this name: every session key has a <c>{</c> after the prefix.
     /// </summary>
     member this.DataProtectionKey = this.KeyPrefix + "DataProtection-Keys"
+
+    /// <summary>Checks the options; throws <see cref="T:System.ArgumentException"/> naming what is wrong.</summary>
+    member this.Validate() =
+        let timerTakes (span: TimeSpan) = span = Timeout.InfiniteTimeSpan || span >= RedisStoreOptions.MinTimerSpan && span <= RedisStoreOptions.MaxTimerSpan
+        if isNull this.KeyPrefix then invalidArg "KeyPrefix" "KeyPrefix cannot be null (use the empty string for no prefix)."
+        if this.KeyPrefix.IndexOfAny([| '{'; '}' |]) >= 0 then
+            invalidArg "KeyPrefix" $"KeyPrefix cannot contain '{{' or '}}' (they would change the keys' Redis Cluster hash tags); it is \"{this.KeyPrefix}\"."
+        if not (timerTakes this.OperationTimeout) then
+            invalidArg
+                "OperationTimeout"
+                $"OperationTimeout must be at least 1 millisecond and at most about 49.7 days (or Timeout.InfiniteTimeSpan); it is {this.OperationTimeout}."
+        if this.ExpiryRefreshInterval < TimeSpan.Zero then
+            invalidArg "ExpiryRefreshInterval" $"ExpiryRefreshInterval cannot be negative; it is {this.ExpiryRefreshInterval}."
+        if this.SweepInterval <> TimeSpan.Zero && not (timerTakes this.SweepInterval) then
+            invalidArg
+                "SweepInterval"
+                $"SweepInterval must be at least 1 millisecond and at most about 49.7 days (or TimeSpan.Zero or Timeout.InfiniteTimeSpan for no sweeper); it is {this.SweepInterval}."
+        if this.WaitForReplicas < 0 then invalidArg "WaitForReplicas" $"WaitForReplicas cannot be negative; it is {this.WaitForReplicas}."
+        if this.WaitForReplicas > 0 && this.WaitForReplicasTimeout <= TimeSpan.Zero then
+            invalidArg "WaitForReplicasTimeout" $"WaitForReplicasTimeout must be positive; it is {this.WaitForReplicasTimeout}."
+
+    /// <summary>A copy of these options (the store keeps its own, so later changes do not reach it).</summary>
+    member this.Clone() =
+        RedisStoreOptions(
+            KeyPrefix = this.KeyPrefix,
+            Database = this.Database,
+            OperationTimeout = this.OperationTimeout,
+            ExpiryRefreshInterval = this.ExpiryRefreshInterval,
+            SweepInterval = this.SweepInterval,
+            WaitForReplicas = this.WaitForReplicas,
+            WaitForReplicasTimeout = this.WaitForReplicasTimeout
+        )

@@ -420,17 +420,20 @@ let movesAndListings =
 [<Tests>]
 let expiry =
     testList "postgres expiry" [
-        testCase "a sweep interval or an operation timeout longer than a timer takes is refused, naming the option"
+        testCase "a sweep interval or an operation timeout a timer does not take is refused, naming the option"
         <| fun () ->
             // A .NET timer's period is at most about 49.7 days: past it, the sweeper's timer failed in the background
             // (no sweep ever ran, and nothing said so) and every operation's time budget failed with the timer's error.
-            let year = TimeSpan.FromDays 365.0
-            let error = Sesame.Tests.Helpers.throws<ArgumentException>(fun () -> PostgresStoreOptions(SweepInterval = year).Validate())
-            Expect.stringContains error.Message "SweepInterval" "names the sweep interval"
-            let error = Sesame.Tests.Helpers.throws<ArgumentException>(fun () -> PostgresStoreOptions(OperationTimeout = year).Validate())
-            Expect.stringContains error.Message "OperationTimeout" "names the operation timeout"
-            // The longest a timer takes, and none at all, as before.
-            PostgresStoreOptions(SweepInterval = TimeSpan.FromDays 49.0, OperationTimeout = TimeSpan.FromDays 49.0).Validate()
+            // Under a millisecond the sweeper's timer failed in the same way.
+            for span in [ TimeSpan.FromDays 365.0; TimeSpan.FromTicks 5000L ] do
+                let error = Sesame.Tests.Helpers.throws<ArgumentException>(fun () -> PostgresStoreOptions(SweepInterval = span).Validate())
+                Expect.stringContains error.Message "SweepInterval" $"names the sweep interval ({span})"
+                let error = Sesame.Tests.Helpers.throws<ArgumentException>(fun () -> PostgresStoreOptions(OperationTimeout = span).Validate())
+                Expect.stringContains error.Message "OperationTimeout" $"names the operation timeout ({span})"
+            // The bounds themselves, and none at all, as before.
+            let longest = TimeSpan.FromMilliseconds 4294967294.0
+            PostgresStoreOptions(SweepInterval = longest, OperationTimeout = longest).Validate()
+            PostgresStoreOptions(SweepInterval = TimeSpan.FromMilliseconds 1.0, OperationTimeout = TimeSpan.FromMilliseconds 1.0).Validate()
             PostgresStoreOptions(SweepInterval = Timeout.InfiniteTimeSpan, OperationTimeout = Timeout.InfiniteTimeSpan).Validate()
 
         testCaseTask "an expired session is never served and is reported once"

@@ -890,19 +890,40 @@ let private layoutTests =
             Expect.sequenceEqual seen byBytes "every session once, in byte order"
         }
 
-        testCaseTask "a sweep interval or an operation timeout longer than a timer takes is refused, naming the option"
+        testCaseTask "a sweep interval or an operation timeout a timer does not take is refused, naming the option"
         <| fun () -> task {
             // A .NET timer's period is at most about 49.7 days: past it, the store failed with the timer's own error
-            // (the sweep interval), or every operation did (the operation timeout's time budget).
-            let year = TimeSpan.FromDays 365.0
+            // (the sweep interval), or every operation did (the operation timeout's time budget). Under a millisecond,
+            // the sweeper's timer fired once and never again, and every time budget ran out at once.
             let refused (options: RedisStoreOptions) = throws<ArgumentException>(fun () -> new RedisStore(server.Value.Connection, options, null) |> ignore)
-            Expect.stringContains (refused (RedisStoreOptions(KeyPrefix = "long:", SweepInterval = year))).Message "SweepInterval" "names the sweep interval"
-            Expect.stringContains
-                (refused (RedisStoreOptions(KeyPrefix = "long:", OperationTimeout = year))).Message
-                "OperationTimeout"
-                "names the operation timeout"
-            // The longest a timer takes works, as do no sweeper and no timeout.
-            for sweep, timeout in [ TimeSpan.FromDays 49.0, TimeSpan.FromDays 49.0; Threading.Timeout.InfiniteTimeSpan, Threading.Timeout.InfiniteTimeSpan ] do
+            for span in [ TimeSpan.FromDays 365.0; TimeSpan.FromTicks 5000L ] do
+                Expect.stringContains
+                    (refused (RedisStoreOptions(KeyPrefix = "long:", SweepInterval = span))).Message
+                    "SweepInterval"
+                    $"names the sweep interval ({span})"
+                Expect.stringContains
+                    (refused (RedisStoreOptions(KeyPrefix = "long:", OperationTimeout = span))).Message
+                    "OperationTimeout"
+                    $"names the operation timeout ({span})"
+            // ConnectAsync refuses them too (it checks them before it connects).
+            let! error =
+                throwsAsync<ArgumentException>(fun () ->
+                    RedisStore.ConnectAsync("127.0.0.1:1", RedisStoreOptions(SweepInterval = TimeSpan.FromDays 365.0), null) :> Task)
+            Expect.stringContains error.Message "SweepInterval" "ConnectAsync names the sweep interval"
+            // The store keeps its own copy: a later change to the options given does not reach its time budgets.
+            let given = RedisStoreOptions(KeyPrefix = "long:", SweepInterval = TimeSpan.Zero)
+            use kept = new RedisStore(server.Value.Connection, given, null)
+            given.OperationTimeout <- TimeSpan.FromDays 365.0
+            let! result = kept.CommitAsync(Guid.NewGuid().ToString "N", changeOf [ setAt "n" "1" ], creating, testToken ())
+            Expect.equal result CommitResult.Committed "a commit after the options given changed"
+            // The bounds work, as do no sweeper and no timeout.
+            let longest = TimeSpan.FromMilliseconds 4294967294.0
+            let pairs = [
+                longest, longest
+                TimeSpan.FromMilliseconds 1.0, TimeSpan.FromSeconds 5.0
+                Threading.Timeout.InfiniteTimeSpan, Threading.Timeout.InfiniteTimeSpan
+            ]
+            for sweep, timeout in pairs do
                 use store =
                     new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "long:", SweepInterval = sweep, OperationTimeout = timeout), null)
                 let! result = store.CommitAsync(Guid.NewGuid().ToString "N", changeOf [ setAt "n" "1" ], creating, testToken ())

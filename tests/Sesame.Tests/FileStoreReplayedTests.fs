@@ -407,6 +407,11 @@ let tests =
                 do! Task.WhenAll [| for i in chunk -> commit store $"s{i}" [ setAt "n" (string i); Update.set (path "pad") (Json.string (padOf i)) ] :> Task |]
             do! store.DisposeAsync()
             Expect.isGreaterThan (IO.FileInfo(file).Length) (int64 FileReplay.ArraysAheadFromBytes) "a file long enough"
+            // Replay alone: every array the ring filled came through the arrays made ready ahead, whichever way.
+            let replayed =
+                use handle = IO.File.OpenHandle(file, IO.FileMode.Open, IO.FileAccess.ReadWrite)
+                FileReplay.run Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance file handle
+            Expect.equal (replayed.ArraysReady + replayed.ArraysOnTheSpot) replayed.Cold.ArrayCount "each array made ready or on the spot"
             use reopened = FileStore.Open(file, null, null, clock)
             Expect.equal reopened.ReplayedUnusedCount 700 "every session in the ring"
             for i in 1..700 do

@@ -262,15 +262,20 @@ let tests =
             Expect.stringContains error.Message "MaxTotalBytes" "names the option"
         }
 
-        testCaseTask "a sweep interval longer than a timer takes is refused, naming the option, for the memory and file stores"
+        testCaseTask "a sweep interval a timer does not take is refused, naming the option, for the memory and file stores"
         <| fun () -> task {
             // A timer's period is at most about 49.7 days: past it, the timer's own error named neither store nor option.
-            let year = TimeSpan.FromDays 365.0
-            let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(SweepInterval = year)) |> ignore)
-            Expect.stringContains error.Message "SweepInterval" "the memory store names the option"
+            // Under a millisecond, a timer fires once and never again: one sweep, then none, and nothing said so.
             use directory = new TempDirectory()
-            let error = throws<ArgumentException>(fun () -> FileStore.Open(directory.File "sessions", FileStoreOptions(SweepInterval = year)) |> ignore)
-            Expect.stringContains error.Message "SweepInterval" "the file store names the option"
+            for interval in [ TimeSpan.FromDays 365.0; TimeSpan.FromTicks 5000L ] do
+                let error = throws<ArgumentException>(fun () -> new MemoryStore(MemoryStoreOptions(SweepInterval = interval)) |> ignore)
+                Expect.stringContains error.Message "SweepInterval" $"the memory store names the option ({interval})"
+                let error = throws<ArgumentException>(fun () -> FileStore.Open(directory.File "sessions", FileStoreOptions(SweepInterval = interval)) |> ignore)
+                Expect.stringContains error.Message "SweepInterval" $"the file store names the option ({interval})"
+            // The bounds themselves are taken.
+            for interval in [ TimeSpan.FromMilliseconds 1.0; TimeSpan.FromMilliseconds 4294967294.0 ] do
+                (new MemoryStore(MemoryStoreOptions(SweepInterval = interval)) :> IDisposable).Dispose()
+                (FileStore.Open(directory.File "bounds", FileStoreOptions(SweepInterval = interval)) :> IDisposable).Dispose()
             // No sweeper at all, as before.
             use store = new MemoryStore(MemoryStoreOptions(SweepInterval = Threading.Timeout.InfiniteTimeSpan))
             let! result = (store :> SessionStore).CommitAsync("s", changeOf [ setAt "a" "1" ], creating, testToken ())

@@ -32,7 +32,8 @@ type internal ReplayChanges() =
 /// What replay read from a file: the sessions held as objects (their newest values, expiries and last-seen times set;
 /// nothing else), the changes still to apply to some of them, the sessions held in a ring (those whose value a record
 /// gave whole, and no later record changed: see <c>FileSessions</c>), the file's length (a torn tail cut) and its format
-/// version. An id is in the objects or in the ring, never in both.
+/// version. An id is in the objects or in the ring, never in both. Also how many of the ring's arrays were made ready
+/// ahead and how many were allocated on the spot (see <c>ArraysAhead</c>).
 [<NoComparison; NoEquality>]
 type internal Replayed = {
     Sessions: Dictionary<string, FileSession>
@@ -41,6 +42,8 @@ type internal Replayed = {
     Length: int64
     Version: uint32
     Path: string
+    ArraysReady: int
+    ArraysOnTheSpot: int
 }
 
 /// Each thread's scratch space for replay.
@@ -396,7 +399,16 @@ module internal FileReplay =
                 )
             IO.RandomAccess.Write(handle, ReadOnlySpan expected, 0L)
             IO.RandomAccess.FlushToDisk handle
-            { Sessions = sessions; Changes = pending; Cold = cold; Length = int64 FileLog.FileHeaderLength; Version = FileLog.FormatVersion; Path = path }
+            {
+                Sessions = sessions
+                Changes = pending
+                Cold = cold
+                Length = int64 FileLog.FileHeaderLength
+                Version = FileLog.FormatVersion
+                Path = path
+                ArraysReady = 0
+                ArraysOnTheSpot = 0
+            }
         elif not (MemoryExtensions.SequenceEqual(ReadOnlySpan(header, 0, 8), ReadOnlySpan(expected, 0, 8))) then
             raise (
                 SessionStoreException $"The file '{path}' is not a Sesame session file (its first bytes are not a Sesame header). The file was left as it is."
@@ -429,7 +441,7 @@ module internal FileReplay =
                         // doubling, which rehashes every session held so far each time.
                         let estimate = (length - int64 FileLog.FileHeaderLength) * int64 records / (offset - int64 FileLog.FileHeaderLength)
                         if estimate > int64 cold.LiveCount then cold.EnsureCapacity(int (min estimate (1L <<< 24)))
-            cold.StopArraysAhead() |> ignore
+            let struct (arraysReady, arraysOnTheSpot) = cold.StopArraysAhead()
             if offset < length then
                 // The record at `offset` is torn or corrupt. Every record names the end of what was on
                 // disk when it was written; a valid record after this one that names a point past it
@@ -450,7 +462,16 @@ module internal FileReplay =
                 IO.RandomAccess.SetLength(handle, bad)
                 IO.RandomAccess.FlushToDisk handle
                 FileStoreLog.cutTornTail logger (length - bad) bad path
-            { Sessions = sessions; Changes = pending; Cold = cold; Length = offset; Version = version; Path = path }
+            {
+                Sessions = sessions
+                Changes = pending
+                Cold = cold
+                Length = offset
+                Version = version
+                Path = path
+                ArraysReady = arraysReady
+                ArraysOnTheSpot = arraysOnTheSpot
+            }
 
     /// The ring of sessions the store starts with: the replayed ring's sessions live at <c>t</c>, least recently used
     /// first (the order the bounds evict them in). (None names a user: replay held those as objects.) The ring is walked

@@ -55,7 +55,7 @@ type FileStoreOptions() =
 
     /// <summary>
     /// How often expired sessions are dropped from memory (they are never served in between); once dropped,
-    /// their bytes count as dead, so the next compaction leaves them out. Default one minute; at most 49 days.
+    /// their bytes count as dead, so the next compaction leaves them out. Default one minute; at least 1 millisecond and at most about 49.7 days.
     /// </summary>
     member val SweepInterval = FileStoreOptions.DefaultSweepInterval with get, set
 
@@ -74,8 +74,8 @@ type FileStoreOptions() =
         if Double.IsNaN this.CompactionRatio || this.CompactionRatio <= 1.0 then
             invalidArg "options" $"CompactionRatio must be more than 1 (it is {this.CompactionRatio})."
         if this.CompactionMinBytes < 0L then invalidArg "options" "CompactionMinBytes cannot be negative."
-        if this.SweepInterval <= TimeSpan.Zero || this.SweepInterval > MemoryStoreOptions.MaxSweepInterval then
-            invalidArg "options" $"SweepInterval must be positive and at most 49 days (it is {this.SweepInterval})."
+        if this.SweepInterval < MemoryStoreOptions.MinSweepInterval || this.SweepInterval > MemoryStoreOptions.MaxSweepInterval then
+            invalidArg "options" $"SweepInterval must be at least 1 millisecond and at most about 49.7 days (it is {this.SweepInterval})."
         if this.SlideWriteInterval < TimeSpan.Zero then invalidArg "options" "SlideWriteInterval cannot be negative."
         if this.MaxSessions < 1 then invalidArg "options" $"MaxSessions must be at least 1 (it is {this.MaxSessions})."
         if this.MaxTotalBytes < 1L then invalidArg "options" $"MaxTotalBytes must be at least 1 (it is {this.MaxTotalBytes})."
