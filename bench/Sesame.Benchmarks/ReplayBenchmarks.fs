@@ -5,7 +5,7 @@
 /// its change) and `kb.sessions` (100,000 sessions of about 1 KB, each created and then changed three times).
 /// `replay open FILE [rounds]` opens a file (in a process of its own), rounds times, and prints the replay time,
 /// sessions/s, the managed heap the store holds against the sessions' live JSON, and what a listing page of 100 costs.
-/// `replay profile FILE` times replay's parts.
+/// `replay profile FILE` times replay's parts, with what each allocates and how the ring's arrays came.
 module Sesame.Benchmarks.ReplayBenchmarks
 
 open System
@@ -184,26 +184,34 @@ let profile (file: string) =
     let logger = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance
     let cpu () = Process.GetCurrentProcess().TotalProcessorTime
     let pause = GC.GetTotalPauseDuration()
+    let allocated = GC.GetTotalAllocatedBytes true
     let cpu0 = cpu ()
     let stopwatch = Stopwatch.StartNew()
     let replayed = FileReplay.run logger copy handle
     let read = stopwatch.Elapsed
     let cpuRead = cpu () - cpu0
     let readPause = GC.GetTotalPauseDuration() - pause
+    let readAllocated = GC.GetTotalAllocatedBytes true - allocated
     let sessions = FileReplay.live DateTime.UtcNow.Ticks 10_000_000 replayed
     let total = stopwatch.Elapsed
     let cpuTotal = cpu () - cpu0
     let totalPause = GC.GetTotalPauseDuration() - pause
+    let totalAllocated = GC.GetTotalAllocatedBytes true - allocated
+    let mib (bytes: int64) = float bytes / 1048576.0
     printfn
-        "%s: %d sessions; records read in %.0f ms (CPU %.0f ms, GC pauses %.0f ms); store built in %.0f ms (CPU %.0f ms, GC pauses %.0f ms)"
+        "%s: %d sessions; records read in %.0f ms (CPU %.0f ms, GC pauses %.0f ms, %.0f MiB allocated; the ring's arrays %d made ready ahead, %d on the spot); store built in %.0f ms (CPU %.0f ms, GC pauses %.0f ms, %.0f MiB allocated)"
         (IO.Path.GetFileName file)
         sessions.Count
         read.TotalMilliseconds
         cpuRead.TotalMilliseconds
         readPause.TotalMilliseconds
+        (mib readAllocated)
+        replayed.ArraysReady
+        replayed.ArraysOnTheSpot
         (total - read).TotalMilliseconds
         (cpuTotal - cpuRead).TotalMilliseconds
         (totalPause - readPause).TotalMilliseconds
+        (mib (totalAllocated - readAllocated))
     IO.File.Delete copy
 
 /// `generate DIR`, `open FILE [rounds]` or `profile FILE`.
