@@ -11,7 +11,7 @@ open System.Threading.Tasks
 /// <para><b>Why.</b> Replay of a large file fills a new array of the ring every few thousand sessions. In a fresh process
 /// the first write to each page of such an array is a page fault; on the machine docs/performance.md describes, the
 /// faults took about a sixth of replay's time, all on the thread that replays. Made ready ahead, the same faults happen
-/// on another core, and replay took 0.78-0.82× the time.</para>
+/// on another core, and replay of a flood's file took about 0.8× the time.</para>
 /// <para><b>Never waits.</b> An array not ready when asked for is allocated on the spot, as it would be without this
 /// (the one being made ready is given next time), so a slow or starved thread pool costs nothing but the gain.</para>
 /// <para>Not thread-safe: one thread takes the arrays. Every array is <c>length</c> zero bytes, whichever way it came.</para>

@@ -55,7 +55,8 @@ type FileStoreOptions() =
 
     /// <summary>
     /// How often expired sessions are dropped from memory (they are never served in between); once dropped,
-    /// their bytes count as dead, so the next compaction leaves them out. Default one minute; at least 1 millisecond and at most about 49.7 days.
+    /// their bytes count as dead, so the next compaction leaves them out. Default one minute; at least 1 millisecond
+    /// and at most about 49.7 days.
     /// </summary>
     member val SweepInterval = FileStoreOptions.DefaultSweepInterval with get, set
 
