@@ -28,21 +28,32 @@ let private launchAsync (playwright: IPlaywright) : Task<IBrowser> =
             $"Chromium is missing: {path} does not exist. The browser tests need it; install it with `apt-get update && apt-get install -y chromium` (or set SESAME_CHROMIUM to a Chromium executable). Playwright cannot download its own browser here."
     playwright.Chromium.LaunchAsync(BrowserTypeLaunchOptions(ExecutablePath = path, Headless = true, Args = [ "--disable-dev-shm-usage" ]))
 
+/// What a scenario has done so far, for the report of a failure: its browser pages, and each step it began (when, what).
+type private Run = {
+    Pages: ResizeArray<IPage>
+    Steps: ResizeArray<string>
+} with
+
+    /// Notes a step as it begins: the last one noted is the one a failure happened in.
+    member run.Step(what: string) = run.Steps.Add("  " + DateTime.UtcNow.ToString "HH:mm:ss.fff" + "  " + what)
+
 /// Signs a new browser context (its own cookie jar, its own user agent) in as a user through the login form; the
-/// page joins <paramref name="pages"/> (for the report of a failure).
-let private signInAsync (pages: ResizeArray<IPage>) (browser: IBrowser) (address: string) (device: string) (user: string) : Task<IPage> = task {
+/// page joins the run's pages (for the report of a failure).
+let private signInAsync (run: Run) (browser: IBrowser) (address: string) (device: string) (user: string) : Task<IPage> = task {
     let! context = browser.NewContextAsync(BrowserNewContextOptions(BaseURL = address, UserAgent = device))
     let! page = context.NewPageAsync()
-    pages.Add page
+    run.Pages.Add page
+    run.Step $"{device}: GET /login"
     let! _ = page.GotoAsync "/login"
+    run.Step $"{device}: submit the login form as {user}"
     do! page.FillAsync("input[name=user]", user)
     do! page.ClickAsync "button[type=submit]"
-    // Until the redirect to /me is committed, not until its load event: once in many CI runs Chromium showed /me whole
-    // and the wait for its load event still ran out (the screenshot and the app's log of a failure showed both). The
-    // user's name below is waited for on the page itself.
-    do! page.WaitForURLAsync("**/me", PageWaitForURLOptions(WaitUntil = WaitUntilState.Commit))
-    let! shown = page.Locator("#user").TextContentAsync()
-    Expect.equal shown user $"The {device} browser's account page names the user it signed in."
+    // The page's address and the user's name are polled on the page itself, not waited for as navigation events: once
+    // in many CI runs Chromium showed /me whole (the app had answered it) and a wait for its load event ran out; later,
+    // with a wait for the navigation's commit, the same happened. Polling reads what the page shows.
+    run.Step $"{device}: wait for /me to show {user}"
+    do! Assertions.Expect(page).ToHaveURLAsync(Text.RegularExpressions.Regex "/me$")
+    do! Assertions.Expect(page.Locator "#user").ToHaveTextAsync(user)
     return page
 }
 
@@ -63,10 +74,11 @@ let private tryFinallyAsync (body: unit -> Task<unit>) (cleanup: unit -> Task) :
 }
 
 /// Two browsers sign in as ada; the laptop lists both devices, ends the phone's session; the phone is signed out.
-let private scenario (sampleName: string) (pages: ResizeArray<IPage>) (browser: IBrowser) (address: string) : Task<unit> = task {
-    let! laptop = signInAsync pages browser address "Sesame test laptop" "ada"
-    let! phone = signInAsync pages browser address "Sesame test phone" "ada"
+let private scenario (sampleName: string) (run: Run) (browser: IBrowser) (address: string) : Task<unit> = task {
+    let! laptop = signInAsync run browser address "Sesame test laptop" "ada"
+    let! phone = signInAsync run browser address "Sesame test phone" "ada"
 
+    run.Step "laptop: GET /devices"
     let! _ = laptop.GotoAsync "/devices"
     let! rows = rowsAsync laptop
     Expect.hasLength rows 2 "The laptop lists both of ada's devices."
@@ -79,6 +91,7 @@ let private scenario (sampleName: string) (pages: ResizeArray<IPage>) (browser: 
     Expect.isTrue (FileInfo(shot).Length > 0L) $"The devices page's screenshot is in {shot}."
 
     // End the phone's session from the laptop.
+    run.Step "laptop: end the phone's session"
     do! laptop.Locator("tr.device:not(.current) button").ClickAsync()
     // The page is /devices before and after the post: wait for the new page's one row (Playwright retries, then fails).
     do! Assertions.Expect(laptop.Locator "tr.device").ToHaveCountAsync 1
@@ -87,13 +100,16 @@ let private scenario (sampleName: string) (pages: ResizeArray<IPage>) (browser: 
     Expect.stringContains rows.Head "Sesame test laptop" "The device left is the laptop."
 
     // The phone's next request finds its session gone: it is signed out.
+    run.Step "phone: GET /me"
     let! _ = phone.GotoAsync "/me"
     let! status = phone.Locator("#status").TextContentAsync()
     Expect.equal status "Not signed in." "The phone is signed out on its next request."
+    run.Step "phone: GET /devices"
     let! _ = phone.GotoAsync "/devices"
     Expect.stringContains phone.Url "/login" "The phone's devices page sends it to the login page."
 
     // The laptop is still signed in.
+    run.Step "laptop: GET /me"
     let! _ = laptop.GotoAsync "/me"
     let! shown = laptop.Locator("#user").TextContentAsync()
     Expect.equal shown "ada" "The laptop stays signed in."
@@ -101,10 +117,13 @@ let private scenario (sampleName: string) (pages: ResizeArray<IPage>) (browser: 
 
 /// A failed scenario's report: the failure, where each browser page was (with a screenshot of it), and every request
 /// the app saw, so that a failure that happens once in many runs can be read from its log alone.
-let private failureReport (sampleName: string) (failure: exn) (pages: ResizeArray<IPage>) (sample: RunningSample) : Task<string> = task {
-    let lines = ResizeArray<string>([ failure.Message; ""; "Browser pages:" ])
+let private failureReport (sampleName: string) (failure: exn) (run: Run) (sample: RunningSample) : Task<string> = task {
+    let lines = ResizeArray<string>([ failure.Message; ""; "Steps begun (the last is the one that failed):" ])
+    lines.AddRange run.Steps
+    lines.Add ""
+    lines.Add "Browser pages:"
     Directory.CreateDirectory screenshotDirectory |> ignore
-    for i, page in Seq.indexed pages do
+    for i, page in Seq.indexed run.Pages do
         let shot = Path.Combine(screenshotDirectory, $"{sampleName}-failure-{i}.png")
         let! saved = task {
             try
@@ -128,14 +147,14 @@ let private endAnotherDevice (sampleName: string) (startSample: unit -> Task<Run
         tryFinallyAsync
             (fun () -> task {
                 let! sample = startSample ()
-                let pages = ResizeArray<IPage>()
+                let run = { Pages = ResizeArray<IPage>(); Steps = ResizeArray<string>() }
                 do!
                     tryFinallyAsync
                         (fun () -> task {
                             try
-                                do! scenario sampleName pages browser sample.Address
+                                do! scenario sampleName run browser sample.Address
                             with failure ->
-                                let! report = failureReport sampleName failure pages sample
+                                let! report = failureReport sampleName failure run sample
                                 failtest report
                         })
                         (fun () -> (sample :> IAsyncDisposable).DisposeAsync().AsTask())
