@@ -25,6 +25,10 @@ type MemoryStoreOptions() =
     /// The shortest sweep interval: a timer given a period under a millisecond fires once and never again.
     static member internal MinSweepInterval = TimeSpan.FromMilliseconds 1.0
 
+    /// Whether a sweep interval is one a timer takes (the memory and file stores' check; the memory store also takes
+    /// Timeout.InfiniteTimeSpan, for no sweeper).
+    static member internal TimerTakes(interval: TimeSpan) = interval >= MemoryStoreOptions.MinSweepInterval && interval <= MemoryStoreOptions.MaxSweepInterval
+
     /// <summary>
     /// The most sessions kept, checked on every commit that creates one. Past it, sessions used by one request only
     /// are evicted first (least recently used first), sessions that came back only when no such session is left.
@@ -119,10 +123,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let options = if isNull options then MemoryStoreOptions() else options
     do
         if options.MaxSessions < 1 then invalidArg (nameof options) $"MaxSessions must be at least 1 (it is {options.MaxSessions})."
-        if
-            options.SweepInterval <> Threading.Timeout.InfiniteTimeSpan
-            && (options.SweepInterval < MemoryStoreOptions.MinSweepInterval || options.SweepInterval > MemoryStoreOptions.MaxSweepInterval)
-        then
+        if options.SweepInterval <> Threading.Timeout.InfiniteTimeSpan && not (MemoryStoreOptions.TimerTakes options.SweepInterval) then
             invalidArg (nameof options) $"SweepInterval must be at least 1 millisecond and at most about 49.7 days (it is {options.SweepInterval})."
         if options.MaxTotalBytes < 1L then invalidArg (nameof options) $"MaxTotalBytes must be at least 1 (it is {options.MaxTotalBytes})."
     /// The sessions a later request came back to, the ones too large for the ring, and the ones bound to a user.

@@ -75,7 +75,7 @@ type FileStoreOptions() =
         if Double.IsNaN this.CompactionRatio || this.CompactionRatio <= 1.0 then
             invalidArg "options" $"CompactionRatio must be more than 1 (it is {this.CompactionRatio})."
         if this.CompactionMinBytes < 0L then invalidArg "options" "CompactionMinBytes cannot be negative."
-        if this.SweepInterval < MemoryStoreOptions.MinSweepInterval || this.SweepInterval > MemoryStoreOptions.MaxSweepInterval then
+        if not (MemoryStoreOptions.TimerTakes this.SweepInterval) then
             invalidArg "options" $"SweepInterval must be at least 1 millisecond and at most about 49.7 days (it is {this.SweepInterval})."
         if this.SlideWriteInterval < TimeSpan.Zero then invalidArg "options" "SlideWriteInterval cannot be negative."
         if this.MaxSessions < 1 then invalidArg "options" $"MaxSessions must be at least 1 (it is {this.MaxSessions})."
