@@ -317,3 +317,27 @@ type OneUpdateTo256KB() =
         let patch = Patch.fold updates
         this.Current <- Patch.apply patch session
         Patch.toUtf8 patch
+
+/// Reading a session's stored text into a tree, as every load of a changed session does (and replay, for each session a
+/// later record changed): Sesame's immutable tree against System.Text.Json's JsonDocument, which indexes the whole text
+/// in pooled memory (JsonNode.Parse is no baseline: it reads nothing until asked).
+[<MemoryDiagnoser>]
+type ParseSession() =
+    let mutable utf8: byte[] = [||]
+
+    /// The session's size in KB of compact JSON.
+    [<Params(1, 64)>]
+    member val Kilobytes = 1 with get, set
+
+    [<GlobalSetup>]
+    member this.Setup() = utf8 <- Json.toUtf8 (sessionOfSize this.Kilobytes)
+
+    /// System.Text.Json's read-only document, disposed (its memory goes back to the pool).
+    [<Benchmark(Baseline = true)>]
+    member _.JsonDocumentParse() : int =
+        use document = System.Text.Json.JsonDocument.Parse(ReadOnlyMemory utf8)
+        int document.RootElement.ValueKind
+
+    /// Sesame's tree.
+    [<Benchmark>]
+    member _.SesameParse() : Json = Json.parseUtf8 (ReadOnlySpan utf8)

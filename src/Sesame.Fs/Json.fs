@@ -194,45 +194,87 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
 and [<Sealed>] JsonValueConverter() =
     inherit JsonConverterFactory()
 
-    /// Reads the value the reader stands on (its first token), leaving the reader on its last token.
-    static member internal ReadValue(reader: byref<Utf8JsonReader>) : Json =
+    // Values every tree may share (they are immutable): a parsed tree holds these rather than a copy each.
+    static let trueValue = Json.Bool true
+    static let falseValue = Json.Bool false
+    static let emptyArray = Json.Array ImmutableArray<Json>.Empty
+    static let emptyObject = Json.Object JsonObject.Empty
+
+    /// The integers 0 to 999 as read (counters, quantities, indexes: most numbers in a session are small), each made the
+    /// first time it is read. A race makes two equal values, either of which stands.
+    static let smallIntegers: Json[] = Array.zeroCreate 1000
+
+    /// A number token's value: a small integer's shared one, when it is one (its text is at most three digits with no
+    /// leading zero), else a new one.
+    static member private ReadNumber(utf8: ReadOnlySpan<byte>) : Json =
+        let mutable n = 0
+        let mutable i = 0
+        let small = utf8.Length <= 3 && (utf8.Length = 1 || utf8[0] <> byte '0')
+        while small && i < utf8.Length && utf8[i] >= byte '0' && utf8[i] <= byte '9' do
+            n <- n * 10 + int (utf8[i] - byte '0')
+            i <- i + 1
+        if small && i = utf8.Length then
+            let kept = smallIntegers[n]
+            if isNull (box kept) then
+                let number = Json.Number(JsonNumber.Trusted(Encoding.UTF8.GetString utf8))
+                smallIntegers[n] <- number
+                number
+            else
+                kept
+        else
+            Json.Number(JsonNumber.Trusted(Encoding.UTF8.GetString utf8))
+
+    /// An object key the reader stands on: the string read last time for the same bytes on this thread, when it is
+    /// still kept (see KeyStrings).
+    static member private ReadKey(reader: byref<Utf8JsonReader>, keys: KeyStrings) : string =
+        if reader.ValueIsEscaped || reader.HasValueSequence then
+            reader.GetString()
+        else
+            match keys.Find reader.ValueSpan with
+            | null ->
+                let key = reader.GetString()
+                keys.Keep(reader.ValueSpan, key)
+                key
+            | key -> key
+
+    /// Reads a value, pushing each container's items and members on this thread's stacks and taking them off into
+    /// arrays of their exact length when it ends.
+    static member private Read(reader: byref<Utf8JsonReader>, items: ReadStack<Json>, members: ReadStack<KeyValuePair<string, Json>>, keys: KeyStrings) : Json =
         match reader.TokenType with
         | JsonTokenType.Null -> Json.Null
-        | JsonTokenType.True -> Json.Bool true
-        | JsonTokenType.False -> Json.Bool false
+        | JsonTokenType.True -> trueValue
+        | JsonTokenType.False -> falseValue
         | JsonTokenType.Number ->
-            let text =
-                if reader.HasValueSequence then
-                    let sequence = reader.ValueSequence
-                    Encoding.UTF8.GetString(Buffers.BuffersExtensions.ToArray(&sequence))
-                else
-                    Encoding.UTF8.GetString reader.ValueSpan
-            Json.Number(JsonNumber.Trusted text)
+            if reader.HasValueSequence then
+                let sequence = reader.ValueSequence
+                JsonValueConverter.ReadNumber(ReadOnlySpan(Buffers.BuffersExtensions.ToArray(&sequence)))
+            else
+                JsonValueConverter.ReadNumber reader.ValueSpan
         | JsonTokenType.String -> Json.String(reader.GetString())
         | JsonTokenType.StartArray ->
-            let items = ImmutableArray.CreateBuilder<Json>()
+            let start = items.Count
             while reader.Read() && reader.TokenType <> JsonTokenType.EndArray do
-                items.Add(JsonValueConverter.ReadValue &reader)
-            Json.Array(items.ToImmutable())
+                items.Push(JsonValueConverter.Read(&reader, items, members, keys))
+            if items.Count = start then emptyArray else Json.Array(Runtime.InteropServices.ImmutableCollectionsMarshal.AsImmutableArray(items.PopFrom start))
         | JsonTokenType.StartObject ->
-            let properties = ResizeArray<KeyValuePair<string, Json>>()
+            let start = members.Count
             let mutable positions: Dictionary<string, int> = null
             while reader.Read() && reader.TokenType <> JsonTokenType.EndObject do
-                let key = reader.GetString()
+                let key = JsonValueConverter.ReadKey(&reader, keys)
                 reader.Read() |> ignore
-                let value = JsonValueConverter.ReadValue &reader
+                let value = JsonValueConverter.Read(&reader, items, members, keys)
                 // A repeated key keeps its first position and its last value; a scan is cheap while objects are small.
-                if properties.Count >= 8 && isNull positions then
+                let count = members.Count - start
+                if count >= 8 && isNull positions then
                     positions <- Dictionary(StringComparer.Ordinal)
-                    for i in 0 .. properties.Count - 1 do
-                        positions[properties[i].Key] <- i
+                    for i in start .. members.Count - 1 do
+                        positions[members[i].Key] <- i
                 let existing =
                     if isNull positions then
-                        // A loop, not FindIndex: its predicate would capture the key, an allocation per key parsed.
                         let mutable found = -1
-                        let mutable i = 0
-                        while found < 0 && i < properties.Count do
-                            if String.Equals(properties[i].Key, key, StringComparison.Ordinal) then found <- i
+                        let mutable i = start
+                        while found < 0 && i < members.Count do
+                            if String.Equals(members[i].Key, key, StringComparison.Ordinal) then found <- i
                             i <- i + 1
                         found
                     else
@@ -240,12 +282,25 @@ and [<Sealed>] JsonValueConverter() =
                         | true, i -> i
                         | _ -> -1
                 if existing >= 0 then
-                    properties[existing] <- KeyValuePair(key, value)
+                    members[existing] <- KeyValuePair(key, value)
                 else
-                    if not (isNull positions) then positions[key] <- properties.Count
-                    properties.Add(KeyValuePair(key, value))
-            Json.Object(JsonObject(properties.ToArray()))
+                    if not (isNull positions) then positions[key] <- members.Count
+                    members.Push(KeyValuePair(key, value))
+            if members.Count = start then emptyObject else Json.Object(JsonObject(members.PopFrom start))
         | token -> raise (JsonException $"Unexpected JSON token {token}.")
+
+    /// Reads the value the reader stands on (its first token), leaving the reader on its last token.
+    static member internal ReadValue(reader: byref<Utf8JsonReader>) : Json =
+        let items = ReadStack<Json>.ForThisThread
+        let members = ReadStack<KeyValuePair<string, Json>>.ForThisThread
+        // Where this read's containers start: a read that fails part way leaves nothing of its own on the stacks.
+        let itemsFrom = items.Count
+        let membersFrom = members.Count
+        try
+            JsonValueConverter.Read(&reader, items, members, KeyStrings.ForThisThread)
+        finally
+            items.CutTo itemsFrom
+            members.CutTo membersFrom
 
     /// Writes a value (the writer is not flushed).
     static member internal WriteValue(writer: Utf8JsonWriter, json: Json) =

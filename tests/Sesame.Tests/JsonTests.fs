@@ -301,6 +301,75 @@ let tests =
                 ("""{"x":2,"y":1}""")
                 "Json.serialize (Json.object [ 'x', Json.int64 0L; 'y', Json.int64 1..."
 
+        testCase "a repeated key is one only within its own object, however the objects nest"
+        <| fun () ->
+            // Each object's keys are told apart from its own, not from those of the objects around it.
+            Expect.equal
+                (Json.serialize (json """{"k":1,"o":{"k":2,"j":3,"k":4},"a":[{"k":5},{"k":6,"k":7}],"k":8}"""))
+                """{"k":8,"o":{"k":4,"j":3},"a":[{"k":5},{"k":7}]}"""
+                "nested objects that repeat their parent's keys"
+            // A wide object (an index of its keys) inside another: a key repeated in it keeps its first position.
+            let wide = "{" + String.Join(",", [ for i in 0..11 -> $"\"w{i}\":{i}" ]) + ",\"w2\":\"again\",\"x\":0}"
+            let tree = json $"""{{"x":1,"w2":2,"inner":{wide},"x":3}}"""
+            let expectedInner = "{" + String.Join(",", [ for i in 0..11 -> if i = 2 then "\"w2\":\"again\"" else $"\"w{i}\":{i}" ]) + ",\"x\":0}"
+            Expect.equal (Json.serialize tree) $"""{{"x":3,"w2":2,"inner":{expectedInner}}}""" "a wide object nested in another"
+
+        testCase "a read that fails part way leaves its thread nothing to carry"
+        <| fun () ->
+            for text in [ "[1,[2,{\"a\":3,\"b\":"; "{\"a\":[1,2,{\"c\":[true,"; "[[[[1,2],[3,x" ] do
+                throwsAny<JsonException>(fun () -> Json.parse text |> ignore) |> ignore
+                Expect.equal (ReadStack<Json>.ForThisThread.Count) 0 $"items left on the stack after '{text}'"
+                Expect.equal (ReadStack<Collections.Generic.KeyValuePair<string, Json>>.ForThisThread.Count) 0 $"members left after '{text}'"
+            Expect.equal (json "[4,{\"d\":5}]") (Json.array [ Json.int64 4L; Json.object [ "d", Json.int64 5L ] ]) "the next read"
+            // One wide value read does not leave its width held by the thread.
+            json ("[" + String.Join(",", Seq.replicate 50_000 "0") + "]") |> ignore
+            json ("{" + String.Join(",", [ for i in 0..49_999 -> $"\"k{i}\":0" ]) + "}") |> ignore
+            Expect.isLessThanOrEqual (ReadStack<Json>.ForThisThread.Capacity) 1024 "the items' room after a 50,000-item array"
+            Expect.isLessThanOrEqual
+                (ReadStack<Collections.Generic.KeyValuePair<string, Json>>.ForThisThread.Capacity)
+                1024
+                "the members' room after a 50,000-key object"
+
+        testCase "keys read again are the strings read before, and every key reads as itself"
+        <| fun () ->
+            match json """[{"sku":1,"qty":2},{"sku":3,"qty":4}]""" with
+            | Json.Array items ->
+                let keys (item: Json) =
+                    match item with
+                    | Json.Object o -> [ for KeyValue(k, _) in o -> k ]
+                    | other -> failwith $"not an object: {other}"
+                List.iter2
+                    (fun (a: string) (b: string) -> Expect.isTrue (obj.ReferenceEquals(a, b)) $"'{a}' read twice is one string")
+                    (keys items[0])
+                    (keys items[1])
+            | other -> failwith $"not an array: {other}"
+            // Far more distinct keys than the table keeps, many of them sharing slots: each reads as its own text.
+            let many = "{" + String.Join(",", [ for i in 0..4999 -> $"\"key-{i}\":{i}" ]) + "}"
+            for _ in 1..2 do
+                Expect.equal (Json.serialize (json many)) many "5,000 distinct keys, read twice"
+            // An escaped key, the same key unescaped, a long key and a non-ASCII one.
+            let long = String.replicate 40 "k"
+            Expect.equal
+                (Json.serialize (json $"""[{{"\u0061":1}},{{"a":2}},{{"{long}":3}},{{"{long}":4}},{{"ключ":5}},{{"ключ":6}}]"""))
+                $"""[{{"a":1}},{{"a":2}},{{"{long}":3}},{{"{long}":4}},{{"ключ":5}},{{"ключ":6}}]"""
+                "escaped, long and non-ASCII keys"
+            // A key that is not valid UTF-8 is refused each time it is read: nothing unchecked is kept for the next read.
+            let invalid = [| yield! "{\""B; 0xFFuy; 0xFEuy; yield! "\":1}"B |]
+            for _ in 1..2 do
+                throwsAny<JsonException>(fun () -> Json.parseUtf8 (ReadOnlySpan invalid) |> ignore) |> ignore
+
+        testCase "small integers read as shared values, and every number keeps its text"
+        <| fun () ->
+            let text = "[0,7,999,1000,-0,-1,0.5,1.0,1e2,10,100,5,5]"
+            let tree = json text
+            Expect.equal (Json.serialize tree) text "numbers are written as read"
+            match tree with
+            | Json.Array items ->
+                Expect.isTrue (obj.ReferenceEquals(items[11], items[12])) "5 read twice is one value"
+                Expect.equal items[9] (Json.int64 10L) "10"
+                Expect.equal items[3] (Json.int64 1000L) "1000"
+            | other -> failwith $"not an array: {other}"
+
         testCase "objects are equal whatever their key order and are written in insertion order"
         <| fun () ->
             let ab = json """{"a":1,"b":[true,null]}"""
