@@ -121,6 +121,46 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
                 order.Add(KeyValuePair(key, value))
         JsonObject(order.ToArray())
 
+    /// <summary>Builds an object from key/value pairs, in their order; a repeated key keeps its first position and its
+    /// last value. The pairs are copied.</summary>
+    /// <exception cref="System.ArgumentNullException">A key or a value is null.</exception>
+    static member Create(pairs: ReadOnlySpan<KeyValuePair<string, Json>>) : JsonObject =
+        if pairs.IsEmpty then
+            empty
+        else
+            let properties: KeyValuePair<string, Json>[] = Array.zeroCreate pairs.Length
+            let mutable count = 0
+            let mutable positions: Dictionary<string, int> = null
+            for i in 0 .. pairs.Length - 1 do
+                let pair = pairs[i]
+                let key = pair.Key
+                if isNull key then raise (ArgumentNullException("pairs", $"The key of pair {i} is null."))
+                if isNull (box pair.Value) then raise (ArgumentNullException("pairs", $"The value of pair {i} (key '{key}') is null."))
+                // A scan while the object is narrow; an index of its keys once it is wide.
+                if count >= indexThreshold && isNull positions then
+                    positions <- Dictionary(StringComparer.Ordinal)
+                    for j in 0 .. count - 1 do
+                        positions[properties[j].Key] <- j
+                let existing =
+                    if isNull positions then
+                        let mutable found = -1
+                        let mutable j = 0
+                        while found < 0 && j < count do
+                            if String.Equals(properties[j].Key, key, StringComparison.Ordinal) then found <- j
+                            j <- j + 1
+                        found
+                    else
+                        match positions.TryGetValue key with
+                        | true, j -> j
+                        | _ -> -1
+                if existing >= 0 then
+                    properties[existing] <- pair
+                else
+                    if not (isNull positions) then positions[key] <- count
+                    properties[count] <- pair
+                    count <- count + 1
+            JsonObject(if count = properties.Length then properties else Array.sub properties 0 count)
+
     /// The number of properties.
     member _.Count = properties.Length
 

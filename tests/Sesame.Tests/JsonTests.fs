@@ -370,6 +370,44 @@ let tests =
                 Expect.equal items[3] (Json.int64 1000L) "1000"
             | other -> failwith $"not an array: {other}"
 
+        testCase "JsonObject.Create keeps the pairs' order; a repeated key keeps its first position and its last value"
+        <| fun () ->
+            let pair (k: string) (v: int) = Collections.Generic.KeyValuePair(k, Json.int64 (int64 v))
+            let narrow = Sesame.JsonObject.Create(ReadOnlySpan [| pair "b" 1; pair "a" 2; pair "b" 3 |])
+            Expect.equal (Json.serialize (Json.Object narrow)) """{"b":3,"a":2}""" "narrow"
+            // Past the width where keys are indexed rather than scanned.
+            let wide =
+                Sesame.JsonObject.Create(
+                    ReadOnlySpan [|
+                        for i in 0..19 do
+                            yield pair $"k{i}" i
+                        yield pair "k3" 33
+                        yield pair "k19" 99
+                    |]
+                )
+            let expected =
+                "{"
+                + String.Join(
+                    ",",
+                    [
+                        for i in 0..19 ->
+                            $"\"k{i}\":"
+                            + (if i = 3 then "33"
+                               elif i = 19 then "99"
+                               else string i)
+                    ]
+                )
+                + "}"
+            Expect.equal (Json.serialize (Json.Object wide)) expected "wide"
+            Expect.equal wide.Count 20 "wide.Count"
+            Expect.equal (Sesame.JsonObject.Create(ReadOnlySpan.Empty).Count) 0 "no pairs"
+            throwsAny<ArgumentNullException>(fun () ->
+                Sesame.JsonObject.Create(ReadOnlySpan [| pair "a" 1; Collections.Generic.KeyValuePair(null, Json.Null) |]) |> ignore)
+            |> ignore
+            throwsAny<ArgumentNullException>(fun () ->
+                Sesame.JsonObject.Create(ReadOnlySpan [| Collections.Generic.KeyValuePair("a", Unchecked.defaultof<Json>) |]) |> ignore)
+            |> ignore
+
         testCase "objects are equal whatever their key order and are written in insertion order"
         <| fun () ->
             let ab = json """{"a":1,"b":[true,null]}"""
