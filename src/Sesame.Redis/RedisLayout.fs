@@ -225,56 +225,104 @@ module internal RedisLayout =
         interface IDisposable with
             member _.Dispose() = ArrayPool<byte>.Shared.Return buffer
 
+    /// The field name of the node a walk of the tree stands on: a buffer it appends a segment to on the way down and cuts
+    /// back on the way up, so that finding a child's node makes no string (see buildTree).
+    [<Sealed>]
+    type private FieldPath(root: string) =
+        let mutable chars: char[] = Array.zeroCreate (max 64 (2 * root.Length))
+        let mutable length = root.Length
+        do root.CopyTo(0, chars, 0, root.Length)
+
+        member private _.Ensure(more: int) = if length + more > chars.Length then Array.Resize(&chars, max (2 * chars.Length) (length + more))
+
+        /// The field name.
+        member _.Span = ReadOnlySpan(chars, 0, length)
+
+        member _.Length = length
+
+        /// Appends a key segment (the key as escaped in field names).
+        member this.AppendKey(name: ReadOnlySpan<char>) =
+            this.Ensure(1 + name.Length)
+            chars[length] <- KeyMark
+            name.CopyTo(Span(chars, length + 1, name.Length))
+            length <- length + 1 + name.Length
+
+        /// Appends an index segment.
+        member this.AppendIndex(index: int) =
+            this.Ensure 12
+            chars[length] <- IndexMark
+            let mutable written = 0
+            index.TryFormat(Span(chars, length + 1, 11), &written, ReadOnlySpan.Empty, CultureInfo.InvariantCulture) |> ignore
+            length <- length + 1 + written
+
+        /// Cuts the name back to its first `at` characters.
+        member _.CutTo(at: int) = length <- at
+
+    /// A leaf node's value: its JSON text, which must be a value with no members or items.
+    let private leafOf (bytes: ReadOnlySpan<byte>) : Json =
+        let leaf =
+            try
+                Json.parseUtf8 bytes
+            with
+            | :? Text.Json.JsonException
+            | :? InvalidOperationException -> raise (InvalidLayout "a leaf is not JSON")
+        match leaf with
+        | Json.Array items when items.Length > 0 -> raise (InvalidLayout "a leaf holds a container")
+        | Json.Object o when o.Count > 0 -> raise (InvalidLayout "a leaf holds a container")
+        | _ -> leaf
+
     /// Builds the tree whose root is the field `root` from the nodes (field name to value), checking every
-    /// node; counts the nodes it visits in `visited`.
+    /// node; counts the nodes it visits in `visited`. The nodes are found by the name of each as the walk makes it in
+    /// one buffer (FieldPath), and an object node's members are read in place in its text.
     let private buildTree (reader: ValueReader) (nodes: Dictionary<string, RedisValue>) (root: string) (visited: int ref) : Json =
         // A path of at most MaxDepth segments holding a value at most MaxDepth deep.
         let maxDepth = 2 * Json.MaxDepth + 1
-        let rec build (field: string) (depth: int) : Json =
+        let lookup = nodes.GetAlternateLookup<ReadOnlySpan<char>>()
+        let field = FieldPath root
+        let rec build (depth: int) : Json =
             if depth > maxDepth then raise (InvalidLayout "the tree is too deep")
-            let data =
-                match nodes.TryGetValue field with
-                | true, data -> data
-                | _ -> raise (InvalidLayout "a container names a node that is missing")
+            let mutable data = RedisValue.Null
+            if not (lookup.TryGetValue(field.Span, &data)) then raise (InvalidLayout "a container names a node that is missing")
             visited.Value <- visited.Value + 1
             let length = reader.Fill data
             if length = 0 then raise (InvalidLayout "a node is empty")
             match char reader.First with
-            | 'O' ->
-                let node = reader.Decode length
-                let entries = node.Substring(1).Split KeyMark
-                if entries.Length < 2 || entries[0] <> "" then raise (InvalidLayout "an object node is malformed")
-                let members = Array.zeroCreate (entries.Length - 1)
-                let seen = HashSet<string>(StringComparer.Ordinal)
-                for i in 1 .. entries.Length - 1 do
-                    let entry = entries[i]
-                    let mark = entry.IndexOf CostMark
-                    let cost = if mark < 0 then "" else entry.Substring(mark + 1)
-                    if mark < 0 || cost.Length = 0 || not (cost |> Seq.forall Char.IsAsciiDigit) then raise (InvalidLayout "an object member is malformed")
-                    let name = entry.Substring(0, mark)
-                    if not (seen.Add name) then raise (InvalidLayout "an object names a key twice")
-                    members[i - 1] <- KeyValuePair(unescapeKey name, build (field + string KeyMark + name) (depth + 1))
-                Json.Object(JsonObject.OfSeq(members |> Seq.map (fun (KeyValue(k, v)) -> k, v)))
+            | 'O' -> buildObject (reader.Decode length) depth
             | 'A' ->
-                match Int32.TryParse(reader.Decode length |> _.Substring(1), NumberStyles.None, CultureInfo.InvariantCulture) with
+                match Int32.TryParse(reader.Bytes(length).Slice 1, NumberStyles.None, CultureInfo.InvariantCulture) with
                 | true, n when n > 0 ->
                     let items = ImmutableArray.CreateBuilder<Json>(n)
+                    let at = field.Length
                     for i in 0 .. n - 1 do
-                        items.Add(build (field + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) (depth + 1))
+                        field.AppendIndex i
+                        items.Add(build (depth + 1))
+                        field.CutTo at
                     Json.Array(items.MoveToImmutable())
                 | _ -> raise (InvalidLayout "an array node is malformed")
-            | _ ->
-                let leaf =
-                    try
-                        Json.parseUtf8 (reader.Bytes length)
-                    with
-                    | :? Text.Json.JsonException
-                    | :? InvalidOperationException -> raise (InvalidLayout "a leaf is not JSON")
-                match leaf with
-                | Json.Array items when items.Length > 0 -> raise (InvalidLayout "a leaf holds a container")
-                | Json.Object o when o.Count > 0 -> raise (InvalidLayout "a leaf holds a container")
-                | _ -> leaf
-        let tree = build root 0
+            | _ -> leafOf (reader.Bytes length)
+        // An object node: 'O', then for each member KeyMark, its key as escaped in field names, CostMark and its cost's
+        // digits.
+        and buildObject (node: string) (depth: int) : Json =
+            let text = node.AsSpan 1
+            if text.IsEmpty || text[0] <> KeyMark then raise (InvalidLayout "an object node is malformed")
+            let members = Array.zeroCreate (MemoryExtensions.Count(text, KeyMark))
+            let at = field.Length
+            let mutable rest = text.Slice 1
+            for i in 0 .. members.Length - 1 do
+                let next = rest.IndexOf KeyMark
+                let entry = if next < 0 then rest else rest.Slice(0, next)
+                let mark = entry.IndexOf CostMark
+                if mark < 0 || mark = entry.Length - 1 || entry.Slice(mark + 1).IndexOfAnyExceptInRange('0', '9') >= 0 then
+                    raise (InvalidLayout "an object member is malformed")
+                let name = entry.Slice(0, mark)
+                field.AppendKey name
+                members[i] <- KeyValuePair(unescapeKey (String name), build (depth + 1))
+                field.CutTo at
+                if next >= 0 then rest <- rest.Slice(next + 1)
+            let o = JsonObject.Create(ReadOnlySpan members)
+            if o.Count <> members.Length then raise (InvalidLayout "an object names a key twice")
+            Json.Object o
+        let tree = build 0
         match tree with
         | Json.Object _ -> tree
         | _ -> raise (InvalidLayout "a tree's root is not an object")

@@ -442,6 +442,71 @@ let private storeTests =
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
+        testCaseTask "a hash whose nodes are malformed is an error naming no session, and its nodes are left as they are"
+        <| fun () -> task {
+            let store = server.Value.Store()
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let entry (field: string) (value: string) = HashEntry(RedisValue.op_Implicit field, RedisValue.op_Implicit value)
+            // A format version and size, the facts' empty root, and the data tree's nodes as given.
+            let hash (nodes: (string * string) list) = [|
+                yield entry "#v" "2"
+                yield entry "#s" "2"
+                yield entry "\u0004" "{}"
+                for field, value in nodes do
+                    yield entry field value
+            |]
+            let wide (repeated: bool) =
+                let names = [ for i in 0..11 -> $"k{i}" ] @ (if repeated then [ "k3" ] else [])
+                ("", "O" + String.concat "" [ for name in names -> $"\u0001{name}\u00035" ]) :: [ for i in 0..11 -> $"\u0001k{i}", "1" ]
+            // Each shape, and the reason the error gives.
+            let malformed = [
+                "an object node with no members", [ "", "O" ], "an object node is malformed"
+                "an object node whose first member has no mark", [ "", "Oa\u00034"; "\u0001a", "1" ], "an object node is malformed"
+                "a member with no cost", [ "", "O\u0001a"; "\u0001a", "1" ], "an object member is malformed"
+                "a member with an empty cost", [ "", "O\u0001a\u0003"; "\u0001a", "1" ], "an object member is malformed"
+                "a member whose cost is not digits", [ "", "O\u0001a\u00034x"; "\u0001a", "1" ], "an object member is malformed"
+                "a key named twice", [ "", "O\u0001a\u00034\u0001a\u00034"; "\u0001a", "1" ], "an object names a key twice"
+                "a key named twice in a wide object", wide true, "an object names a key twice"
+                "a key with an invalid escape", [ "", "O\u0001a\\zz\u00034"; "\u0001a\\zz", "1" ], "a key has an invalid escape"
+                "a member whose node is missing", [ "", "O\u0001a\u00034\u0001b\u00034"; "\u0001a", "1" ], "a container names a node that is missing"
+                "an array node of no items", [ "", "O\u0001a\u00034"; "\u0001a", "A0" ], "an array node is malformed"
+                "an array node whose length is not a number", [ "", "O\u0001a\u00034"; "\u0001a", "Ax" ], "an array node is malformed"
+                "an array node whose item is missing",
+                [ "", "O\u0001a\u00034"; "\u0001a", "A2"; "\u0001a\u00020", "1" ],
+                "a container names a node that is missing"
+                "a node no container names", [ "", "O\u0001a\u00034"; "\u0001a", "1"; "\u0001b", "2" ], "not part of the trees"
+                "a leaf that is not JSON", [ "", "O\u0001a\u00034"; "\u0001a", "{x" ], "a leaf is not JSON"
+                "a leaf that holds a container", [ "", "O\u0001a\u00034"; "\u0001a", "[1]" ], "a leaf holds a container"
+                "an empty node", [ "", "O\u0001a\u00034"; "\u0001a", "" ], "a node is empty"
+            ]
+            for why, nodes, reason in malformed do
+                let id = "malformed-" + Guid.NewGuid().ToString "N"
+                let key = RedisKey.op_Implicit (store.KeyOf id)
+                do! db.HashSetAsync(key, hash nodes)
+                let! before = db.HashGetAllAsync key
+                let! e = throwsAsync<SessionStoreException>(fun () -> load sessions id :> Task)
+                Expect.stringContains e.Message "not hold a valid Sesame session" why
+                Expect.stringContains e.Message reason why
+                Expect.isFalse (e.Message.Contains id) $"{why}: the message names no session"
+                let! after = db.HashGetAllAsync key
+                // Its nodes, that is: the load's script may note the session seen ('#t') and slide its expiry ('#x').
+                let nodes (entries: HashEntry[]) =
+                    entries |> Array.map (fun e -> string e.Name, string e.Value) |> Array.filter (fun (name, _) -> not (name.StartsWith '#')) |> Array.sort
+                Expect.equal (nodes after) (nodes before) $"{why}: the nodes are left as they are"
+            // The same shapes made valid are read: a wide object with each key once, an escaped key, an array.
+            for nodes, expected in
+                [
+                    wide false, "{" + String.concat "," [ for i in 0..11 -> $"\"k{i}\":1" ] + "}"
+                    [ "", "O\u0001a\\005c\u00035\u0001b\u00034"; "\u0001a\\005c", "true"; "\u0001b", "A2"; "\u0001b\u00020", "\"x\""; "\u0001b\u00021", "{}" ],
+                    """{"a\\":true,"b":["x",{}]}"""
+                ] do
+                let id = "wellformed-" + Guid.NewGuid().ToString "N"
+                do! db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), hash nodes)
+                let! loaded = load sessions id
+                Expect.equal loaded (Some(json expected)) expected
+        }
+
         testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag"
         <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-round-trips")
