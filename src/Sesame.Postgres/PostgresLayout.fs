@@ -281,6 +281,8 @@ module internal PostgresLayout =
             | 'A' ->
                 match Int32.TryParse(value.AsSpan 1, NumberStyles.None, CultureInfo.InvariantCulture) with
                 | true, n when n > 0 ->
+                    // Each item is a node of its own: a length past the nodes there are is refused before room is made.
+                    if n > nodes.Count then raise (InvalidLayout "an array node has more items than the session has nodes")
                     let items = ImmutableArray.CreateBuilder<Json>(n)
                     for i in 0 .. n - 1 do
                         items.Add(go (field + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) (depth + 1))

@@ -291,6 +291,8 @@ module internal RedisLayout =
             | 'A' ->
                 match Int32.TryParse(reader.Bytes(length).Slice 1, NumberStyles.None, CultureInfo.InvariantCulture) with
                 | true, n when n > 0 ->
+                    // Each item is a node of its own: a length past the nodes there are is refused before room is made.
+                    if n > nodes.Count then raise (InvalidLayout "an array node has more items than the hash has nodes")
                     let items = ImmutableArray.CreateBuilder<Json>(n)
                     let at = field.Length
                     for i in 0 .. n - 1 do

@@ -119,6 +119,32 @@ let fidelity =
             Expect.equal (Json.serialize loaded.Data) (Json.serialize (parse $"""{{"v":{value},"n":2.10}}""")) "the tree, to the same text"
         }
 
+        testCaseTask "node rows that are malformed are an error giving the reason, and are left as they are"
+        <| fun () -> task {
+            let store = newStore ()
+            let nodes = $"sesame.{store.Options.TableName}_nodes"
+            // Each: the row changed (SQL text of its path and its new value), and the reason the error gives.
+            let cases = [
+                // Refused before room is made for the items (16 GiB of references).
+                "E'\\001a'", "'A2147483647'", "more items than the session has nodes"
+                "E'\\001a'", "'A0'", "an array node is malformed"
+                "''", "E'O\\001a\\001a'", "an object names a key twice"
+                "E'\\001a'", "'{x'", "a leaf is not JSON"
+            ]
+            for path, value, reason in cases do
+                let id = newId ()
+                let! _ = commit store id [ Update.Set(at "a", parse "[1]") ]
+                let! _ = scalar connection.Value $"UPDATE {nodes} SET value = {value} WHERE path = {path}"
+                let! before = scalar connection.Value $"SELECT string_agg(path || '=' || value, ',' ORDER BY path) FROM {nodes}"
+                let! e = throwsTask<SessionStoreException> reason (fun () -> load store id :> Task)
+                Expect.stringContains e.Message reason reason
+                Expect.isFalse (e.Message.Contains id) $"{reason}: the message names no session"
+                let! after = scalar connection.Value $"SELECT string_agg(path || '=' || value, ',' ORDER BY path) FROM {nodes}"
+                Expect.equal after before $"{reason}: the rows are left as they are"
+                let! _ = store.DeleteAsync(id, token ())
+                ()
+        }
+
         testCaseTask "every change is applied exactly as the memory store applies it, conflicts, sizes and shapes included"
         <| fun () -> task {
             use store = newStore ()

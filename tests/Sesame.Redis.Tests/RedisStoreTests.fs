@@ -472,6 +472,10 @@ let private storeTests =
                 "a member whose node is missing", [ "", "O\u0001a\u00034\u0001b\u00034"; "\u0001a", "1" ], "a container names a node that is missing"
                 "an array node of no items", [ "", "O\u0001a\u00034"; "\u0001a", "A0" ], "an array node is malformed"
                 "an array node whose length is not a number", [ "", "O\u0001a\u00034"; "\u0001a", "Ax" ], "an array node is malformed"
+                // Refused before it makes room for them (16 GiB of references).
+                "an array node of more items than there are nodes",
+                [ "", "O\u0001a\u00034"; "\u0001a", "A2147483647"; "\u0001a\u00020", "1" ],
+                "more items than the hash has nodes"
                 "an array node whose item is missing",
                 [ "", "O\u0001a\u00034"; "\u0001a", "A2"; "\u0001a\u00020", "1" ],
                 "a container names a node that is missing"
