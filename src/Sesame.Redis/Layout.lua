@@ -138,7 +138,9 @@ local function readMeta(key, ...)
   return values
 end
 
--- The fields of the tree under `root` of the hash `key`, appended to `out` (field, value, ...).
+-- The fields of the tree under `root` of the hash `key`, appended to `out` (field, value, ...). A node that is missing
+-- ends the walk of its array: an array node's length is only as good as the hash, and one of 2^31 items would otherwise
+-- hold Redis for minutes (the client refuses the tree it gets, see RedisLayout.fs).
 local function readTree(key, root, out)
   local value = redis.call('HGET', key, root)
   if not value then return out end
@@ -149,7 +151,11 @@ local function readTree(key, root, out)
     for name in value:gmatch('\1([^\1\3]*)\3%d+') do readTree(key, root .. '\1' .. name, out) end
   elseif first == 65 then
     local n = tonumber(value:sub(2)) or 0
-    for i = 0, n - 1 do readTree(key, root .. '\2' .. i, out) end
+    for i = 0, n - 1 do
+      local before = #out
+      readTree(key, root .. '\2' .. i, out)
+      if #out == before then break end
+    end
   end
   return out
 end

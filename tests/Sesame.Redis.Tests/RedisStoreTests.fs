@@ -511,6 +511,27 @@ let private storeTests =
                 Expect.equal loaded (Some(json expected)) expected
         }
 
+        testCaseTask "a listing reads no more of a session's facts than its hash holds, whatever length an array node claims"
+        <| fun () -> task {
+            let store = server.Value.Store "claims:"
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let id = "claims-" + Guid.NewGuid().ToString "N"
+            let! _ = sessions.CommitAsync(id, changeOf [ setAt "a" "1" ], creating, testToken ())
+            // Facts of one array that claims a million items and holds one.
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let entry (field: string) (value: string) = HashEntry(RedisValue.op_Implicit field, RedisValue.op_Implicit value)
+            do! db.HashSetAsync(key, [| entry "\u0004" "O\u0001x\u00034"; entry "\u0004\u0001x" "A1000000"; entry "\u0004\u0001x\u00020" "1" |])
+            let! before = server.Value.Server.CommandCallsAsync server.Value.Admin
+            let! e = throwsAsync<SessionStoreException>(fun () -> sessions.ListAsync({ UserId = null; After = null; Limit = 10 }, testToken ()) :> Task)
+            Expect.stringContains e.Message "more items than the hash has nodes" "the listing says why"
+            let! after = server.Value.Server.CommandCallsAsync server.Value.Admin
+            let reads = (after.TryFind "hget" |> Option.defaultValue 0L) - (before.TryFind "hget" |> Option.defaultValue 0L)
+            Expect.isLessThan reads 10L "the listing's script read the nodes there are, not a million"
+            let! _ = sessions.DeleteAsync(id, testToken ())
+            ()
+        }
+
         testCaseTask "a commit is one Redis command and a load is one, and scripts touch only keys of the session's hash tag"
         <| fun () -> task {
             use! connection = server.Value.Server.ConnectAsync(clientName = "sesame-round-trips")
