@@ -298,35 +298,17 @@ and [<Sealed>] JsonValueConverter() =
             if items.Count = start then emptyArray else Json.Array(Runtime.InteropServices.ImmutableCollectionsMarshal.AsImmutableArray(items.PopFrom start))
         | JsonTokenType.StartObject ->
             let start = members.Count
-            let mutable positions: Dictionary<string, int> = null
             while reader.Read() && reader.TokenType <> JsonTokenType.EndObject do
                 let key = JsonValueConverter.ReadKey(&reader, keys)
                 reader.Read() |> ignore
-                let value = JsonValueConverter.Read(&reader, items, members, keys)
-                // A repeated key keeps its first position and its last value; a scan is cheap while objects are small.
-                let count = members.Count - start
-                if count >= 8 && isNull positions then
-                    positions <- Dictionary(StringComparer.Ordinal)
-                    for i in start .. members.Count - 1 do
-                        positions[members[i].Key] <- i
-                let existing =
-                    if isNull positions then
-                        let mutable found = -1
-                        let mutable i = start
-                        while found < 0 && i < members.Count do
-                            if String.Equals(members[i].Key, key, StringComparison.Ordinal) then found <- i
-                            i <- i + 1
-                        found
-                    else
-                        match positions.TryGetValue key with
-                        | true, i -> i
-                        | _ -> -1
-                if existing >= 0 then
-                    members[existing] <- KeyValuePair(key, value)
-                else
-                    if not (isNull positions) then positions[key] <- members.Count
-                    members.Push(KeyValuePair(key, value))
-            if members.Count = start then emptyObject else Json.Object(JsonObject(members.PopFrom start))
+                members.Push(KeyValuePair(key, JsonValueConverter.Read(&reader, items, members, keys)))
+            if members.Count = start then
+                emptyObject
+            else
+                // A repeated key keeps its first position and its last value (Create's rule).
+                let o = JsonObject.Create(members.From start)
+                members.CutTo start
+                Json.Object o
         | token -> raise (JsonException $"Unexpected JSON token {token}.")
 
     /// Reads the value the reader stands on (its first token), leaving the reader on its last token.

@@ -43,6 +43,9 @@ type internal ReadStack<'T>() =
         with get (position: int) = items[position]
         and set (position: int) (item: 'T) = items[position] <- item
 
+    /// The items from <c>start</c> up, in place (until the stack changes).
+    member _.From(start: int) = ReadOnlySpan(items, start, count - start)
+
     /// The items from <c>start</c> up, as a new array; the stack is cut back to <c>start</c>.
     member this.PopFrom(start: int) : 'T[] =
         let taken = Array.zeroCreate (count - start)
