@@ -307,7 +307,10 @@ module internal RedisLayout =
         and buildObject (node: string) (depth: int) : Json =
             let text = node.AsSpan 1
             if text.IsEmpty || text[0] <> KeyMark then raise (InvalidLayout "an object node is malformed")
-            let members = Array.zeroCreate (MemoryExtensions.Count(text, KeyMark))
+            let members = Array.zeroCreate<KeyValuePair<string, Json>>(MemoryExtensions.Count(text, KeyMark))
+            // The keys so far, once the object is too wide to scan them: a repeated key is refused before its member is
+            // built, so that a node naming one key many times costs no more than one naming it once.
+            let keys = if members.Length > 8 then HashSet<string>(StringComparer.Ordinal) else null
             let at = field.Length
             let mutable rest = text.Slice 1
             for i in 0 .. members.Length - 1 do
@@ -317,13 +320,21 @@ module internal RedisLayout =
                 if mark < 0 || mark = entry.Length - 1 || entry.Slice(mark + 1).IndexOfAnyExceptInRange('0', '9') >= 0 then
                     raise (InvalidLayout "an object member is malformed")
                 let name = entry.Slice(0, mark)
+                let key = unescapeKey (String name)
+                let repeated =
+                    if isNull keys then
+                        let mutable found = false
+                        for j in 0 .. i - 1 do
+                            if String.Equals(members[j].Key, key, StringComparison.Ordinal) then found <- true
+                        found
+                    else
+                        not (keys.Add key)
+                if repeated then raise (InvalidLayout "an object names a key twice")
                 field.AppendKey name
-                members[i] <- KeyValuePair(unescapeKey (String name), build (depth + 1))
+                members[i] <- KeyValuePair(key, build (depth + 1))
                 field.CutTo at
                 if next >= 0 then rest <- rest.Slice(next + 1)
-            let o = JsonObject.Create(ReadOnlySpan members)
-            if o.Count <> members.Length then raise (InvalidLayout "an object names a key twice")
-            Json.Object o
+            Json.Object(JsonObject.Create(ReadOnlySpan members))
         let tree = build 0
         match tree with
         | Json.Object _ -> tree

@@ -468,6 +468,10 @@ let private storeTests =
                 "a member whose cost is not digits", [ "", "O\u0001a\u00034x"; "\u0001a", "1" ], "an object member is malformed"
                 "a key named twice", [ "", "O\u0001a\u00034\u0001a\u00034"; "\u0001a", "1" ], "an object names a key twice"
                 "a key named twice in a wide object", wide true, "an object names a key twice"
+                // Refused before the repeated key's member is built (or the members after it read): a node naming one
+                // key many times would otherwise build its subtree as many times.
+                "a key named twice, then a malformed member", [ "", "O\u0001a\u00034\u0001a\u00034\u0001b"; "\u0001a", "1" ], "an object names a key twice"
+                "a key escaped two ways", [ "", "O\u0001a\u00034\u0001\\0061\u00034"; "\u0001a", "1"; "\u0001\\0061", "2" ], "an object names a key twice"
                 "a key with an invalid escape", [ "", "O\u0001a\\zz\u00034"; "\u0001a\\zz", "1" ], "a key has an invalid escape"
                 "a member whose node is missing", [ "", "O\u0001a\u00034\u0001b\u00034"; "\u0001a", "1" ], "a container names a node that is missing"
                 "an array node of no items", [ "", "O\u0001a\u00034"; "\u0001a", "A0" ], "an array node is malformed"
