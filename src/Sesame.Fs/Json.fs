@@ -110,16 +110,8 @@ and [<Sealed; AllowNullLiteral(false)>] JsonObject internal (properties: KeyValu
     static member Empty = empty
 
     /// <summary>Builds an object from key/value pairs; a repeated key keeps its first position and its last value.</summary>
-    static member OfSeq(pairs: seq<string * Json>) : JsonObject =
-        let order = ResizeArray<KeyValuePair<string, Json>>()
-        let positions = Dictionary<string, int>(StringComparer.Ordinal)
-        for key, value in pairs do
-            match positions.TryGetValue key with
-            | true, i -> order[i] <- KeyValuePair(key, value)
-            | _ ->
-                positions[key] <- order.Count
-                order.Add(KeyValuePair(key, value))
-        JsonObject(order.ToArray())
+    /// <exception cref="System.ArgumentNullException">A key or a value is null.</exception>
+    static member OfSeq(pairs: seq<string * Json>) : JsonObject = JsonObject.Create(ReadOnlySpan [| for key, value in pairs -> KeyValuePair(key, value) |])
 
     /// <summary>Builds an object from key/value pairs, in their order; a repeated key keeps its first position and its
     /// last value. The pairs are copied.</summary>

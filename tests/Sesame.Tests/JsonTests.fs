@@ -407,6 +407,9 @@ let tests =
             throwsAny<ArgumentNullException>(fun () ->
                 Sesame.JsonObject.Create(ReadOnlySpan [| Collections.Generic.KeyValuePair("a", Unchecked.defaultof<Json>) |]) |> ignore)
             |> ignore
+            // OfSeq (and so Json.object) is Create's rule, null values refused alike.
+            Expect.equal (Json.serialize (Json.object [ "b", Json.int64 1L; "a", Json.int64 2L; "b", Json.int64 3L ])) """{"b":3,"a":2}""" "Json.object"
+            throwsAny<ArgumentNullException>(fun () -> Json.object [ "a", Unchecked.defaultof<Json> ] |> ignore) |> ignore
 
         testCase "objects are equal whatever their key order and are written in insertion order"
         <| fun () ->
