@@ -47,6 +47,6 @@ type internal KeyStrings private () =
     member _.Keep(utf8: ReadOnlySpan<byte>, key: string) =
         if utf8.Length <= longestKept then
             let slot = slotOf utf8
-            // The string first: a slot is only read on this thread, so the pair is never seen half written.
+            // Only this thread reads the table (ForThisThread), so the pair needs no ordering or lock.
             strings[slot] <- key
             bytes[slot] <- utf8.ToArray()
