@@ -256,8 +256,10 @@ module internal PostgresLayout =
 
     /// The tree rooted at `root` among the nodes; counts the nodes it takes.
     let private build (nodes: Dictionary<string, string>) (root: string) (visited: byref<int>) : Json =
-        // A path of at most MaxDepth segments holding a value at most MaxDepth deep.
-        let maxDepth = 2 * Json.MaxDepth + 1
+        // No node of a session Sesame writes lies deeper than Json.MaxDepth below its root: Update.validate refuses every
+        // change whose path and value together nest deeper, and no change moves a node down. A deeper tree is refused
+        // before the walk's recursion can exhaust a thread's stack (1 MB on Windows), which would end the process.
+        let maxDepth = Json.MaxDepth
         let count = ref 0
         let rec go (field: string) (depth: int) : Json =
             if depth > maxDepth then raise (InvalidLayout "the tree is too deep")

@@ -275,8 +275,10 @@ module internal RedisLayout =
     /// node; counts the nodes it visits in `visited`. The nodes are found by the name of each as the walk makes it in
     /// one buffer (FieldPath), and an object node's members are read in place in its text.
     let private buildTree (reader: ValueReader) (nodes: Dictionary<string, RedisValue>) (root: string) (visited: int ref) : Json =
-        // A path of at most MaxDepth segments holding a value at most MaxDepth deep.
-        let maxDepth = 2 * Json.MaxDepth + 1
+        // No node of a session Sesame writes lies deeper than Json.MaxDepth below its root: Update.validate refuses every
+        // change whose path and value together nest deeper, and no change moves a node down. A deeper tree is refused
+        // before the walk's recursion can exhaust a thread's stack (1 MB on Windows), which would end the process.
+        let maxDepth = Json.MaxDepth
         let lookup = nodes.GetAlternateLookup<ReadOnlySpan<char>>()
         let field = FieldPath root
         let rec build (depth: int) : Json =

@@ -145,6 +145,42 @@ let fidelity =
                 ()
         }
 
+        testCaseTask "the deepest tree Sesame writes is read back, and node rows one level deeper are refused, whatever a thread's stack"
+        <| fun () -> task {
+            let store = newStore ()
+            let table = $"sesame.{store.Options.TableName}"
+            let chainText (depth: int) = String.replicate depth "{\"k\":" + "1" + String.replicate depth "}"
+            // The deepest change Update.validate lets through: a path of Json.MaxDepth segments to a number.
+            let id = newId ()
+            let! result = commit store id [ Update.Set(SessionPath.ofKeys (List.replicate Json.MaxDepth "k"), Json.int64 1L) ]
+            Expect.equal result CommitResult.Committed "the deepest change is committed"
+            let! loaded = load store id
+            Expect.equal (Json.serialize loaded.Data) (chainText Json.MaxDepth) "the deepest tree is read back"
+            // The leaf becomes an object holding it one level deeper.
+            let leaf = $"repeat(E'\\001k', {Json.MaxDepth})"
+            let sid = $"(SELECT sid FROM {table} WHERE id = '{id}')"
+            let! _ = scalar connection.Value $"UPDATE {table}_nodes SET value = E'O\\001k' WHERE sid = {sid} AND path = {leaf}"
+            let! _ = scalar connection.Value $"INSERT INTO {table}_nodes (sid, path, value, bytes) VALUES ({sid}, {leaf} || E'\\001k', '1', 1)"
+            let! e = throwsTask<SessionStoreException> "one level more" (fun () -> load store id :> Task)
+            Expect.stringContains e.Message "the tree is too deep" "one level more"
+            // On a thread with Windows' default stack of 1 MB the walk reads the deepest tree it accepts, and refuses a far
+            // deeper one with its reason: a walk that went on would end the process.
+            let rebuiltOn (depth: int) =
+                let paths = [| yield "\u0004"; for level in 0..depth -> String.replicate level "\u0001k" |]
+                let values = [| yield "{}"; for level in 0..depth -> (if level = depth then "1" else "O\u0001k") |]
+                let outcome = ref (Error "not run")
+                let thread = Thread((fun () -> outcome.Value <- PostgresLayout.rebuild paths values), 1024 * 1024)
+                thread.Start()
+                thread.Join()
+                outcome.Value
+            match rebuiltOn Json.MaxDepth with
+            | Ok session -> Expect.equal (Json.serialize session.Data) (chainText Json.MaxDepth) "read on a 1 MB stack"
+            | Error reason -> failtest $"the deepest tree accepted was refused on a 1 MB stack: {reason}"
+            match rebuiltOn 3_000 with
+            | Error reason -> Expect.stringContains reason "the tree is too deep" "3,000 levels"
+            | Ok _ -> failtest "a tree 3,000 levels deep was read"
+        }
+
         testCaseTask "every change is applied exactly as the memory store applies it, conflicts, sizes and shapes included"
         <| fun () -> task {
             use store = newStore ()

@@ -515,6 +515,49 @@ let private storeTests =
                 Expect.equal loaded (Some(json expected)) expected
         }
 
+        testCaseTask "the deepest tree Sesame writes is read back, and a hash one level deeper is refused, whatever a thread's stack"
+        <| fun () -> task {
+            let store = server.Value.Store()
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            // A chain of objects whose one key is k, a leaf 1 at the end: the leaf lies `depth` levels below the root.
+            let chainText (depth: int) = String.replicate depth "{\"k\":" + "1" + String.replicate depth "}"
+            let chainNodes (depth: int) = [|
+                yield HashEntry(RedisValue.op_Implicit "#v", RedisValue.op_Implicit "2")
+                yield HashEntry(RedisValue.op_Implicit "#s", RedisValue.op_Implicit (string (6 * depth + 1)))
+                yield HashEntry(RedisValue.op_Implicit "\u0004", RedisValue.op_Implicit "{}")
+                for level in 0 .. depth - 1 do
+                    yield HashEntry(RedisValue.op_Implicit (String.replicate level "\u0001k"), RedisValue.op_Implicit "O\u0001k\u00034")
+                yield HashEntry(RedisValue.op_Implicit (String.replicate depth "\u0001k"), RedisValue.op_Implicit "1")
+            |]
+            // The deepest change Update.validate lets through: a path of Json.MaxDepth segments to a number.
+            let deepest = "deepest-" + Guid.NewGuid().ToString "N"
+            let path = SessionPath.ofKeys (List.replicate Json.MaxDepth "k")
+            let! result = sessions.CommitAsync(deepest, changeOf [ Update.set path (Json.int64 1L) ], creating, testToken ())
+            Expect.equal result CommitResult.Committed "the deepest change is committed"
+            let! loaded = load sessions deepest
+            Expect.equal (loaded |> Option.map Json.serialize) (Some(chainText Json.MaxDepth)) "the deepest tree is read back"
+            // One level more is refused.
+            let deeper = "deeper-" + Guid.NewGuid().ToString "N"
+            do! db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf deeper), chainNodes (Json.MaxDepth + 1))
+            let! e = throwsAsync<SessionStoreException>(fun () -> load sessions deeper :> Task)
+            Expect.stringContains e.Message "the tree is too deep" "one level more"
+            // On a thread with Windows' default stack of 1 MB the walk reads the deepest tree it accepts, and refuses a far
+            // deeper one with its reason: a walk that went on would end the process.
+            let rebuiltOn (entries: HashEntry[]) =
+                let outcome = ref (Error "not run")
+                let thread = Threading.Thread((fun () -> outcome.Value <- RedisLayout.rebuildHash entries), 1024 * 1024)
+                thread.Start()
+                thread.Join()
+                outcome.Value
+            match rebuiltOn (chainNodes Json.MaxDepth) with
+            | Ok(struct (data, _, _)) -> Expect.equal (Json.serialize data) (chainText Json.MaxDepth) "read on a 1 MB stack"
+            | Error reason -> failtest $"the deepest tree accepted was refused on a 1 MB stack: {reason}"
+            match rebuiltOn (chainNodes 3_000) with
+            | Error reason -> Expect.stringContains reason "the tree is too deep" "3,000 levels"
+            | Ok _ -> failtest "a tree 3,000 levels deep was read"
+        }
+
         testCaseTask "a listing reads no more of a session's facts than its hash holds, whatever length an array node claims"
         <| fun () -> task {
             let store = server.Value.Store "claims:"
