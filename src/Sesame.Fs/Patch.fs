@@ -233,9 +233,9 @@ module Patch =
     /// <exception cref="System.InvalidOperationException">A value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so the patch could not be read back.</exception>
     let serialize (patch: Patch) = Text.Encoding.UTF8.GetString(toUtf8 patch)
 
-    /// <summary>Reads a patch from its JSON form.</summary>
-    /// <exception cref="System.Text.Json.JsonException">The JSON is not a patch; the message says why.</exception>
-    let ofJson (json: Json) : Patch =
+    /// Reads a patch from its JSON form without checking its updates with Update.validate: for the file store's own
+    /// records, whose updates were checked when they were recorded (replay reads millions of them).
+    let internal ofJsonUnchecked (json: Json) : Patch =
         let bad (why: string) = raise (JsonException $"Not a Sesame patch: {why}.")
         let path (json: Json) =
             match json with
@@ -272,10 +272,30 @@ module Patch =
             { recorded = null; folded = updates }
         | _ -> bad "not an array"
 
+    /// <summary>Reads a patch from its JSON form, each update checked as <see cref="M:Sesame.PatchModule.fold(System.Collections.Generic.IEnumerable{Sesame.Update})"/>
+    /// checks it: a patch every store can write and read back.</summary>
+    /// <exception cref="System.Text.Json.JsonException">The JSON is not a patch, or an update would make a session nest
+    /// deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/> (its path's segments plus its value's nesting) or holds a
+    /// lone UTF-16 surrogate; the message says why.</exception>
+    let ofJson (json: Json) : Patch =
+        let patch = ofJsonUnchecked json
+        // Unchecked, a change deeper than a store reads back would be accepted by the Redis and PostgreSQL stores, which
+        // write it node by node, and then refused at every load.
+        for update in patch.Updates do
+            try
+                Update.validate update
+            with :? ArgumentException as e ->
+                raise (JsonException($"Not a patch Sesame can store: {e.Message}", e))
+        patch
+
     /// <summary>Reads a patch from its UTF-8 JSON (as written by <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/>).</summary>
     /// <remarks>Its values may nest as deep as <see cref="F:Sesame.JsonModule.MaxDepth"/>: the two levels of the patch's own arrays are allowed for.</remarks>
-    /// <exception cref="System.Text.Json.JsonException">The JSON is not a patch, or a value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>
+    /// <exception cref="System.Text.Json.JsonException">The JSON is not a patch, or an update would make a session nest
+    /// deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/> or holds a lone UTF-16 surrogate (see <c>ofJson</c>).</exception>
     let parseUtf8 (utf8: ReadOnlySpan<byte>) : Patch = ofJson (Json.parseUtf8Wrapped wrappingLevels utf8)
+
+    /// The file store's version 1 records: parseUtf8 without the check (see ofJsonUnchecked).
+    let internal parseUtf8Unchecked (utf8: ReadOnlySpan<byte>) : Patch = ofJsonUnchecked (Json.parseUtf8Wrapped wrappingLevels utf8)
 
     /// <summary>Parses a patch from its JSON text.</summary>
     /// <exception cref="System.Text.Json.JsonException">The text is not a patch, or a value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>.</exception>

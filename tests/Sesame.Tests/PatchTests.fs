@@ -665,4 +665,21 @@ let tests =
             let longest = SessionPath.ofKeys (Array.create SessionPath.MaxSegments "k")
             let deepPath = Patch.fold [ Update.set longest (Json.string "v"); Update.remove (SessionPath.ofKeys (Array.create SessionPath.MaxSegments "j")) ]
             Expect.equal (Patch.parse (Patch.serialize deepPath)) deepPath "Patch.parse (Patch.serialize deepPath)"
+
+        testCase "a patch read from JSON is checked as a folded one is: nothing deeper than Json.MaxDepth, no lone surrogate"
+        <| fun () ->
+            // A path of Json.MaxDepth keys holding an object: one level deeper than any store keeps. The Redis and
+            // PostgreSQL stores would write it node by node and then refuse it at every load.
+            let path = "[" + String.concat "," (List.replicate Json.MaxDepth "\"k\"") + "]"
+            for text in [ $"[[\"set\",{path},{{\"a\":1}}]]"; $"[[\"append\",{path},1]]" ] do
+                let e = throws<JsonException>(fun () -> Patch.parse text |> ignore)
+                Expect.stringContains e.Message "1025 levels deep" "the message says how deep"
+                Expect.isTrue (e.InnerException :? ArgumentException) "the check's own exception is kept"
+            // JSON text cannot hold a lone surrogate (the parser refuses its escape), a tree made in code can.
+            let lone = Json.array [ Json.array [ Json.string "set"; Json.array [ Json.string (string (char 0xD800)) ]; Json.int64 1L ] ]
+            let e = throws<JsonException>(fun () -> Patch.ofJson lone |> ignore)
+            Expect.stringContains e.Message "lone" "a key with a lone surrogate"
+            // The deepest change a fold lets through reads back.
+            let deepest = $"[[\"set\",{path},1]]"
+            Expect.equal (Patch.serialize (Patch.parse deepest)) deepest "the deepest change"
     ]

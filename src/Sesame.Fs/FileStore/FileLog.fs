@@ -131,13 +131,17 @@ module internal FileLog =
     let readChange (body: ReadOnlySpan<byte>) : SessionChange =
         // The change's own array and the patch's two levels around each value.
         match Json.parseUtf8Wrapped 3 body with
-        | Json.Array parts when parts.Length = 2 -> SessionChange(Patch.ofJson parts[0], Patch.ofJson parts[1])
+        | Json.Array parts when parts.Length = 2 -> SessionChange(Patch.ofJsonUnchecked parts[0], Patch.ofJsonUnchecked parts[1])
         | Json.Array parts when parts.Length = 5 ->
             match parts[2], parts[3] with
             | Json.Number from, Json.Number upTo ->
                 match from.Int64Value, upTo.Int64Value with
                 | ValueSome f, ValueSome t when f >= 0L && t >= 0L && f <= int64 Int32.MaxValue && t <= int64 Int32.MaxValue ->
-                    SessionChange(Patch.ofJson parts[0], Patch.ofJson parts[1], ValueSome { From = int f; To = int t; Data = Patch.ofJson parts[4] })
+                    SessionChange(
+                        Patch.ofJsonUnchecked parts[0],
+                        Patch.ofJsonUnchecked parts[1],
+                        ValueSome { From = int f; To = int t; Data = Patch.ofJsonUnchecked parts[4] }
+                    )
                 | _ -> raise (Text.Json.JsonException "A change's shape versions are out of range.")
             | _ -> raise (Text.Json.JsonException "A change's shape versions are not numbers.")
         | _ -> raise (Text.Json.JsonException "Not a change: an array of two or five parts was expected.")

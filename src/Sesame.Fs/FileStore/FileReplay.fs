@@ -85,7 +85,10 @@ module internal FileReplay =
         for struct (offset, body) in changes.Bodies do
             let change =
                 try
-                    if version = FileLog.FormatVersion1 then SessionChange(Patch.parseUtf8 (ReadOnlySpan body)) else FileLog.readChange (ReadOnlySpan body)
+                    if version = FileLog.FormatVersion1 then
+                        SessionChange(Patch.parseUtf8Unchecked (ReadOnlySpan body))
+                    else
+                        FileLog.readChange (ReadOnlySpan body)
                 with :? JsonException as e ->
                     raise (
                         SessionStoreException(
