@@ -44,8 +44,8 @@ local function main()
     redis.call('ZADD', KEYS[3], 0, id)
   end
   -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it. A timeout
-  -- other than the one the expiry last slid to ('#x') slides at once: a load that finds '#t' recent and '#x' its own
-  -- timeout skips its script (see Load.lua), so '#t' may move on without a slide only under that same timeout.
+  -- other than the one the expiry last slid to ('#x') slides at once, so that the first commit under a shorter or a
+  -- longer timeout applies it.
   local due = creating or tonumber(meta[4]) ~= ttl
   if not due then
     local left = redis.call('PTTL', key)

@@ -48,20 +48,25 @@ type internal RedisClock() =
         if isNull current || local - current.TakenAt > RedisClock.MaxAge then ValueNone else ValueSome(local + current.Offset)
 
 /// <summary>
-/// Whether a load must run its script (Load.lua), from the hash it has just read: most loads need not, and are then one
-/// HGETALL. The script slides the session's idle expiry when that is due, and tells the store Redis's clock.
+/// Whether a load must run its script (Load.lua), from the hash it has just read and the key's TTL read beside it: most
+/// loads need not, and are then one HGETALL and one PTTL. The script slides the session's idle expiry when that is due,
+/// and tells the store Redis's clock.
 /// </summary>
 /// <remarks>
 /// <para>A load slides at most once per <c>window</c>: the refresh interval, capped at a quarter of the idle timeout
-/// (a commit caps it at half). The store compares the window with the time since the session was last seen
-/// (<c>#t</c>), which every commit sets and every slide sets, in Redis's clock as its last reading gives it. A commit
-/// slides once its own window (the interval, capped at half the timeout) has run down since the last slide, and at once
-/// under another timeout than the last slide's, so the last slide is at most half the timeout before <c>#t</c>; a load that skips its script therefore finds at least a quarter
-/// of the timeout left, less the reading's error (the trip of the reply it came in, and a minute's drift at most).</para>
-/// <para>The script runs whenever the idle timeout differs from the one the last slide set (<c>#x</c>; a hash written
-/// before Sesame kept it has none), so that a shorter timeout (an absolute timeout closing in), a longer one, or none,
-/// is applied at once; when <c>#t</c> is missing or not a number; when the store has no recent reading of the clock;
-/// and when <c>#t</c> is further ahead of the reading than the window (a clock that jumped).</para>
+/// (a commit caps it at half). It is due when more than the window has run down from the timeout: the TTL Redis gives,
+/// read with the hash, so the session keeps at least the timeout less the window (and so less the refresh interval)
+/// after the load, as the option promises. (The time since the session was last seen, <c>#t</c>, would not do: a commit
+/// sets it every time but slides only once its own window has run down, so a load judged by it could leave a quarter of
+/// the timeout, and a reply held up on its way would make the elapsed time look shorter than it was.) A TTL longer than
+/// the timeout (a shorter timeout than the last slide's, an absolute timeout closing in) is due at once.</para>
+/// <para>For a session that never expires the script runs when the key has a TTL (an earlier timeout gave it one), when
+/// the timeout its expiry last slid to (<c>#x</c>) is another, and once the window has run down since it was last seen,
+/// so that <c>#t</c> moves on: in Redis's clock as the store's last reading gives it, and whenever there is no recent
+/// reading, or <c>#t</c> is missing or further ahead of the reading than the window (a clock that jumped).</para>
+/// <para>Before it sends anything, a load guesses whether its script will be due from what it last read of the session
+/// (LoadHints, by <c>#t</c> and <c>#x</c>, see <c>dueBySeen</c>), to send the script in the same round trip: a wrong
+/// guess costs a second round trip or a script call, never a slide.</para>
 /// </remarks>
 module internal ExpiryRefresh =
 
@@ -96,12 +101,24 @@ module internal ExpiryRefresh =
                 | _ -> ()
         struct (seen, timeout)
 
-    /// Whether a load must run its script, for a session last seen at <paramref name="seen"/> whose expiry last slid to
-    /// the timeout <paramref name="timeout"/>, an idle timeout of <paramref name="ttl"/> ms, a window of
-    /// <paramref name="window"/> ms, and Redis's clock as the store reads it (ValueNone: no recent reading).
-    let due (seen: int64 voption) (timeout: int64 voption) (ttl: int64) (window: int64) (redisNow: int64 voption) : bool =
+    /// Whether the window has run down since a session was last seen at <paramref name="seen"/>, its expiry having last
+    /// slid to the timeout <paramref name="timeout"/>, for an idle timeout of <paramref name="ttl"/> ms, a window of
+    /// <paramref name="window"/> ms, and Redis's clock as the store reads it (ValueNone: no recent reading). A guess of a
+    /// load's script being due (LoadHints), and for a session that never expires, whether its last-seen time is due.
+    let dueBySeen (seen: int64 voption) (timeout: int64 voption) (ttl: int64) (window: int64) (redisNow: int64 voption) : bool =
         match redisNow, seen, timeout with
         | ValueSome now, ValueSome seen, ValueSome timeout when timeout = ttl ->
             let elapsed = now - seen
             not (elapsed >= -window && elapsed < window)
         | _ -> true
+
+    /// Whether a load must run its script, for a session whose key had <paramref name="left"/> ms to live when its hash
+    /// was read (ValueNone: no TTL) and the hash's <paramref name="seen"/> and <paramref name="timeout"/> (see
+    /// dueBySeen), an idle timeout of <paramref name="ttl"/> ms (-1 for none) and a window of <paramref name="window"/> ms.
+    let due (left: int64 voption) (seen: int64 voption) (timeout: int64 voption) (ttl: int64) (window: int64) (redisNow: int64 voption) : bool =
+        if ttl >= 0L then
+            match left with
+            | ValueSome left -> left > ttl || ttl - left >= window
+            | ValueNone -> true
+        else
+            left.IsSome || dueBySeen seen timeout ttl window redisNow

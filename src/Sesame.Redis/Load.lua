@@ -1,9 +1,9 @@
 -- Sesame: the script half of a load (after Layout.lua): slides a session's idle expiry, or reports that it is gone.
 -- The store reads the hash by HGETALL, and runs this only when a slide may be due (see ExpiryRefresh.fs and
--- LoadHints.fs): the idle timeout differs from the one the last slide set ('#x'), or the window has run down since the
--- session was last seen, or the store has no recent reading of Redis's clock; and for a session that is not there. It
--- sends this beside that HGETALL, in the same round trip, when it guesses so beforehand, and after it when the hash
--- shows it. A script that returned the hash would make Redis turn each field into a Lua string and back, several times
+-- LoadHints.fs): the key's TTL, read beside the hash, shows more than the window run down from the timeout, or is
+-- longer than it (for a session that never expires: it has a TTL, or its last-seen time is due); and for a session
+-- that is not there. It sends this beside that HGETALL, in the same round trip, when it guesses so beforehand, and
+-- after it when the TTL shows it. A script that returned the hash would make Redis turn each field into a Lua string and back, several times
 -- what HGETALL costs.
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
 -- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms (the store's load window: its

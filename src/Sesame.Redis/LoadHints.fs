@@ -39,9 +39,9 @@ type internal LoadHints(slots: int) =
         | struct (ValueSome lastSeen, ValueSome timeout) -> this.Record(id, lastSeen, timeout)
         | _ -> ()
 
-    /// Whether a load of <paramref name="id"/> will likely find its script not due (see ExpiryRefresh.due), from what
-    /// was last recorded of it; false when nothing is.
+    /// Whether a load of <paramref name="id"/> will likely find its script not due (see ExpiryRefresh.dueBySeen), from
+    /// what was last recorded of it; false when nothing is. The key's TTL, read with the hash, decides.
     member _.LikelyNotDue(id: string, ttl: int64, window: int64, redisNow: int64 voption) =
         let hash = id.GetHashCode()
         let slot = slotOf hash
-        hashes[slot] = hash && not (ExpiryRefresh.due (ValueSome seen[slot]) (ValueSome timeouts[slot]) ttl window redisNow)
+        hashes[slot] = hash && not (ExpiryRefresh.dueBySeen (ValueSome seen[slot]) (ValueSome timeouts[slot]) ttl window redisNow)

@@ -1,4 +1,4 @@
-/// When a load may skip its script: the decision alone, from a hash's fields and a reading of Redis's clock.
+/// When a load may skip its script: the decision alone, from the key's TTL, a hash's fields and a reading of Redis's clock.
 module Sesame.Redis.Tests.ExpiryRefreshTests
 
 open Expecto
@@ -30,12 +30,12 @@ let tests =
             Expect.equal (ExpiryRefresh.loadWindow 2000L 0L) 0L "an interval of zero refreshes every load"
             Expect.equal (ExpiryRefresh.loadWindow -1L 1000L) 1000L "no timeout: the interval"
 
-        testCase "a load skips its script only within the window since the session was last seen, under the timeout the expiry last slid to"
+        testCase "a load's script is guessed not due only within the window since the session was last seen, under the timeout the expiry last slid to"
         <| fun () ->
             let seen = 1_000_000L
             let due (fields: HashEntry[]) ttl now =
                 let struct (seen, timeout) = ExpiryRefresh.expiryFields fields
-                ExpiryRefresh.due seen timeout ttl 1000L now
+                ExpiryRefresh.dueBySeen seen timeout ttl 1000L now
             let valid = hash (Some(string seen)) (Some "1200000")
             Expect.isFalse (due valid 1_200_000L (ValueSome seen)) "just seen"
             Expect.isFalse (due valid 1_200_000L (ValueSome(seen + 999L))) "the window not yet run down"
@@ -51,6 +51,28 @@ let tests =
             Expect.isTrue (due (hash None (Some "1200000")) 1_200_000L (ValueSome seen)) "no last-seen time"
             Expect.isTrue (due (hash (Some "soon") (Some "1200000")) 1_200_000L (ValueSome seen)) "a last-seen time that is not a number"
             Expect.isFalse (due (hash (Some(string seen)) (Some "-1")) -1L (ValueSome seen)) "no timeout, and none before"
+
+        testCase "a load skips its script only while the key's TTL is within the window of the timeout, however recently the session was last seen"
+        <| fun () ->
+            let seen = 1_000_000L
+            let fields = ExpiryRefresh.expiryFields (hash (Some(string seen)) (Some "1200000"))
+            let struct (lastSeen, timeout) = fields
+            let due left ttl = ExpiryRefresh.due left lastSeen timeout ttl 1000L (ValueSome seen)
+            Expect.isFalse (due (ValueSome 1_200_000L) 1_200_000L) "just slid"
+            Expect.isFalse (due (ValueSome 1_199_001L) 1_200_000L) "the window not yet run down"
+            // Last seen just now (a commit sets '#t' every time, and slides only once its own window has run down).
+            Expect.isTrue (due (ValueSome 1_199_000L) 1_200_000L) "the window run down since the last slide"
+            Expect.isTrue (due (ValueSome 600_000L) 1_200_000L) "half the timeout left"
+            Expect.isTrue (due (ValueSome 1_200_000L) 600_000L) "a TTL longer than a shorter timeout"
+            Expect.isFalse (due (ValueSome 1_200_000L) 1_200_500L) "a timeout a little longer than the last slide's: still within the window"
+            Expect.isTrue (due ValueNone 1_200_000L) "no TTL under a timeout"
+            Expect.isTrue (due (ValueSome 5L) 0L) "a timeout of zero slides every load"
+            // A session that never expires: no TTL to keep; its last-seen time moves on once a window.
+            let never = ExpiryRefresh.expiryFields (hash (Some(string seen)) (Some "-1"))
+            let struct (lastSeen, timeout) = never
+            Expect.isFalse (ExpiryRefresh.due ValueNone lastSeen timeout -1L 1000L (ValueSome seen)) "no TTL, seen within the window"
+            Expect.isTrue (ExpiryRefresh.due ValueNone lastSeen timeout -1L 1000L (ValueSome(seen + 1000L))) "no TTL, the window run down"
+            Expect.isTrue (ExpiryRefresh.due (ValueSome 5000L) lastSeen timeout -1L 1000L (ValueSome seen)) "a TTL an earlier timeout gave it"
 
         testCase "Redis's clock is read from a recent reading, and from none older than a minute"
         <| fun () ->

@@ -97,6 +97,48 @@ let tests =
             do! readWhileAlive store id idle 60 50
         }
 
+        testCaseTask
+            "after every load a session has its idle timeout less the refresh interval to live, after a commit that did not slide it and a reply Redis held up"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            use! admin = server.ConnectAsync(allowAdmin = true)
+            // The default refresh interval: a session may expire up to 1 s before its idle timeout has passed since its
+            // last use, and no more.
+            use store = storeOn connection "left:"
+            let idle = TimeSpan.FromSeconds 4.0
+            let least = idle.TotalMilliseconds - RedisStoreOptions().ExpiryRefreshInterval.TotalMilliseconds
+            let id = idFor (Random 17) null
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let clock = Diagnostics.Stopwatch.StartNew()
+            let at (ms: int) = Task.Delay(max 0 (ms - int clock.ElapsedMilliseconds))
+            let commit () = task {
+                let! committed = store.CommitAsync(id, setN 1, { options with IdleTimeout = idle }, CancellationToken.None)
+                Expect.equal committed CommitResult.Committed "committed"
+            }
+            let load (what: string) = task {
+                let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
+                Expect.isNotNull loaded what
+                let! left = admin.GetDatabase().KeyTimeToLiveAsync key
+                // 300 ms for what passed between the load's own look and this one, on a busy machine.
+                Expect.isGreaterThanOrEqual left.Value.TotalMilliseconds (least - 300.0) $"{what}: the time it has to live"
+            }
+            do! commit ()
+            do! load "after the first commit"
+            // A commit 0.9 s after the last slide sets the last-seen time but does not slide (its window has not run
+            // down); the loads after it must not take that time for a slide.
+            do! at 900
+            do! commit ()
+            do! load "just after the commit that did not slide"
+            do! at 1800
+            do! load "1.8 s after the last slide, 0.9 s after the commit"
+            // Redis holds the next load's read up for 2 s: the store's reading of Redis's clock, taken before it sends the
+            // read, is then 2 s behind when the hash comes back.
+            do! at 2000
+            do! admin.GetServer(server.EndPoint).ExecuteAsync("CLIENT", "PAUSE", "2000", "ALL") :> Task
+            do! load "after a read Redis held up for 2 s"
+        }
+
         testCaseTask "a session committed under a shorter idle timeout, then read under the longer one, lives while it is read"
         <| fun () -> task {
             use server = new RedisServer()
