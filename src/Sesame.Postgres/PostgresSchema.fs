@@ -24,6 +24,12 @@ module internal PostgresSchema =
     /// The schema script with the options' names in it.
     let script (options: PostgresStoreOptions) : string = template.Value.Replace("__schema__", options.Schema).Replace("__table__", options.TableName)
 
+    /// The schema script's functions (from its "-- Functions." line on): every statement is CREATE OR REPLACE, so that
+    /// running them again on tables an earlier Sesame made gives those tables this Sesame's functions.
+    let functionsScript (options: PostgresStoreOptions) : string =
+        let all = script options
+        all.Substring(all.IndexOf("\n-- Functions.", StringComparison.Ordinal) + 1)
+
     /// A name in the store's schema, quoted: the table name followed by <c>suffix</c>.
     let name (options: PostgresStoreOptions) (suffix: string) = $"\"{options.Schema}\".\"{options.TableName}{suffix}\""
 
@@ -47,8 +53,9 @@ module internal PostgresSchema =
         )
 
     /// <summary>
-    /// Creates the schema when it is missing (or checks it, when <paramref name="create"/> is false). Instances that
-    /// start together serialize on an advisory lock, so one creates and the others find it made.
+    /// Creates the schema when it is missing (or checks it, when <paramref name="create"/> is false); when it is there,
+    /// replaces its functions with this Sesame's (see functionsScript). Instances that start together serialize on an
+    /// advisory lock, so one creates and the others find it made.
     /// </summary>
     /// <returns>Whether this call created the tables.</returns>
     let ensureAsync (dataSource: NpgsqlDataSource) (options: PostgresStoreOptions) (create: bool) (cancellationToken: CancellationToken) : Task<bool> = task {
@@ -80,6 +87,10 @@ module internal PostgresSchema =
             let! _ = serialize.ExecuteNonQueryAsync cancellationToken
             match! installedVersion connection options cancellationToken with
             | Version ->
+                // Made before (perhaps by an earlier Sesame of this schema version): its functions become this Sesame's,
+                // so that a fix to one reaches tables that exist. The tables are left as they are.
+                use replaceFunctions = new NpgsqlCommand(functionsScript options, connection, transaction)
+                let! _ = replaceFunctions.ExecuteNonQueryAsync cancellationToken
                 do! transaction.CommitAsync cancellationToken
                 return false
             | 0 ->

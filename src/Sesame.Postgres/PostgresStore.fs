@@ -603,7 +603,8 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     /// <summary>
     /// The SQL that creates the store's tables and functions for these options (schema version 1), for teams that
     /// run their own migrations (set <c>CreateSchema</c> to false then). Run it in one transaction, in an existing
-    /// schema; it records its version in <c>TableName_version</c>.
+    /// schema; it records its version in <c>TableName_version</c>. Its part from the <c>-- Functions.</c> line is all
+    /// <c>CREATE OR REPLACE</c>: run that part again after upgrading Sesame, so the tables get the new functions.
     /// </summary>
     /// <param name="options">The schema and table names to use (<c>null</c> for the defaults).</param>
     /// <returns>The script.</returns>
@@ -616,8 +617,8 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     static member SchemaVersion = PostgresSchema.Version
 
     /// <summary>
-    /// Creates the store's schema, tables and functions if they are missing (or, with <c>CreateSchema</c> off, checks
-    /// that they are there at the right version). The store does this by itself on first use; call it at startup to
+    /// Creates the store's schema, tables and functions if they are missing, and otherwise replaces the functions with
+    /// this Sesame's (or, with <c>CreateSchema</c> off, checks that they are there at the right version). The store does this by itself on first use; call it at startup to
     /// fail early. Several instances may call it at once.
     /// </summary>
     /// <param name="cancellationToken">Cancels the check.</param>

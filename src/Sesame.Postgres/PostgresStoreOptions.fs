@@ -50,9 +50,11 @@ type PostgresStoreOptions() =
     member val TableName = PostgresStoreOptions.DefaultTableName with get, set
 
     /// <summary>
-    /// Whether the store creates (or upgrades) its schema on first use. Turn it off when the database
+    /// Whether the store creates (or upgrades) its schema on first use, and otherwise replaces its functions with this
+    /// Sesame's (they are <c>CREATE OR REPLACE</c>). Turn it off when the database
     /// user may not create tables: run <see cref="M:Sesame.Postgres.PostgresStore.SchemaScript(Sesame.Postgres.PostgresStoreOptions)"/>'s
-    /// SQL in your own migrations instead; the store then only checks the schema's version. Default true.
+    /// SQL in your own migrations instead, and its part from the <c>-- Functions.</c> line again after upgrading
+    /// Sesame; the store then only checks the schema's version. Default true.
     /// </summary>
     member val CreateSchema = true with get, set
 

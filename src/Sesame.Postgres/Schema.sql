@@ -65,30 +65,36 @@ CREATE TABLE "__schema__"."__table___nodes" (
     PRIMARY KEY (sid, path)
 ) WITH (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
 
+INSERT INTO "__schema__"."__table___version" (version) VALUES (1);
+
+-- Functions. Every statement from here on is CREATE OR REPLACE, so this part runs again as it is: a store that
+-- creates its schema (CreateSchema) runs it at every start, so that the fixes of a newer Sesame reach tables an
+-- earlier one made. Where the schema is made by hand, run it again after upgrading Sesame.
+
 -- The database server's clock, in Unix milliseconds.
-CREATE FUNCTION "__schema__"."__table___clock"() RETURNS bigint
+CREATE OR REPLACE FUNCTION "__schema__"."__table___clock"() RETURNS bigint
 LANGUAGE sql VOLATILE AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 
 -- The number of items of an array node, or NULL when the node is not an array.
-CREATE FUNCTION "__schema__"."__table___items"(p_value text) RETURNS integer
+CREATE OR REPLACE FUNCTION "__schema__"."__table___items"(p_value text) RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN left(p_value, 1) = 'A' THEN substr(p_value, 2)::integer WHEN p_value = '[]' THEN 0 END
 $$;
 
 -- What a conflict message needs to describe a node: its first character, or the whole array node.
-CREATE FUNCTION "__schema__"."__table___kind"(p_value text) RETURNS text
+CREATE OR REPLACE FUNCTION "__schema__"."__table___kind"(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN left(p_value, 1) = 'A' THEN p_value ELSE left(p_value, 1) END $$;
 
 -- A change that does not fit the stored session: update (1-based), code, depth, info. The store
 -- turns it into the PathConflictException Sesame's own apply would raise. Raising rolls back
 -- everything the call wrote.
-CREATE FUNCTION "__schema__"."__table___conflict"(p_update integer, p_code text, p_depth integer, p_info text) RETURNS void
+CREATE OR REPLACE FUNCTION "__schema__"."__table___conflict"(p_update integer, p_code text, p_depth integer, p_info text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = 'SE001', MESSAGE = 'sesame:' || p_update || ':' || p_code || ':' || p_depth || ':' || p_info;
 END $$;
 
-CREATE FUNCTION "__schema__"."__table___corrupt"(p_reason text) RETURNS void
+CREATE OR REPLACE FUNCTION "__schema__"."__table___corrupt"(p_reason text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = 'SE003', MESSAGE = p_reason;
@@ -97,7 +103,7 @@ END $$;
 -- Exact decimal addition of two JSON numbers, as Sesame's JsonNumber.Add: mantissa * 10^exponent,
 -- the finer scale kept, written back the way JsonNumber writes it. NULL when an exponent is beyond
 -- +-4096 (Sesame refuses such sums rather than round them).
-CREATE FUNCTION "__schema__"."__table___add"(p_a text, p_b text) RETURNS text
+CREATE OR REPLACE FUNCTION "__schema__"."__table___add"(p_a text, p_b text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     texts text[] := ARRAY[p_a, p_b];
@@ -153,7 +159,7 @@ END $$;
 
 -- |a| + |b| (p_add) or ||a| - |b|| (otherwise) of two digit strings, without leading zeros: nine digits
 -- at a time, each string split into its groups in one pass (substr on long text is not constant time).
-CREATE FUNCTION "__schema__"."__table___add_digits"(p_a text, p_b text, p_add boolean) RETURNS text
+CREATE OR REPLACE FUNCTION "__schema__"."__table___add_digits"(p_a text, p_b text, p_add boolean) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     big text := p_a; small text := p_b; swap text; width integer; x bigint[]; y bigint[];
@@ -183,7 +189,7 @@ END $$;
 
 -- Path.modify evaluates the levels below a missing node first: the deepest index past the end of a
 -- missing array is the conflict reported.
-CREATE FUNCTION "__schema__"."__table___missing"(p_update integer, p_fields text[], p_from integer, p_k integer) RETURNS void
+CREATE OR REPLACE FUNCTION "__schema__"."__table___missing"(p_update integer, p_fields text[], p_from integer, p_k integer) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     j integer;
@@ -197,7 +203,7 @@ END $$;
 
 -- Follows an update's path (p_k segments) from a root. Gives the deepest level that exists with its
 -- path, value and bytes; raises the conflict Sesame's Path.modify raises for a change that creates.
-CREATE FUNCTION "__schema__"."__table___reach"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___reach"(
     p_sid bigint, p_root text, p_update integer, p_fields text[], p_k integer,
     OUT r_level integer, OUT r_field text, OUT r_value text, OUT r_bytes integer)
 LANGUAGE plpgsql AS $$
@@ -241,7 +247,7 @@ END $$;
 -- Creates the missing levels p_level+1 .. p_k below the existing container (p_field, p_value,
 -- p_bytes) at p_level. Gives the path of the node to write at p_k and the bytes added on the way
 -- (the node itself not counted).
-CREATE FUNCTION "__schema__"."__table___attach"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___attach"(
     p_sid bigint, p_fields text[], p_costs integer[], p_level integer, p_k integer,
     p_field text, p_value text, p_bytes integer, OUT a_target text, OUT a_added bigint)
 LANGUAGE plpgsql AS $$
@@ -276,7 +282,7 @@ BEGIN
 END $$;
 
 -- Writes a value's nodes (paths relative to p_target). The target row is overwritten in place.
-CREATE FUNCTION "__schema__"."__table___write"(p_sid bigint, p_target text, p_paths text[], p_values text[], p_bytes integer[]) RETURNS void
+CREATE OR REPLACE FUNCTION "__schema__"."__table___write"(p_sid bigint, p_target text, p_paths text[], p_values text[], p_bytes integer[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF cardinality(p_paths) = 1 THEN
@@ -291,7 +297,7 @@ BEGIN
 END $$;
 
 -- Set: the value at the path, replacing what was there. Gives the change of the tree's size.
-CREATE FUNCTION "__schema__"."__table___set"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___set"(
     p_sid bigint, p_root text, p_update integer, p_fields text[], p_costs integer[], p_k integer,
     p_paths text[], p_values text[], p_bytes integer[], p_size bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -319,7 +325,7 @@ BEGIN
 END $$;
 
 -- Append: the value at the end of the array at the path (a missing array is created).
-CREATE FUNCTION "__schema__"."__table___append"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___append"(
     p_sid bigint, p_root text, p_update integer, p_fields text[], p_costs integer[], p_k integer,
     p_paths text[], p_values text[], p_bytes integer[], p_size bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -339,7 +345,7 @@ BEGIN
 END $$;
 
 -- Increment: adds exactly to the number at the path (a missing one counts as zero).
-CREATE FUNCTION "__schema__"."__table___increment"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___increment"(
     p_sid bigint, p_root text, p_update integer, p_fields text[], p_costs integer[], p_k integer, p_by text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -361,7 +367,7 @@ BEGIN
 END $$;
 
 -- Remove: the object key at the path; nothing happens when it is not there.
-CREATE FUNCTION "__schema__"."__table___remove"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___remove"(
     p_sid bigint, p_root text, p_update integer, p_fields text[], p_costs integer[], p_k integer) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -414,7 +420,7 @@ END $$;
 -- bytes) each update's path takes; p_node_counts how many of p_paths, p_values, p_bytes its value
 -- takes; p_sizes is a value's size in bytes, p_numbers an increment's number.
 -- Gives the data tree's new size, or -1 when the stored shape rules the change out (nothing written).
-CREATE FUNCTION "__schema__"."__table___apply"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___apply"(
     p_sid bigint, p_total bigint, p_upgrade_from integer, p_upgrade_to integer,
     p_ops text[], p_seg_counts integer[], p_segs text[], p_costs integer[],
     p_node_counts integer[], p_paths text[], p_values text[], p_bytes integer[], p_sizes bigint[], p_numbers text[])
@@ -474,7 +480,7 @@ BEGIN
 END $$;
 
 -- Ends a session: deletes its row and nodes; gives the nodes of its facts (to report it).
-CREATE FUNCTION "__schema__"."__table___end"(p_sid bigint, OUT paths text[], OUT vals text[])
+CREATE OR REPLACE FUNCTION "__schema__"."__table___end"(p_sid bigint, OUT paths text[], OUT vals text[])
 LANGUAGE plpgsql AS $$
 BEGIN
     WITH d AS (DELETE FROM "__schema__"."__table___nodes" WHERE sid = p_sid RETURNING path, value)
@@ -485,7 +491,7 @@ END $$;
 
 -- Loads a session and slides its idle expiry (unless it was slid less than p_refresh ms ago).
 -- status: 'ok' (paths, vals: every node), 'none', or 'expired' (it ended now; paths, vals: its facts).
-CREATE FUNCTION "__schema__"."__table___load"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___load"(
     p_id text, p_idle bigint, p_refresh bigint,
     OUT status text, OUT paths text[], OUT vals text[])
 LANGUAGE plpgsql AS $$
@@ -520,7 +526,11 @@ BEGIN
             IF NOT FOUND THEN CONTINUE; END IF;
             PERFORM set_config('synchronous_commit', 'off', true);
         END IF;
-        SELECT array_agg(nd.path), array_agg(nd.value) INTO paths, vals FROM "__schema__"."__table___nodes" nd WHERE nd.sid = v_sid;
+        -- The id again, in the statement that reads the nodes (one snapshot): a move (sign-in) keeps the sid and gives
+        -- the row a new id, and one that committed since the row was read above must not be served under the old id.
+        -- (A slide above locked the row, which a move then waits for; without one nothing held it.)
+        SELECT array_agg(nd.path), array_agg(nd.value) INTO paths, vals FROM "__schema__"."__table___nodes" nd
+        WHERE nd.sid = v_sid AND EXISTS (SELECT 1 FROM "__schema__"."__table__" s WHERE s.sid = v_sid AND s.id = p_id);
         status := CASE WHEN paths IS NULL THEN 'none' ELSE 'ok' END;
         RETURN;
     END LOOP;
@@ -530,7 +540,7 @@ END $$;
 -- expiry. status: 'ok', 'gone' (p_must_exist and there is no live session), 'shape' (nothing stored).
 -- A session found expired ends now and is given in ended_paths, ended_values (its facts).
 -- Conflicts (SE001) and a tree over p_max_size bytes (SE002) raise, so nothing is stored.
-CREATE FUNCTION "__schema__"."__table___commit"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___commit"(
     p_id text, p_must_exist boolean, p_idle bigint, p_max_size bigint,
     p_upgrade_from integer, p_upgrade_to integer,
     p_ops text[], p_seg_counts integer[], p_segs text[], p_costs integer[],
@@ -589,7 +599,7 @@ END $$;
 -- changed), otherwise the least recently seen are ended. status: 'ok', 'gone', 'shape'.
 -- Sessions ended on the way (p_from found expired: 'e'; over the user's limit: 'u') are given in
 -- ended_ids, ended_reasons, and ended_counts facts nodes each in ended_paths, ended_values.
-CREATE FUNCTION "__schema__"."__table___move"(
+CREATE OR REPLACE FUNCTION "__schema__"."__table___move"(
     p_from text, p_to text, p_user_mode integer, p_user text,
     p_idle bigint, p_max_size bigint, p_limit integer, p_refuse boolean,
     p_upgrade_from integer, p_upgrade_to integer,
@@ -684,7 +694,7 @@ BEGIN
 END $$;
 
 -- Deletes a session; true when it was live.
-CREATE FUNCTION "__schema__"."__table___delete"(p_id text) RETURNS boolean
+CREATE OR REPLACE FUNCTION "__schema__"."__table___delete"(p_id text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     v_sid bigint; v_expires bigint;
@@ -699,7 +709,7 @@ END $$;
 -- holds (it never waits for a lock, and nothing waits long for it): the expired ones are deleted and
 -- given with their facts' nodes (expired true); for the others, whose expiry moved on since, sweep_at
 -- moves up to their expiry (expired false). Fewer than p_batch rows: nothing else is due.
-CREATE FUNCTION "__schema__"."__table___sweep"(p_batch integer) RETURNS TABLE (id text, expired boolean, paths text[], vals text[])
+CREATE OR REPLACE FUNCTION "__schema__"."__table___sweep"(p_batch integer) RETURNS TABLE (id text, expired boolean, paths text[], vals text[])
 LANGUAGE sql AS $$
     WITH t AS (SELECT "__schema__"."__table___clock"() AS ms),
     due AS (
@@ -721,5 +731,3 @@ LANGUAGE sql AS $$
     UNION ALL
     SELECT mo.id, false, NULL, NULL FROM moved_on mo
 $$;
-
-INSERT INTO "__schema__"."__table___version" (version) VALUES (1);
