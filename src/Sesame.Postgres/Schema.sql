@@ -2,7 +2,8 @@
 --
 -- __schema__ and __table__ stand for the schema and table name the app chose (lower-case letters,
 -- digits and underscores; PostgresStore.SchemaScript fills them in). Run it once, in one transaction;
--- it records version 1 in __table___version so that a later Sesame can tell what to migrate.
+-- it records version 1 in __table___version so that a later Sesame can tell what to migrate. Its part
+-- from the "-- Functions." line may run again (see there).
 --
 -- Layout: a session is one row of __table__ (its id, user, size, last seen, expiry) and one row of
 -- __table___nodes per node of its JSON trees, so a commit that changes one key writes one node row
