@@ -63,10 +63,12 @@ type SesameOptions() =
     /// <c>Header</c>. Default <c>X-Session-Token</c>.</summary>
     member val HeaderName = SesameOptions.DefaultHeaderName with get, set
 
-    /// <summary>A session expires after this long without being read or changed. Default 20 minutes.</summary>
+    /// <summary>A session expires after this long without being read or changed. Default 20 minutes. Must be positive
+    /// (the app fails at startup otherwise); <c>TimeSpan.MaxValue</c> for sessions that never expire for being idle.</summary>
     member val IdleTimeout = SesameOptions.DefaultIdleTimeout with get, set
 
-    /// <summary>A session ends this long after it was created, however active; <c>null</c> (the default) for no absolute limit.
+    /// <summary>A session ends this long after it was created, however active; <c>null</c> (the default) for no absolute limit
+    /// (positive when set: the app fails at startup otherwise).
     /// Carried in the protected cookie and applied to the store's expiry, so every store enforces it.</summary>
     member val AbsoluteTimeout = Nullable<TimeSpan>() with get, set
 

@@ -33,6 +33,14 @@ type internal SesameRuntime
     /// Builds the runtime from the app's services (registered by <c>AddSesame</c>).
     static member internal Create(services: IServiceProvider) =
         let options = services.GetRequiredService<IOptions<SesameOptions>>().Value
+        // A timeout of zero or less (Timeout.InfiniteTimeSpan among them) would end every session as soon as it is
+        // stored: the app fails at startup instead, saying so.
+        if options.IdleTimeout <= TimeSpan.Zero then
+            invalidOp
+                $"SesameOptions.IdleTimeout is {options.IdleTimeout}: it must be positive (a session ends after this long without a request). For sessions that never end for being idle, use TimeSpan.MaxValue."
+        if options.AbsoluteTimeout.HasValue && options.AbsoluteTimeout.Value <= TimeSpan.Zero then
+            invalidOp
+                $"SesameOptions.AbsoluteTimeout is {options.AbsoluteTimeout.Value}: it must be positive (a session ends this long after it was created), or null for no absolute limit."
         // A shape version the migrations do not lead to fails the app at startup, not each old session's request.
         SessionShape.check options.ShapeVersion options.Migrations
         let logger = services.GetRequiredService<ILoggerFactory>().CreateLogger "Sesame"

@@ -202,4 +202,31 @@ let tests =
                     :> Task)
             Expect.stringContains e.Message "HeaderName" "names the option"
         }
+
+        testCaseTask "an idle or absolute timeout of zero or less fails at startup, where it would end every session as it is stored"
+        <| fun () -> task {
+            let store = ObservedStore()
+            let fails (configure: SesameOptions -> unit) (option: string) = task {
+                let! e =
+                    throwsAsync<InvalidOperationException>(fun () ->
+                        startHost store configure (fun app -> app.UseSesame() |> ignore) (new LogCapture()) :> Task)
+                Expect.stringContains e.Message option "names the option"
+            }
+            do! fails (fun o -> o.IdleTimeout <- Threading.Timeout.InfiniteTimeSpan) "IdleTimeout"
+            do! fails (fun o -> o.IdleTimeout <- TimeSpan.Zero) "IdleTimeout"
+            do! fails (fun o -> o.AbsoluteTimeout <- Nullable TimeSpan.Zero) "AbsoluteTimeout"
+            // Never ending for being idle: the longest timeout there is, as the message says.
+            use! host =
+                startHost
+                    store
+                    (fun o ->
+                        o.IdleTimeout <- TimeSpan.MaxValue
+                        o.Transport <- SessionTransport.Header)
+                    (runHandler app)
+                    (new LogCapture())
+            let client = clientOf host
+            let! _, first = client.SendAsync "/visit"
+            let! _, second = client.SendAsync "/visit"
+            Expect.equal [ first; second ] [ "1"; "2" ] "a session kept under TimeSpan.MaxValue"
+        }
     ]
