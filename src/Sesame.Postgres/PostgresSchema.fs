@@ -7,6 +7,17 @@ open System.Threading.Tasks
 open Npgsql
 open Sesame
 
+/// What making sure of the schema found.
+[<RequireQualifiedAccess>]
+type internal SchemaOutcome =
+    /// The tables were missing, and are made.
+    | Created
+    /// The tables are there at this version (and, when the store may create them, have this Sesame's functions).
+    | Found
+    /// The tables are there, but PostgreSQL refused to replace their functions (the database user does not own them):
+    /// they keep the ones they have.
+    | FunctionsKept of reason: string
+
 /// <summary>The store's tables and functions: the SQL that makes them, their names, and creating or checking them.</summary>
 [<RequireQualifiedAccess>]
 module internal PostgresSchema =
@@ -57,54 +68,67 @@ module internal PostgresSchema =
     /// replaces its functions with this Sesame's (see functionsScript). Instances that start together serialize on an
     /// advisory lock, so one creates and the others find it made.
     /// </summary>
-    /// <returns>Whether this call created the tables.</returns>
-    let ensureAsync (dataSource: NpgsqlDataSource) (options: PostgresStoreOptions) (create: bool) (cancellationToken: CancellationToken) : Task<bool> = task {
-        use! connection = dataSource.OpenConnectionAsync cancellationToken
-        use encoding = new NpgsqlCommand("SELECT current_setting('server_encoding')", connection)
-        let! serverEncoding = encoding.ExecuteScalarAsync cancellationToken
-        if string serverEncoding <> "UTF8" then
-            raise (
-                SessionStoreException(
-                    $"The database's encoding is {serverEncoding}; Sesame's PostgreSQL store needs a UTF8 database (keys and strings may hold any Unicode text)."
-                )
-            )
-        if not create then
-            match! installedVersion connection options cancellationToken with
-            | Version -> return false
-            | 0 ->
-                return
-                    raise (
-                        SessionStoreException(
-                            $"The Sesame tables \"{options.Schema}\".\"{options.TableName}\" do not exist. Run the SQL of PostgresStore.SchemaScript(options) in your migrations, or let the store create them (CreateSchema = true)."
-                        )
+    /// <returns>What it found, and whether it made the tables.</returns>
+    let ensureAsync (dataSource: NpgsqlDataSource) (options: PostgresStoreOptions) (create: bool) (cancellationToken: CancellationToken) : Task<SchemaOutcome> =
+        task {
+            use! connection = dataSource.OpenConnectionAsync cancellationToken
+            use encoding = new NpgsqlCommand("SELECT current_setting('server_encoding')", connection)
+            let! serverEncoding = encoding.ExecuteScalarAsync cancellationToken
+            if string serverEncoding <> "UTF8" then
+                raise (
+                    SessionStoreException(
+                        $"The database's encoding is {serverEncoding}; Sesame's PostgreSQL store needs a UTF8 database (keys and strings may hold any Unicode text)."
                     )
-            | version -> return raise (wrongVersion options version)
-        else
-            use! transaction = connection.BeginTransactionAsync cancellationToken
-            use serialize = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtext('sesame.schema'), hashtext($1))", connection, transaction)
-            // Per schema: stores of several tables in one schema may all be creating it.
-            serialize.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
-            let! _ = serialize.ExecuteNonQueryAsync cancellationToken
-            match! installedVersion connection options cancellationToken with
-            | Version ->
-                // Made before (perhaps by an earlier Sesame of this schema version): its functions become this Sesame's,
-                // so that a fix to one reaches tables that exist. The tables are left as they are.
-                use replaceFunctions = new NpgsqlCommand(functionsScript options, connection, transaction)
-                let! _ = replaceFunctions.ExecuteNonQueryAsync cancellationToken
-                do! transaction.CommitAsync cancellationToken
-                return false
-            | 0 ->
-                // CREATE SCHEMA IF NOT EXISTS still needs the right to create schemas: ask only when it is missing.
-                use schemaExists = new NpgsqlCommand("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", connection, transaction)
-                schemaExists.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
-                let! exists = schemaExists.ExecuteScalarAsync cancellationToken
-                if not (unbox<bool> exists) then
-                    use createSchema = new NpgsqlCommand($"CREATE SCHEMA \"{options.Schema}\"", connection, transaction)
-                    let! _ = createSchema.ExecuteNonQueryAsync cancellationToken
-                    ()
-                use createTables = new NpgsqlCommand(script options, connection, transaction)
-                let! _ = createTables.ExecuteNonQueryAsync cancellationToken
-                do! transaction.CommitAsync cancellationToken
-                return true
-            | version -> return raise (wrongVersion options version)
-    }
+                )
+            if not create then
+                match! installedVersion connection options cancellationToken with
+                | Version -> return SchemaOutcome.Found
+                | 0 ->
+                    return
+                        raise (
+                            SessionStoreException(
+                                $"The Sesame tables \"{options.Schema}\".\"{options.TableName}\" do not exist. Run the SQL of PostgresStore.SchemaScript(options) in your migrations, or let the store create them (CreateSchema = true)."
+                            )
+                        )
+                | version -> return raise (wrongVersion options version)
+            else
+                use! transaction = connection.BeginTransactionAsync cancellationToken
+                use serialize = new NpgsqlCommand("SELECT pg_advisory_xact_lock(hashtext('sesame.schema'), hashtext($1))", connection, transaction)
+                // Per schema: stores of several tables in one schema may all be creating it.
+                serialize.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
+                let! _ = serialize.ExecuteNonQueryAsync cancellationToken
+                match! installedVersion connection options cancellationToken with
+                | Version ->
+                    // Made before (perhaps by an earlier Sesame of this schema version): its functions become this Sesame's,
+                    // so that a fix to one reaches tables that exist. The tables are left as they are.
+                    // A user that may use the tables but does not own them keeps the functions they have, as before.
+                    use replaceFunctions = new NpgsqlCommand(functionsScript options, connection, transaction)
+                    let! replaced = task {
+                        try
+                            let! _ = replaceFunctions.ExecuteNonQueryAsync cancellationToken
+                            return None
+                        with :? PostgresException as e when e.SqlState = PostgresErrorCodes.InsufficientPrivilege ->
+                            return Some e.MessageText
+                    }
+                    match replaced with
+                    | None ->
+                        do! transaction.CommitAsync cancellationToken
+                        return SchemaOutcome.Found
+                    | Some reason ->
+                        do! transaction.RollbackAsync cancellationToken
+                        return SchemaOutcome.FunctionsKept reason
+                | 0 ->
+                    // CREATE SCHEMA IF NOT EXISTS still needs the right to create schemas: ask only when it is missing.
+                    use schemaExists = new NpgsqlCommand("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", connection, transaction)
+                    schemaExists.Parameters.Add(NpgsqlParameter<string>(TypedValue = options.Schema)) |> ignore
+                    let! exists = schemaExists.ExecuteScalarAsync cancellationToken
+                    if not (unbox<bool> exists) then
+                        use createSchema = new NpgsqlCommand($"CREATE SCHEMA \"{options.Schema}\"", connection, transaction)
+                        let! _ = createSchema.ExecuteNonQueryAsync cancellationToken
+                        ()
+                    use createTables = new NpgsqlCommand(script options, connection, transaction)
+                    let! _ = createTables.ExecuteNonQueryAsync cancellationToken
+                    do! transaction.CommitAsync cancellationToken
+                    return SchemaOutcome.Created
+                | version -> return raise (wrongVersion options version)
+        }

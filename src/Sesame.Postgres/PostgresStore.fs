@@ -57,6 +57,13 @@ module internal PostgresLog =
             "The Npgsql data source given to the Sesame store resets connections when they return to the pool (DISCARD ALL), which makes PostgreSQL plan the store's functions again on every call. Add 'No Reset On Close=true' to its connection string (and 'Max Auto Prepare=20'), or give the store a connection string of its own."
         )
 
+    let functionsKept =
+        LoggerMessage.Define<string, string, string>(
+            LogLevel.Warning,
+            EventId(10, "PostgresFunctionsKept"),
+            "The Sesame tables {Schema}.{Table} keep the functions they have: PostgreSQL refused to replace them with this Sesame's ({Reason}). Run the part of PostgresStore.SchemaScript from its '-- Functions.' line as their owner, or set CreateSchema = false."
+        )
+
 /// <summary>
 /// One gate per session id with writes in flight from this instance: its commits and moves go to the database one
 /// at a time. They would wait for each other on the session's row lock anyway; waiting here instead keeps a busy
@@ -362,7 +369,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                         schemaCheck <- task {
                             use bounded = CancellationTokenSource.CreateLinkedTokenSource stopping.Token
                             if options.OperationTimeout <> Timeout.InfiniteTimeSpan then bounded.CancelAfter options.OperationTimeout
-                            let! created = task {
+                            let! outcome = task {
                                 try
                                     return! PostgresSchema.ensureAsync dataSource options options.CreateSchema bounded.Token
                                 with
@@ -374,7 +381,11 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                                     return raise (NotSent e)
                                 | :? PostgresException as e when isShutdown e || e.SqlState = PostgresErrorCodes.TooManyConnections -> return raise (NotSent e)
                             }
-                            if created then PostgresLog.schemaCreated.Invoke(logger, options.Schema, options.TableName, PostgresSchema.Version, null)
+                            match outcome with
+                            | SchemaOutcome.Created ->
+                                PostgresLog.schemaCreated.Invoke(logger, options.Schema, options.TableName, PostgresSchema.Version, null)
+                            | SchemaOutcome.FunctionsKept reason -> PostgresLog.functionsKept.Invoke(logger, options.Schema, options.TableName, reason, null)
+                            | SchemaOutcome.Found -> ()
                             schemaReady <- true
                         }
                     schemaCheck)

@@ -699,6 +699,41 @@ let schema =
             Expect.equal (unbox<int64> versions) 1L "the version recorded once"
         }
 
+        testCaseTask "a store whose database user may use the tables but does not own them keeps their functions, says so, and works"
+        <| fun () -> task {
+            use owner = newStore ()
+            do! owner.EnsureSchemaAsync(token ())
+            // A user that may read and write the tables (and run the functions, as every user may), not replace them.
+            let role = $"app_{owner.Options.TableName}"
+            for grant in
+                [
+                    $"CREATE ROLE {role} LOGIN"
+                    $"GRANT USAGE ON SCHEMA sesame TO {role}"
+                    $"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA sesame TO {role}"
+                    $"GRANT USAGE ON ALL SEQUENCES IN SCHEMA sesame TO {role}"
+                ] do
+                let! _ = scalar connection.Value grant
+                ()
+            let asApp = NpgsqlConnectionStringBuilder(connection.Value, Username = role).ConnectionString
+            let warnings = ConcurrentQueue<string>()
+            let logger = {
+                new Microsoft.Extensions.Logging.ILogger with
+                    member _.BeginScope _ = null
+                    member _.IsEnabled _ = true
+                    member _.Log(level, eventId, state, error, formatter) =
+                        if level = Microsoft.Extensions.Logging.LogLevel.Warning then warnings.Enqueue $"{eventId.Name}: {formatter.Invoke(state, error)}"
+            }
+            use app = new PostgresStore(asApp, owner.Options.Clone(), logger)
+            let id = newId ()
+            let! committed = commit app id [ Update.Set(at "a", parse "1") ]
+            Expect.equal committed CommitResult.Committed "committed as the app's user"
+            let! loaded = load app id
+            Expect.equal (Json.serialize loaded.Data) """{"a":1}""" "loaded as the app's user"
+            let kept = warnings |> Seq.filter (fun w -> w.StartsWith "PostgresFunctionsKept") |> List.ofSeq
+            Expect.equal kept.Length 1 $"one warning that the functions were kept: {List.ofSeq warnings}"
+            Expect.stringContains kept.Head "SchemaScript" "says what to do"
+        }
+
         testCaseTask "tables of a newer schema version are refused with a clear error"
         <| fun () -> task {
             use store = newStore ()
