@@ -629,8 +629,8 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
 
     /// <summary>
     /// Creates the store's schema, tables and functions if they are missing, and otherwise replaces the functions with
-    /// this Sesame's (or, with <c>CreateSchema</c> off, checks that they are there at the right version). The store does this by itself on first use; call it at startup to
-    /// fail early. Several instances may call it at once.
+    /// this Sesame's (or, with <c>CreateSchema</c> off, checks that they are there at the right version). The store
+    /// does this by itself on first use; call it at startup to fail early. Several instances may call it at once.
     /// </summary>
     /// <param name="cancellationToken">Cancels the check.</param>
     /// <returns>A task that completes when the schema is ready.</returns>

@@ -3,8 +3,8 @@
 -- LoadHints.fs): the key's TTL, read beside the hash, shows more than the window run down from the timeout, or is
 -- longer than it (for a session that never expires: it has a TTL, or its last-seen time is due); and for a session
 -- that is not there. It sends this beside that HGETALL, in the same round trip, when it guesses so beforehand, and
--- after it when the TTL shows it. A script that returned the hash would make Redis turn each field into a Lua string and back, several times
--- what HGETALL costs.
+-- after it when the TTL shows it. A script that returned the hash would make Redis turn each field into a Lua string
+-- and back, several times what HGETALL costs.
 -- KEYS: the session, its shard's expiry set, id set and bound hash.
 -- ARGV: prefix, id, idle timeout in ms (negative: never expire), refresh interval in ms (the store's load window: its
 -- refresh interval capped at a quarter of the timeout): the expiry is left
