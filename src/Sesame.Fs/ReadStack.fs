@@ -38,11 +38,6 @@ type internal ReadStack<'T>() =
         items[count] <- item
         count <- count + 1
 
-    /// The item at a position (below Count).
-    member _.Item
-        with get (position: int) = items[position]
-        and set (position: int) (item: 'T) = items[position] <- item
-
     /// The items from <c>start</c> up, in place (until the stack changes).
     member _.From(start: int) = ReadOnlySpan(items, start, count - start)
 
