@@ -430,7 +430,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     upgrading boolean := false; shape_text text; shape numeric := 0;
     u integer; op text; tree text; root text; k integer; nc integer; sp integer := 0; np integer := 0;
-    delta bigint; total bigint := p_total; roots_set boolean := false;
+    delta bigint; total bigint := p_total; roots_set boolean := false; target text;
 BEGIN
     IF p_upgrade_from IS NOT NULL THEN
         SELECT nd.value INTO shape_text FROM "__schema__"."__table___nodes" nd WHERE nd.sid = p_sid AND nd.path = E'\x04\x01shape';
@@ -451,18 +451,42 @@ BEGIN
         tree := left(op, 1);
         IF tree = 'd' OR tree = 'm' OR upgrading THEN
             root := CASE WHEN tree = 'd' OR tree = 'D' THEN '' ELSE E'\x04' END;
-            CASE right(op, 1)
-                WHEN 's' THEN
-                    delta := "__schema__"."__table___set"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k,
-                        p_paths[np + 1 : np + nc], p_values[np + 1 : np + nc], p_bytes[np + 1 : np + nc], p_sizes[u]);
-                WHEN 'a' THEN
-                    delta := "__schema__"."__table___append"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k,
-                        p_paths[np + 1 : np + nc], p_values[np + 1 : np + nc], p_bytes[np + 1 : np + nc], p_sizes[u]);
-                WHEN 'i' THEN
-                    delta := "__schema__"."__table___increment"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k, p_numbers[u]);
-                WHEN 'r' THEN
-                    delta := "__schema__"."__table___remove"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k);
-            END CASE;
+            delta := NULL;
+            -- The common changes in one statement each: an integer incremented by an integer, a leaf set over a leaf.
+            -- A node at the full path means every level above it exists and lists it, so there is nothing to walk or
+            -- create; anything else (a missing node, a container, a decimal) takes the general way below, which
+            -- gives the same result. A leaf's bytes are its text's length.
+            IF k > 0 THEN
+                target := root || array_to_string(p_segs[sp + 1 : sp + k], '');
+                IF right(op, 1) = 'i' AND p_numbers[u] ~ '^-?[0-9]{1,18}$' THEN
+                    UPDATE "__schema__"."__table___nodes" nd SET value = x.sum, bytes = octet_length(x.sum)
+                    FROM (SELECT o.path, o.bytes, (o.value::bigint + p_numbers[u]::bigint)::text AS sum
+                          FROM "__schema__"."__table___nodes" o
+                          WHERE o.sid = p_sid AND o.path = target AND o.value ~ '^-?[0-9]{1,18}$') x
+                    WHERE nd.sid = p_sid AND nd.path = x.path
+                    RETURNING octet_length(x.sum) - x.bytes INTO delta;
+                ELSIF right(op, 1) = 's' AND nc = 1 THEN
+                    UPDATE "__schema__"."__table___nodes" nd SET value = p_values[np + 1], bytes = p_bytes[np + 1]
+                    FROM "__schema__"."__table___nodes" o
+                    WHERE o.sid = p_sid AND o.path = target AND left(o.value, 1) NOT IN ('A', 'O')
+                      AND nd.sid = p_sid AND nd.path = o.path
+                    RETURNING p_sizes[u] - o.bytes INTO delta;
+                END IF;
+            END IF;
+            IF delta IS NULL THEN
+                CASE right(op, 1)
+                    WHEN 's' THEN
+                        delta := "__schema__"."__table___set"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k,
+                            p_paths[np + 1 : np + nc], p_values[np + 1 : np + nc], p_bytes[np + 1 : np + nc], p_sizes[u]);
+                    WHEN 'a' THEN
+                        delta := "__schema__"."__table___append"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k,
+                            p_paths[np + 1 : np + nc], p_values[np + 1 : np + nc], p_bytes[np + 1 : np + nc], p_sizes[u]);
+                    WHEN 'i' THEN
+                        delta := "__schema__"."__table___increment"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k, p_numbers[u]);
+                    WHEN 'r' THEN
+                        delta := "__schema__"."__table___remove"(p_sid, root, u, p_segs[sp + 1 : sp + k], p_costs[sp + 1 : sp + k], k);
+                END CASE;
+            END IF;
             IF root = '' THEN total := total + delta; END IF;
             IF k = 0 AND right(op, 1) = 's' THEN roots_set := true; END IF;
         END IF;
@@ -498,34 +522,45 @@ CREATE OR REPLACE FUNCTION "__schema__"."__table___load"(
 LANGUAGE plpgsql AS $$
 DECLARE
     t bigint := "__schema__"."__table___clock"(); expires bigint := t + p_idle;
-    v_sid bigint; v_expires bigint; v_seen bigint; ended record;
+    v_sid bigint; v_expires bigint; v_seen bigint; ended record; slid boolean := false;
 BEGIN
     LOOP
-        SELECT s.sid, s.expires_at, s.last_seen INTO v_sid, v_expires, v_seen FROM "__schema__"."__table__" s WHERE s.id = p_id;
-        IF NOT FOUND THEN
-            status := 'none';
-            RETURN;
+        IF p_refresh <= 0 THEN
+            -- Every load slides: a live session's row is slid and locked by the statement that finds it (which waits
+            -- for a commit in flight, so the nodes read next are its result).
+            UPDATE "__schema__"."__table__" s SET expires_at = expires, last_seen = t, sweep_at = least(s.sweep_at, expires)
+            WHERE s.id = p_id AND s.expires_at > t RETURNING s.sid INTO v_sid;
+            slid := FOUND;
         END IF;
-        IF v_expires <= t THEN
-            -- Expired: it ends now, unless a commit revived it meanwhile (then look again).
-            PERFORM 1 FROM "__schema__"."__table__" s WHERE s.sid = v_sid AND s.expires_at <= t FOR UPDATE;
-            IF FOUND THEN
-                SELECT * INTO ended FROM "__schema__"."__table___end"(v_sid);
-                -- Only a slide's or an expiry's write: a crash that loses it loses nothing acknowledged.
-                PERFORM set_config('synchronous_commit', 'off', true);
-                status := 'expired';
-                paths := ended.paths;
-                vals := ended.vals;
+        IF slid THEN
+            PERFORM set_config('synchronous_commit', 'off', true);
+        ELSE
+            SELECT s.sid, s.expires_at, s.last_seen INTO v_sid, v_expires, v_seen FROM "__schema__"."__table__" s WHERE s.id = p_id;
+            IF NOT FOUND THEN
+                status := 'none';
                 RETURN;
             END IF;
-            CONTINUE;
-        END IF;
-        IF p_refresh <= 0 OR expires < v_expires OR expires - v_expires >= p_refresh OR t - v_seen >= p_refresh THEN
-            -- The row lock also waits for a commit in flight, so the nodes read next are its result.
-            UPDATE "__schema__"."__table__" s SET expires_at = expires, last_seen = t, sweep_at = least(s.sweep_at, expires)
-            WHERE s.sid = v_sid AND s.id = p_id AND s.expires_at > t;
-            IF NOT FOUND THEN CONTINUE; END IF;
-            PERFORM set_config('synchronous_commit', 'off', true);
+            IF v_expires <= t THEN
+                -- Expired: it ends now, unless a commit revived it meanwhile (then look again).
+                PERFORM 1 FROM "__schema__"."__table__" s WHERE s.sid = v_sid AND s.expires_at <= t FOR UPDATE;
+                IF FOUND THEN
+                    SELECT * INTO ended FROM "__schema__"."__table___end"(v_sid);
+                    -- Only a slide's or an expiry's write: a crash that loses it loses nothing acknowledged.
+                    PERFORM set_config('synchronous_commit', 'off', true);
+                    status := 'expired';
+                    paths := ended.paths;
+                    vals := ended.vals;
+                    RETURN;
+                END IF;
+                CONTINUE;
+            END IF;
+            IF p_refresh <= 0 OR expires < v_expires OR expires - v_expires >= p_refresh OR t - v_seen >= p_refresh THEN
+                -- The row lock also waits for a commit in flight, so the nodes read next are its result.
+                UPDATE "__schema__"."__table__" s SET expires_at = expires, last_seen = t, sweep_at = least(s.sweep_at, expires)
+                WHERE s.sid = v_sid AND s.id = p_id AND s.expires_at > t;
+                IF NOT FOUND THEN CONTINUE; END IF;
+                PERFORM set_config('synchronous_commit', 'off', true);
+            END IF;
         END IF;
         -- The id again, in the statement that reads the nodes (one snapshot): a move (sign-in) keeps the sid and gives
         -- the row a new id, and one that committed since the row was read above must not be served under the old id.
@@ -550,8 +585,17 @@ CREATE OR REPLACE FUNCTION "__schema__"."__table___commit"(
 LANGUAGE plpgsql AS $$
 DECLARE
     t bigint := "__schema__"."__table___clock"(); v_sid bigint; v_expires bigint; v_total bigint; ended record;
+    -- The data tree's size as the row has it, once the row has been slid (NULL: not yet).
+    v_slid_size bigint;
 BEGIN
-    LOOP
+    -- A live session (most commits): slid and locked by the statement that finds it. Not with a shape upgrade, which
+    -- the stored shape may refuse, storing nothing.
+    IF p_upgrade_from IS NULL THEN
+        UPDATE "__schema__"."__table__" s SET last_seen = t, expires_at = t + p_idle, sweep_at = least(s.sweep_at, t + p_idle)
+        WHERE s.id = p_id AND s.expires_at > t RETURNING s.sid, s.size INTO v_sid, v_total;
+        v_slid_size := v_total;
+    END IF;
+    WHILE v_slid_size IS NULL LOOP
         SELECT s.sid, s.expires_at, s.size INTO v_sid, v_expires, v_total FROM "__schema__"."__table__" s WHERE s.id = p_id FOR UPDATE;
         IF FOUND THEN
             EXIT WHEN v_expires > t;
@@ -574,9 +618,9 @@ BEGIN
         IF FOUND THEN
             INSERT INTO "__schema__"."__table___nodes" (sid, path, value, bytes) VALUES (v_sid, '', '{}', 2), (v_sid, E'\x04', '{}', 2);
             v_total := 2;
-            EXIT;
+            v_slid_size := 2;
         END IF;
-        -- Another commit created it first: commit to that one.
+        -- Otherwise another commit created it first: commit to that one.
     END LOOP;
     v_total := "__schema__"."__table___apply"(v_sid, v_total, p_upgrade_from, p_upgrade_to,
         p_ops, p_seg_counts, p_segs, p_costs, p_node_counts, p_paths, p_values, p_bytes, p_sizes, p_numbers);
@@ -587,9 +631,13 @@ BEGIN
     IF v_total > p_max_size THEN
         RAISE EXCEPTION USING ERRCODE = 'SE002', MESSAGE = 'sesame:' || v_total;
     END IF;
-    UPDATE "__schema__"."__table__" s
-    SET size = v_total, last_seen = t, expires_at = t + p_idle, sweep_at = least(s.sweep_at, t + p_idle)
-    WHERE s.sid = v_sid;
+    IF v_slid_size IS NULL THEN
+        UPDATE "__schema__"."__table__" s
+        SET size = v_total, last_seen = t, expires_at = t + p_idle, sweep_at = least(s.sweep_at, t + p_idle)
+        WHERE s.sid = v_sid;
+    ELSIF v_total <> v_slid_size THEN
+        UPDATE "__schema__"."__table__" s SET size = v_total WHERE s.sid = v_sid;
+    END IF;
     status := 'ok';
 END $$;
 
