@@ -103,8 +103,12 @@ type internal SesameAuthenticationBinding(options: IOptions<SesameAuthentication
         task {
             do! session.LoadAsync()
             match session.UserId with
-            // Another user's data never carries over to this one (a shared device, an account switch).
-            | Some bound when bound <> userId -> session.Clear()
+            // Another user's data never carries over to this one (a shared device, an account switch): not the tree,
+            // not the flash values earlier requests left, not the ISession id an app may key rows by.
+            | Some bound when bound <> userId ->
+                session.Clear()
+                FlashState.Of(session).EndIncoming()
+                SesameAspNetSession.RenewId session
             | _ -> ()
             match! session.SignInAsync userId with
             | SignInResult.LimitReached -> raise (SessionUserLimitException(userId, sesame.Value.MaxSessionsPerUser))
@@ -232,7 +236,8 @@ type SesameAuthenticationExtensions =
     /// <summary>
     /// Binds the request's session to cookie authentication, so that the app needs no session code at sign-in and
     /// sign-out: <c>HttpContext.SignInAsync</c> moves the session to a new id bound to the user (against session
-    /// fixation; its data is kept, but a session bound to another user is emptied first) and lists it among the user's
+    /// fixation; its data is kept, but a session bound to another user is emptied first: its tree, the flash values
+    /// earlier requests left, and its ISession id, which is renewed) and lists it among the user's
     /// sessions; <c>HttpContext.SignOutAsync</c> destroys it; and an auth cookie issued with a session that has since
     /// ended (<c>Sessions.endAllAsync</c>, "sign out everywhere", a sign-out on the device, expiry, eviction) is
     /// rejected and signed out on its next request.

@@ -70,7 +70,9 @@ type internal FlashState private (handle: SessionHandle) =
     static let newEntryId () = BufferedRandom.Base64Url 9
 
     /// The values earlier requests flashed, as the session was when this request first used the flash.
-    let incoming = entriesOf handle.Meta
+    let mutable incoming = entriesOf handle.Meta
+    /// The entry ids this request flashed a value under.
+    let flashed = HashSet<string>(StringComparer.Ordinal)
     /// The entry id of each key this request flashed or kept: those outlive the sweep.
     let outgoing = Dictionary<string, string>(StringComparer.Ordinal)
     let outgoingIds = HashSet<string>(StringComparer.Ordinal)
@@ -128,6 +130,7 @@ type internal FlashState private (handle: SessionHandle) =
             if earlier.Key = key && not (outgoingIds.Contains earlier.Id) && isPresent earlier.Id then handle.RecordMeta(Update.Remove(entryPath earlier.Id))
         outgoing[key] <- id
         outgoingIds.Add id |> ignore
+        flashed.Add id |> ignore
 
     /// <summary>The value earlier requests flashed under <paramref name="key"/>; ends every incoming value at this request's commit.</summary>
     member _.TryFind(key: string) : Json voption =
@@ -148,6 +151,18 @@ type internal FlashState private (handle: SessionHandle) =
         match latest key with
         | ValueSome entry -> keepEntry entry
         | ValueNone -> ()
+
+    /// <summary>
+    /// Ends every incoming value at this request's commit, kept ones too, and reads none of them again: the session
+    /// now belongs to another user (an account switch). What this request flashed itself stays.
+    /// </summary>
+    member _.EndIncoming() =
+        for entry in incoming do
+            if not (flashed.Contains entry.Id) then
+                if outgoingIds.Remove entry.Id then outgoing.Remove entry.Key |> ignore
+                if isPresent entry.Id then handle.RecordMeta(Update.Remove(entryPath entry.Id))
+        incoming <- [||]
+        swept <- true
 
     /// <summary>Carries every incoming value one request further.</summary>
     member _.KeepAll() =

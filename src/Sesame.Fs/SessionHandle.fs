@@ -649,10 +649,12 @@ type SessionHandle
     /// changes and expires the client's cookie. An in-flight request of the same session cannot bring it back.
     /// The handle then holds a new, empty session, which a later change in this request would create afresh.
     /// </summary>
-    member _.DestroyAsync() : Task =
+    member this.DestroyAsync() : Task =
         ensureLoaded ()
         task {
             takePending () |> ignore
+            // The flash values the request read or kept were the ended session's.
+            this.FlashState <- null
             if stored () then
                 let! _ = store.DeleteAsync(ticket.Id, requestAborted ())
                 ()

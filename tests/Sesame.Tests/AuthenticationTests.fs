@@ -143,6 +143,26 @@ let private handle (ctx: HttpContext) : Task =
                 else
                     ctx.Response.StatusCode <- 401
                     return "anonymous"
+            | "/flash" ->
+                let! session = Session.loadAsync ctx
+                session |> Session.flash "notice" (query "value")
+                return "flashed"
+            | "/login-flashing" ->
+                // Keeps the flash it finds, flashes a welcome of its own, then signs in.
+                let! session = Session.loadAsync ctx
+                session |> Session.keepFlash "notice"
+                session |> Session.flash "welcome" (query "user")
+                do! ctx.SignInAsync(principal (query "user"))
+                return "signed in"
+            | "/read-flashes" ->
+                let! session = Session.loadAsync ctx
+                let read key = session |> Session.tryGetFlash<string> key |> Option.defaultValue "(none)"
+                let notice, welcome = read "notice", read "welcome"
+                return $"notice={notice} welcome={welcome}"
+            | "/aspnet-put" ->
+                ctx.Session.SetString("k", query "value")
+                return "put"
+            | "/aspnet-id" -> return ctx.Session.Id
             | "/sessions" ->
                 let! sessions = Sessions.ofUserAsync (query "user") ctx
                 return String.Join(",", sessions |> List.map _.Id)
@@ -157,7 +177,8 @@ let private handle (ctx: HttpContext) : Task =
 /// Starts the app: Sesame bound to cookie authentication ("Cookies", the default scheme; "External", not bound).
 let private startApp (events: Events) (configureSesame: SesameOptions -> unit) (sesameFirst: bool) =
     let services (services: IServiceCollection) =
-        services.AddSesame(fun options -> configureSesame options).AddStore(new MemoryStore()).BindToAuthentication() |> ignore
+        services.AddSesame(fun options -> configureSesame options).AddStore(new MemoryStore()).BindToAuthentication().AddSessionCompatibility()
+        |> ignore
         services
             .AddAuthentication(CookieAuthenticationDefaults.AuthenticationScheme)
             .AddCookie(fun options ->
@@ -314,6 +335,43 @@ let tests =
             let! bobs = browser.TextAsync "/sessions?user=bob"
             let! id = browser.TextAsync "/id"
             Expect.equal bobs id "it is bob's"
+        }
+
+        testCaseTask "signing in as another user leaves none of the previous user's flash values, kept or not, and gives a new ISession id"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            // Made through ISession, so that it has an ISession id of its own, which sign-in keeps.
+            let! _ = browser.TextAsync "/aspnet-put?value=x"
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! alicesId = browser.TextAsync "/aspnet-id"
+            let! again = browser.TextAsync "/aspnet-id"
+            Expect.equal again alicesId "an ISession id names the session for its life"
+            let! _ = browser.TextAsync "/flash?value=alice-private"
+            let! _ = browser.TextAsync "/login-flashing?user=bob"
+            let! flashes = browser.TextAsync "/read-flashes"
+            Expect.equal flashes "notice=(none) welcome=bob" "bob reads the welcome his login flashed, and not alice's flash, though the login kept it"
+            let! bobsId = browser.TextAsync "/aspnet-id"
+            Expect.notEqual bobsId alicesId "bob's session has an ISession id of its own"
+            let! bobsAgain = browser.TextAsync "/aspnet-id"
+            Expect.equal bobsAgain bobsId "which names it from then on"
+        }
+
+        testCaseTask "signing in again as the same user keeps the session's flash values and its ISession id"
+        <| fun () -> task {
+            let! host = startApp NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/aspnet-put?value=x"
+            let! _ = browser.TextAsync "/login?user=alice"
+            let! before = browser.TextAsync "/aspnet-id"
+            let! _ = browser.TextAsync "/flash?value=for-alice"
+            let! _ = browser.TextAsync "/login-flashing?user=alice"
+            let! flashes = browser.TextAsync "/read-flashes"
+            Expect.equal flashes "notice=for-alice welcome=alice" "both values reach the next request"
+            let! after = browser.TextAsync "/aspnet-id"
+            Expect.equal after before "the same ISession id"
         }
 
         testCaseTask "validating the auth cookie does not count as using the session: no no-cache headers"
