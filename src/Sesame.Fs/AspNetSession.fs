@@ -153,8 +153,7 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
     /// <summary>Gives a session that has an ISession id a new one: the session now belongs to another user (an account
     /// switch), whose code must not find rows an app keyed by the earlier user's id.</summary>
     static member internal RenewId(handle: SessionHandle) =
-        if (SessionPath.tryGet idFact handle.Meta).IsSome then
-            handle.RecordMeta(Update.Set(idFact, Json.string (Guid.NewGuid().ToString())))
+        if (SessionPath.tryGet idFact handle.Meta).IsSome then handle.RecordMeta(Update.Set(idFact, Json.string (Guid.NewGuid().ToString())))
 
     interface ISession with
 

@@ -177,8 +177,7 @@ let private handle (ctx: HttpContext) : Task =
 /// Starts the app: Sesame bound to cookie authentication ("Cookies", the default scheme; "External", not bound).
 let private startApp (events: Events) (configureSesame: SesameOptions -> unit) (sesameFirst: bool) =
     let services (services: IServiceCollection) =
-        services.AddSesame(fun options -> configureSesame options).AddStore(new MemoryStore()).BindToAuthentication().AddSessionCompatibility()
-        |> ignore
+        services.AddSesame(fun options -> configureSesame options).AddStore(new MemoryStore()).BindToAuthentication().AddSessionCompatibility() |> ignore
         services
             .AddAuthentication(CookieAuthenticationDefaults.AuthenticationScheme)
             .AddCookie(fun options ->
