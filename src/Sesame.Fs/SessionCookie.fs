@@ -142,6 +142,15 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
         if useCookie then context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
         if useHeader then context.Response.Headers[headerName] <- value
 
+    /// <summary>Whether the response carries a ticket already: the session cookie among its Set-Cookie headers, the
+    /// session header set, as the transport says.</summary>
+    member _.IsSent(context: HttpContext) =
+        let headers = context.Response.Headers
+        let cookieSent () =
+            let prefix = options.Cookie.Name + "="
+            headers.SetCookie |> Seq.exists (fun value -> not (isNull value) && value.StartsWith(prefix, StringComparison.Ordinal))
+        (not useCookie || cookieSent ()) && (not useHeader || not (String.IsNullOrEmpty(string headers[headerName])))
+
     /// <summary>Tells the client to drop its ticket: the cookie expires, the session header comes blank.</summary>
     member this.Expire(context: HttpContext) =
         if useCookie then context.Response.Cookies.Delete(options.Cookie.Name, options.Cookie.Build context)

@@ -25,9 +25,12 @@ type internal CookieAction =
 /// that the request keeps one session however many scopes it passes through.
 /// </summary>
 [<Sealed; AllowNullLiteral>]
-type internal SessionCarryOver(ticket: SessionTicket voption) =
+type internal SessionCarryOver(ticket: SessionTicket voption, issued: bool) =
     /// The session's ticket, or none when the earlier scope found no session or destroyed it.
     member _.Ticket = ticket
+    /// Whether the ticket is this response's to give the client (a session this request created or moved): a later
+    /// scope makes sure it still goes out, as a handler in between may have cleared the response's headers.
+    member _.Issued = issued
 
 /// <summary>How a sign-in ended.</summary>
 type SignInResult =

@@ -74,6 +74,9 @@ type internal SesameRuntime
 [<Sealed>]
 type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
     let handle = SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger)
+    /// What an earlier scope of this request left, if one did (see SessionCarryOver).
+    let carried = context.Features.Get<SessionCarryOver>()
+    let mutable carriedChecked = false
     let mutable cookieDone = CookieAction.Keep
     let mutable abandoned = false
     /// Ended before the response started, by a withSession whose branch fell through: a later scope takes over.
@@ -91,6 +94,13 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
                 | CookieAction.Issue ticket -> runtime.Cookie.Write(context, ticket)
                 | CookieAction.Expire -> runtime.Cookie.Expire context
                 | CookieAction.Keep -> ()
+        elif not carriedChecked && not (isNull carried) && carried.Issued && not context.Response.HasStarted then
+            // An earlier scope gave the client a new ticket, which a handler since may have cleared from the response
+            // (Giraffe's clearResponse in an error handler): without it the client would never find its session.
+            carriedChecked <- true
+            match carried.Ticket with
+            | ValueSome ticket when not (runtime.Cookie.IsSent context) -> runtime.Cookie.Write(context, ticket)
+            | _ -> ()
 
     /// Whether the response already varies by a request header: this runs before the headers go out and again at the
     /// end when they never did, and a later scope of the same request may run it too.
@@ -163,18 +173,33 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     /// handler fell through (<c>None</c>) so that another branch goes on with the request. A later scope then
     /// continues the same session, as this scope left it.
     /// </summary>
-    member _.Detach() =
+    member this.Detach() =
         detached <- true
+        this.Leave()
+
+    /// Takes the scope's handle off the request and leaves the session it ended with for a later scope.
+    member private _.Leave() =
         if obj.ReferenceEquals(context.Features.Get<SessionHandle>(), handle) then context.Features.Set<SessionHandle>(null)
         match context.Features.Get<Microsoft.AspNetCore.Http.Features.ISessionFeature>() with
         | :? SesameSessionFeature as feature when obj.ReferenceEquals(feature.Handle, handle) ->
             context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(null)
         | _ -> ()
-        if handle.IsLoaded then context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket))
+        if handle.IsLoaded then
+            let issued =
+                match handle.CookieAction with
+                | CookieAction.Issue _ -> true
+                | CookieAction.Keep -> not (isNull carried) && carried.Issued
+                | CookieAction.Expire -> false
+            context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket, issued))
 
-    /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed.
-    member _.Abandon() =
+    /// <summary>
+    /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed. The request
+    /// is left as if this scope had never been, so that an error handler after it (Giraffe's, with a
+    /// <c>withSession</c> of its own) goes on with the session as it is stored, rather than with a closed handle.
+    /// </summary>
+    member this.Abandon() =
         abandoned <- true
+        this.Leave()
         handle.Close()
 
     /// <summary>Runs the rest of the request with this session: commits when it finishes, stores nothing if it throws.</summary>

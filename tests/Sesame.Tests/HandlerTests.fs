@@ -3,6 +3,7 @@ module Sesame.Tests.HandlerTests
 
 open System
 open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.Http
 open Microsoft.FSharp.Core
 open Expecto
@@ -111,6 +112,86 @@ let tests =
             Expect.hasLength (setCookies response |> List.filter (fun c -> c.StartsWith "sesame=")) 1 "one cookie"
             let! shown = browser.GetTextAsync "/b"
             Expect.equal shown """{"seen":true,"b":1}""" "the next request sees the same session"
+        }
+
+        testCaseTask "a new session's cookie still goes out when a handler after the branch that made it clears the response"
+        <| fun () -> task {
+            let skipping: HttpHandler = fun _ _ -> Task.FromResult None
+            // Giraffe's clearResponse: the status, the headers (Set-Cookie among them) and the body, before they go out.
+            let clearResponse: HttpHandler =
+                fun next ctx ->
+                    ctx.Response.Clear()
+                    next ctx
+            let app =
+                choose [
+                    withSession
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "a" 1
+                        skipping)
+                    clearResponse
+                    >=> withSession
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "b" 2
+                        text (Json.serialize (Session.current s)))
+                ]
+            use! host = startHost (ObservedStore()) noOptions (runHandler app) (new LogCapture())
+            let browser = Browser host
+            let! response, body = browser.GetAsync "/"
+            Expect.equal body """{"a":1,"b":2}""" "the second branch continues the session the first made"
+            Expect.hasLength (setCookies response |> List.filter (fun c -> c.StartsWith "sesame=")) 1 "one cookie, sent again"
+            let! shown = browser.GetTextAsync "/"
+            Expect.equal shown """{"a":1,"b":2}""" "the client found its session"
+        }
+
+        testCaseTask "an error handler after a withSession whose handler threw goes on with the session as stored"
+        <| fun () -> task {
+            // Giraffe's error handler middleware: it catches what the handler threw and runs the error handler on the
+            // same request, after clearing the response.
+            let errorHandler: HttpHandler =
+                withSession
+                >=> Session.handler (fun s ->
+                    s |> Session.flash "error" "it broke"
+                    fun next ctx ->
+                        ctx.Response.Clear()
+                        (setStatusCode 500 >=> text "error") next ctx)
+            let app: HttpHandler =
+                withSession
+                >=> choose [
+                    route "/set"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "kept" 1
+                        text "set")
+                    route "/fail"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "thrown" 1
+                        fun _ _ -> failwith "boom")
+                    route "/read"
+                    >=> Session.handler (fun s ->
+                        let error = s |> Session.tryGetFlash<string> "error" |> Option.defaultValue "(none)"
+                        text $"{Json.serialize (Session.current s)} {error}")
+                ]
+            let pipeline (builder: IApplicationBuilder) =
+                let run = app (fun ctx -> Task.FromResult(Some ctx))
+                let recover = errorHandler (fun ctx -> Task.FromResult(Some ctx))
+                builder.Run(fun ctx -> task {
+                    try
+                        let! _ = run ctx
+                        ()
+                    with _ ->
+                        let! _ = recover ctx
+                        ()
+                })
+            for existing in [ false; true ] do
+                use! host = startHost (ObservedStore()) noOptions pipeline (new LogCapture())
+                let browser = Browser host
+                if existing then
+                    let! _ = browser.GetTextAsync "/set"
+                    ()
+                let! response, body = browser.GetAsync "/fail"
+                Expect.equal (int response.StatusCode, body) (500, "error") $"the error handler answered (existing session: {existing})"
+                let! shown = browser.GetTextAsync "/read"
+                let expected = if existing then """{"kept":1}""" else "{}"
+                Expect.equal shown $"{expected} it broke" $"the flash it set is read, what the failed handler set is not (existing session: {existing})"
         }
 
         testCaseTask "a Saturn-like layout, one router forwarding to two routers that each pipe through withSession, has one session"
