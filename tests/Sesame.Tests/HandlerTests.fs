@@ -19,6 +19,11 @@ let private marker (log: ResizeArray<string>) (name: string) : HttpHandler =
         log.Add name
         next ctx
 
+/// Giraffe's clearResponse: the status, the headers (Set-Cookie among them) and the body, before they go out.
+let private clearResponse: HttpHandler =
+    fun next ctx ->
+        ctx.Response.Clear()
+        next ctx
 
 type Address = { Street: string; Zip: string option }
 type Shape =
@@ -117,11 +122,6 @@ let tests =
         testCaseTask "a new session's cookie still goes out when a handler after the branch that made it clears the response"
         <| fun () -> task {
             let skipping: HttpHandler = fun _ _ -> Task.FromResult None
-            // Giraffe's clearResponse: the status, the headers (Set-Cookie among them) and the body, before they go out.
-            let clearResponse: HttpHandler =
-                fun next ctx ->
-                    ctx.Response.Clear()
-                    next ctx
             let app =
                 choose [
                     withSession
@@ -151,9 +151,7 @@ let tests =
                 withSession
                 >=> Session.handler (fun s ->
                     s |> Session.flash "error" "it broke"
-                    fun next ctx ->
-                        ctx.Response.Clear()
-                        (setStatusCode 500 >=> text "error") next ctx)
+                    clearResponse >=> setStatusCode 500 >=> text "error")
             let app: HttpHandler =
                 withSession
                 >=> choose [
