@@ -498,7 +498,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     else
                         attempt ()
         try
-            if isNull id then nullArg (nameof id)
+            SessionStore.CheckStorableId(id, nameof id)
             if isNull change then nullArg (nameof change)
             if change.BindsUser then
                 invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
@@ -567,7 +567,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                         result
                     | ValueNone -> attempt ()
         try
-            if isNull toId then nullArg (nameof toId)
+            SessionStore.CheckStorableId(toId, nameof toId)
             if isNull change then nullArg (nameof change)
             match attempt () with
             | CommitResult.Committed -> MemoryStore.Committed

@@ -410,6 +410,32 @@ type SessionStore() =
     abstract ActiveSessionCount: Nullable<int64>
     default _.ActiveSessionCount = Nullable()
 
+    /// <summary>
+    /// Whether a session can be stored under this id: it is not <c>null</c> and holds no lone UTF-16 surrogate. Files,
+    /// Redis and PostgreSQL keep ids as UTF-8, whose encoders write every lone surrogate as U+FFFD, so two such ids
+    /// would name one session (at once, or after a restart). Sesame's own ids are ASCII.
+    /// </summary>
+    /// <param name="id">The id.</param>
+    /// <returns><c>false</c> for an id no store keeps a session under: a load finds nothing, a delete deletes nothing.</returns>
+    static member IsStorableId(id: string) : bool = not (isNull id) && not (Update.hasLoneSurrogate id)
+
+    /// <summary>Refuses an id a commit or a move would store a session under when it is not
+    /// <see cref="M:Sesame.SessionStore.IsStorableId(System.String)"/>. A store of your own calls it where it takes such an id.</summary>
+    /// <param name="id">The id.</param>
+    /// <param name="paramName">The parameter the id came in, named in the exception.</param>
+    /// <exception cref="System.ArgumentNullException">The id is <c>null</c>.</exception>
+    /// <exception cref="System.ArgumentException">The id holds a lone UTF-16 surrogate.</exception>
+    static member CheckStorableId(id: string, paramName: string) : unit =
+        if isNull id then
+            raise (ArgumentNullException paramName)
+        elif Update.hasLoneSurrogate id then
+            raise (
+                ArgumentException(
+                    "A session id cannot hold a lone UTF-16 surrogate: stores keep ids as UTF-8, which cannot carry one, so two such ids would name one session.",
+                    paramName
+                )
+            )
+
     /// <summary>Where the store reports sessions it ends by itself; set by Sesame when the app starts (<c>null</c> for nobody).</summary>
     member _.Observer
         with get () = observer

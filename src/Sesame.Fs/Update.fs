@@ -92,7 +92,7 @@ module Update =
     /// Whether a string holds a UTF-16 surrogate that is not half of a pair (JSON text cannot hold one). Checked for
     /// every key and string of every update, so it allocates nothing (the span search IndexOfAnyInRange allocated 96
     /// bytes a call from F#): a short text is scanned, a long one searched for its first surrogate, vectorized.
-    let private hasLoneSurrogate (text: string) =
+    let internal hasLoneSurrogate (text: string) =
         let first = if text.Length < 32 then 0 else text.AsSpan().IndexOfAny surrogates
         if first < 0 then
             false

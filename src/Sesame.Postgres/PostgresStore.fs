@@ -660,39 +660,43 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     override _.LoadAsync(id, idleTimeout, cancellationToken) =
         try
             if isNull id then nullArg (nameof id)
-            checkOpen ()
-            let idle = idleMilliseconds idleTimeout
-            let load (token: CancellationToken) =
-                execute
-                    loadSql
-                    (fun p ->
-                        p.Add(text id) |> ignore
-                        p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
-                        p.Add(NpgsqlParameter<int64>(TypedValue = refreshMilliseconds idle)) |> ignore)
-                    (fun reader -> task {
-                        let! _ = reader.ReadAsync token
-                        return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
-                    })
-                    token
-            task {
-                let! struct (status, paths, values) = run "load" id true cancellationToken load
-                match status with
-                | "ok" ->
-                    match PostgresLayout.rebuild paths values with
-                    | Ok session -> return session
-                    | Error reason -> return raise (invalid id reason)
-                | "expired" ->
-                    this.ReportEnded(id, PostgresLayout.rebuildMeta paths values, SessionEndReason.Expired)
-                    return null
-                | _ -> return null
-            }
+            // No session is stored under such an id (UTF-8 cannot carry it).
+            if not (SessionStore.IsStorableId id) then
+                Task.FromResult<StoredSession> null
+            else
+                checkOpen ()
+                let idle = idleMilliseconds idleTimeout
+                let load (token: CancellationToken) =
+                    execute
+                        loadSql
+                        (fun p ->
+                            p.Add(text id) |> ignore
+                            p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
+                            p.Add(NpgsqlParameter<int64>(TypedValue = refreshMilliseconds idle)) |> ignore)
+                        (fun reader -> task {
+                            let! _ = reader.ReadAsync token
+                            return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2)
+                        })
+                        token
+                task {
+                    let! struct (status, paths, values) = run "load" id true cancellationToken load
+                    match status with
+                    | "ok" ->
+                        match PostgresLayout.rebuild paths values with
+                        | Ok session -> return session
+                        | Error reason -> return raise (invalid id reason)
+                    | "expired" ->
+                        this.ReportEnded(id, PostgresLayout.rebuildMeta paths values, SessionEndReason.Expired)
+                        return null
+                    | _ -> return null
+                }
         with e ->
             Task.FromException<StoredSession> e
 
     /// <inheritdoc />
     override _.CommitAsync(id, change, commit, cancellationToken) =
         try
-            if isNull id then nullArg (nameof id)
+            SessionStore.CheckStorableId(id, nameof id)
             if isNull change then nullArg (nameof change)
             if change.BindsUser then
                 invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
@@ -738,54 +742,57 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     /// <inheritdoc />
     override _.MoveAsync(fromId, toId, change, commit, cancellationToken) =
         try
-            if isNull toId then nullArg (nameof toId)
+            SessionStore.CheckStorableId(toId, nameof toId)
             if isNull change then nullArg (nameof change)
-            checkOpen ()
-            let arguments = PostgresLayout.argumentsOf change
-            let mode, user =
-                match PostgresLayout.bindingOf change with
-                | PostgresLayout.UserBinding.Keep -> 0, null
-                | PostgresLayout.UserBinding.Bind user -> 1, user
-                | PostgresLayout.UserBinding.Unbind -> 2, null
-            let idle = idleMilliseconds commit.IdleTimeout
-            let session = if isNull fromId then toId else fromId
-            let parameters (p: NpgsqlParameterCollection) =
-                p.Add(text fromId) |> ignore
-                p.Add(text toId) |> ignore
-                p.Add(NpgsqlParameter<int>(TypedValue = mode)) |> ignore
-                p.Add(text user) |> ignore
-                p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
-                p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
-                p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
-                p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
-                addChange p arguments
-            let send (token: CancellationToken) = task {
-                use! _ = gates.EnterAsync(session, token)
-                let read (reader: NpgsqlDataReader) = task {
-                    let! _ = reader.ReadAsync token
-                    let counts = if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3
-                    return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2, counts, stringsAt reader 4, stringsAt reader 5)
+            if not (isNull fromId || SessionStore.IsStorableId fromId) then
+                Task.FromResult CommitResult.SessionGone
+            else
+                checkOpen ()
+                let arguments = PostgresLayout.argumentsOf change
+                let mode, user =
+                    match PostgresLayout.bindingOf change with
+                    | PostgresLayout.UserBinding.Keep -> 0, null
+                    | PostgresLayout.UserBinding.Bind user -> 1, user
+                    | PostgresLayout.UserBinding.Unbind -> 2, null
+                let idle = idleMilliseconds commit.IdleTimeout
+                let session = if isNull fromId then toId else fromId
+                let parameters (p: NpgsqlParameterCollection) =
+                    p.Add(text fromId) |> ignore
+                    p.Add(text toId) |> ignore
+                    p.Add(NpgsqlParameter<int>(TypedValue = mode)) |> ignore
+                    p.Add(text user) |> ignore
+                    p.Add(NpgsqlParameter<int64>(TypedValue = idle)) |> ignore
+                    p.Add(NpgsqlParameter<int64>(TypedValue = int64 commit.MaxSizeBytes)) |> ignore
+                    p.Add(NpgsqlParameter<int>(TypedValue = max 0 commit.UserLimit.MaxSessions)) |> ignore
+                    p.Add(NpgsqlParameter<bool>(TypedValue = (commit.UserLimit.Policy = UserLimitPolicy.Refuse))) |> ignore
+                    addChange p arguments
+                let send (token: CancellationToken) = task {
+                    use! _ = gates.EnterAsync(session, token)
+                    let read (reader: NpgsqlDataReader) = task {
+                        let! _ = reader.ReadAsync token
+                        let counts = if reader.IsDBNull 3 then null else reader.GetFieldValue<int[]> 3
+                        return struct (reader.GetString 0, stringsAt reader 1, stringsAt reader 2, counts, stringsAt reader 4, stringsAt reader 5)
+                    }
+                    // A move carries what other requests committed to the old id since this one loaded it (their flash):
+                    // a sign-in, which binds the user and the device, is a transaction of its own.
+                    if change.MayGrowFacts then
+                        return! executeFactsBounded moveSql parameters read fromId toId commit.MaxSizeBytes token
+                    else
+                        return! execute moveSql parameters read token
                 }
-                // A move carries what other requests committed to the old id since this one loaded it (their flash):
-                // a sign-in, which binds the user and the device, is a transaction of its own.
-                if change.MayGrowFacts then
-                    return! executeFactsBounded moveSql parameters read fromId toId commit.MaxSizeBytes token
-                else
-                    return! execute moveSql parameters read token
-            }
-            task {
-                try
-                    let! struct (status, ids, reasons, counts, paths, values) = run "move" session false cancellationToken send
-                    reportEnded ids reasons counts paths values
-                    match status with
-                    | "ok" -> return CommitResult.Committed
-                    | "gone" -> return CommitResult.SessionGone
-                    | "shape" -> return CommitResult.ShapeChanged
-                    | other -> return raise (SessionStoreException($"The move function gave an unexpected status '{other}'."))
-                with
-                | :? PostgresException as e when e.SqlState = "SE004" -> return CommitResult.UserLimitReached
-                | :? PostgresException as e -> return raise (changeFailed arguments commit.MaxSizeBytes e)
-            }
+                task {
+                    try
+                        let! struct (status, ids, reasons, counts, paths, values) = run "move" session false cancellationToken send
+                        reportEnded ids reasons counts paths values
+                        match status with
+                        | "ok" -> return CommitResult.Committed
+                        | "gone" -> return CommitResult.SessionGone
+                        | "shape" -> return CommitResult.ShapeChanged
+                        | other -> return raise (SessionStoreException($"The move function gave an unexpected status '{other}'."))
+                    with
+                    | :? PostgresException as e when e.SqlState = "SE004" -> return CommitResult.UserLimitReached
+                    | :? PostgresException as e -> return raise (changeFailed arguments commit.MaxSizeBytes e)
+                }
         with e ->
             Task.FromException<CommitResult> e
 
@@ -793,16 +800,19 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     override _.DeleteAsync(id, cancellationToken) =
         try
             if isNull id then nullArg (nameof id)
-            checkOpen ()
-            run "delete" id false cancellationToken (fun token ->
-                execute
-                    deleteSql
-                    (fun p -> p.Add(text id) |> ignore)
-                    (fun reader -> task {
-                        let! _ = reader.ReadAsync token
-                        return reader.GetBoolean 0
-                    })
-                    token)
+            if not (SessionStore.IsStorableId id) then
+                Task.FromResult false
+            else
+                checkOpen ()
+                run "delete" id false cancellationToken (fun token ->
+                    execute
+                        deleteSql
+                        (fun p -> p.Add(text id) |> ignore)
+                        (fun reader -> task {
+                            let! _ = reader.ReadAsync token
+                            return reader.GetBoolean 0
+                        })
+                        token)
         with e ->
             Task.FromException<bool> e
 

@@ -810,104 +810,112 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     override _.ActiveSessionCount = activeCount
 
     /// <inheritdoc />
-    override _.LoadAsync(id, idleTimeout, cancellationToken) = task {
-        if isNull id then nullArg (nameof id)
-        let keys = keysOf id
-        let ttl = RedisLayout.ttlMilliseconds idleTimeout
-        let window = ExpiryRefresh.loadWindow ttl refreshInterval
-        let isWrongType (e: RedisServerException) = e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal)
-        // A key of another type than a session's hash (its HGETALL failed): what it holds, for the error.
-        let otherType () = task {
-            let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
-            return struct ((null: HashEntry[]), [| kind |])
-        }
-        let! struct (entries: HashEntry[], parts: RedisResult[]) =
-            bounded "load" id cancellationToken (fun token -> task {
-                // The hash by HGETALL; the script (Load.lua), which slides the expiry when due or reports a session that
-                // is gone, only when it may be needed (see ExpiryRefresh): beside the HGETALL, in the same round trip,
-                // when this store guesses so (see LoadHints), or after it, when the hash shows it. A script that returned
-                // the hash would cost Redis several times what HGETALL does. With no connection nothing is sent (the
-                // script's call says so).
-                // Only ever the primary: a replica may be behind (a session signed out there still), and a load with the
-                // primary gone must fail, as the script's call does, rather than serve that.
-                let redisNow = clock.TryNow()
-                let read =
-                    if database.IsConnected(keys[0], CommandFlags.DemandMaster) then database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster) else null
-                let guessedDue = isNull read || not (hints.LikelyNotDue(id, ttl, window, redisNow))
-                // Beside the script, the read is observed even when the script's call fails first.
-                if guessedDue && not (isNull read) then
-                    read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                let mutable quick = ValueNone
-                if not guessedDue then
-                    // Beside the read, the key's TTL, which decides whether the expiry is due (see ExpiryRefresh.due):
-                    // Redis reads it when it reads the hash, so no time the reply took, and no commit that set '#t'
-                    // without sliding, can make a due slide look done. Observed even when the read fails first.
-                    let left = database.KeyTimeToLiveAsync(keys[0], CommandFlags.DemandMaster)
-                    left.ContinueWith((fun (t: Task<Nullable<TimeSpan>>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
-                    try
-                        let! entries = read
-                        let! left = left
-                        if entries.Length > 0 then
-                            let fields = ExpiryRefresh.expiryFields entries
-                            let struct (seen, timeout) = fields
-                            let left = if left.HasValue then ValueSome(int64 left.Value.TotalMilliseconds) else ValueNone
-                            if not (ExpiryRefresh.due left seen timeout ttl window redisNow) then
-                                hints.Record(id, fields)
-                                quick <- ValueSome(struct (entries, hashReply))
-                    with :? RedisServerException as e when isWrongType e ->
-                        // The script is not needed to say so.
-                        let! reply = otherType ()
-                        quick <- ValueSome reply
-                match quick with
-                | ValueSome reply -> return reply
-                | ValueNone ->
-                    let arguments = [|
-                        prefix
-                        RedisValue.op_Implicit id
-                        RedisValue.op_Implicit ttl
-                        RedisValue.op_Implicit window
-                        RedisValue.op_Implicit (if clock.WantsReading then "1" else "0")
-                    |]
-                    let sentAt = Environment.TickCount64
-                    let! struct (reply, _) = evaluate loadScript keys arguments false token
-                    let parts = Reply.array reply
-                    if Reply.text parts[0] <> "hash" then
-                        return struct (null, parts)
-                    else
-                        let now = Reply.int64 parts[1]
-                        if now > 0L then clock.Observe(now, sentAt)
-                        let slid = Reply.int64 parts[2] = 1L
-                        if slid then hints.Record(id, now, ttl)
-                        if isNull read then
-                            // Connected again by the time the script went: read now.
-                            let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
-                            return struct (entries, parts)
-                        else
+    override _.LoadAsync(id, idleTimeout, cancellationToken) =
+        // No session is stored under such an id: its UTF-8 would name another id's keys.
+        if not (isNull id || SessionStore.IsStorableId id) then
+            Task.FromResult<StoredSession> null
+        else
+            task {
+                if isNull id then nullArg (nameof id)
+                let keys = keysOf id
+                let ttl = RedisLayout.ttlMilliseconds idleTimeout
+                let window = ExpiryRefresh.loadWindow ttl refreshInterval
+                let isWrongType (e: RedisServerException) = e.Message.StartsWith("WRONGTYPE", StringComparison.Ordinal)
+                // A key of another type than a session's hash (its HGETALL failed): what it holds, for the error.
+                let otherType () = task {
+                    let! kind = database.ExecuteAsync("TYPE", [| box keys[0] |], CommandFlags.DemandMaster)
+                    return struct ((null: HashEntry[]), [| kind |])
+                }
+                let! struct (entries: HashEntry[], parts: RedisResult[]) =
+                    bounded "load" id cancellationToken (fun token -> task {
+                        // The hash by HGETALL; the script (Load.lua), which slides the expiry when due or reports a session that
+                        // is gone, only when it may be needed (see ExpiryRefresh): beside the HGETALL, in the same round trip,
+                        // when this store guesses so (see LoadHints), or after it, when the hash shows it. A script that returned
+                        // the hash would cost Redis several times what HGETALL does. With no connection nothing is sent (the
+                        // script's call says so).
+                        // Only ever the primary: a replica may be behind (a session signed out there still), and a load with the
+                        // primary gone must fail, as the script's call does, rather than serve that.
+                        let redisNow = clock.TryNow()
+                        let read =
+                            if database.IsConnected(keys[0], CommandFlags.DemandMaster) then
+                                database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
+                            else
+                                null
+                        let guessedDue = isNull read || not (hints.LikelyNotDue(id, ttl, window, redisNow))
+                        // Beside the script, the read is observed even when the script's call fails first.
+                        if guessedDue && not (isNull read) then
+                            read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                        let mutable quick = ValueNone
+                        if not guessedDue then
+                            // Beside the read, the key's TTL, which decides whether the expiry is due (see ExpiryRefresh.due):
+                            // Redis reads it when it reads the hash, so no time the reply took, and no commit that set '#t'
+                            // without sliding, can make a due slide look done. Observed even when the read fails first.
+                            let left = database.KeyTimeToLiveAsync(keys[0], CommandFlags.DemandMaster)
+                            left.ContinueWith((fun (t: Task<Nullable<TimeSpan>>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
                             try
                                 let! entries = read
-                                if not slid then hints.Record(id, ExpiryRefresh.expiryFields entries)
-                                return struct (entries, parts)
+                                let! left = left
+                                if entries.Length > 0 then
+                                    let fields = ExpiryRefresh.expiryFields entries
+                                    let struct (seen, timeout) = fields
+                                    let left = if left.HasValue then ValueSome(int64 left.Value.TotalMilliseconds) else ValueNone
+                                    if not (ExpiryRefresh.due left seen timeout ttl window redisNow) then
+                                        hints.Record(id, fields)
+                                        quick <- ValueSome(struct (entries, hashReply))
                             with :? RedisServerException as e when isWrongType e ->
-                                // Its expiry was not due: the script did not look at it.
-                                return! otherType ()
-            })
-        match Reply.text parts[0] with
-        | "hash" when entries.Length = 0 ->
-            // Gone between the read and the script's look (deleted, or ended and then reported by the sweep).
-            return null
-        | "hash" ->
-            match RedisLayout.rebuildHash entries with
-            | Ok(struct (data, facts, size)) -> return StoredSession(data, facts, size)
-            | Error reason -> return raise (invalid id reason)
-        | "none" ->
-            reportFrom id parts 1
-            return null
-        | kind -> return raise (invalid id $"the key holds a {kind}, not a hash")
-    }
+                                // The script is not needed to say so.
+                                let! reply = otherType ()
+                                quick <- ValueSome reply
+                        match quick with
+                        | ValueSome reply -> return reply
+                        | ValueNone ->
+                            let arguments = [|
+                                prefix
+                                RedisValue.op_Implicit id
+                                RedisValue.op_Implicit ttl
+                                RedisValue.op_Implicit window
+                                RedisValue.op_Implicit (if clock.WantsReading then "1" else "0")
+                            |]
+                            let sentAt = Environment.TickCount64
+                            let! struct (reply, _) = evaluate loadScript keys arguments false token
+                            let parts = Reply.array reply
+                            if Reply.text parts[0] <> "hash" then
+                                return struct (null, parts)
+                            else
+                                let now = Reply.int64 parts[1]
+                                if now > 0L then clock.Observe(now, sentAt)
+                                let slid = Reply.int64 parts[2] = 1L
+                                if slid then hints.Record(id, now, ttl)
+                                if isNull read then
+                                    // Connected again by the time the script went: read now.
+                                    let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
+                                    return struct (entries, parts)
+                                else
+                                    try
+                                        let! entries = read
+                                        if not slid then hints.Record(id, ExpiryRefresh.expiryFields entries)
+                                        return struct (entries, parts)
+                                    with :? RedisServerException as e when isWrongType e ->
+                                        // Its expiry was not due: the script did not look at it.
+                                        return! otherType ()
+                    })
+                match Reply.text parts[0] with
+                | "hash" when entries.Length = 0 ->
+                    // Gone between the read and the script's look (deleted, or ended and then reported by the sweep).
+                    return null
+                | "hash" ->
+                    match RedisLayout.rebuildHash entries with
+                    | Ok(struct (data, facts, size)) -> return StoredSession(data, facts, size)
+                    | Error reason -> return raise (invalid id reason)
+                | "none" ->
+                    reportFrom id parts 1
+                    return null
+                | kind -> return raise (invalid id $"the key holds a {kind}, not a hash")
+            }
 
     /// <inheritdoc />
     override _.CommitAsync(id, change, commit, cancellationToken) = task {
-        if isNull id then nullArg (nameof id)
+        SessionStore.CheckStorableId(id, nameof id)
         if isNull change then nullArg (nameof change)
         if change.BindsUser then invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
         let keys = keysOf id
@@ -953,7 +961,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     /// (deletes the copy, takes the mark away) and goes on with the old session.</para>
     /// </remarks>
     override _.MoveAsync(fromId, toId, change, commit, cancellationToken) = task {
-        if isNull toId then nullArg (nameof toId)
+        SessionStore.CheckStorableId(toId, nameof toId)
         if isNull change then nullArg (nameof change)
         let owner = ownerAfter change
         let toKey = sessionKey toId
@@ -963,26 +971,33 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 (nameof toId)
                 "On Redis Cluster a session bound to a user must have an id that starts with the user's shard character (Sesame's sign-in makes such ids), so that it shares a slot with the user's index."
         let across = cluster && not (isNull fromId) && connection.HashSlot(sessionKey fromId) <> connection.HashSlot toKey
-        return!
-            bounded "move" (if isNull fromId then toId else fromId) cancellationToken (fun token ->
-                if across then moveAcross fromId toId change commit owner token else moveWithin fromId toId change commit owner cluster token)
+        if not (isNull fromId || SessionStore.IsStorableId fromId) then
+            return CommitResult.SessionGone
+        else
+            return!
+                bounded "move" (if isNull fromId then toId else fromId) cancellationToken (fun token ->
+                    if across then moveAcross fromId toId change commit owner token else moveWithin fromId toId change commit owner cluster token)
     }
 
     /// <inheritdoc />
-    override _.DeleteAsync(id, cancellationToken) = task {
-        if isNull id then nullArg (nameof id)
-        let keys = keysOf id
-        let arguments = [| prefix; RedisValue.op_Implicit id |]
-        let! struct (parts, acknowledged) =
-            bounded "delete" id cancellationToken (fun token -> onSession id (fun () -> evaluate deleteScript keys arguments true token) token)
-        match Reply.text parts[0] with
-        | "deleted" ->
-            replicated "delete" id acknowledged
-            return true
-        | _ ->
-            reportFrom id parts 1
-            return false
-    }
+    override _.DeleteAsync(id, cancellationToken) =
+        if not (isNull id || SessionStore.IsStorableId id) then
+            Task.FromResult false
+        else
+            task {
+                if isNull id then nullArg (nameof id)
+                let keys = keysOf id
+                let arguments = [| prefix; RedisValue.op_Implicit id |]
+                let! struct (parts, acknowledged) =
+                    bounded "delete" id cancellationToken (fun token -> onSession id (fun () -> evaluate deleteScript keys arguments true token) token)
+                match Reply.text parts[0] with
+                | "deleted" ->
+                    replicated "delete" id acknowledged
+                    return true
+                | _ ->
+                    reportFrom id parts 1
+                    return false
+            }
 
     /// <summary>
     /// Lists live sessions, a page at a time, in id order (byte order of the ids' UTF-8): one user's from the user's

@@ -291,6 +291,29 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"a":1}""")) "loaded"
         }
 
+        testCaseTask "an id that UTF-8 cannot carry (a lone surrogate) is refused by commits and moves, and names no other id's session"
+        <| fun () -> task {
+            let under = start ()
+            let store = under.Store
+            let stem = newId ()
+            // Encoders write each lone surrogate as U+FFFD: stored, these ids would all name the last one's session.
+            let replaced = stem + "\uFFFD"
+            let lone = [ stem + string (char 0xD800); stem + string (char 0xDC00) ]
+            let! _ = store.CommitAsync(replaced, changeOf [ setAt "owner" "\"replacement\"" ], creating, testToken ())
+            for id in lone do
+                let! _ = throwsAsync<ArgumentException>(fun () -> store.CommitAsync(id, changeOf [ setAt "owner" "\"lone\"" ], creating, testToken ()) :> Task)
+                let! _ = throwsAsync<ArgumentException>(fun () -> store.MoveAsync(replaced, id, SessionChange.Empty, creating, testToken ()) :> Task)
+                let! _ = throwsAsync<ArgumentException>(fun () -> store.MoveAsync(null, id, SessionChange.Empty, creating, testToken ()) :> Task)
+                let! loaded = load store id
+                Expect.equal loaded None "a load of the id finds nothing"
+                let! moved = store.MoveAsync(id, newId (), SessionChange.Empty, creating, testToken ())
+                Expect.equal moved CommitResult.SessionGone "a move from the id finds nothing"
+                let! deleted = store.DeleteAsync(id, testToken ())
+                Expect.isFalse deleted "a delete of the id finds nothing"
+            let! kept = load store replaced
+            Expect.equal kept (Some(json """{"owner":"replacement"}""")) "the session whose id has U+FFFD itself is untouched"
+        }
+
         testCaseTask "an idle session expires and is never served after"
         <| fun () -> task {
             let under = start ()

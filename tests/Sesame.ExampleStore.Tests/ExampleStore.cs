@@ -145,7 +145,7 @@ public sealed class ExampleStore : SessionStore
 
     private CommitResult Commit(string id, SessionChange change, CommitOptions options)
     {
-        ArgumentNullException.ThrowIfNull(id);
+        SessionStore.CheckStorableId(id, nameof(id));
         ArgumentNullException.ThrowIfNull(change);
         if (change.BindsUser)
         {
@@ -185,7 +185,7 @@ public sealed class ExampleStore : SessionStore
 
     private CommitResult Move(string? fromId, string toId, SessionChange change, CommitOptions options)
     {
-        ArgumentNullException.ThrowIfNull(toId);
+        SessionStore.CheckStorableId(toId, nameof(toId));
         ArgumentNullException.ThrowIfNull(change);
         var ended = new List<Ended>();
         try

@@ -438,7 +438,7 @@ type FileStore
             Task.FromCanceled<CommitResult> cancellationToken
         else
             try
-                if isNull id then nullArg (nameof id)
+                SessionStore.CheckStorableId(id, nameof id)
                 if isNull change then nullArg (nameof change)
                 if change.BindsUser then
                     invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
@@ -529,7 +529,7 @@ type FileStore
             Task.FromCanceled<CommitResult> cancellationToken
         else
             try
-                if isNull toId then nullArg (nameof toId)
+                SessionStore.CheckStorableId(toId, nameof toId)
                 if isNull change then nullArg (nameof change)
                 ensureWritable ()
                 let fromBytes = if isNull fromId then [||] else Text.Encoding.UTF8.GetBytes fromId
