@@ -1,5 +1,6 @@
 /// The crash test's worker. `run PATH WRITERS COMPACTION_MIN_BYTES` opens a file store and commits from
-/// WRITERS concurrent tasks until killed; `try-open PATH` only tries to open the file.
+/// WRITERS concurrent tasks until killed; `moves PATH COMPACTION_MIN_BYTES` moves one session from id to id until killed;
+/// `fill PATH` commits until a write fails (see filler); `try-open PATH` only tries to open the file.
 ///
 /// Each writer w repeats, for n = 1, 2, 3, ...:
 ///   1. session "w{w}": set n = n, increment count by 1, set pad to a string of (n * 37 % 1500) x's;
@@ -97,6 +98,39 @@ let private mover (store: SessionStore) : Task = task {
         say $"ok m {k}"
 }
 
+/// Fills the file until a write fails (the test runs this under a file size limit, as a full disk), after a compaction
+/// (so the file written to is one a compaction renamed into place): 64 writers commit new sessions of different sizes,
+/// so that the write that fails is a batch of several, and each goes on until three of its commits failed. Prints
+/// "ok ID" or "fail ID" for each, "error MESSAGE" for the first failure, then "listed ID" for each session the listing
+/// shows and "count N" for the store's count.
+let private filler (store: FileStore) : Task = task {
+    for i in 0..9 do
+        let! _ = store.CommitAsync($"pre{i}", change [ Update.set (SessionPath.parse "i") (Json.int64 (int64 i)) ], creating, token)
+        say $"ok pre{i}"
+    do! store.CompactAsync()
+    let reported = ref 0
+    let writer (w: int) : Task = task {
+        let mutable n = 0
+        let mutable failures = 0
+        while failures < 3 do
+            let id = $"f{w}-{n}"
+            let pad = Json.string (String('x', 40 + (w * 37 + n * 11) % 120))
+            n <- n + 1
+            try
+                let! _ = store.CommitAsync(id, change [ Update.set (SessionPath.parse "pad") pad ], creating, token)
+                say $"ok {id}"
+            with :? SessionStoreException as e ->
+                say $"fail {id}"
+                if Threading.Interlocked.Exchange(&reported.contents, 1) = 0 then say ("error " + e.Message.ReplaceLineEndings " ")
+                failures <- failures + 1
+    }
+    do! Task.WhenAll [| for w in 0..63 -> writer w |]
+    let! listed = store |> SessionStore.listAllAsync (SessionQuery.All 1000) token
+    for summary in listed do
+        say $"listed {summary.Id}"
+    say $"count {store.Count}"
+}
+
 [<EntryPoint>]
 let main argv =
     match argv with
@@ -121,6 +155,11 @@ let main argv =
         say "ready"
         (mover store).Wait()
         0
+    | [| "fill"; path |] ->
+        use store = FileStore.Open path
+        say "ready"
+        (filler store).Wait()
+        0
     | _ ->
-        eprintfn "usage: Sesame.CrashWorker run PATH WRITERS COMPACTION_MIN_BYTES | moves PATH COMPACTION_MIN_BYTES | try-open PATH"
+        eprintfn "usage: Sesame.CrashWorker run PATH WRITERS COMPACTION_MIN_BYTES | moves PATH COMPACTION_MIN_BYTES | fill PATH | try-open PATH"
         2

@@ -107,9 +107,20 @@ module CrashWorker =
              if build.ExitCode <> 0 then failwith $"Building the crash worker failed:\n{output}\n{errors.Result}"
              IO.Path.Combine(root, "tests", "Sesame.CrashWorker", "bin", configuration, framework, "Sesame.CrashWorker.dll"))
 
+    /// How the worker is started: by dotnet itself, or (Unix) through bash under a limit on the size of the files it
+    /// writes, so that a write past it fails as on a full disk (EFBIG, SIGXFSZ ignored), cut short at the limit.
+    let private startInfo (arguments: string list) (fileSizeLimitKiB: int option) =
+        match fileSizeLimitKiB with
+        | None -> ProcessStartInfo(dotnet, build.Value :: arguments)
+        | Some kib ->
+            let start = ProcessStartInfo("bash", [ "-c"; $"trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""; dotnet; build.Value ] @ arguments)
+            // The runtime's double-mapped code pages are a file too: under the limit it would fail to start with them.
+            start.Environment["DOTNET_EnableWriteXorExecute"] <- "0"
+            start
+
     /// A running worker, its stdout lines collected as they come.
-    type Running(arguments: string list) =
-        let start = ProcessStartInfo(dotnet, build.Value :: arguments)
+    type Running(arguments: string list, fileSizeLimitKiB: int option) =
+        let start = startInfo arguments fileSizeLimitKiB
         do
             start.RedirectStandardOutput <- true
             start.RedirectStandardError <- true
@@ -130,6 +141,8 @@ module CrashWorker =
                     lines.Enqueue line
                     if line = "ready $" then ready.TrySetResult() |> ignore
         }
+
+        new(arguments: string list) = new Running(arguments, None)
 
         member _.Ready = ready.Task
         member _.HasExited = proc.HasExited
@@ -826,6 +839,96 @@ let tests =
                 // The failed open let go of the file: opening again meets the same damage, not "in use".
                 let again = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
                 Expect.stringContains again.Message ($"corrupt at byte offset {second}") "again.Message"
+        }
+
+        testCaseTask "damage inside a compacted file's snapshot is an error naming its offset, even when nothing was written after it"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let file = directory.File "compacted"
+            let store = FileStore.Open file
+            for i in 1..40 do
+                do! commit store $"s{i}" [ setAt "i" (string i) ]
+            // Compacted on an idle store: the file ends with the snapshot.
+            do! store.CompactAsync()
+            store.Dispose()
+            let original = IO.File.ReadAllBytes file
+            let offsets =
+                let mutable at = int64 FileLog.FileHeaderLength
+                [
+                    while at < original.LongLength do
+                        yield at
+                        at <- at + int64 FileLog.RecordHeaderLength + int64 (BitConverter.ToUInt32(original, int at))
+                ]
+            Expect.equal offsets.Length 40 "offsets.Length"
+            for damaged in [ offsets[0]; offsets[20]; offsets[38] ] do
+                let bytes = Array.copy original
+                bytes[int damaged + 20] <- bytes[int damaged + 20] ^^^ 0x5Auy
+                IO.File.WriteAllBytes(file, bytes)
+                let error = throws<SessionStoreException>(fun () -> FileStore.Open file |> ignore)
+                Expect.stringContains error.Message $"corrupt at byte offset {damaged}" "damage, named by its offset, not a torn tail"
+                Expect.equal (IO.File.ReadAllBytes file: byte[]) bytes "the file is left as it was"
+            // The last record, written once the others were flushed, shows they were: damage to it alone is read as a
+            // torn tail, and cuts nothing but it.
+            let bytes = Array.copy original
+            bytes[int offsets[39] + 20] <- bytes[int offsets[39] + 20] ^^^ 0x5Auy
+            IO.File.WriteAllBytes(file, bytes)
+            use reopened = FileStore.Open file
+            Expect.equal reopened.Count 39 "reopened.Count"
+            Expect.equal reopened.FileLength offsets[39] "reopened.FileLength"
+        }
+
+        testCaseTask "a full disk fails the commits of the write it cut short, and none of them shows in listings or comes back on reopening"
+        <| fun () -> task {
+            if OperatingSystem.IsWindows() then skiptest "A file size limit (ulimit -f) stands in for a full disk on Unix only."
+            use directory = new TempDirectory()
+            let file = directory.File "full"
+            // 48 KiB: a few hundred sessions, then a write cut short at the limit, as on a full disk.
+            use worker = new CrashWorker.Running([ "fill"; file ], Some 48)
+            let! code, output = worker.ExitAsync()
+            Expect.equal code 0 ($"The worker failed: {worker.Errors}\n{output}")
+            let lines = output.Split('\n') |> Array.map (fun line -> line.TrimEnd(' ', '$'))
+            let withPrefix (prefix: string) = lines |> Array.filter (fun line -> line.StartsWith prefix) |> Array.map (fun line -> line.Substring prefix.Length)
+            let acknowledged = set (withPrefix "ok ")
+            let failed = set (withPrefix "fail ")
+            Expect.isGreaterThan acknowledged.Count 100 "sessions written before the limit"
+            Expect.isGreaterThan failed.Count 64 "commits failed at the limit"
+            Expect.isLessThanOrEqual (fileLength file) (48L * 1024L) "the file stops at the limit"
+            // The failure names the session file, not the file the compaction wrote before renaming it into place.
+            let error = Expect.wantSome (Array.tryHead (withPrefix "error ")) "the failure's message"
+            Expect.stringContains error file "the message names the session file"
+            Expect.isFalse (error.Contains ".compacting") "the message names no compaction file"
+            // In the process that saw the failure, listings and counts show what the file holds.
+            Expect.equal (set (withPrefix "listed ")) acknowledged "listed"
+            Expect.equal (withPrefix "count ") [| string acknowledged.Count |] "count"
+            // And so does the file: every acknowledged commit, and none that failed.
+            use reopened = FileStore.Open file
+            Expect.equal reopened.Count acknowledged.Count "reopened.Count"
+            for id in failed do
+                let! session = load reopened id
+                Expect.isNone session $"{id} failed, yet the file holds it"
+            for id in acknowledged do
+                let! session = load reopened id
+                Expect.isSome session $"{id} was acknowledged, yet the file lacks it"
+        }
+
+        testCaseTask "a session file opened through a symbolic link stays a link after compactions"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let target = directory.File "real.sessions"
+            let link = directory.File "link.sessions"
+            IO.File.CreateSymbolicLink(link, target) |> ignore
+            let store = FileStore.Open link
+            for i in 1..5 do
+                do! commit store $"s{i}" [ setAt "i" (string i) ]
+            do! store.CompactAsync()
+            do! commit store "after" [ setAt "x" "1" ]
+            store.Dispose()
+            Expect.equal (IO.FileInfo(link).LinkTarget) target "the link is still a link to the file"
+            Expect.isFalse (IO.File.Exists(link + ".compacting") || IO.File.Exists(target + ".compacting")) "no compaction file left"
+            use reopened = FileStore.Open link
+            Expect.equal reopened.Count 6 "reopened.Count"
+            let! after = load reopened "after"
+            Expect.equal after (Some(Json.object [ "x", Json.int64 1L ])) "after"
         }
 
         testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut"

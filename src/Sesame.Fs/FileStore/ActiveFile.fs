@@ -15,6 +15,11 @@ type internal ActiveFile(path: string, opened: SafeFileHandle, openedLength: int
     let mutable length = openedLength
     let mutable durableLength = openedLength
     let mutable faulted: exn = null
+    /// The path the handle was opened at: a compaction's file, once renamed over this one, was opened at PATH.compacting.
+    let mutable openedAt = path
+
+    /// The error of a write to the handle, naming the file by its path (a compacted file's handle names the old one).
+    let named (e: IO.IOException) : exn = if openedAt = path then e else IO.IOException(e.Message.Replace(openedAt, path), e)
 
     /// Files are opened exclusively: an advisory flock on Unix (FileShare.None); on Windows a share
     /// mode that still lets a compaction rename over the open file.
@@ -63,18 +68,37 @@ type internal ActiveFile(path: string, opened: SafeFileHandle, openedLength: int
 
     /// Writes the bytes at the end of the file.
     member _.Append(bytes: ReadOnlySpan<byte>) =
-        IO.RandomAccess.Write(handle, bytes, length)
+        try
+            IO.RandomAccess.Write(handle, bytes, length)
+        with :? IO.IOException as e ->
+            raise (named e)
         Volatile.Write(&length, length + int64 bytes.Length)
 
     /// Flushes everything written to disk.
     member _.Flush() =
-        IO.RandomAccess.FlushToDisk handle
+        try
+            IO.RandomAccess.FlushToDisk handle
+        with :? IO.IOException as e ->
+            raise (named e)
         durableLength <- length
 
-    /// Goes on with a compacted file, flushed to its end, that has been renamed over this one.
-    member _.Replace(next: SafeFileHandle, nextLength: int64) =
+    /// Cuts the file back to <paramref name="end"/> after a write or flush failed past it, and flushes the cut. A write
+    /// cut short (a full disk) leaves whole records of its batch before the point it failed at, and a failed flush may
+    /// still have put them on disk: replay would keep them, bringing back commits that were reported failed.
+    member _.CutBack(``end``: int64) =
+        try
+            IO.RandomAccess.SetLength(handle, ``end``)
+            IO.RandomAccess.FlushToDisk handle
+        with :? IO.IOException as e ->
+            raise (named e)
+        Volatile.Write(&length, ``end``)
+        durableLength <- min durableLength ``end``
+
+    /// Goes on with a compacted file, flushed to its end, that has been renamed over this one from <paramref name="nextPath"/>.
+    member _.Replace(next: SafeFileHandle, nextPath: string, nextLength: int64) =
         let old = handle
         handle <- next
+        openedAt <- nextPath
         Volatile.Write(&length, nextLength)
         durableLength <- nextLength
         // Closing the last handle of the replaced file frees its blocks, which can take tens of

@@ -65,28 +65,39 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
         let target = IO.File.OpenHandle(tempPath, IO.FileMode.Create, IO.FileAccess.ReadWrite, ActiveFile.Share, IO.FileOptions.None)
         try
             IO.RandomAccess.Write(target, ReadOnlySpan(FileLog.fileHeader ()), 0L)
-            // The whole snapshot is flushed before it can matter, so its records name the header as flushed.
+            // The whole snapshot is flushed before it can matter, so its records name the header as flushed; all but the
+            // last, which is held back until the others are flushed and then names them so: damage to any of them is
+            // then an error at open, naming its offset, rather than read as a torn tail that cuts every session after it.
             let writer = RecordWriter(target, int64 FileLog.FileHeaderLength, int64 FileLog.FileHeaderLength, true)
-            let mutable count = 0
+            let count = ref 0
+            let last: byte[] ref = ref null
+            let add (payload: byte[]) =
+                if not (isNull last.Value) then writer.Append last.Value
+                last.Value <- payload
+                count.Value <- count.Value + 1
             // The ring first, then the map: a session taken out of the ring before the walk reaches it is in the map
             // before the map's walk starts, so it is met there; one taken out after is met in the ring (and maybe in
             // the map too: a replay keeps an id's last record). Its values never change while it is in the ring.
             for struct (id, value, expires, lastUsed) in sessions.ColdSessions(fun _ expires -> expires > t) do
                 token.ThrowIfCancellationRequested()
-                writer.Append(FileLog.snapshotPayload FileLog.KindCreate expires lastUsed id value.Data value.Meta)
-                count <- count + 1
+                add (FileLog.snapshotPayload FileLog.KindCreate expires lastUsed id value.Data value.Meta)
             for KeyValue(id, session) in sessions.Items do
                 token.ThrowIfCancellationRequested()
                 // Read without the session's lock: only the writer sets Visible, and a session it changes meanwhile is
                 // written again at the end (Touched).
                 match snapshotOf id session t with
                 | null -> if session.IsDeadAt t then dead.Add(struct (id, session))
-                | payload ->
-                    writer.Append payload
-                    count <- count + 1
+                | payload -> add payload
             writer.Flush()
             IO.RandomAccess.FlushToDisk target
-            { Target = target; Length = writer.Position; Sessions = count; Dead = dead.ToArray() }
+            let mutable length = writer.Position
+            if not (isNull last.Value) then
+                let record = Array.zeroCreate<byte>(FileLog.RecordHeaderLength + last.Value.Length)
+                FileLog.frame record 0 length last.Value |> ignore
+                IO.RandomAccess.Write(target, ReadOnlySpan record, length)
+                IO.RandomAccess.FlushToDisk target
+                length <- length + int64 record.Length
+            { Target = target; Length = length; Sessions = count.Value; Dead = dead.ToArray() }
         with _ ->
             target.Dispose()
             (try
@@ -180,7 +191,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
                 abandon e
             if newLength >= 0L then
                 let before = file.Length
-                file.Replace(target, newLength)
+                file.Replace(target, tempPath, newLength)
                 try
                     syncDirectory ()
                     FileStoreLog.compactedFile

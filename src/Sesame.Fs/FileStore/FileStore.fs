@@ -71,7 +71,8 @@ open Microsoft.Extensions.Logging.Abstractions
 /// writes it), and for kind 5 the old id's length (int32), the old id, then the change. All little-endian. A version 1
 /// file (no last-seen field, data patches only) is read and compacted to version 2 when opened.</para>
 /// <para><b>Logging.</b> Event ids 101 opened, 102 torn tail cut, 103 compacted, 104 compaction failed, 105 write failed,
-/// 106 replay mismatch, 107 no directory flush on this platform, 108 stale compaction file deleted, 109 closed.</para>
+/// 106 replay mismatch, 107 no directory flush on this platform, 108 stale compaction file deleted, 109 closed, 110 a
+/// failed write could not be cut back.</para>
 /// </remarks>
 [<Sealed>]
 type FileStore
@@ -291,7 +292,18 @@ type FileStore
         let logger = if isNull logger then NullLogger.Instance :> ILogger else logger
         let time = if isNull time then TimeProvider.System else time
         options.Check()
-        let path = IO.Path.GetFullPath path
+        // A symbolic link is followed to the file it names: a compaction writes its file beside that one and renames it
+        // over it, leaving the link in place.
+        let path =
+            let path = IO.Path.GetFullPath path
+            match IO.FileInfo(path).LinkTarget with
+            | null -> path
+            | linked ->
+                try
+                    IO.File.ResolveLinkTarget(path, true).FullName
+                with :? IO.FileNotFoundException ->
+                    // A link to a file not created yet: the store creates it where the link points.
+                    IO.Path.GetFullPath(IO.Path.Combine(IO.Path.GetDirectoryName path, linked))
         let stopwatch = Stopwatch.StartNew()
         let handle = ActiveFile.OpenExclusive path
         let store =

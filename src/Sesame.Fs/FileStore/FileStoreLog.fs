@@ -2,7 +2,7 @@ namespace Sesame
 
 open Microsoft.Extensions.Logging
 
-/// The file store's log messages, with stable event ids (101 to 109).
+/// The file store's log messages, with stable event ids (101 to 110).
 [<RequireQualifiedAccess>]
 module internal FileStoreLog =
 
@@ -65,6 +65,13 @@ module internal FileStoreLog =
     let private closed =
         LoggerMessage.Define<string, int64>(LogLevel.Debug, EventId(109, "FileStoreClosed"), "Closed the session file {SessionPath} at {FileBytes} bytes.")
 
+    let private cutBackFailed =
+        LoggerMessage.Define<string, int64>(
+            LogLevel.Critical,
+            EventId(110, "FileStoreCutBackFailed"),
+            "After a failed write, {SessionPath} could not be cut back to {FileBytes} bytes: records of commits reported failed may be in it, and come back when it is reopened."
+        )
+
     let openedFile (logger: ILogger) path count bytes ms = opened.Invoke(logger, path, count, bytes, ms, null)
     let cutTornTail (logger: ILogger) dropped offset path = tornTail.Invoke(logger, dropped, offset, path, null)
     let compactedFile (logger: ILogger) path before after count ms held = compacted.Invoke(logger, path, before, after, count, ms, held, null)
@@ -74,3 +81,4 @@ module internal FileStoreLog =
     let directorySyncUnavailable (logger: ILogger) path = noDirectorySync.Invoke(logger, path, null)
     let deletedStaleTemp (logger: ILogger) path = staleTempDeleted.Invoke(logger, path, null)
     let closedFile (logger: ILogger) path bytes = closed.Invoke(logger, path, bytes, null)
+    let cutBackError (logger: ILogger) path bytes (error: exn) = cutBackFailed.Invoke(logger, path, bytes, error)

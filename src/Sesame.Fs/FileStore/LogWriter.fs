@@ -56,7 +56,22 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
             signalled <- true
             Monitor.Pulse queueLock)
 
-    let fail (item: LogItem) (error: exn) = if not (isNull item.Completion) then item.Completion.TrySetException error |> ignore
+    /// Takes back what queueing a record changed, once a session has no record left on its way: its newest value is
+    /// again the one loads serve (the file's), so that listings and counts do not show a change that failed.
+    let unqueue (session: FileSession) =
+        lock session (fun () ->
+            session.Pending <- session.Pending - 1
+            if session.Pending = 0 then
+                session.Latest <- session.Visible
+                session.LatestExpires <- session.VisibleExpires
+                sessions.DropIfVacant session)
+
+    /// Fails a record that was not written: its commit fails, and its sessions go back to what the file holds.
+    let fail (item: LogItem) (error: exn) =
+        if item.Kind <> FileLog.KindTouch then
+            unqueue item.Session
+            if not (isNull item.MovedFrom) then unqueue item.MovedFrom
+        if not (isNull item.Completion) then item.Completion.TrySetException error |> ignore
 
     /// Makes a flushed batch visible to loads, then completes its commits.
     let publish (batch: ResizeArray<LogItem>) (first: int) (count: int) =
@@ -117,11 +132,17 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
                 bytes <- bytes + FileLog.RecordHeaderLength + batch[first + count].Payload.Length
                 count <- count + 1
             if isNull file.Faulted then
+                let before = file.Length
                 try
                     writeRecords batch first count bytes
                 with e ->
                     file.Faulted <- e
                     FileStoreLog.writeError logger path e
+                    // These commits fail: none of their records may come back when the file is replayed.
+                    try
+                        file.CutBack before
+                    with cut ->
+                        FileStoreLog.cutBackError logger path before cut
             if isNull file.Faulted then
                 publish batch first count
             else
