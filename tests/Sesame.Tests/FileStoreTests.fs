@@ -893,10 +893,7 @@ let tests =
             Expect.isGreaterThan acknowledged.Count 100 "sessions written before the limit"
             Expect.isGreaterThan failed.Count 64 "commits failed at the limit"
             Expect.isLessThanOrEqual (fileLength file) (48L * 1024L) "the file stops at the limit"
-            // The failure names the session file, not the file the compaction wrote before renaming it into place.
-            let error = Expect.wantSome (Array.tryHead (withPrefix "error ")) "the failure's message"
-            Expect.stringContains error file "the message names the session file"
-            Expect.isFalse (error.Contains ".compacting") "the message names no compaction file"
+            Expect.isNonEmpty (withPrefix "error ") "the failure's message"
             // In the process that saw the failure, listings and counts show what the file holds.
             Expect.equal (set (withPrefix "listed ")) acknowledged "listed"
             Expect.equal (withPrefix "count ") [| string acknowledged.Count |] "count"
@@ -910,6 +907,19 @@ let tests =
                 let! session = load reopened id
                 Expect.isSome session $"{id} was acknowledged, yet the file lacks it"
         }
+
+        testCase "a write error after a compaction names the session file, not the file the compaction renamed into place"
+        <| fun () ->
+            if not (OperatingSystem.IsLinux()) then skiptest "/dev/full (every write fails with ENOSPC) is Linux's."
+            use directory = new TempDirectory()
+            let path = directory.File "sessions"
+            let file = ActiveFile(path, ActiveFile.OpenExclusive path, 0L)
+            // A handle on /dev/full stands in for a compacted file on a full disk: the kernel's own ENOSPC.
+            file.Replace(IO.File.OpenHandle("/dev/full", IO.FileMode.Open, IO.FileAccess.Write), "/dev/full", 0L)
+            let error = throws<IO.IOException>(fun () -> file.Append(ReadOnlySpan [| 1uy; 2uy |]))
+            Expect.stringContains error.Message path "the message names the session file"
+            Expect.isFalse (error.Message.Contains "/dev/full") $"the message names the file by its old name: {error.Message}"
+            file.Close Abstractions.NullLogger.Instance
 
         testCaseTask "a session file opened through a symbolic link stays a link after compactions"
         <| fun () -> task {
