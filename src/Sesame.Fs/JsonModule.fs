@@ -160,7 +160,8 @@ module Json =
 
     /// <summary>
     /// Serializer options that handle F# records, unions, options, lists and maps
-    /// (FSharp.SystemTextJson), with the same depth limit as Sesame's parser.
+    /// (FSharp.SystemTextJson) and BigInteger (as a JSON number, every digit kept), with the same depth limit as
+    /// Sesame's parser.
     /// A new instance each call, so callers may customise it.
     /// </summary>
     let createSerializerOptions () : JsonSerializerOptions =
@@ -169,6 +170,7 @@ module Json =
         options.Encoder <- JavaScriptEncoder.UnsafeRelaxedJsonEscaping
         // Sesame's own tree first: FSharp.SystemTextJson's converter would otherwise claim it as an F# union.
         options.Converters.Add(JsonValueConverter())
+        options.Converters.Add(BigIntegerConverter())
         options.Converters.Add(JsonFSharpConverter())
         options
 

@@ -567,6 +567,18 @@ let tests =
             let pickup = { cart with Shipping = Pickup; Coupon = None; Lines = []; Tags = Map.empty }
             Expect.equal (Json.decode<Cart>(Json.encode pickup)) pickup "Json.decode<Cart> (Json.encode pickup)"
 
+        testCase "a BigInteger encodes as the JSON number it is, every digit kept, and decodes back; a fraction or a string does not"
+        <| fun () ->
+            let big = Numerics.BigInteger.Parse "-123456789012345678901234567890123456789"
+            Expect.equal (Json.encode big) (json "-123456789012345678901234567890123456789") "Json.encode big"
+            Expect.equal (Json.decode<Numerics.BigInteger>(Json.encode big)) big "Json.decode (Json.encode big)"
+            Expect.equal (Json.encode [ big; Numerics.BigInteger.Zero ]) (json "[-123456789012345678901234567890123456789,0]") "in a list"
+            // An increment of it stays exact: the stored value is a number.
+            let incremented = Json.object [ "n", Json.encode big ] |> Patch.apply (Patch.fold [ Update.increment (path "n") 1m ])
+            Expect.equal incremented (json """{"n":-123456789012345678901234567890123456788}""") "incremented"
+            throwsAny<JsonException>(fun () -> Json.decode<Numerics.BigInteger>(json "1.5") |> ignore) |> ignore
+            throwsAny<JsonException>(fun () -> Json.decode<Numerics.BigInteger>(json "\"12\"") |> ignore) |> ignore
+
         testCase "decoding JSON that does not fit the type is a JsonException"
         <| fun () -> throwsAny<JsonException>(fun () -> Json.decode<Line>(json """{"sku":1,"qty":"x","price":1}""") |> ignore) |> ignore
 
