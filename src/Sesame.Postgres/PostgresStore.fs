@@ -570,6 +570,10 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
                 }
                 :> Task)
 
+    /// An id no session is stored under (one that UTF-8 cannot carry): loads, deletes and moves from it find nothing
+    /// without asking the server. (A null id is refused further on.)
+    let namesNoSession (id: string) = not (isNull id) && not (SessionStore.IsStorableId id)
+
     let checkOpen () = if Volatile.Read &disposed <> 0 then raise (ObjectDisposedException(nameof PostgresStore))
 
     /// <summary>A store on an existing data source, with default options and no logging. The caller keeps owning the data source.</summary>
@@ -660,8 +664,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     override _.LoadAsync(id, idleTimeout, cancellationToken) =
         try
             if isNull id then nullArg (nameof id)
-            // No session is stored under such an id (UTF-8 cannot carry it).
-            if not (SessionStore.IsStorableId id) then
+            if namesNoSession id then
                 Task.FromResult<StoredSession> null
             else
                 checkOpen ()
@@ -744,7 +747,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
         try
             SessionStore.CheckStorableId(toId, nameof toId)
             if isNull change then nullArg (nameof change)
-            if not (isNull fromId || SessionStore.IsStorableId fromId) then
+            if namesNoSession fromId then
                 Task.FromResult CommitResult.SessionGone
             else
                 checkOpen ()
@@ -800,7 +803,7 @@ type PostgresStore private (dataSource: NpgsqlDataSource, options: PostgresStore
     override _.DeleteAsync(id, cancellationToken) =
         try
             if isNull id then nullArg (nameof id)
-            if not (SessionStore.IsStorableId id) then
+            if namesNoSession id then
                 Task.FromResult false
             else
                 checkOpen ()

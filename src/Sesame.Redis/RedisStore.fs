@@ -220,6 +220,10 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     let shardOf (id: string) = shards[int (RedisLayout.tagOf id)]
 
+    /// An id no session is stored under (one that UTF-8 cannot carry, whose encoding would name another id's keys):
+    /// loads, deletes and moves from it find nothing without asking the server. (A null id is refused further on.)
+    let namesNoSession (id: string) = not (isNull id) && not (SessionStore.IsStorableId id)
+
     let sessionKey (id: string) : RedisKey = (RedisKey.op_Implicit id: RedisKey).Prepend (shardOf id).SessionPrefix
 
     let userKey (owner: string) : RedisKey = RedisKey.op_Implicit (options.KeyPrefix + "{" + string owner[0] + "}u:" + owner.Substring 1)
@@ -811,8 +815,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     /// <inheritdoc />
     override _.LoadAsync(id, idleTimeout, cancellationToken) =
-        // No session is stored under such an id: its UTF-8 would name another id's keys.
-        if not (isNull id || SessionStore.IsStorableId id) then
+        if namesNoSession id then
             Task.FromResult<StoredSession> null
         else
             task {
@@ -971,7 +974,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                 (nameof toId)
                 "On Redis Cluster a session bound to a user must have an id that starts with the user's shard character (Sesame's sign-in makes such ids), so that it shares a slot with the user's index."
         let across = cluster && not (isNull fromId) && connection.HashSlot(sessionKey fromId) <> connection.HashSlot toKey
-        if not (isNull fromId || SessionStore.IsStorableId fromId) then
+        if namesNoSession fromId then
             return CommitResult.SessionGone
         else
             return!
@@ -981,7 +984,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
 
     /// <inheritdoc />
     override _.DeleteAsync(id, cancellationToken) =
-        if not (isNull id || SessionStore.IsStorableId id) then
+        if namesNoSession id then
             Task.FromResult false
         else
             task {
