@@ -919,6 +919,7 @@ let tests =
             let error = throws<IO.IOException>(fun () -> file.Append(ReadOnlySpan [| 1uy; 2uy |]))
             Expect.stringContains error.Message path "the message names the session file"
             Expect.isFalse (error.Message.Contains "/dev/full") $"the message names the file by its old name: {error.Message}"
+            Expect.equal error.HResult 28 "the error keeps the system's code for a full disk (ENOSPC)"
             file.Close Abstractions.NullLogger.Instance
 
         testCaseTask "a session file opened through a symbolic link stays a link after compactions"
@@ -939,6 +940,12 @@ let tests =
             Expect.equal reopened.Count 6 "reopened.Count"
             let! after = load reopened "after"
             Expect.equal after (Some(Json.object [ "x", Json.int64 1L ])) "after"
+            // Links that loop name no file: the open says so, as for any file it cannot open.
+            let loop, back = directory.File "loop.sessions", directory.File "back.sessions"
+            IO.File.CreateSymbolicLink(loop, back) |> ignore
+            IO.File.CreateSymbolicLink(back, loop) |> ignore
+            let error = throws<SessionStoreException>(fun () -> FileStore.Open loop |> ignore)
+            Expect.stringContains error.Message "cannot be opened" "error.Message"
         }
 
         testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut"

@@ -18,8 +18,9 @@ type internal ActiveFile(path: string, opened: SafeFileHandle, openedLength: int
     /// The path the handle was opened at: a compaction's file, once renamed over this one, was opened at PATH.compacting.
     let mutable openedAt = path
 
-    /// The error of a write to the handle, naming the file by its path (a compacted file's handle names the old one).
-    let named (e: IO.IOException) : exn = if openedAt = path then e else IO.IOException(e.Message.Replace(openedAt, path), e)
+    /// The error of a write to the handle, naming the file by its path (a compacted file's handle names the old one),
+    /// with the operating system's error code (what tells a full disk) kept.
+    let named (e: IO.IOException) : exn = if openedAt = path then e else IO.IOException(e.Message.Replace(openedAt, path), e.HResult)
 
     /// Files are opened exclusively: an advisory flock on Unix (FileShare.None); on Windows a share
     /// mode that still lets a compaction rename over the open file.

@@ -301,9 +301,13 @@ type FileStore
             | linked ->
                 try
                     IO.File.ResolveLinkTarget(path, true).FullName
-                with :? IO.FileNotFoundException ->
+                with
+                | :? IO.FileNotFoundException ->
                     // A link to a file not created yet: the store creates it where the link points.
                     IO.Path.GetFullPath(IO.Path.Combine(IO.Path.GetDirectoryName path, linked))
+                | :? IO.IOException as e ->
+                    // A loop of links, or one too long to follow.
+                    raise (SessionStoreException($"The session file '{path}' cannot be opened: {e.Message}", e))
         let stopwatch = Stopwatch.StartNew()
         let handle = ActiveFile.OpenExclusive path
         let store =
