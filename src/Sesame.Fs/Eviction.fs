@@ -217,12 +217,14 @@ type internal SessionBounds
         maxBytes: int64,
         count: unit -> int64,
         bytes: unit -> int64,
-        evict: EvictionNode -> unit,
+        /// Evicts the session of a node taken out of the order; false when the store keeps it (put back in the order)
+        /// and can evict nothing now (a store whose writes fail): the pass then stops.
+        evict: EvictionNode -> bool,
         /// Evicts the oldest of the sessions the store holds outside the order (the memory store's ring of new
         /// sessions, the file store's of sessions replayed and unused since), never the session being acknowledged
         /// (given as its node in the order or null, and as its position outside it or -1), and past that one only when
         /// the count (true) and not only the bytes are over; in a pass that evicts new sessions only, or returning ones
-        /// too (true). False when it evicts none: there is none, or the order's next victim goes first.
+        /// too (true). False when it evicts none: there is none, the order's next victim goes first, or the store can evict nothing now.
         evictUnordered: EvictionNode -> int64 -> bool -> bool -> bool
     ) =
     let lowCount = maxCount - maxCount / 64L
@@ -240,9 +242,8 @@ type internal SessionBounds
             else
                 match policy.TakeVictim(except, orReturning) with
                 | null -> more <- false
-                | victim ->
-                    evict victim
-                    taken <- taken + 1
+                | victim when evict victim -> taken <- taken + 1
+                | _ -> more <- false
         taken
 
     /// The target below which a pass stops: the low-water mark of a bound that was passed, else the bound.

@@ -241,6 +241,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     attempt ()
             | _ -> ()
         attempt ()
+        true
 
     /// A session deleted between its creation and its admission to the eviction order leaves the order again.
     let leaveOrderIfGone (id: string) (node: EvictionNode) =

@@ -131,7 +131,8 @@ type private CountingStore(maxCount: int64, maxBytes: int64, order: Order) =
                 | true, size ->
                     bytes <- bytes - size
                     evicted.Add node.Id
-                | _ -> ()
+                    true
+                | _ -> true
         )
     member _.Bounds = bounds
     member _.Bytes = bytes

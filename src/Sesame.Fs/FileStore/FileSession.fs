@@ -265,6 +265,27 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         this.SetHeldBytes(session, 0L)
         policy.Remove session.Node |> ignore
 
+    /// Puts a session back to what the file holds, once none of its records is on its way and the last ones failed:
+    /// its newest value is again the one loads serve, counted as that value, in its user's index and in the eviction
+    /// order (as a returning session) when it has one; dropped when it has none. A failed commit, delete, move or
+    /// eviction thereby leaves no trace in listings, counts or the bounds. Call under the session's lock.
+    member this.Restore(session: FileSession) =
+        session.Latest <- session.Visible
+        session.LatestExpires <- session.VisibleExpires
+        session.FileExpires <- session.VisibleExpires
+        match session.Visible with
+        | null -> this.DropIfVacant session
+        | _ when session.Removed -> ()
+        | value ->
+            this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount session.Id) (int64 value.Length))
+            this.SetHeldBytes(session, FileSessionMemory.ofValue session.Id.Length value)
+            let user =
+                match SessionMeta.userOf (value.ParseMeta()) with
+                | Some user -> user
+                | None -> null
+            this.Index(session.Id, session, user)
+            policy.Admit(session.Node, true)
+
     /// Drops a session from the map. Call under the session's lock.
     member this.Drop(id: string, session: FileSession) =
         session.Removed <- true

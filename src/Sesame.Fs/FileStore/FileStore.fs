@@ -153,12 +153,14 @@ type FileStore
         completion.Task
 
     /// Queues the delete record of a session (its lock held), and takes its value away; false when it had none.
-    /// Nobody waits for an eviction's record (null completion): it is written with the next batch.
-    let queueDeleteRecord (id: string) (session: FileSession) (completion: TaskCompletionSource<CommitResult>) =
+    /// Nobody waits for an eviction's record (null completion): it is written with the next batch. <c>written</c>
+    /// (null for nothing) runs once the record is flushed: never, if writing it fails and the session stays.
+    let queueDeleteRecord (id: string) (session: FileSession) (completion: TaskCompletionSource<CommitResult>) (written: Action) =
         if isNull session.Latest && isNull session.Visible && session.Pending = 0 then
             false
         else
             let item = LogItem(session, FileLog.KindDelete, FileLog.payload FileLog.KindDelete 0L 0L session.Id [||], null, 0L, completion)
+            item.Written <- written
             if writer.Enqueue item then
                 session.Latest <- null
                 session.FileExpires <- 0L
@@ -172,29 +174,33 @@ type FileStore
             else
                 raise (file.ClosedError())
 
-    /// Queues the delete of a session (its lock held); nothing when there was nothing to delete.
-    let queueDelete (id: string) (session: FileSession) =
+    /// Queues the delete of a session (its lock held); nothing when there was nothing to delete. <c>written</c> as for
+    /// queueDeleteRecord.
+    let queueDelete (id: string) (session: FileSession) (written: Action) =
         let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
-        if queueDeleteRecord id session completion then ValueSome completion.Task else ValueNone
+        if queueDeleteRecord id session completion written then ValueSome completion.Task else ValueNone
 
-    /// Evicts the session of a node the eviction order gave up: a delete record, and the report (an expired one is
-    /// reported as expired). Takes that session's lock only.
+    /// What reports a session the store ends by itself, once its delete record is flushed (see LogItem.Written).
+    let reportOnceWritten (id: string) (value: SessionText) (reason: SessionEndReason) =
+        Action(fun () -> this.ReportEnded(id, (if isNull value then Json.emptyObject else value.ParseMeta()), reason))
+
+    /// Evicts the session of a node the eviction order gave up: a delete record, reported once it is written (an
+    /// expired session as expired). Takes that session's lock only. False when writes fail: the store can delete
+    /// nothing, so the session goes back in the order (as returning), still counted, and the bounds stop.
     let evict (node: EvictionNode) =
         match sessions.TryGetValue node.Id with
         | true, session when obj.ReferenceEquals(session.Node, node) ->
-            let ended =
-                lock session (fun () ->
-                    if session.Removed || isNull session.Latest || not (isNull file.Faulted) then
-                        ValueNone
-                    else
-                        let value = session.Latest
-                        let expired = session.LatestExpires <= now ()
-                        if queueDeleteRecord node.Id session null then ValueSome struct (value, expired) else ValueNone)
-            match ended with
-            | ValueSome(struct (value, expired)) ->
-                this.ReportEnded(node.Id, value.ParseMeta(), (if expired then SessionEndReason.Expired else SessionEndReason.Evicted))
-            | ValueNone -> ()
-        | _ -> ()
+            lock session (fun () ->
+                if session.Removed || isNull session.Latest then
+                    true
+                elif not (isNull file.Faulted) then
+                    sessions.Policy.Admit(node, true)
+                    false
+                else
+                    let reason = if session.LatestExpires <= now () then SessionEndReason.Expired else SessionEndReason.Evicted
+                    queueDeleteRecord node.Id session null (reportOnceWritten node.Id session.Latest reason) |> ignore
+                    true)
+        | _ -> true
 
     /// Evicts the oldest of the sessions replayed and unused since (taken out of the ring first), unless what the
     /// order would evict next goes first: a session used since the store opened by one request only, or a session
@@ -215,9 +221,7 @@ type FileStore
                 | _ -> Int64.MinValue
             match sessions.TakeOldestCold before with
             | null -> false
-            | session ->
-                evict session.Node
-                true
+            | session -> evict session.Node
 
     let bounds =
         SessionBounds(
@@ -267,13 +271,8 @@ type FileStore
             else
                 let leastRecentFirst (struct (a, _, seenA)) (struct (b, _, seenB)) = LeastRecentFirst.compare a seenA b seenB
                 for struct (id, session, _) in others |> List.sortWith leastRecentFirst |> List.truncate excess do
-                    let ended =
-                        lock session (fun () ->
-                            let value = session.Latest
-                            if session.Removed then ValueNone else queueDelete id session |> ValueOption.map (fun _ -> value))
-                    match ended with
-                    | ValueSome value -> this.ReportEnded(id, (if isNull value then Json.emptyObject else value.ParseMeta()), SessionEndReason.UserLimit)
-                    | ValueNone -> ()
+                    lock session (fun () ->
+                        if not session.Removed then queueDelete id session (reportOnceWritten id session.Latest SessionEndReason.UserLimit) |> ignore)
                 true
 
     do writer.Start()
@@ -387,6 +386,9 @@ type FileStore
 
     /// The number of live sessions the bound counts (expired ones not yet swept included; deleted ones not).
     member _.LiveCount = int sessions.LiveCount
+
+    /// The file commits are appended to (for tests: one that fails every write stands in for a full disk).
+    member internal _.ActiveFile = file
 
     /// <summary>The memory the live sessions take, as the store counts it: their JSON and their bookkeeping (expired ones not
     /// yet swept included): what <see cref="P:Sesame.FileStoreOptions.MaxTotalBytes"/> bounds.</summary>
@@ -620,7 +622,7 @@ type FileStore
                                     null
                                 else
                                     let wasLive = live session (now ())
-                                    match queueDelete id session with
+                                    match queueDelete id session null with
                                     | ValueSome written -> task {
                                         let! _ = written
                                         return wasLive

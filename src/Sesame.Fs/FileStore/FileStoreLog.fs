@@ -2,7 +2,7 @@ namespace Sesame
 
 open Microsoft.Extensions.Logging
 
-/// The file store's log messages, with stable event ids (101 to 110).
+/// The file store's log messages, with stable event ids (101 to 111).
 [<RequireQualifiedAccess>]
 module internal FileStoreLog =
 
@@ -72,6 +72,13 @@ module internal FileStoreLog =
             "After a failed write, {SessionPath} could not be cut back to {FileBytes} bytes: records of commits reported failed may be in it, and come back when it is reopened."
         )
 
+    let private reportFailed =
+        LoggerMessage.Define<string>(
+            LogLevel.Error,
+            EventId(111, "FileStoreEndReportFailed"),
+            "Reporting a session that {SessionPath}'s store ended (evicted, or over its user's limit) failed; the session is ended all the same."
+        )
+
     let openedFile (logger: ILogger) path count bytes ms = opened.Invoke(logger, path, count, bytes, ms, null)
     let cutTornTail (logger: ILogger) dropped offset path = tornTail.Invoke(logger, dropped, offset, path, null)
     let compactedFile (logger: ILogger) path before after count ms held = compacted.Invoke(logger, path, before, after, count, ms, held, null)
@@ -82,3 +89,4 @@ module internal FileStoreLog =
     let deletedStaleTemp (logger: ILogger) path = staleTempDeleted.Invoke(logger, path, null)
     let closedFile (logger: ILogger) path bytes = closed.Invoke(logger, path, bytes, null)
     let cutBackError (logger: ILogger) path bytes (error: exn) = cutBackFailed.Invoke(logger, path, bytes, error)
+    let reportError (logger: ILogger) path (error: exn) = reportFailed.Invoke(logger, path, error)

@@ -27,6 +27,9 @@ type internal LogItem
     member _.Completion = completion
     /// For a move, the session it left (null otherwise): gone for loads once the record is flushed.
     member _.MovedFrom = movedFrom
+    /// What to do once the record is flushed, before any commit of its batch completes (null for nothing): an eviction
+    /// reports the session it ended then, so a session whose delete record fails is never reported ended.
+    member val Written: Action = null with get, set
 
     /// A record of one session.
     new(session, kind, payload, data, expires, completion) = LogItem(session, kind, payload, data, expires, completion, null)
@@ -56,15 +59,12 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
             signalled <- true
             Monitor.Pulse queueLock)
 
-    /// Takes back what queueing a record changed, once a session has no record left on its way: its newest value is
-    /// again the one loads serve (the file's), so that listings and counts do not show a change that failed.
+    /// Takes back what queueing a record changed, once a session has no record left on its way (see
+    /// FileSessions.Restore), so that listings, counts and the bounds do not show a change that failed.
     let unqueue (session: FileSession) =
         lock session (fun () ->
             session.Pending <- session.Pending - 1
-            if session.Pending = 0 then
-                session.Latest <- session.Visible
-                session.LatestExpires <- session.VisibleExpires
-                sessions.DropIfVacant session)
+            if session.Pending = 0 then sessions.Restore session)
 
     /// Fails a record that was not written: its commit fails, and its sessions go back to what the file holds.
     let fail (item: LogItem) (error: exn) =
@@ -96,6 +96,15 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
                         from.Pending <- from.Pending - 1
                         from.Visible <- null
                         sessions.DropIfVacant from)
+        // Reported before the commits complete: a commit queued after an eviction finds it reported when it returns.
+        for i in first .. first + count - 1 do
+            match batch[i].Written with
+            | null -> ()
+            | written ->
+                try
+                    written.Invoke()
+                with e ->
+                    FileStoreLog.reportError logger path e
         for i in first .. first + count - 1 do
             let item = batch[i]
             if not (isNull item.Completion) then item.Completion.TrySetResult CommitResult.Committed |> ignore
