@@ -948,6 +948,31 @@ let tests =
             Expect.stringContains error.Message "cannot be opened" "error.Message"
         }
 
+        testCase "a device, a pipe, or a link to one, is refused as the session file, and left as it was"
+        <| fun () ->
+            if not (OperatingSystem.IsLinux()) then skiptest "Devices and mkfifo as Linux has them."
+            use directory = new TempDirectory()
+            let kindOf (path: string) =
+                use stat = Process.Start(ProcessStartInfo("stat", [ "-L"; "-c"; "%F"; path ], RedirectStandardOutput = true))
+                let kind = stat.StandardOutput.ReadToEnd().Trim()
+                stat.WaitForExit()
+                kind
+            let pipe = directory.File "pipe"
+            use mkfifo = Process.Start("mkfifo", [ pipe ])
+            mkfifo.WaitForExit()
+            let link = directory.File "null.sessions"
+            IO.File.CreateSymbolicLink(link, "/dev/null") |> ignore
+            for path, kind in [ "/dev/null", "character special file"; link, "character special file"; pipe, "fifo" ] do
+                Expect.equal (kindOf path) kind $"{path} before"
+                let error = throws<SessionStoreException>(fun () -> FileStore.Open path |> ignore)
+                Expect.stringContains error.Message "is not a regular file" $"{path}: error.Message"
+                Expect.equal (kindOf path) kind $"{path} is left as it was"
+            Expect.isNotNull (IO.FileInfo(link).LinkTarget) "the link is still a link"
+            Expect.equal
+                (IO.Directory.GetFiles directory.Info.FullName |> Array.map IO.Path.GetFileName |> Array.sort)
+                [| "null.sessions"; "pipe" |]
+                "nothing else was made"
+
         testCaseTask "damage to an expiry slide written before an acknowledged commit is reported as damage, and the commit is never cut"
         <| fun () -> task {
             use directory = new TempDirectory()

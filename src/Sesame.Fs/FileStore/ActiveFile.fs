@@ -107,10 +107,10 @@ type internal ActiveFile(path: string, opened: SafeFileHandle, openedLength: int
         Task.Run(fun () -> old.Dispose()) |> ignore
 
     /// Flushes what is written but not flushed (unless writing failed), and closes the file.
-    member _.Close(logger: ILogger) =
+    member this.Close(logger: ILogger) =
         if isNull faulted && durableLength < length then
             try
-                IO.RandomAccess.FlushToDisk handle
+                this.Flush()
             with e ->
                 FileStoreLog.writeError logger path e
         FileStoreLog.closedFile logger path length

@@ -283,7 +283,7 @@ type FileStore
     /// <param name="logger">Where the store logs (<c>null</c> for none).</param>
     /// <param name="time">The clock for expiry (<c>null</c> for the system clock).</param>
     /// <returns>The open store; dispose it to flush and release the file.</returns>
-    /// <exception cref="T:Sesame.SessionStoreException">The file is in use by another process or store, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use by another process or store, cannot be opened, is not a regular file (a device, say) or not a Sesame session file, or is corrupt before its last write.</exception>
     /// <exception cref="System.ArgumentException">The path is empty or the options are out of range.</exception>
     static member Open(path: string, options: FileStoreOptions, logger: ILogger, time: TimeProvider) : FileStore =
         if String.IsNullOrWhiteSpace path then invalidArg (nameof path) "The session file's path is empty."
@@ -311,6 +311,7 @@ type FileStore
         let handle = ActiveFile.OpenExclusive path
         let store =
             try
+                if RegularFile.check handle = ValueSome false then raise (RegularFile.notRegular path)
                 let created = IO.RandomAccess.GetLength handle = 0L
                 Compaction.DeleteLeftover(path, logger)
                 let replayed =
@@ -323,12 +324,19 @@ type FileStore
                         replayed
                     with :? IO.IOException as e ->
                         raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
+                // Where the platform could not tell: a device keeps nothing of what replay wrote or read.
+                if IO.RandomAccess.GetLength handle <> replayed.Length then raise (RegularFile.notRegular path)
                 let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions replayed
                 FileStoreLog.openedFile logger path sessions.Count replayed.Length stopwatch.ElapsedMilliseconds
                 let file = ActiveFile(path, handle, replayed.Length)
                 let compaction = Compaction(file, sessions, options, logger, time)
                 struct (new FileStore(path, options, time, file, sessions, compaction, LogWriter(file, compaction, sessions, logger)), replayed.Version)
-            with _ ->
+            with
+            | :? NotSupportedException as e ->
+                handle.Dispose()
+                // Reading at an offset: a pipe or a socket, where the platform could not tell before.
+                raise (SessionStoreException((RegularFile.notRegular path).Message, e))
+            | _ ->
                 handle.Dispose()
                 reraise ()
         let struct (store, version) = store
@@ -353,20 +361,20 @@ type FileStore
     /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
     /// <param name="logger">Where the store logs (<c>null</c> for none).</param>
     /// <returns>The open store; dispose it to flush and release the file.</returns>
-    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a regular file or not a Sesame session file, or is corrupt before its last write.</exception>
     static member Open(path: string, options: FileStoreOptions, logger: ILogger) : FileStore = FileStore.Open(path, options, logger, TimeProvider.System)
 
     /// <summary>Opens (or creates) the session file at <paramref name="path"/>, without logging.</summary>
     /// <param name="path">The file; its directory is created if missing.</param>
     /// <param name="options">The store's options (<c>null</c> for the defaults).</param>
     /// <returns>The open store; dispose it to flush and release the file.</returns>
-    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a regular file or not a Sesame session file, or is corrupt before its last write.</exception>
     static member Open(path: string, options: FileStoreOptions) : FileStore = FileStore.Open(path, options, null, TimeProvider.System)
 
     /// <summary>Opens (or creates) the session file at <paramref name="path"/> with default options and no logging.</summary>
     /// <param name="path">The file; its directory is created if missing.</param>
     /// <returns>The open store; dispose it to flush and release the file.</returns>
-    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a Sesame session file, or is corrupt before its last write.</exception>
+    /// <exception cref="T:Sesame.SessionStoreException">The file is in use, cannot be opened, is not a regular file or not a Sesame session file, or is corrupt before its last write.</exception>
     static member Open(path: string) : FileStore = FileStore.Open(path, null, null, TimeProvider.System)
 
     /// The full path of the session file.
