@@ -175,7 +175,18 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
 
         member _.CommitAsync(cancellationToken: CancellationToken) : Task =
             // The request's folded commit, now rather than just before the response starts (a no-op without changes).
-            if handle.IsLoaded then handle.CommitAsync cancellationToken else Task.CompletedTask
+            if handle.IsLoaded then
+                handle.CommitAsync cancellationToken
+            else
+                match handle.LoadBegun with
+                // Nothing read or changed the session: nothing to commit.
+                | null -> Task.CompletedTask
+                // A load that failed (the store is down) throws its error here: the changes made meanwhile were
+                // dropped, and must not be taken for saved. One still on its way is waited for, then committed.
+                | loading -> task {
+                    do! (if cancellationToken.CanBeCanceled then loading.WaitAsync cancellationToken else loading)
+                    do! handle.CommitAsync cancellationToken
+                  }
 
         member _.TryGetValue(key: string, value: byref<byte[]>) : bool =
             let path = keyPath key

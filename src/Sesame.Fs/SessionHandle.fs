@@ -350,6 +350,9 @@ type SessionHandle
             if isNull loading then loading <- load ()
             loading)
 
+    /// The load a read, a change or a preload began, whatever became of it; null when none began.
+    member internal _.LoadBegun: Task = lock gate (fun () -> loading)
+
     /// The request's flash state (<c>Flash.fs</c>), made on first use of the flash; null until then.
     member val internal FlashState: obj = null with get, set
 

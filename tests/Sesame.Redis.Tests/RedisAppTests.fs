@@ -13,8 +13,10 @@ open System.Net.Http
 open System.Text.Json
 open System.Threading
 open System.Threading.Tasks
+open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Hosting
+open Microsoft.AspNetCore.Http
 open Microsoft.AspNetCore.TestHost
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Hosting
@@ -352,5 +354,59 @@ let tests =
                 let count = stored.RootElement.GetProperty("count").GetInt32()
                 Expect.isGreaterThanOrEqual count acked.Length "Every acknowledged increment is counted."
                 Expect.isLessThanOrEqual count attempted "No increment is counted that was never attempted."
+        }
+
+        testCaseTask "ISession on Redis: while Redis is down, an explicit CommitAsync throws the store's error, so a change it dropped is never reported saved"
+        <| fun () -> task {
+            use data = new TempDirectory "sesame-redis-isession-"
+            use redis = new RedisServer(data.Info.FullName)
+            let! store = RedisStore.ConnectAsync(redis.EndPoint, RedisStoreOptions(OperationTimeout = TimeSpan.FromSeconds 3.0), null)
+            // As an app that saves before answering: a write it cannot save answers 503, not "saved".
+            let handler: HttpHandler =
+                fun next ctx -> task {
+                    let key = string ctx.Request.Query["key"]
+                    match ctx.Request.Path.Value with
+                    | "/save" ->
+                        ctx.Session.SetString(key, "saved")
+                        let! saved = task {
+                            try
+                                do! ctx.Session.CommitAsync()
+                                return true
+                            with _ ->
+                                return false
+                        }
+                        if not saved then ctx.Response.StatusCode <- 503
+                        return! text (if saved then "saved" else "not saved") next ctx
+                    | _ ->
+                        return!
+                            text
+                                (match ctx.Session.GetString key with
+                                 | null -> "(none)"
+                                 | value -> value)
+                                next
+                                ctx
+                }
+            let services (services: IServiceCollection) = services.AddSesame().AddStore(store :> SessionStore).AddSessionCompatibility() |> ignore
+            let pipeline (app: IApplicationBuilder) =
+                app.UseSesame() |> ignore
+                runHandler handler app
+            use! host = startHostWith InMemory services pipeline (new LogCapture())
+            let browser = Browser host
+            let! before = browser.GetTextAsync "/save?key=before"
+            Expect.equal before "saved" "saved while Redis is up"
+            redis.Stop()
+            let! response, body = browser.GetAsync "/save?key=during"
+            Expect.equal (int response.StatusCode, body) (503, "not saved") "the commit threw: the app knows the change was not saved"
+            redis.Start()
+            // Once the connection is back, the session holds what was saved, and nothing reported unsaved.
+            let clock = Stopwatch.StartNew()
+            let mutable shown = None
+            while shown.IsNone do
+                let! response, body = browser.GetAsync "/get?key=before"
+                if response.IsSuccessStatusCode && body = "saved" then shown <- Some body
+                elif clock.Elapsed > TimeSpan.FromSeconds 30.0 then failwith $"Redis was not back within 30 s: {int response.StatusCode} {body}"
+                else do! Task.Delay 100
+            let! during = browser.GetTextAsync "/get?key=during"
+            Expect.equal during "(none)" "the change made while Redis was down is not there"
         }
     ]
