@@ -192,6 +192,10 @@ type internal SegmentedLru(maxEntries: int) =
     /// <summary>The session <c>TakeVictim</c> would take, left in the order; null when there is none.</summary>
     member _.PeekVictim(except: EvictionNode, orReturning: bool) : EvictionNode = lock gate (fun () -> nextVictim except orReturning)
 
+    /// <summary>The least recently used returning session other than <paramref name="except"/>, left in the order; null
+    /// when there is none.</summary>
+    member _.PeekReturning(except: EvictionNode) : EvictionNode = lock gate (fun () -> returning.Coldest except)
+
     /// <summary>Whether the session is in the returning segment.</summary>
     member _.IsReturning(node: EvictionNode) = Volatile.Read &node.Segment = 2
 

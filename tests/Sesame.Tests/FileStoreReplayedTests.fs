@@ -85,6 +85,38 @@ let private trimmedOnOpen (isObject: int -> bool) (keptInRing: int) = task {
     Expect.equal trimmed.ReplayedUnusedCount keptInRing "those of them still in the ring"
 }
 
+/// r1-r100, each last seen at its number's second, the first <c>objects</c> of them replayed as objects (two records), the
+/// rest into the ring; reopened with room for 100. The replayed sessions count as returning ones: past the returning
+/// segment's share of the bound (80) the oldest go before new sessions, so new ones keep the rest, as before a restart.
+let private restartedFull (objects: int) = task {
+    use sessionFile = new SessionFile()
+    let file, clock = sessionFile.Path, sessionFile.Clock
+    let writing = FileStore.Open(file, null, null, clock)
+    for i in 1..100 do
+        clock.Advance(TimeSpan.FromSeconds 1.0)
+        do! commit writing $"r{i}" [ setAt "n" (string i) ]
+        if i <= objects then do! commitWith existing writing $"r{i}" [ Update.increment (path "n") 0M ]
+    do! writing.DisposeAsync()
+    use store = FileStore.Open(file, FileStoreOptions(MaxSessions = 100), null, clock)
+    let sessions = store :> SessionStore
+    Expect.equal store.ReplayedUnusedCount (100 - objects) "replayed into the ring"
+    for id in "first" :: [ for i in 1..19 -> $"new{i}" ] do
+        clock.Advance(TimeSpan.FromSeconds 1.0)
+        do! commit sessions id [ setAt "n" "0" ]
+    Expect.contains (store.Eviction.EvictionOrder()) "first" "the first new session outlived 19 newer ones"
+    // From then on new sessions evict new ones: the replayed sessions keep their share.
+    for i in 20..60 do
+        clock.Advance(TimeSpan.FromSeconds 1.0)
+        do! commit sessions $"new{i}" [ setAt "n" "0" ]
+    Expect.isFalse (List.contains "first" (store.Eviction.EvictionOrder())) "the first new session went once 20 newer ones came"
+    Expect.equal store.ReplayedUnusedCount (min 80 (100 - objects)) "the ring's sessions past the share went, and only they"
+    Expect.isLessThanOrEqual store.LiveCount 100 "within the bound"
+    // The twenty seen least recently went, wherever they were held.
+    for i in 1..100 do
+        let! tree = load sessions $"r{i}"
+        if i <= 20 then Expect.isNone tree $"r{i} went" else Expect.equal (counterOf tree) i $"r{i} kept"
+}
+
 /// Writes s1-s400, each about 920 bytes (a counter and 900 bytes of padding), used a second apart; gives what the
 /// store held of them, as objects, before it closed.
 let private writePaddedSessions (file: string) (clock: ManualClock) = task {
@@ -325,6 +357,12 @@ let tests =
                 let! tree = load sessions $"r{i}"
                 Expect.equal (counterOf tree) i $"r{i} kept"
         }
+
+        testCaseTask "after a restart with a full file, a new session outlives a fifth of the bound's worth of newer ones" <| fun () -> restartedFull 0
+
+        testCaseTask
+            "after a restart with a full file whose oldest sessions replay as objects, a new session outlives a fifth of the bound's worth of newer ones"
+        <| fun () -> restartedFull 30
 
         testCaseTask "the byte bound counts replayed sessions held without objects, and trims them on open least recently used first"
         <| fun () -> task {

@@ -207,21 +207,32 @@ type FileStore
     /// last seen before it. So the ring's sessions count as returning ones, and all the sessions replayed go least
     /// recently seen first, wherever they are held: in the ring, or as objects in either segment of the order (past
     /// its capacity the returning segment hands its least recently used to the new one). A pass that evicts only new
-    /// sessions evicts ring sessions only ahead of replayed objects handed so. False when it evicts none.
+    /// sessions evicts ring sessions only ahead of replayed objects handed so, or when the ring and the returning
+    /// segment together hold more than the segment's capacity (80% of the bound): then the oldest of them goes before
+    /// any new session, as the segment's overflow would, else a restart with a full file would leave new sessions no
+    /// room, each evicted by the next. False when it evicts none.
     let evictCold (except: EvictionNode) (_: int64) (_: bool) (orReturning: bool) =
+        let policy = sessions.Policy
+        // Evicts the ring's least recently used session if it was last seen at or before the time.
+        let evictRingBefore (before: int64) =
+            match sessions.TakeOldestCold before with
+            | null -> false
+            | session -> evict session.Node
         // Once the ring is empty (soon after a flood's restart, or at once) eviction looks at the order alone.
         if sessions.ColdCount = 0 then
             false
         else
-            let before =
-                match sessions.Policy.PeekVictim(except, orReturning) with
-                | null -> if orReturning then Int64.MaxValue else Int64.MinValue
-                // Read without the session's lock: an order of eviction needs no more than a recent time.
-                | :? FileSession as next when next.UnusedSinceOpen || sessions.Policy.IsReturning next -> next.LastSeen
-                | _ -> Int64.MinValue
-            match sessions.TakeOldestCold before with
-            | null -> false
-            | session -> evict session.Node
+            match policy.PeekVictim(except, orReturning) with
+            // Read without the session's lock: an order of eviction needs no more than a recent time.
+            | :? FileSession as next when next.UnusedSinceOpen || policy.IsReturning next -> evictRingBefore next.LastSeen
+            | null when orReturning -> evictRingBefore Int64.MaxValue
+            | _ when int64 policy.ReturningCount + int64 sessions.ColdCount > int64 policy.ReturningCapacity ->
+                match policy.PeekReturning except with
+                | :? FileSession as oldest ->
+                    // Older than every ring session, it was last seen before the store opened: it goes first.
+                    evictRingBefore oldest.LastSeen || (policy.Remove oldest.Node && evict oldest.Node)
+                | _ -> evictRingBefore Int64.MaxValue
+            | _ -> false
 
     let bounds =
         SessionBounds(
