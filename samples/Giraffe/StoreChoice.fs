@@ -37,8 +37,9 @@ let parse (text: string) : Result<StoreChoice, string> =
 [<Literal>]
 let CookieName = "sesame-giraffe"
 
-/// The sample's Data Protection application name on Redis: every instance on one Redis uses it, so
-/// each reads the cookies the others issue.
+/// The sample's Data Protection application name: every instance on one Redis uses it, so each reads
+/// the cookies the others issue; with keys in a folder, it keeps cookies valid when the app starts from
+/// another folder (the default name is the app's content root).
 [<Literal>]
 let ApplicationName = "sesame-giraffe-sample"
 
@@ -96,5 +97,5 @@ let register (services: IServiceCollection) (choice: StoreChoice) (store: Sessio
     | _ ->
         services.AddSesame(configure).AddStore(store) |> ignore
         match keyDirectory choice with
-        | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo directory) |> ignore
+        | Some directory -> services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo directory).SetApplicationName(ApplicationName) |> ignore
         | None -> ()

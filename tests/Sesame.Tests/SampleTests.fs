@@ -56,10 +56,12 @@ type private SampleProcess(child: Process) =
             finally
                 child.Dispose()
 
-/// Runs the built sample as a real child process until it says it is listening.
-let private startSampleProcess (args: string) : Task<SampleProcess> = task {
+/// Runs the built sample as a real child process, in the working directory given (None: this one's), until it says it
+/// is listening.
+let private startSampleProcessIn (workingDirectory: string option) (args: string) : Task<SampleProcess> = task {
     let dll = Path.Combine(AppContext.BaseDirectory, "Sesame.Samples.Giraffe.dll")
     let info = ProcessStartInfo("dotnet", $"\"{dll}\" {args}", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    workingDirectory |> Option.iter (fun directory -> info.WorkingDirectory <- directory)
     let child = Process.Start info
     let listening = TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously)
     child.OutputDataReceived.Add(fun e -> if not (isNull e.Data) && e.Data.Contains "listening" then listening.TrySetResult true |> ignore)
@@ -73,6 +75,9 @@ let private startSampleProcess (args: string) : Task<SampleProcess> = task {
         failwith $"The sample did not start with {args}."
     return new SampleProcess(child)
 }
+
+/// Runs the built sample as a real child process until it says it is listening.
+let private startSampleProcess (args: string) = startSampleProcessIn None args
 
 /// Stops a child process the way a service manager does (SIGTERM), and waits for it.
 let private stop (sample: SampleProcess) =
@@ -222,7 +227,7 @@ let tests =
             | Error message -> Expect.stringContains message "floppy" "message"
             | Ok choice -> failwith $"Unexpected {choice}"
 
-        testCaseTask "on the file store the sample counts 1, 2, 3, restarts, and the same cookie jar gets 4 times!"
+        testCaseTask "on the file store the sample counts 1, 2, 3, restarts from another folder, and the same cookie jar gets 4 times!"
         <| fun () -> task {
             let directory = Directory.CreateTempSubdirectory "sesame-sample-"
             try
@@ -236,7 +241,9 @@ let tests =
                     let! body = client.GetStringAsync "/"
                     Expect.equal body expected "Before the restart the counter goes 1, 2, 3."
                 do! stop first
-                use! second = startSampleProcess args
+                // Started from elsewhere (a deploy to a new folder): its cookies must not depend on the working folder,
+                // which is Data Protection's default application name.
+                use! second = startSampleProcessIn (Some directory.FullName) args
                 let! body = client.GetStringAsync "/"
                 Expect.equal body "4 times!" "After the restart the same cookie jar continues at 4."
             finally
