@@ -35,14 +35,28 @@ let private postButton (action: string) (hidden: (string * string) list) (label:
     let fields = hidden |> List.map (fun (name, value) -> $"""<input type="hidden" name="{encode name}" value="{encode value}">""") |> String.concat ""
     $"""<form method="post" action="{encode action}" style="display:inline">{fields}<button type="submit">{encode label}</button></form>"""
 
-/// A field of the posted form, trimmed, or "" (also when the request has no form).
-let private formValue (name: string) (ctx: HttpContext) : Task<string> = task {
-    if not ctx.Request.HasFormContentType then
-        return ""
-    else
-        let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
-        return (string form[name]).Trim()
-}
+/// Runs the handler <paramref name="f"/> makes of the posted form (an empty one when the request has none). A form that
+/// cannot be read (malformed, cut short, more fields than ASP.NET Core reads) is answered 400, not a server error.
+let private withForm (f: IFormCollection -> HttpHandler) : HttpHandler =
+    fun next ctx -> task {
+        let! form = task {
+            if not ctx.Request.HasFormContentType then
+                return Some(FormCollection.Empty :> IFormCollection)
+            else
+                try
+                    let! form = ctx.Request.ReadFormAsync ctx.RequestAborted
+                    return Some form
+                with
+                | :? IO.InvalidDataException
+                | :? IO.IOException -> return None
+        }
+        match form with
+        | Some form -> return! f form next ctx
+        | None -> return! (setStatusCode 400 >=> page "Bad request" "<p>The form could not be read.</p>") next ctx
+    }
+
+/// A field of the form, trimmed, or "".
+let private field (name: string) (form: IFormCollection) = (string form[name]).Trim()
 
 /// Runs the handler <paramref name="f"/> makes of the signed-in user and the session; sends anyone else to the login page.
 let private signedIn (f: string -> SessionHandle -> HttpHandler) : HttpHandler =
@@ -69,22 +83,24 @@ let loginForm: HttpHandler =
 
 /// POST /login: signs the session in as the posted user name (a demo: no password).
 let login: HttpHandler =
-    Session.handler (fun session next ctx -> task {
-        let! user = formValue "user" ctx
-        let! fresh = formValue "fresh" ctx
-        if user = "" || user.Length > 64 then
-            return! (setStatusCode 400 >=> page "Sign in" """<p>A user name (at most 64 characters) is needed. <a href="/login">Try again</a></p>""") next ctx
-        else
-            // Signing in moves the session to a new id (against fixation) and keeps its data. Data planted in it
-            // before the login (a fixated session, a shared computer) would then follow the user in: a login that
-            // must start clean destroys the session first, and signs in a new, empty one in the same request.
-            if fresh = "on" then do! Session.destroyAsync session
-            match! Session.signInAsync user session with
-            | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
-            | _ ->
-                let message = $"""<p>{encode user} is signed in on too many devices. <a href="/login">Back</a></p>"""
-                return! (setStatusCode 409 >=> page "Sign in" message) next ctx
-    })
+    withForm (fun form ->
+        Session.handler (fun session next ctx -> task {
+            let user = field "user" form
+            let fresh = field "fresh" form
+            if user = "" || user.Length > 64 then
+                return!
+                    (setStatusCode 400 >=> page "Sign in" """<p>A user name (at most 64 characters) is needed. <a href="/login">Try again</a></p>""") next ctx
+            else
+                // Signing in moves the session to a new id (against fixation) and keeps its data. Data planted in it
+                // before the login (a fixated session, a shared computer) would then follow the user in: a login that
+                // must start clean destroys the session first, and signs in a new, empty one in the same request.
+                if fresh = "on" then do! Session.destroyAsync session
+                match! Session.signInAsync user session with
+                | SignInResult.SignedIn -> return! redirectTo false "/me" next ctx
+                | _ ->
+                    let message = $"""<p>{encode user} is signed in on too many devices. <a href="/login">Back</a></p>"""
+                    return! (setStatusCode 409 >=> page "Sign in" message) next ctx
+        }))
 
 /// GET /me: who is signed in.
 let me: HttpHandler =
@@ -145,16 +161,17 @@ let devices: HttpHandler =
 /// POST /devices/end: ends one of the user's sessions, by the handle the devices page sent. Ending this device's own
 /// session is a sign-out.
 let endDevice: HttpHandler =
-    signedIn (fun user session next ctx -> task {
-        let! handle = formValue "handle" ctx
-        if handle = SessionSummary.HandleOf session.Id then
-            do! Session.signOutAsync session
-            return! redirectTo false "/login" next ctx
-        else
-            // The user's id scopes the lookup: a handle of someone else's session ends nothing.
-            let! _ = Sessions.endByHandleAsync user handle ctx
-            return! redirectTo false "/devices" next ctx
-    })
+    withForm (fun form ->
+        signedIn (fun user session next ctx -> task {
+            let handle = field "handle" form
+            if handle = SessionSummary.HandleOf session.Id then
+                do! Session.signOutAsync session
+                return! redirectTo false "/login" next ctx
+            else
+                // The user's id scopes the lookup: a handle of someone else's session ends nothing.
+                let! _ = Sessions.endByHandleAsync user handle ctx
+                return! redirectTo false "/devices" next ctx
+        }))
 
 /// POST /devices/end-others: ends every session of the user but this one ("sign out other devices").
 let endOthers: HttpHandler =

@@ -217,6 +217,39 @@ let tests =
             Expect.stringContains page "Signed in as <b id=\"user\">grace</b>" "Another user's session is untouched."
         }
 
+        testCaseTask "a form the sample cannot read is answered 400, on the login and on the devices page"
+        <| fun () -> task {
+            use! host = startSample ()
+            let client, _ = device host "attacker"
+            use _ = client
+            let! _ = client.GetStringAsync "/"
+            let post (path: string) (content: HttpContent) = task {
+                use content = content
+                use! response = client.PostAsync(path, content)
+                return int response.StatusCode
+            }
+            let raw (mediaType: string) (body: string) =
+                let content = new StringContent(body)
+                content.Headers.ContentType <- Headers.MediaTypeHeaderValue.Parse mediaType
+                content :> HttpContent
+            let tooMany () = new FormUrlEncodedContent([ for i in 1..1100 -> Collections.Generic.KeyValuePair($"f{i}", "x") ]) :> HttpContent
+            let malformed (path: string) = task {
+                let! noBoundary = post path (raw "multipart/form-data" "--x\r\n")
+                Expect.equal noBoundary 400 $"{path}: multipart with no boundary"
+                let! cutShort = post path (raw "multipart/form-data; boundary=x" "--x\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nada")
+                Expect.equal cutShort 400 $"{path}: multipart cut short"
+                let! fields = post path (tooMany ())
+                Expect.equal fields 400 $"{path}: more fields than ASP.NET Core reads"
+            }
+            do! malformed "/login"
+            let! signedIn = postForm client "/login" [ "user", "eve" ]
+            Expect.stringContains signedIn "Signed in as" "signed in"
+            do! malformed "/devices/end"
+            // The session is untouched: the next request counts on.
+            let! body = client.GetStringAsync "/"
+            Expect.equal body "2 times!" "the counter goes on"
+        }
+
         testCase "the sample reads its store choice, refusing an unknown one"
         <| fun () ->
             Expect.equal (StoreChoice.parse "memory") (Ok StoreChoice.Memory) "StoreChoice.parse 'memory'"
