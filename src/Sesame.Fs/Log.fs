@@ -21,7 +21,11 @@ module internal Log =
         LoggerMessage.Define<int, bool>(LogLevel.Debug, EventId(3, "SessionCommitted"), "Committed {UpdateCount} updates in one write (new session: {IsNew}).")
 
     let private commitFailed =
-        LoggerMessage.Define(LogLevel.Error, EventId(4, "SessionCommitFailed"), "Committing the session failed; the request's session changes were not stored.")
+        LoggerMessage.Define(
+            LogLevel.Error,
+            EventId(4, "SessionCommitFailed"),
+            "Committing the session failed; the request's session changes were not stored, unless the error says the store may have applied them (a timeout, a lost connection)."
+        )
 
     let private sessionGone =
         LoggerMessage.Define<int>(
