@@ -315,7 +315,9 @@ type SessionEndReason =
 /// <summary>Where a store reports the sessions it ends by itself (Sesame sets it; see <see cref="P:Sesame.SessionStore.Observer"/>).</summary>
 [<AllowNullLiteral>]
 type ISessionStoreObserver =
-    /// <summary>A session ended without a request asking: expired, evicted, or over its user's limit.</summary>
+    /// <summary>A session ended without a request asking: expired, evicted, or over its user's limit. The file store
+    /// calls it for an eviction once the delete record is on disk, on its writer thread: keep it short and hand slow
+    /// work elsewhere, as Sesame's own observer does with the app's event handlers.</summary>
     /// <param name="id">The session id.</param>
     /// <param name="meta">The facts the session had (its user among them).</param>
     /// <param name="reason">Why it ended.</param>
