@@ -82,10 +82,12 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
             Log.eventHandlerFailed logger eventName e
             Task.CompletedTask
 
-    /// Runs an app handler from a store's own thread (a sweep): it is not waited for, and its failure is logged.
+    /// Runs an app handler for an end a store made by itself (a sweep, an eviction) on the thread pool, with no request's
+    /// context: the store calls from its own thread, sometimes under its locks (the file store's writer, once the
+    /// delete record is on disk), so a handler that is slow, or waits on the store, must hold up none of it. It is not
+    /// waited for; `invoke` logs a failure itself and never faults.
     let invokeDetached (eventName: string) (handler: unit -> Task) =
-        // `invoke` logs a failure itself and never faults: there is nothing to wait for.
-        invoke eventName handler |> ignore
+        Threading.ThreadPool.UnsafeQueueUserWorkItem(Action<obj>(fun _ -> invoke eventName handler |> ignore), null, false) |> ignore
 
     /// The user a change binds its session to, when it does.
     let boundUser (change: SessionChange) =

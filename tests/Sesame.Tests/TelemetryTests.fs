@@ -136,6 +136,17 @@ type RecordingEvents() =
         seen.Enqueue("commit failed", context)
         Task.CompletedTask
 
+    /// Waits (up to 10 s) until the condition holds: expiry and eviction events run on the thread pool, after the
+    /// store's step that raised them.
+    member _.WaitUntil(condition: unit -> bool) : Task = task {
+        let clock = Stopwatch.StartNew()
+        while not (condition ()) && clock.Elapsed < TimeSpan.FromSeconds 10.0 do
+            do! Task.Delay 10
+    }
+
+    /// Waits (up to 10 s) until there are <c>count</c> events of that name.
+    member this.WaitFor(name: string, count: int) : Task = this.WaitUntil(fun () -> (seen |> Seq.filter (fun (n, _) -> n = name) |> Seq.length) >= count)
+
     /// The one event of that name, as its context type.
     member this.Single<'context when 'context :> SessionEventContext>(name: string) : 'context =
         match
@@ -500,6 +511,7 @@ let private storeTests (kind: StoreKind) =
             Expect.equal app.Events.Names [ "created" ] "no expiry event yet"
             app.Clock.Advance(TimeSpan.FromSeconds 1.0 + sweep)
             Expect.equal (app.Meters.Summary()) [ "sesame.sessions.expired", 1L ] "measurements"
+            do! app.Events.WaitFor("expired", 1)
             let expired = app.Events.Single<SessionEndedContext> "expired"
             Expect.equal expired.SessionId id "the session that expired"
             Expect.equal expired.Reason SessionEndReason.Expired "the reason"
@@ -525,6 +537,7 @@ let private storeTests (kind: StoreKind) =
                     "sesame.sessions.evicted sesame.eviction.reason=user_limit", 1L
                 ])
                 "measurements"
+            do! app.Events.WaitFor("evicted", 1)
             let evicted = app.Events.Single<SessionEndedContext> "evicted"
             Expect.equal evicted.SessionId first "the older session"
             Expect.equal evicted.Reason SessionEndReason.UserLimit "the reason"
@@ -621,6 +634,8 @@ let tests =
                 app.Clock.Advance(TimeSpan.FromSeconds 1.0)
                 do! get (app.Browser()) "/bump"
             let store = app.Store :?> MemoryStore
+            let evictedCount () = app.Events.Names |> List.filter ((=) "evicted") |> List.length
+            do! app.Events.WaitUntil(fun () -> store.Count + evictedCount () = 4)
             let evicted = [
                 for name, c in app.Events.Seen do
                     if name = "evicted" then c :?> SessionEndedContext
@@ -633,6 +648,38 @@ let tests =
                 Expect.equal e.Reason SessionEndReason.Evicted "the reason"
                 let! stillThere = store.LoadAsync(e.SessionId, TimeSpan.FromMinutes 1.0, testToken ())
                 Expect.isNull stillThere "an evicted session is gone"
+        }
+
+        testCaseTask "an eviction handler that waits on the store holds up neither the store nor its requests (file store)"
+        <| fun () -> task {
+            // The file store reports an eviction from its writer thread, once the delete record is on disk: a handler
+            // run there that waited on the store would wait on itself. Handlers for ends a store made run on the pool.
+            use directory = new TempDirectory()
+            let file = directory.File "sessions"
+            let bounded = {
+                StoreKinds.all.Head with
+                    Name = "file"
+                    Create = fun clock -> FileStore.Open(file, FileStoreOptions(MaxSessions = 2), null, clock) :> SessionStore
+            }
+            let waits = ConcurrentQueue<bool>()
+            let storeOf = ref Unchecked.defaultof<FileStore>
+            let blocking (options: SesameOptions) =
+                options.Events <-
+                    SesameEvents(
+                        OnEvicted =
+                            Func<_, _>(fun context ->
+                                // Blocking on the store's writer from a handler: bad practice, and it must still not deadlock.
+                                waits.Enqueue(storeOf.Value.CompactAsync().Wait(TimeSpan.FromSeconds 5.0))
+                                Task.CompletedTask)
+                    )
+            use! app = startApp bounded asIs blocking
+            storeOf.Value <- app.Store :?> FileStore
+            for _ in 1..6 do
+                app.Clock.Advance(TimeSpan.FromSeconds 1.0)
+                do! get (app.Browser()) "/bump"
+            do! app.Events.WaitUntil(fun () -> waits.Count >= 4)
+            Expect.equal (List.ofSeq waits) [ true; true; true; true ] "each handler's call to the store was answered"
+            Expect.equal storeOf.Value.LiveCount 2 "within the bound"
         }
 
         testCaseTask "an event handler that throws is logged and does not fail the request"
