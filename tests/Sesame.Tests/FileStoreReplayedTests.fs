@@ -364,6 +364,37 @@ let tests =
             "after a restart with a full file whose oldest sessions replay as objects, a new session outlives a fifth of the bound's worth of newer ones"
         <| fun () -> restartedFull 30
 
+        testCaseTask "after a restart with the byte bound full, new sessions keep their share of the bytes"
+        <| fun () -> task {
+            use sessionFile = new SessionFile()
+            let file, clock = sessionFile.Path, sessionFile.Clock
+            let! _ = writePaddedSessions file clock
+            let perSession =
+                use full = FileStore.Open(file, null, null, clock)
+                full.HeldBytes / 400L
+            // Room for about 100 of the 400 (the count bound far off): the open keeps the most recent, in the ring.
+            let bound = perSession * 100L
+            use store = FileStore.Open(file, FileStoreOptions(MaxTotalBytes = bound), null, clock)
+            let sessions = store :> SessionStore
+            let padding = String('x', 900)
+            let commitNew (id: string) = task {
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+                do! commit sessions id [ setAt "n" "0"; setAt "padding" $"\"{padding}\"" ]
+            }
+            // A new session is held as an object (more bookkeeping than the ring's): the fifth of the bound they keep
+            // holds about 15 of them.
+            for id in "first" :: [ for i in 1..12 -> $"new{i}" ] do
+                do! commitNew id
+            Expect.contains (store.Eviction.EvictionOrder()) "first" "the first new session outlived 12 newer ones"
+            for i in 13..60 do
+                do! commitNew $"new{i}"
+            Expect.isFalse (List.contains "first" (store.Eviction.EvictionOrder())) "new sessions then evict new ones"
+            Expect.isLessThanOrEqual store.HeldBytes bound "within the byte bound"
+            // The replayed sessions keep their share of the bytes: about 80 of them.
+            Expect.isGreaterThanOrEqual store.ReplayedUnusedCount 75 "the replayed sessions kept their share"
+            Expect.isLessThanOrEqual (int64 store.ReplayedUnusedCount * perSession) (bound - bound / 5L) "and no more"
+        }
+
         testCaseTask "the byte bound counts replayed sessions held without objects, and trims them on open least recently used first"
         <| fun () -> task {
             use sessionFile = new SessionFile()

@@ -165,6 +165,9 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     /// The sessions held in the ring.
     member _.ColdCount = cold.LiveCount
 
+    /// What the ring's sessions count against the byte bound.
+    member _.ColdBytes = cold.CountedBytes
+
     /// What the sessions add to a compacted file, beyond its header.
     member _.LiveBytes = Volatile.Read &liveBytes
 
