@@ -966,6 +966,7 @@ let tests =
                 Expect.equal (kindOf path) kind $"{path} before"
                 let error = throws<SessionStoreException>(fun () -> FileStore.Open path |> ignore)
                 Expect.stringContains error.Message "is not a regular file" $"{path}: error.Message"
+                Expect.stringContains error.Message $"'{path}'" "the message names the path given"
                 Expect.equal (kindOf path) kind $"{path} is left as it was"
             Expect.isNotNull (IO.FileInfo(link).LinkTarget) "the link is still a link"
             Expect.equal

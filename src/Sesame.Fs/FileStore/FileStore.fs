@@ -310,6 +310,7 @@ type FileStore
         options.Check()
         // A symbolic link is followed to the file it names: a compaction writes its file beside that one and renames it
         // over it, leaving the link in place.
+        let given = IO.Path.GetFullPath path
         let path =
             let path = IO.Path.GetFullPath path
             match IO.FileInfo(path).LinkTarget with
@@ -328,7 +329,7 @@ type FileStore
         let handle = ActiveFile.OpenExclusive path
         let store =
             try
-                if RegularFile.check handle = ValueSome false then raise (RegularFile.notRegular path)
+                if RegularFile.check handle = ValueSome false then raise (RegularFile.notRegular given path)
                 let created = IO.RandomAccess.GetLength handle = 0L
                 Compaction.DeleteLeftover(path, logger)
                 let replayed =
@@ -342,7 +343,7 @@ type FileStore
                     with :? IO.IOException as e ->
                         raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
                 // Where the platform could not tell: a device keeps nothing of what replay wrote or read.
-                if IO.RandomAccess.GetLength handle <> replayed.Length then raise (RegularFile.notRegular path)
+                if IO.RandomAccess.GetLength handle <> replayed.Length then raise (RegularFile.notRegular given path)
                 let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions replayed
                 FileStoreLog.openedFile logger path sessions.Count replayed.Length stopwatch.ElapsedMilliseconds
                 let file = ActiveFile(path, handle, replayed.Length)
@@ -352,7 +353,7 @@ type FileStore
             | :? NotSupportedException as e ->
                 handle.Dispose()
                 // Reading at an offset: a pipe or a socket, where the platform could not tell before.
-                raise (SessionStoreException((RegularFile.notRegular path).Message, e))
+                raise (SessionStoreException((RegularFile.notRegular given path).Message, e))
             | _ ->
                 handle.Dispose()
                 reraise ()
