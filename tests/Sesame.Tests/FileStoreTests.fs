@@ -5,6 +5,7 @@ open System
 open System.Collections.Concurrent
 open System.Diagnostics
 open System.Text
+open System.Threading
 open System.Threading.Tasks
 open Microsoft.Extensions.Logging
 open Expecto
@@ -946,6 +947,25 @@ let tests =
             IO.File.CreateSymbolicLink(back, loop) |> ignore
             let error = throws<SessionStoreException>(fun () -> FileStore.Open loop |> ignore)
             Expect.stringContains error.Message "cannot be opened" "error.Message"
+        }
+
+        testCaseTask "an eviction is reported only once its delete record is on disk"
+        <| fun () -> task {
+            use directory = new TempDirectory()
+            let store = FileStore.Open(directory.File "sessions", FileStoreOptions(MaxSessions = 10))
+            use _ = store
+            let early = ref 0
+            let reported = ref 0
+            store.Observer <- {
+                new ISessionStoreObserver with
+                    member _.SessionEnded(_, _, _) =
+                        Interlocked.Increment &reported.contents |> ignore
+                        if store.ActiveFile.DurableLength < store.ActiveFile.Length then Interlocked.Increment &early.contents |> ignore
+            }
+            for i in 1..500 do
+                do! commit store $"s{i}" [ setAt "n" (string i) ]
+            Expect.isGreaterThanOrEqual reported.Value 480 "evictions reported"
+            Expect.equal early.Value 0 "reported while what the file held was not all flushed"
         }
 
         testCase "a device, a pipe, or a link to one, is refused as the session file, and left as it was"

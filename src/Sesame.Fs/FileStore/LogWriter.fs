@@ -114,7 +114,8 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
         if batchBuffer.Length < bytes then batchBuffer <- Array.zeroCreate (max bytes (batchBuffer.Length * 2))
         let mutable mustFlush = false
         for i in first .. first + count - 1 do
-            if not (isNull batch[i].Completion) then mustFlush <- true
+            // A commit waits for its record to be on disk; an eviction is reported only once its record is.
+            if not (isNull batch[i].Completion) || not (isNull batch[i].Written) then mustFlush <- true
         // Slides written earlier without a flush are flushed first, so that these records name them as flushed:
         // damage to them is then told from an interrupted write, and never cuts an acknowledged commit after them.
         if mustFlush && file.DurableLength < file.Length then file.Flush()
