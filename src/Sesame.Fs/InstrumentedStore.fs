@@ -82,12 +82,12 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
             Log.eventHandlerFailed logger eventName e
             Task.CompletedTask
 
-    /// Runs an app handler for an end a store made by itself (a sweep, an eviction) on the thread pool, with no request's
-    /// context: the store calls from its own thread, sometimes under its locks (the file store's writer, once the
-    /// delete record is on disk), so a handler that is slow, or waits on the store, must hold up none of it. It is not
-    /// waited for; `invoke` logs a failure itself and never faults.
-    let invokeDetached (eventName: string) (handler: unit -> Task) =
-        Threading.ThreadPool.UnsafeQueueUserWorkItem(Action<obj>(fun _ -> invoke eventName handler |> ignore), null, false) |> ignore
+    /// Where the app's handlers for the ends a store made by itself run (see DetachedHandlers).
+    let detached = DetachedHandlers(DetachedHandlers.DefaultCapacity, (fun eventName handler -> invoke eventName handler |> ignore), logger)
+
+    /// Runs an app handler for an end a store made by itself (a sweep, an eviction) off the store's thread, with no
+    /// request's context; it is not waited for.
+    let invokeDetached (eventName: string) (handler: unit -> Task) = detached.Post(eventName, handler)
 
     /// The user a change binds its session to, when it does.
     let boundUser (change: SessionChange) =

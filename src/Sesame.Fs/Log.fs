@@ -90,7 +90,7 @@ module internal Log =
         LoggerMessage.Define<string>(
             LogLevel.Error,
             EventId(14, "SessionEventHandlerFailed"),
-            "The app's {EventName} session event handler failed; the request goes on."
+            "The app's {EventName} session event handler failed; the request, or the store, goes on."
         )
 
     let private storeChanged =
@@ -98,6 +98,20 @@ module internal Log =
             LogLevel.Debug,
             EventId(15, "SessionStoreInUse"),
             "Sessions live in the {Store} store ({StoreType}); metrics and traces: meter and activity source 'Sesame'."
+        )
+
+    let private handlersBehind =
+        LoggerMessage.Define<int>(
+            LogLevel.Warning,
+            EventId(16, "SessionEventsDropping"),
+            "Expiry or eviction events are being dropped: the app's handlers for them fell behind the store ({Capacity} may wait)."
+        )
+
+    let private handlersCaughtUp =
+        LoggerMessage.Define<int64>(
+            LogLevel.Warning,
+            EventId(17, "SessionEventsDropped"),
+            "{DroppedCount} expiry or eviction events were dropped while the app's handlers for them were behind the store."
         )
 
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
@@ -118,3 +132,5 @@ module internal Log =
     let sessionEnded (logger: ILogger) (store: string) (reason: SessionEndReason) (handle: string) = ended.Invoke(logger, store, reason, handle, null)
     let eventHandlerFailed (logger: ILogger) (eventName: string) (error: exn) = handlerFailed.Invoke(logger, eventName, error)
     let storeInUse (logger: ILogger) (store: string) (storeType: string) = storeChanged.Invoke(logger, store, storeType, null)
+    let eventsDropping (logger: ILogger) (capacity: int) = handlersBehind.Invoke(logger, capacity, null)
+    let eventsDropped (logger: ILogger) (count: int64) = handlersCaughtUp.Invoke(logger, count, null)

@@ -1,0 +1,65 @@
+/// The app's handlers for the ends a store made by itself run off the store's thread, from a bounded queue.
+module Sesame.Tests.DetachedHandlersTests
+
+open System
+open System.Collections.Concurrent
+open System.Diagnostics
+open System.Threading
+open System.Threading.Tasks
+open Expecto
+open Sesame
+open Sesame.Tests.FileStoreTests
+
+/// Waits (up to 10 s) until the condition holds.
+let private eventually (condition: unit -> bool) = task {
+    let clock = Stopwatch.StartNew()
+    while not (condition ()) && clock.Elapsed < TimeSpan.FromSeconds 10.0 do
+        do! Task.Delay 10
+}
+
+[<Tests>]
+let tests =
+    testList "DetachedHandlers" [
+        testCaseTask "a flood of events behind a stuck handler waits up to the bound, and the rest are dropped, counted and logged"
+        <| fun () -> task {
+            let logger = CapturingLogger()
+            use gate = new ManualResetEventSlim(false)
+            let ran = ref 0
+            let run (_: string) (handler: unit -> Task) =
+                gate.Wait()
+                handler () |> ignore
+            let handlers = DetachedHandlers(100, run, logger)
+            for _ in 1..1000 do
+                handlers.Post(
+                    "Evicted",
+                    fun () ->
+                        Interlocked.Increment &ran.contents |> ignore
+                        Task.CompletedTask
+                )
+            // The first is being run (stuck), or still waits with the others: 100 or 101 kept, the rest dropped.
+            gate.Set()
+            let dropped () = logger.WithEvent 17 |> List.sumBy (fun e -> Int64.Parse(e.Message.Split(' ')[0]))
+            do! eventually (fun () -> int64 ran.Value + dropped () = 1000L)
+            Expect.isTrue (ran.Value = 100 || ran.Value = 101) $"handlers run: {ran.Value}"
+            Expect.equal (int64 ran.Value + dropped ()) 1000L "every event either ran or was counted as dropped"
+            Expect.equal (logger.WithEvent 16).Length 1 "the dropping was said once, as it started"
+        }
+
+        testCaseTask "a run that throws (a logger that throws as it logs a handler's failure) does not stop the handlers after it"
+        <| fun () -> task {
+            let ran = ConcurrentQueue<string>()
+            let run (name: string) (handler: unit -> Task) =
+                if name = "first" then raise (InvalidOperationException "the logger broke")
+                handler () |> ignore
+            let handlers = DetachedHandlers(10, run, CapturingLogger())
+            handlers.Post("first", fun () -> Task.CompletedTask)
+            handlers.Post(
+                "second",
+                fun () ->
+                    ran.Enqueue "second"
+                    Task.CompletedTask
+            )
+            do! eventually (fun () -> ran.Count = 1)
+            Expect.equal (List.ofSeq ran) [ "second" ] "the handler after the failure ran"
+        }
+    ]
