@@ -3,19 +3,11 @@ module Sesame.Tests.DetachedHandlersTests
 
 open System
 open System.Collections.Concurrent
-open System.Diagnostics
 open System.Threading
 open System.Threading.Tasks
 open Expecto
 open Sesame
 open Sesame.Tests.FileStoreTests
-
-/// Waits (up to 10 s) until the condition holds.
-let private eventually (condition: unit -> bool) = task {
-    let clock = Stopwatch.StartNew()
-    while not (condition ()) && clock.Elapsed < TimeSpan.FromSeconds 10.0 do
-        do! Task.Delay 10
-}
 
 [<Tests>]
 let tests =

@@ -54,6 +54,14 @@ let freePort () =
     port
 
 /// Fails unless `work` throws exactly 'error (not a subclass), as xunit's Assert.Throws did; gives the exception.
+/// Waits until the condition holds, for at most 10 s (what runs off the thread that caused it, such as the handlers
+/// of an eviction); the caller then asserts what it waited for.
+let eventually (condition: unit -> bool) : Task = task {
+    let clock = Diagnostics.Stopwatch.StartNew()
+    while not (condition ()) && clock.Elapsed < TimeSpan.FromSeconds 10.0 do
+        do! Task.Delay 10
+}
+
 let throws<'error when 'error :> exn> (work: unit -> unit) : 'error =
     let outcome =
         try

@@ -136,13 +136,9 @@ type RecordingEvents() =
         seen.Enqueue("commit failed", context)
         Task.CompletedTask
 
-    /// Waits (up to 10 s) until the condition holds: expiry and eviction events run on the thread pool, after the
+    /// Waits (up to 10 s) until the condition holds: expiry and eviction events run off the store's thread, after the
     /// store's step that raised them.
-    member _.WaitUntil(condition: unit -> bool) : Task = task {
-        let clock = Stopwatch.StartNew()
-        while not (condition ()) && clock.Elapsed < TimeSpan.FromSeconds 10.0 do
-            do! Task.Delay 10
-    }
+    member _.WaitUntil(condition: unit -> bool) : Task = eventually condition
 
     /// Waits (up to 10 s) until there are <c>count</c> events of that name.
     member this.WaitFor(name: string, count: int) : Task = this.WaitUntil(fun () -> (seen |> Seq.filter (fun (n, _) -> n = name) |> Seq.length) >= count)
