@@ -247,9 +247,14 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         session.VisibleExpires <- session.LatestExpires
         session.FileExpires <- session.LatestExpires
         session.UnusedSinceOpen <- true
+        this.CountAsFileHolds(session, value)
+        policy.Admit(session.Node, true)
+
+    /// Counts the session as holding this value and nothing queued: what its snapshot adds to a compacted file, and
+    /// what the value counts against the byte bound. Call under the session's lock.
+    member this.CountAsFileHolds(session: FileSession, value: SessionText) =
         this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount session.Id) (int64 value.Length))
         this.SetHeldBytes(session, FileSessionMemory.ofValue session.Id.Length value)
-        policy.Admit(session.Node, true)
 
     /// Sets what the session adds to the live size. Call under the session's lock.
     member _.SetLiveBytes(session: FileSession, bytes: int64) =
@@ -280,8 +285,7 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
         | null -> this.DropIfVacant session
         | _ when session.Removed -> ()
         | value ->
-            this.SetLiveBytes(session, FileLog.snapshotBytes (Text.Encoding.UTF8.GetByteCount session.Id) (int64 value.Length))
-            this.SetHeldBytes(session, FileSessionMemory.ofValue session.Id.Length value)
+            this.CountAsFileHolds(session, value)
             let user =
                 match SessionMeta.userOf (value.ParseMeta()) with
                 | Some user -> user

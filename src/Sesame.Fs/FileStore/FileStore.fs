@@ -329,7 +329,7 @@ type FileStore
         let handle = ActiveFile.OpenExclusive path
         let store =
             try
-                if RegularFile.check handle = ValueSome false then raise (RegularFile.notRegular given path)
+                if RegularFile.check handle = ValueSome false then raise (RegularFile.notRegular given path null)
                 let created = IO.RandomAccess.GetLength handle = 0L
                 Compaction.DeleteLeftover(path, logger)
                 let replayed =
@@ -343,7 +343,7 @@ type FileStore
                     with :? IO.IOException as e ->
                         raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
                 // Where the platform could not tell: a device keeps nothing of what replay wrote or read.
-                if IO.RandomAccess.GetLength handle <> replayed.Length then raise (RegularFile.notRegular given path)
+                if IO.RandomAccess.GetLength handle <> replayed.Length then raise (RegularFile.notRegular given path null)
                 let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions replayed
                 FileStoreLog.openedFile logger path sessions.Count replayed.Length stopwatch.ElapsedMilliseconds
                 let file = ActiveFile(path, handle, replayed.Length)
@@ -353,7 +353,7 @@ type FileStore
             | :? NotSupportedException as e ->
                 handle.Dispose()
                 // Reading at an offset: a pipe or a socket, where the platform could not tell before.
-                raise (SessionStoreException((RegularFile.notRegular given path).Message, e))
+                raise (RegularFile.notRegular given path e)
             | _ ->
                 handle.Dispose()
                 reraise ()

@@ -43,9 +43,11 @@ module internal RegularFile =
             | :? DllNotFoundException
             | :? EntryPointNotFoundException -> ValueNone
 
-    /// What opening a file that is not a regular one fails with: the path given, and where its links lead if elsewhere.
-    let notRegular (given: string) (resolved: string) =
+    /// What opening a file that is not a regular one fails with: the path given, and where its links lead if elsewhere;
+    /// <c>inner</c> is the error that told (null when none did).
+    let notRegular (given: string) (resolved: string) (inner: exn) =
         let named = if given = resolved then $"'{given}'" else $"'{given}' (a link to '{resolved}')"
         SessionStoreException(
-            $"The session file {named} is not a regular file (a device, a pipe or a socket): a file store writes the file and renames compacted files over it. For sessions kept in memory only, use the MemoryStore."
+            $"The session file {named} is not a regular file (a device, a pipe or a socket): a file store writes the file and renames compacted files over it. For sessions kept in memory only, use the MemoryStore.",
+            inner
         )
