@@ -1,5 +1,6 @@
 namespace Sesame
 
+open System
 open System.Threading
 
 /// <summary>
@@ -28,6 +29,15 @@ type internal EvictionNode(id: string) =
     [<DefaultValue>]
     val mutable Stamp: int64
 
+    /// What the session counts against the store's byte bound, as its segment counts it (changed under the policy's lock).
+    [<DefaultValue>]
+    val mutable Bytes: int64
+
+    /// The policy's clock when the node was last put at the head of the new segment: a store that holds new sessions
+    /// outside the order too tells by it which of them is older.
+    [<DefaultValue>]
+    val mutable FreshSince: int64
+
 /// One segment: a doubly linked list from most to least recently used, around a sentinel. Changed under the policy's lock.
 [<Sealed>]
 type internal EvictionSegment(kind: int) =
@@ -37,9 +47,16 @@ type internal EvictionSegment(kind: int) =
         sentinel.Older <- sentinel
     let mutable count = 0
     let mutable pushes = 0L
+    let mutable bytes = 0L
 
     member _.Kind = kind
     member _.Count = Volatile.Read &count
+
+    /// What the segment's sessions count against the byte bound (the sum of their nodes' Bytes).
+    member _.Bytes = Volatile.Read &bytes
+
+    /// A node of the segment counts delta bytes more.
+    member _.Grow(delta: int64) = Volatile.Write(&bytes, bytes + delta)
 
     /// How many nodes were ever put at the head: a node stamped with this, with no push since, is the head.
     member _.Pushes = Volatile.Read &pushes
@@ -54,6 +71,7 @@ type internal EvictionSegment(kind: int) =
         pushes <- pushes + 1L
         Volatile.Write(&node.Stamp, pushes)
         Volatile.Write(&count, count + 1)
+        Volatile.Write(&bytes, bytes + node.Bytes)
 
     member _.Unlink(node: EvictionNode) =
         node.Newer.Older <- node.Older
@@ -62,6 +80,7 @@ type internal EvictionSegment(kind: int) =
         node.Older <- null
         node.Segment <- 0
         Volatile.Write(&count, count - 1)
+        Volatile.Write(&bytes, bytes - node.Bytes)
 
     /// The least recently used node other than <c>except</c>, or null.
     member _.Coldest(except: EvictionNode) =
@@ -81,8 +100,10 @@ type internal EvictionSegment(kind: int) =
 /// The order in which a store evicts sessions: a segmented LRU. A session starts in the <em>new</em> segment; a later
 /// request that loads it again moves it to the <em>returning</em> segment. Eviction takes the least recently used new
 /// session first, and a returning session only when no new one is left; the returning segment holds at most
-/// <c>maxEntries - max(1, maxEntries / 5)</c> sessions (80%), and its least recently used sessions past that go back to
-/// the head of the new segment, where they outlive the next fifth of the bound in new sessions.
+/// <c>maxEntries - max(1, maxEntries / 5)</c> sessions and <c>maxBytes - max(1, maxBytes / 5)</c> bytes (80% of each
+/// bound), and its least recently used sessions past either go back to the head of the new segment, where they outlive
+/// the next fifth of the bound in new sessions. So new sessions keep a fifth of both bounds, whichever binds: sessions
+/// that came back cannot fill the store until each new session is evicted by the next.
 /// </summary>
 /// <remarks>
 /// <para><b>Why a segmented LRU.</b> Session ids are random and never reused, so a newcomer has no history an
@@ -97,13 +118,30 @@ type internal EvictionSegment(kind: int) =
 /// which never matters for which sessions are evicted first.</para>
 /// </remarks>
 [<Sealed>]
-type internal SegmentedLru(maxEntries: int) =
+type internal SegmentedLru
+    (
+        maxEntries: int,
+        maxBytes: int64,
+        /// The clock a node put at the head of the new segment is stamped with (its FreshSince); read under the lock.
+        freshClock: unit -> int64
+    ) =
     let gate = obj ()
     let fresh = EvictionSegment 1
     let returning = EvictionSegment 2
     let returningCapacity = max 0 (maxEntries - max 1 (maxEntries / 5))
+    let returningBytesCapacity = max 0L (maxBytes - max 1L (maxBytes / 5L))
 
     let segmentOf (kind: int) = if kind = 2 then returning else fresh
+
+    /// Puts the node at the head of the new segment, stamped with the clock. Call under the gate.
+    let pushFresh (node: EvictionNode) =
+        node.FreshSince <- freshClock ()
+        fresh.PushHead node
+
+    /// Puts the node at the head of the new segment, stamped as given. Call under the gate.
+    let pushFreshSince (node: EvictionNode) (since: int64) =
+        fresh.PushHead node
+        node.FreshSince <- since
 
     /// The least recently used new session, or, when none is left and orReturning, the least recently used returning
     /// one; never except. Call under the gate.
@@ -112,15 +150,25 @@ type internal SegmentedLru(maxEntries: int) =
         | null when orReturning -> returning.Coldest except
         | found -> found
 
-    /// Moves the least recently used returning sessions past the segment's capacity to the head of the new segment.
+    /// Moves the least recently used returning sessions past the segment's capacity, in sessions or bytes, to the
+    /// head of the new segment.
     let rebalance () =
-        while returning.Count > returningCapacity do
+        while returning.Count > returningCapacity || (returning.Bytes > returningBytesCapacity && returning.Count > 0) do
             let coldest = returning.Coldest null
             returning.Unlink coldest
-            fresh.PushHead coldest
+            pushFresh coldest
+
+    /// An order for a store bounded in sessions only, whose new sessions are all in the order.
+    new(maxEntries: int) = SegmentedLru(maxEntries, Int64.MaxValue, (fun () -> 0L))
 
     /// The most sessions the returning segment keeps (80% of the bound).
     member _.ReturningCapacity = returningCapacity
+
+    /// The most bytes the returning segment's sessions count (80% of the byte bound).
+    member _.ReturningBytesCapacity = returningBytesCapacity
+
+    /// What the returning sessions count against the byte bound.
+    member _.ReturningBytes = returning.Bytes
 
     /// The number of sessions in the order.
     member _.Count = fresh.Count + returning.Count
@@ -138,8 +186,15 @@ type internal SegmentedLru(maxEntries: int) =
     member _.Admit(node: EvictionNode, isReturning: bool) =
         lock gate (fun () ->
             if node.Segment = 0 then
-                (if isReturning then returning else fresh).PushHead node
-                if isReturning then rebalance ())
+                if isReturning then
+                    returning.PushHead node
+                    rebalance ()
+                else
+                    pushFresh node)
+
+    /// <summary>Puts a session in the order as the most recently used new session, stamped <paramref name="since"/> rather
+    /// than by the clock; nothing if it is in the order already.</summary>
+    member _.AdmitNew(node: EvictionNode, since: int64) = lock gate (fun () -> if node.Segment = 0 then pushFreshSince node since)
 
     /// <summary>A request used the session: it becomes the most recently used of its segment.</summary>
     /// <param name="node">The session's node (nothing happens if it is in no segment).</param>
@@ -163,7 +218,21 @@ type internal SegmentedLru(maxEntries: int) =
                 lock gate (fun () ->
                     if node.Segment = kind then
                         segment.Unlink node
-                        segment.PushHead node)
+                        if kind = 1 then pushFresh node else segment.PushHead node)
+
+    /// <summary>The session counts <paramref name="delta"/> bytes more against the byte bound (less when negative): a
+    /// store says so each time what it counts for the session changes, whether or not it is in the order (a node
+    /// admitted later brings its bytes with it).</summary>
+    member _.Resize(node: EvictionNode, delta: int64) =
+        if delta <> 0L then
+            lock gate (fun () ->
+                node.Bytes <- node.Bytes + delta
+                match node.Segment with
+                | 0 -> ()
+                | 1 -> fresh.Grow delta
+                | _ ->
+                    returning.Grow delta
+                    if delta > 0L then rebalance ())
 
     /// <summary>Takes a session out of the order (deleted, expired, moved away); false when it was in none.</summary>
     member _.Remove(node: EvictionNode) : bool =

@@ -189,6 +189,10 @@ type internal FreshSessions(chunkBytes: int, capacity: int) =
     /// The sessions held.
     member _.LiveCount = Volatile.Read &live
 
+    /// Where the next record goes. Positions only grow, so every record added so far lies before it: a clock by which
+    /// a store tells whether a session it holds elsewhere is older than a record of the ring.
+    member _.Head = Volatile.Read &head
+
     /// What the ring counts against the store's byte bound: from its tail to its head, holes included, and the map.
     member _.CountedBytes = Volatile.Read &countedBytes
 

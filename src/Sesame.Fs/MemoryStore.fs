@@ -103,9 +103,10 @@ type private MemoryEntry(text: SessionText, user: string, expiresAt: int64, last
 /// so that the next commits pass without evicting), never the session whose commit it is acknowledging. Sessions used
 /// by one request only (a new visitor, a bot, a flood) go first, least recently used first; a session a later request
 /// loaded again goes only when no such session is left, so a flood of new sessions cannot log returning users out
-/// (a segmented LRU: returning sessions keep up to 80% of <c>MaxSessions</c>). The new sessions that commits made go
-/// first, in the order they were made; then those signed in on their first visit, those too large to be held with
-/// them and returning sessions pushed out of their 80%.
+/// (a segmented LRU: returning sessions keep up to 80% of <c>MaxSessions</c> and of <c>MaxTotalBytes</c>, so new
+/// sessions keep a fifth of either). New sessions go oldest first, wherever they are held: the first visits, those too
+/// large to be held with them, and returning sessions pushed out of their 80% (which count as new from then on); a
+/// session signed in on its first visit goes after every first visit.
 /// A session larger than <c>MaxTotalBytes</c> on its own is refused. Evicted sessions leave the user index in the
 /// same step and are reported to the store's observer (<see cref="F:Sesame.SessionEndReason.Evicted"/>).
 /// Expired sessions are never served and are swept out every <c>SweepInterval</c>; they are reported too.</para>
@@ -136,7 +137,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
     let mutable totalBytes = 0L
     /// Sessions in the map (ConcurrentDictionary.Count takes every lock of the map).
     let mutable count = 0L
-    let policy = SegmentedLru options.MaxSessions
+    /// The map's sessions in eviction order; its new segment stamped with the ring's head, so that the ring's sessions
+    /// and the order's new ones go oldest first, wherever they are held.
+    let policy = SegmentedLru(options.MaxSessions, options.MaxTotalBytes, fun () -> fresh.Head)
     /// Guards `users` and every change of a bound session's presence (a move, a delete, an expiry, an eviction).
     let userLock = obj ()
     // Each user's ids in ordinal order, so that a page of a user's listing starts at its cursor.
@@ -149,6 +152,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             totalBytes <- totalBytes + entry.Size
             count <- count + 1L
             // Seeds are the app's own sessions: they start as returning ones.
+            policy.Resize(entry.Node, entry.Size)
             policy.Admit(entry.Node, true)
 
     let now () = time.GetUtcNow().UtcTicks
@@ -250,8 +254,11 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         | _ -> policy.Remove node |> ignore
 
     /// Evicts the ring's oldest session (never the one at exceptPosition, the session being acknowledged; past it only
-    /// when the count is over), and reports it once the ring's lock is let go; false when there is none to evict.
-    let evictFromRing (_: EvictionNode) (exceptPosition: int64) (countOver: bool) (_: bool) =
+    /// when the count is over), and reports it once the ring's lock is let go; false when there is none to evict, or
+    /// the order's least recently used new session went there before it (then that one goes first: a session that
+    /// came back and was pushed out of the returning 80% outlives the new sessions made before it, not every one made
+    /// after it too, else those would leave new sessions no room).
+    let evictFromRing (except: EvictionNode) (exceptPosition: int64) (countOver: bool) (_: bool) =
         if fresh.LiveCount = 0 then
             false
         else
@@ -259,7 +266,11 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 fresh.Locked(fun () ->
                     match fresh.Oldest(exceptPosition, countOver) with
                     | -1L -> struct (false, null)
-                    | oldest -> struct (true, endFresh [ oldest ] (now ())))
+                    | oldest ->
+                        match (if policy.NewCount = 0 then null else policy.PeekVictim(except, false)) with
+                        | null -> struct (true, endFresh [ oldest ] (now ()))
+                        | first when first.FreshSince <= oldest -> struct (false, null)
+                        | _ -> struct (true, endFresh [ oldest ] (now ())))
             report reports
             evicted
 
@@ -293,6 +304,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     let entry = MemoryEntry(fresh.ValueAt position, null, expires, seen, EvictionNode id)
                     // In the order before it is in the map, so that a later request's load, which may find it there at
                     // once, makes it returning rather than touching a node not yet in the order.
+                    policy.Resize(entry.Node, entry.Size)
                     policy.Admit(entry.Node, cameBack)
                     fresh.Remove position
                     if not (sessions.TryAdd(id, entry)) then invalidOp $"The session {id} is in the store's ring and its map at once."
@@ -471,6 +483,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 | -1L ->
                                     // In the order before it is in the map (see fromRing); the add cannot fail under
                                     // this lock, as the map was just read under it.
+                                    policy.Resize(node, next.Size)
                                     policy.Admit(node, false)
                                     if not (sessions.TryAdd(id, next)) then invalidOp $"The session {id} appeared in the map under the ring's lock."
                                     -1L
@@ -491,6 +504,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     if sessions.TryUpdate(id, next, current) then
                         let previous = current.Size
                         Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
+                        policy.Resize(node, next.Size - previous)
                         // A session in use is likely to come back soon: keep the tree this commit made.
                         ParsedValues.put parsed id next.Text tree
                         policy.Touch(node, false)
@@ -559,7 +573,13 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 // The session keeps its segment under its new id (a sign-in on a first visit stays new).
                                 let cameBack = not (isNull current) && policy.IsReturning current.Node
                                 if not (isNull current) then policy.Remove current.Node |> ignore
-                                policy.Admit(next.Node, cameBack)
+                                policy.Resize(next.Node, next.Size)
+                                if cameBack || isNull next.User then
+                                    policy.Admit(next.Node, cameBack)
+                                else
+                                    // Signed in on its first visit: a user, not a crawler; it outlives every first visit
+                                    // the ring holds, so that a flood cannot sign anyone out.
+                                    policy.AdmitNew(next.Node, Int64.MaxValue)
                                 leaveOrderIfGone toId next.Node
                                 ValueSome CommitResult.Committed)
                     match moved with

@@ -14,9 +14,10 @@ open Sesame.Tests.StoreContract
 open Sesame.Samples.Giraffe.GiraffeShape
 
 /// An order of the given bound with nodes by name, so a test speaks of "a" and "b".
-type private Order(maxEntries: int) =
-    let policy = SegmentedLru maxEntries
+type private Order(maxEntries: int, maxBytes: int64) =
+    let policy = SegmentedLru(maxEntries, maxBytes, fun () -> 0L)
     let nodes = ConcurrentDictionary<string, EvictionNode>()
+    new(maxEntries: int) = Order(maxEntries, Int64.MaxValue)
     member _.Policy = policy
     member _.Node(id: string) = nodes.GetOrAdd(id, fun id -> EvictionNode id)
     /// A session created by one request.
@@ -78,6 +79,30 @@ let private orderTests =
             Expect.equal order.Policy.ReturningCount 8 "the returning segment holds 8"
             // s1 came back first: it is demoted, and is the most recently used new session (s10 came before it).
             Expect.equal (order.Drain null) [ "s10"; "s1"; "s2"; "s3"; "s4"; "s5"; "s6"; "s7"; "s8"; "s9" ] "the order"
+
+        testCase "past 80% of the byte bound, the least recently used returning sessions go back to the head of the new ones"
+        <| fun () ->
+            let order = Order(100, 1000L)
+            Expect.equal order.Policy.ReturningBytesCapacity 800L "80% of 1,000 bytes"
+            let ids = [ for i in 1..6 -> $"s{i}" ]
+            for id in ids do
+                order.Policy.Resize(order.Node id, 150L)
+            order.New ids
+            order.CameBack ids
+            // Five of 150 bytes pass 800: s1, the least recently used, goes back to the new ones.
+            Expect.equal order.Policy.ReturningCount 5 "five returning sessions"
+            Expect.equal order.Policy.ReturningBytes 750L "750 bytes"
+            // s6 grows by 100 bytes: 850 is past the share, so s2 goes back too, ahead of s1.
+            order.Policy.Resize(order.Node "s6", 100L)
+            Expect.equal order.Policy.ReturningBytes 700L "s3 to s6: 700 bytes"
+            // A session out of the order keeps what it counts when it comes back in.
+            Expect.isTrue (order.Policy.Remove(order.Node "s3")) "s3 removed"
+            Expect.equal order.Policy.ReturningBytes 550L "s3's 150 left with it"
+            order.Policy.Resize(order.Node "s3", -50L)
+            order.Policy.Admit(order.Node "s3", true)
+            Expect.equal order.Policy.ReturningBytes 650L "s3 back with 100"
+            Expect.equal (order.Drain null) [ "s1"; "s2"; "s4"; "s5"; "s6"; "s3" ] "the new ones, then the returning ones"
+            Expect.equal order.Policy.ReturningBytes 0L "nothing counted once all are out"
 
         testCase "the session being acknowledged is never taken"
         <| fun () ->
@@ -364,6 +389,52 @@ let private storeTests (kind: BoundedKind) =
                     // The established user keeps using the session meanwhile.
                     let! keeper = loadTree store "keeper"
                     Expect.equal keeper (Some(json """{"name":"ada"}""")) $"round {round}: the established session is still there"
+        }
+
+        testCaseTask "with the count bound full of sessions that came back, a new session outlives the next new ones within its fifth"
+        <| fun () -> task {
+            use bounded = kind.Open 100 (1L <<< 40)
+            let store = bounded.Store
+            // 200 users come back once each, one after another: far more than the returning segment's 80 sessions.
+            for i in 1..200 do
+                do! commitOk store $"user{i}" [ setAt "name" $"\"user{i}\"" ]
+                let! _ = loadTree store $"user{i}"
+                ()
+            // A first visit, then fifteen more: the first keeps its session (new ones share a fifth of the bound, 20).
+            do! commitOk store "first" [ setAt "cart" "[1]" ]
+            for i in 1..15 do
+                do! commitOk store $"new{i}" [ setAt "times" "1" ]
+                let! held = isHeld store "first"
+                Expect.isTrue held $"the first visit is still held after {i} newer sessions"
+            // A flood then evicts new sessions only: the 80 users that came back last keep theirs.
+            for i in 16..300 do
+                do! commitOk store $"new{i}" [ setAt "times" "1" ]
+            let! kept = Task.WhenAll [ for i in 121..200 -> loadTree store $"user{i}" ]
+            Expect.equal (kept |> Array.filter Option.isSome).Length 80 "the 80 users that came back last kept their sessions"
+        }
+
+        testCaseTask "with the byte bound full of sessions that came back, a new session outlives the next new one within its fifth"
+        <| fun () -> task {
+            let kilobyte = kilobyteSession kind
+            // Room for 20 sessions of a kilobyte: returning ones may count 16 of them, new ones the other 4.
+            use bounded = kind.Open 100_000 (kilobyte * 205L / 10L)
+            let store = bounded.Store
+            let text = $"\"{String('x', 1000)}\""
+            for i in 1..40 do
+                do! commitOk store $"user{i:D3}" [ setAt "text" text ]
+                let! _ = loadTree store $"user{i:D3}"
+                ()
+            do! commitOk store "first" [ setAt "text" text ]
+            for i in 1..2 do
+                do! commitOk store $"new{i}" [ setAt "text" text ]
+                let! held = isHeld store "first"
+                Expect.isTrue held $"the first visit is still held after {i} newer sessions"
+            for i in 3..100 do
+                do! commitOk store $"new{i}" [ setAt "text" text ]
+            // Sessions that came back cost more than new ones as each store counts them (an object each), so 80% of the
+            // bound holds 13 (memory) to 16 (file) of them: at least the 12 that came back last stay.
+            let! kept = Task.WhenAll [ for i in 29..40 -> loadTree store $"user{i:D3}" ]
+            Expect.equal (kept |> Array.filter Option.isSome).Length 12 "the 12 users that came back last kept their sessions"
         }
 
         testCaseTask "a session larger than the byte bound on its own is refused as too large, and evicts nobody"

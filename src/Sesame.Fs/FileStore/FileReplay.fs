@@ -519,7 +519,7 @@ module internal FileReplay =
     /// They enter the eviction order as returning sessions (a file does not record which sessions came back; those
     /// that lived through a restart are taken to be established), least recently seen first, so that past the
     /// returning segment's share the least recently seen are the first to go.
-    let live (t: int64) (maxSessions: int) (replayed: Replayed) : FileSessions =
+    let live (t: int64) (maxSessions: int) (maxBytes: int64) (replayed: Replayed) : FileSessions =
         let all = replayed.Sessions
         // Removing while enumerating is allowed for a Dictionary: it does not move the other entries.
         for KeyValue(id, session) in all do
@@ -551,7 +551,7 @@ module internal FileReplay =
         | Some e -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e
         | None -> ()
         replayed.Changes.Clear()
-        let sessions = FileSessions(maxSessions, all, cold)
+        let sessions = FileSessions(maxSessions, maxBytes, all, cold)
         let order = Array.zeroCreate<FileSession> all.Count
         let seen = Array.zeroCreate<int64> all.Count
         n <- 0

@@ -68,12 +68,14 @@ type internal FileSession(id: string) =
 /// count as returning sessions that are older than any session used since the store opened: the bounds evict them
 /// once no new session is left to evict, before any other returning one.</para>
 [<Sealed>]
-type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<string, FileSession>>, cold: FreshSessions) as this =
+type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollection<KeyValuePair<string, FileSession>>, cold: FreshSessions) as this =
     let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, replayed, StringComparer.Ordinal)
     let users = ConcurrentDictionary<string, UserSessionIds>(StringComparer.Ordinal)
     let mutable liveBytes = 0L
     let mutable heldBytes = 0L
-    let policy = SegmentedLru maxSessions
+    // Its clock is unused: the new segment holds every session made since the store opened, and the ring's are
+    // older than all of them (the bounds tell them apart by when they were last seen).
+    let policy = SegmentedLru(maxSessions, maxBytes, fun () -> 0L)
 
     /// What a record of the ring adds to a compacted file.
     let coldLiveBytes (position: int64) = FileLog.snapshotBytes (cold.IdUtf8LengthAt position) (int64 (cold.ValueLengthAt position))
@@ -264,6 +266,7 @@ type internal FileSessions(maxSessions: int, replayed: ICollection<KeyValuePair<
     /// Sets what the session's newest value counts against the byte bound. Call under the session's lock.
     member _.SetHeldBytes(session: FileSession, bytes: int64) =
         Interlocked.Add(&heldBytes, bytes - session.HeldBytes) |> ignore
+        policy.Resize(session.Node, bytes - session.HeldBytes)
         session.HeldBytes <- bytes
 
     /// The session has no live value any more (deleted, moved away, evicted): it counts for nothing and leaves the

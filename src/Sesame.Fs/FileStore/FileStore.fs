@@ -202,10 +202,6 @@ type FileStore
                     true)
         | _ -> true
 
-    /// What the ring's sessions may count against the byte bound before its oldest go ahead of new sessions: the
-    /// returning segment's share of the count bound (80%), in bytes.
-    let returningBytesShare = options.MaxTotalBytes - options.MaxTotalBytes / 5L
-
     /// Evicts the oldest of the sessions replayed and unused since (taken out of the ring first), unless what the
     /// order would evict next goes first: a session used since the store opened by one request only, or a session
     /// last seen before it. So the ring's sessions count as returning ones, and all the sessions replayed go least
@@ -214,9 +210,8 @@ type FileStore
     /// sessions evicts ring sessions only ahead of replayed objects handed so, or when the ring and the returning
     /// segment together hold more than the segment's capacity (80% of the bound): then the oldest of them goes before
     /// any new session, as the segment's overflow would, else a restart with a full file would leave new sessions no
-    /// room, each evicted by the next. The bytes have the same share: the ring's sessions may count at most 80% of the
-    /// byte bound (the returning objects' bytes are not told apart: after a restart the ring holds nearly all). False
-    /// when it evicts none.
+    /// room, each evicted by the next. The bytes have the same share: the ring's and the returning segment's sessions
+    /// together may count at most 80% of the byte bound. False when it evicts none.
     let evictCold (except: EvictionNode) (_: int64) (_: bool) (orReturning: bool) =
         let policy = sessions.Policy
         // Evicts the ring's least recently used session if it was last seen at or before the time.
@@ -232,7 +227,10 @@ type FileStore
             // Read without the session's lock: an order of eviction needs no more than a recent time.
             | :? FileSession as next when next.UnusedSinceOpen || policy.IsReturning next -> evictRingBefore next.LastSeen
             | null when orReturning -> evictRingBefore Int64.MaxValue
-            | _ when int64 policy.ReturningCount + int64 sessions.ColdCount > int64 policy.ReturningCapacity || sessions.ColdBytes > returningBytesShare ->
+            | _ when
+                int64 policy.ReturningCount + int64 sessions.ColdCount > int64 policy.ReturningCapacity
+                || policy.ReturningBytes + sessions.ColdBytes > policy.ReturningBytesCapacity
+                ->
                 match policy.PeekReturning except with
                 | :? FileSession as oldest ->
                     // Older than every ring session, it was last seen before the store opened: it goes first.
@@ -344,7 +342,7 @@ type FileStore
                         raise (SessionStoreException($"The session file '{path}' cannot be read or flushed: {e.Message}", e))
                 // Where the platform could not tell: a device keeps nothing of what replay wrote or read.
                 if IO.RandomAccess.GetLength handle <> replayed.Length then raise (RegularFile.notRegular given path null)
-                let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions replayed
+                let sessions = FileReplay.live (time.GetUtcNow().UtcTicks) options.MaxSessions options.MaxTotalBytes replayed
                 FileStoreLog.openedFile logger path sessions.Count replayed.Length stopwatch.ElapsedMilliseconds
                 let file = ActiveFile(path, handle, replayed.Length)
                 let compaction = Compaction(file, sessions, options, logger, time)
