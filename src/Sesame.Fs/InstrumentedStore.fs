@@ -83,7 +83,7 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
             Task.CompletedTask
 
     /// Where the app's handlers for the ends a store made by itself run (see DetachedHandlers).
-    let detached = DetachedHandlers(DetachedHandlers.DefaultCapacity, (fun eventName handler -> invoke eventName handler |> ignore), logger)
+    let detached = DetachedHandlers(DetachedHandlers.DefaultCapacity, invoke, logger)
 
     /// Runs an app handler for an end a store made by itself (a sweep, an eviction) off the store's thread, with no
     /// request's context; it is not waited for.
@@ -337,6 +337,13 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
             inner.DeleteAsync(id, cancellationToken)
 
     override _.ListAsync(query, cancellationToken) = inner.ListAsync(query, cancellationToken)
+
+    /// <summary>Waits for the app's handlers of the expiry and eviction events queued so far (see DetachedHandlers), or
+    /// until the host's shutdown timeout; says how many were left, if any.</summary>
+    member internal _.DrainHandlersAsync(cancellationToken: Threading.CancellationToken) : Task = task {
+        let! left = detached.DrainAsync cancellationToken
+        if left > 0L then Log.eventsLeftAtStop logger left
+    }
 
     /// What the app's store reports of the sessions it ends by itself.
     interface ISessionStoreObserver with

@@ -114,6 +114,13 @@ module internal Log =
             "{DroppedCount} expiry or eviction events were dropped while the app's handlers for them were behind the store."
         )
 
+    let private handlersLeft =
+        LoggerMessage.Define<int64>(
+            LogLevel.Warning,
+            EventId(18, "SessionEventsLeftAtStop"),
+            "{LeftCount} expiry or eviction events were not handled before the app stopped: their handlers did not finish within the host's shutdown timeout."
+        )
+
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
 
     let cookieRejectedBecause (logger: ILogger) (reason: string) = cookieRejected.Invoke(logger, reason, null)
@@ -134,3 +141,4 @@ module internal Log =
     let storeInUse (logger: ILogger) (store: string) (storeType: string) = storeChanged.Invoke(logger, store, storeType, null)
     let eventsDropping (logger: ILogger) (capacity: int) = handlersBehind.Invoke(logger, capacity, null)
     let eventsDropped (logger: ILogger) (count: int64) = handlersCaughtUp.Invoke(logger, count, null)
+    let eventsLeftAtStop (logger: ILogger) (count: int64) = handlersLeft.Invoke(logger, count, null)

@@ -19,15 +19,18 @@ module internal SesameMiddleware =
         RequestDelegate(fun context -> SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context }))
 
 /// Builds Sesame's runtime when the app starts, not at its first session: from then on the store reports the sessions
-/// it ends (a file store's sessions from before a restart expire as events too) and its gauge is observed.
+/// it ends (a file store's sessions from before a restart expire as events too) and its gauge is observed. As the app
+/// stops, waits for the expiry and eviction handlers queued so far, before the app's services are disposed.
 [<Sealed>]
 type internal SesameRuntimeStart(services: IServiceProvider) =
+    let mutable runtime: SesameRuntime = null
+
     interface Microsoft.Extensions.Hosting.IHostedService with
         member _.StartAsync(_cancellationToken) =
-            services.GetRequiredService<SesameRuntime>() |> ignore
+            runtime <- services.GetRequiredService<SesameRuntime>()
             Task.CompletedTask
 
-        member _.StopAsync(_cancellationToken) = Task.CompletedTask
+        member _.StopAsync(cancellationToken) = if isNull runtime then Task.CompletedTask else runtime.StopAsync cancellationToken
 
 // Registration lives in the namespaces ASP.NET Core apps already open, as the framework's own does.
 namespace Microsoft.Extensions.DependencyInjection

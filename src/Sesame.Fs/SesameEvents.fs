@@ -107,8 +107,10 @@ type SessionCommitFailedContext internal (services: IServiceProvider, sessionId:
 /// request finds the session expired, so an expiry event may come up to one sweep interval after the session expired.</para>
 /// <para>Request events run inline, in the request, and their task is awaited: keep them quick, and hand slow work (a
 /// database write, an e-mail) to a queue. Expiry and eviction handlers run off the store's thread, with no request,
-/// one after another, and are not waited for (at most 10,000 wait; past that they are dropped and logged): a store raises them from its own thread (a sweep, the file store's writer), sometimes under its
-/// locks, which a slow handler, or one that waits on the store, must not hold up. A handler that throws is logged
+/// one after another, and are not waited for (at most 10,000 wait; past that they are dropped and logged): a store
+/// raises them from its own thread (a sweep, the file store's writer), sometimes under its locks, which a slow handler,
+/// or one that waits on the store, must not hold up. When the app stops, the handlers of the events raised so far are
+/// waited for, within the host's shutdown timeout, before the app's services are disposed. A handler that throws is logged
 /// (event <c>SessionEventHandlerFailed</c>) and fails neither the request nor the store.</para>
 /// <para>The same moments are counted by Sesame's metrics (meter <c>Sesame</c>); use events to act, metrics to watch.</para>
 /// </remarks>

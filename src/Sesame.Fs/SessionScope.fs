@@ -27,6 +27,13 @@ type internal SesameRuntime
     member internal _.Logger = logger
     /// The ISession compatibility's settings, or null when the app did not ask for it.
     member internal _.Compatibility = compatibility
+    /// Waits, as the app stops, for the app's handlers of the sessions the store ended by itself that are queued so far,
+    /// so that they run before the app's services are disposed (or until the host's shutdown timeout).
+    member internal _.StopAsync(cancellationToken: CancellationToken) : Task =
+        match store with
+        | :? InstrumentedStore as instrumented -> instrumented.DrainHandlersAsync cancellationToken
+        | _ -> Task.CompletedTask
+
     /// Whether a request's session is loaded before its handler runs (for ISession's synchronous members).
     member val internal Preloads = not (isNull compatibility) && compatibility.PreloadsFor store
 

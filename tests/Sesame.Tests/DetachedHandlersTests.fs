@@ -19,7 +19,7 @@ let tests =
             let ran = ref 0
             let run (_: string) (handler: unit -> Task) =
                 gate.Wait()
-                handler () |> ignore
+                handler ()
             let handlers = DetachedHandlers(100, run, logger)
             for _ in 1..1000 do
                 handlers.Post(
@@ -37,12 +37,36 @@ let tests =
             Expect.equal (logger.WithEvent 16).Length 1 "the dropping was said once, as it started"
         }
 
+        testCaseTask "a drain waits for the handlers of the events queued so far, and at its token says how many were left"
+        <| fun () -> task {
+            let handlers = DetachedHandlers(100, (fun _ handler -> handler ()), CapturingLogger())
+            let release = TaskCompletionSource()
+            let ran = ref 0
+            for _ in 1..3 do
+                handlers.Post(
+                    "Evicted",
+                    fun () -> task {
+                        do! release.Task
+                        Interlocked.Increment &ran.contents |> ignore
+                    }
+                )
+            use timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds 200.0)
+            let! left = handlers.DrainAsync timeout.Token
+            Expect.equal left 3L "three handlers still waiting when the token fired"
+            let draining = handlers.DrainAsync CancellationToken.None
+            Expect.isFalse draining.IsCompleted "a drain with no timeout waits"
+            release.SetResult()
+            let! left = draining
+            Expect.equal left 0L "none left"
+            Expect.equal ran.Value 3 "every handler ran to its end before the drain returned"
+        }
+
         testCaseTask "a run that throws (a logger that throws as it logs a handler's failure) does not stop the handlers after it"
         <| fun () -> task {
             let ran = ConcurrentQueue<string>()
             let run (name: string) (handler: unit -> Task) =
                 if name = "first" then raise (InvalidOperationException "the logger broke")
-                handler () |> ignore
+                handler ()
             let handlers = DetachedHandlers(10, run, CapturingLogger())
             handlers.Post("first", fun () -> Task.CompletedTask)
             handlers.Post(

@@ -678,6 +678,40 @@ let tests =
             Expect.equal storeOf.Value.LiveCount 2 "within the bound"
         }
 
+        testCaseTask "the eviction handlers still running when the app stops finish before its services are disposed"
+        <| fun () -> task {
+            let handled = ConcurrentQueue<string>()
+            let logs = new LogCapture()
+            let configure (options: SesameOptions) =
+                options.Events.OnEvicted <-
+                    Func<SessionEndedContext, Task>(fun context -> task {
+                        do! Task.Delay 500
+                        // What a handler does with the app's services, which throw once the container is disposed.
+                        context.Services.GetRequiredService<ILoggerFactory>() |> ignore
+                        handled.Enqueue context.SessionId
+                    })
+            let store = new MemoryStore(MemoryStoreOptions(MaxSessions = 2))
+            let app =
+                withSession
+                >=> Session.handler (fun s ->
+                    s |> Session.set "k" 1
+                    text "ok")
+            let! host = startHost store configure (runHandler app) logs
+            // Eight first visits where two sessions fit: six evictions, whose handlers take half a second each.
+            for _ in 1..8 do
+                let! response, _ = (Browser host).GetAsync "/"
+                Expect.equal response.StatusCode HttpStatusCode.OK "a first visit"
+            do! host.StopAsync()
+            host.Dispose()
+            Expect.equal handled.Count 6 "every eviction's handler ran to its end"
+            Expect.equal
+                (logs.Entries
+                 |> List.filter (fun e -> e.Category = "Sesame" && (e.EventId.Id = 14 || e.EventId.Id = 18))
+                 |> List.map (fun e -> e.Category, e.EventId.Id, e.Message))
+                []
+                "no handler failed, none was left"
+        }
+
         testCaseTask "an event handler that throws is logged and does not fail the request"
         <| fun () -> task {
             let logs = new LogCapture()
