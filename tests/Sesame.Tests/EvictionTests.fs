@@ -313,6 +313,22 @@ let private commitOk (store: SessionStore) (id: string) (updates: Update list) =
     Expect.equal result CommitResult.Committed $"commit of {id}"
 }
 
+/// Users come back one after another (each session made, then loaded by a later request), then a first visit and
+/// newer new sessions: the first visit is still held after each of the next <c>within</c>; <c>flood</c> more follow.
+let private cameBackThenNew (store: SessionStore) (users: string list) (value: Update list) (within: int) (flood: int) = task {
+    for id in users do
+        do! commitOk store id value
+        let! _ = loadTree store id
+        ()
+    do! commitOk store "first" value
+    for i in 1..within do
+        do! commitOk store $"new{i}" value
+        let! held = isHeld store "first"
+        Expect.isTrue held $"the first visit is still held after {i} newer sessions"
+    for i in within + 1 .. within + flood do
+        do! commitOk store $"new{i}" value
+}
+
 /// An observer that keeps what it is told.
 type private Ends() =
     let ended = ConcurrentQueue<string * Json * SessionEndReason>()
@@ -394,22 +410,11 @@ let private storeTests (kind: BoundedKind) =
         testCaseTask "with the count bound full of sessions that came back, a new session outlives the next new ones within its fifth"
         <| fun () -> task {
             use bounded = kind.Open 100 (1L <<< 40)
-            let store = bounded.Store
-            // 200 users come back once each, one after another: far more than the returning segment's 80 sessions.
-            for i in 1..200 do
-                do! commitOk store $"user{i}" [ setAt "name" $"\"user{i}\"" ]
-                let! _ = loadTree store $"user{i}"
-                ()
-            // A first visit, then fifteen more: the first keeps its session (new ones share a fifth of the bound, 20).
-            do! commitOk store "first" [ setAt "cart" "[1]" ]
-            for i in 1..15 do
-                do! commitOk store $"new{i}" [ setAt "times" "1" ]
-                let! held = isHeld store "first"
-                Expect.isTrue held $"the first visit is still held after {i} newer sessions"
-            // A flood then evicts new sessions only: the 80 users that came back last keep theirs.
-            for i in 16..300 do
-                do! commitOk store $"new{i}" [ setAt "times" "1" ]
-            let! kept = Task.WhenAll [ for i in 121..200 -> loadTree store $"user{i}" ]
+            // 200 users come back, far more than the returning segment's 80 sessions; a first visit then outlives 15
+            // newer ones (new ones share a fifth of the bound, 20), and a flood evicts new sessions only.
+            let users = [ for i in 1..200 -> $"user{i}" ]
+            do! cameBackThenNew bounded.Store users [ setAt "name" "\"ada\"" ] 15 285
+            let! kept = Task.WhenAll [ for id in List.skip 120 users -> loadTree bounded.Store id ]
             Expect.equal (kept |> Array.filter Option.isSome).Length 80 "the 80 users that came back last kept their sessions"
         }
 
@@ -418,22 +423,11 @@ let private storeTests (kind: BoundedKind) =
             let kilobyte = kilobyteSession kind
             // Room for 20 sessions of a kilobyte: returning ones may count 16 of them, new ones the other 4.
             use bounded = kind.Open 100_000 (kilobyte * 205L / 10L)
-            let store = bounded.Store
-            let text = $"\"{String('x', 1000)}\""
-            for i in 1..40 do
-                do! commitOk store $"user{i:D3}" [ setAt "text" text ]
-                let! _ = loadTree store $"user{i:D3}"
-                ()
-            do! commitOk store "first" [ setAt "text" text ]
-            for i in 1..2 do
-                do! commitOk store $"new{i}" [ setAt "text" text ]
-                let! held = isHeld store "first"
-                Expect.isTrue held $"the first visit is still held after {i} newer sessions"
-            for i in 3..100 do
-                do! commitOk store $"new{i}" [ setAt "text" text ]
+            let users = [ for i in 1..40 -> $"user{i:D3}" ]
+            do! cameBackThenNew bounded.Store users [ setAt "text" $"\"{String('x', 1000)}\"" ] 2 98
             // Sessions that came back cost more than new ones as each store counts them (an object each), so 80% of the
             // bound holds 13 (memory) to 16 (file) of them: at least the 12 that came back last stay.
-            let! kept = Task.WhenAll [ for i in 29..40 -> loadTree store $"user{i:D3}" ]
+            let! kept = Task.WhenAll [ for id in List.skip 28 users -> loadTree bounded.Store id ]
             Expect.equal (kept |> Array.filter Option.isSome).Length 12 "the 12 users that came back last kept their sessions"
         }
 
