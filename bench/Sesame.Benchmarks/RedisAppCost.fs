@@ -78,16 +78,10 @@ let run (rounds: int) (only: string) =
         Array.append [| box (RedisLibrary.functionOf "Load"); box 4 |] (Array.map box (keysOf w))
         |> fun head -> Array.append head [| box "sesame:"; box (id w); box 1_200_000L; box 1000L |]
     let commitCall (w: int) : obj[] =
-        let arguments = ResizeArray<RedisValue>()
-        arguments.Add(RedisValue.op_Implicit "sesame:")
-        arguments.Add(RedisValue.op_Implicit (id w))
-        arguments.Add(RedisValue.op_Implicit "1")
-        arguments.Add(RedisValue.op_Implicit 1_200_000L)
-        arguments.Add(RedisValue.op_Implicit (int64 (1 <<< 20)))
-        arguments.Add(RedisValue.op_Implicit 1000L)
-        RedisLayout.addChange arguments counter
+        let commit = { IdleTimeout = TimeSpan.FromMilliseconds 1_200_000.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
+        let arguments = RedisLayout.commitArguments (RedisValue.op_Implicit "sesame:") (id w) commit (RedisValue.op_Implicit 1000L) counter
         Array.append [| box (RedisLibrary.functionOf "Commit"); box 4 |] (Array.map box (keysOf w))
-        |> fun head -> Array.append head (arguments.ToArray() |> Array.map box)
+        |> fun head -> Array.append head (arguments |> Array.map box)
     let loadCalls = Array.init 33 (fun w -> if w = 0 then null else loadCall w)
     let commitCalls = Array.init 33 (fun w -> if w = 0 then null else commitCall w)
     let scenarios: (string * (int -> Task)) list = [

@@ -84,20 +84,28 @@ module internal PostgresLayout =
             let text = Json.serialize other
             struct (text, Encoding.UTF8.GetByteCount text)
 
-    /// Accumulates the arguments of one change.
+    /// Each operation's text, by its tree's letter and its own (one string each, not one per update).
+    let private opTexts =
+        let texts = Dictionary<int, string>()
+        for tree in "DMdm" do
+            for op in "sari" do
+                texts[(int tree <<< 8) ||| int op] <- String([| tree; op |])
+        texts
+
+    /// Accumulates the arguments of one change of about <c>count</c> updates (each list sized for them once).
     [<Sealed>]
-    type private Builder() =
-        let updates = ResizeArray<Update>()
-        let ops = ResizeArray<string>()
-        let segCounts = ResizeArray<int>()
-        let segs = ResizeArray<string>()
-        let costs = ResizeArray<int>()
-        let nodeCounts = ResizeArray<int>()
-        let paths = ResizeArray<string>()
-        let values = ResizeArray<string>()
-        let bytes = ResizeArray<int>()
-        let sizes = ResizeArray<int64>()
-        let numbers = ResizeArray<string>()
+    type private Builder(count: int) =
+        let updates = ResizeArray<Update>(count)
+        let ops = ResizeArray<string>(count)
+        let segCounts = ResizeArray<int>(count)
+        let segs = ResizeArray<string>(3 * count)
+        let costs = ResizeArray<int>(3 * count)
+        let nodeCounts = ResizeArray<int>(count)
+        let paths = ResizeArray<string>(count)
+        let values = ResizeArray<string>(count)
+        let bytes = ResizeArray<int>(count)
+        let sizes = ResizeArray<int64>(count)
+        let numbers = ResizeArray<string>(count)
 
         /// Adds the nodes of a value below `relative`; gives (node count, the value's JSON size).
         let rec addNodes (relative: string) (json: Json) : struct (int * int64) =
@@ -148,7 +156,7 @@ module internal PostgresLayout =
                 | Update.Remove _ -> 'r', ValueNone
                 | Update.Increment _ -> 'i', ValueNone
             updates.Add update
-            ops.Add(String([| tree; op |]))
+            ops.Add opTexts[(int tree <<< 8) ||| int op]
             segCounts.Add path.Segments.Length
             for segment in path.Segments do
                 segs.Add(NodePath.segmentName segment)
@@ -188,7 +196,11 @@ module internal PostgresLayout =
     /// when the stored shape is the upgrade's <c>From</c>; then the tree's ('d') and the facts' ('m') updates.
     /// </summary>
     let argumentsOf (change: SessionChange) : ChangeArguments =
-        let builder = Builder()
+        let upgraded =
+            match change.Upgrade with
+            | ValueSome upgrade -> upgrade.Data.Updates.Length + 1
+            | ValueNone -> 0
+        let builder = Builder(upgraded + change.Data.Updates.Length + change.Meta.Updates.Length)
         match change.Upgrade with
         | ValueSome upgrade ->
             for update in upgrade.Data.Updates do

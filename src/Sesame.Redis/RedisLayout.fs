@@ -93,8 +93,37 @@ module internal RedisLayout =
         | Some key -> key
         | None -> raise (InvalidLayout "a key has an invalid escape")
 
+    let private nullValue = value "null"
+    let private trueValue = value "true"
+    let private falseValue = value "false"
+
+    /// A leaf's JSON as a field's value: a number's text and the constants as they are (the same bytes, without
+    /// writing them), other leaves (strings) written as JSON.
+    let private leafValue (leaf: Json) : RedisValue =
+        match leaf with
+        | Json.Number n -> value n.Text
+        | Json.Null -> nullValue
+        | Json.Bool true -> trueValue
+        | Json.Bool false -> falseValue
+        | other -> RedisValue.op_Implicit (Json.toUtf8 other)
+
+    /// The nodes addNodes adds for a value: one per leaf and per non-empty object or array.
+    let rec private nodeCount (json: Json) : int =
+        match json with
+        | Json.Object o when o.Count > 0 ->
+            let mutable count = 1
+            for KeyValue(_, child) in o do
+                count <- count + nodeCount child
+            count
+        | Json.Array items when items.Length > 0 ->
+            let mutable count = 1
+            for item in items do
+                count <- count + nodeCount item
+            count
+        | _ -> 1
+
     /// Adds the nodes of a value, their field names relative to the value's own field.
-    let rec private addNodes (arguments: ResizeArray<RedisValue>) (relative: string) (json: Json) : int =
+    let rec private addNodes (arguments: ScriptArguments) (relative: string) (json: Json) : int =
         match json with
         | Json.Object o when o.Count > 0 ->
             let names = Array.zeroCreate o.Count
@@ -121,10 +150,10 @@ module internal RedisLayout =
             count
         | leaf ->
             arguments.Add(value relative)
-            arguments.Add(RedisValue.op_Implicit (Json.toUtf8 leaf))
+            arguments.Add(leafValue leaf)
             1
 
-    let private addPath (arguments: ResizeArray<RedisValue>) (path: SessionPath) =
+    let private addPath (arguments: ScriptArguments) (path: SessionPath) =
         arguments.Add(RedisValue.op_Implicit (int64 path.Segments.Length))
         for segment in path.Segments do
             arguments.Add(value (NodePath.segmentName segment))
@@ -146,8 +175,25 @@ module internal RedisLayout =
         for update in change.Meta.Updates -> struct (true, update)
     ]
 
+    /// What addChange adds for one update.
+    let private argumentsOfUpdate (update: Update) =
+        let path = 2 + 2 * update.Path.Segments.Length
+        match update with
+        | Update.Set(_, json)
+        | Update.Append(_, json) -> path + 2 + 2 * nodeCount json
+        | Update.Remove p when p.IsRoot -> path + 4
+        | Update.Remove _ -> path
+        | Update.Increment _ -> path + 1
+
+    /// <summary>How many values addChange adds for a change: a script's ARGV sized once, not grown value by value.</summary>
+    let argumentCount (change: SessionChange) : int =
+        let mutable count = 4
+        for struct (_, update) in updatesOf change do
+            count <- count + argumentsOfUpdate update
+        count
+
     /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it.</summary>
-    let addChange (arguments: ResizeArray<RedisValue>) (change: SessionChange) : unit =
+    let addChange (arguments: ScriptArguments) (change: SessionChange) : unit =
         let updates = updatesOf change
         match change.Upgrade with
         | ValueSome upgrade ->
@@ -183,6 +229,19 @@ module internal RedisLayout =
                 arguments.Add(value (op "i"))
                 addPath arguments path
                 arguments.Add(value by.Text)
+
+    /// <summary>The commit script's ARGV (Commit.lua): the store's key prefix, the session id, whether the session must
+    /// exist, its time to live, the size limit and the expiry refresh, then the change.</summary>
+    let commitArguments (prefix: RedisValue) (id: string) (commit: CommitOptions) (refresh: RedisValue) (change: SessionChange) : RedisValue[] =
+        let arguments = ScriptArguments(6 + argumentCount change)
+        arguments.Add prefix
+        arguments.Add(value id)
+        arguments.Add(value (if commit.MustExist then "1" else "0"))
+        arguments.Add(RedisValue.op_Implicit (ttlMilliseconds commit.IdleTimeout))
+        arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
+        arguments.Add refresh
+        addChange arguments change
+        arguments.ToArray()
 
     /// <summary>The conflict a script reported for the change's update number <paramref name="update"/> (from 1), with the message Sesame's own apply gives.</summary>
     let conflict (change: SessionChange) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =

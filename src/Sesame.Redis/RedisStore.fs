@@ -525,7 +525,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             fromShard.Ids
             fromShard.Bound
         |]
-        let arguments = ResizeArray<RedisValue>(16 + copied.Length)
+        let arguments = ScriptArguments(16 + copied.Length + RedisLayout.argumentCount change)
         arguments.Add prefix
         arguments.Add(RedisValue.op_Implicit (if isNull fromId then "" else fromId))
         arguments.Add(RedisValue.op_Implicit toId)
@@ -922,15 +922,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         if isNull change then nullArg (nameof change)
         if change.BindsUser then invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
         let keys = keysOf id
-        let arguments = ResizeArray<RedisValue>(8 + 8 * (change.Data.Updates.Length + change.Meta.Updates.Length))
-        arguments.Add prefix
-        arguments.Add(RedisValue.op_Implicit id)
-        arguments.Add(RedisValue.op_Implicit (if commit.MustExist then "1" else "0"))
-        arguments.Add(RedisValue.op_Implicit (RedisLayout.ttlMilliseconds commit.IdleTimeout))
-        arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
-        arguments.Add refreshMilliseconds
-        RedisLayout.addChange arguments change
-        let arguments = arguments.ToArray()
+        let arguments = RedisLayout.commitArguments prefix id commit refreshMilliseconds change
         let! struct (parts, acknowledged) =
             bounded "commit" id cancellationToken (fun token -> onSession id (fun () -> evaluate commitScript keys arguments true token) token)
         match Reply.text parts[0] with
