@@ -86,8 +86,10 @@ type internal DetachedHandlers(capacity: int, run: string -> (unit -> Task) -> T
         let mutable left = Volatile.Read &unfinished
         while left > 0L && not cancellationToken.IsCancellationRequested do
             let signal = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-            Volatile.Write(&idle, signal)
-            // Read again once the signal is where the last handler to finish looks for it.
+            // A full fence: the count is read again only once the signal is where the last handler to finish looks
+            // for it (a plain write then a read of another field may be reordered, and the drain then waits for a
+            // wake-up already missed, until the host's shutdown timeout).
+            Interlocked.Exchange(&idle, signal) |> ignore
             if Volatile.Read &unfinished > 0L then
                 let! _ = Task.WhenAny(signal.Task, Task.Delay(Timeout.Infinite, cancellationToken))
                 ()

@@ -61,6 +61,32 @@ let tests =
             Expect.equal ran.Value 3 "every handler ran to its end before the drain returned"
         }
 
+        testCaseTask "a drain never sleeps through the last handler finishing while it starts to wait"
+        <| fun () -> task {
+            // The last handler finishes on another thread just as the drain starts to wait, over and over: a drain that
+            // missed the wake-up would wait for its token, and say none were left. (A review's repro: 12-14 misses in
+            // 1.3-2.9 million rounds before the fix.)
+            let handlers = DetachedHandlers(100, (fun _ handler -> handler ()), CapturingLogger())
+            let clock = Diagnostics.Stopwatch.StartNew()
+            let mutable rounds = 0
+            let mutable slept = 0
+            while clock.Elapsed < TimeSpan.FromSeconds 4.0 do
+                let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+                handlers.Post("Evicted", fun () -> gate.Task)
+                let spins = rounds % 200
+                let release =
+                    Task.Run(fun () ->
+                        Thread.SpinWait spins
+                        gate.SetResult())
+                use timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds 100.0)
+                let! left = handlers.DrainAsync timeout.Token
+                do! release
+                if timeout.IsCancellationRequested then slept <- slept + 1
+                Expect.equal left 0L "the handler finished"
+                rounds <- rounds + 1
+            Expect.equal slept 0 $"drains that waited for their token, of {rounds}"
+        }
+
         testCaseTask "a run that throws (a logger that throws as it logs a handler's failure) does not stop the handlers after it"
         <| fun () -> task {
             let ran = ConcurrentQueue<string>()
