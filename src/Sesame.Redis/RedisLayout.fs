@@ -164,16 +164,23 @@ module internal RedisLayout =
         // 10^14 ms is over 3,000 years; Redis refuses expiry times that overflow.
         if idleTimeout.TotalMilliseconds >= 1e14 then -1L else max 0L (int64 (Math.Ceiling idleTimeout.TotalMilliseconds))
 
-    /// <summary>Every update of a change in the order the scripts apply them, each with whether it changes the facts.</summary>
-    let updatesOf (change: SessionChange) : struct (bool * Update) list = [
+    /// <summary>
+    /// Folds every update of a change in the order the scripts apply them, each with whether it changes the facts,
+    /// without a list of them: a commit walks them twice, to size its ARGV and then to fill it.
+    /// </summary>
+    let foldUpdates (folder: 'state -> bool -> Update -> 'state) (state: 'state) (change: SessionChange) : 'state =
+        let mutable state = state
         match change.Upgrade with
         | ValueSome upgrade ->
-            for update in upgrade.Data.Updates -> struct (false, update)
-            yield struct (true, Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
+            for update in upgrade.Data.Updates do
+                state <- folder state false update
+            state <- folder state true (Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
         | ValueNone -> ()
-        for update in change.Data.Updates -> struct (false, update)
-        for update in change.Meta.Updates -> struct (true, update)
-    ]
+        for update in change.Data.Updates do
+            state <- folder state false update
+        for update in change.Meta.Updates do
+            state <- folder state true update
+        state
 
     /// What addChange adds for one update.
     let private argumentsOfUpdate (update: Update) =
@@ -186,15 +193,10 @@ module internal RedisLayout =
         | Update.Increment _ -> path + 1
 
     /// <summary>How many values addChange adds for a change: a script's ARGV sized once, not grown value by value.</summary>
-    let argumentCount (change: SessionChange) : int =
-        let mutable count = 4
-        for struct (_, update) in updatesOf change do
-            count <- count + argumentsOfUpdate update
-        count
+    let argumentCount (change: SessionChange) : int = foldUpdates (fun count _ update -> count + argumentsOfUpdate update) 4 change
 
     /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it.</summary>
     let addChange (arguments: ScriptArguments) (change: SessionChange) : unit =
-        let updates = updatesOf change
         match change.Upgrade with
         | ValueSome upgrade ->
             arguments.Add(RedisValue.op_Implicit (int64 upgrade.From))
@@ -204,7 +206,7 @@ module internal RedisLayout =
             arguments.Add(value "")
             arguments.Add(value "")
             arguments.Add(RedisValue.op_Implicit 0L)
-        arguments.Add(RedisValue.op_Implicit (int64 updates.Length))
+        arguments.Add(RedisValue.op_Implicit (foldUpdates (fun count _ _ -> count + 1L) 0L change))
         // 's' sets the value at the path; 'a' appends it to the array there; upper case for the facts.
         let addValue (op: string) (path: SessionPath) (json: Json) =
             arguments.Add(value op)
@@ -214,7 +216,7 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit (JsonSize.utf8Length json))
             let count = addNodes arguments "" json
             arguments[countAt] <- RedisValue.op_Implicit (int64 count)
-        for struct (facts, update) in updates do
+        let add () (facts: bool) (update: Update) =
             let op (letter: string) = if facts then letter.ToUpperInvariant() else letter
             match update with
             | Update.Set(path, json) -> addValue (op "s") path json
@@ -229,6 +231,7 @@ module internal RedisLayout =
                 arguments.Add(value (op "i"))
                 addPath arguments path
                 arguments.Add(value by.Text)
+        foldUpdates add () change
 
     /// <summary>The commit script's ARGV (Commit.lua): the store's key prefix, the session id, whether the session must
     /// exist, its time to live, the size limit and the expiry refresh, then the change.</summary>
@@ -245,8 +248,8 @@ module internal RedisLayout =
 
     /// <summary>The conflict a script reported for the change's update number <paramref name="update"/> (from 1), with the message Sesame's own apply gives.</summary>
     let conflict (change: SessionChange) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =
-        let struct (_, update) = List.item (update - 1) (updatesOf change)
-        PathConflictReport.toException update code depth info
+        let updates = foldUpdates (fun updates _ update -> update :: updates) [] change |> List.rev
+        PathConflictReport.toException (List.item (update - 1) updates) code depth info
 
     /// <summary>
     /// Reads reply values through one reusable buffer: <c>RedisValue.CopyTo</c> gives the bytes of
