@@ -37,13 +37,17 @@ namespace Sesame;
 /// <item><c>Add(value)</c>: appends to an array.</item>
 /// <item><c>ToJsonString()</c>, like <c>ToString()</c>: the current value as compact JSON.</item>
 /// </list></para>
-/// <para><b>Enumerating</b> an array gives its items (values or proxies, as reading does); enumerating an object
+/// <para><b>Enumerating</b> an array gives its items (values or proxies, as reading does); an item removed or added
+/// while the loop runs makes it throw <see cref="InvalidOperationException"/>, as a <c>List&lt;T&gt;</c> does (items are
+/// found by position: remove from the last index down); enumerating an object
 /// gives <c>KeyValuePair&lt;string, object?&gt;</c> of its members. <b>Converting</b> a proxy to a type
 /// (<c>Cart cart = s.cart;</c>) decodes the current value with the serializer options; to
 /// <see cref="JsonNode"/> or <see cref="Json"/> gives the value as that. Serializing a proxy with
 /// System.Text.Json writes the current value.</para>
 /// <para>A proxy belongs to its request: used after the request ended, it throws
-/// <see cref="ObjectDisposedException"/>, for reads as for changes.</para>
+/// <see cref="ObjectDisposedException"/>, for reads as for changes. A proxy whose value was removed since it was read
+/// (or whose array item the array no longer has) reads as missing, and a change through it throws
+/// <see cref="InvalidOperationException"/> rather than make the value again.</para>
 /// </remarks>
 [JsonConverter(typeof(SessionProxyJsonConverter))]
 public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
@@ -82,8 +86,10 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// <param name="value">The value to store.</param>
     /// <returns>Always <c>true</c>.</returns>
     /// <exception cref="PathConflictException">This proxy's value is not an object (an array, say); nothing is recorded.</exception>
+    /// <exception cref="InvalidOperationException">This proxy's value is no longer in the session; nothing is recorded.</exception>
     public override bool TrySetMember(SetMemberBinder binder, object? value)
     {
+        EnsureStillThere();
         session.SetAt(SessionPathModule.child(Segment.NewKey(binder.Name), path), Encode(value));
         return true;
     }
@@ -115,9 +121,12 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// <returns>Always <c>true</c>.</returns>
     /// <exception cref="ArgumentException">Not exactly one string or integer index.</exception>
     /// <exception cref="PathConflictException">The index does not fit this value (a key into an array, an index past the end); nothing is recorded.</exception>
+    /// <exception cref="InvalidOperationException">This proxy's value is no longer in the session; nothing is recorded.</exception>
     public override bool TrySetIndex(SetIndexBinder binder, object[] indexes, object? value)
     {
-        session.SetAt(SessionPathModule.child(SegmentOf(indexes), path), Encode(value));
+        var segment = SegmentOf(indexes);
+        EnsureStillThere();
+        session.SetAt(SessionPathModule.child(segment, path), Encode(value));
         return true;
     }
 
@@ -136,6 +145,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
                 return true;
             case "Increment" when args.Length is 1 or 2 && args[0] is string key:
                 var by = args.Length == 2 ? ToDecimal(args[1]) : 1m;
+                EnsureStillThere();
                 result = session.IncrementValue(SessionPathModule.child(Segment.NewKey(key), path), by);
                 return true;
             case "Add" when args.Length == 1:
@@ -231,7 +241,28 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     {
         for (var i = 0; i < items.Length; i++)
         {
+            // Items are found by position: once the loop removed or added one, the proxies it would go on to give
+            // name other items (or none), and a loop that removes as it goes would skip and remove the wrong ones.
+            if (i > 0 && (session.Find(path) is not Json.Array now || now.Item.Length != items.Length))
+            {
+                throw new InvalidOperationException(
+                    $"The array '{Describe()}' was changed while it was enumerated (an item removed or added): its items are found by position, so the loop would skip or repeat items. Remove from the last index down (for (var i = items.Count - 1; i >= 0; i--)), or assign the array you want.");
+            }
+
             yield return View(items[i], Segment.NewIndex(i));
+        }
+    }
+
+    /// <summary>
+    /// A change through a proxy lands only where the proxy's value still is: the path of an object removed (or an array
+    /// item shifted past the end) since the proxy was read would otherwise be created again, with only this change in it.
+    /// </summary>
+    private void EnsureStillThere()
+    {
+        if (!path.IsRoot && session.Find(path) is null)
+        {
+            throw new InvalidOperationException(
+                $"Cannot change '{Describe()}' through this proxy: it is no longer in the session (removed since the proxy was read, or its array shortened), and the change would make it again. Nothing was recorded; read it again from the session.");
         }
     }
 

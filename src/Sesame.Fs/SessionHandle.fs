@@ -469,20 +469,24 @@ type SessionHandle
     /// <summary>Sets the value at a path, creating missing objects on the way.</summary>
     member this.Set(path: SessionPath, value: Json) = this.Record(Update.Set(path, value))
 
-    /// <summary>Removes the value at a path; an array item is removed by rewriting its array. Nothing is recorded when there is nothing there.</summary>
+    /// <summary>Removes the value at a path; an array item is removed by rewriting its array (as this request sees it:
+    /// see the README on array items and concurrent requests). Nothing is recorded when there is nothing there.</summary>
     member this.Remove(path: SessionPath) =
         ensureLoaded ()
         if path.IsRoot then
             this.Record(Update.Set(SessionPath.root, Json.emptyObject))
         else
-            match List.last path.Segments, this.TryFind path with
-            | _, None -> ()
-            | Segment.Index index, Some _ ->
-                let parent = SessionPath.ofSegments (List.take (path.Segments.Length - 1) path.Segments)
-                match this.TryFind parent with
-                | Some(Json.Array items) -> this.Record(Update.Set(parent, Json.Array(items.RemoveAt index)))
-                | _ -> ()
-            | Segment.Key _, Some _ -> this.Record(Update.Remove path)
+            // The read and the update it records in one step: two threads of a request removing items of one array
+            // would otherwise both rewrite it from the same reading, and one removal would be lost.
+            lock gate (fun () ->
+                match List.last path.Segments, this.TryFind path with
+                | _, None -> ()
+                | Segment.Index index, Some _ ->
+                    let parent = SessionPath.ofSegments (List.take (path.Segments.Length - 1) path.Segments)
+                    match this.TryFind parent with
+                    | Some(Json.Array items) -> this.Record(Update.Set(parent, Json.Array(items.RemoveAt index)))
+                    | _ -> ()
+                | Segment.Key _, Some _ -> this.Record(Update.Remove path))
 
     /// <summary>Adds to the number at a path exactly (a missing value counts as zero) and gives the new value.
     /// Concurrent requests' increments of one path add up.</summary>

@@ -256,6 +256,118 @@ public sealed class DynamicFacadeTests
     }
 
     [Fact]
+    public async Task A_loop_that_removes_items_of_the_array_it_walks_throws_and_one_that_walks_from_the_last_index_removes_the_right_ones()
+    {
+        using var store = new CountingStore();
+        Exception? thrown = null;
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/fill", (SesameSession session) =>
+            {
+                session.Set("items", new[] { new Item("a", 0), new Item("b", 0), new Item("c", 1), new Item("d", 0) });
+                return "filled";
+            });
+            app.MapPost("/forward", (SesameSession session) =>
+            {
+                dynamic s = session.Dynamic;
+                var i = 0;
+                thrown = Record.Exception(() =>
+                {
+                    foreach (var item in s.items)
+                    {
+                        if (((dynamic)item!).qty == 0) s.items.Remove(i);
+                        else i++;
+                    }
+                });
+                return "walked";
+            });
+            app.MapPost("/backward", (SesameSession session) =>
+            {
+                dynamic s = session.Dynamic;
+                for (int i = s.items.Count - 1; i >= 0; i--)
+                {
+                    if (s.items[i].qty == 0) s.items.Remove(i);
+                }
+
+                return "walked";
+            });
+        });
+        var browser = app.NewBrowser();
+        await browser.SendTextAsync(HttpMethod.Post, "/fill");
+
+        await browser.SendTextAsync(HttpMethod.Post, "/forward");
+
+        var refused = Assert.IsType<InvalidOperationException>(thrown);
+        Assert.Contains("'items' was changed while it was enumerated", refused.Message);
+        await browser.SendTextAsync(HttpMethod.Post, "/backward");
+        Assert.Equal("""{"items":[{"sku":"c","qty":1}]}""", await browser.GetTextAsync("/session"));
+    }
+
+    [Fact]
+    public async Task A_change_through_a_proxy_whose_value_was_removed_throws_and_makes_nothing_again()
+    {
+        using var store = new CountingStore();
+        var thrown = new List<Exception?>();
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/fill", (SesameSession session) =>
+            {
+                session.Set("cart", new { total = 1, lines = new[] { new Item("a", 1), new Item("b", 2) } });
+                return "filled";
+            });
+            app.MapPost("/stale", (SesameSession session) =>
+            {
+                dynamic s = session.Dynamic;
+                var lastLine = s.cart.lines[1];
+                s.cart.lines.Remove(0);
+                // The line now past the end: assigning through its proxy would append a stray item.
+                thrown.Add(Record.Exception(() => { lastLine.qty = 77; }));
+                var cart = s.cart;
+                s.Remove("cart");
+                thrown.Add(Record.Exception(() => { cart.total = 3; }));
+                thrown.Add(Record.Exception(() => { cart["total"] = 3; }));
+                thrown.Add(Record.Exception(() => cart.Increment("total")));
+                return "done";
+            });
+        });
+        var browser = app.NewBrowser();
+        await browser.SendTextAsync(HttpMethod.Post, "/fill");
+
+        await browser.SendTextAsync(HttpMethod.Post, "/stale");
+
+        Assert.Equal(4, thrown.Count);
+        Assert.All(thrown, e => Assert.Contains("no longer in the session", Assert.IsType<InvalidOperationException>(e).Message));
+        Assert.Equal("{}", await browser.GetTextAsync("/session"));
+    }
+
+    [Fact]
+    public async Task Array_items_removed_by_many_threads_of_one_request_are_each_removed_once()
+    {
+        using var store = new CountingStore();
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/round", async (SesameSession session) =>
+            {
+                session.Set("items", Enumerable.Range(0, 2000).ToArray());
+                using var start = new Barrier(4);
+                await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+                {
+                    start.SignalAndWait();
+                    for (var i = 0; i < 250; i++) session.Remove("items[0]");
+                })));
+                var items = session.Get<int[]>("items")!;
+                return $"{items.Length} {items.SequenceEqual(Enumerable.Range(1000, 1000))}";
+            });
+        });
+        var browser = app.NewBrowser();
+
+        for (var round = 1; round <= 10; round++)
+        {
+            Assert.Equal("1000 True", await browser.SendTextAsync(HttpMethod.Post, "/round"));
+        }
+    }
+
+    [Fact]
     public async Task Indexes_take_keys_of_any_character_and_array_positions()
     {
         using var store = new CountingStore();
