@@ -145,8 +145,12 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
     let currentId () =
         match SessionPath.tryGet idFact handle.Meta with
         | Some(Json.String id) -> id
+        // Handed out while the session was new: the session is created with it (its creation facts carry it), whether
+        // ISession or Sesame's own API stores something first.
+        | _ when not (isNull newId) -> newId
         | _ when handle.IsNew ->
-            if isNull newId then newId <- Guid.NewGuid().ToString()
+            newId <- Guid.NewGuid().ToString()
+            handle.AddCreationFact(Update.Set(idFact, Json.string newId))
             newId
         | _ -> SessionSummary.HandleOf handle.Id
 
@@ -206,10 +210,9 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
             if isNull value then nullArg "value"
             let path = keyPath key
             if available () then
-                let creating = handle.IsNew && (SessionPath.tryGet idFact handle.Meta).IsNone
-                let id = if creating then currentId () else null
+                // A session ISession creates has an ISession id: given now, it is among the facts it is created with.
+                if handle.IsNew then currentId () |> ignore
                 handle.Set(path, SessionBytes.toJson value)
-                if creating then handle.RecordMeta(Update.Set(idFact, Json.string id))
 
         member _.Remove(key: string) =
             let path = keyPath key

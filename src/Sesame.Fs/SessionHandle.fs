@@ -83,6 +83,8 @@ type SessionHandle
     let mutable readOnly = false
     /// The migration of a session loaded at an older shape: committed with the request's first change of the tree.
     let mutable upgrade: ShapeUpgrade voption = ValueNone
+    /// Facts for the session to be created with, only if this request creates it (see AddCreationFact).
+    let mutable creationExtras: Update[] = Array.empty
 
     let stored () = not (isNull ticket.Id)
 
@@ -220,12 +222,15 @@ type SessionHandle
 
     let metaKey (key: string) = SessionPath.ofKeys [ key ]
 
-    /// The facts a new session starts with: it is created at the app's shape.
+    /// The facts a new session starts with: it is created at the app's shape, with what this request asked to keep
+    /// should it create the session (AddCreationFact).
     let creationFacts (created: DateTimeOffset) =
-        if options.ShapeVersion > 0 then
-            [| Update.Set(metaKey SessionMeta.Created, ms created); Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
-        else
-            [| Update.Set(metaKey SessionMeta.Created, ms created) |]
+        let own =
+            if options.ShapeVersion > 0 then
+                [| Update.Set(metaKey SessionMeta.Created, ms created); Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
+            else
+                [| Update.Set(metaKey SessionMeta.Created, ms created) |]
+        if creationExtras.Length = 0 then own else Array.append own creationExtras
 
     /// <summary>
     /// What a commit of changes to a stored session's tree says about its shape: the migration of a session loaded at
@@ -455,6 +460,13 @@ type SessionHandle
             draft <- PatchDraft.record (if isNull draft then box current else draft) update
             stale <- true
             pending.Add update)
+
+    /// <summary>Sets a fact the session is created with should this request create it (by any change, commit or move),
+    /// and records nothing otherwise: a value handed out while the session was new (ISession's <c>Id</c>) stays its
+    /// value once something is stored, without keeping a session nothing else was stored in.</summary>
+    member internal _.AddCreationFact(update: Update) : unit =
+        Update.validate update
+        lock gate (fun () -> creationExtras <- Array.append creationExtras [| update |])
 
     /// <summary>Records a change of the facts beside the tree (a top-level key of <see cref="P:Sesame.SessionHandle.Meta"/>).</summary>
     member internal _.RecordMeta(update: Update) : unit =

@@ -121,6 +121,36 @@ public sealed class AspNetSessionTests
     }
 
     [Fact]
+    public async Task The_Id_a_request_reads_before_Sesames_own_API_creates_the_session_is_the_Id_it_keeps()
+    {
+        using var store = new CountingStore();
+        await using var app = await StartAsync(store, app =>
+        {
+            // An app halfway through its move: ISession's Id read, then the session changed through Sesame's API.
+            app.MapPost("/visit", (HttpContext context, SesameSession session) =>
+            {
+                var id = context.Session.Id;
+                session.Increment("visits");
+                return $"{id}|{context.Session.Id}";
+            });
+            app.MapGet("/read-only", (HttpContext context) => context.Session.Id);
+        });
+        var browser = app.NewBrowser();
+
+        var answer = (await browser.SendTextAsync(HttpMethod.Post, "/visit")).Split('|');
+
+        Assert.Equal(answer[0], answer[1]);
+        Assert.True(Guid.TryParse(answer[0], out _), "a GUID, as ASP.NET Core's");
+        Assert.Equal(answer[0], await browser.GetTextAsync("/id"));
+        Assert.Equal(answer[0], (await browser.SendTextAsync(HttpMethod.Post, "/visit")).Split('|')[0]);
+        // Reading the Id alone still keeps nothing.
+        var stranger = app.NewBrowser();
+        using var read = await stranger.GetAsync("/read-only");
+        Assert.False(SetsCookie(read));
+        Assert.Equal(2, store.Commits);
+    }
+
+    [Fact]
     public async Task Keys_Remove_and_Clear_change_the_session_by_path_and_a_cleared_session_lives_on()
     {
         using var store = new CountingStore();
