@@ -668,7 +668,8 @@ type SessionHandle
 
     /// <summary>
     /// Ends the session (call it at logout): deletes it from the store (and from its user's index), drops this request's
-    /// changes and expires the client's cookie. An in-flight request of the same session cannot bring it back.
+    /// changes and expires the client's cookie. An in-flight request of the same session cannot bring it back, and a
+    /// client that hangs up meanwhile does not stop the delete (only the store's own time budget bounds it).
     /// The handle then holds a new, empty session, which a later change in this request would create afresh.
     /// </summary>
     member this.DestroyAsync() : Task =
@@ -678,7 +679,8 @@ type SessionHandle
             // The flash values the request read or kept were the ended session's.
             this.FlashState <- null
             if stored () then
-                let! _ = store.DeleteAsync(ticket.Id, requestAborted ())
+                // Not the request's abort: a user who clicks "log out" and closes the window is logged out all the same.
+                let! _ = store.DeleteAsync(ticket.Id, CancellationToken.None)
                 ()
             becomeNew ()
             cookie <- CookieAction.Expire

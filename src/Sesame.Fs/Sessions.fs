@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Threading
 open System.Threading.Tasks
 open Microsoft.AspNetCore.Http
 
@@ -11,32 +12,38 @@ open Microsoft.AspNetCore.Http
 /// <remarks>
 /// The store keeps its index of sessions by user in the same atomic step as the sessions themselves (a sign-in adds, a
 /// sign-out, an end, an expiry or an eviction removes), so a listing never shows a session that is gone for good and
-/// an ended session is gone at once for every app instance: an in-flight request of it cannot bring it back.
+/// an ended session is gone at once for every app instance: an in-flight request of it cannot bring it back. Ending
+/// sessions is not cancelled by the request's abort (a client that hangs up after "sign out everywhere" is signed out
+/// everywhere all the same); the store's own time budget bounds it.
 /// </remarks>
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Sessions =
 
     let private storeOf (ctx: HttpContext) = (SesameRuntime.Of ctx).Store
 
-    /// <summary>The live sessions of a user, least recently used first, with their device facts.</summary>
-    let ofUserAsync (userId: string) (ctx: HttpContext) : Task<SessionSummary list> =
+    /// A user's sessions, least recently used first.
+    let private listOfUser (userId: string) (ctx: HttpContext) (cancellationToken: CancellationToken) : Task<SessionSummary list> =
         if String.IsNullOrEmpty userId then invalidArg (nameof userId) "A user id cannot be null or empty."
         task {
-            let! sessions = storeOf ctx |> SessionStore.listAllAsync (SessionQuery.OfUser userId) ctx.RequestAborted
+            let! sessions = storeOf ctx |> SessionStore.listAllAsync (SessionQuery.OfUser userId) cancellationToken
             return sessions |> List.sortBy _.LastSeen
         }
+
+    /// <summary>The live sessions of a user, least recently used first, with their device facts.</summary>
+    let ofUserAsync (userId: string) (ctx: HttpContext) : Task<SessionSummary list> = listOfUser userId ctx ctx.RequestAborted
 
     /// <summary>Ends one session by its id.</summary>
     /// <returns>Whether there was such a live session.</returns>
     let endAsync (id: string) (ctx: HttpContext) : Task<bool> =
         if String.IsNullOrEmpty id then invalidArg (nameof id) "A session id cannot be null or empty."
-        storeOf ctx |> fun store -> store.DeleteAsync(id, ctx.RequestAborted)
+        // Not the request's abort: an end the client stopped waiting for still ends the session.
+        storeOf ctx |> fun store -> store.DeleteAsync(id, CancellationToken.None)
 
     /// <summary>Ends the session of <paramref name="userId"/> whose handle is <paramref name="handle"/> (what a "your
     /// devices" page sends back, so the page never holds an id).</summary>
     /// <returns>Whether the user had such a live session.</returns>
     let endByHandleAsync (userId: string) (handle: string) (ctx: HttpContext) : Task<bool> = task {
-        let! sessions = ofUserAsync userId ctx
+        let! sessions = listOfUser userId ctx CancellationToken.None
         match sessions |> List.tryFind (fun s -> s.Handle = handle) with
         | Some session -> return! endAsync session.Id ctx
         | None -> return false
@@ -45,7 +52,7 @@ module Sessions =
     /// <summary>Ends every session of a user (after a password change, say).</summary>
     /// <returns>How many sessions were ended.</returns>
     let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = task {
-        let! sessions = ofUserAsync userId ctx
+        let! sessions = listOfUser userId ctx CancellationToken.None
         let mutable ended = 0
         for session in sessions do
             let! deleted = endAsync session.Id ctx
@@ -59,7 +66,7 @@ module Sessions =
         match session.UserId with
         | None -> Task.FromResult 0
         | Some userId -> task {
-            let! sessions = ofUserAsync userId ctx
+            let! sessions = listOfUser userId ctx CancellationToken.None
             let mutable ended = 0
             for other in sessions do
                 if other.Id <> session.Id then

@@ -48,6 +48,12 @@ type InFlight() =
                 return! text "late" next ctx
             })
 
+/// The client hung up: the request's abort token is cancelled before what follows runs.
+let private hungUp: HttpHandler =
+    fun next ctx ->
+        ctx.RequestAborted <- Threading.CancellationToken(true)
+        next ctx
+
 let private lifecycleApp (inFlight: InFlight) =
     withSession
     >=> choose [
@@ -59,6 +65,13 @@ let private lifecycleApp (inFlight: InFlight) =
         >=> text "in"
         route "/rotate" >=> Session.rotate >=> text "rotated"
         route "/logout" >=> Session.destroy >=> text "out"
+        route "/logout-hung-up" >=> hungUp >=> Session.destroy >=> text "out"
+        route "/end-all-hung-up"
+        >=> hungUp
+        >=> fun next ctx -> task {
+            let! ended = Sessions.endAllAsync "alice" ctx
+            return! text (string ended) next ctx
+        }
         route "/set"
         >=> Session.handler (fun s ->
             s |> Session.set "cart" [ 1; 2 ]
@@ -188,6 +201,28 @@ let private onStore (kind: StoreKind) =
             replay.Cookie <- old
             let! body = replay.GetTextAsync "/show"
             Expect.equal body "{}" "body"
+        }
+
+        testCaseTask "a logout, and an end of all a user's sessions, whose client hung up still end the sessions"
+        <| fun () -> task {
+            let store, clock, _ = setUp kind
+            use! host = startLifecycleAt clock store noOptions (InFlight())
+            let user = Browser host
+            let! _ = user.GetTextAsync "/set"
+            let old = user.Cookie
+            let! _ = user.GetAsync "/logout-hung-up"
+            let replay = Browser host
+            replay.Cookie <- old
+            let! body = replay.GetTextAsync "/show"
+            Expect.equal body "{}" "the logged-out session is gone"
+            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string "alice") ])
+            for device in [ "phone"; "laptop" ] do
+                let! moved = store.MoveAsync(null, device, signIn, StoreContract.creating, testToken ())
+                Expect.equal moved CommitResult.Committed $"alice signed in on her {device}"
+            let! ended = Browser(host).GetTextAsync "/end-all-hung-up"
+            Expect.equal ended "2" "both ended"
+            let! left = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
+            Expect.isEmpty left "alice has no session left"
         }
 
         testCaseTask "an idle session expires and is never served after"
