@@ -383,12 +383,20 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                 // Last-seen times read once: a load may move one while this sorts (loads do not take the user lock).
                 let leastRecentFirst (struct (a, _, seenA)) (struct (b, _, seenB)) = LeastRecentFirst.compare a seenA b seenB
                 let seen = others |> List.map (fun (struct (id, entry: MemoryEntry)) -> struct (id, entry, entry.LastSeen))
-                for struct (id, entry, _) in seen |> List.sortWith leastRecentFirst |> List.truncate excess do
-                    // The user lock is held: remove directly, then report.
+                // The user lock is held: remove directly, then report.
+                let rec endSession (id: string) (entry: MemoryEntry) =
                     if sessions.TryRemove(KeyValuePair(id, entry)) then
                         forgetRemoved id entry
                         unindex user id
                         this.ReportEnded(id, entry.ParseMeta(), SessionEndReason.UserLimit)
+                    else
+                        // A commit replaced the entry meanwhile (commits do not take the user lock): end what it left,
+                        // else the user would keep one session more than the limit. Gone meanwhile: nothing to end.
+                        match sessions.TryGetValue id with
+                        | true, current -> endSession id current
+                        | _ -> ()
+                for struct (id, entry, _) in seen |> List.sortWith leastRecentFirst |> List.truncate excess do
+                    endSession id entry
                 true
 
     /// The answers that are always the same, made once.

@@ -123,6 +123,35 @@ let tests =
             Expect.equal (kept |> List.map _.Id) [ "signed-in" ] "the signed-in session outlived thirty one-request sessions"
         }
 
+        testCaseTask "a sign-in past its user's limit ends the least recent session even while a request commits to it"
+        <| fun () -> task {
+            let store = new MemoryStore(MemoryStoreOptions()) :> SessionStore
+            let atLimit = { creating with UserLimit = { MaxSessions = 1; Policy = UserLimitPolicy.EndLeastRecent } }
+            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ])
+            let! first = store.MoveAsync(null, "device0", signIn, atLimit, testToken ())
+            Expect.equal first CommitResult.Committed "ada signed in"
+            let mutable over = 0
+            for round in 1..3000 do
+                // The device before keeps committing while ada signs in on the next one.
+                let commits =
+                    Task.Run<unit>(fun () -> task {
+                        for _ in 1..3 do
+                            let! _ = store.CommitAsync($"device{round - 1}", changeOf [ Update.increment (path "n") 1m ], existing, testToken ())
+                            ()
+                    })
+                let! moved = store.MoveAsync(null, $"device{round}", signIn, atLimit, testToken ())
+                Expect.equal moved CommitResult.Committed $"round {round}: signed in"
+                do! commits
+                let! listed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "ada") (testToken ())
+                if listed.Length > 1 then over <- over + 1
+                // Every round starts from one session, whatever the last one left.
+                for session in listed do
+                    if session.Id <> $"device{round}" then
+                        let! _ = store.DeleteAsync(session.Id, testToken ())
+                        ()
+            Expect.equal over 0 "rounds that left ada more sessions than her limit"
+        }
+
         testCaseTask "sessions just made, loaded, changed and deleted by concurrent requests lose nothing and leak nothing"
         <| fun () -> task {
             let memory = new MemoryStore(MemoryStoreOptions())
