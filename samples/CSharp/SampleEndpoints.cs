@@ -63,7 +63,8 @@ public static class SampleEndpoints
         }
         else
         {
-            session.Set($"cart.items[{items.Count}]", item);
+            // An append, not a set of index n: new lines that concurrent requests add all survive.
+            session.Append("cart.items", item);
             items.Add(item);
         }
 

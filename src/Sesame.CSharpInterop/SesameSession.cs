@@ -320,14 +320,16 @@ public sealed class SesameSession
         return AppendAt(path, JsonValues.Encode(value, Options.SerializerOptions));
     }
 
-    /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it.</summary>
+    /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it, and writes
+    /// the array as this request sees it (it does not merge with concurrent requests' changes to that array).</summary>
     /// <param name="path">Where, e.g. <c>cart.items[2]</c> or <c>user.name</c>.</param>
     /// <returns><c>true</c> when there was a value to remove; nothing is recorded otherwise.</returns>
     /// <exception cref="ArgumentException">The path text is not a path.</exception>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
     public bool Remove(string path) => RemoveAt(SessionPathModule.parse(path));
 
-    /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it.</summary>
+    /// <summary>Removes the value at <paramref name="path"/>; removing an array item shifts the items after it, and writes
+    /// the array as this request sees it (it does not merge with concurrent requests' changes to that array).</summary>
     /// <param name="path">Where, built from data: <c>SessionPath.Root.Key(name)</c>.</param>
     /// <returns><c>true</c> when there was a value to remove; nothing is recorded otherwise.</returns>
     /// <exception cref="ObjectDisposedException">The session's request has ended.</exception>
@@ -417,7 +419,8 @@ public sealed class SesameSession
     /// Signs the session in as <paramref name="userId"/>: moves it to a new id (against fixation) bound to the user, with
     /// the device facts <see cref="SesameOptions.DeviceFacts"/> names, in one atomic store step that also adds it to the
     /// user's index (<see cref="SesameHttpContextExtensions.GetUserSessionsAsync"/> lists them). The session keeps its
-    /// data: a login that must start clean calls <see cref="Clear"/> first.
+    /// data: a login that must start clean calls <see cref="DestroyAsync"/> first, and signs in the new, empty session it
+    /// leaves (<see cref="Clear"/> would empty the tree but leave the flash values planted in the session).
     /// </summary>
     /// <param name="userId">The user's id (a name identifier, never a display name).</param>
     /// <returns><see cref="SignInResult.SignedIn"/>, or <see cref="SignInResult.LimitReached"/> when the user already has

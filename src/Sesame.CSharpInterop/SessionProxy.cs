@@ -30,7 +30,8 @@ namespace Sesame;
 /// <para><b>Methods</b> (they never hide data: reading or assigning a member named <c>Remove</c> reaches the session):
 /// <list type="bullet">
 /// <item><c>Remove(key)</c> / <c>Remove(index)</c>: removes an object's member or an array's item (the items
-/// after it shift); returns whether there was one.</item>
+/// after it shift; the array is written as this request sees it, so it does not merge with concurrent requests'
+/// changes to it); returns whether there was one.</item>
 /// <item><c>Increment(key)</c> / <c>Increment(key, by)</c>: adds to a number exactly (missing counts as
 /// zero) and returns the new value as a <c>decimal</c>. Unlike <c>s.n += 1</c>, which sets the value this
 /// request computed, increments of one path by concurrent requests add up.</item>

@@ -61,7 +61,8 @@ module Session =
     /// <summary>Sets a value (encoded as JSON with the configured serializer options) at a path.</summary>
     let set (path: string) (value: 'value) (session: SessionHandle) = session.Set(parsePath path, Json.encodeWith session.Options.SerializerOptions value)
 
-    /// <summary>Removes the value at a path (an array item shifts the rest).</summary>
+    /// <summary>Removes the value at a path. An array item shifts the rest, and is removed by writing the array as this
+    /// request sees it: it does not merge with concurrent requests' changes to that array.</summary>
     let remove (path: string) (session: SessionHandle) = session.Remove(parsePath path)
 
     /// <summary>Adds to the number at a path exactly and gives the new value; concurrent increments add up.</summary>

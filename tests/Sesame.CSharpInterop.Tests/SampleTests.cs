@@ -44,6 +44,24 @@ public sealed class SampleTests
     }
 
     [Fact]
+    public async Task Fifty_concurrent_adds_of_different_items_to_one_cart_keep_all_fifty_lines()
+    {
+        using var store = new CountingStore();
+        await using var app = await StartSampleAsync(store);
+        using var browser = app.NewBrowser();
+        (await browser.PostAsJsonAsync("/cart/items", new CartItem("first", 1))).EnsureSuccessStatusCode();
+        // Each request's commit waits, so that the others load the cart before it lands.
+        store.CommitDelay = TimeSpan.FromMilliseconds(50);
+
+        var adds = await Task.WhenAll(Enumerable.Range(0, 50).Select(i => browser.PostAsJsonAsync("/cart/items", new CartItem($"sku{i}", 1))));
+
+        Assert.All(adds, add => add.EnsureSuccessStatusCode());
+        var cart = await browser.GetFromJsonAsync<Cart>("/cart");
+        Assert.Equal(51, cart!.Items.Count);
+        Assert.Equal(Enumerable.Range(0, 50).Select(i => $"sku{i}").Order(), cart.Items.Skip(1).Select(item => item.Sku).Order());
+    }
+
+    [Fact]
     public async Task The_cart_adds_increments_lists_and_removes_items_with_the_typed_facade()
     {
         using var store = new CountingStore();

@@ -35,8 +35,16 @@ public sealed class CountingStore : SessionStore, IDisposable
         return inner.LoadAsync(id, idleTimeout, cancellationToken);
     }
 
+    /// <summary>How long each commit waits before it reaches the store: concurrent requests then load before others commit.</summary>
+    public TimeSpan CommitDelay { get; set; }
+
     public override async Task<CommitResult> CommitAsync(string id, SessionChange change, CommitOptions options, CancellationToken cancellationToken)
     {
+        if (CommitDelay > TimeSpan.Zero)
+        {
+            await Task.Delay(CommitDelay, cancellationToken);
+        }
+
         Interlocked.Increment(ref commits);
         var result = await inner.CommitAsync(id, change, options, cancellationToken);
         patches.Enqueue(change.Data);

@@ -76,7 +76,7 @@ public static class Snippets
             var items = session.Get<List<CartItem>>("cart.items") ?? [];
             var line = items.FindIndex(i => i.Sku == item.Sku);
             if (line >= 0) session.Increment($"cart.items[{line}].qty", item.Qty); // concurrent adds add up
-            else session.Set($"cart.items[{items.Count}]", item);                  // index n of n items appends
+            else session.Append("cart.items", item);                                // concurrent new lines all survive
             return session.Get<Cart>("cart");
         });
         // readme end
