@@ -138,11 +138,6 @@ type internal SegmentedLru
         node.FreshSince <- freshClock ()
         fresh.PushHead node
 
-    /// Puts the node at the head of the new segment, stamped as given. Call under the gate.
-    let pushFreshSince (node: EvictionNode) (since: int64) =
-        fresh.PushHead node
-        node.FreshSince <- since
-
     /// The least recently used new session, or, when none is left and orReturning, the least recently used returning
     /// one; never except. Call under the gate.
     let nextVictim (except: EvictionNode) (orReturning: bool) =
@@ -181,8 +176,8 @@ type internal SegmentedLru
 
     /// <summary>Puts a session in the order as the most recently used of its segment; nothing if it is in it already.</summary>
     /// <param name="node">The session's node.</param>
-    /// <param name="isReturning">Whether it goes to the returning segment (a session moved to a new id keeps its segment;
-    /// sessions replayed from a file count as returning).</param>
+    /// <param name="isReturning">Whether it goes to the returning segment (a session moved to a new id keeps its segment,
+    /// and one bound to a user at its sign-in counts as returning; sessions replayed from a file count as returning).</param>
     member _.Admit(node: EvictionNode, isReturning: bool) =
         lock gate (fun () ->
             if node.Segment = 0 then
@@ -191,10 +186,6 @@ type internal SegmentedLru
                     rebalance ()
                 else
                     pushFresh node)
-
-    /// <summary>Puts a session in the order as the most recently used new session, stamped <paramref name="since"/> rather
-    /// than by the clock; nothing if it is in the order already.</summary>
-    member _.AdmitNew(node: EvictionNode, since: int64) = lock gate (fun () -> if node.Segment = 0 then pushFreshSince node since)
 
     /// <summary>A request used the session: it becomes the most recently used of its segment.</summary>
     /// <param name="node">The session's node (nothing happens if it is in no segment).</param>

@@ -105,8 +105,9 @@ type private MemoryEntry(text: SessionText, user: string, expiresAt: int64, last
 /// loaded again goes only when no such session is left, so a flood of new sessions cannot log returning users out
 /// (a segmented LRU: returning sessions keep up to 80% of <c>MaxSessions</c> and of <c>MaxTotalBytes</c>, so new
 /// sessions keep a fifth of either). New sessions go oldest first, wherever they are held: the first visits, those too
-/// large to be held with them, and returning sessions pushed out of their 80% (which count as new from then on); a
-/// session signed in on its first visit goes after every first visit.
+/// large to be held with them, and returning sessions pushed out of their 80% (which count as new from then on). A
+/// session bound to a user counts as returning from its sign-in on, even on its first visit (a login that is the
+/// visitor's first request is a user, not a crawler), so a flood cannot sign anyone out.
 /// A session larger than <c>MaxTotalBytes</c> on its own is refused. Evicted sessions leave the user index in the
 /// same step and are reported to the store's observer (<see cref="F:Sesame.SessionEndReason.Evicted"/>).
 /// Expired sessions are never served and are swept out every <c>SweepInterval</c>; they are reported too.</para>
@@ -543,7 +544,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     | true, entry when live entry t -> entry
                     | true, _ -> null
                     | _ ->
-                        // A session in the ring moves as a new one (a sign-in on a first visit stays new).
+                        // A session in the ring moves as a new one (unless the move binds a user: see below).
                         match fromRing fromId t false TimeSpan.Zero with
                         | struct (entry, _) when live entry t -> entry
                         | _ -> null
@@ -578,16 +579,13 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
                                 if isNull current then Interlocked.Increment &count |> ignore
                                 ParsedValues.put parsed toId next.Text tree
-                                // The session keeps its segment under its new id (a sign-in on a first visit stays new).
+                                // The session keeps its segment under its new id, but one bound to a user is returning
+                                // from its sign-in on (a login that is the visitor's first request is a user, not a
+                                // crawler), so that a flood of new sessions cannot sign anyone out.
                                 let cameBack = not (isNull current) && policy.IsReturning current.Node
                                 if not (isNull current) then policy.Remove current.Node |> ignore
                                 policy.Resize(next.Node, next.Size)
-                                if cameBack || isNull next.User then
-                                    policy.Admit(next.Node, cameBack)
-                                else
-                                    // Signed in on its first visit: a user, not a crawler; it outlives every first visit
-                                    // the ring holds, so that a flood cannot sign anyone out.
-                                    policy.AdmitNew(next.Node, Int64.MaxValue)
+                                policy.Admit(next.Node, cameBack || not (isNull next.User))
                                 leaveOrderIfGone toId next.Node
                                 ValueSome CommitResult.Committed)
                     match moved with

@@ -460,6 +460,20 @@ let private storeTests (kind: BoundedKind) =
             Expect.equal (present |> Array.map Option.isSome) [| false; true; true; true |] "only the first went"
         }
 
+        testCaseTask "a visitor whose first request signs in keeps the session through a flood of new sessions"
+        <| fun () -> task {
+            use bounded = kind.Open 100 (1L <<< 40)
+            let store = bounded.Store
+            // A login form that stores nothing, then its POST: the sign-in is the session's first request.
+            let signIn = SessionChange(Patch.fold [ setAt "cart" "[1]" ], Patch.fold [ Update.set (path SessionMeta.User) (Json.string "ada") ])
+            let! moved = store.MoveAsync(null, "ada-session", signIn, creating, testToken ())
+            Expect.equal moved CommitResult.Committed "ada signed in"
+            for i in 1..300 do
+                do! commitOk store $"flood{i}" [ setAt "times" "1" ]
+            let! kept = loadTree store "ada-session"
+            Expect.equal kept (Some(json """{"cart":[1]}""")) "ada is still signed in, with her cart"
+        }
+
         testCaseTask "an evicted session is reported as evicted and leaves its user's index in the same step"
         <| fun () -> task {
             use bounded = kind.Open 10 (1L <<< 40)

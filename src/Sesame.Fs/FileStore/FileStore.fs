@@ -609,8 +609,10 @@ type FileStore
                                             invalidOp "The move's new id is already a session; a new id must be fresh."
                                         let expires = expiresAt commit.IdleTimeout t
                                         let moved = queue target FileLog.KindMove (FileLog.payload FileLog.KindMove expires t toId body) value expires t from
-                                        // The session keeps its segment under its new id (a sign-in on a first visit stays new).
-                                        let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node
+                                        // The session keeps its segment under its new id, but one bound to a user is
+                                        // returning from its sign-in on (a login that is the visitor's first request is a
+                                        // user, not a crawler), so that a flood of new sessions cannot sign anyone out.
+                                        let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
                                         if not (isNull from) then
                                             from.Latest <- null
                                             from.FileExpires <- 0L
