@@ -102,16 +102,25 @@ type internal SesameAuthenticationBinding(options: IOptions<SesameAuthentication
         let session = SesameAuthenticationBinding.SessionOf(context.HttpContext, "sign in")
         task {
             do! session.LoadAsync()
-            match session.UserId with
-            // Another user's data never carries over to this one (a shared device, an account switch): not the tree,
-            // not the flash values earlier requests left, not the ISession id an app may key rows by.
-            | Some bound when bound <> userId ->
-                session.Clear()
-                FlashState.Of(session).EndIncoming()
-                SesameAspNetSession.RenewId session
-            | _ -> ()
+            let undoSwitch =
+                match session.UserId with
+                // Another user's data never carries over to this one (a shared device, an account switch): not the tree,
+                // not the flash values earlier requests left, not the ISession id an app may key rows by.
+                | Some bound when bound <> userId ->
+                    let flash = FlashState.Of session
+                    let undoSession, undoFlash = session.Savepoint(), flash.Savepoint()
+                    session.Clear()
+                    flash.EndIncoming()
+                    SesameAspNetSession.RenewId session
+                    fun () ->
+                        undoSession ()
+                        undoFlash ()
+                | _ -> ignore
             match! session.SignInAsync userId with
-            | SignInResult.LimitReached -> raise (SessionUserLimitException(userId, sesame.Value.MaxSessionsPerUser))
+            | SignInResult.LimitReached ->
+                // Refused: the user still signed in keeps the session as it was, should the app catch the exception.
+                undoSwitch ()
+                raise (SessionUserLimitException(userId, sesame.Value.MaxSessionsPerUser))
             | _ -> context.Properties.Items[SesameAuthenticationBinding.BoundUserKey] <- userId
         }
 

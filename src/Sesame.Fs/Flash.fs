@@ -152,6 +152,23 @@ type internal FlashState private (handle: SessionHandle) =
         | ValueSome entry -> keepEntry entry
         | ValueNone -> ()
 
+    /// <summary>What this request read, kept and flashed so far: gives the function that goes back to it (with the
+    /// handle's own <c>Savepoint</c>, for an account switch a refused sign-in undoes).</summary>
+    member internal _.Savepoint() : unit -> unit =
+        let savedIncoming, savedSwept = incoming, swept
+        let savedFlashed, savedOutgoingIds = List.ofSeq flashed, List.ofSeq outgoingIds
+        let savedOutgoing = List.ofSeq outgoing
+        fun () ->
+            incoming <- savedIncoming
+            swept <- savedSwept
+            flashed.Clear()
+            flashed.UnionWith savedFlashed
+            outgoingIds.Clear()
+            outgoingIds.UnionWith savedOutgoingIds
+            outgoing.Clear()
+            for KeyValue(key, id) in savedOutgoing do
+                outgoing[key] <- id
+
     /// <summary>
     /// Ends every incoming value at this request's commit, kept ones too, and reads none of them again: the session
     /// now belongs to another user (an account switch). What this request flashed itself stays.

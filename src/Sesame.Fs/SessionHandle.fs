@@ -461,6 +461,22 @@ type SessionHandle
             stale <- true
             pending.Add update)
 
+    /// <summary>A point this request's changes can go back to: gives the function that forgets every change recorded
+    /// after it, to the tree and to the facts, and the view of them it gave (an account switch that a refused sign-in
+    /// undoes: the session stays as it was for the user still signed in). Changes committed meanwhile stay committed.</summary>
+    member internal _.Savepoint() : unit -> unit =
+        let struct (count, metaCount, savedCurrent, savedDraft, savedStale, savedMeta) =
+            lock gate (fun () -> struct (pending.Count, pendingMeta.Count, current, draft, stale, meta))
+        fun () ->
+            lock gate (fun () ->
+                // A move that failed put what it took back in front, in order: what follows the counts came after.
+                if pending.Count > count then pending.RemoveRange(count, pending.Count - count)
+                if pendingMeta.Count > metaCount then pendingMeta.RemoveRange(metaCount, pendingMeta.Count - metaCount)
+                current <- savedCurrent
+                draft <- savedDraft
+                stale <- savedStale
+                meta <- savedMeta)
+
     /// <summary>Sets a fact the session is created with should this request create it (by any change, commit or move),
     /// and records nothing otherwise: a value handed out while the session was new (ISession's <c>Id</c>) stays its
     /// value once something is stored, without keeping a session nothing else was stored in.</summary>

@@ -125,6 +125,13 @@ let private handle (ctx: HttpContext) : Task =
             | "/login" ->
                 do! ctx.SignInAsync(principal (query "user"))
                 return "signed in"
+            | "/login-or-stay" ->
+                // The docs' way to answer a refused sign-in: catch the limit's exception.
+                try
+                    do! ctx.SignInAsync(principal (query "user"))
+                    return "signed in"
+                with :? SessionUserLimitException ->
+                    return "too many devices"
             | "/login-external" ->
                 do! ctx.SignInAsync("External", principal (query "user"))
                 return "signed in elsewhere"
@@ -487,6 +494,34 @@ let tests =
             Expect.isFalse (second.Has authCookie) "no auth cookie was issued"
             let! listed = first.TextAsync "/sessions?user=alice"
             Expect.equal (listed.Split(',').Length) 1 "the user still has one session"
+        }
+
+        testCaseTask "a sign-in as another user that the limit refuses, caught by the app, leaves the signed-in user's session as it was"
+        <| fun () -> task {
+            let limited (options: SesameOptions) =
+                options.MaxSessionsPerUser <- 1
+                options.UserLimitPolicy <- UserLimitPolicy.Refuse
+            let! host = startApp NoEvents limited true
+            use _ = host
+            let alicePhone, shared = browserOf host, browserOf host
+            let! _ = alicePhone.TextAsync "/login?user=alice"
+            // Bob is signed in on a shared computer, with a cart, a flash message and an ISession id.
+            let! _ = shared.TextAsync "/login?user=bob"
+            let! _ = shared.TextAsync "/put?value=bob-cart"
+            let! _ = shared.TextAsync "/flash?value=saved"
+            let! _ = shared.TextAsync "/aspnet-put?value=x"
+            let! bobsId = shared.TextAsync "/aspnet-id"
+            // Alice, at her limit, tries to sign in there.
+            let! answer = shared.TextAsync "/login-or-stay?user=alice"
+            Expect.equal answer "too many devices" "the sign-in is refused"
+            let! who = shared.TextAsync "/whoami"
+            Expect.equal who "bob" "bob is still signed in"
+            let! cart = shared.TextAsync "/get"
+            Expect.equal cart "bob-cart" "bob's cart is as it was"
+            let! id = shared.TextAsync "/aspnet-id"
+            Expect.equal id bobsId "bob's ISession id is as it was"
+            let! flashes = shared.TextAsync "/read-flashes"
+            Expect.equal flashes "notice=saved welcome=(none)" "bob's flash message is still there"
         }
 
         testCaseTask "authentication before UseSesame is a clear error when a bound cookie comes back"
