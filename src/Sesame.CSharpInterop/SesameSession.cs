@@ -619,6 +619,30 @@ public sealed class SesameSession
         }
     }
 
+    internal bool Contains(SessionPath path)
+    {
+        try
+        {
+            return Handle.Contains(path);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "read", e);
+        }
+    }
+
+    internal int ArrayLength(SessionPath path)
+    {
+        try
+        {
+            return Handle.ArrayLength(path);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(path, "read", e);
+        }
+    }
+
     internal void SetAt(SessionPath path, Json value)
     {
         try

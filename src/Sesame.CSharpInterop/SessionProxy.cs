@@ -46,8 +46,9 @@ namespace Sesame;
 /// <see cref="JsonNode"/> or <see cref="Json"/> gives the value as that. Serializing a proxy with
 /// System.Text.Json writes the current value.</para>
 /// <para>A proxy belongs to its request: used after the request ended, it throws
-/// <see cref="ObjectDisposedException"/>, for reads as for changes. A proxy whose value was removed since it was read
-/// (or whose array item the array no longer has) reads as missing, and a change through it throws
+/// <see cref="ObjectDisposedException"/>, for reads as for changes. A proxy names a path, not a value: once an item
+/// before its own was removed, it names the item now at its index. Once nothing is at its path (its object removed,
+/// its index past the array's end), it reads as missing, and a change through it throws
 /// <see cref="InvalidOperationException"/> rather than make the value again.</para>
 /// </remarks>
 [JsonConverter(typeof(SessionProxyJsonConverter))]
@@ -244,7 +245,8 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
         {
             // Items are found by position: once the loop removed or added one, the proxies it would go on to give
             // name other items (or none), and a loop that removes as it goes would skip and remove the wrong ones.
-            if (i > 0 && (session.Find(path) is not Json.Array now || now.Item.Length != items.Length))
+            // Read without making the tree this request changed: a loop that changes each item stays linear.
+            if (i > 0 && session.ArrayLength(path) != items.Length)
             {
                 throw new InvalidOperationException(
                     $"The array '{Describe()}' was changed while it was enumerated (an item removed or added): its items are found by position, so the loop would skip or repeat items. Remove from the last index down (for (var i = items.Count - 1; i >= 0; i--)), or assign the array you want.");
@@ -260,7 +262,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// </summary>
     private void EnsureStillThere()
     {
-        if (!path.IsRoot && session.Find(path) is null)
+        if (!path.IsRoot && !session.Contains(path))
         {
             throw new InvalidOperationException(
                 $"Cannot change '{Describe()}' through this proxy: it is no longer in the session (removed since the proxy was read, or its array shortened), and the change would make it again. Nothing was recorded; read it again from the session.");

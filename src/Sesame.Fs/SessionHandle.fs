@@ -385,6 +385,28 @@ type SessionHandle
                 refresh ()
                 SessionPath.tryGet path current)
 
+    /// <summary>Whether the session holds a value at a path (JSON null included). Unlike <c>TryFind</c>, it never makes the
+    /// tree the request changed, so a loop that checks and changes many items stays linear.</summary>
+    member _.Contains(path: SessionPath) : bool =
+        ensureLoaded ()
+        lock gate (fun () -> if isNull draft then (SessionPath.tryGet path current).IsSome else PatchDraft.contains path draft)
+
+    /// <summary>The number of items of the array at a path, or -1 when no array is there. Like <c>Contains</c>, it never
+    /// makes the tree the request changed.</summary>
+    member _.ArrayLength(path: SessionPath) : int =
+        ensureLoaded ()
+        lock gate (fun () ->
+            let length =
+                if isNull draft then
+                    match SessionPath.tryGet path current with
+                    | Some(Json.Array items) -> ValueSome items.Length
+                    | _ -> ValueNone
+                else
+                    PatchDraft.arrayLength path draft
+            match length with
+            | ValueSome n -> n
+            | ValueNone -> -1)
+
     /// <summary>
     /// Answers a typed read whose value does not fit the type read: logs it (once per path and type, with the path and
     /// the type, never the value) and applies the fallback (<paramref name="fallback"/>, else the one
@@ -685,7 +707,8 @@ type SessionHandle
     /// <summary>
     /// Ends the session (call it at logout): deletes it from the store (and from its user's index), drops this request's
     /// changes and expires the client's cookie. An in-flight request of the same session cannot bring it back, and a
-    /// client that hangs up meanwhile does not stop the delete (only the store's own time budget bounds it).
+    /// client that hangs up once the session is loaded does not stop the delete (only the store's own time budget
+    /// bounds it; the load itself is cancelled by the request's abort).
     /// The handle then holds a new, empty session, which a later change in this request would create afresh.
     /// </summary>
     member this.DestroyAsync() : Task =

@@ -304,6 +304,52 @@ public sealed class DynamicFacadeTests
     }
 
     [Fact]
+    public async Task A_loop_that_changes_every_item_through_proxies_costs_what_each_change_does_not_a_copy_of_the_session_each()
+    {
+        using var store = new CountingStore();
+        const int count = 8000;
+        long allocated = 0;
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/fill", (SesameSession session) =>
+            {
+                session.Set("items", Enumerable.Range(0, count).Select(i => new Item($"sku{i}", 1)).ToArray());
+                session.Set("prefs", new Dictionary<string, int>());
+                return "filled";
+            });
+            app.MapPost("/zero", (SesameSession session) =>
+            {
+                dynamic s = session.Dynamic;
+                dynamic prefs = s.prefs;
+                // Counted as the bytes this thread allocates while the loops record their changes (no timing): a proxy
+                // that made the changed tree again for each check copied all the items at every step, n² work.
+                var before = GC.GetAllocatedBytesForCurrentThread();
+                foreach (var item in s.items)
+                {
+                    ((dynamic)item!).qty = 0;
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    prefs["k" + i] = i;
+                }
+
+                allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+                return "zeroed";
+            });
+        });
+        var browser = app.NewBrowser();
+        await browser.SendTextAsync(HttpMethod.Post, "/fill");
+
+        await browser.SendTextAsync(HttpMethod.Post, "/zero");
+
+        Assert.InRange(allocated, 0, 64L << 20);
+        var session = System.Text.Json.JsonDocument.Parse(await browser.GetTextAsync("/session")).RootElement;
+        Assert.All(session.GetProperty("items").EnumerateArray(), item => Assert.Equal(0, item.GetProperty("qty").GetInt32()));
+        Assert.Equal(count, session.GetProperty("prefs").EnumerateObject().Count());
+    }
+
+    [Fact]
     public async Task A_change_through_a_proxy_whose_value_was_removed_throws_and_makes_nothing_again()
     {
         using var store = new CountingStore();

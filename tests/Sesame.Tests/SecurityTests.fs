@@ -48,11 +48,14 @@ type InFlight() =
                 return! text "late" next ctx
             })
 
-/// The client hung up: the request's abort token is cancelled before what follows runs.
+/// The client hung up once the request had loaded its session: the request's abort token is cancelled before what
+/// follows runs.
 let private hungUp: HttpHandler =
-    fun next ctx ->
+    fun next ctx -> task {
+        let! _ = Session.loadAsync ctx
         ctx.RequestAborted <- Threading.CancellationToken(true)
-        next ctx
+        return! next ctx
+    }
 
 let private lifecycleApp (inFlight: InFlight) =
     withSession
