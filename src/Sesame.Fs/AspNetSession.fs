@@ -113,7 +113,6 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
     /// ASP.NET Core's limit on a key, in UTF-8 bytes.
     static let maxKeyBytes = int UInt16.MaxValue
 
-    let mutable newId: string = null
     let mutable failureLogged = false
 
     /// Whether the session is loaded (false: the store failed, logged once); throws while it is still on its way.
@@ -145,13 +144,15 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
     let currentId () =
         match SessionPath.tryGet idFact handle.Meta with
         | Some(Json.String id) -> id
-        // Handed out while the session was new: the session is created with it (its creation facts carry it), whether
-        // ISession or Sesame's own API stores something first.
-        | _ when not (isNull newId) -> newId
         | _ when handle.IsNew ->
-            newId <- Guid.NewGuid().ToString()
-            handle.AddCreationFact(Update.Set(idFact, Json.string newId))
-            newId
+            // Handed out while the session is new: the session is created with it (among its creation facts), whether
+            // ISession or Sesame's own API stores something first; a session ended in this request takes its own along.
+            match handle.CreationFact idFact with
+            | Some(Json.String id) -> id
+            | _ ->
+                let id = Guid.NewGuid().ToString()
+                handle.AddCreationFact(Update.Set(idFact, Json.string id))
+                id
         | _ -> SessionSummary.HandleOf handle.Id
 
     /// <summary>Gives a session that has an ISession id a new one: the session now belongs to another user (an account

@@ -213,6 +213,8 @@ type SessionHandle
         draft <- null
         stale <- false
         meta <- Json.emptyObject
+        // What was handed out for the ended session is not the new one's.
+        creationExtras <- Array.empty
         shape <- options.ShapeVersion
         loadedShape <- options.ShapeVersion
         readOnly <- false
@@ -221,6 +223,14 @@ type SessionHandle
     let ms (at: DateTimeOffset) = Json.int64 (at.ToUnixTimeMilliseconds())
 
     let metaKey (key: string) = SessionPath.ofKeys [ key ]
+
+    /// A commit created the session with the facts AddCreationFact asked for: they are its facts now, and the next
+    /// session this request may create (after a destroy) starts without them.
+    let createdWithExtras () =
+        if creationExtras.Length > 0 then
+            lock gate (fun () ->
+                meta <- Patch.apply (Patch.foldChecked creationExtras) meta
+                creationExtras <- Array.empty)
 
     /// The facts a new session starts with: it is created at the app's shape, with what this request asked to keep
     /// should it create the session (AddCreationFact).
@@ -506,6 +516,16 @@ type SessionHandle
         Update.validate update
         lock gate (fun () -> creationExtras <- Array.append creationExtras [| update |])
 
+    /// <summary>The value a fact asked for by <c>AddCreationFact</c> sets at <paramref name="path"/>, while the session
+    /// is still to be created.</summary>
+    member internal _.CreationFact(path: SessionPath) : Json option =
+        lock gate (fun () ->
+            creationExtras
+            |> Array.tryPick (fun update ->
+                match update with
+                | Update.Set(at, value) when at = path -> Some value
+                | _ -> None))
+
     /// <summary>Records a change of the facts beside the tree (a top-level key of <see cref="P:Sesame.SessionHandle.Meta"/>).</summary>
     member internal _.RecordMeta(update: Update) : unit =
         ensureLoaded ()
@@ -595,6 +615,7 @@ type SessionHandle
                         if isNew then
                             ticket <- target
                             cookie <- CookieAction.Issue target
+                            createdWithExtras ()
                         shapeCommitted condition
                         Log.commitDone logger (updates.Length + metaUpdates.Length) isNew
                     | CommitResult.ShapeChanged -> ()
@@ -683,6 +704,7 @@ type SessionHandle
                 match result with
                 | CommitResult.Committed ->
                     meta <- Patch.apply (Patch.foldChecked (Array.append (creationFacts created) binding)) meta
+                    creationExtras <- Array.empty
                     ticket <- { Id = toId; Created = created }
                     cookie <- CookieAction.Issue ticket
                 | _ -> putBack taken

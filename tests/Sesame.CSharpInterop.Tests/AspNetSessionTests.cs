@@ -151,6 +151,32 @@ public sealed class AspNetSessionTests
     }
 
     [Fact]
+    public async Task A_session_destroyed_in_the_request_that_created_it_leaves_its_Id_behind()
+    {
+        using var store = new CountingStore();
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/sign-in-and-out", async (HttpContext context, SesameSession session) =>
+            {
+                var atFirst = context.Session.Id;
+                await session.SignInAsync("ada");
+                var signedIn = context.Session.Id;
+                await session.DestroyAsync();
+                context.Session.SetString("notice", "signed out");
+                return $"{atFirst}|{signedIn}|{context.Session.Id}";
+            });
+        });
+        var browser = app.NewBrowser();
+
+        var ids = (await browser.SendTextAsync(HttpMethod.Post, "/sign-in-and-out")).Split('|');
+
+        Assert.Equal(ids[0], ids[1]);
+        Assert.NotEqual(ids[1], ids[2]);
+        Assert.True(Guid.TryParse(ids[2], out _), "a GUID, as ASP.NET Core's");
+        Assert.Equal(ids[2], await browser.GetTextAsync("/id"));
+    }
+
+    [Fact]
     public async Task Keys_Remove_and_Clear_change_the_session_by_path_and_a_cleared_session_lives_on()
     {
         using var store = new CountingStore();
