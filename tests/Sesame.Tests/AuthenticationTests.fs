@@ -228,6 +228,11 @@ let private browserOf (host: IHost) = Jar((host.GetTestServer()).CreateClient())
 
 let private noOptions (_: SesameOptions) = ()
 
+/// One session per user, and a sign-in past it refused.
+let private oneSessionEach (options: SesameOptions) =
+    options.MaxSessionsPerUser <- 1
+    options.UserLimitPolicy <- UserLimitPolicy.Refuse
+
 [<Tests>]
 let tests =
     testList "Authentication" [
@@ -473,10 +478,7 @@ let tests =
 
         testCaseTask "a sign-in past MaxSessionsPerUser with the Refuse policy fails with SessionUserLimitException"
         <| fun () -> task {
-            let limited (options: SesameOptions) =
-                options.MaxSessionsPerUser <- 1
-                options.UserLimitPolicy <- UserLimitPolicy.Refuse
-            let! host = startApp NoEvents limited true
+            let! host = startApp NoEvents oneSessionEach true
             use _ = host
             let first, second = browserOf host, browserOf host
             let! _ = first.TextAsync "/login?user=alice"
@@ -498,10 +500,7 @@ let tests =
 
         testCaseTask "a sign-in as another user that the limit refuses, caught by the app, leaves the signed-in user's session as it was"
         <| fun () -> task {
-            let limited (options: SesameOptions) =
-                options.MaxSessionsPerUser <- 1
-                options.UserLimitPolicy <- UserLimitPolicy.Refuse
-            let! host = startApp NoEvents limited true
+            let! host = startApp NoEvents oneSessionEach true
             use _ = host
             let alicePhone, shared = browserOf host, browserOf host
             let! _ = alicePhone.TextAsync "/login?user=alice"
