@@ -112,9 +112,8 @@ type internal SesameAuthenticationBinding(options: IOptions<SesameAuthentication
                     session.Clear()
                     flash.EndIncoming()
                     SesameAspNetSession.RenewId session
-                    fun () ->
-                        undoSession ()
-                        undoFlash ()
+                    // Only while the handle still holds bob's session: one that ended meanwhile stays ended.
+                    fun () -> if undoSession () then undoFlash ()
                 | _ -> ignore
             match! session.SignInAsync userId with
             | SignInResult.LimitReached ->

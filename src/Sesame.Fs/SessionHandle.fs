@@ -495,19 +495,25 @@ type SessionHandle
 
     /// <summary>A point this request's changes can go back to: gives the function that forgets every change recorded
     /// after it, to the tree and to the facts, and the view of them it gave (an account switch that a refused sign-in
-    /// undoes: the session stays as it was for the user still signed in). Changes committed meanwhile stay committed.</summary>
-    member internal _.Savepoint() : unit -> unit =
-        let struct (count, metaCount, savedCurrent, savedDraft, savedStale, savedMeta) =
-            lock gate (fun () -> struct (pending.Count, pendingMeta.Count, current, draft, stale, meta))
+    /// undoes: the session stays as it was for the user still signed in). Changes committed meanwhile stay committed.
+    /// The function does nothing, and says so (false), once the handle holds another session than at the savepoint
+    /// (the session ended meanwhile: the handle holds a new, empty one, which nothing may bring the old one's view to).</summary>
+    member internal _.Savepoint() : unit -> bool =
+        let struct (savedId, count, metaCount, savedCurrent, savedDraft, savedStale, savedMeta) =
+            lock gate (fun () -> struct (ticket.Id, pending.Count, pendingMeta.Count, current, draft, stale, meta))
         fun () ->
             lock gate (fun () ->
-                // A move that failed put what it took back in front, in order: what follows the counts came after.
-                if pending.Count > count then pending.RemoveRange(count, pending.Count - count)
-                if pendingMeta.Count > metaCount then pendingMeta.RemoveRange(metaCount, pendingMeta.Count - metaCount)
-                current <- savedCurrent
-                draft <- savedDraft
-                stale <- savedStale
-                meta <- savedMeta)
+                if isNull savedId || ticket.Id <> savedId then
+                    false
+                else
+                    // A move that failed put what it took back in front, in order: what follows the counts came after.
+                    if pending.Count > count then pending.RemoveRange(count, pending.Count - count)
+                    if pendingMeta.Count > metaCount then pendingMeta.RemoveRange(metaCount, pendingMeta.Count - metaCount)
+                    current <- savedCurrent
+                    draft <- savedDraft
+                    stale <- savedStale
+                    meta <- savedMeta
+                    true)
 
     /// <summary>Sets a fact the session is created with should this request create it (by any change, commit or move),
     /// and records nothing otherwise: a value handed out while the session was new (ISession's <c>Id</c>) stays its
@@ -628,7 +634,7 @@ type SessionHandle
             }
 
     /// Moves the stored session to a new id with this request's changes, in one atomic store step.
-    member private _.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> = task {
+    member private this.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> = task {
         let old = ticket
         let struct (updates, metaUpdates) as taken = takePending ()
         checkFacts metaUpdates
@@ -646,6 +652,8 @@ type SessionHandle
             // changed was a change to that session, and goes with it.
             Log.gone logger (updates.Length + metaUpdates.Length)
             becomeNew ()
+            // The flash values the request read or kept were the ended session's, as after a destroy.
+            this.FlashState <- null
             cookie <- CookieAction.Expire
         | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))
         | _ -> putBack taken

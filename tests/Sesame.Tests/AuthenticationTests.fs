@@ -132,6 +132,17 @@ let private handle (ctx: HttpContext) : Task =
                     return "signed in"
                 with :? SessionUserLimitException ->
                     return "too many devices"
+            | "/ended-then-login-or-stay" ->
+                // Another device ended the session's user's sessions while this request ran, then a refused sign-in.
+                let! session = Session.loadAsync ctx
+                let! _ = Sessions.endAllAsync (query "ended") ctx
+                try
+                    do! ctx.SignInAsync(principal (query "user"))
+                with :? SessionUserLimitException ->
+                    ()
+                let value = session |> Session.getOr "value" "(none)"
+                let user = Session.userId session |> Option.defaultValue "(none)"
+                return $"user={user} value={value} new={session.IsNew}"
             | "/login-external" ->
                 do! ctx.SignInAsync("External", principal (query "user"))
                 return "signed in elsewhere"
@@ -521,6 +532,20 @@ let tests =
             Expect.equal id bobsId "bob's ISession id is as it was"
             let! flashes = shared.TextAsync "/read-flashes"
             Expect.equal flashes "notice=saved welcome=(none)" "bob's flash message is still there"
+        }
+
+        testCaseTask "a refused sign-in as another user does not bring back the previous user's session that ended meanwhile"
+        <| fun () -> task {
+            let! host = startApp NoEvents oneSessionEach true
+            use _ = host
+            let alicePhone, shared = browserOf host, browserOf host
+            let! _ = alicePhone.TextAsync "/login?user=alice"
+            let! _ = shared.TextAsync "/login?user=bob"
+            let! _ = shared.TextAsync "/put?value=bob-cart"
+            let! answer = shared.TextAsync "/ended-then-login-or-stay?ended=bob&user=alice"
+            Expect.equal answer "user=(none) value=(none) new=True" "the request holds a new, empty session"
+            let! listed = alicePhone.TextAsync "/sessions?user=bob"
+            Expect.equal listed "" "bob has no session"
         }
 
         testCaseTask "authentication before UseSesame is a clear error when a bound cookie comes back"
