@@ -147,12 +147,9 @@ type internal SesameAspNetSession(handle: SessionHandle, logger: ILogger) =
         | _ when handle.IsNew ->
             // Handed out while the session is new: the session is created with it (among its creation facts), whether
             // ISession or Sesame's own API stores something first; a session ended in this request takes its own along.
-            match handle.CreationFact idFact with
-            | Some(Json.String id) -> id
-            | _ ->
-                let id = Guid.NewGuid().ToString()
-                handle.AddCreationFact(Update.Set(idFact, Json.string id))
-                id
+            match handle.CreationFact(idFact, fun () -> Json.string (Guid.NewGuid().ToString())) with
+            | Json.String id -> id
+            | _ -> String.Empty
         | _ -> SessionSummary.HandleOf handle.Id
 
     /// <summary>Gives a session that has an ISession id a new one: the session now belongs to another user (an account

@@ -83,7 +83,7 @@ type SessionHandle
     let mutable readOnly = false
     /// The migration of a session loaded at an older shape: committed with the request's first change of the tree.
     let mutable upgrade: ShapeUpgrade voption = ValueNone
-    /// Facts for the session to be created with, only if this request creates it (see AddCreationFact).
+    /// Facts for the session to be created with, only if this request creates it (see CreationFact).
     let mutable creationExtras: Update[] = Array.empty
 
     let stored () = not (isNull ticket.Id)
@@ -224,16 +224,20 @@ type SessionHandle
 
     let metaKey (key: string) = SessionPath.ofKeys [ key ]
 
-    /// A commit created the session with the facts AddCreationFact asked for: they are its facts now, and the next
-    /// session this request may create (after a destroy) starts without them.
-    let createdWithExtras () =
-        if creationExtras.Length > 0 then
-            lock gate (fun () ->
-                meta <- Patch.apply (Patch.foldChecked creationExtras) meta
-                creationExtras <- Array.empty)
+    /// A commit or a sign-in created the session with the facts CreationFact asked for (`sent`, as they were when it
+    /// was sent): they are its facts now, and the next session this request may create (after a destroy) starts without
+    /// them. Those asked for while the store created it are changes of the session now, for the next commit.
+    let createdWithExtras (sent: Update[]) =
+        lock gate (fun () ->
+            if sent.Length > 0 then meta <- Patch.apply (Patch.foldChecked sent) meta
+            for update in creationExtras do
+                if not (Array.exists (fun s -> obj.ReferenceEquals(s, update)) sent) then
+                    meta <- Update.apply update meta
+                    pendingMeta.Add update
+            creationExtras <- Array.empty)
 
     /// The facts a new session starts with: it is created at the app's shape, with what this request asked to keep
-    /// should it create the session (AddCreationFact).
+    /// should it create the session (CreationFact).
     let creationFacts (created: DateTimeOffset) =
         let own =
             if options.ShapeVersion > 0 then
@@ -515,22 +519,27 @@ type SessionHandle
                     meta <- savedMeta
                     true)
 
-    /// <summary>Sets a fact the session is created with should this request create it (by any change, commit or move),
-    /// and records nothing otherwise: a value handed out while the session was new (ISession's <c>Id</c>) stays its
-    /// value once something is stored, without keeping a session nothing else was stored in.</summary>
-    member internal _.AddCreationFact(update: Update) : unit =
-        Update.validate update
-        lock gate (fun () -> creationExtras <- Array.append creationExtras [| update |])
-
-    /// <summary>The value a fact asked for by <c>AddCreationFact</c> sets at <paramref name="path"/>, while the session
-    /// is still to be created.</summary>
-    member internal _.CreationFact(path: SessionPath) : Json option =
+    /// <summary>The fact at <paramref name="path"/> the session is to be created with should this request create it (by
+    /// any change, commit or move): the one asked for earlier, else <paramref name="make"/>'s, asked for now, in one step
+    /// (two threads asking at once get the same). Nothing is recorded otherwise: a value handed out while the session
+    /// is new (ISession's <c>Id</c>) stays its value once something is stored, without keeping a session nothing else
+    /// was stored in.</summary>
+    member internal _.CreationFact(path: SessionPath, make: unit -> Json) : Json =
         lock gate (fun () ->
-            creationExtras
-            |> Array.tryPick (fun update ->
-                match update with
-                | Update.Set(at, value) when at = path -> Some value
-                | _ -> None))
+            let asked =
+                creationExtras
+                |> Array.tryPick (fun update ->
+                    match update with
+                    | Update.Set(at, value) when at = path -> Some value
+                    | _ -> None)
+            match asked with
+            | Some value -> value
+            | None ->
+                let value = make ()
+                let update = Update.Set(path, value)
+                Update.validate update
+                creationExtras <- Array.append creationExtras [| update |]
+                value)
 
     /// <summary>Records a change of the facts beside the tree (a top-level key of <see cref="P:Sesame.SessionHandle.Meta"/>).</summary>
     member internal _.RecordMeta(update: Update) : unit =
@@ -609,6 +618,7 @@ type SessionHandle
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
                 // Every update was validated when it was recorded.
+                let sent = creationExtras
                 let metaUpdates = if isNew then Array.append (creationFacts target.Created) metaUpdates else metaUpdates
                 let condition = shapeCondition isNew (updates.Length > 0)
                 let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
@@ -621,7 +631,7 @@ type SessionHandle
                         if isNew then
                             ticket <- target
                             cookie <- CookieAction.Issue target
-                            createdWithExtras ()
+                            createdWithExtras sent
                         shapeCommitted condition
                         Log.commitDone logger (updates.Length + metaUpdates.Length) isNew
                     | CommitResult.ShapeChanged -> ()
@@ -707,12 +717,14 @@ type SessionHandle
                 // Not stored yet (or gone): the session is created, bound, at its first id.
                 let created = time.GetUtcNow()
                 let struct (updates, metaUpdates) as taken = takePending ()
-                let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ creationFacts created; metaUpdates; binding ]))
+                let sent = creationExtras
+                let facts = creationFacts created
+                let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ facts; metaUpdates; binding ]))
                 let! result = store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
                 match result with
                 | CommitResult.Committed ->
-                    meta <- Patch.apply (Patch.foldChecked (Array.append (creationFacts created) binding)) meta
-                    creationExtras <- Array.empty
+                    meta <- Patch.apply (Patch.foldChecked (Array.append facts binding)) meta
+                    createdWithExtras sent
                     ticket <- { Id = toId; Created = created }
                     cookie <- CookieAction.Issue ticket
                 | _ -> putBack taken

@@ -177,6 +177,58 @@ public sealed class AspNetSessionTests
     }
 
     [Fact]
+    public async Task Two_threads_that_read_a_new_sessions_Id_at_once_get_the_Id_it_keeps()
+    {
+        using var store = new CountingStore();
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/two-readers", async (HttpContext context) =>
+            {
+                using var start = new Barrier(2);
+                var ids = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(() =>
+                {
+                    start.SignalAndWait();
+                    return context.Session.Id;
+                })));
+                context.Session.SetString("k", "v");
+                return $"{ids[0]}|{ids[1]}";
+            });
+        });
+
+        for (var round = 0; round < 200; round++)
+        {
+            var browser = app.NewBrowser();
+            var ids = (await browser.SendTextAsync(HttpMethod.Post, "/two-readers")).Split('|');
+            Assert.Equal(ids[0], ids[1]);
+            Assert.Equal(ids[0], await browser.GetTextAsync("/id"));
+        }
+    }
+
+    [Fact]
+    public async Task The_Id_read_while_the_commit_that_creates_the_session_is_under_way_is_the_Id_it_keeps()
+    {
+        using var store = new CountingStore();
+        await using var app = await StartAsync(store, app =>
+        {
+            app.MapPost("/commit-and-read", async (HttpContext context, SesameSession session) =>
+            {
+                session.Set("a", 1);
+                var commit = context.Session.CommitAsync();
+                var id = context.Session.Id;
+                await commit;
+                return $"{id}|{context.Session.Id}";
+            });
+        });
+        var browser = app.NewBrowser();
+        store.CommitDelay = TimeSpan.FromMilliseconds(50);
+
+        var ids = (await browser.SendTextAsync(HttpMethod.Post, "/commit-and-read")).Split('|');
+
+        Assert.Equal(ids[0], ids[1]);
+        Assert.Equal(ids[0], await browser.GetTextAsync("/id"));
+    }
+
+    [Fact]
     public async Task Keys_Remove_and_Clear_change_the_session_by_path_and_a_cleared_session_lives_on()
     {
         using var store = new CountingStore();
