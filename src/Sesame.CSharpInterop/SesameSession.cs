@@ -631,6 +631,19 @@ public sealed class SesameSession
         }
     }
 
+    /// <summary>The kind of value at <paramref name="path"/>; a stale session's error names <paramref name="reader"/> (the proxy that reads it).</summary>
+    internal JsonValueKind KindAt(SessionPath path, SessionPath reader)
+    {
+        try
+        {
+            return Handle.KindAt(path);
+        }
+        catch (ObjectDisposedException e)
+        {
+            throw Stale(reader, "read", e);
+        }
+    }
+
     internal int ArrayLength(SessionPath path)
     {
         try

@@ -69,17 +69,13 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// <returns>Always <c>true</c>: a missing member reads as <c>null</c>.</returns>
     public override bool TryGetMember(GetMemberBinder binder, out object? result)
     {
-        var here = session.Find(path);
-        if (here is Json.Array items && binder.Name is "Length" or "Count")
+        if (binder.Name is "Length" or "Count" && session.ArrayLength(path) is var length and >= 0)
         {
-            result = items.Item.Length;
+            result = length;
             return true;
         }
 
-        var child = here is Json.Object o && o.Item.TryGetValue(binder.Name, out var found) ? found : null;
-        result = child is Json.Object or Json.Array
-            ? new SessionProxy(session, SessionPathModule.child(Segment.NewKey(binder.Name), path))
-            : JsonValues.Leaf(child);
+        result = Read(Segment.NewKey(binder.Name));
         return true;
     }
 
@@ -104,15 +100,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
     /// <exception cref="ArgumentException">Not exactly one string or integer index.</exception>
     public override bool TryGetIndex(GetIndexBinder binder, object[] indexes, out object? result)
     {
-        var segment = SegmentOf(indexes);
-        var here = session.Find(path);
-        Json? child = (here, segment) switch
-        {
-            (Json.Object o, Segment.Key k) => o.Item.TryGetValue(k.key, out var found) ? found : null,
-            (Json.Array a, Segment.Index i) when i.index < a.Item.Length => a.Item[i.index],
-            _ => null,
-        };
-        result = View(child, segment);
+        result = Read(SegmentOf(indexes));
         return true;
     }
 
@@ -151,7 +139,7 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
                 result = session.IncrementValue(SessionPathModule.child(Segment.NewKey(key), path), by);
                 return true;
             case "Add" when args.Length == 1:
-                if (session.Find(path) is not Json.Array)
+                if (session.ArrayLength(path) < 0)
                 {
                     throw new InvalidOperationException($"Add appends to an array, and '{Describe()}' is not one.");
                 }
@@ -275,6 +263,22 @@ public sealed class SessionProxy : DynamicObject, IEnumerable<object?>
         {
             yield return new KeyValuePair<string, object?>(member.Key, View(member.Value, Segment.NewKey(member.Key)));
         }
+    }
+
+    /// <summary>
+    /// A child's value as reading gives it: a proxy for an object or array, else the leaf. Read by kind first, so that
+    /// a loop reading what it just changed does not make the changed tree again for each read (a leaf is found in the
+    /// request's changes as it is).
+    /// </summary>
+    private object? Read(Segment segment)
+    {
+        var childPath = SessionPathModule.child(segment, path);
+        return session.KindAt(childPath, path) switch
+        {
+            JsonValueKind.Object or JsonValueKind.Array => new SessionProxy(session, childPath),
+            JsonValueKind.Undefined => null,
+            _ => JsonValues.Leaf(session.Find(childPath)),
+        };
     }
 
     private object? View(Json? child, Segment segment) =>

@@ -269,6 +269,23 @@ module internal PatchDraft =
         | :? Json as json -> ValueSome(Some json)
         | _ -> ValueNone
 
+    /// The kind of value a path of a draft holds, Undefined for none (without making it a tree).
+    let kindAt (path: SessionPath) (root: obj) : Text.Json.JsonValueKind =
+        match nodeAt path.Segments root with
+        | null -> Text.Json.JsonValueKind.Undefined
+        | :? DraftObject -> Text.Json.JsonValueKind.Object
+        | :? DraftArray -> Text.Json.JsonValueKind.Array
+        | :? Json as json ->
+            match json with
+            | Json.Object _ -> Text.Json.JsonValueKind.Object
+            | Json.Array _ -> Text.Json.JsonValueKind.Array
+            | Json.String _ -> Text.Json.JsonValueKind.String
+            | Json.Number _ -> Text.Json.JsonValueKind.Number
+            | Json.Bool true -> Text.Json.JsonValueKind.True
+            | Json.Bool false -> Text.Json.JsonValueKind.False
+            | Json.Null -> Text.Json.JsonValueKind.Null
+        | _ -> Text.Json.JsonValueKind.Undefined
+
     /// Whether a path of a draft holds anything, JSON null included (without making it a tree).
     let contains (path: SessionPath) (root: obj) : bool = not (isNull (nodeAt path.Segments root))
 

@@ -405,6 +405,13 @@ type SessionHandle
         ensureLoaded ()
         lock gate (fun () -> if isNull draft then (SessionPath.tryGet path current).IsSome else PatchDraft.contains path draft)
 
+    /// <summary>The kind of value at a path (<c>Undefined</c> when there is none). Like <c>Contains</c>, it never makes
+    /// the tree the request changed: a reader that needs the value only when it is a leaf reads it with <c>TryFind</c>,
+    /// which finds a leaf without making the tree either.</summary>
+    member _.KindAt(path: SessionPath) : JsonValueKind =
+        ensureLoaded ()
+        lock gate (fun () -> if isNull draft then PatchDraft.kindAt path (box current) else PatchDraft.kindAt path draft)
+
     /// <summary>The number of items of the array at a path, or -1 when no array is there. Like <c>Contains</c>, it never
     /// makes the tree the request changed.</summary>
     member _.ArrayLength(path: SessionPath) : int =

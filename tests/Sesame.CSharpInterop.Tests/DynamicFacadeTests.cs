@@ -315,6 +315,7 @@ public sealed class DynamicFacadeTests
             {
                 session.Set("items", Enumerable.Range(0, count).Select(i => new Item($"sku{i}", 1)).ToArray());
                 session.Set("prefs", new Dictionary<string, int>());
+                session.Set("log", Array.Empty<int>());
                 return "filled";
             });
             app.MapPost("/zero", (SesameSession session) =>
@@ -334,19 +335,34 @@ public sealed class DynamicFacadeTests
                     prefs["k" + i] = i;
                 }
 
+                // Each item changed, then read back; and appends through the root's proxy, which reads the root.
+                long total = 0;
+                foreach (var item in s.items)
+                {
+                    var line = (dynamic)item!;
+                    line.qty = 5;
+                    total += line.qty;
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    s.log.Add(i);
+                }
+
                 allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-                return "zeroed";
+                return $"{total}";
             });
         });
         var browser = app.NewBrowser();
         await browser.SendTextAsync(HttpMethod.Post, "/fill");
 
-        await browser.SendTextAsync(HttpMethod.Post, "/zero");
+        Assert.Equal($"{5 * count}", await browser.SendTextAsync(HttpMethod.Post, "/zero"));
 
         Assert.InRange(allocated, 0, 64L << 20);
         var session = System.Text.Json.JsonDocument.Parse(await browser.GetTextAsync("/session")).RootElement;
-        Assert.All(session.GetProperty("items").EnumerateArray(), item => Assert.Equal(0, item.GetProperty("qty").GetInt32()));
+        Assert.All(session.GetProperty("items").EnumerateArray(), item => Assert.Equal(5, item.GetProperty("qty").GetInt32()));
         Assert.Equal(count, session.GetProperty("prefs").EnumerateObject().Count());
+        Assert.Equal(Enumerable.Range(0, count), session.GetProperty("log").EnumerateArray().Select(item => item.GetInt32()));
     }
 
     [Fact]
