@@ -607,52 +607,25 @@ public sealed class SesameSession
     /// <summary>A task already holding this session, so a request that asks again allocates nothing.</summary>
     internal Task<SesameSession> Completed => completed ??= Task.FromResult(this);
 
-    internal Json? Find(SessionPath path)
-    {
-        try
-        {
-            return Handle.TryFind(path)?.Value;
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw Stale(path, "read", e);
-        }
-    }
+    internal Json? Find(SessionPath path) => Read(path, path, static (handle, at) => handle.TryFind(at)?.Value);
 
-    internal bool Contains(SessionPath path)
-    {
-        try
-        {
-            return Handle.Contains(path);
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw Stale(path, "read", e);
-        }
-    }
+    internal bool Contains(SessionPath path) => Read(path, path, static (handle, at) => handle.Contains(at));
 
     /// <summary>The kind of value at <paramref name="path"/>; a stale session's error names <paramref name="reader"/> (the proxy that reads it).</summary>
-    internal JsonValueKind KindAt(SessionPath path, SessionPath reader)
-    {
-        try
-        {
-            return Handle.KindAt(path);
-        }
-        catch (ObjectDisposedException e)
-        {
-            throw Stale(reader, "read", e);
-        }
-    }
+    internal JsonValueKind KindAt(SessionPath path, SessionPath reader) => Read(path, reader, static (handle, at) => handle.KindAt(at));
 
-    internal int ArrayLength(SessionPath path)
+    internal int ArrayLength(SessionPath path) => Read(path, path, static (handle, at) => handle.ArrayLength(at));
+
+    /// <summary>A read of the handle at <paramref name="path"/>; used after the request ended, the error names <paramref name="named"/>.</summary>
+    private T Read<T>(SessionPath path, SessionPath named, Func<SessionHandle, SessionPath, T> read)
     {
         try
         {
-            return Handle.ArrayLength(path);
+            return read(Handle, path);
         }
         catch (ObjectDisposedException e)
         {
-            throw Stale(path, "read", e);
+            throw Stale(named, "read", e);
         }
     }
 

@@ -244,6 +244,17 @@ let private oneSessionEach (options: SesameOptions) =
     options.MaxSessionsPerUser <- 1
     options.UserLimitPolicy <- UserLimitPolicy.Refuse
 
+/// Alice signed in on her phone, at her limit of one session (the Refuse policy); bob signed in on a shared computer,
+/// with a cart.
+let private aliceAtLimitBobShared () = task {
+    let! host = startApp NoEvents oneSessionEach true
+    let alicePhone, shared = browserOf host, browserOf host
+    let! _ = alicePhone.TextAsync "/login?user=alice"
+    let! _ = shared.TextAsync "/login?user=bob"
+    let! _ = shared.TextAsync "/put?value=bob-cart"
+    return host, alicePhone, shared
+}
+
 [<Tests>]
 let tests =
     testList "Authentication" [
@@ -511,13 +522,9 @@ let tests =
 
         testCaseTask "a sign-in as another user that the limit refuses, caught by the app, leaves the signed-in user's session as it was"
         <| fun () -> task {
-            let! host = startApp NoEvents oneSessionEach true
+            let! host, _, shared = aliceAtLimitBobShared ()
             use _ = host
-            let alicePhone, shared = browserOf host, browserOf host
-            let! _ = alicePhone.TextAsync "/login?user=alice"
-            // Bob is signed in on a shared computer, with a cart, a flash message and an ISession id.
-            let! _ = shared.TextAsync "/login?user=bob"
-            let! _ = shared.TextAsync "/put?value=bob-cart"
+            // Bob also has a flash message and an ISession id.
             let! _ = shared.TextAsync "/flash?value=saved"
             let! _ = shared.TextAsync "/aspnet-put?value=x"
             let! bobsId = shared.TextAsync "/aspnet-id"
@@ -536,12 +543,8 @@ let tests =
 
         testCaseTask "a refused sign-in as another user does not bring back the previous user's session that ended meanwhile"
         <| fun () -> task {
-            let! host = startApp NoEvents oneSessionEach true
+            let! host, alicePhone, shared = aliceAtLimitBobShared ()
             use _ = host
-            let alicePhone, shared = browserOf host, browserOf host
-            let! _ = alicePhone.TextAsync "/login?user=alice"
-            let! _ = shared.TextAsync "/login?user=bob"
-            let! _ = shared.TextAsync "/put?value=bob-cart"
             let! answer = shared.TextAsync "/ended-then-login-or-stay?ended=bob&user=alice"
             Expect.equal answer "user=(none) value=(none) new=True" "the request holds a new, empty session"
             let! listed = alicePhone.TextAsync "/sessions?user=bob"
