@@ -655,7 +655,7 @@ public sealed class SesameSession
 
     internal bool RemoveAt(SessionPath path)
     {
-        if (Find(path) is null)
+        if (!Contains(path))
         {
             return false;
         }

@@ -286,9 +286,6 @@ module internal PatchDraft =
             | Json.Null -> Text.Json.JsonValueKind.Null
         | _ -> Text.Json.JsonValueKind.Undefined
 
-    /// Whether a path of a draft holds anything, JSON null included (without making it a tree).
-    let contains (path: SessionPath) (root: obj) : bool = not (isNull (nodeAt path.Segments root))
-
     /// The length of the array at a path of a draft, when an array is there (without making it a tree).
     let arrayLength (path: SessionPath) (root: obj) : int voption =
         match nodeAt path.Segments root with

@@ -113,6 +113,10 @@ type SessionHandle
     }
 
     /// Brings `current` up to the draft (under the gate): made once, then read until the next update.
+    /// The session as this request left it: the draft of its changes, or the tree when it changed nothing (call under
+    /// the gate). PatchDraft reads either without making a tree.
+    let latest () = if isNull draft then box current else draft
+
     let refresh () =
         if stale then
             current <- PatchDraft.toJson draft
@@ -399,34 +403,24 @@ type SessionHandle
                 refresh ()
                 SessionPath.tryGet path current)
 
-    /// <summary>Whether the session holds a value at a path (JSON null included). Unlike <c>TryFind</c>, it never makes the
-    /// tree the request changed, so a loop that checks and changes many items stays linear.</summary>
-    member _.Contains(path: SessionPath) : bool =
-        ensureLoaded ()
-        lock gate (fun () -> if isNull draft then (SessionPath.tryGet path current).IsSome else PatchDraft.contains path draft)
-
-    /// <summary>The kind of value at a path (<c>Undefined</c> when there is none). Like <c>Contains</c>, it never makes
-    /// the tree the request changed: a reader that needs the value only when it is a leaf reads it with <c>TryFind</c>,
-    /// which finds a leaf without making the tree either.</summary>
+    /// <summary>The kind of value at a path (<c>Undefined</c> when there is none). Unlike <c>TryFind</c>, it never makes
+    /// the tree the request changed, so a loop that checks and changes many items stays linear; a reader that needs the
+    /// value only when it is a leaf reads it with <c>TryFind</c>, which finds a leaf without making the tree either.</summary>
     member _.KindAt(path: SessionPath) : JsonValueKind =
         ensureLoaded ()
-        lock gate (fun () -> if isNull draft then PatchDraft.kindAt path (box current) else PatchDraft.kindAt path draft)
+        lock gate (fun () -> PatchDraft.kindAt path (latest ()))
 
-    /// <summary>The number of items of the array at a path, or -1 when no array is there. Like <c>Contains</c>, it never
+    /// <summary>Whether the session holds a value at a path (JSON null included). Like <c>KindAt</c>, it never makes the
+    /// tree the request changed.</summary>
+    member this.Contains(path: SessionPath) : bool = this.KindAt path <> JsonValueKind.Undefined
+
+    /// <summary>The number of items of the array at a path, or -1 when no array is there. Like <c>KindAt</c>, it never
     /// makes the tree the request changed.</summary>
     member _.ArrayLength(path: SessionPath) : int =
         ensureLoaded ()
-        lock gate (fun () ->
-            let length =
-                if isNull draft then
-                    match SessionPath.tryGet path current with
-                    | Some(Json.Array items) -> ValueSome items.Length
-                    | _ -> ValueNone
-                else
-                    PatchDraft.arrayLength path draft
-            match length with
-            | ValueSome n -> n
-            | ValueNone -> -1)
+        match lock gate (fun () -> PatchDraft.arrayLength path (latest ())) with
+        | ValueSome n -> n
+        | ValueNone -> -1
 
     /// <summary>
     /// Answers a typed read whose value does not fit the type read: logs it (once per path and type, with the path and
@@ -500,7 +494,7 @@ type SessionHandle
                 )
             )
         lock gate (fun () ->
-            draft <- PatchDraft.record (if isNull draft then box current else draft) update
+            draft <- PatchDraft.record (latest ()) update
             stale <- true
             pending.Add update)
 
