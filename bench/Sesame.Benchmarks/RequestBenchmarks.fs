@@ -83,6 +83,7 @@ type SessionBenchmarks() =
     let oneKeyUpdates = [| Update.increment visits 1m |]
     let context = DefaultHttpContext()
     let readTicket = fun (_: HttpRequest) -> ValueSome ticket
+    let signIns = RecentSignIns TimeProvider.System
 
     /// The session's size in KB of compact JSON.
     [<Params(1, 16)>]
@@ -119,7 +120,7 @@ type SessionBenchmarks() =
     /// A whole request that changes one key, without HTTP: a session handle, load, increment, commit.
     [<Benchmark>]
     member _.RequestOneKeyChange() =
-        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance)
+        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance, signIns)
         handle.LoadAsync().Wait()
         handle.Increment(visits, 1m) |> ignore
         handle.CommitAsync(CancellationToken.None).Wait()
@@ -128,7 +129,7 @@ type SessionBenchmarks() =
     /// The same request on a store that stores nothing: the session handle's own cost, which must not grow with the session.
     [<Benchmark>]
     member _.RequestOneKeyChangeWithoutStore() =
-        let handle = SessionHandle(context, readTicket, inert, options, TimeProvider.System, NullLogger.Instance)
+        let handle = SessionHandle(context, readTicket, inert, options, TimeProvider.System, NullLogger.Instance, signIns)
         handle.LoadAsync().Wait()
         handle.Increment(visits, 1m) |> ignore
         handle.CommitAsync(CancellationToken.None).Wait()
@@ -137,7 +138,7 @@ type SessionBenchmarks() =
     /// A whole request that only reads one value, without HTTP.
     [<Benchmark>]
     member _.RequestReadOnly() =
-        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance)
+        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance, signIns)
         handle.LoadAsync().Wait()
         let visits = handle.TryFind visits
         handle.CommitAsync(CancellationToken.None).Wait()

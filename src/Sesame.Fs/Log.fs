@@ -121,10 +121,18 @@ module internal Log =
             "{LeftCount} expiry or eviction events were not handled before the app stopped: their handlers did not finish within the host's shutdown timeout."
         )
 
+    let private signInJoined =
+        LoggerMessage.Define(
+            LogLevel.Information,
+            EventId(19, "SessionSignInJoined"),
+            "A sign-in found its session moved by another sign-in of the same user moments before (a login submitted twice); it joined the session that sign-in made, with this request's changes."
+        )
+
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
 
     let cookieRejectedBecause (logger: ILogger) (reason: string) = cookieRejected.Invoke(logger, reason, null)
     let unknownSession (logger: ILogger) = sessionUnknown.Invoke(logger, null)
+    let signInJoinedMove (logger: ILogger) = signInJoined.Invoke(logger, null)
     let commitDone (logger: ILogger) (count: int) (isNew: bool) = committed.Invoke(logger, count, isNew, null)
     let commitError (logger: ILogger) (error: exn) = commitFailed.Invoke(logger, error)
     let gone (logger: ILogger) (count: int) = sessionGone.Invoke(logger, count, null)

@@ -53,7 +53,15 @@ type SignInResult =
 [<Sealed; AllowNullLiteral>]
 type SessionHandle
     internal
-    (context: HttpContext, readTicket: HttpRequest -> SessionTicket voption, store: SessionStore, options: SesameOptions, time: TimeProvider, logger: ILogger) =
+    (
+        context: HttpContext,
+        readTicket: HttpRequest -> SessionTicket voption,
+        store: SessionStore,
+        options: SesameOptions,
+        time: TimeProvider,
+        logger: ILogger,
+        signIns: RecentSignIns
+    ) =
     let pending = List<Update>()
     /// Changes to the facts beside the tree (flash values, the shape version), committed with the tree's.
     let pendingMeta = List<Update>()
@@ -644,19 +652,37 @@ type SessionHandle
                 if result = CommitResult.ShapeChanged then raise (shapeChanged (updates.Length + metaUpdates.Length))
             }
 
-    /// Moves the stored session to a new id with this request's changes, in one atomic store step.
-    member private this.MoveAsync(toId: string, extraMeta: Update[]) : Task<CommitResult> = task {
+    /// Moves the stored session to a new id with this request's changes, in one atomic store step. When the session is
+    /// gone, `follow` may name the session a sign-in of this request's own user moved it to meanwhile (RecentSignIns):
+    /// the request's changes then go there, and the request goes on with that session, as bound as the move would
+    /// have left it (`extraMeta` is that binding, which the other sign-in made).
+    member private this.MoveAsync(toId: string, extraMeta: Update[], follow: string -> SessionTicket voption) : Task<CommitResult> = task {
         let old = ticket
         let struct (updates, metaUpdates) as taken = takePending ()
         checkFacts metaUpdates
         let condition = shapeCondition false (updates.Length > 0)
         let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
-        let! result = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+        let! moved = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+        let! result = task {
+            match moved with
+            | CommitResult.SessionGone ->
+                match follow old.Id with
+                | ValueSome joined ->
+                    let own = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
+                    match! store.CommitAsync(joined.Id, own, commitOptions joined.Created true, requestAborted ()) with
+                    | CommitResult.Committed ->
+                        Log.signInJoinedMove logger
+                        return struct (CommitResult.Committed, joined)
+                    | other -> return struct (other, old)
+                | ValueNone -> return struct (moved, old)
+            | _ -> return struct (moved, { old with Id = toId })
+        }
+        let struct (result, target) = result
         match result with
         | CommitResult.Committed ->
             meta <- Patch.apply (Patch.foldChecked extraMeta) meta
             shapeCommitted condition
-            ticket <- { old with Id = toId }
+            ticket <- target
             cookie <- CookieAction.Issue ticket
         | CommitResult.SessionGone ->
             // Destroyed or expired while this request ran: never bring it back. What this request
@@ -693,7 +719,8 @@ type SessionHandle
                     match SessionMeta.userOf meta with
                     | Some user -> SessionId.createFor user
                     | None -> SessionId.create ()
-                let! result = this.MoveAsync(toId, [||])
+                // A rotation follows no sign-in's move: its request proved nothing that the old id's holder could not.
+                let! result = this.MoveAsync(toId, [||], fun _ -> ValueNone)
                 return result = CommitResult.Committed
             }
 
@@ -734,9 +761,14 @@ type SessionHandle
             let! result =
                 if stored () then
                     task {
-                        match! this.MoveAsync(toId, binding) with
+                        let from = ticket.Id
+                        // Moved meanwhile by a sign-in of this user (a login submitted twice): that session is joined.
+                        match! this.MoveAsync(toId, binding, fun old -> signIns.TryFollow(old, userId)) with
                         // Ended while this request ran: sign in afresh, with none of the old session's data.
                         | CommitResult.SessionGone -> return! signInNew ()
+                        | CommitResult.Committed when ticket.Id = toId ->
+                            signIns.Record(from, ticket, userId)
+                            return CommitResult.Committed
                         | other -> return other
                     }
                 else

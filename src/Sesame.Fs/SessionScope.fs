@@ -23,6 +23,8 @@ type internal SesameRuntime
     member _.Store = store
     member internal _.Cookie = cookie
     member internal _.ReadTicket = readTicket
+    /// Where this instance's sign-ins moved sessions moments ago, for a login submitted twice.
+    member val internal SignIns = RecentSignIns(time)
     member internal _.Time = time
     member internal _.Logger = logger
     /// The ISession compatibility's settings, or null when the app did not ask for it.
@@ -80,7 +82,7 @@ type internal SesameRuntime
 /// </summary>
 [<Sealed>]
 type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
-    let handle = SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger)
+    let handle = SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger, runtime.SignIns)
     /// What an earlier scope of this request left, if one did (see SessionCarryOver).
     let carried = context.Features.Get<SessionCarryOver>()
     let mutable carriedChecked = false

@@ -57,6 +57,38 @@ let private hungUp: HttpHandler =
         return! next ctx
     }
 
+/// A login page submitted twice: `/sign-in` signs in at once; `/slow-sign-in` loads the session, signals, and signs in
+/// when the test says go (the second submit, which loaded the session before the first moved it). Each signs in as
+/// the `user` of its query and then sets a key of its own to that user.
+type SecondSignIn() =
+    let loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let signIn (key: string) (wait: unit -> Task) : HttpHandler =
+        Session.handler (fun s ->
+            fun next ctx -> task {
+                do! wait ()
+                let user = string ctx.Request.Query["user"]
+                let! result = s |> Session.signInAsync user
+                s |> Session.set key user
+                return! text (string result) next ctx
+            })
+    member _.Loaded = loaded.Task
+    member _.Go() = go.SetResult()
+    member _.App: HttpHandler =
+        withSession
+        >=> choose [
+            route "/sign-in" >=> signIn "first" (fun () -> Task.CompletedTask)
+            route "/slow-sign-in"
+            >=> signIn "second" (fun () ->
+                loaded.SetResult()
+                go.Task)
+            route "/set"
+            >=> Session.handler (fun s ->
+                s |> Session.set "cart" [ 1; 2 ]
+                text "set")
+            route "/show" >=> Session.handler (fun s -> text (Json.serialize (Session.current s)))
+        ]
+
 let private lifecycleApp (inFlight: InFlight) =
     withSession
     >=> choose [
@@ -185,6 +217,53 @@ let private onStore (kind: StoreKind) =
             Expect.notEqual loginBrowser.Cookie user.Cookie "the login got a cookie of its own"
             let! signedIn = loginBrowser.GetTextAsync "/show"
             Expect.equal signedIn """{"user":"ada"}""" "a new session: the destroyed one's data never comes back"
+        }
+
+        testCaseTask "a login submitted twice ends in one signed-in session holding the cart and both requests' changes"
+        <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let second = SecondSignIn()
+            use! host = startHostAt clock store noOptions (runHandler second.App) (new LogCapture())
+            let first, late = Browser host, Browser host
+            let! _ = first.GetTextAsync "/set"
+            late.Cookie <- first.Cookie
+            let lateLogin = late.GetTextAsync "/slow-sign-in?user=ada"
+            do! second.Loaded
+            let! answer = first.GetTextAsync "/sign-in?user=ada"
+            Expect.equal answer "SignedIn" "the first submit signed in"
+            second.Go()
+            let! lateAnswer = lateLogin
+            Expect.equal lateAnswer "SignedIn" "the second submit signed in too"
+            let both = """{"cart":[1,2],"first":"ada","second":"ada"}"""
+            // Whichever of the two cookies the browser keeps, it opens the one session.
+            let! underLate = late.GetTextAsync "/show"
+            Expect.equal underLate both "the second submit's cookie opens the session the first signed in, with its own change"
+            let! underFirst = first.GetTextAsync "/show"
+            Expect.equal underFirst both "the first submit's cookie opens the same session"
+            let! sessions = store |> SessionStore.listAllAsync (SessionQuery.OfUser "ada") (testToken ())
+            Expect.equal sessions.Length 1 "ada has one session, not one per submit"
+        }
+
+        testCaseTask "a second sign-in of a session moved by a sign-in as another user, or too long ago, follows nothing: an empty session"
+        <| fun () -> task {
+            let store, clock, advance = setUp kind
+            for user, wait in [ "bob", TimeSpan.Zero; "ada", RecentSignIns.Window ] do
+                let second = SecondSignIn()
+                use! host = startHostAt clock store noOptions (runHandler second.App) (new LogCapture())
+                let first, late = Browser host, Browser host
+                let! _ = first.GetTextAsync "/set"
+                late.Cookie <- first.Cookie
+                let lateLogin = late.GetTextAsync $"/slow-sign-in?user={user}"
+                do! second.Loaded
+                let! _ = first.GetTextAsync "/sign-in?user=ada"
+                do! advance wait
+                second.Go()
+                let! lateAnswer = lateLogin
+                Expect.equal lateAnswer "SignedIn" $"{user} signed in"
+                let! underLate = late.GetTextAsync "/show"
+                Expect.equal underLate $$"""{"second":"{{user}}"}""" $"{user}, {wait} after ada's sign-in: a new session, none of the moved one's data"
+                let! underFirst = first.GetTextAsync "/show"
+                Expect.equal underFirst """{"cart":[1,2],"first":"ada"}""" "ada's session is untouched by it"
         }
 
         testCaseTask "destroying deletes the session, expires the cookie, and a concurrent request cannot bring it back"
@@ -322,6 +401,36 @@ let tests =
     testList "Security" [
         for kind in StoreKinds.all do
             onStore kind
+
+        testList "recent sign-ins" [
+            let ticket (id: string) = { Id = id; Created = DateTimeOffset.UnixEpoch }
+            testCase "a move is followed only by a sign-in as its user, along later moves of that user, within the window"
+            <| fun () ->
+                let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
+                let recent = RecentSignIns clock
+                recent.Record("a", ticket "b", "ada")
+                recent.Record("b", ticket "c", "ada")
+                recent.Record("c", ticket "d", "bob")
+                Expect.equal (recent.TryFollow("a", "ada")) (ValueSome(ticket "c")) "ada's moves, followed to the last"
+                Expect.equal (recent.TryFollow("a", "bob")) ValueNone "bob follows none of ada's moves"
+                Expect.equal (recent.TryFollow("c", "bob")) (ValueSome(ticket "d")) "bob's own move"
+                Expect.equal (recent.TryFollow("x", "ada")) ValueNone "no move of that id"
+                clock.Advance(RecentSignIns.Window - TimeSpan.FromMilliseconds 1.0)
+                Expect.equal (recent.TryFollow("a", "ada")) (ValueSome(ticket "c")) "still within the window"
+                clock.Advance(TimeSpan.FromMilliseconds 1.0)
+                Expect.equal (recent.TryFollow("a", "ada")) ValueNone "the window has passed"
+                Expect.equal recent.Count 0 "and the moves are forgotten"
+
+            testCase "sign-ins at any rate hold at most the capacity, the oldest dropped first"
+            <| fun () ->
+                let recent = RecentSignIns(FakeTimeProvider(DateTimeOffset.UtcNow))
+                let extra = 1_000
+                for i in 1 .. RecentSignIns.Capacity + extra do
+                    recent.Record($"old{i}", ticket $"new{i}", "ada")
+                Expect.equal recent.Count RecentSignIns.Capacity "held"
+                Expect.equal (recent.TryFollow($"old{extra}", "ada")) ValueNone "the oldest were dropped"
+                Expect.equal (recent.TryFollow($"old{extra + 1}", "ada")) (ValueSome(ticket $"new{extra + 1}")) "the rest are kept"
+        ]
 
         testCaseTask "a cookie protected with another app's keys starts a fresh session"
         <| fun () -> task {
