@@ -93,6 +93,9 @@ type SessionHandle
     let mutable upgrade: ShapeUpgrade voption = ValueNone
     /// Facts for the session to be created with, only if this request creates it (see CreationFact).
     let mutable creationExtras: Update[] = Array.empty
+    /// The store's error from this request's last commit, which dropped its changes; null after a commit that succeeded.
+    /// A later CommitAsync with nothing to send fails with it, rather than reporting the dropped changes stored.
+    let mutable failedCommit: exn = null
 
     let stored () = not (isNull ticket.Id)
 
@@ -614,12 +617,24 @@ type SessionHandle
     /// Folds the pending updates into one patch and commits it in one write; does nothing when
     /// nothing changed. A new session is created in the store by its first commit, under a fresh id.
     /// </summary>
-    /// <exception cref="T:Sesame.SessionStoreException">The store failed; the changes were not stored.</exception>
+    /// <exception cref="T:Sesame.SessionStoreException">The store failed; the changes were not stored (or, after a timeout,
+    /// may have been: the error says so). They are dropped either way, so a later call with no new change fails too
+    /// (with this error inside), rather than report them stored.</exception>
     /// <exception cref="T:Sesame.SessionTooLargeException">The session would pass the size limit; nothing was stored.</exception>
     member _.CommitAsync(cancellationToken: CancellationToken) : Task =
         let struct (updates, metaUpdates) = takePending ()
         if updates.Length = 0 && metaUpdates.Length = 0 then
-            Task.CompletedTask
+            match failedCommit with
+            | null -> Task.CompletedTask
+            | failure ->
+                // A retry of a commit that failed: its changes were dropped with it (the store may have applied them, and
+                // sending them again could apply an increment twice), so saying "stored" now would be a lie.
+                Task.FromException(
+                    SessionStoreException(
+                        "This request's last commit failed and its changes were dropped, so there is nothing to retry: they were not stored by this call. Make the changes again (or answer that they were not saved).",
+                        failure
+                    )
+                )
         else
             task {
                 checkFacts metaUpdates
@@ -635,6 +650,7 @@ type SessionHandle
                 try
                     let! answer = store.CommitAsync(target.Id, change, commitOptions target.Created (not isNew), cancellationToken)
                     result <- answer
+                    failedCommit <- null
                     match answer with
                     | CommitResult.Committed ->
                         if isNew then
@@ -647,9 +663,13 @@ type SessionHandle
                     | _ -> Log.gone logger (updates.Length + metaUpdates.Length)
                 with e ->
                     Log.commitError logger e
+                    failedCommit <- e
                     ExceptionDispatchInfo.Throw e
                 // Not stored, and not silently: the handler's changes were made for a shape the session no longer has.
-                if result = CommitResult.ShapeChanged then raise (shapeChanged (updates.Length + metaUpdates.Length))
+                if result = CommitResult.ShapeChanged then
+                    let failure = shapeChanged (updates.Length + metaUpdates.Length)
+                    failedCommit <- failure
+                    raise failure
             }
 
     /// Moves the stored session to a new id with this request's changes, in one atomic store step. When the session is

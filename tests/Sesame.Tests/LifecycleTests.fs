@@ -224,6 +224,34 @@ let tests =
             isType<SessionStoreException> failure.Error |> ignore
         }
 
+        testCaseTask "a commit retried after the store failed it throws, never reports the dropped changes stored"
+        <| fun () -> task {
+            let store = ObservedStore(FailCommits = true)
+            let outcome (commit: unit -> Task) = task {
+                try
+                    do! commit ()
+                    return "stored"
+                with :? SessionStoreException as e ->
+                    return if isNull e.InnerException then "failed" else "failed, " + e.InnerException.Message
+            }
+            let retrying: HttpHandler =
+                Session.handler (fun s ->
+                    fun next ctx -> task {
+                        s |> Session.set "cart" [ 1 ]
+                        let! first = outcome (fun () -> s.CommitAsync Threading.CancellationToken.None)
+                        let! retry = outcome (fun () -> s.CommitAsync Threading.CancellationToken.None)
+                        // The store is back: a new change commits, and then nothing is left failed.
+                        store.FailCommits <- false
+                        s |> Session.set "note" "again"
+                        let! again = outcome (fun () -> s.CommitAsync Threading.CancellationToken.None)
+                        let! after = outcome (fun () -> s.CommitAsync Threading.CancellationToken.None)
+                        return! text $"{first} | {retry} | {again} | {after}" next ctx
+                    })
+            use! host = serve store retrying
+            let! body = (Browser host).GetTextAsync "/"
+            Expect.equal body "failed | failed, The store is down (test). | stored | stored" "the retry failed with the store's error inside"
+        }
+
         testCaseTask "a handler that throws stores none of its changes"
         <| fun () -> task {
             let store = ObservedStore()
