@@ -136,11 +136,19 @@ module Session =
             return! next ctx
         }
 
+    /// A handler that does something to the session without loading it, then continues.
+    let private doUnloaded (act: SessionHandle -> Task) : HttpHandler =
+        fun next ctx -> task {
+            do! act (ofContext ctx)
+            return! next ctx
+        }
+
     /// <summary>A handler that rotates the request's session id, keeping its data, then continues.</summary>
     let rotate: HttpHandler = doThen (fun session -> rotateAsync session :> Task)
 
-    /// <summary>A handler that destroys the request's session, then continues.</summary>
-    let destroy: HttpHandler = doThen destroyAsync
+    /// <summary>A handler that destroys the request's session, then continues. It does not load the session: the id the
+    /// request came with is enough, so a client that hangs up at once is logged out all the same.</summary>
+    let destroy: HttpHandler = doUnloaded destroyAsync
 
     /// <summary>A handler that loads the session and continues with the handler <paramref name="f"/> makes of it.</summary>
     let handler (f: SessionHandle -> HttpHandler) : HttpHandler =

@@ -147,12 +147,14 @@ type SessionHandle
     /// that never touches its session should not pay for it.
     let requestAborted () = context.RequestAborted
 
+    /// The session the request names: the one an earlier scope of the request left, or its cookie's.
+    let requestTicket () =
+        match context.Features.Get<SessionCarryOver>() with
+        | null -> readTicket context.Request
+        | earlier -> earlier.Ticket
+
     let load () : Task = task {
-        let fromRequest =
-            match context.Features.Get<SessionCarryOver>() with
-            | null -> readTicket context.Request
-            | earlier -> earlier.Ticket
-        match fromRequest with
+        match requestTicket () with
         | ValueNone -> ()
         | ValueSome fromCookie when isPastAbsoluteTimeout fromCookie.Created ->
             Log.unknownSession logger
@@ -802,13 +804,35 @@ type SessionHandle
     /// <summary>
     /// Ends the session (call it at logout): deletes it from the store (and from its user's index), drops this request's
     /// changes and expires the client's cookie. An in-flight request of the same session cannot bring it back, and a
-    /// client that hangs up once the session is loaded does not stop the delete (only the store's own time budget
-    /// bounds it; the load itself is cancelled by the request's abort).
+    /// client that hangs up does not stop the delete (only the store's own time budget bounds it). The handle need not
+    /// be loaded: one that is not, or whose load failed (a hang-up cancels it), ends the session the request names
+    /// without loading it.
     /// The handle then holds a new, empty session, which a later change in this request would create afresh.
     /// </summary>
     member this.DestroyAsync() : Task =
-        ensureLoaded ()
+        ensureOpen ()
+        touched <- true
         task {
+            // A load not begun is not begun now (an empty one takes its place); one under way is waited for.
+            let begun =
+                lock gate (fun () ->
+                    if isNull loading then loading <- Task.CompletedTask
+                    loading)
+            try
+                do! begun
+            with _ ->
+                ()
+            if not loaded then
+                // Not loaded, or its load failed: the id the request came with is all a logout needs. Not the request's
+                // abort: a user who clicks "log out" and closes the window is logged out all the same.
+                match requestTicket () with
+                | ValueSome named ->
+                    let! _ = store.DeleteAsync(named.Id, CancellationToken.None)
+                    ()
+                | ValueNone -> ()
+                lock gate (fun () ->
+                    loading <- Task.CompletedTask
+                    loaded <- true)
             takePending () |> ignore
             // The flash values the request read or kept were the ended session's.
             this.FlashState <- null

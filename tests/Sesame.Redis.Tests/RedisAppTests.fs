@@ -49,6 +49,13 @@ let private app: HttpHandler =
             s |> Session.remove "cart"
             text "cart removed")
         route "/hit" >=> Session.handler (fun s -> text (string (s |> Session.increment "hits" 1m)))
+        // A logout whose client hung up before anything loaded its session: the request's abort token is cancelled.
+        route "/logout-hung-up"
+        >=> (fun next ctx ->
+            ctx.RequestAborted <- CancellationToken(true)
+            next ctx)
+        >=> Session.destroy
+        >=> text "out"
     ]
 
 /// Starts an app instance on its own Redis connection (to one server, or to a cluster's nodes); with a
@@ -189,6 +196,25 @@ let tests =
             let quiet = new LogCapture()
             use! _other = startInstance InMemory redis.EndPoint (Some keys.Info) quiet
             Expect.isEmpty (keysNotShared quiet) "keysNotShared quiet"
+        }
+
+        testCaseTask "a logout whose client hung up before its session was loaded still ends the session"
+        <| fun () -> task {
+            use redis = new RedisServer()
+            use! host = startInstance InMemory redis.EndPoint None (new LogCapture())
+            let user = Browser host
+            let! _ = user.GetTextAsync "/cart"
+            let old = user.Cookie
+            // The client is gone: whatever the request answers, nobody reads it.
+            try
+                let! _ = user.GetAsync "/logout-hung-up"
+                ()
+            with _ ->
+                ()
+            let replay = Browser host
+            replay.Cookie <- old
+            let! body = replay.GetTextAsync "/session"
+            Expect.equal body "{}" "the session the logout named is gone"
         }
 
         testCaseTask
