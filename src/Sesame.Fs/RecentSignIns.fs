@@ -14,62 +14,87 @@ open System.Collections.Generic
 /// user, so it is given nothing it could not have had by signing in itself; a request of the old id that signs in as
 /// anyone else, or that only rotates, follows nothing, so the old id still opens nothing after a sign-in (session
 /// fixation).</para>
-/// <para><b>Bounded.</b> An entry lives <see cref="F:Sesame.RecentSignIns.Window"/>; at most
-/// <see cref="F:Sesame.RecentSignIns.Capacity"/> are held, the oldest dropped first, so sign-ins at any rate hold a
-/// bounded memory. A second submit that reaches another instance of the app (no sticky sessions) is not helped: it
-/// signs in an empty session, as it would without this.</para>
+/// <para><b>Noted before the move.</b> A sign-in notes its move before the store makes it, and forgets it when the move
+/// fails: the store answers a move only after the app's <c>OnSignedIn</c> handlers ran, and a second submit that comes
+/// meanwhile finds the session gone already. A follower therefore tries the moves it finds, newest first, and joins
+/// the one that exists.</para>
+/// <para><b>Bounded.</b> A move is held <see cref="P:Sesame.RecentSignIns.Window"/>, on the monotonic clock (a wall
+/// clock set back does not keep it longer); at most <see cref="P:Sesame.RecentSignIns.Capacity"/> are held, the oldest
+/// dropped first, so sign-ins at any rate hold a bounded memory. A second submit that reaches another instance of the
+/// app (no sticky sessions) is not helped: it signs in an empty session, as it would without this.</para>
 /// </remarks>
 [<Sealed>]
 type internal RecentSignIns(time: TimeProvider) =
-    // One entry per session a sign-in moved, by its old id; `order` holds the same ids oldest first (entries are made
-    // with one window, so the oldest made is the first to lapse).
-    let moves = Dictionary<string, struct (SessionTicket * string * int64)>(StringComparer.Ordinal)
-    let order = Queue<struct (string * int64)>()
+    static let windowLength = TimeSpan.FromSeconds 10.0
+    static let capacity = 10_000
+    static let mostTries = 4
+    // The moves from each old id, oldest first: (new id, user, when noted); `order` holds every move oldest first.
+    let moves = Dictionary<string, List<struct (string * string * int64)>>(StringComparer.Ordinal)
+    let order = Queue<struct (string * string * int64)>()
+    let window = int64 (windowLength.TotalSeconds * float time.TimestampFrequency)
 
-    /// How long a sign-in's move can be followed: far longer than a double submit's two requests lie apart.
-    static member val Window = TimeSpan.FromSeconds 10.0
+    let remove (fromId: string) (toId: string) =
+        match moves.TryGetValue fromId with
+        | true, list ->
+            list.RemoveAll(fun struct (id, _, _) -> id = toId) |> ignore
+            if list.Count = 0 then moves.Remove fromId |> ignore
+        | _ -> ()
 
-    /// The most moves held at once.
-    static member val Capacity = 10_000
-
-    /// Forgets the moves whose window has passed, and the oldest past the capacity (call under the lock).
-    member private _.Trim(now: int64) =
+    /// Forgets the moves whose window has passed, and the oldest past the capacity (under the lock).
+    let trim (now: int64) =
         let mutable go = order.Count > 0
         while go do
-            let struct (id, at) = order.Peek()
-            if order.Count > RecentSignIns.Capacity || now - at >= RecentSignIns.Window.Ticks then
+            let struct (fromId, toId, at) = order.Peek()
+            if order.Count > capacity || now - at >= window then
                 order.Dequeue() |> ignore
-                // A later move of the same old id replaced the entry: it is the later one's to forget.
-                match moves.TryGetValue id with
-                | true, struct (_, _, madeAt) when madeAt = at -> moves.Remove id |> ignore
-                | _ -> ()
+                remove fromId toId
                 go <- order.Count > 0
             else
                 go <- false
 
-    /// Notes that a sign-in as <paramref name="userId"/> moved the session <paramref name="fromId"/> to <paramref name="moved"/>.
-    member this.Record(fromId: string, moved: SessionTicket, userId: string) : unit =
-        let now = time.GetUtcNow().UtcTicks
-        lock moves (fun () ->
-            moves[fromId] <- struct (moved, userId, now)
-            order.Enqueue(struct (fromId, now))
-            this.Trim now)
+    /// How long a sign-in's move can be followed: far longer than a double submit's two requests lie apart.
+    static member Window = windowLength
 
-    /// <summary>The session a sign-in as <paramref name="userId"/> moved <paramref name="fromId"/> to within the window;
-    /// none for a move by a sign-in as anyone else, or none at all.</summary>
-    member this.TryFollow(fromId: string, userId: string) : SessionTicket voption =
-        let now = time.GetUtcNow().UtcTicks
+    /// The most moves held at once.
+    static member Capacity = capacity
+
+    /// The most sessions a follower tries to join.
+    static member MostTries = mostTries
+
+    /// Notes that a sign-in as <paramref name="userId"/> is moving the session <paramref name="fromId"/> to <paramref name="toId"/>.
+    member _.Record(fromId: string, toId: string, userId: string) : unit =
+        let now = time.GetTimestamp()
         lock moves (fun () ->
-            this.Trim now
-            // A later sign-in of the same user may have moved that session again (a third submit, from the first's
-            // cookie): the session is wherever the last move took it. Ids are fresh, so the chain has no loop; the
-            // count only bounds it.
-            let rec follow (id: string) (found: SessionTicket voption) (hops: int) =
+            match moves.TryGetValue fromId with
+            | true, list -> list.Add(struct (toId, userId, now))
+            | _ -> moves[fromId] <- List [ struct (toId, userId, now) ]
+            order.Enqueue(struct (fromId, toId, now))
+            trim now)
+
+    /// Forgets a noted move that did not happen (it stays in the order until it lapses).
+    member _.Forget(fromId: string, toId: string) : unit = lock moves (fun () -> remove fromId toId)
+
+    /// <summary>The sessions a sign-in as <paramref name="userId"/> may find <paramref name="fromId"/> moved to, the most
+    /// likely first: the moves of that user from it, newest first, each followed to where later moves of that user took
+    /// it (a third submit, from the first's cookie); never <paramref name="own"/>, the caller's own move. At most
+    /// <see cref="P:Sesame.RecentSignIns.MostTries"/>.</summary>
+    member _.Candidates(fromId: string, userId: string, own: string) : string list =
+        let now = time.GetTimestamp()
+        lock moves (fun () ->
+            trim now
+            let found = List<string>()
+            // Ids are fresh, so the moves have no loop; the depth only bounds the walk.
+            let rec visit (id: string) (depth: int) =
                 match moves.TryGetValue id with
-                | true, struct (moved, user, _) when hops < 8 && String.Equals(user, userId, StringComparison.Ordinal) ->
-                    follow moved.Id (ValueSome moved) (hops + 1)
-                | _ -> found
-            follow fromId ValueNone 0)
+                | true, list when depth < 8 ->
+                    for i in list.Count - 1 .. -1 .. 0 do
+                        let struct (toId, user, _) = list[i]
+                        if found.Count < mostTries && toId <> own && String.Equals(user, userId, StringComparison.Ordinal) then
+                            visit toId (depth + 1)
+                            if found.Count < mostTries && not (found.Contains toId) then found.Add toId
+                | _ -> ()
+            visit fromId 0
+            List.ofSeq found)
 
     /// How many moves are held (for tests of the bound).
-    member _.Count = lock moves (fun () -> moves.Count)
+    member _.Count = lock moves (fun () -> moves.Values |> Seq.sumBy (fun list -> list.Count))

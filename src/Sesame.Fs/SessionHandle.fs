@@ -675,36 +675,53 @@ type SessionHandle
             }
 
     /// Moves the stored session to a new id with this request's changes, in one atomic store step. When the session is
-    /// gone, `follow` may name the session a sign-in of this request's own user moved it to meanwhile (RecentSignIns):
-    /// the request's changes then go there, and the request goes on with that session, as bound as the move would
-    /// have left it (`extraMeta` is that binding, which the other sign-in made).
-    member private this.MoveAsync(toId: string, extraMeta: Update[], follow: string -> SessionTicket voption) : Task<CommitResult> = task {
+    /// gone, `follow` may name sessions a sign-in of this request's own user moved it to meanwhile (RecentSignIns): the
+    /// request's changes go to the first that exists, and the request goes on with that session, its facts as stored.
+    member private this.MoveAsync(toId: string, extraMeta: Update[], follow: string -> string list) : Task<CommitResult> = task {
         let old = ticket
         let struct (updates, metaUpdates) as taken = takePending ()
         checkFacts metaUpdates
         let condition = shapeCondition false (updates.Length > 0)
         let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
         let! moved = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
-        let! result = task {
-            match moved with
-            | CommitResult.SessionGone ->
-                match follow old.Id with
-                | ValueSome joined ->
-                    let own = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
-                    match! store.CommitAsync(joined.Id, own, commitOptions joined.Created true, requestAborted ()) with
-                    | CommitResult.Committed ->
-                        Log.signInJoinedMove logger
-                        return struct (CommitResult.Committed, joined)
-                    | other -> return struct (other, old)
-                | ValueNone -> return struct (moved, old)
-            | _ -> return struct (moved, { old with Id = toId })
+        // The first of the sessions other sign-ins made that exists, with its stored facts, once this request's changes
+        // are in it.
+        let join (candidates: string list) : Task<(string * Json) voption> = task {
+            let mutable rest = candidates
+            let mutable joined = ValueNone
+            while joined.IsNone && not rest.IsEmpty do
+                let id = rest.Head
+                rest <- rest.Tail
+                let own = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
+                match! store.CommitAsync(id, own, commitOptions old.Created true, requestAborted ()) with
+                | CommitResult.Committed ->
+                    // Its facts are the other sign-in's (its device facts, its time): read, not assumed.
+                    match! store.LoadAsync(id, options.IdleTimeoutAt(old.Created, time.GetUtcNow()), requestAborted ()) with
+                    | null -> ()
+                    | stored -> joined <- ValueSome(id, stored.Meta)
+                | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))
+                | _ -> ()
+            return joined
         }
+        let! result =
+            match moved with
+            | CommitResult.SessionGone -> task {
+                match! join (follow old.Id) with
+                | ValueSome(joined, joinedMeta) ->
+                    Log.signInJoinedMove logger
+                    meta <- joinedMeta
+                    return struct (CommitResult.Committed, joined)
+                | ValueNone -> return struct (moved, old.Id)
+              }
+            | CommitResult.Committed ->
+                meta <- Patch.apply (Patch.foldChecked extraMeta) meta
+                Task.FromResult(struct (moved, toId))
+            | _ -> Task.FromResult(struct (moved, old.Id))
         let struct (result, target) = result
         match result with
         | CommitResult.Committed ->
-            meta <- Patch.apply (Patch.foldChecked extraMeta) meta
             shapeCommitted condition
-            ticket <- target
+            ticket <- { old with Id = target }
             cookie <- CookieAction.Issue ticket
         | CommitResult.SessionGone ->
             // Destroyed or expired while this request ran: never bring it back. What this request
@@ -742,7 +759,7 @@ type SessionHandle
                     | Some user -> SessionId.createFor user
                     | None -> SessionId.create ()
                 // A rotation follows no sign-in's move: its request proved nothing that the old id's holder could not.
-                let! result = this.MoveAsync(toId, [||], fun _ -> ValueNone)
+                let! result = this.MoveAsync(toId, [||], fun _ -> [])
                 return result = CommitResult.Committed
             }
 
@@ -785,12 +802,25 @@ type SessionHandle
                     task {
                         let from = ticket.Id
                         // Moved meanwhile by a sign-in of this user (a login submitted twice): that session is joined.
-                        match! this.MoveAsync(toId, binding, fun old -> signIns.TryFollow(old, userId)) with
+                        // Not in an account switch: the switch's own changes (it empties the session) would empty the
+                        // session the other sign-in made.
+                        let follow =
+                            match SessionMeta.userOf meta with
+                            | Some bound when bound <> userId -> fun _ -> []
+                            | _ -> fun old -> signIns.Candidates(old, userId, toId)
+                        // Noted before the move: the store answers only after the app's OnSignedIn handlers ran, and a
+                        // second submit may come meanwhile.
+                        signIns.Record(from, toId, userId)
+                        let! moved = task {
+                            try
+                                return! this.MoveAsync(toId, binding, follow)
+                            finally
+                                // Not moved there (refused, gone, joined elsewhere, failed): nobody is to follow it.
+                                if ticket.Id <> toId then signIns.Forget(from, toId)
+                        }
+                        match moved with
                         // Ended while this request ran: sign in afresh, with none of the old session's data.
                         | CommitResult.SessionGone -> return! signInNew ()
-                        | CommitResult.Committed when ticket.Id = toId ->
-                            signIns.Record(from, ticket, userId)
-                            return CommitResult.Committed
                         | other -> return other
                     }
                 else

@@ -106,6 +106,11 @@ type private Events =
 
 let private principal (user: string) = ClaimsPrincipal(ClaimsIdentity([ Claim(ClaimTypes.NameIdentifier, user) ], "test"))
 
+/// The second submit of a login form: `/slow-login` loads the session, signals, and signs in when the test says go.
+type private SlowLogin() =
+    static member val Loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) with get, set
+    static member val Go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) with get, set
+
 /// The app: one path per operation, the user in the query.
 let private handle (ctx: HttpContext) : Task =
     let query (name: string) = string ctx.Request.Query[name]
@@ -123,6 +128,12 @@ let private handle (ctx: HttpContext) : Task =
                 let! session = Session.loadAsync ctx
                 return if session.IsNew then "(new)" else session.Id
             | "/login" ->
+                do! ctx.SignInAsync(principal (query "user"))
+                return "signed in"
+            | "/slow-login" ->
+                let! _ = Session.loadAsync ctx
+                SlowLogin.Loaded.SetResult()
+                do! SlowLogin.Go.Task
                 do! ctx.SignInAsync(principal (query "user"))
                 return "signed in"
             | "/login-or-stay" ->
@@ -496,6 +507,29 @@ let tests =
             Expect.stringStarts answer "refused: " "the sign-in throws"
             Expect.stringContains answer ClaimTypes.NameIdentifier "the error names the missing claim"
             Expect.isFalse (browser.Has authCookie) "no auth cookie was issued"
+        }
+
+        testCaseTask "an account switch submitted twice leaves the first submit's session as it made it, and gives the second none of it"
+        <| fun () -> task {
+            SlowLogin.Loaded <- TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            SlowLogin.Go <- TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            use! host = startApp NoEvents noOptions true
+            let shared = browserOf host
+            let! _ = shared.TextAsync "/login?user=bob"
+            let! _ = shared.TextAsync "/put?value=bob-cart"
+            let late = shared.Clone()
+            let lateLogin = late.TextAsync "/slow-login?user=alice"
+            do! SlowLogin.Loaded.Task
+            let! _ = shared.TextAsync "/login?user=alice"
+            let! _ = shared.TextAsync "/put?value=alice-first"
+            SlowLogin.Go.SetResult()
+            let! _ = lateLogin
+            let! underFirst = shared.TextAsync "/get"
+            Expect.equal underFirst "alice-first" "the second submit's switch did not empty the session the first made"
+            let! underLate = late.TextAsync "/get"
+            Expect.equal underLate "(none)" "the second submit has none of bob's data"
+            let! whoami = late.TextAsync "/whoami"
+            Expect.equal whoami "alice" "and is signed in as alice"
         }
 
         testCaseTask "a sign-in past MaxSessionsPerUser with the Refuse policy fails with SessionUserLimitException"

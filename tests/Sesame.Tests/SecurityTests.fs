@@ -63,6 +63,7 @@ let private hungUp: HttpHandler =
 type SecondSignIn() =
     let loaded = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
     let go = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+    let signedInAt = ref None
     let signIn (key: string) (wait: unit -> Task) : HttpHandler =
         Session.handler (fun s ->
             fun next ctx -> task {
@@ -70,10 +71,23 @@ type SecondSignIn() =
                 let user = string ctx.Request.Query["user"]
                 let! result = s |> Session.signInAsync user
                 s |> Session.set key user
+                if key = "second" then
+                    signedInAt.Value <-
+                        match s.Meta with
+                        | Json.Object facts ->
+                            match facts.TryGetValue SessionMeta.Device with
+                            | true, Json.Object device ->
+                                match device.TryGetValue "signedIn" with
+                                | true, Json.Number at -> Some(DateTimeOffset.FromUnixTimeMilliseconds(int64 at.Text))
+                                | _ -> None
+                            | _ -> None
+                        | _ -> None
                 return! text (string result) next ctx
             })
     member _.Loaded = loaded.Task
     member _.Go() = go.SetResult()
+    /// When the second submit's handle says its session was signed in.
+    member _.SignedInAt = signedInAt
     member _.App: HttpHandler =
         withSession
         >=> choose [
@@ -244,6 +258,45 @@ let private onStore (kind: StoreKind) =
             Expect.equal sessions.Length 1 "ada has one session, not one per submit"
         }
 
+        testCaseTask "a login submitted twice joins while the first sign-in's OnSignedIn handler still runs, and the handle reads the stored facts"
+        <| fun () -> task {
+            let store, clock, advance = setUp kind
+            let second = SecondSignIn()
+            let auditing = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let audited = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let mutable calls = 0
+            let configure (options: SesameOptions) =
+                // An app that audits each sign-in (a database write, an e-mail) before the sign-in's request goes on.
+                options.Events.OnSignedIn <-
+                    Func<SessionSignedInContext, Task>(fun _ ->
+                        if Threading.Interlocked.Increment &calls = 1 then
+                            auditing.SetResult()
+                            audited.Task
+                        else
+                            Task.CompletedTask)
+            use! host = startHostAt clock store configure (runHandler second.App) (new LogCapture())
+            let first, late = Browser host, Browser host
+            let! _ = first.GetTextAsync "/set"
+            late.Cookie <- first.Cookie
+            let lateLogin = late.GetTextAsync "/slow-sign-in?user=ada"
+            do! second.Loaded
+            let firstLogin = first.GetTextAsync "/sign-in?user=ada"
+            do! auditing.Task
+            // The store has moved the session; the first sign-in waits for its audit. The second comes now, later.
+            do! advance (TimeSpan.FromSeconds 2.0)
+            second.Go()
+            let! lateAnswer = lateLogin
+            audited.SetResult()
+            let! _ = firstLogin
+            Expect.equal lateAnswer "SignedIn" "the second submit signed in"
+            let! underLate = late.GetTextAsync "/show"
+            // The second's change is in first: the first sign-in set its key once its audit was done.
+            Expect.equal underLate """{"cart":[1,2],"second":"ada","first":"ada"}""" "it joined the session the first made"
+            let firstSignedIn = DateTimeOffset.FromUnixTimeMilliseconds((clock.GetUtcNow() - TimeSpan.FromSeconds 2.0).ToUnixTimeMilliseconds())
+            Expect.equal second.SignedInAt.Value (Some firstSignedIn) "its handle reads the stored sign-in's time, not its own"
+            Expect.equal calls 1 "one session signed in"
+        }
+
         testCaseTask "a second sign-in of a session moved by a sign-in as another user, or too long ago, follows nothing: an empty session"
         <| fun () -> task {
             let store, clock, advance = setUp kind
@@ -403,33 +456,43 @@ let tests =
             onStore kind
 
         testList "recent sign-ins" [
-            let ticket (id: string) = { Id = id; Created = DateTimeOffset.UnixEpoch }
             testCase "a move is followed only by a sign-in as its user, along later moves of that user, within the window"
             <| fun () ->
                 let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
                 let recent = RecentSignIns clock
-                recent.Record("a", ticket "b", "ada")
-                recent.Record("b", ticket "c", "ada")
-                recent.Record("c", ticket "d", "bob")
-                Expect.equal (recent.TryFollow("a", "ada")) (ValueSome(ticket "c")) "ada's moves, followed to the last"
-                Expect.equal (recent.TryFollow("a", "bob")) ValueNone "bob follows none of ada's moves"
-                Expect.equal (recent.TryFollow("c", "bob")) (ValueSome(ticket "d")) "bob's own move"
-                Expect.equal (recent.TryFollow("x", "ada")) ValueNone "no move of that id"
+                recent.Record("a", "b", "ada")
+                recent.Record("b", "c", "ada")
+                recent.Record("c", "d", "bob")
+                Expect.equal (recent.Candidates("a", "ada", "own")) [ "c"; "b" ] "ada's moves, the last first"
+                Expect.equal (recent.Candidates("a", "bob", "own")) [] "bob follows none of ada's moves"
+                Expect.equal (recent.Candidates("c", "bob", "own")) [ "d" ] "bob's own move"
+                Expect.equal (recent.Candidates("x", "ada", "own")) [] "no move of that id"
+                Expect.equal (recent.Candidates("a", "ada", "b")) [] "never the caller's own move"
                 clock.Advance(RecentSignIns.Window - TimeSpan.FromMilliseconds 1.0)
-                Expect.equal (recent.TryFollow("a", "ada")) (ValueSome(ticket "c")) "still within the window"
+                Expect.equal (recent.Candidates("a", "ada", "own")) [ "c"; "b" ] "still within the window"
                 clock.Advance(TimeSpan.FromMilliseconds 1.0)
-                Expect.equal (recent.TryFollow("a", "ada")) ValueNone "the window has passed"
+                Expect.equal (recent.Candidates("a", "ada", "own")) [] "the window has passed"
                 Expect.equal recent.Count 0 "and the moves are forgotten"
+
+            testCase "two sign-ins moving one session are both noted, newest first, until one is forgotten"
+            <| fun () ->
+                let recent = RecentSignIns(FakeTimeProvider(DateTimeOffset.UtcNow))
+                recent.Record("a", "b", "ada")
+                recent.Record("a", "c", "ada")
+                Expect.equal (recent.Candidates("a", "ada", "c")) [ "b" ] "the other's move, not its own"
+                Expect.equal (recent.Candidates("a", "ada", "x")) [ "c"; "b" ] "newest first"
+                recent.Forget("a", "c")
+                Expect.equal (recent.Candidates("a", "ada", "x")) [ "b" ] "a move that did not happen is not followed"
 
             testCase "sign-ins at any rate hold at most the capacity, the oldest dropped first"
             <| fun () ->
                 let recent = RecentSignIns(FakeTimeProvider(DateTimeOffset.UtcNow))
                 let extra = 1_000
                 for i in 1 .. RecentSignIns.Capacity + extra do
-                    recent.Record($"old{i}", ticket $"new{i}", "ada")
+                    recent.Record($"old{i}", $"new{i}", "ada")
                 Expect.equal recent.Count RecentSignIns.Capacity "held"
-                Expect.equal (recent.TryFollow($"old{extra}", "ada")) ValueNone "the oldest were dropped"
-                Expect.equal (recent.TryFollow($"old{extra + 1}", "ada")) (ValueSome(ticket $"new{extra + 1}")) "the rest are kept"
+                Expect.equal (recent.Candidates($"old{extra}", "ada", "own")) [] "the oldest were dropped"
+                Expect.equal (recent.Candidates($"old{extra + 1}", "ada", "own")) [ $"new{extra + 1}" ] "the rest are kept"
         ]
 
         testCaseTask "a cookie protected with another app's keys starts a fresh session"

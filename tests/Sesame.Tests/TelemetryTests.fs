@@ -419,10 +419,7 @@ let private storeTests (kind: StoreKind) =
             do! get browser "/destroy"
             Expect.equal
                 (app.Meters.Summary())
-                (expecting [
-                    "sesame.session.commit.duration sesame.operation=delete sesame.outcome=committed", 1L
-                    "sesame.sessions.destroyed", 1L
-                ])
+                (expecting [ "sesame.session.commit.duration sesame.operation=delete sesame.outcome=committed", 1L; "sesame.sessions.destroyed", 1L ])
                 "measurements"
             Expect.equal (app.Events.Single<SessionDestroyedContext> "destroyed").SessionId (createdId app) "the destroyed session"
         }
