@@ -230,8 +230,9 @@ type SessionHandle
         draft <- null
         stale <- false
         meta <- Json.emptyObject
-        // What was handed out for the ended session is not the new one's.
+        // What was handed out for the ended session is not the new one's, nor was its failed commit.
         creationExtras <- Array.empty
+        failedCommit <- null
         shape <- options.ShapeVersion
         loadedShape <- options.ShapeVersion
         readOnly <- false
@@ -639,7 +640,12 @@ type SessionHandle
                 )
         else
             task {
-                checkFacts metaUpdates
+                try
+                    checkFacts metaUpdates
+                with e ->
+                    // Dropped all the same (taken above): a retry must not find nothing and report success.
+                    failedCommit <- e
+                    ExceptionDispatchInfo.Throw e
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
@@ -683,7 +689,15 @@ type SessionHandle
         checkFacts metaUpdates
         let condition = shapeCondition false (updates.Length > 0)
         let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
-        let! moved = store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+        let! moved = task {
+            try
+                return! store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+            with e ->
+                // The changes taken are dropped with the failed move: a later commit must not report them stored.
+                failedCommit <- e
+                ExceptionDispatchInfo.Throw e
+                return Unchecked.defaultof<CommitResult>
+        }
         // The first of the sessions other sign-ins made that exists, with its stored facts, once this request's changes
         // are in it.
         let join (candidates: string list) : Task<(string * Json) voption> = task {
@@ -787,7 +801,14 @@ type SessionHandle
                 let sent = creationExtras
                 let facts = creationFacts created
                 let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ facts; metaUpdates; binding ]))
-                let! result = store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
+                let! result = task {
+                    try
+                        return! store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
+                    with e ->
+                        failedCommit <- e
+                        ExceptionDispatchInfo.Throw e
+                        return Unchecked.defaultof<CommitResult>
+                }
                 match result with
                 | CommitResult.Committed ->
                     meta <- Patch.apply (Patch.foldChecked (Array.append facts binding)) meta
@@ -843,26 +864,48 @@ type SessionHandle
         ensureOpen ()
         touched <- true
         task {
-            // A load not begun is not begun now (an empty one takes its place); one under way is waited for.
-            let begun =
-                lock gate (fun () ->
-                    if isNull loading then loading <- Task.CompletedTask
-                    loading)
-            try
-                do! begun
-            with _ ->
-                ()
-            if not loaded then
-                // Not loaded, or its load failed: the id the request came with is all a logout needs. Not the request's
-                // abort: a user who clicks "log out" and closes the window is logged out all the same.
-                match requestTicket () with
-                | ValueSome named ->
-                    let! _ = store.DeleteAsync(named.Id, CancellationToken.None)
-                    ()
-                | ValueNone -> ()
-                lock gate (fun () ->
-                    loading <- Task.CompletedTask
-                    loaded <- true)
+            // Until the handle is loaded: a load under way (or another destroy's delete) is waited for; with none, or
+            // after one that failed, this destroy takes the load's place, so that a LoadAsync meanwhile waits for it.
+            let mutable settled = false
+            while not settled do
+                let struct (slot: TaskCompletionSource, before: Task) =
+                    lock gate (fun () ->
+                        if loaded then
+                            struct (null, null)
+                        elif isNull loading || loading.IsFaulted || loading.IsCanceled then
+                            let slot = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+                            let before = loading
+                            loading <- slot.Task
+                            struct (slot, before)
+                        else
+                            struct (null, loading))
+                if isNull slot && isNull before then
+                    settled <- true
+                elif isNull slot then
+                    try
+                        do! before
+                    with _ ->
+                        ()
+                else
+                    // Not loaded, or its load failed: the id the request came with is all a logout needs. Not the
+                    // request's abort: a user who clicks "log out" and closes the window is logged out all the same.
+                    try
+                        match requestTicket () with
+                        | ValueSome named ->
+                            let! _ = store.DeleteAsync(named.Id, CancellationToken.None)
+                            ()
+                        | ValueNone -> ()
+                    with e ->
+                        // The handle is as it was (a later LoadAsync finds the load that failed, or starts one).
+                        lock gate (fun () -> loading <- before)
+                        slot.TrySetException e |> ignore
+                        // Observed here: nobody may be waiting for it.
+                        slot.Task.Exception |> ignore
+                        ExceptionDispatchInfo.Throw e
+                    // The handle now holds a new, empty session: loaded, as a load that found nothing leaves it.
+                    lock gate (fun () -> loaded <- true)
+                    slot.TrySetResult() |> ignore
+                    settled <- true
             takePending () |> ignore
             // The flash values the request read or kept were the ended session's.
             this.FlashState <- null

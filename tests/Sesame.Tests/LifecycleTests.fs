@@ -252,6 +252,106 @@ let tests =
             Expect.equal body "failed | failed, The store is down (test). | stored | stored" "the retry failed with the store's error inside"
         }
 
+        testCaseTask "a commit, rotation or facts check that fails drops its changes and a retry says so; a logout forgets it"
+        <| fun () -> task {
+            let store = ObservedStore()
+            let outcome (commit: unit -> Task) = task {
+                try
+                    do! commit ()
+                    return "stored"
+                with e ->
+                    return e.GetType().Name
+            }
+            let commit (s: SessionHandle) () = s.CommitAsync Threading.CancellationToken.None
+            let failing: HttpHandler =
+                Session.handler (fun s ->
+                    fun next ctx -> task {
+                        // Flash values past the size limit: refused before the store is asked.
+                        s |> Session.flash "notice" (String('x', 4000))
+                        let! tooLarge = outcome (commit s)
+                        let! afterTooLarge = outcome (commit s)
+                        // A rotation the store fails takes the pending change with it.
+                        s |> Session.set "cart" [ 9 ]
+                        store.FailCommits <- true
+                        let! rotated = outcome (fun () -> s.RotateAsync())
+                        store.FailCommits <- false
+                        let! afterRotation = outcome (commit s)
+                        // A logout ends the session and what it failed: a later commit of nothing is no failure.
+                        do! s.DestroyAsync()
+                        let! afterLogout = outcome (commit s)
+                        return! text $"{tooLarge} {afterTooLarge} | {rotated} {afterRotation} | {afterLogout}" next ctx
+                    })
+            use! host =
+                startHost store (fun o -> o.MaxSessionBytes <- 1000) (runHandler (withSession >=> choose [ route "/set" >=> bump; failing ])) (new LogCapture())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! body = browser.GetTextAsync "/"
+            Expect.equal
+                body
+                "SessionTooLargeException SessionStoreException | SessionStoreException SessionStoreException | stored"
+                "each failure's retry failed; after the logout nothing is left failed"
+        }
+
+        testCaseTask "a logout without a load waits for a load under way, a load meanwhile waits for it, and two logouts delete once"
+        <| fun () -> task {
+            let store = ObservedStore()
+            let release = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let racing: HttpHandler =
+                fun next ctx -> task {
+                    let s = Session.ofContext ctx
+                    store.DeleteGate <- release.Task
+                    let first = s.DestroyAsync()
+                    let second = Task.Run<unit>(fun () -> task { do! s.DestroyAsync() })
+                    let reader =
+                        Task.Run<string>(fun () -> task {
+                            do! s.LoadAsync()
+                            return Json.serialize s.Current
+                        })
+                    do! Task.Delay 100
+                    release.SetResult()
+                    do! first
+                    do! second
+                    let! read = reader
+                    return! text read next ctx
+                }
+            use! host = serve store (choose [ route "/set" >=> bump; racing ])
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let old = browser.Cookie
+            let! read = browser.GetTextAsync "/"
+            Expect.equal read "{}" "the load made during the logout waited for it, and found the new, empty session"
+            Expect.equal store.Deletes 1 "one delete for two logouts"
+            let replay = Browser host
+            replay.Cookie <- old
+            let! body = replay.GetTextAsync "/set"
+            Expect.equal body "1" "the session is gone: its cookie starts a new count"
+        }
+
+        testCaseTask "a logout the store fails leaves the handle usable: the next load reads the session"
+        <| fun () -> task {
+            let store = ObservedStore()
+            let failing: HttpHandler =
+                fun next ctx -> task {
+                    let s = Session.ofContext ctx
+                    store.FailDeletes <- true
+                    let! destroyed = task {
+                        try
+                            do! s.DestroyAsync()
+                            return "destroyed"
+                        with e ->
+                            return e.GetType().Name
+                    }
+                    store.FailDeletes <- false
+                    let! _ = Session.loadAsync ctx
+                    return! text $"{destroyed} {Json.serialize s.Current}" next ctx
+                }
+            use! host = serve store (choose [ route "/set" >=> bump; failing ])
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! body = browser.GetTextAsync "/"
+            Expect.equal body """SessionStoreException {"times":1}""" "the failed logout changed nothing: the session loads as stored"
+        }
+
         testCaseTask "a handler that throws stores none of its changes"
         <| fun () -> task {
             let store = ObservedStore()

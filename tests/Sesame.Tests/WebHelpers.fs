@@ -47,6 +47,9 @@ type ObservedStore(inner: SessionStore) as this =
     member _.Patches = List.ofSeq patches
     member val CommitDelay = TimeSpan.Zero with get, set
     member val FailCommits = false with get, set
+    /// What each delete waits for before it goes on (a slow store).
+    member val DeleteGate = Task.CompletedTask with get, set
+    member val FailDeletes = false with get, set
 
     override _.IsShared = inner.IsShared
 
@@ -71,9 +74,12 @@ type ObservedStore(inner: SessionStore) as this =
         return result
     }
 
-    override _.DeleteAsync(id, ct) =
+    override this.DeleteAsync(id, ct) = task {
         Interlocked.Increment &deletes |> ignore
-        inner.DeleteAsync(id, ct)
+        do! this.DeleteGate
+        if this.FailDeletes then raise (SessionStoreException "The store is down (test).")
+        return! inner.DeleteAsync(id, ct)
+    }
 
     override _.ListAsync(query, ct) = inner.ListAsync(query, ct)
 
