@@ -86,6 +86,16 @@ type SecondSignIn() =
             })
     member _.Loaded = loaded.Task
     member _.Go() = go.SetResult()
+    /// A visitor with a cart who submits the login as `user` twice: the first submit's browser, the second's (same
+    /// cookie), and the second submit's answer to come (it has loaded the session and waits for Go).
+    member _.SubmitTwiceAsync(host: IHost, user: string) = task {
+        let first, late = Browser host, Browser host
+        let! _ = first.GetTextAsync "/set"
+        late.Cookie <- first.Cookie
+        let lateLogin = late.GetTextAsync $"/slow-sign-in?user={user}"
+        do! loaded.Task
+        return first, late, lateLogin
+    }
     /// When the second submit's handle says its session was signed in.
     member _.SignedInAt = signedInAt
     member _.App: HttpHandler =
@@ -238,11 +248,7 @@ let private onStore (kind: StoreKind) =
             let store, clock, _ = setUp kind
             let second = SecondSignIn()
             use! host = startHostAt clock store noOptions (runHandler second.App) (new LogCapture())
-            let first, late = Browser host, Browser host
-            let! _ = first.GetTextAsync "/set"
-            late.Cookie <- first.Cookie
-            let lateLogin = late.GetTextAsync "/slow-sign-in?user=ada"
-            do! second.Loaded
+            let! first, late, lateLogin = second.SubmitTwiceAsync(host, "ada")
             let! answer = first.GetTextAsync "/sign-in?user=ada"
             Expect.equal answer "SignedIn" "the first submit signed in"
             second.Go()
@@ -275,11 +281,7 @@ let private onStore (kind: StoreKind) =
                         else
                             Task.CompletedTask)
             use! host = startHostAt clock store configure (runHandler second.App) (new LogCapture())
-            let first, late = Browser host, Browser host
-            let! _ = first.GetTextAsync "/set"
-            late.Cookie <- first.Cookie
-            let lateLogin = late.GetTextAsync "/slow-sign-in?user=ada"
-            do! second.Loaded
+            let! first, late, lateLogin = second.SubmitTwiceAsync(host, "ada")
             let firstLogin = first.GetTextAsync "/sign-in?user=ada"
             do! auditing.Task
             // The store has moved the session; the first sign-in waits for its audit. The second comes now, later.
@@ -303,11 +305,7 @@ let private onStore (kind: StoreKind) =
             for user, wait in [ "bob", TimeSpan.Zero; "ada", RecentSignIns.Window ] do
                 let second = SecondSignIn()
                 use! host = startHostAt clock store noOptions (runHandler second.App) (new LogCapture())
-                let first, late = Browser host, Browser host
-                let! _ = first.GetTextAsync "/set"
-                late.Cookie <- first.Cookie
-                let lateLogin = late.GetTextAsync $"/slow-sign-in?user={user}"
-                do! second.Loaded
+                let! first, late, lateLogin = second.SubmitTwiceAsync(host, user)
                 let! _ = first.GetTextAsync "/sign-in?user=ada"
                 do! advance wait
                 second.Go()
