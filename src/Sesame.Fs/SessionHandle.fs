@@ -686,18 +686,19 @@ type SessionHandle
     member private this.MoveAsync(toId: string, extraMeta: Update[], follow: string -> string list) : Task<CommitResult> = task {
         let old = ticket
         let struct (updates, metaUpdates) as taken = takePending ()
-        checkFacts metaUpdates
-        let condition = shapeCondition false (updates.Length > 0)
-        let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
-        let! moved = task {
+        // A step that fails drops the changes taken, as a failed commit does: a later commit must not report them stored.
+        let dropping (step: unit -> Task<'result>) : Task<'result> = task {
             try
-                return! store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ())
+                return! step ()
             with e ->
-                // The changes taken are dropped with the failed move: a later commit must not report them stored.
                 failedCommit <- e
                 ExceptionDispatchInfo.Throw e
-                return Unchecked.defaultof<CommitResult>
+                return Unchecked.defaultof<'result>
         }
+        let! () = dropping (fun () -> task { checkFacts metaUpdates })
+        let condition = shapeCondition false (updates.Length > 0)
+        let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
+        let! moved = dropping (fun () -> store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ()))
         // The first of the sessions other sign-ins made that exists, with its stored facts, once this request's changes
         // are in it.
         let join (candidates: string list) : Task<(string * Json) voption> = task {
@@ -720,7 +721,7 @@ type SessionHandle
         let! result =
             match moved with
             | CommitResult.SessionGone -> task {
-                match! join (follow old.Id) with
+                match! dropping (fun () -> join (follow old.Id)) with
                 | ValueSome(joined, joinedMeta) ->
                     Log.signInJoinedMove logger
                     meta <- joinedMeta
@@ -745,7 +746,10 @@ type SessionHandle
             // The flash values the request read or kept were the ended session's, as after a destroy.
             this.FlashState <- null
             cookie <- CookieAction.Expire
-        | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))
+        | CommitResult.ShapeChanged ->
+            let failure = shapeChanged (updates.Length + metaUpdates.Length)
+            failedCommit <- failure
+            raise failure
         | _ -> putBack taken
         return result
     }

@@ -270,6 +270,13 @@ let tests =
                         s |> Session.flash "notice" (String('x', 4000))
                         let! tooLarge = outcome (commit s)
                         let! afterTooLarge = outcome (commit s)
+                        // A commit that succeeds leaves nothing failed.
+                        s |> Session.set "step" 2
+                        let! between = outcome (commit s)
+                        // A rotation whose flash values pass the limit: refused before the store is asked.
+                        s |> Session.flash "notice" (String('x', 4000))
+                        let! rotatedTooLarge = outcome (fun () -> s.RotateAsync())
+                        let! afterRotatedTooLarge = outcome (commit s)
                         // A rotation the store fails takes the pending change with it.
                         s |> Session.set "cart" [ 9 ]
                         store.FailCommits <- true
@@ -279,7 +286,11 @@ let tests =
                         // A logout ends the session and what it failed: a later commit of nothing is no failure.
                         do! s.DestroyAsync()
                         let! afterLogout = outcome (commit s)
-                        return! text $"{tooLarge} {afterTooLarge} | {rotated} {afterRotation} | {afterLogout}" next ctx
+                        return!
+                            text
+                                $"{tooLarge} {afterTooLarge} | {between} | {rotatedTooLarge} {afterRotatedTooLarge} | {rotated} {afterRotation} | {afterLogout}"
+                                next
+                                ctx
                     })
             use! host =
                 startHost store (fun o -> o.MaxSessionBytes <- 1000) (runHandler (withSession >=> choose [ route "/set" >=> bump; failing ])) (new LogCapture())
@@ -288,7 +299,7 @@ let tests =
             let! body = browser.GetTextAsync "/"
             Expect.equal
                 body
-                "SessionTooLargeException SessionStoreException | SessionStoreException SessionStoreException | stored"
+                "SessionTooLargeException SessionStoreException | stored | SessionTooLargeException SessionStoreException | SessionStoreException SessionStoreException | stored"
                 "each failure's retry failed; after the logout nothing is left failed"
         }
 
