@@ -297,6 +297,29 @@ type SessionHandle
             options.ShapeVersion
         )
 
+    /// What a write does with the changes it took from the log when it fails: they are dropped with it, and the failure
+    /// kept, so that a later commit with nothing to send says so rather than report them stored. Gives the failure.
+    let dropped (failure: exn) =
+        failedCommit <- failure
+        failure
+
+    /// checkFacts for changes already taken from the log: a refusal drops them (see dropped).
+    let checkTaken (metaUpdates: Update[]) =
+        try
+            checkFacts metaUpdates
+        with e ->
+            dropped e |> ignore
+            reraise ()
+
+    /// A store write of changes already taken from the log: its failure drops them (see dropped).
+    let writeTaken (write: unit -> Task<'result>) : Task<'result> = task {
+        try
+            return! write ()
+        with e ->
+            ExceptionDispatchInfo.Throw(dropped e)
+            return Unchecked.defaultof<'result>
+    }
+
     let deviceFacts () =
         let facts = ResizeArray<string * Json>()
         if options.DeviceFacts.HasFlag DeviceFacts.UserAgent then
@@ -640,12 +663,7 @@ type SessionHandle
                 )
         else
             task {
-                try
-                    checkFacts metaUpdates
-                with e ->
-                    // Dropped all the same (taken above): a retry must not find nothing and report success.
-                    failedCommit <- e
-                    ExceptionDispatchInfo.Throw e
+                checkTaken metaUpdates
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
                 let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
@@ -671,13 +689,9 @@ type SessionHandle
                     | _ -> Log.gone logger (updates.Length + metaUpdates.Length)
                 with e ->
                     Log.commitError logger e
-                    failedCommit <- e
-                    ExceptionDispatchInfo.Throw e
+                    ExceptionDispatchInfo.Throw(dropped e)
                 // Not stored, and not silently: the handler's changes were made for a shape the session no longer has.
-                if result = CommitResult.ShapeChanged then
-                    let failure = shapeChanged (updates.Length + metaUpdates.Length)
-                    failedCommit <- failure
-                    raise failure
+                if result = CommitResult.ShapeChanged then raise (dropped (shapeChanged (updates.Length + metaUpdates.Length)))
             }
 
     /// Moves the stored session to a new id with this request's changes, in one atomic store step. When the session is
@@ -686,28 +700,19 @@ type SessionHandle
     member private this.MoveAsync(toId: string, extraMeta: Update[], follow: string -> string list) : Task<CommitResult> = task {
         let old = ticket
         let struct (updates, metaUpdates) as taken = takePending ()
-        // A step that fails drops the changes taken, as a failed commit does: a later commit must not report them stored.
-        let dropping (step: unit -> Task<'result>) : Task<'result> = task {
-            try
-                return! step ()
-            with e ->
-                failedCommit <- e
-                ExceptionDispatchInfo.Throw e
-                return Unchecked.defaultof<'result>
-        }
-        let! () = dropping (fun () -> task { checkFacts metaUpdates })
+        checkTaken metaUpdates
         let condition = shapeCondition false (updates.Length > 0)
         let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.append metaUpdates extraMeta), condition)
-        let! moved = dropping (fun () -> store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ()))
+        let! moved = writeTaken (fun () -> store.MoveAsync(old.Id, toId, change, commitOptions old.Created false, requestAborted ()))
         // The first of the sessions other sign-ins made that exists, with its stored facts, once this request's changes
         // are in it.
         let join (candidates: string list) : Task<(string * Json) voption> = task {
+            let own = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
             let mutable rest = candidates
             let mutable joined = ValueNone
             while joined.IsNone && not rest.IsEmpty do
                 let id = rest.Head
                 rest <- rest.Tail
-                let own = SessionChange(Patch.foldChecked updates, Patch.foldChecked metaUpdates, condition)
                 match! store.CommitAsync(id, own, commitOptions old.Created true, requestAborted ()) with
                 | CommitResult.Committed ->
                     // Its facts are the other sign-in's (its device facts, its time): read, not assumed.
@@ -721,7 +726,7 @@ type SessionHandle
         let! result =
             match moved with
             | CommitResult.SessionGone -> task {
-                match! dropping (fun () -> join (follow old.Id)) with
+                match! writeTaken (fun () -> join (follow old.Id)) with
                 | ValueSome(joined, joinedMeta) ->
                     Log.signInJoinedMove logger
                     meta <- joinedMeta
@@ -746,10 +751,7 @@ type SessionHandle
             // The flash values the request read or kept were the ended session's, as after a destroy.
             this.FlashState <- null
             cookie <- CookieAction.Expire
-        | CommitResult.ShapeChanged ->
-            let failure = shapeChanged (updates.Length + metaUpdates.Length)
-            failedCommit <- failure
-            raise failure
+        | CommitResult.ShapeChanged -> raise (dropped (shapeChanged (updates.Length + metaUpdates.Length)))
         | _ -> putBack taken
         return result
     }
@@ -805,14 +807,7 @@ type SessionHandle
                 let sent = creationExtras
                 let facts = creationFacts created
                 let change = SessionChange(Patch.foldChecked updates, Patch.foldChecked (Array.concat [ facts; metaUpdates; binding ]))
-                let! result = task {
-                    try
-                        return! store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ())
-                    with e ->
-                        failedCommit <- e
-                        ExceptionDispatchInfo.Throw e
-                        return Unchecked.defaultof<CommitResult>
-                }
+                let! result = writeTaken (fun () -> store.MoveAsync(null, toId, change, commitOptions created false, requestAborted ()))
                 match result with
                 | CommitResult.Committed ->
                     meta <- Patch.apply (Patch.foldChecked (Array.append facts binding)) meta
