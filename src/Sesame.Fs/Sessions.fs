@@ -49,31 +49,48 @@ module Sessions =
         | None -> return false
     }
 
-    /// <summary>Ends every session of a user (after a password change, say).</summary>
-    /// <returns>How many sessions were ended.</returns>
-    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = task {
-        let! sessions = listOfUser userId ctx CancellationToken.None
+    /// <summary>
+    /// The most listings one end of a user's sessions makes: each round after the first ends only sessions that moved
+    /// to a new id, or signed in, while the round before ran; a client signing in again and again cannot hold it longer.
+    /// </summary>
+    [<Literal>]
+    let private MostRounds = 8
+
+    /// Ends the user's sessions that <paramref name="spared"/> does not spare, listing them again until a listing finds
+    /// none: a session that moved to a new id (a rotation, or its device signing in again) after a listing named it is
+    /// gone from under its old id when the round ends it, so the next listing finds it under its new one. A move the
+    /// store makes after the end of its old id finds nothing to move. Gives how many sessions it ended.
+    let private endListed (userId: string) (spared: string -> bool) (ctx: HttpContext) : Task<int> = task {
         let mutable ended = 0
-        for session in sessions do
-            let! deleted = endAsync session.Id ctx
-            if deleted then ended <- ended + 1
+        let mutable rounds = 0
+        let mutable more = true
+        while more do
+            let! sessions = listOfUser userId ctx CancellationToken.None
+            let targets = sessions |> List.filter (fun s -> not (spared s.Id))
+            if List.isEmpty targets || rounds = MostRounds then
+                more <- false
+            else
+                rounds <- rounds + 1
+                for session in targets do
+                    let! deleted = endAsync session.Id ctx
+                    if deleted then ended <- ended + 1
         return ended
     }
 
-    /// <summary>Ends every other session of the current session's user ("sign out other devices").</summary>
+    /// <summary>Ends every session of a user (after a password change, say), including one that moves to a new id
+    /// meanwhile (a rotation, or its device signing in again).</summary>
+    /// <returns>How many sessions were ended.</returns>
+    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = endListed userId (fun _ -> false) ctx
+
+    /// <summary>Ends every other session of the current session's user ("sign out other devices"), including one that
+    /// moves to a new id meanwhile.</summary>
     /// <returns>How many sessions were ended (0 when the session is not signed in).</returns>
     let endOthersAsync (session: SessionHandle) (ctx: HttpContext) : Task<int> =
         match session.UserId with
         | None -> Task.FromResult 0
-        | Some userId -> task {
-            let! sessions = listOfUser userId ctx CancellationToken.None
-            let mutable ended = 0
-            for other in sessions do
-                if other.Id <> session.Id then
-                    let! deleted = endAsync other.Id ctx
-                    if deleted then ended <- ended + 1
-            return ended
-          }
+        | Some userId ->
+            let current = session.Id
+            endListed userId (fun id -> id = current) ctx
 
     /// <summary>One page of all live sessions (with size and last use, never their data), for admin pages and tools.</summary>
     /// <param name="after">The previous page's <c>Next</c>, or <c>null</c> to start.</param>

@@ -131,6 +131,23 @@ let private lifecycleApp (inFlight: InFlight) =
             let! ended = Sessions.endAllAsync "alice" ctx
             return! text (string ended) next ctx
         }
+        route "/sign-in-alice"
+        >=> Session.handler (fun s ->
+            fun next ctx -> task {
+                let! _ = s |> Session.signInAsync "alice"
+                return! text "in" next ctx
+            })
+        route "/end-all"
+        >=> fun next ctx -> task {
+            let! ended = Sessions.endAllAsync "alice" ctx
+            return! text (string ended) next ctx
+        }
+        route "/end-others"
+        >=> Session.handler (fun s ->
+            fun next ctx -> task {
+                let! ended = Sessions.endOthersAsync s ctx
+                return! text (string ended) next ctx
+            })
         route "/set"
         >=> Session.handler (fun s ->
             s |> Session.set "cart" [ 1; 2 ]
@@ -354,6 +371,47 @@ let private onStore (kind: StoreKind) =
                 Expect.equal moved CommitResult.Committed $"alice signed in on her {device}"
             let! ended = Browser(host).GetTextAsync "/end-all-hung-up"
             Expect.equal ended "2" "both ended"
+            let! left = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
+            Expect.isEmpty left "alice has no session left"
+        }
+
+        testCaseTask "ending all a user's sessions, or all but the current, also ends one that signs in again meanwhile"
+        <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let observed = ObservedStore(store)
+            use! host = startLifecycleAt clock observed noOptions (InFlight())
+            let signedIn () = task {
+                let browser = Browser host
+                let! _ = browser.GetTextAsync "/set"
+                let! _ = browser.GetTextAsync "/sign-in-alice"
+                return browser
+            }
+            // Alice's phone signs in again (a new id for its session) while the end's first delete waits on the store.
+            let endWhilePhoneSignsIn (ender: Browser) (route: string) = task {
+                let! phone = signedIn ()
+                let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+                let deletesBefore = observed.Deletes
+                observed.DeleteGate <- gate.Task
+                let ending = ender.GetTextAsync route
+                do! eventually (fun () -> observed.Deletes > deletesBefore)
+                let! _ = phone.GetTextAsync "/sign-in-alice"
+                gate.SetResult()
+                let! ended = ending
+                observed.DeleteGate <- Task.CompletedTask
+                let! phoneAfter = phone.GetTextAsync "/show"
+                return ended, phoneAfter
+            }
+            let! laptop = signedIn ()
+            let! ended, phoneAfter = endWhilePhoneSignsIn laptop "/end-others"
+            Expect.equal ended "1" "the phone's session was ended under its new id"
+            Expect.equal phoneAfter "{}" "the phone is signed out"
+            let! left = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
+            let! laptopShows = laptop.GetTextAsync "/show"
+            Expect.equal (List.length left) 1 "the laptop's session is all alice has left"
+            Expect.stringContains laptopShows "cart" "the laptop keeps its session"
+            let! ended, phoneAfter = endWhilePhoneSignsIn (Browser host) "/end-all"
+            Expect.equal ended "2" "the laptop's session and the phone's, under its new id, were ended"
+            Expect.equal phoneAfter "{}" "the phone is signed out"
             let! left = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
             Expect.isEmpty left "alice has no session left"
         }
