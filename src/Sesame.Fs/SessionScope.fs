@@ -145,7 +145,14 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
 
     /// Runs just before the response's headers go out (and at the end, if they never did).
     member _.BeforeResponseAsync() : Task =
-        if abandoned || detached then
+        if detached then
+            Task.CompletedTask
+        elif abandoned then
+            // The handler failed, but what the store already did for it (a session created by an explicit commit, moved
+            // by a sign-in or a rotation, destroyed) is not undone with its changes: the app's error page still tells
+            // the client where its session is now, unless a later scope of the request (an error handler's) already did.
+            // Without an error page the server clears the headers and answers 500 itself, and nothing can be sent.
+            if not (context.Response.HasStarted || runtime.Cookie.IsSent context) then settleCookie ()
             Task.CompletedTask
         elif handle.HasPendingChanges then
             task {
@@ -204,7 +211,8 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     /// <summary>
     /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed. The request
     /// is left as if this scope had never been, so that an error handler after it (Giraffe's, with a
-    /// <c>withSession</c> of its own) goes on with the session as it is stored, rather than with a closed handle.
+    /// <c>withSession</c> of its own) goes on with the session as it is stored, rather than with a closed handle; the
+    /// cookie still follows what the store did before the failure (see BeforeResponseAsync).
     /// </summary>
     member this.Abandon() =
         abandoned <- true

@@ -154,6 +154,9 @@ let private handle (ctx: HttpContext) : Task =
                 let value = session |> Session.getOr "value" "(none)"
                 let user = Session.userId session |> Option.defaultValue "(none)"
                 return $"user={user} value={value} new={session.IsNew}"
+            | "/login-then-fail" ->
+                do! ctx.SignInAsync(principal (query "user"))
+                return failwith "the audit log is down"
             | "/login-external" ->
                 do! ctx.SignInAsync("External", principal (query "user"))
                 return "signed in elsewhere"
@@ -203,8 +206,9 @@ let private handle (ctx: HttpContext) : Task =
         do! ctx.Response.WriteAsync body
     }
 
-/// Starts the app: Sesame bound to cookie authentication ("Cookies", the default scheme; "External", not bound).
-let private startApp (events: Events) (configureSesame: SesameOptions -> unit) (sesameFirst: bool) =
+/// Starts the app: Sesame bound to cookie authentication ("Cookies", the default scheme; "External", not bound); with
+/// an error page, ASP.NET Core's exception handler first in the pipeline, else TestServer hands an exception to the client.
+let private startAppWith (errorPage: bool) (events: Events) (configureSesame: SesameOptions -> unit) (sesameFirst: bool) =
     let services (services: IServiceCollection) =
         services.AddSesame(fun options -> configureSesame options).AddStore(new MemoryStore()).BindToAuthentication().AddSessionCompatibility() |> ignore
         services
@@ -242,9 +246,13 @@ let private startApp (events: Events) (configureSesame: SesameOptions -> unit) (
         | EventsType calls -> services.AddSingleton<Calls>(calls).AddScoped<AppCookieEvents>() |> ignore
         | _ -> ()
     let pipeline (app: IApplicationBuilder) =
+        if errorPage then
+            app.UseExceptionHandler(fun (error: IApplicationBuilder) -> error.Run(fun ctx -> ctx.Response.WriteAsync "something went wrong")) |> ignore
         if sesameFirst then app.UseSesame().UseAuthentication() |> ignore else app.UseAuthentication().UseSesame() |> ignore
         app.Run(RequestDelegate handle)
     startHostWith InMemory services pipeline (new LogCapture())
+
+let private startApp = startAppWith false
 
 let private browserOf (host: IHost) = Jar((host.GetTestServer()).CreateClient())
 
@@ -530,6 +538,22 @@ let tests =
             Expect.equal underLate "(none)" "the second submit has none of bob's data"
             let! whoami = late.TextAsync "/whoami"
             Expect.equal whoami "alice" "and is signed in as alice"
+        }
+
+        testCaseTask "a login that throws after SignInAsync still gives the browser its session's new id, on the app's error page"
+        <| fun () -> task {
+            let! host = startAppWith true NoEvents noOptions true
+            use _ = host
+            let browser = browserOf host
+            let! _ = browser.TextAsync "/put?value=cart"
+            let before = browser.Cookies[sessionCookie]
+            let! status, body = browser.SendAsync "/login-then-fail?user=alice"
+            Expect.equal (status, body) (HttpStatusCode.InternalServerError, "something went wrong") "the app's error page answered"
+            Expect.notEqual browser.Cookies[sessionCookie] before "the error page carries the session cookie of the new id"
+            let! value = browser.TextAsync "/get"
+            Expect.equal value "cart" "the session keeps its data under its new id"
+            let! whoami, _ = browser.SendAsync "/whoami"
+            Expect.equal whoami HttpStatusCode.Unauthorized "the failed login signed nobody in: the error page dropped the auth cookie"
         }
 
         testCaseTask "a sign-in past MaxSessionsPerUser with the Refuse policy fails with SessionUserLimitException"

@@ -376,6 +376,49 @@ let tests =
             Expect.equal store.Commits 0 "store.Commits"
         }
 
+        testCaseTask "a handler that throws after its session moved (a sign-in, a rotation) or ended still gives the client its cookie, on the app's error page"
+        <| fun () -> task {
+            // The move is in the store once it returns: the client must follow it, or its session is lost to it.
+            let failsAfter (move: SessionHandle -> Task) : HttpHandler =
+                Session.handler (fun s ->
+                    fun _ _ -> task {
+                        do! move s
+                        s |> Session.set "after" "dropped"
+                        return failwith "the audit log is down"
+                    })
+            let app =
+                withSession
+                >=> choose [
+                    route "/set"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "cart" [ 1; 2 ]
+                        text "set")
+                    route "/sign-in" >=> failsAfter (fun s -> s |> Session.signInAsync "alice" :> Task)
+                    route "/rotate" >=> failsAfter (fun s -> s |> Session.rotateAsync :> Task)
+                    route "/sign-out" >=> failsAfter Session.signOutAsync
+                    route "/show" >=> Session.handler (fun s -> text (Json.serialize (Session.current s)))
+                ]
+            let pipeline (builder: IApplicationBuilder) =
+                builder.UseExceptionHandler(fun (error: IApplicationBuilder) -> error.Run(fun ctx -> ctx.Response.WriteAsync "something went wrong")) |> ignore
+                runHandler app builder
+            use! host = startHostOn Kestrel (ObservedStore()) noOptions pipeline (new LogCapture())
+            for route in [ "/sign-in"; "/rotate" ] do
+                let browser = Browser host
+                let! _ = browser.GetTextAsync "/set"
+                let before = browser.Cookie
+                let! response, body = browser.GetAsync route
+                Expect.equal (int response.StatusCode, body) (500, "something went wrong") $"the app's error page answered {route}"
+                Expect.notEqual browser.Cookie before $"the error page carries the session's new cookie ({route})"
+                let! shown = browser.GetTextAsync "/show"
+                Expect.equal shown """{"cart":[1,2]}""" $"the session keeps its data under its new id, without the failed handler's change ({route})"
+            // A sign-out before the failure: the error page drops the cookie of the session that is gone.
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! response, _ = browser.GetAsync "/sign-out"
+            Expect.equal (int response.StatusCode) 500 "the app's error page answered the sign-out"
+            Expect.isNone browser.Cookie "the error page drops the session cookie"
+        }
+
         testCaseTask "a change that crosses a value of the wrong kind fails at the call and records nothing"
         <| fun () -> task {
             let store = ObservedStore()
