@@ -144,15 +144,19 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     member _.Handle = handle
 
     /// Runs just before the response's headers go out (and at the end, if they never did).
-    member _.BeforeResponseAsync() : Task =
+    member this.BeforeResponseAsync() : Task =
         if detached then
             Task.CompletedTask
         elif abandoned then
             // The handler failed, but what the store already did for it (a session created by an explicit commit, moved
             // by a sign-in or a rotation, destroyed) is not undone with its changes: the app's error page still tells
-            // the client where its session is now, unless a later scope of the request (an error handler's) already did.
-            // Without an error page the server clears the headers and answers 500 itself, and nothing can be sent.
-            if not (context.Response.HasStarted || runtime.Cookie.IsSent context) then settleCookie ()
+            // the client where its session is now, with the headers that keep caches from it. A later scope of the
+            // request (an error handler's withSession, or the pipeline run again for the error page) decides instead,
+            // from what this one left it (see Leave). Without an error page the server clears the headers and answers
+            // 500 itself, and nothing can be sent.
+            if not context.Response.HasStarted && obj.ReferenceEquals(context.Features.Get<SessionScope>(), this) then
+                settleCookie ()
+                preventCaching ()
             Task.CompletedTask
         elif handle.HasPendingChanges then
             task {
@@ -245,6 +249,8 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     /// Starts the session lifecycle of a request.
     static member Begin(context: HttpContext, runtime: SesameRuntime) =
         let scope = SessionScope(context, runtime)
+        // The request's latest scope: an abandoned one leaves the cookie to any scope after it.
+        context.Features.Set<SessionScope>(scope)
         context.Features.Set<SessionHandle>(scope.Handle)
         if not (isNull runtime.Compatibility) then
             context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(SesameSessionFeature(scope.Handle, runtime.Logger))

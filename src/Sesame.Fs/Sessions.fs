@@ -57,17 +57,18 @@ module Sessions =
     let private MostRounds = 8
 
     /// Ends the user's sessions that <paramref name="spared"/> does not spare, listing them again until a listing finds
-    /// none: a session that moved to a new id (a rotation, or its device signing in again) after a listing named it is
-    /// gone from under its old id when the round ends it, so the next listing finds it under its new one. A move the
-    /// store makes after the end of its old id finds nothing to move. Gives how many sessions it ended.
-    let private endListed (userId: string) (spared: string -> bool) (ctx: HttpContext) : Task<int> = task {
+    /// none (at most <paramref name="mostRounds"/> rounds): a session that moved to a new id (a rotation, or its device
+    /// signing in again) after a listing named it is gone from under its old id when the round ends it, so the next
+    /// listing finds it under its new one. A move the store makes after the end of its old id finds nothing to move.
+    /// Gives how many sessions it ended.
+    let private endListed (userId: string) (spared: SessionSummary -> bool) (mostRounds: int) (ctx: HttpContext) : Task<int> = task {
         let mutable ended = 0
         let mutable rounds = 0
         let mutable more = true
         while more do
             let! sessions = listOfUser userId ctx CancellationToken.None
-            let targets = sessions |> List.filter (fun s -> not (spared s.Id))
-            if List.isEmpty targets || rounds = MostRounds then
+            let targets = sessions |> List.filter (fun s -> not (spared s))
+            if List.isEmpty targets || rounds = mostRounds then
                 more <- false
             else
                 rounds <- rounds + 1
@@ -80,17 +81,33 @@ module Sessions =
     /// <summary>Ends every session of a user (after a password change, say), including one that moves to a new id
     /// meanwhile (a rotation, or its device signing in again).</summary>
     /// <returns>How many sessions were ended.</returns>
-    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = endListed userId (fun _ -> false) ctx
+    let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = endListed userId (fun _ -> false) MostRounds ctx
+
+    /// When a session was created, from its facts (a move keeps it): what tells the current session under a new id from
+    /// another device's session.
+    let private createdOf (meta: Json) : Json voption =
+        match meta with
+        | Json.Object facts ->
+            match facts.TryGetValue SessionMeta.Created with
+            | true, created -> ValueSome created
+            | _ -> ValueNone
+        | _ -> ValueNone
 
     /// <summary>Ends every other session of the current session's user ("sign out other devices"), including one that
     /// moves to a new id meanwhile.</summary>
+    /// <remarks>The current session is spared under its id, and under a new one if another request of the same browser
+    /// moves it meanwhile (a second tab that rotates it): a session created at the same millisecond as the current one is
+    /// taken for it. A session without that fact (stored by a Sesame before it) is spared by its id only, in one
+    /// listing.</remarks>
     /// <returns>How many sessions were ended (0 when the session is not signed in).</returns>
     let endOthersAsync (session: SessionHandle) (ctx: HttpContext) : Task<int> =
         match session.UserId with
         | None -> Task.FromResult 0
         | Some userId ->
             let current = session.Id
-            endListed userId (fun id -> id = current) ctx
+            match createdOf session.Meta with
+            | ValueSome created -> endListed userId (fun s -> s.Id = current || createdOf s.Meta = ValueSome created) MostRounds ctx
+            | ValueNone -> endListed userId (fun s -> s.Id = current) 1 ctx
 
     /// <summary>One page of all live sessions (with size and last use, never their data), for admin pages and tools.</summary>
     /// <param name="after">The previous page's <c>Next</c>, or <c>null</c> to start.</param>

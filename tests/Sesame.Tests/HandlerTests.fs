@@ -143,6 +143,70 @@ let tests =
             Expect.equal shown """{"a":1,"b":2}""" "the client found its session"
         }
 
+        testCaseTask "a handler that signs in and throws, under Giraffe's error handler: the error page's ticket is the last scope's, kept from caches"
+        <| fun () -> task {
+            let failing: HttpHandler =
+                withSession
+                >=> choose [
+                    route "/set"
+                    >=> Session.handler (fun s ->
+                        s |> Session.set "cart" [ 1; 2 ]
+                        text "set")
+                    route "/sign-in-then-fail"
+                    >=> Session.handler (fun s ->
+                        fun _ _ -> task {
+                            let! _ = s |> Session.signInAsync "alice"
+                            return failwith "the audit log is down"
+                        })
+                    route "/show" >=> Session.handler (fun s -> text (Json.serialize (Session.current s)))
+                ]
+            // Giraffe's error handler middleware: the error handler runs on the same request after the handler threw.
+            let withErrorHandler (errorHandler: HttpHandler) (builder: IApplicationBuilder) =
+                let run = failing (fun ctx -> Task.FromResult(Some ctx))
+                let recover = errorHandler (fun ctx -> Task.FromResult(Some ctx))
+                builder.Run(fun ctx -> task {
+                    try
+                        let! _ = run ctx
+                        ()
+                    with _ ->
+                        let! _ = recover ctx
+                        ()
+                })
+            let headerOf (response: Net.Http.HttpResponseMessage) =
+                match response.Headers.TryGetValues SesameOptions.DefaultHeaderName with
+                | true, values -> Some(Seq.exactlyOne values)
+                | _ -> None
+            let sessionCookies response = setCookies response |> List.filter (fun c -> c.StartsWith "sesame=")
+            // An error handler that signs the visitor out: its expiry of the ticket stands, in either transport.
+            let signsOut = withSession >=> Session.destroy >=> clearResponse >=> setStatusCode 500 >=> text "error"
+            for transport in [ SessionTransport.CookieAndHeader; SessionTransport.Header ] do
+                let store = ObservedStore()
+                use! host = startHost store (fun o -> o.Transport <- transport) (withErrorHandler signsOut) (new LogCapture())
+                let client = (Microsoft.AspNetCore.TestHost.HostBuilderTestServerExtensions.GetTestServer host).CreateClient()
+                let! set = client.GetAsync "/set"
+                use failing = new Net.Http.HttpRequestMessage(Net.Http.HttpMethod.Get, "/sign-in-then-fail")
+                failing.Headers.Add(SesameOptions.DefaultHeaderName, (headerOf set).Value)
+                let! response = client.SendAsync failing
+                Expect.equal (int response.StatusCode) 500 "the error handler answered"
+                let! left = store.Inner |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
+                Expect.isEmpty left $"the error handler's sign-out ended the session ({transport})"
+                Expect.equal (headerOf response) (Some "") $"the session header comes blank ({transport})"
+                if transport = SessionTransport.CookieAndHeader then
+                    Expect.hasLength (sessionCookies response) 1 $"one Set-Cookie for the session, its expiry: {sessionCookies response}"
+            // An error handler that leaves the session alone: the ticket of the new id goes out, with no-cache headers.
+            let plain = clearResponse >=> setStatusCode 500 >=> text "error"
+            use! host = startHost (ObservedStore()) noOptions (withErrorHandler plain) (new LogCapture())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let before = browser.Cookie
+            let! response, _ = browser.GetAsync "/sign-in-then-fail"
+            Expect.notEqual browser.Cookie before "the error page carries the cookie of the new id"
+            Expect.stringContains (string response.Headers.CacheControl) "no-store" "no cache may keep the ticket"
+            Expect.contains (List.ofSeq response.Headers.Vary) "Cookie" "the response varies by cookie"
+            let! shown = browser.GetTextAsync "/show"
+            Expect.equal shown """{"cart":[1,2]}""" "the session keeps its data under its new id"
+        }
+
         testCaseTask "an error handler after a withSession whose handler threw goes on with the session as stored"
         <| fun () -> task {
             // Giraffe's error handler middleware: it catches what the handler threw and runs the error handler on the

@@ -381,6 +381,8 @@ let private onStore (kind: StoreKind) =
             let observed = ObservedStore(store)
             use! host = startLifecycleAt clock observed noOptions (InFlight())
             let signedIn () = task {
+                // Each device's session is created at a moment of its own.
+                clock.Advance(TimeSpan.FromSeconds 1.0)
                 let browser = Browser host
                 let! _ = browser.GetTextAsync "/set"
                 let! _ = browser.GetTextAsync "/sign-in-alice"
@@ -414,6 +416,38 @@ let private onStore (kind: StoreKind) =
             Expect.equal phoneAfter "{}" "the phone is signed out"
             let! left = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
             Expect.isEmpty left "alice has no session left"
+        }
+
+        testCaseTask "signing out other devices spares the current one when another tab of its browser rotates its id meanwhile"
+        <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let observed = ObservedStore(store)
+            use! host = startLifecycleAt clock observed noOptions (InFlight())
+            let signedIn () = task {
+                // Each device's session is created at a moment of its own.
+                clock.Advance(TimeSpan.FromSeconds 1.0)
+                let browser = Browser host
+                let! _ = browser.GetTextAsync "/set"
+                let! _ = browser.GetTextAsync "/sign-in-alice"
+                return browser
+            }
+            let! laptop = signedIn ()
+            let! _ = signedIn ()
+            // The laptop's second tab shares its cookie, and rotates the session while the first tab's end waits on the store.
+            let tab = Browser host
+            tab.Cookie <- laptop.Cookie
+            let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+            let deletesBefore = observed.Deletes
+            observed.DeleteGate <- gate.Task
+            let ending = laptop.GetTextAsync "/end-others"
+            do! eventually (fun () -> observed.Deletes > deletesBefore)
+            let! _ = tab.GetTextAsync "/rotate"
+            gate.SetResult()
+            let! ended = ending
+            observed.DeleteGate <- Task.CompletedTask
+            Expect.equal ended "1" "only the phone's session was another device's"
+            let! tabShows = tab.GetTextAsync "/show"
+            Expect.stringContains tabShows "cart" "the laptop keeps its session under its new id"
         }
 
         testCaseTask "an idle session expires and is never served after"
