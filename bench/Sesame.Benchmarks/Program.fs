@@ -13,10 +13,25 @@ type private Marker = class end
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds);
 /// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit); `facts-bound [items]
-/// [rounds]` FactsBoundCost (what bounding large facts costs a commit that adds flash, on Redis and PostgreSQL).
+/// [rounds]` FactsBoundCost (what bounding large facts costs a commit that adds flash, on Redis and PostgreSQL);
+/// `fold-loop fold|naive|redis|pg` runs one of ServerStoreArguments' cases (100 updates) for 15 s, for a profiler.
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
+    | "fold-loop" :: [ which ] ->
+        let b = ServerStoreArguments.ServerStoreArguments()
+        b.Updates <- 100
+        b.Setup()
+        let sw = System.Diagnostics.Stopwatch.StartNew()
+        let mutable n = 0
+        while sw.Elapsed.TotalSeconds < 15.0 do
+            (match which with
+             | "fold" -> b.Fold() |> ignore
+             | "naive" -> b.Naive() |> ignore
+             | "pg" -> b.PostgresArguments() |> ignore
+             | _ -> b.RedisArguments() |> ignore)
+            n <- n + 1
+        printfn "%d calls, %.2f us each" n (sw.Elapsed.TotalMilliseconds * 1000.0 / float n)
     | "redis-loop" :: rest ->
         RedisBenchmarks.RedisLoop.run (
             match rest with

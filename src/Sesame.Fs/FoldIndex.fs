@@ -59,22 +59,30 @@ type internal FoldEntry(path: SessionPath, node: FoldNode, place: int, pending: 
 /// A path in the trie of kept entries: the live entries at exactly this path, and its children. Its segment is held
 /// as a key (null for an array index) and an index, so a lookup compares strings or integers, not union cases.
 and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string, index: int, depth: int) =
-    /// Children are looked up by a scan while few, then through a dictionary.
+    /// Children are looked up by a scan of their chain while few, then through a dictionary.
     static let indexFrom = 8
 
-    let mutable children: ResizeArray<FoldNode> = null
+    /// The children, chained through NextSibling (no list of their own: most nodes have one child or none).
+    let mutable firstChild: FoldNode = null
+    let mutable childCount = 0
     let mutable byKey: Dictionary<string, FoldNode> = null
     let mutable byIndex: Dictionary<int, FoldNode> = null
 
     /// The child at a key or (key null) an index, by a scan (while the children are few).
     let scan (childKey: string) (childIndex: int) : FoldNode =
-        let mutable found = null
-        let mutable i = 0
-        while isNull found && i < children.Count do
-            let c = children[i]
-            if (if isNull childKey then isNull c.Key && c.Index = childIndex else String.Equals(childKey, c.Key)) then found <- c
-            i <- i + 1
-        found
+        let mutable c = firstChild
+        while not (isNull c) && not (if isNull childKey then isNull c.Key && c.Index = childIndex else String.Equals(childKey, c.Key)) do
+            c <- c.NextSibling
+        c
+
+    /// Indexes a child by its key or index, making the dictionary it needs on first use.
+    let indexChild (child: FoldNode) =
+        if isNull child.Key then
+            if isNull byIndex then byIndex <- Dictionary<int, FoldNode>()
+            byIndex.Add(child.Index, child)
+        else
+            if isNull byKey then byKey <- Dictionary<string, FoldNode>(childCount * 2, StringComparer.Ordinal)
+            byKey.Add(child.Key, child)
 
     /// The root of a trie.
     new() = FoldNode(null, null, 0, 0)
@@ -85,6 +93,8 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
     /// The array index this node is at (when Key is null).
     member _.Index = index
     member _.Depth = depth
+    /// The next child of this node's parent (the chain's order is not the children's order in the tree).
+    member val NextSibling: FoldNode = null with get, set
     /// The latest live entry here that is not an append (the rest follow through Previous, in place order).
     member val LastOther: FoldEntry = null with get, set
     /// The latest live append here (kept apart: the search for what is above a path passes over appends).
@@ -96,25 +106,26 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
     /// The entries of AddedBelow before this one have been found irrelevant (superseded, or placed before the append).
     member val AddedBelowChecked = 0 with get, set
 
-    member _.Children: ResizeArray<FoldNode> = children
+    /// The first child, the rest following through NextSibling; null when there is none.
+    member _.FirstChild: FoldNode = firstChild
 
     /// The child at a key (not null) or, when the key is null, at an array index; null if there is none.
     member _.Child(childKey: string, childIndex: int) : FoldNode =
-        if isNull children then
-            null
+        if childCount <= indexFrom then
+            scan childKey childIndex
         elif isNull childKey then
-            if not (isNull byIndex) then
+            if isNull byIndex then
+                null
+            else
                 match byIndex.TryGetValue childIndex with
                 | true, child -> child
                 | _ -> null
-            else
-                scan null childIndex
-        elif not (isNull byKey) then
+        elif isNull byKey then
+            null
+        else
             match byKey.TryGetValue childKey with
             | true, child -> child
             | _ -> null
-        else
-            scan childKey 0
 
     member this.Child(segment: Segment) : FoldNode =
         match segment with
@@ -127,15 +138,17 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
             match segment with
             | Segment.Key k -> FoldNode(this, k, 0, depth + 1)
             | Segment.Index i -> FoldNode(this, null, i, depth + 1)
-        if isNull children then children <- ResizeArray<FoldNode>(2)
-        children.Add child
-        if not (isNull byKey) then
-            if isNull child.Key then byIndex.Add(child.Index, child) else byKey.Add(child.Key, child)
-        elif children.Count > indexFrom then
-            byKey <- Dictionary<string, FoldNode>(children.Count * 2, StringComparer.Ordinal)
-            byIndex <- Dictionary<int, FoldNode>()
-            for c in children do
-                if isNull c.Key then byIndex.Add(c.Index, c) else byKey.Add(c.Key, c)
+        child.NextSibling <- firstChild
+        firstChild <- child
+        childCount <- childCount + 1
+        if childCount = indexFrom + 1 then
+            // From now on the children are looked up through dictionaries: index the ones so far.
+            let mutable c = firstChild
+            while not (isNull c) do
+                indexChild c
+                c <- c.NextSibling
+        elif childCount > indexFrom then
+            indexChild child
         child
 
     member this.GetOrAddChild(segment: Segment) : FoldNode =
@@ -145,7 +158,8 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
 
     /// Drops every child (their entries are gone).
     member _.ClearChildren() =
-        children <- null
+        firstChild <- null
+        childCount <- 0
         byKey <- null
         byIndex <- null
 
@@ -194,10 +208,11 @@ type internal FoldIndex(capacity: int) =
             entry <- entry.Previous
         node.LastOther <- null
         node.LastAppend <- null
-        if not (isNull node.Children) then
-            for child in node.Children do
-                let below = clear child
-                if below >= 0 && (firstCreator < 0 || below < firstCreator) then firstCreator <- below
+        let mutable child = node.FirstChild
+        while not (isNull child) do
+            let below = clear child
+            if below >= 0 && (firstCreator < 0 || below < firstCreator) then firstCreator <- below
+            child <- child.NextSibling
         firstCreator
 
     /// Removes the bare removals at or below a node; gives how many.
@@ -221,9 +236,10 @@ type internal FoldIndex(capacity: int) =
 
     and sweepChildren (node: FoldNode) : int =
         let mutable removed = 0
-        if not (isNull node.Children) then
-            for child in node.Children do
-                if child.BareDrops > 0 then removed <- removed + sweep child
+        let mutable child = node.FirstChild
+        while not (isNull child) do
+            if child.BareDrops > 0 then removed <- removed + sweep child
+            child <- child.NextSibling
         removed
 
     /// The node of a path, added if missing.
@@ -334,7 +350,7 @@ type internal FoldIndex(capacity: int) =
     /// </summary>
     member _.Sole(node: FoldNode) : FoldEntry =
         let entry = node.LastOther
-        if not (isNull entry) && isNull entry.Previous && isNull node.LastAppend && isNull node.Children then entry else null
+        if not (isNull entry) && isNull entry.Previous && isNull node.LastAppend && isNull node.FirstChild then entry else null
 
     /// <summary>Changes what a sole entry (see Sole) does, where it stands.</summary>
     member _.Change(entry: FoldEntry, pending: Pending) : unit =

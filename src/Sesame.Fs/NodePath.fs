@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Buffers
 open System.Globalization
 open System.Text
 
@@ -24,6 +25,21 @@ module NodePath =
     [<Literal>]
     let IndexMark = '\u0002'
 
+    /// Printable ASCII but the quote and the backslash: a key of these alone is its own name and its own JSON text, and
+    /// almost every key is one (checked vectorized, rather than a character at a time).
+    let private plainKeyChars =
+        SearchValues.Create(
+            ReadOnlySpan<char>(
+                [|
+                    for c in ' ' .. '~' do
+                        if c <> '"' && c <> '\\' then c
+                |]
+            )
+        )
+
+    /// Whether a key is its own name and its own JSON text (see plainKeyChars).
+    let private isPlainKey (key: string) = key.AsSpan().IndexOfAnyExcept plainKeyChars < 0
+
     /// <summary>
     /// A key as it appears in node names: unchanged, except that control characters (the marks among them), the
     /// backslash and unpaired surrogates become <c>\xxxx</c> (four hex digits). So it holds no mark and no NUL, and it
@@ -31,9 +47,11 @@ module NodePath =
     /// </summary>
     let escapeKey (key: string) : string =
         let plain (c: char) = c >= ' ' && c <> '\\' && not (Char.IsSurrogate c)
-        let mutable simple = true
-        for c in key do
-            if not (plain c) then simple <- false
+        let mutable simple = isPlainKey key
+        if not simple then
+            simple <- true
+            for c in key do
+                if not (plain c) then simple <- false
         if simple then
             key
         else
@@ -74,21 +92,33 @@ module NodePath =
     /// <summary>The bytes a member with this key adds to compact JSON besides its value (<c>"key":</c>), exactly as
     /// Sesame's own writer writes it.</summary>
     let keyCost (key: string) : int64 =
-        let mutable plain = true
-        for c in key do
-            // Printable ASCII other than the quote and the backslash is written as it is.
-            if c < ' ' || c > '~' || c = '"' || c = '\\' then plain <- false
-        if plain then
+        // Printable ASCII other than the quote and the backslash is written as it is.
+        if isPlainKey key then
             int64 key.Length + 3L
         else
             // {"key":null} is the key's escaped text plus 9 bytes, of which "": is 3.
             JsonSize.utf8Length (Json.object [ key, Json.Null ]) - 6L
 
+    let private keyMarkText = string KeyMark
+    let private indexMarkText = string IndexMark
+
+    /// The names of the first array indexes, made once: most updates to an array reach one of its first items.
+    let private indexNames = Array.init 64 (fun i -> indexMarkText + i.ToString(CultureInfo.InvariantCulture))
+
     /// <summary>A segment's part of a node's name.</summary>
     let segmentName (segment: Segment) : string =
         match segment with
-        | Segment.Key key -> string KeyMark + escapeKey key
-        | Segment.Index index -> string IndexMark + index.ToString(CultureInfo.InvariantCulture)
+        | Segment.Key key -> String.Concat(keyMarkText, escapeKey key)
+        | Segment.Index index when index >= 0 && index < indexNames.Length -> indexNames[index]
+        | Segment.Index index -> String.Concat(indexMarkText, index.ToString(CultureInfo.InvariantCulture))
+
+    /// <summary>A segment's part of a node's name and the bytes its key adds to compact JSON (see segmentName and
+    /// segmentCost), with one look at the key.</summary>
+    let segmentNameAndCost (segment: Segment) : struct (string * int64) =
+        match segment with
+        | Segment.Key key when isPlainKey key -> struct (String.Concat(keyMarkText, key), int64 key.Length + 3L)
+        | Segment.Key key -> struct (String.Concat(keyMarkText, escapeKey key), keyCost key)
+        | Segment.Index _ -> struct (segmentName segment, 0L)
 
     /// <summary>The bytes a segment's key adds to compact JSON (an index adds none).</summary>
     let segmentCost (segment: Segment) : int64 =

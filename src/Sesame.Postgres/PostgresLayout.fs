@@ -159,8 +159,9 @@ module internal PostgresLayout =
             ops.Add opTexts[(int tree <<< 8) ||| int op]
             segCounts.Add path.Segments.Length
             for segment in path.Segments do
-                segs.Add(NodePath.segmentName segment)
-                costs.Add(int (NodePath.segmentCost segment))
+                let struct (name, cost) = NodePath.segmentNameAndCost segment
+                segs.Add name
+                costs.Add(int cost)
             match value with
             | ValueSome json ->
                 let struct (count, size) = addNodes "" json

@@ -156,8 +156,9 @@ module internal RedisLayout =
     let private addPath (arguments: ScriptArguments) (path: SessionPath) =
         arguments.Add(RedisValue.op_Implicit (int64 path.Segments.Length))
         for segment in path.Segments do
-            arguments.Add(value (NodePath.segmentName segment))
-            arguments.Add(RedisValue.op_Implicit (NodePath.segmentCost segment))
+            let struct (name, cost) = NodePath.segmentNameAndCost segment
+            arguments.Add(value name)
+            arguments.Add(RedisValue.op_Implicit cost)
 
     /// A commit's time to live in milliseconds; -1 (never expire) when it is too far away to matter.
     let ttlMilliseconds (idleTimeout: TimeSpan) : int64 =

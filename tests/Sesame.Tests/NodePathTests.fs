@@ -37,6 +37,12 @@ let tests =
                 // The key as the writer quotes and escapes it, and the colon.
                 NodePath.keyCost key = int64 (Encoding.UTF8.GetByteCount(Json.serialize (Json.string key)) + 1))
 
+        testLaw "a segment's name and cost in one look are its name and its cost"
+        <| fun () ->
+            let anySegment = Gen.oneof [ Gen.map Segment.Key anyKey; Gen.map (fun (i: int) -> Segment.Index(abs i)) (Gen.choose (0, 200)) ]
+            Prop.forAll (Arb.fromGen anySegment) (fun segment ->
+                NodePath.segmentNameAndCost segment = struct (NodePath.segmentName segment, NodePath.segmentCost segment))
+
         testCase "a name with a broken escape is no key"
         <| fun () ->
             for text in [ "\\"; "a\\12"; "\\zzzz"; "x\\00" ] do
@@ -46,6 +52,8 @@ let tests =
         <| fun () ->
             Expect.equal (NodePath.segmentName (Segment.Key "a.b")) "\u0001a.b" "a key keeps its dots"
             Expect.equal (NodePath.segmentName (Segment.Index 12)) "\u000212" "an index in decimal"
+            Expect.equal (NodePath.segmentName (Segment.Index 64)) "\u000264" "an index past the names made ahead"
+            Expect.equal (NodePath.segmentName (Segment.Index 63)) "\u000263" "the last index named ahead"
             Expect.equal (NodePath.segmentCost (Segment.Key "ab")) 5L "\"ab\":"
             Expect.equal (NodePath.segmentCost (Segment.Index 3)) 0L "an index costs nothing beside its value"
     ]
