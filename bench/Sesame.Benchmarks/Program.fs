@@ -22,6 +22,7 @@ let main args =
         let b = ServerStoreArguments.ServerStoreArguments()
         b.Updates <- 100
         b.Setup()
+        printfn "%d updates folded to %d; the Redis commit's ARGV: %d values" b.Updates (b.Fold()) (b.RedisArguments().Length)
         let sw = System.Diagnostics.Stopwatch.StartNew()
         let mutable n = 0
         while sw.Elapsed.TotalSeconds < 15.0 do
