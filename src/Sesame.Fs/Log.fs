@@ -128,7 +128,15 @@ module internal Log =
             "A sign-in found its session moved by another sign-in of the same user moments before (a login submitted twice); it joined the session that sign-in made, with this request's changes."
         )
 
+    let private userSessionsLeft =
+        LoggerMessage.Define<int, int>(
+            LogLevel.Warning,
+            EventId(20, "UserSessionsLeft"),
+            "Ending a user's sessions stopped after {Rounds} rounds with {LeftCount} sessions still listed: they signed in, or moved to a new id, while it ran."
+        )
+
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
+    let sessionsLeft (logger: ILogger) (rounds: int) (left: int) = userSessionsLeft.Invoke(logger, rounds, left, null)
 
     let cookieRejectedBecause (logger: ILogger) (reason: string) = cookieRejected.Invoke(logger, reason, null)
     let unknownSession (logger: ILogger) = sessionUnknown.Invoke(logger, null)

@@ -50,8 +50,9 @@ module Sessions =
     }
 
     /// <summary>
-    /// The most listings one end of a user's sessions makes: each round after the first ends only sessions that moved
-    /// to a new id, or signed in, while the round before ran; a client signing in again and again cannot hold it longer.
+    /// The most rounds of listing and ending one end of a user's sessions makes: each round after the first ends only
+    /// sessions that moved to a new id, or signed in, while the round before ran; a client signing in again and again
+    /// cannot hold it longer (what is left then is logged, event 20).
     /// </summary>
     [<Literal>]
     let private MostRounds = 8
@@ -68,8 +69,12 @@ module Sessions =
         while more do
             let! sessions = listOfUser userId ctx CancellationToken.None
             let targets = sessions |> List.filter (fun s -> not (spared s))
-            if List.isEmpty targets || rounds = mostRounds then
+            if List.isEmpty targets then
                 more <- false
+            elif rounds = mostRounds then
+                more <- false
+                // Sessions keep coming (a client signing in again and again): the caller ends what it found, and says so.
+                if mostRounds > 1 then Log.sessionsLeft (SesameRuntime.Of ctx).Logger rounds (List.length targets)
             else
                 rounds <- rounds + 1
                 for session in targets do

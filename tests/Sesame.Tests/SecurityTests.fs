@@ -178,6 +178,22 @@ let private userWithRequestInFlight (host: IHost) (inFlight: InFlight) = task {
     return user, old, slow
 }
 
+/// Alice signing in to a session of her own.
+let private aliceSignsIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string "alice") ])
+
+/// A store on which every end of a session is followed at once by a new sign-in of alice: a client that signs in again
+/// as fast as "sign out everywhere" ends its sessions.
+type SigningInAgainStore(inner: SessionStore) =
+    inherit ObservedStore(inner)
+    let mutable signIns = 0
+
+    override _.DeleteAsync(id, ct) = task {
+        let! deleted = inner.DeleteAsync(id, ct)
+        signIns <- signIns + 1
+        let! _ = inner.MoveAsync(null, $"again-{signIns}", aliceSignsIn, StoreContract.creating, ct)
+        return deleted
+    }
+
 /// The lifecycle behaviours, proven on one kind of store.
 let private onStore (kind: StoreKind) =
     testList kind.Name [
@@ -416,6 +432,21 @@ let private onStore (kind: StoreKind) =
             Expect.equal phoneAfter "{}" "the phone is signed out"
             let! left = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
             Expect.isEmpty left "alice has no session left"
+        }
+
+        testCaseTask "ending all a user's sessions while she signs in again as fast stops after 8 rounds, and logs what is left"
+        <| fun () -> task {
+            let store, clock, _ = setUp kind
+            let logs = new LogCapture()
+            use! host = startHostAt clock (SigningInAgainStore store) noOptions (runHandler (lifecycleApp (InFlight()))) logs
+            let! _ = store.MoveAsync(null, "phone", aliceSignsIn, StoreContract.creating, testToken ())
+            let! ended = Browser(host).GetTextAsync "/end-all"
+            Expect.equal ended "8" "each of the 8 rounds ended the session it found"
+            let left = logs.Entries |> List.filter (fun entry -> entry.EventId.Id = 20)
+            Expect.hasLength left 1 "the end says it stopped with sessions left"
+            Expect.stringContains (single left).Message "1 sessions still listed" "how many were left"
+            let! listed = store |> SessionStore.listAllAsync (SessionQuery.OfUser "alice") (testToken ())
+            Expect.hasLength listed 1 "the sign-in made after the last round is alice's one session"
         }
 
         testCaseTask "signing out other devices spares the current one when another tab of its browser rotates its id meanwhile"
