@@ -25,6 +25,20 @@ let private clearResponse: HttpHandler =
         ctx.Response.Clear()
         next ctx
 
+/// Giraffe's error handler middleware around an app: it catches what the app's handler threw and runs the error handler
+/// on the same request.
+let private withErrorHandler (app: HttpHandler) (errorHandler: HttpHandler) (builder: IApplicationBuilder) =
+    let run = app (fun ctx -> Task.FromResult(Some ctx))
+    let recover = errorHandler (fun ctx -> Task.FromResult(Some ctx))
+    builder.Run(fun ctx -> task {
+        try
+            let! _ = run ctx
+            ()
+        with _ ->
+            let! _ = recover ctx
+            ()
+    })
+
 type Address = { Street: string; Zip: string option }
 type Shape =
     | Circle of radius: float
@@ -160,18 +174,6 @@ let tests =
                         })
                     route "/show" >=> Session.handler (fun s -> text (Json.serialize (Session.current s)))
                 ]
-            // Giraffe's error handler middleware: the error handler runs on the same request after the handler threw.
-            let withErrorHandler (errorHandler: HttpHandler) (builder: IApplicationBuilder) =
-                let run = failing (fun ctx -> Task.FromResult(Some ctx))
-                let recover = errorHandler (fun ctx -> Task.FromResult(Some ctx))
-                builder.Run(fun ctx -> task {
-                    try
-                        let! _ = run ctx
-                        ()
-                    with _ ->
-                        let! _ = recover ctx
-                        ()
-                })
             let headerOf (response: Net.Http.HttpResponseMessage) =
                 match response.Headers.TryGetValues SesameOptions.DefaultHeaderName with
                 | true, values -> Some(Seq.exactlyOne values)
@@ -181,7 +183,7 @@ let tests =
             let signsOut = withSession >=> Session.destroy >=> clearResponse >=> setStatusCode 500 >=> text "error"
             for transport in [ SessionTransport.CookieAndHeader; SessionTransport.Header ] do
                 let store = ObservedStore()
-                use! host = startHost store (fun o -> o.Transport <- transport) (withErrorHandler signsOut) (new LogCapture())
+                use! host = startHost store (fun o -> o.Transport <- transport) (withErrorHandler failing signsOut) (new LogCapture())
                 let client = (Microsoft.AspNetCore.TestHost.HostBuilderTestServerExtensions.GetTestServer host).CreateClient()
                 let! set = client.GetAsync "/set"
                 use failing = new Net.Http.HttpRequestMessage(Net.Http.HttpMethod.Get, "/sign-in-then-fail")
@@ -195,7 +197,7 @@ let tests =
                     Expect.hasLength (sessionCookies response) 1 $"one Set-Cookie for the session, its expiry: {sessionCookies response}"
             // An error handler that leaves the session alone: the ticket of the new id goes out, with no-cache headers.
             let plain = clearResponse >=> setStatusCode 500 >=> text "error"
-            use! host = startHost (ObservedStore()) noOptions (withErrorHandler plain) (new LogCapture())
+            use! host = startHost (ObservedStore()) noOptions (withErrorHandler failing plain) (new LogCapture())
             let browser = Browser host
             let! _ = browser.GetTextAsync "/set"
             let before = browser.Cookie
@@ -209,8 +211,8 @@ let tests =
 
         testCaseTask "an error handler after a withSession whose handler threw goes on with the session as stored"
         <| fun () -> task {
-            // Giraffe's error handler middleware: it catches what the handler threw and runs the error handler on the
-            // same request, after clearing the response.
+            // The error handler, which Giraffe's error handler middleware (withErrorHandler) runs on the same request after
+            // the handler threw: it clears the response.
             let errorHandler: HttpHandler =
                 withSession
                 >=> Session.handler (fun s ->
@@ -232,19 +234,8 @@ let tests =
                         let error = s |> Session.tryGetFlash<string> "error" |> Option.defaultValue "(none)"
                         text $"{Json.serialize (Session.current s)} {error}")
                 ]
-            let pipeline (builder: IApplicationBuilder) =
-                let run = app (fun ctx -> Task.FromResult(Some ctx))
-                let recover = errorHandler (fun ctx -> Task.FromResult(Some ctx))
-                builder.Run(fun ctx -> task {
-                    try
-                        let! _ = run ctx
-                        ()
-                    with _ ->
-                        let! _ = recover ctx
-                        ()
-                })
             for existing in [ false; true ] do
-                use! host = startHost (ObservedStore()) noOptions pipeline (new LogCapture())
+                use! host = startHost (ObservedStore()) noOptions (withErrorHandler app errorHandler) (new LogCapture())
                 let browser = Browser host
                 if existing then
                     let! _ = browser.GetTextAsync "/set"

@@ -194,6 +194,33 @@ type SigningInAgainStore(inner: SessionStore) =
         return deleted
     }
 
+/// Alice's devices on a lifecycle app whose store's deletes can be held: what an end of her sessions meets when another
+/// request of hers moves a session while it runs.
+type private AliceDevices(host: IHost, clock: FakeTimeProvider, observed: ObservedStore) =
+    /// A new device with a cart, signed in as alice; each device's session is created a second after the last one's.
+    member _.SignedInAsync() = task {
+        clock.Advance(TimeSpan.FromSeconds 1.0)
+        let browser = Browser host
+        let! _ = browser.GetTextAsync "/set"
+        let! _ = browser.GetTextAsync "/sign-in-alice"
+        return browser
+    }
+
+    /// Sends the end at <paramref name="route"/> from <paramref name="ender"/> and runs <paramref name="meanwhile"/>
+    /// while the end's first delete waits on the store; gives the end's answer.
+    member _.EndWhileAsync(ender: Browser, route: string, meanwhile: unit -> Task) : Task<string> = task {
+        let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
+        let deletesBefore = observed.Deletes
+        observed.DeleteGate <- gate.Task
+        let ending = ender.GetTextAsync route
+        do! eventually (fun () -> observed.Deletes > deletesBefore)
+        do! meanwhile ()
+        gate.SetResult()
+        let! ended = ending
+        observed.DeleteGate <- Task.CompletedTask
+        return ended
+    }
+
 /// The lifecycle behaviours, proven on one kind of store.
 let private onStore (kind: StoreKind) =
     testList kind.Name [
@@ -396,30 +423,15 @@ let private onStore (kind: StoreKind) =
             let store, clock, _ = setUp kind
             let observed = ObservedStore(store)
             use! host = startLifecycleAt clock observed noOptions (InFlight())
-            let signedIn () = task {
-                // Each device's session is created at a moment of its own.
-                clock.Advance(TimeSpan.FromSeconds 1.0)
-                let browser = Browser host
-                let! _ = browser.GetTextAsync "/set"
-                let! _ = browser.GetTextAsync "/sign-in-alice"
-                return browser
-            }
+            let alice = AliceDevices(host, clock, observed)
             // Alice's phone signs in again (a new id for its session) while the end's first delete waits on the store.
             let endWhilePhoneSignsIn (ender: Browser) (route: string) = task {
-                let! phone = signedIn ()
-                let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-                let deletesBefore = observed.Deletes
-                observed.DeleteGate <- gate.Task
-                let ending = ender.GetTextAsync route
-                do! eventually (fun () -> observed.Deletes > deletesBefore)
-                let! _ = phone.GetTextAsync "/sign-in-alice"
-                gate.SetResult()
-                let! ended = ending
-                observed.DeleteGate <- Task.CompletedTask
+                let! phone = alice.SignedInAsync()
+                let! ended = alice.EndWhileAsync(ender, route, (fun () -> phone.GetTextAsync "/sign-in-alice"))
                 let! phoneAfter = phone.GetTextAsync "/show"
                 return ended, phoneAfter
             }
-            let! laptop = signedIn ()
+            let! laptop = alice.SignedInAsync()
             let! ended, phoneAfter = endWhilePhoneSignsIn laptop "/end-others"
             Expect.equal ended "1" "the phone's session was ended under its new id"
             Expect.equal phoneAfter "{}" "the phone is signed out"
@@ -454,28 +466,13 @@ let private onStore (kind: StoreKind) =
             let store, clock, _ = setUp kind
             let observed = ObservedStore(store)
             use! host = startLifecycleAt clock observed noOptions (InFlight())
-            let signedIn () = task {
-                // Each device's session is created at a moment of its own.
-                clock.Advance(TimeSpan.FromSeconds 1.0)
-                let browser = Browser host
-                let! _ = browser.GetTextAsync "/set"
-                let! _ = browser.GetTextAsync "/sign-in-alice"
-                return browser
-            }
-            let! laptop = signedIn ()
-            let! _ = signedIn ()
+            let alice = AliceDevices(host, clock, observed)
+            let! laptop = alice.SignedInAsync()
+            let! _ = alice.SignedInAsync()
             // The laptop's second tab shares its cookie, and rotates the session while the first tab's end waits on the store.
             let tab = Browser host
             tab.Cookie <- laptop.Cookie
-            let gate = TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)
-            let deletesBefore = observed.Deletes
-            observed.DeleteGate <- gate.Task
-            let ending = laptop.GetTextAsync "/end-others"
-            do! eventually (fun () -> observed.Deletes > deletesBefore)
-            let! _ = tab.GetTextAsync "/rotate"
-            gate.SetResult()
-            let! ended = ending
-            observed.DeleteGate <- Task.CompletedTask
+            let! ended = alice.EndWhileAsync(laptop, "/end-others", (fun () -> tab.GetTextAsync "/rotate"))
             Expect.equal ended "1" "only the phone's session was another device's"
             let! tabShows = tab.GetTextAsync "/show"
             Expect.stringContains tabShows "cart" "the laptop keeps its session under its new id"
