@@ -532,7 +532,9 @@ let tests =
                         let! stored = sessions.LoadAsync(id, creating.IdleTimeout, testToken ())
                         committed.Add(struct (id, updates, change, Json.serialize stored.Data, Json.serialize stored.Meta))
                 | None -> ()
-            Expect.isGreaterThan committed.Count 1000 "most of the random changes commit"
+            // About 70% of them commit (1,026-1,080 of 1,500 in twelve runs): the bound says the sample is not
+            // degenerate, 8 standard deviations below that, where 1,000 failed a CI run at 998.
+            Expect.isGreaterThan committed.Count 900 "most of the random changes commit"
             let live = first.LiveBytes
             do! first.DisposeAsync()
             // The store records a new session whole; before, it recorded the change, and files written so are still
