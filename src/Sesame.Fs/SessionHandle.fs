@@ -123,11 +123,11 @@ type SessionHandle
         UserLimit = options.UserLimit
     }
 
-    /// Brings `current` up to the draft (under the gate): made once, then read until the next update.
     /// The session as this request left it: the draft of its changes, or the tree when it changed nothing (call under
     /// the gate). PatchDraft reads either without making a tree.
     let latest () = if isNull draft then box current else draft
 
+    /// Brings `current` up to the draft (under the gate): made once, then read until the next update.
     let refresh () =
         if stale then
             current <- PatchDraft.toJson draft

@@ -88,16 +88,6 @@ module Sessions =
     /// <returns>How many sessions were ended.</returns>
     let endAllAsync (userId: string) (ctx: HttpContext) : Task<int> = endListed userId (fun _ -> false) MostRounds ctx
 
-    /// When a session was created, from its facts (a move keeps it): what tells the current session under a new id from
-    /// another device's session.
-    let private createdOf (meta: Json) : Json voption =
-        match meta with
-        | Json.Object facts ->
-            match facts.TryGetValue SessionMeta.Created with
-            | true, created -> ValueSome created
-            | _ -> ValueNone
-        | _ -> ValueNone
-
     /// <summary>Ends every other session of the current session's user ("sign out other devices"), including one that
     /// moves to a new id meanwhile.</summary>
     /// <remarks>The current session is spared under its id, and under a new one if another request of the same browser
@@ -110,8 +100,9 @@ module Sessions =
         | None -> Task.FromResult 0
         | Some userId ->
             let current = session.Id
-            match createdOf session.Meta with
-            | ValueSome created -> endListed userId (fun s -> s.Id = current || createdOf s.Meta = ValueSome created) MostRounds ctx
+            // When a session was created tells the current session under a new id from another device's session.
+            match SessionMeta.createdOf session.Meta with
+            | ValueSome created -> endListed userId (fun s -> s.Id = current || SessionMeta.createdOf s.Meta = ValueSome created) MostRounds ctx
             | ValueNone -> endListed userId (fun s -> s.Id = current) 1 ctx
 
     /// <summary>One page of all live sessions (with size and last use, never their data), for admin pages and tools.</summary>

@@ -73,6 +73,12 @@ module SessionMeta =
             | _ -> None
         | _ -> None
 
+    /// When a session was created, as its facts hold it (a move keeps it); none when missing.
+    let internal createdOf (meta: Json) : Json voption =
+        match meta with
+        | Json.Object o -> o.Find Created
+        | _ -> ValueNone
+
     /// <summary>The shape version in a session's facts (0 when missing).</summary>
     let shapeOf (meta: Json) : int =
         match meta with

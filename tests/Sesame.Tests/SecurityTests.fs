@@ -408,9 +408,8 @@ let private onStore (kind: StoreKind) =
             replay.Cookie <- old
             let! body = replay.GetTextAsync "/show"
             Expect.equal body "{}" "the logged-out session is gone"
-            let signIn = SessionChange(Patch.empty, Patch.fold [ Update.set (path SessionMeta.User) (Json.string "alice") ])
             for device in [ "phone"; "laptop" ] do
-                let! moved = store.MoveAsync(null, device, signIn, StoreContract.creating, testToken ())
+                let! moved = store.MoveAsync(null, device, aliceSignsIn, StoreContract.creating, testToken ())
                 Expect.equal moved CommitResult.Committed $"alice signed in on her {device}"
             let! ended = Browser(host).GetTextAsync "/end-all-hung-up"
             Expect.equal ended "2" "both ended"
