@@ -41,7 +41,7 @@ local function main()
   if creating then
     local report = ended(id, now)
     if report then reply = { 'ok', report[1], report[2] } end
-    redis.call('ZADD', KEYS[3], 0, id)
+    redis.call('ZADD', KEYS[3], '0', id)
   end
   -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it. A timeout
   -- other than the one the expiry last slid to ('#x') slides at once, so that the first commit under a shorter or a

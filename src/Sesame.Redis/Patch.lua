@@ -28,7 +28,7 @@
 --   'r': nothing.
 -- Refusals (raised with stop): {'conflict', update, code, depth, info} | {'shape'} | {'notobject'} | {'corrupt', reason}.
 -- Nothing is written until the script that uses the engine calls flush.
-local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9 = 79, 65, 45, 48, 57
+local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9, BYTE_LOWER_A = 79, 65, 45, 48, 57, 97
 local MAX_EXPONENT = 4096
 
 -- Reads go through `cache`; writes stay there, marked in `dirty`, until the whole patch has
@@ -43,6 +43,8 @@ local total
 -- How many bytes of compact JSON the change has added to the facts so far (negative: taken away). The facts' size is
 -- not kept in the hash: factsOver measures it, and only when this is positive.
 local factsGrowth = 0
+-- The facts' size before the change when it is known without reading them: 2 ('{}') for a new session, nil otherwise.
+local factsBefore = nil
 -- The tree the current update changes ('' data, FACTS facts) and whether it is the data tree.
 local root, sized = '', true
 
@@ -110,8 +112,11 @@ local function drop(field)
   return #value
 end
 
--- The current update's path, one entry per segment.
-local segField, segName, segIndex, segCost
+-- The current update's path, one entry per segment: its field name part, its key (nil for an index), its index (nil
+-- for a key), and its cost as the ARGV's integer text (concatenated into 'O' nodes as it is; tonumber where counted).
+-- Made once and overwritten from 1 to k by each update (nothing reads past k), not made anew per update: a table
+-- made and collected per update cost a good part of a small commit's Lua time.
+local segField, segName, segIndex, segCost = {}, {}, {}, {}
 
 -- Reads the uncached nodes on the current update's path (its tree's root, then one field per level, down to
 -- level k) in one HMGET rather than one HGET each as reach and remove walk down: a field that is not there is
@@ -182,7 +187,7 @@ local function attach(m, k, field, value, leafSize)
     end
     put(field, value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1])
   end
-  local added = comma + segCost[m + 1] + leafSize
+  local added = comma + tonumber(segCost[m + 1]) + leafSize
   field = field .. segField[m + 1]
   for i = m + 1, k - 1 do
     if segIndex[i + 1] then
@@ -190,7 +195,7 @@ local function attach(m, k, field, value, leafSize)
     else
       put(field, 'O\1' .. segName[i + 1] .. '\3' .. segCost[i + 1])
     end
-    added = added + 2 + segCost[i + 1]
+    added = added + 2 + tonumber(segCost[i + 1])
     field = field .. segField[i + 1]
   end
   return field, added
@@ -316,7 +321,7 @@ local function append(u, k, first, count, size)
   end
   segField[k + 1] = '\2' .. n
   segIndex[k + 1] = n
-  segCost[k + 1] = 0
+  segCost[k + 1] = '0'
   set(u, k + 1, first, count, size)
 end
 
@@ -359,16 +364,16 @@ local function remove(u, k)
   local rest = parentValue:sub(1, from - 1) .. (to and parentValue:sub(to) or '')
   if rest == 'O' then
     put(parentField, '{}')
-    grow(-size - segCost[k])
+    grow(-size - tonumber(segCost[k]))
   else
     put(parentField, rest)
-    grow(-size - segCost[k] - 1)
+    grow(-size - tonumber(segCost[k]) - 1)
   end
 end
 
 -- Starts from a stored session: the hash `key`, whose '#v' and '#s' are given.
 local function openStored(key, version, size)
-  cache, dirty, factsGrowth = {}, {}, 0
+  cache, dirty, factsGrowth, factsBefore = {}, {}, 0, nil
   if version ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
   total = tonumber(size)
   if not total then stop('corrupt', 'the hash has no valid size') end
@@ -377,7 +382,7 @@ end
 
 -- Starts from the empty session (no key read).
 local function openNew()
-  cache, dirty, factsGrowth = {}, {}, 0
+  cache, dirty, factsGrowth, factsBefore = {}, {}, 0, 2
   readKey = false
   put('#v', '2')
   put('', '{}')
@@ -388,7 +393,7 @@ end
 -- Starts from a session's fields copied from another slot (field, value, ... in ARGV from `first`, `count`
 -- pairs): all of them are written.
 local function openCopied(first, count)
-  cache, dirty, factsGrowth = {}, {}, 0
+  cache, dirty, factsGrowth, factsBefore = {}, {}, 0, nil
   readKey = false
   for i = first, first + 2 * count - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
   if cache['#v'] ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
@@ -411,16 +416,21 @@ local p
 local function applyUpdate(u, apply)
   local op, k = ARGV[p], tonumber(ARGV[p + 1])
   p = p + 2
-  segField, segName, segIndex, segCost = {}, {}, {}, {}
   for i = 1, k do
     local segment = ARGV[p]
     segField[i] = segment
-    segCost[i] = tonumber(ARGV[p + 1])
-    if segment:byte(1) == 2 then segIndex[i] = tonumber(segment:sub(2)) else segName[i] = segment:sub(2) end
+    segCost[i] = ARGV[p + 1]
+    if segment:byte(1) == 2 then
+      segIndex[i], segName[i] = tonumber(segment:sub(2)), nil
+    else
+      segIndex[i], segName[i] = nil, segment:sub(2)
+    end
     p = p + 2
   end
-  local lower = op:lower()
-  if lower == op then root, sized = '', true else root, sized = FACTS, false end
+  -- The op's byte: lower case for the data tree, upper case for the facts.
+  local code = op:byte(1) or 0
+  if code >= BYTE_LOWER_A then root, sized = '', true else root, sized = FACTS, false end
+  local lower = code >= BYTE_LOWER_A and op or op:lower()
   if apply then prefetch(k) end
   if lower == 's' or lower == 'a' then
     local count = tonumber(ARGV[p])
@@ -463,39 +473,44 @@ end
 
 -- A session's tree and its facts are objects (as Sesame's StoredSession requires): a change that leaves either
 -- root something else is refused.
-local function checkRoots()
-  for _, r in ipairs({ '', FACTS }) do
-    local value = cache[r]
-    if value and value ~= '{}' and value:byte(1) ~= BYTE_O then stop('notobject') end
-  end
+local function checkRoot(r)
+  local value = cache[r]
+  if value and value ~= '{}' and value:byte(1) ~= BYTE_O then stop('notobject') end
 end
 
--- The facts' size in bytes of compact JSON as the change leaves them: the sum of what each of their nodes adds besides
--- its children (a leaf its text; an array of n items n + 1; an object 1, and each member's cost and a comma or brace),
--- each node as the change left it (the cache) or as stored. One HGETALL: a walk of the tree, a call per node or per
--- level, cost Redis several times what loading the session does when the facts hold many nodes.
+local function checkRoots()
+  checkRoot('')
+  checkRoot(FACTS)
+end
+
+-- What a node adds to its tree's compact JSON besides its children: a leaf its text; an array of n items n + 1; an
+-- object 1, and each member's cost and a comma or brace.
+local function nodeSize(value)
+  local first = value:byte(1)
+  if first == BYTE_O then
+    local size = 1
+    for cost in value:gmatch('\1[^\1\3]*\3(%d+)') do size = size + tonumber(cost) + 1 end
+    return size
+  elseif first == BYTE_A then
+    return arrayLength(value) + 1
+  end
+  return #value
+end
+
+-- The facts' size in bytes of compact JSON as the change leaves them: the sum of their nodes' sizes, each node as the
+-- change left it (the cache) or as stored. One HGETALL: a walk of the tree, a call per node or per level, cost Redis
+-- several times what loading the session does when the facts hold many nodes.
 local function factsSize()
   local size = 0
-  local function add(value)
-    local first = value:byte(1)
-    if first == BYTE_O then
-      size = size + 1
-      for cost in value:gmatch('\1[^\1\3]*\3(%d+)') do size = size + tonumber(cost) + 1 end
-    elseif first == BYTE_A then
-      size = size + arrayLength(value) + 1
-    else
-      size = size + #value
-    end
-  end
   if readKey then
     local stored = redis.call('HGETALL', readKey)
     for i = 1, #stored, 2 do
       local field = stored[i]
-      if field:byte(1) == 4 and cache[field] == nil then add(stored[i + 1]) end
+      if field:byte(1) == 4 and cache[field] == nil then size = size + nodeSize(stored[i + 1]) end
     end
   end
   for field, value in pairs(cache) do
-    if value and field:byte(1) == 4 then add(value) end
+    if value and field:byte(1) == 4 then size = size + nodeSize(value) end
   end
   return size
 end
@@ -503,10 +518,11 @@ end
 -- The facts' size in bytes of compact JSON when the change grew them past `limit` (the data tree's): flash values are
 -- the app's data, often its client's input, and are bounded as the tree is, atomically against what concurrent
 -- requests committed (each request checks only what it saw). A change that shrinks facts already past the limit (a
--- read of the flash) goes through. Nil when within it. Measured only when the facts grew.
+-- read of the flash) goes through. Nil when within it. Measured only when the facts grew, and only when their size
+-- before is not known (a new session's facts, its creation time, are counted as they grow).
 local function factsOver(limit)
   if factsGrowth <= 0 then return nil end
-  local size = factsSize()
+  local size = factsBefore and factsBefore + factsGrowth or factsSize()
   if size > limit then return size end
   return nil
 end

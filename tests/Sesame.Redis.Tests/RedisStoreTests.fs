@@ -261,6 +261,38 @@ let private storeTests =
             Expect.isTrue (committed > 200 && tooLarge > 50 && shrunkPast > 5) ($"committed {committed}, too large {tooLarge}, shrunk while past {shrunkPast}")
         }
 
+        testCaseTask "a new session's facts past the size limit are refused by Redis at their size to the byte, as a stored session's are"
+        <| fun () -> task {
+            // A new session's facts start empty, so the commit script counts them as they grow rather than reading them.
+            let store = server.Value.Store "new-facts:" :> SessionStore
+            let generator = Generator 20261205
+            let mutable committed, tooLarge = 0, 0
+            for _ in 1..300 do
+                let id = $"new-facts-{Guid.NewGuid():N}"
+                let patch = generator.Patch Json.emptyObject
+                let change = SessionChange(Patch.empty, patch)
+                match Patch.tryApply patch Json.emptyObject with
+                | Ok(Json.Object _ as after) when not change.BindsUser ->
+                    let size = JsonSize.utf8Length after
+                    let limit = max 8 (int size - 10 + generator.Next 20)
+                    let commit () = store.CommitAsync(id, change, { creating with MaxSizeBytes = limit }, testToken ())
+                    if size > int64 limit then
+                        let! e = throwsAsync<SessionTooLargeException>(fun () -> commit () :> Task)
+                        Expect.equal e.Size size "e.Size: the facts' size after the change"
+                        Expect.equal e.Limit limit "e.Limit"
+                        let! loaded = load store id
+                        Expect.isNone loaded "nothing stored for a refused new session"
+                        tooLarge <- tooLarge + 1
+                    else
+                        let! result = commit ()
+                        Expect.equal result CommitResult.Committed "result"
+                        let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+                        Expect.equal (Json.serialize loaded.Meta) (Json.serialize after) "the facts stored"
+                        committed <- committed + 1
+                | _ -> ()
+            Expect.isTrue (committed > 50 && tooLarge > 50) ($"committed {committed}, too large {tooLarge}")
+        }
+
         testCaseTask "key order survives, and setting an existing key keeps its place"
         <| fun () -> task {
             let store = server.Value.Store() :> SessionStore
