@@ -21,11 +21,13 @@
 -- A change in ARGV, from a given position: the shape the upgrade starts from ('' for no upgrade) and the one
 -- it ends at, the number of updates the upgrade makes (they come first; the last of them sets the facts'
 -- shape), the number of updates in all, then each update as
---   op ('s' set, 'a' append, 'i' increment, 'r' remove; upper case for the facts tree), k (segments),
---   k pairs (segment, cost), then
+--   op ('s' set, 'a' append, 'i' increment, 'r' remove, 'n' set null then remove; upper case for the facts tree),
+--   k (segments), k pairs (segment, cost), then
 --   's', 'a': node count, the value's JSON size, node count pairs (relative field name, node value)
 --   'i': the increment's number text
---   'r': nothing.
+--   'r', 'n': nothing.
+-- 'n' stands for two updates (a set of null, then a remove of the same key path) and is counted as two: the fold leaves
+-- that pair for a key removed after it created its containers, and one step sends its path once.
 -- Refusals (raised with stop): {'conflict', update, code, depth, info} | {'shape'} | {'notobject'} | {'corrupt', reason}.
 -- Nothing is written until the script that uses the engine calls flush.
 local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9, BYTE_LOWER_A = 79, 65, 45, 48, 57, 97
@@ -296,16 +298,21 @@ local function addNumbers(a, b)
   return fromParts(subtractDigits(db, da), e, nb)
 end
 
-local function set(u, k, first, count, size)
+-- Makes room for a value of `size` bytes at the current update's path: drops what is there, or creates the missing
+-- levels. Gives the value's field.
+local function place(u, k, size)
   local m, field, value = reach(u, k)
-  local target = field
   if m == k then
     grow(size - drop(field))
-  else
-    local added
-    target, added = attach(m, k, field, value, size)
-    grow(added)
+    return field
   end
+  local target, added = attach(m, k, field, value, size)
+  grow(added)
+  return target
+end
+
+local function set(u, k, first, count, size)
+  local target = place(u, k, size)
   for j = first, first + 2 * count - 1, 2 do
     put(target .. ARGV[j], ARGV[j + 1])
   end
@@ -371,6 +378,13 @@ local function remove(u, k)
   end
 end
 
+-- Updates u and u + 1: a set of null at a key path, then its remove. The key's containers are made as the set makes
+-- them, and what it would refuse is refused as update u; then the key is gone (a remove of a key just set never fails).
+local function nullThenRemove(u, k)
+  put(place(u, k, 4), 'null')
+  remove(u + 1, k)
+end
+
 -- Starts from a stored session: the hash `key`, whose '#v' and '#s' are given.
 local function openStored(key, version, size)
   cache, dirty, factsGrowth, factsBefore = {}, {}, 0, nil
@@ -412,7 +426,8 @@ end
 
 local p
 
--- Reads the update at ARGV[p] and applies it when `apply` (p moves past it either way).
+-- Reads the update at ARGV[p] and applies it when `apply` (p moves past it either way). Gives how many updates it
+-- stands for.
 local function applyUpdate(u, apply)
   local op, k = ARGV[p], tonumber(ARGV[p + 1])
   p = p + 2
@@ -447,9 +462,13 @@ local function applyUpdate(u, apply)
     p = p + 1
   elseif lower == 'r' then
     if apply then remove(u, k) end
+  elseif lower == 'n' then
+    if apply then nullThenRemove(u, k) end
+    return 2
   else
     error('Sesame: unknown operation ' .. tostring(op))
   end
+  return 1
 end
 
 -- Applies the change at ARGV[start] as SessionChange.ApplyTo does: the upgrade when the facts' shape is the
@@ -468,7 +487,8 @@ local function applyChange(start)
       stop('shape')
     end
   end
-  for u = 1, count do applyUpdate(u, upgrading or u > upgradeCount) end
+  local u = 1
+  while u <= count do u = u + applyUpdate(u, upgrading or u > upgradeCount) end
 end
 
 -- A session's tree and its facts are objects (as Sesame's StoredSession requires): a change that leaves either

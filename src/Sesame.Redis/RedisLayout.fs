@@ -183,10 +183,46 @@ module internal RedisLayout =
             state <- folder state true update
         state
 
-    /// What addChange adds for one update.
-    let private argumentsOfUpdate (update: Update) =
+    /// Whether a path's last segment is a key: only a key can be removed.
+    let private endsWithKey (path: SessionPath) =
+        match List.tryLast path.Segments with
+        | Some(Segment.Key _) -> true
+        | _ -> false
+
+    /// <summary>
+    /// Folds a change's updates as the scripts get them: as foldUpdates does, except that a set of null directly followed
+    /// by a remove of the same key path in the same tree comes as one step (its last argument true), which the scripts
+    /// apply as both (Patch.lua's 'n'). The fold leaves that pair for a key removed after it created its containers
+    /// (a request that adds and drops an entry of an object it may have created), and as one step its path goes once.
+    /// </summary>
+    let private foldSteps (folder: 'state -> bool -> Update -> bool -> 'state) (state: 'state) (change: SessionChange) : 'state =
+        // A set of null to a key path, held until the next update shows whether a remove of it follows.
+        let mutable held: struct (bool * Update) voption = ValueNone
+        let release state =
+            match held with
+            | ValueSome(struct (facts, update)) ->
+                held <- ValueNone
+                folder state facts update false
+            | ValueNone -> state
+        let step state facts (update: Update) =
+            match held, update with
+            | ValueSome(struct (heldFacts, set)), Update.Remove path when heldFacts = facts && path = set.Path ->
+                held <- ValueNone
+                folder state facts set true
+            | _ ->
+                let state = release state
+                match update with
+                | Update.Set(path, Json.Null) when endsWithKey path ->
+                    held <- ValueSome(struct (facts, update))
+                    state
+                | _ -> folder state facts update false
+        release (foldUpdates step state change)
+
+    /// What addChange adds for one step.
+    let private argumentsOfStep (update: Update) (nullThenRemove: bool) =
         let path = 2 + 2 * update.Path.Segments.Length
         match update with
+        | _ when nullThenRemove -> path
         | Update.Set(_, json)
         | Update.Append(_, json) -> path + 2 + 2 * nodeCount json
         | Update.Remove p when p.IsRoot -> path + 4
@@ -194,7 +230,7 @@ module internal RedisLayout =
         | Update.Increment _ -> path + 1
 
     /// <summary>How many values addChange adds for a change: a script's ARGV sized once, not grown value by value.</summary>
-    let argumentCount (change: SessionChange) : int = foldUpdates (fun count _ update -> count + argumentsOfUpdate update) 4 change
+    let argumentCount (change: SessionChange) : int = foldSteps (fun count _ update nullThenRemove -> count + argumentsOfStep update nullThenRemove) 4 change
 
     /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it.</summary>
     let addChange (arguments: ScriptArguments) (change: SessionChange) : unit =
@@ -217,9 +253,13 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit (JsonSize.utf8Length json))
             let count = addNodes arguments "" json
             arguments[countAt] <- RedisValue.op_Implicit (int64 count)
-        let add () (facts: bool) (update: Update) =
+        let add () (facts: bool) (update: Update) (nullThenRemove: bool) =
             let op (letter: string) = if facts then letter.ToUpperInvariant() else letter
             match update with
+            // Both updates' numbers are the script's: it counts this step as two.
+            | _ when nullThenRemove ->
+                arguments.Add(value (op "n"))
+                addPath arguments update.Path
             | Update.Set(path, json) -> addValue (op "s") path json
             | Update.Append(path, json) -> addValue (op "a") path json
             // As Update.apply does: removing the root clears the tree.
@@ -232,7 +272,7 @@ module internal RedisLayout =
                 arguments.Add(value (op "i"))
                 addPath arguments path
                 arguments.Add(value by.Text)
-        foldUpdates add () change
+        foldSteps add () change
 
     /// <summary>The commit script's ARGV (Commit.lua): the store's key prefix, the session id, whether the session must
     /// exist, its time to live, the size limit and the expiry refresh, then the change.</summary>

@@ -293,6 +293,42 @@ let private storeTests =
             Expect.isTrue (committed > 50 && tooLarge > 50) ($"committed {committed}, too large {tooLarge}")
         }
 
+        testCaseTask "a key set and removed in one request, sent as one step, does what the two updates do, and is refused as the set"
+        <| fun () -> task {
+            // The fold keeps such a key as a set of null then a remove, which the commit script gets as one step ('n').
+            let redis = server.Value.Store "pair:"
+            let store = redis :> SessionStore
+            let added = Patch.fold [ setAt "x" "1"; setAt "a.b.c" "\"v\""; Update.remove (path "a.b.c") ]
+            let commit (tree: string) (patch: Patch) = task {
+                let id = Guid.NewGuid().ToString "N"
+                let! _ = store.CommitAsync(id, changeOf [ Update.set SessionPath.Root (Json.parse tree) ], creating, testToken ())
+                let before = Json.parse tree
+                match Patch.tryApply patch before with
+                | Ok after ->
+                    let! result = store.CommitAsync(id, SessionChange patch, existing, testToken ())
+                    Expect.equal result CommitResult.Committed $"{tree}: result"
+                    let! loaded = load store id
+                    Expect.equal (loaded |> Option.map Json.serialize) (Some(Json.serialize after)) $"{tree}: the tree"
+                    let! size = server.Value.Admin.GetDatabase().HashGetAsync(RedisKey.op_Implicit (redis.KeyOf id), RedisValue.op_Implicit "#s")
+                    Expect.equal (string size) (string (JsonSize.utf8Length after)) $"{tree}: its size"
+                | Error expected ->
+                    let! e = throwsAsync<PathConflictException>(fun () -> store.CommitAsync(id, SessionChange patch, existing, testToken ()) :> Task)
+                    Expect.equal e.Message expected.Message $"{tree}: the conflict, as the set's"
+                    let! loaded = load store id
+                    Expect.equal (loaded |> Option.map Json.serialize) (Some(Json.serialize before)) $"{tree}: nothing written"
+            }
+            Expect.equal (added.Updates |> List.map (fun u -> u.GetType().Name)) [ "Set"; "Set"; "Remove" ] "the fold's set of null and remove"
+            do! commit "{}" added
+            do! commit """{"a":{"b":{"c":[1,2],"d":true}},"z":0}""" added
+            do! commit """{"a":{"b":5}}""" added
+            do! commit """{"a":[]}""" added
+            let facts = Patch.fold [ setAt "f.g" "1"; Update.remove (path "f.g") ]
+            let id = Guid.NewGuid().ToString "N"
+            let! _ = store.CommitAsync(id, SessionChange(Patch.empty, facts), creating, testToken ())
+            let! loaded = store.LoadAsync(id, creating.IdleTimeout, testToken ())
+            Expect.equal (Json.serialize loaded.Meta) """{"f":{}}""" "the facts: the container made, the key gone"
+        }
+
         testCaseTask "key order survives, and setting an existing key keeps its place"
         <| fun () -> task {
             let store = server.Value.Store() :> SessionStore

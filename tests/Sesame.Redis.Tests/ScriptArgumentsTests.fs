@@ -28,11 +28,26 @@ let tests =
                 [ Update.Remove SessionPath.root ], []
                 [ setAt "a" "1" ], [ Update.set (path SessionMeta.User) (Json.string "ada") ]
                 [ for i in 1..100 -> setAt $"items.i{i % 7}.q{i}" $"{i}" ], []
+                [ setAt "a.b" "1"; Update.remove (path "a.b"); setAt "c.d" "2"; Update.remove (path "c.d") ], [ setAt "f.g" "3"; Update.remove (path "f.g") ]
             ]
             for data, meta in changes do
                 let change = SessionChange(Patch.fold data, Patch.fold meta)
                 let arguments = argumentsOf data meta
                 Expect.equal arguments.Length (6 + RedisLayout.argumentCount change) $"{data} {meta}"
+
+        testCase "a key set and removed again goes as one step: its path once, counted as the two updates it stands for"
+        <| fun () ->
+            let data = [ setAt "x" "1"; setAt "user.prefs.p1" "\"v\""; Update.remove (path "user.prefs.p1") ]
+            let folded = Patch.fold data
+            Expect.equal folded.Updates.Length 3 "the fold keeps a set of null and a remove"
+            let arguments = argumentsOf data [] |> Array.map string
+            // prefix, id, must exist, ttl, size limit, refresh; no upgrade ('', '', 0); 3 updates.
+            Expect.equal arguments[6..9] [| ""; ""; "0"; "3" |] "the updates counted"
+            let step = arguments[10 + 2 + 2 + 2 + 2 ..]
+            Expect.equal
+                step
+                [| "n"; "3"; "\u0001user"; "7"; "\u0001prefs"; "8"; "\u0001p1"; "5" |]
+                "one 'n' step with the path once (each key's cost: its length and 3, for \"key\":)"
 
         testCase "values past the capacity grow the array, and one not filled is cut to what was added"
         <| fun () ->
