@@ -2,7 +2,7 @@
 /// redis-server of its own, makes count calls of each kind in a row from one client (a new session's commit, a load
 /// that slides the expiry, the counter's commit; loads and commits also with their expiry not due, and sliding), and
 /// prints for each the function's time a call and the commands it ran (also for the fold goal's commit: 100 updates to a
-/// ~1 KB session, CoreBenchmarks.changes, applied to the same session again and again); then what a trivial function and one
+/// ~1 KB session, CoreBenchmarks.changes, to count / 10 such sessions); then what a trivial function and one
 /// `redis.call` cost, and what returning a hash's fields from a script costs against reading them with HGETALL alone.
 module Sesame.Benchmarks.RedisCalls
 
@@ -113,12 +113,13 @@ let run (count: int) =
     commitsWith (TimeSpan.FromHours 1.0) "counter's commit, expiry not due"
     commitsWith TimeSpan.Zero "counter's commit, expiry sliding"
     // The fold goal's case: 100 updates to a ~1 KB session, in one commit (CoreBenchmarks.changes: counters bumped, cart
-    // quantities set, preferences added and dropped again; each commit leaves the session as large as it found it).
+    // quantities set, preferences added and dropped again), one commit to each of count / 10 sessions.
     let hundred = Patch.fold (CoreBenchmarks.toUpdates (CoreBenchmarks.changes 100))
     let oneKb = Patch.fold [ Update.set SessionPath.root (CoreBenchmarks.sessionOfSize 1) ]
-    for i in 0 .. count / 10 - 1 do
+    let kbSessions = max 1 (count / 10)
+    for i in 0 .. kbSessions - 1 do
         sessions.CommitAsync($"kb{i}", SessionChange(oneKb, created), creating, CancellationToken.None) |> wait
-    measure server "100 updates' commit to ~1 KB" (count / 10) (fun i ->
+    measure server "100 updates' commit to ~1 KB" kbSessions (fun i ->
         sessions.CommitAsync($"kb{i}", SessionChange(hundred), existing, CancellationToken.None) |> wait)
     |> ignore
     printfn "  => 100 updates' commit to ~1 KB: %.1f µs a call" (fcallOf ())

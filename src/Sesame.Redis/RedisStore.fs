@@ -525,7 +525,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             fromShard.Ids
             fromShard.Bound
         |]
-        let arguments = ScriptArguments(16 + copied.Length + RedisLayout.argumentCount change)
+        // The 11 values below, the copied fields, then the change: sized exactly, so the array is sent as it is built.
+        let arguments = ScriptArguments(11 + copied.Length + RedisLayout.argumentCount change)
         arguments.Add prefix
         arguments.Add(RedisValue.op_Implicit (if isNull fromId then "" else fromId))
         arguments.Add(RedisValue.op_Implicit toId)
