@@ -116,8 +116,8 @@ end
 
 -- The current update's path, one entry per segment: its field name part, its key (nil for an index), its index (nil
 -- for a key), and its cost as the ARGV's integer text (concatenated into 'O' nodes as it is; tonumber where counted).
--- Made once and overwritten from 1 to k by each update (nothing reads past k), not made anew per update: a table
--- made and collected per update cost a good part of a small commit's Lua time.
+-- Made once and overwritten from 1 to k by each update (nothing reads past k), not made anew per update: every table
+-- Lua makes and collects costs Redis 0.06-0.2 µs.
 local segField, segName, segIndex, segCost = {}, {}, {}, {}
 
 -- Reads the uncached nodes on the current update's path (its tree's root, then one field per level, down to
