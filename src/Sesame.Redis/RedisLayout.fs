@@ -165,59 +165,6 @@ module internal RedisLayout =
         // 10^14 ms is over 3,000 years; Redis refuses expiry times that overflow.
         if idleTimeout.TotalMilliseconds >= 1e14 then -1L else max 0L (int64 (Math.Ceiling idleTimeout.TotalMilliseconds))
 
-    /// <summary>
-    /// Folds every update of a change in the order the scripts apply them, each with whether it changes the facts,
-    /// without a list of them: a commit walks them twice, to size its ARGV and then to fill it.
-    /// </summary>
-    let foldUpdates (folder: 'state -> bool -> Update -> 'state) (state: 'state) (change: SessionChange) : 'state =
-        let mutable state = state
-        match change.Upgrade with
-        | ValueSome upgrade ->
-            for update in upgrade.Data.Updates do
-                state <- folder state false update
-            state <- folder state true (Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.Number(JsonNumber.OfInt64(int64 upgrade.To))))
-        | ValueNone -> ()
-        for update in change.Data.Updates do
-            state <- folder state false update
-        for update in change.Meta.Updates do
-            state <- folder state true update
-        state
-
-    /// Whether a path's last segment is a key: only a key can be removed.
-    let private endsWithKey (path: SessionPath) =
-        match List.tryLast path.Segments with
-        | Some(Segment.Key _) -> true
-        | _ -> false
-
-    /// <summary>
-    /// Folds a change's updates as the scripts get them: as foldUpdates does, except that a set of null directly followed
-    /// by a remove of the same key path in the same tree comes as one step (its last argument true), which the scripts
-    /// apply as both (Patch.lua's 'n'). The fold leaves that pair for a key removed after it created its containers
-    /// (a request that adds and drops an entry of an object it may have created), and as one step its path goes once.
-    /// </summary>
-    let private foldSteps (folder: 'state -> bool -> Update -> bool -> 'state) (state: 'state) (change: SessionChange) : 'state =
-        // A set of null to a key path, held until the next update shows whether a remove of it follows.
-        let mutable held: struct (bool * Update) voption = ValueNone
-        let release state =
-            match held with
-            | ValueSome(struct (facts, update)) ->
-                held <- ValueNone
-                folder state facts update false
-            | ValueNone -> state
-        let step state facts (update: Update) =
-            match held, update with
-            | ValueSome(struct (heldFacts, set)), Update.Remove path when heldFacts = facts && path = set.Path ->
-                held <- ValueNone
-                folder state facts set true
-            | _ ->
-                let state = release state
-                match update with
-                | Update.Set(path, Json.Null) when endsWithKey path ->
-                    held <- ValueSome(struct (facts, update))
-                    state
-                | _ -> folder state facts update false
-        release (foldUpdates step state change)
-
     /// What addChange adds for one step.
     let private argumentsOfStep (update: Update) (nullThenRemove: bool) =
         let path = 2 + 2 * update.Path.Segments.Length
@@ -229,11 +176,21 @@ module internal RedisLayout =
         | Update.Remove _ -> path
         | Update.Increment _ -> path + 1
 
-    /// <summary>How many values addChange adds for a change: a script's ARGV sized once, not grown value by value.</summary>
-    let argumentCount (change: SessionChange) : int = foldSteps (fun count _ update nullThenRemove -> count + argumentsOfStep update nullThenRemove) 4 change
+    /// <summary>How many values addChange adds for a change's steps: a script's ARGV sized once, not grown value by value.</summary>
+    let argumentCountOf (steps: List<ScriptStep>) : int =
+        let mutable count = 4
+        for step in steps do
+            count <- count + argumentsOfStep step.Update step.NullThenRemove
+        count
 
-    /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it.</summary>
-    let addChange (arguments: ScriptArguments) (change: SessionChange) : unit =
+    /// <summary>How many values addChange adds for a change.</summary>
+    let argumentCount (change: SessionChange) : int = argumentCountOf (ScriptSteps.ofChange change)
+
+    /// A step's letter: upper case for the facts.
+    let private opCode (facts: bool) (letter: string) = if facts then letter.ToUpperInvariant() else letter
+
+    /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it, from the change's steps.</summary>
+    let addChange (arguments: ScriptArguments) (change: SessionChange) (steps: List<ScriptStep>) : unit =
         match change.Upgrade with
         | ValueSome upgrade ->
             arguments.Add(RedisValue.op_Implicit (int64 upgrade.From))
@@ -243,7 +200,10 @@ module internal RedisLayout =
             arguments.Add(value "")
             arguments.Add(value "")
             arguments.Add(RedisValue.op_Implicit 0L)
-        arguments.Add(RedisValue.op_Implicit (foldUpdates (fun count _ _ -> count + 1L) 0L change))
+        let mutable updates = 0L
+        for step in steps do
+            updates <- updates + (if step.NullThenRemove then 2L else 1L)
+        arguments.Add(RedisValue.op_Implicit updates)
         // 's' sets the value at the path; 'a' appends it to the array there; upper case for the facts.
         let addValue (op: string) (path: SessionPath) (json: Json) =
             arguments.Add(value op)
@@ -253,43 +213,43 @@ module internal RedisLayout =
             arguments.Add(RedisValue.op_Implicit (JsonSize.utf8Length json))
             let count = addNodes arguments "" json
             arguments[countAt] <- RedisValue.op_Implicit (int64 count)
-        let add () (facts: bool) (update: Update) (nullThenRemove: bool) =
-            let op (letter: string) = if facts then letter.ToUpperInvariant() else letter
-            match update with
+        for step in steps do
+            let facts = step.Facts
+            match step.Update with
             // Both updates' numbers are the script's: it counts this step as two.
-            | _ when nullThenRemove ->
-                arguments.Add(value (op "n"))
+            | update when step.NullThenRemove ->
+                arguments.Add(value (opCode facts "n"))
                 addPath arguments update.Path
-            | Update.Set(path, json) -> addValue (op "s") path json
-            | Update.Append(path, json) -> addValue (op "a") path json
+            | Update.Set(path, json) -> addValue (opCode facts "s") path json
+            | Update.Append(path, json) -> addValue (opCode facts "a") path json
             // As Update.apply does: removing the root clears the tree.
-            | Update.Remove path when path.IsRoot -> addValue (op "s") path Json.emptyObject
+            | Update.Remove path when path.IsRoot -> addValue (opCode facts "s") path Json.emptyObject
             // A remove of an array index is a conflict, which the script reports in its turn.
             | Update.Remove path ->
-                arguments.Add(value (op "r"))
+                arguments.Add(value (opCode facts "r"))
                 addPath arguments path
             | Update.Increment(path, by) ->
-                arguments.Add(value (op "i"))
+                arguments.Add(value (opCode facts "i"))
                 addPath arguments path
                 arguments.Add(value by.Text)
-        foldSteps add () change
 
     /// <summary>The commit script's ARGV (Commit.lua): the store's key prefix, the session id, whether the session must
     /// exist, its time to live, the size limit and the expiry refresh, then the change.</summary>
     let commitArguments (prefix: RedisValue) (id: string) (commit: CommitOptions) (refresh: RedisValue) (change: SessionChange) : RedisValue[] =
-        let arguments = ScriptArguments(6 + argumentCount change)
+        let steps = ScriptSteps.ofChange change
+        let arguments = ScriptArguments(6 + argumentCountOf steps)
         arguments.Add prefix
         arguments.Add(value id)
         arguments.Add(value (if commit.MustExist then "1" else "0"))
         arguments.Add(RedisValue.op_Implicit (ttlMilliseconds commit.IdleTimeout))
         arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
         arguments.Add refresh
-        addChange arguments change
+        addChange arguments change steps
         arguments.ToArray()
 
     /// <summary>The conflict a script reported for the change's update number <paramref name="update"/> (from 1), with the message Sesame's own apply gives.</summary>
     let conflict (change: SessionChange) (update: int) (code: string) (depth: int) (info: string) : PathConflictException =
-        let updates = foldUpdates (fun updates _ update -> update :: updates) [] change |> List.rev
+        let updates = ScriptSteps.foldUpdates (fun updates _ update -> update :: updates) [] change |> List.rev
         PathConflictReport.toException (List.item (update - 1) updates) code depth info
 
     /// <summary>

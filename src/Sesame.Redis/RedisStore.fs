@@ -526,7 +526,8 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             fromShard.Bound
         |]
         // The 11 values below, the copied fields, then the change: sized exactly, so the array is sent as it is built.
-        let arguments = ScriptArguments(11 + copied.Length + RedisLayout.argumentCount change)
+        let steps = ScriptSteps.ofChange change
+        let arguments = ScriptArguments(11 + copied.Length + RedisLayout.argumentCountOf steps)
         arguments.Add prefix
         arguments.Add(RedisValue.op_Implicit (if isNull fromId then "" else fromId))
         arguments.Add(RedisValue.op_Implicit toId)
@@ -540,7 +541,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         arguments.Add(RedisValue.op_Implicit (int64 (copied.Length / 2)))
         for item in copied do
             arguments.Add(RedisResult.op_Explicit item: RedisValue)
-        RedisLayout.addChange arguments change
+        RedisLayout.addChange arguments change steps
         struct (keys, arguments.ToArray())
 
     /// Reports the sessions a move ended to keep its user within the limit (Move.lua's 'ok' reply).
