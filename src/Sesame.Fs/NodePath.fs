@@ -99,6 +99,22 @@ module NodePath =
             // {"key":null} is the key's escaped text plus 9 bytes, of which "": is 3.
             JsonSize.utf8Length (Json.object [ key, Json.Null ]) - 6L
 
+    /// <summary>The nodes a value takes in the stored form: one per leaf and per non-empty object or array (an empty
+    /// one is a leaf).</summary>
+    let rec nodeCount (json: Json) : int =
+        match json with
+        | Json.Object o when o.Count > 0 ->
+            let mutable count = 1
+            for KeyValue(_, child) in o do
+                count <- count + nodeCount child
+            count
+        | Json.Array items when items.Length > 0 ->
+            let mutable count = 1
+            for item in items do
+                count <- count + nodeCount item
+            count
+        | _ -> 1
+
     let private keyMarkText = string KeyMark
     let private indexMarkText = string IndexMark
 

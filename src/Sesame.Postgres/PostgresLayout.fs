@@ -92,20 +92,31 @@ module internal PostgresLayout =
                 texts[(int tree <<< 8) ||| int op] <- String([| tree; op |])
         texts
 
-    /// Accumulates the arguments of one change of about <c>count</c> updates (each list sized for them once).
+    /// Fills the arguments of one change, each array made once at its exact length: <c>count</c> updates, whose paths
+    /// have <c>segmentCount</c> segments and whose values have <c>nodeCount</c> nodes (NodePath.nodeCount).
     [<Sealed>]
-    type private Builder(count: int) =
-        let updates = ResizeArray<Update>(count)
-        let ops = ResizeArray<string>(count)
-        let segCounts = ResizeArray<int>(count)
-        let segs = ResizeArray<string>(3 * count)
-        let costs = ResizeArray<int>(3 * count)
-        let nodeCounts = ResizeArray<int>(count)
-        let paths = ResizeArray<string>(count)
-        let values = ResizeArray<string>(count)
-        let bytes = ResizeArray<int>(count)
-        let sizes = ResizeArray<int64>(count)
-        let numbers = ResizeArray<string>(count)
+    type private Builder(count: int, segmentCount: int, nodeCount: int) =
+        let updates = Array.zeroCreate<Update> count
+        let ops = Array.zeroCreate<string> count
+        let segCounts = Array.zeroCreate<int> count
+        let segs = Array.zeroCreate<string> segmentCount
+        let costs = Array.zeroCreate<int> segmentCount
+        let nodeCounts = Array.zeroCreate<int> count
+        let paths = Array.zeroCreate<string> nodeCount
+        let values = Array.zeroCreate<string> nodeCount
+        let bytes = Array.zeroCreate<int> nodeCount
+        let sizes = Array.zeroCreate<int64> count
+        let numbers = Array.zeroCreate<string> count
+        // How many updates, segments and nodes are filled.
+        let mutable u = 0
+        let mutable s = 0
+        let mutable n = 0
+
+        let addNode (path: string) (value: string) (length: int) =
+            paths[n] <- path
+            values[n] <- value
+            bytes[n] <- length
+            n <- n + 1
 
         /// Adds the nodes of a value below `relative`; gives (node count, the value's JSON size).
         let rec addNodes (relative: string) (json: Json) : struct (int * int64) =
@@ -116,9 +127,7 @@ module internal PostgresLayout =
                 for KeyValue(key, _) in o do
                     node.Append(KeyMark).Append(NodePath.escapeKey key) |> ignore
                     own <- own + NodePath.keyCost key
-                paths.Add relative
-                values.Add(node.ToString())
-                bytes.Add(int own)
+                addNode relative (node.ToString()) (int own)
                 let mutable count = 1
                 let mutable size = own
                 for KeyValue(key, child) in o do
@@ -128,9 +137,7 @@ module internal PostgresLayout =
                 struct (count, size)
             | Json.Array items when items.Length > 0 ->
                 let own = int64 items.Length + 1L
-                paths.Add relative
-                values.Add("A" + items.Length.ToString(CultureInfo.InvariantCulture))
-                bytes.Add(int own)
+                addNode relative ("A" + items.Length.ToString(CultureInfo.InvariantCulture)) (int own)
                 let mutable count = 1
                 let mutable size = own
                 for i in 0 .. items.Length - 1 do
@@ -140,9 +147,7 @@ module internal PostgresLayout =
                 struct (count, size)
             | leaf ->
                 let struct (text, length) = leafText leaf
-                paths.Add relative
-                values.Add text
-                bytes.Add length
+                addNode relative text length
                 struct (1, int64 length)
 
         member _.Add(tree: char, update: Update) =
@@ -155,59 +160,67 @@ module internal PostgresLayout =
                 | Update.Remove p when p.IsRoot -> 's', ValueSome Json.emptyObject
                 | Update.Remove _ -> 'r', ValueNone
                 | Update.Increment _ -> 'i', ValueNone
-            updates.Add update
-            ops.Add opTexts[(int tree <<< 8) ||| int op]
-            segCounts.Add path.Segments.Length
+            updates[u] <- update
+            ops[u] <- opTexts[(int tree <<< 8) ||| int op]
+            let mutable segments = 0
             for segment in path.Segments do
                 let struct (name, cost) = NodePath.segmentNameAndCost segment
-                segs.Add name
-                costs.Add(int cost)
+                segs[s] <- name
+                costs[s] <- int cost
+                s <- s + 1
+                segments <- segments + 1
+            segCounts[u] <- segments
             match value with
             | ValueSome json ->
                 let struct (count, size) = addNodes "" json
-                nodeCounts.Add count
-                sizes.Add size
-            | ValueNone ->
-                nodeCounts.Add 0
-                sizes.Add 0L
-            numbers.Add(
-                match update with
-                | Update.Increment(_, by) -> by.Text
-                | _ -> null
-            )
+                nodeCounts[u] <- count
+                sizes[u] <- size
+            | ValueNone -> ()
+            match update with
+            | Update.Increment(_, by) -> numbers[u] <- by.Text
+            | _ -> ()
+            u <- u + 1
 
         member _.Build(upgrade: ShapeUpgrade voption) =
-            ChangeArguments(
-                updates.ToArray(),
-                ops.ToArray(),
-                segCounts.ToArray(),
-                segs.ToArray(),
-                costs.ToArray(),
-                nodeCounts.ToArray(),
-                paths.ToArray(),
-                values.ToArray(),
-                bytes.ToArray(),
-                sizes.ToArray(),
-                numbers.ToArray(),
-                upgrade
-            )
+            if u <> count || s <> segmentCount || n <> nodeCount then
+                invalidOp $"The change's arguments were sized for {count} updates, {segmentCount} segments and {nodeCount} nodes, and filled {u}, {s} and {n}."
+            ChangeArguments(updates, ops, segCounts, segs, costs, nodeCounts, paths, values, bytes, sizes, numbers, upgrade)
+
+    /// The nodes an update adds (its value's, NodePath.nodeCount; a removal of the root sets {}, one node).
+    let private nodesAdded (update: Update) =
+        match update with
+        | Update.Set(_, value)
+        | Update.Append(_, value) -> NodePath.nodeCount value
+        | Update.Remove p when p.IsRoot -> 1
+        | Update.Remove _
+        | Update.Increment _ -> 0
+
+    /// Adds to a count of updates, their paths' segments and their nodes (what the Builder is sized for).
+    let rec private measure (updates: Update list) (struct (count, segments, nodes)) : struct (int * int * int) =
+        match updates with
+        | [] -> struct (count, segments, nodes)
+        | update :: rest -> measure rest (struct (count + 1, segments + update.Path.Segments.Length, nodes + nodesAdded update))
 
     /// <summary>
     /// The arguments for a change: the upgrade's tree updates ('D') and its setting of the shape ('M'), applied only
     /// when the stored shape is the upgrade's <c>From</c>; then the tree's ('d') and the facts' ('m') updates.
     /// </summary>
     let argumentsOf (change: SessionChange) : ChangeArguments =
-        let upgraded =
+        let shape =
             match change.Upgrade with
-            | ValueSome upgrade -> upgrade.Data.Updates.Length + 1
-            | ValueNone -> 0
-        let builder = Builder(upgraded + change.Data.Updates.Length + change.Meta.Updates.Length)
-        match change.Upgrade with
-        | ValueSome upgrade ->
-            for update in upgrade.Data.Updates do
-                builder.Add('D', update)
-            builder.Add('M', Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.int64 (int64 upgrade.To)))
-        | ValueNone -> ()
+            | ValueSome upgrade -> ValueSome(Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.int64 (int64 upgrade.To)))
+            | ValueNone -> ValueNone
+        let upgradeUpdates =
+            match change.Upgrade with
+            | ValueSome upgrade -> upgrade.Data.Updates
+            | ValueNone -> []
+        // The arrays are sized in a first walk of the updates, so each is made once.
+        let struct (count, segments, nodes) =
+            measure change.Meta.Updates (measure change.Data.Updates (measure upgradeUpdates (if shape.IsSome then struct (1, 1, 1) else struct (0, 0, 0))))
+        let builder = Builder(count, segments, nodes)
+        for update in upgradeUpdates do
+            builder.Add('D', update)
+        shape |> ValueOption.iter (fun update -> builder.Add('M', update))
         for update in change.Data.Updates do
             builder.Add('d', update)
         for update in change.Meta.Updates do

@@ -107,21 +107,6 @@ module internal RedisLayout =
         | Json.Bool false -> falseValue
         | other -> RedisValue.op_Implicit (Json.toUtf8 other)
 
-    /// The nodes addNodes adds for a value: one per leaf and per non-empty object or array.
-    let rec private nodeCount (json: Json) : int =
-        match json with
-        | Json.Object o when o.Count > 0 ->
-            let mutable count = 1
-            for KeyValue(_, child) in o do
-                count <- count + nodeCount child
-            count
-        | Json.Array items when items.Length > 0 ->
-            let mutable count = 1
-            for item in items do
-                count <- count + nodeCount item
-            count
-        | _ -> 1
-
     /// Adds the nodes of a value, their field names relative to the value's own field.
     let rec private addNodes (arguments: ScriptArguments) (relative: string) (json: Json) : int =
         match json with
@@ -171,7 +156,7 @@ module internal RedisLayout =
         match update with
         | _ when nullThenRemove -> path
         | Update.Set(_, json)
-        | Update.Append(_, json) -> path + 2 + 2 * nodeCount json
+        | Update.Append(_, json) -> path + 2 + 2 * NodePath.nodeCount json
         | Update.Remove p when p.IsRoot -> path + 4
         | Update.Remove _ -> path
         | Update.Increment _ -> path + 1

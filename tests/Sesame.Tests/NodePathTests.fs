@@ -43,6 +43,13 @@ let tests =
             Prop.forAll (Arb.fromGen anySegment) (fun segment ->
                 NodePath.segmentNameAndCost segment = struct (NodePath.segmentName segment, NodePath.segmentCost segment))
 
+        testCase "a value's nodes are its leaves and its non-empty containers"
+        <| fun () ->
+            Expect.equal (NodePath.nodeCount (Json.parse "1")) 1 "a leaf"
+            Expect.equal (NodePath.nodeCount (Json.parse "{}")) 1 "an empty object is a leaf"
+            Expect.equal (NodePath.nodeCount (Json.parse "[]")) 1 "an empty array is a leaf"
+            Expect.equal (NodePath.nodeCount (Json.parse """{"a":1,"b":[null,{},{"c":"x"}]}""")) 7 "the root, a, b, b[0], b[1], b[2] and c"
+
         testCase "a name with a broken escape is no key"
         <| fun () ->
             for text in [ "\\"; "a\\12"; "\\zzzz"; "x\\00" ] do
