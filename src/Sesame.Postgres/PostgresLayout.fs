@@ -131,9 +131,9 @@ module internal PostgresLayout =
                 let mutable count = 1
                 let mutable size = own
                 for KeyValue(key, child) in o do
-                    let struct (n, s) = addNodes (relative + string KeyMark + NodePath.escapeKey key) child
-                    count <- count + n
-                    size <- size + s
+                    let struct (childNodes, childSize) = addNodes (relative + string KeyMark + NodePath.escapeKey key) child
+                    count <- count + childNodes
+                    size <- size + childSize
                 struct (count, size)
             | Json.Array items when items.Length > 0 ->
                 let own = int64 items.Length + 1L
@@ -141,9 +141,9 @@ module internal PostgresLayout =
                 let mutable count = 1
                 let mutable size = own
                 for i in 0 .. items.Length - 1 do
-                    let struct (n, s) = addNodes (relative + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) items[i]
-                    count <- count + n
-                    size <- size + s
+                    let struct (childNodes, childSize) = addNodes (relative + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) items[i]
+                    count <- count + childNodes
+                    size <- size + childSize
                 struct (count, size)
             | leaf ->
                 let struct (text, length) = leafText leaf

@@ -3,7 +3,7 @@ namespace Sesame.Redis
 open StackExchange.Redis
 
 /// <summary>
-/// A script's ARGV as it is built: an array sized once for the values a call will add (RedisLayout.argumentCount), so
+/// A script's ARGV as it is built: an array sized once for the values a call will add (RedisLayout.argumentCountOf), so
 /// that a commit of many updates neither grows a list value by value nor copies it into the array it sends. Past its
 /// capacity it grows as a list does; an array not filled is copied to its length.
 /// </summary>
