@@ -3,8 +3,9 @@
 /// counter's store work several ways: the load test's floor (two EVALSHA of trivial scripts), the same round trips sent
 /// as the Redis store sends them but built by hand (HGETALL beside the load function, then the commit function: the
 /// client's cost of the commands alone), the store's LoadAsync and CommitAsync, and each alone beside a bare HGETALL
-/// (what a load whose expiry is not due sends). Prints for each this process's CPU
-/// time and redis-server's a request (the client's cost, which Kestrel and wrk do not blur here), and requests/s.
+/// (what a load whose expiry is not due sends) and the commit alone by hand, as FCALL and as EVALSHA of the same
+/// script. Prints for each this process's CPU time and redis-server's a request (the client's cost, which Kestrel and
+/// wrk do not blur here), and requests/s.
 /// `only` keeps the scenarios whose name contains it (for a profiler).
 module Sesame.Benchmarks.RedisAppCost
 
@@ -82,6 +83,15 @@ let run (rounds: int) (only: string) =
         let arguments = RedisLayout.commitArguments (RedisValue.op_Implicit "sesame:") (id w) commit (RedisValue.op_Implicit 1000L) counter
         Array.append [| box (RedisLibrary.functionOf "Commit"); box 4 |] (Array.map box (keysOf w))
         |> fun head -> Array.append head (arguments |> Array.map box)
+    // The commit as the same script by EVALSHA (what the store sends where functions are unavailable), to tell what
+    // FCALL through ExecuteAsync costs the client against the client's own EVALSHA.
+    let commitScript = RedisScript.Embedded("Commit", [ "Layout"; "Patch" ])
+    let commitHash = server.ScriptLoad commitScript.Text
+    let commitArgumentsOf (w: int) =
+        let commit = { IdleTimeout = TimeSpan.FromMilliseconds 1_200_000.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
+        RedisLayout.commitArguments (RedisValue.op_Implicit "sesame:") (id w) commit (RedisValue.op_Implicit 1000L) counter
+    let commitKeys = Array.init 33 (fun w -> if w = 0 then null else keysOf w)
+    let commitArgumentArrays = Array.init 33 (fun w -> if w = 0 then null else commitArgumentsOf w)
     let loadCalls = Array.init 33 (fun w -> if w = 0 then null else loadCall w)
     let commitCalls = Array.init 33 (fun w -> if w = 0 then null else commitCall w)
     let scenarios: (string * (int -> Task)) list = [
@@ -109,6 +119,16 @@ let run (rounds: int) (only: string) =
         fun w -> task {
             let! _ = (storeNoSelect :> SessionStore).LoadAsync(id w, commit.IdleTimeout, CancellationToken.None)
             let! _ = (storeNoSelect :> SessionStore).CommitAsync(id w, counter, commit, CancellationToken.None)
+            ()
+        }
+        "the commit function alone, by hand: FCALL through ExecuteAsync",
+        fun w -> task {
+            let! _ = database.ExecuteAsync("FCALL", commitCalls[w])
+            ()
+        }
+        "the commit script alone, by hand: EVALSHA through ScriptEvaluateAsync",
+        fun w -> task {
+            let! _ = database.ScriptEvaluateAsync(commitHash, commitKeys[w], commitArgumentArrays[w])
             ()
         }
         "HGETALL alone, by hand (what a load whose expiry is not due sends)",
