@@ -206,14 +206,11 @@ module internal PostgresLayout =
     /// when the stored shape is the upgrade's <c>From</c>; then the tree's ('d') and the facts' ('m') updates.
     /// </summary>
     let argumentsOf (change: SessionChange) : ChangeArguments =
-        let shape =
+        // The upgrade's tree updates and its setting of the shape.
+        let struct (upgradeUpdates, shape) =
             match change.Upgrade with
-            | ValueSome upgrade -> ValueSome(Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.int64 (int64 upgrade.To)))
-            | ValueNone -> ValueNone
-        let upgradeUpdates =
-            match change.Upgrade with
-            | ValueSome upgrade -> upgrade.Data.Updates
-            | ValueNone -> []
+            | ValueSome upgrade -> struct (upgrade.Data.Updates, ValueSome(Update.Set(SessionPath.ofKeys [ SessionMeta.Shape ], Json.int64 (int64 upgrade.To))))
+            | ValueNone -> struct ([], ValueNone)
         // The arrays are sized in a first walk of the updates, so each is made once.
         let struct (count, segments, nodes) =
             measure change.Meta.Updates (measure change.Data.Updates (measure upgradeUpdates (if shape.IsSome then struct (1, 1, 1) else struct (0, 0, 0))))

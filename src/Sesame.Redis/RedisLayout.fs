@@ -168,9 +168,6 @@ module internal RedisLayout =
             count <- count + argumentsOfStep step.Update step.NullThenRemove
         count
 
-    /// <summary>How many values addChange adds for a change.</summary>
-    let argumentCount (change: SessionChange) : int = argumentCountOf (ScriptSteps.ofChange change)
-
     /// A step's letter: upper case for the facts.
     let private opCode (facts: bool) (letter: string) = if facts then letter.ToUpperInvariant() else letter
 

@@ -1,4 +1,4 @@
-/// A commit script's ARGV built in one array (src/Sesame.Redis/ScriptArguments.fs, RedisLayout.argumentCount).
+/// A commit script's ARGV built in one array (src/Sesame.Redis/ScriptArguments.fs, RedisLayout.argumentCountOf).
 module Sesame.Redis.Tests.ScriptArgumentsTests
 
 open System
@@ -33,7 +33,7 @@ let tests =
             for data, meta in changes do
                 let change = SessionChange(Patch.fold data, Patch.fold meta)
                 let arguments = argumentsOf data meta
-                Expect.equal arguments.Length (6 + RedisLayout.argumentCount change) $"{data} {meta}"
+                Expect.equal arguments.Length (6 + RedisLayout.argumentCountOf (ScriptSteps.ofChange change)) $"{data} {meta}"
 
         testCase "a key set and removed again goes as one step: its path once, counted as the two updates it stands for"
         <| fun () ->
