@@ -149,7 +149,10 @@ local function readTree(key, root, out)
   out[#out + 1] = value
   local first = value:byte(1)
   if first == 79 then
-    for name in value:gmatch('\1([^\1\3]*)\3%d+') do readTree(key, root .. '\1' .. name, out) end
+    -- A member held inline (its entry followed by '\5' and the leaf, see Patch.lua) has no field of its own.
+    for name, part in value:gmatch('\1([^\1\3]*)\3%d+([^\1]*)') do
+      if part == '' then readTree(key, root .. '\1' .. name, out) end
+    end
   elseif first == 65 then
     local n = tonumber(value:sub(2)) or 0
     for i = 0, n - 1 do

@@ -24,7 +24,7 @@ local function main()
     end
     if kind ~= 'hash' then stop('corrupt', 'the key holds a ' .. kind .. ', not a hash') end
     local meta = redis.call('HMGET', key, '#v', '#m')
-    if meta[1] ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
+    if meta[1] ~= '2' and meta[1] ~= '3' then stop('corrupt', 'the hash has no Sesame format version 2 or 3') end
     checkMark(meta[2], now)
     local fields = redis.call('HGETALL', key)
     local mark = string.format('%d', now + tonumber(ARGV[5])) .. ' ' .. ARGV[4]

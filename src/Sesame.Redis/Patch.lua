@@ -10,8 +10,14 @@
 --   a leaf's exact compact JSON text (null, true, false, a number, a string, [] or {}), or
 --   'A' .. n for an array of n >= 1 items (its items are the nodes <path>\2 0 .. n-1), or
 --   'O' followed by one '\1' .. key .. '\3' .. cost entry per member, in the object's order,
---   where cost is the member's bytes of JSON besides its value ("key": is cost bytes).
--- Fields starting with '#' are not nodes: '#v' the format version ('2'), '#s' the data tree's size in bytes
+--   where cost is the member's bytes of JSON besides its value ("key": is cost bytes); a member that is a leaf may be
+--   held inline, its entry followed by '\5' .. the leaf's JSON text, and then it has no field of its own.
+-- A leaf is held inline only while its object's node stays within the change's inline limit (0: never): the node is
+-- then one field where it would be one per member, each with its full path for a name. Under Redis's listpack limit
+-- (hash-max-listpack-value) a node stays compact, so the limit should not exceed it. A hash that may hold inline
+-- leaves is format '3'; format '2' holds none (what Sesame wrote before, and still writes with the limit 0, which a
+-- rolling upgrade from it needs). Both are read.
+-- Fields starting with '#' are not nodes: '#v' the format version ('2' or '3'), '#s' the data tree's size in bytes
 -- of compact JSON (kept up to date by every change), '#t' when the session was last seen (Unix ms), '#x' the idle
 -- timeout (ms; -1 for none) its expiry last slid to, '#u' its owner (see Layout.lua) when it is bound to a user,
 -- '#m' the mark of a move to another slot under way. No
@@ -20,17 +26,18 @@
 --
 -- A change in ARGV, from a given position: the shape the upgrade starts from ('' for no upgrade) and the one
 -- it ends at, the number of updates the upgrade makes (they come first; the last of them sets the facts'
--- shape), the number of updates in all, then each update as
+-- shape), the number of updates in all, the inline limit in bytes, then each update as
 --   op ('s' set, 'a' append, 'i' increment, 'r' remove, 'n' set null then remove; upper case for the facts tree),
 --   k (segments), k pairs (segment, cost), then
---   's', 'a': node count, the value's JSON size, node count pairs (relative field name, node value)
+--   's', 'a': node count, the value's JSON size, node count pairs (relative field name, node value; the app holds
+--        leaves inline in the value's object nodes within the limit, and the script a leaf value set at a key)
 --   'i': the increment's number text
 --   'r', 'n': nothing.
 -- 'n' stands for two updates (a set of null, then a remove of the same key path) and is counted as two: the fold leaves
 -- that pair for a key removed after it created its containers, and one step sends its path once.
 -- Refusals (raised with stop): {'conflict', update, code, depth, info} | {'shape'} | {'notobject'} | {'corrupt', reason}.
 -- Nothing is written until the script that uses the engine calls flush.
-local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9, BYTE_LOWER_A = 79, 65, 45, 48, 57, 97
+local BYTE_O, BYTE_A, BYTE_MINUS, BYTE_0, BYTE_9, BYTE_LOWER_A, BYTE_INLINE = 79, 65, 45, 48, 57, 97, 5
 local MAX_EXPONENT = 4096
 
 -- Reads go through `cache`; writes stay there, marked in `dirty`, until the whole patch has
@@ -49,6 +56,10 @@ local factsGrowth = 0
 local factsBefore = nil
 -- The tree the current update changes ('' data, FACTS facts) and whether it is the data tree.
 local root, sized = '', true
+-- The change's inline limit: the longest object node, in bytes, that holds a leaf inline (0: none is).
+local limit = 0
+-- The hash's format version as the change leaves it.
+local version
 
 local function grow(bytes)
   if sized then total = total + bytes else factsGrowth = factsGrowth + bytes end
@@ -91,6 +102,35 @@ local function kindOf(value)
   return value:sub(1, 1)
 end
 
+-- The entry of the member `name` in the object node `value`: where it starts (its '\1'), where its cost's digits end,
+-- where the entry ends, and its inline leaf (nil when the member has a field of its own); nil when there is none.
+local function entryAt(value, from, name)
+  local digits = from + #name + 2
+  local after = value:find('[^%d]', digits)
+  if after == digits then stop('corrupt', 'an object member is malformed') end
+  if not after then return from, #value, #value, nil end
+  local mark = value:byte(after)
+  if mark == 1 then return from, after - 1, after - 1, nil end
+  if mark ~= BYTE_INLINE then stop('corrupt', 'an object member is malformed') end
+  local ends = value:find('\1', after + 1, true)
+  local last = ends and ends - 1 or #value
+  if last == after then stop('corrupt', 'an inline leaf is empty') end
+  return from, after - 1, last, value:sub(after + 1, last)
+end
+
+local function entryOf(value, name)
+  local from = value:find('\1' .. name .. '\3', 2, true)
+  if not from then return nil end
+  return entryAt(value, from, name)
+end
+
+-- The size of an inline part of an entry ('' or '\5' .. leaf) as gmatch gives it: the leaf's bytes.
+local function inlineSize(part)
+  if part == '' then return 0 end
+  if part:byte(1) ~= BYTE_INLINE or #part == 1 then stop('corrupt', 'an object member is malformed') end
+  return #part - 1
+end
+
 -- Deletes the subtree at `field` and gives its size in bytes of compact JSON.
 local function drop(field)
   local value = node(field)
@@ -98,8 +138,12 @@ local function drop(field)
   local first = value:byte(1)
   if first == BYTE_O then
     local size, count = 1, 0
-    for name, cost in value:gmatch('\1([^\1\3]*)\3(%d+)') do
-      size = size + tonumber(cost) + 1 + drop(field .. '\1' .. name)
+    for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
+      if part == '' then
+        size = size + tonumber(cost) + 1 + drop(field .. '\1' .. name)
+      else
+        size = size + tonumber(cost) + 1 + inlineSize(part)
+      end
       count = count + 1
     end
     if count == 0 then stop('corrupt', 'an object node has no members') end
@@ -119,6 +163,27 @@ end
 -- Made once and overwritten from 1 to k by each update (nothing reads past k), not made anew per update: every table
 -- Lua makes and collects costs Redis 0.06-0.2 µs.
 local segField, segName, segIndex, segCost = {}, {}, {}, {}
+
+-- entryOf for the current update's segment i (a key), faster: the entry's cost is the segment's, so where its digits
+-- end is known without a pattern (checked, or parsed as entryOf does when it is not so).
+local function memberOf(value, i)
+  local name = segName[i]
+  local from = value:find('\1' .. name .. '\3', 2, true)
+  if not from then return nil end
+  local after = from + #name + 2 + #segCost[i]
+  local digit = value:byte(after - 1)
+  if digit and digit >= BYTE_0 and digit <= BYTE_9 then
+    local mark = value:byte(after)
+    if not mark or mark == 1 then return from, after - 1, after - 1, nil end
+    if mark == BYTE_INLINE then
+      local ends = value:find('\1', after + 1, true)
+      local last = ends and ends - 1 or #value
+      if last == after then stop('corrupt', 'an inline leaf is empty') end
+      return from, after - 1, last, value:sub(after + 1, last)
+    end
+  end
+  return entryAt(value, from, name)
+end
 
 -- Reads the uncached nodes on the current update's path (its tree's root, then one field per level, down to
 -- level k) in one HMGET rather than one HGET each as reach and remove walk down: a field that is not there is
@@ -145,12 +210,19 @@ local function missingBelow(u, from, k)
   end
 end
 
+-- After reach: the field of the object node that holds the node reach gave inline (a leaf with no field of its own),
+-- or false; and, when that node is a member of an object, the object node's value, where the member's entry ends its
+-- cost and where it ends (see putLeafAt).
+local inlineIn = false
+local memberNode, memberDigits, memberLast
+
 -- Follows the path from the root. Gives the deepest level m that exists with its field and
 -- value; raises the conflict Sesame's Path.modify would raise for a change that creates.
 local function reach(u, k)
   local field, value = root, node(root)
+  inlineIn = false
   for i = 1, k do
-    local index, exists = segIndex[i], false
+    local index, exists, inline = segIndex[i], false, nil
     if index then
       local n = arrayLength(value)
       if not n then stop('conflict', u, 'kind', i - 1, kindOf(value)) end
@@ -161,22 +233,60 @@ local function reach(u, k)
       end
     else
       if value:byte(1) == BYTE_O then
-        exists = value:find('\1' .. segName[i] .. '\3', 2, true) ~= nil
+        local from, digits, last, leaf = memberOf(value, i)
+        exists, inline = from ~= nil, leaf
+        memberNode, memberDigits, memberLast = value, digits, last
       elseif value ~= '{}' then
         stop('conflict', u, 'kind', i - 1, kindOf(value))
       end
       if not exists then missingBelow(u, i + 1, k) end
     end
     if not exists then return i - 1, field, value end
-    field = field .. segField[i]
-    value = node(field)
+    if inline then
+      inlineIn = field
+      field = field .. segField[i]
+      value = inline
+    else
+      inlineIn = false
+      field = field .. segField[i]
+      value = node(field)
+    end
   end
   return k, field, value
 end
 
--- Creates the missing levels m+1 .. k below the existing node (field, value) at level m.
--- Gives the target's field and the bytes added, counting `leafSize` for the target itself.
+-- Takes an inline leaf out of its entry in the object node `parent` (the member then has a field of its own, or is
+-- being replaced).
+local function uninline(parent, name)
+  local value = node(parent)
+  local _, digits, last, inline = entryOf(value, name)
+  if inline then put(parent, value:sub(1, digits) .. value:sub(last + 1)) end
+end
+
+-- Writes the leaf text `leaf` as a member of the object node `parent`, whose value is `value` and whose entry for the
+-- member ends its cost at `digits` and itself at `last` (after an inline leaf when `inline`): inline when the node then
+-- stays within the limit, else in the member's own field `field`. Whatever field the member had is the caller's to
+-- drop first.
+local function putLeafAt(parent, value, digits, last, inline, field, leaf)
+  if limit > 0 and #value - (last - digits) + 1 + #leaf <= limit then
+    put(parent, value:sub(1, digits) .. '\5' .. leaf .. value:sub(last + 1))
+  else
+    if inline then put(parent, value:sub(1, digits) .. value:sub(last + 1)) end
+    put(field, leaf)
+  end
+end
+
+-- putLeafAt for a member that attach has just made: the last entry of its object's node.
+local function putAttached(parent, value, field, leaf)
+  putLeafAt(parent, value, #value, #value, false, field, leaf)
+end
+
+-- Creates the missing levels m+1 .. k below the existing node (field, value) at level m (reach's answer, so inlineIn
+-- tells whether that node is an inline leaf: an empty object or array, which then gets a field of its own).
+-- Gives the target's field and the bytes added, counting `leafSize` for the target itself, and the field and value of
+-- the node above the target, whose last entry is the target's when it is an object.
 local function attach(m, k, field, value, leafSize)
+  if inlineIn then uninline(inlineIn, segName[m]) end
   local comma = 1
   if segIndex[m + 1] then
     local n = arrayLength(value)
@@ -187,20 +297,24 @@ local function attach(m, k, field, value, leafSize)
       comma = 0
       value = 'O'
     end
-    put(field, value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1])
+    value = value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1]
+    put(field, value)
   end
   local added = comma + tonumber(segCost[m + 1]) + leafSize
+  local parent = field
   field = field .. segField[m + 1]
   for i = m + 1, k - 1 do
     if segIndex[i + 1] then
       put(field, 'A1')
     else
-      put(field, 'O\1' .. segName[i + 1] .. '\3' .. segCost[i + 1])
+      value = 'O\1' .. segName[i + 1] .. '\3' .. segCost[i + 1]
+      put(field, value)
     end
     added = added + 2 + tonumber(segCost[i + 1])
+    parent = field
     field = field .. segField[i + 1]
   end
-  return field, added
+  return field, added, parent, value
 end
 
 -- Exact decimal arithmetic on JSON number text, as Sesame's JsonNumber.Add: the sum keeps
@@ -303,7 +417,12 @@ end
 local function place(u, k, size)
   local m, field, value = reach(u, k)
   if m == k then
-    grow(size - drop(field))
+    if inlineIn then
+      uninline(inlineIn, segName[k])
+      grow(size - #value)
+    else
+      grow(size - drop(field))
+    end
     return field
   end
   local target, added = attach(m, k, field, value, size)
@@ -311,7 +430,40 @@ local function place(u, k, size)
   return target
 end
 
+-- The field of the object node above a member's field (the current update's path, k >= 1).
+local function parentOf(field, k)
+  return field:sub(1, #field - #segField[k])
+end
+
+-- Sets the leaf text `leaf` at the current update's path, whose last segment is a key: inline in its object's node
+-- when it fits (putLeafAt), as place then put would set it otherwise.
+local function setLeaf(u, k, leaf)
+  local m, field, value = reach(u, k)
+  if m == k then
+    if inlineIn then
+      grow(#leaf - #value)
+      putLeafAt(inlineIn, memberNode, memberDigits, memberLast, true, field, leaf)
+      return
+    end
+    grow(#leaf - drop(field))
+    putLeafAt(parentOf(field, k), memberNode, memberDigits, memberLast, false, field, leaf)
+    return
+  end
+  local target, added, parent, parentValue = attach(m, k, field, value, #leaf)
+  grow(added)
+  putAttached(parent, parentValue, target, leaf)
+end
+
 local function set(u, k, first, count, size)
+  -- One node that is a leaf (not 'O' or 'A'), at a key: it may go inline.
+  if count == 1 and k > 0 and not segIndex[k] then
+    local leaf = ARGV[first + 1]
+    local kind = leaf:byte(1)
+    if kind ~= BYTE_O and kind ~= BYTE_A then
+      setLeaf(u, k, leaf)
+      return
+    end
+  end
   local target = place(u, k, size)
   for j = first, first + 2 * count - 1, 2 do
     put(target .. ARGV[j], ARGV[j + 1])
@@ -335,16 +487,17 @@ end
 local function increment(u, k, by)
   local m, field, value = reach(u, k)
   if m < k then
-    local target, added = attach(m, k, field, value, #by)
-    put(target, by)
+    local target, added, parent, parentValue = attach(m, k, field, value, #by)
     grow(added)
+    if segIndex[k] then put(target, by) else putAttached(parent, parentValue, target, by) end
     return
   end
   local first = value:byte(1)
   if first ~= BYTE_MINUS and (first < BYTE_0 or first > BYTE_9) then stop('conflict', u, 'notnumber', k, kindOf(value)) end
   local sum = addNumbers(value, by)
   if not sum then stop('conflict', u, 'overflow', k, value) end
-  put(field, sum)
+  -- A number held inline stays inline while it fits; one in a field of its own stays there.
+  if inlineIn then putLeafAt(inlineIn, memberNode, memberDigits, memberLast, true, field, sum) else put(field, sum) end
   grow(#sum - #value)
 end
 
@@ -353,19 +506,24 @@ local function remove(u, k)
   if k == 0 or segIndex[k] then stop('conflict', u, 'removeindex', k, '') end
   local parentField, parentValue
   local field, value = root, node(root)
+  local inline
   for i = 1, k do
     local index = segIndex[i]
+    inline = nil
     if index then
       local n = arrayLength(value)
       if not n or index >= n then return end
-    elseif value:byte(1) ~= BYTE_O or not value:find('\1' .. segName[i] .. '\3', 2, true) then
-      return
+    else
+      if value:byte(1) ~= BYTE_O then return end
+      local from, _, _, leaf = memberOf(value, i)
+      if not from then return end
+      inline = leaf
     end
     parentField, parentValue = field, value
     field = field .. segField[i]
-    value = node(field)
+    value = inline or node(field)
   end
-  local size = drop(field)
+  local size = inline and #inline or drop(field)
   local from = parentValue:find('\1' .. segName[k] .. '\3', 2, true)
   local to = parentValue:find('\1', from + 1, true)
   local rest = parentValue:sub(1, from - 1) .. (to and parentValue:sub(to) or '')
@@ -381,14 +539,15 @@ end
 -- Updates u and u + 1: a set of null at a key path, then its remove. The key's containers are made as the set makes
 -- them, and what it would refuse is refused as update u; then the key is gone (a remove of a key just set never fails).
 local function nullThenRemove(u, k)
-  put(place(u, k, 4), 'null')
+  setLeaf(u, k, 'null')
   remove(u + 1, k)
 end
 
 -- Starts from a stored session: the hash `key`, whose '#v' and '#s' are given.
-local function openStored(key, version, size)
+local function openStored(key, stored, size)
   cache, dirty, factsGrowth, factsBefore = {}, {}, 0, nil
-  if version ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
+  if stored ~= '2' and stored ~= '3' then stop('corrupt', 'the hash has no Sesame format version 2 or 3') end
+  version = stored
   total = tonumber(size)
   if not total then stop('corrupt', 'the hash has no valid size') end
   readKey = key
@@ -398,7 +557,8 @@ end
 local function openNew()
   cache, dirty, factsGrowth, factsBefore = {}, {}, 0, 2
   readKey = false
-  put('#v', '2')
+  version = '2'
+  put('#v', version)
   put('', '{}')
   put(FACTS, '{}')
   total = 2
@@ -410,14 +570,19 @@ local function openCopied(first, count)
   cache, dirty, factsGrowth, factsBefore = {}, {}, 0, nil
   readKey = false
   for i = first, first + 2 * count - 1, 2 do put(ARGV[i], ARGV[i + 1]) end
-  if cache['#v'] ~= '2' then stop('corrupt', 'the hash has no Sesame format version 2') end
+  version = cache['#v']
+  if version ~= '2' and version ~= '3' then stop('corrupt', 'the hash has no Sesame format version 2 or 3') end
   total = tonumber(cache['#s'])
   if not total then stop('corrupt', 'the hash has no valid size') end
 end
 
 -- The facts' shape version as SessionMeta.shapeOf reads it (missing, or not an integer from 0 to 2^31-1: 0).
 local function shapeOf()
-  local value = get(FACTS .. '\1shape')
+  local facts, value = get(FACTS), false
+  if facts and facts:byte(1) == BYTE_O then
+    local from, _, _, inline = entryOf(facts, 'shape')
+    if from then value = inline or get(FACTS .. '\1shape') end
+  end
   if not value or not value:match('^-?%d+$') then return 0 end
   local n = tonumber(value)
   if n >= 0 and n <= 2147483647 then return n end
@@ -477,7 +642,14 @@ local function applyChange(start)
   p = start
   local from, to = ARGV[p], ARGV[p + 1]
   local upgradeCount, count = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
-  p = p + 4
+  limit = tonumber(ARGV[p + 4])
+  p = p + 5
+  -- A hash that may hold inline leaves says so before any is written (an earlier Sesame refuses it, where it would
+  -- misread the leaves).
+  if limit > 0 and version ~= '3' then
+    version = '3'
+    put('#v', version)
+  end
   local upgrading = false
   if from ~= '' then
     local shape = shapeOf()
@@ -504,12 +676,12 @@ local function checkRoots()
 end
 
 -- What a node adds to its tree's compact JSON besides its children: a leaf its text; an array of n items n + 1; an
--- object 1, and each member's cost and a comma or brace.
+-- object 1, and each member's cost and a comma or brace, and its inline leaves.
 local function nodeSize(value)
   local first = value:byte(1)
   if first == BYTE_O then
     local size = 1
-    for cost in value:gmatch('\1[^\1\3]*\3(%d+)') do size = size + tonumber(cost) + 1 end
+    for cost, part in value:gmatch('\1[^\1\3]*\3(%d+)([^\1]*)') do size = size + tonumber(cost) + 1 + inlineSize(part) end
     return size
   elseif first == BYTE_A then
     return arrayLength(value) + 1

@@ -5,6 +5,7 @@ open System.Buffers
 open System.Collections.Generic
 open System.Collections.Immutable
 open System.Globalization
+open System.Runtime.CompilerServices
 open System.Text
 open Sesame
 open StackExchange.Redis
@@ -13,8 +14,9 @@ open StackExchange.Redis
 exception internal InvalidLayout of reason: string
 
 /// <summary>
-/// The stored form of a session: one Redis hash holding its data tree and its facts tree, one field per node
-/// (the layout is described at the top of Patch.lua), and the keys beside it (Layout.lua). This module makes
+/// The stored form of a session: one Redis hash holding its data tree and its facts tree, one field per node, an
+/// object's leaves inline in its node within the store's inline limit (the layout is described at the top of
+/// Patch.lua), and the keys beside it (Layout.lua). This module makes
 /// the shard tags, turns changes into the scripts' arguments and a hash's fields back into trees; it never
 /// goes through Lua's cjson.
 /// </summary>
@@ -33,6 +35,11 @@ module internal RedisLayout =
     [<Literal>]
     let CostMark = '\u0003'
 
+    /// Follows a member's cost in an object node when the member is a leaf held inline: its JSON text comes next, and
+    /// it has no field of its own (JSON text never holds the byte, nor does an escaped key).
+    [<Literal>]
+    let InlineMark = '\u0005'
+
     /// The root of the facts tree in field names (the data tree's root is the empty name).
     [<Literal>]
     let FactsRoot = "\u0004"
@@ -45,9 +52,14 @@ module internal RedisLayout =
     [<Literal>]
     let SizeField = "#s"
 
-    /// The format this code writes and reads.
+    /// The format of a hash that holds no inline leaf: what Sesame wrote before inline leaves, and still writes with
+    /// the inline limit 0.
     [<Literal>]
-    let FormatVersion = "2"
+    let PlainFormatVersion = "2"
+
+    /// The format of a hash that may hold inline leaves (written with an inline limit above 0). Both are read.
+    [<Literal>]
+    let InlineFormatVersion = "3"
 
     let private alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -107,23 +119,61 @@ module internal RedisLayout =
         | Json.Bool false -> falseValue
         | other -> RedisValue.op_Implicit (Json.toUtf8 other)
 
-    /// Adds the nodes of a value, their field names relative to the value's own field.
-    let rec private addNodes (arguments: ScriptArguments) (relative: string) (json: Json) : int =
+    /// The decimal digits of a cost.
+    let private digitCount (n: int64) =
+        let mutable digits = 1
+        let mutable rest = n / 10L
+        while rest > 0L do
+            digits <- digits + 1
+            rest <- rest / 10L
+        digits
+
+    /// Whether a value is a leaf of the stored form: not a non-empty object or array.
+    let private isLeaf (json: Json) =
+        match json with
+        | Json.Object o -> o.Count = 0
+        | Json.Array items -> items.Length = 0
+        | _ -> true
+
+    /// A leaf's JSON text, as it is written inline in its object's node.
+    let private leafText (leaf: Json) : string =
+        match leaf with
+        | Json.Number n -> n.Text
+        | Json.Null -> "null"
+        | Json.Bool true -> "true"
+        | Json.Bool false -> "false"
+        | other -> Json.serialize other
+
+    /// Adds the nodes of a value, their field names relative to the value's own field; an object's leaves are held
+    /// inline in its node while the node stays within `limit` bytes (Patch.lua). Gives how many nodes it added.
+    let rec private addNodes (arguments: ScriptArguments) (limit: int) (relative: string) (json: Json) : int =
         match json with
         | Json.Object o when o.Count > 0 ->
             let names = Array.zeroCreate o.Count
+            // The members held inline, by position: the rest are nodes of their own.
+            let inlined = Array.zeroCreate<bool> o.Count
             let node = StringBuilder("O")
+            let mutable bytes = 1
             let mutable i = 0
-            for KeyValue(key, _) in o do
+            for KeyValue(key, child) in o do
                 names[i] <- NodePath.escapeKey key
-                node.Append(KeyMark).Append(names[i]).Append(CostMark).Append(NodePath.keyCost key) |> ignore
+                let cost = NodePath.keyCost key
+                node.Append(KeyMark).Append(names[i]).Append(CostMark).Append(cost) |> ignore
+                if limit > 0 then bytes <- bytes + 2 + Encoding.UTF8.GetByteCount names[i] + digitCount cost
+                if limit > 0 && isLeaf child then
+                    let text = leafText child
+                    let size = 1 + Encoding.UTF8.GetByteCount text
+                    if bytes + size <= limit then
+                        node.Append(InlineMark).Append(text) |> ignore
+                        bytes <- bytes + size
+                        inlined[i] <- true
                 i <- i + 1
             arguments.Add(value relative)
             arguments.Add(value (node.ToString()))
             let mutable count = 1
             i <- 0
             for KeyValue(_, child) in o do
-                count <- count + addNodes arguments (relative + string KeyMark + names[i]) child
+                if not inlined[i] then count <- count + addNodes arguments limit (relative + string KeyMark + names[i]) child
                 i <- i + 1
             count
         | Json.Array items when items.Length > 0 ->
@@ -131,7 +181,7 @@ module internal RedisLayout =
             arguments.Add(value ("A" + items.Length.ToString(CultureInfo.InvariantCulture)))
             let mutable count = 1
             for i in 0 .. items.Length - 1 do
-                count <- count + addNodes arguments (relative + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) items[i]
+                count <- count + addNodes arguments limit (relative + string IndexMark + i.ToString(CultureInfo.InvariantCulture)) items[i]
             count
         | leaf ->
             arguments.Add(value relative)
@@ -161,9 +211,10 @@ module internal RedisLayout =
         | Update.Remove _ -> path
         | Update.Increment _ -> path + 1
 
-    /// <summary>How many values addChange adds for a change's steps: a script's ARGV sized once, not grown value by value.</summary>
+    /// <summary>How many values addChange adds for a change's steps, at most: a script's ARGV sized once, not grown value
+    /// by value (a value whose leaves go inline adds fewer).</summary>
     let argumentCountOf (steps: List<ScriptStep>) : int =
-        let mutable count = 4
+        let mutable count = 5
         for step in steps do
             count <- count + argumentsOfStep step.Update step.NullThenRemove
         count
@@ -171,8 +222,9 @@ module internal RedisLayout =
     /// A step's letter: upper case for the facts.
     let private opCode (facts: bool) (letter: string) = if facts then letter.ToUpperInvariant() else letter
 
-    /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it, from the change's steps.</summary>
-    let addChange (arguments: ScriptArguments) (change: SessionChange) (steps: List<ScriptStep>) : unit =
+    /// <summary>Appends a change to a script's ARGV, as Patch.lua reads it, from the change's steps; leaves go inline
+    /// within <paramref name="inlineLimit"/> bytes (0: none).</summary>
+    let addChange (arguments: ScriptArguments) (inlineLimit: int) (change: SessionChange) (steps: List<ScriptStep>) : unit =
         match change.Upgrade with
         | ValueSome upgrade ->
             arguments.Add(RedisValue.op_Implicit (int64 upgrade.From))
@@ -186,6 +238,7 @@ module internal RedisLayout =
         for step in steps do
             updates <- updates + (if step.NullThenRemove then 2L else 1L)
         arguments.Add(RedisValue.op_Implicit updates)
+        arguments.Add(RedisValue.op_Implicit (int64 inlineLimit))
         // 's' sets the value at the path; 'a' appends it to the array there; upper case for the facts.
         let addValue (op: string) (path: SessionPath) (json: Json) =
             arguments.Add(value op)
@@ -193,7 +246,7 @@ module internal RedisLayout =
             let countAt = arguments.Count
             arguments.Add(RedisValue.Null)
             arguments.Add(RedisValue.op_Implicit (JsonSize.utf8Length json))
-            let count = addNodes arguments "" json
+            let count = addNodes arguments inlineLimit "" json
             arguments[countAt] <- RedisValue.op_Implicit (int64 count)
         for step in steps do
             let facts = step.Facts
@@ -216,8 +269,16 @@ module internal RedisLayout =
                 arguments.Add(value by.Text)
 
     /// <summary>The commit script's ARGV (Commit.lua): the store's key prefix, the session id, whether the session must
-    /// exist, its time to live, the size limit and the expiry refresh, then the change.</summary>
-    let commitArguments (prefix: RedisValue) (id: string) (commit: CommitOptions) (refresh: RedisValue) (change: SessionChange) : RedisValue[] =
+    /// exist, its time to live, the size limit and the expiry refresh, then the change (its leaves inline within
+    /// <paramref name="inlineLimit"/> bytes).</summary>
+    let commitArguments
+        (prefix: RedisValue)
+        (id: string)
+        (commit: CommitOptions)
+        (refresh: RedisValue)
+        (inlineLimit: int)
+        (change: SessionChange)
+        : RedisValue[] =
         let steps = ScriptSteps.ofChange change
         let arguments = ScriptArguments(6 + argumentCountOf steps)
         arguments.Add prefix
@@ -226,7 +287,7 @@ module internal RedisLayout =
         arguments.Add(RedisValue.op_Implicit (ttlMilliseconds commit.IdleTimeout))
         arguments.Add(RedisValue.op_Implicit (int64 commit.MaxSizeBytes))
         arguments.Add refresh
-        addChange arguments change steps
+        addChange arguments inlineLimit change steps
         arguments.ToArray()
 
     /// <summary>The conflict a script reported for the change's update number <paramref name="update"/> (from 1), with the message Sesame's own apply gives.</summary>
@@ -316,6 +377,29 @@ module internal RedisLayout =
         | Json.Object o when o.Count > 0 -> raise (InvalidLayout "a leaf holds a container")
         | _ -> leaf
 
+    /// A leaf held inline in its object's node: its JSON text, as the node's characters. Not inlined into the walk,
+    /// whose frame a tree Json.MaxDepth deep repeats at every level (see buildTree).
+    [<MethodImpl(MethodImplOptions.NoInlining)>]
+    let private inlineLeafOf (text: ReadOnlySpan<char>) : Json =
+        if text.IsEmpty then raise (InvalidLayout "an inline leaf is empty")
+        let buffer = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetMaxByteCount text.Length)
+        try
+            let length = Encoding.UTF8.GetBytes(text, Span buffer)
+            leafOf (ReadOnlySpan(buffer, 0, length))
+        finally
+            ArrayPool<byte>.Shared.Return buffer
+
+    /// Where an object node's member entry (after its KeyMark) has its CostMark, and its InlineMark (-1 when the member
+    /// is not held inline), checking the cost's digits between them. Apart from the walk for its frame's sake too.
+    [<MethodImpl(MethodImplOptions.NoInlining)>]
+    let private memberMarks (entry: ReadOnlySpan<char>) : struct (int * int) =
+        let mark = entry.IndexOf CostMark
+        if mark < 0 then raise (InvalidLayout "an object member is malformed")
+        let inlineAt = entry.Slice(mark + 1).IndexOf InlineMark
+        let digits = if inlineAt < 0 then entry.Slice(mark + 1) else entry.Slice(mark + 1, inlineAt)
+        if digits.IsEmpty || digits.IndexOfAnyExceptInRange('0', '9') >= 0 then raise (InvalidLayout "an object member is malformed")
+        struct (mark, (if inlineAt < 0 then -1 else mark + 1 + inlineAt))
+
     /// Builds the tree whose root is the field `root` from the nodes (field name to value), checking every
     /// node; counts the nodes it visits in `visited`. The nodes are found by the name of each as the walk makes it in
     /// one buffer (FieldPath), and an object node's members are read in place in its text.
@@ -350,7 +434,7 @@ module internal RedisLayout =
                 | _ -> raise (InvalidLayout "an array node is malformed")
             | _ -> leafOf (reader.Bytes length)
         // An object node: 'O', then for each member KeyMark, its key as escaped in field names, CostMark and its cost's
-        // digits.
+        // digits, and for a leaf held inline InlineMark and the leaf's JSON text.
         and buildObject (node: string) (depth: int) : Json =
             let text = node.AsSpan 1
             if text.IsEmpty || text[0] <> KeyMark then raise (InvalidLayout "an object node is malformed")
@@ -363,9 +447,7 @@ module internal RedisLayout =
             for i in 0 .. members.Length - 1 do
                 let next = rest.IndexOf KeyMark
                 let entry = if next < 0 then rest else rest.Slice(0, next)
-                let mark = entry.IndexOf CostMark
-                if mark < 0 || mark = entry.Length - 1 || entry.Slice(mark + 1).IndexOfAnyExceptInRange('0', '9') >= 0 then
-                    raise (InvalidLayout "an object member is malformed")
+                let struct (mark, inlineAt) = memberMarks entry
                 let name = entry.Slice(0, mark)
                 let key = unescapeKey (String name)
                 let repeated =
@@ -377,9 +459,12 @@ module internal RedisLayout =
                     else
                         not (keys.Add key)
                 if repeated then raise (InvalidLayout "an object names a key twice")
-                field.AppendKey name
-                members[i] <- KeyValuePair(key, build (depth + 1))
-                field.CutTo at
+                if inlineAt >= 0 then
+                    members[i] <- KeyValuePair(key, inlineLeafOf (entry.Slice(inlineAt + 1)))
+                else
+                    field.AppendKey name
+                    members[i] <- KeyValuePair(key, build (depth + 1))
+                    field.CutTo at
                 if next >= 0 then rest <- rest.Slice(next + 1)
             Json.Object(JsonObject.Create(ReadOnlySpan members))
         let tree = build 0
@@ -403,7 +488,7 @@ module internal RedisLayout =
                 | SizeField -> size <- reader.Text data
                 | _ when field.StartsWith '#' -> ()
                 | _ -> nodes[field] <- data
-            if version <> FormatVersion then raise (InvalidLayout "the hash has no Sesame format version 2")
+            if version <> PlainFormatVersion && version <> InlineFormatVersion then raise (InvalidLayout "the hash has no Sesame format version 2 or 3")
             let size =
                 match Int64.TryParse(size, NumberStyles.None, CultureInfo.InvariantCulture) with
                 | true, size -> size

@@ -197,6 +197,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     let database = connection.GetDatabase(options.Database, null)
     let prefix = RedisValue.op_Implicit options.KeyPrefix
     let refreshInterval = int64 options.ExpiryRefreshInterval.TotalMilliseconds
+    let inlineLimit = options.InlineLimit
     let refreshMilliseconds = RedisValue.op_Implicit refreshInterval
     /// Redis's clock as the load scripts last told it (see ExpiryRefresh).
     let clock = RedisClock()
@@ -525,7 +526,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
             fromShard.Ids
             fromShard.Bound
         |]
-        // The 11 values below, the copied fields, then the change: sized exactly, so the array is sent as it is built.
+        // The 11 values below, the copied fields, then the change: sized for the most they take (a value whose leaves go inline takes fewer).
         let steps = ScriptSteps.ofChange change
         let arguments = ScriptArguments(11 + copied.Length + RedisLayout.argumentCountOf steps)
         arguments.Add prefix
@@ -541,7 +542,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         arguments.Add(RedisValue.op_Implicit (int64 (copied.Length / 2)))
         for item in copied do
             arguments.Add(RedisResult.op_Explicit item: RedisValue)
-        RedisLayout.addChange arguments change steps
+        RedisLayout.addChange arguments inlineLimit change steps
         struct (keys, arguments.ToArray())
 
     /// Reports the sessions a move ended to keep its user within the limit (Move.lua's 'ok' reply).
@@ -924,7 +925,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
         if isNull change then nullArg (nameof change)
         if change.BindsUser then invalidArg (nameof change) "A commit cannot bind a session to a user or unbind it; a move does (sign-in rotates the session)."
         let keys = keysOf id
-        let arguments = RedisLayout.commitArguments prefix id commit refreshMilliseconds change
+        let arguments = RedisLayout.commitArguments prefix id commit refreshMilliseconds inlineLimit change
         let! struct (parts, acknowledged) =
             bounded "commit" id cancellationToken (fun token -> onSession id (fun () -> evaluate commitScript keys arguments true token) token)
         match Reply.text parts[0] with

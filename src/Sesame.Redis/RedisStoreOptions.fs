@@ -7,7 +7,7 @@ open System.Threading
 /// <remarks>
 /// Defaults: <c>KeyPrefix</c> <c>"sesame:"</c>, <c>Database</c> -1 (the connection's default),
 /// <c>OperationTimeout</c> 5 seconds, <c>ExpiryRefreshInterval</c> 1 second, <c>SweepInterval</c> 1 minute,
-/// <c>WaitForReplicas</c> 0 (no wait), <c>WaitForReplicasTimeout</c> 1 second.
+/// <c>WaitForReplicas</c> 0 (no wait), <c>WaitForReplicasTimeout</c> 1 second, <c>InlineLimit</c> 64 bytes.
 /// </remarks>
 [<AllowNullLiteral>]
 type RedisStoreOptions() =
@@ -35,6 +35,12 @@ type RedisStoreOptions() =
 
     /// <summary>The default time a commit waits for its replicas when <c>WaitForReplicas</c> is set: 1 second.</summary>
     static member DefaultWaitForReplicasTimeout = TimeSpan.FromSeconds 1.0
+
+    /// <summary>The default inline limit: 64 bytes, Redis's own default <c>hash-max-listpack-value</c>.</summary>
+    static member DefaultInlineLimit = 64
+
+    /// The most InlineLimit may be: a node past it is never a listpack value, whatever Redis's limits.
+    static member internal MaxInlineLimit = 65536
 
     /// <summary>
     /// Put before every key the store makes (sessions <c>KeyPrefix{c}:id</c>, and the indexes beside them, where
@@ -92,6 +98,22 @@ type RedisStoreOptions() =
     member val WaitForReplicasTimeout = RedisStoreOptions.DefaultWaitForReplicasTimeout with get, set
 
     /// <summary>
+    /// <para>The longest node, in bytes, that holds leaves inline. A session is a hash with a field per object, array and
+    /// leaf, named by its full path; a leaf that is a member of an object is instead written into its object's field
+    /// while that field stays within this many bytes, and has no field of its own. Fewer fields, without repeating the
+    /// path in each, make a session smaller in Redis (about 0.7x for a 1 KB session at 64 bytes, 0.6x at 256; see
+    /// docs/performance.md), and a commit and a load have fewer fields to read and write.</para>
+    /// <para>Set it to Redis's <c>hash-max-listpack-value</c> (64 by default; we suggest 256 for both, with
+    /// <c>hash-max-listpack-entries 1024</c>): a hash stays a compact listpack only while every field is within that
+    /// limit, so a longer inline limit than Redis's turns hashes into hash tables, several times larger.</para>
+    /// <para>0 writes no leaf inline and leaves sessions in the format Sesame wrote before (format 2), which this version
+    /// reads too. Use it for a rolling upgrade from a version before this option: an earlier version refuses a session
+    /// that may hold inline leaves (format 3) as invalid, so set 0 until every instance runs this version. Default 64;
+    /// at most 65,536.</para>
+    /// </summary>
+    member val InlineLimit = RedisStoreOptions.DefaultInlineLimit with get, set
+
+    /// <summary>
     /// The Redis key of the ASP.NET Core Data Protection key ring that <c>AddRedisStore</c> keeps
     /// beside the sessions: <c>KeyPrefix</c> followed by <c>DataProtection-Keys</c> (so
     /// <c>"sesame:DataProtection-Keys"</c> by default), a Redis list of the keys' XML. No session
@@ -118,6 +140,8 @@ type RedisStoreOptions() =
         if this.WaitForReplicas < 0 then invalidArg "WaitForReplicas" $"WaitForReplicas cannot be negative; it is {this.WaitForReplicas}."
         if this.WaitForReplicas > 0 && this.WaitForReplicasTimeout <= TimeSpan.Zero then
             invalidArg "WaitForReplicasTimeout" $"WaitForReplicasTimeout must be positive; it is {this.WaitForReplicasTimeout}."
+        if this.InlineLimit < 0 || this.InlineLimit > RedisStoreOptions.MaxInlineLimit then
+            invalidArg "InlineLimit" $"InlineLimit must be from 0 (no leaf inline) to {RedisStoreOptions.MaxInlineLimit} bytes; it is {this.InlineLimit}."
 
     /// <summary>A copy of these options (the store keeps its own, so later changes do not reach it).</summary>
     member this.Clone() =
@@ -128,5 +152,6 @@ type RedisStoreOptions() =
             ExpiryRefreshInterval = this.ExpiryRefreshInterval,
             SweepInterval = this.SweepInterval,
             WaitForReplicas = this.WaitForReplicas,
-            WaitForReplicasTimeout = this.WaitForReplicasTimeout
+            WaitForReplicasTimeout = this.WaitForReplicasTimeout,
+            InlineLimit = this.InlineLimit
         )

@@ -143,6 +143,16 @@ module RedisExample =
             // readme end
         }
 
+/// README: the Redis store's inline limit, at the suggested hash-max-listpack-value.
+module RedisInlineLimitExample =
+    let configure (services: IServiceCollection) (redis: StackExchange.Redis.IConnectionMultiplexer) =
+        // readme: redis-inline-limit
+        services
+            .AddSesame()
+            .AddRedisStore(redis, "my-app", fun o -> o.InlineLimit <- 256) // Redis's hash-max-listpack-value
+        |> ignore
+        // readme end
+
 /// README: the PostgreSQL store.
 module PostgresExample =
     let configure (services: IServiceCollection) =

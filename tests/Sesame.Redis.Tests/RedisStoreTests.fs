@@ -24,6 +24,9 @@ type RedisFixture() =
 
     /// A store on the shared connection. It does not sweep: some tests watch every command the server runs.
     member _.Store(?prefix: string) = new RedisStore(connection, RedisStoreOptions(KeyPrefix = defaultArg prefix "test:", SweepInterval = TimeSpan.Zero), null)
+    /// A store that holds leaves inline within `limit` bytes (0: none, format 2).
+    member _.StoreInlining(prefix: string, limit: int) =
+        new RedisStore(connection, RedisStoreOptions(KeyPrefix = prefix, SweepInterval = TimeSpan.Zero, InlineLimit = limit), null)
 
     interface IDisposable with
         member _.Dispose() =
@@ -167,56 +170,74 @@ let private storeTests =
     let server = serverOfItsOwn ()
     testSequencedGroup "redis store server"
     <| testList "store" [
-        testCaseTask "every commit leaves exactly what applying its patch in memory gives, byte for byte, size included"
+        testCaseTask "every commit leaves exactly what applying its patch in memory gives, byte for byte, size included, whatever the inline limit"
         <| fun () -> task {
-            let redis = server.Value.Store "model:"
-            let store = redis :> SessionStore
-            let db = server.Value.Admin.GetDatabase()
-            let generator = Generator 20240607
-            let mutable committed, conflicts, tooLarge = 0, 0, 0
-            for session in 1..8 do
-                let id = $"model-{session}-{Guid.NewGuid():N}"
-                let mutable model = None
-                for _ in 1..100 do
-                    let before = defaultArg model Json.emptyObject
-                    let patch = generator.Patch before
-                    // Now and then a limit close to the current size, which a commit may cross either way.
-                    let limit = if generator.Next 5 = 0 then max 2 (int (JsonSize.utf8Length before) - 20 + generator.Next 50) else 1 <<< 20
-                    let options = { creating with MaxSizeBytes = limit }
-                    match Patch.tryApply patch before with
-                    | Error expected ->
-                        let! e = throwsAsync<PathConflictException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
-                        Expect.equal e.Message expected.Message "e.Message"
-                        Expect.equal e.Path expected.Path "e.Path"
-                        conflicts <- conflicts + 1
-                    | Ok after when
-                        (match after with
-                         | Json.Object _ -> false
-                         | _ -> true)
-                        ->
-                        // A session's tree is an object: a root set to anything else is refused, as every store refuses it.
-                        let! _ = throwsAsync<ArgumentException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
-                        ()
-                    | Ok after when JsonSize.utf8Length after > int64 limit ->
-                        let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
-                        Expect.equal e.Size (JsonSize.utf8Length after) "e.Size"
-                        tooLarge <- tooLarge + 1
-                    | Ok after ->
-                        let! result = store.CommitAsync(id, SessionChange patch, options, testToken ())
-                        Expect.equal result CommitResult.Committed "result"
-                        model <- Some after
-                        committed <- committed + 1
-                    let! loaded = load store id
-                    Expect.equal loaded model "loaded"
-                    // Same keys in the same order, same number texts: the same JSON text.
-                    Expect.equal (loaded |> Option.map Json.serialize) (model |> Option.map Json.serialize) "loaded |> Option.map Json.serialize"
-                    match model with
-                    | Some tree ->
-                        let! size = db.HashGetAsync(RedisKey.op_Implicit (redis.KeyOf id), RedisValue.op_Implicit "#s")
-                        Expect.equal (string size) (string (JsonSize.utf8Length tree)) "string size"
-                    | None -> ()
-            // The walk really went through every outcome.
-            Expect.isTrue (committed > 200 && conflicts > 50 && tooLarge > 20) ($"committed {committed}, conflicts {conflicts}, too large {tooLarge}")
+            // No leaf inline (format 2); a limit so short that leaves move in and out of their objects' nodes all the time;
+            // the default.
+            for inlineLimit in [ 0; 16; RedisStoreOptions.DefaultInlineLimit ] do
+                let redis = server.Value.StoreInlining($"model{inlineLimit}:", inlineLimit)
+                let store = redis :> SessionStore
+                let db = server.Value.Admin.GetDatabase()
+                let generator = Generator 20240607
+                let mutable committed, conflicts, tooLarge = 0, 0, 0
+                // How many sessions ended with a leaf inline, and the format versions they were left in.
+                let mutable inlined = 0
+                let versions = Collections.Generic.HashSet<string>()
+                for session in 1..8 do
+                    let id = $"model-{session}-{Guid.NewGuid():N}"
+                    let mutable model = None
+                    for _ in 1..100 do
+                        let before = defaultArg model Json.emptyObject
+                        let patch = generator.Patch before
+                        // Now and then a limit close to the current size, which a commit may cross either way.
+                        let limit = if generator.Next 5 = 0 then max 2 (int (JsonSize.utf8Length before) - 20 + generator.Next 50) else 1 <<< 20
+                        let options = { creating with MaxSizeBytes = limit }
+                        match Patch.tryApply patch before with
+                        | Error expected ->
+                            let! e = throwsAsync<PathConflictException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                            Expect.equal e.Message expected.Message "e.Message"
+                            Expect.equal e.Path expected.Path "e.Path"
+                            conflicts <- conflicts + 1
+                        | Ok after when
+                            (match after with
+                             | Json.Object _ -> false
+                             | _ -> true)
+                            ->
+                            // A session's tree is an object: a root set to anything else is refused, as every store refuses it.
+                            let! _ = throwsAsync<ArgumentException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                            ()
+                        | Ok after when JsonSize.utf8Length after > int64 limit ->
+                            let! e = throwsAsync<SessionTooLargeException>(fun () -> store.CommitAsync(id, SessionChange patch, options, testToken ()) :> Task)
+                            Expect.equal e.Size (JsonSize.utf8Length after) "e.Size"
+                            tooLarge <- tooLarge + 1
+                        | Ok after ->
+                            let! result = store.CommitAsync(id, SessionChange patch, options, testToken ())
+                            Expect.equal result CommitResult.Committed "result"
+                            model <- Some after
+                            committed <- committed + 1
+                        let! loaded = load store id
+                        Expect.equal loaded model "loaded"
+                        // Same keys in the same order, same number texts: the same JSON text.
+                        Expect.equal (loaded |> Option.map Json.serialize) (model |> Option.map Json.serialize) "loaded |> Option.map Json.serialize"
+                        match model with
+                        | Some tree ->
+                            let! size = db.HashGetAsync(RedisKey.op_Implicit (redis.KeyOf id), RedisValue.op_Implicit "#s")
+                            Expect.equal (string size) (string (JsonSize.utf8Length tree)) "string size"
+                        | None -> ()
+                    let! fields = db.HashGetAllAsync(RedisKey.op_Implicit (redis.KeyOf id))
+                    if fields |> Array.exists (fun e -> (string e.Value).Contains '\u0005') then inlined <- inlined + 1
+                    for e in fields do
+                        if string e.Name = "#v" then versions.Add(string e.Value) |> ignore
+                // The walk really went through every outcome.
+                Expect.isTrue
+                    (committed > 200 && conflicts > 50 && tooLarge > 20)
+                    ($"limit {inlineLimit}: committed {committed}, conflicts {conflicts}, too large {tooLarge}")
+                if inlineLimit = 0 then
+                    Expect.equal inlined 0 "no leaf inline with the limit 0"
+                    Expect.equal (List.ofSeq versions) [ "2" ] "format 2 with the limit 0"
+                else
+                    Expect.isGreaterThan inlined 4 $"leaves inline within {inlineLimit} bytes"
+                    Expect.equal (List.ofSeq versions) [ "3" ] $"format 3 within {inlineLimit} bytes"
         }
 
         testCaseTask "facts that grow past the size limit are refused by Redis itself, at their size to the byte; facts that shrink are not"
@@ -555,11 +576,23 @@ let private storeTests =
                 "a leaf that is not JSON", [ "", "O\u0001a\u00034"; "\u0001a", "{x" ], "a leaf is not JSON"
                 "a leaf that holds a container", [ "", "O\u0001a\u00034"; "\u0001a", "[1]" ], "a leaf holds a container"
                 "an empty node", [ "", "O\u0001a\u00034"; "\u0001a", "" ], "a node is empty"
+                // Leaves held inline (format 3), the entry's cost followed by \u0005 and the leaf's JSON text.
+                "an inline leaf that is empty", [ "", "O\u0001a\u00034\u0005" ], "an inline leaf is empty"
+                "an inline leaf that is not JSON", [ "", "O\u0001a\u00034\u0005{x" ], "a leaf is not JSON"
+                "an inline leaf that holds a container", [ "", "O\u0001a\u00034\u0005[1]" ], "a leaf holds a container"
+                "an inline leaf after a cost that is not digits", [ "", "O\u0001a\u00034x\u00051" ], "an object member is malformed"
+                "an inline leaf with no cost", [ "", "O\u0001a\u0003\u00051" ], "an object member is malformed"
+                "a member inline and with a node too", [ "", "O\u0001a\u00034\u00051"; "\u0001a", "1" ], "not part of the trees"
             ]
             for why, nodes, reason in malformed do
                 let id = "malformed-" + Guid.NewGuid().ToString "N"
                 let key = RedisKey.op_Implicit (store.KeyOf id)
                 do! db.HashSetAsync(key, hash nodes)
+                // A commit that reads a malformed entry is refused by the script, which writes nothing (a leaf's text it
+                // replaces, it does not parse).
+                if why.StartsWith "an inline leaf" && why <> "an inline leaf that is not JSON" && why <> "an inline leaf that holds a container" then
+                    let! e = throwsAsync<SessionStoreException>(fun () -> sessions.CommitAsync(id, changeOf [ setAt "a" "2" ], existing, testToken ()) :> Task)
+                    Expect.stringContains e.Message "not hold a valid Sesame session" $"{why}: the commit"
                 let! before = db.HashGetAllAsync key
                 let! e = throwsAsync<SessionStoreException>(fun () -> load sessions id :> Task)
                 Expect.stringContains e.Message "not hold a valid Sesame session" why
@@ -576,11 +609,108 @@ let private storeTests =
                     wide false, "{" + String.concat "," [ for i in 0..11 -> $"\"k{i}\":1" ] + "}"
                     [ "", "O\u0001a\\005c\u00035\u0001b\u00034"; "\u0001a\\005c", "true"; "\u0001b", "A2"; "\u0001b\u00020", "\"x\""; "\u0001b\u00021", "{}" ],
                     """{"a\\":true,"b":["x",{}]}"""
+                    // Inline leaves beside a member with a node: a string with an escaped control character, an empty array.
+                    [ "", "O\u0001a\u00034\u0005\"x\\u0001\"\u0001b\u00034\u0001c\u00034\u0005[]"; "\u0001b", "O\u0001d\u00034\u0005-1.50" ],
+                    """{"a":"x\u0001","b":{"d":-1.50},"c":[]}"""
                 ] do
                 let id = "wellformed-" + Guid.NewGuid().ToString "N"
                 do! db.HashSetAsync(RedisKey.op_Implicit (store.KeyOf id), hash nodes)
                 let! loaded = load sessions id
                 Expect.equal loaded (Some(json expected)) expected
+        }
+
+        testCaseTask "a store that holds leaves inline reads and changes format 2 sessions, and one with the limit 0 writes no leaf inline"
+        <| fun () -> task {
+            let plain = server.Value.StoreInlining("formats:", 0)
+            let inlining = server.Value.StoreInlining("formats:", 64)
+            let db = server.Value.Admin.GetDatabase()
+            let id = "formats-" + Guid.NewGuid().ToString "N"
+            let key = RedisKey.op_Implicit (plain.KeyOf id)
+            let fieldsNow () = task {
+                let! entries = db.HashGetAllAsync key
+                return entries |> Array.map (fun e -> string e.Name, string e.Value) |> Map.ofArray
+            }
+            let holdsInline (fields: Map<string, string>) = fields |> Map.exists (fun _ value -> value.Contains '\u0005')
+            let commitBy (store: RedisStore) (updates: Update list) = task {
+                let! result = (store :> SessionStore).CommitAsync(id, changeOf updates, creating, testToken ())
+                Expect.equal result CommitResult.Committed "committed"
+            }
+            let expectTree (store: RedisStore) (expected: string) = task {
+                let! loaded = load store id
+                Expect.equal (loaded |> Option.map Json.serialize) (Some expected) "the tree"
+            }
+            // Written by a store that inlines nothing: format 2, a field per leaf (what an earlier Sesame reads).
+            do! commitBy plain [ Update.set SessionPath.root (json """{"user":{"name":"ada","visits":3},"tags":["a","b"],"n":1}""") ]
+            let! fields = fieldsNow ()
+            Expect.equal fields["#v"] "2" "format 2"
+            Expect.isFalse (holdsInline fields) "no leaf inline"
+            Expect.equal fields["\u0001user\u0001name"] "\"ada\"" "a leaf's own field"
+            // Read and changed by a store that inlines: a leaf in a field of its own is incremented there, one set again
+            // goes inline (its field gone), a new one goes inline, a removed one's field goes.
+            do! expectTree inlining """{"user":{"name":"ada","visits":3},"tags":["a","b"],"n":1}"""
+            do! commitBy inlining [ Update.increment (path "user.visits") 1m; setAt "user.name" "\"bob\""; setAt "m" "true"; Update.remove (path "n") ]
+            do! expectTree inlining """{"user":{"name":"bob","visits":4},"tags":["a","b"],"m":true}"""
+            let! fields = fieldsNow ()
+            Expect.equal fields["#v"] "3" "format 3 once a store that inlines writes it"
+            Expect.equal fields["\u0001user\u0001visits"] "4" "incremented in its own field"
+            Expect.isFalse (fields.ContainsKey "\u0001user\u0001name") "set again inline: its field is gone"
+            Expect.isFalse (fields.ContainsKey "\u0001n") "removed"
+            Expect.stringContains fields[""] "\u0001m\u00034\u0005true" "a new leaf inline in the root's node"
+            // The store that inlines nothing reads format 3, and moves a leaf it changes out to a field of its own.
+            do! expectTree plain """{"user":{"name":"bob","visits":4},"tags":["a","b"],"m":true}"""
+            do! commitBy plain [ setAt "user.name" "\"carol\"" ]
+            do! expectTree plain """{"user":{"name":"carol","visits":4},"tags":["a","b"],"m":true}"""
+            let! fields = fieldsNow ()
+            Expect.equal fields["\u0001user\u0001name"] "\"carol\"" "out of its object's node"
+            Expect.isFalse (fields["\u0001user"].Contains '\u0005') "the user's node holds no leaf"
+            Expect.equal fields["#v"] "3" "a format 3 session stays format 3"
+        }
+
+        testCaseTask "a leaf goes inline while its object's node stays within the limit, and has a field of its own past it"
+        <| fun () -> task {
+            let store = server.Value.StoreInlining("spill:", 24)
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let id = "spill-" + Guid.NewGuid().ToString "N"
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let step (updates: Update list) (expected: string) (root: string) (ownFields: string list) = task {
+                let! result = sessions.CommitAsync(id, changeOf updates, creating, testToken ())
+                Expect.equal result CommitResult.Committed expected
+                let! loaded = load sessions id
+                Expect.equal (loaded |> Option.map Json.serialize) (Some expected) expected
+                let! entries = db.HashGetAllAsync key
+                let fields = entries |> Array.map (fun e -> string e.Name, string e.Value) |> Map.ofArray
+                Expect.equal fields[""] root $"{expected}: the root's node"
+                let nodes =
+                    fields |> Map.toList |> List.map fst |> List.filter (fun name -> name <> "" && not (name.StartsWith '#') && not (name.StartsWith '\u0004'))
+                Expect.equal nodes ownFields $"{expected}: the fields of their own"
+                let! size = db.HashGetAsync(key, RedisValue.op_Implicit "#s")
+                Expect.equal (string size) (string expected.Length) $"{expected}: the size"
+            }
+            // 'O', then \u0001 a \u0003 4 (4 bytes), then \u0005 and the leaf: 24 bytes hold a leaf of up to 18.
+            do! step [ setAt "a" "1" ] """{"a":1}""" "O\u0001a\u00034\u00051" []
+            do! step [ Update.increment (path "a") 99999999999999999999m ] """{"a":100000000000000000000}""" "O\u0001a\u00034" [ "\u0001a" ]
+            do! step [ setAt "a" "2" ] """{"a":2}""" "O\u0001a\u00034\u00052" []
+            // Up to the byte: the node 24 bytes long holds it, 25 does not.
+            do! step [ setAt "a" "\"0123456789abcdef\"" ] """{"a":"0123456789abcdef"}""" "O\u0001a\u00034\u0005\"0123456789abcdef\"" []
+            do! step [ setAt "a" "\"0123456789abcdefg\"" ] """{"a":"0123456789abcdefg"}""" "O\u0001a\u00034" [ "\u0001a" ]
+            // An empty object inline gets a node of its own when something is set below it; an empty array when appended to.
+            do! step [ setAt "a" "{}"; setAt "b" "[]" ] """{"a":{},"b":[]}""" "O\u0001a\u00034\u0005{}\u0001b\u00034\u0005[]" []
+            do! step [ setAt "a.c" "1" ] """{"a":{"c":1},"b":[]}""" "O\u0001a\u00034\u0001b\u00034\u0005[]" [ "\u0001a" ]
+            do!
+                step [ Update.append (path "b") (json "3") ] """{"a":{"c":1},"b":[3]}""" "O\u0001a\u00034\u0001b\u00034" [
+                    "\u0001a"
+                    "\u0001b"
+                    "\u0001b\u00020"
+                ]
+            // A container set back to a leaf: its nodes go, the leaf inline; a key set and removed in one request.
+            do!
+                step
+                    [ setAt "b" "null"; setAt "k.x" "1"; Update.remove (path "k.x") ]
+                    """{"a":{"c":1},"b":null,"k":{}}"""
+                    "O\u0001a\u00034\u0001b\u00034\u0005null\u0001k\u00034"
+                    [ "\u0001a"; "\u0001k" ]
+            do! step [ Update.remove (path "a"); Update.remove (path "k") ] """{"b":null}""" "O\u0001b\u00034\u0005null" []
         }
 
         testCaseTask "the deepest tree Sesame writes is read back, and a hash one level deeper is refused, whatever a thread's stack"
@@ -1137,6 +1267,22 @@ let private layoutTests =
                     new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "long:", SweepInterval = sweep, OperationTimeout = timeout), null)
                 let! result = store.CommitAsync(Guid.NewGuid().ToString "N", changeOf [ setAt "n" "1" ], creating, testToken ())
                 Expect.equal result CommitResult.Committed $"a commit (sweep {sweep}, timeout {timeout})"
+        }
+
+        testCaseTask "an inline limit below 0 or past 65,536 bytes is refused, naming the option; the bounds are taken"
+        <| fun () -> task {
+            for limit in [ -1; 65537; Int32.MaxValue ] do
+                let e =
+                    throws<ArgumentException>(fun () ->
+                        new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "inline:", InlineLimit = limit), null) |> ignore)
+                Expect.stringContains e.Message "InlineLimit" $"names the option ({limit})"
+            for limit in [ 0; 65536 ] do
+                use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "inline:", InlineLimit = limit), null)
+                let id = Guid.NewGuid().ToString "N"
+                let! result = store.CommitAsync(id, changeOf [ setAt "a" "{\"b\":1,\"c\":[true]}" ], creating, testToken ())
+                Expect.equal result CommitResult.Committed $"a commit (limit {limit})"
+                let! loaded = load store id
+                Expect.equal loaded (Some(json """{"a":{"b":1,"c":[true]}}""")) $"read back (limit {limit})"
         }
 
         testCaseTask "a key prefix with a brace is refused: it would change the keys' hash tags"

@@ -11,14 +11,16 @@ open Sesame.Tests.StoreContract
 
 let private commit = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 
-/// The ARGV the commit script gets for these updates to the tree, and the facts.
-let private argumentsOf (data: Update list) (meta: Update list) =
-    RedisLayout.commitArguments (RedisValue.op_Implicit "p:") "id" commit (RedisValue.op_Implicit 1000L) (SessionChange(Patch.fold data, Patch.fold meta))
+/// The ARGV the commit script gets for these updates to the tree, and the facts, with leaves inline within `limit` bytes.
+let private argumentsWith (limit: int) (data: Update list) (meta: Update list) =
+    RedisLayout.commitArguments (RedisValue.op_Implicit "p:") "id" commit (RedisValue.op_Implicit 1000L) limit (SessionChange(Patch.fold data, Patch.fold meta))
+
+let private argumentsOf = argumentsWith RedisStoreOptions.DefaultInlineLimit
 
 [<Tests>]
 let tests =
     testList "ScriptArguments" [
-        testCase "the count sized for a change is what the change adds, for every kind of update and value"
+        testCase "the count sized for a change is what it adds with no leaf inline, and at most that with leaves inline"
         <| fun () ->
             let changes = [
                 [ setAt "a" "1" ], []
@@ -32,8 +34,39 @@ let tests =
             ]
             for data, meta in changes do
                 let change = SessionChange(Patch.fold data, Patch.fold meta)
-                let arguments = argumentsOf data meta
-                Expect.equal arguments.Length (6 + RedisLayout.argumentCountOf (ScriptSteps.ofChange change)) $"{data} {meta}"
+                let sized = 6 + RedisLayout.argumentCountOf (ScriptSteps.ofChange change)
+                Expect.equal (argumentsWith 0 data meta).Length sized $"{data} {meta}, nothing inline"
+                Expect.isLessThanOrEqual (argumentsOf data meta).Length sized $"{data} {meta}, leaves inline"
+
+        testCase "an object value's leaves go inline in its node while it stays within the limit, the rest as nodes of their own"
+        <| fun () ->
+            let value = """{"a":1,"b":"two","c":[3],"d":{},"long":"0123456789012345678901234567890123456789"}"""
+            let nodesOf (limit: int) =
+                let arguments = argumentsWith limit [ setAt "v" value ] [] |> Array.map string
+                // After the header (11 values): the op, the path (1, its name and cost), the node count and the size.
+                let count = int arguments[11 + 4]
+                [ for i in 0 .. count - 1 -> arguments[11 + 6 + 2 * i], arguments[11 + 7 + 2 * i] ]
+            Expect.equal
+                (nodesOf 0)
+                [
+                    "", "O\u0001a\u00034\u0001b\u00034\u0001c\u00034\u0001d\u00034\u0001long\u00037"
+                    "\u0001a", "1"
+                    "\u0001b", "\"two\""
+                    "\u0001c", "A1"
+                    "\u0001c\u00020", "3"
+                    "\u0001d", "{}"
+                    "\u0001long", "\"0123456789012345678901234567890123456789\""
+                ]
+                "with no limit, a node per leaf"
+            Expect.equal
+                (nodesOf 64)
+                [
+                    "", "O\u0001a\u00034\u00051\u0001b\u00034\u0005\"two\"\u0001c\u00034\u0001d\u00034\u0005{}\u0001long\u00037"
+                    "\u0001c", "A1"
+                    "\u0001c\u00020", "3"
+                    "\u0001long", "\"0123456789012345678901234567890123456789\""
+                ]
+                "within 64 bytes: the short leaves inline (an empty object too), the array and the long text as nodes"
 
         testCase "a key set and removed again goes as one step: its path once, counted as the two updates it stands for"
         <| fun () ->
@@ -41,9 +74,9 @@ let tests =
             let folded = Patch.fold data
             Expect.equal folded.Updates.Length 3 "the fold keeps a set of null and a remove"
             let arguments = argumentsOf data [] |> Array.map string
-            // prefix, id, must exist, ttl, size limit, refresh; no upgrade ('', '', 0); 3 updates.
-            Expect.equal arguments[6..9] [| ""; ""; "0"; "3" |] "the updates counted"
-            let step = arguments[10 + 2 + 2 + 2 + 2 ..]
+            // prefix, id, must exist, ttl, size limit, refresh; no upgrade ('', '', 0); 3 updates; the inline limit.
+            Expect.equal arguments[6..10] [| ""; ""; "0"; "3"; "64" |] "the updates counted"
+            let step = arguments[11 + 2 + 2 + 2 + 2 ..]
             Expect.equal
                 step
                 [| "n"; "3"; "\u0001user"; "7"; "\u0001prefs"; "8"; "\u0001p1"; "5" |]
