@@ -80,7 +80,14 @@ let run (rounds: int) (only: string) =
         |> fun head -> Array.append head [| box "sesame:"; box (id w); box 1_200_000L; box 1000L |]
     let commitCall (w: int) : obj[] =
         let commit = { IdleTimeout = TimeSpan.FromMilliseconds 1_200_000.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
-        let arguments = RedisLayout.commitArguments (RedisValue.op_Implicit "sesame:") (id w) commit (RedisValue.op_Implicit 1000L) counter
+        let arguments =
+            RedisLayout.commitArguments
+                (RedisValue.op_Implicit "sesame:")
+                (id w)
+                commit
+                (RedisValue.op_Implicit 1000L)
+                RedisStoreOptions.DefaultInlineLimit
+                counter
         Array.append [| box (RedisLibrary.functionOf "Commit"); box 4 |] (Array.map box (keysOf w))
         |> fun head -> Array.append head (arguments |> Array.map box)
     // The commit as the same script by EVALSHA (what the store sends where functions are unavailable), to tell what
@@ -89,7 +96,7 @@ let run (rounds: int) (only: string) =
     let commitHash = server.ScriptLoad commitScript.Text
     let commitArgumentsOf (w: int) =
         let commit = { IdleTimeout = TimeSpan.FromMilliseconds 1_200_000.0; MustExist = true; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
-        RedisLayout.commitArguments (RedisValue.op_Implicit "sesame:") (id w) commit (RedisValue.op_Implicit 1000L) counter
+        RedisLayout.commitArguments (RedisValue.op_Implicit "sesame:") (id w) commit (RedisValue.op_Implicit 1000L) RedisStoreOptions.DefaultInlineLimit counter
     let commitKeys = Array.init 33 (fun w -> if w = 0 then null else keysOf w)
     let commitArgumentArrays = Array.init 33 (fun w -> if w = 0 then null else commitArgumentsOf w)
     let loadCalls = Array.init 33 (fun w -> if w = 0 then null else loadCall w)

@@ -43,7 +43,8 @@ type ServerStoreArguments() =
 
     /// The Redis store's commit, in the app: the updates checked and folded, then the commit script's ARGV.
     [<Benchmark>]
-    member _.RedisArguments() : RedisValue[] = RedisLayout.commitArguments prefix "id" commit refresh (SessionChange(Patch.record updates))
+    member _.RedisArguments() : RedisValue[] =
+        RedisLayout.commitArguments prefix "id" commit refresh RedisStoreOptions.DefaultInlineLimit (SessionChange(Patch.record updates))
 
     /// The PostgreSQL store's commit, in the app: the same, then the commit function's arrays.
     [<Benchmark>]

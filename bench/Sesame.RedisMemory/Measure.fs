@@ -13,13 +13,15 @@ open Sesame.Redis
 open Sesame.RedisMemory.Cases
 open StackExchange.Redis
 
-/// Redis's hash encoding limits for one run.
+/// Redis's hash encoding limits for one run, and the store's inline limit.
 type Config = {
     Name: string
     /// hash-max-listpack-entries
     Entries: int
     /// hash-max-listpack-value
     Value: int
+    /// RedisStoreOptions.InlineLimit (0: no leaf inline, format 2)
+    Inline: int
 }
 
 /// What one case cost under one config, per session.
@@ -63,7 +65,15 @@ type Bench(port: int) =
     let server = connection.GetServer($"127.0.0.1:{port}")
     let db = connection.GetDatabase()
     let options = RedisStoreOptions(SweepInterval = TimeSpan.Zero)
-    let store = new RedisStore(connection, options, NullLogger.Instance)
+    /// A store per inline limit, on the one connection.
+    let stores = Dictionary<int, RedisStore>()
+    let storeOf (config: Config) =
+        match stores.TryGetValue config.Inline with
+        | true, store -> store
+        | _ ->
+            let store = new RedisStore(connection, RedisStoreOptions(SweepInterval = TimeSpan.Zero, InlineLimit = config.Inline), NullLogger.Instance)
+            stores[config.Inline] <- store
+            store
     let idle = TimeSpan.FromHours 1.0
 
     let commitOptions mustExist = { IdleTimeout = idle; MustExist = mustExist; MaxSizeBytes = SesameOptions.DefaultMaxSessionBytes; UserLimit = UserLimit.None }
@@ -98,7 +108,7 @@ type Bench(port: int) =
     let sessionKey (id: string) = options.KeyPrefix + "{" + string id[0] + "}:" + id
 
     /// Writes session i of the case as Sesame's first commit of a new session does; gives its id.
-    let write (case: Case) (i: int) : Task<string> = task {
+    let write (store: RedisStore) (case: Case) (i: int) : Task<string> = task {
         let data = Patch.fold [ Update.Set(SessionPath.root, Json.parse (case.Json i)) ]
         let created = DateTimeOffset.UtcNow
         if case.SignedIn then
@@ -151,10 +161,11 @@ type Bench(port: int) =
     member _.Measure(config: Config, case: Case, sessions: int) : Figures =
         configure config
         flush ()
+        let store = storeOf config
         let before = usedMemory ()
         let ids = Array.zeroCreate sessions
         forEach sessions 32 (fun i -> task {
-            let! id = write case i
+            let! id = write store case i
             ids[i] <- id
         })
         let sesameUsed = usedMemory () - before
@@ -225,9 +236,10 @@ type Bench(port: int) =
     member _.Cost(config: Config, case: Case, sessions: int) : Cost =
         configure config
         flush ()
+        let store = storeOf config
         let ids = Array.zeroCreate sessions
         forEach sessions 16 (fun i -> task {
-            let! id = write case i
+            let! id = write store case i
             ids[i] <- id
         })
         server.ConfigResetStatistics()
@@ -252,5 +264,6 @@ type Bench(port: int) =
 
     interface IDisposable with
         member _.Dispose() =
-            (store :> IDisposable).Dispose()
+            for store in stores.Values do
+                (store :> IDisposable).Dispose()
             connection.Dispose()

@@ -1,6 +1,7 @@
 /// Redis memory per session: MEMORY USAGE of everything Sesame's Redis store keeps for a session, against the same
 /// JSON as one plain string, below, at and above Redis's hash-max-listpack-* limits, under Redis's default limits and
-/// under suggested ones; and what the suggested limits cost in Redis time per load and commit. Writes its section of
+/// under suggested ones, with leaves inline in their objects' nodes (RedisStoreOptions.InlineLimit at the listpack value
+/// limit) and without (format 2, the layout before); and what each costs in Redis time per load and commit. Writes its section of
 /// docs/performance.md (between its markers, which the load test keeps).
 module Sesame.RedisMemory.Program
 
@@ -28,7 +29,8 @@ let table (figures: Figures list) =
     header + (figures |> List.map row |> String.concat "\n") + "\n"
 
 let private costTable (configs: Config list) (costs: (Case * Config * Cost list) list) =
-    let header = "| Session | Config | Load (µs) | Commit (µs) | Load vs default | Commit vs default |\n|---|---|--:|--:|--:|--:|\n"
+    let header =
+        $"| Session | Config | Load (µs) | Commit (µs) | Load vs {(List.head configs).Name} | Commit vs {(List.head configs).Name} |\n|---|---|--:|--:|--:|--:|\n"
     let rows = [
         for case, config, runs in costs do
             let load = median [ for c in runs -> c.LoadMicroseconds ]
@@ -54,7 +56,7 @@ let sectionText
     (costs: (Case * Config * Cost list) list)
     =
     let date = Figures.generatedAt ()
-    let byDefault, suggested = configs[0], configs[1]
+    let plainDefault, byDefault, plainSuggested, suggested = configs[0], configs[1], configs[2], configs[3]
     let find (case: string) (config: Config) = figures |> List.tryFind (fun f -> f.Case.Name = case && f.Config = config)
     let ratio case config =
         match find case config with
@@ -64,9 +66,17 @@ let sectionText
         match find case config with
         | Some f -> inv "N0" (pick f)
         | None -> "(not measured)"
-    let costRatio (case: string) (pick: Cost -> float) =
+    let fields case config =
+        match find case config with
+        | Some f -> string f.Fields
+        | None -> "(not measured)"
+    let against (pick: Figures -> float) case config (baseline: Config) =
+        match find case config, find case baseline with
+        | Some f, Some b -> $"""{inv "F2" (pick f / pick b)}x"""
+        | _ -> "(not measured)"
+    let costRatio (case: string) (pick: Cost -> float) (config: Config) (baseline: Config) =
         let at config = costs |> List.tryFind (fun (c, k, _) -> c.Name = case && k = config) |> Option.map (fun (_, _, runs) -> median (List.map pick runs))
-        match at suggested, at byDefault with
+        match at config, at baseline with
         | Some s, Some d -> $"""{inv "F2" (s / d)}x"""
         | _ -> "(not measured)"
     let wide = $"{byDefault.Entries + 1} fields"
@@ -89,37 +99,49 @@ Configs: **default** is the server's own (`hash-max-listpack-entries {byDefault.
 **suggested** is `hash-max-listpack-entries {suggested.Entries}`, `hash-max-listpack-value {suggested.Value}`, set
 with `CONFIG SET` before the sessions are written. A hash is a compact listpack only while it has at most
 `-entries` fields and every field name and value is at most `-value` bytes; past either limit, for good, it is a
-hash table. Sesame's layout makes one field per node of the tree (its full path is the field's name) and
-one per node of the facts, plus `#v`, `#s`, `#t`, `#x` (and `#u` when signed in); "Fields" is a sample session's count,
-"Longest" its longest field name or value, "Names + values" the bytes any encoding must hold.
+hash table. Sesame's layout makes one field per object and array of the tree, named by its full path, and
+holds each leaf that is a member of an object inline in its object's field while that field stays within
+`RedisStoreOptions.InlineLimit` bytes; a leaf past it, and an array's items, have fields of their own. The store's
+inline limit is each config's `hash-max-listpack-value` ({byDefault.Inline} and {suggested.Inline}, as the option's
+documentation says to set it); the **format 2** rows are the same configs with the limit 0, a field per leaf (the
+layout before inline leaves, which an earlier Sesame reads). The facts are a tree of their own in the same hash,
+beside `#v`, `#s`, `#t`, `#x` (and `#u` when signed in); "Fields" is a sample session's count, "Longest" its longest
+field name or value, "Names + values" the bytes any encoding must hold.
 
 {figuresTable}
-- **The goal (at most 2x the plain string for a ~1 KB session) is not met.** The load test's 1 KB session is
-  {ratio "1 KB" byDefault} under the default config: its root object's node (the list of its eight keys)
-  is longer than 64 bytes, so the whole hash is a hash table ({bytes (fun f -> f.HashBytes) "1 KB" byDefault} bytes).
-  Signed in it is {ratio "1 KB signed in" byDefault}: the device facts' user agent alone is longer than 64 bytes.
-  Under the suggested config both are listpacks: {ratio "1 KB" suggested} and {ratio "1 KB signed in" suggested}.
-- What remains is the layout itself: a listpack holds every node's full path besides its value (names and values
-  together are about twice the JSON), and the shards' sets cost about {bytes (fun f -> f.IndexBytes) "1 KB" suggested}
+- **The goal (at most 2x the plain string for a ~1 KB session) is met under the suggested config:** the load test's
+  1 KB session is {ratio "1 KB" suggested} ({ratio "1 KB signed in" suggested} signed in), where a field per leaf gave
+  {ratio "1 KB" plainSuggested} ({ratio "1 KB signed in" plainSuggested}): {fields "1 KB" suggested} fields against
+  {fields "1 KB" plainSuggested}, the hash {against (fun f -> f.HashBytes) "1 KB" suggested plainSuggested} as large.
+- Under the default config it is {ratio "1 KB" byDefault} (a field per leaf: {ratio "1 KB" plainDefault}): its root
+  object's node (the list of its eight keys) is longer than 64 bytes whatever the layout, so the whole hash is a
+  hash table ({bytes (fun f -> f.HashBytes) "1 KB" byDefault} bytes, against {bytes (fun f -> f.HashBytes) "1 KB" plainDefault}),
+  where every field costs its own allocations. Signed in, the device facts' user agent alone is longer than 64 bytes.
+  So configure the suggested limits, and `InlineLimit` to the same value limit.
+- What remains is the shards' sets, about {bytes (fun f -> f.IndexBytes) "1 KB" suggested}
   bytes per session in their skiplist encoding (signed in, {bytes (fun f -> f.IndexBytes) "1 KB signed in" suggested},
-  with the `bound` entry and the user's own index), against one TTL on the plain string.
+  with the `bound` entry and the user's own index), against one TTL on the plain string, and each field's path.
 - At and above the limits: one value a byte over the limit takes a small session from
   {bytes (fun f -> f.SesameBytes) $"{byDefault.Value}-byte value" byDefault} to
   {bytes (fun f -> f.SesameBytes) $"{byDefault.Value + 1}-byte value" byDefault} bytes; one field over the entries
-  limit takes a ~3 KB session from {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries} fields" byDefault} to
-  {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries + 1} fields" byDefault} bytes
-  ({ratio $"{byDefault.Entries} fields" byDefault} to {ratio $"{byDefault.Entries + 1} fields" byDefault}).
+  limit takes a ~3 KB session from {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries} fields" plainDefault} to
+  {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries + 1} fields" plainDefault} bytes in format 2
+  ({ratio $"{byDefault.Entries} fields" plainDefault} to {ratio $"{byDefault.Entries + 1} fields" plainDefault}); with its leaves
+  inline it has {fields $"{byDefault.Entries + 1} fields" byDefault} fields and is {ratio $"{byDefault.Entries + 1} fields" byDefault}.
 
-What the suggested config costs: Redis's own time per script call (`INFO commandstats`: `usec` of `FCALL` or
-`EVALSHA`, and of the `SELECT` the client sends with each `FCALL`, per call) for a load and for a commit (a counter incremented and the last page set, as a request does) of
-{costSessions} sessions of each kind, configs alternating over {rounds} rounds (medians; this machine is shared,
-so only differences well above 10%% mean anything). A listpack is searched field by field, where a hash table is
-one lookup, but it is one small block of memory: the 1 KB sessions' loads and commits are no slower on a listpack
-(load {costRatio "1 KB" (fun c -> c.LoadMicroseconds)}, commit {costRatio "1 KB" (fun c -> c.CommitMicroseconds)} of the
-default's time). The {wide} session, a listpack only under the suggested entries limit, commits at
-{costRatio wide (fun c -> c.CommitMicroseconds)} and loads at {costRatio wide (fun c -> c.LoadMicroseconds)} of its
-hash table's time: each node a commit reads is a scan of {byDefault.Entries + 1} fields, some microseconds per
-commit, for a third of the memory.
+What each config costs: Redis's own time per script call (`INFO commandstats`: `usec` of `FCALL` or
+`EVALSHA`, and of the `SELECT` the client sends with each `FCALL`, per call) for a load and for a commit (a counter
+incremented and the last page set, as a request does) of {costSessions} sessions of each kind, configs alternating
+over {rounds} rounds (medians; this machine is shared, so only differences well above 10%% mean anything). With
+leaves inline, a 1 KB session's load takes {costRatio "1 KB" (fun c -> c.LoadMicroseconds) suggested plainSuggested}
+and its commit {costRatio "1 KB" (fun c -> c.CommitMicroseconds) suggested plainSuggested} of format 2's time under
+the suggested config ({costRatio "1 KB" (fun c -> c.LoadMicroseconds) byDefault plainDefault} and
+{costRatio "1 KB" (fun c -> c.CommitMicroseconds) byDefault plainDefault} under the default): fewer fields to read and
+write, and a leaf changed in its object's node rather than in a field of its own. The {wide} session, a listpack
+only under the suggested entries limit in format 2, commits at
+{costRatio wide (fun c -> c.CommitMicroseconds) plainSuggested plainDefault} and loads at
+{costRatio wide (fun c -> c.LoadMicroseconds) plainSuggested plainDefault} of its hash table's time there: each node a
+commit reads is a scan of a listpack's fields.
 
 {costsTable}"""
 
@@ -141,7 +163,12 @@ let main args =
     use _redis = redis
     use bench = new Bench(port)
     let entries, value = bench.CurrentLimits()
-    let configs = [ { Name = "default"; Entries = entries; Value = value }; { Name = "suggested"; Entries = fst suggested; Value = snd suggested } ]
+    let configs = [
+        { Name = "default, format 2"; Entries = entries; Value = value; Inline = 0 }
+        { Name = "default"; Entries = entries; Value = value; Inline = value }
+        { Name = "suggested, format 2"; Entries = fst suggested; Value = snd suggested; Inline = 0 }
+        { Name = "suggested"; Entries = fst suggested; Value = snd suggested; Inline = snd suggested }
+    ]
     let only = option args "--cases" ""
     let cases =
         let all = Cases.all entries value
