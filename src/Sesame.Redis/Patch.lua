@@ -281,10 +281,25 @@ local function putAttached(parent, value, field, leaf)
   putLeafAt(parent, value, #value, #value, false, field, leaf)
 end
 
+-- Moves the inline leaves of the object node `field` (its value `value`, past the limit) to fields of their own: a node
+-- that a new member made longer than the limit holds only its members' entries, as it would had no leaf been inline.
+-- Gives the node's new value.
+local function spill(field, value)
+  local entries = {}
+  for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
+    entries[#entries + 1] = '\1' .. name .. '\3' .. cost
+    if inlineSize(part) > 0 then put(field .. '\1' .. name, part:sub(2)) end
+  end
+  value = 'O' .. table.concat(entries)
+  put(field, value)
+  return value
+end
+
 -- Creates the missing levels m+1 .. k below the existing node (field, value) at level m (reach's answer, so inlineIn
 -- tells whether that node is an inline leaf: an empty object or array, which then gets a field of its own).
 -- Gives the target's field and the bytes added, counting `leafSize` for the target itself, and the field and value of
--- the node above the target, whose last entry is the target's when it is an object.
+-- the node above the target, whose last entry is the target's when it is an object. An object node the new member
+-- makes longer than the limit gives up its inline leaves (spill).
 local function attach(m, k, field, value, leafSize)
   if inlineIn then uninline(inlineIn, segName[m]) end
   local comma = 1
@@ -299,6 +314,7 @@ local function attach(m, k, field, value, leafSize)
     end
     value = value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1]
     put(field, value)
+    if limit > 0 and #value > limit and value:find('\5', 2, true) then value = spill(field, value) end
   end
   local added = comma + tonumber(segCost[m + 1]) + leafSize
   local parent = field

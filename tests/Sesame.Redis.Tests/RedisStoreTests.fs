@@ -711,6 +711,21 @@ let private storeTests =
                     "O\u0001a\u00034\u0001b\u00034\u0005null\u0001k\u00034"
                     [ "\u0001a"; "\u0001k" ]
             do! step [ Update.remove (path "a"); Update.remove (path "k") ] """{"b":null}""" "O\u0001b\u00034\u0005null" []
+            // A new member that makes the node longer than the limit: the node gives up its inline leaves, and a leaf
+            // that does not fit beside the members' entries has a field of its own.
+            do!
+                step [ setAt "longkeyname" "[1]" ] """{"b":null,"longkeyname":[1]}""" "O\u0001b\u00034\u0001longkeyname\u000314" [
+                    "\u0001b"
+                    "\u0001longkeyname"
+                    "\u0001longkeyname\u00020"
+                ]
+            do!
+                step [ setAt "d" "1" ] """{"b":null,"longkeyname":[1],"d":1}""" "O\u0001b\u00034\u0001longkeyname\u000314\u0001d\u00034" [
+                    "\u0001b"
+                    "\u0001d"
+                    "\u0001longkeyname"
+                    "\u0001longkeyname\u00020"
+                ]
         }
 
         testCaseTask "the deepest tree Sesame writes is read back, and a hash one level deeper is refused, whatever a thread's stack"
