@@ -123,11 +123,14 @@ field name or value, "Names + values" the bytes any encoding must hold.
   with the `bound` entry and the user's own index), against one TTL on the plain string, and each field's path.
 - At and above the limits: one value a byte over the limit takes a small session from
   {bytes (fun f -> f.SesameBytes) $"{byDefault.Value}-byte value" byDefault} to
-  {bytes (fun f -> f.SesameBytes) $"{byDefault.Value + 1}-byte value" byDefault} bytes; one field over the entries
+  {bytes (fun f -> f.SesameBytes) $"{byDefault.Value + 1}-byte value" byDefault} bytes (in format 2, from
+  {bytes (fun f -> f.SesameBytes) $"{byDefault.Value}-byte value" plainDefault} to
+  {bytes (fun f -> f.SesameBytes) $"{byDefault.Value + 1}-byte value" plainDefault}); one field over the entries
   limit takes a ~3 KB session from {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries} fields" plainDefault} to
   {bytes (fun f -> f.SesameBytes) $"{byDefault.Entries + 1} fields" plainDefault} bytes in format 2
   ({ratio $"{byDefault.Entries} fields" plainDefault} to {ratio $"{byDefault.Entries + 1} fields" plainDefault}); with its leaves
-  inline it has {fields $"{byDefault.Entries + 1} fields" byDefault} fields and is {ratio $"{byDefault.Entries + 1} fields" byDefault}.
+  inline it has {fields $"{byDefault.Entries + 1} fields" byDefault} fields, a listpack under the default limits too,
+  and is {ratio $"{byDefault.Entries + 1} fields" byDefault}.
 
 What each config costs: Redis's own time per script call (`INFO commandstats`: `usec` of `FCALL` or
 `EVALSHA`, and of the `SELECT` the client sends with each `FCALL`, per call) for a load and for a commit (a counter

@@ -101,8 +101,9 @@ type RedisStoreOptions() =
     /// <para>The longest node, in bytes, that holds leaves inline. A session is a hash with a field per object, array and
     /// leaf, named by its full path; a leaf that is a member of an object is instead written into its object's field
     /// while that field stays within this many bytes, and has no field of its own. Fewer fields, without repeating the
-    /// path in each, make a session smaller in Redis (about 0.7x for a 1 KB session at 64 bytes, 0.6x at 256; see
-    /// docs/performance.md), and a commit and a load have fewer fields to read and write.</para>
+    /// path in each, make a session smaller in Redis (the load test's 1 KB session's hash is 0.6x the size, under
+    /// Redis's default limits and under the suggested ones; see docs/performance.md), and a commit and a load have
+    /// fewer fields to read and write.</para>
     /// <para>Set it to Redis's <c>hash-max-listpack-value</c> (64 by default; we suggest 256 for both, with
     /// <c>hash-max-listpack-entries 1024</c>): a hash stays a compact listpack only while every field is within that
     /// limit, so a longer inline limit than Redis's turns hashes into hash tables, several times larger.</para>
