@@ -1221,6 +1221,19 @@ let private layoutTests =
                 Expect.isGreaterThan (counts |> Map.tryFind outcome |> Option.defaultValue 0) 0 $"the walk went through {outcome}"
         }
 
+        testCaseTask "with an inline limit so short that leaves move in and out of their nodes all the time, every answer is still the memory store's"
+        <| fun () -> task {
+            use store =
+                new RedisStore(
+                    server.Value.Connection,
+                    RedisStoreOptions(KeyPrefix = "model-inline:", ExpiryRefreshInterval = TimeSpan.Zero, SweepInterval = TimeSpan.Zero, InlineLimit = 20),
+                    null
+                )
+            let! counts = RedisModel.compare store 8 1500
+            for outcome in [ "commit Committed"; "commit PathConflictException"; "move Committed"; "listing"; "load" ] do
+                Expect.isGreaterThan (counts |> Map.tryFind outcome |> Option.defaultValue 0) 0 $"the walk went through {outcome}"
+        }
+
         testCaseTask "all sessions are listed page by page in byte order of their ids, each once, whatever their ids' first characters"
         <| fun () -> task {
             use store = new RedisStore(server.Value.Connection, RedisStoreOptions(KeyPrefix = "shards:", SweepInterval = TimeSpan.Zero), null)
