@@ -2,10 +2,10 @@
 -- (this text comes after Layout.lua and before the script that uses it).
 --
 -- A session is one hash holding two trees: its data (the tree handlers read and change) and its facts
--- (Sesame's own: user, device, shape, flash), one field per node. A node's field name is its tree's root
--- followed by its path: one segment after another, a key written as \1 followed by the key (escaped so that
--- it holds no byte below 0x20 and no backslash other than its escapes), an index as \2 followed by its
--- decimal digits. The data tree's root is the empty name; the facts tree's root is \4, a byte no data field
+-- (Sesame's own: user, device, shape, flash), one field per node (but leaves held inline, below). A node's field
+-- name is its tree's root followed by its path: one segment after another, a key written as \1 followed by the key
+-- (escaped so that it holds no byte below 0x20 and no backslash other than its escapes), an index as \2 followed by
+-- its decimal digits. The data tree's root is the empty name; the facts tree's root is \4, a byte no data field
 -- starts with. A node's value is
 --   a leaf's exact compact JSON text (null, true, false, a number, a string, [] or {}), or
 --   'A' .. n for an array of n >= 1 items (its items are the nodes <path>\2 0 .. n-1), or

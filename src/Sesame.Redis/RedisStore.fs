@@ -139,8 +139,9 @@ exception internal NotConnected
 /// (<c>KeyPrefix{c}expiry</c>, <c>ids</c>, <c>bound</c>) share one slot, and every script touches the keys of one slot.
 /// Only a move of a session to an id in another slot (a sign-in from an anonymous session, on a cluster) takes three
 /// scripts (see <see cref="M:Sesame.Redis.RedisStore.MoveAsync(System.String,System.String,Sesame.SessionChange,Sesame.CommitOptions,System.Threading.CancellationToken)"/>).</para>
-/// <para>The hash holds one field per node of each tree, each leaf as its exact JSON text: numbers keep every digit,
-/// <c>[]</c> stays an array and key order is kept (the layout is described at the top of Patch.lua). A commit's Redis
+/// <para>The hash holds one field per node of each tree, an object's leaves inline in its field within
+/// <c>InlineLimit</c> bytes, each leaf as its exact JSON text: numbers keep every digit, <c>[]</c> stays an array and key
+/// order is kept (the layout is described at the top of Patch.lua). A commit's Redis
 /// work grows with the nodes it replaces and writes, not with the session's size. The hash keeps the data tree's exact
 /// size in bytes of compact JSON, so <c>MaxSizeBytes</c> is checked before anything is written, and when the session
 /// was last seen.</para>
