@@ -124,6 +124,12 @@ local function entryOf(value, name)
   return entryAt(value, from, name)
 end
 
+-- Stops with 'corrupt' unless the entries a walk of an object node's members matched (`covered` bytes of them) are the
+-- whole node after its 'O': an entry the pattern cannot match would otherwise be passed over without a word.
+local function coveredAll(value, covered)
+  if covered ~= #value - 1 then stop('corrupt', 'an object member is malformed') end
+end
+
 -- The size of an inline part of an entry ('' or '\5' .. leaf) as gmatch gives it: the leaf's bytes.
 local function inlineSize(part)
   if part == '' then return 0 end
@@ -137,7 +143,7 @@ local function drop(field)
   put(field, false)
   local first = value:byte(1)
   if first == BYTE_O then
-    local size, count = 1, 0
+    local size, count, covered = 1, 0, 0
     for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
       if part == '' then
         size = size + tonumber(cost) + 1 + drop(field .. '\1' .. name)
@@ -145,8 +151,10 @@ local function drop(field)
         size = size + tonumber(cost) + 1 + inlineSize(part)
       end
       count = count + 1
+      covered = covered + 2 + #name + #cost + #part
     end
     if count == 0 then stop('corrupt', 'an object node has no members') end
+    coveredAll(value, covered)
     return size
   elseif first == BYTE_A then
     local size = 1
@@ -255,12 +263,38 @@ local function reach(u, k)
   return k, field, value
 end
 
+-- Moves the inline leaves of the object node `field` (its value `value`, past the limit) to fields of their own: a node
+-- longer than the limit holds only its members' entries, as it would had no leaf been inline. Gives the node's new
+-- value.
+local function spill(field, value)
+  local entries, covered = {}, 0
+  for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
+    entries[#entries + 1] = '\1' .. name .. '\3' .. cost
+    if inlineSize(part) > 0 then put(field .. '\1' .. name, part:sub(2)) end
+    covered = covered + 2 + #name + #cost + #part
+  end
+  coveredAll(value, covered)
+  value = 'O' .. table.concat(entries)
+  put(field, value)
+  return value
+end
+
+-- Writes an object node's new value; one still past the limit with leaves inline (written under a longer limit) gives
+-- them up (spill).
+local function putObject(field, value)
+  if limit > 0 and #value > limit and value:find('\5', 2, true) then
+    spill(field, value)
+  else
+    put(field, value)
+  end
+end
+
 -- Takes an inline leaf out of its entry in the object node `parent` (the member then has a field of its own, or is
 -- being replaced).
 local function uninline(parent, name)
   local value = node(parent)
   local _, digits, last, inline = entryOf(value, name)
-  if inline then put(parent, value:sub(1, digits) .. value:sub(last + 1)) end
+  if inline then putObject(parent, value:sub(1, digits) .. value:sub(last + 1)) end
 end
 
 -- Writes the leaf text `leaf` as a member of the object node `parent`, whose value is `value` and whose entry for the
@@ -271,28 +305,18 @@ local function putLeafAt(parent, value, digits, last, inline, field, leaf)
   if limit > 0 and #value - (last - digits) + 1 + #leaf <= limit then
     put(parent, value:sub(1, digits) .. '\5' .. leaf .. value:sub(last + 1))
   else
-    if inline then put(parent, value:sub(1, digits) .. value:sub(last + 1)) end
     put(field, leaf)
+    if inline then
+      putObject(parent, value:sub(1, digits) .. value:sub(last + 1))
+    elseif limit > 0 and #value > limit and value:find('\5', 2, true) then
+      spill(parent, value)
+    end
   end
 end
 
 -- putLeafAt for a member that attach has just made: the last entry of its object's node.
 local function putAttached(parent, value, field, leaf)
   putLeafAt(parent, value, #value, #value, false, field, leaf)
-end
-
--- Moves the inline leaves of the object node `field` (its value `value`, past the limit) to fields of their own: a node
--- that a new member made longer than the limit holds only its members' entries, as it would had no leaf been inline.
--- Gives the node's new value.
-local function spill(field, value)
-  local entries = {}
-  for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
-    entries[#entries + 1] = '\1' .. name .. '\3' .. cost
-    if inlineSize(part) > 0 then put(field .. '\1' .. name, part:sub(2)) end
-  end
-  value = 'O' .. table.concat(entries)
-  put(field, value)
-  return value
 end
 
 -- Creates the missing levels m+1 .. k below the existing node (field, value) at level m (reach's answer, so inlineIn
@@ -313,8 +337,7 @@ local function attach(m, k, field, value, leafSize)
       value = 'O'
     end
     value = value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1]
-    put(field, value)
-    if limit > 0 and #value > limit and value:find('\5', 2, true) then value = spill(field, value) end
+    if limit > 0 and #value > limit and value:find('\5', 2, true) then value = spill(field, value) else put(field, value) end
   end
   local added = comma + tonumber(segCost[m + 1]) + leafSize
   local parent = field
@@ -547,7 +570,7 @@ local function remove(u, k)
     put(parentField, '{}')
     grow(-size - tonumber(segCost[k]))
   else
-    put(parentField, rest)
+    putObject(parentField, rest)
     grow(-size - tonumber(segCost[k]) - 1)
   end
 end
@@ -696,8 +719,12 @@ end
 local function nodeSize(value)
   local first = value:byte(1)
   if first == BYTE_O then
-    local size = 1
-    for cost, part in value:gmatch('\1[^\1\3]*\3(%d+)([^\1]*)') do size = size + tonumber(cost) + 1 + inlineSize(part) end
+    local size, covered = 1, 0
+    for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
+      size = size + tonumber(cost) + 1 + inlineSize(part)
+      covered = covered + 2 + #name + #cost + #part
+    end
+    coveredAll(value, covered)
     return size
   elseif first == BYTE_A then
     return arrayLength(value) + 1

@@ -150,17 +150,23 @@ module internal RedisLayout =
         match json with
         | Json.Object o when o.Count > 0 ->
             let names = Array.zeroCreate o.Count
+            let costs = Array.zeroCreate o.Count
+            // The node's bytes with every member's entry and no leaf inline: leaves go inline, in member order, only
+            // while the whole node stays within the limit.
+            let mutable bytes = 1
+            let mutable i = 0
+            for KeyValue(key, _) in o do
+                names[i] <- NodePath.escapeKey key
+                costs[i] <- NodePath.keyCost key
+                if limit > 0 then bytes <- bytes + 2 + Encoding.UTF8.GetByteCount names[i] + digitCount costs[i]
+                i <- i + 1
             // The members held inline, by position: the rest are nodes of their own.
             let inlined = Array.zeroCreate<bool> o.Count
             let node = StringBuilder("O")
-            let mutable bytes = 1
-            let mutable i = 0
-            for KeyValue(key, child) in o do
-                names[i] <- NodePath.escapeKey key
-                let cost = NodePath.keyCost key
-                node.Append(KeyMark).Append(names[i]).Append(CostMark).Append(cost) |> ignore
-                if limit > 0 then bytes <- bytes + 2 + Encoding.UTF8.GetByteCount names[i] + digitCount cost
-                if limit > 0 && isLeaf child then
+            i <- 0
+            for KeyValue(_, child) in o do
+                node.Append(KeyMark).Append(names[i]).Append(CostMark).Append(costs[i]) |> ignore
+                if limit > 0 && bytes < limit && isLeaf child then
                     let text = leafText child
                     let size = 1 + Encoding.UTF8.GetByteCount text
                     if bytes + size <= limit then

@@ -223,6 +223,12 @@ let private storeTests =
                         | Some tree ->
                             let! size = db.HashGetAsync(RedisKey.op_Implicit (redis.KeyOf id), RedisValue.op_Implicit "#s")
                             Expect.equal (string size) (string (JsonSize.utf8Length tree)) "string size"
+                            // No node holds a leaf inline past the limit (its hash would leave the listpack encoding).
+                            if inlineLimit > 0 then
+                                let! nodes = db.HashGetAllAsync(RedisKey.op_Implicit (redis.KeyOf id))
+                                for e in nodes do
+                                    if (string e.Value).Contains '\u0005' then
+                                        Expect.isLessThanOrEqual (e.Value.GetByteCount()) inlineLimit $"a node with inline leaves, within {inlineLimit} bytes"
                         | None -> ()
                     let! fields = db.HashGetAllAsync(RedisKey.op_Implicit (redis.KeyOf id))
                     if fields |> Array.exists (fun e -> (string e.Value).Contains '\u0005') then inlined <- inlined + 1
@@ -664,6 +670,23 @@ let private storeTests =
             Expect.equal fields["\u0001user\u0001name"] "\"carol\"" "out of its object's node"
             Expect.isFalse (fields["\u0001user"].Contains '\u0005') "the user's node holds no leaf"
             Expect.equal fields["#v"] "3" "a format 3 session stays format 3"
+        }
+
+        testCaseTask "an object node that a commit gives up its inline leaves for is refused when one of its entries is malformed"
+        <| fun () -> task {
+            // Giving up the inline leaves rebuilds the node from its entries: one it cannot read must not vanish.
+            let store = server.Value.StoreInlining("spill-malformed:", 16)
+            let sessions = store :> SessionStore
+            let db = server.Value.Admin.GetDatabase()
+            let id = "spill-malformed-" + Guid.NewGuid().ToString "N"
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let entry (field: string) (value: string) = HashEntry(RedisValue.op_Implicit field, RedisValue.op_Implicit value)
+            do! db.HashSetAsync(key, [| entry "#v" "3"; entry "#s" "13"; entry "\u0004" "{}"; entry "" "O\u0001a\u0003\u00051\u0001c\u00034\u00052" |])
+            let! e =
+                throwsAsync<SessionStoreException>(fun () -> sessions.CommitAsync(id, changeOf [ setAt "longkeyname" "1" ], existing, testToken ()) :> Task)
+            Expect.stringContains e.Message "an object member is malformed" "refused"
+            let! root = db.HashGetAsync(key, RedisValue.op_Implicit "")
+            Expect.equal (string root) "O\u0001a\u0003\u00051\u0001c\u00034\u00052" "left as it was"
         }
 
         testCaseTask "a leaf goes inline while its object's node stays within the limit, and has a field of its own past it"

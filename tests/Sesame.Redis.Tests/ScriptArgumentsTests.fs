@@ -68,6 +68,30 @@ let tests =
                 ]
                 "within 64 bytes: the short leaves inline (an empty object too), the array and the long text as nodes"
 
+        testCase "a leaf goes inline only while the whole node, every member's entry counted, stays within the limit"
+        <| fun () ->
+            let nodesOf (limit: int) (value: string) =
+                let arguments = argumentsWith limit [ setAt "v" value ] [] |> Array.map string
+                let count = int arguments[11 + 4]
+                [ for i in 0 .. count - 1 -> arguments[11 + 6 + 2 * i], arguments[11 + 7 + 2 * i] ]
+            let long = String('k', 60)
+            // 'O', \u0001 a \u0003 4 (4 bytes), \u0001 and 60 k's, \u0003 63 (64 bytes): 69 bytes with no leaf inline.
+            Expect.equal
+                (nodesOf 64 $"{{\"a\":1,\"{long}\":2}}")
+                [ "", $"O\u0001a\u00034\u0001{long}\u000363"; "\u0001a", "1"; $"\u0001{long}", "2" ]
+                "a later member's entry leaves no room: no leaf inline"
+            // Every node of many values at many limits: one that holds a leaf inline is within the limit.
+            let values = [
+                """{"a":1,"b":"two","c":[3],"d":{},"e":null}"""
+                """{"ключ":"é𝄞","x":{"y":true,"z":"0123456789"},"q\"uote":-1.5e3}"""
+                $"{{\"s\":\"{String('s', 40)}\",\"t\":1,\"u\":2,\"v\":3,\"{long}\":[1]}}"
+            ]
+            for limit in 1..120 do
+                for value in values do
+                    for _, node in nodesOf limit value do
+                        if node.Contains '\u0005' then Expect.isLessThanOrEqual (Text.Encoding.UTF8.GetByteCount node) limit $"{value} within {limit}"
+            Expect.isTrue (nodesOf 120 values[2] |> List.exists (fun (_, node) -> node.Contains '\u0005')) "some leaves do go inline"
+
         testCase "a key set and removed again goes as one step: its path once, counted as the two updates it stands for"
         <| fun () ->
             let data = [ setAt "x" "1"; setAt "user.prefs.p1" "\"v\""; Update.remove (path "user.prefs.p1") ]
