@@ -28,6 +28,12 @@ type RedisFixture() =
     member _.StoreInlining(prefix: string, limit: int) =
         new RedisStore(connection, RedisStoreOptions(KeyPrefix = prefix, SweepInterval = TimeSpan.Zero, InlineLimit = limit), null)
 
+    /// A store that holds leaves inline within `limit` bytes, a fresh session id under `prefix` and that session's key.
+    member this.InliningSession(prefix: string, limit: int) =
+        let store = this.StoreInlining(prefix + ":", limit)
+        let id = prefix + "-" + Guid.NewGuid().ToString "N"
+        struct (store, id, RedisKey.op_Implicit (store.KeyOf id))
+
     interface IDisposable with
         member _.Dispose() =
             connection.Dispose()
@@ -675,11 +681,9 @@ let private storeTests =
         testCaseTask "an object node that a commit gives up its inline leaves for is refused when one of its entries is malformed"
         <| fun () -> task {
             // Giving up the inline leaves rebuilds the node from its entries: one it cannot read must not vanish.
-            let store = server.Value.StoreInlining("spill-malformed:", 16)
+            let struct (store, id, key) = server.Value.InliningSession("spill-malformed", 16)
             let sessions = store :> SessionStore
             let db = server.Value.Admin.GetDatabase()
-            let id = "spill-malformed-" + Guid.NewGuid().ToString "N"
-            let key = RedisKey.op_Implicit (store.KeyOf id)
             let entry (field: string) (value: string) = HashEntry(RedisValue.op_Implicit field, RedisValue.op_Implicit value)
             do! db.HashSetAsync(key, [| entry "#v" "3"; entry "#s" "13"; entry "\u0004" "{}"; entry "" "O\u0001a\u0003\u00051\u0001c\u00034\u00052" |])
             let! e =
@@ -691,11 +695,9 @@ let private storeTests =
 
         testCaseTask "a leaf goes inline while its object's node stays within the limit, and has a field of its own past it"
         <| fun () -> task {
-            let store = server.Value.StoreInlining("spill:", 24)
+            let struct (store, id, key) = server.Value.InliningSession("spill", 24)
             let sessions = store :> SessionStore
             let db = server.Value.Admin.GetDatabase()
-            let id = "spill-" + Guid.NewGuid().ToString "N"
-            let key = RedisKey.op_Implicit (store.KeyOf id)
             let step (updates: Update list) (expected: string) (root: string) (ownFields: string list) = task {
                 let! result = sessions.CommitAsync(id, changeOf updates, creating, testToken ())
                 Expect.equal result CommitResult.Committed expected
