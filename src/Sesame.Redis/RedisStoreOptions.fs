@@ -39,7 +39,8 @@ type RedisStoreOptions() =
     /// <summary>The default inline limit: 64 bytes, Redis's own default <c>hash-max-listpack-value</c>.</summary>
     static member DefaultInlineLimit = 64
 
-    /// The most InlineLimit may be: a node past it is never a listpack value, whatever Redis's limits.
+    /// The most InlineLimit may be: a node is rewritten whole for a change to any leaf it holds inline, so one far longer
+    /// would cost each such change more than the fields it saves.
     static member internal MaxInlineLimit = 65536
 
     /// <summary>
