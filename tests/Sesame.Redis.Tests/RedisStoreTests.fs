@@ -678,6 +678,33 @@ let private storeTests =
             Expect.equal fields["#v"] "3" "a format 3 session stays format 3"
         }
 
+        testCaseTask "a node written under a longer inline limit gives up its inline leaves once a store with a shorter one changes it"
+        <| fun () -> task {
+            let struct (wide, id, key) = server.Value.InliningSession("lowered", 64)
+            let narrow = server.Value.StoreInlining("lowered:", 16)
+            let db = server.Value.Admin.GetDatabase()
+            let commitBy (store: RedisStore) (updates: Update list) (expected: string) = task {
+                let! result = (store :> SessionStore).CommitAsync(id, changeOf updates, creating, testToken ())
+                Expect.equal result CommitResult.Committed expected
+                let! loaded = load store id
+                Expect.equal (loaded |> Option.map Json.serialize) (Some expected) expected
+                let! root = db.HashGetAsync(key, RedisValue.op_Implicit "")
+                return string root
+            }
+            // Within 64 bytes: all three inline (25 bytes).
+            let! root = commitBy wide [ Update.set SessionPath.root (json """{"a":1,"b":"bb","c":"cc"}""") ] """{"a":1,"b":"bb","c":"cc"}"""
+            Expect.equal root "O\u0001a\u00034\u00051\u0001b\u00034\u0005\"bb\"\u0001c\u00034\u0005\"cc\"" "inline within 64"
+            // Changing an inline leaf under 16 bytes: the node gives up all of them.
+            let! root = commitBy narrow [ setAt "a" "2" ] """{"a":2,"b":"bb","c":"cc"}"""
+            Expect.equal root "O\u0001a\u00034\u0001b\u00034\u0001c\u00034" "no leaf inline past 16"
+            // A leaf with a field of its own beside inline ones in a node past the shorter limit: the same.
+            let long = String('x', 70)
+            let! root = commitBy wide [ Update.set SessionPath.root (json $"{{\"a\":\"{long}\",\"b\":1,\"c\":2}}") ] $"{{\"a\":\"{long}\",\"b\":1,\"c\":2}}"
+            Expect.equal root "O\u0001a\u00034\u0001b\u00034\u00051\u0001c\u00034\u00052" "the long leaf in its own field, the others inline (17 bytes)"
+            let! root = commitBy narrow [ setAt "a" "\"y\"" ] """{"a":"y","b":1,"c":2}"""
+            Expect.equal root "O\u0001a\u00034\u0001b\u00034\u0001c\u00034" "no leaf inline past 16"
+        }
+
         testCaseTask "an object node that a commit gives up its inline leaves for is refused when one of its entries is malformed"
         <| fun () -> task {
             // Giving up the inline leaves rebuilds the node from its entries: one it cannot read must not vanish.
