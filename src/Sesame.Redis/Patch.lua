@@ -102,20 +102,28 @@ local function kindOf(value)
   return value:sub(1, 1)
 end
 
+-- The inline leaf at after + 1 .. last of the node `value` (after is its '\5'): a leaf's text, never empty and never
+-- a container's node.
+local function inlineLeaf(value, after, last)
+  if last == after then stop('corrupt', 'an inline leaf is empty') end
+  local first = value:byte(after + 1)
+  if first == BYTE_O or first == BYTE_A then stop('corrupt', 'an inline leaf is malformed') end
+  return value:sub(after + 1, last)
+end
+
 -- The entry of the member `name` in the object node `value`: where it starts (its '\1'), where its cost's digits end,
 -- where the entry ends, and its inline leaf (nil when the member has a field of its own); nil when there is none.
 local function entryAt(value, from, name)
   local digits = from + #name + 2
   local after = value:find('[^%d]', digits)
-  if after == digits then stop('corrupt', 'an object member is malformed') end
+  if after == digits or digits > #value then stop('corrupt', 'an object member is malformed') end
   if not after then return from, #value, #value, nil end
   local mark = value:byte(after)
   if mark == 1 then return from, after - 1, after - 1, nil end
   if mark ~= BYTE_INLINE then stop('corrupt', 'an object member is malformed') end
   local ends = value:find('\1', after + 1, true)
   local last = ends and ends - 1 or #value
-  if last == after then stop('corrupt', 'an inline leaf is empty') end
-  return from, after - 1, last, value:sub(after + 1, last)
+  return from, after - 1, last, inlineLeaf(value, after, last)
 end
 
 local function entryOf(value, name)
@@ -173,21 +181,24 @@ end
 local segField, segName, segIndex, segCost = {}, {}, {}, {}
 
 -- entryOf for the current update's segment i (a key), faster: the entry's cost is the segment's, so where its digits
--- end is known without a pattern (checked, or parsed as entryOf does when it is not so).
+-- end is known without a pattern (when its digits are the segment's cost; otherwise it is parsed as entryOf does).
 local function memberOf(value, i)
-  local name = segName[i]
+  local name, cost = segName[i], segCost[i]
   local from = value:find('\1' .. name .. '\3', 2, true)
   if not from then return nil end
-  local after = from + #name + 2 + #segCost[i]
-  local digit = value:byte(after - 1)
-  if digit and digit >= BYTE_0 and digit <= BYTE_9 then
+  local digits = from + #name + 2
+  local after = digits + #cost
+  local same = after - 1 <= #value
+  for j = 1, #cost do
+    if value:byte(digits + j - 1) ~= cost:byte(j) then same = false end
+  end
+  if same then
     local mark = value:byte(after)
     if not mark or mark == 1 then return from, after - 1, after - 1, nil end
     if mark == BYTE_INLINE then
       local ends = value:find('\1', after + 1, true)
       local last = ends and ends - 1 or #value
-      if last == after then stop('corrupt', 'an inline leaf is empty') end
-      return from, after - 1, last, value:sub(after + 1, last)
+      return from, after - 1, last, inlineLeaf(value, after, last)
     end
   end
   return entryAt(value, from, name)
@@ -270,7 +281,12 @@ local function spill(field, value)
   local entries, covered = {}, 0
   for name, cost, part in value:gmatch('\1([^\1\3]*)\3(%d+)([^\1]*)') do
     entries[#entries + 1] = '\1' .. name .. '\3' .. cost
-    if inlineSize(part) > 0 then put(field .. '\1' .. name, part:sub(2)) end
+    if inlineSize(part) > 0 then
+      local own = field .. '\1' .. name
+      -- A member both inline and in a field of its own is no tree: refused, rather than one of its values lost.
+      if get(own) then stop('corrupt', 'an inline leaf has a field of its own too') end
+      put(own, part:sub(2))
+    end
     covered = covered + 2 + #name + #cost + #part
   end
   coveredAll(value, covered)

@@ -720,6 +720,31 @@ let private storeTests =
             Expect.equal (string root) "O\u0001a\u0003\u00051\u0001c\u00034\u00052" "left as it was"
         }
 
+        testCaseTask "a commit that reads a malformed entry of a format 3 node is refused, and leaves the hash as it was"
+        <| fun () -> task {
+            let db = server.Value.Admin.GetDatabase()
+            let entry (field: string) (value: string) = HashEntry(RedisValue.op_Implicit field, RedisValue.op_Implicit value)
+            let long = "longkeynamelongkeyname"
+            // The root node (and other nodes), and a commit whose path reads the malformed entry.
+            let cases = [
+                "no cost in the last entry", [ "", "O\u0001a\u00034\u00051\u0001b\u0003"; "\u0001b", "1" ], [ setAt "b" "2" ]
+                "a cost whose first character is not a digit", [ "", "O\u0001longkey\u0003x0"; "\u0001longkey", "1" ], [ setAt "longkey" "2" ]
+                "the same, removed", [ "", "O\u0001longkey\u0003x0"; "\u0001longkey", "1" ], [ Update.remove (path "longkey") ]
+                "an inline leaf that reads as an array node", [ "", "O\u0001a\u00034\u0005A2" ], [ Update.append (path "a") (json "1") ]
+                "an inline leaf that reads as an object node", [ "", "O\u0001a\u00034\u0005O" ], [ setAt "a.x" "1" ]
+                "an inline leaf with a field of its own too, spilled", [ "", "O\u0001a\u00034\u00051"; "\u0001a", "2" ], [ setAt long "1" ]
+            ]
+            for why, nodes, updates in cases do
+                let struct (store, id, key) = server.Value.InliningSession("refused", 16)
+                do! db.HashSetAsync(key, [| yield entry "#v" "3"; yield entry "#s" "7"; yield entry "\u0004" "{}"; for f, v in nodes -> entry f v |])
+                let! before = db.HashGetAllAsync key
+                let! e = throwsAsync<SessionStoreException>(fun () -> (store :> SessionStore).CommitAsync(id, changeOf updates, existing, testToken ()) :> Task)
+                Expect.stringContains e.Message "not hold a valid Sesame session" why
+                let! after = db.HashGetAllAsync key
+                let sorted (entries: HashEntry[]) = entries |> Array.map (fun e -> string e.Name, string e.Value) |> Array.sort
+                Expect.equal (sorted after) (sorted before) $"{why}: left as it was"
+        }
+
         testCaseTask "a leaf goes inline while its object's node stays within the limit, and has a field of its own past it"
         <| fun () -> task {
             let struct (store, id, key) = server.Value.InliningSession("spill", 24)
