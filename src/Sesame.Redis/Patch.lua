@@ -285,7 +285,7 @@ local function spill(field, value)
       local own = field .. '\1' .. name
       -- A member both inline and in a field of its own is no tree: refused, rather than one of its values lost.
       if get(own) then stop('corrupt', 'an inline leaf has a field of its own too') end
-      put(own, part:sub(2))
+      put(own, inlineLeaf(part, 1, #part))
     end
     covered = covered + 2 + #name + #cost + #part
   end

@@ -206,6 +206,9 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
     let hints = LoadHints()
     /// What a load that needed no script gives in place of the script's reply.
     let hashReply = [| RedisResult.Create(RedisValue.op_Implicit "hash") |]
+
+    /// Whether Redis refused a call for being over maxmemory (policy noeviction).
+    let isOutOfMemory (e: RedisServerException) = e.Kind = RedisErrorKind.OutOfMemory || e.Message.Contains("OOM", StringComparison.Ordinal)
     let replicas = options.WaitForReplicas
     let waitMilliseconds = max 1L (int64 options.WaitForReplicasTimeout.TotalMilliseconds)
 
@@ -406,7 +409,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                         $"Redis {operation} of session {redact id} was not sent: there is no connection to Redis (it is being re-established)."
                     )
                 )
-        | :? RedisServerException as e when e.Kind = RedisErrorKind.OutOfMemory || e.Message.Contains("OOM", StringComparison.Ordinal) ->
+        | :? RedisServerException as e when isOutOfMemory e ->
             RedisLog.failed.Invoke(logger, operation, redact id, e)
             return
                 raise (
@@ -884,27 +887,44 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                                 RedisValue.op_Implicit (if clock.WantsReading then "1" else "0")
                             |]
                             let sentAt = Environment.TickCount64
-                            let! struct (reply, _) = evaluate loadScript keys arguments false token
-                            let parts = Reply.array reply
-                            if Reply.text parts[0] <> "hash" then
-                                return struct (null, parts)
-                            else
-                                let now = Reply.int64 parts[1]
-                                if now > 0L then clock.Observe(now, sentAt)
-                                let slid = Reply.int64 parts[2] = 1L
-                                if slid then hints.Record(id, now, ttl)
-                                if isNull read then
-                                    // Connected again by the time the script went: read now.
-                                    let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
-                                    return struct (entries, parts)
+                            let! slide = task {
+                                try
+                                    let! struct (reply, _) = evaluate loadScript keys arguments false token
+                                    return ValueSome reply
+                                with :? RedisServerException as e when not (isNull read) && isOutOfMemory e ->
+                                    // Redis is full, and the script went by EVALSHA (its library gone: Redis refuses to load
+                                    // it when full), which Redis refuses at its first write, the slide. The read is the
+                                    // session as it is: it is served, and its expiry slides at a later load.
+                                    return ValueNone
+                            }
+                            match slide with
+                            | ValueNone ->
+                                try
+                                    let! entries = read
+                                    return struct (entries, hashReply)
+                                with :? RedisServerException as e when isWrongType e ->
+                                    return! otherType ()
+                            | ValueSome reply ->
+                                let parts = Reply.array reply
+                                if Reply.text parts[0] <> "hash" then
+                                    return struct (null, parts)
                                 else
-                                    try
-                                        let! entries = read
-                                        if not slid then hints.Record(id, ExpiryRefresh.expiryFields entries)
+                                    let now = Reply.int64 parts[1]
+                                    if now > 0L then clock.Observe(now, sentAt)
+                                    let slid = Reply.int64 parts[2] = 1L
+                                    if slid then hints.Record(id, now, ttl)
+                                    if isNull read then
+                                        // Connected again by the time the script went: read now.
+                                        let! entries = database.HashGetAllAsync(keys[0], CommandFlags.DemandMaster)
                                         return struct (entries, parts)
-                                    with :? RedisServerException as e when isWrongType e ->
-                                        // Its expiry was not due: the script did not look at it.
-                                        return! otherType ()
+                                    else
+                                        try
+                                            let! entries = read
+                                            if not slid then hints.Record(id, ExpiryRefresh.expiryFields entries)
+                                            return struct (entries, parts)
+                                        with :? RedisServerException as e when isWrongType e ->
+                                            // Its expiry was not due: the script did not look at it.
+                                            return! otherType ()
                     })
                 match Reply.text parts[0] with
                 | "hash" when entries.Length = 0 ->

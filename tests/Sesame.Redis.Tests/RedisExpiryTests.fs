@@ -421,6 +421,12 @@ let tests =
             let! _ = admin.GetServer(server.EndPoint).ExecuteAsync("FUNCTION", [| box "FLUSH" |])
             let! loadedOther = store.LoadAsync(other, options.IdleTimeout, CancellationToken.None)
             Expect.equal (Json.serialize loadedOther.Data) """{"n":7,"drop":"x"}""" "a session loads without the library"
+            // A load whose expiry is due to slide (always, with no refresh interval): its script, sent by EVALSHA, is
+            // refused at its first write; the session is served as read, and its expiry slides at a later load.
+            use sliding =
+                new RedisStore(connection, RedisStoreOptions(KeyPrefix = "full:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.Zero), null)
+            let! loadedSliding = sliding.LoadAsync(other, options.IdleTimeout, CancellationToken.None)
+            Expect.equal (Json.serialize loadedSliding.Data) """{"n":7,"drop":"x"}""" "a load due to slide its expiry, while Redis is full"
             let! all = SessionStore.listAllAsync (SessionQuery.All 500) CancellationToken.None store
             Expect.isTrue (all |> List.exists (fun s -> s.Id = other)) "listings work without the library"
             // A change that removes and sets: refused whole, nothing of it written.

@@ -733,6 +733,7 @@ let private storeTests =
                 "an inline leaf that reads as an array node", [ "", "O\u0001a\u00034\u0005A2" ], [ Update.append (path "a") (json "1") ]
                 "an inline leaf that reads as an object node", [ "", "O\u0001a\u00034\u0005O" ], [ setAt "a.x" "1" ]
                 "an inline leaf with a field of its own too, spilled", [ "", "O\u0001a\u00034\u00051"; "\u0001a", "2" ], [ setAt long "1" ]
+                "an inline leaf that reads as an array node, spilled", [ "", "O\u0001a\u00034\u0005A2" ], [ setAt long "1" ]
             ]
             for why, nodes, updates in cases do
                 let struct (store, id, key) = server.Value.InliningSession("refused", 16)
