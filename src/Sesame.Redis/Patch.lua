@@ -102,13 +102,15 @@ local function kindOf(value)
   return value:sub(1, 1)
 end
 
--- The inline leaf at after + 1 .. last of the node `value` (after is its '\5'): a leaf's text, never empty and never
--- a container's node.
-local function inlineLeaf(value, after, last)
+-- The inline leaf whose '\5' is at `after` in the node `value`: where it ends (before the next entry), and its text,
+-- never empty and never a container's node.
+local function inlineLeaf(value, after)
+  local ends = value:find('\1', after + 1, true)
+  local last = ends and ends - 1 or #value
   if last == after then stop('corrupt', 'an inline leaf is empty') end
   local first = value:byte(after + 1)
   if first == BYTE_O or first == BYTE_A then stop('corrupt', 'an inline leaf is malformed') end
-  return value:sub(after + 1, last)
+  return last, value:sub(after + 1, last)
 end
 
 -- The entry of the member `name` in the object node `value`: where it starts (its '\1'), where its cost's digits end,
@@ -121,9 +123,8 @@ local function entryAt(value, from, name)
   local mark = value:byte(after)
   if mark == 1 then return from, after - 1, after - 1, nil end
   if mark ~= BYTE_INLINE then stop('corrupt', 'an object member is malformed') end
-  local ends = value:find('\1', after + 1, true)
-  local last = ends and ends - 1 or #value
-  return from, after - 1, last, inlineLeaf(value, after, last)
+  local last, leaf = inlineLeaf(value, after)
+  return from, after - 1, last, leaf
 end
 
 local function entryOf(value, name)
@@ -196,9 +197,8 @@ local function memberOf(value, i)
     local mark = value:byte(after)
     if not mark or mark == 1 then return from, after - 1, after - 1, nil end
     if mark == BYTE_INLINE then
-      local ends = value:find('\1', after + 1, true)
-      local last = ends and ends - 1 or #value
-      return from, after - 1, last, inlineLeaf(value, after, last)
+      local last, leaf = inlineLeaf(value, after)
+      return from, after - 1, last, leaf
     end
   end
   return entryAt(value, from, name)
@@ -285,7 +285,8 @@ local function spill(field, value)
       local own = field .. '\1' .. name
       -- A member both inline and in a field of its own is no tree: refused, rather than one of its values lost.
       if get(own) then stop('corrupt', 'an inline leaf has a field of its own too') end
-      put(own, inlineLeaf(part, 1, #part))
+      local _, leaf = inlineLeaf(part, 1)
+      put(own, leaf)
     end
     covered = covered + 2 + #name + #cost + #part
   end
@@ -295,14 +296,17 @@ local function spill(field, value)
   return value
 end
 
--- Writes an object node's new value; one still past the limit with leaves inline (written under a longer limit) gives
--- them up (spill).
+-- Whether an object node's value is past the limit with leaves inline (written under a longer limit, or grown by a new
+-- member): it must give them up (spill).
+local function pastLimit(value)
+  return limit > 0 and #value > limit and value:find('\5', 2, true) ~= nil
+end
+
+-- Writes an object node's new value, giving up its inline leaves when it is past the limit; gives the value written.
 local function putObject(field, value)
-  if limit > 0 and #value > limit and value:find('\5', 2, true) then
-    spill(field, value)
-  else
-    put(field, value)
-  end
+  if pastLimit(value) then return spill(field, value) end
+  put(field, value)
+  return value
 end
 
 -- Takes an inline leaf out of its entry in the object node `parent` (the member then has a field of its own, or is
@@ -324,7 +328,7 @@ local function putLeafAt(parent, value, digits, last, inline, field, leaf)
     put(field, leaf)
     if inline then
       putObject(parent, value:sub(1, digits) .. value:sub(last + 1))
-    elseif limit > 0 and #value > limit and value:find('\5', 2, true) then
+    elseif pastLimit(value) then
       spill(parent, value)
     end
   end
@@ -353,7 +357,7 @@ local function attach(m, k, field, value, leafSize)
       value = 'O'
     end
     value = value .. '\1' .. segName[m + 1] .. '\3' .. segCost[m + 1]
-    if limit > 0 and #value > limit and value:find('\5', 2, true) then value = spill(field, value) else put(field, value) end
+    value = putObject(field, value)
   end
   local added = comma + tonumber(segCost[m + 1]) + leafSize
   local parent = field
