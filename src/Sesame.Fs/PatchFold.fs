@@ -51,7 +51,7 @@ module internal PatchFold =
             | ValueSome value, ValueSome(Pending.Replace _) -> place (Pending.Replace value)
             | ValueSome value, _ -> place (Pending.Put value)
             // A top-level key's container is the root, which always exists: nothing to keep created.
-            | ValueNone, _ -> place (if creates && path.Segments.Length > 1 then Drops.creating else Drops.bare)
+            | ValueNone, _ -> place (if creates && path.Depth > 1 then Drops.creating else Drops.bare)
 
         let supersede (path: SessionPath) (depth: int) (reached: FoldNode) (isSet: Json voption) =
             let node = index.NodeFrom(reached, path)
@@ -90,7 +90,7 @@ module internal PatchFold =
                 | Update.Remove path when path.IsRoot -> Update.Set(path, Json.emptyObject)
                 | other -> other
             let path = update.Path
-            let depth = path.Segments.Length
+            let depth = path.Depth
             let mergesAtItsPath =
                 match update with
                 | Update.Increment _

@@ -19,31 +19,54 @@ type Segment =
 /// </summary>
 type SessionPath = private {
     segments: Segment list
+    // Derived from the segments, so equality and order are still the segments': kept so that checking an update
+    // neither counts the list nor scans its keys again (a parsed literal is made once, the parse cache giving it back).
+    /// How many segments.
+    depth: int
+    /// Whether a key holds a lone UTF-16 surrogate (see LoneSurrogates).
+    loneSurrogate: bool
 } with
+
+    /// A path of these segments (checked by the caller).
+    static member internal OfList(segments: Segment list) : SessionPath =
+        let mutable depth = 0
+        let mutable lone = false
+        for segment in segments do
+            depth <- depth + 1
+            match segment with
+            | Segment.Key key when not lone -> lone <- LoneSurrogates.has key
+            | _ -> ()
+        { segments = segments; depth = depth; loneSurrogate = lone }
 
     /// The segments, root first.
     member this.Segments = this.segments
+
+    /// How many segments the path has.
+    member internal this.Depth = this.depth
+
+    /// Whether a key of the path holds a lone UTF-16 surrogate, which JSON text cannot hold.
+    member internal this.HasLoneSurrogate = this.loneSurrogate
 
     /// Whether this is the root (the whole session).
     member this.IsRoot = List.isEmpty this.segments
 
     /// <summary>The root: the whole session. Build paths from data with <see cref="M:Sesame.SessionPath.Key(System.String)"/>
     /// and <see cref="M:Sesame.SessionPath.Index(System.Int32)"/>, so a key from user input is always one key, whatever it holds.</summary>
-    static member Root: SessionPath = { segments = [] }
+    static member Root: SessionPath = SessionPath.OfList []
 
     /// <summary>The path one object key below this one. The key is data: dots, brackets and quotes in it are part of the key.</summary>
     /// <exception cref="System.ArgumentException">The key is null, or the path would have more than 1,024 segments.</exception>
     member this.Key(key: string) : SessionPath =
         if isNull key then nullArg "key"
-        if this.segments.Length >= 1024 then invalidArg "key" "A path may have at most 1024 segments."
-        { segments = this.segments @ [ Segment.Key key ] }
+        if this.depth >= 1024 then invalidArg "key" "A path may have at most 1024 segments."
+        { segments = this.segments @ [ Segment.Key key ]; depth = this.depth + 1; loneSurrogate = this.loneSurrogate || LoneSurrogates.has key }
 
     /// <summary>The path one array index below this one.</summary>
     /// <exception cref="System.ArgumentException">The index is negative, or the path would have more than 1,024 segments.</exception>
     member this.Index(index: int) : SessionPath =
         if index < 0 then invalidArg "index" $"Array index {index} is negative."
-        if this.segments.Length >= 1024 then invalidArg "index" "A path may have at most 1024 segments."
-        { segments = this.segments @ [ Segment.Index index ] }
+        if this.depth >= 1024 then invalidArg "index" "A path may have at most 1024 segments."
+        { this with segments = this.segments @ [ Segment.Index index ]; depth = this.depth + 1 }
 
     /// <summary>A path of object keys from the root, each key taken as data (it may hold any character).</summary>
     /// <exception cref="System.ArgumentException">A key is null, or there are more than 1,024 keys.</exception>
@@ -51,7 +74,7 @@ type SessionPath = private {
         if isNull keys then nullArg "keys"
         if keys.Length > 1024 then invalidArg "keys" $"A path may have at most 1024 segments; this one has {keys.Length}."
         if keys |> Array.exists isNull then invalidArg "keys" "A key cannot be null."
-        { segments = [ for key in keys -> Segment.Key key ] }
+        SessionPath.OfList [ for key in keys -> Segment.Key key ]
 
     /// The canonical text of the path (the empty string for the root).
     override this.ToString() =
@@ -99,7 +122,7 @@ module SessionPath =
     let MaxTextLength = 16384
 
     /// The root: the whole session.
-    let root = { segments = [] }
+    let root = SessionPath.Root
 
     /// <summary>A path from segments.</summary>
     /// <exception cref="System.ArgumentException">An index is negative, a key is null, or there are more than <see cref="F:Sesame.SessionPathModule.MaxSegments"/> segments.</exception>
@@ -111,7 +134,7 @@ module SessionPath =
             | Segment.Index i when i < 0 -> invalidArg "segments" $"Array index {i} is negative."
             | Segment.Key null -> invalidArg "segments" "A key cannot be null."
             | _ -> ()
-        { segments = segments }
+        SessionPath.OfList segments
 
     /// <summary>A path of object keys (so keys may hold any character).</summary>
     let ofKeys (keys: seq<string>) = ofSegments (Seq.map Segment.Key keys)
@@ -180,7 +203,7 @@ module SessionPath =
                 if segments.Count > MaxSegments then fail $"The path has more than {MaxSegments} segments."
             match error with
             | Some message -> Error message
-            | None -> Ok { segments = List.ofSeq segments }
+            | None -> Ok(SessionPath.OfList(List.ofSeq segments))
 
     /// Paths in handlers are mostly literals: each text is parsed once (paths are immutable). Bounded, so
     /// paths built from client input cannot grow it.
@@ -212,10 +235,13 @@ module SessionPath =
         loop prefix.Segments path.Segments
 
     /// The segments of <paramref name="path"/> below <paramref name="prefix"/> (which must be a prefix).
-    let internal relativeTo (prefix: SessionPath) (path: SessionPath) = { segments = List.skip prefix.Segments.Length path.Segments }
+    let internal relativeTo (prefix: SessionPath) (path: SessionPath) =
+        let segments = List.skip prefix.Depth path.Segments
+        // Below a path without a lone surrogate there is none either.
+        if path.HasLoneSurrogate then SessionPath.OfList segments else { segments = segments; depth = path.Depth - prefix.Depth; loneSurrogate = false }
 
     let internal conflict (path: SessionPath) (depth: int) (what: string) =
-        let at = { segments = List.truncate depth path.Segments }
+        let at = SessionPath.OfList(List.truncate depth path.Segments)
         let where = if at.IsRoot then "the root" else $"'{at}'"
         raise (PathConflictException(path, $"Cannot follow '{path}': {where} {what}."))
 

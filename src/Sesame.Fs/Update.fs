@@ -86,25 +86,8 @@ module Update =
         | ValueSome(Json.Array items) -> Json.Array(items.Add value)
         | ValueSome other -> raise (PathConflictException(path, $"Cannot append to '{path}': it holds {kindOf other}, not an array."))
 
-    /// Every UTF-16 surrogate: a long text is searched for the first one vectorized.
-    let private surrogates = SearchValues.Create(ReadOnlySpan<char>(Array.init 0x800 (fun i -> char (0xD800 + i))))
-
-    /// Whether a string holds a UTF-16 surrogate that is not half of a pair (JSON text cannot hold one). Checked for
-    /// every key and string of every update, so it allocates nothing (the span search IndexOfAnyInRange allocated 96
-    /// bytes a call from F#): a short text is scanned, a long one searched for its first surrogate, vectorized.
-    let internal hasLoneSurrogate (text: string) =
-        let first = if text.Length < 32 then 0 else text.AsSpan().IndexOfAny surrogates
-        if first < 0 then
-            false
-        else
-            let mutable i = first
-            let mutable lone = false
-            while not lone && i < text.Length do
-                let c = text[i]
-                if not (Char.IsSurrogate c) then i <- i + 1
-                elif Char.IsHighSurrogate c && i + 1 < text.Length && Char.IsLowSurrogate text[i + 1] then i <- i + 2
-                else lone <- true
-            lone
+    /// Whether a string holds a UTF-16 surrogate that is not half of a pair (see LoneSurrogates).
+    let internal hasLoneSurrogate (text: string) = LoneSurrogates.has text
 
     let private loneSurrogate (path: SessionPath) (where: string) =
         raise (
@@ -139,17 +122,15 @@ module Update =
     /// <exception cref="System.ArgumentException">The update would nest too deep, or holds a lone surrogate; the message names the path.</exception>
     let validate (update: Update) : unit =
         let path = update.Path
-        for segment in path.Segments do
-            match segment with
-            | Segment.Key key when hasLoneSurrogate key -> loneSurrogate path "a key of its path"
-            | _ -> ()
+        // A path's keys were checked when it was made (a parsed literal is made once, the parse cache giving it back).
+        if path.HasLoneSurrogate then loneSurrogate path "a key of its path"
         let depth =
             match update with
-            | Update.Set(_, value) -> path.Segments.Length + nesting path value
+            | Update.Set(_, value) -> path.Depth + nesting path value
             // The value goes inside the array at the path: one level more.
-            | Update.Append(_, value) -> path.Segments.Length + 1 + nesting path value
+            | Update.Append(_, value) -> path.Depth + 1 + nesting path value
             | Update.Remove _
-            | Update.Increment _ -> path.Segments.Length
+            | Update.Increment _ -> path.Depth
         if depth > Json.MaxDepth then
             raise (
                 ArgumentException(

@@ -219,6 +219,47 @@ let tests =
                 ([ path "a"; path "a.b"; path "b" ])
                 "List.sort [ path 'b'; path 'a.b'; path 'a' ]"
 
+        testCase "a path is the same path however it was made: equal, with one hash and one order"
+        <| fun () ->
+            // A path keeps its depth and whether a key has a lone surrogate beside its segments: made any way, the
+            // same segments must still be the same path.
+            let made = [
+                path "a.b[0]"
+                SessionPath.Root.Key("a").Key("b").Index(0)
+                SessionPath.ofSegments [ Segment.Key "a"; Segment.Key "b"; Segment.Index 0 ]
+                SessionPath.child (Segment.Index 0) (SessionPath.OfKeys("a", "b"))
+            ]
+            for p in made do
+                Expect.equal p (path "a.b[0]") $"{p} equals the parsed path"
+                Expect.equal (p.GetHashCode()) ((path "a.b[0]").GetHashCode()) $"{p} hashes as the parsed path"
+                Expect.equal (compare p (path "a.b[1]")) -1 $"{p} orders before a.b[1]"
+                Expect.equal (compare p (path "a.b")) 1 $"{p} orders after a.b"
+
+        testCase "a key with a lone surrogate is refused in a change however its path was made"
+        <| fun () ->
+            let lone = "😀".Substring(0, 1)
+            let refused (p: SessionPath) =
+                try
+                    Update.validate (Update.set p Json.Null)
+                    false
+                with :? ArgumentException as e ->
+                    e.Message.Contains "lone UTF-16 surrogate in a key of its path"
+            for name, p in
+                [
+                    "OfKeys", SessionPath.OfKeys("a", lone + "b")
+                    "ofKeys", SessionPath.ofKeys [ lone ]
+                    "Key", SessionPath.Root.Key("a").Key(lone)
+                    "Key below it", SessionPath.Root.Key(lone).Key("b")
+                    "Index below it", SessionPath.Root.Key(lone).Index(0)
+                    "ofSegments", SessionPath.ofSegments [ Segment.Index 0; Segment.Key("x" + lone) ]
+                    "child", SessionPath.child (Segment.Key lone) (path "a")
+                    "child of it", SessionPath.child (Segment.Key "b") (SessionPath.ofKeys [ lone ])
+                ] do
+                Expect.isTrue (refused p) $"{name}: refused"
+            for name, p in
+                [ "a pair", SessionPath.Root.Key("a").Key("😀"); "a pair, parsed", path "a[\"😀\"][2]"; "the same key text", SessionPath.OfKeys("a", "😀") ] do
+                Expect.isFalse (refused p) $"{name}: taken"
+
         // ---------------------------------------------------------------------------------------------
         // Reading and changing trees
         // ---------------------------------------------------------------------------------------------
