@@ -130,10 +130,23 @@ module NodePath =
 
     /// <summary>A segment's part of a node's name and the bytes its key adds to compact JSON (see segmentName and
     /// segmentCost), with one look at the key.</summary>
+    /// <remarks>A key named lately on this thread gives the name made then (see KeyNames).</remarks>
     let segmentNameAndCost (segment: Segment) : struct (string * int64) =
         match segment with
-        | Segment.Key key when isPlainKey key -> struct (String.Concat(keyMarkText, key), int64 key.Length + 3L)
-        | Segment.Key key -> struct (String.Concat(keyMarkText, escapeKey key), keyCost key)
+        | Segment.Key key ->
+            let kept = KeyNames.ForThisThread
+            let mutable slot = 0
+            let mutable cost = 0L
+            match kept.Find(key, &slot, &cost) with
+            | null ->
+                let struct (name, cost) =
+                    if isPlainKey key then
+                        struct (String.Concat(keyMarkText, key), int64 key.Length + 3L)
+                    else
+                        struct (String.Concat(keyMarkText, escapeKey key), keyCost key)
+                kept.Keep(slot, key, name, cost)
+                struct (name, cost)
+            | name -> struct (name, cost)
         | Segment.Index _ -> struct (segmentName segment, 0L)
 
     /// <summary>The bytes a segment's key adds to compact JSON (an index adds none).</summary>

@@ -43,6 +43,29 @@ let tests =
             Prop.forAll (Arb.fromGen anySegment) (fun segment ->
                 NodePath.segmentNameAndCost segment = struct (NodePath.segmentName segment, NodePath.segmentCost segment))
 
+        testLaw "a key named again, or after other keys took its slot, still gets its own name and cost"
+        <| fun () ->
+            // Keys a thread named lately give the name made then (KeyNames): a few keys named over and over among
+            // others, some made again from their text, some longer than the table keeps.
+            let few = Gen.elements [ "qty"; "c1"; "p2"; "p6"; "user"; String('k', 40); "a\u0001b"; "ключ" ]
+            let named = Gen.listOf (Gen.frequency [ 3, few; 1, anyKey; 1, Gen.map (fun (k: string) -> String(k.ToCharArray())) few ])
+            Prop.forAll (Arb.fromGen named) (fun keys ->
+                keys
+                |> List.forall (fun key ->
+                    let segment = Segment.Key key
+                    let expected = struct (String.Concat("\u0001", NodePath.escapeKey key), NodePath.segmentCost segment)
+                    NodePath.segmentNameAndCost segment = expected && NodePath.segmentNameAndCost segment = expected))
+
+        testCase "a key named again is given the name made before, not a new string"
+        <| fun () ->
+            let struct (first, _) = NodePath.segmentNameAndCost (Segment.Key "cart")
+            let struct (again, _) = NodePath.segmentNameAndCost (Segment.Key(String("cart".ToCharArray())))
+            Expect.isTrue (obj.ReferenceEquals(first, again)) "the same string"
+            let long = String('k', 33)
+            let struct (longFirst, _) = NodePath.segmentNameAndCost (Segment.Key long)
+            let struct (longAgain, _) = NodePath.segmentNameAndCost (Segment.Key long)
+            Expect.equal longAgain longFirst "a long key's name"
+
         testCase "a value's nodes are its leaves and its non-empty containers"
         <| fun () ->
             Expect.equal (NodePath.nodeCount (Json.parse "1")) 1 "a leaf"
