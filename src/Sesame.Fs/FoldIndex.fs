@@ -45,11 +45,24 @@ module internal Drops =
 /// that supersedes others may take the place of one of them, so places are reused, and the patch is the live entries
 /// in place order.
 [<Sealed; AllowNullLiteral>]
-type internal FoldEntry(path: SessionPath, node: FoldNode, place: int, pending: Pending) =
+type internal FoldEntry() =
+    let mutable path = Unchecked.defaultof<SessionPath>
+    let mutable node: FoldNode = null
+    let mutable place = 0
+
+    /// Makes this entry a fresh one (a new entry, or one of the pool's, see FoldPool).
+    member this.Reset(entryPath: SessionPath, entryNode: FoldNode, entryPlace: int, pending: Pending) =
+        path <- entryPath
+        node <- entryNode
+        place <- entryPlace
+        this.Pending <- pending
+        this.Live <- true
+        this.Previous <- null
+
     member _.Path = path
     member _.Node = node
     member _.Place = place
-    member val Pending = pending with get, set
+    member val Pending = Unchecked.defaultof<Pending> with get, set
     /// False once superseded or merged away.
     member val Live = true with get, set
     /// The entry before this one at its node, of its kind (append or not): each node chains its entries, the latest
@@ -58,9 +71,14 @@ type internal FoldEntry(path: SessionPath, node: FoldNode, place: int, pending: 
 
 /// A path in the trie of kept entries: the live entries at exactly this path, and its children. Its segment is held
 /// as a key (null for an array index) and an index, so a lookup compares strings or integers, not union cases.
-and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string, index: int, depth: int) =
+and [<Sealed; AllowNullLiteral>] internal FoldNode() =
     /// Children are looked up by a scan of their chain while few, then through a dictionary.
     static let indexFrom = 8
+
+    let mutable parent: FoldNode = null
+    let mutable key: string = null
+    let mutable index = 0
+    let mutable depth = 0
 
     /// The children, chained through NextSibling (no list of their own: most nodes have one child or none).
     let mutable firstChild: FoldNode = null
@@ -84,8 +102,23 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
             if isNull byKey then byKey <- Dictionary<string, FoldNode>(childCount * 2, StringComparer.Ordinal)
             byKey.Add(child.Key, child)
 
-    /// The root of a trie.
-    new() = FoldNode(null, null, 0, 0)
+    /// Makes this node a fresh one at a key (not null) or, when the key is null, at an array index below its parent
+    /// (a new node, or one of the pool's, see FoldPool); a root has no parent and depth 0.
+    member this.Reset(nodeParent: FoldNode, nodeKey: string, nodeIndex: int, nodeDepth: int) =
+        parent <- nodeParent
+        key <- nodeKey
+        index <- nodeIndex
+        depth <- nodeDepth
+        firstChild <- null
+        childCount <- 0
+        byKey <- null
+        byIndex <- null
+        this.NextSibling <- null
+        this.LastOther <- null
+        this.LastAppend <- null
+        this.BareDrops <- 0
+        this.AddedBelow <- null
+        this.AddedBelowChecked <- 0
 
     member _.Parent = parent
     /// The object key this node is at, or null for an array index.
@@ -132,12 +165,12 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
         | Segment.Key k -> this.Child(k, 0)
         | Segment.Index i -> this.Child(null, i)
 
-    /// Adds a child this node does not have yet.
-    member this.AddChild(segment: Segment) : FoldNode =
+    /// Adds a child this node does not have yet, at a segment, from the pool.
+    member this.AddChild(segment: Segment, pool: FoldPool) : FoldNode =
         let child =
             match segment with
-            | Segment.Key k -> FoldNode(this, k, 0, depth + 1)
-            | Segment.Index i -> FoldNode(this, null, i, depth + 1)
+            | Segment.Key k -> pool.Node(this, k, 0, depth + 1)
+            | Segment.Index i -> pool.Node(this, null, i, depth + 1)
         child.NextSibling <- firstChild
         firstChild <- child
         childCount <- childCount + 1
@@ -151,9 +184,9 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
             indexChild child
         child
 
-    member this.GetOrAddChild(segment: Segment) : FoldNode =
+    member this.GetOrAddChild(segment: Segment, pool: FoldPool) : FoldNode =
         match this.Child segment with
-        | null -> this.AddChild segment
+        | null -> this.AddChild(segment, pool)
         | child -> child
 
     /// Drops every child (their entries are gone).
@@ -172,16 +205,92 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode(parent: FoldNode, key: string
         else other
 
 /// <summary>
+/// The nodes and entries of a thread's folds, kept for its next fold: a fold of n updates makes about n of each, which
+/// were most of what it allocated, and it keeps none of them once its updates are out. A fold takes the ones the last
+/// fold left (each made fresh as it is taken), and gives them back emptied, holding no path or value, when it ends.
+/// At most 1,024 of each are kept, so one large fold does not hold its memory for the thread's life.
+/// </summary>
+and [<Sealed>] internal FoldPool() =
+    static let kept = 1024
+
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private current: FoldPool
+
+    let nodes = ResizeArray<FoldNode>()
+    let entries = ResizeArray<FoldEntry>()
+    let mutable places = ResizeArray<FoldEntry>()
+    let mutable nodesTaken = 0
+    let mutable entriesTaken = 0
+    let mutable inUse = false
+
+    /// This thread's pool, for one fold until Return; a new one while it is in use (a fold is never inside another,
+    /// but nothing should break if one were).
+    static member Take() : FoldPool =
+        let mutable pool = FoldPool.current
+        if isNull (box pool) then
+            pool <- FoldPool()
+            FoldPool.current <- pool
+        if pool.InUse then pool <- FoldPool()
+        pool.InUse <- true
+        pool
+
+    member _.InUse
+        with get () = inUse
+        and set value = inUse <- value
+
+    /// The list of entries by place, empty.
+    member _.Places = places
+
+    /// A fresh node.
+    member _.Node(parent: FoldNode, key: string, index: int, depth: int) : FoldNode =
+        let node =
+            if nodesTaken < nodes.Count then
+                nodes[nodesTaken]
+            else
+                let made = FoldNode()
+                if nodes.Count < kept then nodes.Add made
+                made
+        // Taken from the pool or added to it, it is counted, so that Return empties it; past the pool's bound it is not.
+        if nodesTaken < nodes.Count then nodesTaken <- nodesTaken + 1
+        node.Reset(parent, key, index, depth)
+        node
+
+    /// A fresh entry.
+    member _.Entry(path: SessionPath, node: FoldNode, place: int, pending: Pending) : FoldEntry =
+        let entry =
+            if entriesTaken < entries.Count then
+                entries[entriesTaken]
+            else
+                let made = FoldEntry()
+                if entries.Count < kept then entries.Add made
+                made
+        // Taken from the pool or added to it, it is counted, so that Return empties it; past the pool's bound it is not.
+        if entriesTaken < entries.Count then entriesTaken <- entriesTaken + 1
+        entry.Reset(path, node, place, pending)
+        entry
+
+    /// Ends the fold: the nodes and entries it took are emptied (no session's path or value stays in the thread's
+    /// pool) and kept for the next fold.
+    member _.Return() =
+        for i in 0 .. nodesTaken - 1 do
+            nodes[i].Reset(null, null, 0, 0)
+        for i in 0 .. entriesTaken - 1 do
+            entries[i].Reset(Unchecked.defaultof<SessionPath>, null, 0, Unchecked.defaultof<Pending>)
+        nodesTaken <- 0
+        entriesTaken <- 0
+        if places.Capacity > kept then places <- ResizeArray<FoldEntry>() else places.Clear()
+        inUse <- false
+
+/// <summary>
 /// The entries a fold keeps, indexed by path in a trie, so that each of the fold's questions (the latest entry at or
 /// above a path, the entries at or below one, whether anything below an array came after an append to it) costs the
 /// path's depth, or the entries it removes, instead of a scan of every entry: a request of n updates folds in about
 /// n times its paths' depth.
 /// </summary>
-[<Sealed>]
-type internal FoldIndex(capacity: int) =
-    let root = FoldNode()
+and [<Sealed>] internal FoldIndex(pool: FoldPool) =
+    let root = pool.Node(null, null, 0, 0)
     /// The entries by place; null where an entry was removed (the gaps are skipped when the patch is read).
-    let places = ResizeArray<FoldEntry>(capacity)
+    let places = pool.Places
 
     let vacate (entry: FoldEntry) =
         entry.Live <- false
@@ -246,7 +355,7 @@ type internal FoldIndex(capacity: int) =
     member _.NodeOf(path: SessionPath) : FoldNode =
         let mutable node = root
         for segment in path.Segments do
-            node <- node.GetOrAddChild segment
+            node <- node.GetOrAddChild(segment, pool)
         node
 
     /// <summary>
@@ -281,7 +390,7 @@ type internal FoldIndex(capacity: int) =
         let mutable node = reached
         let mutable rest = List.skip reached.Depth path.Segments
         while not (List.isEmpty rest) do
-            node <- node.AddChild(List.head rest)
+            node <- node.AddChild(List.head rest, pool)
             rest <- List.tail rest
         node
 
@@ -290,7 +399,7 @@ type internal FoldIndex(capacity: int) =
 
     /// <summary>Adds an entry at <paramref name="place"/>: the end, or a place ClearAt gave for the node it just emptied.</summary>
     member _.Add(node: FoldNode, path: SessionPath, pending: Pending, place: int) : unit =
-        let entry = FoldEntry(path, node, place, pending)
+        let entry = pool.Entry(path, node, place, pending)
         if place = places.Count then places.Add entry else places[place] <- entry
         // A node's chains stay in place order: an entry goes at the end, or to a node that ClearAt just emptied.
         match pending with

@@ -8,11 +8,9 @@ open System
 /// </summary>
 module internal PatchFold =
 
-    /// The normalized updates of checked updates, in the order they apply.
-    let normalize (updates: Update[]) : Update list =
-        // The kept entries, by path and in patch order: each question below costs a path's depth, not a scan of
-        // every entry, so n updates fold in about n times their depth.
-        let index = FoldIndex(updates.Length)
+    /// The fold (see normalize), with the index it keeps its entries in: by path and in patch order, so each
+    /// question below costs a path's depth, not a scan of every entry, and n updates fold in about n times their depth.
+    let private foldInto (index: FoldIndex) (updates: Update[]) : Update list =
         let append (path: SessionPath) pending = index.Append(index.NodeOf path, path, pending)
 
         // The update cannot be merged: keep it, in order. Where applying one by one fails, applying the patch
@@ -152,3 +150,11 @@ module internal PatchFold =
                 | Pending.Drop true -> updates <- Update.Set(path, Json.Null) :: Update.Remove path :: updates
                 | Pending.Replace value -> updates <- Update.Remove path :: Update.Set(path, value) :: updates
         updates
+
+    /// The normalized updates of checked updates, in the order they apply.
+    let normalize (updates: Update[]) : Update list =
+        let pool = FoldPool.Take()
+        try
+            foldInto (FoldIndex pool) updates
+        finally
+            pool.Return()

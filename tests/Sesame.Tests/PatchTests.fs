@@ -126,6 +126,14 @@ let private foldedAppliesAsOneByOne (succeeded: int ref) (alsoHolds: Patch -> bo
 // Laws
 // ---------------------------------------------------------------------------------------------
 
+/// Folds a set of a large value that a later set above it supersedes, and gives a weak reference to that value: the
+/// patch's updates no longer hold it, so nothing else should (not in a frame of its own, to hold no local of it).
+[<System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)>]
+let private foldAway () : WeakReference * Update list =
+    let value = Json.object [ for i in 0..99 -> $"k{i}", Json.String(String('x', 100)) ]
+    let patch = Patch.fold [ Update.set (path "a.b") value; set "a.c" "1"; set "a" "2" ]
+    WeakReference value, patch.Updates
+
 [<Tests>]
 let tests =
     testList "Patch" [
@@ -344,6 +352,31 @@ let tests =
             Expect.equal (Patch.serialize Patch.empty) "[]" "Patch.serialize Patch.empty"
             let tree = json """{"a":1}"""
             Expect.isTrue (obj.ReferenceEquals(tree, Patch.apply Patch.empty tree)) "obj.ReferenceEquals(tree, Patch.apply Patch.empty tree)"
+
+        testCase "a fold holds no value of the session once its updates are out"
+        <| fun () ->
+            // A fold's nodes and entries are kept for the thread's next fold (FoldPool): emptied, or a superseded
+            // value would stay alive there for as long as the thread does.
+            let weak, updates = foldAway ()
+            Expect.equal updates [ set "a" "2" ] "the fold kept the last set alone"
+            GC.Collect()
+            GC.WaitForPendingFinalizers()
+            GC.Collect()
+            Expect.isFalse weak.IsAlive "the superseded value was collected"
+
+        testCase "folds larger than a thread keeps the nodes of give what applying one by one gives, again and again"
+        <| fun () ->
+            // 3,000 keys make more nodes and entries than a thread's pool keeps (1,024): the rest are made anew.
+            let updates = [
+                for i in 0..2999 do
+                    set $"k{i % 1500}.v{i}" (string i)
+                    if i % 7 = 0 then remove $"k{(i * 3) % 1500}"
+                    if i % 11 = 0 then increment $"n{i % 40}" "1"
+            ]
+            for round in 1..3 do
+                let small = [ set "x.y" "1"; increment "x.n" "2"; remove "x.y" ]
+                Expect.equal (Patch.apply (Patch.fold small) Json.emptyObject) (oneByOne small Json.emptyObject) $"round {round}: a small fold"
+                Expect.equal (Patch.apply (Patch.fold updates) Json.emptyObject) (oneByOne updates Json.emptyObject) $"round {round}: the large fold"
 
         testCase "a later set supersedes earlier sets at and below its path"
         <| fun () ->
