@@ -88,8 +88,15 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode() =
 
     /// The child at a key or (key null) an index, by a scan (while the children are few).
     let scan (childKey: string) (childIndex: int) : FoldNode =
+        // Sibling keys often differ only at their end (c0, c1; p2, p6), so keys of one length are told apart by their
+        // last character before they are compared whole.
+        let sameKey (other: string) =
+            not (isNull other)
+            && other.Length = childKey.Length
+            && (other.Length = 0 || other[other.Length - 1] = childKey[childKey.Length - 1])
+            && String.Equals(childKey, other)
         let mutable c = firstChild
-        while not (isNull c) && not (if isNull childKey then isNull c.Key && c.Index = childIndex else String.Equals(childKey, c.Key)) do
+        while not (isNull c) && not (if isNull childKey then isNull c.Key && c.Index = childIndex else sameKey c.Key) do
             c <- c.NextSibling
         c
 
