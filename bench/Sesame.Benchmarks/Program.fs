@@ -14,7 +14,9 @@ type private Marker = class end
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds);
 /// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit); `facts-bound [items]
 /// [rounds]` FactsBoundCost (what bounding large facts costs a commit that adds flash, on Redis and PostgreSQL);
-/// `fold-loop fold|naive|redis|pg` runs one of ServerStoreArguments' cases (100 updates) for 15 s, for a profiler.
+/// `fold-loop fold|naive|redis|pg` runs one of ServerStoreArguments' cases (100 updates) for 15 s, for a profiler;
+/// `fold-split` times that case's parts (the checks, the fold, each store's arguments of the folded patch) in loops of
+/// 3 s, with the bytes each allocates; `fold-allocs normalize|redis|pg` samples what one part allocates, by type.
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
@@ -33,6 +35,8 @@ let main args =
              | _ -> b.RedisArguments() |> ignore)
             n <- n + 1
         printfn "%d calls, %.2f us each" n (sw.Elapsed.TotalMilliseconds * 1000.0 / float n)
+    | [ "fold-split" ] -> FoldParts.run ()
+    | [ "fold-allocs"; which ] -> FoldParts.allocations which
     | "redis-loop" :: rest ->
         RedisBenchmarks.RedisLoop.run (
             match rest with
