@@ -41,6 +41,30 @@ module internal Drops =
     /// A removal after updates that created the containers above it.
     let creating = Pending.Drop true
 
+/// Objects of one kind a pool keeps (at most `bound`), the first ones taken since it was last emptied.
+[<Sealed>]
+type internal Kept<'T>(bound: int, make: unit -> 'T) =
+    let items = ResizeArray<'T>()
+    let mutable taken = 0
+
+    /// One that was kept, or a new one (kept too while there are fewer than the bound).
+    member _.Take() : 'T =
+        if taken < items.Count then
+            taken <- taken + 1
+            items[taken - 1]
+        else
+            let made = make ()
+            if items.Count < bound then
+                items.Add made
+                taken <- taken + 1
+            made
+
+    /// Empties each one taken, and takes them again from the first.
+    member _.Empty(empty: 'T -> unit) =
+        for i in 0 .. taken - 1 do
+            empty items[i]
+        taken <- 0
+
 /// One update the fold keeps: its path, what it does, and its place in the patch. A place is never shifted: an update
 /// that supersedes others may take the place of one of them, so places are reused, and the patch is the live entries
 /// in place order.
@@ -223,11 +247,9 @@ and [<Sealed>] internal FoldPool() =
     [<ThreadStatic; DefaultValue>]
     static val mutable private current: FoldPool
 
-    let nodes = ResizeArray<FoldNode>()
-    let entries = ResizeArray<FoldEntry>()
+    let nodes = Kept<FoldNode>(kept, FoldNode)
+    let entries = Kept<FoldEntry>(kept, FoldEntry)
     let mutable places = ResizeArray<FoldEntry>()
-    let mutable nodesTaken = 0
-    let mutable entriesTaken = 0
     let mutable inUse = false
 
     /// This thread's pool, for one fold until Return; a new one while it is in use (a fold is never inside another,
@@ -250,41 +272,21 @@ and [<Sealed>] internal FoldPool() =
 
     /// A fresh node.
     member _.Node(parent: FoldNode, key: string, index: int, depth: int) : FoldNode =
-        let node =
-            if nodesTaken < nodes.Count then
-                nodes[nodesTaken]
-            else
-                let made = FoldNode()
-                if nodes.Count < kept then nodes.Add made
-                made
-        // Taken from the pool or added to it, it is counted, so that Return empties it; past the pool's bound it is not.
-        if nodesTaken < nodes.Count then nodesTaken <- nodesTaken + 1
+        let node = nodes.Take()
         node.Reset(parent, key, index, depth)
         node
 
     /// A fresh entry.
     member _.Entry(path: SessionPath, node: FoldNode, place: int, pending: Pending) : FoldEntry =
-        let entry =
-            if entriesTaken < entries.Count then
-                entries[entriesTaken]
-            else
-                let made = FoldEntry()
-                if entries.Count < kept then entries.Add made
-                made
-        // Taken from the pool or added to it, it is counted, so that Return empties it; past the pool's bound it is not.
-        if entriesTaken < entries.Count then entriesTaken <- entriesTaken + 1
+        let entry = entries.Take()
         entry.Reset(path, node, place, pending)
         entry
 
     /// Ends the fold: the nodes and entries it took are emptied (no session's path or value stays in the thread's
     /// pool) and kept for the next fold.
     member _.Return() =
-        for i in 0 .. nodesTaken - 1 do
-            nodes[i].Reset(null, null, 0, 0)
-        for i in 0 .. entriesTaken - 1 do
-            entries[i].Reset(Unchecked.defaultof<SessionPath>, null, 0, Unchecked.defaultof<Pending>)
-        nodesTaken <- 0
-        entriesTaken <- 0
+        nodes.Empty(fun node -> node.Reset(null, null, 0, 0))
+        entries.Empty(fun entry -> entry.Reset(Unchecked.defaultof<SessionPath>, null, 0, Unchecked.defaultof<Pending>))
         if places.Capacity > kept then places <- ResizeArray<FoldEntry>() else places.Clear()
         inUse <- false
 
