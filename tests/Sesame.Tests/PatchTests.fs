@@ -366,7 +366,7 @@ let tests =
 
         testCase "folds larger than a thread keeps the nodes of give what applying one by one gives, again and again"
         <| fun () ->
-            // 3,000 keys make more nodes and entries than a thread's pool keeps (1,024): the rest are made anew.
+            // 3,000 keys make more nodes and entries than a thread's pool keeps (256): the rest are made anew.
             let updates = [
                 for i in 0..2999 do
                     set $"k{i % 1500}.v{i}" (string i)
