@@ -425,7 +425,7 @@ type SessionStore() =
     /// </summary>
     /// <param name="id">The id.</param>
     /// <returns><c>false</c> for an id no store keeps a session under: a load finds nothing, a delete deletes nothing.</returns>
-    static member IsStorableId(id: string) : bool = not (isNull id) && not (Update.hasLoneSurrogate id)
+    static member IsStorableId(id: string) : bool = not (isNull id) && not (LoneSurrogates.has id)
 
     /// <summary>Refuses an id a commit or a move would store a session under when it is not
     /// <see cref="M:Sesame.SessionStore.IsStorableId(System.String)"/>. A store of your own calls it where it takes such an id.</summary>
@@ -436,7 +436,7 @@ type SessionStore() =
     static member CheckStorableId(id: string, paramName: string) : unit =
         if isNull id then
             raise (ArgumentNullException paramName)
-        elif Update.hasLoneSurrogate id then
+        elif LoneSurrogates.has id then
             raise (
                 ArgumentException(
                     "A session id cannot hold a lone UTF-16 surrogate: stores keep ids as UTF-8, which cannot carry one, so two such ids would name one session.",

@@ -1,7 +1,6 @@
 namespace Sesame
 
 open System
-open System.Buffers
 open System.Collections.Immutable
 
 /// <summary>One recorded change to a session: what a mutation leaves in the request's update log.</summary>
@@ -86,9 +85,6 @@ module Update =
         | ValueSome(Json.Array items) -> Json.Array(items.Add value)
         | ValueSome other -> raise (PathConflictException(path, $"Cannot append to '{path}': it holds {kindOf other}, not an array."))
 
-    /// Whether a string holds a UTF-16 surrogate that is not half of a pair (see LoneSurrogates).
-    let internal hasLoneSurrogate (text: string) = LoneSurrogates.has text
-
     let private loneSurrogate (path: SessionPath) (where: string) =
         raise (
             ArgumentException(
@@ -100,7 +96,7 @@ module Update =
     /// The levels of arrays and objects a value nests (0 for a scalar), checking its text on the way.
     let rec private nesting (path: SessionPath) (json: Json) : int =
         match json with
-        | Json.String s -> if hasLoneSurrogate s then loneSurrogate path "a string of its value" else 0
+        | Json.String s -> if LoneSurrogates.has s then loneSurrogate path "a string of its value" else 0
         | Json.Array items ->
             let mutable deepest = 0
             for item in items do
@@ -109,7 +105,7 @@ module Update =
         | Json.Object o ->
             let mutable deepest = 0
             for KeyValue(key, value) in o do
-                if hasLoneSurrogate key then loneSurrogate path $"the key \"{key}\" of its value"
+                if LoneSurrogates.has key then loneSurrogate path $"the key \"{key}\" of its value"
                 deepest <- max deepest (nesting path value)
             deepest + 1
         | _ -> 0
