@@ -74,12 +74,16 @@ type internal FoldEntry() =
     let mutable node: FoldNode = null
     let mutable place = 0
 
-    /// Makes this entry a fresh one (a new entry, or one of the pool's, see FoldPool).
-    member this.Reset(entryPath: SessionPath, entryNode: FoldNode, entryPlace: int, pending: Pending) =
+    /// Makes this entry, new or emptied (see Empty), the one for a path and place.
+    member this.Become(entryPath: SessionPath, entryNode: FoldNode, entryPlace: int, pending: Pending) =
         path <- entryPath
         node <- entryNode
         place <- entryPlace
         this.Pending <- pending
+
+    /// Empties this entry as it was new: no path, node, update or neighbour held.
+    member this.Empty() =
+        this.Become(Unchecked.defaultof<SessionPath>, null, 0, Unchecked.defaultof<Pending>)
         this.Live <- true
         this.Previous <- null
 
@@ -133,13 +137,17 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode() =
             if isNull byKey then byKey <- Dictionary<string, FoldNode>(childCount * 2, StringComparer.Ordinal)
             byKey.Add(child.Key, child)
 
-    /// Makes this node a fresh one at a key (not null) or, when the key is null, at an array index below its parent
-    /// (a new node, or one of the pool's, see FoldPool); a root has no parent and depth 0.
-    member this.Reset(nodeParent: FoldNode, nodeKey: string, nodeIndex: int, nodeDepth: int) =
+    /// Makes this node, new or emptied (see Empty), the one at a key (not null) or, when the key is null, at an array
+    /// index below its parent; a root has no parent and depth 0.
+    member _.Become(nodeParent: FoldNode, nodeKey: string, nodeIndex: int, nodeDepth: int) =
         parent <- nodeParent
         key <- nodeKey
         index <- nodeIndex
         depth <- nodeDepth
+
+    /// Empties this node as it was new: no parent, key, child or entry held.
+    member this.Empty() =
+        this.Become(null, null, 0, 0)
         firstChild <- null
         childCount <- 0
         byKey <- null
@@ -238,7 +246,8 @@ and [<Sealed; AllowNullLiteral>] internal FoldNode() =
 /// <summary>
 /// The nodes and entries of a thread's folds, kept for its next fold: a fold of n updates makes about n of each, which
 /// were most of what it allocated, and it keeps none of them once its updates are out. A fold takes the ones the last
-/// fold left (each made fresh as it is taken), and gives them back emptied, holding no path or value, when it ends.
+/// fold left, and gives them back emptied, holding no path or value, when it ends: so each one taken is as new, and
+/// only its place in the trie is set.
 /// At most 256 of each are kept (about 43 KB a thread; a fold of 100 updates to a ~1 KB session takes about 50 of
 /// each), so one large fold does not hold its memory for the thread's life.
 /// </summary>
@@ -251,7 +260,6 @@ and [<Sealed>] internal FoldPool() =
     let nodes = Kept<FoldNode>(kept, FoldNode)
     let entries = Kept<FoldEntry>(kept, FoldEntry)
     let mutable places = ResizeArray<FoldEntry>()
-    let mutable inUse = false
 
     /// This thread's pool, for one fold until Return; a new one while it is in use (a fold is never inside another,
     /// but nothing should break if one were).
@@ -264,9 +272,8 @@ and [<Sealed>] internal FoldPool() =
         pool.InUse <- true
         pool
 
-    member _.InUse
-        with get () = inUse
-        and set value = inUse <- value
+    /// Taken for a fold, and not returned yet.
+    member val InUse = false with get, set
 
     /// The list of entries by place, empty.
     member _.Places = places
@@ -274,22 +281,22 @@ and [<Sealed>] internal FoldPool() =
     /// A fresh node.
     member _.Node(parent: FoldNode, key: string, index: int, depth: int) : FoldNode =
         let node = nodes.Take()
-        node.Reset(parent, key, index, depth)
+        node.Become(parent, key, index, depth)
         node
 
     /// A fresh entry.
     member _.Entry(path: SessionPath, node: FoldNode, place: int, pending: Pending) : FoldEntry =
         let entry = entries.Take()
-        entry.Reset(path, node, place, pending)
+        entry.Become(path, node, place, pending)
         entry
 
     /// Ends the fold: the nodes and entries it took are emptied (no session's path or value stays in the thread's
     /// pool) and kept for the next fold.
-    member _.Return() =
-        nodes.Empty(fun node -> node.Reset(null, null, 0, 0))
-        entries.Empty(fun entry -> entry.Reset(Unchecked.defaultof<SessionPath>, null, 0, Unchecked.defaultof<Pending>))
+    member this.Return() =
+        nodes.Empty(fun node -> node.Empty())
+        entries.Empty(fun entry -> entry.Empty())
         if places.Capacity > kept then places <- ResizeArray<FoldEntry>() else places.Clear()
-        inUse <- false
+        this.InUse <- false
 
 /// <summary>
 /// The entries a fold keeps, indexed by path in a trie, so that each of the fold's questions (the latest entry at or
