@@ -3,6 +3,8 @@
 /// Protection's Protect of the cookie's ticket, the id from the CSPRNG, and the memory store's insert of a new session
 /// below its bound and at it (where every insert evicts). The first visit and Protect run twice: with Data Protection's
 /// default algorithms (AES-256-CBC and HMACSHA256) and with AES-256-GCM, each app with a key ring of its own made for it.
+/// The first visit runs with the ticket sealed (the default) and protected by Data Protection (TicketFormat.Protected),
+/// and a sealed ticket's own steps beside Data Protection's: sealing one, and opening one whose key is known.
 ///
 ///   dotnet run -c Release --project bench/Sesame.Benchmarks -- --filter '*NewSession*'
 module Sesame.Benchmarks.NewSessionBenchmarks
@@ -37,13 +39,13 @@ let private creating = {
 /// the algorithms asked for: they apply to keys made after they are set).
 type private CounterApp = { Pipeline: RequestDelegate; Services: IServiceProvider; Protector: IDataProtector; Keys: string }
 
-let private counterApp (aesGcm: bool) =
+let private counterApp (aesGcm: bool) (format: TicketFormat) =
     let builder = WebApplication.CreateBuilder()
     builder.Logging.ClearProviders() |> ignore
     let keys = IO.Path.Combine(IO.Path.GetTempPath(), $"sesame-bench-keys-{Guid.NewGuid():N}")
     let protection = builder.Services.AddDataProtection().PersistKeysToFileSystem(IO.DirectoryInfo keys)
     if aesGcm then protection.UseCryptographicAlgorithms(AuthenticatedEncryptorConfiguration(EncryptionAlgorithm = EncryptionAlgorithm.AES_256_GCM)) |> ignore
-    builder.Services.AddSesame() |> ignore
+    builder.Services.AddSesame(fun options -> options.TicketFormat <- format) |> ignore
     let app = builder.Build()
     let pipe = ApplicationBuilder(app.Services)
     pipe.UseSesame().Run counter
@@ -58,6 +60,10 @@ let private counterApp (aesGcm: bool) =
 type NewSessionBenchmarks() =
     let mutable cbc = Unchecked.defaultof<CounterApp>
     let mutable gcm = Unchecked.defaultof<CounterApp>
+    let mutable cbcProtected = Unchecked.defaultof<CounterApp>
+    let mutable gcmProtected = Unchecked.defaultof<CounterApp>
+    let mutable seal = Unchecked.defaultof<TicketSeal>
+    let mutable sealedTicket = ""
     let mutable cookie = ""
     let mutable protectedByCbc = ""
     let mutable protectedByGcm = ""
@@ -75,8 +81,12 @@ type NewSessionBenchmarks() =
 
     [<GlobalSetup>]
     member _.Setup() =
-        cbc <- counterApp false
-        gcm <- counterApp true
+        cbc <- counterApp false TicketFormat.Sealed
+        gcm <- counterApp true TicketFormat.Sealed
+        cbcProtected <- counterApp false TicketFormat.Protected
+        gcmProtected <- counterApp true TicketFormat.Protected
+        seal <- TicketSeal(cbc.Services.GetRequiredService<IDataProtectionProvider>().CreateProtector TicketSeal.Purpose, TimeProvider.System)
+        sealedTicket <- seal.Seal ticket
         let first = context cbc null
         cbc.Pipeline.Invoke(first).GetAwaiter().GetResult()
         let setCookie = string first.Response.Headers.SetCookie
@@ -90,20 +100,38 @@ type NewSessionBenchmarks() =
 
     [<GlobalCleanup>]
     member _.Cleanup() =
-        for app in [ cbc; gcm ] do
+        for app in [ cbc; gcm; cbcProtected; gcmProtected ] do
             if IO.Directory.Exists app.Keys then IO.Directory.Delete(app.Keys, true)
 
     /// A returning visit: the cookie validated from cache, one load and one commit.
     [<Benchmark(Baseline = true)>]
     member _.ReturningVisit() = cbc.Pipeline.Invoke(context cbc cookie).GetAwaiter().GetResult()
 
-    /// A first visit: a new id, a commit that creates the session, and a protected cookie.
+    /// A first visit: a new id, a commit that creates the session, and a sealed cookie.
     [<Benchmark>]
     member _.FirstVisit() = cbc.Pipeline.Invoke(context cbc null).GetAwaiter().GetResult()
 
-    /// A first visit, the cookie protected with AES-256-GCM.
+    /// A first visit, the seal key protected with AES-256-GCM.
     [<Benchmark>]
     member _.FirstVisitAesGcm() = gcm.Pipeline.Invoke(context gcm null).GetAwaiter().GetResult()
+
+    /// A first visit, the cookie protected by Data Protection (TicketFormat.Protected).
+    [<Benchmark>]
+    member _.FirstVisitProtected() = cbcProtected.Pipeline.Invoke(context cbcProtected null).GetAwaiter().GetResult()
+
+    /// A first visit, the cookie protected by Data Protection with AES-256-GCM.
+    [<Benchmark>]
+    member _.FirstVisitProtectedAesGcm() = gcmProtected.Pipeline.Invoke(context gcmProtected null).GetAwaiter().GetResult()
+
+    /// Sealing a ticket: once per new session.
+    [<Benchmark>]
+    member _.SealTicket() = seal.Seal ticket
+
+    /// Opening a sealed ticket whose key is known: for every cookie the cookie cache does not hold.
+    [<Benchmark>]
+    member _.OpenSealedTicket() =
+        let mutable reason = null
+        seal.TryOpen(sealedTicket, &reason)
 
     /// Data Protection's Protect of a ticket: once per new session.
     [<Benchmark>]

@@ -15,7 +15,7 @@ open System.Security.Cryptography
 /// <para><b>Why it is as safe.</b> The bytes are the CSPRNG's own, each handed out once, and zeroed in the block as they
 /// are: what the block still holds is only what later ids will be made of, in this process's memory, beside the Data
 /// Protection keys and the sessions themselves. A session id alone opens nothing: the client holds it only inside a
-/// cookie or header protected with those keys.</para>
+/// ticket sealed under a key those keys protect, or protected with them.</para>
 /// <para>Each thread has its block, so no lock; a .NET process does not fork, so no two processes share one.</para>
 /// </remarks>
 [<Sealed; AbstractClass>]

@@ -17,19 +17,19 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
     member _.TrustedUntil = trustedUntil
 
 /// <summary>
-/// The session cookie: the session id, protected (encrypted and signed) with ASP.NET Core Data
-/// Protection, so a client can neither read nor forge one. Whatever a client sends that is not a
-/// cookie Sesame made is treated as "no session yet". With the header transport
-/// (<see cref="P:Sesame.SesameOptions.Transport"/>) the same protected ticket travels in a header instead of, or
-/// beside, the cookie.
+/// The session cookie: the session ticket (its id and when it was created), sealed with a MAC under a key that ASP.NET
+/// Core Data Protection protects (<see cref="T:Sesame.TicketSeal"/>), or protected (encrypted and signed) by Data
+/// Protection on its own, as <see cref="P:Sesame.SesameOptions.TicketFormat"/> says; either is read whichever is
+/// written. A client can forge neither. Whatever a client sends that is not a ticket Sesame made is treated as "no
+/// session yet". With the header transport (<see cref="P:Sesame.SesameOptions.Transport"/>) the same ticket travels
+/// in a header instead of, or beside, the cookie.
 /// </summary>
 /// <remarks>
-/// Unprotecting costs several microseconds of cryptography, the largest single cost of a session
-/// request, and a visitor sends the same cookie with every request. So the values that unprotect
-/// successfully (and the values this app has just issued) are remembered for a short while: a
-/// request that sends exactly such a value gets the same ticket without decrypting it again.
-/// The cache cannot make a cookie valid that Data Protection would refuse, except one whose key is
-/// revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
+/// Opening a ticket costs cryptography (a MAC, about 1 µs, for a sealed one; several µs of Data Protection for a
+/// protected one), and a visitor sends the same cookie with every request. So the values that open successfully (and
+/// the values this app has just issued) are remembered for a short while: a request that sends exactly such a value
+/// gets the same ticket without opening it again. The cache cannot make a cookie valid that would be refused, except
+/// one whose Data Protection key is revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
 /// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries). A value is
 /// compared with a cached one only when their 32-bit string hashes agree, and those hashes are keyed
 /// with a secret random seed per process: a client cannot make a guess reach the comparison, so how
@@ -37,9 +37,10 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
 /// same at several times the cost of the whole lookup.)
 /// </remarks>
 [<Sealed>]
-type internal SessionCookie(protector: IDataProtector, options: SesameOptions, time: TimeProvider, logger: ILogger) =
+type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options: SesameOptions, time: TimeProvider, logger: ILogger) =
 
-    /// A protected id is about 120 characters; anything far longer is not one of ours and is not worth decrypting.
+    /// A protected ticket is about 180 characters, a sealed one about 250; anything far longer is not one of ours and
+    /// is not worth opening.
     static let maxValueLength = 512
 
     /// A power of two; each value has one slot, chosen by its (per-process randomized) string hash.
@@ -55,6 +56,8 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
     do
         if not (useCookie || useHeader) then
             invalidOp $"SesameOptions.Transport is {options.Transport}: choose Cookie, Header or CookieAndHeader, or the session could never reach the client."
+        if not (Enum.IsDefined options.TicketFormat) then
+            invalidOp $"SesameOptions.TicketFormat is {int options.TicketFormat}: choose TicketFormat.Sealed (the default) or TicketFormat.Protected."
         if useHeader && String.IsNullOrWhiteSpace headerName then
             invalidOp "SesameOptions.HeaderName is empty: name the header that carries the session (default X-Session-Token)."
 
@@ -77,15 +80,28 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
             ValueSome known.Ticket
         | _ -> ValueNone
 
+    let sealed' = options.TicketFormat = TicketFormat.Sealed
+
+    let opened (where: string) (value: string) (text: string) =
+        match SessionTicket.tryParse text with
+        | ValueSome ticket ->
+            remember value ticket
+            ValueSome ticket
+        | ValueNone ->
+            Log.cookieRejectedBecause logger $"{where}its content is not a session ticket"
+            ValueNone
+
+    let unseal (where: string) (value: string) =
+        let mutable reason = null
+        match seal.TryOpen(value, &reason) with
+        | null ->
+            Log.cookieRejectedBecause logger $"{where}{reason}"
+            ValueNone
+        | text -> opened where value text
+
     let unprotect (where: string) (value: string) =
         try
-            match SessionTicket.tryParse (protector.Unprotect value) with
-            | ValueSome ticket ->
-                remember value ticket
-                ValueSome ticket
-            | ValueNone ->
-                Log.cookieRejectedBecause logger $"{where}its content is not a session ticket"
-                ValueNone
+            opened where value (protector.Unprotect value)
         with
         | :? CryptographicException ->
             Log.cookieRejectedBecause logger $"{where}tampered, malformed, or protected with a key this app does not have"
@@ -104,6 +120,7 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
         | value ->
             match tryRecall value with
             | ValueSome ticket -> ValueSome ticket
+            | ValueNone when TicketSeal.IsSealed value -> unseal where value
             | ValueNone -> unprotect where value
 
     let varyBy = [
@@ -136,7 +153,8 @@ type internal SessionCookie(protector: IDataProtector, options: SesameOptions, t
 
     /// <summary>Gives the client a session ticket: the cookie, and the session header, as the transport says.</summary>
     member this.Write(context: HttpContext, ticket: SessionTicket) =
-        let value = protector.Protect(SessionTicket.format ticket)
+        let text = SessionTicket.format ticket
+        let value = if sealed' then seal.Seal text else protector.Protect text
         // The client sends this value back with its next request: spare that request the decryption.
         remember value ticket
         if useCookie then context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)

@@ -57,16 +57,18 @@ type internal SesameRuntime
         // which is also the store's observer of the sessions it ends by itself.
         let instruments = SesameInstruments(services.GetService<System.Diagnostics.Metrics.IMeterFactory>())
         let store = InstrumentedStore.Wrap(services.GetRequiredService<SessionStore>(), instruments, options.Events, services, logger)
-        let protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector SessionCookie.Purpose
+        let dataProtection = services.GetRequiredService<IDataProtectionProvider>()
         let time =
             match services.GetService<TimeProvider>() with
             | null -> TimeProvider.System
             | time -> time
+        let seal = TicketSeal(dataProtection.CreateProtector TicketSeal.Purpose, time)
+        let cookie = SessionCookie(dataProtection.CreateProtector SessionCookie.Purpose, seal, options, time, logger)
         let compatibility =
             match services.GetService<SessionCompatibility>() with
             | null -> null
             | registered -> registered.Options
-        SesameRuntime(options, store, SessionCookie(protector, options, time, logger), time, logger, compatibility)
+        SesameRuntime(options, store, cookie, time, logger, compatibility)
 
     /// The runtime of the request's app, with a clear error when <c>AddSesame</c> was not called.
     static member internal Of(context: HttpContext) =

@@ -3,7 +3,7 @@ namespace Sesame
 open System
 
 /// <summary>
-/// Where the session ticket (the session id, protected by Data Protection) travels between client and server: a
+/// Where the session ticket (the session id, sealed or protected: <see cref="T:Sesame.TicketFormat"/>) travels between client and server: a
 /// cookie for browsers, a request and response header for APIs, single-page apps and mobile clients, or both.
 /// </summary>
 /// <remarks>

@@ -668,7 +668,7 @@ let tests =
                 "(setCookies plain |> List.exactlyOne).ToLowerInvariant() does not c..."
         }
 
-        testCaseTask "with Data Protection on AES-256-GCM (the README's setting) the cookie is protected with it, opens its session and nothing else"
+        testCaseTask "with Data Protection on AES-256-GCM (the README's setting) the cookie's seal key is protected with it, opens its session and nothing else"
         <| fun () -> task {
             let keys = Directory.CreateTempSubdirectory "sesame-keys-gcm-"
             try
