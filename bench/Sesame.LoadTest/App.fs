@@ -118,12 +118,20 @@ let sesame (ctx: HttpContext) : Task =
             | _ -> ctx.Response.StatusCode <- 404
         }
 
+/// The environment variable that carries the load test's --ticket-format choice to the app ("protected", or the default).
+[<Literal>]
+let TicketFormatVariable = "SESAME_LOADTEST_TICKET_FORMAT"
+
+/// Sesame's options as the load test's --ticket-format says: the default, or tickets protected by Data Protection.
+let private configureSesame (options: SesameOptions) =
+    if Environment.GetEnvironmentVariable TicketFormatVariable = "protected" then options.TicketFormat <- TicketFormat.Protected
+
 /// Sesame over a store of its own: a runtime built by AddSesame in a container of its own, given to
 /// the branch's middleware (one app, several stores, each configured exactly as an app would configure it).
 let private sesameOver (store: SessionStore) (loggerFactory: ILoggerFactory) =
     let services = ServiceCollection()
     services.AddSingleton<ILoggerFactory>(loggerFactory).AddLogging() |> ignore
-    services.AddSesame().AddStore(store) |> ignore
+    services.AddSesame(configureSesame).AddStore(store) |> ignore
     Func<RequestDelegate, RequestDelegate>(SesameMiddleware.create (services.BuildServiceProvider().GetRequiredService<SesameRuntime>()))
 
 /// The environment variable that carries the load test's --data-protection choice to the app ("aes-gcm", or the default).
@@ -143,7 +151,7 @@ let serve (port: int) (redisPort: int) (filePath: string) (postgresPort: int) =
         kestrel.Listen(IPAddress.Loopback, port))
     |> ignore
     builder.Services.AddDistributedMemoryCache().AddSession() |> ignore
-    builder.Services.AddSesame() |> ignore // the memory store, Sesame's default
+    builder.Services.AddSesame(configureSesame) |> ignore // the memory store, Sesame's default
     // --data-protection aes-gcm: every cookie the app protects (Sesame's and ASP.NET Core Session's) with AES-256-GCM,
     // under a key made for it (the algorithm applies to keys made after it is set, not to an existing one), kept beside
     // the session file, in the folder the load test deletes at its end.

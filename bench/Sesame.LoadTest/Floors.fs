@@ -1,7 +1,7 @@
 /// The floors: the counter's store work done without Sesame, in the same app, so that Sesame's store rows can be
 /// compared with the least a store of that kind costs. Each floor answers /counter as Sesame's counter does
-/// ("N times!"), names its session by a cookie holding a plain random id (unsigned: Sesame also protects its cookie
-/// with Data Protection), and does per request what Sesame's store does for the counter:
+/// ("N times!"), names its session by a cookie holding a plain random id (unsigned: Sesame also seals its ticket
+/// with a MAC under a key Data Protection protects), and does per request what Sesame's store does for the counter:
 ///   Redis: the same round trips (a shared-cookie request makes one script call to load and one to commit; a
 ///          new session, the commit alone) through one ConnectionMultiplexer with the Redis store's options;
 ///   file:  one durable append of a record of the same bytes as the file store's, group-committed (a writer

@@ -3,7 +3,7 @@
 /// store's heap use. Writes docs/performance.md and docs/performance.svg and prints the table.
 ///
 ///   dotnet run -c Release --project bench/Sesame.LoadTest [-- --duration 3 --warmup 3 --rounds 5 --threads 2 --connections 32 --only NAME
-///     --data-protection default|aes-gcm]
+///     --data-protection default|aes-gcm --ticket-format sealed|protected]
 module Sesame.LoadTest.Program
 
 open System
@@ -33,7 +33,7 @@ let private scenarios =
         from "/floor/file/counter"
         "file counter, new session", "Sesame file store: counter, no cookie (a new session per request)", "/file/counter", None
         "file floor, new session",
-        "No Sesame, the file store's work: per request a new random id in a plain cookie (Sesame's is protected with Data Protection) and the store's new-session record (the same 134 bytes), group-committed fsync",
+        "No Sesame, the file store's work: per request a new random id in a plain cookie (Sesame's is sealed: a MAC under a key Data Protection protects) and the store's new-session record (the same 134 bytes), group-committed fsync",
         "/floor/file/counter",
         None
         "redis counter", "Sesame Redis store: counter, shared cookie", "/redis/counter", from "/redis/counter"
@@ -43,7 +43,7 @@ let private scenarios =
         from "/floor/redis/counter"
         "redis counter, new session", "Sesame Redis store: counter, no cookie (a new session per request)", "/redis/counter", None
         "redis floor, new session",
-        "No Sesame, the Redis store's round trips: per request 1 EVALSHA (the commit script, creating the hash) and a new random id in a plain cookie (Sesame's is protected with Data Protection)",
+        "No Sesame, the Redis store's round trips: per request 1 EVALSHA (the commit script, creating the hash) and a new random id in a plain cookie (Sesame's is sealed: a MAC under a key Data Protection protects)",
         "/floor/redis/counter",
         None
         "postgres counter", "Sesame PostgreSQL store: counter, shared cookie", "/postgres/counter", from "/postgres/counter"
@@ -77,7 +77,11 @@ let private runAll (args: string[]) =
     let dataProtection = option args "--data-protection" "default"
     if dataProtection <> "default" && dataProtection <> "aes-gcm" then failwith $"--data-protection {dataProtection}: say default or aes-gcm."
     Environment.SetEnvironmentVariable(App.DataProtectionVariable, dataProtection)
-    let partial = partial || dataProtection <> "default"
+    // --ticket-format protected: Sesame's tickets protected by Data Protection each (the format before sealed tickets).
+    let ticketFormat = option args "--ticket-format" "sealed"
+    if ticketFormat <> "sealed" && ticketFormat <> "protected" then failwith $"--ticket-format {ticketFormat}: say sealed or protected."
+    Environment.SetEnvironmentVariable(App.TicketFormatVariable, ticketFormat)
+    let partial = partial || dataProtection <> "default" || ticketFormat <> "sealed"
     let root = Machine.repositoryRoot ()
     Machine.ensureTool "wrk" "wrk"
     Machine.ensureTool "redis-server" "redis-server"

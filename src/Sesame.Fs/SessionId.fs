@@ -36,7 +36,7 @@ module internal SessionId =
     let isWellFormed (text: string) =
         not (isNull text) && text.Length = Length && text |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || c = '-' || c = '_')
 
-/// <summary>What the session cookie carries, protected: the session id and when the session was created
+/// <summary>What the session cookie carries, sealed or protected (TicketFormat): the session id and when the session was created
 /// (so an absolute lifetime holds whatever the store does).</summary>
 [<Struct; NoComparison>]
 type internal SessionTicket = {
@@ -46,7 +46,7 @@ type internal SessionTicket = {
     Created: DateTimeOffset
 }
 
-/// <summary>The ticket's text form, inside the protected cookie: <c>id.createdUnixMilliseconds</c>.</summary>
+/// <summary>The ticket's text form, inside the cookie: <c>id.createdUnixMilliseconds</c>.</summary>
 [<RequireQualifiedAccess>]
 module internal SessionTicket =
 
