@@ -65,6 +65,14 @@ module DataProtectionAlgorithmExample =
         services.AddSesame() |> ignore
     // readme end
 
+/// README: Security, tickets an older Sesame reads during a rolling upgrade.
+module TicketFormatExample =
+    // readme: ticket-format-protected
+    let configureServices (services: IServiceCollection) =
+        // Until no instance of a Sesame from before sealed tickets is left.
+        services.AddSesame(fun options -> options.TicketFormat <- TicketFormat.Protected) |> ignore
+    // readme end
+
 /// README: flash messages.
 module FlashExample =
     open Giraffe
