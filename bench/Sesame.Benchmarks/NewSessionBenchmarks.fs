@@ -86,7 +86,7 @@ type NewSessionBenchmarks() =
         cbcProtected <- counterApp false TicketFormat.Protected
         gcmProtected <- counterApp true TicketFormat.Protected
         seal <- TicketSeal(cbc.Services.GetRequiredService<IDataProtectionProvider>().CreateProtector TicketSeal.Purpose, TimeProvider.System)
-        sealedTicket <- seal.Seal ticket
+        sealedTicket <- fst (seal.Seal ticket)
         let first = context cbc null
         cbc.Pipeline.Invoke(first).GetAwaiter().GetResult()
         let setCookie = string first.Response.Headers.SetCookie
@@ -125,13 +125,16 @@ type NewSessionBenchmarks() =
 
     /// Sealing a ticket: once per new session.
     [<Benchmark>]
-    member _.SealTicket() = seal.Seal ticket
+    member _.SealTicket() =
+        let mutable trustedUntil = 0L
+        seal.Seal(ticket, &trustedUntil)
 
     /// Opening a sealed ticket whose key is known: for every cookie the cookie cache does not hold.
     [<Benchmark>]
     member _.OpenSealedTicket() =
         let mutable reason = null
-        seal.TryOpen(sealedTicket, &reason)
+        let mutable trustedUntil = 0L
+        seal.TryOpen(sealedTicket, &reason, &trustedUntil)
 
     /// Data Protection's Protect of a ticket: once per new session.
     [<Benchmark>]

@@ -67,9 +67,13 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
     /// String hashes are randomized per process (Marvin with a secret seed).
     let slotOf (hash: int) = hash &&& (cacheSlots - 1)
 
-    let remember (value: string) (ticket: SessionTicket) =
+    /// Remembers a value that opened (or was just issued), trusted for trustLifetime, and no longer than the seal key
+    /// it was sealed with is (<c>keyTrustedUntil</c>; Int64.MaxValue for a protected value), so that revoking a key
+    /// refuses its values within trustLifetime whichever cache holds them.
+    let remember (value: string) (ticket: SessionTicket) (keyTrustedUntil: int64) =
         let hash = value.GetHashCode()
-        Volatile.Write(&cache[slotOf hash], ValidatedCookie(value, hash, ticket, time.GetTimestamp() + trustTicks))
+        let until = min (time.GetTimestamp() + trustTicks) keyTrustedUntil
+        Volatile.Write(&cache[slotOf hash], ValidatedCookie(value, hash, ticket, until))
 
     let tryRecall (value: string) =
         let hash = value.GetHashCode()
@@ -82,10 +86,10 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
 
     let sealed' = options.TicketFormat = TicketFormat.Sealed
 
-    let opened (where: string) (value: string) (text: string) =
+    let opened (where: string) (value: string) (text: string) (keyTrustedUntil: int64) =
         match SessionTicket.tryParse text with
         | ValueSome ticket ->
-            remember value ticket
+            remember value ticket keyTrustedUntil
             ValueSome ticket
         | ValueNone ->
             Log.cookieRejectedBecause logger $"{where}its content is not a session ticket"
@@ -93,15 +97,16 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
 
     let unseal (where: string) (value: string) =
         let mutable reason = null
-        match seal.TryOpen(value, &reason) with
+        let mutable keyTrustedUntil = 0L
+        match seal.TryOpen(value, &reason, &keyTrustedUntil) with
         | null ->
             Log.cookieRejectedBecause logger $"{where}{reason}"
             ValueNone
-        | text -> opened where value text
+        | text -> opened where value text keyTrustedUntil
 
     let unprotect (where: string) (value: string) =
         try
-            opened where value (protector.Unprotect value)
+            opened where value (protector.Unprotect value) Int64.MaxValue
         with
         | :? CryptographicException ->
             Log.cookieRejectedBecause logger $"{where}tampered, malformed, or protected with a key this app does not have"
@@ -154,9 +159,10 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
     /// <summary>Gives the client a session ticket: the cookie, and the session header, as the transport says.</summary>
     member this.Write(context: HttpContext, ticket: SessionTicket) =
         let text = SessionTicket.format ticket
-        let value = if sealed' then seal.Seal text else protector.Protect text
-        // The client sends this value back with its next request: spare that request the decryption.
-        remember value ticket
+        let mutable keyTrustedUntil = Int64.MaxValue
+        let value = if sealed' then seal.Seal(text, &keyTrustedUntil) else protector.Protect text
+        // The client sends this value back with its next request: spare that request opening it.
+        remember value ticket keyTrustedUntil
         if useCookie then context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
         if useHeader then context.Response.Headers[headerName] <- value
 

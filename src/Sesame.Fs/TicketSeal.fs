@@ -35,14 +35,16 @@ type internal SealKey(secret: byte[], wrapped: string, hash: int, trustedUntil: 
 /// it no ticket can be forged or changed, and a key another key ring protected opens nothing. Tags are compared in
 /// constant time. The ticket is not secret: its id is what the store knows the session by, and a client that holds the
 /// ticket holds the session. A key this app or another instance sealed with is trusted for a minute after it was last
-/// opened, as a validated cookie is (<c>SessionCookie</c>): revoking the Data Protection key that protects it refuses
-/// its tickets within a minute, and this app then seals with a new key. A key value that does not open is not kept, so a
+/// opened, and a value the cookie's cache remembers (<c>SessionCookie</c>) no longer than its key: revoking the Data
+/// Protection key that protects it refuses its tickets within a minute of Data Protection refusing it, and this app
+/// then seals with a new key. The app's own key is looked at first, so keys of other instances or hours cannot put it
+/// out of the table. A key value that does not open is not kept, so a
 /// client that sends made-up keys pays Data Protection's cost per request, as it does with made-up protected tickets.</para>
 /// </remarks>
 [<Sealed>]
 type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
 
-    /// The table of keys opened lately: a power of two, each key in the slot of its text's hash.
+    /// The table of keys opened lately: a power of two, each key in one of the two slots its text's hash gives.
     static let keySlots = 256
 
     static let secretBytes = 32
@@ -88,8 +90,6 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
     [<VolatileField>]
     let mutable sealing: SealKey = null
 
-    let slotOf (hash: int) = hash &&& (keySlots - 1)
-
     static let hasherFor (secret: byte[]) =
         if not (obj.ReferenceEquals(TicketSeal.hasherSecret, secret)) then
             if not (isNull TicketSeal.hasher) then TicketSeal.hasher.Dispose()
@@ -116,20 +116,50 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
         Span(scratch, longestTicket, tagBytes).CopyTo tag
         tag
 
-    /// Decodes a tag's 22 characters of the alphabet into its 16 bytes; false when the last has bits set past them.
+    /// Decodes a tag's 22 characters of the alphabet into its 16 bytes; false when the last has bits set past them
+    /// (its last character then is none of A, Q, g, w, and the decoder would throw).
     static let decodeTag (text: ReadOnlySpan<char>) (tag: Span<byte>) =
         let mutable written = 0
-        try
-            Base64Url.TryDecodeFromChars(text, tag, &written) && written = tagBytes
-        with :? FormatException ->
-            false
+        match text[text.Length - 1] with
+        | 'A'
+        | 'Q'
+        | 'g'
+        | 'w' -> Base64Url.TryDecodeFromChars(text, tag, &written) && written = tagBytes
+        | _ -> false
 
     /// Where a tag made goes in the scratch bytes, and a tag sent.
     static let madeAt = longestTicket + 32
 
     static let sentAt = madeAt + tagBytes
 
-    let keep (key: SealKey) = Volatile.Write(&keys[slotOf key.Hash], key)
+    /// The first of a key's two slots: the pair its text's hash falls in (two, so that two keys in use whose hashes
+    /// meet do not keep putting each other out).
+    let pairOf (hash: int) = hash &&& (keySlots - 2)
+
+    static let isKey (known: SealKey) (hash: int) (wrapped: string) =
+        not (isNull known) && known.Hash = hash && String.Equals(known.Wrapped, wrapped, StringComparison.Ordinal)
+
+    /// The key of the text held in the table, trusted or not, or null.
+    let held (hash: int) (wrapped: string) =
+        let at = pairOf hash
+        match Volatile.Read(&keys[at]) with
+        | known when isKey known hash wrapped -> known
+        | _ ->
+            match Volatile.Read(&keys[at + 1]) with
+            | known when isKey known hash wrapped -> known
+            | _ -> null
+
+    /// Keeps a key in its pair: where it is already, or in a free slot, or in place of the one trusted the shorter while.
+    let keep (key: SealKey) =
+        let at = pairOf key.Hash
+        let first = Volatile.Read(&keys[at])
+        let second = Volatile.Read(&keys[at + 1])
+        let slot =
+            if isNull first || isKey first key.Hash key.Wrapped then at
+            elif isNull second || isKey second key.Hash key.Wrapped then at + 1
+            elif first.TrustedUntil <= second.TrustedUntil then at
+            else at + 1
+        Volatile.Write(&keys[slot], key)
 
     /// The secret a key's text protects, or null when it does not open with this key ring (or is not one).
     let unwrap (wrapped: string) =
@@ -146,22 +176,24 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
         | :? CryptographicException
         | :? FormatException -> null
 
-    /// The key of a sealed ticket, from the table while trusted, or opened and kept; null when it does not open.
+    /// The key of a sealed ticket: the app's own while trusted, or one of the table while trusted, or opened and kept;
+    /// null when it does not open.
     let keyOf (wrapped: string) =
-        let hash = wrapped.GetHashCode()
         let now = time.GetTimestamp()
-        match Volatile.Read(&keys[slotOf hash]) with
-        | known when not (isNull known) && known.Hash = hash && known.TrustedUntil > now && String.Equals(known.Wrapped, wrapped, StringComparison.Ordinal) ->
-            known
-        | known ->
-            match unwrap wrapped with
-            | null -> null
-            | secret ->
-                // The same key opened again keeps its secret array, and with it the threads' HMAC state.
-                let secret = if not (isNull known) && String.Equals(known.Wrapped, wrapped, StringComparison.Ordinal) then known.Secret else secret
-                let key = SealKey(secret, wrapped, hash, now + trustTicks, Int64.MaxValue)
-                keep key
-                key
+        match sealing with
+        | own when not (isNull own) && own.TrustedUntil > now && String.Equals(own.Wrapped, wrapped, StringComparison.Ordinal) -> own
+        | _ ->
+            let hash = wrapped.GetHashCode()
+            match held hash wrapped with
+            | known when not (isNull known) && known.TrustedUntil > now -> known
+            | known ->
+                match unwrap wrapped with
+                | null -> null
+                | secret ->
+                    // The same key opened again keeps its secret array, and with it the threads' HMAC state.
+                    let key = SealKey((if isNull known then secret else known.Secret), wrapped, hash, now + trustTicks, Int64.MaxValue)
+                    keep key
+                    key
 
     let newKey (now: int64) =
         let secret = RandomNumberGenerator.GetBytes secretBytes
@@ -196,15 +228,19 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
     /// <summary>Whether a ticket value has a sealed ticket's shape (dots; Data Protection's base64url has none).</summary>
     static member IsSealed(value: string) = value.IndexOf '.' >= 0
 
-    /// <summary>Seals a ticket's text (ASCII, at most 64 characters).</summary>
-    member _.Seal(ticket: string) : string =
+    /// <summary>Seals a ticket's text (ASCII, at most 64 characters); <paramref name="trustedUntil"/> is when the key
+    /// must be checked against the key ring again (a timestamp of the seal's time provider).</summary>
+    member _.Seal(ticket: string, trustedUntil: outref<int64>) : string =
         if ticket.Length > longestTicket then invalidArg (nameof ticket) "A ticket's text is at most 64 characters."
         let key = sealingKey ()
+        trustedUntil <- key.TrustedUntil
         let tag = tagOf key.Secret (ticket.AsSpan()) madeAt
         String.Concat(key.Wrapped, ".", ticket, ".", Base64Url.EncodeToString(Span<byte>.op_Implicit tag))
 
-    /// <summary>The ticket text a sealed value carries, or null with the reason it opens nothing.</summary>
-    member _.TryOpen(value: string, reason: outref<string>) : string =
+    /// <summary>The ticket text a sealed value carries, and until when its key is trusted without being checked against
+    /// the key ring again (so that a cache of opened values trusts none longer); or null with the reason it opens
+    /// nothing.</summary>
+    member _.TryOpen(value: string, reason: outref<string>, trustedUntil: outref<int64>) : string =
         let first = value.IndexOf '.'
         let last = value.LastIndexOf '.'
         let ticketLength = last - first - 1
@@ -234,6 +270,7 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
                     let expected = tagOf key.Secret ticket madeAt
                     if CryptographicOperations.FixedTimeEquals(Span<byte>.op_Implicit expected, Span<byte>.op_Implicit sent) then
                         reason <- null
+                        trustedUntil <- key.TrustedUntil
                         ticket.ToString()
                     else
                         reason <- "tampered: its seal does not match"

@@ -85,14 +85,17 @@ let tests =
             Expect.isNone (headerOf second) "nothing to send when the session neither is created nor moves"
         }
 
-        testCaseTask "the header carries the very ticket the cookie would: Data Protection-protected, unreadable to the client"
+        testCaseTask "the header carries the very ticket the cookie would: sealed under a key Data Protection protects, nothing of the session's data"
         <| fun () -> task {
             let! _, host = serveWith SessionTransport.Header (new LogCapture())
             use _ = host
             let client = clientOf host
             let! first, _ = client.SendAsync "/visit"
             let token = (headerOf first).Value
-            Expect.isTrue (token.StartsWith "CfDJ8") "a Data Protection payload"
+            let parts = token.Split '.'
+            Expect.equal parts.Length 4 "key, id, creation time, tag"
+            Expect.isTrue (parts[0].StartsWith "CfDJ8") "the seal key is a Data Protection payload"
+            Expect.equal parts[1].Length 32 "the session id"
             let! _, shown = client.SendAsync "/show"
             Expect.isFalse (token.Contains "visits") "the ticket says nothing of the session"
             Expect.equal shown """{"visits":1}""" "the session"

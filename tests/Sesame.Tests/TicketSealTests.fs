@@ -8,7 +8,9 @@ open System.Threading.Tasks
 open Microsoft.AspNetCore.Builder
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.DataProtection.KeyManagement
+open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging.Abstractions
 open Microsoft.Extensions.Time.Testing
 open Expecto
 open Sesame
@@ -18,19 +20,53 @@ open Sesame.Samples.Giraffe.GiraffeShape
 type private KeyRing() =
     let folder = Directory.CreateTempSubdirectory "sesame-seal-keys-"
     let services = ServiceCollection().AddDataProtection().PersistKeysToFileSystem(folder).Services.BuildServiceProvider()
-    member _.Protector = services.GetRequiredService<IDataProtectionProvider>().CreateProtector TicketSeal.Purpose
+    member _.Provider = services.GetRequiredService<IDataProtectionProvider>()
+    member this.Protector = this.Provider.CreateProtector TicketSeal.Purpose
     member _.Keys = services.GetRequiredService<IKeyManager>()
+
+    /// Revokes every key of the ring and waits until Data Protection refuses them (it reloads its key ring in the
+    /// background after a revocation).
+    member this.RevokeAll() =
+        let probe = this.Protector.Protect [| 1uy |]
+        this.Keys.RevokeAllKeys(DateTimeOffset.UtcNow.AddSeconds 1.0, "a test")
+        let refuses () =
+            try
+                this.Protector.Unprotect probe |> ignore
+                false
+            with :? Security.Cryptography.CryptographicException ->
+                true
+        let waited = Diagnostics.Stopwatch.StartNew()
+        while not (refuses ()) && waited.Elapsed < TimeSpan.FromSeconds 30.0 do
+            Threading.Thread.Sleep 50
+        Expect.isTrue (refuses ()) "Data Protection refuses the revoked keys."
     interface IDisposable with
         member _.Dispose() =
             services.Dispose()
             folder.Delete true
 
+/// A protector that counts the payloads it opens.
+type private CountingProtector(inner: IDataProtector) =
+    let mutable opened = 0
+    member _.Opened = opened
+    interface IDataProtector with
+        member _.CreateProtector(purpose: string) = inner.CreateProtector purpose
+        member _.Protect(plaintext: byte[]) = inner.Protect plaintext
+        member _.Unprotect(protectedData: byte[]) =
+            Threading.Interlocked.Increment &opened |> ignore
+            inner.Unprotect protectedData
+
 let private ticketText () = SessionTicket.format { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
+
+/// A sealed ticket (the key's trust left aside).
+let private sealWith (seal: TicketSeal) (ticket: string) =
+    let mutable trustedUntil = 0L
+    seal.Seal(ticket, &trustedUntil)
 
 /// The ticket text a value opens to, or null.
 let private opened (seal: TicketSeal) (value: string) =
     let mutable reason = null
-    let text = seal.TryOpen(value, &reason)
+    let mutable trustedUntil = 0L
+    let text = seal.TryOpen(value, &reason, &trustedUntil)
     if isNull text then Expect.isNotNull reason "A value that opens nothing has a reason." else Expect.isNull reason "reason"
     text
 
@@ -53,7 +89,7 @@ let tests =
             use ring = new KeyRing()
             let seal = TicketSeal(ring.Protector, TimeProvider.System)
             let ticket = ticketText ()
-            let value = seal.Seal ticket
+            let value = sealWith seal ticket
             Expect.equal (opened seal value) ticket "It opens to its ticket."
             let parts = value.Split '.'
             Expect.equal parts.Length 4 "key.id.created.tag"
@@ -67,7 +103,7 @@ let tests =
         <| fun () ->
             use ring = new KeyRing()
             let seal = TicketSeal(ring.Protector, TimeProvider.System)
-            let value = seal.Seal(ticketText ())
+            let value = sealWith seal (ticketText ())
             let others = base64Url + ". =%+/"
             let mutable tried = 0
             for i in 0 .. value.Length - 1 do
@@ -88,8 +124,8 @@ let tests =
             let seal = TicketSeal(ring.Protector, TimeProvider.System)
             let foreign = TicketSeal(foreignRing.Protector, TimeProvider.System)
             let ticket = ticketText ()
-            let own = seal.Seal ticket
-            let forged = foreign.Seal ticket
+            let own = sealWith seal ticket
+            let forged = sealWith foreign ticket
             let partsOf (value: string) = value.Substring(0, value.IndexOf '.'), value.Substring(value.LastIndexOf '.' + 1)
             let ownKey, ownTag = partsOf own
             let foreignKey, foreignTag = partsOf forged
@@ -98,7 +134,7 @@ let tests =
             Expect.isNull (opened seal $"{foreignKey}.{ticket}.{ownTag}") "Another key with this app's tag."
             let other = ticketText ()
             Expect.isNull (opened seal $"{ownKey}.{other}.{ownTag}") "Another ticket under this app's key and tag."
-            let otherTag = snd (partsOf (seal.Seal other))
+            let otherTag = snd (partsOf (sealWith seal other))
             Expect.isNull (opened seal $"{ownKey}.{ticket}.{otherTag}") "A tag of this key for another ticket."
 
         testCase "values of a sealed ticket's shape that are not one open nothing and raise nothing"
@@ -106,7 +142,7 @@ let tests =
             use ring = new KeyRing()
             let seal = TicketSeal(ring.Protector, TimeProvider.System)
             let ticket = ticketText ()
-            let value = seal.Seal ticket
+            let value = sealWith seal ticket
             let key = value.Substring(0, value.IndexOf '.')
             let tag = value.Substring(value.LastIndexOf '.' + 1)
             let hostile = [
@@ -137,13 +173,13 @@ let tests =
             let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
             let seal = TicketSeal(ring.Protector, clock)
             let keyOf (value: string) = value.Substring(0, value.IndexOf '.')
-            let first = seal.Seal(ticketText ())
+            let first = sealWith seal (ticketText ())
             clock.Advance(TimeSpan.FromMinutes 59.0)
-            let sameHour = seal.Seal(ticketText ())
+            let sameHour = sealWith seal (ticketText ())
             Expect.equal (keyOf sameHour) (keyOf first) "Within the hour, the same key."
             clock.Advance(TimeSpan.FromMinutes 2.0)
             let ticket = ticketText ()
-            let next = seal.Seal ticket
+            let next = sealWith seal ticket
             Expect.notEqual (keyOf next) (keyOf first) "After the hour, a new key."
             Expect.equal (opened seal next) ticket "The new key's ticket opens."
             Expect.isNotNull (opened seal first) "The old key's ticket still opens."
@@ -154,28 +190,59 @@ let tests =
             let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
             let seal = TicketSeal(ring.Protector, clock)
             let ticket = ticketText ()
-            let before = seal.Seal ticket
+            let before = sealWith seal ticket
             Expect.equal (opened seal before) ticket "It opens before the revocation."
-            let probe = ring.Protector.Protect [| 1uy |]
-            ring.Keys.RevokeAllKeys(DateTimeOffset.UtcNow.AddSeconds 1.0, "a test")
-            // Data Protection reloads its key ring in the background after a revocation: wait until it refuses the key.
-            let refuses () =
-                try
-                    ring.Protector.Unprotect probe |> ignore
-                    false
-                with :? Security.Cryptography.CryptographicException ->
-                    true
-            let waited = Diagnostics.Stopwatch.StartNew()
-            while not (refuses ()) && waited.Elapsed < TimeSpan.FromSeconds 30.0 do
-                Threading.Thread.Sleep 50
-            Expect.isTrue (refuses ()) "Data Protection refuses the revoked key."
+            ring.RevokeAll()
             Expect.equal (opened seal before) ticket "Within the minute the key is trusted as opened."
             clock.Advance(TimeSpan.FromSeconds 61.0)
             Expect.isNull (opened seal before) "A minute after the revocation it opens nothing."
             Expect.isNull (opened (TicketSeal(ring.Protector, clock)) before) "Nor on another instance."
-            let after = seal.Seal ticket
+            let after = sealWith seal ticket
             Expect.notEqual (after.Substring(0, after.IndexOf '.')) (before.Substring(0, before.IndexOf '.')) "A new key."
             Expect.equal (opened seal after) ticket "The new key's ticket opens."
+
+        testCase "a value opened or issued late in its key's trust is not trusted past it: a revoked key refuses within a minute whichever cache holds it"
+        <| fun () ->
+            use ring = new KeyRing()
+            let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
+            let options = SesameOptions()
+            let seal = TicketSeal(ring.Protector, clock)
+            let cookie = SessionCookie(ring.Provider.CreateProtector SessionCookie.Purpose, seal, options, clock, NullLogger.Instance)
+            let issue () =
+                let context = DefaultHttpContext()
+                cookie.Write(context, { Id = SessionId.create (); Created = clock.GetUtcNow() })
+                let header = string context.Response.Headers.SetCookie
+                header.Substring(options.Cookie.Name.Length + 1, header.IndexOf ';' - options.Cookie.Name.Length - 1)
+            let opens (value: string) =
+                let context = DefaultHttpContext()
+                context.Request.Headers.Cookie <- $"{options.Cookie.Name}={value}"
+                (cookie.TryRead context.Request).IsSome
+            let issuedFirst = issue ()
+            let sealedFirst = sealWith seal (ticketText ())
+            Expect.isTrue (opens issuedFirst) "An issued value opens."
+            ring.RevokeAll()
+            clock.Advance(TimeSpan.FromSeconds 59.0)
+            Expect.isTrue (opens sealedFirst) "Seen first 59 s after its key was opened: the key is still trusted."
+            let issuedLate = issue ()
+            Expect.isTrue (opens issuedLate) "Issued 59 s after its key was opened: the key is still trusted."
+            clock.Advance(TimeSpan.FromSeconds 2.0)
+            for value, what in [ issuedFirst, "issued first"; sealedFirst, "opened late"; issuedLate, "issued late" ] do
+                Expect.isFalse (opens value) $"A minute after its key was last checked, the value {what} opens nothing."
+            let issuedAfter = issue ()
+            Expect.isTrue (opens issuedAfter) "A value issued after that is sealed with a new key, and opens."
+
+        testCase "the app's own key opens its tickets without the key ring while other instances' keys come and go"
+        <| fun () ->
+            use ring = new KeyRing()
+            let counting = CountingProtector(ring.Protector)
+            let seal = TicketSeal(counting, TimeProvider.System)
+            let own = sealWith seal (ticketText ())
+            let others = [ for _ in 1..300 -> sealWith (TicketSeal(ring.Protector, TimeProvider.System)) (ticketText ()) ]
+            let before = counting.Opened
+            for other in others do
+                Expect.isNotNull (opened seal other) "Another instance's ticket opens."
+                Expect.isNotNull (opened seal own) "The app's own ticket opens."
+            Expect.equal (counting.Opened - before) 300 "Each other instance's key was opened once, the app's own not at all."
 
         testCase "tickets sealed and opened on many threads at once, under two instances' keys renewed meanwhile, all open"
         <| fun () ->
@@ -189,7 +256,7 @@ let tests =
                     for i in 1..2_000 do
                         let ticket = ticketText ()
                         let sealer, opener = if (n + i) % 2 = 0 then one, other else other, one
-                        let value = sealer.Seal ticket
+                        let value = sealWith sealer ticket
                         if opened opener value <> ticket || opened sealer value <> ticket then failures.Add value
                         if n = 0 && i % 100 = 0 then clock.Advance(TimeSpan.FromMinutes 7.0))
             Task.WaitAll [| for n in 0..7 -> worker n |]
