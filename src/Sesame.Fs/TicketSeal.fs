@@ -251,8 +251,8 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
             let ticket = value.AsSpan(first + 1, ticketLength)
             let sentText = value.AsSpan(last + 1)
             let sent = Span(scratchBytes (), sentAt, tagBytes)
-            // Checked before the key is opened, so that a value of the wrong shape costs no cryptography. 22 characters
-            // of the alphabet decode to 16 bytes, unless the last has bits set past them (then the decoder throws).
+            // Checked before the key is opened, so that a value of the wrong shape costs no cryptography: an ASCII
+            // ticket, a key and a tag of base64url's alphabet, the tag's 22 characters exactly 16 bytes.
             let wellFormed =
                 Ascii.IsValid ticket
                 && value.AsSpan(0, first).IndexOfAnyExcept base64Url < 0
