@@ -135,7 +135,7 @@ type SesameBuilder internal (services: IServiceCollection) =
 [<Extension; AbstractClass; Sealed>]
 type SesameServiceCollectionExtensions =
 
-    /// <summary>Adds Sesame with its options configured by <paramref name="configure"/>; also adds Data Protection, which protects the cookie.</summary>
+    /// <summary>Adds Sesame with its options configured by <paramref name="configure"/>; also adds Data Protection, whose keys protect the key each session ticket is sealed with (or the ticket itself: TicketFormat.Protected).</summary>
     /// <returns>A builder to choose the store with (the in-memory store unless another is added).</returns>
     [<Extension>]
     static member AddSesame(services: IServiceCollection, configure: Action<SesameOptions>) : SesameBuilder =

@@ -76,7 +76,7 @@ type SesameOptions() =
 
     /// <summary>A session ends this long after it was created, however active; <c>null</c> (the default) for no absolute limit
     /// (positive when set: the app fails at startup otherwise).
-    /// Carried in the protected cookie and applied to the store's expiry, so every store enforces it.</summary>
+    /// Carried in the session ticket and applied to the store's expiry, so every store enforces it.</summary>
     member val AbsoluteTimeout = Nullable<TimeSpan>() with get, set
 
     /// <summary>The largest session tree, in bytes of compact JSON, and separately the largest facts beside it (flash values
