@@ -19,6 +19,7 @@ open Microsoft.AspNetCore.DataProtection.AuthenticatedEncryption.ConfigurationMo
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
+open Microsoft.Extensions.Logging.Abstractions
 open Sesame
 
 let private counter =
@@ -85,7 +86,8 @@ type NewSessionBenchmarks() =
         gcm <- counterApp true TicketFormat.Sealed
         cbcProtected <- counterApp false TicketFormat.Protected
         gcmProtected <- counterApp true TicketFormat.Protected
-        seal <- TicketSeal(cbc.Services.GetRequiredService<IDataProtectionProvider>().CreateProtector TicketSeal.Purpose, TimeProvider.System)
+        seal <-
+            TicketSeal(cbc.Services.GetRequiredService<IDataProtectionProvider>().CreateProtector TicketSeal.Purpose, TimeProvider.System, NullLogger.Instance)
         sealedTicket <- fst (seal.Seal ticket)
         let first = context cbc null
         cbc.Pipeline.Invoke(first).GetAwaiter().GetResult()

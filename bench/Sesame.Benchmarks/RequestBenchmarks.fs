@@ -39,7 +39,8 @@ let private commitOptions = {
 type CookieBenchmarks() =
     let options = SesameOptions()
     let protector = (EphemeralDataProtectionProvider() :> IDataProtectionProvider).CreateProtector "Sesame.SessionCookie.v1"
-    let seal = TicketSeal((EphemeralDataProtectionProvider() :> IDataProtectionProvider).CreateProtector TicketSeal.Purpose, TimeProvider.System)
+    let seal =
+        TicketSeal((EphemeralDataProtectionProvider() :> IDataProtectionProvider).CreateProtector TicketSeal.Purpose, TimeProvider.System, NullLogger.Instance)
     let cookie = SessionCookie(protector, seal, options, TimeProvider.System, NullLogger.Instance)
     let ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
     let protectedValue = protector.Protect(SessionTicket.format ticket)

@@ -135,6 +135,23 @@ module internal Log =
             "Ending a user's sessions stopped after {Rounds} rounds with {LeftCount} sessions still listed: they signed in, or moved to a new id, while it ran."
         )
 
+    let private sealKeyMade =
+        LoggerMessage.Define(
+            LogLevel.Debug,
+            EventId(21, "SealKeyMade"),
+            "Sealing session tickets with a new key (the last one had sealed for an hour, or there was none yet)."
+        )
+
+    let private sealKeyRefused =
+        LoggerMessage.Define(
+            LogLevel.Warning,
+            EventId(22, "SealKeyRefused"),
+            "The key this app sealed session tickets with no longer opens with the Data Protection key ring (its key was revoked or removed): the tickets it sealed are refused, and new tickets get a new key."
+        )
+
+    let newSealKey (logger: ILogger) = sealKeyMade.Invoke(logger, null)
+    let sealKeyNoLongerOpens (logger: ILogger) = sealKeyRefused.Invoke(logger, null)
+
     let keysNotShared (logger: ILogger) (store: string) = unsharedKeys.Invoke(logger, store, null)
     let sessionsLeft (logger: ILogger) (rounds: int) (left: int) = userSessionsLeft.Invoke(logger, rounds, left, null)
 

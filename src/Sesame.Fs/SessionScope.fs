@@ -62,7 +62,7 @@ type internal SesameRuntime
             match services.GetService<TimeProvider>() with
             | null -> TimeProvider.System
             | time -> time
-        let seal = TicketSeal(dataProtection.CreateProtector TicketSeal.Purpose, time)
+        let seal = TicketSeal(dataProtection.CreateProtector TicketSeal.Purpose, time, logger)
         let cookie = SessionCookie(dataProtection.CreateProtector SessionCookie.Purpose, seal, options, time, logger)
         let compatibility =
             match services.GetService<SessionCompatibility>() with

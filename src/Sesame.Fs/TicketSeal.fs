@@ -6,6 +6,7 @@ open System.Security.Cryptography
 open System.Text
 open System.Threading
 open Microsoft.AspNetCore.DataProtection
+open Microsoft.Extensions.Logging
 
 /// A seal key: its 256-bit secret, the secret as Data Protection protected it (what every ticket it seals carries), and
 /// until when it is trusted without opening that text again.
@@ -42,7 +43,7 @@ type internal SealKey(secret: byte[], wrapped: string, hash: int, trustedUntil: 
 /// client that sends made-up keys pays Data Protection's cost per request, as it does with made-up protected tickets.</para>
 /// </remarks>
 [<Sealed>]
-type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
+type internal TicketSeal(protector: IDataProtector, time: TimeProvider, logger: ILogger) =
 
     /// The table of keys opened lately: a power of two, each key in one of the two slots its text's hash gives.
     static let keySlots = 256
@@ -196,6 +197,7 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
                     key
 
     let newKey (now: int64) =
+        Log.newSealKey logger
         let secret = RandomNumberGenerator.GetBytes secretBytes
         let wrapped = Base64Url.EncodeToString(ReadOnlySpan(protector.Protect secret))
         let key = SealKey(secret, wrapped, wrapped.GetHashCode(), now + trustTicks, now + sealTicks)
@@ -214,10 +216,14 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider) =
                 let key =
                     match sealing with
                     | key when not (isNull key) && key.TrustedUntil > now && key.RenewAt > now -> key
-                    | key when not (isNull key) && key.RenewAt > now && not (isNull (unwrap key.Wrapped)) ->
-                        let trusted = key.TrustedTill(now + trustTicks)
-                        keep trusted
-                        trusted
+                    | key when not (isNull key) && key.RenewAt > now ->
+                        if isNull (unwrap key.Wrapped) then
+                            Log.sealKeyNoLongerOpens logger
+                            newKey now
+                        else
+                            let trusted = key.TrustedTill(now + trustTicks)
+                            keep trusted
+                            trusted
                     | _ -> newKey now
                 sealing <- key
                 key)

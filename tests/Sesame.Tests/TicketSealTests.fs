@@ -10,6 +10,7 @@ open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.DataProtection.KeyManagement
 open Microsoft.AspNetCore.Http
 open Microsoft.Extensions.DependencyInjection
+open Microsoft.Extensions.Logging
 open Microsoft.Extensions.Logging.Abstractions
 open Microsoft.Extensions.Time.Testing
 open Expecto
@@ -87,7 +88,7 @@ let tests =
         testCase "a sealed ticket opens to its text, which it carries in clear between its key and its tag"
         <| fun () ->
             use ring = new KeyRing()
-            let seal = TicketSeal(ring.Protector, TimeProvider.System)
+            let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
             let ticket = ticketText ()
             let value = sealWith seal ticket
             Expect.equal (opened seal value) ticket "It opens to its ticket."
@@ -97,12 +98,12 @@ let tests =
             Expect.equal parts[3].Length 22 "A 128-bit tag in base64url."
             Expect.isLessThan value.Length 300 "A sealed ticket stays far below the cookie's 512 characters."
             // Another seal over the same key ring (another instance of the app) opens it too.
-            Expect.equal (opened (TicketSeal(ring.Protector, TimeProvider.System)) value) ticket "Another instance opens it."
+            Expect.equal (opened (TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)) value) ticket "Another instance opens it."
 
         testCase "no change of one character of a sealed ticket, and no character added or taken out, opens anything"
         <| fun () ->
             use ring = new KeyRing()
-            let seal = TicketSeal(ring.Protector, TimeProvider.System)
+            let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
             let value = sealWith seal (ticketText ())
             let others = base64Url + ". =%+/"
             let mutable tried = 0
@@ -121,8 +122,8 @@ let tests =
         <| fun () ->
             use ring = new KeyRing()
             use foreignRing = new KeyRing()
-            let seal = TicketSeal(ring.Protector, TimeProvider.System)
-            let foreign = TicketSeal(foreignRing.Protector, TimeProvider.System)
+            let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
+            let foreign = TicketSeal(foreignRing.Protector, TimeProvider.System, NullLogger.Instance)
             let ticket = ticketText ()
             let own = sealWith seal ticket
             let forged = sealWith foreign ticket
@@ -140,7 +141,7 @@ let tests =
         testCase "values of a sealed ticket's shape that are not one open nothing and raise nothing"
         <| fun () ->
             use ring = new KeyRing()
-            let seal = TicketSeal(ring.Protector, TimeProvider.System)
+            let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
             let ticket = ticketText ()
             let value = sealWith seal ticket
             let key = value.Substring(0, value.IndexOf '.')
@@ -171,7 +172,8 @@ let tests =
         <| fun () ->
             use ring = new KeyRing()
             let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
-            let seal = TicketSeal(ring.Protector, clock)
+            let logs = new LogCapture()
+            let seal = TicketSeal(ring.Protector, clock, (logs :> ILoggerProvider).CreateLogger "Sesame")
             let keyOf (value: string) = value.Substring(0, value.IndexOf '.')
             let first = sealWith seal (ticketText ())
             clock.Advance(TimeSpan.FromMinutes 59.0)
@@ -183,12 +185,17 @@ let tests =
             Expect.notEqual (keyOf next) (keyOf first) "After the hour, a new key."
             Expect.equal (opened seal next) ticket "The new key's ticket opens."
             Expect.isNotNull (opened seal first) "The old key's ticket still opens."
+            let made = logs.Entries |> List.filter (fun e -> e.EventId.Name = "SealKeyMade")
+            Expect.equal made.Length 2 "Each new key is logged once."
+            Expect.isTrue (made |> List.forall (fun e -> e.Level = LogLevel.Debug)) "at debug level"
+            Expect.isFalse (logs.Entries |> List.exists (fun e -> e.EventId.Name = "SealKeyRefused")) "No key was refused."
 
         testCase "revoking the Data Protection key refuses the tickets it sealed within a minute, and new tickets get a new key"
         <| fun () ->
             use ring = new KeyRing()
             let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
-            let seal = TicketSeal(ring.Protector, clock)
+            let logs = new LogCapture()
+            let seal = TicketSeal(ring.Protector, clock, (logs :> ILoggerProvider).CreateLogger "Sesame")
             let ticket = ticketText ()
             let before = sealWith seal ticket
             Expect.equal (opened seal before) ticket "It opens before the revocation."
@@ -196,17 +203,21 @@ let tests =
             Expect.equal (opened seal before) ticket "Within the minute the key is trusted as opened."
             clock.Advance(TimeSpan.FromSeconds 61.0)
             Expect.isNull (opened seal before) "A minute after the revocation it opens nothing."
-            Expect.isNull (opened (TicketSeal(ring.Protector, clock)) before) "Nor on another instance."
+            Expect.isNull (opened (TicketSeal(ring.Protector, clock, NullLogger.Instance)) before) "Nor on another instance."
             let after = sealWith seal ticket
             Expect.notEqual (after.Substring(0, after.IndexOf '.')) (before.Substring(0, before.IndexOf '.')) "A new key."
             Expect.equal (opened seal after) ticket "The new key's ticket opens."
+            let refused = logs.Entries |> List.filter (fun e -> e.EventId.Name = "SealKeyRefused")
+            Expect.equal refused.Length 1 "The refused key is logged once."
+            Expect.equal refused.Head.Level LogLevel.Warning "as a warning"
+            Expect.stringContains refused.Head.Message "revoked" "saying why"
 
         testCase "a value opened or issued late in its key's trust is not trusted past it: a revoked key refuses within a minute whichever cache holds it"
         <| fun () ->
             use ring = new KeyRing()
             let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
             let options = SesameOptions()
-            let seal = TicketSeal(ring.Protector, clock)
+            let seal = TicketSeal(ring.Protector, clock, NullLogger.Instance)
             let cookie = SessionCookie(ring.Provider.CreateProtector SessionCookie.Purpose, seal, options, clock, NullLogger.Instance)
             let issue () =
                 let context = DefaultHttpContext()
@@ -235,9 +246,9 @@ let tests =
         <| fun () ->
             use ring = new KeyRing()
             let counting = CountingProtector(ring.Protector)
-            let seal = TicketSeal(counting, TimeProvider.System)
+            let seal = TicketSeal(counting, TimeProvider.System, NullLogger.Instance)
             let own = sealWith seal (ticketText ())
-            let others = [ for _ in 1..300 -> sealWith (TicketSeal(ring.Protector, TimeProvider.System)) (ticketText ()) ]
+            let others = [ for _ in 1..300 -> sealWith (TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)) (ticketText ()) ]
             let before = counting.Opened
             for other in others do
                 Expect.isNotNull (opened seal other) "Another instance's ticket opens."
@@ -248,8 +259,8 @@ let tests =
         <| fun () ->
             use ring = new KeyRing()
             let clock = FakeTimeProvider(DateTimeOffset.UtcNow)
-            let one = TicketSeal(ring.Protector, clock)
-            let other = TicketSeal(ring.Protector, clock)
+            let one = TicketSeal(ring.Protector, clock, NullLogger.Instance)
+            let other = TicketSeal(ring.Protector, clock, NullLogger.Instance)
             let failures = Collections.Concurrent.ConcurrentBag<string>()
             let worker (n: int) =
                 Task.Run(fun () ->
