@@ -19,13 +19,15 @@ module internal SessionId =
     [<Literal>]
     let Length = 32
 
-    let private alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    /// <summary>base64url's 64 characters, in the order of the 6-bit values they stand for: what ids are written in.</summary>
+    [<Literal>]
+    let Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
     /// <summary>A new id from the CSPRNG.</summary>
     let create () : string = BufferedRandom.Base64Url RandomBytes
 
     /// <summary>The first character of every id of a user's sessions: 6 bits of the SHA-256 of the user id.</summary>
-    let shardOf (userId: string) : char = alphabet[int (SHA256.HashData(Text.Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
+    let shardOf (userId: string) : char = Alphabet[int (SHA256.HashData(Text.Encoding.UTF8.GetBytes userId)[0] &&& 63uy)]
 
     /// <summary>A new id for a session of <paramref name="userId"/>: random, but for its first character, <see cref="M:Sesame.SessionId.shardOf(System.String)"/>.</summary>
     let createFor (userId: string) : string =

@@ -39,8 +39,8 @@ type internal SealKey(secret: byte[], wrapped: string, hash: int, trustedUntil: 
 /// opened, and a value the cookie's cache remembers (<c>SessionCookie</c>) no longer than its key: revoking the Data
 /// Protection key that protects it refuses its tickets within a minute of Data Protection refusing it, and this app
 /// then seals with a new key. The app's own key is looked at first, so keys of other instances or hours cannot put it
-/// out of the table. A key value that does not open is not kept, so a
-/// client that sends made-up keys pays Data Protection's cost per request, as it does with made-up protected tickets.</para>
+/// out of the table. A key value that does not open is not kept, so a client that sends made-up keys pays Data
+/// Protection's cost per request, as it does with made-up protected tickets.</para>
 /// </remarks>
 [<Sealed>]
 type internal TicketSeal(protector: IDataProtector, time: TimeProvider, logger: ILogger) =
@@ -63,7 +63,7 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider, logger: 
 
     /// base64url's alphabet: what a key's text and a tag are made of (the decoder would also take white space and
     /// padding, which would give one key or tag several texts).
-    static let base64Url = Buffers.SearchValues.Create "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    static let base64Url = Buffers.SearchValues.Create SessionId.Alphabet
 
     /// How long a key is trusted without opening it again.
     static let trustLifetime = TimeSpan.FromMinutes 1.0
