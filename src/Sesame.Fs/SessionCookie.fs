@@ -5,6 +5,7 @@ open System.Security.Cryptography
 open System.Threading
 open Microsoft.AspNetCore.DataProtection
 open Microsoft.AspNetCore.Http
+open Microsoft.AspNetCore.Http.Features
 open Microsoft.Extensions.Logging
 
 /// One cookie value that Data Protection has validated: the exact text and its hash, the ticket it
@@ -31,10 +32,10 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
 /// gets the same ticket without opening it again. The cache cannot make a cookie valid that would be refused, except
 /// one whose Data Protection key is revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
 /// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries). A value is
-/// compared with a cached one only when their 32-bit string hashes agree, and those hashes are keyed
-/// with a secret random seed per process: a client cannot make a guess reach the comparison, so how
-/// long a lookup takes says nothing about the cached cookies. (A constant-time comparison would do the
-/// same at several times the cost of the whole lookup.)
+/// compared with a cached one only when their 32-bit string hashes agree, and those hashes are of the values' last
+/// characters (a MAC: a sealed ticket's tag, the end of Data Protection's output), keyed with a secret random seed per
+/// process: a client cannot make a guess reach the comparison, so how long a lookup takes says nothing about the cached
+/// cookies. (A constant-time comparison would do the same at several times the cost of the whole lookup.)
 /// </remarks>
 [<Sealed>]
 type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options: SesameOptions, time: TimeProvider, logger: ILogger) =
@@ -45,6 +46,9 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
 
     /// A power of two; each value has one slot, chosen by its (per-process randomized) string hash.
     static let cacheSlots = 4096
+
+    /// How many of a value's last characters its cache hash covers: a sealed ticket's tag is 22.
+    static let hashedTail = 32
 
     /// How long a validated value is trusted without decrypting it again.
     static let trustLifetime = TimeSpan.FromMinutes 1.0
@@ -67,20 +71,25 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
     /// String hashes are randomized per process (Marvin with a secret seed).
     let slotOf (hash: int) = hash &&& (cacheSlots - 1)
 
+    /// A value's hash for the cache: of its last <c>hashedTail</c> characters, which are a MAC (a sealed ticket's tag, or
+    /// the end of Data Protection's output), so no client can aim at a slot or at a hash it does not already hold the
+    /// value for; hashing all of a value (about 250 characters) cost more than the rest of a lookup.
+    let hashOf (value: ReadOnlySpan<char>) = String.GetHashCode(value.Slice(max 0 (value.Length - hashedTail)))
+
     /// Remembers a value that opened (or was just issued), trusted for trustLifetime, and no longer than the seal key
     /// it was sealed with is (<c>keyTrustedUntil</c>; Int64.MaxValue for a protected value), so that revoking a key
     /// refuses its values within trustLifetime whichever cache holds them.
     let remember (value: string) (ticket: SessionTicket) (keyTrustedUntil: int64) =
-        let hash = value.GetHashCode()
+        let hash = hashOf (value.AsSpan())
         let until = min (time.GetTimestamp() + trustTicks) keyTrustedUntil
         Volatile.Write(&cache[slotOf hash], ValidatedCookie(value, hash, ticket, until))
 
-    let tryRecall (value: string) =
-        let hash = value.GetHashCode()
+    /// The ticket of a value remembered and still trusted: the value is a span, so that a cookie found in place in the
+    /// request's header is not copied for it.
+    let tryRecall (value: ReadOnlySpan<char>) =
+        let hash = hashOf value
         match Volatile.Read(&cache[slotOf hash]) with
-        | known when
-            not (isNull known) && known.Hash = hash && known.TrustedUntil > time.GetTimestamp() && String.Equals(known.Value, value, StringComparison.Ordinal)
-            ->
+        | known when not (isNull known) && known.Hash = hash && known.TrustedUntil > time.GetTimestamp() && known.Value.AsSpan().SequenceEqual value ->
             ValueSome known.Ticket
         | _ -> ValueNone
 
@@ -115,18 +124,36 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
             Log.cookieRejectedBecause logger $"{where}not base64url"
             ValueNone
 
-    let read (where: string) (value: string) =
-        match value with
-        | null
-        | "" -> ValueNone
-        | value when value.Length > maxValueLength ->
-            Log.cookieRejectedBecause logger $"{where}{value.Length} characters, too long to be a session ticket"
+    /// Reads the ticket in <c>length</c> characters of <c>text</c> from <c>start</c>: the whole of a value, or a cookie's
+    /// value where it is in the request's header.
+    let read (where: string) (text: string) (start: int) (length: int) =
+        if length = 0 then
             ValueNone
-        | value ->
-            match tryRecall value with
+        elif length > maxValueLength then
+            Log.cookieRejectedBecause logger $"{where}{length} characters, too long to be a session ticket"
+            ValueNone
+        else
+            match tryRecall (text.AsSpan(start, length)) with
             | ValueSome ticket -> ValueSome ticket
-            | ValueNone when TicketSeal.IsSealed value -> unseal where value
-            | ValueNone -> unprotect where value
+            | ValueNone ->
+                let value = if length = text.Length then text else text.Substring(start, length)
+                if TicketSeal.IsSealed value then unseal where value else unprotect where value
+
+    let readValue (where: string) (value: string) = if isNull value then ValueNone else read where value 0 value.Length
+
+    /// The session cookie's value, found in place in the Cookie header when it is in the plain form browsers send and no
+    /// one has given the request cookies of their own (a feature set by the app or a test); otherwise from Request.Cookies.
+    let readCookie (request: HttpRequest) =
+        let cookies = request.Headers.Cookie
+        if cookies.Count = 0 then
+            ValueNone
+        elif cookies.Count = 1 && isNull (request.HttpContext.Features.Get<IRequestCookiesFeature>()) then
+            let header = cookies[0]
+            match CookieHeader.find header options.Cookie.Name with
+            | struct (CookieHeader.NotPlain, _) -> readValue "" request.Cookies[options.Cookie.Name]
+            | struct (start, length) -> read "" header start length
+        else
+            readValue "" request.Cookies[options.Cookie.Name]
 
     let varyBy = [
         if useCookie then "Cookie"
@@ -150,9 +177,9 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
             Log.cookieRejectedBecause logger $"{headerReason}sent {header.Count} times"
             ValueNone
         elif header.Count = 1 && not (String.IsNullOrEmpty header[0]) then
-            read headerReason header[0]
+            readValue headerReason header[0]
         elif useCookie then
-            read "" request.Cookies[options.Cookie.Name]
+            readCookie request
         else
             ValueNone
 
