@@ -187,7 +187,10 @@ module Json =
         | :? Json as json -> json
         | :? JsonNode as node -> ofJsonNode node
         | :? JsonElement as element -> ofJsonElement element
-        | _ -> parseUtf8 (ReadOnlySpan(JsonSerializer.SerializeToUtf8Bytes<'value>(value, options)))
+        | _ ->
+            match BuiltInValues.tryEncode options value with
+            | ValueSome json -> json
+            | ValueNone -> parseUtf8 (ReadOnlySpan(JsonSerializer.SerializeToUtf8Bytes<'value>(value, options)))
 
     /// <summary>Encodes a .NET or F# value as JSON with the options <see cref="M:Sesame.JsonModule.createSerializerOptions"/> returns.</summary>
     let encode (value: 'value) : Json = encodeWith defaultSerializerOptions value
@@ -195,12 +198,15 @@ module Json =
     /// <summary>Decodes JSON into a .NET or F# value with the given serializer options.</summary>
     /// <exception cref="System.Text.Json.JsonException">The JSON does not fit the type.</exception>
     let decodeWith<'value> (options: JsonSerializerOptions) (json: Json) : 'value =
-        if typeof<'value> = typeof<Json> then
+        if Type.op_Equality (typeof<'value>, typeof<Json>) then
             unbox<'value>(box json)
         else
-            use text = texts.Rent()
-            write (text.Start()) json
-            JsonSerializer.Deserialize<'value>(text.Finish(), options)
+            match BuiltInValues.tryDecode<'value> options json with
+            | ValueSome value -> value
+            | ValueNone ->
+                use text = texts.Rent()
+                write (text.Start()) json
+                JsonSerializer.Deserialize<'value>(text.Finish(), options)
 
     /// <summary>Decodes JSON into a .NET or F# value with the options <see cref="M:Sesame.JsonModule.createSerializerOptions"/> returns.</summary>
     let decode<'value> (json: Json) : 'value = decodeWith<'value> defaultSerializerOptions json
