@@ -84,7 +84,7 @@ type SessionBenchmarks() =
     let oneKeyCommit = SessionChange oneKeyChange
     let oneKeyUpdates = [| Update.increment visits 1m |]
     let context = DefaultHttpContext()
-    let readTicket = fun (_: HttpRequest) -> ValueSome ticket
+    let readTicket = Func<HttpRequest, SessionTicket voption>(fun _ -> ValueSome ticket)
     let signIns = RecentSignIns TimeProvider.System
 
     /// The session's size in KB of compact JSON.

@@ -16,7 +16,7 @@ module internal SesameMiddleware =
 
     /// The middleware over the rest of the pipeline: each request runs inside its session scope.
     let create (runtime: SesameRuntime) (next: RequestDelegate) : RequestDelegate =
-        RequestDelegate(fun context -> SessionScope.Begin(context, runtime).RunAsync(fun () -> task { do! next.Invoke context }))
+        RequestDelegate(fun context -> SessionScope.Begin(context, runtime).RunAsync next)
 
 /// Builds Sesame's runtime when the app starts, not at its first session: from then on the store reports the sessions
 /// it ends (a file store's sessions from before a restart expire as events too) and its gauge is observed. As the app

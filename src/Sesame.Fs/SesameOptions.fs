@@ -118,10 +118,11 @@ type SesameOptions() =
     /// (see <see cref="T:Sesame.SesameEvents"/>). Default: none.</summary>
     member val Events = SesameEvents() with get, set
 
-    /// The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout.
-    member internal this.IdleTimeoutAt(created: DateTimeOffset, now: DateTimeOffset) =
+    /// The idle timeout for a session created at <paramref name="created"/>, cut short by the absolute timeout. The
+    /// clock is read only when there is an absolute timeout (a request would otherwise read it for nothing).
+    member internal this.IdleTimeoutAt(created: DateTimeOffset, time: TimeProvider) =
         if this.AbsoluteTimeout.HasValue then
-            let left = created + this.AbsoluteTimeout.Value - now
+            let left = created + this.AbsoluteTimeout.Value - time.GetUtcNow()
             if left < this.IdleTimeout then max left TimeSpan.Zero else this.IdleTimeout
         else
             this.IdleTimeout

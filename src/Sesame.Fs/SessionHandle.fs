@@ -55,7 +55,7 @@ type SessionHandle
     internal
     (
         context: HttpContext,
-        readTicket: HttpRequest -> SessionTicket voption,
+        readTicket: Func<HttpRequest, SessionTicket voption>,
         store: SessionStore,
         options: SesameOptions,
         time: TimeProvider,
@@ -117,7 +117,7 @@ type SessionHandle
             )
 
     let commitOptions (created: DateTimeOffset) (mustExist: bool) = {
-        IdleTimeout = options.IdleTimeoutAt(created, time.GetUtcNow())
+        IdleTimeout = options.IdleTimeoutAt(created, time)
         MustExist = mustExist
         MaxSizeBytes = options.MaxSessionBytes
         UserLimit = options.UserLimit
@@ -150,7 +150,7 @@ type SessionHandle
     /// The session the request names: the one an earlier scope of the request left, or its cookie's.
     let requestTicket () =
         match context.Features.Get<SessionCarryOver>() with
-        | null -> readTicket context.Request
+        | null -> readTicket.Invoke context.Request
         | earlier -> earlier.Ticket
 
     let load () : Task = task {
@@ -164,7 +164,7 @@ type SessionHandle
         | ValueSome fromCookie ->
             let! found =
                 try
-                    store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time.GetUtcNow()), requestAborted ())
+                    store.LoadAsync(fromCookie.Id, options.IdleTimeoutAt(fromCookie.Created, time), requestAborted ())
                 with e ->
                     Task.FromException<StoredSession> e
             match found with
@@ -716,7 +716,7 @@ type SessionHandle
                 match! store.CommitAsync(id, own, commitOptions old.Created true, requestAborted ()) with
                 | CommitResult.Committed ->
                     // Its facts are the other sign-in's (its device facts, its time): read, not assumed.
-                    match! store.LoadAsync(id, options.IdleTimeoutAt(old.Created, time.GetUtcNow()), requestAborted ()) with
+                    match! store.LoadAsync(id, options.IdleTimeoutAt(old.Created, time), requestAborted ()) with
                     | null -> ()
                     | stored -> joined <- ValueSome(id, stored.Meta)
                 | CommitResult.ShapeChanged -> raise (shapeChanged (updates.Length + metaUpdates.Length))

@@ -14,15 +14,15 @@ open Microsoft.Extensions.Options
 [<Sealed; AllowNullLiteral>]
 type internal SesameRuntime
     (options: SesameOptions, store: SessionStore, cookie: SessionCookie, time: TimeProvider, logger: ILogger, compatibility: SessionCompatibilityOptions) =
-    /// Made once, so a request's session handle needs no closure of its own.
-    let readTicket = fun (request: HttpRequest) -> cookie.TryRead request
 
     /// The options in force.
     member _.Options = options
     /// The store sessions live in.
     member _.Store = store
     member internal _.Cookie = cookie
-    member internal _.ReadTicket = readTicket
+    /// Made once, so a request's session handle needs no closure of its own (an F# function kept here was wrapped in a
+    /// new closure at every read).
+    member val internal ReadTicket = Func<HttpRequest, SessionTicket voption>(fun request -> cookie.TryRead request)
     /// Where this instance's sign-ins moved sessions moments ago, for a login submitted twice.
     member val internal SignIns = RecentSignIns(time)
     member internal _.Time = time
@@ -225,16 +225,23 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
         this.Leave()
         handle.Close()
 
-    /// <summary>Runs the rest of the request with this session: commits when it finishes, stores nothing if it throws.</summary>
-    member this.RunAsync<'result>(rest: unit -> Task<'result>) : Task<'result> = task {
-        try
-            if runtime.Preloads then
-                // ISession's members are synchronous: load now, while the pipeline can await the store. A failure
-                // stays with the handle, for whoever uses the session (IsAvailable is false then, as in ASP.NET Core).
+    /// ISession's members are synchronous: load now, while the pipeline can await the store. A failure stays with the
+    /// handle, for whoever uses the session (IsAvailable is false then, as in ASP.NET Core).
+    member private _.PreloadAsync() : Task =
+        if runtime.Preloads then
+            task {
                 try
                     do! handle.PreloadAsync()
                 with _ ->
                     ()
+            }
+        else
+            Task.CompletedTask
+
+    /// <summary>Runs the rest of the request with this session: commits when it finishes, stores nothing if it throws.</summary>
+    member this.RunAsync<'result>(rest: unit -> Task<'result>) : Task<'result> = task {
+        try
+            do! this.PreloadAsync()
             let! result = rest ()
             do! this.FinishAsync()
             this.End()
@@ -243,6 +250,18 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
             this.Abandon()
             ExceptionDispatchInfo.Throw e
             return Unchecked.defaultof<'result>
+    }
+
+    /// <summary>RunAsync for the middleware: the rest of the pipeline, with no closure or result of its own.</summary>
+    member this.RunAsync(next: RequestDelegate) : Task = task {
+        try
+            do! this.PreloadAsync()
+            do! next.Invoke context
+            do! this.FinishAsync()
+            this.End()
+        with e ->
+            this.Abandon()
+            ExceptionDispatchInfo.Throw e
     }
 
     /// One callback for every request, given its scope as state: no closure per request.
