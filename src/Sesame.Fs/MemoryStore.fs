@@ -439,7 +439,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             | struct (null, _) -> MemoryStore.NotFound
             | struct (entry, true) ->
                 try
-                    Task.FromResult(sessionOf id entry)
+                    ParsedValues.loaded parsed id entry.Text
                 with e ->
                     Task.FromException<StoredSession>(e)
             | struct (_, false) -> this.LoadAsync(id, idleTimeout, _cancellationToken)
@@ -454,7 +454,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             // A later request came back to the session: it is a returning one now.
             policy.Touch(entry.Node, true)
             try
-                Task.FromResult(sessionOf id entry)
+                ParsedValues.loaded parsed id entry.Text
             with e ->
                 Task.FromException<StoredSession>(e)
 

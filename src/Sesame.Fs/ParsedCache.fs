@@ -2,6 +2,7 @@ namespace Sesame
 
 open System
 open System.Threading
+open System.Threading.Tasks
 
 /// <summary>
 /// What a store holds for one session as text, as the parsed cache sees it: the size it counts against the cache's
@@ -19,6 +20,8 @@ type internal ICachedText<'tree when 'tree: not struct> =
 type internal ParsedEntry<'text, 'tree>(text: 'text, tree: 'tree) =
     member _.Text = text
     member _.Tree = tree
+    /// The tree as a completed task, made on the first load that asks (a race makes two, either of which stands).
+    member val Completed: Task<'tree> = null with get, set
 
 /// <summary>
 /// The trees of recently used sessions, for the stores that hold sessions as compact UTF-8 JSON (memory and file), so
@@ -57,6 +60,19 @@ type internal ParsedCache<'text, 'tree when 'text :> ICachedText<'tree> and 'tex
                 match weak.TryGetTarget() with
                 | true, tree -> ValueSome tree
                 | _ -> ValueNone
+
+    /// The tree of exactly this text as a completed task, when the cache keeps it (null otherwise): a store's load of a
+    /// session in use hands out the same task every time rather than a new one.
+    member _.TryGetCompleted(id: string, text: 'text) : Task<'tree> =
+        match Volatile.Read &cache[slotOf id] with
+        | parsed when isOf text parsed ->
+            match parsed.Completed with
+            | null ->
+                let completed = Task.FromResult parsed.Tree
+                parsed.Completed <- completed
+                completed
+            | completed -> completed
+        | _ -> null
 
     /// Keeps the text's tree in its id's slot, if the budget allows; otherwise empties the slot. A tree too large for
     /// the cache is only referenced weakly, from its text.

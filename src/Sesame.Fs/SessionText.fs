@@ -2,6 +2,7 @@ namespace Sesame
 
 open System
 open System.Text.Json
+open System.Threading.Tasks
 
 /// <summary>
 /// A session as the memory and file stores hold it: its tree and its facts as compact UTF-8 JSON, one after the other
@@ -124,6 +125,14 @@ module internal ParsedValues =
                     raise (SessionStoreException($"The store holds a session it cannot read ({e.Message}).", e))
             cache.Put(id, value, session)
             session
+
+    /// The tree of exactly this value as a completed task, for a store's load: the one kept with the tree when the
+    /// cache keeps it, so that a load of a session in use allocates nothing.
+    /// <exception cref="T:Sesame.SessionStoreException">The value cannot be read (the store wrote it, so this is a bug).</exception>
+    let loaded (cache: ParsedCache<SessionText, StoredSession>) (id: string) (value: SessionText) : Task<StoredSession> =
+        match cache.TryGetCompleted(id, value) with
+        | null -> Task.FromResult(get cache id value)
+        | completed -> completed
 
     /// Keeps the tree and facts a commit made for the value it wrote, with the value's size (known from its text, so
     /// nobody counts it again).

@@ -469,7 +469,7 @@ type FileStore
                 // ring counts the space it left until its tail passes: that may pass the byte bound.
                 bounds.Enforce session.Node
                 // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is immutable.
-                if isNull served then Task.FromResult<StoredSession> null else Task.FromResult(ParsedValues.get parsed id served)
+                if isNull served then Task.FromResult<StoredSession> null else ParsedValues.loaded parsed id served
             | _ -> Task.FromResult<StoredSession> null
         with e ->
             Task.FromException<StoredSession> e
