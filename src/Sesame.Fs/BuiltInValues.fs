@@ -1,6 +1,7 @@
 namespace Sesame
 
 open System
+open System.Text.Encodings.Web
 open System.Text.Json
 open System.Text.Json.Serialization
 open System.Text.Json.Serialization.Metadata
@@ -13,14 +14,15 @@ open System.Text.Json.Serialization.Metadata
 /// </summary>
 /// <remarks>
 /// Only what the built-in converter would surely give is converted here: an integer whose JSON text is an integer in the
-/// type's range, a boolean, a string that is one and holds no lone surrogate. Anything else (a number with a
-/// fraction or an exponent, a number in a string, null, a converter of the app's) goes through the serializer, which gives
-/// the value or the error it always gave.
+/// type's range, a boolean, a string that is one and holds no lone surrogate (written, under no encoder or one of
+/// System.Text.Json's). Anything else (a number with a fraction or an exponent, a number in a string, null, a converter
+/// or an encoder of the app's) goes through the serializer, which gives the value or the error it always gave.
 /// </remarks>
 module internal BuiltInValues =
 
     /// What one serializer options instance does with one type: whether System.Text.Json's own converter reads it, and
-    /// whether it also writes it as it is (not a number written as a string, JsonNumberHandling.WriteAsString).
+    /// whether it also writes it as it is (not a number written as a string, JsonNumberHandling.WriteAsString; a string
+    /// only escaped, by no encoder or one of System.Text.Json's, never changed by an encoder of the app's).
     [<Sealed; AllowNullLiteral>]
     type private Verdict(options: JsonSerializerOptions, reads: bool, writes: bool) =
         member _.Options = options
@@ -32,6 +34,10 @@ module internal BuiltInValues =
     type private Last<'value> =
         static member val Verdict: Verdict = null with get, set
 
+    /// The encoders that only escape what they write, so that the text reads back to the same string.
+    let private escapingOnly (encoder: JavaScriptEncoder) =
+        isNull encoder || obj.ReferenceEquals(encoder, JavaScriptEncoder.Default) || obj.ReferenceEquals(encoder, JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+
     let private judge<'value> (options: JsonSerializerOptions) (builtIn: JsonConverter) =
         try
             // As the serializer itself does before its first use of the options (it then fills in the default resolver).
@@ -39,7 +45,8 @@ module internal BuiltInValues =
             let info = options.GetTypeInfo typeof<'value>
             let reads = info.Converter.GetType() = builtIn.GetType()
             let handling = if info.NumberHandling.HasValue then info.NumberHandling.Value else options.NumberHandling
-            Verdict(options, reads, reads && not (handling.HasFlag JsonNumberHandling.WriteAsString))
+            let writes = reads && not (handling.HasFlag JsonNumberHandling.WriteAsString) && escapingOnly options.Encoder
+            Verdict(options, reads, writes)
         with _ ->
             // Options that cannot give the type's contract: the serializer says so, with its own error.
             Verdict(options, false, false)
@@ -53,6 +60,13 @@ module internal BuiltInValues =
             made
 
     let inline private isType<'value, 'known> () = Type.op_Equality (typeof<'value>, typeof<'known>)
+
+    /// Strings longer than this go through the serializer, which refuses those past its own limit (about 166 million
+    /// characters); no session holds one anywhere near this long.
+    let private maxDirectLength = 16 * 1024 * 1024
+
+    /// A string that converts as it is: not null, within the length above, and no lone surrogate (not text JSON holds).
+    let private plainText (text: string) = not (isNull text) && text.Length <= maxDirectLength && not (LoneSurrogates.has text)
 
     /// The value of <paramref name="json"/> as System.Text.Json's own converter for <typeparamref name="value"/> would read
     /// it under <paramref name="options"/>, when it surely would; otherwise none (the caller asks the serializer).
@@ -78,9 +92,8 @@ module internal BuiltInValues =
             | _ -> ValueNone
         elif isType<'value, string>() then
             match json with
-            // A tree made by hand may hold a lone surrogate, which the serializer's text would not carry as it is.
-            | Json.String text when not (LoneSurrogates.has text) && (verdict<string> options JsonMetadataServices.StringConverter).Reads ->
-                ValueSome(unbox<'value>(box text))
+            // A tree made by hand may hold null or a lone surrogate, which the serializer's text would not carry as it is.
+            | Json.String text when plainText text && (verdict<string> options JsonMetadataServices.StringConverter).Reads -> ValueSome(unbox<'value>(box text))
             | _ -> ValueNone
         else
             ValueNone
@@ -102,10 +115,8 @@ module internal BuiltInValues =
             if (verdict<bool> options JsonMetadataServices.BooleanConverter).Writes then ValueSome(Json.Bool(unbox<bool>(box value))) else ValueNone
         elif isType<'value, string>() then
             match unbox<string>(box value) with
-            | null -> ValueNone
-            // A lone surrogate is not text JSON can hold: the serializer decides what becomes of it.
-            | text when LoneSurrogates.has text -> ValueNone
-            | text when (verdict<string> options JsonMetadataServices.StringConverter).Writes -> ValueSome(Json.String text)
+            // Null, a lone surrogate or an over-long string: the serializer decides what becomes of it.
+            | text when plainText text && (verdict<string> options JsonMetadataServices.StringConverter).Writes -> ValueSome(Json.String text)
             | _ -> ValueNone
         else
             ValueNone

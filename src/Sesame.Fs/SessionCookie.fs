@@ -32,10 +32,10 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
 /// gets the same ticket without opening it again. The cache cannot make a cookie valid that would be refused, except
 /// one whose Data Protection key is revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
 /// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries). A value is
-/// compared with a cached one only when their 32-bit string hashes agree, and those hashes are of the values' last
-/// characters (a MAC: a sealed ticket's tag, the end of Data Protection's output), keyed with a secret random seed per
-/// process: a client cannot make a guess reach the comparison, so how long a lookup takes says nothing about the cached
-/// cookies. (A constant-time comparison would do the same at several times the cost of the whole lookup.)
+/// compared with a cached one only when their 32-bit string hashes agree, and those hashes are of a sealed value's tag
+/// (a MAC) or of a protected value whole, keyed with a secret random seed per process: a client cannot make a guess reach
+/// the comparison, so how long a lookup takes says nothing about the cached cookies. (A constant-time comparison would do
+/// the same at several times the cost of the whole lookup.)
 /// </remarks>
 [<Sealed>]
 type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options: SesameOptions, time: TimeProvider, logger: ILogger) =
@@ -46,9 +46,6 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
 
     /// A power of two; each value has one slot, chosen by its (per-process randomized) string hash.
     static let cacheSlots = 4096
-
-    /// How many of a value's last characters its cache hash covers: a sealed ticket's tag is 22.
-    static let hashedTail = 32
 
     /// How long a validated value is trusted without decrypting it again.
     static let trustLifetime = TimeSpan.FromMinutes 1.0
@@ -71,10 +68,14 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
     /// String hashes are randomized per process (Marvin with a secret seed).
     let slotOf (hash: int) = hash &&& (cacheSlots - 1)
 
-    /// A value's hash for the cache: of its last <c>hashedTail</c> characters, which are a MAC (a sealed ticket's tag, or
-    /// the end of Data Protection's output), so no client can aim at a slot or at a hash it does not already hold the
-    /// value for; hashing all of a value (about 250 characters) cost more than the rest of a lookup.
-    let hashOf (value: ReadOnlySpan<char>) = String.GetHashCode(value.Slice(max 0 (value.Length - hashedTail)))
+    /// A value's hash for the cache: of a sealed value's tag (after its last dot), a MAC under the app's key, so no client
+    /// can aim at a slot or at a hash it does not already hold the value for; hashing all of a sealed value (about 250
+    /// characters) cost more than the rest of a lookup. A protected value (no dot) is hashed whole, whatever its
+    /// protector's output ends with.
+    let hashOf (value: ReadOnlySpan<char>) =
+        match value.LastIndexOf '.' with
+        | -1 -> String.GetHashCode value
+        | dot -> String.GetHashCode(value.Slice(dot + 1))
 
     /// Remembers a value that opened (or was just issued), trusted for trustLifetime, and no longer than the seal key
     /// it was sealed with is (<c>keyTrustedUntil</c>; Int64.MaxValue for a protected value), so that revoking a key
@@ -141,19 +142,23 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
 
     let readValue (where: string) (value: string) = if isNull value then ValueNone else read where value 0 value.Length
 
+    let fromCollection (request: HttpRequest) = readValue "" request.Cookies[options.Cookie.Name]
+
     /// The session cookie's value, found in place in the Cookie header when it is in the plain form browsers send and no
     /// one has given the request cookies of their own (a feature set by the app or a test); otherwise from Request.Cookies.
     let readCookie (request: HttpRequest) =
-        let cookies = request.Headers.Cookie
-        if cookies.Count = 0 then
-            ValueNone
-        elif cookies.Count = 1 && isNull (request.HttpContext.Features.Get<IRequestCookiesFeature>()) then
-            let header = cookies[0]
-            match CookieHeader.find header options.Cookie.Name with
-            | struct (CookieHeader.NotPlain, _) -> readValue "" request.Cookies[options.Cookie.Name]
-            | struct (start, length) -> read "" header start length
+        if not (isNull (request.HttpContext.Features.Get<IRequestCookiesFeature>())) then
+            fromCollection request
         else
-            readValue "" request.Cookies[options.Cookie.Name]
+            let cookies = request.Headers.Cookie
+            match cookies.Count with
+            | 0 -> ValueNone
+            | 1 when not (isNull cookies[0]) ->
+                let header = cookies[0]
+                match CookieHeader.find header options.Cookie.Name with
+                | struct (CookieHeader.NotPlain, _) -> fromCollection request
+                | struct (start, length) -> read "" header start length
+            | _ -> fromCollection request
 
     let varyBy = [
         if useCookie then "Cookie"

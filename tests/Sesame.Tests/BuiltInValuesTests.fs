@@ -3,6 +3,8 @@
 /// what the serializer does with those types.
 module Sesame.Tests.BuiltInValuesTests
 
+#nowarn "9" // QuestionMarkEncoder's members take pointers.
+
 open System
 open System.Text.Json
 open System.Text.Json.Serialization
@@ -24,8 +26,30 @@ type private ShoutingStringConverter() =
     override _.Read(reader, _, _) = reader.GetString().ToLowerInvariant()
     override _.Write(writer, value, _) = writer.WriteStringValue(value.ToUpperInvariant())
 
-/// The options the laws run under: Sesame's, the serializer's plain defaults, numbers written as strings, and options
-/// whose converters for these types are the app's own.
+/// Writes every character past ASCII as a question mark: an encoder that changes text rather than escaping it (an
+/// encoder's members take pointers).
+type private QuestionMarkEncoder() =
+    inherit Text.Encodings.Web.JavaScriptEncoder()
+    override _.MaxOutputCharactersPerInputCharacter = 1
+    override _.WillEncode(scalar: int) = scalar > 127
+
+    override _.FindFirstCharacterToEncode(text: nativeptr<char>, length: int) =
+        let mutable i = 0
+        while i < length && int (NativeInterop.NativePtr.get text i) <= 127 do
+            i <- i + 1
+        if i = length then -1 else i
+
+    override _.TryEncodeUnicodeScalar(_: int, buffer: nativeptr<char>, bufferLength: int, written: byref<int>) =
+        if bufferLength < 1 then
+            written <- 0
+            false
+        else
+            NativeInterop.NativePtr.set buffer 0 '?'
+            written <- 1
+            true
+
+/// The options the laws run under: Sesame's, the serializer's plain defaults, numbers written as strings, options whose
+/// converters for these types are the app's own, and an encoder of the app's.
 let private optionsUnderTest =
     let numbersAsStrings = JsonSerializerOptions(NumberHandling = JsonNumberHandling.WriteAsString)
     let ownConverters = Json.createSerializerOptions ()
@@ -36,6 +60,7 @@ let private optionsUnderTest =
         "the serializer's defaults", JsonSerializerOptions()
         "numbers written as strings", numbersAsStrings
         "the app's own converters", ownConverters
+        "an encoder of the app's", JsonSerializerOptions(Encoder = QuestionMarkEncoder())
     ]
 
 /// What a call gave: its value, or the type of what it threw.
@@ -80,7 +105,7 @@ let private trees =
         2, int64s |> Gen.map Json.int64
         2, strings |> Gen.map Json.String
         1, Gen.elements [ "12"; "-7"; "1.5"; "9223372036854775808"; " 3"; "" ] |> Gen.map Json.String
-        1, Gen.elements [ Json.Bool true; Json.Bool false; Json.Null; Json.emptyObject; Json.array [ Json.int64 1L ] ]
+        1, Gen.elements [ Json.Bool true; Json.Bool false; Json.Null; Json.String null; Json.emptyObject; Json.array [ Json.int64 1L ] ]
     ]
 
 /// Every options instance, for a law over one type: encodeWith gives what the serializer's text gives.
@@ -124,6 +149,12 @@ let tests =
             Expect.equal (Json.decodeWith<int64> options (Json.String "n7")) 7L "The app's converter reads it."
             Expect.equal (Json.encodeWith options "abc") (Json.String "ABC") "The app's converter writes the string."
             Expect.equal (Json.decodeWith<string> options (Json.String "XYZ")) "xyz" "The app's converter reads it."
+        }
+
+        test "an encoder of the app's writes the strings" {
+            let options = snd optionsUnderTest[4]
+            Expect.equal (Json.encodeWith options "é漢字😀") (Json.String "????") "The app's encoder's text, as the serializer writes it."
+            Expect.equal (Json.encodeWith options "plain") (Json.String "plain") "Text it leaves alone."
         }
 
         test "numbers written as strings stay strings" {

@@ -155,4 +155,20 @@ let tests =
             Expect.equal ticket (ValueSome given) "The app's cookies name the session."
             Expect.notEqual ticket (ValueSome inHeader) "Not the header's."
         }
+
+        test "cookies the app gave a request without a Cookie header are read" {
+            let cookie, issue = issuing ()
+            let given, givenValue = issue ()
+            let ticket =
+                read cookie (fun c ->
+                    let cookies = OwnCookies(Dictionary(dict [ "sesame", givenValue ]))
+                    c.Features.Set<IRequestCookiesFeature>(RequestCookiesFeature(cookies)))
+            Expect.equal ticket (ValueSome given) "The app's cookies name the session, with no header at all."
+        }
+
+        test "a Cookie header whose one value is null or empty names no session, and raises nothing" {
+            let cookie, _ = issuing ()
+            for header in [ StringValues([| null |]); StringValues ""; StringValues([| null; null |]); StringValues([| ""; "" |]) ] do
+                Expect.equal (read cookie (fun c -> c.Request.Headers.Cookie <- header)) ValueNone $"%A{header.ToArray()}"
+        }
     ]
