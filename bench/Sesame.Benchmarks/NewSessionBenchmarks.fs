@@ -22,7 +22,8 @@ open Microsoft.Extensions.Logging
 open Microsoft.Extensions.Logging.Abstractions
 open Sesame
 
-let private counter =
+/// The load test's counter handler (ReturningVisitBenchmarks runs it too).
+let internal counter =
     RequestDelegate(fun ctx -> task {
         let! session = Session.loadAsync ctx
         let times = session |> Session.increment "times" 1m

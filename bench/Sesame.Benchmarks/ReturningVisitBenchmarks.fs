@@ -12,13 +12,6 @@ open Microsoft.Extensions.DependencyInjection
 open Microsoft.Extensions.Logging
 open Sesame
 
-let private counter =
-    RequestDelegate(fun ctx -> task {
-        let! session = Session.loadAsync ctx
-        let times = session |> Session.increment "times" 1m
-        do! ctx.Response.WriteAsync $"{times} times!"
-    })
-
 let private read =
     RequestDelegate(fun ctx -> task {
         let! session = Session.loadAsync ctx
@@ -59,7 +52,7 @@ type ReturningVisitBenchmarks() =
         plain <- pipeline false answer
         untouched <- pipeline true answer
         reading <- pipeline true read
-        counting <- pipeline true counter
+        counting <- pipeline true NewSessionBenchmarks.counter
         let first = context null
         counting.Invoke(first).GetAwaiter().GetResult()
         let setCookie = string first.Response.Headers.SetCookie
