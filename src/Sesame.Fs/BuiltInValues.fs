@@ -29,7 +29,8 @@ module internal BuiltInValues =
         member _.Reads = reads
         member _.Writes = writes
 
-    /// The verdict on the options last asked about for the type: an app has one SesameOptions.SerializerOptions.
+    /// The verdict on the options last asked about for the type: an app has one SesameOptions.SerializerOptions. Options
+    /// used in turn with others get their verdict made again each time (tens of ns, well under the serializer's trip).
     [<AbstractClass; Sealed>]
     type private Last<'value> =
         static member val Verdict: Verdict = null with get, set
