@@ -23,6 +23,11 @@ module internal SessionId =
     [<Literal>]
     let Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
+    let private alphabetValues = Buffers.SearchValues.Create Alphabet
+
+    /// <summary>Whether every character of a text is one of base64url's (an id's, a sealed ticket's key and tag).</summary>
+    let isBase64Url (text: ReadOnlySpan<char>) = text.IndexOfAnyExcept alphabetValues < 0
+
     /// <summary>A new id from the CSPRNG.</summary>
     let create () : string = BufferedRandom.Base64Url RandomBytes
 
@@ -35,8 +40,7 @@ module internal SessionId =
         String(shardOf userId, 1) + id.Substring 1
 
     /// <summary>Whether the text has the shape of an id Sesame made (length and alphabet); says nothing of whether it exists.</summary>
-    let isWellFormed (text: string) =
-        not (isNull text) && text.Length = Length && text |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || c = '-' || c = '_')
+    let isWellFormed (text: string) = not (isNull text) && text.Length = Length && isBase64Url (text.AsSpan())
 
 /// <summary>What the session cookie carries, sealed or protected (TicketFormat): the session id and when the session was created
 /// (so an absolute lifetime holds whatever the store does).</summary>

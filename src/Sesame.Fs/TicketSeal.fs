@@ -61,10 +61,6 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider, logger: 
     /// A ticket's longest text (an id and a time in milliseconds).
     static let longestTicket = 64
 
-    /// base64url's alphabet: what a key's text and a tag are made of (the decoder would also take white space and
-    /// padding, which would give one key or tag several texts).
-    static let base64Url = Buffers.SearchValues.Create SessionId.Alphabet
-
     /// How long a key is trusted without opening it again.
     static let trustLifetime = TimeSpan.FromMinutes 1.0
 
@@ -261,8 +257,9 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider, logger: 
             // ticket, a key and a tag of base64url's alphabet, the tag's 22 characters exactly 16 bytes.
             let wellFormed =
                 Ascii.IsValid ticket
-                && value.AsSpan(0, first).IndexOfAnyExcept base64Url < 0
-                && sentText.IndexOfAnyExcept base64Url < 0
+                // base64url only: the decoder would also take white space and padding, giving one key or tag several texts.
+                && SessionId.isBase64Url (value.AsSpan(0, first))
+                && SessionId.isBase64Url sentText
                 && decodeTag sentText sent
             if not wellFormed then
                 reason <- "not a sealed ticket"
