@@ -49,30 +49,36 @@ type internal ParsedCache<'text, 'tree when 'text :> ICachedText<'tree> and 'tex
 
     let isOf (text: 'text) (parsed: ParsedEntry<'text, 'tree>) = not (isNull parsed) && obj.ReferenceEquals(parsed.Text, text)
 
+    /// The entry of exactly this text in its id's slot (not of an older or newer text of the same id), or null.
+    let entryOf (id: string) (text: 'text) =
+        match Volatile.Read &cache[slotOf id] with
+        | parsed when isOf text parsed -> parsed
+        | _ -> null
+
     /// The tree of exactly this text (not of an older or newer text of the same id), if it is kept.
     member _.TryGet(id: string, text: 'text) : 'tree voption =
-        match Volatile.Read &cache[slotOf id] with
-        | parsed when isOf text parsed -> ValueSome parsed.Tree
-        | _ ->
+        match entryOf id text with
+        | null ->
             match text.LargeTree with
             | null -> ValueNone
             | weak ->
                 match weak.TryGetTarget() with
                 | true, tree -> ValueSome tree
                 | _ -> ValueNone
+        | parsed -> ValueSome parsed.Tree
 
     /// The tree of exactly this text as a completed task, when the cache keeps it (null otherwise): a store's load of a
     /// session in use hands out the same task every time rather than a new one.
     member _.TryGetCompleted(id: string, text: 'text) : Task<'tree> =
-        match Volatile.Read &cache[slotOf id] with
-        | parsed when isOf text parsed ->
+        match entryOf id text with
+        | null -> null
+        | parsed ->
             match parsed.Completed with
             | null ->
                 let completed = Task.FromResult parsed.Tree
                 parsed.Completed <- completed
                 completed
             | completed -> completed
-        | _ -> null
 
     /// Keeps the text's tree in its id's slot, if the budget allows; otherwise empties the slot. A tree too large for
     /// the cache is only referenced weakly, from its text.
