@@ -515,7 +515,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                         Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
                         policy.Resize(node, next.Size - previous)
                         // A session in use is likely to come back soon: keep the tree this commit made.
-                        ParsedValues.put parsed id next.Text tree
+                        ParsedValues.put parsed id next.Text tree |> ignore
                         policy.Touch(node, false)
                         if next.Size > previous then enforce node -1L
                         CommitResult.Committed
@@ -578,7 +578,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                                 let previous = if isNull current then 0L else current.Size
                                 Interlocked.Add(&totalBytes, next.Size - previous) |> ignore
                                 if isNull current then Interlocked.Increment &count |> ignore
-                                ParsedValues.put parsed toId next.Text tree
+                                ParsedValues.put parsed toId next.Text tree |> ignore
                                 // The session keeps its segment under its new id, but one bound to a user is returning
                                 // from its sign-in on (a login that is the visitor's first request is a user, not a
                                 // crawler), so that a flood of new sessions cannot sign anyone out.

@@ -135,6 +135,8 @@ module internal ParsedValues =
         | completed -> completed
 
     /// Keeps the tree and facts a commit made for the value it wrote, with the value's size (known from its text, so
-    /// nobody counts it again).
+    /// nobody counts it again); gives the tree as kept.
     let put (cache: ParsedCache<SessionText, StoredSession>) (id: string) (value: SessionText) (session: StoredSession) =
-        cache.Put(id, value, StoredSession(session.Data, session.Meta, int64 value.DataLength))
+        let kept = StoredSession(session.Data, session.Meta, int64 value.DataLength)
+        cache.Put(id, value, kept)
+        kept

@@ -187,6 +187,56 @@ let cases (start: unit -> StoreUnderTest) (testToken: unit -> CancellationToken)
             Expect.equal loaded (Some(json """{"counter":200}""")) "loaded"
         }
 
+        testCaseTask "loads racing commits on one session see every commit acknowledged before them, none not yet made, never going back"
+        <| fun () -> task {
+            let under = start ()
+            let store = under.Store
+            let id = newId ()
+            let! _ = store.CommitAsync(id, changeOf [ setAt "counter" "0" ], creating, testToken ())
+            let increment = changeOf [ Update.increment (path "counter") 1m ]
+            // Counted before a commit is made and after it is acknowledged: a load must serve a counter between the two
+            // counts read around it (a store serving a tree older than an acknowledged commit, or one no commit made yet,
+            // fails), and each reader's loads must never go back.
+            let made = ref 0
+            let acknowledged = ref 0
+            let writersDone = ref 0
+            let writers, commitsEach, readers = 8, 25, 4
+            let! _ =
+                concurrently (writers + readers) (fun i -> task {
+                    if i <= writers then
+                        try
+                            for _ in 1..commitsEach do
+                                Interlocked.Increment &made.contents |> ignore
+                                let! result = store.CommitAsync(id, increment, existing, testToken ())
+                                Expect.equal result CommitResult.Committed "each increment is committed"
+                                Interlocked.Increment &acknowledged.contents |> ignore
+                        finally
+                            // Also when a commit fails, so that the readers stop and the failure is reported.
+                            Interlocked.Increment &writersDone.contents |> ignore
+                    else
+                        let mutable last = 0L
+                        let mutable reads = 0
+                        while Volatile.Read &writersDone.contents < writers || reads = 0 do
+                            // A store whose loads complete at once would otherwise keep this thread from the commits.
+                            do! Task.Yield()
+                            let before = int64 (Volatile.Read &acknowledged.contents)
+                            let! loaded = load store id
+                            let after = int64 (Volatile.Read &made.contents)
+                            let counter =
+                                match loaded |> Option.bind (SessionPath.tryGet (path "counter")) with
+                                | Some(Json.Number n) -> snd (n.TryGetInt64())
+                                | other -> failtestf "Expected the counter, got %A" other
+                            if counter < before then failtestf "A load served %d after %d increments were acknowledged" counter before
+                            if counter > after then failtestf "A load served %d when only %d increments had been made" counter after
+                            if counter < last then failtestf "A reader's loads went back from %d to %d" last counter
+                            last <- counter
+                            reads <- reads + 1
+                    return ()
+                })
+            let! loaded = load store id
+            Expect.equal loaded (Some(json $"""{{"counter":{writers * commitsEach}}}""")) "every increment kept"
+        }
+
         testCaseTask "100 concurrent commits setting different keys keep all 100"
         <| fun () -> task {
             let under = start ()

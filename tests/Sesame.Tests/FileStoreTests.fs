@@ -37,19 +37,34 @@ let private contractFiles =
          directory)
 
 /// A file store that closes and reopens its file before every load, so each load serves what replaying the file rebuilt.
+/// Its calls take turns (a load cannot close the file under a commit), so the cases' concurrency is the plain suite's to
+/// test; this one tests what a restart keeps.
 type ReopeningStore(file: string, clock: TimeProvider) =
     inherit SessionStore()
     let mutable store = FileStore.Open(file, null, null, clock)
+    let turn = new SemaphoreSlim(1)
+
+    let inTurn (call: unit -> Task<'result>) : Task<'result> = task {
+        do! turn.WaitAsync()
+        try
+            return! call ()
+        finally
+            turn.Release() |> ignore
+    }
 
     override _.LoadAsync(id, idleTimeout, cancellationToken) =
-        store.Dispose()
-        store <- FileStore.Open(file, null, null, clock)
-        store.LoadAsync(id, idleTimeout, cancellationToken)
+        inTurn (fun () ->
+            store.Dispose()
+            store <- FileStore.Open(file, null, null, clock)
+            store.LoadAsync(id, idleTimeout, cancellationToken))
 
-    override _.CommitAsync(id, change, options, cancellationToken) = store.CommitAsync(id, change, options, cancellationToken)
-    override _.MoveAsync(fromId, toId, change, options, cancellationToken) = store.MoveAsync(fromId, toId, change, options, cancellationToken)
-    override _.DeleteAsync(id, cancellationToken) = store.DeleteAsync(id, cancellationToken)
-    override _.ListAsync(query, cancellationToken) = store.ListAsync(query, cancellationToken)
+    override _.CommitAsync(id, change, options, cancellationToken) = inTurn (fun () -> store.CommitAsync(id, change, options, cancellationToken))
+
+    override _.MoveAsync(fromId, toId, change, options, cancellationToken) =
+        inTurn (fun () -> store.MoveAsync(fromId, toId, change, options, cancellationToken))
+
+    override _.DeleteAsync(id, cancellationToken) = inTurn (fun () -> store.DeleteAsync(id, cancellationToken))
+    override _.ListAsync(query, cancellationToken) = inTurn (fun () -> store.ListAsync(query, cancellationToken))
 
     interface IDisposable with
         member _.Dispose() = store.Dispose()

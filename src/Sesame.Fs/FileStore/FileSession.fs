@@ -37,6 +37,10 @@ type internal FileSession(id: string) =
     /// What loads serve: the value as of the last record flushed to disk; null when none.
     member val Visible: SessionText = null with get, set
     member val VisibleExpires = 0L with get, set
+    /// The tree of Visible while later records of the session are on their way (null otherwise): loads meanwhile serve
+    /// it as it is, rather than parse Visible and put it in the parsed cache in place of Latest's tree, which the next
+    /// commit needs (concurrent requests on one session would otherwise parse it on every load and every commit).
+    member val VisibleTree: StoredSession = null with get, set
     /// UTC ticks of the last load or commit.
     member val LastSeen = 0L with get, set
     /// The user the session is indexed under (bound by a move), or null.
@@ -246,6 +250,7 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     member this.AdmitReplayed(session: FileSession) =
         let value = session.Latest
         session.Visible <- value
+        session.VisibleTree <- null
         session.VisibleExpires <- session.LatestExpires
         session.FileExpires <- session.LatestExpires
         session.UnusedSinceOpen <- true
@@ -282,6 +287,8 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     /// eviction thereby leaves no trace in listings, counts or the bounds. Call under the session's lock.
     member this.Restore(session: FileSession) =
         session.Latest <- session.Visible
+        // Nothing is on its way any more: the parsed cache serves the value again.
+        session.VisibleTree <- null
         session.LatestExpires <- session.VisibleExpires
         session.FileExpires <- session.VisibleExpires
         match session.Visible with

@@ -141,8 +141,9 @@ type FileStore
         let item = LogItem(session, kind, payload, value.After, expires, completion, movedFrom)
         if not (writer.Enqueue item) then raise (file.ClosedError())
         session.Latest <- value.After
-        // The request that committed is likely to come back soon: keep the tree it made.
-        ParsedValues.put parsed session.Id value.After value.Tree
+        // The request that committed is likely to come back soon: keep the tree it made, and give it to the record for
+        // loads while later commits of the session are on their way (the writer publishes it under this lock, so after).
+        item.Tree <- ParsedValues.put parsed session.Id value.After value.Tree
         session.LatestExpires <- expires
         session.FileExpires <- expires
         session.LastSeen <- t
@@ -442,7 +443,7 @@ type FileStore
             ensureOpen ()
             match sessions.TryGetValue id with
             | true, session ->
-                let served =
+                let struct (served, tree) =
                     lock session (fun () ->
                         let t = now ()
                         match session.Visible with
@@ -463,13 +464,15 @@ type FileStore
                                 then
                                     let slide = FileLog.payload FileLog.KindTouch expires t session.Id [||]
                                     if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
-                            visible
-                        | _ -> null)
+                            struct (visible, session.VisibleTree)
+                        | _ -> struct (null, null))
                 // A load that took the session out of the ring of replayed ones holds it as an object now, while the
                 // ring counts the space it left until its tail passes: that may pass the byte bound.
                 bounds.Enforce session.Node
                 // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is immutable.
-                if isNull served then Task.FromResult<StoredSession> null else ParsedValues.loaded parsed id served
+                if isNull served then Task.FromResult<StoredSession> null
+                elif not (isNull tree) then Task.FromResult tree
+                else ParsedValues.loaded parsed id served
             | _ -> Task.FromResult<StoredSession> null
         with e ->
             Task.FromException<StoredSession> e

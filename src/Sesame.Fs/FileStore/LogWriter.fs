@@ -30,6 +30,9 @@ type internal LogItem
     /// What to do once the record is flushed, before any commit of its batch completes (null for nothing): an eviction
     /// reports the session it ended then, so a session whose delete record fails is never reported ended.
     member val Written: Action = null with get, set
+    /// The tree of Data, when the commit made one (null otherwise): loads serve it while later records of the session
+    /// are on their way (FileSession.VisibleTree).
+    member val Tree: StoredSession = null with get, set
 
     /// A record of one session.
     new(session, kind, payload, data, expires, completion) = LogItem(session, kind, payload, data, expires, completion, null)
@@ -83,10 +86,13 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
                     session.Pending <- session.Pending - 1
                     if item.Kind = FileLog.KindDelete then
                         session.Visible <- null
+                        session.VisibleTree <- null
                         // Deleted or evicted, and written: nothing holds it in memory any more (not until the next sweep).
                         sessions.DropIfVacant session
                     else
                         session.Visible <- item.Data
+                        // Latest is a later value while records are pending; it is Visible again once none is.
+                        session.VisibleTree <- if session.Pending = 0 then null else item.Tree
                         // The last pending record also carries any slide loads made meanwhile.
                         session.VisibleExpires <- if session.Pending = 0 then session.LatestExpires else item.Expires)
                 match item.MovedFrom with
@@ -95,6 +101,7 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
                     lock from (fun () ->
                         from.Pending <- from.Pending - 1
                         from.Visible <- null
+                        from.VisibleTree <- null
                         sessions.DropIfVacant from)
         // Reported before the commits complete: a commit queued after an eviction finds it reported when it returns.
         for i in first .. first + count - 1 do
