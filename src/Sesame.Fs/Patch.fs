@@ -211,23 +211,24 @@ module Patch =
     /// The levels a patch's JSON puts around each value: the array of operations and the operation's array.
     let private wrappingLevels = 2
 
+    /// How a patch is written when <paramref name="outerLevels"/> levels of arrays hold it: a value at
+    /// <see cref="F:Sesame.JsonModule.MaxDepth"/> fits, one deeper throws, as it could not be read back.
+    let internal writerOptions (outerLevels: int) =
+        JsonWriterOptions(
+            Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+            MaxDepth = Json.MaxDepth + wrappingLevels + outerLevels,
+            SkipValidation = true
+        )
+
+    // Each thread's text buffer, so that writing a patch allocates only the result.
+    let private texts = JsonTextBuffers(writerOptions 0)
+
     /// <summary>The compact UTF-8 JSON of a patch.</summary>
     /// <exception cref="System.InvalidOperationException">A value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so the patch could not be read back.</exception>
     let toUtf8 (patch: Patch) : byte[] =
-        let buffer = ArrayBufferWriter<byte>(128)
-        using
-            (new Utf8JsonWriter(
-                buffer,
-                JsonWriterOptions(
-                    Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-                    MaxDepth = Json.MaxDepth + wrappingLevels,
-                    SkipValidation = true
-                )
-            ))
-            (fun writer ->
-                writeTo writer patch
-                writer.Flush())
-        buffer.WrittenSpan.ToArray()
+        use text = texts.Rent()
+        writeTo (text.Start()) patch
+        text.Finish().ToArray()
 
     /// <summary>The compact JSON text of a patch.</summary>
     /// <exception cref="System.InvalidOperationException">A value nests deeper than <see cref="F:Sesame.JsonModule.MaxDepth"/>, so the patch could not be read back.</exception>

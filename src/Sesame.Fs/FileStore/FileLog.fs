@@ -81,32 +81,28 @@ module internal FileLog =
         Buffer.BlockCopy(body, 0, p, at, body.Length)
         p
 
+    // Each thread's text buffer for change bodies.
+    let private changeTexts = JsonTextBuffers(Patch.writerOptions 1)
+
     /// The change a commit record carries, as JSON: <c>[data, meta]</c>, or <c>[data, meta, from, to, upgrade]</c> with a
     /// shape upgrade (each patch as <see cref="M:Sesame.PatchModule.toUtf8(Sesame.Patch)"/> writes it). Replay applies it
     /// with <c>SessionChange.ApplyTo</c>, as the commit did, so the upgrade's condition decides the same way.
     let changeBody (change: SessionChange) : byte[] =
-        let parts = [
-            yield Patch.toUtf8 change.Data
-            yield Patch.toUtf8 change.Meta
-            match change.Upgrade with
-            | ValueSome u ->
-                yield Text.Encoding.UTF8.GetBytes(string u.From)
-                yield Text.Encoding.UTF8.GetBytes(string u.To)
-                yield Patch.toUtf8 u.Data
-            | ValueNone -> ()
-        ]
-        let body = Array.zeroCreate<byte>(2 + (parts |> List.sumBy _.Length) + parts.Length - 1)
-        body[0] <- byte '['
-        let mutable at = 1
-        parts
-        |> List.iteri (fun i part ->
-            if i > 0 then
-                body[at] <- byte ','
-                at <- at + 1
-            Buffer.BlockCopy(part, 0, body, at, part.Length)
-            at <- at + part.Length)
-        body[at] <- byte ']'
-        body
+        // Written through the thread's buffer in one pass (a commit makes one per record), one array level around the
+        // patches: a value as deep as a patch allows fits, as readChange reads it.
+        use text = changeTexts.Rent()
+        let writer = text.Start()
+        writer.WriteStartArray()
+        Patch.writeTo writer change.Data
+        Patch.writeTo writer change.Meta
+        match change.Upgrade with
+        | ValueSome u ->
+            writer.WriteNumberValue u.From
+            writer.WriteNumberValue u.To
+            Patch.writeTo writer u.Data
+        | ValueNone -> ()
+        writer.WriteEndArray()
+        text.Finish().ToArray()
 
     /// The fewest bytes an update takes in a change's record (<c>["remove",["k"]],</c> is 17).
     [<Literal>]
