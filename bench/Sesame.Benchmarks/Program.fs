@@ -12,7 +12,8 @@ type private Marker = class end
 /// with many sessions holds Redis for); `postgres` and `postgres-churn` run
 /// PostgresBenchmarks (WAL and throughput against a whole-row baseline; bloat under churn); `replay generate DIR` and
 /// `replay open FILE [rounds]` run ReplayBenchmarks (the file store's replay time and the memory it then holds);
-/// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit); `facts-bound [items]
+/// `file-new-sessions DIR [count]` FileNewSessions (the file store's CPU per new session's commit); `file-app DIR
+/// [rounds]` FileAppCost (a counter request's store work on the file store against the memory store's, CPU a request); `facts-bound [items]
 /// [rounds]` FactsBoundCost (what bounding large facts costs a commit that adds flash, on Redis and PostgreSQL);
 /// `fold-loop fold|naive|redis|pg` runs one of ServerStoreArguments' cases (100 updates) for 15 s, for a profiler;
 /// `fold-split` times that case's parts (the checks, the fold, each store's arguments of the folded patch) in loops of
@@ -65,6 +66,7 @@ let main args =
         |> ignore
     | "replay" :: rest -> ReplayBenchmarks.run rest
     | "file-new-sessions" :: rest -> FileNewSessions.run rest
+    | "file-app" :: rest -> FileAppCost.run rest
     | "postgres" :: rest -> PostgresBenchmarks.run rest |> ignore
     | "postgres-churn" :: rest -> PostgresBenchmarks.churn rest |> ignore
     | "facts-bound" :: rest -> FactsBoundCost.run rest
