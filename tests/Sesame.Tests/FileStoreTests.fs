@@ -44,8 +44,8 @@ type ReopeningStore(file: string, clock: TimeProvider) =
     let mutable store = FileStore.Open(file, null, null, clock)
     let turn = new SemaphoreSlim(1)
 
-    let inTurn (call: unit -> Task<'result>) : Task<'result> = task {
-        do! turn.WaitAsync()
+    let inTurn (cancellationToken: CancellationToken) (call: unit -> Task<'result>) : Task<'result> = task {
+        do! turn.WaitAsync cancellationToken
         try
             return! call ()
         finally
@@ -53,18 +53,19 @@ type ReopeningStore(file: string, clock: TimeProvider) =
     }
 
     override _.LoadAsync(id, idleTimeout, cancellationToken) =
-        inTurn (fun () ->
+        inTurn cancellationToken (fun () ->
             store.Dispose()
             store <- FileStore.Open(file, null, null, clock)
             store.LoadAsync(id, idleTimeout, cancellationToken))
 
-    override _.CommitAsync(id, change, options, cancellationToken) = inTurn (fun () -> store.CommitAsync(id, change, options, cancellationToken))
+    override _.CommitAsync(id, change, options, cancellationToken) =
+        inTurn cancellationToken (fun () -> store.CommitAsync(id, change, options, cancellationToken))
 
     override _.MoveAsync(fromId, toId, change, options, cancellationToken) =
-        inTurn (fun () -> store.MoveAsync(fromId, toId, change, options, cancellationToken))
+        inTurn cancellationToken (fun () -> store.MoveAsync(fromId, toId, change, options, cancellationToken))
 
-    override _.DeleteAsync(id, cancellationToken) = inTurn (fun () -> store.DeleteAsync(id, cancellationToken))
-    override _.ListAsync(query, cancellationToken) = inTurn (fun () -> store.ListAsync(query, cancellationToken))
+    override _.DeleteAsync(id, cancellationToken) = inTurn cancellationToken (fun () -> store.DeleteAsync(id, cancellationToken))
+    override _.ListAsync(query, cancellationToken) = inTurn cancellationToken (fun () -> store.ListAsync(query, cancellationToken))
 
     interface IDisposable with
         member _.Dispose() = store.Dispose()

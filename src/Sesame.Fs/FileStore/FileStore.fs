@@ -140,6 +140,12 @@ type FileStore
         let completion = TaskCompletionSource<CommitResult>(TaskCreationOptions.RunContinuationsAsynchronously)
         let item = LogItem(session, kind, payload, value.After, expires, completion, movedFrom)
         if not (writer.Enqueue item) then raise (file.ClosedError())
+        // The first record on its way: loads until it is flushed serve the visible value, whose tree (the cache's, as
+        // nothing was pending) the put below takes out of the cache; keep it for them (FileSession.VisibleTree).
+        if session.Pending = 0 && not (isNull session.Visible) then
+            match parsed.TryGet(session.Id, session.Visible) with
+            | ValueSome tree -> session.VisibleTree <- tree
+            | ValueNone -> ()
         session.Latest <- value.After
         // The request that committed is likely to come back soon: keep the tree it made, and give it to the record for
         // loads while later commits of the session are on their way (the writer publishes it under this lock, so after).
