@@ -39,9 +39,9 @@ type internal FileSession(id: string) =
     member val VisibleExpires = 0L with get, set
     /// The tree of Visible while records of the session are on their way, when it was at hand (null otherwise, and
     /// always once none is): set as the first is queued (the cache's tree) and as each but the last is flushed (the tree
-    /// its commit made). Loads meanwhile serve
-    /// it as it is, rather than parse Visible and put it in the parsed cache in place of Latest's tree, which the next
-    /// commit needs (concurrent requests on one session would otherwise parse it on every load and every commit).
+    /// its commit made). Loads meanwhile serve it as it is, rather than parse Visible and put it in the parsed cache in
+    /// place of Latest's tree, which the next commit needs (concurrent requests on one session would otherwise parse it
+    /// on every load and every commit).
     member val VisibleTree: StoredSession = null with get, set
     /// UTC ticks of the last load or commit.
     member val LastSeen = 0L with get, set
