@@ -78,7 +78,9 @@ let tests =
                     Task.Run(fun () ->
                         Thread.SpinWait spins
                         gate.SetResult())
-                use timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds 100.0)
+                // Far longer than the release takes even on a loaded machine (at 100 ms, a release the thread pool ran late
+                // on a CI machine busy with the crash test failed the round): only a missed wake-up waits this out.
+                use timeout = new CancellationTokenSource(TimeSpan.FromSeconds 5.0)
                 let! left = handlers.DrainAsync timeout.Token
                 do! release
                 if timeout.IsCancellationRequested then slept <- slept + 1
