@@ -1,5 +1,5 @@
 /// What a counter request's store work costs the app on the file store, without Kestrel and without the disk's latency:
-/// `file-app DIR [rounds]` runs, from 32 concurrent loops, a load and a commit of the counter a request for 3 s a way,
+/// `file-app DIR [rounds]` runs, from 32 concurrent loops, a load and a commit of the counter a request, 25,000 a loop,
 /// on a file store in DIR (a tmpfs such as /dev/shm, where a flush costs next to nothing, so the figure is the store's
 /// own work) and on a memory store in the same process: all 32 loops on one session (the load test's shared cookie:
 /// its loads race its commits, which wait for their flush) and on a session each. Prints this process's CPU a request
@@ -7,7 +7,6 @@
 module Sesame.Benchmarks.FileAppCost
 
 open System
-open System.Diagnostics
 open System.Threading
 open System.Threading.Tasks
 open Sesame
@@ -15,26 +14,16 @@ open Sesame
 let private commit = { IdleTimeout = TimeSpan.FromMinutes 20.0; MustExist = false; MaxSizeBytes = 1 <<< 20; UserLimit = UserLimit.None }
 let private increment = SessionChange(Patch.fold [ Update.increment (SessionPath.parse "times") 1m ])
 
-/// 32 loops, each on ids[loop % ids.Length], for the given time: requests/s and this process's CPU µs a request.
-let private timed (store: SessionStore) (ids: string[]) (time: TimeSpan) =
-    let stop = ref false
-    let requests = ref 0L
-    let loop (n: int) : Task = task {
-        let id = ids[n % ids.Length]
-        while not (Volatile.Read &stop.contents) do
+/// 32 loops, each on ids[loop % ids.Length], of `perLoop` requests: requests/s and this process's CPU µs a request.
+let private timed (store: SessionStore) (ids: string[]) (perLoop: int) =
+    ConcurrentLoops.timed 32 perLoop (fun loop _ ->
+        task {
+            let id = ids[loop % ids.Length]
             let! _ = store.LoadAsync(id, commit.IdleTimeout, CancellationToken.None)
             let! _ = store.CommitAsync(id, increment, commit, CancellationToken.None)
-            Interlocked.Increment &requests.contents |> ignore
-    }
-    let cpu = Process.GetCurrentProcess().TotalProcessorTime
-    let clock = Stopwatch.StartNew()
-    let loops = [| for n in 0..31 -> Task.Run<unit>(fun () -> task { do! loop n }) :> Task |]
-    Thread.Sleep time
-    Volatile.Write(&stop.contents, true)
-    Task.WaitAll loops
-    let used = Process.GetCurrentProcess().TotalProcessorTime - cpu
-    let count = float (Volatile.Read &requests.contents)
-    struct (count / clock.Elapsed.TotalSeconds, used.TotalMilliseconds * 1000.0 / count)
+            return ()
+        }
+        :> Task)
 
 /// `DIR [rounds]`.
 let run (args: string list) =
@@ -57,7 +46,7 @@ let run (args: string list) =
         for round in 1..rounds do
             for sessions, ids in [ "one session", shared; "a session each", own ] do
                 for name, store in stores do
-                    let struct (perSecond, cpu) = timed store ids (TimeSpan.FromSeconds 3.0)
+                    let perSecond, cpu = timed store ids 25_000
                     printfn "round %d, %s store, %s: %.0f requests/s, CPU %.2f µs a request" round name sessions perSecond cpu
         fileStore.Dispose()
         IO.File.Delete file

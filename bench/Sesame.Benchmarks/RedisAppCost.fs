@@ -33,7 +33,7 @@ let private redisCpu (server: IServer) =
 /// Runs `perWorker` requests in each of 32 loops; gives requests/s, this process's CPU µs a request and Redis's.
 let private timed (server: IServer) (perWorker: int) (request: int -> Task) =
     let redisBefore = redisCpu server
-    let perSecond, app = RedisLoop.timed 32 perWorker (fun w _ -> request w)
+    let perSecond, app = ConcurrentLoops.timed 32 perWorker (fun w _ -> request w)
     struct (perSecond, app, (redisCpu server - redisBefore) / float (32 * perWorker))
 
 /// `redis-app [rounds] [only]`.

@@ -243,30 +243,6 @@ module RedisLoop =
             name.Replace("cmdstat_", ""), int64 (calls.Substring 6))
         |> Map.ofSeq
 
-    /// Runs `perWorker` operations in each of `workers` concurrent loops; gives operations per
-    /// second and this process's CPU time per operation in microseconds (the client's own cost,
-    /// which other processes on a busy machine disturb far less than the wall clock).
-    let internal timed (workers: int) (perWorker: int) (operation: int -> int -> Task) : float * float =
-        let me = Process.GetCurrentProcess()
-        let cpu = me.TotalProcessorTime
-        let clock = Stopwatch.StartNew()
-        Task
-            .WhenAll(
-                [|
-                    for w in 1..workers ->
-                        task {
-                            for i in 1..perWorker do
-                                do! operation w i
-                        }
-                        :> Task
-                |]
-            )
-            .GetAwaiter()
-            .GetResult()
-        let operations = float (workers * perWorker)
-        me.Refresh()
-        operations / clock.Elapsed.TotalSeconds, (me.TotalProcessorTime - cpu).TotalMicroseconds / operations
-
     /// Runs the loop; prints one line per round and scenario, then the round trips.
     let run (rounds: int) =
         use redis = new LocalRedis()
@@ -283,10 +259,10 @@ module RedisLoop =
         for w in 1..32 do
             (commit $"s{w}" 0).GetAwaiter().GetResult()
         let scenarios = [
-            "commits/s, 1 writer", (fun () -> timed 1 4000 (fun _ i -> commit "s1" i))
-            "commits/s, 32 writers", (fun () -> timed 32 250 (fun w i -> commit $"s{w}" i))
-            "loads/s, 1 reader", (fun () -> timed 1 4000 (fun _ _ -> load "s1"))
-            "loads/s, 32 readers", (fun () -> timed 32 250 (fun w _ -> load $"s{w}"))
+            "commits/s, 1 writer", (fun () -> ConcurrentLoops.timed 1 4000 (fun _ i -> commit "s1" i))
+            "commits/s, 32 writers", (fun () -> ConcurrentLoops.timed 32 250 (fun w i -> commit $"s{w}" i))
+            "loads/s, 1 reader", (fun () -> ConcurrentLoops.timed 1 4000 (fun _ _ -> load "s1"))
+            "loads/s, 32 readers", (fun () -> ConcurrentLoops.timed 32 250 (fun w _ -> load $"s{w}"))
         ]
         // Warm-up: JIT, connection, scripts loaded.
         for _, scenario in scenarios do
@@ -301,9 +277,9 @@ module RedisLoop =
             |> Map.filter (fun name d -> d > 0L && name <> "info")
         let count = 1000
         let before = commandCalls admin redis.EndPoint
-        timed 1 count (fun _ i -> commit "s1" i) |> ignore
+        ConcurrentLoops.timed 1 count (fun _ i -> commit "s1" i) |> ignore
         let middle = commandCalls admin redis.EndPoint
-        timed 1 count (fun _ _ -> load "s1") |> ignore
+        ConcurrentLoops.timed 1 count (fun _ _ -> load "s1") |> ignore
         let after = commandCalls admin redis.EndPoint
         let describe (label: string) (d: Map<string, int64>) =
             let perOperation = d |> Map.toList |> List.map (fun (c, k) -> $"{c} {float k / float count:F2}") |> String.concat ", "
@@ -336,8 +312,8 @@ module RedisLoop =
         let commitTo (target: SessionStore) (session: string) (i: int) = target.CommitAsync(session, cartPatch i, idle, CancellationToken.None) :> Task
         let replication = [
             for workers, per in [ 1, 2000; 32, 125 ] do
-                $"commits/s, {workers} writers, no wait", (fun () -> timed workers per (fun w i -> commitTo plain $"s{w}" i))
-                $"commits/s, {workers} writers, WAIT 1 replica", (fun () -> timed workers per (fun w i -> commitTo waiting $"s{w}" i))
+                $"commits/s, {workers} writers, no wait", (fun () -> ConcurrentLoops.timed workers per (fun w i -> commitTo plain $"s{w}" i))
+                $"commits/s, {workers} writers, WAIT 1 replica", (fun () -> ConcurrentLoops.timed workers per (fun w i -> commitTo waiting $"s{w}" i))
         ]
         for _, scenario in replication do
             scenario () |> ignore
