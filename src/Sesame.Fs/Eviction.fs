@@ -259,6 +259,10 @@ type internal SegmentedLru
     /// <summary>Whether the session is in the returning segment.</summary>
     member _.IsReturning(node: EvictionNode) = Volatile.Read &node.Segment = 2
 
+    /// <summary>Whether the session is in the new segment (used by one request so far, or handed down from the
+    /// returning one past its capacity).</summary>
+    member _.IsNew(node: EvictionNode) = Volatile.Read &node.Segment = 1
+
     /// <summary>The ids in eviction order: new sessions from least to most recently used, then returning ones.</summary>
     member _.EvictionOrder() : string list = lock gate (fun () -> fresh.Ids() @ returning.Ids())
 

@@ -1402,11 +1402,20 @@ let tests =
         <| fun () -> task {
             use directory = new TempDirectory()
             let store = FileStore.Open(directory.File "sessions")
-            // The same 20,000 bytes of JSON, as one string and as an array of 10,000 small numbers.
+            // The same 20,000 bytes of JSON, as one string and as an array of 10,000 small numbers, each loaded by a later
+            // request (so held as an object, as a returning session).
             do! commit store "string" [ setAt "v" $"\"{String('x', 19_998)}\"" ]
+            let! _ = load store "string"
             let text = store.HeldBytes
             do! commit store "number" [ Update.set (path "v") (Json.array [ for _ in 1..10_000 -> Json.int64 1L ]) ]
+            let! _ = load store "number"
             let numbers = store.HeldBytes - text
+            // Used by one request only, a session is held without an object: its JSON, its id and a record's header.
+            do! commit store "parked" [ setAt "v" $"\"{String('x', 19_998)}\"" ]
+            let parked = store.HeldBytes - text - numbers
+            Expect.equal store.ParkedCount 1 "one session held without an object"
+            Expect.isGreaterThan parked 20_008L "a 20 KB string held without an object counts its JSON"
+            Expect.isLessThan parked text "and less than held as an object"
             // Held as compact UTF-8 JSON ({"v":…} and empty facts {}), not as a tree (which for the numbers takes 20 times more).
             Expect.isGreaterThan text 20_008L "a 20 KB string counts its JSON"
             Expect.isLessThan text 20_500L "a 20 KB string counts its JSON and a few hundred bytes"

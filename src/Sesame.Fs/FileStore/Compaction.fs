@@ -75,10 +75,16 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
                 if not (isNull last.Value) then writer.Append last.Value
                 last.Value <- payload
                 count.Value <- count.Value + 1
-            // The ring first, then the map: a session taken out of the ring before the walk reaches it is in the map
+            // The rings' expired sessions leave memory as the snapshot leaves them out of the file (a sweep of the rings,
+            // which holds whether or not the compaction finishes; the map's are dropped when it does, in Finish).
+            for struct (id, value) in sessions.SweepRings t do
+                sessions.OnExpired id value
+            // The rings first, then the map: a session taken out of a ring before the walk reaches it is in the map
             // before the map's walk starts, so it is met there; one taken out after is met in the ring (and maybe in
-            // the map too: a replay keeps an id's last record). Its values never change while it is in the ring.
-            for struct (id, value, expires, lastUsed) in sessions.ColdSessions(fun _ expires -> expires > t) do
+            // the map too: a replay keeps an id's last record). Its values never change while it is in a ring. One the
+            // writer parks in the fresh ring meanwhile may be missed by both walks, but the writer parks a session only
+            // as it publishes a record of it, which the compaction notes (Touched) and writes again at the end.
+            for struct (id, value, expires, lastUsed) in sessions.RingSessions(fun _ expires -> expires > t) do
                 token.ThrowIfCancellationRequested()
                 add (FileLog.snapshotPayload FileLog.KindCreate expires lastUsed id value.Data value.Meta)
             for KeyValue(id, session) in sessions.Items do
@@ -111,16 +117,19 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
             directorySyncReported <- true
             FileStoreLog.directorySyncUnavailable logger path
 
-    /// The record that makes a replay leave a session as it stands now: its value, or its deletion.
+    /// The record that makes a replay leave a session as it stands now: its value, or its deletion. On the writer thread:
+    /// a session parked since the compaction began is read where it is, not taken out of the ring.
     let finalRecord (id: string) (t: int64) : byte[] =
         let deletion () = FileLog.payload FileLog.KindDelete 0L 0L id [||]
-        match sessions.TryGetValue id with
-        | true, session ->
+        match sessions.Peek id with
+        | struct (null, null, _, _) -> deletion ()
+        | struct (null, value, expires, lastUsed) ->
+            if expires > t then FileLog.snapshotPayload FileLog.KindCreate expires lastUsed id value.Data value.Meta else deletion ()
+        | struct (session, _, _, _) ->
             lock session (fun () ->
                 match (if session.Removed then null else snapshotOf id session t) with
                 | null -> deletion ()
                 | payload -> payload)
-        | _ -> deletion ()
 
     /// Deletes the file a compaction that did not finish left beside <paramref name="path"/>.
     static member DeleteLeftover(path: string, logger: ILogger) =

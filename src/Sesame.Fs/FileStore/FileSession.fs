@@ -73,26 +73,40 @@ type internal FileSession(id: string) =
 /// while that lock is held, within the take-out). They
 /// count as returning sessions that are older than any session used since the store opened: the bounds evict them
 /// once no new session is left to evict, before any other returning one.</para>
+/// <para>The sessions made since the store opened that no request but the one that made them has used are held the
+/// same way once their records are flushed, in a ring of their own (<c>fresh</c>): a flood's sessions then cost the
+/// collector nothing to keep or to evict, as the memory store's do. The writer parks such a session there as it
+/// publishes its last record (<c>TryPark</c>, under the session's lock and the ring's; the object is marked
+/// <c>Removed</c>, so whoever still holds it looks the id up again), and the first lookup takes it out again, as a new
+/// session. Every lookup that misses the map looks again under the fresh ring's lock, and adds an id to the map only
+/// under it, so an id is never in two places. Locks are taken in this order: a session's, the fresh ring's, the
+/// replayed ring's, the eviction order's.</para>
 [<Sealed>]
 type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollection<KeyValuePair<string, FileSession>>, cold: FreshSessions) as this =
     let sessions = ConcurrentDictionary<string, FileSession>(Environment.ProcessorCount, replayed, StringComparer.Ordinal)
     let users = ConcurrentDictionary<string, UserSessionIds>(StringComparer.Ordinal)
     let mutable liveBytes = 0L
     let mutable heldBytes = 0L
-    // Its clock is unused: the new segment holds every session made since the store opened, and the ring's are
-    // older than all of them (the bounds tell them apart by when they were last seen).
-    let policy = SegmentedLru(maxSessions, maxBytes, fun () -> 0L)
+    /// The sessions made since the store opened that only the request that made them has used, their records flushed
+    /// (see TryPark); its arrays sized as the memory store's ring sizes them for the same byte bound.
+    let fresh = FreshSessions(int (max (64L * 1024L) (min (1024L * 1024L) (maxBytes / 64L)) &&& ~~~7))
+    // The new segment is stamped with the fresh ring's head, so that the ring's sessions and the order's new ones are
+    // evicted oldest first wherever they are held. The replayed ring's sessions are older than all of them (the bounds
+    // tell those apart by when they were last seen).
+    let policy = SegmentedLru(maxSessions, maxBytes, fun () -> fresh.Head)
 
-    /// What a record of the ring adds to a compacted file.
-    let coldLiveBytes (position: int64) = FileLog.snapshotBytes (cold.IdUtf8LengthAt position) (int64 (cold.ValueLengthAt position))
+    /// What a record of a ring adds to a compacted file.
+    let ringLiveBytes (ring: FreshSessions) (position: int64) = FileLog.snapshotBytes (ring.IdUtf8LengthAt position) (int64 (ring.ValueLengthAt position))
 
-    // What the ring's records add to a compacted file (each what coldLiveBytes counts), without a walk of the ring.
+    // What the replayed ring's records add to a compacted file (each what ringLiveBytes counts), without a walk of it.
     do liveBytes <- int64 cold.LiveCount * int64 FileLog.snapshotOverhead + cold.IdAndValueBytes
 
-    /// Ends the ring's record; call under the ring's lock.
-    let removeCold (position: int64) =
-        Interlocked.Add(&liveBytes, -(coldLiveBytes position)) |> ignore
-        cold.Remove position
+    /// Ends a ring's record; call under that ring's lock.
+    let removeFrom (ring: FreshSessions) (position: int64) =
+        Interlocked.Add(&liveBytes, -(ringLiveBytes ring position)) |> ignore
+        ring.Remove position
+
+    let removeCold (position: int64) = removeFrom cold position
 
     /// Takes the ring's session at the position out into a FileSession in the map, as a returning one; call under the
     /// ring's lock (the id is in neither the map nor elsewhere in the ring).
@@ -109,20 +123,52 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
         removeCold position
         session
 
-    /// The session of the id in the map, taken out of the ring first if it is there; null when neither holds it.
-    let find (id: string) : FileSession =
+    /// Takes the fresh ring's session at the position out into a FileSession in the map, as a new one; call under the
+    /// fresh ring's lock (the id is in neither the map nor the other ring).
+    let takeFresh (position: int64) : FileSession =
+        let session = FileSession(fresh.IdAt position)
+        let value = fresh.ValueAt position
+        let expires = fresh.ExpiresAt position
+        session.Latest <- value
+        session.Visible <- value
+        session.LatestExpires <- expires
+        session.VisibleExpires <- expires
+        session.FileExpires <- expires
+        session.LastSeen <- fresh.CreatedAt position
+        // Counted and in the order before it is in the map, and in the map before it leaves the ring (as takeCold).
+        this.CountAsFileHolds(session, value)
+        policy.Admit(session.Node, false)
+        sessions[session.Id] <- session
+        removeFrom fresh position
+        session
+
+    /// The session of the id in the map, taken out of a ring first if one holds it; when none holds it, added empty if
+    /// <c>orAdd</c>, else null. A miss looks again under the fresh ring's lock, the only one under which an id goes into
+    /// the map or into that ring: a session parked or taken out meanwhile is found where it went.
+    let find (id: string) (orAdd: bool) : FileSession =
         match sessions.TryGetValue id with
         | true, session -> session
-        | _ when cold.LiveCount = 0 -> null
         | _ ->
-            cold.Locked(fun () ->
-                // Looked for again under the ring's lock: another thread may have just taken it out.
+            fresh.Locked(fun () ->
                 match sessions.TryGetValue id with
                 | true, session -> session
                 | _ ->
-                    match cold.Find id with
-                    | -1L -> null
-                    | position -> takeCold position)
+                    match (if fresh.LiveCount = 0 then -1L else fresh.Find id) with
+                    | -1L ->
+                        let replayed =
+                            if cold.LiveCount = 0 then
+                                null
+                            else
+                                cold.Locked(fun () ->
+                                    // Looked for again under the ring's lock: another thread may have just taken it out.
+                                    match sessions.TryGetValue id with
+                                    | true, session -> session
+                                    | _ ->
+                                        match cold.Find id with
+                                        | -1L -> null
+                                        | position -> takeCold position)
+                        if isNull replayed && orAdd then sessions.GetOrAdd(id, fun id -> FileSession id) else replayed
+                    | position -> takeFresh position)
 
     /// The order sessions are evicted in: those with a live value are in it.
     member _.Policy = policy
@@ -160,15 +206,18 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
         match users.TryGetValue user with
         | true, ids -> ids.After(after, count)
         | _ -> [||]
-    /// Every session held as an object, for a sweep or a snapshot (safe while others change the map); the ring's are
-    /// walked with <c>ColdSessions</c>.
+    /// Every session held as an object, for a sweep or a snapshot (safe while others change the map); the rings' are
+    /// walked with <c>RingSessions</c>.
     member _.Items: seq<KeyValuePair<string, FileSession>> = sessions
 
     /// The number of sessions held (expired ones not yet swept included).
-    member _.Count = sessions.Count + cold.LiveCount
+    member _.Count = sessions.Count + cold.LiveCount + fresh.LiveCount
 
-    /// The sessions in the eviction order or in the ring: what the count bound counts.
-    member _.LiveCount = int64 policy.Count + int64 cold.LiveCount
+    /// The sessions in the eviction order or in a ring: what the count bound counts.
+    member _.LiveCount = int64 policy.Count + int64 cold.LiveCount + int64 fresh.LiveCount
+
+    /// The sessions held in the fresh ring (new, used by the request that made them only, their records flushed).
+    member _.FreshCount = fresh.LiveCount
 
     /// The sessions held in the ring.
     member _.ColdCount = cold.LiveCount
@@ -179,19 +228,89 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     /// What the sessions add to a compacted file, beyond its header.
     member _.LiveBytes = Volatile.Read &liveBytes
 
-    /// The memory the sessions' newest values take, as estimated, and what the ring holds: what the byte bound counts.
-    member _.HeldBytes = Volatile.Read &heldBytes + cold.CountedBytes
+    /// The memory the sessions' newest values take, as estimated, and what the rings hold: what the byte bound counts.
+    member _.HeldBytes = Volatile.Read &heldBytes + cold.CountedBytes + fresh.CountedBytes
 
-    /// The session of the id (taken out of the ring if it was there, so that whoever uses it holds an object).
+    /// The session of the id (taken out of a ring if one held it, so that whoever uses it holds an object).
     member _.TryGetValue(id: string, session: outref<FileSession>) =
-        session <- find id
+        session <- find id false
         not (isNull session)
 
     /// The session of the id, added empty when there is none.
-    member _.GetOrAdd(id: string) =
-        match find id with
-        | null -> sessions.GetOrAdd(id, fun id -> FileSession id)
-        | session -> session
+    member _.GetOrAdd(id: string) = find id true
+
+    /// The session of the id if the map holds it (a ring's is left where it is), else null: for a node the eviction
+    /// order gave up, whose session is in the map if anywhere.
+    member _.TryGetHeld(id: string) : FileSession =
+        match sessions.TryGetValue id with
+        | true, session -> session
+        | _ -> null
+
+    /// What holds the session of the id, without taking it out of a ring: its object (the rest then empty), or a ring's
+    /// record of it (its value, expiry and last use; all empty when nothing holds it). For the writer thread, which
+    /// alone parks sessions, so that an object given stays out of the rings until the caller is done with it.
+    member _.Peek(id: string) : struct (FileSession * SessionText * int64 * int64) =
+        let inRing (ring: FreshSessions) (position: int64) = struct (null, ring.ValueAt position, ring.ExpiresAt position, ring.CreatedAt position)
+        match sessions.TryGetValue id with
+        | true, session -> struct (session, null, 0L, 0L)
+        | _ ->
+            fresh.Locked(fun () ->
+                match sessions.TryGetValue id with
+                | true, session -> struct (session, null, 0L, 0L)
+                | _ ->
+                    match fresh.Find id with
+                    | -1L ->
+                        cold.Locked(fun () ->
+                            match sessions.TryGetValue id with
+                            | true, session -> struct (session, null, 0L, 0L)
+                            | _ ->
+                                match cold.Find id with
+                                | -1L -> struct (null, null, 0L, 0L)
+                                | position -> inRing cold position)
+                    | position -> inRing fresh position)
+
+    /// Told of each session parked in the fresh ring, with the value its object held; called under the session's lock
+    /// and the ring's (the store lets go of the value's parsed tree).
+    member val OnParked: string -> SessionText -> unit = (fun _ _ -> ()) with get, set
+
+    /// <summary>Parks a session in the fresh ring if only the request that made it has used it and none of its records
+    /// is on its way: new, of no user, not replayed, its newest value flushed and small enough for the ring. The object
+    /// is then dropped from the map and marked <c>Removed</c>, and the ring counts the session. Call under the session's
+    /// lock, on the writer thread.</summary>
+    member this.TryPark(session: FileSession) =
+        if
+            not session.Removed
+            && session.Pending = 0
+            && isNull session.User
+            && not session.UnusedSinceOpen
+            && policy.IsNew session.Node
+            && not (isNull session.Visible)
+            && obj.ReferenceEquals(session.Visible, session.Latest)
+        then
+            fresh.Locked(fun () ->
+                match fresh.TryAdd(session.Id, session.Visible, session.VisibleExpires, session.LastSeen) with
+                | -1L -> ()
+                | position ->
+                    Interlocked.Add(&liveBytes, ringLiveBytes fresh position) |> ignore
+                    session.Removed <- true
+                    sessions.TryRemove(KeyValuePair(session.Id, session)) |> ignore
+                    this.Vacate session
+                    session.VisibleTree <- null
+                    this.OnParked session.Id session.Visible)
+
+    /// Takes the fresh ring's least recently used session out into the map (for the bounds to evict it), unless the
+    /// order's least recently used new session other than <c>except</c> is older; null when it takes none.
+    member _.TakeOldestFresh(except: EvictionNode) : FileSession =
+        if fresh.LiveCount = 0 then
+            null
+        else
+            fresh.Locked(fun () ->
+                match fresh.Oldest(-1L, true) with
+                | -1L -> null
+                | oldest ->
+                    match (if policy.NewCount = 0 then null else policy.PeekVictim(except, false)) with
+                    | first when not (isNull first) && first.FreshSince <= oldest -> null
+                    | _ -> takeFresh oldest)
 
     /// Takes the ring's least recently used session out into the map (for the bounds to evict it), if it was last
     /// used at or before <c>before</c> (UTC ticks); null when there is none, or it was used later.
@@ -205,47 +324,52 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
                 | position when cold.CreatedAt position > before -> null
                 | position -> takeCold position)
 
-    /// The ring's sessions that <c>keep</c> keeps (given the id and the expiry), oldest first, each with its id,
-    /// value, expiry and last use: read a batch at a time as the sequence is enumerated (the caller works on each batch
-    /// with the lock let go), with the ring's lock taken as a request takes it. A walk sees every session that stays in
-    /// the ring while it goes on; one taken out meanwhile is in the map from then on.
-    member _.ColdSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> = seq {
-        let position = ref 0L
-        while position.Value >= 0L do
-            let batch = ResizeArray<struct (string * SessionText * int64 * int64)>()
-            let from = position.Value
-            position.Value <-
-                cold.Locked(fun () ->
-                    cold.Walk(
-                        from,
-                        FreshSessions.WalkBatch,
-                        fun at ->
-                            let id = cold.IdAt at
-                            let expires = cold.ExpiresAt at
-                            if keep id expires then batch.Add(struct (id, cold.ValueAt at, expires, cold.CreatedAt at))
-                    ))
-            yield! batch
+    /// The rings' sessions that <c>keep</c> keeps (given the id and the expiry), the fresh ring's then the replayed
+    /// ring's, oldest first, each with its id, value, expiry and last use: read a batch at a time as the sequence is
+    /// enumerated (the caller works on each batch with the lock let go), with a ring's lock taken as a request takes
+    /// it. A walk sees every session that stays in its ring while it goes on; one taken out meanwhile is in the map from
+    /// then on. One parked meanwhile may be missed: the writer parks a session only as it publishes a record of it.
+    member _.RingSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> = seq {
+        for ring in [ fresh; cold ] do
+            let position = ref 0L
+            while position.Value >= 0L do
+                let batch = ResizeArray<struct (string * SessionText * int64 * int64)>()
+                let from = position.Value
+                position.Value <-
+                    ring.Locked(fun () ->
+                        ring.Walk(
+                            from,
+                            FreshSessions.WalkBatch,
+                            fun at ->
+                                let id = ring.IdAt at
+                                let expires = ring.ExpiresAt at
+                                if keep id expires then batch.Add(struct (id, ring.ValueAt at, expires, ring.CreatedAt at))
+                        ))
+                yield! batch
     }
 
-    /// Offers a listing's page the ring's sessions unexpired at <c>t</c> (see FreshSessions.OfferUnexpired), with the
-    /// item <c>make</c> makes of a session's id, value, expiry and last use.
-    member _.OfferCold(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
-        cold.OfferUnexpired(page, t, fun id at -> make id (cold.ValueAt at) (cold.ExpiresAt at) (cold.CreatedAt at))
+    /// Whether a ring holds any session.
+    member _.AnyInRings = fresh.LiveCount > 0 || cold.LiveCount > 0
 
-    /// Ends the ring's sessions that are expired at <c>t</c> (see FreshSessions.SweepExpired); gives each one's id and
+    /// Offers a listing's page the rings' sessions unexpired at <c>t</c> (see FreshSessions.OfferUnexpired), with the
+    /// item <c>make</c> makes of a session's id, value, expiry and last use.
+    member _.OfferRings(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
+        for ring in [| fresh; cold |] do
+            if ring.LiveCount > 0 then ring.OfferUnexpired(page, t, fun id at -> make id (ring.ValueAt at) (ring.ExpiresAt at) (ring.CreatedAt at))
+
+    /// Ends the rings' sessions that are expired at <c>t</c> (see FreshSessions.SweepExpired); gives each one's id and
     /// value.
-    member _.SweepCold(t: int64) : struct (string * SessionText) list =
-        if cold.LiveCount = 0 then
-            []
-        else
-            let ended = ResizeArray<struct (string * SessionText)>()
-            cold.SweepExpired(
-                t,
-                fun position ->
-                    ended.Add(struct (cold.IdAt position, cold.ValueAt position))
-                    removeCold position
-            )
-            List.ofSeq ended
+    member _.SweepRings(t: int64) : struct (string * SessionText) list =
+        let ended = ResizeArray<struct (string * SessionText)>()
+        for ring in [| fresh; cold |] do
+            if ring.LiveCount > 0 then
+                ring.SweepExpired(
+                    t,
+                    fun position ->
+                        ended.Add(struct (ring.IdAt position, ring.ValueAt position))
+                        removeFrom ring position
+                )
+        List.ofSeq ended
 
     /// Makes a replayed session (its newest value, expiry and last-seen time set) what loads serve and what the file
     /// holds, counts it, and admits it to the order as a returning session not used since the store opened.
@@ -330,5 +454,5 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     member this.Sweep(t: int64) =
         for KeyValue(id, session) in sessions do
             lock session (fun () -> if not session.Removed && session.IsDeadAt t then this.DropDead(id, session))
-        for struct (id, value) in this.SweepCold t do
+        for struct (id, value) in this.SweepRings t do
             this.OnExpired id value

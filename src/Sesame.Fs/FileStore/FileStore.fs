@@ -88,6 +88,8 @@ type FileStore
     let parsed = ParsedCache<SessionText, StoredSession>()
 
     do sessions.OnExpired <- fun id value -> this.ReportEnded(id, value.ParseMeta(), SessionEndReason.Expired)
+    // A parked session's tree would only keep objects alive for a request that may never come.
+    do sessions.OnParked <- fun id value -> parsed.Drop(id, value)
 
     let now () = time.GetUtcNow().UtcTicks
 
@@ -195,8 +197,8 @@ type FileStore
     /// expired session as expired). Takes that session's lock only. False when writes fail: the store can delete
     /// nothing, so the session goes back in the order (as returning), still counted, and the bounds stop.
     let evict (node: EvictionNode) =
-        match sessions.TryGetValue node.Id with
-        | true, session when obj.ReferenceEquals(session.Node, node) ->
+        match sessions.TryGetHeld node.Id with
+        | session when not (isNull session) && obj.ReferenceEquals(session.Node, node) ->
             lock session (fun () ->
                 if session.Removed || isNull session.Latest then
                     true
@@ -209,41 +211,51 @@ type FileStore
                     true)
         | _ -> true
 
-    /// Evicts the oldest of the sessions replayed and unused since (taken out of the ring first), unless what the
-    /// order would evict next goes first: a session used since the store opened by one request only, or a session
-    /// last seen before it. So the ring's sessions count as returning ones, and all the sessions replayed go least
-    /// recently seen first, wherever they are held: in the ring, or as objects in either segment of the order (past
-    /// its capacity the returning segment hands its least recently used to the new one). A pass that evicts only new
-    /// sessions evicts ring sessions only ahead of replayed objects handed so, or when the ring and the returning
-    /// segment together hold more than the segment's capacity (80% of the bound): then the oldest of them goes before
-    /// any new session, as the segment's overflow would, else a restart with a full file would leave new sessions no
-    /// room, each evicted by the next. The bytes have the same share: the ring's and the returning segment's sessions
-    /// together may count at most 80% of the byte bound. False when it evicts none.
-    let evictCold (except: EvictionNode) (_: int64) (_: bool) (orReturning: bool) =
+    /// Evicts the replayed ring's least recently used session if it was last seen at or before the time.
+    let evictReplayedBefore (before: int64) =
+        match sessions.TakeOldestCold before with
+        | null -> false
+        | session -> evict session.Node
+
+    /// When the replayed ring and the returning segment together hold more than the segment's capacity (80% of the
+    /// bound, in sessions or bytes), evicts the oldest of them, as the segment's overflow would go, before any new
+    /// session, wherever it is held: else a restart with a full file would leave new sessions no room, each evicted by
+    /// the next. False when it evicts none.
+    let evictReplayedOverflow (except: EvictionNode) =
         let policy = sessions.Policy
-        // Evicts the ring's least recently used session if it was last seen at or before the time.
-        let evictRingBefore (before: int64) =
-            match sessions.TakeOldestCold before with
-            | null -> false
-            | session -> evict session.Node
-        // Once the ring is empty (soon after a flood's restart, or at once) eviction looks at the order alone.
-        if sessions.ColdCount = 0 then
-            false
-        else
-            match policy.PeekVictim(except, orReturning) with
-            // Read without the session's lock: an order of eviction needs no more than a recent time.
-            | :? FileSession as next when next.UnusedSinceOpen || policy.IsReturning next -> evictRingBefore next.LastSeen
-            | null when orReturning -> evictRingBefore Int64.MaxValue
-            | _ when
-                int64 policy.ReturningCount + int64 sessions.ColdCount > int64 policy.ReturningCapacity
-                || policy.ReturningBytes + sessions.ColdBytes > policy.ReturningBytesCapacity
-                ->
-                match policy.PeekReturning except with
-                | :? FileSession as oldest ->
-                    // Older than every ring session, it was last seen before the store opened: it goes first.
-                    evictRingBefore oldest.LastSeen || (policy.Remove oldest.Node && evict oldest.Node)
-                | _ -> evictRingBefore Int64.MaxValue
-            | _ -> false
+        sessions.ColdCount > 0
+        && (int64 policy.ReturningCount + int64 sessions.ColdCount > int64 policy.ReturningCapacity
+            || policy.ReturningBytes + sessions.ColdBytes > policy.ReturningBytesCapacity)
+        && match policy.PeekReturning except with
+           | :? FileSession as oldest ->
+               // Older than every ring session, it was last seen before the store opened: it goes first.
+               evictReplayedBefore oldest.LastSeen || (policy.Remove oldest.Node && evict oldest.Node)
+           | _ -> evictReplayedBefore Int64.MaxValue
+
+    /// Evicts the oldest of the sessions parked in the fresh ring (taken out first), unless the order's least recently
+    /// used new session is older: new sessions go oldest first, wherever they are held. False when it evicts none.
+    let evictFresh (except: EvictionNode) =
+        match sessions.TakeOldestFresh except with
+        | null -> false
+        | session -> evict session.Node
+
+    /// Evicts a session held outside the order when one goes before the order's next: the oldest replayed one unused
+    /// since (taken out of the ring first) when it was last seen before the order's next victim, itself replayed or
+    /// returning (so the ring's sessions count as returning ones, and all the sessions replayed go least recently seen
+    /// first, wherever they are held: in the ring, or as objects in either segment of the order, past its capacity the
+    /// returning segment handing its least recently used to the new one); else the replayed ones past the returning
+    /// share (evictReplayedOverflow), then the oldest parked new one (evictFresh). A parked new session goes before any
+    /// returning one. False when it evicts none: the order's next victim goes first, or there is none outside it.
+    let evictUnordered (except: EvictionNode) (orReturning: bool) =
+        let policy = sessions.Policy
+        match policy.PeekVictim(except, orReturning) with
+        // Read without the session's lock: an order of eviction needs no more than a recent time.
+        | :? FileSession as next when
+            sessions.ColdCount > 0 && (next.UnusedSinceOpen || policy.IsReturning next) && (policy.IsNew next || sessions.FreshCount = 0)
+            ->
+            evictReplayedBefore next.LastSeen
+        | null when orReturning && sessions.FreshCount = 0 -> sessions.ColdCount > 0 && evictReplayedBefore Int64.MaxValue
+        | _ -> evictReplayedOverflow except || evictFresh except
 
     let bounds =
         SessionBounds(
@@ -253,7 +265,7 @@ type FileStore
             (fun () -> sessions.LiveCount),
             (fun () -> sessions.HeldBytes),
             evict,
-            evictCold
+            (fun except _ _ orReturning -> evictUnordered except orReturning)
         )
 
     let withCancellation (cancellationToken: CancellationToken) (work: Task<'result>) =
@@ -428,6 +440,15 @@ type FileStore
     /// The order the store evicts in (for tests and diagnostics).
     member internal _.Eviction = sessions.Policy
 
+    /// The sessions made since the store opened that only the request that made them has used, held without objects.
+    member internal _.ParkedCount = sessions.FreshCount
+
+    /// Whether the store holds a value for the id, wherever it holds it (for tests: it takes nothing out of a ring).
+    member internal _.Holds(id: string) =
+        match sessions.Peek id with
+        | struct (null, value, _, _) -> not (isNull value)
+        | struct (session, _, _, _) -> lock session (fun () -> not (isNull session.Latest))
+
     /// Evicts until the store is within its bounds, if it is not (the store does this itself on every commit that grows it).
     member internal _.EnforceBounds() = bounds.Enforce null
 
@@ -447,39 +468,49 @@ type FileStore
         try
             if isNull id then nullArg (nameof id)
             ensureOpen ()
-            match sessions.TryGetValue id with
-            | true, session ->
-                let struct (served, tree) =
-                    lock session (fun () ->
-                        let t = now ()
-                        match session.Visible with
-                        // A session whose newest value is gone (a delete, a move away or an eviction on its way to disk) is
-                        // not served, even before its record is written.
-                        | visible when not (isNull visible) && not (isNull session.Latest) && session.VisibleExpires > t ->
-                            let expires = expiresAt idleTimeout t
-                            session.VisibleExpires <- expires
-                            session.LastSeen <- t
-                            session.UnusedSinceOpen <- false
-                            if live session t then
-                                // A later request came back to the session: it is a returning one now.
-                                sessions.Policy.Touch(session.Node, true)
-                                session.LatestExpires <- expires
-                                // A shorter expiry is always written, so that a restart never serves the session longer.
-                                if
-                                    isNull file.Faulted && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks)
-                                then
-                                    let slide = FileLog.payload FileLog.KindTouch expires t session.Id [||]
-                                    if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
-                            struct (visible, session.VisibleTree)
-                        | _ -> struct (null, null))
-                // A load that took the session out of the ring of replayed ones holds it as an object now, while the
-                // ring counts the space it left until its tail passes: that may pass the byte bound.
-                bounds.Enforce session.Node
-                // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is immutable.
-                if isNull served then Task.FromResult<StoredSession> null
-                elif not (isNull tree) then Task.FromResult tree
-                else ParsedValues.loaded parsed id served
-            | _ -> Task.FromResult<StoredSession> null
+            // A loop, not a recursive closure: a load allocates nothing of its own for a session whose tree is kept.
+            let mutable loaded: Task<StoredSession> = null
+            while isNull loaded do
+                match sessions.TryGetValue id with
+                | true, session ->
+                    let struct (removed, served, tree) =
+                        lock session (fun () ->
+                            let t = now ()
+                            match session.Visible with
+                            // Parked in the fresh ring (or dropped) while we waited for its lock: look it up again.
+                            | _ when session.Removed -> struct (true, null, null)
+                            // A session whose newest value is gone (a delete, a move away or an eviction on its way to
+                            // disk) is not served, even before its record is written.
+                            | visible when not (isNull visible) && not (isNull session.Latest) && session.VisibleExpires > t ->
+                                let expires = expiresAt idleTimeout t
+                                session.VisibleExpires <- expires
+                                session.LastSeen <- t
+                                session.UnusedSinceOpen <- false
+                                if live session t then
+                                    // A later request came back to the session: it is a returning one now.
+                                    sessions.Policy.Touch(session.Node, true)
+                                    session.LatestExpires <- expires
+                                    // A shorter expiry is always written, so that a restart never serves the session longer.
+                                    if
+                                        isNull file.Faulted
+                                        && (expires < session.FileExpires || expires - session.FileExpires >= options.SlideWriteInterval.Ticks)
+                                    then
+                                        let slide = FileLog.payload FileLog.KindTouch expires t session.Id [||]
+                                        if writer.Enqueue(LogItem(session, FileLog.KindTouch, slide, null, expires, null)) then session.FileExpires <- expires
+                                struct (false, visible, session.VisibleTree)
+                            | _ -> struct (false, null, null))
+                    if not removed then
+                        // A load that took the session out of a ring holds it as an object now, while the ring counts the
+                        // space it left until its tail passes: that may pass the byte bound.
+                        bounds.Enforce session.Node
+                        // Parsed (when not kept from a commit or an earlier load) outside the session's lock: the value is
+                        // immutable.
+                        loaded <-
+                            if isNull served then Task.FromResult<StoredSession> null
+                            elif not (isNull tree) then Task.FromResult tree
+                            else ParsedValues.loaded parsed id served
+                | _ -> loaded <- Task.FromResult<StoredSession> null
+            loaded
         with e ->
             Task.FromException<StoredSession> e
 
@@ -593,48 +624,62 @@ type FileStore
                 let admitted = ref null
                 let moved =
                     lock moveLock (fun () ->
-                        let t = now ()
-                        let from =
-                            if isNull fromId then
-                                null
-                            else
-                                match sessions.TryGetValue fromId with
-                                | true, s -> s
-                                | _ -> null
-                        let moveFrom () =
-                            match applyChecked toId change fromId (if isNull from then null else from.Latest) commit.MaxSizeBytes with
-                            | ValueNone -> Task.FromResult CommitResult.ShapeChanged
-                            | ValueSome value ->
-                                let user =
-                                    match SessionMeta.userOf value.Tree.Meta with
-                                    | Some u -> u
-                                    | None -> null
-                                if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
-                                    Task.FromResult CommitResult.UserLimitReached
+                        // Looked up again when the session was parked in the fresh ring while we waited for its lock.
+                        let rec attempt () =
+                            let t = now ()
+                            let from =
+                                if isNull fromId then
+                                    null
                                 else
-                                    let target = sessions.GetOrAdd toId
-                                    lock target (fun () ->
-                                        if target.Removed || not (isNull target.Latest) || target.Pending > 0 then
-                                            invalidOp "The move's new id is already a session; a new id must be fresh."
-                                        let expires = expiresAt commit.IdleTimeout t
-                                        let moved = queue target FileLog.KindMove (FileLog.payload FileLog.KindMove expires t toId body) value expires t from
-                                        // The session keeps its segment under its new id, but one bound to a user is
-                                        // returning from its sign-in on (a login that is the visitor's first request is a
-                                        // user, not a crawler), so that a flood of new sessions cannot sign anyone out.
-                                        let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
-                                        if not (isNull from) then
-                                            from.Latest <- null
-                                            from.FileExpires <- 0L
-                                            from.Pending <- from.Pending + 1
-                                            sessions.Unindex(fromId, from)
-                                            sessions.Vacate from
-                                        sessions.Index(toId, target, user)
-                                        sessions.Policy.Admit(target.Node, cameBack)
-                                        admitted.Value <- target.Node
-                                        moved)
-                        if isNull fromId then moveFrom ()
-                        elif isNull from then Task.FromResult CommitResult.SessionGone
-                        else lock from (fun () -> if from.Removed || not (live from t) then Task.FromResult CommitResult.SessionGone else moveFrom ()))
+                                    match sessions.TryGetValue fromId with
+                                    | true, s -> s
+                                    | _ -> null
+                            let moveFrom () =
+                                match applyChecked toId change fromId (if isNull from then null else from.Latest) commit.MaxSizeBytes with
+                                | ValueNone -> Task.FromResult CommitResult.ShapeChanged
+                                | ValueSome value ->
+                                    let user =
+                                        match SessionMeta.userOf value.Tree.Meta with
+                                        | Some u -> u
+                                        | None -> null
+                                    if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
+                                        Task.FromResult CommitResult.UserLimitReached
+                                    else
+                                        let target = sessions.GetOrAdd toId
+                                        lock target (fun () ->
+                                            if target.Removed || not (isNull target.Latest) || target.Pending > 0 then
+                                                invalidOp "The move's new id is already a session; a new id must be fresh."
+                                            let expires = expiresAt commit.IdleTimeout t
+                                            let moved =
+                                                queue target FileLog.KindMove (FileLog.payload FileLog.KindMove expires t toId body) value expires t from
+                                            // The session keeps its segment under its new id, but one bound to a user is
+                                            // returning from its sign-in on (a login that is the visitor's first request is a
+                                            // user, not a crawler), so that a flood of new sessions cannot sign anyone out.
+                                            let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
+                                            if not (isNull from) then
+                                                from.Latest <- null
+                                                from.FileExpires <- 0L
+                                                from.Pending <- from.Pending + 1
+                                                sessions.Unindex(fromId, from)
+                                                sessions.Vacate from
+                                            sessions.Index(toId, target, user)
+                                            sessions.Policy.Admit(target.Node, cameBack)
+                                            admitted.Value <- target.Node
+                                            moved)
+                            if isNull fromId then
+                                moveFrom ()
+                            elif isNull from then
+                                Task.FromResult CommitResult.SessionGone
+                            else
+                                match
+                                    lock from (fun () ->
+                                        if from.Removed then null
+                                        elif not (live from t) then Task.FromResult CommitResult.SessionGone
+                                        else moveFrom ())
+                                with
+                                | null -> attempt ()
+                                | moved -> moved
+                        attempt ())
                 if not (isNull admitted.Value) then bounds.Enforce admitted.Value
                 moved |> withCancellation cancellationToken
             with e ->
@@ -676,22 +721,27 @@ type FileStore
             ensureOpen ()
             let t = now ()
             let chosen = IdPage<SessionSummary>.ForListing(query.After, query.Limit)
-            // The ring's sessions (replayed, unused since) are read where they are, not taken out; none names a user.
-            // The ring's first, then the map's: a session taken out of the ring meanwhile is met in one or the other,
-            // and the page takes an id once.
-            if isNull query.UserId && sessions.ColdCount > 0 then
-                sessions.OfferCold(chosen, t, fun id value expires lastUsed -> summaryFrom id value lastUsed expires)
+            // The rings' sessions (replayed and unused since, or new and parked) are read where they are, not taken out;
+            // none names a user. The rings' first, then the map's: a session taken out of a ring meanwhile is met in one
+            // or the other, and the page takes an id once. The rings again after the map's, for a session parked
+            // meanwhile.
+            let offerRings () =
+                if isNull query.UserId && sessions.AnyInRings then
+                    sessions.OfferRings(chosen, t, fun id value expires lastUsed -> summaryFrom id value lastUsed expires)
+            offerRings ()
+            // A listing reads sessions where they are: it takes none out of a ring (a user's session is never in one).
             let offer (id: string) =
                 if chosen.Wants id then
-                    match sessions.TryGetValue id with
-                    | true, session ->
+                    match sessions.TryGetHeld id with
+                    | null -> ()
+                    | session ->
                         match lock session (fun () -> if live session t then ValueSome(summaryOf id session) else ValueNone) with
                         | ValueSome summary -> chosen.Take(id, summary)
                         | ValueNone -> ()
-                    | _ -> ()
             if isNull query.UserId then
                 for KeyValue(id, _) in sessions.Items do
                     offer id
+                offerRings ()
             else
                 // From the cursor, in order, a slice at a time (the user's ids are copied out of their lock, which is
                 // taken under sessions' locks), until the page is full: a page reads what it lists and the user's expired

@@ -94,7 +94,10 @@ type internal LogWriter(file: ActiveFile, compaction: Compaction, sessions: File
                         // Latest is a later value while records are pending; it is Visible again once none is.
                         session.VisibleTree <- if session.Pending = 0 then null else item.Tree
                         // The last pending record also carries any slide loads made meanwhile.
-                        session.VisibleExpires <- if session.Pending = 0 then session.LatestExpires else item.Expires)
+                        session.VisibleExpires <- if session.Pending = 0 then session.LatestExpires else item.Expires
+                        // A new session that only the request that made it has used is held without objects from now
+                        // on, until a later request uses it (FileSessions.TryPark).
+                        if session.Pending = 0 then sessions.TryPark session)
                 match item.MovedFrom with
                 | null -> ()
                 | from ->
