@@ -135,6 +135,50 @@ let tests =
             Expect.equal store.HeldBytes 0L "nor in the byte bound"
         }
 
+        testCaseTask "a new session parked before its commit enforces the bounds is not evicted by them"
+        <| fun () -> task {
+            // On a tmpfs the writer often flushes and parks the session before its commit goes on to enforce the bounds
+            // (busy threads beside it make that likelier); its commit must still never evict it.
+            let shm = "/dev/shm"
+            use directory = new TempDirectory()
+            let file = if IO.Directory.Exists shm then IO.Path.Combine(shm, $"sesame-parked-{Guid.NewGuid():N}") else directory.File "sessions"
+            try
+                use store = FileStore.Open(file, FileStoreOptions(MaxTotalBytes = 20_000L), null)
+                let sessions = store :> SessionStore
+                let padded (bytes: int) = Update.set (SessionPath.parse "padding") (Json.string (String('x', bytes)))
+                // Nine returning sessions hold about 14 KB of the 20 KB; each new one of 6 KB passes the bound.
+                let returning = [ for i in 1..9 -> $"returning{i}" ]
+                let ensureReturning () = task {
+                    for id in returning do
+                        if not (store.Holds id) then
+                            do! commit sessions id [ setAt "n" "1"; padded 1280 ]
+                            let! _ = load sessions id
+                            ()
+                }
+                let evicted = ResizeArray<string>()
+                for i in 1..300 do
+                    do! ensureReturning ()
+                    let id = $"new{i}"
+                    let committed =
+                        Task.Run<unit>(fun () -> task {
+                            do! commit sessions id [ setAt "n" "1"; padded 6000 ]
+                            if not (store.Holds id) then evicted.Add id
+                        })
+                    do!
+                        Task.WhenAll [|
+                            committed :> Task
+                            Task.Run(fun () -> Threading.Thread.SpinWait 20_000)
+                            Task.Run(fun () -> Threading.Thread.SpinWait 20_000)
+                        |]
+                    let! _ = sessions.DeleteAsync(id, testToken ())
+                    ()
+                Expect.isEmpty evicted "no new session was gone when its commit returned"
+            finally
+                if file.StartsWith shm then
+                    for leftover in IO.Directory.GetFiles(shm, IO.Path.GetFileName file + "*") do
+                        IO.File.Delete leftover
+        }
+
         testCaseTask "commits without loads racing the parking and compactions lose no increment, before and after a restart"
         <| fun () -> task {
             use directory = new TempDirectory()

@@ -298,14 +298,18 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
                     session.VisibleTree <- null
                     this.OnParked session.Id session.Visible)
 
-    /// Takes the fresh ring's least recently used session out into the map (for the bounds to evict it), unless the
-    /// order's least recently used new session other than <c>except</c> is older; null when it takes none.
-    member _.TakeOldestFresh(except: EvictionNode) : FileSession =
+    /// <summary>Takes the fresh ring's least recently used session out into the map (for the bounds to evict it),
+    /// unless the order's least recently used new session other than <c>except</c> is older; null when it takes none.
+    /// Never <c>except</c>'s session (the one whose commit is being acknowledged), which the writer may have parked
+    /// already; past it only when <c>countOver</c> (when only the bytes are over, evicting a newer one frees nothing
+    /// while it holds the ring's tail).</summary>
+    member _.TakeOldestFresh(except: EvictionNode, countOver: bool) : FileSession =
         if fresh.LiveCount = 0 then
             null
         else
             fresh.Locked(fun () ->
-                match fresh.Oldest(-1L, true) with
+                let exceptPosition = if isNull except then -1L else fresh.Find except.Id
+                match fresh.Oldest(exceptPosition, countOver) with
                 | -1L -> null
                 | oldest ->
                     match (if policy.NewCount = 0 then null else policy.PeekVictim(except, false)) with

@@ -233,9 +233,11 @@ type FileStore
            | _ -> evictReplayedBefore Int64.MaxValue
 
     /// Evicts the oldest of the sessions parked in the fresh ring (taken out first), unless the order's least recently
-    /// used new session is older: new sessions go oldest first, wherever they are held. False when it evicts none.
-    let evictFresh (except: EvictionNode) =
-        match sessions.TakeOldestFresh except with
+    /// used new session is older: new sessions go oldest first, wherever they are held. Never the session whose commit
+    /// is being acknowledged (<c>except</c>), though the writer may have parked it before its commit enforces the
+    /// bounds. False when it evicts none.
+    let evictFresh (except: EvictionNode) (countOver: bool) =
+        match sessions.TakeOldestFresh(except, countOver) with
         | null -> false
         | session -> evict session.Node
 
@@ -246,7 +248,7 @@ type FileStore
     /// returning segment handing its least recently used to the new one); else the replayed ones past the returning
     /// share (evictReplayedOverflow), then the oldest parked new one (evictFresh). A parked new session goes before any
     /// returning one. False when it evicts none: the order's next victim goes first, or there is none outside it.
-    let evictUnordered (except: EvictionNode) (orReturning: bool) =
+    let evictUnordered (except: EvictionNode) (countOver: bool) (orReturning: bool) =
         let policy = sessions.Policy
         match policy.PeekVictim(except, orReturning) with
         // Read without the session's lock: an order of eviction needs no more than a recent time.
@@ -255,7 +257,7 @@ type FileStore
             ->
             evictReplayedBefore next.LastSeen
         | null when orReturning && sessions.FreshCount = 0 -> sessions.ColdCount > 0 && evictReplayedBefore Int64.MaxValue
-        | _ -> evictReplayedOverflow except || evictFresh except
+        | _ -> evictReplayedOverflow except || evictFresh except countOver
 
     let bounds =
         SessionBounds(
@@ -265,7 +267,7 @@ type FileStore
             (fun () -> sessions.LiveCount),
             (fun () -> sessions.HeldBytes),
             evict,
-            (fun except _ _ orReturning -> evictUnordered except orReturning)
+            (fun except _ countOver orReturning -> evictUnordered except countOver orReturning)
         )
 
     let withCancellation (cancellationToken: CancellationToken) (work: Task<'result>) =
