@@ -1425,6 +1425,32 @@ let tests =
                 "the numbers' JSON (10,000 digits, 9,999 commas, 2 brackets) is one byte longer than the string's, and they count that"
         }
 
+        testCaseTask "sign-ins to new ids succeed while sweeps run"
+        <| fun () -> task {
+            // A sweep drops the new id's empty object (it holds nothing, so it is dead) if it comes between the move's
+            // lookup of the new id and its lock on it: the move looks the id up again rather than call it taken.
+            use directory = new TempDirectory()
+            use store = FileStore.Open(directory.File "sessions")
+            let sessions = store :> SessionStore
+            let bind = factsOf [ Update.set (SessionPath.ofKeys [ SessionMeta.User ]) (Json.string "alice") ]
+            let sweeping = ref true
+            let sweeps =
+                Task.Run(fun () ->
+                    while sweeping.Value do
+                        store.Sweep())
+            let signIns (w: int) = task {
+                for i in 1..300 do
+                    let! moved = sessions.MoveAsync(null, $"w{w}-{i}", bind, creating, testToken ())
+                    Expect.equal moved CommitResult.Committed $"w{w}-{i}'s sign-in"
+            }
+            try
+                do! Task.WhenAll [| for w in 1..4 -> signIns w :> Task |]
+            finally
+                sweeping.Value <- false
+            do! sweeps
+            Expect.equal store.LiveCount 1200 "every session signed in"
+        }
+
         testCaseTask "a page of a user's sessions reads from its cursor, not every session of the user"
         <| fun () -> task {
             // A client that signs in again and again, with no MaxSessionsPerUser, gives one user any number of sessions.

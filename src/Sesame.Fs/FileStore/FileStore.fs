@@ -647,27 +647,43 @@ type FileStore
                                     if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
                                         Task.FromResult CommitResult.UserLimitReached
                                     else
-                                        let target = sessions.GetOrAdd toId
-                                        lock target (fun () ->
-                                            if target.Removed || not (isNull target.Latest) || target.Pending > 0 then
-                                                invalidOp "The move's new id is already a session; a new id must be fresh."
-                                            let expires = expiresAt commit.IdleTimeout t
+                                        // The new id's empty object may be swept (it is dead) while we wait for its
+                                        // lock: then it is looked up again.
+                                        let rec lockedTarget () =
+                                            let target = sessions.GetOrAdd toId
                                             let moved =
-                                                queue target FileLog.KindMove (FileLog.payload FileLog.KindMove expires t toId body) value expires t from
-                                            // The session keeps its segment under its new id, but one bound to a user is
-                                            // returning from its sign-in on (a login that is the visitor's first request is a
-                                            // user, not a crawler), so that a flood of new sessions cannot sign anyone out.
-                                            let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
-                                            if not (isNull from) then
-                                                from.Latest <- null
-                                                from.FileExpires <- 0L
-                                                from.Pending <- from.Pending + 1
-                                                sessions.Unindex(fromId, from)
-                                                sessions.Vacate from
-                                            sessions.Index(toId, target, user)
-                                            sessions.Policy.Admit(target.Node, cameBack)
-                                            admitted.Value <- target.Node
-                                            moved)
+                                                lock target (fun () ->
+                                                    if target.Removed then
+                                                        null
+                                                    else
+                                                        if not (isNull target.Latest) || target.Pending > 0 then
+                                                            invalidOp "The move's new id is already a session; a new id must be fresh."
+                                                        let expires = expiresAt commit.IdleTimeout t
+                                                        let moved =
+                                                            queue
+                                                                target
+                                                                FileLog.KindMove
+                                                                (FileLog.payload FileLog.KindMove expires t toId body)
+                                                                value
+                                                                expires
+                                                                t
+                                                                from
+                                                        // The session keeps its segment under its new id, but one bound to a user is
+                                                        // returning from its sign-in on (a login that is the visitor's first request is a
+                                                        // user, not a crawler), so that a flood of new sessions cannot sign anyone out.
+                                                        let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
+                                                        if not (isNull from) then
+                                                            from.Latest <- null
+                                                            from.FileExpires <- 0L
+                                                            from.Pending <- from.Pending + 1
+                                                            sessions.Unindex(fromId, from)
+                                                            sessions.Vacate from
+                                                        sessions.Index(toId, target, user)
+                                                        sessions.Policy.Admit(target.Node, cameBack)
+                                                        admitted.Value <- target.Node
+                                                        moved)
+                                            if isNull moved then lockedTarget () else moved
+                                        lockedTarget ()
                             if isNull fromId then
                                 moveFrom ()
                             elif isNull from then
