@@ -142,33 +142,48 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
         removeFrom fresh position
         session
 
-    /// The session of the id in the map, taken out of a ring first if one holds it; when none holds it, added empty if
-    /// <c>orAdd</c>, else null. A miss looks again under the fresh ring's lock, the only one under which an id goes into
-    /// the map or into that ring: a session parked or taken out meanwhile is found where it went.
+    /// Both rings, in the order lookups, walks and sweeps visit them.
+    let rings = [| fresh; cold |]
+
+    /// <summary>Where the id is, after a miss in the map: looked for again in the map under the fresh ring's lock (the
+    /// only one under which an id goes into the map or into that ring, so a session parked or taken out meanwhile is
+    /// found where it went), then in the fresh ring, then in the replayed one (under its lock too, as another thread may
+    /// have just taken it out). Gives what <c>ofObject</c> makes of the map's object, what <c>inRing</c> makes of a
+    /// ring's record (under that ring's lock), or what <c>absent</c> makes (under the fresh ring's lock).</summary>
+    let lookUpLocked (id: string) (ofObject: FileSession -> 'result) (inRing: FreshSessions -> int64 -> 'result) (absent: unit -> 'result) =
+        fresh.Locked(fun () ->
+            match sessions.TryGetValue id with
+            | true, session -> ofObject session
+            | _ ->
+                match (if fresh.LiveCount = 0 then -1L else fresh.Find id) with
+                | -1L ->
+                    let replayed =
+                        if cold.LiveCount = 0 then
+                            ValueNone
+                        else
+                            cold.Locked(fun () ->
+                                match sessions.TryGetValue id with
+                                | true, session -> ValueSome(ofObject session)
+                                | _ ->
+                                    match cold.Find id with
+                                    | -1L -> ValueNone
+                                    | position -> ValueSome(inRing cold position))
+                    match replayed with
+                    | ValueSome found -> found
+                    | ValueNone -> absent ()
+                | position -> inRing fresh position)
+
+    /// The session of the id in the map, taken out of a ring first if one holds it (as a new one from the fresh ring,
+    /// as a returning one from the replayed); when none holds it, added empty if <c>orAdd</c>, else null.
     let find (id: string) (orAdd: bool) : FileSession =
         match sessions.TryGetValue id with
         | true, session -> session
         | _ ->
-            fresh.Locked(fun () ->
-                match sessions.TryGetValue id with
-                | true, session -> session
-                | _ ->
-                    match (if fresh.LiveCount = 0 then -1L else fresh.Find id) with
-                    | -1L ->
-                        let replayed =
-                            if cold.LiveCount = 0 then
-                                null
-                            else
-                                cold.Locked(fun () ->
-                                    // Looked for again under the ring's lock: another thread may have just taken it out.
-                                    match sessions.TryGetValue id with
-                                    | true, session -> session
-                                    | _ ->
-                                        match cold.Find id with
-                                        | -1L -> null
-                                        | position -> takeCold position)
-                        if isNull replayed && orAdd then sessions.GetOrAdd(id, fun id -> FileSession id) else replayed
-                    | position -> takeFresh position)
+            lookUpLocked
+                id
+                (fun session -> session)
+                (fun ring position -> if obj.ReferenceEquals(ring, fresh) then takeFresh position else takeCold position)
+                (fun () -> if orAdd then sessions.GetOrAdd(id, fun id -> FileSession id) else null)
 
     /// The order sessions are evicted in: those with a live value are in it.
     member _.Policy = policy
@@ -250,24 +265,14 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     /// record of it (its value, expiry and last use; all empty when nothing holds it). For the writer thread, which
     /// alone parks sessions, so that an object given stays out of the rings until the caller is done with it.
     member _.Peek(id: string) : struct (FileSession * SessionText * int64 * int64) =
-        let inRing (ring: FreshSessions) (position: int64) = struct (null, ring.ValueAt position, ring.ExpiresAt position, ring.CreatedAt position)
         match sessions.TryGetValue id with
         | true, session -> struct (session, null, 0L, 0L)
         | _ ->
-            fresh.Locked(fun () ->
-                match sessions.TryGetValue id with
-                | true, session -> struct (session, null, 0L, 0L)
-                | _ ->
-                    match fresh.Find id with
-                    | -1L ->
-                        cold.Locked(fun () ->
-                            match sessions.TryGetValue id with
-                            | true, session -> struct (session, null, 0L, 0L)
-                            | _ ->
-                                match cold.Find id with
-                                | -1L -> struct (null, null, 0L, 0L)
-                                | position -> inRing cold position)
-                    | position -> inRing fresh position)
+            lookUpLocked
+                id
+                (fun session -> struct (session, null, 0L, 0L))
+                (fun ring position -> struct (null, ring.ValueAt position, ring.ExpiresAt position, ring.CreatedAt position))
+                (fun () -> struct (null, null, 0L, 0L))
 
     /// Told of each session parked in the fresh ring, with the value its object held; called under the session's lock
     /// and the ring's (the store lets go of the value's parsed tree).
@@ -334,7 +339,7 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     /// it. A walk sees every session that stays in its ring while it goes on; one taken out meanwhile is in the map from
     /// then on. One parked meanwhile may be missed: the writer parks a session only as it publishes a record of it.
     member _.RingSessions(keep: string -> int64 -> bool) : seq<struct (string * SessionText * int64 * int64)> = seq {
-        for ring in [ fresh; cold ] do
+        for ring in rings do
             let position = ref 0L
             while position.Value >= 0L do
                 let batch = ResizeArray<struct (string * SessionText * int64 * int64)>()
@@ -358,14 +363,14 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     /// Offers a listing's page the rings' sessions unexpired at <c>t</c> (see FreshSessions.OfferUnexpired), with the
     /// item <c>make</c> makes of a session's id, value, expiry and last use.
     member _.OfferRings(page: IdPage<'item>, t: int64, make: string -> SessionText -> int64 -> int64 -> 'item) =
-        for ring in [| fresh; cold |] do
+        for ring in rings do
             if ring.LiveCount > 0 then ring.OfferUnexpired(page, t, fun id at -> make id (ring.ValueAt at) (ring.ExpiresAt at) (ring.CreatedAt at))
 
     /// Ends the rings' sessions that are expired at <c>t</c> (see FreshSessions.SweepExpired); gives each one's id and
     /// value.
     member _.SweepRings(t: int64) : struct (string * SessionText) list =
         let ended = ResizeArray<struct (string * SessionText)>()
-        for ring in [| fresh; cold |] do
+        for ring in rings do
             if ring.LiveCount > 0 then
                 ring.SweepExpired(
                     t,
