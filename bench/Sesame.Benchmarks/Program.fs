@@ -17,7 +17,8 @@ type private Marker = class end
 /// [rounds]` FactsBoundCost (what bounding large facts costs a commit that adds flash, on Redis and PostgreSQL);
 /// `fold-loop fold|naive|redis|pg` runs one of ServerStoreArguments' cases (100 updates) for 15 s, for a profiler;
 /// `fold-split` times that case's parts (the checks, the fold, each store's arguments of the folded patch) in loops of
-/// 3 s, with the bytes each allocates; `fold-allocs normalize|redis|pg` samples what one part allocates, by type.
+/// 3 s, with the bytes each allocates; `fold-allocs normalize|redis|pg` samples what one part allocates, by type; `visit-allocs
+/// plain|untouched|read|counter` what a returning visit allocates, by type (ReturningVisitBenchmarks' requests).
 [<EntryPoint>]
 let main args =
     match List.ofArray args with
@@ -38,6 +39,7 @@ let main args =
         printfn "%d calls, %.2f us each" n (sw.Elapsed.TotalMilliseconds * 1000.0 / float n)
     | [ "fold-split" ] -> FoldParts.run ()
     | [ "fold-allocs"; which ] -> FoldParts.allocations which
+    | [ "visit-allocs"; which ] -> ReturningVisitBenchmarks.allocations which
     | "redis-loop" :: rest ->
         RedisBenchmarks.RedisLoop.run (
             match rest with

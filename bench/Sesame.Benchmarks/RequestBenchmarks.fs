@@ -122,7 +122,7 @@ type SessionBenchmarks() =
     /// A whole request that changes one key, without HTTP: a session handle, load, increment, commit.
     [<Benchmark>]
     member _.RequestOneKeyChange() =
-        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance, signIns)
+        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance, signIns, null)
         handle.LoadAsync().Wait()
         handle.Increment(visits, 1m) |> ignore
         handle.CommitAsync(CancellationToken.None).Wait()
@@ -131,7 +131,7 @@ type SessionBenchmarks() =
     /// The same request on a store that stores nothing: the session handle's own cost, which must not grow with the session.
     [<Benchmark>]
     member _.RequestOneKeyChangeWithoutStore() =
-        let handle = SessionHandle(context, readTicket, inert, options, TimeProvider.System, NullLogger.Instance, signIns)
+        let handle = SessionHandle(context, readTicket, inert, options, TimeProvider.System, NullLogger.Instance, signIns, null)
         handle.LoadAsync().Wait()
         handle.Increment(visits, 1m) |> ignore
         handle.CommitAsync(CancellationToken.None).Wait()
@@ -140,7 +140,7 @@ type SessionBenchmarks() =
     /// A whole request that only reads one value, without HTTP.
     [<Benchmark>]
     member _.RequestReadOnly() =
-        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance, signIns)
+        let handle = SessionHandle(context, readTicket, store, options, TimeProvider.System, NullLogger.Instance, signIns, null)
         handle.LoadAsync().Wait()
         let visits = handle.TryFind visits
         handle.CommitAsync(CancellationToken.None).Wait()

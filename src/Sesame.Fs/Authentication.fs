@@ -74,7 +74,7 @@ type internal SesameAuthenticationBinding(options: IOptions<SesameAuthentication
     member _.Options = options.Value
 
     static member private SessionOf(context: HttpContext, what: string) =
-        match context.Features.Get<SessionHandle>() with
+        match RequestFeatures.get<SessionHandle> context.Features with
         | null ->
             raise (
                 InvalidOperationException(

@@ -18,7 +18,7 @@ module Session =
     /// <summary>The request's session handle, not yet loaded.</summary>
     /// <exception cref="System.InvalidOperationException">Sesame is not set up for this request (no <c>UseSesame</c> or <c>withSession</c>).</exception>
     let ofContext (ctx: HttpContext) : SessionHandle =
-        match ctx.Features.Get<SessionHandle>() with
+        match RequestFeatures.get<SessionHandle> ctx.Features with
         | null -> raise (InvalidOperationException "This request has no session: add app.UseSesame() to the pipeline, or wrap the handler in withSession.")
         | handle -> handle
 

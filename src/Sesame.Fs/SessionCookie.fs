@@ -147,7 +147,7 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
     /// The session cookie's value, found in place in the Cookie header when it is in the plain form browsers send and no
     /// one has given the request cookies of their own (a feature set by the app or a test); otherwise from Request.Cookies.
     let readCookie (request: HttpRequest) =
-        if not (isNull (request.HttpContext.Features.Get<IRequestCookiesFeature>())) then
+        if not (isNull (RequestFeatures.get<IRequestCookiesFeature> request.HttpContext.Features)) then
             fromCollection request
         else
             let cookies = request.Headers.Cookie

@@ -60,7 +60,8 @@ type SessionHandle
         options: SesameOptions,
         time: TimeProvider,
         logger: ILogger,
-        signIns: RecentSignIns
+        signIns: RecentSignIns,
+        carried: SessionCarryOver
     ) =
     let pending = List<Update>()
     /// Changes to the facts beside the tree (flash values, the shape version), committed with the tree's.
@@ -147,11 +148,9 @@ type SessionHandle
     /// that never touches its session should not pay for it.
     let requestAborted () = context.RequestAborted
 
-    /// The session the request names: the one an earlier scope of the request left, or its cookie's.
-    let requestTicket () =
-        match context.Features.Get<SessionCarryOver>() with
-        | null -> readTicket.Invoke context.Request
-        | earlier -> earlier.Ticket
+    /// The session the request names: the one an earlier scope of the request left (given by this handle's scope, which
+    /// began after that one left), or its cookie's.
+    let requestTicket () = if isNull carried then readTicket.Invoke context.Request else carried.Ticket
 
     let load () : Task = task {
         match requestTicket () with

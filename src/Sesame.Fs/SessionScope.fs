@@ -84,9 +84,9 @@ type internal SesameRuntime
 /// </summary>
 [<Sealed>]
 type internal SessionScope private (context: HttpContext, runtime: SesameRuntime) =
-    let handle = SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger, runtime.SignIns)
     /// What an earlier scope of this request left, if one did (see SessionCarryOver).
-    let carried = context.Features.Get<SessionCarryOver>()
+    let carried = RequestFeatures.get<SessionCarryOver> context.Features
+    let handle = SessionHandle(context, runtime.ReadTicket, runtime.Store, runtime.Options, runtime.Time, runtime.Logger, runtime.SignIns, carried)
     let mutable carriedChecked = false
     let mutable cookieDone = CookieAction.Keep
     let mutable abandoned = false
@@ -156,7 +156,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
             // request (an error handler's withSession, or the pipeline run again for the error page) decides instead,
             // from what this one left it (see Leave). Without an error page the server clears the headers and answers
             // 500 itself, and nothing can be sent.
-            if not context.Response.HasStarted && obj.ReferenceEquals(context.Features.Get<SessionScope>(), this) then
+            if not context.Response.HasStarted && obj.ReferenceEquals(RequestFeatures.get<SessionScope> context.Features, this) then
                 settleCookie ()
                 preventCaching ()
             Task.CompletedTask
@@ -201,7 +201,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
 
     /// Takes the scope's handle off the request and leaves the session it ended with for a later scope.
     member private _.Leave() =
-        if obj.ReferenceEquals(context.Features.Get<SessionHandle>(), handle) then context.Features.Set<SessionHandle>(null)
+        if obj.ReferenceEquals(RequestFeatures.get<SessionHandle> context.Features, handle) then RequestFeatures.set context.Features (null: SessionHandle)
         match context.Features.Get<Microsoft.AspNetCore.Http.Features.ISessionFeature>() with
         | :? SesameSessionFeature as feature when obj.ReferenceEquals(feature.Handle, handle) ->
             context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(null)
@@ -212,7 +212,7 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
                 | CookieAction.Issue _ -> true
                 | CookieAction.Keep -> not (isNull carried) && carried.Issued
                 | CookieAction.Expire -> false
-            context.Features.Set<SessionCarryOver>(SessionCarryOver(handle.StoredTicket, issued))
+            RequestFeatures.set context.Features (SessionCarryOver(handle.StoredTicket, issued))
 
     /// <summary>
     /// The handler failed: its changes are dropped, as a transaction's would be, and the handle is closed. The request
@@ -271,8 +271,8 @@ type internal SessionScope private (context: HttpContext, runtime: SesameRuntime
     static member Begin(context: HttpContext, runtime: SesameRuntime) =
         let scope = SessionScope(context, runtime)
         // The request's latest scope: an abandoned one leaves the cookie to any scope after it.
-        context.Features.Set<SessionScope>(scope)
-        context.Features.Set<SessionHandle>(scope.Handle)
+        RequestFeatures.set context.Features scope
+        RequestFeatures.set context.Features scope.Handle
         if not (isNull runtime.Compatibility) then
             context.Features.Set<Microsoft.AspNetCore.Http.Features.ISessionFeature>(SesameSessionFeature(scope.Handle, runtime.Logger))
         context.Response.OnStarting(SessionScope.BeforeResponse, scope)

@@ -22,7 +22,7 @@ module SessionHandlers =
     /// </remarks>
     let withSession: HttpHandler =
         fun next ctx ->
-            if not (isNull (ctx.Features.Get<SessionHandle>())) then
+            if not (isNull (RequestFeatures.get<SessionHandle> ctx.Features)) then
                 next ctx
             else
                 let scope = SessionScope.Begin(ctx, SesameRuntime.Of ctx)
