@@ -27,9 +27,11 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
 /// </summary>
 /// <remarks>
 /// Opening a ticket costs cryptography (a MAC, about 1 µs, for a sealed one; several µs of Data Protection for a
-/// protected one), and a visitor sends the same cookie with every request. So the values that open successfully (and
-/// the values this app has just issued) are remembered for a short while: a request that sends exactly such a value
-/// gets the same ticket without opening it again. The cache cannot make a cookie valid that would be refused, except
+/// protected one), and a visitor sends the same cookie with every request. So the values that open successfully are
+/// remembered for a short while: a request that sends exactly such a value gets the same ticket without opening it
+/// again. A value this app has just issued is not: most new sessions never come back (crawlers, floods), and each
+/// value remembered outlived the young generation only to be displaced in an older one: under a flood of new sessions
+/// most of the collector's collections were of the older generations. The cache cannot make a cookie valid that would be refused, except
 /// one whose Data Protection key is revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
 /// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries). A value is
 /// compared with a cached one only when their 32-bit string hashes agree, and those hashes are of a sealed value's tag
@@ -77,7 +79,7 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
         | -1 -> String.GetHashCode value
         | dot -> String.GetHashCode(value.Slice(dot + 1))
 
-    /// Remembers a value that opened (or was just issued), trusted for trustLifetime, and no longer than the seal key
+    /// Remembers a value that opened, trusted for trustLifetime, and no longer than the seal key
     /// it was sealed with is (<c>keyTrustedUntil</c>; Int64.MaxValue for a protected value), so that revoking a key
     /// refuses its values within trustLifetime whichever cache holds them.
     let remember (value: string) (ticket: SessionTicket) (keyTrustedUntil: int64) =
@@ -193,8 +195,6 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
         let text = SessionTicket.format ticket
         let mutable keyTrustedUntil = Int64.MaxValue
         let value = if sealed' then seal.Seal(text, &keyTrustedUntil) else protector.Protect text
-        // The client sends this value back with its next request: spare that request opening it.
-        remember value ticket keyTrustedUntil
         if useCookie then context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
         if useHeader then context.Response.Headers[headerName] <- value
 

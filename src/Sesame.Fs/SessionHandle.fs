@@ -665,7 +665,7 @@ type SessionHandle
                 checkTaken metaUpdates
                 let isNew = not (stored ())
                 // A new session always gets a fresh id: never adopt an id the client chose (session fixation).
-                let target = if isNew then { Id = SessionId.create (); Created = time.GetUtcNow() } else ticket
+                let target = if isNew then SessionTicket.create (SessionId.create ()) (time.GetUtcNow()) else ticket
                 // Every update was validated when it was recorded.
                 let sent = creationExtras
                 let metaUpdates = if isNew then Array.append (creationFacts target.Created) metaUpdates else metaUpdates
@@ -801,7 +801,8 @@ type SessionHandle
             let toId = SessionId.createFor userId
             let signInNew () = task {
                 // Not stored yet (or gone): the session is created, bound, at its first id.
-                let created = time.GetUtcNow()
+                let issued = SessionTicket.create toId (time.GetUtcNow())
+                let created = issued.Created
                 let struct (updates, metaUpdates) as taken = takePending ()
                 let sent = creationExtras
                 let facts = creationFacts created
@@ -811,7 +812,7 @@ type SessionHandle
                 | CommitResult.Committed ->
                     meta <- Patch.apply (Patch.foldChecked (Array.append facts binding)) meta
                     createdWithExtras sent
-                    ticket <- { Id = toId; Created = created }
+                    ticket <- issued
                     cookie <- CookieAction.Issue ticket
                 | _ -> putBack taken
                 return result

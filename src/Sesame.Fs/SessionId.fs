@@ -56,6 +56,10 @@ type internal SessionTicket = {
 [<RequireQualifiedAccess>]
 module internal SessionTicket =
 
+    /// <summary>A new session's ticket, created at <c>now</c> to the millisecond its text keeps: the ticket a request
+    /// issues is then the very one its cookie brings back.</summary>
+    let create (id: string) (now: DateTimeOffset) : SessionTicket = { Id = id; Created = DateTimeOffset.FromUnixTimeMilliseconds(now.ToUnixTimeMilliseconds()) }
+
     /// <summary>The text of a ticket.</summary>
     let format (ticket: SessionTicket) = $"{ticket.Id}.{ticket.Created.ToUnixTimeMilliseconds()}"
 

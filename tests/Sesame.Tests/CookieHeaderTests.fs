@@ -74,7 +74,8 @@ let private issuing () =
     let seal = TicketSeal(provider.CreateProtector TicketSeal.Purpose, TimeProvider.System, NullLogger.Instance)
     let cookie = SessionCookie(provider.CreateProtector SessionCookie.Purpose, seal, options, TimeProvider.System, NullLogger.Instance)
     let issue () =
-        let ticket = { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
+        // As a new session's commit makes it: its creation to the millisecond the ticket's text keeps.
+        let ticket = SessionTicket.create (SessionId.create ()) DateTimeOffset.UtcNow
         let context = DefaultHttpContext()
         cookie.Write(context, ticket)
         let header = string context.Response.Headers.SetCookie
