@@ -18,7 +18,7 @@ type private Marker = class end
 /// `fold-loop fold|naive|redis|pg` runs one of ServerStoreArguments' cases (100 updates) for 15 s, for a profiler;
 /// `fold-split` times that case's parts (the checks, the fold, each store's arguments of the folded patch) in loops of
 /// 3 s, with the bytes each allocates; `fold-allocs normalize|redis|pg` samples what one part allocates, by type; `visit-allocs
-/// plain|untouched|read|counter` what a returning visit allocates, by type (ReturningVisitBenchmarks' requests).
+/// plain|untouched|read|counter|first` what a visit allocates, by type (ReturningVisitBenchmarks' requests).
 [<EntryPoint>]
 let main args =
     match List.ofArray args with

@@ -74,8 +74,12 @@ type ReturningVisitBenchmarks() =
     [<Benchmark>]
     member _.Counter() = counting.Invoke(context cookie).GetAwaiter().GetResult()
 
+    /// The counter with no cookie: a first visit, which creates a session (for visit-allocs; NewSessionBenchmarks times it).
+    member _.FirstVisit() = counting.Invoke(context null).GetAwaiter().GetResult()
+
 /// What a returning visit allocates, by type (the runtime's allocation ticks, one every ~100 KB, over 1,000,000
-/// visits), and its bytes a visit on this thread: `visit-allocs plain|untouched|read|counter`.
+/// visits), and its bytes a visit on this thread: `visit-allocs plain|untouched|read|counter|first` (first: the counter
+/// without a cookie, a new session each visit).
 let allocations (which: string) =
     let b = ReturningVisitBenchmarks()
     b.Setup()
@@ -84,6 +88,7 @@ let allocations (which: string) =
         | "plain" -> b.Plain
         | "untouched" -> b.Untouched
         | "read" -> b.Read
+        | "first" -> b.FirstVisit
         | _ -> b.Counter
     for _ in 1..100000 do
         visit ()

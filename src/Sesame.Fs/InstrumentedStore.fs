@@ -345,6 +345,10 @@ type internal InstrumentedStore(inner: SessionStore, instruments: SesameInstrume
         if left > 0L then Log.eventsLeftAtStop logger left
     }
 
+    /// The facts reported with an ended session go only to the app's handlers.
+    interface IObserverOfFacts with
+        member _.ReadsFacts = hooked
+
     /// What the app's store reports of the sessions it ends by itself.
     interface ISessionStoreObserver with
         member _.SessionEnded(id, meta, reason) =

@@ -74,9 +74,6 @@ type private MemoryEntry(text: SessionText, user: string, expiresAt: int64, last
     /// What the session counts against the byte bound: its tree's and facts' JSON and its bookkeeping.
     member _.Size = int64 text.Length + MemoryEntry.Overhead node.Id.Length
 
-    /// The facts beside the tree, parsed (for the rare reader that needs them without the tree: an end's report, a listing).
-    member _.ParseMeta() = text.ParseMeta()
-
     /// The session's place in the eviction order: one node for the session's life at this id, passed from entry to entry.
     member _.Node = node
 
@@ -194,28 +191,32 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
         if isNull entry.User then remove () else lock userLock remove
 
     /// Ends a session the store decided to end, and says so.
-    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) = if removeEntry id entry then this.ReportEnded(id, entry.ParseMeta(), reason)
+    let forget (id: string) (entry: MemoryEntry) (reason: SessionEndReason) = if removeEntry id entry then this.ReportEndedValue(id, entry.Text, reason)
 
     /// The entry's tree and facts: kept from its commit or an earlier load, or parsed now (and kept).
     let sessionOf (id: string) (entry: MemoryEntry) = ParsedValues.get parsed id entry.Text
 
     let live (entry: MemoryEntry) (t: int64) = not (isNull entry) && entry.ExpiresAt > t
 
-    /// Ends ring records under the ring's lock: the ids, facts and reasons to report once it is let go (none without
-    /// an observer, so that a flood's evictions allocate nothing then).
-    let endFresh (positions: seq<int64>) (t: int64) =
-        let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason)>()
-        for position in positions do
-            if not (isNull reports) then
-                let reason = if fresh.ExpiresAt position <= t then SessionEndReason.Expired else SessionEndReason.Evicted
-                reports.Add(struct (fresh.IdAt position, fresh.ValueAt position, reason))
-            fresh.Remove position
-        reports
+    /// What to report of a ring record ended under the ring's lock, once it is let go: its id, its value when the
+    /// observer reads the facts, and why (nothing without an observer).
+    let endedOf (position: int64) (reason: SessionEndReason) =
+        if isNull this.Observer then
+            ValueNone
+        else
+            ValueSome(struct (fresh.IdAt position, (if this.ObserverReadsFacts then fresh.ValueAt position else null), reason))
 
-    let report (reports: List<struct (string * SessionText * SessionEndReason)>) =
-        if not (isNull reports) then
-            for struct (id, value, reason) in reports do
-                this.ReportEnded(id, value.ParseMeta(), reason)
+    /// Ends a ring record under the ring's lock: what to report once it is let go (a flood evicts one record a new
+    /// session, so nothing is allocated for it that the report does not need).
+    let endFresh (position: int64) (t: int64) =
+        let ended = endedOf position (if fresh.ExpiresAt position <= t then SessionEndReason.Expired else SessionEndReason.Evicted)
+        fresh.Remove position
+        ended
+
+    let report (ended: struct (string * SessionText * SessionEndReason) voption) =
+        match ended with
+        | ValueSome(struct (id, value, reason)) -> this.ReportEndedValue(id, value, reason)
+        | ValueNone -> ()
 
     let sweep () =
         let t = now ()
@@ -223,14 +224,16 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             if entry.ExpiresAt <= t then forget id entry SessionEndReason.Expired
         // The ring a batch at a time (new sessions wait for its lock), and not at all while none of it can be expired.
         if fresh.LiveCount > 0 then
-            let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason)>()
+            let reports = if isNull this.Observer then null else List<struct (string * SessionText * SessionEndReason) voption>()
             fresh.SweepExpired(
                 t,
                 fun position ->
-                    if not (isNull reports) then reports.Add(struct (fresh.IdAt position, fresh.ValueAt position, SessionEndReason.Expired))
+                    if not (isNull reports) then reports.Add(endedOf position SessionEndReason.Expired)
                     fresh.Remove position
             )
-            report reports
+            if not (isNull reports) then
+                for ended in reports do
+                    report ended
 
     let sweeper = time.CreateTimer((fun _ -> sweep ()), null, options.SweepInterval, options.SweepInterval)
 
@@ -240,7 +243,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             match sessions.TryGetValue node.Id with
             | true, entry when obj.ReferenceEquals(entry.Node, node) ->
                 if removeEntry node.Id entry then
-                    this.ReportEnded(node.Id, entry.ParseMeta(), (if entry.ExpiresAt <= now () then SessionEndReason.Expired else SessionEndReason.Evicted))
+                    this.ReportEndedValue(node.Id, entry.Text, (if entry.ExpiresAt <= now () then SessionEndReason.Expired else SessionEndReason.Evicted))
                 else
                     // A commit replaced the entry meanwhile: evict what it left.
                     attempt ()
@@ -266,12 +269,12 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
             let struct (evicted, reports) =
                 fresh.Locked(fun () ->
                     match fresh.Oldest(exceptPosition, countOver) with
-                    | -1L -> struct (false, null)
+                    | -1L -> struct (false, ValueNone)
                     | oldest ->
                         match (if policy.NewCount = 0 then null else policy.PeekVictim(except, false)) with
-                        | null -> struct (true, endFresh [ oldest ] (now ()))
-                        | first when first.FreshSince <= oldest -> struct (false, null)
-                        | _ -> struct (true, endFresh [ oldest ] (now ())))
+                        | null -> struct (true, endFresh oldest (now ()))
+                        | first when first.FreshSince <= oldest -> struct (false, ValueNone)
+                        | _ -> struct (true, endFresh oldest (now ())))
             report reports
             evicted
 
@@ -296,9 +299,9 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     // Read again under the lock that moves sessions to the map: a move that began after the caller
                     // looked in the map has finished.
                     match sessions.TryGetValue id with
-                    | true, entry -> struct (entry, false, null)
-                    | _ -> struct (null, false, null)
-                | position when fresh.ExpiresAt position <= t -> struct (null, false, endFresh [ position ] t)
+                    | true, entry -> struct (entry, false, ValueNone)
+                    | _ -> struct (null, false, ValueNone)
+                | position when fresh.ExpiresAt position <= t -> struct (null, false, endFresh position t)
                 | position ->
                     let expires = if cameBack then expiresAt t idleTimeout else fresh.ExpiresAt position
                     let seen = if cameBack then t else fresh.CreatedAt position
@@ -311,7 +314,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     if not (sessions.TryAdd(id, entry)) then invalidOp $"The session {id} is in the store's ring and its map at once."
                     Interlocked.Add(&totalBytes, entry.Size) |> ignore
                     Interlocked.Increment &count |> ignore
-                    struct (entry, true, null))
+                    struct (entry, true, ValueNone))
         report ended
         if moved then
             // Until the ring's tail passes the hole it left, the session is counted twice.
@@ -389,7 +392,7 @@ type MemoryStore(options: MemoryStoreOptions, time: TimeProvider) as this =
                     if sessions.TryRemove(KeyValuePair(id, entry)) then
                         forgetRemoved id entry
                         unindex user id
-                        this.ReportEnded(id, entry.ParseMeta(), SessionEndReason.UserLimit)
+                        this.ReportEndedValue(id, entry.Text, SessionEndReason.UserLimit)
                     else
                         // A commit replaced the entry meanwhile (commits do not take the user lock): end what it left,
                         // else the user would keep one session more than the limit. Gone meanwhile: nothing to end.

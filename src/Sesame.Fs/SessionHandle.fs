@@ -258,9 +258,9 @@ type SessionHandle
     let creationFacts (created: DateTimeOffset) =
         let own =
             if options.ShapeVersion > 0 then
-                [| Update.Set(metaKey SessionMeta.Created, ms created); Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
+                [| Update.Set(SessionHandle.CreatedPath, ms created); Update.Set(metaKey SessionMeta.Shape, Json.int64 (int64 options.ShapeVersion)) |]
             else
-                [| Update.Set(metaKey SessionMeta.Created, ms created) |]
+                [| Update.Set(SessionHandle.CreatedPath, ms created) |]
         if creationExtras.Length = 0 then own else Array.append own creationExtras
 
     /// <summary>
@@ -350,6 +350,10 @@ type SessionHandle
 
     /// Whether this request read or changed the session (it loaded it).
     member internal _.WasTouched = touched
+
+    /// The path of a new session's creation time in its facts, made once: every new session's commit sets it, and a
+    /// path checks its keys as it is made.
+    static member val internal CreatedPath = SessionPath.ofKeys [ SessionMeta.Created ]
 
     /// Whether there are changes not yet committed.
     member _.HasPendingChanges = lock gate (fun () -> pending.Count > 0 || pendingMeta.Count > 0)

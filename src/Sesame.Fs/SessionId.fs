@@ -61,7 +61,7 @@ module internal SessionTicket =
     let create (id: string) (now: DateTimeOffset) : SessionTicket = { Id = id; Created = DateTimeOffset.FromUnixTimeMilliseconds(now.ToUnixTimeMilliseconds()) }
 
     /// <summary>The text of a ticket.</summary>
-    let format (ticket: SessionTicket) = $"{ticket.Id}.{ticket.Created.ToUnixTimeMilliseconds()}"
+    let format (ticket: SessionTicket) = ticket.Id + "." + ticket.Created.ToUnixTimeMilliseconds().ToString(Globalization.CultureInfo.InvariantCulture)
 
     /// <summary>Reads a ticket's text, or nothing when it is not one.</summary>
     let tryParse (text: string) : SessionTicket voption =

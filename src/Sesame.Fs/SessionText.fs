@@ -140,3 +140,14 @@ module internal ParsedValues =
         let kept = StoredSession(session.Data, session.Meta, int64 value.DataLength)
         cache.Put(id, value, kept)
         kept
+
+/// Reporting the sessions the memory and file stores end, from the values they hold.
+[<AutoOpen>]
+module internal SessionTextReports =
+    type SessionStore with
+
+        /// Reports a session the store ended by itself, its facts parsed from its value only when the observer reads
+        /// them (an empty object otherwise; also for a value not known).
+        member store.ReportEndedValue(id: string, value: SessionText, reason: SessionEndReason) =
+            if not (isNull store.Observer) then
+                store.ReportEnded(id, (if isNull value || not store.ObserverReadsFacts then Json.emptyObject else value.ParseMeta()), reason)

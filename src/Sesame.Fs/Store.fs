@@ -329,6 +329,13 @@ type ISessionStoreObserver =
     /// <param name="reason">Why it ended.</param>
     abstract SessionEnded: id: string * meta: Json * reason: SessionEndReason -> unit
 
+/// An observer that says whether it reads the facts of the sessions reported to it: Sesame's reads them only for the
+/// app's <c>Expired</c> and <c>Evicted</c> handlers, and a store that would parse each evicted session's facts only to
+/// report them (a flood of new sessions evicts one a request) then skips it.
+type internal IObserverOfFacts =
+    /// Whether the facts passed to SessionEnded are read.
+    abstract ReadsFacts: bool
+
 /// <summary>
 /// Where sessions live. Every store keeps the same contract, proven by one shared test suite (the
 /// <c>Sesame.Testing</c> package): a commit applies a change <em>atomically against the value stored at that
@@ -448,6 +455,14 @@ type SessionStore() =
     member _.Observer
         with get () = observer
         and set (value: ISessionStoreObserver) = observer <- value
+
+    /// Whether the observer reads the facts reported with an ended session (any observer does, but Sesame's own when the
+    /// app has no handler for them).
+    member internal _.ObserverReadsFacts =
+        match observer with
+        | null -> false
+        | :? IObserverOfFacts as o -> o.ReadsFacts
+        | _ -> true
 
     /// <summary>Reports a session the store ended by itself to the <see cref="P:Sesame.SessionStore.Observer"/>, if any.
     /// An observer that throws does not disturb the store.</summary>

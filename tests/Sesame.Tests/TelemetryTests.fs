@@ -506,6 +506,7 @@ let private storeTests (kind: StoreKind) =
             let expired = app.Events.Single<SessionEndedContext> "expired"
             Expect.equal expired.SessionId id "the session that expired"
             Expect.equal expired.Reason SessionEndReason.Expired "the reason"
+            Expect.isTrue (SessionMeta.createdOf expired.Meta).IsSome "the handler has the session's facts (its creation time)"
             Expect.equal expired.Store kind.Name "the store"
         }
 
@@ -637,6 +638,8 @@ let tests =
             Expect.equal summary["sesame.sessions.evicted sesame.eviction.reason=bounds"] (int64 evicted.Length) "counted"
             for e in evicted do
                 Expect.equal e.Reason SessionEndReason.Evicted "the reason"
+                // New sessions, evicted from the memory store's ring: their facts are read for the handler only.
+                Expect.isTrue (SessionMeta.createdOf e.Meta).IsSome "the handler has the session's facts (its creation time)"
                 let! stillThere = store.LoadAsync(e.SessionId, TimeSpan.FromMinutes 1.0, testToken ())
                 Expect.isNull stillThere "an evicted session is gone"
         }

@@ -87,7 +87,7 @@ type FileStore
     /// The trees of the sessions in use, so that a session is not parsed on every load and commit.
     let parsed = ParsedCache<SessionText, StoredSession>()
 
-    do sessions.OnExpired <- fun id value -> this.ReportEnded(id, value.ParseMeta(), SessionEndReason.Expired)
+    do sessions.OnExpired <- fun id value -> this.ReportEndedValue(id, value, SessionEndReason.Expired)
     // A parked session's tree would only keep objects alive for a request that may never come.
     do sessions.OnParked <- fun id value -> parsed.Drop(id, value)
 
@@ -190,8 +190,7 @@ type FileStore
         if queueDeleteRecord id session completion written then ValueSome completion.Task else ValueNone
 
     /// What reports a session the store ends by itself, once its delete record is flushed (see LogItem.Written).
-    let reportOnceWritten (id: string) (value: SessionText) (reason: SessionEndReason) =
-        Action(fun () -> this.ReportEnded(id, (if isNull value then Json.emptyObject else value.ParseMeta()), reason))
+    let reportOnceWritten (id: string) (value: SessionText) (reason: SessionEndReason) = Action(fun () -> this.ReportEndedValue(id, value, reason))
 
     /// Evicts the session of a node the eviction order gave up: a delete record, reported once it is written (an
     /// expired session as expired). Takes that session's lock only. False when writes fail: the store can delete
