@@ -50,27 +50,13 @@ let allocations (which: string) =
     let updates = Array.ofList (CoreBenchmarks.toUpdates (CoreBenchmarks.changes 100))
     let folded = Patch.record updates
     folded.Updates |> ignore
-    let counts = System.Collections.Concurrent.ConcurrentDictionary<string, int>()
-    let listener = {
-        new System.Diagnostics.Tracing.EventListener() with
-            override this.OnEventSourceCreated source =
-                if source.Name = "Microsoft-Windows-DotNETRuntime" then
-                    this.EnableEvents(
-                        source,
-                        System.Diagnostics.Tracing.EventLevel.Verbose,
-                        LanguagePrimitives.EnumOfValue<int64, System.Diagnostics.Tracing.EventKeywords> 1L
-                    )
-            override _.OnEventWritten e =
-                if e.EventName = "GCAllocationTick_V4" then
-                    let name = string e.Payload[e.PayloadNames.IndexOf "TypeName"]
-                    counts.AddOrUpdate(name, 1, fun _ c -> c + 1) |> ignore
-    }
-    for _ in 1..300000 do
-        match which with
-        | "normalize" -> (PatchFold.normalize updates).Length |> ignore
-        | "redis" -> (redisArguments folded).Length |> ignore
-        | _ -> (Postgres.PostgresLayout.argumentsOf (SessionChange folded)).GetHashCode() |> ignore
-    let total = counts.Values |> Seq.sum
-    for KeyValue(k, v) in counts |> Seq.sortByDescending (fun kv -> kv.Value) |> Seq.truncate 25 do
-        printfn "%5.1f%%  %s" (100.0 * float v / float total) k
-    listener.Dispose()
+    let ticks =
+        AllocationTicks.sample (fun () ->
+            for _ in 1..300000 do
+                match which with
+                | "normalize" -> (PatchFold.normalize updates).Length |> ignore
+                | "redis" -> (redisArguments folded).Length |> ignore
+                | _ -> (Postgres.PostgresLayout.argumentsOf (SessionChange folded)).GetHashCode() |> ignore)
+    let total = ticks |> List.sumBy snd
+    for name, count in ticks |> List.truncate 25 do
+        printfn "%5.1f%%  %s" (100.0 * float count / float total) name

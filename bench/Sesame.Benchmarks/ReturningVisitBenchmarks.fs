@@ -92,28 +92,15 @@ let allocations (which: string) =
         | _ -> b.Counter
     for _ in 1..100000 do
         visit ()
-    let counts = System.Collections.Concurrent.ConcurrentDictionary<string, int>()
-    let listener = {
-        new System.Diagnostics.Tracing.EventListener() with
-            override this.OnEventSourceCreated source =
-                if source.Name = "Microsoft-Windows-DotNETRuntime" then
-                    this.EnableEvents(
-                        source,
-                        System.Diagnostics.Tracing.EventLevel.Verbose,
-                        LanguagePrimitives.EnumOfValue<int64, System.Diagnostics.Tracing.EventKeywords> 1L
-                    )
-            override _.OnEventWritten e =
-                if e.EventName = "GCAllocationTick_V4" then
-                    let name = string e.Payload[e.PayloadNames.IndexOf "TypeName"]
-                    counts.AddOrUpdate(name, 1, fun _ c -> c + 1) |> ignore
-    }
     let visits = 1000000
-    let before = System.GC.GetAllocatedBytesForCurrentThread()
-    for _ in 1..visits do
-        visit ()
-    let bytes = System.GC.GetAllocatedBytesForCurrentThread() - before
-    listener.Dispose()
+    let mutable bytes = 0L
+    let ticks =
+        AllocationTicks.sample (fun () ->
+            let before = System.GC.GetAllocatedBytesForCurrentThread()
+            for _ in 1..visits do
+                visit ()
+            bytes <- System.GC.GetAllocatedBytesForCurrentThread() - before)
     printfn "%s: %d bytes a visit on this thread" which (bytes / int64 visits)
-    let total = counts.Values |> Seq.sum
-    for KeyValue(k, v) in counts |> Seq.sortByDescending (fun kv -> kv.Value) |> Seq.truncate 40 do
-        printfn "%5.1f%%  %6.0f B/visit  %s" (100.0 * float v / float total) (float bytes / float visits * float v / float total) k
+    let total = ticks |> List.sumBy snd
+    for name, count in ticks |> List.truncate 40 do
+        printfn "%5.1f%%  %6.0f B/visit  %s" (100.0 * float count / float total) (float bytes / float visits * float count / float total) name
