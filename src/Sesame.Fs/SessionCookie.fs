@@ -31,10 +31,10 @@ type private ValidatedCookie(value: string, hash: int, ticket: SessionTicket, tr
 /// remembered for a short while: a request that sends exactly such a value gets the same ticket without opening it
 /// again. A value this app has just issued is not: most new sessions never come back (crawlers, floods), and each
 /// value remembered outlived the young generation only to be displaced in an older one: under a flood of new sessions
-/// most of the collector's collections were of the older generations. The cache cannot make a cookie valid that would be refused, except
-/// one whose Data Protection key is revoked after it was validated, and then for at most <c>trustLifetime</c>. It holds at most
-/// <c>cacheSlots</c> values (an attacker who mints many sessions only displaces entries). A value is
-/// compared with a cached one only when their 32-bit string hashes agree, and those hashes are of a sealed value's tag
+/// most of the collector's collections were of the older generations. The cache cannot make a cookie valid that would
+/// be refused, except one whose Data Protection key is revoked after it was validated, and then for at most
+/// <c>trustLifetime</c>. It holds at most <c>cacheSlots</c> values (an attacker who mints many sessions only displaces
+/// entries). A value is compared with a cached one only when their 32-bit string hashes agree, and those hashes are of a sealed value's tag
 /// (a MAC) or of a protected value whole, keyed with a secret random seed per process: a client cannot make a guess reach
 /// the comparison, so how long a lookup takes says nothing about the cached cookies. (A constant-time comparison would do
 /// the same at several times the cost of the whole lookup.)
