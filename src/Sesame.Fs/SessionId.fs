@@ -73,7 +73,13 @@ module internal SessionTicket =
                 ValueNone
             else
                 let id = text.Substring(0, dot)
-                match Int64.TryParse(text.AsSpan(dot + 1), Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
-                | true, ms when SessionId.isWellFormed id && ms <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds() ->
+                // Negative before 1970: an app's clock may read so (a test's fake clock), and its sessions must be found again.
+                match Int64.TryParse(text.AsSpan(dot + 1), Globalization.NumberStyles.AllowLeadingSign, Globalization.CultureInfo.InvariantCulture) with
+                | true, ms when
+                    SessionId.isWellFormed id
+                    && text[dot + 1] <> '+'
+                    && ms >= DateTimeOffset.MinValue.ToUnixTimeMilliseconds()
+                    && ms <= DateTimeOffset.MaxValue.ToUnixTimeMilliseconds()
+                    ->
                     ValueSome { Id = id; Created = DateTimeOffset.FromUnixTimeMilliseconds ms }
                 | _ -> ValueNone

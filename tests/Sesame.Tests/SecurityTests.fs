@@ -224,6 +224,21 @@ type private AliceDevices(host: IHost, clock: FakeTimeProvider, observed: Observ
 /// The lifecycle behaviours, proven on one kind of store.
 let private onStore (kind: StoreKind) =
     testList kind.Name [
+        testCaseTask "a session made while the app's clock reads before 1970 is found again"
+        <| fun () -> task {
+            // A fake clock set far back: the ticket's creation time is then negative milliseconds.
+            let clock = FakeTimeProvider(DateTimeOffset(1969, 6, 1, 0, 0, 0, TimeSpan.Zero))
+            let store = kind.Create clock
+            use! host = startLifecycleAt clock store noOptions (InFlight())
+            let browser = Browser host
+            let! _ = browser.GetTextAsync "/set"
+            let! kept = browser.GetTextAsync "/show"
+            Expect.equal kept """{"cart":[1,2]}""" "the session, at the second request"
+            clock.Advance(TimeSpan.FromMinutes 2.0)
+            let! later = browser.GetTextAsync "/show"
+            Expect.equal later """{"cart":[1,2]}""" "and later, whatever the cookie cache holds"
+        }
+
         testCaseTask "rotating the id keeps the data, issues a new cookie and kills the old id"
         <| fun () -> task {
             let store, clock, _ = setUp kind

@@ -10,6 +10,21 @@ open Sesame
 [<Tests>]
 let tests =
     testList "Session ids" [
+        testCase "a ticket reads back as it was made, its creation to the millisecond, before 1970 and at the ends of time too"
+        <| fun () ->
+            for at in
+                [
+                    DateTimeOffset.UtcNow
+                    DateTimeOffset(1969, 6, 1, 12, 30, 15, 123, TimeSpan.Zero).AddTicks 4567L
+                    DateTimeOffset.MinValue
+                    DateTimeOffset.MaxValue
+                ] do
+                let ticket = SessionTicket.create (SessionId.create ()) at
+                Expect.equal ticket.Created.UtcTicks (at.UtcTicks - at.UtcTicks % TimeSpan.TicksPerMillisecond) $"{at:O}: made to the millisecond"
+                Expect.equal (SessionTicket.tryParse (SessionTicket.format ticket)) (ValueSome ticket) $"{at:O}: the text reads back as the ticket"
+            for text in [ "+1000"; " 1000"; "1000 "; "1e3"; "--1"; "-"; ""; "99999999999999999999"; "-99999999999999999999" ] do
+                Expect.equal (SessionTicket.tryParse $"{SessionId.create ()}.{text}") ValueNone $"'{text}' is not a creation time"
+
         testCase "ids from many threads, across many blocks, are well formed and never repeat"
         <| fun () ->
             // 8 threads × 2,000 ids: each thread draws its block about 24 times.
