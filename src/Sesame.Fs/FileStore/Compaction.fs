@@ -77,8 +77,7 @@ type internal Compaction(file: ActiveFile, sessions: FileSessions, options: File
                 count.Value <- count.Value + 1
             // The rings' expired sessions leave memory as the snapshot leaves them out of the file (a sweep of the rings,
             // which holds whether or not the compaction finishes; the map's are dropped when it does, in Finish).
-            for struct (id, value) in sessions.SweepRings t do
-                sessions.OnExpired id value
+            sessions.SweepRings t
             // The rings first, then the map: a session taken out of a ring before the walk reaches it is in the map
             // before the map's walk starts, so it is met there; one taken out after is met in the ring (and maybe in
             // the map too: a replay keeps an id's last record). Its values never change while it is in a ring. One the

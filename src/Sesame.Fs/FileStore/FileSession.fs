@@ -366,9 +366,9 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
         for ring in rings do
             if ring.LiveCount > 0 then ring.OfferUnexpired(page, t, fun id at -> make id (ring.ValueAt at) (ring.ExpiresAt at) (ring.CreatedAt at))
 
-    /// Ends the rings' sessions that are expired at <c>t</c> (see FreshSessions.SweepExpired); gives each one's id and
-    /// value.
-    member _.SweepRings(t: int64) : struct (string * SessionText) list =
+    /// Ends the rings' sessions that are expired at <c>t</c> (see FreshSessions.SweepExpired), and tells OnExpired of
+    /// each once the rings' locks are let go.
+    member this.SweepRings(t: int64) =
         let ended = ResizeArray<struct (string * SessionText)>()
         for ring in rings do
             if ring.LiveCount > 0 then
@@ -378,7 +378,8 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
                         ended.Add(struct (ring.IdAt position, ring.ValueAt position))
                         removeFrom ring position
                 )
-        List.ofSeq ended
+        for struct (id, value) in ended do
+            this.OnExpired id value
 
     /// Makes a replayed session (its newest value, expiry and last-seen time set) what loads serve and what the file
     /// holds, counts it, and admits it to the order as a returning session not used since the store opened.
@@ -463,5 +464,4 @@ type internal FileSessions(maxSessions: int, maxBytes: int64, replayed: ICollect
     member this.Sweep(t: int64) =
         for KeyValue(id, session) in sessions do
             lock session (fun () -> if not session.Removed && session.IsDeadAt t then this.DropDead(id, session))
-        for struct (id, value) in this.SweepRings t do
-            this.OnExpired id value
+        this.SweepRings t
