@@ -34,13 +34,13 @@ type internal LoadHints(slots: int) =
         hashes[slot] <- hash
 
     /// Records what a load read: the expiry fields of the session's hash, when it has both.
-    member this.Record(id: string, fields: struct (int64 voption * int64 voption)) =
+    member this.Record(id: string, fields: struct (int64 voption * int64 voption * struct (int64 * int64) voption)) =
         match fields with
-        | struct (ValueSome lastSeen, ValueSome timeout) -> this.Record(id, lastSeen, timeout)
+        | struct (ValueSome lastSeen, ValueSome timeout, _) -> this.Record(id, lastSeen, timeout)
         | _ -> ()
 
     /// Whether a load of <paramref name="id"/> will likely find its script not due (see ExpiryRefresh.dueBySeen), from
-    /// what was last recorded of it; false when nothing is. The key's TTL, read with the hash, decides.
+    /// what was last recorded of it; false when nothing is. The hash it then reads decides.
     member _.LikelyNotDue(id: string, ttl: int64, window: int64, redisNow: int64 voption) =
         let hash = id.GetHashCode()
         let slot = slotOf hash

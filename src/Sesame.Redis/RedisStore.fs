@@ -857,21 +857,18 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                             read.ContinueWith((fun (t: Task<HashEntry[]>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
                         let mutable quick = ValueNone
                         if not guessedDue then
-                            // Beside the read, the key's TTL, which decides whether the expiry is due (see ExpiryRefresh.due):
-                            // Redis reads it when it reads the hash, so no time the reply took, and no commit that set '#t'
-                            // without sliding, can make a due slide look done. Observed even when the read fails first.
-                            let left = database.KeyTimeToLiveAsync(keys[0], CommandFlags.DemandMaster)
-                            left.ContinueWith((fun (t: Task<Nullable<TimeSpan>>) -> t.Exception |> ignore), TaskContinuationOptions.OnlyOnFaulted) |> ignore
+                            // The hash alone decides whether the expiry is due, by the deadline it records (see
+                            // ExpiryRefresh.dueByDeadline) against Redis's clock read now that it came; when it cannot tell,
+                            // the script runs, and decides by the key's TTL.
                             try
                                 let! entries = read
-                                let! left = left
                                 if entries.Length > 0 then
                                     let fields = ExpiryRefresh.expiryFields entries
-                                    let struct (seen, timeout) = fields
-                                    let left = if left.HasValue then ValueSome(int64 left.Value.TotalMilliseconds) else ValueNone
-                                    if not (ExpiryRefresh.due left seen timeout ttl window redisNow) then
+                                    match ExpiryRefresh.dueByDeadline fields ttl window (clock.TryNow()) with
+                                    | ValueSome false ->
                                         hints.Record(id, fields)
                                         quick <- ValueSome(struct (entries, hashReply))
+                                    | _ -> ()
                             with :? RedisServerException as e when isWrongType e ->
                                 // The script is not needed to say so.
                                 let! reply = otherType ()

@@ -1,12 +1,13 @@
-/// When a load may skip its script: the decision alone, from the key's TTL, a hash's fields and a reading of Redis's clock.
+/// When a load may skip its script: the decision alone, from a hash's fields and a reading of Redis's clock.
 module Sesame.Redis.Tests.ExpiryRefreshTests
 
 open Expecto
 open Sesame.Redis
 open StackExchange.Redis
 
-/// A session's hash as HGETALL gives it: a node, the format's fields, and the given last-seen time and slid-to timeout.
-let private hash (seen: string option) (timeout: string option) = [|
+/// A session's hash as HGETALL gives it: a node, the format's fields, and the given last-seen time, slid-to timeout and
+/// deadline ('#e').
+let private hashWith (seen: string option) (timeout: string option) (deadline: string option) = [|
     HashEntry(RedisValue.op_Implicit "", RedisValue.op_Implicit "{}")
     HashEntry(RedisValue.op_Implicit "#v", RedisValue.op_Implicit "2")
     HashEntry(RedisValue.op_Implicit "#s", RedisValue.op_Implicit "2")
@@ -18,7 +19,12 @@ let private hash (seen: string option) (timeout: string option) = [|
     match timeout with
     | Some timeout -> HashEntry(RedisValue.op_Implicit "#x", RedisValue.op_Implicit timeout)
     | None -> ()
+    match deadline with
+    | Some deadline -> HashEntry(RedisValue.op_Implicit "#e", RedisValue.op_Implicit deadline)
+    | None -> ()
 |]
+
+let private hash (seen: string option) (timeout: string option) = hashWith seen timeout None
 
 [<Tests>]
 let tests =
@@ -34,7 +40,7 @@ let tests =
         <| fun () ->
             let seen = 1_000_000L
             let due (fields: HashEntry[]) ttl now =
-                let struct (seen, timeout) = ExpiryRefresh.expiryFields fields
+                let struct (seen, timeout, _) = ExpiryRefresh.expiryFields fields
                 ExpiryRefresh.dueBySeen seen timeout ttl 1000L now
             let valid = hash (Some(string seen)) (Some "1200000")
             Expect.isFalse (due valid 1_200_000L (ValueSome seen)) "just seen"
@@ -56,7 +62,7 @@ let tests =
         <| fun () ->
             let seen = 1_000_000L
             let fields = ExpiryRefresh.expiryFields (hash (Some(string seen)) (Some "1200000"))
-            let struct (lastSeen, timeout) = fields
+            let struct (lastSeen, timeout, _) = fields
             let due left ttl = ExpiryRefresh.due left lastSeen timeout ttl 1000L (ValueSome seen)
             Expect.isFalse (due (ValueSome 1_200_000L) 1_200_000L) "just slid"
             Expect.isFalse (due (ValueSome 1_199_001L) 1_200_000L) "the window not yet run down"
@@ -69,10 +75,37 @@ let tests =
             Expect.isTrue (due (ValueSome 5L) 0L) "a timeout of zero slides every load"
             // A session that never expires: no TTL to keep; its last-seen time moves on once a window.
             let never = ExpiryRefresh.expiryFields (hash (Some(string seen)) (Some "-1"))
-            let struct (lastSeen, timeout) = never
+            let struct (lastSeen, timeout, _) = never
             Expect.isFalse (ExpiryRefresh.due ValueNone lastSeen timeout -1L 1000L (ValueSome seen)) "no TTL, seen within the window"
             Expect.isTrue (ExpiryRefresh.due ValueNone lastSeen timeout -1L 1000L (ValueSome(seen + 1000L))) "no TTL, the window run down"
             Expect.isTrue (ExpiryRefresh.due (ValueSome 5000L) lastSeen timeout -1L 1000L (ValueSome seen)) "a TTL an earlier timeout gave it"
+
+        testCase "a load tells from the hash's deadline whether it must slide, and runs its script when the deadline cannot tell"
+        <| fun () ->
+            let now = 1_000_000_000L
+            let seen = string (now - 10L)
+            let dueBy (deadline: string option) (timeout: string) ttl (clock: int64 voption) =
+                ExpiryRefresh.dueByDeadline (ExpiryRefresh.expiryFields (hashWith (Some seen) (Some timeout) deadline)) ttl 1000L clock
+            let deadline (left: int64) (timeout: int64) = Some $"{now + left} {timeout}"
+            // As the key's TTL would tell it (the same cases as above).
+            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome false) "just slid"
+            Expect.equal (dueBy (deadline 1_199_001L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome false) "the window not yet run down"
+            Expect.equal (dueBy (deadline 1_199_000L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome true) "the window run down"
+            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 600_000L (ValueSome now)) (ValueSome true) "further off than a shorter timeout"
+            Expect.equal (dueBy (deadline -5_000L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome true) "a deadline passed"
+            // The clock read once the reply came, ahead of Redis's: the slide looks due sooner, never later.
+            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 1_200_000L (ValueSome(now + 1000L))) (ValueSome true) "a reading ahead by the window"
+            // A session that never expires: '-1' for no deadline, and its last-seen time moves on once a window.
+            Expect.equal (dueBy (Some "-1 -1") "-1" -1L (ValueSome now)) (ValueSome false) "no deadline, seen within the window"
+            Expect.equal (dueBy (Some "-1 -1") "-1" -1L (ValueSome(now + 1000L))) (ValueSome true) "no deadline, the window run down"
+            Expect.equal (dueBy (deadline 5000L 60_000L) "60000" -1L (ValueSome now)) (ValueSome true) "a deadline an earlier timeout gave it"
+            Expect.equal (dueBy (Some "-1 -1") "-1" 1_200_000L (ValueSome now)) (ValueSome true) "no deadline under a timeout"
+            // What cannot tell: the script decides, by the key's TTL.
+            Expect.equal (dueBy None "1200000" 1_200_000L (ValueSome now)) ValueNone "no deadline field (an earlier Sesame's hash)"
+            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 1_200_000L ValueNone) ValueNone "no reading of Redis's clock"
+            Expect.equal (dueBy (deadline 1_200_000L 2_400_000L) "1200000" 1_200_000L (ValueSome now)) ValueNone "a deadline of a slide under another timeout"
+            for garbled in [ "soon"; $"{now}"; $"{now} "; $" {now} 1200000"; $"{now}  1200000"; $"{now} 1200000 1"; "- 1200000" ] do
+                Expect.equal (dueBy (Some garbled) "1200000" 1_200_000L (ValueSome now)) ValueNone $"'{garbled}' is no deadline"
 
         testCase "Redis's clock is read from a recent reading, and from none older than a minute"
         <| fun () ->

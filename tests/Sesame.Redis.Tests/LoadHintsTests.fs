@@ -19,7 +19,7 @@ let tests =
             Expect.isFalse (hints.LikelyNotDue("a", 1_200_000L, 1000L, ValueNone)) "no reading of Redis's clock"
             Expect.isFalse (hints.LikelyNotDue("b", 1_200_000L, 1000L, now)) "another session"
             // A hash without both fields (written before Sesame kept the timeout) records nothing.
-            hints.Record("c", struct (ValueSome 1_000_000L, ValueNone))
+            hints.Record("c", struct (ValueSome 1_000_000L, ValueNone, ValueNone))
             Expect.isFalse (hints.LikelyNotDue("c", 1_200_000L, 1000L, now)) "a hash without #x"
 
         testCase "many sessions share the table's slots: each guess is for the session that last took its slot"
