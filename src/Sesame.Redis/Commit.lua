@@ -4,8 +4,8 @@
 -- tree's, and the facts' when they grow), the refresh interval in ms, then the change (Patch.lua). A commit sets the
 -- session's last-seen time; it slides the expiry only when that is due (slideDue in Layout.lua), as a load does: the
 -- expiry set's ZADD and the PEXPIRE are a good part of a small commit's time, and a burst of requests then makes one
--- expiry write rather than one each. The time left is read from the hash's '#e' (leftOf), or from the key's TTL when
--- that cannot tell.
+-- expiry write rather than one each. The time left is read from the deadline the hash's '#x' holds (leftOf), or from
+-- the key's TTL when it holds none.
 -- Replies: {'ok', ended...} | {'gone', ended...} | {'large', size} | {'moving'} | {'stale', mark} | a refusal
 -- of Patch.lua, where ended is the {reason, owner} of an earlier session under this id that Redis ended and
 -- nobody had reported (see ended in Layout.lua), or nothing. Nothing is written unless the reply is 'ok' or 'gone'.
@@ -18,7 +18,7 @@ local interval = tonumber(ARGV[6])
 local function main()
   local now = nowMs()
   -- One read for a stored session; its type is asked only when that read finds nothing (or not a hash).
-  local meta = readMeta(key, '#v', '#s', '#m', '#x', '#e')
+  local meta = readMeta(key, '#v', '#s', '#m', '#x')
   local creating = not meta
   if creating then
     if mustExist then
@@ -47,17 +47,14 @@ local function main()
   -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it. A timeout
   -- other than the one the expiry last slid to ('#x') slides at once, so that the first commit under a shorter or a
   -- longer timeout applies it.
-  local due = creating or tonumber(meta[4]) ~= ttl
+  local due = creating or timeoutOf(meta[4]) ~= ttl
   if not due then
-    local left = leftOf(meta[5], meta[4], now) or redis.call('PTTL', key)
+    local left = leftOf(meta[4], now) or redis.call('PTTL', key)
     if ttl < 0 then due = left >= 0 else due = slideDue(left, ttl, interval) end
   end
   -- The timeout a slide sets, which a load compares with its own to know whether it must slide (see Load.lua), and the
-  -- deadline it sets (expiryMark).
-  if due then
-    put('#x', string.format('%d', ttl))
-    put('#e', expiryMark(ttl, now))
-  end
+  -- deadline it sets (expiryField).
+  if due then put('#x', expiryField(ttl, now)) end
   flush(key)
   if due then expire(key, id, ttl, now) end
   return reply

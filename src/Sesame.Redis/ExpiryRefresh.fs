@@ -55,14 +55,14 @@ type internal RedisClock() =
 /// <para>A load slides at most once per <c>window</c>: the refresh interval, capped at a quarter of the idle timeout
 /// (a commit caps it at half). It is due when more than the window has run down from the timeout, so that the session
 /// keeps at least the timeout less the window (and so less the refresh interval) after the load, as the option
-/// promises. What is left is the deadline the last slide set, which the hash records beside the timeout of that slide
-/// (<c>#e</c>, written wherever <c>#x</c> is), less Redis's clock as the store reads it once the reply is in: that
-/// reading is ahead of Redis's clock, never behind (see RedisClock), so a reply held up on its way can only make a slide
-/// look due sooner. (The time since the session was last seen, <c>#t</c>, would not do: a commit sets it every time but
-/// slides only once its own window has run down, so a load judged by it could leave a quarter of the timeout.) A
-/// deadline further off than the timeout (a shorter timeout than the last slide's, an absolute timeout closing in) is
-/// due at once. A hash whose <c>#e</c> cannot tell (an earlier Sesame's, which reads the key's TTL instead and slides
-/// without writing it, see <c>leftOf</c> in Layout.lua) runs the script, which decides by the key's TTL.</para>
+/// promises. What is left is the deadline the last slide set, which the hash records with the timeout of that slide
+/// (<c>#x</c>: the script that sets the key's TTL writes both), less Redis's clock as the store reads it once the reply
+/// is in: that reading is ahead of Redis's clock, never behind (see RedisClock), so a reply held up on its way can only
+/// make a slide look due sooner. (The time since the session was last seen, <c>#t</c>, would not do: a commit sets it
+/// every time but slides only once its own window has run down, so a load judged by it could leave a quarter of the
+/// timeout.) A deadline further off than the timeout (a shorter timeout than the last slide's, an absolute timeout
+/// closing in) is due at once. A hash whose <c>#x</c> holds no deadline (an earlier Sesame wrote the timeout alone)
+/// runs the script, which decides by the key's TTL.</para>
 /// <para>For a session that never expires the script runs when the key has a TTL (an earlier timeout gave it one), when
 /// the timeout its expiry last slid to (<c>#x</c>) is another, and once the window has run down since it was last seen,
 /// so that <c>#t</c> moves on: in Redis's clock as the store's last reading gives it, and whenever there is no recent
@@ -73,18 +73,15 @@ type internal RedisClock() =
 /// </remarks>
 module internal ExpiryRefresh =
 
-    /// The field that holds the idle timeout (ms; -1 for none) a session's expiry last slid to.
+    /// The field that holds the idle timeout (ms; -1 for none) a session's expiry last slid to, then the deadline (Redis's
+    /// Unix ms; -1 for none) that slide set: <c>'&lt;timeout&gt; &lt;deadline&gt;'</c> (the timeout alone when an earlier
+    /// Sesame slid it).
     [<Literal>]
     let TimeoutField = "#x"
 
     /// The field that holds when a session was last seen (Redis's Unix ms).
     [<Literal>]
     let SeenField = "#t"
-
-    /// The field that holds the deadline (Redis's Unix ms; -1 for none) a session's expiry last slid to, then the
-    /// timeout of that slide: <c>'&lt;deadline&gt; &lt;timeout&gt;'</c>.
-    [<Literal>]
-    let DeadlineField = "#e"
 
     /// A load's refresh window (ms) for an idle timeout of <paramref name="ttl"/> ms (-1 for none) and the store's
     /// refresh interval: the interval, capped at a quarter of the timeout.
@@ -97,29 +94,32 @@ module internal ExpiryRefresh =
 
     let private parse (value: RedisValue) = parseText (string value)
 
-    /// A <c>#e</c> field's deadline and timeout (as the scripts write it: two integers and one space), or ValueNone.
-    let private parseDeadline (value: RedisValue) : struct (int64 * int64) voption =
+    /// A <c>#x</c> field's timeout and deadline (as the scripts write it: two integers and one space; the timeout alone as
+    /// an earlier Sesame wrote it, with no deadline), or ValueNone for no timeout.
+    let private parseTimeout (value: RedisValue) : struct (int64 voption * int64 voption) =
         let text = string value
         match text.IndexOf ' ' with
-        | -1 -> ValueNone
+        | -1 -> struct (parseText text, ValueNone)
         | space ->
             match parseText (text.Substring(0, space)), parseText (text.Substring(space + 1)) with
-            | ValueSome deadline, ValueSome timeout -> ValueSome(struct (deadline, timeout))
-            | _ -> ValueNone
+            | ValueSome timeout, ValueSome deadline -> struct (ValueSome timeout, ValueSome deadline)
+            | _ -> struct (ValueNone, ValueNone)
 
-    /// When the session whose hash is <paramref name="entries"/> was last seen (<c>#t</c>), the idle timeout its expiry
-    /// last slid to (<c>#x</c>), and the deadline and timeout its <c>#e</c> records, where the hash has them as numbers.
-    let expiryFields (entries: HashEntry[]) : struct (int64 voption * int64 voption * struct (int64 * int64) voption) =
+    /// When the session whose hash is <paramref name="entries"/> was last seen (<c>#t</c>), and the idle timeout its
+    /// expiry last slid to and the deadline that set (<c>#x</c>), where the hash has them as numbers.
+    let expiryFields (entries: HashEntry[]) : struct (int64 voption * int64 voption * int64 voption) =
         let mutable seen = ValueNone
         let mutable timeout = ValueNone
         let mutable deadline = ValueNone
         for entry in entries do
-            // The names are two bytes long; a node's name seldom is, and is decoded only then.
+            // Both names are two bytes long; a node's name seldom is, and is decoded only then.
             if entry.Name.Length() = 2L then
                 match string entry.Name with
                 | SeenField -> seen <- parse entry.Value
-                | TimeoutField -> timeout <- parse entry.Value
-                | DeadlineField -> deadline <- parseDeadline entry.Value
+                | TimeoutField ->
+                    let struct (slidTo, until) = parseTimeout entry.Value
+                    timeout <- slidTo
+                    deadline <- until
                 | _ -> ()
         struct (seen, timeout, deadline)
 
@@ -147,16 +147,16 @@ module internal ExpiryRefresh =
 
     /// <summary>Whether a load must run its script (see <c>due</c>), told from its hash's expiry fields alone
     /// (<paramref name="fields"/>, see expiryFields) and Redis's clock as the store reads it after the hash came
-    /// (<paramref name="redisNow"/>); ValueNone when they cannot tell: no clock reading, or no <c>#e</c> whose timeout
-    /// is the hash's <c>#x</c> (see the remarks above).</summary>
+    /// (<paramref name="redisNow"/>); ValueNone when they cannot tell: no clock reading, or no deadline in <c>#x</c>
+    /// (see the remarks above).</summary>
     let dueByDeadline
-        (struct (seen, timeout, deadline): struct (int64 voption * int64 voption * struct (int64 * int64) voption))
+        (struct (seen, timeout, deadline): struct (int64 voption * int64 voption * int64 voption))
         (ttl: int64)
         (window: int64)
         (redisNow: int64 voption)
         : bool voption =
-        match deadline, timeout, redisNow with
-        | ValueSome(struct (deadline, slidTimeout)), ValueSome timeout, ValueSome now when slidTimeout = timeout ->
+        match deadline, redisNow with
+        | ValueSome deadline, ValueSome now ->
             let left = if deadline < 0L then ValueNone else ValueSome(max 0L (deadline - now))
-            ValueSome(due left seen (ValueSome timeout) ttl window redisNow)
+            ValueSome(due left seen timeout ttl window redisNow)
         | _ -> ValueNone

@@ -81,24 +81,29 @@ local function expire(key, id, ttl, now)
   end
 end
 
--- The '#e' field of a session whose expiry is set now to `ttl` ms (negative: never expires): '<deadline> <ttl>', the
--- deadline in Unix ms (-1 for none) and the timeout as '#x' has it. It is written with '#x' wherever the expiry is set,
--- so that a commit, and a load in the store (ExpiryRefresh.fs), tell the time left from the hash, without asking the
--- key's TTL: one call fewer a commit, one command fewer a load.
-local function expiryMark(ttl, now)
-  if ttl < 0 then return string.format('-1 %d', ttl) end
-  return string.format('%d %d', now + ttl, ttl)
+-- The '#x' field of a session whose expiry slides now to `ttl` ms (negative: never expires): the timeout, then the
+-- deadline that sets (Unix ms; -1 for none), '<ttl> <deadline>'. With it a commit, and a load in the store
+-- (ExpiryRefresh.fs), tell the time left from the hash without asking the key's TTL: one call fewer a commit, one
+-- command fewer a load. An earlier Sesame wrote the timeout alone, and reads this as no timeout it knows (so it
+-- slides).
+local function expiryField(ttl, now)
+  if ttl < 0 then return string.format('%d -1', ttl) end
+  return string.format('%d %d', ttl, now + ttl)
 end
 
--- The ms left to a session's expiry at `now` as PTTL gives it (-1 for none), from its '#e' `mark` and its '#x'
--- `timeout` (the fields' text); nil when they cannot tell: no mark, one that is not a mark, or one whose timeout is not
--- '#x'. An earlier Sesame slides without writing a mark, so one may be left from before a later slide: under another
--- timeout it is not trusted; under the same one, that slide moved the deadline on, and the mark can only make the next
--- slide look due sooner than it is, never later.
-local function leftOf(mark, timeout, now)
-  if not mark or not timeout then return nil end
-  local deadline, markTimeout = mark:match('^(%-?%d+) (%-?%d+)$')
-  if not deadline or markTimeout ~= timeout then return nil end
+-- The timeout a session's '#x' names (its text; nil for none): the timeout alone, or with its deadline (expiryField).
+local function timeoutOf(field)
+  if not field then return nil end
+  return tonumber(field:match('^(%-?%d+) %-?%d+$') or field)
+end
+
+-- The ms left to a session's expiry at `now` as PTTL gives it (-1 for none), from its '#x' (its text); nil when that
+-- holds no deadline (an earlier Sesame's timeout alone, or not a '#x' expiryField writes). The deadline and the TTL are
+-- set together, in one script: no slide moves one without the other.
+local function leftOf(field, now)
+  if not field then return nil end
+  local deadline = field:match('^%-?%d+ (%-?%d+)$')
+  if not deadline then return nil end
   deadline = tonumber(deadline)
   if deadline < 0 then return -1 end
   return math.max(0, deadline - now)

@@ -34,7 +34,7 @@ type internal LoadHints(slots: int) =
         hashes[slot] <- hash
 
     /// Records what a load read: the expiry fields of the session's hash, when it has both.
-    member this.Record(id: string, fields: struct (int64 voption * int64 voption * struct (int64 * int64) voption)) =
+    member this.Record(id: string, fields: struct (int64 voption * int64 voption * int64 voption)) =
         match fields with
         | struct (ValueSome lastSeen, ValueSome timeout, _) -> this.Record(id, lastSeen, timeout)
         | _ -> ()

@@ -19,9 +19,9 @@
 -- rolling upgrade from it needs). Both are read.
 -- Fields starting with '#' are not nodes: '#v' the format version ('2' or '3'), '#s' the data tree's size in bytes
 -- of compact JSON (kept up to date by every change), '#t' when the session was last seen (Unix ms), '#x' the idle
--- timeout (ms; -1 for none) its expiry last slid to, '#e' the deadline (Unix ms; -1 for none) that slide set and its
--- timeout again (see expiryMark in Layout.lua), '#u' its owner (see Layout.lua) when it is bound to a user,
--- '#m' the mark of a move to another slot under way. No
+-- timeout (ms; -1 for none) its expiry last slid to and the deadline (Unix ms; -1 for none) that set (see
+-- expiryField in Layout.lua; an earlier Sesame wrote the timeout alone), '#u' its owner (see Layout.lua) when it is
+-- bound to a user, '#m' the mark of a move to another slot under way. No
 -- value ever goes through cjson: numbers keep every digit, [] stays an array, key order is the order of the
 -- 'O' entries.
 --

@@ -5,9 +5,9 @@ open Expecto
 open Sesame.Redis
 open StackExchange.Redis
 
-/// A session's hash as HGETALL gives it: a node, the format's fields, and the given last-seen time, slid-to timeout and
-/// deadline ('#e').
-let private hashWith (seen: string option) (timeout: string option) (deadline: string option) = [|
+/// A session's hash as HGETALL gives it: a node, the format's fields, and the given last-seen time and '#x' (the slid-to
+/// timeout, alone as an earlier Sesame wrote it, or with its deadline).
+let private hash (seen: string option) (timeout: string option) = [|
     HashEntry(RedisValue.op_Implicit "", RedisValue.op_Implicit "{}")
     HashEntry(RedisValue.op_Implicit "#v", RedisValue.op_Implicit "2")
     HashEntry(RedisValue.op_Implicit "#s", RedisValue.op_Implicit "2")
@@ -19,12 +19,7 @@ let private hashWith (seen: string option) (timeout: string option) (deadline: s
     match timeout with
     | Some timeout -> HashEntry(RedisValue.op_Implicit "#x", RedisValue.op_Implicit timeout)
     | None -> ()
-    match deadline with
-    | Some deadline -> HashEntry(RedisValue.op_Implicit "#e", RedisValue.op_Implicit deadline)
-    | None -> ()
 |]
-
-let private hash (seen: string option) (timeout: string option) = hashWith seen timeout None
 
 [<Tests>]
 let tests =
@@ -80,32 +75,34 @@ let tests =
             Expect.isTrue (ExpiryRefresh.due ValueNone lastSeen timeout -1L 1000L (ValueSome(seen + 1000L))) "no TTL, the window run down"
             Expect.isTrue (ExpiryRefresh.due (ValueSome 5000L) lastSeen timeout -1L 1000L (ValueSome seen)) "a TTL an earlier timeout gave it"
 
-        testCase "a load tells from the hash's deadline whether it must slide, and runs its script when the deadline cannot tell"
+        testCase "a load tells from the deadline its hash records whether it must slide, and runs its script when the hash records none"
         <| fun () ->
             let now = 1_000_000_000L
             let seen = string (now - 10L)
-            let dueBy (deadline: string option) (timeout: string) ttl (clock: int64 voption) =
-                ExpiryRefresh.dueByDeadline (ExpiryRefresh.expiryFields (hashWith (Some seen) (Some timeout) deadline)) ttl 1000L clock
-            let deadline (left: int64) (timeout: int64) = Some $"{now + left} {timeout}"
+            let dueBy (field: string) ttl (clock: int64 voption) =
+                ExpiryRefresh.dueByDeadline (ExpiryRefresh.expiryFields (hash (Some seen) (Some field))) ttl 1000L clock
+            let slid (timeout: int64) (left: int64) = $"{timeout} {now + left}"
             // As the key's TTL would tell it (the same cases as above).
-            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome false) "just slid"
-            Expect.equal (dueBy (deadline 1_199_001L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome false) "the window not yet run down"
-            Expect.equal (dueBy (deadline 1_199_000L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome true) "the window run down"
-            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 600_000L (ValueSome now)) (ValueSome true) "further off than a shorter timeout"
-            Expect.equal (dueBy (deadline -5_000L 1_200_000L) "1200000" 1_200_000L (ValueSome now)) (ValueSome true) "a deadline passed"
+            Expect.equal (dueBy (slid 1_200_000L 1_200_000L) 1_200_000L (ValueSome now)) (ValueSome false) "just slid"
+            Expect.equal (dueBy (slid 1_200_000L 1_199_001L) 1_200_000L (ValueSome now)) (ValueSome false) "the window not yet run down"
+            Expect.equal (dueBy (slid 1_200_000L 1_199_000L) 1_200_000L (ValueSome now)) (ValueSome true) "the window run down"
+            Expect.equal (dueBy (slid 1_200_000L 1_200_000L) 600_000L (ValueSome now)) (ValueSome true) "further off than a shorter timeout"
+            Expect.equal (dueBy (slid 1_200_000L 1_200_000L) 2_400_000L (ValueSome now)) (ValueSome true) "a longer timeout"
+            Expect.equal (dueBy (slid 1_200_000L -5_000L) 1_200_000L (ValueSome now)) (ValueSome true) "a deadline passed"
             // The clock read once the reply came, ahead of Redis's: the slide looks due sooner, never later.
-            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 1_200_000L (ValueSome(now + 1000L))) (ValueSome true) "a reading ahead by the window"
-            // A session that never expires: '-1' for no deadline, and its last-seen time moves on once a window.
-            Expect.equal (dueBy (Some "-1 -1") "-1" -1L (ValueSome now)) (ValueSome false) "no deadline, seen within the window"
-            Expect.equal (dueBy (Some "-1 -1") "-1" -1L (ValueSome(now + 1000L))) (ValueSome true) "no deadline, the window run down"
-            Expect.equal (dueBy (deadline 5000L 60_000L) "60000" -1L (ValueSome now)) (ValueSome true) "a deadline an earlier timeout gave it"
-            Expect.equal (dueBy (Some "-1 -1") "-1" 1_200_000L (ValueSome now)) (ValueSome true) "no deadline under a timeout"
+            Expect.equal (dueBy (slid 1_200_000L 1_200_000L) 1_200_000L (ValueSome(now + 1000L))) (ValueSome true) "a reading ahead by the window"
+            // A session that never expires: -1 for no deadline, and its last-seen time moves on once a window.
+            Expect.equal (dueBy "-1 -1" -1L (ValueSome now)) (ValueSome false) "no deadline, seen within the window"
+            Expect.equal (dueBy "-1 -1" -1L (ValueSome(now + 1000L))) (ValueSome true) "no deadline, the window run down"
+            Expect.equal (dueBy (slid 60_000L 5000L) -1L (ValueSome now)) (ValueSome true) "a deadline an earlier timeout gave it"
+            Expect.equal (dueBy "-1 -1" 1_200_000L (ValueSome now)) (ValueSome true) "no deadline under a timeout"
             // What cannot tell: the script decides, by the key's TTL.
-            Expect.equal (dueBy None "1200000" 1_200_000L (ValueSome now)) ValueNone "no deadline field (an earlier Sesame's hash)"
-            Expect.equal (dueBy (deadline 1_200_000L 1_200_000L) "1200000" 1_200_000L ValueNone) ValueNone "no reading of Redis's clock"
-            Expect.equal (dueBy (deadline 1_200_000L 2_400_000L) "1200000" 1_200_000L (ValueSome now)) ValueNone "a deadline of a slide under another timeout"
-            for garbled in [ "soon"; $"{now}"; $"{now} "; $" {now} 1200000"; $"{now}  1200000"; $"{now} 1200000 1"; "- 1200000" ] do
-                Expect.equal (dueBy (Some garbled) "1200000" 1_200_000L (ValueSome now)) ValueNone $"'{garbled}' is no deadline"
+            Expect.equal (dueBy "1200000" 1_200_000L (ValueSome now)) ValueNone "the timeout alone (an earlier Sesame's)"
+            Expect.equal (dueBy (slid 1_200_000L 1_200_000L) 1_200_000L ValueNone) ValueNone "no reading of Redis's clock"
+            for garbled in [ "soon"; "1200000 soon"; "1200000 "; $" 1200000 {now}"; $"1200000  {now}"; $"1200000 {now} 1"; $"- {now}" ] do
+                Expect.equal (dueBy garbled 1_200_000L (ValueSome now)) ValueNone $"'{garbled}' holds no deadline"
+                let struct (_, timeout, _) = ExpiryRefresh.expiryFields (hash (Some seen) (Some garbled))
+                Expect.equal timeout ValueNone $"'{garbled}' holds no timeout either"
 
         testCase "Redis's clock is read from a recent reading, and from none older than a minute"
         <| fun () ->
