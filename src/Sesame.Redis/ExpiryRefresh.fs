@@ -4,19 +4,35 @@ open System
 open System.Globalization
 open StackExchange.Redis
 
-/// A reading of Redis's clock: its Unix ms minus the local monotonic clock's ms, and when (local monotonic ms) it was taken.
+/// A moment on this process's two clocks, in ms: the monotonic one (<c>Stopwatch</c>), which no step of the wall clock
+/// moves, and the wall clock (Unix ms), which goes on while the host is suspended, when the monotonic one stops.
+[<Struct>]
+type internal LocalClocks = {
+    Monotonic: int64
+    Wall: int64
+} with
+
+    static member private TicksPerMs = Diagnostics.Stopwatch.Frequency / 1000L
+
+    /// Both clocks now.
+    static member Now() = { Monotonic = Diagnostics.Stopwatch.GetTimestamp() / LocalClocks.TicksPerMs; Wall = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }
+
+/// A reading of Redis's clock: its Unix ms minus each of the local clocks' ms, and when (local monotonic ms) it was taken.
 [<Sealed; AllowNullLiteral>]
-type internal ClockReading(offset: int64, takenAt: int64) =
-    member _.Offset = offset
+type internal ClockReading(monotonicOffset: int64, wallOffset: int64, takenAt: int64) =
+    member _.MonotonicOffset = monotonicOffset
+    member _.WallOffset = wallOffset
     member _.TakenAt = takenAt
 
 /// <summary>
 /// The store's reading of Redis's clock (Unix ms, as the scripts' TIME gives it): the last time a script told it, kept
-/// as an offset from this process's monotonic clock, so that a jump of the local wall clock does not move it.
+/// as an offset from each of this process's clocks (see LocalClocks), so that neither a step of the local wall clock nor
+/// a suspended host holds it back.
 /// </summary>
-/// <remarks>A reading older than <c>MaxAge</c> counts as none: the two clocks may drift apart, and the next load that
-/// needs a reading runs its script, which gives a fresh one. On Redis Cluster the reading may come from any primary:
-/// their clocks agree within what NTP keeps them to, which the load's window leaves room for.</remarks>
+/// <remarks>A reading older than <c>MaxAge</c> counts as none: the clocks may drift apart, and the next load that
+/// needs a reading runs its script, which gives a fresh one. A load decides by the reading whether its expiry is due
+/// (ExpiryRefresh.dueByDeadline), so the reading must never be behind Redis's clock: it is the later of the two clocks'
+/// estimates, plus <c>Margin</c>.</remarks>
 [<Sealed>]
 type internal RedisClock() =
     // One object swapped whole, so that a reader never pairs one reading's offset with another's time.
@@ -26,26 +42,36 @@ type internal RedisClock() =
     /// How long a reading is trusted: at a drift of 100 ppm, a minute moves the clocks 6 ms apart.
     static member MaxAge = 60_000L
 
+    /// <summary>What a reading adds, in ms, to be ahead of Redis's clock rather than behind: Redis's clock is read to the
+    /// ms rounded down, and this process's too (up to 1 ms each), and on Redis Cluster the reading may come from any
+    /// primary, whose clocks NTP keeps within a few ms of each other.</summary>
+    static member Margin = 5L
+
     /// Whether a load that runs its script should ask it for Redis's clock: no reading, or one past half its age.
     member _.WantsReading =
         let current = reading
-        isNull current || Environment.TickCount64 - current.TakenAt > RedisClock.MaxAge / 2L
+        isNull current || LocalClocks.Now().Monotonic - current.TakenAt > RedisClock.MaxAge / 2L
 
-    /// <summary>Records Redis's clock as a script reported it, against the local time the script was sent
-    /// (<paramref name="sentAt"/>, <c>Environment.TickCount64</c>).</summary>
+    /// <summary>Records Redis's clock as a script reported it, against the local clocks when the script was sent
+    /// (<paramref name="sentAt"/>).</summary>
     /// <remarks>The script read the clock after it was sent, so the reading can only make Redis's clock seem ahead of
     /// where it is: by the trip, and by whatever held this process up before it read the reply (a collection, a starved
-    /// thread pool). Ahead is the safe side: a load then thinks more time has passed since a session was last seen, and
-    /// runs its script sooner, never later. (Stamped when the reply was read, a reply read late would put Redis's clock
-    /// behind, and a load would skip a slide it needed.)</remarks>
-    member _.Observe(redisNowMs: int64, sentAt: int64) = reading <- ClockReading(redisNowMs - sentAt, sentAt)
+    /// thread pool). Ahead is the safe side: a load then thinks more time has passed, and runs its script sooner, never
+    /// later. (Stamped when the reply was read, a reply read late would put Redis's clock behind, and a load would skip
+    /// a slide it needed.)</remarks>
+    member _.Observe(redisNowMs: int64, sentAt: LocalClocks) =
+        reading <- ClockReading(redisNowMs - sentAt.Monotonic, redisNowMs - sentAt.Wall, sentAt.Monotonic)
 
-    /// Redis's clock now, as far as a recent reading tells (ahead of it by the trip of the script that gave the
-    /// reading at most, see Observe); ValueNone without one.
+    /// Redis's clock now, as far as a recent reading tells: never behind it, and ahead of it by the trip of the script
+    /// that gave the reading, by Margin, and by any step forward of the wall clock since, at most (see Observe);
+    /// ValueNone without a reading.
     member _.TryNow() : int64 voption =
         let current = reading
-        let local = Environment.TickCount64
-        if isNull current || local - current.TakenAt > RedisClock.MaxAge then ValueNone else ValueSome(local + current.Offset)
+        let local = LocalClocks.Now()
+        if isNull current || local.Monotonic - current.TakenAt > RedisClock.MaxAge then
+            ValueNone
+        else
+            ValueSome(max (local.Monotonic + current.MonotonicOffset) (local.Wall + current.WallOffset) + RedisClock.Margin)
 
 /// <summary>
 /// Whether a load must run its script (Load.lua), from the hash it has just read: most loads need not, and are then one
@@ -87,9 +113,10 @@ module internal ExpiryRefresh =
     /// refresh interval: the interval, capped at a quarter of the timeout.
     let loadWindow (ttl: int64) (interval: int64) = if ttl < 0L then interval else min interval (ttl / 4L)
 
+    /// An integer as the scripts write one: digits, after a minus sign or none (as Layout.lua's patterns read it).
     let private parseText (text: string) =
         match Int64.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) with
-        | true, n -> ValueSome n
+        | true, n when not (text.StartsWith '+') -> ValueSome n
         | _ -> ValueNone
 
     let private parse (value: RedisValue) = parseText (string value)

@@ -883,7 +883,7 @@ type RedisStore private (connection: IConnectionMultiplexer, options: RedisStore
                                 RedisValue.op_Implicit window
                                 RedisValue.op_Implicit (if clock.WantsReading then "1" else "0")
                             |]
-                            let sentAt = Environment.TickCount64
+                            let sentAt = LocalClocks.Now()
                             let! slide = task {
                                 try
                                     let! struct (reply, _) = evaluate loadScript keys arguments false token

@@ -70,8 +70,8 @@ type RedisStoreOptions() =
     /// slides the expiry, so it is as precise as this for sessions that are only read. Another idle timeout than the
     /// one the expiry last slid to (shorter, longer, or none) is applied at once. <c>TimeSpan.Zero</c> refreshes on
     /// every load and commit. Capped at half the idle timeout for a commit and a quarter for a load (a longer interval
-    /// would let a session in use expire). A load within it is one <c>HGETALL</c> beside one <c>PTTL</c>, with no script.
-    /// Default 1 second.
+    /// would let a session in use expire). A load within it is one <c>HGETALL</c>, with no script: the deadline the last
+    /// slide set, which the hash records, tells it. Default 1 second.
     /// </summary>
     member val ExpiryRefreshInterval = RedisStoreOptions.DefaultExpiryRefreshInterval with get, set
 

@@ -99,7 +99,18 @@ let tests =
             // What cannot tell: the script decides, by the key's TTL.
             Expect.equal (dueBy "1200000" 1_200_000L (ValueSome now)) ValueNone "the timeout alone (an earlier Sesame's)"
             Expect.equal (dueBy (slid 1_200_000L 1_200_000L) 1_200_000L ValueNone) ValueNone "no reading of Redis's clock"
-            for garbled in [ "soon"; "1200000 soon"; "1200000 "; $" 1200000 {now}"; $"1200000  {now}"; $"1200000 {now} 1"; $"- {now}" ] do
+            for garbled in
+                [
+                    "soon"
+                    "1200000 soon"
+                    "1200000 "
+                    $" 1200000 {now}"
+                    $"1200000  {now}"
+                    $"1200000 {now} 1"
+                    $"- {now}"
+                    $"+1200000 {now}"
+                    $"1200000 +{now}"
+                ] do
                 Expect.equal (dueBy garbled 1_200_000L (ValueSome now)) ValueNone $"'{garbled}' holds no deadline"
                 let struct (_, timeout, _) = ExpiryRefresh.expiryFields (hash (Some seen) (Some garbled))
                 Expect.equal timeout ValueNone $"'{garbled}' holds no timeout either"
@@ -108,17 +119,36 @@ let tests =
         <| fun () ->
             let clock = RedisClock()
             Expect.equal (clock.TryNow()) ValueNone "no reading"
-            clock.Observe(5_000_000L, System.Environment.TickCount64)
+            clock.Observe(5_000_000L, LocalClocks.Now())
             match clock.TryNow() with
-            | ValueSome now -> Expect.isTrue (now >= 5_000_000L && now < 5_010_000L) $"read {now}"
+            | ValueSome now -> Expect.isTrue (now >= 5_000_000L + RedisClock.Margin && now < 5_010_000L) $"read {now}"
             | ValueNone -> failtest "a reading just taken"
+            let sent = LocalClocks.Now()
+            clock.Observe(5_000_000L, { sent with Monotonic = sent.Monotonic - RedisClock.MaxAge - 1L })
+            Expect.equal (clock.TryNow()) ValueNone "a reading older than a minute"
 
         testCase "a reading counts from when its script was sent: a reply read late puts Redis's clock ahead, never behind"
         <| fun () ->
             let clock = RedisClock()
             // The script was sent 600 ms ago (a pause before the reply was read) and read Redis's clock as 5,000,000.
-            clock.Observe(5_000_000L, System.Environment.TickCount64 - 600L)
+            let sent = LocalClocks.Now()
+            clock.Observe(5_000_000L, { Monotonic = sent.Monotonic - 600L; Wall = sent.Wall - 600L })
             match clock.TryNow() with
             | ValueSome now -> Expect.isGreaterThanOrEqual now 5_000_600L "now is at least the reading plus the time since the script went"
+            | ValueNone -> failtest "a reading just taken"
+
+        testCase "a reading follows whichever local clock went on further: the wall clock past a suspended host, the monotonic one past a step back"
+        <| fun () ->
+            let clock = RedisClock()
+            let sent = LocalClocks.Now()
+            // The host slept 10 s since the script was sent: the wall clock went on, the monotonic one stopped.
+            clock.Observe(5_000_000L, { sent with Wall = sent.Wall - 10_000L })
+            match clock.TryNow() with
+            | ValueSome now -> Expect.isGreaterThanOrEqual now 5_010_000L "the 10 s the host slept"
+            | ValueNone -> failtest "a reading just taken"
+            // The wall clock was stepped back 10 s since the script was sent 600 ms ago.
+            clock.Observe(5_000_000L, { Monotonic = sent.Monotonic - 600L; Wall = sent.Wall + 10_000L })
+            match clock.TryNow() with
+            | ValueSome now -> Expect.isGreaterThanOrEqual now 5_000_600L "the 600 ms the monotonic clock counted"
             | ValueNone -> failtest "a reading just taken"
     ]

@@ -223,6 +223,76 @@ let tests =
             Expect.stringStarts (string field) "2000 " "the timeout and its deadline"
         }
 
+        testCaseTask "the store's reading of Redis's clock is never behind Redis's clock"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            let db = connection.GetDatabase()
+            // Redis's clock as the scripts read it (nowMs in Layout.lua).
+            let redisNow () = task {
+                let! reply = db.ScriptEvaluateAsync "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
+                return int64 reply
+            }
+            let clock = RedisClock()
+            let behind = ResizeArray<int64>()
+            for i in 1..3000 do
+                // A load's script tells the clock now and then, stamped when it was sent.
+                if i % 50 = 1 then
+                    let sentAt = LocalClocks.Now()
+                    let! now = redisNow ()
+                    clock.Observe(now, sentAt)
+                // A load's HGETALL is read by Redis, then the store reads the clock once the reply is in.
+                let! read = redisNow ()
+                match clock.TryNow() with
+                | ValueSome now when now < read -> behind.Add(read - now)
+                | _ -> ()
+                if i % 3 = 0 then do! Task.Delay 1
+            Expect.isEmpty behind $"readings behind Redis's clock, by up to {Seq.append [ 0L ] behind |> Seq.max} ms"
+        }
+
+        testCaseTask "a load sent once its window has run down slides the expiry"
+        <| fun () -> task {
+            use server = new RedisServer()
+            use! connection = server.ConnectAsync()
+            // A window of 203 ms, no whole number of a coarse clock's steps.
+            use store =
+                new RedisStore(
+                    connection,
+                    RedisStoreOptions(KeyPrefix = "edge:", SweepInterval = TimeSpan.Zero, ExpiryRefreshInterval = TimeSpan.FromMilliseconds 203.0),
+                    null
+                )
+            let idle = TimeSpan.FromSeconds 2.0
+            let db = connection.GetDatabase()
+            let id = idFor (Random 41) null
+            let key = RedisKey.op_Implicit (store.KeyOf id)
+            let pttl () = task {
+                let! reply = db.ExecuteAsync("PTTL", [| box key |])
+                return int64 reply
+            }
+            let! _ = store.CommitAsync(id, setN 1, { options with IdleTimeout = idle }, CancellationToken.None)
+            let! _ = store.LoadAsync(id, idle, CancellationToken.None)
+            let skipped = ResizeArray<string>()
+            for trial in 1..40 do
+                // The key's TTL, read until it shows the window run down (by 0 or 1 ms more, in turn).
+                let mutable before = 2000L
+                while 2000L - before < 203L + int64 (trial % 2) do
+                    let! left = pttl ()
+                    before <- left
+                    if 2000L - before < 188L then do! Task.Delay 5
+                let! loaded = store.LoadAsync(id, idle, CancellationToken.None)
+                Expect.isNotNull loaded $"trial {trial}: the session is there"
+                let! after = pttl ()
+                if after <= before then
+                    skipped.Add $"trial {trial}: {before} ms left before the load, {after} after"
+                    // Slid by a later load, for the next trial to start from the whole timeout.
+                    let mutable left = after
+                    while left <= before && left > 0L do
+                        let! _ = store.LoadAsync(id, idle, CancellationToken.None)
+                        let! now = pttl ()
+                        left <- now
+            Expect.isEmpty skipped "loads that skipped a slide that was due"
+        }
+
         testCaseTask "with its primary down, a load fails: it never serves a replica's copy"
         <| fun () -> task {
             use primary = new RedisServer()
