@@ -47,9 +47,11 @@ local function main()
   -- A new key has no TTL yet; a session that never expires slides only off a TTL an earlier timeout gave it. A timeout
   -- other than the one the expiry last slid to ('#x') slides at once, so that the first commit under a shorter or a
   -- longer timeout applies it.
-  local due = creating or timeoutOf(meta[4]) ~= ttl
+  local timeout, deadline
+  if not creating then timeout, deadline = expiryOf(meta[4]) end
+  local due = creating or timeout ~= ttl
   if not due then
-    local left = leftOf(meta[4], now) or redis.call('PTTL', key)
+    local left = leftOf(deadline, now) or redis.call('PTTL', key)
     if ttl < 0 then due = left >= 0 else due = slideDue(left, ttl, interval) end
   end
   -- The timeout a slide sets, which a load compares with its own to know whether it must slide (see Load.lua), and the

@@ -91,20 +91,20 @@ local function expiryField(ttl, now)
   return string.format('%d %d', ttl, now + ttl)
 end
 
--- The timeout a session's '#x' names (its text; nil for none): the timeout alone, or with its deadline (expiryField).
-local function timeoutOf(field)
-  if not field then return nil end
-  return tonumber(field:match('^(%-?%d+) %-?%d+$') or field)
+-- What a session's '#x' (its text) holds: the timeout it names (nil for none) and the deadline that set, as
+-- expiryField writes them; the deadline nil for an earlier Sesame's timeout alone. The deadline and the TTL are set
+-- together, in one script: no slide moves one without the other.
+local function expiryOf(field)
+  if not field then return nil, nil end
+  local timeout, deadline = field:match('^(%-?%d+) (%-?%d+)$')
+  if not timeout then return tonumber(field), nil end
+  return tonumber(timeout), tonumber(deadline)
 end
 
--- The ms left to a session's expiry at `now` as PTTL gives it (-1 for none), from its '#x' (its text); nil when that
--- holds no deadline (an earlier Sesame's timeout alone, or not a '#x' expiryField writes). The deadline and the TTL are
--- set together, in one script: no slide moves one without the other.
-local function leftOf(field, now)
-  if not field then return nil end
-  local deadline = field:match('^%-?%d+ (%-?%d+)$')
+-- The ms left to a session's expiry at `now` as PTTL gives it (-1 for none), from the deadline its '#x' holds; nil for
+-- none.
+local function leftOf(deadline, now)
   if not deadline then return nil end
-  deadline = tonumber(deadline)
   if deadline < 0 then return -1 end
   return math.max(0, deadline - now)
 end
