@@ -193,8 +193,7 @@ type internal SessionCookie(protector: IDataProtector, seal: TicketSeal, options
     /// <summary>Gives the client a session ticket: the cookie, and the session header, as the transport says.</summary>
     member this.Write(context: HttpContext, ticket: SessionTicket) =
         let text = SessionTicket.format ticket
-        let mutable keyTrustedUntil = Int64.MaxValue
-        let value = if sealed' then seal.Seal(text, &keyTrustedUntil) else protector.Protect text
+        let value = if sealed' then seal.Seal text else protector.Protect text
         if useCookie then context.Response.Cookies.Append(options.Cookie.Name, value, options.Cookie.Build context)
         if useHeader then context.Response.Headers[headerName] <- value
 

@@ -230,12 +230,10 @@ type internal TicketSeal(protector: IDataProtector, time: TimeProvider, logger: 
     /// <summary>Whether a ticket value has a sealed ticket's shape (dots; Data Protection's base64url has none).</summary>
     static member IsSealed(value: string) = value.IndexOf '.' >= 0
 
-    /// <summary>Seals a ticket's text (ASCII, at most 64 characters); <paramref name="trustedUntil"/> is when the key
-    /// must be checked against the key ring again (a timestamp of the seal's time provider).</summary>
-    member _.Seal(ticket: string, trustedUntil: outref<int64>) : string =
+    /// <summary>Seals a ticket's text (ASCII, at most 64 characters).</summary>
+    member _.Seal(ticket: string) : string =
         if ticket.Length > longestTicket then invalidArg (nameof ticket) "A ticket's text is at most 64 characters."
         let key = sealingKey ()
-        trustedUntil <- key.TrustedUntil
         let tag = tagOf key.Secret (ticket.AsSpan()) madeAt
         String.Concat(key.Wrapped, ".", ticket, ".", Base64Url.EncodeToString(Span<byte>.op_Implicit tag))
 

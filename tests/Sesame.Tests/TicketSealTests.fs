@@ -58,10 +58,8 @@ type private CountingProtector(inner: IDataProtector) =
 
 let private ticketText () = SessionTicket.format { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
 
-/// A sealed ticket (the key's trust left aside).
-let private sealWith (seal: TicketSeal) (ticket: string) =
-    let mutable trustedUntil = 0L
-    seal.Seal(ticket, &trustedUntil)
+/// A sealed ticket.
+let private sealWith (seal: TicketSeal) (ticket: string) = seal.Seal ticket
 
 /// The ticket text a value opens to, or null.
 let private opened (seal: TicketSeal) (value: string) =
