@@ -607,7 +607,7 @@ type FileStore
                 Task.FromException<CommitResult> e
 
     /// <inheritdoc />
-    override _.MoveAsync(fromId, toId, change, commit, cancellationToken) =
+    override this.MoveAsync(fromId, toId, change, commit, cancellationToken) =
         if cancellationToken.IsCancellationRequested then
             Task.FromCanceled<CommitResult> cancellationToken
         else
@@ -615,92 +615,93 @@ type FileStore
                 SessionStore.CheckStorableId(toId, nameof toId)
                 if isNull change then nullArg (nameof change)
                 ensureWritable ()
-                let fromBytes = if isNull fromId then [||] else Text.Encoding.UTF8.GetBytes fromId
-                let changeBody = FileLog.changeBody change
-                let body = Array.zeroCreate<byte>(4 + fromBytes.Length + changeBody.Length)
-                Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(body, 0, 4), fromBytes.Length)
-                Buffer.BlockCopy(fromBytes, 0, body, 4, fromBytes.Length)
-                Buffer.BlockCopy(changeBody, 0, body, 4 + fromBytes.Length, changeBody.Length)
+                let body = FileStore.MoveBody(fromId, change)
                 checkRecordSize toId body.LongLength
-                let admitted = ref null
-                let moved =
-                    lock moveLock (fun () ->
-                        // Looked up again when the session was parked in the fresh ring while we waited for its lock.
-                        let rec attempt () =
-                            let t = now ()
-                            let from =
-                                if isNull fromId then
-                                    null
-                                else
-                                    match sessions.TryGetValue fromId with
-                                    | true, s -> s
-                                    | _ -> null
-                            let moveFrom () =
-                                match applyChecked toId change fromId (if isNull from then null else from.Latest) commit.MaxSizeBytes with
-                                | ValueNone -> Task.FromResult CommitResult.ShapeChanged
-                                | ValueSome value ->
-                                    let user =
-                                        match SessionMeta.userOf value.Tree.Meta with
-                                        | Some u -> u
-                                        | None -> null
-                                    if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
-                                        Task.FromResult CommitResult.UserLimitReached
-                                    else
-                                        // The new id's empty object may be swept (it is dead) while we wait for its
-                                        // lock: then it is looked up again.
-                                        let rec lockedTarget () =
-                                            let target = sessions.GetOrAdd toId
-                                            let moved =
-                                                lock target (fun () ->
-                                                    if target.Removed then
-                                                        null
-                                                    else
-                                                        if not (isNull target.Latest) || target.Pending > 0 then
-                                                            invalidOp "The move's new id is already a session; a new id must be fresh."
-                                                        let expires = expiresAt commit.IdleTimeout t
-                                                        let moved =
-                                                            queue
-                                                                target
-                                                                FileLog.KindMove
-                                                                (FileLog.payload FileLog.KindMove expires t toId body)
-                                                                value
-                                                                expires
-                                                                t
-                                                                from
-                                                        // The session keeps its segment under its new id, but one bound to a user is
-                                                        // returning from its sign-in on (a login that is the visitor's first request is a
-                                                        // user, not a crawler), so that a flood of new sessions cannot sign anyone out.
-                                                        let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
-                                                        if not (isNull from) then
-                                                            from.Latest <- null
-                                                            from.FileExpires <- 0L
-                                                            from.Pending <- from.Pending + 1
-                                                            sessions.Unindex(fromId, from)
-                                                            sessions.Vacate from
-                                                        sessions.Index(toId, target, user)
-                                                        sessions.Policy.Admit(target.Node, cameBack)
-                                                        admitted.Value <- target.Node
-                                                        moved)
-                                            if isNull moved then lockedTarget () else moved
-                                        lockedTarget ()
-                            if isNull fromId then
-                                moveFrom ()
-                            elif isNull from then
-                                Task.FromResult CommitResult.SessionGone
-                            else
-                                match
-                                    lock from (fun () ->
-                                        if from.Removed then null
-                                        elif not (live from t) then Task.FromResult CommitResult.SessionGone
-                                        else moveFrom ())
-                                with
-                                | null -> attempt ()
-                                | moved -> moved
-                        attempt ())
-                if not (isNull admitted.Value) then bounds.Enforce admitted.Value
+                let struct (moved, admitted) = lock moveLock (fun () -> this.MoveLocked(fromId, toId, change, commit, body))
+                if not (isNull admitted) then bounds.Enforce admitted
                 moved |> withCancellation cancellationToken
             with e ->
                 Task.FromException<CommitResult> e
+
+    /// A move record's body: the old id's UTF-8 length and bytes (none for a new session), then the change.
+    static member private MoveBody(fromId: string, change: SessionChange) : byte[] =
+        let fromBytes = if isNull fromId then [||] else Text.Encoding.UTF8.GetBytes fromId
+        let changeBody = FileLog.changeBody change
+        let body = Array.zeroCreate<byte>(4 + fromBytes.Length + changeBody.Length)
+        Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(body, 0, 4), fromBytes.Length)
+        Buffer.BlockCopy(fromBytes, 0, body, 4, fromBytes.Length)
+        Buffer.BlockCopy(changeBody, 0, body, 4 + fromBytes.Length, changeBody.Length)
+        body
+
+    /// A move under the move lock: finds the session under its old id (none for a new session) and moves it under its
+    /// lock. Gives the commit's task and, when a session was queued under the new id, its node for the bounds.
+    member private this.MoveLocked(fromId: string, toId: string, change: SessionChange, commit: CommitOptions, body: byte[]) =
+        let t = now ()
+        let from =
+            if isNull fromId then
+                null
+            else
+                match sessions.TryGetValue fromId with
+                | true, s -> s
+                | _ -> null
+        if isNull fromId then
+            this.MoveFrom(null, fromId, toId, change, commit, body, t)
+        elif isNull from then
+            struct (Task.FromResult CommitResult.SessionGone, null)
+        else
+            let result =
+                lock from (fun () ->
+                    if from.Removed then ValueNone
+                    elif not (live from t) then ValueSome(struct (Task.FromResult CommitResult.SessionGone, null))
+                    else ValueSome(this.MoveFrom(from, fromId, toId, change, commit, body, t)))
+            match result with
+            | ValueSome moved -> moved
+            // Looked up again: the session was parked in the fresh ring while we waited for its lock.
+            | ValueNone -> this.MoveLocked(fromId, toId, change, commit, body)
+
+    /// Applies a move's change to the session `from` (null: a new session; held under its lock) and queues it under the
+    /// new id, unless the change or the user's limit refuses it.
+    member private this.MoveFrom(from: FileSession, fromId: string, toId: string, change: SessionChange, commit: CommitOptions, body: byte[], t: int64) =
+        match applyChecked toId change fromId (if isNull from then null else from.Latest) commit.MaxSizeBytes with
+        | ValueNone -> struct (Task.FromResult CommitResult.ShapeChanged, null)
+        | ValueSome value ->
+            let user =
+                match SessionMeta.userOf value.Tree.Meta with
+                | Some u -> u
+                | None -> null
+            if not (isNull user) && not (admitUser user fromId commit.UserLimit t) then
+                struct (Task.FromResult CommitResult.UserLimitReached, null)
+            else
+                this.MoveInto(from, fromId, toId, value, user, commit, body, t)
+
+    /// Queues a move's record under the new id, whose session must be fresh, and takes the session out of the old id.
+    member private this.MoveInto
+        (from: FileSession, fromId: string, toId: string, value: MeasuredValue, user: string, commit: CommitOptions, body: byte[], t: int64)
+        =
+        let target = sessions.GetOrAdd toId
+        let moved =
+            lock target (fun () ->
+                if target.Removed then
+                    null
+                else
+                    if not (isNull target.Latest) || target.Pending > 0 then invalidOp "The move's new id is already a session; a new id must be fresh."
+                    let expires = expiresAt commit.IdleTimeout t
+                    let moved = queue target FileLog.KindMove (FileLog.payload FileLog.KindMove expires t toId body) value expires t from
+                    // The session keeps its segment under its new id, but one bound to a user is returning from its
+                    // sign-in on (a login that is the visitor's first request is a user, not a crawler), so that a flood
+                    // of new sessions cannot sign anyone out.
+                    let cameBack = not (isNull from) && sessions.Policy.IsReturning from.Node || not (isNull user)
+                    if not (isNull from) then
+                        from.Latest <- null
+                        from.FileExpires <- 0L
+                        from.Pending <- from.Pending + 1
+                        sessions.Unindex(fromId, from)
+                        sessions.Vacate from
+                    sessions.Index(toId, target, user)
+                    sessions.Policy.Admit(target.Node, cameBack)
+                    moved)
+        // The new id's empty object was swept (it is dead) while we waited for its lock: looked up again.
+        if isNull moved then this.MoveInto(from, fromId, toId, value, user, commit, body, t) else struct (moved, target.Node)
 
     /// <inheritdoc />
     override _.DeleteAsync(id, cancellationToken) =
