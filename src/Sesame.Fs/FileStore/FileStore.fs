@@ -637,27 +637,21 @@ type FileStore
     /// lock. Gives the commit's task and, when a session was queued under the new id, its node for the bounds.
     member private this.MoveLocked(fromId: string, toId: string, change: SessionChange, commit: CommitOptions, body: byte[]) =
         let t = now ()
-        let from =
-            if isNull fromId then
-                null
-            else
-                match sessions.TryGetValue fromId with
-                | true, s -> s
-                | _ -> null
         if isNull fromId then
             this.MoveFrom(null, fromId, toId, change, commit, body, t)
-        elif isNull from then
-            struct (Task.FromResult CommitResult.SessionGone, null)
         else
-            let result =
-                lock from (fun () ->
-                    if from.Removed then ValueNone
-                    elif not (live from t) then ValueSome(struct (Task.FromResult CommitResult.SessionGone, null))
-                    else ValueSome(this.MoveFrom(from, fromId, toId, change, commit, body, t)))
-            match result with
-            | ValueSome moved -> moved
-            // Looked up again: the session was parked in the fresh ring while we waited for its lock.
-            | ValueNone -> this.MoveLocked(fromId, toId, change, commit, body)
+            match sessions.TryGetValue fromId with
+            | false, _ -> struct (Task.FromResult CommitResult.SessionGone, null)
+            | true, from ->
+                let result =
+                    lock from (fun () ->
+                        if from.Removed then ValueNone
+                        elif not (live from t) then ValueSome(struct (Task.FromResult CommitResult.SessionGone, null))
+                        else ValueSome(this.MoveFrom(from, fromId, toId, change, commit, body, t)))
+                match result with
+                | ValueSome moved -> moved
+                // Looked up again: the session was parked in the fresh ring while we waited for its lock.
+                | ValueNone -> this.MoveLocked(fromId, toId, change, commit, body)
 
     /// Applies a move's change to the session `from` (null: a new session; held under its lock) and queues it under the
     /// new id, unless the change or the user's limit refuses it.
