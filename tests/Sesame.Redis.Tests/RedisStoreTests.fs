@@ -1139,7 +1139,7 @@ let private storeTests =
             // The SELECT that StackExchange.Redis sends after an FCALL (see above) aside.
             let fromStore = seen |> List.filter (fun (client, words) -> storeClients.Contains client && name words <> "select")
             // The store has read Redis's clock from nothing yet: the first load's script tells it. For the others the
-            // hash's deadline ('#e') decides that the expiry is not due.
+            // deadline the hash's '#x' records decides that the expiry is not due.
             Expect.equal (fromStore |> List.map (snd >> name)) ("hgetall" :: "fcall" :: List.replicate 4 "hgetall") "the loads' commands"
             Expect.equal
                 (fromStore |> List.filter (fun (_, words) -> name words <> "fcall") |> List.map (fun (_, words) -> List.item 1 words))
@@ -1225,7 +1225,7 @@ let private storeTests =
             let! result = commit 2 idle
             let! ran = monitor.ReadUntilMarkerAsync()
             Expect.equal result CommitResult.Committed "committed"
-            // The time left is read from the hash's deadline ('#e'), which the first commit wrote, not from the key.
+            // The time left is read from the deadline the hash's '#x' records, which the first commit wrote, not from the key.
             let inScript = ran |> List.filter (fun (client, _) -> client = "lua") |> List.map (fun (_, words) -> (List.head words).ToLowerInvariant())
             Expect.equal inScript [ "time"; "hmget"; "hmget"; "hset" ] "what the commit's script ran"
             let! struct (left, score, seen) = state ()
