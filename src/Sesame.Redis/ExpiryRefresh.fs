@@ -14,8 +14,11 @@ type internal LocalClocks = {
 
     static member private TicksPerMs = Diagnostics.Stopwatch.Frequency / 1000L
 
+    /// The monotonic clock now, alone: all that a reading's age needs.
+    static member MonotonicNow() = Diagnostics.Stopwatch.GetTimestamp() / LocalClocks.TicksPerMs
+
     /// Both clocks now.
-    static member Now() = { Monotonic = Diagnostics.Stopwatch.GetTimestamp() / LocalClocks.TicksPerMs; Wall = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }
+    static member Now() = { Monotonic = LocalClocks.MonotonicNow(); Wall = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }
 
 /// A reading of Redis's clock: its Unix ms minus each of the local clocks' ms, and when (local monotonic ms) it was taken.
 [<Sealed; AllowNullLiteral>]
@@ -50,7 +53,7 @@ type internal RedisClock() =
     /// Whether a load that runs its script should ask it for Redis's clock: no reading, or one past half its age.
     member _.WantsReading =
         let current = reading
-        isNull current || LocalClocks.Now().Monotonic - current.TakenAt > RedisClock.MaxAge / 2L
+        isNull current || LocalClocks.MonotonicNow() - current.TakenAt > RedisClock.MaxAge / 2L
 
     /// <summary>Records Redis's clock as a script reported it, against the local clocks when the script was sent
     /// (<paramref name="sentAt"/>).</summary>
