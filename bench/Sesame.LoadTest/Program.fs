@@ -271,7 +271,10 @@ let private runAll (args: string[]) =
                 printfn "  the measurement failed:\n%s" output
                 None
         memory |> Option.iter (Report.memoryText >> printfn "%s")
-        let command = "dotnet run -c Release --project bench/Sesame.LoadTest"
+        // The options this run was given, so that the document's command reproduces it (its rounds above all).
+        let command =
+            let given = if args.Length = 0 then "" else " -- " + String.Join(" ", args)
+            "dotnet run -c Release --project bench/Sesame.LoadTest" + given
         let docs = Path.Combine(root, "docs")
         Directory.CreateDirectory docs |> ignore
         let performance = Path.Combine(docs, "performance.md")
