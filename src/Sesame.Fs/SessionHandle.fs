@@ -256,9 +256,9 @@ type SessionHandle
     let creationFacts (created: DateTimeOffset) =
         let own =
             if options.ShapeVersion > 0 then
-                [| Update.Set(SessionHandle.CreatedPath, ms created); Update.Set(SessionHandle.ShapePath, Json.int64 (int64 options.ShapeVersion)) |]
+                [| Update.Set(SessionMeta.CreatedPath, ms created); Update.Set(SessionMeta.ShapePath, Json.int64 (int64 options.ShapeVersion)) |]
             else
-                [| Update.Set(SessionHandle.CreatedPath, ms created) |]
+                [| Update.Set(SessionMeta.CreatedPath, ms created) |]
         if creationExtras.Length = 0 then own else Array.append own creationExtras
 
     /// <summary>
@@ -282,7 +282,7 @@ type SessionHandle
         | ValueSome step when step.From <> step.To ->
             upgrade <- ValueNone
             loadedShape <- step.To
-            meta <- SessionPath.set SessionHandle.ShapePath (Json.int64 (int64 step.To)) meta
+            meta <- SessionPath.set SessionMeta.ShapePath (Json.int64 (int64 step.To)) meta
         | _ -> ()
 
     /// The store found another shape than the one this request's changes were made for: they were not stored.
@@ -348,18 +348,6 @@ type SessionHandle
 
     /// Whether this request read or changed the session (it loaded it).
     member internal _.WasTouched = touched
-
-    /// The path of a new session's creation time in its facts, made once: every new session's commit sets it, and a
-    /// path checks its keys as it is made.
-    static member val internal CreatedPath = SessionPath.ofKeys [ SessionMeta.Created ]
-
-    /// The path of the shape version in the facts (set in every new session's facts when the app declares a shape).
-    static member val internal ShapePath = SessionPath.ofKeys [ SessionMeta.Shape ]
-
-    /// The paths of the user and the device in the facts, which a sign-in sets.
-    static member val internal UserPath = SessionPath.ofKeys [ SessionMeta.User ]
-
-    static member val internal DevicePath = SessionPath.ofKeys [ SessionMeta.Device ]
 
     /// Whether there are changes not yet committed.
     member _.HasPendingChanges = lock gate (fun () -> pending.Count > 0 || pendingMeta.Count > 0)
@@ -807,7 +795,7 @@ type SessionHandle
         if String.IsNullOrEmpty userId then invalidArg (nameof userId) "A user id cannot be null or empty."
         guardStarted "sign in"
         task {
-            let binding = [| Update.Set(SessionHandle.UserPath, Json.string userId); Update.Set(SessionHandle.DevicePath, deviceFacts ()) |]
+            let binding = [| Update.Set(SessionMeta.UserPath, Json.string userId); Update.Set(SessionMeta.DevicePath, deviceFacts ()) |]
             let toId = SessionId.createFor userId
             let signInNew () = task {
                 // Not stored yet (or gone): the session is created, bound, at its first id.

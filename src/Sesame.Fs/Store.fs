@@ -64,6 +64,13 @@ module SessionMeta =
     [<Literal>]
     let Flash = "flash"
 
+    // The paths of the facts Sesame sets, made once: a path checks its keys as it is made, and every new session's
+    // commit sets the creation time (and the shape, when the app declares one), every sign-in the user and the device.
+    let internal CreatedPath = SessionPath.ofKeys [ Created ]
+    let internal ShapePath = SessionPath.ofKeys [ Shape ]
+    let internal UserPath = SessionPath.ofKeys [ User ]
+    let internal DevicePath = SessionPath.ofKeys [ Device ]
+
     /// <summary>The user a session's facts bind it to, or <c>None</c>.</summary>
     let userOf (meta: Json) : string option =
         match meta with
@@ -153,8 +160,7 @@ type SessionChange(data: Patch, meta: Patch, upgrade: ShapeUpgrade voption) =
             | ValueNone -> ValueSome struct (tree, facts)
             | ValueSome u ->
                 match SessionMeta.shapeOf facts with
-                | shape when shape = u.From ->
-                    ValueSome struct (Patch.apply u.Data tree, SessionPath.set (SessionPath.ofKeys [ SessionMeta.Shape ]) (Json.int64 (int64 u.To)) facts)
+                | shape when shape = u.From -> ValueSome struct (Patch.apply u.Data tree, SessionPath.set SessionMeta.ShapePath (Json.int64 (int64 u.To)) facts)
                 | shape when shape = u.To -> ValueSome struct (tree, facts)
                 | _ -> ValueNone
         match upgraded with
