@@ -58,9 +58,6 @@ type private CountingProtector(inner: IDataProtector) =
 
 let private ticketText () = SessionTicket.format { Id = SessionId.create (); Created = DateTimeOffset.UtcNow }
 
-/// A sealed ticket.
-let private sealWith (seal: TicketSeal) (ticket: string) = seal.Seal ticket
-
 /// The ticket text a value opens to, or null.
 let private opened (seal: TicketSeal) (value: string) =
     let mutable reason = null
@@ -88,7 +85,7 @@ let tests =
             use ring = new KeyRing()
             let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
             let ticket = ticketText ()
-            let value = sealWith seal ticket
+            let value = seal.Seal ticket
             Expect.equal (opened seal value) ticket "It opens to its ticket."
             let parts = value.Split '.'
             Expect.equal parts.Length 4 "key.id.created.tag"
@@ -102,7 +99,7 @@ let tests =
         <| fun () ->
             use ring = new KeyRing()
             let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
-            let value = sealWith seal (ticketText ())
+            let value = seal.Seal(ticketText ())
             let others = base64Url + ". =%+/"
             let mutable tried = 0
             for i in 0 .. value.Length - 1 do
@@ -123,8 +120,8 @@ let tests =
             let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
             let foreign = TicketSeal(foreignRing.Protector, TimeProvider.System, NullLogger.Instance)
             let ticket = ticketText ()
-            let own = sealWith seal ticket
-            let forged = sealWith foreign ticket
+            let own = seal.Seal ticket
+            let forged = foreign.Seal ticket
             let partsOf (value: string) = value.Substring(0, value.IndexOf '.'), value.Substring(value.LastIndexOf '.' + 1)
             let ownKey, ownTag = partsOf own
             let foreignKey, foreignTag = partsOf forged
@@ -133,7 +130,7 @@ let tests =
             Expect.isNull (opened seal $"{foreignKey}.{ticket}.{ownTag}") "Another key with this app's tag."
             let other = ticketText ()
             Expect.isNull (opened seal $"{ownKey}.{other}.{ownTag}") "Another ticket under this app's key and tag."
-            let otherTag = snd (partsOf (sealWith seal other))
+            let otherTag = snd (partsOf (seal.Seal other))
             Expect.isNull (opened seal $"{ownKey}.{ticket}.{otherTag}") "A tag of this key for another ticket."
 
         testCase "values of a sealed ticket's shape that are not one open nothing and raise nothing"
@@ -141,7 +138,7 @@ let tests =
             use ring = new KeyRing()
             let seal = TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)
             let ticket = ticketText ()
-            let value = sealWith seal ticket
+            let value = seal.Seal ticket
             let key = value.Substring(0, value.IndexOf '.')
             let tag = value.Substring(value.LastIndexOf '.' + 1)
             let hostile = [
@@ -173,13 +170,13 @@ let tests =
             let logs = new LogCapture()
             let seal = TicketSeal(ring.Protector, clock, (logs :> ILoggerProvider).CreateLogger "Sesame")
             let keyOf (value: string) = value.Substring(0, value.IndexOf '.')
-            let first = sealWith seal (ticketText ())
+            let first = seal.Seal(ticketText ())
             clock.Advance(TimeSpan.FromMinutes 59.0)
-            let sameHour = sealWith seal (ticketText ())
+            let sameHour = seal.Seal(ticketText ())
             Expect.equal (keyOf sameHour) (keyOf first) "Within the hour, the same key."
             clock.Advance(TimeSpan.FromMinutes 2.0)
             let ticket = ticketText ()
-            let next = sealWith seal ticket
+            let next = seal.Seal ticket
             Expect.notEqual (keyOf next) (keyOf first) "After the hour, a new key."
             Expect.equal (opened seal next) ticket "The new key's ticket opens."
             Expect.isNotNull (opened seal first) "The old key's ticket still opens."
@@ -195,14 +192,14 @@ let tests =
             let logs = new LogCapture()
             let seal = TicketSeal(ring.Protector, clock, (logs :> ILoggerProvider).CreateLogger "Sesame")
             let ticket = ticketText ()
-            let before = sealWith seal ticket
+            let before = seal.Seal ticket
             Expect.equal (opened seal before) ticket "It opens before the revocation."
             ring.RevokeAll()
             Expect.equal (opened seal before) ticket "Within the minute the key is trusted as opened."
             clock.Advance(TimeSpan.FromSeconds 61.0)
             Expect.isNull (opened seal before) "A minute after the revocation it opens nothing."
             Expect.isNull (opened (TicketSeal(ring.Protector, clock, NullLogger.Instance)) before) "Nor on another instance."
-            let after = sealWith seal ticket
+            let after = seal.Seal ticket
             Expect.notEqual (after.Substring(0, after.IndexOf '.')) (before.Substring(0, before.IndexOf '.')) "A new key."
             Expect.equal (opened seal after) ticket "The new key's ticket opens."
             let refused = logs.Entries |> List.filter (fun e -> e.EventId.Name = "SealKeyRefused")
@@ -227,7 +224,7 @@ let tests =
                 context.Request.Headers.Cookie <- $"{options.Cookie.Name}={value}"
                 (cookie.TryRead context.Request).IsSome
             let issuedFirst = issue ()
-            let sealedFirst = sealWith seal (ticketText ())
+            let sealedFirst = seal.Seal(ticketText ())
             Expect.isTrue (opens issuedFirst) "An issued value opens."
             ring.RevokeAll()
             clock.Advance(TimeSpan.FromSeconds 59.0)
@@ -245,8 +242,8 @@ let tests =
             use ring = new KeyRing()
             let counting = CountingProtector(ring.Protector)
             let seal = TicketSeal(counting, TimeProvider.System, NullLogger.Instance)
-            let own = sealWith seal (ticketText ())
-            let others = [ for _ in 1..300 -> sealWith (TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance)) (ticketText ()) ]
+            let own = seal.Seal(ticketText ())
+            let others = [ for _ in 1..300 -> TicketSeal(ring.Protector, TimeProvider.System, NullLogger.Instance).Seal(ticketText ()) ]
             let before = counting.Opened
             for other in others do
                 Expect.isNotNull (opened seal other) "Another instance's ticket opens."
@@ -265,7 +262,7 @@ let tests =
                     for i in 1..2_000 do
                         let ticket = ticketText ()
                         let sealer, opener = if (n + i) % 2 = 0 then one, other else other, one
-                        let value = sealWith sealer ticket
+                        let value = sealer.Seal ticket
                         if opened opener value <> ticket || opened sealer value <> ticket then failures.Add value
                         if n = 0 && i % 100 = 0 then clock.Advance(TimeSpan.FromMinutes 7.0))
             Task.WaitAll [| for n in 0..7 -> worker n |]
